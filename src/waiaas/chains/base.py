@@ -1,0 +1,207 @@
+"""The chain port: what waiaas needs from a blockchain, as ``typing.Protocol``s.
+
+A third party adds a chain by writing a class with these methods; nothing to inherit.
+Optional capabilities are small separate protocols (:class:`SupportsNonces`,
+:class:`LocalChainControl`) checked with ``isinstance`` at run time.
+
+The pipeline calls an adapter in this order::
+
+    unsigned = adapter.build(request, sender, nonce=...)   # after policy passed
+    adapter.simulate(unsigned)                              # optional dry-run
+    signed = adapter.sign(unsigned, secret)                 # secret handed over for this call only
+    (store signed.raw and signed.tx_hash)                   # before submitting
+    adapter.submit(signed)                                  # idempotent for the same bytes
+    adapter.get_status(signed)                              # poll until CONFIRMED / FAILED / DROPPED
+
+Every upstream failure surfaces as a :class:`waiaas.errors.ChainError` subclass whose
+``kind`` is permanent, transient or stale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from waiaas.errors import ChainError
+from waiaas.types import Request
+
+__all__ = [
+    "ChainAdapter",
+    "ChainTxState",
+    "ChainTxStatus",
+    "LocalChainControl",
+    "SignedTx",
+    "SimulationResult",
+    "SupportsNonces",
+    "UnsignedTx",
+]
+
+
+@dataclass(frozen=True)
+class UnsignedTx:
+    """A transaction built for one sender, ready to sign.
+
+    Attributes:
+        chain: chain family (``"solana"``, ``"evm"``).
+        sender: the normalised sender address.
+        payload: adapter-specific content (a solders Message, an EVM tx dict, ...).
+        nonce: the EVM nonce used (``None`` on chains without account nonces).
+        fee_estimate: the adapter's fee estimate in native base units, when known.
+        valid_until: last block height / slot at which it can land (Solana), when known.
+    """
+
+    chain: str
+    sender: str
+    payload: Any
+    nonce: int | None = None
+    fee_estimate: int | None = None
+    valid_until: int | None = None
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """Signed bytes ready to submit; ``tx_hash`` is known before submission.
+
+    Attributes:
+        chain: chain family.
+        raw: the exact bytes the network receives.
+        tx_hash: the transaction id (Solana base58 signature, EVM 0x-hash).
+        nonce: the EVM nonce, when relevant.
+        valid_until: last block height / slot at which it can land, when known.
+    """
+
+    chain: str
+    raw: bytes
+    tx_hash: str
+    nonce: int | None = None
+    valid_until: int | None = None
+
+    def __repr__(self) -> str:
+        return f"SignedTx(chain={self.chain!r}, tx_hash={self.tx_hash!r}, nonce={self.nonce!r})"
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What a dry-run on the chain says: success, fee, logs and the mapped error if any."""
+
+    success: bool
+    fee: int | None
+    logs: tuple[str, ...] = ()
+    error: ChainError | None = None
+    units_consumed: int | None = None
+
+
+class ChainTxState(StrEnum):
+    """Where a submitted transaction stands on the chain."""
+
+    PENDING = "PENDING"  # known to the node, not final yet
+    CONFIRMED = "CONFIRMED"  # included and succeeded
+    FAILED = "FAILED"  # included and failed (fee paid, effects reverted)
+    NOT_FOUND = "NOT_FOUND"  # unknown; it may still land
+    DROPPED = "DROPPED"  # can never land (blockhash expired, nonce used by another tx)
+
+
+@dataclass(frozen=True)
+class ChainTxStatus:
+    """A status read from the chain for one signed transaction."""
+
+    state: ChainTxState
+    fee: int | None = None
+    error: ChainError | None = None
+    block: int | None = None
+    logs: tuple[str, ...] = field(default=())
+
+
+@runtime_checkable
+class ChainAdapter(Protocol):
+    """The port every chain implements.
+
+    Attributes:
+        chain: the chain family (``"solana"``, ``"evm"``, or a third party's).
+        network: the network name agents are bound to (``"localnet"``, ``"mainnet-beta"``...).
+    """
+
+    chain: str
+    network: str
+
+    def validate_address(self, address: str) -> str:
+        """Return the normalised address, or raise ``InvalidAddressError``."""
+        ...
+
+    def generate_secret(self) -> tuple[bytes, str]:
+        """Create a new private key; return ``(secret, normalised public address)``."""
+        ...
+
+    def address_of(self, secret: bytes) -> str:
+        """The normalised public address of a private key."""
+        ...
+
+    def build(self, request: Request, sender: str, *, nonce: int | None = None) -> UnsignedTx:
+        """Build the transaction for ``request`` sent by ``sender``.
+
+        Raises ``InvalidInputError`` (or ``InvalidAddressError``) for requests the chain
+        cannot express, and ``ChainError`` when the node must be asked and fails.
+        """
+        ...
+
+    def estimate_fee(self, unsigned: UnsignedTx) -> int:
+        """The fee in native base units the transaction is expected to cost."""
+        ...
+
+    def simulate(self, unsigned: UnsignedTx) -> SimulationResult:
+        """Execute without committing; report success, fee, logs and the mapped error."""
+        ...
+
+    def sign(self, unsigned: UnsignedTx, secret: bytes) -> SignedTx:
+        """Sign with ``secret``, handed over by the keystore for this one call."""
+        ...
+
+    def submit(self, signed: SignedTx) -> str:
+        """Send the signed bytes; return the tx hash. Re-sending the same bytes is safe."""
+        ...
+
+    def get_status(self, signed: SignedTx) -> ChainTxStatus:
+        """Ask the chain where ``signed`` stands."""
+        ...
+
+    def wait_for_confirmation(self, signed: SignedTx, timeout: float = 30.0) -> ChainTxStatus:
+        """Poll ``get_status`` until a final state or ``timeout`` seconds."""
+        ...
+
+    def get_balance(self, address: str) -> int:
+        """Native balance in base units."""
+        ...
+
+    def get_token_balance(self, address: str, token: str) -> int:
+        """Token balance of wallet ``address`` in the token's base units (0 if no account)."""
+        ...
+
+
+@runtime_checkable
+class SupportsNonces(Protocol):
+    """Chains with account nonces (EVM): lets the pipeline allocate nonces itself."""
+
+    def pending_nonce(self, address: str) -> int:
+        """The next nonce the node expects from ``address``, pending transactions included."""
+        ...
+
+
+@runtime_checkable
+class LocalChainControl(Protocol):
+    """Test-chain controls (LiteSVM, eth-tester, anvil, the LiteSVM RPC test server).
+
+    Used by the demo, ``waiaas.testing`` and the contract tests; never by the pipeline.
+    """
+
+    def fund(self, address: str, amount: int) -> None:
+        """Give ``address`` ``amount`` native base units out of thin air (or a faucet)."""
+        ...
+
+    def create_test_token(self, decimals: int = 6) -> str:
+        """Create a fungible token whose mint authority the backend controls; return it."""
+        ...
+
+    def mint_test_token(self, token: str, to: str, amount: int) -> None:
+        """Mint ``amount`` base units of ``token`` to wallet ``to``."""
+        ...

@@ -1,0 +1,146 @@
+"""Configuration: one frozen :class:`WalletConfig`, passed explicitly to ``Wallet.open``.
+
+This is the only module that reads environment variables (:func:`password_from_env`).
+
+Shipped tier defaults (used when no SPENDING_LIMIT rule applies to a request), per chain,
+in base units::
+
+    solana: INSTANT <= 0.1 SOL, NOTIFY <= 1 SOL, DELAY <= 10 SOL, above: APPROVAL
+    evm:    INSTANT <= 0.01 ETH, NOTIFY <= 0.1 ETH, DELAY <= 1 ETH, above: APPROVAL
+    other chains, and requests without a native amount (token transfers, approvals,
+    contract calls without value): NOTIFY
+
+Example::
+
+    from waiaas import WalletConfig, TierThresholds
+    cfg = WalletConfig(tier_defaults={"solana": TierThresholds(instant_max=0, notify_max=10**9,
+                                                               delay_max=10**10)})
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from waiaas.types import Amount, Tier
+
+__all__ = ["KdfLimits", "TierThresholds", "WalletConfig", "password_from_env"]
+
+PASSWORD_ENV = "WAIAAS_MASTER_PASSWORD"
+
+
+class TierThresholds(BaseModel):
+    """Amount thresholds (base units, inclusive) that map a native amount to a tier."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    instant_max: Amount
+    notify_max: Amount
+    delay_max: Amount
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TierThresholds:
+        if not self.instant_max <= self.notify_max <= self.delay_max:
+            raise ValueError("thresholds must satisfy instant_max <= notify_max <= delay_max")
+        return self
+
+    def tier_for(self, amount: int) -> Tier:
+        """The tier for ``amount``: the first threshold it does not exceed."""
+        if amount <= self.instant_max:
+            return Tier.INSTANT
+        if amount <= self.notify_max:
+            return Tier.NOTIFY
+        if amount <= self.delay_max:
+            return Tier.DELAY
+        return Tier.APPROVAL
+
+
+def _default_tiers() -> dict[str, TierThresholds]:
+    return {
+        "solana": TierThresholds(
+            instant_max=100_000_000, notify_max=1_000_000_000, delay_max=10_000_000_000
+        ),
+        "evm": TierThresholds(
+            instant_max=10**16, notify_max=10**17, delay_max=10**18
+        ),
+    }
+
+
+class KdfLimits(BaseModel):
+    """Argon2id cost for deriving the master key (pynacl ``argon2id`` ops/mem limits).
+
+    ``KdfLimits.moderate()`` is the default (~0.8 s, 256 MiB); ``KdfLimits.minimum()`` is for
+    tests only.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    opslimit: int = Field(ge=1)
+    memlimit: int = Field(ge=8192)
+
+    @classmethod
+    def moderate(cls) -> KdfLimits:
+        """libsodium MODERATE: opslimit 3, memlimit 256 MiB."""
+        return cls(opslimit=3, memlimit=268_435_456)
+
+    @classmethod
+    def interactive(cls) -> KdfLimits:
+        """libsodium INTERACTIVE: opslimit 2, memlimit 64 MiB."""
+        return cls(opslimit=2, memlimit=67_108_864)
+
+    @classmethod
+    def minimum(cls) -> KdfLimits:
+        """The smallest limits libsodium accepts. For tests only: it protects nothing."""
+        return cls(opslimit=1, memlimit=8192)
+
+
+class WalletConfig(BaseModel):
+    """Every tunable of a wallet, validated and frozen.
+
+    Attributes:
+        tier_defaults: per-chain tier thresholds used when no SPENDING_LIMIT applies.
+        default_tier: tier for requests no threshold applies to (no native amount).
+        delay_seconds: default DELAY cooldown.
+        approval_timeout: default seconds an APPROVAL waits for the owner.
+        no_owner_approval: what APPROVAL means for an agent with no owner address:
+            ``"deny"`` (default: refuse, since nobody can approve) or ``"delay"``.
+        session_ttl: default session lifetime, seconds.
+        session_max_renewals: how often a session may be renewed.
+        session_absolute_lifetime: a session never outlives this many seconds from issue.
+        kdf: Argon2id limits for new keystores.
+        keystore_dir: where key files live (default: ``<db file>.keystore`` beside the DB).
+        checkpoint_interval: seconds between background WAL checkpoints.
+        max_retries: transient chain failures retried this many times (backoff 1, 2, 4 s...).
+        retry_base_delay: first backoff delay, seconds.
+        confirm_timeout: seconds to wait for confirmation inline before leaving it to
+            ``process_due()``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tier_defaults: dict[str, TierThresholds] = Field(default_factory=_default_tiers)
+    default_tier: Tier = Tier.NOTIFY
+    delay_seconds: int = Field(default=900, ge=0)
+    approval_timeout: int = Field(default=3600, ge=1)
+    no_owner_approval: Literal["deny", "delay"] = "deny"
+    session_ttl: int = Field(default=3600, ge=1)
+    session_max_renewals: int = Field(default=10, ge=0)
+    session_absolute_lifetime: int = Field(default=7 * 86_400, ge=1)
+    kdf: KdfLimits = Field(default_factory=KdfLimits.moderate)
+    keystore_dir: str | None = None
+    checkpoint_interval: float = Field(default=300.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    retry_base_delay: float = Field(default=1.0, ge=0)
+    confirm_timeout: float = Field(default=30.0, ge=0)
+
+    def tier_thresholds(self, chain: str) -> TierThresholds | None:
+        """The default thresholds for ``chain``, if any."""
+        return self.tier_defaults.get(chain)
+
+
+def password_from_env() -> str | None:
+    """The master password from ``WAIAAS_MASTER_PASSWORD``, or ``None`` when unset/empty."""
+    value = os.environ.get(PASSWORD_ENV)
+    return value or None

@@ -1,0 +1,426 @@
+"""The waiaas exception tree.
+
+Every error the library raises on purpose is a :class:`WaiaasError`. Each carries a stable
+machine-readable ``code`` and structured attributes, so a caller (or an agent) can branch on
+them without parsing the message. Third-party errors are translated at one boundary per
+component and chained with ``raise ... from exc``.
+
+::
+
+    WaiaasError
+    ├── InvalidInputError              a public entry point got bad input (.field, .problems)
+    │   └── InvalidAddressError        an address is not valid for the chain (.chain, .address)
+    ├── NotFoundError                  no such agent / session / transaction / ... (.entity, .entity_id)
+    ├── StateError                     an operation is not allowed in the current state
+    │   ├── InvalidTransitionError     a status change that the state machine forbids
+    │   ├── AgentNotActiveError        the agent is suspended, terminated, ... (.agent_id, .status)
+    │   └── KillSwitchActiveError      the kill switch is on; nothing moves
+    ├── StorageError                   the database file cannot be used
+    │   ├── DatabaseOpenError          missing directory, permissions, ...
+    │   ├── NotADatabaseError          the file is not SQLite
+    │   ├── SchemaTooNewError          written by a newer waiaas (.found, .known)
+    │   └── MigrationError             a migration failed; the file was left as it was
+    ├── KeystoreError
+    │   ├── KeystoreLockedError        the keystore must be unlocked first
+    │   ├── WrongPasswordError         the master password does not open the keystore
+    │   ├── KeyIntegrityError          a sealed key failed authentication (.key_id)
+    │   └── PasswordUnavailableError   no password source worked (the message says what to do)
+    ├── AuthError                      a session token was refused (.reason)
+    │   ├── TokenExpiredError
+    │   └── TokenRevokedError
+    ├── PolicyDeniedError              a policy refused the request (.decision, .reasons)
+    ├── ConstraintViolationError       a session constraint refused the request (.constraint)
+    ├── ApprovalError                  an owner approval or rejection was refused (.tx_id, .reason)
+    ├── ChainError                     a chain failed the request (.kind: permanent|transient|stale)
+    │   ├── PermanentChainError
+    │   │   ├── InsufficientFundsError
+    │   │   └── ExecutionRevertedError (.reason)
+    │   ├── TransientChainError
+    │   └── StaleTransactionError      blockhash expired / nonce too low: rebuild once
+    └── NotificationError              a notification channel failed (never fails a transaction)
+
+Secrets (keys, passwords, tokens) never appear in a message or attribute of these errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "AgentNotActiveError",
+    "ApprovalError",
+    "AuthError",
+    "ChainError",
+    "ChainErrorKind",
+    "ConstraintViolationError",
+    "DatabaseOpenError",
+    "ExecutionRevertedError",
+    "InsufficientFundsError",
+    "InvalidAddressError",
+    "InvalidInputError",
+    "InvalidTransitionError",
+    "KeyIntegrityError",
+    "KeystoreError",
+    "KeystoreLockedError",
+    "KillSwitchActiveError",
+    "MigrationError",
+    "NotADatabaseError",
+    "NotFoundError",
+    "NotificationError",
+    "PasswordUnavailableError",
+    "PermanentChainError",
+    "PolicyDeniedError",
+    "SchemaTooNewError",
+    "StaleTransactionError",
+    "StateError",
+    "StorageError",
+    "TokenExpiredError",
+    "TokenRevokedError",
+    "TransientChainError",
+    "WaiaasError",
+    "WrongPasswordError",
+]
+
+
+class WaiaasError(Exception):
+    """Root of every error waiaas raises on purpose.
+
+    Attributes:
+        code: a stable, machine-readable identifier (``"POLICY_DENIED"``, ...).
+        message: the human-readable message (also ``str(error)``).
+    """
+
+    code: str = "WAIAAS_ERROR"
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the code, message and structured fields as plain JSON-able data."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        for name, value in vars(self).items():
+            if name in ("message", "args") or name.startswith("_"):
+                continue
+            out[name] = value if isinstance(value, str | int | bool | None) else repr(value)
+        return out
+
+
+# --------------------------------------------------------------------------- input
+
+
+class InvalidInputError(WaiaasError):
+    """A public entry point received input it cannot accept.
+
+    Attributes:
+        field: the name of the offending argument or field (``None`` when several).
+        problems: every problem found, as ``"field: message"`` strings.
+    """
+
+    code = "INVALID_INPUT"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, problems: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message, field=field, problems=list(problems) or [message])
+
+
+class InvalidAddressError(InvalidInputError):
+    """An address is not valid for the chain it is used on."""
+
+    code = "INVALID_ADDRESS"
+
+    def __init__(self, message: str, *, chain: str, address: str, field: str = "address") -> None:
+        super().__init__(message, field=field)
+        self.chain = chain
+        self.address = address
+
+
+class NotFoundError(WaiaasError):
+    """No entity with that id exists (``entity`` is ``"agent"``, ``"transaction"``, ...)."""
+
+    code = "NOT_FOUND"
+
+    def __init__(self, entity: str, entity_id: str) -> None:
+        super().__init__(f"{entity} {entity_id!r} not found", entity=entity, entity_id=entity_id)
+
+
+# --------------------------------------------------------------------------- state
+
+
+class StateError(WaiaasError):
+    """The operation is not allowed in the entity's current state."""
+
+    code = "INVALID_STATE"
+
+
+class InvalidTransitionError(StateError):
+    """A status change the state machine forbids, or a compare-and-swap that lost a race."""
+
+    code = "INVALID_TRANSITION"
+
+    def __init__(self, entity: str, entity_id: str, current: str, target: str) -> None:
+        super().__init__(
+            f"{entity} {entity_id} cannot go from {current} to {target}",
+            entity=entity,
+            entity_id=entity_id,
+            current=current,
+            target=target,
+        )
+
+
+class AgentNotActiveError(StateError):
+    """The agent is not ACTIVE (suspended, terminated, ...), so it cannot transact."""
+
+    code = "AGENT_NOT_ACTIVE"
+
+    def __init__(self, agent_id: str, status: str, reason: str | None = None) -> None:
+        text = f"agent {agent_id} is {status}"
+        if reason:
+            text += f" ({reason})"
+        super().__init__(text, agent_id=agent_id, status=status, reason=reason)
+
+
+class KillSwitchActiveError(StateError):
+    """The kill switch is active: no transaction is accepted until ``recover()``."""
+
+    code = "KILL_SWITCH_ACTIVE"
+
+    def __init__(self, message: str = "the kill switch is active; call recover() first") -> None:
+        super().__init__(message)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class StorageError(WaiaasError):
+    """The database file cannot be opened or used."""
+
+    code = "STORAGE_ERROR"
+
+
+class DatabaseOpenError(StorageError):
+    """The database path cannot be opened (missing directory, permissions, ...)."""
+
+    code = "DATABASE_OPEN_FAILED"
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, path=path)
+
+
+class NotADatabaseError(StorageError):
+    """The file exists but is not an SQLite database."""
+
+    code = "NOT_A_DATABASE"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} is not an SQLite database", path=path)
+
+
+class SchemaTooNewError(StorageError):
+    """The database was written by a newer waiaas: its schema version is unknown here."""
+
+    code = "SCHEMA_TOO_NEW"
+
+    def __init__(self, path: str, found: str, known: str) -> None:
+        super().__init__(
+            f"{path} has schema revision {found!r}, newer than this waiaas knows "
+            f"(head {known!r}); upgrade waiaas to open it",
+            path=path,
+            found=found,
+            known=known,
+        )
+
+
+class MigrationError(StorageError):
+    """A schema migration failed; the database file was left exactly as it was."""
+
+    code = "MIGRATION_FAILED"
+
+    def __init__(self, message: str, *, path: str, revision: str | None = None) -> None:
+        super().__init__(message, path=path, revision=revision)
+
+
+# --------------------------------------------------------------------------- keystore
+
+
+class KeystoreError(WaiaasError):
+    """The keystore failed."""
+
+    code = "KEYSTORE_ERROR"
+
+
+class KeystoreLockedError(KeystoreError):
+    """The keystore is locked; unlock it with the master password first."""
+
+    code = "KEYSTORE_LOCKED"
+
+    def __init__(self, message: str = "the keystore is locked; unlock it first") -> None:
+        super().__init__(message)
+
+
+class WrongPasswordError(KeystoreError):
+    """The master password does not open the keystore. Nothing was changed."""
+
+    code = "WRONG_PASSWORD"
+
+    def __init__(self, message: str = "the master password is wrong") -> None:
+        super().__init__(message)
+
+
+class KeyIntegrityError(KeystoreError):
+    """A sealed key failed authentication: tampered, truncated or moved to another agent."""
+
+    code = "KEY_INTEGRITY"
+
+    def __init__(self, key_id: str, detail: str = "failed authentication") -> None:
+        super().__init__(f"sealed key {key_id} {detail}", key_id=key_id)
+
+
+class PasswordUnavailableError(KeystoreError):
+    """No master password source was available; the message says how to provide one."""
+
+    code = "PASSWORD_UNAVAILABLE"
+
+
+# --------------------------------------------------------------------------- auth & policy
+
+
+class AuthError(WaiaasError):
+    """A session token was refused. ``reason`` says why, never the token itself."""
+
+    code = "AUTH_FAILED"
+
+    def __init__(self, reason: str, *, session_id: str | None = None) -> None:
+        super().__init__(f"session token refused: {reason}", reason=reason, session_id=session_id)
+
+
+class TokenExpiredError(AuthError):
+    """The session token has expired."""
+
+    code = "TOKEN_EXPIRED"
+
+
+class TokenRevokedError(AuthError):
+    """The session token was revoked (or replaced by a renewal)."""
+
+    code = "TOKEN_REVOKED"
+
+
+class PolicyDeniedError(WaiaasError):
+    """A policy denied the request.
+
+    Attributes:
+        decision: the full policy decision (allowed, tier, every reason, budget figures).
+        reasons: the deny reasons, each with rule id, type and message.
+        tx_id: the id of the recorded (failed) transaction, when one was recorded.
+    """
+
+    code = "POLICY_DENIED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        decision: Any = None,
+        reasons: Sequence[Any] = (),
+        tx_id: str | None = None,
+    ) -> None:
+        super().__init__(message, decision=decision, reasons=list(reasons), tx_id=tx_id)
+
+
+class ConstraintViolationError(WaiaasError):
+    """A session constraint refused the request (``constraint`` names which)."""
+
+    code = "SESSION_CONSTRAINT"
+
+    def __init__(self, message: str, *, constraint: str, session_id: str | None = None) -> None:
+        super().__init__(message, constraint=constraint, session_id=session_id)
+
+
+class ApprovalError(WaiaasError):
+    """An owner approval or rejection was refused (bad signature, replay, expired, ...)."""
+
+    code = "APPROVAL_REFUSED"
+
+    def __init__(self, message: str, *, tx_id: str | None = None, reason: str = "") -> None:
+        super().__init__(message, tx_id=tx_id, reason=reason or message)
+
+
+# --------------------------------------------------------------------------- chains
+
+
+class ChainErrorKind(StrEnum):
+    """How the pipeline reacts to a chain failure."""
+
+    PERMANENT = "permanent"  # fail the transaction now
+    TRANSIENT = "transient"  # retry with bounded backoff
+    STALE = "stale"  # rebuild (new blockhash / nonce) and sign once more
+
+
+class ChainError(WaiaasError):
+    """A chain (or its node) failed the request.
+
+    Attributes:
+        kind: permanent, transient or stale (see :class:`ChainErrorKind`).
+        chain: the chain family (``"solana"``, ``"evm"``).
+        detail: the upstream error, rendered as text (no secrets).
+    """
+
+    code = "CHAIN_ERROR"
+    kind: ChainErrorKind = ChainErrorKind.PERMANENT
+
+    def __init__(self, message: str, *, chain: str = "", detail: str = "") -> None:
+        super().__init__(message, chain=chain, detail=detail)
+
+
+class PermanentChainError(ChainError):
+    """The chain refused the transaction for good; retrying will not help."""
+
+    code = "CHAIN_PERMANENT"
+    kind = ChainErrorKind.PERMANENT
+
+
+class InsufficientFundsError(PermanentChainError):
+    """The sender cannot pay the amount, the fee or the rent."""
+
+    code = "INSUFFICIENT_FUNDS"
+
+
+class ExecutionRevertedError(PermanentChainError):
+    """The program or contract failed (``reason`` holds the revert reason when known)."""
+
+    code = "EXECUTION_REVERTED"
+
+    def __init__(
+        self, message: str, *, chain: str = "", detail: str = "", reason: str | None = None
+    ) -> None:
+        super().__init__(message, chain=chain, detail=detail)
+        self.reason = reason
+
+
+class TransientChainError(ChainError):
+    """A passing failure (network, rate limit, node busy): retry with backoff."""
+
+    code = "CHAIN_TRANSIENT"
+    kind = ChainErrorKind.TRANSIENT
+
+
+class StaleTransactionError(ChainError):
+    """The built transaction went stale (expired blockhash, used nonce): rebuild once."""
+
+    code = "CHAIN_STALE"
+    kind = ChainErrorKind.STALE
+
+
+# --------------------------------------------------------------------------- notify
+
+
+class NotificationError(WaiaasError):
+    """A notification channel failed. Notifications never fail a transaction."""
+
+    code = "NOTIFICATION_FAILED"

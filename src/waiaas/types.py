@@ -1,0 +1,346 @@
+"""Public value types: enums and the transaction request models.
+
+Amounts are Python ``int`` of base units (lamports, wei), of any size. In JSON they are
+decimal strings. Floats are refused everywhere: ``Transfer(to=..., amount=1.5)`` raises.
+
+Example::
+
+    from waiaas import Transfer, TokenTransfer
+
+    Transfer(to="9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin", amount=1_000_000)
+    TokenTransfer(token="0x...", to="0x...", amount="250000000")
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WrapValidator,
+    field_validator,
+)
+
+__all__ = [
+    "AccountSpec",
+    "AgentStatus",
+    "Amount",
+    "Approve",
+    "AuditEvent",
+    "Batch",
+    "BatchItem",
+    "Chain",
+    "ContractCall",
+    "Request",
+    "Severity",
+    "Tier",
+    "TokenTransfer",
+    "Transfer",
+    "TxStatus",
+    "TxType",
+    "parse_amount",
+]
+
+
+class Chain(StrEnum):
+    """Chain families waiaas ships adapters for (third-party adapters may add more)."""
+
+    SOLANA = "solana"
+    EVM = "evm"
+
+
+class AgentStatus(StrEnum):
+    """Lifecycle of an agent (CORE-02 §2.1)."""
+
+    CREATING = "CREATING"
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+    TERMINATING = "TERMINATING"
+    TERMINATED = "TERMINATED"
+
+
+class TxStatus(StrEnum):
+    """Pipeline status of a transaction (CORE-02 §2.3)."""
+
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    EXECUTING = "EXECUTING"
+    SUBMITTED = "SUBMITTED"
+    CONFIRMED = "CONFIRMED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for CONFIRMED, FAILED, CANCELLED and EXPIRED."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({TxStatus.CONFIRMED, TxStatus.FAILED, TxStatus.CANCELLED, TxStatus.EXPIRED})
+
+
+class Tier(StrEnum):
+    """Security tier a policy decision assigns, lowest first."""
+
+    INSTANT = "INSTANT"
+    NOTIFY = "NOTIFY"
+    DELAY = "DELAY"
+    APPROVAL = "APPROVAL"
+
+    @property
+    def rank(self) -> int:
+        """0 for INSTANT up to 3 for APPROVAL; higher is stricter."""
+        return _TIER_RANK[self]
+
+    @staticmethod
+    def highest(*tiers: Tier) -> Tier:
+        """The strictest of ``tiers`` (INSTANT when none)."""
+        return max(tiers, key=lambda t: t.rank, default=Tier.INSTANT)
+
+
+_TIER_RANK = {Tier.INSTANT: 0, Tier.NOTIFY: 1, Tier.DELAY: 2, Tier.APPROVAL: 3}
+
+
+class TxType(StrEnum):
+    """Request types the pipeline handles."""
+
+    TRANSFER = "TRANSFER"
+    TOKEN_TRANSFER = "TOKEN_TRANSFER"
+    CONTRACT_CALL = "CONTRACT_CALL"
+    APPROVE = "APPROVE"
+    BATCH = "BATCH"
+
+
+class Severity(StrEnum):
+    """Audit severities (CORE-02 §2.5)."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AuditEvent(StrEnum):
+    """Audit event types: the spec's list (CORE-02 §2.5) plus what later features need."""
+
+    AGENT_CREATED = "AGENT_CREATED"
+    AGENT_ACTIVATED = "AGENT_ACTIVATED"
+    AGENT_SUSPENDED = "AGENT_SUSPENDED"
+    AGENT_RESUMED = "AGENT_RESUMED"
+    AGENT_TERMINATED = "AGENT_TERMINATED"
+    AGENT_OWNER_SET = "AGENT_OWNER_SET"
+    SESSION_ISSUED = "SESSION_ISSUED"
+    SESSION_RENEWED = "SESSION_RENEWED"
+    SESSION_REVOKED = "SESSION_REVOKED"
+    SESSION_EXPIRED = "SESSION_EXPIRED"
+    TX_REQUESTED = "TX_REQUESTED"
+    TX_QUEUED = "TX_QUEUED"
+    TX_EXECUTING = "TX_EXECUTING"
+    TX_SIGNED = "TX_SIGNED"
+    TX_SUBMITTED = "TX_SUBMITTED"
+    TX_CONFIRMED = "TX_CONFIRMED"
+    TX_FAILED = "TX_FAILED"
+    TX_CANCELLED = "TX_CANCELLED"
+    TX_EXPIRED = "TX_EXPIRED"
+    TX_RETRY = "TX_RETRY"
+    TX_APPROVED = "TX_APPROVED"
+    TX_REJECTED = "TX_REJECTED"
+    TX_RECOVERED = "TX_RECOVERED"
+    POLICY_VIOLATION = "POLICY_VIOLATION"
+    POLICY_UPDATED = "POLICY_UPDATED"
+    KEYSTORE_UNLOCKED = "KEYSTORE_UNLOCKED"
+    KEYSTORE_LOCKED = "KEYSTORE_LOCKED"
+    KEYSTORE_PASSWORD_CHANGED = "KEYSTORE_PASSWORD_CHANGED"
+    KEY_ROTATED = "KEY_ROTATED"
+    KILL_SWITCH_ACTIVATED = "KILL_SWITCH_ACTIVATED"
+    KILL_SWITCH_RECOVERED = "KILL_SWITCH_RECOVERED"
+    DAEMON_STARTED = "DAEMON_STARTED"
+    DAEMON_STOPPED = "DAEMON_STOPPED"
+    AUTH_FAILED = "AUTH_FAILED"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    AUTO_STOP_TRIGGERED = "AUTO_STOP_TRIGGERED"
+    NOTIFICATION_CHANNEL_UPDATED = "NOTIFICATION_CHANNEL_UPDATED"
+    NOTIFICATION_FAILED = "NOTIFICATION_FAILED"
+    BACKUP_CREATED = "BACKUP_CREATED"
+
+    @property
+    def default_severity(self) -> Severity:
+        """The severity the spec gives this event (info unless listed otherwise)."""
+        return _EVENT_SEVERITY.get(self, Severity.INFO)
+
+
+_EVENT_SEVERITY = {
+    AuditEvent.AGENT_SUSPENDED: Severity.WARNING,
+    AuditEvent.TX_FAILED: Severity.WARNING,
+    AuditEvent.POLICY_VIOLATION: Severity.WARNING,
+    AuditEvent.AUTH_FAILED: Severity.WARNING,
+    AuditEvent.RATE_LIMIT_EXCEEDED: Severity.WARNING,
+    AuditEvent.NOTIFICATION_FAILED: Severity.WARNING,
+    AuditEvent.AUTO_STOP_TRIGGERED: Severity.CRITICAL,
+    AuditEvent.KILL_SWITCH_ACTIVATED: Severity.CRITICAL,
+    AuditEvent.KILL_SWITCH_RECOVERED: Severity.WARNING,
+}
+
+
+# --------------------------------------------------------------------------- amounts
+
+
+def parse_amount(value: object, *, field: str = "amount") -> int:
+    """Parse a base-unit amount: a non-negative ``int`` or decimal-digit string.
+
+    Floats, bools, signs, exponents, blanks and non-digits are refused with ``ValueError``,
+    because an inexact amount must never reach a signature.
+
+    >>> parse_amount("1000000000000000000000")
+    1000000000000000000000
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{field} must be an integer of base units, not a bool")
+    if isinstance(value, int):
+        result = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or not text.isascii() or not text.isdigit():
+            raise ValueError(f"{field} must be a decimal string of base units, got {value!r}")
+        result = int(text)
+    else:
+        raise ValueError(
+            f"{field} must be an integer of base units (int or decimal string), "
+            f"not {type(value).__name__}"
+        )
+    if result < 0:
+        raise ValueError(f"{field} must not be negative")
+    return result
+
+
+def _amount_validator(value: Any, handler: Any) -> int:
+    return parse_amount(value)
+
+
+Amount = Annotated[
+    int,
+    WrapValidator(_amount_validator),
+    PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
+]
+"""An exact, non-negative amount of base units. Serialised to JSON as a decimal string."""
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    @field_validator("to", "token", "spender", check_fields=False)
+    @classmethod
+    def _non_blank(cls, value: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a non-empty address string")
+        return value.strip()
+
+
+class Transfer(_Request):
+    """Send the chain's native asset (SOL, ETH) to ``to``.
+
+    Args:
+        to: recipient address (validated and normalised per chain by the adapter).
+        amount: base units (lamports, wei).
+        memo: optional memo (Solana memo program; ignored on EVM).
+    """
+
+    type: Literal[TxType.TRANSFER] = TxType.TRANSFER
+    to: str
+    amount: Amount
+    memo: str | None = Field(default=None, max_length=256)
+
+
+class TokenTransfer(_Request):
+    """Send a fungible token (SPL mint on Solana, ERC-20 contract on EVM).
+
+    Args:
+        token: the mint (Solana) or token contract (EVM) address.
+        to: the recipient *wallet* address (Solana: its associated token account is derived,
+            and created when missing, paid by the sending agent).
+        amount: base units of the token.
+        decimals: the token's decimals, when known (Solana ``transfer_checked`` needs it;
+            the adapter reads it from the mint when omitted).
+    """
+
+    type: Literal[TxType.TOKEN_TRANSFER] = TxType.TOKEN_TRANSFER
+    token: str
+    to: str
+    amount: Amount
+    decimals: int | None = Field(default=None, ge=0, le=255)
+
+
+class AccountSpec(BaseModel):
+    """One account of a Solana program instruction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pubkey: str
+    is_signer: bool = False
+    is_writable: bool = False
+
+
+class ContractCall(_Request):
+    """Call a contract (EVM calldata) or a program (Solana instruction).
+
+    Args:
+        to: the contract (EVM) or program id (Solana).
+        data: calldata (EVM; the first 4 bytes are the method selector) or instruction data.
+        value: native amount sent with the call (EVM only).
+        accounts: the instruction's accounts (Solana only).
+    """
+
+    type: Literal[TxType.CONTRACT_CALL] = TxType.CONTRACT_CALL
+    to: str
+    data: bytes = b""
+    value: Amount = 0
+    accounts: tuple[AccountSpec, ...] = ()
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _hex_data(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value[2:] if value.startswith(("0x", "0X")) else value
+            try:
+                return bytes.fromhex(text)
+            except ValueError as exc:
+                raise ValueError("data must be bytes or a hex string") from exc
+        return value
+
+    @property
+    def selector(self) -> str | None:
+        """The EVM 4-byte method selector as ``0x`` + 8 hex digits, if the data has one."""
+        return "0x" + self.data[:4].hex() if len(self.data) >= 4 else None
+
+
+class Approve(_Request):
+    """Let ``spender`` move up to ``amount`` of ``token`` (ERC-20 approve / SPL approve)."""
+
+    type: Literal[TxType.APPROVE] = TxType.APPROVE
+    token: str
+    spender: str
+    amount: Amount
+    decimals: int | None = Field(default=None, ge=0, le=255)
+
+
+BatchItem = Annotated[Transfer | TokenTransfer | ContractCall | Approve, Field(discriminator="type")]
+
+
+class Batch(_Request):
+    """Several requests executed atomically in one transaction (Solana only)."""
+
+    type: Literal[TxType.BATCH] = TxType.BATCH
+    requests: tuple[BatchItem, ...] = Field(min_length=1, max_length=16)
+
+
+Request = Annotated[
+    Transfer | TokenTransfer | ContractCall | Approve | Batch, Field(discriminator="type")
+]
+"""Any transaction request; discriminated on ``type``."""
