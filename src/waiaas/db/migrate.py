@@ -1,0 +1,107 @@
+"""Schema migrations: alembic scripts shipped inside the package, applied on open.
+
+``upgrade(engine, path)`` brings a database to head inside **one** ``BEGIN IMMEDIATE``
+transaction with foreign-key enforcement off (the table-rebuild pattern needs it; SQLite's
+``PRAGMA foreign_key_check`` runs before commit instead). Either every pending migration
+applies, or none does and the file is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from waiaas.db.engine import BEGIN_OPTION
+from waiaas.errors import MigrationError, SchemaTooNewError
+
+__all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "upgrade"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(script_location: Path | None = None) -> Config:
+    """An alembic ``Config`` pointing at the shipped (or another) migrations directory."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location or MIGRATIONS_DIR))
+    return cfg
+
+
+def head_revision(script_location: Path | None = None) -> str:
+    """The newest revision this package knows."""
+    head = ScriptDirectory.from_config(alembic_config(script_location)).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision a database is at (``None`` for an empty database)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(
+    engine: Engine,
+    path: str,
+    *,
+    target: str = "head",
+    script_location: Path | None = None,
+) -> str | None:
+    """Upgrade the database to ``target`` atomically; return the revision it was at.
+
+    Raises:
+        SchemaTooNewError: the database is at a revision this package does not know.
+        MigrationError: a migration failed; nothing was applied.
+    """
+    cfg = alembic_config(script_location)
+    script = ScriptDirectory.from_config(cfg)
+    head = script.get_current_head() or ""
+    with engine.connect() as conn:
+        before = MigrationContext.configure(conn).get_current_revision()
+        if conn.in_transaction():
+            conn.rollback()
+        if before is not None:
+            try:
+                script.get_revision(before)
+            except Exception as exc:
+                raise SchemaTooNewError(path, before, head) from exc
+        wanted = head if target == "head" else target
+        if before == wanted:
+            return before
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        # Outside any transaction (inside one, SQLite ignores this PRAGMA).
+        raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            trans = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"}).begin()
+            try:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, target)
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise MigrationError(
+                        f"migration to {wanted} would break {len(broken)} foreign key(s)",
+                        path=path,
+                        revision=wanted,
+                    )
+                trans.commit()
+            except BaseException:
+                trans.rollback()
+                raise
+        except MigrationError:
+            raise
+        except Exception as exc:
+            raise MigrationError(
+                f"migrating {path} from {before or 'empty'} to {wanted} failed: "
+                f"{type(exc).__name__}: {exc}; the database was left unchanged",
+                path=path,
+                revision=wanted,
+            ) from exc
+        finally:
+            raw.execute("PRAGMA foreign_keys = ON")
+            conn.execution_options(**{BEGIN_OPTION: "DEFERRED"})
+    return before

@@ -1,0 +1,494 @@
+"""Repositories: the only code that writes SQL for the tables.
+
+Each repository wraps the unit of work's session. Status changes are compare-and-swap
+(``UPDATE ... WHERE id = ? AND status IN (...)``) and report whether they won.
+The four CORE-02 §5.4 query patterns are methods here (``SessionRepository.by_token_hash``,
+``TransactionRepository.active_for_agent``, ``AuditRepository.agent_range`` and
+``PolicyRepository.for_agent``); a test checks their query plans use the intended indexes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from waiaas.db.tables import (
+    AgentRow,
+    ApprovalRow,
+    AuditRow,
+    ChannelRow,
+    PolicyRow,
+    SessionRow,
+    TransactionRow,
+    WalletStateRow,
+)
+from waiaas.types import AuditEvent, Severity
+
+__all__ = [
+    "ACTIVE_TX_STATUSES",
+    "AgentRepository",
+    "ApprovalRepository",
+    "AuditRepository",
+    "ChannelRepository",
+    "PolicyRepository",
+    "SessionRepository",
+    "StateRepository",
+    "TransactionRepository",
+]
+
+ACTIVE_TX_STATUSES = ("PENDING", "QUEUED", "EXECUTING", "SUBMITTED")
+
+
+class _Repository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+
+class AgentRepository(_Repository):
+    """``agents``."""
+
+    def add(self, row: AgentRow) -> AgentRow:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, agent_id: str) -> AgentRow | None:
+        return self.session.get(AgentRow, agent_id)
+
+    def by_public_key(self, public_key: str) -> AgentRow | None:
+        return self.session.exec(select(AgentRow).where(AgentRow.public_key == public_key)).first()
+
+    def list(self, *, status: str | None = None) -> list[AgentRow]:
+        stmt = select(AgentRow)
+        if status is not None:
+            stmt = stmt.where(AgentRow.status == status)
+        return list(self.session.exec(stmt.order_by(col(AgentRow.id))))
+
+    def cas_status(
+        self, agent_id: str, expected: Iterable[str], new: str, **fields: Any
+    ) -> bool:
+        """Set ``status = new`` (and ``fields``) only if the status is one of ``expected``."""
+        stmt = (
+            update(AgentRow)
+            .where(col(AgentRow.id) == agent_id, col(AgentRow.status).in_(list(expected)))
+            .values(status=new, **fields)
+            .execution_options(synchronize_session="fetch")
+        )
+        return self.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+    def update_fields(self, agent_id: str, **fields: Any) -> None:
+        self.session.execute(
+            update(AgentRow)
+            .where(col(AgentRow.id) == agent_id)
+            .values(**fields)
+            .execution_options(synchronize_session="fetch")
+        )
+
+
+class SessionRepository(_Repository):
+    """``sessions``."""
+
+    def add(self, row: SessionRow) -> SessionRow:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, session_id: str) -> SessionRow | None:
+        return self.session.get(SessionRow, session_id)
+
+    def by_token_hash(self, token_hash: str, now: int) -> SessionRow | None:
+        """CORE-02 §5.4 #1: the live session with this token hash (index token_hash)."""
+        stmt = select(SessionRow).where(
+            SessionRow.token_hash == token_hash,
+            SessionRow.expires_at > now,
+            col(SessionRow.revoked_at).is_(None),
+        )
+        return self.session.exec(stmt).first()
+
+    def for_agent(self, agent_id: str, *, live_at: int | None = None) -> list[SessionRow]:
+        stmt = select(SessionRow).where(SessionRow.agent_id == agent_id)
+        if live_at is not None:
+            stmt = stmt.where(SessionRow.expires_at > live_at, col(SessionRow.revoked_at).is_(None))
+        return list(self.session.exec(stmt.order_by(col(SessionRow.created_at))))
+
+    def live(self, now: int) -> list[SessionRow]:
+        stmt = select(SessionRow).where(
+            SessionRow.expires_at > now, col(SessionRow.revoked_at).is_(None)
+        )
+        return list(self.session.exec(stmt))
+
+    def expired_unrevoked(self, now: int, limit: int = 500) -> list[SessionRow]:
+        """Sessions past expiry not yet marked (index expires_at), for the expiry sweep."""
+        stmt = (
+            select(SessionRow)
+            .where(SessionRow.expires_at <= now, col(SessionRow.revoked_at).is_(None))
+            .order_by(col(SessionRow.expires_at))
+            .limit(limit)
+        )
+        return list(self.session.exec(stmt))
+
+    def revoke(self, session_id: str, now: int) -> bool:
+        """Mark revoked if not already; return whether this call revoked it."""
+        stmt = (
+            update(SessionRow)
+            .where(col(SessionRow.id) == session_id, col(SessionRow.revoked_at).is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session="fetch")
+        )
+        return self.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+class TransactionRepository(_Repository):
+    """``transactions``."""
+
+    def add(self, row: TransactionRow) -> TransactionRow:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, tx_id: str) -> TransactionRow | None:
+        return self.session.get(TransactionRow, tx_id)
+
+    def by_hash(self, tx_hash: str) -> TransactionRow | None:
+        return self.session.exec(
+            select(TransactionRow).where(TransactionRow.tx_hash == tx_hash)
+        ).first()
+
+    def cas_status(self, tx_id: str, expected: str | Iterable[str], new: str, **fields: Any) -> bool:
+        """Compare-and-swap the status; return whether this call changed it."""
+        allowed = [expected] if isinstance(expected, str) else list(expected)
+        stmt = (
+            update(TransactionRow)
+            .where(col(TransactionRow.id) == tx_id, col(TransactionRow.status).in_(allowed))
+            .values(status=new, **_tx_fields(fields))
+            .execution_options(synchronize_session="fetch")
+        )
+        return self.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+    def update_fields(self, tx_id: str, **fields: Any) -> None:
+        self.session.execute(
+            update(TransactionRow)
+            .where(col(TransactionRow.id) == tx_id)
+            .values(**_tx_fields(fields))
+            .execution_options(synchronize_session="fetch")
+        )
+
+    def active_for_agent(self, agent_id: str) -> list[TransactionRow]:
+        """CORE-02 §5.4 #2: an agent's in-flight transactions (index agent_id, status)."""
+        stmt = select(TransactionRow).where(
+            TransactionRow.agent_id == agent_id,
+            col(TransactionRow.status).in_(ACTIVE_TX_STATUSES),
+        )
+        return list(self.session.exec(stmt))
+
+    def since(self, agent_id: str, since_ts: int) -> list[TransactionRow]:
+        """An agent's transactions created at or after ``since_ts`` (index agent_id, created_at)."""
+        stmt = (
+            select(TransactionRow)
+            .where(TransactionRow.agent_id == agent_id, TransactionRow.created_at >= since_ts)
+            .order_by(col(TransactionRow.created_at), col(TransactionRow.id))
+        )
+        return list(self.session.exec(stmt))
+
+    def with_status(self, statuses: Sequence[str], *, limit: int = 1000) -> list[TransactionRow]:
+        stmt = (
+            select(TransactionRow)
+            .where(col(TransactionRow.status).in_(list(statuses)))
+            .order_by(col(TransactionRow.id))
+            .limit(limit)
+        )
+        return list(self.session.exec(stmt))
+
+    def due_delays(self, ready_before: int, *, limit: int = 100) -> list[TransactionRow]:
+        """QUEUED DELAY-tier transactions queued at or before ``ready_before`` (index queued_at)."""
+        stmt = (
+            select(TransactionRow)
+            .where(
+                col(TransactionRow.queued_at) <= ready_before,
+                TransactionRow.status == "QUEUED",
+                TransactionRow.tier == "DELAY",
+            )
+            .order_by(col(TransactionRow.queued_at))
+            .limit(limit)
+        )
+        return list(self.session.exec(stmt))
+
+    def list(
+        self,
+        *,
+        agent_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        before_id: str | None = None,
+    ) -> list[TransactionRow]:
+        """Newest first; page with ``before_id`` (ids are time-ordered UUIDv7)."""
+        stmt = select(TransactionRow)
+        if agent_id is not None:
+            stmt = stmt.where(TransactionRow.agent_id == agent_id)
+        if status is not None:
+            stmt = stmt.where(TransactionRow.status == status)
+        if before_id is not None:
+            stmt = stmt.where(col(TransactionRow.id) < before_id)
+        return list(self.session.exec(stmt.order_by(col(TransactionRow.id).desc()).limit(limit)))
+
+    def count(self) -> int:
+        return int(self.session.execute(sa_select(func.count()).select_from(TransactionRow)).scalar_one())
+
+
+def _tx_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(fields)
+    if "metadata" in out:  # the column is named metadata; the attribute metadata_json
+        out["metadata_json"] = out.pop("metadata")
+    if "metadata_json" in out and not isinstance(out["metadata_json"], str | None):
+        out["metadata_json"] = json.dumps(out["metadata_json"], separators=(",", ":"))
+    return out
+
+
+class PolicyRepository(_Repository):
+    """``policies``."""
+
+    def add(self, row: PolicyRow) -> PolicyRow:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, policy_id: str) -> PolicyRow | None:
+        return self.session.get(PolicyRow, policy_id)
+
+    def for_agent(self, agent_id: str) -> list[PolicyRow]:
+        """CORE-02 §5.4 #4: enabled policies of an agent plus global ones, priority first."""
+        stmt = (
+            select(PolicyRow)
+            .where(
+                or_(col(PolicyRow.agent_id) == agent_id, col(PolicyRow.agent_id).is_(None)),
+                PolicyRow.enabled == 1,
+            )
+            .order_by(col(PolicyRow.priority).desc(), col(PolicyRow.id))
+        )
+        return list(self.session.exec(stmt))
+
+    def all(self, *, agent_id: str | None = None, include_global: bool = True) -> list[PolicyRow]:
+        stmt = select(PolicyRow)
+        if agent_id is not None:
+            cond = col(PolicyRow.agent_id) == agent_id
+            if include_global:
+                cond = or_(cond, col(PolicyRow.agent_id).is_(None))
+            stmt = stmt.where(cond)
+        return list(self.session.exec(stmt.order_by(col(PolicyRow.priority).desc(), col(PolicyRow.id))))
+
+    def delete(self, policy_id: str) -> bool:
+        row = self.get(policy_id)
+        if row is None:
+            return False
+        self.session.delete(row)
+        self.session.flush()
+        return True
+
+
+class AuditRepository(_Repository):
+    """``audit_log``: append and query; the database refuses UPDATE and DELETE."""
+
+    def append(
+        self,
+        event: AuditEvent | str,
+        *,
+        actor: str,
+        now: int,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        tx_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        severity: Severity | str | None = None,
+        ip_address: str | None = None,
+    ) -> int:
+        """Append one audit row in the current transaction; return its id."""
+        if severity is None:
+            severity = (
+                event.default_severity if isinstance(event, AuditEvent) else Severity.INFO
+            )
+        row = AuditRow(
+            timestamp=now,
+            event_type=str(event),
+            actor=actor,
+            agent_id=agent_id,
+            session_id=session_id,
+            tx_id=tx_id,
+            details=json.dumps(dict(details or {}), separators=(",", ":"), sort_keys=True, default=str),
+            severity=str(severity),
+            ip_address=ip_address,
+        )
+        self.session.add(row)
+        self.session.flush()
+        assert row.id is not None
+        return row.id
+
+    def query(
+        self,
+        *,
+        agent_id: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        event_types: Sequence[str] | None = None,
+        severities: Sequence[str] | None = None,
+        tx_id: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRow]:
+        """Newest first. ``before_id`` is the cursor (the last id of the previous page)."""
+        conds: list[Any] = []
+        if agent_id is not None:
+            conds.append(AuditRow.agent_id == agent_id)
+        if since is not None:
+            conds.append(AuditRow.timestamp >= since)
+        if until is not None:
+            conds.append(AuditRow.timestamp <= until)
+        if event_types:
+            conds.append(col(AuditRow.event_type).in_(list(event_types)))
+        if severities:
+            conds.append(col(AuditRow.severity).in_(list(severities)))
+        if tx_id is not None:
+            conds.append(AuditRow.tx_id == tx_id)
+        if before_id is not None:
+            conds.append(col(AuditRow.id) < before_id)
+        stmt = select(AuditRow)
+        if conds:
+            stmt = stmt.where(and_(*conds))
+        if agent_id is not None and (since is not None or until is not None):
+            # Follow (agent_id, timestamp) so SQLite walks idx_audit_log_agent_timestamp.
+            stmt = stmt.order_by(col(AuditRow.timestamp).desc(), col(AuditRow.id).desc())
+        else:
+            stmt = stmt.order_by(col(AuditRow.id).desc())
+        return list(self.session.exec(stmt.limit(limit)))
+
+    def agent_range(self, agent_id: str, start: int, end: int, limit: int = 100) -> list[AuditRow]:
+        """CORE-02 §5.4 #3: an agent's audit rows in a time range, newest first."""
+        stmt = (
+            select(AuditRow)
+            .where(
+                AuditRow.agent_id == agent_id,
+                col(AuditRow.timestamp).between(start, end),
+            )
+            .order_by(col(AuditRow.timestamp).desc())
+            .limit(limit)
+        )
+        return list(self.session.exec(stmt))
+
+    def count(self, *, agent_id: str | None = None, event_type: str | None = None,
+              since: int | None = None) -> int:
+        stmt = sa_select(func.count()).select_from(AuditRow)
+        if agent_id is not None:
+            stmt = stmt.where(AuditRow.agent_id == agent_id)  # type: ignore[arg-type]
+        if event_type is not None:
+            stmt = stmt.where(AuditRow.event_type == event_type)  # type: ignore[arg-type]
+        if since is not None:
+            stmt = stmt.where(AuditRow.timestamp >= since)  # type: ignore[arg-type]
+        return int(self.session.execute(stmt).scalar_one())
+
+
+class ApprovalRepository(_Repository):
+    """``pending_approvals``."""
+
+    def add(self, row: ApprovalRow) -> ApprovalRow:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, approval_id: str) -> ApprovalRow | None:
+        return self.session.get(ApprovalRow, approval_id)
+
+    def for_tx(self, tx_id: str) -> ApprovalRow | None:
+        stmt = select(ApprovalRow).where(ApprovalRow.tx_id == tx_id).order_by(
+            col(ApprovalRow.created_at).desc()
+        )
+        return self.session.exec(stmt).first()
+
+    def open_expired(self, now: int, limit: int = 100) -> list[ApprovalRow]:
+        """Undecided approvals past expiry (index expires_at)."""
+        stmt = (
+            select(ApprovalRow)
+            .where(
+                ApprovalRow.expires_at <= now,
+                col(ApprovalRow.approved_at).is_(None),
+                col(ApprovalRow.rejected_at).is_(None),
+            )
+            .order_by(col(ApprovalRow.expires_at))
+            .limit(limit)
+        )
+        return list(self.session.exec(stmt))
+
+    def decide(
+        self, approval_id: str, *, approved: bool, now: int, signature: str
+    ) -> bool:
+        """Record the owner's decision once; return False if already decided."""
+        values: dict[str, Any] = {"owner_signature": signature}
+        values["approved_at" if approved else "rejected_at"] = now
+        stmt = (
+            update(ApprovalRow)
+            .where(
+                col(ApprovalRow.id) == approval_id,
+                col(ApprovalRow.approved_at).is_(None),
+                col(ApprovalRow.rejected_at).is_(None),
+            )
+            .values(**values)
+            .execution_options(synchronize_session="fetch")
+        )
+        return self.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+class ChannelRepository(_Repository):
+    """``notification_channels``."""
+
+    def add(self, row: ChannelRow) -> ChannelRow:
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def get(self, channel_id: str) -> ChannelRow | None:
+        return self.session.get(ChannelRow, channel_id)
+
+    def all(self, *, enabled_only: bool = False) -> list[ChannelRow]:
+        stmt = select(ChannelRow)
+        if enabled_only:
+            stmt = stmt.where(ChannelRow.enabled == 1)
+        return list(self.session.exec(stmt.order_by(col(ChannelRow.priority).desc(), col(ChannelRow.id))))
+
+    def delete(self, channel_id: str) -> bool:
+        row = self.get(channel_id)
+        if row is None:
+            return False
+        self.session.delete(row)
+        self.session.flush()
+        return True
+
+    def mark(self, channel_id: str, *, success: bool, now: int) -> None:
+        field = "last_success_at" if success else "last_failure_at"
+        self.session.execute(
+            update(ChannelRow)
+            .where(col(ChannelRow.id) == channel_id)
+            .values({field: now})
+            .execution_options(synchronize_session="fetch")
+        )
+
+
+class StateRepository(_Repository):
+    """``wallet_state``: small JSON values by key (kill switch, ...)."""
+
+    def get(self, key: str) -> Any:
+        row = self.session.get(WalletStateRow, key)
+        return None if row is None else json.loads(row.value)
+
+    def put(self, key: str, value: Any, *, now: int) -> None:
+        row = self.session.get(WalletStateRow, key)
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        if row is None:
+            self.session.add(WalletStateRow(key=key, value=text, updated_at=now))
+        else:
+            row.value = text
+            row.updated_at = now
+            self.session.add(row)
+        self.session.flush()

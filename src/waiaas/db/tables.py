@@ -1,0 +1,272 @@
+"""SQLModel table classes: CORE-02's seven tables plus what later migrations add.
+
+These classes are internal: the public API returns pydantic values, never rows. Every column,
+type, nullability, default, CHECK constraint, index and foreign key matches
+``sql/core-02-schema.sql`` (migration 0001) as upgraded by the later migrations; a test compares
+the two table by table, and alembic's autogenerate compare must find no difference.
+
+Amounts are TEXT decimal strings (wei exceeds SQLite's 64-bit integers); timestamps are
+integer Unix seconds, UTC; JSON columns are TEXT.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, Text, text
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "CHANNEL_TYPES",
+    "POLICY_TYPES",
+    "AgentRow",
+    "ApprovalRow",
+    "AuditRow",
+    "ChannelRow",
+    "PolicyRow",
+    "SessionRow",
+    "TransactionRow",
+    "WalletStateRow",
+    "metadata",
+]
+
+# A private MetaData, so two copies of the package (or user SQLModel tables) never collide.
+metadata = MetaData()
+
+
+class _Base(SQLModel):
+    metadata = metadata
+
+
+AGENT_STATUSES = ("CREATING", "ACTIVE", "SUSPENDED", "TERMINATING", "TERMINATED")
+TX_STATUSES = (
+    "PENDING",
+    "QUEUED",
+    "EXECUTING",
+    "SUBMITTED",
+    "CONFIRMED",
+    "FAILED",
+    "CANCELLED",
+    "EXPIRED",
+)
+TIERS = ("INSTANT", "NOTIFY", "DELAY", "APPROVAL")
+SEVERITIES = ("info", "warning", "critical")
+# CORE-02's four types (migration 0001) and those migration 0002 adds.
+CORE_POLICY_TYPES = ("SPENDING_LIMIT", "ALLOWED_ADDRESSES", "TIME_RESTRICTION", "AUTO_STOP")
+POLICY_TYPES = (
+    *CORE_POLICY_TYPES,
+    "RATE_LIMIT",
+    "ALLOWED_TOKENS",
+    "CONTRACT_WHITELIST",
+    "METHOD_WHITELIST",
+    "APPROVED_SPENDERS",
+    "APPROVE_AMOUNT_LIMIT",
+    "ALLOWED_NETWORKS",
+)
+CORE_CHANNEL_TYPES = ("TELEGRAM", "DISCORD", "NTFY")
+CHANNEL_TYPES = (*CORE_CHANNEL_TYPES, "WEBHOOK")
+
+
+def in_list(column: str, values: tuple[str, ...]) -> str:
+    """SQL text ``column IN ('A', 'B')`` for a CHECK constraint."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _text(nullable: bool = True, *, default: str | None = None, **kw: object) -> Column[str]:
+    return Column(
+        Text,
+        nullable=nullable,
+        server_default=text(repr(default)) if default is not None else None,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _int(nullable: bool = True, *, default: int | None = None) -> Column[int]:
+    return Column(
+        Integer,
+        nullable=nullable,
+        server_default=text(str(default)) if default is not None else None,
+    )
+
+
+class AgentRow(_Base, table=True):
+    """``agents``: one agent, bound to one chain and network (CORE-02 §2.1)."""
+
+    __tablename__ = "agents"
+    __table_args__ = (
+        CheckConstraint(in_list("status", AGENT_STATUSES)),
+        Index("idx_agents_public_key", "public_key", unique=True),
+        Index("idx_agents_status", "status"),
+        Index("idx_agents_chain_network", "chain", "network"),
+    )
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    name: str = Field(sa_column=_text(False))
+    chain: str = Field(sa_column=_text(False))
+    network: str = Field(sa_column=_text(False))
+    public_key: str = Field(sa_column=_text(False))
+    status: str = Field(default="CREATING", sa_column=_text(False, default="CREATING"))
+    owner_address: str | None = Field(default=None, sa_column=_text())
+    created_at: int = Field(sa_column=_int(False))
+    updated_at: int = Field(sa_column=_int(False))
+    suspended_at: int | None = Field(default=None, sa_column=_int())
+    suspension_reason: str | None = Field(default=None, sa_column=_text())
+
+
+class SessionRow(_Base, table=True):
+    """``sessions``: a session token's hash, constraints and usage (CORE-02 §2.2)."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        Index("idx_sessions_agent_id", "agent_id"),
+        Index("idx_sessions_expires_at", "expires_at"),
+        Index("idx_sessions_token_hash", "token_hash"),
+    )
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    agent_id: str = Field(
+        sa_column=Column(Text, ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
+    )
+    token_hash: str = Field(sa_column=_text(False))
+    expires_at: int = Field(sa_column=_int(False))
+    constraints: str | None = Field(default=None, sa_column=_text())
+    usage_stats: str | None = Field(default=None, sa_column=_text())
+    revoked_at: int | None = Field(default=None, sa_column=_int())
+    created_at: int = Field(sa_column=_int(False))
+
+
+class TransactionRow(_Base, table=True):
+    """``transactions``: one request and its way through the pipeline (CORE-02 §2.3)."""
+
+    __tablename__ = "transactions"
+    __table_args__ = (
+        CheckConstraint(in_list("status", TX_STATUSES)),
+        CheckConstraint(f"{in_list('tier', TIERS)} OR tier IS NULL"),
+        Index("idx_transactions_agent_status", "agent_id", "status"),
+        Index("idx_transactions_session_id", "session_id"),
+        Index("idx_transactions_tx_hash", "tx_hash", unique=True),
+        Index("idx_transactions_queued_at", "queued_at"),
+        Index("idx_transactions_created_at", "created_at"),
+        # migration 0002: budgets read an agent's window without scanning its history
+        Index("idx_transactions_agent_created", "agent_id", "created_at"),
+    )
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    agent_id: str = Field(
+        sa_column=Column(Text, ForeignKey("agents.id", ondelete="RESTRICT"), nullable=False)
+    )
+    session_id: str | None = Field(
+        default=None,
+        sa_column=Column(Text, ForeignKey("sessions.id", ondelete="SET NULL"), nullable=True),
+    )
+    chain: str = Field(sa_column=_text(False))
+    tx_hash: str | None = Field(default=None, sa_column=_text())
+    type: str = Field(sa_column=_text(False))
+    amount: str | None = Field(default=None, sa_column=_text())
+    to_address: str | None = Field(default=None, sa_column=_text())
+    status: str = Field(default="PENDING", sa_column=_text(False, default="PENDING"))
+    tier: str | None = Field(default=None, sa_column=_text())
+    queued_at: int | None = Field(default=None, sa_column=_int())
+    executed_at: int | None = Field(default=None, sa_column=_int())
+    created_at: int = Field(sa_column=_int(False))
+    error: str | None = Field(default=None, sa_column=_text())
+    metadata_json: str | None = Field(default=None, sa_column=Column("metadata", Text))
+
+
+class PolicyRow(_Base, table=True):
+    """``policies``: one rule set, global (agent_id NULL) or per agent (CORE-02 §2.4)."""
+
+    __tablename__ = "policies"
+    __table_args__ = (
+        CheckConstraint(in_list("type", POLICY_TYPES)),
+        Index("idx_policies_agent_id", "agent_id"),
+        Index("idx_policies_type", "type"),
+        Index("idx_policies_enabled", "enabled"),
+    )
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    agent_id: str | None = Field(
+        default=None,
+        sa_column=Column(Text, ForeignKey("agents.id", ondelete="CASCADE"), nullable=True),
+    )
+    type: str = Field(sa_column=_text(False))
+    rules: str = Field(sa_column=_text(False))
+    priority: int = Field(default=0, sa_column=_int(False, default=0))
+    enabled: int = Field(default=1, sa_column=_int(False, default=1))
+    created_at: int = Field(sa_column=_int(False))
+    updated_at: int = Field(sa_column=_int(False))
+
+
+class AuditRow(_Base, table=True):
+    """``audit_log``: append-only; UPDATE and DELETE abort (triggers, migration 0002)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        CheckConstraint(in_list("severity", SEVERITIES)),
+        Index("idx_audit_log_timestamp", "timestamp"),
+        Index("idx_audit_log_event_type", "event_type"),
+        Index("idx_audit_log_agent_id", "agent_id"),
+        Index("idx_audit_log_severity", "severity"),
+        Index("idx_audit_log_agent_timestamp", "agent_id", "timestamp"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    timestamp: int = Field(sa_column=_int(False))
+    event_type: str = Field(sa_column=_text(False))
+    actor: str = Field(sa_column=_text(False))
+    agent_id: str | None = Field(default=None, sa_column=_text())
+    session_id: str | None = Field(default=None, sa_column=_text())
+    tx_id: str | None = Field(default=None, sa_column=_text())
+    details: str = Field(sa_column=_text(False))
+    severity: str = Field(default="info", sa_column=_text(False, default="info"))
+    ip_address: str | None = Field(default=None, sa_column=_text())
+
+
+class ApprovalRow(_Base, table=True):
+    """``pending_approvals``: an APPROVAL-tier transaction waiting for its owner (§2.6)."""
+
+    __tablename__ = "pending_approvals"
+    __table_args__ = (
+        Index("idx_pending_approvals_tx_id", "tx_id"),
+        Index("idx_pending_approvals_expires_at", "expires_at"),
+    )
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    tx_id: str = Field(
+        sa_column=Column(Text, ForeignKey("transactions.id", ondelete="CASCADE"), nullable=False)
+    )
+    required_by: int = Field(sa_column=_int(False))
+    expires_at: int = Field(sa_column=_int(False))
+    approved_at: int | None = Field(default=None, sa_column=_int())
+    rejected_at: int | None = Field(default=None, sa_column=_int())
+    owner_signature: str | None = Field(default=None, sa_column=_text())
+    created_at: int = Field(sa_column=_int(False))
+
+
+class ChannelRow(_Base, table=True):
+    """``notification_channels``: where notifications go (CORE-02 §2.7; WEBHOOK from 0003)."""
+
+    __tablename__ = "notification_channels"
+    __table_args__ = (
+        CheckConstraint(in_list("type", CHANNEL_TYPES)),
+        Index("idx_notification_channels_type", "type"),
+        Index("idx_notification_channels_enabled", "enabled"),
+    )
+
+    id: str = Field(sa_column=Column(Text, primary_key=True))
+    type: str = Field(sa_column=_text(False))
+    config: str = Field(sa_column=_text(False))
+    priority: int = Field(default=0, sa_column=_int(False, default=0))
+    enabled: int = Field(default=1, sa_column=_int(False, default=1))
+    last_success_at: int | None = Field(default=None, sa_column=_int())
+    last_failure_at: int | None = Field(default=None, sa_column=_int())
+    created_at: int = Field(sa_column=_int(False))
+
+
+class WalletStateRow(_Base, table=True):
+    """``wallet_state`` (migration 0004): persisted wallet-wide state such as the kill switch."""
+
+    __tablename__ = "wallet_state"
+
+    key: str = Field(sa_column=Column(Text, primary_key=True))
+    value: str = Field(sa_column=_text(False))
+    updated_at: int = Field(sa_column=_int(False))

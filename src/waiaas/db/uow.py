@@ -1,0 +1,139 @@
+"""Unit of work: one SQLite transaction, with a repository per table.
+
+``db.write()`` takes the write lock up front (``BEGIN IMMEDIATE``), so a decision read inside
+it cannot be invalidated by another thread or process before it is written. Nothing is
+committed unless ``commit()`` is called; leaving the block (normally or by an exception)
+without it rolls everything back.
+
+Example::
+
+    with db.write() as uow:
+        agent = uow.agents.get(agent_id)
+        uow.audit.append(AuditEvent.AGENT_SUSPENDED, actor="owner", now=now, agent_id=agent_id)
+        uow.commit()
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Literal
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from waiaas.db.engine import BEGIN_OPTION
+from waiaas.db.repositories import (
+    AgentRepository,
+    ApprovalRepository,
+    AuditRepository,
+    ChannelRepository,
+    PolicyRepository,
+    SessionRepository,
+    StateRepository,
+    TransactionRepository,
+)
+from waiaas.errors import StorageError
+
+__all__ = ["DatabaseBusyError", "UnitOfWork"]
+
+
+class DatabaseBusyError(StorageError):
+    """The write lock could not be taken in time (another writer held it too long)."""
+
+    code = "DATABASE_BUSY"
+
+
+class UnitOfWork:
+    """One database transaction and the repositories bound to it.
+
+    Attributes:
+        session: the SQLModel session (for queries the repositories do not cover).
+        agents, sessions, transactions, policies, audit, approvals, channels, state:
+            the repositories.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        mode: Literal["read", "write"],
+        *,
+        lock_timeout: float = 60.0,
+    ) -> None:
+        self._engine = engine
+        self._mode = mode
+        self._lock_timeout = lock_timeout
+        self._conn: Connection | None = None
+        self._committed = False
+        self.session: Session
+
+    def __enter__(self) -> UnitOfWork:
+        begin = "IMMEDIATE" if self._mode == "write" else "DEFERRED"
+        deadline = time.monotonic() + self._lock_timeout
+        delay = 0.005
+        while True:
+            conn = self._engine.connect().execution_options(**{BEGIN_OPTION: begin})
+            try:
+                conn.begin()
+                break
+            except OperationalError as exc:
+                conn.close()
+                if "locked" not in str(exc.orig) and "busy" not in str(exc.orig):
+                    raise StorageError(f"cannot begin a transaction: {exc.orig}") from exc
+                if time.monotonic() > deadline:
+                    raise DatabaseBusyError(
+                        f"the database stayed locked for {self._lock_timeout:.0f} s"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        self._conn = conn
+        self.session = Session(bind=conn, autoflush=True, expire_on_commit=False)
+        s = self.session
+        self.agents = AgentRepository(s)
+        self.sessions = SessionRepository(s)
+        self.transactions = TransactionRepository(s)
+        self.policies = PolicyRepository(s)
+        self.audit = AuditRepository(s)
+        self.approvals = ApprovalRepository(s)
+        self.channels = ChannelRepository(s)
+        self.state = StateRepository(s)
+        return self
+
+    def commit(self) -> None:
+        """Flush and commit. The unit of work cannot be used for writes afterwards."""
+        if self._conn is None:
+            raise StorageError("unit of work is not open")
+        self.session.flush()
+        trans = self._conn.get_transaction()
+        if trans is not None:
+            trans.commit()
+        self._committed = True
+
+    def rollback(self) -> None:
+        """Discard everything done in this unit of work."""
+        if self._conn is None:
+            return
+        trans = self._conn.get_transaction()
+        if trans is not None:
+            trans.rollback()
+
+    @property
+    def committed(self) -> bool:
+        """Whether ``commit()`` succeeded."""
+        return self._committed
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self._committed:
+                self.rollback()
+        finally:
+            self.session.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
