@@ -1,0 +1,255 @@
+"""Key pairs for the chains waiaas ships: generate one, derive its public key, base58.
+
+* ``solana``: an ed25519 key. The secret is the 32-byte seed; the public key is the 32-byte
+  ed25519 verify key in base58 (what Solana calls the address).
+* ``evm``: a secp256k1 key. The secret is the 32-byte private scalar; the public key is the
+  EIP-55 checksummed address (``0x`` + 40 hex digits).
+
+This module is imported by the chain adapters too, so it stays light: pynacl, coincurve and
+the keccak implementation are imported only inside the functions that need them.
+
+Example::
+
+    from waiaas.keystore.keys import generate_keypair, public_key_for
+
+    secret, address = generate_keypair("evm")
+    assert public_key_for("evm", secret) == address
+"""
+
+from __future__ import annotations
+
+import os
+
+from waiaas.errors import InvalidInputError
+
+__all__ = [
+    "SECRET_LENGTHS",
+    "b58decode",
+    "b58encode",
+    "check_secret",
+    "generate_keypair",
+    "normalize_public_key",
+    "public_key_for",
+    "to_checksum_address",
+]
+
+#: Length in bytes of the secret of each known chain family.
+SECRET_LENGTHS: dict[str, int] = {"solana": 32, "evm": 32}
+
+# Order of the secp256k1 group: a private key is an integer in [1, N - 1].
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {ch: i for i, ch in enumerate(_B58_ALPHABET)}
+
+
+# --------------------------------------------------------------------------- base58
+
+
+def b58encode(data: bytes) -> str:
+    """Encode ``data`` in base58 (Bitcoin/Solana alphabet); leading zero bytes become ``1``.
+
+    Example::
+
+        >>> b58encode(bytes(32))
+        '11111111111111111111111111111111'
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InvalidInputError("b58encode needs bytes", field="data")
+    raw = bytes(data)
+    zeros = len(raw) - len(raw.lstrip(b"\0"))
+    number = int.from_bytes(raw, "big")
+    digits: list[str] = []
+    while number:
+        number, rem = divmod(number, 58)
+        digits.append(_B58_ALPHABET[rem])
+    return "1" * zeros + "".join(reversed(digits))
+
+
+def b58decode(text: str) -> bytes:
+    """Decode base58 ``text``.
+
+    Raises:
+        InvalidInputError: ``text`` is not a string or holds a character outside the alphabet.
+
+    Example::
+
+        >>> b58decode("11")
+        b'\\x00\\x00'
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError("b58decode needs a string", field="text")
+    number = 0
+    for ch in text:
+        index = _B58_INDEX.get(ch)
+        if index is None:
+            raise InvalidInputError(f"not a base58 character: {ch!r}", field="text")
+        number = number * 58 + index
+    zeros = len(text) - len(text.lstrip("1"))
+    body = number.to_bytes((number.bit_length() + 7) // 8, "big") if number else b""
+    return b"\0" * zeros + body
+
+
+# --------------------------------------------------------------------------- EVM addresses
+
+
+def _keccak256(data: bytes) -> bytes:
+    from eth_hash.auto import keccak  # lazy: pulls in a keccak backend
+
+    return bytes(keccak(data))
+
+
+def to_checksum_address(address: str) -> str:
+    """Return ``address`` (``0x`` + 40 hex digits, any case) in EIP-55 checksummed form.
+
+    A mixed-case input must already carry a valid checksum; all-lower and all-upper inputs
+    are accepted as they are unchecksummed by convention.
+
+    Raises:
+        InvalidInputError: not a 20-byte hex address, or a mixed-case address whose checksum
+            is wrong.
+
+    Example::
+
+        >>> to_checksum_address("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
+        '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed'
+    """
+    if not isinstance(address, str) or len(address) != 42 or address[:2] not in ("0x", "0X"):
+        raise InvalidInputError("an EVM address is 0x followed by 40 hex digits", field="address")
+    body = address[2:]
+    try:
+        bytes.fromhex(body)
+    except ValueError:
+        raise InvalidInputError(
+            "an EVM address is 0x followed by 40 hex digits", field="address"
+        ) from None
+    lower = body.lower()
+    digest = _keccak256(lower.encode("ascii")).hex()
+    checksummed = "".join(
+        ch.upper() if ch.isalpha() and int(digest[i], 16) >= 8 else ch for i, ch in enumerate(lower)
+    )
+    if body not in (lower, body.upper()) and body != checksummed:
+        raise InvalidInputError("EVM address has an invalid EIP-55 checksum", field="address")
+    return "0x" + checksummed
+
+
+# --------------------------------------------------------------------------- key pairs
+
+
+def _known_chain(chain: object) -> str:
+    if not isinstance(chain, str) or chain not in SECRET_LENGTHS:
+        known = ", ".join(sorted(SECRET_LENGTHS))
+        raise InvalidInputError(f"unknown chain {chain!r}; known: {known}", field="chain")
+    return str(chain)
+
+
+def check_secret(chain: str, secret: bytes) -> bytes:
+    """Validate ``secret`` for ``chain`` and return it as ``bytes``.
+
+    Args:
+        chain: ``"solana"`` or ``"evm"``.
+        secret: the raw secret (``bytes`` or ``bytearray``).
+
+    Raises:
+        InvalidInputError: unknown chain, not bytes, wrong length, or (EVM) not a valid
+            secp256k1 scalar. The message never contains the secret.
+
+    Example::
+
+        check_secret("solana", bytes(range(32)))
+    """
+    name = _known_chain(chain)
+    if not isinstance(secret, bytes | bytearray):
+        raise InvalidInputError("the secret must be bytes", field="secret")
+    raw = bytes(secret)
+    want = SECRET_LENGTHS[name]
+    if len(raw) != want:
+        hint = (
+            " (for a 64-byte Solana keypair pass its first 32 bytes, the seed)"
+            if name == "solana" and len(raw) == 64
+            else ""
+        )
+        raise InvalidInputError(
+            f"a {name} secret is {want} bytes, got {len(raw)}{hint}", field="secret"
+        )
+    if name == "evm" and not 0 < int.from_bytes(raw, "big") < _SECP256K1_N:
+        raise InvalidInputError("not a valid secp256k1 private key", field="secret")
+    return raw
+
+
+def public_key_for(chain: str, secret: bytes) -> str:
+    """Derive the public key (Solana base58 address / EVM checksummed address) of ``secret``.
+
+    Args:
+        chain: ``"solana"`` or ``"evm"``.
+        secret: the 32-byte secret (ed25519 seed or secp256k1 private key).
+
+    Raises:
+        InvalidInputError: unknown chain or invalid secret.
+
+    Example::
+
+        >>> public_key_for("evm", bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"))
+        '0x2c7536E3605D9C16a7a3D7b1898e529396a65c23'
+    """  # noqa: E501
+    raw = check_secret(chain, secret)
+    if chain == "solana":
+        from nacl.signing import SigningKey
+
+        return b58encode(bytes(SigningKey(raw).verify_key))
+    from coincurve import PrivateKey
+
+    point = PrivateKey(raw).public_key.format(compressed=False)[1:]
+    return to_checksum_address("0x" + _keccak256(point)[-20:].hex())
+
+
+def generate_keypair(chain: str) -> tuple[bytes, str]:
+    """Generate a new key pair for ``chain`` from the OS random source.
+
+    Returns:
+        ``(secret, public_key)``: the 32-byte secret and its public key / address.
+
+    Raises:
+        InvalidInputError: unknown chain.
+
+    Example::
+
+        secret, pubkey = generate_keypair("solana")
+    """
+    name = _known_chain(chain)
+    if name == "solana":
+        secret = os.urandom(32)
+    else:
+        while True:  # rejection sampling; a retry happens with probability ~2**-128
+            secret = os.urandom(32)
+            if 0 < int.from_bytes(secret, "big") < _SECP256K1_N:
+                break
+    return secret, public_key_for(name, secret)
+
+
+def normalize_public_key(chain: str, public_key: str) -> str:
+    """Validate ``public_key`` for ``chain`` and return its canonical form.
+
+    Solana: base58 of exactly 32 bytes, returned unchanged. EVM: returned EIP-55 checksummed.
+
+    Raises:
+        InvalidInputError: unknown chain, or not a well-formed public key for the chain.
+
+    Example::
+
+        normalize_public_key("evm", "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
+    """
+    name = _known_chain(chain)
+    if not isinstance(public_key, str) or not public_key:
+        raise InvalidInputError("the public key must be a non-empty string", field="public_key")
+    if name == "evm":
+        return to_checksum_address(public_key)
+    if len(public_key) > 44:
+        raise InvalidInputError("a Solana public key is 32 bytes in base58", field="public_key")
+    try:
+        raw = b58decode(public_key)
+    except InvalidInputError:
+        raise InvalidInputError("a Solana public key is base58", field="public_key") from None
+    if len(raw) != 32 or b58encode(raw) != public_key:
+        raise InvalidInputError("a Solana public key is 32 bytes in base58", field="public_key")
+    return public_key
