@@ -1,0 +1,250 @@
+"""Pure, per-chain address normalisation for policy matching.
+
+Policies compare addresses after normalising both sides with the rules of the agent's chain:
+
+* **evm**: ``0x`` + 40 hex digits, compared case-insensitively (normal form: lower case).
+  An all-lower or all-upper address is accepted as is; a mixed-case address must carry a
+  correct EIP-55 checksum, because a wrong checksum means a typo or a forgery.
+* **solana**: base58 text that decodes to exactly 32 bytes, compared exactly (base58 is
+  case-sensitive: changing the case changes the key).
+* any other chain: a non-empty run of printable ASCII without spaces, compared exactly.
+
+Everything outside printable ASCII (look-alike letters, full-width digits, zero-width
+characters) is refused: such an address can never match a rule by accident.
+
+This module does not import any chain library; the EIP-55 checksum uses the small
+Keccak-256 below.
+
+Example::
+
+    >>> normalize_address("evm", "0x52908400098527886E0F7030069857D2E4169EE7")
+    '0x52908400098527886e0f7030069857d2e4169ee7'
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from waiaas.errors import InvalidAddressError
+
+__all__ = [
+    "EVM",
+    "SOLANA",
+    "address_chains",
+    "is_valid_address",
+    "keccak256",
+    "normalize_address",
+    "normalize_selector",
+    "to_checksum_address",
+]
+
+EVM = "evm"
+SOLANA = "solana"
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
+
+
+# --------------------------------------------------------------------------- keccak-256
+
+_RC = (
+    0x0000000000000001, 0x0000000000008082, 0x800000000000808A, 0x8000000080008000,
+    0x000000000000808B, 0x0000000080000001, 0x8000000080008081, 0x8000000000008009,
+    0x000000000000008A, 0x0000000000000088, 0x0000000080008009, 0x000000008000000A,
+    0x000000008000808B, 0x800000000000008B, 0x8000000000008089, 0x8000000000008003,
+    0x8000000000008002, 0x8000000000000080, 0x000000000000800A, 0x800000008000000A,
+    0x8000000080008081, 0x8000000000008080, 0x0000000080000001, 0x8000000080008008,
+)  # fmt: skip
+_ROT = (
+    (0, 36, 3, 41, 18), (1, 44, 10, 45, 2), (62, 6, 43, 15, 61),
+    (28, 55, 25, 21, 56), (27, 20, 39, 8, 14),
+)  # fmt: skip
+_MASK = (1 << 64) - 1
+
+
+def _rol(value: int, shift: int) -> int:
+    return ((value << shift) | (value >> (64 - shift))) & _MASK if shift else value
+
+
+def _keccak_f(a: list[list[int]]) -> None:
+    for rc in _RC:
+        c = [a[x][0] ^ a[x][1] ^ a[x][2] ^ a[x][3] ^ a[x][4] for x in range(5)]
+        d = [c[(x - 1) % 5] ^ _rol(c[(x + 1) % 5], 1) for x in range(5)]
+        for x in range(5):
+            for y in range(5):
+                a[x][y] ^= d[x]
+        b = [[0] * 5 for _ in range(5)]
+        for x in range(5):
+            for y in range(5):
+                b[y][(2 * x + 3 * y) % 5] = _rol(a[x][y], _ROT[x][y])
+        for x in range(5):
+            for y in range(5):
+                a[x][y] = b[x][y] ^ ((~b[(x + 1) % 5][y]) & b[(x + 2) % 5][y])
+        a[0][0] ^= rc
+
+
+def keccak256(data: bytes) -> bytes:
+    """Keccak-256 as Ethereum uses it (the pre-standard padding, not SHA3-256).
+
+    >>> keccak256(b"").hex()[:16]
+    'c5d2460186f7233c'
+    """
+    rate = 136
+    padded = bytearray(data)
+    padded.append(0x01)
+    while len(padded) % rate:
+        padded.append(0)
+    padded[-1] |= 0x80
+    state = [[0] * 5 for _ in range(5)]
+    for offset in range(0, len(padded), rate):
+        block = padded[offset : offset + rate]
+        for i in range(rate // 8):
+            x, y = i % 5, i // 5
+            state[x][y] ^= int.from_bytes(block[8 * i : 8 * i + 8], "little")
+        _keccak_f(state)
+    out = b"".join(state[i % 5][i // 5].to_bytes(8, "little") for i in range(4))
+    return out
+
+
+# --------------------------------------------------------------------------- evm
+
+
+def to_checksum_address(address: str) -> str:
+    """The EIP-55 mixed-case form of a valid EVM address.
+
+    Raises:
+        InvalidAddressError: ``address`` is not ``0x`` + 40 hex digits.
+    """
+    lower = _evm_lower(address)
+    if lower is None:
+        raise InvalidAddressError(
+            "not an EVM address (0x + 40 hex digits)", chain=EVM, address=_safe(address)
+        )
+    digest = keccak256(lower[2:].encode("ascii")).hex()
+    body = "".join(
+        ch.upper() if ch.isalpha() and int(digest[i], 16) >= 8 else ch
+        for i, ch in enumerate(lower[2:])
+    )
+    return "0x" + body
+
+
+def _evm_lower(address: str) -> str | None:
+    if len(address) != 42 or not address.startswith("0x"):
+        return None
+    body = address[2:]
+    if not all(ch in _HEX for ch in body):
+        return None
+    return "0x" + body.lower()
+
+
+def _normalize_evm(address: str) -> str | None:
+    lower = _evm_lower(address)
+    if lower is None:
+        return None
+    body = address[2:]
+    if body != body.lower() and body != body.upper() and to_checksum_address(lower) != address:
+        return None  # mixed case with a wrong EIP-55 checksum
+    return lower
+
+
+# --------------------------------------------------------------------------- solana
+
+
+def _b58decode(text: str) -> bytes | None:
+    value = 0
+    for ch in text:
+        digit = _B58_INDEX.get(ch)
+        if digit is None:
+            return None
+        value = value * 58 + digit
+    leading = len(text) - len(text.lstrip("1"))
+    body = value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
+    return b"\x00" * leading + body
+
+
+def _normalize_solana(address: str) -> str | None:
+    if not 32 <= len(address) <= 44:
+        return None
+    raw = _b58decode(address)
+    if raw is None or len(raw) != 32:
+        return None
+    return address
+
+
+# --------------------------------------------------------------------------- generic
+
+
+def _printable_ascii(text: str) -> bool:
+    return bool(text) and all(33 <= ord(ch) <= 126 for ch in text)
+
+
+def _safe(text: object) -> str:
+    """A bounded ASCII rendering of an untrusted value, for error messages."""
+    shown = ascii(text)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _normalize_or_none(chain: str, address: object) -> str | None:
+    if not isinstance(address, str) or len(address) > 256:
+        return None
+    return _normalize_str(chain, address)
+
+
+@lru_cache(maxsize=4096)
+def _normalize_str(chain: str, address: str) -> str | None:
+    text = address.strip()
+    if not _printable_ascii(text):
+        return None
+    if chain == EVM:
+        return _normalize_evm(text)
+    if chain == SOLANA:
+        return _normalize_solana(text)
+    return text
+
+
+def normalize_address(chain: str, address: str, *, field: str = "address") -> str:
+    """Return ``address`` in the normal form used to compare it on ``chain``.
+
+    Args:
+        chain: the chain family (``"evm"``, ``"solana"`` or another adapter's name).
+        address: the address as given (surrounding whitespace is ignored).
+        field: the field name reported in the error.
+
+    Raises:
+        InvalidAddressError: ``address`` is not a valid address on ``chain``.
+
+    Example::
+
+        >>> normalize_address("solana", "11111111111111111111111111111111")
+        '11111111111111111111111111111111'
+    """
+    normal = _normalize_or_none(chain, address)
+    if normal is None:
+        raise InvalidAddressError(
+            f"{_safe(address)} is not a valid {chain} address",
+            chain=chain,
+            address=_safe(address),
+            field=field,
+        )
+    return normal
+
+
+def is_valid_address(chain: str, address: object) -> bool:
+    """True when ``address`` is a valid address on ``chain`` (see :func:`normalize_address`)."""
+    return _normalize_or_none(chain, address) is not None
+
+
+def address_chains(address: object) -> frozenset[str]:
+    """The known chain families (``evm``, ``solana``) on which ``address`` is valid."""
+    return frozenset(c for c in (EVM, SOLANA) if _normalize_or_none(c, address) is not None)
+
+
+def normalize_selector(selector: object) -> str | None:
+    """An EVM 4-byte selector as lower-case ``0x`` + 8 hex digits, or ``None`` if invalid."""
+    if not isinstance(selector, str):
+        return None
+    text = selector.strip()
+    if len(text) != 10 or not text.startswith("0x") or not all(c in _HEX for c in text[2:]):
+        return None
+    return text.lower()

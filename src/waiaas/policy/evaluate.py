@@ -1,0 +1,958 @@
+"""``evaluate``: the pure policy decision for one request.
+
+Precedence is **deny-wins**: every applicable rule is evaluated (disabled rules and rules
+scoped to another agent, chain or network are skipped; the agent's own and the global
+rules both apply), any deny denies with every reason listed, otherwise the tier is the
+highest any rule asks for. Priority only orders the reasons. The function reads no clock,
+no database and no network: ``now``, usage and prices are arguments.
+
+See docs/policies.md for the exact semantics of every policy type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from waiaas.config import WalletConfig
+from waiaas.errors import InvalidInputError
+from waiaas.policy.addresses import _normalize_or_none, _safe
+from waiaas.policy.model import (
+    NATIVE,
+    AgentContext,
+    AssetPrice,
+    BudgetFigure,
+    Decision,
+    PolicySpec,
+    Reason,
+    Usage,
+    UsdBudgetFigure,
+    _check_int,
+    normalize_asset_key,
+)
+from waiaas.policy.rules import (
+    AllowedAddressesRules,
+    AllowedNetworksRules,
+    AllowedTokensRules,
+    ApproveAmountLimitRules,
+    ApprovedSpendersRules,
+    AutoStopRules,
+    ContractWhitelistRules,
+    MethodWhitelistRules,
+    PolicyType,
+    RateLimitRules,
+    SpendingLimitRules,
+    TimeRestrictionRules,
+)
+from waiaas.policy.units import describe_amount, format_usd
+from waiaas.types import (
+    AgentStatus,
+    Approve,
+    Batch,
+    ContractCall,
+    Request,
+    Tier,
+    TokenTransfer,
+    Transfer,
+    TxType,
+)
+
+__all__ = ["RequestModel", "evaluate", "is_unlimited_approval", "spend_of"]
+
+RequestModel = Transfer | TokenTransfer | ContractCall | Approve | Batch
+_ITEM_TYPES = (Transfer, TokenTransfer, ContractCall, Approve)
+
+EVM_UNLIMITED = 2**255
+U64_MAX = 2**64 - 1
+
+
+@lru_cache(maxsize=1)
+def _request_adapter() -> TypeAdapter[Any]:
+    return TypeAdapter(Request)
+
+
+def coerce_request(request: object) -> RequestModel:
+    """Accept a request model, or a mapping validated as one.
+
+    Raises:
+        InvalidInputError: anything else, with every problem listed.
+    """
+    if isinstance(request, RequestModel):
+        return request
+    if isinstance(request, Mapping):
+        try:
+            result: RequestModel = _request_adapter().validate_python(dict(request))
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ]
+            raise InvalidInputError(
+                "invalid request: " + "; ".join(problems), field="request", problems=problems
+            ) from None
+        return result
+    raise InvalidInputError(
+        f"request must be a Transfer, TokenTransfer, ContractCall, Approve or Batch, "
+        f"not {type(request).__name__}",
+        field="request",
+    )
+
+
+def is_unlimited_approval(chain: str, amount: int) -> bool:
+    """True for an "unlimited" allowance: ``>= 2**255`` on EVM, ``>= 2**64 - 1`` elsewhere."""
+    return amount >= (EVM_UNLIMITED if chain == "evm" else U64_MAX)
+
+
+# --------------------------------------------------------------------------- items
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    index: int | None  # position in a batch, None for a single request
+    kind: TxType
+    to: str | None = None
+    token: str | None = None
+    spender: str | None = None
+    amount: int = 0
+    value: int = 0
+    selector: str | None = None
+    accounts: tuple[str, ...] = ()
+    decimals: int | None = None
+
+    @property
+    def where(self) -> str:
+        return "" if self.index is None else f"requests[{self.index}]: "
+
+    def recipients(self) -> tuple[str, ...]:
+        """Addresses that receive value (checked against whitelists)."""
+        if self.kind in (TxType.TRANSFER, TxType.TOKEN_TRANSFER):
+            return (self.to,) if self.to else ()
+        if self.kind == TxType.CONTRACT_CALL and self.value > 0 and self.to:
+            return (self.to,)
+        return ()
+
+    def counterparties(self) -> tuple[str, ...]:
+        """Every address the request names (checked against blacklists)."""
+        found = [a for a in (self.to, self.token, self.spender) if a]
+        found.extend(self.accounts)
+        return tuple(dict.fromkeys(found))
+
+
+def _items(request: RequestModel) -> tuple[tuple[Any, int | None], ...]:
+    if isinstance(request, Batch):
+        return tuple((r, i) for i, r in enumerate(request.requests))
+    return ((request, None),)
+
+
+def _normalize_items(
+    request: RequestModel, chain: str
+) -> tuple[list[_Item], list[tuple[str, str]]]:
+    """Items with addresses in normal form, plus every invalid address as (where, message)."""
+    items: list[_Item] = []
+    bad: list[tuple[str, str]] = []
+    for raw, index in _items(request):
+        where = "" if index is None else f"requests[{index}]."
+        fields: dict[str, Any] = {}
+        names = [n for n in ("to", "token", "spender") if hasattr(raw, n)]
+        for name in names:
+            value = getattr(raw, name)
+            normal = _normalize_or_none(chain, value)
+            if normal is None:
+                bad.append((f"{where}{name}", f"{_safe(value)} is not a valid {chain} address"))
+            fields[name] = normal
+        accounts: list[str] = []
+        if isinstance(raw, ContractCall):
+            for n, acc in enumerate(raw.accounts):
+                normal = _normalize_or_none(chain, acc.pubkey)
+                if normal is None:
+                    bad.append(
+                        (
+                            f"{where}accounts[{n}]",
+                            f"{_safe(acc.pubkey)} is not a valid {chain} address",
+                        )
+                    )
+                else:
+                    accounts.append(normal)
+            fields["value"] = raw.value
+            fields["selector"] = raw.selector
+        if isinstance(raw, Transfer | TokenTransfer | Approve):
+            fields["amount"] = raw.amount
+        if isinstance(raw, TokenTransfer | Approve):
+            fields["decimals"] = raw.decimals
+        items.append(_Item(index=index, kind=raw.type, accounts=tuple(accounts), **fields))
+    return items, bad
+
+
+def _spend(items: Sequence[_Item]) -> dict[str, int]:
+    spend: dict[str, int] = {}
+    for item in items:
+        if item.kind == TxType.TRANSFER:
+            spend[NATIVE] = spend.get(NATIVE, 0) + item.amount
+        elif item.kind == TxType.TOKEN_TRANSFER and item.token:
+            spend[item.token] = spend.get(item.token, 0) + item.amount
+        elif item.kind == TxType.CONTRACT_CALL and item.value > 0:
+            spend[NATIVE] = spend.get(NATIVE, 0) + item.value
+    return spend
+
+
+def spend_of(request: object, chain: str) -> dict[str, int]:
+    """What a request moves, per asset key, in base units (batches summed). Pure.
+
+    Native transfers and contract-call ``value`` count as ``"native"``; token transfers
+    count under the normalised token address; approvals move nothing. The shell records
+    these figures so that :func:`~waiaas.policy.compute_usage` counts exactly what
+    :func:`evaluate` checks.
+
+    Raises:
+        InvalidInputError: not a request, or an address invalid on ``chain``.
+    """
+    items, bad = _normalize_items(coerce_request(request), chain.lower())
+    if bad:
+        raise InvalidInputError(
+            "; ".join(f"{w}: {m}" for w, m in bad),
+            field="request",
+            problems=[f"{w}: {m}" for w, m in bad],
+        )
+    return _spend(items)
+
+
+# --------------------------------------------------------------------------- the accumulator
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    tier: Tier
+    delay: int | None
+    timeout: int | None
+
+
+class _Verdict:
+    """Collects reasons, tier asks and budget figures while rules run."""
+
+    def __init__(self) -> None:
+        self.reasons: list[Reason] = []
+        self.asks: list[_Ask] = []
+        self.budget: list[BudgetFigure] = []
+        self.budget_usd: list[UsdBudgetFigure] = []
+        self.denied = False
+
+    def add(
+        self,
+        spec: PolicySpec | None,
+        kind: str,
+        effect: str,
+        message: str,
+        *,
+        tier: Tier | None = None,
+        figures: Mapping[str, object] | None = None,
+        delay: int | None = None,
+        timeout: int | None = None,
+    ) -> None:
+        self.reasons.append(
+            Reason(
+                rule_id=spec.id if spec else None,
+                type=kind,
+                effect=effect,
+                message=message,
+                tier=tier,
+                priority=spec.priority if spec else 0,
+                figures={k: str(v) for k, v in (figures or {}).items()},
+            )
+        )
+        if effect == "deny":
+            self.denied = True
+        if tier is not None:
+            self.asks.append(_Ask(tier, delay, timeout))
+
+    def deny(self, spec: PolicySpec | None, kind: str, message: str, **figures: object) -> None:
+        self.add(spec, kind, "deny", message, figures=figures)
+
+    def tier(
+        self,
+        spec: PolicySpec | None,
+        kind: str,
+        tier: Tier,
+        message: str,
+        *,
+        delay: int | None = None,
+        timeout: int | None = None,
+        **figures: object,
+    ) -> None:
+        self.add(
+            spec, kind, "tier", message, tier=tier, figures=figures, delay=delay, timeout=timeout
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Env:
+    agent: AgentContext
+    usage: Usage
+    now: int
+    config: WalletConfig
+    prices: Mapping[str, AssetPrice]
+    items: tuple[_Item, ...]
+    spend: Mapping[str, int]
+    token_decimals: Mapping[str, tuple[int, str | None]]
+
+    def show(self, asset: str, amount: int) -> str:
+        decimals, symbol = self.token_decimals.get(asset, (None, None))
+        return describe_amount(self.agent.chain, asset, amount, decimals=decimals, symbol=symbol)
+
+
+def _tier_for(bounds: Sequence[Any], amount: Any) -> Tier:
+    """The lowest tier whose (inclusive) bound holds; a missing bound skips its tier."""
+    for tier, bound in zip((Tier.INSTANT, Tier.NOTIFY, Tier.DELAY), bounds, strict=True):
+        if bound is not None and amount <= bound:
+            return tier
+    return Tier.APPROVAL
+
+
+# --------------------------------------------------------------------------- SPENDING_LIMIT
+
+
+def _spending_limit(env: _Env, out: _Verdict, spec: PolicySpec, r: SpendingLimitRules) -> set[str]:
+    """Apply one SPENDING_LIMIT; return the assets whose tier it decided."""
+    covered: set[str] = set()
+    kind = PolicyType.SPENDING_LIMIT.value
+    if r.asset == "*":
+        assets = sorted(env.spend)
+        if not assets:
+            return covered
+    else:
+        key = normalize_asset_key(r.asset)
+        if key not in env.spend:
+            return covered
+        assets = [key]
+        amount = env.spend[key]
+        used = env.usage.spent_of(key)
+        for window, cap, spent in (
+            ("transaction", r.per_transaction, 0),
+            ("24h", r.daily_total, used.day),
+            ("7d", r.weekly_total, used.week),
+        ):
+            if cap is None:
+                continue
+            out.budget.append(
+                BudgetFigure(
+                    rule_id=spec.id,
+                    asset=key,
+                    window=window,
+                    spent=spent,
+                    requested=amount,
+                    limit=cap,
+                    remaining=max(cap - spent, 0),
+                )
+            )
+            if spent + amount > cap:
+                what = "per-transaction limit" if window == "transaction" else f"{window} budget"
+                left = f" ({env.show(key, max(cap - spent, 0))} left)" if spent else ""
+                _exceed(
+                    out,
+                    spec,
+                    r,
+                    f"{env.show(key, amount)} exceeds the {what} of {env.show(key, cap)}{left}",
+                    asset=key,
+                    window=window,
+                    amount=amount,
+                    spent=spent,
+                    limit=cap,
+                )
+        if any(b is not None for b in r.thresholds):
+            tier = _tier_for(r.thresholds, amount)
+            out.tier(
+                spec,
+                kind,
+                tier,
+                f"{env.show(key, amount)} is {tier.value} under this limit",
+                delay=r.delay_seconds,
+                timeout=r.approval_timeout,
+                asset=key,
+                amount=amount,
+                **_bounds_figures(r.thresholds),
+            )
+            covered.add(key)
+    if _has_usd(r):
+        covered |= _spending_usd(env, out, spec, r, assets)
+    return covered
+
+
+def _bounds_figures(bounds: Sequence[Any]) -> dict[str, object]:
+    names = ("instant_max", "notify_max", "delay_max")
+    return {n: b for n, b in zip(names, bounds, strict=True) if b is not None}
+
+
+def _has_usd(r: SpendingLimitRules) -> bool:
+    return any(
+        v is not None
+        for v in (r.per_transaction_usd, r.daily_total_usd, r.weekly_total_usd, *r.thresholds_usd)
+    )
+
+
+def _exceed(
+    out: _Verdict, spec: PolicySpec, r: SpendingLimitRules, message: str, **figures: object
+) -> None:
+    kind = PolicyType.SPENDING_LIMIT.value
+    if r.on_exceed == "approval":
+        out.tier(
+            spec,
+            kind,
+            Tier.APPROVAL,
+            message + "; the owner must approve",
+            delay=r.delay_seconds,
+            timeout=r.approval_timeout,
+            **figures,
+        )
+    else:
+        out.deny(spec, kind, message, **figures)
+
+
+def _usd_value(env: _Env, amounts: Mapping[str, int]) -> tuple[Decimal | None, list[str]]:
+    total = Decimal(0)
+    missing: list[str] = []
+    for asset, amount in sorted(amounts.items()):
+        if amount == 0:
+            continue
+        price = env.prices.get(asset)
+        if price is None:
+            missing.append(asset)
+        else:
+            total += price.value_of(amount)
+    return (None if missing else total), missing
+
+
+def _spending_usd(
+    env: _Env, out: _Verdict, spec: PolicySpec, r: SpendingLimitRules, assets: list[str]
+) -> set[str]:
+    kind = PolicyType.SPENDING_LIMIT.value
+    request = {a: env.spend[a] for a in assets}
+    history = assets if r.asset != "*" else sorted(set(env.usage.spent) | set(assets))
+    value, missing = _usd_value(env, request)
+    day, miss_day = _usd_value(env, {a: env.usage.spent_of(a).day for a in history})
+    week, miss_week = _usd_value(env, {a: env.usage.spent_of(a).week for a in history})
+    label = "every asset" if r.asset == "*" else assets[0]
+    caps: tuple[tuple[str, Decimal | None, Decimal | None, list[str]], ...] = (
+        ("transaction", r.per_transaction_usd, Decimal(0), []),
+        ("24h", r.daily_total_usd, day, miss_day),
+        ("7d", r.weekly_total_usd, week, miss_week),
+    )
+    for window, cap, spent, miss in caps:
+        if cap is None:
+            continue
+        unknown = sorted(set(missing) | set(miss))
+        if value is None or spent is None:
+            out.tier(
+                spec,
+                kind,
+                Tier.APPROVAL,
+                f"the USD {window} cap of {format_usd(cap)} cannot be checked: no price for "
+                + ", ".join(unknown)
+                + "; an unknown price is never treated as zero",
+                delay=r.delay_seconds,
+                timeout=r.approval_timeout,
+                window=window,
+                limit_usd=cap,
+                unpriced=",".join(unknown),
+            )
+            continue
+        out.budget_usd.append(
+            UsdBudgetFigure(
+                rule_id=spec.id,
+                asset=label,
+                window=window,
+                spent=spent,
+                requested=value,
+                limit=cap,
+                remaining=max(cap - spent, Decimal(0)),
+            )
+        )
+        if spent + value > cap:
+            what = (
+                "per-transaction USD limit" if window == "transaction" else f"{window} USD budget"
+            )
+            _exceed(
+                out,
+                spec,
+                r,
+                f"{format_usd(value)} exceeds the {what} of {format_usd(cap)}"
+                + (f" ({format_usd(max(cap - spent, Decimal(0)))} left)" if spent else ""),
+                window=window,
+                amount_usd=value,
+                spent_usd=spent,
+                limit_usd=cap,
+            )
+    if all(b is None for b in r.thresholds_usd):
+        return set()
+    if value is None:
+        out.tier(
+            spec,
+            kind,
+            Tier.NOTIFY,
+            "no USD price for " + ", ".join(missing) + ": at least NOTIFY "
+            "(an unknown price is never treated as zero)",
+            delay=r.delay_seconds,
+            timeout=r.approval_timeout,
+            unpriced=",".join(missing),
+        )
+    else:
+        tier = _tier_for(r.thresholds_usd, value)
+        out.tier(
+            spec,
+            kind,
+            tier,
+            f"{format_usd(value)} is {tier.value} under this limit",
+            delay=r.delay_seconds,
+            timeout=r.approval_timeout,
+            amount_usd=value,
+            **{f"{k}_usd": v for k, v in _bounds_figures(r.thresholds_usd).items()},
+        )
+    return set(assets)
+
+
+# --------------------------------------------------------------------------- other rule types
+
+
+def _allowed_addresses(
+    env: _Env, out: _Verdict, spec: PolicySpec, r: AllowedAddressesRules
+) -> None:
+    kind = PolicyType.ALLOWED_ADDRESSES.value
+    listed = r.address_set
+    for item in env.items:
+        if r.mode == "whitelist":
+            for addr in item.recipients():
+                if addr not in listed:
+                    out.deny(
+                        spec,
+                        kind,
+                        f"{item.where}recipient {addr} is not in the allowed list",
+                        address=addr,
+                    )
+        else:
+            for addr in item.counterparties():
+                if addr in listed:
+                    out.deny(spec, kind, f"{item.where}{addr} is blacklisted", address=addr)
+
+
+def _allowed_tokens(env: _Env, out: _Verdict, spec: PolicySpec, r: AllowedTokensRules) -> None:
+    kind = PolicyType.ALLOWED_TOKENS.value
+    for item in env.items:
+        if (
+            item.kind in (TxType.TOKEN_TRANSFER, TxType.APPROVE)
+            and item.token
+            and item.token not in r.by_address
+        ):
+            verb = "transfer" if item.kind == TxType.TOKEN_TRANSFER else "approval"
+            out.deny(
+                spec,
+                kind,
+                f"{item.where}token {item.token} is not in the allowed tokens ({verb} refused)",
+                token=item.token,
+            )
+
+
+def _contract_whitelist(
+    env: _Env, out: _Verdict, spec: PolicySpec, r: ContractWhitelistRules
+) -> None:
+    kind = PolicyType.CONTRACT_WHITELIST.value
+    for item in env.items:
+        if item.kind == TxType.CONTRACT_CALL and item.to and item.to not in r.address_set:
+            out.deny(
+                spec, kind, f"{item.where}contract {item.to} is not whitelisted", contract=item.to
+            )
+
+
+def _method_whitelist(env: _Env, out: _Verdict, spec: PolicySpec, r: MethodWhitelistRules) -> None:
+    kind = PolicyType.METHOD_WHITELIST.value
+    for item in env.items:
+        if item.kind != TxType.CONTRACT_CALL or not item.to or item.to not in r.by_contract:
+            continue
+        allowed = r.by_contract[item.to]
+        if item.selector is None:
+            out.deny(
+                spec,
+                kind,
+                f"{item.where}call to {item.to} has no 4-byte method selector; only "
+                + ", ".join(sorted(allowed))
+                + " may be called",
+                contract=item.to,
+            )
+        elif item.selector not in allowed:
+            out.deny(
+                spec,
+                kind,
+                f"{item.where}method {item.selector} of {item.to} is not whitelisted",
+                contract=item.to,
+                selector=item.selector,
+            )
+
+
+def _approved_spenders(
+    env: _Env, out: _Verdict, spec: PolicySpec, r: ApprovedSpendersRules
+) -> None:
+    kind = PolicyType.APPROVED_SPENDERS.value
+    for item in env.items:
+        if item.kind != TxType.APPROVE or not item.spender or item.amount == 0:
+            continue  # a zero approval revokes: always allowed by this rule
+        entry = r.by_spender.get(item.spender)
+        if entry is None:
+            out.deny(
+                spec,
+                kind,
+                f"{item.where}spender {item.spender} is not an approved spender",
+                spender=item.spender,
+            )
+        elif entry.max_amount is not None and item.amount > entry.max_amount:
+            out.deny(
+                spec,
+                kind,
+                f"{item.where}approval of {item.amount} exceeds this spender's maximum of "
+                f"{entry.max_amount}",
+                spender=item.spender,
+                amount=item.amount,
+                limit=entry.max_amount,
+            )
+
+
+def _approve_amount_limit(
+    env: _Env, out: _Verdict, spec: PolicySpec, r: ApproveAmountLimitRules
+) -> None:
+    kind = PolicyType.APPROVE_AMOUNT_LIMIT.value
+    for item in env.items:
+        if item.kind != TxType.APPROVE:
+            continue
+        if r.block_unlimited and is_unlimited_approval(env.agent.chain, item.amount):
+            out.deny(spec, kind, f"{item.where}unlimited approvals are blocked", amount=item.amount)
+        elif r.max_amount is not None and item.amount > r.max_amount:
+            out.deny(
+                spec,
+                kind,
+                f"{item.where}approval of {item.amount} exceeds the maximum of {r.max_amount}",
+                amount=item.amount,
+                limit=r.max_amount,
+            )
+
+
+def _allowed_networks(env: _Env, out: _Verdict, spec: PolicySpec, r: AllowedNetworksRules) -> None:
+    network = env.agent.network.strip().lower()
+    if network not in r.networks:
+        out.deny(
+            spec,
+            PolicyType.ALLOWED_NETWORKS.value,
+            f"network {network} is not allowed (allowed: {', '.join(r.networks)})",
+            network=network,
+        )
+
+
+def time_allows(r: TimeRestrictionRules, moment: int) -> bool:
+    """True when the rule allows a request at Unix time ``moment``."""
+    local = datetime.fromtimestamp(moment, tz=r.zone)
+    if r.allowed_hours is not None and not r.allowed_hours.contains(local.hour):
+        return False
+    return r.allowed_days is None or local.isoweekday() in r.allowed_days
+
+
+def describe_window(r: TimeRestrictionRules) -> str:
+    """``"Mon-Fri 09:00-17:00 Europe/Berlin"``-style text for a time rule."""
+    names = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    parts: list[str] = []
+    if r.allowed_days is not None:
+        parts.append(",".join(names[d - 1] for d in r.allowed_days))
+    if r.allowed_hours is not None:
+        parts.append(f"{r.allowed_hours.start:02d}:00-{r.allowed_hours.end:02d}:00")
+    parts.append(r.timezone)
+    return " ".join(parts)
+
+
+def _time_restriction(env: _Env, out: _Verdict, spec: PolicySpec, r: TimeRestrictionRules) -> None:
+    if time_allows(r, env.now):
+        return
+    local = datetime.fromtimestamp(env.now, tz=r.zone)
+    out.deny(
+        spec,
+        PolicyType.TIME_RESTRICTION.value,
+        f"outside the allowed time: it is {local:%a %H:%M} {r.timezone}; allowed "
+        + describe_window(r),
+        local_time=local.isoformat(),
+    )
+
+
+def _rate_limit(env: _Env, out: _Verdict, spec: PolicySpec, r: RateLimitRules) -> None:
+    count = env.usage.count("requests", r.window_seconds)
+    if count >= r.max_requests:
+        out.deny(
+            spec,
+            PolicyType.RATE_LIMIT.value,
+            f"rate limit: {count} requests in the last {r.window_seconds} s "
+            f"(at most {r.max_requests})",
+            requests=count,
+            limit=r.max_requests,
+            window_seconds=r.window_seconds,
+        )
+
+
+def _auto_stop(
+    env: _Env, out: _Verdict, spec: PolicySpec, r: AutoStopRules, denied: bool
+) -> Reason | None:
+    kind = PolicyType.AUTO_STOP.value
+    if r.trigger == "consecutive_failures":
+        seen = env.usage.consecutive_failures
+        fired = seen >= r.threshold
+        text = f"{seen} consecutive failed transactions (threshold {r.threshold})"
+    elif r.trigger == "max_transactions":
+        assert r.window_seconds is not None
+        seen = env.usage.count("transactions", r.window_seconds)
+        fired = seen >= r.threshold
+        text = f"{seen} transactions in the last {r.window_seconds} s (threshold {r.threshold})"
+    else:
+        assert r.window_seconds is not None
+        seen = env.usage.count("denials", r.window_seconds) + (1 if denied else 0)
+        fired = seen >= r.threshold
+        text = f"{seen} denied requests in the last {r.window_seconds} s (threshold {r.threshold})"
+    if not fired:
+        return None
+    message = f"auto-stop: {text}; the agent must be suspended"
+    out.deny(spec, kind, message, trigger=r.trigger, observed=seen, threshold=r.threshold)
+    return out.reasons[-1]
+
+
+_HANDLERS: dict[type[Any], Any] = {
+    AllowedAddressesRules: _allowed_addresses,
+    AllowedTokensRules: _allowed_tokens,
+    ContractWhitelistRules: _contract_whitelist,
+    MethodWhitelistRules: _method_whitelist,
+    ApprovedSpendersRules: _approved_spenders,
+    ApproveAmountLimitRules: _approve_amount_limit,
+    AllowedNetworksRules: _allowed_networks,
+    TimeRestrictionRules: _time_restriction,
+    RateLimitRules: _rate_limit,
+}
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _check_inputs(
+    agent: object, policies: object, usage: object, now: object, config: object
+) -> tuple[list[PolicySpec], WalletConfig]:
+    if not isinstance(agent, AgentContext):
+        raise InvalidInputError("agent must be an AgentContext", field="agent")
+    if not isinstance(usage, Usage):
+        raise InvalidInputError("usage must be a Usage (see compute_usage)", field="usage")
+    _check_int(now, "now")
+    if isinstance(policies, str | bytes) or not isinstance(policies, Iterable):
+        raise InvalidInputError("policies must be an iterable of PolicySpec", field="policies")
+    specs = list(policies)
+    for spec in specs:
+        if not isinstance(spec, PolicySpec):
+            raise InvalidInputError(
+                f"policies must hold PolicySpec values, not {type(spec).__name__}",
+                field="policies",
+            )
+    cfg = WalletConfig() if config is None else config
+    if not isinstance(cfg, WalletConfig):
+        raise InvalidInputError("config must be a WalletConfig", field="config")
+    return specs, cfg
+
+
+def _prices(prices: Mapping[str, AssetPrice] | None) -> dict[str, AssetPrice]:
+    if prices is None:
+        return {}
+    if not isinstance(prices, Mapping):
+        raise InvalidInputError("prices must map asset keys to AssetPrice", field="prices")
+    out: dict[str, AssetPrice] = {}
+    for key, value in prices.items():
+        if not isinstance(key, str) or not isinstance(value, AssetPrice):
+            raise InvalidInputError("prices must map asset keys to AssetPrice", field="prices")
+        out[normalize_asset_key(key)] = value
+    return out
+
+
+def applicable(policies: Iterable[PolicySpec], agent: AgentContext) -> list[PolicySpec]:
+    """The policies that apply to ``agent``: enabled, global or its own, scope matching."""
+    return [
+        p
+        for p in policies
+        if p.enabled
+        and (p.agent_id is None or p.agent_id == agent.id)
+        and p.rules.applies_to(agent.chain, agent.network)
+    ]
+
+
+def evaluate(
+    request: object,
+    agent: AgentContext,
+    policies: Iterable[PolicySpec],
+    usage: Usage,
+    now: int,
+    *,
+    config: WalletConfig | None = None,
+    prices: Mapping[str, AssetPrice] | None = None,
+) -> Decision:
+    """Decide one request against every applicable policy. Pure: no I/O, no clock.
+
+    Args:
+        request: a Transfer, TokenTransfer, ContractCall, Approve or Batch (or a mapping
+            validated as one).
+        agent: the requesting agent.
+        policies: the policies to consider (disabled ones and other agents' are skipped).
+        usage: the agent's recent activity (see :func:`~waiaas.policy.compute_usage`).
+        now: the time of the request, Unix seconds.
+        config: wallet defaults (tier thresholds when no SPENDING_LIMIT sets the tier, delay,
+            approval timeout, what APPROVAL means without an owner).
+        prices: USD prices per asset key, looked up by the shell (for ``*_usd`` rules).
+
+    Returns:
+        A :class:`~waiaas.policy.Decision`.
+
+    Raises:
+        InvalidInputError: a malformed argument (never for a request the rules refuse: that
+            is a denied decision).
+
+    Example::
+
+        decision = evaluate(Transfer(to=addr, amount=10**9), agent, specs, usage, now)
+        if not decision.allowed:
+            print(decision.summary())
+    """
+    req = coerce_request(request)
+    specs, cfg = _check_inputs(agent, policies, usage, now, config)
+    price_map = _prices(prices)
+    chain = agent.chain
+    items, bad = _normalize_items(req, chain)
+    out = _Verdict()
+
+    if agent.status != AgentStatus.ACTIVE:
+        out.deny(None, "AGENT", f"agent {agent.id} is {agent.status.value}", status=agent.status)
+    for where, message in bad:
+        out.deny(None, "REQUEST", f"{where}: {message}", field=where)
+
+    rules = applicable(specs, agent)
+    token_info: dict[str, tuple[int, str | None]] = {}
+    for spec in rules:
+        if isinstance(spec.rules, AllowedTokensRules):
+            for t in spec.rules.tokens:
+                if t.decimals is not None:
+                    token_info.setdefault(t.address, (t.decimals, t.symbol))
+    for item in items:
+        if item.token and item.decimals is not None:
+            token_info[item.token] = (item.decimals, token_info.get(item.token, (0, None))[1])
+
+    env = _Env(
+        agent=agent,
+        usage=usage,
+        now=now,
+        config=cfg,
+        prices=price_map,
+        items=tuple(items),
+        spend=_spend(items),
+        token_decimals=token_info,
+    )
+
+    covered: set[str] = set()
+    auto_stop_rules: list[tuple[PolicySpec, AutoStopRules]] = []
+    for spec in rules:
+        r = spec.rules
+        if isinstance(r, SpendingLimitRules):
+            covered |= _spending_limit(env, out, spec, r)
+        elif isinstance(r, AutoStopRules):
+            auto_stop_rules.append((spec, r))
+        else:
+            _HANDLERS[type(r)](env, out, spec, r)
+
+    _defaults(env, out, covered)
+
+    auto_stop: Reason | None = None
+    # Triggers that do not depend on this decision run first; max_denials counts this
+    # request as a denial when any other rule (or another trigger) denied it.
+    ordered = sorted(auto_stop_rules, key=lambda sr: sr[1].trigger == "max_denials")
+    fired: list[Reason] = []
+    for spec, r in ordered:
+        reason = _auto_stop(env, out, spec, r, out.denied)
+        if reason is not None:
+            fired.append(reason)
+    if fired:
+        auto_stop = min(fired, key=_reason_key)
+
+    tier = Tier.highest(*(a.tier for a in out.asks)) if out.asks else cfg.default_tier
+    asked = tier
+    if tier == Tier.APPROVAL and agent.owner_address is None:
+        if cfg.no_owner_approval == "delay":
+            tier = Tier.DELAY
+            out.add(
+                None,
+                "OWNER",
+                "info",
+                "APPROVAL downgraded to DELAY: the agent has no owner to approve "
+                "(WalletConfig.no_owner_approval='delay')",
+            )
+        else:
+            out.deny(
+                None,
+                "OWNER",
+                "needs owner approval but the agent has no owner address "
+                "(set an owner, or WalletConfig.no_owner_approval='delay')",
+            )
+
+    delays = [a.delay for a in out.asks if a.tier in (tier, asked) and a.delay is not None]
+    timeouts = [a.timeout for a in out.asks if a.tier == asked and a.timeout is not None]
+    return Decision(
+        allowed=not out.denied,
+        tier=tier,
+        reasons=tuple(sorted(out.reasons, key=_reason_key)),
+        budget=tuple(sorted(out.budget, key=lambda b: (b.rule_id, b.asset, b.window))),
+        budget_usd=tuple(sorted(out.budget_usd, key=lambda b: (b.rule_id, b.asset, b.window))),
+        auto_stop=auto_stop,
+        delay_seconds=max(delays) if delays else cfg.delay_seconds,
+        approval_timeout=min(timeouts) if timeouts else cfg.approval_timeout,
+    )
+
+
+def _reason_key(r: Reason) -> tuple[int, str, str, str, str]:
+    return (-r.priority, r.rule_id or "", r.type, r.effect, r.message)
+
+
+def _defaults(env: _Env, out: _Verdict, covered: set[str]) -> None:
+    """Tiers from WalletConfig for what no SPENDING_LIMIT classified, and floors."""
+    cfg, chain = env.config, env.agent.chain
+    for asset, amount in sorted(env.spend.items()):
+        if asset in covered:
+            continue
+        thresholds = cfg.tier_thresholds(chain) if asset == NATIVE else None
+        if thresholds is not None:
+            tier = thresholds.tier_for(amount)
+            out.tier(
+                None,
+                "DEFAULTS",
+                tier,
+                f"{env.show(asset, amount)} is {tier.value} under the wallet's default "
+                f"{chain} thresholds",
+                asset=asset,
+                amount=amount,
+                instant_max=thresholds.instant_max,
+                notify_max=thresholds.notify_max,
+                delay_max=thresholds.delay_max,
+            )
+        else:
+            out.tier(
+                None,
+                "DEFAULTS",
+                cfg.default_tier,
+                f"no SPENDING_LIMIT sets a tier for {env.show(asset, amount)}: "
+                f"{cfg.default_tier.value} (WalletConfig.default_tier)",
+                asset=asset,
+                amount=amount,
+            )
+    kinds = {i.kind for i in env.items} & {TxType.CONTRACT_CALL, TxType.APPROVE}
+    for kind in sorted(kinds):
+        what = "contract calls" if kind == TxType.CONTRACT_CALL else "approvals"
+        out.tier(
+            None,
+            "DEFAULTS",
+            cfg.default_tier,
+            f"{what} are at least {cfg.default_tier.value} (WalletConfig.default_tier)",
+        )

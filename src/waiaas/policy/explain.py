@@ -1,0 +1,307 @@
+"""Dry-run with explanations: which rules fired, and what would change the outcome.
+
+:func:`explain` evaluates a hypothetical request (pure, like :func:`evaluate`) and then
+probes nearby alternatives by evaluating them too, so every hint it gives is checked
+against the real evaluator rather than guessed: "<= 0.5 SOL would be INSTANT" is only said
+when a 0.5 SOL request really is INSTANT under the same rules and usage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+
+from waiaas.config import WalletConfig
+from waiaas.policy.evaluate import (
+    RequestModel,
+    _check_inputs,
+    _normalize_items,
+    _prices,
+    _spend,
+    applicable,
+    coerce_request,
+    describe_window,
+    evaluate,
+    time_allows,
+)
+from waiaas.policy.model import (
+    NATIVE,
+    AgentContext,
+    AssetPrice,
+    Decision,
+    PolicySpec,
+    Reason,
+    Usage,
+    normalize_asset_key,
+)
+from waiaas.policy.rules import AllowedTokensRules, SpendingLimitRules, TimeRestrictionRules
+from waiaas.policy.units import describe_amount
+from waiaas.types import ContractCall, Tier, TokenTransfer, Transfer
+
+__all__ = ["Explanation", "explain", "next_allowed_time"]
+
+_STEP = 900  # every zone offset in use is a multiple of 15 minutes
+_HORIZON = 8 * 86_400 + 3_600
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """The result of :func:`explain`.
+
+    Attributes:
+        decision: the decision for the request as given.
+        fired: the reasons that deny or set a tier (the rules that "fired").
+        hints: sentences saying what would change the outcome, each one verified.
+        amount_for_tier: for a single-asset request, the largest amount (base units) that
+            gets each tier lower than or equal to the current one (or, when denied, that is
+            allowed), keyed by tier name.
+        next_allowed_at: when a time restriction denies, the first Unix time at which every
+            time restriction allows the request (``None`` otherwise or if never within 8 days).
+    """
+
+    decision: Decision
+    fired: tuple[Reason, ...]
+    hints: tuple[str, ...]
+    amount_for_tier: Mapping[str, int] = field(default_factory=dict)
+    next_allowed_at: int | None = None
+
+    def to_text(self) -> str:
+        """A short multi-line rendering for people."""
+        lines = [self.decision.summary()]
+        lines += [f"- [{r.type}] {r.message}" for r in self.fired]
+        lines += [f"hint: {h}" for h in self.hints]
+        return "\n".join(lines)
+
+
+def next_allowed_time(rules: Sequence[TimeRestrictionRules], now: int) -> int | None:
+    """The first Unix time ``>= now`` at which every rule in ``rules`` allows a request.
+
+    Searches up to 8 days ahead on 15-minute boundaries (where local hours change in every
+    zone in use), so DST gaps and repeated hours are handled by ``zoneinfo`` itself.
+    Returns ``None`` when no such time exists in that horizon (e.g. contradictory rules).
+    """
+    if all(time_allows(r, now) for r in rules):
+        return now
+    moment = (now // _STEP + 1) * _STEP
+    end = now + _HORIZON
+    while moment <= end:
+        if all(time_allows(r, moment) for r in rules):
+            return moment
+        moment += _STEP
+    return None
+
+
+def _with_amount(request: RequestModel, amount: int) -> RequestModel:
+    if isinstance(request, ContractCall):
+        return request.model_copy(update={"value": amount})
+    return request.model_copy(update={"amount": amount})
+
+
+def _amount_candidates(
+    specs: Sequence[PolicySpec],
+    asset: str,
+    agent: AgentContext,
+    usage: Usage,
+    config: WalletConfig,
+    prices: Mapping[str, AssetPrice],
+) -> set[int]:
+    """Every boundary amount a rule could switch the outcome at."""
+    found: set[int] = set()
+    used = usage.spent_of(asset)
+    price = prices.get(asset)
+    for spec in specs:
+        r = spec.rules
+        if not isinstance(r, SpendingLimitRules):
+            continue
+        if r.asset != "*" and normalize_asset_key(r.asset) != asset:
+            continue
+        if r.asset != "*":
+            found.update(b for b in r.thresholds if b is not None)
+            if r.per_transaction is not None:
+                found.add(r.per_transaction)
+            if r.daily_total is not None:
+                found.add(r.daily_total - used.day)
+            if r.weekly_total is not None:
+                found.add(r.weekly_total - used.week)
+        if price is not None and price.usd > 0:
+            for usd in (*r.thresholds_usd, r.per_transaction_usd):
+                if usd is not None:
+                    units = (usd * Decimal(10) ** price.decimals / price.usd).to_integral_value(
+                        rounding=ROUND_FLOOR
+                    )
+                    found.add(int(units))
+    thresholds = config.tier_thresholds(agent.chain) if asset == NATIVE else None
+    if thresholds is not None:
+        found.update((thresholds.instant_max, thresholds.notify_max, thresholds.delay_max))
+    return {c for c in found if c >= 0}
+
+
+def explain(
+    request: object,
+    agent: AgentContext,
+    policies: Iterable[PolicySpec],
+    usage: Usage,
+    now: int,
+    *,
+    config: WalletConfig | None = None,
+    prices: Mapping[str, AssetPrice] | None = None,
+) -> Explanation:
+    """Evaluate a hypothetical request and say what would change the outcome. Pure.
+
+    Args:
+        request, agent, policies, usage, now, config, prices: as for
+            :func:`~waiaas.policy.evaluate`.
+
+    Returns:
+        An :class:`Explanation`: the decision, the reasons that fired, and verified hints
+        such as ``"<= 0.5 SOL would be INSTANT"`` or ``"allowed after 09:00
+        Europe/Berlin (2026-03-30T09:00:00+02:00)"``.
+
+    Raises:
+        InvalidInputError: a malformed argument.
+
+    Example::
+
+        print(explain(Transfer(to=addr, amount=2 * 10**9), agent, specs, usage, now).to_text())
+    """
+    req = coerce_request(request)
+    specs, cfg = _check_inputs(agent, policies, usage, now, config)
+    price_map = _prices(prices)
+
+    def run(r: RequestModel, at: int = now) -> Decision:
+        return evaluate(r, agent, specs, usage, at, config=cfg, prices=price_map)
+
+    decision = run(req)
+    fired = tuple(r for r in decision.reasons if r.effect != "info")
+    hints: list[str] = []
+    rules = applicable(specs, agent)
+
+    amounts = _amount_hints(req, decision, rules, agent, usage, cfg, price_map, run, hints)
+
+    next_at: int | None = None
+    time_rules = [p.rules for p in rules if isinstance(p.rules, TimeRestrictionRules)]
+    denied_by_time = [r for r in decision.deny_reasons if r.type == "TIME_RESTRICTION"]
+    if denied_by_time:
+        next_at = next_allowed_time(time_rules, now)
+        if next_at is None:
+            hints.append("no time in the next 8 days satisfies every TIME_RESTRICTION")
+        else:
+            zone_rule = next(
+                p.rules
+                for p in rules
+                if isinstance(p.rules, TimeRestrictionRules) and p.id == denied_by_time[0].rule_id
+            )
+            local = datetime.fromtimestamp(next_at, tz=zone_rule.zone)
+            later = run(req, next_at)
+            verdict = (
+                f"the request would then be allowed as {later.tier.value}"
+                if later.allowed
+                else "other rules would still deny it"
+            )
+            hints.append(
+                f"allowed after {local:%H:%M} {zone_rule.timezone} ({local.isoformat()}) by "
+                f"the time restriction ({describe_window(zone_rule)}); {verdict}"
+            )
+
+    for reason in decision.deny_reasons:
+        hints.extend(_list_hint(reason))
+    if decision.auto_stop is not None:
+        hints.append("this request would suspend the agent (AUTO_STOP)")
+    return Explanation(
+        decision=decision,
+        fired=fired,
+        hints=tuple(dict.fromkeys(hints)),
+        amount_for_tier=amounts,
+        next_allowed_at=next_at,
+    )
+
+
+def _amount_hints(
+    req: RequestModel,
+    decision: Decision,
+    rules: Sequence[PolicySpec],
+    agent: AgentContext,
+    usage: Usage,
+    cfg: WalletConfig,
+    prices: Mapping[str, AssetPrice],
+    run: Callable[[RequestModel], Decision],
+    hints: list[str],
+) -> dict[str, int]:
+    if not isinstance(req, Transfer | TokenTransfer | ContractCall):
+        return {}
+    items, bad = _normalize_items(req, agent.chain)
+    spend = _spend(items)
+    if bad or len(spend) != 1:
+        return {}
+    ((asset, amount),) = spend.items()
+    if amount == 0:
+        return {}
+    decimals = req.decimals if isinstance(req, TokenTransfer) else None
+    symbol = None
+    for spec in rules:
+        if isinstance(spec.rules, AllowedTokensRules) and asset in spec.rules.by_address:
+            entry = spec.rules.by_address[asset]
+            decimals = decimals if decimals is not None else entry.decimals
+            symbol = entry.symbol
+    candidates = sorted(
+        c for c in _amount_candidates(rules, asset, agent, usage, cfg, prices) if c < amount
+    )
+    amount_denied = _amount_denials(decision)
+    best: dict[Tier, int] = {}
+    for candidate in candidates:
+        alt = run(_with_amount(req, candidate))
+        if _amount_denials(alt):
+            continue
+        if not amount_denied and alt.tier.rank >= decision.tier.rank:
+            continue
+        best[alt.tier] = max(best.get(alt.tier, 0), candidate)
+    others = any(r.type not in _AMOUNT_TYPES for r in decision.deny_reasons)
+    for tier in sorted(best, key=lambda t: t.rank):
+        shown = describe_amount(agent.chain, asset, best[tier], decimals=decimals, symbol=symbol)
+        what = f"allowed as {tier.value}" if amount_denied and not others else tier.value
+        if others:
+            what += " (other rules still deny)"
+        hints.append(f"<= {shown} would be {what}")
+    return {t.value: a for t, a in best.items()}
+
+
+_AMOUNT_TYPES = frozenset({"SPENDING_LIMIT", "OWNER", "APPROVE_AMOUNT_LIMIT", "APPROVED_SPENDERS"})
+
+
+def _amount_denials(decision: Decision) -> bool:
+    return any(r.type in _AMOUNT_TYPES for r in decision.deny_reasons)
+
+
+def _list_hint(reason: Reason) -> list[str]:
+    """Hints for list-type denials: which policy to edit."""
+    target = (
+        reason.figures.get("address")
+        or reason.figures.get("token")
+        or reason.figures.get("spender")
+        or reason.figures.get("network")
+    )
+    if reason.rule_id is None:
+        if reason.type == "OWNER":
+            return ["set an owner address on the agent so the owner can approve"]
+        return []
+    if reason.type in ("ALLOWED_TOKENS", "CONTRACT_WHITELIST", "APPROVED_SPENDERS"):
+        key = {"CONTRACT_WHITELIST": "contract"}.get(reason.type)
+        value = reason.figures.get(key) if key else target
+        return [f"add {value} to policy {reason.rule_id} ({reason.type}) to allow it"]
+    if reason.type == "METHOD_WHITELIST" and "selector" in reason.figures:
+        return [
+            f"add {reason.figures['selector']} for {reason.figures['contract']} to policy "
+            f"{reason.rule_id} (METHOD_WHITELIST) to allow it"
+        ]
+    if reason.type in ("ALLOWED_ADDRESSES", "ALLOWED_NETWORKS") and target:
+        if "blacklisted" in reason.message:
+            return [f"{target} is blacklisted by policy {reason.rule_id}"]
+        return [f"add {target} to policy {reason.rule_id} ({reason.type}) to allow it"]
+    if reason.type == "RATE_LIMIT":
+        return [
+            f"wait until older requests leave the {reason.figures.get('window_seconds')} s "
+            f"window of policy {reason.rule_id}"
+        ]
+    return []

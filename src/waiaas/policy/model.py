@@ -1,0 +1,483 @@
+"""The plain values the policy evaluator works on, and the :class:`Decision` it returns.
+
+Inputs (built by the shell from the database; all immutable):
+
+* :class:`AgentContext`: who asks (id, chain, network, status, owner address).
+* :class:`PolicySpec`: one stored policy with its validated rules.
+* :class:`Usage`: what the agent already did in the windows the rules look at; built by
+  :func:`compute_usage` from :class:`UsageRow` tuples.
+* :class:`AssetPrice`: a USD price the shell looked up (evaluation itself never does I/O).
+
+Output: :class:`Decision`, a frozen pydantic model with a lossless JSON round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Context, Decimal
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from waiaas.errors import InvalidInputError
+from waiaas.policy.addresses import _evm_lower, _safe
+from waiaas.policy.rules import PolicyType, Rules, UsdAmount, validate_rules
+from waiaas.types import AgentStatus, Amount, Tier, TxStatus
+
+__all__ = [
+    "DAY",
+    "NATIVE",
+    "NATIVE_DECIMALS",
+    "NATIVE_SYMBOLS",
+    "WEEK",
+    "AgentContext",
+    "AssetPrice",
+    "AssetUsage",
+    "BudgetFigure",
+    "Decision",
+    "PolicySpec",
+    "PriceOracle",
+    "Reason",
+    "Usage",
+    "UsageRow",
+    "UsdBudgetFigure",
+    "compute_usage",
+    "normalize_asset_key",
+    "required_windows",
+]
+
+NATIVE = "native"
+"""The asset key of the chain's own coin (SOL, ETH)."""
+
+DAY = 86_400
+WEEK = 7 * DAY
+
+NATIVE_DECIMALS: Mapping[str, int] = {"solana": 9, "evm": 18}
+"""Decimals of the native coin per chain family (used for human units and USD values)."""
+
+NATIVE_SYMBOLS: Mapping[str, str] = {"solana": "SOL", "evm": "ETH"}
+
+POLICY_DENIED = "POLICY_DENIED"
+"""The ``error`` of a transaction row recorded for a policy-denied request."""
+
+_SPENDING = frozenset(
+    {TxStatus.PENDING, TxStatus.QUEUED, TxStatus.EXECUTING, TxStatus.SUBMITTED, TxStatus.CONFIRMED}
+)
+
+
+def _check_int(value: object, name: str, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(
+            f"{name} must be an integer >= {minimum}, got {_safe(value)}", field=name
+        )
+    return value
+
+
+def _check_str(value: object, name: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 256:
+        raise InvalidInputError(f"{name} must be a non-empty string", field=name)
+    return value
+
+
+def normalize_asset_key(asset: str) -> str:
+    """Normal form of an asset key: ``"native"``, or a token address (EVM in lower case).
+
+    The format tells the chain (EVM addresses start with ``0x``; base58 has no ``0``), so
+    no chain is needed. Unknown formats are returned unchanged (they only ever match
+    themselves).
+    """
+    if asset == NATIVE:
+        return asset
+    text = asset.strip()
+    return _evm_lower(text) or text
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class AgentContext:
+    """The agent a request comes from.
+
+    Attributes:
+        id: agent id.
+        chain: chain family (``"solana"``, ``"evm"``, or a third-party adapter's name).
+        network: network name (``"devnet"``, ``"mainnet-beta"``, ``"sepolia"``, ...).
+        status: the agent's status; anything but ACTIVE is denied.
+        owner_address: the owner's wallet address, or ``None`` when the agent has no owner
+            (then nobody can approve, see ``WalletConfig.no_owner_approval``).
+
+    Raises:
+        InvalidInputError: a field is missing or of the wrong type.
+
+    Example::
+
+        AgentContext(id="a1", chain="solana", network="devnet")
+    """
+
+    id: str
+    chain: str
+    network: str
+    status: AgentStatus = AgentStatus.ACTIVE
+    owner_address: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_str(self.id, "id")
+        _check_str(self.chain, "chain")
+        _check_str(self.network, "network")
+        _check_str(self.owner_address, "owner_address", optional=True)
+        try:
+            object.__setattr__(self, "status", AgentStatus(self.status))
+        except ValueError:
+            raise InvalidInputError(
+                f"status must be one of {[s.value for s in AgentStatus]}", field="status"
+            ) from None
+        object.__setattr__(self, "chain", self.chain.strip().lower())
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """One policy as the evaluator sees it.
+
+    Attributes:
+        id: policy id (appears in every reason the policy gives).
+        agent_id: the agent it governs, or ``None`` for a global policy (both apply).
+        type: the policy type.
+        rules: the validated rules (a dict or JSON string is validated on construction).
+        priority: orders the reasons list (higher first); never changes the outcome.
+        enabled: disabled policies are skipped entirely.
+
+    Raises:
+        InvalidInputError: unknown type or invalid rules (every problem listed).
+
+    Example::
+
+        PolicySpec(id="p1", agent_id=None, type="RATE_LIMIT",
+                   rules={"max_requests": 10, "window_seconds": 60})
+    """
+
+    id: str
+    agent_id: str | None
+    type: PolicyType
+    rules: Rules
+    priority: int = 0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        _check_str(self.id, "id")
+        _check_str(self.agent_id, "agent_id", optional=True)
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise InvalidInputError("priority must be an integer", field="priority")
+        if not isinstance(self.enabled, bool):
+            raise InvalidInputError("enabled must be a bool", field="enabled")
+        rules = validate_rules(self.type, self.rules)  # also refuses an unknown type
+        object.__setattr__(self, "type", PolicyType(self.type))
+        object.__setattr__(self, "rules", rules)
+
+
+@dataclass(frozen=True, slots=True)
+class AssetPrice:
+    """A USD price: ``usd`` per whole unit of an asset with ``decimals`` decimals.
+
+    Example: SOL at $150.25 is ``AssetPrice(Decimal("150.25"), 9)``.
+    """
+
+    usd: Decimal
+    decimals: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.usd, Decimal) or not self.usd.is_finite() or self.usd < 0:
+            raise InvalidInputError("usd must be a finite, non-negative Decimal", field="usd")
+        _check_int(self.decimals, "decimals")
+        if self.decimals > 255:
+            raise InvalidInputError("decimals must be <= 255", field="decimals")
+
+    def value_of(self, amount: int) -> Decimal:
+        """The exact USD value of ``amount`` base units (no rounding)."""
+        return _EXACT.divide(
+            _EXACT.multiply(Decimal(amount), self.usd), _EXACT.power(10, self.decimals)
+        )
+
+
+_EXACT = Context(prec=1000)  # exact for any amount / price / decimals this API accepts
+
+
+@runtime_checkable
+class PriceOracle(Protocol):
+    """Where the shell gets USD prices (per whole unit); ``None`` when unknown."""
+
+    def price_usd(self, chain: str, asset: str) -> Decimal | None:
+        """USD per whole unit of ``asset`` (``"native"`` or a token address) on ``chain``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AssetUsage:
+    """Base units of one asset the agent moved in the last 24 h and 7 days."""
+
+    day: int = 0
+    week: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the agent already did, as the rules need it.
+
+    Attributes:
+        spent: per asset key (``"native"`` or normalised token address), amounts of the
+            in-flight and confirmed transactions in the last 24 h / 7 d.
+        requests: per window length (seconds), every request recorded in it (denied ones too).
+        transactions: per window length, requests that were not denied by policy.
+        denials: per window length, requests denied by policy.
+        consecutive_failures: on-chain failures since the last confirmed transaction.
+    """
+
+    spent: Mapping[str, AssetUsage] = field(default_factory=dict)
+    requests: Mapping[int, int] = field(default_factory=dict)
+    transactions: Mapping[int, int] = field(default_factory=dict)
+    denials: Mapping[int, int] = field(default_factory=dict)
+    consecutive_failures: int = 0
+
+    def spent_of(self, asset: str) -> AssetUsage:
+        """Usage of ``asset`` (zeros when none)."""
+        return self.spent.get(asset) or AssetUsage()
+
+    def count(self, which: Literal["requests", "transactions", "denials"], window: int) -> int:
+        """A counter for ``window`` seconds.
+
+        Raises:
+            InvalidInputError: the usage was built without that window.
+        """
+        table: Mapping[int, int] = getattr(self, which)
+        if window not in table:
+            raise InvalidInputError(
+                f"usage has no {which} count for a {window} s window; build it with "
+                "compute_usage(..., windows=required_windows(policies))",
+                field="usage",
+            )
+        return table[window]
+
+
+class UsageRow(NamedTuple):
+    """One recorded transaction, as :func:`compute_usage` needs it.
+
+    Attributes:
+        created_at: Unix seconds.
+        status: the transaction status.
+        asset: asset key of ``amount`` (``"native"`` or a token address).
+        amount: base units moved.
+        error: the row's error (``"POLICY_DENIED"`` marks a policy denial).
+        more: further ``(asset, amount)`` pairs moved by the same transaction (a batch).
+    """
+
+    created_at: int
+    status: str
+    asset: str
+    amount: int
+    error: str | None = None
+    more: tuple[tuple[str, int], ...] = ()
+
+
+def required_windows(policies: Iterable[PolicySpec]) -> frozenset[int]:
+    """The window lengths (seconds) the given policies need counts for (always 24 h, 7 d)."""
+    windows = {DAY, WEEK}
+    for spec in policies:
+        seconds = getattr(spec.rules, "window_seconds", None)
+        if isinstance(seconds, int):
+            windows.add(seconds)
+    return frozenset(windows)
+
+
+def compute_usage(rows: Iterable[UsageRow], now: int, windows: Iterable[int]) -> Usage:
+    """Build :class:`Usage` from recorded transactions. Pure.
+
+    A row counts in a window of ``w`` seconds when ``created_at > now - w`` (rows stamped
+    slightly in the future by another process's clock count too). Spending counts rows that
+    are in flight or confirmed (PENDING, QUEUED, EXECUTING, SUBMITTED, CONFIRMED), summed as
+    exact Python ints. ``consecutive_failures`` counts FAILED rows (not policy denials) after
+    the last CONFIRMED one, over the rows given.
+
+    Args:
+        rows: recorded transactions of one agent, in any order.
+        now: the evaluation time, Unix seconds.
+        windows: the window lengths to count (see :func:`required_windows`).
+
+    Raises:
+        InvalidInputError: ``now`` or a window is not a non-negative int, or a row is malformed.
+
+    Example::
+
+        usage = compute_usage([UsageRow(1000, "CONFIRMED", "native", 5)], 2000, {86400})
+        usage.spent["native"].day   # 5
+    """
+    _check_int(now, "now")
+    wanted = sorted({_check_int(w, "window", minimum=1) for w in windows} | {DAY, WEEK})
+    day: dict[str, int] = {}
+    week: dict[str, int] = {}
+    requests = dict.fromkeys(wanted, 0)
+    txs = dict.fromkeys(wanted, 0)
+    denials = dict.fromkeys(wanted, 0)
+    ordered: list[tuple[int, int, str, str | None]] = []
+    for index, row in enumerate(rows):
+        created, status, error = row.created_at, row.status, row.error
+        _check_int(created, "created_at")
+        denied = error == POLICY_DENIED
+        ordered.append((created, index, str(status), error))
+        age = now - created
+        for w in wanted:
+            if age < w:
+                requests[w] += 1
+                if denied:
+                    denials[w] += 1
+                else:
+                    txs[w] += 1
+        if denied or status not in _SPENDING or age >= WEEK:
+            continue
+        for asset, amount in ((row.asset, row.amount), *row.more):
+            _check_int(amount, "amount")
+            key = normalize_asset_key(asset)
+            week[key] = week.get(key, 0) + amount
+            if age < DAY:
+                day[key] = day.get(key, 0) + amount
+    failures = 0
+    for _, _, status, error in sorted(ordered, reverse=True):
+        if status == TxStatus.CONFIRMED:
+            break
+        if status == TxStatus.FAILED and error != POLICY_DENIED:
+            failures += 1
+    spent = {k: AssetUsage(day=day.get(k, 0), week=v) for k, v in week.items()}
+    return Usage(
+        spent=spent,
+        requests=requests,
+        transactions=txs,
+        denials=denials,
+        consecutive_failures=failures,
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Reason(_Frozen):
+    """One thing a rule (or a built-in check) said about the request.
+
+    Attributes:
+        rule_id: the policy id, or ``None`` for built-in checks (agent status, address
+            format, wallet defaults, owner availability).
+        type: the policy type, or ``AGENT`` / ``REQUEST`` / ``DEFAULTS`` / ``OWNER``.
+        effect: ``deny`` (refuses the request), ``tier`` (asks for ``tier``) or ``info``.
+        message: a sentence a person or an agent can act on.
+        tier: the tier asked for (``effect == "tier"``).
+        priority: the policy's priority (orders the list; never changes the outcome).
+        figures: the values compared, as strings (amounts in base units).
+    """
+
+    rule_id: str | None = None
+    type: str
+    effect: Literal["deny", "tier", "info"]
+    message: str
+    tier: Tier | None = None
+    priority: int = 0
+    figures: dict[str, str] = Field(default_factory=dict)
+
+
+class BudgetFigure(_Frozen):
+    """A cap in base units the decision checked: spent before, requested, limit, remaining.
+
+    ``window`` is ``transaction`` (per request), ``24h`` or ``7d``; ``remaining`` is what is
+    left *before* this request (never negative).
+    """
+
+    rule_id: str
+    asset: str
+    window: Literal["transaction", "24h", "7d"]
+    spent: Amount
+    requested: Amount
+    limit: Amount
+    remaining: Amount
+
+
+class UsdBudgetFigure(_Frozen):
+    """The same as :class:`BudgetFigure` in US dollars (exact decimals, as strings in JSON)."""
+
+    rule_id: str
+    asset: str
+    window: Literal["transaction", "24h", "7d"]
+    spent: UsdAmount
+    requested: UsdAmount
+    limit: UsdAmount
+    remaining: UsdAmount
+
+
+class Decision(_Frozen):
+    """The verdict on one request.
+
+    Attributes:
+        allowed: ``False`` when any rule denied.
+        tier: the tier the request gets (when denied: the tier it would have had).
+        reasons: every reason, highest priority first.
+        budget / budget_usd: the caps checked, with the figures used.
+        auto_stop: set when an AUTO_STOP trigger fired: the agent must be suspended.
+        delay_seconds: cooldown for DELAY (from the rule that set the tier, else config).
+        approval_timeout: owner wait for APPROVAL (idem).
+
+    Example::
+
+        text = decision.to_json()
+        assert Decision.from_json(text) == decision
+    """
+
+    allowed: bool
+    tier: Tier
+    reasons: tuple[Reason, ...] = ()
+    budget: tuple[BudgetFigure, ...] = ()
+    budget_usd: tuple[UsdBudgetFigure, ...] = ()
+    auto_stop: Reason | None = None
+    delay_seconds: int = Field(ge=0)
+    approval_timeout: int = Field(ge=1)
+
+    @property
+    def deny_reasons(self) -> tuple[Reason, ...]:
+        """The reasons that deny."""
+        return tuple(r for r in self.reasons if r.effect == "deny")
+
+    def summary(self) -> str:
+        """One line: the verdict and the deny reasons (or the tier)."""
+        if not self.allowed:
+            return "denied: " + "; ".join(r.message for r in self.deny_reasons)
+        return f"allowed as {self.tier.value}"
+
+    def to_json(self) -> str:
+        """JSON text; amounts are decimal strings, so nothing is lost."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Decision:
+        """Parse :meth:`to_json` output.
+
+        Raises:
+            InvalidInputError: not a valid decision document.
+        """
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(p) for p in e['loc']) or 'decision'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ]
+            raise InvalidInputError(
+                "not a valid decision document", field="decision", problems=problems
+            ) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (amounts as strings)."""
+        result: dict[str, Any] = json.loads(self.to_json())
+        return result
