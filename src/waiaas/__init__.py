@@ -1,6 +1,147 @@
-"""waiaas: an embedded wallet engine for AI agents."""
+"""waiaas: an embedded wallet engine for AI agents.
 
-from waiaas.errors import *  # noqa: F403  (re-exported below)
-from waiaas.types import *  # noqa: F403
+Agents get keys they never see, session tokens with constraints, and policies they cannot
+escape; every transaction runs one audited pipeline (session -> policy -> tier -> delay or
+owner approval -> sign -> submit -> confirm) on the host's own SQLite file.
+
+Example::
+
+    from waiaas import Transfer, Wallet
+    from waiaas.testing import local_chains
+
+    with Wallet.open("wallet.db", password="...", chains=local_chains()) as wallet:
+        agent = wallet.create_agent("trader", "solana")
+        token = wallet.issue_session(agent.id).token
+        result = wallet.send(token, Transfer(to="...", amount=1_000_000))
+
+``import waiaas`` does no I/O and does not import the chain libraries (web3, solders).
+"""
+
+from waiaas.chains.base import ChainAdapter
+from waiaas.clock import Clock, SystemClock
+from waiaas.config import KdfLimits, TierThresholds, WalletConfig
+from waiaas.errors import (
+    AgentNotActiveError,
+    ApprovalError,
+    AuthError,
+    ChainError,
+    ChainErrorKind,
+    ConstraintViolationError,
+    DatabaseOpenError,
+    ExecutionRevertedError,
+    InsufficientFundsError,
+    InvalidAddressError,
+    InvalidInputError,
+    InvalidTransitionError,
+    KeyIntegrityError,
+    KeystoreError,
+    KeystoreLockedError,
+    KillSwitchActiveError,
+    MigrationError,
+    NotADatabaseError,
+    NotFoundError,
+    NotificationError,
+    PasswordUnavailableError,
+    PermanentChainError,
+    PolicyDeniedError,
+    SchemaTooNewError,
+    StaleTransactionError,
+    StateError,
+    StorageError,
+    TokenExpiredError,
+    TokenRevokedError,
+    TransientChainError,
+    WaiaasError,
+    WrongPasswordError,
+)
+from waiaas.policy import Decision
+from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo
+from waiaas.types import (
+    AccountSpec,
+    AgentInfo,
+    AgentStatus,
+    Approve,
+    AuditEntry,
+    AuditEvent,
+    AuditPage,
+    Batch,
+    ContractCall,
+    KillSwitchState,
+    Request,
+    Severity,
+    Tier,
+    TokenTransfer,
+    TransactionInfo,
+    Transfer,
+    TxStatus,
+    TxType,
+)
+from waiaas.wallet import TransactionResult, Wallet
 
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AccountSpec",
+    "AgentInfo",
+    "AgentNotActiveError",
+    "AgentStatus",
+    "ApprovalError",
+    "Approve",
+    "AuditEntry",
+    "AuditEvent",
+    "AuditPage",
+    "AuthError",
+    "Batch",
+    "ChainAdapter",
+    "ChainError",
+    "ChainErrorKind",
+    "Clock",
+    "ConstraintViolationError",
+    "ContractCall",
+    "DatabaseOpenError",
+    "Decision",
+    "ExecutionRevertedError",
+    "InsufficientFundsError",
+    "InvalidAddressError",
+    "InvalidInputError",
+    "InvalidTransitionError",
+    "IssuedSession",
+    "KdfLimits",
+    "KeyIntegrityError",
+    "KeystoreError",
+    "KeystoreLockedError",
+    "KillSwitchActiveError",
+    "KillSwitchState",
+    "MigrationError",
+    "NotADatabaseError",
+    "NotFoundError",
+    "NotificationError",
+    "PasswordUnavailableError",
+    "PermanentChainError",
+    "PolicyDeniedError",
+    "Request",
+    "SchemaTooNewError",
+    "SessionConstraints",
+    "SessionInfo",
+    "Severity",
+    "StaleTransactionError",
+    "StateError",
+    "StorageError",
+    "SystemClock",
+    "Tier",
+    "TierThresholds",
+    "TokenExpiredError",
+    "TokenRevokedError",
+    "TokenTransfer",
+    "TransactionInfo",
+    "TransactionResult",
+    "Transfer",
+    "TransientChainError",
+    "TxStatus",
+    "TxType",
+    "WaiaasError",
+    "Wallet",
+    "WalletConfig",
+    "WrongPasswordError",
+    "__version__",
+]

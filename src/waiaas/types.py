@@ -27,18 +27,23 @@ from pydantic import (
 
 __all__ = [
     "AccountSpec",
+    "AgentInfo",
     "AgentStatus",
     "Amount",
     "Approve",
+    "AuditEntry",
     "AuditEvent",
+    "AuditPage",
     "Batch",
     "BatchItem",
     "Chain",
     "ContractCall",
+    "KillSwitchState",
     "Request",
     "Severity",
     "Tier",
     "TokenTransfer",
+    "TransactionInfo",
     "Transfer",
     "TxStatus",
     "TxType",
@@ -344,3 +349,95 @@ Request = Annotated[
     Transfer | TokenTransfer | ContractCall | Approve | Batch, Field(discriminator="type")
 ]
 """Any transaction request; discriminated on ``type``."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AgentInfo(_Result):
+    """An agent as the public API shows it (never any key material)."""
+
+    id: str
+    name: str
+    chain: str
+    network: str
+    public_key: str
+    status: AgentStatus
+    owner_address: str | None
+    created_at: int
+    updated_at: int
+    suspended_at: int | None = None
+    suspension_reason: str | None = None
+
+
+class TransactionInfo(_Result):
+    """A recorded transaction and where it stands.
+
+    Attributes:
+        id: the waiaas transaction id (UUIDv7).
+        status: the pipeline status.
+        tier: the tier the policy decision assigned (``None`` when denied).
+        tx_hash: the chain's transaction id once signed.
+        request: the full request, exactly as it will be (or was) executed.
+        asset: ``"native"`` or the token address the amount is in.
+        error: the error code and message when FAILED / CANCELLED / EXPIRED.
+        execute_after: for DELAY, when ``process_due()`` may execute it.
+        approval_expires_at: for APPROVAL, when the owner's window closes.
+        fee: the fee the chain charged, once known.
+    """
+
+    id: str
+    agent_id: str
+    session_id: str | None
+    chain: str
+    network: str | None
+    type: TxType
+    status: TxStatus
+    tier: Tier | None
+    tx_hash: str | None
+    amount: Amount | None
+    to_address: str | None
+    asset: str | None
+    request: dict[str, Any] | None
+    created_at: int
+    queued_at: int | None
+    executed_at: int | None
+    execute_after: int | None = None
+    approval_expires_at: int | None = None
+    fee: Amount | None = None
+    error: str | None = None
+
+
+class AuditEntry(_Result):
+    """One audit-log row."""
+
+    id: int
+    timestamp: int
+    event_type: str
+    actor: str
+    agent_id: str | None
+    session_id: str | None
+    tx_id: str | None
+    details: dict[str, Any]
+    severity: Severity
+    ip_address: str | None = None
+
+
+class AuditPage(_Result):
+    """A page of audit entries, newest first; pass ``next_cursor`` to get the next page."""
+
+    entries: tuple[AuditEntry, ...]
+    next_cursor: int | None
+
+
+class KillSwitchState(_Result):
+    """Whether the kill switch is active, since when, why and by whom."""
+
+    active: bool
+    activated_at: int | None = None
+    reason: str | None = None
+    actor: str | None = None

@@ -1,0 +1,91 @@
+"""The single entry point for tests, lint, typing, docs, benchmarks and the demo.
+
+    nox -s tests        # the whole test suite (installs anvil from npm into .tools/)
+    nox -s lint         # ruff check + format check
+    nox -s typing       # mypy --strict over src
+    nox -s docs         # API reference (pdoc) into docs/_build, fails on broken docstrings
+    nox -s benchmarks   # every benchmarks/bench_*.py, JSON lines into benchmarks/results/
+    nox -s demo         # python -m waiaas demo
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "typing", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+ROOT = Path(__file__).resolve().parent
+TOOLS = ROOT / ".tools"
+ANVIL = TOOLS / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+PYTHON = "3.11"
+
+
+def _install_anvil(session: nox.Session) -> str:
+    """Install the anvil binary from npm (@foundry-rs/anvil) into .tools/ once."""
+    if not ANVIL.exists():
+        TOOLS.mkdir(exist_ok=True)
+        session.run(
+            "npm", "install", "--no-audit", "--no-fund", "--prefix", str(TOOLS),
+            "@foundry-rs/anvil", external=True,
+        )
+    if not ANVIL.exists():
+        session.error(f"anvil binary not found at {ANVIL} after npm install")
+    return str(ANVIL)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite against real SQLite, LiteSVM, eth-tester and anvil."""
+    session.install("-e", ".[test]")
+    anvil = _install_anvil(session)
+    args = session.posargs or ["-q", "-p", "no:cacheprovider"]
+    session.run("pytest", *args, env={"ANVIL_BIN": anvil})
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """mypy --strict over src."""
+    session.install("-e", ".[test]", "mypy>=1.11")
+    session.run("mypy", "--strict", "src/waiaas")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the API reference with pdoc into docs/_build."""
+    session.install("-e", ".", "pdoc>=14")
+    session.run("pdoc", "-o", "docs/_build", "waiaas", "waiaas.chains", "waiaas.testing")
+
+
+@nox.session(python=PYTHON)
+def benchmarks(session: nox.Session) -> None:
+    """Run every benchmark; each prints JSON lines with a same-run baseline."""
+    session.install("-e", ".[test]")
+    env = {"ANVIL_BIN": _install_anvil(session)}
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        if session.posargs and script.stem not in session.posargs:
+            continue
+        with (out / f"{script.stem}.jsonl").open("w") as fh:
+            session.run("python", str(script), env=env, stdout=fh)
+        session.log(f"{script.stem}: {(out / f'{script.stem}.jsonl').read_text()}")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The demo on the in-process local chains."""
+    session.install(".")
+    session.run("python", "-m", "waiaas", "demo", env={"CI": os.environ.get("CI", "")})

@@ -1,0 +1,28 @@
+"""Command line: ``python -m waiaas demo`` (and ``version``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m waiaas`` / the ``waiaas`` script."""
+    parser = argparse.ArgumentParser(prog="waiaas", description="waiaas wallet engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the demo on the in-process local chains")
+    demo.add_argument("--delay", type=int, default=2, help="DELAY cooldown in seconds")
+    sub.add_parser("version", help="print the version")
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        from waiaas import __version__
+
+        print(__version__)
+        return 0
+    from waiaas.demo import run_demo
+
+    return run_demo(delay_seconds=args.delay)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The transaction pipeline: state machine, stages, delays, approvals, kill switch, auto-stop."""

@@ -1,0 +1,200 @@
+"""Owner approval messages and signature checks (SIWE for EVM owners, SIWS for Solana owners).
+
+The engine builds one canonical message per (transaction, approval request, action). It names
+the transaction (id, agent, chain, network, type, to, amount, tier), carries a nonce (the
+approval request's id) and an expiry, and says whether it approves or rejects. The owner signs
+it with their wallet:
+
+* EVM owner (``0x...``): an EIP-4361 (Sign-In with Ethereum) message, signed with EIP-191
+  ``personal_sign``; verified by recovering the signer address.
+* Solana owner (base58): the same fields in Sign-In-With-Solana form, signed with ed25519 over
+  the UTF-8 bytes; verified against the owner's public key. The signature is base58 or hex.
+
+Because the message contains the transaction id, the nonce and the action, a signature is good
+for exactly one decision on one transaction; the approval row is decided once (compare-and-
+swap), so a replay is refused, and a signature after ``expires_at`` is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from waiaas.errors import ApprovalError, InvalidInputError
+
+__all__ = [
+    "ApprovalRequest",
+    "build_message",
+    "owner_kind",
+    "validate_owner_address",
+    "verify_signature",
+]
+
+DOMAIN = "waiaas.local"
+URI = "waiaas://approval"
+
+Action = Literal["approve", "reject"]
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """Everything the canonical approval message names."""
+
+    tx_id: str
+    approval_id: str
+    agent_id: str
+    agent_name: str
+    chain: str
+    network: str
+    tx_type: str
+    to: str | None
+    amount: str | None
+    asset: str
+    tier: str
+    owner_address: str
+    issued_at: int
+    expires_at: int
+    chain_id: int | None = None
+
+
+def owner_kind(address: str) -> Literal["evm", "solana"]:
+    """Which wallet family an owner address belongs to.
+
+    Raises:
+        InvalidInputError: the address is neither an EVM address nor a Solana public key.
+    """
+    validate_owner_address(address)
+    return "evm" if address.startswith("0x") else "solana"
+
+
+def validate_owner_address(address: object) -> str:
+    """Validate and normalise an owner address (EIP-55 for EVM, exact base58 for Solana).
+
+    Raises:
+        InvalidInputError: not a valid EVM address or Solana public key.
+    """
+    from waiaas.keystore.keys import b58decode, to_checksum_address
+
+    if not isinstance(address, str) or not address.strip():
+        raise InvalidInputError("owner address must be a non-empty string", field="owner_address")
+    text = address.strip()
+    if text.startswith(("0x", "0X")):
+        body = text[2:]
+        if len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
+            raise InvalidInputError(
+                "owner address is not a 20-byte hex EVM address", field="owner_address"
+            )
+        checksummed = to_checksum_address("0x" + body.lower())
+        if body != body.lower() and body != body.upper() and "0x" + body != checksummed:
+            raise InvalidInputError(
+                "owner address has a wrong EIP-55 checksum", field="owner_address"
+            )
+        return checksummed
+    try:
+        raw = b58decode(text)
+    except (ValueError, InvalidInputError) as exc:
+        raise InvalidInputError(
+            "owner address is neither an EVM address nor a base58 Solana public key",
+            field="owner_address",
+        ) from exc
+    if len(raw) != 32:
+        raise InvalidInputError(
+            "owner address is not a 32-byte Solana public key", field="owner_address"
+        )
+    return text
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_message(req: ApprovalRequest, action: Action) -> str:
+    """The exact text the owner signs to ``approve`` or ``reject`` the transaction."""
+    if action not in ("approve", "reject"):
+        raise InvalidInputError("action must be 'approve' or 'reject'", field="action")
+    family = "Ethereum" if owner_kind(req.owner_address) == "evm" else "Solana"
+    verb = "Approve" if action == "approve" else "Reject"
+    amount = f"{req.amount} base units of {req.asset}" if req.amount is not None else "none"
+    statement = (
+        f"{verb} waiaas transaction {req.tx_id}: {req.tx_type} of {amount} "
+        f"to {req.to or '-'} by agent {req.agent_name} ({req.agent_id}) "
+        f"on {req.chain}/{req.network}, tier {req.tier}."
+    )
+    chain_id = str(req.chain_id) if req.chain_id is not None else f"{req.chain}:{req.network}"
+    lines = [
+        f"{DOMAIN} wants you to sign in with your {family} account:",
+        req.owner_address,
+        "",
+        statement,
+        "",
+        f"URI: {URI}/{action}/{req.tx_id}",
+        "Version: 1",
+        f"Chain ID: {chain_id}",
+        f"Nonce: {req.approval_id.replace('-', '')}",
+        f"Issued At: {_iso(req.issued_at)}",
+        f"Expiration Time: {_iso(req.expires_at)}",
+        f"Request ID: {req.tx_id}",
+        "Resources:",
+        f"- waiaas:tx:{req.tx_id}",
+        f"- waiaas:action:{action}",
+    ]
+    return "\n".join(lines)
+
+
+def _decode_signature(signature: str) -> bytes:
+    from waiaas.keystore.keys import b58decode
+
+    text = signature.strip()
+    if text.startswith(("0x", "0X")):
+        try:
+            return bytes.fromhex(text[2:])
+        except ValueError as exc:
+            raise ApprovalError("signature is not valid hex", reason="malformed") from exc
+    try:
+        return b58decode(text)
+    except (ValueError, InvalidInputError) as exc:
+        raise ApprovalError(
+            "signature must be 0x-hex or base58", reason="malformed"
+        ) from exc
+
+
+def verify_signature(message: str, signature: str, owner_address: str, *, tx_id: str) -> None:
+    """Check that ``owner_address`` signed ``message``.
+
+    Raises:
+        ApprovalError: malformed signature or a different signer (``reason`` says which).
+    """
+    if not isinstance(signature, str) or not signature.strip() or len(signature) > 1024:
+        raise ApprovalError("signature must be a non-empty string", tx_id=tx_id, reason="malformed")
+    sig = _decode_signature(signature)
+    if owner_kind(owner_address) == "evm":
+        from eth_account import Account
+        from eth_account.messages import encode_defunct
+
+        if len(sig) != 65:
+            raise ApprovalError("an EVM signature has 65 bytes", tx_id=tx_id, reason="malformed")
+        try:
+            signer = Account.recover_message(encode_defunct(text=message), signature=sig)
+        except Exception as exc:  # eth_keys raises several unrelated types for bad input
+            raise ApprovalError(
+                "signature does not recover to an address", tx_id=tx_id, reason="bad_signature"
+            ) from exc
+        if signer.lower() != owner_address.lower():
+            raise ApprovalError(
+                "signature was not made by the owner", tx_id=tx_id, reason="wrong_signer"
+            )
+        return
+    from nacl.exceptions import BadSignatureError
+    from nacl.signing import VerifyKey
+
+    from waiaas.keystore.keys import b58decode
+
+    if len(sig) != 64:
+        raise ApprovalError("an ed25519 signature has 64 bytes", tx_id=tx_id, reason="malformed")
+    try:
+        VerifyKey(b58decode(owner_address)).verify(message.encode("utf-8"), sig)
+    except BadSignatureError as exc:
+        raise ApprovalError(
+            "signature was not made by the owner", tx_id=tx_id, reason="wrong_signer"
+        ) from exc

@@ -1,0 +1,995 @@
+"""The transaction pipeline: the imperative shell around the pure policy core.
+
+::
+
+    send(token, request)
+      stage 1  one BEGIN IMMEDIATE unit of work:
+               kill switch -> session verify -> agent ACTIVE -> session constraints
+               -> policy evaluate (usage from the DB) -> insert the row (PENDING) + TX_REQUESTED
+               -> denied: FAILED + POLICY_VIOLATION | DELAY / APPROVAL: QUEUED + TX_QUEUED
+      stage 2  (INSTANT / NOTIFY at once; DELAY after the cooldown; APPROVAL once signed)
+               one unit of work: re-check (kill switch, agent, session, deny rules)
+               -> allocate nonce -> build -> sign -> store signed bytes + hash -> EXECUTING
+      stage 3  submit (transient: retry with backoff; stale: rebuild once; permanent: FAILED)
+               -> SUBMITTED -> wait for confirmation -> CONFIRMED / FAILED
+    notifications go out after each commit and can never fail a transaction.
+
+Every status change is a compare-and-swap written with its audit row in the same database
+transaction (:func:`waiaas.pipeline.states.transition`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from waiaas.chains.base import (
+    ChainAdapter,
+    ChainTxState,
+    ChainTxStatus,
+    SignedTx,
+    SupportsNonces,
+)
+from waiaas.clock import Clock
+from waiaas.config import WalletConfig
+from waiaas.db import Database, UnitOfWork
+from waiaas.db.repositories import ACTIVE_TX_STATUSES
+from waiaas.db.tables import AgentRow, ApprovalRow, TransactionRow
+from waiaas.errors import (
+    AgentNotActiveError,
+    ApprovalError,
+    AuthError,
+    ChainError,
+    ChainErrorKind,
+    InvalidInputError,
+    InvalidTransitionError,
+    KeystoreError,
+    NotFoundError,
+    PolicyDeniedError,
+    StateError,
+    WaiaasError,
+)
+from waiaas.ids import new_id
+from waiaas.pipeline import approvals, killswitch
+from waiaas.pipeline.requests import (
+    normalize_request,
+    parse_request,
+    spend_by_asset,
+    summary,
+)
+from waiaas.pipeline.states import transition
+from waiaas.types import AuditEvent, Request, Severity, Tier, TxStatus
+
+__all__ = ["Pipeline", "PipelineHooks"]
+
+log = logging.getLogger("waiaas.pipeline")
+
+S = TxStatus
+E = AuditEvent
+
+
+class KeySource(Protocol):
+    """What the pipeline needs from the keystore: a key for one call."""
+
+    def use_key(self, key_id: str) -> Any:
+        """Context manager yielding the secret bytes of ``key_id``."""
+        ...
+
+
+class EventSink(Protocol):
+    """Where events go after commit (a Notifier)."""
+
+    def notify(self, event: Any) -> None:
+        """Deliver (or enqueue) one event; must not raise."""
+        ...
+
+
+@dataclass
+class PipelineHooks:
+    """Test hooks: ``on_stage(name, tx_id)`` runs at each stage boundary.
+
+    Crash tests use it to kill the process between two stages; production code leaves it empty.
+    """
+
+    on_stage: Callable[[str, str], None] | None = None
+
+    def stage(self, name: str, tx_id: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(name, tx_id)
+
+
+@dataclass
+class _Outbox:
+    """Events gathered inside a unit of work, sent only after it commits."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, event: AuditEvent, **data: Any) -> None:
+        self.events.append({"event": event, **data})
+
+
+class Pipeline:
+    """Runs requests through policy, tiers, approval, signing, submission and confirmation."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        keys: KeySource,
+        adapters: Mapping[tuple[str, str], ChainAdapter],
+        sessions: Any,
+        gate: Any,
+        clock: Clock,
+        config: WalletConfig,
+        notifier: EventSink | None = None,
+        hooks: PipelineHooks | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.adapters = dict(adapters)
+        self.sessions = sessions
+        self.gate = gate
+        self.clock = clock
+        self.config = config
+        self.notifier = notifier
+        self.hooks = hooks or PipelineHooks()
+        self._sleep = sleep
+
+    # ================================================================== helpers
+
+    def adapter_for(self, chain: str, network: str) -> ChainAdapter:
+        """The adapter agents on ``chain``/``network`` use.
+
+        Raises:
+            InvalidInputError: no adapter was given to ``Wallet.open`` for that network.
+        """
+        adapter = self.adapters.get((chain, network))
+        if adapter is None:
+            known = ", ".join(f"{c}/{n}" for c, n in self.adapters) or "none"
+            raise InvalidInputError(
+                f"no chain adapter for {chain}/{network} (configured: {known})", field="chain"
+            )
+        return adapter
+
+    def _publish(self, outbox: _Outbox) -> None:
+        if self.notifier is None or not outbox.events:
+            return
+        for event in outbox.events:
+            try:
+                self.notifier.notify(event)
+            except Exception:  # a notifier must never affect a transaction
+                log.exception("notifier failed for %s", event.get("event"))
+
+    def publish(self, event: AuditEvent, **data: Any) -> None:
+        """Send one event to the notifier now (the caller has committed)."""
+        outbox = _Outbox()
+        outbox.add(event, **data)
+        self._publish(outbox)
+
+    @staticmethod
+    def _meta(row: TransactionRow) -> dict[str, Any]:
+        return dict(json.loads(row.metadata_json)) if row.metadata_json else {}
+
+    def _actor(self, agent_id: str) -> str:
+        return f"agent:{agent_id}"
+
+    # ================================================================== stage 1
+
+    def send(self, token: str, request: Request | Mapping[str, Any]) -> TransactionRow:
+        """Accept a request from an agent's session token; run it as far as its tier allows.
+
+        Returns the transaction row (the facade turns it into a public result).
+
+        Raises:
+            InvalidInputError / InvalidAddressError: the request is malformed.
+            AuthError (and subclasses): the token was refused.
+            KillSwitchActiveError, AgentNotActiveError: nothing may move now.
+            ConstraintViolationError: a session constraint refused it.
+            PolicyDeniedError: a policy denied it (the denial is recorded, ``tx_id`` set).
+        """
+        req = parse_request(request)
+        if not isinstance(token, str) or not token:
+            raise InvalidInputError("token must be a non-empty string", field="token")
+        now = self.clock.now()
+        outbox = _Outbox()
+        denied: PolicyDeniedError | None = None
+        try:
+            with self.db.write() as uow:
+                killswitch.ensure_inactive(uow)
+                verified = self.sessions.verify_in(uow, token, now)
+                agent = uow.agents.get(verified.agent_id)
+                if agent is None:
+                    raise NotFoundError("agent", verified.agent_id)
+                if agent.status != "ACTIVE":
+                    raise AgentNotActiveError(agent.id, agent.status, agent.suspension_reason)
+                adapter = self.adapter_for(agent.chain, agent.network)
+                req = normalize_request(adapter, req)
+                row, denied = self._admit(uow, agent, verified, req, now, outbox)
+                uow.commit()
+        except (AuthError, AgentNotActiveError) as exc:
+            self._record_auth_failure(exc, now)
+            raise
+        self._publish(outbox)
+        if denied is not None:
+            raise denied
+        self.hooks.stage("admitted", row.id)
+        if row.status == S.PENDING:
+            return self.execute(row.id)
+        return row
+
+    def _record_auth_failure(self, exc: AuthError | AgentNotActiveError, now: int) -> None:
+        """AUTH_FAILED must be recorded even though the request's unit of work rolled back."""
+        self.sessions.record_failure(exc, now=now)
+
+    def _admit(
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        verified: Any,
+        req: Request,
+        now: int,
+        outbox: _Outbox,
+    ) -> tuple[TransactionRow, PolicyDeniedError | None]:
+        amount, to, asset = summary(req)
+        spent = spend_by_asset(req)
+        decision = self.gate.evaluate(uow, agent, req, now)
+        tx_id = new_id()
+        meta: dict[str, Any] = {
+            "network": agent.network,
+            "request": req.model_dump(mode="json"),
+            "asset": asset,
+            "spend": {k: str(v) for k, v in spent.items()},
+            "decision": decision.model_dump(mode="json"),
+        }
+        row = TransactionRow(
+            id=tx_id,
+            agent_id=agent.id,
+            session_id=verified.session_id,
+            chain=agent.chain,
+            type=req.type,
+            amount=None if amount is None else str(amount),
+            to_address=to,
+            status=S.PENDING,
+            tier=None,
+            created_at=now,
+            metadata_json=json.dumps(meta, separators=(",", ":")),
+        )
+        actor = self._actor(agent.id)
+        common = {"agent_id": agent.id, "session_id": verified.session_id, "tx_id": tx_id}
+        tier = Tier(decision.tier) if decision.allowed else None
+        reasons: list[dict[str, Any]] = [] if decision.allowed else _deny_reasons(decision)
+        if tier == Tier.APPROVAL and agent.owner_address is None:
+            if self.config.no_owner_approval == "delay":
+                tier = Tier.DELAY
+                meta["approval_downgraded"] = "agent has no owner; APPROVAL became DELAY"
+            else:
+                tier = None
+                reasons = [{
+                    "type": "APPROVAL", "effect": "deny",
+                    "message": "this request needs the owner's approval, but the agent has no "
+                    "owner address (set one, or WalletConfig(no_owner_approval='delay'))",
+                }]
+        if tier is None:
+            row.status = S.FAILED
+            row.error = "POLICY_DENIED"
+            meta["error"] = {"code": "POLICY_DENIED", "message": "denied by policy"}
+            row.metadata_json = json.dumps(meta, separators=(",", ":"))
+            uow.transactions.add(row)
+            uow.audit.append(
+                E.TX_REQUESTED, actor=actor, now=now, **common,
+                details={"type": req.type, "amount": row.amount, "asset": asset, "to": to},
+            )
+            uow.audit.append(
+                E.POLICY_VIOLATION, actor=actor, now=now, **common,
+                details={"reasons": reasons},
+            )
+            outbox.add(E.POLICY_VIOLATION, tx_id=tx_id, agent_id=agent.id, reasons=reasons)
+            self._maybe_auto_stop(uow, agent, decision, now, outbox)
+            message = "; ".join(str(r.get("message", "")) for r in reasons) or "denied by policy"
+            return row, PolicyDeniedError(
+                f"denied by policy: {message}", decision=decision, reasons=reasons, tx_id=tx_id
+            )
+        # Session constraints and usage stats, in the same unit of work as the request.
+        self.sessions.enforce_and_record(uow, verified, req, network=agent.network, now=now)
+        row.tier = tier.value
+        uow.transactions.add(row)
+        uow.audit.append(
+            E.TX_REQUESTED, actor=actor, now=now, **common,
+            details={"type": req.type, "amount": row.amount, "asset": asset, "to": to,
+                     "tier": tier.value},
+        )
+        if tier in (Tier.DELAY, Tier.APPROVAL):
+            extra: dict[str, Any] = {}
+            if tier == Tier.DELAY:
+                delay = decision.delay_seconds
+                meta["execute_after"] = now + (delay if delay is not None else self.config.delay_seconds)
+                extra["execute_after"] = meta["execute_after"]
+            else:
+                timeout = decision.approval_timeout or self.config.approval_timeout
+                approval = ApprovalRow(
+                    id=new_id(), tx_id=tx_id, required_by=now + timeout,
+                    expires_at=now + timeout, created_at=now,
+                )
+                uow.approvals.add(approval)
+                meta["approval"] = {
+                    "id": approval.id, "owner": agent.owner_address,
+                    "expires_at": approval.expires_at,
+                }
+                extra["approval_expires_at"] = approval.expires_at
+            transition(
+                uow, tx_id, S.PENDING, S.QUEUED, event=E.TX_QUEUED, actor=actor, now=now,
+                agent_id=agent.id, session_id=verified.session_id,
+                details={"tier": tier.value, **extra},
+                queued_at=now, metadata=meta,
+            )
+            row.status = S.QUEUED
+            row.queued_at = now
+            outbox.add(E.TX_QUEUED, tx_id=tx_id, agent_id=agent.id, tier=tier.value, **extra)
+        else:
+            uow.transactions.update_fields(tx_id, metadata=meta)
+        row.metadata_json = json.dumps(meta, separators=(",", ":"))
+        if tier == Tier.NOTIFY:
+            outbox.add(E.TX_REQUESTED, tx_id=tx_id, agent_id=agent.id, tier=tier.value)
+        return row, None
+
+    # ================================================================== stage 2
+
+    def execute(self, tx_id: str) -> TransactionRow:
+        """Sign and submit a PENDING (INSTANT/NOTIFY) or due QUEUED transaction, then confirm.
+
+        Safe to call from several threads or processes at once: only one wins the
+        compare-and-swap into EXECUTING; the others return the row as it is.
+        """
+        signed: SignedTx | None = None
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                signed = self._sign_stage(tx_id)
+                break
+            except KeystoreError:
+                raise  # e.g. locked: leave the transaction where it is; process_due resumes it
+            except ChainError as exc:
+                if exc.kind == ChainErrorKind.TRANSIENT and attempt < self.config.max_retries:
+                    self._sleep(self.config.retry_base_delay * (2**attempt))
+                    continue
+                self._fail(tx_id, exc, expected=(S.PENDING, S.QUEUED))
+                return self.get_row(tx_id)
+            except InvalidTransitionError:
+                return self.get_row(tx_id)  # another worker moved it first
+            except (InvalidInputError, StateError) as exc:
+                # the request cannot be built on this chain (checked again at build time)
+                self._fail(tx_id, exc, expected=(S.PENDING, S.QUEUED))
+                return self.get_row(tx_id)
+        if signed is None:
+            return self.get_row(tx_id)
+        self.hooks.stage("signed", tx_id)
+        return self._submit_stage(tx_id, signed)
+
+    def get_row(self, tx_id: str) -> TransactionRow:
+        with self.db.read() as uow:
+            row = uow.transactions.get(tx_id)
+        if row is None:
+            raise NotFoundError("transaction", tx_id)
+        return row
+
+    def _sign_stage(self, tx_id: str) -> SignedTx | None:
+        now = self.clock.now()
+        outbox = _Outbox()
+        with self.db.write() as uow:
+            row = uow.transactions.get(tx_id)
+            if row is None:
+                raise NotFoundError("transaction", tx_id)
+            current = TxStatus(row.status)
+            if current not in (S.PENDING, S.QUEUED):
+                return None  # another worker took it, or it is final
+            agent = uow.agents.get(row.agent_id)
+            assert agent is not None
+            meta = self._meta(row)
+            problem = self._recheck(uow, row, agent, meta, now)
+            if problem is not None:
+                target, code, message = problem
+                meta["error"] = {"code": code, "message": message}
+                transition(
+                    uow, tx_id, current, target,
+                    event=E.TX_CANCELLED if target == S.CANCELLED else E.TX_FAILED,
+                    actor="system", now=now, agent_id=agent.id, session_id=row.session_id,
+                    details={"reason": code, "message": message},
+                    error=code, metadata=meta,
+                )
+                self._release(uow, row, meta)
+                outbox.add(E.TX_CANCELLED if target == S.CANCELLED else E.TX_FAILED,
+                           tx_id=tx_id, agent_id=agent.id, reason=code)
+                uow.commit()
+                self._publish(outbox)
+                return None
+            adapter = self.adapter_for(agent.chain, agent.network)
+            signed = self._build_and_sign(uow, adapter, agent, row, meta)
+            meta["signed"] = _signed_json(signed)
+            transition(
+                uow, tx_id, current, S.EXECUTING, event=E.TX_SIGNED, actor="system", now=now,
+                agent_id=agent.id, session_id=row.session_id,
+                details={"tx_hash": signed.tx_hash, "nonce": signed.nonce},
+                tx_hash=signed.tx_hash, metadata=meta,
+            )
+            uow.commit()
+        return signed
+
+    def _build_and_sign(
+        self,
+        uow: UnitOfWork,
+        adapter: ChainAdapter,
+        agent: AgentRow,
+        row: TransactionRow,
+        meta: Mapping[str, Any],
+    ) -> SignedTx:
+        req = parse_request(meta["request"])
+        nonce = None
+        if isinstance(adapter, SupportsNonces):
+            nonce = self._allocate_nonce(uow, adapter, agent, exclude=row.id)
+        unsigned = adapter.build(req, agent.public_key, nonce=nonce)
+        with self.keys.use_key(agent.id) as secret:
+            return adapter.sign(unsigned, secret)
+
+    def _allocate_nonce(
+        self, uow: UnitOfWork, adapter: SupportsNonces, agent: AgentRow, *, exclude: str
+    ) -> int:
+        """The lowest nonce >= the node's pending count that no in-flight row holds.
+
+        Runs inside BEGIN IMMEDIATE, so two processes never pick the same nonce; filling gaps
+        left by failed submissions keeps later transactions from waiting forever.
+        """
+        taken: set[int] = set()
+        for other in uow.transactions.active_for_agent(agent.id):
+            if other.id == exclude or other.status not in (S.EXECUTING, S.SUBMITTED):
+                continue
+            signed = self._meta(other).get("signed") or {}
+            if signed.get("nonce") is not None:
+                taken.add(int(signed["nonce"]))
+        nonce = adapter.pending_nonce(agent.public_key)
+        while nonce in taken:
+            nonce += 1
+        return nonce
+
+    def _recheck(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        agent: AgentRow,
+        meta: Mapping[str, Any],
+        now: int,
+    ) -> tuple[TxStatus, str, str] | None:
+        """Before a transaction executes: kill switch, agent, session and deny rules again."""
+        if killswitch.is_active(uow):
+            return S.CANCELLED, "KILL_SWITCH_ACTIVE", "the kill switch is active"
+        if agent.status != "ACTIVE":
+            return S.CANCELLED, "AGENT_NOT_ACTIVE", f"agent is {agent.status}"
+        if row.status == S.QUEUED:
+            session = uow.sessions.get(row.session_id) if row.session_id else None
+            if row.session_id is not None and (
+                session is None or session.revoked_at is not None or session.expires_at <= now
+            ):
+                return S.CANCELLED, "SESSION_ENDED", "the session was revoked or expired"
+            req = parse_request(meta["request"])
+            decision = self.gate.evaluate(uow, agent, req, now, exclude_tx_id=row.id)
+            if not decision.allowed:
+                reasons = _deny_reasons(decision)
+                message = "; ".join(r.get("message", "") for r in reasons)
+                return S.FAILED, "POLICY_DENIED", message or "denied by policy on re-check"
+        return None
+
+    # ================================================================== stage 3
+
+    def _submit_stage(self, tx_id: str, signed: SignedTx) -> TransactionRow:
+        row = self.get_row(tx_id)
+        with self.db.read() as uow:
+            agent = uow.agents.get(row.agent_id)
+        assert agent is not None
+        adapter = self.adapter_for(agent.chain, agent.network)
+        attempt = 0
+        while True:
+            try:
+                adapter.submit(signed)
+                break
+            except ChainError as exc:
+                if exc.kind == ChainErrorKind.TRANSIENT and attempt < self.config.max_retries:
+                    self._audit_retry(row, exc, attempt)
+                    self._sleep(self.config.retry_base_delay * (2**attempt))
+                    attempt += 1
+                    continue
+                if exc.kind == ChainErrorKind.STALE:
+                    rebuilt = self._rebuild_once(tx_id, exc)
+                    if rebuilt is not None:
+                        signed = rebuilt
+                        continue
+                    return self.get_row(tx_id)
+                self._fail(tx_id, exc, expected=(S.EXECUTING,))
+                return self.get_row(tx_id)
+        self.hooks.stage("submitted", tx_id)
+        now = self.clock.now()
+        with self.db.write() as uow:
+            current = uow.transactions.get(tx_id)
+            if current is not None and current.status == S.EXECUTING:
+                transition(
+                    uow, tx_id, S.EXECUTING, S.SUBMITTED, event=E.TX_SUBMITTED, actor="system",
+                    now=now, agent_id=row.agent_id, session_id=row.session_id,
+                    details={"tx_hash": signed.tx_hash},
+                )
+                uow.commit()
+        if self.config.confirm_timeout <= 0:
+            return self.get_row(tx_id)
+        status = adapter.wait_for_confirmation(signed, timeout=self.config.confirm_timeout)
+        self.apply_chain_status(tx_id, status)
+        return self.get_row(tx_id)
+
+    def _audit_retry(self, row: TransactionRow, exc: ChainError, attempt: int) -> None:
+        with self.db.write() as uow:
+            uow.audit.append(
+                E.TX_RETRY, actor="system", now=self.clock.now(), agent_id=row.agent_id,
+                tx_id=row.id, details={"attempt": attempt + 1, "error": exc.code,
+                                        "message": exc.message},
+            )
+            uow.commit()
+
+    def _rebuild_once(self, tx_id: str, exc: ChainError) -> SignedTx | None:
+        """A stale transaction (blockhash expired, nonce used) is rebuilt and signed once.
+
+        Only bytes that can no longer land are replaced, so nothing is ever sent twice.
+        """
+        now = self.clock.now()
+        with self.db.write() as uow:
+            row = uow.transactions.get(tx_id)
+            if row is None or row.status not in (S.EXECUTING, S.SUBMITTED):
+                return None
+            meta = self._meta(row)
+            if meta.get("rebuilt"):
+                uow.rollback()
+                self._fail(tx_id, exc, expected=(S.EXECUTING, S.SUBMITTED))
+                return None
+            agent = uow.agents.get(row.agent_id)
+            assert agent is not None
+            adapter = self.adapter_for(agent.chain, agent.network)
+            previous = meta.get("signed", {})
+            try:
+                signed = self._build_and_sign(uow, adapter, agent, row, meta)
+            except ChainError as build_exc:
+                uow.rollback()
+                self._fail(tx_id, build_exc, expected=(S.EXECUTING, S.SUBMITTED))
+                return None
+            meta["rebuilt"] = True
+            meta["replaced"] = previous
+            meta["signed"] = _signed_json(signed)
+            transition(
+                uow, tx_id, TxStatus(row.status), S.EXECUTING, event=E.TX_RETRY, actor="system",
+                now=now, agent_id=row.agent_id, session_id=row.session_id,
+                details={"rebuilt": True, "reason": exc.code, "old_hash": previous.get("hash"),
+                         "tx_hash": signed.tx_hash},
+                tx_hash=signed.tx_hash, metadata=meta,
+            )
+            uow.commit()
+        return signed
+
+    def apply_chain_status(self, tx_id: str, status: ChainTxStatus) -> None:
+        """Record what the chain says about a submitted transaction."""
+        now = self.clock.now()
+        outbox = _Outbox()
+        if status.state in (ChainTxState.PENDING, ChainTxState.NOT_FOUND):
+            return
+        if status.state == ChainTxState.DROPPED:
+            from waiaas.errors import StaleTransactionError
+
+            signed = self._rebuild_once(
+                tx_id, StaleTransactionError("the transaction can no longer land")
+            )
+            if signed is not None:
+                self._submit_stage(tx_id, signed)
+            return
+        with self.db.write() as uow:
+            row = uow.transactions.get(tx_id)
+            if row is None or row.status not in (S.SUBMITTED, S.EXECUTING):
+                return
+            meta = self._meta(row)
+            if status.fee is not None:
+                meta["fee"] = str(status.fee)
+            if status.state == ChainTxState.CONFIRMED:
+                transition(
+                    uow, tx_id, TxStatus(row.status), S.CONFIRMED, event=E.TX_CONFIRMED,
+                    actor="system", now=now, agent_id=row.agent_id, session_id=row.session_id,
+                    details={"tx_hash": row.tx_hash, "fee": meta.get("fee"),
+                             "block": status.block},
+                    executed_at=now, metadata=meta,
+                )
+                outbox.add(E.TX_CONFIRMED, tx_id=tx_id, agent_id=row.agent_id)
+            else:
+                err = status.error
+                code = err.code if err is not None else "CHAIN_FAILED"
+                message = err.message if err is not None else "the transaction failed on chain"
+                meta["error"] = {"code": code, "message": message}
+                transition(
+                    uow, tx_id, TxStatus(row.status), S.FAILED, event=E.TX_FAILED,
+                    actor="system", now=now, agent_id=row.agent_id, session_id=row.session_id,
+                    details={"tx_hash": row.tx_hash, "error": code, "message": message},
+                    error=code, executed_at=now, metadata=meta,
+                )
+                self._release(uow, row, meta)
+                outbox.add(E.TX_FAILED, tx_id=tx_id, agent_id=row.agent_id, reason=code)
+                agent = uow.agents.get(row.agent_id)
+                if agent is not None:
+                    self._check_auto_stop_after_failure(uow, agent, now, outbox)
+            uow.commit()
+        self._publish(outbox)
+
+    # ================================================================== failure paths
+
+    def _fail(self, tx_id: str, exc: WaiaasError, *, expected: Sequence[TxStatus]) -> None:
+        now = self.clock.now()
+        outbox = _Outbox()
+        with self.db.write() as uow:
+            row = uow.transactions.get(tx_id)
+            if row is None or row.status not in expected:
+                return
+            meta = self._meta(row)
+            meta["error"] = {"code": exc.code, "message": exc.message}
+            transition(
+                uow, tx_id, TxStatus(row.status), S.FAILED, event=E.TX_FAILED, actor="system",
+                now=now, agent_id=row.agent_id, session_id=row.session_id,
+                details={"error": exc.code, "message": exc.message,
+                         "kind": str(getattr(exc, "kind", ""))},
+                error=exc.code, metadata=meta,
+            )
+            self._release(uow, row, meta)
+            outbox.add(E.TX_FAILED, tx_id=tx_id, agent_id=row.agent_id, reason=exc.code)
+            agent = uow.agents.get(row.agent_id)
+            if agent is not None:
+                self._check_auto_stop_after_failure(uow, agent, now, outbox)
+            uow.commit()
+        self._publish(outbox)
+
+    def _release(self, uow: UnitOfWork, row: TransactionRow, meta: Mapping[str, Any]) -> None:
+        """FAILED / CANCELLED / EXPIRED give back the session's reserved totals.
+
+        Policy budgets need nothing: they only count in-flight and confirmed rows.
+        """
+        if row.session_id is None:
+            return
+        for asset, amount in (meta.get("spend") or {}).items():
+            self.sessions.release(uow, row.session_id, asset, int(amount))
+
+    def _maybe_auto_stop(
+        self, uow: UnitOfWork, agent: AgentRow, decision: Any, now: int, outbox: _Outbox
+    ) -> None:
+        reason = getattr(decision, "auto_stop", None)
+        if reason:
+            self._suspend_for_auto_stop(uow, agent, str(getattr(reason, "message", reason)), now, outbox)
+
+    def _check_auto_stop_after_failure(
+        self, uow: UnitOfWork, agent: AgentRow, now: int, outbox: _Outbox
+    ) -> None:
+        reason = self.gate.auto_stop_reason(uow, agent, now)
+        if reason:
+            self._suspend_for_auto_stop(uow, agent, reason, now, outbox)
+
+    def _suspend_for_auto_stop(
+        self, uow: UnitOfWork, agent: AgentRow, reason: str, now: int, outbox: _Outbox
+    ) -> None:
+        if not uow.agents.cas_status(
+            agent.id, ["ACTIVE"], "SUSPENDED", suspended_at=now,
+            suspension_reason=f"auto-stop: {reason}", updated_at=now,
+        ):
+            return
+        uow.audit.append(
+            E.AUTO_STOP_TRIGGERED, actor="system", now=now, agent_id=agent.id,
+            details={"reason": reason},
+        )
+        uow.audit.append(
+            E.AGENT_SUSPENDED, actor="system", now=now, agent_id=agent.id,
+            details={"reason": f"auto-stop: {reason}"},
+        )
+        outbox.add(E.AUTO_STOP_TRIGGERED, agent_id=agent.id, reason=reason,
+                   severity=Severity.CRITICAL)
+        outbox.add(E.AGENT_SUSPENDED, agent_id=agent.id, reason=f"auto-stop: {reason}")
+
+    # ================================================================== owner & operator
+
+    def cancel(self, tx_id: str, *, actor: str, token: str | None = None) -> TransactionRow:
+        """Cancel a PENDING or QUEUED transaction (DELAY cooldown, APPROVAL wait).
+
+        With ``token``, the agent cancels its own transaction through its session.
+
+        Raises:
+            NotFoundError, AuthError, StateError (already executing or final).
+        """
+        now = self.clock.now()
+        outbox = _Outbox()
+        try:
+            with self.db.write() as uow:
+                row = uow.transactions.get(tx_id)
+                if row is None:
+                    raise NotFoundError("transaction", tx_id)
+                if token is not None:
+                    verified = self.sessions.verify_in(uow, token, now)
+                    if verified.agent_id != row.agent_id:
+                        raise AuthError("the session belongs to another agent",
+                                        session_id=verified.session_id)
+                    actor = self._actor(row.agent_id)
+                if row.status not in (S.PENDING, S.QUEUED):
+                    raise StateError(
+                        f"transaction {tx_id} is {row.status}; only PENDING or QUEUED "
+                        "transactions can be cancelled",
+                        tx_id=tx_id, status=row.status,
+                    )
+                meta = self._meta(row)
+                meta["error"] = {"code": "CANCELLED", "message": f"cancelled by {actor}"}
+                transition(
+                    uow, tx_id, TxStatus(row.status), S.CANCELLED, event=E.TX_CANCELLED,
+                    actor=actor, now=now, agent_id=row.agent_id, session_id=row.session_id,
+                    details={"by": actor}, error="CANCELLED", metadata=meta,
+                )
+                self._release(uow, row, meta)
+                outbox.add(E.TX_CANCELLED, tx_id=tx_id, agent_id=row.agent_id, by=actor)
+                uow.commit()
+        except AuthError as exc:
+            self._record_auth_failure(exc, now)
+            raise
+        self._publish(outbox)
+        return self.get_row(tx_id)
+
+    def approval_request(self, tx_id: str) -> approvals.ApprovalRequest:
+        """The facts the owner's approval message names, for a QUEUED APPROVAL transaction."""
+        with self.db.read() as uow:
+            row, approval, agent = self._approval_parts(uow, tx_id)
+        return self._approval_request(row, approval, agent)
+
+    def _approval_parts(
+        self, uow: UnitOfWork, tx_id: str
+    ) -> tuple[TransactionRow, ApprovalRow, AgentRow]:
+        row = uow.transactions.get(tx_id)
+        if row is None:
+            raise NotFoundError("transaction", tx_id)
+        approval = uow.approvals.for_tx(tx_id)
+        if approval is None or row.tier != Tier.APPROVAL:
+            raise ApprovalError(
+                f"transaction {tx_id} is not waiting for an owner approval",
+                tx_id=tx_id, reason="not_awaiting_approval",
+            )
+        agent = uow.agents.get(row.agent_id)
+        assert agent is not None
+        return row, approval, agent
+
+    def _approval_request(
+        self, row: TransactionRow, approval: ApprovalRow, agent: AgentRow
+    ) -> approvals.ApprovalRequest:
+        meta = self._meta(row)
+        owner = (meta.get("approval") or {}).get("owner") or agent.owner_address
+        if owner is None:
+            raise ApprovalError("the agent has no owner", tx_id=row.id, reason="no_owner")
+        chain_id = getattr(self.adapter_for(agent.chain, agent.network), "chain_id", None)
+        return approvals.ApprovalRequest(
+            tx_id=row.id, approval_id=approval.id, agent_id=agent.id, agent_name=agent.name,
+            chain=agent.chain, network=agent.network, tx_type=row.type, to=row.to_address,
+            amount=row.amount, asset=str(meta.get("asset", "native")), tier=str(row.tier),
+            owner_address=owner, issued_at=approval.created_at, expires_at=approval.expires_at,
+            chain_id=chain_id if isinstance(chain_id, int) else None,
+        )
+
+    def decide(self, tx_id: str, signature: str, *, approve: bool) -> TransactionRow:
+        """Apply the owner's signed approval (then execute) or rejection (then cancel).
+
+        Raises:
+            ApprovalError: wrong signer, another transaction's or action's signature, replay,
+                expired, or the transaction is not waiting for approval.
+        """
+        now = self.clock.now()
+        action: approvals.Action = "approve" if approve else "reject"
+        outbox = _Outbox()
+        refusal: ApprovalError | None = None
+        with self.db.write() as uow:
+            row, approval, agent = self._approval_parts(uow, tx_id)
+            req = self._approval_request(row, approval, agent)
+            if approval.approved_at is not None or approval.rejected_at is not None:
+                refusal = ApprovalError(
+                    "this approval was already decided; a signature counts once",
+                    tx_id=tx_id, reason="already_decided",
+                )
+            elif row.status != S.QUEUED:
+                refusal = ApprovalError(
+                    f"transaction is {row.status}", tx_id=tx_id, reason="not_queued"
+                )
+            elif now > approval.expires_at:
+                self._expire(uow, row, approval, now, outbox)
+                refusal = ApprovalError("the approval window has expired", tx_id=tx_id,
+                                        reason="expired")
+            else:
+                try:
+                    approvals.verify_signature(
+                        approvals.build_message(req, action), signature, req.owner_address,
+                        tx_id=tx_id,
+                    )
+                except ApprovalError as exc:
+                    refusal = exc
+            if refusal is not None:
+                uow.audit.append(
+                    E.AUTH_FAILED, actor="owner", now=now, agent_id=row.agent_id, tx_id=tx_id,
+                    details={"action": action, "reason": refusal.reason},
+                )
+                uow.commit()
+            else:
+                if not uow.approvals.decide(approval.id, approved=approve, now=now,
+                                            signature=signature):
+                    raise ApprovalError("this approval was already decided", tx_id=tx_id,
+                                        reason="already_decided")
+                uow.audit.append(
+                    E.TX_APPROVED if approve else E.TX_REJECTED, actor="owner", now=now,
+                    agent_id=row.agent_id, tx_id=tx_id,
+                    details={"owner": req.owner_address, "approval_id": approval.id},
+                )
+                if not approve:
+                    meta = self._meta(row)
+                    meta["error"] = {"code": "REJECTED", "message": "rejected by the owner"}
+                    transition(
+                        uow, tx_id, S.QUEUED, S.CANCELLED, event=E.TX_CANCELLED, actor="owner",
+                        now=now, agent_id=row.agent_id, session_id=row.session_id,
+                        details={"by": "owner", "reason": "REJECTED"},
+                        error="REJECTED", metadata=meta,
+                    )
+                    self._release(uow, row, meta)
+                    outbox.add(E.TX_REJECTED, tx_id=tx_id, agent_id=row.agent_id)
+                uow.commit()
+        self._publish(outbox)
+        if refusal is not None:
+            raise refusal
+        if approve:
+            self.hooks.stage("approved", tx_id)
+            return self.execute(tx_id)
+        return self.get_row(tx_id)
+
+    def _expire(
+        self, uow: UnitOfWork, row: TransactionRow, approval: ApprovalRow, now: int,
+        outbox: _Outbox,
+    ) -> None:
+        meta = self._meta(row)
+        meta["error"] = {"code": "APPROVAL_EXPIRED", "message": "the owner did not approve in time"}
+        transition(
+            uow, row.id, S.QUEUED, S.EXPIRED, event=E.TX_EXPIRED, actor="system", now=now,
+            agent_id=row.agent_id, session_id=row.session_id,
+            details={"approval_id": approval.id, "expired_at": approval.expires_at},
+            error="APPROVAL_EXPIRED", metadata=meta,
+        )
+        self._release(uow, row, meta)
+        outbox.add(E.TX_EXPIRED, tx_id=row.id, agent_id=row.agent_id)
+
+    # ================================================================== due work & recovery
+
+    def process_due(self) -> dict[str, int]:
+        """One pass of due work; returns counts per kind of work done.
+
+        Due DELAYs execute; unapproved APPROVALs past expiry become EXPIRED; approved ones
+        whose execution was interrupted resume; expired sessions are swept; SUBMITTED
+        transactions are polled; orphaned PENDING INSTANT/NOTIFY rows (a crash between
+        admission and signing) execute.
+        """
+        now = self.clock.now()
+        counts = {"delays": 0, "expired": 0, "approved": 0, "sessions": 0, "polled": 0,
+                  "resumed": 0}
+        outbox = _Outbox()
+        with self.db.write() as uow:
+            for approval in uow.approvals.open_expired(now):
+                row = uow.transactions.get(approval.tx_id)
+                if row is not None and row.status == S.QUEUED:
+                    self._expire(uow, row, approval, now, outbox)
+                    counts["expired"] += 1
+            uow.commit()
+        self._publish(outbox)
+        with self.db.read() as uow:
+            queued = uow.transactions.with_status([S.QUEUED])
+            pending = uow.transactions.with_status([S.PENDING])
+            submitted = uow.transactions.with_status([S.SUBMITTED, S.EXECUTING])
+            approved = {
+                row.id for row in queued
+                if row.tier == Tier.APPROVAL
+                and (a := uow.approvals.for_tx(row.id)) is not None and a.approved_at is not None
+            }
+        for row in queued:
+            meta = self._meta(row)
+            if row.tier == Tier.DELAY and int(meta.get("execute_after", 0)) <= now:
+                self.execute(row.id)
+                counts["delays"] += 1
+            elif row.id in approved:
+                self.execute(row.id)
+                counts["approved"] += 1
+        for row in pending:
+            self.execute(row.id)
+            counts["resumed"] += 1
+        for row in submitted:
+            self.reconcile(row.id)
+            counts["polled"] += 1
+        counts["sessions"] = int(self.sessions.sweep_expired(now))
+        return counts
+
+    def reconcile(self, tx_id: str) -> None:
+        """Bring an EXECUTING or SUBMITTED transaction in line with the chain.
+
+        Never signs the same request twice: stored bytes are asked about and re-sent as they
+        are; only bytes that can provably never land are rebuilt (once).
+        """
+        row = self.get_row(tx_id)
+        if row.status not in (S.EXECUTING, S.SUBMITTED):
+            return
+        meta = self._meta(row)
+        stored = meta.get("signed")
+        if not stored:
+            return
+        signed = _signed_from_json(row.chain, stored)
+        with self.db.read() as uow:
+            agent = uow.agents.get(row.agent_id)
+        assert agent is not None
+        adapter = self.adapter_for(agent.chain, agent.network)
+        try:
+            status = adapter.get_status(signed)
+        except ChainError as exc:
+            log.warning("status of %s unavailable: %s", tx_id, exc)
+            return
+        if row.status == S.EXECUTING and status.state == ChainTxState.NOT_FOUND:
+            self._record_recovery(row, "resubmitting the stored signed bytes")
+            self._submit_stage(tx_id, signed)
+            return
+        if row.status == S.EXECUTING and status.state == ChainTxState.PENDING:
+            now = self.clock.now()
+            with self.db.write() as uow:
+                transition(
+                    uow, tx_id, S.EXECUTING, S.SUBMITTED, event=E.TX_SUBMITTED, actor="system",
+                    now=now, agent_id=row.agent_id, session_id=row.session_id,
+                    details={"tx_hash": row.tx_hash, "recovered": True},
+                )
+                uow.commit()
+            return
+        self.apply_chain_status(tx_id, status)
+
+    def _record_recovery(self, row: TransactionRow, what: str) -> None:
+        with self.db.write() as uow:
+            uow.audit.append(
+                E.TX_RECOVERED, actor="system", now=self.clock.now(), agent_id=row.agent_id,
+                tx_id=row.id, details={"status": row.status, "action": what},
+            )
+            uow.commit()
+
+    def recover(self) -> dict[str, int]:
+        """On open: reconcile EXECUTING / SUBMITTED rows with the chain and resume orphans."""
+        with self.db.read() as uow:
+            rows = uow.transactions.with_status([S.EXECUTING, S.SUBMITTED], limit=10_000)
+        for row in rows:
+            try:
+                self.reconcile(row.id)
+            except (WaiaasError, InvalidTransitionError) as exc:
+                log.warning("could not reconcile %s: %s", row.id, exc)
+        return {"reconciled": len(rows)}
+
+
+# ---------------------------------------------------------------------- signed bytes
+
+
+def _signed_json(signed: SignedTx) -> dict[str, Any]:
+    return {
+        "raw": signed.raw.hex(),
+        "hash": signed.tx_hash,
+        "nonce": signed.nonce,
+        "valid_until": signed.valid_until,
+    }
+
+
+def _signed_from_json(chain: str, data: Mapping[str, Any]) -> SignedTx:
+    return SignedTx(
+        chain=chain,
+        raw=bytes.fromhex(str(data["raw"])),
+        tx_hash=str(data["hash"]),
+        nonce=None if data.get("nonce") is None else int(data["nonce"]),
+        valid_until=None if data.get("valid_until") is None else int(data["valid_until"]),
+    )
+
+
+def _deny_reasons(decision: Any) -> list[dict[str, Any]]:
+    """The deny reasons of a policy decision as JSON-able dicts."""
+    return [r.model_dump(mode="json") for r in decision.reasons if r.effect == "deny"]

@@ -1,0 +1,132 @@
+"""The policy gate: loads policies and usage inside the caller's unit of work, then calls the
+pure evaluator. The pipeline calls it inside ``BEGIN IMMEDIATE``, so the decision and the
+new transaction row are one atomic step (no two requests can both fit the last of a budget).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from waiaas.config import WalletConfig
+from waiaas.db.tables import AgentRow, PolicyRow
+from waiaas.db.uow import UnitOfWork
+from waiaas.policy import AgentContext, Decision, PolicySpec, evaluate
+from waiaas.policy.model import AssetPrice, PriceOracle, Usage, required_windows
+from waiaas.policy.rules import AutoStopRules
+from waiaas.types import AgentStatus, Request
+
+__all__ = ["PolicyGate", "agent_context", "spec_from_row"]
+
+
+def spec_from_row(row: PolicyRow) -> PolicySpec:
+    """The evaluator's view of a stored policy."""
+    return PolicySpec(
+        id=row.id,
+        agent_id=row.agent_id,
+        type=row.type,  # type: ignore[arg-type]  # validated by PolicySpec
+        rules=row.rules,  # type: ignore[arg-type]
+        priority=row.priority,
+        enabled=bool(row.enabled),
+    )
+
+
+def agent_context(agent: AgentRow) -> AgentContext:
+    """The evaluator's view of an agent."""
+    return AgentContext(
+        id=agent.id,
+        chain=agent.chain,
+        network=agent.network,
+        status=AgentStatus(agent.status),
+        owner_address=agent.owner_address,
+    )
+
+
+class PolicyGate:
+    """Evaluates requests against the stored policies and the agent's recorded usage.
+
+    Args:
+        config: the wallet configuration (tier defaults, delays, timeouts).
+        oracle: optional USD prices for ``*_usd`` rules; an unknown price is never zero.
+    """
+
+    def __init__(self, config: WalletConfig, oracle: PriceOracle | None = None) -> None:
+        self.config = config
+        self.oracle = oracle
+
+    def policies(self, uow: UnitOfWork, agent_id: str) -> list[PolicySpec]:
+        """The enabled policies that apply to ``agent_id`` (its own and global ones)."""
+        return [spec_from_row(row) for row in uow.policies.for_agent(agent_id)]
+
+    def usage(
+        self,
+        uow: UnitOfWork,
+        agent_id: str,
+        now: int,
+        specs: list[PolicySpec],
+        *,
+        exclude_tx_id: str | None = None,
+    ) -> Usage:
+        """The agent's usage over the windows its policies need (in-flight + confirmed)."""
+        from waiaas.services.policies import load_usage
+
+        return load_usage(
+            uow, agent_id, now, required_windows(specs), exclude_tx_id=exclude_tx_id
+        )
+
+    def _prices(self, agent: AgentRow, req: Request) -> Mapping[str, AssetPrice] | None:
+        if self.oracle is None:
+            return None
+        from waiaas.policy import spend_of
+
+        out: dict[str, AssetPrice] = {}
+        for asset in spend_of(req, agent.chain):
+            price = self.oracle.price_usd(agent.chain, asset)
+            if price is not None:
+                decimals = 9 if agent.chain == "solana" else 18
+                out[asset] = AssetPrice(usd=price, decimals=decimals)
+        return out
+
+    def evaluate(
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        req: Request,
+        now: int,
+        *,
+        exclude_tx_id: str | None = None,
+    ) -> Decision:
+        """Decide ``req`` for ``agent`` at ``now``.
+
+        ``exclude_tx_id`` leaves one recorded transaction out of the usage, so a queued
+        transaction re-checked before it executes is not counted against itself.
+        """
+        specs = self.policies(uow, agent.id)
+        usage = self.usage(uow, agent.id, now, specs, exclude_tx_id=exclude_tx_id)
+        return evaluate(
+            req,
+            agent_context(agent),
+            specs,
+            usage,
+            now,
+            config=self.config,
+            prices=self._prices(agent, req),
+        )
+
+    def auto_stop_reason(self, uow: UnitOfWork, agent: AgentRow, now: int) -> str | None:
+        """After an on-chain failure: the consecutive-failure trigger that fired, if any."""
+        specs = [s for s in self.policies(uow, agent.id) if isinstance(s.rules, AutoStopRules)]
+        triggers = [s for s in specs if s.rules.trigger == "consecutive_failures"]  # type: ignore[union-attr]
+        if not triggers:
+            return None
+        usage = self.usage(uow, agent.id, now, specs)
+        for spec in triggers:
+            threshold = spec.rules.threshold  # type: ignore[union-attr]
+            if usage.consecutive_failures >= threshold:
+                return (
+                    f"{usage.consecutive_failures} consecutive failed transactions "
+                    f"(threshold {threshold}, policy {spec.id})"
+                )
+        return None
+
+    def __repr__(self) -> str:
+        return f"PolicyGate(oracle={self.oracle!r})"
+

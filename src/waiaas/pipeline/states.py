@@ -1,0 +1,85 @@
+"""The transaction state machine (CORE-02 §2.3) and its audited compare-and-swap.
+
+::
+
+    PENDING ──► EXECUTING ──► SUBMITTED ──► CONFIRMED        (INSTANT, NOTIFY)
+       │            ▲  │           │
+       ▼            │  └► FAILED ◄─┘                           (permanent error, revert)
+    QUEUED ─────────┘                                          (DELAY due, APPROVAL approved)
+       ├──► CANCELLED   (owner / operator / agent cancel, rejection, kill switch)
+       └──► EXPIRED     (approval not given in time)
+    PENDING ──► FAILED  (policy denied) ;  PENDING ──► CANCELLED (kill switch)
+    EXECUTING/SUBMITTED ──► EXECUTING   (stale: rebuilt once with new bytes)
+
+Every change is ``UPDATE ... WHERE status = <expected>`` and writes its audit row in the same
+database transaction; a lost race raises :class:`InvalidTransitionError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from waiaas.db.uow import UnitOfWork
+from waiaas.errors import InvalidTransitionError
+from waiaas.types import AuditEvent, TxStatus
+
+__all__ = ["ALLOWED", "can_transition", "transition"]
+
+S = TxStatus
+ALLOWED: Mapping[TxStatus, frozenset[TxStatus]] = {
+    S.PENDING: frozenset({S.QUEUED, S.EXECUTING, S.FAILED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.EXECUTING, S.CANCELLED, S.EXPIRED, S.FAILED}),
+    # EXECUTING -> EXECUTING is a stale rebuild (new bytes replace never-landed ones).
+    S.EXECUTING: frozenset({S.EXECUTING, S.SUBMITTED, S.CONFIRMED, S.FAILED}),
+    S.SUBMITTED: frozenset({S.EXECUTING, S.CONFIRMED, S.FAILED}),
+    S.CONFIRMED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.EXPIRED: frozenset(),
+}
+
+
+def can_transition(current: TxStatus, target: TxStatus) -> bool:
+    """Whether the state machine allows ``current -> target``."""
+    return target in ALLOWED[current]
+
+
+def transition(
+    uow: UnitOfWork,
+    tx_id: str,
+    current: TxStatus,
+    target: TxStatus,
+    *,
+    event: AuditEvent | None,
+    actor: str,
+    now: int,
+    agent_id: str | None,
+    session_id: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> None:
+    """Move ``tx_id`` from ``current`` to ``target`` (CAS) and append its audit row.
+
+    Raises:
+        InvalidTransitionError: the move is not allowed, or the row was not in ``current``
+            (another thread or process got there first).
+    """
+    if not can_transition(current, target):
+        raise InvalidTransitionError("transaction", tx_id, current, target)
+    if not uow.transactions.cas_status(tx_id, current.value, target.value, **fields):
+        row = uow.transactions.get(tx_id)
+        found = row.status if row is not None else "missing"
+        raise InvalidTransitionError("transaction", tx_id, f"{found} (expected {current})", target)
+    if event is not None:
+        payload = {"from": current.value, "to": target.value}
+        payload.update(details or {})
+        uow.audit.append(
+            event,
+            actor=actor,
+            now=now,
+            agent_id=agent_id,
+            session_id=session_id,
+            tx_id=tx_id,
+            details=payload,
+        )

@@ -1,0 +1,941 @@
+"""The :class:`Wallet` facade: the composition root and the whole public API.
+
+A wallet is one SQLite file (plus its keystore directory beside it). Open it, create agents,
+give each agent a session token, set policies, and let agents send::
+
+    from waiaas import Wallet, Transfer
+    from waiaas.testing import local_chains
+
+    with Wallet.open("wallet.db", password="correct horse", chains=local_chains()) as w:
+        agent = w.create_agent("trader", chain="solana")
+        session = w.issue_session(agent.id)
+        result = w.send(session.token, Transfer(to="...", amount=1_000_000))
+        print(result.status, result.tier, result.tx_hash)
+
+Thread-safe: any number of threads (and processes, on the same file) may call it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from waiaas.chains.base import ChainAdapter
+from waiaas.clock import Clock, SystemClock
+from waiaas.config import WalletConfig
+from waiaas.db import Database
+from waiaas.db.tables import AgentRow, AuditRow, TransactionRow
+from waiaas.errors import (
+    InvalidInputError,
+    NotFoundError,
+    StateError,
+    WaiaasError,
+)
+from waiaas.ids import new_id
+from waiaas.keystore import Keystore, resolve_password
+from waiaas.pipeline import approvals, killswitch
+from waiaas.pipeline.engine import Pipeline, PipelineHooks
+from waiaas.pipeline.gate import PolicyGate
+from waiaas.pipeline.requests import normalize_request, parse_request
+from waiaas.policy import Decision
+from waiaas.policy.model import PriceOracle
+from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo, SessionManager
+from waiaas.types import (
+    AgentInfo,
+    AgentStatus,
+    AuditEntry,
+    AuditEvent,
+    AuditPage,
+    KillSwitchState,
+    Request,
+    Severity,
+    Tier,
+    TransactionInfo,
+    TxStatus,
+    TxType,
+)
+
+__all__ = ["TransactionResult", "Wallet"]
+
+log = logging.getLogger("waiaas")
+
+
+class TransactionResult(TransactionInfo):
+    """What ``send`` returns: the transaction as it stands, plus the policy decision.
+
+    Attributes:
+        decision: the policy decision (allowed, tier, every reason, budget figures).
+    """
+
+    decision: Decision | None = None
+
+
+def _info(row: TransactionRow) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads(row.metadata_json) if row.metadata_json else {}
+    err = meta.get("error") or {}
+    return {
+        "id": row.id,
+        "agent_id": row.agent_id,
+        "session_id": row.session_id,
+        "chain": row.chain,
+        "network": meta.get("network"),
+        "type": TxType(row.type),
+        "status": TxStatus(row.status),
+        "tier": Tier(row.tier) if row.tier else None,
+        "tx_hash": row.tx_hash,
+        "amount": int(row.amount) if row.amount is not None else None,
+        "to_address": row.to_address,
+        "asset": meta.get("asset"),
+        "request": meta.get("request"),
+        "created_at": row.created_at,
+        "queued_at": row.queued_at,
+        "executed_at": row.executed_at,
+        "execute_after": meta.get("execute_after"),
+        "approval_expires_at": (meta.get("approval") or {}).get("expires_at"),
+        "fee": int(meta["fee"]) if meta.get("fee") is not None else None,
+        "error": (f"{err.get('code')}: {err.get('message')}" if err else row.error),
+        "_decision": meta.get("decision"),
+    }
+
+
+def _tx_info(row: TransactionRow) -> TransactionInfo:
+    data = _info(row)
+    data.pop("_decision")
+    return TransactionInfo(**data)
+
+
+def _tx_result(row: TransactionRow) -> TransactionResult:
+    data = _info(row)
+    decision = data.pop("_decision")
+    return TransactionResult(
+        **data, decision=Decision.model_validate(decision) if decision else None
+    )
+
+
+def _agent_info(row: AgentRow) -> AgentInfo:
+    return AgentInfo(
+        id=row.id,
+        name=row.name,
+        chain=row.chain,
+        network=row.network,
+        public_key=row.public_key,
+        status=AgentStatus(row.status),
+        owner_address=row.owner_address,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        suspended_at=row.suspended_at,
+        suspension_reason=row.suspension_reason,
+    )
+
+
+def _audit_entry(row: AuditRow) -> AuditEntry:
+    assert row.id is not None
+    return AuditEntry(
+        id=row.id,
+        timestamp=row.timestamp,
+        event_type=row.event_type,
+        actor=row.actor,
+        agent_id=row.agent_id,
+        session_id=row.session_id,
+        tx_id=row.tx_id,
+        details=json.loads(row.details),
+        severity=Severity(row.severity),
+        ip_address=row.ip_address,
+    )
+
+
+def _check_id(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 128:
+        raise InvalidInputError(f"{field} must be a non-empty id string", field=field)
+    return value
+
+
+def _check_name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError("name must be a non-empty string", field="name")
+    if len(value) > 200 or any(ord(c) < 32 for c in value):
+        raise InvalidInputError(
+            "name must be at most 200 printable characters", field="name"
+        )
+    return value.strip()
+
+
+class Wallet:
+    """An embedded wallet engine for AI agents, on one SQLite file.
+
+    Open it with :meth:`open` (a context manager); everything else is a method.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("use Wallet.open(path, password=..., chains=[...])")
+
+    # ================================================================== open / close
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        password: str | None = None,
+        chains: Iterable[ChainAdapter] = (),
+        config: WalletConfig | None = None,
+        clock: Clock | None = None,
+        notifier: Any = None,
+        price_oracle: PriceOracle | None = None,
+        background: bool = False,
+        hooks: PipelineHooks | None = None,
+    ) -> Wallet:
+        """Open (or create) the wallet at ``path`` and recover anything a crash left behind.
+
+        Args:
+            path: the SQLite file. A new file gets the schema; an older one is upgraded.
+            password: the master password. When ``None``, ``WAIAAS_MASTER_PASSWORD`` or the
+                OS keyring (service ``waiaas``, user = the absolute path) are tried; nothing
+                ever prompts.
+            chains: the chain adapters agents may use, e.g. ``waiaas.testing.local_chains()``
+                or ``[SolanaAdapter.rpc(url, network="mainnet-beta")]``.
+            config: a :class:`WalletConfig` (defaults documented there).
+            clock: the time source (``waiaas.testing.FrozenClock`` in tests).
+            notifier: where events go after commit (a ``Notifier``); when ``None`` the
+                notification channels stored in the wallet are used.
+            price_oracle: USD prices for ``*_usd`` policy rules.
+            background: run :meth:`process_due` and the WAL checkpoint in a thread.
+            hooks: test hooks called at each pipeline stage boundary.
+
+        Raises:
+            InvalidInputError: a bad argument (e.g. two adapters for one network).
+            DatabaseOpenError, NotADatabaseError, SchemaTooNewError, MigrationError.
+            PasswordUnavailableError, WrongPasswordError, KeystoreError.
+        """
+        self = object.__new__(cls)
+        self._init(path, password, chains, config, clock, notifier, price_oracle, hooks)
+        if background:
+            self.start_background()
+        return self
+
+    def _init(
+        self,
+        path: str | os.PathLike[str],
+        password: str | None,
+        chains: Iterable[ChainAdapter],
+        config: WalletConfig | None,
+        clock: Clock | None,
+        notifier: Any,
+        price_oracle: PriceOracle | None,
+        hooks: PipelineHooks | None,
+    ) -> None:
+        self.config = config if config is not None else WalletConfig()
+        if not isinstance(self.config, WalletConfig):
+            raise InvalidInputError("config must be a WalletConfig", field="config")
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        adapters: dict[tuple[str, str], ChainAdapter] = {}
+        for adapter in chains:
+            if not isinstance(adapter, ChainAdapter):
+                raise InvalidInputError(
+                    f"{adapter!r} does not implement the ChainAdapter protocol", field="chains"
+                )
+            key = (adapter.chain, adapter.network)
+            if key in adapters:
+                raise InvalidInputError(
+                    f"two adapters for {key[0]}/{key[1]}", field="chains"
+                )
+            adapters[key] = adapter
+        self._closed = False
+        self._bg_stop = threading.Event()
+        self._bg_thread: threading.Thread | None = None
+        self.db = Database.open(path)
+        try:
+            keystore_dir = Path(self.config.keystore_dir or f"{self.db.path}.keystore")
+            secret = resolve_password(password, keyring_user=str(self.db.path))
+            if Keystore.exists(keystore_dir):
+                self.keystore = Keystore.open(keystore_dir, clock=self.clock)
+                self.keystore.unlock(secret)
+            else:
+                self.keystore = Keystore.create(
+                    keystore_dir, secret, kdf=self.config.kdf, clock=self.clock
+                )
+            del secret
+            self.sessions = SessionManager(self.db, self.keystore, self.clock, self.config)
+            self._notifier = notifier
+            self.pipeline = Pipeline(
+                db=self.db,
+                keys=self.keystore,
+                adapters=adapters,
+                sessions=self.sessions,
+                gate=PolicyGate(self.config, price_oracle),
+                clock=self.clock,
+                config=self.config,
+                notifier=self._bridge(notifier),
+                hooks=hooks,
+            )
+            self._audit(AuditEvent.KEYSTORE_UNLOCKED, actor="system")
+            self._audit(AuditEvent.DAEMON_STARTED, actor="system",
+                        details={"chains": [f"{c}/{n}" for c, n in adapters]})
+            self._recover()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _bridge(self, notifier: Any) -> Any:
+        from waiaas.pipeline.notifications import PipelineNotifier
+
+        return PipelineNotifier(self.db, notifier, self.clock)
+
+    def close(self) -> None:
+        """Stop background work, flush notifications, lock the keystore, close the database.
+
+        Idempotent.
+        """
+        if self._closed:
+            return
+        self.stop_background()
+        try:
+            self._audit(AuditEvent.DAEMON_STOPPED, actor="system")
+        except WaiaasError as exc:  # pragma: no cover - best effort on the way out
+            log.warning("could not record DAEMON_STOPPED: %s", exc)
+        close_notifier = getattr(self.pipeline.notifier, "close", None)
+        if close_notifier is not None:
+            close_notifier(timeout=10.0)
+        self.sessions.forget_secret()
+        self.keystore.lock()
+        self.db.close()
+        self._closed = True
+
+    def __enter__(self) -> Wallet:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"Wallet(path={str(self.db.path)!r}, {state})"
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self.db.path
+
+    def _audit(
+        self, event: AuditEvent, *, actor: str, agent_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        with self.db.write() as uow:
+            uow.audit.append(event, actor=actor, now=self.clock.now(), agent_id=agent_id,
+                             details=details)
+            uow.commit()
+
+    # ================================================================== recovery
+
+    def _recover(self) -> None:
+        """Finish what a crash interrupted: agent creation/termination, in-flight transactions."""
+        now = self.clock.now()
+        with self.db.write() as uow:
+            for agent in uow.agents.list(status="CREATING"):
+                if self.keystore.has_key(agent.id):
+                    if uow.agents.cas_status(agent.id, ["CREATING"], "ACTIVE", updated_at=now):
+                        uow.audit.append(AuditEvent.AGENT_ACTIVATED, actor="system", now=now,
+                                         agent_id=agent.id, details={"recovered": True})
+                elif uow.agents.cas_status(
+                    agent.id, ["CREATING"], "TERMINATED", updated_at=now,
+                    suspension_reason="creation interrupted before the key was stored",
+                ):
+                    uow.audit.append(AuditEvent.AGENT_TERMINATED, actor="system", now=now,
+                                     agent_id=agent.id,
+                                     details={"reason": "creation interrupted"})
+            uow.commit()
+        for agent in self._agent_rows(status="TERMINATING"):
+            self._finish_termination(agent.id, actor="system")
+        self.pipeline.recover()
+
+    # ================================================================== agents
+
+    def create_agent(
+        self,
+        name: str,
+        chain: str,
+        network: str | None = None,
+        *,
+        owner_address: str | None = None,
+    ) -> AgentInfo:
+        """Create an agent with a new key sealed in the keystore.
+
+        The agent goes CREATING -> ACTIVE (AGENT_CREATED, AGENT_ACTIVATED audited). A crash in
+        between is finished by the next ``Wallet.open``.
+
+        Args:
+            name: a label for people.
+            chain: ``"solana"``, ``"evm"`` or a third-party adapter's chain.
+            network: which network (default: the only configured one for that chain).
+            owner_address: the owner's wallet address (approves APPROVAL-tier requests).
+
+        Raises:
+            InvalidInputError: bad name, unknown chain/network, invalid owner address.
+
+        Example::
+
+            agent = wallet.create_agent("trader", "solana", owner_address=owner_pubkey)
+        """
+        name = _check_name(name)
+        adapter = self._adapter(chain, network)
+        owner = approvals.validate_owner_address(owner_address) if owner_address else None
+        secret, public_key = adapter.generate_secret()
+        now = self.clock.now()
+        agent_id = new_id()
+        with self.db.write() as uow:
+            uow.agents.add(AgentRow(
+                id=agent_id, name=name, chain=adapter.chain, network=adapter.network,
+                public_key=public_key, status="CREATING", owner_address=owner,
+                created_at=now, updated_at=now,
+            ))
+            uow.audit.append(AuditEvent.AGENT_CREATED, actor="owner", now=now, agent_id=agent_id,
+                             details={"name": name, "chain": adapter.chain,
+                                      "network": adapter.network, "public_key": public_key,
+                                      "owner_address": owner})
+            uow.commit()
+        self.keystore.add_key(agent_id, adapter.chain, secret, public_key)
+        del secret
+        with self.db.write() as uow:
+            uow.agents.cas_status(agent_id, ["CREATING"], "ACTIVE", updated_at=now)
+            uow.audit.append(AuditEvent.AGENT_ACTIVATED, actor="system", now=now,
+                             agent_id=agent_id)
+            uow.commit()
+        return self.get_agent(agent_id)
+
+    def _adapter(self, chain: object, network: str | None) -> ChainAdapter:
+        if not isinstance(chain, str) or not chain:
+            raise InvalidInputError("chain must be a non-empty string", field="chain")
+        candidates = [a for (c, n), a in self.pipeline.adapters.items()
+                      if c == chain and (network is None or n == network)]
+        if not candidates:
+            known = ", ".join(f"{c}/{n}" for c, n in self.pipeline.adapters) or "none"
+            raise InvalidInputError(
+                f"no chain adapter for {chain}/{network or '*'} (configured: {known})",
+                field="chain",
+            )
+        if len(candidates) > 1:
+            raise InvalidInputError(
+                f"several {chain} networks are configured; name the network", field="network"
+            )
+        return candidates[0]
+
+    def _agent_row(self, agent_id: str) -> AgentRow:
+        _check_id(agent_id, "agent_id")
+        with self.db.read() as uow:
+            row = uow.agents.get(agent_id)
+        if row is None:
+            raise NotFoundError("agent", agent_id)
+        return row
+
+    def _agent_rows(self, status: str | None = None) -> list[AgentRow]:
+        with self.db.read() as uow:
+            return uow.agents.list(status=status)
+
+    def get_agent(self, agent_id: str) -> AgentInfo:
+        """The agent with id ``agent_id``.
+
+        Raises:
+            NotFoundError: no such agent.
+        """
+        return _agent_info(self._agent_row(agent_id))
+
+    def list_agents(self, *, status: AgentStatus | str | None = None) -> list[AgentInfo]:
+        """All agents (optionally only those in ``status``), oldest first."""
+        if status is not None:
+            try:
+                status = AgentStatus(status)
+            except ValueError:
+                raise InvalidInputError(f"unknown agent status {status!r}", field="status") from None
+        return [_agent_info(r) for r in self._agent_rows(status=status)]
+
+    def suspend_agent(self, agent_id: str, *, reason: str = "suspended by the owner") -> AgentInfo:
+        """Suspend an ACTIVE agent: it cannot transact until resumed (AGENT_SUSPENDED).
+
+        Raises:
+            NotFoundError, StateError (not ACTIVE).
+        """
+        self._agent_row(agent_id)
+        now = self.clock.now()
+        with self.db.write() as uow:
+            if not uow.agents.cas_status(agent_id, ["ACTIVE"], "SUSPENDED", suspended_at=now,
+                                         suspension_reason=reason, updated_at=now):
+                row = uow.agents.get(agent_id)
+                raise StateError(f"agent {agent_id} is {row.status if row else 'missing'}, "
+                                 "not ACTIVE", agent_id=agent_id)
+            uow.audit.append(AuditEvent.AGENT_SUSPENDED, actor="owner", now=now,
+                             agent_id=agent_id, details={"reason": reason})
+            uow.commit()
+        self.pipeline.publish(AuditEvent.AGENT_SUSPENDED, agent_id=agent_id, reason=reason)
+        return self.get_agent(agent_id)
+
+    def resume_agent(self, agent_id: str) -> AgentInfo:
+        """Resume a SUSPENDED agent (AGENT_RESUMED). Not while the kill switch is active.
+
+        Raises:
+            NotFoundError, StateError (not SUSPENDED), KillSwitchActiveError.
+        """
+        self._agent_row(agent_id)
+        now = self.clock.now()
+        with self.db.write() as uow:
+            killswitch.ensure_inactive(uow)
+            if not uow.agents.cas_status(agent_id, ["SUSPENDED"], "ACTIVE", suspended_at=None,
+                                         suspension_reason=None, updated_at=now):
+                row = uow.agents.get(agent_id)
+                raise StateError(f"agent {agent_id} is {row.status if row else 'missing'}, "
+                                 "not SUSPENDED", agent_id=agent_id)
+            uow.audit.append(AuditEvent.AGENT_RESUMED, actor="owner", now=now, agent_id=agent_id)
+            uow.commit()
+        return self.get_agent(agent_id)
+
+    def terminate_agent(self, agent_id: str) -> AgentInfo:
+        """Terminate an agent for good: its sessions are revoked, its PENDING/QUEUED
+        transactions cancelled, its key archived; its history is kept (AGENT_TERMINATED).
+
+        Raises:
+            NotFoundError, StateError (already terminated).
+        """
+        self._agent_row(agent_id)
+        now = self.clock.now()
+        with self.db.write() as uow:
+            if not uow.agents.cas_status(agent_id, ["CREATING", "ACTIVE", "SUSPENDED"],
+                                         "TERMINATING", updated_at=now):
+                raise StateError(f"agent {agent_id} is already terminated", agent_id=agent_id)
+            uow.commit()
+        return self._finish_termination(agent_id, actor="owner")
+
+    def _finish_termination(self, agent_id: str, *, actor: str) -> AgentInfo:
+        now = self.clock.now()
+        with self.db.write() as uow:
+            revoked = self.sessions.revoke_all_for_agent(uow, agent_id, now, "agent terminated")
+            cancelled = 0
+            for row in uow.transactions.active_for_agent(agent_id):
+                if row.status in (TxStatus.PENDING, TxStatus.QUEUED) and \
+                        uow.transactions.cas_status(row.id, row.status, "CANCELLED",
+                                                    error="AGENT_TERMINATED"):
+                    cancelled += 1
+                    uow.audit.append(AuditEvent.TX_CANCELLED, actor=actor, now=now,
+                                     agent_id=agent_id, tx_id=row.id,
+                                     details={"from": row.status, "to": "CANCELLED",
+                                              "reason": "agent terminated"})
+            uow.agents.cas_status(agent_id, ["TERMINATING"], "TERMINATED", updated_at=now)
+            uow.audit.append(AuditEvent.AGENT_TERMINATED, actor=actor, now=now,
+                             agent_id=agent_id,
+                             details={"sessions_revoked": revoked,
+                                      "transactions_cancelled": cancelled})
+            uow.commit()
+        if self.keystore.has_key(agent_id):
+            self.keystore.remove_key(agent_id)
+        return self.get_agent(agent_id)
+
+    def set_owner(self, agent_id: str, owner_address: str | None) -> AgentInfo:
+        """Set (or clear, with ``None``) the owner address that approves APPROVAL requests.
+
+        An EVM owner (``0x...``) signs with SIWE (EIP-4361 + EIP-191); a Solana owner
+        (base58) signs the same fields with ed25519. Pending approvals keep the owner they
+        were created for.
+
+        Raises:
+            NotFoundError, InvalidInputError (not a valid EVM or Solana address).
+        """
+        self._agent_row(agent_id)
+        owner = approvals.validate_owner_address(owner_address) if owner_address else None
+        now = self.clock.now()
+        with self.db.write() as uow:
+            uow.agents.update_fields(agent_id, owner_address=owner, updated_at=now)
+            uow.audit.append(AuditEvent.AGENT_OWNER_SET, actor="owner", now=now,
+                             agent_id=agent_id, details={"owner_address": owner})
+            uow.commit()
+        return self.get_agent(agent_id)
+
+    def rotate_key(self, agent_id: str) -> AgentInfo:
+        """Give an agent a new key; the old one is archived (KEY_ROTATED).
+
+        Funds stay with the old address: move them first. Not while transactions of the
+        agent are in flight.
+
+        Raises:
+            NotFoundError, StateError (terminated, or transactions in flight).
+        """
+        agent = self._agent_row(agent_id)
+        if agent.status in ("TERMINATING", "TERMINATED"):
+            raise StateError(f"agent {agent_id} is {agent.status}", agent_id=agent_id)
+        adapter = self._adapter(agent.chain, agent.network)
+        now = self.clock.now()
+        with self.db.write() as uow:
+            if uow.transactions.active_for_agent(agent_id):
+                raise StateError("the agent has transactions in flight; rotate later",
+                                 agent_id=agent_id)
+            secret, public_key = adapter.generate_secret()
+            rotation = self.keystore.rotate_key(agent_id, secret, public_key)
+            del secret
+            uow.agents.update_fields(agent_id, public_key=public_key, updated_at=now)
+            uow.audit.append(AuditEvent.KEY_ROTATED, actor="owner", now=now, agent_id=agent_id,
+                             details={"old_public_key": rotation.old_public_key,
+                                      "new_public_key": rotation.new_public_key})
+            uow.commit()
+        return self.get_agent(agent_id)
+
+    # ================================================================== sessions
+
+    def issue_session(
+        self,
+        agent_id: str,
+        *,
+        ttl: int | None = None,
+        constraints: SessionConstraints | Mapping[str, Any] | None = None,
+    ) -> IssuedSession:
+        """Issue a session token for an ACTIVE agent (SESSION_ISSUED). The token is shown once.
+
+        Raises:
+            NotFoundError, AgentNotActiveError, InvalidInputError (bad ttl/constraints),
+            KillSwitchActiveError.
+        """
+        with self.db.read() as uow:
+            killswitch.ensure_inactive(uow)
+        return self.sessions.issue(agent_id, ttl=ttl, constraints=constraints)
+
+    def renew_session(self, token: str) -> IssuedSession:
+        """Renew a session: a new token; the old one stops working at once (SESSION_RENEWED)."""
+        return self.sessions.renew(token)
+
+    def revoke_session(self, session_id: str) -> None:
+        """Revoke a session (SESSION_REVOKED); its token is refused from now on."""
+        self.sessions.revoke(_check_id(session_id, "session_id"), actor="owner")
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        """What is known about a session (never its token)."""
+        return self.sessions.get(_check_id(session_id, "session_id"))
+
+    def list_sessions(self, agent_id: str) -> list[SessionInfo]:
+        """An agent's sessions."""
+        return list(self.sessions.list_for_agent(_check_id(agent_id, "agent_id")))
+
+    # ================================================================== policies
+
+    @property
+    def policies(self) -> Any:
+        """Policy management (:class:`waiaas.services.policies.PolicyService`)."""
+        from waiaas.services.policies import PolicyService
+
+        service = getattr(self, "_policy_service", None)
+        if service is None:
+            service = PolicyService(self.db, self.clock, self.config)
+            self._policy_service = service
+        return service
+
+    def add_policy(
+        self,
+        type: str,
+        rules: Mapping[str, Any] | str,
+        *,
+        agent_id: str | None = None,
+        priority: int = 0,
+        enabled: bool = True,
+    ) -> Any:
+        """Add a policy, global (``agent_id=None``) or for one agent (POLICY_UPDATED).
+
+        Raises:
+            InvalidInputError: unknown type or invalid rules, with every problem listed.
+        """
+        return self.policies.add(type, rules, agent_id=agent_id, priority=priority,
+                                 enabled=enabled)
+
+    # ================================================================== transactions
+
+    def send(self, token: str, request: Request | Mapping[str, Any]) -> TransactionResult:
+        """Run an agent's request through the pipeline, as far as its tier allows now.
+
+        INSTANT and NOTIFY execute at once (and are confirmed within
+        ``config.confirm_timeout``); DELAY returns QUEUED with ``execute_after``; APPROVAL
+        returns QUEUED waiting for the owner's signature.
+
+        Args:
+            token: the agent's session token.
+            request: a :class:`Transfer`, :class:`TokenTransfer`, :class:`ContractCall`,
+                :class:`Approve` or :class:`Batch` (or a mapping with a ``type``).
+
+        Raises:
+            InvalidInputError / InvalidAddressError: malformed request.
+            AuthError (TokenExpiredError, TokenRevokedError): the token was refused.
+            KillSwitchActiveError, AgentNotActiveError.
+            ConstraintViolationError: a session constraint refused it.
+            PolicyDeniedError: a policy denied it (``.reasons``, ``.decision``, ``.tx_id``).
+
+        Example::
+
+            result = wallet.send(token, Transfer(to=dest, amount=5_000_000))
+            if result.status == "QUEUED": ...
+        """
+        row = self.pipeline.send(token, request)
+        return _tx_result(row)
+
+    def get_transaction(self, tx_id: str) -> TransactionResult:
+        """A transaction by id.
+
+        Raises:
+            NotFoundError.
+        """
+        return _tx_result(self.pipeline.get_row(_check_id(tx_id, "tx_id")))
+
+    def list_transactions(
+        self,
+        *,
+        agent_id: str | None = None,
+        status: TxStatus | str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[TransactionInfo]:
+        """Transactions, newest first; page with ``before`` = the last id of a page."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise InvalidInputError("limit must be an int from 1 to 1000", field="limit")
+        if status is not None:
+            try:
+                status = TxStatus(status)
+            except ValueError:
+                raise InvalidInputError(f"unknown status {status!r}", field="status") from None
+        with self.db.read() as uow:
+            rows = uow.transactions.list(agent_id=agent_id, status=status, limit=limit,
+                                         before_id=before)
+        return [_tx_info(r) for r in rows]
+
+    def cancel(self, tx_id: str, *, token: str | None = None) -> TransactionInfo:
+        """Cancel a PENDING or QUEUED transaction (during a DELAY cooldown or APPROVAL wait).
+
+        Without ``token`` the operator/owner cancels; with the agent's session token the
+        agent cancels its own transaction.
+
+        Raises:
+            NotFoundError, AuthError, StateError (already executing or final).
+        """
+        actor = "operator" if token is None else "agent"
+        return _tx_info(self.pipeline.cancel(_check_id(tx_id, "tx_id"), actor=actor, token=token))
+
+    def approval_message(self, tx_id: str, action: Literal["approve", "reject"] = "approve") -> str:
+        """The exact text the owner signs to approve (or reject) an APPROVAL transaction.
+
+        EVM owners sign it with ``personal_sign`` (EIP-191) - it is an EIP-4361 message;
+        Solana owners sign its UTF-8 bytes with ed25519.
+
+        Raises:
+            NotFoundError, ApprovalError (not waiting for approval), InvalidInputError.
+        """
+        req = self.pipeline.approval_request(_check_id(tx_id, "tx_id"))
+        return approvals.build_message(req, action)
+
+    def approve(self, tx_id: str, signature: str) -> TransactionInfo:
+        """Approve with the owner's signature of :meth:`approval_message`; then execute.
+
+        Raises:
+            ApprovalError: wrong signer, replay, another transaction's or action's signature,
+                expired (the transaction becomes EXPIRED), or not waiting for approval.
+        """
+        return _tx_info(self.pipeline.decide(_check_id(tx_id, "tx_id"), signature, approve=True))
+
+    def reject(self, tx_id: str, signature: str) -> TransactionInfo:
+        """Reject with the owner's signature of ``approval_message(tx_id, "reject")``.
+
+        Raises:
+            ApprovalError: as for :meth:`approve`.
+        """
+        return _tx_info(self.pipeline.decide(_check_id(tx_id, "tx_id"), signature,
+                                             approve=False))
+
+    def dry_run(
+        self, request: Request | Mapping[str, Any], *, agent_id: str | None = None,
+        token: str | None = None,
+    ) -> Any:
+        """Evaluate a hypothetical request; write nothing. Returns an explanation that says
+        which rules fired and what would change the outcome.
+
+        Name the agent by ``agent_id`` (owner) or ``token`` (the agent itself).
+
+        Raises:
+            InvalidInputError, NotFoundError, AuthError.
+        """
+        from waiaas.policy import explain
+
+        now = self.clock.now()
+        req = parse_request(request)
+        with self.db.read() as uow:
+            if token is not None:
+                agent_id = self.sessions.verify_in(uow, token, now).agent_id
+            if agent_id is None:
+                raise InvalidInputError("give agent_id or token", field="agent_id")
+            agent = uow.agents.get(_check_id(agent_id, "agent_id"))
+            if agent is None:
+                raise NotFoundError("agent", agent_id)
+            adapter = self._adapter(agent.chain, agent.network)
+            req = normalize_request(adapter, req)
+            gate = self.pipeline.gate
+            specs = gate.policies(uow, agent.id)
+            usage = gate.usage(uow, agent.id, now, specs)
+            from waiaas.pipeline.gate import agent_context
+
+            return explain(req, agent_context(agent), specs, usage, now, config=self.config)
+
+    # ================================================================== operations
+
+    def process_due(self) -> dict[str, int]:
+        """One pass of due work (delays, approval expiry, session expiry, confirmations)."""
+        return self.pipeline.process_due()
+
+    def start_background(self, interval: float = 1.0) -> None:
+        """Run :meth:`process_due` every ``interval`` seconds and the WAL checkpoint every
+        ``config.checkpoint_interval`` seconds, in a daemon thread until :meth:`close`."""
+        if self._bg_thread is not None:
+            return
+        if interval <= 0:
+            raise InvalidInputError("interval must be positive", field="interval")
+        self._bg_stop.clear()
+        self.db.start_checkpointer(self.config.checkpoint_interval)
+
+        def run() -> None:
+            while not self._bg_stop.wait(interval):
+                try:
+                    self.process_due()
+                except WaiaasError as exc:
+                    log.warning("background pass failed (will retry): %s", exc)
+                except Exception:
+                    log.exception("background pass crashed (will retry)")
+
+        self._bg_thread = threading.Thread(target=run, name="waiaas-due", daemon=True)
+        self._bg_thread.start()
+
+    def stop_background(self) -> None:
+        """Stop the background thread (if any)."""
+        self._bg_stop.set()
+        if self._bg_thread is not None:
+            self._bg_thread.join(timeout=30)
+            self._bg_thread = None
+        self.db.stop_checkpointer()
+
+    def kill_switch(self, reason: str = "kill switch activated by the owner") -> dict[str, Any]:
+        """Stop everything at once, atomically: suspend every agent, revoke every session,
+        cancel every PENDING/QUEUED transaction (critical KILL_SWITCH_ACTIVATED).
+
+        The state is persisted: it survives a restart until :meth:`recover`.
+
+        Raises:
+            StateError: already active.
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInputError("reason must be a non-empty string", field="reason")
+        now = self.clock.now()
+        with self.db.write() as uow:
+            summary = killswitch.activate(uow, actor="owner", reason=reason, now=now)
+            uow.commit()
+        self.pipeline.publish(AuditEvent.KILL_SWITCH_ACTIVATED, reason=reason,
+                                      severity=Severity.CRITICAL)
+        return summary
+
+    def recover(self, *, resume_agents: bool = False) -> dict[str, Any]:
+        """Turn the kill switch off (KILL_SWITCH_RECOVERED). With ``resume_agents``, the
+        agents it suspended become ACTIVE again; otherwise resume them one by one.
+
+        Raises:
+            StateError: the kill switch is not active.
+        """
+        now = self.clock.now()
+        with self.db.write() as uow:
+            summary = killswitch.recover(uow, actor="owner", now=now,
+                                         resume_agents=bool(resume_agents))
+            uow.commit()
+        self.pipeline.publish(AuditEvent.KILL_SWITCH_RECOVERED)
+        return summary
+
+    def kill_switch_state(self) -> KillSwitchState:
+        """Whether the kill switch is active."""
+        with self.db.read() as uow:
+            return killswitch.state(uow)
+
+    def audit(
+        self,
+        *,
+        agent_id: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        event_types: Sequence[AuditEvent | str] | None = None,
+        severities: Sequence[Severity | str] | None = None,
+        tx_id: str | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> AuditPage:
+        """Audit entries, newest first, filtered; pass ``next_cursor`` back as ``cursor``.
+
+        Raises:
+            InvalidInputError: bad limit, cursor or severity.
+        """
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise InvalidInputError("limit must be an int from 1 to 1000", field="limit")
+        if cursor is not None and (not isinstance(cursor, int) or isinstance(cursor, bool)):
+            raise InvalidInputError("cursor must be an int from a previous page", field="cursor")
+        sev: list[str] | None = None
+        if severities:
+            try:
+                sev = [Severity(s).value for s in severities]
+            except ValueError:
+                raise InvalidInputError("unknown severity", field="severities") from None
+        with self.db.read() as uow:
+            rows = uow.audit.query(
+                agent_id=agent_id, since=since, until=until,
+                event_types=[str(e) for e in event_types] if event_types else None,
+                severities=sev, tx_id=tx_id, before_id=cursor, limit=limit + 1,
+            )
+        entries = tuple(_audit_entry(r) for r in rows[:limit])
+        next_cursor = entries[-1].id if len(rows) > limit and entries else None
+        return AuditPage(entries=entries, next_cursor=next_cursor)
+
+    def backup(self, directory: str | os.PathLike[str] | None = None) -> Path:
+        """A consistent copy of the database (``VACUUM INTO``); returns its path.
+
+        The keystore directory is not part of it: back it up alongside (its files are
+        useless without the master password).
+        """
+        path = self.db.backup(directory)
+        self._audit(AuditEvent.BACKUP_CREATED, actor="owner", details={"path": str(path)})
+        return path
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Checkpoint the WAL now (TRUNCATE)."""
+        return self.db.checkpoint("TRUNCATE")
+
+    def balance(self, agent_id: str, token: str | None = None) -> int:
+        """The agent's native balance, or its balance of ``token``, in base units."""
+        agent = self._agent_row(agent_id)
+        adapter = self._adapter(agent.chain, agent.network)
+        if token is None:
+            return adapter.get_balance(agent.public_key)
+        return adapter.get_token_balance(agent.public_key, adapter.validate_address(token))
+
+    def change_password(self, current_password: str, new_password: str) -> None:
+        """Re-seal every key under a new master password (all or nothing).
+
+        Raises:
+            WrongPasswordError: ``current_password`` is wrong; nothing changed.
+        """
+        self.keystore.change_password(current_password, new_password)
+        self._audit(AuditEvent.KEYSTORE_PASSWORD_CHANGED, actor="owner")
+
+    def lock(self) -> None:
+        """Lock the keystore: nothing can be signed until :meth:`unlock`."""
+        self.keystore.lock()
+        self.sessions.forget_secret()
+        self._audit(AuditEvent.KEYSTORE_LOCKED, actor="owner")
+
+    def unlock(self, password: str | None = None) -> None:
+        """Unlock the keystore again (same password sources as :meth:`open`)."""
+        secret = resolve_password(password, keyring_user=str(self.db.path))
+        self.keystore.unlock(secret)
+        self._audit(AuditEvent.KEYSTORE_UNLOCKED, actor="owner")
+
