@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine.interfaces import ReflectedForeignKeyConstraint
 from sqlalchemy.pool import QueuePool
 
 from waiaas.errors import DatabaseOpenError, NotADatabaseError
@@ -54,7 +57,9 @@ def check_path(path: Path) -> bool:
         with path.open("rb") as fh:
             head = fh.read(len(_SQLITE_MAGIC))
     except OSError as exc:
-        raise DatabaseOpenError(f"cannot read {str(path)!r}: {exc.strerror}", path=str(path)) from exc
+        raise DatabaseOpenError(
+            f"cannot read {str(path)!r}: {exc.strerror}", path=str(path)
+        ) from exc
     if head and head != _SQLITE_MAGIC:
         raise NotADatabaseError(str(path))
     return bool(head)
@@ -77,6 +82,56 @@ def _on_begin(conn: Any) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+class _SQLiteDialect(SQLiteDialect_pysqlite):
+    """pysqlite, with foreign-key reflection that also sees column-level ``ON DELETE``.
+
+    SQLAlchemy reads a foreign key's ``ON DELETE`` / ``ON UPDATE`` actions only from
+    table-level ``FOREIGN KEY (...) REFERENCES`` clauses; CORE-02's DDL writes them on the
+    column (``agent_id TEXT REFERENCES agents(id) ON DELETE CASCADE``), so without this the
+    actions reflect as missing and alembic's autogenerate compare reports every such key as
+    changed. ``PRAGMA foreign_key_list`` knows the actions either way; fill them in from it.
+    """
+
+    supports_statement_cache = True
+
+    def get_foreign_keys(
+        self, connection: Any, table_name: str, schema: str | None = None, **kw: Any
+    ) -> list[ReflectedForeignKeyConstraint]:
+        fks = [
+            cast(ReflectedForeignKeyConstraint, {**fk, "options": dict(fk.get("options") or {})})
+            for fk in super().get_foreign_keys(  # type: ignore[no-untyped-call]
+                connection, table_name, schema=schema, **kw
+            )
+        ]
+        if all(fk["options"] for fk in fks):
+            return fks
+        quote = self.identifier_preparer.quote_identifier
+        prefix = f"{quote(schema)}." if schema else ""
+        rows = connection.exec_driver_sql(
+            f"PRAGMA {prefix}foreign_key_list({quote(table_name)})"
+        ).fetchall()
+        # row: id, seq, table, from, to, on_update, on_delete, match
+        by_id: dict[int, tuple[list[str], str, str, str]] = {}
+        for row in rows:
+            by_id.setdefault(row[0], ([], row[2], row[5], row[6]))[0].append(row[3])
+        actions = {(tuple(c), t): (u, d) for c, t, u, d in by_id.values()}
+        for fk in fks:
+            if fk["options"]:
+                continue
+            found = actions.get((tuple(fk["constrained_columns"]), fk["referred_table"]))
+            if found is None:
+                continue
+            on_update, on_delete = found
+            if on_delete and on_delete != "NO ACTION":
+                fk["options"]["ondelete"] = on_delete
+            if on_update and on_update != "NO ACTION":
+                fk["options"]["onupdate"] = on_update
+        return fks
+
+
+registry.register("sqlite.waiaas", __name__, "_SQLiteDialect")
+
+
 def make_engine(path: Path, *, pool_size: int = 8) -> Engine:
     """Create the SQLAlchemy engine for ``path`` with PRAGMAs and explicit BEGIN handling."""
     target = str(path)
@@ -86,7 +141,7 @@ def make_engine(path: Path, *, pool_size: int = 8) -> Engine:
         return sqlite3.connect(target, check_same_thread=False, timeout=5.0)
 
     engine = create_engine(
-        "sqlite+pysqlite://",
+        "sqlite+waiaas://",
         creator=_connect,
         poolclass=QueuePool,
         pool_size=pool_size,

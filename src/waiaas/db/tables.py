@@ -11,6 +11,8 @@ integer Unix seconds, UTC; JSON columns are TEXT.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, Text, text
 from sqlmodel import Field, SQLModel
 
@@ -49,7 +51,7 @@ TX_STATUSES = (
 )
 TIERS = ("INSTANT", "NOTIFY", "DELAY", "APPROVAL")
 SEVERITIES = ("info", "warning", "critical")
-# CORE-02's four types (migration 0001) and those migration 0002 adds.
+# CORE-02's four types (migration 0001) and those migration 0003 adds.
 CORE_POLICY_TYPES = ("SPENDING_LIMIT", "ALLOWED_ADDRESSES", "TIME_RESTRICTION", "AUTO_STOP")
 POLICY_TYPES = (
     *CORE_POLICY_TYPES,
@@ -79,6 +81,17 @@ def _text(nullable: bool = True, *, default: str | None = None, **kw: object) ->
     )
 
 
+def _spec_pk(type_: type[Text] | type[Integer]) -> Column[Any]:
+    """The ``id`` column of a table still as CORE-02's DDL created it.
+
+    SQLite does not make ``id TEXT PRIMARY KEY`` (nor ``INTEGER PRIMARY KEY``) NOT NULL, and
+    reports such a column as nullable; the declaration says so too, so that alembic's
+    autogenerate compare finds no difference. Tables rebuilt by a migration (``policies``,
+    ``notification_channels``) and new tables get ``NOT NULL`` and use a plain primary key.
+    """
+    return Column(type_, primary_key=True, nullable=True)
+
+
 def _int(nullable: bool = True, *, default: int | None = None) -> Column[int]:
     return Column(
         Integer,
@@ -98,7 +111,7 @@ class AgentRow(_Base, table=True):
         Index("idx_agents_chain_network", "chain", "network"),
     )
 
-    id: str = Field(sa_column=Column(Text, primary_key=True))
+    id: str = Field(sa_column=_spec_pk(Text))
     name: str = Field(sa_column=_text(False))
     chain: str = Field(sa_column=_text(False))
     network: str = Field(sa_column=_text(False))
@@ -121,7 +134,7 @@ class SessionRow(_Base, table=True):
         Index("idx_sessions_token_hash", "token_hash"),
     )
 
-    id: str = Field(sa_column=Column(Text, primary_key=True))
+    id: str = Field(sa_column=_spec_pk(Text))
     agent_id: str = Field(
         sa_column=Column(Text, ForeignKey("agents.id", ondelete="CASCADE"), nullable=False)
     )
@@ -145,11 +158,11 @@ class TransactionRow(_Base, table=True):
         Index("idx_transactions_tx_hash", "tx_hash", unique=True),
         Index("idx_transactions_queued_at", "queued_at"),
         Index("idx_transactions_created_at", "created_at"),
-        # migration 0002: budgets read an agent's window without scanning its history
+        # migration 0003: budgets read an agent's window without scanning its history
         Index("idx_transactions_agent_created", "agent_id", "created_at"),
     )
 
-    id: str = Field(sa_column=Column(Text, primary_key=True))
+    id: str = Field(sa_column=_spec_pk(Text))
     agent_id: str = Field(
         sa_column=Column(Text, ForeignKey("agents.id", ondelete="RESTRICT"), nullable=False)
     )
@@ -209,7 +222,7 @@ class AuditRow(_Base, table=True):
         {"sqlite_autoincrement": True},
     )
 
-    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    id: int | None = Field(default=None, sa_column=_spec_pk(Integer))
     timestamp: int = Field(sa_column=_int(False))
     event_type: str = Field(sa_column=_text(False))
     actor: str = Field(sa_column=_text(False))
@@ -230,7 +243,7 @@ class ApprovalRow(_Base, table=True):
         Index("idx_pending_approvals_expires_at", "expires_at"),
     )
 
-    id: str = Field(sa_column=Column(Text, primary_key=True))
+    id: str = Field(sa_column=_spec_pk(Text))
     tx_id: str = Field(
         sa_column=Column(Text, ForeignKey("transactions.id", ondelete="CASCADE"), nullable=False)
     )
@@ -243,7 +256,7 @@ class ApprovalRow(_Base, table=True):
 
 
 class ChannelRow(_Base, table=True):
-    """``notification_channels``: where notifications go (CORE-02 §2.7; WEBHOOK from 0003)."""
+    """``notification_channels``: where notifications go (CORE-02 §2.7; WEBHOOK from 0004)."""
 
     __tablename__ = "notification_channels"
     __table_args__ = (
@@ -263,7 +276,7 @@ class ChannelRow(_Base, table=True):
 
 
 class WalletStateRow(_Base, table=True):
-    """``wallet_state`` (migration 0004): persisted wallet-wide state such as the kill switch."""
+    """``wallet_state`` (migration 0005): persisted wallet-wide state such as the kill switch."""
 
     __tablename__ = "wallet_state"
 
