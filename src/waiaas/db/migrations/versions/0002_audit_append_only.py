@@ -3,6 +3,10 @@
 CORE-02 §2.5 leaves append-only to the application; waiaas enforces it with triggers so no
 code path (nor a stray SQL client) can rewrite history.
 
+``INSERT OR REPLACE`` (and ``REPLACE``) needs a trigger of its own: SQLite deletes the
+conflicting row without firing DELETE triggers (unless ``recursive_triggers`` is on), so
+``audit_log_no_replace`` refuses any insert that names an id already present.
+
 Revision ID: 0002
 Revises: 0001
 """
@@ -26,8 +30,14 @@ def upgrade() -> None:
         "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
         "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
     )
+    op.execute(
+        "CREATE TRIGGER audit_log_no_replace BEFORE INSERT ON audit_log "
+        "WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM audit_log WHERE id = NEW.id) "
+        "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER audit_log_no_replace")
     op.execute("DROP TRIGGER audit_log_no_delete")
     op.execute("DROP TRIGGER audit_log_no_update")
