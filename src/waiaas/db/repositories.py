@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import CursorResult, Result, and_, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -42,6 +42,11 @@ __all__ = [
 ]
 
 ACTIVE_TX_STATUSES = ("PENDING", "QUEUED", "EXECUTING", "SUBMITTED")
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows matched by an UPDATE/DELETE (``Session.execute`` types its result as plain)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class _Repository:
@@ -79,7 +84,7 @@ class AgentRepository(_Repository):
             .values(status=new, **fields)
             .execution_options(synchronize_session="fetch")
         )
-        return self.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+        return _rowcount(self.session.execute(stmt)) == 1
 
     def update_fields(self, agent_id: str, **fields: Any) -> None:
         self.session.execute(
@@ -140,7 +145,7 @@ class SessionRepository(_Repository):
             .values(revoked_at=now)
             .execution_options(synchronize_session="fetch")
         )
-        return self.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+        return _rowcount(self.session.execute(stmt)) == 1
 
 
 class TransactionRepository(_Repository):
@@ -159,7 +164,9 @@ class TransactionRepository(_Repository):
             select(TransactionRow).where(TransactionRow.tx_hash == tx_hash)
         ).first()
 
-    def cas_status(self, tx_id: str, expected: str | Iterable[str], new: str, **fields: Any) -> bool:
+    def cas_status(
+        self, tx_id: str, expected: str | Iterable[str], new: str, **fields: Any
+    ) -> bool:
         """Compare-and-swap the status; return whether this call changed it."""
         allowed = [expected] if isinstance(expected, str) else list(expected)
         stmt = (
@@ -168,7 +175,7 @@ class TransactionRepository(_Repository):
             .values(status=new, **_tx_fields(fields))
             .execution_options(synchronize_session="fetch")
         )
-        return self.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+        return _rowcount(self.session.execute(stmt)) == 1
 
     def update_fields(self, tx_id: str, **fields: Any) -> None:
         self.session.execute(
@@ -237,7 +244,8 @@ class TransactionRepository(_Repository):
         return list(self.session.exec(stmt.order_by(col(TransactionRow.id).desc()).limit(limit)))
 
     def count(self) -> int:
-        return int(self.session.execute(sa_select(func.count()).select_from(TransactionRow)).scalar_one())
+        stmt = sa_select(func.count()).select_from(TransactionRow)
+        return int(self.session.execute(stmt).scalar_one())
 
 
 def _tx_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -279,7 +287,8 @@ class PolicyRepository(_Repository):
             if include_global:
                 cond = or_(cond, col(PolicyRow.agent_id).is_(None))
             stmt = stmt.where(cond)
-        return list(self.session.exec(stmt.order_by(col(PolicyRow.priority).desc(), col(PolicyRow.id))))
+        stmt = stmt.order_by(col(PolicyRow.priority).desc(), col(PolicyRow.id))
+        return list(self.session.exec(stmt))
 
     def delete(self, policy_id: str) -> bool:
         row = self.get(policy_id)
@@ -318,7 +327,9 @@ class AuditRepository(_Repository):
             agent_id=agent_id,
             session_id=session_id,
             tx_id=tx_id,
-            details=json.dumps(dict(details or {}), separators=(",", ":"), sort_keys=True, default=str),
+            details=json.dumps(
+                dict(details or {}), separators=(",", ":"), sort_keys=True, default=str
+            ),
             severity=str(severity),
             ip_address=ip_address,
         )
@@ -339,7 +350,12 @@ class AuditRepository(_Repository):
         before_id: int | None = None,
         limit: int = 100,
     ) -> list[AuditRow]:
-        """Newest first. ``before_id`` is the cursor (the last id of the previous page)."""
+        """Newest first. ``before_id`` is the cursor (the last id of the previous page).
+
+        "Newest" is by id (append order), except when both ``agent_id`` and a time bound are
+        given: then by timestamp, then id (the order of idx_audit_log_agent_timestamp). The
+        cursor follows the same order either way, so paging visits every row exactly once.
+        """
         conds: list[Any] = []
         if agent_id is not None:
             conds.append(AuditRow.agent_id == agent_id)
@@ -353,13 +369,30 @@ class AuditRepository(_Repository):
             conds.append(col(AuditRow.severity).in_(list(severities)))
         if tx_id is not None:
             conds.append(AuditRow.tx_id == tx_id)
+        # With an agent and a time range, rows follow (agent_id, timestamp) so SQLite walks
+        # idx_audit_log_agent_timestamp; otherwise they come in id order.
+        by_time = agent_id is not None and (since is not None or until is not None)
         if before_id is not None:
-            conds.append(col(AuditRow.id) < before_id)
+            if by_time:
+                # Keyset on (timestamp, id): timestamps need not grow with ids (clocks step
+                # back, callers pass ``now``), so "id < cursor" alone would skip rows.
+                cursor_ts = (
+                    sa_select(col(AuditRow.timestamp))
+                    .where(col(AuditRow.id) == before_id)
+                    .scalar_subquery()
+                )
+                conds.append(
+                    or_(
+                        col(AuditRow.timestamp) < cursor_ts,
+                        and_(col(AuditRow.timestamp) == cursor_ts, col(AuditRow.id) < before_id),
+                    )
+                )
+            else:
+                conds.append(col(AuditRow.id) < before_id)
         stmt = select(AuditRow)
         if conds:
             stmt = stmt.where(and_(*conds))
-        if agent_id is not None and (since is not None or until is not None):
-            # Follow (agent_id, timestamp) so SQLite walks idx_audit_log_agent_timestamp.
+        if by_time:
             stmt = stmt.order_by(col(AuditRow.timestamp).desc(), col(AuditRow.id).desc())
         else:
             stmt = stmt.order_by(col(AuditRow.id).desc())
@@ -437,7 +470,7 @@ class ApprovalRepository(_Repository):
             .values(**values)
             .execution_options(synchronize_session="fetch")
         )
-        return self.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+        return _rowcount(self.session.execute(stmt)) == 1
 
 
 class ChannelRepository(_Repository):
@@ -455,7 +488,8 @@ class ChannelRepository(_Repository):
         stmt = select(ChannelRow)
         if enabled_only:
             stmt = stmt.where(ChannelRow.enabled == 1)
-        return list(self.session.exec(stmt.order_by(col(ChannelRow.priority).desc(), col(ChannelRow.id))))
+        stmt = stmt.order_by(col(ChannelRow.priority).desc(), col(ChannelRow.id))
+        return list(self.session.exec(stmt))
 
     def delete(self, channel_id: str) -> bool:
         row = self.get(channel_id)
