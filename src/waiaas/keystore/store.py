@@ -59,6 +59,7 @@ from waiaas.errors import (
     KeystoreError,
     KeystoreLockedError,
     NotFoundError,
+    WaiaasError,
     WrongPasswordError,
 )
 from waiaas.ids import new_id
@@ -493,6 +494,7 @@ class Keystore:
                 f"cannot create keystore {root}: parent directory does not exist",
                 path=str(root),
             )
+        self._refuse_occupied()  # before touching the directory at all
         try:
             _files.make_private_dir(root)
         except OSError as exc:
@@ -500,23 +502,7 @@ class Keystore:
                 f"cannot create keystore directory {root}: {exc.strerror or exc}", path=str(root)
             ) from None
         with self._dirlock.hold():
-            if (root / _CURRENT).exists():
-                raise KeystoreError(
-                    f"a keystore already exists at {root}; use Keystore.open", path=str(root)
-                )
-            foreign = sorted(
-                name
-                for name in os.listdir(root)
-                if name != _LOCK
-                and not name.startswith(_files.TMP_PREFIX)
-                and not _GEN_RE.fullmatch(name)
-            )
-            if foreign:
-                raise KeystoreError(
-                    f"cannot create keystore in {root}: the directory is not empty "
-                    f"({', '.join(foreign[:5])})",
-                    path=str(root),
-                )
+            self._refuse_occupied()  # again, now that no other writer can interfere
             self._remove_leftovers(keep=None)
             salt = _crypto.new_salt()
             master = _crypto.derive_key(secret, salt, limits.opslimit, limits.memlimit)
@@ -537,6 +523,32 @@ class Keystore:
                 self._install(master, seal_key, 1, header.keystore_id)
         _log.info("keystore created at %s", root)
         return self
+
+    def _refuse_occupied(self) -> None:
+        root = self._root
+        if not root.exists():
+            return
+        if not root.is_dir():
+            raise KeystoreError(
+                f"cannot create keystore at {root}: not a directory", path=str(root)
+            )
+        if (root / _CURRENT).exists():
+            raise KeystoreError(
+                f"a keystore already exists at {root}; use Keystore.open", path=str(root)
+            )
+        foreign = sorted(
+            name
+            for name in os.listdir(root)
+            if name != _LOCK
+            and not name.startswith(_files.TMP_PREFIX)
+            and not _GEN_RE.fullmatch(name)
+        )
+        if foreign:
+            raise KeystoreError(
+                f"cannot create keystore in {root}: the directory is not empty "
+                f"({', '.join(foreign[:5])})",
+                path=str(root),
+            )
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> Keystore:
@@ -1075,9 +1087,11 @@ class Keystore:
                 # after it the new one.
                 try:
                     self._write_current(new_generation)
-                except OSError as exc:
-                    _files.remove_tree(self._gen_dir(new_generation))
-                    raise self._io_error("change_password", exc) from None
+                except BaseException as exc:
+                    self._abandon_generation(generation, new_generation)
+                    if isinstance(exc, OSError):
+                        raise self._io_error("change_password", exc) from None
+                    raise
                 with self._state:
                     if self._master is not None:
                         self._install(new_master, seal_key, new_generation, header.keystore_id)
@@ -1091,6 +1105,15 @@ class Keystore:
                 _crypto.wipe(new_master)
                 _crypto.wipe(seal_key)
         _log.info("keystore password changed at %s (generation %d)", self._root, new_generation)
+
+    def _abandon_generation(self, old_generation: int, new_generation: int) -> None:
+        """After a failed switch, delete the new generation unless it did become current."""
+        try:
+            in_force = self._read_current()
+        except WaiaasError:
+            in_force = None
+        if in_force == old_generation:
+            _files.remove_tree(self._gen_dir(new_generation))
 
     def _write_new_generation(
         self,
