@@ -1,0 +1,304 @@
+"""The audit log: append-only in the database, default severities, queries and paging."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+
+from waiaas.db import Database
+from waiaas.db.tables import AuditRow
+from waiaas.types import AuditEvent, Severity
+
+NOW = 1_750_000_000
+
+# CORE-02 §2.5's event list with its severities (waiaas adds more events; all default info
+# unless types.py says otherwise).
+SPEC_SEVERITIES = {
+    "AGENT_CREATED": "info",
+    "AGENT_ACTIVATED": "info",
+    "AGENT_SUSPENDED": "warning",
+    "AGENT_TERMINATED": "info",
+    "SESSION_ISSUED": "info",
+    "SESSION_REVOKED": "info",
+    "SESSION_EXPIRED": "info",
+    "TX_REQUESTED": "info",
+    "TX_QUEUED": "info",
+    "TX_SUBMITTED": "info",
+    "TX_CONFIRMED": "info",
+    "TX_FAILED": "warning",
+    "TX_CANCELLED": "info",
+    "POLICY_VIOLATION": "warning",
+    "POLICY_UPDATED": "info",
+    "KEYSTORE_UNLOCKED": "info",
+    "KEYSTORE_LOCKED": "info",
+    "KEY_ROTATED": "info",
+    "KILL_SWITCH_ACTIVATED": "critical",
+    "DAEMON_STARTED": "info",
+    "DAEMON_STOPPED": "info",
+    "AUTH_FAILED": "warning",
+    "RATE_LIMIT_EXCEEDED": "warning",
+}
+
+
+def _append_some(db: Database) -> list[int]:
+    with db.write() as uow:
+        ids = [
+            uow.audit.append(AuditEvent.AGENT_CREATED, actor="owner", now=NOW, agent_id="a1"),
+            uow.audit.append(
+                AuditEvent.TX_FAILED,
+                actor="system",
+                now=NOW + 1,
+                agent_id="a1",
+                tx_id="t1",
+                details={"error": "boom", "amount": 10**30},
+                ip_address="127.0.0.1",
+            ),
+        ]
+        uow.commit()
+    return ids
+
+
+def test_update_and_delete_fail_through_sqlalchemy(db: Database) -> None:
+    """UPDATE and DELETE of audit rows abort with 'append-only'; rows stay as they were."""
+    _append_some(db)
+    for stmt in (
+        update(AuditRow).values(actor="attacker"),
+        delete(AuditRow),
+        delete(AuditRow).where(AuditRow.event_type == "TX_FAILED"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(IntegrityError, match="audit_log is append-only"), db.write() as uow:
+            uow.session.execute(stmt)
+    with pytest.raises(IntegrityError, match="append-only"), db.write() as uow:
+        row = uow.audit.query(limit=1)[0]
+        uow.session.delete(row)
+        uow.session.flush()
+    with db.read() as uow:
+        assert [(r.actor, r.event_type) for r in uow.audit.query()] == [
+            ("system", "TX_FAILED"),
+            ("owner", "AGENT_CREATED"),
+        ]
+
+
+def test_update_and_delete_fail_through_raw_sqlite(
+    db: Database, db_path: Path, raw_connect: Callable[..., sqlite3.Connection]
+) -> None:
+    """A plain sqlite3 client cannot rewrite or erase history either."""
+    _append_some(db)
+    raw = raw_connect(db_path)
+    for sql in (
+        "UPDATE audit_log SET severity = 'info'",
+        "UPDATE audit_log SET details = '{}' WHERE id = 1",
+        "DELETE FROM audit_log",
+        "DELETE FROM audit_log WHERE id = 2",
+    ):
+        with pytest.raises(sqlite3.IntegrityError, match="audit_log is append-only"):
+            raw.execute(sql)
+    raw.rollback()
+    assert raw.execute("SELECT count(*) FROM audit_log").fetchone() == (2,)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT OR REPLACE INTO audit_log (id, timestamp, event_type, actor, details)"
+        " VALUES (1, 0, 'FORGED', 'x', '{}')",
+        "REPLACE INTO audit_log (id, timestamp, event_type, actor, details)"
+        " VALUES (2, 0, 'FORGED', 'x', '{}')",
+        "INSERT INTO audit_log (id, timestamp, event_type, actor, details)"
+        " VALUES (1, 0, 'FORGED', 'x', '{}') ON CONFLICT (id) DO UPDATE SET actor = 'x'",
+    ],
+)
+def test_replace_and_upsert_cannot_overwrite_a_row(
+    db: Database, db_path: Path, raw_connect: Callable[..., sqlite3.Connection], sql: str
+) -> None:
+    """REPLACE (which skips DELETE triggers) and upserts on an existing id are refused."""
+    _append_some(db)
+    raw = raw_connect(db_path)
+    before = raw.execute("SELECT * FROM audit_log ORDER BY id").fetchall()
+    with pytest.raises(sqlite3.IntegrityError, match="audit_log is append-only"):
+        raw.execute(sql)
+    raw.rollback()
+    assert raw.execute("SELECT * FROM audit_log ORDER BY id").fetchall() == before
+
+
+def test_new_ids_may_still_be_given_explicitly(
+    db: Database, db_path: Path, raw_connect: Callable[..., sqlite3.Connection]
+) -> None:
+    """The no-replace trigger only refuses ids that exist; a fresh explicit id is fine."""
+    _append_some(db)
+    raw = raw_connect(db_path)
+    with raw:
+        raw.execute(
+            "INSERT INTO audit_log (id, timestamp, event_type, actor, details)"
+            " VALUES (100, 0, 'DAEMON_STARTED', 'cli', '{}')"
+        )
+    with db.write() as uow:
+        assert uow.audit.append(AuditEvent.DAEMON_STOPPED, actor="cli", now=NOW) == 101
+        uow.commit()
+
+
+def test_appended_row_is_stored_as_given(
+    db: Database, db_path: Path, raw_connect: Callable[..., sqlite3.Connection]
+) -> None:
+    """append() stores every field; details is canonical JSON; big ints are exact."""
+    ids = _append_some(db)
+    assert ids == [1, 2]
+    raw = raw_connect(db_path)
+    assert raw.execute("SELECT * FROM audit_log WHERE id = 2").fetchone() == (
+        2,
+        NOW + 1,
+        "TX_FAILED",
+        "system",
+        "a1",
+        None,
+        "t1",
+        '{"amount":1000000000000000000000000000000,"error":"boom"}',
+        "warning",
+        "127.0.0.1",
+    )
+
+
+def test_spec_event_severities_are_the_defaults() -> None:
+    """Every event CORE-02 §2.5 lists exists with the severity the spec gives it."""
+    for name, severity in SPEC_SEVERITIES.items():
+        assert AuditEvent(name).default_severity == Severity(severity), name
+
+
+def test_writer_covers_every_event_with_its_default_severity(
+    db: Database, db_path: Path, raw_connect: Callable[..., sqlite3.Connection]
+) -> None:
+    """Each AuditEvent appends with its default severity; an explicit one overrides it."""
+    with db.write() as uow:
+        for event in AuditEvent:
+            uow.audit.append(event, actor="system", now=NOW)
+        uow.audit.append(AuditEvent.DAEMON_STARTED, actor="cli", now=NOW, severity="critical")
+        uow.commit()
+    raw = raw_connect(db_path)
+    stored = raw.execute("SELECT event_type, severity FROM audit_log ORDER BY id").fetchall()
+    assert stored[:-1] == [(str(e), str(e.default_severity)) for e in AuditEvent]
+    assert stored[-1] == ("DAEMON_STARTED", "critical")
+
+
+def test_invalid_severity_is_refused(db: Database) -> None:
+    """The severity CHECK constraint refuses anything but info/warning/critical."""
+    with pytest.raises(IntegrityError, match="CHECK"), db.write() as uow:
+        uow.audit.append("X", actor="system", now=NOW, severity="fatal")
+
+
+@pytest.fixture
+def history(db: Database) -> list[dict[str, Any]]:
+    """300 audit rows over 3 agents, 4 event types, 3 severities; timestamps not in id order."""
+    rng = random.Random(42)
+    events = ["TX_REQUESTED", "TX_CONFIRMED", "AUTH_FAILED", "KILL_SWITCH_ACTIVATED"]
+    written: list[dict[str, Any]] = []
+    with db.write() as uow:
+        for i in range(300):
+            row = {
+                "agent_id": rng.choice(["a1", "a2", None]),
+                "now": NOW + rng.randrange(0, 100),  # clock jitter: not monotonic in id
+                "event": rng.choice(events),
+                "severity": rng.choice(["info", "warning", "critical"]),
+            }
+            row["id"] = uow.audit.append(
+                row["event"],
+                actor="system",
+                now=row["now"],
+                agent_id=row["agent_id"],
+                severity=row["severity"],
+                details={"i": i},
+            )
+            written.append(row)
+        uow.commit()
+    return written
+
+
+def test_query_filters(db: Database, history: list[dict[str, Any]]) -> None:
+    """query() filters by agent, time range, event types, severities; newest id first."""
+    cases: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
+        ({}, lambda r: True),
+        ({"agent_id": "a1"}, lambda r: r["agent_id"] == "a1"),
+        ({"since": NOW + 20, "until": NOW + 40}, lambda r: NOW + 20 <= r["now"] <= NOW + 40),
+        ({"event_types": ["AUTH_FAILED"]}, lambda r: r["event"] == "AUTH_FAILED"),
+        (
+            {"severities": ["warning", "critical"]},
+            lambda r: r["severity"] in ("warning", "critical"),
+        ),
+        (
+            {"agent_id": "a2", "event_types": ["TX_REQUESTED", "TX_CONFIRMED"]},
+            lambda r: r["agent_id"] == "a2" and r["event"].startswith("TX_"),
+        ),
+    ]
+    with db.read() as uow:
+        for filters, keep in cases:
+            got = [r.id for r in uow.audit.query(**filters, limit=1000)]
+            expected = sorted((r["id"] for r in history if keep(r)), reverse=True)
+            assert got == expected, filters
+            assert got, filters  # every case matches something
+
+
+def test_agent_time_range_is_newest_timestamp_first(
+    db: Database, history: list[dict[str, Any]]
+) -> None:
+    """With an agent and a time range, rows come newest timestamp first (then id)."""
+    with db.read() as uow:
+        got = uow.audit.query(agent_id="a1", since=NOW + 10, until=NOW + 80, limit=1000)
+        by_range = uow.audit.agent_range("a1", NOW + 10, NOW + 80, limit=1000)
+    expected = sorted(
+        (r for r in history if r["agent_id"] == "a1" and NOW + 10 <= r["now"] <= NOW + 80),
+        key=lambda r: (r["now"], r["id"]),
+        reverse=True,
+    )
+    assert [r.id for r in got] == [r["id"] for r in expected]
+    assert [r.timestamp for r in by_range] == [r["now"] for r in expected]
+    assert {r.id for r in by_range} == {r["id"] for r in expected}
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"agent_id": "a1"},
+        {"since": NOW + 30},
+        {"agent_id": "a2", "since": NOW + 5, "until": NOW + 90},
+        {"agent_id": "a1", "until": NOW + 50},
+        {"severities": ["critical"]},
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("page", [1, 7, 100])
+def test_cursor_pages_through_everything_exactly_once(
+    db: Database, history: list[dict[str, Any]], filters: dict[str, Any], page: int
+) -> None:
+    """limit + before_id (last id of the previous page) visits every match exactly once."""
+    with db.read() as uow:
+        everything = [r.id for r in uow.audit.query(**filters, limit=10_000)]
+        seen: list[int] = []
+        cursor: int | None = None
+        while True:
+            rows = uow.audit.query(**filters, limit=page, before_id=cursor)
+            assert len(rows) <= page
+            if not rows:
+                break
+            seen.extend(r.id for r in rows if r.id is not None)
+            cursor = rows[-1].id
+    assert everything
+    assert seen == everything
+    assert len(set(seen)) == len(seen)
+
+
+def test_count(db: Database, history: list[dict[str, Any]]) -> None:
+    """count() agrees with the rows written, with and without filters."""
+    with db.read() as uow:
+        assert uow.audit.count() == 300
+        assert uow.audit.count(agent_id="a1") == sum(r["agent_id"] == "a1" for r in history)
+        assert uow.audit.count(event_type="AUTH_FAILED") == sum(
+            r["event"] == "AUTH_FAILED" for r in history
+        )
+        assert uow.audit.count(since=NOW + 50) == sum(r["now"] >= NOW + 50 for r in history)
