@@ -269,12 +269,18 @@ class PolicyRepository(_Repository):
         return self.session.get(PolicyRow, policy_id)
 
     def for_agent(self, agent_id: str) -> list[PolicyRow]:
-        """CORE-02 §5.4 #4: enabled policies of an agent plus global ones, priority first."""
+        """CORE-02 §5.4 #4: enabled policies of an agent plus global ones, priority first.
+
+        Reads only this agent's and the global rows (idx_policies_agent_id, both branches of
+        the OR), however many policies other agents have.
+        """
         stmt = (
             select(PolicyRow)
             .where(
                 or_(col(PolicyRow.agent_id) == agent_id, col(PolicyRow.agent_id).is_(None)),
-                PolicyRow.enabled == 1,
+                # "+ 0" keeps SQLite off idx_policies_enabled: without statistics it prefers
+                # that index, which holds nearly every row (most policies are enabled).
+                col(PolicyRow.enabled) + 0 == 1,
             )
             .order_by(col(PolicyRow.priority).desc(), col(PolicyRow.id))
         )
