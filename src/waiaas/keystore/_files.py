@@ -76,7 +76,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(directory)
 
 
-def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+def read_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
     """Read a regular file without following a symlink at its last component.
 
     Raises:
@@ -87,9 +87,9 @@ def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path.name} is not a regular file")
+            raise OSError(f"{os.path.basename(path)} is not a regular file")
         if info.st_size > limit:
-            raise OSError(f"{path.name} is larger than {limit} bytes")
+            raise OSError(f"{os.path.basename(path)} is larger than {limit} bytes")
         chunks: list[bytes] = []
         remaining = limit + 1
         while remaining > 0:
@@ -102,7 +102,7 @@ def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise OSError(f"{path.name} is larger than {limit} bytes")
+        raise OSError(f"{os.path.basename(path)} is larger than {limit} bytes")
     return data
 
 

@@ -374,7 +374,7 @@ def _check_limits(limits: object) -> KdfLimits:
     return limits
 
 
-def _check_format(data: dict[str, Any], what: str, path: Path) -> None:
+def _check_format(data: dict[str, Any], what: str, path: str | Path) -> None:
     version = data.get("format")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise KeystoreError(
@@ -421,6 +421,7 @@ class Keystore:
     __slots__ = (
         "__weakref__",
         "_clock",
+        "_current_path",
         "_current_stamp",
         "_dirlock",
         "_generation",
@@ -442,6 +443,7 @@ class Keystore:
         if clock is not None and not isinstance(clock, Clock):
             raise InvalidInputError("clock must provide now()", field="clock")
         self._root = Path(os.path.abspath(os.fspath(path)))
+        self._current_path = os.path.join(self._root, _CURRENT)  # a str: stat()ed per use
         self._clock: Clock = clock or SystemClock()
         self._dirlock = _files.DirectoryLock(self._root / _LOCK)
         self._state = threading.RLock()
@@ -1191,7 +1193,7 @@ class Keystore:
 
     def _stamp_current(self) -> tuple[int, int, int] | None:
         try:
-            info = os.stat(self._root / _CURRENT)
+            info = os.stat(self._current_path)
         except OSError:
             return None
         return (info.st_ino, info.st_mtime_ns, info.st_size)
@@ -1435,14 +1437,17 @@ class Keystore:
             raise KeyIntegrityError(record.key_id, f"failed authentication{where}") from None
 
     def _read_key(self, generation: int, key_id: str) -> _KeyRecord:
-        path = self._gen_dir(generation) / _KEYS / f"{key_id}{_SUFFIX}"
+        # Plain string joins: this is the hot path of every signature.
+        path = os.path.join(self._root, _gen_name(generation), _KEYS, key_id + _SUFFIX)
         try:
             return self._read_record_file(path, key_id, None)
         except FileNotFoundError:
             self._check_generation()
             raise NotFoundError("key", key_id) from None
 
-    def _read_record_file(self, path: Path, key_id: str, archive_id: str | None) -> _KeyRecord:
+    def _read_record_file(
+        self, path: str | Path, key_id: str, archive_id: str | None
+    ) -> _KeyRecord:
         """Parse a key or archived-key file; the ids it claims must match where it lies."""
         where = f" (archive {archive_id})" if archive_id else ""
         try:
