@@ -74,9 +74,7 @@ class AgentRepository(_Repository):
             stmt = stmt.where(AgentRow.status == status)
         return list(self.session.exec(stmt.order_by(col(AgentRow.id))))
 
-    def cas_status(
-        self, agent_id: str, expected: Iterable[str], new: str, **fields: Any
-    ) -> bool:
+    def cas_status(self, agent_id: str, expected: Iterable[str], new: str, **fields: Any) -> bool:
         """Set ``status = new`` (and ``fields``) only if the status is one of ``expected``."""
         stmt = (
             update(AgentRow)
@@ -323,9 +321,7 @@ class AuditRepository(_Repository):
     ) -> int:
         """Append one audit row in the current transaction; return its id."""
         if severity is None:
-            severity = (
-                event.default_severity if isinstance(event, AuditEvent) else Severity.INFO
-            )
+            severity = event.default_severity if isinstance(event, AuditEvent) else Severity.INFO
         row = AuditRow(
             timestamp=now,
             event_type=str(event),
@@ -417,8 +413,13 @@ class AuditRepository(_Repository):
         )
         return list(self.session.exec(stmt))
 
-    def count(self, *, agent_id: str | None = None, event_type: str | None = None,
-              since: int | None = None) -> int:
+    def count(
+        self,
+        *,
+        agent_id: str | None = None,
+        event_type: str | None = None,
+        since: int | None = None,
+    ) -> int:
         stmt = sa_select(func.count()).select_from(AuditRow)
         if agent_id is not None:
             stmt = stmt.where(AuditRow.agent_id == agent_id)  # type: ignore[arg-type]
@@ -441,8 +442,10 @@ class ApprovalRepository(_Repository):
         return self.session.get(ApprovalRow, approval_id)
 
     def for_tx(self, tx_id: str) -> ApprovalRow | None:
-        stmt = select(ApprovalRow).where(ApprovalRow.tx_id == tx_id).order_by(
-            col(ApprovalRow.created_at).desc()
+        stmt = (
+            select(ApprovalRow)
+            .where(ApprovalRow.tx_id == tx_id)
+            .order_by(col(ApprovalRow.created_at).desc())
         )
         return self.session.exec(stmt).first()
 
@@ -460,9 +463,7 @@ class ApprovalRepository(_Repository):
         )
         return list(self.session.exec(stmt))
 
-    def decide(
-        self, approval_id: str, *, approved: bool, now: int, signature: str
-    ) -> bool:
+    def decide(self, approval_id: str, *, approved: bool, now: int, signature: str) -> bool:
         """Record the owner's decision once; return False if already decided."""
         values: dict[str, Any] = {"owner_signature": signature}
         values["approved_at" if approved else "rejected_at"] = now
