@@ -167,7 +167,7 @@ class NotificationEvent:
             _check_int("decimals", self.decimals, maximum=255)
         for name in ("agent_id", "agent_name", "tx_id", "chain", "network", "to_address"):
             _check_optional_str(name, getattr(self, name))
-        _check_optional_str("asset_symbol", self.asset_symbol, 32)
+        _check_optional_str("asset_symbol", self.asset_symbol, 128)  # may be a token address
         _check_optional_str("title", self.title, _MAX_TITLE)
         _check_optional_str("message", self.message, _MAX_MESSAGE)
         if self.tier is not None and not isinstance(self.tier, str):

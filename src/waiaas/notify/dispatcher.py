@@ -51,7 +51,7 @@ from typing import Literal, Protocol, runtime_checkable
 import httpx
 
 from waiaas.clock import Clock, SystemClock
-from waiaas.errors import InvalidInputError, StateError
+from waiaas.errors import InvalidInputError, StateError, WaiaasError
 from waiaas.ids import new_id
 from waiaas.notify.base import NotificationEvent, is_critical
 from waiaas.notify.channels import Channel, OutboundRequest, ResponseVerdict
@@ -360,12 +360,15 @@ def deliver(
     except Exception:
         secrets = ()
     while True:
-        attempts += 1
         try:
             request = channel.build_request(event, now=clock.now(), delivery_id=delivery_id)
+        except WaiaasError as exc:  # our errors carry no secrets by design
+            error = _scrub(f"could not build the request: {exc.message}", secrets)
+            return result("failed")
         except Exception as exc:
             error = f"could not build the request ({type(exc).__name__})"
             return result("failed")
+        attempts += 1
         try:
             status, headers, body = _send(transport, request, policy.timeout)
             verdict = channel.check_response(status, headers, body)
@@ -577,6 +580,11 @@ class NotificationDispatcher:
                 record_errors=s.record_errors,
                 per_channel=dict(s.per_channel),
             )
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive (False once close() has finished its work)."""
+        return self._worker.is_alive()
 
     @property
     def pending(self) -> int:

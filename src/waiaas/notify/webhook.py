@@ -57,6 +57,7 @@ class WebhookSignatureError(WaiaasError):
     """
 
     code = "WEBHOOK_SIGNATURE_INVALID"
+    reason: str
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message, reason=reason)
@@ -64,7 +65,10 @@ class WebhookSignatureError(WaiaasError):
 
 def _key(secret: str | bytes) -> bytes:
     if isinstance(secret, str):
-        key = secret.encode("utf-8")
+        try:
+            key = secret.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError("secret must be valid text", field="secret") from None
     elif isinstance(secret, bytes | bytearray):
         key = bytes(secret)
     else:
