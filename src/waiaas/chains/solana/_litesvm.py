@@ -1,0 +1,182 @@
+"""The in-process backend: a real Solana runtime (``solders.litesvm.LiteSVM``) in this process.
+
+LiteSVM executes transactions synchronously, so a transaction is final as soon as it is sent.
+Two things differ from a cluster and are handled here:
+
+* LiteSVM's blockhash never advances by itself, so two identical transfers would produce the
+  same signature and the second would be refused as ``AlreadyProcessed``. This backend
+  advances the blockhash lazily: the first time a blockhash is asked for after a transaction
+  landed on the current one. Sequential build/sign/submit never goes stale; a transaction
+  built before another one landed and submitted after a third was built is stale, as on a
+  cluster whose blockhash moved on.
+* A node simulates before accepting a transaction ("preflight") and refuses failing ones
+  without charging a fee. With ``preflight=True`` (the default) this backend does the same.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from solders.hash import Hash
+from solders.litesvm import LiteSVM
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import VersionedTransaction
+from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
+
+from waiaas.chains.solana import spl
+from waiaas.chains.solana._backend import (
+    AccountData,
+    LatestBlockhash,
+    SendResult,
+    SimOutcome,
+    TxRecord,
+    message_fee,
+)
+from waiaas.chains.solana.errors import (
+    TxContext,
+    is_already_processed,
+    map_transaction_error,
+    transaction_error_to_json,
+)
+
+
+class LiteSVMBackend:
+    """A backend over one LiteSVM instance; every call holds one lock (LiteSVM is not shared-safe).
+
+    Args:
+        svm: the runtime to use; a fresh ``LiteSVM()`` when ``None``.
+    """
+
+    def __init__(self, svm: LiteSVM | None = None) -> None:
+        self._svm = svm if svm is not None else LiteSVM()
+        self._lock = threading.RLock()
+        self._blockhash_used = False
+
+    @property
+    def svm(self) -> LiteSVM:
+        """The underlying runtime (for tests that need to drive it directly)."""
+        return self._svm
+
+    @property
+    def description(self) -> str:
+        return "litesvm"
+
+    def _note_landed(self, blockhash: Hash) -> None:
+        if blockhash == self._svm.latest_blockhash():
+            self._blockhash_used = True
+
+    def latest_blockhash(self) -> LatestBlockhash:
+        with self._lock:
+            if self._blockhash_used:
+                self._svm.expire_blockhash()
+                self._blockhash_used = False
+            return LatestBlockhash(self._svm.latest_blockhash(), None)
+
+    def is_blockhash_valid(self, blockhash: Hash) -> bool:
+        with self._lock:
+            # After one expire_blockhash() LiteSVM refuses every earlier blockhash.
+            return blockhash == self._svm.latest_blockhash()
+
+    def get_account(self, pubkey: Pubkey) -> AccountData | None:
+        with self._lock:
+            account = self._svm.get_account(pubkey)
+        if account is None or (account.lamports == 0 and not account.data):
+            return None
+        return AccountData(
+            lamports=account.lamports,
+            owner=account.owner,
+            data=bytes(account.data),
+            executable=account.executable,
+        )
+
+    def get_balance(self, pubkey: Pubkey) -> int:
+        with self._lock:
+            return self._svm.get_balance(pubkey) or 0
+
+    def get_token_amount(self, token_account: Pubkey) -> int | None:
+        account = self.get_account(token_account)
+        if account is None:
+            return None
+        return spl.parse_token_account(account.data).amount
+
+    def rent_exempt_minimum(self, size: int) -> int:
+        with self._lock:
+            return self._svm.minimum_balance_for_rent_exemption(size)
+
+    def fee_for_message(self, message: MessageV0) -> int:
+        if not self.is_blockhash_valid(message.recent_blockhash):
+            raise map_transaction_error("BlockhashNotFound")
+        return message_fee(message)
+
+    def simulate(
+        self, tx: VersionedTransaction, *, sig_verify: bool, context: TxContext
+    ) -> SimOutcome:
+        with self._lock:
+            before = self._svm.get_sigverify()
+            self._svm.with_sigverify(sig_verify)
+            try:
+                result = self._svm.simulate_transaction(tx)
+            finally:
+                self._svm.with_sigverify(before)
+        if isinstance(result, FailedTransactionMetadata):
+            meta = result.meta()
+            return SimOutcome(
+                err=transaction_error_to_json(result.err()),
+                logs=tuple(meta.logs()),
+                units_consumed=meta.compute_units_consumed(),
+            )
+        meta = result.meta()
+        return SimOutcome(
+            err=None, logs=tuple(meta.logs()), units_consumed=meta.compute_units_consumed()
+        )
+
+    def send(self, tx: VersionedTransaction, *, preflight: bool, context: TxContext) -> SendResult:
+        signature = tx.signatures[0]
+        with self._lock:
+            if preflight:
+                sim = self._svm.simulate_transaction(tx)
+                if isinstance(sim, FailedTransactionMetadata):
+                    err = transaction_error_to_json(sim.err())
+                    if is_already_processed(err):
+                        return SendResult.ALREADY_PROCESSED
+                    raise map_transaction_error(err, logs=sim.meta().logs(), context=context)
+            result = self._svm.send_transaction(tx)
+            if isinstance(result, FailedTransactionMetadata):
+                err = transaction_error_to_json(result.err())
+                if is_already_processed(err):
+                    return SendResult.ALREADY_PROCESSED
+                if self._svm.get_transaction(signature) is None:
+                    # Refused before execution (stale blockhash, bad signature, no fee payer...).
+                    raise map_transaction_error(err, logs=result.meta().logs(), context=context)
+                # Otherwise it landed and failed, fee charged: get_status reports FAILED.
+            self._note_landed(tx.message.recent_blockhash)
+            return SendResult.SENT
+
+    def get_transaction(self, signature: Signature) -> TxRecord | None:
+        with self._lock:
+            result = self._svm.get_transaction(signature)
+        if result is None:
+            return None
+        if isinstance(result, TransactionMetadata):
+            return TxRecord(err=None, final=True, fee=result.fee(), logs=tuple(result.logs()))
+        meta = result.meta()
+        return TxRecord(
+            err=transaction_error_to_json(result.err()),
+            final=True,
+            fee=meta.fee(),
+            logs=tuple(meta.logs()),
+        )
+
+    def airdrop(self, pubkey: Pubkey, lamports: int) -> None:
+        with self._lock:
+            if self._blockhash_used:
+                self._svm.expire_blockhash()
+            result = self._svm.airdrop(pubkey, lamports)
+            self._blockhash_used = True
+        if isinstance(result, FailedTransactionMetadata):
+            raise map_transaction_error(result.err(), logs=result.meta().logs())
+
+    def close(self) -> None:
+        """Nothing to release: the runtime lives as long as this object."""
