@@ -473,7 +473,7 @@ class NotificationDispatcher:
         self._policy = retry or RetryPolicy()
         self._limiter = _RateLimiter(rate_limit_per_minute, monotonic)
         self._queue_size = queue_size
-        self._queue: deque[tuple[NotificationEvent, str]] = deque()
+        self._queue: deque[NotificationEvent] = deque()
         self._cond = threading.Condition()
         self._busy = False
         self._closing = False
@@ -512,9 +512,9 @@ class NotificationDispatcher:
                     dropped = self._stats.dropped_queue_full
                     reason = "full"
                 else:
-                    self._queue.append((event, new_id()))
+                    self._queue.append(event)
                     self._stats.enqueued += 1
-                    self._cond.notify_all()
+                    self._cond.notify_all()  # wakes the worker (flush() may wait here too)
                     return
             if dropped == 1 or dropped % 100 == 0:
                 _log.warning(
@@ -644,10 +644,10 @@ class NotificationDispatcher:
                         self._stats.dropped_on_close += len(self._queue)
                         self._queue.clear()
                         break
-                    event, delivery_id = self._queue.popleft()
+                    event = self._queue.popleft()
                     self._busy = True
                 try:
-                    self._dispatch(event, delivery_id)
+                    self._dispatch(event, new_id())
                 except Exception as exc:  # keep the worker alive whatever happens
                     with self._cond:
                         self._stats.internal_errors += 1

@@ -264,6 +264,10 @@ class DatabaseChannelSource:
             raise InvalidInputError("sealer must provide seal() and unseal()", field="sealer")
         self._db = db
         self._loader = _loader or _Loader(sealer)
+        self._lock = threading.Lock()
+        # (channel id, success?) -> the timestamp this source last wrote: a burst of events
+        # within one second then costs one write, not one per event
+        self._marked: dict[tuple[str, bool], int] = {}
 
     def __repr__(self) -> str:
         return f"DatabaseChannelSource({self._db!r})"
@@ -277,12 +281,18 @@ class DatabaseChannelSource:
     def record(self, report: DeliveryReport) -> None:
         """Update last_success_at/last_failure_at; audit NOTIFICATION_FAILED if undelivered."""
         event = report.event
-        with self._db.write() as uow:
+        marks: dict[tuple[str, bool], int] = {}
+        with self._lock:
             for result in report.results:
-                if result.status == "delivered":
-                    uow.channels.mark(result.channel_id, success=True, now=result.at)
-                elif result.status == "failed":
-                    uow.channels.mark(result.channel_id, success=False, now=result.at)
+                if result.status != "rate_limited":
+                    key = (result.channel_id, result.ok)
+                    if self._marked.get(key) != result.at:
+                        marks[key] = result.at
+        if not marks and report.delivered:
+            return
+        with self._db.write() as uow:
+            for (channel_id, success), at in marks.items():
+                uow.channels.mark(channel_id, success=success, now=at)
             if not report.delivered:
                 uow.audit.append(
                     AuditEvent.NOTIFICATION_FAILED,
@@ -308,6 +318,8 @@ class DatabaseChannelSource:
                     },
                 )
             uow.commit()
+        with self._lock:
+            self._marked.update(marks)
 
 
 # --------------------------------------------------------------------------- service
