@@ -92,7 +92,11 @@ class EventSink(Protocol):
 class PipelineHooks:
     """Test hooks: ``on_stage(name, tx_id)`` runs at each stage boundary.
 
-    Crash tests use it to kill the process between two stages; production code leaves it empty.
+    Stages: ``admitted`` (the request's row is committed), ``signed`` (EXECUTING with the
+    signed bytes committed, nothing sent yet), ``submitted`` (sent, SUBMITTED not yet
+    recorded), ``recorded`` (SUBMITTED committed, before waiting for confirmation) and
+    ``approved`` (the owner's approval committed, before execution). Crash tests kill the
+    process at each of them; production code leaves the hook empty.
     """
 
     on_stage: Callable[[str, str], None] | None = None
@@ -519,6 +523,7 @@ class Pipeline:
                     details={"tx_hash": signed.tx_hash},
                 )
                 uow.commit()
+        self.hooks.stage("recorded", tx_id)
         if self.config.confirm_timeout <= 0:
             return self.get_row(tx_id)
         status = adapter.wait_for_confirmation(signed, timeout=self.config.confirm_timeout)
