@@ -44,7 +44,7 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     anvil = _install_anvil(session)
     args = session.posargs or ["-q", "-p", "no:cacheprovider"]
-    session.run("pytest", *args, env={"ANVIL_BIN": anvil})
+    session.run("python", "-m", "pytest", *args, env={"ANVIL_BIN": anvil})
 
 
 @nox.session(python=PYTHON)
