@@ -1,0 +1,185 @@
+"""Session verification cost against bare ``jwt.decode`` of the same token, same run.
+
+``SessionManager.verify`` does what ``jwt.decode`` does (header, HMAC, claims) plus the
+allow-list checks, one indexed lookup of the token hash, the agent row, and parsing the
+session's constraints and usage, in a read transaction on a real SQLite file. The baseline
+is ``jwt.decode`` alone with the same secret. Also measured: ``verify_in`` inside an open
+unit of work (what the pipeline does), and the refusal path (a forged token, which commits
+an AUTH_FAILED audit row).
+
+Prints one JSON object per line; runs in well under 30 s.
+
+    PYTHONPATH=src python benchmarks/bench_sessions.py [--n 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from waiaas.config import WalletConfig
+from waiaas.db import Database
+from waiaas.db.tables import AgentRow, SessionRow
+from waiaas.errors import AuthError, NotFoundError
+from waiaas.ids import new_id
+from waiaas.keystore.keys import b58encode
+from waiaas.sessions import JWT_SECRET_NAME, SessionManager
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def put_secret(self, name: str, value: bytes) -> None:
+        self.data[name] = value
+
+    def get_secret(self, name: str) -> bytes:
+        try:
+            return self.data[name]
+        except KeyError:
+            raise NotFoundError("secret", name) from None
+
+
+class _Clock:
+    def now(self) -> int:
+        return int(time.time())
+
+
+def _timed(fn: Callable[[], Any], n: int) -> list[float]:
+    for _ in range(min(200, n)):  # warm-up
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        fn()
+        out.append((time.perf_counter_ns() - t) / 1000.0)
+    return out
+
+
+def _stats(name: str, samples: list[float], **extra: Any) -> dict[str, Any]:
+    q = statistics.quantiles(samples, n=100)
+    return {
+        "bench": name,
+        "n": len(samples),
+        "p50_us": round(statistics.median(samples), 2),
+        "p99_us": round(q[98], 2),
+        "mean_us": round(statistics.fmean(samples), 2),
+        **extra,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="iterations per measurement")
+    parser.add_argument("--sessions", type=int, default=2000, help="other live sessions in the DB")
+    args = parser.parse_args()
+    # Every refusal logs a warning; the measurement should not include a console.
+    logging.getLogger("waiaas").addHandler(logging.NullHandler())
+    logging.getLogger("waiaas").propagate = False
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database.open(Path(tmp) / "bench.db")
+        store = _Store()
+        mgr = SessionManager(db, store, _Clock(), WalletConfig())
+        now = int(time.time())
+        agent_id = new_id()
+        with db.write() as uow:
+            uow.agents.add(
+                AgentRow(
+                    id=agent_id,
+                    name="bench",
+                    chain="solana",
+                    network="devnet",
+                    public_key=b58encode(os.urandom(32)),
+                    status="ACTIVE",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            uow.commit()
+        # Other sessions, so the token-hash lookup works on a table of realistic size.
+        with db.write() as uow:
+            for _ in range(args.sessions):
+                uow.session.add(
+                    SessionRow(
+                        id=new_id(),
+                        agent_id=agent_id,
+                        token_hash=os.urandom(32).hex(),
+                        expires_at=now + 3600,
+                        created_at=now,
+                    )
+                )
+            uow.commit()
+        issued = mgr.issue(
+            agent_id, constraints={"max_amount_per_tx": 10**9, "allowed_tx_types": ["TRANSFER"]}
+        )
+        token = issued.token
+        secret = store.data[JWT_SECRET_NAME]
+
+        def bare() -> None:
+            jwt.decode(token, secret, algorithms=["HS256"])
+
+        def verify() -> None:
+            mgr.verify(token)
+
+        uow = db.read().__enter__()
+
+        def verify_in() -> None:
+            mgr.verify_in(uow, token, now)
+
+        forged = jwt.encode(
+            jwt.decode(token, options={"verify_signature": False}),
+            os.urandom(32),
+            algorithm="HS256",
+        )
+
+        def refuse() -> None:
+            with contextlib.suppress(AuthError):
+                mgr.verify(forged)
+
+        base = _timed(bare, args.n)
+        full = _timed(verify, args.n)
+        inner = _timed(verify_in, args.n)
+        uow.__exit__(None, None, None)
+        refused = _timed(refuse, max(args.n // 5, 50))
+        db.close()
+
+    base_p50 = statistics.median(base)
+    env = {"python": platform.python_version(), "pyjwt": jwt.__version__}
+    rows = [
+        _stats("jwt.decode (baseline)", base, **env),
+        _stats(
+            "SessionManager.verify",
+            full,
+            ratio_p50=round(statistics.median(full) / base_p50, 2),
+            live_sessions=args.sessions + 1,
+        ),
+        _stats(
+            "SessionManager.verify_in (open uow)",
+            inner,
+            ratio_p50=round(statistics.median(inner) / base_p50, 2),
+        ),
+        _stats(
+            "SessionManager.verify refused (forged, audited)",
+            refused,
+            ratio_p50=round(statistics.median(refused) / base_p50, 2),
+        ),
+    ]
+    for row in rows:
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
