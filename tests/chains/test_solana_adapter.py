@@ -678,3 +678,38 @@ def test_test_token_controls_validate(env: SolanaEnv) -> None:
     env.adapter.mint_test_token(mint, holder, 1)
     env.adapter.mint_test_token(mint, holder, 2)
     assert env.adapter.get_token_balance(holder, mint) == 3
+
+
+def test_constructors_validate_their_arguments() -> None:
+    """Bad network, commitment, URL, timeout or compute settings are InvalidInputError."""
+    bad_local: list[dict[str, object]] = [
+        {"network": ""},
+        {"network": " localnet"},
+        {"compute_unit_limit": 0},
+        {"compute_unit_limit": 1_400_001},
+        {"compute_unit_price": -1},
+        {"compute_unit_price": 1.5},
+    ]
+    for kwargs in bad_local:
+        with pytest.raises(InvalidInputError):
+            SolanaAdapter.local(**kwargs)  # type: ignore[arg-type]
+    bad_rpc: list[tuple[object, dict[str, object]]] = [
+        ("ftp://node.example", {}),
+        ("http://", {}),
+        ("http://node.example:99999", {}),
+        (42, {}),
+        ("http://node.example", {"timeout": 0}),
+        ("http://node.example", {"timeout": float("inf")}),
+        ("http://node.example", {"timeout": True}),
+        ("http://node.example", {"commitment": "final"}),
+    ]
+    for url, kwargs in bad_rpc:
+        with pytest.raises(InvalidInputError):
+            SolanaAdapter.rpc(url, network="devnet", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError) as info:
+        LocalSolanaAdapter.rpc("https://api.mainnet-beta.solana.com", network="mainnet-beta")
+    assert info.value.field == "network"
+    plain = SolanaAdapter.rpc("https://api.mainnet-beta.solana.com", network="mainnet-beta")
+    with plain:
+        assert not isinstance(plain, LocalChainControl)
+        assert isinstance(plain, ChainAdapter)

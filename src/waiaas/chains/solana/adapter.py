@@ -75,6 +75,8 @@ Commitment = Literal["processed", "confirmed", "finalized"]
 _U64_MAX = 2**64 - 1
 _MAX_TX_SIZE = 1232  # bytes on the wire (IPv6 MTU minus headers)
 _MAX_COMPUTE_UNITS = 1_400_000
+_AUTHORITY_LOW_WATER = 1_000_000_000  # lamports: below this the test authority is topped up
+_AUTHORITY_TOP_UP = 10_000_000_000
 _FINAL_STATES = frozenset({ChainTxState.CONFIRMED, ChainTxState.FAILED, ChainTxState.DROPPED})
 
 
@@ -771,7 +773,6 @@ class LocalSolanaAdapter(SolanaAdapter):
         super().__init__(backend, **kwargs)
         self._authority = Keypair()
         self._authority_lock = threading.Lock()
-        self._authority_funded = False
 
     @property
     def test_authority(self) -> str:
@@ -807,10 +808,10 @@ class LocalSolanaAdapter(SolanaAdapter):
         self._backend.airdrop(key, amount)
 
     def _fund_authority(self) -> None:
+        """Keep the test authority able to pay rent and fees (topped up from the faucet)."""
         with self._authority_lock:
-            if not self._authority_funded:
-                self._backend.airdrop(self._authority.pubkey(), 10 * 10**9)
-                self._authority_funded = True
+            if self._backend.get_balance(self._authority.pubkey()) < _AUTHORITY_LOW_WATER:
+                self._backend.airdrop(self._authority.pubkey(), _AUTHORITY_TOP_UP)
 
     def _run(self, instructions: list[Instruction], signers: list[Keypair]) -> None:
         """Build, sign, send and wait for an internal transaction; raise its mapped error."""
