@@ -496,8 +496,8 @@ class Keystore:
                 f"cannot create keystore {root}: parent directory does not exist",
                 path=str(root),
             )
-        self._refuse_occupied()  # before touching the directory at all
         try:
+            self._refuse_occupied()  # before touching the directory at all
             _files.make_private_dir(root)
         except OSError as exc:
             raise KeystoreError(
@@ -1378,6 +1378,8 @@ class Keystore:
             entries = os.listdir(folder)
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise self._io_error("read", exc) from None
         names: list[str] = []
         for entry in entries:
             if entry.startswith("."):
