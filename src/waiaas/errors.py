@@ -106,8 +106,21 @@ class WaiaasError(Exception):
         for name, value in vars(self).items():
             if name in ("message", "args") or name.startswith("_"):
                 continue
-            out[name] = value if isinstance(value, str | int | bool | None) else repr(value)
+            out[name] = _jsonable(value)
         return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | bool | float | None):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return str(value)
 
 
 # --------------------------------------------------------------------------- input
@@ -122,6 +135,8 @@ class InvalidInputError(WaiaasError):
     """
 
     code = "INVALID_INPUT"
+    field: str | None
+    problems: list[str]
 
     def __init__(
         self, message: str, *, field: str | None = None, problems: Sequence[str] = ()
@@ -133,6 +148,8 @@ class InvalidAddressError(InvalidInputError):
     """An address is not valid for the chain it is used on."""
 
     code = "INVALID_ADDRESS"
+    chain: str
+    address: str
 
     def __init__(self, message: str, *, chain: str, address: str, field: str = "address") -> None:
         super().__init__(message, field=field)
@@ -144,6 +161,8 @@ class NotFoundError(WaiaasError):
     """No entity with that id exists (``entity`` is ``"agent"``, ``"transaction"``, ...)."""
 
     code = "NOT_FOUND"
+    entity: str
+    entity_id: str
 
     def __init__(self, entity: str, entity_id: str) -> None:
         super().__init__(f"{entity} {entity_id!r} not found", entity=entity, entity_id=entity_id)
@@ -162,6 +181,10 @@ class InvalidTransitionError(StateError):
     """A status change the state machine forbids, or a compare-and-swap that lost a race."""
 
     code = "INVALID_TRANSITION"
+    entity: str
+    entity_id: str
+    current: str
+    target: str
 
     def __init__(self, entity: str, entity_id: str, current: str, target: str) -> None:
         super().__init__(
@@ -177,6 +200,9 @@ class AgentNotActiveError(StateError):
     """The agent is not ACTIVE (suspended, terminated, ...), so it cannot transact."""
 
     code = "AGENT_NOT_ACTIVE"
+    agent_id: str
+    status: str
+    reason: str | None
 
     def __init__(self, agent_id: str, status: str, reason: str | None = None) -> None:
         text = f"agent {agent_id} is {status}"
@@ -207,6 +233,7 @@ class DatabaseOpenError(StorageError):
     """The database path cannot be opened (missing directory, permissions, ...)."""
 
     code = "DATABASE_OPEN_FAILED"
+    path: str
 
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message, path=path)
@@ -216,6 +243,7 @@ class NotADatabaseError(StorageError):
     """The file exists but is not an SQLite database."""
 
     code = "NOT_A_DATABASE"
+    path: str
 
     def __init__(self, path: str) -> None:
         super().__init__(f"{path} is not an SQLite database", path=path)
@@ -225,6 +253,9 @@ class SchemaTooNewError(StorageError):
     """The database was written by a newer waiaas: its schema version is unknown here."""
 
     code = "SCHEMA_TOO_NEW"
+    path: str
+    found: str
+    known: str
 
     def __init__(self, path: str, found: str, known: str) -> None:
         super().__init__(
@@ -240,6 +271,8 @@ class MigrationError(StorageError):
     """A schema migration failed; the database file was left exactly as it was."""
 
     code = "MIGRATION_FAILED"
+    path: str
+    revision: str | None
 
     def __init__(self, message: str, *, path: str, revision: str | None = None) -> None:
         super().__init__(message, path=path, revision=revision)
@@ -276,6 +309,7 @@ class KeyIntegrityError(KeystoreError):
     """A sealed key failed authentication: tampered, truncated or moved to another agent."""
 
     code = "KEY_INTEGRITY"
+    key_id: str
 
     def __init__(self, key_id: str, detail: str = "failed authentication") -> None:
         super().__init__(f"sealed key {key_id} {detail}", key_id=key_id)
@@ -294,6 +328,8 @@ class AuthError(WaiaasError):
     """A session token was refused. ``reason`` says why, never the token itself."""
 
     code = "AUTH_FAILED"
+    reason: str
+    session_id: str | None
 
     def __init__(self, reason: str, *, session_id: str | None = None) -> None:
         super().__init__(f"session token refused: {reason}", reason=reason, session_id=session_id)
@@ -321,6 +357,9 @@ class PolicyDeniedError(WaiaasError):
     """
 
     code = "POLICY_DENIED"
+    decision: Any
+    reasons: list[Any]
+    tx_id: str | None
 
     def __init__(
         self,
@@ -337,6 +376,8 @@ class ConstraintViolationError(WaiaasError):
     """A session constraint refused the request (``constraint`` names which)."""
 
     code = "SESSION_CONSTRAINT"
+    constraint: str
+    session_id: str | None
 
     def __init__(self, message: str, *, constraint: str, session_id: str | None = None) -> None:
         super().__init__(message, constraint=constraint, session_id=session_id)
@@ -346,6 +387,8 @@ class ApprovalError(WaiaasError):
     """An owner approval or rejection was refused (bad signature, replay, expired, ...)."""
 
     code = "APPROVAL_REFUSED"
+    tx_id: str | None
+    reason: str
 
     def __init__(self, message: str, *, tx_id: str | None = None, reason: str = "") -> None:
         super().__init__(message, tx_id=tx_id, reason=reason or message)
@@ -372,6 +415,8 @@ class ChainError(WaiaasError):
     """
 
     code = "CHAIN_ERROR"
+    chain: str
+    detail: str
     kind: ChainErrorKind = ChainErrorKind.PERMANENT
 
     def __init__(self, message: str, *, chain: str = "", detail: str = "") -> None:

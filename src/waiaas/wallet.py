@@ -202,8 +202,9 @@ class Wallet:
                 or ``[SolanaAdapter.rpc(url, network="mainnet-beta")]``.
             config: a :class:`WalletConfig` (defaults documented there).
             clock: the time source (``waiaas.testing.FrozenClock`` in tests).
-            notifier: where events go after commit (a ``Notifier``); when ``None`` the
-                notification channels stored in the wallet are used.
+            notifier: where events go after commit (a ``Notifier``); when ``None``, a
+                background dispatcher delivers them to the channels managed through
+                ``wallet.channels`` (Telegram, Discord, ntfy, signed webhooks).
             price_oracle: USD prices for ``*_usd`` policy rules.
             background: run :meth:`process_due` and the WAL checkpoint in a thread.
             hooks: test hooks called at each pipeline stage boundary.
@@ -262,7 +263,11 @@ class Wallet:
                 )
             del secret
             self.sessions = SessionManager(self.db, self.keystore, self.clock, self.config)
-            self._notifier = notifier
+            from waiaas.notify import ChannelService, NotificationDispatcher
+
+            self.channels = ChannelService(self.db, self.keystore, self.clock)
+            if notifier is None:
+                notifier = NotificationDispatcher(self.channels.source(), clock=self.clock)
             self.pipeline = Pipeline(
                 db=self.db,
                 keys=self.keystore,

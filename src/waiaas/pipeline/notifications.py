@@ -77,8 +77,8 @@ class PipelineNotifier:
                 if asset == "native" and row.chain in _NATIVE_UNITS:
                     symbol, decimals = _NATIVE_UNITS[row.chain]
                     fields.update(asset_symbol=symbol, decimals=decimals)
-                else:
-                    fields.update(asset_symbol=asset, decimals=0)
+                else:  # token decimals are not known here: shown in base units
+                    fields.update(asset_symbol=asset, decimals=None)
         reason = data.pop("reason", None)
         message = _message(str(event_type), reason, data)
         extra = {k: v for k, v in data.items() if isinstance(v, str | int | bool | None)}
