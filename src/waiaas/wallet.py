@@ -362,7 +362,28 @@ class Wallet:
             uow.commit()
         for agent in self._agent_rows(status="TERMINATING"):
             self._finish_termination(agent.id, actor="system")
+        self._reconcile_keys()
         self.pipeline.recover()
+
+    def _reconcile_keys(self, agent_ids: Iterable[str] | None = None) -> None:
+        """The keystore is the truth about an agent's key: a rotation whose database write
+        did not commit (crash) is recorded now, with a KEY_ROTATED row."""
+        wanted = set(agent_ids) if agent_ids is not None else None
+        now = self.clock.now()
+        with self.db.write() as uow:
+            for agent in uow.agents.list():
+                if wanted is not None and agent.id not in wanted:
+                    continue
+                if agent.status == "TERMINATED" or not self.keystore.has_key(agent.id):
+                    continue
+                current = self.keystore.public_key(agent.id)
+                if current != agent.public_key:
+                    uow.agents.update_fields(agent.id, public_key=current, updated_at=now)
+                    uow.audit.append(AuditEvent.KEY_ROTATED, actor="system", now=now,
+                                     agent_id=agent.id,
+                                     details={"old_public_key": agent.public_key,
+                                              "new_public_key": current, "recovered": True})
+            uow.commit()
 
     # ================================================================== agents
 
@@ -577,18 +598,23 @@ class Wallet:
             raise StateError(f"agent {agent_id} is {agent.status}", agent_id=agent_id)
         adapter = self._adapter(agent.chain, agent.network)
         now = self.clock.now()
-        with self.db.write() as uow:
-            if uow.transactions.active_for_agent(agent_id):
-                raise StateError("the agent has transactions in flight; rotate later",
-                                 agent_id=agent_id)
-            secret, public_key = adapter.generate_secret()
-            rotation = self.keystore.rotate_key(agent_id, secret, public_key)
-            del secret
-            uow.agents.update_fields(agent_id, public_key=public_key, updated_at=now)
-            uow.audit.append(AuditEvent.KEY_ROTATED, actor="owner", now=now, agent_id=agent_id,
-                             details={"old_public_key": rotation.old_public_key,
-                                      "new_public_key": rotation.new_public_key})
-            uow.commit()
+        try:
+            with self.db.write() as uow:
+                if uow.transactions.active_for_agent(agent_id):
+                    raise StateError("the agent has transactions in flight; rotate later",
+                                     agent_id=agent_id)
+                secret, public_key = adapter.generate_secret()
+                rotation = self.keystore.rotate_key(agent_id, secret, public_key)
+                del secret
+                uow.agents.update_fields(agent_id, public_key=public_key, updated_at=now)
+                uow.audit.append(AuditEvent.KEY_ROTATED, actor="owner", now=now,
+                                 agent_id=agent_id,
+                                 details={"old_public_key": rotation.old_public_key,
+                                          "new_public_key": rotation.new_public_key})
+                uow.commit()
+        except WaiaasError:
+            self._reconcile_keys([agent_id])  # the keystore may have rotated already
+            raise
         return self.get_agent(agent_id)
 
     # ================================================================== sessions
