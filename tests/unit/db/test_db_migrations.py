@@ -341,3 +341,82 @@ def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: 
             assert raw.execute("SELECT id FROM scratch").fetchall() == [(1,)]
     finally:
         db.close()
+
+
+def test_failure_in_the_last_of_several_pending_migrations_undoes_them_all(
+    old_file: Path, tmp_path: Path, file_digest: Callable[[Path], str]
+) -> None:
+    """0001 -> 0006 where 0006 fails: 0002-0005 (rebuilds included) are undone as well."""
+    scripts = _copy_migrations(tmp_path, 'op.execute("SELECT no_such_function()")\n')
+    digest, dump = file_digest(old_file), _dump(old_file)
+    with pytest.raises(MigrationError, match="from 0001 to 0006"):
+        Database.open(old_file, script_location=scripts)
+    assert file_digest(old_file) == digest
+    assert _dump(old_file) == dump
+    assert _revision(old_file) == "0001"
+
+
+def test_rebuilding_a_parent_table_keeps_children_and_their_foreign_keys(
+    old_file: Path, tmp_path: Path
+) -> None:
+    """A 0006 that rebuilds agents (referenced by 4 tables) keeps every row and FK working."""
+    Database.open(old_file).close()
+    before = _contents(old_file)
+    scripts = _copy_migrations(
+        tmp_path,
+        """\
+        statuses = "'CREATING', 'ACTIVE', 'SUSPENDED', 'TERMINATING', 'TERMINATED'"
+        agents = sa.Table(
+            "agents",
+            sa.MetaData(),
+            sa.Column("id", sa.Text, primary_key=True),
+            sa.Column("name", sa.Text, nullable=False),
+            sa.Column("chain", sa.Text, nullable=False),
+            sa.Column("network", sa.Text, nullable=False),
+            sa.Column("public_key", sa.Text, nullable=False),
+            sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'CREATING'")),
+            sa.Column("owner_address", sa.Text),
+            sa.Column("created_at", sa.Integer, nullable=False),
+            sa.Column("updated_at", sa.Integer, nullable=False),
+            sa.Column("suspended_at", sa.Integer),
+            sa.Column("suspension_reason", sa.Text),
+            sa.CheckConstraint(f"status IN ({statuses})"),
+            sa.Index("idx_agents_public_key", "public_key", unique=True),
+            sa.Index("idx_agents_status", "status"),
+            sa.Index("idx_agents_chain_network", "chain", "network"),
+        )
+        with op.batch_alter_table("agents", recreate="always", copy_from=agents) as batch:
+            batch.add_column(sa.Column("label", sa.Text))
+        """,
+    )
+    Database.open(old_file, script_location=scripts).close()
+    after = _contents(old_file)
+    assert after["agents"] == [(*row, None) for row in before["agents"]]  # + label column
+    assert {t: r for t, r in after.items() if t != "agents"} == {
+        t: r for t, r in before.items() if t != "agents"
+    }
+    conn = sqlite3.connect(old_file)
+    conn.execute("PRAGMA foreign_keys = ON")
+    try:
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            conn.execute(
+                "INSERT INTO sessions (id, agent_id, token_hash, expires_at, created_at)"
+                " VALUES ('sx', 'ghost', 'h', 1, 1)"
+            )
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):  # RESTRICT
+            conn.execute("DELETE FROM agents WHERE id = 'a1'")
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            conn.execute("UPDATE agents SET status = 'BOGUS' WHERE id = 'a1'")
+        with conn:  # CASCADE from agents to sessions and policies still works
+            conn.execute("DELETE FROM pending_approvals")
+            conn.execute("DELETE FROM transactions WHERE agent_id = 'a2'")
+            conn.execute("DELETE FROM agents WHERE id = 'a2'")
+        assert conn.execute("SELECT id FROM sessions").fetchall() == [("s1",)]
+        assert conn.execute("SELECT id FROM policies ORDER BY id").fetchall() == [
+            ("p1",),
+            ("p2",),
+            ("p4",),
+        ]
+    finally:
+        conn.close()
