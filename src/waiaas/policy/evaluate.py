@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from functools import lru_cache
 from typing import Any
 
@@ -24,6 +24,7 @@ from waiaas.config import WalletConfig
 from waiaas.errors import InvalidInputError
 from waiaas.policy.addresses import _normalize_or_none, _safe
 from waiaas.policy.model import (
+    EXACT,
     NATIVE,
     AgentContext,
     AssetPrice,
@@ -378,7 +379,8 @@ def _spending_limit(env: _Env, out: _Verdict, spec: PolicySpec, r: SpendingLimit
             )
             covered.add(key)
     if _has_usd(r):
-        covered |= _spending_usd(env, out, spec, r, assets)
+        with localcontext(EXACT):
+            covered |= _spending_usd(env, out, spec, r, assets)
     return covered
 
 
@@ -898,8 +900,14 @@ def evaluate(
                 "(set an owner, or WalletConfig.no_owner_approval='delay')",
             )
 
-    delays = [a.delay for a in out.asks if a.tier in (tier, asked) and a.delay is not None]
-    timeouts = [a.timeout for a in out.asks if a.tier == asked and a.timeout is not None]
+    # Only the rules that asked for the final tier set its parameters (a DELAY that was an
+    # owner-less APPROVAL keeps the delay those APPROVAL rules gave).
+    delays = [
+        a.delay for a in out.asks if tier == Tier.DELAY and a.tier == asked and a.delay is not None
+    ]
+    timeouts = [
+        a.timeout for a in out.asks if a.tier == asked == Tier.APPROVAL and a.timeout is not None
+    ]
     return Decision(
         allowed=not out.denied,
         tier=tier,

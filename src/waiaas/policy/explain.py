@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal, localcontext
 
 from waiaas.config import WalletConfig
 from waiaas.policy.evaluate import (
@@ -27,6 +27,7 @@ from waiaas.policy.evaluate import (
     time_allows,
 )
 from waiaas.policy.model import (
+    EXACT,
     NATIVE,
     AgentContext,
     AssetPrice,
@@ -128,9 +129,10 @@ def _amount_candidates(
         if price is not None and price.usd > 0:
             for usd in (*r.thresholds_usd, r.per_transaction_usd):
                 if usd is not None:
-                    units = (usd * Decimal(10) ** price.decimals / price.usd).to_integral_value(
-                        rounding=ROUND_FLOOR
-                    )
+                    with localcontext(EXACT):
+                        units = (usd * Decimal(10) ** price.decimals / price.usd).to_integral_value(
+                            rounding=ROUND_FLOOR
+                        )
                     found.add(int(units))
     thresholds = config.tier_thresholds(agent.chain) if asset == NATIVE else None
     if thresholds is not None:

@@ -139,7 +139,7 @@ class AgentContext:
         object.__setattr__(self, "chain", self.chain.strip().lower())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PolicySpec:
     """One policy as the evaluator sees it.
 
@@ -164,19 +164,31 @@ class PolicySpec:
     agent_id: str | None
     type: PolicyType
     rules: Rules
-    priority: int = 0
-    enabled: bool = True
+    priority: int
+    enabled: bool
 
-    def __post_init__(self) -> None:
-        _check_str(self.id, "id")
-        _check_str(self.agent_id, "agent_id", optional=True)
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+    def __init__(
+        self,
+        id: str,
+        agent_id: str | None,
+        type: PolicyType | str,
+        rules: Rules | Mapping[str, Any] | str | bytes,
+        priority: int = 0,
+        enabled: bool = True,
+    ) -> None:
+        _check_str(id, "id")
+        _check_str(agent_id, "agent_id", optional=True)
+        if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidInputError("priority must be an integer", field="priority")
-        if not isinstance(self.enabled, bool):
+        if not isinstance(enabled, bool):
             raise InvalidInputError("enabled must be a bool", field="enabled")
-        rules = validate_rules(self.type, self.rules)  # also refuses an unknown type
-        object.__setattr__(self, "type", PolicyType(self.type))
-        object.__setattr__(self, "rules", rules)
+        validated = validate_rules(type, rules)  # also refuses an unknown type
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "agent_id", agent_id)
+        object.__setattr__(self, "type", PolicyType(type))
+        object.__setattr__(self, "rules", validated)
+        object.__setattr__(self, "priority", priority)
+        object.__setattr__(self, "enabled", enabled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +210,12 @@ class AssetPrice:
 
     def value_of(self, amount: int) -> Decimal:
         """The exact USD value of ``amount`` base units (no rounding)."""
-        return _EXACT.divide(
-            _EXACT.multiply(Decimal(amount), self.usd), _EXACT.power(10, self.decimals)
+        return EXACT.divide(
+            EXACT.multiply(Decimal(amount), self.usd), EXACT.power(10, self.decimals)
         )
 
 
-_EXACT = Context(prec=1000)  # exact for any amount / price / decimals this API accepts
+EXACT = Context(prec=1000)  # exact for any amount / price / decimals this API accepts
 
 
 @runtime_checkable

@@ -109,7 +109,7 @@ class _Problems(ValueError):
 
 # --------------------------------------------------------------------------- value types
 
-_USD_RE = re.compile(r"^[0-9]{1,30}(\.[0-9]{1,18})?$")
+_USD_RE = re.compile(r"^[0-9]{1,80}(\.[0-9]{1,40})?$")
 
 
 def _parse_usd(value: object) -> Decimal:
@@ -698,7 +698,6 @@ def _load_json(text: str | bytes) -> Any:
         return json.loads(
             text,
             object_pairs_hook=_no_duplicates,
-            parse_float=Decimal,
             parse_constant=_reject_constant,
         )
     except _DuplicateKey as exc:
