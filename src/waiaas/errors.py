@@ -417,10 +417,17 @@ class ChainError(WaiaasError):
     code = "CHAIN_ERROR"
     chain: str
     detail: str
+    # set by the adapters' error mappings when known
+    retry_after: str | None
+    rpc_code: int | None
+    http_status: int | None
     kind: ChainErrorKind = ChainErrorKind.PERMANENT
 
     def __init__(self, message: str, *, chain: str = "", detail: str = "") -> None:
         super().__init__(message, chain=chain, detail=detail)
+        self.retry_after = None
+        self.rpc_code = None
+        self.http_status = None
 
 
 class PermanentChainError(ChainError):
@@ -440,12 +447,14 @@ class ExecutionRevertedError(PermanentChainError):
     """The program or contract failed (``reason`` holds the revert reason when known)."""
 
     code = "EXECUTION_REVERTED"
+    logs: tuple[str, ...]
 
     def __init__(
         self, message: str, *, chain: str = "", detail: str = "", reason: str | None = None
     ) -> None:
         super().__init__(message, chain=chain, detail=detail)
         self.reason = reason
+        self.logs = ()
 
 
 class TransientChainError(ChainError):

@@ -51,6 +51,7 @@ from waiaas.errors import (
     NotFoundError,
     PolicyDeniedError,
     StateError,
+    TransientChainError,
     WaiaasError,
 )
 from waiaas.ids import new_id
@@ -65,6 +66,8 @@ from waiaas.pipeline.states import transition
 from waiaas.types import AuditEvent, Request, Severity, Tier, TxStatus
 
 __all__ = ["Pipeline", "PipelineHooks"]
+
+_DUPLICATE_ATTEMPTS = 6
 
 log = logging.getLogger("waiaas.pipeline")
 
@@ -434,9 +437,20 @@ class Pipeline:
         nonce = None
         if isinstance(adapter, SupportsNonces):
             nonce = self._allocate_nonce(uow, adapter, agent, exclude=row.id)
-        unsigned = adapter.build(req, agent.public_key, nonce=nonce)
-        with self.keys.use_key(agent.id) as secret:
-            return adapter.sign(unsigned, secret)
+        for attempt in range(_DUPLICATE_ATTEMPTS):
+            unsigned = adapter.build(req, agent.public_key, nonce=nonce)
+            with self.keys.use_key(agent.id) as secret:
+                signed = adapter.sign(unsigned, secret)
+            other = uow.transactions.by_hash(signed.tx_hash)
+            if other is None or other.id == row.id:
+                return signed
+            # Byte-identical to another request's transaction (same content, same recent
+            # blockhash): the chain would drop one of them. Wait for a new blockhash.
+            self._sleep(0.1 * (attempt + 1))
+        raise TransientChainError(
+            "the transaction is byte-identical to another one; no new blockhash yet",
+            chain=agent.chain,
+        )
 
     def _allocate_nonce(
         self, uow: UnitOfWork, adapter: SupportsNonces, agent: AgentRow, *, exclude: str

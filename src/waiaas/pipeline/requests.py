@@ -72,6 +72,7 @@ def normalize_request(adapter: ChainAdapter, request: Request) -> Request:
             update={"token": v(request.token), "spender": v(request.spender)}
         )
     if isinstance(request, ContractCall):
+        _refuse_disguised_transfer(adapter.chain, v(request.to), request.data)
         accounts = tuple(
             AccountSpec(pubkey=v(a.pubkey), is_signer=a.is_signer, is_writable=a.is_writable)
             for a in request.accounts
@@ -79,6 +80,40 @@ def normalize_request(adapter: ChainAdapter, request: Request) -> Request:
         return request.model_copy(update={"to": v(request.to), "accounts": accounts})
     items = tuple(normalize_request(adapter, item) for item in request.requests)
     return request.model_copy(update={"requests": items})
+
+
+# Raw calls that would move funds past the typed requests' budgets and approval limits.
+_SOLANA_ASSET_PROGRAMS = {
+    "11111111111111111111111111111111": "the System program (use Transfer)",
+    "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA": "the SPL Token program "
+    "(use TokenTransfer or Approve)",
+    "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb": "the Token-2022 program "
+    "(use TokenTransfer or Approve)",
+}
+_ERC20_SELECTORS = {
+    "0xa9059cbb": "transfer(address,uint256) (use TokenTransfer)",
+    "0x23b872dd": "transferFrom(address,address,uint256) (use TokenTransfer)",
+    "0x095ea7b3": "approve(address,uint256) (use Approve)",
+    "0x39509351": "increaseAllowance(address,uint256) (use Approve)",
+}
+
+
+def _refuse_disguised_transfer(chain: str, to: str, data: bytes) -> None:
+    """A CONTRACT_CALL may not do what TokenTransfer / Transfer / Approve do: those carry
+    budgets and approval limits that a raw call would bypass."""
+    if chain == "solana" and to in _SOLANA_ASSET_PROGRAMS:
+        raise InvalidInputError(
+            f"a CONTRACT_CALL to {_SOLANA_ASSET_PROGRAMS[to]} is refused: it would move funds "
+            "outside the spending limits",
+            field="to",
+        )
+    selector = "0x" + data[:4].hex() if len(data) >= 4 else None
+    if chain == "evm" and selector in _ERC20_SELECTORS:
+        raise InvalidInputError(
+            f"a CONTRACT_CALL to {_ERC20_SELECTORS[selector]} is refused: it would move "
+            "tokens outside the spending and approval limits",
+            field="data",
+        )
 
 
 def spend_by_asset(request: Request) -> dict[str, int]:
