@@ -18,16 +18,6 @@ from waiaas.ids import new_id
 NOW = 1_750_000_000
 """A fixed "now" (Unix seconds) for rows the tests write."""
 
-SEVEN_TABLES = (
-    "agents",
-    "sessions",
-    "transactions",
-    "policies",
-    "audit_log",
-    "pending_approvals",
-    "notification_channels",
-)
-
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
@@ -116,7 +106,7 @@ def raw_connect() -> Iterator[Callable[..., sqlite3.Connection]]:
     opened: list[sqlite3.Connection] = []
 
     def connect(path: Path, **kw: Any) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, **kw)
+        conn: sqlite3.Connection = sqlite3.connect(path, **kw)
         opened.append(conn)
         return conn
 

@@ -200,7 +200,7 @@ def history(db: Database) -> list[dict[str, Any]]:
     written: list[dict[str, Any]] = []
     with db.write() as uow:
         for i in range(300):
-            row = {
+            row: dict[str, Any] = {
                 "agent_id": rng.choice(["a1", "a2", None]),
                 "now": NOW + rng.randrange(0, 100),  # clock jitter: not monotonic in id
                 "event": rng.choice(events),
