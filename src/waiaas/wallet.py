@@ -415,7 +415,9 @@ class Wallet:
         """
         name = _check_name(name)
         adapter = self._adapter(chain, network)
-        owner = approvals.validate_owner_address(owner_address) if owner_address else None
+        owner = (
+            approvals.validate_owner_address(owner_address) if owner_address is not None else None
+        )
         secret, public_key = adapter.generate_secret()
         now = self.clock.now()
         agent_id = new_id()
@@ -482,7 +484,9 @@ class Wallet:
             try:
                 status = AgentStatus(status)
             except ValueError:
-                raise InvalidInputError(f"unknown agent status {status!r}", field="status") from None
+                raise InvalidInputError(
+                    f"unknown agent status {status!r}", field="status"
+                ) from None
         return [_agent_info(r) for r in self._agent_rows(status=status)]
 
     def suspend_agent(self, agent_id: str, *, reason: str = "suspended by the owner") -> AgentInfo:
@@ -575,7 +579,9 @@ class Wallet:
             NotFoundError, InvalidInputError (not a valid EVM or Solana address).
         """
         self._agent_row(agent_id)
-        owner = approvals.validate_owner_address(owner_address) if owner_address else None
+        owner = (
+            approvals.validate_owner_address(owner_address) if owner_address is not None else None
+        )
         now = self.clock.now()
         with self.db.write() as uow:
             uow.agents.update_fields(agent_id, owner_address=owner, updated_at=now)
