@@ -78,7 +78,7 @@ from waiaas.errors import (
     TokenRevokedError,
 )
 from waiaas.ids import new_id
-from waiaas.policy import normalize_address, spend_of
+from waiaas.policy import NATIVE, normalize_address, spend_of
 from waiaas.types import (
     AgentStatus,
     Amount,
@@ -110,8 +110,6 @@ log = logging.getLogger("waiaas.sessions")
 JWT_SECRET_NAME = "session-jwt-secret"  # noqa: S105  (a name, not a secret)
 #: Tokens longer than this are refused before any parsing (ours are about 300 characters).
 MAX_TOKEN_LENGTH = 2048
-#: Asset key of the chain's native asset (SOL, ETH) in constraints and usage totals.
-NATIVE = "native"
 
 _ALGORITHM = "HS256"
 _SECRET_BYTES = 32
@@ -151,12 +149,14 @@ class SecretStore(Protocol):
 # --------------------------------------------------------------------------- values
 
 
-def _dedupe_sorted(values: object, field: str) -> object:
+def _dedupe_sorted(values: object) -> object:
     if values is None:
         return None
     if isinstance(values, str | bytes) or not isinstance(values, Sequence | set | frozenset):
-        raise ValueError(f"{field} must be a list")
-    return tuple(sorted({str(v).strip() if isinstance(v, str) else v for v in values}))
+        raise ValueError("must be a list of strings")
+    if not all(isinstance(v, str) for v in values):
+        raise ValueError("entries must be strings")
+    return tuple(sorted({v.strip() for v in values}))
 
 
 def _per_asset(value: object) -> object:
@@ -211,7 +211,7 @@ class SessionConstraints(BaseModel):
     @field_validator("allowed_tx_types", "allowed_addresses", "allowed_networks", mode="before")
     @classmethod
     def _as_sorted_set(cls, value: object) -> object:
-        return _dedupe_sorted(value, "value")
+        return _dedupe_sorted(value)
 
     @field_validator("allowed_addresses", "allowed_networks")
     @classmethod
@@ -309,7 +309,15 @@ class VerifiedSession:
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
-    """What the owner can see about a session (never the token or its hash)."""
+    """What the owner can see about a session (never the token or its hash).
+
+    Attributes:
+        session_id, agent_id: the session and its agent.
+        status: ``"active"``, ``"revoked"`` or ``"expired"`` (at the time asked).
+        created_at: when it was first issued; expires_at: when its current token expires.
+        revoked_at: when it was revoked, if it was.
+        constraints, usage: what it may do and what it has used.
+    """
 
     session_id: str
     agent_id: str

@@ -317,6 +317,10 @@ def test_constraints_are_validated_with_every_problem(mgr: SessionManager, db: D
     with pytest.raises(InvalidInputError):
         mgr.issue(agent, constraints={"allowed_networks": "devnet"})
     with pytest.raises(InvalidInputError):
+        mgr.issue(agent, constraints={"allowed_networks": ["devnet", 7]})
+    with pytest.raises(InvalidInputError):
+        mgr.issue(agent, constraints={"allowed_addresses": [" "]})
+    with pytest.raises(InvalidInputError):
         mgr.issue(agent, constraints=[("max_tx_count", 1)])  # type: ignore[arg-type]
     assert mgr.list_for_agent(agent) == []
 
