@@ -1,0 +1,1 @@
+"""Application services: the imperative shell around the pure core (policy management, ...)."""

@@ -1,0 +1,650 @@
+"""Policy management on the database, and the usage the evaluator needs.
+
+:class:`PolicyService` adds, updates, enables, disables and removes policies (global or per
+agent). Rules are validated on write with every problem listed; every change writes a
+``POLICY_UPDATED`` audit row with the policy before and after, in the same transaction as
+the change. It also wires the pure :func:`waiaas.policy.explain` (dry run) and
+:func:`waiaas.policy.replay` to the stored data.
+
+:func:`load_usage` builds :class:`waiaas.policy.Usage` from the ``transactions`` table with
+indexed range reads (``idx_transactions_agent_created``), so its cost grows with the
+number of rows inside the windows, not with the agent's whole history. Amounts are decimal
+strings in the database and are summed as Python ints (wei exceeds SQLite's integers).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import text
+
+from waiaas.clock import Clock, SystemClock
+from waiaas.config import WalletConfig
+from waiaas.db import Database, UnitOfWork
+from waiaas.db.tables import AgentRow, PolicyRow
+from waiaas.errors import InvalidInputError, NotFoundError
+from waiaas.ids import new_id
+from waiaas.policy import (
+    AgentContext,
+    AssetPrice,
+    AssetUsage,
+    Decision,
+    Explanation,
+    PolicySpec,
+    PolicyType,
+    ReplayDiff,
+    ReplayRecord,
+    Usage,
+    explain,
+    normalize_asset_key,
+    replay,
+    required_windows,
+    spend_of,
+    validate_rules,
+)
+from waiaas.policy.evaluate import coerce_request
+from waiaas.policy.model import DAY, POLICY_DENIED, WEEK
+from waiaas.types import AgentStatus, AuditEvent, TxStatus
+
+__all__ = ["PolicyInfo", "PolicyService", "load_usage"]
+
+_ENTITY = "policy"
+_MAX_PRIORITY = 1_000_000
+_SPENDING = (
+    TxStatus.PENDING,
+    TxStatus.QUEUED,
+    TxStatus.EXECUTING,
+    TxStatus.SUBMITTED,
+    TxStatus.CONFIRMED,
+)
+_MAX_REPLAY = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInfo:
+    """A stored policy.
+
+    Attributes:
+        id: the policy id (UUIDv7).
+        agent_id: the agent it governs, or ``None`` for a global policy.
+        type: the policy type.
+        rules: the validated, normalised rules as stored (JSON-able).
+        priority: orders reasons (higher first); never changes an outcome.
+        enabled: whether it is enforced.
+        created_at / updated_at: Unix seconds.
+    """
+
+    id: str
+    agent_id: str | None
+    type: PolicyType
+    rules: Mapping[str, Any]
+    priority: int
+    enabled: bool
+    created_at: int
+    updated_at: int
+
+    def to_spec(self) -> PolicySpec:
+        """The evaluator's view of this policy."""
+        return PolicySpec(
+            id=self.id,
+            agent_id=self.agent_id,
+            type=self.type,
+            rules=dict(self.rules),
+            priority=self.priority,
+            enabled=self.enabled,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (what the audit log records as before/after)."""
+        return {
+            "id": self.id,
+            "agent_id": self.agent_id,
+            "type": self.type.value,
+            "rules": dict(self.rules),
+            "priority": self.priority,
+            "enabled": self.enabled,
+        }
+
+
+def _info(row: PolicyRow) -> PolicyInfo:
+    return PolicyInfo(
+        id=row.id,
+        agent_id=row.agent_id,
+        type=PolicyType(row.type),
+        rules=json.loads(row.rules),
+        priority=row.priority,
+        enabled=bool(row.enabled),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _check_id(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
+        raise InvalidInputError(f"{name} must be an id string", field=name)
+    return value
+
+
+def _check_actor(actor: object) -> str:
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > 128:
+        raise InvalidInputError("actor must be a non-empty string", field="actor")
+    return actor
+
+
+def _check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidInputError("priority must be an int", field="priority")
+    if abs(priority) > _MAX_PRIORITY:
+        raise InvalidInputError(f"priority must be within +-{_MAX_PRIORITY}", field="priority")
+    return priority
+
+
+def _check_enabled(enabled: object) -> bool:
+    if not isinstance(enabled, bool):
+        raise InvalidInputError("enabled must be a bool", field="enabled")
+    return enabled
+
+
+def _stored_rules(kind: PolicyType | str, rules: object) -> tuple[PolicyType, str]:
+    model = validate_rules(kind, rules)
+    data = model.model_dump(mode="json", exclude_none=True)
+    return PolicyType(kind), json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+# --------------------------------------------------------------------------- usage
+
+
+def _spend_of_row(
+    spend: str | None, meta: str | None, amount: str | None, chain: str
+) -> list[tuple[str, int]]:
+    """Per-asset base units a recorded transaction moves.
+
+    ``metadata.spend`` (written by the pipeline) is used when present; older or foreign rows
+    fall back to the stored request, then to ``metadata.asset`` with the ``amount`` column.
+    """
+    if spend is not None:
+        try:
+            loaded = json.loads(spend)
+        except ValueError:
+            loaded = None
+        if isinstance(loaded, dict):
+            return [
+                (normalize_asset_key(asset), int(value))
+                for asset, value in loaded.items()
+                if isinstance(asset, str) and isinstance(value, str) and value.isdigit()
+            ]
+    data: Any = None
+    if meta:
+        try:
+            data = json.loads(meta)
+        except ValueError:
+            data = None
+    if not isinstance(data, dict):
+        return []
+    request = data.get("request")
+    if isinstance(request, dict):
+        try:
+            return sorted(spend_of(request, chain).items())
+        except InvalidInputError:
+            pass
+    asset = data.get("asset")
+    if isinstance(asset, str) and amount is not None and amount.isdigit():
+        return [(normalize_asset_key(asset), int(amount))]
+    return []
+
+
+_WINDOW_SQL = text(
+    "SELECT t.id, t.created_at, t.status, t.error, t.amount, t.chain, "
+    "json_extract(t.metadata, '$.spend') AS spend, "
+    "CASE WHEN json_extract(t.metadata, '$.spend') IS NULL THEN t.metadata END AS meta "
+    "FROM transactions AS t INDEXED BY idx_transactions_agent_created "
+    "WHERE t.agent_id = :agent AND t.created_at > :since"
+)
+
+_LAST_OK_SQL = text(
+    "SELECT t.created_at, t.id FROM transactions AS t "
+    "INDEXED BY idx_transactions_agent_created "
+    "WHERE t.agent_id = :agent AND t.status = 'CONFIRMED' AND t.id != :exclude "
+    "ORDER BY t.created_at DESC LIMIT 1"
+)
+
+_FAILURES_SQL = text(
+    "SELECT t.created_at, t.id, t.status, t.error FROM transactions AS t "
+    "INDEXED BY idx_transactions_agent_created "
+    "WHERE t.agent_id = :agent AND t.created_at >= :since AND t.id != :exclude"
+)
+
+
+def load_usage(
+    uow: UnitOfWork,
+    agent_id: str,
+    now: int,
+    windows: Iterable[int],
+    *,
+    exclude_tx_id: str | None = None,
+) -> Usage:
+    """The agent's :class:`~waiaas.policy.Usage` at ``now``, read in ``uow``.
+
+    Reads only the rows inside the longest window (plus the rows since the last confirmed
+    transaction, for ``consecutive_failures``) through ``idx_transactions_agent_created``.
+    Counting rules are those of :func:`waiaas.policy.compute_usage`: a row counts in a
+    window of ``w`` seconds when ``created_at > now - w``; spending counts in-flight and
+    confirmed rows; a row whose ``error`` is ``POLICY_DENIED`` is a denial.
+
+    Args:
+        uow: an open unit of work (the pipeline passes its ``BEGIN IMMEDIATE`` one, so the
+            decision and the new row are atomic).
+        agent_id: whose usage.
+        now: Unix seconds.
+        windows: window lengths needed (see :func:`waiaas.policy.required_windows`).
+        exclude_tx_id: leave this transaction out (a queued transaction re-checked before
+            it executes must not count against itself).
+
+    Raises:
+        InvalidInputError: bad ``now`` or windows.
+
+    Example::
+
+        with db.read() as uow:
+            usage = load_usage(uow, agent_id, clock.now(), required_windows(specs))
+    """
+    if isinstance(now, bool) or not isinstance(now, int) or now < 0:
+        raise InvalidInputError("now must be a non-negative int", field="now")
+    wanted = set()
+    for w in windows:
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise InvalidInputError("windows must be positive ints (seconds)", field="windows")
+        wanted.add(w)
+    ordered = sorted(wanted | {DAY, WEEK})
+    longest = ordered[-1]
+    exclude = exclude_tx_id or ""
+    requests = dict.fromkeys(ordered, 0)
+    txs = dict.fromkeys(ordered, 0)
+    denials = dict.fromkeys(ordered, 0)
+    day: dict[str, int] = {}
+    week: dict[str, int] = {}
+    spending = {s.value for s in _SPENDING}
+    result = uow.session.execute(_WINDOW_SQL, {"agent": agent_id, "since": now - longest})
+    for tx_id, created, status, error, amount, chain, spend, meta in result:
+        if tx_id == exclude:
+            continue
+        age = now - created
+        denied = error == POLICY_DENIED
+        for w in ordered:
+            if age < w:
+                requests[w] += 1
+                if denied:
+                    denials[w] += 1
+                else:
+                    txs[w] += 1
+        if denied or status not in spending or age >= WEEK:
+            continue
+        for asset, value in _spend_of_row(spend, meta, amount, chain):
+            week[asset] = week.get(asset, 0) + value
+            if age < DAY:
+                day[asset] = day.get(asset, 0) + value
+    return Usage(
+        spent={k: AssetUsage(day=day.get(k, 0), week=v) for k, v in week.items()},
+        requests=requests,
+        transactions=txs,
+        denials=denials,
+        consecutive_failures=_consecutive_failures(uow, agent_id, exclude),
+    )
+
+
+def _consecutive_failures(uow: UnitOfWork, agent_id: str, exclude: str) -> int:
+    """FAILED rows (not policy denials) after the last CONFIRMED one, via the index."""
+    last = uow.session.execute(_LAST_OK_SQL, {"agent": agent_id, "exclude": exclude}).first()
+    since = -1 if last is None else int(last[0])
+    marker = None if last is None else (int(last[0]), str(last[1]))
+    count = 0
+    rows = uow.session.execute(
+        _FAILURES_SQL, {"agent": agent_id, "since": since, "exclude": exclude}
+    )
+    for created, tx_id, status, error in rows:
+        if marker is not None and (created, tx_id) <= marker:
+            continue  # the confirmed row itself, or rows before it in the same second
+        if status == TxStatus.FAILED and error != POLICY_DENIED:
+            count += 1
+    return count
+
+
+# --------------------------------------------------------------------------- the service
+
+
+class PolicyService:
+    """Add, change and remove policies; dry-run and replay against the stored data.
+
+    Args:
+        db: the opened :class:`~waiaas.db.Database`.
+        clock: time source for timestamps (default: the system clock).
+        config: the wallet configuration (defaults for tiers, delays, owner-less approval).
+
+    Example::
+
+        service = PolicyService(db, clock, config)
+        info = service.add("SPENDING_LIMIT", {"per_transaction": "1000000000"}, agent_id=aid)
+        service.disable(info.id)
+    """
+
+    def __init__(
+        self, db: Database, clock: Clock | None = None, config: WalletConfig | None = None
+    ) -> None:
+        if not isinstance(db, Database):
+            raise InvalidInputError("db must be a waiaas Database", field="db")
+        if clock is not None and not isinstance(clock, Clock):
+            raise InvalidInputError("clock must provide now()", field="clock")
+        if config is not None and not isinstance(config, WalletConfig):
+            raise InvalidInputError("config must be a WalletConfig", field="config")
+        self._db = db
+        self._clock: Clock = clock or SystemClock()
+        self._config = config or WalletConfig()
+
+    def __repr__(self) -> str:
+        return f"PolicyService({self._db!r})"
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, policy_id: str) -> PolicyInfo:
+        """The policy ``policy_id``.
+
+        Raises:
+            NotFoundError: no such policy.
+        """
+        policy_id = _check_id(policy_id, "policy_id")
+        with self._db.read() as uow:
+            return _info(self._row(uow, policy_id))
+
+    def list(
+        self, *, agent_id: str | None = None, include_global: bool = True
+    ) -> builtins.list[PolicyInfo]:
+        """Policies, highest priority first: all, or an agent's (plus global ones)."""
+        if agent_id is not None:
+            agent_id = _check_id(agent_id, "agent_id")
+        with self._db.read() as uow:
+            rows = uow.policies.all(agent_id=agent_id, include_global=bool(include_global))
+            return [_info(r) for r in rows]
+
+    def specs(self, uow: UnitOfWork, agent_id: str) -> builtins.list[PolicySpec]:
+        """The enabled policies that apply to ``agent_id``, as evaluator inputs."""
+        return [_info(row).to_spec() for row in uow.policies.for_agent(agent_id)]
+
+    # ------------------------------------------------------------------ changes
+
+    def add(
+        self,
+        type: PolicyType | str,
+        rules: Mapping[str, Any] | str,
+        *,
+        agent_id: str | None = None,
+        priority: int = 0,
+        enabled: bool = True,
+        actor: str = "operator",
+    ) -> PolicyInfo:
+        """Validate and store a new policy (POLICY_UPDATED audit, same transaction).
+
+        Args:
+            type: the policy type (``"SPENDING_LIMIT"``, ...).
+            rules: the rules as a mapping or JSON text.
+            agent_id: the agent it governs; ``None`` for a global policy.
+            priority: orders the reasons of a decision (higher first).
+            enabled: whether it is enforced from now on.
+            actor: who made the change (audit ``actor``).
+
+        Raises:
+            InvalidInputError: unknown type or invalid rules (``problems`` lists every one),
+                bad priority, enabled or actor.
+            NotFoundError: ``agent_id`` names no agent.
+
+        Example::
+
+            service.add("RATE_LIMIT", {"max_requests": 10, "window_seconds": 60})
+        """
+        kind, stored = _stored_rules(type, rules)
+        priority = _check_priority(priority)
+        enabled = _check_enabled(enabled)
+        actor = _check_actor(actor)
+        if agent_id is not None:
+            agent_id = _check_id(agent_id, "agent_id")
+        now = self._clock.now()
+        with self._db.write() as uow:
+            if agent_id is not None and uow.agents.get(agent_id) is None:
+                raise NotFoundError("agent", agent_id)
+            row = PolicyRow(
+                id=new_id(),
+                agent_id=agent_id,
+                type=kind.value,
+                rules=stored,
+                priority=priority,
+                enabled=int(enabled),
+                created_at=now,
+                updated_at=now,
+            )
+            uow.policies.add(row)
+            after = _info(row)
+            self._audit(uow, "added", None, after, actor, now)
+            uow.commit()
+        return after
+
+    def update(
+        self,
+        policy_id: str,
+        *,
+        rules: Mapping[str, Any] | str | None = None,
+        priority: int | None = None,
+        enabled: bool | None = None,
+        actor: str = "operator",
+    ) -> PolicyInfo:
+        """Replace the rules and/or change priority or enabled (POLICY_UPDATED audit).
+
+        The type and the agent of a policy never change: remove it and add another.
+
+        Raises:
+            InvalidInputError: invalid rules (every problem listed), priority, enabled or actor.
+            NotFoundError: no such policy.
+        """
+        policy_id = _check_id(policy_id, "policy_id")
+        actor = _check_actor(actor)
+        if priority is not None:
+            priority = _check_priority(priority)
+        if enabled is not None:
+            enabled = _check_enabled(enabled)
+        now = self._clock.now()
+        with self._db.write() as uow:
+            row = self._row(uow, policy_id)
+            before = _info(row)
+            if rules is not None:
+                row.rules = _stored_rules(row.type, rules)[1]
+            if priority is not None:
+                row.priority = priority
+            if enabled is not None:
+                row.enabled = int(enabled)
+            after = _info(row)
+            if after.to_dict() == before.to_dict():
+                return before
+            row.updated_at = now
+            uow.session.add(row)
+            uow.session.flush()
+            after = _info(row)
+            self._audit(uow, "updated", before, after, actor, now)
+            uow.commit()
+        return after
+
+    def enable(self, policy_id: str, *, actor: str = "operator") -> PolicyInfo:
+        """Enforce the policy again (POLICY_UPDATED audit). Raises NotFoundError."""
+        return self.update(policy_id, enabled=True, actor=actor)
+
+    def disable(self, policy_id: str, *, actor: str = "operator") -> PolicyInfo:
+        """Stop enforcing the policy, keeping it stored (POLICY_UPDATED audit)."""
+        return self.update(policy_id, enabled=False, actor=actor)
+
+    def remove(self, policy_id: str, *, actor: str = "operator") -> PolicyInfo:
+        """Delete the policy (POLICY_UPDATED audit with the removed policy as ``before``).
+
+        Returns:
+            The policy as it was.
+
+        Raises:
+            NotFoundError: no such policy.
+        """
+        policy_id = _check_id(policy_id, "policy_id")
+        actor = _check_actor(actor)
+        now = self._clock.now()
+        with self._db.write() as uow:
+            before = _info(self._row(uow, policy_id))
+            uow.policies.delete(policy_id)
+            self._audit(uow, "removed", before, None, actor, now)
+            uow.commit()
+        return before
+
+    # ------------------------------------------------------------------ dry run / replay
+
+    def dry_run(
+        self,
+        agent_id: str,
+        request: object,
+        *,
+        now: int | None = None,
+        prices: Mapping[str, AssetPrice] | None = None,
+        policies: Iterable[PolicySpec] | None = None,
+    ) -> Explanation:
+        """Explain what the stored policies (or ``policies``) would do with ``request``.
+
+        Writes nothing. ``now`` defaults to the clock.
+
+        Raises:
+            InvalidInputError: malformed request or arguments.
+            NotFoundError: no such agent.
+        """
+        agent_id = _check_id(agent_id, "agent_id")
+        at = self._clock.now() if now is None else now
+        with self._db.read() as uow:
+            agent = self._agent(uow, agent_id)
+            specs = self.specs(uow, agent_id) if policies is None else list(policies)
+            usage = load_usage(uow, agent_id, at, required_windows(specs))
+        return explain(request, agent, specs, usage, at, config=self._config, prices=prices)
+
+    def replay(
+        self,
+        agent_id: str,
+        candidate_policies: Iterable[PolicySpec],
+        *,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> builtins.list[ReplayDiff]:
+        """Replay the agent's recorded requests against ``candidate_policies``.
+
+        Records are read from ``transactions`` (request and decision from ``metadata``);
+        rows without a stored request are skipped. See :func:`waiaas.policy.replay`.
+
+        Raises:
+            InvalidInputError: bad arguments, or more than 200 000 records in the range
+                (narrow it with ``since``/``until``).
+            NotFoundError: no such agent.
+        """
+        agent_id = _check_id(agent_id, "agent_id")
+        specs = list(candidate_policies)
+        for spec in specs:
+            if not isinstance(spec, PolicySpec):
+                raise InvalidInputError(
+                    "candidate_policies must hold PolicySpec values", field="candidate_policies"
+                )
+        lo = -1 if since is None else since
+        hi = 2**62 if until is None else until
+        with self._db.read() as uow:
+            agent = self._agent(uow, agent_id)
+            rows = uow.session.execute(
+                text(
+                    "SELECT id, created_at, status, metadata FROM transactions "
+                    "INDEXED BY idx_transactions_agent_created "
+                    "WHERE agent_id = :agent AND created_at >= :lo AND created_at <= :hi "
+                    "ORDER BY created_at, id LIMIT :cap"
+                ),
+                {"agent": agent_id, "lo": lo, "hi": hi, "cap": _MAX_REPLAY + 1},
+            ).all()
+        if len(rows) > _MAX_REPLAY:
+            raise InvalidInputError(
+                f"more than {_MAX_REPLAY} records; narrow the range with since/until",
+                field="since",
+            )
+        records = [r for r in (_record(*row) for row in rows) if r is not None]
+        return replay(records, specs, agent, self._config)
+
+    # ------------------------------------------------------------------ internals
+
+    def _row(self, uow: UnitOfWork, policy_id: str) -> PolicyRow:
+        row = uow.policies.get(policy_id)
+        if row is None:
+            raise NotFoundError(_ENTITY, policy_id)
+        return row
+
+    def _agent(self, uow: UnitOfWork, agent_id: str) -> AgentContext:
+        row: AgentRow | None = uow.agents.get(agent_id)
+        if row is None:
+            raise NotFoundError("agent", agent_id)
+        return AgentContext(
+            id=row.id,
+            chain=row.chain,
+            network=row.network,
+            status=AgentStatus(row.status),
+            owner_address=row.owner_address,
+        )
+
+    def _audit(
+        self,
+        uow: UnitOfWork,
+        action: str,
+        before: PolicyInfo | None,
+        after: PolicyInfo | None,
+        actor: str,
+        now: int,
+    ) -> None:
+        subject = after or before
+        assert subject is not None
+        uow.audit.append(
+            AuditEvent.POLICY_UPDATED,
+            actor=actor,
+            now=now,
+            agent_id=subject.agent_id,
+            details={
+                "action": action,
+                "policy_id": subject.id,
+                "type": subject.type.value,
+                "before": None if before is None else before.to_dict(),
+                "after": None if after is None else after.to_dict(),
+            },
+        )
+
+
+def _record(tx_id: str, created_at: int, status: str, meta: str | None) -> ReplayRecord | None:
+    """A replay record from a transaction row, or ``None`` when it holds no request."""
+    if not meta:
+        return None
+    try:
+        data = json.loads(meta)
+    except ValueError:
+        return None
+    request = data.get("request") if isinstance(data, dict) else None
+    if not isinstance(request, dict):
+        return None
+    decision: Decision | None = None
+    if isinstance(data.get("decision"), dict):
+        try:
+            decision = Decision.model_validate(data["decision"])
+        except ValidationError:
+            decision = None
+    try:
+        return ReplayRecord(
+            tx_id=tx_id,
+            created_at=created_at,
+            request=coerce_request(request),
+            decision=decision,
+            status=status,
+        )
+    except InvalidInputError:
+        return None
