@@ -817,7 +817,7 @@ class Pipeline:
                 refusal = ApprovalError(
                     f"transaction is {row.status}", tx_id=tx_id, reason="not_queued"
                 )
-            elif now > approval.expires_at:
+            elif now >= approval.expires_at:  # SIWE: not valid at the expiration time
                 self._expire(uow, row, approval, now, outbox)
                 refusal = ApprovalError("the approval window has expired", tx_id=tx_id,
                                         reason="expired")
