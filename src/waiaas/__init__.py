@@ -17,6 +17,8 @@ Example::
 ``import waiaas`` does no I/O and does not import the chain libraries (web3, solders).
 """
 
+import logging as _logging
+
 from waiaas.chains.base import ChainAdapter
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import KdfLimits, TierThresholds, WalletConfig
@@ -79,6 +81,9 @@ from waiaas.types import (
 from waiaas.wallet import TransactionResult, Wallet
 
 __version__ = "0.1.0.dev0"
+
+# A library never configures logging; hosts that do see waiaas's records as usual.
+_logging.getLogger("waiaas").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AccountSpec",

@@ -330,9 +330,17 @@ class AuthError(WaiaasError):
     code = "AUTH_FAILED"
     reason: str
     session_id: str | None
+    agent_id: str | None
 
-    def __init__(self, reason: str, *, session_id: str | None = None) -> None:
-        super().__init__(f"session token refused: {reason}", reason=reason, session_id=session_id)
+    def __init__(
+        self, reason: str, *, session_id: str | None = None, agent_id: str | None = None
+    ) -> None:
+        super().__init__(
+            f"session token refused: {reason}",
+            reason=reason,
+            session_id=session_id,
+            agent_id=agent_id,
+        )
 
 
 class TokenExpiredError(AuthError):

@@ -38,7 +38,7 @@ from waiaas.config import KdfLimits, WalletConfig
 from waiaas.errors import InvalidInputError
 from waiaas.wallet import Wallet
 
-__all__ = ["TEST_PASSWORD", "FrozenClock", "fund", "local_chains", "local_wallet"]
+__all__ = ["TEST_PASSWORD", "FrozenClock", "fast_config", "fund", "local_chains", "local_wallet"]
 
 TEST_PASSWORD = "waiaas-test-password"  # noqa: S105 - a test fixture, documented as such
 
@@ -93,7 +93,7 @@ def local_chains() -> list[ChainAdapter]:
     return [SolanaAdapter.local(), EvmAdapter.local()]
 
 
-def test_config(**overrides: Any) -> WalletConfig:
+def fast_config(**overrides: Any) -> WalletConfig:
     """A :class:`WalletConfig` for tests: minimum KDF cost, no retry sleeps."""
     values: dict[str, Any] = {"kdf": KdfLimits.minimum(), "retry_base_delay": 0.0}
     values.update(overrides)
@@ -115,7 +115,7 @@ def local_wallet(
         Path(directory) / name,
         password=TEST_PASSWORD,
         chains=chains if chains is not None else local_chains(),
-        config=config or test_config(),
+        config=config or fast_config(),
         clock=clock,
         **kwargs,
     )

@@ -32,6 +32,8 @@ from waiaas.config import WalletConfig
 from waiaas.db import Database
 from waiaas.db.tables import AgentRow, AuditRow, TransactionRow
 from waiaas.errors import (
+    AgentNotActiveError,
+    AuthError,
     InvalidInputError,
     NotFoundError,
     StateError,
@@ -804,9 +806,14 @@ class Wallet:
 
         now = self.clock.now()
         req = parse_request(request)
+        if token is not None:
+            try:
+                with self.db.read() as uow:
+                    agent_id = self.sessions.verify_in(uow, token, now).agent_id
+            except (AuthError, AgentNotActiveError) as exc:
+                self.sessions.record_failure(exc, now=now)
+                raise
         with self.db.read() as uow:
-            if token is not None:
-                agent_id = self.sessions.verify_in(uow, token, now).agent_id
             if agent_id is None:
                 raise InvalidInputError("give agent_id or token", field="agent_id")
             agent = uow.agents.get(_check_id(agent_id, "agent_id"))

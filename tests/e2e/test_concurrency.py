@@ -1,0 +1,120 @@
+"""Many threads plus two processes send against one daily limit on one database file:
+exactly the limit is accepted, and on EVM no nonce is used twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from solders.litesvm import LiteSVM
+
+from tests.chains.anvil import anvil_node
+from tests.chains.solana_rpc_server import SolanaRpcServer
+from tests.e2e.test_crash_recovery import CHILD
+from tests.e2e.wallet_child import open_wallet
+from waiaas import PolicyDeniedError, Transfer, TxStatus
+
+THREADS = 3
+PER_THREAD = 4
+LIMIT_COUNT = 9  # how many transfers fit the daily limit
+AMOUNTS = {"solana": 1_000_003, "evm": 10**14 + 3}
+
+
+@pytest.fixture(scope="module")
+def chain_urls() -> Iterator[dict[str, Any]]:
+    """One anvil node and one Solana RPC server shared by this module."""
+    with anvil_node(chain_id=31337) as node, SolanaRpcServer(LiteSVM()) as server:
+        yield {"solana_url": server.url, "evm_url": node.url, "chain_id": node.chain_id}
+
+
+def _child(spec: dict[str, Any]) -> subprocess.Popen[str]:
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), json.dumps(spec)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+@pytest.mark.anvil
+@pytest.mark.parametrize("chain", ["solana", "evm"])
+def test_threads_and_processes_never_overshoot_a_daily_limit(
+    tmp_path: Path, chain_urls: dict[str, Any], chain: str
+) -> None:
+    """3 processes x 3 threads x 4 requests against a limit that fits 9: exactly 9 run."""
+    amount = AMOUNTS[chain]
+    spec: dict[str, Any] = {"db": str(tmp_path / "wallet.db"), **chain_urls}
+    with open_wallet(spec) as wallet:
+        agent = wallet.create_agent("busy", chain)
+        adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
+        adapter.fund(agent.public_key, 10**19 if chain == "evm" else 10**11)  # type: ignore[attr-defined]
+        recipients = []
+        for _ in range(THREADS * 3):
+            _s, address = adapter.generate_secret()
+            if chain == "solana":
+                adapter.fund(address, 1_000_000_000)  # type: ignore[attr-defined]
+            recipients.append(address)
+        wallet.add_policy(
+            "SPENDING_LIMIT",
+            {"daily_total": str(amount * LIMIT_COUNT), "instant_max": str(amount * 100),
+             "notify_max": str(amount * 100), "delay_max": str(amount * 100)},
+            agent_id=agent.id,
+        )
+        token = wallet.issue_session(agent.id).token
+
+        # each sender has its own recipient, so no two transfers are byte-identical
+        children = [
+            _child({**spec, "mode": "burst", "token": token, "to": recipients[i],
+                    "amount": str(amount), "threads": 1, "count": PER_THREAD})
+            for i in range(2)
+        ]
+        outcomes: list[str] = []
+        lock = threading.Lock()
+
+        def work(to: str) -> None:
+            for _ in range(PER_THREAD):
+                try:
+                    status = str(wallet.send(token, Transfer(to=to, amount=amount)).status)
+                except PolicyDeniedError:
+                    status = "DENIED"
+                with lock:
+                    outcomes.append(status)
+
+        threads = [threading.Thread(target=work, args=(recipients[2 + i],))
+                   for i in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for proc in children:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+            outcomes += [r["status"] for r in json.loads(out.splitlines()[-1])["results"]]
+
+        wallet.process_due()
+        assert len(outcomes) == (2 + THREADS) * PER_THREAD
+        rows = wallet.list_transactions(agent_id=agent.id, limit=1000)
+        confirmed = [r for r in rows if r.status == TxStatus.CONFIRMED]
+        denied = [r for r in rows if r.error and r.error.startswith("POLICY_DENIED")]
+        assert len(confirmed) == LIMIT_COUNT
+        assert len(denied) == len(outcomes) - LIMIT_COUNT
+        assert sum(int(r.amount or 0) for r in confirmed) == amount * LIMIT_COUNT
+        moved = sum(adapter.get_balance(r) for r in recipients)
+        base = 0 if chain == "evm" else 1_000_000_000 * len(recipients)
+        assert moved - base == amount * LIMIT_COUNT
+        hashes = {r.tx_hash for r in confirmed}
+        assert len(hashes) == LIMIT_COUNT
+        if chain == "evm":
+            nonces = []
+            for r in confirmed:
+                signed = [e for e in wallet.audit(tx_id=r.id, event_types=["TX_SIGNED"]).entries]
+                nonces.append(signed[-1].details["nonce"])
+            assert sorted(nonces) == list(range(LIMIT_COUNT))  # distinct, no gaps

@@ -1,0 +1,88 @@
+"""A child process for crash and multi-process tests (run as ``python wallet_child.py JSON``).
+
+It opens the same wallet file as the test, on chains that live outside it (anvil, and the
+LiteSVM-backed Solana JSON-RPC test server), then either:
+
+* ``mode=crash``: sends one request and SIGKILLs itself at pipeline stage ``stage``;
+* ``mode=burst``: sends ``count`` requests from ``threads`` threads and prints a JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from waiaas import PolicyDeniedError, Transfer, Wallet
+from waiaas.pipeline.engine import PipelineHooks
+from waiaas.testing import TEST_PASSWORD, fast_config
+
+
+def chains(spec: dict[str, Any]) -> list[Any]:
+    """RPC adapters on the test's out-of-process chains."""
+    from waiaas.chains.evm.adapter import EvmDevAdapter
+    from waiaas.chains.solana.adapter import LocalSolanaAdapter
+
+    out: list[Any] = []
+    if spec.get("solana_url"):
+        out.append(LocalSolanaAdapter.rpc(spec["solana_url"], network="localnet"))
+    if spec.get("evm_url"):
+        out.append(EvmDevAdapter.rpc(spec["evm_url"], chain_id=spec["chain_id"], network="anvil"))
+    return out
+
+
+def open_wallet(spec: dict[str, Any], hooks: PipelineHooks | None = None) -> Wallet:
+    """The test's wallet, as this process sees it."""
+    return Wallet.open(
+        Path(spec["db"]),
+        password=TEST_PASSWORD,
+        chains=chains(spec),
+        config=fast_config(confirm_timeout=20.0),
+        hooks=hooks,
+    )
+
+
+def crash(spec: dict[str, Any]) -> None:
+    def on_stage(name: str, tx_id: str) -> None:
+        if name == spec["stage"]:
+            sys.stdout.write(json.dumps({"tx_id": tx_id}) + "\n")
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    wallet = open_wallet(spec, PipelineHooks(on_stage=on_stage))
+    wallet.send(spec["token"], Transfer(to=spec["to"], amount=int(spec["amount"])))
+    sys.stdout.write(json.dumps({"finished": True}) + "\n")
+
+
+def burst(spec: dict[str, Any]) -> None:
+    wallet = open_wallet(spec)
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    per_thread = int(spec["count"]) // int(spec["threads"])
+
+    def work() -> None:
+        for _ in range(per_thread):
+            try:
+                res = wallet.send(spec["token"], Transfer(to=spec["to"], amount=int(spec["amount"])))
+                item = {"id": res.id, "status": str(res.status)}
+            except PolicyDeniedError as exc:
+                item = {"id": exc.tx_id, "status": "DENIED"}
+            with lock:
+                results.append(item)
+
+    threads = [threading.Thread(target=work) for _ in range(int(spec["threads"]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wallet.close()
+    sys.stdout.write(json.dumps({"results": results}) + "\n")
+
+
+if __name__ == "__main__":
+    payload = json.loads(sys.argv[1])
+    {"crash": crash, "burst": burst}[payload["mode"]](payload)
