@@ -1,0 +1,1122 @@
+"""The EVM chain adapter: EIP-1559 transactions for Ethereum-compatible chains.
+
+:class:`EvmAdapter` implements :class:`waiaas.chains.base.ChainAdapter` and
+:class:`~waiaas.chains.base.SupportsNonces`; :class:`EvmDevAdapter` adds
+:class:`~waiaas.chains.base.LocalChainControl` on test chains.
+
+Backends::
+
+    EvmAdapter.local()                              in-process eth-tester chain, test controls
+    EvmAdapter.rpc(url, chain_id=1, network="mainnet")  any JSON-RPC node; chain id verified
+    EvmAdapter.anvil(url, chain_id=31337)           an anvil node, with its test cheat codes
+
+Every transaction is EIP-1559 (type 2) and carries the configured chain id; the adapter checks
+the chain id itself when it connects, builds, signs and submits, so a transaction for another
+chain is refused before any node sees it.
+
+Example::
+
+    from waiaas.chains.evm import EvmAdapter
+    from waiaas.types import Transfer
+
+    with EvmAdapter.local() as evm:
+        secret, me = evm.generate_secret()
+        evm.fund(me, 10**18)
+        unsigned = evm.build(Transfer(to="0x" + "11" * 20, amount=10**15), me)
+        signed = evm.sign(unsigned, secret)
+        evm.submit(signed)
+        status = evm.wait_for_confirmation(signed)
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+
+from waiaas.chains.base import (
+    ChainTxState,
+    ChainTxStatus,
+    SignedTx,
+    SimulationResult,
+    UnsignedTx,
+)
+from waiaas.chains.evm.abi import (
+    SELECTOR_APPROVE,
+    SELECTOR_BALANCE_OF,
+    SELECTOR_DECIMALS,
+    SELECTOR_MINT,
+    SELECTOR_TRANSFER,
+    SELECTOR_TRANSFER_FROM,
+    UINT256_MAX,
+    bundled_token_artifact,
+    decode_uint,
+    encode_call,
+)
+from waiaas.chains.evm.addresses import ZERO_ADDRESS, normalize_address
+from waiaas.chains.evm.backends import Backend, HttpBackend, TesterBackend
+from waiaas.chains.evm.errors import ChainIdMismatchError, map_evm_error
+from waiaas.chains.evm.nonces import NonceAllocator
+from waiaas.errors import (
+    ChainError,
+    ExecutionRevertedError,
+    InsufficientFundsError,
+    InvalidInputError,
+    PermanentChainError,
+    StaleTransactionError,
+    TransientChainError,
+)
+from waiaas.types import Approve, Batch, ContractCall, TokenTransfer, Transfer
+
+__all__ = ["DEFAULT_PRIORITY_FEE", "EvmAdapter", "EvmDevAdapter"]
+
+T = TypeVar("T")
+_A = TypeVar("_A", bound="EvmAdapter")
+
+DEFAULT_PRIORITY_FEE: Final = 10**9
+"""Priority fee (1 gwei) used when the node cannot suggest one."""
+
+_CHAIN: Final = "evm"
+_TX_TYPE: Final = 2
+_PLAIN_TRANSFER_GAS: Final = 21_000
+_MAX_NONCE: Final = 2**64 - 2
+_PAYLOAD_KEYS: Final = frozenset(
+    {"type", "chainId", "nonce", "value", "data", "gas", "maxFeePerGas", "maxPriorityFeePerGas"}
+)
+_SENDER_CACHE_SIZE: Final = 4096
+_TOKEN_RETURNS_BOOL: Final = (SELECTOR_TRANSFER, SELECTOR_APPROVE, SELECTOR_TRANSFER_FROM)
+_FINAL_STATES: Final = frozenset(
+    {ChainTxState.CONFIRMED, ChainTxState.FAILED, ChainTxState.DROPPED}
+)
+
+
+def _keys() -> tuple[Callable[[str], tuple[bytes, str]], Callable[[str, bytes], str]]:
+    """``(generate_keypair, public_key_for)`` from the keystore's key helpers."""
+    from waiaas.keystore.keys import generate_keypair, public_key_for
+
+    return generate_keypair, public_key_for
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _hex_quantity(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value, 16)
+    raise ValueError(f"not a JSON-RPC quantity: {value!r}")
+
+
+def _next_base_fee(w3: Any) -> int:
+    """The base fee of the next block (``eth_feeHistory``; the latest block's as a fallback)."""
+    bases = w3.eth.fee_history(1, "latest", []).get("baseFeePerGas") or []
+    if bases:
+        return int(bases[-1])
+    base_fee = w3.eth.get_block("latest").get("baseFeePerGas")
+    if base_fee is None:
+        raise PermanentChainError(
+            "the node reports no base fee; only EIP-1559 chains are supported", chain=_CHAIN
+        )
+    return int(base_fee)
+
+
+def _rlp() -> Any:
+    return importlib.import_module("rlp")
+
+
+def _decode_raw(raw: bytes) -> tuple[int | None, int]:
+    """``(chain id, nonce)`` of signed transaction bytes (chain id ``None`` if pre-EIP-155)."""
+    if not raw:
+        raise InvalidInputError("signed transaction bytes are empty", field="raw")
+    try:
+        if raw[0] >= 0xC0:  # legacy: [nonce, gasPrice, gas, to, value, data, v, r, s]
+            items = _rlp().decode(raw)
+            v = int.from_bytes(items[6], "big")
+            return ((v - 35) // 2 if v >= 35 else None), int.from_bytes(items[0], "big")
+        if raw[0] in (1, 2, 3, 4):  # typed: [chainId, nonce, ...]
+            items = _rlp().decode(raw[1:])
+            return int.from_bytes(items[0], "big"), int.from_bytes(items[1], "big")
+    except Exception as exc:
+        raise InvalidInputError(
+            f"signed transaction bytes do not decode: {type(exc).__name__}", field="raw"
+        ) from None
+    raise InvalidInputError("signed transaction bytes have an unknown type", field="raw")
+
+
+class EvmAdapter:
+    """A :class:`~waiaas.chains.base.ChainAdapter` for EVM chains (EIP-1559, chain-id checked).
+
+    Build one with :meth:`local`, :meth:`rpc` or :meth:`anvil`; close it with :meth:`close`
+    (or use it as a context manager). Thread-safe: many threads may build, sign and submit
+    for the same sender at once and still get distinct nonces.
+
+    Attributes:
+        chain: always ``"evm"``.
+        network: the network name agents are bound to (``"local"``, ``"mainnet"``, ...).
+        chain_id: the EIP-155 chain id every transaction carries.
+        priority_fee: a fixed priority fee (wei), or ``None`` to ask the node.
+        gas_margin_percent: head room added to ``eth_estimateGas`` (default 20).
+    """
+
+    chain: str = _CHAIN
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        chain_id: int,
+        network: str,
+        priority_fee: int | None = None,
+        gas_margin_percent: int = 20,
+        poll_interval: float = 0.005,
+        max_poll_interval: float = 0.5,
+    ) -> None:
+        """Wrap a backend; prefer the :meth:`local`, :meth:`rpc` and :meth:`anvil` constructors."""
+        if not isinstance(network, str) or not network.strip():
+            raise InvalidInputError("network must be a non-empty string", field="network")
+        if not _is_int(chain_id) or chain_id <= 0:
+            raise InvalidInputError("chain_id must be a positive integer", field="chain_id")
+        if priority_fee is not None and (not _is_int(priority_fee) or priority_fee < 0):
+            raise InvalidInputError(
+                "priority_fee must be a non-negative integer of wei", field="priority_fee"
+            )
+        if not _is_int(gas_margin_percent) or not 0 <= gas_margin_percent <= 500:
+            raise InvalidInputError(
+                "gas_margin_percent must be an integer from 0 to 500", field="gas_margin_percent"
+            )
+        self._backend = backend
+        self._w3 = backend.w3
+        self.network = network
+        self.chain_id = chain_id
+        self.priority_fee = priority_fee
+        self.gas_margin_percent = gas_margin_percent
+        self._poll_interval = poll_interval
+        self._max_poll_interval = max_poll_interval
+        self._nonces = NonceAllocator()
+        self._senders: OrderedDict[str, str] = OrderedDict()
+        self._senders_lock = threading.Lock()
+        self._contracts: set[str] = set()
+        self._decimals: dict[str, int] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def local(cls, network: str = "local", *, priority_fee: int | None = None) -> EvmDevAdapter:
+        """A fresh in-process chain (eth-tester + py-evm), with test controls.
+
+        Args:
+            network: the network name reported to the engine.
+            priority_fee: a fixed priority fee in wei instead of the node's suggestion.
+
+        Example::
+
+            evm = EvmAdapter.local()
+            secret, address = evm.generate_secret()
+            evm.fund(address, 10**18)
+        """
+        backend = TesterBackend()
+        chain_id = int(backend.w3.eth.chain_id)
+        return EvmDevAdapter(backend, chain_id=chain_id, network=network, priority_fee=priority_fee)
+
+    @classmethod
+    def rpc(
+        cls,
+        url: str,
+        *,
+        chain_id: int,
+        network: str = "mainnet",
+        timeout: float = 10.0,
+        priority_fee: int | None = None,
+    ) -> EvmAdapter:
+        """Connect to a JSON-RPC node and verify it serves ``chain_id``.
+
+        Args:
+            url: ``http://`` or ``https://`` endpoint (it never appears in errors or reprs).
+            chain_id: the chain id the node must report; REQUIRED so that a misconfigured URL
+                can never receive (or replay) a transaction meant for another chain.
+            network: the network name agents are bound to.
+            timeout: seconds allowed for every HTTP request.
+            priority_fee: a fixed priority fee in wei instead of the node's suggestion.
+
+        Raises:
+            InvalidInputError: bad URL, chain id or timeout.
+            ChainIdMismatchError: the node reports another chain id.
+            TransientChainError: the node cannot be reached.
+
+        Example::
+
+            evm = EvmAdapter.rpc("https://sepolia.example/rpc", chain_id=11155111,
+                                 network="sepolia")
+        """
+        return cls._connect(
+            cls,
+            url,
+            chain_id=chain_id,
+            network=network,
+            timeout=timeout,
+            priority_fee=priority_fee,
+        )
+
+    @classmethod
+    def anvil(
+        cls,
+        url: str,
+        *,
+        chain_id: int = 31337,
+        network: str = "anvil",
+        timeout: float = 10.0,
+    ) -> EvmDevAdapter:
+        """Connect to an anvil node; test controls use its ``anvil_*`` cheat codes.
+
+        Same checks as :meth:`rpc`. Never point this at a production node: its controls
+        exist only on development nodes.
+        """
+        return cls._connect(
+            EvmDevAdapter,
+            url,
+            chain_id=chain_id,
+            network=network,
+            timeout=timeout,
+            priority_fee=None,
+        )
+
+    @staticmethod
+    def _connect(
+        kind: type[_A],
+        url: str,
+        *,
+        chain_id: int,
+        network: str,
+        timeout: float,
+        priority_fee: int | None,
+    ) -> _A:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidInputError("url must be an http:// or https:// URL", field="url")
+        if not _is_int(chain_id) or chain_id <= 0:
+            raise InvalidInputError("chain_id must be a positive integer", field="chain_id")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise InvalidInputError("timeout must be a positive number of seconds", field="timeout")
+        backend = HttpBackend(url, float(timeout))
+        try:
+            adapter = kind(
+                backend,
+                chain_id=chain_id,
+                network=network,
+                priority_fee=priority_fee,
+                max_poll_interval=min(1.0, max(0.05, timeout / 10)),
+            )
+            found = adapter._call("eth_chainId", lambda: int(backend.w3.eth.chain_id))
+            if found != chain_id:
+                raise ChainIdMismatchError(
+                    f"the node serves chain id {found}, not the configured {chain_id}",
+                    expected=chain_id,
+                    found=found,
+                )
+        except BaseException:
+            backend.close()
+            raise
+        return adapter
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Release the backend (HTTP session). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._backend.close()
+
+    def __enter__(self: _A) -> _A:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(network={self.network!r}, chain_id={self.chain_id}, "
+            f"backend={self._backend.name!r})"
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(self, op: str, fn: Callable[[], T]) -> T:
+        """Run one chain call under the backend's guard; map any upstream failure."""
+        try:
+            with self._backend.guard():
+                return fn()
+        except ChainError:
+            raise
+        except Exception as exc:
+            mapped = map_evm_error(exc, op=op, redact=self._backend.redact)
+            if any(secret in str(exc) for secret in self._backend.redact):
+                raise mapped from None  # the cause names the URL, which may hold an API key
+            raise mapped from exc
+
+    def _remember_sender(self, tx_hash: str, sender: str) -> None:
+        with self._senders_lock:
+            self._senders[tx_hash] = sender
+            self._senders.move_to_end(tx_hash)
+            while len(self._senders) > _SENDER_CACHE_SIZE:
+                self._senders.popitem(last=False)
+
+    def _sender_of(self, signed: SignedTx) -> str:
+        with self._senders_lock:
+            known = self._senders.get(signed.tx_hash)
+        if known is not None:
+            return known
+        from eth_account import Account
+
+        try:
+            sender = normalize_address(str(Account.recover_transaction(signed.raw)))
+        except Exception:
+            raise InvalidInputError(
+                "cannot recover the sender of the signed transaction", field="raw"
+            ) from None
+        self._remember_sender(signed.tx_hash, sender)
+        return sender
+
+    def _receipt(self, tx_hash: str) -> Any | None:
+        from web3.exceptions import TransactionNotFound
+
+        def fetch() -> Any | None:
+            try:
+                return self._w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                return None
+
+        return self._call("eth_getTransactionReceipt", fetch)
+
+    def _pool_has(self, tx_hash: str) -> bool:
+        from web3.exceptions import TransactionNotFound
+
+        if self._backend.is_queued(tx_hash):
+            return True
+
+        def fetch() -> bool:
+            try:
+                self._w3.eth.get_transaction(tx_hash)
+            except TransactionNotFound:
+                return False
+            return True
+
+        return self._call("eth_getTransactionByHash", fetch)
+
+    def _fee_params(self) -> tuple[int, int]:
+        """``(base fee of the next block, priority fee)`` in wei."""
+        base_fee = self._call("eth_feeHistory", lambda: _next_base_fee(self._w3))
+        if self.priority_fee is not None:
+            return base_fee, self.priority_fee
+
+        def suggest() -> int:
+            response = self._w3.provider.make_request("eth_maxPriorityFeePerGas", [])
+            if not isinstance(response, Mapping) or "result" not in response:
+                return DEFAULT_PRIORITY_FEE
+            return _hex_quantity(response["result"])
+
+        try:
+            return base_fee, self._call("eth_maxPriorityFeePerGas", suggest)
+        except ChainError:
+            return base_fee, DEFAULT_PRIORITY_FEE
+
+    # ------------------------------------------------------------------ keys & addresses
+
+    def validate_address(self, address: str) -> str:
+        """Return the EIP-55 form of ``address``.
+
+        All-lowercase and all-uppercase hex are accepted; mixed case must carry a correct
+        EIP-55 checksum.
+
+        Raises:
+            InvalidAddressError: not ``0x`` + 40 hex digits, or a wrong checksum.
+
+        >>> EvmAdapter.local().validate_address("0x52908400098527886e0f7030069857d2e4169ee7")
+        '0x52908400098527886E0F7030069857D2E4169EE7'
+        """
+        return normalize_address(address)
+
+    def generate_secret(self) -> tuple[bytes, str]:
+        """A new secp256k1 private key (32 bytes) and its EIP-55 address."""
+        generate_keypair, _ = _keys()
+        return generate_keypair(_CHAIN)
+
+    def address_of(self, secret: bytes) -> str:
+        """The EIP-55 address of a 32-byte secp256k1 private key.
+
+        Raises:
+            InvalidInputError: not 32 bytes, or not a valid secp256k1 key.
+        """
+        _, public_key_for = _keys()
+        return public_key_for(_CHAIN, secret)
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, request: Any, sender: str, *, nonce: int | None = None) -> UnsignedTx:
+        """Build an EIP-1559 transaction for ``request`` sent by ``sender``.
+
+        Gas comes from ``eth_estimateGas`` plus :attr:`gas_margin_percent` (a plain transfer
+        to an account without code gets exactly 21,000). ``maxFeePerGas`` is twice the next
+        block's base fee plus the priority fee. The nonce is ``nonce`` when given, else
+        allocated so that concurrent builds for one sender never collide.
+
+        Args:
+            request: a :class:`~waiaas.types.Transfer`, ``TokenTransfer`` (ERC-20
+                ``transfer``), ``ContractCall`` (calldata + value) or ``Approve`` (ERC-20
+                ``approve``). ``Batch`` is Solana-only.
+            sender: the sending address.
+            nonce: an explicit nonce (e.g. to replace a stuck transaction).
+
+        Raises:
+            InvalidInputError / InvalidAddressError: bad request, address, nonce or amount;
+                a token address without a contract; a ``decimals`` that does not match the
+                token's.
+            InsufficientFundsError: the sender cannot pay value + gas * max fee.
+            ExecutionRevertedError: the call would revert (with the revert reason).
+            ChainError: the node failed (transient errors may be retried).
+
+        Example::
+
+            unsigned = evm.build(TokenTransfer(token=usdc, to=bob, amount=5_000_000), me)
+        """
+        sender = normalize_address(sender, field="sender")
+        if nonce is not None and (not _is_int(nonce) or not 0 <= nonce <= _MAX_NONCE):
+            raise InvalidInputError("nonce must be an integer from 0 to 2**64-2", field="nonce")
+        to, value, data = self._encode_request(request)
+        return self._prepare(sender, to, value, data, nonce=nonce)
+
+    def _encode_request(self, request: Any) -> tuple[str, int, bytes]:
+        """``(to, value, calldata)`` for a request, validated."""
+        if isinstance(request, Batch):
+            raise InvalidInputError(
+                "BATCH requests are supported on Solana only; send the items one by one",
+                field="type",
+            )
+        if isinstance(request, Transfer):
+            to = self._recipient(request.to, "to")
+            return to, self._uint(request.amount, "amount"), b""
+        if isinstance(request, TokenTransfer):
+            token = self._token(request.token, request.decimals)
+            to = self._recipient(request.to, "to")
+            amount = self._uint(request.amount, "amount")
+            return token, 0, encode_call(SELECTOR_TRANSFER, ["address", "uint256"], [to, amount])
+        if isinstance(request, Approve):
+            token = self._token(request.token, request.decimals)
+            spender = self._recipient(request.spender, "spender")
+            amount = self._uint(request.amount, "amount")
+            return (
+                token,
+                0,
+                encode_call(SELECTOR_APPROVE, ["address", "uint256"], [spender, amount]),
+            )
+        if isinstance(request, ContractCall):
+            if request.accounts:
+                raise InvalidInputError(
+                    "accounts are for Solana program calls; EVM calls take calldata only",
+                    field="accounts",
+                )
+            to = self._recipient(request.to, "to")
+            return to, self._uint(request.value, "value"), bytes(request.data)
+        raise InvalidInputError(
+            "request must be a Transfer, TokenTransfer, ContractCall or Approve",
+            field="request",
+        )
+
+    @staticmethod
+    def _uint(value: object, field: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UINT256_MAX:
+            raise InvalidInputError(f"{field} must be an integer from 0 to 2**256-1", field=field)
+        return value
+
+    @staticmethod
+    def _recipient(address: str, field: str) -> str:
+        normalized = normalize_address(address, field=field)
+        if normalized == ZERO_ADDRESS:
+            from waiaas.errors import InvalidAddressError
+
+            raise InvalidAddressError(
+                f"{field} is the zero address; anything sent there is lost",
+                chain=_CHAIN,
+                address=address,
+                field=field,
+            )
+        return normalized
+
+    def _token(self, token: str, decimals: int | None) -> str:
+        address = self._recipient(token, "token")
+        if address not in self._contracts:
+            code = self._call("eth_getCode", lambda: bytes(self._w3.eth.get_code(address)))
+            if not code:
+                raise InvalidInputError(
+                    f"no contract is deployed at token address {address}", field="token"
+                )
+            self._contracts.add(address)
+        if decimals is not None:
+            actual = self.token_decimals(address)
+            if actual != decimals:
+                raise InvalidInputError(
+                    f"the token has {actual} decimals, the request says {decimals}",
+                    field="decimals",
+                )
+        return address
+
+    def token_decimals(self, token: str) -> int:
+        """The ERC-20 ``decimals()`` of ``token`` (read once, then cached).
+
+        Raises:
+            InvalidAddressError: bad address.
+            InvalidInputError: the contract has no ``decimals()``.
+        """
+        address = normalize_address(token, field="token")
+        cached = self._decimals.get(address)
+        if cached is not None:
+            return cached
+        raw = self._eth_call({"to": address, "data": "0x" + SELECTOR_DECIMALS.hex()})
+        try:
+            decimals = decode_uint(raw)
+        except ValueError:
+            raise InvalidInputError(
+                f"{address} does not answer decimals() like an ERC-20 token", field="token"
+            ) from None
+        self._decimals[address] = decimals
+        return decimals
+
+    def _eth_call(self, params: dict[str, Any], block: str | int = "latest") -> bytes:
+        return self._call("eth_call", lambda: bytes(self._w3.eth.call(params, block)))
+
+    def _prepare(
+        self, sender: str, to: str | None, value: int, data: bytes, *, nonce: int | None
+    ) -> UnsignedTx:
+        """Estimate gas and fees, check the balance, allocate the nonce, assemble the payload."""
+        call: dict[str, Any] = {"from": sender, "value": value, "data": "0x" + data.hex()}
+        if to is not None:
+            call["to"] = to
+        estimated = self._call("eth_estimateGas", lambda: int(self._w3.eth.estimate_gas(call)))
+        plain = to is not None and not data and estimated == _PLAIN_TRANSFER_GAS
+        gas = estimated if plain else estimated + estimated * self.gas_margin_percent // 100
+        base_fee, priority = self._fee_params()
+        max_fee = 2 * base_fee + priority
+        balance = self._call("eth_getBalance", lambda: int(self._w3.eth.get_balance(sender)))
+        if balance < value + gas * max_fee:
+            raise InsufficientFundsError(
+                f"the sender holds {balance} wei but needs {value + gas * max_fee} "
+                f"(value {value} + gas {gas} * max fee {max_fee})",
+                chain=_CHAIN,
+            )
+        if nonce is None:
+            nonce = self._nonces.allocate(sender, lambda: self.pending_nonce(sender))
+        else:
+            self._nonces.reserve(sender, nonce)
+        payload: dict[str, Any] = {
+            "type": _TX_TYPE,
+            "chainId": self.chain_id,
+            "nonce": nonce,
+            "value": value,
+            "data": "0x" + data.hex(),
+            "gas": gas,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": priority,
+        }
+        if to is not None:
+            payload["to"] = to
+        return UnsignedTx(
+            chain=_CHAIN,
+            sender=sender,
+            payload=payload,
+            nonce=nonce,
+            fee_estimate=estimated * min(max_fee, base_fee + priority),
+        )
+
+    def pending_nonce(self, address: str) -> int:
+        """The next nonce the node expects from ``address``, its pending pool included.
+
+        Raises:
+            InvalidAddressError: bad address.
+            ChainError: the node failed.
+        """
+        address = normalize_address(address)
+        return self._call(
+            "eth_getTransactionCount",
+            lambda: int(self._w3.eth.get_transaction_count(address, "pending")),
+        )
+
+    def _payload(self, unsigned: UnsignedTx) -> dict[str, Any]:
+        """The validated payload of an unsigned transaction built for this chain."""
+        if not isinstance(unsigned, UnsignedTx) or unsigned.chain != _CHAIN:
+            raise InvalidInputError(
+                "expected an UnsignedTx built by an EVM adapter", field="unsigned"
+            )
+        payload = unsigned.payload
+        if not isinstance(payload, Mapping):
+            raise InvalidInputError("the unsigned payload must be a mapping", field="payload")
+        keys = set(payload)
+        if not keys >= _PAYLOAD_KEYS or not keys <= _PAYLOAD_KEYS | {"to"}:
+            raise InvalidInputError(
+                "the unsigned payload has missing or unexpected fields", field="payload"
+            )
+        for key in _PAYLOAD_KEYS - {"data"}:
+            if not _is_int(payload[key]) or payload[key] < 0:
+                raise InvalidInputError(
+                    f"payload {key} must be a non-negative integer", field="payload"
+                )
+        if payload["chainId"] != self.chain_id:
+            raise ChainIdMismatchError(
+                f"the transaction is for chain id {payload['chainId']}, "
+                f"this adapter for {self.chain_id}",
+                expected=self.chain_id,
+                found=payload["chainId"],
+            )
+        if payload["type"] != _TX_TYPE:
+            raise InvalidInputError(
+                "only EIP-1559 (type 2) transactions are signed", field="payload"
+            )
+        if payload["maxPriorityFeePerGas"] > payload["maxFeePerGas"]:
+            raise InvalidInputError("maxPriorityFeePerGas exceeds maxFeePerGas", field="payload")
+        if unsigned.nonce is not None and unsigned.nonce != payload["nonce"]:
+            raise InvalidInputError("the nonce differs from the payload's", field="payload")
+        return dict(payload)
+
+    # ------------------------------------------------------------------ fees & simulation
+
+    def estimate_fee(self, unsigned: UnsignedTx) -> int:
+        """Expected fee in wei: estimated gas * (next base fee + priority), as of build time.
+
+        The most the transaction can cost is :meth:`max_fee` (gas limit * ``maxFeePerGas``).
+        """
+        payload = self._payload(unsigned)
+        if unsigned.fee_estimate is not None:
+            return unsigned.fee_estimate
+        base_fee, _ = self._fee_params()
+        price = min(int(payload["maxFeePerGas"]), base_fee + int(payload["maxPriorityFeePerGas"]))
+        return int(payload["gas"]) * price
+
+    def max_fee(self, unsigned: UnsignedTx) -> int:
+        """The most ``unsigned`` can cost in fees: gas limit * ``maxFeePerGas`` (wei)."""
+        payload = self._payload(unsigned)
+        return int(payload["gas"]) * int(payload["maxFeePerGas"])
+
+    def simulate(self, unsigned: UnsignedTx) -> SimulationResult:
+        """Execute ``unsigned`` with ``eth_call`` on the latest state, without committing.
+
+        Reports failure (never raises for chain failures) when the call reverts, when the
+        sender cannot pay value + gas * max fee, when the nonce is already used, or when an
+        ERC-20 ``transfer``/``approve`` returns ``false``. On success ``fee`` is the gas the
+        call uses times the effective gas price, and ``units_consumed`` that gas.
+
+        Raises:
+            InvalidInputError: ``unsigned`` was not built by an EVM adapter.
+            ChainIdMismatchError: it is for another chain.
+        """
+        payload = self._payload(unsigned)
+        params: dict[str, Any] = {
+            "from": unsigned.sender,
+            "value": payload["value"],
+            "data": payload["data"],
+            "gas": payload["gas"],
+            "maxFeePerGas": payload["maxFeePerGas"],
+            "maxPriorityFeePerGas": payload["maxPriorityFeePerGas"],
+        }
+        if "to" in payload:
+            params["to"] = payload["to"]
+        try:
+            used = self._call(
+                "eth_getTransactionCount",
+                lambda: int(self._w3.eth.get_transaction_count(unsigned.sender, "latest")),
+            )
+            if payload["nonce"] < used:
+                raise StaleTransactionError(
+                    f"nonce {payload['nonce']} is already used (next is {used}); rebuild",
+                    chain=_CHAIN,
+                )
+            returned = self._eth_call(params)
+            data = bytes.fromhex(payload["data"][2:])
+            if (
+                data[:4] in _TOKEN_RETURNS_BOOL
+                and len(returned) == 32
+                and int.from_bytes(returned, "big") == 0
+            ):
+                raise ExecutionRevertedError(
+                    "the token returned false", chain=_CHAIN, reason="the token returned false"
+                )
+            estimate = {k: v for k, v in params.items() if k != "gas"}
+            units = self._call("eth_estimateGas", lambda: int(self._w3.eth.estimate_gas(estimate)))
+            base_fee, _ = self._fee_params()
+        except ChainError as error:
+            return SimulationResult(success=False, fee=None, error=error)
+        price = min(payload["maxFeePerGas"], base_fee + payload["maxPriorityFeePerGas"])
+        return SimulationResult(success=True, fee=units * price, units_consumed=units, logs=())
+
+    # ------------------------------------------------------------------ sign & submit
+
+    def sign(self, unsigned: UnsignedTx, secret: bytes) -> SignedTx:
+        """Sign ``unsigned`` with ``secret`` (a 32-byte secp256k1 key, used for this call only).
+
+        Raises:
+            InvalidInputError: the payload is malformed, the secret is not a key, or the key
+                is not the sender's.
+            ChainIdMismatchError: the payload's chain id is not this adapter's.
+        """
+        payload = self._payload(unsigned)
+        if self.address_of(secret) != unsigned.sender:
+            raise InvalidInputError("the key does not belong to the sender", field="secret")
+        from eth_account import Account
+
+        try:
+            signed = Account.sign_transaction(payload, bytes(secret))
+        except Exception as exc:
+            raise InvalidInputError(
+                f"the transaction cannot be signed: {type(exc).__name__}", field="payload"
+            ) from None
+        raw = bytes(signed.raw_transaction)
+        tx_hash = "0x" + bytes(signed.hash).hex()
+        self._remember_sender(tx_hash, unsigned.sender)
+        return SignedTx(chain=_CHAIN, raw=raw, tx_hash=tx_hash, nonce=int(payload["nonce"]))
+
+    def _check_signed(self, signed: SignedTx) -> int:
+        """Validate ``signed`` for this chain; return its nonce."""
+        if not isinstance(signed, SignedTx) or signed.chain != _CHAIN:
+            raise InvalidInputError("expected a SignedTx for an EVM chain", field="signed")
+        if not isinstance(signed.raw, bytes | bytearray):
+            raise InvalidInputError("signed.raw must be bytes", field="raw")
+        chain_id, nonce = _decode_raw(bytes(signed.raw))
+        if chain_id != self.chain_id:
+            raise ChainIdMismatchError(
+                f"the transaction is signed for chain id {chain_id}, this adapter is for "
+                f"{self.chain_id}; refusing to send it",
+                expected=self.chain_id,
+                found=chain_id,
+            )
+        from eth_hash.auto import keccak
+
+        if "0x" + keccak(bytes(signed.raw)).hex() != signed.tx_hash.lower():
+            raise InvalidInputError("tx_hash does not match the signed bytes", field="tx_hash")
+        return nonce
+
+    def submit(self, signed: SignedTx) -> str:
+        """Send the signed bytes; return the transaction hash.
+
+        Idempotent: re-sending bytes the chain already knows (pending or mined) returns the
+        same hash and cannot spend twice. A transaction refused for good gives its nonce back
+        to the allocator, so later transactions of the sender are not blocked behind a gap.
+
+        Raises:
+            ChainIdMismatchError: signed for another chain (checked before sending).
+            InsufficientFundsError, ExecutionRevertedError, StaleTransactionError,
+            TransientChainError, PermanentChainError: the chain refused it.
+        """
+        nonce = self._check_signed(signed)
+        tx_hash = signed.tx_hash.lower()
+        try:
+            self._call(
+                "eth_sendRawTransaction",
+                lambda: self._backend.send_raw(
+                    bytes(signed.raw), tx_hash, lambda: self._sender_of(signed)
+                ),
+            )
+        except ChainError as error:
+            if self._already_known(tx_hash):
+                return tx_hash  # the same bytes were sent before: nothing more to do
+            if not isinstance(error, TransientChainError):
+                self._nonces.release(self._sender_of(signed), nonce)
+            raise
+        return tx_hash
+
+    def _already_known(self, tx_hash: str) -> bool:
+        """True when the chain holds ``tx_hash`` (mined or pending); False if unsure."""
+        try:
+            return self._receipt(tx_hash) is not None or self._pool_has(tx_hash)
+        except ChainError:
+            return False
+
+    # ------------------------------------------------------------------ status
+
+    def get_status(self, signed: SignedTx) -> ChainTxStatus:
+        """Where ``signed`` stands: CONFIRMED / FAILED (mined), PENDING (in a pool), DROPPED
+        (its nonce was used by another transaction) or NOT_FOUND.
+
+        A FAILED status carries the fee paid and an ``ExecutionRevertedError`` whose reason
+        comes from replaying the call on the parent block (``"out of gas"`` when it used all
+        its gas).
+        """
+        nonce = self._check_signed(signed)
+        tx_hash = signed.tx_hash.lower()
+        receipt = self._receipt(tx_hash)
+        if receipt is None:
+            if self._pool_has(tx_hash):
+                return ChainTxStatus(state=ChainTxState.PENDING)
+            sender = self._sender_of(signed)
+            used = self._call(
+                "eth_getTransactionCount",
+                lambda: int(self._w3.eth.get_transaction_count(sender, "latest")),
+            )
+            if used <= nonce:
+                return ChainTxStatus(state=ChainTxState.NOT_FOUND)
+            receipt = self._receipt(tx_hash)  # it may have been mined meanwhile
+            if receipt is None:
+                return ChainTxStatus(
+                    state=ChainTxState.DROPPED,
+                    error=StaleTransactionError(
+                        f"nonce {nonce} was used by another transaction", chain=_CHAIN
+                    ),
+                )
+        return self._status_from_receipt(tx_hash, receipt)
+
+    def _status_from_receipt(self, tx_hash: str, receipt: Any) -> ChainTxStatus:
+        fee = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+        blob_gas = receipt.get("blobGasUsed")
+        if blob_gas:
+            fee += int(blob_gas) * int(receipt.get("blobGasPrice") or 0)
+        block = int(receipt["blockNumber"])
+        logs = tuple(
+            f"{log['address']} topics=[{', '.join('0x' + bytes(t).hex() for t in log['topics'])}]"
+            f" data=0x{bytes(log['data']).hex()}"
+            for log in receipt.get("logs") or ()
+        )
+        if int(receipt["status"]) == 1:
+            return ChainTxStatus(state=ChainTxState.CONFIRMED, fee=fee, block=block, logs=logs)
+        reason = self._failure_reason(tx_hash, receipt)
+        return ChainTxStatus(
+            state=ChainTxState.FAILED,
+            fee=fee,
+            block=block,
+            logs=logs,
+            error=ExecutionRevertedError(
+                f"the transaction reverted on chain: {reason}"
+                if reason
+                else "the transaction reverted on chain",
+                chain=_CHAIN,
+                reason=reason,
+            ),
+        )
+
+    def _failure_reason(self, tx_hash: str, receipt: Any) -> str | None:
+        """Replay a failed transaction on its parent block to learn the revert reason."""
+        try:
+            tx = self._call(
+                "eth_getTransactionByHash", lambda: self._w3.eth.get_transaction(tx_hash)
+            )
+        except ChainError:
+            return None
+        if int(receipt["gasUsed"]) >= int(tx["gas"]):
+            return "out of gas"
+        params: dict[str, Any] = {
+            "from": tx["from"],
+            "value": int(tx["value"]),
+            "data": "0x" + bytes(tx["input"]).hex(),
+            "gas": int(tx["gas"]),
+        }
+        if tx.get("to"):
+            params["to"] = tx["to"]
+        try:
+            self._eth_call(params, max(int(receipt["blockNumber"]) - 1, 0))
+        except ExecutionRevertedError as error:
+            return error.reason
+        except ChainError:
+            return None
+        return None
+
+    def wait_for_confirmation(self, signed: SignedTx, timeout: float = 30.0) -> ChainTxStatus:
+        """Poll :meth:`get_status` until CONFIRMED, FAILED or DROPPED, or ``timeout`` seconds.
+
+        Polls every 5 ms at first, backing off to the adapter's maximum interval. Transient
+        node failures while polling are retried until the deadline.
+
+        Returns:
+            The final status, or the last one read (PENDING or NOT_FOUND) at the deadline.
+
+        Raises:
+            InvalidInputError: ``timeout`` is negative or not a number.
+            TransientChainError: the node never answered before the deadline.
+        """
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout < 0
+        ):
+            raise InvalidInputError(
+                "timeout must be a non-negative number of seconds", field="timeout"
+            )
+        self._check_signed(signed)
+        deadline = time.monotonic() + timeout
+        interval = self._poll_interval
+        last: ChainTxStatus | None = None
+        last_error: TransientChainError | None = None
+        while True:
+            try:
+                last = self.get_status(signed)
+            except TransientChainError as error:
+                last_error = error
+            else:
+                if last.state in _FINAL_STATES:
+                    return last
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if last is None and last_error is not None:
+                    raise last_error
+                return last if last is not None else ChainTxStatus(ChainTxState.NOT_FOUND)
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 2, self._max_poll_interval)
+
+    # ------------------------------------------------------------------ balances
+
+    def get_balance(self, address: str) -> int:
+        """Native balance of ``address`` in wei (latest block)."""
+        address = normalize_address(address)
+        return self._call("eth_getBalance", lambda: int(self._w3.eth.get_balance(address)))
+
+    def get_token_balance(self, address: str, token: str) -> int:
+        """ERC-20 ``balanceOf(address)`` of ``token``, in the token's base units.
+
+        Raises:
+            InvalidAddressError: a bad address.
+            InvalidInputError: ``token`` is not an ERC-20 contract.
+        """
+        owner = normalize_address(address)
+        token_address = normalize_address(token, field="token")
+        data = encode_call(SELECTOR_BALANCE_OF, ["address"], [owner])
+        raw = self._eth_call({"to": token_address, "data": "0x" + data.hex()})
+        try:
+            return decode_uint(raw)
+        except ValueError:
+            raise InvalidInputError(
+                f"{token_address} does not answer balanceOf() like an ERC-20 token",
+                field="token",
+            ) from None
+
+
+class EvmDevAdapter(EvmAdapter):
+    """An :class:`EvmAdapter` on a test chain, with :class:`~waiaas.chains.base.LocalChainControl`.
+
+    On eth-tester, :meth:`fund` sends from a prefunded account; on anvil it uses
+    ``anvil_setBalance``. Test tokens (the bundled ``TestToken`` ERC-20) are deployed and
+    minted by a deployer key the adapter generates and funds itself.
+    """
+
+    _DEPLOYER_FUNDS: Final = 10**21
+
+    def __init__(self, backend: Backend, **kwargs: Any) -> None:
+        super().__init__(backend, **kwargs)
+        self._control_lock = threading.RLock()
+        self._deployer: tuple[bytes, str] | None = None
+
+    @property
+    def test_authority(self) -> str:
+        """The address that deploys and owns (so alone can mint) the test tokens."""
+        return self._deployer_key()[1]
+
+    def fund(self, address: str, amount: int) -> None:
+        """Add ``amount`` wei to ``address``'s balance.
+
+        Raises:
+            InvalidAddressError / InvalidInputError: bad address or amount.
+        """
+        target = normalize_address(address)
+        amount = self._uint(amount, "amount")
+        if amount == 0:
+            return
+        with self._control_lock:
+            if isinstance(self._backend, TesterBackend):
+                self._fund_from_tester(target, amount)
+            else:
+                self._fund_with_cheat_code(target, amount)
+
+    def _fund_from_tester(self, target: str, amount: int) -> None:
+        w3 = self._w3
+
+        def send() -> None:
+            faucet = w3.eth.accounts[0]
+            call = {"from": faucet, "to": target, "value": amount}
+            gas = int(w3.eth.estimate_gas(call))
+            base_fee = _next_base_fee(w3)
+            tx_hash = w3.eth.send_transaction(
+                {
+                    **call,
+                    "gas": gas,
+                    "maxFeePerGas": 2 * base_fee + DEFAULT_PRIORITY_FEE,
+                    "maxPriorityFeePerGas": DEFAULT_PRIORITY_FEE,
+                }
+            )
+            receipt = w3.eth.get_transaction_receipt(tx_hash)
+            if int(receipt["status"]) != 1:
+                raise PermanentChainError("the faucet transfer failed", chain=_CHAIN)
+
+        self._call("fund", send)
+
+    def _fund_with_cheat_code(self, target: str, amount: int) -> None:
+        balance = self.get_balance(target)
+
+        def set_balance() -> None:
+            response = self._w3.provider.make_request(
+                "anvil_setBalance", [target, hex(balance + amount)]
+            )
+            if isinstance(response, Mapping) and response.get("error"):
+                raise PermanentChainError(
+                    "the node refused anvil_setBalance (not an anvil node?)",
+                    chain=_CHAIN,
+                    detail=str(response["error"]),
+                )
+
+        self._call("anvil_setBalance", set_balance)
+
+    def _deployer_key(self) -> tuple[bytes, str]:
+        with self._control_lock:
+            if self._deployer is None:
+                secret, address = self.generate_secret()
+                self.fund(address, self._DEPLOYER_FUNDS)
+                self._deployer = (secret, address)
+            return self._deployer
+
+    def _send_as_deployer(self, to: str | None, data: bytes) -> Any:
+        secret, address = self._deployer_key()
+        unsigned = self._prepare(address, to, 0, data, nonce=None)
+        signed = self.sign(unsigned, secret)
+        self.submit(signed)
+        status = self.wait_for_confirmation(signed, timeout=60.0)
+        if status.state is not ChainTxState.CONFIRMED:
+            raise status.error or PermanentChainError(
+                f"the deployer transaction ended {status.state}", chain=_CHAIN
+            )
+        return self._receipt(signed.tx_hash)
+
+    def create_test_token(self, decimals: int = 6) -> str:
+        """Deploy a fresh ``TestToken`` ERC-20 with ``decimals``; return its EIP-55 address.
+
+        Raises:
+            InvalidInputError: ``decimals`` is not an integer from 0 to 255.
+        """
+        if not _is_int(decimals) or not 0 <= decimals <= 255:
+            raise InvalidInputError("decimals must be an integer from 0 to 255", field="decimals")
+        artifact = bundled_token_artifact()
+        data = artifact.constructor_data(
+            ["string", "string", "uint8"], ["Test Token", "TEST", decimals]
+        )
+        receipt = self._send_as_deployer(None, data)
+        address = normalize_address(str(receipt["contractAddress"]))
+        self._contracts.add(address)
+        self._decimals[address] = decimals
+        return address
+
+    def mint_test_token(self, token: str, to: str, amount: int) -> None:
+        """Mint ``amount`` base units of a token made by :meth:`create_test_token` to ``to``.
+
+        Raises:
+            InvalidAddressError / InvalidInputError: bad address or amount.
+            ExecutionRevertedError: the token was not created by this adapter.
+        """
+        token_address = normalize_address(token, field="token")
+        recipient = normalize_address(to, field="to")
+        amount = self._uint(amount, "amount")
+        self._send_as_deployer(
+            token_address, encode_call(SELECTOR_MINT, ["address", "uint256"], [recipient, amount])
+        )
