@@ -9,11 +9,13 @@ LiteSVM-backed Solana JSON-RPC test server), then either:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +37,22 @@ def chains(spec: dict[str, Any]) -> list[Any]:
     return out
 
 
-def open_wallet(spec: dict[str, Any], hooks: PipelineHooks | None = None) -> Wallet:
-    """The test's wallet, as this process sees it."""
-    return Wallet.open(
-        Path(spec["db"]),
-        password=TEST_PASSWORD,
-        chains=chains(spec),
-        config=fast_config(confirm_timeout=20.0),
-        hooks=hooks,
-    )
+@contextlib.contextmanager
+def open_wallet(spec: dict[str, Any], hooks: PipelineHooks | None = None) -> Iterator[Wallet]:
+    """The test's wallet, as this process sees it; its RPC adapters are closed afterwards."""
+    adapters = chains(spec)
+    try:
+        with Wallet.open(
+            Path(spec["db"]),
+            password=TEST_PASSWORD,
+            chains=adapters,
+            config=fast_config(confirm_timeout=20.0),
+            hooks=hooks,
+        ) as wallet:
+            yield wallet
+    finally:
+        for adapter in adapters:
+            adapter.close()
 
 
 def crash(spec: dict[str, Any]) -> None:
@@ -53,18 +62,18 @@ def crash(spec: dict[str, Any]) -> None:
             sys.stdout.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
-    wallet = open_wallet(spec, PipelineHooks(on_stage=on_stage))
-    wallet.send(spec["token"], Transfer(to=spec["to"], amount=int(spec["amount"])))
+    with open_wallet(spec, PipelineHooks(on_stage=on_stage)) as wallet:
+        wallet.send(spec["token"], Transfer(to=spec["to"], amount=int(spec["amount"])))
     sys.stdout.write(json.dumps({"finished": True}) + "\n")
 
 
 def burst(spec: dict[str, Any]) -> None:
-    wallet = open_wallet(spec)
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
     per_thread = int(spec["count"]) // int(spec["threads"])
 
     def work() -> None:
+        wallet = holder[0]
         for _ in range(per_thread):
             try:
                 res = wallet.send(spec["token"], Transfer(to=spec["to"], amount=int(spec["amount"])))
@@ -74,12 +83,14 @@ def burst(spec: dict[str, Any]) -> None:
             with lock:
                 results.append(item)
 
-    threads = [threading.Thread(target=work) for _ in range(int(spec["threads"]))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wallet.close()
+    holder: list[Wallet] = []
+    with open_wallet(spec) as wallet:
+        holder.append(wallet)
+        threads = [threading.Thread(target=work) for _ in range(int(spec["threads"]))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     sys.stdout.write(json.dumps({"results": results}) + "\n")
 
 
