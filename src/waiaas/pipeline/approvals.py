@@ -142,7 +142,7 @@ def build_message(req: ApprovalRequest, action: Action) -> str:
     return "\n".join(lines)
 
 
-def _decode_signature(signature: str) -> bytes:
+def _decode_signature(signature: str, tx_id: str) -> bytes:
     from waiaas.keystore.keys import b58decode
 
     text = signature.strip()
@@ -150,12 +150,14 @@ def _decode_signature(signature: str) -> bytes:
         try:
             return bytes.fromhex(text[2:])
         except ValueError as exc:
-            raise ApprovalError("signature is not valid hex", reason="malformed") from exc
+            raise ApprovalError(
+                "signature is not valid hex", tx_id=tx_id, reason="malformed"
+            ) from exc
     try:
         return b58decode(text)
     except (ValueError, InvalidInputError) as exc:
         raise ApprovalError(
-            "signature must be 0x-hex or base58", reason="malformed"
+            "signature must be 0x-hex or base58", tx_id=tx_id, reason="malformed"
         ) from exc
 
 
@@ -167,7 +169,7 @@ def verify_signature(message: str, signature: str, owner_address: str, *, tx_id:
     """
     if not isinstance(signature, str) or not signature.strip() or len(signature) > 1024:
         raise ApprovalError("signature must be a non-empty string", tx_id=tx_id, reason="malformed")
-    sig = _decode_signature(signature)
+    sig = _decode_signature(signature, tx_id)
     if owner_kind(owner_address) == "evm":
         from eth_account import Account
         from eth_account.messages import encode_defunct
