@@ -1,11 +1,11 @@
 """The single entry point for tests, lint, typing, docs, benchmarks and the demo.
 
-    nox -s tests        # the whole test suite (installs anvil from npm into .tools/)
-    nox -s lint         # ruff check + format check
-    nox -s typing       # mypy --strict over src
-    nox -s docs         # API reference (pdoc) into docs/_build, fails on broken docstrings
-    nox -s benchmarks   # every benchmarks/bench_*.py, JSON lines into benchmarks/results/
-    nox -s demo         # python -m waiaas demo
+nox -s tests        # the whole test suite (installs anvil from npm into .tools/)
+nox -s lint         # ruff check + format check
+nox -s typing       # mypy --strict over src
+nox -s docs         # API reference (pdoc) into docs/_build, fails on broken docstrings
+nox -s benchmarks   # every benchmarks/bench_*.py, JSON lines into benchmarks/results/
+nox -s demo         # python -m waiaas demo
 """
 
 from __future__ import annotations
@@ -30,8 +30,14 @@ def _install_anvil(session: nox.Session) -> str:
     if not ANVIL.exists():
         TOOLS.mkdir(exist_ok=True)
         session.run(
-            "npm", "install", "--no-audit", "--no-fund", "--prefix", str(TOOLS),
-            "@foundry-rs/anvil", external=True,
+            "npm",
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(TOOLS),
+            "@foundry-rs/anvil",
+            external=True,
         )
     if not ANVIL.exists():
         session.error(f"anvil binary not found at {ANVIL} after npm install")

@@ -28,7 +28,7 @@ from waiaas.types import Amount, Tier
 
 __all__ = ["KdfLimits", "TierThresholds", "WalletConfig", "password_from_env"]
 
-PASSWORD_ENV = "WAIAAS_MASTER_PASSWORD"
+PASSWORD_ENV = "WAIAAS_MASTER_PASSWORD"  # noqa: S105 - the variable name, not a secret
 
 
 class TierThresholds(BaseModel):
@@ -62,9 +62,7 @@ def _default_tiers() -> dict[str, TierThresholds]:
         "solana": TierThresholds(
             instant_max=100_000_000, notify_max=1_000_000_000, delay_max=10_000_000_000
         ),
-        "evm": TierThresholds(
-            instant_max=10**16, notify_max=10**17, delay_max=10**18
-        ),
+        "evm": TierThresholds(instant_max=10**16, notify_max=10**17, delay_max=10**18),
     }
 
 

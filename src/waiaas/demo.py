@@ -59,10 +59,15 @@ def run_demo(out: TextIO = sys.stdout, *, delay_seconds: int = 2) -> int:
     with tempfile.TemporaryDirectory(prefix="waiaas-demo-") as tmp:
         path = Path(tmp) / "demo-wallet.db"
         say(f"waiaas demo: wallet at {path}")
-        config = WalletConfig(kdf=KdfLimits.interactive(), delay_seconds=delay_seconds,
-                              confirm_timeout=10.0)
-        with Wallet.open(path, password="demo-password", chains=local_chains(),
-                         config=config) as wallet:
+        config = WalletConfig(
+            kdf=KdfLimits.interactive(), delay_seconds=delay_seconds, confirm_timeout=10.0
+        )
+        with Wallet.open(
+            path,
+            password="demo-password",  # noqa: S106 - a throwaway demo wallet
+            chains=local_chains(),
+            config=config,
+        ) as wallet:
             # owners: a Solana wallet (ed25519) and an EVM wallet (secp256k1)
             sol_owner = SigningKey.generate()
             sol_owner_address = b58encode(bytes(sol_owner.verify_key))
@@ -70,23 +75,38 @@ def run_demo(out: TextIO = sys.stdout, *, delay_seconds: int = 2) -> int:
 
             sol = wallet.create_agent("sol-trader", "solana", owner_address=sol_owner_address)
             evm = wallet.create_agent("evm-payer", "evm", owner_address=evm_owner.address)
-            say(f"agents: {sol.name} {sol.public_key} (solana/{sol.network}), "
-                f"{evm.name} {evm.public_key} (evm/{evm.network})")
+            say(
+                f"agents: {sol.name} {sol.public_key} (solana/{sol.network}), "
+                f"{evm.name} {evm.public_key} (evm/{evm.network})"
+            )
             fund(wallet, sol.id, 20 * SOL)
             fund(wallet, evm.id, 20 * ETH)
 
-            wallet.add_policy("SPENDING_LIMIT", {
-                "per_transaction": str(5 * SOL), "daily_total": str(15 * SOL),
-                "instant_max": str(SOL // 10), "notify_max": str(SOL // 2),
-                "delay_max": str(SOL), "delay_seconds": delay_seconds,
-                "approval_timeout": 600,
-            }, agent_id=sol.id)
-            wallet.add_policy("SPENDING_LIMIT", {
-                "per_transaction": str(5 * ETH),
-                "instant_max": str(ETH // 100), "notify_max": str(ETH // 10),
-                "delay_max": str(ETH // 2), "delay_seconds": delay_seconds,
-                "approval_timeout": 600,
-            }, agent_id=evm.id)
+            wallet.add_policy(
+                "SPENDING_LIMIT",
+                {
+                    "per_transaction": str(5 * SOL),
+                    "daily_total": str(15 * SOL),
+                    "instant_max": str(SOL // 10),
+                    "notify_max": str(SOL // 2),
+                    "delay_max": str(SOL),
+                    "delay_seconds": delay_seconds,
+                    "approval_timeout": 600,
+                },
+                agent_id=sol.id,
+            )
+            wallet.add_policy(
+                "SPENDING_LIMIT",
+                {
+                    "per_transaction": str(5 * ETH),
+                    "instant_max": str(ETH // 100),
+                    "notify_max": str(ETH // 10),
+                    "delay_max": str(ETH // 2),
+                    "delay_seconds": delay_seconds,
+                    "approval_timeout": 600,
+                },
+                agent_id=evm.id,
+            )
             wallet.add_policy("RATE_LIMIT", {"max_requests": 100, "window_seconds": 60})
             sol_token = wallet.issue_session(sol.id).token
             evm_token = wallet.issue_session(evm.id).token
@@ -107,18 +127,28 @@ def run_demo(out: TextIO = sys.stdout, *, delay_seconds: int = 2) -> int:
                     say(f"  {label:<34} -> DENIED: {exc.reasons[0]['message']}")
 
             say("Solana agent:")
-            attempt("0.05 SOL (INSTANT)",
-                    lambda: wallet.send(sol_token, Transfer(to=sol_dest, amount=SOL // 20)))
-            attempt("0.3 SOL (NOTIFY)",
-                    lambda: wallet.send(sol_token, Transfer(to=sol_dest, amount=3 * SOL // 10)))
-            attempt("0.8 SOL (DELAY)",
-                    lambda: wallet.send(sol_token, Transfer(to=sol_dest, amount=8 * SOL // 10)))
+            attempt(
+                "0.05 SOL (INSTANT)",
+                lambda: wallet.send(sol_token, Transfer(to=sol_dest, amount=SOL // 20)),
+            )
+            attempt(
+                "0.3 SOL (NOTIFY)",
+                lambda: wallet.send(sol_token, Transfer(to=sol_dest, amount=3 * SOL // 10)),
+            )
+            attempt(
+                "0.8 SOL (DELAY)",
+                lambda: wallet.send(sol_token, Transfer(to=sol_dest, amount=8 * SOL // 10)),
+            )
             delayed = ids[-1]
-            attempt("2 SOL (APPROVAL)",
-                    lambda: wallet.send(sol_token, Transfer(to=sol_dest, amount=2 * SOL)))
+            attempt(
+                "2 SOL (APPROVAL)",
+                lambda: wallet.send(sol_token, Transfer(to=sol_dest, amount=2 * SOL)),
+            )
             approval_id = ids[-1]
-            attempt("10 SOL (over per-transaction cap)",
-                    lambda: wallet.send(sol_token, Transfer(to=sol_dest, amount=10 * SOL)))
+            attempt(
+                "10 SOL (over per-transaction cap)",
+                lambda: wallet.send(sol_token, Transfer(to=sol_dest, amount=10 * SOL)),
+            )
 
             message = wallet.approval_message(approval_id)
             signature = b58encode(sol_owner.sign(message.encode()).signature)
@@ -127,16 +157,24 @@ def run_demo(out: TextIO = sys.stdout, *, delay_seconds: int = 2) -> int:
             say(f"  waiting {delay_seconds} s for the DELAY cooldown …")
             time.sleep(delay_seconds + 1)
             wallet.process_due()
-            say(f"  after the cooldown                   -> "
-                f"{wallet.get_transaction(delayed).status}")
+            say(
+                f"  after the cooldown                   -> "
+                f"{wallet.get_transaction(delayed).status}"
+            )
 
             say("\nEVM agent:")
-            attempt("0.005 ETH (INSTANT)",
-                    lambda: wallet.send(evm_token, Transfer(to=evm_dest, amount=ETH // 200)))
-            attempt("0.05 ETH (NOTIFY)",
-                    lambda: wallet.send(evm_token, Transfer(to=evm_dest, amount=ETH // 20)))
-            attempt("1 ETH (APPROVAL)",
-                    lambda: wallet.send(evm_token, Transfer(to=evm_dest, amount=ETH)))
+            attempt(
+                "0.005 ETH (INSTANT)",
+                lambda: wallet.send(evm_token, Transfer(to=evm_dest, amount=ETH // 200)),
+            )
+            attempt(
+                "0.05 ETH (NOTIFY)",
+                lambda: wallet.send(evm_token, Transfer(to=evm_dest, amount=ETH // 20)),
+            )
+            attempt(
+                "1 ETH (APPROVAL)",
+                lambda: wallet.send(evm_token, Transfer(to=evm_dest, amount=ETH)),
+            )
             evm_approval = ids[-1]
             siwe = wallet.approval_message(evm_approval)
             sig = evm_owner.sign_message(encode_defunct(text=siwe)).signature.hex()
@@ -145,14 +183,19 @@ def run_demo(out: TextIO = sys.stdout, *, delay_seconds: int = 2) -> int:
             adapter = wallet.pipeline.adapter_for(evm.chain, evm.network)
             token_address = adapter.create_test_token(decimals=6)  # type: ignore[attr-defined]
             adapter.mint_test_token(token_address, evm.public_key, 1_000_000_000)  # type: ignore[attr-defined]
-            attempt("ERC-20 token transfer (no token policy)",
-                    lambda: wallet.send(evm_token, TokenTransfer(
-                        token=token_address, to=evm_dest, amount=250_000_000)))
+            attempt(
+                "ERC-20 token transfer (no token policy)",
+                lambda: wallet.send(
+                    evm_token, TokenTransfer(token=token_address, to=evm_dest, amount=250_000_000)
+                ),
+            )
 
             say("\nKill switch:")
             summary = wallet.kill_switch("demo: owner pressed the button")
-            say(f"  activated: {summary['agents_suspended']} agents suspended, "
-                f"{summary['sessions_revoked']} sessions revoked")
+            say(
+                f"  activated: {summary['agents_suspended']} agents suspended, "
+                f"{summary['sessions_revoked']} sessions revoked"
+            )
             try:
                 wallet.send(sol_token, Transfer(to=sol_dest, amount=1))
             except KillSwitchActiveError as exc:
@@ -164,19 +207,25 @@ def run_demo(out: TextIO = sys.stdout, *, delay_seconds: int = 2) -> int:
             say(f"  {'id':<14} {'chain':<7} {'amount':<14} {'tier':<9} {'status':<10} path")
             for tx_id in ids:
                 tx = wallet.get_transaction(tx_id)
-                steps = [e.event_type.removeprefix("TX_").lower()
-                         for e in reversed(wallet.audit(tx_id=tx_id, limit=50).entries)]
-                say(f"  …{tx.id[-12:]:<13} {tx.chain:<7} "
+                steps = [
+                    e.event_type.removeprefix("TX_").lower()
+                    for e in reversed(wallet.audit(tx_id=tx_id, limit=50).entries)
+                ]
+                say(
+                    f"  …{tx.id[-12:]:<13} {tx.chain:<7} "
                     f"{_human(tx.amount, tx.chain, tx.asset):<14} "
-                    f"{(tx.tier or '-'):<9} {tx.status:<10} {' > '.join(steps)}")
+                    f"{(tx.tier or '-'):<9} {tx.status:<10} {' > '.join(steps)}"
+                )
                 if tx.tx_hash:
                     say(f"  {'':<14} hash {_short(tx.tx_hash, 10)}")
 
             say("\nAudit trail (newest first, last 25):")
             for entry in wallet.audit(limit=25).entries:
                 who = entry.actor if len(entry.actor) < 20 else _short(entry.actor, 10)
-                say(f"  #{entry.id:<4} {entry.severity:<8} {entry.event_type:<22} {who:<22} "
-                    f"{_short(entry.tx_id or entry.agent_id, 6)}")
+                say(
+                    f"  #{entry.id:<4} {entry.severity:<8} {entry.event_type:<22} {who:<22} "
+                    f"{_short(entry.tx_id or entry.agent_id, 6)}"
+                )
             balance = wallet.balance(sol.id)
             say(f"\nSolana agent balance now {_human(balance, 'solana', None)}")
     say(f"demo finished in {time.monotonic() - started:.1f} s")

@@ -10,7 +10,7 @@ component and chained with ``raise ... from exc``.
     WaiaasError
     ├── InvalidInputError              a public entry point got bad input (.field, .problems)
     │   └── InvalidAddressError        an address is not valid for the chain (.chain, .address)
-    ├── NotFoundError                  no such agent / session / transaction / ... (.entity, .entity_id)
+    ├── NotFoundError                  no such agent, session, transaction... (.entity, .entity_id)
     ├── StateError                     an operation is not allowed in the current state
     │   ├── InvalidTransitionError     a status change that the state machine forbids
     │   ├── AgentNotActiveError        the agent is suspended, terminated, ... (.agent_id, .status)

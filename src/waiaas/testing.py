@@ -55,8 +55,9 @@ class FrozenClock:
 
     def __init__(self, start: int = 1_700_000_000) -> None:
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise InvalidInputError("start must be a non-negative int (Unix seconds)",
-                                    field="start")
+            raise InvalidInputError(
+                "start must be a non-negative int (Unix seconds)", field="start"
+            )
         self._now = start
         self._lock = threading.Lock()
 
@@ -134,8 +135,9 @@ def fund(wallet: Wallet, agent_id: str, amount: int) -> None:
     agent = wallet.get_agent(agent_id)
     adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
     if not isinstance(adapter, LocalChainControl):
-        raise InvalidInputError(f"{agent.chain}/{agent.network} is not a local test chain",
-                                field="agent_id")
+        raise InvalidInputError(
+            f"{agent.chain}/{agent.network} is not a local test chain", field="agent_id"
+        )
     adapter.fund(agent.public_key, amount)
 
 

@@ -115,7 +115,7 @@ class TxType(StrEnum):
     """Request types the pipeline handles."""
 
     TRANSFER = "TRANSFER"
-    TOKEN_TRANSFER = "TOKEN_TRANSFER"
+    TOKEN_TRANSFER = "TOKEN_TRANSFER"  # noqa: S105
     CONTRACT_CALL = "CONTRACT_CALL"
     APPROVE = "APPROVE"
     BATCH = "BATCH"
@@ -159,7 +159,7 @@ class AuditEvent(StrEnum):
     POLICY_UPDATED = "POLICY_UPDATED"
     KEYSTORE_UNLOCKED = "KEYSTORE_UNLOCKED"
     KEYSTORE_LOCKED = "KEYSTORE_LOCKED"
-    KEYSTORE_PASSWORD_CHANGED = "KEYSTORE_PASSWORD_CHANGED"
+    KEYSTORE_PASSWORD_CHANGED = "KEYSTORE_PASSWORD_CHANGED"  # noqa: S105
     KEY_ROTATED = "KEY_ROTATED"
     KILL_SWITCH_ACTIVATED = "KILL_SWITCH_ACTIVATED"
     KILL_SWITCH_RECOVERED = "KILL_SWITCH_RECOVERED"
@@ -335,7 +335,9 @@ class Approve(_Request):
     decimals: int | None = Field(default=None, ge=0, le=255)
 
 
-BatchItem = Annotated[Transfer | TokenTransfer | ContractCall | Approve, Field(discriminator="type")]
+BatchItem = Annotated[
+    Transfer | TokenTransfer | ContractCall | Approve, Field(discriminator="type")
+]
 
 
 class Batch(_Request):

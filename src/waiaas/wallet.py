@@ -162,9 +162,7 @@ def _check_name(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError("name must be a non-empty string", field="name")
     if len(value) > 200 or any(ord(c) < 32 for c in value):
-        raise InvalidInputError(
-            "name must be at most 200 printable characters", field="name"
-        )
+        raise InvalidInputError("name must be at most 200 printable characters", field="name")
     return value.strip()
 
 
@@ -245,9 +243,7 @@ class Wallet:
                 )
             key = (adapter.chain, adapter.network)
             if key in adapters:
-                raise InvalidInputError(
-                    f"two adapters for {key[0]}/{key[1]}", field="chains"
-                )
+                raise InvalidInputError(f"two adapters for {key[0]}/{key[1]}", field="chains")
             adapters[key] = adapter
         self._closed = False
         self._bg_stop = threading.Event()
@@ -282,8 +278,11 @@ class Wallet:
                 hooks=hooks,
             )
             self._audit(AuditEvent.KEYSTORE_UNLOCKED, actor="system")
-            self._audit(AuditEvent.DAEMON_STARTED, actor="system",
-                        details={"chains": [f"{c}/{n}" for c, n in adapters]})
+            self._audit(
+                AuditEvent.DAEMON_STARTED,
+                actor="system",
+                details={"chains": [f"{c}/{n}" for c, n in adapters]},
+            )
             self._recover()
         except BaseException:
             self.db.close()
@@ -335,12 +334,17 @@ class Wallet:
         return self.db.path
 
     def _audit(
-        self, event: AuditEvent, *, actor: str, agent_id: str | None = None,
+        self,
+        event: AuditEvent,
+        *,
+        actor: str,
+        agent_id: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
         with self.db.write() as uow:
-            uow.audit.append(event, actor=actor, now=self.clock.now(), agent_id=agent_id,
-                             details=details)
+            uow.audit.append(
+                event, actor=actor, now=self.clock.now(), agent_id=agent_id, details=details
+            )
             uow.commit()
 
     # ================================================================== recovery
@@ -352,15 +356,27 @@ class Wallet:
             for agent in uow.agents.list(status="CREATING"):
                 if self.keystore.has_key(agent.id):
                     if uow.agents.cas_status(agent.id, ["CREATING"], "ACTIVE", updated_at=now):
-                        uow.audit.append(AuditEvent.AGENT_ACTIVATED, actor="system", now=now,
-                                         agent_id=agent.id, details={"recovered": True})
+                        uow.audit.append(
+                            AuditEvent.AGENT_ACTIVATED,
+                            actor="system",
+                            now=now,
+                            agent_id=agent.id,
+                            details={"recovered": True},
+                        )
                 elif uow.agents.cas_status(
-                    agent.id, ["CREATING"], "TERMINATED", updated_at=now,
+                    agent.id,
+                    ["CREATING"],
+                    "TERMINATED",
+                    updated_at=now,
                     suspension_reason="creation interrupted before the key was stored",
                 ):
-                    uow.audit.append(AuditEvent.AGENT_TERMINATED, actor="system", now=now,
-                                     agent_id=agent.id,
-                                     details={"reason": "creation interrupted"})
+                    uow.audit.append(
+                        AuditEvent.AGENT_TERMINATED,
+                        actor="system",
+                        now=now,
+                        agent_id=agent.id,
+                        details={"reason": "creation interrupted"},
+                    )
             uow.commit()
         for agent in self._agent_rows(status="TERMINATING"):
             self._finish_termination(agent.id, actor="system")
@@ -381,10 +397,17 @@ class Wallet:
                 current = self.keystore.public_key(agent.id)
                 if current != agent.public_key:
                     uow.agents.update_fields(agent.id, public_key=current, updated_at=now)
-                    uow.audit.append(AuditEvent.KEY_ROTATED, actor="system", now=now,
-                                     agent_id=agent.id,
-                                     details={"old_public_key": agent.public_key,
-                                              "new_public_key": current, "recovered": True})
+                    uow.audit.append(
+                        AuditEvent.KEY_ROTATED,
+                        actor="system",
+                        now=now,
+                        agent_id=agent.id,
+                        details={
+                            "old_public_key": agent.public_key,
+                            "new_public_key": current,
+                            "recovered": True,
+                        },
+                    )
             uow.commit()
 
     # ================================================================== agents
@@ -424,30 +447,49 @@ class Wallet:
         now = self.clock.now()
         agent_id = new_id()
         with self.db.write() as uow:
-            uow.agents.add(AgentRow(
-                id=agent_id, name=name, chain=adapter.chain, network=adapter.network,
-                public_key=public_key, status="CREATING", owner_address=owner,
-                created_at=now, updated_at=now,
-            ))
-            uow.audit.append(AuditEvent.AGENT_CREATED, actor="owner", now=now, agent_id=agent_id,
-                             details={"name": name, "chain": adapter.chain,
-                                      "network": adapter.network, "public_key": public_key,
-                                      "owner_address": owner})
+            uow.agents.add(
+                AgentRow(
+                    id=agent_id,
+                    name=name,
+                    chain=adapter.chain,
+                    network=adapter.network,
+                    public_key=public_key,
+                    status="CREATING",
+                    owner_address=owner,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            uow.audit.append(
+                AuditEvent.AGENT_CREATED,
+                actor="owner",
+                now=now,
+                agent_id=agent_id,
+                details={
+                    "name": name,
+                    "chain": adapter.chain,
+                    "network": adapter.network,
+                    "public_key": public_key,
+                    "owner_address": owner,
+                },
+            )
             uow.commit()
         self.keystore.add_key(agent_id, adapter.chain, secret, public_key)
         del secret
         with self.db.write() as uow:
             uow.agents.cas_status(agent_id, ["CREATING"], "ACTIVE", updated_at=now)
-            uow.audit.append(AuditEvent.AGENT_ACTIVATED, actor="system", now=now,
-                             agent_id=agent_id)
+            uow.audit.append(AuditEvent.AGENT_ACTIVATED, actor="system", now=now, agent_id=agent_id)
             uow.commit()
         return self.get_agent(agent_id)
 
     def _adapter(self, chain: object, network: str | None) -> ChainAdapter:
         if not isinstance(chain, str) or not chain:
             raise InvalidInputError("chain must be a non-empty string", field="chain")
-        candidates = [a for (c, n), a in self.pipeline.adapters.items()
-                      if c == chain and (network is None or n == network)]
+        candidates = [
+            a
+            for (c, n), a in self.pipeline.adapters.items()
+            if c == chain and (network is None or n == network)
+        ]
         if not candidates:
             known = ", ".join(f"{c}/{n}" for c, n in self.pipeline.adapters) or "none"
             raise InvalidInputError(
@@ -500,13 +542,26 @@ class Wallet:
         self._agent_row(agent_id)
         now = self.clock.now()
         with self.db.write() as uow:
-            if not uow.agents.cas_status(agent_id, ["ACTIVE"], "SUSPENDED", suspended_at=now,
-                                         suspension_reason=reason, updated_at=now):
+            if not uow.agents.cas_status(
+                agent_id,
+                ["ACTIVE"],
+                "SUSPENDED",
+                suspended_at=now,
+                suspension_reason=reason,
+                updated_at=now,
+            ):
                 row = uow.agents.get(agent_id)
-                raise StateError(f"agent {agent_id} is {row.status if row else 'missing'}, "
-                                 "not ACTIVE", agent_id=agent_id)
-            uow.audit.append(AuditEvent.AGENT_SUSPENDED, actor="owner", now=now,
-                             agent_id=agent_id, details={"reason": reason})
+                raise StateError(
+                    f"agent {agent_id} is {row.status if row else 'missing'}, not ACTIVE",
+                    agent_id=agent_id,
+                )
+            uow.audit.append(
+                AuditEvent.AGENT_SUSPENDED,
+                actor="owner",
+                now=now,
+                agent_id=agent_id,
+                details={"reason": reason},
+            )
             uow.commit()
         self.pipeline.publish(AuditEvent.AGENT_SUSPENDED, agent_id=agent_id, reason=reason)
         return self.get_agent(agent_id)
@@ -521,11 +576,19 @@ class Wallet:
         now = self.clock.now()
         with self.db.write() as uow:
             killswitch.ensure_inactive(uow)
-            if not uow.agents.cas_status(agent_id, ["SUSPENDED"], "ACTIVE", suspended_at=None,
-                                         suspension_reason=None, updated_at=now):
+            if not uow.agents.cas_status(
+                agent_id,
+                ["SUSPENDED"],
+                "ACTIVE",
+                suspended_at=None,
+                suspension_reason=None,
+                updated_at=now,
+            ):
                 row = uow.agents.get(agent_id)
-                raise StateError(f"agent {agent_id} is {row.status if row else 'missing'}, "
-                                 "not SUSPENDED", agent_id=agent_id)
+                raise StateError(
+                    f"agent {agent_id} is {row.status if row else 'missing'}, not SUSPENDED",
+                    agent_id=agent_id,
+                )
             uow.audit.append(AuditEvent.AGENT_RESUMED, actor="owner", now=now, agent_id=agent_id)
             uow.commit()
         return self.get_agent(agent_id)
@@ -540,8 +603,9 @@ class Wallet:
         self._agent_row(agent_id)
         now = self.clock.now()
         with self.db.write() as uow:
-            if not uow.agents.cas_status(agent_id, ["CREATING", "ACTIVE", "SUSPENDED"],
-                                         "TERMINATING", updated_at=now):
+            if not uow.agents.cas_status(
+                agent_id, ["CREATING", "ACTIVE", "SUSPENDED"], "TERMINATING", updated_at=now
+            ):
                 raise StateError(f"agent {agent_id} is already terminated", agent_id=agent_id)
             uow.commit()
         return self._finish_termination(agent_id, actor="owner")
@@ -552,19 +616,33 @@ class Wallet:
             revoked = self.sessions.revoke_all_for_agent(uow, agent_id, now, "agent terminated")
             cancelled = 0
             for row in uow.transactions.active_for_agent(agent_id):
-                if row.status in (TxStatus.PENDING, TxStatus.QUEUED) and \
-                        uow.transactions.cas_status(row.id, row.status, "CANCELLED",
-                                                    error="AGENT_TERMINATED"):
+                if row.status in (
+                    TxStatus.PENDING,
+                    TxStatus.QUEUED,
+                ) and uow.transactions.cas_status(
+                    row.id, row.status, "CANCELLED", error="AGENT_TERMINATED"
+                ):
                     cancelled += 1
-                    uow.audit.append(AuditEvent.TX_CANCELLED, actor=actor, now=now,
-                                     agent_id=agent_id, tx_id=row.id,
-                                     details={"from": row.status, "to": "CANCELLED",
-                                              "reason": "agent terminated"})
+                    uow.audit.append(
+                        AuditEvent.TX_CANCELLED,
+                        actor=actor,
+                        now=now,
+                        agent_id=agent_id,
+                        tx_id=row.id,
+                        details={
+                            "from": row.status,
+                            "to": "CANCELLED",
+                            "reason": "agent terminated",
+                        },
+                    )
             uow.agents.cas_status(agent_id, ["TERMINATING"], "TERMINATED", updated_at=now)
-            uow.audit.append(AuditEvent.AGENT_TERMINATED, actor=actor, now=now,
-                             agent_id=agent_id,
-                             details={"sessions_revoked": revoked,
-                                      "transactions_cancelled": cancelled})
+            uow.audit.append(
+                AuditEvent.AGENT_TERMINATED,
+                actor=actor,
+                now=now,
+                agent_id=agent_id,
+                details={"sessions_revoked": revoked, "transactions_cancelled": cancelled},
+            )
             uow.commit()
         if self.keystore.has_key(agent_id):
             self.keystore.remove_key(agent_id)
@@ -587,8 +665,13 @@ class Wallet:
         now = self.clock.now()
         with self.db.write() as uow:
             uow.agents.update_fields(agent_id, owner_address=owner, updated_at=now)
-            uow.audit.append(AuditEvent.AGENT_OWNER_SET, actor="owner", now=now,
-                             agent_id=agent_id, details={"owner_address": owner})
+            uow.audit.append(
+                AuditEvent.AGENT_OWNER_SET,
+                actor="owner",
+                now=now,
+                agent_id=agent_id,
+                details={"owner_address": owner},
+            )
             uow.commit()
         return self.get_agent(agent_id)
 
@@ -609,16 +692,23 @@ class Wallet:
         try:
             with self.db.write() as uow:
                 if uow.transactions.active_for_agent(agent_id):
-                    raise StateError("the agent has transactions in flight; rotate later",
-                                     agent_id=agent_id)
+                    raise StateError(
+                        "the agent has transactions in flight; rotate later", agent_id=agent_id
+                    )
                 secret, public_key = adapter.generate_secret()
                 rotation = self.keystore.rotate_key(agent_id, secret, public_key)
                 del secret
                 uow.agents.update_fields(agent_id, public_key=public_key, updated_at=now)
-                uow.audit.append(AuditEvent.KEY_ROTATED, actor="owner", now=now,
-                                 agent_id=agent_id,
-                                 details={"old_public_key": rotation.old_public_key,
-                                          "new_public_key": rotation.new_public_key})
+                uow.audit.append(
+                    AuditEvent.KEY_ROTATED,
+                    actor="owner",
+                    now=now,
+                    agent_id=agent_id,
+                    details={
+                        "old_public_key": rotation.old_public_key,
+                        "new_public_key": rotation.new_public_key,
+                    },
+                )
                 uow.commit()
         except WaiaasError:
             self._reconcile_keys([agent_id])  # the keystore may have rotated already
@@ -687,8 +777,7 @@ class Wallet:
         Raises:
             InvalidInputError: unknown type or invalid rules, with every problem listed.
         """
-        return self.policies.add(type, rules, agent_id=agent_id, priority=priority,
-                                 enabled=enabled)
+        return self.policies.add(type, rules, agent_id=agent_id, priority=priority, enabled=enabled)
 
     # ================================================================== transactions
 
@@ -744,8 +833,9 @@ class Wallet:
             except ValueError:
                 raise InvalidInputError(f"unknown status {status!r}", field="status") from None
         with self.db.read() as uow:
-            rows = uow.transactions.list(agent_id=agent_id, status=status, limit=limit,
-                                         before_id=before)
+            rows = uow.transactions.list(
+                agent_id=agent_id, status=status, limit=limit, before_id=before
+            )
         return [_tx_info(r) for r in rows]
 
     def cancel(self, tx_id: str, *, token: str | None = None) -> TransactionInfo:
@@ -787,11 +877,13 @@ class Wallet:
         Raises:
             ApprovalError: as for :meth:`approve`.
         """
-        return _tx_info(self.pipeline.decide(_check_id(tx_id, "tx_id"), signature,
-                                             approve=False))
+        return _tx_info(self.pipeline.decide(_check_id(tx_id, "tx_id"), signature, approve=False))
 
     def dry_run(
-        self, request: Request | Mapping[str, Any], *, agent_id: str | None = None,
+        self,
+        request: Request | Mapping[str, Any],
+        *,
+        agent_id: str | None = None,
         token: str | None = None,
     ) -> Any:
         """Evaluate a hypothetical request; write nothing. Returns an explanation that says
@@ -879,8 +971,9 @@ class Wallet:
         with self.db.write() as uow:
             summary = killswitch.activate(uow, actor="owner", reason=reason, now=now)
             uow.commit()
-        self.pipeline.publish(AuditEvent.KILL_SWITCH_ACTIVATED, reason=reason,
-                                      severity=Severity.CRITICAL)
+        self.pipeline.publish(
+            AuditEvent.KILL_SWITCH_ACTIVATED, reason=reason, severity=Severity.CRITICAL
+        )
         return summary
 
     def recover(self, *, resume_agents: bool = False) -> dict[str, Any]:
@@ -892,8 +985,9 @@ class Wallet:
         """
         now = self.clock.now()
         with self.db.write() as uow:
-            summary = killswitch.recover(uow, actor="owner", now=now,
-                                         resume_agents=bool(resume_agents))
+            summary = killswitch.recover(
+                uow, actor="owner", now=now, resume_agents=bool(resume_agents)
+            )
             uow.commit()
         self.pipeline.publish(AuditEvent.KILL_SWITCH_RECOVERED)
         return summary
@@ -932,9 +1026,14 @@ class Wallet:
                 raise InvalidInputError("unknown severity", field="severities") from None
         with self.db.read() as uow:
             rows = uow.audit.query(
-                agent_id=agent_id, since=since, until=until,
+                agent_id=agent_id,
+                since=since,
+                until=until,
                 event_types=[str(e) for e in event_types] if event_types else None,
-                severities=sev, tx_id=tx_id, before_id=cursor, limit=limit + 1,
+                severities=sev,
+                tx_id=tx_id,
+                before_id=cursor,
+                limit=limit + 1,
             )
         entries = tuple(_audit_entry(r) for r in rows[:limit])
         next_cursor = entries[-1].id if len(rows) > limit and entries else None
@@ -982,4 +1081,3 @@ class Wallet:
         secret = resolve_password(password, keyring_user=str(self.db.path))
         self.keystore.unlock(secret)
         self._audit(AuditEvent.KEYSTORE_UNLOCKED, actor="owner")
-

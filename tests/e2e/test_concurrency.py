@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from solders.litesvm import LiteSVM
-
 from tests.chains.anvil import anvil_node
 from tests.chains.solana_rpc_server import SolanaRpcServer
 from tests.e2e.test_crash_recovery import CHILD
 from tests.e2e.wallet_child import open_wallet
+
 from waiaas import PolicyDeniedError, Transfer, TxStatus
 
 THREADS = 3
@@ -40,7 +40,10 @@ def _child(spec: dict[str, Any]) -> subprocess.Popen[str]:
     env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
     return subprocess.Popen(
         [sys.executable, str(CHILD), json.dumps(spec)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -64,16 +67,29 @@ def test_threads_and_processes_never_overshoot_a_daily_limit(
             recipients.append(address)
         wallet.add_policy(
             "SPENDING_LIMIT",
-            {"daily_total": str(amount * LIMIT_COUNT), "instant_max": str(amount * 100),
-             "notify_max": str(amount * 100), "delay_max": str(amount * 100)},
+            {
+                "daily_total": str(amount * LIMIT_COUNT),
+                "instant_max": str(amount * 100),
+                "notify_max": str(amount * 100),
+                "delay_max": str(amount * 100),
+            },
             agent_id=agent.id,
         )
         token = wallet.issue_session(agent.id).token
 
         # each sender has its own recipient, so no two transfers are byte-identical
         children = [
-            _child({**spec, "mode": "burst", "token": token, "to": recipients[i],
-                    "amount": str(amount), "threads": 1, "count": PER_THREAD})
+            _child(
+                {
+                    **spec,
+                    "mode": "burst",
+                    "token": token,
+                    "to": recipients[i],
+                    "amount": str(amount),
+                    "threads": 1,
+                    "count": PER_THREAD,
+                }
+            )
             for i in range(2)
         ]
         outcomes: list[str] = []
@@ -88,8 +104,7 @@ def test_threads_and_processes_never_overshoot_a_daily_limit(
                 with lock:
                     outcomes.append(status)
 
-        threads = [threading.Thread(target=work, args=(recipients[2 + i],))
-                   for i in range(THREADS)]
+        threads = [threading.Thread(target=work, args=(recipients[2 + i],)) for i in range(THREADS)]
         for t in threads:
             t.start()
         for t in threads:

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 from solders.litesvm import LiteSVM
-
 from tests.chains.anvil import anvil_node
 from tests.chains.solana_rpc_server import SolanaRpcServer
 from tests.e2e.wallet_child import open_wallet
+
 from waiaas import TxStatus
 from waiaas.types import AuditEvent
 
@@ -44,7 +44,11 @@ def run_child(spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
     return subprocess.run(
         [sys.executable, str(CHILD), json.dumps(spec)],
-        capture_output=True, text=True, timeout=180, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
     )
 
 

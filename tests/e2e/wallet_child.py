@@ -76,7 +76,9 @@ def burst(spec: dict[str, Any]) -> None:
         wallet = holder[0]
         for _ in range(per_thread):
             try:
-                res = wallet.send(spec["token"], Transfer(to=spec["to"], amount=int(spec["amount"])))
+                res = wallet.send(
+                    spec["token"], Transfer(to=spec["to"], amount=int(spec["amount"]))
+                )
                 item = {"id": res.id, "status": str(res.status)}
             except PolicyDeniedError as exc:
                 item = {"id": exc.tx_id, "status": "DENIED"}

@@ -11,7 +11,7 @@ The pipeline calls an adapter in this order::
     signed = adapter.sign(unsigned, secret)                 # secret handed over for this call only
     (store signed.raw and signed.tx_hash)                   # before submitting
     adapter.submit(signed)                                  # idempotent for the same bytes
-    adapter.get_status(signed)                              # poll until CONFIRMED / FAILED / DROPPED
+    adapter.get_status(signed)                              # until CONFIRMED, FAILED or DROPPED
 
 Every upstream failure surfaces as a :class:`waiaas.errors.ChainError` subclass whose
 ``kind`` is permanent, transient or stale.

@@ -37,7 +37,6 @@ from waiaas.chains.base import (
 from waiaas.clock import Clock
 from waiaas.config import WalletConfig
 from waiaas.db import Database, UnitOfWork
-from waiaas.db.repositories import ACTIVE_TX_STATUSES
 from waiaas.db.tables import AgentRow, ApprovalRow, TransactionRow
 from waiaas.errors import (
     AgentNotActiveError,
@@ -276,11 +275,14 @@ class Pipeline:
                 meta["approval_downgraded"] = "agent has no owner; APPROVAL became DELAY"
             else:
                 tier = None
-                reasons = [{
-                    "type": "APPROVAL", "effect": "deny",
-                    "message": "this request needs the owner's approval, but the agent has no "
-                    "owner address (set one, or WalletConfig(no_owner_approval='delay'))",
-                }]
+                reasons = [
+                    {
+                        "type": "APPROVAL",
+                        "effect": "deny",
+                        "message": "this request needs the owner's approval, but the agent has no "
+                        "owner address (set one, or WalletConfig(no_owner_approval='delay'))",
+                    }
+                ]
         if tier is None:
             row.status = S.FAILED
             row.error = "POLICY_DENIED"
@@ -288,11 +290,17 @@ class Pipeline:
             row.metadata_json = json.dumps(meta, separators=(",", ":"))
             uow.transactions.add(row)
             uow.audit.append(
-                E.TX_REQUESTED, actor=actor, now=now, **common,
+                E.TX_REQUESTED,
+                actor=actor,
+                now=now,
+                **common,
                 details={"type": req.type, "amount": row.amount, "asset": asset, "to": to},
             )
             uow.audit.append(
-                E.POLICY_VIOLATION, actor=actor, now=now, **common,
+                E.POLICY_VIOLATION,
+                actor=actor,
+                now=now,
+                **common,
                 details={"reasons": reasons},
             )
             outbox.add(E.POLICY_VIOLATION, tx_id=tx_id, agent_id=agent.id, reasons=reasons)
@@ -306,33 +314,55 @@ class Pipeline:
         row.tier = tier.value
         uow.transactions.add(row)
         uow.audit.append(
-            E.TX_REQUESTED, actor=actor, now=now, **common,
-            details={"type": req.type, "amount": row.amount, "asset": asset, "to": to,
-                     "tier": tier.value},
+            E.TX_REQUESTED,
+            actor=actor,
+            now=now,
+            **common,
+            details={
+                "type": req.type,
+                "amount": row.amount,
+                "asset": asset,
+                "to": to,
+                "tier": tier.value,
+            },
         )
         if tier in (Tier.DELAY, Tier.APPROVAL):
             extra: dict[str, Any] = {}
             if tier == Tier.DELAY:
                 delay = decision.delay_seconds
-                meta["execute_after"] = now + (delay if delay is not None else self.config.delay_seconds)
+                meta["execute_after"] = now + (
+                    delay if delay is not None else self.config.delay_seconds
+                )
                 extra["execute_after"] = meta["execute_after"]
             else:
                 timeout = decision.approval_timeout or self.config.approval_timeout
                 approval = ApprovalRow(
-                    id=new_id(), tx_id=tx_id, required_by=now + timeout,
-                    expires_at=now + timeout, created_at=now,
+                    id=new_id(),
+                    tx_id=tx_id,
+                    required_by=now + timeout,
+                    expires_at=now + timeout,
+                    created_at=now,
                 )
                 uow.approvals.add(approval)
                 meta["approval"] = {
-                    "id": approval.id, "owner": agent.owner_address,
+                    "id": approval.id,
+                    "owner": agent.owner_address,
                     "expires_at": approval.expires_at,
                 }
                 extra["approval_expires_at"] = approval.expires_at
             transition(
-                uow, tx_id, S.PENDING, S.QUEUED, event=E.TX_QUEUED, actor=actor, now=now,
-                agent_id=agent.id, session_id=verified.session_id,
+                uow,
+                tx_id,
+                S.PENDING,
+                S.QUEUED,
+                event=E.TX_QUEUED,
+                actor=actor,
+                now=now,
+                agent_id=agent.id,
+                session_id=verified.session_id,
                 details={"tier": tier.value, **extra},
-                queued_at=now, metadata=meta,
+                queued_at=now,
+                metadata=meta,
             )
             row.status = S.QUEUED
             row.queued_at = now
@@ -401,15 +431,26 @@ class Pipeline:
                 target, code, message = problem
                 meta["error"] = {"code": code, "message": message}
                 transition(
-                    uow, tx_id, current, target,
+                    uow,
+                    tx_id,
+                    current,
+                    target,
                     event=E.TX_CANCELLED if target == S.CANCELLED else E.TX_FAILED,
-                    actor="system", now=now, agent_id=agent.id, session_id=row.session_id,
+                    actor="system",
+                    now=now,
+                    agent_id=agent.id,
+                    session_id=row.session_id,
                     details={"reason": code, "message": message},
-                    error=code, metadata=meta,
+                    error=code,
+                    metadata=meta,
                 )
                 self._release(uow, row, meta)
-                outbox.add(E.TX_CANCELLED if target == S.CANCELLED else E.TX_FAILED,
-                           tx_id=tx_id, agent_id=agent.id, reason=code)
+                outbox.add(
+                    E.TX_CANCELLED if target == S.CANCELLED else E.TX_FAILED,
+                    tx_id=tx_id,
+                    agent_id=agent.id,
+                    reason=code,
+                )
                 uow.commit()
                 self._publish(outbox)
                 return None
@@ -417,10 +458,18 @@ class Pipeline:
             signed = self._build_and_sign(uow, adapter, agent, row, meta)
             meta["signed"] = _signed_json(signed)
             transition(
-                uow, tx_id, current, S.EXECUTING, event=E.TX_SIGNED, actor="system", now=now,
-                agent_id=agent.id, session_id=row.session_id,
+                uow,
+                tx_id,
+                current,
+                S.EXECUTING,
+                event=E.TX_SIGNED,
+                actor="system",
+                now=now,
+                agent_id=agent.id,
+                session_id=row.session_id,
                 details={"tx_hash": signed.tx_hash, "nonce": signed.nonce},
-                tx_hash=signed.tx_hash, metadata=meta,
+                tx_hash=signed.tx_hash,
+                metadata=meta,
             )
             uow.commit()
         return signed
@@ -532,8 +581,15 @@ class Pipeline:
             current = uow.transactions.get(tx_id)
             if current is not None and current.status == S.EXECUTING:
                 transition(
-                    uow, tx_id, S.EXECUTING, S.SUBMITTED, event=E.TX_SUBMITTED, actor="system",
-                    now=now, agent_id=row.agent_id, session_id=row.session_id,
+                    uow,
+                    tx_id,
+                    S.EXECUTING,
+                    S.SUBMITTED,
+                    event=E.TX_SUBMITTED,
+                    actor="system",
+                    now=now,
+                    agent_id=row.agent_id,
+                    session_id=row.session_id,
                     details={"tx_hash": signed.tx_hash},
                 )
                 uow.commit()
@@ -547,9 +603,12 @@ class Pipeline:
     def _audit_retry(self, row: TransactionRow, exc: ChainError, attempt: int) -> None:
         with self.db.write() as uow:
             uow.audit.append(
-                E.TX_RETRY, actor="system", now=self.clock.now(), agent_id=row.agent_id,
-                tx_id=row.id, details={"attempt": attempt + 1, "error": exc.code,
-                                        "message": exc.message},
+                E.TX_RETRY,
+                actor="system",
+                now=self.clock.now(),
+                agent_id=row.agent_id,
+                tx_id=row.id,
+                details={"attempt": attempt + 1, "error": exc.code, "message": exc.message},
             )
             uow.commit()
 
@@ -582,11 +641,23 @@ class Pipeline:
             meta["replaced"] = previous
             meta["signed"] = _signed_json(signed)
             transition(
-                uow, tx_id, TxStatus(row.status), S.EXECUTING, event=E.TX_RETRY, actor="system",
-                now=now, agent_id=row.agent_id, session_id=row.session_id,
-                details={"rebuilt": True, "reason": exc.code, "old_hash": previous.get("hash"),
-                         "tx_hash": signed.tx_hash},
-                tx_hash=signed.tx_hash, metadata=meta,
+                uow,
+                tx_id,
+                TxStatus(row.status),
+                S.EXECUTING,
+                event=E.TX_RETRY,
+                actor="system",
+                now=now,
+                agent_id=row.agent_id,
+                session_id=row.session_id,
+                details={
+                    "rebuilt": True,
+                    "reason": exc.code,
+                    "old_hash": previous.get("hash"),
+                    "tx_hash": signed.tx_hash,
+                },
+                tx_hash=signed.tx_hash,
+                metadata=meta,
             )
             uow.commit()
         return signed
@@ -615,11 +686,18 @@ class Pipeline:
                 meta["fee"] = str(status.fee)
             if status.state == ChainTxState.CONFIRMED:
                 transition(
-                    uow, tx_id, TxStatus(row.status), S.CONFIRMED, event=E.TX_CONFIRMED,
-                    actor="system", now=now, agent_id=row.agent_id, session_id=row.session_id,
-                    details={"tx_hash": row.tx_hash, "fee": meta.get("fee"),
-                             "block": status.block},
-                    executed_at=now, metadata=meta,
+                    uow,
+                    tx_id,
+                    TxStatus(row.status),
+                    S.CONFIRMED,
+                    event=E.TX_CONFIRMED,
+                    actor="system",
+                    now=now,
+                    agent_id=row.agent_id,
+                    session_id=row.session_id,
+                    details={"tx_hash": row.tx_hash, "fee": meta.get("fee"), "block": status.block},
+                    executed_at=now,
+                    metadata=meta,
                 )
                 outbox.add(E.TX_CONFIRMED, tx_id=tx_id, agent_id=row.agent_id)
             else:
@@ -628,10 +706,19 @@ class Pipeline:
                 message = err.message if err is not None else "the transaction failed on chain"
                 meta["error"] = {"code": code, "message": message}
                 transition(
-                    uow, tx_id, TxStatus(row.status), S.FAILED, event=E.TX_FAILED,
-                    actor="system", now=now, agent_id=row.agent_id, session_id=row.session_id,
+                    uow,
+                    tx_id,
+                    TxStatus(row.status),
+                    S.FAILED,
+                    event=E.TX_FAILED,
+                    actor="system",
+                    now=now,
+                    agent_id=row.agent_id,
+                    session_id=row.session_id,
                     details={"tx_hash": row.tx_hash, "error": code, "message": message},
-                    error=code, executed_at=now, metadata=meta,
+                    error=code,
+                    executed_at=now,
+                    metadata=meta,
                 )
                 self._release(uow, row, meta)
                 outbox.add(E.TX_FAILED, tx_id=tx_id, agent_id=row.agent_id, reason=code)
@@ -653,11 +740,22 @@ class Pipeline:
             meta = self._meta(row)
             meta["error"] = {"code": exc.code, "message": exc.message}
             transition(
-                uow, tx_id, TxStatus(row.status), S.FAILED, event=E.TX_FAILED, actor="system",
-                now=now, agent_id=row.agent_id, session_id=row.session_id,
-                details={"error": exc.code, "message": exc.message,
-                         "kind": str(getattr(exc, "kind", ""))},
-                error=exc.code, metadata=meta,
+                uow,
+                tx_id,
+                TxStatus(row.status),
+                S.FAILED,
+                event=E.TX_FAILED,
+                actor="system",
+                now=now,
+                agent_id=row.agent_id,
+                session_id=row.session_id,
+                details={
+                    "error": exc.code,
+                    "message": exc.message,
+                    "kind": str(getattr(exc, "kind", "")),
+                },
+                error=exc.code,
+                metadata=meta,
             )
             self._release(uow, row, meta)
             outbox.add(E.TX_FAILED, tx_id=tx_id, agent_id=row.agent_id, reason=exc.code)
@@ -682,7 +780,9 @@ class Pipeline:
     ) -> None:
         reason = getattr(decision, "auto_stop", None)
         if reason:
-            self._suspend_for_auto_stop(uow, agent, str(getattr(reason, "message", reason)), now, outbox)
+            self._suspend_for_auto_stop(
+                uow, agent, str(getattr(reason, "message", reason)), now, outbox
+            )
 
     def _check_auto_stop_after_failure(
         self, uow: UnitOfWork, agent: AgentRow, now: int, outbox: _Outbox
@@ -695,20 +795,31 @@ class Pipeline:
         self, uow: UnitOfWork, agent: AgentRow, reason: str, now: int, outbox: _Outbox
     ) -> None:
         if not uow.agents.cas_status(
-            agent.id, ["ACTIVE"], "SUSPENDED", suspended_at=now,
-            suspension_reason=f"auto-stop: {reason}", updated_at=now,
+            agent.id,
+            ["ACTIVE"],
+            "SUSPENDED",
+            suspended_at=now,
+            suspension_reason=f"auto-stop: {reason}",
+            updated_at=now,
         ):
             return
         uow.audit.append(
-            E.AUTO_STOP_TRIGGERED, actor="system", now=now, agent_id=agent.id,
+            E.AUTO_STOP_TRIGGERED,
+            actor="system",
+            now=now,
+            agent_id=agent.id,
             details={"reason": reason},
         )
         uow.audit.append(
-            E.AGENT_SUSPENDED, actor="system", now=now, agent_id=agent.id,
+            E.AGENT_SUSPENDED,
+            actor="system",
+            now=now,
+            agent_id=agent.id,
             details={"reason": f"auto-stop: {reason}"},
         )
-        outbox.add(E.AUTO_STOP_TRIGGERED, agent_id=agent.id, reason=reason,
-                   severity=Severity.CRITICAL)
+        outbox.add(
+            E.AUTO_STOP_TRIGGERED, agent_id=agent.id, reason=reason, severity=Severity.CRITICAL
+        )
         outbox.add(E.AGENT_SUSPENDED, agent_id=agent.id, reason=f"auto-stop: {reason}")
 
     # ================================================================== owner & operator
@@ -731,21 +842,32 @@ class Pipeline:
                 if token is not None:
                     verified = self.sessions.verify_in(uow, token, now)
                     if verified.agent_id != row.agent_id:
-                        raise AuthError("the session belongs to another agent",
-                                        session_id=verified.session_id)
+                        raise AuthError(
+                            "the session belongs to another agent", session_id=verified.session_id
+                        )
                     actor = self._actor(row.agent_id)
                 if row.status not in (S.PENDING, S.QUEUED):
                     raise StateError(
                         f"transaction {tx_id} is {row.status}; only PENDING or QUEUED "
                         "transactions can be cancelled",
-                        tx_id=tx_id, status=row.status,
+                        tx_id=tx_id,
+                        status=row.status,
                     )
                 meta = self._meta(row)
                 meta["error"] = {"code": "CANCELLED", "message": f"cancelled by {actor}"}
                 transition(
-                    uow, tx_id, TxStatus(row.status), S.CANCELLED, event=E.TX_CANCELLED,
-                    actor=actor, now=now, agent_id=row.agent_id, session_id=row.session_id,
-                    details={"by": actor}, error="CANCELLED", metadata=meta,
+                    uow,
+                    tx_id,
+                    TxStatus(row.status),
+                    S.CANCELLED,
+                    event=E.TX_CANCELLED,
+                    actor=actor,
+                    now=now,
+                    agent_id=row.agent_id,
+                    session_id=row.session_id,
+                    details={"by": actor},
+                    error="CANCELLED",
+                    metadata=meta,
                 )
                 self._release(uow, row, meta)
                 outbox.add(E.TX_CANCELLED, tx_id=tx_id, agent_id=row.agent_id, by=actor)
@@ -772,7 +894,8 @@ class Pipeline:
         if approval is None or row.tier != Tier.APPROVAL:
             raise ApprovalError(
                 f"transaction {tx_id} is not waiting for an owner approval",
-                tx_id=tx_id, reason="not_awaiting_approval",
+                tx_id=tx_id,
+                reason="not_awaiting_approval",
             )
         agent = uow.agents.get(row.agent_id)
         assert agent is not None
@@ -787,10 +910,20 @@ class Pipeline:
             raise ApprovalError("the agent has no owner", tx_id=row.id, reason="no_owner")
         chain_id = getattr(self.adapter_for(agent.chain, agent.network), "chain_id", None)
         return approvals.ApprovalRequest(
-            tx_id=row.id, approval_id=approval.id, agent_id=agent.id, agent_name=agent.name,
-            chain=agent.chain, network=agent.network, tx_type=row.type, to=row.to_address,
-            amount=row.amount, asset=str(meta.get("asset", "native")), tier=str(row.tier),
-            owner_address=owner, issued_at=approval.created_at, expires_at=approval.expires_at,
+            tx_id=row.id,
+            approval_id=approval.id,
+            agent_id=agent.id,
+            agent_name=agent.name,
+            chain=agent.chain,
+            network=agent.network,
+            tx_type=row.type,
+            to=row.to_address,
+            amount=row.amount,
+            asset=str(meta.get("asset", "native")),
+            tier=str(row.tier),
+            owner_address=owner,
+            issued_at=approval.created_at,
+            expires_at=approval.expires_at,
             chain_id=chain_id if isinstance(chain_id, int) else None,
         )
 
@@ -811,7 +944,8 @@ class Pipeline:
             if approval.approved_at is not None or approval.rejected_at is not None:
                 refusal = ApprovalError(
                     "this approval was already decided; a signature counts once",
-                    tx_id=tx_id, reason="already_decided",
+                    tx_id=tx_id,
+                    reason="already_decided",
                 )
             elif row.status != S.QUEUED:
                 refusal = ApprovalError(
@@ -819,40 +953,60 @@ class Pipeline:
                 )
             elif now >= approval.expires_at:  # SIWE: not valid at the expiration time
                 self._expire(uow, row, approval, now, outbox)
-                refusal = ApprovalError("the approval window has expired", tx_id=tx_id,
-                                        reason="expired")
+                refusal = ApprovalError(
+                    "the approval window has expired", tx_id=tx_id, reason="expired"
+                )
             else:
                 try:
                     approvals.verify_signature(
-                        approvals.build_message(req, action), signature, req.owner_address,
+                        approvals.build_message(req, action),
+                        signature,
+                        req.owner_address,
                         tx_id=tx_id,
                     )
                 except ApprovalError as exc:
                     refusal = exc
             if refusal is not None:
                 uow.audit.append(
-                    E.AUTH_FAILED, actor="owner", now=now, agent_id=row.agent_id, tx_id=tx_id,
+                    E.AUTH_FAILED,
+                    actor="owner",
+                    now=now,
+                    agent_id=row.agent_id,
+                    tx_id=tx_id,
                     details={"action": action, "reason": refusal.reason},
                 )
                 uow.commit()
             else:
-                if not uow.approvals.decide(approval.id, approved=approve, now=now,
-                                            signature=signature):
-                    raise ApprovalError("this approval was already decided", tx_id=tx_id,
-                                        reason="already_decided")
+                if not uow.approvals.decide(
+                    approval.id, approved=approve, now=now, signature=signature
+                ):
+                    raise ApprovalError(
+                        "this approval was already decided", tx_id=tx_id, reason="already_decided"
+                    )
                 uow.audit.append(
-                    E.TX_APPROVED if approve else E.TX_REJECTED, actor="owner", now=now,
-                    agent_id=row.agent_id, tx_id=tx_id,
+                    E.TX_APPROVED if approve else E.TX_REJECTED,
+                    actor="owner",
+                    now=now,
+                    agent_id=row.agent_id,
+                    tx_id=tx_id,
                     details={"owner": req.owner_address, "approval_id": approval.id},
                 )
                 if not approve:
                     meta = self._meta(row)
                     meta["error"] = {"code": "REJECTED", "message": "rejected by the owner"}
                     transition(
-                        uow, tx_id, S.QUEUED, S.CANCELLED, event=E.TX_CANCELLED, actor="owner",
-                        now=now, agent_id=row.agent_id, session_id=row.session_id,
+                        uow,
+                        tx_id,
+                        S.QUEUED,
+                        S.CANCELLED,
+                        event=E.TX_CANCELLED,
+                        actor="owner",
+                        now=now,
+                        agent_id=row.agent_id,
+                        session_id=row.session_id,
                         details={"by": "owner", "reason": "REJECTED"},
-                        error="REJECTED", metadata=meta,
+                        error="REJECTED",
+                        metadata=meta,
                     )
                     self._release(uow, row, meta)
                     outbox.add(E.TX_REJECTED, tx_id=tx_id, agent_id=row.agent_id)
@@ -866,16 +1020,28 @@ class Pipeline:
         return self.get_row(tx_id)
 
     def _expire(
-        self, uow: UnitOfWork, row: TransactionRow, approval: ApprovalRow, now: int,
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        approval: ApprovalRow,
+        now: int,
         outbox: _Outbox,
     ) -> None:
         meta = self._meta(row)
         meta["error"] = {"code": "APPROVAL_EXPIRED", "message": "the owner did not approve in time"}
         transition(
-            uow, row.id, S.QUEUED, S.EXPIRED, event=E.TX_EXPIRED, actor="system", now=now,
-            agent_id=row.agent_id, session_id=row.session_id,
+            uow,
+            row.id,
+            S.QUEUED,
+            S.EXPIRED,
+            event=E.TX_EXPIRED,
+            actor="system",
+            now=now,
+            agent_id=row.agent_id,
+            session_id=row.session_id,
             details={"approval_id": approval.id, "expired_at": approval.expires_at},
-            error="APPROVAL_EXPIRED", metadata=meta,
+            error="APPROVAL_EXPIRED",
+            metadata=meta,
         )
         self._release(uow, row, meta)
         outbox.add(E.TX_EXPIRED, tx_id=row.id, agent_id=row.agent_id)
@@ -891,8 +1057,14 @@ class Pipeline:
         admission and signing) execute.
         """
         now = self.clock.now()
-        counts = {"delays": 0, "expired": 0, "approved": 0, "sessions": 0, "polled": 0,
-                  "resumed": 0}
+        counts = {
+            "delays": 0,
+            "expired": 0,
+            "approved": 0,
+            "sessions": 0,
+            "polled": 0,
+            "resumed": 0,
+        }
         outbox = _Outbox()
         with self.db.write() as uow:
             for approval in uow.approvals.open_expired(now):
@@ -907,9 +1079,11 @@ class Pipeline:
             pending = uow.transactions.with_status([S.PENDING])
             submitted = uow.transactions.with_status([S.SUBMITTED, S.EXECUTING])
             approved = {
-                row.id for row in queued
+                row.id
+                for row in queued
                 if row.tier == Tier.APPROVAL
-                and (a := uow.approvals.for_tx(row.id)) is not None and a.approved_at is not None
+                and (a := uow.approvals.for_tx(row.id)) is not None
+                and a.approved_at is not None
             }
         for row in queued:
             meta = self._meta(row)
@@ -959,8 +1133,15 @@ class Pipeline:
             now = self.clock.now()
             with self.db.write() as uow:
                 transition(
-                    uow, tx_id, S.EXECUTING, S.SUBMITTED, event=E.TX_SUBMITTED, actor="system",
-                    now=now, agent_id=row.agent_id, session_id=row.session_id,
+                    uow,
+                    tx_id,
+                    S.EXECUTING,
+                    S.SUBMITTED,
+                    event=E.TX_SUBMITTED,
+                    actor="system",
+                    now=now,
+                    agent_id=row.agent_id,
+                    session_id=row.session_id,
                     details={"tx_hash": row.tx_hash, "recovered": True},
                 )
                 uow.commit()
@@ -970,8 +1151,12 @@ class Pipeline:
     def _record_recovery(self, row: TransactionRow, what: str) -> None:
         with self.db.write() as uow:
             uow.audit.append(
-                E.TX_RECOVERED, actor="system", now=self.clock.now(), agent_id=row.agent_id,
-                tx_id=row.id, details={"status": row.status, "action": what},
+                E.TX_RECOVERED,
+                actor="system",
+                now=self.clock.now(),
+                agent_id=row.agent_id,
+                tx_id=row.id,
+                details={"status": row.status, "action": what},
             )
             uow.commit()
 

@@ -6,6 +6,7 @@ new transaction row are one atomic step (no two requests can both fit the last o
 from __future__ import annotations
 
 from collections.abc import Mapping
+
 from waiaas.config import WalletConfig
 from waiaas.db.tables import AgentRow, PolicyRow
 from waiaas.db.uow import UnitOfWork
@@ -22,8 +23,8 @@ def spec_from_row(row: PolicyRow) -> PolicySpec:
     return PolicySpec(
         id=row.id,
         agent_id=row.agent_id,
-        type=row.type,  # type: ignore[arg-type]  # validated by PolicySpec
-        rules=row.rules,  # type: ignore[arg-type]
+        type=row.type,  # validated by PolicySpec
+        rules=row.rules,
         priority=row.priority,
         enabled=bool(row.enabled),
     )
@@ -68,9 +69,7 @@ class PolicyGate:
         """The agent's usage over the windows its policies need (in-flight + confirmed)."""
         from waiaas.services.policies import load_usage
 
-        return load_usage(
-            uow, agent_id, now, required_windows(specs), exclude_tx_id=exclude_tx_id
-        )
+        return load_usage(uow, agent_id, now, required_windows(specs), exclude_tx_id=exclude_tx_id)
 
     def _prices(self, agent: AgentRow, req: Request) -> Mapping[str, AssetPrice] | None:
         if self.oracle is None:
@@ -129,4 +128,3 @@ class PolicyGate:
 
     def __repr__(self) -> str:
         return f"PolicyGate(oracle={self.oracle!r})"
-

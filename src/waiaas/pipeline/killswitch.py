@@ -58,12 +58,19 @@ def activate(uow: UnitOfWork, *, actor: str, reason: str, now: int) -> dict[str,
     suspended = []
     for agent in uow.agents.list(status="ACTIVE"):
         if uow.agents.cas_status(
-            agent.id, ["ACTIVE"], "SUSPENDED", suspended_at=now,
-            suspension_reason=KILL_SWITCH_REASON, updated_at=now,
+            agent.id,
+            ["ACTIVE"],
+            "SUSPENDED",
+            suspended_at=now,
+            suspension_reason=KILL_SWITCH_REASON,
+            updated_at=now,
         ):
             suspended.append(agent.id)
             uow.audit.append(
-                AuditEvent.AGENT_SUSPENDED, actor=actor, now=now, agent_id=agent.id,
+                AuditEvent.AGENT_SUSPENDED,
+                actor=actor,
+                now=now,
+                agent_id=agent.id,
                 details={"reason": KILL_SWITCH_REASON},
             )
     revoked = []
@@ -71,16 +78,24 @@ def activate(uow: UnitOfWork, *, actor: str, reason: str, now: int) -> dict[str,
         if uow.sessions.revoke(session.id, now):
             revoked.append(session.id)
             uow.audit.append(
-                AuditEvent.SESSION_REVOKED, actor=actor, now=now, agent_id=session.agent_id,
-                session_id=session.id, details={"reason": KILL_SWITCH_REASON},
+                AuditEvent.SESSION_REVOKED,
+                actor=actor,
+                now=now,
+                agent_id=session.agent_id,
+                session_id=session.id,
+                details={"reason": KILL_SWITCH_REASON},
             )
     cancelled = []
     for row in uow.transactions.with_status(["PENDING", "QUEUED"], limit=1_000_000):
         if uow.transactions.cas_status(row.id, row.status, "CANCELLED", error="KILL_SWITCH"):
             cancelled.append(row.id)
             uow.audit.append(
-                AuditEvent.TX_CANCELLED, actor=actor, now=now, agent_id=row.agent_id,
-                session_id=row.session_id, tx_id=row.id,
+                AuditEvent.TX_CANCELLED,
+                actor=actor,
+                now=now,
+                agent_id=row.agent_id,
+                session_id=row.session_id,
+                tx_id=row.id,
                 details={"from": row.status, "to": "CANCELLED", "reason": KILL_SWITCH_REASON},
             )
     summary = {
@@ -90,7 +105,10 @@ def activate(uow: UnitOfWork, *, actor: str, reason: str, now: int) -> dict[str,
         "transactions_cancelled": len(cancelled),
     }
     uow.audit.append(
-        AuditEvent.KILL_SWITCH_ACTIVATED, actor=actor, now=now, details=summary,
+        AuditEvent.KILL_SWITCH_ACTIVATED,
+        actor=actor,
+        now=now,
+        details=summary,
         severity=Severity.CRITICAL,
     )
     return {**summary, "cancelled_ids": cancelled, "suspended_ids": suspended}
@@ -110,12 +128,19 @@ def recover(uow: UnitOfWork, *, actor: str, now: int, resume_agents: bool) -> di
     if resume_agents:
         for agent in uow.agents.list(status="SUSPENDED"):
             if agent.suspension_reason == KILL_SWITCH_REASON and uow.agents.cas_status(
-                agent.id, ["SUSPENDED"], "ACTIVE", suspended_at=None, suspension_reason=None,
+                agent.id,
+                ["SUSPENDED"],
+                "ACTIVE",
+                suspended_at=None,
+                suspension_reason=None,
                 updated_at=now,
             ):
                 resumed.append(agent.id)
                 uow.audit.append(
-                    AuditEvent.AGENT_RESUMED, actor=actor, now=now, agent_id=agent.id,
+                    AuditEvent.AGENT_RESUMED,
+                    actor=actor,
+                    now=now,
+                    agent_id=agent.id,
                     details={"reason": "kill switch recovered"},
                 )
     summary = {"activated_at": current.activated_at, "agents_resumed": len(resumed)}

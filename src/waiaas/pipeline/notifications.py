@@ -66,8 +66,9 @@ class PipelineNotifier:
             agent = uow.agents.get(agent_id) if agent_id else None
             row = uow.transactions.get(tx_id) if tx_id else None
         if agent is not None:
-            fields.update(agent_id=agent.id, agent_name=agent.name, chain=agent.chain,
-                          network=agent.network)
+            fields.update(
+                agent_id=agent.id, agent_name=agent.name, chain=agent.chain, network=agent.network
+            )
         if row is not None:
             meta = json.loads(row.metadata_json) if row.metadata_json else {}
             asset = meta.get("asset", "native")

@@ -68,9 +68,7 @@ def normalize_request(adapter: ChainAdapter, request: Request) -> Request:
     if isinstance(request, TokenTransfer):
         return request.model_copy(update={"to": v(request.to), "token": v(request.token)})
     if isinstance(request, Approve):
-        return request.model_copy(
-            update={"token": v(request.token), "spender": v(request.spender)}
-        )
+        return request.model_copy(update={"token": v(request.token), "spender": v(request.spender)})
     if isinstance(request, ContractCall):
         _refuse_disguised_transfer(adapter.chain, v(request.to), request.data)
         accounts = tuple(
@@ -155,7 +153,7 @@ def summary(request: Request) -> tuple[int | None, str | None, str]:
     spent = spend_by_asset(request)
     native = spent.get(NATIVE)
     if len(spent) == 1 and native is None:
-        (asset, amount), = spent.items()
+        ((asset, amount),) = spent.items()
         return amount, None, asset
     return native, None, NATIVE
 
