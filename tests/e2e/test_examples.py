@@ -1,0 +1,122 @@
+"""The examples in ``examples/`` run as a user would run them: each script in its own
+Python process, on the in-process chains, with warnings as errors; each must exit 0 and
+print the lines that show its story happened."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+# For each example, lines (substrings) its output must contain, in this order.
+EXPECTED: dict[str, list[str]] = {
+    "quickstart.py": [
+        "agent 'trader' created: ACTIVE",
+        "funded: balance 2 SOL",
+        "policy SPENDING_LIMIT added",
+        "token='***'",
+        ": CONFIRMED (INSTANT)",
+        "decision  allowed as INSTANT",
+        "recipient balance: 0.05 SOL",
+        "1 SOL transfer denied",
+        "[SPENDING_LIMIT] 1 SOL exceeds the per-transaction limit of 0.5 SOL",
+        "TX_REQUESTED",
+        "TX_SIGNED",
+        "TX_SUBMITTED",
+        "TX_CONFIRMED",
+        "POLICY_VIOLATION",
+        "quickstart finished",
+    ],
+    "policy_design.py": [
+        "a misspelt rule is refused: InvalidInputError",
+        "0.5 SOL to the supplier: allowed as INSTANT",
+        "2.5 SOL to the supplier: allowed as DELAY",
+        "<= 1 SOL would be INSTANT",
+        "4 SOL to the exchange: allowed as APPROVAL",
+        "1 SOL to a stranger: denied: recipient",
+        "(ALLOWED_ADDRESSES) to allow it",
+        "Mon 10:00     1 SOL  -> CONFIRMED (INSTANT)",
+        "Mon 12:00     2 SOL  -> CONFIRMED (NOTIFY)",
+        "Mon 13:00  1.5 SOL  -> DENIED",
+        "1.5 SOL exceeds the 24h budget of 6 SOL (1 SOL left)",
+        "dry run says: <= 1 SOL would be allowed as INSTANT",
+        "Tue 10:30  1.5 SOL  -> CONFIRMED (NOTIFY)",
+        "Tue 20:15 dry run: denied: outside the allowed time",
+        "allowed after 09:00 Europe/Berlin",
+        "Wed 09:00 the same request -> CONFIRMED (INSTANT)",
+        "quick request 4 -> DENIED: rate limit",
+        "61 s later -> CONFIRMED",
+        "payment to a stranger #2 -> DENIED + AUTO_STOP fired",
+        "agent is now SUSPENDED",
+        "even a valid request is refused: AgentNotActiveError",
+        "the owner resumes it -> ACTIVE",
+        "Mon 10:00     1 SOL  tier: INSTANT -> NOTIFY",
+        "Mon 12:00     2 SOL  allowed: True -> False",
+        "policy design finished",
+    ],
+    "owner_approval.py": [
+        "1 ETH request: QUEUED (APPROVAL)",
+        "wants you to sign in with your Ethereum account:",
+        "owner signed -> CONFIRMED, tx hash 0x",
+        "vendor balance: 1000000000000000000 wei",
+        "-> CANCELLED (REJECTED",
+        "the first signature again, on its own transaction: refused (already_decided)",
+        "the first signature, on another transaction: refused",
+        "a signature of the right message by someone else: refused (wrong_signer)",
+        "AUTH_FAILED audit rows for this agent: 3",
+        "the 2 ETH request is still QUEUED",
+        "the owner's own signature -> CONFIRMED",
+        "5 SOL request: QUEUED (APPROVAL)",
+        "owner signed -> CONFIRMED",
+        "vendor balance: 5000000000 lamports",
+        "owner approval finished",
+    ],
+}
+
+
+def _run(script: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("WAIAAS_MASTER_PASSWORD", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p
+    )
+    return subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(ROOT),
+        timeout=120,
+        check=False,
+    )
+
+
+def test_every_example_is_covered() -> None:
+    """Each script in examples/ is run below and listed in examples/README.md."""
+    scripts = sorted(p.name for p in EXAMPLES.glob("*.py"))
+    assert scripts == sorted(EXPECTED)
+    readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    for name in scripts:
+        assert f"`{name}`" in readme
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_example_runs(script: str) -> None:
+    """The example exits 0, writes nothing to stderr, and prints its key lines in order."""
+    result = _run(script)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stderr == ""
+    out = result.stdout
+    position = 0
+    for line in EXPECTED[script]:
+        found = out.find(line, position)
+        assert found >= 0, f"{script}: {line!r} missing (after offset {position}):\n{out}"
+        position = found + len(line)
+    assert "unexpected" not in out
