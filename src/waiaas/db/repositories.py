@@ -303,6 +303,9 @@ class PolicyRepository(_Repository):
         return True
 
 
+_AUDIT_INSERT = AuditRow.__table__.insert()  # type: ignore[attr-defined]
+
+
 class AuditRepository(_Repository):
     """``audit_log``: append and query; the database refuses UPDATE and DELETE."""
 
@@ -322,23 +325,26 @@ class AuditRepository(_Repository):
         """Append one audit row in the current transaction; return its id."""
         if severity is None:
             severity = event.default_severity if isinstance(event, AuditEvent) else Severity.INFO
-        row = AuditRow(
-            timestamp=now,
-            event_type=str(event),
-            actor=actor,
-            agent_id=agent_id,
-            session_id=session_id,
-            tx_id=tx_id,
-            details=json.dumps(
-                dict(details or {}), separators=(",", ":"), sort_keys=True, default=str
-            ),
-            severity=str(severity),
-            ip_address=ip_address,
+        # A Core INSERT: the audit log is the hottest write path and never read back here.
+        result = self.session.execute(
+            _AUDIT_INSERT,
+            {
+                "timestamp": now,
+                "event_type": str(event),
+                "actor": actor,
+                "agent_id": agent_id,
+                "session_id": session_id,
+                "tx_id": tx_id,
+                "details": json.dumps(
+                    dict(details or {}), separators=(",", ":"), sort_keys=True, default=str
+                ),
+                "severity": str(severity),
+                "ip_address": ip_address,
+            },
         )
-        self.session.add(row)
-        self.session.flush()
-        assert row.id is not None
-        return row.id
+        row_id = result.lastrowid  # type: ignore[attr-defined]
+        assert isinstance(row_id, int)
+        return row_id
 
     def query(
         self,
