@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Result, and_, func, or_, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -47,6 +48,13 @@ ACTIVE_TX_STATUSES = ("PENDING", "QUEUED", "EXECUTING", "SUBMITTED")
 def _rowcount(result: Result[Any]) -> int:
     """Rows matched by an UPDATE/DELETE (``Session.execute`` types its result as plain)."""
     return int(cast(CursorResult[Any], result).rowcount)
+
+
+_AUDIT_INSERT = AuditRow.__table__.insert()  # type: ignore[attr-defined]
+_TX_INSERT = TransactionRow.__table__.insert()  # type: ignore[attr-defined]
+_TX_COLUMNS = [
+    (attr.key, attr.columns[0]) for attr in sa_inspect(TransactionRow).mapper.column_attrs
+]
 
 
 class _Repository:
@@ -150,8 +158,9 @@ class TransactionRepository(_Repository):
     """``transactions``."""
 
     def add(self, row: TransactionRow) -> TransactionRow:
-        self.session.add(row)
-        self.session.flush()
+        """Insert ``row`` (a Core INSERT: rows are written far more often than re-read)."""
+        values = {col_.name: getattr(row, attr) for attr, col_ in _TX_COLUMNS}
+        self.session.execute(_TX_INSERT, values)
         return row
 
     def get(self, tx_id: str) -> TransactionRow | None:
@@ -303,9 +312,6 @@ class PolicyRepository(_Repository):
         return True
 
 
-_AUDIT_INSERT = AuditRow.__table__.insert()  # type: ignore[attr-defined]
-
-
 class AuditRepository(_Repository):
     """``audit_log``: append and query; the database refuses UPDATE and DELETE."""
 
@@ -342,7 +348,7 @@ class AuditRepository(_Repository):
                 "ip_address": ip_address,
             },
         )
-        row_id = result.lastrowid  # type: ignore[attr-defined]
+        row_id = cast(CursorResult[Any], result).lastrowid
         assert isinstance(row_id, int)
         return row_id
 
