@@ -11,12 +11,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from anvil import AnvilNode, anvil_node
 
 from waiaas.chains.evm import EvmAdapter, EvmDevAdapter
 
-__all__ = ["EvmEnv", "anvil_env", "make_evm_adapters", "tester_env"]
+__all__ = ["EvmEnv", "anvil_env", "make_evm_adapters", "tester_env", "web3_for"]
 
 ANVIL_CHAIN_ID = 31337
 
@@ -34,6 +35,20 @@ class EvmEnv:
     name: str
     adapter: EvmDevAdapter
     node: AnvilNode | None = None
+
+
+def web3_for(adapter: EvmAdapter) -> Any:
+    """A middleware-free ``Web3`` on the adapter's own chain, to check the adapter against
+    the node or to provoke raw upstream failures."""
+    from web3 import Web3
+
+    from waiaas.chains.evm.backends import HttpBackend, TesterBackend
+
+    backend = adapter._backend
+    if isinstance(backend, TesterBackend):
+        return backend.w3
+    assert isinstance(backend, HttpBackend)
+    return Web3(backend._provider, middleware=[])
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from evm_fixtures import EvmEnv
+from evm_fixtures import EvmEnv, web3_for
 
 from waiaas.chains.base import ChainTxState, SignedTx, UnsignedTx
 from waiaas.chains.evm import ChainIdMismatchError, EvmAdapter, EvmDevAdapter
@@ -32,13 +32,9 @@ def _funded(adapter: EvmDevAdapter, amount: int = 10**18) -> tuple[bytes, str]:
     return secret, address
 
 
-def _w3(adapter: EvmAdapter) -> Any:
-    return adapter._w3  # the node itself, to check the adapter against it
-
-
 def _node_fees(adapter: EvmAdapter) -> tuple[int, int]:
     """Next base fee and suggested priority fee, read straight from the node."""
-    w3 = _w3(adapter)
+    w3 = web3_for(adapter)
     history = w3.eth.fee_history(1, "latest", [])["baseFeePerGas"]
     base = int(history[-1]) if history else int(w3.eth.get_block("latest")["baseFeePerGas"])
     raw = w3.provider.make_request("eth_maxPriorityFeePerGas", [])["result"]
@@ -75,7 +71,7 @@ def test_eip1559_fields(evm_env: EvmEnv) -> None:
     assert Account.recover_transaction(signed.raw) == sender
     status = adapter.wait_for_confirmation(signed) if adapter.submit(signed) else None
     assert status is not None and status.state is ChainTxState.CONFIRMED
-    receipt = _w3(adapter).eth.get_transaction_receipt(signed.tx_hash)
+    receipt = web3_for(adapter).eth.get_transaction_receipt(signed.tx_hash)
     assert receipt["type"] == 2
 
 
@@ -107,7 +103,7 @@ def test_gas_margin_on_contract_calls(evm_env: EvmEnv) -> None:
             "value": 0,
             "data": unsigned.payload["data"],
         }
-        estimate = int(_w3(adapter).eth.estimate_gas(call))
+        estimate = int(web3_for(adapter).eth.estimate_gas(call))
         assert unsigned.payload["gas"] == estimate + estimate * 20 // 100
         assert unsigned.payload["value"] == 0 and unsigned.payload["to"] == token
 

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import pytest
-from evm_fixtures import EvmEnv
+from evm_fixtures import EvmEnv, web3_for
 
 from waiaas.chains.evm import ChainIdMismatchError, EvmAdapter, map_evm_error
 from waiaas.errors import InvalidInputError, PermanentChainError, TransientChainError
@@ -77,7 +77,7 @@ def test_wrong_chain_eip1559_refused_by_us_and_by_anvil(anvil_env: EvmEnv) -> No
     from web3.exceptions import Web3RPCError
 
     with pytest.raises(Web3RPCError) as theirs:
-        adapter._w3.eth.send_raw_transaction(raw)
+        web3_for(adapter).eth.send_raw_transaction(raw)
     assert _rpc_error(theirs.value)["code"] == -32003
     assert "invalid chain id" in _rpc_error(theirs.value)["message"]
     mapped = map_evm_error(theirs.value)
@@ -113,8 +113,8 @@ def test_eth_tester_does_not_check_chain_ids_but_we_do(tester_env: EvmEnv) -> No
     raw = _foreign_raw(secret, chain_id=1)
     with pytest.raises(ChainIdMismatchError):
         adapter.submit(_signed(raw))
-    tx_hash = adapter._w3.eth.send_raw_transaction(raw)
-    assert adapter._w3.eth.get_transaction_receipt(tx_hash)["status"] == 1
+    tx_hash = web3_for(adapter).eth.send_raw_transaction(raw)
+    assert web3_for(adapter).eth.get_transaction_receipt(tx_hash)["status"] == 1
 
 
 @pytest.mark.parametrize(

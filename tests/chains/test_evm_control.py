@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Any
 
 import pytest
-from evm_fixtures import EvmEnv
+from evm_fixtures import EvmEnv, web3_for
 
 from waiaas.chains.base import ChainTxState, LocalChainControl
 from waiaas.chains.evm import EvmAdapter, EvmDevAdapter
@@ -22,7 +22,7 @@ def _read(
     from eth_hash.auto import keccak
 
     data = encode_call(keccak(signature.encode())[:4], types, args)
-    raw = adapter._w3.eth.call({"to": token, "data": "0x" + data.hex()})
+    raw = web3_for(adapter).eth.call({"to": token, "data": "0x" + data.hex()})
     return decode([out], bytes(raw))[0]
 
 

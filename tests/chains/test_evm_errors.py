@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from evm_fixtures import EvmEnv
+from evm_fixtures import EvmEnv, web3_for
 
 from waiaas.chains.evm import ChainIdMismatchError, EvmAdapter, EvmDevAdapter, map_evm_error
 from waiaas.chains.evm.abi import encode_call
@@ -111,7 +111,7 @@ def test_tester_nonce_too_low_is_stale(tester_env: EvmEnv) -> None:
     """py-evm "Invalid transaction nonce: Expected 1, but got 0" -> stale; through submit too."""
     adapter = tester_env.adapter
     secret, sender = _funded(adapter)
-    w3 = adapter._w3
+    w3 = web3_for(adapter)
     w3.eth.send_raw_transaction(_raw(adapter, secret))
     exc = _raised(lambda: w3.eth.send_raw_transaction(_raw(adapter, secret, value=2)))
     assert type(exc).__name__ == "ValidationError" and "Expected 1, but got 0" in str(exc)
@@ -127,7 +127,9 @@ def test_tester_nonce_gap_is_transient(tester_env: EvmEnv) -> None:
     """py-evm refuses a nonce ahead of the chain: transient (wait for the lower nonces)."""
     adapter = tester_env.adapter
     secret, _ = _funded(adapter)
-    exc = _raised(lambda: adapter._w3.eth.send_raw_transaction(_raw(adapter, secret, nonce=5)))
+    exc = _raised(
+        lambda: web3_for(adapter).eth.send_raw_transaction(_raw(adapter, secret, nonce=5))
+    )
     assert "Expected 0, but got 5" in str(exc)
     assert isinstance(map_evm_error(exc), TransientChainError)
 
@@ -135,7 +137,7 @@ def test_tester_nonce_gap_is_transient(tester_env: EvmEnv) -> None:
 def test_tester_insufficient_funds(tester_env: EvmEnv) -> None:
     """ "cannot afford txn gas" and "does not have enough balance" -> InsufficientFundsError."""
     adapter = tester_env.adapter
-    w3 = adapter._w3
+    w3 = web3_for(adapter)
     _, pauper = adapter.generate_secret()
     exc = _raised(lambda: w3.eth.estimate_gas({"from": pauper, "to": BOB, "value": 0}))
     assert "cannot afford txn gas" in str(exc)
@@ -156,7 +158,7 @@ def test_tester_fee_below_base_fee_is_stale(tester_env: EvmEnv) -> None:
     adapter = tester_env.adapter
     secret, _ = _funded(adapter)
     raw = _raw(adapter, secret, maxFeePerGas=1, maxPriorityFeePerGas=1)
-    exc = _raised(lambda: adapter._w3.eth.send_raw_transaction(raw))
+    exc = _raised(lambda: web3_for(adapter).eth.send_raw_transaction(raw))
     assert "lower than block's base fee" in str(exc)
     assert isinstance(map_evm_error(exc), StaleTransactionError)
 
@@ -165,7 +167,9 @@ def test_tester_gas_above_block_limit_is_permanent(tester_env: EvmEnv) -> None:
     """A gas limit above the block's -> permanent."""
     adapter = tester_env.adapter
     secret, _ = _funded(adapter, 10**20)
-    exc = _raised(lambda: adapter._w3.eth.send_raw_transaction(_raw(adapter, secret, gas=10**9)))
+    exc = _raised(
+        lambda: web3_for(adapter).eth.send_raw_transaction(_raw(adapter, secret, gas=10**9))
+    )
     assert "gas limit" in str(exc)
     mapped = map_evm_error(exc)
     assert type(mapped) is PermanentChainError
@@ -176,7 +180,7 @@ def test_tester_reverts_carry_their_reason(tester_env: EvmEnv) -> None:
     adapter = tester_env.adapter
     _, sender = _funded(adapter)
     token = _token(adapter, sender)
-    w3 = adapter._w3
+    w3 = web3_for(adapter)
     cases = [
         (_transfer_call(token, sender, 1_000), "ERC20: insufficient balance"),
         (_burn_call(token, sender, 1_000), CUSTOM_ERROR),
@@ -208,7 +212,7 @@ def test_tester_malformed_input_is_permanent(tester_env: EvmEnv) -> None:
     secret, _ = _funded(adapter)
     raw = bytearray(_raw(adapter, secret))
     raw[-5] ^= 0xFF  # corrupt the signature's s value
-    exc = _raised(lambda: adapter._w3.eth.send_raw_transaction(bytes(raw)))
+    exc = _raised(lambda: web3_for(adapter).eth.send_raw_transaction(bytes(raw)))
     assert isinstance(map_evm_error(exc), PermanentChainError)
 
 
@@ -221,7 +225,7 @@ def test_anvil_transaction_rejections(anvil_env: EvmEnv) -> None:
     -32000 intrinsic gas too low / too high: each maps to its class, via the adapter too."""
     adapter = anvil_env.adapter
     secret, sender = _funded(adapter, 10**17)
-    w3 = adapter._w3
+    w3 = web3_for(adapter)
     from web3.exceptions import Web3RPCError
 
     def rejected(raw: bytes) -> tuple[int, str, ChainError]:
@@ -272,7 +276,7 @@ def test_anvil_pool_rejections(anvil_env: EvmEnv) -> None:
     transient and counts as success in submit; a cheaper replacement is stale."""
     adapter = anvil_env.adapter
     secret, sender = _funded(adapter)
-    w3 = adapter._w3
+    w3 = web3_for(adapter)
     assert w3.provider.make_request("evm_setAutomine", [False]).get("error") is None
     try:
         signed = adapter.sign(adapter.build(Transfer(to=BOB, amount=1), sender), secret)
@@ -298,14 +302,14 @@ def test_anvil_pool_rejections(anvil_env: EvmEnv) -> None:
 
 def signed_fee(adapter: EvmAdapter, signed: Any) -> int:
     """The maxFeePerGas of a signed transaction, read back from the node's pool."""
-    return int(adapter._w3.eth.get_transaction(signed.tx_hash)["maxFeePerGas"])
+    return int(web3_for(adapter).eth.get_transaction(signed.tx_hash)["maxFeePerGas"])
 
 
 @pytest.mark.anvil
 def test_anvil_request_errors(anvil_env: EvmEnv) -> None:
     """-32602 (bad raw bytes, bad params) and -32601 (unknown method) -> permanent."""
     adapter = anvil_env.adapter
-    w3 = adapter._w3
+    w3 = web3_for(adapter)
     from web3.exceptions import Web3RPCError
 
     exc = _raised(lambda: w3.eth.send_raw_transaction(b"\x02\x01\x02"))
@@ -328,7 +332,7 @@ def test_anvil_reverts_carry_their_reason(anvil_env: EvmEnv) -> None:
     adapter = anvil_env.adapter
     _, sender = _funded(adapter)
     token = _token(adapter, sender)
-    w3 = adapter._w3
+    w3 = web3_for(adapter)
     from web3 import exceptions as w3x
 
     cases = [

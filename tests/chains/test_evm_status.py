@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 import pytest
-from evm_fixtures import EvmEnv
+from evm_fixtures import EvmEnv, web3_for
 
 from waiaas.chains.base import ChainTxState, SignedTx
 from waiaas.chains.evm import EvmAdapter
@@ -100,7 +100,7 @@ def test_pending_then_confirmed_when_mined(anvil_env: EvmEnv) -> None:
     adapter = anvil_env.adapter
     secret, sender = adapter.generate_secret()
     adapter.fund(sender, 10**18)
-    w3 = adapter._w3
+    w3 = web3_for(adapter)
     w3.provider.make_request("evm_setAutomine", [False])
     try:
         signed = adapter.sign(adapter.build(Transfer(to=BOB, amount=3), sender), secret)

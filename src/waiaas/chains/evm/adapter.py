@@ -58,7 +58,7 @@ from waiaas.chains.evm.abi import (
     encode_call,
 )
 from waiaas.chains.evm.addresses import ZERO_ADDRESS, normalize_address
-from waiaas.chains.evm.backends import Backend, HttpBackend, TesterBackend
+from waiaas.chains.evm.backends import Backend, HttpBackend, Receipt, TesterBackend
 from waiaas.chains.evm.errors import ChainIdMismatchError, map_evm_error
 from waiaas.chains.evm.nonces import NonceAllocator
 from waiaas.errors import (
@@ -103,27 +103,6 @@ def _keys() -> tuple[Callable[[str], tuple[bytes, str]], Callable[[str, bytes], 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _hex_quantity(value: Any) -> int:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        return int(value, 16)
-    raise ValueError(f"not a JSON-RPC quantity: {value!r}")
-
-
-def _next_base_fee(w3: Any) -> int:
-    """The base fee of the next block (``eth_feeHistory``; the latest block's as a fallback)."""
-    bases = w3.eth.fee_history(1, "latest", []).get("baseFeePerGas") or []
-    if bases:
-        return int(bases[-1])
-    base_fee = w3.eth.get_block("latest").get("baseFeePerGas")
-    if base_fee is None:
-        raise PermanentChainError(
-            "the node reports no base fee; only EIP-1559 chains are supported", chain=_CHAIN
-        )
-    return int(base_fee)
 
 
 def _rlp() -> Any:
@@ -191,7 +170,6 @@ class EvmAdapter:
                 "gas_margin_percent must be an integer from 0 to 500", field="gas_margin_percent"
             )
         self._backend = backend
-        self._w3 = backend.w3
         self.network = network
         self.chain_id = chain_id
         self.priority_fee = priority_fee
@@ -222,7 +200,7 @@ class EvmAdapter:
             evm.fund(address, 10**18)
         """
         backend = TesterBackend()
-        chain_id = int(backend.w3.eth.chain_id)
+        chain_id = backend.chain_id()
         return EvmDevAdapter(backend, chain_id=chain_id, network=network, priority_fee=priority_fee)
 
     @classmethod
@@ -317,7 +295,7 @@ class EvmAdapter:
                 priority_fee=priority_fee,
                 max_poll_interval=min(1.0, max(0.05, timeout / 10)),
             )
-            found = adapter._call("eth_chainId", lambda: int(backend.w3.eth.chain_id))
+            found = adapter._call("eth_chainId", backend.chain_id)
             if found != chain_id:
                 raise ChainIdMismatchError(
                     f"the node serves chain id {found}, not the configured {chain_id}",
@@ -387,48 +365,17 @@ class EvmAdapter:
         self._remember_sender(signed.tx_hash, sender)
         return sender
 
-    def _receipt(self, tx_hash: str) -> Any | None:
-        from web3.exceptions import TransactionNotFound
-
-        def fetch() -> Any | None:
-            try:
-                return self._w3.eth.get_transaction_receipt(tx_hash)
-            except TransactionNotFound:
-                return None
-
-        return self._call("eth_getTransactionReceipt", fetch)
+    def _receipt(self, tx_hash: str) -> Receipt | None:
+        return self._call("eth_getTransactionReceipt", lambda: self._backend.receipt(tx_hash))
 
     def _pool_has(self, tx_hash: str) -> bool:
-        from web3.exceptions import TransactionNotFound
-
         if self._backend.is_queued(tx_hash):
             return True
+        info = self._call("eth_getTransactionByHash", lambda: self._backend.transaction(tx_hash))
+        return info is not None
 
-        def fetch() -> bool:
-            try:
-                self._w3.eth.get_transaction(tx_hash)
-            except TransactionNotFound:
-                return False
-            return True
-
-        return self._call("eth_getTransactionByHash", fetch)
-
-    def _fee_params(self) -> tuple[int, int]:
-        """``(base fee of the next block, priority fee)`` in wei."""
-        base_fee = self._call("eth_feeHistory", lambda: _next_base_fee(self._w3))
-        if self.priority_fee is not None:
-            return base_fee, self.priority_fee
-
-        def suggest() -> int:
-            response = self._w3.provider.make_request("eth_maxPriorityFeePerGas", [])
-            if not isinstance(response, Mapping) or "result" not in response:
-                return DEFAULT_PRIORITY_FEE
-            return _hex_quantity(response["result"])
-
-        try:
-            return base_fee, self._call("eth_maxPriorityFeePerGas", suggest)
-        except ChainError:
-            return base_fee, DEFAULT_PRIORITY_FEE
+    def _base_fee(self) -> int:
+        return self._call("eth_feeHistory", self._backend.base_fee)
 
     # ------------------------------------------------------------------ keys & addresses
 
@@ -555,7 +502,7 @@ class EvmAdapter:
     def _token(self, token: str, decimals: int | None) -> str:
         address = self._recipient(token, "token")
         if address not in self._contracts:
-            code = self._call("eth_getCode", lambda: bytes(self._w3.eth.get_code(address)))
+            code = self._call("eth_getCode", lambda: self._backend.code(address))
             if not code:
                 raise InvalidInputError(
                     f"no contract is deployed at token address {address}", field="token"
@@ -592,7 +539,7 @@ class EvmAdapter:
         return decimals
 
     def _eth_call(self, params: dict[str, Any], block: str | int = "latest") -> bytes:
-        return self._call("eth_call", lambda: bytes(self._w3.eth.call(params, block)))
+        return self._call("eth_call", lambda: self._backend.call(params, block))
 
     def _prepare(
         self, sender: str, to: str | None, value: int, data: bytes, *, nonce: int | None
@@ -601,20 +548,27 @@ class EvmAdapter:
         call: dict[str, Any] = {"from": sender, "value": value, "data": "0x" + data.hex()}
         if to is not None:
             call["to"] = to
-        estimated = self._call("eth_estimateGas", lambda: int(self._w3.eth.estimate_gas(call)))
-        plain = to is not None and not data and estimated == _PLAIN_TRANSFER_GAS
-        gas = estimated if plain else estimated + estimated * self.gas_margin_percent // 100
-        base_fee, priority = self._fee_params()
+        plain = to is not None and not data
+        reads = self._call("build", lambda: self._backend.build_reads(sender, call, plain=plain))
+        estimated = reads.gas_estimate
+        exact = plain and estimated == _PLAIN_TRANSFER_GAS
+        gas = estimated if exact else estimated + estimated * self.gas_margin_percent // 100
+        base_fee = reads.base_fee
+        if self.priority_fee is not None:
+            priority = self.priority_fee
+        elif reads.priority_fee is not None:
+            priority = reads.priority_fee
+        else:
+            priority = DEFAULT_PRIORITY_FEE
         max_fee = 2 * base_fee + priority
-        balance = self._call("eth_getBalance", lambda: int(self._w3.eth.get_balance(sender)))
-        if balance < value + gas * max_fee:
+        if reads.balance < value + gas * max_fee:
             raise InsufficientFundsError(
-                f"the sender holds {balance} wei but needs {value + gas * max_fee} "
+                f"the sender holds {reads.balance} wei but needs {value + gas * max_fee} "
                 f"(value {value} + gas {gas} * max fee {max_fee})",
                 chain=_CHAIN,
             )
         if nonce is None:
-            nonce = self._nonces.allocate(sender, lambda: self.pending_nonce(sender))
+            nonce = self._nonces.allocate(sender, lambda: reads.pending_nonce)
         else:
             self._nonces.reserve(sender, nonce)
         payload: dict[str, Any] = {
@@ -646,8 +600,7 @@ class EvmAdapter:
         """
         address = normalize_address(address)
         return self._call(
-            "eth_getTransactionCount",
-            lambda: int(self._w3.eth.get_transaction_count(address, "pending")),
+            "eth_getTransactionCount", lambda: self._backend.nonce(address, "pending")
         )
 
     def _payload(self, unsigned: UnsignedTx) -> dict[str, Any]:
@@ -696,7 +649,7 @@ class EvmAdapter:
         payload = self._payload(unsigned)
         if unsigned.fee_estimate is not None:
             return unsigned.fee_estimate
-        base_fee, _ = self._fee_params()
+        base_fee = self._base_fee()
         price = min(int(payload["maxFeePerGas"]), base_fee + int(payload["maxPriorityFeePerGas"]))
         return int(payload["gas"]) * price
 
@@ -731,7 +684,7 @@ class EvmAdapter:
         try:
             used = self._call(
                 "eth_getTransactionCount",
-                lambda: int(self._w3.eth.get_transaction_count(unsigned.sender, "latest")),
+                lambda: self._backend.nonce(unsigned.sender, "latest"),
             )
             if payload["nonce"] < used:
                 raise StaleTransactionError(
@@ -749,8 +702,8 @@ class EvmAdapter:
                     "the token returned false", chain=_CHAIN, reason="the token returned false"
                 )
             estimate = {k: v for k, v in params.items() if k != "gas"}
-            units = self._call("eth_estimateGas", lambda: int(self._w3.eth.estimate_gas(estimate)))
-            base_fee, _ = self._fee_params()
+            units = self._call("eth_estimateGas", lambda: self._backend.estimate_gas(estimate))
+            base_fee = self._base_fee()
         except ChainError as error:
             return SimulationResult(success=False, fee=None, error=error)
         price = min(payload["maxFeePerGas"], base_fee + payload["maxPriorityFeePerGas"])
@@ -847,17 +800,23 @@ class EvmAdapter:
         A FAILED status carries the fee paid and an ``ExecutionRevertedError`` whose reason
         comes from replaying the call on the parent block (``"out of gas"`` when it used all
         its gas).
+
+        Raises:
+            InvalidInputError: ``signed`` is not a well-formed EVM transaction.
+            ChainIdMismatchError: it is signed for another chain.
+            ChainError: the node failed (transient errors may be retried).
         """
         nonce = self._check_signed(signed)
+        return self._status(signed, nonce, self._receipt(signed.tx_hash.lower()))
+
+    def _status(self, signed: SignedTx, nonce: int, receipt: Receipt | None) -> ChainTxStatus:
         tx_hash = signed.tx_hash.lower()
-        receipt = self._receipt(tx_hash)
         if receipt is None:
             if self._pool_has(tx_hash):
                 return ChainTxStatus(state=ChainTxState.PENDING)
             sender = self._sender_of(signed)
             used = self._call(
-                "eth_getTransactionCount",
-                lambda: int(self._w3.eth.get_transaction_count(sender, "latest")),
+                "eth_getTransactionCount", lambda: self._backend.nonce(sender, "latest")
             )
             if used <= nonce:
                 return ChainTxStatus(state=ChainTxState.NOT_FOUND)
@@ -869,27 +828,19 @@ class EvmAdapter:
                         f"nonce {nonce} was used by another transaction", chain=_CHAIN
                     ),
                 )
-        return self._status_from_receipt(tx_hash, receipt)
-
-    def _status_from_receipt(self, tx_hash: str, receipt: Any) -> ChainTxStatus:
-        fee = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
-        blob_gas = receipt.get("blobGasUsed")
-        if blob_gas:
-            fee += int(blob_gas) * int(receipt.get("blobGasPrice") or 0)
-        block = int(receipt["blockNumber"])
-        logs = tuple(
-            f"{log['address']} topics=[{', '.join('0x' + bytes(t).hex() for t in log['topics'])}]"
-            f" data=0x{bytes(log['data']).hex()}"
-            for log in receipt.get("logs") or ()
-        )
-        if int(receipt["status"]) == 1:
-            return ChainTxStatus(state=ChainTxState.CONFIRMED, fee=fee, block=block, logs=logs)
+        if receipt.status == 1:
+            return ChainTxStatus(
+                state=ChainTxState.CONFIRMED,
+                fee=receipt.fee,
+                block=receipt.block,
+                logs=receipt.logs,
+            )
         reason = self._failure_reason(tx_hash, receipt)
         return ChainTxStatus(
             state=ChainTxState.FAILED,
-            fee=fee,
-            block=block,
-            logs=logs,
+            fee=receipt.fee,
+            block=receipt.block,
+            logs=receipt.logs,
             error=ExecutionRevertedError(
                 f"the transaction reverted on chain: {reason}"
                 if reason
@@ -899,26 +850,26 @@ class EvmAdapter:
             ),
         )
 
-    def _failure_reason(self, tx_hash: str, receipt: Any) -> str | None:
+    def _failure_reason(self, tx_hash: str, receipt: Receipt) -> str | None:
         """Replay a failed transaction on its parent block to learn the revert reason."""
         try:
-            tx = self._call(
-                "eth_getTransactionByHash", lambda: self._w3.eth.get_transaction(tx_hash)
-            )
+            tx = self._call("eth_getTransactionByHash", lambda: self._backend.transaction(tx_hash))
         except ChainError:
             return None
-        if int(receipt["gasUsed"]) >= int(tx["gas"]):
+        if tx is None:
+            return None
+        if receipt.gas_used >= tx.gas:
             return "out of gas"
         params: dict[str, Any] = {
-            "from": tx["from"],
-            "value": int(tx["value"]),
-            "data": "0x" + bytes(tx["input"]).hex(),
-            "gas": int(tx["gas"]),
+            "from": tx.sender,
+            "value": tx.value,
+            "data": "0x" + tx.data.hex(),
+            "gas": tx.gas,
         }
-        if tx.get("to"):
-            params["to"] = tx["to"]
+        if tx.to is not None:
+            params["to"] = tx.to
         try:
-            self._eth_call(params, max(int(receipt["blockNumber"]) - 1, 0))
+            self._eth_call(params, max(receipt.block - 1, 0))
         except ExecutionRevertedError as error:
             return error.reason
         except ChainError:
@@ -926,16 +877,19 @@ class EvmAdapter:
         return None
 
     def wait_for_confirmation(self, signed: SignedTx, timeout: float = 30.0) -> ChainTxStatus:
-        """Poll :meth:`get_status` until CONFIRMED, FAILED or DROPPED, or ``timeout`` seconds.
+        """Poll until ``signed`` is CONFIRMED, FAILED or DROPPED, or ``timeout`` seconds pass.
 
-        Polls every 5 ms at first, backing off to the adapter's maximum interval. Transient
-        node failures while polling are retried until the deadline.
+        Polls the receipt every few milliseconds at first, backing off to the adapter's
+        maximum interval; the full :meth:`get_status` check (pool, replaced nonce) runs on
+        every fourth poll and at the deadline. Transient node failures while polling are
+        retried until the deadline.
 
         Returns:
             The final status, or the last one read (PENDING or NOT_FOUND) at the deadline.
 
         Raises:
-            InvalidInputError: ``timeout`` is negative or not a number.
+            InvalidInputError: ``timeout`` is negative or not a number; ``signed`` is malformed.
+            ChainIdMismatchError: ``signed`` is for another chain.
             TransientChainError: the node never answered before the deadline.
         """
         if (
@@ -947,33 +901,40 @@ class EvmAdapter:
             raise InvalidInputError(
                 "timeout must be a non-negative number of seconds", field="timeout"
             )
-        self._check_signed(signed)
+        nonce = self._check_signed(signed)
+        tx_hash = signed.tx_hash.lower()
         deadline = time.monotonic() + timeout
         interval = self._poll_interval
         last: ChainTxStatus | None = None
         last_error: TransientChainError | None = None
+        polls = 0
         while True:
+            remaining = deadline - time.monotonic()
             try:
-                last = self.get_status(signed)
+                receipt = self._receipt(tx_hash)
+                if receipt is not None or polls % 4 == 3 or remaining <= 0:
+                    last = self._status(signed, nonce, receipt)
+                    if last.state in _FINAL_STATES:
+                        return last
             except TransientChainError as error:
                 last_error = error
-            else:
-                if last.state in _FINAL_STATES:
-                    return last
+            polls += 1
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                if last is None and last_error is not None:
-                    raise last_error
-                return last if last is not None else ChainTxStatus(ChainTxState.NOT_FOUND)
+                if last is None:
+                    if last_error is not None:
+                        raise last_error
+                    last = self._status(signed, nonce, None)
+                return last
             time.sleep(min(interval, remaining))
-            interval = min(interval * 2, self._max_poll_interval)
+            interval = min(interval * 1.5, self._max_poll_interval)
 
     # ------------------------------------------------------------------ balances
 
     def get_balance(self, address: str) -> int:
         """Native balance of ``address`` in wei (latest block)."""
         address = normalize_address(address)
-        return self._call("eth_getBalance", lambda: int(self._w3.eth.get_balance(address)))
+        return self._call("eth_getBalance", lambda: self._backend.balance(address))
 
     def get_token_balance(self, address: str, token: str) -> int:
         """ERC-20 ``balanceOf(address)`` of ``token``, in the token's base units.
@@ -1020,54 +981,24 @@ class EvmDevAdapter(EvmAdapter):
 
         Raises:
             InvalidAddressError / InvalidInputError: bad address or amount.
+            ChainError: the chain refused (e.g. ``anvil_setBalance`` on a node that is not
+                anvil).
         """
         target = normalize_address(address)
         amount = self._uint(amount, "amount")
         if amount == 0:
             return
+        backend = self._backend
         with self._control_lock:
-            if isinstance(self._backend, TesterBackend):
-                self._fund_from_tester(target, amount)
-            else:
-                self._fund_with_cheat_code(target, amount)
-
-    def _fund_from_tester(self, target: str, amount: int) -> None:
-        w3 = self._w3
-
-        def send() -> None:
-            faucet = w3.eth.accounts[0]
-            call = {"from": faucet, "to": target, "value": amount}
-            gas = int(w3.eth.estimate_gas(call))
-            base_fee = _next_base_fee(w3)
-            tx_hash = w3.eth.send_transaction(
-                {
-                    **call,
-                    "gas": gas,
-                    "maxFeePerGas": 2 * base_fee + DEFAULT_PRIORITY_FEE,
-                    "maxPriorityFeePerGas": DEFAULT_PRIORITY_FEE,
-                }
-            )
-            receipt = w3.eth.get_transaction_receipt(tx_hash)
-            if int(receipt["status"]) != 1:
-                raise PermanentChainError("the faucet transfer failed", chain=_CHAIN)
-
-        self._call("fund", send)
-
-    def _fund_with_cheat_code(self, target: str, amount: int) -> None:
-        balance = self.get_balance(target)
-
-        def set_balance() -> None:
-            response = self._w3.provider.make_request(
-                "anvil_setBalance", [target, hex(balance + amount)]
-            )
-            if isinstance(response, Mapping) and response.get("error"):
-                raise PermanentChainError(
-                    "the node refused anvil_setBalance (not an anvil node?)",
-                    chain=_CHAIN,
-                    detail=str(response["error"]),
+            if isinstance(backend, TesterBackend):
+                self._call("fund", lambda: backend.faucet_fund(target, amount))
+            elif isinstance(backend, HttpBackend):
+                balance = self.get_balance(target)
+                self._call(
+                    "anvil_setBalance", lambda: backend.set_balance(target, balance + amount)
                 )
-
-        self._call("anvil_setBalance", set_balance)
+            else:  # pragma: no cover - only the two shipped backends exist
+                raise PermanentChainError("this backend cannot fund accounts", chain=_CHAIN)
 
     def _deployer_key(self) -> tuple[bytes, str]:
         with self._control_lock:
@@ -1077,7 +1008,7 @@ class EvmDevAdapter(EvmAdapter):
                 self._deployer = (secret, address)
             return self._deployer
 
-    def _send_as_deployer(self, to: str | None, data: bytes) -> Any:
+    def _send_as_deployer(self, to: str | None, data: bytes) -> Receipt:
         secret, address = self._deployer_key()
         unsigned = self._prepare(address, to, 0, data, nonce=None)
         signed = self.sign(unsigned, secret)
@@ -1087,7 +1018,10 @@ class EvmDevAdapter(EvmAdapter):
             raise status.error or PermanentChainError(
                 f"the deployer transaction ended {status.state}", chain=_CHAIN
             )
-        return self._receipt(signed.tx_hash)
+        receipt = self._receipt(signed.tx_hash)
+        if receipt is None:  # pragma: no cover - a confirmed status was read from a receipt
+            raise TransientChainError("the receipt vanished", chain=_CHAIN)
+        return receipt
 
     def create_test_token(self, decimals: int = 6) -> str:
         """Deploy a fresh ``TestToken`` ERC-20 with ``decimals``; return its EIP-55 address.
@@ -1102,7 +1036,9 @@ class EvmDevAdapter(EvmAdapter):
             ["string", "string", "uint8"], ["Test Token", "TEST", decimals]
         )
         receipt = self._send_as_deployer(None, data)
-        address = normalize_address(str(receipt["contractAddress"]))
+        if receipt.contract_address is None:
+            raise PermanentChainError("the deployment created no contract", chain=_CHAIN)
+        address = normalize_address(receipt.contract_address)
         self._contracts.add(address)
         self._decimals[address] = decimals
         return address

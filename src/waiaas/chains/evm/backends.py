@@ -1,35 +1,149 @@
 """Transports behind :class:`~waiaas.chains.evm.adapter.EvmAdapter` (internal).
 
-* :class:`TesterBackend`: an in-process chain (eth-tester + py-evm, coincurve for speed).
-  It is not thread-safe, so every call runs under one re-entrant lock. It mines each
-  transaction at once and has no mempool, so a transaction whose nonce is ahead of the
-  sender's (because a sibling thread submits a lower nonce a moment later) is *parked*
-  here and sent as soon as the gap closes, the way a node's queued pool behaves.
-* :class:`HttpBackend`: a JSON-RPC node over HTTP (anvil, geth, a provider), with a
-  timeout on every request and one ``requests.Session`` closed by :meth:`close`.
+Both backends answer the same small set of questions with plain Python values
+(:class:`Receipt`, :class:`TxInfo`, :class:`BuildReads`, ints, bytes) and raise the upstream
+exception unchanged on failure; the adapter maps it in one place
+(:func:`waiaas.chains.evm.errors.map_evm_error`).
 
-Both expose a middleware-free ``web3.Web3`` as ``w3``; errors are mapped by the adapter.
+* :class:`TesterBackend`: an in-process chain (eth-tester + py-evm; coincurve makes its
+  signature checks fast). It is not thread-safe, so every call runs under one re-entrant
+  lock (:meth:`Backend.guard`). It mines each transaction at once and has no mempool, so a
+  transaction whose nonce is ahead of the sender's (a sibling thread submits the lower nonce
+  a moment later) is *queued* here and sent as soon as the gap closes, the way a node's
+  queued pool behaves.
+* :class:`HttpBackend`: a JSON-RPC node over HTTP (anvil, geth, a provider) through web3's
+  ``HTTPProvider``, with a timeout on every request, raw JSON-RPC (no per-call formatting
+  layers) and one batched request for the reads a build needs. Its URL is kept out of error
+  details and out of the provider's debug logs, since it often embeds an API key.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backend", "HttpBackend", "TesterBackend"]
+__all__ = ["Backend", "BuildReads", "HttpBackend", "Receipt", "TesterBackend", "TxInfo"]
 
 _NONCE_GAP_RE = re.compile(r"Invalid transaction nonce: Expected (\d+), but got (\d+)")
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """The parts of a transaction receipt the adapter uses."""
+
+    status: int
+    gas_used: int
+    effective_gas_price: int
+    block: int
+    blob_fee: int = 0
+    contract_address: str | None = None
+    logs: tuple[str, ...] = ()
+
+    @property
+    def fee(self) -> int:
+        """Wei paid: gas used * effective gas price (+ blob gas * blob gas price)."""
+        return self.gas_used * self.effective_gas_price + self.blob_fee
+
+
+@dataclass(frozen=True)
+class TxInfo:
+    """A transaction as the node reports it (for replaying a failed one)."""
+
+    sender: str
+    to: str | None
+    value: int
+    data: bytes
+    gas: int
+    block: int | None
+
+
+@dataclass(frozen=True)
+class BuildReads:
+    """What a build reads from the chain, fetched together."""
+
+    gas_estimate: int
+    base_fee: int
+    priority_fee: int | None  # None: the node cannot suggest one
+    balance: int
+    pending_nonce: int
+
+
+def _quantity(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value, 16)
+    if isinstance(value, bytes | bytearray):
+        return int.from_bytes(value, "big")
+    raise ValueError(f"not a JSON-RPC quantity: {value!r}")
+
+
+def _data(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, str):
+        return bytes.fromhex(value[2:] if value.startswith(("0x", "0X")) else value)
+    raise ValueError(f"not JSON-RPC data: {value!r}")
+
+
+def _hex_text(value: Any) -> str:
+    return "0x" + _data(value).hex()
+
+
+def _render_log(log: Mapping[str, Any]) -> str:
+    topics = ", ".join(_hex_text(topic) for topic in log.get("topics") or ())
+    return f"{log.get('address')} topics=[{topics}] data={_hex_text(log.get('data') or b'')}"
+
+
+def _receipt(raw: Mapping[str, Any]) -> Receipt:
+    blob_gas = raw.get("blobGasUsed")
+    blob_fee = _quantity(blob_gas) * _quantity(raw.get("blobGasPrice") or 0) if blob_gas else 0
+    contract = raw.get("contractAddress")
+    return Receipt(
+        status=_quantity(raw["status"]),
+        gas_used=_quantity(raw["gasUsed"]),
+        effective_gas_price=_quantity(raw["effectiveGasPrice"]),
+        block=_quantity(raw["blockNumber"]),
+        blob_fee=blob_fee,
+        contract_address=str(contract) if contract else None,
+        logs=tuple(_render_log(log) for log in raw.get("logs") or ()),
+    )
+
+
+def _tx_info(raw: Mapping[str, Any]) -> TxInfo:
+    block = raw.get("blockNumber")
+    to = raw.get("to")
+    return TxInfo(
+        sender=str(raw["from"]),
+        to=str(to) if to else None,
+        value=_quantity(raw["value"]),
+        data=_data(raw.get("input") or raw.get("data") or b""),
+        gas=_quantity(raw["gas"]),
+        block=_quantity(block) if block is not None else None,
+    )
+
+
+def _base_fee(history: Mapping[str, Any], latest_block: Callable[[], Mapping[str, Any]]) -> int:
+    """The next block's base fee from ``eth_feeHistory`` (the latest block's as a fallback)."""
+    bases = history.get("baseFeePerGas") or []
+    if bases:
+        return _quantity(bases[-1])
+    base_fee = latest_block().get("baseFeePerGas")
+    if base_fee is None:
+        raise LookupError("the node reports no base fee; only EIP-1559 chains are supported")
+    return _quantity(base_fee)
+
+
 class Backend:
-    """Common surface of the transports."""
+    """The questions the adapter asks a chain. Every method raises upstream errors as is."""
 
     name: str = "backend"
-    w3: Any
     #: strings removed from error details (the RPC URL may embed an API key)
     redact: tuple[str, ...] = ()
 
@@ -37,9 +151,53 @@ class Backend:
         """A context manager held around every call into the chain."""
         return nullcontext()
 
+    def chain_id(self) -> int:
+        """The chain id the node reports."""
+        raise NotImplementedError
+
+    def build_reads(self, sender: str, call: dict[str, Any], *, plain: bool) -> BuildReads:
+        """Gas estimate, next base fee, suggested priority fee, balance, pending nonce.
+
+        ``plain``: a value transfer without calldata; when the recipient has no code its gas
+        is exactly 21,000, and a backend may skip the estimate.
+        """
+        raise NotImplementedError
+
+    def base_fee(self) -> int:
+        """The next block's base fee."""
+        raise NotImplementedError
+
+    def estimate_gas(self, call: dict[str, Any]) -> int:
+        """``eth_estimateGas``."""
+        raise NotImplementedError
+
+    def call(self, params: dict[str, Any], block: str | int = "latest") -> bytes:
+        """``eth_call`` on ``block``."""
+        raise NotImplementedError
+
+    def balance(self, address: str) -> int:
+        """``eth_getBalance`` at the latest block."""
+        raise NotImplementedError
+
+    def nonce(self, address: str, block: str) -> int:
+        """``eth_getTransactionCount`` at ``block`` (``"latest"`` or ``"pending"``)."""
+        raise NotImplementedError
+
+    def code(self, address: str) -> bytes:
+        """``eth_getCode`` at the latest block."""
+        raise NotImplementedError
+
+    def receipt(self, tx_hash: str) -> Receipt | None:
+        """The receipt, or ``None`` when the transaction is not mined (or unknown)."""
+        raise NotImplementedError
+
+    def transaction(self, tx_hash: str) -> TxInfo | None:
+        """The transaction (mined or pending), or ``None`` when the node does not know it."""
+        raise NotImplementedError
+
     def send_raw(self, raw: bytes, tx_hash: str, sender_of: Callable[[], str]) -> None:
-        """Hand signed bytes to the chain (raises the upstream exception on refusal)."""
-        self.w3.eth.send_raw_transaction(raw)
+        """Hand signed bytes to the chain."""
+        raise NotImplementedError
 
     def is_queued(self, tx_hash: str) -> bool:
         """True when the transaction waits in this backend's own queue."""
@@ -59,7 +217,8 @@ class TesterBackend(Backend):
         from web3 import EthereumTesterProvider, Web3
 
         self.tester = EthereumTester(PyEVMBackend())
-        self.w3 = Web3(EthereumTesterProvider(self.tester), middleware=[])
+        # web3's NewType-heavy signatures add nothing here: addresses are validated upstream
+        self.w3: Any = Web3(EthereumTesterProvider(self.tester), middleware=[])
         self._lock = threading.RLock()
         # sender -> nonce -> (tx_hash, raw): transactions waiting for a lower nonce
         self._queued: dict[str, dict[int, tuple[str, bytes]]] = {}
@@ -67,6 +226,60 @@ class TesterBackend(Backend):
 
     def guard(self) -> AbstractContextManager[Any]:
         return self._lock
+
+    def chain_id(self) -> int:
+        return int(self.w3.eth.chain_id)
+
+    def build_reads(self, sender: str, call: dict[str, Any], *, plain: bool) -> BuildReads:
+        eth = self.w3.eth
+        if plain and not bytes(eth.get_code(call["to"])):
+            gas = 21_000  # a value transfer to an account without code: no execution to estimate
+        else:
+            gas = int(eth.estimate_gas(call))
+        return BuildReads(
+            gas_estimate=gas,
+            base_fee=self.base_fee(),
+            priority_fee=_quantity(
+                self.w3.provider.make_request("eth_maxPriorityFeePerGas", [])["result"]
+            ),
+            balance=int(eth.get_balance(sender)),
+            pending_nonce=int(eth.get_transaction_count(sender, "pending")),
+        )
+
+    def base_fee(self) -> int:
+        eth = self.w3.eth
+        return _base_fee(eth.fee_history(1, "latest", []), lambda: eth.get_block("latest"))
+
+    def estimate_gas(self, call: dict[str, Any]) -> int:
+        return int(self.w3.eth.estimate_gas(call))
+
+    def call(self, params: dict[str, Any], block: str | int = "latest") -> bytes:
+        return bytes(self.w3.eth.call(params, block))
+
+    def balance(self, address: str) -> int:
+        return int(self.w3.eth.get_balance(address))
+
+    def nonce(self, address: str, block: str) -> int:
+        return int(self.w3.eth.get_transaction_count(address, block))
+
+    def code(self, address: str) -> bytes:
+        return bytes(self.w3.eth.get_code(address))
+
+    def receipt(self, tx_hash: str) -> Receipt | None:
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            return _receipt(self.w3.eth.get_transaction_receipt(tx_hash))
+        except TransactionNotFound:
+            return None
+
+    def transaction(self, tx_hash: str) -> TxInfo | None:
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            return _tx_info(self.w3.eth.get_transaction(tx_hash))
+        except TransactionNotFound:
+            return None
 
     def send_raw(self, raw: bytes, tx_hash: str, sender_of: Callable[[], str]) -> None:
         with self._lock:
@@ -98,7 +311,7 @@ class TesterBackend(Backend):
                 progress = False
                 for sender in list(self._queued):
                     book = self._queued[sender]
-                    expected = self.w3.eth.get_transaction_count(sender)
+                    expected = self.nonce(sender, "latest")
                     for nonce in [n for n in book if n < expected]:
                         self._queued_hashes.discard(book.pop(nonce)[0])
                     entry = book.pop(expected, None)
@@ -119,6 +332,34 @@ class TesterBackend(Backend):
                 self.flush()
             return tx_hash in self._queued_hashes
 
+    def faucet_fund(self, address: str, amount: int) -> None:
+        """Send ``amount`` wei to ``address`` from eth-tester's first prefunded account."""
+        with self._lock:
+            eth = self.w3.eth
+            faucet = eth.accounts[0]
+            call = {"from": faucet, "to": address, "value": amount}
+            gas = int(eth.estimate_gas(call))
+            base_fee = self.base_fee()
+            tx_hash = eth.send_transaction(
+                {
+                    **call,
+                    "gas": gas,
+                    "maxFeePerGas": 2 * base_fee + 10**9,
+                    "maxPriorityFeePerGas": 10**9,
+                }
+            )
+            receipt = self.receipt("0x" + bytes(tx_hash).hex())
+            if receipt is None or receipt.status != 1:
+                raise RuntimeError("the faucet transfer failed")
+            self.flush()
+
+
+def _silent_logger(name: str) -> logging.Logger:
+    """A logger outside the logging tree that drops everything (web3 logs the URL)."""
+    logger = logging.Logger(name)
+    logger.disabled = True
+    return logger
+
 
 class HttpBackend(Backend):
     """A JSON-RPC node over HTTP(S), every request bounded by ``timeout`` seconds."""
@@ -126,21 +367,139 @@ class HttpBackend(Backend):
     name = "rpc"
 
     def __init__(self, url: str, timeout: float) -> None:
-        from web3 import HTTPProvider, Web3
+        from web3 import HTTPProvider
 
         requests = importlib.import_module("requests")
         self._session = requests.Session()
-        provider = HTTPProvider(
+        self._provider = HTTPProvider(
             url,
             request_kwargs={"timeout": timeout},
             session=self._session,
             exception_retry_configuration=None,
         )
-        self.w3 = Web3(provider, middleware=[])
+        quiet = _silent_logger("waiaas.chains.evm.rpc")
+        self._provider.logger = quiet
+        self._provider._request_session_manager.logger = quiet
         self.redact = _url_secrets(url)
+
+    # -- raw JSON-RPC
+
+    @staticmethod
+    def _result(response: Any) -> Any:
+        from web3.exceptions import Web3RPCError
+
+        if not isinstance(response, Mapping):
+            raise Web3RPCError(f"malformed JSON-RPC response: {str(response)[:200]}")
+        error = response.get("error")
+        if error:
+            raise Web3RPCError(str(error), rpc_response=response)  # type: ignore[arg-type]
+        if "result" not in response:
+            raise Web3RPCError(f"JSON-RPC response without result: {str(response)[:200]}")
+        return response["result"]
+
+    def request(self, method: str, params: Sequence[Any]) -> Any:
+        """One JSON-RPC call; returns ``result`` or raises ``Web3RPCError`` with the error."""
+        return self._result(self._provider.make_request(method, list(params)))
+
+    def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Several calls in one HTTP request; each item is a result or the exception it gives."""
+        responses = self._provider.make_batch_request(
+            [(method, list(params)) for method, params in calls]  # type: ignore[misc]
+        )
+        if not isinstance(responses, list) or len(responses) != len(calls):
+            self._result(responses)  # a single error object for the whole batch: raise it
+            raise ValueError("the node answered a batch with the wrong number of results")
+        out: list[Any] = []
+        for response in responses:
+            try:
+                out.append(self._result(response))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    # -- the questions
+
+    def chain_id(self) -> int:
+        return _quantity(self.request("eth_chainId", []))
+
+    def build_reads(self, sender: str, call: dict[str, Any], *, plain: bool) -> BuildReads:
+        estimate, history, priority, balance, pending = self.batch(
+            [
+                ("eth_estimateGas", [_json_call(call)]),
+                ("eth_feeHistory", ["0x1", "latest", []]),
+                ("eth_maxPriorityFeePerGas", []),
+                ("eth_getBalance", [sender, "latest"]),
+                ("eth_getTransactionCount", [sender, "pending"]),
+            ]
+        )
+        for item in (estimate, history, balance, pending):
+            if isinstance(item, Exception):
+                raise item
+        if isinstance(history, Mapping) and not history.get("baseFeePerGas"):
+            base_fee = self.base_fee()
+        else:
+            base_fee = _base_fee(history, lambda: {})
+        return BuildReads(
+            gas_estimate=_quantity(estimate),
+            base_fee=base_fee,
+            priority_fee=None if isinstance(priority, Exception) else _quantity(priority),
+            balance=_quantity(balance),
+            pending_nonce=_quantity(pending),
+        )
+
+    def base_fee(self) -> int:
+        return _base_fee(
+            self.request("eth_feeHistory", ["0x1", "latest", []]),
+            lambda: self.request("eth_getBlockByNumber", ["latest", False]) or {},
+        )
+
+    def priority_fee(self) -> int:
+        """``eth_maxPriorityFeePerGas``."""
+        return _quantity(self.request("eth_maxPriorityFeePerGas", []))
+
+    def estimate_gas(self, call: dict[str, Any]) -> int:
+        return _quantity(self.request("eth_estimateGas", [_json_call(call)]))
+
+    def call(self, params: dict[str, Any], block: str | int = "latest") -> bytes:
+        tag = hex(block) if isinstance(block, int) else block
+        return _data(self.request("eth_call", [_json_call(params), tag]))
+
+    def balance(self, address: str) -> int:
+        return _quantity(self.request("eth_getBalance", [address, "latest"]))
+
+    def nonce(self, address: str, block: str) -> int:
+        return _quantity(self.request("eth_getTransactionCount", [address, block]))
+
+    def code(self, address: str) -> bytes:
+        return _data(self.request("eth_getCode", [address, "latest"]))
+
+    def receipt(self, tx_hash: str) -> Receipt | None:
+        raw = self.request("eth_getTransactionReceipt", [tx_hash])
+        return _receipt(raw) if raw else None
+
+    def transaction(self, tx_hash: str) -> TxInfo | None:
+        raw = self.request("eth_getTransactionByHash", [tx_hash])
+        return _tx_info(raw) if raw else None
+
+    def send_raw(self, raw: bytes, tx_hash: str, sender_of: Callable[[], str]) -> None:
+        self.request("eth_sendRawTransaction", ["0x" + raw.hex()])
+
+    def set_balance(self, address: str, amount: int) -> None:
+        """anvil's ``anvil_setBalance`` cheat code."""
+        self.request("anvil_setBalance", [address, hex(amount)])
 
     def close(self) -> None:
         self._session.close()
+
+
+def _json_call(params: dict[str, Any]) -> dict[str, Any]:
+    """A call object with JSON-RPC quantities as hex strings."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, bool):
+            raise TypeError(f"{key} must not be a bool")
+        out[key] = hex(value) if isinstance(value, int) else value
+    return out
 
 
 def _url_secrets(url: str) -> tuple[str, ...]:
