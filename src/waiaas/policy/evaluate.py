@@ -74,6 +74,11 @@ U64_MAX = 2**64 - 1
 
 
 @lru_cache(maxsize=1)
+def _default_config() -> WalletConfig:
+    return WalletConfig()
+
+
+@lru_cache(maxsize=1)
 def _request_adapter() -> TypeAdapter[Any]:
     return TypeAdapter(Request)
 
@@ -160,7 +165,7 @@ def _normalize_items(
     for raw, index in _items(request):
         where = "" if index is None else f"requests[{index}]."
         fields: dict[str, Any] = {}
-        names = [n for n in ("to", "token", "spender") if hasattr(raw, n)]
+        names = [n for n in ("to", "token", "spender") if n in type(raw).model_fields]
         for name in names:
             value = getattr(raw, name)
             normal = _normalize_or_none(chain, value)
@@ -755,7 +760,7 @@ def _check_inputs(
                 f"policies must hold PolicySpec values, not {type(spec).__name__}",
                 field="policies",
             )
-    cfg = WalletConfig() if config is None else config
+    cfg = _default_config() if config is None else config
     if not isinstance(cfg, WalletConfig):
         raise InvalidInputError("config must be a WalletConfig", field="config")
     return specs, cfg
