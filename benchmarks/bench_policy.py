@@ -21,6 +21,7 @@ Timings vary with the machine; nothing here is asserted.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -130,7 +131,7 @@ def bench_evaluate(n: int) -> None:
         usage = compute_usage(rows, NOW, required_windows(specs))
         decision = evaluate(request, agent, specs, usage, NOW)
         assert decision.allowed, decision.summary()
-        result = timed(lambda s=specs, u=usage: evaluate(request, agent, s, u, NOW), n)
+        result = timed(functools.partial(evaluate, request, agent, specs, usage, NOW), n)
         emit(
             {
                 "bench": "evaluate",

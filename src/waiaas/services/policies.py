@@ -210,7 +210,7 @@ _LAST_OK_SQL = text(
     "SELECT t.created_at, t.id FROM transactions AS t "
     "INDEXED BY idx_transactions_agent_created "
     "WHERE t.agent_id = :agent AND t.status = 'CONFIRMED' AND t.id != :exclude "
-    "ORDER BY t.created_at DESC LIMIT 1"
+    "ORDER BY t.created_at DESC, t.id DESC LIMIT 1"
 )
 
 _FAILURES_SQL = text(
