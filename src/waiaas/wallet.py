@@ -616,11 +616,12 @@ class Wallet:
             revoked = self.sessions.revoke_all_for_agent(uow, agent_id, now, "agent terminated")
             cancelled = 0
             for row in uow.transactions.active_for_agent(agent_id):
-                if row.status in (
+                previous = row.status  # the CAS refreshes ``row``: keep the status it had
+                if previous in (
                     TxStatus.PENDING,
                     TxStatus.QUEUED,
                 ) and uow.transactions.cas_status(
-                    row.id, row.status, "CANCELLED", error="AGENT_TERMINATED"
+                    row.id, previous, "CANCELLED", error="AGENT_TERMINATED"
                 ):
                     cancelled += 1
                     uow.audit.append(
@@ -628,9 +629,10 @@ class Wallet:
                         actor=actor,
                         now=now,
                         agent_id=agent_id,
+                        session_id=row.session_id,
                         tx_id=row.id,
                         details={
-                            "from": row.status,
+                            "from": previous,
                             "to": "CANCELLED",
                             "reason": "agent terminated",
                         },

@@ -87,7 +87,8 @@ def activate(uow: UnitOfWork, *, actor: str, reason: str, now: int) -> dict[str,
             )
     cancelled = []
     for row in uow.transactions.with_status(["PENDING", "QUEUED"], limit=1_000_000):
-        if uow.transactions.cas_status(row.id, row.status, "CANCELLED", error="KILL_SWITCH"):
+        previous = row.status  # the CAS refreshes ``row``: keep the status it was found in
+        if uow.transactions.cas_status(row.id, previous, "CANCELLED", error="KILL_SWITCH"):
             cancelled.append(row.id)
             uow.audit.append(
                 AuditEvent.TX_CANCELLED,
@@ -96,7 +97,7 @@ def activate(uow: UnitOfWork, *, actor: str, reason: str, now: int) -> dict[str,
                 agent_id=row.agent_id,
                 session_id=row.session_id,
                 tx_id=row.id,
-                details={"from": row.status, "to": "CANCELLED", "reason": KILL_SWITCH_REASON},
+                details={"from": previous, "to": "CANCELLED", "reason": KILL_SWITCH_REASON},
             )
     summary = {
         "reason": reason,
