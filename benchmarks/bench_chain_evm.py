@@ -13,7 +13,7 @@ native transfers per second, one after another, through:
 Each figure is the median of 3 runs on a fresh chain. Output: one JSON object per line;
 the ``ratio`` lines give adapter / web3 throughput. Run::
 
-    PYTHONPATH=src python benchmarks/bench_chain_evm.py [--txs 60]
+    python benchmarks/bench_chain_evm.py [--txs 100]
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--txs", type=int, default=60, help="transactions per run")
+    parser.add_argument("--txs", type=int, default=100, help="transactions per run")
     args = parser.parse_args()
     measure("eth-tester", tester_chain, args.txs)
     anvil = anvil_factory()

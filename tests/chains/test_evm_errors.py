@@ -383,10 +383,18 @@ class Reply:
 
 
 class FakeNode:
-    """A real HTTP server on 127.0.0.1 answering JSON-RPC with a configured reply."""
+    """A real HTTP server on 127.0.0.1 answering JSON-RPC.
+
+    ``answers`` maps methods to results; any other method gets ``reply`` (an error, a
+    status, a stall, a raw body). With ``refuse_batch`` a batch gets one error object, as
+    nodes without batch support answer.
+    """
 
     def __init__(self) -> None:
         self.reply = Reply()
+        self.answers: dict[str, Any] = {}
+        self.refuse_batch = False
+        self.batches = 0
         self._release = threading.Event()
         node = self
 
@@ -397,9 +405,17 @@ class FakeNode:
             def do_POST(self) -> None:
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 reply = node.reply
-                if request["method"] == "eth_chainId":
-                    body = {"jsonrpc": "2.0", "id": request["id"], "result": "0x7a69"}
+                if isinstance(request, list):
+                    node.batches += 1
+                    if node.refuse_batch:
+                        error = {"code": -32600, "message": "batch requests are not supported"}
+                        body: Any = {"jsonrpc": "2.0", "id": None, "error": error}
+                    else:
+                        body = [node.answer(item) for item in request]
                     self._send(200, json.dumps(body).encode())
+                    return
+                if request["method"] == "eth_chainId" or request["method"] in node.answers:
+                    self._send(200, json.dumps(node.answer(request)).encode())
                     return
                 if reply.stall:
                     node._release.wait(reply.stall)
@@ -423,11 +439,22 @@ class FakeNode:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+        self.answers["eth_chainId"] = "0x7a69"
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/rpc/secret-api-key"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The JSON-RPC response to one request object."""
+        if request["method"] in self.answers:
+            return {
+                "jsonrpc": "2.0",
+                "id": request["id"],
+                "result": self.answers[request["method"]],
+            }
+        return {"jsonrpc": "2.0", "id": request["id"], "error": self.reply.error}
 
     def close(self) -> None:
         self._release.set()
@@ -625,3 +652,50 @@ def test_status_of_a_reverted_transfer_via_adapter(tester_env: EvmEnv) -> None:
     assert info.value.kind == "permanent"
     assert info.value.chain == "evm"
     assert info.value.to_dict()["reason"] == "ERC20: insufficient balance"
+
+
+BUILD_ANSWERS = {
+    "eth_estimateGas": "0x5208",
+    "eth_feeHistory": {"baseFeePerGas": ["0x3b9aca00", "0x77359400"], "oldestBlock": "0x1"},
+    "eth_maxPriorityFeePerGas": "0x77359400",
+    "eth_getBalance": hex(10**18),
+    "eth_getTransactionCount": "0x3",
+}
+
+
+def test_build_reads_come_in_one_batch(fake_node: tuple[FakeNode, EvmAdapter]) -> None:
+    """A build asks estimate, fees, balance and nonce in one batched request."""
+    node, adapter = fake_node
+    node.answers.update(BUILD_ANSWERS)
+    unsigned = adapter.build(Transfer(to=BOB, amount=5), "0x" + "ab" * 20)
+    assert node.batches == 1
+    assert unsigned.nonce == 3
+    assert unsigned.payload["gas"] == 21_000
+    assert unsigned.payload["maxPriorityFeePerGas"] == 2 * 10**9
+    assert unsigned.payload["maxFeePerGas"] == 2 * (2 * 10**9) + 2 * 10**9  # next base fee
+
+
+def test_node_without_batches_is_asked_one_by_one(fake_node: tuple[FakeNode, EvmAdapter]) -> None:
+    """A node that refuses batches gets single requests (and no further batch attempts)."""
+    node, adapter = fake_node
+    node.answers.update(BUILD_ANSWERS)
+    node.refuse_batch = True
+    sender = "0x" + "ab" * 20
+    assert adapter.build(Transfer(to=BOB, amount=5), sender).nonce == 3
+    assert adapter.build(Transfer(to=BOB, amount=5), sender).nonce == 4
+    assert node.batches == 1
+
+
+def test_node_without_priority_fee_suggestion(fake_node: tuple[FakeNode, EvmAdapter]) -> None:
+    """No eth_maxPriorityFeePerGas on the node: the default priority fee (1 gwei) is used."""
+    from waiaas.chains.evm import DEFAULT_PRIORITY_FEE
+
+    node, adapter = fake_node
+    node.answers.update(BUILD_ANSWERS)
+    del node.answers["eth_maxPriorityFeePerGas"]
+    node.reply = Reply(error={"code": -32601, "message": "the method does not exist"})
+    unsigned = adapter.build(Transfer(to=BOB, amount=5), "0x" + "ab" * 20)
+    assert unsigned.payload["maxPriorityFeePerGas"] == DEFAULT_PRIORITY_FEE
+    node.refuse_batch = True
+    unsigned = adapter.build(Transfer(to=BOB, amount=5), "0x" + "ab" * 20)
+    assert unsigned.payload["maxPriorityFeePerGas"] == DEFAULT_PRIORITY_FEE

@@ -10,7 +10,7 @@ from evm_fixtures import EvmEnv
 
 from waiaas.chains.base import ChainTxState, ChainTxStatus, SignedTx
 from waiaas.chains.evm.nonces import NonceAllocator
-from waiaas.errors import InsufficientFundsError
+from waiaas.errors import InsufficientFundsError, InvalidInputError
 from waiaas.types import Transfer
 
 
@@ -162,3 +162,19 @@ def test_queued_out_of_order_submission_on_eth_tester(tester_env: EvmEnv) -> Non
     assert adapter.get_status(first).state is ChainTxState.CONFIRMED
     assert adapter.get_status(second).state is ChainTxState.CONFIRMED
     assert adapter.get_balance(bob) == 3
+
+
+def test_release_nonce_fills_the_gap(tester_env: EvmEnv) -> None:
+    """A nonce allocated for a transaction that is dropped unsent is handed out again."""
+    adapter = tester_env.adapter
+    _, sender = adapter.generate_secret()
+    adapter.fund(sender, 10**18)
+    bob = "0x" + "7d" * 20
+    adapter.build(Transfer(to=bob, amount=1), sender)
+    dropped = adapter.build(Transfer(to=bob, amount=1), sender)
+    assert dropped.nonce == 1
+    adapter.release_nonce(sender, 1)
+    assert adapter.build(Transfer(to=bob, amount=1), sender).nonce == 1
+    assert adapter.build(Transfer(to=bob, amount=1), sender).nonce == 2
+    with pytest.raises(InvalidInputError):
+        adapter.release_nonce(sender, -1)

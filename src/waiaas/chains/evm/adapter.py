@@ -603,6 +603,21 @@ class EvmAdapter:
             "eth_getTransactionCount", lambda: self._backend.nonce(address, "pending")
         )
 
+    def release_nonce(self, address: str, nonce: int) -> None:
+        """Give back a nonce that :meth:`build` allocated for a transaction you drop unsent.
+
+        Without it, later transactions of ``address`` would carry higher nonces and wait on
+        the chain behind the gap. (A transaction the chain refuses in :meth:`submit` gives its
+        nonce back by itself; transactions built with an explicit ``nonce`` need nothing.)
+
+        Raises:
+            InvalidAddressError / InvalidInputError: bad address or nonce.
+        """
+        sender = normalize_address(address)
+        if not _is_int(nonce) or not 0 <= nonce <= _MAX_NONCE:
+            raise InvalidInputError("nonce must be an integer from 0 to 2**64-2", field="nonce")
+        self._nonces.release(sender, nonce)
+
     def _payload(self, unsigned: UnsignedTx) -> dict[str, Any]:
         """The validated payload of an unsigned transaction built for this chain."""
         if not isinstance(unsigned, UnsignedTx) or unsigned.chain != _CHAIN:
@@ -741,6 +756,8 @@ class EvmAdapter:
             raise InvalidInputError("expected a SignedTx for an EVM chain", field="signed")
         if not isinstance(signed.raw, bytes | bytearray):
             raise InvalidInputError("signed.raw must be bytes", field="raw")
+        if not isinstance(signed.tx_hash, str):
+            raise InvalidInputError("signed.tx_hash must be a 0x-hex string", field="tx_hash")
         chain_id, nonce = _decode_raw(bytes(signed.raw))
         if chain_id != self.chain_id:
             raise ChainIdMismatchError(

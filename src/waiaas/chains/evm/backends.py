@@ -354,6 +354,10 @@ class TesterBackend(Backend):
             self.flush()
 
 
+class _BatchRefused(Exception):
+    """The node answered a JSON-RPC batch with something other than one result per call."""
+
+
 def _silent_logger(name: str) -> logging.Logger:
     """A logger outside the logging tree that drops everything (web3 logs the URL)."""
     logger = logging.Logger(name)
@@ -370,7 +374,11 @@ class HttpBackend(Backend):
         from web3 import HTTPProvider
 
         requests = importlib.import_module("requests")
+        adapters = importlib.import_module("requests.adapters")
         self._session = requests.Session()
+        for scheme in ("http://", "https://"):  # room for many threads on one adapter
+            self._session.mount(scheme, adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32))
+        self._batching = True
         self._provider = HTTPProvider(
             url,
             request_kwargs={"timeout": timeout},
@@ -407,8 +415,7 @@ class HttpBackend(Backend):
             [(method, list(params)) for method, params in calls]  # type: ignore[misc]
         )
         if not isinstance(responses, list) or len(responses) != len(calls):
-            self._result(responses)  # a single error object for the whole batch: raise it
-            raise ValueError("the node answered a batch with the wrong number of results")
+            raise _BatchRefused("the node does not answer JSON-RPC batches")
         out: list[Any] = []
         for response in responses:
             try:
@@ -423,15 +430,29 @@ class HttpBackend(Backend):
         return _quantity(self.request("eth_chainId", []))
 
     def build_reads(self, sender: str, call: dict[str, Any], *, plain: bool) -> BuildReads:
-        estimate, history, priority, balance, pending = self.batch(
-            [
-                ("eth_estimateGas", [_json_call(call)]),
-                ("eth_feeHistory", ["0x1", "latest", []]),
-                ("eth_maxPriorityFeePerGas", []),
-                ("eth_getBalance", [sender, "latest"]),
-                ("eth_getTransactionCount", [sender, "pending"]),
-            ]
-        )
+        calls: list[tuple[str, Sequence[Any]]] = [
+            ("eth_estimateGas", [_json_call(call)]),
+            ("eth_feeHistory", ["0x1", "latest", []]),
+            ("eth_maxPriorityFeePerGas", []),
+            ("eth_getBalance", [sender, "latest"]),
+            ("eth_getTransactionCount", [sender, "pending"]),
+        ]
+        results: list[Any] | None = None
+        if self._batching:
+            try:
+                results = self.batch(calls)
+            except _BatchRefused:
+                self._batching = False  # a node without batch support: ask one by one
+        if results is None:
+            results = []
+            for method, params in calls:
+                try:
+                    results.append(self.request(method, params))
+                except Exception as exc:
+                    if method != "eth_maxPriorityFeePerGas":
+                        raise
+                    results.append(exc)
+        estimate, history, priority, balance, pending = results
         for item in (estimate, history, balance, pending):
             if isinstance(item, Exception):
                 raise item
