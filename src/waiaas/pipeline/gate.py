@@ -6,6 +6,7 @@ new transaction row are one atomic step (no two requests can both fit the last o
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from waiaas.config import WalletConfig
 from waiaas.db.tables import AgentRow, PolicyRow
@@ -13,7 +14,7 @@ from waiaas.db.uow import UnitOfWork
 from waiaas.policy import AgentContext, Decision, PolicySpec, evaluate
 from waiaas.policy.model import AssetPrice, PriceOracle, Usage, required_windows
 from waiaas.policy.rules import AutoStopRules
-from waiaas.types import AgentStatus, Request
+from waiaas.types import AgentStatus, Batch, Request
 
 __all__ = ["PolicyGate", "agent_context", "spec_from_row"]
 
@@ -71,18 +72,23 @@ class PolicyGate:
 
         return load_usage(uow, agent_id, now, required_windows(specs), exclude_tx_id=exclude_tx_id)
 
-    def _prices(self, agent: AgentRow, req: Request) -> Mapping[str, AssetPrice] | None:
+    def _prices(
+        self, agent: AgentContext, req: Request, specs: list[PolicySpec], usage: Usage
+    ) -> Mapping[str, AssetPrice] | None:
+        """USD prices of the assets the ``*_usd`` rules need (unknown ones left out)."""
         if self.oracle is None:
             return None
-        from waiaas.policy import spend_of
+        from waiaas.policy.prices import assets_to_price, lookup_prices
 
-        out: dict[str, AssetPrice] = {}
-        for asset in spend_of(req, agent.chain):
-            price = self.oracle.price_usd(agent.chain, asset)
-            if price is not None:
-                decimals = 9 if agent.chain == "solana" else 18
-                out[asset] = AssetPrice(usd=price, decimals=decimals)
-        return out
+        assets = assets_to_price(req, agent, specs, usage)
+        if not assets:
+            return None
+        decimals = {
+            item.token: item.decimals
+            for item in _items(req)
+            if getattr(item, "decimals", None) is not None and hasattr(item, "token")
+        }
+        return lookup_prices(self.oracle, agent.chain, assets, decimals=decimals)
 
     def evaluate(
         self,
@@ -100,14 +106,15 @@ class PolicyGate:
         """
         specs = self.policies(uow, agent.id)
         usage = self.usage(uow, agent.id, now, specs, exclude_tx_id=exclude_tx_id)
+        context = agent_context(agent)
         return evaluate(
             req,
-            agent_context(agent),
+            context,
             specs,
             usage,
             now,
             config=self.config,
-            prices=self._prices(agent, req),
+            prices=self._prices(context, req, specs, usage),
         )
 
     def auto_stop_reason(self, uow: UnitOfWork, agent: AgentRow, now: int) -> str | None:
@@ -128,3 +135,7 @@ class PolicyGate:
 
     def __repr__(self) -> str:
         return f"PolicyGate(oracle={self.oracle!r})"
+
+
+def _items(req: Request) -> tuple[Any, ...]:
+    return tuple(req.requests) if isinstance(req, Batch) else (req,)
