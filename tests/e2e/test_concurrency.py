@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from solders.litesvm import LiteSVM
+
 from tests.chains.anvil import anvil_node
 from tests.chains.solana_rpc_server import SolanaRpcServer
 from tests.e2e.test_crash_recovery import CHILD
 from tests.e2e.wallet_child import open_wallet
-
 from waiaas import PolicyDeniedError, Transfer, TxStatus
 
 THREADS = 3

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 from solders.litesvm import LiteSVM
+
 from tests.chains.anvil import anvil_node
 from tests.chains.solana_rpc_server import SolanaRpcServer
 from tests.e2e.wallet_child import open_wallet
-
 from waiaas import TxStatus
 from waiaas.types import AuditEvent
 
