@@ -44,6 +44,7 @@ from waiaas.errors import (
     AuthError,
     ChainError,
     ChainErrorKind,
+    ConstraintViolationError,
     InvalidInputError,
     InvalidTransitionError,
     KeystoreError,
@@ -204,10 +205,12 @@ class Pipeline:
         now = self.clock.now()
         outbox = _Outbox()
         denied: PolicyDeniedError | None = None
+        agent_id: str | None = None
         try:
             with self.db.write() as uow:
                 killswitch.ensure_inactive(uow)
                 verified = self.sessions.verify_in(uow, token, now)
+                agent_id = verified.agent_id
                 agent = uow.agents.get(verified.agent_id)
                 if agent is None:
                     raise NotFoundError("agent", verified.agent_id)
@@ -220,6 +223,9 @@ class Pipeline:
         except (AuthError, AgentNotActiveError) as exc:
             self._record_auth_failure(exc, now)
             raise
+        except ConstraintViolationError as exc:
+            self._record_constraint_violation(exc, agent_id, now)
+            raise
         self._publish(outbox)
         if denied is not None:
             raise denied
@@ -231,6 +237,30 @@ class Pipeline:
     def _record_auth_failure(self, exc: AuthError | AgentNotActiveError, now: int) -> None:
         """AUTH_FAILED must be recorded even though the request's unit of work rolled back."""
         self.sessions.record_failure(exc, now=now)
+
+    def _record_constraint_violation(
+        self, exc: ConstraintViolationError, agent_id: str | None, now: int
+    ) -> None:
+        """A request refused by its session's constraints leaves no transaction (its unit of
+        work rolled back), but the attempt is recorded: POLICY_VIOLATION naming the constraint,
+        in its own transaction, and the owner is notified."""
+        constraint = str(getattr(exc, "constraint", ""))
+        session_id = getattr(exc, "session_id", None)
+        details = {"source": "session", "constraint": constraint, "message": exc.message}
+        with self.db.write() as uow:
+            uow.audit.append(
+                E.POLICY_VIOLATION,
+                actor=self._actor(agent_id) if agent_id else "agent",
+                now=now,
+                agent_id=agent_id,
+                session_id=session_id,
+                details=details,
+            )
+            uow.commit()
+        outbox = _Outbox()
+        reasons = [{"type": "SESSION_CONSTRAINT", "effect": "deny", "message": exc.message}]
+        outbox.add(E.POLICY_VIOLATION, agent_id=agent_id, reasons=reasons)
+        self._publish(outbox)
 
     def _admit(
         self,
