@@ -388,8 +388,10 @@ class EvmAdapter:
         Raises:
             InvalidAddressError: not ``0x`` + 40 hex digits, or a wrong checksum.
 
-        >>> EvmAdapter.local().validate_address("0x52908400098527886e0f7030069857d2e4169ee7")
-        '0x52908400098527886E0F7030069857D2E4169EE7'
+        Example::
+
+            evm.validate_address("0x52908400098527886e0f7030069857d2e4169ee7")
+            # -> '0x52908400098527886E0F7030069857D2E4169EE7'
         """
         return normalize_address(address)
 
@@ -990,7 +992,10 @@ class EvmDevAdapter(EvmAdapter):
 
     @property
     def test_authority(self) -> str:
-        """The address that deploys and owns (so alone can mint) the test tokens."""
+        """The address that deploys and owns (so alone can mint) the test tokens.
+
+        The key behind it is generated and funded on first use and never leaves the adapter.
+        """
         return self._deployer_key()[1]
 
     def fund(self, address: str, amount: int) -> None:
