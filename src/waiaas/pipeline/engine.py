@@ -20,6 +20,7 @@ transaction (:func:`waiaas.pipeline.states.transition`).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -280,7 +281,7 @@ class Pipeline:
             "request": req.model_dump(mode="json"),
             "asset": asset,
             "spend": {k: str(v) for k, v in spent.items()},
-            "decision": decision.model_dump(mode="json"),
+            "decision": decision.model_dump(mode="json", exclude_defaults=True),
         }
         row = TransactionRow(
             id=tx_id,
@@ -824,6 +825,7 @@ class Pipeline:
     def _suspend_for_auto_stop(
         self, uow: UnitOfWork, agent: AgentRow, reason: str, now: int, outbox: _Outbox
     ) -> None:
+        reason = reason.removeprefix("auto-stop:").strip()
         if not uow.agents.cas_status(
             agent.id,
             ["ACTIVE"],
@@ -1207,7 +1209,7 @@ class Pipeline:
 
 def _signed_json(signed: SignedTx) -> dict[str, Any]:
     return {
-        "raw": signed.raw.hex(),
+        "raw_b64": base64.b64encode(signed.raw).decode("ascii"),
         "hash": signed.tx_hash,
         "nonce": signed.nonce,
         "valid_until": signed.valid_until,
@@ -1217,7 +1219,11 @@ def _signed_json(signed: SignedTx) -> dict[str, Any]:
 def _signed_from_json(chain: str, data: Mapping[str, Any]) -> SignedTx:
     return SignedTx(
         chain=chain,
-        raw=bytes.fromhex(str(data["raw"])),
+        raw=(
+            base64.b64decode(str(data["raw_b64"]))
+            if "raw_b64" in data
+            else bytes.fromhex(str(data["raw"]))
+        ),
         tx_hash=str(data["hash"]),
         nonce=None if data.get("nonce") is None else int(data["nonce"]),
         valid_until=None if data.get("valid_until") is None else int(data["valid_until"]),
