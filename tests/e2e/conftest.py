@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from waiaas.chains.base import ChainTxStatus, SignedTx, SimulationResult, UnsignedTx
-from waiaas.errors import StaleTransactionError, TransientChainError
+from waiaas.errors import PolicyDeniedError, StaleTransactionError, TransientChainError
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.testing import FrozenClock, fund, local_chains, local_wallet
-from waiaas.types import AgentInfo, AuditEntry, Request
+from waiaas.types import AgentInfo, AuditEntry, Request, Transfer
 from waiaas.wallet import Wallet
 
 START = 1_700_000_000
@@ -175,6 +175,44 @@ def snapshot(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         }
     finally:
         con.close()
+
+
+def drive_every_path(wallet: Wallet, chain: str) -> dict[str, str]:
+    """Drive one transaction of an owned agent on ``chain`` down each path of the pipeline
+    (INSTANT, NOTIFY, DELAY failed on re-check, cancelled, approved, rejected, expired,
+    denied); return ``{label: tx_id}``."""
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    owner = SolanaOwner() if chain == "solana" else EvmOwner()
+    agent = new_agent(wallet, chain, owner=owner)
+    token = wallet.issue_session(agent.id).token
+    amounts = TIER_AMOUNTS[chain]
+    dest = recipient(chain)
+    ids = {}
+    ids["instant"] = wallet.send(token, Transfer(to=dest, amount=amounts["INSTANT"])).id
+    ids["notify"] = wallet.send(token, Transfer(to=dest, amount=amounts["NOTIFY"])).id
+    ids["delay"] = wallet.send(token, Transfer(to=dest, amount=amounts["DELAY"])).id
+    ids["cancelled"] = wallet.send(token, Transfer(to=dest, amount=amounts["DELAY"] + 1)).id
+    wallet.cancel(ids["cancelled"])
+    approval = wallet.send(token, Transfer(to=dest, amount=amounts["APPROVAL"])).id
+    wallet.approve(approval, owner.sign(wallet.approval_message(approval)))
+    ids["approved"] = approval
+    rejected = wallet.send(token, Transfer(to=dest, amount=amounts["APPROVAL"] + 1)).id
+    wallet.reject(rejected, owner.sign(wallet.approval_message(rejected, "reject")))
+    ids["rejected"] = rejected
+    ids["expired"] = wallet.send(token, Transfer(to=dest, amount=amounts["APPROVAL"] + 2)).id
+    wallet.add_policy(
+        "ALLOWED_ADDRESSES", {"addresses": [dest], "mode": "blacklist"}, agent_id=agent.id
+    )
+    with pytest.raises(PolicyDeniedError) as info:
+        wallet.send(token, Transfer(to=dest, amount=amounts["INSTANT"]))
+    assert info.value.tx_id is not None
+    ids["denied"] = info.value.tx_id
+    clock.advance(wallet.config.delay_seconds)
+    wallet.process_due()  # the delay is due: FAILED on re-check (blacklisted meanwhile)
+    clock.advance(wallet.config.approval_timeout)
+    wallet.process_due()  # the last approval: EXPIRED
+    return ids
 
 
 # --------------------------------------------------------------------------- notifiers

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+
 from tests.e2e.conftest import (
     TIER_AMOUNTS,
     EvmOwner,
@@ -16,7 +17,6 @@ from tests.e2e.conftest import (
     new_agent,
     recipient,
 )
-
 from waiaas.errors import ApprovalError, PolicyDeniedError
 from waiaas.testing import FrozenClock, local_wallet
 from waiaas.testing import fast_config as make_config

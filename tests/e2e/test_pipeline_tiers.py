@@ -4,8 +4,8 @@ for its cooldown (driven by a frozen clock) and can be cancelled meanwhile."""
 from __future__ import annotations
 
 import pytest
-from tests.e2e.conftest import TIER_AMOUNTS, all_audit, events_of, new_agent, recipient
 
+from tests.e2e.conftest import TIER_AMOUNTS, all_audit, events_of, new_agent, recipient
 from waiaas.errors import AuthError, StateError
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.testing import FrozenClock

@@ -4,6 +4,7 @@ key rotation, on real chains and a real keystore."""
 from __future__ import annotations
 
 import pytest
+
 from tests.e2e.conftest import (
     SOL,
     TIER_AMOUNTS,
@@ -15,7 +16,6 @@ from tests.e2e.conftest import (
     recipient,
     sol_address,
 )
-
 from waiaas.errors import (
     AgentNotActiveError,
     AuthError,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.e2e.conftest import (
     SOL,
     all_audit,
@@ -16,7 +17,6 @@ from tests.e2e.conftest import (
     snapshot,
     sol_address,
 )
-
 from waiaas.errors import (
     AgentNotActiveError,
     ApprovalError,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.e2e.conftest import (
     TIER_AMOUNTS,
     EvmOwner,
@@ -18,7 +19,6 @@ from tests.e2e.conftest import (
     new_agent,
     recipient,
 )
-
 from waiaas.errors import ApprovalError
 from waiaas.keystore.keys import b58encode
 from waiaas.notify.testing import RecordingNotifier

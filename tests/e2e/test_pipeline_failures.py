@@ -1,0 +1,348 @@
+"""Failure paths end to end: permanent chain failures, policy denials, transient failures
+(bounded retries), stale transactions (rebuilt once) and AUTO_STOP."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from solders.litesvm import LiteSVM
+
+from tests.e2e.conftest import (
+    ETH,
+    SOL,
+    TIER_AMOUNTS,
+    FlakyAdapter,
+    all_audit,
+    events_of,
+    new_agent,
+    recipient,
+)
+from waiaas.chains.evm import EvmAdapter
+from waiaas.chains.solana import SolanaAdapter
+from waiaas.errors import AgentNotActiveError, PolicyDeniedError
+from waiaas.policy import Decision
+from waiaas.testing import FrozenClock, fund, local_chains, local_wallet
+from waiaas.types import Transfer
+from waiaas.wallet import Wallet
+
+# A little less than the funding, so that a transfer of it cannot pay its fee too.
+SMALL = {"solana": SOL, "evm": ETH // 10}
+TOO_MUCH = {"solana": 3 * SOL // 2, "evm": 3 * ETH // 20}
+BUDGET = {"solana": 2 * SOL, "evm": 2 * ETH // 10}
+
+
+# --------------------------------------------------------------------------- permanent
+
+
+def test_insufficient_funds_fails_and_releases_budgets(wallet: Wallet, chain: str) -> None:
+    """An unpayable transfer is FAILED (TX_FAILED audited, nothing moved), and both the
+    policy budget and the session's total are released, so the same request fits later."""
+    agent = new_agent(wallet, chain, funds=SMALL[chain])
+    wallet.add_policy(
+        "SPENDING_LIMIT",
+        {"daily_total": str(BUDGET[chain]), "instant_max": str(10 * BUDGET[chain])},
+        agent_id=agent.id,
+    )
+    issued = wallet.issue_session(agent.id, constraints={"max_total_amount": BUDGET[chain]})
+    dest = recipient(chain)
+    failed = wallet.send(issued.token, Transfer(to=dest, amount=TOO_MUCH[chain]))
+    assert failed.status == "FAILED"
+    assert failed.error is not None and failed.error.startswith("INSUFFICIENT_FUNDS")
+    assert events_of(wallet, failed.id)[-1] == "TX_FAILED"
+    assert wallet.balance(agent.id) == SMALL[chain]
+    assert wallet.get_session(issued.session_id).usage.total() == 0
+    fund(wallet, agent.id, 10 * SMALL[chain])
+    again = wallet.send(issued.token, Transfer(to=dest, amount=TOO_MUCH[chain]))
+    assert again.status == "CONFIRMED"
+    assert wallet.get_session(issued.session_id).usage.total() == TOO_MUCH[chain]
+    network = "localnet" if chain == "solana" else "local"
+    assert wallet.pipeline.adapter_for(chain, network).get_balance(dest) == TOO_MUCH[chain]
+
+
+def test_policy_denial_is_recorded(wallet: Wallet, chain: str) -> None:
+    """A denied request raises PolicyDeniedError with reasons, tx_id and decision, and is
+    recorded as a FAILED transaction (POLICY_DENIED) with a POLICY_VIOLATION row; nothing is
+    charged to the session."""
+    agent = new_agent(wallet, chain)
+    policy = wallet.add_policy(
+        "SPENDING_LIMIT",
+        {"per_transaction": str(TIER_AMOUNTS[chain]["INSTANT"])},
+        agent_id=agent.id,
+    )
+    issued = wallet.issue_session(agent.id)
+    with pytest.raises(PolicyDeniedError) as info:
+        wallet.send(
+            issued.token, Transfer(to=recipient(chain), amount=TIER_AMOUNTS[chain]["INSTANT"] + 1)
+        )
+    error = info.value
+    assert isinstance(error.decision, Decision) and not error.decision.allowed
+    assert error.reasons and error.reasons[0]["rule_id"] == policy.id
+    assert error.reasons[0]["type"] == "SPENDING_LIMIT"
+    assert error.tx_id is not None
+    tx = wallet.get_transaction(error.tx_id)
+    assert (tx.status, tx.tier) == ("FAILED", None)
+    assert tx.error is not None and tx.error.startswith("POLICY_DENIED")
+    assert tx.decision is not None and not tx.decision.allowed
+    violation = next(
+        e for e in all_audit(wallet, tx_id=error.tx_id) if e.event_type == "POLICY_VIOLATION"
+    )
+    assert violation.details["reasons"] == error.reasons
+    assert violation.severity == "warning"
+    assert wallet.get_session(issued.session_id).usage.total() == 0
+    assert wallet.get_session(issued.session_id).usage.tx_count == 0
+
+
+# --------------------------------------------------------------------------- transient / stale
+
+
+@contextlib.contextmanager
+def _flaky_wallet(
+    tmp_path: Path, chain: str, **flaky: object
+) -> Iterator[tuple[Wallet, FlakyAdapter]]:
+    svm = LiteSVM()
+    solana = SolanaAdapter.local(svm=svm)
+    evm = EvmAdapter.local()
+    inner = solana if chain == "solana" else evm
+    wrapped = FlakyAdapter(inner=inner, **flaky)  # type: ignore[arg-type]
+    if chain == "solana" and wrapped.on_stale is None and wrapped.stale:
+        wrapped.on_stale = svm.expire_blockhash  # make the staleness real
+    chains = [wrapped, evm] if chain == "solana" else [solana, wrapped]
+    with local_wallet(tmp_path, clock=FrozenClock(), chains=chains) as wallet:  # type: ignore[arg-type]
+        yield wallet, wrapped
+
+
+def _instant(wallet: Wallet, chain: str) -> tuple[str, str, int]:
+    agent = new_agent(wallet, chain)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient(chain)
+    return token, dest, TIER_AMOUNTS[chain]["INSTANT"]
+
+
+def test_transient_failures_are_retried(tmp_path: Path, chain: str) -> None:
+    """Two transient submit failures are retried (two TX_RETRY rows) with the same signed
+    bytes, then the transaction confirms."""
+    with _flaky_wallet(tmp_path, chain, transient=2) as (wallet, flaky):
+        token, dest, amount = _instant(wallet, chain)
+        result = wallet.send(token, Transfer(to=dest, amount=amount))
+        assert result.status == "CONFIRMED"
+        assert flaky.submitted == [result.tx_hash] * 3
+        retries = [e for e in all_audit(wallet, tx_id=result.id) if e.event_type == "TX_RETRY"]
+        assert [r.details["attempt"] for r in retries] == [1, 2]
+        assert flaky.get_balance(dest) == amount
+
+
+def test_transient_failures_are_bounded(tmp_path: Path, chain: str) -> None:
+    """Transient failures beyond max_retries fail the transaction: max_retries TX_RETRY rows,
+    max_retries + 1 submits, then FAILED; the session charge is released."""
+    with _flaky_wallet(tmp_path, chain, transient=100) as (wallet, flaky):
+        token, dest, amount = _instant(wallet, chain)
+        result = wallet.send(token, Transfer(to=dest, amount=amount))
+        retries = wallet.config.max_retries
+        assert result.status == "FAILED"
+        assert len(flaky.submitted) == retries + 1
+        kinds = events_of(wallet, result.id)
+        assert kinds.count("TX_RETRY") == retries
+        assert kinds[-1] == "TX_FAILED"
+        assert flaky.get_balance(dest) == 0
+        session = wallet.list_sessions(result.agent_id)[0]
+        assert session.usage.total() == 0
+
+
+def test_stale_transaction_is_rebuilt_once(tmp_path: Path) -> None:
+    """A stale transaction (its blockhash really expired before submission) is rebuilt and
+    signed once: a new tx_hash, the rebuild audited with the old hash, then CONFIRMED."""
+    with _flaky_wallet(tmp_path, "solana", stale=1) as (wallet, flaky):
+        token, dest, amount = _instant(wallet, "solana")
+        result = wallet.send(token, Transfer(to=dest, amount=amount))
+        assert result.status == "CONFIRMED"
+        first, second = flaky.submitted
+        assert first != second and result.tx_hash == second
+        rebuilt = [
+            e
+            for e in all_audit(wallet, tx_id=result.id)
+            if e.event_type == "TX_RETRY" and e.details.get("rebuilt")
+        ]
+        assert len(rebuilt) == 1
+        assert rebuilt[0].details["old_hash"] == first
+        assert rebuilt[0].details["tx_hash"] == second
+        assert flaky.get_balance(dest) == amount
+
+
+def test_real_expired_blockhash_is_rebuilt(tmp_path: Path) -> None:
+    """Without any injected error: the blockhash expires between signing and submission (a
+    stage hook drives LiteSVM), the chain refuses the bytes as stale, and the pipeline
+    rebuilds once and confirms."""
+    from waiaas.pipeline.engine import PipelineHooks
+
+    svm = LiteSVM()
+
+    def expire(stage: str, tx_id: str) -> None:
+        if stage == "signed":
+            svm.expire_blockhash()
+
+    chains = [SolanaAdapter.local(svm=svm), EvmAdapter.local()]
+    with local_wallet(
+        tmp_path,
+        clock=FrozenClock(),
+        chains=chains,  # type: ignore[arg-type]
+        hooks=PipelineHooks(on_stage=expire),
+    ) as wallet:
+        token, dest, amount = _instant(wallet, "solana")
+        result = wallet.send(token, Transfer(to=dest, amount=amount))
+        assert result.status == "CONFIRMED"
+        assert "TX_RETRY" in events_of(wallet, result.id)
+        assert wallet.pipeline.adapter_for("solana", "localnet").get_balance(dest) == amount
+
+
+def test_second_stale_fails(tmp_path: Path) -> None:
+    """A transaction that is stale again after its one rebuild is FAILED, nothing moved."""
+    with _flaky_wallet(tmp_path, "solana", stale=2) as (wallet, flaky):
+        token, dest, amount = _instant(wallet, "solana")
+        result = wallet.send(token, Transfer(to=dest, amount=amount))
+        assert result.status == "FAILED"
+        assert len(flaky.submitted) == 2
+        kinds = events_of(wallet, result.id)
+        assert kinds.count("TX_RETRY") == 1 and kinds[-1] == "TX_FAILED"
+        assert flaky.get_balance(dest) == 0
+
+
+def test_evm_stale_is_rebuilt_once(tmp_path: Path) -> None:
+    """On EVM a stale error (nonce taken) also leads to exactly one rebuild, then success."""
+    with _flaky_wallet(tmp_path, "evm", stale=1) as (wallet, flaky):
+        token, dest, amount = _instant(wallet, "evm")
+        result = wallet.send(token, Transfer(to=dest, amount=amount))
+        assert result.status == "CONFIRMED"
+        assert len(flaky.submitted) == 2
+        assert [
+            e.details.get("rebuilt")
+            for e in all_audit(wallet, tx_id=result.id)
+            if e.event_type == "TX_RETRY"
+        ] == [True]
+        assert flaky.get_balance(dest) == amount
+
+
+# --------------------------------------------------------------------------- AUTO_STOP
+
+
+def _all_instant(wallet: Wallet, agent_id: str, chain: str) -> None:
+    wallet.add_policy("SPENDING_LIMIT", {"instant_max": str(10 * BUDGET[chain])}, agent_id=agent_id)
+
+
+def _fail_once(wallet: Wallet, token: str, chain: str) -> None:
+    result = wallet.send(token, Transfer(to=recipient(chain), amount=TOO_MUCH[chain]))
+    assert result.status == "FAILED"
+
+
+def test_consecutive_failures_suspend_the_agent(wallet: Wallet, chain: str) -> None:
+    """AUTO_STOP consecutive_failures: the third failure in a row suspends the agent
+    (AUTO_STOP_TRIGGERED critical + AGENT_SUSPENDED with the reason); it cannot transact."""
+    agent = new_agent(wallet, chain, funds=SMALL[chain])
+    wallet.add_policy(
+        "AUTO_STOP", {"trigger": "consecutive_failures", "threshold": 3}, agent_id=agent.id
+    )
+    _all_instant(wallet, agent.id, chain)
+    token = wallet.issue_session(agent.id).token
+    for _ in range(2):
+        _fail_once(wallet, token, chain)
+        assert wallet.get_agent(agent.id).status == "ACTIVE"
+    _fail_once(wallet, token, chain)
+    suspended = wallet.get_agent(agent.id)
+    assert suspended.status == "SUSPENDED"
+    assert suspended.suspension_reason is not None
+    assert suspended.suspension_reason.startswith("auto-stop")
+    kinds = [
+        e
+        for e in all_audit(wallet, agent_id=agent.id)
+        if e.event_type in ("AUTO_STOP_TRIGGERED", "AGENT_SUSPENDED")
+    ]
+    assert [e.event_type for e in kinds] == ["AUTO_STOP_TRIGGERED", "AGENT_SUSPENDED"]
+    assert kinds[0].severity == "critical"
+    assert "3 consecutive" in kinds[0].details["reason"]
+    assert kinds[1].details["reason"] == suspended.suspension_reason
+    with pytest.raises(AgentNotActiveError):
+        wallet.send(token, Transfer(to=recipient(chain), amount=1))
+
+
+def test_a_success_resets_consecutive_failures(wallet: Wallet) -> None:
+    """A confirmed transaction in between resets the consecutive-failure count."""
+    agent = new_agent(wallet, "solana", funds=SMALL["solana"])
+    wallet.add_policy(
+        "AUTO_STOP", {"trigger": "consecutive_failures", "threshold": 2}, agent_id=agent.id
+    )
+    _all_instant(wallet, agent.id, "solana")
+    token = wallet.issue_session(agent.id).token
+    _fail_once(wallet, token, "solana")
+    ok = wallet.send(token, Transfer(to=recipient("solana"), amount=SOL // 100))
+    assert ok.status == "CONFIRMED"
+    _fail_once(wallet, token, "solana")
+    assert wallet.get_agent(agent.id).status == "ACTIVE"
+    _fail_once(wallet, token, "solana")
+    assert wallet.get_agent(agent.id).status == "SUSPENDED"
+
+
+def test_failure_counter_survives_a_reopen(tmp_path: Path) -> None:
+    """The counters come from the database: two failures, close, reopen, one more failure,
+    and the agent is suspended."""
+    clock = FrozenClock()
+    chains = local_chains()
+    with local_wallet(tmp_path, clock=clock, chains=chains) as wallet:
+        agent = new_agent(wallet, "solana", funds=SMALL["solana"])
+        wallet.add_policy(
+            "AUTO_STOP", {"trigger": "consecutive_failures", "threshold": 3}, agent_id=agent.id
+        )
+        _all_instant(wallet, agent.id, "solana")
+        token = wallet.issue_session(agent.id).token
+        _fail_once(wallet, token, "solana")
+        _fail_once(wallet, token, "solana")
+    with local_wallet(tmp_path, clock=clock, chains=chains) as wallet:
+        assert wallet.get_agent(agent.id).status == "ACTIVE"
+        _fail_once(wallet, token, "solana")
+        assert wallet.get_agent(agent.id).status == "SUSPENDED"
+
+
+def test_max_denials_suspends_a_probing_agent(wallet: Wallet) -> None:
+    """AUTO_STOP max_denials: an agent that keeps hitting a deny rule is suspended on the
+    threshold-th denial in the window; earlier denials do not suspend it."""
+    agent = new_agent(wallet, "evm")
+    wallet.add_policy(
+        "AUTO_STOP",
+        {"trigger": "max_denials", "threshold": 3, "window_seconds": 600},
+        agent_id=agent.id,
+    )
+    wallet.add_policy("SPENDING_LIMIT", {"per_transaction": str(ETH // 1000)}, agent_id=agent.id)
+    token = wallet.issue_session(agent.id).token
+    for attempt in range(3):
+        assert wallet.get_agent(agent.id).status == "ACTIVE"
+        with pytest.raises(PolicyDeniedError):
+            wallet.send(token, Transfer(to=recipient("evm"), amount=ETH // 100 + attempt))
+    agent_now = wallet.get_agent(agent.id)
+    assert agent_now.status == "SUSPENDED"
+    assert "AUTO_STOP_TRIGGERED" in [e.event_type for e in all_audit(wallet, agent_id=agent.id)]
+    with pytest.raises(AgentNotActiveError):
+        wallet.send(token, Transfer(to=recipient("evm"), amount=1))
+
+
+def test_denials_outside_the_window_do_not_count(wallet: Wallet) -> None:
+    """Denials older than window_seconds do not count toward max_denials."""
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    agent = new_agent(wallet, "solana")
+    wallet.add_policy(
+        "AUTO_STOP",
+        {"trigger": "max_denials", "threshold": 2, "window_seconds": 60},
+        agent_id=agent.id,
+    )
+    wallet.add_policy("SPENDING_LIMIT", {"per_transaction": "1000"}, agent_id=agent.id)
+    token = wallet.issue_session(agent.id).token
+    with pytest.raises(PolicyDeniedError):
+        wallet.send(token, Transfer(to=recipient("solana"), amount=SOL))
+    clock.advance(61)
+    with pytest.raises(PolicyDeniedError):
+        wallet.send(token, Transfer(to=recipient("solana"), amount=SOL))
+    assert wallet.get_agent(agent.id).status == "ACTIVE"
+    with pytest.raises(PolicyDeniedError):
+        wallet.send(token, Transfer(to=recipient("solana"), amount=SOL))
+    assert wallet.get_agent(agent.id).status == "SUSPENDED"

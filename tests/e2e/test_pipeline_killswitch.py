@@ -1,0 +1,179 @@
+"""The kill switch end to end: one atomic stop of every agent, session and queued
+transaction, persisted across restarts, and an audited, explicit recovery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    TIER_AMOUNTS,
+    EvmOwner,
+    SolanaOwner,
+    all_audit,
+    new_agent,
+    recipient,
+)
+from waiaas.errors import (
+    AuthError,
+    KillSwitchActiveError,
+    StateError,
+)
+from waiaas.notify.testing import RecordingNotifier
+from waiaas.testing import FrozenClock, local_chains, local_wallet
+from waiaas.types import Transfer
+from waiaas.wallet import Wallet
+
+
+@dataclass
+class Busy:
+    """What :func:`_busy_wallet` created."""
+
+    agents: list[str] = field(default_factory=list)
+    sessions: list[str] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+
+
+def _busy_wallet(wallet: Wallet) -> Busy:
+    """One owned agent per chain with a session, a confirmed, a DELAY and an APPROVAL each."""
+    out = Busy()
+    for chain in ("solana", "evm"):
+        owner = SolanaOwner() if chain == "solana" else EvmOwner()
+        agent = new_agent(wallet, chain, owner=owner)
+        issued = wallet.issue_session(agent.id)
+        out.agents.append(agent.id)
+        out.sessions.append(issued.session_id)
+        out.tokens.append(issued.token)
+        dest = recipient(chain)
+        for tier in ("INSTANT", "DELAY", "APPROVAL"):
+            result = wallet.send(issued.token, Transfer(to=dest, amount=TIER_AMOUNTS[chain][tier]))
+            (out.done if tier == "INSTANT" else out.queued).append(result.id)
+    return out
+
+
+def test_activation_stops_everything_at_once(wallet: Wallet, notifier: RecordingNotifier) -> None:
+    """Activation suspends every agent, revokes every session, cancels every queued
+    transaction, writes one critical KILL_SWITCH_ACTIVATED row (same timestamp as the rest)
+    and notifies; confirmed history is untouched."""
+    state = _busy_wallet(wallet)
+    already = new_agent(wallet, "solana", funds=0, name="already-suspended")
+    wallet.suspend_agent(already.id, reason="owner did it")
+    audit_before = len(all_audit(wallet))
+    summary = wallet.kill_switch("compromised host")
+    assert summary["agents_suspended"] == 2
+    assert summary["sessions_revoked"] == 2
+    assert summary["transactions_cancelled"] == 4
+    assert sorted(summary["cancelled_ids"]) == sorted(state.queued)
+    for agent_id in state.agents:
+        agent = wallet.get_agent(agent_id)
+        assert agent.status == "SUSPENDED"
+    assert wallet.get_agent(already.id).suspension_reason == "owner did it"
+    for session_id in state.sessions:
+        assert wallet.get_session(session_id).status == "revoked"
+    for tx_id in state.queued:
+        assert wallet.get_transaction(tx_id).status == "CANCELLED"
+    for tx_id in state.done:
+        assert wallet.get_transaction(tx_id).status == "CONFIRMED"
+    added = all_audit(wallet)[audit_before:]
+    activated = [e for e in added if e.event_type == "KILL_SWITCH_ACTIVATED"]
+    assert len(activated) == 1
+    assert activated[0].severity == "critical"
+    assert activated[0].details["reason"] == "compromised host"
+    assert {e.timestamp for e in added} == {wallet.clock.now()}
+    assert sorted(e.event_type for e in added) == sorted(
+        ["KILL_SWITCH_ACTIVATED"]
+        + ["AGENT_SUSPENDED"] * 2
+        + ["SESSION_REVOKED"] * 2
+        + ["TX_CANCELLED"] * 4
+    )
+    assert "KILL_SWITCH_ACTIVATED" in [e.event_type for e in notifier.events]
+    state_now = wallet.kill_switch_state()
+    assert state_now.active and state_now.reason == "compromised host"
+    with pytest.raises(StateError):
+        wallet.kill_switch("again")
+
+
+def test_new_work_is_refused_while_active(wallet: Wallet) -> None:
+    """While active: sends (even with a fresh-looking token), new sessions and resuming an
+    agent are refused with KillSwitchActiveError."""
+    state = _busy_wallet(wallet)
+    wallet.kill_switch("stop")
+    token = state.tokens[0]
+    with pytest.raises(KillSwitchActiveError):
+        wallet.send(token, Transfer(to=recipient("solana"), amount=1))
+    with pytest.raises(KillSwitchActiveError):
+        wallet.issue_session(state.agents[0])
+    with pytest.raises(KillSwitchActiveError):
+        wallet.resume_agent(state.agents[0])
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(wallet.config.delay_seconds)
+    wallet.process_due()
+    assert {wallet.get_transaction(t).status for t in state.queued} == {"CANCELLED"}
+
+
+def test_kill_switch_survives_a_restart(tmp_path: Path) -> None:
+    """The active state is persisted: after close and reopen it is still active and sends
+    are still refused, until recover()."""
+    clock = FrozenClock()
+    chains = local_chains()
+    with local_wallet(tmp_path, clock=clock, chains=chains) as wallet:
+        agent = new_agent(wallet, "solana")
+        token = wallet.issue_session(agent.id).token
+        wallet.kill_switch("leaving for the weekend")
+    with local_wallet(tmp_path, clock=clock, chains=chains) as wallet:
+        state = wallet.kill_switch_state()
+        assert state.active and state.reason == "leaving for the weekend"
+        with pytest.raises(KillSwitchActiveError):
+            wallet.send(token, Transfer(to=recipient("solana"), amount=1))
+        assert wallet.get_agent(agent.id).status == "SUSPENDED"
+        wallet.recover()
+    with local_wallet(tmp_path, clock=clock, chains=chains) as wallet:
+        assert not wallet.kill_switch_state().active
+
+
+def test_recover_is_audited_and_keeps_agents_suspended(wallet: Wallet) -> None:
+    """recover() turns the switch off (KILL_SWITCH_RECOVERED audited); agents stay suspended
+    and the old sessions stay revoked; a resumed agent needs a new session."""
+    state = _busy_wallet(wallet)
+    wallet.kill_switch("stop")
+    summary = wallet.recover()
+    assert summary["agents_resumed"] == 0
+    assert not wallet.kill_switch_state().active
+    rows = [e for e in all_audit(wallet) if e.event_type == "KILL_SWITCH_RECOVERED"]
+    assert len(rows) == 1 and rows[0].actor == "owner"
+    agent_id = state.agents[0]
+    assert wallet.get_agent(agent_id).status == "SUSPENDED"
+    wallet.resume_agent(agent_id)
+    with pytest.raises(AuthError):
+        wallet.send(state.tokens[0], Transfer(to=recipient("solana"), amount=1))
+    fresh = wallet.issue_session(agent_id).token
+    result = wallet.send(
+        fresh, Transfer(to=recipient("solana"), amount=TIER_AMOUNTS["solana"]["INSTANT"])
+    )
+    assert result.status == "CONFIRMED"
+    with pytest.raises(StateError):
+        wallet.recover()
+
+
+def test_recover_resume_agents_only_resumes_what_it_suspended(wallet: Wallet) -> None:
+    """recover(resume_agents=True) resumes the agents the kill switch suspended, but not one
+    the owner had suspended before (nor one auto-stopped)."""
+    state = _busy_wallet(wallet)
+    manual = new_agent(wallet, "evm", funds=0, name="manual")
+    wallet.suspend_agent(manual.id, reason="owner")
+    terminated = new_agent(wallet, "evm", funds=0, name="gone")
+    wallet.terminate_agent(terminated.id)
+    wallet.kill_switch("stop")
+    summary = wallet.recover(resume_agents=True)
+    assert summary["agents_resumed"] == 2
+    for agent_id in state.agents:
+        assert wallet.get_agent(agent_id).status == "ACTIVE"
+    assert wallet.get_agent(manual.id).status == "SUSPENDED"
+    assert wallet.get_agent(terminated.id).status == "TERMINATED"
+    resumed = [e.agent_id for e in all_audit(wallet) if e.event_type == "AGENT_RESUMED"]
+    assert set(resumed) == set(state.agents) and len(resumed) == len(state.agents)

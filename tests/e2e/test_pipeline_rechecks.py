@@ -1,0 +1,185 @@
+"""Re-checks before a queued transaction executes: the kill switch, the agent's status, the
+session and deny rules are looked at again when the cooldown ends (or the owner approves),
+and the transaction that executes is the one stored in the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.conftest import (
+    FUNDING,
+    TIER_AMOUNTS,
+    SolanaOwner,
+    events_of,
+    new_agent,
+    recipient,
+)
+from waiaas.pipeline import killswitch
+from waiaas.testing import FrozenClock, local_chains, local_wallet
+from waiaas.types import KillSwitchState, Transfer
+from waiaas.wallet import Wallet
+
+
+def _queue_delay(wallet: Wallet, chain: str = "solana", **session: object) -> tuple[str, str, str]:
+    agent = new_agent(wallet, chain)
+    issued = wallet.issue_session(agent.id, **session)  # type: ignore[arg-type]
+    dest = recipient(chain)
+    queued = wallet.send(issued.token, Transfer(to=dest, amount=TIER_AMOUNTS[chain]["DELAY"]))
+    assert (queued.status, queued.tier) == ("QUEUED", "DELAY")
+    return queued.id, issued.session_id, dest
+
+
+def _due(wallet: Wallet) -> None:
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(wallet.config.delay_seconds)
+    wallet.process_due()
+
+
+def _received(wallet: Wallet, chain: str, dest: str) -> int:
+    network = "localnet" if chain == "solana" else "local"
+    return wallet.pipeline.adapter_for(chain, network).get_balance(dest)
+
+
+def test_kill_switch_cancels_a_queued_transaction(wallet: Wallet) -> None:
+    """The kill switch cancels a DELAY in its cooldown; recovering does not revive it."""
+    tx_id, _session, dest = _queue_delay(wallet)
+    wallet.kill_switch("stop")
+    assert wallet.get_transaction(tx_id).status == "CANCELLED"
+    wallet.recover(resume_agents=True)
+    _due(wallet)
+    assert wallet.get_transaction(tx_id).status == "CANCELLED"
+    assert _received(wallet, "solana", dest) == 0
+
+
+def test_kill_switch_recheck_catches_what_the_sweep_missed(wallet: Wallet) -> None:
+    """Even a QUEUED transaction that escaped the activation sweep (the switch turned on by
+    another process after the due list was read) is cancelled by the re-check."""
+    tx_id, _session, dest = _queue_delay(wallet)
+    with wallet.db.write() as uow:
+        state = KillSwitchState(active=True, activated_at=wallet.clock.now(), reason="x")
+        uow.state.put(killswitch.KEY, state.model_dump(), now=wallet.clock.now())
+        uow.commit()
+    _due(wallet)
+    tx = wallet.get_transaction(tx_id)
+    assert tx.status == "CANCELLED"
+    assert tx.error is not None and tx.error.startswith("KILL_SWITCH_ACTIVE")
+    assert _received(wallet, "solana", dest) == 0
+
+
+def test_suspended_agent_cancels_its_queued_transaction(wallet: Wallet, chain: str) -> None:
+    """An agent suspended during the cooldown: its due transaction is CANCELLED, not sent,
+    and resuming the agent does not bring it back."""
+    tx_id, _session, dest = _queue_delay(wallet, chain)
+    agent_id = wallet.get_transaction(tx_id).agent_id
+    wallet.suspend_agent(agent_id)
+    assert wallet.get_transaction(tx_id).status == "QUEUED"
+    _due(wallet)
+    tx = wallet.get_transaction(tx_id)
+    assert tx.status == "CANCELLED"
+    assert tx.error is not None and tx.error.startswith("AGENT_NOT_ACTIVE")
+    wallet.resume_agent(agent_id)
+    wallet.process_due()
+    assert wallet.get_transaction(tx_id).status == "CANCELLED"
+    assert _received(wallet, chain, dest) == 0
+    assert events_of(wallet, tx_id)[-1] == "TX_CANCELLED"
+
+
+def test_revoked_session_cancels_its_queued_transaction(wallet: Wallet) -> None:
+    """The session that asked was revoked during the cooldown: CANCELLED."""
+    tx_id, session_id, dest = _queue_delay(wallet)
+    wallet.revoke_session(session_id)
+    _due(wallet)
+    tx = wallet.get_transaction(tx_id)
+    assert tx.status == "CANCELLED"
+    assert tx.error is not None and tx.error.startswith("SESSION_ENDED")
+    assert _received(wallet, "solana", dest) == 0
+
+
+def test_expired_session_cancels_its_queued_transaction(wallet: Wallet) -> None:
+    """The session expired before the cooldown ended: CANCELLED."""
+    tx_id, _session, dest = _queue_delay(wallet, ttl=60)
+    _due(wallet)
+    assert wallet.get_transaction(tx_id).status == "CANCELLED"
+    assert _received(wallet, "solana", dest) == 0
+
+
+def test_deny_rule_added_during_cooldown_fails_it(wallet: Wallet, chain: str) -> None:
+    """A blacklist added during the cooldown refuses the recipient at execution time:
+    FAILED with POLICY_DENIED, audited, nothing sent; the session's charge is given back."""
+    tx_id, session_id, dest = _queue_delay(wallet, chain)
+    agent_id = wallet.get_transaction(tx_id).agent_id
+    assert wallet.get_session(session_id).usage.total() == TIER_AMOUNTS[chain]["DELAY"]
+    wallet.add_policy(
+        "ALLOWED_ADDRESSES", {"addresses": [dest], "mode": "blacklist"}, agent_id=agent_id
+    )
+    _due(wallet)
+    tx = wallet.get_transaction(tx_id)
+    assert tx.status == "FAILED"
+    assert tx.error is not None and tx.error.startswith("POLICY_DENIED")
+    assert events_of(wallet, tx_id)[-1] == "TX_FAILED"
+    assert _received(wallet, chain, dest) == 0
+    assert wallet.get_session(session_id).usage.total() == 0
+
+
+def test_budget_recheck_does_not_count_the_transaction_twice(wallet: Wallet) -> None:
+    """A queued transaction that exactly fills a daily budget still fits when re-checked (it
+    is left out of its own usage)."""
+    agent = new_agent(wallet, "solana")
+    amount = TIER_AMOUNTS["solana"]["DELAY"]
+    wallet.add_policy(
+        "SPENDING_LIMIT",
+        {
+            "daily_total": str(amount),
+            "instant_max": "0",
+            "notify_max": "0",
+            "delay_max": str(amount),
+        },
+        agent_id=agent.id,
+    )
+    token = wallet.issue_session(agent.id).token
+    queued = wallet.send(token, Transfer(to=recipient("solana"), amount=amount))
+    assert queued.tier == "DELAY"
+    _due(wallet)
+    assert wallet.get_transaction(queued.id).status == "CONFIRMED"
+
+
+def test_approved_transaction_is_rechecked(wallet: Wallet) -> None:
+    """The owner approves after the agent was suspended: the approval is recorded but the
+    transaction is CANCELLED instead of sent."""
+    owner = SolanaOwner()
+    agent = new_agent(wallet, "solana", owner=owner)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient("solana")
+    queued = wallet.send(token, Transfer(to=dest, amount=TIER_AMOUNTS["solana"]["APPROVAL"]))
+    wallet.suspend_agent(agent.id)
+    result = wallet.approve(queued.id, owner.sign(wallet.approval_message(queued.id)))
+    assert result.status == "CANCELLED"
+    assert events_of(wallet, queued.id)[-2:] == ["TX_APPROVED", "TX_CANCELLED"]
+    assert _received(wallet, "solana", dest) == 0
+
+
+def test_queued_transaction_executes_the_stored_request(tmp_path: Path, chain: str) -> None:
+    """What executes after the cooldown is the request stored in the database: the wallet is
+    closed and reopened (nothing survives in memory) and the exact amount reaches the exact
+    recipient."""
+    clock = FrozenClock()
+    chains = local_chains()
+    amount = TIER_AMOUNTS[chain]["DELAY"] + 12_345
+    with local_wallet(tmp_path, clock=clock, chains=chains) as wallet:
+        agent = new_agent(wallet, chain)
+        token = wallet.issue_session(agent.id).token
+        dest = recipient(chain)
+        queued = wallet.send(token, Transfer(to=dest, amount=amount, memo="rent"))
+        assert queued.status == "QUEUED"
+        stored = queued.request
+    with local_wallet(tmp_path, clock=clock, chains=chains) as wallet:
+        clock.advance(wallet.config.delay_seconds)
+        tx = wallet.get_transaction(queued.id)
+        assert tx.status == "QUEUED" and tx.request == stored
+        assert wallet.process_due()["delays"] == 1
+        done = wallet.get_transaction(queued.id)
+        assert done.status == "CONFIRMED"
+        assert (done.amount, done.to_address, done.request) == (amount, dest, stored)
+        assert _received(wallet, chain, dest) == amount
+        assert wallet.balance(agent.id) < FUNDING[chain] - amount
