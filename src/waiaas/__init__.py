@@ -56,7 +56,8 @@ from waiaas.errors import (
     WaiaasError,
     WrongPasswordError,
 )
-from waiaas.policy import Decision
+from waiaas.policy import Decision, Explanation, PolicySpec, PriceOracle
+from waiaas.services.policies import PolicyInfo
 from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo
 from waiaas.types import (
     AccountSpec,
@@ -106,6 +107,7 @@ __all__ = [
     "DatabaseOpenError",
     "Decision",
     "ExecutionRevertedError",
+    "Explanation",
     "InsufficientFundsError",
     "InvalidAddressError",
     "InvalidInputError",
@@ -124,6 +126,9 @@ __all__ = [
     "PasswordUnavailableError",
     "PermanentChainError",
     "PolicyDeniedError",
+    "PolicyInfo",
+    "PolicySpec",
+    "PriceOracle",
     "Request",
     "SchemaTooNewError",
     "SessionConstraints",

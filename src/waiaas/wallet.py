@@ -45,8 +45,9 @@ from waiaas.pipeline import approvals, killswitch
 from waiaas.pipeline.engine import Pipeline, PipelineHooks
 from waiaas.pipeline.gate import PolicyGate
 from waiaas.pipeline.requests import normalize_request, parse_request
-from waiaas.policy import Decision
+from waiaas.policy import Decision, Explanation
 from waiaas.policy.model import PriceOracle
+from waiaas.services.policies import PolicyInfo, PolicyService
 from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo, SessionManager
 from waiaas.types import (
     AgentInfo,
@@ -755,11 +756,15 @@ class Wallet:
     # ================================================================== policies
 
     @property
-    def policies(self) -> Any:
-        """Policy management (:class:`waiaas.services.policies.PolicyService`)."""
-        from waiaas.services.policies import PolicyService
+    def policies(self) -> PolicyService:
+        """Policy management: add, update, enable, disable, remove, list, dry_run, replay.
 
-        service = getattr(self, "_policy_service", None)
+        Example::
+
+            info = wallet.policies.add("RATE_LIMIT", {"max_requests": 10, "window_seconds": 60})
+            wallet.policies.disable(info.id)
+        """
+        service: PolicyService | None = getattr(self, "_policy_service", None)
         if service is None:
             service = PolicyService(self.db, self.clock, self.config)
             self._policy_service = service
@@ -773,7 +778,7 @@ class Wallet:
         agent_id: str | None = None,
         priority: int = 0,
         enabled: bool = True,
-    ) -> Any:
+    ) -> PolicyInfo:
         """Add a policy, global (``agent_id=None``) or for one agent (POLICY_UPDATED).
 
         Raises:
@@ -887,7 +892,7 @@ class Wallet:
         *,
         agent_id: str | None = None,
         token: str | None = None,
-    ) -> Any:
+    ) -> Explanation:
         """Evaluate a hypothetical request; write nothing. Returns an explanation that says
         which rules fired and what would change the outcome.
 
