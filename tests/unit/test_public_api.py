@@ -1,0 +1,68 @@
+"""The public surface: a pinned export list, documented, and an import that stays light."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import waiaas
+from waiaas import Wallet
+
+EXPECTED = [
+    "AccountSpec", "AgentInfo", "AgentNotActiveError", "AgentStatus", "ApprovalError",
+    "Approve", "AuditEntry", "AuditEvent", "AuditPage", "AuthError", "Batch", "ChainAdapter",
+    "ChainError", "ChainErrorKind", "Clock", "ConstraintViolationError", "ContractCall",
+    "DatabaseOpenError", "Decision", "ExecutionRevertedError", "Explanation",
+    "InsufficientFundsError", "InvalidAddressError", "InvalidInputError",
+    "InvalidTransitionError", "IssuedSession", "KdfLimits", "KeyIntegrityError",
+    "KeystoreError", "KeystoreLockedError", "KillSwitchActiveError", "KillSwitchState",
+    "MigrationError", "NotADatabaseError", "NotFoundError", "NotificationError",
+    "PasswordUnavailableError", "PermanentChainError", "PolicyDeniedError", "PolicyInfo",
+    "PolicySpec", "PriceOracle", "Request", "SchemaTooNewError", "SessionConstraints",
+    "SessionInfo", "Severity", "StaleTransactionError", "StateError", "StorageError",
+    "SystemClock", "Tier", "TierThresholds", "TokenExpiredError", "TokenRevokedError",
+    "TokenTransfer", "TransactionInfo", "TransactionResult", "Transfer",
+    "TransientChainError", "TxStatus", "TxType", "WaiaasError", "Wallet", "WalletConfig",
+    "WrongPasswordError", "__version__",
+]  # fmt: skip
+
+
+def test_export_list_is_pinned_and_sorted() -> None:
+    """Adding or removing a public name is a deliberate change to this list."""
+    assert waiaas.__all__ == EXPECTED
+    assert sorted(waiaas.__all__) == waiaas.__all__
+
+
+def test_every_export_exists_and_is_documented() -> None:
+    """Every exported class and function has a docstring."""
+    for name in waiaas.__all__:
+        obj = getattr(waiaas, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), f"{name} has no docstring"
+
+
+def test_every_error_is_a_waiaas_error() -> None:
+    """The exception tree has one root."""
+    for name in waiaas.__all__:
+        obj = getattr(waiaas, name)
+        if inspect.isclass(obj) and issubclass(obj, Exception):
+            assert issubclass(obj, waiaas.WaiaasError), name
+
+
+def test_wallet_methods_are_documented() -> None:
+    """Each public Wallet method says what it does."""
+    for name, member in inspect.getmembers(Wallet):
+        if name.startswith("_") or not callable(member):
+            continue
+        assert inspect.getdoc(member), f"Wallet.{name} has no docstring"
+
+
+def test_import_does_not_load_chain_libraries() -> None:
+    """``import waiaas`` stays free of web3, solders and eth-tester."""
+    code = (
+        "import sys, waiaas; "
+        "print([m for m in sys.modules if m.split('.')[0] in ('web3', 'solders', 'eth_tester')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
