@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
-from tests.support.notify_server import NotifyServer, Stall
 
+from tests.support.notify_server import NotifyServer, Stall
 from waiaas.config import KdfLimits
 from waiaas.db import Database
 from waiaas.keystore import Keystore

@@ -8,8 +8,8 @@ from collections.abc import Iterator, Sequence
 
 import httpx
 import pytest
-from tests.support.notify_server import Fail, NotifyServer, Stall, TooMany, parse_markdown_v2
 
+from tests.support.notify_server import Fail, NotifyServer, Stall, TooMany, parse_markdown_v2
 from waiaas.notify import (
     Channel,
     DeliveryReport,

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.notify_server import Fail, NotifyServer
 
+from tests.support.notify_server import Fail, NotifyServer
 from waiaas.config import KdfLimits
 from waiaas.db import Database
 from waiaas.errors import (

@@ -6,8 +6,8 @@ import base64
 import json
 
 import pytest
-from tests.support.notify_server import parse_markdown_v2
 
+from tests.support.notify_server import parse_markdown_v2
 from waiaas.errors import InvalidInputError
 from waiaas.notify import (
     DiscordChannel,

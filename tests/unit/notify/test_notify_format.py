@@ -8,8 +8,8 @@ import decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.support.notify_server import MarkdownV2Error, parse_markdown_v2
 
+from tests.support.notify_server import MarkdownV2Error, parse_markdown_v2
 from waiaas.errors import InvalidInputError
 from waiaas.notify import NotificationEvent, is_critical
 from waiaas.notify._format import (
