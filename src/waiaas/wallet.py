@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -157,6 +158,40 @@ def _check_id(value: object, field: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > 128:
         raise InvalidInputError(f"{field} must be a non-empty id string", field=field)
     return value
+
+
+def _check_reason(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError("reason must be a non-empty string", field="reason")
+    if len(value) > 500 or any(ord(c) < 32 for c in value):
+        raise InvalidInputError("reason must be at most 500 printable characters", field="reason")
+    return value.strip()
+
+
+def _check_time(value: object, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{field} must be Unix seconds (an int >= 0)", field=field)
+    return value
+
+
+def _check_event_types(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidInputError(
+            "event_types must be a list of audit event types", field="event_types"
+        )
+    out = []
+    for item in value:
+        try:
+            out.append(AuditEvent(item).value)
+        except ValueError:
+            raise InvalidInputError(
+                f"unknown audit event type {item!r}", field="event_types"
+            ) from None
+    return out or None
 
 
 def _check_name(value: object) -> str:
@@ -538,8 +573,9 @@ class Wallet:
         """Suspend an ACTIVE agent: it cannot transact until resumed (AGENT_SUSPENDED).
 
         Raises:
-            NotFoundError, StateError (not ACTIVE).
+            NotFoundError, StateError (not ACTIVE), InvalidInputError (empty reason).
         """
+        reason = _check_reason(reason)
         self._agent_row(agent_id)
         now = self.clock.now()
         with self.db.write() as uow:
@@ -839,6 +875,10 @@ class Wallet:
                 status = TxStatus(status)
             except ValueError:
                 raise InvalidInputError(f"unknown status {status!r}", field="status") from None
+        if agent_id is not None:
+            agent_id = _check_id(agent_id, "agent_id")
+        if before is not None:
+            before = _check_id(before, "before")
         with self.db.read() as uow:
             rows = uow.transactions.list(
                 agent_id=agent_id, status=status, limit=limit, before_id=before
@@ -936,10 +976,17 @@ class Wallet:
     def start_background(self, interval: float = 1.0) -> None:
         """Run :meth:`process_due` every ``interval`` seconds and the WAL checkpoint every
         ``config.checkpoint_interval`` seconds, in a daemon thread until :meth:`close`."""
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not math.isfinite(interval)
+            or interval <= 0
+        ):
+            raise InvalidInputError(
+                "interval must be a positive number of seconds", field="interval"
+            )
         if self._bg_thread is not None:
             return
-        if interval <= 0:
-            raise InvalidInputError("interval must be positive", field="interval")
         self._bg_stop.clear()
         self.db.start_checkpointer(self.config.checkpoint_interval)
 
@@ -1019,12 +1066,21 @@ class Wallet:
         """Audit entries, newest first, filtered; pass ``next_cursor`` back as ``cursor``.
 
         Raises:
-            InvalidInputError: bad limit, cursor or severity.
+            InvalidInputError: bad limit, cursor, id, time, event type or severity.
         """
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise InvalidInputError("limit must be an int from 1 to 1000", field="limit")
         if cursor is not None and (not isinstance(cursor, int) or isinstance(cursor, bool)):
             raise InvalidInputError("cursor must be an int from a previous page", field="cursor")
+        if agent_id is not None:
+            agent_id = _check_id(agent_id, "agent_id")
+        if tx_id is not None:
+            tx_id = _check_id(tx_id, "tx_id")
+        since = _check_time(since, "since")
+        until = _check_time(until, "until")
+        kinds = _check_event_types(event_types)
+        if isinstance(severities, str | bytes):
+            raise InvalidInputError("severities must be a list", field="severities")
         sev: list[str] | None = None
         if severities:
             try:
@@ -1036,7 +1092,7 @@ class Wallet:
                 agent_id=agent_id,
                 since=since,
                 until=until,
-                event_types=[str(e) for e in event_types] if event_types else None,
+                event_types=kinds,
                 severities=sev,
                 tx_id=tx_id,
                 before_id=cursor,
