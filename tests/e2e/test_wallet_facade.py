@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
 from waiaas.errors import (
     AgentNotActiveError,
     ApprovalError,
+    AuthError,
     InvalidInputError,
     NotFoundError,
     StateError,
@@ -316,6 +317,82 @@ BAD_CALLS: list[tuple[str, Call, type[WaiaasError], str | None]] = [
         "severities",
     ),
     ("background interval 0", lambda w, c: w.start_background(0), InvalidInputError, "interval"),
+    (
+        "background interval str",
+        lambda w, c: w.start_background("1"),  # type: ignore[arg-type]
+        InvalidInputError,
+        "interval",
+    ),
+    (
+        "background interval nan",
+        lambda w, c: w.start_background(float("nan")),
+        InvalidInputError,
+        "interval",
+    ),
+    (
+        "suspend with empty reason",
+        lambda w, c: w.suspend_agent(c["agent"], reason=" "),
+        InvalidInputError,
+        "reason",
+    ),
+    (
+        "suspend with int reason",
+        lambda w, c: w.suspend_agent(c["agent"], reason=7),  # type: ignore[arg-type]
+        InvalidInputError,
+        "reason",
+    ),
+    (
+        "list by int agent",
+        lambda w, c: w.list_transactions(agent_id=7),  # type: ignore[arg-type]
+        InvalidInputError,
+        "agent_id",
+    ),
+    ("list before int", lambda w, c: w.list_transactions(before=7), InvalidInputError, "before"),  # type: ignore[arg-type]
+    ("audit by int agent", lambda w, c: w.audit(agent_id=7), InvalidInputError, "agent_id"),  # type: ignore[arg-type]
+    ("audit by empty tx", lambda w, c: w.audit(tx_id=""), InvalidInputError, "tx_id"),
+    ("audit since str", lambda w, c: w.audit(since="yesterday"), InvalidInputError, "since"),  # type: ignore[arg-type]
+    ("audit until negative", lambda w, c: w.audit(until=-1), InvalidInputError, "until"),
+    (
+        "audit unknown event",
+        lambda w, c: w.audit(event_types=["TX_TELEPORTED"]),
+        InvalidInputError,
+        "event_types",
+    ),
+    (
+        "audit event types str",
+        lambda w, c: w.audit(event_types="TX_QUEUED"),
+        InvalidInputError,
+        "event_types",
+    ),
+    (
+        "audit severities str",
+        lambda w, c: w.audit(severities="warning"),
+        InvalidInputError,
+        "severities",
+    ),
+    ("renew empty token", lambda w, c: w.renew_session(""), AuthError, None),
+    ("backup into missing dir", lambda w, c: w.backup("/nonexistent/waiaas"), StorageError, None),
+    ("unlock with wrong password", lambda w, c: w.unlock("wrong"), WrongPasswordError, None),
+    (
+        "empty new password",
+        lambda w, c: w.change_password(TEST_PASSWORD, ""),
+        InvalidInputError,
+        "new_password",
+    ),
+    (
+        "balance of bad token",
+        lambda w, c: w.balance(c["agent"], token="0xabc"),
+        InvalidInputError,
+        None,
+    ),
+    (
+        "policy for unknown agent",
+        lambda w, c: w.add_policy(
+            "RATE_LIMIT", {"max_requests": 1, "window_seconds": 60}, agent_id="nope"
+        ),
+        NotFoundError,
+        None,
+    ),
     ("balance of unknown agent", lambda w, c: w.balance("nope"), NotFoundError, None),
     (
         "wrong current password",
