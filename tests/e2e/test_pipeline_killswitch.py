@@ -3,6 +3,8 @@ transaction, persisted across restarts, and an audited, explicit recovery."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from tests.e2e.conftest import (
     recipient,
 )
 from waiaas.errors import (
+    AgentNotActiveError,
     AuthError,
     KillSwitchActiveError,
     StateError,
@@ -177,3 +180,39 @@ def test_recover_resume_agents_only_resumes_what_it_suspended(wallet: Wallet) ->
     assert wallet.get_agent(terminated.id).status == "TERMINATED"
     resumed = [e.agent_id for e in all_audit(wallet) if e.event_type == "AGENT_RESUMED"]
     assert set(resumed) == set(state.agents) and len(resumed) == len(state.agents)
+
+
+def test_nothing_is_signed_after_activation_under_concurrent_sends(wallet: Wallet) -> None:
+    """While agents send from other threads, the kill switch is pressed: after its audit row
+    no transaction is ever signed, and every transaction ends CONFIRMED or CANCELLED (none
+    left half-way, none FAILED by the race)."""
+    agents = [new_agent(wallet, "solana", name=f"busy-{i}") for i in range(3)]
+    tokens = [wallet.issue_session(a.id).token for a in agents]
+    started = threading.Barrier(len(tokens) + 1)
+    stopped: list[str] = []
+
+    def run(token: str, index: int) -> None:
+        started.wait(timeout=30)
+        for n in range(10_000):
+            try:
+                wallet.send(token, Transfer(to=recipient("solana"), amount=10**6 + n))
+            except (KillSwitchActiveError, AuthError, AgentNotActiveError) as exc:
+                stopped.append(type(exc).__name__)
+                return
+
+    threads = [threading.Thread(target=run, args=(t, i)) for i, t in enumerate(tokens)]
+    for thread in threads:
+        thread.start()
+    started.wait(timeout=30)
+    while len(wallet.list_transactions(limit=1000)) < 6:
+        time.sleep(0.01)
+    wallet.kill_switch("runaway agents")
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(stopped) == len(tokens)
+    activated = next(e for e in all_audit(wallet) if e.event_type == "KILL_SWITCH_ACTIVATED")
+    signed_after = [e for e in all_audit(wallet, event_types=["TX_SIGNED"]) if e.id > activated.id]
+    assert signed_after == []
+    statuses = {t.status for t in wallet.list_transactions(limit=1000)}
+    assert statuses <= {"CONFIRMED", "CANCELLED"}
+    assert "CONFIRMED" in statuses

@@ -4,6 +4,7 @@ and the transaction that executes is the one stored in the database."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from tests.e2e.conftest import (
@@ -183,3 +184,61 @@ def test_queued_transaction_executes_the_stored_request(tmp_path: Path, chain: s
         assert (done.amount, done.to_address, done.request) == (amount, dest, stored)
         assert _received(wallet, chain, dest) == amount
         assert wallet.balance(agent.id) < FUNDING[chain] - amount
+
+
+def test_renewed_session_still_executes_its_queued_transaction(wallet: Wallet) -> None:
+    """Renewing the session during the cooldown keeps it alive: the transaction executes."""
+    agent = new_agent(wallet, "solana")
+    issued = wallet.issue_session(agent.id, ttl=600)
+    dest = recipient("solana")
+    queued = wallet.send(issued.token, Transfer(to=dest, amount=TIER_AMOUNTS["solana"]["DELAY"]))
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(500)
+    wallet.renew_session(issued.token)
+    clock.advance(wallet.config.delay_seconds - 500)
+    wallet.process_due()
+    assert wallet.get_transaction(queued.id).status == "CONFIRMED"
+    assert _received(wallet, "solana", dest) == TIER_AMOUNTS["solana"]["DELAY"]
+
+
+def test_time_restriction_reached_during_cooldown_fails_it(wallet: Wallet) -> None:
+    """A request made inside the allowed hours whose cooldown ends outside them is refused
+    when it is due (the time rule is evaluated again at execution time)."""
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    clock.set(1_700_000_000 - 1_700_000_000 % 86_400 + 16 * 3600 + 50 * 60)  # 16:50 UTC
+    agent = new_agent(wallet, "evm")
+    wallet.add_policy(
+        "TIME_RESTRICTION", {"allowed_hours": {"start": 9, "end": 17}}, agent_id=agent.id
+    )
+    token = wallet.issue_session(agent.id).token
+    dest = recipient("evm")
+    queued = wallet.send(token, Transfer(to=dest, amount=TIER_AMOUNTS["evm"]["DELAY"]))
+    assert queued.status == "QUEUED"
+    clock.advance(wallet.config.delay_seconds)  # 17:05 UTC
+    wallet.process_due()
+    tx = wallet.get_transaction(queued.id)
+    assert tx.status == "FAILED"
+    assert tx.error is not None and tx.error.startswith("POLICY_DENIED")
+    assert _received(wallet, "evm", dest) == 0
+
+
+def test_locked_keystore_leaves_due_work_queued_until_unlocked(wallet: Wallet) -> None:
+    """While the keystore is locked nothing is signed: a due DELAY stays QUEUED; after
+    unlock the next pass executes it."""
+    from waiaas.errors import KeystoreLockedError
+    from waiaas.testing import TEST_PASSWORD
+
+    tx_id, _session, dest = _queue_delay(wallet)
+    wallet.lock()
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(wallet.config.delay_seconds)
+    with contextlib.suppress(KeystoreLockedError):
+        wallet.process_due()
+    assert wallet.get_transaction(tx_id).status == "QUEUED"
+    assert _received(wallet, "solana", dest) == 0
+    wallet.unlock(TEST_PASSWORD)
+    wallet.process_due()
+    assert wallet.get_transaction(tx_id).status == "CONFIRMED"

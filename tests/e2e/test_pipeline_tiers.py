@@ -9,7 +9,7 @@ from tests.e2e.conftest import TIER_AMOUNTS, all_audit, events_of, new_agent, re
 from waiaas.errors import AuthError, StateError
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.testing import FrozenClock
-from waiaas.types import Transfer
+from waiaas.types import TokenTransfer, Transfer
 from waiaas.wallet import Wallet
 
 
@@ -187,16 +187,43 @@ def test_cancel_with_a_forged_token_is_refused(wallet: Wallet) -> None:
     assert wallet.get_transaction(queued.id).status == "QUEUED"
 
 
-def test_many_due_delays_execute_in_one_pass(wallet: Wallet) -> None:
-    """Several DELAYs that fall due together all execute in one process_due() pass."""
+def test_many_due_delays_execute_in_one_pass(wallet: Wallet, chain: str) -> None:
+    """Several DELAYs that fall due together all execute in one process_due() pass (on EVM
+    with consecutive nonces), each moving its exact amount."""
     clock = wallet.clock
     assert isinstance(clock, FrozenClock)
-    agent = new_agent(wallet, "solana")
+    agent = new_agent(wallet, chain)
     token = wallet.issue_session(agent.id).token
-    dest = recipient("solana")
-    base = TIER_AMOUNTS["solana"]["DELAY"]
+    dest = recipient(chain)
+    base = TIER_AMOUNTS[chain]["DELAY"]
     ids = [wallet.send(token, Transfer(to=dest, amount=base + i)).id for i in range(5)]
     clock.advance(wallet.config.delay_seconds)
     assert wallet.process_due()["delays"] == 5
     assert {wallet.get_transaction(i).status for i in ids} == {"CONFIRMED"}
     assert _balances(wallet, agent.id, dest)[1] == sum(base + i for i in range(5))
+    if chain == "evm":
+        nonces = [
+            e.details["nonce"]
+            for i in ids
+            for e in all_audit(wallet, tx_id=i)
+            if e.event_type == "TX_SIGNED"
+        ]
+        assert sorted(nonces) == list(range(5))
+
+
+def test_token_transfer_moves_exact_token_amounts(wallet: Wallet, chain: str) -> None:
+    """A token transfer (SPL on Solana, ERC-20 on EVM) goes through the pipeline with the
+    default tier for requests without a native amount, and moves exactly its amount."""
+    agent = new_agent(wallet, chain)
+    adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
+    mint = adapter.create_test_token(decimals=6)  # type: ignore[attr-defined]
+    adapter.mint_test_token(mint, agent.public_key, 10**12)  # type: ignore[attr-defined]
+    token = wallet.issue_session(agent.id).token
+    dest = recipient(chain)
+    amount = 123_456_789
+    result = wallet.send(token, TokenTransfer(token=mint, to=dest, amount=amount))
+    assert (result.status, result.tier) == ("CONFIRMED", wallet.config.default_tier)
+    assert result.asset == adapter.validate_address(mint)
+    assert adapter.get_token_balance(dest, mint) == amount
+    assert adapter.get_token_balance(agent.public_key, mint) == 10**12 - amount
+    assert wallet.balance(agent.id, token=mint) == 10**12 - amount
