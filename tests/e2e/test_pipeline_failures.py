@@ -346,3 +346,32 @@ def test_denials_outside_the_window_do_not_count(wallet: Wallet) -> None:
     with pytest.raises(PolicyDeniedError):
         wallet.send(token, Transfer(to=recipient("solana"), amount=SOL))
     assert wallet.get_agent(agent.id).status == "SUSPENDED"
+
+
+def test_failure_on_chain_costs_only_the_fee(tmp_path: Path) -> None:
+    """Without preflight, an unpayable transfer lands and fails on chain: FAILED with the
+    fee recorded, the sender loses exactly the fee, the session charge is released, and it
+    counts as a consecutive failure."""
+    chains = [SolanaAdapter.local(preflight=False), EvmAdapter.local()]
+    with local_wallet(tmp_path, clock=FrozenClock(), chains=chains) as wallet:  # type: ignore[arg-type]
+        agent = new_agent(wallet, "solana", funds=SMALL["solana"])
+        wallet.add_policy(
+            "AUTO_STOP", {"trigger": "consecutive_failures", "threshold": 1}, agent_id=agent.id
+        )
+        _all_instant(wallet, agent.id, "solana")
+        issued = wallet.issue_session(agent.id)
+        result = wallet.send(
+            issued.token, Transfer(to=recipient("solana"), amount=TOO_MUCH["solana"])
+        )
+        assert result.status == "FAILED"
+        assert result.tx_hash is not None and result.fee is not None and result.fee > 0
+        assert result.error is not None and result.error.startswith("INSUFFICIENT_FUNDS")
+        assert events_of(wallet, result.id) == [
+            "TX_REQUESTED",
+            "TX_SIGNED",
+            "TX_SUBMITTED",
+            "TX_FAILED",
+        ]
+        assert wallet.balance(agent.id) == SMALL["solana"] - result.fee
+        assert wallet.get_session(issued.session_id).usage.total() == 0
+        assert wallet.get_agent(agent.id).status == "SUSPENDED"

@@ -5,6 +5,7 @@ transaction, and leaves the transaction QUEUED (so the real owner can still deci
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -279,3 +280,29 @@ def test_late_signature_is_refused_and_expires(wallet: Wallet) -> None:
     assert _auth_failures(wallet, tx_id) == ["expired"]
     with pytest.raises(ApprovalError):
         wallet.approve(tx_id, signature)
+
+
+def test_concurrent_approvals_execute_once(wallet: Wallet) -> None:
+    """The same valid signature submitted from several threads at once executes the
+    transaction exactly once; the other attempts are refused as already decided."""
+    owner = EvmOwner()
+    (tx_id,) = _queue(wallet, owner)
+    signature = owner.sign(wallet.approval_message(tx_id))
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def approve() -> None:
+        barrier.wait(timeout=30)
+        try:
+            outcomes.append(str(wallet.approve(tx_id, signature).status))
+        except ApprovalError as exc:
+            outcomes.append(exc.reason)
+
+    threads = [threading.Thread(target=approve) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == ["CONFIRMED"] + ["already_decided"] * 3
+    kinds = [e.event_type for e in all_audit(wallet, tx_id=tx_id)]
+    assert kinds.count("TX_APPROVED") == 1 and kinds.count("TX_SIGNED") == 1
