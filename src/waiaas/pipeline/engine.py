@@ -69,6 +69,7 @@ from waiaas.types import AuditEvent, Request, Severity, Tier, TxStatus
 __all__ = ["Pipeline", "PipelineHooks"]
 
 _DUPLICATE_ATTEMPTS = 6
+_SCAN_LIMIT = 1_000_000  # process_due looks at every queued row, as the kill switch does
 
 log = logging.getLogger("waiaas.pipeline")
 
@@ -1083,10 +1084,12 @@ class Pipeline:
     def process_due(self) -> dict[str, int]:
         """One pass of due work; returns counts per kind of work done.
 
-        Due DELAYs execute; unapproved APPROVALs past expiry become EXPIRED; approved ones
-        whose execution was interrupted resume; expired sessions are swept; SUBMITTED
-        transactions are polled; orphaned PENDING INSTANT/NOTIFY rows (a crash between
-        admission and signing) execute.
+        Unapproved APPROVALs past expiry become EXPIRED; due DELAYs execute; approved ones
+        whose execution was interrupted resume; SUBMITTED transactions are polled; orphaned
+        PENDING INSTANT/NOTIFY rows (a crash between admission and signing) execute; expired
+        sessions are swept. Every queued row is looked at, so work that is due is never
+        starved by work that is not. Transactions of a chain whose adapter this wallet was
+        opened without are left as they are (counted in ``no_adapter``), never failed.
         """
         now = self.clock.now()
         counts = {
@@ -1096,43 +1099,90 @@ class Pipeline:
             "sessions": 0,
             "polled": 0,
             "resumed": 0,
+            "no_adapter": 0,
         }
-        outbox = _Outbox()
-        with self.db.write() as uow:
-            for approval in uow.approvals.open_expired(now):
-                row = uow.transactions.get(approval.tx_id)
-                if row is not None and row.status == S.QUEUED:
-                    self._expire(uow, row, approval, now, outbox)
-                    counts["expired"] += 1
-            uow.commit()
-        self._publish(outbox)
         with self.db.read() as uow:
-            queued = uow.transactions.with_status([S.QUEUED])
-            pending = uow.transactions.with_status([S.PENDING])
-            submitted = uow.transactions.with_status([S.SUBMITTED, S.EXECUTING])
-            approved = {
-                row.id
+            networks = {agent.id: (agent.chain, agent.network) for agent in uow.agents.list()}
+            queued = uow.transactions.with_status([S.QUEUED], limit=_SCAN_LIMIT)
+            pending = uow.transactions.with_status([S.PENDING], limit=_SCAN_LIMIT)
+            submitted = uow.transactions.with_status([S.SUBMITTED, S.EXECUTING], limit=_SCAN_LIMIT)
+            waiting = {
+                row.id: approval
                 for row in queued
                 if row.tier == Tier.APPROVAL
-                and (a := uow.approvals.for_tx(row.id)) is not None
-                and a.approved_at is not None
+                and (approval := uow.approvals.for_tx(row.id)) is not None
             }
+        expired = self._expire_due(
+            [
+                tx_id
+                for tx_id, a in waiting.items()
+                if a.approved_at is None and a.rejected_at is None and a.expires_at <= now
+            ],
+            now,
+        )
+        counts["expired"] = len(expired)
+
+        def runnable(row: TransactionRow) -> bool:
+            if networks.get(row.agent_id) in self.adapters:
+                return True
+            counts["no_adapter"] += 1
+            return False
+
         for row in queued:
-            meta = self._meta(row)
-            if row.tier == Tier.DELAY and int(meta.get("execute_after", 0)) <= now:
-                self.execute(row.id)
-                counts["delays"] += 1
-            elif row.id in approved:
+            if row.id in expired:
+                continue
+            approval = waiting.get(row.id)
+            if row.tier == Tier.DELAY and int(self._meta(row).get("execute_after", 0)) <= now:
+                if runnable(row):
+                    self.execute(row.id)
+                    counts["delays"] += 1
+            elif approval is not None and approval.approved_at is not None and runnable(row):
                 self.execute(row.id)
                 counts["approved"] += 1
         for row in pending:
-            self.execute(row.id)
-            counts["resumed"] += 1
+            if runnable(row):
+                self.execute(row.id)
+                counts["resumed"] += 1
         for row in submitted:
-            self.reconcile(row.id)
+            if not runnable(row):
+                continue
+            try:
+                self.reconcile(row.id)
+            except (WaiaasError, InvalidTransitionError) as exc:
+                log.warning("could not reconcile %s (will retry): %s", row.id, exc)
             counts["polled"] += 1
+        if counts["no_adapter"]:
+            log.warning(
+                "%d transaction(s) wait for a chain adapter this wallet was opened without",
+                counts["no_adapter"],
+            )
         counts["sessions"] = int(self.sessions.sweep_expired(now))
         return counts
+
+    def _expire_due(self, tx_ids: Sequence[str], now: int) -> set[str]:
+        """Expire the QUEUED APPROVAL transactions ``tx_ids`` whose owner never decided
+        (checked again under the write lock); return the ids expired."""
+        if not tx_ids:
+            return set()
+        done: set[str] = set()
+        outbox = _Outbox()
+        with self.db.write() as uow:
+            for tx_id in tx_ids:
+                row = uow.transactions.get(tx_id)
+                approval = uow.approvals.for_tx(tx_id)
+                if (
+                    row is not None
+                    and approval is not None
+                    and row.status == S.QUEUED
+                    and approval.approved_at is None
+                    and approval.rejected_at is None
+                    and approval.expires_at <= now
+                ):
+                    self._expire(uow, row, approval, now, outbox)
+                    done.add(tx_id)
+            uow.commit()
+        self._publish(outbox)
+        return done
 
     def reconcile(self, tx_id: str) -> None:
         """Bring an EXECUTING or SUBMITTED transaction in line with the chain.
