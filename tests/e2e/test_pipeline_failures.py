@@ -375,3 +375,48 @@ def test_failure_on_chain_costs_only_the_fee(tmp_path: Path) -> None:
         assert wallet.balance(agent.id) == SMALL["solana"] - result.fee
         assert wallet.get_session(issued.session_id).usage.total() == 0
         assert wallet.get_agent(agent.id).status == "SUSPENDED"
+
+
+def test_max_transactions_suspends_a_runaway_agent(wallet: Wallet) -> None:
+    """AUTO_STOP max_transactions: the request after `threshold` transactions in the window
+    is denied and the agent suspended; after resume and once the window has passed it may
+    transact again."""
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    agent = new_agent(wallet, "solana")
+    wallet.add_policy(
+        "AUTO_STOP",
+        {"trigger": "max_transactions", "threshold": 3, "window_seconds": 600},
+        agent_id=agent.id,
+    )
+    token = wallet.issue_session(agent.id).token
+    dest = recipient("solana")
+    for i in range(3):
+        assert wallet.send(token, Transfer(to=dest, amount=10**7 + i)).status == "CONFIRMED"
+    with pytest.raises(PolicyDeniedError):
+        wallet.send(token, Transfer(to=dest, amount=10**7 + 3))
+    assert wallet.get_agent(agent.id).status == "SUSPENDED"
+    with pytest.raises(AgentNotActiveError):
+        wallet.send(token, Transfer(to=dest, amount=10**7 + 4))
+    clock.advance(601)
+    wallet.resume_agent(agent.id)
+    fresh = wallet.issue_session(agent.id).token
+    assert wallet.send(fresh, Transfer(to=dest, amount=10**7 + 5)).status == "CONFIRMED"
+
+
+def test_rate_limit_denies_then_frees_up(wallet: Wallet) -> None:
+    """RATE_LIMIT counts every request in the rolling window: the one over the limit is
+    denied (and recorded), and after the window requests pass again."""
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    agent = new_agent(wallet, "evm")
+    wallet.add_policy("RATE_LIMIT", {"max_requests": 2, "window_seconds": 60}, agent_id=agent.id)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient("evm")
+    for i in range(2):
+        assert wallet.send(token, Transfer(to=dest, amount=10**12 + i)).status == "CONFIRMED"
+    with pytest.raises(PolicyDeniedError) as info:
+        wallet.send(token, Transfer(to=dest, amount=10**12 + 2))
+    assert info.value.reasons[0]["type"] == "RATE_LIMIT"
+    clock.advance(60)
+    assert wallet.send(token, Transfer(to=dest, amount=10**12 + 3)).status == "CONFIRMED"
