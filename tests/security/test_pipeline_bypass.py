@@ -369,3 +369,48 @@ def test_allowed_address_passes_and_others_do_not(wallet: Wallet) -> None:
     with pytest.raises(ConstraintViolationError):
         wallet.send(token, Transfer(to=evm_address(), amount=10**12))
     assert [t.id for t in wallet.list_transactions(agent_id=agent_id)] == [ok.id]
+
+
+def test_no_secret_reaches_logs_errors_or_audit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through a run with forged tokens, refusals, a failing notifier and every tier, no log
+    record, exception text or audit row ever shows the master password, a session token or
+    an agent's private key."""
+    import logging
+
+    from tests.e2e.conftest import RaisingNotifier, drive_every_path
+    from waiaas.keystore.keys import b58encode
+    from waiaas.testing import TEST_PASSWORD
+
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+    with local_wallet(tmp_path, clock=FrozenClock(), notifier=RaisingNotifier()) as wallet:
+        drive_every_path(wallet, "solana")
+        drive_every_path(wallet, "evm")
+        _agent_id, token = _agent(wallet, "solana")
+        other_id, _other = _agent(wallet, "evm")
+        for forged in _forgeries(token, other_id).values():
+            try:
+                wallet.send(forged, Transfer(to=sol_address(), amount=1))
+            except WaiaasError as exc:
+                texts.append(str(exc))
+                texts.append(json.dumps(exc.to_dict()))
+        try:
+            wallet.change_password("not it", "new password")
+        except WaiaasError as exc:
+            texts.append(str(exc))
+        secrets: list[str] = [TEST_PASSWORD, token, token.split(".")[2]]
+        for agent in wallet.list_agents():
+            if wallet.keystore.has_key(agent.id):
+                with wallet.keystore.use_key(agent.id) as secret:
+                    raw = bytes(secret)
+                secrets += [raw.hex(), b58encode(raw), raw[:32].hex(), b58encode(raw[:32])]
+        texts += [json.dumps(e.details) + e.actor for e in all_audit(wallet)]
+        texts += [repr(t) for t in wallet.list_transactions(limit=1000)]
+    texts += [record.getMessage() for record in caplog.records]
+    texts += [record.exc_text or "" for record in caplog.records]
+    assert caplog.records  # the failing notifier and the refusals were logged
+    blob = "\n".join(texts)
+    for secret in secrets:
+        assert secret not in blob
