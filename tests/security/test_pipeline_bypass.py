@@ -412,5 +412,5 @@ def test_no_secret_reaches_logs_errors_or_audit(
     texts += [record.exc_text or "" for record in caplog.records]
     assert caplog.records  # the failing notifier and the refusals were logged
     blob = "\n".join(texts)
-    for secret in secrets:
-        assert secret not in blob
+    for needle in secrets:
+        assert needle not in blob
