@@ -409,7 +409,7 @@ def test_no_secret_reaches_logs_errors_or_audit(
         texts += [json.dumps(e.details) + e.actor for e in all_audit(wallet)]
         texts += [repr(t) for t in wallet.list_transactions(limit=1000)]
     texts += [record.getMessage() for record in caplog.records]
-    texts += [record.exc_text or "" for record in caplog.records]
+    texts.append(caplog.text)  # formatted, with tracebacks
     assert caplog.records  # the failing notifier and the refusals were logged
     blob = "\n".join(texts)
     for needle in secrets:
