@@ -3,6 +3,8 @@ key rotation, on real chains and a real keystore."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.conftest import (
@@ -254,3 +256,36 @@ def test_revoked_session_token_is_refused(wallet: Wallet) -> None:
     failures = [e for e in all_audit(wallet) if e.event_type == "AUTH_FAILED"]
     assert failures and failures[-1].session_id == issued.session_id
     assert wallet.list_transactions(agent_id=agent.id) == []
+
+
+class _Interrupted(Exception):
+    """Raised by a stage hook to stop a request right after it was admitted."""
+
+
+def test_terminate_cancels_a_pending_transaction(tmp_path: Path) -> None:
+    """A request interrupted right after admission is left PENDING; terminating the agent
+    cancels it, and a later process_due() does not execute it."""
+    from waiaas.pipeline.engine import PipelineHooks
+    from waiaas.testing import local_wallet
+
+    interrupt = {"on": True}
+
+    def stop_after_admission(stage: str, tx_id: str) -> None:
+        if stage == "admitted" and interrupt["on"]:
+            raise _Interrupted(tx_id)
+
+    hooks = PipelineHooks(on_stage=stop_after_admission)
+    with local_wallet(tmp_path, clock=FrozenClock(), hooks=hooks) as wallet:
+        agent = new_agent(wallet, "evm")
+        token = wallet.issue_session(agent.id).token
+        dest = recipient("evm")
+        with pytest.raises(_Interrupted) as info:
+            wallet.send(token, Transfer(to=dest, amount=TIER_AMOUNTS["evm"]["INSTANT"]))
+        tx_id = str(info.value)
+        assert wallet.get_transaction(tx_id).status == "PENDING"
+        wallet.terminate_agent(agent.id)
+        assert wallet.get_transaction(tx_id).status == "CANCELLED"
+        interrupt["on"] = False
+        wallet.process_due()
+        assert wallet.get_transaction(tx_id).status == "CANCELLED"
+        assert wallet.pipeline.adapter_for("evm", "local").get_balance(dest) == 0
