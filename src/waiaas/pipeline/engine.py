@@ -408,8 +408,12 @@ class Pipeline:
 
     # ================================================================== stage 2
 
-    def execute(self, tx_id: str) -> TransactionRow:
+    def execute(self, tx_id: str, *, recheck: bool = False) -> TransactionRow:
         """Sign and submit a PENDING (INSTANT/NOTIFY) or due QUEUED transaction, then confirm.
+
+        A QUEUED transaction, or a PENDING one resumed later (``recheck=True``: a crash or
+        an error interrupted it after admission), has its session and deny rules checked
+        again first; the kill switch and the agent's status are always checked.
 
         Safe to call from several threads or processes at once: only one wins the
         compare-and-swap into EXECUTING; the others return the row as it is.
@@ -417,7 +421,7 @@ class Pipeline:
         signed: SignedTx | None = None
         for attempt in range(self.config.max_retries + 1):
             try:
-                signed = self._sign_stage(tx_id)
+                signed = self._sign_stage(tx_id, recheck=recheck)
                 break
             except KeystoreError:
                 raise  # e.g. locked: leave the transaction where it is; process_due resumes it
@@ -445,7 +449,7 @@ class Pipeline:
             raise NotFoundError("transaction", tx_id)
         return row
 
-    def _sign_stage(self, tx_id: str) -> SignedTx | None:
+    def _sign_stage(self, tx_id: str, *, recheck: bool = False) -> SignedTx | None:
         now = self.clock.now()
         outbox = _Outbox()
         with self.db.write() as uow:
@@ -458,7 +462,7 @@ class Pipeline:
             agent = uow.agents.get(row.agent_id)
             assert agent is not None
             meta = self._meta(row)
-            problem = self._recheck(uow, row, agent, meta, now)
+            problem = self._recheck(uow, row, agent, meta, now, full=recheck)
             if problem is not None:
                 target, code, message = problem
                 meta["error"] = {"code": code, "message": message}
@@ -560,13 +564,16 @@ class Pipeline:
         agent: AgentRow,
         meta: Mapping[str, Any],
         now: int,
+        *,
+        full: bool = False,
     ) -> tuple[TxStatus, str, str] | None:
-        """Before a transaction executes: kill switch, agent, session and deny rules again."""
+        """Before a transaction executes: kill switch, agent, and (for a QUEUED one, or when
+        ``full``) session and deny rules again."""
         if killswitch.is_active(uow):
             return S.CANCELLED, "KILL_SWITCH_ACTIVE", "the kill switch is active"
         if agent.status != "ACTIVE":
             return S.CANCELLED, "AGENT_NOT_ACTIVE", f"agent is {agent.status}"
-        if row.status == S.QUEUED:
+        if full or row.status == S.QUEUED:
             session = uow.sessions.get(row.session_id) if row.session_id else None
             if row.session_id is not None and (
                 session is None or session.revoked_at is not None or session.expires_at <= now
@@ -1141,7 +1148,7 @@ class Pipeline:
                 counts["approved"] += 1
         for row in pending:
             if runnable(row):
-                self.execute(row.id)
+                self.execute(row.id, recheck=True)
                 counts["resumed"] += 1
         for row in submitted:
             if not runnable(row):
