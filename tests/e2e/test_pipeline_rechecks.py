@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.e2e.conftest import (
     FUNDING,
@@ -242,3 +245,65 @@ def test_locked_keystore_leaves_due_work_queued_until_unlocked(wallet: Wallet) -
     wallet.unlock(TEST_PASSWORD)
     wallet.process_due()
     assert wallet.get_transaction(tx_id).status == "CONFIRMED"
+
+
+class _Interrupted(Exception):
+    """Raised by a stage hook to stop a request right after it was admitted."""
+
+
+def _interrupted_wallet(tmp_path: Path) -> tuple[Any, dict[str, bool]]:
+    from waiaas.pipeline.engine import PipelineHooks
+
+    switch = {"on": True}
+
+    def stop_after_admission(stage: str, tx_id: str) -> None:
+        if stage == "admitted" and switch["on"]:
+            raise _Interrupted(tx_id)
+
+    hooks = PipelineHooks(on_stage=stop_after_admission)
+    return local_wallet(tmp_path, clock=FrozenClock(), hooks=hooks), switch
+
+
+def test_resumed_pending_transaction_is_rechecked(tmp_path: Path) -> None:
+    """An INSTANT request interrupted after admission is resumed by process_due(); if its
+    session was revoked meanwhile it is CANCELLED, and if a deny rule now refuses it, it is
+    FAILED, instead of being sent on the strength of the old decision."""
+    context, switch = _interrupted_wallet(tmp_path)
+    with context as wallet:
+        agent = new_agent(wallet, "solana")
+        revoked = wallet.issue_session(agent.id)
+        kept = wallet.issue_session(agent.id)
+        dest = recipient("solana")
+        amount = TIER_AMOUNTS["solana"]["INSTANT"]
+        ids: list[str] = []
+        for issued in (revoked, kept):
+            with pytest.raises(_Interrupted) as info:
+                wallet.send(issued.token, Transfer(to=dest, amount=amount + len(ids)))
+            ids.append(str(info.value))
+        assert {wallet.get_transaction(i).status for i in ids} == {"PENDING"}
+        wallet.revoke_session(revoked.session_id)
+        wallet.add_policy("SPENDING_LIMIT", {"per_transaction": str(amount)}, agent_id=agent.id)
+        switch["on"] = False
+        assert wallet.process_due()["resumed"] == 2
+        first, second = (wallet.get_transaction(i) for i in ids)
+        assert first.status == "CANCELLED"
+        assert first.error is not None and first.error.startswith("SESSION_ENDED")
+        assert second.status == "FAILED"
+        assert second.error is not None and second.error.startswith("POLICY_DENIED")
+        assert _received(wallet, "solana", dest) == 0
+
+
+def test_resumed_pending_transaction_executes_when_still_allowed(tmp_path: Path) -> None:
+    """An interrupted INSTANT request that is still allowed executes once when resumed."""
+    context, switch = _interrupted_wallet(tmp_path)
+    with context as wallet:
+        agent = new_agent(wallet, "evm")
+        token = wallet.issue_session(agent.id).token
+        dest = recipient("evm")
+        with pytest.raises(_Interrupted) as info:
+            wallet.send(token, Transfer(to=dest, amount=TIER_AMOUNTS["evm"]["INSTANT"]))
+        switch["on"] = False
+        wallet.process_due()
+        assert wallet.get_transaction(str(info.value)).status == "CONFIRMED"
+        wallet.process_due()
+        assert _received(wallet, "evm", dest) == TIER_AMOUNTS["evm"]["INSTANT"]
