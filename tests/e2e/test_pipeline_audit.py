@@ -213,3 +213,28 @@ def test_termination_cancellation_is_in_the_trail(wallet: Wallet) -> None:
     assert last.event_type == "TX_CANCELLED"
     assert (last.details["from"], last.details["to"]) == ("QUEUED", "CANCELLED")
     assert last.session_id == issued.session_id
+
+
+def test_list_transactions_pages_and_filters(wallet: Wallet) -> None:
+    """list_transactions() is newest first, pages with `before`, and filters by agent and
+    status."""
+    ids = drive_every_path(wallet, "solana")
+    other = new_agent(wallet, "solana", name="other")
+    token = wallet.issue_session(other.id).token
+    mine = wallet.send(token, Transfer(to=recipient("solana"), amount=10**7))
+    everything = wallet.list_transactions(limit=1000)
+    assert [t.id for t in everything] == sorted((t.id for t in everything), reverse=True)
+    assert len(everything) == len(ids) + 1
+    paged: list[str] = []
+    before = None
+    while True:
+        page = wallet.list_transactions(limit=3, before=before)
+        paged += [t.id for t in page]
+        if len(page) < 3:
+            break
+        before = page[-1].id
+    assert paged == [t.id for t in everything]
+    assert [t.id for t in wallet.list_transactions(agent_id=other.id)] == [mine.id]
+    confirmed = {t.id for t in wallet.list_transactions(status="CONFIRMED")}
+    assert confirmed == {ids["instant"], ids["notify"], ids["approved"], mine.id}
+    assert wallet.list_transactions(agent_id="no-such-agent") == []
