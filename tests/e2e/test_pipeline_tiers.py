@@ -3,6 +3,8 @@ for its cooldown (driven by a frozen clock) and can be cancelled meanwhile."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from tests.e2e.conftest import TIER_AMOUNTS, all_audit, events_of, new_agent, recipient
@@ -227,3 +229,52 @@ def test_token_transfer_moves_exact_token_amounts(wallet: Wallet, chain: str) ->
     assert adapter.get_token_balance(dest, mint) == amount
     assert adapter.get_token_balance(agent.public_key, mint) == 10**12 - amount
     assert wallet.balance(agent.id, token=mint) == 10**12 - amount
+
+
+def _race_cancel_and_due(wallet: Wallet, tx_id: str) -> str:
+    """Run an operator cancel and process_due() at the same moment; return the cancel's
+    outcome (``"cancelled"`` or ``"refused"``)."""
+    barrier = threading.Barrier(2)
+    outcome: list[str] = []
+
+    def cancel() -> None:
+        barrier.wait(timeout=30)
+        try:
+            wallet.cancel(tx_id)
+            outcome.append("cancelled")
+        except StateError:
+            outcome.append("refused")
+
+    def run_due() -> None:
+        barrier.wait(timeout=30)
+        wallet.process_due()
+
+    threads = [threading.Thread(target=cancel), threading.Thread(target=run_due)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    (result,) = outcome
+    return result
+
+
+def test_cancel_racing_the_cooldown_end_has_one_winner(wallet: Wallet) -> None:
+    """An operator cancel racing process_due() at the end of the cooldown: either the
+    cancel wins (CANCELLED, nothing sent) or the execution wins (CONFIRMED, the cancel is
+    refused with StateError) - never both, never neither."""
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    agent = new_agent(wallet, "solana")
+    token = wallet.issue_session(agent.id).token
+    for round_ in range(4):
+        dest = recipient("solana")
+        amount = TIER_AMOUNTS["solana"]["DELAY"] + round_
+        queued = wallet.send(token, Transfer(to=dest, amount=amount))
+        clock.advance(wallet.config.delay_seconds)
+        outcome = _race_cancel_and_due(wallet, queued.id)
+        status = wallet.get_transaction(queued.id).status
+        received = _balances(wallet, agent.id, dest)[1]
+        if outcome == "cancelled":
+            assert (status, received) == ("CANCELLED", 0)
+        else:
+            assert (status, received) == ("CONFIRMED", amount)
