@@ -265,7 +265,7 @@ def test_cancel_racing_the_cooldown_end_has_one_winner(wallet: Wallet) -> None:
     clock = wallet.clock
     assert isinstance(clock, FrozenClock)
     agent = new_agent(wallet, "solana")
-    token = wallet.issue_session(agent.id).token
+    token = wallet.issue_session(agent.id, ttl=86_400).token
     for round_ in range(4):
         dest = recipient("solana")
         amount = TIER_AMOUNTS["solana"]["DELAY"] + round_
