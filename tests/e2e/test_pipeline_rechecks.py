@@ -4,7 +4,6 @@ and the transaction that executes is the one stored in the database."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from tests.e2e.conftest import (
     recipient,
 )
 from waiaas.pipeline import killswitch
-from waiaas.testing import FrozenClock, local_chains, local_wallet
+from waiaas.testing import TEST_PASSWORD, FrozenClock, local_chains, local_wallet
 from waiaas.types import KillSwitchState, Transfer
 from waiaas.wallet import Wallet
 
@@ -230,21 +229,62 @@ def test_time_restriction_reached_during_cooldown_fails_it(wallet: Wallet) -> No
 def test_locked_keystore_leaves_due_work_queued_until_unlocked(wallet: Wallet) -> None:
     """While the keystore is locked nothing is signed: a due DELAY stays QUEUED; after
     unlock the next pass executes it."""
-    from waiaas.errors import KeystoreLockedError
-    from waiaas.testing import TEST_PASSWORD
-
     tx_id, _session, dest = _queue_delay(wallet)
     wallet.lock()
     clock = wallet.clock
     assert isinstance(clock, FrozenClock)
     clock.advance(wallet.config.delay_seconds)
-    with contextlib.suppress(KeystoreLockedError):
-        wallet.process_due()
+    counts = wallet.process_due()  # the pass goes on: polling and the session sweep still run
+    assert counts["locked"] == 1 and counts["delays"] == 0
     assert wallet.get_transaction(tx_id).status == "QUEUED"
     assert _received(wallet, "solana", dest) == 0
     wallet.unlock(TEST_PASSWORD)
     wallet.process_due()
     assert wallet.get_transaction(tx_id).status == "CONFIRMED"
+
+
+def test_send_while_locked_is_refused_and_records_nothing(wallet: Wallet) -> None:
+    """A locked keystore refuses a request up front: no row, no charge, nothing moved."""
+    from waiaas.errors import KeystoreLockedError
+
+    agent = new_agent(wallet, "solana")
+    token = wallet.issue_session(agent.id).token
+    wallet.lock()
+    with pytest.raises(KeystoreLockedError):
+        wallet.send(token, Transfer(to=recipient("solana"), amount=10**7))
+    assert wallet.list_transactions(agent_id=agent.id) == []
+    wallet.unlock(TEST_PASSWORD)
+    assert wallet.send(token, Transfer(to=recipient("solana"), amount=10**7)).status == "CONFIRMED"
+
+
+def test_locked_between_admission_and_signing_fails_the_request(tmp_path: Path) -> None:
+    """If the keystore is locked after admission, the agent gets the error and the request
+    is FAILED, so it can never execute later behind the agent's back."""
+    from waiaas.errors import KeystoreLockedError
+    from waiaas.pipeline.engine import PipelineHooks
+
+    holder: list[Wallet] = []
+
+    def lock_after_admission(stage: str, tx_id: str) -> None:
+        if stage == "admitted":
+            holder[0].keystore.lock()
+
+    with local_wallet(
+        tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=lock_after_admission)
+    ) as w:
+        holder.append(w)
+        agent = new_agent(w, "solana")
+        token = w.issue_session(agent.id).token
+        dest = recipient("solana")
+        with pytest.raises(KeystoreLockedError):
+            w.send(token, Transfer(to=dest, amount=10**7))
+        (tx,) = w.list_transactions(agent_id=agent.id)
+        assert tx.status == "FAILED" and tx.error is not None
+        assert tx.error.startswith("KEYSTORE_LOCKED")
+        w.unlock(TEST_PASSWORD)
+        w.process_due()
+        assert w.get_transaction(tx.id).status == "FAILED"
+        assert _received(w, "solana", dest) == 0
 
 
 class _Interrupted(Exception):

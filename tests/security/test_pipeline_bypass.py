@@ -156,17 +156,16 @@ def test_addresses_of_another_chain_are_refused(wallet: Wallet, chain: str, make
 
 
 def test_batch_on_evm_is_refused(wallet: Wallet) -> None:
-    """A BATCH is Solana-only: on EVM the adapter refuses to build it, so it is recorded as
-    FAILED (INVALID_INPUT), never signed or sent, and the session's charge is given back."""
+    """A BATCH is Solana-only: on EVM it is refused before anything is recorded, charged,
+    signed or sent."""
     agent_id, token = _agent(wallet, "evm")
     batch = Batch(
         requests=(Transfer(to=evm_address(), amount=1), Transfer(to=evm_address(), amount=2))
     )
-    result = wallet.send(token, batch)
-    assert result.status == "FAILED"
-    assert result.error is not None and result.error.startswith("INVALID_INPUT")
-    assert result.tx_hash is None
-    assert "TX_SIGNED" not in [e.event_type for e in all_audit(wallet, tx_id=result.id)]
+    with pytest.raises(InvalidInputError) as refused:
+        wallet.send(token, batch)
+    assert refused.value.field == "type"
+    assert wallet.list_transactions(agent_id=agent_id) == []
     assert wallet.list_sessions(agent_id)[0].usage.total() == 0
     _nothing_moved(wallet, agent_id, "evm")
 

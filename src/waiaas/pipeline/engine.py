@@ -49,6 +49,7 @@ from waiaas.errors import (
     InvalidInputError,
     InvalidTransitionError,
     KeystoreError,
+    KeystoreLockedError,
     NotFoundError,
     PolicyDeniedError,
     StateError,
@@ -79,6 +80,11 @@ E = AuditEvent
 
 class KeySource(Protocol):
     """What the pipeline needs from the keystore: a key for one call."""
+
+    @property
+    def locked(self) -> bool:
+        """Whether keys cannot be used now."""
+        ...
 
     def use_key(self, key_id: str) -> Any:
         """Context manager yielding the secret bytes of ``key_id``."""
@@ -204,6 +210,10 @@ class Pipeline:
         req = parse_request(request)
         if not isinstance(token, str) or not token:
             raise InvalidInputError("token must be a non-empty string", field="token")
+        if self.keys.locked:
+            # Refuse before anything is recorded: an admitted request that cannot be signed
+            # now would surprise the agent by executing later.
+            raise KeystoreLockedError("the keystore is locked; nothing can be signed now")
         now = self.clock.now()
         outbox = _Outbox()
         denied: PolicyDeniedError | None = None
@@ -233,7 +243,13 @@ class Pipeline:
             raise denied
         self.hooks.stage("admitted", row.id)
         if row.status == S.PENDING:
-            return self.execute(row.id)
+            try:
+                return self.execute(row.id)
+            except KeystoreError as exc:
+                # Locked between admission and signing: the agent is told it failed, so it
+                # must not execute later behind its back (a retry would pay twice).
+                self._fail(row.id, exc, expected=(S.PENDING,))
+                raise
         return row
 
     def _record_auth_failure(self, exc: AuthError | AgentNotActiveError, now: int) -> None:
@@ -1107,6 +1123,7 @@ class Pipeline:
             "polled": 0,
             "resumed": 0,
             "no_adapter": 0,
+            "locked": 0,
         }
         with self.db.read() as uow:
             networks = {agent.id: (agent.chain, agent.network) for agent in uow.agents.list()}
@@ -1130,25 +1147,26 @@ class Pipeline:
         counts["expired"] = len(expired)
 
         def runnable(row: TransactionRow) -> bool:
-            if networks.get(row.agent_id) in self.adapters:
-                return True
-            counts["no_adapter"] += 1
-            return False
+            if networks.get(row.agent_id) not in self.adapters:
+                counts["no_adapter"] += 1
+                return False
+            if self.keys.locked:
+                counts["locked"] += 1  # resumed once the keystore is unlocked
+                return False
+            return True
 
         for row in queued:
             if row.id in expired:
                 continue
             approval = waiting.get(row.id)
             if row.tier == Tier.DELAY and int(self._meta(row).get("execute_after", 0)) <= now:
-                if runnable(row):
-                    self.execute(row.id)
+                if runnable(row) and self._execute_due(row.id):
                     counts["delays"] += 1
             elif approval is not None and approval.approved_at is not None and runnable(row):
-                self.execute(row.id)
-                counts["approved"] += 1
+                if self._execute_due(row.id):
+                    counts["approved"] += 1
         for row in pending:
-            if runnable(row):
-                self.execute(row.id, recheck=True)
+            if runnable(row) and self._execute_due(row.id, recheck=True):
                 counts["resumed"] += 1
         for row in submitted:
             if not runnable(row):
@@ -1165,6 +1183,16 @@ class Pipeline:
             )
         counts["sessions"] = int(self.sessions.sweep_expired(now))
         return counts
+
+    def _execute_due(self, tx_id: str, *, recheck: bool = False) -> bool:
+        """Execute one due transaction for ``process_due``; a failure of this one never
+        stops the pass (the keystore locked meanwhile leaves it for a later pass)."""
+        try:
+            self.execute(tx_id, recheck=recheck)
+        except KeystoreError as exc:
+            log.warning("transaction %s waits for the keystore: %s", tx_id, exc)
+            return False
+        return True
 
     def _expire_due(self, tx_ids: Sequence[str], now: int) -> set[str]:
         """Expire the QUEUED APPROVAL transactions ``tx_ids`` whose owner never decided

@@ -76,6 +76,11 @@ def normalize_request(adapter: ChainAdapter, request: Request) -> Request:
             for a in request.accounts
         )
         return request.model_copy(update={"to": v(request.to), "accounts": accounts})
+    if not getattr(adapter, "supports_batch", adapter.chain == "solana"):
+        raise InvalidInputError(
+            f"BATCH is not supported on {adapter.chain}: send the requests one by one",
+            field="type",
+        )
     items = tuple(normalize_request(adapter, item) for item in request.requests)
     return request.model_copy(update={"requests": items})
 
