@@ -21,6 +21,7 @@ transaction (:func:`waiaas.pipeline.states.transition`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -70,6 +71,8 @@ from waiaas.types import AuditEvent, Request, Severity, Tier, TxStatus
 __all__ = ["Pipeline", "PipelineHooks"]
 
 _DUPLICATE_ATTEMPTS = 6
+# Errors that end a transaction as FAILED without being an on-chain failure of the agent.
+_NOT_FAILURES = frozenset({"POLICY_DENIED", "KEYSTORE_LOCKED"})
 _SCAN_LIMIT = 1_000_000  # process_due looks at every queued row, as the kill switch does
 
 log = logging.getLogger("waiaas.pipeline")
@@ -192,6 +195,79 @@ class Pipeline:
 
     def _actor(self, agent_id: str) -> str:
         return f"agent:{agent_id}"
+
+    # ================================================================== status changes
+
+    @staticmethod
+    def _move(
+        uow: UnitOfWork,
+        row: TransactionRow,
+        target: TxStatus,
+        *,
+        event: AuditEvent | None,
+        actor: str,
+        now: int,
+        details: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Compare-and-swap ``row`` from its current status to ``target`` with its audit row."""
+        transition(
+            uow,
+            row.id,
+            TxStatus(row.status),
+            target,
+            event=event,
+            actor=actor,
+            now=now,
+            agent_id=row.agent_id,
+            session_id=row.session_id,
+            details=details,
+            **fields,
+        )
+
+    def _end(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        target: TxStatus,
+        *,
+        code: str,
+        message: str,
+        actor: str,
+        now: int,
+        outbox: _Outbox,
+        details: Mapping[str, Any] | None = None,
+        notify: AuditEvent | None = None,
+        meta_updates: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        """End ``row`` as FAILED, CANCELLED or EXPIRED: record why, give back the session's
+        charge, queue the notification (``notify`` overrides the event sent) and, for an
+        on-chain or build failure, check the AUTO_STOP consecutive-failure trigger."""
+        event = {S.FAILED: E.TX_FAILED, S.CANCELLED: E.TX_CANCELLED, S.EXPIRED: E.TX_EXPIRED}[
+            target
+        ]
+        meta = self._meta(row)
+        meta.update(meta_updates or {})
+        meta["error"] = {"code": code, "message": message}
+        self._move(
+            uow,
+            row,
+            target,
+            event=event,
+            actor=actor,
+            now=now,
+            details=details if details is not None else {"reason": code, "message": message},
+            error=code,
+            metadata=meta,
+            **fields,
+        )
+        self._release(uow, row, meta)
+        outbox.add(notify or event, tx_id=row.id, agent_id=row.agent_id, reason=code)
+        if target == S.FAILED and code not in _NOT_FAILURES:
+            agent = uow.agents.get(row.agent_id)
+            if agent is not None:
+                self._check_auto_stop_after_failure(uow, agent, now, outbox)
 
     # ================================================================== stage 1
 
@@ -398,16 +474,13 @@ class Pipeline:
                     "expires_at": approval.expires_at,
                 }
                 extra["approval_expires_at"] = approval.expires_at
-            transition(
+            self._move(
                 uow,
-                tx_id,
-                S.PENDING,
+                row,
                 S.QUEUED,
                 event=E.TX_QUEUED,
                 actor=actor,
                 now=now,
-                agent_id=agent.id,
-                session_id=verified.session_id,
                 details={"tier": tier.value, **extra},
                 queued_at=now,
                 metadata=meta,
@@ -434,10 +507,10 @@ class Pipeline:
         Safe to call from several threads or processes at once: only one wins the
         compare-and-swap into EXECUTING; the others return the row as it is.
         """
-        signed: SignedTx | None = None
+        stage: tuple[SignedTx, TransactionRow] | None = None
         for attempt in range(self.config.max_retries + 1):
             try:
-                signed = self._sign_stage(tx_id, recheck=recheck)
+                stage = self._sign_stage(tx_id, recheck=recheck)
                 break
             except KeystoreError:
                 raise  # e.g. locked: leave the transaction where it is; process_due resumes it
@@ -453,10 +526,11 @@ class Pipeline:
                 # the request cannot be built on this chain (checked again at build time)
                 self._fail(tx_id, exc, expected=(S.PENDING, S.QUEUED))
                 return self.get_row(tx_id)
-        if signed is None:
+        if stage is None:
             return self.get_row(tx_id)
+        signed, row = stage
         self.hooks.stage("signed", tx_id)
-        return self._submit_stage(tx_id, signed)
+        return self._submit_stage(tx_id, signed, row)
 
     def get_row(self, tx_id: str) -> TransactionRow:
         with self.db.read() as uow:
@@ -465,7 +539,9 @@ class Pipeline:
             raise NotFoundError("transaction", tx_id)
         return row
 
-    def _sign_stage(self, tx_id: str, *, recheck: bool = False) -> SignedTx | None:
+    def _sign_stage(
+        self, tx_id: str, *, recheck: bool = False
+    ) -> tuple[SignedTx, TransactionRow] | None:
         now = self.clock.now()
         outbox = _Outbox()
         with self.db.write() as uow:
@@ -481,27 +557,15 @@ class Pipeline:
             problem = self._recheck(uow, row, agent, meta, now, full=recheck)
             if problem is not None:
                 target, code, message = problem
-                meta["error"] = {"code": code, "message": message}
-                transition(
+                self._end(
                     uow,
-                    tx_id,
-                    current,
+                    row,
                     target,
-                    event=E.TX_CANCELLED if target == S.CANCELLED else E.TX_FAILED,
+                    code=code,
+                    message=message,
                     actor="system",
                     now=now,
-                    agent_id=agent.id,
-                    session_id=row.session_id,
-                    details={"reason": code, "message": message},
-                    error=code,
-                    metadata=meta,
-                )
-                self._release(uow, row, meta)
-                outbox.add(
-                    E.TX_CANCELLED if target == S.CANCELLED else E.TX_FAILED,
-                    tx_id=tx_id,
-                    agent_id=agent.id,
-                    reason=code,
+                    outbox=outbox,
                 )
                 uow.commit()
                 self._publish(outbox)
@@ -509,22 +573,19 @@ class Pipeline:
             adapter = self.adapter_for(agent.chain, agent.network)
             signed = self._build_and_sign(uow, adapter, agent, row, meta)
             meta["signed"] = _signed_json(signed)
-            transition(
+            self._move(
                 uow,
-                tx_id,
-                current,
+                row,
                 S.EXECUTING,
                 event=E.TX_SIGNED,
                 actor="system",
                 now=now,
-                agent_id=agent.id,
-                session_id=row.session_id,
                 details={"tx_hash": signed.tx_hash, "nonce": signed.nonce},
                 tx_hash=signed.tx_hash,
                 metadata=meta,
             )
             uow.commit()
-        return signed
+        return signed, row
 
     def _build_and_sign(
         self,
@@ -605,12 +666,23 @@ class Pipeline:
 
     # ================================================================== stage 3
 
-    def _submit_stage(self, tx_id: str, signed: SignedTx) -> TransactionRow:
-        row = self.get_row(tx_id)
-        with self.db.read() as uow:
-            agent = uow.agents.get(row.agent_id)
-        assert agent is not None
-        adapter = self.adapter_for(agent.chain, agent.network)
+    def _submit_stage(
+        self, tx_id: str, signed: SignedTx, row: TransactionRow | None = None
+    ) -> TransactionRow:
+        """Send ``signed`` (retrying, rebuilding once if stale), record SUBMITTED, confirm.
+
+        ``row`` is the transaction as the caller last read it (only its agent, session and
+        chain are used); it is read here when not given.
+        """
+        if row is None:
+            row = self.get_row(tx_id)
+        network = str(self._meta(row).get("network") or "")
+        adapter = self.adapters.get((row.chain, network))
+        if adapter is None:
+            with self.db.read() as uow:
+                agent = uow.agents.get(row.agent_id)
+            assert agent is not None
+            adapter = self.adapter_for(agent.chain, agent.network)
         attempt = 0
         while True:
             try:
@@ -632,22 +704,21 @@ class Pipeline:
                 return self.get_row(tx_id)
         self.hooks.stage("submitted", tx_id)
         now = self.clock.now()
-        with self.db.write() as uow:
-            current = uow.transactions.get(tx_id)
-            if current is not None and current.status == S.EXECUTING:
-                transition(
-                    uow,
-                    tx_id,
-                    S.EXECUTING,
-                    S.SUBMITTED,
-                    event=E.TX_SUBMITTED,
-                    actor="system",
-                    now=now,
-                    agent_id=row.agent_id,
-                    session_id=row.session_id,
-                    details={"tx_hash": signed.tx_hash},
-                )
-                uow.commit()
+        with self.db.write() as uow, contextlib.suppress(InvalidTransitionError):
+            # Already recorded past EXECUTING (another worker, a recovery) is fine as it is.
+            transition(
+                uow,
+                tx_id,
+                S.EXECUTING,
+                S.SUBMITTED,
+                event=E.TX_SUBMITTED,
+                actor="system",
+                now=now,
+                agent_id=row.agent_id,
+                session_id=row.session_id,
+                details={"tx_hash": signed.tx_hash},
+            )
+            uow.commit()
         self.hooks.stage("recorded", tx_id)
         if self.config.confirm_timeout <= 0:
             return self.get_row(tx_id)
@@ -695,16 +766,13 @@ class Pipeline:
             meta["rebuilt"] = True
             meta["replaced"] = previous
             meta["signed"] = _signed_json(signed)
-            transition(
+            self._move(
                 uow,
-                tx_id,
-                TxStatus(row.status),
+                row,
                 S.EXECUTING,
                 event=E.TX_RETRY,
                 actor="system",
                 now=now,
-                agent_id=row.agent_id,
-                session_id=row.session_id,
                 details={
                     "rebuilt": True,
                     "reason": exc.code,
@@ -740,16 +808,13 @@ class Pipeline:
             if status.fee is not None:
                 meta["fee"] = str(status.fee)
             if status.state == ChainTxState.CONFIRMED:
-                transition(
+                self._move(
                     uow,
-                    tx_id,
-                    TxStatus(row.status),
+                    row,
                     S.CONFIRMED,
                     event=E.TX_CONFIRMED,
                     actor="system",
                     now=now,
-                    agent_id=row.agent_id,
-                    session_id=row.session_id,
                     details={"tx_hash": row.tx_hash, "fee": meta.get("fee"), "block": status.block},
                     executed_at=now,
                     metadata=meta,
@@ -759,27 +824,19 @@ class Pipeline:
                 err = status.error
                 code = err.code if err is not None else "CHAIN_FAILED"
                 message = err.message if err is not None else "the transaction failed on chain"
-                meta["error"] = {"code": code, "message": message}
-                transition(
+                self._end(
                     uow,
-                    tx_id,
-                    TxStatus(row.status),
+                    row,
                     S.FAILED,
-                    event=E.TX_FAILED,
+                    code=code,
+                    message=message,
                     actor="system",
                     now=now,
-                    agent_id=row.agent_id,
-                    session_id=row.session_id,
+                    outbox=outbox,
                     details={"tx_hash": row.tx_hash, "error": code, "message": message},
-                    error=code,
                     executed_at=now,
-                    metadata=meta,
+                    meta_updates={"fee": meta["fee"]} if "fee" in meta else {},
                 )
-                self._release(uow, row, meta)
-                outbox.add(E.TX_FAILED, tx_id=tx_id, agent_id=row.agent_id, reason=code)
-                agent = uow.agents.get(row.agent_id)
-                if agent is not None:
-                    self._check_auto_stop_after_failure(uow, agent, now, outbox)
             uow.commit()
         self._publish(outbox)
 
@@ -792,31 +849,21 @@ class Pipeline:
             row = uow.transactions.get(tx_id)
             if row is None or row.status not in expected:
                 return
-            meta = self._meta(row)
-            meta["error"] = {"code": exc.code, "message": exc.message}
-            transition(
+            self._end(
                 uow,
-                tx_id,
-                TxStatus(row.status),
+                row,
                 S.FAILED,
-                event=E.TX_FAILED,
+                code=exc.code,
+                message=exc.message,
                 actor="system",
                 now=now,
-                agent_id=row.agent_id,
-                session_id=row.session_id,
+                outbox=outbox,
                 details={
                     "error": exc.code,
                     "message": exc.message,
                     "kind": str(getattr(exc, "kind", "")),
                 },
-                error=exc.code,
-                metadata=meta,
             )
-            self._release(uow, row, meta)
-            outbox.add(E.TX_FAILED, tx_id=tx_id, agent_id=row.agent_id, reason=exc.code)
-            agent = uow.agents.get(row.agent_id)
-            if agent is not None:
-                self._check_auto_stop_after_failure(uow, agent, now, outbox)
             uow.commit()
         self._publish(outbox)
 
@@ -909,24 +956,17 @@ class Pipeline:
                         tx_id=tx_id,
                         status=row.status,
                     )
-                meta = self._meta(row)
-                meta["error"] = {"code": "CANCELLED", "message": f"cancelled by {actor}"}
-                transition(
+                self._end(
                     uow,
-                    tx_id,
-                    TxStatus(row.status),
+                    row,
                     S.CANCELLED,
-                    event=E.TX_CANCELLED,
+                    code="CANCELLED",
+                    message=f"cancelled by {actor}",
                     actor=actor,
                     now=now,
-                    agent_id=row.agent_id,
-                    session_id=row.session_id,
+                    outbox=outbox,
                     details={"by": actor},
-                    error="CANCELLED",
-                    metadata=meta,
                 )
-                self._release(uow, row, meta)
-                outbox.add(E.TX_CANCELLED, tx_id=tx_id, agent_id=row.agent_id, by=actor)
                 uow.commit()
         except AuthError as exc:
             self._record_auth_failure(exc, now)
@@ -1048,24 +1088,18 @@ class Pipeline:
                     details={"owner": req.owner_address, "approval_id": approval.id},
                 )
                 if not approve:
-                    meta = self._meta(row)
-                    meta["error"] = {"code": "REJECTED", "message": "rejected by the owner"}
-                    transition(
+                    self._end(
                         uow,
-                        tx_id,
-                        S.QUEUED,
+                        row,
                         S.CANCELLED,
-                        event=E.TX_CANCELLED,
+                        code="REJECTED",
+                        message="rejected by the owner",
                         actor="owner",
                         now=now,
-                        agent_id=row.agent_id,
-                        session_id=row.session_id,
+                        outbox=outbox,
                         details={"by": "owner", "reason": "REJECTED"},
-                        error="REJECTED",
-                        metadata=meta,
+                        notify=E.TX_REJECTED,
                     )
-                    self._release(uow, row, meta)
-                    outbox.add(E.TX_REJECTED, tx_id=tx_id, agent_id=row.agent_id)
                 uow.commit()
         self._publish(outbox)
         if refusal is not None:
@@ -1083,24 +1117,17 @@ class Pipeline:
         now: int,
         outbox: _Outbox,
     ) -> None:
-        meta = self._meta(row)
-        meta["error"] = {"code": "APPROVAL_EXPIRED", "message": "the owner did not approve in time"}
-        transition(
+        self._end(
             uow,
-            row.id,
-            S.QUEUED,
+            row,
             S.EXPIRED,
-            event=E.TX_EXPIRED,
+            code="APPROVAL_EXPIRED",
+            message="the owner did not approve in time",
             actor="system",
             now=now,
-            agent_id=row.agent_id,
-            session_id=row.session_id,
+            outbox=outbox,
             details={"approval_id": approval.id, "expired_at": approval.expires_at},
-            error="APPROVAL_EXPIRED",
-            metadata=meta,
         )
-        self._release(uow, row, meta)
-        outbox.add(E.TX_EXPIRED, tx_id=row.id, agent_id=row.agent_id)
 
     # ================================================================== due work & recovery
 
@@ -1162,9 +1189,13 @@ class Pipeline:
             if row.tier == Tier.DELAY and int(self._meta(row).get("execute_after", 0)) <= now:
                 if runnable(row) and self._execute_due(row.id):
                     counts["delays"] += 1
-            elif approval is not None and approval.approved_at is not None and runnable(row):
-                if self._execute_due(row.id):
-                    counts["approved"] += 1
+            elif (
+                approval is not None
+                and approval.approved_at is not None
+                and runnable(row)
+                and self._execute_due(row.id)
+            ):
+                counts["approved"] += 1
         for row in pending:
             if runnable(row) and self._execute_due(row.id, recheck=True):
                 counts["resumed"] += 1
@@ -1249,16 +1280,13 @@ class Pipeline:
         if row.status == S.EXECUTING and status.state == ChainTxState.PENDING:
             now = self.clock.now()
             with self.db.write() as uow:
-                transition(
+                self._move(
                     uow,
-                    tx_id,
-                    S.EXECUTING,
+                    row,
                     S.SUBMITTED,
                     event=E.TX_SUBMITTED,
                     actor="system",
                     now=now,
-                    agent_id=row.agent_id,
-                    session_id=row.session_id,
                     details={"tx_hash": row.tx_hash, "recovered": True},
                 )
                 uow.commit()
