@@ -14,6 +14,8 @@ Run ``python benchmarks/bench_policy.py [--quick]``. Prints one JSON object per 
   last 7 days always hold the same 1,000 rows; the rest is older, so a flat line shows the
   cost follows the window, not the history. ``load_s`` is the bulk-load time; the baseline
   is a bare ``sqlite3`` SELECT of the same window rows on the same file.
+  ``evaluate_and_reserve`` is the pipeline's admission step: ``load_usage`` + ``evaluate`` +
+  the insert of the new transaction row, in one ``BEGIN IMMEDIATE`` unit of work, committed.
 
 Timings vary with the machine; nothing here is asserted.
 """
@@ -38,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from waiaas.db import Database
+from waiaas.db.tables import TransactionRow
 from waiaas.ids import new_id
 from waiaas.policy import (
     AgentContext,
@@ -215,8 +218,30 @@ def _bench_history(path: Path, size: int, n: int, window_rows: int) -> None:
             with db.read() as uow:
                 load_usage(uow, agent_id, NOW, windows)
 
+        def reserve() -> None:
+            # evaluate_and_reserve: decision and the new row in one BEGIN IMMEDIATE unit.
+            with db.write() as uow:
+                usage = load_usage(uow, agent_id, NOW, windows)
+                decision = evaluate(request, agent, specs, usage, NOW)
+                uow.transactions.add(
+                    TransactionRow(
+                        id=new_id(),
+                        agent_id=agent_id,
+                        chain="solana",
+                        type="TRANSFER",
+                        amount=str(request.amount),
+                        to_address=DEST,
+                        status="PENDING" if decision.allowed else "FAILED",
+                        tier=decision.tier.value if decision.allowed else None,
+                        created_at=NOW,
+                        metadata_json=META % (request.amount, request.amount),
+                    )
+                )
+                uow.commit()
+
         both = timed(step, n, warmup=5)
         load = timed(load_only, n, warmup=5)
+        reserved = timed(reserve, n, warmup=5)
     finally:
         db.close()
     raw_con = sqlite3.connect(path)
@@ -242,6 +267,7 @@ def _bench_history(path: Path, size: int, n: int, window_rows: int) -> None:
             "load_usage_p50_us": load["p50_us"],
             "load_usage_p99_us": load["p99_us"],
             "load_usage_plus_evaluate": both,
+            "evaluate_and_reserve": reserved,
             "baseline_raw_sqlite3_window_select_p50_us": raw["p50_us"],
         }
     )
