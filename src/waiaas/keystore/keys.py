@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 
+from waiaas import _codec
 from waiaas.errors import InvalidInputError
 
 __all__ = [
@@ -39,15 +40,15 @@ SECRET_LENGTHS: dict[str, int] = {"solana": 32, "evm": 32}
 # Order of the secp256k1 group: a private key is an integer in [1, N - 1].
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
-_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B58_INDEX = {ch: i for i, ch in enumerate(_B58_ALPHABET)}
-
 
 # --------------------------------------------------------------------------- base58
 
 
 def b58encode(data: bytes) -> str:
     """Encode ``data`` in base58 (Bitcoin/Solana alphabet); leading zero bytes become ``1``.
+
+    Raises:
+        InvalidInputError: ``data`` is not bytes.
 
     Example::
 
@@ -56,14 +57,7 @@ def b58encode(data: bytes) -> str:
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidInputError("b58encode needs bytes", field="data")
-    raw = bytes(data)
-    zeros = len(raw) - len(raw.lstrip(b"\0"))
-    number = int.from_bytes(raw, "big")
-    digits: list[str] = []
-    while number:
-        number, rem = divmod(number, 58)
-        digits.append(_B58_ALPHABET[rem])
-    return "1" * zeros + "".join(reversed(digits))
+    return _codec.b58encode(bytes(data))
 
 
 def b58decode(text: str) -> bytes:
@@ -79,24 +73,17 @@ def b58decode(text: str) -> bytes:
     """
     if not isinstance(text, str):
         raise InvalidInputError("b58decode needs a string", field="text")
-    number = 0
-    for ch in text:
-        index = _B58_INDEX.get(ch)
-        if index is None:
-            raise InvalidInputError(f"not a base58 character: {ch!r}", field="text")
-        number = number * 58 + index
-    zeros = len(text) - len(text.lstrip("1"))
-    body = number.to_bytes((number.bit_length() + 7) // 8, "big") if number else b""
-    return b"\0" * zeros + body
+    try:
+        return _codec.b58decode(text)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc), field="text") from None
 
 
 # --------------------------------------------------------------------------- EVM addresses
 
 
 def _keccak256(data: bytes) -> bytes:
-    from eth_hash.auto import keccak  # lazy: pulls in a keccak backend
-
-    return bytes(keccak(data))
+    return _codec.keccak256(data)
 
 
 def to_checksum_address(address: str) -> str:

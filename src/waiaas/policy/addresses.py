@@ -12,8 +12,8 @@ Policies compare addresses after normalising both sides with the rules of the ag
 Everything outside printable ASCII (look-alike letters, full-width digits, zero-width
 characters) is refused: such an address can never match a rule by accident.
 
-This module does not import any chain library; the EIP-55 checksum uses the small
-Keccak-256 below.
+This module does not import any chain library; the EIP-55 checksum uses
+:func:`waiaas._codec.keccak256`.
 
 Example::
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from waiaas._codec import b58decode, keccak256
 from waiaas.errors import InvalidAddressError
 
 __all__ = [
@@ -42,69 +43,6 @@ EVM = "evm"
 SOLANA = "solana"
 
 _HEX = frozenset("0123456789abcdefABCDEF")
-_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
-
-
-# --------------------------------------------------------------------------- keccak-256
-
-_RC = (
-    0x0000000000000001, 0x0000000000008082, 0x800000000000808A, 0x8000000080008000,
-    0x000000000000808B, 0x0000000080000001, 0x8000000080008081, 0x8000000000008009,
-    0x000000000000008A, 0x0000000000000088, 0x0000000080008009, 0x000000008000000A,
-    0x000000008000808B, 0x800000000000008B, 0x8000000000008089, 0x8000000000008003,
-    0x8000000000008002, 0x8000000000000080, 0x000000000000800A, 0x800000008000000A,
-    0x8000000080008081, 0x8000000000008080, 0x0000000080000001, 0x8000000080008008,
-)  # fmt: skip
-_ROT = (
-    (0, 36, 3, 41, 18), (1, 44, 10, 45, 2), (62, 6, 43, 15, 61),
-    (28, 55, 25, 21, 56), (27, 20, 39, 8, 14),
-)  # fmt: skip
-_MASK = (1 << 64) - 1
-
-
-def _rol(value: int, shift: int) -> int:
-    return ((value << shift) | (value >> (64 - shift))) & _MASK if shift else value
-
-
-def _keccak_f(a: list[list[int]]) -> None:
-    for rc in _RC:
-        c = [a[x][0] ^ a[x][1] ^ a[x][2] ^ a[x][3] ^ a[x][4] for x in range(5)]
-        d = [c[(x - 1) % 5] ^ _rol(c[(x + 1) % 5], 1) for x in range(5)]
-        for x in range(5):
-            for y in range(5):
-                a[x][y] ^= d[x]
-        b = [[0] * 5 for _ in range(5)]
-        for x in range(5):
-            for y in range(5):
-                b[y][(2 * x + 3 * y) % 5] = _rol(a[x][y], _ROT[x][y])
-        for x in range(5):
-            for y in range(5):
-                a[x][y] = b[x][y] ^ ((~b[(x + 1) % 5][y]) & b[(x + 2) % 5][y])
-        a[0][0] ^= rc
-
-
-def keccak256(data: bytes) -> bytes:
-    """Keccak-256 as Ethereum uses it (the pre-standard padding, not SHA3-256).
-
-    >>> keccak256(b"").hex()[:16]
-    'c5d2460186f7233c'
-    """
-    rate = 136
-    padded = bytearray(data)
-    padded.append(0x01)
-    while len(padded) % rate:
-        padded.append(0)
-    padded[-1] |= 0x80
-    state = [[0] * 5 for _ in range(5)]
-    for offset in range(0, len(padded), rate):
-        block = padded[offset : offset + rate]
-        for i in range(rate // 8):
-            x, y = i % 5, i // 5
-            state[x][y] ^= int.from_bytes(block[8 * i : 8 * i + 8], "little")
-        _keccak_f(state)
-    out = b"".join(state[i % 5][i // 5].to_bytes(8, "little") for i in range(4))
-    return out
 
 
 # --------------------------------------------------------------------------- evm
@@ -152,15 +90,10 @@ def _normalize_evm(address: str) -> str | None:
 
 
 def _b58decode(text: str) -> bytes | None:
-    value = 0
-    for ch in text:
-        digit = _B58_INDEX.get(ch)
-        if digit is None:
-            return None
-        value = value * 58 + digit
-    leading = len(text) - len(text.lstrip("1"))
-    body = value.to_bytes((value.bit_length() + 7) // 8, "big") if value else b""
-    return b"\x00" * leading + body
+    try:
+        return b58decode(text)
+    except ValueError:
+        return None
 
 
 def _normalize_solana(address: str) -> str | None:
