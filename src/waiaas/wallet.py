@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from waiaas._validate import check_id
 from waiaas.chains.base import ChainAdapter
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
@@ -152,12 +153,6 @@ def _audit_entry(row: AuditRow) -> AuditEntry:
         severity=Severity(row.severity),
         ip_address=row.ip_address,
     )
-
-
-def _check_id(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 128:
-        raise InvalidInputError(f"{field} must be a non-empty id string", field=field)
-    return value
 
 
 def _check_reason(value: object) -> str:
@@ -539,7 +534,7 @@ class Wallet:
         return candidates[0]
 
     def _agent_row(self, agent_id: str) -> AgentRow:
-        _check_id(agent_id, "agent_id")
+        check_id(agent_id, "agent_id")
         with self.db.read() as uow:
             row = uow.agents.get(agent_id)
         if row is None:
@@ -779,15 +774,15 @@ class Wallet:
 
     def revoke_session(self, session_id: str) -> None:
         """Revoke a session (SESSION_REVOKED); its token is refused from now on."""
-        self.sessions.revoke(_check_id(session_id, "session_id"), actor="owner")
+        self.sessions.revoke(check_id(session_id, "session_id"), actor="owner")
 
     def get_session(self, session_id: str) -> SessionInfo:
         """What is known about a session (never its token)."""
-        return self.sessions.get(_check_id(session_id, "session_id"))
+        return self.sessions.get(check_id(session_id, "session_id"))
 
     def list_sessions(self, agent_id: str) -> list[SessionInfo]:
         """An agent's sessions."""
-        return list(self.sessions.list_for_agent(_check_id(agent_id, "agent_id")))
+        return list(self.sessions.list_for_agent(check_id(agent_id, "agent_id")))
 
     # ================================================================== policies
 
@@ -857,7 +852,7 @@ class Wallet:
         Raises:
             NotFoundError.
         """
-        return _tx_result(self.pipeline.get_row(_check_id(tx_id, "tx_id")))
+        return _tx_result(self.pipeline.get_row(check_id(tx_id, "tx_id")))
 
     def list_transactions(
         self,
@@ -876,9 +871,9 @@ class Wallet:
             except ValueError:
                 raise InvalidInputError(f"unknown status {status!r}", field="status") from None
         if agent_id is not None:
-            agent_id = _check_id(agent_id, "agent_id")
+            agent_id = check_id(agent_id, "agent_id")
         if before is not None:
-            before = _check_id(before, "before")
+            before = check_id(before, "before")
         with self.db.read() as uow:
             rows = uow.transactions.list(
                 agent_id=agent_id, status=status, limit=limit, before_id=before
@@ -895,7 +890,7 @@ class Wallet:
             NotFoundError, AuthError, StateError (already executing or final).
         """
         actor = "operator" if token is None else "agent"
-        return _tx_info(self.pipeline.cancel(_check_id(tx_id, "tx_id"), actor=actor, token=token))
+        return _tx_info(self.pipeline.cancel(check_id(tx_id, "tx_id"), actor=actor, token=token))
 
     def approval_message(self, tx_id: str, action: Literal["approve", "reject"] = "approve") -> str:
         """The exact text the owner signs to approve (or reject) an APPROVAL transaction.
@@ -906,7 +901,7 @@ class Wallet:
         Raises:
             NotFoundError, ApprovalError (not waiting for approval), InvalidInputError.
         """
-        req = self.pipeline.approval_request(_check_id(tx_id, "tx_id"))
+        req = self.pipeline.approval_request(check_id(tx_id, "tx_id"))
         return approvals.build_message(req, action)
 
     def approve(self, tx_id: str, signature: str) -> TransactionInfo:
@@ -916,7 +911,7 @@ class Wallet:
             ApprovalError: wrong signer, replay, another transaction's or action's signature,
                 expired (the transaction becomes EXPIRED), or not waiting for approval.
         """
-        return _tx_info(self.pipeline.decide(_check_id(tx_id, "tx_id"), signature, approve=True))
+        return _tx_info(self.pipeline.decide(check_id(tx_id, "tx_id"), signature, approve=True))
 
     def reject(self, tx_id: str, signature: str) -> TransactionInfo:
         """Reject with the owner's signature of ``approval_message(tx_id, "reject")``.
@@ -924,7 +919,7 @@ class Wallet:
         Raises:
             ApprovalError: as for :meth:`approve`.
         """
-        return _tx_info(self.pipeline.decide(_check_id(tx_id, "tx_id"), signature, approve=False))
+        return _tx_info(self.pipeline.decide(check_id(tx_id, "tx_id"), signature, approve=False))
 
     def dry_run(
         self,
@@ -955,7 +950,7 @@ class Wallet:
         with self.db.read() as uow:
             if agent_id is None:
                 raise InvalidInputError("give agent_id or token", field="agent_id")
-            agent = uow.agents.get(_check_id(agent_id, "agent_id"))
+            agent = uow.agents.get(check_id(agent_id, "agent_id"))
             if agent is None:
                 raise NotFoundError("agent", agent_id)
             adapter = self._adapter(agent.chain, agent.network)
@@ -1073,9 +1068,9 @@ class Wallet:
         if cursor is not None and (not isinstance(cursor, int) or isinstance(cursor, bool)):
             raise InvalidInputError("cursor must be an int from a previous page", field="cursor")
         if agent_id is not None:
-            agent_id = _check_id(agent_id, "agent_id")
+            agent_id = check_id(agent_id, "agent_id")
         if tx_id is not None:
-            tx_id = _check_id(tx_id, "tx_id")
+            tx_id = check_id(tx_id, "tx_id")
         since = _check_time(since, "since")
         until = _check_time(until, "until")
         kinds = _check_event_types(event_types)

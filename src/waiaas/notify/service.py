@@ -43,6 +43,7 @@ from typing import Any
 import httpx
 from sqlalchemy.exc import IntegrityError
 
+from waiaas._validate import check_actor, check_id, check_priority
 from waiaas.clock import Clock, SystemClock
 from waiaas.db import Database
 from waiaas.db.tables import ChannelRow
@@ -71,7 +72,6 @@ __all__ = ["ChannelInfo", "ChannelService", "DatabaseChannelSource", "test_event
 _log = logging.getLogger("waiaas.notify")
 
 _FORMAT = 1
-_MAX_PRIORITY = 1_000_000
 _ENTITY = "notification_channel"
 
 
@@ -325,24 +325,8 @@ class DatabaseChannelSource:
 # --------------------------------------------------------------------------- service
 
 
-def _check_actor(actor: object) -> str:
-    if not isinstance(actor, str) or not actor.strip() or len(actor) > 128:
-        raise InvalidInputError("actor must be a non-empty string", field="actor")
-    return actor
-
-
-def _check_priority(priority: object) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidInputError("priority must be an int", field="priority")
-    if abs(priority) > _MAX_PRIORITY:
-        raise InvalidInputError(f"priority must be within +-{_MAX_PRIORITY}", field="priority")
-    return priority
-
-
 def _check_id(channel_id: object) -> str:
-    if not isinstance(channel_id, str) or not channel_id or len(channel_id) > 64:
-        raise InvalidInputError("channel_id must be a channel id string", field="channel_id")
-    return channel_id
+    return check_id(channel_id, "channel_id", max_length=64)
 
 
 class ChannelService:
@@ -459,10 +443,10 @@ class ChannelService:
         """
         parsed = parse_channel_config(channel_type, config)
         kind = parsed.channel_type
-        priority = _check_priority(priority)
+        priority = check_priority(priority)
         if not isinstance(enabled, bool):
             raise InvalidInputError("enabled must be a bool", field="enabled")
-        actor = _check_actor(actor)
+        actor = check_actor(actor)
         channel_id = new_id()
         stored = _encode(channel_id, parsed, self._sealer)
         now = self._clock.now()
@@ -512,11 +496,11 @@ class ChannelService:
             KeystoreLockedError: changing ``config`` needs the keystore unlocked.
         """
         channel_id = _check_id(channel_id)
-        actor = _check_actor(actor)
+        actor = check_actor(actor)
         if config is not None and not isinstance(config, Mapping):
             raise InvalidInputError("config must be a mapping", field="config")
         if priority is not None:
-            priority = _check_priority(priority)
+            priority = check_priority(priority)
         with self._db.write() as uow:
             row = uow.channels.get(channel_id)
             if row is None:
@@ -568,7 +552,7 @@ class ChannelService:
             NotFoundError: no such channel.
         """
         channel_id = _check_id(channel_id)
-        actor = _check_actor(actor)
+        actor = check_actor(actor)
         with self._db.write() as uow:
             row = uow.channels.get(channel_id)
             if row is None:
@@ -617,7 +601,7 @@ class ChannelService:
 
     def _set_enabled(self, channel_id: str, enabled: bool, actor: str) -> ChannelInfo:
         channel_id = _check_id(channel_id)
-        actor = _check_actor(actor)
+        actor = check_actor(actor)
         with self._db.write() as uow:
             row = uow.channels.get(channel_id)
             if row is None:

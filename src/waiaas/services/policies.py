@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import text
 
+from waiaas._validate import check_actor, check_bool, check_id, check_priority
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
 from waiaas.db import Database, UnitOfWork
@@ -54,7 +55,6 @@ from waiaas.types import AgentStatus, AuditEvent, TxStatus
 __all__ = ["PolicyInfo", "PolicyService", "load_usage"]
 
 _ENTITY = "policy"
-_MAX_PRIORITY = 1_000_000
 _SPENDING = (
     TxStatus.PENDING,
     TxStatus.QUEUED,
@@ -122,32 +122,6 @@ def _info(row: PolicyRow) -> PolicyInfo:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
-
-
-def _check_id(value: object, name: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 64:
-        raise InvalidInputError(f"{name} must be an id string", field=name)
-    return value
-
-
-def _check_actor(actor: object) -> str:
-    if not isinstance(actor, str) or not actor.strip() or len(actor) > 128:
-        raise InvalidInputError("actor must be a non-empty string", field="actor")
-    return actor
-
-
-def _check_priority(priority: object) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidInputError("priority must be an int", field="priority")
-    if abs(priority) > _MAX_PRIORITY:
-        raise InvalidInputError(f"priority must be within +-{_MAX_PRIORITY}", field="priority")
-    return priority
-
-
-def _check_enabled(enabled: object) -> bool:
-    if not isinstance(enabled, bool):
-        raise InvalidInputError("enabled must be a bool", field="enabled")
-    return enabled
 
 
 def _stored_rules(kind: PolicyType | str, rules: object) -> tuple[PolicyType, str]:
@@ -356,7 +330,7 @@ class PolicyService:
         Raises:
             NotFoundError: no such policy.
         """
-        policy_id = _check_id(policy_id, "policy_id")
+        policy_id = check_id(policy_id, "policy_id", max_length=64)
         with self._db.read() as uow:
             return _info(self._row(uow, policy_id))
 
@@ -365,7 +339,7 @@ class PolicyService:
     ) -> builtins.list[PolicyInfo]:
         """Policies, highest priority first: all, or an agent's (plus global ones)."""
         if agent_id is not None:
-            agent_id = _check_id(agent_id, "agent_id")
+            agent_id = check_id(agent_id, "agent_id", max_length=64)
         with self._db.read() as uow:
             rows = uow.policies.all(agent_id=agent_id, include_global=bool(include_global))
             return [_info(r) for r in rows]
@@ -406,11 +380,11 @@ class PolicyService:
             service.add("RATE_LIMIT", {"max_requests": 10, "window_seconds": 60})
         """
         kind, stored = _stored_rules(type, rules)
-        priority = _check_priority(priority)
-        enabled = _check_enabled(enabled)
-        actor = _check_actor(actor)
+        priority = check_priority(priority)
+        enabled = check_bool(enabled, "enabled")
+        actor = check_actor(actor)
         if agent_id is not None:
-            agent_id = _check_id(agent_id, "agent_id")
+            agent_id = check_id(agent_id, "agent_id", max_length=64)
         now = self._clock.now()
         with self._db.write() as uow:
             if agent_id is not None and uow.agents.get(agent_id) is None:
@@ -448,12 +422,12 @@ class PolicyService:
             InvalidInputError: invalid rules (every problem listed), priority, enabled or actor.
             NotFoundError: no such policy.
         """
-        policy_id = _check_id(policy_id, "policy_id")
-        actor = _check_actor(actor)
+        policy_id = check_id(policy_id, "policy_id", max_length=64)
+        actor = check_actor(actor)
         if priority is not None:
-            priority = _check_priority(priority)
+            priority = check_priority(priority)
         if enabled is not None:
-            enabled = _check_enabled(enabled)
+            enabled = check_bool(enabled, "enabled")
         now = self._clock.now()
         with self._db.write() as uow:
             row = self._row(uow, policy_id)
@@ -492,8 +466,8 @@ class PolicyService:
         Raises:
             NotFoundError: no such policy.
         """
-        policy_id = _check_id(policy_id, "policy_id")
-        actor = _check_actor(actor)
+        policy_id = check_id(policy_id, "policy_id", max_length=64)
+        actor = check_actor(actor)
         now = self._clock.now()
         with self._db.write() as uow:
             before = _info(self._row(uow, policy_id))
@@ -521,7 +495,7 @@ class PolicyService:
             InvalidInputError: malformed request or arguments.
             NotFoundError: no such agent.
         """
-        agent_id = _check_id(agent_id, "agent_id")
+        agent_id = check_id(agent_id, "agent_id", max_length=64)
         at = self._clock.now() if now is None else now
         with self._db.read() as uow:
             agent = self._agent(uow, agent_id)
@@ -547,7 +521,7 @@ class PolicyService:
                 (narrow it with ``since``/``until``).
             NotFoundError: no such agent.
         """
-        agent_id = _check_id(agent_id, "agent_id")
+        agent_id = check_id(agent_id, "agent_id", max_length=64)
         specs = list(candidate_policies)
         for spec in specs:
             if not isinstance(spec, PolicySpec):
