@@ -31,7 +31,7 @@ from waiaas._validate import check_id
 from waiaas.chains.base import ChainAdapter
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
-from waiaas.db import Database
+from waiaas.db import Database, UnitOfWork
 from waiaas.db.tables import AgentRow, AuditRow, TransactionRow
 from waiaas.errors import (
     AgentNotActiveError,
@@ -195,6 +195,18 @@ def _check_name(value: object) -> str:
     if len(value) > 200 or any(ord(c) < 32 for c in value):
         raise InvalidInputError("name must be at most 200 printable characters", field="name")
     return value.strip()
+
+
+def _move_agent(
+    uow: UnitOfWork, agent_id: str, expected: list[str], target: str, **fields: Any
+) -> None:
+    """Compare-and-swap an agent's status; :class:`StateError` names the status it had."""
+    if not uow.agents.cas_status(agent_id, expected, target, **fields):
+        row = uow.agents.get(agent_id)
+        found = row.status if row is not None else "missing"
+        raise StateError(
+            f"agent {agent_id} is {found}, not {' or '.join(expected)}", agent_id=agent_id
+        )
 
 
 class Wallet:
@@ -574,19 +586,15 @@ class Wallet:
         self._agent_row(agent_id)
         now = self.clock.now()
         with self.db.write() as uow:
-            if not uow.agents.cas_status(
+            _move_agent(
+                uow,
                 agent_id,
                 ["ACTIVE"],
                 "SUSPENDED",
                 suspended_at=now,
                 suspension_reason=reason,
                 updated_at=now,
-            ):
-                row = uow.agents.get(agent_id)
-                raise StateError(
-                    f"agent {agent_id} is {row.status if row else 'missing'}, not ACTIVE",
-                    agent_id=agent_id,
-                )
+            )
             uow.audit.append(
                 AuditEvent.AGENT_SUSPENDED,
                 actor="owner",
@@ -608,19 +616,15 @@ class Wallet:
         now = self.clock.now()
         with self.db.write() as uow:
             killswitch.ensure_inactive(uow)
-            if not uow.agents.cas_status(
+            _move_agent(
+                uow,
                 agent_id,
                 ["SUSPENDED"],
                 "ACTIVE",
                 suspended_at=None,
                 suspension_reason=None,
                 updated_at=now,
-            ):
-                row = uow.agents.get(agent_id)
-                raise StateError(
-                    f"agent {agent_id} is {row.status if row else 'missing'}, not SUSPENDED",
-                    agent_id=agent_id,
-                )
+            )
             uow.audit.append(AuditEvent.AGENT_RESUMED, actor="owner", now=now, agent_id=agent_id)
             uow.commit()
         return self.get_agent(agent_id)
