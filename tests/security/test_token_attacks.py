@@ -23,45 +23,19 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.support.sessions import T0, FrozenClock, MemorySecretStore
 from waiaas.config import WalletConfig
 from waiaas.db import Database
 from waiaas.db.tables import AgentRow, AuditRow
 from waiaas.errors import (
     AgentNotActiveError,
     AuthError,
-    NotFoundError,
     TokenExpiredError,
     TokenRevokedError,
 )
 from waiaas.ids import new_id
 from waiaas.keystore.keys import b58encode
 from waiaas.sessions import JWT_SECRET_NAME, MAX_TOKEN_LENGTH, IssuedSession, SessionManager
-
-T0 = 1_700_000_000
-
-
-class MemorySecretStore:
-    """A real in-memory secret store with the keystore's contract (NotFoundError if absent)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def put_secret(self, name: str, value: bytes) -> None:
-        self.data[name] = bytes(value)
-
-    def get_secret(self, name: str) -> bytes:
-        try:
-            return self.data[name]
-        except KeyError:
-            raise NotFoundError("secret", name) from None
-
-
-class FrozenClock:
-    def __init__(self, now: int = T0) -> None:
-        self.t = now
-
-    def now(self) -> int:
-        return self.t
 
 
 class Wallet:

@@ -13,6 +13,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from tests.support.sessions import T0, FrozenClock, MemorySecretStore
 from waiaas.config import KdfLimits, WalletConfig
 from waiaas.db import Database
 from waiaas.db.tables import AgentRow, AuditRow, SessionRow
@@ -41,35 +42,8 @@ from waiaas.sessions import (
     SessionUsage,
 )
 
-T0 = 1_700_000_000
 _BATCH = 500  # the sweep works in batches of this size
 EVM_ADDR = "0x52908400098527886E0F7030069857D2E4169EE7"
-
-
-class MemorySecretStore:
-    """A real in-memory secret store with the keystore's contract (NotFoundError if absent)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self.puts = 0
-
-    def put_secret(self, name: str, value: bytes) -> None:
-        self.puts += 1
-        self.data[name] = bytes(value)
-
-    def get_secret(self, name: str) -> bytes:
-        try:
-            return self.data[name]
-        except KeyError:
-            raise NotFoundError("secret", name) from None
-
-
-class FrozenClock:
-    def __init__(self, now: int = T0) -> None:
-        self.t = now
-
-    def now(self) -> int:
-        return self.t
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.sessions import T0, FrozenClock, MemorySecretStore
 from waiaas.config import WalletConfig
 from waiaas.db import Database
 from waiaas.db.tables import AgentRow
@@ -22,7 +23,6 @@ from waiaas.errors import (
     ConstraintViolationError,
     InvalidAddressError,
     InvalidInputError,
-    NotFoundError,
     TokenRevokedError,
 )
 from waiaas.ids import new_id
@@ -35,35 +35,10 @@ from waiaas.sessions import (
 )
 from waiaas.types import Approve, Batch, ContractCall, TokenTransfer, Transfer
 
-T0 = 1_700_000_000
 SOL_TO = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
 SOL_MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 EVM_TO = "0x52908400098527886E0F7030069857D2E4169EE7"
 EVM_TOKEN = "0x8617E340B3D01FA5F11F306F4090FD50E238070D"
-
-
-class MemorySecretStore:
-    """A real in-memory secret store with the keystore's contract (NotFoundError if absent)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def put_secret(self, name: str, value: bytes) -> None:
-        self.data[name] = bytes(value)
-
-    def get_secret(self, name: str) -> bytes:
-        try:
-            return self.data[name]
-        except KeyError:
-            raise NotFoundError("secret", name) from None
-
-
-class FrozenClock:
-    def __init__(self, now: int = T0) -> None:
-        self.t = now
-
-    def now(self) -> int:
-        return self.t
 
 
 @pytest.fixture(scope="module")
