@@ -73,9 +73,6 @@ class AgentRepository(_Repository):
     def get(self, agent_id: str) -> AgentRow | None:
         return self.session.get(AgentRow, agent_id)
 
-    def by_public_key(self, public_key: str) -> AgentRow | None:
-        return self.session.exec(select(AgentRow).where(AgentRow.public_key == public_key)).first()
-
     def list(self, *, status: str | None = None) -> list[AgentRow]:
         stmt = select(AgentRow)
         if status is not None:
@@ -130,16 +127,6 @@ class SessionRepository(_Repository):
     def live(self, now: int) -> list[SessionRow]:
         stmt = select(SessionRow).where(
             SessionRow.expires_at > now, col(SessionRow.revoked_at).is_(None)
-        )
-        return list(self.session.exec(stmt))
-
-    def expired_unrevoked(self, now: int, limit: int = 500) -> list[SessionRow]:
-        """Sessions past expiry not yet marked (index expires_at), for the expiry sweep."""
-        stmt = (
-            select(SessionRow)
-            .where(SessionRow.expires_at <= now, col(SessionRow.revoked_at).is_(None))
-            .order_by(col(SessionRow.expires_at))
-            .limit(limit)
         )
         return list(self.session.exec(stmt))
 
@@ -214,20 +201,6 @@ class TransactionRepository(_Repository):
             select(TransactionRow)
             .where(col(TransactionRow.status).in_(list(statuses)))
             .order_by(col(TransactionRow.id))
-            .limit(limit)
-        )
-        return list(self.session.exec(stmt))
-
-    def due_delays(self, ready_before: int, *, limit: int = 100) -> list[TransactionRow]:
-        """QUEUED DELAY-tier transactions queued at or before ``ready_before`` (index queued_at)."""
-        stmt = (
-            select(TransactionRow)
-            .where(
-                col(TransactionRow.queued_at) <= ready_before,
-                TransactionRow.status == "QUEUED",
-                TransactionRow.tier == "DELAY",
-            )
-            .order_by(col(TransactionRow.queued_at))
             .limit(limit)
         )
         return list(self.session.exec(stmt))
@@ -460,20 +433,6 @@ class ApprovalRepository(_Repository):
             .order_by(col(ApprovalRow.created_at).desc())
         )
         return self.session.exec(stmt).first()
-
-    def open_expired(self, now: int, limit: int = 100) -> list[ApprovalRow]:
-        """Undecided approvals past expiry (index expires_at)."""
-        stmt = (
-            select(ApprovalRow)
-            .where(
-                ApprovalRow.expires_at <= now,
-                col(ApprovalRow.approved_at).is_(None),
-                col(ApprovalRow.rejected_at).is_(None),
-            )
-            .order_by(col(ApprovalRow.expires_at))
-            .limit(limit)
-        )
-        return list(self.session.exec(stmt))
 
     def decide(self, approval_id: str, *, approved: bool, now: int, signature: str) -> bool:
         """Record the owner's decision once; return False if already decided."""
