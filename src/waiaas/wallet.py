@@ -256,6 +256,10 @@ class Wallet:
             InvalidInputError: a bad argument (e.g. two adapters for one network).
             DatabaseOpenError, NotADatabaseError, SchemaTooNewError, MigrationError.
             PasswordUnavailableError, WrongPasswordError, KeystoreError.
+
+        Example::
+
+            wallet = Wallet.open("agents.db", password=pw, chains=[SolanaAdapter.local()])
         """
         self = object.__new__(cls)
         self._init(path, password, chains, config, clock, notifier, price_oracle, hooks)
@@ -340,6 +344,10 @@ class Wallet:
         """Stop background work, flush notifications, lock the keystore, close the database.
 
         Idempotent.
+
+        Example::
+
+            wallet.close()   # or: with Wallet.open(...) as wallet: ...
         """
         if self._closed:
             return
@@ -562,11 +570,23 @@ class Wallet:
 
         Raises:
             NotFoundError: no such agent.
+
+        Example::
+
+            agent = wallet.get_agent(agent_id); agent.status
         """
         return _agent_info(self._agent_row(agent_id))
 
     def list_agents(self, *, status: AgentStatus | str | None = None) -> list[AgentInfo]:
-        """All agents (optionally only those in ``status``), oldest first."""
+        """All agents (optionally only those in ``status``), oldest first.
+
+        Raises:
+            InvalidInputError: unknown status.
+
+        Example::
+
+            suspended = wallet.list_agents(status="SUSPENDED")
+        """
         if status is not None:
             try:
                 status = AgentStatus(status)
@@ -581,6 +601,10 @@ class Wallet:
 
         Raises:
             NotFoundError, StateError (not ACTIVE), InvalidInputError (empty reason).
+
+        Example::
+
+            wallet.suspend_agent(agent.id, reason="investigating")
         """
         reason = _check_reason(reason)
         self._agent_row(agent_id)
@@ -611,6 +635,10 @@ class Wallet:
 
         Raises:
             NotFoundError, StateError (not SUSPENDED), KillSwitchActiveError.
+
+        Example::
+
+            wallet.resume_agent(agent.id)
         """
         self._agent_row(agent_id)
         now = self.clock.now()
@@ -635,6 +663,10 @@ class Wallet:
 
         Raises:
             NotFoundError, StateError (already terminated).
+
+        Example::
+
+            wallet.terminate_agent(agent.id)
         """
         self._agent_row(agent_id)
         now = self.clock.now()
@@ -695,6 +727,10 @@ class Wallet:
 
         Raises:
             NotFoundError, InvalidInputError (not a valid EVM or Solana address).
+
+        Example::
+
+            wallet.set_owner(agent.id, "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
         """
         self._agent_row(agent_id)
         owner = (
@@ -721,6 +757,10 @@ class Wallet:
 
         Raises:
             NotFoundError, StateError (terminated, or transactions in flight).
+
+        Example::
+
+            agent = wallet.rotate_key(agent.id); agent.public_key   # the new address
         """
         agent = self._agent_row(agent_id)
         if agent.status in ("TERMINATING", "TERMINATED"):
@@ -767,25 +807,64 @@ class Wallet:
         Raises:
             NotFoundError, AgentNotActiveError, InvalidInputError (bad ttl/constraints),
             KillSwitchActiveError.
+
+        Example::
+
+            issued = wallet.issue_session(agent.id, ttl=3600,
+                                          constraints={"max_amount_per_tx": "1000000000"})
+            hand_to_agent(issued.token)
         """
         with self.db.read() as uow:
             killswitch.ensure_inactive(uow)
         return self.sessions.issue(agent_id, ttl=ttl, constraints=constraints)
 
     def renew_session(self, token: str) -> IssuedSession:
-        """Renew a session: a new token; the old one stops working at once (SESSION_RENEWED)."""
+        """Renew a session: a new token; the old one stops working at once (SESSION_RENEWED).
+
+        Raises:
+            AuthError (and subclasses): the token was refused.
+            StateError: renewal limit or absolute lifetime reached.
+
+        Example::
+
+            token = wallet.renew_session(token).token
+        """
         return self.sessions.renew(token)
 
     def revoke_session(self, session_id: str) -> None:
-        """Revoke a session (SESSION_REVOKED); its token is refused from now on."""
+        """Revoke a session (SESSION_REVOKED); its token is refused from now on.
+
+        Raises:
+            NotFoundError, InvalidInputError.
+
+        Example::
+
+            wallet.revoke_session(issued.session_id)
+        """
         self.sessions.revoke(check_id(session_id, "session_id"), actor="owner")
 
     def get_session(self, session_id: str) -> SessionInfo:
-        """What is known about a session (never its token)."""
+        """What is known about a session (never its token).
+
+        Raises:
+            NotFoundError, InvalidInputError.
+
+        Example::
+
+            info = wallet.get_session(session_id); info.usage.total()
+        """
         return self.sessions.get(check_id(session_id, "session_id"))
 
     def list_sessions(self, agent_id: str) -> list[SessionInfo]:
-        """An agent's sessions."""
+        """An agent's sessions.
+
+        Raises:
+            InvalidInputError: bad agent id.
+
+        Example::
+
+            live = [s for s in wallet.list_sessions(agent.id) if s.status == "active"]
+        """
         return list(self.sessions.list_for_agent(check_id(agent_id, "agent_id")))
 
     # ================================================================== policies
@@ -818,6 +897,10 @@ class Wallet:
 
         Raises:
             InvalidInputError: unknown type or invalid rules, with every problem listed.
+
+        Example::
+
+            wallet.add_policy("RATE_LIMIT", {"max_requests": 10, "window_seconds": 60})
         """
         return self.policies.add(type, rules, agent_id=agent_id, priority=priority, enabled=enabled)
 
@@ -855,6 +938,10 @@ class Wallet:
 
         Raises:
             NotFoundError.
+
+        Example::
+
+            tx = wallet.get_transaction(tx_id); tx.status, tx.tx_hash
         """
         return _tx_result(self.pipeline.get_row(check_id(tx_id, "tx_id")))
 
@@ -866,7 +953,16 @@ class Wallet:
         limit: int = 100,
         before: str | None = None,
     ) -> list[TransactionInfo]:
-        """Transactions, newest first; page with ``before`` = the last id of a page."""
+        """Transactions, newest first; page with ``before`` = the last id of a page.
+
+        Raises:
+            InvalidInputError: bad limit, status or cursor.
+
+        Example::
+
+            page = wallet.list_transactions(agent_id=agent.id, limit=50)
+            more = wallet.list_transactions(agent_id=agent.id, limit=50, before=page[-1].id)
+        """
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise InvalidInputError("limit must be an int from 1 to 1000", field="limit")
         if status is not None:
@@ -892,6 +988,11 @@ class Wallet:
 
         Raises:
             NotFoundError, AuthError, StateError (already executing or final).
+
+        Example::
+
+            wallet.cancel(tx_id)                   # the owner / operator
+            wallet.cancel(tx_id, token=agent_token)  # the agent itself
         """
         actor = "operator" if token is None else "agent"
         return _tx_info(self.pipeline.cancel(check_id(tx_id, "tx_id"), actor=actor, token=token))
@@ -904,6 +1005,10 @@ class Wallet:
 
         Raises:
             NotFoundError, ApprovalError (not waiting for approval), InvalidInputError.
+
+        Example::
+
+            text = wallet.approval_message(tx_id)          # show it to the owner's wallet
         """
         req = self.pipeline.approval_request(check_id(tx_id, "tx_id"))
         return approvals.build_message(req, action)
@@ -914,6 +1019,11 @@ class Wallet:
         Raises:
             ApprovalError: wrong signer, replay, another transaction's or action's signature,
                 expired (the transaction becomes EXPIRED), or not waiting for approval.
+
+        Example::
+
+            sig = owner.sign_message(encode_defunct(text=wallet.approval_message(tx_id)))
+            wallet.approve(tx_id, sig.signature.hex())
         """
         return _tx_info(self.pipeline.decide(check_id(tx_id, "tx_id"), signature, approve=True))
 
@@ -922,6 +1032,10 @@ class Wallet:
 
         Raises:
             ApprovalError: as for :meth:`approve`.
+
+        Example::
+
+            wallet.reject(tx_id, owner_signature_of(wallet.approval_message(tx_id, "reject")))
         """
         return _tx_info(self.pipeline.decide(check_id(tx_id, "tx_id"), signature, approve=False))
 
@@ -939,6 +1053,11 @@ class Wallet:
 
         Raises:
             InvalidInputError, NotFoundError, AuthError.
+
+        Example::
+
+            preview = wallet.dry_run(Transfer(to=dest, amount=2 * 10**9), agent_id=agent.id)
+            print(preview.decision.tier, preview.hints)
         """
         from waiaas.policy import explain
 
@@ -969,12 +1088,25 @@ class Wallet:
     # ================================================================== operations
 
     def process_due(self) -> dict[str, int]:
-        """One pass of due work (delays, approval expiry, session expiry, confirmations)."""
+        """One pass of due work (delays, approval expiry, session expiry, confirmations).
+
+        Example::
+
+            counts = wallet.process_due()   # e.g. {"delays": 1, "expired": 0, ...}
+        """
         return self.pipeline.process_due()
 
     def start_background(self, interval: float = 1.0) -> None:
         """Run :meth:`process_due` every ``interval`` seconds and the WAL checkpoint every
-        ``config.checkpoint_interval`` seconds, in a daemon thread until :meth:`close`."""
+        ``config.checkpoint_interval`` seconds, in a daemon thread until :meth:`close`.
+
+        Raises:
+            InvalidInputError: the interval is not a positive number.
+
+        Example::
+
+            wallet.start_background(interval=1.0)
+        """
         if (
             isinstance(interval, bool)
             or not isinstance(interval, int | float)
@@ -1002,7 +1134,12 @@ class Wallet:
         self._bg_thread.start()
 
     def stop_background(self) -> None:
-        """Stop the background thread (if any)."""
+        """Stop the background thread (if any).
+
+        Example::
+
+            wallet.stop_background()
+        """
         self._bg_stop.set()
         if self._bg_thread is not None:
             self._bg_thread.join(timeout=30)
@@ -1017,6 +1154,10 @@ class Wallet:
 
         Raises:
             StateError: already active.
+
+        Example::
+
+            wallet.kill_switch("suspicious activity")
         """
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInputError("reason must be a non-empty string", field="reason")
@@ -1035,6 +1176,10 @@ class Wallet:
 
         Raises:
             StateError: the kill switch is not active.
+
+        Example::
+
+            wallet.recover(resume_agents=True)
         """
         now = self.clock.now()
         with self.db.write() as uow:
@@ -1046,7 +1191,12 @@ class Wallet:
         return summary
 
     def kill_switch_state(self) -> KillSwitchState:
-        """Whether the kill switch is active."""
+        """Whether the kill switch is active.
+
+        Example::
+
+            if wallet.kill_switch_state().active: ...
+        """
         with self.db.read() as uow:
             return killswitch.state(uow)
 
@@ -1066,6 +1216,11 @@ class Wallet:
 
         Raises:
             InvalidInputError: bad limit, cursor, id, time, event type or severity.
+
+        Example::
+
+            page = wallet.audit(agent_id=agent.id, severities=["warning", "critical"])
+            older = wallet.audit(agent_id=agent.id, cursor=page.next_cursor)
         """
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise InvalidInputError("limit must be an int from 1 to 1000", field="limit")
@@ -1106,17 +1261,39 @@ class Wallet:
 
         The keystore directory is not part of it: back it up alongside (its files are
         useless without the master password).
+
+        Raises:
+            DatabaseOpenError: the directory does not exist.
+            StorageError: SQLite refused.
+
+        Example::
+
+            path = wallet.backup("/var/backups/waiaas")
         """
         path = self.db.backup(directory)
         self._audit(AuditEvent.BACKUP_CREATED, actor="owner", details={"path": str(path)})
         return path
 
     def checkpoint(self) -> tuple[int, int, int]:
-        """Checkpoint the WAL now (TRUNCATE)."""
+        """Checkpoint the WAL now (TRUNCATE).
+
+        Example::
+
+            busy, log_frames, checkpointed = wallet.checkpoint()
+        """
         return self.db.checkpoint("TRUNCATE")
 
     def balance(self, agent_id: str, token: str | None = None) -> int:
-        """The agent's native balance, or its balance of ``token``, in base units."""
+        """The agent's native balance, or its balance of ``token``, in base units.
+
+        Raises:
+            NotFoundError, InvalidAddressError (bad token), ChainError.
+
+        Example::
+
+            lamports = wallet.balance(agent.id)
+            usdc = wallet.balance(agent.id, token=USDC_MINT)
+        """
         agent = self._agent_row(agent_id)
         adapter = self._adapter(agent.chain, agent.network)
         if token is None:
@@ -1128,18 +1305,35 @@ class Wallet:
 
         Raises:
             WrongPasswordError: ``current_password`` is wrong; nothing changed.
+
+        Example::
+
+            wallet.change_password(old_password, new_password)
         """
         self.keystore.change_password(current_password, new_password)
         self._audit(AuditEvent.KEYSTORE_PASSWORD_CHANGED, actor="owner")
 
     def lock(self) -> None:
-        """Lock the keystore: nothing can be signed until :meth:`unlock`."""
+        """Lock the keystore: nothing can be signed until :meth:`unlock`.
+
+        Example::
+
+            wallet.lock()   # nothing can be signed until wallet.unlock(password)
+        """
         self.keystore.lock()
         self.sessions.forget_secret()
         self._audit(AuditEvent.KEYSTORE_LOCKED, actor="owner")
 
     def unlock(self, password: str | None = None) -> None:
-        """Unlock the keystore again (same password sources as :meth:`open`)."""
+        """Unlock the keystore again (same password sources as :meth:`open`).
+
+        Raises:
+            WrongPasswordError, PasswordUnavailableError.
+
+        Example::
+
+            wallet.unlock(password)
+        """
         secret = resolve_password(password, keyring_user=str(self.db.path))
         self.keystore.unlock(secret)
         self._audit(AuditEvent.KEYSTORE_UNLOCKED, actor="owner")
