@@ -242,7 +242,8 @@ class Wallet:
                 OS keyring (service ``waiaas``, user = the absolute path) are tried; nothing
                 ever prompts.
             chains: the chain adapters agents may use, e.g. ``waiaas.testing.local_chains()``
-                or ``[SolanaAdapter.rpc(url, network="mainnet-beta")]``.
+                or ``[SolanaAdapter.rpc(url, network="mainnet-beta")]``. The caller owns
+                them: ``close()`` does not close them (so they can outlive the wallet).
             config: a :class:`WalletConfig` (defaults documented there).
             clock: the time source (``waiaas.testing.FrozenClock`` in tests).
             notifier: where events go after commit (a ``Notifier``); when ``None``, a
