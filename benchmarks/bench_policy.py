@@ -60,9 +60,9 @@ TOKEN = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 OWNER = "So11111111111111111111111111111111111111112"
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 META = (
-    '{"asset":"native","spend":{"native":"%d"},'
-    '"request":{"type":"TRANSFER","to":"' + DEST + '","amount":"%d"}}'
+    '{"asset":"native","request":{"type":"TRANSFER","to":"' + DEST + '","amount":"%d"}}'
 )  # the shape the pipeline writes, pre-rendered so the bulk load stays fast
+SPEND = '{"native":"%d"}'  # the transactions.spend column
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -183,12 +183,13 @@ def _bulk_load(path: Path, size: int, window_rows: int) -> tuple[str, float]:
                 status,
                 int(lo + i * step),
                 error,
-                META % (amount, amount),
+                META % amount,
+                SPEND % amount,
             )
 
     sql = (
         "INSERT INTO transactions (id, agent_id, chain, type, amount, to_address, status,"
-        " created_at, error, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " created_at, error, metadata, spend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     recent = min(window_rows, size)
     con.executemany(sql, rows(size - recent, NOW - 400 * 86_400, NOW - 8 * 86_400))
@@ -234,7 +235,8 @@ def _bench_history(path: Path, size: int, n: int, window_rows: int) -> None:
                         status="PENDING" if decision.allowed else "FAILED",
                         tier=decision.tier.value if decision.allowed else None,
                         created_at=NOW,
-                        metadata_json=META % (request.amount, request.amount),
+                        metadata_json=META % request.amount,
+                        spend=SPEND % request.amount,
                     )
                 )
                 uow.commit()

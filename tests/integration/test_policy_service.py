@@ -28,8 +28,10 @@ from waiaas.policy import (
 from waiaas.services.policies import (
     _FAILURES_SQL,
     _LAST_OK_SQL,
-    _WINDOW_SQL,
+    _LEGACY_SPEND_SQL,
+    _SPEND_SQL,
     PolicyService,
+    _counts_sql,
     load_usage,
 )
 from waiaas.testing import FrozenClock
@@ -96,7 +98,7 @@ def tx_row(
 ) -> TransactionRow:
     req = request or Transfer(to=DEST, amount=1)
     meta: dict[str, Any] = {"request": req.model_dump(mode="json"), "asset": "native"}
-    meta["spend"] = {
+    spent = {
         k: str(v) for k, v in (spend if spend is not None else spend_of(req, "solana")).items()
     }
     if decision is not None:
@@ -112,6 +114,7 @@ def tx_row(
         created_at=created_at,
         error=error,
         metadata_json=json.dumps(meta),
+        spend=json.dumps(spent),  # as the pipeline writes it (migration 0006)
     )
 
 
@@ -288,13 +291,12 @@ def test_load_usage_excludes_one_transaction(db: Database) -> None:
 
 
 def test_load_usage_falls_back_to_the_request_or_asset(db: Database) -> None:
-    """Rows without metadata.spend are read from the stored request, then asset + amount."""
+    """Rows without a spend column are read from the stored request, then asset + amount."""
     agent = add_agent(db)
     no_spend = tx_row(agent, NOW - 10, "CONFIRMED", Transfer(to=DEST, amount=7))
-    meta = json.loads(no_spend.metadata_json or "{}")
-    del meta["spend"]
-    no_spend.metadata_json = json.dumps(meta)
+    no_spend.spend = None
     bare = tx_row(agent, NOW - 20, "CONFIRMED", Transfer(to=DEST, amount=11))
+    bare.spend = None
     bare.metadata_json = json.dumps({"asset": TOKEN})
     insert(db, [no_spend, bare])
     with db.read() as uow:
@@ -329,9 +331,16 @@ def test_consecutive_failures_from_the_database(db: Database) -> None:
 
 def test_usage_queries_use_the_agent_created_index(db: Database) -> None:
     """Every usage query walks idx_transactions_agent_created (cost follows the window)."""
-    params = {"agent": "a", "since": 0, "exclude": ""}
+    params = {
+        "agent": "a",
+        "since": 0,
+        "exclude": "",
+        "denied": "POLICY_DENIED",
+        "since0": 0,
+        "since1": 0,
+    }
     with db.read() as uow:
-        for sql in (_WINDOW_SQL, _LAST_OK_SQL, _FAILURES_SQL):
+        for sql in (_counts_sql(2), _SPEND_SQL, _LEGACY_SPEND_SQL, _LAST_OK_SQL, _FAILURES_SQL):
             plan = uow.session.execute(text("EXPLAIN QUERY PLAN " + str(sql)), params).all()
             details = " ".join(str(row[-1]) for row in plan)
             assert "idx_transactions_agent_created" in details, details

@@ -182,6 +182,8 @@ class TransactionRow(_Base, table=True):
     created_at: int = Field(sa_column=_int(False))
     error: str | None = Field(default=None, sa_column=_text())
     metadata_json: str | None = Field(default=None, sa_column=Column("metadata", Text))
+    # migration 0006: per-asset amounts this transaction spends (JSON of decimal strings)
+    spend: str | None = Field(default=None, sa_column=_text())
 
 
 class PolicyRow(_Base, table=True):

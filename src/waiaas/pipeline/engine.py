@@ -373,7 +373,6 @@ class Pipeline:
             "network": agent.network,
             "request": req.model_dump(mode="json"),
             "asset": asset,
-            "spend": {k: str(v) for k, v in spent.items()},
             "decision": decision.model_dump(mode="json", exclude_defaults=True),
         }
         row = TransactionRow(
@@ -388,6 +387,7 @@ class Pipeline:
             tier=None,
             created_at=now,
             metadata_json=json.dumps(meta, separators=(",", ":")),
+            spend=json.dumps({k: str(v) for k, v in spent.items()}, separators=(",", ":")),
         )
         actor = self._actor(agent.id)
         common = {"agent_id": agent.id, "session_id": verified.session_id, "tx_id": tx_id}
@@ -874,7 +874,8 @@ class Pipeline:
         """
         if row.session_id is None:
             return
-        for asset, amount in (meta.get("spend") or {}).items():
+        spent = json.loads(row.spend) if row.spend else meta.get("spend") or {}
+        for asset, amount in spent.items():
             self.sessions.release(uow, row.session_id, asset, int(amount))
 
     def _maybe_auto_stop(

@@ -15,13 +15,14 @@ strings in the database and are summed as Python ints (wei exceeds SQLite's inte
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 from waiaas._validate import check_actor, check_bool, check_id, check_priority
 from waiaas.clock import Clock, SystemClock
@@ -133,25 +134,9 @@ def _stored_rules(kind: PolicyType | str, rules: object) -> tuple[PolicyType, st
 # --------------------------------------------------------------------------- usage
 
 
-def _spend_of_row(
-    spend: str | None, meta: str | None, amount: str | None, chain: str
-) -> list[tuple[str, int]]:
-    """Per-asset base units a recorded transaction moves.
-
-    ``metadata.spend`` (written by the pipeline) is used when present; older or foreign rows
-    fall back to the stored request, then to ``metadata.asset`` with the ``amount`` column.
-    """
-    if spend is not None:
-        try:
-            loaded = json.loads(spend)
-        except ValueError:
-            loaded = None
-        if isinstance(loaded, dict):
-            return [
-                (normalize_asset_key(asset), int(value))
-                for asset, value in loaded.items()
-                if isinstance(asset, str) and isinstance(value, str) and value.isdigit()
-            ]
+def _spend_of_row(meta: str | None, amount: str | None, chain: str) -> list[tuple[str, int]]:
+    """Per-asset base units a recorded transaction without a ``spend`` column moves: from
+    the stored request, else ``metadata.asset`` with the ``amount`` column."""
     data: Any = None
     if meta:
         try:
@@ -172,13 +157,36 @@ def _spend_of_row(
     return []
 
 
-_WINDOW_SQL = text(
-    "SELECT t.id, t.created_at, t.status, t.error, t.amount, t.chain, "
-    "json_extract(t.metadata, '$.spend') AS spend, "
-    "CASE WHEN json_extract(t.metadata, '$.spend') IS NULL THEN t.metadata END AS meta "
-    "FROM transactions AS t INDEXED BY idx_transactions_agent_created "
-    "WHERE t.agent_id = :agent AND t.created_at > :since"
+_SPENDING_SQL_LIST = ", ".join(f"'{status.value}'" for status in _SPENDING)
+_SPEND_SQL = text(
+    "SELECT je.key, je.value, t.created_at "
+    "FROM transactions AS t INDEXED BY idx_transactions_agent_created, "
+    "json_each(CASE WHEN json_valid(t.spend) THEN t.spend END) AS je "
+    "WHERE t.agent_id = :agent AND t.created_at > :since AND t.id != :exclude "
+    f"AND t.status IN ({_SPENDING_SQL_LIST}) AND t.error IS NOT :denied"
 )
+_LEGACY_SPEND_SQL = text(
+    "SELECT t.created_at, t.amount, t.chain, t.metadata "
+    "FROM transactions AS t INDEXED BY idx_transactions_agent_created "
+    "WHERE t.agent_id = :agent AND t.created_at > :since AND t.id != :exclude "
+    f"AND t.status IN ({_SPENDING_SQL_LIST}) AND t.error IS NOT :denied "
+    "AND t.spend IS NULL"
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _counts_sql(windows: int) -> TextClause:
+    """Requests and denials per window (``:since0`` ... shortest first) in one range read."""
+    columns = []
+    for i in range(windows):
+        columns.append(f"SUM(t.created_at > :since{i})")
+        columns.append(f"SUM(t.created_at > :since{i} AND t.error IS :denied)")
+    return text(
+        f"SELECT {', '.join(columns)} FROM transactions AS t "
+        "INDEXED BY idx_transactions_agent_created "
+        "WHERE t.agent_id = :agent AND t.created_at > :since AND t.id != :exclude"
+    )
+
 
 _LAST_OK_SQL = text(
     "SELECT t.created_at, t.id FROM transactions AS t "
@@ -235,33 +243,44 @@ def load_usage(
             raise InvalidInputError("windows must be positive ints (seconds)", field="windows")
         wanted.add(w)
     ordered = sorted(wanted | {DAY, WEEK})
-    longest = ordered[-1]
     exclude = exclude_tx_id or ""
-    requests = dict.fromkeys(ordered, 0)
-    txs = dict.fromkeys(ordered, 0)
-    denials = dict.fromkeys(ordered, 0)
+    params: dict[str, Any] = {"agent": agent_id, "exclude": exclude, "denied": POLICY_DENIED}
+    # Counts per window, computed by SQLite over the index range (no row reaches Python).
+    for i, w in enumerate(ordered):
+        params[f"since{i}"] = now - w
+    params["since"] = now - ordered[-1]
+    counts = uow.session.execute(_counts_sql(len(ordered)), params).one()
+    requests = {w: int(counts[2 * i] or 0) for i, w in enumerate(ordered)}
+    denials = {w: int(counts[2 * i + 1] or 0) for i, w in enumerate(ordered)}
+    txs = {w: requests[w] - denials[w] for w in ordered}
+    # Spending of the last 7 days: one (asset, amount) pair per row and asset, unpacked by
+    # SQLite's json_each; only the exact sums are done in Python (wei exceeds int64).
     day: dict[str, int] = {}
     week: dict[str, int] = {}
-    spending = {s.value for s in _SPENDING}
-    result = uow.session.execute(_WINDOW_SQL, {"agent": agent_id, "since": now - longest})
-    for tx_id, created, status, error, amount, chain, spend, meta in result:
-        if tx_id == exclude:
+    spend_params = {
+        "agent": agent_id,
+        "exclude": exclude,
+        "denied": POLICY_DENIED,
+        "since": now - WEEK,
+    }
+    day_start = now - DAY
+    # The raw DB-API cursor (same connection and transaction): thousands of tiny rows.
+    raw = uow.session.connection().connection.driver_connection
+    assert raw is not None
+    for asset, value, created in raw.execute(str(_SPEND_SQL), spend_params):
+        if not isinstance(asset, str) or not isinstance(value, str) or not value.isdigit():
             continue
-        age = now - created
-        denied = error == POLICY_DENIED
-        for w in ordered:
-            if age < w:
-                requests[w] += 1
-                if denied:
-                    denials[w] += 1
-                else:
-                    txs[w] += 1
-        if denied or status not in spending or age >= WEEK:
-            continue
-        for asset, value in _spend_of_row(spend, meta, amount, chain):
-            week[asset] = week.get(asset, 0) + value
-            if age < DAY:
-                day[asset] = day.get(asset, 0) + value
+        key = normalize_asset_key(asset)
+        amount = int(value)
+        week[key] = week.get(key, 0) + amount
+        if created > day_start:
+            day[key] = day.get(key, 0) + amount
+    # Rows without a ``spend`` column (foreign rows) fall back to the stored request.
+    for created, amount_text, chain, meta in uow.session.execute(_LEGACY_SPEND_SQL, spend_params):
+        for key, amount in _spend_of_row(meta, amount_text, chain):
+            week[key] = week.get(key, 0) + amount
+            if created > day_start:
+                day[key] = day.get(key, 0) + amount
     return Usage(
         spent={k: AssetUsage(day=day.get(k, 0), week=v) for k, v in week.items()},
         requests=requests,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import textwrap
@@ -119,12 +120,20 @@ def _fill(path: Path) -> None:
         conn.close()
 
 
+# Columns later migrations add; a file upgraded from 0001 is compared on CORE-02's columns.
+ADDED_COLUMNS = {("transactions", "spend")}  # 0006
+
+
 def _contents(path: Path, tables: tuple[str, ...] = SEVEN_TABLES) -> dict[str, list[Any]]:
     conn = sqlite3.connect(path)
     try:
         out: dict[str, list[Any]] = {}
         for table in tables:
-            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            cols = [
+                r[1]
+                for r in conn.execute(f"PRAGMA table_info({table})")
+                if (table, r[1]) not in ADDED_COLUMNS
+            ]
             out[table] = conn.execute(
                 f"SELECT {', '.join(cols)} FROM {table} ORDER BY {cols[0]}"
             ).fetchall()
@@ -230,7 +239,7 @@ def test_rebuilt_tables_keep_rows_and_accept_only_the_new_values(old_file: Path)
 def _copy_migrations(tmp_path: Path, extra: str) -> Path:
     scripts = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0006_extra.py").write_text(
+    (scripts / "versions" / "0007_extra.py").write_text(
         textwrap.dedent(
             '''\
             """A migration written for a test."""
@@ -238,8 +247,8 @@ def _copy_migrations(tmp_path: Path, extra: str) -> Path:
             import sqlalchemy as sa
             from alembic import op
 
-            revision = "0006"
-            down_revision = "0005"
+            revision = "0007"
+            down_revision = "0006"
             branch_labels = None
             depends_on = None
 
@@ -298,22 +307,22 @@ def _populated_head(path: Path) -> None:
 def test_failed_migration_leaves_the_file_exactly_as_it_was(
     tmp_path: Path, body: str, reason: str, file_digest: Callable[[Path], str]
 ) -> None:
-    """A 0006 that does real work then fails raises MigrationError; file bytes unchanged."""
+    """A 0007 that does real work then fails raises MigrationError; file bytes unchanged."""
     path = tmp_path / "wallet.db"
     _populated_head(path)
     scripts = _copy_migrations(tmp_path, body)
     digest, dump = file_digest(path), _dump(path)
-    assert migrate.head_revision(scripts) == "0006"
+    assert migrate.head_revision(scripts) == "0007"
 
     with pytest.raises(MigrationError) as err:
         Database.open(path, script_location=scripts)
 
-    assert err.value.revision == "0006"
+    assert err.value.revision == "0007"
     assert err.value.path == str(path)
     assert reason in str(err.value)
     assert file_digest(path) == digest
     assert _dump(path) == dump
-    assert _revision(path) == "0005"
+    assert _revision(path) == "0006"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["migrations", "wallet.db"]
     # and the shipped migrations still open it normally
     Database.open(path).close()
@@ -321,7 +330,7 @@ def test_failed_migration_leaves_the_file_exactly_as_it_was(
 
 
 def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: Path) -> None:
-    """A good 0006 from another script directory applies; connections keep foreign keys ON."""
+    """A good 0007 from another script directory applies; connections keep foreign keys ON."""
     path = tmp_path / "wallet.db"
     _populated_head(path)
     scripts = _copy_migrations(
@@ -333,7 +342,7 @@ def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: 
     )
     db = Database.open(path, script_location=scripts)
     try:
-        assert migrate.current_revision(db.engine) == "0006"
+        assert migrate.current_revision(db.engine) == "0007"
         with db.read() as uow:
             raw = uow.session.connection().connection.driver_connection
             assert raw is not None
@@ -346,10 +355,10 @@ def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: 
 def test_failure_in_the_last_of_several_pending_migrations_undoes_them_all(
     old_file: Path, tmp_path: Path, file_digest: Callable[[Path], str]
 ) -> None:
-    """0001 -> 0006 where 0006 fails: 0002-0005 (rebuilds included) are undone as well."""
+    """0001 -> 0007 where 0007 fails: 0002-0006 (rebuilds included) are undone as well."""
     scripts = _copy_migrations(tmp_path, 'op.execute("SELECT no_such_function()")\n')
     digest, dump = file_digest(old_file), _dump(old_file)
-    with pytest.raises(MigrationError, match="from 0001 to 0006"):
+    with pytest.raises(MigrationError, match="from 0001 to 0007"):
         Database.open(old_file, script_location=scripts)
     assert file_digest(old_file) == digest
     assert _dump(old_file) == dump
@@ -359,7 +368,7 @@ def test_failure_in_the_last_of_several_pending_migrations_undoes_them_all(
 def test_rebuilding_a_parent_table_keeps_children_and_their_foreign_keys(
     old_file: Path, tmp_path: Path
 ) -> None:
-    """A 0006 that rebuilds agents (referenced by 4 tables) keeps every row and FK working."""
+    """A 0007 that rebuilds agents (referenced by 4 tables) keeps every row and FK working."""
     Database.open(old_file).close()
     before = _contents(old_file)
     scripts = _copy_migrations(
@@ -420,3 +429,37 @@ def test_rebuilding_a_parent_table_keeps_children_and_their_foreign_keys(
         ]
     finally:
         conn.close()
+
+
+def test_spend_column_is_filled_from_metadata_on_upgrade(tmp_path: Path) -> None:
+    """0006 copies metadata.spend into the new column; rows without one stay NULL."""
+    path = tmp_path / "w.db"
+    _at_revision(path, "0005")
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(
+            "INSERT INTO agents (id, name, chain, network, public_key, status, created_at,"
+            " updated_at) VALUES ('a', 'n', 'solana', 'devnet', 'pk', 'ACTIVE', 1, 1)"
+        )
+        rows = [
+            ("t1", '{"spend": {"native": "123456789012345678901234567890"}}'),
+            ("t2", '{"asset": "native"}'),
+            ("t3", "not json"),
+        ]
+        for tx_id, meta in rows:
+            conn.execute(
+                "INSERT INTO transactions (id, agent_id, chain, type, status, created_at,"
+                " metadata) VALUES (?, 'a', 'solana', 'TRANSFER', 'CONFIRMED', 1, ?)",
+                (tx_id, meta),
+            )
+        conn.commit()
+    finally:
+        conn.close()
+    Database.open(path).close()
+    conn = sqlite3.connect(path)
+    try:
+        got = dict(conn.execute("SELECT id, spend FROM transactions").fetchall())
+    finally:
+        conn.close()
+    assert json.loads(got["t1"]) == {"native": "123456789012345678901234567890"}
+    assert got["t2"] is None and got["t3"] is None

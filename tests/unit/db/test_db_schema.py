@@ -205,7 +205,7 @@ def test_revision_0001_is_exactly_the_spec(tmp_path: Path, spec_file: Path) -> N
 
 
 def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file: Path) -> None:
-    """At head the only differences are those of migrations 0002-0005 (documented list)."""
+    """At head the only differences are those of migrations 0002-0006 (documented list)."""
     head = tmp_path / "head.db"
     Database.open(head).close()
     spec, got = schema_facts(spec_file), schema_facts(head)
@@ -267,13 +267,15 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
         ("wallet_state", "column", "value", "TEXT", 1, None, 0),
         ("wallet_state", "column", "updated_at", "INTEGER", 1, None, 0),
         ("wallet_state", "index", "sqlite_autoindex_wallet_state_1", 1, "key"),
+        # 0006: per-asset spend next to the row
+        ("transactions", "column", "spend", "TEXT", 0, None, 0),
     }
 
 
 def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) -> None:
     """Upgrading one revision at a time ends with the same schema as a fresh head file."""
     stepwise = tmp_path / "steps.db"
-    for target in ("0001", "0002", "0003", "0004", "0005"):
+    for target in ("0001", "0002", "0003", "0004", "0005", "0006"):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"
     Database.open(fresh).close()
