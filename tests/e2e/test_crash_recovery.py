@@ -121,3 +121,36 @@ def test_crash_before_signing_leaves_a_pending_row_that_executes_once(
         assert wallet.get_transaction(tx_id).status == TxStatus.CONFIRMED
         assert len(wallet.list_transactions(agent_id=agent_id)) == 1
         assert adapter_balance(wallet, agent_id, recipient) == AMOUNTS["evm"]
+
+
+@pytest.mark.anvil
+def test_crash_right_after_the_owner_approved_executes_once(
+    tmp_path: Path, chain_urls: dict[str, Any]
+) -> None:
+    """Killed between the committed approval and execution, the reopened wallet executes the
+    approved transaction exactly once; the approval is not needed again."""
+    from eth_account import Account
+
+    owner = Account.create()
+    spec, agent_id, recipient = prepare(tmp_path, chain_urls, "evm")
+    with open_wallet(spec) as wallet:
+        wallet.set_owner(agent_id, owner.address)
+        amount = AMOUNTS["evm"]
+        wallet.add_policy(
+            "SPENDING_LIMIT",
+            {"instant_max": "0", "notify_max": "0", "delay_max": "0"},
+            agent_id=agent_id,
+        )
+    proc = run_child({**spec, "mode": "approve-crash", "owner_key": owner.key.hex()})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    tx_id = json.loads(proc.stdout.splitlines()[0])["tx_id"]
+    with open_wallet(spec) as wallet:
+        assert wallet.get_transaction(tx_id).status == TxStatus.QUEUED
+        wallet.process_due()
+        tx = wallet.get_transaction(tx_id)
+        assert tx.status == TxStatus.CONFIRMED, tx.error
+        assert adapter_balance(wallet, agent_id, recipient) == amount
+        events = [e.event_type for e in reversed(wallet.audit(tx_id=tx_id, limit=100).entries)]
+        assert events.count(AuditEvent.TX_APPROVED) == 1
+        assert events.count(AuditEvent.TX_SIGNED) == 1
+        assert events.count(AuditEvent.TX_CONFIRMED) == 1

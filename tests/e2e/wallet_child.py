@@ -4,6 +4,7 @@ It opens the same wallet file as the test, on chains that live outside it (anvil
 LiteSVM-backed Solana JSON-RPC test server), then either:
 
 * ``mode=crash``: sends one request and SIGKILLs itself at pipeline stage ``stage``;
+* ``mode=approve-crash``: the owner approves an APPROVAL-tier request, then it dies;
 * ``mode=burst``: sends ``count`` requests from ``threads`` threads and prints a JSON summary.
 """
 
@@ -67,6 +68,26 @@ def crash(spec: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps({"finished": True}) + "\n")
 
 
+def approve_crash(spec: dict[str, Any]) -> None:
+    """Send an APPROVAL-tier request, have the owner approve it, die right after approval."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    def on_stage(name: str, tx_id: str) -> None:
+        if name == "approved":
+            sys.stdout.write(json.dumps({"tx_id": tx_id}) + "\n")
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    with open_wallet(spec, PipelineHooks(on_stage=on_stage)) as wallet:
+        queued = wallet.send(spec["token"], Transfer(to=spec["to"], amount=int(spec["amount"])))
+        owner = Account.from_key(bytes.fromhex(spec["owner_key"]))
+        message = wallet.approval_message(queued.id)
+        signature = owner.sign_message(encode_defunct(text=message)).signature.hex()
+        wallet.approve(queued.id, "0x" + signature.removeprefix("0x"))
+    sys.stdout.write(json.dumps({"finished": True}) + "\n")
+
+
 def burst(spec: dict[str, Any]) -> None:
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
@@ -98,4 +119,4 @@ def burst(spec: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     payload = json.loads(sys.argv[1])
-    {"crash": crash, "burst": burst}[payload["mode"]](payload)
+    {"crash": crash, "burst": burst, "approve-crash": approve_crash}[payload["mode"]](payload)
