@@ -4,22 +4,20 @@ exactly the limit is accepted, and on EVM no nonce is used twice."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from solders.litesvm import LiteSVM
 
-from tests.chains.anvil import anvil_node
-from tests.chains.solana_rpc_server import SolanaRpcServer
-from tests.e2e.test_crash_recovery import CHILD
+from tests.e2e import test_crash_recovery as crash
+from tests.e2e.test_crash_recovery import CHILD, child_env
 from tests.e2e.wallet_child import open_wallet
 from waiaas import PolicyDeniedError, Transfer, TxStatus
+
+chain_urls = crash.chain_urls  # the same module-scoped chains fixture
 
 THREADS = 3
 PER_THREAD = 4
@@ -27,17 +25,8 @@ LIMIT_COUNT = 9  # how many transfers fit the daily limit
 AMOUNTS = {"solana": 1_000_003, "evm": 10**14 + 3}
 
 
-@pytest.fixture(scope="module")
-def chain_urls() -> Iterator[dict[str, Any]]:
-    """One anvil node and one Solana RPC server shared by this module."""
-    with anvil_node(chain_id=31337) as node, SolanaRpcServer(LiteSVM()) as server:
-        yield {"solana_url": server.url, "evm_url": node.url, "chain_id": node.chain_id}
-
-
 def _child(spec: dict[str, Any]) -> subprocess.Popen[str]:
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    env = child_env()
     return subprocess.Popen(
         [sys.executable, str(CHILD), json.dumps(spec)],
         stdout=subprocess.PIPE,

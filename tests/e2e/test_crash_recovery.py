@@ -37,11 +37,17 @@ def chain_urls() -> Iterator[dict[str, Any]]:
         yield {"solana_url": server.url, "evm_url": node.url, "chain_id": node.chain_id}
 
 
-def run_child(spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    """Run wallet_child.py with ``spec``; the repository root and src on its path."""
+def child_env() -> dict[str, str]:
+    """The environment of a child process: the repository root and src on its path."""
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_child(spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Run wallet_child.py with ``spec`` and wait for it."""
+    env = child_env()
     return subprocess.run(
         [sys.executable, str(CHILD), json.dumps(spec)],
         capture_output=True,

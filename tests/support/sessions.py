@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from waiaas.db import Database
 from waiaas.errors import NotFoundError
 
 T0 = 1_700_000_000
@@ -33,3 +40,20 @@ class FrozenClock:
 
     def now(self) -> int:
         return self.t
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated database file; each test gets a copy (much faster than migrating)."""
+    path = tmp_path_factory.mktemp("template") / "wallet.db"
+    Database.open(path).close()
+    return path
+
+
+@pytest.fixture
+def db(tmp_path: Path, migrated: Path) -> Iterator[Database]:
+    """A fresh copy of the migrated database."""
+    shutil.copyfile(migrated, tmp_path / "wallet.db")
+    database = Database.open(tmp_path / "wallet.db")
+    yield database
+    database.close()

@@ -6,13 +6,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
 import pytest
 
+from tests.support import sessions as shared
 from tests.support.sessions import T0, FrozenClock, MemorySecretStore
 from waiaas.config import KdfLimits, WalletConfig
 from waiaas.db import Database
@@ -42,24 +41,12 @@ from waiaas.sessions import (
     SessionUsage,
 )
 
+# shared fixtures: a migrated template and a fresh copy of it per test
+migrated = shared.migrated
+db = shared.db
+
 _BATCH = 500  # the sweep works in batches of this size
 EVM_ADDR = "0x52908400098527886E0F7030069857D2E4169EE7"
-
-
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated database file; each test gets a copy (much faster than migrating)."""
-    path = tmp_path_factory.mktemp("template") / "wallet.db"
-    Database.open(path).close()
-    return path
-
-
-@pytest.fixture
-def db(tmp_path: Path, migrated: Path) -> Iterator[Database]:
-    shutil.copyfile(migrated, tmp_path / "wallet.db")
-    database = Database.open(tmp_path / "wallet.db")
-    yield database
-    database.close()
 
 
 @pytest.fixture

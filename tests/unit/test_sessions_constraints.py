@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support import sessions as shared
 from tests.support.sessions import T0, FrozenClock, MemorySecretStore
 from waiaas.config import WalletConfig
 from waiaas.db import Database
@@ -35,26 +33,14 @@ from waiaas.sessions import (
 )
 from waiaas.types import Approve, Batch, ContractCall, TokenTransfer, Transfer
 
+# shared fixtures: a migrated template and a fresh copy of it per test
+migrated = shared.migrated
+db = shared.db
+
 SOL_TO = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
 SOL_MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 EVM_TO = "0x52908400098527886E0F7030069857D2E4169EE7"
 EVM_TOKEN = "0x8617E340B3D01FA5F11F306F4090FD50E238070D"
-
-
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated database file; each test gets a copy (much faster than migrating)."""
-    path = tmp_path_factory.mktemp("template") / "wallet.db"
-    Database.open(path).close()
-    return path
-
-
-@pytest.fixture
-def db(tmp_path: Path, migrated: Path) -> Iterator[Database]:
-    shutil.copyfile(migrated, tmp_path / "wallet.db")
-    database = Database.open(tmp_path / "wallet.db")
-    yield database
-    database.close()
 
 
 @pytest.fixture
