@@ -4,23 +4,31 @@ The adapters import solders / web3 lazily, so ``import waiaas`` stays fast.
 """
 
 from waiaas.chains.base import (
+    BalanceChanges,
     ChainAdapter,
     ChainTxState,
     ChainTxStatus,
     LocalChainControl,
     SignedTx,
     SimulationResult,
+    SupportsBalanceSimulation,
     SupportsNonces,
+    SupportsPlans,
+    SupportsTokenInfo,
     UnsignedTx,
 )
 
 __all__ = [
+    "BalanceChanges",
     "ChainAdapter",
     "ChainTxState",
     "ChainTxStatus",
     "LocalChainControl",
     "SignedTx",
     "SimulationResult",
+    "SupportsBalanceSimulation",
     "SupportsNonces",
+    "SupportsPlans",
+    "SupportsTokenInfo",
     "UnsignedTx",
 ]

@@ -2,7 +2,8 @@
 
 A third party adds a chain by writing a class with these methods; nothing to inherit.
 Optional capabilities are small separate protocols (:class:`SupportsNonces`,
-:class:`LocalChainControl`) checked with ``isinstance`` at run time.
+:class:`LocalChainControl`, :class:`SupportsPlans`, :class:`SupportsTokenInfo`,
+:class:`SupportsBalanceSimulation`) checked with ``isinstance`` at run time.
 
 The pipeline calls an adapter in this order::
 
@@ -19,21 +20,29 @@ Every upstream failure surfaces as a :class:`waiaas.errors.ChainError` subclass 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from waiaas.errors import ChainError
 from waiaas.types import Request
 
+if TYPE_CHECKING:
+    from waiaas.plan import AccountLookup, Plan
+
 __all__ = [
+    "BalanceChanges",
     "ChainAdapter",
     "ChainTxState",
     "ChainTxStatus",
     "LocalChainControl",
     "SignedTx",
     "SimulationResult",
+    "SupportsBalanceSimulation",
     "SupportsNonces",
+    "SupportsPlans",
+    "SupportsTokenInfo",
     "UnsignedTx",
 ]
 
@@ -204,4 +213,86 @@ class LocalChainControl(Protocol):
 
     def mint_test_token(self, token: str, to: str, amount: int) -> None:
         """Mint ``amount`` base units of ``token`` to wallet ``to``."""
+        ...
+
+
+@runtime_checkable
+class SupportsPlans(Protocol):
+    """Adapters that expose the canonical plan of what they will sign (both shipped ones do).
+
+    The plan is read from the built message / transaction itself, so it is exactly what the
+    signature will cover; the policy engine judges the effects decoded from it.
+    """
+
+    def plan_of(self, unsigned: UnsignedTx) -> Plan:
+        """The plan of ``unsigned``, read from the exact message / tx dict that will be signed.
+
+        Raises:
+            InvalidInputError: ``unsigned`` was not built for this adapter's chain, or uses
+                something a plan cannot express (e.g. Solana address lookup tables).
+        """
+        ...
+
+    def plan_of_signed(self, signed: SignedTx) -> Plan:
+        """The plan of signed bytes (what the network will execute).
+
+        Raises:
+            InvalidInputError: the bytes are not a transaction this adapter signs.
+        """
+        ...
+
+    def account_lookup(self) -> AccountLookup | None:
+        """Chain reads for :func:`waiaas.plan.decode_plan` (token account -> mint, owner)."""
+        ...
+
+
+@runtime_checkable
+class SupportsTokenInfo(Protocol):
+    """Adapters that read a token's decimals from the chain."""
+
+    def token_decimals(self, token: str) -> int:
+        """Decimals of ``token`` (mint account / ERC-20 ``decimals()``), cached per adapter.
+
+        Raises:
+            InvalidAddressError: not an address of this chain.
+            InvalidInputError: not a token.
+            ChainError: the node could not be asked.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class BalanceChanges:
+    """What simulating a transaction does to its sender's balances.
+
+    Attributes:
+        native: the signed change of the sender's native balance in base units, **fees
+            excluded** (negative = outflow). On Solana it also counts the lamports of accounts
+            the sender controls that the adapter recognises (its token accounts, address
+            lookup tables and nonce accounts whose authority it is), so closing one of them
+            to another address shows as an outflow.
+        tokens: signed change per token (mint / token contract) the sender holds in the
+            accounts the simulation touched; tokens whose balance did not change are absent.
+        fee: the fee the simulation charged (or would charge) the sender, when known.
+    """
+
+    native: int
+    tokens: Mapping[str, int]
+    fee: int | None = None
+
+
+@runtime_checkable
+class SupportsBalanceSimulation(Protocol):
+    """Adapters that can simulate a transaction and report the sender's balance changes."""
+
+    def simulate_balance_changes(self, unsigned: UnsignedTx) -> BalanceChanges | None:
+        """The sender's balance changes if ``unsigned`` ran now; ``None`` when the backend
+        cannot simulate state changes (the caller decides what that means).
+
+        A transaction that fails in simulation changes nothing but the fee: ``native`` 0.
+
+        Raises:
+            InvalidInputError: ``unsigned`` was not built by this adapter.
+            ChainError: the node failed (transient).
+        """
         ...

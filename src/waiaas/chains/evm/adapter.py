@@ -36,7 +36,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from waiaas.chains.base import (
     ChainTxState,
@@ -71,6 +71,9 @@ from waiaas.errors import (
     TransientChainError,
 )
 from waiaas.types import Approve, Batch, ContractCall, TokenTransfer, Transfer
+
+if TYPE_CHECKING:
+    from waiaas.plan import EvmPlan
 
 __all__ = ["DEFAULT_PRIORITY_FEE", "EvmAdapter", "EvmDevAdapter"]
 
@@ -656,6 +659,87 @@ class EvmAdapter:
             raise InvalidInputError("the nonce differs from the payload's", field="payload")
         return dict(payload)
 
+    # ------------------------------------------------------------------ plans
+
+    def plan_of(self, unsigned: UnsignedTx) -> EvmPlan:
+        """The canonical plan of ``unsigned``: the exact ``to``, ``value``, calldata and chain
+        id of the payload that :meth:`sign` signs.
+
+        Raises:
+            InvalidInputError: not an EVM transaction of this adapter.
+            ChainIdMismatchError: the payload is for another chain.
+
+        Example::
+
+            plan = evm.plan_of(evm.build(Transfer(to=bob, amount=1), me))
+        """
+        from waiaas.plan import EvmPlan
+
+        payload = self._payload(unsigned)
+        data = payload["data"]
+        if not isinstance(data, str) or not data.startswith("0x"):
+            raise InvalidInputError("payload data must be 0x-hex", field="payload")
+        try:
+            calldata = bytes.fromhex(data[2:])
+        except ValueError:
+            raise InvalidInputError("payload data must be 0x-hex", field="payload") from None
+        to = payload.get("to")
+        return EvmPlan(
+            network=self.network,
+            chain_id=int(payload["chainId"]),
+            sender=normalize_address(unsigned.sender, field="sender"),
+            to=None if to is None else normalize_address(to, field="to"),
+            value=int(payload["value"]),
+            data=calldata,
+        )
+
+    def plan_of_signed(self, signed: SignedTx) -> EvmPlan:
+        """The canonical plan of signed EIP-1559 bytes; the sender is recovered from the
+        signature.
+
+        Raises:
+            InvalidInputError: not a type-2 transaction, an access list (never signed by
+                this adapter), or bytes that do not decode.
+            ChainIdMismatchError: signed for another chain.
+        """
+        from waiaas.plan import EvmPlan
+
+        self._check_signed(signed)
+        raw = bytes(signed.raw)
+        if raw[0] != _TX_TYPE:
+            raise InvalidInputError("only EIP-1559 (type 2) transactions have a plan", field="raw")
+        try:
+            items = _rlp().decode(raw[1:])
+            chain_id = int.from_bytes(items[0], "big")
+            to_raw, value_raw, data, access_list = items[5], items[6], items[7], items[8]
+            from eth_account import Account
+
+            sender = normalize_address(Account.recover_transaction(raw), field="sender")
+        except Exception as exc:
+            raise InvalidInputError(
+                f"signed transaction bytes do not decode: {type(exc).__name__}", field="raw"
+            ) from None
+        if access_list:
+            raise InvalidInputError("transactions with an access list have no plan", field="raw")
+        return EvmPlan(
+            network=self.network,
+            chain_id=chain_id,
+            sender=sender,
+            to=normalize_address("0x" + bytes(to_raw).hex(), field="to") if to_raw else None,
+            value=int.from_bytes(value_raw, "big"),
+            data=bytes(data),
+        )
+
+    def account_lookup(self) -> _EvmLookup:
+        """Chain reads for :func:`waiaas.plan.decode_plan`: whether an address holds code (a
+        plain value transfer to a contract runs its code). EVM has no token accounts.
+
+        Example::
+
+            effects = decode_plan(plan, lookup=evm.account_lookup())
+        """
+        return _EvmLookup(self)
+
     # ------------------------------------------------------------------ fees & simulation
 
     def estimate_fee(self, unsigned: UnsignedTx) -> int:
@@ -1078,3 +1162,28 @@ class EvmDevAdapter(EvmAdapter):
         self._send_as_deployer(
             token_address, encode_call(SELECTOR_MINT, ["address", "uint256"], [recipient, amount])
         )
+
+
+class _EvmLookup:
+    """The :class:`waiaas.plan.AccountLookup` of an :class:`EvmAdapter` (reads the chain)."""
+
+    def __init__(self, adapter: EvmAdapter) -> None:
+        self._adapter = adapter
+
+    def token_account(self, address: str) -> tuple[str, str] | None:
+        """Always ``None``: EVM tokens have no separate token accounts."""
+        return None
+
+    def is_contract(self, address: str) -> bool | None:
+        """Whether ``address`` holds code now (positive answers are cached: code stays)."""
+        adapter = self._adapter
+        try:
+            normalized = normalize_address(address)
+        except InvalidInputError:
+            return None
+        if normalized in adapter._contracts:
+            return True
+        code = adapter._call("eth_getCode", lambda: adapter._backend.code(normalized))
+        if code:
+            adapter._contracts.add(normalized)
+        return bool(code)

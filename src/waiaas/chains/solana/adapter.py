@@ -35,6 +35,7 @@ Example::
 from __future__ import annotations
 
 import math
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,7 +51,13 @@ from solders.signature import Signature
 from solders.system_program import CreateAccountParams, TransferParams, create_account, transfer
 from solders.transaction import VersionedTransaction
 
-from waiaas.chains.base import ChainTxState, ChainTxStatus, SignedTx, SimulationResult, UnsignedTx
+from waiaas.chains.base import (
+    ChainTxState,
+    ChainTxStatus,
+    SignedTx,
+    SimulationResult,
+    UnsignedTx,
+)
 from waiaas.chains.solana import spl
 from waiaas.chains.solana._backend import SolanaBackend
 from waiaas.chains.solana.errors import TxContext, map_transaction_error
@@ -66,6 +73,8 @@ from waiaas.types import Approve, Batch, ContractCall, Request, TokenTransfer, T
 
 if TYPE_CHECKING:
     from solders.litesvm import LiteSVM
+
+    from waiaas.plan import SolanaPlan
 
 __all__ = ["Commitment", "LocalSolanaAdapter", "SolanaAdapter"]
 
@@ -154,6 +163,7 @@ class SolanaAdapter:
         self.network = network
         self.commitment: Commitment = commitment
         self.preflight = bool(preflight)
+        self._mint_cache: dict[Pubkey, tuple[Pubkey, int]] = {}
         self._cu_price = compute_unit_price or 0
         self._cu_limit = compute_unit_limit
         if self._cu_price and self._cu_limit is None:
@@ -599,6 +609,64 @@ class SolanaAdapter:
             units_consumed=outcome.units_consumed,
         )
 
+    # ------------------------------------------------------------------ plans
+
+    def plan_of(self, unsigned: UnsignedTx) -> SolanaPlan:
+        """The canonical plan of ``unsigned``, read from the compiled message that is signed.
+
+        Each instruction's accounts carry the signer / writable flags the message gives them
+        (the message merges flags across instructions, and that is what runs).
+
+        Raises:
+            InvalidInputError: not a Solana transaction of this adapter, or a message that uses
+                address lookup tables (never built by this adapter).
+
+        Example::
+
+            plan = chain.plan_of(chain.build(Transfer(to=bob, amount=1), me))
+        """
+        return _plan_of_message(self._message(unsigned), self.network)
+
+    def plan_of_signed(self, signed: SignedTx) -> SolanaPlan:
+        """The canonical plan of signed transaction bytes (see :meth:`plan_of`).
+
+        Raises:
+            InvalidInputError: the bytes are not a signed v0 Solana transaction.
+        """
+        message = self._decode(signed).message
+        if not isinstance(message, MessageV0):
+            raise _fail("only v0 messages are signed by this adapter", "signed")
+        return _plan_of_message(message, self.network)
+
+    def account_lookup(self) -> _SolanaLookup:
+        """Chain reads for :func:`waiaas.plan.decode_plan`: token account -> (mint, owner),
+        and the exact rent of a new associated token account for a mint.
+
+        Example::
+
+            effects = decode_plan(plan, lookup=chain.account_lookup())
+        """
+        return _SolanaLookup(self)
+
+    def token_decimals(self, token: str) -> int:
+        """The decimals of mint ``token``, read from the mint account (cached per adapter).
+
+        Raises:
+            InvalidAddressError: not a Solana address.
+            InvalidInputError: not an initialised SPL Token / Token-2022 mint.
+            ChainError: the node could not be asked.
+
+        Example::
+
+            chain.token_decimals(usdc_mint)   # 6
+        """
+        key = self._pubkey(token, "token")
+        cache = self._mint_cache
+        if key not in cache:
+            _, program, decimals = self._mint(_Plan(sender=key), token, "token")
+            cache[key] = (program, decimals)
+        return cache[key][1]
+
     # ------------------------------------------------------------------ sign & submit
 
     def sign(self, unsigned: UnsignedTx, secret: bytes) -> SignedTx:
@@ -919,3 +987,97 @@ class LocalSolanaAdapter(SolanaAdapter):
             ],
             [self._authority],
         )
+
+
+def _plan_of_message(message: MessageV0, network: str) -> SolanaPlan:
+    """The plan of a compiled v0 message (flags from its header, as the runtime reads them)."""
+    from waiaas.plan import SolanaAccountMeta, SolanaInstruction, SolanaPlan
+
+    if list(message.address_table_lookups):
+        raise _fail("messages with address lookup tables have no plan", "unsigned")
+    keys = [str(key) for key in message.account_keys]
+    header = message.header
+    signers = header.num_required_signatures
+    writable_signers = signers - header.num_readonly_signed_accounts
+    writable_end = len(keys) - header.num_readonly_unsigned_accounts
+    metas = [
+        SolanaAccountMeta(
+            pubkey=key,
+            is_signer=index < signers,
+            is_writable=index < writable_signers if index < signers else index < writable_end,
+        )
+        for index, key in enumerate(keys)
+    ]
+    if not keys:
+        raise _fail("the message has no fee payer", "unsigned")
+    instructions = []
+    for ix in message.instructions:
+        indexes = [ix.program_id_index, *bytes(ix.accounts)]
+        if any(i >= len(keys) for i in indexes):
+            raise _fail("an instruction refers to an account the message lacks", "unsigned")
+        instructions.append(
+            SolanaInstruction(
+                program_id=keys[ix.program_id_index],
+                accounts=tuple(metas[i] for i in bytes(ix.accounts)),
+                data=bytes(ix.data),
+            )
+        )
+    return SolanaPlan(network=network, fee_payer=keys[0], instructions=tuple(instructions))
+
+
+_TOKEN_2022_ACCOUNT_EXTENSION_BYTES = {1: 8, 9: 0, 14: 1, 26: 0}
+"""Token-2022 mint extension type -> data bytes of the account extension a new token account
+of that mint gets (TransferFeeConfig -> TransferFeeAmount, NonTransferable ->
+NonTransferableAccount, TransferHook -> TransferHookAccount, Pausable -> PausableAccount)."""
+
+
+class _SolanaLookup:
+    """The :class:`waiaas.plan.AccountLookup` of a :class:`SolanaAdapter` (reads the chain)."""
+
+    def __init__(self, adapter: SolanaAdapter) -> None:
+        self._adapter = adapter
+
+    def token_account(self, address: str) -> tuple[str, str] | None:
+        """``(mint, owner)`` of token account ``address``; ``None`` if not one or missing."""
+        try:
+            key = Pubkey.from_string(address)
+        except ValueError:
+            return None
+        account = self._adapter._backend.get_account(key)
+        if account is None or account.owner not in spl.TOKEN_PROGRAMS:
+            return None
+        try:
+            info = spl.parse_token_account(account.data)
+        except (ValueError, struct.error):
+            return None
+        return str(info.mint), str(info.owner)
+
+    def token_account_rent(self, mint: str, token_program: str) -> int | None:
+        """Rent of a new associated token account of ``mint``: 165 bytes for Token; for
+        Token-2022 the base, the ImmutableOwner extension and the account extensions the
+        mint's extensions require. ``None`` when the mint cannot be read."""
+        try:
+            mint_key = Pubkey.from_string(mint)
+            program = Pubkey.from_string(token_program)
+        except ValueError:
+            return None
+        backend = self._adapter._backend
+        if program == spl.TOKEN_PROGRAM_ID:
+            return backend.rent_exempt_minimum(spl.TOKEN_ACCOUNT_SIZE)
+        if program != spl.TOKEN_2022_PROGRAM_ID:
+            return None
+        account = backend.get_account(mint_key)
+        if account is None or account.owner != program:
+            return None
+        size = spl.TOKEN_ACCOUNT_SIZE + 1 + 4  # account type + ImmutableOwner header
+        data = account.data
+        offset = spl.TOKEN_ACCOUNT_SIZE + 1  # mint TLVs start after the padded base + type
+        while offset + 4 <= len(data):
+            kind, length = struct.unpack_from("<HH", data, offset)
+            if kind == 0:
+                break
+            extra = _TOKEN_2022_ACCOUNT_EXTENSION_BYTES.get(kind)
+            if extra is not None:
+                size += 4 + extra
+            offset += 4 + length
+        return backend.rent_exempt_minimum(size)
