@@ -48,6 +48,7 @@ __all__ = [
     "TxStatus",
     "TxType",
     "parse_amount",
+    "parse_data",
 ]
 
 
@@ -292,32 +293,74 @@ class AccountSpec(BaseModel):
     is_writable: bool = False
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+MAX_DATA_BYTES = 128 * 1024
+"""Most bytes of calldata / instruction data one request may carry."""
+
+
+def parse_data(value: object, *, field: str = "data") -> bytes:
+    """Calldata / instruction data from ``bytes`` or ``0x``-hex text.
+
+    Text must be ``0x`` followed by an even number of hex digits and nothing else (no
+    spaces, no bare hex, no other encoding): a string is never taken as its UTF-8 bytes and
+    bare text is never guessed to be hex, so what is evaluated is what is signed.
+
+    Raises:
+        ValueError: anything else.
+
+    >>> parse_data("0x18160ddd")
+    b'\x18\x16\r\xdd'
+    """
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, str):
+        if not value.startswith(("0x", "0X")):
+            raise ValueError(
+                f"{field} given as text must be 0x-prefixed hex (e.g. '0x18160ddd'); "
+                "pass bytes for raw data"
+            )
+        body = value[2:]
+        if len(body) % 2 or not _HEX_DIGITS.issuperset(body):
+            raise ValueError(f"{field} must be 0x followed by an even number of hex digits")
+        data = bytes.fromhex(body)
+    else:
+        raise ValueError(f"{field} must be bytes or a 0x-hex string, not {type(value).__name__}")
+    if len(data) > MAX_DATA_BYTES:
+        raise ValueError(f"{field} is longer than {MAX_DATA_BYTES} bytes")
+    return data
+
+
+def _data_validator(value: Any, handler: Any) -> bytes:
+    return parse_data(value)
+
+
+HexBytes = Annotated[
+    bytes,
+    WrapValidator(_data_validator),
+    PlainSerializer(lambda v: "0x" + v.hex(), return_type=str, when_used="json"),
+]
+"""Bytes given as ``bytes`` or ``0x``-hex text; serialised to JSON as ``0x``-hex (lossless)."""
+
+
 class ContractCall(_Request):
     """Call a contract (EVM calldata) or a program (Solana instruction).
 
     Args:
         to: the contract (EVM) or program id (Solana).
-        data: calldata (EVM; the first 4 bytes are the method selector) or instruction data.
+        data: calldata (EVM; the first 4 bytes are the method selector) or instruction data,
+            as ``bytes`` or ``0x``-hex text (anything else is refused; JSON shows it as
+            ``0x``-hex and reads it back byte for byte).
         value: native amount sent with the call (EVM only).
         accounts: the instruction's accounts (Solana only).
     """
 
     type: Literal[TxType.CONTRACT_CALL] = TxType.CONTRACT_CALL
     to: str
-    data: bytes = b""
+    data: HexBytes = b""
     value: Amount = 0
-    accounts: tuple[AccountSpec, ...] = ()
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _hex_data(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value[2:] if value.startswith(("0x", "0X")) else value
-            try:
-                return bytes.fromhex(text)
-            except ValueError as exc:
-                raise ValueError("data must be bytes or a hex string") from exc
-        return value
+    accounts: tuple[AccountSpec, ...] = Field(default=(), max_length=64)
 
     @property
     def selector(self) -> str | None:

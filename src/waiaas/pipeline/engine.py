@@ -8,10 +8,12 @@
                -> policy evaluate (usage from the DB) -> insert the row (PENDING) + TX_REQUESTED
                -> denied: FAILED + POLICY_VIOLATION | DELAY / APPROVAL: QUEUED + TX_QUEUED
       stage 2  (INSTANT / NOTIFY at once; DELAY after the cooldown; APPROVAL once signed)
-               one unit of work: re-check (kill switch, agent, session, deny rules)
+               one unit of work: re-check (kill switch, agent; queued / resumed ones: session
+               and the whole decision again, a stricter tier moves them to its path)
                -> allocate nonce -> build -> sign -> store signed bytes + hash -> EXECUTING
-      stage 3  submit (transient: retry with backoff; stale: rebuild once; permanent: FAILED)
-               -> SUBMITTED -> wait for confirmation -> CONFIRMED / FAILED
+      stage 3  one unit of work: kill switch + agent status -> SUBMITTED (the last check)
+               -> submit (transient: retry with backoff; stale: rebuild once; permanent:
+               FAILED) -> wait for confirmation -> CONFIRMED / FAILED
     notifications go out after each commit and can never fail a transaction.
 
 Every status change is a compare-and-swap written with its audit row in the same database
@@ -21,7 +23,6 @@ transaction (:func:`waiaas.pipeline.states.transition`).
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import time
@@ -72,7 +73,7 @@ __all__ = ["Pipeline", "PipelineHooks"]
 
 _DUPLICATE_ATTEMPTS = 6
 # Errors that end a transaction as FAILED without being an on-chain failure of the agent.
-_NOT_FAILURES = frozenset({"POLICY_DENIED", "KEYSTORE_LOCKED"})
+_NOT_FAILURES = frozenset({"POLICY_DENIED", "KEYSTORE_LOCKED", "REJUDGED", "SESSION_ENDED"})
 _SCAN_LIMIT = 1_000_000  # process_due looks at every queued row, as the kill switch does
 
 log = logging.getLogger("waiaas.pipeline")
@@ -107,10 +108,10 @@ class PipelineHooks:
     """Test hooks: ``on_stage(name, tx_id)`` runs at each stage boundary.
 
     Stages: ``admitted`` (the request's row is committed), ``signed`` (EXECUTING with the
-    signed bytes committed, nothing sent yet), ``submitted`` (sent, SUBMITTED not yet
-    recorded), ``recorded`` (SUBMITTED committed, before waiting for confirmation) and
-    ``approved`` (the owner's approval committed, before execution). Crash tests kill the
-    process at each of them; production code leaves the hook empty.
+    signed bytes committed, nothing sent yet), ``recorded`` (cleared for broadcast:
+    SUBMITTED committed, nothing sent yet), ``submitted`` (sent, before waiting for
+    confirmation) and ``approved`` (the owner's approval committed, before execution).
+    Crash tests kill the process at each of them; production code leaves the hook empty.
     """
 
     on_stage: Callable[[str, str], None] | None = None
@@ -128,6 +129,15 @@ class _Outbox:
 
     def add(self, event: AuditEvent, **data: Any) -> None:
         self.events.append({"event": event, **data})
+
+
+@dataclass(frozen=True)
+class _Escalation:
+    """A re-judged transaction now needs a stricter tier than the one it went through."""
+
+    current: Tier
+    tier: Tier
+    decision: Any
 
 
 class Pipeline:
@@ -555,6 +565,13 @@ class Pipeline:
             assert agent is not None
             meta = self._meta(row)
             problem = self._recheck(uow, row, agent, meta, now, full=recheck)
+            if isinstance(problem, _Escalation):
+                self._escalate(uow, row, agent, meta, problem, now, outbox)
+                if problem.tier != Tier.NOTIFY:
+                    uow.commit()
+                    self._publish(outbox)
+                    return None
+                problem = None
             if problem is not None:
                 target, code, message = problem
                 self._end(
@@ -585,6 +602,7 @@ class Pipeline:
                 metadata=meta,
             )
             uow.commit()
+        self._publish(outbox)
         return signed, row
 
     def _build_and_sign(
@@ -643,9 +661,14 @@ class Pipeline:
         now: int,
         *,
         full: bool = False,
-    ) -> tuple[TxStatus, str, str] | None:
+    ) -> tuple[TxStatus, str, str] | _Escalation | None:
         """Before a transaction executes: kill switch, agent, and (for a QUEUED one, or when
-        ``full``) session and deny rules again."""
+        ``full``) the session and the whole policy decision again, tier included.
+
+        Returns what ends the transaction ``(status, code, message)``, an
+        :class:`_Escalation` when the decision now asks for a stricter tier than the one
+        the transaction went through (it must take that tier's path first), or ``None``.
+        """
         if killswitch.is_active(uow):
             return S.CANCELLED, "KILL_SWITCH_ACTIVE", "the kill switch is active"
         if agent.status != "ACTIVE":
@@ -662,17 +685,120 @@ class Pipeline:
                 reasons = _deny_reasons(decision)
                 message = "; ".join(r.get("message", "") for r in reasons)
                 return S.FAILED, "POLICY_DENIED", message or "denied by policy on re-check"
+            tier = Tier(decision.tier)
+            current = Tier(row.tier) if row.tier else Tier.INSTANT
+            if tier.rank > current.rank and not (
+                current == Tier.APPROVAL and self._approved(uow, row)
+            ):
+                return _Escalation(current, tier, decision)
         return None
+
+    @staticmethod
+    def _approved(uow: UnitOfWork, row: TransactionRow) -> bool:
+        approval = uow.approvals.for_tx(row.id)
+        return approval is not None and approval.approved_at is not None
+
+    def _escalate(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        agent: AgentRow,
+        meta: dict[str, Any],
+        esc: _Escalation,
+        now: int,
+        outbox: _Outbox,
+    ) -> None:
+        """Move a transaction whose re-judged tier is stricter onto that tier's path.
+
+        NOTIFY: it executes as NOTIFY (the caller goes on). DELAY: it is QUEUED again with
+        a new cooldown. APPROVAL: it waits for the owner's signature (a new approval
+        request). The tier change is audited (TX_QUEUED with ``escalated_from``).
+        """
+        decision = esc.decision
+        meta["rejudged"] = {
+            "at": now,
+            "from": esc.current.value,
+            "to": esc.tier.value,
+            "decision": decision.model_dump(mode="json", exclude_defaults=True),
+        }
+        details: dict[str, Any] = {"tier": esc.tier.value, "escalated_from": esc.current.value}
+        if esc.tier == Tier.DELAY:
+            delay = decision.delay_seconds
+            meta["execute_after"] = now + (
+                delay if delay is not None else self.config.delay_seconds
+            )
+            details["execute_after"] = meta["execute_after"]
+        elif esc.tier == Tier.APPROVAL:
+            timeout = decision.approval_timeout or self.config.approval_timeout
+            approval = ApprovalRow(
+                id=new_id(),
+                tx_id=row.id,
+                required_by=now + timeout,
+                expires_at=now + timeout,
+                created_at=now,
+            )
+            uow.approvals.add(approval)
+            meta["approval"] = {
+                "id": approval.id,
+                "owner": agent.owner_address,
+                "expires_at": approval.expires_at,
+            }
+            details["approval_expires_at"] = approval.expires_at
+        if row.status == S.PENDING and esc.tier in (Tier.DELAY, Tier.APPROVAL):
+            self._move(
+                uow,
+                row,
+                S.QUEUED,
+                event=E.TX_QUEUED,
+                actor="system",
+                now=now,
+                details=details,
+                queued_at=now,
+                tier=esc.tier.value,
+                metadata=meta,
+            )
+        else:
+            if not uow.transactions.cas_status(
+                row.id, row.status, row.status, tier=esc.tier.value, metadata=meta
+            ):
+                raise InvalidTransitionError("transaction", row.id, row.status, row.status)
+            row.tier = esc.tier.value
+            row.metadata_json = json.dumps(meta, separators=(",", ":"))
+            if esc.tier == Tier.NOTIFY:  # executes now; the owner is told
+                outbox.add(E.TX_REQUESTED, tx_id=row.id, agent_id=row.agent_id, tier="NOTIFY")
+                return
+            uow.audit.append(
+                E.TX_QUEUED,
+                actor="system",
+                now=now,
+                agent_id=row.agent_id,
+                session_id=row.session_id,
+                tx_id=row.id,
+                details={"from": row.status, "to": row.status, **details},
+            )
+        outbox.add(E.TX_QUEUED, tx_id=row.id, agent_id=row.agent_id, **details)
 
     # ================================================================== stage 3
 
     def _submit_stage(
-        self, tx_id: str, signed: SignedTx, row: TransactionRow | None = None
+        self,
+        tx_id: str,
+        signed: SignedTx,
+        row: TransactionRow | None = None,
+        *,
+        recovering: bool = False,
     ) -> TransactionRow:
-        """Send ``signed`` (retrying, rebuilding once if stale), record SUBMITTED, confirm.
+        """Clear ``signed`` for broadcast, send it (retrying, rebuilding once if stale),
+        confirm.
+
+        Before every broadcast one write transaction checks the kill switch and the agent's
+        status and moves the row EXECUTING -> SUBMITTED (:meth:`_clear_for_broadcast`):
+        bytes are sent only after that commit, so a kill switch that committed first stops
+        them, and one that commits later finds them already on their way.
 
         ``row`` is the transaction as the caller last read it (only its agent, session and
-        chain are used); it is read here when not given.
+        chain are used); it is read here when not given. ``recovering``: the bytes may have
+        been sent before (a crash, a restart), so a stop holds them instead of cancelling.
         """
         if row is None:
             row = self.get_row(tx_id)
@@ -684,7 +810,13 @@ class Pipeline:
             assert agent is not None
             adapter = self.adapter_for(agent.chain, agent.network)
         attempt = 0
+        recorded = False
         while True:
+            if not self._clear_for_broadcast(tx_id, recovering=recovering or recorded):
+                return self.get_row(tx_id)
+            if not recorded:
+                self.hooks.stage("recorded", tx_id)
+                recorded = True
             try:
                 adapter.submit(signed)
                 break
@@ -698,33 +830,80 @@ class Pipeline:
                     rebuilt = self._rebuild_once(tx_id, exc)
                     if rebuilt is not None:
                         signed = rebuilt
+                        recorded = False
                         continue
                     return self.get_row(tx_id)
-                self._fail(tx_id, exc, expected=(S.EXECUTING,))
+                self._fail(tx_id, exc, expected=(S.EXECUTING, S.SUBMITTED))
                 return self.get_row(tx_id)
         self.hooks.stage("submitted", tx_id)
-        now = self.clock.now()
-        with self.db.write() as uow, contextlib.suppress(InvalidTransitionError):
-            # Already recorded past EXECUTING (another worker, a recovery) is fine as it is.
-            transition(
-                uow,
-                tx_id,
-                S.EXECUTING,
-                S.SUBMITTED,
-                event=E.TX_SUBMITTED,
-                actor="system",
-                now=now,
-                agent_id=row.agent_id,
-                session_id=row.session_id,
-                details={"tx_hash": signed.tx_hash},
-            )
-            uow.commit()
-        self.hooks.stage("recorded", tx_id)
         if self.config.confirm_timeout <= 0:
             return self.get_row(tx_id)
         status = adapter.wait_for_confirmation(signed, timeout=self.config.confirm_timeout)
         self.apply_chain_status(tx_id, status)
         return self.get_row(tx_id)
+
+    def _clear_for_broadcast(self, tx_id: str, *, recovering: bool) -> bool:
+        """The last step before bytes leave: in one write transaction, check the kill switch
+        and the agent's status and move EXECUTING -> SUBMITTED (TX_SUBMITTED).
+
+        Returns whether the bytes may be sent now. When something stops them: a fresh
+        EXECUTING row (nothing was sent) is CANCELLED; a row whose bytes may already have
+        been sent (``recovering``, or already SUBMITTED) is held as it is, with one
+        TX_RECOVERED audit row, until ``recover()`` and a full re-check clear it.
+        """
+        now = self.clock.now()
+        outbox = _Outbox()
+        with self.db.write() as uow:
+            row = uow.transactions.get(tx_id)
+            if row is None or row.status not in (S.EXECUTING, S.SUBMITTED):
+                return False
+            agent = uow.agents.get(row.agent_id)
+            stop: tuple[str, str] | None = None
+            if killswitch.is_active(uow):
+                stop = ("KILL_SWITCH_ACTIVE", "the kill switch is active")
+            elif agent is None or agent.status != "ACTIVE":
+                status = agent.status if agent is not None else "missing"
+                stop = ("AGENT_NOT_ACTIVE", f"agent is {status}")
+            if stop is not None:
+                code, message = stop
+                meta = self._meta(row)
+                if row.status == S.EXECUTING and not recovering:
+                    self._end(
+                        uow,
+                        row,
+                        S.CANCELLED,
+                        code=code,
+                        message=message + "; the signed bytes were never sent",
+                        actor="system",
+                        now=now,
+                        outbox=outbox,
+                    )
+                elif meta.get("held") != code:
+                    meta["held"] = code
+                    uow.transactions.update_fields(tx_id, metadata=meta)
+                    uow.audit.append(
+                        E.TX_RECOVERED,
+                        actor="system",
+                        now=now,
+                        agent_id=row.agent_id,
+                        tx_id=row.id,
+                        details={"status": row.status, "action": "held", "reason": code},
+                    )
+                uow.commit()
+                self._publish(outbox)
+                return False
+            if row.status == S.EXECUTING:
+                self._move(
+                    uow,
+                    row,
+                    S.SUBMITTED,
+                    event=E.TX_SUBMITTED,
+                    actor="system",
+                    now=now,
+                    details={"tx_hash": row.tx_hash},
+                )
+            uow.commit()
+        return True
 
     def _audit_retry(self, row: TransactionRow, exc: ChainError, attempt: int) -> None:
         with self.db.write() as uow:
@@ -1251,11 +1430,16 @@ class Pipeline:
         self._publish(outbox)
         return done
 
-    def reconcile(self, tx_id: str) -> None:
+    def reconcile(self, tx_id: str, *, resend: bool = False) -> None:
         """Bring an EXECUTING or SUBMITTED transaction in line with the chain.
 
         Never signs the same request twice: stored bytes are asked about and re-sent as they
-        are; only bytes that can provably never land are rebuilt (once).
+        are (only through :meth:`_clear_for_broadcast`, so never while the kill switch is on
+        or the agent is not active); only bytes that can provably never land are rebuilt
+        (once). Bytes held back by the kill switch or a suspension get the whole decision
+        again (session, policies, tier) before they are sent. ``resend``: a SUBMITTED row
+        the chain does not know is sent again too (on open: a crash may have come between
+        recording SUBMITTED and sending).
         """
         row = self.get_row(tx_id)
         if row.status not in (S.EXECUTING, S.SUBMITTED):
@@ -1274,9 +1458,20 @@ class Pipeline:
         except ChainError as exc:
             log.warning("status of %s unavailable: %s", tx_id, exc)
             return
-        if row.status == S.EXECUTING and status.state == ChainTxState.NOT_FOUND:
+        if status.state == ChainTxState.NOT_FOUND and (
+            row.status == S.EXECUTING or resend or meta.get("held")
+        ):
+            with self.db.read() as uow:
+                stopped = killswitch.is_active(uow) or (
+                    (current := uow.agents.get(row.agent_id)) is None or current.status != "ACTIVE"
+                )
+            if stopped:
+                self._clear_for_broadcast(tx_id, recovering=True)  # holds it, audited once
+                return
+            if meta.get("held") and not self._rejudge_held(tx_id):
+                return
             self._record_recovery(row, "resubmitting the stored signed bytes")
-            self._submit_stage(tx_id, signed)
+            self._submit_stage(tx_id, signed, recovering=True)
             return
         if row.status == S.EXECUTING and status.state == ChainTxState.PENDING:
             now = self.clock.now()
@@ -1293,6 +1488,50 @@ class Pipeline:
                 uow.commit()
             return
         self.apply_chain_status(tx_id, status)
+
+    def _rejudge_held(self, tx_id: str) -> bool:
+        """Signed bytes held back by the kill switch or a suspension, not on the chain: once
+        both are clear, judge them again in full. Returns whether they may be sent; a
+        denial, an ended session or a stricter tier fails them (the agent sends anew)."""
+        now = self.clock.now()
+        outbox = _Outbox()
+        with self.db.write() as uow:
+            row = uow.transactions.get(tx_id)
+            if row is None or row.status not in (S.EXECUTING, S.SUBMITTED):
+                return False
+            agent = uow.agents.get(row.agent_id)
+            assert agent is not None
+            if killswitch.is_active(uow) or agent.status != "ACTIVE":
+                return False  # still held; nothing to write
+            meta = self._meta(row)
+            problem = self._recheck(uow, row, agent, meta, now, full=True)
+            if problem is None:
+                meta.pop("held", None)
+                meta["rejudged_held"] = now
+                uow.transactions.update_fields(tx_id, metadata=meta)
+                uow.commit()
+                return True
+            if isinstance(problem, _Escalation):
+                code = "REJUDGED"
+                message = (
+                    f"held signed bytes now need tier {problem.tier.value} (they went through "
+                    f"{problem.current.value}); they were not sent: send the request again"
+                )
+            else:
+                _target, code, message = problem
+            self._end(
+                uow,
+                row,
+                S.FAILED,
+                code=code,
+                message=message,
+                actor="system",
+                now=now,
+                outbox=outbox,
+            )
+            uow.commit()
+        self._publish(outbox)
+        return False
 
     def _record_recovery(self, row: TransactionRow, what: str) -> None:
         with self.db.write() as uow:
@@ -1312,7 +1551,7 @@ class Pipeline:
             rows = uow.transactions.with_status([S.EXECUTING, S.SUBMITTED], limit=10_000)
         for row in rows:
             try:
-                self.reconcile(row.id)
+                self.reconcile(row.id, resend=True)
             except (WaiaasError, InvalidTransitionError) as exc:
                 log.warning("could not reconcile %s: %s", row.id, exc)
         return {"reconciled": len(rows)}

@@ -9,6 +9,7 @@
        ├──► CANCELLED   (owner / operator / agent cancel, rejection, kill switch)
        └──► EXPIRED     (approval not given in time)
     PENDING ──► FAILED  (policy denied) ;  PENDING ──► CANCELLED (kill switch)
+    EXECUTING ──► CANCELLED  (kill switch / suspension before the bytes were sent)
     EXECUTING/SUBMITTED ──► EXECUTING   (stale: rebuilt once with new bytes)
 
 Every change is ``UPDATE ... WHERE status = <expected>`` and writes its audit row in the same
@@ -31,7 +32,8 @@ ALLOWED: Mapping[TxStatus, frozenset[TxStatus]] = {
     S.PENDING: frozenset({S.QUEUED, S.EXECUTING, S.FAILED, S.CANCELLED}),
     S.QUEUED: frozenset({S.EXECUTING, S.CANCELLED, S.EXPIRED, S.FAILED}),
     # EXECUTING -> EXECUTING is a stale rebuild (new bytes replace never-landed ones).
-    S.EXECUTING: frozenset({S.EXECUTING, S.SUBMITTED, S.CONFIRMED, S.FAILED}),
+    # EXECUTING -> CANCELLED: the kill switch or a suspension stopped bytes never sent.
+    S.EXECUTING: frozenset({S.EXECUTING, S.SUBMITTED, S.CONFIRMED, S.FAILED, S.CANCELLED}),
     S.SUBMITTED: frozenset({S.EXECUTING, S.CONFIRMED, S.FAILED}),
     S.CONFIRMED: frozenset(),
     S.FAILED: frozenset(),

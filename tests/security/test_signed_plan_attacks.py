@@ -1,0 +1,288 @@
+"""Issue 9: policies judge exactly what is signed. One test per reproduced attack (numbered as
+in the issue), each showing the attack refused and the audit row it leaves, on both chains
+wherever the chain has the feature."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    TIER_AMOUNTS,
+    all_audit,
+    events_of,
+    new_agent,
+    owner_for,
+    recipient,
+)
+from waiaas.errors import InvalidInputError
+from waiaas.notify.testing import RecordingNotifier
+from waiaas.pipeline.engine import PipelineHooks
+from waiaas.testing import FrozenClock, local_wallet
+from waiaas.types import ContractCall, Transfer
+from waiaas.wallet import Wallet
+
+NETWORK = {"solana": "localnet", "evm": "local"}
+
+
+@pytest.fixture
+def wallet(tmp_path: Path) -> Iterator[Wallet]:
+    """A wallet on fresh local chains, frozen clock."""
+    with local_wallet(tmp_path, clock=FrozenClock(), notifier=RecordingNotifier()) as w:
+        yield w
+
+
+@pytest.fixture(params=["solana", "evm"])
+def chain(request: pytest.FixtureRequest) -> str:
+    """Each chain family in turn."""
+    return str(request.param)
+
+
+def _balance(wallet: Wallet, chain: str, address: str) -> int:
+    return int(wallet.pipeline.adapter_for(chain, NETWORK[chain]).get_balance(address))
+
+
+def _due(wallet: Wallet, seconds: int | None = None) -> None:
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(wallet.config.delay_seconds if seconds is None else seconds)
+    wallet.process_due()
+
+
+class _Crash(BaseException):
+    """Stands for the process dying at a stage boundary."""
+
+
+# --------------------------------------------------------------------------- item 1 / 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a9059cbb" + "00" * 64,  # bare hex: would have been guessed to be hex
+        "0x12 34",  # whitespace inside hex
+        "0xabc",  # odd number of digits
+        "transfer(thief)",  # text: never taken as its UTF-8 bytes
+    ],
+)
+def test_item1_calldata_given_as_text_is_refused(wallet: Wallet, chain: str, text: str) -> None:
+    """Item 1: a string ``data`` must be 0x-hex; anything else is an InvalidInputError naming
+    ``data`` before anything is recorded."""
+    agent = new_agent(wallet, chain)
+    token = wallet.issue_session(agent.id).token
+    before = len(all_audit(wallet))
+    with pytest.raises(InvalidInputError) as info:
+        wallet.send(token, {"type": "CONTRACT_CALL", "to": recipient(chain), "data": text})
+    assert "data" in str(info.value)
+    assert wallet.list_transactions(agent_id=agent.id) == []
+    assert len(all_audit(wallet)) == before
+
+
+def test_item2_non_utf8_calldata_is_stored_losslessly(wallet: Wallet) -> None:
+    """Item 2: calldata that is not UTF-8 is stored as 0x-hex and read back byte for byte
+    (the stored request is what later stages execute)."""
+    agent = new_agent(wallet, "evm")
+    token = wallet.issue_session(agent.id).token
+    data = bytes([0x18, 0x16, 0x0D, 0xDD, 0xFF, 0x80, 0x00])
+    call = ContractCall(to=recipient("evm"), data=data)
+    dumped = call.model_dump(mode="json")
+    assert dumped["data"] == "0x" + data.hex()
+    assert ContractCall.model_validate(dumped).data == data
+    try:
+        tx_id = wallet.send(token, call).id
+    except Exception as exc:  # a default-deny may refuse the call; the row must still be exact
+        tx_id = getattr(exc, "tx_id", None)
+        assert tx_id is not None, exc
+    stored = wallet.get_transaction(tx_id).request
+    assert stored is not None and stored["data"] == "0x" + data.hex()
+
+
+# --------------------------------------------------------------------------- item 9
+
+
+def test_item9_delay_that_now_needs_approval_waits_for_the_owner(
+    wallet: Wallet, chain: str
+) -> None:
+    """Item 9: the owner lowers ``delay_max`` during a DELAY's cooldown; at the end of the
+    cooldown the transaction is judged again in full and moves to the APPROVAL path (audited
+    TX_QUEUED with ``escalated_from``); nothing moves until the owner signs."""
+    owner = owner_for(chain)
+    agent = new_agent(wallet, chain, owner=owner)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient(chain)
+    amount = TIER_AMOUNTS[chain]["DELAY"]
+    queued = wallet.send(token, Transfer(to=dest, amount=amount))
+    assert (queued.status, queued.tier) == ("QUEUED", "DELAY")
+    wallet.add_policy(
+        "SPENDING_LIMIT",
+        {"instant_max": "1", "notify_max": "2", "delay_max": str(amount - 1)},
+        agent_id=agent.id,
+    )
+    _due(wallet)
+    tx = wallet.get_transaction(queued.id)
+    assert (tx.status, tx.tier) == ("QUEUED", "APPROVAL")
+    assert _balance(wallet, chain, dest) == 0
+    rows = [e for e in all_audit(wallet, tx_id=queued.id) if e.event_type == "TX_QUEUED"]
+    assert rows[-1].details["escalated_from"] == "DELAY"
+    assert rows[-1].details["tier"] == "APPROVAL"
+    _due(wallet)  # more passes do not execute it either
+    assert wallet.get_transaction(queued.id).status == "QUEUED"
+    message = wallet.approval_message(queued.id)
+    done = wallet.approve(queued.id, owner.sign(message))
+    assert done.status == "CONFIRMED"
+    assert _balance(wallet, chain, dest) == amount
+
+
+def test_item9_delay_that_now_needs_approval_without_owner_fails(
+    wallet: Wallet, chain: str
+) -> None:
+    """Item 9, owner-less agent: the stricter tier cannot be met, so the re-check denies it:
+    FAILED with POLICY_DENIED and a TX_FAILED audit row; nothing moves."""
+    agent = new_agent(wallet, chain)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient(chain)
+    amount = TIER_AMOUNTS[chain]["DELAY"]
+    queued = wallet.send(token, Transfer(to=dest, amount=amount))
+    wallet.add_policy(
+        "SPENDING_LIMIT", {"instant_max": "1", "delay_max": str(amount - 1)}, agent_id=agent.id
+    )
+    _due(wallet)
+    tx = wallet.get_transaction(queued.id)
+    assert tx.status == "FAILED"
+    assert tx.error is not None and tx.error.startswith("POLICY_DENIED")
+    assert events_of(wallet, queued.id)[-1] == "TX_FAILED"
+    assert _balance(wallet, chain, dest) == 0
+
+
+def test_item9_resumed_instant_that_now_needs_delay_is_queued(tmp_path: Path, chain: str) -> None:
+    """Item 9, resumed work: an INSTANT request interrupted after admission whose policy now
+    asks for DELAY is queued for the cooldown when resumed, not executed at once."""
+
+    def stop(stage: str, tx_id: str) -> None:
+        if stage == "admitted":
+            raise _Crash
+
+    with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=stop)) as w:
+        agent = new_agent(w, chain)
+        token = w.issue_session(agent.id).token
+        dest = recipient(chain)
+        amount = TIER_AMOUNTS[chain]["INSTANT"]
+        with pytest.raises(_Crash):
+            w.send(token, Transfer(to=dest, amount=amount))
+        (row,) = w.list_transactions(agent_id=agent.id)
+        assert (row.status, row.tier) == ("PENDING", "INSTANT")
+        w.add_policy(
+            "SPENDING_LIMIT",
+            {"instant_max": "1", "notify_max": "2", "delay_max": str(10**30)},
+            agent_id=agent.id,
+        )
+        w.process_due()
+        tx = w.get_transaction(row.id)
+        assert (tx.status, tx.tier) == ("QUEUED", "DELAY")
+        assert _balance(w, chain, dest) == 0
+        _due(w)
+        assert w.get_transaction(row.id).status == "CONFIRMED"
+        assert _balance(w, chain, dest) == amount
+
+
+# --------------------------------------------------------------------------- item 10
+
+
+def test_item10_bytes_signed_before_the_kill_switch_are_never_sent(
+    tmp_path: Path, chain: str
+) -> None:
+    """Item 10: the kill switch turns on after the transaction was signed and before it was
+    sent: the last check (in the transaction that would record SUBMITTED) cancels it; the
+    bytes never reach the chain; TX_CANCELLED names the kill switch."""
+    holder: dict[str, Wallet] = {}
+
+    def kill(stage: str, tx_id: str) -> None:
+        if stage == "signed":
+            holder["w"].kill_switch("stop everything")
+
+    with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=kill)) as w:
+        holder["w"] = w
+        agent = new_agent(w, chain)
+        token = w.issue_session(agent.id).token
+        dest = recipient(chain)
+        result = w.send(token, Transfer(to=dest, amount=TIER_AMOUNTS[chain]["INSTANT"]))
+        assert result.status == "CANCELLED"
+        assert result.error is not None and result.error.startswith("KILL_SWITCH_ACTIVE")
+        events = events_of(w, result.id)
+        assert "TX_SIGNED" in events and "TX_SUBMITTED" not in events
+        assert events[-1] == "TX_CANCELLED"
+        assert _balance(w, chain, dest) == 0
+        signed = w.pipeline._meta(w.pipeline.get_row(result.id))["signed"]
+        adapter = w.pipeline.adapter_for(chain, NETWORK[chain])
+        from waiaas.chains.base import ChainTxState
+        from waiaas.pipeline.engine import _signed_from_json
+
+        status = adapter.get_status(_signed_from_json(chain, signed))
+        assert status.state in (ChainTxState.NOT_FOUND, ChainTxState.DROPPED)
+
+
+def test_item10_recovery_holds_unsent_bytes_while_the_switch_is_on(
+    tmp_path: Path, chain: str
+) -> None:
+    """Item 10, recovery: a row left EXECUTING (signed, never sent) while the kill switch is
+    on is held by ``process_due`` (one TX_RECOVERED "held" row, nothing sent); after
+    ``recover()`` it is judged again in full: its session was revoked by the kill switch,
+    so it FAILS and the bytes never go out."""
+
+    def crash(stage: str, tx_id: str) -> None:
+        if stage == "signed":
+            raise _Crash
+
+    with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=crash)) as w:
+        agent = new_agent(w, chain)
+        token = w.issue_session(agent.id).token
+        dest = recipient(chain)
+        with pytest.raises(_Crash):
+            w.send(token, Transfer(to=dest, amount=TIER_AMOUNTS[chain]["INSTANT"]))
+        (row,) = w.list_transactions(agent_id=agent.id)
+        assert row.status == "EXECUTING"
+        w.kill_switch("incident")
+        w.process_due()
+        w.process_due()
+        assert w.get_transaction(row.id).status == "EXECUTING"
+        held = [e for e in all_audit(w, tx_id=row.id) if e.event_type == "TX_RECOVERED"]
+        assert [e.details["action"] for e in held] == ["held"]
+        assert held[0].details["reason"] == "KILL_SWITCH_ACTIVE"
+        assert _balance(w, chain, dest) == 0
+        w.recover(resume_agents=True)
+        w.process_due()
+        tx = w.get_transaction(row.id)
+        assert tx.status == "FAILED"
+        assert tx.error is not None and tx.error.startswith("SESSION_ENDED")
+        assert _balance(w, chain, dest) == 0
+
+
+def test_item10_held_bytes_are_sent_after_recovery_when_still_allowed(
+    tmp_path: Path, chain: str
+) -> None:
+    """Item 10, the other side: bytes held only because the agent was suspended are sent
+    once the agent is resumed and the full re-check still allows them."""
+
+    def crash(stage: str, tx_id: str) -> None:
+        if stage == "signed":
+            raise _Crash
+
+    with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=crash)) as w:
+        agent = new_agent(w, chain)
+        token = w.issue_session(agent.id).token
+        dest = recipient(chain)
+        amount = TIER_AMOUNTS[chain]["INSTANT"]
+        with pytest.raises(_Crash):
+            w.send(token, Transfer(to=dest, amount=amount))
+        (row,) = w.list_transactions(agent_id=agent.id)
+        w.suspend_agent(agent.id)
+        w.process_due()
+        assert w.get_transaction(row.id).status == "EXECUTING"
+        assert _balance(w, chain, dest) == 0
+        w.resume_agent(agent.id)
+        w.process_due()
+        assert w.get_transaction(row.id).status == "CONFIRMED"
+        assert _balance(w, chain, dest) == amount
+        assert events_of(w, row.id).count("TX_SIGNED") == 1
