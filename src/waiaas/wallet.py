@@ -881,7 +881,9 @@ class Wallet:
         """
         service: PolicyService | None = getattr(self, "_policy_service", None)
         if service is None:
-            service = PolicyService(self.db, self.clock, self.config)
+            service = PolicyService(
+                self.db, self.clock, self.config, networks=tuple(self.pipeline.adapters)
+            )
             self._policy_service = service
         return service
 

@@ -145,7 +145,12 @@ def test_add_update_enable_disable_remove_each_write_an_audit_row(
         "SPENDING_LIMIT", {"per_transaction": "1000"}, agent_id=agent, priority=3, actor="owner"
     )
     assert info.type is PolicyType.SPENDING_LIMIT
-    assert info.rules == {"asset": "native", "on_exceed": "deny", "per_transaction": "1000"}
+    assert info.rules == {
+        "asset": "native",
+        "on_exceed": "deny",
+        "per_transaction": "1000",
+        "unpriced_tier": "APPROVAL",
+    }
     assert service.get(info.id) == info
     clock.advance(10)
     changed = service.update(info.id, rules={"per_transaction": "2000"}, priority=5)

@@ -5,7 +5,9 @@ wherever the chain has the feature."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,7 @@ from waiaas.errors import InvalidInputError
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.pipeline.engine import PipelineHooks
 from waiaas.testing import FrozenClock, local_wallet
-from waiaas.types import ContractCall, Transfer
+from waiaas.types import ContractCall, TokenTransfer, Transfer
 from waiaas.wallet import Wallet
 
 NETWORK = {"solana": "localnet", "evm": "local"}
@@ -286,3 +288,135 @@ def test_item10_held_bytes_are_sent_after_recovery_when_still_allowed(
         assert w.get_transaction(row.id).status == "CONFIRMED"
         assert _balance(w, chain, dest) == amount
         assert events_of(w, row.id).count("TX_SIGNED") == 1
+
+
+# --------------------------------------------------------------------------- item 3
+
+
+class _Oracle:
+    """USD prices per whole unit: ``prices[asset]`` (missing = unknown)."""
+
+    def __init__(self, prices: dict[str, Decimal]) -> None:
+        self.prices = prices
+
+    def price_usd(self, chain: str, asset: str) -> Decimal | None:
+        return self.prices.get(asset)
+
+
+def _usd_wallet(tmp_path: Path, oracle: _Oracle) -> Any:
+    return local_wallet(tmp_path, clock=FrozenClock(), price_oracle=oracle)
+
+
+USD_TIERS = {"instant_max_usd": "10", "notify_max_usd": "100", "delay_max_usd": "1000"}
+
+
+@pytest.mark.parametrize("stated", [None, 6])
+def test_item3_token_tier_uses_the_chains_decimals_not_the_agents(
+    tmp_path: Path, stated: int | None
+) -> None:
+    """Item 3: a $1M ERC-20 transfer is APPROVAL whether or not the agent states decimals
+    (they come from the token's ``decimals()``); the queued row's audit says APPROVAL."""
+    oracle = _Oracle({})
+    with _usd_wallet(tmp_path, oracle) as w:
+        owner = owner_for("evm")
+        agent = new_agent(w, "evm", owner=owner)
+        adapter = w.pipeline.adapter_for("evm", "local")
+        mint = adapter.create_test_token(decimals=6)
+        adapter.mint_test_token(mint, agent.public_key, 10**13)
+        oracle.prices[w.pipeline.adapter_for("evm", "local").validate_address(mint)] = Decimal(1)
+        w.add_policy("SPENDING_LIMIT", {"asset": "*", **USD_TIERS}, agent_id=agent.id)
+        token = w.issue_session(agent.id).token
+        result = w.send(
+            token, TokenTransfer(token=mint, to=recipient("evm"), amount=10**12, decimals=stated)
+        )
+        assert (result.status, result.tier) == ("QUEUED", "APPROVAL")
+        queued = [e for e in all_audit(w, tx_id=result.id) if e.event_type == "TX_QUEUED"]
+        assert queued[-1].details["tier"] == "APPROVAL"
+
+
+def test_item3_contradicting_decimals_are_refused(tmp_path: Path) -> None:
+    """Item 3: decimals that contradict the chain are refused before anything is recorded."""
+    with _usd_wallet(tmp_path, _Oracle({})) as w:
+        agent = new_agent(w, "evm")
+        adapter = w.pipeline.adapter_for("evm", "local")
+        mint = adapter.create_test_token(decimals=6)
+        token = w.issue_session(agent.id).token
+        with pytest.raises(InvalidInputError) as info:
+            w.send(token, TokenTransfer(token=mint, to=recipient("evm"), amount=1, decimals=18))
+        assert info.value.field == "decimals"
+        assert w.list_transactions(agent_id=agent.id) == []
+
+
+@pytest.mark.parametrize("price", [Decimal(0), Decimal(-5), Decimal("NaN"), Decimal("Infinity")])
+def test_item3_a_zero_or_broken_price_is_unknown(
+    tmp_path: Path, chain: str, price: Decimal
+) -> None:
+    """Item 3: an oracle price of 0 (or negative, NaN, infinite) is unknown, never "free":
+    10 SOL / 1 ETH under a $100 cap goes to the owner (unpriced_tier APPROVAL), not INSTANT."""
+    with _usd_wallet(tmp_path, _Oracle({"native": price})) as w:
+        owner = owner_for(chain)
+        agent = new_agent(w, chain, owner=owner)
+        w.add_policy(
+            "SPENDING_LIMIT", {"per_transaction_usd": "100", **USD_TIERS}, agent_id=agent.id
+        )
+        token = w.issue_session(agent.id).token
+        amount = 10 * 10**9 if chain == "solana" else 10**18
+        result = w.send(token, Transfer(to=recipient(chain), amount=amount))
+        assert (result.status, result.tier) == ("QUEUED", "APPROVAL")
+        queued = [e for e in all_audit(w, tx_id=result.id) if e.event_type == "TX_QUEUED"]
+        assert queued[-1].details["tier"] == "APPROVAL"
+
+
+def test_item3_unpriced_tier_is_configurable(tmp_path: Path) -> None:
+    """``unpriced_tier`` may relax the default APPROVAL (here to DELAY), never below NOTIFY."""
+    with _usd_wallet(tmp_path, _Oracle({})) as w:
+        agent = new_agent(w, "solana")
+        w.add_policy("SPENDING_LIMIT", {**USD_TIERS, "unpriced_tier": "DELAY"}, agent_id=agent.id)
+        token = w.issue_session(agent.id).token
+        result = w.send(token, Transfer(to=recipient("solana"), amount=1000))
+        assert (result.status, result.tier) == ("QUEUED", "DELAY")
+        with pytest.raises(InvalidInputError):
+            w.add_policy("SPENDING_LIMIT", {**USD_TIERS, "unpriced_tier": "INSTANT"})
+
+
+# --------------------------------------------------------------------------- item 11
+
+
+@pytest.mark.parametrize(
+    ("scope", "field"),
+    [
+        ({"chain": "solona"}, "chain"),
+        ({"network": "local-net"}, "network"),
+        ({"chain": "solana", "network": "sepolia"}, "network"),
+        ({"chain": "evm", "network": "mainnet-beta"}, "network"),
+    ],
+)
+def test_item11_a_misspelt_scope_is_refused_at_write(
+    wallet: Wallet, scope: dict[str, str], field: str
+) -> None:
+    """Item 11: a blacklist scoped to a chain or network that does not exist would never
+    apply; it is refused when written (add and update), and nothing is stored."""
+    who = recipient("evm" if scope.get("chain") == "evm" else "solana")
+    rules = {"addresses": [who], "mode": "blacklist", **scope}
+    before = wallet.policies.list()
+    with pytest.raises(InvalidInputError) as info:
+        wallet.add_policy("ALLOWED_ADDRESSES", rules)
+    assert info.value.field == field
+    assert wallet.policies.list() == before
+    good = wallet.add_policy(
+        "ALLOWED_ADDRESSES", {"addresses": [recipient("solana")], "mode": "blacklist"}
+    )
+    with pytest.raises(InvalidInputError):
+        wallet.policies.update(good.id, rules=rules)
+    assert wallet.policies.get(good.id) == good
+
+
+def test_item11_configured_and_documented_networks_are_accepted(wallet: Wallet) -> None:
+    """Scopes naming a configured adapter's network, or a documented one, are stored."""
+    for scope in (
+        {"chain": "solana", "network": "localnet"},
+        {"chain": "evm", "network": "local"},
+        {"chain": "solana", "network": "mainnet-beta"},
+        {"network": "sepolia"},
+    ):
+        wallet.add_policy("RATE_LIMIT", {"max_requests": 5, "window_seconds": 60, **scope})

@@ -377,7 +377,8 @@ class Pipeline:
     ) -> tuple[TransactionRow, PolicyDeniedError | None]:
         amount, to, asset = summary(req)
         spent = spend_by_asset(req)
-        decision = self.gate.evaluate(uow, agent, req, now)
+        adapter = self.adapter_for(agent.chain, agent.network)
+        decision = self.gate.evaluate(uow, agent, req, now, adapter=adapter)
         tx_id = new_id()
         meta: dict[str, Any] = {
             "network": agent.network,
@@ -680,7 +681,14 @@ class Pipeline:
             ):
                 return S.CANCELLED, "SESSION_ENDED", "the session was revoked or expired"
             req = parse_request(meta["request"])
-            decision = self.gate.evaluate(uow, agent, req, now, exclude_tx_id=row.id)
+            decision = self.gate.evaluate(
+                uow,
+                agent,
+                req,
+                now,
+                exclude_tx_id=row.id,
+                adapter=self.adapters.get((agent.chain, agent.network)),
+            )
             if not decision.allowed:
                 reasons = _deny_reasons(decision)
                 message = "; ".join(r.get("message", "") for r in reasons)

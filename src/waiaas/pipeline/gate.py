@@ -5,15 +5,24 @@ new transaction row are one atomic step (no two requests can both fit the last o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from waiaas.config import WalletConfig
 from waiaas.db.tables import AgentRow, PolicyRow
 from waiaas.db.uow import UnitOfWork
+from waiaas.errors import WaiaasError
 from waiaas.policy import AgentContext, Decision, PolicySpec, evaluate
-from waiaas.policy.model import AssetPrice, PriceOracle, Usage, required_windows
-from waiaas.policy.rules import AutoStopRules
+from waiaas.policy.evaluate import applicable
+from waiaas.policy.model import (
+    NATIVE,
+    AssetPrice,
+    PriceOracle,
+    Usage,
+    normalize_asset_key,
+    required_windows,
+)
+from waiaas.policy.rules import AllowedTokensRules, AutoStopRules
 from waiaas.types import AgentStatus, Batch, Request
 
 __all__ = ["PolicyGate", "agent_context", "spec_from_row"]
@@ -72,8 +81,45 @@ class PolicyGate:
 
         return load_usage(uow, agent_id, now, required_windows(specs), exclude_tx_id=exclude_tx_id)
 
+    def token_decimals(
+        self, agent: AgentContext, tokens: Iterable[str], specs: list[PolicySpec], adapter: Any
+    ) -> dict[str, int]:
+        """Decimals of ``tokens``: read from the chain (the adapter's ``token_decimals``,
+        cached by the adapter), else from an applicable ALLOWED_TOKENS entry. Never from the
+        request: the agent writes that. Tokens known to neither are left out."""
+        listed: dict[str, int] = {}
+        for spec in applicable(specs, agent):
+            if isinstance(spec.rules, AllowedTokensRules):
+                for entry in spec.rules.tokens:
+                    if entry.decimals is not None:
+                        listed.setdefault(normalize_asset_key(entry.address), entry.decimals)
+        reader = getattr(adapter, "token_decimals", None)
+        out: dict[str, int] = {}
+        for token in sorted(set(tokens)):
+            key = normalize_asset_key(token)
+            if key == NATIVE:
+                continue
+            places: int | None = None
+            if callable(reader):
+                try:
+                    value = reader(token)
+                except WaiaasError:
+                    value = None
+                if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255:
+                    places = value
+            if places is None:
+                places = listed.get(key)
+            if places is not None:
+                out[key] = places
+        return out
+
     def _prices(
-        self, agent: AgentContext, req: Request, specs: list[PolicySpec], usage: Usage
+        self,
+        agent: AgentContext,
+        req: Request,
+        specs: list[PolicySpec],
+        usage: Usage,
+        decimals: Mapping[str, int],
     ) -> Mapping[str, AssetPrice] | None:
         """USD prices of the assets the ``*_usd`` rules need (unknown ones left out)."""
         if self.oracle is None:
@@ -83,11 +129,6 @@ class PolicyGate:
         assets = assets_to_price(req, agent, specs, usage)
         if not assets:
             return None
-        decimals = {
-            item.token: item.decimals
-            for item in _items(req)
-            if getattr(item, "decimals", None) is not None and hasattr(item, "token")
-        }
         return lookup_prices(self.oracle, agent.chain, assets, decimals=decimals)
 
     def evaluate(
@@ -98,15 +139,23 @@ class PolicyGate:
         now: int,
         *,
         exclude_tx_id: str | None = None,
+        adapter: Any = None,
     ) -> Decision:
         """Decide ``req`` for ``agent`` at ``now``.
 
         ``exclude_tx_id`` leaves one recorded transaction out of the usage, so a queued
         transaction re-checked before it executes is not counted against itself.
+        ``adapter``: the agent's chain adapter, where token decimals are read.
         """
         specs = self.policies(uow, agent.id)
         usage = self.usage(uow, agent.id, now, specs, exclude_tx_id=exclude_tx_id)
         context = agent_context(agent)
+        tokens = {t for item in _items(req) if (t := getattr(item, "token", None))}
+        if self.oracle is not None:
+            from waiaas.policy.prices import assets_to_price
+
+            tokens |= set(assets_to_price(req, context, specs, usage))
+        decimals = self.token_decimals(context, tokens, specs, adapter)
         return evaluate(
             req,
             context,
@@ -114,7 +163,8 @@ class PolicyGate:
             usage,
             now,
             config=self.config,
-            prices=self._prices(context, req, specs, usage),
+            prices=self._prices(context, req, specs, usage, decimals),
+            decimals=decimals,
         )
 
     def auto_stop_reason(self, uow: UnitOfWork, agent: AgentRow, now: int) -> str | None:

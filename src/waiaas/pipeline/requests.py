@@ -66,9 +66,13 @@ def normalize_request(adapter: ChainAdapter, request: Request) -> Request:
     if isinstance(request, Transfer):
         return request.model_copy(update={"to": v(request.to)})
     if isinstance(request, TokenTransfer):
-        return request.model_copy(update={"to": v(request.to), "token": v(request.token)})
+        token = v(request.token)
+        _check_decimals(adapter, token, request.decimals)
+        return request.model_copy(update={"to": v(request.to), "token": token})
     if isinstance(request, Approve):
-        return request.model_copy(update={"token": v(request.token), "spender": v(request.spender)})
+        token = v(request.token)
+        _check_decimals(adapter, token, request.decimals)
+        return request.model_copy(update={"token": token, "spender": v(request.spender)})
     if isinstance(request, ContractCall):
         _refuse_disguised_transfer(adapter.chain, v(request.to), request.data)
         accounts = tuple(
@@ -83,6 +87,22 @@ def normalize_request(adapter: ChainAdapter, request: Request) -> Request:
         )
     items = tuple(normalize_request(adapter, item) for item in request.requests)
     return request.model_copy(update={"requests": items})
+
+
+def _check_decimals(adapter: ChainAdapter, token: str, stated: int | None) -> None:
+    """Decimals a request states must agree with the chain's (never trusted otherwise:
+    prices, tiers and human units use the chain's or ALLOWED_TOKENS')."""
+    if stated is None:
+        return
+    reader = getattr(adapter, "token_decimals", None)
+    if not callable(reader):
+        return
+    actual = reader(token)
+    if isinstance(actual, int) and actual != stated:
+        raise InvalidInputError(
+            f"decimals: the request says {stated} but token {token} has {actual} decimals on chain",
+            field="decimals",
+        )
 
 
 # Raw calls that would move funds past the typed requests' budgets and approval limits.

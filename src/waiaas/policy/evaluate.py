@@ -426,7 +426,7 @@ def _usd_value(env: _Env, amounts: Mapping[str, int]) -> tuple[Decimal | None, l
         if amount == 0:
             continue
         price = env.prices.get(asset)
-        if price is None:
+        if price is None or price.usd <= 0:  # a zero price is unknown, never "free"
             missing.append(asset)
         else:
             total += price.value_of(amount)
@@ -456,7 +456,7 @@ def _spending_usd(
             out.tier(
                 spec,
                 kind,
-                Tier.APPROVAL,
+                Tier(r.unpriced_tier),
                 f"the USD {window} cap of {format_usd(cap)} cannot be checked: no price for "
                 + ", ".join(unknown)
                 + "; an unknown price is never treated as zero",
@@ -499,9 +499,9 @@ def _spending_usd(
         out.tier(
             spec,
             kind,
-            Tier.NOTIFY,
-            "no USD price for " + ", ".join(missing) + ": at least NOTIFY "
-            "(an unknown price is never treated as zero)",
+            Tier(r.unpriced_tier),
+            "no USD price for " + ", ".join(missing) + f": {r.unpriced_tier} "
+            "(an unknown price is never treated as zero; see unpriced_tier)",
             delay=r.delay_seconds,
             timeout=r.approval_timeout,
             unpriced=",".join(missing),
@@ -799,6 +799,7 @@ def evaluate(
     *,
     config: WalletConfig | None = None,
     prices: Mapping[str, AssetPrice] | None = None,
+    decimals: Mapping[str, int] | None = None,
 ) -> Decision:
     """Decide one request against every applicable policy. Pure: no I/O, no clock.
 
@@ -812,6 +813,10 @@ def evaluate(
         config: wallet defaults (tier thresholds when no SPENDING_LIMIT sets the tier, delay,
             approval timeout, what APPROVAL means without an owner).
         prices: USD prices per asset key, looked up by the shell (for ``*_usd`` rules).
+            A zero price counts as unknown.
+        decimals: token decimals the shell read from the chain, for human units in the
+            reasons (ALLOWED_TOKENS entries fill the gaps). The decimals a request states
+            are never used: they come from the agent.
 
     Returns:
         A :class:`~waiaas.policy.Decision`.
@@ -845,9 +850,9 @@ def evaluate(
             for t in spec.rules.tokens:
                 if t.decimals is not None:
                     token_info.setdefault(t.address, (t.decimals, t.symbol))
-    for item in items:
-        if item.token and item.decimals is not None:
-            token_info[item.token] = (item.decimals, token_info.get(item.token, (0, None))[1])
+    for token, places in (decimals or {}).items():
+        key = normalize_asset_key(token)
+        token_info[key] = (places, token_info.get(key, (0, None))[1])
 
     env = _Env(
         agent=agent,

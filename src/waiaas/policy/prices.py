@@ -6,10 +6,10 @@ helpers are what the shell uses to build that mapping (the oracle may do I/O).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
-from waiaas.errors import InvalidInputError
 from waiaas.policy.evaluate import _normalize_items, _spend, applicable, coerce_request
 from waiaas.policy.model import (
     NATIVE,
@@ -24,6 +24,8 @@ from waiaas.policy.model import (
 from waiaas.policy.rules import SpendingLimitRules
 
 __all__ = ["assets_to_price", "lookup_prices"]
+
+log = logging.getLogger("waiaas.policy")
 
 
 def assets_to_price(
@@ -60,15 +62,17 @@ def lookup_prices(
 ) -> dict[str, AssetPrice]:
     """Ask ``oracle`` for each asset; unknown prices (or decimals) are simply left out.
 
+    A price is unknown when the oracle returns ``None``, something that is not a
+    ``Decimal`` (a float is never taken: prices must be exact), zero, a negative or a
+    non-finite value, or raises: an unknown price is never valued as zero, and the rules
+    put such a request at their ``unpriced_tier`` (default APPROVAL).
+
     Args:
         oracle: the price source.
         chain: chain family of the agent.
         assets: asset keys (``"native"`` or token addresses).
-        decimals: decimals per token address (native decimals are known per chain).
-
-    Raises:
-        InvalidInputError: ``oracle`` returned something other than a finite, non-negative
-            ``Decimal`` or ``None`` (a float is refused: prices must be exact).
+        decimals: decimals per token address, from the chain or ALLOWED_TOKENS (never from
+            the request: the agent writes that). Native decimals are known per chain.
     """
     known = {normalize_asset_key(k): v for k, v in (decimals or {}).items()}
     out: dict[str, AssetPrice] = {}
@@ -77,14 +81,14 @@ def lookup_prices(
         places = NATIVE_DECIMALS.get(chain) if key == NATIVE else known.get(key)
         if places is None:
             continue
-        price = oracle.price_usd(chain, asset)
-        if price is None:
+        try:
+            price = oracle.price_usd(chain, asset)
+        except Exception:  # an oracle that fails knows no price
+            log.warning("price oracle failed for %s/%s; the price is unknown", chain, asset)
             continue
-        if not isinstance(price, Decimal):
-            raise InvalidInputError(
-                f"price oracle returned {type(price).__name__} for {asset}; prices must be "
-                "Decimal or None",
-                field="price",
-            )
+        if not isinstance(price, Decimal) or not price.is_finite() or price <= 0:
+            if price is not None:
+                log.warning("price oracle gave %r for %s/%s: unknown", price, chain, asset)
+            continue
         out[key] = AssetPrice(usd=price, decimals=places)
     return out

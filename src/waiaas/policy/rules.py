@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from functools import cached_property
@@ -56,6 +56,7 @@ from waiaas.policy.addresses import (
 from waiaas.types import Amount
 
 __all__ = [
+    "KNOWN_NETWORKS",
     "AllowedAddressesRules",
     "AllowedNetworksRules",
     "AllowedTokensRules",
@@ -75,12 +76,76 @@ __all__ = [
     "TimeRestrictionRules",
     "TokenEntry",
     "UsdAmount",
+    "check_scope",
     "rules_model",
     "validate_rules",
 ]
 
 MAX_LIST = 1000
 """Most entries a list in one rule may hold."""
+
+KNOWN_NETWORKS: Mapping[str, tuple[str, ...]] = {
+    "solana": ("mainnet-beta", "devnet", "testnet", "localnet"),
+    "evm": (
+        "mainnet",
+        "sepolia",
+        "holesky",
+        "hoodi",
+        "local",
+        "base",
+        "base-sepolia",
+        "optimism",
+        "optimism-sepolia",
+        "arbitrum",
+        "arbitrum-sepolia",
+        "polygon",
+        "polygon-amoy",
+        "bsc",
+        "avalanche",
+        "linea",
+        "scroll",
+        "gnosis",
+    ),
+}
+"""The documented networks per chain family a rule's ``network`` scope may name without a
+configured adapter (see docs/policies.md). A wallet also accepts the networks of the chain
+adapters it was opened with."""
+
+
+def check_scope(rules: BaseModel, configured: Iterable[tuple[str, str]] = ()) -> None:
+    """Refuse a rule scope that could never apply: a ``chain`` that is no known family, a
+    ``network`` that neither a configured adapter nor :data:`KNOWN_NETWORKS` knows (for
+    that chain, when the rule names one). A typo must fail at write, not silently never
+    apply.
+
+    Args:
+        rules: a validated rule model.
+        configured: ``(chain, network)`` of the chain adapters the wallet was opened with.
+
+    Raises:
+        InvalidInputError: naming ``chain`` or ``network`` and what is known.
+    """
+    chain = getattr(rules, "chain", None)
+    network = getattr(rules, "network", None)
+    known: dict[str, set[str]] = {c: set(n) for c, n in KNOWN_NETWORKS.items()}
+    for c, n in configured:
+        known.setdefault(c.lower(), set()).add(n.strip().lower())
+    if chain is not None and chain not in known:
+        msg = (
+            f"chain {_safe(chain)} is not a known chain family (known: {', '.join(sorted(known))})"
+        )
+        raise InvalidInputError(msg, field="chain", problems=[f"chain: {msg}"])
+    if network is None:
+        return
+    names = known[chain] if chain is not None else set().union(*known.values())
+    if network not in names:
+        where = f" on {chain}" if chain is not None else ""
+        msg = (
+            f"network {_safe(network)} is not a known network{where} (known: "
+            + ", ".join(sorted(names))
+            + "; configure an adapter for it to use another)"
+        )
+        raise InvalidInputError(msg, field="network", problems=[f"network: {msg}"])
 
 
 class PolicyType(StrEnum):
@@ -246,6 +311,8 @@ class SpendingLimitRules(_RulesBase):
             the DELAY / APPROVAL tier (else the wallet's defaults).
         on_exceed: ``"deny"`` (default) refuses a request over a cap; ``"approval"`` sends
             it to the owner instead.
+        unpriced_tier: the tier of a request a ``*_usd`` figure cannot value because a price
+            is unknown (missing, zero, negative or not finite); default ``"APPROVAL"``.
     """
 
     asset: str = "native"
@@ -264,6 +331,7 @@ class SpendingLimitRules(_RulesBase):
     delay_seconds: Annotated[StrictInt, Field(ge=0, le=30 * 86_400)] | None = None
     approval_timeout: Annotated[StrictInt, Field(ge=1, le=30 * 86_400)] | None = None
     on_exceed: Literal["deny", "approval"] = "deny"
+    unpriced_tier: Literal["NOTIFY", "DELAY", "APPROVAL"] = "APPROVAL"
 
     @field_validator("asset")
     @classmethod

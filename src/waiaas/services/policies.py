@@ -51,6 +51,7 @@ from waiaas.policy import (
 )
 from waiaas.policy.evaluate import coerce_request
 from waiaas.policy.model import DAY, POLICY_DENIED, WEEK
+from waiaas.policy.rules import check_scope
 from waiaas.types import AgentStatus, AuditEvent, TxStatus
 
 __all__ = ["PolicyInfo", "PolicyService", "load_usage"]
@@ -125,8 +126,11 @@ def _info(row: PolicyRow) -> PolicyInfo:
     )
 
 
-def _stored_rules(kind: PolicyType | str, rules: object) -> tuple[PolicyType, str]:
+def _stored_rules(
+    kind: PolicyType | str, rules: object, networks: Iterable[tuple[str, str]] = ()
+) -> tuple[PolicyType, str]:
     model = validate_rules(kind, rules)
+    check_scope(model, networks)
     data = model.model_dump(mode="json", exclude_none=True)
     return PolicyType(kind), json.dumps(data, separators=(",", ":"), sort_keys=True)
 
@@ -317,6 +321,9 @@ class PolicyService:
         db: the opened :class:`~waiaas.db.Database`.
         clock: time source for timestamps (default: the system clock).
         config: the wallet configuration (defaults for tiers, delays, owner-less approval).
+        networks: ``(chain, network)`` of the configured chain adapters: a rule's ``chain``
+            / ``network`` scope must name one of them or a documented network
+            (:data:`~waiaas.policy.rules.KNOWN_NETWORKS`).
 
     Example::
 
@@ -326,7 +333,12 @@ class PolicyService:
     """
 
     def __init__(
-        self, db: Database, clock: Clock | None = None, config: WalletConfig | None = None
+        self,
+        db: Database,
+        clock: Clock | None = None,
+        config: WalletConfig | None = None,
+        *,
+        networks: Iterable[tuple[str, str]] = (),
     ) -> None:
         if not isinstance(db, Database):
             raise InvalidInputError("db must be a waiaas Database", field="db")
@@ -337,6 +349,7 @@ class PolicyService:
         self._db = db
         self._clock: Clock = clock or SystemClock()
         self._config = config or WalletConfig()
+        self._networks = tuple((str(c), str(n)) for c, n in networks)
 
     def __repr__(self) -> str:
         return f"PolicyService({self._db!r})"
@@ -398,7 +411,7 @@ class PolicyService:
 
             service.add("RATE_LIMIT", {"max_requests": 10, "window_seconds": 60})
         """
-        kind, stored = _stored_rules(type, rules)
+        kind, stored = _stored_rules(type, rules, self._networks)
         priority = check_priority(priority)
         enabled = check_bool(enabled, "enabled")
         actor = check_actor(actor)
@@ -452,7 +465,7 @@ class PolicyService:
             row = self._row(uow, policy_id)
             before = _info(row)
             if rules is not None:
-                row.rules = _stored_rules(row.type, rules)[1]
+                row.rules = _stored_rules(row.type, rules, self._networks)[1]
             if priority is not None:
                 row.priority = priority
             if enabled is not None:

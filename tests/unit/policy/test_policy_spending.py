@@ -332,11 +332,17 @@ def test_usd_thresholds(decide: Decide, sol_agent: AgentContext, amount: int, ti
 
 
 def test_unknown_price_is_never_zero(decide: Decide, sol_agent: AgentContext) -> None:
-    """No price: USD thresholds give at least NOTIFY; USD caps need the owner (APPROVAL)."""
+    """No price (or a zero one): USD thresholds and caps put the request at the rule's
+    ``unpriced_tier`` (default APPROVAL, the owner decides)."""
     thresholds = spec("SPENDING_LIMIT", {"instant_max_usd": "1000000"})
     d = decide(Transfer(to=SOL_A, amount=1), sol_agent, [thresholds])
-    assert d.tier is Tier.NOTIFY
+    assert d.tier is Tier.APPROVAL
     assert any("never treated as zero" in r.message for r in d.reasons)
+    zero = {"native": AssetPrice(Decimal(0), 9)}
+    d = decide(Transfer(to=SOL_A, amount=10 * SOL), sol_agent, [thresholds], prices=zero)
+    assert d.tier is Tier.APPROVAL
+    relaxed = spec("SPENDING_LIMIT", {"instant_max_usd": "1000000", "unpriced_tier": "NOTIFY"})
+    assert decide(Transfer(to=SOL_A, amount=1), sol_agent, [relaxed]).tier is Tier.NOTIFY
     cap = spec("SPENDING_LIMIT", {"per_transaction_usd": "1000000"})
     d = decide(Transfer(to=SOL_A, amount=1), sol_agent, [cap])
     assert d.allowed and d.tier is Tier.APPROVAL
