@@ -20,15 +20,18 @@ Example::
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from waiaas.types import Amount, Tier
 
 __all__ = ["KdfLimits", "TierThresholds", "WalletConfig", "password_from_env"]
 
 PASSWORD_ENV = "WAIAAS_MASTER_PASSWORD"  # noqa: S105 - the variable name, not a secret
+_AUTHORITY = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 
 class TierThresholds(BaseModel):
@@ -114,6 +117,19 @@ class WalletConfig(BaseModel):
         retry_base_delay: first backoff delay, seconds.
         confirm_timeout: seconds to wait for confirmation inline before leaving it to
             ``process_due()``.
+        approvals_url: the base URL where the owner approval page is served (``waiaas
+            serve-approvals`` or ``waiaas.web.approvals_app`` mounted by the host), e.g.
+            ``"https://wallet.example.com/approvals"``. When set, APPROVAL notifications carry
+            a link to the page, and the signed message's domain and URI default to it.
+        approval_domain: the SIWE/SIWS ``domain`` of approval messages (``host[:port]``; a
+            wallet such as MetaMask warns when it differs from the page's host). Default:
+            the host of ``approvals_url``, else ``"waiaas.local"``.
+        approval_uri: the SIWE/SIWS ``URI`` of approval messages (the action and the
+            transaction id are appended). Default: ``approvals_url``, else
+            ``"waiaas://approval"``.
+
+    The domain and URI are fixed into each approval when it is created, so a signature
+    stays valid whatever configuration the process that checks it runs with.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -132,6 +148,70 @@ class WalletConfig(BaseModel):
     max_retries: int = Field(default=3, ge=0, le=10)
     retry_base_delay: float = Field(default=1.0, ge=0)
     confirm_timeout: float = Field(default=30.0, ge=0)
+    approvals_url: str | None = None
+    approval_domain: str | None = None
+    approval_uri: str | None = None
+
+    @field_validator("approvals_url")
+    @classmethod
+    def _check_approvals_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+            or "@" in parts.netloc
+            or any(c.isspace() or ord(c) < 32 for c in value)
+            or len(value) > 500
+        ):
+            raise ValueError(
+                "approvals_url must be an http(s) URL without user info, query or fragment"
+            )
+        return value.rstrip("/")
+
+    @field_validator("approval_domain")
+    @classmethod
+    def _check_domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _AUTHORITY.fullmatch(value):
+            raise ValueError("approval_domain must be a host or host:port (RFC 3986 authority)")
+        return value
+
+    @field_validator("approval_uri")
+    @classmethod
+    def _check_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if (
+            not parts.scheme
+            or any(c.isspace() or ord(c) < 32 for c in value)
+            or parts.query
+            or parts.fragment
+            or len(value) > 500
+        ):
+            raise ValueError("approval_uri must be an absolute URI without query or fragment")
+        return value.rstrip("/")
+
+    def siwe_domain(self) -> str:
+        """The SIWE/SIWS domain new approval messages use."""
+        if self.approval_domain is not None:
+            return self.approval_domain
+        if self.approvals_url is not None:
+            return urlsplit(self.approvals_url).netloc
+        return "waiaas.local"
+
+    def siwe_uri(self) -> str:
+        """The SIWE/SIWS URI (before ``/<action>/<tx id>``) new approval messages use."""
+        if self.approval_uri is not None:
+            return self.approval_uri
+        if self.approvals_url is not None:
+            return self.approvals_url
+        return "waiaas://approval"
 
     def tier_thresholds(self, chain: str) -> TierThresholds | None:
         """The default thresholds for ``chain``, if any."""

@@ -339,7 +339,23 @@ class Wallet:
     def _bridge(self, notifier: Any) -> Any:
         from waiaas.pipeline.notifications import PipelineNotifier
 
-        return PipelineNotifier(self.db, notifier, self.clock)
+        return PipelineNotifier(
+            self.db, notifier, self.clock, link=self._quiet_link, display=self._quiet_display
+        )
+
+    def _quiet_link(self, tx_id: str) -> str | None:
+        try:
+            return self.approval_link(tx_id)
+        except WaiaasError as exc:
+            log.warning("no approval link for %s: %s", tx_id, exc)
+            return None
+
+    def _quiet_display(self, tx_id: str) -> Any:
+        try:
+            return self.transaction_display(tx_id)
+        except WaiaasError as exc:
+            log.warning("cannot describe %s: %s", tx_id, exc)
+            return None
 
     def close(self) -> None:
         """Stop background work, flush notifications, lock the keystore, close the database.
@@ -1016,8 +1032,73 @@ class Wallet:
         req = self.pipeline.approval_request(check_id(tx_id, "tx_id"))
         return approvals.build_message(req, action)
 
+    def approval_link(self, tx_id: str) -> str | None:
+        """The owner's link to the approval page of an APPROVAL transaction.
+
+        ``<WalletConfig.approvals_url>/<tx id>/<token>``, where the token is an HMAC under a
+        secret sealed in the keystore (see :mod:`waiaas.web.links`): unguessable, and dead
+        once the approval is decided or expires. ``None`` when no ``approvals_url`` is
+        configured.
+
+        Raises:
+            NotFoundError: no such transaction.
+            ApprovalError: the transaction never needed an owner approval.
+            KeystoreLockedError: the keystore is locked.
+
+        Example::
+
+            print(wallet.approval_link(result.id))   # https://wallet.example.com/approvals/...
+        """
+        from waiaas.web.links import link_token
+
+        req = self.pipeline.approval_request(check_id(tx_id, "tx_id"))
+        base = self.config.approvals_url
+        if base is None:
+            return None
+        token = link_token(self.keystore, req.tx_id, req.approval_id, req.expires_at)
+        return f"{base}/{req.tx_id}/{token}"
+
+    def transaction_display(self, tx_id: str) -> Any:
+        """What a person reads about a transaction: every effect in human units (full
+        addresses), a one-line summary, why its tier was chosen, and its expiry.
+
+        Returns a :class:`waiaas.web.display.TxDisplay`.
+
+        Raises:
+            NotFoundError: no such transaction.
+
+        Example::
+
+            shown = wallet.transaction_display(tx_id)
+            for effect in shown.effects:
+                print(effect.text)     # "send 1.5 SOL to 9xQe..."
+        """
+        from waiaas.web.display import describe_transaction
+
+        with self.db.read() as uow:
+            row = uow.transactions.get(check_id(tx_id, "tx_id"))
+            if row is None:
+                raise NotFoundError("transaction", tx_id)
+            agent = uow.agents.get(row.agent_id)
+        data = _info(row)
+        adapter = self.pipeline.adapters.get((row.chain, agent.network if agent else ""))
+        lookup = getattr(adapter, "token_decimals", None)
+        return describe_transaction(
+            chain=row.chain,
+            request=data["request"],
+            agent_name=agent.name if agent is not None else row.agent_id,
+            agent_id=row.agent_id,
+            decision=data["_decision"],
+            approval_expires_at=data["approval_expires_at"],
+            execute_after=data["execute_after"],
+            token_decimals=lookup if callable(lookup) else None,
+        )
+
     def approve(self, tx_id: str, signature: str) -> TransactionInfo:
         """Approve with the owner's signature of :meth:`approval_message`; then execute.
+
+        The signature may be hex with or without ``0x`` (what ``eth_account`` and
+        ``personal_sign`` give) or, for a Solana owner, base58.
 
         Raises:
             ApprovalError: wrong signer, replay, another transaction's or action's signature,

@@ -8,7 +8,12 @@ it with their wallet:
 * EVM owner (``0x...``): an EIP-4361 (Sign-In with Ethereum) message, signed with EIP-191
   ``personal_sign``; verified by recovering the signer address.
 * Solana owner (base58): the same fields in Sign-In-With-Solana form, signed with ed25519 over
-  the UTF-8 bytes; verified against the owner's public key. The signature is base58 or hex.
+  the UTF-8 bytes; verified against the owner's public key.
+
+Signatures are accepted as hex with or without ``0x`` (65 bytes for EVM owners, 64 for Solana
+owners) and, for Solana owners, as base58. The message's domain and URI come from
+``WalletConfig.approval_domain`` / ``approval_uri`` (or ``approvals_url``), fixed into the
+approval when it is created.
 
 Because the message contains the transaction id, the nonce and the action, a signature is good
 for exactly one decision on one transaction; the approval row is decided once (compare-and-
@@ -26,7 +31,9 @@ from waiaas.errors import ApprovalError, InvalidInputError
 __all__ = [
     "ApprovalRequest",
     "build_message",
+    "iso_time",
     "owner_kind",
+    "parse_signature",
     "validate_owner_address",
     "verify_signature",
 ]
@@ -56,6 +63,8 @@ class ApprovalRequest:
     issued_at: int
     expires_at: int
     chain_id: int | None = None
+    domain: str = DOMAIN
+    uri: str = URI
 
 
 def owner_kind(address: str) -> Literal["evm", "solana"]:
@@ -105,7 +114,8 @@ def validate_owner_address(address: object) -> str:
     return text
 
 
-def _iso(ts: int) -> str:
+def iso_time(ts: int) -> str:
+    """Unix seconds as ISO 8601 UTC (``2026-12-06T05:00:00Z``), as approval messages show it."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -123,17 +133,17 @@ def build_message(req: ApprovalRequest, action: Action) -> str:
     )
     chain_id = str(req.chain_id) if req.chain_id is not None else f"{req.chain}:{req.network}"
     lines = [
-        f"{DOMAIN} wants you to sign in with your {family} account:",
+        f"{req.domain} wants you to sign in with your {family} account:",
         req.owner_address,
         "",
         statement,
         "",
-        f"URI: {URI}/{action}/{req.tx_id}",
+        f"URI: {req.uri}/{action}/{req.tx_id}",
         "Version: 1",
         f"Chain ID: {chain_id}",
         f"Nonce: {req.approval_id.replace('-', '')}",
-        f"Issued At: {_iso(req.issued_at)}",
-        f"Expiration Time: {_iso(req.expires_at)}",
+        f"Issued At: {iso_time(req.issued_at)}",
+        f"Expiration Time: {iso_time(req.expires_at)}",
         f"Request ID: {req.tx_id}",
         "Resources:",
         f"- waiaas:tx:{req.tx_id}",
@@ -142,22 +152,40 @@ def build_message(req: ApprovalRequest, action: Action) -> str:
     return "\n".join(lines)
 
 
-def _decode_signature(signature: str, tx_id: str) -> bytes:
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def parse_signature(signature: object, owner_address: str, *, tx_id: str = "") -> bytes:
+    """The raw bytes of an owner's signature as a wallet or a library prints it.
+
+    Accepted: hex with or without ``0x`` (130 hex digits for an EVM owner, 128 for a Solana
+    owner) and, for a Solana owner, base58 (what Phantom and ``solders`` print).
+
+    Raises:
+        ApprovalError: ``reason="malformed"``: not a string, or none of those forms.
+    """
+    if not isinstance(signature, str) or not signature.strip() or len(signature) > 1024:
+        raise ApprovalError("signature must be a non-empty string", tx_id=tx_id, reason="malformed")
+    text = signature.strip()
+    evm = owner_kind(owner_address) == "evm"
+    size = 65 if evm else 64
+    body = text[2:] if text.startswith(("0x", "0X")) else text
+    if len(body) == 2 * size and all(c in _HEX for c in body):
+        return bytes.fromhex(body)
+    if body is not text or evm:
+        raise ApprovalError(
+            f"signature must be {size} bytes of hex (with or without 0x)"
+            + ("" if evm else " or base58"),
+            tx_id=tx_id,
+            reason="malformed",
+        )
     from waiaas.keystore.keys import b58decode
 
-    text = signature.strip()
-    if text.startswith(("0x", "0X")):
-        try:
-            return bytes.fromhex(text[2:])
-        except ValueError as exc:
-            raise ApprovalError(
-                "signature is not valid hex", tx_id=tx_id, reason="malformed"
-            ) from exc
     try:
         return b58decode(text)
     except (ValueError, InvalidInputError) as exc:
         raise ApprovalError(
-            "signature must be 0x-hex or base58", tx_id=tx_id, reason="malformed"
+            "signature must be base58 or hex (with or without 0x)", tx_id=tx_id, reason="malformed"
         ) from exc
 
 
@@ -167,9 +195,7 @@ def verify_signature(message: str, signature: str, owner_address: str, *, tx_id:
     Raises:
         ApprovalError: malformed signature or a different signer (``reason`` says which).
     """
-    if not isinstance(signature, str) or not signature.strip() or len(signature) > 1024:
-        raise ApprovalError("signature must be a non-empty string", tx_id=tx_id, reason="malformed")
-    sig = _decode_signature(signature, tx_id)
+    sig = parse_signature(signature, owner_address, tx_id=tx_id)
     if owner_kind(owner_address) == "evm":
         from eth_account import Account
         from eth_account.messages import encode_defunct

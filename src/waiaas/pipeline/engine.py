@@ -483,6 +483,8 @@ class Pipeline:
                     "id": approval.id,
                     "owner": agent.owner_address,
                     "expires_at": approval.expires_at,
+                    "domain": self.config.siwe_domain(),
+                    "uri": self.config.siwe_uri(),
                 }
                 extra["approval_expires_at"] = approval.expires_at
             self._move(
@@ -1189,7 +1191,8 @@ class Pipeline:
         self, row: TransactionRow, approval: ApprovalRow, agent: AgentRow
     ) -> approvals.ApprovalRequest:
         meta = self._meta(row)
-        owner = (meta.get("approval") or {}).get("owner") or agent.owner_address
+        stored = meta.get("approval") or {}
+        owner = stored.get("owner") or agent.owner_address
         if owner is None:
             raise ApprovalError("the agent has no owner", tx_id=row.id, reason="no_owner")
         chain_id = getattr(self.adapter_for(agent.chain, agent.network), "chain_id", None)
@@ -1209,6 +1212,8 @@ class Pipeline:
             issued_at=approval.created_at,
             expires_at=approval.expires_at,
             chain_id=chain_id if isinstance(chain_id, int) else None,
+            domain=str(stored.get("domain") or approvals.DOMAIN),
+            uri=str(stored.get("uri") or approvals.URI),
         )
 
     def decide(self, tx_id: str, signature: str, *, approve: bool) -> TransactionRow:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from waiaas.clock import Clock
@@ -31,12 +31,29 @@ class PipelineNotifier:
         db: the wallet database (to look up agents and transactions).
         clock: the wallet's clock (event timestamps).
         target: the notifier to deliver to; ``None`` delivers nowhere.
+        link: gives the approval page link of a transaction (``None``: no page configured).
+        display: gives the :class:`~waiaas.web.display.TxDisplay` of a transaction.
+
+    A queued APPROVAL transaction becomes a warning that carries the summary of every
+    effect, why the owner must approve, the expiry as ISO time and the link to the approval
+    page (or the command that prints the message to sign); a queued DELAY transaction says
+    when it executes and how to cancel it.
     """
 
-    def __init__(self, db: Database, target: Any, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        target: Any,
+        clock: Clock,
+        *,
+        link: Callable[[str], str | None] | None = None,
+        display: Callable[[str], Any] | None = None,
+    ) -> None:
         self.db = db
         self.target = target
         self.clock = clock
+        self.link = link
+        self.display = display
 
     def notify(self, raw: Mapping[str, Any]) -> None:
         """Build the notification for one committed pipeline event and deliver it."""
@@ -82,6 +99,9 @@ class PipelineNotifier:
                     fields.update(asset_symbol=asset, decimals=None)
         reason = data.pop("reason", None)
         message = _message(str(event_type), reason, data)
+        title = ""
+        if event_type == AuditEvent.TX_QUEUED and row is not None and tx_id:
+            title, message, severity = self._queued(row, data, message, severity)
         extra = {k: v for k, v in data.items() if isinstance(v, str | int | bool | None)}
         if tx_id and row is None:
             extra["tx_id"] = tx_id
@@ -89,10 +109,46 @@ class PipelineNotifier:
             event_type=event_type,
             timestamp=self.clock.now(),
             severity=Severity(severity) if severity else None,
+            title=title,
             message=message,
             extra=extra,
             **fields,
         )
+
+    def _queued(
+        self, row: Any, data: dict[str, Any], message: str, severity: Any
+    ) -> tuple[str, str, Any]:
+        """Title, message and severity of a TX_QUEUED event; rewrites times in ``data``."""
+        from waiaas.pipeline.approvals import iso_time
+
+        shown = self.display(row.id) if self.display is not None else None
+        lines = [shown.summary + "."] if shown is not None else []
+        if row.tier == "APPROVAL":
+            expires = data.get("approval_expires_at")
+            if shown is not None and shown.reasons:
+                lines.append("Needs the owner's approval: " + "; ".join(shown.reasons) + ".")
+            if isinstance(expires, int):
+                data["approval_expires_at"] = iso_time(expires)
+                lines.append(f"Expires at {iso_time(expires)} unless the owner decides.")
+            link = self.link(row.id) if self.link is not None else None
+            if link:
+                data["approval_link"] = link
+                lines.append(f"Approve or reject: {link}")
+            else:
+                lines.append(
+                    f"To decide, sign the message of `waiaas --db {self.db.path} approvals "
+                    f"message {row.id}` with the owner's wallet."
+                )
+            return "Owner approval needed", "\n".join(lines), severity or Severity.WARNING
+        execute_after = data.get("execute_after")
+        if isinstance(execute_after, int):
+            data["execute_after"] = iso_time(execute_after)
+            lines.append(f"Executes at {iso_time(execute_after)} unless cancelled.")
+        lines.append(
+            f"To cancel: `waiaas --db {self.db.path} tx cancel {row.id}` "
+            f'(or wallet.cancel("{row.id}")).'
+        )
+        return "Transaction delayed", "\n".join(lines), severity
 
     def close(self, timeout: float | None = None) -> None:
         """Drain and close the target notifier, if it can."""

@@ -1,0 +1,220 @@
+"""What an owner reads before deciding: a pending transaction as display rows.
+
+One small adapter turns a stored transaction into :class:`EffectRow` values (every effect in
+human units, full addresses) and a one-line summary. The approval page, the APPROVAL
+notification and the CLI all use it, so the three never disagree. Rows come from the stored
+request; decimals of tokens come from the request or, when it has none, from the chain
+adapter (``token_decimals``), and an amount whose decimals are unknown is shown in base units
+(never guessed).
+
+Pure apart from the optional ``token_decimals`` look-up; no web framework is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from waiaas.errors import WaiaasError
+from waiaas.notify._format import format_amount
+from waiaas.pipeline.approvals import iso_time
+from waiaas.types import Approve, Batch, ContractCall, TokenTransfer, Transfer
+
+__all__ = ["EffectRow", "TxDisplay", "describe_transaction", "native_unit"]
+
+_NATIVE = {"solana": ("SOL", 9), "evm": ("ETH", 18)}
+
+TokenDecimals = Callable[[str], int | None]
+
+
+def native_unit(chain: str) -> tuple[str, int] | None:
+    """``(symbol, decimals)`` of the chain's native asset, when waiaas knows it."""
+    return _NATIVE.get(chain)
+
+
+@dataclass(frozen=True)
+class EffectRow:
+    """One thing the transaction does, for people.
+
+    Attributes:
+        kind: ``send``, ``token transfer``, ``token approval``, ``contract call``, ``memo``.
+        text: the whole line, e.g. ``send 1.5 SOL to 9xQe...`` (addresses never shortened).
+        amount: the amount in human units with its symbol (``1.5 SOL``), if any.
+        counterparty: the recipient, spender or contract, if any.
+        token: the token (mint / contract) concerned, if any.
+    """
+
+    kind: str
+    text: str
+    amount: str | None = None
+    counterparty: str | None = None
+    token: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data."""
+        return {
+            "kind": self.kind,
+            "text": self.text,
+            "amount": self.amount,
+            "counterparty": self.counterparty,
+            "token": self.token,
+        }
+
+
+@dataclass(frozen=True)
+class TxDisplay:
+    """A transaction as the approval page, notifications and the CLI show it.
+
+    Attributes:
+        effects: every effect, in order.
+        summary: one line naming the agent and every effect.
+        reasons: why the tier was chosen (the policy's own words), for APPROVAL: why the
+            owner must approve.
+        expires_at / expires_iso: when the approval window closes (Unix seconds / ISO 8601).
+        execute_after_iso: when a DELAY transaction executes, ISO 8601.
+    """
+
+    effects: tuple[EffectRow, ...]
+    summary: str
+    reasons: tuple[str, ...]
+    expires_at: int | None
+    expires_iso: str | None
+    execute_after_iso: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data."""
+        return {
+            "effects": [e.to_dict() for e in self.effects],
+            "summary": self.summary,
+            "reasons": list(self.reasons),
+            "expires_at": self.expires_at,
+            "expires_iso": self.expires_iso,
+            "execute_after_iso": self.execute_after_iso,
+        }
+
+
+def _native(chain: str, amount: int) -> str:
+    unit = _NATIVE.get(chain)
+    if unit is None:
+        return format_amount(amount, None, "native")
+    return format_amount(amount, unit[1], unit[0])
+
+
+def _token(amount: int, token: str, decimals: int | None, lookup: TokenDecimals | None) -> str:
+    if decimals is None and lookup is not None:
+        try:
+            decimals = lookup(token)
+        except WaiaasError:
+            decimals = None
+    if decimals is None:
+        return f"{amount} base units of token {token}"
+    return f"{format_amount(amount, decimals, None)} of token {token}"
+
+
+def _rows(chain: str, request: Any, lookup: TokenDecimals | None) -> list[EffectRow]:
+    if isinstance(request, Batch):
+        out: list[EffectRow] = []
+        for item in request.requests:
+            out.extend(_rows(chain, item, lookup))
+        return out
+    if isinstance(request, Transfer):
+        amount = _native(chain, request.amount)
+        rows = [
+            EffectRow("send", f"send {amount} to {request.to}", amount, request.to),
+        ]
+        if request.memo:
+            rows.append(EffectRow("memo", f"memo: {request.memo}"))
+        return rows
+    if isinstance(request, TokenTransfer):
+        amount = _token(request.amount, request.token, request.decimals, lookup)
+        return [
+            EffectRow(
+                "token transfer",
+                f"send {amount} to {request.to}",
+                amount,
+                request.to,
+                request.token,
+            )
+        ]
+    if isinstance(request, Approve):
+        amount = _token(request.amount, request.token, request.decimals, lookup)
+        unlimited = request.amount >= 2**255 or (chain == "solana" and request.amount >= 2**63)
+        text = f"allow spender {request.spender} to move up to {amount}"
+        if unlimited:
+            text += " (practically unlimited)"
+        return [EffectRow("token approval", text, amount, request.spender, request.token)]
+    if isinstance(request, ContractCall):
+        rows = []
+        if request.value:
+            amount = _native(chain, request.value)
+            rows.append(
+                EffectRow("send", f"send {amount} to contract {request.to}", amount, request.to)
+            )
+        if chain == "evm":
+            what = f"method selector {request.selector}" if request.selector else "no calldata"
+            text = f"call contract {request.to} ({what}, {len(request.data)} bytes of calldata)"
+        else:
+            writable = sum(1 for a in request.accounts if a.is_writable)
+            text = (
+                f"call program {request.to} with {len(request.accounts)} accounts "
+                f"({writable} writable) and {len(request.data)} bytes of data"
+            )
+        rows.append(EffectRow("contract call", text, None, request.to))
+        return rows
+    return [EffectRow("unknown", f"a {type(request).__name__} request")]
+
+
+def describe_transaction(
+    *,
+    chain: str,
+    request: Mapping[str, Any] | None,
+    agent_name: str,
+    agent_id: str,
+    decision: Mapping[str, Any] | None = None,
+    approval_expires_at: int | None = None,
+    execute_after: int | None = None,
+    token_decimals: TokenDecimals | None = None,
+) -> TxDisplay:
+    """Display rows and a summary for a stored transaction.
+
+    Args:
+        chain: ``solana`` / ``evm`` (native unit and decimals).
+        request: the stored request (``TransactionInfo.request``).
+        agent_name / agent_id: who asked.
+        decision: the stored policy decision (its tier reasons explain the tier).
+        approval_expires_at / execute_after: Unix seconds, when known.
+        token_decimals: looks up a token's decimals on the chain (``None``: unknown).
+
+    Raises:
+        InvalidInputError: the stored request does not parse.
+
+    Example::
+
+        shown = describe_transaction(chain="solana", request=tx.request,
+                                     agent_name="trader", agent_id=tx.agent_id)
+        print(shown.summary)
+    """
+    from waiaas.pipeline.requests import parse_request
+
+    effects: tuple[EffectRow, ...] = ()
+    if request is not None:
+        effects = tuple(_rows(chain, parse_request(request), token_decimals))
+    described = "; ".join(e.text for e in effects) or "no recorded effects"
+    summary = f"Agent {agent_name} ({agent_id}) asks to {described}"
+    tier_reasons = [
+        r
+        for r in (decision or {}).get("reasons") or ()
+        if isinstance(r, Mapping) and r.get("effect") == "tier" and r.get("message")
+    ]
+    final = (decision or {}).get("tier")
+    deciding = [r for r in tier_reasons if r.get("tier") == final] or tier_reasons
+    reasons = [str(r["message"]) for r in deciding]
+    return TxDisplay(
+        effects=effects,
+        summary=summary,
+        reasons=tuple(reasons),
+        expires_at=approval_expires_at,
+        expires_iso=iso_time(approval_expires_at) if approval_expires_at is not None else None,
+        execute_after_iso=iso_time(execute_after) if execute_after is not None else None,
+    )
