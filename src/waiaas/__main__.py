@@ -1,4 +1,8 @@
-"""Command line: ``python -m waiaas demo`` (and ``version``)."""
+"""Command line: ``python -m waiaas`` / the ``waiaas`` script.
+
+The operator CLI lives in :mod:`waiaas.cli` (typer + rich, the ``cli`` extra). Without that
+extra only ``demo`` and ``version`` are available.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import argparse
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m waiaas`` / the ``waiaas`` script."""
-    parser = argparse.ArgumentParser(prog="waiaas", description="waiaas wallet engine")
+def _minimal(argv: list[str] | None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="waiaas",
+        description="waiaas wallet engine (install waiaas[cli] for the operator commands)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the demo on the in-process local chains")
     demo.add_argument("--delay", type=int, default=2, help="DELAY cooldown in seconds")
@@ -22,6 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     from waiaas.demo import run_demo
 
     return run_demo(delay_seconds=args.delay)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m waiaas`` / the ``waiaas`` script."""
+    try:
+        from waiaas.cli import main as cli_main
+    except ImportError:  # the cli extra (typer, rich) is not installed
+        return _minimal(argv)
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from waiaas.errors import DatabaseOpenError, InvalidInputError, NotADatabaseErro
 __all__ = ["CheckpointResult", "Database"]
 
 log = logging.getLogger("waiaas.db")
+
+#: ``wallet_state`` key of the last background checkpoint (``{"at", "busy", "log_frames"}``).
+LAST_CHECKPOINT_KEY = "last_checkpoint"
 
 
 class CheckpointResult(tuple[int, int, int]):
@@ -174,11 +178,24 @@ class Database:
                 try:
                     result = self.checkpoint("TRUNCATE")
                     log.debug("WAL checkpoint: busy=%s log=%s done=%s", *result)
+                    self._record_checkpoint(result)
                 except (OperationalError, sqlite3.Error, StorageError) as exc:
                     log.warning("WAL checkpoint failed (will retry): %s", exc)
 
         self._checkpointer = threading.Thread(target=run, name="waiaas-checkpoint", daemon=True)
         self._checkpointer.start()
+
+    def _record_checkpoint(self, result: CheckpointResult) -> None:
+        """Keep the time and outcome of the last background checkpoint in ``wallet_state``
+        (key ``last_checkpoint``), where ``waiaas health`` reads it."""
+        now = int(time.time())
+        with self.write() as uow:
+            uow.state.put(
+                LAST_CHECKPOINT_KEY,
+                {"at": now, "busy": result.busy, "log_frames": result.log_frames},
+                now=now,
+            )
+            uow.commit()
 
     def stop_checkpointer(self) -> None:
         """Stop the background checkpoint thread, if running."""

@@ -485,6 +485,7 @@ class Pipeline:
                     "expires_at": approval.expires_at,
                     "domain": self.config.siwe_domain(),
                     "uri": self.config.siwe_uri(),
+                    "chain_id": _chain_id(self.adapter_for(agent.chain, agent.network)),
                 }
                 extra["approval_expires_at"] = approval.expires_at
             self._move(
@@ -589,6 +590,12 @@ class Pipeline:
                 )
                 uow.commit()
                 self._publish(outbox)
+                return None
+            if (agent.chain, agent.network) not in self.adapters:
+                # This process has no adapter for the agent's network (an operator's CLI,
+                # an approval page without --rpc): leave the transaction as it is for a
+                # wallet process that has one. Nothing was changed in this unit of work.
+                log.info("no adapter for %s/%s here; %s waits", agent.chain, agent.network, tx_id)
                 return None
             adapter = self.adapter_for(agent.chain, agent.network)
             signed = self._build_and_sign(uow, adapter, agent, row, meta)
@@ -1195,7 +1202,11 @@ class Pipeline:
         owner = stored.get("owner") or agent.owner_address
         if owner is None:
             raise ApprovalError("the agent has no owner", tx_id=row.id, reason="no_owner")
-        chain_id = getattr(self.adapter_for(agent.chain, agent.network), "chain_id", None)
+        # The chain id is stored at queue time, so an operator process without the chain
+        # adapter (the CLI) can still print, check and record the owner's decision.
+        chain_id = stored.get("chain_id") if "chain_id" in stored else None
+        if "chain_id" not in stored:
+            chain_id = _chain_id(self.adapter_for(agent.chain, agent.network))
         return approvals.ApprovalRequest(
             tx_id=row.id,
             approval_id=approval.id,
@@ -1599,3 +1610,8 @@ def _signed_from_json(chain: str, data: Mapping[str, Any]) -> SignedTx:
 def _deny_reasons(decision: Any) -> list[dict[str, Any]]:
     """The deny reasons of a policy decision as JSON-able dicts."""
     return [r.model_dump(mode="json") for r in decision.reasons if r.effect == "deny"]
+
+
+def _chain_id(adapter: ChainAdapter) -> int | None:
+    value = getattr(adapter, "chain_id", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

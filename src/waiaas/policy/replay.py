@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from waiaas.config import WalletConfig
@@ -119,6 +119,8 @@ def replay(
     candidate_policies: Iterable[PolicySpec],
     agent: AgentContext,
     config: WalletConfig | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[ReplayDiff]:
     """Re-run ``records`` at their original times against ``candidate_policies``. Pure.
 
@@ -129,6 +131,7 @@ def replay(
         candidate_policies: the policy set to try.
         agent: the agent the records belong to.
         config: wallet defaults.
+        progress: called as ``progress(done, total)`` after each record (progress bars).
 
     Returns:
         One :class:`ReplayDiff` per record whose decision would differ, in time order.
@@ -154,7 +157,8 @@ def replay(
     diffs: list[ReplayDiff] = []
     longest = max(windows)
     failures = 0  # over the whole history, not only the longest window
-    for rec in sorted(items, key=lambda r: (r.created_at, r.tx_id)):
+    total = len(items)
+    for done, rec in enumerate(sorted(items, key=lambda r: (r.created_at, r.tx_id)), 1):
         while history and rec.created_at - history[0].created_at >= longest:
             history.popleft()
         usage = compute_usage(history, rec.created_at, windows)
@@ -171,4 +175,6 @@ def replay(
             failures = 0
         elif row.status == TxStatus.FAILED and row.error != POLICY_DENIED:
             failures += 1
+        if progress is not None:
+            progress(done, total)
     return diffs

@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -542,11 +542,13 @@ class PolicyService:
         *,
         since: int | None = None,
         until: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> builtins.list[ReplayDiff]:
         """Replay the agent's recorded requests against ``candidate_policies``.
 
         Records are read from ``transactions`` (request and decision from ``metadata``);
         rows without a stored request are skipped. See :func:`waiaas.policy.replay`.
+        ``progress(done, total)`` is called after each replayed record.
 
         Raises:
             InvalidInputError: bad arguments, or more than 200 000 records in the range
@@ -579,7 +581,7 @@ class PolicyService:
                 field="since",
             )
         records = [r for r in (_record(*row) for row in rows) if r is not None]
-        return replay(records, specs, agent, self._config)
+        return replay(records, specs, agent, self._config, progress=progress)
 
     # ------------------------------------------------------------------ internals
 

@@ -259,18 +259,19 @@ class _Approvals:
             ):
                 text = now_closed
             return _json({"error": text, "reason": exc.reason}, 409 if now_closed else 400)
-        except WaiaasError as exc:  # approved, but execution failed afterwards
-            log.warning("approved %s, then execution failed: %s", req.tx_id, exc)
+        except WaiaasError as exc:  # the decision is committed; executing it failed here
             tx = self.wallet.get_transaction(req.tx_id)
-            return _json(
-                {
-                    "ok": True,
-                    "status": tx.status.value,
-                    "message": f"Approved, but the transaction failed: {_detail(exc)}.",
-                }
-            )
+            if action == "reject" or tx.status not in (TxStatus.QUEUED, TxStatus.FAILED):
+                raise
+            log.warning("approved %s; executing it here failed: %s", req.tx_id, exc)
+            text = f"Approved, but the transaction failed: {_detail(exc)}."
+            if tx.status == TxStatus.QUEUED:
+                text = "Approved. The wallet executes the transaction on its next pass."
+            return _json({"ok": True, "status": tx.status.value, "message": text})
         if action == "reject":
             text = "Rejected. The transaction will not execute."
+        elif tx.status == TxStatus.QUEUED:  # no chain adapter in this process
+            text = "Approved. The wallet executes the transaction on its next pass."
         else:
             text = f"Approved. The transaction is {tx.status.value}" + (
                 f" (hash {tx.tx_hash})." if tx.tx_hash else "."

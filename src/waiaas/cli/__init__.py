@@ -1,0 +1,169 @@
+"""The operator command line: ``waiaas --db PATH <command>`` (typer + rich).
+
+Commands: ``init``, ``agents``, ``sessions``, ``policies``, ``tx``, ``approvals``,
+``kill-switch``, ``audit``, ``backup``, ``health``, ``serve-approvals``, ``demo``, ``version``.
+Every listing takes ``--json``. The master password comes from ``WAIAAS_MASTER_PASSWORD`` or
+the OS keyring, or a hidden prompt when a terminal is attached (the library never prompts).
+Errors print one line, ``error: ...``, on stderr and exit non-zero (2 for usage errors).
+
+Chains: operator commands that only read or decide need none; creating agents, dry runs and
+executing approved transactions need the agent's chain, given with ``--rpc`` (repeatable, or
+``WAIAAS_RPC`` separated by spaces): ``solana:<network>=<url>`` or
+``evm:<network>:<chain id>=<url>``.
+
+Needs the ``cli`` extra (``pip install waiaas[cli]``; ``serve-approvals`` also ``web``).
+
+Example::
+
+    export WAIAAS_DB=/var/lib/agents/wallet.db WAIAAS_MASTER_PASSWORD=...
+    waiaas approvals list --json
+    waiaas approvals message TX_ID > msg.txt      # the owner signs it
+    waiaas approvals approve TX_ID --signature 0x...
+    waiaas health --json || page-the-on-call
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from waiaas.cli import _agents, _ops, _policies, _tx
+from waiaas.cli._common import APPROVALS_URL_ENV, DB_ENV, RPC_ENV, State, handle_errors, out
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="waiaas",
+    help="waiaas: operate a wallet of AI agents (agents, policies, approvals, audit, health).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", envvar=DB_ENV, help="The wallet database (SQLite file)."),
+    ] = None,
+    rpc: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rpc",
+            envvar=RPC_ENV,
+            help="A chain: solana:<network>=<url> or evm:<network>:<chain id>=<url>.",
+        ),
+    ] = None,
+    approvals_url: Annotated[
+        str | None,
+        typer.Option(
+            "--approvals-url",
+            envvar=APPROVALS_URL_ENV,
+            help="Where the approval page is served (links, SIWE domain).",
+        ),
+    ] = None,
+) -> None:
+    """Operate a waiaas wallet."""
+    given = ctx.obj if isinstance(ctx.obj, dict) else {}
+    ctx.obj = State(
+        db=db,
+        rpc=list(rpc or []),
+        approvals_url=approvals_url,
+        chains=given.get("chains"),
+        config=dict(given.get("config") or {}),
+    )
+
+
+app.add_typer(_agents.agents, name="agents")
+app.add_typer(_agents.sessions, name="sessions")
+app.add_typer(_policies.policies, name="policies")
+app.add_typer(_tx.tx, name="tx")
+app.add_typer(_tx.approvals, name="approvals")
+app.add_typer(_ops.kill_switch, name="kill-switch")
+app.add_typer(_ops.audit, name="audit")
+app.command("backup")(_ops.backup)
+app.command("health")(_ops.health)
+app.command("serve-approvals")(_ops.serve_approvals)
+
+
+@app.command("init")
+@handle_errors
+def init(ctx: typer.Context) -> None:
+    """Create a new wallet at --db (the password is asked twice when not in the environment)."""
+    import sys
+
+    from waiaas.cli._common import db_path, fail, state
+    from waiaas.config import WalletConfig
+    from waiaas.errors import PasswordUnavailableError
+    from waiaas.keystore import resolve_password
+    from waiaas.wallet import Wallet
+
+    st = state(ctx)
+    path = db_path(st, must_exist=False)
+    if path.exists():
+        raise fail(f"{path} already exists")
+    try:
+        password = resolve_password(None, keyring_user=str(path.resolve()))
+    except PasswordUnavailableError:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise
+        password = typer.prompt(
+            "New master password", hide_input=True, confirmation_prompt=True, err=True
+        )
+    config = WalletConfig(**st.config)
+    Wallet.open(path, password=password, chains=st.chains or [], config=config).close()
+    del password
+    out().print(f"created wallet {path} (keystore {path}.keystore)")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    from waiaas import __version__
+
+    typer.echo(__version__)
+
+
+@app.command("demo")
+def demo(
+    delay: Annotated[int, typer.Option(help="DELAY cooldown in seconds.")] = 2,
+) -> None:
+    """Run the demo on the in-process local chains."""
+    from waiaas.demo import run_demo
+
+    raise typer.Exit(run_demo(delay_seconds=delay))
+
+
+def _click_error(name: str) -> type[Exception]:
+    """The click exception class ``name`` as typer ships it (typer vendors click)."""
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == name and issubclass(cls, Exception):
+            return cls
+    raise RuntimeError(f"typer has no {name}")  # pragma: no cover
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (usage errors: one line, code 2)."""
+    usage_error, click_error = _click_error("UsageError"), _click_error("ClickException")
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="waiaas", standalone_mode=False)
+    except usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "waiaas"
+        message = exc.format_message()  # type: ignore[attr-defined]
+        if not message:  # no command given: the help was shown
+            return 2
+        typer.echo(f"error: {message} (see '{where} --help')", err=True)
+        return 2
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        return 1
+    except click_error as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)  # type: ignore[attr-defined]
+        return int(getattr(exc, "exit_code", 1))
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,541 @@
+"""Operations: ``kill-switch``, ``audit``, ``backup``, ``health``, ``serve-approvals``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from waiaas.cli._common import (
+    db_path,
+    emit_json,
+    err,
+    fail,
+    handle_errors,
+    open_wallet,
+    out,
+    parse_time,
+    state,
+    table,
+    when,
+)
+from waiaas.errors import InvalidInputError
+
+kill_switch = typer.Typer(help="The kill switch: on (stop everything), off, status.")
+audit = typer.Typer(help="The audit log: tail, filter, export (JSONL or CSV).")
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+# ---------------------------------------------------------------------------- kill switch
+
+
+@kill_switch.command("on")
+@handle_errors
+def kill_on(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option(help="Why (audited, sent to every channel).")],
+    json_: Json = False,
+) -> None:
+    """Stop everything: suspend every agent, revoke every session, cancel queued work."""
+    with open_wallet(ctx) as wallet:
+        summary = wallet.kill_switch(reason)
+    if json_:
+        emit_json(summary)
+    else:
+        out().print(f"kill switch ON: {json.dumps(summary, sort_keys=True, default=str)}")
+
+
+@kill_switch.command("off")
+@handle_errors
+def kill_off(
+    ctx: typer.Context,
+    resume_agents: Annotated[
+        bool, typer.Option("--resume-agents", help="Resume the agents it suspended.")
+    ] = False,
+    json_: Json = False,
+) -> None:
+    """Turn the kill switch off."""
+    with open_wallet(ctx) as wallet:
+        summary = wallet.recover(resume_agents=resume_agents)
+    if json_:
+        emit_json(summary)
+    else:
+        out().print(f"kill switch OFF: {json.dumps(summary, sort_keys=True, default=str)}")
+
+
+@kill_switch.command("status")
+@handle_errors
+def kill_status(ctx: typer.Context, json_: Json = False) -> None:
+    """Whether the kill switch is on (exit code 0 either way)."""
+    with open_wallet(ctx) as wallet:
+        ks = wallet.kill_switch_state()
+    if json_:
+        emit_json(ks.model_dump(mode="json"))
+    elif ks.active:
+        out().print(f"kill switch ON since {when(ks.activated_at)} by {ks.actor}: {ks.reason}")
+    else:
+        out().print("kill switch off")
+
+
+# ---------------------------------------------------------------------------- audit
+
+
+def _filters(
+    agent: str | None,
+    tx_id: str | None,
+    event: list[str] | None,
+    severity: list[str] | None,
+    since: str | None,
+    until: str | None,
+) -> dict[str, Any]:
+    return {
+        "agent_id": agent,
+        "tx_id": tx_id,
+        "event_types": event or None,
+        "severities": severity or None,
+        "since": parse_time(since, "since"),
+        "until": parse_time(until, "until"),
+    }
+
+
+Agent = Annotated[str | None, typer.Option("--agent", help="Only this agent's entries.")]
+TxId = Annotated[str | None, typer.Option("--tx", help="Only this transaction's entries.")]
+Event = Annotated[list[str] | None, typer.Option("--event", help="Event type (repeatable).")]
+Sev = Annotated[list[str] | None, typer.Option("--severity", help="info/warning/critical.")]
+Since = Annotated[str | None, typer.Option(help="From (Unix seconds or ISO time).")]
+Until = Annotated[str | None, typer.Option(help="Until (Unix seconds or ISO time).")]
+
+
+def _entry_dict(entry: Any) -> dict[str, Any]:
+    data = dict(entry.model_dump(mode="json"))
+    data["time"] = when(entry.timestamp)
+    return data
+
+
+def _print_entries(entries: list[Any], json_: bool) -> None:
+    if json_:
+        emit_json([_entry_dict(e) for e in entries])
+        return
+    table(
+        "Audit entries",
+        ["id", "time", "severity", "event", "actor", "agent", "tx", "details"],
+        [
+            (
+                e.id,
+                when(e.timestamp),
+                e.severity.value,
+                e.event_type,
+                e.actor,
+                e.agent_id,
+                e.tx_id,
+                json.dumps(e.details, sort_keys=True, default=str),
+            )
+            for e in entries
+        ],
+    )
+
+
+@audit.command("tail")
+@handle_errors
+def audit_tail(
+    ctx: typer.Context,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many (1-1000).")] = 20,
+    agent: Agent = None,
+    tx_id: TxId = None,
+    event: Event = None,
+    severity: Sev = None,
+    since: Since = None,
+    until: Until = None,
+    json_: Json = False,
+) -> None:
+    """The latest entries (oldest of them first), optionally filtered."""
+    with open_wallet(ctx) as wallet:
+        page = wallet.audit(limit=lines, **_filters(agent, tx_id, event, severity, since, until))
+    _print_entries(list(reversed(page.entries)), json_)
+
+
+@audit.command("filter")
+@handle_errors
+def audit_filter(
+    ctx: typer.Context,
+    agent: Agent = None,
+    tx_id: TxId = None,
+    event: Event = None,
+    severity: Sev = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 1000,
+    json_: Json = False,
+) -> None:
+    """Every entry matching the filters (newest first, up to --limit)."""
+    if limit < 1:
+        raise InvalidInputError("--limit must be at least 1", field="limit")
+    found: list[Any] = []
+    with open_wallet(ctx) as wallet:
+        filters = _filters(agent, tx_id, event, severity, since, until)
+        cursor: int | None = None
+        while len(found) < limit:
+            page = wallet.audit(limit=min(1000, limit - len(found)), cursor=cursor, **filters)
+            found.extend(page.entries)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    _print_entries(found, json_)
+
+
+def _count(wallet: Any, filters: dict[str, Any]) -> int:
+    from sqlalchemy import text
+
+    where, params = ["1=1"], {}
+    for column, key in (("agent_id", "agent_id"), ("tx_id", "tx_id")):
+        if filters[key] is not None:
+            where.append(f"{column} = :{key}")
+            params[key] = filters[key]
+    if filters["since"] is not None:
+        where.append("timestamp >= :since")
+        params["since"] = filters["since"]
+    if filters["until"] is not None:
+        where.append("timestamp <= :until")
+        params["until"] = filters["until"]
+    for column, key in (("event_type", "event_types"), ("severity", "severities")):
+        values = filters[key]
+        if values:
+            names = [f"{key}{i}" for i in range(len(values))]
+            where.append(f"{column} IN ({', '.join(':' + n for n in names)})")
+            params.update(
+                {
+                    n: str(v).lower() if key == "severities" else str(v)
+                    for n, v in zip(names, values, strict=True)
+                }
+            )
+    with wallet.db.read() as uow:
+        sql = "SELECT count(*) FROM audit_log WHERE " + " AND ".join(where)
+        return int(uow.session.execute(text(sql), params).scalar_one())
+
+
+@audit.command("export")
+@handle_errors
+def audit_export(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Argument(help="The file to write (refused if it exists).")],
+    format_: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    agent: Agent = None,
+    tx_id: TxId = None,
+    event: Event = None,
+    severity: Sev = None,
+    since: Since = None,
+    until: Until = None,
+    json_: Json = False,
+) -> None:
+    """Export matching entries, newest first, to JSONL or CSV (with a progress bar)."""
+    if format_ not in ("jsonl", "csv"):
+        raise InvalidInputError("--format must be jsonl or csv", field="format")
+    if output.exists():
+        raise fail(f"{output} already exists; choose another file")
+    written = 0
+    columns = [
+        "id",
+        "timestamp",
+        "time",
+        "severity",
+        "event_type",
+        "actor",
+        "agent_id",
+        "session_id",
+        "tx_id",
+        "ip_address",
+        "details",
+    ]
+    with open_wallet(ctx) as wallet:
+        filters = _filters(agent, tx_id, event, severity, since, until)
+        wallet.audit(limit=1, **filters)  # validates the filters before the file is created
+        total = _count(wallet, filters)
+        with (
+            output.open("x", encoding="utf-8", newline="") as fh,
+            Progress(
+                TextColumn("exporting"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err(),
+                transient=True,
+            ) as bar,
+        ):
+            task = bar.add_task("export", total=total)
+            writer = csv.writer(fh) if format_ == "csv" else None
+            if writer is not None:
+                writer.writerow(columns)
+            cursor: int | None = None
+            while True:
+                page = wallet.audit(limit=1000, cursor=cursor, **filters)
+                for entry in page.entries:
+                    data = _entry_dict(entry)
+                    if writer is not None:
+                        row = dict(data, details=json.dumps(entry.details, sort_keys=True))
+                        writer.writerow([row.get(c) for c in columns])
+                    else:
+                        fh.write(json.dumps(data, sort_keys=True, default=str) + "\n")
+                    written += 1
+                bar.update(task, completed=written)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+    if json_:
+        emit_json({"path": str(output), "entries": written, "format": format_})
+    else:
+        out().print(f"wrote {written} entries to {output}")
+
+
+# ---------------------------------------------------------------------------- backup
+
+
+@handle_errors
+def backup(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Where to write (default: beside the database).")
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """A consistent copy of the database (VACUUM INTO). Back up the keystore directory too."""
+    with open_wallet(ctx) as wallet:
+        path = wallet.backup(directory)
+        keystore = wallet.keystore.path
+    if json_:
+        emit_json({"path": str(path), "keystore": str(keystore)})
+    else:
+        out().print(f"backup written to {path}")
+        out().print(f"also back up the keystore directory {keystore} (sealed keys)", style="dim")
+
+
+# ---------------------------------------------------------------------------- health
+
+_OK, _WARN, _CRIT = 0, 1, 2
+
+
+def _health(path: Path, *, stuck_after: int, now: int) -> dict[str, Any]:
+    from waiaas.db.database import LAST_CHECKPOINT_KEY
+    from waiaas.db.migrate import head_revision
+    from waiaas.pipeline.killswitch import KEY as KILL_KEY
+
+    problems: list[dict[str, Any]] = []
+
+    def problem(level: int, text: str) -> None:
+        problems.append({"level": ("ok", "warning", "critical")[level], "message": text})
+
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+
+        def one(sql: str, *args: Any) -> Any:
+            row = con.execute(sql, args).fetchone()
+            return row[0] if row else None
+
+        def state_value(key: str) -> Any:
+            raw = one("SELECT value FROM wallet_state WHERE key = ?", key)
+            return json.loads(raw) if raw else None
+
+        head = head_revision()
+        try:
+            revision = one("SELECT version_num FROM alembic_version")
+        except sqlite3.DatabaseError:
+            revision = None
+        schema = {"revision": revision, "head": head, "current": revision == head}
+        if revision is None:
+            problem(_CRIT, "not a waiaas database (no schema revision)")
+            return {"status": "critical", "problems": problems, "schema": schema}
+        if revision != head:
+            problem(_WARN, f"schema at {revision}, this waiaas expects {head}")
+        kill = state_value(KILL_KEY) or {"active": False}
+        if kill.get("active"):
+            problem(_CRIT, f"kill switch is ON: {kill.get('reason')}")
+        queued = one("SELECT count(*) FROM transactions WHERE status = 'QUEUED'")
+        overdue_delays = one(
+            "SELECT count(*) FROM transactions WHERE status = 'QUEUED' AND tier = 'DELAY' "
+            "AND CAST(json_extract(metadata, '$.execute_after') AS INTEGER) <= ?",
+            now - stuck_after,
+        )
+        pending_approvals = one(
+            "SELECT count(*) FROM pending_approvals p JOIN transactions t ON t.id = p.tx_id "
+            "WHERE t.status = 'QUEUED' AND p.approved_at IS NULL AND p.rejected_at IS NULL "
+            "AND p.expires_at > ?",
+            now,
+        )
+        unexpired = one(
+            "SELECT count(*) FROM pending_approvals p JOIN transactions t ON t.id = p.tx_id "
+            "WHERE t.status = 'QUEUED' AND p.approved_at IS NULL AND p.rejected_at IS NULL "
+            "AND p.expires_at <= ?",
+            now - stuck_after,
+        )
+        approved_waiting = one(
+            "SELECT count(*) FROM pending_approvals p JOIN transactions t ON t.id = p.tx_id "
+            "WHERE t.status = 'QUEUED' AND p.approved_at IS NOT NULL AND p.approved_at <= ?",
+            now - stuck_after,
+        )
+        stuck = [
+            {"tx_id": r[0], "status": r[1], "since": r[2]}
+            for r in con.execute(
+                "SELECT t.id, t.status, (SELECT max(timestamp) FROM audit_log a "
+                "WHERE a.tx_id = t.id) AS since FROM transactions t "
+                "WHERE t.status IN ('EXECUTING', 'SUBMITTED')"
+            )
+            if r[2] is None or r[2] <= now - stuck_after
+        ]
+        if overdue_delays or unexpired or approved_waiting:
+            problem(
+                _WARN,
+                f"due work is not being processed ({overdue_delays} delays, {unexpired} "
+                f"expired approvals, {approved_waiting} approved transactions waiting): "
+                "is a wallet process running with background=True?",
+            )
+        if stuck:
+            problem(
+                _WARN, f"{len(stuck)} transactions executing or submitted for over {stuck_after} s"
+            )
+        checkpoint = state_value(LAST_CHECKPOINT_KEY)
+        wal = Path(f"{path}-wal")
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
+        if wal_bytes > 256 * 1024 * 1024:
+            problem(_WARN, f"the WAL file is {wal_bytes} bytes: checkpoints are not keeping up")
+        channels = []
+        for cid, ctype, enabled, ok_at, fail_at in con.execute(
+            "SELECT id, type, enabled, last_success_at, last_failure_at "
+            "FROM notification_channels ORDER BY priority DESC, id"
+        ):
+            failing = bool(enabled) and fail_at is not None and (ok_at is None or fail_at > ok_at)
+            channels.append(
+                {
+                    "id": cid,
+                    "type": ctype,
+                    "enabled": bool(enabled),
+                    "last_success_at": ok_at,
+                    "last_failure_at": fail_at,
+                    "healthy": not failing,
+                }
+            )
+            if failing:
+                problem(_WARN, f"channel {cid} ({ctype}) failed its last delivery")
+        if not any(c["enabled"] for c in channels):
+            problem(_WARN, "no enabled notification channel: nobody hears about APPROVAL work")
+    finally:
+        con.close()
+    level = max((("ok", "warning", "critical").index(p["level"]) for p in problems), default=0)
+    return {
+        "status": ("ok", "warning", "critical")[level],
+        "checked_at": now,
+        "schema": schema,
+        "kill_switch": kill,
+        "work": {
+            "queued": queued,
+            "pending_approvals": pending_approvals,
+            "overdue_delays": overdue_delays,
+            "unprocessed_expired_approvals": unexpired,
+            "approved_not_executed": approved_waiting,
+            "stuck": stuck,
+        },
+        "checkpoint": {
+            "last": checkpoint,
+            "last_iso": when(checkpoint["at"]) if checkpoint else None,
+            "wal_bytes": wal_bytes,
+        },
+        "channels": channels,
+        "problems": problems,
+    }
+
+
+@handle_errors
+def health(
+    ctx: typer.Context,
+    stuck_after: Annotated[
+        int, typer.Option(help="Seconds after which due or in-flight work counts as stuck.")
+    ] = 300,
+    json_: Json = False,
+) -> None:
+    """Is this wallet healthy? Exit 0 ok, 1 warning, 2 critical (Nagios-style).
+
+    Reads the database only (no password needed): schema revision, kill switch, queued and
+    stuck work, the last background checkpoint, and each notification channel's last outcome.
+    """
+    path = db_path(state(ctx))
+    try:
+        report = _health(path, stuck_after=stuck_after, now=int(time.time()))
+    except sqlite3.DatabaseError as exc:
+        raise fail(f"cannot read {path}: {exc}", 2) from None
+    if json_:
+        emit_json(report)
+    else:
+        console = out()
+        console.print(f"[bold]{report['status'].upper()}[/bold] {path}")
+        schema = report["schema"]
+        console.print(f"schema: {schema['revision']} (expected {schema['head']})", markup=False)
+        if "work" in report:
+            ks = report["kill_switch"]
+            console.print(f"kill switch: {'ON' if ks.get('active') else 'off'}")
+            work = report["work"]
+            console.print(
+                f"work: {work['queued']} queued, {work['pending_approvals']} awaiting approval, "
+                f"{len(work['stuck'])} stuck"
+            )
+            cp = report["checkpoint"]
+            console.print(
+                f"last checkpoint: {cp['last_iso'] or 'never recorded'}; "
+                f"WAL {cp['wal_bytes']} bytes"
+            )
+            for ch in report["channels"]:
+                console.print(
+                    f"channel {ch['id']} ({ch['type']}): "
+                    f"{'healthy' if ch['healthy'] else 'FAILING'}"
+                    f"{'' if ch['enabled'] else ' (disabled)'}",
+                    markup=False,
+                )
+        for p in report["problems"]:
+            console.print(f"{p['level']}: {p['message']}", markup=False)
+    raise typer.Exit(("ok", "warning", "critical").index(report["status"]))
+
+
+# ---------------------------------------------------------------------------- serve
+
+
+@handle_errors
+def serve_approvals(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="The URL owners open (behind a proxy); default http://HOST:PORT."),
+    ] = None,
+) -> None:
+    """Serve the owner approval page (and run due work in the background).
+
+    Links in notifications point here when the wallet processes are configured with the
+    same approvals URL (WAIAAS_APPROVALS_URL / --approvals-url / WalletConfig.approvals_url).
+    """
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from waiaas.web import approvals_app
+
+    if not 0 < port < 65536:
+        raise InvalidInputError("--port must be 1-65535", field="port")
+    st = state(ctx)
+    url = public_url or st.approvals_url or f"http://{host}:{port}"
+    st.approvals_url = url
+    from urllib.parse import urlsplit
+
+    mount = urlsplit(url).path.rstrip("/")
+    with open_wallet(ctx, background=True) as wallet:
+        app: Any = approvals_app(wallet)
+        if mount:
+            app = Starlette(routes=[Mount(mount, app=app)])
+        err().print(f"serving owner approvals at {url} (listening on {host}:{port})")
+        if not wallet.pipeline.adapters:
+            err().print("no --rpc chain: approved transactions execute in the wallet process")
+        uvicorn.run(app, host=host, port=port, log_level="warning", ws="none", lifespan="off")
