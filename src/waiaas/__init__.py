@@ -80,6 +80,7 @@ from waiaas.types import (
     TxType,
 )
 from waiaas.wallet import TransactionResult, Wallet
+from waiaas.web.display import EffectRow, TxDisplay
 
 __version__ = "0.1.0.dev0"
 
@@ -106,6 +107,7 @@ __all__ = [
     "ContractCall",
     "DatabaseOpenError",
     "Decision",
+    "EffectRow",
     "ExecutionRevertedError",
     "Explanation",
     "InsufficientFundsError",
@@ -147,6 +149,7 @@ __all__ = [
     "TransactionResult",
     "Transfer",
     "TransientChainError",
+    "TxDisplay",
     "TxStatus",
     "TxType",
     "WaiaasError",

@@ -65,6 +65,7 @@ from waiaas.types import (
     TxStatus,
     TxType,
 )
+from waiaas.web.display import TxDisplay, describe_transaction
 
 __all__ = ["TransactionResult", "Wallet"]
 
@@ -1058,11 +1059,9 @@ class Wallet:
         token = link_token(self.keystore, req.tx_id, req.approval_id, req.expires_at)
         return f"{base}/{req.tx_id}/{token}"
 
-    def transaction_display(self, tx_id: str) -> Any:
+    def transaction_display(self, tx_id: str) -> TxDisplay:
         """What a person reads about a transaction: every effect in human units (full
         addresses), a one-line summary, why its tier was chosen, and its expiry.
-
-        Returns a :class:`waiaas.web.display.TxDisplay`.
 
         Raises:
             NotFoundError: no such transaction.
@@ -1073,8 +1072,6 @@ class Wallet:
             for effect in shown.effects:
                 print(effect.text)     # "send 1.5 SOL to 9xQe..."
         """
-        from waiaas.web.display import describe_transaction
-
         with self.db.read() as uow:
             row = uow.transactions.get(check_id(tx_id, "tx_id"))
             if row is None:

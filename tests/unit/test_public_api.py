@@ -13,7 +13,7 @@ EXPECTED = [
     "AccountSpec", "AgentInfo", "AgentNotActiveError", "AgentStatus", "ApprovalError",
     "Approve", "AuditEntry", "AuditEvent", "AuditPage", "AuthError", "Batch", "ChainAdapter",
     "ChainError", "ChainErrorKind", "Clock", "ConstraintViolationError", "ContractCall",
-    "DatabaseOpenError", "Decision", "ExecutionRevertedError", "Explanation",
+    "DatabaseOpenError", "Decision", "EffectRow", "ExecutionRevertedError", "Explanation",
     "InsufficientFundsError", "InvalidAddressError", "InvalidInputError",
     "InvalidTransitionError", "IssuedSession", "KdfLimits", "KeyIntegrityError",
     "KeystoreError", "KeystoreLockedError", "KillSwitchActiveError", "KillSwitchState",
@@ -23,8 +23,8 @@ EXPECTED = [
     "SessionInfo", "Severity", "StaleTransactionError", "StateError", "StorageError",
     "SystemClock", "Tier", "TierThresholds", "TokenExpiredError", "TokenRevokedError",
     "TokenTransfer", "TransactionInfo", "TransactionResult", "Transfer",
-    "TransientChainError", "TxStatus", "TxType", "WaiaasError", "Wallet", "WalletConfig",
-    "WrongPasswordError", "__version__",
+    "TransientChainError", "TxDisplay", "TxStatus", "TxType", "WaiaasError", "Wallet",
+    "WalletConfig", "WrongPasswordError", "__version__",
 ]  # fmt: skip
 
 

@@ -123,3 +123,23 @@ def test_static_files_are_only_the_shipped_ones(served: Served) -> None:
 def test_approvals_app_needs_a_wallet() -> None:
     with pytest.raises(InvalidInputError):
         approvals_app(object())  # type: ignore[arg-type]
+
+
+def test_a_locked_wallet_says_so(served: Served) -> None:
+    """While the keystore is locked the page cannot check links: it says so (503), and
+    nothing is decided."""
+    from waiaas.testing import TEST_PASSWORD
+
+    owner = EvmOwner()
+    tx_id, _ = served.queue("evm", owner)
+    link = served.link(tx_id)
+    served.wallet.lock()
+    try:
+        page = httpx.get(link)
+        assert page.status_code == 503 and "The wallet is locked" in page.text
+        post = httpx.post(link, json={"action": "approve", "signature": "0x00"})
+        assert post.status_code == 503
+    finally:
+        served.wallet.unlock(TEST_PASSWORD)
+    assert httpx.get(link).status_code == 200
+    assert served.wallet.get_transaction(tx_id).status == "QUEUED"

@@ -16,7 +16,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from waiaas.errors import ApprovalError, InvalidInputError, NotFoundError, WaiaasError
+from waiaas.errors import (
+    ApprovalError,
+    InvalidInputError,
+    KeystoreLockedError,
+    NotFoundError,
+    WaiaasError,
+)
 from waiaas.pipeline import approvals
 from waiaas.pipeline.approvals import iso_time
 from waiaas.types import TxStatus
@@ -45,6 +51,7 @@ _HEADERS = {
 }
 _STATIC = {"approve.js": "text/javascript; charset=utf-8", "approve.css": "text/css; charset=utf-8"}
 _MAX_BODY = 8192
+_LOCKED = "The wallet is locked; ask its operator to unlock it, then reload this page."
 _NOT_FOUND = "This approval link is not valid. Check that you copied the whole link."
 
 # What the owner reads when the server refuses a signature (by ApprovalError.reason).
@@ -127,6 +134,8 @@ class _Approvals:
         try:
             req = self.wallet.pipeline.approval_request(tx_id)
         except (NotFoundError, ApprovalError, InvalidInputError):
+            # The same HMAC work as for a real transaction: no timing hint that it exists.
+            check_token(self.wallet.keystore, "-", "-", 0, token)
             return None
         if not check_token(self.wallet.keystore, req.tx_id, req.approval_id, req.expires_at, token):
             return None
@@ -154,7 +163,10 @@ class _Approvals:
         )
 
     async def page(self, request: Request) -> Response:
-        return await _run(self._page, request)
+        try:
+            return await _run(self._page, request)
+        except KeystoreLockedError:
+            return _error_page(_LOCKED, 503)
 
     def _page(self, request: Request) -> Response:
         tx_id = str(request.path_params["tx_id"])
@@ -229,7 +241,10 @@ class _Approvals:
             data = json.loads(body)
         except ValueError:
             return _json({"error": "the request is not valid JSON"}, 400)
-        return await _run(self._decide, request, data)
+        try:
+            return await _run(self._decide, request, data)
+        except KeystoreLockedError:
+            return _json({"error": _LOCKED}, 503)
 
     def _decide(self, request: Request, data: Any) -> Response:
         tx_id = str(request.path_params["tx_id"])

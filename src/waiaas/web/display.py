@@ -3,9 +3,8 @@
 One small adapter turns a stored transaction into :class:`EffectRow` values (every effect in
 human units, full addresses) and a one-line summary. The approval page, the APPROVAL
 notification and the CLI all use it, so the three never disagree. Rows come from the stored
-request; decimals of tokens come from the request or, when it has none, from the chain
-adapter (``token_decimals``), and an amount whose decimals are unknown is shown in base units
-(never guessed).
+request; decimals of tokens come from the chain adapter (``token_decimals``) or else the
+request, and an amount whose decimals are unknown is shown in base units (never guessed).
 
 Pure apart from the optional ``token_decimals`` look-up; no web framework is imported here.
 """
@@ -102,11 +101,14 @@ def _native(chain: str, amount: int) -> str:
 
 
 def _token(amount: int, token: str, decimals: int | None, lookup: TokenDecimals | None) -> str:
-    if decimals is None and lookup is not None:
+    # The chain's word first (the pipeline refuses requests whose decimals contradict it).
+    if lookup is not None:
         try:
-            decimals = lookup(token)
+            found = lookup(token)
         except WaiaasError:
-            decimals = None
+            found = None
+        if found is not None:
+            decimals = found
     if decimals is None:
         return f"{amount} base units of token {token}"
     return f"{format_amount(amount, decimals, None)} of token {token}"
@@ -200,8 +202,10 @@ def describe_transaction(
     effects: tuple[EffectRow, ...] = ()
     if request is not None:
         effects = tuple(_rows(chain, parse_request(request), token_decimals))
-    described = "; ".join(e.text for e in effects) or "no recorded effects"
-    summary = f"Agent {agent_name} ({agent_id}) asks to {described}"
+    if effects:
+        summary = f"Agent {agent_name} ({agent_id}) asks to " + "; ".join(e.text for e in effects)
+    else:
+        summary = f"Agent {agent_name} ({agent_id}) asks for a transaction with no recorded effects"
     tier_reasons = [
         r
         for r in (decision or {}).get("reasons") or ()
