@@ -369,3 +369,25 @@ def test_health_reports_stuck_and_overdue_work(cli: Cli) -> None:
 @pytest.mark.parametrize("args", [["tx", "show"], ["approvals", "approve", "x"], ["nope"]])
 def test_usage_errors_exit_2(cli: Cli, args: list[str]) -> None:
     assert cli.run(*args).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["policies", "list", "--agent", "x" * 300], "agent_id"),
+        (["policies", "enable", "no-such-policy"], "not found"),
+        (["approvals", "list", "--agent", "x" * 300], "agent_id"),
+        (["audit", "tail", "-n", "0"], "limit"),
+        (["audit", "tail", "--severity", "loud"], "severity"),
+        (["tx", "list", "--limit", "5000"], "limit"),
+        (["serve-approvals", "--port", "0"], "--port"),
+        (["agents", "list", "--status", "NAPPING"], "status"),
+    ],
+)
+def test_error_paths_are_one_line(cli: Cli, args: list[str], fragment: str) -> None:
+    assert fragment in cli.error(*args)
+
+
+def test_kill_switch_status_with_a_wrong_password(cli: Cli) -> None:
+    line = cli.error("kill-switch", "status", env={"WAIAAS_MASTER_PASSWORD": "wrong password 1"})
+    assert "password" in line.lower() and "wrong password 1" not in line
