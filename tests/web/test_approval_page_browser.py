@@ -264,3 +264,23 @@ def test_declining_in_the_wallet_says_nothing_was_signed(
     cls, text = _outcome(browser)
     assert (cls, text) == ("error", "You declined the request in your wallet; nothing was signed.")
     assert served.wallet.get_transaction(tx_id).status == "QUEUED"
+
+
+def test_agent_controlled_text_cannot_script_the_page(served: Served, browser: Any) -> None:
+    """A memo written by the agent is shown as text: markup in it neither renders nor runs
+    (escaping, and the CSP would refuse an inline handler anyway)."""
+    from tests.e2e.conftest import new_agent, recipient
+    from waiaas import Transfer
+
+    owner = SolanaOwner()
+    agent = new_agent(served.wallet, "solana", owner=owner, name="<b>bold</b>")
+    token = served.wallet.issue_session(agent.id).token
+    memo = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+    result = served.wallet.send(
+        token, Transfer(to=recipient("solana"), amount=11 * 10**9, memo=memo)
+    )
+    _open(browser, phantom_provider(owner.address), served.link(result.id))
+    assert f"memo: {memo}" in _text(browser, "effects")
+    assert "<b>bold</b>" in _text(browser, "summary")
+    assert browser.execute_script("return window.__pwned === undefined")
+    assert browser.execute_script("return document.images.length") == 0

@@ -7,6 +7,7 @@ import json
 import logging
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -141,6 +142,15 @@ class _Approvals:
             return None
         return req
 
+    def _origins(self, request: Request) -> set[str]:
+        """Origins a decision may come from: this server as the request reached it, and the
+        configured ``approvals_url`` (what the browser sees behind a TLS-terminating proxy)."""
+        allowed = {_origin(request)}
+        if self.wallet.config.approvals_url is not None:
+            parts = urlsplit(self.wallet.config.approvals_url)
+            allowed.add(f"{parts.scheme}://{parts.netloc}")
+        return allowed
+
     def _closed(self, req: approvals.ApprovalRequest) -> str | None:
         """Why the approval can no longer be decided, or ``None`` while it is open."""
         tx = self.wallet.get_transaction(req.tx_id)
@@ -230,7 +240,7 @@ class _Approvals:
 
     async def decide(self, request: Request) -> Response:
         origin = request.headers.get("origin")
-        if origin is not None and origin != _origin(request):
+        if origin is not None and origin not in self._origins(request):
             return _json({"error": "requests from another site are refused"}, 403)
         if "application/json" not in request.headers.get("content-type", ""):
             return _json({"error": "send the decision as JSON"}, 415)
