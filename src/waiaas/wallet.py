@@ -1063,6 +1063,9 @@ class Wallet:
         """What a person reads about a transaction: every effect in human units (full
         addresses), a one-line summary, why its tier was chosen, and its expiry.
 
+        The effects are those decoded from the plan that will be signed when the pipeline
+        stored them, else those of the stored request.
+
         Raises:
             NotFoundError: no such transaction.
 
@@ -1089,6 +1092,7 @@ class Wallet:
             approval_expires_at=data["approval_expires_at"],
             execute_after=data["execute_after"],
             token_decimals=lookup if callable(lookup) else None,
+            effects=(json.loads(row.metadata_json) if row.metadata_json else {}).get("effects"),
         )
 
     def approve(self, tx_id: str, signature: str) -> TransactionInfo:

@@ -135,3 +135,68 @@ def test_a_corrupt_stored_request_is_an_input_error() -> None:
         describe_transaction(chain="evm", request=None, agent_name="bot", agent_id="a1").summary
         == "Agent bot (a1) asks for a transaction with no recorded effects"
     )
+
+
+def test_stored_plan_effects_are_shown_instead_of_the_request() -> None:
+    """When the pipeline stored the effects decoded from the plan, they are what the owner
+    reads (every one, rent and fees included), not the request."""
+    from waiaas.plan import (
+        AccountFunding,
+        ContractCall,
+        FeeEffect,
+        Memo,
+        NativeTransfer,
+        TokenApproval,
+        TokenTransfer,
+        effects_to_json,
+    )
+
+    payer = "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"
+    owner = "BPFLoaderUpgradeab1e11111111111111111111111"
+    stored = effects_to_json(
+        [
+            NativeTransfer(payer, SOL_DEST, 1_500_000_000),
+            AccountFunding(payer, SOL_DEST, 2_039_280, "token_account_rent"),
+            FeeEffect(payer, 5_000),
+            TokenTransfer(MINT, payer, SOL_DEST, owner, 2_500_000, payer),
+            TokenApproval(MINT, payer, owner, 10**6),
+            Memo("hi"),
+        ]
+    )
+    shown = describe_transaction(
+        chain="solana",
+        request={"type": "TRANSFER", "to": SOL_DEST, "amount": "1"},
+        agent_name="bot",
+        agent_id="a1",
+        token_decimals=lambda t: 6,
+        effects=stored,
+    )
+    rows = [(e.kind, e.amount, e.counterparty) for e in shown.effects]
+    assert rows == [
+        ("send", "1.5 SOL", SOL_DEST),
+        ("account funding", "0.00203928 SOL", SOL_DEST),
+        ("fee", "0.000005 SOL", None),
+        ("token transfer", f"2.5 of token {MINT}", owner),
+        ("token approval", f"1 of token {MINT}", owner),
+        ("memo", None, None),
+    ]
+    texts = [e.text for e in shown.effects]
+    assert texts[0] == f"send 1.5 SOL from {payer} to {SOL_DEST}"
+    assert texts[3].startswith(f"transfer 2.5 tokens (token {MINT}) from {payer} to {SOL_DEST}")
+    assert "0.000000001" not in shown.summary  # the request's amount is not what is shown
+    evm = describe_transaction(
+        chain="evm",
+        request=None,
+        agent_name="bot",
+        agent_id="a1",
+        effects=effects_to_json([ContractCall(EVM_DEST, "0xdeadbeef", 0, None)]),
+    )
+    assert evm.effects[0].text == f"call contract {EVM_DEST} unknown method, selector 0xdeadbeef"
+    broken = describe_transaction(
+        chain="evm",
+        request={"type": "TRANSFER", "to": EVM_DEST, "amount": "1"},
+        agent_name="bot",
+        agent_id="a1",
+        effects=[{"effect": "teleport"}],
+    )
+    assert broken.effects[0].kind == "warning" and broken.effects[1].kind == "send"

@@ -2,16 +2,19 @@
 
 One small adapter turns a stored transaction into :class:`EffectRow` values (every effect in
 human units, full addresses) and a one-line summary. The approval page, the APPROVAL
-notification and the CLI all use it, so the three never disagree. Rows come from the stored
-request; decimals of tokens come from the chain adapter (``token_decimals``) or else the
-request, and an amount whose decimals are unknown is shown in base units (never guessed).
+notification and the CLI all use it, so the three never disagree.
+
+Rows come from the effects decoded from the plan that will be signed, when the pipeline
+stored them (``meta["effects"]``), else from the stored request. Token decimals come from the
+chain adapter (``token_decimals``) or else the request; an amount whose decimals are unknown
+is shown in base units (never guessed).
 
 Pure apart from the optional ``token_decimals`` look-up; no web framework is imported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +170,56 @@ def _rows(chain: str, request: Any, lookup: TokenDecimals | None) -> list[Effect
     return [EffectRow("unknown", f"a {type(request).__name__} request")]
 
 
+def _plan_rows(chain: str, stored: Sequence[Any], lookup: TokenDecimals | None) -> list[EffectRow]:
+    """Rows from the effects decoded from the plan that will be signed (``meta["effects"]``)."""
+    from waiaas import plan as p
+
+    effects = p.effects_from_json(stored)
+
+    def info(token: str) -> tuple[int, str] | None:
+        if lookup is None:
+            return None
+        try:
+            places = lookup(token)
+        except WaiaasError:
+            return None
+        return None if places is None else (places, "tokens")
+
+    native = _NATIVE.get(chain)
+    units = (native[1], native[0]) if native is not None else (0, "base units of native")
+    rows: list[EffectRow] = []
+    for effect in effects:
+        text = p.describe_effect(effect, chain=chain, token_info=info, native=units)
+        amount: str | None = None
+        if isinstance(effect, p.NativeTransfer | p.AccountFunding | p.FeeEffect):
+            amount = _native(chain, effect.amount)
+        elif isinstance(effect, p.TokenTransfer | p.TokenApproval) and effect.token is not None:
+            amount = _token(effect.amount, effect.token, None, lookup)
+        if isinstance(effect, p.NativeTransfer):
+            row = EffectRow("send", text, amount, effect.destination)
+        elif isinstance(effect, p.AccountFunding):
+            row = EffectRow("account funding", text, amount, effect.account)
+        elif isinstance(effect, p.FeeEffect):
+            row = EffectRow("fee", text, amount)
+        elif isinstance(effect, p.TokenTransfer):
+            to = effect.destination_owner or effect.destination_account
+            row = EffectRow("token transfer", text, amount, to, effect.token)
+        elif isinstance(effect, p.TokenApproval):
+            row = EffectRow("token approval", text, amount, effect.spender, effect.token)
+        elif isinstance(effect, p.AuthorityChange):
+            row = EffectRow("authority change", text, None, effect.new_authority)
+        elif isinstance(effect, p.AccountClose):
+            row = EffectRow("account close", text, None, effect.destination)
+        elif isinstance(effect, p.ContractCall):
+            row = EffectRow("contract call", text, None, effect.contract)
+        elif isinstance(effect, p.ProgramCall):
+            row = EffectRow("program call", text, None, effect.program)
+        else:
+            row = EffectRow("memo", text)
+        rows.append(row)
+    return rows
+
+
 def describe_transaction(
     *,
     chain: str,
@@ -177,6 +230,7 @@ def describe_transaction(
     approval_expires_at: int | None = None,
     execute_after: int | None = None,
     token_decimals: TokenDecimals | None = None,
+    effects: Sequence[Any] | None = None,
 ) -> TxDisplay:
     """Display rows and a summary for a stored transaction.
 
@@ -187,6 +241,9 @@ def describe_transaction(
         decision: the stored policy decision (its tier reasons explain the tier).
         approval_expires_at / execute_after: Unix seconds, when known.
         token_decimals: looks up a token's decimals on the chain (``None``: unknown).
+        effects: the stored effects decoded from the plan that will be signed
+            (``effects_to_json`` form); when given they are shown instead of the request,
+            since they are what the signature moves.
 
     Raises:
         InvalidInputError: the stored request does not parse.
@@ -199,11 +256,21 @@ def describe_transaction(
     """
     from waiaas.pipeline.requests import parse_request
 
-    effects: tuple[EffectRow, ...] = ()
-    if request is not None:
-        effects = tuple(_rows(chain, parse_request(request), token_decimals))
-    if effects:
-        summary = f"Agent {agent_name} ({agent_id}) asks to " + "; ".join(e.text for e in effects)
+    rows: list[EffectRow] = []
+    if effects is not None:
+        try:
+            rows = _plan_rows(chain, effects, token_decimals)
+        except WaiaasError:
+            rows = [EffectRow("warning", "the stored effects of this transaction are unreadable")]
+            if request is not None:
+                rows += _rows(chain, parse_request(request), token_decimals)
+    elif request is not None:
+        rows = _rows(chain, parse_request(request), token_decimals)
+    effects_shown = tuple(rows)
+    if effects_shown:
+        summary = f"Agent {agent_name} ({agent_id}) asks to " + "; ".join(
+            e.text for e in effects_shown
+        )
     else:
         summary = f"Agent {agent_name} ({agent_id}) asks for a transaction with no recorded effects"
     tier_reasons = [
@@ -215,7 +282,7 @@ def describe_transaction(
     deciding = [r for r in tier_reasons if r.get("tier") == final] or tier_reasons
     reasons = [str(r["message"]) for r in deciding]
     return TxDisplay(
-        effects=effects,
+        effects=effects_shown,
         summary=summary,
         reasons=tuple(reasons),
         expires_at=approval_expires_at,
