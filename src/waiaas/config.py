@@ -127,6 +127,13 @@ class WalletConfig(BaseModel):
         approval_uri: the SIWE/SIWS ``URI`` of approval messages (the action and the
             transaction id are appended). Default: ``approvals_url``, else
             ``"waiaas://approval"``.
+        audit_checkpoint_rows: a signed audit checkpoint is written every this many audit
+            rows; ``Wallet.open`` verifies the rows written since the last one.
+        on_tamper: what ``Wallet.open`` does when the audit chain since the last checkpoint is
+            broken or committed rows are gone (lost WAL): ``"refuse"`` (default: raise
+            :class:`~waiaas.errors.TamperDetectedError`, write nothing) or ``"report"`` (open,
+            write a critical ``TAMPER_DETECTED`` row, notify, and checkpoint the log as found
+            so the next open verifies from there; ``verify_audit`` keeps naming the break).
 
     The domain and URI are fixed into each approval when it is created, so a signature
     stays valid whatever configuration the process that checks it runs with.
@@ -151,6 +158,8 @@ class WalletConfig(BaseModel):
     approvals_url: str | None = None
     approval_domain: str | None = None
     approval_uri: str | None = None
+    audit_checkpoint_rows: int = Field(default=1_000, ge=1)
+    on_tamper: Literal["refuse", "report"] = "refuse"
 
     @field_validator("approvals_url")
     @classmethod

@@ -37,7 +37,8 @@ component and chained with ``raise ... from exc``.
     │   │   └── ExecutionRevertedError (.reason)
     │   ├── TransientChainError
     │   └── StaleTransactionError      blockhash expired / nonce too low: rebuild once
-    └── NotificationError              a notification channel failed (never fails a transaction)
+    ├── NotificationError              a notification channel failed (never fails a transaction)
+    └── TamperDetectedError            stored data fails its integrity check (.entity, .problem)
 
 Secrets (keys, passwords, tokens) never appear in a message or attribute of these errors.
 """
@@ -76,6 +77,7 @@ __all__ = [
     "StaleTransactionError",
     "StateError",
     "StorageError",
+    "TamperDetectedError",
     "TokenExpiredError",
     "TokenRevokedError",
     "TransientChainError",
@@ -486,3 +488,41 @@ class NotificationError(WaiaasError):
     """A notification channel failed. Notifications never fail a transaction."""
 
     code = "NOTIFICATION_FAILED"
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+class TamperDetectedError(WaiaasError):
+    """Stored data failed its integrity check: changed outside waiaas.
+
+    Raised by :meth:`Wallet.open` when the audit chain written since the last verified
+    checkpoint is broken or rows the wallet committed are gone (a lost WAL), and by the
+    pipeline when the owner binding, a policy or a stored request fails its MAC (the
+    transaction is refused, a critical ``TAMPER_DETECTED`` audit row is written and the owner
+    is notified).
+
+    Attributes:
+        entity: ``audit_log``, ``agent``, ``policy``, ``transaction`` or ``approval``.
+        entity_id: the row concerned, when known.
+        problem: what was found (``altered``, ``forged``, ``deleted``, ``reordered``,
+            ``truncated``, ``checkpoint``, ``mac``).
+        report: for the audit log, the :class:`~waiaas.types.AuditReport`.
+        tx_id: the transaction refused, if any.
+    """
+
+    code = "TAMPER_DETECTED"
+    entity: str
+    entity_id: str | None
+    problem: str
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        entity: str,
+        problem: str,
+        entity_id: str | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(message, entity=entity, problem=problem, entity_id=entity_id, **fields)

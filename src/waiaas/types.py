@@ -31,9 +31,11 @@ __all__ = [
     "AgentStatus",
     "Amount",
     "Approve",
+    "AuditCheckpoint",
     "AuditEntry",
     "AuditEvent",
     "AuditPage",
+    "AuditReport",
     "Batch",
     "BatchItem",
     "Chain",
@@ -172,6 +174,8 @@ class AuditEvent(StrEnum):
     NOTIFICATION_CHANNEL_UPDATED = "NOTIFICATION_CHANNEL_UPDATED"
     NOTIFICATION_FAILED = "NOTIFICATION_FAILED"
     BACKUP_CREATED = "BACKUP_CREATED"
+    TAMPER_DETECTED = "TAMPER_DETECTED"
+    APPROVAL_INVALIDATED = "APPROVAL_INVALIDATED"
 
     @property
     def default_severity(self) -> Severity:
@@ -189,6 +193,8 @@ _EVENT_SEVERITY = {
     AuditEvent.AUTO_STOP_TRIGGERED: Severity.CRITICAL,
     AuditEvent.KILL_SWITCH_ACTIVATED: Severity.CRITICAL,
     AuditEvent.KILL_SWITCH_RECOVERED: Severity.WARNING,
+    AuditEvent.TAMPER_DETECTED: Severity.CRITICAL,
+    AuditEvent.APPROVAL_INVALIDATED: Severity.WARNING,
 }
 
 
@@ -477,6 +483,89 @@ class AuditPage(_Result):
 
     entries: tuple[AuditEntry, ...]
     next_cursor: int | None
+
+
+class AuditCheckpoint(_Result):
+    """A signed statement "the audit log of wallet ``wallet_id`` had ``seq`` rows ending in
+    ``head_hash`` at ``created_at``" (ed25519, key sealed in the wallet's keystore).
+
+    Keep exported checkpoints somewhere the wallet's host cannot write (another machine, a
+    ticket, an email): :meth:`Wallet.verify_audit` with ``checkpoint=`` then proves the log
+    still holds what existed then. :meth:`verify` needs only the public key.
+
+    Attributes:
+        wallet_id: the keystore id of the wallet.
+        seq: the id of the audit row the checkpoint ends at.
+        head_hash: that row's chain hash (hex SHA-256).
+        created_at: Unix seconds.
+        public_key: the wallet's checkpoint public key (hex ed25519).
+        signature: hex ed25519 signature of :meth:`message`.
+
+    Example::
+
+        cp = wallet.export_audit_checkpoint()
+        saved = cp.model_dump_json()
+        assert AuditCheckpoint.model_validate_json(saved).verify()
+    """
+
+    wallet_id: str
+    seq: int
+    head_hash: str
+    created_at: int
+    public_key: str
+    signature: str
+
+    def message(self) -> bytes:
+        """The exact bytes the signature covers."""
+        from waiaas.integrity import checkpoint_message
+
+        return checkpoint_message(self.wallet_id, self.seq, self.head_hash, self.created_at)
+
+    def verify(self, public_key: str | None = None) -> bool:
+        """Whether the signature is valid (for ``public_key`` if given, else the embedded one).
+
+        Pass the public key you recorded when you first trusted the wallet: the embedded one
+        proves only self-consistency.
+        """
+        from waiaas.integrity import verify_checkpoint_signature
+
+        return verify_checkpoint_signature(
+            self.wallet_id,
+            self.seq,
+            self.head_hash,
+            self.created_at,
+            public_key if public_key is not None else self.public_key,
+            self.signature,
+        )
+
+
+class AuditReport(_Result):
+    """What :meth:`Wallet.verify_audit` found.
+
+    Attributes:
+        ok: no broken link, every stored checkpoint matches, the recorded head is present.
+        source: the database file checked.
+        rows_checked: audit rows whose hash and MAC were verified.
+        head_id, head_hash: the last row verified (``0`` / the genesis hash for none).
+        first_broken_id: the audit row id where the first problem is (None when ok, or when
+            the problem is missing rows after the last one).
+        problem: ``altered`` (content does not match its hash), ``forged`` (inserted or
+            rewritten without the key), ``deleted``, ``reordered``, ``truncated`` (rows the
+            wallet committed are gone: tail deleted or WAL lost), ``checkpoint`` (a signed
+            checkpoint does not match the log), or None.
+        message: a sentence naming what was found.
+        checkpoints_checked: signed checkpoints compared against the log.
+    """
+
+    ok: bool
+    source: str
+    rows_checked: int
+    head_id: int
+    head_hash: str
+    first_broken_id: int | None = None
+    problem: str | None = None
+    message: str | None = None
+    checkpoints_checked: int = 0
 
 
 class KillSwitchState(_Result):

@@ -27,25 +27,30 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from waiaas import integrity
 from waiaas._validate import check_id
 from waiaas.chains.base import ChainAdapter
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
 from waiaas.db import Database, UnitOfWork
+from waiaas.db.engine import check_path
 from waiaas.db.tables import AgentRow, AuditRow, TransactionRow
 from waiaas.errors import (
     AgentNotActiveError,
     AuthError,
+    DatabaseOpenError,
     InvalidInputError,
+    NotADatabaseError,
     NotFoundError,
     StateError,
+    TamperDetectedError,
     WaiaasError,
 )
 from waiaas.ids import new_id
 from waiaas.keystore import Keystore, resolve_password
 from waiaas.pipeline import approvals, killswitch
 from waiaas.pipeline.engine import Pipeline, PipelineHooks
-from waiaas.pipeline.gate import PolicyGate
+from waiaas.pipeline.gate import PolicyGate, restart_auto_stop
 from waiaas.pipeline.requests import normalize_request, parse_request
 from waiaas.policy import Decision, Explanation
 from waiaas.policy.model import PriceOracle
@@ -54,9 +59,11 @@ from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo, Sess
 from waiaas.types import (
     AgentInfo,
     AgentStatus,
+    AuditCheckpoint,
     AuditEntry,
     AuditEvent,
     AuditPage,
+    AuditReport,
     KillSwitchState,
     Request,
     Severity,
@@ -309,6 +316,13 @@ class Wallet:
                     keystore_dir, secret, kdf=self.config.kdf, clock=self.clock
                 )
             del secret
+            self.integrity = integrity.seal(
+                self.db,
+                self.keystore,
+                clock=self.clock,
+                checkpoint_rows=self.config.audit_checkpoint_rows,
+            )
+            tampered = self._verify_on_open()
             self.sessions = SessionManager(self.db, self.keystore, self.clock, self.config)
             from waiaas.notify import ChannelService, NotificationDispatcher
 
@@ -326,6 +340,8 @@ class Wallet:
                 notifier=self._bridge(notifier),
                 hooks=hooks,
             )
+            if tampered is not None:
+                self._report_tamper(tampered)
             self._audit(AuditEvent.KEYSTORE_UNLOCKED, actor="system")
             self._audit(
                 AuditEvent.DAEMON_STARTED,
@@ -336,6 +352,46 @@ class Wallet:
         except BaseException:
             self.db.close()
             raise
+
+    def _verify_on_open(self) -> AuditReport | None:
+        """Verify the audit rows since the last signed checkpoint and the recorded head.
+
+        Returns the report when broken and ``config.on_tamper == "report"``; raises
+        :class:`TamperDetectedError` when broken and ``"refuse"``; None when intact.
+        """
+        report = AuditReport(**integrity.verify_recent(self.db, self.integrity))
+        if report.ok:
+            return None
+        log.critical("audit log integrity: %s", report.message)
+        if self.config.on_tamper == "refuse":
+            raise TamperDetectedError(
+                f"the audit log was tampered with: {report.message} (verify_audit() from a "
+                "backup, or open with WalletConfig(on_tamper='report') to investigate)",
+                entity="audit_log",
+                problem=report.problem or "altered",
+                entity_id=str(report.first_broken_id) if report.first_broken_id else None,
+                report=report,
+            )
+        return report
+
+    def _report_tamper(self, report: AuditReport) -> None:
+        """Record a broken chain found at open, notify, and re-anchor at the log as found."""
+        details = report.model_dump(mode="json", exclude={"source"})
+        with self.db.write() as uow:
+            uow.audit.append(
+                AuditEvent.TAMPER_DETECTED, actor="system", now=self.clock.now(), details=details
+            )
+            head = uow.audit.head()
+            self.integrity.write_checkpoint(uow, head)
+            uow.commit()
+        self.integrity.reset_head(*head)
+        self.pipeline.publish(
+            AuditEvent.TAMPER_DETECTED,
+            severity="critical",
+            entity="audit_log",
+            problem=report.problem,
+            reason=report.message,
+        )
 
     def _bridge(self, notifier: Any) -> Any:
         from waiaas.pipeline.notifications import PipelineNotifier
@@ -617,6 +673,10 @@ class Wallet:
     def suspend_agent(self, agent_id: str, *, reason: str = "suspended by the owner") -> AgentInfo:
         """Suspend an ACTIVE agent: it cannot transact until resumed (AGENT_SUSPENDED).
 
+        Its live sessions are revoked and its queued DELAY and APPROVAL transactions
+        cancelled (budget released), each audited. Resuming does not bring revoked sessions
+        back: issue new ones.
+
         Raises:
             NotFoundError, StateError (not ACTIVE), InvalidInputError (empty reason).
 
@@ -644,7 +704,11 @@ class Wallet:
                 agent_id=agent_id,
                 details={"reason": reason},
             )
+            _counts, outbox = self.pipeline.contain_suspended(
+                uow, agent_id, actor="owner", reason=reason, now=now
+            )
             uow.commit()
+        self.pipeline.publish_events(outbox)
         self.pipeline.publish(AuditEvent.AGENT_SUSPENDED, agent_id=agent_id, reason=reason)
         return self.get_agent(agent_id)
 
@@ -671,6 +735,7 @@ class Wallet:
                 suspension_reason=None,
                 updated_at=now,
             )
+            restart_auto_stop(uow, agent_id, now)
             uow.audit.append(AuditEvent.AGENT_RESUMED, actor="owner", now=now, agent_id=agent_id)
             uow.commit()
         return self.get_agent(agent_id)
@@ -740,8 +805,10 @@ class Wallet:
         """Set (or clear, with ``None``) the owner address that approves APPROVAL requests.
 
         An EVM owner (``0x...``) signs with SIWE (EIP-4361 + EIP-191); a Solana owner
-        (base58) signs the same fields with ed25519. Pending approvals keep the owner they
-        were created for.
+        (base58) signs the same fields with ed25519. A change invalidates every pending
+        approval of the agent: each waiting transaction gets a fresh approval message for the
+        new owner (old signatures, by anyone, are refused; APPROVAL_INVALIDATED rows); with
+        ``None``, waiting transactions are cancelled (nobody could approve them).
 
         Raises:
             NotFoundError, InvalidInputError (not a valid EVM or Solana address).
@@ -756,15 +823,25 @@ class Wallet:
         )
         now = self.clock.now()
         with self.db.write() as uow:
+            previous = uow.agents.get(agent_id)
+            before = previous.owner_address if previous is not None else None
             uow.agents.update_fields(agent_id, owner_address=owner, updated_at=now)
+            changed = before != owner
+            touched, outbox = (
+                self.pipeline.reset_approvals(uow, agent_id, owner, now=now)
+                if changed
+                else ([], None)
+            )
             uow.audit.append(
                 AuditEvent.AGENT_OWNER_SET,
                 actor="owner",
                 now=now,
                 agent_id=agent_id,
-                details={"owner_address": owner},
+                details={"owner_address": owner, "approvals_invalidated": touched},
             )
             uow.commit()
+        if outbox is not None:
+            self.pipeline.publish_events(outbox)
         return self.get_agent(agent_id)
 
     def rotate_key(self, agent_id: str) -> AgentInfo:
@@ -1358,6 +1435,104 @@ class Wallet:
         path = self.db.backup(directory)
         self._audit(AuditEvent.BACKUP_CREATED, actor="owner", details={"path": str(path)})
         return path
+
+    def verify_audit(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        checkpoint: AuditCheckpoint | None = None,
+    ) -> AuditReport:
+        """Walk the whole audit chain and report the first broken link.
+
+        Every row's hash and MAC (key sealed in the keystore) are checked, and its link to the
+        row before; then every stored signed checkpoint, the given ``checkpoint`` (one you
+        exported and kept elsewhere) and, for the live database, the chain head this machine
+        recorded in the keystore (rows cut off the end or lost with the WAL).
+
+        Args:
+            path: a backup of this wallet's database to check instead of the live one. It is
+                opened read-only and not changed; the recorded head is not checked (a backup
+                is older than the live log).
+            checkpoint: an exported :class:`AuditCheckpoint` the log must still match.
+
+        Returns:
+            an :class:`AuditReport`; ``report.ok`` is False with ``first_broken_id``,
+            ``problem`` and ``message`` set when something was changed.
+
+        Raises:
+            InvalidInputError: ``path`` or ``checkpoint`` is not what it should be.
+            DatabaseOpenError, NotADatabaseError: ``path`` cannot be read as a database.
+
+        Example::
+
+            report = wallet.verify_audit()
+            if not report.ok:
+                print(report.problem, report.first_broken_id, report.message)
+            wallet.verify_audit("/backups/agents-20260101T000000Z.db", checkpoint=saved)
+        """
+        if checkpoint is not None and not isinstance(checkpoint, AuditCheckpoint):
+            raise InvalidInputError("checkpoint must be an AuditCheckpoint", field="checkpoint")
+        if path is None:
+            head = self.integrity.read_head()
+            with self.db.read() as uow:
+                data = integrity.verify_file(
+                    integrity._raw(uow),
+                    self.integrity,
+                    str(self.db.path),
+                    head=head,
+                    checkpoint=checkpoint,
+                )
+            return AuditReport(**data)
+        if not isinstance(path, str | os.PathLike) or not str(path).strip():
+            raise InvalidInputError("path must be a file path", field="path")
+        target = Path(path).expanduser().absolute()
+        if not target.is_file():
+            raise DatabaseOpenError(f"{str(target)!r} is not a file", path=str(target))
+        check_path(target)
+        import sqlite3
+        import urllib.parse
+
+        uri = f"file:{urllib.parse.quote(str(target))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+        except sqlite3.Error as exc:
+            raise DatabaseOpenError(
+                f"cannot open {str(target)!r}: {exc}", path=str(target)
+            ) from exc
+        try:
+            data = integrity.verify_file(
+                conn, self.integrity, str(target), head=None, checkpoint=checkpoint
+            )
+        except sqlite3.DatabaseError as exc:
+            raise NotADatabaseError(str(target)) from exc
+        finally:
+            conn.close()
+        return AuditReport(**data)
+
+    def export_audit_checkpoint(self) -> AuditCheckpoint:
+        """Sign and return a checkpoint of the audit log as it stands now.
+
+        Keep it somewhere this machine cannot write: later, ``verify_audit(checkpoint=cp)``
+        (on the live database or a backup) proves every row up to ``cp.seq`` is unchanged,
+        and ``cp.verify(public_key)`` needs nothing but the wallet's public key.
+
+        Example::
+
+            cp = wallet.export_audit_checkpoint()
+            Path("/mnt/offsite/checkpoint.json").write_text(cp.model_dump_json())
+        """
+        with self.db.write() as uow:
+            head = uow.audit.head()
+            row = self.integrity.write_checkpoint(uow, head)
+            uow.commit()
+        return AuditCheckpoint(
+            wallet_id=row.wallet_id,
+            seq=row.seq,
+            head_hash=row.head_hash,
+            created_at=row.created_at,
+            public_key=row.public_key,
+            signature=row.signature,
+        )
 
     def checkpoint(self) -> tuple[int, int, int]:
         """Checkpoint the WAL now (TRUNCATE).

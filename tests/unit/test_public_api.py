@@ -11,7 +11,8 @@ from waiaas import Wallet
 
 EXPECTED = [
     "AccountSpec", "AgentInfo", "AgentNotActiveError", "AgentStatus", "ApprovalError",
-    "Approve", "AuditEntry", "AuditEvent", "AuditPage", "AuthError", "Batch", "ChainAdapter",
+    "Approve", "AuditCheckpoint", "AuditEntry", "AuditEvent", "AuditPage", "AuditReport",
+    "AuthError", "Batch", "ChainAdapter",
     "ChainError", "ChainErrorKind", "Clock", "ConstraintViolationError", "ContractCall",
     "DatabaseOpenError", "Decision", "EffectRow", "ExecutionRevertedError", "Explanation",
     "InsufficientFundsError", "InvalidAddressError", "InvalidInputError",
@@ -21,7 +22,7 @@ EXPECTED = [
     "PasswordUnavailableError", "PermanentChainError", "PolicyDeniedError", "PolicyInfo",
     "PolicySpec", "PriceOracle", "Request", "SchemaTooNewError", "SessionConstraints",
     "SessionInfo", "Severity", "StaleTransactionError", "StateError", "StorageError",
-    "SystemClock", "Tier", "TierThresholds", "TokenExpiredError", "TokenRevokedError",
+    "SystemClock", "TamperDetectedError", "Tier", "TierThresholds", "TokenExpiredError", "TokenRevokedError",
     "TokenTransfer", "TransactionInfo", "TransactionResult", "Transfer",
     "TransientChainError", "TxDisplay", "TxStatus", "TxType", "WaiaasError", "Wallet",
     "WalletConfig", "WrongPasswordError", "__version__",

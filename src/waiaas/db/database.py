@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError as SADatabaseError
@@ -45,6 +46,25 @@ class CheckpointResult(tuple[int, int, int]):
         return self[2]
 
 
+def _create_private(path: Path) -> None:
+    """Create a new, empty database file with mode 0600 before SQLite opens it.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the mode of the database file, so they are
+    0600 too. An existing file keeps its mode (the owner may have chosen it).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # created meanwhile by another process
+    except OSError as exc:
+        raise DatabaseOpenError(
+            f"cannot create {str(path)!r}: {exc.strerror or exc}", path=str(path)
+        ) from exc
+    os.close(fd)
+    if os.name == "posix":
+        os.chmod(path, 0o600)  # whatever the umask
+
+
 class Database:
     """An opened, migrated waiaas SQLite database.
 
@@ -65,6 +85,7 @@ class Database:
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
+        self.integrity: Any = None  # waiaas.integrity.Integrity, set once the keystore is open
 
     def __repr__(self) -> str:
         return f"Database(path={str(self.path)!r})"
@@ -90,7 +111,8 @@ class Database:
         if not isinstance(path, str | os.PathLike) or not str(path).strip():
             raise InvalidInputError("path must be a non-empty file path", field="path")
         p = Path(path).expanduser().absolute()
-        check_path(p)
+        if not check_path(p):
+            _create_private(p)
         engine = make_engine(p)
         try:
             migrate.upgrade(engine, str(p), script_location=script_location)
@@ -110,12 +132,12 @@ class Database:
     def write(self) -> UnitOfWork:
         """A write unit of work: ``BEGIN IMMEDIATE`` (the write lock is taken up front)."""
         self._check_open()
-        return UnitOfWork(self.engine, "write")
+        return UnitOfWork(self.engine, "write", integrity=self.integrity)
 
     def read(self) -> UnitOfWork:
         """A read unit of work (``BEGIN DEFERRED``; a consistent snapshot in WAL mode)."""
         self._check_open()
-        return UnitOfWork(self.engine, "read")
+        return UnitOfWork(self.engine, "read", integrity=self.integrity)
 
     # ------------------------------------------------------------------ operations
 
@@ -152,12 +174,22 @@ class Database:
         if target.exists():
             raise StorageError(f"backup target {str(target)!r} already exists")
         self.checkpoint("FULL")
+        try:
+            # Created empty with mode 0600 first: VACUUM INTO fills an empty file and keeps its
+            # mode, where a file SQLite creates itself gets 0644 (minus the umask).
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+        except FileExistsError:
+            raise StorageError(f"backup target {str(target)!r} already exists") from None
+        except OSError as exc:
+            raise StorageError(f"backup failed: {exc.strerror or exc}") from exc
         with self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             try:
                 raw.execute("VACUUM INTO ?", (str(target),))
             except sqlite3.Error as exc:
+                target.unlink(missing_ok=True)
                 raise StorageError(f"backup failed: {exc}") from exc
         return target
 

@@ -18,6 +18,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from waiaas.db.chain import GENESIS, row_hash
 from waiaas.db.tables import (
     AgentRow,
     ApprovalRow,
@@ -58,14 +59,30 @@ _TX_COLUMNS = [
 
 
 class _Repository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, integrity: Any = None) -> None:
         self.session = session
+        # waiaas.integrity.Integrity when the wallet's keys are loaded: rows that carry a MAC
+        # get it here, whichever code path writes them.
+        self.integrity = integrity
 
 
 class AgentRepository(_Repository):
     """``agents``."""
 
     def add(self, row: AgentRow) -> AgentRow:
+        if self.integrity is not None:
+            from waiaas.integrity import policy_scope
+
+            row.owner_mac = self.integrity.owner_mac(row.id, row.owner_address)
+            self.session.add(row)
+            self.session.flush()
+            # a new agent has no policies yet, and that too is covered by a MAC
+            StateRepository(self.session).put(
+                policy_scope(row.id),
+                {"mac": self.integrity.policy_set_mac(row.id, [])},
+                now=row.created_at,
+            )
+            return row
         self.session.add(row)
         self.session.flush()
         return row
@@ -90,6 +107,8 @@ class AgentRepository(_Repository):
         return _rowcount(self.session.execute(stmt)) == 1
 
     def update_fields(self, agent_id: str, **fields: Any) -> None:
+        if self.integrity is not None and "owner_address" in fields:
+            fields["owner_mac"] = self.integrity.owner_mac(agent_id, fields["owner_address"])
         self.session.execute(
             update(AgentRow)
             .where(col(AgentRow.id) == agent_id)
@@ -276,6 +295,14 @@ class PolicyRepository(_Repository):
         stmt = stmt.order_by(col(PolicyRow.priority).desc(), col(PolicyRow.id))
         return list(self.session.exec(stmt))
 
+    def set_mac(self, policy_id: str, mac: str) -> None:
+        self.session.execute(
+            update(PolicyRow)
+            .where(col(PolicyRow.id) == policy_id)
+            .values(mac=mac)
+            .execution_options(synchronize_session="fetch")
+        )
+
     def delete(self, policy_id: str) -> bool:
         row = self.get(policy_id)
         if row is None:
@@ -286,7 +313,30 @@ class PolicyRepository(_Repository):
 
 
 class AuditRepository(_Repository):
-    """``audit_log``: append and query; the database refuses UPDATE and DELETE."""
+    """``audit_log``: append and query; the database refuses UPDATE and DELETE.
+
+    Every appended row is chained to the one before it (``prev_hash``, ``row_hash``, see
+    :mod:`waiaas.db.chain`) and, when the unit of work carries the wallet's integrity keys,
+    MAC'd. Appends run inside ``BEGIN IMMEDIATE``, so "the row before" is well defined.
+    """
+
+    def __init__(self, session: Session, integrity: Any = None) -> None:
+        super().__init__(session, integrity)
+        self.last: tuple[int, str] | None = None
+        self.appended = 0
+
+    def head(self) -> tuple[int, str]:
+        """``(id, row_hash)`` of the newest row (``(0, GENESIS)`` for an empty log)."""
+        if self.last is not None:
+            return self.last
+        found = self.session.execute(
+            sa_select(col(AuditRow.id), col(AuditRow.row_hash))
+            .order_by(col(AuditRow.id).desc())
+            .limit(1)
+        ).first()
+        if found is None:
+            return (0, GENESIS)
+        return (int(found[0]), found[1] or GENESIS)
 
     def append(
         self,
@@ -304,25 +354,30 @@ class AuditRepository(_Repository):
         """Append one audit row in the current transaction; return its id."""
         if severity is None:
             severity = event.default_severity if isinstance(event, AuditEvent) else Severity.INFO
+        values: dict[str, Any] = {
+            "timestamp": now,
+            "event_type": str(event),
+            "actor": actor,
+            "agent_id": agent_id,
+            "session_id": session_id,
+            "tx_id": tx_id,
+            "details": json.dumps(
+                dict(details or {}), separators=(",", ":"), sort_keys=True, default=str
+            ),
+            "severity": str(severity),
+            "ip_address": ip_address,
+        }
+        _prev_id, prev = self.head()
+        digest = row_hash(prev, tuple(values.values()))
+        values["prev_hash"] = prev
+        values["row_hash"] = digest
+        values["mac"] = self.integrity.audit_mac(digest) if self.integrity is not None else None
         # A Core INSERT: the audit log is the hottest write path and never read back here.
-        result = self.session.execute(
-            _AUDIT_INSERT,
-            {
-                "timestamp": now,
-                "event_type": str(event),
-                "actor": actor,
-                "agent_id": agent_id,
-                "session_id": session_id,
-                "tx_id": tx_id,
-                "details": json.dumps(
-                    dict(details or {}), separators=(",", ":"), sort_keys=True, default=str
-                ),
-                "severity": str(severity),
-                "ip_address": ip_address,
-            },
-        )
+        result = self.session.execute(_AUDIT_INSERT, values)
         row_id = cast(CursorResult[Any], result).lastrowid
         assert isinstance(row_id, int)
+        self.last = (row_id, digest)
+        self.appended += 1
         return row_id
 
     def query(
@@ -419,6 +474,10 @@ class ApprovalRepository(_Repository):
     """``pending_approvals``."""
 
     def add(self, row: ApprovalRow) -> ApprovalRow:
+        if self.integrity is not None:
+            from waiaas.integrity import approval_mac
+
+            row.mac = approval_mac(self.integrity, row)
         self.session.add(row)
         self.session.flush()
         return row
@@ -433,6 +492,14 @@ class ApprovalRepository(_Repository):
             .order_by(col(ApprovalRow.created_at).desc())
         )
         return self.session.exec(stmt).first()
+
+    def set_mac(self, approval_id: str, mac: str) -> None:
+        self.session.execute(
+            update(ApprovalRow)
+            .where(col(ApprovalRow.id) == approval_id)
+            .values(mac=mac)
+            .execution_options(synchronize_session="fetch")
+        )
 
     def decide(self, approval_id: str, *, approved: bool, now: int, signature: str) -> bool:
         """Record the owner's decision once; return False if already decided."""

@@ -21,6 +21,7 @@ __all__ = [
     "POLICY_TYPES",
     "AgentRow",
     "ApprovalRow",
+    "AuditCheckpointRow",
     "AuditRow",
     "ChannelRow",
     "PolicyRow",
@@ -122,6 +123,8 @@ class AgentRow(_Base, table=True):
     updated_at: int = Field(sa_column=_int(False))
     suspended_at: int | None = Field(default=None, sa_column=_int())
     suspension_reason: str | None = Field(default=None, sa_column=_text())
+    # migration 0007: MAC over (agent id, owner address) under the wallet's integrity key
+    owner_mac: str | None = Field(default=None, sa_column=_text())
 
 
 class SessionRow(_Base, table=True):
@@ -184,6 +187,8 @@ class TransactionRow(_Base, table=True):
     metadata_json: str | None = Field(default=None, sa_column=Column("metadata", Text))
     # migration 0006: per-asset amounts this transaction spends (JSON of decimal strings)
     spend: str | None = Field(default=None, sa_column=_text())
+    # migration 0007: MAC over the stored request (what is evaluated, approved and signed)
+    integrity: str | None = Field(default=None, sa_column=_text())
 
 
 class PolicyRow(_Base, table=True):
@@ -208,6 +213,8 @@ class PolicyRow(_Base, table=True):
     enabled: int = Field(default=1, sa_column=_int(False, default=1))
     created_at: int = Field(sa_column=_int(False))
     updated_at: int = Field(sa_column=_int(False))
+    # migration 0007: MAC over every column above
+    mac: str | None = Field(default=None, sa_column=_text())
 
 
 class AuditRow(_Base, table=True):
@@ -234,6 +241,25 @@ class AuditRow(_Base, table=True):
     details: str = Field(sa_column=_text(False))
     severity: str = Field(default="info", sa_column=_text(False, default="info"))
     ip_address: str | None = Field(default=None, sa_column=_text())
+    # migration 0007: the hash chain (see waiaas.db.chain) and the row's MAC
+    prev_hash: str | None = Field(default=None, sa_column=_text())
+    row_hash: str | None = Field(default=None, sa_column=_text())
+    mac: str | None = Field(default=None, sa_column=_text())
+
+
+class AuditCheckpointRow(_Base, table=True):
+    """``audit_checkpoints`` (migration 0007): ed25519-signed statements of the chain head."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index("idx_audit_checkpoints_seq", "seq"),)
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    seq: int = Field(sa_column=_int(False))
+    head_hash: str = Field(sa_column=_text(False))
+    created_at: int = Field(sa_column=_int(False))
+    wallet_id: str = Field(sa_column=_text(False))
+    public_key: str = Field(sa_column=_text(False))
+    signature: str = Field(sa_column=_text(False))
 
 
 class ApprovalRow(_Base, table=True):
@@ -255,6 +281,8 @@ class ApprovalRow(_Base, table=True):
     rejected_at: int | None = Field(default=None, sa_column=_int())
     owner_signature: str | None = Field(default=None, sa_column=_text())
     created_at: int = Field(sa_column=_int(False))
+    # migration 0007: MAC over (id, tx id, expiry, creation time)
+    mac: str | None = Field(default=None, sa_column=_text())
 
 
 class ChannelRow(_Base, table=True):

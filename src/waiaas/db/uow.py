@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
@@ -60,13 +60,20 @@ class UnitOfWork:
         mode: Literal["read", "write"],
         *,
         lock_timeout: float = 60.0,
+        integrity: Any = None,
     ) -> None:
         self._engine = engine
         self._mode = mode
         self._lock_timeout = lock_timeout
         self._conn: Connection | None = None
         self._committed = False
+        self._integrity = integrity
         self.session: Session
+
+    @property
+    def integrity(self) -> Any:
+        """The wallet's :class:`~waiaas.integrity.Integrity` keys, or None (bare database)."""
+        return self._integrity
 
     def __enter__(self) -> UnitOfWork:
         begin = "IMMEDIATE" if self._mode == "write" else "DEFERRED"
@@ -90,14 +97,15 @@ class UnitOfWork:
         self._conn = conn
         self.session = Session(bind=conn, autoflush=True, expire_on_commit=False)
         s = self.session
-        self.agents = AgentRepository(s)
-        self.sessions = SessionRepository(s)
-        self.transactions = TransactionRepository(s)
-        self.policies = PolicyRepository(s)
-        self.audit = AuditRepository(s)
-        self.approvals = ApprovalRepository(s)
-        self.channels = ChannelRepository(s)
-        self.state = StateRepository(s)
+        i = self._integrity
+        self.agents = AgentRepository(s, i)
+        self.sessions = SessionRepository(s, i)
+        self.transactions = TransactionRepository(s, i)
+        self.policies = PolicyRepository(s, i)
+        self.audit = AuditRepository(s, i)
+        self.approvals = ApprovalRepository(s, i)
+        self.channels = ChannelRepository(s, i)
+        self.state = StateRepository(s, i)
         return self
 
     def commit(self) -> None:
@@ -105,10 +113,16 @@ class UnitOfWork:
         if self._conn is None:
             raise StorageError("unit of work is not open")
         self.session.flush()
+        head = self.audit.last if self.audit.appended else None
+        if head is not None and self._integrity is not None:
+            self._integrity.maybe_checkpoint(self, head)
         trans = self._conn.get_transaction()
         if trans is not None:
             trans.commit()
         self._committed = True
+        if head is not None and self._integrity is not None:
+            # After the commit: the keystore's record must never name a row that is not there.
+            self._integrity.record_head(*head)
 
     def rollback(self) -> None:
         """Discard everything done in this unit of work."""

@@ -55,6 +55,7 @@ from waiaas.errors import (
     NotFoundError,
     PolicyDeniedError,
     StateError,
+    TamperDetectedError,
     TransientChainError,
     WaiaasError,
 )
@@ -73,7 +74,17 @@ __all__ = ["Pipeline", "PipelineHooks"]
 
 _DUPLICATE_ATTEMPTS = 6
 # Errors that end a transaction as FAILED without being an on-chain failure of the agent.
-_NOT_FAILURES = frozenset({"POLICY_DENIED", "KEYSTORE_LOCKED", "REJUDGED", "SESSION_ENDED"})
+_NOT_FAILURES = frozenset(
+    {
+        "POLICY_DENIED",
+        "KEYSTORE_LOCKED",
+        "REJUDGED",
+        "SESSION_ENDED",
+        "TAMPER_DETECTED",
+        "AGENT_SUSPENDED",
+        "OWNER_REMOVED",
+    }
+)
 _SCAN_LIMIT = 1_000_000  # process_due looks at every queued row, as the kill switch does
 
 log = logging.getLogger("waiaas.pipeline")
@@ -317,7 +328,14 @@ class Pipeline:
                 adapter = self.adapter_for(agent.chain, agent.network)
                 req = normalize_request(adapter, req)
                 row, denied = self._admit(uow, agent, verified, req, now, outbox)
+                if denied is None and uow.integrity is not None:
+                    from waiaas.integrity import tx_mac
+
+                    uow.transactions.update_fields(row.id, integrity=tx_mac(uow.integrity, row))
                 uow.commit()
+        except TamperDetectedError as exc:
+            self._refuse_tampered(exc, agent_id=agent_id, tx_id=None, now=now)
+            raise
         except (AuthError, AgentNotActiveError) as exc:
             self._record_auth_failure(exc, now)
             raise
@@ -337,6 +355,67 @@ class Pipeline:
                 self._fail(row.id, exc, expected=(S.PENDING,))
                 raise
         return row
+
+    def _verify_stored(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        agent: AgentRow,
+        approval: ApprovalRow | None = None,
+    ) -> None:
+        """The stored request, the owner binding and the approval carry their MACs."""
+        if uow.integrity is None:
+            return
+        from waiaas import integrity
+
+        integrity.check_tx(uow.integrity, row)
+        integrity.check_agent(uow.integrity, agent)
+        if approval is not None:
+            integrity.check_approval(uow.integrity, approval)
+
+    def _refuse_tampered(
+        self, exc: TamperDetectedError, *, agent_id: str | None, tx_id: str | None, now: int
+    ) -> None:
+        """In a unit of work of its own (the refused one rolled back): a critical
+        TAMPER_DETECTED row, the transaction (if still open) FAILED, and a notification."""
+        outbox = _Outbox()
+        with self.db.write() as uow:
+            row = uow.transactions.get(tx_id) if tx_id is not None else None
+            if row is not None:
+                agent_id = row.agent_id
+            uow.audit.append(
+                E.TAMPER_DETECTED,
+                actor="system",
+                now=now,
+                agent_id=agent_id,
+                tx_id=tx_id,
+                details={
+                    "entity": exc.entity,
+                    "entity_id": exc.entity_id,
+                    "problem": exc.problem,
+                    "message": exc.message,
+                },
+            )
+            if row is not None and row.status in (S.PENDING, S.QUEUED):
+                self._end(
+                    uow,
+                    row,
+                    S.FAILED,
+                    code="TAMPER_DETECTED",
+                    message=exc.message,
+                    actor="system",
+                    now=now,
+                    outbox=outbox,
+                )
+            uow.commit()
+        outbox.add(
+            E.TAMPER_DETECTED,
+            tx_id=tx_id,
+            agent_id=agent_id,
+            severity="critical",
+            reason=exc.message,
+        )
+        self._publish(outbox)
 
     def _record_auth_failure(self, exc: AuthError | AgentNotActiveError, now: int) -> None:
         """AUTH_FAILED must be recorded even though the request's unit of work rolled back."""
@@ -557,6 +636,15 @@ class Pipeline:
         self, tx_id: str, *, recheck: bool = False
     ) -> tuple[SignedTx, TransactionRow] | None:
         now = self.clock.now()
+        try:
+            return self._sign_stage_unit(tx_id, now, recheck=recheck)
+        except TamperDetectedError as exc:
+            self._refuse_tampered(exc, agent_id=None, tx_id=tx_id, now=now)
+            raise
+
+    def _sign_stage_unit(
+        self, tx_id: str, now: int, *, recheck: bool
+    ) -> tuple[SignedTx, TransactionRow] | None:
         outbox = _Outbox()
         with self.db.write() as uow:
             row = uow.transactions.get(tx_id)
@@ -567,6 +655,7 @@ class Pipeline:
                 return None  # another worker took it, or it is final
             agent = uow.agents.get(row.agent_id)
             assert agent is not None
+            self._verify_stored(uow, row, agent)
             meta = self._meta(row)
             problem = self._recheck(uow, row, agent, meta, now, full=recheck)
             if isinstance(problem, _Escalation):
@@ -1110,6 +1199,9 @@ class Pipeline:
             agent_id=agent.id,
             details={"reason": reason},
         )
+        self.contain_suspended(
+            uow, agent.id, actor="system", reason=f"auto-stop: {reason}", now=now, outbox=outbox
+        )
         uow.audit.append(
             E.AGENT_SUSPENDED,
             actor="system",
@@ -1121,6 +1213,115 @@ class Pipeline:
             E.AUTO_STOP_TRIGGERED, agent_id=agent.id, reason=reason, severity=Severity.CRITICAL
         )
         outbox.add(E.AGENT_SUSPENDED, agent_id=agent.id, reason=f"auto-stop: {reason}")
+
+    def contain_suspended(
+        self,
+        uow: UnitOfWork,
+        agent_id: str,
+        *,
+        actor: str,
+        reason: str,
+        now: int,
+        outbox: _Outbox | None = None,
+    ) -> tuple[dict[str, int], _Outbox]:
+        """What suspending an agent does besides its status (the caller changed it, in
+        ``uow``): revoke every live session (a resumption never revives one: the owner issues
+        new ones) and cancel its QUEUED (DELAY and APPROVAL) transactions, budget released,
+        each with its audit row. Returns the counts and the events to publish after commit.
+        """
+        outbox = outbox if outbox is not None else _Outbox()
+        revoked = self.sessions.revoke_all_for_agent(uow, agent_id, now, reason, actor=actor)
+        cancelled = 0
+        for row in uow.transactions.active_for_agent(agent_id):
+            if row.status != S.QUEUED:
+                continue  # PENDING/EXECUTING ones re-check the agent's status before signing
+            self._end(
+                uow,
+                row,
+                S.CANCELLED,
+                code="AGENT_SUSPENDED",
+                message=f"the agent was suspended ({reason})",
+                actor=actor,
+                now=now,
+                outbox=outbox,
+                details={"from": "QUEUED", "to": "CANCELLED", "reason": "AGENT_SUSPENDED"},
+            )
+            cancelled += 1
+        return {"sessions_revoked": revoked, "transactions_cancelled": cancelled}, outbox
+
+    def reset_approvals(
+        self, uow: UnitOfWork, agent_id: str, owner: str | None, *, now: int
+    ) -> tuple[list[str], _Outbox]:
+        """After the owner changed: every pending approval of the agent is invalidated.
+
+        With a new owner, each QUEUED APPROVAL transaction gets a fresh approval (new id,
+        hence a new message and nonce, same expiry) addressed to the new owner: signatures
+        over the old message, by the old owner, are refused. With no owner, they are
+        cancelled (nobody could approve them). Returns the transaction ids concerned.
+        """
+        outbox = _Outbox()
+        touched: list[str] = []
+        for row in uow.transactions.active_for_agent(agent_id):
+            if row.status != S.QUEUED or row.tier != Tier.APPROVAL:
+                continue
+            old = uow.approvals.for_tx(row.id)
+            if old is None or old.approved_at is not None or old.rejected_at is not None:
+                continue
+            touched.append(row.id)
+            if owner is None:
+                self._end(
+                    uow,
+                    row,
+                    S.CANCELLED,
+                    code="OWNER_REMOVED",
+                    message="the agent's owner was removed; nobody can approve this",
+                    actor="owner",
+                    now=now,
+                    outbox=outbox,
+                )
+                continue
+            uow.session.delete(old)
+            uow.session.flush()
+            fresh = ApprovalRow(
+                id=new_id(),
+                tx_id=row.id,
+                required_by=old.required_by,
+                expires_at=old.expires_at,
+                created_at=now,
+            )
+            uow.approvals.add(fresh)
+            meta = self._meta(row)
+            previous = (meta.get("approval") or {}).get("owner")
+            meta["approval"] = {"id": fresh.id, "owner": owner, "expires_at": fresh.expires_at}
+            row.metadata_json = json.dumps(meta, separators=(",", ":"))
+            fields: dict[str, Any] = {"metadata": meta}
+            if uow.integrity is not None:
+                from waiaas.integrity import tx_mac
+
+                fields["integrity"] = tx_mac(uow.integrity, row)
+            uow.transactions.update_fields(row.id, **fields)
+            uow.audit.append(
+                E.APPROVAL_INVALIDATED,
+                actor="owner",
+                now=now,
+                agent_id=agent_id,
+                session_id=row.session_id,
+                tx_id=row.id,
+                details={
+                    "old_approval_id": old.id,
+                    "old_owner": previous,
+                    "approval_id": fresh.id,
+                    "owner": owner,
+                },
+            )
+            outbox.add(
+                E.APPROVAL_INVALIDATED, tx_id=row.id, agent_id=agent_id, reason="owner changed"
+            )
+        return touched, outbox
+
+    def publish_events(self, outbox: _Outbox) -> None:
+        """Send events gathered in a committed unit of work (see :meth:`contain_suspended`)."""
+        self._publish(outbox)
 
     # ================================================================== owner & operator
 
@@ -1237,6 +1438,14 @@ class Pipeline:
         now = self.clock.now()
         action: approvals.Action = "approve" if approve else "reject"
         outbox = _Outbox()
+        try:
+            with self.db.read() as uow:
+                row, approval, agent = self._approval_parts(uow, tx_id)
+                if row.status == S.QUEUED:
+                    self._verify_stored(uow, row, agent, approval)
+        except TamperDetectedError as exc:
+            self._refuse_tampered(exc, agent_id=None, tx_id=tx_id, now=now)
+            raise
         refusal: ApprovalError | None = None
         with self.db.write() as uow:
             row, approval, agent = self._approval_parts(uow, tx_id)
@@ -1426,6 +1635,9 @@ class Pipeline:
             self.execute(tx_id, recheck=recheck)
         except KeystoreError as exc:
             log.warning("transaction %s waits for the keystore: %s", tx_id, exc)
+            return False
+        except TamperDetectedError as exc:  # refused, recorded and notified already
+            log.critical("transaction %s refused: %s", tx_id, exc)
             return False
         return True
 

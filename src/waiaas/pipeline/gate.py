@@ -5,8 +5,11 @@ new transaction row are one atomic step (no two requests can both fit the last o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from sqlalchemy import text
 
 from waiaas.config import WalletConfig
 from waiaas.db.tables import AgentRow, PolicyRow
@@ -16,6 +19,7 @@ from waiaas.policy import AgentContext, Decision, PolicySpec, evaluate
 from waiaas.policy.evaluate import applicable
 from waiaas.policy.model import (
     NATIVE,
+    POLICY_DENIED,
     AssetPrice,
     PriceOracle,
     Usage,
@@ -25,7 +29,24 @@ from waiaas.policy.model import (
 from waiaas.policy.rules import AllowedTokensRules, AutoStopRules
 from waiaas.types import AgentStatus, Batch, Request
 
-__all__ = ["PolicyGate", "agent_context", "spec_from_row"]
+__all__ = ["PolicyGate", "agent_context", "restart_auto_stop", "spec_from_row"]
+
+_MARK = "auto-stop-mark:"
+_SINCE_MARK_SQL = text(
+    "SELECT t.created_at, t.status, t.error FROM transactions AS t "
+    "WHERE t.agent_id = :agent AND t.rowid > :mark AND t.id != :exclude"
+)
+
+
+def restart_auto_stop(uow: UnitOfWork, agent_id: str, now: int) -> None:
+    """Resuming an agent restarts its AUTO_STOP counters: only requests made after this
+    point count toward ``max_denials``, ``max_transactions`` and ``consecutive_failures``.
+
+    The mark is the newest ``transactions`` rowid at the time (rowids only grow), so requests
+    made in the same second as the resumption still count.
+    """
+    mark = uow.session.execute(text("SELECT coalesce(max(rowid), 0) FROM transactions")).scalar()
+    uow.state.put(f"{_MARK}{agent_id}", int(mark or 0), now=now)
 
 
 def spec_from_row(row: PolicyRow) -> PolicySpec:
@@ -64,8 +85,17 @@ class PolicyGate:
         self.oracle = oracle
 
     def policies(self, uow: UnitOfWork, agent_id: str) -> list[PolicySpec]:
-        """The enabled policies that apply to ``agent_id`` (its own and global ones)."""
-        return [spec_from_row(row) for row in uow.policies.for_agent(agent_id)]
+        """The enabled policies that apply to ``agent_id`` (its own and global ones).
+
+        Raises:
+            TamperDetectedError: a policy, or the set of them, fails its MAC.
+        """
+        rows = uow.policies.for_agent(agent_id)
+        if uow.integrity is not None:
+            from waiaas.integrity import check_policies
+
+            check_policies(uow.integrity, uow, agent_id, rows)
+        return [spec_from_row(row) for row in rows]
 
     def usage(
         self,
@@ -79,7 +109,8 @@ class PolicyGate:
         """The agent's usage over the windows its policies need (in-flight + confirmed)."""
         from waiaas.services.policies import load_usage
 
-        return load_usage(uow, agent_id, now, required_windows(specs), exclude_tx_id=exclude_tx_id)
+        usage = load_usage(uow, agent_id, now, required_windows(specs), exclude_tx_id=exclude_tx_id)
+        return _since_resumption(uow, agent_id, now, usage, exclude_tx_id)
 
     def token_decimals(
         self, agent: AgentContext, tokens: Iterable[str], specs: list[PolicySpec], adapter: Any
@@ -147,6 +178,10 @@ class PolicyGate:
         transaction re-checked before it executes is not counted against itself.
         ``adapter``: the agent's chain adapter, where token decimals are read.
         """
+        if uow.integrity is not None:
+            from waiaas.integrity import check_agent
+
+            check_agent(uow.integrity, agent)
         specs = self.policies(uow, agent.id)
         usage = self.usage(uow, agent.id, now, specs, exclude_tx_id=exclude_tx_id)
         context = agent_context(agent)
@@ -185,6 +220,41 @@ class PolicyGate:
 
     def __repr__(self) -> str:
         return f"PolicyGate(oracle={self.oracle!r})"
+
+
+def _since_resumption(
+    uow: UnitOfWork, agent_id: str, now: int, usage: Usage, exclude_tx_id: str | None
+) -> Usage:
+    """The AUTO_STOP counters (denials, transactions, consecutive failures) of ``usage``
+    restricted to requests after the agent's last resumption (see :func:`restart_auto_stop`).
+
+    Only AUTO_STOP reads these counters; RATE_LIMIT's ``requests`` and the budgets are not
+    restarted by a resumption.
+    """
+    mark = uow.state.get(f"{_MARK}{agent_id}")
+    if not isinstance(mark, int):
+        return usage
+    rows = uow.session.execute(
+        _SINCE_MARK_SQL, {"agent": agent_id, "mark": mark, "exclude": exclude_tx_id or ""}
+    ).all()
+    denials = dict.fromkeys(usage.denials, 0)
+    txs = dict.fromkeys(usage.transactions, 0)
+    failed = 0
+    for created, status, error in rows:
+        for w in denials:
+            if created > now - w:
+                if error == POLICY_DENIED:
+                    denials[w] += 1
+                else:
+                    txs[w] += 1
+        if status == "FAILED" and error != POLICY_DENIED:
+            failed += 1
+    return dataclasses.replace(
+        usage,
+        denials=denials,
+        transactions=txs,
+        consecutive_failures=min(usage.consecutive_failures, failed),
+    )
 
 
 def _items(req: Request) -> tuple[Any, ...]:

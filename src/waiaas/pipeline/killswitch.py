@@ -137,6 +137,9 @@ def recover(uow: UnitOfWork, *, actor: str, now: int, resume_agents: bool) -> di
                 updated_at=now,
             ):
                 resumed.append(agent.id)
+                from waiaas.pipeline.gate import restart_auto_stop
+
+                restart_auto_stop(uow, agent.id, now)
                 uow.audit.append(
                     AuditEvent.AGENT_RESUMED,
                     actor=actor,

@@ -718,7 +718,9 @@ def _auto_stop(
     else:
         assert r.window_seconds is not None
         seen = env.usage.count("denials", r.window_seconds) + (1 if denied else 0)
-        fired = seen >= r.threshold
+        # Only a denial can be the one that crosses the threshold: an allowed request never
+        # fires max_denials, however many denials the window already holds.
+        fired = denied and seen >= r.threshold
         text = f"{seen} denied requests in the last {r.window_seconds} s (threshold {r.threshold})"
     if not fired:
         return None

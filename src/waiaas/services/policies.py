@@ -614,6 +614,10 @@ class PolicyService:
     ) -> None:
         subject = after or before
         assert subject is not None
+        if uow.integrity is not None:
+            from waiaas.integrity import seal_policy_scope
+
+            seal_policy_scope(uow.integrity, uow, subject.agent_id, now)
         uow.audit.append(
             AuditEvent.POLICY_UPDATED,
             actor=actor,

@@ -151,7 +151,8 @@ def test_appended_row_is_stored_as_given(
     ids = _append_some(db)
     assert ids == [1, 2]
     raw = raw_connect(db_path)
-    assert raw.execute("SELECT * FROM audit_log WHERE id = 2").fetchone() == (
+    cols = "id, timestamp, event_type, actor, agent_id, session_id, tx_id, details, severity, "
+    assert raw.execute(f"SELECT {cols} ip_address FROM audit_log WHERE id = 2").fetchone() == (
         2,
         NOW + 1,
         "TX_FAILED",

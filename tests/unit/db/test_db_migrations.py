@@ -121,7 +121,16 @@ def _fill(path: Path) -> None:
 
 
 # Columns later migrations add; a file upgraded from 0001 is compared on CORE-02's columns.
-ADDED_COLUMNS = {("transactions", "spend")}  # 0006
+ADDED_COLUMNS = {
+    ("transactions", "spend"),  # 0006
+    ("transactions", "integrity"),  # 0007
+    ("audit_log", "prev_hash"),  # 0007
+    ("audit_log", "row_hash"),  # 0007
+    ("audit_log", "mac"),  # 0007
+    ("agents", "owner_mac"),  # 0007
+    ("policies", "mac"),  # 0007
+    ("pending_approvals", "mac"),  # 0007
+}
 
 
 def _contents(path: Path, tables: tuple[str, ...] = SEVEN_TABLES) -> dict[str, list[Any]]:
@@ -239,7 +248,7 @@ def test_rebuilt_tables_keep_rows_and_accept_only_the_new_values(old_file: Path)
 def _copy_migrations(tmp_path: Path, extra: str) -> Path:
     scripts = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0007_extra.py").write_text(
+    (scripts / "versions" / "0008_extra.py").write_text(
         textwrap.dedent(
             '''\
             """A migration written for a test."""
@@ -247,8 +256,8 @@ def _copy_migrations(tmp_path: Path, extra: str) -> Path:
             import sqlalchemy as sa
             from alembic import op
 
-            revision = "0007"
-            down_revision = "0006"
+            revision = "0008"
+            down_revision = "0007"
             branch_labels = None
             depends_on = None
 
@@ -307,22 +316,22 @@ def _populated_head(path: Path) -> None:
 def test_failed_migration_leaves_the_file_exactly_as_it_was(
     tmp_path: Path, body: str, reason: str, file_digest: Callable[[Path], str]
 ) -> None:
-    """A 0007 that does real work then fails raises MigrationError; file bytes unchanged."""
+    """A 0008 that does real work then fails raises MigrationError; file bytes unchanged."""
     path = tmp_path / "wallet.db"
     _populated_head(path)
     scripts = _copy_migrations(tmp_path, body)
     digest, dump = file_digest(path), _dump(path)
-    assert migrate.head_revision(scripts) == "0007"
+    assert migrate.head_revision(scripts) == "0008"
 
     with pytest.raises(MigrationError) as err:
         Database.open(path, script_location=scripts)
 
-    assert err.value.revision == "0007"
+    assert err.value.revision == "0008"
     assert err.value.path == str(path)
     assert reason in str(err.value)
     assert file_digest(path) == digest
     assert _dump(path) == dump
-    assert _revision(path) == "0006"
+    assert _revision(path) == "0007"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["migrations", "wallet.db"]
     # and the shipped migrations still open it normally
     Database.open(path).close()
@@ -330,7 +339,7 @@ def test_failed_migration_leaves_the_file_exactly_as_it_was(
 
 
 def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: Path) -> None:
-    """A good 0007 from another script directory applies; connections keep foreign keys ON."""
+    """A good 0008 from another script directory applies; connections keep foreign keys ON."""
     path = tmp_path / "wallet.db"
     _populated_head(path)
     scripts = _copy_migrations(
@@ -342,7 +351,7 @@ def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: 
     )
     db = Database.open(path, script_location=scripts)
     try:
-        assert migrate.current_revision(db.engine) == "0007"
+        assert migrate.current_revision(db.engine) == "0008"
         with db.read() as uow:
             raw = uow.session.connection().connection.driver_connection
             assert raw is not None
@@ -355,10 +364,10 @@ def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: 
 def test_failure_in_the_last_of_several_pending_migrations_undoes_them_all(
     old_file: Path, tmp_path: Path, file_digest: Callable[[Path], str]
 ) -> None:
-    """0001 -> 0007 where 0007 fails: 0002-0006 (rebuilds included) are undone as well."""
+    """0001 -> 0008 where 0008 fails: 0002-0007 (rebuilds included) are undone as well."""
     scripts = _copy_migrations(tmp_path, 'op.execute("SELECT no_such_function()")\n')
     digest, dump = file_digest(old_file), _dump(old_file)
-    with pytest.raises(MigrationError, match="from 0001 to 0007"):
+    with pytest.raises(MigrationError, match="from 0001 to 0008"):
         Database.open(old_file, script_location=scripts)
     assert file_digest(old_file) == digest
     assert _dump(old_file) == dump
@@ -368,7 +377,7 @@ def test_failure_in_the_last_of_several_pending_migrations_undoes_them_all(
 def test_rebuilding_a_parent_table_keeps_children_and_their_foreign_keys(
     old_file: Path, tmp_path: Path
 ) -> None:
-    """A 0007 that rebuilds agents (referenced by 4 tables) keeps every row and FK working."""
+    """A 0008 that rebuilds agents (referenced by 4 tables) keeps every row and FK working."""
     Database.open(old_file).close()
     before = _contents(old_file)
     scripts = _copy_migrations(
@@ -463,3 +472,23 @@ def test_spend_column_is_filled_from_metadata_on_upgrade(tmp_path: Path) -> None
         conn.close()
     assert json.loads(got["t1"]) == {"native": "123456789012345678901234567890"}
     assert got["t2"] is None and got["t3"] is None
+
+
+def test_existing_audit_rows_are_chained_by_the_upgrade(old_file: Path) -> None:
+    """0007 chains the audit rows already there, in id order; none lost; still append-only."""
+    from waiaas.db.chain import GENESIS
+    from waiaas.integrity import walk_chain
+
+    before = _contents(old_file, ("audit_log",))
+    Database.open(old_file).close()
+    assert _contents(old_file, ("audit_log",)) == before
+    conn = sqlite3.connect(old_file)
+    try:
+        walk = walk_chain(conn, None)
+        assert walk.broken is None and walk.rows == len(before["audit_log"])
+        first = conn.execute("SELECT prev_hash FROM audit_log ORDER BY id LIMIT 1").fetchone()
+        assert first == (GENESIS,)
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE audit_log SET row_hash = 'x'")
+    finally:
+        conn.close()

@@ -205,7 +205,7 @@ def test_revision_0001_is_exactly_the_spec(tmp_path: Path, spec_file: Path) -> N
 
 
 def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file: Path) -> None:
-    """At head the only differences are those of migrations 0002-0006 (documented list)."""
+    """At head the only differences are those of migrations 0002-0007 (documented list)."""
     head = tmp_path / "head.db"
     Database.open(head).close()
     spec, got = schema_facts(spec_file), schema_facts(head)
@@ -269,13 +269,30 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
         ("wallet_state", "index", "sqlite_autoindex_wallet_state_1", 1, "key"),
         # 0006: per-asset spend next to the row
         ("transactions", "column", "spend", "TEXT", 0, None, 0),
+        # 0007: tamper evidence (audit chain, MACs, signed checkpoints)
+        ("audit_log", "column", "prev_hash", "TEXT", 0, None, 0),
+        ("audit_log", "column", "row_hash", "TEXT", 0, None, 0),
+        ("audit_log", "column", "mac", "TEXT", 0, None, 0),
+        ("agents", "column", "owner_mac", "TEXT", 0, None, 0),
+        ("policies", "column", "mac", "TEXT", 0, None, 0),
+        ("transactions", "column", "integrity", "TEXT", 0, None, 0),
+        ("pending_approvals", "column", "mac", "TEXT", 0, None, 0),
+        ("audit_checkpoints", "table"),
+        ("audit_checkpoints", "column", "id", "INTEGER", 1, None, 1),
+        ("audit_checkpoints", "column", "seq", "INTEGER", 1, None, 0),
+        ("audit_checkpoints", "column", "head_hash", "TEXT", 1, None, 0),
+        ("audit_checkpoints", "column", "created_at", "INTEGER", 1, None, 0),
+        ("audit_checkpoints", "column", "wallet_id", "TEXT", 1, None, 0),
+        ("audit_checkpoints", "column", "public_key", "TEXT", 1, None, 0),
+        ("audit_checkpoints", "column", "signature", "TEXT", 1, None, 0),
+        ("audit_checkpoints", "index", "idx_audit_checkpoints_seq", 0, "seq"),
     }
 
 
 def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) -> None:
     """Upgrading one revision at a time ends with the same schema as a fresh head file."""
     stepwise = tmp_path / "steps.db"
-    for target in ("0001", "0002", "0003", "0004", "0005", "0006"):
+    for target in ("0001", "0002", "0003", "0004", "0005", "0006", "0007"):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"
     Database.open(fresh).close()

@@ -1,0 +1,46 @@
+"""The audit chain's row hash: the one encoding migration 0007 and the live code share.
+
+Each ``audit_log`` row stores ``prev_hash`` (the previous row's ``row_hash``; the first row
+links to :data:`GENESIS`), ``row_hash`` = SHA-256(prev_hash bytes || canonical row) and ``mac``
+= HMAC-SHA256 under the wallet's audit key (see :mod:`waiaas.integrity`). The encoding is
+frozen: changing it would break every stored chain, so a new one needs a new version tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+__all__ = ["AUDIT_COLUMNS", "GENESIS", "audit_mac", "row_hash"]
+
+_VERSION = "waiaas-audit/v1"
+GENESIS = hashlib.sha256(b"waiaas audit chain genesis v1").hexdigest()
+"""The ``prev_hash`` of the first row of every chain."""
+
+AUDIT_COLUMNS = (
+    "timestamp",
+    "event_type",
+    "actor",
+    "agent_id",
+    "session_id",
+    "tx_id",
+    "details",
+    "severity",
+    "ip_address",
+)
+"""The columns a row hash covers, in this order (the id is covered by the chain order)."""
+
+
+def row_hash(prev_hash: str, values: tuple[Any, ...] | list[Any]) -> str:
+    """SHA-256 (hex) of ``prev_hash`` and one row's :data:`AUDIT_COLUMNS` values."""
+    body = json.dumps(
+        [_VERSION, *values], separators=(",", ":"), ensure_ascii=False, default=str
+    ).encode("utf-8")
+    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+
+
+def audit_mac(key: bytes, row_hash_hex: str) -> str:
+    """HMAC-SHA256 (hex) of a row hash under the audit key."""
+    return hmac.new(key, b"audit-row\x00" + bytes.fromhex(row_hash_hex), hashlib.sha256).hexdigest()

@@ -1,0 +1,746 @@
+"""Tamper evidence: the audit chain's keys, MACs over security-relevant rows, signed checkpoints.
+
+Internal module (the public surface is :meth:`Wallet.verify_audit`,
+:meth:`Wallet.export_audit_checkpoint`, :class:`~waiaas.types.AuditCheckpoint`,
+:class:`~waiaas.types.AuditReport` and :class:`~waiaas.errors.TamperDetectedError`).
+
+Keys live in the keystore, never in the database:
+
+- ``audit-mac-key`` (32 random bytes, a named secret): HMAC-SHA256 key of every audit row,
+  the owner binding of each agent, each policy, each stored request and approval.
+- ``audit-signing-key`` (an ed25519 seed): signs checkpoints ``(sequence, head hash)``, so a
+  copy kept elsewhere proves what the log held, verifiable with the public key alone.
+- ``audit-anchor``: the last audit row that existed when the wallet first sealed its database
+  (rows up to it were chained by migration 0007 but carry no MAC).
+- ``audit-head`` (a small file in the keystore directory, two MAC'd slots): the newest chain
+  head this machine committed. A database whose WAL vanished, or whose tail was cut, no longer
+  contains that head, and the next open says so.
+
+A file-write attacker without the keystore can still delete the database (or any table
+that the checks below do not cover), but cannot change, add, remove or reorder audit rows,
+owner bindings, policies or stored requests without the next check naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from waiaas.db.chain import AUDIT_COLUMNS, GENESIS, audit_mac, row_hash
+from waiaas.db.tables import AuditCheckpointRow
+
+__all__ = [
+    "Integrity",
+    "checkpoint_message",
+    "verify_checkpoint_signature",
+    "walk_chain",
+]
+
+# names of keystore secrets, not secrets
+SECRET_MAC = "audit-mac-key"  # noqa: S105
+SECRET_SIGN = "audit-signing-key"  # noqa: S105
+SECRET_ANCHOR = "audit-anchor"  # noqa: S105
+HEAD_FILE = "audit-head"
+
+_SLOT = 128
+_HEAD_FMT = ">QQ32s32s"  # sequence number, audit row id, row hash, MAC
+_HEAD_LEN = struct.calcsize(_HEAD_FMT)
+
+
+def checkpoint_message(wallet_id: str, seq: int, head_hash: str, created_at: int) -> bytes:
+    """The exact bytes a checkpoint signature covers."""
+    return f"waiaas-audit-checkpoint/v1\n{wallet_id}\n{seq}\n{head_hash}\n{created_at}".encode()
+
+
+def verify_checkpoint_signature(
+    wallet_id: str, seq: int, head_hash: str, created_at: int, public_key: str, signature: str
+) -> bool:
+    """Whether ``signature`` (hex) is ``public_key``'s (hex) ed25519 signature of the checkpoint."""
+    try:
+        VerifyKey(bytes.fromhex(public_key)).verify(
+            checkpoint_message(wallet_id, seq, head_hash, created_at), bytes.fromhex(signature)
+        )
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _canon(*parts: object) -> bytes:
+    return json.dumps(list(parts), separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+@dataclass(frozen=True)
+class Break:
+    """The first broken link of a chain walk."""
+
+    row_id: int
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Walk:
+    """What :func:`walk_chain` saw."""
+
+    rows: int
+    last_id: int
+    last_hash: str
+    broken: Break | None
+
+
+_SELECT = (
+    f"SELECT id, {', '.join(AUDIT_COLUMNS)}, prev_hash, row_hash, mac FROM audit_log "
+    "WHERE id > ? ORDER BY id"
+)
+
+
+def walk_chain(
+    conn: sqlite3.Connection,
+    mac_key: bytes | None,
+    *,
+    after_id: int = 0,
+    after_hash: str = GENESIS,
+    unkeyed_upto: int = 0,
+) -> Walk:
+    """Walk ``audit_log`` rows after ``after_id`` and stop at the first broken link.
+
+    ``after_hash`` is the row hash the first walked row must link to. Rows with an id up to
+    ``unkeyed_upto`` may lack a MAC (chained by the migration before the wallet was sealed).
+    With ``mac_key`` None, MACs are not checked (the hash chain still is).
+    """
+    prev_id, prev = after_id, after_hash
+    rows = 0
+    cur = conn.execute(_SELECT, (after_id,))
+    try:
+        while True:
+            batch = cur.fetchmany(4096)
+            if not batch:
+                break
+            for r in batch:
+                rid = r[0]
+                stored_prev, stored_hash, mac = r[10], r[11], r[12]
+                if stored_hash is None or stored_prev is None:
+                    return Walk(rows, prev_id, prev, Break(rid, "forged", _msg_unchained(rid)))
+                computed = row_hash(stored_prev, r[1:10])
+                if computed != stored_hash:
+                    return Walk(
+                        rows,
+                        prev_id,
+                        prev,
+                        Break(
+                            rid,
+                            "altered",
+                            f"audit row {rid} was altered: its content does not match its hash",
+                        ),
+                    )
+                if mac_key is not None:
+                    if mac is None:
+                        if rid > unkeyed_upto:
+                            return Walk(rows, prev_id, prev, Break(rid, "forged", _msg_nomac(rid)))
+                    elif not hmac.compare_digest(mac, audit_mac(mac_key, stored_hash)):
+                        return Walk(
+                            rows,
+                            prev_id,
+                            prev,
+                            Break(
+                                rid,
+                                "forged",
+                                f"audit row {rid} was inserted or rewritten without the wallet's "
+                                "key: its MAC does not verify",
+                            ),
+                        )
+                if stored_prev != prev:
+                    return Walk(rows, prev_id, prev, _link_break(conn, rid, prev_id, stored_prev))
+                prev_id, prev = rid, stored_hash
+                rows += 1
+    finally:
+        cur.close()
+    return Walk(rows, prev_id, prev, None)
+
+
+def _msg_unchained(rid: int) -> str:
+    return f"audit row {rid} was inserted outside waiaas: it carries no chain hash"
+
+
+def _msg_nomac(rid: int) -> str:
+    return f"audit row {rid} was inserted or rewritten outside waiaas: it carries no MAC"
+
+
+def _link_break(conn: sqlite3.Connection, rid: int, prev_id: int, stored_prev: str) -> Break:
+    """Name a broken link: the row this one follows exists elsewhere (reordered) or not."""
+    found = conn.execute(
+        "SELECT id FROM audit_log WHERE row_hash = ? LIMIT 1", (stored_prev,)
+    ).fetchone()
+    if found is not None:
+        return Break(
+            rid,
+            "reordered",
+            f"audit row {rid} is out of order: it follows row {found[0]}, not row {prev_id}",
+        )
+    return Break(
+        rid,
+        "deleted",
+        f"audit rows were deleted before row {rid} (after row {prev_id}): the chain link is broken",
+    )
+
+
+class Integrity:
+    """The wallet's integrity keys and the operations on them. Thread-safe.
+
+    Built by :meth:`load` from an unlocked keystore. ``wallet_id`` is the keystore id.
+    """
+
+    def __init__(
+        self,
+        *,
+        mac_key: bytes,
+        signing_seed: bytes,
+        wallet_id: str,
+        anchor: tuple[int, str] | None,
+        head_path: Path | None,
+        checkpoint_rows: int = 10_000,
+        clock: Any = None,
+    ) -> None:
+        self._mac_key = mac_key
+        self._signer = SigningKey(signing_seed)
+        self.public_key = self._signer.verify_key.encode().hex()
+        self.wallet_id = wallet_id
+        self.anchor = anchor
+        self.head_path = head_path
+        self.checkpoint_rows = checkpoint_rows
+        self._lock = threading.Lock()
+        self.last_checkpoint_seq = 0
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"Integrity(wallet_id={self.wallet_id!r}, public_key={self.public_key!r})"
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("Integrity holds keys and cannot be pickled")
+
+    # ------------------------------------------------------------------ keys
+
+    @staticmethod
+    def keys_from(keystore: Any) -> tuple[bytes, bytes] | None:
+        """The (MAC key, signing seed) in ``keystore``, or None before the first sealing."""
+        if not (keystore.has_secret(SECRET_MAC) and keystore.has_secret(SECRET_SIGN)):
+            return None
+        return keystore.get_secret(SECRET_MAC), keystore.get_secret(SECRET_SIGN)
+
+    @staticmethod
+    def create_keys(keystore: Any) -> tuple[bytes, bytes]:
+        mac_key, seed = os.urandom(32), os.urandom(32)
+        keystore.put_secret(SECRET_MAC, mac_key)
+        keystore.put_secret(SECRET_SIGN, seed)
+        return mac_key, seed
+
+    @staticmethod
+    def anchor_from(keystore: Any) -> tuple[int, str] | None:
+        if not keystore.has_secret(SECRET_ANCHOR):
+            return None
+        data = json.loads(keystore.get_secret(SECRET_ANCHOR))
+        return int(data["id"]), str(data["hash"])
+
+    @staticmethod
+    def store_anchor(keystore: Any, anchor: tuple[int, str]) -> None:
+        keystore.put_secret(
+            SECRET_ANCHOR, json.dumps({"id": anchor[0], "hash": anchor[1]}).encode()
+        )
+
+    # ------------------------------------------------------------------ MACs
+
+    @property
+    def unkeyed_upto(self) -> int:
+        return self.anchor[0] if self.anchor is not None else 0
+
+    def audit_mac(self, row_hash_hex: str) -> str:
+        return audit_mac(self._mac_key, row_hash_hex)
+
+    def mac(self, domain: str, *parts: object) -> str:
+        """HMAC-SHA256 (hex) of ``parts`` in ``domain`` (``owner``, ``policy``, ``tx``...)."""
+        return hmac.new(self._mac_key, _canon(domain, *parts), hashlib.sha256).hexdigest()
+
+    def check(self, stored: str | None, domain: str, *parts: object) -> bool:
+        return stored is not None and hmac.compare_digest(stored, self.mac(domain, *parts))
+
+    def owner_mac(self, agent_id: str, owner: str | None) -> str:
+        return self.mac("owner", agent_id, owner)
+
+    def owner_ok(self, agent_id: str, owner: str | None, stored: str | None) -> bool:
+        return self.check(stored, "owner", agent_id, owner)
+
+    def policy_mac(self, row: Any) -> str:
+        return self.mac(
+            "policy", row.id, row.agent_id, row.type, row.rules, int(row.priority), int(row.enabled)
+        )
+
+    def policy_ok(self, row: Any) -> bool:
+        return row.mac is not None and hmac.compare_digest(row.mac, self.policy_mac(row))
+
+    def policy_set_mac(self, scope: str, rows: Iterable[Any]) -> str:
+        """MAC over the ids of the enabled policies of one scope (an agent id, or ``*``)."""
+        return self.mac("policy-set", scope, sorted(r.id for r in rows if int(r.enabled)))
+
+    def walk(
+        self, conn: sqlite3.Connection, *, after_id: int = 0, after_hash: str = GENESIS
+    ) -> Walk:
+        return walk_chain(
+            conn,
+            self._mac_key,
+            after_id=after_id,
+            after_hash=after_hash,
+            unkeyed_upto=self.unkeyed_upto,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def sign_checkpoint(self, seq: int, head_hash: str, created_at: int) -> str:
+        msg = checkpoint_message(self.wallet_id, seq, head_hash, created_at)
+        return bytes(self._signer.sign(msg).signature).hex()
+
+    def checkpoint_ok(self, seq: int, head_hash: str, created_at: int, signature: str) -> bool:
+        return verify_checkpoint_signature(
+            self.wallet_id, seq, head_hash, created_at, self.public_key, signature
+        )
+
+    def maybe_checkpoint(self, uow: Any, head: tuple[int, str]) -> None:
+        """Called by a committing unit of work: checkpoint every ``checkpoint_rows`` rows."""
+        if head[0] - self.last_checkpoint_seq >= self.checkpoint_rows:
+            self.write_checkpoint(uow, head)
+
+    def write_checkpoint(self, uow: Any, head: tuple[int, str]) -> AuditCheckpointRow:
+        """Insert a signed checkpoint of ``head`` in ``uow`` (the caller commits)."""
+        now = int(self.clock.now()) if self.clock is not None else int(time.time())
+        row = AuditCheckpointRow(
+            seq=head[0],
+            head_hash=head[1],
+            created_at=now,
+            wallet_id=self.wallet_id,
+            public_key=self.public_key,
+            signature=self.sign_checkpoint(head[0], head[1], now),
+        )
+        uow.session.add(row)
+        uow.session.flush()
+        self.last_checkpoint_seq = max(self.last_checkpoint_seq, head[0])
+        return row
+
+    # ------------------------------------------------------------------ head record
+
+    def _head_mac(self, counter: int, rid: int, digest: bytes) -> bytes:
+        return hmac.new(
+            self._mac_key,
+            b"audit-head\x00" + struct.pack(">QQ", counter, rid) + digest,
+            hashlib.sha256,
+        ).digest()
+
+    @contextlib.contextmanager
+    def _head_file(self) -> Iterator[int]:
+        assert self.head_path is not None
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.head_path, flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _read_slots(self, fd: int) -> tuple[int, int, str] | None:
+        best: tuple[int, int, str] | None = None
+        for slot in (0, 1):
+            raw = os.pread(fd, _HEAD_LEN, slot * _SLOT)
+            if len(raw) != _HEAD_LEN:
+                continue
+            counter, rid, digest, mac = struct.unpack(_HEAD_FMT, raw)
+            if not hmac.compare_digest(mac, self._head_mac(counter, rid, digest)):
+                continue
+            if best is None or counter > best[0]:
+                best = (counter, rid, digest.hex())
+        return best
+
+    def read_head(self) -> tuple[int, str] | None:
+        """The newest recorded chain head ``(row id, row hash)``, or None if none is recorded."""
+        if self.head_path is None or not self.head_path.exists():
+            return None
+        with self._lock, self._head_file() as fd:
+            best = self._read_slots(fd)
+        return None if best is None else (best[1], best[2])
+
+    def record_head(self, rid: int, digest_hex: str) -> None:
+        """Record ``(rid, digest)`` as the chain head unless a newer one is recorded already."""
+        if self.head_path is None:
+            return
+        with self._lock, self._head_file() as fd:
+            best = self._read_slots(fd)
+            if best is not None and best[1] > rid:
+                return  # another writer recorded a newer head after this commit
+            counter = (best[0] + 1) if best is not None else 1
+            digest = bytes.fromhex(digest_hex)
+            record = struct.pack(
+                _HEAD_FMT, counter, rid, digest, self._head_mac(counter, rid, digest)
+            )
+            os.pwrite(fd, record.ljust(_SLOT, b"\0"), (counter % 2) * _SLOT)
+
+    def reset_head(self, rid: int, digest_hex: str) -> None:
+        """Record ``(rid, digest)`` even if an older-looking head is newer (after a report)."""
+        if self.head_path is None:
+            return
+        with self._lock, self._head_file() as fd:
+            best = self._read_slots(fd)
+            counter = (best[0] + 1) if best is not None else 1
+            digest = bytes.fromhex(digest_hex)
+            record = struct.pack(
+                _HEAD_FMT, counter, rid, digest, self._head_mac(counter, rid, digest)
+            )
+            os.pwrite(fd, record.ljust(_SLOT, b"\0"), (counter % 2) * _SLOT)
+            os.pwrite(fd, record.ljust(_SLOT, b"\0"), ((counter + 1) % 2) * _SLOT)
+
+
+def request_digest(meta: Mapping[str, Any]) -> str:
+    """SHA-256 of a stored request document (canonical JSON)."""
+    return hashlib.sha256(_canon(meta.get("request"))).hexdigest()
+
+
+# =========================================================================== wallet level
+
+
+def _raw(uow: Any) -> sqlite3.Connection:
+    conn = uow.session.connection().connection.driver_connection
+    assert isinstance(conn, sqlite3.Connection)
+    return conn
+
+
+def seal(db: Any, keystore: Any, *, clock: Any, checkpoint_rows: int) -> Integrity:
+    """Load the wallet's integrity keys (creating them on first use) and attach them to ``db``.
+
+    The first time (no anchor in the keystore yet) the database is sealed: every owner
+    binding, policy, in-flight request and pending approval gets its MAC, and the current
+    audit head becomes the anchor (rows up to it carry no MAC; migration 0007 chained them).
+    The anchor is stored last, so a crash in between redoes the sealing on the next open.
+    """
+    head_path = Path(keystore.path) / HEAD_FILE
+    with db.write() as uow:  # serialises first-time key creation between processes
+        keys = Integrity.keys_from(keystore)
+        if keys is None:
+            sealed = uow.session.connection().exec_driver_sql(
+                "SELECT id FROM audit_log WHERE mac IS NOT NULL LIMIT 1"
+            )
+            if sealed.first() is not None:
+                from waiaas.errors import TamperDetectedError
+
+                raise TamperDetectedError(
+                    "the database was sealed by a keystore holding integrity keys that this "
+                    f"keystore ({keystore.path}) does not have: it cannot be verified; use the "
+                    "keystore it was created with",
+                    entity="keystore",
+                    problem="missing_key",
+                )
+            keys = Integrity.create_keys(keystore)
+        anchor = Integrity.anchor_from(keystore)
+        integ = Integrity(
+            mac_key=keys[0],
+            signing_seed=keys[1],
+            wallet_id=keystore.keystore_id,
+            anchor=anchor,
+            head_path=head_path,
+            checkpoint_rows=checkpoint_rows,
+            clock=clock,
+        )
+        if anchor is None:
+            head = uow.audit.head()
+            reseal_rows(uow, integ)
+            uow.commit()
+            Integrity.store_anchor(keystore, head)
+            integ.anchor = head
+            integ.reset_head(*head)
+    db.integrity = integ
+    return integ
+
+
+def reseal_rows(uow: Any, integ: Integrity) -> None:
+    """Give every security-relevant row its MAC over its current content (first sealing)."""
+    from waiaas.db.tables import AgentRow, ApprovalRow, PolicyRow
+
+    for agent in uow.session.exec(_select(AgentRow)):
+        uow.agents.update_fields(agent.id, owner_mac=integ.owner_mac(agent.id, agent.owner_address))
+    scopes = {p.agent_id for p in uow.session.exec(_select(PolicyRow))}
+    scopes |= {a.id for a in uow.session.exec(_select(AgentRow))}
+    now = int(integ.clock.now()) if integ.clock is not None else int(time.time())
+    for scope in sorted(scopes, key=lambda s: s or ""):
+        seal_policy_scope(integ, uow, scope, now)
+    seal_policy_scope(integ, uow, None, now)
+    for row in uow.transactions.with_status(("PENDING", "QUEUED", "EXECUTING", "SUBMITTED")):
+        uow.transactions.update_fields(row.id, integrity=tx_mac(integ, row))
+    for appr in list(uow.session.exec(_select(ApprovalRow))):
+        uow.approvals.set_mac(appr.id, approval_mac(integ, appr))
+
+
+def _select(table: Any) -> Any:
+    from sqlmodel import select
+
+    return select(table)
+
+
+def tx_mac(integ: Integrity, row: Any) -> str:
+    """MAC over what a transaction row decides: who, what, to whom, how much, which tier."""
+    meta = json.loads(row.metadata_json) if row.metadata_json else {}
+    return integ.mac(
+        "tx",
+        row.id,
+        row.agent_id,
+        row.chain,
+        row.type,
+        row.amount,
+        row.to_address,
+        row.tier,
+        meta.get("network"),
+        request_digest(meta),
+        meta.get("execute_after"),
+        (meta.get("approval") or {}).get("owner"),
+    )
+
+
+def approval_mac(integ: Integrity, row: Any) -> str:
+    return integ.mac("approval", row.id, row.tx_id, int(row.expires_at), int(row.created_at))
+
+
+def _checkpoints(conn: sqlite3.Connection) -> list[tuple[int, str, int, str, str, str]]:
+    return conn.execute(
+        "SELECT seq, head_hash, created_at, wallet_id, public_key, signature "
+        "FROM audit_checkpoints ORDER BY seq DESC, id DESC"
+    ).fetchall()
+
+
+def _row_hash_at(conn: sqlite3.Connection, rid: int) -> str | None:
+    found = conn.execute("SELECT row_hash FROM audit_log WHERE id = ?", (rid,)).fetchone()
+    return None if found is None else found[0]
+
+
+def _max_id(conn: sqlite3.Connection) -> int:
+    found = conn.execute("SELECT max(id) FROM audit_log").fetchone()
+    return int(found[0] or 0)
+
+
+def _report(
+    source: str, walk: Walk, *, checkpoints: int = 0, extra: Break | None = None
+) -> dict[str, Any]:
+    broken = walk.broken or extra
+    return {
+        "ok": broken is None,
+        "source": source,
+        "rows_checked": walk.rows,
+        "head_id": walk.last_id,
+        "head_hash": walk.last_hash,
+        "first_broken_id": broken.row_id if broken is not None and broken.row_id else None,
+        "problem": broken.kind if broken is not None else None,
+        "message": broken.message if broken is not None else None,
+        "checkpoints_checked": checkpoints,
+    }
+
+
+def _check_head(
+    conn: sqlite3.Connection, integ: Integrity, head: tuple[int, str] | None
+) -> Break | None:
+    """The head the keystore recorded must still be in the log, with the same hash."""
+    if head is None or head[0] == 0:
+        return None
+    rid, digest = head
+    at = _row_hash_at(conn, rid)
+    if at == digest:
+        return None
+    last = _max_id(conn)
+    if at is None and last < rid:
+        return Break(
+            0,
+            "truncated",
+            f"the audit log ends at row {last}, but this wallet committed rows up to {rid}: "
+            "rows were deleted or the write-ahead log (-wal file) was lost",
+        )
+    return Break(
+        rid,
+        "altered" if at is not None else "deleted",
+        f"audit row {rid}, the last one this wallet recorded, is no longer what it committed",
+    )
+
+
+def _check_checkpoint(
+    conn: sqlite3.Connection, integ: Integrity, cp: tuple[int, str, int, str, str, str]
+) -> Break | None:
+    seq, digest, created_at, wallet_id, public_key, signature = cp
+    if (
+        wallet_id != integ.wallet_id
+        or public_key != integ.public_key
+        or not integ.checkpoint_ok(seq, digest, created_at, signature)
+    ):
+        return Break(seq, "checkpoint", f"the checkpoint at row {seq} is not signed by this wallet")
+    if _row_hash_at(conn, seq) != digest:
+        return Break(
+            seq,
+            "checkpoint",
+            f"audit row {seq} does not match the signed checkpoint of {created_at}",
+        )
+    return None
+
+
+def verify_recent(db: Any, integ: Integrity) -> dict[str, Any]:
+    """Verify the rows since the newest valid checkpoint, and the recorded head (open time)."""
+    head = integ.read_head()  # before the snapshot: every recorded head is committed
+    with db.read() as uow:
+        conn = _raw(uow)
+        start_id, start_hash = integ.anchor if integ.anchor is not None else (0, GENESIS)
+        checked = 0
+        for cp in _checkpoints(conn)[:8]:
+            checked += 1
+            if _check_checkpoint(conn, integ, cp) is None and cp[0] >= start_id:
+                start_id, start_hash = cp[0], cp[1]
+                integ.last_checkpoint_seq = max(integ.last_checkpoint_seq, cp[0])
+                break
+        if start_id and _row_hash_at(conn, start_id) != start_hash:
+            gone = Break(
+                start_id, "deleted", f"audit row {start_id}, anchored in the keystore, is gone"
+            )
+            return _report(
+                str(db.path), Walk(0, start_id, start_hash, None), checkpoints=checked, extra=gone
+            )
+        walk = integ.walk(conn, after_id=start_id, after_hash=start_hash)
+        extra = _check_head(conn, integ, head) if walk.broken is None else None
+        return _report(str(db.path), walk, checkpoints=checked, extra=extra)
+
+
+def verify_file(
+    conn: sqlite3.Connection,
+    integ: Integrity,
+    source: str,
+    *,
+    head: tuple[int, str] | None,
+    checkpoint: Any = None,
+) -> dict[str, Any]:
+    """Verify a whole audit log (a live database or a backup) from its first row."""
+    walk = integ.walk(conn)
+    checked = 0
+    extra: Break | None = None
+    if walk.broken is None:
+        for cp in _checkpoints(conn):
+            checked += 1
+            extra = _check_checkpoint(conn, integ, cp)
+            if extra is not None:
+                break
+    if walk.broken is None and extra is None and checkpoint is not None:
+        checked += 1
+        extra = _check_checkpoint(
+            conn,
+            integ,
+            (
+                checkpoint.seq,
+                checkpoint.head_hash,
+                checkpoint.created_at,
+                checkpoint.wallet_id,
+                checkpoint.public_key,
+                checkpoint.signature,
+            ),
+        )
+    if walk.broken is None and extra is None:
+        extra = _check_head(conn, integ, head)
+    return _report(source, walk, checkpoints=checked, extra=extra)
+
+
+# =========================================================================== row checks
+
+
+def _tampered(message: str, entity: str, entity_id: str | None, **fields: Any) -> Exception:
+    from waiaas.errors import TamperDetectedError
+
+    return TamperDetectedError(message, entity=entity, problem="mac", entity_id=entity_id, **fields)
+
+
+def check_agent(integ: Integrity, agent: Any) -> None:
+    """The agent's owner binding must carry its MAC (an edited owner_address does not)."""
+    if not integ.owner_ok(agent.id, agent.owner_address, agent.owner_mac):
+        raise _tampered(
+            f"the owner address of agent {agent.id} was changed outside waiaas",
+            "agent",
+            agent.id,
+        )
+
+
+def policy_scope(agent_id: str | None) -> str:
+    return f"policy-set:{agent_id or '*'}"
+
+
+def check_policies(integ: Integrity, uow: Any, agent_id: str, rows: list[Any]) -> None:
+    """Each enabled policy of ``agent_id`` (its own and the global ones) carries its MAC, and
+    the set of them is the one the wallet last wrote (none deleted, disabled or added)."""
+    for row in rows:
+        if not integ.policy_ok(row):
+            raise _tampered(
+                f"policy {row.id} was changed or inserted outside waiaas", "policy", row.id
+            )
+    for scope in (agent_id, None):
+        mine = [r for r in rows if r.agent_id == scope]
+        stored = uow.state.get(policy_scope(scope))
+        expected = integ.policy_set_mac(scope or "*", mine)
+        if not isinstance(stored, dict) or not hmac.compare_digest(
+            str(stored.get("mac")), expected
+        ):
+            who = f"agent {scope}" if scope else "global policies"
+            raise _tampered(
+                f"the set of policies of {who} was changed outside waiaas (a policy was "
+                "deleted, disabled or added)",
+                "policy",
+                scope,
+            )
+
+
+def seal_policy_scope(integ: Integrity, uow: Any, agent_id: str | None, now: int) -> None:
+    """Recompute the MAC of one scope's enabled policy set after a change."""
+    from sqlmodel import col, select
+
+    from waiaas.db.tables import PolicyRow
+
+    stmt = select(PolicyRow)
+    stmt = stmt.where(
+        PolicyRow.agent_id == agent_id
+        if agent_id is not None
+        else col(PolicyRow.agent_id).is_(None)
+    )
+    rows = list(uow.session.exec(stmt))
+    for row in rows:
+        uow.policies.set_mac(row.id, integ.policy_mac(row))
+    uow.state.put(
+        policy_scope(agent_id), {"mac": integ.policy_set_mac(agent_id or "*", rows)}, now=now
+    )
+
+
+def check_tx(integ: Integrity, row: Any) -> None:
+    """A stored request (what is evaluated, approved and signed) carries its MAC."""
+    if row.integrity is None or not hmac.compare_digest(row.integrity, tx_mac(integ, row)):
+        raise _tampered(
+            f"transaction {row.id} was changed outside waiaas after it was admitted",
+            "transaction",
+            row.id,
+            tx_id=row.id,
+        )
+
+
+def check_approval(integ: Integrity, row: Any) -> None:
+    if row.mac is None or not hmac.compare_digest(row.mac, approval_mac(integ, row)):
+        raise _tampered(
+            f"the approval of transaction {row.tx_id} was changed outside waiaas",
+            "approval",
+            row.id,
+            tx_id=row.tx_id,
+        )
