@@ -25,7 +25,7 @@ import tempfile
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from waiaas import AgentNotActiveError, InvalidInputError, PolicyDeniedError, Transfer
+from waiaas import AuthError, InvalidInputError, PolicyDeniedError, Transfer
 from waiaas.chains.solana import SolanaAdapter
 from waiaas.policy import PolicySpec
 from waiaas.testing import FrozenClock, fund, local_wallet
@@ -201,10 +201,12 @@ def main() -> None:
         print(f"  agent is now {status.status}: {status.suspension_reason}")
         try:
             wallet.send(token, Transfer(to=supplier, amount=1))
-        except AgentNotActiveError as exc:
+        except AuthError as exc:  # the suspension revoked the agent's sessions too
             print(f"  even a valid request is refused: {type(exc).__name__}")
         wallet.resume_agent(agent.id)
         print(f"  the owner resumes it -> {wallet.get_agent(agent.id).status}")
+        token = wallet.issue_session(agent.id, ttl=86_400).token  # revoked ones stay revoked
+        print("  and issues a new session: the old token stays revoked")
 
         # ------------------------------------------------------------------ 5. replay
         print("\n== 5. replaying the history against a stricter candidate policy set ==")

@@ -213,7 +213,7 @@ class Integrity:
         wallet_id: str,
         anchor: tuple[int, str] | None,
         head_path: Path | None,
-        checkpoint_rows: int = 10_000,
+        checkpoint_rows: int = 1_000,
         clock: Any = None,
     ) -> None:
         self._mac_key = mac_key

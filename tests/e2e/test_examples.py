@@ -54,7 +54,7 @@ EXPECTED: dict[str, list[str]] = {
         "61 s later -> CONFIRMED",
         "payment to a stranger #2 -> DENIED + AUTO_STOP fired",
         "agent is now SUSPENDED",
-        "even a valid request is refused: AgentNotActiveError",
+        "even a valid request is refused: TokenRevokedError",
         "the owner resumes it -> ACTIVE",
         "Mon 10:00     1 SOL  tier: INSTANT -> NOTIFY",
         "Mon 12:00     2 SOL  allowed: True -> False",

@@ -180,17 +180,21 @@ def test_policy_approval_timeout_is_used(wallet: Wallet) -> None:
     assert wallet.get_transaction(result.id).status == "EXPIRED"
 
 
-def test_pending_approval_keeps_its_owner(wallet: Wallet) -> None:
-    """Changing the agent's owner does not hand a pending approval to the new owner."""
+def test_pending_approval_moves_to_the_new_owner(wallet: Wallet) -> None:
+    """Changing the agent's owner invalidates a pending approval: the replaced owner can no
+    longer approve (old message or new), the new owner signs a fresh message."""
     first, second = EvmOwner(), EvmOwner()
     tx_id, _dest, _amount = _queue(wallet, "evm", first)
     agent_id = wallet.get_transaction(tx_id).agent_id
+    old_message = wallet.approval_message(tx_id)
     wallet.set_owner(agent_id, second.address)
     message = wallet.approval_message(tx_id)
-    assert first.address in message and second.address not in message
+    assert second.address in message and first.address not in message
     with pytest.raises(ApprovalError):
-        wallet.approve(tx_id, second.sign(message))
-    assert wallet.approve(tx_id, first.sign(message)).status == "CONFIRMED"
+        wallet.approve(tx_id, first.sign(old_message))
+    with pytest.raises(ApprovalError):
+        wallet.approve(tx_id, first.sign(message))
+    assert wallet.approve(tx_id, second.sign(message)).status == "CONFIRMED"
 
 
 def test_no_owner_approval_is_denied_by_default(wallet: Wallet, chain: str) -> None:

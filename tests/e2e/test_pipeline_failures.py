@@ -22,7 +22,7 @@ from tests.e2e.conftest import (
 )
 from waiaas.chains.evm import EvmAdapter
 from waiaas.chains.solana import SolanaAdapter
-from waiaas.errors import AgentNotActiveError, PolicyDeniedError
+from waiaas.errors import PolicyDeniedError, TokenRevokedError
 from waiaas.policy import Decision
 from waiaas.testing import FrozenClock, fund, local_chains, local_wallet
 from waiaas.types import Transfer
@@ -262,7 +262,7 @@ def test_consecutive_failures_suspend_the_agent(wallet: Wallet, chain: str) -> N
     assert kinds[0].severity == "critical"
     assert "3 consecutive" in kinds[0].details["reason"]
     assert kinds[1].details["reason"] == suspended.suspension_reason
-    with pytest.raises(AgentNotActiveError):
+    with pytest.raises(TokenRevokedError):  # AUTO_STOP revoked the agent's sessions
         wallet.send(token, Transfer(to=recipient(chain), amount=1))
 
 
@@ -321,7 +321,7 @@ def test_max_denials_suspends_a_probing_agent(wallet: Wallet) -> None:
     agent_now = wallet.get_agent(agent.id)
     assert agent_now.status == "SUSPENDED"
     assert "AUTO_STOP_TRIGGERED" in [e.event_type for e in all_audit(wallet, agent_id=agent.id)]
-    with pytest.raises(AgentNotActiveError):
+    with pytest.raises(TokenRevokedError):  # AUTO_STOP revoked the agent's sessions
         wallet.send(token, Transfer(to=recipient("evm"), amount=1))
 
 
@@ -396,7 +396,7 @@ def test_max_transactions_suspends_a_runaway_agent(wallet: Wallet) -> None:
     with pytest.raises(PolicyDeniedError):
         wallet.send(token, Transfer(to=dest, amount=10**7 + 3))
     assert wallet.get_agent(agent.id).status == "SUSPENDED"
-    with pytest.raises(AgentNotActiveError):
+    with pytest.raises(TokenRevokedError):  # AUTO_STOP revoked the agent's sessions
         wallet.send(token, Transfer(to=dest, amount=10**7 + 4))
     clock.advance(601)
     wallet.resume_agent(agent.id)

@@ -71,16 +71,15 @@ def test_kill_switch_recheck_catches_what_the_sweep_missed(wallet: Wallet) -> No
 
 
 def test_suspended_agent_cancels_its_queued_transaction(wallet: Wallet, chain: str) -> None:
-    """An agent suspended during the cooldown: its due transaction is CANCELLED, not sent,
-    and resuming the agent does not bring it back."""
+    """An agent suspended during the cooldown: its queued transaction is CANCELLED at once,
+    not sent, and resuming the agent does not bring it back."""
     tx_id, _session, dest = _queue_delay(wallet, chain)
     agent_id = wallet.get_transaction(tx_id).agent_id
     wallet.suspend_agent(agent_id)
-    assert wallet.get_transaction(tx_id).status == "QUEUED"
-    _due(wallet)
     tx = wallet.get_transaction(tx_id)
     assert tx.status == "CANCELLED"
-    assert tx.error is not None and tx.error.startswith("AGENT_NOT_ACTIVE")
+    assert tx.error is not None and tx.error.startswith("AGENT_SUSPENDED")
+    _due(wallet)
     wallet.resume_agent(agent_id)
     wallet.process_due()
     assert wallet.get_transaction(tx_id).status == "CANCELLED"
@@ -148,15 +147,19 @@ def test_budget_recheck_does_not_count_the_transaction_twice(wallet: Wallet) -> 
 
 
 def test_approved_transaction_is_rechecked(wallet: Wallet) -> None:
-    """The owner approves after the agent was suspended: the approval is recorded but the
-    transaction is CANCELLED instead of sent."""
+    """The owner approves, then the agent is suspended before the transaction executes (in
+    another process, say): the re-check before signing CANCELS it instead of sending it."""
     owner = SolanaOwner()
     agent = new_agent(wallet, "solana", owner=owner)
     token = wallet.issue_session(agent.id).token
     dest = recipient("solana")
     queued = wallet.send(token, Transfer(to=dest, amount=TIER_AMOUNTS["solana"]["APPROVAL"]))
-    wallet.suspend_agent(agent.id)
-    result = wallet.approve(queued.id, owner.sign(wallet.approval_message(queued.id)))
+    message = wallet.approval_message(queued.id)
+    # the agent's status changes under the approval (as another process would do it)
+    with wallet.db.write() as uow:
+        uow.agents.cas_status(agent.id, ["ACTIVE"], "SUSPENDED", updated_at=wallet.clock.now())
+        uow.commit()
+    result = wallet.approve(queued.id, owner.sign(message))
     assert result.status == "CANCELLED"
     assert events_of(wallet, queued.id)[-2:] == ["TX_APPROVED", "TX_CANCELLED"]
     assert _received(wallet, "solana", dest) == 0

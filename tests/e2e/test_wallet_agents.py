@@ -104,7 +104,8 @@ def test_agent_creation_interrupted_after_key_is_finished_on_open(tmp_path: obje
 
 
 def test_suspend_and_resume(wallet: Wallet) -> None:
-    """A suspended agent cannot transact or get sessions; resumed, it can again."""
+    """A suspended agent cannot transact or get sessions; resumed, it can again with a new
+    session (its old ones were revoked by the suspension)."""
     agent = new_agent(wallet, "solana")
     token = wallet.issue_session(agent.id).token
     dest = sol_address()
@@ -112,15 +113,18 @@ def test_suspend_and_resume(wallet: Wallet) -> None:
     assert suspended.status == AgentStatus.SUSPENDED
     assert suspended.suspension_reason == "looks odd"
     assert suspended.suspended_at is not None
-    with pytest.raises(AgentNotActiveError) as info:
+    with pytest.raises(TokenRevokedError):  # suspending revoked the agent's sessions
         wallet.send(token, Transfer(to=dest, amount=SOL // 20))
-    assert info.value.status == "SUSPENDED"
-    with pytest.raises(AgentNotActiveError):
+    with pytest.raises(AgentNotActiveError) as info:
         wallet.issue_session(agent.id)
+    assert info.value.status == "SUSPENDED"
     assert wallet.list_transactions(agent_id=agent.id) == []
     resumed = wallet.resume_agent(agent.id)
     assert resumed.status == AgentStatus.ACTIVE
     assert resumed.suspension_reason is None
+    with pytest.raises(AuthError):  # the suspension revoked it; resuming does not revive it
+        wallet.send(token, Transfer(to=dest, amount=SOL // 20))
+    token = wallet.issue_session(agent.id).token
     assert wallet.send(token, Transfer(to=dest, amount=SOL // 20)).status == "CONFIRMED"
     kinds = [e.event_type for e in all_audit(wallet, agent_id=agent.id)]
     assert kinds.count("AGENT_SUSPENDED") == 1

@@ -33,14 +33,17 @@ AUDIT_COLUMNS = (
 """The columns a row hash covers, in this order (the id is covered by the chain order)."""
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+_sha256 = hashlib.sha256
+_fromhex = bytes.fromhex
+
+
 def row_hash(prev_hash: str, values: tuple[Any, ...] | list[Any]) -> str:
     """SHA-256 (hex) of ``prev_hash`` and one row's :data:`AUDIT_COLUMNS` values."""
-    body = json.dumps(
-        [_VERSION, *values], separators=(",", ":"), ensure_ascii=False, default=str
-    ).encode("utf-8")
-    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+    body = _encode([_VERSION, *values]).encode("utf-8")
+    return _sha256(_fromhex(prev_hash) + body).hexdigest()
 
 
 def audit_mac(key: bytes, row_hash_hex: str) -> str:
     """HMAC-SHA256 (hex) of a row hash under the audit key."""
-    return hmac.new(key, b"audit-row\x00" + bytes.fromhex(row_hash_hex), hashlib.sha256).hexdigest()
+    return hmac.digest(key, b"audit-row\x00" + _fromhex(row_hash_hex), "sha256").hex()
