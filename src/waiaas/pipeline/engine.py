@@ -820,6 +820,30 @@ class Pipeline:
         a new cooldown. APPROVAL: it waits for the owner's signature (a new approval
         request). The tier change is audited (TX_QUEUED with ``escalated_from``).
         """
+        self._escalate_unit(uow, row, agent, meta, esc, now, outbox)
+        # The tier (and the DELAY release time or the approving owner) changed here, by the
+        # engine, after _verify_stored checked the row: seal the new content.
+        self._seal_tx(uow, row.id)
+
+    def _seal_tx(self, uow: UnitOfWork, tx_id: str) -> None:
+        if uow.integrity is None:
+            return
+        from waiaas.integrity import tx_mac
+
+        current = uow.transactions.get(tx_id)
+        if current is not None:
+            uow.transactions.update_fields(tx_id, integrity=tx_mac(uow.integrity, current))
+
+    def _escalate_unit(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        agent: AgentRow,
+        meta: dict[str, Any],
+        esc: _Escalation,
+        now: int,
+        outbox: _Outbox,
+    ) -> None:
         decision = esc.decision
         meta["rejudged"] = {
             "at": now,
