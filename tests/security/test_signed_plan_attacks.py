@@ -261,11 +261,10 @@ def test_item10_recovery_holds_unsent_bytes_while_the_switch_is_on(
         assert _balance(w, chain, dest) == 0
 
 
-def test_item10_held_bytes_are_sent_after_recovery_when_still_allowed(
-    tmp_path: Path, chain: str
-) -> None:
-    """Item 10, the other side: bytes held only because the agent was suspended are sent
-    once the agent is resumed and the full re-check still allows them."""
+def test_item10_held_bytes_of_a_suspended_agent_are_never_sent(tmp_path: Path, chain: str) -> None:
+    """Item 10, the other side: bytes held because the agent was suspended are not sent
+    after it is resumed either: the suspension revoked the session that asked for them, and
+    a resumption never revives a session, so the full re-check FAILS them (SESSION_ENDED)."""
 
     def crash(stage: str, tx_id: str) -> None:
         if stage == "signed":
@@ -285,8 +284,10 @@ def test_item10_held_bytes_are_sent_after_recovery_when_still_allowed(
         assert _balance(w, chain, dest) == 0
         w.resume_agent(agent.id)
         w.process_due()
-        assert w.get_transaction(row.id).status == "CONFIRMED"
-        assert _balance(w, chain, dest) == amount
+        tx = w.get_transaction(row.id)
+        assert tx.status == "FAILED"
+        assert tx.error is not None and tx.error.startswith("SESSION_ENDED")
+        assert _balance(w, chain, dest) == 0
         assert events_of(w, row.id).count("TX_SIGNED") == 1
 
 
