@@ -1,7 +1,8 @@
 """Command line: ``python -m waiaas`` / the ``waiaas`` script.
 
 The operator CLI lives in :mod:`waiaas.cli` (typer + rich, the ``cli`` extra). Without that
-extra only ``demo`` and ``version`` are available.
+extra only ``demo``, ``mcp`` (the MCP server, :mod:`waiaas.integrations.mcp`) and ``version``
+are available.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ def _minimal(argv: list[str] | None) -> int:
     demo = sub.add_parser("demo", help="run the demo on the in-process local chains")
     demo.add_argument("--delay", type=int, default=2, help="DELAY cooldown in seconds")
     sub.add_parser("version", help="print the version")
+    from waiaas.integrations import mcp as _mcp
+
+    _mcp.add_arguments(sub.add_parser("mcp", help="serve an agent's tools over MCP (stdio)"))
     args = parser.parse_args(argv)
+    if args.command == "mcp":
+        return _mcp.run(args)
     if args.command == "version":
         from waiaas import __version__
 

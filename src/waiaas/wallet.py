@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from waiaas import integrity
 from waiaas._validate import check_id
@@ -73,6 +73,9 @@ from waiaas.types import (
     TxType,
 )
 from waiaas.web.display import TxDisplay, describe_transaction
+
+if TYPE_CHECKING:
+    from waiaas.agent import AgentHandle
 
 __all__ = ["TransactionResult", "Wallet"]
 
@@ -239,7 +242,7 @@ class Wallet:
         clock: Clock | None = None,
         notifier: Any = None,
         price_oracle: PriceOracle | None = None,
-        background: bool = False,
+        background: bool | None = None,
         hooks: PipelineHooks | None = None,
     ) -> Wallet:
         """Open (or create) the wallet at ``path`` and recover anything a crash left behind.
@@ -258,7 +261,11 @@ class Wallet:
                 background dispatcher delivers them to the channels managed through
                 ``wallet.channels`` (Telegram, Discord, ntfy, signed webhooks).
             price_oracle: USD prices for ``*_usd`` policy rules.
-            background: run :meth:`process_due` and the WAL checkpoint in a thread.
+            background: run :meth:`process_due` (DELAY cooldowns, approval and session
+                expiry, confirmations) and the WAL checkpoint in a thread, so due work happens
+                by itself. ``None`` (the default) means on, unless ``clock`` is given: a host
+                that drives time itself (``FrozenClock`` in tests) calls :meth:`process_due`.
+                ``False`` opts out.
             hooks: test hooks called at each pipeline stage boundary.
 
         Raises:
@@ -272,6 +279,8 @@ class Wallet:
         """
         self = object.__new__(cls)
         self._init(path, password, chains, config, clock, notifier, price_oracle, hooks)
+        if background is None:
+            background = clock is None
         if background:
             self.start_background()
         return self
@@ -1000,6 +1009,27 @@ class Wallet:
             wallet.add_policy("RATE_LIMIT", {"max_requests": 10, "window_seconds": 60})
         """
         return self.policies.add(type, rules, agent_id=agent_id, priority=priority, enabled=enabled)
+
+    # ================================================================== agents' side
+
+    def agent(self, token: str) -> AgentHandle:
+        """A handle for the agent holding session ``token``: send, dry_run, balance,
+        its own transactions, cancel its own DELAY transactions, limits. Nothing on it
+        reaches another agent or an owner/operator action. Give it to the agent framework
+        (directly, or through ``waiaas.tools`` and ``waiaas.integrations``).
+
+        Raises:
+            InvalidInputError: the token is not a non-empty string.
+            AuthError (TokenExpiredError, TokenRevokedError): the token was refused.
+
+        Example::
+
+            handle = wallet.agent(issued.token)
+            handle.transfer(dest, "0.05")
+        """
+        from waiaas.agent import AgentHandle
+
+        return AgentHandle(self, token)
 
     # ================================================================== transactions
 

@@ -46,15 +46,20 @@ def _signed(raw: bytes) -> Any:
 
 
 def test_connect_refuses_another_chain(anvil_env: EvmEnv) -> None:
-    """rpc()/anvil() ask the node for its chain id and refuse a mismatch."""
+    """rpc()/anvil() ask the node for its chain id (on first use) and refuse a mismatch
+    before any other call."""
     assert anvil_env.node is not None
     url = anvil_env.node.url
     with pytest.raises(ChainIdMismatchError) as info:
-        EvmAdapter.rpc(url, chain_id=1, network="mainnet")
+        EvmAdapter.rpc(url, chain_id=1, network="mainnet").connect()
     assert (info.value.expected, info.value.found) == (1, anvil_env.node.chain_id)
     assert info.value.kind == "permanent"
     with pytest.raises(ChainIdMismatchError):
-        EvmAdapter.anvil(url, chain_id=5)
+        EvmAdapter.anvil(url, chain_id=5).get_balance("0x" + "11" * 20)
+    wrong = EvmAdapter.rpc(url, chain_id=1, network="mainnet")
+    for _ in range(2):  # a refused check is asked again, never skipped
+        with pytest.raises(ChainIdMismatchError):
+            wrong.get_balance("0x" + "11" * 20)
     with EvmAdapter.rpc(url, chain_id=anvil_env.node.chain_id, network="anvil") as adapter:
         assert adapter.chain_id == anvil_env.node.chain_id
 
@@ -142,7 +147,7 @@ def test_unreachable_node_is_transient_and_url_is_redacted() -> None:
     """A refused connection is transient; the URL (which may hold an API key) is neither in
     the error nor in its cause chain."""
     with pytest.raises(TransientChainError) as info:
-        EvmAdapter.rpc("http://127.0.0.1:1/v3/supersecret-key", chain_id=1, timeout=2)
+        EvmAdapter.rpc("http://127.0.0.1:1/v3/supersecret-key", chain_id=1, timeout=2).connect()
     assert "supersecret" not in repr(info.value.to_dict())
     assert info.value.__cause__ is None
 
@@ -151,7 +156,18 @@ def test_wrong_path_is_permanent_and_redacted(anvil_env: EvmEnv) -> None:
     """anvil answers 404 on another path: permanent, and the path does not leak."""
     assert anvil_env.node is not None
     with pytest.raises(PermanentChainError) as info:
-        EvmAdapter.rpc(anvil_env.node.url + "/v3/supersecret-key", chain_id=31337, timeout=2)
+        EvmAdapter.rpc(
+            anvil_env.node.url + "/v3/supersecret-key", chain_id=31337, timeout=2
+        ).connect()
     assert "404" in info.value.message
     assert "supersecret" not in repr(info.value.to_dict())
     assert info.value.__cause__ is None
+
+
+def test_rpc_is_lazy_like_the_solana_adapter() -> None:
+    """rpc() sends nothing: an unreachable node only fails on first use, and a wallet can be
+    opened (and agents created) without waiting on it."""
+    adapter = EvmAdapter.rpc("http://127.0.0.1:1", chain_id=1, timeout=2)
+    with pytest.raises(TransientChainError):
+        adapter.get_balance("0x" + "11" * 20)
+    adapter.close()

@@ -1,7 +1,8 @@
 """The operator command line: ``waiaas --db PATH <command>`` (typer + rich).
 
 Commands: ``init``, ``agents``, ``sessions``, ``policies``, ``tx``, ``approvals``,
-``kill-switch``, ``audit``, ``backup``, ``health``, ``serve-approvals``, ``demo``, ``version``.
+``kill-switch``, ``audit``, ``backup``, ``health``, ``serve-approvals``, ``mcp``, ``demo``,
+``version``.
 Every listing takes ``--json``. The master password comes from ``WAIAAS_MASTER_PASSWORD`` or
 the OS keyring, or a hidden prompt when a terminal is attached (the library never prompts).
 Errors print one line, ``error: ...``, on stderr and exit non-zero (2 for usage errors).
@@ -118,6 +119,50 @@ def init(ctx: typer.Context) -> None:
     Wallet.open(path, password=password, chains=st.chains or [], config=config).close()
     del password
     out().print(f"created wallet {path} (keystore {path}.keystore)")
+
+
+@app.command("mcp")
+def mcp(
+    ctx: typer.Context,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="The wallet database (or the global --db).")
+    ] = None,
+    token_env: Annotated[
+        str, typer.Option("--token-env", help="Variable holding the session token.")
+    ] = "WAIAAS_SESSION_TOKEN",
+    solana_rpc: Annotated[str | None, typer.Option(help="Solana JSON-RPC URL.")] = None,
+    solana_network: Annotated[str, typer.Option(help="Solana network name.")] = "mainnet-beta",
+    evm_rpc: Annotated[str | None, typer.Option(help="EVM JSON-RPC URL.")] = None,
+    evm_chain_id: Annotated[int | None, typer.Option(help="The EVM chain id.")] = None,
+    evm_network: Annotated[str, typer.Option(help="EVM network name.")] = "mainnet",
+    local: Annotated[
+        bool, typer.Option("--local", help="Add the in-process test chains (trying out only).")
+    ] = False,
+) -> None:
+    """Serve an agent's wallet tools over MCP (stdio); the session token comes from
+    $WAIAAS_SESSION_TOKEN, the master password from the environment or the keyring (never a
+    prompt: stdin is the protocol). Chains: the global --rpc, or --solana-rpc / --evm-rpc."""
+    import argparse
+
+    from waiaas.cli._common import fail, state
+    from waiaas.integrations import mcp as _mcp
+
+    st = state(ctx)
+    path = db if db is not None else st.db
+    if path is None:
+        raise fail("give --db (or WAIAAS_DB)", code=2)
+    args = argparse.Namespace(
+        db=str(path),
+        token_env=token_env,
+        solana_rpc=solana_rpc,
+        solana_network=solana_network,
+        evm_rpc=evm_rpc,
+        evm_chain_id=evm_chain_id,
+        evm_network=evm_network,
+        local=local,
+        rpc=list(st.rpc),
+    )
+    raise typer.Exit(_mcp.run(args))
 
 
 @app.command("version")

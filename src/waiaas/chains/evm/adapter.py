@@ -185,6 +185,8 @@ class EvmAdapter:
         self._contracts: set[str] = set()
         self._decimals: dict[str, int] = {}
         self._closed = False
+        self._unverified = False
+        self._verify_lock = threading.Lock()
 
     # ------------------------------------------------------------------ constructors
 
@@ -216,7 +218,11 @@ class EvmAdapter:
         timeout: float = 10.0,
         priority_fee: int | None = None,
     ) -> EvmAdapter:
-        """Connect to a JSON-RPC node and verify it serves ``chain_id``.
+        """An adapter on a JSON-RPC node that must serve ``chain_id``.
+
+        Nothing is sent until the adapter is first used (or :meth:`connect` is called):
+        then the node's chain id is checked before any other call, so opening a wallet
+        never waits on a node.
 
         Args:
             url: ``http://`` or ``https://`` endpoint (it never appears in errors or reprs).
@@ -228,8 +234,8 @@ class EvmAdapter:
 
         Raises:
             InvalidInputError: bad URL, chain id or timeout.
-            ChainIdMismatchError: the node reports another chain id.
-            TransientChainError: the node cannot be reached.
+            ChainIdMismatchError (on first use / ``connect()``): another chain id.
+            TransientChainError (on first use / ``connect()``): the node cannot be reached.
 
         Example::
 
@@ -298,13 +304,9 @@ class EvmAdapter:
                 priority_fee=priority_fee,
                 max_poll_interval=min(1.0, max(0.05, timeout / 10)),
             )
-            found = adapter._call("eth_chainId", backend.chain_id)
-            if found != chain_id:
-                raise ChainIdMismatchError(
-                    f"the node serves chain id {found}, not the configured {chain_id}",
-                    expected=chain_id,
-                    found=found,
-                )
+            # Lazy, like the Solana adapter: the node is first asked (its chain id checked)
+            # when the adapter is first used, or by connect().
+            adapter._unverified = True
         except BaseException:
             backend.close()
             raise
@@ -332,8 +334,40 @@ class EvmAdapter:
 
     # ------------------------------------------------------------------ plumbing
 
+    def connect(self: _A) -> _A:
+        """Ask the node now for its chain id (otherwise done on first use); return ``self``.
+
+        Idempotent; a failure leaves the adapter unverified, so the next call asks again.
+
+        Raises:
+            ChainIdMismatchError: the node serves another chain.
+            TransientChainError / PermanentChainError: the node cannot be reached or used.
+
+        Example::
+
+            evm = EvmAdapter.rpc(url, chain_id=11155111, network="sepolia").connect()
+        """
+        if self._unverified:
+            with self._verify_lock:
+                if self._unverified:
+                    found = self._guarded("eth_chainId", self._backend.chain_id)
+                    if found != self.chain_id:
+                        raise ChainIdMismatchError(
+                            f"the node serves chain id {found}, not the configured "
+                            f"{self.chain_id}",
+                            expected=self.chain_id,
+                            found=found,
+                        )
+                    self._unverified = False
+        return self
+
     def _call(self, op: str, fn: Callable[[], T]) -> T:
         """Run one chain call under the backend's guard; map any upstream failure."""
+        if self._unverified:
+            self.connect()
+        return self._guarded(op, fn)
+
+    def _guarded(self, op: str, fn: Callable[[], T]) -> T:
         try:
             with self._backend.guard():
                 return fn()

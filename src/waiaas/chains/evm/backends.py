@@ -213,7 +213,13 @@ class TesterBackend(Backend):
     name = "eth-tester"
 
     def __init__(self) -> None:
-        from eth_tester import EthereumTester, PyEVMBackend
+        try:
+            from eth_tester import EthereumTester, PyEVMBackend
+        except ImportError as exc:
+            raise ImportError(
+                "the in-process EVM chain needs the 'local' extra: "
+                "pip install 'waiaas[local]' (eth-tester and py-evm)"
+            ) from exc
         from web3 import EthereumTesterProvider, Web3
 
         self.tester = EthereumTester(PyEVMBackend())

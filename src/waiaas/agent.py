@@ -1,0 +1,568 @@
+"""The agent's side of a wallet: :class:`AgentHandle`, scoped to one session token.
+
+An agent framework gets a handle from the host and never sees the :class:`~waiaas.Wallet`::
+
+    handle = wallet.agent(token)
+    handle.balance()                                   # Balance(... display='2 SOL')
+    handle.transfer(to=dest, amount="0.05")            # human units, exact
+    handle.dry_run(Transfer(to=dest, amount=10**9))    # what would happen, nothing written
+    handle.limits()                                    # what it may still do (redacted)
+
+Everything on a handle acts as that session's agent: it cannot reach another agent's
+balance or transactions, and nothing on it is an owner or operator action (no approval, no
+policy change, no kill switch). A transaction of another agent is reported as not found,
+so a handle cannot even learn that it exists.
+
+Outcomes follow the wallet's one rule: a refusal raises (nothing was executed: bad input,
+token refused, policy or session constraint denied...); an admitted transaction is returned
+as a result whatever the chain did with it (``status`` CONFIRMED, FAILED with ``error``,
+QUEUED...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from waiaas._validate import check_id
+from waiaas.errors import AuthError, InvalidInputError, NotFoundError, StateError
+from waiaas.policy.model import NATIVE, NATIVE_DECIMALS, NATIVE_SYMBOLS
+from waiaas.types import Request, Tier, TokenTransfer, TransactionInfo, Transfer, TxStatus
+from waiaas.units import format_units, parse_units
+
+if TYPE_CHECKING:
+    from waiaas.policy import Explanation
+    from waiaas.wallet import TransactionResult, Wallet
+
+__all__ = ["AgentHandle", "AgentLimits", "AssetInfo", "Balance"]
+
+_MAX_SYMBOL = 16
+
+
+@dataclass(frozen=True, slots=True)
+class AssetInfo:
+    """An asset an agent can hold: the native coin or a token.
+
+    Attributes:
+        asset: ``"native"`` or the token's address (mint / contract).
+        symbol: ``"SOL"``, ``"ETH"``, a token symbol from ``ALLOWED_TOKENS``, or ``None``.
+        decimals: the asset's decimals, or ``None`` when unknown.
+    """
+
+    asset: str
+    symbol: str | None
+    decimals: int | None
+
+    def parse(self, amount: str | Decimal) -> int:
+        """Whole units (``"0.05"`` / ``"0.05 SOL"``) to base units, exactly.
+
+        Raises:
+            InvalidInputError: a float, a bad decimal, too many decimals, or the decimals of
+                this asset are unknown.
+        """
+        if self.decimals is None:
+            raise InvalidInputError(
+                f"the decimals of token {self.asset} are unknown; give the amount in base "
+                "units, or ask the owner to list the token in ALLOWED_TOKENS with its decimals",
+                field="amount",
+            )
+        return parse_units(amount, self.decimals, symbol=self.symbol)
+
+    def format(self, amount: int) -> str:
+        """Base units rendered in whole units with the symbol (``"0.05 SOL"``)."""
+        if self.decimals is None:
+            return f"{amount} base units of token {self.asset}"
+        return format_units(amount, self.decimals, symbol=self.symbol or None)
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """One balance of the agent.
+
+    Attributes:
+        asset, symbol, decimals: what it is (see :class:`AssetInfo`).
+        amount: base units (exact ``int``).
+        display: ``amount`` in whole units with the symbol (``"2.5 SOL"``).
+    """
+
+    asset: str
+    symbol: str | None
+    decimals: int | None
+    amount: int
+    display: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able data; ``amount`` is a decimal string of base units."""
+        return {
+            "asset": self.asset,
+            "symbol": self.symbol,
+            "decimals": self.decimals,
+            "amount": str(self.amount),
+            "display": self.display,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLimits:
+    """What the session and the policies still allow the agent, redacted for the agent.
+
+    No rule ids, no allow-list contents, no owner address: an agent learns how much it may
+    move, not how to get around a rule.
+
+    Attributes:
+        agent_id, chain, network: who and where.
+        session_expires_at: when the session token stops working (Unix seconds).
+        tx_types: the request types the session allows (``None``: any).
+        max_per_transaction: per asset, the largest single request the session allows.
+        session_remaining: per asset, what is left of the session's lifetime total.
+        transactions_remaining: requests left in the session (``None``: no limit).
+        native_max_by_tier: for the native coin, the largest amount the spending limits
+            would currently allow at each tier (``INSTANT``, ``NOTIFY``...), after budgets
+            and the session caps, in base units; ``None`` means no cap at that tier. A tier
+            missing is not reachable (e.g. APPROVAL without an owner).
+        budgets: the spending-limit windows in force for the native coin:
+            ``{"window", "limit", "spent", "remaining"}`` (base units as strings).
+        restrictions: the types of the other rules in force (e.g. ``ALLOWED_ADDRESSES``).
+    """
+
+    agent_id: str
+    chain: str
+    network: str
+    session_expires_at: int
+    tx_types: tuple[str, ...] | None
+    max_per_transaction: Mapping[str, int] = field(default_factory=dict)
+    session_remaining: Mapping[str, int] = field(default_factory=dict)
+    transactions_remaining: int | None = None
+    native_max_by_tier: Mapping[str, int | None] = field(default_factory=dict)
+    budgets: tuple[Mapping[str, str], ...] = ()
+    restrictions: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able data; amounts are decimal strings of base units."""
+        return {
+            "agent_id": self.agent_id,
+            "chain": self.chain,
+            "network": self.network,
+            "session_expires_at": self.session_expires_at,
+            "tx_types": list(self.tx_types) if self.tx_types is not None else None,
+            "max_per_transaction": {k: str(v) for k, v in self.max_per_transaction.items()},
+            "session_remaining": {k: str(v) for k, v in self.session_remaining.items()},
+            "transactions_remaining": self.transactions_remaining,
+            "native_max_by_tier": {
+                k: None if v is None else str(v) for k, v in self.native_max_by_tier.items()
+            },
+            "budgets": [dict(b) for b in self.budgets],
+            "restrictions": list(self.restrictions),
+        }
+
+
+class AgentHandle:
+    """One session's view of the wallet: what an agent may do, and nothing else.
+
+    Get one with :meth:`waiaas.Wallet.agent`. Thread-safe (it holds no state besides the
+    token and the ids the token names). ``repr()`` never shows the token.
+
+    Attributes:
+        agent_id: the agent the session belongs to.
+        session_id: the session.
+        chain, network: the agent's chain family and network.
+        address: the agent's public address (where to send it funds).
+    """
+
+    def __init__(self, wallet: Wallet, token: str) -> None:
+        """Verify ``token`` now; prefer :meth:`waiaas.Wallet.agent`.
+
+        Raises:
+            InvalidInputError: the token is not a non-empty string.
+            AuthError (TokenExpiredError, TokenRevokedError): the token was refused.
+        """
+        if not isinstance(token, str) or not token:
+            raise InvalidInputError("token must be a non-empty string", field="token")
+        self._wallet = wallet
+        self._token = token
+        verified = self._verify()
+        self.agent_id: str = verified.agent_id
+        self.session_id: str = verified.session_id
+        self.chain: str = verified.chain
+        self.network: str = verified.network
+        self.address: str = wallet.get_agent(verified.agent_id).public_key
+
+    def __repr__(self) -> str:
+        return (
+            f"AgentHandle(agent_id={self.agent_id!r}, chain={self.chain!r}, "
+            f"network={self.network!r}, token='***')"
+        )
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an AgentHandle holds a session token and cannot be pickled")
+
+    @property
+    def wallet_path(self) -> str:
+        """The wallet file this handle acts on (for logs; never the token)."""
+        return str(self._wallet.path)
+
+    def _verify(self) -> Any:
+        wallet = self._wallet
+        now = wallet.clock.now()
+        try:
+            with wallet.db.read() as uow:
+                return wallet.sessions.verify_in(uow, self._token, now)
+        except AuthError as exc:
+            wallet.sessions.record_failure(exc, now=now)
+            raise
+
+    # ------------------------------------------------------------------ assets and units
+
+    def _adapter(self) -> Any:
+        return self._wallet.pipeline.adapter_for(self.chain, self.network)
+
+    def _listed_tokens(self) -> list[Any]:
+        """The ALLOWED_TOKENS entries that apply to this agent (address, symbol, decimals)."""
+        from waiaas.pipeline.gate import agent_context
+        from waiaas.policy import applicable
+        from waiaas.policy.rules import AllowedTokensRules
+
+        wallet = self._wallet
+        with wallet.db.read() as uow:
+            row = uow.agents.get(self.agent_id)
+            if row is None:  # pragma: no cover - agents are never deleted
+                raise NotFoundError("agent", self.agent_id)
+            specs = applicable(wallet.pipeline.gate.policies(uow, self.agent_id), agent_context(row))
+        out: dict[str, Any] = {}
+        for spec in specs:
+            if isinstance(spec.rules, AllowedTokensRules):
+                for entry in spec.rules.tokens:
+                    out.setdefault(entry.address, entry)
+        return list(out.values())
+
+    def asset(self, asset: str = NATIVE) -> AssetInfo:
+        """Resolve ``asset``: ``"native"``, the native symbol (``"SOL"``), a symbol listed in
+        ``ALLOWED_TOKENS``, or a token address; decimals come from the chain or the list.
+
+        Raises:
+            InvalidInputError / InvalidAddressError: unknown symbol or invalid address.
+            ChainError: the chain could not be asked for the token's decimals.
+
+        Example::
+
+            handle.asset("USDC")     # AssetInfo(asset='EPjF...', symbol='USDC', decimals=6)
+        """
+        if not isinstance(asset, str) or not asset.strip():
+            raise InvalidInputError("asset must be 'native', a symbol or an address", field="asset")
+        text = asset.strip()
+        native_symbol = NATIVE_SYMBOLS.get(self.chain)
+        if text.lower() == NATIVE or (native_symbol and text.upper() == native_symbol):
+            return AssetInfo(NATIVE, native_symbol, NATIVE_DECIMALS.get(self.chain))
+        listed = self._listed_tokens()
+        if len(text) <= _MAX_SYMBOL:
+            by_symbol = [e for e in listed if e.symbol and e.symbol.upper() == text.upper()]
+            if len(by_symbol) == 1:
+                entry = by_symbol[0]
+                return AssetInfo(entry.address, entry.symbol, self._decimals(entry))
+            if len(by_symbol) > 1:
+                raise InvalidInputError(
+                    f"several listed tokens use the symbol {text!r}; give the token address",
+                    field="asset",
+                )
+        adapter = self._adapter()
+        address = adapter.validate_address(text)
+        if len(text) <= _MAX_SYMBOL and address != text:  # pragma: no cover - defensive
+            raise InvalidInputError(f"unknown asset {text!r}", field="asset")
+        for entry in listed:
+            if entry.address.lower() == address.lower():
+                return AssetInfo(address, entry.symbol, self._decimals(entry))
+        return AssetInfo(address, None, self._chain_decimals(address))
+
+    def _decimals(self, entry: Any) -> int | None:
+        if entry.decimals is not None:
+            return int(entry.decimals)
+        return self._chain_decimals(entry.address)
+
+    def _chain_decimals(self, address: str) -> int | None:
+        reader = getattr(self._adapter(), "token_decimals", None)
+        if reader is None:
+            return None
+        return int(reader(address))
+
+    def parse_units(self, amount: str | Decimal, asset: str = NATIVE) -> int:
+        """``"0.05"`` or ``"0.05 SOL"`` of ``asset`` in base units, exactly (never floats).
+
+        Raises:
+            InvalidInputError: a float, a malformed or over-precise amount, an unknown asset.
+
+        Example::
+
+            handle.parse_units("0.05 SOL")         # 50_000_000
+            handle.parse_units("12.5", "USDC")     # 12_500_000
+        """
+        return self.asset(asset).parse(amount)
+
+    def format_units(self, amount: int, asset: str = NATIVE) -> str:
+        """Base units of ``asset`` in whole units with its symbol (``"0.05 SOL"``).
+
+        Raises:
+            InvalidInputError: ``amount`` is not an int >= 0, or an unknown asset.
+        """
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+            raise InvalidInputError("amount must be an int of base units >= 0", field="amount")
+        return self.asset(asset).format(amount)
+
+    # ------------------------------------------------------------------ reading
+
+    def balance(self, asset: str = NATIVE) -> Balance:
+        """The agent's balance of ``asset`` (default: the native coin).
+
+        Raises:
+            AuthError: the token is no longer valid.
+            InvalidInputError / InvalidAddressError: unknown asset.
+            ChainError: the chain could not be asked.
+
+        Example::
+
+            handle.balance().display           # "2 SOL"
+            handle.balance("USDC").amount      # 12_500_000
+        """
+        self._verify()
+        info = self.asset(asset)
+        adapter = self._adapter()
+        if info.asset == NATIVE:
+            amount = int(adapter.get_balance(self.address))
+        else:
+            amount = int(adapter.get_token_balance(self.address, info.asset))
+        return Balance(info.asset, info.symbol, info.decimals, amount, info.format(amount))
+
+    def balances(self) -> list[Balance]:
+        """The native balance, then one per token listed for the agent in ``ALLOWED_TOKENS``.
+
+        Raises:
+            AuthError, ChainError.
+
+        Example::
+
+            for b in handle.balances(): print(b.display)
+        """
+        out = [self.balance()]
+        for entry in self._listed_tokens():
+            out.append(self.balance(entry.address))
+        return out
+
+    def get_transaction(self, tx_id: str) -> TransactionResult:
+        """One of the agent's own transactions (another agent's is "not found").
+
+        Raises:
+            AuthError, InvalidInputError, NotFoundError.
+
+        Example::
+
+            handle.get_transaction(result.id).status
+        """
+        self._verify()
+        tx = self._wallet.get_transaction(check_id(tx_id, "tx_id"))
+        if tx.agent_id != self.agent_id:
+            raise NotFoundError("transaction", tx_id)
+        return tx
+
+    def transactions(
+        self,
+        *,
+        status: TxStatus | str | None = None,
+        limit: int = 20,
+        before: str | None = None,
+    ) -> list[TransactionInfo]:
+        """The agent's own transactions, newest first (page with ``before``).
+
+        Raises:
+            AuthError, InvalidInputError.
+
+        Example::
+
+            queued = handle.transactions(status="QUEUED")
+        """
+        self._verify()
+        return self._wallet.list_transactions(
+            agent_id=self.agent_id, status=status, limit=limit, before=before
+        )
+
+    def _spending_probe(self) -> Any:
+        """Explain a native transfer larger than any budget, under the amount rules only."""
+        from waiaas.pipeline.gate import agent_context
+        from waiaas.policy import applicable, explain
+        from waiaas.policy.rules import SpendingLimitRules
+
+        wallet = self._wallet
+        now = wallet.clock.now()
+        with wallet.db.read() as uow:
+            row = uow.agents.get(self.agent_id)
+            if row is None:  # pragma: no cover - agents are never deleted
+                raise NotFoundError("agent", self.agent_id)
+            context = agent_context(row)
+            gate = wallet.pipeline.gate
+            specs = [
+                s
+                for s in applicable(gate.policies(uow, self.agent_id), context)
+                if isinstance(s.rules, SpendingLimitRules)
+            ]
+            usage = gate.usage(uow, self.agent_id, now, specs)
+        probe = Transfer(to=self.address, amount=10**40)
+        return explain(probe, context, specs, usage, now, config=wallet.config)
+
+    def _restrictions(self) -> tuple[str, ...]:
+        from waiaas.pipeline.gate import agent_context
+        from waiaas.policy import applicable
+
+        wallet = self._wallet
+        with wallet.db.read() as uow:
+            row = uow.agents.get(self.agent_id)
+            if row is None:  # pragma: no cover - agents are never deleted
+                raise NotFoundError("agent", self.agent_id)
+            specs = applicable(wallet.pipeline.gate.policies(uow, self.agent_id), agent_context(row))
+        return tuple(sorted({str(s.type) for s in specs} - {"SPENDING_LIMIT"}))
+
+    # ------------------------------------------------------------------ acting
+
+    def send(self, request: Request | Mapping[str, Any]) -> TransactionResult:
+        """Send a request (amounts in base units) through the pipeline as this agent.
+
+        Raises (refusals; nothing was executed):
+            InvalidInputError, AuthError, KillSwitchActiveError, AgentNotActiveError,
+            ConstraintViolationError, PolicyDeniedError, KeystoreLockedError.
+
+        Returns:
+            The transaction: CONFIRMED, QUEUED (DELAY / APPROVAL) or FAILED with ``error``
+            when the chain refused it.
+
+        Example::
+
+            result = handle.send(Transfer(to=dest, amount=50_000_000))
+        """
+        return self._wallet.send(self._token, request)
+
+    def transfer_request(
+        self, to: str, amount: str | Decimal, asset: str = NATIVE, *, memo: str | None = None
+    ) -> Transfer | TokenTransfer:
+        """Build the request for sending ``amount`` (whole units, a decimal string) of
+        ``asset`` to ``to``.
+
+        Raises:
+            InvalidInputError: a float or malformed amount, an unknown asset.
+        """
+        info = self.asset(asset)
+        base = info.parse(amount)
+        if info.asset == NATIVE:
+            return Transfer(to=to, amount=base, memo=memo)
+        if memo is not None:
+            raise InvalidInputError("a memo is only supported on native transfers", field="memo")
+        return TokenTransfer(token=info.asset, to=to, amount=base, decimals=info.decimals)
+
+    def transfer(
+        self, to: str, amount: str | Decimal, asset: str = NATIVE, *, memo: str | None = None
+    ) -> TransactionResult:
+        """Send ``amount`` of ``asset`` in whole units (``"0.05"``, ``"0.05 SOL"``) to ``to``.
+
+        Raises and returns as :meth:`send`.
+
+        Example::
+
+            handle.transfer(dest, "0.05")           # 0.05 SOL
+            handle.transfer(dest, "12.5", "USDC")   # a listed token, by symbol
+        """
+        return self.send(self.transfer_request(to, amount, asset, memo=memo))
+
+    def dry_run(self, request: Request | Mapping[str, Any]) -> Explanation:
+        """What the policies would decide for ``request``, and what would change it.
+        Nothing is written.
+
+        Raises:
+            InvalidInputError, AuthError.
+
+        Example::
+
+            preview = handle.dry_run(Transfer(to=dest, amount=10**9))
+            preview.decision.tier, preview.hints
+        """
+        return self._wallet.dry_run(request, token=self._token)
+
+    def cancel(self, tx_id: str) -> TransactionInfo:
+        """Cancel one of the agent's own DELAY transactions while it waits (QUEUED).
+
+        A transaction waiting for the owner's approval is the owner's to decide.
+
+        Raises:
+            AuthError, InvalidInputError, NotFoundError (not the agent's),
+            StateError (not a waiting DELAY transaction).
+
+        Example::
+
+            handle.cancel(result.id)
+        """
+        tx = self.get_transaction(tx_id)
+        if tx.tier != Tier.DELAY or tx.status not in (TxStatus.PENDING, TxStatus.QUEUED):
+            raise StateError(
+                f"transaction {tx.id} is {tx.status.value} ({tx.tier.value if tx.tier else '-'}); "
+                "an agent can cancel only its own DELAY transactions while they wait",
+                tx_id=tx.id,
+                status=tx.status.value,
+            )
+        return self._wallet.cancel(tx.id, token=self._token)
+
+    def limits(self) -> AgentLimits:
+        """What the session and the policies still allow, redacted for the agent.
+
+        Raises:
+            AuthError: the token was refused.
+
+        Example::
+
+            handle.limits().native_max_by_tier   # {"INSTANT": 50000000, ...}
+        """
+        verified = self._verify()
+        constraints = verified.constraints
+        usage = verified.usage
+        per_tx = dict(constraints.max_amount_per_tx or {})
+        remaining = {
+            asset: max(0, total - usage.total(asset))
+            for asset, total in (constraints.max_total_amount or {}).items()
+        }
+        left_count = (
+            None
+            if constraints.max_tx_count is None
+            else max(0, constraints.max_tx_count - usage.tx_count)
+        )
+        probe = self._spending_probe()
+        budgets = tuple(
+            {
+                "window": b.window,
+                "limit": str(b.limit),
+                "spent": str(b.spent),
+                "remaining": str(b.remaining),
+            }
+            for b in probe.decision.budget
+            if b.asset == NATIVE and b.window != "transaction"
+        )
+        caps = [v for v in (per_tx.get(NATIVE), remaining.get(NATIVE)) if v is not None]
+        by_tier: dict[str, int | None] = {
+            tier: min([amount, *caps]) for tier, amount in probe.amount_for_tier.items()
+        }
+        if probe.decision.allowed:  # no policy caps the highest tier: only the session does
+            by_tier[probe.decision.tier.value] = min(caps) if caps else None
+        return AgentLimits(
+            agent_id=self.agent_id,
+            chain=self.chain,
+            network=self.network,
+            session_expires_at=verified.expires_at,
+            tx_types=(
+                tuple(t.value for t in constraints.allowed_tx_types)
+                if constraints.allowed_tx_types is not None
+                else None
+            ),
+            max_per_transaction=per_tx,
+            session_remaining=remaining,
+            transactions_remaining=left_count,
+            native_max_by_tier=by_tier,
+            budgets=budgets,
+            restrictions=self._restrictions(),
+        )

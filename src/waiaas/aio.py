@@ -1,0 +1,478 @@
+"""The async API: :class:`AsyncWallet` and :class:`AsyncAgentHandle`.
+
+The same API as :class:`~waiaas.Wallet` and :class:`~waiaas.AgentHandle`, as coroutines,
+for hosts that run an event loop (FastAPI, Jupyter, async agent frameworks)::
+
+    from waiaas import AsyncWallet
+
+    async with await AsyncWallet.open("wallet.db", password=pw, chains=chains) as wallet:
+        handle = await wallet.agent(token)
+        result = await handle.transfer(dest, "0.05")
+
+Design: a bounded thread pool around the synchronous core (see ``docs/design.md``). Every
+call runs in the wallet's own pool of ``max_workers`` threads, so the event loop never waits
+on SQLite, the keystore's Argon2id or a chain; budgets stay exact because the core decides
+and records each request inside one ``BEGIN IMMEDIATE`` transaction, whichever thread runs
+it. Cancelling an awaiting task does not undo a request already handed to the pool: the
+transaction completes and can be read back with :meth:`AsyncWallet.get_transaction`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+
+from waiaas.errors import InvalidInputError
+from waiaas.policy.model import NATIVE
+
+if TYPE_CHECKING:
+    from waiaas.agent import AgentHandle, AgentLimits, AssetInfo, Balance
+    from waiaas.chains.base import ChainAdapter
+    from waiaas.clock import Clock
+    from waiaas.config import WalletConfig
+    from waiaas.pipeline.engine import PipelineHooks
+    from waiaas.policy import Explanation
+    from waiaas.policy.model import PriceOracle
+    from waiaas.services.policies import PolicyInfo
+    from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo
+    from waiaas.types import (
+        AgentInfo,
+        AgentStatus,
+        AuditEvent,
+        AuditPage,
+        KillSwitchState,
+        Request,
+        Severity,
+        TokenTransfer,
+        TransactionInfo,
+        Transfer,
+        TxStatus,
+    )
+    from waiaas.wallet import TransactionResult, Wallet
+
+__all__ = ["AsyncAgentHandle", "AsyncWallet"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_MAX_WORKERS = 8
+"""Threads an :class:`AsyncWallet` uses by default (SQLite serialises writers anyway)."""
+
+
+class _Runner:
+    """Runs blocking calls in a bounded pool, carrying the caller's context variables."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="waiaas-aio")
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, fn, *args, **kwargs)
+        return await loop.run_in_executor(self.pool, call)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _check_workers(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise InvalidInputError("max_workers must be an int from 1 to 256", field="max_workers")
+    return value
+
+
+class AsyncWallet:
+    """A :class:`~waiaas.Wallet` for asyncio: every method is a coroutine that never blocks
+    the event loop. Open it with ``await AsyncWallet.open(...)``.
+
+    Attributes:
+        sync: the underlying :class:`~waiaas.Wallet` (for code that is not async).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("use await AsyncWallet.open(path, password=..., chains=[...])")
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        password: str | None = None,
+        chains: Iterable[ChainAdapter] = (),
+        config: WalletConfig | None = None,
+        clock: Clock | None = None,
+        notifier: Any = None,
+        price_oracle: PriceOracle | None = None,
+        background: bool | None = None,
+        hooks: PipelineHooks | None = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+    ) -> AsyncWallet:
+        """Open (or create) the wallet at ``path`` without blocking the loop.
+
+        Arguments and errors as :meth:`waiaas.Wallet.open`, plus ``max_workers``: the size of
+        the wallet's thread pool (1..256, default 8).
+
+        Example::
+
+            wallet = await AsyncWallet.open("agents.db", password=pw, chains=chains)
+        """
+        from waiaas.wallet import Wallet
+
+        runner = _Runner(_check_workers(max_workers))
+        try:
+            wallet = await runner.run(
+                Wallet.open,
+                path,
+                password=password,
+                chains=list(chains),
+                config=config,
+                clock=clock,
+                notifier=notifier,
+                price_oracle=price_oracle,
+                background=background,
+                hooks=hooks,
+            )
+        except BaseException:
+            runner.shutdown()
+            raise
+        self = object.__new__(cls)
+        self.sync = wallet
+        self._runner = runner
+        return self
+
+    @classmethod
+    def wrap(cls, wallet: Wallet, *, max_workers: int = DEFAULT_MAX_WORKERS) -> AsyncWallet:
+        """An async view of an already open :class:`~waiaas.Wallet` (it owns a new pool;
+        :meth:`close` closes the wallet too).
+
+        Example::
+
+            awallet = AsyncWallet.wrap(Wallet.open(...))
+        """
+        from waiaas.wallet import Wallet
+
+        if not isinstance(wallet, Wallet):
+            raise InvalidInputError("wallet must be a waiaas Wallet", field="wallet")
+        self = object.__new__(cls)
+        self.sync = wallet
+        self._runner = _Runner(_check_workers(max_workers))
+        return self
+
+    sync: Wallet
+    _runner: _Runner
+
+    def __repr__(self) -> str:
+        return f"Async{self.sync!r}"
+
+    async def close(self) -> None:
+        """Close the wallet (as :meth:`waiaas.Wallet.close`), then the thread pool."""
+        try:
+            await self._runner.run(self.sync.close)
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, self._runner.shutdown)
+
+    async def __aenter__(self) -> AsyncWallet:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ the agent's side
+
+    async def agent(self, token: str) -> AsyncAgentHandle:
+        """An :class:`AsyncAgentHandle` for session ``token`` (see :meth:`waiaas.Wallet.agent`).
+
+        Example::
+
+            handle = await wallet.agent(token)
+        """
+        handle = await self._runner.run(self.sync.agent, token)
+        return AsyncAgentHandle(handle, self._runner)
+
+    async def send(self, token: str, request: Request | Mapping[str, Any]) -> TransactionResult:
+        """As :meth:`waiaas.Wallet.send`."""
+        return await self._runner.run(self.sync.send, token, request)
+
+    async def dry_run(
+        self,
+        request: Request | Mapping[str, Any],
+        *,
+        agent_id: str | None = None,
+        token: str | None = None,
+    ) -> Explanation:
+        """As :meth:`waiaas.Wallet.dry_run`."""
+        return await self._runner.run(self.sync.dry_run, request, agent_id=agent_id, token=token)
+
+    async def get_transaction(self, tx_id: str) -> TransactionResult:
+        """As :meth:`waiaas.Wallet.get_transaction`."""
+        return await self._runner.run(self.sync.get_transaction, tx_id)
+
+    async def list_transactions(
+        self,
+        *,
+        agent_id: str | None = None,
+        status: TxStatus | str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[TransactionInfo]:
+        """As :meth:`waiaas.Wallet.list_transactions`."""
+        return await self._runner.run(
+            self.sync.list_transactions, agent_id=agent_id, status=status, limit=limit, before=before
+        )
+
+    async def cancel(self, tx_id: str, *, token: str | None = None) -> TransactionInfo:
+        """As :meth:`waiaas.Wallet.cancel`."""
+        return await self._runner.run(self.sync.cancel, tx_id, token=token)
+
+    async def balance(self, agent_id: str, token: str | None = None) -> int:
+        """As :meth:`waiaas.Wallet.balance`."""
+        return await self._runner.run(self.sync.balance, agent_id, token)
+
+    # ------------------------------------------------------------------ owner / operator
+
+    async def create_agent(
+        self,
+        name: str,
+        chain: str,
+        network: str | None = None,
+        *,
+        owner_address: str | None = None,
+    ) -> AgentInfo:
+        """As :meth:`waiaas.Wallet.create_agent`."""
+        return await self._runner.run(
+            self.sync.create_agent, name, chain, network, owner_address=owner_address
+        )
+
+    async def get_agent(self, agent_id: str) -> AgentInfo:
+        """As :meth:`waiaas.Wallet.get_agent`."""
+        return await self._runner.run(self.sync.get_agent, agent_id)
+
+    async def list_agents(self, *, status: AgentStatus | str | None = None) -> list[AgentInfo]:
+        """As :meth:`waiaas.Wallet.list_agents`."""
+        return await self._runner.run(self.sync.list_agents, status=status)
+
+    async def suspend_agent(
+        self, agent_id: str, *, reason: str = "suspended by the owner"
+    ) -> AgentInfo:
+        """As :meth:`waiaas.Wallet.suspend_agent`."""
+        return await self._runner.run(self.sync.suspend_agent, agent_id, reason=reason)
+
+    async def resume_agent(self, agent_id: str) -> AgentInfo:
+        """As :meth:`waiaas.Wallet.resume_agent`."""
+        return await self._runner.run(self.sync.resume_agent, agent_id)
+
+    async def terminate_agent(self, agent_id: str) -> AgentInfo:
+        """As :meth:`waiaas.Wallet.terminate_agent`."""
+        return await self._runner.run(self.sync.terminate_agent, agent_id)
+
+    async def set_owner(self, agent_id: str, owner_address: str | None) -> AgentInfo:
+        """As :meth:`waiaas.Wallet.set_owner`."""
+        return await self._runner.run(self.sync.set_owner, agent_id, owner_address)
+
+    async def issue_session(
+        self,
+        agent_id: str,
+        *,
+        ttl: int | None = None,
+        constraints: SessionConstraints | Mapping[str, Any] | None = None,
+    ) -> IssuedSession:
+        """As :meth:`waiaas.Wallet.issue_session`."""
+        return await self._runner.run(
+            self.sync.issue_session, agent_id, ttl=ttl, constraints=constraints
+        )
+
+    async def renew_session(self, token: str) -> IssuedSession:
+        """As :meth:`waiaas.Wallet.renew_session`."""
+        return await self._runner.run(self.sync.renew_session, token)
+
+    async def revoke_session(self, session_id: str) -> None:
+        """As :meth:`waiaas.Wallet.revoke_session`."""
+        await self._runner.run(self.sync.revoke_session, session_id)
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        """As :meth:`waiaas.Wallet.get_session`."""
+        return await self._runner.run(self.sync.get_session, session_id)
+
+    async def add_policy(
+        self,
+        type: str,
+        rules: Mapping[str, Any] | str,
+        *,
+        agent_id: str | None = None,
+        priority: int = 0,
+        enabled: bool = True,
+    ) -> PolicyInfo:
+        """As :meth:`waiaas.Wallet.add_policy`."""
+        return await self._runner.run(
+            self.sync.add_policy,
+            type,
+            rules,
+            agent_id=agent_id,
+            priority=priority,
+            enabled=enabled,
+        )
+
+    async def approval_message(
+        self, tx_id: str, action: Literal["approve", "reject"] = "approve"
+    ) -> str:
+        """As :meth:`waiaas.Wallet.approval_message`."""
+        return await self._runner.run(self.sync.approval_message, tx_id, action)
+
+    async def approve(self, tx_id: str, signature: str) -> TransactionInfo:
+        """As :meth:`waiaas.Wallet.approve`."""
+        return await self._runner.run(self.sync.approve, tx_id, signature)
+
+    async def reject(self, tx_id: str, signature: str) -> TransactionInfo:
+        """As :meth:`waiaas.Wallet.reject`."""
+        return await self._runner.run(self.sync.reject, tx_id, signature)
+
+    async def process_due(self) -> dict[str, int]:
+        """As :meth:`waiaas.Wallet.process_due`."""
+        return await self._runner.run(self.sync.process_due)
+
+    async def kill_switch(self, reason: str = "kill switch activated by the owner") -> dict[str, Any]:
+        """As :meth:`waiaas.Wallet.kill_switch`."""
+        return await self._runner.run(self.sync.kill_switch, reason)
+
+    async def recover(self, *, resume_agents: bool = False) -> dict[str, Any]:
+        """As :meth:`waiaas.Wallet.recover`."""
+        return await self._runner.run(self.sync.recover, resume_agents=resume_agents)
+
+    async def kill_switch_state(self) -> KillSwitchState:
+        """As :meth:`waiaas.Wallet.kill_switch_state`."""
+        return await self._runner.run(self.sync.kill_switch_state)
+
+    async def audit(
+        self,
+        *,
+        agent_id: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        event_types: Sequence[AuditEvent | str] | None = None,
+        severities: Sequence[Severity | str] | None = None,
+        tx_id: str | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> AuditPage:
+        """As :meth:`waiaas.Wallet.audit`."""
+        return await self._runner.run(
+            self.sync.audit,
+            agent_id=agent_id,
+            since=since,
+            until=until,
+            event_types=event_types,
+            severities=severities,
+            tx_id=tx_id,
+            limit=limit,
+            cursor=cursor,
+        )
+
+
+class AsyncAgentHandle:
+    """An :class:`~waiaas.AgentHandle` for asyncio; every method is a coroutine.
+
+    Get one with ``await async_wallet.agent(token)``. ``repr()`` never shows the token.
+
+    Attributes:
+        sync: the underlying :class:`~waiaas.AgentHandle`.
+        agent_id, session_id, chain, network, address: as on the handle.
+    """
+
+    def __init__(self, handle: AgentHandle, runner: _Runner) -> None:
+        self.sync = handle
+        self._runner = runner
+        self.agent_id = handle.agent_id
+        self.session_id = handle.session_id
+        self.chain = handle.chain
+        self.network = handle.network
+        self.address = handle.address
+
+    def __repr__(self) -> str:
+        return f"Async{self.sync!r}"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an AsyncAgentHandle holds a session token and cannot be pickled")
+
+    async def asset(self, asset: str = NATIVE) -> AssetInfo:
+        """As :meth:`waiaas.AgentHandle.asset`."""
+        return await self._runner.run(self.sync.asset, asset)
+
+    async def parse_units(self, amount: str | Decimal, asset: str = NATIVE) -> int:
+        """As :meth:`waiaas.AgentHandle.parse_units`."""
+        return await self._runner.run(self.sync.parse_units, amount, asset)
+
+    async def format_units(self, amount: int, asset: str = NATIVE) -> str:
+        """As :meth:`waiaas.AgentHandle.format_units`."""
+        return await self._runner.run(self.sync.format_units, amount, asset)
+
+    async def balance(self, asset: str = NATIVE) -> Balance:
+        """As :meth:`waiaas.AgentHandle.balance`."""
+        return await self._runner.run(self.sync.balance, asset)
+
+    async def balances(self) -> list[Balance]:
+        """As :meth:`waiaas.AgentHandle.balances`."""
+        return await self._runner.run(self.sync.balances)
+
+    async def get_transaction(self, tx_id: str) -> TransactionResult:
+        """As :meth:`waiaas.AgentHandle.get_transaction`."""
+        return await self._runner.run(self.sync.get_transaction, tx_id)
+
+    async def transactions(
+        self,
+        *,
+        status: TxStatus | str | None = None,
+        limit: int = 20,
+        before: str | None = None,
+    ) -> list[TransactionInfo]:
+        """As :meth:`waiaas.AgentHandle.transactions`."""
+        return await self._runner.run(
+            self.sync.transactions, status=status, limit=limit, before=before
+        )
+
+    async def send(self, request: Request | Mapping[str, Any]) -> TransactionResult:
+        """As :meth:`waiaas.AgentHandle.send`."""
+        return await self._runner.run(self.sync.send, request)
+
+    async def transfer_request(
+        self, to: str, amount: str | Decimal, asset: str = NATIVE, *, memo: str | None = None
+    ) -> Transfer | TokenTransfer:
+        """As :meth:`waiaas.AgentHandle.transfer_request`."""
+        return await self._runner.run(self.sync.transfer_request, to, amount, asset, memo=memo)
+
+    async def transfer(
+        self, to: str, amount: str | Decimal, asset: str = NATIVE, *, memo: str | None = None
+    ) -> TransactionResult:
+        """As :meth:`waiaas.AgentHandle.transfer`."""
+        return await self._runner.run(self.sync.transfer, to, amount, asset, memo=memo)
+
+    async def dry_run(self, request: Request | Mapping[str, Any]) -> Explanation:
+        """As :meth:`waiaas.AgentHandle.dry_run`."""
+        return await self._runner.run(self.sync.dry_run, request)
+
+    async def cancel(self, tx_id: str) -> TransactionInfo:
+        """As :meth:`waiaas.AgentHandle.cancel`."""
+        return await self._runner.run(self.sync.cancel, tx_id)
+
+    async def limits(self) -> AgentLimits:
+        """As :meth:`waiaas.AgentHandle.limits`."""
+        return await self._runner.run(self.sync.limits)
+
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any] | str | None = None
+    ) -> dict[str, Any]:
+        """Run one of :mod:`waiaas.tools`' tools as this agent (see ``Toolkit.call``)."""
+        from waiaas.tools import Toolkit
+
+        return await self._runner.run(Toolkit(self.sync).call, name, arguments)

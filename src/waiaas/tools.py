@@ -1,0 +1,543 @@
+"""Tools for language models: JSON schemas, one dispatcher, JSON outcomes.
+
+:class:`Toolkit` wraps an :class:`~waiaas.AgentHandle` as a small set of tools a model can
+call. Each tool has a hand-written JSON schema whose descriptions tell the model what the
+tool does and what to pass (amounts are decimal *strings* of whole units plus an asset,
+never numbers). :meth:`Toolkit.call` is the one dispatcher every framework adapter uses::
+
+    from waiaas.tools import Toolkit
+
+    kit = Toolkit(wallet.agent(token))
+    kit.specs()                           # [{"name", "description", "parameters"}, ...]
+    kit.call("send_transfer", {"to": dest, "amount": "0.05"})
+    # {"ok": true, "transaction": {"id": ..., "status": "CONFIRMED", "amount": "0.05 SOL", ...}}
+
+Every outcome is JSON-serialisable, errors included. A refusal comes back as a compact
+payload a model can act on, never as an exception::
+
+    {"ok": false, "error": {"code": "POLICY_DENIED",
+                            "message": "1 SOL exceeds the per-transaction limit of 0.5 SOL",
+                            "figure": {"limit": "500000000", ...},
+                            "next": "send a smaller amount (get_limits shows what is left) ..."}}
+
+The deciding reason comes first: a hard limit (spending limit, allow-list, rate limit, time
+window...) before "needs the owner's approval"; the same reason is never listed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from waiaas.agent import AgentHandle
+from waiaas.errors import (
+    AgentNotActiveError,
+    AuthError,
+    ChainError,
+    ConstraintViolationError,
+    InvalidInputError,
+    KeystoreError,
+    KillSwitchActiveError,
+    NotFoundError,
+    PolicyDeniedError,
+    StateError,
+    WaiaasError,
+)
+from waiaas.types import TransactionInfo, TxStatus
+
+__all__ = ["TOOL_NAMES", "Toolkit", "error_payload", "tool_specs"]
+
+log = logging.getLogger("waiaas.tools")
+
+# --------------------------------------------------------------------------- schemas
+
+_AMOUNT = {
+    "type": "string",
+    "pattern": r"^[0-9]+(\.[0-9]+)?( [A-Za-z0-9]{1,16})?$",
+    "description": (
+        'The amount in whole units as a decimal STRING, e.g. "0.05" (0.05 SOL) or "12.5". '
+        "Never a number. An optional symbol may follow after a space (\"0.05 SOL\")."
+    ),
+}
+_ASSET = {
+    "type": "string",
+    "default": "native",
+    "description": (
+        'What to send: "native" (SOL on Solana, ETH on EVM; the default), a token symbol '
+        "the wallet lists (e.g. \"USDC\") or a token's address (mint / contract)."
+    ),
+}
+_TO = {
+    "type": "string",
+    "description": "The recipient address (base58 on Solana, 0x... on EVM).",
+}
+_TX_ID = {"type": "string", "description": "The transaction id returned by send_transfer."}
+
+_SPECS: dict[str, dict[str, Any]] = {
+    "get_balance": {
+        "description": (
+            "Read the agent's balances in whole units. Without an asset: the native coin "
+            "and every token the wallet lists for the agent. Read-only."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "asset": {
+                    "type": "string",
+                    "description": 'One asset only: "native", a listed symbol or a token address.',
+                }
+            },
+            "required": [],
+            "additionalProperties": False,
+        },
+    },
+    "send_transfer": {
+        "description": (
+            "Send native coins or tokens to an address. Spending policies apply: small amounts "
+            "execute at once, larger ones may wait (DELAY, cancellable) or need the owner's "
+            "approval, and some are refused. Check get_limits or preview_transfer first when "
+            "unsure. Returns the transaction (status CONFIRMED, QUEUED or FAILED)."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "to": _TO,
+                "amount": _AMOUNT,
+                "asset": _ASSET,
+                "memo": {
+                    "type": "string",
+                    "maxLength": 256,
+                    "description": "An optional memo (native Solana transfers only).",
+                },
+            },
+            "required": ["to", "amount"],
+            "additionalProperties": False,
+        },
+    },
+    "preview_transfer": {
+        "description": (
+            "Dry run: say whether a transfer would be allowed and at which tier (INSTANT, "
+            "NOTIFY, DELAY, APPROVAL), why, and what amount would be allowed instead. "
+            "Nothing is sent or recorded."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"to": _TO, "amount": _AMOUNT, "asset": _ASSET},
+            "required": ["to", "amount"],
+            "additionalProperties": False,
+        },
+    },
+    "get_transaction": {
+        "description": "Read one of the agent's own transactions by id (status, hash, error).",
+        "parameters": {
+            "type": "object",
+            "properties": {"tx_id": _TX_ID},
+            "required": ["tx_id"],
+            "additionalProperties": False,
+        },
+    },
+    "list_transactions": {
+        "description": "List the agent's own recent transactions, newest first.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "status": {
+                    "type": "string",
+                    "enum": [s.value for s in TxStatus],
+                    "description": "Only transactions in this status (e.g. QUEUED).",
+                },
+                "limit": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 50,
+                    "default": 10,
+                    "description": "How many to return (1-50, default 10).",
+                },
+            },
+            "required": [],
+            "additionalProperties": False,
+        },
+    },
+    "cancel_transaction": {
+        "description": (
+            "Cancel one of the agent's own DELAY transactions while it waits (status QUEUED). "
+            "Transactions waiting for the owner's approval cannot be cancelled by the agent."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"tx_id": _TX_ID},
+            "required": ["tx_id"],
+            "additionalProperties": False,
+        },
+    },
+    "get_limits": {
+        "description": (
+            "What the agent may still do: the largest native amount per tier, the budgets "
+            "left in each window, the session's caps and expiry, other rules in force."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {},
+            "required": [],
+            "additionalProperties": False,
+        },
+    },
+}
+
+TOOL_NAMES: tuple[str, ...] = tuple(_SPECS)
+"""The tool names, in the order :func:`tool_specs` lists them."""
+
+
+def tool_specs() -> list[dict[str, Any]]:
+    """Every tool as ``{"name", "description", "parameters"}`` (``parameters`` is a JSON
+    Schema object). A fresh copy each call.
+
+    Example::
+
+        for spec in tool_specs(): print(spec["name"], spec["description"])
+    """
+    return [json.loads(json.dumps({"name": n, **s})) for n, s in _SPECS.items()]
+
+
+# --------------------------------------------------------------------------- errors
+
+_OWNER_TYPES = frozenset({"OWNER", "APPROVAL"})
+
+_NEXT_BY_TYPE: dict[str, str] = {
+    "SPENDING_LIMIT": (
+        "send a smaller amount (get_limits shows what is left), wait for the budget window "
+        "to free up, or ask the owner to raise the limit"
+    ),
+    "RATE_LIMIT": "wait before sending again; too many requests in the window",
+    "TIME_RESTRICTION": "try again when the allowed time window opens",
+    "ALLOWED_ADDRESSES": "send only to an allowed recipient, or ask the owner to allow this one",
+    "ALLOWED_TOKENS": "use an allowed token, or ask the owner to allow this one",
+    "ALLOWED_NETWORKS": "this network is not allowed for the agent; ask the owner",
+    "CONTRACT_WHITELIST": "call only allowed contracts, or ask the owner to allow this one",
+    "METHOD_WHITELIST": "call only allowed methods, or ask the owner to allow this one",
+    "APPROVED_SPENDERS": "approve only allowed spenders, or ask the owner",
+    "APPROVE_AMOUNT_LIMIT": "approve a smaller amount",
+    "AUTO_STOP": "stop and report to the owner: the agent's safety stop fired",
+    "OWNER": "send a smaller amount that needs no approval, or ask the owner to set an owner",
+    "APPROVAL": "send a smaller amount that needs no approval, or ask the owner to set an owner",
+}
+
+
+def _reason_dict(reason: Any) -> dict[str, Any]:
+    if isinstance(reason, Mapping):
+        return dict(reason)
+    dump = getattr(reason, "model_dump", None)
+    if callable(dump):
+        data: dict[str, Any] = dump(mode="json")
+        return data
+    return {"message": str(reason)}
+
+
+def _deciding_reasons(exc: PolicyDeniedError) -> list[dict[str, Any]]:
+    """The deny reasons, deduplicated, hard caps before owner-approval reasons."""
+    raw = list(getattr(exc, "reasons", None) or [])
+    if not raw:
+        decision = getattr(exc, "decision", None)
+        raw = [r for r in getattr(decision, "reasons", ()) if getattr(r, "effect", "") == "deny"]
+    seen: set[tuple[str, str]] = set()
+    out: list[dict[str, Any]] = []
+    for item in raw:
+        data = _reason_dict(item)
+        if data.get("effect", "deny") != "deny":
+            continue
+        key = (str(data.get("type", "")), str(data.get("message", "")))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(data)
+    out.sort(key=lambda r: 1 if str(r.get("type", "")) in _OWNER_TYPES else 0)
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    """A compact JSON-able error for a model: ``code``, one ``message``, the deciding
+    ``figure`` (when there is one) and ``next`` (what to do now).
+
+    Built only from the error's public attributes, so it follows new attributes of the
+    errors without changes here. Never contains a token, key or password.
+
+    Example::
+
+        try:
+            handle.transfer(dest, "5")
+        except WaiaasError as exc:
+            error_payload(exc)["error"]["message"]
+    """
+    if not isinstance(exc, WaiaasError):
+        log.error("tool call failed unexpectedly", exc_info=exc)
+        return {
+            "ok": False,
+            "error": {
+                "code": "INTERNAL_ERROR",
+                "message": "the wallet failed unexpectedly",
+                "next": "stop and report to the operator; do not retry",
+            },
+        }
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    figure: Any = None
+    nxt = "fix the request and try again"
+    if isinstance(exc, PolicyDeniedError):
+        reasons = _deciding_reasons(exc)
+        if reasons:
+            first = reasons[0]
+            body["message"] = str(first.get("message") or exc.message)
+            body["rule"] = first.get("type")
+            figure = first.get("figures") or None
+            nxt = _NEXT_BY_TYPE.get(str(first.get("type")), "ask the owner why it was denied")
+            others = sorted({str(r.get("type")) for r in reasons[1:]} - {str(first.get("type"))})
+            if others:
+                body["also"] = others
+        if getattr(exc, "tx_id", None):
+            body["tx_id"] = exc.tx_id
+    elif isinstance(exc, ConstraintViolationError):
+        figure = {"constraint": exc.constraint}
+        nxt = "stay within the session's limits (get_limits shows them)"
+    elif isinstance(exc, InvalidInputError):
+        if exc.field:
+            figure = {"field": exc.field}
+        nxt = "fix the argument named in the message and call again"
+    elif isinstance(exc, AuthError):
+        body["message"] = exc.message
+        nxt = "stop: the session is no longer valid; ask the operator for a new session"
+    elif isinstance(exc, KillSwitchActiveError):
+        nxt = "stop: the owner has halted every transaction"
+    elif isinstance(exc, AgentNotActiveError):
+        figure = {"status": exc.status}
+        nxt = "stop: the agent is not active; report to the owner"
+    elif isinstance(exc, NotFoundError):
+        nxt = "check the id (list_transactions shows the agent's transactions)"
+    elif isinstance(exc, StateError):
+        status = getattr(exc, "status", None)
+        if status:
+            figure = {"status": status}
+        nxt = "read the transaction again (get_transaction); it may have moved on"
+    elif isinstance(exc, KeystoreError):
+        nxt = "try again later: the wallet cannot sign right now"
+    elif isinstance(exc, ChainError):
+        nxt = (
+            "try again in a moment"
+            if exc.kind.value == "transient"
+            else "the chain refused it; check the balance and the request"
+        )
+    if figure:
+        body["figure"] = _jsonable(figure)
+    body["next"] = nxt
+    return {"ok": False, "error": body}
+
+
+# --------------------------------------------------------------------------- dispatcher
+
+
+def _time(value: int | None) -> str | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+class Toolkit:
+    """The agent's tools over one :class:`~waiaas.AgentHandle`.
+
+    Args:
+        handle: the agent's handle (``wallet.agent(token)``).
+
+    Example::
+
+        kit = Toolkit(wallet.agent(token))
+        reply = kit.call("get_balance", {})       # a dict, JSON-serialisable
+        text = kit.call_json("get_limits", "{}")  # the same as JSON text
+    """
+
+    def __init__(self, handle: AgentHandle) -> None:
+        if not isinstance(handle, AgentHandle):
+            raise InvalidInputError("handle must be an AgentHandle", field="handle")
+        self.handle = handle
+        self._dispatch: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "get_balance": self._get_balance,
+            "send_transfer": self._send_transfer,
+            "preview_transfer": self._preview_transfer,
+            "get_transaction": self._get_transaction,
+            "list_transactions": self._list_transactions,
+            "cancel_transaction": self._cancel_transaction,
+            "get_limits": self._get_limits,
+        }
+
+    def __repr__(self) -> str:
+        return f"Toolkit({self.handle!r})"
+
+    @staticmethod
+    def specs() -> list[dict[str, Any]]:
+        """The tools' JSON schemas (see :func:`tool_specs`)."""
+        return tool_specs()
+
+    def call(self, name: str, arguments: Mapping[str, Any] | str | None = None) -> dict[str, Any]:
+        """Run tool ``name`` with ``arguments`` (a mapping or JSON text). Never raises for a
+        refusal or bad input: the outcome, success or error, is a JSON-able dict with ``ok``.
+
+        Example::
+
+            kit.call("send_transfer", {"to": dest, "amount": "0.05"})["transaction"]["status"]
+        """
+        try:
+            if name not in self._dispatch:
+                raise InvalidInputError(
+                    f"unknown tool {name!r}; the tools are: {', '.join(TOOL_NAMES)}", field="name"
+                )
+            args = _check_arguments(name, arguments)
+            return self._dispatch[name](args)
+        except Exception as exc:
+            return error_payload(exc)
+
+    def call_json(self, name: str, arguments: Mapping[str, Any] | str | None = None) -> str:
+        """:meth:`call`, returning compact JSON text."""
+        return json.dumps(self.call(name, arguments), separators=(",", ":"))
+
+    # ------------------------------------------------------------------ renderings
+
+    def _tx(self, tx: TransactionInfo) -> dict[str, Any]:
+        h = self.handle
+        asset = tx.asset or "native"
+        out: dict[str, Any] = {
+            "id": tx.id,
+            "status": tx.status.value,
+            "tier": tx.tier.value if tx.tier else None,
+            "type": tx.type.value,
+            "to": tx.to_address,
+        }
+        if tx.amount is not None:
+            try:
+                out["amount"] = h.format_units(tx.amount, asset)
+            except WaiaasError:
+                out["amount"] = f"{tx.amount} base units"
+            out["amount_base_units"] = str(tx.amount)
+            out["asset"] = asset
+        if tx.tx_hash:
+            out["tx_hash"] = tx.tx_hash
+        if tx.error:
+            out["error"] = tx.error
+        if tx.status == TxStatus.QUEUED and tx.execute_after is not None:
+            out["executes_after"] = _time(tx.execute_after)
+            out["note"] = "waiting out a delay; cancel_transaction can still cancel it"
+        if tx.status == TxStatus.QUEUED and tx.approval_expires_at is not None:
+            out["approval_expires_at"] = _time(tx.approval_expires_at)
+            out["note"] = "waiting for the owner's approval"
+        if tx.status == TxStatus.FAILED:
+            out["note"] = "the transaction failed; nothing was transferred"
+        return out
+
+    # ------------------------------------------------------------------ tools
+
+    def _get_balance(self, args: dict[str, Any]) -> dict[str, Any]:
+        if "asset" in args:
+            return {"ok": True, "balances": [self.handle.balance(args["asset"]).to_dict()]}
+        return {"ok": True, "balances": [b.to_dict() for b in self.handle.balances()]}
+
+    def _send_transfer(self, args: dict[str, Any]) -> dict[str, Any]:
+        result = self.handle.transfer(
+            args["to"], args["amount"], args.get("asset", "native"), memo=args.get("memo")
+        )
+        return {"ok": True, "transaction": self._tx(result)}
+
+    def _preview_transfer(self, args: dict[str, Any]) -> dict[str, Any]:
+        h = self.handle
+        asset = args.get("asset", "native")
+        request = h.transfer_request(args["to"], args["amount"], asset)
+        explanation = h.dry_run(request)
+        decision = explanation.decision
+        reasons = [
+            r.message for r in sorted(explanation.fired, key=lambda r: r.type in _OWNER_TYPES)
+        ]
+        out: dict[str, Any] = {
+            "ok": True,
+            "allowed": decision.allowed,
+            "tier": decision.tier.value if decision.allowed else None,
+            "reasons": list(dict.fromkeys(reasons)),
+            "hints": list(explanation.hints),
+        }
+        if explanation.amount_for_tier:
+            info = h.asset(asset)
+            out["max_amount_by_tier"] = {
+                t: info.format(a) for t, a in explanation.amount_for_tier.items()
+            }
+        return out
+
+    def _get_transaction(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "transaction": self._tx(self.handle.get_transaction(args["tx_id"]))}
+
+    def _list_transactions(self, args: dict[str, Any]) -> dict[str, Any]:
+        txs = self.handle.transactions(status=args.get("status"), limit=args.get("limit", 10))
+        return {"ok": True, "transactions": [self._tx(t) for t in txs]}
+
+    def _cancel_transaction(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "transaction": self._tx(self.handle.cancel(args["tx_id"]))}
+
+    def _get_limits(self, args: dict[str, Any]) -> dict[str, Any]:
+        limits = self.handle.limits()
+        data = limits.to_dict()
+        native = self.handle.asset("native")
+        data["native_max_by_tier"] = {
+            t: ("no cap" if v is None else native.format(v))
+            for t, v in limits.native_max_by_tier.items()
+        }
+        data["session_expires_at"] = _time(limits.session_expires_at)
+        return {"ok": True, "limits": data}
+
+
+def _check_arguments(name: str, arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """Validate ``arguments`` against the tool's schema (types, required, no extras)."""
+    if arguments is None:
+        arguments = {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            raise InvalidInputError("arguments must be a JSON object", field="arguments") from None
+    if not isinstance(arguments, Mapping):
+        raise InvalidInputError("arguments must be a JSON object", field="arguments")
+    schema = _SPECS[name]["parameters"]
+    props: dict[str, Any] = schema["properties"]
+    args = {k: v for k, v in arguments.items() if v is not None}
+    problems: list[str] = []
+    for key in args:
+        if key not in props:
+            problems.append(f"{key}: unknown argument (expected: {', '.join(props) or 'none'})")
+    for key in schema["required"]:
+        if key not in args:
+            problems.append(f"{key}: required")
+    for key, value in args.items():
+        prop = props.get(key)
+        if prop is None:
+            continue
+        kind = prop["type"]
+        if kind == "string" and not isinstance(value, str):
+            hint = ' (send amounts as a decimal string such as "0.05")' if key == "amount" else ""
+            problems.append(f"{key}: must be a string, not {type(value).__name__}{hint}")
+        elif kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append(f"{key}: must be an integer")
+        elif kind == "integer" and not prop["minimum"] <= value <= prop["maximum"]:
+            problems.append(f"{key}: must be from {prop['minimum']} to {prop['maximum']}")
+        elif "enum" in prop and value not in prop["enum"]:
+            problems.append(f"{key}: must be one of {', '.join(prop['enum'])}")
+        elif kind == "string" and len(value) > prop.get("maxLength", 400):
+            problems.append(f"{key}: too long")
+    if problems:
+        field = problems[0].split(":", 1)[0] if len(problems) == 1 else None
+        raise InvalidInputError("; ".join(problems), field=field, problems=problems)
+    return dict(args)
