@@ -19,6 +19,8 @@ Example::
 
 import logging as _logging
 
+from waiaas.agent import AgentHandle, AgentLimits, AssetInfo, Balance
+from waiaas.aio import AsyncAgentHandle, AsyncWallet
 from waiaas.chains.base import ChainAdapter
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import KdfLimits, TierThresholds, WalletConfig
@@ -82,6 +84,7 @@ from waiaas.types import (
     TxStatus,
     TxType,
 )
+from waiaas.units import format_units, parse_units
 from waiaas.wallet import TransactionResult, Wallet
 from waiaas.web.display import EffectRow, TxDisplay
 
@@ -92,17 +95,23 @@ _logging.getLogger("waiaas").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AccountSpec",
+    "AgentHandle",
     "AgentInfo",
+    "AgentLimits",
     "AgentNotActiveError",
     "AgentStatus",
     "ApprovalError",
     "Approve",
+    "AssetInfo",
+    "AsyncAgentHandle",
+    "AsyncWallet",
     "AuditCheckpoint",
     "AuditEntry",
     "AuditEvent",
     "AuditPage",
     "AuditReport",
     "AuthError",
+    "Balance",
     "Batch",
     "ChainAdapter",
     "ChainError",
@@ -163,4 +172,6 @@ __all__ = [
     "WalletConfig",
     "WrongPasswordError",
     "__version__",
+    "format_units",
+    "parse_units",
 ]

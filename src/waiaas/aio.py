@@ -62,7 +62,7 @@ __all__ = ["AsyncAgentHandle", "AsyncWallet"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-DEFAULT_MAX_WORKERS = 8
+DEFAULT_MAX_WORKERS = 4
 """Threads an :class:`AsyncWallet` uses by default (SQLite serialises writers anyway)."""
 
 
@@ -105,7 +105,7 @@ class AsyncWallet:
         path: str | os.PathLike[str],
         *,
         password: str | None = None,
-        chains: Iterable[ChainAdapter] = (),
+        chains: Iterable[ChainAdapter] | Callable[[], Iterable[ChainAdapter]] = (),
         config: WalletConfig | None = None,
         clock: Clock | None = None,
         notifier: Any = None,
@@ -116,22 +116,28 @@ class AsyncWallet:
     ) -> AsyncWallet:
         """Open (or create) the wallet at ``path`` without blocking the loop.
 
-        Arguments and errors as :meth:`waiaas.Wallet.open`, plus ``max_workers``: the size of
-        the wallet's thread pool (1..256, default 8).
+        Arguments and errors as :meth:`waiaas.Wallet.open`, plus:
+
+        Args:
+            chains: the adapters, or a function returning them (e.g.
+                ``waiaas.testing.local_chains``), which then runs in the pool too: building
+                an in-process chain takes seconds.
+            max_workers: the size of the wallet's thread pool (1..256, default 4).
 
         Example::
 
-            wallet = await AsyncWallet.open("agents.db", password=pw, chains=chains)
+            wallet = await AsyncWallet.open("agents.db", password=pw, chains=local_chains)
         """
         from waiaas.wallet import Wallet
 
         runner = _Runner(_check_workers(max_workers))
-        try:
-            wallet = await runner.run(
-                Wallet.open,
+
+        def opener() -> Wallet:
+            adapters = list(chains()) if callable(chains) else list(chains)
+            return Wallet.open(
                 path,
                 password=password,
-                chains=list(chains),
+                chains=adapters,
                 config=config,
                 clock=clock,
                 notifier=notifier,
@@ -139,6 +145,9 @@ class AsyncWallet:
                 background=background,
                 hooks=hooks,
             )
+
+        try:
+            wallet = await runner.run(opener)
         except BaseException:
             runner.shutdown()
             raise

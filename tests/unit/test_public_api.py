@@ -10,23 +10,23 @@ import waiaas
 from waiaas import Wallet
 
 EXPECTED = [
-    "AccountSpec", "AgentInfo", "AgentNotActiveError", "AgentStatus", "ApprovalError",
-    "Approve", "AuditCheckpoint", "AuditEntry", "AuditEvent", "AuditPage", "AuditReport",
-    "AuthError", "Batch", "ChainAdapter",
-    "ChainError", "ChainErrorKind", "Clock", "ConstraintViolationError", "ContractCall",
-    "DatabaseOpenError", "Decision", "EffectRow", "ExecutionRevertedError", "Explanation",
-    "InsufficientFundsError", "InvalidAddressError", "InvalidInputError",
-    "InvalidTransitionError", "IssuedSession", "KdfLimits", "KeyIntegrityError",
-    "KeystoreError", "KeystoreLockedError", "KillSwitchActiveError", "KillSwitchState",
-    "MigrationError", "NotADatabaseError", "NotFoundError", "NotificationError",
-    "PasswordUnavailableError", "PermanentChainError", "PolicyDeniedError", "PolicyInfo",
-    "PolicySpec", "PriceOracle", "Request", "SchemaTooNewError", "SessionConstraints",
-    "SessionInfo", "Severity", "StaleTransactionError", "StateError", "StorageError",
-    "SystemClock", "TamperDetectedError", "Tier", "TierThresholds", "TokenExpiredError",
-    "TokenRevokedError",
-    "TokenTransfer", "TransactionInfo", "TransactionResult", "Transfer",
-    "TransientChainError", "TxDisplay", "TxStatus", "TxType", "WaiaasError", "Wallet",
-    "WalletConfig", "WrongPasswordError", "__version__",
+    "AccountSpec", "AgentHandle", "AgentInfo", "AgentLimits", "AgentNotActiveError",
+    "AgentStatus", "ApprovalError", "Approve", "AssetInfo", "AsyncAgentHandle", "AsyncWallet",
+    "AuditCheckpoint", "AuditEntry", "AuditEvent", "AuditPage", "AuditReport", "AuthError",
+    "Balance", "Batch", "ChainAdapter", "ChainError", "ChainErrorKind", "Clock",
+    "ConstraintViolationError", "ContractCall", "DatabaseOpenError", "Decision", "EffectRow",
+    "ExecutionRevertedError", "Explanation", "InsufficientFundsError", "InvalidAddressError",
+    "InvalidInputError", "InvalidTransitionError", "IssuedSession", "KdfLimits",
+    "KeyIntegrityError", "KeystoreError", "KeystoreLockedError", "KillSwitchActiveError",
+    "KillSwitchState", "MigrationError", "NotADatabaseError", "NotFoundError",
+    "NotificationError", "PasswordUnavailableError", "PermanentChainError", "PolicyDeniedError",
+    "PolicyInfo", "PolicySpec", "PriceOracle", "Request", "SchemaTooNewError",
+    "SessionConstraints", "SessionInfo", "Severity", "StaleTransactionError", "StateError",
+    "StorageError", "SystemClock", "TamperDetectedError", "Tier", "TierThresholds",
+    "TokenExpiredError", "TokenRevokedError", "TokenTransfer", "TransactionInfo",
+    "TransactionResult", "Transfer", "TransientChainError", "TxDisplay", "TxStatus", "TxType",
+    "WaiaasError", "Wallet", "WalletConfig", "WrongPasswordError", "__version__",
+    "format_units", "parse_units",
 ]  # fmt: skip
 
 
@@ -61,10 +61,30 @@ def test_wallet_methods_are_documented() -> None:
 
 
 def test_import_does_not_load_chain_libraries() -> None:
-    """``import waiaas`` stays free of web3, solders and eth-tester."""
+    """``import waiaas`` stays free of the chain libraries and of the agent frameworks."""
+    heavy = (
+        "web3", "solders", "eth_tester", "eth", "eth_account", "coincurve", "mcp",
+        "langchain_core", "agents", "pydantic_ai", "openai",
+    )  # fmt: skip
     code = (
-        "import sys, waiaas; "
-        "print([m for m in sys.modules if m.split('.')[0] in ('web3', 'solders', 'eth_tester')])"
+        "import sys, waiaas, waiaas.tools, waiaas.aio, waiaas.integrations; "
+        f"print([m for m in sys.modules if m.split('.')[0] in {heavy!r}])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_local_chain_without_the_local_extra_says_what_to_install() -> None:
+    """Without eth-tester (the ``local`` extra) the in-process EVM chain says which extra to
+    install; the rest of waiaas still imports."""
+    code = (
+        "import sys; sys.modules['eth_tester'] = None\n"
+        "import waiaas\n"
+        "from waiaas.chains.evm import EvmAdapter\n"
+        "try:\n"
+        "    EvmAdapter.local()\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'waiaas[local]'" in out.stdout

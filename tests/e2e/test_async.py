@@ -1,0 +1,207 @@
+"""AsyncWallet / AsyncAgentHandle: the sync core behind a bounded pool. The event loop never
+runs wallet code; 50 concurrent tasks against one daily limit never overshoot it; it works
+inside an already running loop; the loop's longest stall is measured (and reported, not
+asserted: timings are the benchmarks' business, see benchmarks/bench_agents.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import FUNDING, recipient
+from waiaas import (
+    AsyncAgentHandle,
+    AsyncWallet,
+    AuthError,
+    NotFoundError,
+    PolicyDeniedError,
+    Transfer,
+    TxStatus,
+)
+from waiaas.db.database import Database
+from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
+
+UNIT = {"solana": 10**9 // 100, "evm": 10**18 // 1000}
+
+
+class _LoopGuard:
+    """Records every database unit of work opened on the event loop's thread."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.loop_thread: int | None = None
+        self.on_loop: list[str] = []
+        self.calls = 0
+        for name in ("read", "write"):
+            original = getattr(Database, name)
+            monkeypatch.setattr(Database, name, self._wrap(name, original))
+
+    def _wrap(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(db: Database, *args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if threading.get_ident() == self.loop_thread:
+                self.on_loop.append(name)
+            return original(db, *args, **kwargs)
+
+        return wrapper
+
+
+async def _heartbeat(stalls: list[float], stop: asyncio.Event) -> None:
+    last = time.perf_counter()
+    while not stop.is_set():
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        stalls.append(now - last - 0.001)
+        last = now
+
+
+@pytest.fixture
+def guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[_LoopGuard]:
+    yield _LoopGuard(monkeypatch)
+
+
+@pytest.mark.parametrize("chain", ["solana", "evm"])
+def test_fifty_tasks_one_daily_limit_exact_and_the_loop_never_runs_wallet_code(
+    tmp_path: Path, chain: str, guard: _LoopGuard, record_property: Any
+) -> None:
+    """50 concurrent sends of 1 unit under a 20-unit daily limit: exactly 20 confirm, 30 are
+    denied, the budget is spent to the unit; open, sends and close run no database work on
+    the loop's thread. The loop's longest stall is recorded as a test property."""
+    unit = UNIT[chain]
+
+    async def scenario() -> tuple[list[str], int, float]:
+        guard.loop_thread = threading.get_ident()
+        stalls: list[float] = []
+        stop = asyncio.Event()
+        beat = asyncio.create_task(_heartbeat(stalls, stop))
+        wallet = await AsyncWallet.open(
+            tmp_path / "w.db",
+            password=TEST_PASSWORD,
+            chains=local_chains,
+            config=fast_config(),
+            clock=FrozenClock(),
+        )
+        try:
+            agent = await wallet.create_agent("async", chain)
+            adapter: Any = wallet.sync.pipeline.adapter_for(agent.chain, agent.network)
+            await asyncio.to_thread(adapter.fund, agent.public_key, FUNDING[chain])
+            await wallet.add_policy(
+                "SPENDING_LIMIT",
+                {"daily_total": str(20 * unit), "instant_max": str(100 * unit)},
+                agent_id=agent.id,
+            )
+            handle = await wallet.agent((await wallet.issue_session(agent.id)).token)
+            dest = recipient(chain)
+
+            async def one() -> str:
+                try:
+                    result = await handle.send(Transfer(to=dest, amount=unit))
+                except PolicyDeniedError:
+                    return "DENIED"
+                return result.status.value
+
+            outcomes = await asyncio.gather(*(one() for _ in range(50)))
+            balance = await asyncio.to_thread(adapter.get_balance, dest)
+        finally:
+            await wallet.close()
+            stop.set()
+            await beat
+        return outcomes, balance, max(stalls)
+
+    outcomes, balance, stall = asyncio.run(scenario())
+    record_property("loop_max_stall_ms", round(stall * 1000, 1))
+    assert outcomes.count("CONFIRMED") == 20
+    assert outcomes.count("DENIED") == 30
+    assert balance == 20 * UNIT[chain]
+    assert guard.calls > 100
+    assert guard.on_loop == []
+
+
+def test_works_inside_an_already_running_loop_and_tasks_share_it(tmp_path: Path) -> None:
+    """Opened from inside a running loop (as in Jupyter or FastAPI), the async handle reads
+    and writes, and other tasks keep running meanwhile."""
+
+    async def scenario() -> None:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        async with await AsyncWallet.open(
+            tmp_path / "w.db",
+            password=TEST_PASSWORD,
+            chains=local_chains,
+            config=fast_config(),
+            clock=FrozenClock(),
+        ) as wallet:
+            agent = await wallet.create_agent("a", "solana")
+            adapter: Any = wallet.sync.pipeline.adapter_for(agent.chain, agent.network)
+            adapter.fund(agent.public_key, 10**9)
+            handle = await wallet.agent((await wallet.issue_session(agent.id)).token)
+            assert isinstance(handle, AsyncAgentHandle)
+            assert "token='***'" in repr(handle)
+            result = await handle.transfer(recipient("solana"), "0.01")
+            assert result.status == TxStatus.CONFIRMED
+            assert (await handle.get_transaction(result.id)).id == result.id
+            assert [t.id for t in await handle.transactions()] == [result.id]
+            assert (await handle.balance()).display.endswith(" SOL")
+            assert (await handle.limits()).agent_id == agent.id
+            reply = await handle.call_tool("get_balance", {})
+            assert reply["ok"] is True
+            with pytest.raises(NotFoundError):
+                await handle.get_transaction("01a249c7-834b-71ff-9e13-52232292f7b7")
+        task.cancel()
+        assert ticks > 10
+
+    asyncio.run(scenario())
+
+
+def test_a_revoked_token_is_refused_by_the_async_handle(tmp_path: Path) -> None:
+    """The async handle checks the token on every call, like the sync one."""
+
+    async def scenario() -> None:
+        async with await AsyncWallet.open(
+            tmp_path / "w.db",
+            password=TEST_PASSWORD,
+            chains=local_chains,
+            config=fast_config(),
+            clock=FrozenClock(),
+        ) as wallet:
+            agent = await wallet.create_agent("a", "evm")
+            issued = await wallet.issue_session(agent.id)
+            handle = await wallet.agent(issued.token)
+            await wallet.revoke_session(issued.session_id)
+            with pytest.raises(AuthError):
+                await handle.balance()
+            with pytest.raises(AuthError):
+                await handle.send(Transfer(to=recipient("evm"), amount=1))
+
+    asyncio.run(scenario())
+
+
+def test_open_errors_propagate_and_release_the_pool(tmp_path: Path) -> None:
+    """A refused open raises the wallet's error; bad pool sizes are refused."""
+    from waiaas import InvalidInputError, WrongPasswordError
+
+    async def scenario() -> None:
+        wallet = await AsyncWallet.open(
+            tmp_path / "w.db", password=TEST_PASSWORD, config=fast_config(), background=False
+        )
+        await wallet.close()
+        with pytest.raises(WrongPasswordError):
+            await AsyncWallet.open(tmp_path / "w.db", password="wrong", config=fast_config())
+        with pytest.raises(InvalidInputError):
+            await AsyncWallet.open(tmp_path / "w.db", password=TEST_PASSWORD, max_workers=0)
+
+    asyncio.run(scenario())
+    with pytest.raises(TypeError):
+        AsyncWallet()
