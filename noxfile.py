@@ -46,7 +46,11 @@ def _install_anvil(session: nox.Session) -> str:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite against real SQLite, LiteSVM, eth-tester and anvil."""
+    """Run the whole test suite against real SQLite, LiteSVM, eth-tester and anvil.
+
+    ``.[test]`` brings the ``local`` chains and every agent framework extra (langchain-core,
+    openai-agents, pydantic-ai-slim, mcp) plus FastAPI, so the adapters are tested for real.
+    """
     session.install("-e", ".[test]")
     anvil = _install_anvil(session)
     args = session.posargs or ["-q", "-p", "no:cacheprovider"]
@@ -92,6 +96,6 @@ def benchmarks(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """The demo on the in-process local chains."""
-    session.install(".")
+    """The demo on the in-process local chains (the ``local`` extra brings eth-tester)."""
+    session.install(".[local]")
     session.run("python", "-m", "waiaas", "demo", env={"CI": os.environ.get("CI", "")})

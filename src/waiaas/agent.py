@@ -231,7 +231,9 @@ class AgentHandle:
             row = uow.agents.get(self.agent_id)
             if row is None:  # pragma: no cover - agents are never deleted
                 raise NotFoundError("agent", self.agent_id)
-            specs = applicable(wallet.pipeline.gate.policies(uow, self.agent_id), agent_context(row))
+            specs = applicable(
+                wallet.pipeline.gate.policies(uow, self.agent_id), agent_context(row)
+            )
         out: dict[str, Any] = {}
         for spec in specs:
             if isinstance(spec.rules, AllowedTokensRules):
@@ -419,7 +421,9 @@ class AgentHandle:
             row = uow.agents.get(self.agent_id)
             if row is None:  # pragma: no cover - agents are never deleted
                 raise NotFoundError("agent", self.agent_id)
-            specs = applicable(wallet.pipeline.gate.policies(uow, self.agent_id), agent_context(row))
+            specs = applicable(
+                wallet.pipeline.gate.policies(uow, self.agent_id), agent_context(row)
+            )
         return tuple(sorted({str(s.type) for s in specs} - {"SPENDING_LIMIT"}))
 
     # ------------------------------------------------------------------ acting

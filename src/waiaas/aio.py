@@ -238,7 +238,11 @@ class AsyncWallet:
     ) -> list[TransactionInfo]:
         """As :meth:`waiaas.Wallet.list_transactions`."""
         return await self._runner.run(
-            self.sync.list_transactions, agent_id=agent_id, status=status, limit=limit, before=before
+            self.sync.list_transactions,
+            agent_id=agent_id,
+            status=status,
+            limit=limit,
+            before=before,
         )
 
     async def cancel(self, tx_id: str, *, token: str | None = None) -> TransactionInfo:
@@ -351,7 +355,9 @@ class AsyncWallet:
         """As :meth:`waiaas.Wallet.process_due`."""
         return await self._runner.run(self.sync.process_due)
 
-    async def kill_switch(self, reason: str = "kill switch activated by the owner") -> dict[str, Any]:
+    async def kill_switch(
+        self, reason: str = "kill switch activated by the owner"
+    ) -> dict[str, Any]:
         """As :meth:`waiaas.Wallet.kill_switch`."""
         return await self._runner.run(self.sync.kill_switch, reason)
 

@@ -59,7 +59,7 @@ _AMOUNT = {
     "pattern": r"^[0-9]+(\.[0-9]+)?( [A-Za-z0-9]{1,16})?$",
     "description": (
         'The amount in whole units as a decimal STRING, e.g. "0.05" (0.05 SOL) or "12.5". '
-        "Never a number. An optional symbol may follow after a space (\"0.05 SOL\")."
+        'Never a number. An optional symbol may follow after a space ("0.05 SOL").'
     ),
 }
 _ASSET = {
@@ -67,7 +67,7 @@ _ASSET = {
     "default": "native",
     "description": (
         'What to send: "native" (SOL on Solana, ETH on EVM; the default), a token symbol '
-        "the wallet lists (e.g. \"USDC\") or a token's address (mint / contract)."
+        'the wallet lists (e.g. "USDC") or a token\'s address (mint / contract).'
     ),
 }
 _TO = {

@@ -85,13 +85,12 @@ def parse_units(
         raise InvalidInputError(f"{field} is too long", field=field)
     number, _, suffix = text.partition(" ")
     suffix = suffix.strip()
-    if suffix:
-        if symbol is None or suffix.upper() != symbol.upper():
-            expected = f'"{symbol}" or nothing' if symbol else "nothing"
-            raise InvalidInputError(
-                f"{field}: the unit {suffix!r} does not match the asset (expected {expected})",
-                field=field,
-            )
+    if suffix and (symbol is None or suffix.upper() != symbol.upper()):
+        expected = f'"{symbol}" or nothing' if symbol else "nothing"
+        raise InvalidInputError(
+            f"{field}: the unit {suffix!r} does not match the asset (expected {expected})",
+            field=field,
+        )
     match = _NUMBER.match(number)
     if match is None:
         raise InvalidInputError(
@@ -104,7 +103,8 @@ def parse_units(
             f"{field} has {len(frac)} decimal places but the asset has only {decimals}",
             field=field,
         )
-    return int(match.group("int")) * 10**decimals + int(frac.ljust(decimals, "0") or "0")
+    whole: int = int(match.group("int")) * 10**decimals
+    return whole + int(frac.ljust(decimals, "0") or "0")
 
 
 def format_units(amount: int, decimals: int, *, symbol: str | None = None) -> str:

@@ -130,9 +130,13 @@ def test_limits_say_what_is_left_and_hide_the_rules(wallet: Wallet) -> None:
     allowed = recipient("solana")
     limit = wallet.add_policy(
         "SPENDING_LIMIT",
-        {"instant_max": str(SOL // 10), "per_transaction": str(2 * SOL), "daily_total": str(3 * SOL)},
+        {
+            "instant_max": str(SOL // 10),
+            "per_transaction": str(2 * SOL),
+            "daily_total": str(3 * SOL),
+        },
         agent_id=agent.id,
-    )  # fmt: skip
+    )
     rule = wallet.add_policy("ALLOWED_ADDRESSES", {"addresses": [allowed]}, agent_id=agent.id)
     issued = wallet.issue_session(
         agent.id, constraints={"max_amount_per_tx": str(SOL), "max_tx_count": 5}
@@ -143,8 +147,14 @@ def test_limits_say_what_is_left_and_hide_the_rules(wallet: Wallet) -> None:
     limits = handle.limits()
     assert limits.native_max_by_tier["INSTANT"] == SOL // 10
     assert limits.native_max_by_tier["APPROVAL"] == SOL  # capped by the session, not the rule
-    assert limits.budgets == ({"window": "24h", "limit": str(3 * SOL),
-                               "spent": str(SOL // 20), "remaining": str(3 * SOL - SOL // 20)},)  # fmt: skip
+    assert limits.budgets == (
+        {
+            "window": "24h",
+            "limit": str(3 * SOL),
+            "spent": str(SOL // 20),
+            "remaining": str(3 * SOL - SOL // 20),
+        },
+    )
     assert limits.transactions_remaining == 4
     assert limits.max_per_transaction == {"native": SOL}
     assert limits.restrictions == ("ALLOWED_ADDRESSES",)
@@ -187,8 +197,18 @@ def test_no_owner_or_operator_action_and_no_token_leak(wallet: Wallet) -> None:
     issued = wallet.issue_session(agent.id)
     handle = wallet.agent(issued.token)
     public = {n for n in dir(handle) if not n.startswith("_")}
-    for forbidden in ("approve", "reject", "kill_switch", "add_policy", "policies",
-                      "suspend_agent", "issue_session", "revoke_session", "set_owner", "audit"):  # fmt: skip
+    for forbidden in (
+        "approve",
+        "reject",
+        "kill_switch",
+        "add_policy",
+        "policies",
+        "suspend_agent",
+        "issue_session",
+        "revoke_session",
+        "set_owner",
+        "audit",
+    ):
         assert forbidden not in public
     assert issued.token not in repr(handle) and "***" in str(handle)
     with pytest.raises(TypeError):

@@ -54,8 +54,17 @@ async def _session(db: Path, url: str, token: str, calls: list[tuple[str, dict[s
 
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "waiaas", "mcp", "--db", str(db), "--solana-rpc", url,
-              "--solana-network", "localnet"],  # fmt: skip
+        args=[
+            "-m",
+            "waiaas",
+            "mcp",
+            "--db",
+            str(db),
+            "--solana-rpc",
+            url,
+            "--solana-network",
+            "localnet",
+        ],
         env={
             "WAIAAS_SESSION_TOKEN": token,
             "WAIAAS_MASTER_PASSWORD": TEST_PASSWORD,
@@ -65,15 +74,17 @@ async def _session(db: Path, url: str, token: str, calls: list[tuple[str, dict[s
     )
     out: dict[str, Any] = {}
     with open(os.devnull, "w") as errlog:
-        async with stdio_client(params, errlog=errlog) as (read, write):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                listed = await session.list_tools()
-                out["tools"] = {t.name: t for t in listed.tools}
-                out["results"] = []
-                for name, arguments in calls:
-                    result = await session.call_tool(name, arguments)
-                    out["results"].append(result)
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            listed = await session.list_tools()
+            out["tools"] = {t.name: t for t in listed.tools}
+            out["results"] = []
+            for name, arguments in calls:
+                result = await session.call_tool(name, arguments)
+                out["results"].append(result)
     return out
 
 
@@ -132,8 +143,18 @@ def test_missing_token_is_refused_without_serving(tmp_path: Path, node: SolanaRp
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
     env["WAIAAS_MASTER_PASSWORD"] = TEST_PASSWORD
     done = subprocess.run(
-        [sys.executable, "-m", "waiaas", "mcp", "--db", str(db), "--solana-rpc", node.url,
-         "--solana-network", "localnet"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "waiaas",
+            "mcp",
+            "--db",
+            str(db),
+            "--solana-rpc",
+            node.url,
+            "--solana-network",
+            "localnet",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -162,8 +183,18 @@ def test_revoked_token_is_refused_at_start(tmp_path: Path, node: SolanaRpcServer
         PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
     )
     done = subprocess.run(
-        [sys.executable, "-m", "waiaas", "mcp", "--db", str(db), "--solana-rpc", node.url,
-         "--solana-network", "localnet"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "waiaas",
+            "mcp",
+            "--db",
+            str(db),
+            "--solana-rpc",
+            node.url,
+            "--solana-network",
+            "localnet",
+        ],
         env=env,
         capture_output=True,
         text=True,

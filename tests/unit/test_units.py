@@ -23,10 +23,14 @@ from waiaas import InvalidInputError, format_units, parse_units
         ("0.000000000000000001", 18, "ETH", 1),
         ("0", 9, None, 0),
         ("7", 0, None, 7),
-        ("115792089237316195423570985008687907853269984665640564039457", 18, None,
-         115792089237316195423570985008687907853269984665640564039457 * 10**18),
+        (
+            "115792089237316195423570985008687907853269984665640564039457",
+            18,
+            None,
+            115792089237316195423570985008687907853269984665640564039457 * 10**18,
+        ),
     ],
-)  # fmt: skip
+)
 def test_parse_units_exact(text: str, decimals: int, symbol: str | None, expected: int) -> None:
     """Whole units become base units exactly, any size."""
     assert parse_units(text, decimals, symbol=symbol) == expected

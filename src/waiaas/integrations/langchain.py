@@ -51,6 +51,7 @@ def get_tools(handle: AgentHandle) -> list[Any]:
 
     kit = Toolkit(handle)
     tools = []
+
     def bind(name: str) -> tuple[Callable[..., str], Callable[..., Awaitable[str]]]:
         # the tool's name is closed over, never an argument a model could override
         def run(**kwargs: Any) -> str:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TOKEN_ENV", "build_server", "main", "serve_stdio"]
 
-TOKEN_ENV = "WAIAAS_SESSION_TOKEN"
+TOKEN_ENV = "WAIAAS_SESSION_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 """The environment variable the server reads the session token from (by default)."""
 
 log = logging.getLogger("waiaas.mcp")
@@ -101,7 +101,7 @@ def build_server(handle: AgentHandle) -> Any:
         version=__version__,
         instructions=(
             "A wallet for this agent. Amounts are decimal strings of whole units with an "
-            "asset (\"0.05\" of \"native\"). Spending policies apply; get_limits says what is "
+            'asset ("0.05" of "native"). Spending policies apply; get_limits says what is '
             "allowed, preview_transfer checks a transfer without sending it."
         ),
         on_list_tools=list_tools,

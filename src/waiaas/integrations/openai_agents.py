@@ -48,6 +48,7 @@ def get_tools(handle: AgentHandle) -> list[Any]:
 
     kit = Toolkit(handle)
     tools = []
+
     def bind(name: str) -> Callable[[Any, str], Awaitable[str]]:
         async def invoke(ctx: Any, arguments: str) -> str:
             return await asyncio.to_thread(kit.call_json, name, arguments)

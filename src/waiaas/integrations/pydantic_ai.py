@@ -48,6 +48,7 @@ def toolset(handle: AgentHandle) -> Any:
 
     kit = Toolkit(handle)
     tools: list[Any] = []
+
     def bind(name: str) -> Callable[..., Awaitable[dict[str, Any]]]:
         async def call(**kwargs: Any) -> dict[str, Any]:
             return await asyncio.to_thread(kit.call, name, kwargs)

@@ -353,8 +353,7 @@ class EvmAdapter:
                     found = self._guarded("eth_chainId", self._backend.chain_id)
                     if found != self.chain_id:
                         raise ChainIdMismatchError(
-                            f"the node serves chain id {found}, not the configured "
-                            f"{self.chain_id}",
+                            f"the node serves chain id {found}, not the configured {self.chain_id}",
                             expected=self.chain_id,
                             found=found,
                         )
