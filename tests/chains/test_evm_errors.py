@@ -469,6 +469,7 @@ def fake_node() -> Iterator[tuple[FakeNode, EvmAdapter]]:
     node = FakeNode()
     try:
         with EvmAdapter.rpc(node.url, chain_id=31337, network="anvil", timeout=0.3) as adapter:
+            adapter.connect()
             yield node, adapter
     finally:
         node.close()
@@ -484,7 +485,7 @@ def _fails(adapter: EvmAdapter) -> ChainError:
 def test_refused_connection_is_transient() -> None:
     """Nothing listens on the port: transient."""
     with pytest.raises(TransientChainError) as info:
-        EvmAdapter.rpc("http://127.0.0.1:1", chain_id=1, timeout=1)
+        EvmAdapter.rpc("http://127.0.0.1:1", chain_id=1, timeout=1).connect()
     assert "could not be reached" in info.value.message
 
 

@@ -77,6 +77,47 @@ EXPECTED: dict[str, list[str]] = {
         "vendor balance: 5000000000 lamports",
         "owner approval finished",
     ],
+    "agent_langchain.py": [
+        "tools: get_balance, send_transfer, preview_transfer",
+        "'display': '2 SOL'",
+        '"status": "CONFIRMED"',
+        '"amount": "0.05 SOL"',
+        '"code": "POLICY_DENIED", "message": "1 SOL exceeds the per-transaction limit of 0.5 SOL"',
+        '"next": "send a smaller amount',
+        "langchain example finished",
+    ],
+    "agent_openai_agents.py": [
+        "agent tools: get_balance, send_transfer",
+        "preview 0.5 ETH: False ['<= 0.01 ETH would be allowed as INSTANT'",
+        '"status": "CONFIRMED"',
+        '"amount": "0.01 ETH"',
+        'limits: {"INSTANT": "0.01 ETH", "NOTIFY": "0.1 ETH"}',
+        "openai agents example finished",
+    ],
+    "agent_pydantic_ai.py": [
+        'get_limits -> {"ok": true, "limits":',
+        'send_transfer -> {"ok": true,',
+        '"amount": "0.02 SOL"',
+        'send_transfer -> {"ok": false, "error": {"code": "INVALID_INPUT"',
+        "agent says: paid 0.02 SOL",
+        "pydantic-ai example finished",
+    ],
+    "agent_mcp.py": [
+        "tools: get_balance, send_transfer",
+        '"status":"CONFIRMED"',
+        "send 5 -> error: True",
+        '"message":"5 SOL exceeds the per-transaction limit of 1 SOL"',
+        "over stdio: 7 tools",
+        "over stdio, limits: {'INSTANT': '0.1 SOL', 'NOTIFY': '1 SOL'}",
+        "mcp example finished",
+    ],
+    "fastapi_async.py": [
+        "GET /balance: {'balance': '1 SOL'}",
+        "POST /pay 0.05: 200 CONFIRMED",
+        "POST /pay 0.5: 403 0.5 SOL exceeds the per-transaction limit of 0.1 SOL",
+        "bad token: 403 AUTH_FAILED",
+        "fastapi example finished",
+    ],
 }
 
 
