@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from waiaas._validate import check_id
 from waiaas.errors import AuthError, InvalidInputError, NotFoundError, StateError
-from waiaas.policy.model import NATIVE, NATIVE_DECIMALS, NATIVE_SYMBOLS
+from waiaas.policy.model import NATIVE, NATIVE_DECIMALS, NATIVE_SYMBOLS, normalize_asset_key
 from waiaas.types import Request, Tier, TokenTransfer, TransactionInfo, Transfer, TxStatus
 from waiaas.units import format_units, parse_units
 
@@ -270,12 +270,16 @@ class AgentHandle:
                     f"several listed tokens use the symbol {text!r}; give the token address",
                     field="asset",
                 )
-        adapter = self._adapter()
-        address = adapter.validate_address(text)
-        if len(text) <= _MAX_SYMBOL and address != text:  # pragma: no cover - defensive
-            raise InvalidInputError(f"unknown asset {text!r}", field="asset")
+            known = sorted({e.symbol for e in listed if e.symbol})
+            raise InvalidInputError(
+                f"unknown asset {text!r}: use 'native', a token address, or a listed symbol "
+                f"({', '.join(known) or 'none listed'})",
+                field="asset",
+            )
+        address = self._adapter().validate_address(text)
+        key = normalize_asset_key(address)
         for entry in listed:
-            if entry.address.lower() == address.lower():
+            if normalize_asset_key(entry.address) == key:
                 return AssetInfo(address, entry.symbol, self._decimals(entry))
         return AssetInfo(address, None, self._chain_decimals(address))
 
