@@ -47,3 +47,45 @@ def test_background_flag_on_open_and_close_stops_it(tmp_path: Path) -> None:
         thread = wallet._bg_thread
         assert thread is not None and thread.is_alive()
     assert not thread.is_alive()
+
+
+def test_due_work_runs_by_itself_by_default_unless_the_host_opts_out(tmp_path: Path) -> None:
+    """Opened with the system clock and no background argument, the wallet runs due work by
+    itself: a 1 s DELAY executes with no call to process_due(). background=False opts out; a
+    host-driven clock (FrozenClock) does not start the thread unless asked."""
+    config = fast_config(delay_seconds=1)
+    with local_wallet(tmp_path, config=config, name="default.db") as wallet:
+        assert wallet._bg_thread is not None
+        agent = new_agent(wallet, "solana")
+        token = wallet.issue_session(agent.id).token
+        amount = TIER_AMOUNTS["solana"]["DELAY"]
+        queued = wallet.send(token, Transfer(to=recipient("solana"), amount=amount))
+        assert queued.status == "QUEUED"
+        assert _wait_for(lambda: wallet.get_transaction(queued.id).status == "CONFIRMED")
+    with local_wallet(tmp_path, config=config, name="off.db", background=False) as wallet:
+        assert wallet._bg_thread is None
+    with local_wallet(tmp_path, config=config, name="frozen.db", clock=FrozenClock()) as wallet:
+        assert wallet._bg_thread is None
+
+
+def test_async_wallet_has_the_same_default(tmp_path: Path) -> None:
+    """AsyncWallet.open starts the background thread by default too, and close() stops it."""
+    import asyncio
+
+    from waiaas import AsyncWallet
+    from waiaas.testing import TEST_PASSWORD
+
+    async def scenario() -> None:
+        wallet = await AsyncWallet.open(
+            tmp_path / "a.db", password=TEST_PASSWORD, config=fast_config()
+        )
+        assert wallet.sync._bg_thread is not None
+        await wallet.close()
+        assert wallet.sync._bg_thread is None
+        off = await AsyncWallet.open(
+            tmp_path / "b.db", password=TEST_PASSWORD, config=fast_config(), background=False
+        )
+        assert off.sync._bg_thread is None
+        await off.close()
+
+    asyncio.run(scenario())
