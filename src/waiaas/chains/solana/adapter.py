@@ -811,20 +811,6 @@ class SolanaAdapter:
         """
         return self._backend.get_balance(self._pubkey(address))
 
-    def token_decimals(self, token: str) -> int:
-        """The ``decimals`` of SPL mint ``token``, read from the chain.
-
-        Raises:
-            InvalidAddressError: not a Solana address.
-            InvalidInputError: ``token`` is not an initialised SPL mint.
-            ChainError: the node could not be asked.
-
-        Example::
-
-            chain.token_decimals(usdc_mint)   # 6
-        """
-        return self._mint(_Plan(sender=self._pubkey(token, "token")), token, "token")[2]
-
     def get_token_balance(self, address: str, token: str) -> int:
         """Base units of mint ``token`` in wallet ``address``'s associated token account.
 
