@@ -27,7 +27,7 @@ from waiaas.errors import InvalidInputError
 
 __all__ = ["format_units", "parse_units"]
 
-_NUMBER = re.compile(r"^(?P<int>[0-9]{1,78})(?:\.(?P<frac>[0-9]{1,255}))?$")
+_NUMBER = re.compile(r"^(?P<int>[0-9]{1,120})(?:\.(?P<frac>[0-9]{1,255}))?$")
 _MAX_TEXT = 400
 
 

@@ -143,5 +143,6 @@ def test_pydantic_ai_toolset_in_an_agent_run(wallet: Wallet, chain: str) -> None
         return ModelResponse(parts=[TextPart("done")])
 
     agent = Agent(FunctionModel(model), toolsets=[toolset(handle)])
-    assert agent.run_sync("pay and report").output == "done"
+    # asyncio.run closes its loop (run_sync leaves one open for the process)
+    assert asyncio.run(agent.run("pay and report")).output == "done"
     _check_story(wallet, chain, handle, seen, dest)
