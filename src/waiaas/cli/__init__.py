@@ -129,7 +129,7 @@ def mcp(
     ] = None,
     token_env: Annotated[
         str, typer.Option("--token-env", help="Variable holding the session token.")
-    ] = "WAIAAS_SESSION_TOKEN",
+    ] = "WAIAAS_SESSION_TOKEN",  # noqa: S107 - the name of a variable, not a secret
     solana_rpc: Annotated[str | None, typer.Option(help="Solana JSON-RPC URL.")] = None,
     solana_network: Annotated[str, typer.Option(help="Solana network name.")] = "mainnet-beta",
     evm_rpc: Annotated[str | None, typer.Option(help="EVM JSON-RPC URL.")] = None,
