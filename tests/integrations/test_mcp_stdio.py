@@ -204,3 +204,46 @@ def test_revoked_token_is_refused_at_start(tmp_path: Path, node: SolanaRpcServer
     assert done.returncode == 2
     assert "revoked" in done.stderr
     assert token not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("front", ["cli-global-rpc", "without-cli-extra"])
+def test_both_command_lines_serve_mcp(tmp_path: Path, node: SolanaRpcServer, front: str) -> None:
+    """The operator CLI takes the chain from its global --rpc; without the cli extra (typer
+    missing) the minimal command line still has ``mcp``. Both list the tools over stdio."""
+    db, token, _ = _prepare(tmp_path, node.url)
+    if front == "cli-global-rpc":
+        argv = ["-m", "waiaas", "--rpc", f"solana:localnet={node.url}", "mcp", "--db", str(db)]
+    else:
+        code = (
+            "import sys; sys.modules['typer'] = None\n"
+            "from waiaas.__main__ import main\n"
+            "sys.exit(main(sys.argv[1:]))\n"
+        )
+        argv = ["-c", code, "mcp", "--db", str(db), "--solana-rpc", node.url]
+        argv += ["--solana-network", "localnet"]
+
+    async def listed() -> list[str]:
+        from mcp.client.session import ClientSession
+        from mcp.client.stdio import StdioServerParameters, stdio_client
+
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=argv,
+            env={
+                "WAIAAS_SESSION_TOKEN": token,
+                "WAIAAS_MASTER_PASSWORD": TEST_PASSWORD,
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+            },
+            cwd=str(ROOT),
+        )
+        with open(os.devnull, "w") as errlog:
+            async with (
+                stdio_client(params, errlog=errlog) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                limits = await session.call_tool("get_limits", {})
+                assert json.loads(limits.content[0].text)["ok"] is True  # type: ignore[union-attr]
+                return [t.name for t in (await session.list_tools()).tools]
+
+    assert "send_transfer" in asyncio.run(listed())
