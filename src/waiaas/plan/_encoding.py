@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from waiaas.errors import InvalidInputError
 
@@ -46,6 +47,11 @@ def is_solana_address(text: object) -> bool:
     """True when ``text`` is the canonical base58 spelling of 32 bytes."""
     if not isinstance(text, str) or not 32 <= len(text) <= 44:
         return False
+    return _is_solana_address(text)
+
+
+@lru_cache(maxsize=16384)  # the same program ids and wallets recur in every plan
+def _is_solana_address(text: str) -> bool:
     raw = b58decode(text)
     return raw is not None and len(raw) == 32 and b58encode(raw) == text
 
@@ -61,6 +67,11 @@ def is_canonical_evm_address(text: object) -> bool:
     """True when ``text`` is ``0x`` + 40 hex digits in its EIP-55 checksummed spelling."""
     if not isinstance(text, str) or _EVM_ADDRESS_RE.fullmatch(text) is None:
         return False
+    return _is_checksummed(text)
+
+
+@lru_cache(maxsize=16384)
+def _is_checksummed(text: str) -> bool:
     return checksum_evm(bytes.fromhex(text[2:])) == text
 
 

@@ -214,3 +214,18 @@ def test_canonical_bytes_are_ascii_json_with_sorted_keys() -> None:
     assert raw.decode("ascii")
     assert json.loads(raw) == plan_to_json(_solana())
     assert raw == json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_importing_and_using_plan_loads_no_chain_library() -> None:
+    """``waiaas.plan`` stays light: decoding an EVM and a Solana plan imports no web3/solders."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from waiaas.plan import EvmPlan, SolanaPlan, decode_plan; "
+        f"decode_plan(EvmPlan('m', 1, {EVM_SENDER!r}, {EVM_TOKEN!r}, 1, b'\\xa9\\x05\\x9c\\xbb')); "
+        f"decode_plan(SolanaPlan('m', {str(PAYER)!r}, ())); "
+        "print([m for m in sys.modules if m.split('.')[0] in ('web3', 'solders', 'eth_tester')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
