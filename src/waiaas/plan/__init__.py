@@ -5,6 +5,8 @@
 * :mod:`waiaas.plan.effects`: :func:`decode_plan` turns a plan into effects (native and token
   transfers, approvals, rent, fees, authority changes, closes, unknown calls).
 * :mod:`waiaas.plan.describe`: the owner's approval text for those effects.
+* :mod:`waiaas.plan.explain`: :func:`unexplained_outflows` compares a simulation's balance
+  changes with the effects (the second lock).
 
 Importing this package does no I/O and imports no chain library.
 
@@ -39,6 +41,7 @@ from waiaas.plan.effects import (
     effects_from_json,
     effects_to_json,
 )
+from waiaas.plan.explain import NATIVE, Unexplained, unexplained_outflows
 from waiaas.plan.model import (
     MAX_EVM_DATA,
     MAX_SOLANA_DATA,
@@ -58,6 +61,7 @@ __all__ = [
     "CONTRACT_CREATION",
     "MAX_EVM_DATA",
     "MAX_SOLANA_DATA",
+    "NATIVE",
     "NATIVE_UNITS",
     "PLAN_VERSION",
     "AccountClose",
@@ -79,6 +83,7 @@ __all__ = [
     "TokenAccountRentLookup",
     "TokenApproval",
     "TokenTransfer",
+    "Unexplained",
     "canonical_bytes",
     "decode_plan",
     "describe_effect",
@@ -89,4 +94,5 @@ __all__ = [
     "plan_digest",
     "plan_from_json",
     "plan_to_json",
+    "unexplained_outflows",
 ]
