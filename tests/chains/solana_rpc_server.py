@@ -206,6 +206,7 @@ class SolanaRpcServer:
             "getFeeForMessage": self._get_fee_for_message,
             "getHealth": lambda params: "ok",
             "getLatestBlockhash": self._get_latest_blockhash,
+            "getMultipleAccounts": self._get_multiple_accounts,
             "getMinimumBalanceForRentExemption": self._get_minimum_balance,
             "getSignatureStatuses": self._get_signature_statuses,
             "getSlot": lambda params: self.svm.get_clock().slot,
@@ -449,10 +450,23 @@ class SolanaRpcServer:
 
     def _get_account_info(self, params: list[Any]) -> Any:
         config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
-        encoding = config.get("encoding", "base58")
         account = self.svm.get_account(self._pubkey(params[0]))
-        if account is None:
-            return self._with_context(None)
+        return self._with_context(self._account_json(account, config.get("encoding", "base58")))
+
+    def _get_multiple_accounts(self, params: list[Any]) -> Any:
+        config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+        keys = params[0] if params and isinstance(params[0], list) else None
+        if keys is None or len(keys) > 100:
+            raise RpcError(-32602, "Invalid params: expected at most 100 addresses")
+        encoding = config.get("encoding", "base58")
+        return self._with_context(
+            [self._account_json(self.svm.get_account(self._pubkey(k)), encoding) for k in keys]
+        )
+
+    def _account_json(self, account: Any, encoding: str) -> Any:
+        """An account as a node returns it (``None`` when missing or emptied)."""
+        if account is None or (account.lamports == 0 and not bytes(account.data)):
+            return None
         data = bytes(account.data)
         if encoding == "base64":
             encoded: Any = [base64.b64encode(data).decode(), "base64"]
@@ -460,16 +474,14 @@ class SolanaRpcServer:
             raise RpcError(
                 -32602, f"Invalid params: this test server serves base64, not {encoding}"
             )
-        return self._with_context(
-            {
-                "data": encoded,
-                "executable": account.executable,
-                "lamports": account.lamports,
-                "owner": str(account.owner),
-                "rentEpoch": account.rent_epoch,
-                "space": len(data),
-            }
-        )
+        return {
+            "data": encoded,
+            "executable": account.executable,
+            "lamports": account.lamports,
+            "owner": str(account.owner),
+            "rentEpoch": account.rent_epoch,
+            "space": len(data),
+        }
 
     def _get_minimum_balance(self, params: list[Any]) -> Any:
         size = params[0]
@@ -500,7 +512,19 @@ class SolanaRpcServer:
             result = self.svm.simulate_transaction(tx)
         finally:
             self.svm.with_sigverify(before)
-        return self._with_context(self._simulation_json(result))
+        out = self._simulation_json(result)
+        wanted = config.get("accounts")
+        if isinstance(wanted, dict) and not isinstance(result, FailedTransactionMetadata):
+            # Like a node: the requested accounts' state after the simulated transaction.
+            post = dict(result.post_accounts())
+            encoding = wanted.get("encoding", "base64")
+            accounts = []
+            for address in wanted.get("addresses") or []:
+                key = self._pubkey(address)
+                state = post.get(key, self.svm.get_account(key))
+                accounts.append(self._account_json(state, encoding))
+            out["accounts"] = accounts
+        return self._with_context(out)
 
     def _send_transaction(self, params: list[Any]) -> Any:
         config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}

@@ -20,7 +20,7 @@ Every upstream failure surfaces as a :class:`waiaas.errors.ChainError` subclass 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -267,10 +267,11 @@ class BalanceChanges:
 
     Attributes:
         native: the signed change of the sender's native balance in base units, **fees
-            excluded** (negative = outflow). On Solana it also counts the lamports of accounts
-            the sender controls that the adapter recognises (its token accounts, address
-            lookup tables and nonce accounts whose authority it is), so closing one of them
-            to another address shows as an outflow.
+            excluded** (negative = outflow). On Solana it also counts every decrease of
+            lamports in accounts the sender controls that the adapter recognises (its token
+            accounts, address lookup tables and nonce accounts whose authority it is), so
+            closing one of them to another address shows as an outflow, while lamports put
+            into one (e.g. its own token account's rent) still count as spent.
         tokens: signed change per token (mint / token contract) the sender holds in the
             accounts the simulation touched; tokens whose balance did not change are absent.
         fee: the fee the simulation charged (or would charge) the sender, when known.
@@ -285,9 +286,14 @@ class BalanceChanges:
 class SupportsBalanceSimulation(Protocol):
     """Adapters that can simulate a transaction and report the sender's balance changes."""
 
-    def simulate_balance_changes(self, unsigned: UnsignedTx) -> BalanceChanges | None:
+    def simulate_balance_changes(
+        self, unsigned: UnsignedTx, *, tokens: Iterable[str] = ()
+    ) -> BalanceChanges | None:
         """The sender's balance changes if ``unsigned`` ran now; ``None`` when the backend
         cannot simulate state changes (the caller decides what that means).
+
+        ``tokens``: extra token contracts to compare balances of, for backends that must be
+        told which tokens to read (eth-tester); others watch every token they can see.
 
         A transaction that fails in simulation changes nothing but the fee: ``native`` 0.
 

@@ -35,10 +35,11 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from waiaas.chains.base import (
+    BalanceChanges,
     ChainTxState,
     ChainTxStatus,
     SignedTx,
@@ -772,6 +773,61 @@ class EvmAdapter:
             effects = decode_plan(plan, lookup=evm.account_lookup())
         """
         return _EvmLookup(self)
+
+    def simulate_balance_changes(
+        self, unsigned: UnsignedTx, *, tokens: Iterable[str] = ()
+    ) -> BalanceChanges | None:
+        """The sender's balance changes if ``unsigned`` ran now, without committing anything.
+
+        * eth-tester: the transaction is applied to a copy of the latest state; native and
+          ``balanceOf`` (for every token the plan's effects name, the called contract and
+          ``tokens``) are read before and after, plus every ``Transfer`` event.
+        * JSON-RPC (anvil, geth, erigon with the debug API): ``debug_traceCall`` with the
+          ``prestateTracer`` in diff mode (native) and the ``callTracer`` with logs
+          (``Transfer`` events of any token). Nodes without the debug API (most public
+          providers): ``None``.
+
+        ``native`` excludes the fee; ``fee`` is the fee the simulation charged (eth-tester)
+        or the build's estimate (JSON-RPC, which simulates without a gas price). A call that
+        reverts changes nothing: ``native`` 0, no tokens.
+
+        Args:
+            unsigned: a transaction built by this adapter.
+            tokens: more token contracts whose ``balanceOf`` to compare (eth-tester).
+
+        Raises:
+            InvalidInputError: not an EVM transaction of this adapter.
+            ChainIdMismatchError: built for another chain.
+            ChainError: the node failed.
+
+        Example::
+
+            changes = evm.simulate_balance_changes(unsigned)
+            changes.native, dict(changes.tokens)   # (-10**15, {}) for a 0.001 ETH transfer
+        """
+        from waiaas.plan import ContractCall as CallEffect
+        from waiaas.plan import TokenApproval as ApprovalEffect
+        from waiaas.plan import TokenTransfer as TransferEffect
+        from waiaas.plan import decode_plan
+
+        payload = self._payload(unsigned)
+        plan = self.plan_of(unsigned)
+        watch = {normalize_address(t, field="tokens") for t in tokens}
+        for effect in decode_plan(plan):
+            if isinstance(effect, TransferEffect | ApprovalEffect) and effect.token:
+                watch.add(effect.token)
+            elif isinstance(effect, CallEffect) and effect.contract.startswith("0x"):
+                watch.add(effect.contract)
+        sender = plan.sender
+        result = self._call(
+            "simulate",
+            lambda: self._backend.simulate_balances(sender, payload, sorted(watch)),
+        )
+        if result is None:
+            return None
+        changes = {normalize_address(k): v for k, v in result.tokens.items() if v}
+        fee = result.fee if result.fee is not None else unsigned.fee_estimate
+        return BalanceChanges(native=result.native, tokens=changes, fee=fee)
 
     # ------------------------------------------------------------------ fees & simulation
 

@@ -28,9 +28,20 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backend", "BuildReads", "HttpBackend", "Receipt", "TesterBackend", "TxInfo"]
+__all__ = [
+    "Backend",
+    "BuildReads",
+    "HttpBackend",
+    "Receipt",
+    "SimBalances",
+    "TesterBackend",
+    "TxInfo",
+]
 
 _NONCE_GAP_RE = re.compile(r"Invalid transaction nonce: Expected (\d+), but got (\d+)")
+TRANSFER_TOPIC = 0xDDF252AD1BE2C89B69C2B068FC378DAA952BA7F163C4A11628F55A4DF523B3EF
+"""keccak("Transfer(address,address,uint256)"): ERC-20 (3 topics) and ERC-721 (4 topics)."""
+_BALANCE_OF = bytes.fromhex("70a08231")
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,47 @@ class BuildReads:
     priority_fee: int | None  # None: the node cannot suggest one
     balance: int
     pending_nonce: int
+
+
+@dataclass(frozen=True)
+class SimBalances:
+    """A simulated transaction's effect on its sender.
+
+    Attributes:
+        native: wei change of the sender, fees excluded.
+        tokens: token contract (lowercase hex) -> change of the sender's balance.
+        fee: the fee the simulation charged, ``None`` when it ran without a gas price.
+        success: False when the call reverted (then nothing but the fee changes).
+    """
+
+    native: int
+    tokens: dict[str, int]
+    fee: int | None
+    success: bool
+
+
+def _log_token_deltas(
+    sender: str, logs: Sequence[tuple[str, Sequence[int], bytes]]
+) -> dict[str, int]:
+    """Sender balance changes read from ``Transfer`` events (ERC-20 amount, ERC-721 one token)."""
+    me = int(sender, 16)
+    out: dict[str, int] = {}
+    for address, topics, data in logs:
+        if not topics or topics[0] != TRANSFER_TOPIC:
+            continue
+        if len(topics) == 3 and len(data) == 32:
+            amount = int.from_bytes(data, "big")
+        elif len(topics) == 4 and not data:
+            amount = 1
+        else:
+            continue
+        source, destination = topics[1], topics[2]
+        if source == destination:
+            continue
+        delta = (amount if destination == me else 0) - (amount if source == me else 0)
+        if delta:
+            out[address.lower()] = out.get(address.lower(), 0) + delta
+    return out
 
 
 def _quantity(value: Any) -> int:
@@ -202,6 +254,13 @@ class Backend:
     def is_queued(self, tx_hash: str) -> bool:
         """True when the transaction waits in this backend's own queue."""
         return False
+
+    def simulate_balances(
+        self, sender: str, payload: Mapping[str, Any], tokens: Sequence[str]
+    ) -> SimBalances | None:
+        """Run ``payload`` from ``sender`` on the latest state without committing and report
+        the sender's balance changes; ``None`` when this backend cannot."""
+        return None
 
     def close(self) -> None:
         """Release the transport's resources."""
@@ -337,6 +396,94 @@ class TesterBackend(Backend):
             if tx_hash in self._queued_hashes:
                 self.flush()
             return tx_hash in self._queued_hashes
+
+    def simulate_balances(
+        self, sender: str, payload: Mapping[str, Any], tokens: Sequence[str]
+    ) -> SimBalances | None:
+        """Apply the transaction to a copy of the latest state (py-evm), read the sender's
+        balances (native, ``balanceOf`` of ``tokens``, ``Transfer`` events), then discard it.
+
+        The transaction runs with the payload's fee fields, at the sender's current nonce; the
+        fee it is charged is measured and taken out of ``native``.
+        """
+        from eth.vm.spoof import SpoofTransaction
+
+        me = bytes.fromhex(sender[2:])
+        with self._lock:
+            chain = self.tester.backend.chain
+            vm = chain.get_vm(at_header=chain.get_canonical_head())
+            state = vm.state
+            snapshot = state.snapshot()
+            try:
+                before = state.get_balance(me)
+                tokens_before = {t: self._balance_of(vm, t, me) for t in tokens}
+                to = payload.get("to")
+                unsigned = vm.get_transaction_builder().new_unsigned_dynamic_fee_transaction(
+                    chain_id=int(payload["chainId"]),
+                    nonce=state.get_nonce(me),
+                    max_priority_fee_per_gas=int(payload["maxPriorityFeePerGas"]),
+                    max_fee_per_gas=int(payload["maxFeePerGas"]),
+                    gas=int(payload["gas"]),
+                    to=bytes.fromhex(to[2:]) if to else b"",
+                    value=int(payload["value"]),
+                    data=bytes.fromhex(str(payload["data"])[2:]),
+                    access_list=(),
+                )
+                spoof = SpoofTransaction(unsigned, from_=me)
+                computation = state.apply_transaction(spoof)
+                fee = type(vm).finalize_gas_used(spoof, computation) * state.get_gas_price(spoof)
+                after = state.get_balance(me)
+                success = not computation.is_error
+                logs = [
+                    ("0x" + bytes(address).hex(), list(topics), bytes(data))
+                    for address, topics, data in computation.get_log_entries()
+                ]
+                tokens_after = {t: self._balance_of(vm, t, me) for t in tokens}
+            finally:
+                state.revert(snapshot)
+        deltas = _log_token_deltas(sender, logs) if success else {}
+        for token in tokens:  # balanceOf is authoritative where the token answers it
+            old, new = tokens_before[token], tokens_after[token]
+            key = token.lower()
+            if old is not None and new is not None:
+                deltas.pop(key, None)
+                if new != old:
+                    deltas[key] = new - old
+        return SimBalances(
+            native=after - before + fee,
+            tokens={k: v for k, v in deltas.items() if v},
+            fee=fee,
+            success=success,
+        )
+
+    @staticmethod
+    def _balance_of(vm: Any, token: str, holder: bytes) -> int | None:
+        """``token.balanceOf(holder)`` on ``vm``'s current state (undone afterwards)."""
+        from eth.vm.spoof import SpoofTransaction
+
+        state = vm.state
+        reader = b"\x7a" * 20  # any address; it is funded and reverted with the read
+        snapshot = state.snapshot()
+        try:
+            state.set_balance(reader, 10**30)
+            call = vm.get_transaction_builder().new_unsigned_dynamic_fee_transaction(
+                chain_id=vm.chain_context.chain_id,
+                nonce=state.get_nonce(reader),
+                max_priority_fee_per_gas=0,
+                max_fee_per_gas=state.base_fee,
+                gas=200_000,
+                to=bytes.fromhex(token[2:]),
+                value=0,
+                data=_BALANCE_OF + b"\0" * 12 + holder,
+                access_list=(),
+            )
+            computation = state.apply_transaction(SpoofTransaction(call, from_=reader))
+            output = bytes(computation.output)
+        finally:
+            state.revert(snapshot)
+        if computation.is_error or len(output) != 32:
+            return None
+        return int.from_bytes(output, "big")
 
     def faucet_fund(self, address: str, amount: int) -> None:
         """Send ``amount`` wei to ``address`` from eth-tester's first prefunded account."""
@@ -510,6 +657,67 @@ class HttpBackend(Backend):
 
     def send_raw(self, raw: bytes, tx_hash: str, sender_of: Callable[[], str]) -> None:
         self.request("eth_sendRawTransaction", ["0x" + raw.hex()])
+
+    def simulate_balances(
+        self, sender: str, payload: Mapping[str, Any], tokens: Sequence[str]
+    ) -> SimBalances | None:
+        """``debug_traceCall`` twice on the latest block: the ``prestateTracer`` in diff mode
+        for the sender's native balance and the ``callTracer`` with logs for ``Transfer``
+        events (token changes). The call carries no gas price, so no fee is charged and
+        ``native`` is the value flow alone. Nodes without the debug API (most public
+        providers) answer with an error: ``None``."""
+        from web3.exceptions import Web3RPCError
+
+        call: dict[str, Any] = {
+            "from": sender,
+            "value": int(payload["value"]),
+            "data": payload["data"],
+            "gas": int(payload["gas"]),
+        }
+        if payload.get("to"):
+            call["to"] = payload["to"]
+        params = _json_call(call)
+        try:
+            diff = self.request(
+                "debug_traceCall",
+                [
+                    params,
+                    "latest",
+                    {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}},
+                ],
+            )
+            trace = self.request(
+                "debug_traceCall",
+                [params, "latest", {"tracer": "callTracer", "tracerConfig": {"withLog": True}}],
+            )
+        except Web3RPCError:
+            return None
+        if not isinstance(diff, Mapping) or not isinstance(trace, Mapping):
+            return None
+        key = sender.lower()
+        pre = (diff.get("pre") or {}).get(key) or {}
+        post = (diff.get("post") or {}).get(key) or {}
+        before = _quantity(pre.get("balance", "0x0"))
+        after = _quantity(post.get("balance", pre.get("balance", "0x0")))
+        success = not trace.get("error")
+        logs: list[tuple[str, Sequence[int], bytes]] = []
+
+        def walk(frame: Mapping[str, Any]) -> None:
+            if frame.get("error"):
+                return  # a reverted frame's logs (and its children's) are discarded
+            for log in frame.get("logs") or ():
+                topics = [int(t, 16) for t in log.get("topics") or ()]
+                logs.append((str(log.get("address", "")), topics, _data(log.get("data", "0x"))))
+            for child in frame.get("calls") or ():
+                walk(child)
+
+        walk(trace)
+        return SimBalances(
+            native=after - before,
+            tokens=_log_token_deltas(sender, logs) if success else {},
+            fee=None,
+            success=success,
+        )
 
     def set_balance(self, address: str, amount: int) -> None:
         """anvil's ``anvil_setBalance`` cheat code."""

@@ -6,6 +6,7 @@ JSON-RPC). Both raise only waiaas ``ChainError`` subclasses, built by :mod:`.err
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -97,6 +98,17 @@ class SolanaBackend(Protocol):
 
     def get_balance(self, pubkey: Pubkey) -> int:
         """Lamports held by ``pubkey`` (0 when the account does not exist)."""
+        ...
+
+    def get_accounts(self, pubkeys: Sequence[Pubkey]) -> list[AccountData | None]:
+        """Several accounts at once, in order (``None`` for missing ones)."""
+        ...
+
+    def simulate_accounts(
+        self, tx: VersionedTransaction, pubkeys: Sequence[Pubkey], *, context: TxContext
+    ) -> tuple[SimOutcome, list[AccountData | None] | None]:
+        """Execute without committing (signatures not checked); return the outcome and the
+        state of ``pubkeys`` after it (``None`` when the transaction failed)."""
         ...
 
     def get_token_amount(self, token_account: Pubkey) -> int | None:

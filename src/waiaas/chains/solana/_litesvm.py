@@ -16,6 +16,7 @@ Two things differ from a cluster and are handled here:
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from solders.hash import Hash
 from solders.litesvm import LiteSVM
@@ -94,6 +95,51 @@ class LiteSVMBackend:
     def get_balance(self, pubkey: Pubkey) -> int:
         with self._lock:
             return self._svm.get_balance(pubkey) or 0
+
+    def get_accounts(self, pubkeys: Sequence[Pubkey]) -> list[AccountData | None]:
+        with self._lock:
+            return [self.get_account(key) for key in pubkeys]
+
+    def simulate_accounts(
+        self, tx: VersionedTransaction, pubkeys: Sequence[Pubkey], *, context: TxContext
+    ) -> tuple[SimOutcome, list[AccountData | None] | None]:
+        with self._lock:
+            before = self._svm.get_sigverify()
+            self._svm.with_sigverify(False)
+            try:
+                result = self._svm.simulate_transaction(tx)
+            finally:
+                self._svm.with_sigverify(before)
+            if isinstance(result, FailedTransactionMetadata):
+                meta = result.meta()
+                outcome = SimOutcome(
+                    err=transaction_error_to_json(result.err()),
+                    logs=tuple(meta.logs()),
+                    units_consumed=meta.compute_units_consumed(),
+                )
+                return outcome, None
+            meta = result.meta()
+            outcome = SimOutcome(
+                err=None, logs=tuple(meta.logs()), units_consumed=meta.compute_units_consumed()
+            )
+            post = dict(result.post_accounts())
+            out: list[AccountData | None] = []
+            for key in pubkeys:
+                account = post.get(key)
+                if account is None:
+                    out.append(self.get_account(key))  # not written by the transaction
+                elif account.lamports == 0 and not account.data:
+                    out.append(None)  # closed / emptied
+                else:
+                    out.append(
+                        AccountData(
+                            lamports=account.lamports,
+                            owner=account.owner,
+                            data=bytes(account.data),
+                            executable=account.executable,
+                        )
+                    )
+            return outcome, out
 
     def get_token_amount(self, token_account: Pubkey) -> int | None:
         account = self.get_account(token_account)

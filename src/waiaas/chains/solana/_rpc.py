@@ -13,7 +13,7 @@ import base64
 import itertools
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -162,6 +162,51 @@ class RpcBackend:
             "getAccountInfo",
             self._call("getAccountInfo", [str(pubkey), self._config(encoding="base64")]),
         )
+        return self._account(value, "getAccountInfo")
+
+    def get_accounts(self, pubkeys: Sequence[Pubkey]) -> list[AccountData | None]:
+        out: list[AccountData | None] = []
+        for start in range(0, len(pubkeys), 100):  # the node's limit per request
+            chunk = [str(key) for key in pubkeys[start : start + 100]]
+            value = self._value(
+                "getMultipleAccounts",
+                self._call("getMultipleAccounts", [chunk, self._config(encoding="base64")]),
+            )
+            if not isinstance(value, list) or len(value) != len(chunk):
+                raise malformed_response(self._url, "getMultipleAccounts: bad value")
+            out += [self._account(item, "getMultipleAccounts") for item in value]
+        return out
+
+    def simulate_accounts(
+        self, tx: VersionedTransaction, pubkeys: Sequence[Pubkey], *, context: TxContext
+    ) -> tuple[SimOutcome, list[AccountData | None] | None]:
+        encoded = base64.b64encode(bytes(tx)).decode()
+        config = self._config(
+            encoding="base64",
+            sigVerify=False,
+            replaceRecentBlockhash=False,
+            accounts={"encoding": "base64", "addresses": [str(key) for key in pubkeys]},
+        )
+        value = self._value(
+            "simulateTransaction", self._call("simulateTransaction", [encoded, config], context)
+        )
+        if not isinstance(value, Mapping):
+            raise malformed_response(self._url, "simulateTransaction: bad value")
+        logs = value.get("logs") or ()
+        units = value.get("unitsConsumed")
+        outcome = SimOutcome(
+            err=value.get("err"),
+            logs=tuple(str(line) for line in logs),
+            units_consumed=units if isinstance(units, int) else None,
+        )
+        if outcome.err is not None:
+            return outcome, None
+        accounts = value.get("accounts")
+        if not isinstance(accounts, list) or len(accounts) != len(pubkeys):
+            raise malformed_response(self._url, "simulateTransaction: no accounts returned")
+        return outcome, [self._account(item, "simulateTransaction") for item in accounts]
+
+    def _account(self, value: Any, method: str) -> AccountData | None:
         if value is None:
             return None
         try:
@@ -169,13 +214,13 @@ class RpcBackend:
             if encoding != "base64":
                 raise ValueError(encoding)
             return AccountData(
-                lamports=self._int("getAccountInfo", value["lamports"]),
+                lamports=self._int(method, value["lamports"]),
                 owner=Pubkey.from_string(value["owner"]),
                 data=base64.b64decode(encoded, validate=True),
                 executable=bool(value["executable"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise malformed_response(self._url, "getAccountInfo: bad account") from exc
+            raise malformed_response(self._url, f"{method}: bad account") from exc
 
     def get_balance(self, pubkey: Pubkey) -> int:
         result = self._call("getBalance", [str(pubkey), self._config()])

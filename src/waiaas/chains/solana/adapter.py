@@ -38,6 +38,7 @@ import math
 import struct
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -52,6 +53,7 @@ from solders.system_program import CreateAccountParams, TransferParams, create_a
 from solders.transaction import VersionedTransaction
 
 from waiaas.chains.base import (
+    BalanceChanges,
     ChainTxState,
     ChainTxStatus,
     SignedTx,
@@ -59,7 +61,7 @@ from waiaas.chains.base import (
     UnsignedTx,
 )
 from waiaas.chains.solana import spl
-from waiaas.chains.solana._backend import SolanaBackend
+from waiaas.chains.solana._backend import AccountData, SolanaBackend
 from waiaas.chains.solana.errors import TxContext, map_transaction_error
 from waiaas.errors import (
     ChainError,
@@ -667,6 +669,74 @@ class SolanaAdapter:
             cache[key] = (program, decimals)
         return cache[key][1]
 
+    def simulate_balance_changes(
+        self, unsigned: UnsignedTx, *, tokens: Iterable[str] = ()
+    ) -> BalanceChanges:
+        """The sender's balance changes if ``unsigned`` ran now, without committing anything.
+
+        Every writable account of the message is read before and simulated after (LiteSVM:
+        the simulation's post-accounts; JSON-RPC: ``getMultipleAccounts`` then
+        ``simulateTransaction`` with the ``accounts`` option; the two reads are not atomic on a
+        busy cluster). Only writable accounts can change, so nothing is missed:
+
+        * ``native``: the change of the sender's lamports, plus every decrease of lamports in
+          accounts it controls that the adapter recognises (its SPL token accounts, address
+          lookup tables and nonce accounts whose authority it is: closing one to another
+          address is an outflow; funding one is not counted back), **fee excluded** (``fee``
+          holds it);
+        * ``tokens``: per mint, the change of the sender's token accounts.
+
+        A transaction that fails in simulation changes nothing (``native`` 0).
+
+        Args:
+            unsigned: a transaction built by this adapter.
+            tokens: ignored on Solana (every token account is watched); accepted so both
+                adapters share one signature.
+
+        Raises:
+            InvalidInputError: not a Solana transaction of this adapter.
+            ChainError: the node failed.
+
+        Example::
+
+            changes = chain.simulate_balance_changes(unsigned)
+            changes.native   # -1_000_000 for a 0.001 SOL transfer
+        """
+        message = self._message(unsigned)
+        sender = self._pubkey(unsigned.sender, "sender")
+        keys = list(message.account_keys)
+        writable = [keys[i] for i in range(len(keys)) if _is_writable(message, i)]
+        before = self._backend.get_accounts(writable)
+        signatures = [Signature.default()] * message.header.num_required_signatures
+        tx = VersionedTransaction.populate(message, signatures)
+        outcome, after = self._backend.simulate_accounts(
+            tx, writable, context=TxContext.from_message(message)
+        )
+        fee = self._backend.fee_for_message(message)
+        if outcome.err is not None or after is None:
+            return BalanceChanges(native=0, tokens={}, fee=fee)
+        native = 0
+        token_deltas: dict[str, int] = {}
+        for key, old, new in zip(writable, before, after, strict=True):
+            lamports = (new.lamports if new else 0) - (old.lamports if old else 0)
+            if key == sender:
+                native += lamports
+                continue
+            controlled, mint = _controlled_by(sender, old, new)
+            if controlled and lamports < 0:
+                # Lamports leaving an account the sender controls are its outflow; lamports
+                # parked in one are not counted back (whoever the program lets can take them).
+                native += lamports
+            if mint is not None:
+                delta = _token_amount(new) - _token_amount(old)
+                if delta:
+                    token_deltas[str(mint)] = token_deltas.get(str(mint), 0) + delta
+        if keys and keys[0] == sender:
+            native += fee
+        return BalanceChanges(
+            native=native, tokens={k: v for k, v in token_deltas.items() if v}, fee=fee
+        )
+
     # ------------------------------------------------------------------ sign & submit
 
     def sign(self, unsigned: UnsignedTx, secret: bytes) -> SignedTx:
@@ -989,6 +1059,64 @@ class LocalSolanaAdapter(SolanaAdapter):
         )
 
 
+def _is_writable(message: MessageV0, index: int) -> bool:
+    """Whether account ``index`` is writable by the message's header (as signed)."""
+    header = message.header
+    signers = header.num_required_signatures
+    if index < signers:
+        return index < signers - header.num_readonly_signed_accounts
+    return index < len(message.account_keys) - header.num_readonly_unsigned_accounts
+
+
+_ALT_PROGRAM_ID = Pubkey.from_string("AddressLookupTab1e1111111111111111111111111")
+_NONCE_ACCOUNT_SIZE = 80
+
+
+def _controlled_by(owner: Pubkey, *states: AccountData | None) -> tuple[bool, Pubkey | None]:
+    """Whether an account (in any of its ``states``) is controlled by ``owner``, and its mint
+    when it is ``owner``'s SPL token account.
+
+    Recognised: SPL token accounts whose owner is ``owner``; address lookup tables whose
+    authority is ``owner``; initialised nonce accounts whose authority is ``owner``.
+    """
+    raw_owner = bytes(owner)
+    for state in states:
+        if state is None:
+            continue
+        data = state.data
+        if state.owner in spl.TOKEN_PROGRAMS:
+            try:
+                info = spl.parse_token_account(data)
+            except (ValueError, struct.error):
+                continue
+            if info.owner == owner:
+                return True, info.mint
+        elif state.owner == _ALT_PROGRAM_ID:
+            # ProgramState::LookupTable (u32 1), deactivation slot, last extended slot and
+            # index, then the authority as Option<Pubkey> at byte 21.
+            table = len(data) >= 54 and data[:4] == b"\x01\0\0\0" and data[21] == 1
+            if table and data[22:54] == raw_owner:
+                return True, None
+        elif (
+            # a nonce account: Versions (u32), State::Initialized (u32 1), then the authority
+            state.owner == spl.SYSTEM_PROGRAM_ID
+            and len(data) == _NONCE_ACCOUNT_SIZE
+            and data[4:8] == b"\x01\0\0\0"
+            and data[8:40] == raw_owner
+        ):
+            return True, None
+    return False, None
+
+
+def _token_amount(state: AccountData | None) -> int:
+    if state is None or state.owner not in spl.TOKEN_PROGRAMS:
+        return 0
+    try:
+        return spl.parse_token_account(state.data).amount
+    except (ValueError, struct.error):
+        return 0
+
+
 def _plan_of_message(message: MessageV0, network: str) -> SolanaPlan:
     """The plan of a compiled v0 message (flags from its header, as the runtime reads them)."""
     from waiaas.plan import SolanaAccountMeta, SolanaInstruction, SolanaPlan
@@ -996,15 +1124,10 @@ def _plan_of_message(message: MessageV0, network: str) -> SolanaPlan:
     if list(message.address_table_lookups):
         raise _fail("messages with address lookup tables have no plan", "unsigned")
     keys = [str(key) for key in message.account_keys]
-    header = message.header
-    signers = header.num_required_signatures
-    writable_signers = signers - header.num_readonly_signed_accounts
-    writable_end = len(keys) - header.num_readonly_unsigned_accounts
+    signers = message.header.num_required_signatures
     metas = [
         SolanaAccountMeta(
-            pubkey=key,
-            is_signer=index < signers,
-            is_writable=index < writable_signers if index < signers else index < writable_end,
+            pubkey=key, is_signer=index < signers, is_writable=_is_writable(message, index)
         )
         for index, key in enumerate(keys)
     ]
