@@ -253,3 +253,43 @@ def test_a_node_without_the_debug_api_cannot_simulate() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_controlled_accounts_are_recognised_by_their_authority() -> None:
+    """Token accounts, lookup tables, stake and nonce accounts of the sender count as its own;
+    the same layouts with another authority do not."""
+    import struct
+
+    from solders.pubkey import Pubkey
+
+    from waiaas.chains.solana import spl
+    from waiaas.chains.solana._backend import AccountData
+    from waiaas.chains.solana.adapter import _controlled_by
+
+    me, other, mint = Pubkey.new_unique(), Pubkey.new_unique(), Pubkey.new_unique()
+    alt = Pubkey.from_string("AddressLookupTab1e1111111111111111111111111")
+    stake = Pubkey.from_string("Stake11111111111111111111111111111111111111")
+
+    def token(owner: Pubkey) -> AccountData:
+        data = bytes(mint) + bytes(owner) + struct.pack("<Q", 5) + bytes(165 - 72)
+        return AccountData(2_039_280, spl.TOKEN_PROGRAM_ID, data, False)
+
+    def table(authority: Pubkey) -> AccountData:
+        data = struct.pack("<IQQB", 1, 2**64 - 1, 0, 0) + b"\x01" + bytes(authority) + bytes(2)
+        return AccountData(10**6, alt, data, False)
+
+    def staked(withdrawer: Pubkey) -> AccountData:
+        data = struct.pack("<IQ", 2, 1) + bytes(other) + bytes(withdrawer) + bytes(124)
+        return AccountData(10**9, stake, data, False)
+
+    def nonce(authority: Pubkey) -> AccountData:
+        data = struct.pack("<II", 1, 1) + bytes(authority) + bytes(40)
+        return AccountData(1_447_680, spl.SYSTEM_PROGRAM_ID, data, False)
+
+    assert _controlled_by(me, token(me)) == (True, mint)
+    assert _controlled_by(me, None, token(me)) == (True, mint)
+    for make in (table, staked, nonce):
+        assert _controlled_by(me, make(me)) == (True, None), make.__name__
+        assert _controlled_by(me, make(other)) == (False, None), make.__name__
+    assert _controlled_by(me, token(other)) == (False, None)
+    assert _controlled_by(me, None, None) == (False, None)

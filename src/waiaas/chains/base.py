@@ -269,7 +269,8 @@ class BalanceChanges:
         native: the signed change of the sender's native balance in base units, **fees
             excluded** (negative = outflow). On Solana it also counts every decrease of
             lamports in accounts the sender controls that the adapter recognises (its token
-            accounts, address lookup tables and nonce accounts whose authority it is), so
+            accounts, address lookup tables and nonce accounts whose authority it is, stake
+            accounts whose withdrawer it is), so
             closing one of them to another address shows as an outflow, while lamports put
             into one (e.g. its own token account's rent) still count as spent.
         tokens: signed change per token (mint / token contract) the sender holds in the

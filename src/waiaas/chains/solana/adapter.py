@@ -681,8 +681,9 @@ class SolanaAdapter:
 
         * ``native``: the change of the sender's lamports, plus every decrease of lamports in
           accounts it controls that the adapter recognises (its SPL token accounts, address
-          lookup tables and nonce accounts whose authority it is: closing one to another
-          address is an outflow; funding one is not counted back), **fee excluded** (``fee``
+          lookup tables, stake accounts it is the withdrawer of and nonce accounts it is the
+          authority of: closing one to another address is an outflow; funding one is not
+          counted back), **fee excluded** (``fee``
           holds it);
         * ``tokens``: per mint, the change of the sender's token accounts.
 
@@ -1070,6 +1071,7 @@ def _is_writable(message: MessageV0, index: int) -> bool:
 
 _ALT_PROGRAM_ID = Pubkey.from_string("AddressLookupTab1e1111111111111111111111111")
 _NONCE_ACCOUNT_SIZE = 80
+_STAKE_PROGRAM_ID = Pubkey.from_string("Stake11111111111111111111111111111111111111")
 
 
 def _controlled_by(owner: Pubkey, *states: AccountData | None) -> tuple[bool, Pubkey | None]:
@@ -1077,7 +1079,8 @@ def _controlled_by(owner: Pubkey, *states: AccountData | None) -> tuple[bool, Pu
     when it is ``owner``'s SPL token account.
 
     Recognised: SPL token accounts whose owner is ``owner``; address lookup tables whose
-    authority is ``owner``; initialised nonce accounts whose authority is ``owner``.
+    authority is ``owner``; stake accounts whose withdrawer is ``owner``; initialised nonce
+    accounts whose authority is ``owner``. Other programs' vaults are not recognised.
     """
     raw_owner = bytes(owner)
     for state in states:
@@ -1091,21 +1094,32 @@ def _controlled_by(owner: Pubkey, *states: AccountData | None) -> tuple[bool, Pu
                 continue
             if info.owner == owner:
                 return True, info.mint
-        elif state.owner == _ALT_PROGRAM_ID:
-            # ProgramState::LookupTable (u32 1), deactivation slot, last extended slot and
-            # index, then the authority as Option<Pubkey> at byte 21.
-            table = len(data) >= 54 and data[:4] == b"\x01\0\0\0" and data[21] == 1
-            if table and data[22:54] == raw_owner:
-                return True, None
-        elif (
-            # a nonce account: Versions (u32), State::Initialized (u32 1), then the authority
-            state.owner == spl.SYSTEM_PROGRAM_ID
-            and len(data) == _NONCE_ACCOUNT_SIZE
-            and data[4:8] == b"\x01\0\0\0"
-            and data[8:40] == raw_owner
-        ):
+        elif _authority_of(state) == raw_owner:
             return True, None
     return False, None
+
+
+def _authority_of(state: AccountData) -> bytes | None:
+    """The 32-byte key that controls the lamports of a lookup table, stake or nonce account."""
+    data = state.data
+    if state.owner == _ALT_PROGRAM_ID:
+        # ProgramState::LookupTable (u32 1), deactivation slot, last extended slot and index,
+        # then the authority as Option<Pubkey> at byte 21.
+        if len(data) >= 54 and data[:4] == b"\x01\0\0\0" and data[21] == 1:
+            return data[22:54]
+    elif state.owner == _STAKE_PROGRAM_ID:
+        # StakeStateV2 Initialized (1) / Stake (2), Meta { rent reserve, staker, withdrawer }:
+        # the withdrawer moves its lamports.
+        if len(data) >= 76 and data[:4] in (b"\x01\0\0\0", b"\x02\0\0\0"):
+            return data[44:76]
+    elif (
+        state.owner == spl.SYSTEM_PROGRAM_ID
+        and len(data) == _NONCE_ACCOUNT_SIZE
+        and data[4:8] == b"\x01\0\0\0"
+    ):
+        # a nonce account: Versions (u32), State::Initialized (u32 1), then the authority
+        return data[8:40]
+    return None
 
 
 def _token_amount(state: AccountData | None) -> int:
