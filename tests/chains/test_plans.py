@@ -58,7 +58,7 @@ class World:
 @pytest.fixture
 def world(adapter: Any) -> World:
     secret, sender = adapter.generate_secret()
-    fund = 10 * 10**9 if adapter.chain == "solana" else 10**20
+    fund = 100 * 10**9 if adapter.chain == "solana" else 10**20
     adapter.fund(sender, fund)
     token = adapter.create_test_token(6)
     adapter.mint_test_token(token, sender, 10**12)
@@ -131,7 +131,7 @@ def requests(draw: st.DrawFn, w: World) -> Request:
     to = draw(st.sampled_from(w.others))
     if kind == "transfer":
         memo = draw(st.none() | st.text(min_size=1, max_size=20)) if w.chain == "solana" else None
-        floor = 10**9 if w.chain == "solana" else 0  # a fresh Solana account needs its rent
+        floor = 10**6 if w.chain == "solana" else 0  # a fresh Solana account needs its rent
         return Transfer(to=to, amount=floor + draw(amounts), memo=memo)
     if kind == "token":
         return TokenRequest(token=w.token, to=to, amount=draw(amounts))
@@ -147,7 +147,7 @@ def requests(draw: st.DrawFn, w: World) -> Request:
     built: list[Any] = []
     for item in items:
         if item == "transfer":
-            built.append(Transfer(to=draw(st.sampled_from(w.others)), amount=10**9))
+            built.append(Transfer(to=draw(st.sampled_from(w.others)), amount=10**6))
         elif item == "token":
             built.append(TokenRequest(token=w.token, to=draw(st.sampled_from(w.others)), amount=1))
         else:
