@@ -264,3 +264,59 @@ def test_plan_of_refuses_other_chains_payloads(world: World) -> None:
     bogus = UnsignedTx(chain=w.chain, sender=w.sender, payload="not a message")
     with pytest.raises(InvalidInputError):
         w.adapter.plan_of(bogus)
+
+
+def test_build_plan_signs_exactly_the_stored_plan(world: World) -> None:
+    """A plan stored as JSON rebuilds to a transaction with the same plan and digest, even
+    after the chain changed (Solana: the recipient's token account now exists, so a rebuild
+    from the request would drop the account creation), and it executes."""
+    from waiaas.chains.base import SupportsPlanBuild
+
+    w = world
+    assert isinstance(w.adapter, SupportsPlanBuild)
+    to = w.others[2]
+    unsigned = w.adapter.build(TokenRequest(token=w.token, to=to, amount=7), w.sender)
+    stored = json.dumps(plan_to_json(w.adapter.plan_of(unsigned)))
+    if w.chain == "evm":
+        w.adapter.release_nonce(w.sender, unsigned.nonce)  # dropped unsent
+    w.adapter.mint_test_token(w.token, to, 1)  # the recipient's token account appears
+    plan = plan_from_json(json.loads(stored))
+    rebuilt = w.adapter.build_plan(plan)
+    assert w.adapter.plan_of(rebuilt) == plan
+    assert plan_digest(w.adapter.plan_of(rebuilt)) == plan_digest(plan)
+    other = w.adapter.build(TokenRequest(token=w.token, to=to, amount=7), w.sender)
+    fresh = w.adapter.plan_of(other)
+    if w.chain == "evm":
+        w.adapter.release_nonce(w.sender, other.nonce)
+    else:
+        assert plan_digest(fresh) != plan_digest(plan)  # the request would build another plan
+    signed = w.adapter.sign(rebuilt, w.secret)
+    assert w.adapter.plan_of_signed(signed) == plan
+    w.adapter.submit(signed)
+    assert w.adapter.wait_for_confirmation(signed).state == "CONFIRMED"
+
+
+def test_build_plan_refuses_foreign_or_unsignable_plans(world: World) -> None:
+    """Another network or chain id, the other chain family, or a second signer: refused."""
+    import dataclasses
+
+    from waiaas.plan import SolanaAccountMeta, SolanaInstruction
+
+    w = world
+    plan = w.adapter.plan_of(w.adapter.build(Transfer(to=w.others[0], amount=10**6), w.sender))
+    with pytest.raises(InvalidInputError):
+        w.adapter.build_plan(dataclasses.replace(plan, network="elsewhere"))
+    if w.chain == "evm":
+        with pytest.raises(InvalidInputError):
+            w.adapter.build_plan(dataclasses.replace(plan, chain_id=plan.chain_id + 1))
+        return
+    (ix,) = plan.instructions
+    second_signer = SolanaInstruction(
+        ix.program_id,
+        (ix.accounts[0], SolanaAccountMeta(ix.accounts[1].pubkey, True, True)),
+        ix.data,
+    )
+    with pytest.raises(InvalidInputError):
+        w.adapter.build_plan(dataclasses.replace(plan, instructions=(second_signer,)))
+    with pytest.raises(InvalidInputError):
+        w.adapter.build_plan(plan, nonce=1)

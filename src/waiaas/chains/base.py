@@ -2,8 +2,9 @@
 
 A third party adds a chain by writing a class with these methods; nothing to inherit.
 Optional capabilities are small separate protocols (:class:`SupportsNonces`,
-:class:`LocalChainControl`, :class:`SupportsPlans`, :class:`SupportsTokenInfo`,
-:class:`SupportsBalanceSimulation`) checked with ``isinstance`` at run time.
+:class:`LocalChainControl`, :class:`SupportsPlans`, :class:`SupportsPlanBuild`,
+:class:`SupportsTokenInfo`, :class:`SupportsBalanceSimulation`) checked with ``isinstance`` at
+run time.
 
 The pipeline calls an adapter in this order::
 
@@ -41,6 +42,7 @@ __all__ = [
     "SimulationResult",
     "SupportsBalanceSimulation",
     "SupportsNonces",
+    "SupportsPlanBuild",
     "SupportsPlans",
     "SupportsTokenInfo",
     "UnsignedTx",
@@ -243,6 +245,22 @@ class SupportsPlans(Protocol):
 
     def account_lookup(self) -> AccountLookup | None:
         """Chain reads for :func:`waiaas.plan.decode_plan` (token account -> mint, owner)."""
+        ...
+
+
+@runtime_checkable
+class SupportsPlanBuild(Protocol):
+    """Adapters that build a transaction from a stored plan (both shipped ones do)."""
+
+    def build_plan(self, plan: Plan, *, nonce: int | None = None) -> UnsignedTx:
+        """The transaction of ``plan`` with fresh blockhash / nonce / fees / gas, such that
+        ``plan_of(build_plan(plan)) == plan``.
+
+        Raises:
+            InvalidInputError: a plan of another chain, network or chain id, or one this
+                adapter cannot sign (another signer on Solana).
+            ChainError: the node failed (as ``build``).
+        """
         ...
 
 

@@ -481,6 +481,36 @@ class EvmAdapter:
         to, value, data = self._encode_request(request)
         return self._prepare(sender, to, value, data, nonce=nonce)
 
+    def build_plan(self, plan: EvmPlan, *, nonce: int | None = None) -> UnsignedTx:
+        """Build the transaction of a stored plan: exactly its ``to``, ``value`` and calldata,
+        with fresh gas, fees and nonce; ``plan_of(build_plan(p)) == p``.
+
+        Args:
+            plan: an :class:`~waiaas.plan.EvmPlan` for this adapter's network and chain id.
+            nonce: an explicit nonce, else one is allocated as in :meth:`build`.
+
+        Raises:
+            InvalidInputError: not an EVM plan, another network or chain id, a bad nonce.
+            InsufficientFundsError, ExecutionRevertedError, ChainError: as :meth:`build`.
+
+        Example::
+
+            unsigned = evm.build_plan(plan_from_json(stored))
+        """
+        from waiaas.plan import EvmPlan
+
+        if not isinstance(plan, EvmPlan):
+            raise InvalidInputError("plan must be an EvmPlan", field="plan")
+        if plan.network != self.network or plan.chain_id != self.chain_id:
+            raise InvalidInputError(
+                f"the plan is for {plan.network!r} (chain id {plan.chain_id}), this adapter "
+                f"for {self.network!r} (chain id {self.chain_id})",
+                field="plan",
+            )
+        if nonce is not None and (not _is_int(nonce) or not 0 <= nonce <= _MAX_NONCE):
+            raise InvalidInputError("nonce must be an integer from 0 to 2**64-2", field="nonce")
+        return self._prepare(plan.sender, plan.to, plan.value, plan.data, nonce=nonce)
+
     def _encode_request(self, request: Any) -> tuple[str, int, bytes]:
         """``(to, value, calldata)`` for a request, validated."""
         if isinstance(request, Batch):

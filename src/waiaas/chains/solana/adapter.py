@@ -409,18 +409,71 @@ class SolanaAdapter:
                 self._add(plan, item, f"requests[{index}].")
         else:
             self._add(plan, request, "")
-        instructions = self._compute_budget() + plan.instructions
+        return self._compile(payer, self._compute_budget() + plan.instructions, "request")
+
+    def build_plan(self, plan: SolanaPlan, *, nonce: int | None = None) -> UnsignedTx:
+        """Build the transaction of a stored plan: exactly its instructions (compute-budget
+        ones included), with a fresh blockhash; ``plan_of(build_plan(p)) == p``.
+
+        Use it to execute what was judged and approved, even if a rebuild from the request
+        would now differ (e.g. the recipient's token account was created meanwhile).
+
+        Args:
+            plan: a :class:`~waiaas.plan.SolanaPlan` for this adapter's network.
+            nonce: must be ``None`` (Solana has no account nonces).
+
+        Raises:
+            InvalidInputError: not a Solana plan, another network, a signer other than the
+                fee payer, too large, or flags that no compiled message can carry.
+            ChainError: the blockhash could not be read.
+
+        Example::
+
+            unsigned = chain.build_plan(plan_from_json(stored))
+        """
+        from waiaas.plan import SolanaPlan
+
+        if nonce is not None:
+            raise _fail("Solana has no account nonces; pass nonce=None", "nonce")
+        if not isinstance(plan, SolanaPlan):
+            raise _fail("plan must be a SolanaPlan", "plan")
+        if plan.network != self.network:
+            raise _fail(
+                f"the plan is for network {plan.network!r}, this adapter for {self.network!r}",
+                "plan",
+            )
+        payer = self._pubkey(plan.fee_payer, "fee_payer")
+        instructions = [
+            Instruction(
+                Pubkey.from_string(ix.program_id),
+                ix.data,
+                [
+                    AccountMeta(Pubkey.from_string(m.pubkey), m.is_signer, m.is_writable)
+                    for m in ix.accounts
+                ],
+            )
+            for ix in plan.instructions
+        ]
+        unsigned = self._compile(payer, instructions, "plan")
+        if _plan_of_message(unsigned.payload, self.network) != plan:
+            raise _fail(
+                "the plan's account flags cannot be compiled into one message as given", "plan"
+            )
+        return unsigned
+
+    def _compile(self, payer: Pubkey, instructions: list[Instruction], field: str) -> UnsignedTx:
+        """Compile for ``payer`` with a fresh blockhash; only the payer may sign."""
         latest = self._backend.latest_blockhash()
         try:
             message = MessageV0.try_compile(payer, instructions, [], latest.blockhash)
         except Exception as exc:  # solders raises its own CompileError types
-            raise _fail(f"cannot compile the transaction: {exc}", "request") from exc
+            raise _fail(f"cannot compile the transaction: {exc}", field) from exc
         if message.header.num_required_signatures != 1:
-            raise _fail("only the sender may sign a transaction", "request")
+            raise _fail("only the sender may sign a transaction", field)
         size = 1 + 64 + len(to_bytes_versioned(message))
         if size > _MAX_TX_SIZE:
             raise _fail(
-                f"the transaction would be {size} bytes; Solana allows {_MAX_TX_SIZE}", "request"
+                f"the transaction would be {size} bytes; Solana allows {_MAX_TX_SIZE}", field
             )
         fee = self._backend.fee_for_message(message)
         return UnsignedTx(
