@@ -151,7 +151,9 @@ class _Describer:
                 head = "deploy a new contract"
             else:
                 head = f"call contract {effect.contract}"
-            if effect.method and effect.selector:
+            if effect.contract == CONTRACT_CREATION:
+                what = ""
+            elif effect.method and effect.selector:
                 what = f" method {effect.method} (selector {effect.selector})"
             elif effect.method:
                 what = f" {effect.method}"

@@ -102,7 +102,7 @@ def test_calls_show_method_or_raw_selector() -> None:
         lines[1] == f"call contract {EVM_TOKEN} unknown method, selector 0xdeadbeef sending 1 ETH"
     )
     assert "MALFORMED" in lines[2]
-    assert lines[3] == "deploy a new contract contract creation"
+    assert lines[3] == "deploy a new contract"
     assert SOL_B in lines[4] and SOL_A in lines[4] and "closeLookupTable" in lines[4]
 
 
