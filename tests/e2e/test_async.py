@@ -69,9 +69,10 @@ def guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[_LoopGuard]:
 def test_fifty_tasks_one_daily_limit_exact_and_the_loop_never_runs_wallet_code(
     tmp_path: Path, chain: str, guard: _LoopGuard, record_property: Any
 ) -> None:
-    """50 concurrent sends of 1 unit under a 20-unit daily limit: exactly 20 confirm, 30 are
-    denied, the budget is spent to the unit; open, sends and close run no database work on
-    the loop's thread. The loop's longest stall is recorded as a test property."""
+    """50 concurrent sends of 1 unit under a 20-unit daily limit: exactly 20 confirm, the
+    others are denied (or failed on the chain, their budget released), the budget is spent to
+    the unit; open, sends and close run no database work on the loop's thread. The loop's
+    longest stall is recorded as a test property."""
     unit = UNIT[chain]
 
     async def scenario() -> tuple[list[str], int, float]:
@@ -103,6 +104,8 @@ def test_fifty_tasks_one_daily_limit_exact_and_the_loop_never_runs_wallet_code(
                     result = await handle.send(Transfer(to=dest, amount=unit))
                 except PolicyDeniedError:
                     return "DENIED"
+                if result.status == TxStatus.FAILED:  # the chain refused it: budget released
+                    return f"FAILED: {result.error}"
                 return result.status.value
 
             outcomes = await asyncio.gather(*(one() for _ in range(50)))
@@ -115,8 +118,12 @@ def test_fifty_tasks_one_daily_limit_exact_and_the_loop_never_runs_wallet_code(
 
     outcomes, balance, stall = asyncio.run(scenario())
     record_property("loop_max_stall_ms", round(stall * 1000, 1))
-    assert outcomes.count("CONFIRMED") == 20
-    assert outcomes.count("DENIED") == 30
+    # Exactly the daily limit is spent, never more. Under heavy machine load a few admitted
+    # transfers can fail on the chain (their budget is released and others take it), so the
+    # rest are denials or chain failures, never anything else.
+    assert outcomes.count("CONFIRMED") == 20, outcomes
+    assert all(o == "CONFIRMED" or o == "DENIED" or o.startswith("FAILED: ") for o in outcomes)
+    assert outcomes.count("DENIED") >= 1
     assert balance == 20 * UNIT[chain]
     assert guard.calls > 100
     assert guard.on_loop == []
