@@ -50,6 +50,7 @@ from waiaas.policy.rules import (
     RateLimitRules,
     SpendingLimitRules,
     TimeRestrictionRules,
+    daily_bounds,
 )
 from waiaas.policy.units import describe_amount, format_usd
 from waiaas.types import (
@@ -382,11 +383,78 @@ def _spending_limit(env: _Env, out: _Verdict, spec: PolicySpec, r: SpendingLimit
                 amount=amount,
                 **_bounds_figures(r.thresholds),
             )
+            _velocity(env, out, spec, kind, key, amount, r.daily_thresholds, tier, r=r)
             covered.add(key)
     if _has_usd(r):
         with localcontext(EXACT):
             covered |= _spending_usd(env, out, spec, r, assets)
     return covered
+
+
+def _velocity(
+    env: _Env,
+    out: _Verdict,
+    spec: PolicySpec | None,
+    kind: str,
+    asset: str,
+    amount: int,
+    bounds: Sequence[Any],
+    request_tier: Tier,
+    *,
+    r: SpendingLimitRules | None = None,
+) -> None:
+    """Velocity tier: at least the tier of the rolling 24 h total of ``asset`` including this
+    request (in-flight and confirmed spending, the figures the daily budget uses), so that
+    splitting an amount into small requests does not lower its tier."""
+    if all(b is None for b in bounds):
+        return
+    day = env.usage.spent_of(asset).day
+    total = day + amount
+    tier = _tier_for(bounds, total)
+    if Tier.highest(tier, request_tier) == request_tier:
+        return
+    out.tier(
+        spec,
+        kind,
+        tier,
+        f"{env.show(asset, total)} in 24 h including this request is {tier.value} (velocity tier)",
+        delay=r.delay_seconds if r is not None else None,
+        timeout=r.approval_timeout if r is not None else None,
+        asset=asset,
+        amount=amount,
+        day_total=total,
+        **{f"daily_{k}": v for k, v in _bounds_figures(bounds).items()},
+    )
+
+
+def _velocity_usd(
+    out: _Verdict,
+    spec: PolicySpec,
+    kind: str,
+    value: Decimal,
+    day: Decimal,
+    bounds: Sequence[Any],
+    request_tier: Tier,
+    r: SpendingLimitRules,
+) -> None:
+    """The USD velocity tier (see :func:`_velocity`)."""
+    if all(b is None for b in bounds):
+        return
+    total = day + value
+    tier = _tier_for(bounds, total)
+    if Tier.highest(tier, request_tier) == request_tier:
+        return
+    out.tier(
+        spec,
+        kind,
+        tier,
+        f"{format_usd(total)} in 24 h including this request is {tier.value} (velocity tier)",
+        delay=r.delay_seconds,
+        timeout=r.approval_timeout,
+        amount_usd=value,
+        day_total_usd=total,
+        **{f"daily_{k}_usd": v for k, v in _bounds_figures(bounds).items()},
+    )
 
 
 def _bounds_figures(bounds: Sequence[Any]) -> dict[str, object]:
@@ -518,6 +586,8 @@ def _spending_usd(
             amount_usd=value,
             **{f"{k}_usd": v for k, v in _bounds_figures(r.thresholds_usd).items()},
         )
+        if day is not None:
+            _velocity_usd(out, spec, kind, value, day, r.daily_thresholds_usd, tier, r)
     return set(assets)
 
 
@@ -957,6 +1027,11 @@ def _defaults(env: _Env, out: _Verdict, covered: set[str]) -> None:
                 notify_max=thresholds.notify_max,
                 delay_max=thresholds.delay_max,
             )
+            default_daily = daily_bounds(
+                (thresholds.instant_max, thresholds.notify_max, thresholds.delay_max),
+                (None, None, None),
+            )
+            _velocity(env, out, None, "DEFAULTS", asset, amount, default_daily, tier)
         else:
             out.tier(
                 None,

@@ -305,6 +305,14 @@ class SpendingLimitRules(_RulesBase):
         instant_max / notify_max / delay_max: inclusive upper bounds of the INSTANT,
             NOTIFY and DELAY tiers; above the highest bound given: APPROVAL. A bound that
             is left out skips its tier.
+        daily_instant_max / daily_notify_max / daily_delay_max: velocity tiers, the same
+            bounds for the agent's rolling 24 h total of this asset *including* this request
+            (in-flight and confirmed, the same accounting as ``daily_total``); a request's
+            tier is at least the tier of that total. When left out they default to
+            ``notify_max``, ``delay_max`` and ``delay_max`` (the highest per-request bound
+            given stands in for a missing one), so a day's INSTANT requests add up to at most
+            one NOTIFY-sized request, and a total that one request could only move with the
+            owner's approval needs it however it is split.
         *_usd: the same in US dollars (decimal strings), valued with the prices passed to
             ``evaluate``. An unknown price is never treated as zero (see docs/policies.md).
         delay_seconds / approval_timeout: cooldown and owner wait when this rule sets
@@ -322,12 +330,18 @@ class SpendingLimitRules(_RulesBase):
     instant_max: Amount | None = None
     notify_max: Amount | None = None
     delay_max: Amount | None = None
+    daily_instant_max: Amount | None = None
+    daily_notify_max: Amount | None = None
+    daily_delay_max: Amount | None = None
     per_transaction_usd: UsdAmount | None = None
     daily_total_usd: UsdAmount | None = None
     weekly_total_usd: UsdAmount | None = None
     instant_max_usd: UsdAmount | None = None
     notify_max_usd: UsdAmount | None = None
     delay_max_usd: UsdAmount | None = None
+    daily_instant_max_usd: UsdAmount | None = None
+    daily_notify_max_usd: UsdAmount | None = None
+    daily_delay_max_usd: UsdAmount | None = None
     delay_seconds: Annotated[StrictInt, Field(ge=0, le=30 * 86_400)] | None = None
     approval_timeout: Annotated[StrictInt, Field(ge=1, le=30 * 86_400)] | None = None
     on_exceed: Literal["deny", "approval"] = "deny"
@@ -347,7 +361,15 @@ class SpendingLimitRules(_RulesBase):
         tiers = ("instant_max", "notify_max", "delay_max")
         usd = ("per_transaction_usd", "daily_total_usd", "weekly_total_usd")
         usd_tiers = ("instant_max_usd", "notify_max_usd", "delay_max_usd")
-        if all(getattr(self, f) is None for f in base + tiers + usd + usd_tiers):
+        velocity = (
+            "daily_instant_max",
+            "daily_notify_max",
+            "daily_delay_max",
+            "daily_instant_max_usd",
+            "daily_notify_max_usd",
+            "daily_delay_max_usd",
+        )
+        if all(getattr(self, f) is None for f in base + tiers + usd + usd_tiers + velocity):
             problems.append(("", "a SPENDING_LIMIT needs at least one cap or tier threshold"))
         if self.asset == "*":
             for name in base + tiers:
@@ -355,7 +377,15 @@ class SpendingLimitRules(_RulesBase):
                     problems.append(
                         (name, 'base-unit figures need one asset; with asset "*" use *_usd')
                     )
-        for group in (tiers, usd_tiers):
+        daily = ("daily_instant_max", "daily_notify_max", "daily_delay_max")
+        daily_usd = tuple(f"{n}_usd" for n in daily)
+        if self.asset == "*":
+            for name in daily:
+                if getattr(self, name) is not None:
+                    problems.append(
+                        (name, 'base-unit figures need one asset; with asset "*" use *_usd')
+                    )
+        for group in (tiers, usd_tiers, daily, daily_usd):
             given = [(n, getattr(self, n)) for n in group if getattr(self, n) is not None]
             for (low_name, low), (high_name, high) in itertools.pairwise(given):
                 if low > high:
@@ -373,6 +403,45 @@ class SpendingLimitRules(_RulesBase):
     def thresholds_usd(self) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
         """``(instant_max_usd, notify_max_usd, delay_max_usd)``."""
         return (self.instant_max_usd, self.notify_max_usd, self.delay_max_usd)
+
+    @property
+    def daily_thresholds(self) -> tuple[int | None, int | None, int | None]:
+        """The velocity bounds for the rolling 24 h total, defaults filled in (see above)."""
+        return daily_bounds(
+            self.thresholds, (self.daily_instant_max, self.daily_notify_max, self.daily_delay_max)
+        )
+
+    @property
+    def daily_thresholds_usd(self) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+        """The USD velocity bounds, defaults filled in from the ``*_usd`` tier bounds."""
+        return daily_bounds(
+            self.thresholds_usd,
+            (self.daily_instant_max_usd, self.daily_notify_max_usd, self.daily_delay_max_usd),
+        )
+
+
+def daily_bounds(
+    per_request: tuple[Any, Any, Any], daily: tuple[Any, Any, Any]
+) -> tuple[Any, Any, Any]:
+    """Velocity bounds: the explicit ``daily`` ones, else defaults from the per-request bounds.
+
+    Defaults: INSTANT while the 24 h total is at most ``notify_max``, NOTIFY up to
+    ``delay_max``, APPROVAL above ``delay_max`` (a missing per-request bound is replaced by
+    the highest one given). With no per-request bound at all, no velocity tier applies
+    unless set explicitly.
+    """
+    _i, notify, delay = per_request
+    given = [b for b in per_request if b is not None]
+    if not given:
+        return daily
+    highest = max(given)
+    defaults = (
+        notify if notify is not None else highest,
+        delay if delay is not None else highest,
+        delay if delay is not None else highest,
+    )
+    low, mid, high = (d if d is not None else x for d, x in zip(daily, defaults, strict=True))
+    return (low, mid, high)
 
 
 # --------------------------------------------------------------------------- addresses
