@@ -176,6 +176,8 @@ class AuditEvent(StrEnum):
     BACKUP_CREATED = "BACKUP_CREATED"
     TAMPER_DETECTED = "TAMPER_DETECTED"
     APPROVAL_INVALIDATED = "APPROVAL_INVALIDATED"
+    REQUEST_REFUSED = "REQUEST_REFUSED"
+    DRY_RUN = "DRY_RUN"
 
     @property
     def default_severity(self) -> Severity:
@@ -195,6 +197,7 @@ _EVENT_SEVERITY = {
     AuditEvent.KILL_SWITCH_RECOVERED: Severity.WARNING,
     AuditEvent.TAMPER_DETECTED: Severity.CRITICAL,
     AuditEvent.APPROVAL_INVALIDATED: Severity.WARNING,
+    AuditEvent.REQUEST_REFUSED: Severity.WARNING,
 }
 
 

@@ -1238,10 +1238,14 @@ class Wallet:
         agent_id: str | None = None,
         token: str | None = None,
     ) -> Explanation:
-        """Evaluate a hypothetical request; write nothing. Returns an explanation that says
-        which rules fired and what would change the outcome.
+        """Evaluate a hypothetical request. Returns an explanation that says which rules fired
+        and what would change the outcome.
 
-        Name the agent by ``agent_id`` (owner) or ``token`` (the agent itself).
+        Name the agent by ``agent_id`` (owner or operator: the full explanation, nothing is
+        written) or ``token`` (the agent itself: a compact ``DRY_RUN`` audit row, counted by
+        RATE_LIMIT, and a redacted explanation: the outcome and the one figure that decides it
+        for this request, never list contents or thresholds; a malformed request counts as a
+        refusal).
 
         Raises:
             InvalidInputError, NotFoundError, AuthError.
@@ -1254,14 +1258,21 @@ class Wallet:
         from waiaas.policy import explain
 
         now = self.clock.now()
-        req = parse_request(request)
+        session_id: str | None = None
         if token is not None:
             try:
                 with self.db.read() as uow:
-                    agent_id = self.sessions.verify_in(uow, token, now).agent_id
+                    verified = self.sessions.verify_in(uow, token, now)
+                    agent_id, session_id = verified.agent_id, verified.session_id
             except (AuthError, AgentNotActiveError) as exc:
                 self.sessions.record_failure(exc, now=now)
                 raise
+        try:
+            req = parse_request(request)
+        except InvalidInputError as exc:
+            if token is not None and agent_id is not None:
+                self.pipeline.record_refusal(agent_id, session_id, "malformed", exc, now)
+            raise
         with self.db.read() as uow:
             if agent_id is None:
                 raise InvalidInputError("give agent_id or token", field="agent_id")
@@ -1275,7 +1286,27 @@ class Wallet:
             usage = gate.usage(uow, agent.id, now, specs)
             from waiaas.pipeline.gate import agent_context
 
-            return explain(req, agent_context(agent), specs, usage, now, config=self.config)
+            result = explain(req, agent_context(agent), specs, usage, now, config=self.config)
+        if token is None:
+            return result  # the owner or operator: the full explanation
+        # The agent itself: a compact DRY_RUN row (RATE_LIMIT counts it) and a redacted view.
+        from waiaas.policy.explain import redact_for_agent
+
+        with self.db.write() as uow:
+            uow.audit.append(
+                AuditEvent.DRY_RUN,
+                actor=f"agent:{agent.id}",
+                now=now,
+                agent_id=agent.id,
+                session_id=session_id,
+                details={
+                    "type": str(req.type),
+                    "allowed": result.decision.allowed,
+                    "tier": str(result.decision.tier),
+                },
+            )
+            uow.commit()
+        return redact_for_agent(result)
 
     # ================================================================== operations
 

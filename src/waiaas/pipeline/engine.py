@@ -304,9 +304,13 @@ class Pipeline:
             ConstraintViolationError: a session constraint refused it.
             PolicyDeniedError: a policy denied it (the denial is recorded, ``tx_id`` set).
         """
-        req = parse_request(request)
         if not isinstance(token, str) or not token:
             raise InvalidInputError("token must be a non-empty string", field="token")
+        try:
+            req = parse_request(request)
+        except InvalidInputError as exc:
+            self._refuse_malformed(token, exc)
+            raise
         if self.keys.locked:
             # Refuse before anything is recorded: an admitted request that cannot be signed
             # now would surprise the agent by executing later.
@@ -341,6 +345,11 @@ class Pipeline:
             raise
         except ConstraintViolationError as exc:
             self._record_constraint_violation(exc, agent_id, now)
+            raise
+        except InvalidInputError as exc:
+            # a guard (a disguised transfer), an address or network the agent's chain refuses
+            if agent_id is not None:
+                self.record_refusal(agent_id, None, "guard", exc, now)
             raise
         self._publish(outbox)
         if denied is not None:
@@ -417,6 +426,51 @@ class Pipeline:
         )
         self._publish(outbox)
 
+    def _refuse_malformed(self, token: str, exc: InvalidInputError) -> None:
+        """A malformed request under a valid token is recorded against its agent; under an
+        invalid token nothing is (the token check records AUTH_FAILED on the real path)."""
+        now = self.clock.now()
+        try:
+            with self.db.read() as uow:
+                verified = self.sessions.verify_in(uow, token, now)
+        except (AuthError, AgentNotActiveError, WaiaasError):
+            return
+        self.record_refusal(verified.agent_id, verified.session_id, "malformed", exc, now)
+
+    def record_refusal(
+        self, agent_id: str, session_id: str | None, kind: str, exc: WaiaasError, now: int
+    ) -> None:
+        """A refused request that leaves no transaction row: one REQUEST_REFUSED row (which
+        RATE_LIMIT and AUTO_STOP max_denials count), and the max_denials check."""
+        outbox = _Outbox()
+        with self.db.write() as uow:
+            uow.audit.append(
+                E.REQUEST_REFUSED,
+                actor=self._actor(agent_id),
+                now=now,
+                agent_id=agent_id,
+                session_id=session_id,
+                details={
+                    "kind": kind,
+                    "code": exc.code,
+                    "field": getattr(exc, "field", None),
+                    "message": exc.message[:300],
+                },
+            )
+            self._auto_stop_after_refusal(uow, agent_id, now, outbox)
+            uow.commit()
+        self._publish(outbox)
+
+    def _auto_stop_after_refusal(
+        self, uow: UnitOfWork, agent_id: str, now: int, outbox: _Outbox
+    ) -> None:
+        agent = uow.agents.get(agent_id)
+        if agent is None or agent.status != "ACTIVE":
+            return
+        reason = self.gate.refusal_auto_stop_reason(uow, agent, now)
+        if reason:
+            self._suspend_for_auto_stop(uow, agent, reason, now, outbox)
+
     def _record_auth_failure(self, exc: AuthError | AgentNotActiveError, now: int) -> None:
         """AUTH_FAILED must be recorded even though the request's unit of work rolled back."""
         self.sessions.record_failure(exc, now=now)
@@ -430,6 +484,7 @@ class Pipeline:
         constraint = str(getattr(exc, "constraint", ""))
         session_id = getattr(exc, "session_id", None)
         details = {"source": "session", "constraint": constraint, "message": exc.message}
+        outbox = _Outbox()
         with self.db.write() as uow:
             uow.audit.append(
                 E.POLICY_VIOLATION,
@@ -439,8 +494,9 @@ class Pipeline:
                 session_id=session_id,
                 details=details,
             )
+            if agent_id is not None:  # it counts toward RATE_LIMIT and AUTO_STOP max_denials
+                self._auto_stop_after_refusal(uow, agent_id, now, outbox)
             uow.commit()
-        outbox = _Outbox()
         reasons = [{"type": "SESSION_CONSTRAINT", "effect": "deny", "message": exc.message}]
         outbox.add(E.POLICY_VIOLATION, agent_id=agent_id, reasons=reasons)
         self._publish(outbox)

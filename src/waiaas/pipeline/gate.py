@@ -46,7 +46,8 @@ def restart_auto_stop(uow: UnitOfWork, agent_id: str, now: int) -> None:
     made in the same second as the resumption still count.
     """
     mark = uow.session.execute(text("SELECT coalesce(max(rowid), 0) FROM transactions")).scalar()
-    uow.state.put(f"{_MARK}{agent_id}", int(mark or 0), now=now)
+    audit = uow.session.execute(text("SELECT coalesce(max(id), 0) FROM audit_log")).scalar()
+    uow.state.put(f"{_MARK}{agent_id}", {"tx": int(mark or 0), "audit": int(audit or 0)}, now=now)
 
 
 def spec_from_row(row: PolicyRow) -> PolicySpec:
@@ -202,6 +203,25 @@ class PolicyGate:
             decimals=decimals,
         )
 
+    def refusal_auto_stop_reason(self, uow: UnitOfWork, agent: AgentRow, now: int) -> str | None:
+        """After a refusal that left no transaction row (already written in ``uow``): the
+        ``max_denials`` trigger it makes cross, if any."""
+        specs = [s for s in self.policies(uow, agent.id) if isinstance(s.rules, AutoStopRules)]
+        triggers = [s for s in specs if s.rules.trigger == "max_denials"]  # type: ignore[union-attr]
+        if not triggers:
+            return None
+        usage = self.usage(uow, agent.id, now, specs)
+        for spec in triggers:
+            rules = spec.rules
+            assert isinstance(rules, AutoStopRules) and rules.window_seconds is not None
+            seen = usage.count("denials", rules.window_seconds)
+            if seen >= rules.threshold:
+                return (
+                    f"{seen} denied requests in the last {rules.window_seconds} s "
+                    f"(threshold {rules.threshold}, policy {spec.id})"
+                )
+        return None
+
     def auto_stop_reason(self, uow: UnitOfWork, agent: AgentRow, now: int) -> str | None:
         """After an on-chain failure: the consecutive-failure trigger that fired, if any."""
         specs = [s for s in self.policies(uow, agent.id) if isinstance(s.rules, AutoStopRules)]
@@ -232,10 +252,13 @@ def _since_resumption(
     restarted by a resumption.
     """
     mark = uow.state.get(f"{_MARK}{agent_id}")
-    if not isinstance(mark, int):
+    if not isinstance(mark, dict):
         return usage
+    from waiaas.services.policies import audit_refusals
+
     rows = uow.session.execute(
-        _SINCE_MARK_SQL, {"agent": agent_id, "mark": mark, "exclude": exclude_tx_id or ""}
+        _SINCE_MARK_SQL,
+        {"agent": agent_id, "mark": int(mark.get("tx", 0)), "exclude": exclude_tx_id or ""},
     ).all()
     denials = dict.fromkeys(usage.denials, 0)
     txs = dict.fromkeys(usage.transactions, 0)
@@ -249,6 +272,11 @@ def _since_resumption(
                     txs[w] += 1
         if status == "FAILED" and error != POLICY_DENIED:
             failed += 1
+    _requests, refused = audit_refusals(
+        uow, agent_id, now, denials, after_id=int(mark.get("audit", 0))
+    )
+    for w in denials:
+        denials[w] += refused[w]
     return dataclasses.replace(
         usage,
         denials=denials,

@@ -41,7 +41,7 @@ from waiaas.policy.rules import AllowedTokensRules, SpendingLimitRules, TimeRest
 from waiaas.policy.units import describe_amount
 from waiaas.types import ContractCall, Tier, TokenTransfer, Transfer
 
-__all__ = ["Explanation", "explain", "next_allowed_time"]
+__all__ = ["Explanation", "explain", "next_allowed_time", "redact_for_agent"]
 
 _STEP = 900  # every zone offset in use is a multiple of 15 minutes
 _HORIZON = 8 * 86_400 + 3_600
@@ -307,3 +307,55 @@ def _list_hint(reason: Reason) -> list[str]:
             f"window of policy {reason.rule_id}"
         ]
     return []
+
+
+# --------------------------------------------------------------------------- agents' view
+
+_AGENT_DENY = {
+    "SPENDING_LIMIT": "over a spending limit",
+    "ALLOWED_ADDRESSES": "this recipient is not allowed",
+    "ALLOWED_TOKENS": "this token is not allowed",
+    "CONTRACT_WHITELIST": "this contract is not allowed",
+    "METHOD_WHITELIST": "this method is not allowed",
+    "APPROVED_SPENDERS": "this spender is not allowed",
+    "APPROVE_AMOUNT_LIMIT": "over the approval limit",
+    "ALLOWED_NETWORKS": "this network is not allowed",
+    "TIME_RESTRICTION": "outside the allowed time",
+    "RATE_LIMIT": "too many requests",
+    "AUTO_STOP": "the agent is being suspended",
+}
+
+
+def redact_for_agent(explanation: Explanation) -> Explanation:
+    """What an agent may see of an explanation: the outcome and the one figure that decides
+    it for this request, never list contents, thresholds or other rules.
+
+    Kept: allowed or not, the tier, and for a denial one reason naming the kind of rule with
+    at most one figure: the amount still available now (a budget), or when the request
+    becomes possible (a time window or rate limit). Dropped: every other reason, the budget
+    tables, the per-tier amounts, the hints (they name thresholds and policy ids), rule ids
+    and figures. The owner and operator get the full :func:`explain` output.
+    """
+    d = explanation.decision
+    reasons: tuple[Reason, ...] = ()
+    hints: tuple[str, ...] = ()
+    if not d.allowed:
+        deny = next((r for r in d.reasons if r.effect == "deny"), None)
+        kind = deny.type if deny is not None else "POLICY"
+        message = _AGENT_DENY.get(kind, "refused by policy")
+        if kind == "SPENDING_LIMIT" and d.budget:
+            left = min(b.remaining for b in d.budget)
+            hints = (f"at most {left} base units can be sent now",)
+        elif kind == "TIME_RESTRICTION" and explanation.next_allowed_at is not None:
+            hints = (f"possible from {explanation.next_allowed_at} (Unix time)",)
+        reasons = (Reason(type=kind, effect="deny", message=message),)
+    safe = d.model_copy(
+        update={"reasons": reasons, "budget": (), "budget_usd": (), "auto_stop": None}
+    )
+    return Explanation(
+        decision=safe,
+        fired=reasons,
+        hints=hints,
+        amount_for_tier={},
+        next_allowed_at=explanation.next_allowed_at if not d.allowed else None,
+    )

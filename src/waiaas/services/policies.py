@@ -206,6 +206,43 @@ _FAILURES_SQL = text(
 )
 
 
+# Refusals that leave no transaction row (session constraints, guards, malformed requests)
+# and agents' dry runs, read from the audit log: they count as requests (RATE_LIMIT) and,
+# except dry runs, as denials (AUTO_STOP max_denials).
+REFUSAL_EVENTS = ("REQUEST_REFUSED", "DRY_RUN")
+
+
+def _audit_counts_sql(windows: int) -> TextClause:
+    columns = []
+    for i in range(windows):
+        columns.append(f"SUM(a.timestamp > :since{i})")
+        columns.append(f"SUM(a.timestamp > :since{i} AND a.event_type != 'DRY_RUN')")
+    return text(
+        f"SELECT {', '.join(columns)} FROM audit_log AS a "
+        "INDEXED BY idx_audit_log_agent_timestamp "
+        "WHERE a.agent_id = :agent AND a.timestamp > :since AND a.id > :after "
+        "AND (a.event_type IN ('REQUEST_REFUSED', 'DRY_RUN') "
+        "OR (a.event_type = 'POLICY_VIOLATION' AND a.tx_id IS NULL))"
+    )
+
+
+def audit_refusals(
+    uow: UnitOfWork, agent_id: str, now: int, windows: Iterable[int], *, after_id: int = 0
+) -> tuple[dict[int, int], dict[int, int]]:
+    """``(requests, denials)`` per window from the audit log: refused requests that left no
+    transaction row, and (requests only) agents' dry runs; rows with an id above ``after_id``.
+    """
+    ordered = sorted(set(windows))
+    params: dict[str, Any] = {"agent": agent_id, "after": after_id}
+    for i, w in enumerate(ordered):
+        params[f"since{i}"] = now - w
+    params["since"] = now - ordered[-1]
+    counts = uow.session.execute(_audit_counts_sql(len(ordered)), params).one()
+    requests = {w: int(counts[2 * i] or 0) for i, w in enumerate(ordered)}
+    denials = {w: int(counts[2 * i + 1] or 0) for i, w in enumerate(ordered)}
+    return requests, denials
+
+
 def load_usage(
     uow: UnitOfWork,
     agent_id: str,
@@ -257,6 +294,10 @@ def load_usage(
     requests = {w: int(counts[2 * i] or 0) for i, w in enumerate(ordered)}
     denials = {w: int(counts[2 * i + 1] or 0) for i, w in enumerate(ordered)}
     txs = {w: requests[w] - denials[w] for w in ordered}
+    refused_requests, refused = audit_refusals(uow, agent_id, now, ordered)
+    for w in ordered:
+        requests[w] += refused_requests[w]
+        denials[w] += refused[w]
     # Spending of the last 7 days: one (asset, amount) pair per row and asset, unpacked by
     # SQLite's json_each; only the exact sums are done in Python (wei exceeds int64).
     day: dict[str, int] = {}
