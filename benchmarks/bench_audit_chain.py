@@ -14,9 +14,9 @@ Prints one JSON object per line; every figure has a baseline measured in the sam
   ``--rows`` rows, against a plain ``SELECT`` of the same rows (baseline).
 * ``open``: the open-time verification (rows since the newest signed checkpoint, plus the
   recorded head) on that ``--rows`` log with the newest checkpoint ``checkpoint_rows`` rows
-  behind the head (the worst case with the default), against ``Database.open`` of the same
-  file (baseline) and against a walk of the whole log (what open would cost without
-  checkpoints).
+  behind the head (``WalletConfig.audit_checkpoint_rows``: the worst case with the default),
+  against ``Database.open`` of the same file (baseline) and against a walk of the whole log
+  (what open would cost without checkpoints).
 
 Timings vary with the machine; nothing here is asserted.
 """
@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from waiaas.config import WalletConfig
 from waiaas.db import Database
 from waiaas.db.chain import AUDIT_COLUMNS, GENESIS, row_hash
 from waiaas.integrity import Integrity, verify_recent, walk_chain
@@ -52,14 +53,14 @@ def median_us(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1e6, 2)
 
 
-def integrity(head_path: Path | None, checkpoint_rows: int = 10_000) -> Integrity:
+def integrity(head_path: Path | None) -> Integrity:
     return Integrity(
         mac_key=os.urandom(32),
         signing_seed=os.urandom(32),
         wallet_id="bench",
         anchor=None,
         head_path=head_path,
-        checkpoint_rows=checkpoint_rows,
+        checkpoint_rows=WalletConfig().audit_checkpoint_rows,
     )
 
 

@@ -76,6 +76,11 @@ def main() -> None:
                 "instant_max": str(1 * SOL),
                 "notify_max": str(2 * SOL),
                 "delay_max": str(3 * SOL),
+                # velocity: the day's total is tiered too, so small pieces add up (unset,
+                # these would be notify_max, delay_max, delay_max)
+                "daily_instant_max": str(2 * SOL),
+                "daily_notify_max": str(6 * SOL),
+                "daily_delay_max": str(6 * SOL),
                 "delay_seconds": 600,
             },
             agent_id=agent.id,

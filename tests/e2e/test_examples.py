@@ -45,7 +45,7 @@ EXPECTED: dict[str, list[str]] = {
         "Mon 12:00     2 SOL  -> CONFIRMED (NOTIFY)",
         "Mon 13:00  1.5 SOL  -> DENIED",
         "1.5 SOL exceeds the 24h budget of 6 SOL (1 SOL left)",
-        "dry run says: <= 1 SOL would be allowed as INSTANT",
+        "dry run says: <= 1 SOL would be allowed as NOTIFY",
         "Tue 10:30  1.5 SOL  -> CONFIRMED (NOTIFY)",
         "Tue 20:15 dry run: denied: outside the allowed time",
         "allowed after 09:00 Europe/Berlin",

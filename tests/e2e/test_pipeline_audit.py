@@ -153,22 +153,28 @@ def test_audit_pages_cover_everything_once(wallet: Wallet, limit: int) -> None:
 
 def test_dry_run_writes_nothing_and_explains(wallet: Wallet) -> None:
     """A dry run of a request over a per-transaction cap says it would be denied, which rule
-    fired and what would pass, and writes no row in any table."""
+    fired and what would pass. The owner's writes no row in any table; the agent's own writes
+    one compact DRY_RUN audit row and nothing else."""
     agent = new_agent(wallet, "solana")
     policy = wallet.add_policy("SPENDING_LIMIT", {"per_transaction": str(SOL)}, agent_id=agent.id)
     token = wallet.issue_session(agent.id).token
     before_rows, before_counts = snapshot(wallet.path), row_counts(wallet.path)
     request = Transfer(to=recipient("solana"), amount=2 * SOL)
     explanation = wallet.dry_run(request, agent_id=agent.id)
+    assert row_counts(wallet.path) == before_counts
     by_token = wallet.dry_run(request, token=token)
     assert snapshot(wallet.path) == before_rows
-    assert row_counts(wallet.path) == before_counts
+    assert row_counts(wallet.path) == {**before_counts, "audit_log": before_counts["audit_log"] + 1}
+    assert wallet.audit(limit=1).entries[0].event_type == "DRY_RUN"
     assert not explanation.decision.allowed
     assert [r.rule_id for r in explanation.fired if r.effect == "deny"] == [policy.id]
     assert explanation.hints
     assert explanation.amount_for_tier and max(explanation.amount_for_tier.values()) <= SOL
     assert "SPENDING_LIMIT" in explanation.to_text()
-    assert by_token.decision == explanation.decision
+    # the agent sees the outcome, not the rule ids, thresholds or per-tier amounts
+    assert (by_token.decision.allowed, by_token.decision.tier) == (False, explanation.decision.tier)
+    assert [r.type for r in by_token.fired] == ["SPENDING_LIMIT"] and by_token.amount_for_tier == {}
+    assert policy.id not in repr(by_token)
     assert wallet.get_session(wallet.list_sessions(agent.id)[0].session_id).usage.tx_count == 0
 
 

@@ -195,9 +195,22 @@ def test_many_due_delays_execute_in_one_pass(wallet: Wallet, chain: str) -> None
     clock = wallet.clock
     assert isinstance(clock, FrozenClock)
     agent = new_agent(wallet, chain)
+    base = TIER_AMOUNTS[chain]["DELAY"]
+    bounds = wallet.config.tier_thresholds(chain)
+    assert bounds is not None
+    # five DELAY-sized requests in a day: keep their total DELAY (velocity tier)
+    wallet.add_policy(
+        "SPENDING_LIMIT",
+        {
+            "instant_max": str(bounds.instant_max),
+            "notify_max": str(bounds.notify_max),
+            "delay_max": str(bounds.delay_max),
+            "daily_delay_max": str(10 * base),
+        },
+        agent_id=agent.id,
+    )
     token = wallet.issue_session(agent.id).token
     dest = recipient(chain)
-    base = TIER_AMOUNTS[chain]["DELAY"]
     ids = [wallet.send(token, Transfer(to=dest, amount=base + i)).id for i in range(5)]
     clock.advance(wallet.config.delay_seconds)
     assert wallet.process_due()["delays"] == 5

@@ -453,4 +453,4 @@ def test_bad_input_is_refused_and_changes_nothing(
         assert getattr(info.value, "field", None) == field
     assert snapshot(wallet.path) == before
     added = all_audit(wallet)[audit_before:]
-    assert {e.event_type for e in added} <= {"AUTH_FAILED"}
+    assert {e.event_type for e in added} <= {"AUTH_FAILED", "REQUEST_REFUSED"}

@@ -71,7 +71,8 @@ class _Crash(BaseException):
 )
 def test_item1_calldata_given_as_text_is_refused(wallet: Wallet, chain: str, text: str) -> None:
     """Item 1: a string ``data`` must be 0x-hex; anything else is an InvalidInputError naming
-    ``data`` before anything is recorded."""
+    ``data`` before any transaction is recorded (the refusal itself is audited and counted:
+    one REQUEST_REFUSED row)."""
     agent = new_agent(wallet, chain)
     token = wallet.issue_session(agent.id).token
     before = len(all_audit(wallet))
@@ -79,7 +80,8 @@ def test_item1_calldata_given_as_text_is_refused(wallet: Wallet, chain: str, tex
         wallet.send(token, {"type": "CONTRACT_CALL", "to": recipient(chain), "data": text})
     assert "data" in str(info.value)
     assert wallet.list_transactions(agent_id=agent.id) == []
-    assert len(all_audit(wallet)) == before
+    added = all_audit(wallet)[before:]
+    assert [(e.event_type, e.details["kind"]) for e in added] == [("REQUEST_REFUSED", "malformed")]
 
 
 def test_item2_non_utf8_calldata_is_stored_losslessly(wallet: Wallet) -> None:
