@@ -5,7 +5,7 @@ An agent framework gets a handle from the host and never sees the :class:`~waiaa
     handle = wallet.agent(token)
     handle.balance()                                   # Balance(... display='2 SOL')
     handle.transfer(to=dest, amount="0.05")            # human units, exact
-    handle.dry_run(Transfer(to=dest, amount=10**9))    # what would happen, nothing written
+    handle.dry_run(Transfer(to=dest, amount=10**9))    # what would happen (redacted, audited)
     handle.limits()                                    # what it may still do (redacted)
 
 Everything on a handle acts as that session's agent: it cannot reach another agent's
@@ -481,8 +481,9 @@ class AgentHandle:
         return self.send(self.transfer_request(to, amount, asset, memo=memo))
 
     def dry_run(self, request: Request | Mapping[str, Any]) -> Explanation:
-        """What the policies would decide for ``request``, and what would change it.
-        Nothing is written.
+        """What the policies would decide for ``request``, as the agent may see it: the
+        outcome and the one figure that decides it (no thresholds, list contents or policy
+        ids). One compact DRY_RUN audit row is written, and it counts toward RATE_LIMIT.
 
         Raises:
             InvalidInputError, AuthError.

@@ -145,7 +145,9 @@ def test_limits_say_what_is_left_and_hide_the_rules(wallet: Wallet) -> None:
     handle.transfer(allowed, "0.05")
 
     limits = handle.limits()
-    assert limits.native_max_by_tier["INSTANT"] == SOL // 10
+    # 0.05 SOL already went out today: with instant_max 0.1 SOL, the day's INSTANT total
+    # (velocity tier, defaulting to the highest per-request bound) leaves 0.05 SOL
+    assert limits.native_max_by_tier["INSTANT"] == SOL // 10 - SOL // 20
     assert limits.native_max_by_tier["APPROVAL"] == SOL  # capped by the session, not the rule
     assert limits.budgets == (
         {

@@ -37,7 +37,12 @@ from waiaas.policy.model import (
     Usage,
     normalize_asset_key,
 )
-from waiaas.policy.rules import AllowedTokensRules, SpendingLimitRules, TimeRestrictionRules
+from waiaas.policy.rules import (
+    AllowedTokensRules,
+    SpendingLimitRules,
+    TimeRestrictionRules,
+    daily_bounds,
+)
 from waiaas.policy.units import describe_amount
 from waiaas.types import ContractCall, Tier, TokenTransfer, Transfer
 
@@ -120,6 +125,8 @@ def _amount_candidates(
             continue
         if r.asset != "*":
             found.update(b for b in r.thresholds if b is not None)
+            # velocity tiers switch where the day's total crosses a daily bound
+            found.update(b - used.day for b in r.daily_thresholds if b is not None)
             if r.per_transaction is not None:
                 found.add(r.per_transaction)
             if r.daily_total is not None:
@@ -136,7 +143,11 @@ def _amount_candidates(
                     found.add(int(units))
     thresholds = config.tier_thresholds(agent.chain) if asset == NATIVE else None
     if thresholds is not None:
-        found.update((thresholds.instant_max, thresholds.notify_max, thresholds.delay_max))
+        bounds = (thresholds.instant_max, thresholds.notify_max, thresholds.delay_max)
+        found.update(bounds)
+        found.update(
+            b - used.day for b in daily_bounds(bounds, (None, None, None)) if b is not None
+        )
     return {c for c in found if c >= 0}
 
 
