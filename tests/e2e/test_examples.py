@@ -88,7 +88,8 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "agent_openai_agents.py": [
         "agent tools: get_balance, send_transfer",
-        "preview 0.5 ETH: False ['<= 0.01 ETH would be allowed as INSTANT'",
+        # the agent's preview is redacted: the deciding figure only, no thresholds
+        "preview 0.5 ETH: False ['at most 100000000000000000 base units can be sent now']",
         '"status": "CONFIRMED"',
         '"amount": "0.01 ETH"',
         'limits: {"INSTANT": "0.01 ETH", "NOTIFY": "0.1 ETH"}',
