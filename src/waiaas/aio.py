@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from waiaas.clock import Clock
     from waiaas.config import WalletConfig
     from waiaas.pipeline.engine import PipelineHooks
+    from waiaas.pipeline.report import DueReport
     from waiaas.policy import Explanation
     from waiaas.policy.model import PriceOracle
     from waiaas.services.policies import PolicyInfo
@@ -351,7 +352,7 @@ class AsyncWallet:
         """As :meth:`waiaas.Wallet.reject`."""
         return await self._runner.run(self.sync.reject, tx_id, signature)
 
-    async def process_due(self) -> dict[str, int]:
+    async def process_due(self) -> DueReport:
         """As :meth:`waiaas.Wallet.process_due`."""
         return await self._runner.run(self.sync.process_due)
 

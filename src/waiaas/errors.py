@@ -8,20 +8,30 @@ component and chained with ``raise ... from exc``.
 ::
 
     WaiaasError
-    ├── InvalidInputError              a public entry point got bad input (.field, .problems)
+    ├── InvalidInputError              bad input to a public entry point (.field, .problems);
+    │   │                              also a ValueError
     │   └── InvalidAddressError        an address is not valid for the chain (.chain, .address)
     ├── NotFoundError                  no such agent, session, transaction... (.entity, .entity_id)
     ├── StateError                     an operation is not allowed in the current state
     │   ├── InvalidTransitionError     a status change that the state machine forbids
     │   ├── AgentNotActiveError        the agent is suspended, terminated, ... (.agent_id, .status)
     │   └── KillSwitchActiveError      the kill switch is on; nothing moves
-    ├── StorageError                   the database file cannot be used
+    ├── StorageError                   the database file cannot be used (.operation, .path)
     │   ├── DatabaseOpenError          missing directory, permissions, ...
     │   ├── NotADatabaseError          the file is not SQLite
     │   ├── SchemaTooNewError          written by a newer waiaas (.found, .known)
-    │   └── MigrationError             a migration failed; the file was left as it was
+    │   ├── MigrationError             a migration failed; the file was left as it was
+    │   ├── DatabaseReadOnlyError      the file (or its directory) cannot be written
+    │   ├── DiskFullError              the disk (or a file size limit) is full
+    │   ├── DatabaseCorruptError       the file or a stored value is damaged (.table, .column)
+    │   ├── DatabaseLockedError        another writer held the lock too long
+    │   └── StorageIOError             the operating system reported an I/O error
     ├── KeystoreError
     │   ├── KeystoreLockedError        the keystore must be unlocked first
+    │   │   └── PasswordChangedError   another process changed the master password
+    │   ├── KeystoreMissingError       the database has agents but its keystore is gone
+    │   ├── KeyMissingError            an agent's key file is not in the keystore (.agent_id)
+    │   ├── KeystoreMismatchError      the keystore is not the one the database recorded
     │   ├── WrongPasswordError         the master password does not open the keystore
     │   ├── KeyIntegrityError          a sealed key failed authentication (.key_id)
     │   └── PasswordUnavailableError   no password source worked (the message says what to do)
@@ -56,20 +66,28 @@ __all__ = [
     "ChainError",
     "ChainErrorKind",
     "ConstraintViolationError",
+    "DatabaseCorruptError",
+    "DatabaseLockedError",
     "DatabaseOpenError",
+    "DatabaseReadOnlyError",
+    "DiskFullError",
     "ExecutionRevertedError",
     "InsufficientFundsError",
     "InvalidAddressError",
     "InvalidInputError",
     "InvalidTransitionError",
     "KeyIntegrityError",
+    "KeyMissingError",
     "KeystoreError",
     "KeystoreLockedError",
+    "KeystoreMismatchError",
+    "KeystoreMissingError",
     "KillSwitchActiveError",
     "MigrationError",
     "NotADatabaseError",
     "NotFoundError",
     "NotificationError",
+    "PasswordChangedError",
     "PasswordUnavailableError",
     "PermanentChainError",
     "PolicyDeniedError",
@@ -77,6 +95,7 @@ __all__ = [
     "StaleTransactionError",
     "StateError",
     "StorageError",
+    "StorageIOError",
     "TamperDetectedError",
     "TokenExpiredError",
     "TokenRevokedError",
@@ -128,8 +147,13 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------- input
 
 
-class InvalidInputError(WaiaasError):
+class InvalidInputError(WaiaasError, ValueError):
     """A public entry point received input it cannot accept.
+
+    It is also a :class:`ValueError`, so pydantic treats it as a validation failure: a
+    request model (``Transfer(amount=1.5)``) raises ``InvalidInputError`` directly, and
+    the same model nested in your own pydantic model makes that model raise pydantic's
+    ``ValidationError`` as usual.
 
     Attributes:
         field: the name of the offending argument or field (``None`` when several).
@@ -226,9 +250,22 @@ class KillSwitchActiveError(StateError):
 
 
 class StorageError(WaiaasError):
-    """The database file cannot be opened or used."""
+    """The database file cannot be opened or used.
+
+    Every SQLite failure, wherever it happens (open, begin, read, write, commit), reaches the
+    caller as a subclass of this error; the SQLite / SQLAlchemy exception is chained as
+    ``__cause__``. Nothing half-written is ever committed: the transaction that failed was
+    rolled back, and the history before it is intact.
+
+    Attributes:
+        operation: what waiaas was doing (``"open"``, ``"begin"``, ``"read"``, ``"write"``,
+            ``"commit"``, ``"checkpoint"``, ``"backup"``), when known.
+        path: the database file, when known.
+    """
 
     code = "STORAGE_ERROR"
+    operation: str | None = None
+    path: str | None = None
 
 
 class DatabaseOpenError(StorageError):
@@ -280,6 +317,51 @@ class MigrationError(StorageError):
         super().__init__(message, path=path, revision=revision)
 
 
+class DatabaseReadOnlyError(StorageError):
+    """The database file, its directory or its WAL/SHM files cannot be written.
+
+    Fix the file's permissions (or remount the disk read-write) and open it again.
+    """
+
+    code = "STORAGE_READ_ONLY"
+
+
+class DiskFullError(StorageError):
+    """The disk holding the database (or the process's file size limit) is full.
+
+    The write that failed was rolled back; free space and retry.
+    """
+
+    code = "STORAGE_FULL"
+
+
+class DatabaseCorruptError(StorageError):
+    """The database file, or a value stored in it, is damaged.
+
+    Attributes:
+        table: the table involved, when known.
+        column: the column involved, when known (a stored value that does not decode).
+
+    Restore the file from a backup (``Wallet.backup``) with its keystore directory.
+    """
+
+    code = "STORAGE_CORRUPT"
+    table: str | None = None
+    column: str | None = None
+
+
+class DatabaseLockedError(StorageError):
+    """Another connection held the database lock longer than the timeout allows."""
+
+    code = "DATABASE_BUSY"
+
+
+class StorageIOError(StorageError):
+    """The operating system reported an I/O error while reading or writing the file."""
+
+    code = "STORAGE_IO"
+
+
 # --------------------------------------------------------------------------- keystore
 
 
@@ -296,6 +378,80 @@ class KeystoreLockedError(KeystoreError):
 
     def __init__(self, message: str = "the keystore is locked; unlock it first") -> None:
         super().__init__(message)
+
+
+class PasswordChangedError(KeystoreLockedError):
+    """Another process changed the master password; this one was locked.
+
+    Unlock again with the new password (``Wallet.unlock``). Nothing was signed.
+    """
+
+    code = "KEYSTORE_PASSWORD_CHANGED"
+
+    def __init__(
+        self,
+        message: str = "the master password was changed by another process; "
+        "unlock again with the new password",
+    ) -> None:
+        super().__init__(message)
+
+
+class KeystoreMissingError(KeystoreError):
+    """The database has agents (or recorded a keystore) but no keystore is at the path.
+
+    A new, empty keystore would make every agent's key unusable, so waiaas refuses to open
+    instead. Restore the keystore directory from the backup taken with the database, or
+    point ``WalletConfig.keystore_dir`` at it.
+
+    Attributes:
+        path: where the keystore was looked for.
+        expected_id: the keystore id the database recorded (``None`` for a database from
+            before keystore ids were recorded).
+    """
+
+    code = "KEYSTORE_MISSING"
+    path: str
+    expected_id: str | None
+
+    def __init__(self, message: str, *, path: str, expected_id: str | None) -> None:
+        super().__init__(message, path=path, expected_id=expected_id)
+
+
+class KeyMissingError(KeystoreError):
+    """An agent's key is not in the keystore (a keystore restored from an older backup?).
+
+    The transaction that needed it is FAILED with this code and its budget released; the
+    agent's other work and every other agent carry on. Restore the key file (the keystore
+    directory from the backup that has it) to let the agent sign again.
+    """
+
+    code = "KEY_MISSING"
+    agent_id: str
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(
+            f"the key of agent {agent_id} is missing from the keystore; restore the keystore "
+            "directory from a backup that has it",
+            agent_id=agent_id,
+        )
+
+
+class KeystoreMismatchError(KeystoreError):
+    """The keystore at the path is not the one the database was created with.
+
+    Attributes:
+        path: the keystore directory.
+        expected_id: the keystore id the database recorded.
+        found_id: the id of the keystore found at ``path``.
+    """
+
+    code = "KEYSTORE_MISMATCH"
+    path: str
+    expected_id: str
+    found_id: str
+
+    def __init__(self, message: str, *, path: str, expected_id: str, found_id: str) -> None:
+        super().__init__(message, path=path, expected_id=expected_id, found_id=found_id)
 
 
 class WrongPasswordError(KeystoreError):

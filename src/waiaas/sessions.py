@@ -59,6 +59,7 @@ from pydantic import (
 from sqlalchemy import JSON, func, type_coerce
 from sqlmodel import col, select
 
+from waiaas._validate import shown
 from waiaas.clock import Clock
 from waiaas.config import WalletConfig
 from waiaas.db.database import Database
@@ -584,7 +585,7 @@ class SessionManager:
                     key = _normalize_asset(chain, asset, f"constraints.{name}")
                     if key in normal:
                         raise InvalidInputError(
-                            f"constraints.{name} lists asset {key!r} twice",
+                            f"constraints.{name} lists asset {shown(key)} twice",
                             field=f"constraints.{name}",
                         )
                     normal[key] = value
@@ -1042,7 +1043,7 @@ class SessionManager:
         sid = row.id
 
         if c.allowed_networks is not None and network not in c.allowed_networks:
-            raise _violation("allowed_networks", f"network {network!r} is not allowed", sid)
+            raise _violation("allowed_networks", f"network {shown(network)} is not allowed", sid)
         if c.allowed_tx_types is not None:
             for kind in _types(request):
                 if kind not in c.allowed_tx_types:

@@ -1,7 +1,9 @@
 """Public value types: enums and the transaction request models.
 
-Amounts are Python ``int`` of base units (lamports, wei), of any size. In JSON they are
-decimal strings. Floats are refused everywhere: ``Transfer(to=..., amount=1.5)`` raises.
+Amounts are Python ``int`` of base units (lamports, wei), from 0 to ``MAX_AMOUNT``
+(2**256 - 1, the largest amount any supported chain can express). In JSON they are decimal
+strings. Floats are refused everywhere: ``Transfer(to=..., amount=1.5)`` raises
+:class:`~waiaas.errors.InvalidInputError` (naming the field), which is also a ``ValueError``.
 
 Example::
 
@@ -21,11 +23,18 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationError,
     WrapValidator,
     field_validator,
 )
 
+# The metaclass of BaseModel (a stable name across pydantic 2.x; public only as a type).
+from pydantic._internal._model_construction import ModelMetaclass
+
+from waiaas.errors import InvalidInputError
+
 __all__ = [
+    "MAX_AMOUNT",
     "AccountSpec",
     "AgentInfo",
     "AgentStatus",
@@ -158,6 +167,8 @@ class AuditEvent(StrEnum):
     TX_APPROVED = "TX_APPROVED"
     TX_REJECTED = "TX_REJECTED"
     TX_RECOVERED = "TX_RECOVERED"
+    TX_UNRESOLVED = "TX_UNRESOLVED"  # may have landed; the node cannot prove either way
+    TX_RESOLVED = "TX_RESOLVED"  # an operator settled an unresolved transaction
     POLICY_VIOLATION = "POLICY_VIOLATION"
     POLICY_UPDATED = "POLICY_UPDATED"
     KEYSTORE_UNLOCKED = "KEYSTORE_UNLOCKED"
@@ -198,37 +209,56 @@ _EVENT_SEVERITY = {
     AuditEvent.TAMPER_DETECTED: Severity.CRITICAL,
     AuditEvent.APPROVAL_INVALIDATED: Severity.WARNING,
     AuditEvent.REQUEST_REFUSED: Severity.WARNING,
+    AuditEvent.TX_UNRESOLVED: Severity.CRITICAL,
+    AuditEvent.TX_RESOLVED: Severity.WARNING,
 }
 
 
 # --------------------------------------------------------------------------- amounts
 
 
-def parse_amount(value: object, *, field: str = "amount") -> int:
-    """Parse a base-unit amount: a non-negative ``int`` or decimal-digit string.
+MAX_AMOUNT = 2**256 - 1
+"""The largest amount accepted anywhere (an EVM uint256; Solana amounts are u64)."""
 
-    Floats, bools, signs, exponents, blanks and non-digits are refused with ``ValueError``,
-    because an inexact amount must never reach a signature.
+_MAX_AMOUNT_DIGITS = len(str(MAX_AMOUNT))
+
+
+def parse_amount(value: object, *, field: str = "amount") -> int:
+    """Parse a base-unit amount: an ``int`` or decimal-digit string from 0 to ``MAX_AMOUNT``.
+
+    Floats, bools, signs, exponents, blanks, non-digits and values above ``MAX_AMOUNT``
+    are refused with :class:`~waiaas.errors.InvalidInputError` (a ``ValueError``), because
+    an inexact amount must never reach a signature.
 
     >>> parse_amount("1000000000000000000000")
     1000000000000000000000
     """
     if isinstance(value, bool):
-        raise ValueError(f"{field} must be an integer of base units, not a bool")
+        raise InvalidInputError(
+            f"{field} must be an integer of base units, not a bool", field=field
+        )
     if isinstance(value, int):
         result = value
     elif isinstance(value, str):
         text = value.strip()
         if not text or not text.isascii() or not text.isdigit():
-            raise ValueError(f"{field} must be a decimal string of base units, got {value!r}")
+            shown = repr(text[:40].encode("ascii", "backslashreplace").decode("ascii"))
+            raise InvalidInputError(
+                f"{field} must be a decimal string of base units, got {shown}", field=field
+            )
+        if len(text.lstrip("0")) > _MAX_AMOUNT_DIGITS:
+            raise InvalidInputError(f"{field} must be at most 2**256 - 1", field=field)
         result = int(text)
     else:
-        raise ValueError(
+        raise InvalidInputError(
             f"{field} must be an integer of base units (int or decimal string), "
-            f"not {type(value).__name__}"
+            f"not {type(value).__name__}",
+            field=field,
         )
     if result < 0:
-        raise ValueError(f"{field} must not be negative")
+        raise InvalidInputError(f"{field} must not be negative", field=field)
+    if result > MAX_AMOUNT:
+        raise InvalidInputError(f"{field} must be at most 2**256 - 1", field=field)
     return result
 
 
@@ -247,7 +277,39 @@ Amount = Annotated[
 # --------------------------------------------------------------------------- requests
 
 
-class _Request(BaseModel):
+def _invalid(model: str, exc: ValidationError) -> InvalidInputError:
+    """One InvalidInputError for every problem pydantic found (the first names ``field``)."""
+    problems = []
+    fields = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err.get("loc", ())) or model
+        fields.append(loc)
+        msg = str(err.get("msg", "invalid"))
+        msg = msg.removeprefix("Value error, ")
+        problems.append(f"{loc}: {msg}")
+    first = fields[0] if fields else None
+    return InvalidInputError(
+        f"invalid {model}: " + "; ".join(problems), field=first, problems=problems
+    )
+
+
+class _RequestMeta(ModelMetaclass):
+    """Building a request model (``Transfer(...)``) raises InvalidInputError instead of
+    pydantic's ValidationError. Only direct construction goes through here: validation of a
+    request nested in another model (a Batch, a user's model, the Request union) stays
+    pydantic's, so every problem is still reported at once there."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            raise _invalid(cls.__name__, exc) from None
+
+
+class _Request(BaseModel, metaclass=_RequestMeta):
+    """Base of the request models: construction and ``model_validate*`` raise
+    :class:`~waiaas.errors.InvalidInputError` instead of pydantic's ``ValidationError``."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
     @field_validator("to", "token", "spender", check_fields=False)
@@ -256,6 +318,22 @@ class _Request(BaseModel):
         if not isinstance(value, str) or not value.strip():
             raise ValueError("must be a non-empty address string")
         return value.strip()
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Validate ``obj``; raises :class:`~waiaas.errors.InvalidInputError`."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise _invalid(cls.__name__, exc) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: Any, *args: Any, **kwargs: Any) -> Any:
+        """Validate a JSON document; raises :class:`~waiaas.errors.InvalidInputError`."""
+        try:
+            return super().model_validate_json(json_data, *args, **kwargs)
+        except ValidationError as exc:
+            raise _invalid(cls.__name__, exc) from None
 
 
 class Transfer(_Request):

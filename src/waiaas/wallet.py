@@ -17,7 +17,6 @@ Thread-safe: any number of threads (and processes, on the same file) may call it
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,18 +27,21 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from waiaas import integrity
-from waiaas._validate import check_id
+from waiaas._validate import MAX_TIME, check_encodable, check_id, check_time, shown
 from waiaas.chains.base import ChainAdapter
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
 from waiaas.db import Database, UnitOfWork
 from waiaas.db.engine import check_path
+from waiaas.db.faults import stored_json
 from waiaas.db.tables import AgentRow, AuditRow, TransactionRow
 from waiaas.errors import (
     AgentNotActiveError,
     AuthError,
     DatabaseOpenError,
     InvalidInputError,
+    KeystoreMismatchError,
+    KeystoreMissingError,
     NotADatabaseError,
     NotFoundError,
     StateError,
@@ -51,6 +53,7 @@ from waiaas.keystore import Keystore, resolve_password
 from waiaas.pipeline import approvals, killswitch
 from waiaas.pipeline.engine import Pipeline, PipelineHooks
 from waiaas.pipeline.gate import PolicyGate, restart_auto_stop
+from waiaas.pipeline.report import DueReport
 from waiaas.pipeline.requests import normalize_request, parse_request
 from waiaas.policy import Decision, Explanation
 from waiaas.policy.model import PriceOracle
@@ -81,6 +84,8 @@ __all__ = ["TransactionResult", "Wallet"]
 
 log = logging.getLogger("waiaas")
 
+_KEYSTORE_STATE = "keystore"  # wallet_state key: {"id": <keystore id>}
+
 
 class TransactionResult(TransactionInfo):
     """What ``send`` returns: the transaction as it stands, plus the policy decision.
@@ -93,7 +98,9 @@ class TransactionResult(TransactionInfo):
 
 
 def _info(row: TransactionRow) -> dict[str, Any]:
-    meta: dict[str, Any] = json.loads(row.metadata_json) if row.metadata_json else {}
+    meta: dict[str, Any] = stored_json(
+        row.metadata_json, table="transactions", column="metadata", default={}
+    )
     err = meta.get("error") or {}
     return {
         "id": row.id,
@@ -160,7 +167,7 @@ def _audit_entry(row: AuditRow) -> AuditEntry:
         agent_id=row.agent_id,
         session_id=row.session_id,
         tx_id=row.tx_id,
-        details=json.loads(row.details),
+        details=stored_json(row.details, table="audit_log", column="details", default={}),
         severity=Severity(row.severity),
         ip_address=row.ip_address,
     )
@@ -171,15 +178,11 @@ def _check_reason(value: object) -> str:
         raise InvalidInputError("reason must be a non-empty string", field="reason")
     if len(value) > 500 or any(ord(c) < 32 for c in value):
         raise InvalidInputError("reason must be at most 500 printable characters", field="reason")
-    return value.strip()
+    return check_encodable(value, "reason").strip()
 
 
 def _check_time(value: object, field: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInputError(f"{field} must be Unix seconds (an int >= 0)", field=field)
-    return value
+    return check_time(value, field)
 
 
 def _check_event_types(value: object) -> list[str] | None:
@@ -193,9 +196,9 @@ def _check_event_types(value: object) -> list[str] | None:
     for item in value:
         try:
             out.append(AuditEvent(item).value)
-        except ValueError:
+        except (ValueError, TypeError):
             raise InvalidInputError(
-                f"unknown audit event type {item!r}", field="event_types"
+                f"unknown audit event type {shown(item)}", field="event_types"
             ) from None
     return out or None
 
@@ -205,7 +208,7 @@ def _check_name(value: object) -> str:
         raise InvalidInputError("name must be a non-empty string", field="name")
     if len(value) > 200 or any(ord(c) < 32 for c in value):
         raise InvalidInputError("name must be at most 200 printable characters", field="name")
-    return value.strip()
+    return check_encodable(value, "name").strip()
 
 
 def _move_agent(
@@ -317,13 +320,7 @@ class Wallet:
         try:
             keystore_dir = Path(self.config.keystore_dir or f"{self.db.path}.keystore")
             secret = resolve_password(password, keyring_user=str(self.db.path))
-            if Keystore.exists(keystore_dir):
-                self.keystore = Keystore.open(keystore_dir, clock=self.clock)
-                self.keystore.unlock(secret)
-            else:
-                self.keystore = Keystore.create(
-                    keystore_dir, secret, kdf=self.config.kdf, clock=self.clock
-                )
+            self.keystore = self._open_keystore(keystore_dir, secret)
             del secret
             self.integrity = integrity.seal(
                 self.db,
@@ -402,6 +399,56 @@ class Wallet:
             reason=report.message,
         )
 
+    def _open_keystore(self, keystore_dir: Path, secret: str) -> Keystore:
+        """Open the keystore that belongs to this database, or create one for a new database.
+
+        The database records its keystore's id (``wallet_state`` key ``keystore``). A
+        database that has agents, or that recorded an id, never gets a new empty keystore:
+        its keys would be lost for good, so opening is refused with what to restore.
+        """
+        with self.db.read() as uow:
+            recorded = uow.state.get(_KEYSTORE_STATE)
+            has_agents = bool(uow.agents.list())
+        expected = recorded.get("id") if isinstance(recorded, dict) else None
+        if Keystore.exists(keystore_dir):
+            keystore = Keystore.open(keystore_dir, clock=self.clock)
+            found = keystore.keystore_id
+            if expected is not None and found != expected:
+                raise KeystoreMismatchError(
+                    f"the keystore at {str(keystore_dir)!r} (id {found}) is not the one this "
+                    f"database was created with (id {expected}); restore that keystore "
+                    "directory from the backup taken with the database, or point "
+                    "WalletConfig.keystore_dir at it",
+                    path=str(keystore_dir),
+                    expected_id=str(expected),
+                    found_id=found,
+                )
+            keystore.unlock(secret)
+        elif expected is not None or has_agents:
+            raise KeystoreMissingError(
+                f"no keystore at {str(keystore_dir)!r}, but this database "
+                + (f"was created with keystore {expected}" if expected else "has agents")
+                + ": restore the keystore directory from the backup taken with the database "
+                "(or point WalletConfig.keystore_dir at it); a new keystore would lose every "
+                "agent's key",
+                path=str(keystore_dir),
+                expected_id=None if expected is None else str(expected),
+            )
+        else:
+            keystore = Keystore.create(keystore_dir, secret, kdf=self.config.kdf, clock=self.clock)
+        if expected is None:
+            try:
+                with self.db.write() as uow:
+                    if uow.state.get(_KEYSTORE_STATE) is None:
+                        uow.state.put(
+                            _KEYSTORE_STATE, {"id": keystore.keystore_id}, now=self.clock.now()
+                        )
+                        uow.commit()
+            except BaseException:
+                keystore.lock()
+                raise
+        return keystore
+
     def _bridge(self, notifier: Any) -> Any:
         from waiaas.pipeline.notifications import PipelineNotifier
 
@@ -434,18 +481,25 @@ class Wallet:
         """
         if self._closed:
             return
-        self.stop_background()
-        try:
-            self._audit(AuditEvent.DAEMON_STOPPED, actor="system")
-        except WaiaasError as exc:  # pragma: no cover - best effort on the way out
-            log.warning("could not record DAEMON_STOPPED: %s", exc)
-        close_notifier = getattr(self.pipeline.notifier, "close", None)
-        if close_notifier is not None:
-            close_notifier(timeout=10.0)
-        self.sessions.forget_secret()
-        self.keystore.lock()
-        self.db.close()
         self._closed = True
+        try:
+            self.stop_background()
+            try:
+                self._audit(AuditEvent.DAEMON_STOPPED, actor="system")
+            except WaiaasError as exc:  # e.g. the disk is full: close all the same
+                log.warning("could not record DAEMON_STOPPED: %s", exc)
+            close_notifier = getattr(self.pipeline.notifier, "close", None)
+            if close_notifier is not None:
+                close_notifier(timeout=10.0)
+        finally:
+            # Whatever failed above, the key material is dropped and the file released.
+            try:
+                self.sessions.forget_secret()
+            finally:
+                try:
+                    self.keystore.lock()
+                finally:
+                    self.db.close()
 
     def __enter__(self) -> Wallet:
         return self
@@ -617,8 +671,10 @@ class Wallet:
         return self.get_agent(agent_id)
 
     def _adapter(self, chain: object, network: str | None) -> ChainAdapter:
-        if not isinstance(chain, str) or not chain:
+        if not isinstance(chain, str) or not chain or len(chain) > 64:
             raise InvalidInputError("chain must be a non-empty string", field="chain")
+        if network is not None and (not isinstance(network, str) or len(network) > 64):
+            raise InvalidInputError("network must be a network name", field="network")
         candidates = [
             a
             for (c, n), a in self.pipeline.adapters.items()
@@ -627,7 +683,8 @@ class Wallet:
         if not candidates:
             known = ", ".join(f"{c}/{n}" for c, n in self.pipeline.adapters) or "none"
             raise InvalidInputError(
-                f"no chain adapter for {chain}/{network or '*'} (configured: {known})",
+                f"no chain adapter for {shown(chain)}/{shown(network) if network else '*'} "
+                f"(configured: {known})",
                 field="chain",
             )
         if len(candidates) > 1:
@@ -675,7 +732,7 @@ class Wallet:
                 status = AgentStatus(status)
             except ValueError:
                 raise InvalidInputError(
-                    f"unknown agent status {status!r}", field="status"
+                    f"unknown agent status {shown(status)}", field="status"
                 ) from None
         return [_agent_info(r) for r in self._agent_rows(status=status)]
 
@@ -1096,7 +1153,7 @@ class Wallet:
             try:
                 status = TxStatus(status)
             except ValueError:
-                raise InvalidInputError(f"unknown status {status!r}", field="status") from None
+                raise InvalidInputError(f"unknown status {shown(status)}", field="status") from None
         if agent_id is not None:
             agent_id = check_id(agent_id, "agent_id")
         if before is not None:
@@ -1123,6 +1180,46 @@ class Wallet:
         """
         actor = "operator" if token is None else "agent"
         return _tx_info(self.pipeline.cancel(check_id(tx_id, "tx_id"), actor=actor, token=token))
+
+    def resolve_transaction(self, tx_id: str, *, landed: bool, evidence: str) -> TransactionInfo:
+        """Settle a transaction the chain could not account for (operator only; audited).
+
+        A submitted transaction whose node forgot it (pruned history) and whose blockhash
+        expired may or may not have landed; waiaas never replaces it on its own (that could
+        pay twice). It stays SUBMITTED, a critical ``TX_UNRESOLVED`` audit row and a
+        notification are raised, and an operator who has checked (an explorer, an archive
+        node) settles it here. The chain is asked once more first; if it now knows the
+        transaction, its answer wins and this call is refused.
+
+        Args:
+            tx_id: the unresolved transaction.
+            landed: ``True`` when it did land (recorded CONFIRMED); ``False`` when it never
+                did (recorded FAILED with ``NOT_LANDED``, its budget released, so the agent
+                may send the same request again).
+            evidence: what the decision rests on (an explorer URL, an archive node's answer),
+                kept in the ``TX_RESOLVED`` audit row.
+
+        Raises:
+            InvalidInputError: a bad id, ``landed`` not a bool, or empty evidence.
+            NotFoundError: no such transaction.
+            StateError: it is not unresolved, or the chain now knows it.
+
+        Example::
+
+            for e in wallet.audit(event_types=["TX_UNRESOLVED"]).entries:
+                wallet.resolve_transaction(e.tx_id, landed=False,
+                                           evidence="archive node: signature unknown")
+        """
+        tx_id = check_id(tx_id, "tx_id")
+        if not isinstance(landed, bool):
+            raise InvalidInputError("landed must be a bool", field="landed")
+        if not isinstance(evidence, str) or not evidence.strip() or len(evidence) > 2000:
+            raise InvalidInputError(
+                "evidence must be a non-empty string of at most 2000 characters",
+                field="evidence",
+            )
+        check_encodable(evidence, "evidence")
+        return _tx_info(self.pipeline.resolve(tx_id, landed=landed, evidence=evidence.strip()))
 
     def approval_message(self, tx_id: str, action: Literal["approve", "reject"] = "approve") -> str:
         """The exact text the owner signs to approve (or reject) an APPROVAL transaction.
@@ -1199,7 +1296,9 @@ class Wallet:
             approval_expires_at=data["approval_expires_at"],
             execute_after=data["execute_after"],
             token_decimals=lookup if callable(lookup) else None,
-            effects=(json.loads(row.metadata_json) if row.metadata_json else {}).get("effects"),
+            effects=stored_json(
+                row.metadata_json, table="transactions", column="metadata", default={}
+            ).get("effects"),
         )
 
     def approve(self, tx_id: str, signature: str) -> TransactionInfo:
@@ -1310,12 +1409,26 @@ class Wallet:
 
     # ================================================================== operations
 
-    def process_due(self) -> dict[str, int]:
+    def process_due(self) -> DueReport:
         """One pass of due work (delays, approval expiry, session expiry, confirmations).
+
+        Each transaction is handled on its own: one agent's failure (a missing key, an
+        adapter error) fails or parks that transaction and is listed in
+        ``report.problems``; the pass goes on for everyone else. Counts include only work
+        this call won (two concurrent passes never both count the same DELAY).
+
+        Returns:
+            a :class:`DueReport` (``report.delays``, ``report.problems``, ...; ``report["delays"]``
+            works too).
+
+        Raises:
+            StorageError: the database cannot be used.
 
         Example::
 
-            counts = wallet.process_due()   # e.g. {"delays": 1, "expired": 0, ...}
+            report = wallet.process_due()
+            if report.problems:
+                log.warning("due work problems: %s", report.problems)
         """
         return self.pipeline.process_due()
 
@@ -1447,7 +1560,9 @@ class Wallet:
         """
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise InvalidInputError("limit must be an int from 1 to 1000", field="limit")
-        if cursor is not None and (not isinstance(cursor, int) or isinstance(cursor, bool)):
+        if cursor is not None and (
+            not isinstance(cursor, int) or isinstance(cursor, bool) or not 0 < cursor <= MAX_TIME
+        ):
             raise InvalidInputError("cursor must be an int from a previous page", field="cursor")
         if agent_id is not None:
             agent_id = check_id(agent_id, "agent_id")
@@ -1456,13 +1571,15 @@ class Wallet:
         since = _check_time(since, "since")
         until = _check_time(until, "until")
         kinds = _check_event_types(event_types)
-        if isinstance(severities, str | bytes):
-            raise InvalidInputError("severities must be a list", field="severities")
+        if severities is not None and (
+            isinstance(severities, str | bytes) or not isinstance(severities, Sequence)
+        ):
+            raise InvalidInputError("severities must be a list of severities", field="severities")
         sev: list[str] | None = None
         if severities:
             try:
                 sev = [Severity(s).value for s in severities]
-            except ValueError:
+            except (ValueError, TypeError):
                 raise InvalidInputError("unknown severity", field="severities") from None
         with self.db.read() as uow:
             rows = uow.audit.query(

@@ -3,16 +3,19 @@
 It speaks HTTP on 127.0.0.1 (a free port), runs in a thread, and answers the methods the
 waiaas Solana RPC backend uses with the request and response shapes of a Solana node:
 getLatestBlockhash, isBlockhashValid, getBalance, getAccountInfo (base64), getBlockHeight,
-getSlot, getHealth, getVersion, getMinimumBalanceForRentExemption, getFeeForMessage,
-simulateTransaction, sendTransaction (base64 or base58; preflight like a node: errors come
-back as JSON-RPC error objects, e.g. -32002 with the simulation result in ``data``),
-getSignatureStatuses, getTransaction, getTokenAccountBalance and requestAirdrop (a real
+getSlot, minimumLedgerSlot, getHealth, getVersion, getMinimumBalanceForRentExemption,
+getFeeForMessage, simulateTransaction, sendTransaction (base64 or base58; preflight like a
+node: errors come back as JSON-RPC error objects, e.g. -32002 with the simulation result in
+``data``), getSignatureStatuses, getTransaction, getTokenAccountBalance and requestAirdrop (a real
 transfer from a faucet account). Batch requests work.
 
 Blocks: LiteSVM's blockhash only moves when told. Like the in-process backend, the server
 starts a new block the first time a blockhash is asked for after a transaction landed on the
 current one; :meth:`SolanaRpcServer.expire_blockhash` starts one at once. A blockhash is
 valid until the next block (``lastValidBlockHeight`` says so honestly).
+
+History: :meth:`SolanaRpcServer.prune` makes it a node with a short ledger (it forgets older
+signatures and ``minimumLedgerSlot`` moves up), as pruned RPC nodes are.
 
 Failures can be injected for transient-error tests: HTTP statuses (500, 429...), stalls
 longer than the client's timeout, JSON-RPC error objects, and non-JSON bodies.
@@ -190,6 +193,8 @@ class SolanaRpcServer:
         self._height = 1
         self._used = False
         self._landed: dict[str, tuple[int, bytes]] = {}
+        self._forgotten: set[str] = set()
+        self.minimum_ledger_slot = 0  # what minimumLedgerSlot reports
         self._faucet = Keypair()
         self.svm.set_account(
             self._faucet.pubkey(),
@@ -214,6 +219,7 @@ class SolanaRpcServer:
             "getTransaction": self._get_transaction,
             "getVersion": lambda params: {"solana-core": "2.2.0-litesvm", "feature-set": 0},
             "isBlockhashValid": self._is_blockhash_valid,
+            "minimumLedgerSlot": lambda params: self.minimum_ledger_slot,
             "requestAirdrop": self._request_airdrop,
             "sendTransaction": self._send_transaction,
             "simulateTransaction": self._simulate_transaction,
@@ -295,6 +301,21 @@ class SolanaRpcServer:
         """Start a new block now: every earlier blockhash stops being valid."""
         with self.lock:
             self._new_block()
+
+    def advance(self, slots: int) -> None:
+        """Move the chain ``slots`` slots on (a new block: earlier blockhashes expire)."""
+        with self.lock:
+            self._new_block()
+            self.svm.warp_to_slot(self.svm.get_clock().slot + slots)
+
+    def prune(self, keep_slots: int) -> None:
+        """Behave like a node with a short ledger: forget every transaction that landed
+        before the last ``keep_slots`` slots (getSignatureStatuses and getTransaction no
+        longer know them) and report the new floor through minimumLedgerSlot."""
+        with self.lock:
+            floor = max(0, self.svm.get_clock().slot - keep_slots)
+            self.minimum_ledger_slot = floor
+            self._forgotten.update(s for s, (slot, _) in self._landed.items() if slot < floor)
 
     def _new_block(self) -> None:
         self.svm.expire_blockhash()
@@ -541,6 +562,8 @@ class SolanaRpcServer:
         return str(tx.signatures[0])
 
     def _status_of(self, signature: Signature) -> dict[str, Any] | None:
+        if str(signature) in self._forgotten:
+            return None
         result = self.svm.get_transaction(signature)
         if result is None:
             return None
@@ -572,7 +595,7 @@ class SolanaRpcServer:
         signature = Signature.from_string(params[0])
         result = self.svm.get_transaction(signature)
         landed = self._landed.get(str(signature))
-        if result is None or landed is None:
+        if result is None or landed is None or str(signature) in self._forgotten:
             return None
         slot, raw = landed
         tx = VersionedTransaction.from_bytes(raw)

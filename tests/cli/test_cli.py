@@ -145,7 +145,7 @@ def test_policies_add_list_update_disable_enable(cli: Cli, tmp_path: Path) -> No
     bad = cli.error("policies", "add", "RATE_LIMIT", '{"max_requests": -1}')
     assert "max_requests" in bad or "window_seconds" in bad
     assert "not valid JSON" in cli.error("policies", "add", "RATE_LIMIT", "{oops")
-    assert "not found" in cli.error("policies", "disable", "no-such-policy")
+    assert "not found" in cli.error("policies", "disable", "01900000-0000-7000-8000-000000000000")
 
 
 def test_policies_dry_run(cli: Cli) -> None:
@@ -375,7 +375,7 @@ def test_usage_errors_exit_2(cli: Cli, args: list[str]) -> None:
     "args,fragment",
     [
         (["policies", "list", "--agent", "x" * 300], "agent_id"),
-        (["policies", "enable", "no-such-policy"], "not found"),
+        (["policies", "enable", "01900000-0000-7000-8000-000000000000"], "not found"),
         (["approvals", "list", "--agent", "x" * 300], "agent_id"),
         (["audit", "tail", "-n", "0"], "limit"),
         (["audit", "tail", "--severity", "loud"], "severity"),

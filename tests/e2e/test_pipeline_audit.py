@@ -112,7 +112,7 @@ def test_audit_filters(wallet: Wallet) -> None:
     assert all_audit(wallet, since=clock.now()) == [
         e for e in everything if e.timestamp >= clock.now()
     ]
-    assert all_audit(wallet, agent_id="no-such-agent") == []
+    assert all_audit(wallet, agent_id="01900000-0000-7000-8000-000000000000") == []
 
 
 @pytest.mark.parametrize("limit", [1, 3, 7])
@@ -243,4 +243,4 @@ def test_list_transactions_pages_and_filters(wallet: Wallet) -> None:
     assert [t.id for t in wallet.list_transactions(agent_id=other.id)] == [mine.id]
     confirmed = {t.id for t in wallet.list_transactions(status="CONFIRMED")}
     assert confirmed == {ids["instant"], ids["notify"], ids["approved"], mine.id}
-    assert wallet.list_transactions(agent_id="no-such-agent") == []
+    assert wallet.list_transactions(agent_id="01900000-0000-7000-8000-000000000000") == []

@@ -60,6 +60,12 @@ def test_create_agent_activates_and_audits(wallet: Wallet, chain: str) -> None:
     assert [a.id for a in wallet.list_agents(status="ACTIVE")] == [agent.id]
 
 
+IDS = {
+    "with-key": "01900000-0000-7000-8000-00000000000a",
+    "no-key": "01900000-0000-7000-8000-00000000000b",
+}
+
+
 def test_agent_creation_interrupted_after_key_is_finished_on_open(tmp_path: object) -> None:
     """An agent left CREATING with its key stored is activated by the next open; one whose
     key never reached the keystore is TERMINATED. Both are audited."""
@@ -77,7 +83,7 @@ def test_agent_creation_interrupted_after_key_is_finished_on_open(tmp_path: obje
         for name, store_key in (("with-key", True), ("no-key", False)):
             secret, public = adapter.generate_secret()
             row = AgentRow(
-                id=f"agent-{name}",
+                id=IDS[name],
                 name=name,
                 chain="solana",
                 network="localnet",
@@ -93,12 +99,12 @@ def test_agent_creation_interrupted_after_key_is_finished_on_open(tmp_path: obje
                 wallet.keystore.add_key(row.id, "solana", secret, public)
             rows.append(row.id)
     with local_wallet(directory, clock=clock, chains=chains) as wallet:
-        assert wallet.get_agent("agent-with-key").status == AgentStatus.ACTIVE
-        assert wallet.get_agent("agent-no-key").status == AgentStatus.TERMINATED
-        assert [e.event_type for e in all_audit(wallet, agent_id="agent-with-key")] == [
+        assert wallet.get_agent(IDS["with-key"]).status == AgentStatus.ACTIVE
+        assert wallet.get_agent(IDS["no-key"]).status == AgentStatus.TERMINATED
+        assert [e.event_type for e in all_audit(wallet, agent_id=IDS["with-key"])] == [
             "AGENT_ACTIVATED"
         ]
-        assert [e.event_type for e in all_audit(wallet, agent_id="agent-no-key")] == [
+        assert [e.event_type for e in all_audit(wallet, agent_id=IDS["no-key"])] == [
             "AGENT_TERMINATED"
         ]
 

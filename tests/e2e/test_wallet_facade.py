@@ -33,6 +33,8 @@ from waiaas.testing import fast_config as make_config
 from waiaas.types import AgentStatus, Transfer
 from waiaas.wallet import Wallet
 
+UNKNOWN = "01900000-0000-7000-8000-000000000000"  # a well-formed id that names nothing
+
 
 def test_wallet_cannot_be_constructed_directly() -> None:
     """Wallet() is refused; Wallet.open is the only way in."""
@@ -212,18 +214,33 @@ BAD_CALLS: list[tuple[str, Call, type[WaiaasError], str | None]] = [
         "owner_address",
     ),
     ("empty agent id", lambda w, c: w.get_agent(""), InvalidInputError, "agent_id"),
-    ("unknown agent", lambda w, c: w.get_agent("no-such-agent"), NotFoundError, None),
+    (
+        "unknown agent",
+        lambda w, c: w.get_agent(UNKNOWN),
+        NotFoundError,
+        None,
+    ),
     (
         "bad agent status filter",
         lambda w, c: w.list_agents(status="SLEEPING"),
         InvalidInputError,
         "status",
     ),
-    ("suspend unknown", lambda w, c: w.suspend_agent("nope"), NotFoundError, None),
+    (
+        "suspend unknown",
+        lambda w, c: w.suspend_agent(UNKNOWN),
+        NotFoundError,
+        None,
+    ),
     ("suspend suspended", lambda w, c: w.suspend_agent(c["suspended"]), StateError, None),
     ("resume active", lambda w, c: w.resume_agent(c["agent"]), StateError, None),
     ("terminate terminated", lambda w, c: w.terminate_agent(c["terminated"]), StateError, None),
-    ("owner of unknown agent", lambda w, c: w.set_owner("nope", None), NotFoundError, None),
+    (
+        "owner of unknown agent",
+        lambda w, c: w.set_owner(UNKNOWN, None),
+        NotFoundError,
+        None,
+    ),
     (
         "invalid owner",
         lambda w, c: w.set_owner(c["agent"], "not-an-address!"),
@@ -231,8 +248,18 @@ BAD_CALLS: list[tuple[str, Call, type[WaiaasError], str | None]] = [
         "owner_address",
     ),
     ("rotate terminated", lambda w, c: w.rotate_key(c["terminated"]), StateError, None),
-    ("rotate unknown", lambda w, c: w.rotate_key("nope"), NotFoundError, None),
-    ("session for unknown agent", lambda w, c: w.issue_session("nope"), NotFoundError, None),
+    (
+        "rotate unknown",
+        lambda w, c: w.rotate_key(UNKNOWN),
+        NotFoundError,
+        None,
+    ),
+    (
+        "session for unknown agent",
+        lambda w, c: w.issue_session(UNKNOWN),
+        NotFoundError,
+        None,
+    ),
     (
         "session for suspended agent",
         lambda w, c: w.issue_session(c["suspended"]),
@@ -247,7 +274,12 @@ BAD_CALLS: list[tuple[str, Call, type[WaiaasError], str | None]] = [
         None,
     ),
     ("empty session id", lambda w, c: w.revoke_session(""), InvalidInputError, "session_id"),
-    ("unknown session", lambda w, c: w.get_session("nope"), NotFoundError, None),
+    (
+        "unknown session",
+        lambda w, c: w.get_session(UNKNOWN),
+        NotFoundError,
+        None,
+    ),
     ("sessions of bad id", lambda w, c: w.list_sessions(""), InvalidInputError, "agent_id"),
     (
         "empty token",
@@ -267,7 +299,12 @@ BAD_CALLS: list[tuple[str, Call, type[WaiaasError], str | None]] = [
         InvalidInputError,
         "request",
     ),
-    ("unknown transaction", lambda w, c: w.get_transaction("nope"), NotFoundError, None),
+    (
+        "unknown transaction",
+        lambda w, c: w.get_transaction(UNKNOWN),
+        NotFoundError,
+        None,
+    ),
     ("transaction id not str", lambda w, c: w.get_transaction(7), InvalidInputError, "tx_id"),  # type: ignore[arg-type]
     ("list limit 0", lambda w, c: w.list_transactions(limit=0), InvalidInputError, "limit"),
     ("list limit bool", lambda w, c: w.list_transactions(limit=True), InvalidInputError, "limit"),
@@ -277,9 +314,19 @@ BAD_CALLS: list[tuple[str, Call, type[WaiaasError], str | None]] = [
         InvalidInputError,
         "status",
     ),
-    ("cancel unknown", lambda w, c: w.cancel("nope"), NotFoundError, None),
+    (
+        "cancel unknown",
+        lambda w, c: w.cancel(UNKNOWN),
+        NotFoundError,
+        None,
+    ),
     ("cancel confirmed", lambda w, c: w.cancel(c["confirmed"]), StateError, None),
-    ("approval message unknown", lambda w, c: w.approval_message("nope"), NotFoundError, None),
+    (
+        "approval message unknown",
+        lambda w, c: w.approval_message(UNKNOWN),
+        NotFoundError,
+        None,
+    ),
     (
         "approval message of instant tx",
         lambda w, c: w.approval_message(c["confirmed"]),
@@ -287,7 +334,12 @@ BAD_CALLS: list[tuple[str, Call, type[WaiaasError], str | None]] = [
         None,
     ),
     ("approve instant tx", lambda w, c: w.approve(c["confirmed"], "0x00"), ApprovalError, None),
-    ("reject unknown", lambda w, c: w.reject("nope", "0x00"), NotFoundError, None),
+    (
+        "reject unknown",
+        lambda w, c: w.reject(UNKNOWN, "0x00"),
+        NotFoundError,
+        None,
+    ),
     (
         "dry run without agent",
         lambda w, c: w.dry_run(Transfer(to=c["dest"], amount=1)),
@@ -296,7 +348,7 @@ BAD_CALLS: list[tuple[str, Call, type[WaiaasError], str | None]] = [
     ),
     (
         "dry run unknown agent",
-        lambda w, c: w.dry_run(Transfer(to=c["dest"], amount=1), agent_id="nope"),
+        lambda w, c: w.dry_run(Transfer(to=c["dest"], amount=1), agent_id=UNKNOWN),
         NotFoundError,
         None,
     ),
@@ -388,12 +440,19 @@ BAD_CALLS: list[tuple[str, Call, type[WaiaasError], str | None]] = [
     (
         "policy for unknown agent",
         lambda w, c: w.add_policy(
-            "RATE_LIMIT", {"max_requests": 1, "window_seconds": 60}, agent_id="nope"
+            "RATE_LIMIT",
+            {"max_requests": 1, "window_seconds": 60},
+            agent_id=UNKNOWN,
         ),
         NotFoundError,
         None,
     ),
-    ("balance of unknown agent", lambda w, c: w.balance("nope"), NotFoundError, None),
+    (
+        "balance of unknown agent",
+        lambda w, c: w.balance(UNKNOWN),
+        NotFoundError,
+        None,
+    ),
     (
         "wrong current password",
         lambda w, c: w.change_password("wrong", "new-password"),

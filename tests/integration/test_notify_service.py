@@ -285,7 +285,7 @@ def test_invalid_changes_leave_nothing_behind(
         service.update(cid, config={"unknown": 1})
     assert len(audit_rows(db, AuditEvent.NOTIFICATION_CHANNEL_UPDATED)) == 1
     with pytest.raises(NotFoundError):
-        service.enable("no-such-channel")
+        service.enable("01900000-0000-7000-8000-000000000000")
 
 
 def test_send_test_records_outcome(

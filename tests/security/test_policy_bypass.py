@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 from waiaas.errors import InvalidInputError
 from waiaas.policy import (
@@ -162,8 +161,9 @@ def test_extra_request_fields_are_refused() -> None:
     """A request cannot carry fields the policy engine would not see."""
     with pytest.raises(InvalidInputError):
         decide({"type": "TRANSFER", "to": SOL_OK, "amount": "1", "bypass": True}, SOL, [])
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidInputError) as caught:
         Transfer(to=SOL_OK, amount=1, policy_override=True)  # type: ignore[call-arg]
+    assert caught.value.field == "policy_override"
 
 
 # --------------------------------------------------------------------------- amounts
@@ -172,8 +172,9 @@ def test_extra_request_fields_are_refused() -> None:
 @pytest.mark.parametrize("amount", [1.5, 1e9, "1e9", "1.0", "-1", -1, "0x10", " 1 2", True, "١٢"])
 def test_inexact_or_negative_request_amounts_are_refused(amount: Any) -> None:
     """Floats, exponents, signs, hex, bools and non-ASCII digits never become an amount."""
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidInputError) as caught:
         Transfer(to=SOL_OK, amount=amount)
+    assert caught.value.field == "amount"
     with pytest.raises(InvalidInputError):
         decide({"type": "TRANSFER", "to": SOL_OK, "amount": amount}, SOL, [])
 
@@ -188,18 +189,24 @@ def test_inexact_or_negative_rule_amounts_are_refused(amount: Any) -> None:
 
 
 def test_huge_amounts_are_exact_and_capped() -> None:
-    """2**300 is compared exactly against caps; no overflow wraps it to a small number."""
+    """Amounts up to 2**256 - 1 are compared exactly against caps (no overflow wraps them
+    to a small number); beyond 2**256 - 1 (2**300, 2**256 + 5) they are refused outright,
+    never taken mod 2**256."""
     cap = policy("SPENDING_LIMIT", {"per_transaction": str(2**64)})
-    assert not decide(Transfer(to=EVM_OK, amount=2**300), EVM, [cap]).allowed
+    assert not decide(Transfer(to=EVM_OK, amount=2**256 - 1), EVM, [cap]).allowed
     assert not decide(Transfer(to=EVM_OK, amount=2**64 + 1), EVM, [cap]).allowed
-    assert not decide(Transfer(to=EVM_OK, amount=2**256 + 5), EVM, [cap]).allowed  # not mod 2**256
+    for beyond in (2**300, 2**256 + 5, 2**256):
+        with pytest.raises(InvalidInputError):
+            Transfer(to=EVM_OK, amount=beyond)
+        with pytest.raises(InvalidInputError):
+            decide({"type": "TRANSFER", "to": EVM_OK, "amount": str(beyond)}, EVM, [cap])
     assert decide(Transfer(to=EVM_OK, amount=2**64), EVM, [cap]).allowed
 
 
 def test_unlimited_approval_variants_are_blocked() -> None:
     """Every 'infinite' allowance spelling is blocked by default."""
     lim = policy("APPROVE_AMOUNT_LIMIT", {"max_amount": "1000000"})
-    for amount in (2**256 - 1, 2**255, 2**256 + 10**6):
+    for amount in (2**256 - 1, 2**255, 2**256 - 10**6):
         assert not decide(
             Approve(token=EVM_TOKEN, spender=EVM_OK, amount=amount), EVM, [lim]
         ).allowed
@@ -249,7 +256,7 @@ def test_a_bad_item_hidden_in_a_batch_denies_the_batch() -> None:
 def test_batches_cannot_nest() -> None:
     """A batch inside a batch is refused by the request model."""
     inner = Batch(requests=(Transfer(to=SOL_OK, amount=1),))
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidInputError):
         Batch(requests=(inner,))
 
 

@@ -60,6 +60,9 @@ class UnsignedTx:
         nonce: the EVM nonce used (``None`` on chains without account nonces).
         fee_estimate: the adapter's fee estimate in native base units, when known.
         valid_until: last block height / slot at which it can land (Solana), when known.
+        earliest_slot: a slot before which it cannot have landed (Solana: its blockhash's
+            age limit), when known; a node whose history reaches back to it can prove the
+            transaction's absence.
     """
 
     chain: str
@@ -68,6 +71,7 @@ class UnsignedTx:
     nonce: int | None = None
     fee_estimate: int | None = None
     valid_until: int | None = None
+    earliest_slot: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class SignedTx:
         tx_hash: the transaction id (Solana base58 signature, EVM 0x-hash).
         nonce: the EVM nonce, when relevant.
         valid_until: last block height / slot at which it can land, when known.
+        earliest_slot: a slot before which it cannot have landed (Solana), when known.
     """
 
     chain: str
@@ -87,6 +92,7 @@ class SignedTx:
     tx_hash: str
     nonce: int | None = None
     valid_until: int | None = None
+    earliest_slot: int | None = None
 
     def __repr__(self) -> str:
         return f"SignedTx(chain={self.chain!r}, tx_hash={self.tx_hash!r}, nonce={self.nonce!r})"
@@ -110,7 +116,10 @@ class ChainTxState(StrEnum):
     CONFIRMED = "CONFIRMED"  # included and succeeded
     FAILED = "FAILED"  # included and failed (fee paid, effects reverted)
     NOT_FOUND = "NOT_FOUND"  # unknown; it may still land
-    DROPPED = "DROPPED"  # can never land (blockhash expired, nonce used by another tx)
+    DROPPED = "DROPPED"  # proven never to land (blockhash expired, nonce used by another tx)
+    # Not found, can no longer land, but the node cannot prove it never landed (its history
+    # does not reach back far enough): it may have landed. Never replaced automatically.
+    UNKNOWN = "UNKNOWN"
 
 
 @dataclass(frozen=True)

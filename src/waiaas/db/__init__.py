@@ -5,6 +5,6 @@ Internal: the public API (``waiaas.Wallet``) never returns rows.
 """
 
 from waiaas.db.database import CheckpointResult, Database
-from waiaas.db.uow import DatabaseBusyError, UnitOfWork
+from waiaas.db.uow import UnitOfWork
 
-__all__ = ["CheckpointResult", "Database", "DatabaseBusyError", "UnitOfWork"]
+__all__ = ["CheckpointResult", "Database", "UnitOfWork"]

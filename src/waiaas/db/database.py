@@ -12,13 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DatabaseError as SADatabaseError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 
+from waiaas._validate import shown
 from waiaas.db import migrate
 from waiaas.db.engine import check_path, make_engine
+from waiaas.db.faults import translate
 from waiaas.db.uow import UnitOfWork
-from waiaas.errors import DatabaseOpenError, InvalidInputError, NotADatabaseError, StorageError
+from waiaas.errors import (
+    DatabaseCorruptError,
+    DatabaseOpenError,
+    InvalidInputError,
+    NotADatabaseError,
+    StorageError,
+)
 
 __all__ = ["CheckpointResult", "Database"]
 
@@ -26,6 +33,21 @@ log = logging.getLogger("waiaas.db")
 
 #: ``wallet_state`` key of the last background checkpoint (``{"at", "busy", "log_frames"}``).
 LAST_CHECKPOINT_KEY = "last_checkpoint"
+
+
+def _quick_check(engine: Engine, path: str) -> None:
+    """``PRAGMA quick_check`` on open: a truncated or damaged file is refused up front."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("PRAGMA quick_check").fetchall()
+    found = [str(r[0]) for r in rows]
+    if found != ["ok"]:
+        raise DatabaseCorruptError(
+            f"the database is damaged ({path}): {'; '.join(found[:3])}; restore it from a backup",
+            operation="open",
+            path=path,
+            table=None,
+            column=None,
+        )
 
 
 class CheckpointResult(tuple[int, int, int]):
@@ -102,29 +124,45 @@ class Database:
         """Open ``path``, creating the schema for a new file and upgrading an older one.
 
         Raises:
-            InvalidInputError: ``path`` is not a path.
-            DatabaseOpenError: the directory is missing, or the path is a directory.
+            InvalidInputError: ``path`` is not a path (NUL, a name too long, not text).
+            DatabaseOpenError: the directory is missing, the path is a directory or not a
+                regular file (a FIFO is refused without blocking).
+            DatabaseReadOnlyError: the file or its directory cannot be written.
             NotADatabaseError: the file is not an SQLite database.
+            DatabaseCorruptError: the file is an SQLite database, but damaged (truncated...).
             SchemaTooNewError: the file was written by a newer waiaas.
             MigrationError: an upgrade failed (the file is left as it was).
+            StorageError: any other storage failure (disk full, I/O error...).
         """
-        if not isinstance(path, str | os.PathLike) or not str(path).strip():
+        if (
+            isinstance(path, bool)
+            or not isinstance(path, str | os.PathLike)
+            or not str(path).strip()
+        ):
             raise InvalidInputError("path must be a non-empty file path", field="path")
-        p = Path(path).expanduser().absolute()
-        if not check_path(p):
+        try:
+            p = Path(path).expanduser().absolute()
+        except (TypeError, ValueError, OSError, RuntimeError) as exc:
+            raise InvalidInputError(f"path is not usable: {exc}", field="path") from None
+        existed = check_path(p)
+        if not existed:
             _create_private(p)
         engine = make_engine(p)
         try:
             migrate.upgrade(engine, str(p), script_location=script_location)
+            if existed:
+                _quick_check(engine, str(p))
+        except DatabaseCorruptError as exc:
+            engine.dispose()
+            if exc.table is None and "not a database" in exc.message:
+                raise NotADatabaseError(str(p)) from exc
+            raise
         except StorageError:
             engine.dispose()
             raise
-        except (SADatabaseError, sqlite3.DatabaseError) as exc:
+        except (SQLAlchemyError, sqlite3.Error) as exc:  # pragma: no cover - translated
             engine.dispose()
-            text = str(getattr(exc, "orig", exc))
-            if "not a database" in text or "malformed" in text or "encrypted" in text:
-                raise NotADatabaseError(str(p)) from exc
-            raise DatabaseOpenError(f"cannot open {str(p)!r}: {text}", path=str(p)) from exc
+            raise translate(exc, operation="open", path=str(p)) from exc
         return cls(p, engine)
 
     # ------------------------------------------------------------------ units of work
@@ -145,11 +183,14 @@ class Database:
         """Run ``PRAGMA wal_checkpoint(mode)`` (CORE-02 §5.1); TRUNCATE empties the WAL file."""
         self._check_open()
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
-            raise InvalidInputError(f"unknown checkpoint mode {mode!r}", field="mode")
-        with self.engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            row = raw.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            raise InvalidInputError(f"unknown checkpoint mode {shown(mode)}", field="mode")
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                row = raw.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.Error as exc:
+            raise translate(exc, operation="checkpoint", path=str(self.path)) from exc
         return CheckpointResult((int(row[0]), int(row[1]), int(row[2])))
 
     def backup(self, directory: str | os.PathLike[str] | None = None) -> Path:
@@ -164,8 +205,24 @@ class Database:
             StorageError: the target exists or SQLite refused.
         """
         self._check_open()
-        target_dir = Path(directory) if directory is not None else self.path.parent
-        if not target_dir.is_dir():
+        if directory is not None and (
+            isinstance(directory, bool) or not isinstance(directory, str | os.PathLike)
+        ):
+            raise InvalidInputError("directory must be a path", field="directory")
+        try:
+            target_dir = Path(directory) if directory is not None else self.path.parent
+            text = str(target_dir)
+            if "\x00" in text:
+                raise InvalidInputError("directory must not contain NUL", field="directory")
+            os.fsencode(text)
+            found = target_dir.is_dir()
+        except (UnicodeEncodeError, TypeError):
+            raise InvalidInputError("directory is not a usable path", field="directory") from None
+        except OSError as exc:
+            raise DatabaseOpenError(
+                f"backup directory {text!r} cannot be used: {exc.strerror}", path=text
+            ) from None
+        if not found:
             raise DatabaseOpenError(
                 f"backup directory {str(target_dir)!r} does not exist", path=str(target_dir)
             )
@@ -190,7 +247,7 @@ class Database:
                 raw.execute("VACUUM INTO ?", (str(target),))
             except sqlite3.Error as exc:
                 target.unlink(missing_ok=True)
-                raise StorageError(f"backup failed: {exc}") from exc
+                raise translate(exc, operation="backup", path=str(target)) from exc
         return target
 
     def start_checkpointer(self, interval: float = 300.0) -> None:
@@ -211,7 +268,7 @@ class Database:
                     result = self.checkpoint("TRUNCATE")
                     log.debug("WAL checkpoint: busy=%s log=%s done=%s", *result)
                     self._record_checkpoint(result)
-                except (OperationalError, sqlite3.Error, StorageError) as exc:
+                except StorageError as exc:
                     log.warning("WAL checkpoint failed (will retry): %s", exc)
 
         self._checkpointer = threading.Thread(target=run, name="waiaas-checkpoint", daemon=True)
@@ -237,21 +294,43 @@ class Database:
             self._checkpointer = None
 
     def close(self) -> None:
-        """Stop background work, checkpoint, and release every connection. Idempotent."""
+        """Stop background work, checkpoint, and release every connection. Idempotent.
+
+        Never raises for a storage failure: a final checkpoint that fails (disk full,
+        read-only) is logged, and the connections are released all the same (SQLite keeps
+        the WAL; the next open replays it).
+        """
         if self._closed:
             return
-        self.stop_checkpointer()
         try:
-            self.checkpoint("TRUNCATE")
-        except (OperationalError, sqlite3.Error, StorageError) as exc:  # pragma: no cover
-            log.warning("final WAL checkpoint failed: %s", exc)
-        self._closed = True
-        self.engine.dispose()
+            self.stop_checkpointer()
+            try:
+                self.checkpoint("TRUNCATE")
+            except StorageError as exc:
+                log.warning("final WAL checkpoint failed: %s", exc)
+        finally:
+            self._closed = True
+            try:
+                self.engine.dispose()
+            except (SQLAlchemyError, sqlite3.Error, StorageError) as exc:  # pragma: no cover
+                log.warning("closing the database connections failed: %s", exc)
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    def integrity_check(self) -> list[str]:
+        """Run ``PRAGMA integrity_check``; return its findings (``[]`` when the file is ok).
+
+        Raises:
+            StorageError: the check itself could not run.
+        """
+        self._check_open()
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql("PRAGMA integrity_check").fetchall()
+        found = [str(r[0]) for r in rows]
+        return [] if found == ["ok"] else found
 
     def _check_open(self) -> None:
         if self._closed:

@@ -8,7 +8,10 @@ completely) and write units of work take the lock up front with ``BEGIN IMMEDIAT
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,7 +21,13 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine.interfaces import ReflectedForeignKeyConstraint
 from sqlalchemy.pool import QueuePool
 
-from waiaas.errors import DatabaseOpenError, NotADatabaseError
+from waiaas.db import faults
+from waiaas.errors import (
+    DatabaseOpenError,
+    DatabaseReadOnlyError,
+    InvalidInputError,
+    NotADatabaseError,
+)
 
 __all__ = ["BEGIN_OPTION", "PRAGMAS", "check_path", "make_engine"]
 
@@ -39,29 +48,91 @@ BEGIN_OPTION = "waiaas_begin"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+_NAME_MAX = 255
+
+
 def check_path(path: Path) -> bool:
     """Validate a database path before SQLite touches it; return whether the file exists.
 
+    Only ``stat`` and a non-blocking read of the header are used, so a FIFO, a device or a
+    socket at the path is refused without ever blocking.
+
     Raises:
-        DatabaseOpenError: the directory is missing or the path is a directory.
+        InvalidInputError: the path holds a NUL character, or a name longer than the file
+            system allows.
+        DatabaseOpenError: the directory is missing, the path is a directory or not a
+            regular file, or it cannot be read.
+        DatabaseReadOnlyError: the file, or the directory that must hold its WAL files,
+            cannot be written by this process.
         NotADatabaseError: the file exists, is not empty and is not an SQLite database.
     """
-    parent = path.parent
-    if not parent.is_dir():
-        raise DatabaseOpenError(f"directory {str(parent)!r} does not exist", path=str(path))
-    if path.is_dir():
-        raise DatabaseOpenError(f"{str(path)!r} is a directory", path=str(path))
-    if not path.exists():
-        return False
+    text = str(path)
+    if "\x00" in text:
+        raise InvalidInputError("path must not contain a NUL character", field="path")
     try:
-        with path.open("rb") as fh:
-            head = fh.read(len(_SQLITE_MAGIC))
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            "path cannot be encoded for the file system (a lone surrogate?)", field="path"
+        ) from None
+    if any(len(os.fsencode(part)) > _NAME_MAX for part in path.parts):
+        raise InvalidInputError(f"path has a name longer than {_NAME_MAX} bytes", field="path")
+    parent = path.parent
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InvalidInputError("path is too long for the file system", field="path") from None
+        if exc.errno == errno.ENOTDIR:
+            raise DatabaseOpenError(f"a parent of {text!r} is not a directory", path=text) from None
+        raise DatabaseOpenError(f"cannot stat {text!r}: {exc.strerror}", path=text) from None
+    if st is None:
+        if not parent.is_dir():
+            raise DatabaseOpenError(f"directory {str(parent)!r} does not exist", path=text)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise DatabaseReadOnlyError(
+                f"cannot create {text!r}: its directory is not writable",
+                operation="open",
+                path=text,
+            )
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        raise DatabaseOpenError(f"{text!r} is a directory", path=text)
+    if not stat.S_ISREG(st.st_mode):
         raise DatabaseOpenError(
-            f"cannot read {str(path)!r}: {exc.strerror}", path=str(path)
-        ) from exc
+            f"{text!r} is not a regular file (a FIFO, device or socket)", path=text
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            head = os.read(fd, len(_SQLITE_MAGIC))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise DatabaseOpenError(f"cannot read {text!r}: {exc.strerror}", path=text) from exc
     if head and head != _SQLITE_MAGIC:
-        raise NotADatabaseError(str(path))
+        raise NotADatabaseError(text)
+    if not os.access(path, os.W_OK):
+        raise DatabaseReadOnlyError(
+            f"{text!r} is read-only for this process; make it writable (waiaas records "
+            "every action in it)",
+            operation="open",
+            path=text,
+        )
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{text}{suffix}")
+        if side.exists() and not os.access(side, os.W_OK):
+            raise DatabaseReadOnlyError(
+                f"{str(side)!r} is read-only for this process", operation="open", path=text
+            )
+    if not os.access(parent, os.W_OK | os.X_OK) and not Path(f"{text}-wal").exists():
+        raise DatabaseReadOnlyError(
+            f"the directory of {text!r} is not writable (SQLite needs it for the WAL file)",
+            operation="open",
+            path=text,
+        )
     return bool(head)
 
 
@@ -150,4 +221,5 @@ def make_engine(path: Path, *, pool_size: int = 8) -> Engine:
     )
     event.listen(engine, "connect", _on_connect)
     event.listen(engine, "begin", _on_begin)
+    faults.install(engine, target)
     return engine

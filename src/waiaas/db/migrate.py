@@ -8,6 +8,7 @@ applies, or none does and the file is left exactly as it was.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from alembic import command
@@ -17,7 +18,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from waiaas.db.engine import BEGIN_OPTION
-from waiaas.errors import MigrationError, SchemaTooNewError
+from waiaas.db.faults import translate
+from waiaas.errors import MigrationError, SchemaTooNewError, StorageError
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "upgrade"]
 
@@ -75,7 +77,10 @@ def upgrade(
         raw = conn.connection.driver_connection
         assert raw is not None
         # Outside any transaction (inside one, SQLite ignores this PRAGMA).
-        raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            raw.execute("PRAGMA foreign_keys = OFF")
+        except sqlite3.Error as exc:
+            raise translate(exc, operation="open", path=path) from exc
         try:
             trans = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"}).begin()
             try:
@@ -94,6 +99,15 @@ def upgrade(
                 raise
         except MigrationError:
             raise
+        except StorageError as exc:
+            if type(exc) is not StorageError:
+                raise  # read-only, disk full, corrupt, locked, I/O: say so, not "migration"
+            raise MigrationError(
+                f"migrating {path} from {before or 'empty'} to {wanted} failed: "
+                f"{exc.message}; the database was left unchanged",
+                path=path,
+                revision=wanted,
+            ) from exc
         except Exception as exc:
             raise MigrationError(
                 f"migrating {path} from {before or 'empty'} to {wanted} failed: "
@@ -102,6 +116,9 @@ def upgrade(
                 revision=wanted,
             ) from exc
         finally:
-            raw.execute("PRAGMA foreign_keys = ON")
+            try:
+                raw.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error:
+                conn.invalidate()  # never hand a connection without FK checks back to the pool
             conn.execution_options(**{BEGIN_OPTION: "DEFERRED"})
     return before

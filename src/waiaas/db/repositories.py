@@ -19,6 +19,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from waiaas.db.chain import GENESIS, row_hash
+from waiaas.db.faults import stored_json
 from waiaas.db.tables import (
     AgentRow,
     ApprovalRow,
@@ -559,7 +560,7 @@ class StateRepository(_Repository):
 
     def get(self, key: str) -> Any:
         row = self.session.get(WalletStateRow, key)
-        return None if row is None else json.loads(row.value)
+        return None if row is None else stored_json(row.value, table="wallet_state", column="value")
 
     def put(self, key: str, value: Any, *, now: int) -> None:
         row = self.session.get(WalletStateRow, key)

@@ -15,15 +15,17 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from types import TracebackType
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from waiaas.db.engine import BEGIN_OPTION
+from waiaas.db.faults import translate
 from waiaas.db.repositories import (
     AgentRepository,
     ApprovalRepository,
@@ -34,15 +36,9 @@ from waiaas.db.repositories import (
     StateRepository,
     TransactionRepository,
 )
-from waiaas.errors import StorageError
+from waiaas.errors import DatabaseLockedError, StorageError
 
-__all__ = ["DatabaseBusyError", "UnitOfWork"]
-
-
-class DatabaseBusyError(StorageError):
-    """The write lock could not be taken in time (another writer held it too long)."""
-
-    code = "DATABASE_BUSY"
+__all__ = ["UnitOfWork"]
 
 
 class UnitOfWork:
@@ -80,20 +76,29 @@ class UnitOfWork:
         deadline = time.monotonic() + self._lock_timeout
         delay = 0.005
         while True:
-            conn = self._engine.connect().execution_options(**{BEGIN_OPTION: begin})
+            try:
+                conn = self._engine.connect().execution_options(**{BEGIN_OPTION: begin})
+            except SQLAlchemyError as exc:  # pragma: no cover - the engine translates
+                raise translate(exc, operation="connect") from exc
             try:
                 conn.begin()
                 break
-            except OperationalError as exc:
-                conn.close()
-                if "locked" not in str(exc.orig) and "busy" not in str(exc.orig):
-                    raise StorageError(f"cannot begin a transaction: {exc.orig}") from exc
+            except DatabaseLockedError as exc:
+                _close_quietly(conn)
                 if time.monotonic() > deadline:
-                    raise DatabaseBusyError(
-                        f"the database stayed locked for {self._lock_timeout:.0f} s"
+                    raise DatabaseLockedError(
+                        f"the database stayed locked for {self._lock_timeout:.0f} s",
+                        operation="begin",
+                        path=exc.path,
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
+            except StorageError:
+                _close_quietly(conn)
+                raise
+            except SQLAlchemyError as exc:  # pragma: no cover - the engine translates
+                _close_quietly(conn)
+                raise translate(exc, operation="begin") from exc
         self._conn = conn
         self.session = Session(bind=conn, autoflush=True, expire_on_commit=False)
         s = self.session
@@ -112,13 +117,16 @@ class UnitOfWork:
         """Flush and commit. The unit of work cannot be used for writes afterwards."""
         if self._conn is None:
             raise StorageError("unit of work is not open")
-        self.session.flush()
-        head = self.audit.last if self.audit.appended else None
-        if head is not None and self._integrity is not None:
-            self._integrity.maybe_checkpoint(self, head)
-        trans = self._conn.get_transaction()
-        if trans is not None:
-            trans.commit()
+        try:
+            self.session.flush()
+            head = self.audit.last if self.audit.appended else None
+            if head is not None and self._integrity is not None:
+                self._integrity.maybe_checkpoint(self, head)
+            trans = self._conn.get_transaction()
+            if trans is not None:
+                trans.commit()
+        except SQLAlchemyError as exc:
+            raise translate(exc, operation="commit") from exc
         self._committed = True
         if head is not None and self._integrity is not None:
             # After the commit: the keystore's record must never name a row that is not there.
@@ -143,11 +151,28 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        failed_cleanup: BaseException | None = None
         try:
             if not self._committed:
                 self.rollback()
+        except (SQLAlchemyError, StorageError) as cleanup:
+            # A rollback that fails (the connection died, the disk vanished) must not hide
+            # the error that brought us here; SQLite rolls back on close anyway.
+            failed_cleanup = cleanup
         finally:
-            self.session.close()
+            with contextlib.suppress(SQLAlchemyError, StorageError):
+                self.session.close()
             if self._conn is not None:
-                self._conn.close()
+                _close_quietly(self._conn)
                 self._conn = None
+        if isinstance(exc, SQLAlchemyError) and not isinstance(exc, StorageError):
+            # Anything SQLAlchemy raised that the engine did not translate (ORM state
+            # errors after a failed flush, ...) leaves as a StorageError too.
+            raise translate(exc, operation="write" if self._mode == "write" else "read") from exc
+        if exc is None and failed_cleanup is not None:
+            raise translate(failed_cleanup, operation="rollback") from failed_cleanup
+
+
+def _close_quietly(conn: Connection) -> None:
+    with contextlib.suppress(SQLAlchemyError, StorageError):
+        conn.close()

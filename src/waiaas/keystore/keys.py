@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 
 from waiaas import _codec
+from waiaas._validate import shown
 from waiaas.errors import InvalidInputError
 
 __all__ = [
@@ -126,7 +127,7 @@ def to_checksum_address(address: str) -> str:
 def _known_chain(chain: object) -> str:
     if not isinstance(chain, str) or chain not in SECRET_LENGTHS:
         known = ", ".join(sorted(SECRET_LENGTHS))
-        raise InvalidInputError(f"unknown chain {chain!r}; known: {known}", field="chain")
+        raise InvalidInputError(f"unknown chain {shown(chain)}; known: {known}", field="chain")
     return str(chain)
 
 

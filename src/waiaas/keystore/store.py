@@ -59,6 +59,7 @@ from waiaas.errors import (
     KeystoreError,
     KeystoreLockedError,
     NotFoundError,
+    PasswordChangedError,
     WaiaasError,
     WrongPasswordError,
 )
@@ -420,6 +421,7 @@ class Keystore:
 
     __slots__ = (
         "__weakref__",
+        "_changed_elsewhere",
         "_clock",
         "_current_path",
         "_current_stamp",
@@ -451,6 +453,7 @@ class Keystore:
         self._seal_key: bytearray | None = None
         self._generation: int | None = None
         self._keystore_id: str | None = None
+        self._changed_elsewhere = False
         self._current_stamp: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------------ create / open
@@ -645,6 +648,7 @@ class Keystore:
         self, master: bytearray, seal_key: bytearray, generation: int, keystore_id: str
     ) -> None:
         self._drop_keys()
+        self._changed_elsewhere = False
         self._master = master
         self._seal_key = seal_key
         self._generation = generation
@@ -1179,16 +1183,22 @@ class Keystore:
         """A copy of the master key and the generation it opens; checks for a foreign change."""
         with self._state:
             if self._master is None or self._generation is None:
-                raise KeystoreLockedError()
+                raise self._locked_error()
             self._check_generation()
             if self._master is None or self._generation is None:  # pragma: no cover
                 raise KeystoreLockedError()
             return bytes(self._master), self._generation
 
+    def _locked_error(self) -> KeystoreLockedError:
+        """Locked: say so, naming a password change by another process when that was why."""
+        if self._changed_elsewhere:
+            return PasswordChangedError()
+        return KeystoreLockedError()
+
     def _blob_key(self) -> tuple[bytes, str]:
         with self._state:
             if self._seal_key is None or self._keystore_id is None:
-                raise KeystoreLockedError()
+                raise self._locked_error()
             return bytes(self._seal_key), self._keystore_id
 
     def _stamp_current(self) -> tuple[int, int, int] | None:
@@ -1212,10 +1222,9 @@ class Keystore:
                 current = None
             if current != self._generation:
                 self._drop_keys()
+                self._changed_elsewhere = True
                 _log.warning("keystore at %s changed by another writer; locked", self._root)
-                raise KeystoreLockedError(
-                    "the keystore password was changed by another process; unlock it again"
-                )
+                raise PasswordChangedError()
             self._current_stamp = stamp
 
     def _resolve_generation(self) -> int:
@@ -1232,7 +1241,7 @@ class Keystore:
         with self._dirlock.hold():
             with self._state:
                 if self._master is None:
-                    raise KeystoreLockedError()
+                    raise self._locked_error()
                 self._current_stamp = None  # force a fresh read of CURRENT
                 self._check_generation()
                 if self._master is None or self._generation is None:  # pragma: no cover

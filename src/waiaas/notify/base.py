@@ -73,6 +73,8 @@ _TITLES: dict[str, str] = {
     "TX_EXPIRED": "Transaction expired",
     "TX_APPROVED": "Transaction approved",
     "TX_REJECTED": "Transaction rejected",
+    "TX_UNRESOLVED": "Transaction may have landed: operator action needed",
+    "TX_RESOLVED": "Unresolved transaction settled by the operator",
     "POLICY_VIOLATION": "Policy violation",
     "KILL_SWITCH_ACTIVATED": "Kill switch activated",
     "KILL_SWITCH_RECOVERED": "Kill switch recovered",

@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from waiaas._validate import shown
 from waiaas.errors import InvalidInputError
 from waiaas.ids import new_id
 from waiaas.notify._format import (
@@ -417,7 +418,8 @@ def _channel_type(value: object) -> ChannelType:
         raise ValueError(value)
     except ValueError:
         raise InvalidInputError(
-            f"unknown channel type {value!r}; expected one of {[t.value for t in ChannelType]}",
+            f"unknown channel type {shown(value)}; "
+            f"expected one of {[t.value for t in ChannelType]}",
             field="type",
         ) from None
 

@@ -41,7 +41,6 @@ from types import MappingProxyType
 from typing import Any
 
 import httpx
-from sqlalchemy.exc import IntegrityError
 
 from waiaas._validate import check_actor, check_id, check_priority
 from waiaas.clock import Clock, SystemClock
@@ -461,7 +460,7 @@ class ChannelService:
         with self._db.write() as uow:
             try:
                 uow.channels.add(row)
-            except IntegrityError as exc:
+            except StorageError as exc:  # a constraint the schema enforces
                 raise StorageError(
                     f"the database refused a {kind.value} channel (is its schema up to date?)"
                 ) from exc

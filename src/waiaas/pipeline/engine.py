@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from waiaas.chains.base import (
     ChainAdapter,
@@ -40,6 +40,7 @@ from waiaas.chains.base import (
 from waiaas.clock import Clock
 from waiaas.config import WalletConfig
 from waiaas.db import Database, UnitOfWork
+from waiaas.db.faults import stored_json
 from waiaas.db.tables import AgentRow, ApprovalRow, TransactionRow
 from waiaas.errors import (
     AgentNotActiveError,
@@ -50,6 +51,7 @@ from waiaas.errors import (
     ConstraintViolationError,
     InvalidInputError,
     InvalidTransitionError,
+    KeyMissingError,
     KeystoreError,
     KeystoreLockedError,
     NotFoundError,
@@ -61,6 +63,7 @@ from waiaas.errors import (
 )
 from waiaas.ids import new_id
 from waiaas.pipeline import approvals, killswitch
+from waiaas.pipeline.report import DueProblem, DueReport
 from waiaas.pipeline.requests import (
     normalize_request,
     parse_request,
@@ -83,8 +86,11 @@ _NOT_FAILURES = frozenset(
         "TAMPER_DETECTED",
         "AGENT_SUSPENDED",
         "OWNER_REMOVED",
+        "KEY_MISSING",
+        "NOT_LANDED",
     }
 )
+_ENDED: Literal["ended"] = "ended"
 _SCAN_LIMIT = 1_000_000  # process_due looks at every queued row, as the kill switch does
 
 log = logging.getLogger("waiaas.pipeline")
@@ -212,7 +218,9 @@ class Pipeline:
 
     @staticmethod
     def _meta(row: TransactionRow) -> dict[str, Any]:
-        return dict(json.loads(row.metadata_json)) if row.metadata_json else {}
+        return dict(
+            stored_json(row.metadata_json, table="transactions", column="metadata", default={})
+        )
 
     def _actor(self, agent_id: str) -> str:
         return f"agent:{agent_id}"
@@ -656,11 +664,21 @@ class Pipeline:
         Safe to call from several threads or processes at once: only one wins the
         compare-and-swap into EXECUTING; the others return the row as it is.
         """
-        stage: tuple[SignedTx, TransactionRow] | None = None
+        return self._run(tx_id, recheck=recheck)[0]
+
+    def _run(self, tx_id: str, *, recheck: bool = False) -> tuple[TransactionRow, bool]:
+        """:meth:`execute`, also saying whether this call won the transaction (moved it to
+        EXECUTING and on) rather than finding it taken, ended or refused."""
+        stage: tuple[SignedTx, TransactionRow] | Literal["ended"] | None = None
         for attempt in range(self.config.max_retries + 1):
             try:
                 stage = self._sign_stage(tx_id, recheck=recheck)
                 break
+            except KeyMissingError as exc:
+                # Permanent for this transaction: fail it (its budget is released) so the
+                # agent's other work and every other agent carry on.
+                self._fail(tx_id, exc, expected=(S.PENDING, S.QUEUED))
+                return self.get_row(tx_id), False
             except KeystoreError:
                 raise  # e.g. locked: leave the transaction where it is; process_due resumes it
             except ChainError as exc:
@@ -668,18 +686,20 @@ class Pipeline:
                     self._sleep(self.config.retry_base_delay * (2**attempt))
                     continue
                 self._fail(tx_id, exc, expected=(S.PENDING, S.QUEUED))
-                return self.get_row(tx_id)
+                return self.get_row(tx_id), False
             except InvalidTransitionError:
-                return self.get_row(tx_id)  # another worker moved it first
+                return self.get_row(tx_id), False  # another worker moved it first
             except (InvalidInputError, StateError) as exc:
                 # the request cannot be built on this chain (checked again at build time)
                 self._fail(tx_id, exc, expected=(S.PENDING, S.QUEUED))
-                return self.get_row(tx_id)
+                return self.get_row(tx_id), False
         if stage is None:
-            return self.get_row(tx_id)
+            return self.get_row(tx_id), False
+        if stage == _ENDED:
+            return self.get_row(tx_id), True  # this call ended it: work it won
         signed, row = stage
         self.hooks.stage("signed", tx_id)
-        return self._submit_stage(tx_id, signed, row)
+        return self._submit_stage(tx_id, signed, row, fresh=True), True
 
     def get_row(self, tx_id: str) -> TransactionRow:
         with self.db.read() as uow:
@@ -690,7 +710,9 @@ class Pipeline:
 
     def _sign_stage(
         self, tx_id: str, *, recheck: bool = False
-    ) -> tuple[SignedTx, TransactionRow] | None:
+    ) -> tuple[SignedTx, TransactionRow] | Literal["ended"] | None:
+        """Re-check and sign under the write lock. ``None``: another worker took it (or it is
+        final); ``"ended"``: this call ended it (a re-check refused it)."""
         now = self.clock.now()
         try:
             return self._sign_stage_unit(tx_id, now, recheck=recheck)
@@ -700,7 +722,7 @@ class Pipeline:
 
     def _sign_stage_unit(
         self, tx_id: str, now: int, *, recheck: bool
-    ) -> tuple[SignedTx, TransactionRow] | None:
+    ) -> tuple[SignedTx, TransactionRow] | Literal["ended"] | None:
         outbox = _Outbox()
         with self.db.write() as uow:
             row = uow.transactions.get(tx_id)
@@ -735,7 +757,7 @@ class Pipeline:
                 )
                 uow.commit()
                 self._publish(outbox)
-                return None
+                return _ENDED
             if (agent.chain, agent.network) not in self.adapters:
                 # This process has no adapter for the agent's network (an operator's CLI,
                 # an approval page without --rpc): leave the transaction as it is for a
@@ -767,15 +789,21 @@ class Pipeline:
         agent: AgentRow,
         row: TransactionRow,
         meta: Mapping[str, Any],
+        *,
+        nonce: int | None = None,
     ) -> SignedTx:
         req = parse_request(meta["request"])
-        nonce = None
-        if isinstance(adapter, SupportsNonces):
+        if nonce is not None:
+            nonce = int(nonce)
+        elif isinstance(adapter, SupportsNonces):
             nonce = self._allocate_nonce(uow, adapter, agent, exclude=row.id)
         for attempt in range(_DUPLICATE_ATTEMPTS):
             unsigned = adapter.build(req, agent.public_key, nonce=nonce)
-            with self.keys.use_key(agent.id) as secret:
-                signed = adapter.sign(unsigned, secret)
+            try:
+                with self.keys.use_key(agent.id) as secret:
+                    signed = adapter.sign(unsigned, secret)
+            except NotFoundError as exc:
+                raise KeyMissingError(agent.id) from exc
             other = uow.transactions.by_hash(signed.tx_hash)
             if other is None or other.id == row.id:
                 return signed
@@ -973,6 +1001,7 @@ class Pipeline:
         row: TransactionRow | None = None,
         *,
         recovering: bool = False,
+        fresh: bool = False,
     ) -> TransactionRow:
         """Clear ``signed`` for broadcast, send it (retrying, rebuilding once if stale),
         confirm.
@@ -985,6 +1014,10 @@ class Pipeline:
         ``row`` is the transaction as the caller last read it (only its agent, session and
         chain are used); it is read here when not given. ``recovering``: the bytes may have
         been sent before (a crash, a restart), so a stop holds them instead of cancelling.
+        ``fresh`` says these bytes were just signed and never sent: a stale refusal of their
+        first sending proves they did not land. Bytes that may have been sent before (a retry
+        after a timeout, a resend after a crash) are only replaced when the chain proves
+        their absence (DROPPED).
         """
         if row is None:
             row = self.get_row(tx_id)
@@ -1008,16 +1041,24 @@ class Pipeline:
                 break
             except ChainError as exc:
                 if exc.kind == ChainErrorKind.TRANSIENT and attempt < self.config.max_retries:
+                    fresh = False  # the node may have received the bytes before failing
                     self._audit_retry(row, exc, attempt)
                     self._sleep(self.config.retry_base_delay * (2**attempt))
                     attempt += 1
                     continue
                 if exc.kind == ChainErrorKind.STALE:
+                    if not fresh and not self._proven_absent(adapter, tx_id, signed):
+                        return self.get_row(tx_id)
                     rebuilt = self._rebuild_once(tx_id, exc)
                     if rebuilt is not None:
                         signed = rebuilt
                         recorded = False
+                        fresh = True
                         continue
+                    return self.get_row(tx_id)
+                if not fresh:
+                    # A refusal of bytes sent before says nothing about the earlier sending.
+                    self._apply_or_park(adapter, tx_id, signed)
                     return self.get_row(tx_id)
                 self._fail(tx_id, exc, expected=(S.EXECUTING, S.SUBMITTED))
                 return self.get_row(tx_id)
@@ -1103,6 +1144,80 @@ class Pipeline:
             )
             uow.commit()
 
+    def _proven_absent(self, adapter: ChainAdapter, tx_id: str, signed: SignedTx) -> bool:
+        """Whether the chain proves ``signed`` never landed (DROPPED). Any other answer is
+        recorded (CONFIRMED / FAILED applied; UNKNOWN reported for the operator)."""
+        try:
+            status = adapter.get_status(signed)
+        except ChainError as exc:
+            log.warning("status of %s unavailable (will retry): %s", tx_id, exc)
+            return False
+        if status.state == ChainTxState.DROPPED:
+            return True
+        if status.state == ChainTxState.UNKNOWN:
+            self._mark_unresolved(tx_id, status)
+        elif status.state in (ChainTxState.CONFIRMED, ChainTxState.FAILED):
+            self.apply_chain_status(tx_id, status)
+        return False
+
+    def _apply_or_park(self, adapter: ChainAdapter, tx_id: str, signed: SignedTx) -> None:
+        try:
+            status = adapter.get_status(signed)
+        except ChainError as exc:
+            log.warning("status of %s unavailable (will retry): %s", tx_id, exc)
+            return
+        self.apply_chain_status(tx_id, status)
+
+    def _mark_unresolved(self, tx_id: str, status: ChainTxStatus) -> None:
+        """The chain cannot say whether ``tx_id`` landed: keep it SUBMITTED, never replace
+        it, and report it once (TX_UNRESOLVED, critical, and a notification) for the
+        operator to settle with :meth:`resolve`."""
+        now = self.clock.now()
+        outbox = _Outbox()
+        reason = status.error.message if status.error is not None else "no proof of absence"
+        with self.db.write() as uow:
+            row = uow.transactions.get(tx_id)
+            if row is None or row.status not in (S.EXECUTING, S.SUBMITTED):
+                return
+            meta = self._meta(row)
+            if meta.get("unresolved"):
+                return
+            meta["unresolved"] = {"since": now, "reason": reason}
+            details = {"tx_hash": row.tx_hash, "reason": reason}
+            if row.status == S.EXECUTING:
+                # The bytes may have been sent: from here on it is SUBMITTED.
+                self._move(
+                    uow,
+                    row,
+                    S.SUBMITTED,
+                    event=E.TX_SUBMITTED,
+                    actor="system",
+                    now=now,
+                    details={"tx_hash": row.tx_hash, "recovered": True},
+                    metadata=meta,
+                )
+            else:
+                uow.transactions.update_fields(
+                    tx_id, metadata_json=json.dumps(meta, separators=(",", ":"))
+                )
+            uow.audit.append(
+                E.TX_UNRESOLVED,
+                actor="system",
+                now=now,
+                agent_id=row.agent_id,
+                tx_id=tx_id,
+                details=details,
+            )
+            outbox.add(
+                E.TX_UNRESOLVED,
+                tx_id=tx_id,
+                agent_id=row.agent_id,
+                reason=reason,
+                severity=Severity.CRITICAL,
+            )
+            uow.commit()
+        self._publish(outbox)
+
     def _rebuild_once(self, tx_id: str, exc: ChainError) -> SignedTx | None:
         """A stale transaction (blockhash expired, nonce used) is rebuilt and signed once.
 
@@ -1123,7 +1238,10 @@ class Pipeline:
             adapter = self.adapter_for(agent.chain, agent.network)
             previous = meta.get("signed", {})
             try:
-                signed = self._build_and_sign(uow, adapter, agent, row, meta)
+                # EVM: the replacement reuses the nonce, so at most one of the two can land.
+                signed = self._build_and_sign(
+                    uow, adapter, agent, row, meta, nonce=previous.get("nonce")
+                )
             except ChainError as build_exc:
                 uow.rollback()
                 self._fail(tx_id, build_exc, expected=(S.EXECUTING, S.SUBMITTED))
@@ -1156,6 +1274,9 @@ class Pipeline:
         outbox = _Outbox()
         if status.state in (ChainTxState.PENDING, ChainTxState.NOT_FOUND):
             return
+        if status.state == ChainTxState.UNKNOWN:
+            self._mark_unresolved(tx_id, status)
+            return
         if status.state == ChainTxState.DROPPED:
             from waiaas.errors import StaleTransactionError
 
@@ -1163,7 +1284,7 @@ class Pipeline:
                 tx_id, StaleTransactionError("the transaction can no longer land")
             )
             if signed is not None:
-                self._submit_stage(tx_id, signed)
+                self._submit_stage(tx_id, signed, fresh=True)
             return
         with self.db.write() as uow:
             row = uow.transactions.get(tx_id)
@@ -1239,7 +1360,11 @@ class Pipeline:
         """
         if row.session_id is None:
             return
-        spent = json.loads(row.spend) if row.spend else meta.get("spend") or {}
+        spent = (
+            stored_json(row.spend, table="transactions", column="spend")
+            if row.spend
+            else meta.get("spend") or {}
+        )
         for asset, amount in spent.items():
             self.sessions.release(uow, row.session_id, asset, int(amount))
 
@@ -1404,6 +1529,91 @@ class Pipeline:
         self._publish(outbox)
 
     # ================================================================== owner & operator
+
+    def resolve(self, tx_id: str, *, landed: bool, evidence: str) -> TransactionRow:
+        """Settle an unresolved transaction (TX_UNRESOLVED) with the operator's evidence.
+
+        The chain is asked first: when it now knows the transaction, its answer is recorded
+        and the operator's claim is refused. Otherwise ``landed=True`` records it CONFIRMED,
+        ``landed=False`` records it FAILED (``NOT_LANDED``, its budget released; the agent
+        may send the same request again). Either way a TX_RESOLVED row keeps the evidence.
+
+        Raises:
+            NotFoundError: no such transaction.
+            StateError: it is not an unresolved SUBMITTED transaction, or the chain knows it.
+        """
+        row = self.get_row(tx_id)
+        meta = self._meta(row)
+        if row.status not in (S.EXECUTING, S.SUBMITTED) or not meta.get("unresolved"):
+            raise StateError(
+                f"transaction {tx_id} is {row.status}, not an unresolved submitted transaction",
+                tx_id=tx_id,
+            )
+        stored = meta.get("signed")
+        adapter = self.adapters.get((row.chain, str(meta.get("network") or "")))
+        if stored and adapter is not None:
+            try:
+                status = adapter.get_status(_signed_from_json(row.chain, stored))
+            except ChainError as exc:
+                log.warning("status of %s unavailable; trusting the operator: %s", tx_id, exc)
+            else:
+                if status.state in (ChainTxState.CONFIRMED, ChainTxState.FAILED):
+                    self.apply_chain_status(tx_id, status)
+                    raise StateError(
+                        f"the chain knows transaction {tx_id}: it is {status.state.value}; "
+                        "recorded as the chain says",
+                        tx_id=tx_id,
+                    )
+                if status.state == ChainTxState.PENDING:
+                    raise StateError(
+                        f"transaction {tx_id} is pending on chain; wait for it", tx_id=tx_id
+                    )
+        now = self.clock.now()
+        outbox = _Outbox()
+        with self.db.write() as uow:
+            current = uow.transactions.get(tx_id)
+            if current is None or current.status != row.status:
+                raise InvalidTransitionError(
+                    "transaction", tx_id, current.status if current else "missing", "resolved"
+                )
+            uow.audit.append(
+                E.TX_RESOLVED,
+                actor="operator",
+                now=now,
+                agent_id=row.agent_id,
+                tx_id=tx_id,
+                details={"landed": landed, "evidence": evidence, "tx_hash": row.tx_hash},
+            )
+            if landed:
+                meta = self._meta(current)
+                meta["resolved"] = {"landed": True, "evidence": evidence, "at": now}
+                self._move(
+                    uow,
+                    current,
+                    S.CONFIRMED,
+                    event=E.TX_CONFIRMED,
+                    actor="operator",
+                    now=now,
+                    details={"tx_hash": current.tx_hash, "resolved": True},
+                    executed_at=now,
+                    metadata=meta,
+                )
+                outbox.add(E.TX_CONFIRMED, tx_id=tx_id, agent_id=row.agent_id)
+            else:
+                self._end(
+                    uow,
+                    current,
+                    S.FAILED,
+                    code="NOT_LANDED",
+                    message="the operator established that it never landed",
+                    actor="operator",
+                    now=now,
+                    outbox=outbox,
+                    meta_updates={"resolved": {"landed": False, "evidence": evidence, "at": now}},
+                )
+            uow.commit()
+        self._publish(outbox)
+        return self.get_row(tx_id)
 
     def cancel(self, tx_id: str, *, actor: str, token: str | None = None) -> TransactionRow:
         """Cancel a PENDING or QUEUED transaction (DELAY cooldown, APPROVAL wait).
@@ -1624,8 +1834,8 @@ class Pipeline:
 
     # ================================================================== due work & recovery
 
-    def process_due(self) -> dict[str, int]:
-        """One pass of due work; returns counts per kind of work done.
+    def process_due(self) -> DueReport:
+        """One pass of due work; returns a :class:`DueReport` of what this call did.
 
         Unapproved APPROVALs past expiry become EXPIRED; due DELAYs execute; approved ones
         whose execution was interrupted resume; SUBMITTED transactions are polled; orphaned
@@ -1633,18 +1843,23 @@ class Pipeline:
         sessions are swept. Every queued row is looked at, so work that is due is never
         starved by work that is not. Transactions of a chain whose adapter this wallet was
         opened without are left as they are (counted in ``no_adapter``), never failed.
+
+        Each transaction is handled on its own: a failure (a missing key, an adapter that
+        raises, a node that is down) fails or parks that one transaction, is listed in
+        ``problems`` with its code, and the pass goes on. Counts include only work this call
+        won, so two concurrent passes never both count the same DELAY.
         """
         now = self.clock.now()
         counts = {
             "delays": 0,
             "expired": 0,
             "approved": 0,
-            "sessions": 0,
             "polled": 0,
             "resumed": 0,
             "no_adapter": 0,
             "locked": 0,
         }
+        problems: list[DueProblem] = []
         with self.db.read() as uow:
             networks = {agent.id: (agent.chain, agent.network) for agent in uow.agents.list()}
             queued = uow.transactions.with_status([S.QUEUED], limit=_SCAN_LIMIT)
@@ -1675,23 +1890,23 @@ class Pipeline:
                 return False
             return True
 
+        def run(row: TransactionRow, kind: str, *, recheck: bool = False) -> None:
+            if not runnable(row):
+                return
+            won = self._execute_due(row, problems, recheck=recheck)
+            if won:
+                counts[kind] += 1
+
         for row in queued:
             if row.id in expired:
                 continue
             approval = waiting.get(row.id)
             if row.tier == Tier.DELAY and int(self._meta(row).get("execute_after", 0)) <= now:
-                if runnable(row) and self._execute_due(row.id):
-                    counts["delays"] += 1
-            elif (
-                approval is not None
-                and approval.approved_at is not None
-                and runnable(row)
-                and self._execute_due(row.id)
-            ):
-                counts["approved"] += 1
+                run(row, "delays")
+            elif approval is not None and approval.approved_at is not None:
+                run(row, "approved")
         for row in pending:
-            if runnable(row) and self._execute_due(row.id, recheck=True):
-                counts["resumed"] += 1
+            run(row, "resumed", recheck=True)
         for row in submitted:
             if not runnable(row):
                 continue
@@ -1699,27 +1914,59 @@ class Pipeline:
                 self.reconcile(row.id)
             except (WaiaasError, InvalidTransitionError) as exc:
                 log.warning("could not reconcile %s (will retry): %s", row.id, exc)
+                problems.append(_problem(row, exc, parked=True))
+            except Exception as exc:  # one adapter's bug never stops the pass for others
+                log.exception("reconciling %s failed (will retry)", row.id)
+                problems.append(_problem(row, exc, parked=True))
             counts["polled"] += 1
         if counts["no_adapter"]:
             log.warning(
                 "%d transaction(s) wait for a chain adapter this wallet was opened without",
                 counts["no_adapter"],
             )
-        counts["sessions"] = int(self.sessions.sweep_expired(now))
-        return counts
+        sessions = int(self.sessions.sweep_expired(now))
+        return DueReport(sessions=sessions, problems=tuple(problems), **counts)
 
-    def _execute_due(self, tx_id: str, *, recheck: bool = False) -> bool:
-        """Execute one due transaction for ``process_due``; a failure of this one never
-        stops the pass (the keystore locked meanwhile leaves it for a later pass)."""
+    def _execute_due(
+        self, row: TransactionRow, problems: list[DueProblem], *, recheck: bool = False
+    ) -> bool:
+        """Execute one due transaction for ``process_due``; return whether this call won it.
+
+        A failure of this one never stops the pass: a locked keystore (or a password changed
+        elsewhere) leaves it for a later pass; any other error parks it and is reported.
+        """
+        tx_id = row.id
         try:
-            self.execute(tx_id, recheck=recheck)
+            after, won = self._run(tx_id, recheck=recheck)
         except KeystoreError as exc:
             log.warning("transaction %s waits for the keystore: %s", tx_id, exc)
+            problems.append(_problem(row, exc, parked=True))
             return False
         except TamperDetectedError as exc:  # refused, recorded and notified already
             log.critical("transaction %s refused: %s", tx_id, exc)
+            problems.append(_problem(row, exc, parked=False))
             return False
-        return True
+        except WaiaasError as exc:
+            log.warning("transaction %s could not execute (will retry): %s", tx_id, exc)
+            problems.append(_problem(row, exc, parked=True))
+            return False
+        except Exception as exc:  # an adapter's bug must not stop the pass for other agents
+            log.exception("transaction %s failed unexpectedly (will retry)", tx_id)
+            problems.append(_problem(row, exc, parked=True))
+            return False
+        if after.status == S.FAILED:
+            err = self._meta(after).get("error") or {}
+            if isinstance(err, dict) and err.get("code"):
+                problems.append(
+                    DueProblem(
+                        tx_id=tx_id,
+                        agent_id=row.agent_id,
+                        code=str(err.get("code")),
+                        message=str(err.get("message", "")),
+                        parked=False,
+                    )
+                )
+        return won
 
     def _expire_due(self, tx_ids: Sequence[str], now: int) -> set[str]:
         """Expire the QUEUED APPROVAL transactions ``tx_ids`` whose owner never decided
@@ -1873,6 +2120,16 @@ class Pipeline:
         return {"reconciled": len(rows)}
 
 
+def _problem(row: TransactionRow, exc: BaseException, *, parked: bool) -> DueProblem:
+    if isinstance(exc, WaiaasError):
+        code, message = exc.code, exc.message
+    else:
+        code, message = "INTERNAL_ERROR", f"{type(exc).__name__}: {str(exc)[:200]}"
+    return DueProblem(
+        tx_id=row.id, agent_id=row.agent_id, code=code, message=message, parked=parked
+    )
+
+
 # ---------------------------------------------------------------------- signed bytes
 
 
@@ -1882,6 +2139,7 @@ def _signed_json(signed: SignedTx) -> dict[str, Any]:
         "hash": signed.tx_hash,
         "nonce": signed.nonce,
         "valid_until": signed.valid_until,
+        "earliest_slot": signed.earliest_slot,
     }
 
 
@@ -1896,6 +2154,7 @@ def _signed_from_json(chain: str, data: Mapping[str, Any]) -> SignedTx:
         tx_hash=str(data["hash"]),
         nonce=None if data.get("nonce") is None else int(data["nonce"]),
         valid_until=None if data.get("valid_until") is None else int(data["valid_until"]),
+        earliest_slot=(None if data.get("earliest_slot") is None else int(data["earliest_slot"])),
     )
 
 

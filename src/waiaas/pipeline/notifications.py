@@ -8,13 +8,13 @@ the pipeline: a failing notifier is logged and ignored.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from waiaas.clock import Clock
 from waiaas.db import Database
+from waiaas.db.faults import stored_json
 from waiaas.types import AuditEvent, Severity
 
 __all__ = ["PipelineNotifier"]
@@ -87,7 +87,9 @@ class PipelineNotifier:
                 agent_id=agent.id, agent_name=agent.name, chain=agent.chain, network=agent.network
             )
         if row is not None:
-            meta = json.loads(row.metadata_json) if row.metadata_json else {}
+            meta = stored_json(
+                row.metadata_json, table="transactions", column="metadata", default={}
+            )
             asset = meta.get("asset", "native")
             fields.update(tx_id=row.id, to_address=row.to_address, tier=row.tier)
             if row.amount is not None:

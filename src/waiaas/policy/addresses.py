@@ -114,7 +114,14 @@ def _printable_ascii(text: str) -> bool:
 
 def _safe(text: object) -> str:
     """A bounded ASCII rendering of an untrusted value, for error messages."""
-    shown = ascii(text)
+    if isinstance(text, int) and not isinstance(text, bool) and text.bit_length() > 256:
+        return f"an int of {text.bit_length()} bits"  # repr() of a huge int can raise
+    if isinstance(text, list | tuple | dict | set) and len(text) > 16:
+        return f"a {type(text).__name__} of {len(text)} items"
+    try:
+        shown = ascii(text)
+    except (ValueError, RecursionError):
+        return f"a {type(text).__name__}"
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from waiaas._validate import shown
 from waiaas.config import WalletConfig
 from waiaas.errors import InvalidInputError
 from waiaas.policy.evaluate import RequestModel, _normalize_items, _spend, coerce_request, evaluate
@@ -65,7 +66,9 @@ class ReplayRecord:
         try:
             object.__setattr__(self, "status", TxStatus(self.status))
         except ValueError:
-            raise InvalidInputError(f"unknown status {self.status!r}", field="status") from None
+            raise InvalidInputError(
+                f"unknown status {shown(self.status)}", field="status"
+            ) from None
 
     @property
     def was_denied(self) -> bool:

@@ -188,11 +188,13 @@ def _parse_usd(value: object) -> Decimal:
         value = format(value, "f") if value.is_finite() else "nan"
     text = value.strip()
     if not _USD_RE.match(text):
-        raise ValueError(f'must be a non-negative decimal string such as "12.50", got {value!r}')
+        raise ValueError(
+            f'must be a non-negative decimal string such as "12.50", got {_safe(value)}'
+        )
     try:
         return Decimal(text)
     except InvalidOperation as exc:  # pragma: no cover - the regex already guarantees it
-        raise ValueError(f"not a decimal: {value!r}") from exc
+        raise ValueError(f"not a decimal: {_safe(value)}") from exc
 
 
 UsdAmount = Annotated[

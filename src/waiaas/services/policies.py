@@ -28,6 +28,7 @@ from waiaas._validate import check_actor, check_bool, check_id, check_priority
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
 from waiaas.db import Database, UnitOfWork
+from waiaas.db.faults import stored_json
 from waiaas.db.tables import AgentRow, PolicyRow
 from waiaas.errors import InvalidInputError, NotFoundError
 from waiaas.ids import new_id
@@ -118,7 +119,7 @@ def _info(row: PolicyRow) -> PolicyInfo:
         id=row.id,
         agent_id=row.agent_id,
         type=PolicyType(row.type),
-        rules=json.loads(row.rules),
+        rules=stored_json(row.rules, table="policies", column="rules", default={}),
         priority=row.priority,
         enabled=bool(row.enabled),
         created_at=row.created_at,

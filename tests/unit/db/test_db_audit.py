@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, update
-from sqlalchemy.exc import IntegrityError
 
 from waiaas.db import Database
 from waiaas.db.tables import AuditRow
+from waiaas.errors import StorageError
 from waiaas.types import AuditEvent, Severity
 
 NOW = 1_750_000_000
@@ -73,9 +73,9 @@ def test_update_and_delete_fail_through_sqlalchemy(db: Database) -> None:
         delete(AuditRow),
         delete(AuditRow).where(AuditRow.event_type == "TX_FAILED"),  # type: ignore[arg-type]
     ):
-        with pytest.raises(IntegrityError, match="audit_log is append-only"), db.write() as uow:
+        with pytest.raises(StorageError, match="audit_log is append-only"), db.write() as uow:
             uow.session.execute(stmt)
-    with pytest.raises(IntegrityError, match="append-only"), db.write() as uow:
+    with pytest.raises(StorageError, match="append-only"), db.write() as uow:
         row = uow.audit.query(limit=1)[0]
         uow.session.delete(row)
         uow.session.flush()
@@ -189,7 +189,7 @@ def test_writer_covers_every_event_with_its_default_severity(
 
 def test_invalid_severity_is_refused(db: Database) -> None:
     """The severity CHECK constraint refuses anything but info/warning/critical."""
-    with pytest.raises(IntegrityError, match="CHECK"), db.write() as uow:
+    with pytest.raises(StorageError, match="CHECK"), db.write() as uow:
         uow.audit.append("X", actor="system", now=NOW, severity="fatal")
 
 

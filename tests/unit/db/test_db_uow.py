@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import IntegrityError
 
 from waiaas.db import Database
 from waiaas.db.tables import ChannelRow
@@ -56,7 +55,7 @@ def test_rolls_back_on_error(db: Database, rows: Any) -> None:
 def test_constraint_violation_rolls_back_the_whole_unit(db: Database, rows: Any) -> None:
     """A failing statement (FK violation) leaves no partial write behind."""
     agent = rows.agent()
-    with pytest.raises(IntegrityError, match="FOREIGN KEY"), db.write() as uow:
+    with pytest.raises(StorageError, match="FOREIGN KEY"), db.write() as uow:
         uow.agents.add(agent)
         uow.transactions.add(rows.transaction("no-such-agent"))
     with db.read() as uow:

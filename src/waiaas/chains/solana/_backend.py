@@ -35,10 +35,12 @@ class AccountData:
 
 @dataclass(frozen=True)
 class LatestBlockhash:
-    """A recent blockhash and the last block height at which it is accepted (when known)."""
+    """A recent blockhash, the last block height at which it is accepted, and the slot the
+    node was at when it answered (each when known)."""
 
     blockhash: Hash
     last_valid_block_height: int | None
+    slot: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,12 @@ class SolanaBackend(Protocol):
 
     def get_transaction(self, signature: Signature) -> TxRecord | None:
         """What the chain knows about a signature, ``None`` when nothing."""
+        ...
+
+    def history_floor(self) -> int | None:
+        """The lowest slot whose transaction statuses the node can still report (its
+        ``minimumLedgerSlot``), ``None`` when it cannot say. A signature the node does not
+        know is proven absent only for slots at or above this floor."""
         ...
 
     def airdrop(self, pubkey: Pubkey, lamports: int) -> None:

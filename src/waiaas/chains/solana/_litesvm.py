@@ -73,7 +73,12 @@ class LiteSVMBackend:
             if self._blockhash_used:
                 self._svm.expire_blockhash()
                 self._blockhash_used = False
-            return LatestBlockhash(self._svm.latest_blockhash(), None)
+            return LatestBlockhash(self._svm.latest_blockhash(), None, self._svm.get_clock().slot)
+
+    def history_floor(self) -> int | None:
+        # The runtime lives in this process and keeps the statuses of what it ran (up to
+        # LiteSVM's history capacity, far beyond what a test or a demo sends).
+        return 0
 
     def is_blockhash_valid(self, blockhash: Hash) -> bool:
         with self._lock:

@@ -40,7 +40,7 @@ from waiaas.chains.solana.errors import (
     map_transport_error,
     redact_url,
 )
-from waiaas.errors import ChainError, TransientChainError
+from waiaas.errors import ChainError, ChainErrorKind, TransientChainError
 
 _COMMITMENT_RANK = {"processed": 0, "confirmed": 1, "finalized": 2}
 
@@ -138,15 +138,29 @@ class RpcBackend:
     # ------------------------------------------------------------------ reads
 
     def latest_blockhash(self) -> LatestBlockhash:
-        value = self._value(
-            "getLatestBlockhash", self._call("getLatestBlockhash", [self._config()])
-        )
+        result = self._call("getLatestBlockhash", [self._config()])
+        value = self._value("getLatestBlockhash", result)
         try:
             blockhash = Hash.from_string(value["blockhash"])
             height = self._int("getLatestBlockhash", value["lastValidBlockHeight"])
         except (KeyError, TypeError, ValueError) as exc:
             raise malformed_response(self._url, "getLatestBlockhash: bad value") from exc
-        return LatestBlockhash(blockhash, height)
+        context = result.get("context") if isinstance(result, Mapping) else None
+        slot = context.get("slot") if isinstance(context, Mapping) else None
+        if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
+            slot = None
+        return LatestBlockhash(blockhash, height, slot)
+
+    def history_floor(self) -> int | None:
+        try:
+            value = self._call("minimumLedgerSlot", [])
+        except ChainError as exc:
+            if exc.kind == ChainErrorKind.TRANSIENT:
+                raise  # ask again later
+            return None  # a node that cannot say (method not offered) proves nothing
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return None
+        return value
 
     def is_blockhash_valid(self, blockhash: Hash) -> bool:
         value = self._value(

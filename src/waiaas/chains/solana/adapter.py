@@ -69,6 +69,7 @@ from waiaas.errors import (
     InsufficientFundsError,
     InvalidAddressError,
     InvalidInputError,
+    StaleTransactionError,
     TransientChainError,
 )
 from waiaas.types import Approve, Batch, ContractCall, Request, TokenTransfer, Transfer
@@ -88,7 +89,10 @@ _MAX_TX_SIZE = 1232  # bytes on the wire (IPv6 MTU minus headers)
 _MAX_COMPUTE_UNITS = 1_400_000
 _AUTHORITY_LOW_WATER = 1_000_000_000  # lamports: below this the test authority is topped up
 _AUTHORITY_TOP_UP = 10_000_000_000
-_FINAL_STATES = frozenset({ChainTxState.CONFIRMED, ChainTxState.FAILED, ChainTxState.DROPPED})
+_FINAL_STATES = frozenset(
+    {ChainTxState.CONFIRMED, ChainTxState.FAILED, ChainTxState.DROPPED, ChainTxState.UNKNOWN}
+)
+_MAX_BLOCKHASH_AGE = 150  # slots a blockhash stays usable (MAX_PROCESSING_AGE)
 
 
 def _fail(message: str, field_name: str) -> InvalidInputError:
@@ -483,6 +487,11 @@ class SolanaAdapter:
             nonce=None,
             fee_estimate=fee,
             valid_until=latest.last_valid_block_height,
+            # The blockhash is at most _MAX_BLOCKHASH_AGE slots older than the slot the
+            # node answered at, and no transaction lands before its blockhash's slot.
+            earliest_slot=(
+                max(0, latest.slot - _MAX_BLOCKHASH_AGE) if latest.slot is not None else None
+            ),
         )
 
     def _compute_budget(self) -> list[Instruction]:
@@ -818,6 +827,7 @@ class SolanaAdapter:
             tx_hash=str(tx.signatures[0]),
             nonce=None,
             valid_until=unsigned.valid_until,
+            earliest_slot=unsigned.earliest_slot,
         )
 
     def _decode(self, signed: SignedTx) -> VersionedTransaction:
@@ -849,10 +859,16 @@ class SolanaAdapter:
     # ------------------------------------------------------------------ status
 
     def get_status(self, signed: SignedTx) -> ChainTxStatus:
-        """Where ``signed`` stands: CONFIRMED, FAILED, PENDING, NOT_FOUND or DROPPED.
+        """Where ``signed`` stands: CONFIRMED, FAILED, PENDING, NOT_FOUND, DROPPED or UNKNOWN.
 
-        DROPPED means the chain does not know the transaction and its blockhash can no
-        longer be used, so it can never land.
+        "Not found" is not proof of absence: a pruned node forgets old signatures. So:
+
+        * NOT_FOUND: unknown to the node, and its blockhash is still valid (it may land);
+        * DROPPED: unknown, its blockhash expired, *and* the node's history
+          (``minimumLedgerSlot``) reaches back to the earliest slot it could have landed in
+          (``signed.earliest_slot``): proven never to land, safe to replace;
+        * UNKNOWN: unknown and expired, but the node cannot prove it never landed (its
+          history is too short, or the slot is not known). Never replace it automatically.
 
         Raises:
             ChainError: the node could not be asked (transient).
@@ -866,7 +882,25 @@ class SolanaAdapter:
             # It may have landed between the two questions: ask once more.
             record = self._backend.get_transaction(signature)
             if record is None:
-                return ChainTxStatus(ChainTxState.DROPPED)
+                floor = self._backend.history_floor()
+                earliest = signed.earliest_slot
+                if floor is not None and earliest is not None and floor <= earliest:
+                    return ChainTxStatus(ChainTxState.DROPPED)
+                return ChainTxStatus(
+                    ChainTxState.UNKNOWN,
+                    error=StaleTransactionError(
+                        "the node does not know this transaction and its blockhash expired, "
+                        "but its history "
+                        + ("cannot be asked" if floor is None else f"starts at slot {floor}")
+                        + (
+                            f", after slot {earliest} where it could have landed"
+                            if earliest is not None
+                            else " and the submission slot is not known"
+                        )
+                        + ": it may have landed",
+                        chain=CHAIN,
+                    ),
+                )
         if not record.final:
             return ChainTxStatus(ChainTxState.PENDING, block=record.slot)
         if record.err is not None:

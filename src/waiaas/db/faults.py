@@ -1,0 +1,211 @@
+"""The one place where SQLite, SQLAlchemy and stored-value decoding failures become
+:class:`~waiaas.errors.StorageError` subclasses.
+
+Three routes lead here:
+
+* every statement, BEGIN, COMMIT, ROLLBACK and connect that SQLAlchemy runs: the engine's
+  ``handle_error`` event (installed by :func:`install`) replaces the SQLAlchemy exception
+  with the translated one, chained to the original;
+* the few raw ``sqlite3`` calls (checkpoint, backup, migration PRAGMAs): :func:`translate`;
+* values read back from the file (JSON documents, decimal amounts): :func:`stored_json`.
+
+The mapping uses SQLite's result code (``sqlite3.Error.sqlite_errorcode``), not the message:
+
+=====================  =======================  ==============================================
+SQLite primary code     waiaas error             typical cause
+=====================  =======================  ==============================================
+SQLITE_READONLY (8)     DatabaseReadOnlyError    file / directory not writable, read-only mount
+SQLITE_FULL (13)        DiskFullError            no space left on the device
+SQLITE_CORRUPT (11),    DatabaseCorruptError     damaged pages, truncated file, garbage in a
+SQLITE_NOTADB (26)                               TEXT column ("Could not decode to UTF-8")
+SQLITE_BUSY (5),        DatabaseLockedError      another writer held the lock past the timeout
+SQLITE_LOCKED (6)
+SQLITE_IOERR (10),      StorageIOError           the OS failed a read or write (EIO, EFBIG...)
+SQLITE_PROTOCOL (15)
+SQLITE_CANTOPEN (14),   DatabaseOpenError        the file cannot be opened at all
+SQLITE_PERM (3)
+anything else           StorageError             (constraint failures: a bug or a schema skew)
+=====================  =======================  ==============================================
+
+Messages never include the value that failed to decode (it may be anything).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from waiaas.errors import (
+    DatabaseCorruptError,
+    DatabaseLockedError,
+    DatabaseOpenError,
+    DatabaseReadOnlyError,
+    DiskFullError,
+    StorageError,
+    StorageIOError,
+)
+
+__all__ = ["install", "stored_json", "table_of", "translate"]
+
+_READONLY, _FULL, _CORRUPT, _NOTADB = 8, 13, 11, 26
+_BUSY, _LOCKED, _IOERR, _PROTOCOL, _CANTOPEN, _PERM = 5, 6, 10, 15, 14, 3
+
+_TABLE_RE = re.compile(
+    r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+[\"`\[]?([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE
+)
+_COLUMN_RE = re.compile(r"column '?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def table_of(statement: str | None) -> str | None:
+    """The first table a SQL statement names (``None`` when it names none)."""
+    if not statement:
+        return None
+    match = _TABLE_RE.search(statement)
+    if match is None:
+        return None
+    name = match.group(1)
+    return None if name.lower() in ("select", "pragma_table_info") else name
+
+
+def _operation_of(statement: str | None, default: str) -> str:
+    if not statement:
+        return default
+    head = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+    if head in ("SELECT", "WITH", "PRAGMA"):
+        return "read"
+    if head == "BEGIN":
+        return "begin"
+    if head in ("COMMIT", "END"):
+        return "commit"
+    if head == "ROLLBACK":
+        return "rollback"
+    if head in ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER"):
+        return "write"
+    return default
+
+
+def translate(
+    exc: BaseException,
+    *,
+    operation: str,
+    path: str | None = None,
+    statement: str | None = None,
+) -> StorageError:
+    """Map a SQLite / SQLAlchemy failure onto the matching :class:`StorageError` subclass.
+
+    Args:
+        exc: the exception raised by sqlite3 or SQLAlchemy (its ``orig`` is looked at).
+        operation: what was being done (``"open"``, ``"read"``, ``"write"``, ...); a SQL
+            ``statement`` refines it.
+        path: the database file.
+        statement: the SQL statement, when known (used to name the table).
+
+    Returns the error to raise (``raise translate(...) from exc``).
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    orig: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        orig = exc.orig
+        statement = statement or exc.statement
+    operation = _operation_of(statement, operation)
+    table = table_of(statement)
+    text = str(orig)
+    code = getattr(orig, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    where = f" ({path})" if path else ""
+    fields: dict[str, Any] = {"operation": operation, "path": path}
+    if "Could not decode to UTF-8" in text:
+        column = _COLUMN_RE.search(text)
+        col = column.group(1) if column else None
+        return DatabaseCorruptError(
+            f"stored text in {table or 'a table'}"
+            f"{'.' + col if col else ''} is not valid UTF-8: the database is damaged{where}; "
+            "restore it from a backup",
+            table=table,
+            column=col,
+            **fields,
+        )
+    if primary == _READONLY or "readonly database" in text:
+        return DatabaseReadOnlyError(
+            f"cannot {operation}: the database is read-only{where} ({text}); make the file "
+            "and its directory writable by this process, or remount the disk read-write",
+            **fields,
+        )
+    if primary == _FULL or "database or disk is full" in text:
+        return DiskFullError(
+            f"cannot {operation}: the disk is full{where}; the change was rolled back, "
+            "free space and retry",
+            **fields,
+        )
+    if primary in (_CORRUPT, _NOTADB) or "malformed" in text or "not a database" in text:
+        on = f" in table {table}" if table else ""
+        return DatabaseCorruptError(
+            f"the database is damaged{on}{where} ({text}); restore it from a backup",
+            table=table,
+            column=None,
+            **fields,
+        )
+    if primary in (_BUSY, _LOCKED) or "database is locked" in text:
+        return DatabaseLockedError(
+            f"cannot {operation}: the database is locked by another connection{where}",
+            **fields,
+        )
+    if primary in (_IOERR, _PROTOCOL) or "disk I/O error" in text:
+        name = getattr(orig, "sqlite_errorname", None) or "SQLITE_IOERR"
+        return StorageIOError(
+            f"cannot {operation}: the operating system reported an I/O error ({name}){where}",
+            **fields,
+        )
+    if primary in (_CANTOPEN, _PERM) or "unable to open database file" in text:
+        err = DatabaseOpenError(f"cannot open the database{where}: {text}", path=path or "")
+        err.operation = operation
+        return err
+    kind = type(orig).__name__
+    return StorageError(f"the database refused to {operation}{where}: {kind}: {text}", **fields)
+
+
+def stored_json(text: str | bytes | None, *, table: str, column: str, default: Any = None) -> Any:
+    """Decode a JSON document stored in ``table.column``.
+
+    Raises:
+        DatabaseCorruptError: the stored value is not valid JSON / UTF-8 (the value itself is
+            never put in the message).
+    """
+    if text is None or text == "":
+        return default
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise DatabaseCorruptError(
+            f"a stored value in {table}.{column} is not valid JSON ({type(exc).__name__}); "
+            "the database is damaged: restore it from a backup",
+            table=table,
+            column=column,
+            operation="read",
+        ) from None
+
+
+def install(engine: Engine, path: str) -> None:
+    """Make ``engine`` raise translated errors for every failure SQLAlchemy sees."""
+
+    @event.listens_for(engine, "handle_error")
+    def _handle(context: ExceptionContext) -> BaseException | None:
+        original = context.original_exception
+        if not isinstance(original, sqlite3.Error | SQLAlchemyError):
+            return None
+        statement = context.statement
+        if statement is None and context.execution_context is not None:
+            statement = getattr(context.execution_context, "statement", None)
+        return translate(
+            context.sqlalchemy_exception or original,
+            operation="connect" if context.connection is None else "read",
+            path=path,
+            statement=statement,
+        )
