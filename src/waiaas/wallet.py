@@ -173,6 +173,11 @@ def _audit_entry(row: AuditRow) -> AuditEntry:
     )
 
 
+def _plain(text: str) -> str:
+    """``text`` for a message: printable ASCII, other characters escaped."""
+    return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
+
+
 def _check_reason(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError("reason must be a non-empty string", field="reason")
@@ -683,7 +688,7 @@ class Wallet:
         if not candidates:
             known = ", ".join(f"{c}/{n}" for c, n in self.pipeline.adapters) or "none"
             raise InvalidInputError(
-                f"no chain adapter for {shown(chain)}/{shown(network) if network else '*'} "
+                f"no chain adapter for {_plain(chain)}/{_plain(network) if network else '*'} "
                 f"(configured: {known})",
                 field="chain",
             )

@@ -670,10 +670,29 @@ class Pipeline:
         """:meth:`execute`, also saying whether this call won the transaction (moved it to
         EXECUTING and on) rather than finding it taken, ended or refused."""
         stage: tuple[SignedTx, TransactionRow] | Literal["ended"] | None = None
-        for attempt in range(self.config.max_retries + 1):
+        duplicates = 0
+        attempt = 0
+        while attempt <= self.config.max_retries:
             try:
                 stage = self._sign_stage(tx_id, recheck=recheck)
                 break
+            except _DuplicateBytes:
+                # The sign stage rolled back (nothing recorded, the write lock released):
+                # wait for a new blockhash here, where no other writer is blocked.
+                duplicates += 1
+                if duplicates >= _DUPLICATE_ATTEMPTS:
+                    self._fail(
+                        tx_id,
+                        TransientChainError(
+                            "the transaction is byte-identical to another one in flight; "
+                            "no new blockhash yet",
+                            chain=self.get_row(tx_id).chain,
+                        ),
+                        expected=(S.PENDING, S.QUEUED),
+                    )
+                    return self.get_row(tx_id), False
+                self._sleep(0.1 * duplicates)
+                continue
             except KeyMissingError as exc:
                 # Permanent for this transaction: fail it (its budget is released) so the
                 # agent's other work and every other agent carry on.
@@ -684,6 +703,7 @@ class Pipeline:
             except ChainError as exc:
                 if exc.kind == ChainErrorKind.TRANSIENT and attempt < self.config.max_retries:
                     self._sleep(self.config.retry_base_delay * (2**attempt))
+                    attempt += 1
                     continue
                 self._fail(tx_id, exc, expected=(S.PENDING, S.QUEUED))
                 return self.get_row(tx_id), False
@@ -797,23 +817,27 @@ class Pipeline:
             nonce = int(nonce)
         elif isinstance(adapter, SupportsNonces):
             nonce = self._allocate_nonce(uow, adapter, agent, exclude=row.id)
-        for attempt in range(_DUPLICATE_ATTEMPTS):
-            unsigned = adapter.build(req, agent.public_key, nonce=nonce)
-            try:
-                with self.keys.use_key(agent.id) as secret:
-                    signed = adapter.sign(unsigned, secret)
-            except NotFoundError as exc:
-                raise KeyMissingError(agent.id) from exc
-            other = uow.transactions.by_hash(signed.tx_hash)
-            if other is None or other.id == row.id:
-                return signed
-            # Byte-identical to another request's transaction (same content, same recent
-            # blockhash): the chain would drop one of them. Wait for a new blockhash.
-            self._sleep(0.1 * (attempt + 1))
-        raise TransientChainError(
-            "the transaction is byte-identical to another one; no new blockhash yet",
-            chain=agent.chain,
-        )
+        unsigned = adapter.build(req, agent.public_key, nonce=nonce)
+        try:
+            with self.keys.use_key(agent.id) as secret:
+                signed = adapter.sign(unsigned, secret)
+        except NotFoundError as exc:
+            raise KeyMissingError(agent.id) from exc
+        other = uow.transactions.by_hash(signed.tx_hash)
+        if other is None or other.id == row.id:
+            return signed
+        if other.status in (S.FAILED, S.CANCELLED, S.EXPIRED) and other.executed_at is None:
+            # Identical bytes of a request that ended without landing: not a duplicate. The
+            # hash moves to this transaction (the old row keeps it in its metadata); the
+            # chain runs one signature at most once, so the two can never both pay.
+            released = self._meta(other)
+            released["released_hash"] = other.tx_hash
+            uow.transactions.update_fields(other.id, tx_hash=None, metadata=released)
+            return signed
+        # Byte-identical to another live request's transaction (same content, same recent
+        # blockhash): the chain would drop one of them. The caller waits for a new blockhash
+        # outside the write lock and tries again.
+        raise _DuplicateBytes(other.id)
 
     def _allocate_nonce(
         self, uow: UnitOfWork, adapter: SupportsNonces, agent: AgentRow, *, exclude: str
@@ -1245,6 +1269,17 @@ class Pipeline:
             except ChainError as build_exc:
                 uow.rollback()
                 self._fail(tx_id, build_exc, expected=(S.EXECUTING, S.SUBMITTED))
+                return None
+            except _DuplicateBytes:
+                uow.rollback()
+                self._fail(
+                    tx_id,
+                    TransientChainError(
+                        "the rebuilt transaction is byte-identical to another one in flight",
+                        chain=agent.chain,
+                    ),
+                    expected=(S.EXECUTING, S.SUBMITTED),
+                )
                 return None
             meta["rebuilt"] = True
             meta["replaced"] = previous
@@ -2118,6 +2153,11 @@ class Pipeline:
             except (WaiaasError, InvalidTransitionError) as exc:
                 log.warning("could not reconcile %s: %s", row.id, exc)
         return {"reconciled": len(rows)}
+
+
+class _DuplicateBytes(Exception):
+    """Signing produced the bytes of another live transaction (raised inside the write
+    lock so the unit of work rolls back; the wait happens outside)."""
 
 
 def _problem(row: TransactionRow, exc: BaseException, *, parked: bool) -> DueProblem:
