@@ -138,13 +138,13 @@ def test_transient_failures_are_bounded(tmp_path: Path, chain: str) -> None:
     """Transient failures are retried max_retries times (max_retries TX_RETRY rows,
     max_retries + 1 submits). The bytes may have reached the chain meanwhile, so the
     transaction is not FAILED (an agent told FAILED would send again and could pay twice):
-    it stays in flight with its charge held, and once the node answers again the next pass
-    sends the same bytes and confirms it, exactly once."""
+    it stays in flight with its charge held, and once the node answers again recovery sends
+    the same bytes and confirms it, exactly once."""
     with _flaky_wallet(tmp_path, chain, transient=100) as (wallet, flaky):
         token, dest, amount = _instant(wallet, chain)
         result = wallet.send(token, Transfer(to=dest, amount=amount))
         retries = wallet.config.max_retries
-        assert result.status == "EXECUTING"
+        assert result.status == "SUBMITTED"  # recorded before each broadcast
         assert len(flaky.submitted) == retries + 1
         kinds = events_of(wallet, result.id)
         assert kinds.count("TX_RETRY") == retries
@@ -153,7 +153,7 @@ def test_transient_failures_are_bounded(tmp_path: Path, chain: str) -> None:
         session = wallet.list_sessions(result.agent_id)[0]
         assert session.usage.total() == amount
         flaky.transient = 0
-        wallet.process_due()
+        wallet.pipeline.reconcile(result.id, resend=True)  # as the next Wallet.open does
         final = wallet.get_transaction(result.id)
         assert final.status == "CONFIRMED"
         assert set(flaky.submitted) == {final.tx_hash}  # the same bytes every time
