@@ -8,6 +8,7 @@ import os
 import select
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -34,6 +35,15 @@ def _read_until(fd: int, needle: bytes, timeout: float = 60.0) -> bytes:
     return seen
 
 
+def _own_terminal() -> None:
+    """In the child: a new session whose controlling terminal is the pty on stdin, so the
+    prompt (getpass reads /dev/tty) talks to the test and to nothing else."""
+    import fcntl
+
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pty")
 def test_the_cli_prompts_on_a_terminal_without_echo(tmp_path: Path) -> None:
     with local_wallet(tmp_path, chains=local_chains(), config=fast_config()) as wallet:
@@ -52,10 +62,16 @@ def test_the_cli_prompts_on_a_terminal_without_echo(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=slave,
             env=env,
+            preexec_fn=_own_terminal,
         )
         os.close(slave)
         prompt = _read_until(master, b"Master password")
         assert b"Master password" in prompt, prompt
+        # Type only once the prompt has turned echo off (it flushes what came before).
+        deadline = time.monotonic() + 60
+        while termios.tcgetattr(master)[3] & termios.ECHO:
+            assert time.monotonic() < deadline, "echo never turned off"
+            time.sleep(0.02)
         os.write(master, TEST_PASSWORD.encode() + b"\n")
         stdout, _ = proc.communicate(timeout=120)
         echoed = _read_until(master, b"\x00", timeout=1.0)
