@@ -69,12 +69,14 @@ from waiaas.errors import (
     WrongPasswordError,
 )
 from waiaas.pipeline.report import DueProblem, DueReport
-from waiaas.policy import Decision, Explanation, PolicySpec, PriceOracle
-from waiaas.services.policies import PolicyInfo
+from waiaas.plots import BudgetUsage
+from waiaas.policy import Decision, Explanation, PolicySpec, PriceOracle, ReplayResult
+from waiaas.services.policies import PolicyInfo, PolicyList
 from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo
 from waiaas.types import (
     AccountSpec,
     AgentInfo,
+    AgentList,
     AgentStatus,
     Approve,
     AuditCheckpoint,
@@ -90,6 +92,7 @@ from waiaas.types import (
     Tier,
     TokenTransfer,
     TransactionInfo,
+    TransactionList,
     Transfer,
     TxStatus,
     TxType,
@@ -108,6 +111,7 @@ __all__ = [
     "AgentHandle",
     "AgentInfo",
     "AgentLimits",
+    "AgentList",
     "AgentNotActiveError",
     "AgentStatus",
     "ApprovalError",
@@ -123,6 +127,7 @@ __all__ = [
     "AuthError",
     "Balance",
     "Batch",
+    "BudgetUsage",
     "ChainAdapter",
     "ChainError",
     "ChainErrorKind",
@@ -163,8 +168,10 @@ __all__ = [
     "PermanentChainError",
     "PolicyDeniedError",
     "PolicyInfo",
+    "PolicyList",
     "PolicySpec",
     "PriceOracle",
+    "ReplayResult",
     "Request",
     "SchemaTooNewError",
     "SessionConstraints",
@@ -182,6 +189,7 @@ __all__ = [
     "TokenRevokedError",
     "TokenTransfer",
     "TransactionInfo",
+    "TransactionList",
     "TransactionResult",
     "Transfer",
     "TransientChainError",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -42,6 +42,12 @@ class TierThresholds(BaseModel):
     instant_max: Amount
     notify_max: Amount
     delay_max: Amount
+
+    if TYPE_CHECKING:  # the inputs accepted, for type checkers without the pydantic plugin
+
+        def __init__(
+            self, *, instant_max: int | str, notify_max: int | str, delay_max: int | str
+        ) -> None: ...
 
     @model_validator(mode="after")
     def _ordered(self) -> TierThresholds:
@@ -111,6 +117,9 @@ class WalletConfig(BaseModel):
         session_max_renewals: how often a session may be renewed.
         session_absolute_lifetime: a session never outlives this many seconds from issue.
         kdf: Argon2id limits for new keystores.
+        min_password_length: the shortest master password a *new* keystore (or a password
+            change) accepts; such passwords also need 5 different characters and must not
+            be a run like ``abcdef...`` or ``qwerty...``. ``0`` turns the check off (tests).
         keystore_dir: where key files live (default: ``<db file>.keystore`` beside the DB).
         checkpoint_interval: seconds between background WAL checkpoints.
         max_retries: transient chain failures retried this many times (backoff 1, 2, 4 s...).
@@ -150,6 +159,7 @@ class WalletConfig(BaseModel):
     session_max_renewals: int = Field(default=10, ge=0)
     session_absolute_lifetime: int = Field(default=7 * 86_400, ge=1)
     kdf: KdfLimits = Field(default_factory=KdfLimits.moderate)
+    min_password_length: int = Field(default=12, ge=0, le=1024)
     keystore_dir: str | None = None
     checkpoint_interval: float = Field(default=300.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)

@@ -57,7 +57,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the policy package imports this module; only the type is needed here
+    from waiaas.policy.model import Decision
 
 __all__ = [
     "AgentNotActiveError",
@@ -518,21 +521,22 @@ class PolicyDeniedError(WaiaasError):
 
     Attributes:
         decision: the full policy decision (allowed, tier, every reason, budget figures).
-        reasons: the deny reasons, each with rule id, type and message.
+        reasons: the deny reasons as plain dicts (``rule_id``, ``type``, ``effect``,
+            ``message``, ``figures``), the same as the POLICY_VIOLATION audit row.
         tx_id: the id of the recorded (failed) transaction, when one was recorded.
     """
 
     code = "POLICY_DENIED"
-    decision: Any
-    reasons: list[Any]
+    decision: Decision | None
+    reasons: list[dict[str, Any]]
     tx_id: str | None
 
     def __init__(
         self,
         message: str,
         *,
-        decision: Any = None,
-        reasons: Sequence[Any] = (),
+        decision: Decision | None = None,
+        reasons: Sequence[dict[str, Any]] = (),
         tx_id: str | None = None,
     ) -> None:
         super().__init__(message, decision=decision, reasons=list(reasons), tx_id=tx_id)

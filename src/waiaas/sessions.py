@@ -44,7 +44,7 @@ import secrets as _secrets
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import jwt
 from pydantic import (
@@ -203,6 +203,19 @@ class SessionConstraints(BaseModel):
     allowed_tx_types: tuple[TxType, ...] | None = None
     allowed_addresses: tuple[str, ...] | None = None
     allowed_networks: tuple[str, ...] | None = None
+
+    if TYPE_CHECKING:  # the inputs accepted, for type checkers without the pydantic plugin
+
+        def __init__(
+            self,
+            *,
+            max_amount_per_tx: int | str | Mapping[str, int | str] | None = None,
+            max_total_amount: int | str | Mapping[str, int | str] | None = None,
+            max_tx_count: int | None = None,
+            allowed_tx_types: Sequence[TxType | str] | None = None,
+            allowed_addresses: Sequence[str] | None = None,
+            allowed_networks: Sequence[str] | None = None,
+        ) -> None: ...
 
     @field_validator("max_amount_per_tx", "max_total_amount", mode="before")
     @classmethod
@@ -486,7 +499,9 @@ class SessionManager:
 
         Raises:
             InvalidInputError: a bad argument (``field`` names it; ``problems`` lists every
-                constraint problem).
+                constraint problem), or constraints the agent could never satisfy
+                (``allowed_networks`` without its network, ``allowed_tx_types`` with no
+                request type it can make).
             InvalidAddressError: a constrained address is not valid on the agent's chain.
             NotFoundError: no such agent.
             AgentNotActiveError: the agent is not ACTIVE.
@@ -516,6 +531,7 @@ class SessionManager:
             if agent.status != AgentStatus.ACTIVE:
                 raise AgentNotActiveError(agent_id, agent.status, agent.suspension_reason)
             parsed = self._normalize_constraints(parsed, agent.chain)
+            _check_reachable(parsed, agent.chain, agent.network)
             key = self._load_secret(create=True)
             assert key is not None
             session_id = new_id()
@@ -1188,6 +1204,27 @@ class SessionManager:
 
 
 # --------------------------------------------------------------------------- private
+
+
+def _check_reachable(c: SessionConstraints, chain: str, network: str) -> None:
+    """Refuse constraints under which the agent could never make a request: a network list
+    without the agent's network, or types that leave nothing sendable on its chain."""
+    if c.allowed_networks is not None and network not in c.allowed_networks:
+        raise InvalidInputError(
+            f"constraints.allowed_networks {list(c.allowed_networks)} does not include the "
+            f"agent's network {network!r}: the session could never send anything",
+            field="constraints.allowed_networks",
+        )
+    if c.allowed_tx_types is not None:
+        # A BATCH also needs the type of each request inside it, and only Solana batches.
+        usable = {t for t in c.allowed_tx_types if t != TxType.BATCH}
+        if not usable:
+            raise InvalidInputError(
+                f"constraints.allowed_tx_types {[t.value for t in c.allowed_tx_types]} "
+                f"allows no request a {chain} agent can make: the session could never send "
+                "anything (a BATCH also needs the types of the requests inside it)",
+                field="constraints.allowed_tx_types",
+            )
 
 
 def _refuse(

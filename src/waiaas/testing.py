@@ -26,7 +26,6 @@ use them for real funds.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -34,8 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from waiaas.chains.base import ChainAdapter, LocalChainControl
+from waiaas.clock import Clock
 from waiaas.config import KdfLimits, WalletConfig
 from waiaas.errors import InvalidInputError
+from waiaas.notify.base import Notifier
+from waiaas.pipeline.engine import PipelineHooks
+from waiaas.policy.model import PriceOracle
 from waiaas.wallet import Wallet
 
 __all__ = ["TEST_PASSWORD", "FrozenClock", "fast_config", "fund", "local_chains", "local_wallet"]
@@ -101,29 +104,43 @@ def fast_config(**overrides: Any) -> WalletConfig:
     return WalletConfig(**values)
 
 
-@contextlib.contextmanager
 def local_wallet(
     directory: str | os.PathLike[str],
     *,
     chains: list[ChainAdapter] | None = None,
     config: WalletConfig | None = None,
-    clock: Any = None,
+    clock: Clock | None = None,
     name: str = "wallet.db",
-    **kwargs: Any,
-) -> Iterator[Wallet]:
-    """A wallet in ``directory`` on the local chains (closed when the block ends)."""
-    wallet = Wallet.open(
+    price_oracle: PriceOracle | None = None,
+    background: bool = False,
+    notifier: Notifier | None = None,
+    hooks: PipelineHooks | None = None,
+) -> Wallet:
+    """A wallet in ``directory`` on fresh local chains, with the test password and
+    :func:`fast_config`.
+
+    It is the :class:`~waiaas.Wallet` itself, so it works both ways: in a ``with`` block
+    (closed when the block ends) or, in a notebook, kept open until you call ``close()``.
+
+    Example::
+
+        with local_wallet(tmp_path) as wallet:
+            ...
+
+        wallet = local_wallet(tempfile.mkdtemp())   # a notebook cell
+        wallet.close()                              # when done
+    """
+    return Wallet.open(
         Path(directory) / name,
         password=TEST_PASSWORD,
         chains=chains if chains is not None else local_chains(),
         config=config or fast_config(),
         clock=clock,
-        **kwargs,
+        price_oracle=price_oracle,
+        background=background,
+        notifier=notifier,
+        hooks=hooks,
     )
-    try:
-        yield wallet
-    finally:
-        wallet.close()
 
 
 def fund(wallet: Wallet, agent_id: str, amount: int) -> None:

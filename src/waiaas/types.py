@@ -15,8 +15,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, SupportsIndex, overload
 
 from pydantic import (
     BaseModel,
@@ -31,12 +32,17 @@ from pydantic import (
 # The metaclass of BaseModel (a stable name across pydantic 2.x; public only as a type).
 from pydantic._internal._model_construction import ModelMetaclass
 
+from waiaas import _display as _d
 from waiaas.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "MAX_AMOUNT",
     "AccountSpec",
     "AgentInfo",
+    "AgentList",
     "AgentStatus",
     "Amount",
     "Approve",
@@ -55,6 +61,7 @@ __all__ = [
     "Tier",
     "TokenTransfer",
     "TransactionInfo",
+    "TransactionList",
     "Transfer",
     "TxStatus",
     "TxType",
@@ -350,6 +357,10 @@ class Transfer(_Request):
     amount: Amount
     memo: str | None = Field(default=None, max_length=256)
 
+    if TYPE_CHECKING:  # the inputs accepted, for type checkers without the pydantic plugin
+
+        def __init__(self, *, to: str, amount: int | str, memo: str | None = None) -> None: ...
+
 
 class TokenTransfer(_Request):
     """Send a fungible token (SPL mint on Solana, ERC-20 contract on EVM).
@@ -368,6 +379,12 @@ class TokenTransfer(_Request):
     to: str
     amount: Amount
     decimals: int | None = Field(default=None, ge=0, le=255)
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self, *, token: str, to: str, amount: int | str, decimals: int | None = None
+        ) -> None: ...
 
 
 class AccountSpec(BaseModel):
@@ -449,6 +466,17 @@ class ContractCall(_Request):
     value: Amount = 0
     accounts: tuple[AccountSpec, ...] = Field(default=(), max_length=64)
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            to: str,
+            data: bytes | str = b"",
+            value: int | str = 0,
+            accounts: Sequence[AccountSpec] = (),
+        ) -> None: ...
+
     @property
     def selector(self) -> str | None:
         """The EVM 4-byte method selector as ``0x`` + 8 hex digits, if the data has one."""
@@ -464,6 +492,12 @@ class Approve(_Request):
     amount: Amount
     decimals: int | None = Field(default=None, ge=0, le=255)
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self, *, token: str, spender: str, amount: int | str, decimals: int | None = None
+        ) -> None: ...
+
 
 BatchItem = Annotated[
     Transfer | TokenTransfer | ContractCall | Approve, Field(discriminator="type")
@@ -475,6 +509,12 @@ class Batch(_Request):
 
     type: Literal[TxType.BATCH] = TxType.BATCH
     requests: tuple[BatchItem, ...] = Field(min_length=1, max_length=16)
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self, *, requests: Sequence[Transfer | TokenTransfer | ContractCall | Approve]
+        ) -> None: ...
 
 
 Request = Annotated[
@@ -504,6 +544,49 @@ class AgentInfo(_Result):
     updated_at: int
     suspended_at: int | None = None
     suspension_reason: str | None = None
+
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            "AgentInfo",
+            [
+                ("name", self.name),
+                ("id", self.id),
+                ("chain", f"{self.chain}/{self.network}"),
+                ("status", self.status),
+                ("public_key", self.public_key),
+                ("owner", self.owner_address),
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        return _d.fields_html(
+            f"Agent {self.name!r}",
+            [
+                ("id", self.id),
+                ("chain", f"{self.chain}/{self.network}"),
+                ("status", _d.raw(_d.badge(self.status))),
+                ("public key", self.public_key),
+                ("owner", self.owner_address),
+                ("created", _d.fmt_time(self.created_at)),
+                ("suspended", _d.fmt_time(self.suspended_at)),
+                ("suspension reason", self.suspension_reason),
+            ],
+        )
+
+    def _row(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "chain": self.chain,
+            "network": self.network,
+            "status": self.status.value,
+            "public_key": self.public_key,
+            "owner_address": self.owner_address,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "suspended_at": self.suspended_at,
+            "suspension_reason": self.suspension_reason,
+        }
 
 
 class TransactionInfo(_Result):
@@ -543,6 +626,74 @@ class TransactionInfo(_Result):
     fee: Amount | None = None
     error: str | None = None
 
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            type(self).__name__,
+            [
+                ("id", self.id),
+                ("type", self.type),
+                ("status", self.status),
+                ("tier", self.tier),
+                ("amount", _d.amount_cells(self.chain, self.asset, self.amount) or None),
+                ("to", self.to_address),
+                ("tx_hash", self.tx_hash),
+                ("error", self.error),
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        decision = getattr(self, "decision", None)
+        pairs: list[tuple[str, object]] = [
+            ("id", self.id),
+            ("agent", self.agent_id),
+            ("chain", f"{self.chain}/{self.network}" if self.network else self.chain),
+            ("type", self.type),
+            ("status", _d.raw(_d.badge(self.status))),
+            ("tier", _d.raw(_d.badge(self.tier)) if self.tier else None),
+            ("amount", _d.amount_cells(self.chain, self.asset, self.amount)),
+            ("asset", self.asset if self.asset not in (None, "native") else None),
+            ("to", self.to_address),
+            ("tx hash", self.tx_hash),
+            ("fee", _d.amount_cells(self.chain, None, self.fee)),
+            ("created", _d.fmt_time(self.created_at)),
+            ("queued", _d.fmt_time(self.queued_at)),
+            ("executed", _d.fmt_time(self.executed_at)),
+            ("executes after", _d.fmt_time(self.execute_after)),
+            ("approval expires", _d.fmt_time(self.approval_expires_at)),
+            ("error", self.error),
+        ]
+        if decision is not None:
+            pairs.append(("decision", decision.summary()))
+        return _d.fields_html(f"{self.type.value} transaction", pairs)
+
+    def _row(self) -> dict[str, object]:
+        value, unit = (
+            _d.human_amount(self.chain, self.asset, self.amount)
+            if self.amount is not None
+            else (None, None)
+        )
+        return {
+            "id": self.id,
+            "agent_id": self.agent_id,
+            "session_id": self.session_id,
+            "chain": self.chain,
+            "network": self.network,
+            "type": self.type.value,
+            "status": self.status.value,
+            "tier": self.tier.value if self.tier else None,
+            "amount": value,
+            "unit": unit,
+            "amount_base_units": None if self.amount is None else str(self.amount),
+            "to_address": self.to_address,
+            "asset": self.asset,
+            "tx_hash": self.tx_hash,
+            "fee_base_units": None if self.fee is None else str(self.fee),
+            "created_at": self.created_at,
+            "queued_at": self.queued_at,
+            "executed_at": self.executed_at,
+            "error": self.error,
+        }
+
 
 class AuditEntry(_Result):
     """One audit-log row."""
@@ -558,12 +709,116 @@ class AuditEntry(_Result):
     severity: Severity
     ip_address: str | None = None
 
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            "AuditEntry",
+            [
+                ("id", self.id),
+                ("at", _d.fmt_time(self.timestamp)),
+                ("event_type", self.event_type),
+                ("severity", self.severity),
+                ("actor", self.actor),
+                ("tx_id", self.tx_id),
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        return _d.fields_html(
+            f"Audit entry {self.id}: {self.event_type}",
+            [
+                ("time", _d.fmt_time(self.timestamp)),
+                ("severity", _d.raw(_d.badge(self.severity))),
+                ("actor", self.actor),
+                ("agent", self.agent_id),
+                ("session", self.session_id),
+                ("transaction", self.tx_id),
+                ("details", self.details),
+                ("ip address", self.ip_address),
+            ],
+        )
+
+    def _row(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "timestamp": self.timestamp,
+            "event_type": self.event_type,
+            "severity": self.severity.value,
+            "actor": self.actor,
+            "agent_id": self.agent_id,
+            "session_id": self.session_id,
+            "tx_id": self.tx_id,
+            "details": self.details,
+            "ip_address": self.ip_address,
+        }
+
 
 class AuditPage(_Result):
     """A page of audit entries, newest first; pass ``next_cursor`` to get the next page."""
 
     entries: tuple[AuditEntry, ...]
     next_cursor: int | None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        events: dict[str, int] = {}
+        for entry in self.entries:
+            events[entry.event_type] = events.get(entry.event_type, 0) + 1
+        top = ", ".join(f"{k}: {v}" for k, v in sorted(events.items(), key=lambda kv: -kv[1])[:4])
+        more = ", ..." if len(events) > 4 else ""
+        return (
+            f"AuditPage({len(self.entries)} entries"
+            f"{' {' + top + more + '}' if top else ''}, next_cursor={self.next_cursor})"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = [
+            (
+                e.id,
+                _d.fmt_time(e.timestamp),
+                e.event_type,
+                _d.raw(_d.badge(e.severity)),
+                e.actor,
+                _d.short(e.tx_id) if e.tx_id else None,
+                e.details,
+            )
+            for e in self.entries
+        ]
+        more = f"; next_cursor={self.next_cursor}" if self.next_cursor is not None else ""
+        return _d.table_html(
+            ("id", "time", "event", "severity", "actor", "transaction", "details"),
+            rows,
+            caption=f"Audit log: {len(self.entries)} entries, newest first{more}",
+        )
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """The entries as a pandas DataFrame (needs the ``pandas`` extra).
+
+        ``timestamp`` is a UTC datetime; ``details`` holds the decoded dicts.
+
+        Example::
+
+            df = wallet.audit(limit=500).to_dataframe()
+            df[df.severity == "warning"]
+        """
+        return _d.frame(
+            [e._row() for e in self.entries],
+            (
+                "id",
+                "timestamp",
+                "event_type",
+                "severity",
+                "actor",
+                "agent_id",
+                "session_id",
+                "tx_id",
+                "details",
+                "ip_address",
+            ),
+            times=("timestamp",),
+            exact=("id", "details"),
+        )
 
 
 class AuditCheckpoint(_Result):
@@ -656,3 +911,163 @@ class KillSwitchState(_Result):
     activated_at: int | None = None
     reason: str | None = None
     actor: str | None = None
+
+
+# --------------------------------------------------------------------------- listings
+
+_TX_COLUMNS = (
+    "id",
+    "agent_id",
+    "session_id",
+    "chain",
+    "network",
+    "type",
+    "status",
+    "tier",
+    "amount",
+    "unit",
+    "amount_base_units",
+    "to_address",
+    "asset",
+    "tx_hash",
+    "fee_base_units",
+    "created_at",
+    "queued_at",
+    "executed_at",
+    "error",
+)
+
+
+class TransactionList(list[TransactionInfo]):
+    """A list of transactions (what ``Wallet.list_transactions`` returns) that also renders
+    as a table in a notebook and converts to a DataFrame.
+
+    Example::
+
+        txs = wallet.list_transactions(agent_id=agent.id)
+        df = txs.to_dataframe()          # needs the pandas extra
+        df.groupby("tier").amount.sum()  # exact Decimals, never floats
+    """
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> TransactionInfo: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> TransactionList: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> TransactionInfo | TransactionList:
+        if isinstance(index, slice):
+            return TransactionList(super().__getitem__(index))
+        return super().__getitem__(index)
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for tx in self:
+            counts[tx.status.value] = counts.get(tx.status.value, 0) + 1
+        inner = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        return f"TransactionList({len(self)} transactions{' {' + inner + '}' if inner else ''})"
+
+    def _repr_html_(self) -> str:
+        rows = [
+            (
+                _d.short(t.id),
+                _d.fmt_time(t.created_at),
+                t.type,
+                _d.raw(_d.badge(t.status)),
+                _d.raw(_d.badge(t.tier)) if t.tier else None,
+                _d.amount_cells(t.chain, t.asset, t.amount),
+                _d.short(t.to_address) if t.to_address else None,
+                _d.short(t.tx_hash) if t.tx_hash else None,
+                t.error,
+            )
+            for t in self
+        ]
+        return _d.table_html(
+            ("id", "created", "type", "status", "tier", "amount", "to", "tx hash", "error"),
+            rows,
+            caption=f"{len(self)} transactions, newest first",
+        )
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per transaction (needs the ``pandas`` extra).
+
+        Times (``created_at``, ``queued_at``, ``executed_at``) are UTC datetimes. ``amount``
+        is an exact :class:`~decimal.Decimal` in whole units of ``unit`` (SOL, ETH; ``None``
+        for a token of unknown decimals); ``amount_base_units`` and ``fee_base_units`` are
+        exact decimal strings. Nothing is a float.
+        """
+        return _d.frame(
+            [t._row() for t in self],
+            _TX_COLUMNS,
+            times=("created_at", "queued_at", "executed_at"),
+            exact=("amount", "amount_base_units", "fee_base_units"),
+        )
+
+
+class AgentList(list[AgentInfo]):
+    """A list of agents (what ``Wallet.list_agents`` returns) with a table rendering and
+    :meth:`to_dataframe`."""
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> AgentInfo: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> AgentList: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> AgentInfo | AgentList:
+        if isinstance(index, slice):
+            return AgentList(super().__getitem__(index))
+        return super().__getitem__(index)
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{a.name} ({a.status.value})" for a in self[:5])
+        more = ", ..." if len(self) > 5 else ""
+        return f"AgentList({len(self)} agents{': ' + names + more if names else ''})"
+
+    def _repr_html_(self) -> str:
+        rows = [
+            (
+                a.name,
+                a.id,
+                f"{a.chain}/{a.network}",
+                _d.raw(_d.badge(a.status)),
+                a.public_key,
+                a.owner_address,
+                _d.fmt_time(a.created_at),
+            )
+            for a in self
+        ]
+        return _d.table_html(
+            ("name", "id", "chain", "status", "public key", "owner", "created"),
+            rows,
+            caption=f"{len(self)} agents",
+        )
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per agent (needs the ``pandas`` extra); times are UTC datetimes."""
+        return _d.frame(
+            [a._row() for a in self],
+            (
+                "id",
+                "name",
+                "chain",
+                "network",
+                "status",
+                "public_key",
+                "owner_address",
+                "created_at",
+                "updated_at",
+                "suspended_at",
+                "suspension_reason",
+            ),
+            times=("created_at", "updated_at", "suspended_at"),
+        )
+
+
+def _plain_enum_reprs(classes: Iterable[type[StrEnum]]) -> None:
+    for cls in classes:
+        cls.__repr__ = _d.enum_repr  # type: ignore[method-assign,assignment]
+
+
+# Enums print as ``TxStatus.CONFIRMED``, not ``<TxStatus.CONFIRMED: 'CONFIRMED'>``.
+_plain_enum_reprs((Chain, AgentStatus, TxStatus, Tier, TxType, Severity, AuditEvent))

@@ -49,18 +49,20 @@ from waiaas.errors import (
     WaiaasError,
 )
 from waiaas.ids import new_id
-from waiaas.keystore import Keystore, resolve_password
+from waiaas.keystore import Keystore, check_password_strength, resolve_password
 from waiaas.pipeline import approvals, killswitch
 from waiaas.pipeline.engine import Pipeline, PipelineHooks
 from waiaas.pipeline.gate import PolicyGate, restart_auto_stop
 from waiaas.pipeline.report import DueReport
 from waiaas.pipeline.requests import normalize_request, parse_request
+from waiaas.plots import BudgetUsage
 from waiaas.policy import Decision, Explanation
 from waiaas.policy.model import PriceOracle
 from waiaas.services.policies import PolicyInfo, PolicyService
 from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo, SessionManager
 from waiaas.types import (
     AgentInfo,
+    AgentList,
     AgentStatus,
     AuditCheckpoint,
     AuditEntry,
@@ -72,6 +74,7 @@ from waiaas.types import (
     Severity,
     Tier,
     TransactionInfo,
+    TransactionList,
     TxStatus,
     TxType,
 )
@@ -79,6 +82,7 @@ from waiaas.web.display import TxDisplay, describe_transaction
 
 if TYPE_CHECKING:
     from waiaas.agent import AgentHandle
+    from waiaas.notify.base import Notifier
 
 __all__ = ["TransactionResult", "Wallet"]
 
@@ -248,7 +252,7 @@ class Wallet:
         chains: Iterable[ChainAdapter] = (),
         config: WalletConfig | None = None,
         clock: Clock | None = None,
-        notifier: Any = None,
+        notifier: Notifier | None = None,
         price_oracle: PriceOracle | None = None,
         background: bool | None = None,
         hooks: PipelineHooks | None = None,
@@ -277,7 +281,9 @@ class Wallet:
             hooks: test hooks called at each pipeline stage boundary.
 
         Raises:
-            InvalidInputError: a bad argument (e.g. two adapters for one network).
+            InvalidInputError: a bad argument (e.g. two adapters for one network), or a
+                master password too weak for a new wallet (``field="password"``; see
+                ``WalletConfig.min_password_length``).
             DatabaseOpenError, NotADatabaseError, SchemaTooNewError, MigrationError.
             PasswordUnavailableError, WrongPasswordError, KeystoreError.
 
@@ -300,7 +306,7 @@ class Wallet:
         chains: Iterable[ChainAdapter],
         config: WalletConfig | None,
         clock: Clock | None,
-        notifier: Any,
+        notifier: Notifier | None,
         price_oracle: PriceOracle | None,
         hooks: PipelineHooks | None,
     ) -> None:
@@ -321,6 +327,13 @@ class Wallet:
         self._closed = False
         self._bg_stop = threading.Event()
         self._bg_thread: threading.Thread | None = None
+        if (
+            isinstance(path, str | os.PathLike)
+            and password is not None
+            and not Keystore.exists(Path(self.config.keystore_dir or f"{Path(path)}.keystore"))
+        ):
+            # A new wallet: refuse a weak password before any file is created.
+            check_password_strength(password, self.config.min_password_length)
         self.db = Database.open(path)
         try:
             keystore_dir = Path(self.config.keystore_dir or f"{self.db.path}.keystore")
@@ -440,6 +453,7 @@ class Wallet:
                 expected_id=None if expected is None else str(expected),
             )
         else:
+            check_password_strength(secret, self.config.min_password_length)
             keystore = Keystore.create(keystore_dir, secret, kdf=self.config.kdf, clock=self.clock)
         if expected is None:
             try:
@@ -722,7 +736,7 @@ class Wallet:
         """
         return _agent_info(self._agent_row(agent_id))
 
-    def list_agents(self, *, status: AgentStatus | str | None = None) -> list[AgentInfo]:
+    def list_agents(self, *, status: AgentStatus | str | None = None) -> AgentList:
         """All agents (optionally only those in ``status``), oldest first.
 
         Raises:
@@ -739,7 +753,7 @@ class Wallet:
                 raise InvalidInputError(
                     f"unknown agent status {shown(status)}", field="status"
                 ) from None
-        return [_agent_info(r) for r in self._agent_rows(status=status)]
+        return AgentList(_agent_info(r) for r in self._agent_rows(status=status))
 
     def suspend_agent(self, agent_id: str, *, reason: str = "suspended by the owner") -> AgentInfo:
         """Suspend an ACTIVE agent: it cannot transact until resumed (AGENT_SUSPENDED).
@@ -1141,8 +1155,11 @@ class Wallet:
         status: TxStatus | str | None = None,
         limit: int = 100,
         before: str | None = None,
-    ) -> list[TransactionInfo]:
+    ) -> TransactionList:
         """Transactions, newest first; page with ``before`` = the last id of a page.
+
+        The result is a list that also renders as a table in a notebook and has
+        ``to_dataframe()`` (with the ``pandas`` extra).
 
         Raises:
             InvalidInputError: bad limit, status or cursor.
@@ -1167,7 +1184,7 @@ class Wallet:
             rows = uow.transactions.list(
                 agent_id=agent_id, status=status, limit=limit, before_id=before
             )
-        return [_tx_info(r) for r in rows]
+        return TransactionList(_tx_info(r) for r in rows)
 
     def cancel(self, tx_id: str, *, token: str | None = None) -> TransactionInfo:
         """Cancel a PENDING or QUEUED transaction (during a DELAY cooldown or APPROVAL wait).
@@ -1601,6 +1618,40 @@ class Wallet:
         next_cursor = entries[-1].id if len(rows) > limit and entries else None
         return AuditPage(entries=entries, next_cursor=next_cursor)
 
+    def budget_usage(self, agent_id: str, *, asset: str = "native") -> BudgetUsage:
+        """The agent's spend of ``asset`` in each rolling window, with the limits of the
+        SPENDING_LIMIT policies that apply to it (for a table, or ``.plot()`` in a notebook).
+
+        Counts what the budgets count: in-flight and confirmed requests of the last 7 days.
+
+        Raises:
+            NotFoundError, InvalidInputError.
+
+        Example::
+
+            usage = wallet.budget_usage(agent.id)
+            usage.remaining()      # {"24h": 4000000000}
+            usage.plot()           # needs the plot extra
+        """
+        from waiaas.plots import build_budget_usage
+        from waiaas.policy import normalize_asset_key
+
+        agent = self.get_agent(agent_id)
+        if not isinstance(asset, str) or not asset.strip():
+            raise InvalidInputError("asset must be 'native' or a token address", field="asset")
+        key = normalize_asset_key(asset)
+        now = self.clock.now()
+        txs: list[TransactionInfo] = []
+        before: str | None = None
+        while True:
+            page = self.list_transactions(agent_id=agent.id, limit=1000, before=before)
+            txs += page
+            if len(page) < 1000 or page[-1].created_at <= now - 7 * 86_400:
+                break
+            before = page[-1].id
+        policies = self.policies.list(agent_id=agent.id)
+        return build_budget_usage(agent.id, agent.chain, key, now, txs, policies)
+
     def backup(self, directory: str | os.PathLike[str] | None = None) -> Path:
         """A consistent copy of the database (``VACUUM INTO``); returns its path.
 
@@ -1746,13 +1797,18 @@ class Wallet:
     def change_password(self, current_password: str, new_password: str) -> None:
         """Re-seal every key under a new master password (all or nothing).
 
+        The new password must pass the same strength check as a new keystore's
+        (``WalletConfig.min_password_length``).
+
         Raises:
+            InvalidInputError: the new password is too weak (``field="new_password"``).
             WrongPasswordError: ``current_password`` is wrong; nothing changed.
 
         Example::
 
             wallet.change_password(old_password, new_password)
         """
+        check_password_strength(new_password, self.config.min_password_length, field="new_password")
         self.keystore.change_password(current_password, new_password)
         self._audit(AuditEvent.KEYSTORE_PASSWORD_CHANGED, actor="owner")
 

@@ -316,11 +316,6 @@ def test_a_token_only_speaks_for_its_own_agent(wallet: Wallet) -> None:
             "allowed_tx_types",
         ),
         (
-            {"allowed_networks": ["mainnet-beta"]},
-            lambda dest: Transfer(to=dest, amount=1_000_000),
-            "allowed_networks",
-        ),
-        (
             {"max_total_amount": 2_000_000},
             lambda dest: Batch(
                 requests=(Transfer(to=dest, amount=1_500_000), Transfer(to=dest, amount=1_500_000))

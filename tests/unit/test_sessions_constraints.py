@@ -119,12 +119,11 @@ def test_no_constraints_allows_and_counts(mgr: SessionManager, db: Database) -> 
     ("constraints", "request_", "network", "named"),
     [
         (
-            {"allowed_networks": ["mainnet"]},
+            {"allowed_networks": ["devnet"]},
             Transfer(to=SOL_TO, amount=1),
-            "devnet",
+            "mainnet",
             "allowed_networks",
         ),
-        ({"allowed_networks": []}, Transfer(to=SOL_TO, amount=1), "devnet", "allowed_networks"),
         (
             {"allowed_tx_types": ["TOKEN_TRANSFER"]},
             Transfer(to=SOL_TO, amount=1),

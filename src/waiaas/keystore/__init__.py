@@ -11,7 +11,7 @@ See ``docs/keystore.md`` for the on-disk format and operations guide.
 """
 
 from waiaas.keystore.keys import generate_keypair, public_key_for
-from waiaas.keystore.password import resolve_password
+from waiaas.keystore.password import check_password_strength, resolve_password
 from waiaas.keystore.store import FORMAT_VERSION, ArchivedKey, KeyInfo, KeyRotation, Keystore
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "KeyInfo",
     "KeyRotation",
     "Keystore",
+    "check_password_strength",
     "generate_keypair",
     "public_key_for",
     "resolve_password",

@@ -29,7 +29,7 @@ from waiaas.config import PASSWORD_ENV, password_from_env
 from waiaas.errors import InvalidInputError, PasswordUnavailableError
 from waiaas.keystore._crypto import password_bytes
 
-__all__ = ["resolve_password"]
+__all__ = ["check_password_strength", "resolve_password"]
 
 _log = logging.getLogger("waiaas.keystore")
 
@@ -136,3 +136,50 @@ def _is_unusable(backend: Any) -> bool:
 def _backend_name(backend: Any) -> str:
     cls = type(backend)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# Keyboard and alphabet runs: a password that is a piece of one of these is refused.
+_RUNS = (
+    "0123456789012345678901234567890123456789",
+    "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz",
+    "qwertyuiopasdfghjklzxcvbnmqwertyuiopasdfghjklzxcvbnm",
+    "azertyuiopqsdfghjklmwxcvbnazertyuiopqsdfghjklmwxcvbn",
+)
+_MIN_DISTINCT = 5
+
+
+def check_password_strength(password: str, min_length: int, *, field: str = "password") -> None:
+    """Refuse a master password that is too weak for a *new* keystore (or a new password).
+
+    With ``min_length`` > 0 (``WalletConfig.min_password_length``, 12 by default) the
+    password must have at least ``min_length`` characters, at least 5 different ones, and
+    must not be a run of the alphabet, the digits or a keyboard row (forwards or backwards).
+    ``min_length=0`` turns the check off (tests only). The message never echoes the password.
+
+    Raises:
+        InvalidInputError: the password is too weak (``field`` names the argument).
+
+    Example::
+
+        check_password_strength("correct horse battery staple", 12)   # fine
+    """
+    if not isinstance(password, str) or not password:
+        raise InvalidInputError(f"{field} must be a non-empty string", field=field)
+    if min_length <= 0:
+        return
+    if len(password) < min_length:
+        raise InvalidInputError(
+            f"{field} is too short: use at least {min_length} characters "
+            "(a few random words work well)",
+            field=field,
+        )
+    if len(set(password)) < _MIN_DISTINCT:
+        raise InvalidInputError(
+            f"{field} repeats too few characters: use at least {_MIN_DISTINCT} different ones",
+            field=field,
+        )
+    folded = password.casefold()
+    if any(folded in run or folded in run[::-1] for run in _RUNS):
+        raise InvalidInputError(
+            f"{field} is a run of the alphabet, digits or a keyboard row", field=field
+        )

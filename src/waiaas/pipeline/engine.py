@@ -562,9 +562,11 @@ class Pipeline:
                     }
                 ]
         if tier is None:
+            # The reasons themselves, so TransactionInfo.error says why, not only that.
+            message = "; ".join(str(r.get("message", "")) for r in reasons) or "denied by policy"
             row.status = S.FAILED
             row.error = "POLICY_DENIED"
-            meta["error"] = {"code": "POLICY_DENIED", "message": "denied by policy"}
+            meta["error"] = {"code": "POLICY_DENIED", "message": f"denied by policy: {message}"}
             row.metadata_json = json.dumps(meta, separators=(",", ":"))
             uow.transactions.add(row)
             uow.audit.append(
@@ -583,7 +585,6 @@ class Pipeline:
             )
             outbox.add(E.POLICY_VIOLATION, tx_id=tx_id, agent_id=agent.id, reasons=reasons)
             self._maybe_auto_stop(uow, agent, decision, now, outbox)
-            message = "; ".join(str(r.get("message", "")) for r in reasons) or "denied by policy"
             return row, PolicyDeniedError(
                 f"denied by policy: {message}", decision=decision, reasons=reasons, tx_id=tx_id
             )

@@ -45,7 +45,7 @@ from waiaas.policy.model import (
     required_windows,
 )
 from waiaas.policy.prices import assets_to_price, lookup_prices
-from waiaas.policy.replay import ReplayDiff, ReplayRecord, replay
+from waiaas.policy.replay import ReplayDiff, ReplayRecord, ReplayResult, replay
 from waiaas.policy.rules import (
     AllowedAddressesRules,
     AllowedNetworksRules,
@@ -86,6 +86,7 @@ __all__ = [
     "Reason",
     "ReplayDiff",
     "ReplayRecord",
+    "ReplayResult",
     "RequestModel",
     "Rules",
     "SpendingLimitRules",

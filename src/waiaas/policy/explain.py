@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal, localcontext
+from typing import Any
 
+from waiaas import _display as _d
 from waiaas.config import WalletConfig
 from waiaas.policy.evaluate import (
     RequestModel,
@@ -35,6 +37,7 @@ from waiaas.policy.model import (
     PolicySpec,
     Reason,
     Usage,
+    decision_html,
     normalize_asset_key,
 )
 from waiaas.policy.rules import (
@@ -79,6 +82,46 @@ class Explanation:
         lines += [f"- [{r.type}] {r.message}" for r in self.fired]
         lines += [f"hint: {h}" for h in self.hints]
         return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data: ``json.dumps(explanation.to_dict())`` works.
+
+        Amounts are decimal strings (base units), as in :meth:`Decision.to_dict`.
+
+        Example::
+
+            json.dumps(wallet.dry_run(Transfer(to=dest, amount=10**9), agent_id=a).to_dict())
+        """
+        return {
+            "decision": self.decision.to_dict(),
+            "fired": [r.model_dump(mode="json") for r in self.fired],
+            "hints": list(self.hints),
+            "amount_for_tier": {k: str(v) for k, v in self.amount_for_tier.items()},
+            "next_allowed_at": self.next_allowed_at,
+        }
+
+    def __repr__(self) -> str:
+        hints = f", hints={list(self.hints)!r}" if self.hints else ""
+        return f"Explanation({self.decision.summary()!r}{hints})"
+
+    def _repr_html_(self) -> str:
+        parts = [decision_html(self.decision, "Dry run")]
+        if self.hints:
+            parts.append(
+                _d.table_html(("what would change the outcome",), [(h,) for h in self.hints])
+            )
+        if self.amount_for_tier:
+            parts.append(
+                _d.table_html(
+                    ("tier", "largest amount (base units)"),
+                    [(k, str(v)) for k, v in self.amount_for_tier.items()],
+                )
+            )
+        if self.next_allowed_at is not None:
+            parts.append(
+                _d.fields_html("Time", [("next allowed", _d.fmt_time(self.next_allowed_at))])
+            )
+        return "".join(parts)
 
 
 def next_allowed_time(rules: Sequence[TimeRestrictionRules], now: int) -> int | None:

@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from waiaas import _display as _d
 from waiaas.errors import InvalidInputError
 from waiaas.policy.addresses import _evm_lower, _safe
 from waiaas.policy.rules import PolicyType, Rules, UsdAmount, validate_rules
@@ -189,6 +190,48 @@ class PolicySpec:
         object.__setattr__(self, "rules", validated)
         object.__setattr__(self, "priority", priority)
         object.__setattr__(self, "enabled", enabled)
+
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            "PolicySpec",
+            [
+                ("id", self.id),
+                ("type", self.type),
+                ("agent_id", self.agent_id),
+                ("rules", self.rules.model_dump(mode="json", exclude_none=True)),
+                ("priority", self.priority or None),
+                ("enabled", None if self.enabled else False),
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        return _policy_html(
+            self.type.value,
+            self.id,
+            self.agent_id,
+            self.rules.model_dump(mode="json", exclude_none=True),
+            self.priority,
+            self.enabled,
+        )
+
+
+def _policy_html(
+    kind: str,
+    policy_id: str,
+    agent_id: str | None,
+    rules: Mapping[str, object],
+    priority: int,
+    enabled: bool,
+) -> str:
+    """The notebook rendering shared by :class:`PolicySpec` and ``PolicyInfo``."""
+    pairs: list[tuple[str, object]] = [
+        ("id", policy_id),
+        ("applies to", agent_id or "every agent (global)"),
+        ("enabled", "yes" if enabled else "no"),
+        ("priority", str(priority)),
+    ]
+    pairs += [(f"rules.{k}", v) for k, v in rules.items()]
+    return _d.fields_html(f"{kind} policy", pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +443,18 @@ class Reason(_Frozen):
     priority: int = 0
     figures: dict[str, str] = Field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            "Reason",
+            [
+                ("type", self.type),
+                ("effect", self.effect),
+                ("tier", self.tier),
+                ("rule_id", self.rule_id),
+                ("message", self.message),
+            ],
+        )
+
 
 class BudgetFigure(_Frozen):
     """A cap in base units the decision checked: spent before, requested, limit, remaining.
@@ -493,3 +548,74 @@ class Decision(_Frozen):
         """Plain JSON-able data (amounts as strings)."""
         result: dict[str, Any] = json.loads(self.to_json())
         return result
+
+    def __repr__(self) -> str:
+        verdict = f"allowed as {self.tier.value}" if self.allowed else "denied"
+        deny = "; ".join(r.message for r in self.deny_reasons)
+        if len(deny) > 100:
+            deny = deny[:97] + "..."
+        extra = f": {deny}" if deny else f", {len(self.reasons)} reasons"
+        return f"Decision({verdict}{extra})"
+
+    def _repr_html_(self) -> str:
+        return decision_html(self)
+
+
+def decision_html(decision: Decision, caption: str | None = None) -> str:
+    """Verdict, reasons and budget figures as HTML tables."""
+    verdict = (_d.badge(decision.tier) if decision.allowed else _d.badge("DENIED")) + (
+        f" (would be {decision.tier.value})" if not decision.allowed else ""
+    )
+    parts = [
+        _d.fields_html(
+            caption or "Policy decision",
+            [
+                ("verdict", _d.raw(verdict)),
+                ("summary", decision.summary()),
+                (
+                    "delay",
+                    f"{decision.delay_seconds} s" if decision.tier == "DELAY" else None,
+                ),
+                (
+                    "owner has",
+                    f"{decision.approval_timeout} s" if decision.tier == "APPROVAL" else None,
+                ),
+                ("auto stop", decision.auto_stop.message if decision.auto_stop else None),
+            ],
+        )
+    ]
+    if decision.reasons:
+        parts.append(
+            _d.table_html(
+                ("effect", "type", "tier", "message", "rule"),
+                [
+                    (
+                        _d.raw(_d.badge("DENIED")) if r.effect == "deny" else r.effect,
+                        r.type,
+                        r.tier,
+                        r.message,
+                        _d.short(r.rule_id) if r.rule_id else "built-in",
+                    )
+                    for r in decision.reasons
+                ],
+                caption="Reasons",
+            )
+        )
+    figures: list[tuple[object, ...]] = [
+        (b.window, b.asset, str(b.spent), str(b.requested), str(b.limit), str(b.remaining))
+        for b in decision.budget
+    ]
+    figures += [
+        (b.window, f"{b.asset} (USD)", str(b.spent), str(b.requested), str(b.limit),
+         str(b.remaining))
+        for b in decision.budget_usd
+    ]  # fmt: skip
+    if figures:
+        parts.append(
+            _d.table_html(
+                ("window", "asset", "spent before", "requested", "limit", "remaining"),
+                figures,
+                caption="Budgets checked (base units)",
+            )
+        )
+    return "".join(parts)

@@ -16,7 +16,9 @@ import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, SupportsIndex, overload
 
+from waiaas import _display as _d
 from waiaas._validate import shown
 from waiaas.config import WalletConfig
 from waiaas.errors import InvalidInputError
@@ -35,7 +37,20 @@ from waiaas.policy.model import (
 )
 from waiaas.types import AgentStatus, TxStatus
 
-__all__ = ["ReplayDiff", "ReplayRecord", "replay"]
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+__all__ = ["ReplayDiff", "ReplayRecord", "ReplayResult", "outcome", "replay"]
+
+OUTCOMES = ("INSTANT", "NOTIFY", "DELAY", "APPROVAL", "DENIED")
+
+
+def outcome(decision: Decision | None) -> str:
+    """A decision as one label: its tier when allowed, ``DENIED``, or ``UNKNOWN`` for none."""
+    if decision is None:
+        return "UNKNOWN"
+    return decision.tier.value if decision.allowed else "DENIED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +108,138 @@ class ReplayDiff:
     candidate: Decision
     changes: tuple[str, ...]
 
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            "ReplayDiff",
+            [
+                ("tx_id", self.tx_id),
+                ("at", _d.fmt_time(self.created_at)),
+                ("changes", "; ".join(self.changes)),
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        return _d.fields_html(
+            "Replay: a decision that changes",
+            [
+                ("transaction", self.tx_id),
+                ("requested", _d.fmt_time(self.created_at)),
+                ("recorded", _d.raw(_d.badge(outcome(self.recorded)))),
+                ("candidate", _d.raw(_d.badge(outcome(self.candidate)))),
+                ("changes", "; ".join(self.changes)),
+                ("candidate says", self.candidate.summary()),
+            ],
+        )
+
+    def _row(self) -> dict[str, object]:
+        return {
+            "tx_id": self.tx_id,
+            "created_at": self.created_at,
+            "recorded": outcome(self.recorded),
+            "candidate": outcome(self.candidate),
+            "changes": "; ".join(self.changes),
+            "candidate_summary": self.candidate.summary(),
+        }
+
+
+class ReplayResult(list[ReplayDiff]):
+    """What :func:`replay` returns: the diffs (a list, in time order), plus how many records
+    were compared and how every outcome moved (``transitions``), for tables and plots.
+
+    Attributes:
+        compared: how many records were replayed.
+        transitions: ``{(recorded, candidate): count}`` over *every* record, changed or
+            not; outcomes are tier names, ``DENIED``, or ``UNKNOWN`` (no recorded decision).
+
+    Example::
+
+        result = wallet.policies.replay(agent.id, [stricter])
+        result.flips()            # {("INSTANT", "DENIED"): 3, ...}
+        result.to_dataframe()     # one row per changed decision (pandas extra)
+        result.plot()             # recorded vs candidate outcomes (matplotlib extra)
+    """
+
+    compared: int
+    transitions: dict[tuple[str, str], int]
+
+    def __init__(
+        self,
+        diffs: Iterable[ReplayDiff] = (),
+        *,
+        compared: int = 0,
+        transitions: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        super().__init__(diffs)
+        self.compared = compared
+        self.transitions = dict(transitions or {})
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> ReplayDiff: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ReplayDiff]: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> ReplayDiff | list[ReplayDiff]:
+        return super().__getitem__(index)
+
+    def flips(self) -> dict[tuple[str, str], int]:
+        """Only the transitions where the outcome changed: ``{(recorded, candidate): n}``."""
+        return {k: v for k, v in self.transitions.items() if k[0] != k[1]}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per outcome, how many records had it as recorded and under the candidate."""
+        out = {o: {"recorded": 0, "candidate": 0} for o in (*OUTCOMES, "UNKNOWN")}
+        for (old, new), n in self.transitions.items():
+            out.setdefault(old, {"recorded": 0, "candidate": 0})["recorded"] += n
+            out.setdefault(new, {"recorded": 0, "candidate": 0})["candidate"] += n
+        return {k: v for k, v in out.items() if v["recorded"] or v["candidate"]}
+
+    def __repr__(self) -> str:
+        flips = ", ".join(f"{a}->{b}: {n}" for (a, b), n in sorted(self.flips().items()))
+        return (
+            f"ReplayResult({len(self)} of {self.compared} decisions change"
+            f"{' {' + flips + '}' if flips else ''})"
+        )
+
+    def _repr_html_(self) -> str:
+        counts = self.counts()
+        summary = _d.table_html(
+            ("outcome", "recorded", "candidate"),
+            [(_d.raw(_d.badge(k)), v["recorded"], v["candidate"]) for k, v in counts.items()],
+            caption=f"Replay: {len(self)} of {self.compared} decisions change",
+        )
+        rows = [
+            (
+                _d.short(d.tx_id),
+                _d.fmt_time(d.created_at),
+                _d.raw(_d.badge(outcome(d.recorded))),
+                _d.raw(_d.badge(outcome(d.candidate))),
+                "; ".join(d.changes),
+            )
+            for d in self
+        ]
+        detail = _d.table_html(
+            ("transaction", "requested", "recorded", "candidate", "changes"), rows
+        )
+        return summary + (detail if rows else "")
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per changed decision (needs the ``pandas`` extra): ``tx_id``,
+        ``created_at`` (UTC datetime), ``recorded`` and ``candidate`` outcomes, ``changes``
+        and the candidate's summary."""
+        return _d.frame(
+            [d._row() for d in self],
+            ("tx_id", "created_at", "recorded", "candidate", "changes", "candidate_summary"),
+            times=("created_at",),
+        )
+
+    def plot(self, ax: Axes | None = None) -> Axes:
+        """Recorded against candidate outcomes, by tier, as grouped bars; the flips are
+        annotated (needs the ``plot`` extra). Returns the matplotlib ``Axes``."""
+        from waiaas.plots import replay_chart
+
+        return replay_chart(self, ax=ax)
+
 
 def _changes(old: Decision | None, new: Decision) -> tuple[str, ...]:
     if old is None:
@@ -124,7 +271,7 @@ def replay(
     config: WalletConfig | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
-) -> list[ReplayDiff]:
+) -> ReplayResult:
     """Re-run ``records`` at their original times against ``candidate_policies``. Pure.
 
     The agent is evaluated as ACTIVE (its status today says nothing about the past).
@@ -137,7 +284,8 @@ def replay(
         progress: called as ``progress(done, total)`` after each record (progress bars).
 
     Returns:
-        One :class:`ReplayDiff` per record whose decision would differ, in time order.
+        A :class:`ReplayResult`: one :class:`ReplayDiff` per record whose decision would
+        differ, in time order, plus the outcome counts over every record.
 
     Raises:
         InvalidInputError: a malformed argument.
@@ -158,6 +306,7 @@ def replay(
     active = dataclasses.replace(agent, status=AgentStatus.ACTIVE)
     history: deque[UsageRow] = deque()
     diffs: list[ReplayDiff] = []
+    transitions: dict[tuple[str, str], int] = {}
     longest = max(windows)
     failures = 0  # over the whole history, not only the longest window
     total = len(items)
@@ -170,6 +319,8 @@ def replay(
             rec.request, active, specs, usage, rec.created_at, config=config, prices=rec.prices
         )
         changes = _changes(rec.decision, new)
+        key = (outcome(rec.decision), outcome(new))
+        transitions[key] = transitions.get(key, 0) + 1
         if changes:
             diffs.append(ReplayDiff(rec.tx_id, rec.created_at, rec.decision, new, changes))
         row = _row(rec, new, active.chain)
@@ -180,4 +331,4 @@ def replay(
             failures += 1
         if progress is not None:
             progress(done, total)
-    return diffs
+    return ReplayResult(diffs, compared=len(items), transitions=transitions)

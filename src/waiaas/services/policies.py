@@ -19,11 +19,12 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
 from pydantic import ValidationError
 from sqlalchemy import TextClause, text
 
+from waiaas import _display as _d
 from waiaas._validate import check_actor, check_bool, check_id, check_priority
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
@@ -40,8 +41,8 @@ from waiaas.policy import (
     Explanation,
     PolicySpec,
     PolicyType,
-    ReplayDiff,
     ReplayRecord,
+    ReplayResult,
     Usage,
     explain,
     normalize_asset_key,
@@ -51,11 +52,14 @@ from waiaas.policy import (
     validate_rules,
 )
 from waiaas.policy.evaluate import coerce_request
-from waiaas.policy.model import DAY, POLICY_DENIED, WEEK
+from waiaas.policy.model import DAY, POLICY_DENIED, WEEK, _policy_html
 from waiaas.policy.rules import check_scope
 from waiaas.types import AgentStatus, AuditEvent, TxStatus
 
-__all__ = ["PolicyInfo", "PolicyService", "load_usage"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["PolicyInfo", "PolicyList", "PolicyService", "load_usage"]
 
 _ENTITY = "policy"
 _SPENDING = (
@@ -112,6 +116,84 @@ class PolicyInfo:
             "priority": self.priority,
             "enabled": self.enabled,
         }
+
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            "PolicyInfo",
+            [
+                ("id", self.id),
+                ("type", self.type),
+                ("agent_id", self.agent_id),
+                ("rules", dict(self.rules)),
+                ("priority", self.priority or None),
+                ("enabled", None if self.enabled else False),
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        return _policy_html(
+            self.type.value, self.id, self.agent_id, self.rules, self.priority, self.enabled
+        )
+
+
+class PolicyList(builtins.list[PolicyInfo]):
+    """A list of policies (what ``wallet.policies.list()`` returns) with a table rendering
+    and :meth:`to_dataframe`."""
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> PolicyInfo: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> PolicyList: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> PolicyInfo | PolicyList:
+        if isinstance(index, slice):
+            return PolicyList(super().__getitem__(index))
+        return super().__getitem__(index)
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(p.type.value for p in self[:6])
+        return f"PolicyList({len(self)} policies{': ' + kinds if kinds else ''})"
+
+    def _repr_html_(self) -> str:
+        rows = [
+            (
+                p.type,
+                p.id,
+                p.agent_id or "global",
+                "yes" if p.enabled else "no",
+                p.priority,
+                dict(p.rules),
+            )
+            for p in self
+        ]
+        return _d.table_html(
+            ("type", "id", "applies to", "enabled", "priority", "rules"),
+            rows,
+            caption=f"{len(self)} policies",
+        )
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per policy (needs the ``pandas`` extra); ``rules`` holds the dicts,
+        times are UTC datetimes."""
+        return _d.frame(
+            [
+                {
+                    "id": p.id,
+                    "type": p.type.value,
+                    "agent_id": p.agent_id,
+                    "enabled": p.enabled,
+                    "priority": p.priority,
+                    "rules": dict(p.rules),
+                    "created_at": p.created_at,
+                    "updated_at": p.updated_at,
+                }
+                for p in self
+            ],
+            ("id", "type", "agent_id", "enabled", "priority", "rules", "created_at", "updated_at"),
+            times=("created_at", "updated_at"),
+            exact=("rules",),
+        )
 
 
 def _info(row: PolicyRow) -> PolicyInfo:
@@ -408,15 +490,13 @@ class PolicyService:
         with self._db.read() as uow:
             return _info(self._row(uow, policy_id))
 
-    def list(
-        self, *, agent_id: str | None = None, include_global: bool = True
-    ) -> builtins.list[PolicyInfo]:
+    def list(self, *, agent_id: str | None = None, include_global: bool = True) -> PolicyList:
         """Policies, highest priority first: all, or an agent's (plus global ones)."""
         if agent_id is not None:
             agent_id = check_id(agent_id, "agent_id", max_length=64)
         with self._db.read() as uow:
             rows = uow.policies.all(agent_id=agent_id, include_global=bool(include_global))
-            return [_info(r) for r in rows]
+            return PolicyList(_info(r) for r in rows)
 
     def specs(self, uow: UnitOfWork, agent_id: str) -> builtins.list[PolicySpec]:
         """The enabled policies that apply to ``agent_id``, as evaluator inputs."""
@@ -585,7 +665,7 @@ class PolicyService:
         since: int | None = None,
         until: int | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ) -> builtins.list[ReplayDiff]:
+    ) -> ReplayResult:
         """Replay the agent's recorded requests against ``candidate_policies``.
 
         Records are read from ``transactions`` (request and decision from ``metadata``);
