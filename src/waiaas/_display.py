@@ -93,8 +93,12 @@ def short_repr(name: str, fields: Iterable[tuple[str, object]]) -> str:
         if value is None:
             continue
         value = plain(value)
-        if isinstance(value, str):
-            parts.append(f"{key}={short(value)!r}" if key not in _BARE else f"{key}={value}")
+        if isinstance(value, str) and key in _BARE:
+            parts.append(f"{key}={value}")
+        elif isinstance(value, str) and " " in value:  # a sentence: keep it readable
+            parts.append(f"{key}={value if len(value) <= 100 else value[:97] + '...'!r}")
+        elif isinstance(value, str):  # an id, hash or address
+            parts.append(f"{key}={short(value)!r}")
         else:
             parts.append(f"{key}={value!r}")
     return f"{name}({', '.join(parts)})"

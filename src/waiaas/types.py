@@ -545,6 +545,9 @@ class AgentInfo(_Result):
     suspended_at: int | None = None
     suspension_reason: str | None = None
 
+    def __str__(self) -> str:
+        return repr(self)
+
     def __repr__(self) -> str:
         return _d.short_repr(
             "AgentInfo",
@@ -625,6 +628,9 @@ class TransactionInfo(_Result):
     approval_expires_at: int | None = None
     fee: Amount | None = None
     error: str | None = None
+
+    def __str__(self) -> str:
+        return repr(self)
 
     def __repr__(self) -> str:
         return _d.short_repr(
@@ -709,6 +715,9 @@ class AuditEntry(_Result):
     severity: Severity
     ip_address: str | None = None
 
+    def __str__(self) -> str:
+        return repr(self)
+
     def __repr__(self) -> str:
         return _d.short_repr(
             "AuditEntry",
@@ -760,6 +769,9 @@ class AuditPage(_Result):
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def __str__(self) -> str:
+        return repr(self)
 
     def __repr__(self) -> str:
         events: dict[str, int] = {}

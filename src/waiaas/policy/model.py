@@ -443,6 +443,9 @@ class Reason(_Frozen):
     priority: int = 0
     figures: dict[str, str] = Field(default_factory=dict)
 
+    def __str__(self) -> str:
+        return repr(self)
+
     def __repr__(self) -> str:
         return _d.short_repr(
             "Reason",
@@ -549,12 +552,16 @@ class Decision(_Frozen):
         result: dict[str, Any] = json.loads(self.to_json())
         return result
 
+    def __str__(self) -> str:
+        return repr(self)
+
     def __repr__(self) -> str:
         verdict = f"allowed as {self.tier.value}" if self.allowed else "denied"
         deny = "; ".join(r.message for r in self.deny_reasons)
         if len(deny) > 100:
             deny = deny[:97] + "..."
-        extra = f": {deny}" if deny else f", {len(self.reasons)} reasons"
+        n = len(self.reasons)
+        extra = f": {deny}" if deny else f", {n} reason{'' if n == 1 else 's'}"
         return f"Decision({verdict}{extra})"
 
     def _repr_html_(self) -> str:
