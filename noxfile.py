@@ -3,7 +3,7 @@
 nox -s tests        # the whole test suite (installs anvil from npm into .tools/)
 nox -s lint         # ruff check + format check
 nox -s typing       # mypy --strict over src
-nox -s docs         # API reference (pdoc) into docs/_build, fails on broken docstrings
+nox -s docs         # the docs site into site/ (mkdocs --strict; runs the policy-lab notebook)
 nox -s benchmarks   # every benchmarks/bench_*.py, JSON lines into benchmarks/results/
 nox -s demo         # python -m waiaas demo
 """
@@ -50,8 +50,10 @@ def tests(session: nox.Session) -> None:
 
     ``.[test]`` brings the ``local`` chains and every agent framework extra (langchain-core,
     openai-agents, pydantic-ai-slim, mcp) plus FastAPI, so the adapters are tested for real.
+    ``.[docs]`` brings what the documented examples, the notebook (nbclient, ipykernel, pandas,
+    matplotlib) and the strict site build need; mypy type-checks a user's script.
     """
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,docs]", "mypy>=1.11")
     anvil = _install_anvil(session)
     args = session.posargs or ["-q", "-p", "no:cacheprovider"]
     session.run("python", "-m", "pytest", *args, env={"ANVIL_BIN": anvil})
@@ -74,9 +76,10 @@ def typing(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    """Build the API reference with pdoc into docs/_build."""
-    session.install("-e", ".", "pdoc>=14")
-    session.run("pdoc", "-o", "docs/_build", "waiaas", "waiaas.chains", "waiaas.testing")
+    """Build the docs site (mkdocs-material + mkdocstrings) into site/, strictly: a broken
+    link, reference or docstring, or a notebook cell that fails, fails the build."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session(python=PYTHON)

@@ -284,8 +284,14 @@ class Wallet:
             InvalidInputError: a bad argument (e.g. two adapters for one network), or a
                 master password too weak for a new wallet (``field="password"``; see
                 ``WalletConfig.min_password_length``).
-            DatabaseOpenError, NotADatabaseError, SchemaTooNewError, MigrationError.
-            PasswordUnavailableError, WrongPasswordError, KeystoreError.
+            DatabaseOpenError: the file cannot be opened (missing directory, permissions).
+            NotADatabaseError: the file is not a SQLite database.
+            SchemaTooNewError: the file was written by a newer waiaas.
+            MigrationError: a schema upgrade failed; the file was left as it was.
+            PasswordUnavailableError: no password was given, and none was found in the
+                environment or the OS keyring.
+            WrongPasswordError: the password does not open the keystore.
+            KeystoreError: the keystore cannot be used.
 
         Example::
 
@@ -763,7 +769,9 @@ class Wallet:
         back: issue new ones.
 
         Raises:
-            NotFoundError, StateError (not ACTIVE), InvalidInputError (empty reason).
+            NotFoundError: no such agent, session or transaction.
+            StateError: not ACTIVE.
+            InvalidInputError: empty reason.
 
         Example::
 
@@ -801,7 +809,9 @@ class Wallet:
         """Resume a SUSPENDED agent (AGENT_RESUMED). Not while the kill switch is active.
 
         Raises:
-            NotFoundError, StateError (not SUSPENDED), KillSwitchActiveError.
+            NotFoundError: no such agent, session or transaction.
+            StateError: not SUSPENDED.
+            KillSwitchActiveError: the kill switch is on.
 
         Example::
 
@@ -830,7 +840,8 @@ class Wallet:
         transactions cancelled, its key archived; its history is kept (AGENT_TERMINATED).
 
         Raises:
-            NotFoundError, StateError (already terminated).
+            NotFoundError: no such agent, session or transaction.
+            StateError: already terminated.
 
         Example::
 
@@ -896,7 +907,8 @@ class Wallet:
         ``None``, waiting transactions are cancelled (nobody could approve them).
 
         Raises:
-            NotFoundError, InvalidInputError (not a valid EVM or Solana address).
+            NotFoundError: no such agent, session or transaction.
+            InvalidInputError: not a valid EVM or Solana address.
 
         Example::
 
@@ -936,7 +948,8 @@ class Wallet:
         agent are in flight.
 
         Raises:
-            NotFoundError, StateError (terminated, or transactions in flight).
+            NotFoundError: no such agent, session or transaction.
+            StateError: terminated, or transactions in flight.
 
         Example::
 
@@ -985,8 +998,10 @@ class Wallet:
         """Issue a session token for an ACTIVE agent (SESSION_ISSUED). The token is shown once.
 
         Raises:
-            NotFoundError, AgentNotActiveError, InvalidInputError (bad ttl/constraints),
-            KillSwitchActiveError.
+            NotFoundError: no such agent, session or transaction.
+            AgentNotActiveError: the agent is not ACTIVE.
+            InvalidInputError: bad ttl/constraints.
+            KillSwitchActiveError: the kill switch is on.
 
         Example::
 
@@ -1015,7 +1030,8 @@ class Wallet:
         """Revoke a session (SESSION_REVOKED); its token is refused from now on.
 
         Raises:
-            NotFoundError, InvalidInputError.
+            NotFoundError: no such agent, session or transaction.
+            InvalidInputError: a malformed argument.
 
         Example::
 
@@ -1027,7 +1043,8 @@ class Wallet:
         """What is known about a session (never its token).
 
         Raises:
-            NotFoundError, InvalidInputError.
+            NotFoundError: no such agent, session or transaction.
+            InvalidInputError: a malformed argument.
 
         Example::
 
@@ -1124,7 +1141,8 @@ class Wallet:
         Raises:
             InvalidInputError / InvalidAddressError: malformed request.
             AuthError (TokenExpiredError, TokenRevokedError): the token was refused.
-            KillSwitchActiveError, AgentNotActiveError.
+            KillSwitchActiveError: the kill switch is on.
+            AgentNotActiveError: the agent is not ACTIVE.
             ConstraintViolationError: a session constraint refused it.
             PolicyDeniedError: a policy denied it (``.reasons``, ``.decision``, ``.tx_id``).
 
@@ -1140,7 +1158,7 @@ class Wallet:
         """A transaction by id.
 
         Raises:
-            NotFoundError.
+            NotFoundError: no such agent, session or transaction.
 
         Example::
 
@@ -1193,7 +1211,9 @@ class Wallet:
         agent cancels its own transaction.
 
         Raises:
-            NotFoundError, AuthError, StateError (already executing or final).
+            NotFoundError: no such agent, session or transaction.
+            AuthError: the session token was refused.
+            StateError: already executing or final.
 
         Example::
 
@@ -1250,7 +1270,9 @@ class Wallet:
         Solana owners sign its UTF-8 bytes with ed25519.
 
         Raises:
-            NotFoundError, ApprovalError (not waiting for approval), InvalidInputError.
+            NotFoundError: no such agent, session or transaction.
+            ApprovalError: not waiting for approval.
+            InvalidInputError: a malformed argument.
 
         Example::
 
@@ -1369,7 +1391,9 @@ class Wallet:
         refusal).
 
         Raises:
-            InvalidInputError, NotFoundError, AuthError.
+            InvalidInputError: a malformed argument.
+            NotFoundError: no such agent, session or transaction.
+            AuthError: the session token was refused.
 
         Example::
 
@@ -1625,7 +1649,8 @@ class Wallet:
         Counts what the budgets count: in-flight and confirmed requests of the last 7 days.
 
         Raises:
-            NotFoundError, InvalidInputError.
+            NotFoundError: no such agent, session or transaction.
+            InvalidInputError: a malformed argument.
 
         Example::
 
@@ -1781,7 +1806,9 @@ class Wallet:
         """The agent's native balance, or its balance of ``token``, in base units.
 
         Raises:
-            NotFoundError, InvalidAddressError (bad token), ChainError.
+            NotFoundError: no such agent, session or transaction.
+            InvalidAddressError: bad token.
+            ChainError: the chain failed the request.
 
         Example::
 
@@ -1827,7 +1854,9 @@ class Wallet:
         """Unlock the keystore again (same password sources as :meth:`open`).
 
         Raises:
-            WrongPasswordError, PasswordUnavailableError.
+            WrongPasswordError: the password does not open the keystore.
+            PasswordUnavailableError: no password was given, and none was found in the
+                environment or the OS keyring.
 
         Example::
 
