@@ -238,6 +238,16 @@ def test_replay_result_counts_every_outcome(lab: tuple[Wallet, str, str, FrozenC
     assert counts["DENIED"] == {"recorded": 1, "candidate": 2}
     assert "of 5 decisions change" in repr(result)
     assert "INSTANT" in result._repr_html_()
+    diff = next(d for d in result if d.candidate.allowed is False)
+    diff_html = diff._repr_html_()
+    assert diff.tx_id in diff_html and "DELAY" in diff_html and "DENIED" in diff_html
+    assert "allowed: True -&gt; False" in diff_html
+    assert "changes=" in repr(diff) and "\n" not in repr(diff)
+    decision_html = diff.candidate._repr_html_()
+    assert "DENIED" in decision_html and "per-transaction limit" in decision_html
+    spec_html = stricter._repr_html_()
+    assert "SPENDING_LIMIT" in spec_html and "rules.per_transaction" in spec_html
+    assert "stricter" in repr(stricter)
 
 
 def test_budget_usage_matches_the_rolling_windows(
