@@ -11,7 +11,7 @@ import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -126,10 +126,24 @@ def human_amount(
     ``None`` and the unit names the token (the base units stay available elsewhere).
     """
     if asset in (None, NATIVE) and chain in NATIVE_DECIMALS:
-        return Decimal(amount).scaleb(-NATIVE_DECIMALS[chain]).normalize(), NATIVE_SYMBOLS[chain]
+        return _exact(amount, NATIVE_DECIMALS[chain]), NATIVE_SYMBOLS[chain]
     if asset not in (None, NATIVE) and decimals is not None:
-        return Decimal(amount).scaleb(-decimals).normalize(), str(asset)
+        return _exact(amount, decimals), str(asset)
     return None, "base units" if asset in (None, NATIVE) else str(asset)
+
+
+# Enough digits for any amount of base units this library accepts, whatever the caller's
+# decimal context says: the conversion is exact.
+_EXACT = Context(prec=1000, Emin=-999_999, Emax=999_999)
+
+
+def _exact(amount: int, decimals: int) -> Decimal:
+    """``amount / 10**decimals`` as an exact Decimal, without trailing zeros."""
+    value = Decimal(amount).scaleb(-decimals, _EXACT).normalize(_EXACT)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:  # 100, not 1E+2
+        value = value.quantize(Decimal(1), context=_EXACT)
+    return value
 
 
 def _fmt_decimal(value: Decimal) -> str:

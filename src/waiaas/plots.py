@@ -214,8 +214,9 @@ def _units(chain: str, asset: str) -> tuple[int, str]:
 
 
 def _scaled(amount: int, decimals: int) -> float:
-    # Drawing only: matplotlib needs floats; the exact figures stay in BudgetUsage.
-    return float(Decimal(amount).scaleb(-decimals))
+    # Drawing only: matplotlib needs floats; the exact figures stay in BudgetUsage. Integer
+    # true division is correctly rounded and does not depend on the decimal context.
+    return amount / 10**decimals
 
 
 def budget_chart(usage: BudgetUsage, ax: Axes | None = None) -> Axes:
@@ -248,6 +249,12 @@ def budget_chart(usage: BudgetUsage, ax: Axes | None = None) -> Axes:
         ax.scatter([_datetime(t) for t, _ in usage.spends],
                    [_scaled(a, decimals) for _, a in usage.spends], s=12,
                    color=colours["transaction"], label="each request", zorder=3)  # fmt: skip
+    # Explicit limits: the last 7 days, and zero to a little above the highest line.
+    tops = [v for w in _WINDOWS for _, v in usage.series(w)]
+    tops += [lim.limit for lim in usage.limits] + [a for _, a in usage.spends]
+    top = _scaled(max(tops, default=0), decimals)
+    ax.set_ylim(0, top * 1.08 if top > 0 else 1.0)
+    ax.set_xlim(_datetime(usage.now - WEEK), _datetime(usage.now))
     ax.xaxis_date(tz="UTC")
     ax.set_ylabel(unit)
     ax.set_title(f"Budget usage, {usage.chain} {usage.asset if usage.asset != NATIVE else unit}")
@@ -283,6 +290,8 @@ def replay_chart(result: ReplayResult, ax: Axes | None = None) -> Axes:
     ax.bar([x + width / 2 for x in xs], [counts[k]["candidate"] for k in labels], width,
            label="candidate", color="tab:blue")  # fmt: skip
     ax.set_xticks(xs, labels)
+    highest = max((max(v.values()) for v in counts.values()), default=0)
+    ax.set_ylim(0, highest * 1.1 if highest else 1.0)
     ax.set_ylabel("requests")
     ax.set_title(f"Replay: {len(result)} of {result.compared} decisions change")
     flips = sorted(result.flips().items(), key=lambda kv: -kv[1])
