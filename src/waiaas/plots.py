@@ -216,7 +216,8 @@ def _units(chain: str, asset: str) -> tuple[int, str]:
 def _scaled(amount: int, decimals: int) -> float:
     # Drawing only: matplotlib needs floats; the exact figures stay in BudgetUsage. Integer
     # true division is correctly rounded and does not depend on the decimal context.
-    return amount / 10**decimals
+    scale: int = 10**decimals
+    return amount / scale
 
 
 def budget_chart(usage: BudgetUsage, ax: Axes | None = None) -> Axes:
