@@ -21,19 +21,12 @@ pytest.importorskip("matplotlib")
 
 
 def test_notebook_is_stored_without_outputs() -> None:
-    """The file in the repository has no outputs (they are produced by running it), and it
-    is what tools/make_policy_lab.py writes."""
+    """The file in the repository has no outputs: they are produced by running it (here and
+    when the docs site is built), so what readers see is what the library does today."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "make_policy_lab", ROOT / "tools/make_policy_lab.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert [c.source for c in module.build().cells] == [c.source for c in nb.cells]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert len(code) >= 15
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
 
 
 @pytest.mark.slow
@@ -56,6 +49,8 @@ def test_policy_lab_executes_headless(tmp_path: Path) -> None:
             os.environ["PYTHONPATH"] = env_before
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    stderr = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert stderr == []  # no warnings shown to the reader
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     for needed in ("procurement-bot", "SPENDING_LIMIT", "would be INSTANT", "CONFIRMED",
                    "Budget usage", "decisions change", "POLICY_VIOLATION"):  # fmt: skip

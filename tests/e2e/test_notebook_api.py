@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -268,32 +271,71 @@ def test_budget_usage_matches_the_rolling_windows(
         usage.spent("1h")
 
 
-def test_charts_render_to_png(lab: tuple[Wallet, str, str, FrozenClock]) -> None:
-    """The budget chart and the replay comparison draw real PNGs (kept in test-artifacts/)."""
-    wallet, agent_id, _, _ = lab
-    import matplotlib.pyplot as plt
+CHART_CHILD = """
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from waiaas import PolicyDeniedError, Transfer
+from waiaas.plots import budget_chart, replay_chart
+from waiaas.policy import PolicySpec
+from waiaas.testing import FrozenClock, fund, local_wallet
 
-    from waiaas.plots import budget_chart, replay_chart
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    ax = budget_chart(wallet.budget_usage(agent_id))
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "limit 24h" in labels and "limit 7d" in labels and "spent, rolling 24h" in labels
-    assert ax.get_ylabel() == "SOL"
-    budget_png = ARTIFACTS / "budget_usage.png"
-    ax.figure.savefig(budget_png, dpi=80)
-    stricter = PolicySpec(
-        id="stricter", agent_id=agent_id, type="SPENDING_LIMIT",
-        rules={"per_transaction": str(SOL), "instant_max": "0"},
-    )  # fmt: skip
-    ax2 = replay_chart(wallet.policies.replay(agent_id, [stricter]))
-    assert [t.get_text() for t in ax2.get_xticklabels()][:2] == ["INSTANT", "NOTIFY"]
-    assert any("->" in t.get_text() for t in ax2.texts)
-    replay_png = ARTIFACTS / "replay_comparison.png"
-    ax2.figure.savefig(replay_png, dpi=80)
+SOL, DEST, out = 10**9, sys.argv[1], sys.argv[2]
+clock = FrozenClock(1_700_000_000)
+with local_wallet(sys.argv[3], clock=clock) as wallet:
+    agent = wallet.create_agent("trader", "solana")
+    fund(wallet, agent.id, 100 * SOL)
+    wallet.add_policy("SPENDING_LIMIT", {
+        "per_transaction": str(3 * SOL), "daily_total": str(5 * SOL),
+        "weekly_total": str(20 * SOL), "instant_max": str(SOL // 10),
+        "notify_max": str(SOL), "delay_max": str(3 * SOL)}, agent_id=agent.id)
+    token = wallet.issue_session(agent.id, ttl=7 * 86_400).token
+    for amount in (SOL // 20, SOL // 2, 2 * SOL, 4 * SOL, SOL // 20):
+        try:
+            wallet.send(token, Transfer(to=DEST, amount=amount))
+        except PolicyDeniedError:
+            pass
+        clock.advance(20_000)
+    ax = budget_chart(wallet.budget_usage(agent.id))
+    ax.figure.savefig(f"{out}/budget_usage.png", dpi=80)
+    stricter = PolicySpec(id="stricter", agent_id=agent.id, type="SPENDING_LIMIT",
+                          rules={"per_transaction": str(SOL), "instant_max": "0"})
+    ax2 = replay_chart(wallet.policies.replay(agent.id, [stricter]))
+    ax2.figure.savefig(f"{out}/replay_comparison.png", dpi=80)
+    print(json.dumps({
+        "legend": [t.get_text() for t in ax.get_legend().get_texts()],
+        "ylabel": ax.get_ylabel(),
+        "xticks": [t.get_text() for t in ax2.get_xticklabels()],
+        "texts": [t.get_text() for t in ax2.texts],
+    }))
     plt.close("all")
-    for png in (budget_png, replay_png):
-        data = png.read_bytes()
+"""
+
+
+@pytest.mark.slow
+def test_charts_render_to_png(tmp_path: Path) -> None:
+    """The budget chart and the replay comparison draw real PNGs (kept in test-artifacts/).
+
+    Drawn in a fresh interpreter, with warnings as errors: earlier tests in this process run
+    SPL Token programs on an in-process LiteSVM, which leaves this thread's x87 FPU state
+    dirty (seen on x86-64), after which numpy inside matplotlib's tick locator computes NaN.
+    """
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=path)
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", CHART_CHILD, DEST, str(ARTIFACTS), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"limit 24h", "limit 7d", "spent, rolling 24h", "each request"} <= set(shown["legend"])
+    assert shown["ylabel"] == "SOL"
+    assert shown["xticks"][:2] == ["INSTANT", "NOTIFY"]
+    assert any("->" in text for text in shown["texts"])
+    for name in ("budget_usage.png", "replay_comparison.png"):
+        data = (ARTIFACTS / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
 
 
