@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "docs" / "notebooks" / "policy-lab.ipynb"
-ARTIFACTS = ROOT / "test-artifacts"
+ARTIFACTS = ROOT / "tests" / "artifacts"
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

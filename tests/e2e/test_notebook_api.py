@@ -2,7 +2,7 @@
 DataFrames with datetimes and exact amounts, charts rendered to PNG, and explanations that
 serialise. Everything runs on a real wallet (SQLite, LiteSVM) on a frozen clock.
 
-The PNGs are kept in ``test-artifacts/`` (git-ignored) for a person to look at."""
+The PNGs are kept in ``tests/artifacts/`` (git-ignored) for a person to look at."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
+ARTIFACTS = ROOT / "tests" / "artifacts"
 SOL = 10**9
 START = 1_700_000_000
 DEST = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
@@ -315,7 +315,7 @@ with local_wallet(sys.argv[3], clock=clock) as wallet:
 
 @pytest.mark.slow
 def test_charts_render_to_png(tmp_path: Path) -> None:
-    """The budget chart and the replay comparison draw real PNGs (kept in test-artifacts/).
+    """The budget chart and the replay comparison draw real PNGs (kept in tests/artifacts/).
 
     Drawn in a fresh interpreter, with warnings as errors: earlier tests in this process run
     SPL Token programs on an in-process LiteSVM, which leaves this thread's x87 FPU state
