@@ -10,6 +10,7 @@ write into temporary directories.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -89,9 +90,11 @@ def test_the_collector_finds_the_pages() -> None:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_block_compiles(page: Path) -> None:
-    """Fragments too: every Python block is valid Python."""
+    """Fragments too: every Python block is valid Python (fragments may ``await`` at the top
+    level, as in a notebook or an async function's body)."""
     for block in python_blocks(page):
-        compile(block.source, block.where, "exec")
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if block.fragment else 0
+        compile(block.source, block.where, "exec", flags=flags)
 
 
 @pytest.mark.slow
