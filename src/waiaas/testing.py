@@ -112,14 +112,16 @@ def local_wallet(
     clock: Clock | None = None,
     name: str = "wallet.db",
     price_oracle: PriceOracle | None = None,
-    background: bool = False,
+    background: bool | None = None,
     notifier: Notifier | None = None,
     hooks: PipelineHooks | None = None,
 ) -> Wallet:
     """A wallet in ``directory`` on fresh local chains, with the test password and
     :func:`fast_config`.
 
-    It is the :class:`~waiaas.Wallet` itself, so it works both ways: in a ``with`` block
+    ``background`` is passed to :meth:`Wallet.open` (``None``: due work runs in a thread
+    unless ``clock`` is given). It is the :class:`~waiaas.Wallet` itself, so it works both
+    ways: in a ``with`` block
     (closed when the block ends) or, in a notebook, kept open until you call ``close()``.
 
     Example::

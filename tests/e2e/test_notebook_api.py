@@ -20,6 +20,7 @@ from waiaas import (
     AgentNotActiveError,
     InvalidInputError,
     PolicyDeniedError,
+    TokenRevokedError,
     Transfer,
     TxStatus,
     Wallet,
@@ -429,5 +430,5 @@ def test_audit_page_len_and_suspended_agent_repr(
     agent = wallet.get_agent(agent_id)
     assert "status=SUSPENDED" in repr(agent)
     assert "looked odd" in agent._repr_html_()
-    with pytest.raises(AgentNotActiveError):
+    with pytest.raises((AgentNotActiveError, TokenRevokedError)):  # suspension revokes
         wallet.send(token, Transfer(to=DEST, amount=1))
