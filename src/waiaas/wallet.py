@@ -182,6 +182,17 @@ def _plain(text: str) -> str:
     return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
 
 
+def _new_keystore_at(path: object, keystore_dir: str | None) -> bool:
+    """Whether opening ``path`` would create a new keystore (False when unsure: the path is
+    validated, with a proper error, by ``Database.open``)."""
+    if not isinstance(path, str | os.PathLike):
+        return False
+    try:
+        return not Keystore.exists(Path(keystore_dir or f"{Path(path)}.keystore"))
+    except (OSError, ValueError):
+        return False
+
+
 def _check_reason(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError("reason must be a non-empty string", field="reason")
@@ -333,11 +344,7 @@ class Wallet:
         self._closed = False
         self._bg_stop = threading.Event()
         self._bg_thread: threading.Thread | None = None
-        if (
-            isinstance(path, str | os.PathLike)
-            and password is not None
-            and not Keystore.exists(Path(self.config.keystore_dir or f"{Path(path)}.keystore"))
-        ):
+        if password is not None and _new_keystore_at(path, self.config.keystore_dir):
             # A new wallet: refuse a weak password before any file is created.
             check_password_strength(password, self.config.min_password_length)
         self.db = Database.open(path)
