@@ -143,6 +143,15 @@ class WalletConfig(BaseModel):
             :class:`~waiaas.errors.TamperDetectedError`, write nothing) or ``"report"`` (open,
             write a critical ``TAMPER_DETECTED`` row, notify, and checkpoint the log as found
             so the next open verifies from there; ``verify_audit`` keeps naming the break).
+        allow_unlisted_contracts: **dangerous; off by default.** When ``False`` a contract
+            call / program call effect (code the decoder cannot read as a transfer,
+            approval, rent or fee) is denied unless a CONTRACT_WHITELIST names that contract
+            or program. ``True`` lets calls to any contract through when no
+            CONTRACT_WHITELIST applies (a whitelist that exists is still enforced): arbitrary
+            code can move funds in ways no budget sees; only the simulation check remains.
+        require_simulation: when ``True`` a transaction whose chain backend cannot simulate
+            it (see docs/pipeline.md) is refused before signing; by default it proceeds on
+            the decoded effects alone (the refusal of unknown code still applies).
 
     The domain and URI are fixed into each approval when it is created, so a signature
     stays valid whatever configuration the process that checks it runs with.
@@ -170,6 +179,8 @@ class WalletConfig(BaseModel):
     approval_uri: str | None = None
     audit_checkpoint_rows: int = Field(default=1_000, ge=1)
     on_tamper: Literal["refuse", "report"] = "refuse"
+    allow_unlisted_contracts: bool = False
+    require_simulation: bool = False
 
     @field_validator("approvals_url")
     @classmethod

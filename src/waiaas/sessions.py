@@ -1014,6 +1014,7 @@ class SessionManager:
         now: int,
         asset: str | None = None,
         amount: int | None = None,
+        spend: Mapping[str, int] | None = None,
     ) -> SessionUsage:
         """Check a request against the session's constraints and charge it to the session.
 
@@ -1032,6 +1033,9 @@ class SessionManager:
                 given they are :func:`waiaas.policy.spend_of` (native amount or call value
                 as ``"native"``, token transfers under the token address, batches summed,
                 approvals moving nothing), the same figures the pipeline releases.
+            spend: instead of ``asset``/``amount``: every asset the request takes out of the
+                wallet (the policy decision's ``spend``: transfers, rent, fees and
+                approvals' allowances decoded from the transaction that will be signed).
 
         Returns:
             The session's usage after this request.
@@ -1076,7 +1080,17 @@ class SessionManager:
                     raise _violation(
                         "allowed_addresses", "the destination is not an allowed address", sid
                     )
-        amounts = self._amounts(verified.chain, request, asset, amount)
+        if spend is not None:
+            if asset is not None or amount is not None:
+                raise InvalidInputError("give spend or asset/amount, not both", field="spend")
+            amounts = {
+                _normalize_asset(verified.chain, _check_text(k, "spend"), "spend"): _check_int(
+                    v, "spend", minimum=0
+                )
+                for k, v in spend.items()
+            }
+        else:
+            amounts = self._amounts(verified.chain, request, asset, amount)
         if c.max_amount_per_tx is not None:
             # An approval moves nothing now, but its allowance may not exceed the cap either.
             per_request = dict(amounts)

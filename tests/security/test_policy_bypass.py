@@ -236,6 +236,7 @@ def test_a_bad_item_hidden_in_a_batch_denies_the_batch() -> None:
         policy("ALLOWED_ADDRESSES", {"addresses": [SOL_BAD], "mode": "blacklist"}),
         policy("ALLOWED_TOKENS", {"tokens": [SOL_TOKEN]}),
         policy("APPROVE_AMOUNT_LIMIT", {}),
+        policy("SPENDING_LIMIT", {"asset": SOL_TOKEN, "daily_total": "1000"}),
         policy("CONTRACT_WHITELIST", {"contracts": [SOL_TOKEN]}),
     ]
     ok = Transfer(to=SOL_OK, amount=1)

@@ -65,6 +65,9 @@ class ApprovalRequest:
     chain_id: int | None = None
     domain: str = DOMAIN
     uri: str = URI
+    # What will be signed: one human line per effect decoded from the plan, and its digest.
+    effects: tuple[str, ...] = ()
+    plan_digest: str | None = None
 
 
 def owner_kind(address: str) -> Literal["evm", "solana"]:
@@ -138,6 +141,7 @@ def build_message(req: ApprovalRequest, action: Action) -> str:
         "",
         statement,
         "",
+        *_plan_section(req),
         f"URI: {req.uri}/{action}/{req.tx_id}",
         "Version: 1",
         f"Chain ID: {chain_id}",
@@ -148,8 +152,21 @@ def build_message(req: ApprovalRequest, action: Action) -> str:
         "Resources:",
         f"- waiaas:tx:{req.tx_id}",
         f"- waiaas:action:{action}",
+        *([f"- waiaas:plan:{req.plan_digest}"] if req.plan_digest else []),
     ]
     return "\n".join(lines)
+
+
+def _plan_section(req: ApprovalRequest) -> list[str]:
+    """Every effect of the plan, numbered, in human units, and the plan's digest: the
+    signature covers exactly this plan (execution refuses any other)."""
+    if req.plan_digest is None:
+        return []
+    lines = [f"This transaction does exactly {len(req.effects)} thing(s):"]
+    lines.extend(f"{n}. {text}" for n, text in enumerate(req.effects, start=1))
+    lines.append(f"Plan digest: {req.plan_digest}")
+    lines.append("")
+    return lines
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")

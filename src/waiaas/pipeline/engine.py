@@ -62,12 +62,12 @@ from waiaas.errors import (
     WaiaasError,
 )
 from waiaas.ids import new_id
-from waiaas.pipeline import approvals, killswitch
+from waiaas.pipeline import approvals, killswitch, plans
+from waiaas.pipeline.gate import agent_context as approvals_context
 from waiaas.pipeline.report import DueProblem, DueReport
 from waiaas.pipeline.requests import (
     normalize_request,
     parse_request,
-    spend_by_asset,
     summary,
 )
 from waiaas.pipeline.states import transition
@@ -339,7 +339,8 @@ class Pipeline:
                     raise AgentNotActiveError(agent.id, agent.status, agent.suspension_reason)
                 adapter = self.adapter_for(agent.chain, agent.network)
                 req = normalize_request(adapter, req)
-                row, denied = self._admit(uow, agent, verified, req, now, outbox)
+                prepared = plans.prepare_or_defer(adapter, req, agent.public_key)
+                row, denied = self._admit(uow, agent, verified, req, now, outbox, prepared)
                 if denied is None and uow.integrity is not None:
                     from waiaas.integrity import tx_mac
 
@@ -517,16 +518,27 @@ class Pipeline:
         req: Request,
         now: int,
         outbox: _Outbox,
+        prepared: plans.Prepared | None = None,
     ) -> tuple[TransactionRow, PolicyDeniedError | None]:
         amount, to, asset = summary(req)
-        spent = spend_by_asset(req)
+        prepared = prepared or plans.Prepared(None, None, None)
         adapter = self.adapter_for(agent.chain, agent.network)
-        decision = self.gate.evaluate(uow, agent, req, now, adapter=adapter)
+        decision = self.gate.evaluate(
+            uow,
+            agent,
+            req,
+            now,
+            adapter=adapter,
+            effects=prepared.effects,
+            calldata=prepared.calldata,
+        )
+        spent = dict(decision.spend)
         tx_id = new_id()
         meta: dict[str, Any] = {
             "network": agent.network,
             "request": req.model_dump(mode="json"),
             "asset": asset,
+            **prepared.meta(),
             "decision": decision.model_dump(mode="json", exclude_defaults=True),
         }
         row = TransactionRow(
@@ -574,7 +586,13 @@ class Pipeline:
                 actor=actor,
                 now=now,
                 **common,
-                details={"type": req.type, "amount": row.amount, "asset": asset, "to": to},
+                details={
+                    "type": req.type,
+                    "amount": row.amount,
+                    "asset": asset,
+                    "to": to,
+                    **({"plan_digest": prepared.digest} if prepared.digest else {}),
+                },
             )
             uow.audit.append(
                 E.POLICY_VIOLATION,
@@ -589,7 +607,9 @@ class Pipeline:
                 f"denied by policy: {message}", decision=decision, reasons=reasons, tx_id=tx_id
             )
         # Session constraints and usage stats, in the same unit of work as the request.
-        self.sessions.enforce_and_record(uow, verified, req, network=agent.network, now=now)
+        self.sessions.enforce_and_record(
+            uow, verified, req, network=agent.network, now=now, spend=spent
+        )
         row.tier = tier.value
         uow.transactions.add(row)
         uow.audit.append(
@@ -603,6 +623,7 @@ class Pipeline:
                 "asset": asset,
                 "to": to,
                 "tier": tier.value,
+                **({"plan_digest": prepared.digest} if prepared.digest else {}),
             },
         )
         if tier in (Tier.DELAY, Tier.APPROVAL):
@@ -623,14 +644,7 @@ class Pipeline:
                     created_at=now,
                 )
                 uow.approvals.add(approval)
-                meta["approval"] = {
-                    "id": approval.id,
-                    "owner": agent.owner_address,
-                    "expires_at": approval.expires_at,
-                    "domain": self.config.siwe_domain(),
-                    "uri": self.config.siwe_uri(),
-                    "chain_id": _chain_id(self.adapter_for(agent.chain, agent.network)),
-                }
+                meta["approval"] = self._approval_meta(uow, agent, approval, meta)
                 extra["approval_expires_at"] = approval.expires_at
             self._move(
                 uow,
@@ -756,7 +770,18 @@ class Pipeline:
             assert agent is not None
             self._verify_stored(uow, row, agent)
             meta = self._meta(row)
-            problem = self._recheck(uow, row, agent, meta, now, full=recheck)
+            maybe_adapter = self.adapters.get((agent.chain, agent.network))
+            # A request that could not be built at admission (funds, a node hiccup) is
+            # built now and judged on its effects before anything is signed.
+            late = maybe_adapter is not None and plans.needs_plan(maybe_adapter, meta)
+            if late:
+                assert maybe_adapter is not None
+                prepared = plans.prepare(
+                    maybe_adapter, parse_request(meta["request"]), agent.public_key
+                )
+                meta.update(prepared.meta())
+                meta.pop("plan_deferred", None)
+            problem = self._recheck(uow, row, agent, meta, now, full=recheck or late)
             if isinstance(problem, _Escalation):
                 self._escalate(uow, row, agent, meta, problem, now, outbox)
                 if problem.tier != Tier.NOTIFY:
@@ -819,6 +844,14 @@ class Pipeline:
         elif isinstance(adapter, SupportsNonces):
             nonce = self._allocate_nonce(uow, adapter, agent, exclude=row.id)
         unsigned = adapter.build(req, agent.public_key, nonce=nonce)
+        # The built transaction must be the judged (and approved) plan, and simulating it may
+        # show no outflow its effects do not explain: then it is signed.
+        plans.check_built(adapter, unsigned, meta)
+        simulation = plans.check_simulation(
+            adapter, unsigned, plans.stored_effects(meta), required=self.config.require_simulation
+        )
+        if isinstance(meta, dict):
+            meta["simulation"] = simulation
         try:
             with self.keys.use_key(agent.id) as secret:
                 signed = adapter.sign(unsigned, secret)
@@ -888,6 +921,7 @@ class Pipeline:
             ):
                 return S.CANCELLED, "SESSION_ENDED", "the session was revoked or expired"
             req = parse_request(meta["request"])
+            stored = plans.stored_plan(meta)
             decision = self.gate.evaluate(
                 uow,
                 agent,
@@ -895,6 +929,8 @@ class Pipeline:
                 now,
                 exclude_tx_id=row.id,
                 adapter=self.adapters.get((agent.chain, agent.network)),
+                effects=stored.effects,
+                calldata=stored.calldata,
             )
             if not decision.allowed:
                 reasons = _deny_reasons(decision)
@@ -977,11 +1013,7 @@ class Pipeline:
                 created_at=now,
             )
             uow.approvals.add(approval)
-            meta["approval"] = {
-                "id": approval.id,
-                "owner": agent.owner_address,
-                "expires_at": approval.expires_at,
-            }
+            meta["approval"] = self._approval_meta(uow, agent, approval, meta)
             details["approval_expires_at"] = approval.expires_at
         if row.status == S.PENDING and esc.tier in (Tier.DELAY, Tier.APPROVAL):
             self._move(
@@ -1734,6 +1766,9 @@ class Pipeline:
         chain_id = stored.get("chain_id") if "chain_id" in stored else None
         if "chain_id" not in stored:
             chain_id = _chain_id(self.adapter_for(agent.chain, agent.network))
+        # The effects' text is fixed at queue time too: the message must read the same in
+        # every process (decimals and symbols could change, an adapter could be missing).
+        lines = tuple(str(x) for x in stored.get("effects_text") or ())
         return approvals.ApprovalRequest(
             tx_id=row.id,
             approval_id=approval.id,
@@ -1752,7 +1787,57 @@ class Pipeline:
             chain_id=chain_id if isinstance(chain_id, int) else None,
             domain=str(stored.get("domain") or approvals.DOMAIN),
             uri=str(stored.get("uri") or approvals.URI),
+            effects=lines,
+            plan_digest=meta.get("plan_digest"),
         )
+
+    def _approval_meta(
+        self, uow: UnitOfWork, agent: AgentRow, approval: ApprovalRow, meta: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """What an approval request fixes when it is created: owner, expiry, SIWE domain and
+        URI, chain id, and the human text of every effect of the plan (so the message the
+        owner signs reads the same in every process)."""
+        adapter = self.adapter_for(agent.chain, agent.network)
+        effects = plans.stored_effects(meta)
+        out: dict[str, Any] = {
+            "id": approval.id,
+            "owner": agent.owner_address,
+            "expires_at": approval.expires_at,
+            "domain": self.config.siwe_domain(),
+            "uri": self.config.siwe_uri(),
+            "chain_id": _chain_id(adapter),
+        }
+        if effects is not None:
+            out["effects_text"] = self._describe(uow, agent, adapter, effects)
+        return out
+
+    def _describe(
+        self, uow: UnitOfWork, agent: AgentRow, adapter: ChainAdapter, effects: Sequence[Any]
+    ) -> list[str]:
+        """Human lines for ``effects``: token decimals from the chain (else ALLOWED_TOKENS),
+        symbols from ALLOWED_TOKENS entries."""
+        from waiaas.plan import describe_effects
+        from waiaas.policy.model import normalize_asset_key
+        from waiaas.policy.rules import AllowedTokensRules
+
+        symbols: dict[str, str] = {}
+        specs = self.gate.policies(uow, agent.id)
+        for spec in specs:
+            if isinstance(spec.rules, AllowedTokensRules):
+                for entry in spec.rules.tokens:
+                    if entry.symbol:
+                        symbols.setdefault(normalize_asset_key(entry.address), entry.symbol)
+        tokens = {t for e in effects if isinstance(t := getattr(e, "token", None), str)}
+        decimals = self.gate.token_decimals(approvals_context(agent), tokens, specs, adapter)
+
+        def info(token: str) -> tuple[int, str] | None:
+            key = normalize_asset_key(token)
+            places = decimals.get(key)
+            if places is None:
+                return None
+            return places, symbols.get(key, "tokens")
+
+        return describe_effects(effects, chain=agent.chain, token_info=info)
 
     def decide(self, tx_id: str, signature: str, *, approve: bool) -> TransactionRow:
         """Apply the owner's signed approval (then execute) or rejection (then cancel).
@@ -1799,6 +1884,12 @@ class Pipeline:
                         req.owner_address,
                         tx_id=tx_id,
                     )
+                    if approve and req.plan_digest is not None:
+                        # The approval binds to the digest the owner read; execution
+                        # refuses any other plan.
+                        meta = self._meta(row)
+                        meta.setdefault("approval", {})["plan_digest"] = req.plan_digest
+                        uow.transactions.update_fields(tx_id, metadata=meta)
                 except ApprovalError as exc:
                     refusal = exc
             if refusal is not None:

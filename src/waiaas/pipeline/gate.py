@@ -6,7 +6,7 @@ new transaction row are one atomic step (no two requests can both fit the last o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -152,13 +152,14 @@ class PolicyGate:
         specs: list[PolicySpec],
         usage: Usage,
         decimals: Mapping[str, int],
+        effects: Sequence[Any] | None = None,
     ) -> Mapping[str, AssetPrice] | None:
         """USD prices of the assets the ``*_usd`` rules need (unknown ones left out)."""
         if self.oracle is None:
             return None
         from waiaas.policy.prices import assets_to_price, lookup_prices
 
-        assets = assets_to_price(req, agent, specs, usage)
+        assets = assets_to_price(req, agent, specs, usage, effects=effects)
         if not assets:
             return None
         return lookup_prices(self.oracle, agent.chain, assets, decimals=decimals)
@@ -172,12 +173,16 @@ class PolicyGate:
         *,
         exclude_tx_id: str | None = None,
         adapter: Any = None,
+        effects: Sequence[Any] | None = None,
+        calldata: bytes = b"",
     ) -> Decision:
         """Decide ``req`` for ``agent`` at ``now``.
 
         ``exclude_tx_id`` leaves one recorded transaction out of the usage, so a queued
         transaction re-checked before it executes is not counted against itself.
         ``adapter``: the agent's chain adapter, where token decimals are read.
+        ``effects`` / ``calldata``: decoded from the plan that will be signed; when given,
+        the policies judge them instead of the request's own fields.
         """
         if uow.integrity is not None:
             from waiaas.integrity import check_agent
@@ -187,10 +192,11 @@ class PolicyGate:
         usage = self.usage(uow, agent.id, now, specs, exclude_tx_id=exclude_tx_id)
         context = agent_context(agent)
         tokens = {t for item in _items(req) if (t := getattr(item, "token", None))}
+        tokens |= {t for e in effects or () if isinstance(t := getattr(e, "token", None), str)}
         if self.oracle is not None:
             from waiaas.policy.prices import assets_to_price
 
-            tokens |= set(assets_to_price(req, context, specs, usage))
+            tokens |= set(assets_to_price(req, context, specs, usage, effects=effects))
         decimals = self.token_decimals(context, tokens, specs, adapter)
         return evaluate(
             req,
@@ -199,8 +205,10 @@ class PolicyGate:
             usage,
             now,
             config=self.config,
-            prices=self._prices(context, req, specs, usage, decimals),
+            prices=self._prices(context, req, specs, usage, decimals, effects),
             decimals=decimals,
+            effects=effects,
+            calldata=calldata,
         )
 
     def refusal_auto_stop_reason(self, uow: UnitOfWork, agent: AgentRow, now: int) -> str | None:

@@ -23,7 +23,6 @@ from waiaas.policy.evaluate import (
     RequestModel,
     applicable,
     evaluate,
-    is_unlimited_approval,
     spend_of,
 )
 from waiaas.policy.explain import Explanation, explain, next_allowed_time
@@ -99,7 +98,6 @@ __all__ = [
     "compute_usage",
     "evaluate",
     "explain",
-    "is_unlimited_approval",
     "lookup_prices",
     "next_allowed_time",
     "normalize_address",

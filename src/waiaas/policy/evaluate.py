@@ -65,13 +65,10 @@ from waiaas.types import (
     TxType,
 )
 
-__all__ = ["RequestModel", "evaluate", "is_unlimited_approval", "spend_of"]
+__all__ = ["RequestModel", "evaluate", "spend_of"]
 
 RequestModel = Transfer | TokenTransfer | ContractCall | Approve | Batch
 _ITEM_TYPES = (Transfer, TokenTransfer, ContractCall, Approve)
-
-EVM_UNLIMITED = 2**255
-U64_MAX = 2**64 - 1
 
 
 @lru_cache(maxsize=1)
@@ -111,11 +108,6 @@ def coerce_request(request: object) -> RequestModel:
     )
 
 
-def is_unlimited_approval(chain: str, amount: int) -> bool:
-    """True for an "unlimited" allowance: ``>= 2**255`` on EVM, ``>= 2**64 - 1`` elsewhere."""
-    return amount >= (EVM_UNLIMITED if chain == "evm" else U64_MAX)
-
-
 # --------------------------------------------------------------------------- items
 
 
@@ -131,16 +123,27 @@ class _Item:
     selector: str | None = None
     accounts: tuple[str, ...] = ()
     decimals: int | None = None
+    # effect-only facts (see _items_from_effects)
+    label: str | None = None  # "effects[3]" instead of "requests[3]"
+    paid_to_self: bool = False  # rent / fee: value leaves the agent but pays no recipient
+    malformed: bool = False  # a known call encoded non-canonically: refused
+    unresolved: bool = False  # a token transfer / approval whose token could not be read
+    authority: str | None = None  # AuthorityChange kind
+    method: str | None = None
 
     @property
     def where(self) -> str:
+        if self.label is not None:
+            return f"{self.label}: "
         return "" if self.index is None else f"requests[{self.index}]: "
 
     def recipients(self) -> tuple[str, ...]:
-        """Addresses that receive value (checked against whitelists)."""
+        """Addresses that receive value or control (checked against whitelists)."""
         if self.kind in (TxType.TRANSFER, TxType.TOKEN_TRANSFER):
-            return (self.to,) if self.to else ()
+            return (self.to,) if self.to and not self.paid_to_self else ()
         if self.kind == TxType.CONTRACT_CALL and self.value > 0 and self.to:
+            return (self.to,)
+        if self.authority is not None and self.to:
             return (self.to,)
         return ()
 
@@ -197,22 +200,167 @@ def _normalize_items(
 
 
 def _spend(items: Sequence[_Item]) -> dict[str, int]:
+    """Per asset, what the items take out of the wallet. An approval counts its full
+    allowance against its token when it is granted (the spender may take it all at once)."""
     spend: dict[str, int] = {}
     for item in items:
         if item.kind == TxType.TRANSFER:
             spend[NATIVE] = spend.get(NATIVE, 0) + item.amount
-        elif item.kind == TxType.TOKEN_TRANSFER and item.token:
+        elif item.kind in (TxType.TOKEN_TRANSFER, TxType.APPROVE) and item.token:
             spend[item.token] = spend.get(item.token, 0) + item.amount
         elif item.kind == TxType.CONTRACT_CALL and item.value > 0:
             spend[NATIVE] = spend.get(NATIVE, 0) + item.value
     return spend
 
 
+def _norm(chain: str, address: str | None) -> str | None:
+    if address is None:
+        return None
+    return _normalize_or_none(chain, address) or address
+
+
+def _abi_addresses(chain: str, data: bytes) -> tuple[str, ...]:
+    """Addresses an EVM calldata's ABI words carry (12 zero bytes + 20 bytes), so that a
+    blacklist sees a recipient a contract would forward to."""
+    if chain != "evm" or len(data) < 36:
+        return ()
+    out: list[str] = []
+    body = data[4:]
+    for start in range(0, len(body) - 31, 32):
+        word = body[start : start + 32]
+        if word[:12] == bytes(12) and word[12:] != bytes(20):
+            normal = _normalize_or_none("evm", "0x" + word[12:].hex())
+            if normal is not None:
+                out.append(normal)
+    return tuple(dict.fromkeys(out))
+
+
+def _items_from_effects(effects: Sequence[Any], chain: str, calldata: bytes = b"") -> list[_Item]:
+    """The evaluator's items for effects decoded from the plan that will be signed.
+
+    Native transfers, account funding (rent) and fees spend native; token transfers and
+    approvals spend their token; authority changes, closes and unknown code name their
+    parties. Every address of every effect is a counterparty (blacklists).
+    """
+    from waiaas.plan import effects as fx
+
+    items: list[_Item] = []
+    for n, e in enumerate(effects):
+        label = f"effects[{n}]"
+        if isinstance(e, fx.NativeTransfer):
+            to = _norm(chain, e.destination)
+            items.append(
+                _Item(
+                    n,
+                    TxType.TRANSFER,
+                    to=to,
+                    amount=e.amount,
+                    label=label,
+                    accounts=tuple(a for a in (_norm(chain, e.source),) if a),
+                )
+            )
+        elif isinstance(e, fx.AccountFunding):
+            items.append(
+                _Item(
+                    n,
+                    TxType.TRANSFER,
+                    to=_norm(chain, e.account),
+                    amount=e.amount,
+                    label=label,
+                    paid_to_self=e.purpose == "token_account_rent",
+                )
+            )
+        elif isinstance(e, fx.FeeEffect):
+            items.append(_Item(n, TxType.TRANSFER, amount=e.amount, label=label, paid_to_self=True))
+        elif isinstance(e, fx.TokenTransfer):
+            owner = _norm(chain, e.destination_owner)
+            account = _norm(chain, e.destination_account)
+            parties = tuple(a for a in (account, owner, _norm(chain, e.source_account)) if a)
+            items.append(
+                _Item(
+                    n,
+                    TxType.TOKEN_TRANSFER,
+                    to=owner or account,
+                    token=_norm(chain, e.token),
+                    amount=e.amount,
+                    label=label,
+                    accounts=parties,
+                    unresolved=e.token is None,
+                )
+            )
+        elif isinstance(e, fx.TokenApproval):
+            items.append(
+                _Item(
+                    n,
+                    TxType.APPROVE,
+                    token=_norm(chain, e.token),
+                    spender=_norm(chain, e.spender),
+                    amount=e.amount,
+                    label=label,
+                    accounts=tuple(a for a in (_norm(chain, e.owner_account),) if a),
+                    unresolved=e.token is None,
+                    method=e.kind,
+                )
+            )
+        elif isinstance(e, fx.AuthorityChange):
+            items.append(
+                _Item(
+                    n,
+                    TxType.TRANSFER,
+                    to=_norm(chain, e.new_authority),
+                    label=label,
+                    accounts=tuple(a for a in (_norm(chain, e.account),) if a),
+                    authority=e.kind,
+                )
+            )
+        elif isinstance(e, fx.AccountClose):
+            items.append(
+                _Item(
+                    n,
+                    TxType.TRANSFER,
+                    to=_norm(chain, e.destination),
+                    amount=0,
+                    label=label,
+                    accounts=tuple(a for a in (_norm(chain, e.account),) if a),
+                )
+            )
+        elif isinstance(e, fx.ContractCall):
+            contract = _norm(chain, e.contract)
+            items.append(
+                _Item(
+                    n,
+                    TxType.CONTRACT_CALL,
+                    to=contract,
+                    selector=e.selector,
+                    label=label,
+                    accounts=_abi_addresses(chain, calldata),
+                    malformed=e.malformed,
+                    method=e.method,
+                )
+            )
+        elif isinstance(e, fx.ProgramCall):
+            items.append(
+                _Item(
+                    n,
+                    TxType.CONTRACT_CALL,
+                    to=_norm(chain, e.program),
+                    label=label,
+                    accounts=tuple(a for a in (_norm(chain, x) for x in e.accounts) if a),
+                    malformed=e.malformed,
+                    method=e.method,
+                )
+            )
+        # Memo: moves nothing, names nobody
+    return items
+
+
 def spend_of(request: object, chain: str) -> dict[str, int]:
     """What a request moves, per asset key, in base units (batches summed). Pure.
 
-    Native transfers and contract-call ``value`` count as ``"native"``; token transfers
-    count under the normalised token address; approvals move nothing. The shell records
+    Native transfers and contract-call ``value`` count as ``"native"``; token transfers and
+    approvals (their full allowance) count under the normalised token address. This is the
+    request as written; with decoded effects :func:`evaluate` also counts rent and fees
+    (``Decision.spend``), which is what the pipeline records. The shell records
     these figures so that :func:`~waiaas.policy.compute_usage` counts exactly what
     :func:`evaluate` checks.
 
@@ -306,6 +454,7 @@ class _Env:
     items: tuple[_Item, ...]
     spend: Mapping[str, int]
     token_decimals: Mapping[str, tuple[int, str | None]]
+    rules: tuple[PolicySpec, ...] = ()
 
     def show(self, asset: str, amount: int) -> str:
         decimals, symbol = self.token_decimals.get(asset, (None, None))
@@ -698,20 +847,64 @@ def _approved_spenders(
 def _approve_amount_limit(
     env: _Env, out: _Verdict, spec: PolicySpec, r: ApproveAmountLimitRules
 ) -> None:
+    """An approval is "unlimited" when it exceeds ``max_amount``, or (without one) the
+    token's remaining daily budget from the SPENDING_LIMIT rules. With neither bound
+    ``block_unlimited`` cannot measure it, so the owner decides (APPROVAL)."""
     kind = PolicyType.APPROVE_AMOUNT_LIMIT.value
     for item in env.items:
-        if item.kind != TxType.APPROVE:
+        if item.kind != TxType.APPROVE or item.amount == 0:
+            continue  # a zero approval revokes
+        if r.max_amount is not None:
+            if item.amount > r.max_amount:
+                out.deny(
+                    spec,
+                    kind,
+                    f"{item.where}approval of {item.amount} exceeds the maximum of "
+                    f"{r.max_amount}"
+                    + (" (unlimited approvals are blocked)" if r.block_unlimited else ""),
+                    amount=item.amount,
+                    limit=r.max_amount,
+                )
             continue
-        if r.block_unlimited and is_unlimited_approval(env.agent.chain, item.amount):
-            out.deny(spec, kind, f"{item.where}unlimited approvals are blocked", amount=item.amount)
-        elif r.max_amount is not None and item.amount > r.max_amount:
+        if not r.block_unlimited:
+            continue
+        remaining = _remaining_daily(env, item.token)
+        if remaining is None:
+            out.tier(
+                spec,
+                kind,
+                Tier.APPROVAL,
+                f"{item.where}approval of {item.amount}: no max_amount and no daily budget "
+                "for this token bound it; the owner must approve",
+                amount=item.amount,
+            )
+        elif item.amount > remaining:
             out.deny(
                 spec,
                 kind,
-                f"{item.where}approval of {item.amount} exceeds the maximum of {r.max_amount}",
+                f"{item.where}approval of {item.amount} is unlimited: it exceeds the token's "
+                f"remaining daily budget of {remaining}",
                 amount=item.amount,
-                limit=r.max_amount,
+                limit=remaining,
             )
+
+
+def _remaining_daily(env: _Env, token: str | None) -> int | None:
+    """The smallest remaining 24 h budget any applicable SPENDING_LIMIT gives ``token``
+    (before this request), or ``None`` when none sets one."""
+    if token is None:
+        return 0
+    found: list[int] = []
+    for spec in env.rules:
+        r = spec.rules
+        if (
+            isinstance(r, SpendingLimitRules)
+            and r.daily_total is not None
+            and r.asset != "*"
+            and normalize_asset_key(r.asset) == token
+        ):
+            found.append(max(r.daily_total - env.usage.spent_of(token).day, 0))
+    return min(found) if found else None
 
 
 def _allowed_networks(env: _Env, out: _Verdict, spec: PolicySpec, r: AllowedNetworksRules) -> None:
@@ -872,6 +1065,8 @@ def evaluate(
     config: WalletConfig | None = None,
     prices: Mapping[str, AssetPrice] | None = None,
     decimals: Mapping[str, int] | None = None,
+    effects: Sequence[Any] | None = None,
+    calldata: bytes = b"",
 ) -> Decision:
     """Decide one request against every applicable policy. Pure: no I/O, no clock.
 
@@ -889,6 +1084,13 @@ def evaluate(
         decimals: token decimals the shell read from the chain, for human units in the
             reasons (ALLOWED_TOKENS entries fill the gaps). The decimals a request states
             are never used: they come from the agent.
+        effects: the effects decoded from the plan that will be signed
+            (:func:`waiaas.plan.decode_plan`). When given, the rules judge these and not the
+            request's own fields: recipients, tokens, spenders, contracts, programs and every
+            other party come from the bytes. ``None`` judges the request as written (dry
+            runs without a chain).
+        calldata: the EVM calldata of that plan: addresses in its ABI words are parties
+            too (a forwarding contract's real recipient meets the blacklist).
 
     Returns:
         A :class:`~waiaas.policy.Decision`.
@@ -908,6 +1110,8 @@ def evaluate(
     price_map = _prices(prices)
     chain = agent.chain
     items, bad = _normalize_items(req, chain)
+    if effects is not None:
+        items = _items_from_effects(effects, chain, calldata)
     out = _Verdict()
 
     if agent.status != AgentStatus.ACTIVE:
@@ -935,6 +1139,7 @@ def evaluate(
         items=tuple(items),
         spend=_spend(items),
         token_decimals=token_info,
+        rules=tuple(rules),
     )
 
     covered: set[str] = set()
@@ -949,6 +1154,7 @@ def evaluate(
             _HANDLERS[type(r)](env, out, spec, r)
 
     _defaults(env, out, covered)
+    _effect_checks(env, out, rules)
 
     auto_stop: Reason | None = None
     # Triggers that do not depend on this decision run first; max_denials counts this
@@ -999,7 +1205,60 @@ def evaluate(
         auto_stop=auto_stop,
         delay_seconds=max(delays) if delays else cfg.delay_seconds,
         approval_timeout=min(timeouts) if timeouts else cfg.approval_timeout,
+        spend=dict(env.spend),
     )
+
+
+def _effect_checks(env: _Env, out: _Verdict, rules: Sequence[PolicySpec]) -> None:
+    """Checks that hold whatever the policies say: unknown code is denied unless a
+    CONTRACT_WHITELIST names it (``WalletConfig.allow_unlisted_contracts`` relaxes that when
+    no whitelist applies); non-canonical encodings of known calls and token movements whose
+    token cannot be read are denied; handing control of an account to someone needs the
+    owner (APPROVAL)."""
+    named: set[str] = set()
+    has_list = False
+    for s in rules:
+        if isinstance(s.rules, ContractWhitelistRules):
+            named |= s.rules.address_set
+            has_list = True
+        elif isinstance(s.rules, MethodWhitelistRules):
+            named |= set(s.rules.by_contract)
+    for item in env.items:
+        if item.malformed:
+            out.deny(
+                None,
+                "CODE",
+                f"{item.where}a non-canonical encoding of a known call to {item.to} is refused",
+                contract=item.to or "",
+            )
+        elif (
+            item.kind == TxType.CONTRACT_CALL
+            and item.to not in named
+            and not (env.config.allow_unlisted_contracts and not has_list)
+        ):
+            what = item.method or item.selector or "code"
+            out.deny(
+                None,
+                "CODE",
+                f"{item.where}call to {item.to} ({what}) is refused: no CONTRACT_WHITELIST "
+                "names it (unknown code is denied by default)",
+                contract=item.to or "",
+            )
+        if item.unresolved:
+            out.deny(
+                None,
+                "CODE",
+                f"{item.where}the token of this {item.kind.value.lower()} cannot be read "
+                "from the chain, so no budget can apply",
+            )
+        if item.authority is not None and item.to is not None:
+            out.tier(
+                None,
+                "AUTHORITY",
+                Tier.APPROVAL,
+                f"{item.where}hands {item.authority} of {', '.join(item.accounts)} to "
+                f"{item.to}: the owner must approve",
+            )
 
 
 def _reason_key(r: Reason) -> tuple[int, str, str, str, str]:

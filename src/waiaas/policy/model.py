@@ -498,6 +498,9 @@ class Decision(_Frozen):
         auto_stop: set when an AUTO_STOP trigger fired: the agent must be suspended.
         delay_seconds: cooldown for DELAY (from the rule that set the tier, else config).
         approval_timeout: owner wait for APPROVAL (idem).
+        spend: what the request takes out of the wallet per asset key, in base units, as
+            the budgets counted it (transfers, rent, fees, approvals' allowances); the
+            shell records exactly this on the transaction and charges it to the session.
 
     Example::
 
@@ -513,6 +516,7 @@ class Decision(_Frozen):
     auto_stop: Reason | None = None
     delay_seconds: int = Field(ge=0)
     approval_timeout: int = Field(ge=1)
+    spend: dict[str, Amount] = Field(default_factory=dict)
 
     @property
     def deny_reasons(self) -> tuple[Reason, ...]:

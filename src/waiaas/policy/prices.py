@@ -7,10 +7,17 @@ helpers are what the shell uses to build that mapping (the oracle may do I/O).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from typing import Any
 
-from waiaas.policy.evaluate import _normalize_items, _spend, applicable, coerce_request
+from waiaas.policy.evaluate import (
+    _items_from_effects,
+    _normalize_items,
+    _spend,
+    applicable,
+    coerce_request,
+)
 from waiaas.policy.model import (
     NATIVE,
     NATIVE_DECIMALS,
@@ -29,14 +36,23 @@ log = logging.getLogger("waiaas.policy")
 
 
 def assets_to_price(
-    request: object, agent: AgentContext, policies: Iterable[PolicySpec], usage: Usage
+    request: object,
+    agent: AgentContext,
+    policies: Iterable[PolicySpec],
+    usage: Usage,
+    *,
+    effects: Sequence[Any] | None = None,
 ) -> frozenset[str]:
     """The asset keys whose USD price the applicable ``*_usd`` rules need (may be empty).
+
+    ``effects``: decoded from the plan (then they, not the request, say what is spent).
 
     Raises:
         InvalidInputError: a malformed request.
     """
     items, _ = _normalize_items(coerce_request(request), agent.chain)
+    if effects is not None:
+        items = _items_from_effects(effects, agent.chain)
     spend = _spend(items)
     needed: set[str] = set()
     for spec in applicable(policies, agent):

@@ -742,8 +742,12 @@ class ApproveAmountLimitRules(_RulesBase):
 
     Attributes:
         max_amount: the largest allowance one approval may grant (base units).
-        block_unlimited: refuse "unlimited" approvals (default ``True``): on EVM an amount
-            ``>= 2**255`` (which includes ``2**256 - 1``), on Solana ``>= 2**64 - 1``.
+        block_unlimited: refuse "unlimited" approvals (default ``True``). Without
+            ``max_amount`` an approval is unlimited when it exceeds the token's remaining
+            daily budget (SPENDING_LIMIT ``daily_total`` for that token); with neither bound
+            the approval needs the owner (APPROVAL). No magic numbers: ``2**256 - 1`` and
+            ``2**255 - 1`` are judged alike. Approvals also count their full allowance
+            against the token's budgets and the session's totals when granted.
     """
 
     max_amount: Amount | None = None

@@ -166,7 +166,7 @@ def test_decision_json_round_trip(decide: Decide, evm_agent: AgentContext) -> No
 
 
 def test_spend_of_matches_what_evaluate_counts(sol_agent: AgentContext) -> None:
-    """spend_of sums per asset the way budgets do (approvals move nothing)."""
+    """spend_of sums per asset the way budgets do (an approval counts its full allowance)."""
     batch = Batch(
         requests=(
             Transfer(to=SOL_A, amount=5),
@@ -175,7 +175,7 @@ def test_spend_of_matches_what_evaluate_counts(sol_agent: AgentContext) -> None:
             Approve(token=SOL_TOKEN, spender=SOL_A, amount=10**6),
         )
     )
-    assert spend_of(batch, "solana") == {"native": 12, SOL_TOKEN: 3}
+    assert spend_of(batch, "solana") == {"native": 12, SOL_TOKEN: 3 + 10**6}
     assert spend_of(
         TokenTransfer(token=EVM_TOKEN.upper().replace("0X", "0x"), to=EVM_B, amount=1), "evm"
     ) == {EVM_TOKEN: 1}

@@ -8,6 +8,7 @@ from policy_helpers import (
     EVM_B,
     EVM_SPENDER,
     EVM_TOKEN,
+    NOW,
     SOL_A,
     SOL_B,
     SOL_TOKEN,
@@ -15,8 +16,9 @@ from policy_helpers import (
     spec,
 )
 
-from waiaas.policy import AgentContext
-from waiaas.types import AccountSpec, Approve, Batch, ContractCall, TokenTransfer, Transfer
+from waiaas.config import WalletConfig
+from waiaas.policy import AgentContext, Usage, evaluate
+from waiaas.types import AccountSpec, Approve, Batch, ContractCall, Tier, TokenTransfer, Transfer
 
 TRANSFER_SEL = "0xa9059cbb"
 APPROVE_SEL = "0x095ea7b3"
@@ -57,11 +59,12 @@ def test_whitelist_covers_token_recipients_and_paid_contract_calls(
 ) -> None:
     """Whitelists check every value recipient: transfers, token transfers, calls with value."""
     p = spec("ALLOWED_ADDRESSES", {"addresses": [EVM_A]})
+    code = spec("CONTRACT_WHITELIST", {"contracts": [EVM_B]})
     assert not decide(TokenTransfer(token=EVM_TOKEN, to=EVM_B, amount=1), evm_agent, [p]).allowed
     assert decide(TokenTransfer(token=EVM_TOKEN, to=EVM_A, amount=1), evm_agent, [p]).allowed
-    assert not decide(ContractCall(to=EVM_B, data="0x", value=1), evm_agent, [p]).allowed
+    assert not decide(ContractCall(to=EVM_B, data="0x", value=1), evm_agent, [p, code]).allowed
     assert decide(
-        ContractCall(to=EVM_B, data=TRANSFER_SEL), evm_agent, [p]
+        ContractCall(to=EVM_B, data=TRANSFER_SEL), evm_agent, [p, code]
     ).allowed  # no value moved
 
 
@@ -130,9 +133,13 @@ def test_allowed_tokens_also_govern_approvals(decide: Decide, evm_agent: AgentCo
 def test_contract_calls_are_default_deny_once_a_whitelist_exists(
     decide: Decide, evm_agent: AgentContext
 ) -> None:
-    """No CONTRACT_WHITELIST: any contract; one: only the listed ones (any case)."""
+    """No CONTRACT_WHITELIST: no contract (unknown code is denied by default, unless
+    ``allow_unlisted_contracts``); one: only the listed ones (any case)."""
     call = ContractCall(to=EVM_A.lower(), data=TRANSFER_SEL)
-    assert decide(call, evm_agent, []).allowed
+    d = decide(call, evm_agent, [])
+    assert not d.allowed and d.deny_reasons[0].type == "CODE"
+    relaxed = WalletConfig(allow_unlisted_contracts=True)
+    assert evaluate(call, evm_agent, [], Usage(), NOW, config=relaxed).allowed
     wl = spec("CONTRACT_WHITELIST", {"contracts": [{"address": EVM_A, "name": "router"}]})
     assert decide(call, evm_agent, [wl]).allowed
     d = decide(ContractCall(to=EVM_B, data=TRANSFER_SEL), evm_agent, [wl])
@@ -161,10 +168,12 @@ def test_solana_program_whitelist(decide: Decide, sol_agent: AgentContext) -> No
 def test_method_whitelist(
     decide: Decide, evm_agent: AgentContext, data: str, allowed: bool
 ) -> None:
-    """A listed contract may only be called with a listed 4-byte selector."""
+    """A listed contract may only be called with a listed 4-byte selector; a contract no
+    list names is unknown code (denied by default)."""
     mw = spec("METHOD_WHITELIST", {"methods": [{"contract": EVM_A, "selectors": [TRANSFER_SEL]}]})
     assert decide(ContractCall(to=EVM_A, data=data), evm_agent, [mw]).allowed is allowed
-    assert decide(ContractCall(to=EVM_B, data=data), evm_agent, [mw]).allowed  # unlisted contract
+    unlisted = decide(ContractCall(to=EVM_B, data=data), evm_agent, [mw])
+    assert [r.type for r in unlisted.deny_reasons] == ["CODE"]
 
 
 def test_approvals_are_default_deny_once_approved_spenders_exists(
@@ -186,27 +195,26 @@ def test_approvals_are_default_deny_once_approved_spenders_exists(
     assert decide(revoke, evm_agent, [sp]).allowed  # revoking is always possible
 
 
-@pytest.mark.parametrize(
-    ("chain", "amount", "allowed"),
-    [
-        ("evm", 2**256 - 1, False),
-        ("evm", 2**255, False),
-        ("evm", 2**255 - 1, True),
-        ("solana", 2**64 - 1, False),
-        ("solana", 2**64 - 2, True),
-    ],
-)
-def test_unlimited_approvals_are_blocked_by_default(
-    decide: Decide, chain: str, amount: int, allowed: bool
-) -> None:
-    """block_unlimited (default on) refuses 2**256-1 / >= 2**255 on EVM, u64 max on Solana."""
-    agent = AgentContext(id="a", chain=chain, network="n", owner_address=None)
+@pytest.mark.parametrize("chain", ["evm", "solana"])
+def test_unlimited_means_above_the_remaining_daily_budget(decide: Decide, chain: str) -> None:
+    """No magic numbers: without ``max_amount`` an approval is "unlimited" when it exceeds the
+    token's remaining daily budget (2**255 - 1 and 2**64 - 2 are as unlimited as 2**256 - 1);
+    with no bound at all the owner decides; ``block_unlimited: false`` lets it through."""
+    agent = AgentContext(id="a", chain=chain, network="n", owner_address="owner")
     token, spender = (EVM_TOKEN, EVM_SPENDER) if chain == "evm" else (SOL_TOKEN, SOL_A)
     lim = spec("APPROVE_AMOUNT_LIMIT", {})
-    d = decide(Approve(token=token, spender=spender, amount=amount), agent, [lim])
-    assert d.allowed is allowed
+    budget = spec("SPENDING_LIMIT", {"asset": token, "daily_total": "100"})
+    for amount in (101, 2**64 - 2, 2**255 - 1, 2**256 - 1):
+        d = decide(Approve(token=token, spender=spender, amount=amount), agent, [lim, budget])
+        assert not d.allowed
+        assert any(r.type == "APPROVE_AMOUNT_LIMIT" and r.effect == "deny" for r in d.reasons)
+    within = decide(Approve(token=token, spender=spender, amount=100), agent, [lim, budget])
+    assert within.allowed
+    assert within.spend == {token.lower() if chain == "evm" else token: 100}
+    unbounded = decide(Approve(token=token, spender=spender, amount=5), agent, [lim])
+    assert unbounded.allowed and unbounded.tier is Tier.APPROVAL
     off = spec("APPROVE_AMOUNT_LIMIT", {"block_unlimited": False})
-    assert decide(Approve(token=token, spender=spender, amount=amount), agent, [off]).allowed
+    assert decide(Approve(token=token, spender=spender, amount=2**64 - 1), agent, [off]).allowed
 
 
 def test_approve_amount_limit_edge(decide: Decide, evm_agent: AgentContext) -> None:

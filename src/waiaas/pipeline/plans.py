@@ -1,0 +1,212 @@
+"""The plan of a request: built once at admission, judged, approved and signed.
+
+At admission the adapter builds the exact transaction, :func:`prepare` reads its canonical
+plan (``adapter.plan_of``), digests it and decodes its effects; the pipeline stores all three
+on the row and the policies judge the effects. Before signing, :func:`check_built` refuses a
+transaction whose plan is not the stored one (digest), and :func:`check_simulation` refuses
+one whose simulated balance changes show an outflow the effects do not explain.
+
+Internal to the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from waiaas.chains.base import (
+    ChainAdapter,
+    SupportsBalanceSimulation,
+    SupportsPlans,
+    UnsignedTx,
+)
+from waiaas.errors import StateError
+from waiaas.plan import (
+    AccountFunding,
+    Effect,
+    EvmPlan,
+    NativeTransfer,
+    Plan,
+    TokenTransfer,
+    decode_plan,
+    effects_from_json,
+    effects_to_json,
+    plan_digest,
+    plan_from_json,
+    plan_to_json,
+)
+
+__all__ = [
+    "PlanRefusedError",
+    "Prepared",
+    "check_built",
+    "check_simulation",
+    "prepare",
+    "stored_effects",
+]
+
+
+class PlanRefusedError(StateError):
+    """The transaction about to be signed is not the one that was judged (``code`` says how:
+    ``PLAN_MISMATCH``, ``SIMULATION_MISMATCH`` or ``SIMULATION_UNAVAILABLE``)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What admission learnt from building the request: the plan, its digest, its effects
+    (all ``None`` for an adapter that cannot show its plans)."""
+
+    plan: Plan | None
+    digest: str | None
+    effects: tuple[Effect, ...] | None
+    deferred: str | None = None  # why the plan could not be built at admission
+
+    @property
+    def calldata(self) -> bytes:
+        """The EVM calldata of the plan (addresses in it are parties too)."""
+        return self.plan.data if isinstance(self.plan, EvmPlan) else b""
+
+    def meta(self) -> dict[str, Any]:
+        """The row metadata that stores it (lossless: bytes as 0x-hex, ints as strings)."""
+        if self.plan is None or self.effects is None:
+            return {"plan_deferred": self.deferred} if self.deferred else {}
+        return {
+            "plan": plan_to_json(self.plan),
+            "plan_digest": self.digest,
+            "effects": effects_to_json(self.effects),
+        }
+
+
+def prepare(adapter: ChainAdapter, request: Any, sender: str) -> Prepared:
+    """Build ``request`` for ``sender`` and read what it will do.
+
+    Raises:
+        InvalidInputError / ChainError: the request cannot be built on this chain now.
+    """
+    if not isinstance(adapter, SupportsPlans):
+        return Prepared(None, None, None)
+    unsigned = adapter.build(request, sender, nonce=None)
+    plan = adapter.plan_of(unsigned)
+    effects = decode_plan(plan, lookup=adapter.account_lookup())
+    return Prepared(plan, plan_digest(plan), tuple(effects))
+
+
+def prepare_or_defer(adapter: ChainAdapter, request: Any, sender: str) -> Prepared:
+    """:func:`prepare`, or an empty :class:`Prepared` marked deferred when the request cannot
+    be built now (insufficient funds, a node error): the request is then judged as written
+    at admission, and its plan is built and judged on its effects before it is signed."""
+    from waiaas.errors import ChainError
+
+    try:
+        return prepare(adapter, request, sender)
+    except ChainError as exc:
+        return Prepared(None, None, None, deferred=f"{exc.code}: {exc.message}")
+
+
+def needs_plan(adapter: ChainAdapter, meta: Mapping[str, Any]) -> bool:
+    """Whether a row must still get its plan before signing (its adapter shows plans)."""
+    return isinstance(adapter, SupportsPlans) and not meta.get("plan")
+
+
+def stored_plan(meta: Mapping[str, Any]) -> Prepared:
+    """The plan stored on a row (``Prepared(None, ...)`` for rows written without one)."""
+    data = meta.get("plan")
+    if not data:
+        return Prepared(None, None, None)
+    plan = plan_from_json(data)
+    return Prepared(plan, plan_digest(plan), stored_effects(meta))
+
+
+def stored_effects(meta: Mapping[str, Any]) -> tuple[Effect, ...] | None:
+    """The effects stored on a row, if any."""
+    data = meta.get("effects")
+    return None if data is None else tuple(effects_from_json(data))
+
+
+def check_built(adapter: ChainAdapter, unsigned: UnsignedTx, meta: Mapping[str, Any]) -> None:
+    """Refuse ``unsigned`` unless its plan is exactly the stored one (and the approved one).
+
+    Raises:
+        PlanRefusedError: ``PLAN_MISMATCH``.
+    """
+    expected = meta.get("plan_digest")
+    if expected is None or not isinstance(adapter, SupportsPlans):
+        return
+    built = plan_digest(adapter.plan_of(unsigned))
+    if built != expected:
+        raise PlanRefusedError(
+            f"the transaction built for signing (plan {built}) is not the one that was judged "
+            f"(plan {expected}); nothing was signed",
+            code="PLAN_MISMATCH",
+        )
+    approved = (meta.get("approval") or {}).get("plan_digest")
+    if approved is not None and approved != expected:
+        raise PlanRefusedError(
+            f"the owner approved plan {approved}, not plan {expected}; nothing was signed",
+            code="PLAN_MISMATCH",
+        )
+
+
+def check_simulation(
+    adapter: ChainAdapter,
+    unsigned: UnsignedTx,
+    effects: Sequence[Effect] | None,
+    *,
+    required: bool,
+) -> str:
+    """The second lock: simulate ``unsigned`` and compare the sender's balance changes with
+    the effects that were judged. Returns ``"ok"`` or ``"unavailable"``.
+
+    Native: the sender's outflow (fees excluded) may not exceed its native transfers plus
+    the account funding (rent) it pays. Tokens: per token, the outflow may not exceed its
+    token transfers of that token. Inflows are never refused.
+
+    Raises:
+        PlanRefusedError: ``SIMULATION_MISMATCH`` (an unexplained outflow), or
+            ``SIMULATION_UNAVAILABLE`` when ``required`` and the backend cannot simulate.
+    """
+    if effects is None:
+        return "unavailable"
+    changes = None
+    if isinstance(adapter, SupportsBalanceSimulation):
+        changes = adapter.simulate_balance_changes(unsigned)
+    if changes is None:
+        if required:
+            raise PlanRefusedError(
+                "this chain backend cannot simulate the transaction and "
+                "WalletConfig.require_simulation is on; nothing was signed",
+                code="SIMULATION_UNAVAILABLE",
+            )
+        return "unavailable"
+    native = 0
+    tokens: dict[str, int] = {}
+    for e in effects:
+        if isinstance(e, NativeTransfer | AccountFunding):
+            native += e.amount
+        elif isinstance(e, TokenTransfer) and e.token is not None:
+            key = _key(e.token)
+            tokens[key] = tokens.get(key, 0) + e.amount
+    problems: list[str] = []
+    if -changes.native > native:
+        problems.append(f"native outflow {-changes.native} where the effects explain {native}")
+    for token, delta in sorted(changes.tokens.items()):
+        explained = tokens.get(_key(token), 0)
+        if -delta > explained:
+            problems.append(f"{token} outflow {-delta} where the effects explain {explained}")
+    if problems:
+        raise PlanRefusedError(
+            "simulation shows what the decoded effects do not: "
+            + "; ".join(problems)
+            + "; nothing was signed",
+            code="SIMULATION_MISMATCH",
+        )
+    return "ok"
+
+
+def _key(token: str) -> str:
+    return token.lower() if token.startswith("0x") else token
