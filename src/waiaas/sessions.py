@@ -1032,7 +1032,7 @@ class SessionManager:
             asset, amount: what the request moves; give both or neither. When neither is
                 given they are :func:`waiaas.policy.spend_of` (native amount or call value
                 as ``"native"``, token transfers under the token address, batches summed,
-                approvals moving nothing), the same figures the pipeline releases.
+                approvals counting their full allowance), the same figures the pipeline releases.
             spend: instead of ``asset``/``amount``: every asset the request takes out of the
                 wallet (the policy decision's ``spend``: transfers, rent, fees and
                 approvals' allowances decoded from the transaction that will be signed).

@@ -235,11 +235,17 @@ def test_totals_are_per_asset_and_exact(mgr: SessionManager, db: Database) -> No
     assert stored_usage(db, sid)["totals"][NATIVE] == str(2 * big)
     with pytest.raises(ConstraintViolationError):
         charge(mgr, db, token, Transfer(to=EVM_TO, amount=1), network="sepolia")
-    # An approval moves nothing, so it is not charged to (or stopped by) the total.
-    usage = charge(
-        mgr, db, token, Approve(token=EVM_TOKEN, spender=EVM_TO, amount=10**9), network="sepolia"
-    )
-    assert usage.totals[EVM_TOKEN.lower()] == 100
+    # An approval counts its full allowance (the spender may take it all): over the total.
+    with pytest.raises(ConstraintViolationError) as exc:
+        charge(
+            mgr,
+            db,
+            token,
+            Approve(token=EVM_TOKEN, spender=EVM_TO, amount=10**9),
+            network="sepolia",
+        )
+    assert exc.value.constraint == "max_total_amount"
+    assert stored_usage(db, sid)["totals"][EVM_TOKEN.lower()] == "100"
 
 
 def test_amounts_come_from_the_policy_engines_spend(mgr: SessionManager, db: Database) -> None:
@@ -259,7 +265,8 @@ def test_amounts_come_from_the_policy_engines_spend(mgr: SessionManager, db: Dat
         for key, value in spend_of(req, "evm").items():
             expected[key] = expected.get(key, 0) + value
         usage = charge(mgr, db, token, req, network="sepolia")
-    assert usage.totals == {NATIVE: 8, EVM_TOKEN.lower(): 7} == expected
+    # approvals count their full allowance against the token's total
+    assert usage.totals == {NATIVE: 8, EVM_TOKEN.lower(): 7 + 9} == expected
 
 
 def test_per_request_cap_also_bounds_approvals(mgr: SessionManager, db: Database) -> None:
