@@ -17,14 +17,21 @@ Run ``python benchmarks/bench_pipeline.py`` (defaults take about two minutes on 
   ``overhead_ms_per_tx`` = the wallet's extra time per transaction.
 * ``stages``: p50 / p99 milliseconds per pipeline stage of an INSTANT transfer on LiteSVM,
   stamped with ``time.perf_counter()`` from ``PipelineHooks(on_stage=...)``: admission (send
-  start -> ``admitted``: session, policies, usage, row + audit committed), sign
-  (``admitted`` -> ``signed``: re-checks, build, sign, EXECUTING committed), submit
-  (``signed`` -> ``submitted``), record (``submitted`` -> ``recorded``: SUBMITTED committed)
-  and confirm (``recorded`` -> ``send`` returns: confirmation, CONFIRMED committed, result
-  read back). ``stages_growth`` compares, per stage, the p50 of the first and the last
+  start -> ``admitted``: session, build + plan + decoded effects, policies, usage, row +
+  audit committed), sign (``admitted`` -> ``signed``: re-checks, build, plan check,
+  simulation, sign, EXECUTING committed), record (``signed`` -> ``recorded``: kill switch and
+  agent checked, SUBMITTED committed), submit (``recorded`` -> ``submitted``: sent) and confirm
+  (``submitted`` -> ``send`` returns: confirmation, CONFIRMED committed, result read back).
+  ``stages_growth`` compares, per stage, the p50 of the first and the last
   ``--growth-window`` sends of that agent (``ms_per_1000_rows``: the slope per 1,000 earlier
   transactions of the agent): the policy usage is read from the agent's rows inside the
   policy windows (24 h and 7 d at least), so admission grows with them.
+* ``plan_cost`` (``chain`` = ``solana`` on LiteSVM / ``evm`` on eth-tester): what judging the
+  exact transaction costs per ``wallet.send``: the same INSTANT transfers through a wallet
+  whose adapter shows its plans (build at admission, ``plan_of``, ``decode_plan``, plan digest
+  check at signing and, where the adapter can, balance simulation) against a wallet whose
+  adapter hides them (the request judged as written), alternating in the same run; medians
+  of ``--runs``; ``plan_ms_per_tx`` is the difference, ``ratio`` with / without.
 * ``db_growth``: bytes the database file grew by per transaction (``wal_checkpoint
   (TRUNCATE)`` before and after), over ``--db-txs`` real INSTANT transfers by 10 agents
   (CORE-02 §5.3's sizing) on LiteSVM, with the audit rows per transaction, the
@@ -84,7 +91,7 @@ SPEC_TX_ROW = 400  # CORE-02 §5.3: bytes per transactions row
 SPEC_AUDIT_ROW = 300  # CORE-02 §5.3: bytes per audit_log row
 SPEC_AUDIT_PER_TX = 3
 SPEC_PER_TX = SPEC_TX_ROW + SPEC_AUDIT_PER_TX * SPEC_AUDIT_ROW  # 1,300 B
-STAGES = ("admission", "sign", "submit", "record", "confirm", "total")
+STAGES = ("admission", "sign", "record", "submit", "confirm", "total")
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 # Per chain: (funding of the agent, amount of the i-th transfer, SPENDING_LIMIT rules).
@@ -294,6 +301,76 @@ def throughput(chain: str, n: int, runs: int, workdir: Path) -> None:
     )
 
 
+# --------------------------------------------------------------------------- plan cost
+
+_PLAN_CAPABILITIES = frozenset(
+    {"plan_of", "plan_of_signed", "account_lookup", "simulate_balance_changes"}
+)
+
+
+class PlanlessAdapter:
+    """The same adapter with its plan and simulation capabilities hidden: the pipeline then
+    judges the request as written (the baseline of ``plan_cost``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _PLAN_CAPABILITIES:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def plan_cost_run(chain: str, n: int, run: int, directory: Path) -> tuple[float, float, bool]:
+    """One run: (seconds with plans, seconds without, whether the adapter simulates)."""
+    from waiaas.chains.base import SupportsBalanceSimulation
+
+    adapters: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    order = ("with", "without") if run % 2 == 0 else ("without", "with")
+    for label in order:
+        adapter: Any = SolanaAdapter.local() if chain == "solana" else EvmAdapter.local()
+        adapters[label] = adapter
+        shown = adapter if label == "with" else PlanlessAdapter(adapter)
+        sub = directory / label
+        sub.mkdir()
+        with open_wallet(sub, [shown]) as wallet:
+            seconds[label] = wallet_loop(wallet, shown, n)
+        adapter.close()
+    simulates = isinstance(adapters["with"], SupportsBalanceSimulation)
+    return seconds["with"], seconds["without"], simulates
+
+
+def plan_cost(chain: str, n: int, runs: int, workdir: Path) -> None:
+    with_rates: list[float] = []
+    without_rates: list[float] = []
+    simulates = False
+    for run in range(runs):
+        directory = workdir / f"plan-{chain}-{run}"
+        directory.mkdir()
+        with_s, without_s, simulates = plan_cost_run(chain, n, run, directory)
+        with_rates.append(n / with_s)
+        without_rates.append(n / without_s)
+    with_rate = statistics.median(with_rates)
+    without_rate = statistics.median(without_rates)
+    emit(
+        bench="pipeline",
+        case="plan_cost",
+        chain=chain,
+        backend="litesvm" if chain == "solana" else "eth-tester",
+        n=n,
+        runs=runs,
+        simulation=simulates,
+        baseline="the same wallet.send with the adapter's plans hidden (request as written)",
+        with_plan_tx_per_s=round(with_rate, 1),
+        without_plan_tx_per_s=round(without_rate, 1),
+        ratio=round(with_rate / without_rate, 3),
+        plan_ms_per_tx=round(1000 / with_rate - 1000 / without_rate, 2),
+        with_runs=[round(r, 1) for r in with_rates],
+        without_runs=[round(r, 1) for r in without_rates],
+    )
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -321,7 +398,7 @@ def stages(n: int, growth_window: int, workdir: Path) -> None:
             send_one(wallet, token, recipients, "solana", i)
             end = time.perf_counter()
             m = stamps.marks
-            bounds = (start, m["admitted"], m["signed"], m["submitted"], m["recorded"], end)
+            bounds = (start, m["admitted"], m["signed"], m["recorded"], m["submitted"], end)
             for name, (a, b) in zip(STAGES, itertools.pairwise(bounds), strict=False):
                 samples[name].append((b - a) * 1000)
             samples["total"].append((end - start) * 1000)
@@ -555,6 +632,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db-txs", type=int, default=2_000)
     parser.add_argument("--bulk", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    parser.add_argument("--only", choices=["plan_cost"], default=None, help="run one case")
     parser.add_argument("--dir", type=Path, default=None, help="keep the files here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -571,8 +649,15 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="waiaas-bench-pipeline-") as tmp:
         workdir = args.dir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
+        if args.only == "plan_cost":
+            plan_cost("solana", args.solana_txs, args.runs, workdir)
+            plan_cost("evm", args.evm_txs, args.runs, workdir)
+            emit(bench="pipeline", case="total", seconds=round(time.perf_counter() - started, 1))
+            return
         throughput("solana", args.solana_txs, args.runs, workdir)
         throughput("evm", args.evm_txs, args.runs, workdir)
+        plan_cost("solana", args.solana_txs, args.runs, workdir)
+        plan_cost("evm", args.evm_txs, args.runs, workdir)
         stages(args.stage_txs, args.growth_window, workdir)
         source = db_growth(args.db_txs, workdir)
         db_growth_bulk(source, args.bulk, workdir)
