@@ -312,3 +312,54 @@ def test_item8_a_forwarder_cannot_deliver_to_a_blacklisted_address(wallet: Walle
     calldata = bytes.fromhex("6e1d0f4a") + bytes(12) + bytes.fromhex(thief[2:])
     err = _denied(wallet, token, ContractCall(to=forwarder, data=calldata, value=10**15))
     assert thief.lower() in str(err).lower()
+
+
+def test_item5_a_whitelisted_program_that_moves_sol_is_caught_by_simulation(
+    tmp_path: Path,
+) -> None:
+    """Item 5, the second lock: even with the Address Lookup Table program whitelisted, a
+    value-0 call that makes the agent pay a table's rent is an outflow its effects do not
+    explain; simulation refuses it before signing (FAILED SIMULATION_MISMATCH, TX_FAILED
+    audited, nothing signed, nothing moved)."""
+    import struct
+
+    from solders.litesvm import LiteSVM
+    from solders.pubkey import Pubkey
+
+    from waiaas.chains.base import SupportsBalanceSimulation
+    from waiaas.chains.evm import EvmAdapter
+    from waiaas.chains.solana import SolanaAdapter
+
+    svm = LiteSVM()
+    svm.warp_to_slot(10)
+    solana = SolanaAdapter.local(svm=svm)
+    if not isinstance(solana, SupportsBalanceSimulation):
+        pytest.skip("this adapter build cannot simulate balance changes")
+    chains: list[Any] = [solana, EvmAdapter.local()]
+    with local_wallet(tmp_path, clock=FrozenClock(), chains=chains) as w:
+        agent = new_agent(w, "solana")
+        w.add_policy("CONTRACT_WHITELIST", {"contracts": [ALT_PROGRAM]}, agent_id=agent.id)
+        token = w.issue_session(agent.id).token
+        authority = Pubkey.from_string(agent.public_key)
+        table, bump = Pubkey.find_program_address(
+            [bytes(authority), struct.pack("<Q", 0)], Pubkey.from_string(ALT_PROGRAM)
+        )
+        before = w.balance(agent.id)
+        call = ContractCall(
+            to=ALT_PROGRAM,
+            data=struct.pack("<I", 0) + struct.pack("<Q", 0) + bytes([bump]),
+            accounts=(
+                AccountSpec(pubkey=str(table), is_writable=True),
+                AccountSpec(pubkey=agent.public_key, is_signer=True),
+                AccountSpec(pubkey=agent.public_key, is_signer=True, is_writable=True),
+                AccountSpec(pubkey="11111111111111111111111111111111"),
+            ),
+        )
+        result = w.send(token, call)
+        assert result.status == "FAILED"
+        assert result.error is not None and result.error.startswith("SIMULATION_MISMATCH")
+        events = events_of(w, result.id)
+        assert events[-1] == "TX_FAILED" and "TX_SIGNED" not in events
+        failed = [e for e in all_audit(w, tx_id=result.id) if e.event_type == "TX_FAILED"]
+        assert failed[0].details["error"] == "SIMULATION_MISMATCH"
+        assert w.balance(agent.id) == before
