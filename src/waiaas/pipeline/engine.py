@@ -1565,7 +1565,17 @@ class Pipeline:
             uow.approvals.add(fresh)
             meta = self._meta(row)
             previous = (meta.get("approval") or {}).get("owner")
-            meta["approval"] = {"id": fresh.id, "owner": owner, "expires_at": fresh.expires_at}
+            # Keep what the approval request fixed (SIWE domain / URI, chain id, the text of
+            # every effect); only the request id, the owner and the expiry are new.
+            kept = {
+                k: v for k, v in (meta.get("approval") or {}).items() if k not in ("plan_digest",)
+            }
+            meta["approval"] = {
+                **kept,
+                "id": fresh.id,
+                "owner": owner,
+                "expires_at": fresh.expires_at,
+            }
             row.metadata_json = json.dumps(meta, separators=(",", ":"))
             fields: dict[str, Any] = {"metadata": meta}
             if uow.integrity is not None:
