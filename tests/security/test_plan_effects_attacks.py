@@ -363,3 +363,24 @@ def test_item5_a_whitelisted_program_that_moves_sol_is_caught_by_simulation(
         failed = [e for e in all_audit(w, tx_id=result.id) if e.event_type == "TX_FAILED"]
         assert failed[0].details["error"] == "SIMULATION_MISMATCH"
         assert w.balance(agent.id) == before
+
+
+def test_item4_a_new_owner_signs_the_same_complete_message(wallet: Wallet, chain: str) -> None:
+    """Item 4 after an owner change: the fresh approval request still names every effect and
+    the plan digest (the text was fixed when the approval was first requested)."""
+    first, second = owner_for(chain), owner_for(chain)
+    agent = new_agent(wallet, chain, owner=first)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient(chain)
+    amount = 11 * SOL if chain == "solana" else 2 * 10**18
+    queued = wallet.send(token, Transfer(to=dest, amount=amount))
+    before = wallet.approval_message(queued.id)
+    wallet.set_owner(agent.id, second.address)
+    after = wallet.approval_message(queued.id)
+    digest = _meta(wallet, queued.id)["plan_digest"]
+    for message in (before, after):
+        assert f"Plan digest: {digest}" in message
+        assert f"to {dest}" in message and "This transaction does exactly" in message
+    assert second.address in after
+    done = wallet.approve(queued.id, second.sign(after))
+    assert done.status == "CONFIRMED"
