@@ -192,10 +192,12 @@ def test_tx_list_show_cancel(cli: Cli) -> None:
     assert [t["id"] for t in listed] == [done.id, delayed.id]
     assert [t["id"] for t in cli.json("tx", "list", "--status", "QUEUED")] == [delayed.id]
     shown = cli.json("tx", "show", delayed.id)
-    assert shown["display"]["effects"][0]["text"] == f"send 2 SOL to {dest}"
+    # the text of the effect decoded from the plan that will be signed (source included)
+    first = shown["display"]["effects"][0]["text"]
+    assert first.startswith("send 2 SOL from ") and first.endswith(f" to {dest}")
     assert shown["status"] == "QUEUED" and shown["tier"] == "DELAY"
     text = cli.ok("tx", "show", delayed.id).stdout
-    assert f"send 2 SOL to {dest}" in text and "execute_after" in text
+    assert f" to {dest}" in text and "send 2 SOL from " in text and "execute_after" in text
     assert cli.json("tx", "cancel", delayed.id)["status"] == "CANCELLED"
     assert "only PENDING or QUEUED" in cli.error("tx", "cancel", done.id)
     assert "status" in cli.error("tx", "list", "--status", "LOST")
@@ -210,7 +212,7 @@ def test_approvals_list_message_approve(cli: Cli, owner: EvmOwner) -> None:
     url = "https://wallet.example.com/approvals"
     pending = cli.json("approvals", "list", env={"WAIAAS_APPROVALS_URL": url})
     assert [p["tx_id"] for p in pending] == [tx_id]
-    assert pending[0]["effects"][0].startswith("send 2 ETH to 0x")
+    assert pending[0]["effects"][0].startswith("send 2 ETH from 0x")
     assert pending[0]["link"].startswith(f"{url}/{tx_id}/")
     assert pending[0]["expires_iso"].endswith("Z")
     assert cli.json("approvals", "list")[0]["link"] is None

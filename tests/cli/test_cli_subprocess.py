@@ -143,7 +143,7 @@ def test_serve_approvals_serves_the_page(tmp_path: Path) -> None:
                 except httpx.TransportError:
                     time.sleep(0.2)
             assert page is not None and page.status_code == 200
-            assert "send 2 ETH to" in page.text
+            assert "send 2 ETH from" in page.text
             signature = owner.sign(wallet.approval_message(tx_id))
             answer = httpx.post(
                 link, json={"action": "approve", "signature": signature}, timeout=30

@@ -63,7 +63,7 @@ def test_approval_notification_carries_summary_expiry_and_link(
         assert event["severity"] == "warning"
         assert event["title"] == "Owner approval needed"
         message = event["message"]
-        assert f"Agent trader ({agent.id}) asks to send {human} to {dest}" in message
+        assert f"Agent trader ({agent.id}) asks to send {human} from " in message
         assert "default" in message and "thresholds" in message  # why: the policy's words
         expiry = "2023-11-14T23:13:20Z"  # FrozenClock start + 3600 s
         assert f"Expires at {expiry}" in message
@@ -92,7 +92,7 @@ def test_approval_notification_on_telegram_parses_and_links(
         assert server.wait_for(1, "telegram", timeout=10)
         plain = parse_markdown_v2(server.requests("telegram")[0].json()["text"])
         link = wallet.approval_link(result.id)
-        assert "Owner approval needed" in plain and "send 2 ETH to" in plain
+        assert "Owner approval needed" in plain and "send 2 ETH from" in plain
         assert "2023-11-14T23:13:20Z" in plain
         assert link is not None and link in plain
 
@@ -126,7 +126,7 @@ def test_delay_notification_says_when_and_how_to_cancel(
         assert result.tier == "DELAY"
         event = _event(server, "TX_QUEUED")
         message = event["message"]
-        assert "send 2 SOL to" in message
+        assert "send 2 SOL from" in message
         assert "Executes at 2023-11-14T22:28:20Z unless cancelled" in message
         assert f"tx cancel {result.id}" in message and f'wallet.cancel("{result.id}")' in message
         assert event["extra"]["execute_after"] == "2023-11-14T22:28:20Z"
