@@ -100,11 +100,11 @@ def prepare_or_defer(adapter: ChainAdapter, request: Any, sender: str) -> Prepar
     """:func:`prepare`, or an empty :class:`Prepared` marked deferred when the request cannot
     be built now (insufficient funds, a node error): the request is then judged as written
     at admission, and its plan is built and judged on its effects before it is signed."""
-    from waiaas.errors import ChainError
+    from waiaas.errors import ChainError, InvalidInputError
 
     try:
         return prepare(adapter, request, sender)
-    except ChainError as exc:
+    except (ChainError, InvalidInputError) as exc:
         return Prepared(None, None, None, deferred=f"{exc.code}: {exc.message}")
 
 
