@@ -41,7 +41,11 @@ def _check_story(
 
     preview = replies["preview"]
     assert preview["ok"] is True and preview["allowed"] is False
-    assert preview["max_amount_by_tier"]
+    # An agent's preview is redacted: the outcome and the one deciding figure, never the
+    # per-tier thresholds or other rules.
+    assert "max_amount_by_tier" not in preview
+    assert preview["reasons"] and len(preview["reasons"]) == 1
+    assert any("can be sent now" in h for h in preview["hints"])
     assert [t.id for t in handle.transactions(status="CONFIRMED")] == [tx["id"]]
 
     (native,) = replies["balance"]["balances"]
