@@ -11,6 +11,7 @@ nox -s demo         # python -m waiaas demo
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -44,6 +45,26 @@ def _install_anvil(session: nox.Session) -> str:
     return str(ANVIL)
 
 
+def _install_chromium(session: nox.Session) -> None:
+    """Install Debian's chromium and chromium-driver (the approval page's browser tests) when
+    missing; needs root, as on CI and the development machines."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if os.geteuid() != 0:
+        session.error("chromium/chromedriver missing: apt-get install chromium chromium-driver")
+    session.run("apt-get", "update", "-q", external=True)
+    session.run(
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "chromium",
+        "chromium-driver",
+        external=True,
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the whole test suite against real SQLite, LiteSVM, eth-tester and anvil.
@@ -55,6 +76,7 @@ def tests(session: nox.Session) -> None:
     """
     session.install("-e", ".[test,docs]", "mypy>=1.11")
     anvil = _install_anvil(session)
+    _install_chromium(session)
     args = session.posargs or ["-q", "-p", "no:cacheprovider"]
     session.run("python", "-m", "pytest", *args, env={"ANVIL_BIN": anvil})
 
