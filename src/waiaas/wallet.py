@@ -1388,8 +1388,17 @@ class Wallet:
         agent_id: str | None = None,
         token: str | None = None,
     ) -> Explanation:
-        """Evaluate a hypothetical request. Returns an explanation that says which rules fired
-        and what would change the outcome.
+        """What ``send`` would decide for ``request`` now, without sending it: an explanation
+        that says which rules fired and what would change the outcome.
+
+        The request goes through the same gate as :meth:`send`: normalised for the agent's
+        chain, built into the transaction that would be signed, and judged on its decoded
+        effects against the same policies, usage windows (budgets, velocity tiers, rate
+        limits), price-oracle valuations and the no-owner rule. So a request that ``send``
+        would make INSTANT is INSTANT here too, and one it would refuse is refused for the
+        same kind of rule. Session constraints and the kill switch are ``send``'s own
+        checks (an agent's dry run is refused with :class:`AuthError` when the kill switch
+        has revoked its session).
 
         Name the agent by ``agent_id`` (owner or operator: the full explanation, nothing is
         written) or ``token`` (the agent itself: a compact ``DRY_RUN`` audit row, counted by
@@ -1407,7 +1416,8 @@ class Wallet:
             preview = wallet.dry_run(Transfer(to=dest, amount=2 * 10**9), agent_id=agent.id)
             print(preview.decision.tier, preview.hints)
         """
-        from waiaas.policy import explain
+        from waiaas.pipeline import plans
+        from waiaas.policy.explain import redact_for_agent
 
         now = self.clock.now()
         session_id: str | None = None
@@ -1425,25 +1435,37 @@ class Wallet:
             if token is not None and agent_id is not None:
                 self.pipeline.record_refusal(agent_id, session_id, "malformed", exc, now)
             raise
+        if agent_id is None:
+            raise InvalidInputError("give agent_id or token", field="agent_id")
+        agent_id = check_id(agent_id, "agent_id")
+        refused: InvalidInputError | None = None
         with self.db.read() as uow:
-            if agent_id is None:
-                raise InvalidInputError("give agent_id or token", field="agent_id")
-            agent = uow.agents.get(check_id(agent_id, "agent_id"))
+            agent = uow.agents.get(agent_id)
             if agent is None:
                 raise NotFoundError("agent", agent_id)
             adapter = self._adapter(agent.chain, agent.network)
-            req = normalize_request(adapter, req)
-            gate = self.pipeline.gate
-            specs = gate.policies(uow, agent.id)
-            usage = gate.usage(uow, agent.id, now, specs)
-            from waiaas.pipeline.gate import agent_context
-
-            result = explain(req, agent_context(agent), specs, usage, now, config=self.config)
+            try:
+                req = normalize_request(adapter, req)
+            except InvalidInputError as exc:
+                refused = exc  # a guard, an address or network the agent's chain refuses
+            else:
+                prepared = plans.prepare_or_defer(adapter, req, agent.public_key)
+                result: Explanation = self.pipeline.gate.explain(
+                    uow,
+                    agent,
+                    req,
+                    now,
+                    adapter=adapter,
+                    effects=prepared.effects,
+                    calldata=prepared.calldata,
+                )
+        if refused is not None:
+            if token is not None:  # counted as send counts it
+                self.pipeline.record_refusal(agent.id, session_id, "guard", refused, now)
+            raise refused
         if token is None:
             return result  # the owner or operator: the full explanation
         # The agent itself: a compact DRY_RUN row (RATE_LIMIT counts it) and a redacted view.
-        from waiaas.policy.explain import redact_for_agent
-
         with self.db.write() as uow:
             uow.audit.append(
                 AuditEvent.DRY_RUN,

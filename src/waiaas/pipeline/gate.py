@@ -17,6 +17,7 @@ from waiaas.db.uow import UnitOfWork
 from waiaas.errors import WaiaasError
 from waiaas.policy import AgentContext, Decision, PolicySpec, evaluate
 from waiaas.policy.evaluate import applicable
+from waiaas.policy.explain import Explanation
 from waiaas.policy.model import (
     NATIVE,
     POLICY_DENIED,
@@ -48,6 +49,17 @@ def restart_auto_stop(uow: UnitOfWork, agent_id: str, now: int) -> None:
     mark = uow.session.execute(text("SELECT coalesce(max(rowid), 0) FROM transactions")).scalar()
     audit = uow.session.execute(text("SELECT coalesce(max(id), 0) FROM audit_log")).scalar()
     uow.state.put(f"{_MARK}{agent_id}", {"tx": int(mark or 0), "audit": int(audit or 0)}, now=now)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What the evaluator needs besides the request, loaded in the caller's unit of work."""
+
+    context: AgentContext
+    specs: list[PolicySpec]
+    usage: Usage
+    prices: Mapping[str, AssetPrice] | None
+    decimals: dict[str, int]
 
 
 def spec_from_row(row: PolicyRow) -> PolicySpec:
@@ -164,6 +176,36 @@ class PolicyGate:
             return None
         return lookup_prices(self.oracle, agent.chain, assets, decimals=decimals)
 
+    def _inputs(
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        req: Request,
+        now: int,
+        *,
+        exclude_tx_id: str | None,
+        adapter: Any,
+        effects: Sequence[Any] | None,
+    ) -> _Inputs:
+        """Everything the evaluator needs besides the request: loaded once, the same way for
+        ``send`` (:meth:`evaluate`) and the dry runs (:meth:`explain`)."""
+        if uow.integrity is not None:
+            from waiaas.integrity import check_agent
+
+            check_agent(uow.integrity, agent)
+        specs = self.policies(uow, agent.id)
+        usage = self.usage(uow, agent.id, now, specs, exclude_tx_id=exclude_tx_id)
+        context = agent_context(agent)
+        tokens = {t for item in _items(req) if (t := getattr(item, "token", None))}
+        tokens |= {t for e in effects or () if isinstance(t := getattr(e, "token", None), str)}
+        if self.oracle is not None:
+            from waiaas.policy.prices import assets_to_price
+
+            tokens |= set(assets_to_price(req, context, specs, usage, effects=effects))
+        decimals = self.token_decimals(context, tokens, specs, adapter)
+        prices = self._prices(context, req, specs, usage, decimals, effects)
+        return _Inputs(context, specs, usage, prices, decimals)
+
     def evaluate(
         self,
         uow: UnitOfWork,
@@ -184,29 +226,48 @@ class PolicyGate:
         ``effects`` / ``calldata``: decoded from the plan that will be signed; when given,
         the policies judge them instead of the request's own fields.
         """
-        if uow.integrity is not None:
-            from waiaas.integrity import check_agent
-
-            check_agent(uow.integrity, agent)
-        specs = self.policies(uow, agent.id)
-        usage = self.usage(uow, agent.id, now, specs, exclude_tx_id=exclude_tx_id)
-        context = agent_context(agent)
-        tokens = {t for item in _items(req) if (t := getattr(item, "token", None))}
-        tokens |= {t for e in effects or () if isinstance(t := getattr(e, "token", None), str)}
-        if self.oracle is not None:
-            from waiaas.policy.prices import assets_to_price
-
-            tokens |= set(assets_to_price(req, context, specs, usage, effects=effects))
-        decimals = self.token_decimals(context, tokens, specs, adapter)
+        i = self._inputs(
+            uow, agent, req, now, exclude_tx_id=exclude_tx_id, adapter=adapter, effects=effects
+        )
         return evaluate(
             req,
-            context,
-            specs,
-            usage,
+            i.context,
+            i.specs,
+            i.usage,
             now,
             config=self.config,
-            prices=self._prices(context, req, specs, usage, decimals, effects),
-            decimals=decimals,
+            prices=i.prices,
+            decimals=i.decimals,
+            effects=effects,
+            calldata=calldata,
+        )
+
+    def explain(
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        req: Request,
+        now: int,
+        *,
+        adapter: Any = None,
+        effects: Sequence[Any] | None = None,
+        calldata: bytes = b"",
+    ) -> Explanation:
+        """:meth:`evaluate` with explanations, for the dry runs: the same policies, usage
+        windows, prices, decimals and effects, so its decision is the one ``send`` would
+        reach in the same state (:func:`waiaas.policy.explain` adds the hints)."""
+        from waiaas.policy.explain import explain
+
+        i = self._inputs(uow, agent, req, now, exclude_tx_id=None, adapter=adapter, effects=effects)
+        return explain(
+            req,
+            i.context,
+            i.specs,
+            i.usage,
+            now,
+            config=self.config,
+            prices=i.prices,
+            decimals=i.decimals,
             effects=effects,
             calldata=calldata,
         )

@@ -203,12 +203,20 @@ def explain(
     *,
     config: WalletConfig | None = None,
     prices: Mapping[str, AssetPrice] | None = None,
+    decimals: Mapping[str, int] | None = None,
+    effects: Sequence[Any] | None = None,
+    calldata: bytes = b"",
 ) -> Explanation:
     """Evaluate a hypothetical request and say what would change the outcome. Pure.
 
+    The decision is exactly :func:`~waiaas.policy.evaluate`'s for the same arguments (the
+    wallet's dry runs pass what ``send`` would: prices, decimals, and the effects decoded
+    from the transaction it would sign). The amount hints probe the request as written with
+    other amounts (no transaction is built for them).
+
     Args:
-        request, agent, policies, usage, now, config, prices: as for
-            :func:`~waiaas.policy.evaluate`.
+        request, agent, policies, usage, now, config, prices, decimals, effects, calldata:
+            as for :func:`~waiaas.policy.evaluate`.
 
     Returns:
         An :class:`Explanation`: the decision, the reasons that fired, and verified hints
@@ -227,9 +235,25 @@ def explain(
     price_map = _prices(prices)
 
     def run(r: RequestModel, at: int = now) -> Decision:
-        return evaluate(r, agent, specs, usage, at, config=cfg, prices=price_map)
+        """``r`` as written (an amount probe) at ``at``."""
+        return evaluate(r, agent, specs, usage, at, config=cfg, prices=price_map, decimals=decimals)
 
-    decision = run(req)
+    def judge(at: int) -> Decision:
+        """The request itself at ``at``: judged on its effects when they are given."""
+        return evaluate(
+            req,
+            agent,
+            specs,
+            usage,
+            at,
+            config=cfg,
+            prices=price_map,
+            decimals=decimals,
+            effects=effects,
+            calldata=calldata,
+        )
+
+    decision = judge(now)
     fired = tuple(r for r in decision.reasons if r.effect != "info")
     hints: list[str] = []
     rules = applicable(specs, agent)
@@ -250,7 +274,7 @@ def explain(
                 if isinstance(p.rules, TimeRestrictionRules) and p.id == denied_by_time[0].rule_id
             )
             local = datetime.fromtimestamp(next_at, tz=zone_rule.zone)
-            later = run(req, next_at)
+            later = judge(next_at)
             verdict = (
                 f"the request would then be allowed as {later.tier.value}"
                 if later.allowed

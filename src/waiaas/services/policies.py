@@ -643,7 +643,9 @@ class PolicyService:
     ) -> Explanation:
         """Explain what the stored policies (or ``policies``) would do with ``request``.
 
-        Writes nothing. ``now`` defaults to the clock.
+        Writes nothing. ``now`` defaults to the clock. A what-if tool: the request is judged
+        as written, with the ``prices`` given; :meth:`waiaas.Wallet.dry_run` is the preview
+        that goes through ``send``'s gate (built transaction, oracle prices).
 
         Raises:
             InvalidInputError: malformed request or arguments.
