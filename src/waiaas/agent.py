@@ -33,7 +33,9 @@ from waiaas.types import Request, Tier, TokenTransfer, TransactionInfo, Transfer
 from waiaas.units import format_units, parse_units
 
 if TYPE_CHECKING:
+    from waiaas.chains.base import ChainAdapter
     from waiaas.policy import Explanation
+    from waiaas.sessions import VerifiedSession
     from waiaas.wallet import TransactionResult, Wallet
 
 __all__ = ["AgentHandle", "AgentLimits", "AssetInfo", "Balance"]
@@ -205,7 +207,7 @@ class AgentHandle:
         """The wallet file this handle acts on (for logs; never the token)."""
         return str(self._wallet.path)
 
-    def _verify(self) -> Any:
+    def _verify(self) -> VerifiedSession:
         wallet = self._wallet
         now = wallet.clock.now()
         try:
@@ -217,7 +219,7 @@ class AgentHandle:
 
     # ------------------------------------------------------------------ assets and units
 
-    def _adapter(self) -> Any:
+    def _adapter(self) -> ChainAdapter:
         return self._wallet.pipeline.adapter_for(self.chain, self.network)
 
     def _listed_tokens(self) -> list[Any]:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from waiaas.chains.base import ChainAdapter
     from waiaas.clock import Clock
     from waiaas.config import WalletConfig
+    from waiaas.notify.base import Notifier
     from waiaas.pipeline.engine import PipelineHooks
     from waiaas.pipeline.report import DueReport
     from waiaas.policy import Explanation
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
         AgentStatus,
         AuditEvent,
         AuditPage,
+        KillSwitchRelease,
         KillSwitchState,
+        KillSwitchSummary,
         Request,
         Severity,
         TokenTransfer,
@@ -109,7 +112,7 @@ class AsyncWallet:
         chains: Iterable[ChainAdapter] | Callable[[], Iterable[ChainAdapter]] = (),
         config: WalletConfig | None = None,
         clock: Clock | None = None,
-        notifier: Any = None,
+        notifier: Notifier | None = None,
         price_oracle: PriceOracle | None = None,
         background: bool | None = None,
         hooks: PipelineHooks | None = None,
@@ -358,13 +361,24 @@ class AsyncWallet:
 
     async def kill_switch(
         self, reason: str = "kill switch activated by the owner"
-    ) -> dict[str, Any]:
+    ) -> KillSwitchSummary:
         """As :meth:`waiaas.Wallet.kill_switch`."""
         return await self._runner.run(self.sync.kill_switch, reason)
 
-    async def recover(self, *, resume_agents: bool = False) -> dict[str, Any]:
-        """As :meth:`waiaas.Wallet.recover`."""
-        return await self._runner.run(self.sync.recover, resume_agents=resume_agents)
+    async def release_kill_switch(self, *, resume_agents: bool = False) -> KillSwitchRelease:
+        """As :meth:`waiaas.Wallet.release_kill_switch`."""
+        return await self._runner.run(self.sync.release_kill_switch, resume_agents=resume_agents)
+
+    async def recover(self, *, resume_agents: bool = False) -> KillSwitchRelease:
+        """Deprecated name of :meth:`release_kill_switch` (``DeprecationWarning``)."""
+        import warnings
+
+        warnings.warn(
+            "AsyncWallet.recover() is deprecated: use AsyncWallet.release_kill_switch()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self.release_kill_switch(resume_agents=resume_agents)
 
     async def kill_switch_state(self) -> KillSwitchState:
         """As :meth:`waiaas.Wallet.kill_switch_state`."""

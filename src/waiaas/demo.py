@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from waiaas.chains.base import LocalChainControl
 from waiaas.errors import KillSwitchActiveError, PolicyDeniedError
 from waiaas.types import TokenTransfer, Transfer
 
@@ -180,9 +181,10 @@ def run_demo(out: TextIO = sys.stdout, *, delay_seconds: int = 2) -> int:
             sig = evm_owner.sign_message(encode_defunct(text=siwe)).signature.hex()
             done = wallet.approve(evm_approval, "0x" + sig.removeprefix("0x"))
             say(f"  owner signed the approval (SIWE)     -> {done.status}")
-            adapter = wallet.pipeline.adapter_for(evm.chain, evm.network)
-            token_address = adapter.create_test_token(decimals=6)  # type: ignore[attr-defined]
-            adapter.mint_test_token(token_address, evm.public_key, 1_000_000_000)  # type: ignore[attr-defined]
+            adapter = wallet.chain_adapter(evm.id)
+            assert isinstance(adapter, LocalChainControl)  # the demo runs on local chains
+            token_address = adapter.create_test_token(decimals=6)
+            adapter.mint_test_token(token_address, evm.public_key, 1_000_000_000)
             attempt(
                 "ERC-20 token transfer (no token policy)",
                 lambda: wallet.send(
@@ -193,15 +195,15 @@ def run_demo(out: TextIO = sys.stdout, *, delay_seconds: int = 2) -> int:
             say("\nKill switch:")
             summary = wallet.kill_switch("demo: owner pressed the button")
             say(
-                f"  activated: {summary['agents_suspended']} agents suspended, "
-                f"{summary['sessions_revoked']} sessions revoked"
+                f"  activated: {summary.agents_suspended} agents suspended, "
+                f"{summary.sessions_revoked} sessions revoked"
             )
             try:
                 wallet.send(sol_token, Transfer(to=sol_dest, amount=1))
             except KillSwitchActiveError as exc:
                 say(f"  a new request is refused: {exc.code}")
-            wallet.recover(resume_agents=True)
-            say("  recovered; agents resumed")
+            wallet.release_kill_switch(resume_agents=True)
+            say("  released; agents resumed")
 
             say("\nTransactions (path through the pipeline):")
             say(f"  {'id':<14} {'chain':<7} {'amount':<14} {'tier':<9} {'status':<10} path")

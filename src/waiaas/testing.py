@@ -152,7 +152,7 @@ def fund(wallet: Wallet, agent_id: str, amount: int) -> None:
         InvalidInputError: the agent's chain is not a local test chain.
     """
     agent = wallet.get_agent(agent_id)
-    adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
+    adapter = wallet.chain_adapter(agent_id)
     if not isinstance(adapter, LocalChainControl):
         raise InvalidInputError(
             f"{agent.chain}/{agent.network} is not a local test chain", field="agent_id"

@@ -55,7 +55,9 @@ __all__ = [
     "BatchItem",
     "Chain",
     "ContractCall",
+    "KillSwitchRelease",
     "KillSwitchState",
+    "KillSwitchSummary",
     "Request",
     "Severity",
     "Tier",
@@ -923,6 +925,127 @@ class KillSwitchState(_Result):
     activated_at: int | None = None
     reason: str | None = None
     actor: str | None = None
+
+
+class KillSwitchSummary(_Result):
+    """What :meth:`waiaas.Wallet.kill_switch` stopped, in the one database transaction that
+    turned the kill switch on.
+
+    Attributes:
+        reason: why it was turned on (audited, sent to every channel).
+        activated_at: when, Unix seconds.
+        agents_suspended / sessions_revoked / transactions_cancelled: how many.
+        suspended_ids / revoked_ids / cancelled_ids: which agents, sessions and PENDING or
+            QUEUED transactions (transactions already signed are reconciled as usual).
+
+    Example::
+
+        summary = wallet.kill_switch("suspicious activity")
+        summary.agents_suspended, summary.cancelled_ids
+        json.dumps(summary.to_dict())
+    """
+
+    reason: str
+    activated_at: int
+    agents_suspended: int
+    sessions_revoked: int
+    transactions_cancelled: int
+    suspended_ids: tuple[str, ...] = ()
+    revoked_ids: tuple[str, ...] = ()
+    cancelled_ids: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> object:
+        """Mapping-style access (``summary["agents_suspended"]``), as earlier versions
+        returned a dict."""
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (ids as lists)."""
+        return self.model_dump(mode="json")
+
+    def __str__(self) -> str:
+        return repr(self)
+
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            "KillSwitchSummary",
+            [
+                ("reason", self.reason),
+                ("at", _d.fmt_time(self.activated_at)),
+                ("agents_suspended", self.agents_suspended),
+                ("sessions_revoked", self.sessions_revoked),
+                ("transactions_cancelled", self.transactions_cancelled),
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        return _d.fields_html(
+            "Kill switch activated",
+            [
+                ("reason", self.reason),
+                ("at", _d.fmt_time(self.activated_at)),
+                ("agents suspended", self.agents_suspended),
+                ("sessions revoked", self.sessions_revoked),
+                ("transactions cancelled", self.transactions_cancelled),
+            ],
+        )
+
+
+class KillSwitchRelease(_Result):
+    """What :meth:`waiaas.Wallet.release_kill_switch` did when it turned the kill switch off.
+
+    Attributes:
+        activated_at: when the kill switch had been turned on, Unix seconds.
+        released_at: when it was turned off.
+        agents_resumed: how many agents it suspended are ACTIVE again (only with
+            ``resume_agents=True``); ``resumed_ids`` names them.
+
+    Example::
+
+        release = wallet.release_kill_switch(resume_agents=True)
+        release.agents_resumed
+    """
+
+    activated_at: int | None
+    released_at: int
+    agents_resumed: int
+    resumed_ids: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> object:
+        """Mapping-style access (``release["agents_resumed"]``), as earlier versions
+        returned a dict."""
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (ids as lists)."""
+        return self.model_dump(mode="json")
+
+    def __str__(self) -> str:
+        return repr(self)
+
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            "KillSwitchRelease",
+            [
+                ("activated", _d.fmt_time(self.activated_at)),
+                ("released", _d.fmt_time(self.released_at)),
+                ("agents_resumed", self.agents_resumed),
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        return _d.fields_html(
+            "Kill switch released",
+            [
+                ("activated", _d.fmt_time(self.activated_at)),
+                ("released", _d.fmt_time(self.released_at)),
+                ("agents resumed", self.agents_resumed),
+            ],
+        )
 
 
 # --------------------------------------------------------------------------- listings

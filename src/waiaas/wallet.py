@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -69,7 +70,9 @@ from waiaas.types import (
     AuditEvent,
     AuditPage,
     AuditReport,
+    KillSwitchRelease,
     KillSwitchState,
+    KillSwitchSummary,
     Request,
     Severity,
     Tier,
@@ -1557,18 +1560,24 @@ class Wallet:
             self._bg_thread = None
         self.db.stop_checkpointer()
 
-    def kill_switch(self, reason: str = "kill switch activated by the owner") -> dict[str, Any]:
+    def kill_switch(self, reason: str = "kill switch activated by the owner") -> KillSwitchSummary:
         """Stop everything at once, atomically: suspend every agent, revoke every session,
         cancel every PENDING/QUEUED transaction (critical KILL_SWITCH_ACTIVATED).
 
-        The state is persisted: it survives a restart until :meth:`recover`.
+        The state is persisted: it survives a restart until :meth:`release_kill_switch`.
+
+        Returns:
+            A :class:`KillSwitchSummary`: how many agents, sessions and transactions it
+            stopped, and which (``summary.to_dict()`` is JSON-able).
 
         Raises:
+            InvalidInputError: the reason is empty.
             StateError: already active.
 
         Example::
 
-            wallet.kill_switch("suspicious activity")
+            summary = wallet.kill_switch("suspicious activity")
+            print(summary.agents_suspended, summary.transactions_cancelled)
         """
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInputError("reason must be a non-empty string", field="reason")
@@ -1579,18 +1588,32 @@ class Wallet:
         self.pipeline.publish(
             AuditEvent.KILL_SWITCH_ACTIVATED, reason=reason, severity=Severity.CRITICAL
         )
-        return summary
+        return KillSwitchSummary(
+            reason=reason,
+            activated_at=now,
+            agents_suspended=summary["agents_suspended"],
+            sessions_revoked=summary["sessions_revoked"],
+            transactions_cancelled=summary["transactions_cancelled"],
+            suspended_ids=tuple(summary.get("suspended_ids", ())),
+            revoked_ids=tuple(summary.get("revoked_ids", ())),
+            cancelled_ids=tuple(summary.get("cancelled_ids", ())),
+        )
 
-    def recover(self, *, resume_agents: bool = False) -> dict[str, Any]:
+    def release_kill_switch(self, *, resume_agents: bool = False) -> KillSwitchRelease:
         """Turn the kill switch off (KILL_SWITCH_RECOVERED). With ``resume_agents``, the
-        agents it suspended become ACTIVE again; otherwise resume them one by one.
+        agents it suspended become ACTIVE again (not those suspended for another reason);
+        otherwise resume them one by one with :meth:`resume_agent`. Sessions it revoked stay
+        revoked: issue new ones.
+
+        Returns:
+            A :class:`KillSwitchRelease` (``release.agents_resumed``, ``release.resumed_ids``).
 
         Raises:
             StateError: the kill switch is not active.
 
         Example::
 
-            wallet.recover(resume_agents=True)
+            wallet.release_kill_switch(resume_agents=True)
         """
         now = self.clock.now()
         with self.db.write() as uow:
@@ -1599,7 +1622,26 @@ class Wallet:
             )
             uow.commit()
         self.pipeline.publish(AuditEvent.KILL_SWITCH_RECOVERED)
-        return summary
+        return KillSwitchRelease(
+            activated_at=summary.get("activated_at"),
+            released_at=now,
+            agents_resumed=summary["agents_resumed"],
+            resumed_ids=tuple(summary.get("resumed_ids", ())),
+        )
+
+    def recover(self, *, resume_agents: bool = False) -> KillSwitchRelease:
+        """Deprecated name of :meth:`release_kill_switch` (it emits ``DeprecationWarning``).
+
+        Example::
+
+            wallet.release_kill_switch(resume_agents=True)  # instead of wallet.recover(...)
+        """
+        warnings.warn(
+            "Wallet.recover() is deprecated: use Wallet.release_kill_switch()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.release_kill_switch(resume_agents=resume_agents)
 
     def kill_switch_state(self) -> KillSwitchState:
         """Whether the kill switch is active.
@@ -1830,6 +1872,26 @@ class Wallet:
             busy, log_frames, checkpointed = wallet.checkpoint()
         """
         return self.db.checkpoint("TRUNCATE")
+
+    def chain_adapter(self, agent_id: str) -> ChainAdapter:
+        """The chain adapter an agent's transactions go through (its chain and network).
+
+        For reading the chain the way the wallet does, and in tests for the local chains'
+        controls (``isinstance(adapter, LocalChainControl)``: fund, create and mint test
+        tokens). The pipeline owns the adapter: do not sign or send through it.
+
+        Raises:
+            InvalidInputError: a malformed id, or no adapter for the agent's network was given
+                to :meth:`open`.
+            NotFoundError: no such agent.
+
+        Example::
+
+            adapter = wallet.chain_adapter(agent.id)
+            adapter.get_balance(agent.public_key)
+        """
+        row = self._agent_row(agent_id)
+        return self.pipeline.adapter_for(row.chain, row.network)
 
     def balance(self, agent_id: str, token: str | None = None) -> int:
         """The agent's native balance, or its balance of ``token``, in base units.

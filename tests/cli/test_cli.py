@@ -253,12 +253,14 @@ def test_kill_switch_on_status_off(cli: Cli) -> None:
     assert cli.json("kill-switch", "status")["active"] is False
     assert "kill switch off" in cli.ok("kill-switch", "status").stdout
     summary = cli.json("kill-switch", "on", "--reason", "drill")
-    assert agent.id in json.dumps(summary) or summary
+    assert summary["agents_suspended"] == 1 and summary["suspended_ids"] == [agent.id]
+    assert summary["reason"] == "drill"
     state = cli.json("kill-switch", "status")
     assert state["active"] is True and state["reason"] == "drill"
     assert "already" in cli.error("kill-switch", "on", "--reason", "again").lower()
     assert cli.wallet.get_agent(agent.id).status == "SUSPENDED"
-    cli.json("kill-switch", "off", "--resume-agents")
+    released = cli.json("kill-switch", "off", "--resume-agents")
+    assert released["agents_resumed"] == 1 and released["resumed_ids"] == [agent.id]
     assert cli.wallet.get_agent(agent.id).status == "ACTIVE"
     assert "not active" in cli.error("kill-switch", "off")
     assert cli.run("kill-switch", "on").exit_code == 2  # --reason is required

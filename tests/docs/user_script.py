@@ -13,6 +13,8 @@ from waiaas import (
     ContractCall,
     Decision,
     Explanation,
+    KillSwitchRelease,
+    KillSwitchSummary,
     PolicyDeniedError,
     SessionConstraints,
     Tier,
@@ -24,6 +26,7 @@ from waiaas import (
     Wallet,
     WalletConfig,
 )
+from waiaas.chains.base import ChainAdapter, LocalChainControl
 from waiaas.chains.solana import SolanaAdapter
 from waiaas.policy import PolicySpec, ReplayResult
 from waiaas.testing import fund, local_wallet
@@ -80,6 +83,14 @@ def main() -> None:
         print(result2.compared, result2.flips())
         left: dict[str, int] = wallet2.budget_usage(bot.id).remaining()
         print(left, Decimal(1))
+        adapter: ChainAdapter = wallet2.chain_adapter(bot.id)
+        if isinstance(adapter, LocalChainControl):
+            adapter.fund(bot.public_key, 10**9)
+        stopped: KillSwitchSummary = wallet2.kill_switch("end of the script")
+        suspended: int = stopped.agents_suspended
+        print(suspended, json.dumps(stopped.to_dict()))
+        released: KillSwitchRelease = wallet2.release_kill_switch(resume_agents=True)
+        print(released.agents_resumed, released.resumed_ids)
         wallet2.close()
 
 

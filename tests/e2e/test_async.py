@@ -212,3 +212,29 @@ def test_open_errors_propagate_and_release_the_pool(tmp_path: Path) -> None:
     asyncio.run(scenario())
     with pytest.raises(TypeError):
         AsyncWallet()
+
+
+def test_the_async_kill_switch_returns_typed_results(tmp_path: Path) -> None:
+    """AsyncWallet.kill_switch / release_kill_switch return the typed summaries; the old
+    ``recover`` name still works and warns."""
+    from waiaas import KillSwitchRelease, KillSwitchSummary
+
+    async def scenario() -> None:
+        async with await AsyncWallet.open(
+            tmp_path / "w.db",
+            password=TEST_PASSWORD,
+            chains=local_chains,
+            config=fast_config(),
+            clock=FrozenClock(),
+        ) as wallet:
+            await wallet.create_agent("a", "solana")
+            summary = await wallet.kill_switch("drill")
+            assert isinstance(summary, KillSwitchSummary) and summary.agents_suspended == 1
+            release = await wallet.release_kill_switch(resume_agents=True)
+            assert isinstance(release, KillSwitchRelease) and release.agents_resumed == 1
+            await wallet.kill_switch("again")
+            with pytest.warns(DeprecationWarning, match="release_kill_switch"):
+                await wallet.recover()
+            assert not (await wallet.kill_switch_state()).active
+
+    asyncio.run(scenario())

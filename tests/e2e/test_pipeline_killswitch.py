@@ -1,8 +1,9 @@
 """The kill switch end to end: one atomic stop of every agent, session and queued
-transaction, persisted across restarts, and an audited, explicit recovery."""
+transaction, persisted across restarts, and an audited, explicit release."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from waiaas.errors import (
 )
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.testing import FrozenClock, local_chains, local_wallet
-from waiaas.types import Transfer
+from waiaas.types import KillSwitchRelease, KillSwitchSummary, Transfer
 from waiaas.wallet import Wallet
 
 
@@ -67,10 +68,15 @@ def test_activation_stops_everything_at_once(wallet: Wallet, notifier: Recording
     wallet.suspend_agent(already.id, reason="owner did it")
     audit_before = len(all_audit(wallet))
     summary = wallet.kill_switch("compromised host")
-    assert summary["agents_suspended"] == 2
-    assert summary["sessions_revoked"] == 2
-    assert summary["transactions_cancelled"] == 4
-    assert sorted(summary["cancelled_ids"]) == sorted(state.queued)
+    assert isinstance(summary, KillSwitchSummary)
+    assert summary.agents_suspended == 2
+    assert summary.sessions_revoked == 2
+    assert summary.transactions_cancelled == 4
+    assert sorted(summary.cancelled_ids) == sorted(state.queued)
+    assert sorted(summary.suspended_ids) == sorted(state.agents)
+    assert sorted(summary.revoked_ids) == sorted(state.sessions)
+    assert (summary.reason, summary.activated_at) == ("compromised host", wallet.clock.now())
+    assert summary["agents_suspended"] == 2  # mapping-style access, as the dict it replaces
     for agent_id in state.agents:
         agent = wallet.get_agent(agent_id)
         assert agent.status == "SUSPENDED"
@@ -121,7 +127,7 @@ def test_new_work_is_refused_while_active(wallet: Wallet) -> None:
 
 def test_kill_switch_survives_a_restart(tmp_path: Path) -> None:
     """The active state is persisted: after close and reopen it is still active and sends
-    are still refused, until recover()."""
+    are still refused, until release_kill_switch()."""
     clock = FrozenClock()
     chains = local_chains()
     with local_wallet(tmp_path, clock=clock, chains=chains) as wallet:
@@ -134,18 +140,20 @@ def test_kill_switch_survives_a_restart(tmp_path: Path) -> None:
         with pytest.raises(KillSwitchActiveError):
             wallet.send(token, Transfer(to=recipient("solana"), amount=1))
         assert wallet.get_agent(agent.id).status == "SUSPENDED"
-        wallet.recover()
+        wallet.release_kill_switch()
     with local_wallet(tmp_path, clock=clock, chains=chains) as wallet:
         assert not wallet.kill_switch_state().active
 
 
 def test_recover_is_audited_and_keeps_agents_suspended(wallet: Wallet) -> None:
-    """recover() turns the switch off (KILL_SWITCH_RECOVERED audited); agents stay suspended
-    and the old sessions stay revoked; a resumed agent needs a new session."""
+    """release_kill_switch() turns the switch off (KILL_SWITCH_RECOVERED audited); agents
+    stay suspended and the old sessions stay revoked; a resumed agent needs a new session."""
     state = _busy_wallet(wallet)
     wallet.kill_switch("stop")
-    summary = wallet.recover()
-    assert summary["agents_resumed"] == 0
+    summary = wallet.release_kill_switch()
+    assert isinstance(summary, KillSwitchRelease)
+    assert (summary.agents_resumed, summary.resumed_ids) == (0, ())
+    assert summary.released_at == wallet.clock.now()
     assert not wallet.kill_switch_state().active
     rows = [e for e in all_audit(wallet) if e.event_type == "KILL_SWITCH_RECOVERED"]
     assert len(rows) == 1 and rows[0].actor == "owner"
@@ -160,20 +168,21 @@ def test_recover_is_audited_and_keeps_agents_suspended(wallet: Wallet) -> None:
     )
     assert result.status == "CONFIRMED"
     with pytest.raises(StateError):
-        wallet.recover()
+        wallet.release_kill_switch()
 
 
 def test_recover_resume_agents_only_resumes_what_it_suspended(wallet: Wallet) -> None:
-    """recover(resume_agents=True) resumes the agents the kill switch suspended, but not one
-    the owner had suspended before (nor one auto-stopped)."""
+    """release_kill_switch(resume_agents=True) resumes the agents the kill switch suspended,
+    but not one the owner had suspended before (nor one auto-stopped)."""
     state = _busy_wallet(wallet)
     manual = new_agent(wallet, "evm", funds=0, name="manual")
     wallet.suspend_agent(manual.id, reason="owner")
     terminated = new_agent(wallet, "evm", funds=0, name="gone")
     wallet.terminate_agent(terminated.id)
     wallet.kill_switch("stop")
-    summary = wallet.recover(resume_agents=True)
-    assert summary["agents_resumed"] == 2
+    summary = wallet.release_kill_switch(resume_agents=True)
+    assert summary.agents_resumed == 2
+    assert sorted(summary.resumed_ids) == sorted(state.agents)
     for agent_id in state.agents:
         assert wallet.get_agent(agent_id).status == "ACTIVE"
     assert wallet.get_agent(manual.id).status == "SUSPENDED"
@@ -216,3 +225,40 @@ def test_nothing_is_signed_after_activation_under_concurrent_sends(wallet: Walle
     statuses = {t.status for t in wallet.list_transactions(limit=1000)}
     assert statuses <= {"CONFIRMED", "CANCELLED"}
     assert "CONFIRMED" in statuses
+
+
+def test_summaries_are_typed_json_friendly_and_render(wallet: Wallet) -> None:
+    """Both results are frozen, JSON-able (``to_dict``), short in ``repr`` and render as HTML
+    with the key figures; an unknown key is a KeyError, not a silent None."""
+    state = _busy_wallet(wallet)
+    summary = wallet.kill_switch("drill")
+    data = json.loads(json.dumps(summary.to_dict()))
+    assert data["agents_suspended"] == 2 and sorted(data["cancelled_ids"]) == sorted(state.queued)
+    assert KillSwitchSummary.model_validate(data) == summary  # round-trips
+    with pytest.raises(ValueError):
+        summary.agents_suspended = 0  # type: ignore[misc]
+    with pytest.raises(KeyError):
+        summary["nope"]
+    text = repr(summary)
+    assert text.startswith("KillSwitchSummary(") and "agents_suspended=2" in text
+    assert state.queued[0] not in text and len(text) < 200  # ids only in the fields
+    html = summary._repr_html_()
+    assert "Kill switch activated" in html and "drill" in html and "transactions cancelled" in html
+    release = wallet.release_kill_switch(resume_agents=True)
+    assert json.loads(json.dumps(release.to_dict()))["agents_resumed"] == 2
+    assert "agents_resumed=2" in repr(release) and "Kill switch released" in release._repr_html_()
+    assert release.activated_at == summary.activated_at
+
+
+def test_recover_is_a_deprecated_alias(wallet: Wallet) -> None:
+    """``Wallet.recover`` still releases the kill switch but warns (DeprecationWarning), and
+    refuses as the new name does when there is nothing to release."""
+    state = _busy_wallet(wallet)
+    wallet.kill_switch("stop")
+    with pytest.warns(DeprecationWarning, match="release_kill_switch"):
+        release = wallet.recover(resume_agents=True)
+    assert isinstance(release, KillSwitchRelease) and release.agents_resumed == 2
+    assert not wallet.kill_switch_state().active
+    assert wallet.get_agent(state.agents[0]).status == "ACTIVE"
+    with pytest.warns(DeprecationWarning), pytest.raises(StateError):
+        wallet.recover()

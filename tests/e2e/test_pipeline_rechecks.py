@@ -49,7 +49,7 @@ def test_kill_switch_cancels_a_queued_transaction(wallet: Wallet) -> None:
     tx_id, _session, dest = _queue_delay(wallet)
     wallet.kill_switch("stop")
     assert wallet.get_transaction(tx_id).status == "CANCELLED"
-    wallet.recover(resume_agents=True)
+    wallet.release_kill_switch(resume_agents=True)
     _due(wallet)
     assert wallet.get_transaction(tx_id).status == "CANCELLED"
     assert _received(wallet, "solana", dest) == 0

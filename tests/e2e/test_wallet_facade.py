@@ -359,7 +359,14 @@ BAD_CALLS: list[tuple[str, Call, type[WaiaasError], str | None]] = [
         "request",
     ),
     ("kill switch empty reason", lambda w, c: w.kill_switch(""), InvalidInputError, "reason"),
-    ("recover when inactive", lambda w, c: w.recover(), StateError, None),
+    ("release when inactive", lambda w, c: w.release_kill_switch(), StateError, None),
+    ("chain adapter unknown agent", lambda w, c: w.chain_adapter(UNKNOWN), NotFoundError, None),
+    (
+        "chain adapter bad id",
+        lambda w, c: w.chain_adapter("../agent"),
+        InvalidInputError,
+        "agent_id",
+    ),
     ("audit limit 0", lambda w, c: w.audit(limit=0), InvalidInputError, "limit"),
     ("audit cursor str", lambda w, c: w.audit(cursor="abc"), InvalidInputError, "cursor"),  # type: ignore[arg-type]
     (
@@ -513,3 +520,28 @@ def test_bad_input_is_refused_and_changes_nothing(
     assert snapshot(wallet.path) == before
     added = all_audit(wallet)[audit_before:]
     assert {e.event_type for e in added} <= {"AUTH_FAILED", "REQUEST_REFUSED"}
+
+
+def test_chain_adapter_is_the_agents_and_public(tmp_path: Path) -> None:
+    """``Wallet.chain_adapter(agent_id)`` is the adapter the agent's transactions go through
+    (the local chains' controls included); ``waiaas.testing`` and the demo use it rather
+    than reaching into the wallet's private collaborators."""
+    import inspect
+    import re
+
+    import waiaas.demo
+    import waiaas.testing
+    from waiaas.chains.base import LocalChainControl
+
+    with local_wallet(tmp_path, clock=FrozenClock()) as wallet:
+        for chain in ("solana", "evm"):
+            agent = new_agent(wallet, chain, funds=0)
+            adapter = wallet.chain_adapter(agent.id)
+            assert (adapter.chain, adapter.network) == (agent.chain, agent.network)
+            assert isinstance(adapter, LocalChainControl)
+            adapter.fund(agent.public_key, 10**9)
+            assert wallet.balance(agent.id) == 10**9
+    for module in (waiaas.testing, waiaas.demo):
+        source = inspect.getsource(module)
+        private = re.findall(r"\bwallet\.(?:pipeline|db|sessions|keystore)\.", source)
+        assert private == [], module.__name__

@@ -232,8 +232,8 @@ def test_item10_recovery_holds_unsent_bytes_while_the_switch_is_on(
 ) -> None:
     """Item 10, recovery: a row left EXECUTING (signed, never sent) while the kill switch is
     on is held by ``process_due`` (one TX_RECOVERED "held" row, nothing sent); after
-    ``recover()`` it is judged again in full: its session was revoked by the kill switch,
-    so it FAILS and the bytes never go out."""
+    ``release_kill_switch()`` it is judged again in full: its session was revoked by the kill
+    switch, so it FAILS and the bytes never go out."""
 
     def crash(stage: str, tx_id: str) -> None:
         if stage == "signed":
@@ -255,7 +255,7 @@ def test_item10_recovery_holds_unsent_bytes_while_the_switch_is_on(
         assert [e.details["action"] for e in held] == ["held"]
         assert held[0].details["reason"] == "KILL_SWITCH_ACTIVE"
         assert _balance(w, chain, dest) == 0
-        w.recover(resume_agents=True)
+        w.release_kill_switch(resume_agents=True)
         w.process_due()
         tx = w.get_transaction(row.id)
         assert tx.status == "FAILED"

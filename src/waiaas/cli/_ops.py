@@ -45,7 +45,7 @@ def kill_on(
 ) -> None:
     """Stop everything: suspend every agent, revoke every session, cancel queued work."""
     with open_wallet(ctx) as wallet:
-        summary = wallet.kill_switch(reason)
+        summary = wallet.kill_switch(reason).to_dict()
     if json_:
         emit_json(summary)
     else:
@@ -63,7 +63,7 @@ def kill_off(
 ) -> None:
     """Turn the kill switch off."""
     with open_wallet(ctx) as wallet:
-        summary = wallet.recover(resume_agents=resume_agents)
+        summary = wallet.release_kill_switch(resume_agents=resume_agents).to_dict()
     if json_:
         emit_json(summary)
     else:

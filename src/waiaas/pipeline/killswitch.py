@@ -5,8 +5,8 @@ SUSPENDED; every live session is revoked; every PENDING or QUEUED transaction is
 a critical KILL_SWITCH_ACTIVATED audit row is written. Transactions already signed
 (EXECUTING / SUBMITTED) cannot be recalled from the chain; they are reconciled as usual.
 
-Recovery is explicit (``Wallet.recover()``) and audited. Agents stay suspended unless
-``resume_agents=True``, which resumes only those the kill switch suspended.
+Release is explicit (``Wallet.release_kill_switch()``) and audited. Agents stay suspended
+unless ``resume_agents=True``, which resumes only those the kill switch suspended.
 """
 
 from __future__ import annotations
@@ -112,7 +112,12 @@ def activate(uow: UnitOfWork, *, actor: str, reason: str, now: int) -> dict[str,
         details=summary,
         severity=Severity.CRITICAL,
     )
-    return {**summary, "cancelled_ids": cancelled, "suspended_ids": suspended}
+    return {
+        **summary,
+        "cancelled_ids": cancelled,
+        "suspended_ids": suspended,
+        "revoked_ids": revoked,
+    }
 
 
 def recover(uow: UnitOfWork, *, actor: str, now: int, resume_agents: bool) -> dict[str, Any]:
@@ -149,4 +154,4 @@ def recover(uow: UnitOfWork, *, actor: str, now: int, resume_agents: bool) -> di
                 )
     summary = {"activated_at": current.activated_at, "agents_resumed": len(resumed)}
     uow.audit.append(AuditEvent.KILL_SWITCH_RECOVERED, actor=actor, now=now, details=summary)
-    return summary
+    return {**summary, "resumed_ids": resumed}
