@@ -72,7 +72,7 @@ from waiaas.pipeline.report import DueProblem, DueReport
 from waiaas.plots import BudgetUsage
 from waiaas.policy import Decision, Explanation, PolicySpec, PriceOracle, ReplayResult
 from waiaas.services.policies import PolicyInfo, PolicyList
-from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo
+from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo, SessionList
 from waiaas.types import (
     AccountSpec,
     AgentInfo,
@@ -180,6 +180,7 @@ __all__ = [
     "SchemaTooNewError",
     "SessionConstraints",
     "SessionInfo",
+    "SessionList",
     "Severity",
     "StaleTransactionError",
     "StateError",

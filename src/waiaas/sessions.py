@@ -44,7 +44,7 @@ import secrets as _secrets
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, SupportsIndex, overload, runtime_checkable
 
 import jwt
 from pydantic import (
@@ -59,6 +59,7 @@ from pydantic import (
 from sqlalchemy import JSON, func, type_coerce
 from sqlmodel import col, select
 
+from waiaas import _display as _d
 from waiaas._validate import shown
 from waiaas.clock import Clock
 from waiaas.config import WalletConfig
@@ -92,6 +93,9 @@ from waiaas.types import (
     TxType,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
     "JWT_SECRET_NAME",
     "MAX_TOKEN_LENGTH",
@@ -100,6 +104,7 @@ __all__ = [
     "SecretStore",
     "SessionConstraints",
     "SessionInfo",
+    "SessionList",
     "SessionManager",
     "SessionUsage",
     "VerifiedSession",
@@ -341,6 +346,138 @@ class SessionInfo:
     revoked_at: int | None
     constraints: SessionConstraints
     usage: SessionUsage
+
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            "SessionInfo",
+            [
+                ("session_id", self.session_id),
+                ("agent_id", self.agent_id),
+                ("status", self.status),
+                ("expires", _d.fmt_time(self.expires_at)),
+                ("revoked", _d.fmt_time(self.revoked_at) if self.revoked_at else None),
+                ("requests", self.usage.tx_count),
+                ("constraints", self.constraints_text() or None),
+            ],
+        )
+
+    def constraints_text(self) -> str:
+        """The constraints that are set, as ``name=value`` pairs (empty when none are)."""
+        data = self.constraints.model_dump(mode="json", exclude_none=True)
+        return ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(data.items()))
+
+    def _row(self) -> dict[str, object]:
+        return {
+            "session_id": self.session_id,
+            "agent_id": self.agent_id,
+            "status": self.status,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "last_used_at": self.usage.last_used_at,
+            "requests": self.usage.tx_count,
+            "totals": {k: str(v) for k, v in sorted(self.usage.totals.items())} or None,
+            "constraints": self.constraints_text() or None,
+        }
+
+    def _repr_html_(self) -> str:
+        return _d.fields_html(
+            f"Session {self.status}",
+            [
+                ("session", self.session_id),
+                ("agent", self.agent_id),
+                ("created", _d.fmt_time(self.created_at)),
+                ("expires", _d.fmt_time(self.expires_at)),
+                ("revoked", _d.fmt_time(self.revoked_at) if self.revoked_at else None),
+                ("last used", _d.fmt_time(self.usage.last_used_at)),
+                ("requests", self.usage.tx_count),
+                ("totals (base units)", _totals_text(self.usage.totals) or None),
+                ("constraints", self.constraints_text() or None),
+            ],
+        )
+
+
+def _totals_text(totals: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(totals.items()))
+
+
+class SessionList(list[SessionInfo]):
+    """A list of sessions (what ``Wallet.list_sessions`` returns) with a table rendering and
+    :meth:`to_dataframe`. Never a token: sessions are shown by id.
+
+    Example::
+
+        sessions = wallet.list_sessions(agent.id)
+        sessions.to_dataframe()   # needs the pandas extra
+    """
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> SessionInfo: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> SessionList: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> SessionInfo | SessionList:
+        if isinstance(index, slice):
+            return SessionList(super().__getitem__(index))
+        return super().__getitem__(index)
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for s in self:
+            counts[s.status] = counts.get(s.status, 0) + 1
+        inner = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        return f"SessionList({len(self)} sessions{' {' + inner + '}' if inner else ''})"
+
+    def _repr_html_(self) -> str:
+        rows = [
+            (
+                s.session_id,
+                s.agent_id,
+                _d.raw(_d.badge(s.status)),
+                _d.fmt_time(s.created_at),
+                _d.fmt_time(s.expires_at),
+                _d.fmt_time(s.revoked_at) if s.revoked_at else None,
+                s.usage.tx_count,
+                s.constraints_text() or None,
+            )
+            for s in self
+        ]
+        return _d.table_html(
+            (
+                "session",
+                "agent",
+                "status",
+                "created",
+                "expires",
+                "revoked",
+                "requests",
+                "constraints",
+            ),
+            rows,
+            caption=f"{len(self)} sessions",
+        )
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per session (needs the ``pandas`` extra): times are UTC datetimes, the
+        per-asset totals exact base-unit strings (never floats)."""
+        return _d.frame(
+            [s._row() for s in self],
+            (
+                "session_id",
+                "agent_id",
+                "status",
+                "created_at",
+                "expires_at",
+                "revoked_at",
+                "last_used_at",
+                "requests",
+                "totals",
+                "constraints",
+            ),
+            times=("created_at", "expires_at", "revoked_at", "last_used_at"),
+            exact=("totals",),
+        )
 
 
 # --------------------------------------------------------------------------- helpers

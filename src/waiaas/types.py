@@ -926,6 +926,32 @@ class KillSwitchState(_Result):
     reason: str | None = None
     actor: str | None = None
 
+    def __str__(self) -> str:
+        return repr(self)
+
+    def __repr__(self) -> str:
+        if not self.active:
+            return "KillSwitchState(active=False)"
+        return _d.short_repr(
+            "KillSwitchState",
+            [
+                ("active", True),
+                ("since", _d.fmt_time(self.activated_at)),
+                ("reason", self.reason),
+                ("actor", self.actor),
+            ],
+        )
+
+    def _repr_html_(self) -> str:
+        return _d.fields_html(
+            "Kill switch " + ("ON" if self.active else "off"),
+            [
+                ("since", _d.fmt_time(self.activated_at) if self.active else None),
+                ("reason", self.reason),
+                ("by", self.actor),
+            ],
+        )
+
 
 class KillSwitchSummary(_Result):
     """What :meth:`waiaas.Wallet.kill_switch` stopped, in the one database transaction that

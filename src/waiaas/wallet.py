@@ -60,7 +60,13 @@ from waiaas.plots import BudgetUsage
 from waiaas.policy import Decision, Explanation
 from waiaas.policy.model import PriceOracle
 from waiaas.services.policies import PolicyInfo, PolicyService
-from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo, SessionManager
+from waiaas.sessions import (
+    IssuedSession,
+    SessionConstraints,
+    SessionInfo,
+    SessionList,
+    SessionManager,
+)
 from waiaas.types import (
     AgentInfo,
     AgentList,
@@ -1062,8 +1068,9 @@ class Wallet:
         """
         return self.sessions.get(check_id(session_id, "session_id"))
 
-    def list_sessions(self, agent_id: str) -> list[SessionInfo]:
-        """An agent's sessions.
+    def list_sessions(self, agent_id: str) -> SessionList:
+        """An agent's sessions, oldest first: a :class:`SessionList` (a ``list`` that renders
+        as a table in a notebook and has ``to_dataframe()``). Never a token.
 
         Raises:
             InvalidInputError: bad agent id.
@@ -1072,7 +1079,7 @@ class Wallet:
 
             live = [s for s in wallet.list_sessions(agent.id) if s.status == "active"]
         """
-        return list(self.sessions.list_for_agent(check_id(agent_id, "agent_id")))
+        return SessionList(self.sessions.list_for_agent(check_id(agent_id, "agent_id")))
 
     # ================================================================== policies
 

@@ -20,6 +20,7 @@ from waiaas import (
     AgentNotActiveError,
     InvalidInputError,
     PolicyDeniedError,
+    SessionList,
     TokenRevokedError,
     Transfer,
     TxStatus,
@@ -432,3 +433,48 @@ def test_audit_page_len_and_suspended_agent_repr(
     assert "looked odd" in agent._repr_html_()
     with pytest.raises((AgentNotActiveError, TokenRevokedError)):  # suspension revokes
         wallet.send(token, Transfer(to=DEST, amount=1))
+
+
+def test_sessions_render_and_convert_without_tokens(
+    lab: tuple[Wallet, str, str, FrozenClock],
+) -> None:
+    """``list_sessions`` is a listing like the others: a one-line repr, an HTML table with
+    times and constraints, a DataFrame with UTC datetimes and exact totals; no token, ever."""
+    wallet, agent_id, token, _ = lab
+    constrained = wallet.issue_session(
+        agent_id, constraints={"max_tx_count": 3, "allowed_addresses": [DEST]}
+    )
+    wallet.send(constrained.token, Transfer(to=DEST, amount=SOL // 20))
+    wallet.revoke_session(constrained.session_id)
+    sessions = wallet.list_sessions(agent_id)
+    assert isinstance(sessions, SessionList) and isinstance(sessions, list)
+    assert isinstance(sessions[:1], SessionList)
+    assert repr(sessions) == "SessionList(2 sessions {active: 1, revoked: 1})"
+    one = sessions[1]
+    text = repr(one)
+    assert "\n" not in text and len(text) < 400 and "status=revoked" in text
+    assert "max_tx_count=3" in text and "2023-" in text  # times as ISO, not Unix seconds
+    html = sessions._repr_html_() + one._repr_html_()
+    for needed in ("revoked", "active", "max_tx_count=3", DEST, "2023-11-14"):
+        assert needed in html, needed
+    df = sessions.to_dataframe()
+    assert list(df["status"]) == ["active", "revoked"]
+    for col in ("created_at", "expires_at", "revoked_at", "last_used_at"):
+        assert "UTC" in str(df[col].dtype), col
+    assert df["totals"].iloc[1] == {"native": str(SOL // 20)}
+    assert list(df["requests"]) == [4, 1]  # the denied request was never charged
+    _no_floats(df)
+    everything = text + html + df.to_string() + repr(sessions)
+    assert token not in everything and constrained.token not in everything
+
+
+def test_kill_switch_state_renders(lab: tuple[Wallet, str, str, FrozenClock]) -> None:
+    """The kill-switch state is short when off, says since when and why when on."""
+    wallet, _, _, _ = lab
+    assert repr(wallet.kill_switch_state()) == "KillSwitchState(active=False)"
+    assert "Kill switch off" in wallet.kill_switch_state()._repr_html_()
+    wallet.kill_switch("<script>drill</script>")
+    state = wallet.kill_switch_state()
+    assert "active=True" in repr(state) and "2023-" in repr(state)
+    html = state._repr_html_()
+    assert "Kill switch ON" in html and "&lt;script&gt;" in html and "<script>" not in html
