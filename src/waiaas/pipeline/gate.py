@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
@@ -29,6 +29,9 @@ from waiaas.policy.model import (
 )
 from waiaas.policy.rules import AllowedTokensRules, AutoStopRules
 from waiaas.types import AgentStatus, Batch, Request
+
+if TYPE_CHECKING:
+    from waiaas.plan import Effect
 
 __all__ = ["PolicyGate", "agent_context", "restart_auto_stop", "spec_from_row"]
 
@@ -164,7 +167,7 @@ class PolicyGate:
         specs: list[PolicySpec],
         usage: Usage,
         decimals: Mapping[str, int],
-        effects: Sequence[Any] | None = None,
+        effects: Sequence[Effect] | None = None,
     ) -> Mapping[str, AssetPrice] | None:
         """USD prices of the assets the ``*_usd`` rules need (unknown ones left out)."""
         if self.oracle is None:
@@ -185,7 +188,7 @@ class PolicyGate:
         *,
         exclude_tx_id: str | None,
         adapter: Any,
-        effects: Sequence[Any] | None,
+        effects: Sequence[Effect] | None,
     ) -> _Inputs:
         """Everything the evaluator needs besides the request: loaded once, the same way for
         ``send`` (:meth:`evaluate`) and the dry runs (:meth:`explain`)."""
@@ -215,7 +218,7 @@ class PolicyGate:
         *,
         exclude_tx_id: str | None = None,
         adapter: Any = None,
-        effects: Sequence[Any] | None = None,
+        effects: Sequence[Effect] | None = None,
         calldata: bytes = b"",
     ) -> Decision:
         """Decide ``req`` for ``agent`` at ``now``.
@@ -250,7 +253,7 @@ class PolicyGate:
         now: int,
         *,
         adapter: Any = None,
-        effects: Sequence[Any] | None = None,
+        effects: Sequence[Effect] | None = None,
         calldata: bytes = b"",
     ) -> Explanation:
         """:meth:`evaluate` with explanations, for the dry runs: the same policies, usage

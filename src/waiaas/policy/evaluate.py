@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, localcontext
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -64,6 +64,9 @@ from waiaas.types import (
     Transfer,
     TxType,
 )
+
+if TYPE_CHECKING:
+    from waiaas.plan import Effect
 
 __all__ = ["RequestModel", "evaluate", "spend_of"]
 
@@ -235,7 +238,9 @@ def _abi_addresses(chain: str, data: bytes) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _items_from_effects(effects: Sequence[Any], chain: str, calldata: bytes = b"") -> list[_Item]:
+def _items_from_effects(
+    effects: Sequence[Effect], chain: str, calldata: bytes = b""
+) -> list[_Item]:
     """The evaluator's items for effects decoded from the plan that will be signed.
 
     Native transfers, account funding (rent) and fees spend native; token transfers and
@@ -1065,7 +1070,7 @@ def evaluate(
     config: WalletConfig | None = None,
     prices: Mapping[str, AssetPrice] | None = None,
     decimals: Mapping[str, int] | None = None,
-    effects: Sequence[Any] | None = None,
+    effects: Sequence[Effect] | None = None,
     calldata: bytes = b"",
 ) -> Decision:
     """Decide one request against every applicable policy. Pure: no I/O, no clock.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal, localcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from waiaas import _display as _d
 from waiaas.config import WalletConfig
@@ -48,6 +48,9 @@ from waiaas.policy.rules import (
 )
 from waiaas.policy.units import describe_amount
 from waiaas.types import ContractCall, Tier, TokenTransfer, Transfer
+
+if TYPE_CHECKING:
+    from waiaas.plan import Effect
 
 __all__ = ["Explanation", "explain", "next_allowed_time", "redact_for_agent"]
 
@@ -204,7 +207,7 @@ def explain(
     config: WalletConfig | None = None,
     prices: Mapping[str, AssetPrice] | None = None,
     decimals: Mapping[str, int] | None = None,
-    effects: Sequence[Any] | None = None,
+    effects: Sequence[Effect] | None = None,
     calldata: bytes = b"",
 ) -> Explanation:
     """Evaluate a hypothetical request and say what would change the outcome. Pure.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING
 
 from waiaas.policy.evaluate import (
     _items_from_effects,
@@ -30,6 +30,9 @@ from waiaas.policy.model import (
 )
 from waiaas.policy.rules import SpendingLimitRules
 
+if TYPE_CHECKING:
+    from waiaas.plan import Effect
+
 __all__ = ["assets_to_price", "lookup_prices"]
 
 log = logging.getLogger("waiaas.policy")
@@ -41,7 +44,7 @@ def assets_to_price(
     policies: Iterable[PolicySpec],
     usage: Usage,
     *,
-    effects: Sequence[Any] | None = None,
+    effects: Sequence[Effect] | None = None,
 ) -> frozenset[str]:
     """The asset keys whose USD price the applicable ``*_usd`` rules need (may be empty).
 
