@@ -290,3 +290,32 @@ def test_sign_refuses_a_foreign_key(adapter: Any, profile: ChainProfile) -> None
         adapter.sign(unsigned, other_secret)
     text = str(info.value) + repr(info.value.to_dict())
     assert other_secret.hex() not in text and secret.hex() not in text
+
+
+def test_fee_quote_bounds_the_fee_paid(adapter: Any, profile: ChainProfile) -> None:
+    """fee_quote reads the built transaction: on EVM the maximum (gas limit times max fee
+    per gas) is not exceeded by the fee charged; on Solana the quote is what is charged. A
+    transaction built elsewhere is refused."""
+    from waiaas.chains.base import SupportsFeeQuote
+
+    assert isinstance(adapter, SupportsFeeQuote)
+    secret, sender = _funded(adapter, profile)
+    _, recipient = adapter.generate_secret()
+    unsigned = adapter.build(Transfer(to=recipient, amount=profile.amount), sender)
+    quote = adapter.fee_quote(unsigned)
+    signed = adapter.sign(unsigned, secret)
+    adapter.submit(signed)
+    status = adapter.wait_for_confirmation(signed, timeout=30)
+    _confirmed(status)
+    assert isinstance(status.fee, int) and status.fee > 0
+    if profile.chain == "evm":
+        assert quote.basis == "maximum" and quote.gas_limit == 21_000
+        assert quote.max_fee_per_gas is not None
+        assert quote.amount == quote.gas_limit * quote.max_fee_per_gas
+        assert status.fee <= quote.amount
+    else:
+        assert quote.basis == "exact" and quote.gas_limit is None
+        assert status.fee == quote.amount
+    foreign = UnsignedTx(chain="elsewhere", sender=sender, payload={})
+    with pytest.raises(InvalidInputError):
+        adapter.fee_quote(foreign)

@@ -3,8 +3,8 @@
 A third party adds a chain by writing a class with these methods; nothing to inherit.
 Optional capabilities are small separate protocols (:class:`SupportsNonces`,
 :class:`LocalChainControl`, :class:`SupportsPlans`, :class:`SupportsPlanBuild`,
-:class:`SupportsTokenInfo`, :class:`SupportsBalanceSimulation`) checked with ``isinstance`` at
-run time.
+:class:`SupportsTokenInfo`, :class:`SupportsBalanceSimulation`,
+:class:`SupportsFeeQuote`) checked with ``isinstance`` at run time.
 
 The pipeline calls an adapter in this order::
 
@@ -37,10 +37,12 @@ __all__ = [
     "ChainAdapter",
     "ChainTxState",
     "ChainTxStatus",
+    "FeeQuote",
     "LocalChainControl",
     "SignedTx",
     "SimulationResult",
     "SupportsBalanceSimulation",
+    "SupportsFeeQuote",
     "SupportsNonces",
     "SupportsPlanBuild",
     "SupportsPlans",
@@ -284,6 +286,39 @@ class SupportsTokenInfo(Protocol):
             InvalidAddressError: not an address of this chain.
             InvalidInputError: not a token.
             ChainError: the node could not be asked.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class FeeQuote:
+    """The network fee of a built transaction, for the people who approve it.
+
+    Attributes:
+        amount: the fee in native base units (lamports, wei).
+        basis: ``"maximum"``: an upper bound the transaction cannot exceed (EVM: gas limit
+            times ``maxFeePerGas``); ``"exact"``: what the transaction pays (Solana: the
+            signature fee plus the priority fee its compute-budget instructions set);
+            ``"estimate"``: the adapter's estimate, neither.
+        gas_limit / max_fee_per_gas: the EVM factors of a maximum (``None`` elsewhere).
+    """
+
+    amount: int
+    basis: str
+    gas_limit: int | None = None
+    max_fee_per_gas: int | None = None
+
+
+@runtime_checkable
+class SupportsFeeQuote(Protocol):
+    """Adapters that say what a built transaction can cost in network fees (both shipped
+    ones do); the owner's approval page, message and notifications show it."""
+
+    def fee_quote(self, unsigned: UnsignedTx) -> FeeQuote:
+        """The network fee of ``unsigned``, read from the transaction itself (no I/O).
+
+        Raises:
+            InvalidInputError: ``unsigned`` was not built by this adapter.
         """
         ...
 

@@ -42,6 +42,7 @@ from waiaas.chains.base import (
     BalanceChanges,
     ChainTxState,
     ChainTxStatus,
+    FeeQuote,
     SignedTx,
     SimulationResult,
     UnsignedTx,
@@ -877,6 +878,18 @@ class EvmAdapter:
         """The most ``unsigned`` can cost in fees: gas limit * ``maxFeePerGas`` (wei)."""
         payload = self._payload(unsigned)
         return int(payload["gas"]) * int(payload["maxFeePerGas"])
+
+    def fee_quote(self, unsigned: UnsignedTx) -> FeeQuote:
+        """The most ``unsigned`` can cost in fees, with its factors: gas limit *
+        ``maxFeePerGas`` (basis ``"maximum"``). The fee paid is usually lower (gas used *
+        effective gas price).
+
+        Raises:
+            InvalidInputError: ``unsigned`` was not built by an EVM adapter.
+        """
+        payload = self._payload(unsigned)
+        gas, price = int(payload["gas"]), int(payload["maxFeePerGas"])
+        return FeeQuote(gas * price, "maximum", gas_limit=gas, max_fee_per_gas=price)
 
     def simulate(self, unsigned: UnsignedTx) -> SimulationResult:
         """Execute ``unsigned`` with ``eth_call`` on the latest state, without committing.

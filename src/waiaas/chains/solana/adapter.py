@@ -56,6 +56,7 @@ from waiaas.chains.base import (
     BalanceChanges,
     ChainTxState,
     ChainTxStatus,
+    FeeQuote,
     SignedTx,
     SimulationResult,
     UnsignedTx,
@@ -641,6 +642,21 @@ class SolanaAdapter:
             ChainError: the node could not be asked.
         """
         return self._backend.fee_for_message(self._message(unsigned))
+
+    def fee_quote(self, unsigned: UnsignedTx) -> FeeQuote:
+        """The fee ``unsigned`` pays (basis ``"exact"``): the signature fee plus the priority
+        fee its compute-budget instructions set, as the cluster priced the message when it
+        was built (asked again only when the build did not record it).
+
+        Raises:
+            InvalidInputError: ``unsigned`` is not an unsigned Solana transaction.
+            ChainError: the node had to be asked and failed.
+        """
+        message = self._message(unsigned)
+        fee = unsigned.fee_estimate
+        if fee is None:
+            fee = self._backend.fee_for_message(message)
+        return FeeQuote(int(fee), "exact")
 
     def simulate(self, unsigned: UnsignedTx) -> SimulationResult:
         """Execute the unsigned transaction without committing it (signatures not checked).
