@@ -101,7 +101,7 @@ from waiaas.types import (
 )
 from waiaas.units import format_units, parse_units
 from waiaas.wallet import TransactionResult, Wallet
-from waiaas.web.display import EffectRow, TxDisplay
+from waiaas.web.display import EffectRow, NetworkFee, TxDisplay
 
 __version__ = "0.1.0.dev0"
 
@@ -164,6 +164,7 @@ __all__ = [
     "KillSwitchState",
     "KillSwitchSummary",
     "MigrationError",
+    "NetworkFee",
     "NotADatabaseError",
     "NotFoundError",
     "NotificationError",

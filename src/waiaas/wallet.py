@@ -1326,7 +1326,8 @@ class Wallet:
 
     def transaction_display(self, tx_id: str) -> TxDisplay:
         """What a person reads about a transaction: every effect in human units (full
-        addresses), a one-line summary, why its tier was chosen, and its expiry.
+        addresses), a one-line summary, why its tier was chosen, its expiry, and the network
+        fee of the transaction as built when it was requested (EVM: the most it can cost).
 
         The effects are those decoded from the plan that will be signed when the pipeline
         stored them, else those of the stored request.
@@ -1348,6 +1349,7 @@ class Wallet:
         data = _info(row)
         adapter = self.pipeline.adapters.get((row.chain, agent.network if agent else ""))
         lookup = getattr(adapter, "token_decimals", None)
+        meta = stored_json(row.metadata_json, table="transactions", column="metadata", default={})
         return describe_transaction(
             chain=row.chain,
             request=data["request"],
@@ -1357,9 +1359,8 @@ class Wallet:
             approval_expires_at=data["approval_expires_at"],
             execute_after=data["execute_after"],
             token_decimals=lookup if callable(lookup) else None,
-            effects=stored_json(
-                row.metadata_json, table="transactions", column="metadata", default={}
-            ).get("effects"),
+            effects=meta.get("effects"),
+            network_fee=meta.get("network_fee"),
         )
 
     def approve(self, tx_id: str, signature: str) -> TransactionInfo:

@@ -196,8 +196,16 @@ def test_tx_list_show_cancel(cli: Cli) -> None:
     first = shown["display"]["effects"][0]["text"]
     assert first.startswith("send 2 SOL from ") and first.endswith(f" to {dest}")
     assert shown["status"] == "QUEUED" and shown["tier"] == "DELAY"
+    assert shown["display"]["network_fee"] == {
+        "text": "network fee: 0.000005 SOL",
+        "amount": "0.000005 SOL",
+        "base_units": "5000",
+        "maximum": False,
+    }
     text = cli.ok("tx", "show", delayed.id).stdout
     assert f" to {dest}" in text and "send 2 SOL from " in text and "execute_after" in text
+    assert "  network fee: 0.000005 SOL\n" in text
+    assert "fee paid: 0.000005 SOL" in cli.ok("tx", "show", done.id).stdout
     assert cli.json("tx", "cancel", delayed.id)["status"] == "CANCELLED"
     assert "only PENDING or QUEUED" in cli.error("tx", "cancel", done.id)
     assert "status" in cli.error("tx", "list", "--status", "LOST")
@@ -215,11 +223,17 @@ def test_approvals_list_message_approve(cli: Cli, owner: EvmOwner) -> None:
     assert pending[0]["effects"][0].startswith("send 2 ETH from 0x")
     assert pending[0]["link"].startswith(f"{url}/{tx_id}/")
     assert pending[0]["expires_iso"].endswith("Z")
+    fee = pending[0]["network_fee"]
+    assert fee["maximum"] is True and fee["text"].startswith("network fee: at most ")
+    assert fee["amount"].endswith(" ETH") and int(fee["base_units"]) % 21000 == 0
     assert cli.json("approvals", "list")[0]["link"] is None
     message = cli.ok("approvals", "message", tx_id).stdout
     assert message.rstrip("\n") == cli.wallet.approval_message(tx_id)
+    assert "TRANSFER of 2 ETH to 0x" in message  # human units, not base units
+    assert f"\nNetwork fee: {fee['text'].removeprefix('network fee: ')}\n" in message
     data = cli.json("approvals", "message", tx_id, "--reject")
     assert data["owner"] == owner.address and data["owner_kind"] == "evm"
+    assert data["network_fee"] == fee and data["effects"] == pending[0]["effects"]
     assert data["message"] == cli.wallet.approval_message(tx_id, "reject")
     wrong = EvmOwner().sign(cli.wallet.approval_message(tx_id))
     assert "not made by the owner" in cli.error("approvals", "approve", tx_id, "--signature", wrong)

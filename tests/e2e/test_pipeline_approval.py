@@ -61,9 +61,10 @@ def test_approval_row_and_message(wallet: Wallet) -> None:
     assert message.startswith(
         "waiaas.local wants you to sign in with your Ethereum account:\n" + owner.address + "\n"
     )
+    assert amount == 2 * 10**18
     for part in (
         tx_id,
-        str(amount),
+        f"TRANSFER of 2 ETH to {dest}",  # human units, not base units
         dest,
         tx.agent_id,
         "tier APPROVAL",
@@ -108,6 +109,38 @@ def test_solana_owner_hex_signature_is_accepted(wallet: Wallet) -> None:
     tx_id, _dest, _amount = _queue(wallet, "solana", owner)
     message = wallet.approval_message(tx_id)
     signature = "0x" + owner.key.sign(message.encode()).signature.hex()
+    assert wallet.approve(tx_id, signature).status == "CONFIRMED"
+
+
+@pytest.mark.parametrize("form", ["docstring", "0x-hex", "bare-hex", "base58"])
+def test_every_signature_form_a_wallet_or_library_prints_approves(
+    wallet: Wallet, form: str
+) -> None:
+    """Wallet.approve takes what wallets and libraries print: the docstring's own example
+    (``sig.signature.hex()``, bare hex with hexbytes 2) and 0x-hex for an EVM owner; bare
+    hex, 0x-hex and base58 for a Solana owner. Each approves and the transfer executes."""
+    from eth_account.messages import encode_defunct
+
+    from waiaas.keystore.keys import b58encode
+
+    if form == "docstring":
+        evm = EvmOwner()
+        tx_id, _dest, _amount = _queue(wallet, "evm", evm)
+        sig = evm.account.sign_message(encode_defunct(text=wallet.approval_message(tx_id)))
+        signature = sig.signature.hex()  # exactly as the Wallet.approve docstring writes it
+        assert not signature.startswith("0x")  # hexbytes 2
+        evm_0x = EvmOwner()
+        other, _dest, _amount = _queue(wallet, "evm", evm_0x)
+        assert wallet.approve(other, evm_0x.sign(wallet.approval_message(other))).status == (
+            "CONFIRMED"
+        )
+    else:
+        sol = SolanaOwner()
+        tx_id, _dest, _amount = _queue(wallet, "solana", sol)
+        raw = sol.key.sign(wallet.approval_message(tx_id).encode()).signature
+        signature = {"0x-hex": "0x" + raw.hex(), "bare-hex": raw.hex(), "base58": b58encode(raw)}[
+            form
+        ]
     assert wallet.approve(tx_id, signature).status == "CONFIRMED"
 
 

@@ -3,6 +3,9 @@ exact amounts, never a guessed decimal."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from waiaas.errors import InvalidInputError, NotFoundError
@@ -200,3 +203,125 @@ def test_stored_plan_effects_are_shown_instead_of_the_request() -> None:
         effects=[{"effect": "teleport"}],
     )
     assert broken.effects[0].kind == "warning" and broken.effects[1].kind == "send"
+
+
+# --------------------------------------------------------------------------- network fee
+
+
+def test_fee_quotes_in_human_units() -> None:
+    """EVM: the maximum with its factors; Solana: what it pays, split into signature and
+    priority fee when the plan sets one; malformed stored quotes show nothing."""
+    from waiaas.plan import FeeEffect, effects_to_json
+    from waiaas.web.display import describe_fee
+
+    evm = describe_fee(
+        "evm",
+        {
+            "amount": "63000000000000",
+            "basis": "maximum",
+            "gas_limit": "21000",
+            "max_fee_per_gas": "3000000000",
+        },
+    )
+    assert evm is not None and evm.maximum and evm.base_units == 63 * 10**12
+    assert evm.amount == "0.000063 ETH"
+    assert evm.text == (
+        "network fee: at most 0.000063 ETH "
+        "(gas limit 21000 times max fee per gas 3 gwei, priced when requested)"
+    )
+    inconsistent = describe_fee(
+        "evm", {"amount": "5", "basis": "maximum", "gas_limit": "2", "max_fee_per_gas": "2"}
+    )
+    assert inconsistent is not None
+    assert (
+        inconsistent.text == "network fee: at most 0.000000000000000005 ETH (priced when requested)"
+    )
+    payer = "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU"
+    sol = describe_fee(
+        "solana",
+        {"amount": "5200", "basis": "exact"},
+        effects_to_json([FeeEffect(payer, 200)]),
+    )
+    assert sol is not None and not sol.maximum and sol.amount == "0.0000052 SOL"
+    assert sol.text == (
+        "network fee: 0.0000052 SOL (signature fee 0.000005 SOL + priority fee 0.0000002 SOL)"
+    )
+    plain = describe_fee("solana", {"amount": "5000", "basis": "exact"}, None)
+    assert plain is not None and plain.text == "network fee: 0.000005 SOL"
+    estimate = describe_fee("evm", {"amount": "10", "basis": "estimate"})
+    assert estimate is not None and estimate.text.startswith("network fee: about ")
+    assert plain.to_dict() == {
+        "text": "network fee: 0.000005 SOL",
+        "amount": "0.000005 SOL",
+        "base_units": "5000",
+        "maximum": False,
+    }
+    for bad in (
+        None,
+        {},
+        {"amount": "-1", "basis": "exact"},
+        {"amount": True, "basis": "exact"},
+        {"amount": "1e3", "basis": "exact"},
+        {"amount": "5", "basis": "guess"},
+        ["5"],
+    ):
+        assert describe_fee("solana", bad) is None  # type: ignore[arg-type]
+
+
+def _approval(chains: list[Any] | None, tmp_path: Path, chain: str) -> tuple[Any, str, Any]:
+    from tests.e2e.conftest import TIER_AMOUNTS, new_agent, owner_for, recipient
+    from waiaas import Transfer
+    from waiaas.testing import fast_config, local_wallet
+
+    wallet = local_wallet(tmp_path, chains=chains, config=fast_config(), background=False)
+    owner = owner_for(chain)
+    agent = new_agent(wallet, chain, owner=owner)
+    token = wallet.issue_session(agent.id).token
+    result = wallet.send(
+        token, Transfer(to=recipient(chain), amount=TIER_AMOUNTS[chain]["APPROVAL"])
+    )
+    assert result.tier == "APPROVAL"
+    return wallet, result.id, owner
+
+
+def test_evm_display_shows_the_maximum_fee_and_the_fee_paid_is_within_it(tmp_path: Path) -> None:
+    """eth-tester: the display, the message and the JSON form name the most the transfer can
+    cost (gas limit 21000 times the max fee per gas it was built with); once approved, the
+    fee the chain charged is no more than that."""
+    wallet, tx_id, owner = _approval(None, tmp_path, "evm")
+    with wallet:
+        fee = wallet.transaction_display(tx_id).network_fee
+        assert fee is not None and fee.maximum
+        assert fee.text.startswith(f"network fee: at most {fee.amount} (gas limit 21000 times ")
+        assert fee.amount.endswith(" ETH") and fee.base_units % 21000 == 0
+        message = wallet.approval_message(tx_id)
+        assert f"\nNetwork fee: {fee.text.removeprefix('network fee: ')}\n" in message
+        assert wallet.transaction_display(tx_id).to_dict()["network_fee"] == fee.to_dict()
+        done = wallet.approve(tx_id, owner.sign(message))
+        assert done.status == "CONFIRMED" and done.fee is not None
+        assert 0 < done.fee <= fee.base_units
+
+
+def test_solana_display_shows_the_exact_fee_with_its_priority_part(tmp_path: Path) -> None:
+    """LiteSVM with a compute-unit price: the display splits the fee the message pays into
+    signature fee and priority fee, and it is exactly what the chain charged."""
+    from waiaas.chains.evm import EvmAdapter
+    from waiaas.chains.solana import SolanaAdapter
+
+    chains: list[Any] = [
+        SolanaAdapter.local(compute_unit_price=1_000, compute_unit_limit=200_000),
+        EvmAdapter.local(),
+    ]
+    wallet, tx_id, owner = _approval(chains, tmp_path, "solana")
+    with wallet:
+        shown = wallet.transaction_display(tx_id)
+        fee = shown.network_fee
+        assert fee is not None and not fee.maximum and fee.base_units == 5_200
+        assert fee.text == (
+            "network fee: 0.0000052 SOL (signature fee 0.000005 SOL + priority fee 0.0000002 SOL)"
+        )
+        assert any(e.kind == "fee" and e.amount == "0.0000002 SOL" for e in shown.effects)
+        message = wallet.approval_message(tx_id)
+        assert "\nNetwork fee: 0.0000052 SOL (signature fee" in message
+        done = wallet.approve(tx_id, owner.sign(message))
+        assert done.status == "CONFIRMED" and done.fee == fee.base_units

@@ -21,7 +21,7 @@ EXPECTED = [
     "InvalidInputError", "InvalidTransitionError", "IssuedSession", "KdfLimits",
     "KeyIntegrityError", "KeyMissingError", "KeystoreError", "KeystoreLockedError",
     "KeystoreMismatchError", "KeystoreMissingError", "KillSwitchActiveError", "KillSwitchState",
-    "MigrationError", "NotADatabaseError", "NotFoundError", "NotificationError",
+    "MigrationError", "NetworkFee", "NotADatabaseError", "NotFoundError", "NotificationError",
     "PasswordChangedError", "PasswordUnavailableError", "PermanentChainError",
     "PolicyDeniedError", "PolicyInfo", "PolicyList", "PolicySpec", "PriceOracle",
     "ReplayResult", "Request", "SchemaTooNewError", "SessionConstraints", "SessionInfo",

@@ -104,6 +104,12 @@ def test_evm_owner_reads_the_effects_signs_and_the_transfer_executes(
     assert _text(browser, "summary").startswith("Agent trader (")
     effects = _text(browser, "effects")
     assert f" to {dest}" in effects and "send 2 ETH from " in effects
+    # the network fee, in ETH, labelled as the most it can cost
+    fee = served.wallet.transaction_display(tx_id).network_fee
+    assert fee is not None and fee.maximum
+    shown_fee = _text(browser, "fee")
+    assert shown_fee.startswith(f"Network fee: at most {fee.amount} (gas limit 21000 times ")
+    assert shown_fee.endswith(" gwei, priced when requested)") and " ETH " in shown_fee
     facts = _text(browser, "facts")
     assert "APPROVAL" in facts and owner.address in facts and tx_id in facts
     assert "2023-11-14T23:13:20Z" in facts
@@ -133,6 +139,7 @@ def test_solana_owner_rejects_with_a_phantom_style_wallet(served: Served, browse
     _open(browser, phantom_provider(owner.address), served.link(tx_id))
     assert f" to {dest}" in _text(browser, "effects")
     assert "send 11 SOL from " in _text(browser, "effects")
+    assert _text(browser, "fee") == "Network fee: 0.000005 SOL"  # what the message pays
     _click(browser, "reject")
     signed = serve_one_signature(browser, solana_signer(owner))
     assert signed.decode() == served.wallet.approval_message(tx_id, "reject")

@@ -16,6 +16,20 @@ approvals = typer.Typer(
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _native_amount(chain: str, amount: int) -> str:
+    from waiaas.notify._format import format_amount
+    from waiaas.web.display import native_unit
+
+    unit = native_unit(chain)
+    if unit is None:
+        return f"{amount} base units"
+    return format_amount(amount, unit[1], unit[0])
+
+
+def _fee(shown: Any) -> dict[str, Any] | None:
+    return shown.network_fee.to_dict() if shown.network_fee is not None else None
+
+
 def _tx_dict(info: Any) -> dict[str, Any]:
     data = dict(info.model_dump(mode="json"))
     data.pop("decision", None)
@@ -72,12 +86,16 @@ def tx_show(ctx: typer.Context, tx_id: str, json_: Json = False) -> None:
     console.print(f"[bold]{shown.summary}[/bold]", markup=True)
     for effect in shown.effects:
         console.print(f"  - {effect.text}", markup=False)
+    if shown.network_fee is not None:
+        console.print(f"  {shown.network_fee.text}", markup=False)
     for reason in shown.reasons:
         console.print(f"  why {info.tier.value if info.tier else ''}: {reason}", markup=False)
-    for key in ("id", "status", "tier", "tx_hash", "fee", "error"):
+    for key in ("id", "status", "tier", "tx_hash", "error"):
         value = data.get(key)
         if value is not None:
             console.print(f"{key}: {value}", markup=False)
+    if info.fee is not None:
+        console.print(f"fee paid: {_native_amount(info.chain, info.fee)}", markup=False)
     for key in ("created_at", "queued_at", "executed_at", "execute_after", "approval_expires_at"):
         if data.get(key) is not None:
             console.print(f"{key}: {when(data[key])}", markup=False)
@@ -123,6 +141,7 @@ def approvals_list(
                         "agent_id": t.agent_id,
                         "summary": shown.summary,
                         "effects": [e.text for e in shown.effects],
+                        "network_fee": _fee(shown),
                         "reasons": list(shown.reasons),
                         "expires_at": t.approval_expires_at,
                         "expires_iso": shown.expires_iso,
@@ -157,6 +176,7 @@ def approvals_message(
     with open_wallet(ctx) as wallet:
         message = wallet.approval_message(tx_id, action)
         req = wallet.pipeline.approval_request(tx_id)
+        shown = wallet.transaction_display(tx_id)
     if json_:
         emit_json(
             {
@@ -165,6 +185,8 @@ def approvals_message(
                 "owner": req.owner_address,
                 "owner_kind": owner_kind(req.owner_address),
                 "message": message,
+                "effects": [e.text for e in shown.effects],
+                "network_fee": _fee(shown),
             }
         )
     else:

@@ -1,8 +1,10 @@
 """Owner approval messages and signature checks (SIWE for EVM owners, SIWS for Solana owners).
 
 The engine builds one canonical message per (transaction, approval request, action). It names
-the transaction (id, agent, chain, network, type, to, amount, tier), carries a nonce (the
-approval request's id) and an expiry, and says whether it approves or rejects. The owner signs
+the transaction (id, agent, chain, network, type, to, amount in human units, tier), every
+effect of its plan and the plan's digest, the network fee of the transaction as built when it
+was requested, carries a nonce (the approval request's id) and an expiry, and says whether it
+approves or rejects. The owner signs
 it with their wallet:
 
 * EVM owner (``0x...``): an EIP-4361 (Sign-In with Ethereum) message, signed with EIP-191
@@ -68,6 +70,10 @@ class ApprovalRequest:
     # What will be signed: one human line per effect decoded from the plan, and its digest.
     effects: tuple[str, ...] = ()
     plan_digest: str | None = None
+    # Human text fixed when the approval was created: the amount with its unit, and the
+    # network fee of the transaction as built then (not part of the plan).
+    amount_text: str | None = None
+    fee_text: str | None = None
 
 
 def owner_kind(address: str) -> Literal["evm", "solana"]:
@@ -128,7 +134,7 @@ def build_message(req: ApprovalRequest, action: Action) -> str:
         raise InvalidInputError("action must be 'approve' or 'reject'", field="action")
     family = "Ethereum" if owner_kind(req.owner_address) == "evm" else "Solana"
     verb = "Approve" if action == "approve" else "Reject"
-    amount = f"{req.amount} base units of {req.asset}" if req.amount is not None else "none"
+    amount = req.amount_text or _amount(req)
     statement = (
         f"{verb} waiaas transaction {req.tx_id}: {req.tx_type} of {amount} "
         f"to {req.to or '-'} by agent {req.agent_name} ({req.agent_id}) "
@@ -142,6 +148,7 @@ def build_message(req: ApprovalRequest, action: Action) -> str:
         statement,
         "",
         *_plan_section(req),
+        *([f"Network fee: {req.fee_text}", ""] if req.fee_text else []),
         f"URI: {req.uri}/{action}/{req.tx_id}",
         "Version: 1",
         f"Chain ID: {chain_id}",
@@ -155,6 +162,19 @@ def build_message(req: ApprovalRequest, action: Action) -> str:
         *([f"- waiaas:plan:{req.plan_digest}"] if req.plan_digest else []),
     ]
     return "\n".join(lines)
+
+
+def _amount(req: ApprovalRequest) -> str:
+    """The statement's amount: native amounts in the chain's unit (``2 ETH``), others in
+    base units of their asset (their effect lines give them in human units)."""
+    if req.amount is None:
+        return "none"
+    from waiaas.plan.describe import NATIVE_UNITS, format_units
+
+    unit = NATIVE_UNITS.get(req.chain)
+    if req.asset == "native" and unit is not None and req.amount.isdigit():
+        return f"{format_units(int(req.amount), unit[0])} {unit[1]}"
+    return f"{req.amount} base units of {req.asset}"
 
 
 def _plan_section(req: ApprovalRequest) -> list[str]:

@@ -1779,6 +1779,8 @@ class Pipeline:
         # The effects' text is fixed at queue time too: the message must read the same in
         # every process (decimals and symbols could change, an adapter could be missing).
         lines = tuple(str(x) for x in stored.get("effects_text") or ())
+        amount_text = stored.get("amount_text")
+        fee_text = stored.get("fee_text")
         return approvals.ApprovalRequest(
             tx_id=row.id,
             approval_id=approval.id,
@@ -1799,14 +1801,20 @@ class Pipeline:
             uri=str(stored.get("uri") or approvals.URI),
             effects=lines,
             plan_digest=meta.get("plan_digest"),
+            amount_text=amount_text if isinstance(amount_text, str) else None,
+            fee_text=fee_text if isinstance(fee_text, str) else None,
         )
 
     def _approval_meta(
         self, uow: UnitOfWork, agent: AgentRow, approval: ApprovalRow, meta: Mapping[str, Any]
     ) -> dict[str, Any]:
         """What an approval request fixes when it is created: owner, expiry, SIWE domain and
-        URI, chain id, and the human text of every effect of the plan (so the message the
-        owner signs reads the same in every process)."""
+        URI, chain id, the human text of every effect of the plan, of the amount and of the
+        network fee (so the message the owner signs reads the same in every process)."""
+        from waiaas.plan import describe_effects
+        from waiaas.plan.describe import NATIVE_UNITS, _symbol, format_units
+        from waiaas.web.display import describe_fee
+
         adapter = self.adapter_for(agent.chain, agent.network)
         effects = plans.stored_effects(meta)
         out: dict[str, Any] = {
@@ -1817,16 +1825,34 @@ class Pipeline:
             "uri": self.config.siwe_uri(),
             "chain_id": _chain_id(adapter),
         }
+        request = meta.get("request") or {}
+        asset = str(meta.get("asset", "native"))
+        tokens = {t for e in effects or () if isinstance(t := getattr(e, "token", None), str)}
+        if asset != "native":
+            tokens.add(asset)
+        info = self._token_info(uow, agent, adapter, tokens)
         if effects is not None:
-            out["effects_text"] = self._describe(uow, agent, adapter, effects)
+            out["effects_text"] = describe_effects(effects, chain=agent.chain, token_info=info)
+        amount = request.get("amount") if isinstance(request, Mapping) else None
+        if isinstance(amount, str) and amount.isdigit():
+            native = NATIVE_UNITS.get(agent.chain)
+            token = info(asset) if asset != "native" else None
+            if asset == "native" and native is not None:
+                out["amount_text"] = f"{format_units(int(amount), native[0])} {native[1]}"
+            elif token is not None:
+                out["amount_text"] = (
+                    f"{format_units(int(amount), token[0])} {_symbol(token[1])} (token {asset})"
+                )
+        fee = describe_fee(agent.chain, meta.get("network_fee"), meta.get("effects"))
+        if fee is not None:
+            out["fee_text"] = fee.text.removeprefix("network fee: ")
         return out
 
-    def _describe(
-        self, uow: UnitOfWork, agent: AgentRow, adapter: ChainAdapter, effects: Sequence[Any]
-    ) -> list[str]:
-        """Human lines for ``effects``: token decimals from the chain (else ALLOWED_TOKENS),
-        symbols from ALLOWED_TOKENS entries."""
-        from waiaas.plan import describe_effects
+    def _token_info(
+        self, uow: UnitOfWork, agent: AgentRow, adapter: ChainAdapter, tokens: set[str]
+    ) -> Callable[[str], tuple[int, str] | None]:
+        """Decimals and symbol of ``tokens`` for people: decimals from the chain (else
+        ALLOWED_TOKENS), symbols from ALLOWED_TOKENS entries (else ``tokens``)."""
         from waiaas.policy.model import normalize_asset_key
         from waiaas.policy.rules import AllowedTokensRules
 
@@ -1837,7 +1863,6 @@ class Pipeline:
                 for entry in spec.rules.tokens:
                     if entry.symbol:
                         symbols.setdefault(normalize_asset_key(entry.address), entry.symbol)
-        tokens = {t for e in effects if isinstance(t := getattr(e, "token", None), str)}
         decimals = self.gate.token_decimals(approvals_context(agent), tokens, specs, adapter)
 
         def info(token: str) -> tuple[int, str] | None:
@@ -1847,7 +1872,7 @@ class Pipeline:
                 return None
             return places, symbols.get(key, "tokens")
 
-        return describe_effects(effects, chain=agent.chain, token_info=info)
+        return info
 
     def decide(self, tx_id: str, signature: str, *, approve: bool) -> TransactionRow:
         """Apply the owner's signed approval (then execute) or rejection (then cancel).

@@ -17,11 +17,13 @@ from typing import Any
 
 from waiaas.chains.base import (
     ChainAdapter,
+    FeeQuote,
     SupportsBalanceSimulation,
+    SupportsFeeQuote,
     SupportsPlans,
     UnsignedTx,
 )
-from waiaas.errors import StateError
+from waiaas.errors import StateError, WaiaasError
 from waiaas.plan import (
     AccountFunding,
     Effect,
@@ -59,12 +61,14 @@ class PlanRefusedError(StateError):
 @dataclass(frozen=True)
 class Prepared:
     """What admission learnt from building the request: the plan, its digest, its effects
-    (all ``None`` for an adapter that cannot show its plans)."""
+    (all ``None`` for an adapter that cannot show its plans) and the network fee of the
+    transaction as built (for people: it is not part of the plan)."""
 
     plan: Plan | None
     digest: str | None
     effects: tuple[Effect, ...] | None
     deferred: str | None = None  # why the plan could not be built at admission
+    fee: FeeQuote | None = None
 
     @property
     def calldata(self) -> bytes:
@@ -75,11 +79,38 @@ class Prepared:
         """The row metadata that stores it (lossless: bytes as 0x-hex, ints as strings)."""
         if self.plan is None or self.effects is None:
             return {"plan_deferred": self.deferred} if self.deferred else {}
-        return {
+        out: dict[str, Any] = {
             "plan": plan_to_json(self.plan),
             "plan_digest": self.digest,
             "effects": effects_to_json(self.effects),
         }
+        if self.fee is not None:
+            out["network_fee"] = fee_to_json(self.fee)
+        return out
+
+
+def fee_to_json(fee: FeeQuote) -> dict[str, str]:
+    """The stored form of a fee quote (``meta["network_fee"]``): integers as strings."""
+    out = {"amount": str(fee.amount), "basis": fee.basis}
+    if fee.gas_limit is not None:
+        out["gas_limit"] = str(fee.gas_limit)
+    if fee.max_fee_per_gas is not None:
+        out["max_fee_per_gas"] = str(fee.max_fee_per_gas)
+    return out
+
+
+def quote_fee(adapter: ChainAdapter, unsigned: UnsignedTx) -> FeeQuote | None:
+    """The network fee of ``unsigned`` as its adapter states it, else the adapter's own
+    estimate recorded at build (basis ``"estimate"``), else ``None``. Never raises: the fee
+    is shown to people, it decides nothing."""
+    if isinstance(adapter, SupportsFeeQuote):
+        try:
+            return adapter.fee_quote(unsigned)
+        except WaiaasError:
+            return None
+    if unsigned.fee_estimate is not None:
+        return FeeQuote(unsigned.fee_estimate, "estimate")
+    return None
 
 
 def prepare(adapter: ChainAdapter, request: Any, sender: str) -> Prepared:
@@ -93,7 +124,7 @@ def prepare(adapter: ChainAdapter, request: Any, sender: str) -> Prepared:
     unsigned = adapter.build(request, sender, nonce=None)
     plan = adapter.plan_of(unsigned)
     effects = decode_plan(plan, lookup=adapter.account_lookup())
-    return Prepared(plan, plan_digest(plan), tuple(effects))
+    return Prepared(plan, plan_digest(plan), tuple(effects), fee=quote_fee(adapter, unsigned))
 
 
 def prepare_or_defer(adapter: ChainAdapter, request: Any, sender: str) -> Prepared:

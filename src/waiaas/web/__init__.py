@@ -1,11 +1,11 @@
 """The owner's approval page: an ASGI app a host mounts, or ``waiaas serve-approvals`` serves.
 
 For one pending APPROVAL transaction the page shows every effect in human units (full
-addresses), the tier, the agent, why the owner must approve and the expiry; the owner
-connects their wallet (an injected EIP-1193 provider such as MetaMask for EVM owners,
-Phantom or any Wallet Standard wallet for Solana owners), signs the approval message in the
-browser, and the page posts the signature, which the server checks through the same code as
-:meth:`waiaas.Wallet.approve`. Approve and Reject both.
+addresses), the network fee, the tier, the agent, why the owner must approve and the expiry;
+the owner connects their wallet (an injected EIP-1193 provider such as MetaMask for EVM
+owners, Phantom or any Wallet Standard wallet for Solana owners), signs the approval message
+in the browser, and the page posts the signature, which the server checks through the same
+code as :meth:`waiaas.Wallet.approve`. Approve and Reject both.
 
 Example::
 
@@ -25,12 +25,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from waiaas.web.display import EffectRow, TxDisplay, describe_transaction
+from waiaas.web.display import (
+    EffectRow,
+    NetworkFee,
+    TxDisplay,
+    describe_fee,
+    describe_transaction,
+)
 
 if TYPE_CHECKING:
     from waiaas.wallet import Wallet
 
-__all__ = ["EffectRow", "TxDisplay", "approvals_app", "describe_transaction"]
+__all__ = [
+    "EffectRow",
+    "NetworkFee",
+    "TxDisplay",
+    "approvals_app",
+    "describe_fee",
+    "describe_transaction",
+]
 
 
 def approvals_app(wallet: Wallet, *, debug: bool = False) -> Any:

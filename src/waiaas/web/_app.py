@@ -212,6 +212,7 @@ class _Approvals:
             '<h2>What this transaction does</h2><ul id="effects">',
             effects or "<li>no recorded effects</li>",
             "</ul>",
+            f'<p class="fee" id="fee">{_e(_fee_line(shown))}</p>',
             f'<h2>Why it needs your approval</h2><ul id="reasons">{reasons}</ul>',
             f'<dl id="facts">{facts}</dl>',
         ]
@@ -315,6 +316,13 @@ class _Approvals:
 
     async def not_found(self, request: Request) -> Response:
         return _error_page(_NOT_FOUND, 404)
+
+
+def _fee_line(shown: TxDisplay) -> str:
+    fee = shown.network_fee
+    if fee is None:
+        return "Network fee: not known yet (it is priced when the transaction is built)."
+    return "N" + fee.text[1:]
 
 
 def _detail(exc: WaiaasError) -> str:

@@ -5,9 +5,11 @@ human units, full addresses) and a one-line summary. The approval page, the APPR
 notification and the CLI all use it, so the three never disagree.
 
 Rows come from the effects decoded from the plan that will be signed, when the pipeline
-stored them (``meta["effects"]``), else from the stored request. Token decimals come from the
-chain adapter (``token_decimals``) or else the request; an amount whose decimals are unknown
-is shown in base units (never guessed).
+stored them (``meta["effects"]``), else from the stored request. The network fee comes from
+the transaction as built when it was requested (``meta["network_fee"]``): on EVM chains
+the most it can cost (gas limit times max fee per gas), on Solana what it pays. Token
+decimals come from the chain adapter (``token_decimals``) or else the request; an amount whose
+decimals are unknown is shown in base units (never guessed).
 
 Pure apart from the optional ``token_decimals`` look-up; no web framework is imported here.
 """
@@ -23,7 +25,14 @@ from waiaas.notify._format import format_amount
 from waiaas.pipeline.approvals import iso_time
 from waiaas.types import Approve, Batch, ContractCall, TokenTransfer, Transfer
 
-__all__ = ["EffectRow", "TxDisplay", "describe_transaction", "native_unit"]
+__all__ = [
+    "EffectRow",
+    "NetworkFee",
+    "TxDisplay",
+    "describe_fee",
+    "describe_transaction",
+    "native_unit",
+]
 
 _NATIVE = {"solana": ("SOL", 9), "evm": ("ETH", 18)}
 
@@ -65,6 +74,35 @@ class EffectRow:
 
 
 @dataclass(frozen=True)
+class NetworkFee:
+    """What the transaction pays the network, for people.
+
+    Attributes:
+        text: the whole line, e.g. ``network fee: at most 0.000042 ETH (gas limit 21000
+            times max fee per gas 2 gwei, priced when requested)``.
+        amount: the fee in human units with the native symbol (``0.000042 ETH``).
+        base_units: the same in base units (wei, lamports).
+        maximum: ``True`` when ``amount`` is an upper bound (EVM: gas limit times max fee
+            per gas; the fee paid is usually lower), ``False`` when it is what the transaction
+            pays (Solana: signature fee plus priority fee) or an adapter's estimate.
+    """
+
+    text: str
+    amount: str
+    base_units: int
+    maximum: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (``base_units`` as a decimal string)."""
+        return {
+            "text": self.text,
+            "amount": self.amount,
+            "base_units": str(self.base_units),
+            "maximum": self.maximum,
+        }
+
+
+@dataclass(frozen=True)
 class TxDisplay:
     """A transaction as the approval page, notifications and the CLI show it.
 
@@ -75,6 +113,8 @@ class TxDisplay:
             owner must approve.
         expires_at / expires_iso: when the approval window closes (Unix seconds / ISO 8601).
         execute_after_iso: when a DELAY transaction executes, ISO 8601.
+        network_fee: the network fee of the transaction as built when it was requested
+            (``None`` when it is not known yet: a request built only at signing).
     """
 
     effects: tuple[EffectRow, ...]
@@ -83,6 +123,7 @@ class TxDisplay:
     expires_at: int | None
     expires_iso: str | None
     execute_after_iso: str | None
+    network_fee: NetworkFee | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data."""
@@ -93,6 +134,7 @@ class TxDisplay:
             "expires_at": self.expires_at,
             "expires_iso": self.expires_iso,
             "execute_after_iso": self.execute_after_iso,
+            "network_fee": self.network_fee.to_dict() if self.network_fee is not None else None,
         }
 
 
@@ -220,6 +262,70 @@ def _plan_rows(chain: str, stored: Sequence[Any], lookup: TokenDecimals | None) 
     return rows
 
 
+def _stored_int(data: Mapping[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 80:
+        return int(value)
+    return None
+
+
+def describe_fee(
+    chain: str, stored: Mapping[str, Any] | None, effects: Sequence[Any] | None = None
+) -> NetworkFee | None:
+    """The network fee line of a transaction from its stored quote (``meta["network_fee"]``).
+
+    Args:
+        chain: ``solana`` / ``evm`` (native unit and decimals).
+        stored: ``{"amount", "basis", "gas_limit"?, "max_fee_per_gas"?}`` as the pipeline
+            stores it; ``None`` or a malformed value gives ``None``.
+        effects: the stored effects (``effects_to_json`` form); on Solana their priority fee
+            splits the fee into signature and priority parts.
+
+    Example::
+
+        fee = describe_fee("evm", {"amount": "42000000000000", "basis": "maximum",
+                                   "gas_limit": "21000", "max_fee_per_gas": "2000000000"})
+        fee.text  # "network fee: at most 0.000042 ETH (gas limit 21000 times max fee ..."
+    """
+    if not isinstance(stored, Mapping):
+        return None
+    amount = _stored_int(stored, "amount")
+    basis = stored.get("basis")
+    if amount is None or basis not in ("maximum", "exact", "estimate"):
+        return None
+    shown = _native(chain, amount)
+    if basis == "maximum":
+        gas = _stored_int(stored, "gas_limit")
+        price = _stored_int(stored, "max_fee_per_gas")
+        factors = ""
+        if gas is not None and price is not None and gas * price == amount:
+            factors = f"gas limit {gas} times max fee per gas {format_amount(price, 9, 'gwei')}, "
+        text = f"network fee: at most {shown} ({factors}priced when requested)"
+        return NetworkFee(text, shown, amount, True)
+    if basis == "estimate":
+        return NetworkFee(f"network fee: about {shown} (estimated)", shown, amount, False)
+    priority = 0
+    if effects is not None:
+        from waiaas import plan as p
+
+        try:
+            decoded: Sequence[Any] = p.effects_from_json(effects)
+        except WaiaasError:
+            decoded = ()
+        priority = sum(e.amount for e in decoded if isinstance(e, p.FeeEffect))
+    text = f"network fee: {shown}"
+    if 0 < priority <= amount:
+        text += (
+            f" (signature fee {_native(chain, amount - priority)} + priority fee "
+            f"{_native(chain, priority)})"
+        )
+    return NetworkFee(text, shown, amount, False)
+
+
 def describe_transaction(
     *,
     chain: str,
@@ -231,6 +337,7 @@ def describe_transaction(
     execute_after: int | None = None,
     token_decimals: TokenDecimals | None = None,
     effects: Sequence[Any] | None = None,
+    network_fee: Mapping[str, Any] | None = None,
 ) -> TxDisplay:
     """Display rows and a summary for a stored transaction.
 
@@ -244,6 +351,8 @@ def describe_transaction(
         effects: the stored effects decoded from the plan that will be signed
             (``effects_to_json`` form); when given they are shown instead of the request,
             since they are what the signature moves.
+        network_fee: the stored fee quote of the transaction as built (see
+            :func:`describe_fee`).
 
     Raises:
         InvalidInputError: the stored request does not parse.
@@ -288,4 +397,5 @@ def describe_transaction(
         expires_at=approval_expires_at,
         expires_iso=iso_time(approval_expires_at) if approval_expires_at is not None else None,
         execute_after_iso=iso_time(execute_after) if execute_after is not None else None,
+        network_fee=describe_fee(chain, network_fee, effects),
     )
