@@ -10,6 +10,7 @@ Importing this package does no I/O. See ``docs/notifications.md``.
 
 from waiaas.notify.base import (
     CRITICAL_EVENTS,
+    MAX_MESSAGE,
     ChannelType,
     NotificationEvent,
     Notifier,
@@ -52,6 +53,7 @@ from waiaas.notify.webhook import (
 
 __all__ = [
     "CRITICAL_EVENTS",
+    "MAX_MESSAGE",
     "Channel",
     "ChannelConfig",
     "ChannelInfo",

@@ -36,6 +36,7 @@ from waiaas.types import AuditEvent, Severity, Tier
 
 __all__ = [
     "CRITICAL_EVENTS",
+    "MAX_MESSAGE",
     "ChannelType",
     "NotificationEvent",
     "Notifier",
@@ -85,7 +86,8 @@ _TITLES: dict[str, str] = {
 }
 
 _MAX_TITLE = 256
-_MAX_MESSAGE = 16_384
+MAX_MESSAGE = 16_384
+"""The longest ``NotificationEvent.message`` accepted (characters)."""
 
 
 def _default_title(event_type: str) -> str:
@@ -171,7 +173,7 @@ class NotificationEvent:
             _check_optional_str(name, getattr(self, name))
         _check_optional_str("asset_symbol", self.asset_symbol, 128)  # may be a token address
         _check_optional_str("title", self.title, _MAX_TITLE)
-        _check_optional_str("message", self.message, _MAX_MESSAGE)
+        _check_optional_str("message", self.message, MAX_MESSAGE)
         if self.tier is not None and not isinstance(self.tier, str):
             raise InvalidInputError("tier must be a Tier or str", field="tier")
 

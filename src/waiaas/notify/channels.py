@@ -53,6 +53,7 @@ from waiaas.notify._format import (
     escape_markdown_v2,
     event_fields,
     fit,
+    fit_message,
     severity_icon,
     utf16_len,
 )
@@ -522,7 +523,12 @@ def _render_text(
     measure: Any = utf16_len,
     include_title: bool = True,
 ) -> str:
-    """Headline, message, then ``Label: value`` lines, cut to ``limit`` without breaking markup."""
+    """Headline, message, then ``Label: value`` lines, within ``limit`` without breaking markup.
+
+    The message is shortened by whole lines (:func:`fit_message`: list items first, never
+    part of a word); a field is shown whole or left out, so an address, an amount or a link
+    never appears in part.
+    """
     lines: list[str] = []
     remaining = limit
     if include_title:
@@ -530,24 +536,22 @@ def _render_text(
         head = bold(fit(title, max(1, min(limit // 4, 600)), escape, measure=measure))
         lines.append(head)
         remaining -= measure(head)
+    fields = [
+        bold(escape(label + ":")) + " " + escape(value) for label, value in event_fields(event)
+    ]
     if event.message:
-        budget = min(remaining - 1, limit // 2)
-        text = fit(event.message, budget, escape, measure=measure) if budget > 0 else ""
+        # At least half the limit; more when the fields need less than the other half.
+        wanted = sum(1 + measure(line) for line in fields)
+        budget = max(min(remaining - 1, limit // 2), remaining - 1 - wanted)
+        text = fit_message(event.message, budget, escape, measure=measure) if budget > 0 else ""
         if text:
             lines.append(text)
             remaining -= 1 + measure(text)
-    for label, value in event_fields(event):
-        prefix = bold(escape(label + ":")) + " "
-        line = prefix + escape(value)
+    for line in fields:
         cost = (1 if lines else 0) + measure(line)
         if cost <= remaining:
             lines.append(line)
             remaining -= cost
-            continue
-        room = remaining - (1 if lines else 0) - measure(prefix)
-        if room > 1:
-            lines.append(prefix + fit(value, room, escape, measure=measure))
-        break
     return "\n".join(lines)
 
 

@@ -103,7 +103,8 @@ class PipelineNotifier:
         message = _message(str(event_type), reason, data)
         title = ""
         if event_type == AuditEvent.TX_QUEUED and row is not None and tx_id:
-            title, message, severity = self._queued(row, data, message, severity)
+            who = f"Agent {agent.name} ({agent.id})" if agent is not None else "The agent"
+            title, message, severity = self._queued(row, data, message, severity, who)
         extra = {k: v for k, v in data.items() if isinstance(v, str | int | bool | None)}
         if tx_id and row is None:
             extra["tx_id"] = tx_id
@@ -118,13 +119,19 @@ class PipelineNotifier:
         )
 
     def _queued(
-        self, row: Any, data: dict[str, Any], message: str, severity: Any
+        self, row: Any, data: dict[str, Any], message: str, severity: Any, who: str
     ) -> tuple[str, str, Any]:
         """Title, message and severity of a TX_QUEUED event; rewrites times in ``data``."""
         from waiaas.pipeline.approvals import iso_time
 
         shown = self.display(row.id) if self.display is not None else None
-        lines = [shown.summary + "."] if shown is not None else []
+        link = self.link(row.id) if self.link is not None and row.tier == "APPROVAL" else None
+        where = (
+            "every one is on the approval page"
+            if link
+            else f"every one: `waiaas --db {self.db.path} tx show {row.id}`"
+        )
+        lines = _what(shown, who, where)
         if row.tier == "APPROVAL":
             expires = data.get("approval_expires_at")
             if shown is not None and shown.reasons:
@@ -132,7 +139,6 @@ class PipelineNotifier:
             if isinstance(expires, int):
                 data["approval_expires_at"] = iso_time(expires)
                 lines.append(f"Expires at {iso_time(expires)} unless the owner decides.")
-            link = self.link(row.id) if self.link is not None else None
             if link:
                 data["approval_link"] = link
                 lines.append(f"Approve or reject: {link}")
@@ -141,7 +147,7 @@ class PipelineNotifier:
                     f"To decide, sign the message of `waiaas --db {self.db.path} approvals "
                     f"message {row.id}` with the owner's wallet."
                 )
-            return "Owner approval needed", "\n".join(lines), severity or Severity.WARNING
+            return "Owner approval needed", _bounded(lines), severity or Severity.WARNING
         execute_after = data.get("execute_after")
         if isinstance(execute_after, int):
             data["execute_after"] = iso_time(execute_after)
@@ -150,7 +156,7 @@ class PipelineNotifier:
             f"To cancel: `waiaas --db {self.db.path} tx cancel {row.id}` "
             f'(or wallet.cancel("{row.id}")).'
         )
-        return "Transaction delayed", "\n".join(lines), severity
+        return "Transaction delayed", _bounded(lines), severity
 
     def close(self, timeout: float | None = None) -> None:
         """Drain and close the target notifier, if it can."""
@@ -160,6 +166,33 @@ class PipelineNotifier:
                 close(timeout=timeout)
             except Exception:
                 log.exception("notifier close failed")
+
+
+def _what(shown: Any, who: str, where: str) -> list[str]:
+    """What the transaction does, for the message: the one-line summary of a single effect,
+    else a head line and one list item per effect (channels that must shorten the message
+    drop list items first, never part of an address); then the network fee."""
+    from waiaas.notify._format import BULLET
+
+    if shown is None:
+        return []
+    effects = [e.text for e in shown.effects]
+    if len(effects) > 1:
+        lines = [f"{who} asks to do {len(effects)} things ({where}):"]
+        lines += [BULLET + text for text in effects]
+    else:
+        lines = [shown.summary + "."]
+    if shown.network_fee is not None:
+        lines.append("N" + shown.network_fee.text[1:] + ".")
+    return lines
+
+
+def _bounded(lines: list[str]) -> str:
+    """The message, shortened by whole lines to what a notification may carry."""
+    from waiaas.notify._format import fit_message
+    from waiaas.notify.base import MAX_MESSAGE
+
+    return fit_message("\n".join(lines), MAX_MESSAGE, measure=len)
 
 
 def _message(event_type: str, reason: Any, data: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ from waiaas.notify import (
     parse_channel_config,
     verify_webhook_signature,
 )
+from waiaas.notify._format import ELLIPSIS
 from waiaas.notify.channels import DISCORD_LIMIT, NTFY_LIMIT_BYTES, TELEGRAM_LIMIT
 from waiaas.types import AuditEvent, Severity
 
@@ -324,3 +325,59 @@ def test_response_errors_are_scrubbed_of_secrets() -> None:
     verdict = tg.check_response(404, {}, f"no such path /bot{TOKEN}/sendMessage".encode())
     assert TOKEN not in verdict.error
     assert "[secure]" in verdict.error
+
+
+# --------------------------------------------------------------------------- no partial words
+
+SOL_TO = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
+LINK = "https://wallet.example.com/approvals/tx-42/Zwkj_HfIrKf-kLFKKIivH_UPxTL4715x-QWY666OEJyBY"
+
+
+def _renders(big: NotificationEvent) -> dict[str, str]:
+    """The plain text each text channel shows for ``big``."""
+    import re
+
+    nt = build_channel("NTFY", {"topic": "alerts"})
+    dc = build_channel("DISCORD", {"webhook_url": DISCORD_URL})
+    assert isinstance(nt, NtfyChannel) and isinstance(dc, DiscordChannel)
+    tg_text = telegram().render(big)
+    dc_text = dc.render(big)
+    nt_text = nt.render(big)
+    assert sum(2 if ord(c) > 0xFFFF else 1 for c in tg_text) <= TELEGRAM_LIMIT
+    assert len(dc_text) <= DISCORD_LIMIT
+    assert len(nt_text.encode()) <= NTFY_LIMIT_BYTES
+    return {
+        "telegram": parse_markdown_v2(tg_text),
+        "discord": re.sub(r"\\(.)", r"\1", dc_text.replace("**", "")),
+        "ntfy": nt_text,
+    }
+
+
+@pytest.mark.parametrize("filler", ["reason ", "x", "é "])
+def test_fields_are_whole_or_absent_whatever_the_message(filler: str) -> None:
+    """However long the message and the extras, the recipient, the amount and the link are
+    never shown in part: a field line is whole or left out, and the message is cut between
+    words."""
+    big = event(
+        message=(f"recipient {SOL_TO} " + filler * 3000)[:16_000],
+        extra={"approval_link": LINK, "note": (filler + SOL_TO + " ") * 40},
+    )
+    for name, plain in _renders(big).items():
+        assert f"To: {SOL_TO}" in plain, name
+        assert "Amount: 1.5 SOL" in plain, name
+        for line in plain.split("\n"):
+            if line.startswith("approval_link:"):
+                assert line == f"approval_link: {LINK}", name
+        for token in plain.replace(ELLIPSIS, " ").split():
+            if token.startswith(SOL_TO[:6]) or SOL_TO.endswith(token[-6:]):
+                assert SOL_TO in token, (name, token)
+
+
+def test_discord_leaves_links_unescaped() -> None:
+    """Discord links a URL before reading markdown: an escaping backslash inside it would
+    become part of the link, so links are sent as they are and the rest is escaped."""
+    dc = build_channel("DISCORD", {"webhook_url": DISCORD_URL})
+    assert isinstance(dc, DiscordChannel)
+    text = dc.render(event(message=f"Approve or reject: {LINK}", extra={"approval_link": LINK}))
+    assert f"Approve or reject: {LINK}" in text
+    assert f"**approval\\_link:** {LINK}" in text
