@@ -24,6 +24,7 @@ from waiaas.aio import AsyncAgentHandle, AsyncWallet
 from waiaas.chains.base import ChainAdapter
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import KdfLimits, TierThresholds, WalletConfig
+from waiaas.db import CheckpointResult
 from waiaas.errors import (
     AgentNotActiveError,
     ApprovalError,
@@ -133,6 +134,7 @@ __all__ = [
     "ChainAdapter",
     "ChainError",
     "ChainErrorKind",
+    "CheckpointResult",
     "Clock",
     "ConstraintViolationError",
     "ContractCall",

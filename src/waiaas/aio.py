@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo
     from waiaas.types import (
         AgentInfo,
+        AgentList,
         AgentStatus,
         AuditEvent,
         AuditPage,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         Severity,
         TokenTransfer,
         TransactionInfo,
+        TransactionList,
         Transfer,
         TxStatus,
     )
@@ -239,7 +241,7 @@ class AsyncWallet:
         status: TxStatus | str | None = None,
         limit: int = 100,
         before: str | None = None,
-    ) -> list[TransactionInfo]:
+    ) -> TransactionList:
         """As :meth:`waiaas.Wallet.list_transactions`."""
         return await self._runner.run(
             self.sync.list_transactions,
@@ -276,7 +278,7 @@ class AsyncWallet:
         """As :meth:`waiaas.Wallet.get_agent`."""
         return await self._runner.run(self.sync.get_agent, agent_id)
 
-    async def list_agents(self, *, status: AgentStatus | str | None = None) -> list[AgentInfo]:
+    async def list_agents(self, *, status: AgentStatus | str | None = None) -> AgentList:
         """As :meth:`waiaas.Wallet.list_agents`."""
         return await self._runner.run(self.sync.list_agents, status=status)
 

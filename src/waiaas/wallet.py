@@ -32,7 +32,7 @@ from waiaas._validate import MAX_TIME, check_encodable, check_id, check_time, sh
 from waiaas.chains.base import ChainAdapter
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
-from waiaas.db import Database, UnitOfWork
+from waiaas.db import CheckpointResult, Database, UnitOfWork
 from waiaas.db.engine import check_path
 from waiaas.db.faults import stored_json
 from waiaas.db.tables import AgentRow, AuditRow, TransactionRow
@@ -1872,8 +1872,12 @@ class Wallet:
             signature=row.signature,
         )
 
-    def checkpoint(self) -> tuple[int, int, int]:
+    def checkpoint(self) -> CheckpointResult:
         """Checkpoint the WAL now (TRUNCATE).
+
+        Returns:
+            A :class:`CheckpointResult`: the ``(busy, log_frames, checkpointed)`` tuple
+            ``PRAGMA wal_checkpoint`` gives, with those names as attributes.
 
         Example::
 

@@ -545,3 +545,20 @@ def test_chain_adapter_is_the_agents_and_public(tmp_path: Path) -> None:
         source = inspect.getsource(module)
         private = re.findall(r"\bwallet\.(?:pipeline|db|sessions|keystore)\.", source)
         assert private == [], module.__name__
+
+
+def test_checkpoint_result_is_a_named_tuple(tmp_path: Path) -> None:
+    """``Wallet.checkpoint()`` unpacks as before and names its figures."""
+    from waiaas import CheckpointResult
+
+    with local_wallet(tmp_path, clock=FrozenClock()) as wallet:
+        new_agent(wallet, "solana", funds=0)
+        result = wallet.checkpoint()
+        assert isinstance(result, CheckpointResult)
+        busy, log_frames, checkpointed = result
+        assert (result.busy, result.log_frames, result.checkpointed) == (
+            busy,
+            log_frames,
+            checkpointed,
+        )
+        assert busy == 0 and checkpointed == log_frames

@@ -51,20 +51,30 @@ def _quick_check(engine: Engine, path: str) -> None:
 
 
 class CheckpointResult(tuple[int, int, int]):
-    """``(busy, log_frames, checkpointed_frames)`` as ``PRAGMA wal_checkpoint`` returns."""
+    """``(busy, log_frames, checkpointed_frames)`` as ``PRAGMA wal_checkpoint`` returns
+    (what :meth:`waiaas.Wallet.checkpoint` returns).
+
+    Example::
+
+        result = wallet.checkpoint()
+        result.busy, result.log_frames, result.checkpointed
+    """
 
     __slots__ = ()
 
     @property
     def busy(self) -> int:
+        """1 when the checkpoint could not finish (a reader or writer held the WAL)."""
         return self[0]
 
     @property
     def log_frames(self) -> int:
+        """Frames in the WAL file."""
         return self[1]
 
     @property
     def checkpointed(self) -> int:
+        """Frames copied back into the database."""
         return self[2]
 
 
