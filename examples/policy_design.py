@@ -147,9 +147,13 @@ def main() -> None:
             wallet.send(token, Transfer(to=supplier, amount=3 * SOL // 2))
         except PolicyDeniedError as exc:
             print(f"  {berlin(clock.now())}  1.5 SOL  -> DENIED")
-            for reason in exc.reasons:
-                print(f"      [{reason['type']}] {reason['message']}")
-            for figure in exc.decision.budget:
+            print(f"      the agent is told: {exc.message}")
+            # the owner's view of the same denial: every reason and the budgets checked
+            decision = wallet.get_transaction(exc.tx_id).decision if exc.tx_id else None
+            assert decision is not None
+            for reason in decision.deny_reasons:
+                print(f"      [{reason.type}] {reason.message}")
+            for figure in decision.budget:
                 if figure.window == "24h":
                     print(
                         f"      24h budget: spent {sol(figure.spent)}, "
@@ -185,10 +189,7 @@ def main() -> None:
                 result = wallet.send(token, Transfer(to=exchange, amount=SOL // 100 + i))
                 print(f"  {berlin(clock.now())} quick request {i + 2} -> {result.status}")
             except PolicyDeniedError as exc:
-                print(
-                    f"  {berlin(clock.now())} quick request {i + 2} -> DENIED: "
-                    f"{exc.reasons[0]['message']}"
-                )
+                print(f"  {berlin(clock.now())} quick request {i + 2} -> DENIED: {exc.rule}")
         clock.advance(61)
         result = wallet.send(token, Transfer(to=exchange, amount=SOL // 100 + 7))
         print(f"  61 s later -> {result.status}")
@@ -200,7 +201,9 @@ def main() -> None:
             try:
                 wallet.send(token, Transfer(to=stranger, amount=SOL // 10))
             except PolicyDeniedError as exc:
-                stop = " + AUTO_STOP fired" if exc.decision.auto_stop is not None else ""
+                owner_view = wallet.get_transaction(exc.tx_id).decision if exc.tx_id else None
+                fired = owner_view is not None and owner_view.auto_stop is not None
+                stop = " + AUTO_STOP fired" if fired else ""
                 print(f"  payment to a stranger #{attempt} -> DENIED{stop}")
         status = wallet.get_agent(agent.id)
         print(f"  agent is now {status.status}: {status.suspension_reason}")

@@ -87,9 +87,12 @@ def main() -> None:
             print(f"transfer {result.id}: {result.status} ({result.tier})")
             print(f"  tx hash   {result.tx_hash}")
             print(f"  fee       {result.fee} lamports")
-            assert result.decision is not None
-            print(f"  decision  {result.decision.summary()}")
-            for figure in result.decision.budget:
+            # The agent's result carries the verdict only; the owner reads the full decision
+            # (every reason, the budgets checked) by id.
+            decision = wallet.get_transaction(result.id).decision
+            assert decision is not None
+            print(f"  decision  {decision.summary()}")
+            for figure in decision.budget:
                 print(
                     f"  budget    {figure.window}: requested {figure.requested}, "
                     f"limit {figure.limit}, remaining before it {figure.remaining}"
@@ -97,13 +100,16 @@ def main() -> None:
             print(f"recipient balance: {sol(chain.get_balance(recipient))}")
 
             # A request above the per-transaction cap is refused, and recorded as such. The
-            # error lists every rule that refused it (deny-wins: all rules are evaluated).
+            # agent learns what decides it (the rule, one figure, what to do next); the owner
+            # reads every rule that refused it (deny-wins: all rules are evaluated).
             try:
                 wallet.send(token, Transfer(to=recipient, amount=SOL))
             except PolicyDeniedError as exc:
-                print(f"1 SOL transfer denied (recorded as {exc.tx_id}):")
-                for reason in exc.reasons:
-                    print(f"  - [{reason['type']}] {reason['message']}")
+                print(f"1 SOL transfer denied (recorded as {exc.tx_id}): {exc.message}")
+                owner_view = wallet.get_transaction(exc.tx_id).decision
+                assert owner_view is not None
+                for reason in owner_view.deny_reasons:
+                    print(f"  - [{reason.type}] {reason.message}")
 
             # 7. The audit trail: append-only, newest first. Every state change wrote one
             #    row in the same database transaction as the change itself.

@@ -359,7 +359,9 @@ class AgentHandle:
         return out
 
     def get_transaction(self, tx_id: str) -> TransactionResult:
-        """One of the agent's own transactions (another agent's is "not found").
+        """One of the agent's own transactions (another agent's is "not found"), as the
+        agent may see it: the policy decision redacted, a denial's ``error`` reduced to the
+        deciding rule and figure.
 
         Raises:
             AuthError, InvalidInputError, NotFoundError.
@@ -369,10 +371,18 @@ class AgentHandle:
             handle.get_transaction(result.id).status
         """
         self._verify()
-        tx = self._wallet.get_transaction(check_id(tx_id, "tx_id"))
-        if tx.agent_id != self.agent_id:
+        return self._own(check_id(tx_id, "tx_id"))
+
+    def _own(self, tx_id: str) -> TransactionResult:
+        """One of the agent's transactions as the agent may see it (redacted decision and
+        denial text); another agent's, or none, is "not found"."""
+        from waiaas.wallet import _agent_result
+
+        with self._wallet.db.read() as uow:
+            row = uow.transactions.get(tx_id)
+        if row is None or row.agent_id != self.agent_id:
             raise NotFoundError("transaction", tx_id)
-        return tx
+        return _agent_result(row)
 
     def transactions(
         self,
@@ -391,9 +401,16 @@ class AgentHandle:
             queued = handle.transactions(status="QUEUED")
         """
         self._verify()
-        return self._wallet.list_transactions(
+        listed = self._wallet.list_transactions(
             agent_id=self.agent_id, status=status, limit=limit, before=before
         )
+        # A policy denial's error names every reason for the owner; the agent sees its own.
+        return [
+            tx.model_copy(update={"error": self._own(tx.id).error})
+            if tx.error and tx.error.startswith("POLICY_DENIED")
+            else tx
+            for tx in listed
+        ]
 
     def _spending_probe(self) -> Any:
         """Explain a native transfer larger than any budget, under the amount rules only."""

@@ -38,7 +38,7 @@ component and chained with ``raise ... from exc``.
     ├── AuthError                      a session token was refused (.reason)
     │   ├── TokenExpiredError
     │   └── TokenRevokedError
-    ├── PolicyDeniedError              a policy refused the request (.decision, .reasons)
+    ├── PolicyDeniedError              a policy refused the request (.rule, .figure, .next)
     ├── ConstraintViolationError       a session constraint refused the request (.constraint)
     ├── ApprovalError                  an owner approval or rejection was refused (.tx_id, .reason)
     ├── ChainError                     a chain failed the request (.kind: permanent|transient|stale)
@@ -519,14 +519,38 @@ class TokenRevokedError(AuthError):
 class PolicyDeniedError(WaiaasError):
     """A policy denied the request.
 
+    Raised to the session holder (``wallet.send(token, ...)``, an :class:`~waiaas.AgentHandle`,
+    the tools), so it says only what an agent may learn: the outcome and the one figure that
+    decides it for this request, never list contents, other thresholds or policy ids. The
+    owner and operator read the full decision by ``tx_id``: ``wallet.get_transaction(tx_id)``
+    (``.decision`` and ``.error``) and the ``POLICY_VIOLATION`` audit row.
+
     Attributes:
-        decision: the full policy decision (allowed, tier, every reason, budget figures).
-        reasons: the deny reasons as plain dicts (``rule_id``, ``type``, ``effect``,
-            ``message``, ``figures``), the same as the POLICY_VIOLATION audit row.
+        rule: the type of the rule that decided it (``SPENDING_LIMIT``, ``RATE_LIMIT``,
+            ``ALLOWED_ADDRESSES``, ``OWNER``...); hard caps come before "needs the owner".
+        figure: the one deciding figure as strings (``{"asset": "native", "available":
+            "2000000000"}`` for a budget, ``{"allowed_from": "<unix time>"}`` for a time
+            window, the refused party of this request for a list rule), or ``None``.
+        next: what to do next, in one sentence.
+        reasons: every refusing rule as ``{"type", "message"}`` (redacted), the deciding one
+            first, none twice.
         tx_id: the id of the recorded (failed) transaction, when one was recorded.
+        decision: ``None`` on a denial raised to an agent (the full decision stays with the
+            owner: ``wallet.get_transaction(tx_id).decision``).
+
+    Example::
+
+        try:
+            wallet.send(token, Transfer(to=dest, amount=3 * 10**9))
+        except PolicyDeniedError as exc:
+            exc.rule, exc.figure, exc.next     # what the agent may know
+            wallet.get_transaction(exc.tx_id).decision   # the owner's full view
     """
 
     code = "POLICY_DENIED"
+    rule: str | None
+    figure: dict[str, str] | None
+    next: str | None
     decision: Decision | None
     reasons: list[dict[str, Any]]
     tx_id: str | None
@@ -535,11 +559,40 @@ class PolicyDeniedError(WaiaasError):
         self,
         message: str,
         *,
+        rule: str | None = None,
+        figure: dict[str, str] | None = None,
+        next: str | None = None,
         decision: Decision | None = None,
         reasons: Sequence[dict[str, Any]] = (),
         tx_id: str | None = None,
     ) -> None:
-        super().__init__(message, decision=decision, reasons=list(reasons), tx_id=tx_id)
+        super().__init__(
+            message,
+            rule=rule,
+            figure=dict(figure) if figure else None,
+            next=next,
+            decision=decision,
+            reasons=list(reasons),
+            tx_id=tx_id,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON-able data: ``code``, one ``message``, ``rule``, ``figure`` (when there
+        is one), ``next``, ``also`` (the types of the other refusing rules, when any, none
+        twice) and ``tx_id``. A few hundred bytes; never the full decision."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        for name in ("rule", "figure", "next"):
+            value = getattr(self, name, None)
+            if value:
+                out[name] = _jsonable(value)
+        first = out.get("rule")
+        also = list(dict.fromkeys(str(r.get("type", "")) for r in self.reasons))
+        also = [t for t in also if t and t != first]
+        if also:
+            out["also"] = also
+        if self.tx_id:
+            out["tx_id"] = self.tx_id
+        return out
 
 
 class ConstraintViolationError(WaiaasError):

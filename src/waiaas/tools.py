@@ -16,12 +16,16 @@ Every outcome is JSON-serialisable, errors included. A refusal comes back as a c
 payload a model can act on, never as an exception::
 
     {"ok": false, "error": {"code": "POLICY_DENIED",
-                            "message": "1 SOL exceeds the per-transaction limit of 0.5 SOL",
-                            "figure": {"limit": "500000000", ...},
+                            "message": "denied by policy: over a spending limit: at most "
+                                       "0.5 SOL can be sent now",
+                            "rule": "SPENDING_LIMIT",
+                            "figure": {"asset": "native", "available": "500000000"},
                             "next": "send a smaller amount (get_limits shows what is left) ..."}}
 
 The deciding reason comes first: a hard limit (spending limit, allow-list, rate limit, time
-window...) before "needs the owner's approval"; the same reason is never listed twice.
+window...) before "needs the owner's approval"; the same reason is never listed twice. A
+denial says only what an agent may learn (the one deciding figure; never other thresholds,
+list contents or policy ids).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from waiaas.errors import (
     StateError,
     WaiaasError,
 )
+from waiaas.policy.explain import agent_denial
 from waiaas.types import TransactionInfo, TxStatus
 
 __all__ = ["TOOL_NAMES", "Toolkit", "error_payload", "tool_specs"]
@@ -206,56 +211,6 @@ def tool_specs() -> list[dict[str, Any]]:
 
 _OWNER_TYPES = frozenset({"OWNER", "APPROVAL"})
 
-_NEXT_BY_TYPE: dict[str, str] = {
-    "SPENDING_LIMIT": (
-        "send a smaller amount (get_limits shows what is left), wait for the budget window "
-        "to free up, or ask the owner to raise the limit"
-    ),
-    "RATE_LIMIT": "wait before sending again; too many requests in the window",
-    "TIME_RESTRICTION": "try again when the allowed time window opens",
-    "ALLOWED_ADDRESSES": "send only to an allowed recipient, or ask the owner to allow this one",
-    "ALLOWED_TOKENS": "use an allowed token, or ask the owner to allow this one",
-    "ALLOWED_NETWORKS": "this network is not allowed for the agent; ask the owner",
-    "CONTRACT_WHITELIST": "call only allowed contracts, or ask the owner to allow this one",
-    "METHOD_WHITELIST": "call only allowed methods, or ask the owner to allow this one",
-    "APPROVED_SPENDERS": "approve only allowed spenders, or ask the owner",
-    "APPROVE_AMOUNT_LIMIT": "approve a smaller amount",
-    "AUTO_STOP": "stop and report to the owner: the agent's safety stop fired",
-    "OWNER": "send a smaller amount that needs no approval, or ask the owner to set an owner",
-    "APPROVAL": "send a smaller amount that needs no approval, or ask the owner to set an owner",
-}
-
-
-def _reason_dict(reason: Any) -> dict[str, Any]:
-    if isinstance(reason, Mapping):
-        return dict(reason)
-    dump = getattr(reason, "model_dump", None)
-    if callable(dump):
-        data: dict[str, Any] = dump(mode="json")
-        return data
-    return {"message": str(reason)}
-
-
-def _deciding_reasons(exc: PolicyDeniedError) -> list[dict[str, Any]]:
-    """The deny reasons, deduplicated, hard caps before owner-approval reasons."""
-    raw = list(getattr(exc, "reasons", None) or [])
-    if not raw:
-        decision = getattr(exc, "decision", None)
-        raw = [r for r in getattr(decision, "reasons", ()) if getattr(r, "effect", "") == "deny"]
-    seen: set[tuple[str, str]] = set()
-    out: list[dict[str, Any]] = []
-    for item in raw:
-        data = _reason_dict(item)
-        if data.get("effect", "deny") != "deny":
-            continue
-        key = (str(data.get("type", "")), str(data.get("message", "")))
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(data)
-    out.sort(key=lambda r: 1 if str(r.get("type", "")) in _OWNER_TYPES else 0)
-    return out
-
 
 def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | bool | int | float):
@@ -295,18 +250,26 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     figure: Any = None
     nxt = "fix the request and try again"
     if isinstance(exc, PolicyDeniedError):
-        reasons = _deciding_reasons(exc)
-        if reasons:
-            first = reasons[0]
-            body["message"] = str(first.get("message") or exc.message)
-            body["rule"] = first.get("type")
-            figure = first.get("figures") or None
-            nxt = _NEXT_BY_TYPE.get(str(first.get("type")), "ask the owner why it was denied")
-            others = sorted({str(r.get("type")) for r in reasons[1:]} - {str(first.get("type"))})
-            if others:
-                body["also"] = others
+        # A pipeline denial is redacted for the agent already; any other one (built from a
+        # full decision or full reasons) is redacted here by the same rules.
+        compact = exc.to_dict()
+        if not compact.get("rule"):
+            shown = agent_denial(getattr(exc, "decision", None), getattr(exc, "reasons", ()))
+            compact = {
+                "message": f"denied by policy: {shown.message}",
+                "rule": shown.rule,
+                "figure": dict(shown.figure) if shown.figure else None,
+                "next": shown.next,
+                "also": [r["type"] for r in shown.reasons[1:]],
+            }
+        body["message"] = str(compact["message"])
+        body["rule"] = compact["rule"]
+        if compact.get("also"):
+            body["also"] = list(compact["also"])
         if getattr(exc, "tx_id", None):
             body["tx_id"] = exc.tx_id
+        figure = compact.get("figure")
+        nxt = str(compact.get("next") or "ask the owner why it was denied")
     elif isinstance(exc, ConstraintViolationError):
         figure = {"constraint": exc.constraint}
         nxt = "stay within the session's limits (get_limits shows them)"

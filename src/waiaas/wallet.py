@@ -58,7 +58,7 @@ from waiaas.pipeline.report import DueReport
 from waiaas.pipeline.requests import normalize_request, parse_request
 from waiaas.plots import BudgetUsage
 from waiaas.policy import Decision, Explanation
-from waiaas.policy.model import PriceOracle
+from waiaas.policy.model import POLICY_DENIED, PriceOracle
 from waiaas.services.policies import PolicyInfo, PolicyService
 from waiaas.sessions import (
     IssuedSession,
@@ -152,6 +152,28 @@ def _tx_result(row: TransactionRow) -> TransactionResult:
     return TransactionResult(
         **data, decision=Decision.model_validate(decision) if decision else None
     )
+
+
+def _agent_result(row: TransactionRow) -> TransactionResult:
+    """A transaction as its agent (the session holder) may see it: the decision redacted
+    (outcome, tier, the deciding rule's kind; no budgets, thresholds, lists or policy ids)
+    and a policy denial's ``error`` reduced to what the agent's denial said. The owner and
+    operator read the full row with :meth:`Wallet.get_transaction`."""
+    from waiaas.policy.explain import agent_denial, redact_decision
+
+    data = _info(row)
+    stored = data.pop("_decision")
+    full = Decision.model_validate(stored) if stored else None
+    error = data["error"]
+    if isinstance(error, str) and error.startswith(POLICY_DENIED):
+        if full is not None and not full.allowed:
+            text = agent_denial(full, chain=row.chain).message
+        elif row.tier is None:  # refused at admission: it needed an owner it does not have
+            text = agent_denial(None, [{"type": "APPROVAL", "message": ""}]).message
+        else:
+            text = "denied when re-checked before execution"
+        data["error"] = f"{POLICY_DENIED}: denied by policy: {text}"
+    return TransactionResult(**data, decision=redact_decision(full) if full else None)
 
 
 def _agent_info(row: AgentRow) -> AgentInfo:
@@ -1161,7 +1183,15 @@ class Wallet:
             KillSwitchActiveError: the kill switch is on.
             AgentNotActiveError: the agent is not ACTIVE.
             ConstraintViolationError: a session constraint refused it.
-            PolicyDeniedError: a policy denied it (``.reasons``, ``.decision``, ``.tx_id``).
+            PolicyDeniedError: a policy denied it. The error is the agent's view (``.rule``,
+                the one deciding ``.figure``, ``.next``, ``.tx_id``): no list contents, other
+                thresholds or policy ids. The full decision is the owner's:
+                ``wallet.get_transaction(exc.tx_id).decision`` and the POLICY_VIOLATION row.
+
+        Returns:
+            The transaction as the agent may see it: ``decision`` redacted (outcome and tier,
+            no budgets, thresholds or policy ids). :meth:`get_transaction` gives the owner's
+            full view.
 
         Example::
 
@@ -1169,10 +1199,12 @@ class Wallet:
             if result.status == "QUEUED": ...
         """
         row = self.pipeline.send(token, request)
-        return _tx_result(row)
+        return _agent_result(row)
 
     def get_transaction(self, tx_id: str) -> TransactionResult:
-        """A transaction by id.
+        """A transaction by id, as the owner and operator see it: the full policy decision
+        (every reason, budget figures, policy ids) and, for a denial, every reason in
+        ``error``. An agent's handle shows it redacted.
 
         Raises:
             NotFoundError: no such agent, session or transaction.

@@ -63,9 +63,10 @@ def test_insufficient_funds_fails_and_releases_budgets(wallet: Wallet, chain: st
 
 
 def test_policy_denial_is_recorded(wallet: Wallet, chain: str) -> None:
-    """A denied request raises PolicyDeniedError with reasons, tx_id and decision, and is
-    recorded as a FAILED transaction (POLICY_DENIED) with a POLICY_VIOLATION row; nothing is
-    charged to the session."""
+    """A denied request raises PolicyDeniedError (the agent's view: the deciding rule, its
+    figure, tx_id) and is recorded as a FAILED transaction (POLICY_DENIED) whose full
+    decision the owner reads, with a POLICY_VIOLATION row; nothing is charged to the
+    session."""
     agent = new_agent(wallet, chain)
     policy = wallet.add_policy(
         "SPENDING_LIMIT",
@@ -78,18 +79,20 @@ def test_policy_denial_is_recorded(wallet: Wallet, chain: str) -> None:
             issued.token, Transfer(to=recipient(chain), amount=TIER_AMOUNTS[chain]["INSTANT"] + 1)
         )
     error = info.value
-    assert isinstance(error.decision, Decision) and not error.decision.allowed
-    assert error.reasons and error.reasons[0]["rule_id"] == policy.id
-    assert error.reasons[0]["type"] == "SPENDING_LIMIT"
-    assert error.tx_id is not None
-    tx = wallet.get_transaction(error.tx_id)
+    assert error.decision is None and error.rule == "SPENDING_LIMIT"
+    assert error.figure == {"asset": "native", "available": str(TIER_AMOUNTS[chain]["INSTANT"])}
+    assert error.reasons == [{"type": "SPENDING_LIMIT", "message": "over a spending limit"}]
+    assert error.tx_id is not None and policy.id not in repr(error.to_dict())
+    tx = wallet.get_transaction(error.tx_id)  # the owner's view
     assert (tx.status, tx.tier) == ("FAILED", None)
     assert tx.error is not None and tx.error.startswith("POLICY_DENIED")
-    assert tx.decision is not None and not tx.decision.allowed
+    assert isinstance(tx.decision, Decision) and not tx.decision.allowed
+    assert policy.id in {r.rule_id for r in tx.decision.deny_reasons}
     violation = next(
         e for e in all_audit(wallet, tx_id=error.tx_id) if e.event_type == "POLICY_VIOLATION"
     )
-    assert violation.details["reasons"] == error.reasons
+    assert violation.details["reasons"][0]["rule_id"] == policy.id
+    assert violation.details["reasons"][0]["type"] == "SPENDING_LIMIT"
     assert violation.severity == "warning"
     assert wallet.get_session(issued.session_id).usage.total() == 0
     assert wallet.get_session(issued.session_id).usage.tx_count == 0

@@ -109,7 +109,8 @@ def test_bad_arguments_are_answers_not_exceptions(
 
 def test_a_denial_is_compact_and_hard_caps_come_before_the_owner(wallet: Wallet) -> None:
     """Over a hard cap on an agent without an owner, the cap is the message (not "no
-    owner"), with its figure and a next step; the payload is small and lists nothing twice."""
+    owner"), with its one figure (what is still available) and a next step; the payload is
+    small, lists nothing twice and names no other threshold."""
     kit, agent_id = _kit(wallet)
     wallet.add_policy(
         "SPENDING_LIMIT",
@@ -120,17 +121,21 @@ def test_a_denial_is_compact_and_hard_caps_come_before_the_owner(wallet: Wallet)
     error = reply["error"]
     assert error["code"] == "POLICY_DENIED"
     assert error["rule"] == "SPENDING_LIMIT"
-    assert "per-transaction limit of 1 SOL" in error["message"]
-    assert error["figure"]["limit"] == str(SOL)
+    assert "at most 1 SOL can be sent now" in error["message"]
+    assert error["figure"] == {"asset": "native", "available": str(SOL)}
     assert "smaller amount" in error["next"]
+    assert error["also"] == ["OWNER"]
     text = json.dumps(reply)
-    assert len(text) < 700
-    assert text.count("per-transaction limit") == 1
+    assert len(text) < 600
+    assert text.count("spending limit") == 1
+    assert f'"{SOL // 10}"' not in text and "instant_max" not in text  # the other threshold
 
 
 def test_error_payload_orders_dedupes_and_follows_new_attributes() -> None:
-    """Built from public attributes only: duplicated reasons collapse, owner reasons go last,
-    extra attributes a newer pipeline adds do not break it, unknown errors say nothing."""
+    """Built from public attributes only: a denial built from full reasons is redacted by the
+    agents' rules (no rule's own figures), duplicated reasons collapse, owner reasons go
+    last, extra attributes a newer pipeline adds do not break it, unknown errors say
+    nothing."""
     reasons = [
         {"type": "OWNER", "effect": "deny", "message": "needs owner approval"},
         {
@@ -150,10 +155,10 @@ def test_error_payload_orders_dedupes_and_follows_new_attributes() -> None:
     exc = PolicyDeniedError("denied by policy: ...", reasons=reasons, tx_id="t1")
     exc.effects = {"native": "-5"}  # type: ignore[attr-defined]
     body = error_payload(exc)["error"]
-    assert body["message"] == "3 requests in 60 s"
+    assert body["message"] == "denied by policy: too many requests"
     assert body["rule"] == "RATE_LIMIT"
     assert body["also"] == ["OWNER"]
-    assert body["figure"] == {"max": "3"}
+    assert "figure" not in body and "60 s" not in json.dumps(body)
     assert body["tx_id"] == "t1"
 
     assert error_payload(ConstraintViolationError("too much", constraint="max_amount_per_tx"))[

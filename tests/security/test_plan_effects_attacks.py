@@ -194,7 +194,8 @@ def test_item5_unknown_program_calls_are_denied_by_default(wallet: Wallet) -> No
     )
     err = _denied(wallet, token, call)
     assert any(r.get("type") == "CODE" for r in err.reasons)
-    assert "no CONTRACT_WHITELIST" in str(err)
+    assert err.rule == "CODE" and err.figure == {"contract": ALT_PROGRAM}
+    assert "no CONTRACT_WHITELIST" in (wallet.get_transaction(err.tx_id or "").error or "")
 
 
 def test_item5_unknown_contract_calls_are_denied_by_default(wallet: Wallet) -> None:
@@ -204,7 +205,8 @@ def test_item5_unknown_contract_calls_are_denied_by_default(wallet: Wallet) -> N
     agent = new_agent(wallet, "evm")
     token = wallet.issue_session(agent.id).token
     err = _denied(wallet, token, ContractCall(to=recipient("evm"), data="0x18160ddd"))
-    assert "no CONTRACT_WHITELIST" in str(err)
+    assert err.rule == "CODE"
+    assert "no CONTRACT_WHITELIST" in (wallet.get_transaction(err.tx_id or "").error or "")
 
 
 # --------------------------------------------------------------------------- item 6
@@ -293,7 +295,8 @@ def test_item7_a_blacklisted_token_account_is_not_reached_through_its_owner(
     )
     token = wallet.issue_session(agent.id).token
     err = _denied(wallet, token, TokenTransfer(token=mint, to=thief, amount=1))
-    assert account in str(err)
+    assert err.figure == {"address": account}  # the refused party of this very request
+    assert account in (wallet.get_transaction(err.tx_id or "").error or "")
 
 
 # --------------------------------------------------------------------------- item 8
@@ -311,7 +314,8 @@ def test_item8_a_forwarder_cannot_deliver_to_a_blacklisted_address(wallet: Walle
     token = wallet.issue_session(agent.id).token
     calldata = bytes.fromhex("6e1d0f4a") + bytes(12) + bytes.fromhex(thief[2:])
     err = _denied(wallet, token, ContractCall(to=forwarder, data=calldata, value=10**15))
-    assert thief.lower() in str(err).lower()
+    assert thief.lower() in str(err.figure).lower()
+    assert thief.lower() in (wallet.get_transaction(err.tx_id or "").error or "").lower()
 
 
 def test_item5_a_whitelisted_program_that_moves_sol_is_caught_by_simulation(

@@ -73,7 +73,7 @@ def test_guard_refusals_count_toward_rate_limit(wallet: Wallet) -> None:
     assert {e.details["kind"] for e in refused} == {"guard"}  # type: ignore[attr-defined]
     with pytest.raises(PolicyDeniedError) as caught:
         wallet.send(token, Transfer(to=recipient("solana"), amount=SOL // 100))
-    assert "rate limit" in caught.value.message
+    assert caught.value.rule == "RATE_LIMIT" and "too many requests" in caught.value.message
 
 
 def test_malformed_requests_count_toward_max_denials(wallet: Wallet) -> None:

@@ -71,6 +71,9 @@ from waiaas.pipeline.requests import (
     summary,
 )
 from waiaas.pipeline.states import transition
+from waiaas.policy.evaluate import applicable
+from waiaas.policy.explain import agent_denial, deciding_reasons, next_allowed_time
+from waiaas.policy.rules import TimeRestrictionRules
 from waiaas.types import AuditEvent, Request, Severity, Tier, TxStatus
 
 __all__ = ["Pipeline", "PipelineHooks"]
@@ -574,7 +577,9 @@ class Pipeline:
                     }
                 ]
         if tier is None:
-            # The reasons themselves, so TransactionInfo.error says why, not only that.
+            # Hard caps before "needs the owner", none twice: for the owner's record (the
+            # audit row, TransactionInfo.error) the full reasons; the agent gets less below.
+            reasons = [r.model_dump(mode="json") for r in deciding_reasons(reasons)]
             message = "; ".join(str(r.get("message", "")) for r in reasons) or "denied by policy"
             row.status = S.FAILED
             row.error = "POLICY_DENIED"
@@ -603,9 +608,7 @@ class Pipeline:
             )
             outbox.add(E.POLICY_VIOLATION, tx_id=tx_id, agent_id=agent.id, reasons=reasons)
             self._maybe_auto_stop(uow, agent, decision, now, outbox)
-            return row, PolicyDeniedError(
-                f"denied by policy: {message}", decision=decision, reasons=reasons, tx_id=tx_id
-            )
+            return row, self._agent_denial(uow, agent, decision, reasons, now, tx_id)
         # Session constraints and usage stats, in the same unit of work as the request.
         self.sessions.enforce_and_record(
             uow, verified, req, network=agent.network, now=now, spend=spent
@@ -666,6 +669,37 @@ class Pipeline:
         if tier == Tier.NOTIFY:
             outbox.add(E.TX_REQUESTED, tx_id=tx_id, agent_id=agent.id, tier=tier.value)
         return row, None
+
+    def _agent_denial(
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        decision: Any,
+        reasons: Sequence[Mapping[str, Any]],
+        now: int,
+        tx_id: str,
+    ) -> PolicyDeniedError:
+        """The denial raised to the session holder: redacted as for agents' dry runs (the
+        outcome and the one deciding figure; no list contents, other thresholds or rule ids).
+        The full decision stays in the row and the POLICY_VIOLATION audit row."""
+        next_at: int | None = None
+        ordered = deciding_reasons(reasons)
+        if ordered and ordered[0].type == "TIME_RESTRICTION":
+            rules = [
+                s.rules
+                for s in applicable(self.gate.policies(uow, agent.id), approvals_context(agent))
+                if isinstance(s.rules, TimeRestrictionRules)
+            ]
+            next_at = next_allowed_time(rules, now)
+        shown = agent_denial(decision, ordered, chain=agent.chain, next_allowed_at=next_at)
+        return PolicyDeniedError(
+            f"denied by policy: {shown.message}",
+            rule=shown.rule,
+            figure=dict(shown.figure) if shown.figure else None,
+            next=shown.next,
+            reasons=[dict(r) for r in shown.reasons],
+            tx_id=tx_id,
+        )
 
     # ================================================================== stage 2
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import TYPE_CHECKING, Any
 
@@ -46,13 +46,23 @@ from waiaas.policy.rules import (
     TimeRestrictionRules,
     daily_bounds,
 )
-from waiaas.policy.units import describe_amount
+from waiaas.policy.units import describe_amount, format_usd
 from waiaas.types import ContractCall, Tier, TokenTransfer, Transfer
 
 if TYPE_CHECKING:
     from waiaas.plan import Effect
 
-__all__ = ["Explanation", "explain", "next_allowed_time", "redact_for_agent"]
+__all__ = [
+    "AGENT_NEXT_STEP",
+    "AgentDenial",
+    "Explanation",
+    "agent_denial",
+    "deciding_reasons",
+    "explain",
+    "next_allowed_time",
+    "redact_decision",
+    "redact_for_agent",
+]
 
 _STEP = 900  # every zone offset in use is a multiple of 15 minutes
 _HORIZON = 8 * 86_400 + 3_600
@@ -404,38 +414,266 @@ _AGENT_DENY = {
     "TIME_RESTRICTION": "outside the allowed time",
     "RATE_LIMIT": "too many requests",
     "AUTO_STOP": "the agent is being suspended",
+    "OWNER": "needs the owner's approval, but the agent has no owner",
+    "APPROVAL": "needs the owner's approval, but the agent has no owner",
+    "CODE": "this contract call is refused",
+    "AGENT": "the agent is not active",
+    "REQUEST": "the request is not valid",
 }
+
+#: What an agent should do next, by the type of the rule that decided the denial.
+AGENT_NEXT_STEP: Mapping[str, str] = {
+    "SPENDING_LIMIT": (
+        "send a smaller amount (get_limits shows what is left), wait for the budget window "
+        "to free up, or ask the owner to raise the limit"
+    ),
+    "RATE_LIMIT": "wait before sending again; too many requests in the window",
+    "TIME_RESTRICTION": "try again when the allowed time window opens",
+    "ALLOWED_ADDRESSES": "send only to an allowed recipient, or ask the owner to allow this one",
+    "ALLOWED_TOKENS": "use an allowed token, or ask the owner to allow this one",
+    "ALLOWED_NETWORKS": "this network is not allowed for the agent; ask the owner",
+    "CONTRACT_WHITELIST": "call only allowed contracts, or ask the owner to allow this one",
+    "METHOD_WHITELIST": "call only allowed methods, or ask the owner to allow this one",
+    "APPROVED_SPENDERS": "approve only allowed spenders, or ask the owner",
+    "APPROVE_AMOUNT_LIMIT": "approve a smaller amount",
+    "AUTO_STOP": "stop and report to the owner: the agent's safety stop fired",
+    "OWNER": "send a smaller amount that needs no approval, or ask the owner to set an owner",
+    "APPROVAL": "send a smaller amount that needs no approval, or ask the owner to set an owner",
+    "CODE": "call only contracts the owner has allowed, or ask the owner",
+    "AGENT": "stop: the agent is not active; report to the owner",
+    "REQUEST": "fix the request and try again",
+}
+_DEFAULT_NEXT = "ask the owner why it was denied"
+
+_OWNER_TYPES = frozenset({"OWNER", "APPROVAL"})
+# the figure shown for a list rule: the party of *this* request that the rule refused
+_PARTY_KEYS = ("selector", "spender", "token", "contract", "address", "network")
+
+
+def _rank(kind: str) -> int:
+    """Hard caps (limits, lists, time, rate) first, then AUTO_STOP, then owner reasons."""
+    if kind in _OWNER_TYPES:
+        return 2
+    return 1 if kind == "AUTO_STOP" else 0
+
+
+def _as_reason(item: Reason | Mapping[str, Any]) -> Reason | None:
+    if isinstance(item, Reason):
+        return item if item.effect == "deny" else None
+    if not isinstance(item, Mapping) or item.get("effect", "deny") != "deny":
+        return None
+    figures = item.get("figures")
+    rule_id = item.get("rule_id")
+    priority = item.get("priority")
+    return Reason(
+        rule_id=str(rule_id) if rule_id is not None else None,
+        priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else 0,
+        type=str(item.get("type") or "POLICY"),
+        effect="deny",
+        message=str(item.get("message") or ""),
+        figures=(
+            {str(k): str(v) for k, v in figures.items()} if isinstance(figures, Mapping) else {}
+        ),
+    )
+
+
+def deciding_reasons(
+    reasons: Iterable[Reason | Mapping[str, Any]],
+) -> tuple[Reason, ...]:
+    """The deny reasons in the order an agent should read them: hard caps first (in the
+    evaluator's order), then AUTO_STOP, then "needs the owner" reasons; exact duplicates
+    dropped. Accepts :class:`Reason` objects or their JSON dicts (audit rows)."""
+    seen: set[tuple[str, str, tuple[tuple[str, str], ...]]] = set()
+    out: list[Reason] = []
+    for item in reasons:
+        reason = _as_reason(item)
+        if reason is None:
+            continue
+        key = (reason.type, reason.message, tuple(sorted(reason.figures.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(reason)
+    return tuple(sorted(out, key=lambda r: _rank(r.type)))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDenial:
+    """A denial as the agent may see it (see :func:`agent_denial`).
+
+    Attributes:
+        rule: the type of the rule that decided it (``SPENDING_LIMIT``, ``OWNER``...).
+        message: one sentence: what refused the request and, when there is one, its figure.
+        figure: the one figure that decides it for this request (``{"available": ...}`` for
+            a budget, ``{"allowed_from": ...}`` for a time window, the refused party of this
+            request for a list rule), or ``None``.
+        next: what to do next.
+        reasons: every refusing rule as ``{"type", "message"}``, redacted, the deciding one
+            first, hard caps before owner reasons, none twice.
+    """
+
+    rule: str
+    message: str
+    figure: Mapping[str, str] | None
+    next: str
+    reasons: tuple[Mapping[str, str], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (``figure`` left out when there is none)."""
+        out: dict[str, Any] = {"rule": self.rule, "message": self.message}
+        if self.figure:
+            out["figure"] = dict(self.figure)
+        out["next"] = self.next
+        out["reasons"] = [dict(r) for r in self.reasons]
+        return out
+
+
+def _figure_and_phrase(
+    reason: Reason,
+    decision: Decision | None,
+    *,
+    chain: str | None,
+    next_allowed_at: int | None,
+) -> tuple[dict[str, str] | None, str | None]:
+    figures = reason.figures
+    kind = reason.type
+    if kind == "SPENDING_LIMIT" and decision is not None:
+        if any(k.endswith("_usd") for k in figures):
+            usd = [b.remaining for b in decision.budget_usd]
+            if not usd:
+                return None, None
+            left_usd = min(usd)
+            return {
+                "available_usd": str(left_usd)
+            }, f"at most {format_usd(left_usd)} can be sent now"
+        asset = figures.get("asset")
+        left = [b.remaining for b in decision.budget if asset is None or b.asset == asset]
+        if not left:
+            return None, None
+        amount = min(left)
+        key = asset or NATIVE
+        shown = describe_amount(chain, key, amount) if chain else f"{amount} base units of {key}"
+        return {"asset": key, "available": str(amount)}, f"at most {shown} can be sent now"
+    if kind == "TIME_RESTRICTION" and next_allowed_at is not None:
+        when = datetime.fromtimestamp(next_allowed_at, tz=UTC).isoformat()
+        return {"allowed_from": str(next_allowed_at)}, f"possible from {when}"
+    if kind in ("APPROVE_AMOUNT_LIMIT", "APPROVED_SPENDERS") and "limit" in figures:
+        return {"limit": figures["limit"]}, f"at most {figures['limit']} base units"
+    if kind == "AGENT" and "status" in figures:
+        return {"status": figures["status"]}, None
+    if kind == "REQUEST" and "field" in figures:
+        return {"field": figures["field"]}, f"check {figures['field']}"
+    for key in _PARTY_KEYS:
+        if figures.get(key):
+            return {key: figures[key]}, None
+    return None, None
+
+
+def agent_denial(
+    decision: Decision | None,
+    reasons: Iterable[Reason | Mapping[str, Any]] = (),
+    *,
+    chain: str | None = None,
+    next_allowed_at: int | None = None,
+) -> AgentDenial:
+    """What an agent may learn of a denial: the outcome and the one figure that decides it
+    for this request, never list contents, other thresholds, other rules' figures or policy
+    ids. The same rules as :func:`redact_for_agent` (agents' dry runs).
+
+    Args:
+        decision: the policy decision (its budget figures give "what is still available");
+            ``None`` when only the reasons are known.
+        reasons: the deny reasons (``Reason`` objects or their JSON dicts); when empty, the
+            decision's own deny reasons.
+        chain: the agent's chain family, to show native amounts in whole units.
+        next_allowed_at: for a time restriction, the first Unix time it allows the request.
+
+    Returns:
+        An :class:`AgentDenial`; a denial with no known reason reads "refused by policy".
+
+    Example::
+
+        agent_denial(decision, chain="solana").message   # "over a spending limit: at most ..."
+    """
+    given = list(reasons)
+    if not given and decision is not None:
+        given = list(decision.deny_reasons)
+    ordered = deciding_reasons(given)
+    if not ordered:
+        return AgentDenial(
+            rule="POLICY",
+            message="refused by policy",
+            figure=None,
+            next=_DEFAULT_NEXT,
+            reasons=({"type": "POLICY", "message": "refused by policy"},),
+        )
+    first = ordered[0]
+    figure, phrase = _figure_and_phrase(
+        first, decision, chain=chain, next_allowed_at=next_allowed_at
+    )
+    short = _AGENT_DENY.get(first.type, "refused by policy")
+    listed: list[Mapping[str, str]] = []
+    for r in ordered:
+        entry = {"type": r.type, "message": _AGENT_DENY.get(r.type, "refused by policy")}
+        if entry not in listed:
+            listed.append(entry)
+    step = AGENT_NEXT_STEP.get(first.type, _DEFAULT_NEXT)
+    if any(r.type == "AUTO_STOP" for r in ordered):
+        step = AGENT_NEXT_STEP["AUTO_STOP"]
+    return AgentDenial(
+        rule=first.type,
+        message=f"{short}: {phrase}" if phrase else short,
+        figure=figure,
+        next=step,
+        reasons=tuple(listed),
+    )
+
+
+def redact_decision(decision: Decision) -> Decision:
+    """A decision as an agent may see it: allowed or not, the tier, and for a denial only the
+    deciding reason, redacted (no rule id, no figures); no budgets, no other reasons."""
+    reasons: tuple[Reason, ...] = ()
+    if not decision.allowed:
+        ordered = deciding_reasons(decision.reasons)
+        kind = ordered[0].type if ordered else "POLICY"
+        reasons = (
+            Reason(type=kind, effect="deny", message=_AGENT_DENY.get(kind, "refused by policy")),
+        )
+    return decision.model_copy(
+        update={"reasons": reasons, "budget": (), "budget_usd": (), "auto_stop": None}
+    )
 
 
 def redact_for_agent(explanation: Explanation) -> Explanation:
     """What an agent may see of an explanation: the outcome and the one figure that decides
     it for this request, never list contents, thresholds or other rules.
 
-    Kept: allowed or not, the tier, and for a denial one reason naming the kind of rule with
-    at most one figure: the amount still available now (a budget), or when the request
-    becomes possible (a time window or rate limit). Dropped: every other reason, the budget
-    tables, the per-tier amounts, the hints (they name thresholds and policy ids), rule ids
-    and figures. The owner and operator get the full :func:`explain` output.
+    Kept: allowed or not, the tier, and for a denial one reason naming the kind of rule that
+    decides it (hard caps before "needs the owner") with at most one figure: the amount still
+    available now (a budget), or when the request becomes possible (a time window).
+    Dropped: every other reason, the budget tables, the per-tier amounts, the hints (they
+    name thresholds and policy ids), rule ids and figures. The owner and operator get the
+    full :func:`explain` output. Denials raised to an agent follow the same rules
+    (:func:`agent_denial`).
     """
     d = explanation.decision
-    reasons: tuple[Reason, ...] = ()
     hints: tuple[str, ...] = ()
     if not d.allowed:
-        deny = next((r for r in d.reasons if r.effect == "deny"), None)
-        kind = deny.type if deny is not None else "POLICY"
-        message = _AGENT_DENY.get(kind, "refused by policy")
-        if kind == "SPENDING_LIMIT" and d.budget:
-            left = min(b.remaining for b in d.budget)
-            hints = (f"at most {left} base units can be sent now",)
-        elif kind == "TIME_RESTRICTION" and explanation.next_allowed_at is not None:
-            hints = (f"possible from {explanation.next_allowed_at} (Unix time)",)
-        reasons = (Reason(type=kind, effect="deny", message=message),)
-    safe = d.model_copy(
-        update={"reasons": reasons, "budget": (), "budget_usd": (), "auto_stop": None}
-    )
+        ordered = deciding_reasons(d.reasons)
+        if ordered:
+            first = ordered[0]
+            if first.type == "SPENDING_LIMIT":
+                figure, _ = _figure_and_phrase(first, d, chain=None, next_allowed_at=None)
+                if figure and "available" in figure:
+                    hints = (f"at most {figure['available']} base units can be sent now",)
+                elif figure and "available_usd" in figure:
+                    hints = (f"at most {figure['available_usd']} USD can be sent now",)
+            elif first.type == "TIME_RESTRICTION" and explanation.next_allowed_at is not None:
+                hints = (f"possible from {explanation.next_allowed_at} (Unix time)",)
+    safe = redact_decision(d)
     return Explanation(
         decision=safe,
-        fired=reasons,
+        fired=safe.reasons,
         hints=hints,
         amount_for_tier={},
         next_allowed_at=explanation.next_allowed_at if not d.allowed else None,
