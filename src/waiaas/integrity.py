@@ -487,6 +487,27 @@ def reseal_rows(uow: Any, integ: Integrity) -> None:
         uow.transactions.update_fields(row.id, integrity=tx_mac(integ, row))
     for appr in list(uow.session.exec(_select(ApprovalRow))):
         uow.approvals.set_mac(appr.id, approval_mac(integ, appr))
+    _seal_auto_stop_marks(uow, integ, now)
+
+
+def _seal_auto_stop_marks(uow: Any, integ: Integrity, now: int) -> None:
+    from waiaas.db.tables import WalletStateRow
+
+    prefix = "auto-stop-mark:"
+    for state in list(uow.session.exec(_select(WalletStateRow))):
+        if not state.key.startswith(prefix):
+            continue
+        mark = uow.state.get(state.key)
+        if not isinstance(mark, dict) or "mac" in mark:
+            continue
+        agent_id = state.key[len(prefix) :]
+        tx_mark, audit_mark = int(mark.get("tx", 0)), int(mark.get("audit", 0))
+        value = {
+            "tx": tx_mark,
+            "audit": audit_mark,
+            "mac": auto_stop_mark_mac(integ, agent_id, tx_mark, audit_mark),
+        }
+        uow.state.put(state.key, value, now=now)
 
 
 def _select(table: Any) -> Any:
@@ -495,11 +516,18 @@ def _select(table: Any) -> Any:
     return select(table)
 
 
-def tx_mac(integ: Integrity, row: Any) -> str:
-    """MAC over what a transaction row decides: who, what, to whom, how much, which tier."""
-    meta = json.loads(row.metadata_json) if row.metadata_json else {}
-    return integ.mac(
-        "tx",
+# The version of a transaction's MAC is its prefix: "v2:" covers the stored plan too; a MAC
+# without a prefix (v1) was written before that, and is still accepted for such rows. Only
+# the wallet's key can write either, so a v1 MAC never exists for a row sealed as v2.
+TX_MAC_V2 = "v2:"
+
+
+def _doc_digest(value: Any) -> str | None:
+    return None if value is None else hashlib.sha256(_canon(value)).hexdigest()
+
+
+def _tx_fields(row: Any, meta: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
         row.id,
         row.agent_id,
         row.chain,
@@ -514,8 +542,64 @@ def tx_mac(integ: Integrity, row: Any) -> str:
     )
 
 
+def tx_mac(integ: Integrity, row: Any) -> str:
+    """MAC over what a transaction row decides: who, what, to whom, how much, which tier,
+    and the plan that will be signed (the stored plan, its digest, its effects, and the digest
+    the owner approved), so none of them can be edited in the file unseen."""
+    meta = json.loads(row.metadata_json) if row.metadata_json else {}
+    approval = meta.get("approval") or {}
+    return TX_MAC_V2 + integ.mac(
+        "tx/v2",
+        *_tx_fields(row, meta),
+        meta.get("plan_digest"),
+        _doc_digest(meta.get("plan")),
+        _doc_digest(meta.get("effects")),
+        approval.get("plan_digest"),
+    )
+
+
+def _tx_mac_v1(integ: Integrity, row: Any) -> str:
+    meta = json.loads(row.metadata_json) if row.metadata_json else {}
+    return integ.mac("tx", *_tx_fields(row, meta))
+
+
+def tx_ok(integ: Integrity, row: Any) -> bool:
+    """Whether the row's stored MAC verifies (v2, or a v1 MAC written before plans were
+    covered)."""
+    stored = row.integrity
+    if not isinstance(stored, str):
+        return False
+    if stored.startswith(TX_MAC_V2):
+        return hmac.compare_digest(stored, tx_mac(integ, row))
+    return hmac.compare_digest(stored, _tx_mac_v1(integ, row))
+
+
 def approval_mac(integ: Integrity, row: Any) -> str:
-    return integ.mac("approval", row.id, row.tx_id, int(row.expires_at), int(row.created_at))
+    """MAC over an approval and the owner's decision on it (``v2:``): a file-write attacker
+    who sets ``approved_at`` to approve in the owner's place is refused before signing."""
+    return TX_MAC_V2 + integ.mac(
+        "approval/v2",
+        row.id,
+        row.tx_id,
+        int(row.expires_at),
+        int(row.created_at),
+        None if row.approved_at is None else int(row.approved_at),
+        None if row.rejected_at is None else int(row.rejected_at),
+        row.owner_signature,
+    )
+
+
+def approval_ok(integ: Integrity, row: Any) -> bool:
+    """Whether the approval's MAC verifies: v2, or a v1 MAC (written before the decision was
+    covered) on an approval nobody has decided."""
+    stored = row.mac
+    if not isinstance(stored, str):
+        return False
+    if stored.startswith(TX_MAC_V2):
+        return hmac.compare_digest(stored, approval_mac(integ, row))
+    undecided = row.approved_at is None and row.rejected_at is None and not row.owner_signature
+    v1 = integ.mac("approval", row.id, row.tx_id, int(row.expires_at), int(row.created_at))
+    return undecided and hmac.compare_digest(stored, v1)
 
 
 def _checkpoints(conn: sqlite3.Connection) -> list[tuple[int, str, int, str, str, str]]:
@@ -726,8 +810,9 @@ def seal_policy_scope(integ: Integrity, uow: Any, agent_id: str | None, now: int
 
 
 def check_tx(integ: Integrity, row: Any) -> None:
-    """A stored request (what is evaluated, approved and signed) carries its MAC."""
-    if row.integrity is None or not hmac.compare_digest(row.integrity, tx_mac(integ, row)):
+    """A stored request and its plan (what is evaluated, approved and signed) carry their
+    MAC."""
+    if not tx_ok(integ, row):
         raise _tampered(
             f"transaction {row.id} was changed outside waiaas after it was admitted",
             "transaction",
@@ -737,10 +822,43 @@ def check_tx(integ: Integrity, row: Any) -> None:
 
 
 def check_approval(integ: Integrity, row: Any) -> None:
-    if row.mac is None or not hmac.compare_digest(row.mac, approval_mac(integ, row)):
+    """An approval (and the owner's decision recorded on it) carries its MAC."""
+    if not approval_ok(integ, row):
         raise _tampered(
             f"the approval of transaction {row.tx_id} was changed outside waiaas",
             "approval",
             row.id,
             tx_id=row.tx_id,
+        )
+
+
+def auto_stop_mark_mac(integ: Integrity, agent_id: str, tx_mark: int, audit_mark: int) -> str:
+    """MAC of an agent's AUTO_STOP resume mark (see :func:`waiaas.pipeline.gate.restart_auto_stop`):
+    the rows after it are the only ones its AUTO_STOP counters read."""
+    return integ.mac("auto-stop-mark", agent_id, int(tx_mark), int(audit_mark))
+
+
+def check_auto_stop_mark(integ: Integrity, agent_id: str, mark: Mapping[str, Any]) -> None:
+    """A resume mark must carry the MAC the wallet wrote: a file-write attacker who moves it
+    forward (to reset the denial counter) or copies another agent's is refused.
+
+    Raises:
+        TamperDetectedError: entity ``agent``, problem ``mac``.
+    """
+    try:
+        tx_mark, audit_mark = int(mark["tx"]), int(mark["audit"])
+    except (KeyError, TypeError, ValueError):
+        tx_mark = audit_mark = -1
+    stored = mark.get("mac")
+    if (
+        tx_mark < 0
+        or audit_mark < 0
+        or not isinstance(stored, str)
+        or not hmac.compare_digest(stored, auto_stop_mark_mac(integ, agent_id, tx_mark, audit_mark))
+    ):
+        raise _tampered(
+            f"the AUTO_STOP resume mark of agent {agent_id} was changed outside waiaas (it "
+            "would reset the agent's denial and failure counters)",
+            "agent",
+            agent_id,
         )

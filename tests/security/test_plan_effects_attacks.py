@@ -136,7 +136,11 @@ def test_item4_the_owner_sees_every_item_of_a_mixed_batch(wallet: Wallet) -> Non
 def test_item4_a_signature_over_one_plan_is_refused_for_another(wallet: Wallet, chain: str) -> None:
     """Item 4: the owner's signature covers the plan digest. A signature made over the
     message of one plan is refused once the stored plan differs (AUTH_FAILED audited), and a
-    plan changed after the approval is refused at signing (PLAN_MISMATCH), nothing sent."""
+    plan changed after the approval is refused at signing (PLAN_MISMATCH), nothing sent.
+
+    The stored plan is changed here with the wallet's own key (the row's MAC resealed), to
+    reach these checks behind the MAC; an edit without the key is refused earlier, as
+    tampering (tests/security/test_plan_and_mark_tamper.py)."""
     owner = owner_for(chain)
     agent = new_agent(wallet, chain, owner=owner)
     token = wallet.issue_session(agent.id).token
@@ -148,12 +152,14 @@ def test_item4_a_signature_over_one_plan_is_refused_for_another(wallet: Wallet, 
     with wallet.db.write() as uow:  # someone swaps the stored plan's digest
         swapped = dict(meta, plan_digest="0x" + "ab" * 32)
         uow.transactions.update_fields(queued.id, metadata=swapped)
+        wallet.pipeline._seal_tx(uow, queued.id)
         uow.commit()
     with pytest.raises(ApprovalError):
         wallet.approve(queued.id, signature)
     assert events_of(wallet, queued.id)[-1] == "AUTH_FAILED"
     with wallet.db.write() as uow:
         uow.transactions.update_fields(queued.id, metadata=meta)
+        wallet.pipeline._seal_tx(uow, queued.id)
         uow.commit()
     # approved for this plan, then the plan is changed before execution: refused
     holder: dict[str, Any] = {}
@@ -164,6 +170,7 @@ def test_item4_a_signature_over_one_plan_is_refused_for_another(wallet: Wallet, 
             m["plan_digest"] = "0x" + "cd" * 32
             with holder["w"].db.write() as uow:
                 uow.transactions.update_fields(tx_id, metadata=m)
+                holder["w"].pipeline._seal_tx(uow, tx_id)
                 uow.commit()
 
     holder["w"] = wallet

@@ -516,7 +516,15 @@ class ApprovalRepository(_Repository):
             .values(**values)
             .execution_options(synchronize_session="fetch")
         )
-        return _rowcount(self.session.execute(stmt)) == 1
+        if _rowcount(self.session.execute(stmt)) != 1:
+            return False
+        if self.integrity is not None:  # the decision is sealed with the approval
+            from waiaas.integrity import approval_mac
+
+            decided = self.get(approval_id)
+            if decided is not None:
+                self.set_mac(approval_id, approval_mac(self.integrity, decided))
+        return True
 
 
 class ChannelRepository(_Repository):

@@ -384,13 +384,17 @@ class Pipeline:
         agent: AgentRow,
         approval: ApprovalRow | None = None,
     ) -> None:
-        """The stored request, the owner binding and the approval carry their MACs."""
+        """The stored request and plan, the owner binding and the approval (with the owner's
+        decision on it) carry their MACs. Without ``approval``, an APPROVAL transaction's
+        latest approval is checked (before signing: a forged ``approved_at`` is refused)."""
         if uow.integrity is None:
             return
         from waiaas import integrity
 
         integrity.check_tx(uow.integrity, row)
         integrity.check_agent(uow.integrity, agent)
+        if approval is None and row.tier == Tier.APPROVAL:
+            approval = uow.approvals.for_tx(row.id)
         if approval is not None:
             integrity.check_approval(uow.integrity, approval)
 
@@ -469,19 +473,29 @@ class Pipeline:
                     "message": exc.message[:300],
                 },
             )
-            self._auto_stop_after_refusal(uow, agent_id, now, outbox)
+            tampered = self._auto_stop_after_refusal(uow, agent_id, now, outbox)
             uow.commit()
         self._publish(outbox)
+        if tampered is not None:
+            self._refuse_tampered(tampered, agent_id=agent_id, tx_id=None, now=now)
+            raise tampered
 
     def _auto_stop_after_refusal(
         self, uow: UnitOfWork, agent_id: str, now: int, outbox: _Outbox
-    ) -> None:
+    ) -> TamperDetectedError | None:
+        """The max_denials check after a refusal. A policy or resume mark that fails its MAC
+        is returned (nothing was written for it): the caller commits the refusal, then
+        records the tampering and raises it."""
         agent = uow.agents.get(agent_id)
         if agent is None or agent.status != "ACTIVE":
-            return
-        reason = self.gate.refusal_auto_stop_reason(uow, agent, now)
+            return None
+        try:
+            reason = self.gate.refusal_auto_stop_reason(uow, agent, now)
+        except TamperDetectedError as exc:
+            return exc
         if reason:
             self._suspend_for_auto_stop(uow, agent, reason, now, outbox)
+        return None
 
     def _record_auth_failure(self, exc: AuthError | AgentNotActiveError, now: int) -> None:
         """AUTH_FAILED must be recorded even though the request's unit of work rolled back."""
@@ -506,12 +520,16 @@ class Pipeline:
                 session_id=session_id,
                 details=details,
             )
+            tampered = None
             if agent_id is not None:  # it counts toward RATE_LIMIT and AUTO_STOP max_denials
-                self._auto_stop_after_refusal(uow, agent_id, now, outbox)
+                tampered = self._auto_stop_after_refusal(uow, agent_id, now, outbox)
             uow.commit()
         reasons = [{"type": "SESSION_CONSTRAINT", "effect": "deny", "message": exc.message}]
         outbox.add(E.POLICY_VIOLATION, agent_id=agent_id, reasons=reasons)
         self._publish(outbox)
+        if tampered is not None:
+            self._refuse_tampered(tampered, agent_id=agent_id, tx_id=None, now=now)
+            raise tampered
 
     def _admit(
         self,
@@ -1482,7 +1500,27 @@ class Pipeline:
     def _check_auto_stop_after_failure(
         self, uow: UnitOfWork, agent: AgentRow, now: int, outbox: _Outbox
     ) -> None:
-        reason = self.gate.auto_stop_reason(uow, agent, now)
+        try:
+            reason = self.gate.auto_stop_reason(uow, agent, now)
+        except TamperDetectedError as exc:
+            # The counters (a policy, the resume mark) cannot be trusted: the failure is still
+            # recorded, the tampering too, and the agent stops (fail closed).
+            uow.audit.append(
+                E.TAMPER_DETECTED,
+                actor="system",
+                now=now,
+                agent_id=agent.id,
+                details={
+                    "entity": exc.entity,
+                    "entity_id": exc.entity_id,
+                    "problem": exc.problem,
+                    "message": exc.message,
+                },
+            )
+            outbox.add(
+                E.TAMPER_DETECTED, agent_id=agent.id, severity="critical", reason=exc.message
+            )
+            reason = f"tamper detected: {exc.message}"
         if reason:
             self._suspend_for_auto_stop(uow, agent, reason, now, outbox)
 
@@ -1959,6 +1997,7 @@ class Pipeline:
                         meta = self._meta(row)
                         meta.setdefault("approval", {})["plan_digest"] = req.plan_digest
                         uow.transactions.update_fields(tx_id, metadata=meta)
+                        self._seal_tx(uow, tx_id)  # the approved digest is sealed too
                 except ApprovalError as exc:
                     refusal = exc
             if refusal is not None:

@@ -47,11 +47,18 @@ def restart_auto_stop(uow: UnitOfWork, agent_id: str, now: int) -> None:
     point count toward ``max_denials``, ``max_transactions`` and ``consecutive_failures``.
 
     The mark is the newest ``transactions`` rowid at the time (rowids only grow), so requests
-    made in the same second as the resumption still count.
+    made in the same second as the resumption still count. It carries a MAC under the
+    wallet's key: a mark moved forward in the file is refused (TamperDetectedError) rather
+    than silently forgetting the agent's denials.
     """
     mark = uow.session.execute(text("SELECT coalesce(max(rowid), 0) FROM transactions")).scalar()
     audit = uow.session.execute(text("SELECT coalesce(max(id), 0) FROM audit_log")).scalar()
-    uow.state.put(f"{_MARK}{agent_id}", {"tx": int(mark or 0), "audit": int(audit or 0)}, now=now)
+    value: dict[str, Any] = {"tx": int(mark or 0), "audit": int(audit or 0)}
+    if uow.integrity is not None:  # a forged mark would reset the counters: it carries a MAC
+        from waiaas.integrity import auto_stop_mark_mac
+
+        value["mac"] = auto_stop_mark_mac(uow.integrity, agent_id, value["tx"], value["audit"])
+    uow.state.put(f"{_MARK}{agent_id}", value, now=now)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,7 +331,13 @@ def _since_resumption(
     restarted by a resumption.
     """
     mark = uow.state.get(f"{_MARK}{agent_id}")
-    if not isinstance(mark, dict):
+    if mark is None:
+        return usage
+    if uow.integrity is not None:
+        from waiaas.integrity import check_auto_stop_mark
+
+        check_auto_stop_mark(uow.integrity, agent_id, mark if isinstance(mark, dict) else {})
+    elif not isinstance(mark, dict):
         return usage
     from waiaas.services.policies import audit_refusals
 

@@ -1,0 +1,364 @@
+"""A file-write attacker edits what the MACs of issue 10 did not cover yet: the stored plan
+(its digest, the plan document, its effects, the digest the owner approved), the owner's
+decision on an approval, and the AUTO_STOP resume mark. Each edit is made with raw sqlite3 on
+the closed database; the reopened wallet refuses before signing (or before evaluation) with
+TamperDetectedError, writes a critical TAMPER_DETECTED audit row and notifies."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import SOL, EvmOwner, new_agent, recipient
+from waiaas.errors import PolicyDeniedError, TamperDetectedError
+from waiaas.notify.testing import RecordingNotifier
+from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
+from waiaas.types import AuditEvent, Transfer
+from waiaas.wallet import Wallet
+
+MARK = "auto-stop-mark:"
+
+
+_CHAINS: dict[Path, list[Any]] = {}
+
+
+def _open(path: Path, clock: FrozenClock) -> Wallet:
+    """Open ``path`` on the in-process chains it was first opened with (their state lives in
+    this process, so a transfer admitted before the reopen can still land)."""
+    return Wallet.open(
+        path,
+        password=TEST_PASSWORD,
+        chains=_CHAINS.setdefault(path, local_chains()),
+        config=fast_config(),
+        clock=clock,
+        notifier=RecordingNotifier(),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _forget_chains() -> Iterator[None]:
+    yield
+    _CHAINS.clear()
+
+
+def _sql(path: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    conn = sqlite3.connect(path)
+    for sql, params in statements:
+        conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+
+
+def _meta(path: Path, tx_id: str) -> dict[str, Any]:
+    conn = sqlite3.connect(path)
+    try:
+        (text,) = conn.execute(
+            "SELECT metadata FROM transactions WHERE id = ?", (tx_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def _tamper_rows(w: Wallet) -> list[Any]:
+    return list(w.audit(event_types=[AuditEvent.TAMPER_DETECTED]).entries)
+
+
+def _notified(w: Wallet) -> list[Any]:
+    target = w.pipeline.notifier.target  # type: ignore[union-attr]
+    return [e for e in target.events if e.event_type == AuditEvent.TAMPER_DETECTED]
+
+
+# --------------------------------------------------------------------------- the stored plan
+
+
+@pytest.fixture
+def two_delays(tmp_path: Path) -> tuple[Path, FrozenClock, str, str]:
+    """A closed wallet with two DELAY transactions of one agent: 2 SOL to a supplier and
+    2.5 SOL to someone else (whose plan the attacker will borrow)."""
+    path = tmp_path / "wallet.db"
+    clock = FrozenClock()
+    with _open(path, clock) as w:
+        agent = new_agent(w, "solana", funds=50 * SOL)
+        token = w.issue_session(agent.id, ttl=86_400).token
+        first = w.send(token, Transfer(to=recipient("solana"), amount=2 * SOL))
+        other = w.send(token, Transfer(to=recipient("solana"), amount=5 * SOL // 2))
+        assert (first.tier, other.tier) == ("DELAY", "DELAY")
+    return path, clock, first.id, other.id
+
+
+def _swap_plan(path: Path, tx_id: str, donor: str) -> tuple[str, tuple[Any, ...]]:
+    meta = _meta(path, donor)
+    return (
+        "UPDATE transactions SET metadata = json_set(metadata, '$.plan', json(?),"
+        " '$.plan_digest', ?, '$.effects', json(?)) WHERE id = ?",
+        (json.dumps(meta["plan"]), meta["plan_digest"], json.dumps(meta["effects"]), tx_id),
+    )
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["plan_digest", "plan", "effects", "swap", "approved_digest", "drop_plan"],
+)
+def test_an_edited_stored_plan_is_refused_before_signing(
+    two_delays: tuple[Path, FrozenClock, str, str], edit: str
+) -> None:
+    """Each edit of the stored plan (its digest alone, the plan document, the effects the
+    policies judge, the whole plan swapped for another transaction's, an approved digest
+    added, the plan removed so it would be rebuilt) leaves the DELAY unsigned and FAILED."""
+    path, clock, tx_id, donor = two_delays
+    statements = {
+        "plan_digest": (
+            "UPDATE transactions SET metadata = json_set(metadata, '$.plan_digest', ?)"
+            " WHERE id = ?",
+            ("0x" + "ab" * 32, tx_id),
+        ),
+        "plan": (
+            "UPDATE transactions SET metadata = json_set(metadata,"
+            " '$.plan.instructions[0].data', ?) WHERE id = ?",
+            ("0x020000000000e1f50500000000", tx_id),
+        ),
+        "effects": (
+            "UPDATE transactions SET metadata = json_set(metadata, '$.effects[0].amount', ?)"
+            " WHERE id = ?",
+            ("1", tx_id),
+        ),
+        "swap": _swap_plan(path, tx_id, donor),
+        "approved_digest": (
+            "UPDATE transactions SET metadata = json_set(metadata, '$.approval', json(?))"
+            " WHERE id = ?",
+            (json.dumps({"plan_digest": "0x" + "cd" * 32}), tx_id),
+        ),
+        "drop_plan": (
+            "UPDATE transactions SET metadata = json_remove(metadata, '$.plan',"
+            " '$.plan_digest', '$.effects') WHERE id = ?",
+            (tx_id,),
+        ),
+    }
+    _sql(path, statements[edit])
+    clock.advance(10_000)
+    with _open(path, clock) as w:
+        report = w.process_due()
+        tx = w.get_transaction(tx_id)
+        assert tx.status == "FAILED" and tx.tx_hash is None
+        assert tx.error is not None and tx.error.startswith("TAMPER_DETECTED")
+        assert any(p.tx_id == tx_id and p.code == "TAMPER_DETECTED" for p in report.problems)
+        rows = _tamper_rows(w)
+        assert rows[0].tx_id == tx_id and rows[0].severity == "critical"
+        assert rows[0].details["entity"] == "transaction"
+        assert _notified(w)
+        # the untouched transaction still executes
+        assert w.get_transaction(donor).status == "CONFIRMED"
+
+
+def test_an_untouched_plan_still_executes(two_delays: tuple[Path, FrozenClock, str, str]) -> None:
+    """The baseline: the MAC covers the plan without refusing a transaction nobody edited."""
+    path, clock, tx_id, donor = two_delays
+    clock.advance(10_000)
+    with _open(path, clock) as w:
+        w.process_due()
+        assert w.get_transaction(tx_id).status == "CONFIRMED"
+        assert w.get_transaction(donor).status == "CONFIRMED"
+        assert _tamper_rows(w) == []
+    conn = sqlite3.connect(path)
+    try:
+        macs = [r[0] for r in conn.execute("SELECT integrity FROM transactions")]
+    finally:
+        conn.close()
+    assert macs and all(m.startswith("v2:") for m in macs)
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+@pytest.fixture
+def approval_pending(tmp_path: Path) -> tuple[Path, FrozenClock, EvmOwner, str]:
+    path = tmp_path / "wallet.db"
+    clock = FrozenClock()
+    owner = EvmOwner()
+    with _open(path, clock) as w:
+        agent = new_agent(w, "solana", owner=owner, funds=50 * SOL)
+        token = w.issue_session(agent.id).token
+        result = w.send(token, Transfer(to=recipient("solana"), amount=11 * SOL))
+        assert (result.status, result.tier) == ("QUEUED", "APPROVAL")
+    return path, clock, owner, result.id
+
+
+def test_setting_approved_at_in_the_file_does_not_approve(
+    approval_pending: tuple[Path, FrozenClock, EvmOwner, str],
+) -> None:
+    """The attacker marks the pending approval approved (with a made-up signature):
+    process_due would run it as approved; the approval's MAC now covers the decision, so it
+    is refused before signing."""
+    path, clock, _owner, tx_id = approval_pending
+    _sql(
+        path,
+        (
+            "UPDATE pending_approvals SET approved_at = ?, owner_signature = ? WHERE tx_id = ?",
+            (clock.now(), "0x" + "11" * 65, tx_id),
+        ),
+    )
+    with _open(path, clock) as w:
+        w.process_due()
+        tx = w.get_transaction(tx_id)
+        assert tx.status == "FAILED" and tx.tx_hash is None
+        rows = _tamper_rows(w)
+        assert rows[0].tx_id == tx_id and rows[0].details["entity"] == "approval"
+        assert _notified(w)
+
+
+def test_an_approved_digest_edited_after_the_owner_signed_is_refused(
+    approval_pending: tuple[Path, FrozenClock, EvmOwner, str],
+) -> None:
+    """The owner approves in one process, which is stopped before signing (the approval is
+    committed, the transaction still QUEUED); the attacker edits the approved digest and the
+    plan; the next process refuses to sign."""
+    path, clock, owner, tx_id = approval_pending
+    with _open(path, clock) as w:
+        message = w.approval_message(tx_id)
+
+        class Stop(Exception):
+            pass
+
+        def stop(stage: str, _tx: str) -> None:
+            if stage == "approved":
+                raise Stop
+
+        w.pipeline.hooks.stage = stop  # type: ignore[method-assign]
+        with pytest.raises(Stop):
+            w.approve(tx_id, owner.sign(message))
+        assert w.get_transaction(tx_id).status == "QUEUED"
+    meta = _meta(path, tx_id)
+    assert meta["approval"]["plan_digest"] == meta["plan_digest"]
+    _sql(
+        path,
+        (
+            "UPDATE transactions SET metadata = json_set(metadata,"
+            " '$.approval.plan_digest', ?, '$.plan_digest', ?) WHERE id = ?",
+            ("0x" + "ee" * 32, "0x" + "ee" * 32, tx_id),
+        ),
+    )
+    with _open(path, clock) as w:
+        w.process_due()
+        tx = w.get_transaction(tx_id)
+        assert tx.status == "FAILED" and tx.tx_hash is None
+        assert _tamper_rows(w)[0].details["entity"] == "transaction"
+
+
+# --------------------------------------------------------------------------- resume mark
+
+
+@pytest.fixture
+def probing(tmp_path: Path) -> tuple[Path, FrozenClock, str, str, str]:
+    """A closed wallet: an agent under AUTO_STOP max_denials=3 (1 h) with a one-recipient
+    allow-list, two denials already counted; a second agent resumed once (a genuine mark)."""
+    path = tmp_path / "wallet.db"
+    clock = FrozenClock()
+    with _open(path, clock) as w:
+        agent = new_agent(w, "solana", funds=10 * SOL)
+        w.add_policy(
+            "AUTO_STOP",
+            {"trigger": "max_denials", "threshold": 3, "window_seconds": 3600},
+            agent_id=agent.id,
+        )
+        w.add_policy("ALLOWED_ADDRESSES", {"addresses": [recipient("solana")]}, agent_id=agent.id)
+        token = w.issue_session(agent.id, ttl=86_400).token
+        for _ in range(2):
+            with pytest.raises(PolicyDeniedError):
+                w.send(token, Transfer(to=recipient("solana"), amount=SOL // 100))
+        other = new_agent(w, "solana", funds=SOL)
+        w.suspend_agent(other.id, reason="maintenance")
+        w.resume_agent(other.id)
+    return path, clock, agent.id, other.id, token
+
+
+def _mark(path: Path, agent_id: str) -> dict[str, Any] | None:
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute(
+            "SELECT value FROM wallet_state WHERE key = ?", (MARK + agent_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else dict(json.loads(row[0]))
+
+
+def _forge_mark(path: Path, agent_id: str, value: dict[str, Any]) -> None:
+    _sql(
+        path,
+        (
+            "INSERT OR REPLACE INTO wallet_state (key, value, updated_at) VALUES (?, ?, ?)",
+            (MARK + agent_id, json.dumps(value, sort_keys=True), 1),
+        ),
+    )
+
+
+@pytest.mark.parametrize("how", ["inserted", "moved_forward", "copied"])
+def test_a_forged_resume_mark_cannot_reset_the_denial_counter(
+    probing: tuple[Path, FrozenClock, str, str, str], how: str
+) -> None:
+    """Without the forgery the third denial suspends the agent. A mark inserted without the
+    key, a genuine one moved forward past the denials, or another agent's genuine mark
+    copied: the next request is refused with TamperDetectedError (entity agent), audited
+    critical and notified, and the denials are not forgotten."""
+    path, clock, agent_id, other_id, token = probing
+    genuine = _mark(path, other_id)
+    assert genuine is not None and "mac" in genuine
+    huge = {"tx": 10**9, "audit": 10**9}
+    if how == "inserted":
+        _forge_mark(path, agent_id, huge)
+    elif how == "moved_forward":
+        _forge_mark(path, agent_id, {**genuine, **huge})
+    else:
+        _forge_mark(path, agent_id, genuine)
+    with _open(path, clock) as w:
+        with pytest.raises(TamperDetectedError) as caught:
+            w.send(token, Transfer(to=recipient("solana"), amount=SOL // 100))
+        assert caught.value.entity == "agent" and caught.value.entity_id == agent_id
+        rows = _tamper_rows(w)
+        assert rows and rows[0].severity == "critical"
+        assert rows[0].agent_id == agent_id and rows[0].details["entity"] == "agent"
+        assert "resume mark" in rows[0].details["message"]
+        assert _notified(w)
+        assert w.get_agent(agent_id).status == "ACTIVE"  # nothing was admitted or reset
+
+
+def test_a_forged_mark_is_detected_on_the_refusal_path_too(
+    probing: tuple[Path, FrozenClock, str, str, str],
+) -> None:
+    """A malformed request (which leaves no transaction row) also reads the counters: the
+    refusal is still recorded, and the forgery is detected and audited."""
+    path, clock, agent_id, _other, token = probing
+    _forge_mark(path, agent_id, {"tx": 10**9, "audit": 10**9})
+    with _open(path, clock) as w:
+        with pytest.raises(TamperDetectedError):
+            w.send(token, {"type": "TRANSFER", "to": recipient("solana"), "amount": -1})
+        kinds = [e.event_type for e in w.audit(agent_id=agent_id, limit=5).entries]
+        assert kinds[:2] == [AuditEvent.TAMPER_DETECTED, AuditEvent.REQUEST_REFUSED]
+
+
+def test_the_genuine_resume_still_restarts_the_counter(
+    probing: tuple[Path, FrozenClock, str, str, str],
+) -> None:
+    """The baseline, across a reopen: the third denial suspends the agent; the owner resumes
+    it (a MAC'd mark); a fresh session's next denial does not suspend it again."""
+    path, clock, agent_id, _other, token = probing
+    with _open(path, clock) as w:
+        with pytest.raises(PolicyDeniedError):
+            w.send(token, Transfer(to=recipient("solana"), amount=SOL // 100))
+        assert w.get_agent(agent_id).status == "SUSPENDED"
+        w.resume_agent(agent_id)
+    mark = _mark(path, agent_id)
+    assert mark is not None and isinstance(mark.get("mac"), str)
+    with _open(path, clock) as w:
+        fresh = w.issue_session(agent_id).token
+        with pytest.raises(PolicyDeniedError):
+            w.send(fresh, Transfer(to=recipient("solana"), amount=SOL // 100))
+        assert w.get_agent(agent_id).status == "ACTIVE"
+        assert _tamper_rows(w) == []
