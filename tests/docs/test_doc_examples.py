@@ -134,13 +134,13 @@ def run_blocks(blocks: list[Block], tmp_path: Path) -> subprocess.CompletedProce
 @pytest.mark.slow
 def test_readme_example_reaches_confirmed(tmp_path: Path) -> None:
     """The README's example, as written, confirms its INSTANT transfer on the local chain
-    (the agent is funded) and shows the deny reason of the oversized one."""
+    (the agent is funded) and shows the agent's view of the oversized one's denial."""
     (block,) = python_blocks(ROOT / "README.md")
     assert not block.fragment
     result = run_blocks([block], tmp_path)
     assert result.returncode == 0, result.stderr[-5000:]
     assert "CONFIRMED INSTANT " in result.stdout
-    assert "3 SOL exceeds the per-transaction limit of 2 SOL" in result.stdout
+    assert "denied by policy: over a spending limit: at most 2 SOL can be sent now" in result.stdout
     assert "FAILED" not in result.stdout
 
 

@@ -120,7 +120,7 @@ def test_list_send_read_and_deny_over_stdio(tmp_path: Path, node: SolanaRpcServe
     assert denied.is_error
     error = json.loads(denied.content[0].text)["error"]
     assert error["code"] == "POLICY_DENIED"
-    assert "per-transaction limit of 1 SOL" in error["message"]
+    assert "at most 1 SOL can be sent now" in error["message"]
     assert error["next"]
     assert json.loads(balance.content[0].text)["balances"][0]["symbol"] == "SOL"
 
