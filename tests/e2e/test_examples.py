@@ -39,7 +39,7 @@ EXPECTED: dict[str, list[str]] = {
         "2.5 SOL to the supplier: allowed as DELAY",
         "<= 1 SOL would be INSTANT",
         "4 SOL to the exchange: allowed as APPROVAL",
-        "1 SOL to a stranger: denied: recipient",
+        "1 SOL to a stranger: denied: effects[0]: recipient",
         "(ALLOWED_ADDRESSES) to allow it",
         "Mon 10:00     1 SOL  -> CONFIRMED (INSTANT)",
         "Mon 12:00     2 SOL  -> CONFIRMED (NOTIFY)",
