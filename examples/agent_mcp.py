@@ -56,8 +56,8 @@ async def over_stdio(db: str, token: str) -> None:
             tools = await session.list_tools()
             print("over stdio:", len(tools.tools), "tools")
             limits = await session.call_tool("get_limits", {})
-            caps = json.loads(limits.content[0].text)["limits"]["native_max_by_tier"]  # type: ignore[union-attr]
-            print("over stdio, limits:", caps)
+            left = json.loads(limits.content[0].text)["limits"]["native_max_now"]  # type: ignore[union-attr]
+            print("over stdio, most one transfer may move now:", left)
 
 
 with tempfile.TemporaryDirectory() as tmp:

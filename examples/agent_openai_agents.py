@@ -42,7 +42,8 @@ with tempfile.TemporaryDirectory() as tmp, local_wallet(tmp) as wallet:
         print("preview 0.5 ETH:", preview["allowed"], preview["hints"])
         sent = await call("send_transfer", {"to": VENDOR, "amount": "0.01"})
         print("send 0.01 ETH:", json.dumps(sent["transaction"]))
-        print("limits:", json.dumps((await call("get_limits", {}))["limits"]["native_max_by_tier"]))
+        limits = (await call("get_limits", {}))["limits"]
+        print("most one transfer may move now:", limits["native_max_now"])  # type: ignore[index]
 
     asyncio.run(main())
     print("openai agents example finished")

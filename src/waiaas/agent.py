@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from waiaas import _display as _d
 from waiaas._validate import check_id
 from waiaas.errors import AuthError, InvalidInputError, NotFoundError, StateError
 from waiaas.policy.model import NATIVE, NATIVE_DECIMALS, NATIVE_SYMBOLS, normalize_asset_key
@@ -110,8 +111,9 @@ class Balance:
 class AgentLimits:
     """What the session and the policies still allow the agent, redacted for the agent.
 
-    No rule ids, no allow-list contents, no owner address: an agent learns how much it may
-    move, not how to get around a rule.
+    What is left *now*, never how the rules are written: no policy thresholds (tier bounds,
+    caps, budget limits), no list contents, no rule ids, no owner address. The session's own
+    constraints are shown: the agent was given them with its token.
 
     Attributes:
         agent_id, chain, network: who and where.
@@ -120,13 +122,22 @@ class AgentLimits:
         max_per_transaction: per asset, the largest single request the session allows.
         session_remaining: per asset, what is left of the session's lifetime total.
         transactions_remaining: requests left in the session (``None``: no limit).
-        native_max_by_tier: for the native coin, the largest amount the spending limits
-            would currently allow at each tier (``INSTANT``, ``NOTIFY``...), after budgets
-            and the session caps, in base units; ``None`` means no cap at that tier. A tier
-            missing is not reachable (e.g. APPROVAL without an owner).
-        budgets: the spending-limit windows in force for the native coin:
-            ``{"window", "limit", "spent", "remaining"}`` (base units as strings).
-        restrictions: the types of the other rules in force (e.g. ``ALLOWED_ADDRESSES``).
+        native_max_now: the most one native transfer may move right now without being
+            refused by a cap: the smallest of what the spending budgets have left, the
+            policies' per-transaction caps, the session's per-transaction cap and what is
+            left of its total (``0`` when the session may send no more transfers), in base
+            units; ``None`` when nothing caps it. It does not depend on the tier: an amount
+            up to it may still need a delay or the owner's approval (``dry_run`` says which),
+            and other rules (recipients, time windows, rate limits) still apply.
+        budgets: what is left of each rolling spending window for the native coin, the
+            tightest per window: ``{"window": "24h", "remaining": "<base units>"}``, or
+            ``{"window": "24h", "remaining_usd": "<dollars>"}`` for a budget in US dollars.
+        restrictions: the types of the other rules in force (e.g. ``ALLOWED_ADDRESSES``),
+            never their contents.
+
+    Example::
+
+        handle.limits().native_max_now       # 450000000
     """
 
     agent_id: str
@@ -137,7 +148,7 @@ class AgentLimits:
     max_per_transaction: Mapping[str, int] = field(default_factory=dict)
     session_remaining: Mapping[str, int] = field(default_factory=dict)
     transactions_remaining: int | None = None
-    native_max_by_tier: Mapping[str, int | None] = field(default_factory=dict)
+    native_max_now: int | None = None
     budgets: tuple[Mapping[str, str], ...] = ()
     restrictions: tuple[str, ...] = ()
 
@@ -152,12 +163,58 @@ class AgentLimits:
             "max_per_transaction": {k: str(v) for k, v in self.max_per_transaction.items()},
             "session_remaining": {k: str(v) for k, v in self.session_remaining.items()},
             "transactions_remaining": self.transactions_remaining,
-            "native_max_by_tier": {
-                k: None if v is None else str(v) for k, v in self.native_max_by_tier.items()
-            },
+            "native_max_now": None if self.native_max_now is None else str(self.native_max_now),
             "budgets": [dict(b) for b in self.budgets],
             "restrictions": list(self.restrictions),
         }
+
+    def __repr__(self) -> str:
+        return _d.short_repr(
+            "AgentLimits",
+            [
+                ("agent_id", self.agent_id),
+                ("chain", self.chain),
+                ("network", self.network),
+                ("native_max_now", self.native_max_now),
+                ("budgets", [dict(b) for b in self.budgets] or None),
+                ("max_per_transaction", dict(self.max_per_transaction) or None),
+                ("session_remaining", dict(self.session_remaining) or None),
+                ("transactions_remaining", self.transactions_remaining),
+                ("tx_types", self.tx_types),
+                ("session_expires_at", self.session_expires_at),
+                ("restrictions", self.restrictions or None),
+            ],
+        )
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        def amounts(values: Mapping[str, int]) -> str | None:
+            return ", ".join(f"{k}: {v}" for k, v in sorted(values.items())) or None
+
+        windows = ", ".join(
+            f"{b['window']}: {b.get('remaining', b.get('remaining_usd', ''))}"
+            + (" USD" if "remaining_usd" in b else "")
+            for b in self.budgets
+        )
+        return _d.fields_html(
+            "Agent limits (what is left now)",
+            [
+                ("agent", self.agent_id),
+                ("chain", f"{self.chain} {self.network}"),
+                (
+                    "native max now (base units)",
+                    "no cap" if self.native_max_now is None else str(self.native_max_now),
+                ),
+                ("budgets left (base units)", windows or None),
+                ("session max per transaction", amounts(self.max_per_transaction)),
+                ("session total left", amounts(self.session_remaining)),
+                ("transactions left", self.transactions_remaining),
+                ("transaction types", ", ".join(self.tx_types) if self.tx_types else None),
+                ("session expires", _d.fmt_time(self.session_expires_at)),
+                ("other rules in force", ", ".join(self.restrictions) or None),
+            ],
+        )
 
 
 class AgentHandle:
@@ -412,42 +469,66 @@ class AgentHandle:
             for tx in listed
         ]
 
-    def _spending_probe(self) -> Any:
-        """Explain a native transfer larger than any budget, under the amount rules only."""
+    def _policy_view(self) -> tuple[tuple[Mapping[str, str], ...], int | None, tuple[str, ...]]:
+        """What the policies leave the agent now: the native budget windows (what is left,
+        tightest per window), the most one native transfer may move without a cap refusing
+        it (``None``: no policy cap), and the types of the other rules in force.
+
+        One native transfer of one whole coin is evaluated the way ``send`` would evaluate
+        it (same policies, usage windows and USD prices); only its budget figures are read.
+        """
         from waiaas.pipeline.gate import agent_context
-        from waiaas.policy import applicable, explain
+        from waiaas.policy import applicable
         from waiaas.policy.rules import SpendingLimitRules
 
         wallet = self._wallet
+        gate = wallet.pipeline.gate
         now = wallet.clock.now()
+        one = 10 ** NATIVE_DECIMALS.get(self.chain, 0)
+        probe = Transfer(to=self.address, amount=one)
         with wallet.db.read() as uow:
             row = uow.agents.get(self.agent_id)
             if row is None:  # pragma: no cover - agents are never deleted
                 raise NotFoundError("agent", self.agent_id)
-            context = agent_context(row)
-            gate = wallet.pipeline.gate
-            specs = [
-                s
-                for s in applicable(gate.policies(uow, self.agent_id), context)
-                if isinstance(s.rules, SpendingLimitRules)
-            ]
-            usage = gate.usage(uow, self.agent_id, now, specs)
-        probe = Transfer(to=self.address, amount=10**40)
-        return explain(probe, context, specs, usage, now, config=wallet.config)
+            decision = gate.evaluate(uow, row, probe, now, adapter=self._adapter())
+            specs = applicable(gate.policies(uow, self.agent_id), agent_context(row))
+        rules = {s.id: s.rules for s in specs}
+        # over a cap, a rule with on_exceed="approval" asks for the owner instead of refusing;
+        # without an owner (and no DELAY stand-in) that is a refusal too
+        owner_less = row.owner_address is None and wallet.config.no_owner_approval != "delay"
 
-    def _restrictions(self) -> tuple[str, ...]:
-        from waiaas.pipeline.gate import agent_context
-        from waiaas.policy import applicable
+        def refuses(rule_id: str) -> bool:
+            r = rules.get(rule_id)
+            return not isinstance(r, SpendingLimitRules) or r.on_exceed == "deny" or owner_less
 
-        wallet = self._wallet
-        with wallet.db.read() as uow:
-            row = uow.agents.get(self.agent_id)
-            if row is None:  # pragma: no cover - agents are never deleted
-                raise NotFoundError("agent", self.agent_id)
-            specs = applicable(
-                wallet.pipeline.gate.policies(uow, self.agent_id), agent_context(row)
-            )
-        return tuple(sorted({str(s.type) for s in specs} - {"SPENDING_LIMIT"}))
+        caps: list[int] = []
+        windows: dict[str, int] = {}
+        for b in decision.budget:
+            if b.asset != NATIVE:
+                continue
+            if b.window != "transaction":
+                windows[b.window] = min(windows.get(b.window, b.remaining), b.remaining)
+            if refuses(b.rule_id):
+                caps.append(b.remaining)
+        windows_usd: dict[str, Decimal] = {}
+        for u in decision.budget_usd:
+            if u.asset not in (NATIVE, "every asset"):
+                continue
+            if u.window != "transaction":
+                windows_usd[u.window] = min(windows_usd.get(u.window, u.remaining), u.remaining)
+            if refuses(u.rule_id) and u.requested > 0:
+                # the probe moved one whole coin: ``requested`` is its USD price
+                caps.append(_native_for_usd(u.remaining, u.requested, one))
+        budgets: list[Mapping[str, str]] = [
+            {"window": w, "remaining": str(windows[w])} for w in _WINDOWS if w in windows
+        ]
+        budgets += [
+            {"window": w, "remaining_usd": str(windows_usd[w])}
+            for w in _WINDOWS
+            if w in windows_usd
+        ]
+        restrictions = tuple(sorted({str(s.type) for s in specs} - {"SPENDING_LIMIT"}))
+        return tuple(budgets), (min(caps) if caps else None), restrictions
 
     # ------------------------------------------------------------------ acting
 
@@ -538,14 +619,19 @@ class AgentHandle:
         return self._wallet.cancel(tx.id, token=self._token)
 
     def limits(self) -> AgentLimits:
-        """What the session and the policies still allow, redacted for the agent.
+        """What the session and the policies still allow, redacted for the agent: what is
+        left now (budgets, the session's own caps and counts, the most one native transfer
+        may move), never the policies' thresholds, list contents or rule ids.
 
         Raises:
             AuthError: the token was refused.
+            TamperDetectedError: a policy or the owner binding fails its MAC.
 
         Example::
 
-            handle.limits().native_max_by_tier   # {"INSTANT": 50000000, ...}
+            limits = handle.limits()
+            limits.native_max_now     # 450000000: a larger transfer is refused now
+            limits.budgets            # ({"window": "24h", "remaining": "2950000000"},)
         """
         verified = self._verify()
         constraints = verified.constraints
@@ -560,37 +646,46 @@ class AgentHandle:
             if constraints.max_tx_count is None
             else max(0, constraints.max_tx_count - usage.tx_count)
         )
-        probe = self._spending_probe()
-        budgets = tuple(
-            {
-                "window": b.window,
-                "limit": str(b.limit),
-                "spent": str(b.spent),
-                "remaining": str(b.remaining),
-            }
-            for b in probe.decision.budget
-            if b.asset == NATIVE and b.window != "transaction"
+        tx_types = (
+            tuple(t.value for t in constraints.allowed_tx_types)
+            if constraints.allowed_tx_types is not None
+            else None
         )
-        caps = [v for v in (per_tx.get(NATIVE), remaining.get(NATIVE)) if v is not None]
-        by_tier: dict[str, int | None] = {
-            tier: min([amount, *caps]) for tier, amount in probe.amount_for_tier.items()
-        }
-        if probe.decision.allowed:  # no policy caps the highest tier: only the session does
-            by_tier[probe.decision.tier.value] = min(caps) if caps else None
+        budgets, policy_cap, restrictions = self._policy_view()
+        caps = [v for v in (policy_cap, per_tx.get(NATIVE), remaining.get(NATIVE)) if v is not None]
+        if left_count == 0 or (tx_types is not None and "TRANSFER" not in tx_types):
+            caps.append(0)  # the session may send no (more) transfers
         return AgentLimits(
             agent_id=self.agent_id,
             chain=self.chain,
             network=self.network,
             session_expires_at=verified.expires_at,
-            tx_types=(
-                tuple(t.value for t in constraints.allowed_tx_types)
-                if constraints.allowed_tx_types is not None
-                else None
-            ),
+            tx_types=tx_types,
             max_per_transaction=per_tx,
             session_remaining=remaining,
             transactions_remaining=left_count,
-            native_max_by_tier=by_tier,
+            native_max_now=min(caps) if caps else None,
             budgets=budgets,
-            restrictions=self._restrictions(),
+            restrictions=restrictions,
         )
+
+
+_WINDOWS = ("24h", "7d")
+
+
+def _native_for_usd(remaining_usd: Decimal, price_of_one: Decimal, one: int) -> int:
+    """The most base units whose exact USD value stays within ``remaining_usd``, given the
+    USD price of ``one`` base-unit multiple (one whole coin)."""
+    from waiaas.policy.model import EXACT
+
+    units = int(EXACT.divide(EXACT.multiply(remaining_usd, Decimal(one)), price_of_one))
+    units = max(units, 0)
+    # int() truncates; make the bound exact whatever the division rounded
+    while (
+        units > 0
+        and EXACT.divide(EXACT.multiply(Decimal(units), price_of_one), one) > remaining_usd
+    ):
+        units -= 1
+    while EXACT.divide(EXACT.multiply(Decimal(units + 1), price_of_one), one) <= remaining_usd:
+        units += 1
+    return units

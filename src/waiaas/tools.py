@@ -180,8 +180,10 @@ _SPECS: dict[str, dict[str, Any]] = {
     },
     "get_limits": {
         "description": (
-            "What the agent may still do: the largest native amount per tier, the budgets "
-            "left in each window, the session's caps and expiry, other rules in force."
+            "What the agent may still do now: native_max_now (the most one native transfer "
+            "may move right now without being refused; it may still need a delay or the "
+            "owner's approval), what is left of each budget window, the session's own caps, "
+            "transactions left and expiry, and the kinds of other rules in force."
         ),
         "parameters": {
             "type": "object",
@@ -434,11 +436,6 @@ class Toolkit:
             "reasons": list(dict.fromkeys(reasons)),
             "hints": list(explanation.hints),
         }
-        if explanation.amount_for_tier:
-            info = h.asset(asset)
-            out["max_amount_by_tier"] = {
-                t: info.format(a) for t, a in explanation.amount_for_tier.items()
-            }
         return out
 
     def _get_transaction(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -455,10 +452,15 @@ class Toolkit:
         limits = self.handle.limits()
         data = limits.to_dict()
         native = self.handle.asset("native")
-        data["native_max_by_tier"] = {
-            t: ("no cap" if v is None else native.format(v))
-            for t, v in limits.native_max_by_tier.items()
-        }
+        data["native_max_now"] = (
+            "no cap" if limits.native_max_now is None else native.format(limits.native_max_now)
+        )
+        data["budgets"] = [
+            {"window": b["window"], "remaining": native.format(int(b["remaining"]))}
+            if "remaining" in b
+            else {"window": b["window"], "remaining_usd": f"{b['remaining_usd']} USD"}
+            for b in limits.budgets
+        ]
         data["session_expires_at"] = _time(limits.session_expires_at)
         return {"ok": True, "limits": data}
 

@@ -123,8 +123,9 @@ def test_cancel_only_its_own_waiting_delay(wallet: Wallet, chain: str) -> None:
 
 
 def test_limits_say_what_is_left_and_hide_the_rules(wallet: Wallet) -> None:
-    """limits() gives budgets, the largest amount per tier and the session's caps; it never
-    shows rule ids, allow-list entries or the owner's address."""
+    """limits() gives what is left of the budgets, the most one transfer may move now and the
+    session's caps; it never shows a threshold, a budget's limit, rule ids, allow-list entries
+    or the owner's address."""
     owner = owner_for("solana")
     agent = new_agent(wallet, "solana", owner=owner)
     allowed = recipient("solana")
@@ -139,30 +140,28 @@ def test_limits_say_what_is_left_and_hide_the_rules(wallet: Wallet) -> None:
     )
     rule = wallet.add_policy("ALLOWED_ADDRESSES", {"addresses": [allowed]}, agent_id=agent.id)
     issued = wallet.issue_session(
-        agent.id, constraints={"max_amount_per_tx": str(SOL), "max_tx_count": 5}
+        agent.id, constraints={"max_amount_per_tx": str(2 * SOL), "max_tx_count": 5}
     )
     handle = wallet.agent(issued.token)
     handle.transfer(allowed, "0.05")
 
     limits = handle.limits()
-    # 0.05 SOL already went out today: with instant_max 0.1 SOL, the day's INSTANT total
-    # (velocity tier, defaulting to the highest per-request bound) leaves 0.05 SOL
-    assert limits.native_max_by_tier["INSTANT"] == SOL // 10 - SOL // 20
-    assert limits.native_max_by_tier["APPROVAL"] == SOL  # capped by the session, not the rule
-    assert limits.budgets == (
-        {
-            "window": "24h",
-            "limit": str(3 * SOL),
-            "spent": str(SOL // 20),
-            "remaining": str(3 * SOL - SOL // 20),
-        },
-    )
+    # 0.05 SOL already went out today: the 24 h budget has 2.95 SOL left, and the policy's
+    # per-transaction cap (2 SOL) is tighter, as tight as the session's
+    assert limits.budgets == ({"window": "24h", "remaining": str(3 * SOL - SOL // 20)},)
+    assert limits.native_max_now == 2 * SOL
     assert limits.transactions_remaining == 4
-    assert limits.max_per_transaction == {"native": SOL}
+    assert limits.max_per_transaction == {"native": 2 * SOL}
     assert limits.restrictions == ("ALLOWED_ADDRESSES",)
-    text = json.dumps(limits.to_dict())
+    text = json.dumps(limits.to_dict()) + repr(limits) + str(limits) + limits._repr_html_()
     for secret in (limit.id, rule.id, allowed, owner.address, issued.token, issued.session_id):
         assert secret not in text
+    for threshold in (SOL // 10, 3 * SOL):  # instant_max, the 24 h limit
+        assert str(threshold) not in text
+
+    # later in the day, the 24 h budget is what caps one transfer
+    handle.transfer(allowed, "1.5")
+    assert handle.limits().native_max_now == 3 * SOL - SOL // 20 - 3 * SOL // 2
 
 
 def test_the_token_is_checked_on_every_call(wallet: Wallet, clock: FrozenClock) -> None:

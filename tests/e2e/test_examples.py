@@ -93,7 +93,8 @@ EXPECTED: dict[str, list[str]] = {
         "preview 0.5 ETH: False ['at most 100000000000000000 base units can be sent now']",
         '"status": "CONFIRMED"',
         '"amount": "0.01 ETH"',
-        'limits: {"INSTANT": "0.01 ETH", "NOTIFY": "0.1 ETH"}',
+        # what is left now, not the tier thresholds
+        "most one transfer may move now: 0.1 ETH",
         "openai agents example finished",
     ],
     "agent_pydantic_ai.py": [
@@ -110,7 +111,7 @@ EXPECTED: dict[str, list[str]] = {
         "send 5 -> error: True",
         '"message":"denied by policy: over a spending limit: at most 1 SOL can be sent now"',
         "over stdio: 7 tools",
-        "over stdio, limits: {'INSTANT': '0.1 SOL', 'NOTIFY': '1 SOL'}",
+        "over stdio, most one transfer may move now: 1 SOL",
         "mcp example finished",
     ],
     "fastapi_async.py": [
