@@ -138,16 +138,16 @@ def bench_send(workdir: Path, n: int) -> None:
         agent = w.create_agent("bench", "solana")
         fund(w, agent.id, 10**12)
         token = w.issue_session(agent.id, ttl=86_400).token
-        keys = w.db.integrity
+        keys = w._db.integrity
         to = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
         times: dict[str, list[float]] = {"off": [], "on": []}
         for i in range(2 * n):
             mode = "off" if i % 2 == 0 else "on"
-            w.db.integrity = None if mode == "off" else keys
+            w._db.integrity = None if mode == "off" else keys
             t = time.perf_counter()
             w.send(token, Transfer(to=to, amount=1_000 + i))
             times[mode].append(time.perf_counter() - t)
-        w.db.integrity = keys
+        w._db.integrity = keys
     emit(
         bench="send",
         sends_each=n,

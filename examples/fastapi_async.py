@@ -68,7 +68,7 @@ if __name__ == "__main__":
     with TestClient(app) as client:
         wallet: AsyncWallet = app.state.wallet
         agent = client.portal.call(wallet.create_agent, "api-agent", "solana")  # type: ignore[union-attr]
-        chain = wallet.sync.pipeline.adapter_for("solana", "localnet")
+        chain = wallet.sync.network_adapter("solana", "localnet")
         chain.fund(agent.public_key, SOL)  # type: ignore[attr-defined]
         client.portal.call(  # type: ignore[union-attr]
             lambda: wallet.add_policy(

@@ -268,16 +268,16 @@ class AgentHandle:
         wallet = self._wallet
         now = wallet.clock.now()
         try:
-            with wallet.db.read() as uow:
-                return wallet.sessions.verify_in(uow, self._token, now)
+            with wallet._db.read() as uow:
+                return wallet._sessions.verify_in(uow, self._token, now)
         except AuthError as exc:
-            wallet.sessions.record_failure(exc, now=now)
+            wallet._sessions.record_failure(exc, now=now)
             raise
 
     # ------------------------------------------------------------------ assets and units
 
     def _adapter(self) -> ChainAdapter:
-        return self._wallet.pipeline.adapter_for(self.chain, self.network)
+        return self._wallet.network_adapter(self.chain, self.network)
 
     def _listed_tokens(self) -> list[Any]:
         """The ALLOWED_TOKENS entries that apply to this agent (address, symbol, decimals)."""
@@ -286,12 +286,12 @@ class AgentHandle:
         from waiaas.policy.rules import AllowedTokensRules
 
         wallet = self._wallet
-        with wallet.db.read() as uow:
+        with wallet._db.read() as uow:
             row = uow.agents.get(self.agent_id)
             if row is None:  # pragma: no cover - agents are never deleted
                 raise NotFoundError("agent", self.agent_id)
             specs = applicable(
-                wallet.pipeline.gate.policies(uow, self.agent_id), agent_context(row)
+                wallet._pipeline.gate.policies(uow, self.agent_id), agent_context(row)
             )
         out: dict[str, Any] = {}
         for spec in specs:
@@ -433,13 +433,13 @@ class AgentHandle:
     def _own(self, tx_id: str) -> TransactionResult:
         """One of the agent's transactions as the agent may see it (redacted decision and
         denial text); another agent's, or none, is "not found"."""
-        from waiaas.wallet import _agent_result
+        from waiaas.services.queries import agent_result
 
-        with self._wallet.db.read() as uow:
+        with self._wallet._db.read() as uow:
             row = uow.transactions.get(tx_id)
         if row is None or row.agent_id != self.agent_id:
             raise NotFoundError("transaction", tx_id)
-        return _agent_result(row)
+        return agent_result(row)
 
     def transactions(
         self,
@@ -482,11 +482,11 @@ class AgentHandle:
         from waiaas.policy.rules import SpendingLimitRules
 
         wallet = self._wallet
-        gate = wallet.pipeline.gate
+        gate = wallet._pipeline.gate
         now = wallet.clock.now()
         one = 10 ** NATIVE_DECIMALS.get(self.chain, 0)
         probe = Transfer(to=self.address, amount=one)
-        with wallet.db.read() as uow:
+        with wallet._db.read() as uow:
             row = uow.agents.get(self.agent_id)
             if row is None:  # pragma: no cover - agents are never deleted
                 raise NotFoundError("agent", self.agent_id)

@@ -1,4 +1,4 @@
-"""The :class:`Wallet` facade: the composition root and the whole public API.
+"""The :class:`Wallet` facade: the whole public API, one method per operation.
 
 A wallet is one SQLite file (plus its keystore directory beside it). Open it, create agents,
 give each agent a session token, set policies, and let agents send::
@@ -12,67 +12,47 @@ give each agent a session token, set policies, and let agents send::
         result = w.send(session.token, Transfer(to="...", amount=1_000_000))
         print(result.status, result.tier, result.tx_hash)
 
+Each method delegates to a collaborator: the agent service (:mod:`waiaas.services.agents`),
+the policy service, the query service (:mod:`waiaas.services.queries`), the session manager,
+the pipeline and the background runner (:mod:`waiaas.background`). They are built by one
+factory, :func:`waiaas._factory.build_wallet`, which ``Wallet.open`` calls.
+
 Thread-safe: any number of threads (and processes, on the same file) may call it at once.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from waiaas import integrity
-from waiaas._validate import MAX_TIME, check_encodable, check_id, check_time, shown
+from waiaas._factory import build_wallet
+from waiaas._validate import check_encodable, check_id
 from waiaas.chains.base import ChainAdapter
-from waiaas.clock import Clock, SystemClock
+from waiaas.clock import Clock
 from waiaas.config import WalletConfig
-from waiaas.db import CheckpointResult, Database, UnitOfWork
-from waiaas.db.engine import check_path
-from waiaas.db.faults import stored_json
-from waiaas.db.tables import AgentRow, AuditRow, TransactionRow
-from waiaas.errors import (
-    AgentNotActiveError,
-    AuthError,
-    DatabaseOpenError,
-    InvalidInputError,
-    KeystoreMismatchError,
-    KeystoreMissingError,
-    NotADatabaseError,
-    NotFoundError,
-    StateError,
-    TamperDetectedError,
-    WaiaasError,
-)
-from waiaas.ids import new_id
-from waiaas.keystore import Keystore, check_password_strength, resolve_password
+from waiaas.db import CheckpointResult
+from waiaas.errors import InvalidInputError, WaiaasError
+from waiaas.keystore import check_password_strength, resolve_password
 from waiaas.pipeline import approvals, killswitch
-from waiaas.pipeline.engine import Pipeline, PipelineHooks
-from waiaas.pipeline.gate import PolicyGate, restart_auto_stop
+from waiaas.pipeline.engine import PipelineHooks
 from waiaas.pipeline.report import DueReport
-from waiaas.pipeline.requests import normalize_request, parse_request
 from waiaas.plots import BudgetUsage
-from waiaas.policy import Decision, Explanation
-from waiaas.policy.model import POLICY_DENIED, PriceOracle
+from waiaas.policy import Explanation
+from waiaas.policy.model import PriceOracle
+from waiaas.services import dry_runs
 from waiaas.services.policies import PolicyInfo, PolicyService
-from waiaas.sessions import (
-    IssuedSession,
-    SessionConstraints,
-    SessionInfo,
-    SessionList,
-    SessionManager,
-)
+from waiaas.services.queries import TransactionResult, agent_result, tx_info
+from waiaas.sessions import IssuedSession, SessionConstraints, SessionInfo, SessionList
 from waiaas.types import (
     AgentInfo,
     AgentList,
     AgentStatus,
     AuditCheckpoint,
-    AuditEntry,
     AuditEvent,
     AuditPage,
     AuditReport,
@@ -81,197 +61,28 @@ from waiaas.types import (
     KillSwitchSummary,
     Request,
     Severity,
-    Tier,
     TransactionInfo,
     TransactionList,
     TxStatus,
-    TxType,
 )
-from waiaas.web.display import TxDisplay, describe_transaction
+from waiaas.web.display import TxDisplay
 
 if TYPE_CHECKING:
     from waiaas.agent import AgentHandle
+    from waiaas.background import BackgroundRunner
+    from waiaas.db import Database
+    from waiaas.integrity import Integrity
+    from waiaas.keystore import Keystore
+    from waiaas.notify import ChannelService
     from waiaas.notify.base import Notifier
+    from waiaas.pipeline.engine import Pipeline
+    from waiaas.services.agents import AgentService
+    from waiaas.services.queries import QueryService
+    from waiaas.sessions import SessionManager
 
 __all__ = ["TransactionResult", "Wallet"]
 
 log = logging.getLogger("waiaas")
-
-_KEYSTORE_STATE = "keystore"  # wallet_state key: {"id": <keystore id>}
-
-
-class TransactionResult(TransactionInfo):
-    """What ``send`` returns: the transaction as it stands, plus the policy decision.
-
-    Attributes:
-        decision: the policy decision (allowed, tier, every reason, budget figures).
-    """
-
-    decision: Decision | None = None
-
-
-def _info(row: TransactionRow) -> dict[str, Any]:
-    meta: dict[str, Any] = stored_json(
-        row.metadata_json, table="transactions", column="metadata", default={}
-    )
-    err = meta.get("error") or {}
-    return {
-        "id": row.id,
-        "agent_id": row.agent_id,
-        "session_id": row.session_id,
-        "chain": row.chain,
-        "network": meta.get("network"),
-        "type": TxType(row.type),
-        "status": TxStatus(row.status),
-        "tier": Tier(row.tier) if row.tier else None,
-        "tx_hash": row.tx_hash,
-        "amount": int(row.amount) if row.amount is not None else None,
-        "to_address": row.to_address,
-        "asset": meta.get("asset"),
-        "request": meta.get("request"),
-        "created_at": row.created_at,
-        "queued_at": row.queued_at,
-        "executed_at": row.executed_at,
-        "execute_after": meta.get("execute_after"),
-        "approval_expires_at": (meta.get("approval") or {}).get("expires_at"),
-        "fee": int(meta["fee"]) if meta.get("fee") is not None else None,
-        "error": (f"{err.get('code')}: {err.get('message')}" if err else row.error),
-        "_decision": meta.get("decision"),
-    }
-
-
-def _tx_info(row: TransactionRow) -> TransactionInfo:
-    data = _info(row)
-    data.pop("_decision")
-    return TransactionInfo(**data)
-
-
-def _tx_result(row: TransactionRow) -> TransactionResult:
-    data = _info(row)
-    decision = data.pop("_decision")
-    return TransactionResult(
-        **data, decision=Decision.model_validate(decision) if decision else None
-    )
-
-
-def _agent_result(row: TransactionRow) -> TransactionResult:
-    """A transaction as its agent (the session holder) may see it: the decision redacted
-    (outcome, tier, the deciding rule's kind; no budgets, thresholds, lists or policy ids)
-    and a policy denial's ``error`` reduced to what the agent's denial said. The owner and
-    operator read the full row with :meth:`Wallet.get_transaction`."""
-    from waiaas.policy.explain import agent_denial, redact_decision
-
-    data = _info(row)
-    stored = data.pop("_decision")
-    full = Decision.model_validate(stored) if stored else None
-    error = data["error"]
-    if isinstance(error, str) and error.startswith(POLICY_DENIED):
-        if full is not None and not full.allowed:
-            text = agent_denial(full, chain=row.chain).message
-        elif row.tier is None:  # refused at admission: it needed an owner it does not have
-            text = agent_denial(None, [{"type": "APPROVAL", "message": ""}]).message
-        else:
-            text = "denied when re-checked before execution"
-        data["error"] = f"{POLICY_DENIED}: denied by policy: {text}"
-    return TransactionResult(**data, decision=redact_decision(full) if full else None)
-
-
-def _agent_info(row: AgentRow) -> AgentInfo:
-    return AgentInfo(
-        id=row.id,
-        name=row.name,
-        chain=row.chain,
-        network=row.network,
-        public_key=row.public_key,
-        status=AgentStatus(row.status),
-        owner_address=row.owner_address,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        suspended_at=row.suspended_at,
-        suspension_reason=row.suspension_reason,
-    )
-
-
-def _audit_entry(row: AuditRow) -> AuditEntry:
-    assert row.id is not None
-    return AuditEntry(
-        id=row.id,
-        timestamp=row.timestamp,
-        event_type=row.event_type,
-        actor=row.actor,
-        agent_id=row.agent_id,
-        session_id=row.session_id,
-        tx_id=row.tx_id,
-        details=stored_json(row.details, table="audit_log", column="details", default={}),
-        severity=Severity(row.severity),
-        ip_address=row.ip_address,
-    )
-
-
-def _plain(text: str) -> str:
-    """``text`` for a message: printable ASCII, other characters escaped."""
-    return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
-
-
-def _new_keystore_at(path: object, keystore_dir: str | None) -> bool:
-    """Whether opening ``path`` would create a new keystore (False when unsure: the path is
-    validated, with a proper error, by ``Database.open``)."""
-    if not isinstance(path, str | os.PathLike):
-        return False
-    try:
-        return not Keystore.exists(Path(keystore_dir or f"{Path(path)}.keystore"))
-    except (OSError, ValueError):
-        return False
-
-
-def _check_reason(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInputError("reason must be a non-empty string", field="reason")
-    if len(value) > 500 or any(ord(c) < 32 for c in value):
-        raise InvalidInputError("reason must be at most 500 printable characters", field="reason")
-    return check_encodable(value, "reason").strip()
-
-
-def _check_time(value: object, field: str) -> int | None:
-    return check_time(value, field)
-
-
-def _check_event_types(value: object) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise InvalidInputError(
-            "event_types must be a list of audit event types", field="event_types"
-        )
-    out = []
-    for item in value:
-        try:
-            out.append(AuditEvent(item).value)
-        except (ValueError, TypeError):
-            raise InvalidInputError(
-                f"unknown audit event type {shown(item)}", field="event_types"
-            ) from None
-    return out or None
-
-
-def _check_name(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInputError("name must be a non-empty string", field="name")
-    if len(value) > 200 or any(ord(c) < 32 for c in value):
-        raise InvalidInputError("name must be at most 200 printable characters", field="name")
-    return check_encodable(value, "name").strip()
-
-
-def _move_agent(
-    uow: UnitOfWork, agent_id: str, expected: list[str], target: str, **fields: Any
-) -> None:
-    """Compare-and-swap an agent's status; :class:`StateError` names the status it had."""
-    if not uow.agents.cas_status(agent_id, expected, target, **fields):
-        row = uow.agents.get(agent_id)
-        found = row.status if row is not None else "missing"
-        raise StateError(
-            f"agent {agent_id} is {found}, not {' or '.join(expected)}", agent_id=agent_id
-        )
 
 
 class Wallet:
@@ -280,8 +91,41 @@ class Wallet:
     Open it with :meth:`open` (a context manager); everything else is a method.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("use Wallet.open(path, password=..., chains=[...])")
+    def __init__(
+        self,
+        *,
+        db: Database,
+        keystore: Keystore,
+        integrity: Integrity,
+        sessions: SessionManager,
+        channels: ChannelService,
+        pipeline: Pipeline,
+        agents: AgentService,
+        policies: PolicyService,
+        queries: QueryService,
+        runner: BackgroundRunner,
+        config: WalletConfig,
+        clock: Clock,
+    ) -> None:
+        """A wallet over collaborators that are already open; use :meth:`open` instead.
+
+        ``Wallet.open`` builds every collaborator (:func:`waiaas._factory.build_wallet`),
+        finishes crash recovery and passes them here; the wallet owns them from then on
+        (:meth:`close` closes the database and locks the keystore).
+        """
+        self._db = db
+        self._keystore = keystore
+        self._integrity = integrity
+        self._sessions = sessions
+        self._channels = channels
+        self._pipeline = pipeline
+        self._agents = agents
+        self._policies = policies
+        self._queries = queries
+        self._runner = runner
+        self._config = config
+        self._clock = clock
+        self._closed = False
 
     # ================================================================== open / close
 
@@ -339,199 +183,21 @@ class Wallet:
 
             wallet = Wallet.open("agents.db", password=pw, chains=[SolanaAdapter.local()])
         """
-        self = object.__new__(cls)
-        self._init(path, password, chains, config, clock, notifier, price_oracle, hooks)
+        self = build_wallet(
+            path,
+            password=password,
+            chains=chains,
+            config=config,
+            clock=clock,
+            notifier=notifier,
+            price_oracle=price_oracle,
+            hooks=hooks,
+        )
         if background is None:
             background = clock is None
         if background:
             self.start_background()
         return self
-
-    def _init(
-        self,
-        path: str | os.PathLike[str],
-        password: str | None,
-        chains: Iterable[ChainAdapter],
-        config: WalletConfig | None,
-        clock: Clock | None,
-        notifier: Notifier | None,
-        price_oracle: PriceOracle | None,
-        hooks: PipelineHooks | None,
-    ) -> None:
-        self.config = config if config is not None else WalletConfig()
-        if not isinstance(self.config, WalletConfig):
-            raise InvalidInputError("config must be a WalletConfig", field="config")
-        self.clock: Clock = clock if clock is not None else SystemClock()
-        adapters: dict[tuple[str, str], ChainAdapter] = {}
-        for adapter in chains:
-            if not isinstance(adapter, ChainAdapter):
-                raise InvalidInputError(
-                    f"{adapter!r} does not implement the ChainAdapter protocol", field="chains"
-                )
-            key = (adapter.chain, adapter.network)
-            if key in adapters:
-                raise InvalidInputError(f"two adapters for {key[0]}/{key[1]}", field="chains")
-            adapters[key] = adapter
-        self._closed = False
-        self._bg_stop = threading.Event()
-        self._bg_thread: threading.Thread | None = None
-        if password is not None and _new_keystore_at(path, self.config.keystore_dir):
-            # A new wallet: refuse a weak password before any file is created.
-            check_password_strength(password, self.config.min_password_length)
-        self.db = Database.open(path)
-        try:
-            keystore_dir = Path(self.config.keystore_dir or f"{self.db.path}.keystore")
-            secret = resolve_password(password, keyring_user=str(self.db.path))
-            self.keystore = self._open_keystore(keystore_dir, secret)
-            del secret
-            self.integrity = integrity.seal(
-                self.db,
-                self.keystore,
-                clock=self.clock,
-                checkpoint_rows=self.config.audit_checkpoint_rows,
-            )
-            tampered = self._verify_on_open()
-            self.sessions = SessionManager(self.db, self.keystore, self.clock, self.config)
-            from waiaas.notify import ChannelService, NotificationDispatcher
-
-            self.channels = ChannelService(self.db, self.keystore, self.clock)
-            if notifier is None:
-                notifier = NotificationDispatcher(self.channels.source(), clock=self.clock)
-            self.pipeline = Pipeline(
-                db=self.db,
-                keys=self.keystore,
-                adapters=adapters,
-                sessions=self.sessions,
-                gate=PolicyGate(self.config, price_oracle),
-                clock=self.clock,
-                config=self.config,
-                notifier=self._bridge(notifier),
-                hooks=hooks,
-            )
-            if tampered is not None:
-                self._report_tamper(tampered)
-            self._audit(AuditEvent.KEYSTORE_UNLOCKED, actor="system")
-            self._audit(
-                AuditEvent.DAEMON_STARTED,
-                actor="system",
-                details={"chains": [f"{c}/{n}" for c, n in adapters]},
-            )
-            self._recover()
-        except BaseException:
-            self.db.close()
-            raise
-
-    def _verify_on_open(self) -> AuditReport | None:
-        """Verify the audit rows since the last signed checkpoint and the recorded head.
-
-        Returns the report when broken and ``config.on_tamper == "report"``; raises
-        :class:`TamperDetectedError` when broken and ``"refuse"``; None when intact.
-        """
-        report = AuditReport(**integrity.verify_recent(self.db, self.integrity))
-        if report.ok:
-            return None
-        log.critical("audit log integrity: %s", report.message)
-        if self.config.on_tamper == "refuse":
-            raise TamperDetectedError(
-                f"the audit log was tampered with: {report.message} (verify_audit() from a "
-                "backup, or open with WalletConfig(on_tamper='report') to investigate)",
-                entity="audit_log",
-                problem=report.problem or "altered",
-                entity_id=str(report.first_broken_id) if report.first_broken_id else None,
-                report=report,
-            )
-        return report
-
-    def _report_tamper(self, report: AuditReport) -> None:
-        """Record a broken chain found at open, notify, and re-anchor at the log as found."""
-        details = report.model_dump(mode="json", exclude={"source"})
-        with self.db.write() as uow:
-            uow.audit.append(
-                AuditEvent.TAMPER_DETECTED, actor="system", now=self.clock.now(), details=details
-            )
-            head = uow.audit.head()
-            self.integrity.write_checkpoint(uow, head)
-            uow.commit()
-        self.integrity.reset_head(*head)
-        self.pipeline.publish(
-            AuditEvent.TAMPER_DETECTED,
-            severity="critical",
-            entity="audit_log",
-            problem=report.problem,
-            reason=report.message,
-        )
-
-    def _open_keystore(self, keystore_dir: Path, secret: str) -> Keystore:
-        """Open the keystore that belongs to this database, or create one for a new database.
-
-        The database records its keystore's id (``wallet_state`` key ``keystore``). A
-        database that has agents, or that recorded an id, never gets a new empty keystore:
-        its keys would be lost for good, so opening is refused with what to restore.
-        """
-        with self.db.read() as uow:
-            recorded = uow.state.get(_KEYSTORE_STATE)
-            has_agents = bool(uow.agents.list())
-        expected = recorded.get("id") if isinstance(recorded, dict) else None
-        if Keystore.exists(keystore_dir):
-            keystore = Keystore.open(keystore_dir, clock=self.clock)
-            found = keystore.keystore_id
-            if expected is not None and found != expected:
-                raise KeystoreMismatchError(
-                    f"the keystore at {str(keystore_dir)!r} (id {found}) is not the one this "
-                    f"database was created with (id {expected}); restore that keystore "
-                    "directory from the backup taken with the database, or point "
-                    "WalletConfig.keystore_dir at it",
-                    path=str(keystore_dir),
-                    expected_id=str(expected),
-                    found_id=found,
-                )
-            keystore.unlock(secret)
-        elif expected is not None or has_agents:
-            raise KeystoreMissingError(
-                f"no keystore at {str(keystore_dir)!r}, but this database "
-                + (f"was created with keystore {expected}" if expected else "has agents")
-                + ": restore the keystore directory from the backup taken with the database "
-                "(or point WalletConfig.keystore_dir at it); a new keystore would lose every "
-                "agent's key",
-                path=str(keystore_dir),
-                expected_id=None if expected is None else str(expected),
-            )
-        else:
-            check_password_strength(secret, self.config.min_password_length)
-            keystore = Keystore.create(keystore_dir, secret, kdf=self.config.kdf, clock=self.clock)
-        if expected is None:
-            try:
-                with self.db.write() as uow:
-                    if uow.state.get(_KEYSTORE_STATE) is None:
-                        uow.state.put(
-                            _KEYSTORE_STATE, {"id": keystore.keystore_id}, now=self.clock.now()
-                        )
-                        uow.commit()
-            except BaseException:
-                keystore.lock()
-                raise
-        return keystore
-
-    def _bridge(self, notifier: Any) -> Any:
-        from waiaas.pipeline.notifications import PipelineNotifier
-
-        return PipelineNotifier(
-            self.db, notifier, self.clock, link=self._quiet_link, display=self._quiet_display
-        )
-
-    def _quiet_link(self, tx_id: str) -> str | None:
-        try:
-            return self.approval_link(tx_id)
-        except WaiaasError as exc:
-            log.warning("no approval link for %s: %s", tx_id, exc)
-            return None
-
-    def _quiet_display(self, tx_id: str) -> Any:
-        try:
-            return self.transaction_display(tx_id)
-        except WaiaasError as exc:
-            log.warning("cannot describe %s: %s", tx_id, exc)
-            return None
 
     def close(self) -> None:
         """Stop background work, flush notifications, lock the keystore, close the database.
@@ -546,23 +212,23 @@ class Wallet:
             return
         self._closed = True
         try:
-            self.stop_background()
+            self._runner.stop()
             try:
                 self._audit(AuditEvent.DAEMON_STOPPED, actor="system")
             except WaiaasError as exc:  # e.g. the disk is full: close all the same
                 log.warning("could not record DAEMON_STOPPED: %s", exc)
-            close_notifier = getattr(self.pipeline.notifier, "close", None)
+            close_notifier = getattr(self._pipeline.notifier, "close", None)
             if close_notifier is not None:
                 close_notifier(timeout=10.0)
         finally:
             # Whatever failed above, the key material is dropped and the file released.
             try:
-                self.sessions.forget_secret()
+                self._sessions.forget_secret()
             finally:
                 try:
-                    self.keystore.lock()
+                    self._keystore.lock()
                 finally:
-                    self.db.close()
+                    self._db.close()
 
     def __enter__(self) -> Wallet:
         return self
@@ -577,89 +243,93 @@ class Wallet:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"Wallet(path={str(self.db.path)!r}, {state})"
+        return f"Wallet(path={str(self._db.path)!r}, {state})"
 
     @property
     def path(self) -> Path:
         """The database file."""
-        return self.db.path
+        return self._db.path
+
+    @property
+    def config(self) -> WalletConfig:
+        """The :class:`WalletConfig` the wallet was opened with (read-only).
+
+        Example::
+
+            wallet.config.delay_seconds
+        """
+        return self._config
+
+    @property
+    def clock(self) -> Clock:
+        """The time source the wallet runs on (``FrozenClock`` in tests).
+
+        Example::
+
+            now = wallet.clock.now()
+        """
+        return self._clock
+
+    @property
+    def keystore_path(self) -> Path:
+        """The keystore directory (back it up with the database).
+
+        Example::
+
+            print(wallet.path, wallet.keystore_path)
+        """
+        return self._keystore.path
+
+    @property
+    def channels(self) -> ChannelService:
+        """Notification channels: add, list, enable, disable, remove, test (see
+        :doc:`notifications`).
+
+        Example::
+
+            wallet.channels.add("ntfy", {"topic": "my-agents"})
+        """
+        return self._channels
+
+    @property
+    def networks(self) -> tuple[tuple[str, str], ...]:
+        """The ``(chain, network)`` pairs of the chain adapters given to :meth:`open`.
+
+        Example::
+
+            if ("solana", "mainnet-beta") in wallet.networks: ...
+        """
+        return tuple(self._pipeline.adapters)
+
+    def network_adapter(self, chain: str, network: str | None = None) -> ChainAdapter:
+        """The chain adapter given to :meth:`open` for ``chain`` (and ``network``).
+
+        For reading the chain the way the wallet does, and in tests for the local chains'
+        controls. The pipeline owns the adapter: do not sign or send through it.
+
+        Raises:
+            InvalidInputError: no adapter for that chain/network, or several networks of
+                ``chain`` are configured and ``network`` is ``None``.
+
+        Example::
+
+            adapter = wallet.network_adapter("solana", "localnet")
+            adapter.get_balance(address)
+        """
+        return self._agents.adapter(chain, network)
 
     def _audit(
         self,
         event: AuditEvent,
         *,
         actor: str,
-        agent_id: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        with self.db.write() as uow:
-            uow.audit.append(
-                event, actor=actor, now=self.clock.now(), agent_id=agent_id, details=details
-            )
+        with self._db.write() as uow:
+            uow.audit.append(event, actor=actor, now=self._clock.now(), details=details)
             uow.commit()
 
     # ================================================================== recovery
-
-    def _recover(self) -> None:
-        """Finish what a crash interrupted: agent creation/termination, in-flight transactions."""
-        now = self.clock.now()
-        with self.db.write() as uow:
-            for agent in uow.agents.list(status="CREATING"):
-                if self.keystore.has_key(agent.id):
-                    if uow.agents.cas_status(agent.id, ["CREATING"], "ACTIVE", updated_at=now):
-                        uow.audit.append(
-                            AuditEvent.AGENT_ACTIVATED,
-                            actor="system",
-                            now=now,
-                            agent_id=agent.id,
-                            details={"recovered": True},
-                        )
-                elif uow.agents.cas_status(
-                    agent.id,
-                    ["CREATING"],
-                    "TERMINATED",
-                    updated_at=now,
-                    suspension_reason="creation interrupted before the key was stored",
-                ):
-                    uow.audit.append(
-                        AuditEvent.AGENT_TERMINATED,
-                        actor="system",
-                        now=now,
-                        agent_id=agent.id,
-                        details={"reason": "creation interrupted"},
-                    )
-            uow.commit()
-        for agent in self._agent_rows(status="TERMINATING"):
-            self._finish_termination(agent.id, actor="system")
-        self._reconcile_keys()
-        self.pipeline.recover()
-
-    def _reconcile_keys(self, agent_ids: Iterable[str] | None = None) -> None:
-        """The keystore is the truth about an agent's key: a rotation whose database write
-        did not commit (crash) is recorded now, with a KEY_ROTATED row."""
-        wanted = set(agent_ids) if agent_ids is not None else None
-        now = self.clock.now()
-        with self.db.write() as uow:
-            for agent in uow.agents.list():
-                if wanted is not None and agent.id not in wanted:
-                    continue
-                if agent.status == "TERMINATED" or not self.keystore.has_key(agent.id):
-                    continue
-                current = self.keystore.public_key(agent.id)
-                if current != agent.public_key:
-                    uow.agents.update_fields(agent.id, public_key=current, updated_at=now)
-                    uow.audit.append(
-                        AuditEvent.KEY_ROTATED,
-                        actor="system",
-                        now=now,
-                        agent_id=agent.id,
-                        details={
-                            "old_public_key": agent.public_key,
-                            "new_public_key": current,
-                            "recovered": True,
-                        },
-                    )
-            uow.commit()
 
     # ================================================================== agents
 
@@ -689,84 +359,7 @@ class Wallet:
 
             agent = wallet.create_agent("trader", "solana", owner_address=owner_pubkey)
         """
-        name = _check_name(name)
-        adapter = self._adapter(chain, network)
-        owner = (
-            approvals.validate_owner_address(owner_address) if owner_address is not None else None
-        )
-        secret, public_key = adapter.generate_secret()
-        now = self.clock.now()
-        agent_id = new_id()
-        with self.db.write() as uow:
-            uow.agents.add(
-                AgentRow(
-                    id=agent_id,
-                    name=name,
-                    chain=adapter.chain,
-                    network=adapter.network,
-                    public_key=public_key,
-                    status="CREATING",
-                    owner_address=owner,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            uow.audit.append(
-                AuditEvent.AGENT_CREATED,
-                actor="owner",
-                now=now,
-                agent_id=agent_id,
-                details={
-                    "name": name,
-                    "chain": adapter.chain,
-                    "network": adapter.network,
-                    "public_key": public_key,
-                    "owner_address": owner,
-                },
-            )
-            uow.commit()
-        self.keystore.add_key(agent_id, adapter.chain, secret, public_key)
-        del secret
-        with self.db.write() as uow:
-            uow.agents.cas_status(agent_id, ["CREATING"], "ACTIVE", updated_at=now)
-            uow.audit.append(AuditEvent.AGENT_ACTIVATED, actor="system", now=now, agent_id=agent_id)
-            uow.commit()
-        return self.get_agent(agent_id)
-
-    def _adapter(self, chain: object, network: str | None) -> ChainAdapter:
-        if not isinstance(chain, str) or not chain or len(chain) > 64:
-            raise InvalidInputError("chain must be a non-empty string", field="chain")
-        if network is not None and (not isinstance(network, str) or len(network) > 64):
-            raise InvalidInputError("network must be a network name", field="network")
-        candidates = [
-            a
-            for (c, n), a in self.pipeline.adapters.items()
-            if c == chain and (network is None or n == network)
-        ]
-        if not candidates:
-            known = ", ".join(f"{c}/{n}" for c, n in self.pipeline.adapters) or "none"
-            raise InvalidInputError(
-                f"no chain adapter for {_plain(chain)}/{_plain(network) if network else '*'} "
-                f"(configured: {known})",
-                field="chain",
-            )
-        if len(candidates) > 1:
-            raise InvalidInputError(
-                f"several {chain} networks are configured; name the network", field="network"
-            )
-        return candidates[0]
-
-    def _agent_row(self, agent_id: str) -> AgentRow:
-        check_id(agent_id, "agent_id")
-        with self.db.read() as uow:
-            row = uow.agents.get(agent_id)
-        if row is None:
-            raise NotFoundError("agent", agent_id)
-        return row
-
-    def _agent_rows(self, status: str | None = None) -> list[AgentRow]:
-        with self.db.read() as uow:
-            return uow.agents.list(status=status)
+        return self._agents.create(name, chain, network, owner_address)
 
     def get_agent(self, agent_id: str) -> AgentInfo:
         """The agent with id ``agent_id``.
@@ -778,7 +371,7 @@ class Wallet:
 
             agent = wallet.get_agent(agent_id); agent.status
         """
-        return _agent_info(self._agent_row(agent_id))
+        return self._agents.get(agent_id)
 
     def list_agents(self, *, status: AgentStatus | str | None = None) -> AgentList:
         """All agents (optionally only those in ``status``), oldest first.
@@ -790,14 +383,7 @@ class Wallet:
 
             suspended = wallet.list_agents(status="SUSPENDED")
         """
-        if status is not None:
-            try:
-                status = AgentStatus(status)
-            except ValueError:
-                raise InvalidInputError(
-                    f"unknown agent status {shown(status)}", field="status"
-                ) from None
-        return AgentList(_agent_info(r) for r in self._agent_rows(status=status))
+        return self._agents.list(status=status)
 
     def suspend_agent(self, agent_id: str, *, reason: str = "suspended by the owner") -> AgentInfo:
         """Suspend an ACTIVE agent: it cannot transact until resumed (AGENT_SUSPENDED).
@@ -815,33 +401,7 @@ class Wallet:
 
             wallet.suspend_agent(agent.id, reason="investigating")
         """
-        reason = _check_reason(reason)
-        self._agent_row(agent_id)
-        now = self.clock.now()
-        with self.db.write() as uow:
-            _move_agent(
-                uow,
-                agent_id,
-                ["ACTIVE"],
-                "SUSPENDED",
-                suspended_at=now,
-                suspension_reason=reason,
-                updated_at=now,
-            )
-            uow.audit.append(
-                AuditEvent.AGENT_SUSPENDED,
-                actor="owner",
-                now=now,
-                agent_id=agent_id,
-                details={"reason": reason},
-            )
-            _counts, outbox = self.pipeline.contain_suspended(
-                uow, agent_id, actor="owner", reason=reason, now=now
-            )
-            uow.commit()
-        self.pipeline.publish_events(outbox)
-        self.pipeline.publish(AuditEvent.AGENT_SUSPENDED, agent_id=agent_id, reason=reason)
-        return self.get_agent(agent_id)
+        return self._agents.suspend(agent_id, reason)
 
     def resume_agent(self, agent_id: str) -> AgentInfo:
         """Resume a SUSPENDED agent (AGENT_RESUMED). Not while the kill switch is active.
@@ -855,23 +415,7 @@ class Wallet:
 
             wallet.resume_agent(agent.id)
         """
-        self._agent_row(agent_id)
-        now = self.clock.now()
-        with self.db.write() as uow:
-            killswitch.ensure_inactive(uow)
-            _move_agent(
-                uow,
-                agent_id,
-                ["SUSPENDED"],
-                "ACTIVE",
-                suspended_at=None,
-                suspension_reason=None,
-                updated_at=now,
-            )
-            restart_auto_stop(uow, agent_id, now)
-            uow.audit.append(AuditEvent.AGENT_RESUMED, actor="owner", now=now, agent_id=agent_id)
-            uow.commit()
-        return self.get_agent(agent_id)
+        return self._agents.resume(agent_id)
 
     def terminate_agent(self, agent_id: str) -> AgentInfo:
         """Terminate an agent for good: its sessions are revoked, its PENDING/QUEUED
@@ -885,55 +429,7 @@ class Wallet:
 
             wallet.terminate_agent(agent.id)
         """
-        self._agent_row(agent_id)
-        now = self.clock.now()
-        with self.db.write() as uow:
-            if not uow.agents.cas_status(
-                agent_id, ["CREATING", "ACTIVE", "SUSPENDED"], "TERMINATING", updated_at=now
-            ):
-                raise StateError(f"agent {agent_id} is already terminated", agent_id=agent_id)
-            uow.commit()
-        return self._finish_termination(agent_id, actor="owner")
-
-    def _finish_termination(self, agent_id: str, *, actor: str) -> AgentInfo:
-        now = self.clock.now()
-        with self.db.write() as uow:
-            revoked = self.sessions.revoke_all_for_agent(uow, agent_id, now, "agent terminated")
-            cancelled = 0
-            for row in uow.transactions.active_for_agent(agent_id):
-                previous = row.status  # the CAS refreshes ``row``: keep the status it had
-                if previous in (
-                    TxStatus.PENDING,
-                    TxStatus.QUEUED,
-                ) and uow.transactions.cas_status(
-                    row.id, previous, "CANCELLED", error="AGENT_TERMINATED"
-                ):
-                    cancelled += 1
-                    uow.audit.append(
-                        AuditEvent.TX_CANCELLED,
-                        actor=actor,
-                        now=now,
-                        agent_id=agent_id,
-                        session_id=row.session_id,
-                        tx_id=row.id,
-                        details={
-                            "from": previous,
-                            "to": "CANCELLED",
-                            "reason": "agent terminated",
-                        },
-                    )
-            uow.agents.cas_status(agent_id, ["TERMINATING"], "TERMINATED", updated_at=now)
-            uow.audit.append(
-                AuditEvent.AGENT_TERMINATED,
-                actor=actor,
-                now=now,
-                agent_id=agent_id,
-                details={"sessions_revoked": revoked, "transactions_cancelled": cancelled},
-            )
-            uow.commit()
-        if self.keystore.has_key(agent_id):
-            self.keystore.remove_key(agent_id)
-        return self.get_agent(agent_id)
+        return self._agents.terminate(agent_id)
 
     def set_owner(self, agent_id: str, owner_address: str | None) -> AgentInfo:
         """Set (or clear, with ``None``) the owner address that approves APPROVAL requests.
@@ -952,32 +448,7 @@ class Wallet:
 
             wallet.set_owner(agent.id, "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
         """
-        self._agent_row(agent_id)
-        owner = (
-            approvals.validate_owner_address(owner_address) if owner_address is not None else None
-        )
-        now = self.clock.now()
-        with self.db.write() as uow:
-            previous = uow.agents.get(agent_id)
-            before = previous.owner_address if previous is not None else None
-            uow.agents.update_fields(agent_id, owner_address=owner, updated_at=now)
-            changed = before != owner
-            touched, outbox = (
-                self.pipeline.reset_approvals(uow, agent_id, owner, now=now)
-                if changed
-                else ([], None)
-            )
-            uow.audit.append(
-                AuditEvent.AGENT_OWNER_SET,
-                actor="owner",
-                now=now,
-                agent_id=agent_id,
-                details={"owner_address": owner, "approvals_invalidated": touched},
-            )
-            uow.commit()
-        if outbox is not None:
-            self.pipeline.publish_events(outbox)
-        return self.get_agent(agent_id)
+        return self._agents.set_owner(agent_id, owner_address)
 
     def rotate_key(self, agent_id: str) -> AgentInfo:
         """Give an agent a new key; the old one is archived (KEY_ROTATED).
@@ -993,36 +464,7 @@ class Wallet:
 
             agent = wallet.rotate_key(agent.id); agent.public_key   # the new address
         """
-        agent = self._agent_row(agent_id)
-        if agent.status in ("TERMINATING", "TERMINATED"):
-            raise StateError(f"agent {agent_id} is {agent.status}", agent_id=agent_id)
-        adapter = self._adapter(agent.chain, agent.network)
-        now = self.clock.now()
-        try:
-            with self.db.write() as uow:
-                if uow.transactions.active_for_agent(agent_id):
-                    raise StateError(
-                        "the agent has transactions in flight; rotate later", agent_id=agent_id
-                    )
-                secret, public_key = adapter.generate_secret()
-                rotation = self.keystore.rotate_key(agent_id, secret, public_key)
-                del secret
-                uow.agents.update_fields(agent_id, public_key=public_key, updated_at=now)
-                uow.audit.append(
-                    AuditEvent.KEY_ROTATED,
-                    actor="owner",
-                    now=now,
-                    agent_id=agent_id,
-                    details={
-                        "old_public_key": rotation.old_public_key,
-                        "new_public_key": rotation.new_public_key,
-                    },
-                )
-                uow.commit()
-        except WaiaasError:
-            self._reconcile_keys([agent_id])  # the keystore may have rotated already
-            raise
-        return self.get_agent(agent_id)
+        return self._agents.rotate_key(agent_id)
 
     # ================================================================== sessions
 
@@ -1047,9 +489,9 @@ class Wallet:
                                           constraints={"max_amount_per_tx": "1000000000"})
             hand_to_agent(issued.token)
         """
-        with self.db.read() as uow:
+        with self._db.read() as uow:
             killswitch.ensure_inactive(uow)
-        return self.sessions.issue(agent_id, ttl=ttl, constraints=constraints)
+        return self._sessions.issue(agent_id, ttl=ttl, constraints=constraints)
 
     def renew_session(self, token: str) -> IssuedSession:
         """Renew a session: a new token; the old one stops working at once (SESSION_RENEWED).
@@ -1062,7 +504,7 @@ class Wallet:
 
             token = wallet.renew_session(token).token
         """
-        return self.sessions.renew(token)
+        return self._sessions.renew(token)
 
     def revoke_session(self, session_id: str) -> None:
         """Revoke a session (SESSION_REVOKED); its token is refused from now on.
@@ -1075,7 +517,7 @@ class Wallet:
 
             wallet.revoke_session(issued.session_id)
         """
-        self.sessions.revoke(check_id(session_id, "session_id"), actor="owner")
+        self._sessions.revoke(check_id(session_id, "session_id"), actor="owner")
 
     def get_session(self, session_id: str) -> SessionInfo:
         """What is known about a session (never its token).
@@ -1088,7 +530,7 @@ class Wallet:
 
             info = wallet.get_session(session_id); info.usage.total()
         """
-        return self.sessions.get(check_id(session_id, "session_id"))
+        return self._sessions.get(check_id(session_id, "session_id"))
 
     def list_sessions(self, agent_id: str) -> SessionList:
         """An agent's sessions, oldest first: a :class:`SessionList` (a ``list`` that renders
@@ -1101,7 +543,7 @@ class Wallet:
 
             live = [s for s in wallet.list_sessions(agent.id) if s.status == "active"]
         """
-        return SessionList(self.sessions.list_for_agent(check_id(agent_id, "agent_id")))
+        return self._queries.sessions(agent_id)
 
     # ================================================================== policies
 
@@ -1114,13 +556,7 @@ class Wallet:
             info = wallet.policies.add("RATE_LIMIT", {"max_requests": 10, "window_seconds": 60})
             wallet.policies.disable(info.id)
         """
-        service: PolicyService | None = getattr(self, "_policy_service", None)
-        if service is None:
-            service = PolicyService(
-                self.db, self.clock, self.config, networks=tuple(self.pipeline.adapters)
-            )
-            self._policy_service = service
-        return service
+        return self._policies
 
     def add_policy(
         self,
@@ -1198,8 +634,7 @@ class Wallet:
             result = wallet.send(token, Transfer(to=dest, amount=5_000_000))
             if result.status == "QUEUED": ...
         """
-        row = self.pipeline.send(token, request)
-        return _agent_result(row)
+        return agent_result(self._pipeline.send(token, request))
 
     def get_transaction(self, tx_id: str) -> TransactionResult:
         """A transaction by id, as the owner and operator see it: the full policy decision
@@ -1213,7 +648,7 @@ class Wallet:
 
             tx = wallet.get_transaction(tx_id); tx.status, tx.tx_hash
         """
-        return _tx_result(self.pipeline.get_row(check_id(tx_id, "tx_id")))
+        return self._queries.transaction(tx_id)
 
     def list_transactions(
         self,
@@ -1236,22 +671,9 @@ class Wallet:
             page = wallet.list_transactions(agent_id=agent.id, limit=50)
             more = wallet.list_transactions(agent_id=agent.id, limit=50, before=page[-1].id)
         """
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-            raise InvalidInputError("limit must be an int from 1 to 1000", field="limit")
-        if status is not None:
-            try:
-                status = TxStatus(status)
-            except ValueError:
-                raise InvalidInputError(f"unknown status {shown(status)}", field="status") from None
-        if agent_id is not None:
-            agent_id = check_id(agent_id, "agent_id")
-        if before is not None:
-            before = check_id(before, "before")
-        with self.db.read() as uow:
-            rows = uow.transactions.list(
-                agent_id=agent_id, status=status, limit=limit, before_id=before
-            )
-        return TransactionList(_tx_info(r) for r in rows)
+        return self._queries.transactions(
+            agent_id=agent_id, status=status, limit=limit, before=before
+        )
 
     def cancel(self, tx_id: str, *, token: str | None = None) -> TransactionInfo:
         """Cancel a PENDING or QUEUED transaction (during a DELAY cooldown or APPROVAL wait).
@@ -1270,7 +692,7 @@ class Wallet:
             wallet.cancel(tx_id, token=agent_token)  # the agent itself
         """
         actor = "operator" if token is None else "agent"
-        return _tx_info(self.pipeline.cancel(check_id(tx_id, "tx_id"), actor=actor, token=token))
+        return tx_info(self._pipeline.cancel(check_id(tx_id, "tx_id"), actor=actor, token=token))
 
     def resolve_transaction(self, tx_id: str, *, landed: bool, evidence: str) -> TransactionInfo:
         """Settle a transaction the chain could not account for (operator only; audited).
@@ -1310,7 +732,7 @@ class Wallet:
                 field="evidence",
             )
         check_encodable(evidence, "evidence")
-        return _tx_info(self.pipeline.resolve(tx_id, landed=landed, evidence=evidence.strip()))
+        return tx_info(self._pipeline.resolve(tx_id, landed=landed, evidence=evidence.strip()))
 
     def approval_message(self, tx_id: str, action: Literal["approve", "reject"] = "approve") -> str:
         """The exact text the owner signs to approve (or reject) an APPROVAL transaction.
@@ -1327,7 +749,7 @@ class Wallet:
 
             text = wallet.approval_message(tx_id)          # show it to the owner's wallet
         """
-        req = self.pipeline.approval_request(check_id(tx_id, "tx_id"))
+        req = self._pipeline.approval_request(check_id(tx_id, "tx_id"))
         return approvals.build_message(req, action)
 
     def approval_link(self, tx_id: str) -> str | None:
@@ -1347,14 +769,7 @@ class Wallet:
 
             print(wallet.approval_link(result.id))   # https://wallet.example.com/approvals/...
         """
-        from waiaas.web.links import link_token
-
-        req = self.pipeline.approval_request(check_id(tx_id, "tx_id"))
-        base = self.config.approvals_url
-        if base is None:
-            return None
-        token = link_token(self.keystore, req.tx_id, req.approval_id, req.expires_at)
-        return f"{base}/{req.tx_id}/{token}"
+        return self._queries.approval_link(tx_id)
 
     def transaction_display(self, tx_id: str) -> TxDisplay:
         """What a person reads about a transaction: every effect in human units (full
@@ -1373,27 +788,7 @@ class Wallet:
             for effect in shown.effects:
                 print(effect.text)     # "send 1.5 SOL to 9xQe..."
         """
-        with self.db.read() as uow:
-            row = uow.transactions.get(check_id(tx_id, "tx_id"))
-            if row is None:
-                raise NotFoundError("transaction", tx_id)
-            agent = uow.agents.get(row.agent_id)
-        data = _info(row)
-        adapter = self.pipeline.adapters.get((row.chain, agent.network if agent else ""))
-        lookup = getattr(adapter, "token_decimals", None)
-        meta = stored_json(row.metadata_json, table="transactions", column="metadata", default={})
-        return describe_transaction(
-            chain=row.chain,
-            request=data["request"],
-            agent_name=agent.name if agent is not None else row.agent_id,
-            agent_id=row.agent_id,
-            decision=data["_decision"],
-            approval_expires_at=data["approval_expires_at"],
-            execute_after=data["execute_after"],
-            token_decimals=lookup if callable(lookup) else None,
-            effects=meta.get("effects"),
-            network_fee=meta.get("network_fee"),
-        )
+        return self._queries.display(tx_id)
 
     def approve(self, tx_id: str, signature: str) -> TransactionInfo:
         """Approve with the owner's signature of :meth:`approval_message`; then execute.
@@ -1410,7 +805,7 @@ class Wallet:
             sig = owner.sign_message(encode_defunct(text=wallet.approval_message(tx_id)))
             wallet.approve(tx_id, sig.signature.hex())
         """
-        return _tx_info(self.pipeline.decide(check_id(tx_id, "tx_id"), signature, approve=True))
+        return tx_info(self._pipeline.decide(check_id(tx_id, "tx_id"), signature, approve=True))
 
     def reject(self, tx_id: str, signature: str) -> TransactionInfo:
         """Reject with the owner's signature of ``approval_message(tx_id, "reject")``.
@@ -1422,7 +817,7 @@ class Wallet:
 
             wallet.reject(tx_id, owner_signature_of(wallet.approval_message(tx_id, "reject")))
         """
-        return _tx_info(self.pipeline.decide(check_id(tx_id, "tx_id"), signature, approve=False))
+        return tx_info(self._pipeline.decide(check_id(tx_id, "tx_id"), signature, approve=False))
 
     def dry_run(
         self,
@@ -1459,71 +854,16 @@ class Wallet:
             preview = wallet.dry_run(Transfer(to=dest, amount=2 * 10**9), agent_id=agent.id)
             print(preview.decision.tier, preview.hints)
         """
-        from waiaas.pipeline import plans
-        from waiaas.policy.explain import redact_for_agent
-
-        now = self.clock.now()
-        session_id: str | None = None
-        if token is not None:
-            try:
-                with self.db.read() as uow:
-                    verified = self.sessions.verify_in(uow, token, now)
-                    agent_id, session_id = verified.agent_id, verified.session_id
-            except (AuthError, AgentNotActiveError) as exc:
-                self.sessions.record_failure(exc, now=now)
-                raise
-        try:
-            req = parse_request(request)
-        except InvalidInputError as exc:
-            if token is not None and agent_id is not None:
-                self.pipeline.record_refusal(agent_id, session_id, "malformed", exc, now)
-            raise
-        if agent_id is None:
-            raise InvalidInputError("give agent_id or token", field="agent_id")
-        agent_id = check_id(agent_id, "agent_id")
-        refused: InvalidInputError | None = None
-        with self.db.read() as uow:
-            agent = uow.agents.get(agent_id)
-            if agent is None:
-                raise NotFoundError("agent", agent_id)
-            adapter = self._adapter(agent.chain, agent.network)
-            try:
-                req = normalize_request(adapter, req)
-            except InvalidInputError as exc:
-                refused = exc  # a guard, an address or network the agent's chain refuses
-            else:
-                prepared = plans.prepare_or_defer(adapter, req, agent.public_key)
-                result: Explanation = self.pipeline.gate.explain(
-                    uow,
-                    agent,
-                    req,
-                    now,
-                    adapter=adapter,
-                    effects=prepared.effects,
-                    calldata=prepared.calldata,
-                )
-        if refused is not None:
-            if token is not None:  # counted as send counts it
-                self.pipeline.record_refusal(agent.id, session_id, "guard", refused, now)
-            raise refused
-        if token is None:
-            return result  # the owner or operator: the full explanation
-        # The agent itself: a compact DRY_RUN row (RATE_LIMIT counts it) and a redacted view.
-        with self.db.write() as uow:
-            uow.audit.append(
-                AuditEvent.DRY_RUN,
-                actor=f"agent:{agent.id}",
-                now=now,
-                agent_id=agent.id,
-                session_id=session_id,
-                details={
-                    "type": str(req.type),
-                    "allowed": result.decision.allowed,
-                    "tier": str(result.decision.tier),
-                },
-            )
-            uow.commit()
-        return redact_for_agent(result)
+        return dry_runs.dry_run(
+            self._db,
+            self._sessions,
+            self._pipeline,
+            self._agents,
+            self._clock.now(),
+            request,
+            agent_id=agent_id,
+            token=token,
+        )
 
     # ================================================================== operations
 
@@ -1548,7 +888,7 @@ class Wallet:
             if report.problems:
                 log.warning("due work problems: %s", report.problems)
         """
-        return self.pipeline.process_due()
+        return self._pipeline.process_due()
 
     def start_background(self, interval: float = 1.0) -> None:
         """Run :meth:`process_due` every ``interval`` seconds and the WAL checkpoint every
@@ -1561,31 +901,7 @@ class Wallet:
 
             wallet.start_background(interval=1.0)
         """
-        if (
-            isinstance(interval, bool)
-            or not isinstance(interval, int | float)
-            or not math.isfinite(interval)
-            or interval <= 0
-        ):
-            raise InvalidInputError(
-                "interval must be a positive number of seconds", field="interval"
-            )
-        if self._bg_thread is not None:
-            return
-        self._bg_stop.clear()
-        self.db.start_checkpointer(self.config.checkpoint_interval)
-
-        def run() -> None:
-            while not self._bg_stop.wait(interval):
-                try:
-                    self.process_due()
-                except WaiaasError as exc:
-                    log.warning("background pass failed (will retry): %s", exc)
-                except Exception:
-                    log.exception("background pass crashed (will retry)")
-
-        self._bg_thread = threading.Thread(target=run, name="waiaas-due", daemon=True)
-        self._bg_thread.start()
+        self._runner.start(interval)
 
     def stop_background(self) -> None:
         """Stop the background thread (if any).
@@ -1594,11 +910,7 @@ class Wallet:
 
             wallet.stop_background()
         """
-        self._bg_stop.set()
-        if self._bg_thread is not None:
-            self._bg_thread.join(timeout=30)
-            self._bg_thread = None
-        self.db.stop_checkpointer()
+        self._runner.stop()
 
     def kill_switch(self, reason: str = "kill switch activated by the owner") -> KillSwitchSummary:
         """Stop everything at once, atomically: suspend every agent, revoke every session,
@@ -1619,25 +931,7 @@ class Wallet:
             summary = wallet.kill_switch("suspicious activity")
             print(summary.agents_suspended, summary.transactions_cancelled)
         """
-        if not isinstance(reason, str) or not reason.strip():
-            raise InvalidInputError("reason must be a non-empty string", field="reason")
-        now = self.clock.now()
-        with self.db.write() as uow:
-            summary = killswitch.activate(uow, actor="owner", reason=reason, now=now)
-            uow.commit()
-        self.pipeline.publish(
-            AuditEvent.KILL_SWITCH_ACTIVATED, reason=reason, severity=Severity.CRITICAL
-        )
-        return KillSwitchSummary(
-            reason=reason,
-            activated_at=now,
-            agents_suspended=summary["agents_suspended"],
-            sessions_revoked=summary["sessions_revoked"],
-            transactions_cancelled=summary["transactions_cancelled"],
-            suspended_ids=tuple(summary.get("suspended_ids", ())),
-            revoked_ids=tuple(summary.get("revoked_ids", ())),
-            cancelled_ids=tuple(summary.get("cancelled_ids", ())),
-        )
+        return self._agents.kill_switch(reason)
 
     def release_kill_switch(self, *, resume_agents: bool = False) -> KillSwitchRelease:
         """Turn the kill switch off (KILL_SWITCH_RECOVERED). With ``resume_agents``, the
@@ -1655,19 +949,7 @@ class Wallet:
 
             wallet.release_kill_switch(resume_agents=True)
         """
-        now = self.clock.now()
-        with self.db.write() as uow:
-            summary = killswitch.recover(
-                uow, actor="owner", now=now, resume_agents=bool(resume_agents)
-            )
-            uow.commit()
-        self.pipeline.publish(AuditEvent.KILL_SWITCH_RECOVERED)
-        return KillSwitchRelease(
-            activated_at=summary.get("activated_at"),
-            released_at=now,
-            agents_resumed=summary["agents_resumed"],
-            resumed_ids=tuple(summary.get("resumed_ids", ())),
-        )
+        return self._agents.release_kill_switch(resume_agents=resume_agents)
 
     def recover(self, *, resume_agents: bool = False) -> KillSwitchRelease:
         """Deprecated name of :meth:`release_kill_switch` (it emits ``DeprecationWarning``).
@@ -1690,7 +972,7 @@ class Wallet:
 
             if wallet.kill_switch_state().active: ...
         """
-        with self.db.read() as uow:
+        with self._db.read() as uow:
             return killswitch.state(uow)
 
     def audit(
@@ -1715,43 +997,16 @@ class Wallet:
             page = wallet.audit(agent_id=agent.id, severities=["warning", "critical"])
             older = wallet.audit(agent_id=agent.id, cursor=page.next_cursor)
         """
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-            raise InvalidInputError("limit must be an int from 1 to 1000", field="limit")
-        if cursor is not None and (
-            not isinstance(cursor, int) or isinstance(cursor, bool) or not 0 < cursor <= MAX_TIME
-        ):
-            raise InvalidInputError("cursor must be an int from a previous page", field="cursor")
-        if agent_id is not None:
-            agent_id = check_id(agent_id, "agent_id")
-        if tx_id is not None:
-            tx_id = check_id(tx_id, "tx_id")
-        since = _check_time(since, "since")
-        until = _check_time(until, "until")
-        kinds = _check_event_types(event_types)
-        if severities is not None and (
-            isinstance(severities, str | bytes) or not isinstance(severities, Sequence)
-        ):
-            raise InvalidInputError("severities must be a list of severities", field="severities")
-        sev: list[str] | None = None
-        if severities:
-            try:
-                sev = [Severity(s).value for s in severities]
-            except (ValueError, TypeError):
-                raise InvalidInputError("unknown severity", field="severities") from None
-        with self.db.read() as uow:
-            rows = uow.audit.query(
-                agent_id=agent_id,
-                since=since,
-                until=until,
-                event_types=kinds,
-                severities=sev,
-                tx_id=tx_id,
-                before_id=cursor,
-                limit=limit + 1,
-            )
-        entries = tuple(_audit_entry(r) for r in rows[:limit])
-        next_cursor = entries[-1].id if len(rows) > limit and entries else None
-        return AuditPage(entries=entries, next_cursor=next_cursor)
+        return self._queries.audit(
+            agent_id=agent_id,
+            since=since,
+            until=until,
+            event_types=event_types,
+            severities=severities,
+            tx_id=tx_id,
+            limit=limit,
+            cursor=cursor,
+        )
 
     def budget_usage(self, agent_id: str, *, asset: str = "native") -> BudgetUsage:
         """The agent's spend of ``asset`` in each rolling window, with the limits of the
@@ -1769,24 +1024,7 @@ class Wallet:
             usage.remaining()      # {"24h": 4000000000}
             usage.plot()           # needs the plot extra
         """
-        from waiaas.plots import build_budget_usage
-        from waiaas.policy import normalize_asset_key
-
-        agent = self.get_agent(agent_id)
-        if not isinstance(asset, str) or not asset.strip():
-            raise InvalidInputError("asset must be 'native' or a token address", field="asset")
-        key = normalize_asset_key(asset)
-        now = self.clock.now()
-        txs: list[TransactionInfo] = []
-        before: str | None = None
-        while True:
-            page = self.list_transactions(agent_id=agent.id, limit=1000, before=before)
-            txs += page
-            if len(page) < 1000 or page[-1].created_at <= now - 7 * 86_400:
-                break
-            before = page[-1].id
-        policies = self.policies.list(agent_id=agent.id)
-        return build_budget_usage(agent.id, agent.chain, key, now, txs, policies)
+        return self._queries.budget_usage(agent_id, asset)
 
     def backup(self, directory: str | os.PathLike[str] | None = None) -> Path:
         """A consistent copy of the database (``VACUUM INTO``); returns its path.
@@ -1802,7 +1040,7 @@ class Wallet:
 
             path = wallet.backup("/var/backups/waiaas")
         """
-        path = self.db.backup(directory)
+        path = self._db.backup(directory)
         self._audit(AuditEvent.BACKUP_CREATED, actor="owner", details={"path": str(path)})
         return path
 
@@ -1840,44 +1078,7 @@ class Wallet:
                 print(report.problem, report.first_broken_id, report.message)
             wallet.verify_audit("/backups/agents-20260101T000000Z.db", checkpoint=saved)
         """
-        if checkpoint is not None and not isinstance(checkpoint, AuditCheckpoint):
-            raise InvalidInputError("checkpoint must be an AuditCheckpoint", field="checkpoint")
-        if path is None:
-            head = self.integrity.read_head()
-            with self.db.read() as uow:
-                data = integrity.verify_file(
-                    integrity._raw(uow),
-                    self.integrity,
-                    str(self.db.path),
-                    head=head,
-                    checkpoint=checkpoint,
-                )
-            return AuditReport(**data)
-        if not isinstance(path, str | os.PathLike) or not str(path).strip():
-            raise InvalidInputError("path must be a file path", field="path")
-        target = Path(path).expanduser().absolute()
-        if not target.is_file():
-            raise DatabaseOpenError(f"{str(target)!r} is not a file", path=str(target))
-        check_path(target)
-        import sqlite3
-        import urllib.parse
-
-        uri = f"file:{urllib.parse.quote(str(target))}?mode=ro"
-        try:
-            conn = sqlite3.connect(uri, uri=True)
-        except sqlite3.Error as exc:
-            raise DatabaseOpenError(
-                f"cannot open {str(target)!r}: {exc}", path=str(target)
-            ) from exc
-        try:
-            data = integrity.verify_file(
-                conn, self.integrity, str(target), head=None, checkpoint=checkpoint
-            )
-        except sqlite3.DatabaseError as exc:
-            raise NotADatabaseError(str(target)) from exc
-        finally:
-            conn.close()
-        return AuditReport(**data)
+        return self._queries.verify_audit(self._integrity, path, checkpoint)
 
     def export_audit_checkpoint(self) -> AuditCheckpoint:
         """Sign and return a checkpoint of the audit log as it stands now.
@@ -1891,9 +1092,9 @@ class Wallet:
             cp = wallet.export_audit_checkpoint()
             Path("/mnt/offsite/checkpoint.json").write_text(cp.model_dump_json())
         """
-        with self.db.write() as uow:
+        with self._db.write() as uow:
             head = uow.audit.head()
-            row = self.integrity.write_checkpoint(uow, head)
+            row = self._integrity.write_checkpoint(uow, head)
             uow.commit()
         return AuditCheckpoint(
             wallet_id=row.wallet_id,
@@ -1915,7 +1116,7 @@ class Wallet:
 
             busy, log_frames, checkpointed = wallet.checkpoint()
         """
-        return self.db.checkpoint("TRUNCATE")
+        return self._db.checkpoint("TRUNCATE")
 
     def chain_adapter(self, agent_id: str) -> ChainAdapter:
         """The chain adapter an agent's transactions go through (its chain and network).
@@ -1934,8 +1135,7 @@ class Wallet:
             adapter = wallet.chain_adapter(agent.id)
             adapter.get_balance(agent.public_key)
         """
-        row = self._agent_row(agent_id)
-        return self.pipeline.adapter_for(row.chain, row.network)
+        return self._agents.chain_adapter(agent_id)
 
     def balance(self, agent_id: str, token: str | None = None) -> int:
         """The agent's native balance, or its balance of ``token``, in base units.
@@ -1950,11 +1150,7 @@ class Wallet:
             lamports = wallet.balance(agent.id)
             usdc = wallet.balance(agent.id, token=USDC_MINT)
         """
-        agent = self._agent_row(agent_id)
-        adapter = self._adapter(agent.chain, agent.network)
-        if token is None:
-            return adapter.get_balance(agent.public_key)
-        return adapter.get_token_balance(agent.public_key, adapter.validate_address(token))
+        return self._agents.balance(agent_id, token)
 
     def change_password(self, current_password: str, new_password: str) -> None:
         """Re-seal every key under a new master password (all or nothing).
@@ -1970,8 +1166,10 @@ class Wallet:
 
             wallet.change_password(old_password, new_password)
         """
-        check_password_strength(new_password, self.config.min_password_length, field="new_password")
-        self.keystore.change_password(current_password, new_password)
+        check_password_strength(
+            new_password, self._config.min_password_length, field="new_password"
+        )
+        self._keystore.change_password(current_password, new_password)
         self._audit(AuditEvent.KEYSTORE_PASSWORD_CHANGED, actor="owner")
 
     def lock(self) -> None:
@@ -1981,8 +1179,8 @@ class Wallet:
 
             wallet.lock()   # nothing can be signed until wallet.unlock(password)
         """
-        self.keystore.lock()
-        self.sessions.forget_secret()
+        self._keystore.lock()
+        self._sessions.forget_secret()
         self._audit(AuditEvent.KEYSTORE_LOCKED, actor="owner")
 
     def unlock(self, password: str | None = None) -> None:
@@ -1997,6 +1195,6 @@ class Wallet:
 
             wallet.unlock(password)
         """
-        secret = resolve_password(password, keyring_user=str(self.db.path))
-        self.keystore.unlock(secret)
+        secret = resolve_password(password, keyring_user=str(self._db.path))
+        self._keystore.unlock(secret)
         self._audit(AuditEvent.KEYSTORE_UNLOCKED, actor="owner")

@@ -84,7 +84,7 @@ def test_operator_with_a_chain_creates_dry_runs_and_executes(
     report = json.loads(done.stdout)
     assert report["status"] == "CONFIRMED" and report["pending_execution"] is False
     assert wallet.balance(agent["id"]) < 9 * SOL
-    assert wallet.pipeline.adapter_for("solana", "localnet").get_balance(dest) == 11 * SOL
+    assert wallet.network_adapter("solana", "localnet").get_balance(dest) == 11 * SOL
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ SYMBOL = {"solana": "SOL", "evm": "ETH"}
 
 def _adapter(wallet: Wallet, agent_id: str) -> Any:
     agent = wallet.get_agent(agent_id)
-    return wallet.pipeline.adapter_for(agent.chain, agent.network)
+    return wallet.network_adapter(agent.chain, agent.network)
 
 
 def test_human_units_balances_and_a_listed_token(wallet: Wallet, chain: str) -> None:

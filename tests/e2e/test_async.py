@@ -89,7 +89,7 @@ def test_fifty_tasks_one_daily_limit_exact_and_the_loop_never_runs_wallet_code(
         )
         try:
             agent = await wallet.create_agent("async", chain)
-            adapter: Any = wallet.sync.pipeline.adapter_for(agent.chain, agent.network)
+            adapter: Any = wallet.sync.network_adapter(agent.chain, agent.network)
             await asyncio.to_thread(adapter.fund, agent.public_key, FUNDING[chain])
             await wallet.add_policy(
                 "SPENDING_LIMIT",
@@ -151,7 +151,7 @@ def test_works_inside_an_already_running_loop_and_tasks_share_it(tmp_path: Path)
             clock=FrozenClock(),
         ) as wallet:
             agent = await wallet.create_agent("a", "solana")
-            adapter: Any = wallet.sync.pipeline.adapter_for(agent.chain, agent.network)
+            adapter: Any = wallet.sync.network_adapter(agent.chain, agent.network)
             adapter.fund(agent.public_key, 10**9)
             handle = await wallet.agent((await wallet.issue_session(agent.id)).token)
             assert isinstance(handle, AsyncAgentHandle)

@@ -38,13 +38,13 @@ def test_background_thread_executes_a_due_delay_and_checkpoints(tmp_path: Path) 
         wal = Path(str(wallet.path) + "-wal")
         assert _wait_for(lambda: not wal.exists() or wal.stat().st_size == 0)
         wallet.stop_background()
-        assert wallet._bg_thread is None
+        assert wallet._runner.thread is None
 
 
 def test_background_flag_on_open_and_close_stops_it(tmp_path: Path) -> None:
     """Wallet.open(background=True) starts the thread; close() stops and joins it."""
     with local_wallet(tmp_path, clock=FrozenClock(), background=True) as wallet:
-        thread = wallet._bg_thread
+        thread = wallet._runner.thread
         assert thread is not None and thread.is_alive()
     assert not thread.is_alive()
 
@@ -55,7 +55,7 @@ def test_due_work_runs_by_itself_by_default_unless_the_host_opts_out(tmp_path: P
     host-driven clock (FrozenClock) does not start the thread unless asked."""
     config = fast_config(delay_seconds=1)
     with local_wallet(tmp_path, config=config, name="default.db") as wallet:
-        assert wallet._bg_thread is not None
+        assert wallet._runner.thread is not None
         agent = new_agent(wallet, "solana")
         token = wallet.issue_session(agent.id).token
         amount = TIER_AMOUNTS["solana"]["DELAY"]
@@ -63,9 +63,9 @@ def test_due_work_runs_by_itself_by_default_unless_the_host_opts_out(tmp_path: P
         assert queued.status == "QUEUED"
         assert _wait_for(lambda: wallet.get_transaction(queued.id).status == "CONFIRMED")
     with local_wallet(tmp_path, config=config, name="off.db", background=False) as wallet:
-        assert wallet._bg_thread is None
+        assert wallet._runner.thread is None
     with local_wallet(tmp_path, config=config, name="frozen.db", clock=FrozenClock()) as wallet:
-        assert wallet._bg_thread is None
+        assert wallet._runner.thread is None
 
 
 def test_async_wallet_has_the_same_default(tmp_path: Path) -> None:
@@ -79,13 +79,13 @@ def test_async_wallet_has_the_same_default(tmp_path: Path) -> None:
         wallet = await AsyncWallet.open(
             tmp_path / "a.db", password=TEST_PASSWORD, config=fast_config()
         )
-        assert wallet.sync._bg_thread is not None
+        assert wallet.sync._runner.thread is not None
         await wallet.close()
-        assert wallet.sync._bg_thread is None
+        assert wallet.sync._runner.thread is None
         off = await AsyncWallet.open(
             tmp_path / "b.db", password=TEST_PASSWORD, config=fast_config(), background=False
         )
-        assert off.sync._bg_thread is None
+        assert off.sync._runner.thread is None
         await off.close()
 
     asyncio.run(scenario())

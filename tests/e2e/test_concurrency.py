@@ -46,7 +46,7 @@ def test_threads_and_processes_never_overshoot_a_daily_limit(
     spec: dict[str, Any] = {"db": str(tmp_path / "wallet.db"), **chain_urls}
     with open_wallet(spec) as wallet:
         agent = wallet.create_agent("busy", chain)
-        adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
+        adapter = wallet.network_adapter(agent.chain, agent.network)
         adapter.fund(agent.public_key, 10**19 if chain == "evm" else 10**11)  # type: ignore[attr-defined]
         recipients = []
         for _ in range(THREADS * 3):

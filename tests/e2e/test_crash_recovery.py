@@ -63,7 +63,7 @@ def prepare(tmp_path: Path, urls: dict[str, Any], chain: str) -> tuple[dict[str,
     spec: dict[str, Any] = {"db": str(tmp_path / "wallet.db"), **urls}
     with open_wallet(spec) as wallet:
         agent = wallet.create_agent(f"{chain}-bot", chain)
-        adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
+        adapter = wallet.network_adapter(agent.chain, agent.network)
         adapter.fund(agent.public_key, 10**19 if chain == "evm" else 10**10)  # type: ignore[attr-defined]
         _secret, recipient = adapter.generate_secret()
         if chain == "solana":  # a new account must end up rent-exempt
@@ -82,7 +82,7 @@ def test_sigkill_at_stage_boundary_is_recovered(
     """Killed at any stage, the reopened wallet confirms the transaction exactly once."""
     spec, agent_id, recipient = prepare(tmp_path, chain_urls, chain)
     with open_wallet(spec) as wallet:
-        adapter = wallet.pipeline.adapter_for(chain, wallet.get_agent(agent_id).network)
+        adapter = wallet.network_adapter(chain, wallet.get_agent(agent_id).network)
         before = adapter.get_balance(recipient)
 
     proc = run_child({**spec, "mode": "crash", "stage": stage})
@@ -108,7 +108,7 @@ def test_sigkill_at_stage_boundary_is_recovered(
 def adapter_balance(wallet: Any, agent_id: str, address: str) -> int:
     """The native balance of ``address`` on the agent's chain."""
     agent = wallet.get_agent(agent_id)
-    return int(wallet.pipeline.adapter_for(agent.chain, agent.network).get_balance(address))
+    return int(wallet.network_adapter(agent.chain, agent.network).get_balance(address))
 
 
 @pytest.mark.anvil

@@ -23,7 +23,7 @@ def test_missing_key_at_send_fails_the_row_and_releases_the_budget(wallet: Walle
     row that holds its budget), and the session's reserved total is given back."""
     agent = new_agent(wallet, "solana")
     issued = wallet.issue_session(agent.id, constraints={"max_total_amount": 10**9})
-    wallet.keystore.remove_key(agent.id)  # as if restored from an older backup
+    wallet._keystore.remove_key(agent.id)  # as if restored from an older backup
     result = wallet.send(issued.token, Transfer(to=recipient("solana"), amount=10**6))
     assert result.status == "FAILED"
     assert result.error is not None and "KEY_MISSING" in result.error
@@ -42,7 +42,7 @@ def test_one_missing_key_does_not_stall_other_agents(wallet: Wallet) -> None:
     t2 = wallet.issue_session(healthy.id).token
     tx1 = wallet.send(t1, Transfer(to=recipient("solana"), amount=TIER_AMOUNTS["solana"]["DELAY"]))
     tx2 = wallet.send(t2, Transfer(to=recipient("evm"), amount=TIER_AMOUNTS["evm"]["DELAY"]))
-    wallet.keystore.remove_key(broken.id)
+    wallet._keystore.remove_key(broken.id)
     clock.advance(wallet.config.delay_seconds)
     report = wallet.process_due()
     assert isinstance(report, DueReport)

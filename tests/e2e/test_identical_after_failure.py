@@ -38,7 +38,7 @@ def test_identical_request_after_a_failure_that_never_landed_executes(tmp_path: 
     flaky = RefusesFirst(SolanaAdapter.local())
     sleeps: list[float] = []
     with local_wallet(tmp_path, chains=[flaky, EvmAdapter.local()], clock=FrozenClock()) as w:
-        w.pipeline._sleep = sleeps.append  # type: ignore[method-assign]
+        w._pipeline._sleep = sleeps.append  # type: ignore[method-assign]
         agent = new_agent(w, "solana")
         token = w.issue_session(agent.id).token
         dest = recipient("solana")
@@ -53,6 +53,6 @@ def test_identical_request_after_a_failure_that_never_landed_executes(tmp_path: 
         assert sleeps == []  # nothing waited for a new blockhash
         old = w.get_transaction(first.id)
         assert old.status == TxStatus.FAILED and old.tx_hash is None
-        meta = json.loads(w.pipeline.get_row(first.id).metadata_json or "{}")
+        meta = json.loads(w._pipeline.get_row(first.id).metadata_json or "{}")
         assert meta["released_hash"] == second.tx_hash
         assert flaky.get_balance(dest) == 1_000_000_000 + amount

@@ -89,7 +89,7 @@ def test_owner_signature_executes(wallet: Wallet, chain: str, owner_kind: str) -
     done = wallet.approve(tx_id, owner.sign(wallet.approval_message(tx_id)))
     assert done.status == "CONFIRMED"
     agent = wallet.get_agent(done.agent_id)
-    adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
+    adapter = wallet.network_adapter(agent.chain, agent.network)
     assert adapter.get_balance(dest) == amount
     assert events_of(wallet, tx_id) == [
         "TX_REQUESTED",
@@ -157,7 +157,7 @@ def test_reject_with_signature_cancels(wallet: Wallet, chain: str) -> None:
         wallet.approve(tx_id, owner.sign(wallet.approval_message(tx_id)))
     assert wallet.get_transaction(tx_id).status == "CANCELLED"
     agent = wallet.get_agent(rejected.agent_id)
-    assert wallet.pipeline.adapter_for(agent.chain, agent.network).get_balance(dest) == 0
+    assert wallet.network_adapter(agent.chain, agent.network).get_balance(dest) == 0
 
 
 def test_expiry_via_process_due(wallet: Wallet) -> None:
@@ -190,7 +190,7 @@ def test_signature_after_expiry_is_refused_and_expires(wallet: Wallet) -> None:
     assert info.value.reason == "expired"
     assert wallet.get_transaction(tx_id).status == "EXPIRED"
     assert "AUTH_FAILED" in events_of(wallet, tx_id)
-    assert wallet.pipeline.adapter_for("evm", "local").get_balance(dest) == 0
+    assert wallet.network_adapter("evm", "local").get_balance(dest) == 0
 
 
 def test_policy_approval_timeout_is_used(wallet: Wallet) -> None:

@@ -59,7 +59,7 @@ def test_insufficient_funds_fails_and_releases_budgets(wallet: Wallet, chain: st
     assert again.status == "CONFIRMED"
     assert wallet.get_session(issued.session_id).usage.total() == TOO_MUCH[chain]
     network = "localnet" if chain == "solana" else "local"
-    assert wallet.pipeline.adapter_for(chain, network).get_balance(dest) == TOO_MUCH[chain]
+    assert wallet.network_adapter(chain, network).get_balance(dest) == TOO_MUCH[chain]
 
 
 def test_policy_denial_is_recorded(wallet: Wallet, chain: str) -> None:
@@ -156,7 +156,7 @@ def test_transient_failures_are_bounded(tmp_path: Path, chain: str) -> None:
         session = wallet.list_sessions(result.agent_id)[0]
         assert session.usage.total() == amount
         flaky.transient = 0
-        wallet.pipeline.reconcile(result.id, resend=True)  # as the next Wallet.open does
+        wallet._pipeline.reconcile(result.id, resend=True)  # as the next Wallet.open does
         final = wallet.get_transaction(result.id)
         assert final.status == "CONFIRMED"
         assert set(flaky.submitted) == {final.tx_hash}  # the same bytes every time
@@ -206,7 +206,7 @@ def test_real_expired_blockhash_is_rebuilt(tmp_path: Path) -> None:
         result = wallet.send(token, Transfer(to=dest, amount=amount))
         assert result.status == "CONFIRMED"
         assert "TX_RETRY" in events_of(wallet, result.id)
-        assert wallet.pipeline.adapter_for("solana", "localnet").get_balance(dest) == amount
+        assert wallet.network_adapter("solana", "localnet").get_balance(dest) == amount
 
 
 def test_second_stale_fails(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def _due(wallet: Wallet) -> None:
 
 def _received(wallet: Wallet, chain: str, dest: str) -> int:
     network = "localnet" if chain == "solana" else "local"
-    return wallet.pipeline.adapter_for(chain, network).get_balance(dest)
+    return wallet.network_adapter(chain, network).get_balance(dest)
 
 
 def test_kill_switch_cancels_a_queued_transaction(wallet: Wallet) -> None:
@@ -59,7 +59,7 @@ def test_kill_switch_recheck_catches_what_the_sweep_missed(wallet: Wallet) -> No
     """Even a QUEUED transaction that escaped the activation sweep (the switch turned on by
     another process after the due list was read) is cancelled by the re-check."""
     tx_id, _session, dest = _queue_delay(wallet)
-    with wallet.db.write() as uow:
+    with wallet._db.write() as uow:
         state = KillSwitchState(active=True, activated_at=wallet.clock.now(), reason="x")
         uow.state.put(killswitch.KEY, state.model_dump(), now=wallet.clock.now())
         uow.commit()
@@ -156,7 +156,7 @@ def test_approved_transaction_is_rechecked(wallet: Wallet) -> None:
     queued = wallet.send(token, Transfer(to=dest, amount=TIER_AMOUNTS["solana"]["APPROVAL"]))
     message = wallet.approval_message(queued.id)
     # the agent's status changes under the approval (as another process would do it)
-    with wallet.db.write() as uow:
+    with wallet._db.write() as uow:
         uow.agents.cas_status(agent.id, ["ACTIVE"], "SUSPENDED", updated_at=wallet.clock.now())
         uow.commit()
     result = wallet.approve(queued.id, owner.sign(message))
@@ -270,7 +270,7 @@ def test_locked_between_admission_and_signing_fails_the_request(tmp_path: Path) 
 
     def lock_after_admission(stage: str, tx_id: str) -> None:
         if stage == "admitted":
-            holder[0].keystore.lock()
+            holder[0]._keystore.lock()
 
     with local_wallet(
         tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=lock_after_admission)

@@ -17,7 +17,7 @@ from waiaas.wallet import Wallet
 
 def _balances(wallet: Wallet, agent_id: str, dest: str) -> tuple[int, int]:
     agent = wallet.get_agent(agent_id)
-    adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
+    adapter = wallet.network_adapter(agent.chain, agent.network)
     return adapter.get_balance(agent.public_key), adapter.get_balance(dest)
 
 
@@ -230,7 +230,7 @@ def test_token_transfer_moves_exact_token_amounts(wallet: Wallet, chain: str) ->
     """A token transfer (SPL on Solana, ERC-20 on EVM) goes through the pipeline with the
     default tier for requests without a native amount, and moves exactly its amount."""
     agent = new_agent(wallet, chain)
-    adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
+    adapter = wallet.network_adapter(agent.chain, agent.network)
     mint = adapter.create_test_token(decimals=6)  # type: ignore[attr-defined]
     adapter.mint_test_token(mint, agent.public_key, 10**12)  # type: ignore[attr-defined]
     token = wallet.issue_session(agent.id).token

@@ -64,7 +64,7 @@ def test_pruned_node_after_a_crash_at_submit_pays_exactly_once(
     server.advance(400)
     server.prune(keep_slots=10)
     with open_wallet(spec) as wallet:
-        adapter = wallet.pipeline.adapter_for("solana", "localnet")
+        adapter = wallet.network_adapter("solana", "localnet")
         balance_before = adapter.get_balance(to)
         for _ in range(2):
             wallet.process_due()
@@ -208,6 +208,6 @@ def test_evm_replacement_reuses_the_nonce(tmp_path: Path) -> None:
         ]
         assert len(rebuilt) == 1 and len(flaky.submitted) == 2
         assert signed[0].details["nonce"] is not None
-        row = w.pipeline.get_row(result.id)
+        row = w._pipeline.get_row(result.id)
         meta = json.loads(row.metadata_json or "{}")
         assert meta["replaced"]["nonce"] == meta["signed"]["nonce"] == signed[0].details["nonce"]

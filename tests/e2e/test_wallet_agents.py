@@ -42,11 +42,11 @@ def test_create_agent_activates_and_audits(wallet: Wallet, chain: str) -> None:
         "AGENT_CREATED",
         "AGENT_ACTIVATED",
     ]
-    assert wallet.keystore.has_key(agent.id)
-    assert wallet.keystore.public_key(agent.id) == agent.public_key
-    adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
+    assert wallet._keystore.has_key(agent.id)
+    assert wallet._keystore.public_key(agent.id) == agent.public_key
+    adapter = wallet.network_adapter(agent.chain, agent.network)
     assert adapter.validate_address(agent.public_key) == agent.public_key
-    with wallet.keystore.use_key(agent.id) as secret:
+    with wallet._keystore.use_key(agent.id) as secret:
         assert adapter.address_of(bytes(secret)) == agent.public_key
     if chain == "evm":
         from waiaas.keystore.keys import to_checksum_address
@@ -78,7 +78,7 @@ def test_agent_creation_interrupted_after_key_is_finished_on_open(tmp_path: obje
     clock = FrozenClock()
     chains = local_chains()
     with local_wallet(directory, clock=clock, chains=chains) as wallet:
-        adapter = wallet.pipeline.adapter_for("solana", "localnet")
+        adapter = wallet.network_adapter("solana", "localnet")
         rows = []
         for name, store_key in (("with-key", True), ("no-key", False)):
             secret, public = adapter.generate_secret()
@@ -92,11 +92,11 @@ def test_agent_creation_interrupted_after_key_is_finished_on_open(tmp_path: obje
                 created_at=clock.now(),
                 updated_at=clock.now(),
             )
-            with wallet.db.write() as uow:
+            with wallet._db.write() as uow:
                 uow.agents.add(row)
                 uow.commit()
             if store_key:
-                wallet.keystore.add_key(row.id, "solana", secret, public)
+                wallet._keystore.add_key(row.id, "solana", secret, public)
             rows.append(row.id)
     with local_wallet(directory, clock=clock, chains=chains) as wallet:
         assert wallet.get_agent(IDS["with-key"]).status == AgentStatus.ACTIVE
@@ -161,8 +161,8 @@ def test_terminate_revokes_cancels_and_keeps_history(wallet: Wallet) -> None:
     assert wallet.get_transaction(waiting.id).status == "CANCELLED"
     assert wallet.get_transaction(done.id).status == "CONFIRMED"
     assert wallet.get_session(issued.session_id).status == "revoked"
-    assert not wallet.keystore.has_key(agent.id)
-    assert wallet.keystore.archived_keys(agent.id)
+    assert not wallet._keystore.has_key(agent.id)
+    assert wallet._keystore.archived_keys(agent.id)
     with pytest.raises((AgentNotActiveError, StateError)):
         wallet.issue_session(agent.id)
     with pytest.raises((AuthError, AgentNotActiveError)):
@@ -231,7 +231,7 @@ def test_rotate_key_then_send_from_the_new_key(wallet: Wallet, chain: str) -> No
     old = agent.public_key
     rotated = wallet.rotate_key(agent.id)
     assert rotated.public_key != old
-    assert wallet.keystore.public_key(agent.id) == rotated.public_key
+    assert wallet._keystore.public_key(agent.id) == rotated.public_key
     row = next(e for e in all_audit(wallet, agent_id=agent.id) if e.event_type == "KEY_ROTATED")
     assert row.details == {"old_public_key": old, "new_public_key": rotated.public_key}
     fund(wallet, agent.id, 10**19 if chain == "evm" else 10 * SOL)
@@ -240,7 +240,7 @@ def test_rotate_key_then_send_from_the_new_key(wallet: Wallet, chain: str) -> No
     amount = TIER_AMOUNTS[chain]["INSTANT"]
     result = wallet.send(token, Transfer(to=dest, amount=amount))
     assert result.status == "CONFIRMED"
-    adapter = wallet.pipeline.adapter_for(agent.chain, agent.network)
+    adapter = wallet.network_adapter(agent.chain, agent.network)
     assert adapter.get_balance(dest) == amount
     assert adapter.get_balance(old) == 0
 
@@ -298,4 +298,4 @@ def test_terminate_cancels_a_pending_transaction(tmp_path: Path) -> None:
         interrupt["on"] = False
         wallet.process_due()
         assert wallet.get_transaction(tx_id).status == "CANCELLED"
-        assert wallet.pipeline.adapter_for("evm", "local").get_balance(dest) == 0
+        assert wallet.network_adapter("evm", "local").get_balance(dest) == 0

@@ -36,10 +36,13 @@ from waiaas.wallet import Wallet
 UNKNOWN = "01900000-0000-7000-8000-000000000000"  # a well-formed id that names nothing
 
 
-def test_wallet_cannot_be_constructed_directly() -> None:
-    """Wallet() is refused; Wallet.open is the only way in."""
-    with pytest.raises(TypeError, match=r"Wallet\.open"):
-        Wallet()
+def test_wallet_constructor_takes_its_collaborators_by_name() -> None:
+    """Wallet() needs its collaborators (built by Wallet.open's factory), by keyword only:
+    there is no half-built wallet."""
+    with pytest.raises(TypeError, match="required keyword-only arguments"):
+        Wallet()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="positional"):
+        Wallet(object())  # type: ignore[misc,call-arg]
 
 
 def test_context_manager_closes_and_close_is_idempotent(tmp_path: Path) -> None:
@@ -73,10 +76,10 @@ def test_explicit_open_and_close(tmp_path: Path) -> None:
         clock=FrozenClock(),
     )
     try:
-        assert not wallet.keystore.locked
+        assert not wallet._keystore.locked
     finally:
         wallet.close()
-    assert wallet.keystore.locked
+    assert wallet._keystore.locked
 
 
 def test_reopen_keeps_agents_policies_sessions_and_transactions(tmp_path: Path) -> None:
@@ -129,9 +132,9 @@ def test_repr_has_no_secrets(tmp_path: Path) -> None:
             str(wallet),
             repr(issued),
             str(issued),
-            repr(wallet.keystore),
-            repr(wallet.sessions),
-            repr(wallet.pipeline.gate),
+            repr(wallet._keystore),
+            repr(wallet._sessions),
+            repr(wallet._pipeline.gate),
             repr(agent),
             repr(wallet.get_session(issued.session_id)),
             repr(wallet.config),

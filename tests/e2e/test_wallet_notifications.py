@@ -79,7 +79,7 @@ def test_a_failing_channel_never_affects_the_transaction(
     _s, dest = generate_keypair("solana")
     result = wallet.send(token, Transfer(to=dest, amount=SOL // 2))
     assert result.status == TxStatus.CONFIRMED
-    wallet.pipeline.notifier.target.flush(timeout=30)  # type: ignore[union-attr]
+    wallet._pipeline.notifier.target.flush(timeout=30)  # type: ignore[union-attr]
     failed = wallet.audit(event_types=["NOTIFICATION_FAILED"]).entries
     assert failed, "the all-channels-failed audit row is missing"
     assert wallet.get_transaction(result.id).status == TxStatus.CONFIRMED

@@ -30,8 +30,8 @@ def test_database_with_agents_and_no_keystore_is_refused(tmp_path: Path) -> None
     db = tmp_path / "wallet.db"
     with _open(db) as wallet:
         wallet.create_agent("a", "solana")
-        ks = wallet.keystore.path
-        ks_id = wallet.keystore.keystore_id
+        ks = wallet.keystore_path
+        ks_id = wallet._keystore.keystore_id
     saved = tmp_path / "saved.keystore"
     shutil.move(ks, saved)
     for password in (TEST_PASSWORD, "any other password"):
@@ -51,7 +51,7 @@ def test_database_from_before_keystore_ids_with_agents_is_refused(tmp_path: Path
     db = tmp_path / "wallet.db"
     with _open(db) as wallet:
         wallet.create_agent("a", "solana")
-        ks = wallet.keystore.path
+        ks = wallet.keystore_path
     conn = sqlite3.connect(db)
     conn.execute("DELETE FROM wallet_state WHERE key = 'keystore'")
     conn.commit()
@@ -68,9 +68,9 @@ def test_a_foreign_keystore_is_refused(tmp_path: Path) -> None:
     db1, db2 = tmp_path / "one.db", tmp_path / "two.db"
     with _open(db1) as one:
         one.create_agent("a", "solana")
-        ks1, id1 = one.keystore.path, one.keystore.keystore_id
+        ks1, id1 = one.keystore_path, one._keystore.keystore_id
     with _open(db2) as two:
-        ks2, id2 = two.keystore.path, two.keystore.keystore_id
+        ks2, id2 = two.keystore_path, two._keystore.keystore_id
     with pytest.raises(KeystoreMismatchError) as caught:
         _open(db1, ks2)
     assert caught.value.expected_id == id1
@@ -83,7 +83,7 @@ def test_a_new_database_gets_a_new_keystore_and_records_it(tmp_path: Path) -> No
     """Only a new database creates a keystore; its id is recorded in the database."""
     db = tmp_path / "wallet.db"
     with _open(db) as wallet:
-        created = wallet.keystore.keystore_id
+        created = wallet._keystore.keystore_id
     row = (
         sqlite3.connect(db)
         .execute("SELECT value FROM wallet_state WHERE key = 'keystore'")

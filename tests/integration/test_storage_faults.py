@@ -120,8 +120,8 @@ def test_disk_full_is_disk_full_and_close_still_locks(tmp_path: Path) -> None:
         assert "disk is full" in caught.value.message
         assert caught.value.operation in ("write", "commit", "begin", "read")
         wallet.close()  # must not raise although its last write fails
-        assert wallet.keystore.locked
-        assert wallet.db.closed
+        assert wallet._keystore.locked
+        assert wallet._db.closed
         filler.unlink()
         audit_after, agents_after = _history(db)
         assert audit_after >= audit_before
@@ -129,7 +129,7 @@ def test_disk_full_is_disk_full_and_close_still_locks(tmp_path: Path) -> None:
         with _open(db, ks, clock) as again:
             info = again.get_agent(agent.id)
             assert info.status in ("ACTIVE", "SUSPENDED")
-            assert again.db.integrity_check() == []
+            assert again._db.integrity_check() == []
 
 
 def test_read_only_mount_refuses_open_with_read_only_error(tmp_path: Path) -> None:

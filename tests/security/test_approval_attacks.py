@@ -155,7 +155,7 @@ def test_the_agent_key_cannot_approve(wallet: Wallet) -> None:
     message = wallet.approval_message(tx_id).encode()
     from nacl.signing import SigningKey
 
-    with wallet.keystore.use_key(agent_id) as secret:
+    with wallet._keystore.use_key(agent_id) as secret:
         signature = SigningKey(bytes(secret)[:32]).sign(message).signature
     _refused(wallet, tx_id, lambda: wallet.approve(tx_id, b58encode(signature)))
     _still_approvable(wallet, owner, tx_id)

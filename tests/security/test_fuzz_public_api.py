@@ -169,9 +169,9 @@ def test_hostile_input_raises_only_waiaas_errors(env: _Env, data: st.DataObject)
     file stays sound."""
     name = data.draw(st.sampled_from(METHODS), label="method")
     _call(env.wallet, name, data, env.valid)
-    if env.wallet.keystore.locked:
+    if env.wallet._keystore.locked:
         env.wallet.unlock(TEST_PASSWORD)
-    assert env.wallet.db.integrity_check() == []
+    assert env.wallet._db.integrity_check() == []
 
 
 @settings(max_examples=max(10, EXAMPLES // 3), deadline=None, database=None)

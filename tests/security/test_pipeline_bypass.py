@@ -396,8 +396,8 @@ def test_no_secret_reaches_logs_errors_or_audit(
             texts.append(str(exc))
         secrets: list[str] = [TEST_PASSWORD, token, token.split(".")[2]]
         for agent in wallet.list_agents():
-            if wallet.keystore.has_key(agent.id):
-                with wallet.keystore.use_key(agent.id) as secret:
+            if wallet._keystore.has_key(agent.id):
+                with wallet._keystore.use_key(agent.id) as secret:
                     raw = bytes(secret)
                 secrets += [raw.hex(), b58encode(raw), raw[:32].hex(), b58encode(raw[:32])]
         texts += [json.dumps(e.details) + e.actor for e in all_audit(wallet)]

@@ -38,7 +38,7 @@ def chain(request: pytest.FixtureRequest) -> str:
 
 
 def _adapter(wallet: Wallet, chain: str) -> Any:
-    return wallet.pipeline.adapter_for(chain, NETWORK[chain])
+    return wallet.network_adapter(chain, NETWORK[chain])
 
 
 def _token(wallet: Wallet, chain: str, holder: str, amount: int, decimals: int = 6) -> str:
@@ -62,7 +62,7 @@ def _denied(wallet: Wallet, token: str, request: Any) -> PolicyDeniedError:
 
 
 def _meta(wallet: Wallet, tx_id: str) -> dict[str, Any]:
-    return wallet.pipeline._meta(wallet.pipeline.get_row(tx_id))
+    return wallet._pipeline._meta(wallet._pipeline.get_row(tx_id))
 
 
 # --------------------------------------------------------------------------- item 1
@@ -149,7 +149,7 @@ def test_item4_a_signature_over_one_plan_is_refused_for_another(wallet: Wallet, 
     queued = wallet.send(token, Transfer(to=dest, amount=amount))
     signature = owner.sign(wallet.approval_message(queued.id))
     meta = _meta(wallet, queued.id)
-    with wallet.db.write() as uow:  # someone swaps the stored plan's digest
+    with wallet._db.write() as uow:  # someone swaps the stored plan's digest
         swapped = dict(meta, plan_digest="0x" + "ab" * 32)
         uow.transactions.update_fields(queued.id, metadata=swapped)
         wallet.pipeline._seal_tx(uow, queued.id)
@@ -157,7 +157,7 @@ def test_item4_a_signature_over_one_plan_is_refused_for_another(wallet: Wallet, 
     with pytest.raises(ApprovalError):
         wallet.approve(queued.id, signature)
     assert events_of(wallet, queued.id)[-1] == "AUTH_FAILED"
-    with wallet.db.write() as uow:
+    with wallet._db.write() as uow:
         uow.transactions.update_fields(queued.id, metadata=meta)
         wallet.pipeline._seal_tx(uow, queued.id)
         uow.commit()
@@ -174,7 +174,7 @@ def test_item4_a_signature_over_one_plan_is_refused_for_another(wallet: Wallet, 
                 uow.commit()
 
     holder["w"] = wallet
-    wallet.pipeline.hooks = PipelineHooks(on_stage=tamper)
+    wallet._pipeline.hooks = PipelineHooks(on_stage=tamper)
     result = wallet.approve(queued.id, owner.sign(wallet.approval_message(queued.id)))
     assert result.status == "FAILED"
     assert result.error is not None and result.error.startswith("PLAN_MISMATCH")

@@ -53,10 +53,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _signed_plan(wallet: Wallet, chain: str, tx_id: str) -> Any:
-    row = wallet.pipeline.get_row(tx_id)
-    meta = wallet.pipeline._meta(row)
+    row = wallet._pipeline.get_row(tx_id)
+    meta = wallet._pipeline._meta(row)
     assert "signed" in meta, (row.status, row.error, meta.get("error"))
-    adapter = wallet.pipeline.adapter_for(chain, NETWORK[chain])
+    adapter = wallet.network_adapter(chain, NETWORK[chain])
     return meta, adapter, adapter.plan_of_signed(_signed_from_json(chain, meta["signed"]))
 
 
@@ -127,7 +127,7 @@ def test_effects_of_the_signed_bytes_are_the_effects_judged(
     policies evaluated at admission, and the signed plan is the stored plan."""
     wallet: Wallet = world["wallet"]
     w = world[chain]
-    adapter = wallet.pipeline.adapter_for(chain, NETWORK[chain])
+    adapter = wallet.network_adapter(chain, NETWORK[chain])
     token = adapter.create_test_token(decimals=6)
     adapter.mint_test_token(token, w["agent"].public_key, 10**12)
     dests = [recipient(chain) for _ in range(3)]

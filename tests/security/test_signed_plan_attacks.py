@@ -43,7 +43,7 @@ def chain(request: pytest.FixtureRequest) -> str:
 
 
 def _balance(wallet: Wallet, chain: str, address: str) -> int:
-    return int(wallet.pipeline.adapter_for(chain, NETWORK[chain]).get_balance(address))
+    return int(wallet.network_adapter(chain, NETWORK[chain]).get_balance(address))
 
 
 def _due(wallet: Wallet, seconds: int | None = None) -> None:
@@ -218,8 +218,8 @@ def test_item10_bytes_signed_before_the_kill_switch_are_never_sent(
         assert "TX_SIGNED" in events and "TX_SUBMITTED" not in events
         assert events[-1] == "TX_CANCELLED"
         assert _balance(w, chain, dest) == 0
-        signed = w.pipeline._meta(w.pipeline.get_row(result.id))["signed"]
-        adapter = w.pipeline.adapter_for(chain, NETWORK[chain])
+        signed = w._pipeline._meta(w._pipeline.get_row(result.id))["signed"]
+        adapter = w.network_adapter(chain, NETWORK[chain])
         from waiaas.chains.base import ChainTxState
         from waiaas.pipeline.engine import _signed_from_json
 
@@ -323,10 +323,10 @@ def test_item3_token_tier_uses_the_chains_decimals_not_the_agents(
     with _usd_wallet(tmp_path, oracle) as w:
         owner = owner_for("evm")
         agent = new_agent(w, "evm", owner=owner)
-        adapter = w.pipeline.adapter_for("evm", "local")
+        adapter = w.network_adapter("evm", "local")
         mint = adapter.create_test_token(decimals=6)
         adapter.mint_test_token(mint, agent.public_key, 10**13)
-        oracle.prices[w.pipeline.adapter_for("evm", "local").validate_address(mint)] = Decimal(1)
+        oracle.prices[w.network_adapter("evm", "local").validate_address(mint)] = Decimal(1)
         w.add_policy("SPENDING_LIMIT", {"asset": "*", **USD_TIERS}, agent_id=agent.id)
         token = w.issue_session(agent.id).token
         result = w.send(
@@ -341,7 +341,7 @@ def test_item3_contradicting_decimals_are_refused(tmp_path: Path) -> None:
     """Item 3: decimals that contradict the chain are refused before anything is recorded."""
     with _usd_wallet(tmp_path, _Oracle({})) as w:
         agent = new_agent(w, "evm")
-        adapter = w.pipeline.adapter_for("evm", "local")
+        adapter = w.network_adapter("evm", "local")
         mint = adapter.create_test_token(decimals=6)
         token = w.issue_session(agent.id).token
         with pytest.raises(InvalidInputError) as info:

@@ -97,7 +97,7 @@ def _reported(path: Path) -> tuple[Any, list[Any]]:
     try:
         report = w.verify_audit()
         rows = w.audit(event_types=[AuditEvent.TAMPER_DETECTED]).entries
-        notified = [e for e in w.pipeline.notifier.target.events]  # type: ignore[union-attr]
+        notified = [e for e in w._pipeline.notifier.target.events]  # type: ignore[union-attr]
         assert rows and rows[0].severity == "critical"
         assert any(e.event_type == AuditEvent.TAMPER_DETECTED for e in notified)
         return report, list(rows)
@@ -280,7 +280,7 @@ def _tamper_rows(w: Wallet) -> list[Any]:
 
 
 def _notified(w: Wallet) -> list[Any]:
-    target = w.pipeline.notifier.target  # type: ignore[union-attr]
+    target = w._pipeline.notifier.target  # type: ignore[union-attr]
     return [e for e in target.events if e.event_type == AuditEvent.TAMPER_DETECTED]
 
 

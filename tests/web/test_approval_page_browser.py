@@ -126,7 +126,7 @@ def test_evm_owner_reads_the_effects_signs_and_the_transfer_executes(
     _screenshot(browser, "approval-page-evm-approved.png")
     tx = served.wallet.get_transaction(tx_id)
     assert tx.status == "CONFIRMED" and tx.tx_hash and tx.tx_hash in text
-    adapter = served.wallet.pipeline.adapter_for("evm", "local")
+    adapter = served.wallet.network_adapter("evm", "local")
     assert adapter.get_balance(dest) == 2 * 10**18
     assert _csp_violations(browser) == []
 
@@ -147,7 +147,7 @@ def test_solana_owner_rejects_with_a_phantom_style_wallet(served: Served, browse
     assert (cls, text) == ("ok", "Rejected. The transaction will not execute.")
     _screenshot(browser, "approval-page-solana-rejected.png")
     assert served.wallet.get_transaction(tx_id).status == "CANCELLED"
-    assert served.wallet.pipeline.adapter_for("solana", "localnet").get_balance(dest) == 0
+    assert served.wallet.network_adapter("solana", "localnet").get_balance(dest) == 0
 
 
 def test_solana_owner_approves_with_a_wallet_standard_wallet(served: Served, browser: Any) -> None:
@@ -161,7 +161,7 @@ def test_solana_owner_approves_with_a_wallet_standard_wallet(served: Served, bro
     cls, text = _outcome(browser)
     assert cls == "ok", text
     assert served.wallet.get_transaction(tx_id).status == "CONFIRMED"
-    assert served.wallet.pipeline.adapter_for("solana", "localnet").get_balance(dest) == 11 * 10**9
+    assert served.wallet.network_adapter("solana", "localnet").get_balance(dest) == 11 * 10**9
 
 
 def test_a_stale_link_is_refused_on_the_page(served: Served, browser: Any) -> None:

@@ -215,7 +215,7 @@ def _count(wallet: Any, filters: dict[str, Any]) -> int:
                     for n, v in zip(names, values, strict=True)
                 }
             )
-    with wallet.db.read() as uow:
+    with wallet._db.read() as uow:
         sql = "SELECT count(*) FROM audit_log WHERE " + " AND ".join(where)
         return int(uow.session.execute(text(sql), params).scalar_one())
 
@@ -307,7 +307,7 @@ def backup(
     """A consistent copy of the database (VACUUM INTO). Back up the keystore directory too."""
     with open_wallet(ctx) as wallet:
         path = wallet.backup(directory)
-        keystore = wallet.keystore.path
+        keystore = wallet.keystore_path
     if json_:
         emit_json({"path": str(path), "keystore": str(keystore)})
     else:
@@ -536,6 +536,6 @@ def serve_approvals(
         if mount:
             app = Starlette(routes=[Mount(mount, app=app)])
         err().print(f"serving owner approvals at {url} (listening on {host}:{port})")
-        if not wallet.pipeline.adapters:
+        if not wallet.networks:
             err().print("no --rpc chain: approved transactions execute in the wallet process")
         uvicorn.run(app, host=host, port=port, log_level="warning", ws="none", lifespan="off")

@@ -62,7 +62,7 @@ from waiaas.errors import (
     WaiaasError,
 )
 from waiaas.ids import new_id
-from waiaas.pipeline import approvals, killswitch, plans
+from waiaas.pipeline import agent_states, approvals, killswitch, plans
 from waiaas.pipeline.gate import agent_context as approvals_context
 from waiaas.pipeline.report import DueProblem, DueReport
 from waiaas.pipeline.requests import (
@@ -1528,14 +1528,8 @@ class Pipeline:
         self, uow: UnitOfWork, agent: AgentRow, reason: str, now: int, outbox: _Outbox
     ) -> None:
         reason = reason.removeprefix("auto-stop:").strip()
-        if not uow.agents.cas_status(
-            agent.id,
-            ["ACTIVE"],
-            "SUSPENDED",
-            suspended_at=now,
-            suspension_reason=f"auto-stop: {reason}",
-            updated_at=now,
-        ):
+        current = uow.agents.get(agent.id)  # inside the write lock: the move below cannot race
+        if current is None or not agent_states.can_move(current.status, "SUSPENDED", "system"):
             return
         uow.audit.append(
             E.AUTO_STOP_TRIGGERED,
@@ -1544,15 +1538,19 @@ class Pipeline:
             agent_id=agent.id,
             details={"reason": reason},
         )
-        self.contain_suspended(
-            uow, agent.id, actor="system", reason=f"auto-stop: {reason}", now=now, outbox=outbox
-        )
-        uow.audit.append(
-            E.AGENT_SUSPENDED,
+        agent_states.require_move(
+            uow,
+            agent.id,
+            [current.status],
+            "SUSPENDED",
             actor="system",
             now=now,
-            agent_id=agent.id,
             details={"reason": f"auto-stop: {reason}"},
+            suspended_at=now,
+            suspension_reason=f"auto-stop: {reason}",
+        )
+        self.contain_suspended(
+            uow, agent.id, actor="system", reason=f"auto-stop: {reason}", now=now, outbox=outbox
         )
         outbox.add(
             E.AUTO_STOP_TRIGGERED, agent_id=agent.id, reason=reason, severity=Severity.CRITICAL

@@ -15,7 +15,8 @@ from typing import Any
 
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import KillSwitchActiveError, StateError
-from waiaas.types import AuditEvent, KillSwitchState, Severity
+from waiaas.pipeline import agent_states, states
+from waiaas.types import AgentStatus, AuditEvent, KillSwitchState, Severity
 
 __all__ = ["KILL_SWITCH_REASON", "activate", "ensure_inactive", "is_active", "recover", "state"]
 
@@ -57,22 +58,18 @@ def activate(uow: UnitOfWork, *, actor: str, reason: str, now: int) -> dict[str,
     )
     suspended = []
     for agent in uow.agents.list(status="ACTIVE"):
-        if uow.agents.cas_status(
+        if agent_states.move(
+            uow,
             agent.id,
-            ["ACTIVE"],
-            "SUSPENDED",
+            [AgentStatus.ACTIVE],
+            AgentStatus.SUSPENDED,
+            actor=actor,
+            now=now,
+            details={"reason": KILL_SWITCH_REASON},
             suspended_at=now,
             suspension_reason=KILL_SWITCH_REASON,
-            updated_at=now,
         ):
             suspended.append(agent.id)
-            uow.audit.append(
-                AuditEvent.AGENT_SUSPENDED,
-                actor=actor,
-                now=now,
-                agent_id=agent.id,
-                details={"reason": KILL_SWITCH_REASON},
-            )
     revoked = []
     for session in uow.sessions.live(now):
         if uow.sessions.revoke(session.id, now):
@@ -87,18 +84,10 @@ def activate(uow: UnitOfWork, *, actor: str, reason: str, now: int) -> dict[str,
             )
     cancelled = []
     for row in uow.transactions.with_status(["PENDING", "QUEUED"], limit=1_000_000):
-        previous = row.status  # the CAS refreshes ``row``: keep the status it was found in
-        if uow.transactions.cas_status(row.id, previous, "CANCELLED", error="KILL_SWITCH"):
+        if states.cancel_found(
+            uow, row, actor=actor, now=now, code="KILL_SWITCH", reason=KILL_SWITCH_REASON
+        ):
             cancelled.append(row.id)
-            uow.audit.append(
-                AuditEvent.TX_CANCELLED,
-                actor=actor,
-                now=now,
-                agent_id=row.agent_id,
-                session_id=row.session_id,
-                tx_id=row.id,
-                details={"from": previous, "to": "CANCELLED", "reason": KILL_SWITCH_REASON},
-            )
     summary = {
         "reason": reason,
         "agents_suspended": len(suspended),
@@ -133,25 +122,21 @@ def recover(uow: UnitOfWork, *, actor: str, now: int, resume_agents: bool) -> di
     resumed = []
     if resume_agents:
         for agent in uow.agents.list(status="SUSPENDED"):
-            if agent.suspension_reason == KILL_SWITCH_REASON and uow.agents.cas_status(
+            if agent.suspension_reason == KILL_SWITCH_REASON and agent_states.move(
+                uow,
                 agent.id,
-                ["SUSPENDED"],
-                "ACTIVE",
+                [AgentStatus.SUSPENDED],
+                AgentStatus.ACTIVE,
+                actor=actor,
+                now=now,
+                details={"reason": "kill switch recovered"},
                 suspended_at=None,
                 suspension_reason=None,
-                updated_at=now,
             ):
                 resumed.append(agent.id)
                 from waiaas.pipeline.gate import restart_auto_stop
 
                 restart_auto_stop(uow, agent.id, now)
-                uow.audit.append(
-                    AuditEvent.AGENT_RESUMED,
-                    actor=actor,
-                    now=now,
-                    agent_id=agent.id,
-                    details={"reason": "kill switch recovered"},
-                )
     summary = {"activated_at": current.activated_at, "agents_resumed": len(resumed)}
     uow.audit.append(AuditEvent.KILL_SWITCH_RECOVERED, actor=actor, now=now, details=summary)
     return {**summary, "resumed_ids": resumed}

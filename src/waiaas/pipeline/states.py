@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from waiaas.db.tables import TransactionRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import InvalidTransitionError
 from waiaas.types import AuditEvent, TxStatus
 
-__all__ = ["ALLOWED", "can_transition", "transition"]
+__all__ = ["ALLOWED", "can_transition", "cancel_found", "transition"]
 
 S = TxStatus
 ALLOWED: Mapping[TxStatus, frozenset[TxStatus]] = {
@@ -85,3 +86,38 @@ def transition(
             tx_id=tx_id,
             details=payload,
         )
+
+
+def cancel_found(
+    uow: UnitOfWork, row: TransactionRow, *, actor: str, now: int, code: str, reason: str
+) -> bool:
+    """Cancel ``row`` from the status it was read in, for a bulk stop (the kill switch, an
+    agent's termination): :func:`transition` with a TX_CANCELLED row (``reason`` in its
+    details, ``code`` as the stored error).
+
+    Returns:
+        ``False`` when another writer moved it first (nothing was written).
+
+    Raises:
+        InvalidTransitionError: its status cannot go to CANCELLED.
+    """
+    current = TxStatus(row.status)
+    if not can_transition(current, S.CANCELLED):
+        raise InvalidTransitionError("transaction", row.id, current, S.CANCELLED)
+    try:
+        transition(
+            uow,
+            row.id,
+            current,
+            S.CANCELLED,
+            event=AuditEvent.TX_CANCELLED,
+            actor=actor,
+            now=now,
+            agent_id=row.agent_id,
+            session_id=row.session_id,
+            details={"reason": reason},
+            error=code,
+        )
+    except InvalidTransitionError:
+        return False  # lost the race: the row is no longer in ``current``
+    return True

@@ -133,12 +133,13 @@ class _Approvals:
     def _lookup(self, tx_id: str, token: str) -> approvals.ApprovalRequest | None:
         """The approval behind a link, or ``None`` for any bad link (one answer for all)."""
         try:
-            req = self.wallet.pipeline.approval_request(tx_id)
+            req = self.wallet._pipeline.approval_request(tx_id)
         except (NotFoundError, ApprovalError, InvalidInputError):
             # The same HMAC work as for a real transaction: no timing hint that it exists.
-            check_token(self.wallet.keystore, "-", "-", 0, token)
+            check_token(self.wallet._keystore, "-", "-", 0, token)
             return None
-        if not check_token(self.wallet.keystore, req.tx_id, req.approval_id, req.expires_at, token):
+        keystore = self.wallet._keystore
+        if not check_token(keystore, req.tx_id, req.approval_id, req.expires_at, token):
             return None
         return req
 

@@ -1,0 +1,300 @@
+"""The composition root: :func:`build_wallet` opens the database and the keystore, builds
+every collaborator of :class:`~waiaas.wallet.Wallet`, finishes what a crash left behind and
+hands them to the ``Wallet`` constructor. ``Wallet.open`` is its only caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from waiaas import integrity
+from waiaas.background import BackgroundRunner
+from waiaas.chains.base import ChainAdapter
+from waiaas.clock import Clock, SystemClock
+from waiaas.config import WalletConfig
+from waiaas.db import Database
+from waiaas.errors import (
+    InvalidInputError,
+    KeystoreMismatchError,
+    KeystoreMissingError,
+    TamperDetectedError,
+    WaiaasError,
+)
+from waiaas.keystore import Keystore, check_password_strength, resolve_password
+from waiaas.pipeline.engine import Pipeline, PipelineHooks
+from waiaas.pipeline.gate import PolicyGate
+from waiaas.policy.model import PriceOracle
+from waiaas.services.agents import AgentService
+from waiaas.services.policies import PolicyService
+from waiaas.services.queries import QueryService
+from waiaas.sessions import SessionManager
+from waiaas.types import AuditEvent, AuditReport
+
+if TYPE_CHECKING:
+    from waiaas.notify.base import Notifier
+    from waiaas.wallet import Wallet
+
+__all__ = ["build_wallet"]
+
+log = logging.getLogger("waiaas")
+
+_KEYSTORE_STATE = "keystore"  # wallet_state key: {"id": <keystore id>}
+
+
+@dataclass(frozen=True)
+class _Options:
+    config: WalletConfig
+    clock: Clock
+    adapters: dict[tuple[str, str], ChainAdapter]
+    notifier: Notifier | None
+    price_oracle: PriceOracle | None
+    hooks: PipelineHooks | None
+
+
+def _adapters(chains: Iterable[ChainAdapter]) -> dict[tuple[str, str], ChainAdapter]:
+    adapters: dict[tuple[str, str], ChainAdapter] = {}
+    for adapter in chains:
+        if not isinstance(adapter, ChainAdapter):
+            raise InvalidInputError(
+                f"{adapter!r} does not implement the ChainAdapter protocol", field="chains"
+            )
+        key = (adapter.chain, adapter.network)
+        if key in adapters:
+            raise InvalidInputError(f"two adapters for {key[0]}/{key[1]}", field="chains")
+        adapters[key] = adapter
+    return adapters
+
+
+def _new_keystore_at(path: object, keystore_dir: str | None) -> bool:
+    """Whether opening ``path`` would create a new keystore (False when unsure: the path is
+    validated, with a proper error, by ``Database.open``)."""
+    if not isinstance(path, str | os.PathLike):
+        return False
+    try:
+        return not Keystore.exists(Path(keystore_dir or f"{Path(path)}.keystore"))
+    except (OSError, ValueError):
+        return False
+
+
+def build_wallet(
+    path: str | os.PathLike[str],
+    *,
+    password: str | None,
+    chains: Iterable[ChainAdapter],
+    config: WalletConfig | None,
+    clock: Clock | None,
+    notifier: Notifier | None,
+    price_oracle: PriceOracle | None,
+    hooks: PipelineHooks | None,
+) -> Wallet:
+    """Open (or create) the wallet at ``path``: see ``Wallet.open`` for the arguments and
+    the errors. The background runner is built, not started."""
+    config = config if config is not None else WalletConfig()
+    if not isinstance(config, WalletConfig):
+        raise InvalidInputError("config must be a WalletConfig", field="config")
+    options = _Options(
+        config=config,
+        clock=clock if clock is not None else SystemClock(),
+        adapters=_adapters(chains),
+        notifier=notifier,
+        price_oracle=price_oracle,
+        hooks=hooks,
+    )
+    if password is not None and _new_keystore_at(path, config.keystore_dir):
+        # A new wallet: refuse a weak password before any file is created.
+        check_password_strength(password, config.min_password_length)
+    db = Database.open(path)
+    try:
+        keystore_dir = Path(config.keystore_dir or f"{db.path}.keystore")
+        secret = resolve_password(password, keyring_user=str(db.path))
+        keystore = _open_keystore(db, keystore_dir, secret, options)
+        del secret
+        return _compose(db, keystore, options)
+    except BaseException:
+        db.close()
+        raise
+
+
+def _compose(db: Database, keystore: Keystore, o: _Options) -> Wallet:
+    from waiaas.notify import ChannelService, NotificationDispatcher
+    from waiaas.pipeline.notifications import PipelineNotifier
+    from waiaas.wallet import Wallet
+
+    seal = integrity.seal(
+        db, keystore, clock=o.clock, checkpoint_rows=o.config.audit_checkpoint_rows
+    )
+    tampered = _verify_on_open(db, seal, o.config)
+    sessions = SessionManager(db, keystore, o.clock, o.config)
+    channels = ChannelService(db, keystore, o.clock)
+    target = o.notifier
+    if target is None:
+        target = NotificationDispatcher(channels.source(), clock=o.clock)
+    late: list[QueryService] = []  # the queries need the pipeline, whose notifier needs them
+    pipeline = Pipeline(
+        db=db,
+        keys=keystore,
+        adapters=o.adapters,
+        sessions=sessions,
+        gate=PolicyGate(o.config, o.price_oracle),
+        clock=o.clock,
+        config=o.config,
+        notifier=PipelineNotifier(
+            db,
+            target,
+            o.clock,
+            link=_quietly(lambda tx_id: late[0].approval_link(tx_id), "no approval link"),
+            display=_quietly(lambda tx_id: late[0].display(tx_id), "cannot describe"),
+        ),
+        hooks=o.hooks,
+    )
+    agents = AgentService(db, keystore, o.clock, sessions, pipeline)
+    policies = PolicyService(db, o.clock, o.config, networks=tuple(o.adapters))
+    queries = QueryService(db, keystore, o.clock, o.config, pipeline, sessions, agents, policies)
+    late.append(queries)
+    if tampered is not None:
+        _report_tamper(db, seal, pipeline, tampered, o.clock)
+    _audit(db, o.clock, AuditEvent.KEYSTORE_UNLOCKED)
+    _audit(db, o.clock, AuditEvent.DAEMON_STARTED, {"chains": [f"{c}/{n}" for c, n in o.adapters]})
+    agents.recover()
+    pipeline.recover()
+    return Wallet(
+        db=db,
+        keystore=keystore,
+        integrity=seal,
+        sessions=sessions,
+        channels=channels,
+        pipeline=pipeline,
+        agents=agents,
+        policies=policies,
+        queries=queries,
+        runner=BackgroundRunner(
+            db, pipeline.process_due, checkpoint_interval=o.config.checkpoint_interval
+        ),
+        config=o.config,
+        clock=o.clock,
+    )
+
+
+def _quietly(read: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """``read``, logging a refusal and answering ``None`` (for notification messages)."""
+
+    def quiet(tx_id: str) -> Any:
+        try:
+            return read(tx_id)
+        except WaiaasError as exc:
+            log.warning("%s for %s: %s", what, tx_id, exc)
+            return None
+
+    return quiet
+
+
+def _audit(db: Database, clock: Clock, event: AuditEvent, details: Any = None) -> None:
+    with db.write() as uow:
+        uow.audit.append(event, actor="system", now=clock.now(), details=details)
+        uow.commit()
+
+
+def _verify_on_open(
+    db: Database, seal: integrity.Integrity, config: WalletConfig
+) -> AuditReport | None:
+    """Verify the audit rows since the last signed checkpoint and the recorded head.
+
+    Returns the report when broken and ``config.on_tamper == "report"``; raises
+    :class:`TamperDetectedError` when broken and ``"refuse"``; None when intact.
+    """
+    report = AuditReport(**integrity.verify_recent(db, seal))
+    if report.ok:
+        return None
+    log.critical("audit log integrity: %s", report.message)
+    if config.on_tamper == "refuse":
+        raise TamperDetectedError(
+            f"the audit log was tampered with: {report.message} (verify_audit() from a "
+            "backup, or open with WalletConfig(on_tamper='report') to investigate)",
+            entity="audit_log",
+            problem=report.problem or "altered",
+            entity_id=str(report.first_broken_id) if report.first_broken_id else None,
+            report=report,
+        )
+    return report
+
+
+def _report_tamper(
+    db: Database, seal: integrity.Integrity, pipeline: Pipeline, report: AuditReport, clock: Clock
+) -> None:
+    """Record a broken chain found at open, notify, and re-anchor at the log as found."""
+    details = report.model_dump(mode="json", exclude={"source"})
+    with db.write() as uow:
+        uow.audit.append(
+            AuditEvent.TAMPER_DETECTED, actor="system", now=clock.now(), details=details
+        )
+        head = uow.audit.head()
+        seal.write_checkpoint(uow, head)
+        uow.commit()
+    seal.reset_head(*head)
+    pipeline.publish(
+        AuditEvent.TAMPER_DETECTED,
+        severity="critical",
+        entity="audit_log",
+        problem=report.problem,
+        reason=report.message,
+    )
+
+
+def _open_keystore(db: Database, keystore_dir: Path, secret: str, o: _Options) -> Keystore:
+    """Open the keystore that belongs to this database, or create one for a new database.
+
+    The database records its keystore's id (``wallet_state`` key ``keystore``). A
+    database that has agents, or that recorded an id, never gets a new empty keystore:
+    its keys would be lost for good, so opening is refused with what to restore.
+    """
+    with db.read() as uow:
+        recorded = uow.state.get(_KEYSTORE_STATE)
+        has_agents = bool(uow.agents.list())
+    expected = recorded.get("id") if isinstance(recorded, dict) else None
+    if Keystore.exists(keystore_dir):
+        keystore = Keystore.open(keystore_dir, clock=o.clock)
+        found = keystore.keystore_id
+        if expected is not None and found != expected:
+            raise KeystoreMismatchError(
+                f"the keystore at {str(keystore_dir)!r} (id {found}) is not the one this "
+                f"database was created with (id {expected}); restore that keystore "
+                "directory from the backup taken with the database, or point "
+                "WalletConfig.keystore_dir at it",
+                path=str(keystore_dir),
+                expected_id=str(expected),
+                found_id=found,
+            )
+        keystore.unlock(secret)
+    elif expected is not None or has_agents:
+        raise KeystoreMissingError(
+            f"no keystore at {str(keystore_dir)!r}, but this database "
+            + (f"was created with keystore {expected}" if expected else "has agents")
+            + ": restore the keystore directory from the backup taken with the database "
+            "(or point WalletConfig.keystore_dir at it); a new keystore would lose every "
+            "agent's key",
+            path=str(keystore_dir),
+            expected_id=None if expected is None else str(expected),
+        )
+    else:
+        check_password_strength(secret, o.config.min_password_length)
+        keystore = Keystore.create(keystore_dir, secret, kdf=o.config.kdf, clock=o.clock)
+    if expected is None:
+        _record_keystore(db, keystore, o.clock)
+    return keystore
+
+
+def _record_keystore(db: Database, keystore: Keystore, clock: Clock) -> None:
+    """Record the keystore's id in the database (a new wallet, or one from before ids)."""
+    try:
+        with db.write() as uow:
+            if uow.state.get(_KEYSTORE_STATE) is None:
+                uow.state.put(_KEYSTORE_STATE, {"id": keystore.keystore_id}, now=clock.now())
+                uow.commit()
+    except BaseException:
+        keystore.lock()
+        raise

@@ -1,0 +1,412 @@
+"""Reads for the owner and operator: transactions, audit pages, budget usage, sessions,
+what a person sees of a transaction, and audit verification.
+
+:class:`QueryService` validates the arguments, reads through the repositories and maps rows
+to the public types (:class:`~waiaas.types.TransactionInfo`, :class:`TransactionResult`,
+:class:`~waiaas.types.AuditEntry`, ...). ``Wallet`` delegates to it; the public documentation
+of each operation is on the ``Wallet`` method of the same name.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from waiaas import integrity
+from waiaas._validate import MAX_TIME, check_id, check_time, shown
+from waiaas.clock import Clock
+from waiaas.config import WalletConfig
+from waiaas.db import Database
+from waiaas.db.engine import check_path
+from waiaas.db.faults import stored_json
+from waiaas.db.tables import AuditRow, TransactionRow
+from waiaas.errors import DatabaseOpenError, InvalidInputError, NotADatabaseError, NotFoundError
+from waiaas.keystore import Keystore
+from waiaas.pipeline.engine import Pipeline
+from waiaas.plots import BudgetUsage
+from waiaas.policy import Decision
+from waiaas.policy.model import POLICY_DENIED
+from waiaas.services.agents import AgentService
+from waiaas.services.policies import PolicyService
+from waiaas.sessions import SessionList, SessionManager
+from waiaas.types import (
+    AuditCheckpoint,
+    AuditEntry,
+    AuditEvent,
+    AuditPage,
+    AuditReport,
+    Severity,
+    Tier,
+    TransactionInfo,
+    TransactionList,
+    TxStatus,
+    TxType,
+)
+from waiaas.web.display import TxDisplay, describe_transaction
+
+__all__ = [
+    "QueryService",
+    "TransactionResult",
+    "agent_result",
+    "audit_entry",
+    "tx_info",
+    "tx_result",
+]
+
+
+class TransactionResult(TransactionInfo):
+    """What ``send`` returns: the transaction as it stands, plus the policy decision.
+
+    Attributes:
+        decision: the policy decision (allowed, tier, every reason, budget figures).
+    """
+
+    decision: Decision | None = None
+
+
+def _fields(row: TransactionRow) -> dict[str, Any]:
+    """The public fields of a transaction row (its stored decision under ``_decision``)."""
+    meta: dict[str, Any] = stored_json(
+        row.metadata_json, table="transactions", column="metadata", default={}
+    )
+    err = meta.get("error") or {}
+    return {
+        "id": row.id,
+        "agent_id": row.agent_id,
+        "session_id": row.session_id,
+        "chain": row.chain,
+        "network": meta.get("network"),
+        "type": TxType(row.type),
+        "status": TxStatus(row.status),
+        "tier": Tier(row.tier) if row.tier else None,
+        "tx_hash": row.tx_hash,
+        "amount": int(row.amount) if row.amount is not None else None,
+        "to_address": row.to_address,
+        "asset": meta.get("asset"),
+        "request": meta.get("request"),
+        "created_at": row.created_at,
+        "queued_at": row.queued_at,
+        "executed_at": row.executed_at,
+        "execute_after": meta.get("execute_after"),
+        "approval_expires_at": (meta.get("approval") or {}).get("expires_at"),
+        "fee": int(meta["fee"]) if meta.get("fee") is not None else None,
+        "error": (f"{err.get('code')}: {err.get('message')}" if err else row.error),
+        "_decision": meta.get("decision"),
+    }
+
+
+def tx_info(row: TransactionRow) -> TransactionInfo:
+    """The public view of a transaction row."""
+    data = _fields(row)
+    data.pop("_decision")
+    return TransactionInfo(**data)
+
+
+def tx_result(row: TransactionRow) -> TransactionResult:
+    """The public view of a transaction row, with its policy decision."""
+    data = _fields(row)
+    decision = data.pop("_decision")
+    return TransactionResult(
+        **data, decision=Decision.model_validate(decision) if decision else None
+    )
+
+
+def agent_result(row: TransactionRow) -> TransactionResult:
+    """A transaction as its agent (the session holder) may see it: the decision redacted
+    (outcome, tier, the deciding rule's kind; no budgets, thresholds, lists or policy ids)
+    and a policy denial's ``error`` reduced to what the agent's denial said. The owner and
+    operator read the full row with ``Wallet.get_transaction``."""
+    from waiaas.policy.explain import agent_denial, redact_decision
+
+    data = _fields(row)
+    stored = data.pop("_decision")
+    full = Decision.model_validate(stored) if stored else None
+    error = data["error"]
+    if isinstance(error, str) and error.startswith(POLICY_DENIED):
+        if full is not None and not full.allowed:
+            text = agent_denial(full, chain=row.chain).message
+        elif row.tier is None:  # refused at admission: it needed an owner it does not have
+            text = agent_denial(None, [{"type": "APPROVAL", "message": ""}]).message
+        else:
+            text = "denied when re-checked before execution"
+        data["error"] = f"{POLICY_DENIED}: denied by policy: {text}"
+    return TransactionResult(**data, decision=redact_decision(full) if full else None)
+
+
+def audit_entry(row: AuditRow) -> AuditEntry:
+    """The public view of an audit row."""
+    assert row.id is not None
+    return AuditEntry(
+        id=row.id,
+        timestamp=row.timestamp,
+        event_type=row.event_type,
+        actor=row.actor,
+        agent_id=row.agent_id,
+        session_id=row.session_id,
+        tx_id=row.tx_id,
+        details=stored_json(row.details, table="audit_log", column="details", default={}),
+        severity=Severity(row.severity),
+        ip_address=row.ip_address,
+    )
+
+
+def _check_limit(limit: object) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+        raise InvalidInputError("limit must be an int from 1 to 1000", field="limit")
+    return limit
+
+
+def _check_event_types(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidInputError(
+            "event_types must be a list of audit event types", field="event_types"
+        )
+    out = []
+    for item in value:
+        try:
+            out.append(AuditEvent(item).value)
+        except (ValueError, TypeError):
+            raise InvalidInputError(
+                f"unknown audit event type {shown(item)}", field="event_types"
+            ) from None
+    return out or None
+
+
+def _check_severities(value: object) -> list[str] | None:
+    if value is not None and (isinstance(value, str | bytes) or not isinstance(value, Sequence)):
+        raise InvalidInputError("severities must be a list of severities", field="severities")
+    if not value:
+        return None
+    try:
+        return [Severity(s).value for s in value]
+    except (ValueError, TypeError):
+        raise InvalidInputError("unknown severity", field="severities") from None
+
+
+def _check_cursor(cursor: object) -> int | None:
+    if cursor is not None and (
+        not isinstance(cursor, int) or isinstance(cursor, bool) or not 0 < cursor <= MAX_TIME
+    ):
+        raise InvalidInputError("cursor must be an int from a previous page", field="cursor")
+    return cursor
+
+
+class QueryService:
+    """Listings and mapped reads of transactions, the audit log, budgets and sessions.
+
+    Args:
+        db: the opened :class:`~waiaas.db.Database`.
+        keystore: the keystore (the audit MAC key, for verification).
+        clock: the time source (budget windows).
+        config: the wallet configuration.
+        pipeline: reads a transaction row, and knows the chain adapters (token decimals).
+        sessions: an agent's sessions.
+        agents: the agents.
+        policies: the SPENDING_LIMIT policies shown in budget usage.
+
+    Example::
+
+        queries = QueryService(db, keystore, clock, config, pipeline, sessions, agents, policies)
+        page = queries.audit(agent_id=agent_id, limit=50)
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        keystore: Keystore,
+        clock: Clock,
+        config: WalletConfig,
+        pipeline: Pipeline,
+        sessions: SessionManager,
+        agents: AgentService,
+        policies: PolicyService,
+    ) -> None:
+        self._db = db
+        self._keystore = keystore
+        self._clock = clock
+        self._config = config
+        self._pipeline = pipeline
+        self._sessions = sessions
+        self._agents = agents
+        self._policies = policies
+
+    def __repr__(self) -> str:
+        return f"QueryService({self._db!r})"
+
+    # ------------------------------------------------------------------ transactions
+
+    def transaction(self, tx_id: str) -> TransactionResult:
+        """A transaction by id, with its decision (see ``Wallet.get_transaction``)."""
+        return tx_result(self._pipeline.get_row(check_id(tx_id, "tx_id")))
+
+    def transactions(
+        self,
+        *,
+        agent_id: str | None = None,
+        status: TxStatus | str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> TransactionList:
+        """Transactions, newest first (see ``Wallet.list_transactions``)."""
+        limit = _check_limit(limit)
+        if status is not None:
+            try:
+                status = TxStatus(status)
+            except ValueError:
+                raise InvalidInputError(f"unknown status {shown(status)}", field="status") from None
+        if agent_id is not None:
+            agent_id = check_id(agent_id, "agent_id")
+        if before is not None:
+            before = check_id(before, "before")
+        with self._db.read() as uow:
+            rows = uow.transactions.list(
+                agent_id=agent_id, status=status, limit=limit, before_id=before
+            )
+        return TransactionList(tx_info(r) for r in rows)
+
+    def display(self, tx_id: str) -> TxDisplay:
+        """What a person reads about a transaction (see ``Wallet.transaction_display``)."""
+        with self._db.read() as uow:
+            row = uow.transactions.get(check_id(tx_id, "tx_id"))
+            if row is None:
+                raise NotFoundError("transaction", tx_id)
+            agent = uow.agents.get(row.agent_id)
+        data = _fields(row)
+        adapter = self._pipeline.adapters.get((row.chain, agent.network if agent else ""))
+        lookup = getattr(adapter, "token_decimals", None)
+        meta = stored_json(row.metadata_json, table="transactions", column="metadata", default={})
+        return describe_transaction(
+            chain=row.chain,
+            request=data["request"],
+            agent_name=agent.name if agent is not None else row.agent_id,
+            agent_id=row.agent_id,
+            decision=data["_decision"],
+            approval_expires_at=data["approval_expires_at"],
+            execute_after=data["execute_after"],
+            token_decimals=lookup if callable(lookup) else None,
+            effects=meta.get("effects"),
+            network_fee=meta.get("network_fee"),
+        )
+
+    def approval_link(self, tx_id: str) -> str | None:
+        """The owner's approval-page link (see ``Wallet.approval_link``)."""
+        from waiaas.web.links import link_token
+
+        req = self._pipeline.approval_request(check_id(tx_id, "tx_id"))
+        base = self._config.approvals_url
+        if base is None:
+            return None
+        token = link_token(self._keystore, req.tx_id, req.approval_id, req.expires_at)
+        return f"{base}/{req.tx_id}/{token}"
+
+    def budget_usage(self, agent_id: str, asset: str) -> BudgetUsage:
+        """The agent's spend per rolling window (see ``Wallet.budget_usage``)."""
+        from waiaas.plots import build_budget_usage
+        from waiaas.policy import normalize_asset_key
+
+        agent = self._agents.get(agent_id)
+        if not isinstance(asset, str) or not asset.strip():
+            raise InvalidInputError("asset must be 'native' or a token address", field="asset")
+        key = normalize_asset_key(asset)
+        now = self._clock.now()
+        txs: list[TransactionInfo] = []
+        before: str | None = None
+        while True:
+            page = self.transactions(agent_id=agent.id, limit=1000, before=before)
+            txs += page
+            if len(page) < 1000 or page[-1].created_at <= now - 7 * 86_400:
+                break
+            before = page[-1].id
+        policies = self._policies.list(agent_id=agent.id)
+        return build_budget_usage(agent.id, agent.chain, key, now, txs, policies)
+
+    def sessions(self, agent_id: str) -> SessionList:
+        """An agent's sessions, oldest first (see ``Wallet.list_sessions``)."""
+        return SessionList(self._sessions.list_for_agent(check_id(agent_id, "agent_id")))
+
+    # ------------------------------------------------------------------ audit
+
+    def audit(
+        self,
+        *,
+        agent_id: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        event_types: Sequence[AuditEvent | str] | None = None,
+        severities: Sequence[Severity | str] | None = None,
+        tx_id: str | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> AuditPage:
+        """One page of audit entries, newest first (see ``Wallet.audit``)."""
+        limit = _check_limit(limit)
+        cursor = _check_cursor(cursor)
+        if agent_id is not None:
+            agent_id = check_id(agent_id, "agent_id")
+        if tx_id is not None:
+            tx_id = check_id(tx_id, "tx_id")
+        since = check_time(since, "since")
+        until = check_time(until, "until")
+        kinds = _check_event_types(event_types)
+        sev = _check_severities(severities)
+        with self._db.read() as uow:
+            rows = uow.audit.query(
+                agent_id=agent_id,
+                since=since,
+                until=until,
+                event_types=kinds,
+                severities=sev,
+                tx_id=tx_id,
+                before_id=cursor,
+                limit=limit + 1,
+            )
+        entries = tuple(audit_entry(r) for r in rows[:limit])
+        next_cursor = entries[-1].id if len(rows) > limit and entries else None
+        return AuditPage(entries=entries, next_cursor=next_cursor)
+
+    def verify_audit(
+        self,
+        seal: integrity.Integrity,
+        path: str | os.PathLike[str] | None,
+        checkpoint: AuditCheckpoint | None,
+    ) -> AuditReport:
+        """Walk the audit chain of the live database or a backup (see ``Wallet.verify_audit``)."""
+        if checkpoint is not None and not isinstance(checkpoint, AuditCheckpoint):
+            raise InvalidInputError("checkpoint must be an AuditCheckpoint", field="checkpoint")
+        if path is None:
+            head = seal.read_head()
+            with self._db.read() as uow:
+                data = integrity.verify_file(
+                    integrity._raw(uow),
+                    seal,
+                    str(self._db.path),
+                    head=head,
+                    checkpoint=checkpoint,
+                )
+            return AuditReport(**data)
+        if not isinstance(path, str | os.PathLike) or not str(path).strip():
+            raise InvalidInputError("path must be a file path", field="path")
+        target = Path(path).expanduser().absolute()
+        if not target.is_file():
+            raise DatabaseOpenError(f"{str(target)!r} is not a file", path=str(target))
+        check_path(target)
+        uri = f"file:{urllib.parse.quote(str(target))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+        except sqlite3.Error as exc:
+            raise DatabaseOpenError(
+                f"cannot open {str(target)!r}: {exc}", path=str(target)
+            ) from exc
+        try:
+            data = integrity.verify_file(conn, seal, str(target), head=None, checkpoint=checkpoint)
+        except sqlite3.DatabaseError as exc:
+            raise NotADatabaseError(str(target)) from exc
+        finally:
+            conn.close()
+        return AuditReport(**data)
