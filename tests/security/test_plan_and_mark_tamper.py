@@ -71,7 +71,7 @@ def _tamper_rows(w: Wallet) -> list[Any]:
 
 
 def _notified(w: Wallet) -> list[Any]:
-    target = w.pipeline.notifier.target  # type: ignore[union-attr]
+    target = w._pipeline.notifier.target  # type: ignore[union-attr]
     return [e for e in target.events if e.event_type == AuditEvent.TAMPER_DETECTED]
 
 
@@ -230,7 +230,7 @@ def test_an_approved_digest_edited_after_the_owner_signed_is_refused(
             if stage == "approved":
                 raise Stop
 
-        w.pipeline.hooks.stage = stop  # type: ignore[method-assign]
+        w._pipeline.hooks.stage = stop  # type: ignore[method-assign]
         with pytest.raises(Stop):
             w.approve(tx_id, owner.sign(message))
         assert w.get_transaction(tx_id).status == "QUEUED"

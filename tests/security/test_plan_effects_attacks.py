@@ -152,14 +152,14 @@ def test_item4_a_signature_over_one_plan_is_refused_for_another(wallet: Wallet, 
     with wallet._db.write() as uow:  # someone swaps the stored plan's digest
         swapped = dict(meta, plan_digest="0x" + "ab" * 32)
         uow.transactions.update_fields(queued.id, metadata=swapped)
-        wallet.pipeline._seal_tx(uow, queued.id)
+        wallet._pipeline._seal_tx(uow, queued.id)
         uow.commit()
     with pytest.raises(ApprovalError):
         wallet.approve(queued.id, signature)
     assert events_of(wallet, queued.id)[-1] == "AUTH_FAILED"
     with wallet._db.write() as uow:
         uow.transactions.update_fields(queued.id, metadata=meta)
-        wallet.pipeline._seal_tx(uow, queued.id)
+        wallet._pipeline._seal_tx(uow, queued.id)
         uow.commit()
     # approved for this plan, then the plan is changed before execution: refused
     holder: dict[str, Any] = {}
