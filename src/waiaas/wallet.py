@@ -282,12 +282,13 @@ class Wallet:
 
     @property
     def channels(self) -> ChannelService:
-        """Notification channels: add, list, enable, disable, remove, test (see
-        :doc:`notifications`).
+        """Notification channels: add, update, enable, disable, remove, list, send_test (a
+        :class:`~waiaas.notify.ChannelService`; see the notifications guide).
 
         Example::
 
-            wallet.channels.add("ntfy", {"topic": "my-agents"})
+            info = wallet.channels.add("NTFY", {"topic": "my-agents"})
+            wallet.channels.disable(info.id)
         """
         return self._channels
 

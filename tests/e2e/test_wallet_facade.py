@@ -45,6 +45,28 @@ def test_wallet_constructor_takes_its_collaborators_by_name() -> None:
         Wallet(object())  # type: ignore[misc,call-arg]
 
 
+def test_collaborators_are_private_and_the_public_ways_in_work(tmp_path: Path) -> None:
+    """The wallet's database, keystore, pipeline, sessions and integrity keys are not public
+    attributes; what a host needs of them has a documented way: the adapters by network or
+    by agent, the configured networks, the keystore directory."""
+    with local_wallet(tmp_path, clock=FrozenClock()) as wallet:
+        for name in ("db", "keystore", "pipeline", "sessions", "integrity"):
+            assert not hasattr(wallet, name), name
+        assert ("solana", "localnet") in wallet.networks
+        agent = new_agent(wallet, "solana")
+        adapter = wallet.network_adapter("solana", "localnet")
+        assert adapter is wallet.network_adapter("solana")  # one solana network configured
+        assert adapter is wallet.chain_adapter(agent.id)
+        assert adapter.get_balance(agent.public_key) >= 0
+        assert wallet.keystore_path == Path(f"{wallet.path}.keystore")
+        assert wallet.keystore_path.is_dir()
+        for chain, network in (("bitcoin", None), ("solana", "mainnet-beta"), ("", None)):
+            with pytest.raises(InvalidInputError):
+                wallet.network_adapter(chain, network)
+        with pytest.raises(AttributeError):
+            wallet.config = make_config()  # type: ignore[misc]
+
+
 def test_context_manager_closes_and_close_is_idempotent(tmp_path: Path) -> None:
     """Leaving the with-block closes the wallet; closing again does nothing; a closed wallet
     refuses work with a WaiaasError and the file records start and stop."""
