@@ -168,9 +168,9 @@ def test_item4_a_signature_over_one_plan_is_refused_for_another(wallet: Wallet, 
         if stage == "approved":
             m = _meta(holder["w"], tx_id)
             m["plan_digest"] = "0x" + "cd" * 32
-            with holder["w"].db.write() as uow:
+            with holder["w"]._db.write() as uow:
                 uow.transactions.update_fields(tx_id, metadata=m)
-                holder["w"].pipeline._seal_tx(uow, tx_id)
+                holder["w"]._pipeline._seal_tx(uow, tx_id)
                 uow.commit()
 
     holder["w"] = wallet

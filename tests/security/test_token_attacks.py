@@ -91,7 +91,7 @@ def new_wallet(directory: Path, migrated: Path, name: str) -> Wallet:
 def w(tmp_path: Path, migrated: Path) -> Iterator[Wallet]:
     wallet = new_wallet(tmp_path, migrated, "a.db")
     yield wallet
-    wallet._db.close()
+    wallet.db.close()
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_token_from_another_wallet(tmp_path: Path, migrated: Path, w: Wallet) ->
         w.mgr.issue(w.agent())  # A has its own secret
         refused(w, token, AuthError, "bad signature")
     finally:
-        other._db.close()
+        other.db.close()
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", ""])
@@ -340,7 +340,7 @@ def test_signed_claims_without_a_matching_row(w: Wallet, issued: IssuedSession) 
 
 def test_deleted_session_row(w: Wallet, issued: IssuedSession) -> None:
     """A token whose session row was deleted: unknown session."""
-    with w._db.write() as uow:
+    with w.db.write() as uow:
         uow.session.delete(uow.sessions.get(issued.session_id))
         uow.commit()
     refused(w, issued.token, AuthError, "unknown session")
@@ -348,7 +348,7 @@ def test_deleted_session_row(w: Wallet, issued: IssuedSession) -> None:
 
 def test_terminated_agent(w: Wallet, issued: IssuedSession) -> None:
     """The token is fine but the agent was terminated: AgentNotActiveError, audited."""
-    with w._db.write() as uow:
+    with w.db.write() as uow:
         uow.agents.update_fields(issued.agent_id, status="TERMINATED")
         uow.commit()
     err = refused(w, issued.token, AgentNotActiveError)
