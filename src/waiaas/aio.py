@@ -15,6 +15,13 @@ on SQLite, the keystore's Argon2id or a chain; budgets stay exact because the co
 and records each request inside one ``BEGIN IMMEDIATE`` transaction, whichever thread runs
 it. Cancelling an awaiting task does not undo a request already handed to the pool: the
 transaction completes and can be read back with :meth:`AsyncWallet.get_transaction`.
+
+What the pool cannot hide is the interpreter's: the pool's threads share the GIL with the
+loop (Python code yields it every ``sys.getswitchinterval()``, 5 ms by default; Argon2id,
+signing, SQLite and sockets release it), and a full garbage collection stops every thread.
+``open`` therefore pauses automatic collection while it runs and freezes the heap it built
+(``freeze_gc``). The bound that results, and what it does not cover, is in
+``docs/agents.md`` ("Event-loop stalls").
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -65,11 +75,69 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncAgentHandle", "AsyncWallet"]
 
+log = logging.getLogger(__name__)
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
 DEFAULT_MAX_WORKERS = 4
 """Threads an :class:`AsyncWallet` uses by default (SQLite serialises writers anyway)."""
+
+
+class _GcPause:
+    """Automatic garbage collection paused while wallets open, then the heap frozen.
+
+    A full (generation 2) collection stops every thread, the event loop's included, for as
+    long as it takes to walk every tracked object: 30 ms for ``import waiaas`` alone, 60 ms
+    once the chain libraries are loaded, hundreds of ms in a large host. Opening a wallet
+    imports those libraries and builds the chains, which is exactly what triggers such
+    collections; so while any :meth:`AsyncWallet.open` runs, automatic collection is off
+    (``gc.disable()``, if it was on), and when the last one ends the objects built so far are
+    moved to the permanent generation (``gc.freeze()``, O(1)) and collection is turned back
+    on. Later full collections then walk only what was allocated since. Both are
+    process-wide, like everything about ``gc``; the freeze is never undone (a host may call
+    ``gc.unfreeze()``). Cyclic garbage that existed at that moment is never reclaimed.
+    """
+
+    _lock = threading.Lock()
+    _depth = 0
+    _was_enabled = False
+
+    @classmethod
+    def begin(cls) -> None:
+        with cls._lock:
+            if cls._depth == 0:
+                cls._was_enabled = gc.isenabled()
+                gc.disable()
+            cls._depth += 1
+
+    @classmethod
+    def end(cls) -> None:
+        with cls._lock:
+            cls._depth -= 1
+            if cls._depth == 0:
+                gc.freeze()
+                if cls._was_enabled:
+                    gc.enable()
+
+
+def _close_adapters(adapters: list[ChainAdapter]) -> None:
+    """Close the adapters a ``chains`` function built (those that have ``close``)."""
+    for adapter in adapters:
+        close = getattr(adapter, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:  # closing the others matters more
+                log.warning("closing %s failed: %s", type(adapter).__name__, type(exc).__name__)
+    adapters.clear()
+
+
+def _close_wallet(wallet: Wallet, adapters: list[ChainAdapter]) -> None:
+    try:
+        wallet.close()
+    finally:
+        _close_adapters(adapters)
 
 
 class _Runner:
@@ -119,6 +187,7 @@ class AsyncWallet:
         background: bool | None = None,
         hooks: PipelineHooks | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        freeze_gc: bool = True,
     ) -> AsyncWallet:
         """Open (or create) the wallet at ``path`` without blocking the loop.
 
@@ -127,8 +196,20 @@ class AsyncWallet:
         Args:
             chains: the adapters, or a function returning them (e.g.
                 ``waiaas.testing.local_chains``), which then runs in the pool too: building
-                an in-process chain takes seconds.
+                an in-process chain takes seconds. Adapters built by the function belong
+                to the wallet: :meth:`close` closes them.
             max_workers: the size of the wallet's thread pool (1..256, default 4).
+            freeze_gc: keep the garbage collector's full collections, which stop every
+                thread and so the loop, from walking the heap built so far: automatic
+                collection is paused while the wallet opens (it imports the chain libraries
+                and builds the chains), then ``gc.freeze()`` moves every object that exists
+                at that moment to the permanent generation and collection resumes (see
+                ``docs/agents.md``, "Event-loop stalls"). Process-wide and never undone;
+                ``False`` leaves ``gc`` alone.
+
+        Raises:
+            InvalidInputError: ``max_workers`` or ``freeze_gc`` is not valid; otherwise as
+                :meth:`waiaas.Wallet.open`.
 
         Example::
 
@@ -136,30 +217,58 @@ class AsyncWallet:
         """
         from waiaas.wallet import Wallet
 
+        if not isinstance(freeze_gc, bool):
+            raise InvalidInputError("freeze_gc must be True or False", field="freeze_gc")
         runner = _Runner(_check_workers(max_workers))
 
-        def opener() -> Wallet:
-            adapters = list(chains()) if callable(chains) else list(chains)
-            return Wallet.open(
-                path,
-                password=password,
-                chains=adapters,
-                config=config,
-                clock=clock,
-                notifier=notifier,
-                price_oracle=price_oracle,
-                background=background,
-                hooks=hooks,
-            )
+        opened: list[Wallet] = []
+        built: list[ChainAdapter] = []
 
+        def opener() -> Wallet:
+            if callable(chains):
+                built.extend(chains())
+            try:
+                wallet = Wallet.open(
+                    path,
+                    password=password,
+                    chains=list(built) if callable(chains) else list(chains),
+                    config=config,
+                    clock=clock,
+                    notifier=notifier,
+                    price_oracle=price_oracle,
+                    background=background,
+                    hooks=hooks,
+                )
+            except BaseException:
+                _close_adapters(built)
+                raise
+            opened.append(wallet)
+            return wallet
+
+        def abandon() -> None:  # the pool waits for an open still running, then it is closed
+            runner.shutdown()
+            for wallet in opened:
+                _close_wallet(wallet, built)
+
+        if freeze_gc:
+            _GcPause.begin()
         try:
             wallet = await runner.run(opener)
-        except BaseException:
-            runner.shutdown()
+        except asyncio.CancelledError:
+            # The open goes on in the pool: close what it opens there, never on the loop.
+            asyncio.get_running_loop().run_in_executor(None, abandon)
             raise
+        except BaseException:
+            await asyncio.get_running_loop().run_in_executor(None, abandon)
+            raise
+        finally:
+            if freeze_gc:
+                _GcPause.end()
         self = object.__new__(cls)
         self.sync = wallet
         self._runner = runner
+        self._owned = built
+        self._closed = False
         return self
 
     @classmethod
@@ -178,18 +287,28 @@ class AsyncWallet:
         self = object.__new__(cls)
         self.sync = wallet
         self._runner = _Runner(_check_workers(max_workers))
+        self._owned = []
+        self._closed = False
         return self
 
     sync: Wallet
     _runner: _Runner
+    _owned: list[ChainAdapter]
+    _closed: bool
 
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"
 
     async def close(self) -> None:
-        """Close the wallet (as :meth:`waiaas.Wallet.close`), then the thread pool."""
+        """Close the wallet (as :meth:`waiaas.Wallet.close`), then the adapters it built from
+        a ``chains`` function (adapters passed in stay the caller's), then the thread pool;
+        all of it in threads, never on the loop. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        owned, self._owned = self._owned, []
         try:
-            await self._runner.run(self.sync.close)
+            await self._runner.run(_close_wallet, self.sync, owned)
         finally:
             await asyncio.get_running_loop().run_in_executor(None, self._runner.shutdown)
 
@@ -505,6 +624,12 @@ class AsyncAgentHandle:
         self, name: str, arguments: Mapping[str, Any] | str | None = None
     ) -> dict[str, Any]:
         """Run one of :mod:`waiaas.tools`' tools as this agent (see ``Toolkit.call``)."""
-        from waiaas.tools import Toolkit
+        return await self._runner.run(_call_tool, self.sync, name, arguments)
 
-        return await self._runner.run(Toolkit(self.sync).call, name, arguments)
+
+def _call_tool(
+    handle: AgentHandle, name: str, arguments: Mapping[str, Any] | str | None
+) -> dict[str, Any]:
+    from waiaas.tools import Toolkit  # imported in the pool, never on the loop's thread
+
+    return Toolkit(handle).call(name, arguments)
