@@ -25,14 +25,21 @@ Example::
     with SolanaRpcServer() as server:
         adapter = LocalSolanaAdapter.rpc(server.url, network="localnet", timeout=2)
         server.inject(Fault.http(429), method="getBalance")
+
+Out of process: :func:`solana_rpc_process` runs the server in a child Python process (as a
+real node would be: its work never shares this process's GIL), yielding its URL;
+``python tests/chains/solana_rpc_server.py`` prints the URL and serves until stdin closes.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -52,7 +59,7 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 from solders.transaction_status import TransactionStatus
 
-__all__ = ["Fault", "RpcError", "SolanaRpcServer"]
+__all__ = ["Fault", "RpcError", "SolanaRpcServer", "solana_rpc_process"]
 
 _TOKEN_PROGRAMS = {
     "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA",
@@ -677,3 +684,34 @@ class SolanaRpcServer:
         if isinstance(result, FailedTransactionMetadata):
             raise RpcError(-32603, f"airdrop request failed: {_err_text(_err_json(result.err()))}")
         return str(tx.signatures[0])
+
+
+@contextlib.contextmanager
+def solana_rpc_process() -> Iterator[str]:
+    """Run a :class:`SolanaRpcServer` in a child process; yield its URL; stop it on exit."""
+    process = subprocess.Popen(
+        [sys.executable, __file__],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        url = process.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError("the Solana RPC test server did not start")
+        yield url
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        process.stdout.close()
+
+
+if __name__ == "__main__":
+    with SolanaRpcServer() as _server:
+        print(_server.url, flush=True)
+        sys.stdin.read()  # serve until the parent closes our stdin

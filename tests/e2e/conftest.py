@@ -367,3 +367,13 @@ def chain(request: pytest.FixtureRequest) -> str:
 def _warm_chain_imports() -> None:
     """Import the chain libraries once, so the first test does not pay for it alone."""
     local_chains()
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen_heap() -> Iterator[None]:
+    """AsyncWallet.open freezes the heap (gc.freeze); the next test starts unfrozen."""
+    yield
+    import gc
+
+    if gc.get_freeze_count():
+        gc.unfreeze()

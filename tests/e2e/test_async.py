@@ -1,7 +1,8 @@
 """AsyncWallet / AsyncAgentHandle: the sync core behind a bounded pool. The event loop never
 runs wallet code; 50 concurrent tasks against one daily limit never overshoot it; it works
-inside an already running loop; the loop's longest stall is measured (and reported, not
-asserted: timings are the benchmarks' business, see benchmarks/bench_agents.py)."""
+inside an already running loop; adapters it built are closed with it. The bound on the
+loop's stalls is asserted in test_async_stalls.py (here, on the in-process chains, the
+longest stall is only recorded; see benchmarks/bench_agents.py)."""
 
 from __future__ import annotations
 
@@ -238,3 +239,39 @@ def test_the_async_kill_switch_returns_typed_results(tmp_path: Path) -> None:
             assert not (await wallet.kill_switch_state()).active
 
     asyncio.run(scenario())
+
+
+def test_close_closes_the_adapters_a_chains_function_built_and_only_those(
+    tmp_path: Path,
+) -> None:
+    """Adapters built by a ``chains`` function belong to the AsyncWallet: close() releases
+    their connections. Adapters passed in stay open: they are the caller's."""
+    from tests.chains.solana_rpc_server import SolanaRpcServer
+    from waiaas.chains.solana import LocalSolanaAdapter
+
+    built: list[Any] = []
+
+    def chains() -> list[Any]:
+        built.append(LocalSolanaAdapter.rpc(server.url, network="localnet"))
+        return built
+
+    async def scenario() -> None:
+        wallet = await AsyncWallet.open(
+            tmp_path / "a.db", password=TEST_PASSWORD, chains=chains, config=fast_config()
+        )
+        agent = await wallet.create_agent("a", "solana")
+        assert (await wallet.balance(agent.id)) == 0
+        await wallet.close()
+        await wallet.close()  # idempotent
+        assert built[0]._backend._client.is_closed
+
+        mine = LocalSolanaAdapter.rpc(server.url, network="localnet")
+        wallet = await AsyncWallet.open(
+            tmp_path / "a.db", password=TEST_PASSWORD, chains=[mine], config=fast_config()
+        )
+        await wallet.close()
+        assert not mine._backend._client.is_closed
+        mine.close()
+
+    with SolanaRpcServer() as server:
+        asyncio.run(scenario())
