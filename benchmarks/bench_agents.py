@@ -1,7 +1,7 @@
 """Agent layer benchmark: the tool call's overhead, AsyncWallet throughput, event-loop stalls.
 
-Run ``python benchmarks/bench_agents.py`` (``--quick`` for a smoke run). Prints one JSON object
-per line:
+Run ``python benchmarks/bench_agents.py`` (``--quick`` for a smoke run, ``--only stall`` for
+the loop stalls alone). Prints one JSON object per line:
 
 * ``tool_overhead`` (``chain`` = ``solana`` on LiteSVM / ``evm`` on eth-tester): INSTANT
   transfers sent with ``Toolkit.call_json("send_transfer", {"to", "amount": "0.001"})`` (JSON
@@ -12,11 +12,21 @@ per line:
 * ``async_throughput``: ``--txs`` transfers as concurrent tasks on one ``AsyncWallet`` (pool of
   ``max_workers`` threads) against the same number sent sequentially with the sync ``Wallet``
   (the baseline, same run, fresh wallet and chain each). ``ratio`` = async tx/s / sync tx/s.
-* ``loop_stall``: the event loop's longest gap beyond a 1 ms heartbeat (and its p99) while
-  ``AsyncWallet.open`` runs (building the in-process chains in the pool) and then ``--txs``
-  concurrent sends, against the same heartbeat on an idle loop in the same run (the machine's
-  own scheduling noise). ``gc_freeze`` true: ``gc.freeze()`` was called after open. The
-  target is <= 20 ms over the idle baseline.
+* ``loop_stall`` (``backend`` = ``litesvm`` / ``eth-tester``, the in-process test chains;
+  ``anvil`` and ``solana-rpc``, chains in another process: an anvil node, and the LiteSVM
+  JSON-RPC test server in a child process): the event loop's stalls, measured by a 1 ms
+  heartbeat (``tests/support/loop_probe.py``), while a wallet opens (the chain libraries are
+  imported and the adapters built), one agent is set up, ``--txs`` (at most 50) transfers
+  are sent and the wallet closes; each run in a fresh process. ``mode``: ``sync`` is the
+  baseline, the synchronous ``Wallet`` called directly in a coroutine (open, then the sends
+  one after another: the loop stalls for each whole call); ``async`` is ``AsyncWallet`` as
+  shipped (concurrent sends; collection paused during open, then ``gc.freeze()``);
+  ``async-no-freeze`` is ``AsyncWallet.open(freeze_gc=False)``. Per phase: the wall-clock
+  gaps' p50 / p99 / max, ``own_max_ms`` (the largest gap with the time the machine kept this
+  process off the CPU taken out; equal to the gap when a core is free; for ``sync`` read the
+  wall-clock figures, since there the loop itself waits on I/O, which ``own`` does not see)
+  and ``gc_max_ms`` (the longest garbage collection). The idle phase is the machine's own
+  noise, same run.
 
 Timings vary with the machine; nothing here is asserted.
 """
@@ -25,19 +35,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
+import contextlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests" / "chains"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from waiaas import AsyncWallet, Transfer, Wallet  # noqa: E402
 from waiaas.testing import TEST_PASSWORD, fast_config, fund, local_chains  # noqa: E402
@@ -153,68 +167,70 @@ def async_throughput(chain: str, txs: int, runs: int, workers: int) -> None:
     )
 
 
-async def _heartbeat(gaps: list[float], stop: asyncio.Event) -> None:
-    last = time.perf_counter()
-    while not stop.is_set():
-        await asyncio.sleep(0.001)
-        now = time.perf_counter()
-        gaps.append(now - last - 0.001)
-        last = now
+BACKENDS = ("litesvm", "eth-tester", "anvil", "solana-rpc")
+MODES = ("sync", "async-no-freeze", "async")
 
 
-def _summary(gaps: list[float]) -> dict[str, float]:
-    ordered = sorted(gaps)
-    return {
-        "max_ms": round(ordered[-1] * 1000, 1),
-        "p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 1),
-    }
+@contextlib.contextmanager
+def _backend(name: str) -> Iterator[tuple[str, Callable[[], list[Any]]] | None]:
+    """(chain, adapters factory) for ``name``; None when it cannot run here (no anvil)."""
+    from anvil import anvil_node, find_anvil
+    from solana_rpc_server import solana_rpc_process
+
+    from waiaas.chains.evm import EvmAdapter
+    from waiaas.chains.solana import LocalSolanaAdapter, SolanaAdapter
+
+    if name == "litesvm":
+        yield "solana", lambda: [SolanaAdapter.local()]
+    elif name == "eth-tester":
+        yield "evm", lambda: [EvmAdapter.local()]
+    elif name == "anvil":
+        binary = find_anvil()
+        if binary is None:
+            yield None
+            return
+        with anvil_node(31337, binary=binary) as node:
+            yield "evm", lambda: [EvmAdapter.anvil(node.url, chain_id=31337, network="local")]
+    else:
+        with solana_rpc_process() as url:
+            yield "solana", lambda: [LocalSolanaAdapter.rpc(url, network="localnet")]
 
 
-async def _stall(path: Path, chain: str, txs: int, freeze: bool) -> dict[str, Any]:
-    gaps_idle: list[float] = []
-    stop = asyncio.Event()
-    beat = asyncio.create_task(_heartbeat(gaps_idle, stop))
-    await asyncio.sleep(2.0)
-    stop.set()
-    await beat
+def stall_run(backend: str, mode: str, txs: int) -> None:
+    """One loop-stall run, in this (fresh) process: prints one JSON line."""
+    from loop_probe import open_and_send, open_and_send_sync
 
-    gaps_open: list[float] = []
-    stop = asyncio.Event()
-    beat = asyncio.create_task(_heartbeat(gaps_open, stop))
-    wallet = await AsyncWallet.open(
-        path, password=TEST_PASSWORD, chains=local_chains, config=fast_config(), background=False
-    )
-    stop.set()
-    await beat
-    if freeze:
-        gc.collect()
-        gc.freeze()
-    agent = await wallet.create_agent("bench", chain)
-    await asyncio.to_thread(fund, wallet.sync, agent.id, FUNDS[chain])
-    handle = await wallet.agent((await wallet.issue_session(agent.id, ttl=86_400)).token)
-    request = Transfer(to=DEST[chain], amount=UNIT[chain])
-
-    gaps_send: list[float] = []
-    stop = asyncio.Event()
-    beat = asyncio.create_task(_heartbeat(gaps_send, stop))
-    await asyncio.gather(*(handle.send(request) for _ in range(txs)))
-    stop.set()
-    await beat
-    await wallet.close()
-    if freeze:
-        gc.unfreeze()
-    return {
-        "idle": _summary(gaps_idle),
-        "open": _summary(gaps_open),
-        "sends": _summary(gaps_send),
-    }
+    with _backend(backend) as found, tempfile.TemporaryDirectory() as tmp:
+        if found is None:
+            print(json.dumps(None))
+            return
+        chain, chains = found
+        path = Path(tmp) / "w.db"
+        if mode == "sync":
+            probe, outcomes = asyncio.run(open_and_send_sync(path, chains, chain, txs))
+        else:
+            run = open_and_send(path, chains, chain, txs, freeze_gc=mode == "async")
+            probe, outcomes = asyncio.run(run)
+    summary = probe.summary()
+    summary.pop("end", None)
+    statuses = sorted({str(getattr(o, "status", type(o).__name__)) for o in outcomes})
+    print(json.dumps({"phases": summary, "statuses": statuses}))
 
 
-def loop_stall(chain: str, txs: int) -> None:
-    for freeze in (False, True):
-        with tempfile.TemporaryDirectory() as tmp:
-            result = asyncio.run(_stall(Path(tmp) / "w.db", chain, txs, freeze))
-        emit("loop_stall", chain=chain, txs=txs, gc_freeze=freeze, **result)
+def loop_stall(txs: int) -> None:
+    for backend in BACKENDS:
+        for mode in MODES:
+            child = subprocess.run(
+                [sys.executable, __file__, "--stall-run", backend, mode, "--txs", str(txs)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            if result is None:
+                emit("loop_stall", backend=backend, mode=mode, skipped="anvil not installed")
+                continue
+            emit("loop_stall", backend=backend, mode=mode, txs=txs, **result)
 
 
 def main() -> None:
@@ -223,7 +239,12 @@ def main() -> None:
     parser.add_argument("--txs", type=int, default=60)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--stall-run", nargs=2, metavar=("BACKEND", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["tools", "throughput", "stall"], default=None)
     args = parser.parse_args()
+    if args.stall_run:
+        stall_run(args.stall_run[0], args.stall_run[1], args.txs)
+        return
     txs, runs = (10, 1) if args.quick else (args.txs, args.runs)
     emit(
         "environment",
@@ -231,12 +252,15 @@ def main() -> None:
         machine=platform.machine(),
         cpus=os.cpu_count(),
     )
-    for chain in ("solana", "evm"):
-        tool_overhead(chain, txs, runs)
-    for chain in ("solana", "evm"):
-        async_throughput(chain, txs, max(1, runs // 2) if not args.quick else 1, args.workers)
-    for chain in ("solana", "evm"):
-        loop_stall(chain, txs)
+    if args.only in (None, "tools"):
+        for chain in ("solana", "evm"):
+            tool_overhead(chain, txs, runs)
+    if args.only in (None, "throughput"):
+        for chain in ("solana", "evm"):
+            throughput_runs = max(1, runs // 2) if not args.quick else 1
+            async_throughput(chain, txs, throughput_runs, args.workers)
+    if args.only in (None, "stall"):
+        loop_stall(min(txs, 50))
 
 
 if __name__ == "__main__":
