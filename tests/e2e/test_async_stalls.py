@@ -276,7 +276,7 @@ def test_a_cancelled_open_closes_the_wallet_it_opens_without_blocking_the_loop(
             await asyncio.sleep(0.05)
         [(wallet, on_loop)] = closed
         assert not on_loop
-        assert wallet._bg_thread is None
+        assert wallet._runner.thread is None
         again = await AsyncWallet.open(tmp_path / "a.db", password=TEST_PASSWORD)
         await again.close()
 

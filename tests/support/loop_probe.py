@@ -230,7 +230,7 @@ async def open_and_send(
             agent = await wallet.create_agent("stall", chain)
 
             def prepare() -> Transfer:  # the test's own sync calls, off the loop too
-                adapter: Any = wallet.sync.pipeline.adapter_for(agent.chain, agent.network)
+                adapter: Any = wallet.sync.network_adapter(agent.chain, agent.network)
                 adapter.fund(agent.public_key, FUNDS[chain])
                 return Transfer(to=DEST[chain], amount=AMOUNT[chain])
 
@@ -268,7 +268,7 @@ async def open_and_send_sync(
         try:
             probe.phase("setup")
             agent = wallet.create_agent("stall", chain)
-            adapter: Any = wallet.pipeline.adapter_for(agent.chain, agent.network)
+            adapter: Any = wallet.network_adapter(agent.chain, agent.network)
             adapter.fund(agent.public_key, FUNDS[chain])
             handle = wallet.agent(wallet.issue_session(agent.id).token)
             request = Transfer(to=DEST[chain], amount=AMOUNT[chain])
