@@ -173,6 +173,14 @@ class BudgetUsage:
         return budget_chart(self, ax=ax)
 
 
+def _counted(t: TransactionInfo, asset: str) -> int | None:
+    """What ``t`` counts against ``asset``'s budgets: its recorded spend (amounts, rent,
+    fees, allowances), else, for rows recorded without one, its amount in its own asset."""
+    if t.spend is not None:
+        return t.spend.get(asset)
+    return t.amount if t.amount is not None and (t.asset or NATIVE) == asset else None
+
+
 def build_budget_usage(
     agent_id: str,
     chain: str,
@@ -183,12 +191,11 @@ def build_budget_usage(
 ) -> BudgetUsage:
     """Assemble a :class:`BudgetUsage` from listed transactions and policies (pure)."""
     spends = sorted(
-        (t.created_at, t.amount)
+        (t.created_at, amount)
         for t in transactions
         if t.status in _COUNTED
-        and t.amount is not None
-        and (t.asset or NATIVE) == asset
         and now - WEEK < t.created_at <= now
+        and (amount := _counted(t, asset)) is not None
     )
     limits: list[BudgetLimit] = []
     for p in policies:

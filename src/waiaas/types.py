@@ -608,6 +608,9 @@ class TransactionInfo(_Result):
         execute_after: for DELAY, when ``process_due()`` may execute it.
         approval_expires_at: for APPROVAL, when the owner's window closes.
         fee: the fee the chain charged, once known.
+        spend: what the transaction counts against budgets, per asset key (``"native"`` or
+            a token address), in base units: amounts, token allowances, rent and network
+            fees (on EVM the maximum fee). ``None`` for rows recorded without it.
     """
 
     id: str
@@ -630,6 +633,7 @@ class TransactionInfo(_Result):
     approval_expires_at: int | None = None
     fee: Amount | None = None
     error: str | None = None
+    spend: dict[str, Amount] | None = None
 
     def __str__(self) -> str:
         return repr(self)

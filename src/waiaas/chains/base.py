@@ -42,6 +42,7 @@ __all__ = [
     "SignedTx",
     "SimulationResult",
     "SupportsBalanceSimulation",
+    "SupportsFeeCap",
     "SupportsFeeQuote",
     "SupportsNonces",
     "SupportsPlanBuild",
@@ -307,6 +308,22 @@ class FeeQuote:
     basis: str
     gas_limit: int | None = None
     max_fee_per_gas: int | None = None
+
+
+@runtime_checkable
+class SupportsFeeCap(Protocol):
+    """Adapters whose transactions price their fee when built (EVM): the pipeline rebuilds a
+    queued transaction at signing and holds its fee within what was judged and shown."""
+
+    def cap_fee(self, unsigned: UnsignedTx, limit: FeeQuote) -> UnsignedTx | None:
+        """``unsigned`` with its fee held within ``limit`` (the quote of the same request
+        judged earlier), ``unsigned`` itself when it already fits, or ``None`` when the
+        network now needs more than ``limit`` allows (no such transaction could land).
+
+        Raises:
+            InvalidInputError: ``unsigned`` was not built by this adapter.
+        """
+        ...
 
 
 @runtime_checkable

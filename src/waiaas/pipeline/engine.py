@@ -552,6 +552,7 @@ class Pipeline:
             adapter=adapter,
             effects=prepared.effects,
             calldata=prepared.calldata,
+            fee=prepared.fee,
         )
         spent = dict(decision.spend)
         tx_id = new_id()
@@ -896,9 +897,11 @@ class Pipeline:
         elif isinstance(adapter, SupportsNonces):
             nonce = self._allocate_nonce(uow, adapter, agent, exclude=row.id)
         unsigned = adapter.build(req, agent.public_key, nonce=nonce)
-        # The built transaction must be the judged (and approved) plan, and simulating it may
-        # show no outflow its effects do not explain: then it is signed.
+        # The built transaction must be the judged (and approved) plan, at no higher a fee
+        # than the one judged, and simulating it may show no outflow its effects do not
+        # explain: then it is signed.
         plans.check_built(adapter, unsigned, meta)
+        unsigned = plans.hold_fee(adapter, unsigned, meta)
         simulation = plans.check_simulation(
             adapter, unsigned, plans.stored_effects(meta), required=self.config.require_simulation
         )
@@ -983,6 +986,7 @@ class Pipeline:
                 adapter=self.adapters.get((agent.chain, agent.network)),
                 effects=stored.effects,
                 calldata=stored.calldata,
+                fee=stored.fee,
             )
             if not decision.allowed:
                 reasons = _deny_reasons(decision)

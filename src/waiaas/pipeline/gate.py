@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
+from waiaas.chains.base import FeeQuote
 from waiaas.config import WalletConfig
 from waiaas.db.tables import AgentRow, PolicyRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import WaiaasError
+from waiaas.pipeline.plans import with_network_fee
 from waiaas.policy import AgentContext, Decision, PolicySpec, evaluate
 from waiaas.policy.evaluate import applicable
 from waiaas.policy.explain import Explanation
@@ -227,6 +229,7 @@ class PolicyGate:
         adapter: Any = None,
         effects: Sequence[Effect] | None = None,
         calldata: bytes = b"",
+        fee: FeeQuote | None = None,
     ) -> Decision:
         """Decide ``req`` for ``agent`` at ``now``.
 
@@ -235,7 +238,10 @@ class PolicyGate:
         ``adapter``: the agent's chain adapter, where token decimals are read.
         ``effects`` / ``calldata``: decoded from the plan that will be signed; when given,
         the policies judge them instead of the request's own fields.
+        ``fee``: the network fee of the built transaction; what its effects do not already
+        show is judged as one more fee the agent pays (budgets count fees).
         """
+        effects = with_network_fee(effects, fee, agent.public_key)
         i = self._inputs(
             uow, agent, req, now, exclude_tx_id=exclude_tx_id, adapter=adapter, effects=effects
         )
@@ -262,12 +268,14 @@ class PolicyGate:
         adapter: Any = None,
         effects: Sequence[Effect] | None = None,
         calldata: bytes = b"",
+        fee: FeeQuote | None = None,
     ) -> Explanation:
         """:meth:`evaluate` with explanations, for the dry runs: the same policies, usage
         windows, prices, decimals and effects, so its decision is the one ``send`` would
         reach in the same state (:func:`waiaas.policy.explain` adds the hints)."""
         from waiaas.policy.explain import explain
 
+        effects = with_network_fee(effects, fee, agent.public_key)
         i = self._inputs(uow, agent, req, now, exclude_tx_id=None, adapter=adapter, effects=effects)
         return explain(
             req,

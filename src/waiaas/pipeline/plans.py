@@ -19,6 +19,7 @@ from waiaas.chains.base import (
     ChainAdapter,
     FeeQuote,
     SupportsBalanceSimulation,
+    SupportsFeeCap,
     SupportsFeeQuote,
     SupportsPlans,
     UnsignedTx,
@@ -28,6 +29,7 @@ from waiaas.plan import (
     AccountFunding,
     Effect,
     EvmPlan,
+    FeeEffect,
     NativeTransfer,
     Plan,
     TokenTransfer,
@@ -44,14 +46,19 @@ __all__ = [
     "Prepared",
     "check_built",
     "check_simulation",
+    "fee_from_json",
+    "fee_to_json",
+    "hold_fee",
     "prepare",
     "stored_effects",
+    "with_network_fee",
 ]
 
 
 class PlanRefusedError(StateError):
     """The transaction about to be signed is not the one that was judged (``code`` says how:
-    ``PLAN_MISMATCH``, ``SIMULATION_MISMATCH`` or ``SIMULATION_UNAVAILABLE``)."""
+    ``PLAN_MISMATCH``, ``SIMULATION_MISMATCH``, ``SIMULATION_UNAVAILABLE`` or
+    ``FEE_ABOVE_JUDGED``)."""
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
@@ -97,6 +104,44 @@ def fee_to_json(fee: FeeQuote) -> dict[str, str]:
     if fee.max_fee_per_gas is not None:
         out["max_fee_per_gas"] = str(fee.max_fee_per_gas)
     return out
+
+
+def fee_from_json(data: Any) -> FeeQuote | None:
+    """The :class:`FeeQuote` stored by :func:`fee_to_json` (``None`` for rows without one)."""
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        amount = int(data["amount"])
+        gas = data.get("gas_limit")
+        max_fee = data.get("max_fee_per_gas")
+        return FeeQuote(
+            amount,
+            str(data.get("basis", "estimate")),
+            gas_limit=None if gas is None else int(gas),
+            max_fee_per_gas=None if max_fee is None else int(max_fee),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def with_network_fee(
+    effects: Sequence[Effect] | None, fee: FeeQuote | None, payer: str
+) -> tuple[Effect, ...] | None:
+    """``effects`` plus what the network fee costs beyond the fees they already show.
+
+    Budgets and session totals count every lamport and wei that leaves the agent, network
+    fees included. The Solana priority fee is decoded from the plan (a :class:`FeeEffect`);
+    the rest of the adapter's quote (the Solana signature fee; on EVM gas limit times
+    ``maxFeePerGas``, a maximum) is added here as one more :class:`FeeEffect` of ``payer``,
+    so policies judge it like any fee. Without effects or a quote, ``effects`` unchanged.
+    """
+    if effects is None or fee is None:
+        return None if effects is None else tuple(effects)
+    shown = sum(e.amount for e in effects if isinstance(e, FeeEffect))
+    rest = fee.amount - shown
+    if rest <= 0:
+        return tuple(effects)
+    return (*effects, FeeEffect(payer, rest))
 
 
 def quote_fee(adapter: ChainAdapter, unsigned: UnsignedTx) -> FeeQuote | None:
@@ -150,13 +195,40 @@ def stored_plan(meta: Mapping[str, Any]) -> Prepared:
     if not data:
         return Prepared(None, None, None)
     plan = plan_from_json(data)
-    return Prepared(plan, plan_digest(plan), stored_effects(meta))
+    return Prepared(
+        plan, plan_digest(plan), stored_effects(meta), fee=fee_from_json(meta.get("network_fee"))
+    )
 
 
 def stored_effects(meta: Mapping[str, Any]) -> tuple[Effect, ...] | None:
     """The effects stored on a row, if any."""
     data = meta.get("effects")
     return None if data is None else tuple(effects_from_json(data))
+
+
+def hold_fee(adapter: ChainAdapter, unsigned: UnsignedTx, meta: Mapping[str, Any]) -> UnsignedTx:
+    """``unsigned`` with a network fee no higher than the one judged at admission (which
+    the budgets counted and the owner saw): an adapter that prices fees at build lowers its
+    price to that maximum (:class:`~waiaas.chains.base.SupportsFeeCap`).
+
+    Raises:
+        PlanRefusedError: ``FEE_ABOVE_JUDGED``: the network now asks for more than was
+            judged; nothing is signed.
+    """
+    judged = fee_from_json(meta.get("network_fee"))
+    if judged is None:
+        return unsigned
+    held: UnsignedTx | None = unsigned
+    if isinstance(adapter, SupportsFeeCap):
+        held = adapter.cap_fee(unsigned, judged)
+    quote = quote_fee(adapter, held) if held is not None else None
+    if held is None or (quote is not None and quote.amount > judged.amount):
+        raise PlanRefusedError(
+            f"the network fee now exceeds the {judged.amount} base units judged and shown "
+            "when the transaction was requested; nothing was signed (send it again)",
+            code="FEE_ABOVE_JUDGED",
+        )
+    return held
 
 
 def check_built(adapter: ChainAdapter, unsigned: UnsignedTx, meta: Mapping[str, Any]) -> None:

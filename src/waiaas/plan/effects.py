@@ -88,10 +88,13 @@ class AccountFunding:
 
 @dataclass(frozen=True)
 class FeeEffect:
-    """The Solana prioritisation fee the compute-budget instructions set (lamports).
+    """A network fee ``payer`` pays, in native base units.
 
-    This is the priority fee only; the base fee (5,000 lamports per signature) is not in it.
-    ``UnsignedTx.fee_estimate`` on Solana is base + priority: count one or the other.
+    Decoded from a plan it is the Solana prioritisation fee the compute-budget instructions
+    set (the signature fee, 5,000 lamports per signature, is not in the plan). Before policies
+    judge a built transaction the pipeline adds one more ``FeeEffect`` for the rest of the
+    adapter's fee quote (the Solana signature fee; on EVM gas limit times ``maxFeePerGas``,
+    a maximum), so budgets and session totals count every fee the agent pays.
     """
 
     payer: str

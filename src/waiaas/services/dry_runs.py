@@ -125,5 +125,6 @@ def _explain(
             adapter=adapter,
             effects=prepared.effects,
             calldata=prepared.calldata,
+            fee=prepared.fee,
         )
     return result, req

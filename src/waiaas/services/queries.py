@@ -95,8 +95,17 @@ def _fields(row: TransactionRow) -> dict[str, Any]:
         "approval_expires_at": (meta.get("approval") or {}).get("expires_at"),
         "fee": int(meta["fee"]) if meta.get("fee") is not None else None,
         "error": (f"{err.get('code')}: {err.get('message')}" if err else row.error),
+        "spend": _spend(row.spend),
         "_decision": meta.get("decision"),
     }
+
+
+def _spend(text: str | None) -> dict[str, int] | None:
+    """The ``transactions.spend`` column (JSON of decimal strings) as ints, when readable."""
+    data = stored_json(text, table="transactions", column="spend", default=None) if text else None
+    if not isinstance(data, dict):
+        return None
+    return {str(k): int(v) for k, v in data.items() if isinstance(v, str) and v.isdigit()}
 
 
 def tx_info(row: TransactionRow) -> TransactionInfo:

@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import threading
@@ -890,6 +891,34 @@ class EvmAdapter:
         payload = self._payload(unsigned)
         gas, price = int(payload["gas"]), int(payload["maxFeePerGas"])
         return FeeQuote(gas * price, "maximum", gas_limit=gas, max_fee_per_gas=price)
+
+    def cap_fee(self, unsigned: UnsignedTx, limit: FeeQuote) -> UnsignedTx | None:
+        """``unsigned`` with gas limit times ``maxFeePerGas`` held within ``limit.amount``
+        (and ``maxFeePerGas`` within ``limit.max_fee_per_gas``), lowering ``maxFeePerGas``
+        (and the priority fee with it) when the network's price rose since ``limit`` was
+        quoted. ``None`` when even the block's base fee no longer fits: such a transaction
+        would wait in the pool, so it is not signed.
+
+        Raises:
+            InvalidInputError: ``unsigned`` was not built by an EVM adapter.
+        """
+        payload = dict(self._payload(unsigned))
+        gas = int(payload["gas"])
+        max_fee = int(payload["maxFeePerGas"])
+        priority = int(payload["maxPriorityFeePerGas"])
+        if gas <= 0 or limit.amount < 0:
+            return None
+        cap = limit.amount // gas
+        if limit.max_fee_per_gas is not None:
+            cap = min(cap, limit.max_fee_per_gas)
+        if max_fee <= cap:
+            return unsigned
+        base_fee = (max_fee - priority) // 2  # as built: 2 * base fee + priority
+        if cap <= base_fee:
+            return None
+        payload["maxFeePerGas"] = cap
+        payload["maxPriorityFeePerGas"] = min(priority, cap - base_fee)
+        return dataclasses.replace(unsigned, payload=payload)
 
     def simulate(self, unsigned: UnsignedTx) -> SimulationResult:
         """Execute ``unsigned`` with ``eth_call`` on the latest state, without committing.
