@@ -1152,6 +1152,7 @@ class SessionManager:
         asset: str | None = None,
         amount: int | None = None,
         spend: Mapping[str, int] | None = None,
+        fees: int = 0,
     ) -> SessionUsage:
         """Check a request against the session's constraints and charge it to the session.
 
@@ -1173,6 +1174,8 @@ class SessionManager:
             spend: instead of ``asset``/``amount``: every asset the request takes out of the
                 wallet (the policy decision's ``spend``: transfers, rent, fees and
                 approvals' allowances decoded from the transaction that will be signed).
+            fees: the native network fees inside ``spend`` (the decision's ``fees``): the
+                session's total counts them, its per-request cap does not.
 
         Returns:
             The session's usage after this request.
@@ -1228,9 +1231,13 @@ class SessionManager:
             }
         else:
             amounts = self._amounts(verified.chain, request, asset, amount)
+        fees = _check_int(fees, "fees", minimum=0)
         if c.max_amount_per_tx is not None:
             # An approval moves nothing now, but its allowance may not exceed the cap either.
+            # Network fees count toward the session's total, not toward one request's cap.
             per_request = dict(amounts)
+            if fees and NATIVE in per_request:
+                per_request[NATIVE] = max(0, per_request[NATIVE] - fees)
             for key, value in _allowances(request, verified.chain).items():
                 per_request[key] = max(per_request.get(key, 0), value)
             for key, value in per_request.items():

@@ -108,3 +108,49 @@ def test_dry_run_agrees_with_send_about_the_fee(wallet: Wallet, chain: str) -> N
         Transfer(to=recipient(chain), amount=AMOUNT[chain]), agent_id=agent.id
     )
     assert not explanation.decision.allowed
+
+
+@pytest.mark.parametrize("chain", ["solana", "evm"])
+def test_one_request_is_judged_on_what_it_sends(wallet: Wallet, chain: str) -> None:
+    """Tiers and per-request caps judge what the request sends, not the fee: an amount
+    exactly at ``instant_max`` and ``per_transaction`` (and the session's per-request cap)
+    is INSTANT; the rolling budget still charges amount + fee."""
+    agent = new_agent(wallet, chain)
+    amount = AMOUNT[chain]
+    wallet.add_policy(
+        "SPENDING_LIMIT",
+        {
+            "per_transaction": str(amount),
+            "instant_max": str(amount),
+            "notify_max": str(amount * 10),
+            "delay_max": str(amount * 100),
+            "daily_total": str(amount * 1000),
+        },
+        agent_id=agent.id,
+    )
+    token = wallet.issue_session(
+        agent.id, constraints=SessionConstraints(max_amount_per_tx={"native": str(amount)})
+    ).token
+    done = wallet.send(token, Transfer(to=recipient(chain), amount=amount))
+    assert (done.status, done.tier) == ("CONFIRMED", "INSTANT")
+    assert done.spend == {"native": amount + _fee_of(wallet, done.id)}
+    assert done.decision is not None and done.decision.fees == _fee_of(wallet, done.id)
+
+
+def test_a_fee_alone_counts_against_the_native_daily_budget(wallet: Wallet) -> None:
+    """A token transfer sends no SOL, but its fee leaves the wallet: with the native daily
+    budget spent to the last lamport, it is refused."""
+    from waiaas.types import TokenTransfer
+
+    agent = new_agent(wallet, "solana")
+    adapter = wallet.chain_adapter(agent.id)
+    mint = adapter.create_test_token(decimals=6)  # type: ignore[attr-defined]
+    adapter.mint_test_token(mint, agent.public_key, 1_000)  # type: ignore[attr-defined]
+    dest = recipient("solana")
+    adapter.mint_test_token(mint, dest, 1)  # type: ignore[attr-defined]  # its account exists
+    token = wallet.issue_session(agent.id).token
+    first = wallet.send(token, Transfer(to=recipient("solana"), amount=AMOUNT["solana"]))
+    spent = AMOUNT["solana"] + _fee_of(wallet, first.id)
+    wallet.add_policy("SPENDING_LIMIT", {"daily_total": str(spent)}, agent_id=agent.id)
+    with pytest.raises(PolicyDeniedError):
+        wallet.send(token, TokenTransfer(to=dest, token=mint, amount=1))

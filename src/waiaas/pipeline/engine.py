@@ -630,7 +630,7 @@ class Pipeline:
             return row, self._agent_denial(uow, agent, decision, reasons, now, tx_id)
         # Session constraints and usage stats, in the same unit of work as the request.
         self.sessions.enforce_and_record(
-            uow, verified, req, network=agent.network, now=now, spend=spent
+            uow, verified, req, network=agent.network, now=now, spend=spent, fees=decision.fees
         )
         row.tier = tier.value
         uow.transactions.add(row)

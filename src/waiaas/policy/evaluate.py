@@ -129,6 +129,7 @@ class _Item:
     # effect-only facts (see _items_from_effects)
     label: str | None = None  # "effects[3]" instead of "requests[3]"
     paid_to_self: bool = False  # rent / fee: value leaves the agent but pays no recipient
+    fee: bool = False  # a network fee: counted by the rolling budgets, not per request
     malformed: bool = False  # a known call encoded non-canonically: refused
     unresolved: bool = False  # a token transfer / approval whose token could not be read
     authority: str | None = None  # AuthorityChange kind
@@ -202,11 +203,26 @@ def _normalize_items(
     return items, bad
 
 
-def _spend(items: Sequence[_Item]) -> dict[str, int]:
-    """Per asset, what the items take out of the wallet. An approval counts its full
-    allowance against its token when it is granted (the spender may take it all at once)."""
+def _with_fee(spend: dict[str, int], fee: int) -> dict[str, int]:
+    """``spend`` with ``fee`` more native (a fee given apart from the items)."""
+    if fee > 0:
+        spend[NATIVE] = spend.get(NATIVE, 0) + fee
+    return spend
+
+
+def _fees(items: Sequence[_Item]) -> int:
+    """The network fees among the items (native base units)."""
+    return sum(item.amount for item in items if item.fee)
+
+
+def _spend(items: Sequence[_Item], *, fees: bool = True) -> dict[str, int]:
+    """Per asset, what the items take out of the wallet (network fees left out unless
+    ``fees``). An approval counts its full allowance against its token when it is granted
+    (the spender may take it all at once)."""
     spend: dict[str, int] = {}
     for item in items:
+        if item.fee and not fees:
+            continue
         if item.kind == TxType.TRANSFER:
             spend[NATIVE] = spend.get(NATIVE, 0) + item.amount
         elif item.kind in (TxType.TOKEN_TRANSFER, TxType.APPROVE) and item.token:
@@ -276,7 +292,9 @@ def _items_from_effects(
                 )
             )
         elif isinstance(e, fx.FeeEffect):
-            items.append(_Item(n, TxType.TRANSFER, amount=e.amount, label=label, paid_to_self=True))
+            items.append(
+                _Item(n, TxType.TRANSFER, amount=e.amount, label=label, paid_to_self=True, fee=True)
+            )
         elif isinstance(e, fx.TokenTransfer):
             owner = _norm(chain, e.destination_owner)
             account = _norm(chain, e.destination_account)
@@ -460,6 +478,18 @@ class _Env:
     spend: Mapping[str, int]
     token_decimals: Mapping[str, tuple[int, str | None]]
     rules: tuple[PolicySpec, ...] = ()
+    fees: int = 0  # native network fees: in the rolling windows, not in ``spend``
+
+    def fee_of(self, asset: str) -> int:
+        """The network fees this request adds to ``asset``'s rolling windows."""
+        return self.fees if asset == NATIVE else 0
+
+    def with_fees(self, asset: str, amount: int) -> str:
+        """``amount`` for people, with the fees the windows add to it named."""
+        fee = self.fee_of(asset)
+        if not fee:
+            return self.show(asset, amount)
+        return f"{self.show(asset, amount)} + {self.show(asset, fee)} network fee"
 
     def show(self, asset: str, amount: int) -> str:
         decimals, symbol = self.token_decimals.get(asset, (None, None))
@@ -487,43 +517,54 @@ def _spending_limit(env: _Env, out: _Verdict, spec: PolicySpec, r: SpendingLimit
             return covered
     else:
         key = normalize_asset_key(r.asset)
-        if key not in env.spend:
+        # A request that sends none of the asset may still pay its network fee in it: the
+        # rolling budgets count that fee; the request's own tier comes from other rules.
+        fee_only = key not in env.spend
+        if fee_only and not env.fee_of(key):
             return covered
         assets = [key]
-        amount = env.spend[key]
+        amount = env.spend.get(key, 0)
         used = env.usage.spent_of(key)
         for window, cap, spent in (
             ("transaction", r.per_transaction, 0),
             ("24h", r.daily_total, used.day),
             ("7d", r.weekly_total, used.week),
         ):
-            if cap is None:
+            if cap is None or (fee_only and window == "transaction"):
                 continue
+            # The rolling budgets count every fee the agent pays; one request is judged on
+            # what it sends.
+            counted = amount if window == "transaction" else amount + env.fee_of(key)
             out.budget.append(
                 BudgetFigure(
                     rule_id=spec.id,
                     asset=key,
                     window=window,
                     spent=spent,
-                    requested=amount,
+                    requested=counted,
                     limit=cap,
                     remaining=max(cap - spent, 0),
                 )
             )
-            if spent + amount > cap:
+            if spent + counted > cap:
                 what = "per-transaction limit" if window == "transaction" else f"{window} budget"
                 left = f" ({env.show(key, max(cap - spent, 0))} left)" if spent else ""
+                shown = (
+                    env.show(key, amount) if window == "transaction" else env.with_fees(key, amount)
+                )
                 _exceed(
                     out,
                     spec,
                     r,
-                    f"{env.show(key, amount)} exceeds the {what} of {env.show(key, cap)}{left}",
+                    f"{shown} exceeds the {what} of {env.show(key, cap)}{left}",
                     asset=key,
                     window=window,
-                    amount=amount,
+                    amount=counted,
                     spent=spent,
                     limit=cap,
                 )
+        if fee_only:
+            return covered
         if any(b is not None for b in r.thresholds):
             tier = _tier_for(r.thresholds, amount)
             out.tier(
@@ -563,7 +604,7 @@ def _velocity(
     if all(b is None for b in bounds):
         return
     day = env.usage.spent_of(asset).day
-    total = day + amount
+    total = day + amount + env.fee_of(asset)
     tier = _tier_for(bounds, total)
     if Tier.highest(tier, request_tier) == request_tier:
         return
@@ -662,6 +703,8 @@ def _spending_usd(
     request = {a: env.spend[a] for a in assets}
     history = assets if r.asset != "*" else sorted(set(env.usage.spent) | set(assets))
     value, missing = _usd_value(env, request)
+    # the rolling windows count this request's network fees too
+    with_fees, _ = _usd_value(env, {a: request[a] + env.fee_of(a) for a in assets})
     day, miss_day = _usd_value(env, {a: env.usage.spent_of(a).day for a in history})
     week, miss_week = _usd_value(env, {a: env.usage.spent_of(a).week for a in history})
     label = "every asset" if r.asset == "*" else assets[0]
@@ -700,7 +743,8 @@ def _spending_usd(
                 remaining=max(cap - spent, Decimal(0)),
             )
         )
-        if spent + value > cap:
+        counted = value if window == "transaction" or with_fees is None else with_fees
+        if spent + counted > cap:
             what = (
                 "per-transaction USD limit" if window == "transaction" else f"{window} USD budget"
             )
@@ -1072,6 +1116,7 @@ def evaluate(
     decimals: Mapping[str, int] | None = None,
     effects: Sequence[Effect] | None = None,
     calldata: bytes = b"",
+    network_fee: int = 0,
 ) -> Decision:
     """Decide one request against every applicable policy. Pure: no I/O, no clock.
 
@@ -1096,6 +1141,9 @@ def evaluate(
             runs without a chain).
         calldata: the EVM calldata of that plan: addresses in its ABI words are parties
             too (a forwarding contract's real recipient meets the blacklist).
+        network_fee: for a request judged as written (no ``effects``), the native network
+            fee it would pay: the rolling budgets, velocity tiers and session totals count
+            it (with ``effects`` the fees are among them, as ``FeeEffect``\ s).
 
     Returns:
         A :class:`~waiaas.policy.Decision`.
@@ -1112,6 +1160,8 @@ def evaluate(
     """
     req = coerce_request(request)
     specs, cfg = _check_inputs(agent, policies, usage, now, config)
+    if isinstance(network_fee, bool) or not isinstance(network_fee, int) or network_fee < 0:
+        raise InvalidInputError("network_fee must be a non-negative int", field="network_fee")
     price_map = _prices(prices)
     chain = agent.chain
     items, bad = _normalize_items(req, chain)
@@ -1142,9 +1192,10 @@ def evaluate(
         config=cfg,
         prices=price_map,
         items=tuple(items),
-        spend=_spend(items),
+        spend=_spend(items, fees=False),
         token_decimals=token_info,
         rules=tuple(rules),
+        fees=_fees(items) + (network_fee if effects is None else 0),
     )
 
     covered: set[str] = set()
@@ -1210,7 +1261,8 @@ def evaluate(
         auto_stop=auto_stop,
         delay_seconds=max(delays) if delays else cfg.delay_seconds,
         approval_timeout=min(timeouts) if timeouts else cfg.approval_timeout,
-        spend=dict(env.spend),
+        spend=_with_fee(_spend(env.items), env.fees - _fees(env.items)),
+        fees=env.fees,
     )
 
 

@@ -168,10 +168,14 @@ def _amount_candidates(
     usage: Usage,
     config: WalletConfig,
     prices: Mapping[str, AssetPrice],
+    fee: int = 0,
 ) -> set[int]:
-    """Every boundary amount a rule could switch the outcome at."""
+    """Every boundary amount a rule could switch the outcome at (the rolling windows also
+    hold the request's network ``fee`` when ``asset`` is native)."""
     found: set[int] = set()
     used = usage.spent_of(asset)
+    if asset != NATIVE:
+        fee = 0
     price = prices.get(asset)
     for spec in specs:
         r = spec.rules
@@ -182,13 +186,13 @@ def _amount_candidates(
         if r.asset != "*":
             found.update(b for b in r.thresholds if b is not None)
             # velocity tiers switch where the day's total crosses a daily bound
-            found.update(b - used.day for b in r.daily_thresholds if b is not None)
+            found.update(b - used.day - fee for b in r.daily_thresholds if b is not None)
             if r.per_transaction is not None:
                 found.add(r.per_transaction)
             if r.daily_total is not None:
-                found.add(r.daily_total - used.day)
+                found.add(r.daily_total - used.day - fee)
             if r.weekly_total is not None:
-                found.add(r.weekly_total - used.week)
+                found.add(r.weekly_total - used.week - fee)
         if price is not None and price.usd > 0:
             for usd in (*r.thresholds_usd, r.per_transaction_usd):
                 if usd is not None:
@@ -202,7 +206,7 @@ def _amount_candidates(
         bounds = (thresholds.instant_max, thresholds.notify_max, thresholds.delay_max)
         found.update(bounds)
         found.update(
-            b - used.day for b in daily_bounds(bounds, (None, None, None)) if b is not None
+            b - used.day - fee for b in daily_bounds(bounds, (None, None, None)) if b is not None
         )
     return {c for c in found if c >= 0}
 
@@ -247,9 +251,24 @@ def explain(
     specs, cfg = _check_inputs(agent, policies, usage, now, config)
     price_map = _prices(prices)
 
+    # An amount probe pays the same network fee as the request (budgets count it).
+    from waiaas.plan.effects import FeeEffect
+
+    fee = sum(e.amount for e in effects or () if isinstance(e, FeeEffect))
+
     def run(r: RequestModel, at: int = now) -> Decision:
         """``r`` as written (an amount probe) at ``at``."""
-        return evaluate(r, agent, specs, usage, at, config=cfg, prices=price_map, decimals=decimals)
+        return evaluate(
+            r,
+            agent,
+            specs,
+            usage,
+            at,
+            config=cfg,
+            prices=price_map,
+            decimals=decimals,
+            network_fee=fee,
+        )
 
     def judge(at: int) -> Decision:
         """The request itself at ``at``: judged on its effects when they are given."""
@@ -271,7 +290,7 @@ def explain(
     hints: list[str] = []
     rules = applicable(specs, agent)
 
-    amounts = _amount_hints(req, decision, rules, agent, usage, cfg, price_map, run, hints)
+    amounts = _amount_hints(req, decision, rules, agent, usage, cfg, price_map, run, hints, fee)
 
     next_at: int | None = None
     time_rules = [p.rules for p in rules if isinstance(p.rules, TimeRestrictionRules)]
@@ -321,6 +340,7 @@ def _amount_hints(
     prices: Mapping[str, AssetPrice],
     run: Callable[[RequestModel], Decision],
     hints: list[str],
+    fee: int = 0,
 ) -> dict[str, int]:
     if not isinstance(req, Transfer | TokenTransfer | ContractCall):
         return {}
@@ -339,7 +359,7 @@ def _amount_hints(
             decimals = decimals if decimals is not None else entry.decimals
             symbol = entry.symbol
     candidates = sorted(
-        c for c in _amount_candidates(rules, asset, agent, usage, cfg, prices) if c < amount
+        c for c in _amount_candidates(rules, asset, agent, usage, cfg, prices, fee) if c < amount
     )
     amount_denied = _amount_denials(decision)
     best: dict[Tier, int] = {}

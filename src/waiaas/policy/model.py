@@ -501,6 +501,8 @@ class Decision(_Frozen):
         spend: what the request takes out of the wallet per asset key, in base units, as
             the budgets counted it (transfers, rent, fees, approvals' allowances); the
             shell records exactly this on the transaction and charges it to the session.
+        fees: the native network fees included in ``spend`` (the rolling budgets, velocity
+            tiers and session totals count them; tiers and per-request caps do not).
 
     Example::
 
@@ -517,6 +519,7 @@ class Decision(_Frozen):
     delay_seconds: int = Field(ge=0)
     approval_timeout: int = Field(ge=1)
     spend: dict[str, Amount] = Field(default_factory=dict)
+    fees: Amount = 0
 
     @property
     def deny_reasons(self) -> tuple[Reason, ...]:
