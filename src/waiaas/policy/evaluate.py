@@ -1143,7 +1143,7 @@ def evaluate(
             too (a forwarding contract's real recipient meets the blacklist).
         network_fee: for a request judged as written (no ``effects``), the native network
             fee it would pay: the rolling budgets, velocity tiers and session totals count
-            it (with ``effects`` the fees are among them, as ``FeeEffect``\ s).
+            it (with ``effects`` the fees are among them, as ``FeeEffect`` items).
 
     Returns:
         A :class:`~waiaas.policy.Decision`.
