@@ -34,7 +34,7 @@ from waiaas.types import Request, Tier, TokenTransfer, TransactionInfo, Transfer
 from waiaas.units import format_units, parse_units
 
 if TYPE_CHECKING:
-    from waiaas.chains.base import ChainAdapter
+    from waiaas.chains.base import ChainAdapter, FeeQuote
     from waiaas.policy import Explanation
     from waiaas.sessions import VerifiedSession
     from waiaas.wallet import TransactionResult, Wallet
@@ -469,7 +469,21 @@ class AgentHandle:
             for tx in listed
         ]
 
-    def _policy_view(self) -> tuple[tuple[Mapping[str, str], ...], int | None, tuple[str, ...]]:
+    def _transfer_fee(self) -> FeeQuote | None:
+        """The network fee a native transfer pays now (built, never signed), which the
+        budgets and the session's total count besides the amount; ``None`` when the chain
+        cannot say."""
+        from waiaas.pipeline import plans
+
+        adapter = self._adapter()
+        prepared = plans.prepare_or_defer(
+            adapter, Transfer(to=self.address, amount=1), self.address
+        )
+        return prepared.fee
+
+    def _policy_view(
+        self, fee: FeeQuote | None
+    ) -> tuple[tuple[Mapping[str, str], ...], int | None, tuple[str, ...]]:
         """What the policies leave the agent now: the native budget windows (what is left,
         tightest per window), the most one native transfer may move without a cap refusing
         it (``None``: no policy cap), and the types of the other rules in force.
@@ -490,7 +504,7 @@ class AgentHandle:
             row = uow.agents.get(self.agent_id)
             if row is None:  # pragma: no cover - agents are never deleted
                 raise NotFoundError("agent", self.agent_id)
-            decision = gate.evaluate(uow, row, probe, now, adapter=self._adapter())
+            decision = gate.evaluate(uow, row, probe, now, adapter=self._adapter(), fee=fee)
             specs = applicable(gate.policies(uow, self.agent_id), agent_context(row))
         rules = {s.id: s.rules for s in specs}
         # over a cap, a rule with on_exceed="approval" asks for the owner instead of refusing;
@@ -509,7 +523,9 @@ class AgentHandle:
             if b.window != "transaction":
                 windows[b.window] = min(windows.get(b.window, b.remaining), b.remaining)
             if refuses(b.rule_id):
-                caps.append(b.remaining)
+                # a rolling window must also hold the transfer's network fee
+                held = decision.fees if b.window != "transaction" else 0
+                caps.append(max(0, b.remaining - held))
         windows_usd: dict[str, Decimal] = {}
         for u in decision.budget_usd:
             if u.asset not in (NATIVE, "every asset"):
@@ -517,8 +533,11 @@ class AgentHandle:
             if u.window != "transaction":
                 windows_usd[u.window] = min(windows_usd.get(u.window, u.remaining), u.remaining)
             if refuses(u.rule_id) and u.requested > 0:
-                # the probe moved one whole coin: ``requested`` is its USD price
-                caps.append(_native_for_usd(u.remaining, u.requested, one))
+                # the probe moved one whole coin: ``requested`` is its USD price (a rolling
+                # window holds the network fee too)
+                most = _native_for_usd(u.remaining, u.requested, one)
+                held = decision.fees if u.window != "transaction" else 0
+                caps.append(max(0, most - held))
         budgets: list[Mapping[str, str]] = [
             {"window": w, "remaining": str(windows[w])} for w in _WINDOWS if w in windows
         ]
@@ -651,8 +670,12 @@ class AgentHandle:
             if constraints.allowed_tx_types is not None
             else None
         )
-        budgets, policy_cap, restrictions = self._policy_view()
-        caps = [v for v in (policy_cap, per_tx.get(NATIVE), remaining.get(NATIVE)) if v is not None]
+        fee = self._transfer_fee()
+        budgets, policy_cap, restrictions = self._policy_view(fee)
+        session_left = remaining.get(NATIVE)
+        if session_left is not None:  # the session's total counts the fee as well
+            session_left = max(0, session_left - (fee.amount if fee is not None else 0))
+        caps = [v for v in (policy_cap, per_tx.get(NATIVE), session_left) if v is not None]
         if left_count == 0 or (tx_types is not None and "TRANSFER" not in tx_types):
             caps.append(0)  # the session may send no (more) transfers
         return AgentLimits(

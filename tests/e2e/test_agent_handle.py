@@ -146,9 +146,10 @@ def test_limits_say_what_is_left_and_hide_the_rules(wallet: Wallet) -> None:
     handle.transfer(allowed, "0.05")
 
     limits = handle.limits()
-    # 0.05 SOL already went out today: the 24 h budget has 2.95 SOL left, and the policy's
-    # per-transaction cap (2 SOL) is tighter, as tight as the session's
-    assert limits.budgets == ({"window": "24h", "remaining": str(3 * SOL - SOL // 20)},)
+    # 0.05 SOL and its 5,000-lamport fee already went out today: the 24 h budget has
+    # 2.949995 SOL left, and the policy's per-transaction cap (2 SOL) is tighter, as tight
+    # as the session's
+    assert limits.budgets == ({"window": "24h", "remaining": str(3 * SOL - SOL // 20 - 5_000)},)
     assert limits.native_max_now == 2 * SOL
     assert limits.transactions_remaining == 4
     assert limits.max_per_transaction == {"native": 2 * SOL}
@@ -161,7 +162,8 @@ def test_limits_say_what_is_left_and_hide_the_rules(wallet: Wallet) -> None:
 
     # later in the day, the 24 h budget is what caps one transfer
     handle.transfer(allowed, "1.5")
-    assert handle.limits().native_max_now == 3 * SOL - SOL // 20 - 3 * SOL // 2
+    # the 24 h budget has paid three 5,000-lamport fees and must hold the next one
+    assert handle.limits().native_max_now == 3 * SOL - SOL // 20 - 3 * SOL // 2 - 3 * 5_000
 
 
 def test_the_token_is_checked_on_every_call(wallet: Wallet, clock: FrozenClock) -> None:

@@ -262,10 +262,11 @@ def test_budget_usage_matches_the_rolling_windows(
     the queued DELAY counts, and yesterday's requests fall out of the 24 h window."""
     wallet, agent_id, _, _ = lab
     usage = wallet.budget_usage(agent_id)
-    total = SOL // 20 + SOL // 2 + 2 * SOL + SOL // 20
+    fee = 5_000  # each transfer's signature fee counts too
+    total = SOL // 20 + SOL // 2 + 2 * SOL + SOL // 20 + 4 * fee
     assert usage.spent("7d") == total
-    assert usage.spent("24h") == SOL // 20
-    assert usage.remaining() == {"24h": 5 * SOL - SOL // 20, "7d": 20 * SOL - total}
+    assert usage.spent("24h") == SOL // 20 + fee
+    assert usage.remaining() == {"24h": 5 * SOL - SOL // 20 - fee, "7d": 20 * SOL - total}
     explanation = wallet.dry_run(Transfer(to=DEST, amount=SOL // 20), agent_id=agent_id)
     figures = {b.window: b.spent for b in explanation.decision.budget}
     assert figures["24h"] == usage.spent("24h") and figures["7d"] == usage.spent("7d")
@@ -461,7 +462,7 @@ def test_sessions_render_and_convert_without_tokens(
     assert list(df["status"]) == ["active", "revoked"]
     for col in ("created_at", "expires_at", "revoked_at", "last_used_at"):
         assert "UTC" in str(df[col].dtype), col
-    assert df["totals"].iloc[1] == {"native": str(SOL // 20)}
+    assert df["totals"].iloc[1] == {"native": str(SOL // 20 + 5_000)}  # with its fee
     assert list(df["requests"]) == [4, 1]  # the denied request was never charged
     _no_floats(df)
     everything = text + html + df.to_string() + repr(sessions)

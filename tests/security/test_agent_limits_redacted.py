@@ -118,9 +118,15 @@ def test_limits_show_no_threshold_nor_list_member(wallet: Wallet, chain: str) ->
     assert first.status == TxStatus.CONFIRMED and first.tier == Tier.INSTANT
 
     limits = handle.limits()
-    left = t["daily_total"] - FIRST[chain]
-    assert limits.budgets == ({"window": "24h", "remaining": str(left)},)
-    assert limits.native_max_now == left  # no per-transaction cap: the budget decides
+    counted = wallet.get_transaction(first.id).spend  # the amount and its network fee
+    assert counted is not None
+    remaining = t["daily_total"] - counted["native"]
+    assert limits.budgets == ({"window": "24h", "remaining": str(remaining)},)
+    # no per-transaction cap: the budget decides, and it must also hold the next fee
+    left = limits.native_max_now
+    assert left is not None
+    fee = remaining - left
+    assert fee > 0 and (chain == "evm" or fee == 5_000)
     assert limits.restrictions == ("ALLOWED_ADDRESSES",)
     assert limits.transactions_remaining == 6
 
@@ -179,7 +185,8 @@ def test_native_max_now_takes_the_tightest_cap(wallet: Wallet) -> None:
     with pytest.raises(PolicyDeniedError) as denied:
         free.send(Transfer(to=dest, amount=3 * SOL + 1))
     assert denied.value.figure is not None
-    assert denied.value.figure["available"] == str(SOL)  # the tightest budget, as documented
+    # the tightest budget, as documented, less the next transfer's fee it must also hold
+    assert denied.value.figure["available"] == str(SOL - 5_000)
     queued = free.send(Transfer(to=dest, amount=3 * SOL))  # over the 1 SOL day: the owner's
     assert queued.status == TxStatus.QUEUED and queued.tier == Tier.APPROVAL
 
@@ -194,9 +201,10 @@ def test_native_max_now_takes_the_tightest_cap(wallet: Wallet) -> None:
             },
         ).token
     )
-    assert capped.limits().native_max_now == SOL + SOL // 2
+    fee = 5_000  # the session's total counts each transfer's fee
+    assert capped.limits().native_max_now == SOL + SOL // 2 - fee
     capped.send(Transfer(to=dest, amount=SOL // 2))
-    assert capped.limits().native_max_now == SOL
+    assert capped.limits().native_max_now == SOL - 2 * fee
     capped.send(Transfer(to=dest, amount=SOL // 2))
     limits = capped.limits()
     assert limits.transactions_remaining == 0
@@ -213,9 +221,9 @@ def test_an_approval_cap_refuses_an_agent_without_owner(wallet: Wallet) -> None:
         agent_id=agent.id,
     )
     handle = wallet.agent(wallet.issue_session(agent.id).token)
-    assert handle.limits().native_max_now == 2 * SOL
+    assert handle.limits().native_max_now == 2 * SOL - 5_000  # the budget holds the fee too
     with pytest.raises(PolicyDeniedError):
-        handle.send(Transfer(to=dest, amount=2 * SOL + 1))
+        handle.send(Transfer(to=dest, amount=2 * SOL - 5_000 + 1))
 
 
 class _Oracle:
@@ -252,9 +260,10 @@ def test_a_usd_budget_is_converted_at_the_current_price(tmp_path: Path) -> None:
         assert sent.status in (TxStatus.CONFIRMED, TxStatus.QUEUED)  # may make it wait)
 
         limits = handle.limits()
-        left_usd = Decimal("869.41") - Decimal(most) * Decimal("137.03") / SOL
+        fee = 5_000  # the 24 h window counts the network fee too
+        left_usd = Decimal("869.41") - Decimal(most + fee) * Decimal("137.03") / SOL
         assert limits.budgets == ({"window": "24h", "remaining_usd": str(left_usd)},)
-        assert limits.native_max_now == int(left_usd * SOL / Decimal("137.03"))
+        assert limits.native_max_now == int(left_usd * SOL / Decimal("137.03")) - fee
         text = _texts(handle, limits)
         for figure in ("481.93", "869.41"):
             assert figure not in text, figure

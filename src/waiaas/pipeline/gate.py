@@ -241,6 +241,8 @@ class PolicyGate:
         ``fee``: the network fee of the built transaction; what its effects do not already
         show is judged as one more fee the agent pays (budgets count fees).
         """
+        # a request judged as written (no effects) still pays the quoted fee
+        loose_fee = fee.amount if effects is None and fee is not None else 0
         effects = with_network_fee(effects, fee, agent.public_key)
         i = self._inputs(
             uow, agent, req, now, exclude_tx_id=exclude_tx_id, adapter=adapter, effects=effects
@@ -256,6 +258,7 @@ class PolicyGate:
             decimals=i.decimals,
             effects=effects,
             calldata=calldata,
+            network_fee=loose_fee,
         )
 
     def explain(

@@ -567,7 +567,16 @@ def _figure_and_phrase(
                 "available_usd": str(left_usd)
             }, f"at most {format_usd(left_usd)} can be sent now"
         asset = figures.get("asset")
-        left = [b.remaining for b in decision.budget if asset is None or b.asset == asset]
+        # what may still be sent: the rolling windows also hold this request's network fee
+        left = [
+            max(
+                0,
+                b.remaining
+                - (decision.fees if b.window != "transaction" and b.asset == NATIVE else 0),
+            )
+            for b in decision.budget
+            if asset is None or b.asset == asset
+        ]
         if not left:
             return None, None
         amount = min(left)
