@@ -57,7 +57,9 @@ def test_insufficient_funds_fails_and_releases_budgets(wallet: Wallet, chain: st
     fund(wallet, agent.id, 10 * SMALL[chain])
     again = wallet.send(issued.token, Transfer(to=dest, amount=TOO_MUCH[chain]))
     assert again.status == "CONFIRMED"
-    assert wallet.get_session(issued.session_id).usage.total() == TOO_MUCH[chain]
+    counted = wallet.get_transaction(again.id).spend or {}  # the amount and its network fee
+    assert counted["native"] > TOO_MUCH[chain]
+    assert wallet.get_session(issued.session_id).usage.total() == counted["native"]
     network = "localnet" if chain == "solana" else "local"
     assert wallet.network_adapter(chain, network).get_balance(dest) == TOO_MUCH[chain]
 
@@ -154,7 +156,8 @@ def test_transient_failures_are_bounded(tmp_path: Path, chain: str) -> None:
         assert "TX_FAILED" not in kinds
         assert flaky.get_balance(dest) == 0
         session = wallet.list_sessions(result.agent_id)[0]
-        assert session.usage.total() == amount
+        counted = (wallet.get_transaction(result.id).spend or {})["native"]  # amount + fee
+        assert counted > amount and session.usage.total() == counted
         flaky.transient = 0
         wallet._pipeline.reconcile(result.id, resend=True)  # as the next Wallet.open does
         final = wallet.get_transaction(result.id)

@@ -111,7 +111,9 @@ def test_deny_rule_added_during_cooldown_fails_it(wallet: Wallet, chain: str) ->
     FAILED with POLICY_DENIED, audited, nothing sent; the session's charge is given back."""
     tx_id, session_id, dest = _queue_delay(wallet, chain)
     agent_id = wallet.get_transaction(tx_id).agent_id
-    assert wallet.get_session(session_id).usage.total() == TIER_AMOUNTS[chain]["DELAY"]
+    counted = (wallet.get_transaction(tx_id).spend or {})["native"]  # the amount and its fee
+    assert counted > TIER_AMOUNTS[chain]["DELAY"]
+    assert wallet.get_session(session_id).usage.total() == counted
     wallet.add_policy(
         "ALLOWED_ADDRESSES", {"addresses": [dest], "mode": "blacklist"}, agent_id=agent_id
     )
@@ -125,14 +127,15 @@ def test_deny_rule_added_during_cooldown_fails_it(wallet: Wallet, chain: str) ->
 
 
 def test_budget_recheck_does_not_count_the_transaction_twice(wallet: Wallet) -> None:
-    """A queued transaction that exactly fills a daily budget still fits when re-checked (it
-    is left out of its own usage)."""
+    """A queued transaction that exactly fills a daily budget (its amount and its 5,000-lamport
+    network fee) still fits when re-checked (it is left out of its own usage)."""
     agent = new_agent(wallet, "solana")
     amount = TIER_AMOUNTS["solana"]["DELAY"]
     wallet.add_policy(
         "SPENDING_LIMIT",
         {
-            "daily_total": str(amount),
+            "daily_total": str(amount + 5_000),
+            "daily_delay_max": str(amount + 5_000),  # the velocity tier counts the fee too
             "instant_max": "0",
             "notify_max": "0",
             "delay_max": str(amount),

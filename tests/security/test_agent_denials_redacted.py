@@ -29,6 +29,8 @@ NOTIFY_MAX = "987654321"
 DELAY_MAX = str(10 * SOL)
 PER_TX = str(5 * SOL)
 DAILY = str(2 * SOL)
+# what may still be sent: the day's budget less the next transfer's network fee
+AVAILABLE = str(2 * SOL - 5_000)
 
 
 @pytest.fixture
@@ -114,8 +116,10 @@ def test_a_budget_denial_through_send_carries_only_the_deciding_figure(
         wallet.send(setup["token"], Transfer(to=recipient("solana"), amount=3 * SOL))
     exc = caught.value
     assert exc.rule == "SPENDING_LIMIT"
-    assert exc.figure == {"asset": "native", "available": DAILY}
-    assert exc.message == "denied by policy: over a spending limit: at most 2 SOL can be sent now"
+    assert exc.figure == {"asset": "native", "available": AVAILABLE}
+    assert exc.message == (
+        "denied by policy: over a spending limit: at most 1.999995 SOL can be sent now"
+    )
     assert exc.decision is None and "smaller amount" in (exc.next or "")
     assert exc.reasons == [{"type": "SPENDING_LIMIT", "message": "over a spending limit"}]
     _assert_hidden(
@@ -164,7 +168,7 @@ def test_the_tools_dispatcher_answers_the_same_redacted_denial(
     assert reply["ok"] is False
     error = reply["error"]
     assert error["code"] == "POLICY_DENIED" and error["rule"] == "SPENDING_LIMIT"
-    assert error["figure"] == {"asset": "native", "available": DAILY}
+    assert error["figure"] == {"asset": "native", "available": AVAILABLE}
     assert error["also"] == ["OWNER"]
     text = json.dumps(reply)
     _assert_hidden(text, [*_others(setup), PER_TX, "per-transaction"])
@@ -190,7 +194,8 @@ def test_reading_the_denial_back_with_the_token_is_redacted_too(
 
     mine = handle.get_transaction(tx_id)
     assert mine.error == (
-        "POLICY_DENIED: denied by policy: over a spending limit: at most 2 SOL can be sent now"
+        "POLICY_DENIED: denied by policy: over a spending limit: at most 1.999995 SOL can be "
+        "sent now"
     )
     assert mine.decision is not None and not mine.decision.allowed
     assert mine.decision.budget == () and len(mine.decision.reasons) == 1
@@ -284,5 +289,5 @@ def test_an_agent_dry_run_puts_the_hard_cap_before_the_missing_owner(
     )
     assert not preview.decision.allowed
     assert [r.type for r in preview.fired] == ["SPENDING_LIMIT"]
-    assert preview.hints == (f"at most {DAILY} base units can be sent now",)
+    assert preview.hints == (f"at most {AVAILABLE} base units can be sent now",)
     _assert_hidden(repr(preview) + json.dumps(preview.to_dict()), [*_others(setup), PER_TX])

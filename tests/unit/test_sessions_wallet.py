@@ -33,11 +33,13 @@ def dest() -> str:
 
 
 def test_constraints_hold_through_the_pipeline(wallet: Wallet) -> None:
-    """Three 0.01 SOL transfers fit a 0.03 SOL budget; the fourth is refused, unrecorded."""
+    """Three 0.01 SOL transfers and their 5,000-lamport fees fit the session's total; the
+    fourth is refused, unrecorded."""
     agent = wallet.create_agent("a", "solana")
     fund(wallet, agent.id, SOL)
+    total = 3 * (SOL // 100 + 5_000)
     issued = wallet.issue_session(
-        agent.id, constraints={"max_total_amount": 3 * SOL // 100, "max_tx_count": 10}
+        agent.id, constraints={"max_total_amount": total, "max_tx_count": 10}
     )
     to = dest()
     for _ in range(3):
@@ -48,7 +50,7 @@ def test_constraints_hold_through_the_pipeline(wallet: Wallet) -> None:
     assert exc.value.constraint == "max_total_amount"
     assert len(wallet.list_transactions(agent_id=agent.id)) == before
     usage = wallet.get_session(issued.session_id).usage
-    assert (usage.tx_count, usage.totals) == (3, {"native": 3 * SOL // 100})
+    assert (usage.tx_count, usage.totals) == (3, {"native": total})
 
 
 def test_failed_transaction_gives_the_amount_back(wallet: Wallet) -> None:
@@ -71,7 +73,8 @@ def test_cancelled_delay_gives_the_amount_back(wallet: Wallet) -> None:
     issued = wallet.issue_session(agent.id, constraints={"max_total_amount": 3 * SOL})
     queued = wallet.send(issued.token, Transfer(to=dest(), amount=2 * SOL))
     assert queued.status == "QUEUED"
-    assert wallet.get_session(issued.session_id).usage.totals == {"native": 2 * SOL}
+    # the amount and its network fee
+    assert wallet.get_session(issued.session_id).usage.totals == {"native": 2 * SOL + 5_000}
     with pytest.raises(ConstraintViolationError):
         wallet.send(issued.token, Transfer(to=dest(), amount=2 * SOL))
     wallet.cancel(queued.id, token=issued.token)
