@@ -226,6 +226,8 @@ class Integrity:
         self._lock = threading.Lock()
         self.last_checkpoint_seq = 0
         self.clock = clock
+        # usage bucket MACs already verified in this process -> the values they cover
+        self._buckets: dict[str, tuple[Any, ...]] = {}
 
     def __repr__(self) -> str:
         return f"Integrity(wallet_id={self.wallet_id!r}, public_key={self.public_key!r})"
@@ -277,6 +279,19 @@ class Integrity:
 
     def check(self, stored: str | None, domain: str, *parts: object) -> bool:
         return stored is not None and hmac.compare_digest(stored, self.mac(domain, *parts))
+
+    def bucket_ok(self, stored: str | None, values: tuple[Any, ...]) -> bool:
+        """Whether ``stored`` is the MAC of a usage bucket's ``values`` (cached once seen)."""
+        if stored is None:
+            return False
+        if self._buckets.get(stored) == values:
+            return True
+        if not self.check(stored, "usage-bucket", *values):
+            return False
+        if len(self._buckets) >= 100_000:
+            self._buckets.clear()
+        self._buckets[stored] = values
+        return True
 
     def owner_mac(self, agent_id: str, owner: str | None) -> str:
         return self.mac("owner", agent_id, owner)

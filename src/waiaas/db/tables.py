@@ -27,6 +27,7 @@ __all__ = [
     "PolicyRow",
     "SessionRow",
     "TransactionRow",
+    "UsageBucketRow",
     "WalletStateRow",
     "metadata",
 ]
@@ -313,3 +314,38 @@ class WalletStateRow(_Base, table=True):
     key: str = Field(sa_column=Column(Text, primary_key=True))
     value: str = Field(sa_column=_text(False))
     updated_at: int = Field(sa_column=_int(False))
+
+
+def _zero() -> Column[int]:
+    return _int(False, default=0)
+
+
+class UsageBucketRow(_Base, table=True):
+    """``usage_buckets`` (migration 0009): an agent's per-hour request counts and per-asset
+    spend sums, kept by triggers (see :mod:`waiaas.db.usage`)."""
+
+    __tablename__ = "usage_buckets"
+    __table_args__ = (
+        Index("idx_usage_buckets_unsealed", "agent_id", "start", sqlite_where=text("mac IS NULL")),
+        {"sqlite_with_rowid": False},
+    )
+
+    agent_id: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    start: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False))
+    kind: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False))
+    asset: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    requests: int = Field(default=0, sa_column=_zero())
+    denials: int = Field(default=0, sa_column=_zero())
+    refused: int = Field(default=0, sa_column=_zero())
+    refused_denials: int = Field(default=0, sa_column=_zero())
+    odd: int = Field(default=0, sa_column=_zero())
+    s0: int = Field(default=0, sa_column=_zero())
+    s1: int = Field(default=0, sa_column=_zero())
+    s2: int = Field(default=0, sa_column=_zero())
+    s3: int = Field(default=0, sa_column=_zero())
+    s4: int = Field(default=0, sa_column=_zero())
+    s5: int = Field(default=0, sa_column=_zero())
+    s6: int = Field(default=0, sa_column=_zero())
+    s7: int = Field(default=0, sa_column=_zero())
+    s8: int = Field(default=0, sa_column=_zero())
+    mac: str | None = Field(default=None, sa_column=_text())

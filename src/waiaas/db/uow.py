@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
+from waiaas.db import usage
 from waiaas.db.engine import BEGIN_OPTION
 from waiaas.db.faults import translate
 from waiaas.db.repositories import (
@@ -36,6 +37,7 @@ from waiaas.db.repositories import (
     StateRepository,
     TransactionRepository,
 )
+from waiaas.db.usage import Verified
 from waiaas.errors import DatabaseLockedError, StorageError
 
 __all__ = ["UnitOfWork"]
@@ -65,6 +67,8 @@ class UnitOfWork:
         self._committed = False
         self._integrity = integrity
         self.session: Session
+        # usage buckets this unit of work verified before changing them (waiaas.db.usage)
+        self.usage_verified: Verified = {}
 
     @property
     def integrity(self) -> Any:
@@ -119,6 +123,8 @@ class UnitOfWork:
             raise StorageError("unit of work is not open")
         try:
             self.session.flush()
+            if self._integrity is not None and self._mode == "write":
+                usage.reseal(self, self._integrity, self.usage_verified)
             head = self.audit.last if self.audit.appended else None
             if head is not None and self._integrity is not None:
                 self._integrity.maybe_checkpoint(self, head)

@@ -1,0 +1,36 @@
+"""Add usage_buckets: per agent and hour, the sums rolling budgets read instead of the rows.
+
+Creates the table (see :mod:`waiaas.db.usage`), the triggers on ``transactions`` and
+``audit_log`` that keep it exact in the same transaction as every row they summarise, and
+fills it from the existing rows. ``mac`` stays NULL here (a migration never sees the keystore):
+the wallet seals each bucket the first time it writes it, and until then readers with the key
+take such a bucket from its rows.
+
+Revision ID: 0009
+Revises: 0007
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from waiaas.db.usage import DDL, TRIGGER_NAMES, fill_sql
+
+revision = "0009"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    for stmt in DDL:
+        op.execute(stmt)
+    for stmt in fill_sql():
+        op.execute(stmt)
+
+
+def downgrade() -> None:
+    for name in TRIGGER_NAMES:
+        op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    op.drop_index("idx_usage_buckets_unsealed", table_name="usage_buckets")
+    op.drop_table("usage_buckets")

@@ -1,0 +1,334 @@
+"""Usage buckets: per agent and hour, the sums rolling budgets read instead of the rows.
+
+``usage_buckets`` (migration 0009) holds, for each agent and each hour (``start`` = the hour's
+first second, ``created_at - created_at mod 3600``):
+
+- one *counts* row (``kind`` 0, ``asset`` ``''``): ``requests`` (transactions rows),
+  ``denials`` (of which ``error = 'POLICY_DENIED'``), ``refused`` / ``refused_denials`` (the
+  audit log's refusals and dry runs that left no transaction row, see
+  :data:`REFUSAL_SQL`) and ``odd``: spending rows the sums cannot hold exactly (no ``spend``
+  column, an amount with more than 81 digits or non-ASCII characters), which make readers
+  take that hour from its rows;
+- one *spend* row per asset key (``kind`` 1): the exact sum of the spending rows' amounts as
+  nine base-10\\ :sup:`9` limbs ``s0`` … ``s8`` (SQLite integers hold the limb sums exactly;
+  the value is ``sum(s_i * 10**(9*i))``, computed in Python: wei exceeds 64 bits).
+
+SQLite triggers keep the rows exact: every INSERT, DELETE and relevant UPDATE of
+``transactions`` (status into or out of the spending states, ``error`` to or from
+``POLICY_DENIED``, ``spend``, ``created_at``, ``agent_id``) and every INSERT into ``audit_log``
+adjusts them in the same statement, hence in the same ``BEGIN IMMEDIATE`` transaction as the
+row, whichever code (or process, or raw SQL) writes it.
+
+Tamper evidence: each bucket row carries ``mac``, HMAC over its values under the wallet's
+integrity key (keystore). The triggers cannot compute it; they set it to NULL. At commit, a
+keyed unit of work seals the rows it changed (:func:`reseal`): rows it verified before
+changing them (admission reads its agent's buckets first) are MAC'd as they are, any other is
+recomputed from its rows first. Readers with the key use a bucket only when its MAC verifies;
+otherwise they read that hour from its rows (:func:`rebuild`), so an edited bucket never
+lowers what a budget counts below what the rows say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = [
+    "BUCKET",
+    "COUNTS",
+    "DDL",
+    "LIMBS",
+    "SPEND",
+    "Bucket",
+    "bucket_start",
+    "rebuild",
+    "reseal",
+]
+
+BUCKET = 3600  # seconds per bucket
+LIMB_DIGITS = 9
+LIMBS = 9  # 81 decimal digits: any uint256 amount (78 digits)
+MAX_DIGITS = LIMB_DIGITS * LIMBS
+COUNTS = 0
+SPEND = 1
+SPENDING = ("PENDING", "QUEUED", "EXECUTING", "SUBMITTED", "CONFIRMED")
+DENIED = "POLICY_DENIED"
+
+_LIMB_COLS = [f"s{i}" for i in range(LIMBS)]
+COLUMNS = (
+    "agent_id",
+    "start",
+    "kind",
+    "asset",
+    "requests",
+    "denials",
+    "refused",
+    "refused_denials",
+    "odd",
+    *_LIMB_COLS,
+    "mac",
+)
+_SPENDING_LIST = ", ".join(f"'{s}'" for s in SPENDING)
+
+# Refusals that leave no transaction row (session constraints, guards, malformed requests)
+# and agents' dry runs, as audit rows: they count as requests, and all but dry runs as denials.
+REFUSAL_SQL = (
+    "(event_type IN ('REQUEST_REFUSED', 'DRY_RUN') "
+    "OR (event_type = 'POLICY_VIOLATION' AND tx_id IS NULL))"
+)
+
+
+def bucket_start(ts: int) -> int:
+    """The first second of the bucket holding ``ts`` (floor, also for negative times)."""
+    return ts - ts % BUCKET
+
+
+def _start(expr: str) -> str:
+    """SQL for :func:`bucket_start` (SQLite's ``%`` keeps the dividend's sign)."""
+    return f"({expr} - ((({expr}) % {BUCKET}) + {BUCKET}) % {BUCKET})"
+
+
+def _spending(r: str) -> str:
+    return f"({r}.status IN ({_SPENDING_LIST}) AND {r}.error IS NOT '{DENIED}')"
+
+
+def _json(r: str) -> str:
+    return f"json_each(CASE WHEN {_spending(r)} AND json_valid({r}.spend) THEN {r}.spend END)"
+
+
+# a JSON string of ASCII digits only (what Python's str.isdigit accepts, minus non-ASCII)
+_DIGITS = "(je.type = 'text' AND je.value != '' AND je.value NOT GLOB '*[^0-9]*')"
+# strings the limbs cannot hold as the reader computes them: too long, or non-ASCII
+_ODD_VALUE = (
+    f"(je.type = 'text' AND (length(CAST(je.value AS BLOB)) != length(je.value) "
+    f"OR ({_DIGITS} AND length(je.value) > {MAX_DIGITS})))"
+)
+
+
+def _odd(r: str) -> str:
+    return (
+        f"(CASE WHEN NOT {_spending(r)} THEN 0 WHEN {r}.spend IS NULL THEN 1 "
+        f"WHEN EXISTS (SELECT 1 FROM {_json(r)} AS je WHERE typeof(je.key) = 'text' "
+        f"AND {_ODD_VALUE}) THEN 1 ELSE 0 END)"
+    )
+
+
+def _limb(i: int) -> str:
+    return f"CAST(substr(je.value, {-LIMB_DIGITS * (i + 1)}, {LIMB_DIGITS}) AS INTEGER)"
+
+
+def _apply(r: str, sign: str) -> list[str]:
+    """Statements adding (``sign`` ``+``) or removing (``-``) row ``r``'s contribution."""
+    counts = (
+        "INSERT INTO usage_buckets (agent_id, start, kind, asset, requests, denials, odd) "
+        f"VALUES ({r}.agent_id, {_start(f'{r}.created_at')}, {COUNTS}, '', {sign}1, "
+        f"{sign}({r}.error IS '{DENIED}'), {sign}{_odd(r)}) "
+        "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
+        "requests = requests + excluded.requests, denials = denials + excluded.denials, "
+        "odd = odd + excluded.odd, mac = NULL"
+    )
+    limbs = ", ".join(f"{sign}{_limb(i)}" for i in range(LIMBS))
+    sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in _LIMB_COLS)
+    spend = (
+        f"INSERT INTO usage_buckets (agent_id, start, kind, asset, {', '.join(_LIMB_COLS)}) "
+        f"SELECT {r}.agent_id, {_start(f'{r}.created_at')}, {SPEND}, je.key, {limbs} "
+        f"FROM {_json(r)} AS je WHERE typeof(je.key) = 'text' AND {_DIGITS} "
+        f"AND length(je.value) <= {MAX_DIGITS} "
+        f"ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET {sets}, mac = NULL"
+    )
+    return [counts, spend]
+
+
+def _trigger(name: str, event: str, when: str, body: Iterable[str]) -> str:
+    cond = f" WHEN {when}" if when else ""
+    stmts = "; ".join(body)
+    return f"CREATE TRIGGER {name} AFTER {event}{cond} BEGIN {stmts}; END"
+
+
+_RELEVANT = (
+    "OLD.agent_id IS NOT NEW.agent_id OR OLD.created_at IS NOT NEW.created_at "
+    "OR OLD.spend IS NOT NEW.spend "
+    f"OR (OLD.error IS '{DENIED}') != (NEW.error IS '{DENIED}') "
+    f"OR (OLD.status IN ({_SPENDING_LIST})) != (NEW.status IN ({_SPENDING_LIST}))"
+)
+
+TABLE_DDL = (
+    "CREATE TABLE usage_buckets ("
+    "agent_id TEXT NOT NULL, start INTEGER NOT NULL, kind INTEGER NOT NULL, "
+    "asset TEXT NOT NULL, "
+    "requests INTEGER NOT NULL DEFAULT 0, denials INTEGER NOT NULL DEFAULT 0, "
+    "refused INTEGER NOT NULL DEFAULT 0, refused_denials INTEGER NOT NULL DEFAULT 0, "
+    "odd INTEGER NOT NULL DEFAULT 0, "
+    + "".join(f"{c} INTEGER NOT NULL DEFAULT 0, " for c in _LIMB_COLS)
+    + "mac TEXT, PRIMARY KEY (agent_id, start, kind, asset)) WITHOUT ROWID"
+)
+INDEX_DDL = (
+    "CREATE INDEX idx_usage_buckets_unsealed ON usage_buckets (agent_id, start) "
+    "WHERE mac IS NULL"
+)
+
+TRIGGERS = (
+    _trigger("usage_tx_insert", "INSERT ON transactions", "", _apply("NEW", "+")),
+    _trigger("usage_tx_delete", "DELETE ON transactions", "", _apply("OLD", "-")),
+    _trigger(
+        "usage_tx_update",
+        "UPDATE OF agent_id, created_at, status, error, spend ON transactions",
+        _RELEVANT,
+        [*_apply("OLD", "-"), *_apply("NEW", "+")],
+    ),
+    _trigger(
+        "usage_audit_insert",
+        "INSERT ON audit_log",
+        "NEW.agent_id IS NOT NULL AND "
+        + REFUSAL_SQL.replace("event_type", "NEW.event_type").replace("tx_id", "NEW.tx_id"),
+        [
+            "INSERT INTO usage_buckets (agent_id, start, kind, asset, refused, "
+            f"refused_denials) VALUES (NEW.agent_id, {_start('NEW.timestamp')}, {COUNTS}, '', "
+            "1, NEW.event_type != 'DRY_RUN') "
+            "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
+            "refused = refused + excluded.refused, "
+            "refused_denials = refused_denials + excluded.refused_denials, mac = NULL"
+        ],
+    ),
+)
+TRIGGER_NAMES = ("usage_tx_insert", "usage_tx_delete", "usage_tx_update", "usage_audit_insert")
+
+
+def fill_sql(where_tx: str = "1", where_audit: str = "1") -> list[str]:
+    """Statements that add the rows matching the conditions to the buckets (backfill)."""
+    start = _start("t.created_at")
+    refusal = REFUSAL_SQL.replace("event_type", "a.event_type").replace("tx_id", "a.tx_id")
+    limbs = ", ".join(f"SUM({_limb(i)})" for i in range(LIMBS))
+    sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in _LIMB_COLS)
+    return [
+        "INSERT INTO usage_buckets (agent_id, start, kind, asset, requests, denials, odd) "
+        f"SELECT t.agent_id, {start}, {COUNTS}, '', COUNT(*), "
+        f"SUM(t.error IS '{DENIED}'), SUM({_odd('t')}) "
+        f"FROM transactions AS t WHERE {where_tx} GROUP BY 1, 2 "
+        "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
+        "requests = requests + excluded.requests, denials = denials + excluded.denials, "
+        "odd = odd + excluded.odd, mac = NULL",
+        f"INSERT INTO usage_buckets (agent_id, start, kind, asset, {', '.join(_LIMB_COLS)}) "
+        f"SELECT t.agent_id, {start}, {SPEND}, je.key, {limbs} "
+        f"FROM transactions AS t, {_json('t')} AS je WHERE ({where_tx}) "
+        f"AND typeof(je.key) = 'text' AND {_DIGITS} AND length(je.value) <= {MAX_DIGITS} "
+        f"GROUP BY 1, 2, 4 "
+        f"ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET {sets}, mac = NULL",
+        "INSERT INTO usage_buckets (agent_id, start, kind, asset, refused, refused_denials) "
+        f"SELECT a.agent_id, {_start('a.timestamp')}, {COUNTS}, '', COUNT(*), "
+        "SUM(a.event_type != 'DRY_RUN') FROM audit_log AS a "
+        f"WHERE a.agent_id IS NOT NULL AND {refusal} AND ({where_audit}) GROUP BY 1, 2 "
+        "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
+        "refused = refused + excluded.refused, "
+        "refused_denials = refused_denials + excluded.refused_denials, mac = NULL",
+    ]
+
+
+DDL = (TABLE_DDL, INDEX_DDL, *TRIGGERS)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class Bucket:
+    """One stored bucket row (the columns of :data:`COLUMNS`, by name)."""
+
+    __slots__ = COLUMNS
+
+    agent_id: str
+    start: int
+    kind: int
+    asset: str
+    requests: int
+    denials: int
+    refused: int
+    refused_denials: int
+    odd: int
+    mac: str | None
+
+    def __init__(self, row: Sequence[Any]) -> None:
+        for name, value in zip(COLUMNS, row, strict=True):
+            setattr(self, name, value)
+
+    def values(self) -> tuple[Any, ...]:
+        """Everything the MAC covers."""
+        return tuple(getattr(self, c) for c in COLUMNS[:-1])
+
+    def amount(self) -> int:
+        """The exact sum the limbs hold."""
+        total = 0
+        for i in range(LIMBS - 1, -1, -1):
+            total = total * 10**LIMB_DIGITS + int(getattr(self, f"s{i}"))
+        return total
+
+    def sane(self) -> bool:
+        """Integer, non-negative counters and limbs (anything else was not written by us)."""
+        for c in COLUMNS[4:-1]:
+            v = getattr(self, c)
+            if type(v) is not int or v < 0:
+                return False
+        return isinstance(self.asset, str) and self.kind in (COUNTS, SPEND)
+
+
+SELECT_SQL = (
+    f"SELECT {', '.join(COLUMNS)} FROM usage_buckets "
+    "WHERE agent_id = ? AND start >= ? ORDER BY start, kind, asset"
+)
+
+
+def bucket_mac(integrity: Any, bucket: Bucket) -> str:
+    """The MAC a bucket row carries under the wallet's integrity key."""
+    return str(integrity.mac(MAC_DOMAIN, *bucket.values()))
+
+
+MAC_DOMAIN = "usage-bucket"
+
+#: per unit of work: agent id -> (first bucket start read, starts found not trustworthy)
+Verified = dict[str, tuple[int, frozenset[int]]]
+
+
+def _raw(uow: Any) -> Any:
+    conn = uow.session.connection().connection.driver_connection
+    assert conn is not None
+    return conn
+
+
+def rebuild(uow: Any, agent_id: str, start: int) -> None:
+    """Recompute one agent's bucket at ``start`` from its rows (``mac`` left NULL)."""
+    conn = _raw(uow)
+    conn.execute("DELETE FROM usage_buckets WHERE agent_id = ? AND start = ?", (agent_id, start))
+    where_tx = "t.agent_id = :agent AND t.created_at >= :lo AND t.created_at < :hi"
+    where_audit = "a.agent_id = :agent AND a.timestamp >= :lo AND a.timestamp < :hi"
+    params = {"agent": agent_id, "lo": start, "hi": start + BUCKET}
+    for stmt in fill_sql(where_tx, where_audit):
+        conn.execute(stmt, params)
+
+
+def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
+    """Seal the bucket rows changed in this unit of work (``mac IS NULL``) before it commits.
+
+    A bucket whose rows this unit of work verified before changing them (``verified``) is
+    MAC'd as it stands; any other is first recomputed from its rows, so a keyed writer never
+    seals values it did not see grow from verified ones.
+    """
+    conn = _raw(uow)
+    dirty = conn.execute(
+        "SELECT DISTINCT agent_id, start FROM usage_buckets INDEXED BY idx_usage_buckets_unsealed "
+        "WHERE mac IS NULL"
+    ).fetchall()
+    for agent_id, start in dirty:
+        seen = verified.get(agent_id)
+        if seen is None or start < seen[0] or start in seen[1]:
+            rebuild(uow, agent_id, start)
+        rows = conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM usage_buckets WHERE agent_id = ? AND start = ?",
+            (agent_id, start),
+        ).fetchall()
+        conn.executemany(
+            "UPDATE usage_buckets SET mac = ? WHERE agent_id = ? AND start = ? AND kind = ? "
+            "AND asset = ?",
+            [
+                (bucket_mac(integrity, b), b.agent_id, b.start, b.kind, b.asset)
+                for b in map(Bucket, rows)
+            ],
+        )
