@@ -233,3 +233,187 @@ def test_buckets_agree_with_the_rows(workdir: Path, steps: list[Any], keyed: boo
         run(db, agents, [*steps, ("check", {60})], keyed)
     finally:
         db.close()
+
+
+# --------------------------------------------------------------------------- tamper evidence
+
+
+def _history(db: Database, agent: str, now: int) -> list[str]:
+    """A day of confirmed, denied and queued rows plus refusals, written by the wallet."""
+    ids = []
+    with db.write() as uow:
+        for i in range(48):
+            status = ("CONFIRMED", "QUEUED", "FAILED")[i % 3]
+            error = "POLICY_DENIED" if i % 7 == 0 else None
+            row = tx_row(agent, now - i * 1800, status, {"native": str(10**18 + i)}, error)
+            uow.transactions.add(row)
+            ids.append(row.id)
+            if i % 5 == 0:
+                uow.audit.append(
+                    AuditEvent.REQUEST_REFUSED, actor="agent", now=now - i * 1800, agent_id=agent
+                )
+        uow.commit()
+    return ids
+
+
+def _edit(path: Path, sql: str, *params: Any) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        changed = conn.execute(sql, params).rowcount
+        conn.commit()
+        return int(changed)
+    finally:
+        conn.close()
+
+
+def test_an_edited_bucket_does_not_lower_usage_with_the_key(tmp_path: Path) -> None:
+    """A file-write edit that zeroes buckets (or forges a MAC) is read from the rows instead,
+    and the next write unit of work seals the true sums again."""
+    db = Database.open(tmp_path / "w.db")
+    try:
+        db.integrity = make_integrity()
+        agent = add_agent(db)
+        _history(db, agent, NOW)
+        with db.write() as uow:  # sealed by the first keyed commit
+            uow.commit()
+        with db.read() as uow:
+            before = load_usage(uow, agent, NOW, {3600})
+        assert before.spent["native"].day > 10**19
+        assert _edit(db.path, "UPDATE usage_buckets SET s2 = 0, requests = 0, refused = 0") > 0
+        assert _edit(db.path, "UPDATE usage_buckets SET mac = 'ff' || substr(mac, 3)") > 0
+        with db.read() as uow:
+            assert load_usage(uow, agent, NOW, {3600}) == before
+            check(uow, agent, NOW, {3600})
+        with db.write() as uow:
+            assert load_usage(uow, agent, NOW, {3600}) == before
+            uow.commit()
+        conn = sqlite3.connect(db.path)
+        try:
+            unsealed = conn.execute("SELECT COUNT(*) FROM usage_buckets WHERE mac IS NULL")
+            assert unsealed.fetchone() == (0,)
+            sums = conn.execute("SELECT SUM(s2) FROM usage_buckets WHERE kind = 1").fetchone()
+        finally:
+            conn.close()
+        assert sums[0] > 0  # repaired from the rows
+        with db.read() as uow:
+            assert load_usage(uow, agent, NOW, {3600}) == before
+    finally:
+        db.close()
+
+
+def test_a_keyed_writer_never_seals_an_edited_bucket(tmp_path: Path) -> None:
+    """An edit followed by a wallet write to the same bucket (a cancellation that reads no
+    usage first) is recomputed from the rows before it is sealed, not laundered."""
+    db = Database.open(tmp_path / "w.db")
+    try:
+        db.integrity = make_integrity()
+        agent = add_agent(db)
+        ids = _history(db, agent, NOW)
+        with db.write() as uow:
+            uow.commit()
+        with db.read() as uow:
+            before = load_usage(uow, agent, NOW, set())
+        # lower the newest bucket, and keep its (now wrong) MAC
+        _edit(db.path, "UPDATE usage_buckets SET s2 = 0 WHERE start = ?", usage_db.bucket_start(NOW))
+        with db.write() as uow:  # cancel the queued row of that bucket
+            assert uow.transactions.cas_status(ids[1], "QUEUED", "CANCELLED")
+            uow.commit()
+        with db.read() as uow:
+            after = load_usage(uow, agent, NOW, set())
+            check(uow, agent, NOW, set())
+        assert after.spent["native"].day == before.spent["native"].day - (10**18 + 1)
+        conn = sqlite3.connect(db.path)
+        try:
+            assert conn.execute(
+                "SELECT COUNT(*) FROM usage_buckets WHERE mac IS NULL"
+            ).fetchone() == (0,)
+        finally:
+            conn.close()
+        db.integrity = None  # even a reader without the key now sees the true sums
+        with db.read() as uow:
+            assert load_usage(uow, agent, NOW, set()) == after
+    finally:
+        db.close()
+
+
+def test_without_the_key_buckets_are_trusted_as_stored(tmp_path: Path) -> None:
+    """A bare database (no keystore) has nothing to check a bucket against: it reads them as
+    stored, as it reads every other row (see docs/design.md, threat model)."""
+    db = Database.open(tmp_path / "w.db")
+    try:
+        agent = add_agent(db)
+        _history(db, agent, NOW)
+        _edit(db.path, "UPDATE usage_buckets SET s2 = 0 WHERE kind = 1")
+        with db.read() as uow:
+            usage = load_usage(uow, agent, NOW - 3601, set())
+        assert usage.spent["native"].week < 10**18 * 3
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------- migration 0009
+
+
+def test_migration_fills_the_buckets_from_existing_rows(tmp_path: Path) -> None:
+    """A database at 0007 with rows of every kind (denied, legacy without spend, huge amounts,
+    refusals, dry runs) gets buckets equal to the rows when upgraded, sealed on first write."""
+    from waiaas.db import migrate
+    from waiaas.db.engine import make_engine
+
+    path = tmp_path / "old.db"
+    engine = make_engine(path)
+    try:
+        migrate.upgrade(engine, str(path), target="0007")
+    finally:
+        engine.dispose()
+    conn = sqlite3.connect(path)
+    agent = "agent-1"
+    conn.execute(
+        "INSERT INTO agents (id, name, chain, network, public_key, status, created_at, "
+        "updated_at) VALUES (?, 'a', 'solana', 'devnet', 'pk', 'ACTIVE', 0, 0)",
+        (agent,),
+    )
+    rows = []
+    for i in range(400):
+        status = STATUSES[i % len(STATUSES)]
+        error = "POLICY_DENIED" if i % 11 == 0 else ("reverted" if status == "FAILED" else None)
+        spend: Any = {"native": str((2**255) + i), TOKEN: str(i)}
+        if i % 13 == 0:
+            spend = None
+        elif i % 17 == 0:
+            spend = {"native": "9" * 90}
+        row = tx_row(agent, NOW - i * 1500, status, spend, error)
+        rows.append(
+            (row.id, agent, "solana", "TRANSFER", "7", status, row.created_at, error,
+             row.metadata_json, row.spend)
+        )
+    conn.executemany(
+        "INSERT INTO transactions (id, agent_id, chain, type, amount, status, created_at, "
+        "error, metadata, spend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    for i, event in enumerate(["REQUEST_REFUSED", "DRY_RUN", "POLICY_VIOLATION"] * 20):
+        conn.execute(
+            "INSERT INTO audit_log (timestamp, event_type, actor, agent_id, details) "
+            "VALUES (?, ?, 'agent', ?, '{}')",
+            (NOW - i * 4000, event, agent),
+        )
+    conn.commit()
+    conn.close()
+    db = Database.open(path)
+    try:
+        windows = {60, 3600, 7200}
+        with db.read() as uow:
+            check(uow, agent, NOW, windows)
+            check(uow, agent, NOW - 5 * 3600 - 17, windows, rows[3][0])
+        db.integrity = make_integrity()
+        with db.read() as uow:  # not sealed yet: read from the rows
+            check(uow, agent, NOW, windows)
+        with db.write() as uow:
+            check(uow, agent, NOW, windows)
+            uow.commit()
+        with db.read() as uow:
+            check(uow, agent, NOW, windows)
+            check(uow, agent, NOW + 2 * DAY, windows)
+    finally:
+        db.close()

@@ -147,6 +147,11 @@ class UnitOfWork:
             trans.rollback()
 
     @property
+    def writable(self) -> bool:
+        """Whether this is a write unit of work (``db.write()``)."""
+        return self._mode == "write"
+
+    @property
     def committed(self) -> bool:
         """Whether ``commit()`` succeeded."""
         return self._committed

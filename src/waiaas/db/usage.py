@@ -9,8 +9,8 @@ first second, ``created_at - created_at mod 3600``):
   :data:`REFUSAL_SQL`) and ``odd``: spending rows the sums cannot hold exactly (no ``spend``
   column, an amount with more than 81 digits or non-ASCII characters), which make readers
   take that hour from its rows;
-- one *spend* row per asset key (``kind`` 1): the exact sum of the spending rows' amounts as
-  nine base-10\\ :sup:`9` limbs ``s0`` … ``s8`` (SQLite integers hold the limb sums exactly;
+- one *spend* row per asset key (``kind`` 1): ``requests`` spending rows name the asset, and
+  the exact sum of their amounts is held as nine base-10\\ :sup:`9` limbs ``s0`` … ``s8`` (SQLite integers hold the limb sums exactly;
   the value is ``sum(s_i * 10**(9*i))``, computed in Python: wei exceeds 64 bits).
 
 SQLite triggers keep the rows exact: every INSERT, DELETE and relevant UPDATE of
@@ -130,11 +130,13 @@ def _apply(r: str, sign: str) -> list[str]:
     limbs = ", ".join(f"{sign}{_limb(i)}" for i in range(LIMBS))
     sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in _LIMB_COLS)
     spend = (
-        f"INSERT INTO usage_buckets (agent_id, start, kind, asset, {', '.join(_LIMB_COLS)}) "
-        f"SELECT {r}.agent_id, {_start(f'{r}.created_at')}, {SPEND}, je.key, {limbs} "
+        "INSERT INTO usage_buckets "
+        f"(agent_id, start, kind, asset, requests, {', '.join(_LIMB_COLS)}) "
+        f"SELECT {r}.agent_id, {_start(f'{r}.created_at')}, {SPEND}, je.key, {sign}1, {limbs} "
         f"FROM {_json(r)} AS je WHERE typeof(je.key) = 'text' AND {_DIGITS} "
         f"AND length(je.value) <= {MAX_DIGITS} "
-        f"ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET {sets}, mac = NULL"
+        "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
+        f"requests = requests + excluded.requests, {sets}, mac = NULL"
     )
     return [counts, spend]
 
@@ -208,12 +210,14 @@ def fill_sql(where_tx: str = "1", where_audit: str = "1") -> list[str]:
         "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
         "requests = requests + excluded.requests, denials = denials + excluded.denials, "
         "odd = odd + excluded.odd, mac = NULL",
-        f"INSERT INTO usage_buckets (agent_id, start, kind, asset, {', '.join(_LIMB_COLS)}) "
-        f"SELECT t.agent_id, {start}, {SPEND}, je.key, {limbs} "
+        "INSERT INTO usage_buckets "
+        f"(agent_id, start, kind, asset, requests, {', '.join(_LIMB_COLS)}) "
+        f"SELECT t.agent_id, {start}, {SPEND}, je.key, COUNT(*), {limbs} "
         f"FROM transactions AS t, {_json('t')} AS je WHERE ({where_tx}) "
         f"AND typeof(je.key) = 'text' AND {_DIGITS} AND length(je.value) <= {MAX_DIGITS} "
         f"GROUP BY 1, 2, 4 "
-        f"ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET {sets}, mac = NULL",
+        "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
+        f"requests = requests + excluded.requests, {sets}, mac = NULL",
         "INSERT INTO usage_buckets (agent_id, start, kind, asset, refused, refused_denials) "
         f"SELECT a.agent_id, {_start('a.timestamp')}, {COUNTS}, '', COUNT(*), "
         "SUM(a.event_type != 'DRY_RUN') FROM audit_log AS a "
@@ -309,26 +313,38 @@ def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
 
     A bucket whose rows this unit of work verified before changing them (``verified``) is
     MAC'd as it stands; any other is first recomputed from its rows, so a keyed writer never
-    seals values it did not see grow from verified ones.
+    seals values it did not see grow from verified ones. Many unsealed buckets (the first
+    keyed commit after migration 0009, or after writes by a process without the key) are
+    recomputed all at once, in one pass over the rows.
     """
     conn = _raw(uow)
     dirty = conn.execute(
         "SELECT DISTINCT agent_id, start FROM usage_buckets INDEXED BY idx_usage_buckets_unsealed "
         "WHERE mac IS NULL"
     ).fetchall()
-    for agent_id, start in dirty:
-        seen = verified.get(agent_id)
-        if seen is None or start < seen[0] or start in seen[1]:
-            rebuild(uow, agent_id, start)
-        rows = conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM usage_buckets WHERE agent_id = ? AND start = ?",
-            (agent_id, start),
-        ).fetchall()
-        conn.executemany(
-            "UPDATE usage_buckets SET mac = ? WHERE agent_id = ? AND start = ? AND kind = ? "
-            "AND asset = ?",
-            [
-                (bucket_mac(integrity, b), b.agent_id, b.start, b.kind, b.asset)
-                for b in map(Bucket, rows)
-            ],
-        )
+    if not dirty:
+        return
+    if len(dirty) > BULK_REBUILD:
+        conn.execute("DELETE FROM usage_buckets")
+        for stmt in fill_sql():
+            conn.execute(stmt)
+        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM usage_buckets").fetchall()
+    else:
+        rows = []
+        for agent_id, start in dirty:
+            seen = verified.get(agent_id)
+            if seen is None or start < seen[0] or start in seen[1]:
+                rebuild(uow, agent_id, start)
+            rows += conn.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM usage_buckets WHERE agent_id = ? AND start = ?",
+                (agent_id, start),
+            ).fetchall()
+    conn.executemany(
+        "UPDATE usage_buckets SET mac = ? WHERE agent_id = ? AND start = ? AND kind = ? "
+        "AND asset = ?",
+        [(bucket_mac(integrity, b), b.agent_id, b.start, b.kind, b.asset) for b in map(Bucket, rows)],
+    )
+
+
+#: above this many unsealed buckets, :func:`reseal` rebuilds the whole table in one pass
+BULK_REBUILD = 64

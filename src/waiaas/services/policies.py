@@ -414,17 +414,27 @@ def _bucket_usage(
     integ = uow.integrity
     stored: dict[int, list[usage_db.Bucket]] = {}
     untrusted: set[int] = set()
+    forged: set[int] = set()
     for row in raw.execute(usage_db.SELECT_SQL, (agent_id, first)):
         b = usage_db.Bucket(row)
         stored.setdefault(b.start, []).append(b)
-        if not b.sane() or (integ is not None and not integ.bucket_ok(b.mac, b.values())):
-            untrusted.add(b.start)
-    if untrusted:
+        if not b.sane():
+            forged.add(b.start)
+        elif integ is not None and not integ.bucket_ok(b.mac, b.values()):
+            # NULL: not sealed yet (written without the key); anything else: edited
+            (untrusted if b.mac is None else forged).add(b.start)
+    if forged:
         log.warning(
             "usage buckets of agent %s at %s do not verify; counted from their rows",
             agent_id,
-            sorted(untrusted),
+            sorted(forged),
         )
+        if uow.writable:  # recomputed from the rows and sealed again when this one commits
+            raw.executemany(
+                "UPDATE usage_buckets SET mac = NULL WHERE agent_id = ? AND start = ?",
+                [(agent_id, s) for s in forged],
+            )
+    untrusted |= forged
     seen = uow.usage_verified.get(agent_id)
     uow.usage_verified[agent_id] = (
         first if seen is None else min(first, seen[0]),
@@ -467,7 +477,7 @@ def _bucket_usage(
                         requests[w] += b.requests + b.refused
                         denials[w] += b.denials + b.refused_denials
                         txs[w] += b.requests - b.denials
-            elif s > week_since:
+            elif s > week_since and b.requests:
                 key = normalize_asset_key(b.asset)
                 amount = b.amount()
                 week[key] = week.get(key, 0) + amount

@@ -248,7 +248,7 @@ def test_rebuilt_tables_keep_rows_and_accept_only_the_new_values(old_file: Path)
 def _copy_migrations(tmp_path: Path, extra: str) -> Path:
     scripts = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0008_extra.py").write_text(
+    (scripts / "versions" / "9000_extra.py").write_text(
         textwrap.dedent(
             '''\
             """A migration written for a test."""
@@ -256,8 +256,8 @@ def _copy_migrations(tmp_path: Path, extra: str) -> Path:
             import sqlalchemy as sa
             from alembic import op
 
-            revision = "0008"
-            down_revision = "0007"
+            revision = "9000"
+            down_revision = "HEAD"
             branch_labels = None
             depends_on = None
 
@@ -265,6 +265,7 @@ def _copy_migrations(tmp_path: Path, extra: str) -> Path:
             def upgrade() -> None:
             '''
         )
+        .replace("HEAD", migrate.head_revision())
         + textwrap.indent(textwrap.dedent(extra), "    ")
     )
     return scripts
@@ -316,22 +317,22 @@ def _populated_head(path: Path) -> None:
 def test_failed_migration_leaves_the_file_exactly_as_it_was(
     tmp_path: Path, body: str, reason: str, file_digest: Callable[[Path], str]
 ) -> None:
-    """A 0008 that does real work then fails raises MigrationError; file bytes unchanged."""
+    """A later migration that does real work then fails raises MigrationError; file bytes unchanged."""
     path = tmp_path / "wallet.db"
     _populated_head(path)
     scripts = _copy_migrations(tmp_path, body)
     digest, dump = file_digest(path), _dump(path)
-    assert migrate.head_revision(scripts) == "0008"
+    assert migrate.head_revision(scripts) == "9000"
 
     with pytest.raises(MigrationError) as err:
         Database.open(path, script_location=scripts)
 
-    assert err.value.revision == "0008"
+    assert err.value.revision == "9000"
     assert err.value.path == str(path)
     assert reason in str(err.value)
     assert file_digest(path) == digest
     assert _dump(path) == dump
-    assert _revision(path) == "0007"
+    assert _revision(path) == migrate.head_revision()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["migrations", "wallet.db"]
     # and the shipped migrations still open it normally
     Database.open(path).close()
@@ -339,7 +340,7 @@ def test_failed_migration_leaves_the_file_exactly_as_it_was(
 
 
 def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: Path) -> None:
-    """A good 0008 from another script directory applies; connections keep foreign keys ON."""
+    """A good later migration from another script directory applies; connections keep foreign keys ON."""
     path = tmp_path / "wallet.db"
     _populated_head(path)
     scripts = _copy_migrations(
@@ -351,7 +352,7 @@ def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: 
     )
     db = Database.open(path, script_location=scripts)
     try:
-        assert migrate.current_revision(db.engine) == "0008"
+        assert migrate.current_revision(db.engine) == "9000"
         with db.read() as uow:
             raw = uow.session.connection().connection.driver_connection
             assert raw is not None
@@ -364,10 +365,10 @@ def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: 
 def test_failure_in_the_last_of_several_pending_migrations_undoes_them_all(
     old_file: Path, tmp_path: Path, file_digest: Callable[[Path], str]
 ) -> None:
-    """0001 -> 0008 where 0008 fails: 0002-0007 (rebuilds included) are undone as well."""
+    """0001 -> 9000 where 9000 fails: every migration before it (rebuilds included) is undone."""
     scripts = _copy_migrations(tmp_path, 'op.execute("SELECT no_such_function()")\n')
     digest, dump = file_digest(old_file), _dump(old_file)
-    with pytest.raises(MigrationError, match="from 0001 to 0008"):
+    with pytest.raises(MigrationError, match="from 0001 to 9000"):
         Database.open(old_file, script_location=scripts)
     assert file_digest(old_file) == digest
     assert _dump(old_file) == dump
@@ -377,7 +378,7 @@ def test_failure_in_the_last_of_several_pending_migrations_undoes_them_all(
 def test_rebuilding_a_parent_table_keeps_children_and_their_foreign_keys(
     old_file: Path, tmp_path: Path
 ) -> None:
-    """A 0008 that rebuilds agents (referenced by 4 tables) keeps every row and FK working."""
+    """A later migration that rebuilds agents (referenced by 4 tables) keeps every row and FK working."""
     Database.open(old_file).close()
     before = _contents(old_file)
     scripts = _copy_migrations(

@@ -12,7 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from waiaas.db import Database, migrate
+from waiaas.db import Database, migrate, usage
 from waiaas.db.engine import make_engine
 from waiaas.db.tables import metadata
 
@@ -205,7 +205,7 @@ def test_revision_0001_is_exactly_the_spec(tmp_path: Path, spec_file: Path) -> N
 
 
 def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file: Path) -> None:
-    """At head the only differences are those of migrations 0002-0007 (documented list)."""
+    """At head the only differences are those of migrations 0002-0009 (documented list)."""
     head = tmp_path / "head.db"
     Database.open(head).close()
     spec, got = schema_facts(spec_file), schema_facts(head)
@@ -286,13 +286,45 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
         ("audit_checkpoints", "column", "public_key", "TEXT", 1, None, 0),
         ("audit_checkpoints", "column", "signature", "TEXT", 1, None, 0),
         ("audit_checkpoints", "index", "idx_audit_checkpoints_seq", 0, "seq"),
+        # 0009: usage buckets and the triggers that keep them
+        ("usage_buckets", "table"),
+        ("usage_buckets", "column", "agent_id", "TEXT", 1, None, 1),
+        ("usage_buckets", "column", "start", "INTEGER", 1, None, 2),
+        ("usage_buckets", "column", "kind", "INTEGER", 1, None, 3),
+        ("usage_buckets", "column", "asset", "TEXT", 1, None, 4),
+        *(
+            ("usage_buckets", "column", name, "INTEGER", 1, "0", 0)
+            for name in ("requests", "denials", "refused", "refused_denials", "odd")
+            + tuple(f"s{i}" for i in range(9))
+        ),
+        ("usage_buckets", "column", "mac", "TEXT", 0, None, 0),
+        (
+            "usage_buckets",
+            "index",
+            "sqlite_autoindex_usage_buckets_1",
+            1,
+            "agent_id",
+            "start",
+            "kind",
+            "asset",
+        ),
+        ("usage_buckets", "index", "idx_usage_buckets_unsealed", 0, "agent_id", "start"),
+        *(
+            (table, "trigger", name, sql)
+            for table, name, sql in [
+                ("transactions", "usage_tx_insert", usage.TRIGGERS[0]),
+                ("transactions", "usage_tx_delete", usage.TRIGGERS[1]),
+                ("transactions", "usage_tx_update", usage.TRIGGERS[2]),
+                ("audit_log", "usage_audit_insert", usage.TRIGGERS[3]),
+            ]
+        ),
     }
 
 
 def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) -> None:
     """Upgrading one revision at a time ends with the same schema as a fresh head file."""
     stepwise = tmp_path / "steps.db"
-    for target in ("0001", "0002", "0003", "0004", "0005", "0006", "0007"):
+    for target in ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0009"):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"
     Database.open(fresh).close()
