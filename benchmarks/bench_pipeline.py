@@ -619,6 +619,114 @@ def db_growth_bulk(source: Path, bulk: int, workdir: Path) -> None:
     )
 
 
+# --------------------------------------------------------------------------- window size
+
+
+def fill_window(path: Path, agent_id: str, rows: int, now: int) -> None:
+    """Copy the agent's first confirmed row ``rows`` times (fresh ids and hashes) with
+    ``created_at`` spread over the last 6.9 days, so every one is inside the 7-day window.
+
+    Raw ``executemany`` with the wallet closed; the database's triggers keep the usage
+    buckets as they would for rows the wallet wrote (no audit rows: they are hash-chained).
+    """
+    rng = random.Random(rows)
+    conn = raw_connect(path)
+    try:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(transactions)")]
+        template = conn.execute(
+            f"SELECT {', '.join(cols)} FROM transactions WHERE agent_id = ? "
+            "AND status = 'CONFIRMED' ORDER BY created_at, id LIMIT 1",
+            (agent_id,),
+        ).fetchone()
+        i_id, i_hash, i_created = (cols.index(c) for c in ("id", "tx_hash", "created_at"))
+        span = int(6.9 * 86_400)
+        batch = []
+        for i in range(rows):
+            row = list(template)
+            row[i_id] = new_id()
+            row[i_hash] = _hash_like(template[i_hash], rng)
+            row[i_created] = now - 60 - (i * span) // rows
+            batch.append(tuple(row))
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            f"INSERT INTO transactions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            batch,
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def window(sizes: list[int], sends: int, rounds: int, workdir: Path) -> None:
+    """``wallet.send`` p50 (and its admission stage) with ``sizes`` rows in the agent's 7-day
+    window: usage from the buckets (what ``send`` does) against the row-by-row computation it
+    replaced (``_scan_usage``), alternating in blocks in the same run."""
+    import waiaas.services.policies as policies
+
+    buckets = policies._bucket_usage
+    results: dict[int, dict[str, float]] = {}
+    for size in sizes:
+        directory = workdir / f"window-{size}"
+        directory.mkdir()
+        adapter = SolanaAdapter.local()
+        stamps = StageStamps()
+        with open_wallet(directory, [adapter], PipelineHooks(on_stage=stamps)) as wallet:
+            agent_id, token, recipients = provision(wallet, adapter, "window")
+            send_one(wallet, token, recipients, "solana", 0)
+        fill_window(directory / "wallet.db", agent_id, size - 1, int(time.time()))
+        samples: dict[str, dict[str, list[float]]] = {
+            mode: {"send": [], "admission": []} for mode in ("buckets", "rows")
+        }
+        with open_wallet(directory, [adapter], PipelineHooks(on_stage=stamps)) as wallet:
+            i = 1
+            for _ in range(3):  # warm up (the first keyed commit seals the buckets)
+                send_one(wallet, token, recipients, "solana", i)
+                i += 1
+            for r in range(rounds):
+                order = ("buckets", "rows") if r % 2 == 0 else ("rows", "buckets")
+                for mode in order:
+                    policies._bucket_usage = buckets if mode == "buckets" else policies._scan_usage  # type: ignore[assignment]
+                    try:
+                        for _ in range(sends):
+                            stamps.marks.clear()
+                            start = time.perf_counter()
+                            send_one(wallet, token, recipients, "solana", i)
+                            end = time.perf_counter()
+                            i += 1
+                            samples[mode]["send"].append((end - start) * 1000)
+                            samples[mode]["admission"].append(
+                                (stamps.marks["admitted"] - start) * 1000
+                            )
+                    finally:
+                        policies._bucket_usage = buckets  # type: ignore[assignment]
+        adapter.close()
+        results[size] = {}
+        for mode in ("buckets", "rows"):
+            send_p50 = statistics.median(samples[mode]["send"])
+            admission_p50 = statistics.median(samples[mode]["admission"])
+            results[size][mode] = send_p50
+            emit(
+                bench="pipeline",
+                case="window",
+                usage=mode,
+                rows_in_window=size,
+                sends=len(samples[mode]["send"]),
+                send_p50_ms=round(send_p50, 3),
+                send_p99_ms=round(percentile(samples[mode]["send"], 99), 3),
+                admission_p50_ms=round(admission_p50, 3),
+            )
+    small, large = min(sizes), max(sizes)
+    for mode in ("buckets", "rows"):
+        emit(
+            bench="pipeline",
+            case="window_ratio",
+            usage=mode,
+            baseline=mode == "rows",
+            rows=f"{large} / {small}",
+            send_p50_ratio=round(results[large][mode] / results[small][mode], 3),
+        )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -632,12 +740,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db-txs", type=int, default=2_000)
     parser.add_argument("--bulk", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
-    parser.add_argument("--only", choices=["plan_cost"], default=None, help="run one case")
+    parser.add_argument("--window-sizes", default="100,10000,50000")
+    parser.add_argument("--window-sends", type=int, default=15, help="sends per block")
+    parser.add_argument("--window-rounds", type=int, default=4, help="blocks per usage mode")
+    parser.add_argument(
+        "--only", choices=["plan_cost", "window"], default=None, help="run one case"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="keep the files here")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.solana_txs, args.evm_txs = 1, 30, 10
         args.stage_txs, args.growth_window, args.db_txs, args.bulk = 40, 10, 100, 2_000
+        args.window_sizes, args.window_sends, args.window_rounds = "100,2000", 5, 2
     started = time.perf_counter()
     emit(
         bench="environment",
@@ -654,6 +768,11 @@ def main(argv: list[str] | None = None) -> None:
             plan_cost("evm", args.evm_txs, args.runs, workdir)
             emit(bench="pipeline", case="total", seconds=round(time.perf_counter() - started, 1))
             return
+        sizes = [int(x) for x in args.window_sizes.split(",")]
+        if args.only == "window":
+            window(sizes, args.window_sends, args.window_rounds, workdir)
+            emit(bench="pipeline", case="total", seconds=round(time.perf_counter() - started, 1))
+            return
         throughput("solana", args.solana_txs, args.runs, workdir)
         throughput("evm", args.evm_txs, args.runs, workdir)
         plan_cost("solana", args.solana_txs, args.runs, workdir)
@@ -661,6 +780,7 @@ def main(argv: list[str] | None = None) -> None:
         stages(args.stage_txs, args.growth_window, workdir)
         source = db_growth(args.db_txs, workdir)
         db_growth_bulk(source, args.bulk, workdir)
+        window(sizes, args.window_sends, args.window_rounds, workdir)
     emit(bench="pipeline", case="total", seconds=round(time.perf_counter() - started, 1))
 
 

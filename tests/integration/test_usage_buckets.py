@@ -129,7 +129,7 @@ ops = st.one_of(
             st.sampled_from([WEEK, -WEEK, 3600, -3600, DAY + 1]),
         ),
     ),
-    st.tuples(st.just("check"), st.sets(st.sampled_from([1, 60, 3599, 3600, 7200, 86_401])))
+    st.tuples(st.just("check"), st.sets(st.sampled_from([1, 60, 3599, 3600, 7200, 86_401]))),
 )
 
 
@@ -314,7 +314,9 @@ def test_a_keyed_writer_never_seals_an_edited_bucket(tmp_path: Path) -> None:
         with db.read() as uow:
             before = load_usage(uow, agent, NOW, set())
         # lower the newest bucket, and keep its (now wrong) MAC
-        _edit(db.path, "UPDATE usage_buckets SET s2 = 0 WHERE start = ?", usage_db.bucket_start(NOW))
+        _edit(
+            db.path, "UPDATE usage_buckets SET s2 = 0 WHERE start = ?", usage_db.bucket_start(NOW)
+        )
         with db.write() as uow:  # cancel the queued row of that bucket
             assert uow.transactions.cas_status(ids[1], "QUEUED", "CANCELLED")
             uow.commit()
@@ -384,8 +386,18 @@ def test_migration_fills_the_buckets_from_existing_rows(tmp_path: Path) -> None:
             spend = {"native": "9" * 90}
         row = tx_row(agent, NOW - i * 1500, status, spend, error)
         rows.append(
-            (row.id, agent, "solana", "TRANSFER", "7", status, row.created_at, error,
-             row.metadata_json, row.spend)
+            (
+                row.id,
+                agent,
+                "solana",
+                "TRANSFER",
+                "7",
+                status,
+                row.created_at,
+                error,
+                row.metadata_json,
+                row.spend,
+            )
         )
     conn.executemany(
         "INSERT INTO transactions (id, agent_id, chain, type, amount, status, created_at, "

@@ -10,8 +10,9 @@ first second, ``created_at - created_at mod 3600``):
   column, an amount with more than 81 digits or non-ASCII characters), which make readers
   take that hour from its rows;
 - one *spend* row per asset key (``kind`` 1): ``requests`` spending rows name the asset, and
-  the exact sum of their amounts is held as nine base-10\\ :sup:`9` limbs ``s0`` … ``s8`` (SQLite integers hold the limb sums exactly;
-  the value is ``sum(s_i * 10**(9*i))``, computed in Python: wei exceeds 64 bits).
+  the exact sum of their amounts is held as nine limbs of nine decimal digits, ``s0`` …
+  ``s8`` (SQLite integers hold the limb sums exactly; the value is
+  ``sum(s_i * 10**(9*i))``, computed in Python: wei exceeds 64 bits).
 
 SQLite triggers keep the rows exact: every INSERT, DELETE and relevant UPDATE of
 ``transactions`` (status into or out of the spending states, ``error`` to or from
@@ -165,8 +166,7 @@ TABLE_DDL = (
     + "mac TEXT, PRIMARY KEY (agent_id, start, kind, asset)) WITHOUT ROWID"
 )
 INDEX_DDL = (
-    "CREATE INDEX idx_usage_buckets_unsealed ON usage_buckets (agent_id, start) "
-    "WHERE mac IS NULL"
+    "CREATE INDEX idx_usage_buckets_unsealed ON usage_buckets (agent_id, start) WHERE mac IS NULL"
 )
 
 TRIGGERS = (
@@ -342,7 +342,10 @@ def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
     conn.executemany(
         "UPDATE usage_buckets SET mac = ? WHERE agent_id = ? AND start = ? AND kind = ? "
         "AND asset = ?",
-        [(bucket_mac(integrity, b), b.agent_id, b.start, b.kind, b.asset) for b in map(Bucket, rows)],
+        [
+            (bucket_mac(integrity, b), b.agent_id, b.start, b.kind, b.asset)
+            for b in map(Bucket, rows)
+        ],
     )
 
 

@@ -373,7 +373,6 @@ def load_usage(
         if isinstance(w, bool) or not isinstance(w, int) or w < 1:
             raise InvalidInputError("windows must be positive ints (seconds)", field="windows")
         wanted.add(w)
-    ordered = sorted(wanted | {DAY, WEEK})
     return _bucket_usage(uow, agent_id, now, sorted(wanted | {DAY, WEEK}), exclude_tx_id or "")
 
 
@@ -532,6 +531,7 @@ def _bucket_usage(
         consecutive_failures=_consecutive_failures(uow, agent_id, exclude),
     )
 
+
 def _scan_usage(
     uow: UnitOfWork, agent_id: str, now: int, ordered: list[int], exclude: str
 ) -> Usage:
@@ -585,8 +585,6 @@ def _scan_usage(
         denials=denials,
         consecutive_failures=_consecutive_failures(uow, agent_id, exclude),
     )
-
-
 
 
 def _consecutive_failures(uow: UnitOfWork, agent_id: str, exclude: str) -> int:

@@ -264,8 +264,7 @@ def _copy_migrations(tmp_path: Path, extra: str) -> Path:
 
             def upgrade() -> None:
             '''
-        )
-        .replace("HEAD", migrate.head_revision())
+        ).replace("HEAD", migrate.head_revision())
         + textwrap.indent(textwrap.dedent(extra), "    ")
     )
     return scripts
@@ -317,7 +316,7 @@ def _populated_head(path: Path) -> None:
 def test_failed_migration_leaves_the_file_exactly_as_it_was(
     tmp_path: Path, body: str, reason: str, file_digest: Callable[[Path], str]
 ) -> None:
-    """A later migration that does real work then fails raises MigrationError; file bytes unchanged."""
+    """A later migration that does real work then fails: MigrationError; file bytes unchanged."""
     path = tmp_path / "wallet.db"
     _populated_head(path)
     scripts = _copy_migrations(tmp_path, body)
@@ -340,7 +339,7 @@ def test_failed_migration_leaves_the_file_exactly_as_it_was(
 
 
 def test_successful_extra_migration_applies_and_keeps_foreign_keys_on(tmp_path: Path) -> None:
-    """A good later migration from another script directory applies; connections keep foreign keys ON."""
+    """A good later migration from another script directory applies; foreign keys stay ON."""
     path = tmp_path / "wallet.db"
     _populated_head(path)
     scripts = _copy_migrations(
@@ -378,7 +377,7 @@ def test_failure_in_the_last_of_several_pending_migrations_undoes_them_all(
 def test_rebuilding_a_parent_table_keeps_children_and_their_foreign_keys(
     old_file: Path, tmp_path: Path
 ) -> None:
-    """A later migration that rebuilds agents (referenced by 4 tables) keeps every row and FK working."""
+    """A later migration rebuilding agents (4 tables refer to it) keeps every row and FK."""
     Database.open(old_file).close()
     before = _contents(old_file)
     scripts = _copy_migrations(

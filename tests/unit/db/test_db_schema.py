@@ -294,8 +294,14 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
         ("usage_buckets", "column", "asset", "TEXT", 1, None, 4),
         *(
             ("usage_buckets", "column", name, "INTEGER", 1, "0", 0)
-            for name in ("requests", "denials", "refused", "refused_denials", "odd")
-            + tuple(f"s{i}" for i in range(9))
+            for name in (
+                "requests",
+                "denials",
+                "refused",
+                "refused_denials",
+                "odd",
+                *(f"s{i}" for i in range(9)),
+            )
         ),
         ("usage_buckets", "column", "mac", "TEXT", 0, None, 0),
         (
