@@ -227,7 +227,7 @@ class Integrity:
         self.last_checkpoint_seq = 0
         self.clock = clock
         # usage bucket MACs already verified in this process -> the values they cover
-        self._buckets: dict[str, tuple[Any, ...]] = {}
+        self._buckets: dict[str, tuple[str, tuple[Any, ...]]] = {}
 
     def __repr__(self) -> str:
         return f"Integrity(wallet_id={self.wallet_id!r}, public_key={self.public_key!r})"
@@ -280,17 +280,18 @@ class Integrity:
     def check(self, stored: str | None, domain: str, *parts: object) -> bool:
         return stored is not None and hmac.compare_digest(stored, self.mac(domain, *parts))
 
-    def bucket_ok(self, stored: str | None, values: tuple[Any, ...]) -> bool:
-        """Whether ``stored`` is the MAC of a usage bucket's ``values`` (cached once seen)."""
+    def bucket_ok(self, stored: str | None, agent_id: str, values: tuple[Any, ...]) -> bool:
+        """Whether ``stored`` is the MAC of an agent's usage bucket row holding ``values``
+        (see :mod:`waiaas.db.usage`); verified MACs are remembered with their values."""
         if stored is None:
             return False
-        if self._buckets.get(stored) == values:
+        if self._buckets.get(stored) == (agent_id, values):
             return True
-        if not self.check(stored, "usage-bucket", *values):
+        if not self.check(stored, "usage-bucket", agent_id, *values):
             return False
         if len(self._buckets) >= 100_000:
             self._buckets.clear()
-        self._buckets[stored] = values
+        self._buckets[stored] = (agent_id, values)
         return True
 
     def owner_mac(self, agent_id: str, owner: str | None) -> str:

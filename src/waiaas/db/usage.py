@@ -31,6 +31,7 @@ lowers what a budget counts below what the rows say.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -40,7 +41,6 @@ __all__ = [
     "DDL",
     "LIMBS",
     "SPEND",
-    "Bucket",
     "bucket_start",
     "rebuild",
     "reseal",
@@ -233,56 +233,64 @@ DDL = (TABLE_DDL, INDEX_DDL, *TRIGGERS)
 
 # --------------------------------------------------------------------------- reading
 
-
-class Bucket:
-    """One stored bucket row (the columns of :data:`COLUMNS`, by name)."""
-
-    __slots__ = COLUMNS
-
-    agent_id: str
-    start: int
-    kind: int
-    asset: str
-    requests: int
-    denials: int
-    refused: int
-    refused_denials: int
-    odd: int
-    mac: str | None
-
-    def __init__(self, row: Sequence[Any]) -> None:
-        for name, value in zip(COLUMNS, row, strict=True):
-            setattr(self, name, value)
-
-    def values(self) -> tuple[Any, ...]:
-        """Everything the MAC covers."""
-        return tuple(getattr(self, c) for c in COLUMNS[:-1])
-
-    def amount(self) -> int:
-        """The exact sum the limbs hold."""
-        total = 0
-        for i in range(LIMBS - 1, -1, -1):
-            total = total * 10**LIMB_DIGITS + int(getattr(self, f"s{i}"))
-        return total
-
-    def sane(self) -> bool:
-        """Integer, non-negative counters and limbs (anything else was not written by us)."""
-        for c in COLUMNS[4:-1]:
-            v = getattr(self, c)
-            if type(v) is not int or v < 0:
-                return False
-        return isinstance(self.asset, str) and self.kind in (COUNTS, SPEND)
-
-
-SELECT_SQL = (
-    f"SELECT {', '.join(COLUMNS)} FROM usage_buckets "
-    "WHERE agent_id = ? AND start >= ? ORDER BY start, kind, asset"
+# What a row's MAC covers after the agent id: the key and every counter.
+SEALED = COLUMNS[1:-1]
+_COUNTERS = COLUMNS[4:-1]
+ODD = SEALED.index("odd")
+# A row the sums cannot stand for: rows the limbs cannot hold, or values no trigger writes.
+NEEDS_ROWS = (
+    "(odd != 0 OR kind NOT IN (0, 1) OR "
+    + " OR ".join(f"typeof({c}) != 'integer' OR {c} < 0" for c in _COUNTERS)
+    + ")"
+)
+VERIFY_SQL = f"SELECT {', '.join(SEALED)}, mac FROM usage_buckets WHERE agent_id = ? AND start >= ?"
+NEEDS_ROWS_SQL = (
+    f"SELECT DISTINCT start FROM usage_buckets WHERE agent_id = ? AND start >= ? AND {NEEDS_ROWS}"
 )
 
 
-def bucket_mac(integrity: Any, bucket: Bucket) -> str:
-    """The MAC a bucket row carries under the wallet's integrity key."""
-    return str(integrity.mac(MAC_DOMAIN, *bucket.values()))
+def sane(values: Sequence[Any]) -> bool:
+    """Whether a row's values (:data:`SEALED` order) are what the triggers can write."""
+    if values[1] not in (COUNTS, SPEND) or type(values[0]) is not int:
+        return False
+    return all(type(v) is int and v >= 0 for v in values[3:]) and isinstance(values[2], str)
+
+
+def bucket_mac(integrity: Any, agent_id: str, values: Sequence[Any]) -> str:
+    """The MAC of one bucket row (``values`` in :data:`SEALED` order)."""
+    return str(integrity.mac(MAC_DOMAIN, agent_id, *values))
+
+
+@functools.lru_cache(maxsize=32)
+def sums_sql(windows: int) -> str:
+    """Per (kind, asset): for each window ``:s0`` … (shortest first) the requests, denials and
+    transactions of the buckets starting after it; then the spend limbs of the buckets after
+    ``:day`` and after ``:week``, and how many spending rows name the asset in each. Buckets
+    listed in ``:skip`` (a JSON array of starts) are left out (their rows are read instead).
+    """
+    cols = []
+    for i in range(windows):
+        cond = f"start > :s{i}"
+        cols.append(f"SUM(CASE WHEN {cond} THEN requests + refused ELSE 0 END)")
+        cols.append(f"SUM(CASE WHEN {cond} THEN denials + refused_denials ELSE 0 END)")
+        cols.append(f"SUM(CASE WHEN {cond} THEN requests - denials ELSE 0 END)")
+    for since in ("day", "week"):
+        cond = f"start > :{since}"
+        cols.append(f"SUM(CASE WHEN {cond} THEN requests ELSE 0 END)")
+        cols += [f"SUM(CASE WHEN {cond} THEN {c} ELSE 0 END)" for c in _LIMB_COLS]
+    return (
+        f"SELECT kind, asset, {', '.join(cols)} FROM usage_buckets "
+        "WHERE agent_id = :agent AND start >= :first "
+        "AND start NOT IN (SELECT value FROM json_each(:skip)) GROUP BY kind, asset"
+    )
+
+
+def limbs_value(limbs: Sequence[int]) -> int:
+    """The exact integer nine limb sums stand for (each may exceed 10**9: sums of limbs)."""
+    total = 0
+    for i in range(len(limbs) - 1, -1, -1):
+        total = total * 10**LIMB_DIGITS + int(limbs[i])
+    return total
 
 
 MAC_DOMAIN = "usage-bucket"
@@ -312,8 +320,9 @@ def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
     """Seal the bucket rows changed in this unit of work (``mac IS NULL``) before it commits.
 
     A bucket whose rows this unit of work verified before changing them (``verified``) is
-    MAC'd as it stands; any other is first recomputed from its rows, so a keyed writer never
-    seals values it did not see grow from verified ones. Many unsealed buckets (the first
+    MAC'd as it stands (unless a counter went negative); any other is first recomputed from
+    its rows, so a keyed writer never seals values it did not see grow from verified ones,
+    and every sealed row is sane. Many unsealed buckets (the first
     keyed commit after migration 0009, or after writes by a process without the key) are
     recomputed all at once, in one pass over the rows.
     """
@@ -328,24 +337,24 @@ def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
         conn.execute("DELETE FROM usage_buckets")
         for stmt in fill_sql():
             conn.execute(stmt)
-        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM usage_buckets").fetchall()
+        rows = conn.execute(f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets").fetchall()
     else:
         rows = []
+        select = f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets "
+        select += "WHERE agent_id = ? AND start = ?"
         for agent_id, start in dirty:
             seen = verified.get(agent_id)
             if seen is None or start < seen[0] or start in seen[1]:
                 rebuild(uow, agent_id, start)
-            rows += conn.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM usage_buckets WHERE agent_id = ? AND start = ?",
-                (agent_id, start),
-            ).fetchall()
+            found = conn.execute(select, (agent_id, start)).fetchall()
+            if not all(sane(row[1:]) for row in found):  # never seal what no row explains
+                rebuild(uow, agent_id, start)
+                found = conn.execute(select, (agent_id, start)).fetchall()
+            rows += found
     conn.executemany(
         "UPDATE usage_buckets SET mac = ? WHERE agent_id = ? AND start = ? AND kind = ? "
         "AND asset = ?",
-        [
-            (bucket_mac(integrity, b), b.agent_id, b.start, b.kind, b.asset)
-            for b in map(Bucket, rows)
-        ],
+        [(bucket_mac(integrity, row[0], row[1:]), *row[:4]) for row in rows],
     )
 
 

@@ -411,17 +411,20 @@ def _bucket_usage(
     since = {w: now - w for w in ordered}
     first = usage_db.bucket_start(since[ordered[-1]] + 1)
     integ = uow.integrity
-    stored: dict[int, list[usage_db.Bucket]] = {}
     untrusted: set[int] = set()
+    from_rows: set[int] = set()
     forged: set[int] = set()
-    for row in raw.execute(usage_db.SELECT_SQL, (agent_id, first)):
-        b = usage_db.Bucket(row)
-        stored.setdefault(b.start, []).append(b)
-        if not b.sane():
-            forged.add(b.start)
-        elif integ is not None and not integ.bucket_ok(b.mac, b.values()):
-            # NULL: not sealed yet (written without the key); anything else: edited
-            (untrusted if b.mac is None else forged).add(b.start)
+    if integ is None:
+        from_rows.update(s for (s,) in raw.execute(usage_db.NEEDS_ROWS_SQL, (agent_id, first)))
+    else:
+        odd = usage_db.ODD
+        for *values, mac in raw.execute(usage_db.VERIFY_SQL, (agent_id, first)):
+            row = tuple(values)
+            if not integ.bucket_ok(mac, agent_id, row):
+                # NULL: not sealed yet (written without the key); anything else: edited
+                (untrusted if mac is None else forged).add(row[0])
+            elif row[odd]:  # sealed rows are sane (see usage_db.reseal)
+                from_rows.add(row[0])
     if forged:
         log.warning(
             "usage buckets of agent %s at %s do not verify; counted from their rows",
@@ -439,8 +442,7 @@ def _bucket_usage(
         first if seen is None else min(first, seen[0]),
         frozenset(untrusted) | (frozenset() if seen is None else seen[1]),
     )
-    from_rows = set(untrusted)
-    from_rows.update(s for s, rows in stored.items() if any(b.odd for b in rows))
+    from_rows |= untrusted
     if exclude:
         found = raw.execute(_EXCLUDED_SQL, (exclude, agent_id)).fetchone()
         if found is not None and isinstance(found[0], int):
@@ -456,9 +458,6 @@ def _bucket_usage(
             low = max(since[w], s - 1)
             lows[s] = min(lows.get(s, low), low)
 
-    def by_rows(s: int, w: int) -> bool:
-        return s in from_rows or s <= since[w]
-
     requests = dict.fromkeys(ordered, 0)
     denials = dict.fromkeys(ordered, 0)
     txs = dict.fromkeys(ordered, 0)
@@ -466,22 +465,33 @@ def _bucket_usage(
     week: dict[str, int] = {}
     day_since = now - DAY
     week_since = now - WEEK
-    for s, rows in stored.items():
-        if s in from_rows:
+    # The buckets that count whole, summed by SQLite (limb sums are exact integers).
+    n = len(ordered)
+    sums: dict[str, Any] = {f"s{i}": since[w] for i, w in enumerate(ordered)}
+    sums.update(
+        agent=agent_id,
+        first=first,
+        day=day_since,
+        week=week_since,
+        skip=json.dumps(sorted(from_rows)),
+    )
+    for kind, asset, *cols in raw.execute(usage_db.sums_sql(n), sums):
+        if kind == usage_db.COUNTS:
+            for i, w in enumerate(ordered):
+                requests[w] += cols[3 * i]
+                denials[w] += cols[3 * i + 1]
+                txs[w] += cols[3 * i + 2]
             continue
-        for b in rows:
-            if b.kind == usage_db.COUNTS:
-                for w in ordered:
-                    if s > since[w]:
-                        requests[w] += b.requests + b.refused
-                        denials[w] += b.denials + b.refused_denials
-                        txs[w] += b.requests - b.denials
-            elif s > week_since and b.requests:
-                key = normalize_asset_key(b.asset)
-                amount = b.amount()
-                week[key] = week.get(key, 0) + amount
-                if s > day_since:
-                    day[key] = day.get(key, 0) + amount
+        key = normalize_asset_key(asset)
+        k = 3 * n
+        if cols[k + 10]:  # spending rows name it within the week
+            week[key] = week.get(key, 0) + usage_db.limbs_value(cols[k + 11 : k + 20])
+        if cols[k]:
+            day[key] = day.get(key, 0) + usage_db.limbs_value(cols[k + 1 : k + 10])
+
+    def by_rows(s: int, w: int) -> bool:
+        return s in from_rows or s <= since[w]
+
     # Rows of the buckets read from rows: one range read per run of adjacent buckets.
     ranges: list[list[int]] = []
     for s in sorted(lows):
