@@ -27,6 +27,9 @@ changing them (admission reads its agent's buckets first) are MAC'd as they are,
 recomputed from its rows first. Readers with the key use a bucket only when its MAC verifies;
 otherwise they read that hour from its rows (:func:`rebuild`), so an edited bucket never
 lowers what a budget counts below what the rows say.
+
+The table, index and trigger statements below are what migration 0009 creates (the schema
+test compares them with the file): changing them needs a new migration.
 """
 
 from __future__ import annotations
