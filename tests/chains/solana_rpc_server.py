@@ -11,8 +11,10 @@ transfer from a faucet account). Batch requests work.
 
 Blocks: LiteSVM's blockhash only moves when told. Like the in-process backend, the server
 starts a new block the first time a blockhash is asked for after a transaction landed on the
-current one; :meth:`SolanaRpcServer.expire_blockhash` starts one at once. A blockhash is
-valid until the next block (``lastValidBlockHeight`` says so honestly).
+current one. As on a cluster, a blockhash stays valid for :data:`VALID_BLOCKS` blocks (the
+server checks it; LiteSVM's own check, which knows only the latest blockhash, is off), so
+transactions built concurrently do not expire each other; :meth:`SolanaRpcServer.expire_blockhash`
+starts a new block at once and expires every earlier blockhash.
 
 History: :meth:`SolanaRpcServer.prune` makes it a node with a short ledger (it forgets older
 signatures and ``minimumLedgerSlot`` moves up), as pruned RPC nodes are.
@@ -59,13 +61,32 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
 from solders.transaction_status import TransactionStatus
 
-__all__ = ["Fault", "RpcError", "SolanaRpcServer", "solana_rpc_process"]
+__all__ = ["VALID_BLOCKS", "Fault", "RpcError", "SolanaRpcServer", "solana_rpc_process"]
 
 _TOKEN_PROGRAMS = {
     "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA",
     "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb",
 }
 _COMPUTE_BUDGET = "ComputeBudget111111111111111111111111111111"
+#: Blocks a blockhash stays valid for (a cluster's MAX_PROCESSING_AGE).
+VALID_BLOCKS = 150
+# What a node's simulation answers for a transaction whose blockhash it does not know.
+_BLOCKHASH_NOT_FOUND: dict[str, Any] = {
+    "err": "BlockhashNotFound",
+    "logs": [],
+    "accounts": None,
+    "unitsConsumed": 0,
+    "loadedAccountsDataSize": None,
+    "returnData": None,
+    "innerInstructions": None,
+    "replacementBlockhash": None,
+    "fee": None,
+    "preBalances": None,
+    "postBalances": None,
+    "preTokenBalances": None,
+    "postTokenBalances": None,
+    "loadedAddresses": None,
+}
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 # Display texts of transaction errors, as a node puts them in "Transaction simulation failed: ...".
@@ -192,6 +213,7 @@ class SolanaRpcServer:
 
     def __init__(self, svm: LiteSVM | None = None) -> None:
         self.svm = svm if svm is not None else LiteSVM()
+        self.svm.with_blockhash_check(False)  # checked here, against the recent blockhashes
         self.lock = threading.RLock()
         self.requests: list[str] = []
         self.confirmation_status = "finalized"  # what getSignatureStatuses reports
@@ -199,6 +221,7 @@ class SolanaRpcServer:
         self._stopping = threading.Event()
         self._height = 1
         self._used = False
+        self._recent: dict[Hash, int] = {self.svm.latest_blockhash(): self._height}
         self._landed: dict[str, tuple[int, bytes]] = {}
         self._forgotten: set[str] = set()
         self.minimum_ledger_slot = 0  # what minimumLedgerSlot reports
@@ -307,12 +330,12 @@ class SolanaRpcServer:
     def expire_blockhash(self) -> None:
         """Start a new block now: every earlier blockhash stops being valid."""
         with self.lock:
-            self._new_block()
+            self._new_block(expire=True)
 
     def advance(self, slots: int) -> None:
         """Move the chain ``slots`` slots on (a new block: earlier blockhashes expire)."""
         with self.lock:
-            self._new_block()
+            self._new_block(expire=True)
             self.svm.warp_to_slot(self.svm.get_clock().slot + slots)
 
     def prune(self, keep_slots: int) -> None:
@@ -324,11 +347,20 @@ class SolanaRpcServer:
             self.minimum_ledger_slot = floor
             self._forgotten.update(s for s, (slot, _) in self._landed.items() if slot < floor)
 
-    def _new_block(self) -> None:
+    def _new_block(self, *, expire: bool = False) -> None:
         self.svm.expire_blockhash()
         self.svm.warp_to_slot(self.svm.get_clock().slot + 1)
         self._height += 1
         self._used = False
+        if expire:
+            self._recent.clear()
+        self._recent[self.svm.latest_blockhash()] = self._height
+        for blockhash, height in list(self._recent.items()):
+            if height <= self._height - VALID_BLOCKS:
+                del self._recent[blockhash]
+
+    def _valid(self, blockhash: Hash) -> bool:
+        return blockhash in self._recent
 
     # ------------------------------------------------------------------ HTTP -> JSON-RPC
 
@@ -462,7 +494,7 @@ class SolanaRpcServer:
             self._new_block()
         value = {
             "blockhash": str(self.svm.latest_blockhash()),
-            "lastValidBlockHeight": self._height,
+            "lastValidBlockHeight": self._height + VALID_BLOCKS - 1,
         }
         return self._with_context(value)
 
@@ -471,7 +503,7 @@ class SolanaRpcServer:
             blockhash = Hash.from_string(params[0])
         except ValueError as exc:
             raise RpcError(-32602, "Invalid param: invalid blockhash") from exc
-        return self._with_context(blockhash == self.svm.latest_blockhash())
+        return self._with_context(self._valid(blockhash))
 
     def _get_balance(self, params: list[Any]) -> Any:
         return self._with_context(self.svm.get_balance(self._pubkey(params[0])) or 0)
@@ -522,7 +554,7 @@ class SolanaRpcServer:
             message = from_bytes_versioned(base64.b64decode(params[0], validate=True))
         except Exception as exc:
             raise RpcError(-32602, f"invalid message: {exc}") from exc
-        if message.recent_blockhash != self.svm.latest_blockhash():
+        if not self._valid(message.recent_blockhash):
             return self._with_context(None)
         return self._with_context(_fee(message))
 
@@ -534,6 +566,8 @@ class SolanaRpcServer:
             raise RpcError(-32602, "sigVerify may not be used with replaceRecentBlockhash")
         if config.get("replaceRecentBlockhash"):
             raise RpcError(-32602, "replaceRecentBlockhash is not supported by this test server")
+        if not self._valid(tx.message.recent_blockhash):
+            return self._with_context(_BLOCKHASH_NOT_FOUND)
         before = self.svm.get_sigverify()
         self.svm.with_sigverify(sig_verify)
         try:
@@ -559,6 +593,12 @@ class SolanaRpcServer:
         tx = self._decode_tx(params[0], config.get("encoding", "base58"))
         if not all(tx.verify_with_results()):
             raise RpcError(-32003, "Transaction signature verification failure")
+        if not self._valid(tx.message.recent_blockhash):
+            if config.get("skipPreflight", False):
+                return str(tx.signatures[0])  # accepted, and never lands
+            raise RpcError(
+                -32002, "Transaction simulation failed: Blockhash not found", _BLOCKHASH_NOT_FOUND
+            )
         if not config.get("skipPreflight", False):
             simulated = self.svm.simulate_transaction(tx)
             if isinstance(simulated, FailedTransactionMetadata):

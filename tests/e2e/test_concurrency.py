@@ -120,7 +120,11 @@ def test_threads_and_processes_never_overshoot_a_daily_limit(
         confirmed = [r for r in rows if r.status == TxStatus.CONFIRMED]
         denied = [r for r in rows if r.error and r.error.startswith("POLICY_DENIED")]
         ran = len(confirmed)
-        assert len(denied) == len(outcomes) - ran
+        assert len(denied) == len(outcomes) - ran, [
+            (r.status, r.error)
+            for r in rows
+            if r.status != TxStatus.CONFIRMED and not (r.error or "").startswith("POLICY_DENIED")
+        ]
         counted = [(r.spend or {}).get("native", 0) for r in confirmed]
         assert all(c > amount for c in counted)  # each holds its amount and its fee
         assert sum(counted) <= limit  # never over the budget

@@ -26,7 +26,7 @@ from waiaas import TxStatus
 from waiaas.types import AuditEvent
 
 CHILD = Path(__file__).with_name("wallet_child.py")
-STAGES = ["admitted", "signed", "submitted", "recorded"]
+STAGES = ["admitted", "claimed", "signed", "submitted", "recorded"]
 AMOUNTS = {"solana": 1_234_567, "evm": 10**15 + 7}
 
 

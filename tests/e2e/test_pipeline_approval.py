@@ -95,6 +95,7 @@ def test_owner_signature_executes(wallet: Wallet, chain: str, owner_kind: str) -
         "TX_REQUESTED",
         "TX_QUEUED",
         "TX_APPROVED",
+        "TX_EXECUTING",
         "TX_SIGNED",
         "TX_SUBMITTED",
         "TX_CONFIRMED",

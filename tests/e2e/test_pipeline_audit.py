@@ -21,14 +21,15 @@ from waiaas.types import AuditEntry, Transfer, TxStatus
 from waiaas.wallet import Wallet
 
 EXPECTED_EVENTS = {
-    "instant": ["TX_REQUESTED", "TX_SIGNED", "TX_SUBMITTED", "TX_CONFIRMED"],
-    "notify": ["TX_REQUESTED", "TX_SIGNED", "TX_SUBMITTED", "TX_CONFIRMED"],
+    "instant": ["TX_REQUESTED", "TX_EXECUTING", "TX_SIGNED", "TX_SUBMITTED", "TX_CONFIRMED"],
+    "notify": ["TX_REQUESTED", "TX_EXECUTING", "TX_SIGNED", "TX_SUBMITTED", "TX_CONFIRMED"],
     "delay": ["TX_REQUESTED", "TX_QUEUED", "TX_FAILED"],
     "cancelled": ["TX_REQUESTED", "TX_QUEUED", "TX_CANCELLED"],
     "approved": [
         "TX_REQUESTED",
         "TX_QUEUED",
         "TX_APPROVED",
+        "TX_EXECUTING",
         "TX_SIGNED",
         "TX_SUBMITTED",
         "TX_CONFIRMED",

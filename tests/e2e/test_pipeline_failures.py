@@ -383,6 +383,7 @@ def test_failure_on_chain_costs_only_the_fee(tmp_path: Path) -> None:
         assert result.error is not None and result.error.startswith("INSUFFICIENT_FUNDS")
         assert events_of(wallet, result.id) == [
             "TX_REQUESTED",
+            "TX_EXECUTING",
             "TX_SIGNED",
             "TX_SUBMITTED",
             "TX_FAILED",

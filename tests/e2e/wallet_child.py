@@ -5,7 +5,8 @@ LiteSVM-backed Solana JSON-RPC test server), then either:
 
 * ``mode=crash``: sends one request and SIGKILLs itself at pipeline stage ``stage``;
 * ``mode=approve-crash``: the owner approves an APPROVAL-tier request, then it dies;
-* ``mode=burst``: sends ``count`` requests from ``threads`` threads and prints a JSON summary.
+* ``mode=burst``: sends ``count`` requests from ``threads`` threads and prints a JSON summary;
+* ``mode=send``: sends one request and prints its id and status.
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def approve_crash(spec: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps({"finished": True}) + "\n")
 
 
+def send_once(spec: dict[str, Any]) -> None:
+    with open_wallet(spec) as wallet:
+        res = wallet.send(spec["token"], Transfer(to=spec["to"], amount=int(spec["amount"])))
+    sys.stdout.write(json.dumps({"id": res.id, "status": str(res.status)}) + "\n")
+
+
 def burst(spec: dict[str, Any]) -> None:
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
@@ -119,4 +126,5 @@ def burst(spec: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     payload = json.loads(sys.argv[1])
-    {"crash": crash, "burst": burst, "approve-crash": approve_crash}[payload["mode"]](payload)
+    modes = {"crash": crash, "burst": burst, "approve-crash": approve_crash, "send": send_once}
+    modes[payload["mode"]](payload)

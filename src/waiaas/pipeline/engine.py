@@ -8,13 +8,22 @@
                -> policy evaluate (usage from the DB) -> insert the row (PENDING) + TX_REQUESTED
                -> denied: FAILED + POLICY_VIOLATION | DELAY / APPROVAL: QUEUED + TX_QUEUED
       stage 2  (INSTANT / NOTIFY at once; DELAY after the cooldown; APPROVAL once signed)
-               one unit of work: re-check (kill switch, agent; queued / resumed ones: session
-               and the whole decision again, a stricter tier moves them to its path)
-               -> allocate nonce -> build -> sign -> store signed bytes + hash -> EXECUTING
+               no lock: build a deferred plan, read the node's pending nonce, warm caches
+               claim, one short unit of work: re-check (kill switch, agent; queued / resumed
+               ones: session and the whole decision again, a stricter tier moves them to
+               its path) -> reserve the nonce -> EXECUTING with a claim token (TX_EXECUTING)
+               no lock: build -> plan check -> simulate -> sign (the claim is held)
+               record, one short unit of work: the claim is still ours (CAS) -> signed
+               bytes + hash stored (TX_SIGNED)
       stage 3  one unit of work: kill switch + agent status -> SUBMITTED (the last check)
                -> submit (transient: retry with backoff; stale: rebuild once; permanent:
                FAILED) -> wait for confirmation -> CONFIRMED / FAILED
     notifications go out after each commit and can never fail a transaction.
+
+No chain call, key use or sleep happens while the write lock is held: each unit of work
+reads and writes the database only. Bytes are sent only after they are recorded, so a claim
+without recorded bytes proves nothing was sent: a claim whose process died is released
+(back to PENDING / QUEUED) and the transaction is signed afresh.
 
 Every status change is a compare-and-swap written with its audit row in the same database
 transaction (:func:`waiaas.pipeline.states.transition`).
@@ -23,8 +32,12 @@ transaction (:func:`waiaas.pipeline.states.transition`).
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,7 +140,8 @@ class EventSink(Protocol):
 class PipelineHooks:
     """Test hooks: ``on_stage(name, tx_id)`` runs at each stage boundary.
 
-    Stages: ``admitted`` (the request's row is committed), ``signed`` (EXECUTING with the
+    Stages: ``admitted`` (the request's row is committed), ``claimed`` (EXECUTING with a
+    claim committed, nothing signed yet), ``signed`` (EXECUTING with the
     signed bytes committed, nothing sent yet), ``recorded`` (cleared for broadcast:
     SUBMITTED committed, nothing sent yet), ``submitted`` (sent, before waiting for
     confirmation) and ``approved`` (the owner's approval committed, before execution).
@@ -330,6 +344,8 @@ class Pipeline:
         outbox = _Outbox()
         denied: PolicyDeniedError | None = None
         agent_id: str | None = None
+        # What needs the chain (building the plan, token reads) happens before the write lock.
+        early = self._prepare_unlocked(token, req, now)
         try:
             with self.db.write() as uow:
                 killswitch.ensure_inactive(uow)
@@ -342,7 +358,9 @@ class Pipeline:
                     raise AgentNotActiveError(agent.id, agent.status, agent.suspension_reason)
                 adapter = self.adapter_for(agent.chain, agent.network)
                 req = normalize_request(adapter, req)
-                prepared = plans.prepare_or_defer(adapter, req, agent.public_key)
+                prepared = early.for_(agent, req) if early is not None else None
+                if prepared is None:  # not prepared above (rare): build it here
+                    prepared = plans.prepare_or_defer(adapter, req, agent.public_key)
                 row, denied = self._admit(uow, agent, verified, req, now, outbox, prepared)
                 if denied is None and uow.integrity is not None:
                     from waiaas.integrity import tx_mac
@@ -376,6 +394,27 @@ class Pipeline:
                 self._fail(row.id, exc, expected=(S.PENDING,))
                 raise
         return row
+
+    def _prepare_unlocked(self, token: str, req: Request, now: int) -> _Early | None:
+        """Before admission's write lock: find the token's agent (a read, nothing written),
+        normalise the request (token decimals are read from the chain and cached) and build
+        its plan. ``None`` when the token or the agent does not check out: admission then
+        refuses it under the lock with the right error and audit row."""
+        try:
+            with self.db.read() as uow:
+                verified = self.sessions.verify_in(uow, token, now)
+                agent = uow.agents.get(verified.agent_id)
+            if agent is None or agent.status != "ACTIVE":
+                return None
+            adapter = self.adapters.get((agent.chain, agent.network))
+            if adapter is None:
+                return None
+            normalized = normalize_request(adapter, req)
+            prepared = plans.prepare_or_defer(adapter, normalized, agent.public_key)
+        except WaiaasError:
+            return None
+        _warm_decimals(adapter, normalized, prepared.effects)
+        return _Early(agent.id, agent.public_key, normalized, prepared)
 
     def _verify_stored(
         self,
@@ -737,30 +776,22 @@ class Pipeline:
     def _run(self, tx_id: str, *, recheck: bool = False) -> tuple[TransactionRow, bool]:
         """:meth:`execute`, also saying whether this call won the transaction (moved it to
         EXECUTING and on) rather than finding it taken, ended or refused."""
-        stage: tuple[SignedTx, TransactionRow] | Literal["ended"] | None = None
-        duplicates = 0
+        claim: _Claim | _Busy | Literal["ended"] | None = None
         attempt = 0
+        waited = _AgentWait()
         while attempt <= self.config.max_retries:
             try:
-                stage = self._sign_stage(tx_id, recheck=recheck)
+                claim = self._claim_stage(tx_id, recheck=recheck)
+                if isinstance(claim, _Busy):
+                    # Another transaction of the agent is being signed (one at a time per
+                    # agent, as one nonce and one balance): wait, with no lock held.
+                    if claim.stale:
+                        self._release_claim(claim.tx_id, None, reason="stale claim")
+                    elif not waited.wait():
+                        log.warning("%s waits for %s of the same agent", tx_id, claim.tx_id)
+                        return self.get_row(tx_id), False  # process_due resumes it
+                    continue
                 break
-            except _DuplicateBytes:
-                # The sign stage rolled back (nothing recorded, the write lock released):
-                # wait for a new blockhash here, where no other writer is blocked.
-                duplicates += 1
-                if duplicates >= _DUPLICATE_ATTEMPTS:
-                    self._fail(
-                        tx_id,
-                        TransientChainError(
-                            "the transaction is byte-identical to another one in flight; "
-                            "no new blockhash yet",
-                            chain=self.get_row(tx_id).chain,
-                        ),
-                        expected=(S.PENDING, S.QUEUED),
-                    )
-                    return self.get_row(tx_id), False
-                self._sleep(0.1 * duplicates)
-                continue
             except KeyMissingError as exc:
                 # Permanent for this transaction: fail it (its budget is released) so the
                 # agent's other work and every other agent carry on.
@@ -781,10 +812,19 @@ class Pipeline:
                 # the request cannot be built on this chain (checked again at build time)
                 self._fail(tx_id, exc, expected=(S.PENDING, S.QUEUED))
                 return self.get_row(tx_id), False
+        if claim is None or isinstance(claim, _Busy):
+            return self.get_row(tx_id), False
+        if claim == _ENDED:
+            return self.get_row(tx_id), True  # this call ended it: work it won
+        self.hooks.stage("claimed", tx_id)
+        try:
+            stage = self._sign_claimed(claim, retries_left=self.config.max_retries - attempt)
+        finally:
+            _LIVE_CLAIMS.discard(claim.token)
         if stage is None:
             return self.get_row(tx_id), False
         if stage == _ENDED:
-            return self.get_row(tx_id), True  # this call ended it: work it won
+            return self.get_row(tx_id), True
         signed, row = stage
         self.hooks.stage("signed", tx_id)
         return self._submit_stage(tx_id, signed, row, fresh=True), True
@@ -796,42 +836,62 @@ class Pipeline:
             raise NotFoundError("transaction", tx_id)
         return row
 
-    def _sign_stage(
+    def _claim_stage(
         self, tx_id: str, *, recheck: bool = False
-    ) -> tuple[SignedTx, TransactionRow] | Literal["ended"] | None:
-        """Re-check and sign under the write lock. ``None``: another worker took it (or it is
-        final); ``"ended"``: this call ended it (a re-check refused it)."""
+    ) -> _Claim | _Busy | Literal["ended"] | None:
+        """Re-check and claim ``tx_id`` for signing. ``None``: another worker took it (or it
+        is final); ``"ended"``: this call ended it (a re-check refused it); a
+        :class:`_Busy`: another transaction of the agent holds a claim (nothing written)."""
         now = self.clock.now()
         try:
-            return self._sign_stage_unit(tx_id, now, recheck=recheck)
+            return self._claim_unit(tx_id, now, recheck=recheck)
         except TamperDetectedError as exc:
             self._refuse_tampered(exc, agent_id=None, tx_id=tx_id, now=now)
             raise
 
-    def _sign_stage_unit(
+    def _claim_unit(
         self, tx_id: str, now: int, *, recheck: bool
-    ) -> tuple[SignedTx, TransactionRow] | Literal["ended"] | None:
+    ) -> _Claim | _Busy | Literal["ended"] | None:
+        # Outside the write lock: everything that asks the chain.
+        with self.db.read() as uow:
+            found = uow.transactions.get(tx_id)
+            if found is None:
+                raise NotFoundError("transaction", tx_id)
+            if found.status not in (S.PENDING, S.QUEUED):
+                return None  # another worker took it, or it is final
+            reader = uow.agents.get(found.agent_id)
+        assert reader is not None
+        adapter = self.adapters.get((reader.chain, reader.network))
+        prepared: plans.Prepared | None = None
+        hint: int | None = None
+        if adapter is not None:
+            found_meta = self._meta(found)
+            req = parse_request(found_meta["request"])
+            effects = plans.stored_effects(found_meta)
+            if plans.needs_plan(adapter, found_meta):
+                # A request that could not be built at admission (funds, a node hiccup) is
+                # built now and judged on its effects (in the claim) before anything is signed.
+                prepared = plans.prepare(adapter, req, reader.public_key)
+                effects = prepared.effects
+            _warm_decimals(adapter, req, effects)
+            if isinstance(adapter, SupportsNonces):
+                hint = adapter.pending_nonce(reader.public_key)
+        # The claim: one short unit of work, database only.
         outbox = _Outbox()
         with self.db.write() as uow:
             row = uow.transactions.get(tx_id)
             if row is None:
                 raise NotFoundError("transaction", tx_id)
-            current = TxStatus(row.status)
-            if current not in (S.PENDING, S.QUEUED):
+            if TxStatus(row.status) not in (S.PENDING, S.QUEUED):
                 return None  # another worker took it, or it is final
             agent = uow.agents.get(row.agent_id)
             assert agent is not None
             self._verify_stored(uow, row, agent)
             meta = self._meta(row)
-            maybe_adapter = self.adapters.get((agent.chain, agent.network))
-            # A request that could not be built at admission (funds, a node hiccup) is
-            # built now and judged on its effects before anything is signed.
-            late = maybe_adapter is not None and plans.needs_plan(maybe_adapter, meta)
+            late = adapter is not None and plans.needs_plan(adapter, meta)
             if late:
-                assert maybe_adapter is not None
-                prepared = plans.prepare(
-                    maybe_adapter, parse_request(meta["request"]), agent.public_key
-                )
+                if prepared is None or agent.public_key != reader.public_key:
+                    return None  # changed under us (another worker escalated it): look again
                 meta.update(prepared.meta())
                 meta.pop("plan_deferred", None)
             problem = self._recheck(uow, row, agent, meta, now, full=recheck or late)
@@ -857,14 +917,167 @@ class Pipeline:
                 uow.commit()
                 self._publish(outbox)
                 return _ENDED
-            if (agent.chain, agent.network) not in self.adapters:
+            if adapter is None:
                 # This process has no adapter for the agent's network (an operator's CLI,
                 # an approval page without --rpc): leave the transaction as it is for a
                 # wallet process that has one. Nothing was changed in this unit of work.
                 log.info("no adapter for %s/%s here; %s waits", agent.chain, agent.network, tx_id)
                 return None
-            adapter = self.adapter_for(agent.chain, agent.network)
-            signed = self._build_and_sign(uow, adapter, agent, row, meta)
+            busy = self._other_claim(uow, agent.id, exclude=row.id)
+            if busy is not None:
+                return busy  # nothing is written: the unit of work rolls back
+            nonce: int | None = None
+            if hint is not None:
+                nonce = self._reserve_nonce(uow, agent, exclude=row.id, hint=hint)
+            token = new_id()
+            meta["claim"] = _claim_record(token, row.status, nonce)
+            _LIVE_CLAIMS.add(token)  # before the commit: this process never finds it stale
+            try:
+                self._move(
+                    uow,
+                    row,
+                    S.EXECUTING,
+                    event=E.TX_EXECUTING,
+                    actor="system",
+                    now=now,
+                    details={"nonce": nonce} if nonce is not None else {},
+                    metadata=meta,
+                )
+                uow.commit()
+            except BaseException:
+                _LIVE_CLAIMS.discard(token)
+                raise
+        self._publish(outbox)
+        return _Claim(
+            token=token, tx_id=tx_id, agent=agent, adapter=adapter, meta=meta, nonce=nonce
+        )
+
+    def _sign_claimed(
+        self, claim: _Claim, *, retries_left: int
+    ) -> tuple[SignedTx, TransactionRow] | Literal["ended"] | None:
+        """Build, check, simulate and sign a claimed transaction with no database transaction
+        open, then record the signed bytes (:meth:`_record_signed`). Returns the bytes and the
+        row; ``"ended"`` when a stop cancelled it; ``None`` when it failed here or the claim
+        was lost (the bytes signed for it are then dropped: never recorded, so never sent)."""
+        tx_id = claim.tx_id
+        duplicates = 0
+        attempt = 0
+        try:
+            while True:
+                try:
+                    signed, simulation = self._build_sign(
+                        claim.adapter, claim.agent, claim.meta, nonce=self._checked_nonce(claim)
+                    )
+                    return self._record_signed(claim, signed, simulation)
+                except _DuplicateBytes:
+                    # Byte-identical to another live transaction (same recent blockhash): wait
+                    # for a new blockhash, here where no lock is held, and build again.
+                    duplicates += 1
+                    if duplicates >= _DUPLICATE_ATTEMPTS:
+                        raise TransientChainError(
+                            "the transaction is byte-identical to another one in flight; "
+                            "no new blockhash yet",
+                            chain=claim.agent.chain,
+                        ) from None
+                    self._sleep(0.1 * duplicates)
+                except ChainError as exc:
+                    if exc.kind == ChainErrorKind.TRANSIENT and attempt < retries_left:
+                        self._sleep(self.config.retry_base_delay * (2**attempt))
+                        attempt += 1
+                        continue
+                    raise
+        except _ClaimLost:
+            return None
+        except KeyMissingError as exc:
+            self._fail(tx_id, exc, expected=(S.EXECUTING,), claim=claim.token)
+            return None
+        except KeystoreError:
+            # e.g. locked: the transaction goes back to where it was; process_due resumes it
+            self._release_claim(tx_id, claim.token, reason="keystore")
+            raise
+        except (ChainError, InvalidInputError, StateError) as exc:
+            # the request cannot be built on this chain, or its plan or simulation refused it
+            self._fail(tx_id, exc, expected=(S.EXECUTING,), claim=claim.token)
+            return None
+        except BaseException:
+            # Anything else (a storage fault, an adapter's bug): give the claim back so that
+            # a later pass can try again; if even that fails, the claim is found stale.
+            with contextlib.suppress(Exception):
+                self._release_claim(tx_id, claim.token, reason="error")
+            raise
+
+    def _build_sign(
+        self,
+        adapter: ChainAdapter,
+        agent: AgentRow,
+        meta: Mapping[str, Any],
+        *,
+        nonce: int | None,
+    ) -> tuple[SignedTx, str]:
+        """Build, check against the judged plan, simulate and sign (no database access).
+        Returns the signed transaction and the simulation verdict."""
+        req = parse_request(meta["request"])
+        unsigned = adapter.build(req, agent.public_key, nonce=nonce)
+        # The built transaction must be the judged (and approved) plan, at no higher a fee
+        # than the one judged, and simulating it may show no outflow its effects do not
+        # explain: then it is signed.
+        plans.check_built(adapter, unsigned, meta)
+        unsigned = plans.hold_fee(adapter, unsigned, meta)
+        simulation = plans.check_simulation(
+            adapter, unsigned, plans.stored_effects(meta), required=self.config.require_simulation
+        )
+        try:
+            with self.keys.use_key(agent.id) as secret:
+                signed: SignedTx = adapter.sign(unsigned, secret)
+        except NotFoundError as exc:
+            raise KeyMissingError(agent.id) from exc
+        return signed, simulation
+
+    def _record_signed(
+        self, claim: _Claim, signed: SignedTx, simulation: str
+    ) -> tuple[SignedTx, TransactionRow] | Literal["ended"]:
+        """The second short unit of work: if the claim is still ours (compare-and-swap on
+        its token), store the signed bytes and their hash (TX_SIGNED); they are sent only
+        after :meth:`_clear_for_broadcast`. When the kill switch or a suspension came while
+        they were being signed, the transaction is CANCELLED instead (``"ended"``) and the
+        bytes are dropped: nothing is signed after a stop.
+
+        Raises:
+            _ClaimLost: the claim is gone (released as stale, the transaction ended).
+            _DuplicateBytes: the bytes are another live transaction's (nothing written).
+        """
+        now = self.clock.now()
+        outbox = _Outbox()
+        with self.db.write() as uow:
+            row = uow.transactions.get(claim.tx_id)
+            if row is None or not _holds(self._meta(row), row, claim.token):
+                raise _ClaimLost(claim.tx_id)
+            agent = uow.agents.get(row.agent_id)
+            stop: tuple[str, str] | None = None
+            if killswitch.is_active(uow):
+                stop = ("KILL_SWITCH_ACTIVE", "the kill switch is active")
+            elif agent is None or agent.status != "ACTIVE":
+                stop = ("AGENT_NOT_ACTIVE", f"agent is {agent.status if agent else 'missing'}")
+            if stop is not None:
+                # Stopped while it was being signed: nothing is recorded after the stop.
+                code, message = stop
+                self._end(
+                    uow,
+                    row,
+                    S.CANCELLED,
+                    code=code,
+                    message=message + "; nothing was signed or sent",
+                    actor="system",
+                    now=now,
+                    outbox=outbox,
+                )
+                uow.commit()
+                self._publish(outbox)
+                return _ENDED
+            self._take_hash(uow, row, signed)
+            meta = self._meta(row)
+            meta.pop("claim", None)
+            meta["simulation"] = simulation
             meta["signed"] = _signed_json(signed)
             self._move(
                 uow,
@@ -878,60 +1091,76 @@ class Pipeline:
                 metadata=meta,
             )
             uow.commit()
-        self._publish(outbox)
         return signed, row
 
-    def _build_and_sign(
-        self,
-        uow: UnitOfWork,
-        adapter: ChainAdapter,
-        agent: AgentRow,
-        row: TransactionRow,
-        meta: Mapping[str, Any],
-        *,
-        nonce: int | None = None,
-    ) -> SignedTx:
-        req = parse_request(meta["request"])
-        if nonce is not None:
-            nonce = int(nonce)
-        elif isinstance(adapter, SupportsNonces):
-            nonce = self._allocate_nonce(uow, adapter, agent, exclude=row.id)
-        unsigned = adapter.build(req, agent.public_key, nonce=nonce)
-        # The built transaction must be the judged (and approved) plan, at no higher a fee
-        # than the one judged, and simulating it may show no outflow its effects do not
-        # explain: then it is signed.
-        plans.check_built(adapter, unsigned, meta)
-        unsigned = plans.hold_fee(adapter, unsigned, meta)
-        simulation = plans.check_simulation(
-            adapter, unsigned, plans.stored_effects(meta), required=self.config.require_simulation
-        )
-        if isinstance(meta, dict):
-            meta["simulation"] = simulation
-        try:
-            with self.keys.use_key(agent.id) as secret:
-                signed = adapter.sign(unsigned, secret)
-        except NotFoundError as exc:
-            raise KeyMissingError(agent.id) from exc
+    def _take_hash(self, uow: UnitOfWork, row: TransactionRow, signed: SignedTx) -> None:
+        """Inside a write: make ``signed.tx_hash`` this row's. Identical bytes of a request
+        that ended without landing are not a duplicate: the hash moves here (the old row
+        keeps it in its metadata); the chain runs one signature at most once, so the two can
+        never both pay.
+
+        Raises:
+            _DuplicateBytes: the bytes are another live transaction's.
+        """
         other = uow.transactions.by_hash(signed.tx_hash)
         if other is None or other.id == row.id:
-            return signed
+            return
         if other.status in (S.FAILED, S.CANCELLED, S.EXPIRED) and other.executed_at is None:
-            # Identical bytes of a request that ended without landing: not a duplicate. The
-            # hash moves to this transaction (the old row keeps it in its metadata); the
-            # chain runs one signature at most once, so the two can never both pay.
             released = self._meta(other)
             released["released_hash"] = other.tx_hash
             uow.transactions.update_fields(other.id, tx_hash=None, metadata=released)
-            return signed
+            return
         # Byte-identical to another live request's transaction (same content, same recent
-        # blockhash): the chain would drop one of them. The caller waits for a new blockhash
-        # outside the write lock and tries again.
+        # blockhash): the chain would drop one of them.
         raise _DuplicateBytes(other.id)
 
-    def _allocate_nonce(
-        self, uow: UnitOfWork, adapter: SupportsNonces, agent: AgentRow, *, exclude: str
-    ) -> int:
-        """The lowest nonce >= the node's pending count that no in-flight row holds.
+    def _checked_nonce(self, claim: _Claim) -> int | None:
+        """The claim's nonce, once the node confirms it is still unused.
+
+        The nonce was reserved in the claim from a pending count read before the lock; a
+        transaction of the same agent that landed in between may have used it. The node is
+        asked again now that no other wallet process can take the reserved nonce: when its
+        pending count has passed it, a new nonce is reserved (a short write) and checked.
+        """
+        if claim.nonce is None or not isinstance(claim.adapter, SupportsNonces):
+            return claim.nonce
+        for _ in range(_NONCE_ATTEMPTS):
+            pending = claim.adapter.pending_nonce(claim.agent.public_key)
+            if pending <= claim.nonce:
+                return claim.nonce
+            with self.db.write() as uow:
+                row = uow.transactions.get(claim.tx_id)
+                meta = self._meta(row) if row is not None else {}
+                if row is None or not _holds(meta, row, claim.token):
+                    raise _ClaimLost(claim.tx_id)
+                nonce = self._reserve_nonce(uow, claim.agent, exclude=row.id, hint=pending)
+                meta["claim"]["nonce"] = nonce
+                uow.transactions.update_fields(row.id, metadata=meta)
+                uow.commit()
+            claim.nonce = nonce
+            claim.meta["claim"] = meta["claim"]
+        raise TransientChainError(
+            "the account's nonce kept moving while a transaction was prepared",
+            chain=claim.agent.chain,
+        )
+
+    def _other_claim(self, uow: UnitOfWork, agent_id: str, *, exclude: str) -> _Busy | None:
+        """Another transaction of the agent claimed for signing (nothing recorded yet), if any.
+
+        An agent signs one transaction at a time, as it did under the global write lock:
+        its nonces are reserved in order and its simulations see no sibling half-way.
+        Different agents sign in parallel."""
+        for other in uow.transactions.active_for_agent(agent_id):
+            if other.id == exclude or other.status != S.EXECUTING:
+                continue
+            meta = self._meta(other)
+            if _is_claim(meta, other):
+                return _Busy(other.id, stale=_claim_is_stale(meta["claim"]))
+        return None
+
+    def _reserve_nonce(self, uow: UnitOfWork, agent: AgentRow, *, exclude: str, hint: int) -> int:
+        """The lowest nonce >= ``hint`` (the node's pending count) that no in-flight row
+        holds, signed or claimed.
 
         Runs inside BEGIN IMMEDIATE, so two processes never pick the same nonce; filling gaps
         left by failed submissions keeps later transactions from waiting forever.
@@ -940,13 +1169,49 @@ class Pipeline:
         for other in uow.transactions.active_for_agent(agent.id):
             if other.id == exclude or other.status not in (S.EXECUTING, S.SUBMITTED):
                 continue
-            signed = self._meta(other).get("signed") or {}
-            if signed.get("nonce") is not None:
-                taken.add(int(signed["nonce"]))
-        nonce = adapter.pending_nonce(agent.public_key)
+            meta = self._meta(other)
+            held = (meta.get("signed") or {}).get("nonce")
+            if held is None:
+                held = (meta.get("claim") or {}).get("nonce")
+            if held is not None:
+                taken.add(int(held))
+        nonce = hint
         while nonce in taken:
             nonce += 1
         return nonce
+
+    def _release_claim(self, tx_id: str, token: str | None, *, reason: str) -> bool:
+        """Give a claim back: EXECUTING with no recorded bytes returns to PENDING / QUEUED
+        (TX_RECOVERED). ``token``: only that claim; ``None``: only a stale one (its process
+        is gone or its lease ran out, checked again under the lock). Returns whether it was
+        released. Nothing was sent for it: bytes leave only after they are recorded."""
+        now = self.clock.now()
+        with self.db.write() as uow:
+            row = uow.transactions.get(tx_id)
+            if row is None:
+                return False
+            meta = self._meta(row)
+            claim = meta.get("claim")
+            if not isinstance(claim, dict) or row.status != S.EXECUTING or meta.get("signed"):
+                return False
+            if token is None and not _claim_is_stale(claim):
+                return False
+            if token is not None and claim.get("token") != token:
+                return False
+            back = S.QUEUED if claim.get("from") == S.QUEUED else S.PENDING
+            meta.pop("claim")
+            self._move(
+                uow,
+                row,
+                back,
+                event=E.TX_RECOVERED,
+                actor="system",
+                now=now,
+                details={"action": "claim released", "reason": reason},
+                metadata=meta,
+            )
+            uow.commit()
+        return True
 
     def _recheck(
         self,
@@ -1334,62 +1599,80 @@ class Pipeline:
     def _rebuild_once(self, tx_id: str, exc: ChainError) -> SignedTx | None:
         """A stale transaction (blockhash expired, nonce used) is rebuilt and signed once.
 
-        Only bytes that can no longer land are replaced, so nothing is ever sent twice.
+        Only bytes that can no longer land are replaced, so nothing is ever sent twice. The
+        new bytes are built and signed with no database transaction open, then recorded in
+        one short write that checks the row still carries the old bytes (compare-and-swap on
+        the hash): of two workers rebuilding at once, one records, the other's bytes are
+        dropped unsent.
         """
+        row = self.get_row(tx_id)
+        if row.status not in (S.EXECUTING, S.SUBMITTED):
+            return None
+        meta = self._meta(row)
+        old_hash = row.tx_hash
+        if meta.get("rebuilt"):
+            self._fail(tx_id, exc, expected=(S.EXECUTING, S.SUBMITTED), tx_hash=old_hash)
+            return None
+        with self.db.read() as uow:
+            agent = uow.agents.get(row.agent_id)
+        assert agent is not None
+        adapter = self.adapter_for(agent.chain, agent.network)
+        previous = meta.get("signed", {})
+        nonce = previous.get("nonce")
+        try:
+            # EVM: the replacement reuses the nonce, so at most one of the two can land.
+            signed, simulation = self._build_sign(
+                adapter, agent, meta, nonce=None if nonce is None else int(nonce)
+            )
+        except (ChainError, InvalidInputError, StateError) as build_exc:
+            self._fail(tx_id, build_exc, expected=(S.EXECUTING, S.SUBMITTED), tx_hash=old_hash)
+            return None
         now = self.clock.now()
         with self.db.write() as uow:
-            row = uow.transactions.get(tx_id)
-            if row is None or row.status not in (S.EXECUTING, S.SUBMITTED):
+            current = uow.transactions.get(tx_id)
+            if current is None or current.status not in (S.EXECUTING, S.SUBMITTED):
                 return None
-            meta = self._meta(row)
-            if meta.get("rebuilt"):
-                uow.rollback()
-                self._fail(tx_id, exc, expected=(S.EXECUTING, S.SUBMITTED))
-                return None
-            agent = uow.agents.get(row.agent_id)
-            assert agent is not None
-            adapter = self.adapter_for(agent.chain, agent.network)
-            previous = meta.get("signed", {})
+            meta = self._meta(current)
+            if current.tx_hash != old_hash or meta.get("rebuilt"):
+                return None  # another worker rebuilt it first: these bytes are dropped
             try:
-                # EVM: the replacement reuses the nonce, so at most one of the two can land.
-                signed = self._build_and_sign(
-                    uow, adapter, agent, row, meta, nonce=previous.get("nonce")
-                )
-            except ChainError as build_exc:
-                uow.rollback()
-                self._fail(tx_id, build_exc, expected=(S.EXECUTING, S.SUBMITTED))
-                return None
+                self._take_hash(uow, current, signed)
             except _DuplicateBytes:
-                uow.rollback()
-                self._fail(
-                    tx_id,
-                    TransientChainError(
-                        "the rebuilt transaction is byte-identical to another one in flight",
-                        chain=agent.chain,
-                    ),
-                    expected=(S.EXECUTING, S.SUBMITTED),
+                duplicate = True
+            else:
+                duplicate = False
+                meta["rebuilt"] = True
+                meta["replaced"] = previous
+                meta["simulation"] = simulation
+                meta["signed"] = _signed_json(signed)
+                self._move(
+                    uow,
+                    current,
+                    S.EXECUTING,
+                    event=E.TX_RETRY,
+                    actor="system",
+                    now=now,
+                    details={
+                        "rebuilt": True,
+                        "reason": exc.code,
+                        "old_hash": previous.get("hash"),
+                        "tx_hash": signed.tx_hash,
+                    },
+                    tx_hash=signed.tx_hash,
+                    metadata=meta,
                 )
-                return None
-            meta["rebuilt"] = True
-            meta["replaced"] = previous
-            meta["signed"] = _signed_json(signed)
-            self._move(
-                uow,
-                row,
-                S.EXECUTING,
-                event=E.TX_RETRY,
-                actor="system",
-                now=now,
-                details={
-                    "rebuilt": True,
-                    "reason": exc.code,
-                    "old_hash": previous.get("hash"),
-                    "tx_hash": signed.tx_hash,
-                },
-                tx_hash=signed.tx_hash,
-                metadata=meta,
+                uow.commit()
+        if duplicate:
+            self._fail(
+                tx_id,
+                TransientChainError(
+                    "the rebuilt transaction is byte-identical to another one in flight",
+                    chain=agent.chain,
+                ),
+                expected=(S.EXECUTING, S.SUBMITTED),
+                tx_hash=old_hash,
             )
-            uow.commit()
+            return None
         return signed
 
     def apply_chain_status(self, tx_id: str, status: ChainTxStatus) -> None:
@@ -1452,12 +1735,27 @@ class Pipeline:
 
     # ================================================================== failure paths
 
-    def _fail(self, tx_id: str, exc: WaiaasError, *, expected: Sequence[TxStatus]) -> None:
+    def _fail(
+        self,
+        tx_id: str,
+        exc: WaiaasError,
+        *,
+        expected: Sequence[TxStatus],
+        claim: str | None = None,
+        tx_hash: str | None = None,
+    ) -> None:
+        """Fail ``tx_id`` with ``exc`` if it is in one of the ``expected`` statuses (and, with
+        ``claim``, still held by that claim with no recorded bytes; with ``tx_hash``, still
+        carrying those bytes)."""
         now = self.clock.now()
         outbox = _Outbox()
         with self.db.write() as uow:
             row = uow.transactions.get(tx_id)
             if row is None or row.status not in expected:
+                return
+            if claim is not None and not _holds(self._meta(row), row, claim):
+                return
+            if tx_hash is not None and row.tx_hash != tx_hash:
                 return
             self._end(
                 uow,
@@ -2147,6 +2445,13 @@ class Pipeline:
         for row in submitted:
             if not runnable(row):
                 continue
+            if _is_claim(self._meta(row), row):
+                # Claimed for signing, nothing recorded: a live worker is on it, or its
+                # process died; then the claim is released and the transaction runs anew.
+                released = self._release_claim(row.id, None, reason="stale claim")
+                if released and self._execute_due(row, problems, recheck=True):
+                    counts["resumed"] += 1
+                continue
             try:
                 self.reconcile(row.id)
             except (WaiaasError, InvalidTransitionError) as exc:
@@ -2247,6 +2552,8 @@ class Pipeline:
         meta = self._meta(row)
         stored = meta.get("signed")
         if not stored:
+            if _is_claim(meta, row):  # claimed, nothing signed or sent: released if stale
+                self._release_claim(tx_id, None, reason="stale claim")
             return
         signed = _signed_from_json(row.chain, stored)
         with self.db.read() as uow:
@@ -2360,6 +2667,158 @@ class Pipeline:
 class _DuplicateBytes(Exception):
     """Signing produced the bytes of another live transaction (raised inside the write
     lock so the unit of work rolls back; the wait happens outside)."""
+
+
+class _ClaimLost(Exception):
+    """The claim this call signed under is gone (released as stale and taken by another
+    worker, or the transaction ended): its bytes are dropped, never recorded nor sent."""
+
+
+@dataclass
+class _Claim:
+    """A transaction this call moved to EXECUTING and may sign (held until recorded)."""
+
+    token: str
+    tx_id: str
+    agent: AgentRow
+    adapter: ChainAdapter
+    meta: dict[str, Any]
+    nonce: int | None
+
+
+@dataclass(frozen=True)
+class _Busy:
+    """Another transaction of the same agent (``tx_id``) holds a signing claim."""
+
+    tx_id: str
+    stale: bool
+
+
+class _AgentWait:
+    """Backoff while another transaction of the agent is being signed (no lock is held)."""
+
+    def __init__(self) -> None:
+        self._deadline = time.monotonic() + _AGENT_WAIT_SECONDS
+        self._delay = 0.005
+
+    def wait(self) -> bool:
+        """Sleep a little; ``False`` once the wait has lasted too long."""
+        if time.monotonic() > self._deadline:
+            return False
+        time.sleep(self._delay)
+        self._delay = min(self._delay * 2, 0.1)
+        return True
+
+
+@dataclass(frozen=True)
+class _Early:
+    """What admission prepared before its write lock, for one agent and request."""
+
+    agent_id: str
+    public_key: str
+    request: Request
+    prepared: plans.Prepared
+
+    def for_(self, agent: AgentRow, request: Request) -> plans.Prepared | None:
+        """The prepared plan, if it was built for this agent, key and request."""
+        if (agent.id, agent.public_key) != (self.agent_id, self.public_key):
+            return None
+        return self.prepared if request == self.request else None
+
+
+# ---------------------------------------------------------------------- claims
+
+#: Claim tokens held by calls running in this process (a claim of this process whose
+#: token is not here was left by a call that is gone).
+_LIVE_CLAIMS: set[str] = set()
+#: Seconds after which a claim whose process cannot be checked (another host, another
+#: PID namespace) is taken as abandoned. Taking over a claim that is still being worked
+#: on costs only work: its holder's bytes are never recorded, so never sent.
+CLAIM_LEASE_SECONDS = 600
+_NONCE_ATTEMPTS = 4
+_AGENT_WAIT_SECONDS = 60.0  # as long as a unit of work waits for the write lock
+
+
+@functools.cache
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _claim_record(token: str, status: str, nonce: int | None) -> dict[str, Any]:
+    """The ``claim`` entry of a row's metadata: who holds it, since when, what it reserved."""
+    return {
+        "token": token,
+        "from": str(status),
+        "pid": os.getpid(),
+        "host": _host(),
+        "at": int(time.time()),
+        "nonce": nonce,
+    }
+
+
+def _is_claim(meta: Mapping[str, Any], row: TransactionRow) -> bool:
+    """Whether ``row`` is EXECUTING under a claim with no recorded bytes."""
+    return row.status == S.EXECUTING and not meta.get("signed") and bool(meta.get("claim"))
+
+
+def _holds(meta: Mapping[str, Any], row: TransactionRow, token: str) -> bool:
+    """Whether ``row`` is EXECUTING under the claim ``token`` with no recorded bytes."""
+    claim = meta.get("claim")
+    return (
+        row.status == S.EXECUTING
+        and not meta.get("signed")
+        and isinstance(claim, dict)
+        and claim.get("token") == token
+    )
+
+
+def _claim_is_stale(claim: Mapping[str, Any]) -> bool:
+    """Whether nobody works on ``claim`` any more: a call of this process that is gone, a
+    process of this host that is gone, or (anywhere) a lease older than
+    :data:`CLAIM_LEASE_SECONDS` of wall-clock time."""
+    if claim.get("token") in _LIVE_CLAIMS:
+        return False
+    pid = claim.get("pid")
+    if (
+        isinstance(pid, int)
+        and claim.get("host") == _host()
+        and (pid == os.getpid() or not _process_alive(pid))
+    ):
+        return True
+    at = claim.get("at")
+    return not isinstance(at, int) or time.time() - at > CLAIM_LEASE_SECONDS
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie does not); unknown -> alive."""
+    if os.name != "posix" or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # e.g. another user's process
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
+
+
+def _warm_decimals(adapter: ChainAdapter, req: Request, effects: Sequence[Any] | None) -> None:
+    """Read (and so cache in the adapter) the decimals of every token the request and its
+    effects name, so that judging them under the write lock asks the chain nothing."""
+    reader = getattr(adapter, "token_decimals", None)
+    if not callable(reader):
+        return
+    items = [req, *getattr(req, "requests", ())]
+    tokens = {t for item in items if isinstance(t := getattr(item, "token", None), str)}
+    tokens |= {t for e in effects or () if isinstance(t := getattr(e, "token", None), str)}
+    for token in sorted(tokens):
+        with contextlib.suppress(WaiaasError):
+            reader(token)
 
 
 def _problem(row: TransactionRow, exc: BaseException, *, parked: bool) -> DueProblem:

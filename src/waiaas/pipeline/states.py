@@ -11,6 +11,7 @@
     PENDING ──► FAILED  (policy denied) ;  PENDING ──► CANCELLED (kill switch)
     EXECUTING ──► CANCELLED  (kill switch / suspension before the bytes were sent)
     EXECUTING/SUBMITTED ──► EXECUTING   (stale: rebuilt once with new bytes)
+    EXECUTING ──► PENDING / QUEUED  (a claim released before any bytes were recorded)
 
 Every change is ``UPDATE ... WHERE status = <expected>`` and writes its audit row in the same
 database transaction; a lost race raises :class:`InvalidTransitionError`.
@@ -34,7 +35,11 @@ ALLOWED: Mapping[TxStatus, frozenset[TxStatus]] = {
     S.QUEUED: frozenset({S.EXECUTING, S.CANCELLED, S.EXPIRED, S.FAILED}),
     # EXECUTING -> EXECUTING is a stale rebuild (new bytes replace never-landed ones).
     # EXECUTING -> CANCELLED: the kill switch or a suspension stopped bytes never sent.
-    S.EXECUTING: frozenset({S.EXECUTING, S.SUBMITTED, S.CONFIRMED, S.FAILED, S.CANCELLED}),
+    # EXECUTING -> PENDING / QUEUED: a claim released while no signed bytes were recorded
+    # (nothing can have been sent: bytes leave only after they are recorded).
+    S.EXECUTING: frozenset(
+        {S.PENDING, S.QUEUED, S.EXECUTING, S.SUBMITTED, S.CONFIRMED, S.FAILED, S.CANCELLED}
+    ),
     S.SUBMITTED: frozenset({S.EXECUTING, S.CONFIRMED, S.FAILED}),
     S.CONFIRMED: frozenset(),
     S.FAILED: frozenset(),

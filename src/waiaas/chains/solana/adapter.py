@@ -94,6 +94,7 @@ _FINAL_STATES = frozenset(
     {ChainTxState.CONFIRMED, ChainTxState.FAILED, ChainTxState.DROPPED, ChainTxState.UNKNOWN}
 )
 _MAX_BLOCKHASH_AGE = 150  # slots a blockhash stays usable (MAX_PROCESSING_AGE)
+_SIMULATION_READS = 3  # tries at a simulation whose accounts did not change meanwhile
 
 
 def _fail(message: str, field_name: str) -> InvalidInputError:
@@ -754,8 +755,10 @@ class SolanaAdapter:
 
         Every writable account of the message is read before and simulated after (LiteSVM:
         the simulation's post-accounts; JSON-RPC: ``getMultipleAccounts`` then
-        ``simulateTransaction`` with the ``accounts`` option; the two reads are not atomic on a
-        busy cluster). Only writable accounts can change, so nothing is missed:
+        ``simulateTransaction`` with the ``accounts`` option). The two reads are not atomic
+        (another transaction of the sender may land in between), so the accounts are read
+        again after the simulation and it is run again until they did not change meanwhile.
+        Only writable accounts can change, so nothing is missed:
 
         * ``native``: the change of the sender's lamports, plus every decrease of lamports in
           accounts it controls that the adapter recognises (its SPL token accounts, address
@@ -774,7 +777,7 @@ class SolanaAdapter:
 
         Raises:
             InvalidInputError: not a Solana transaction of this adapter.
-            ChainError: the node failed.
+            ChainError: the node failed; transient when the accounts kept changing.
 
         Example::
 
@@ -785,12 +788,24 @@ class SolanaAdapter:
         sender = self._pubkey(unsigned.sender, "sender")
         keys = list(message.account_keys)
         writable = [keys[i] for i in range(len(keys)) if _is_writable(message, i)]
-        before = self._backend.get_accounts(writable)
         signatures = [Signature.default()] * message.header.num_required_signatures
         tx = VersionedTransaction.populate(message, signatures)
-        outcome, after = self._backend.simulate_accounts(
-            tx, writable, context=TxContext.from_message(message)
-        )
+        before = self._backend.get_accounts(writable)
+        for _ in range(_SIMULATION_READS):
+            outcome, after = self._backend.simulate_accounts(
+                tx, writable, context=TxContext.from_message(message)
+            )
+            if outcome.err is not None or after is None:
+                break
+            again = self._backend.get_accounts(writable)
+            if again == before:
+                break  # nothing landed in between: the simulation ran on ``before``
+            before = again
+        else:
+            raise TransientChainError(
+                "the sender's accounts kept changing while the transaction was simulated",
+                chain="solana",
+            )
         fee = self._backend.fee_for_message(message)
         if outcome.err is not None or after is None:
             return BalanceChanges(native=0, tokens={}, fee=fee)
