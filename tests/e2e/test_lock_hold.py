@@ -383,3 +383,48 @@ def test_a_nonce_used_while_it_was_read_is_replaced(tmp_path: Path) -> None:
         assert (nonce(second.id), nonce(first.result.id)) == (0, 1)
         assert "TX_RETRY" not in events_of(w, first.result.id)  # never stale
         assert slow.pending_nonce(a.public_key) == 2
+
+
+class _Crash(Exception):
+    """Stands for the process dying at a stage boundary."""
+
+
+def test_a_claim_left_behind_is_released_and_runs_once(tmp_path: Path) -> None:
+    """EVM: a request that cannot be built at admission (no funds yet) gets its plan in
+    its claim, sealed with the row. The call dies right after the claim: the claim stays
+    (EXECUTING, nothing signed). process_due finds it abandoned, releases it (TX_RECOVERED)
+    and runs the transaction: the stored plan verifies, one TX_SIGNED, paid once."""
+    from waiaas.pipeline.engine import PipelineHooks
+    from waiaas.testing import fund
+
+    state: dict[str, Any] = {}
+
+    def hook(stage: str, tx_id: str) -> None:
+        if stage == "admitted":
+            fund(state["w"], state["agent"], 10**18)  # funds arrive after admission
+        elif stage == "claimed" and not state.get("crashed"):
+            state["crashed"] = True
+            raise _Crash
+
+    amount = TIER_AMOUNTS["evm"]["INSTANT"]
+    with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=hook)) as w:
+        a = new_agent(w, "evm", name="a", funds=0)
+        state.update(w=w, agent=a.id)
+        token = w.issue_session(a.id).token
+        adapter = w.pipeline.adapter_for("evm", a.network)
+        dest = dest_for(adapter, "evm")
+        with pytest.raises(_Crash):
+            w.send(token, Transfer(to=dest, amount=amount))
+        (row,) = w.list_transactions(agent_id=a.id)
+        meta = json.loads(w.pipeline.get_row(row.id).metadata_json or "{}")
+        assert row.status == TxStatus.EXECUTING and "claim" in meta and "signed" not in meta
+        assert meta["plan_digest"]  # built in the claim, not at admission
+        assert "plan_deferred" not in meta
+        report = w.process_due()
+        assert report.resumed == 1 and report.problems == ()
+        tx = w.get_transaction(row.id)
+        assert tx.status == TxStatus.CONFIRMED, tx.error
+        assert adapter.get_balance(dest) == amount
+        events = events_of(w, row.id)
+        assert events.count("TX_EXECUTING") == 2 and events.count("TX_SIGNED") == 1
+        assert "TX_RECOVERED" in events and "TAMPER_DETECTED" not in events

@@ -816,8 +816,8 @@ class Pipeline:
             return self.get_row(tx_id), False
         if claim == _ENDED:
             return self.get_row(tx_id), True  # this call ended it: work it won
-        self.hooks.stage("claimed", tx_id)
         try:
+            self.hooks.stage("claimed", tx_id)
             stage = self._sign_claimed(claim, retries_left=self.config.max_retries - attempt)
         finally:
             _LIVE_CLAIMS.discard(claim.token)
@@ -943,6 +943,8 @@ class Pipeline:
                     details={"nonce": nonce} if nonce is not None else {},
                     metadata=meta,
                 )
+                if late:
+                    self._seal_tx(uow, row.id)  # the plan built now is sealed with the row
                 uow.commit()
             except BaseException:
                 _LIVE_CLAIMS.discard(token)
