@@ -301,7 +301,7 @@ def test_a_claim_taken_over_never_sends_its_bytes(tmp_path: Path) -> None:
         sender.start()
         try:
             assert slow.gate.entered.wait(60)
-            with w.pipeline.db.read() as uow:
+            with w._pipeline.db.read() as uow:
                 (row,) = uow.transactions.with_status(["EXECUTING"])
             claim = json.loads(row.metadata_json or "{}")["claim"]
             # Process_due of a live call leaves its claim alone ...
@@ -411,12 +411,12 @@ def test_a_claim_left_behind_is_released_and_runs_once(tmp_path: Path) -> None:
         a = new_agent(w, "evm", name="a", funds=0)
         state.update(w=w, agent=a.id)
         token = w.issue_session(a.id).token
-        adapter = w.pipeline.adapter_for("evm", a.network)
+        adapter = w.chain_adapter(a.id)
         dest = dest_for(adapter, "evm")
         with pytest.raises(_Crash):
             w.send(token, Transfer(to=dest, amount=amount))
         (row,) = w.list_transactions(agent_id=a.id)
-        meta = json.loads(w.pipeline.get_row(row.id).metadata_json or "{}")
+        meta = json.loads(w._pipeline.get_row(row.id).metadata_json or "{}")
         assert row.status == TxStatus.EXECUTING and "claim" in meta and "signed" not in meta
         assert meta["plan_digest"]  # built in the claim, not at admission
         assert "plan_deferred" not in meta
