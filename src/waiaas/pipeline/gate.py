@@ -6,8 +6,8 @@ new transaction row are one atomic step (no two requests can both fit the last o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import text
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from waiaas.plan import Effect
 
 __all__ = ["PolicyGate", "agent_context", "restart_auto_stop", "spec_from_row"]
+
+_T = TypeVar("_T")
 
 _MARK = "auto-stop-mark:"
 _SINCE_MARK_SQL = text(
@@ -241,24 +243,8 @@ class PolicyGate:
         ``fee``: the network fee of the built transaction; what its effects do not already
         show is judged as one more fee the agent pays (budgets count fees).
         """
-        # a request judged as written (no effects) still pays the quoted fee
-        loose_fee = fee.amount if effects is None and fee is not None else 0
-        effects = with_network_fee(effects, fee, agent.public_key)
-        i = self._inputs(
-            uow, agent, req, now, exclude_tx_id=exclude_tx_id, adapter=adapter, effects=effects
-        )
-        return evaluate(
-            req,
-            i.context,
-            i.specs,
-            i.usage,
-            now,
-            config=self.config,
-            prices=i.prices,
-            decimals=i.decimals,
-            effects=effects,
-            calldata=calldata,
-            network_fee=loose_fee,
+        return self._judge(
+            evaluate, uow, agent, req, now, exclude_tx_id, adapter, effects, calldata, fee
         )
 
     def explain(
@@ -278,9 +264,29 @@ class PolicyGate:
         reach in the same state (:func:`waiaas.policy.explain` adds the hints)."""
         from waiaas.policy.explain import explain
 
+        return self._judge(explain, uow, agent, req, now, None, adapter, effects, calldata, fee)
+
+    def _judge(
+        self,
+        judge: Callable[..., _T],
+        uow: UnitOfWork,
+        agent: AgentRow,
+        req: Request,
+        now: int,
+        exclude_tx_id: str | None,
+        adapter: Any,
+        effects: Sequence[Effect] | None,
+        calldata: bytes,
+        fee: FeeQuote | None,
+    ) -> _T:
+        """``judge`` (evaluate or explain) with what :meth:`_inputs` loads, the effects plus
+        the network fee they do not show (a request judged as written pays the whole quote)."""
+        loose_fee = fee.amount if effects is None and fee is not None else 0
         effects = with_network_fee(effects, fee, agent.public_key)
-        i = self._inputs(uow, agent, req, now, exclude_tx_id=None, adapter=adapter, effects=effects)
-        return explain(
+        i = self._inputs(
+            uow, agent, req, now, exclude_tx_id=exclude_tx_id, adapter=adapter, effects=effects
+        )
+        return judge(
             req,
             i.context,
             i.specs,
@@ -291,6 +297,7 @@ class PolicyGate:
             decimals=i.decimals,
             effects=effects,
             calldata=calldata,
+            network_fee=loose_fee,
         )
 
     def refusal_auto_stop_reason(self, uow: UnitOfWork, agent: AgentRow, now: int) -> str | None:

@@ -223,6 +223,7 @@ def explain(
     decimals: Mapping[str, int] | None = None,
     effects: Sequence[Effect] | None = None,
     calldata: bytes = b"",
+    network_fee: int = 0,
 ) -> Explanation:
     """Evaluate a hypothetical request and say what would change the outcome. Pure.
 
@@ -232,8 +233,8 @@ def explain(
     other amounts (no transaction is built for them).
 
     Args:
-        request, agent, policies, usage, now, config, prices, decimals, effects, calldata:
-            as for :func:`~waiaas.policy.evaluate`.
+        request, agent, policies, usage, now, config, prices, decimals, effects, calldata,
+        network_fee: as for :func:`~waiaas.policy.evaluate`.
 
     Returns:
         An :class:`Explanation`: the decision, the reasons that fired, and verified hints
@@ -254,36 +255,20 @@ def explain(
     # An amount probe pays the same network fee as the request (budgets count it).
     from waiaas.plan.effects import FeeEffect
 
-    fee = sum(e.amount for e in effects or () if isinstance(e, FeeEffect))
+    fee = network_fee + sum(e.amount for e in effects or () if isinstance(e, FeeEffect))
+
+    def decide(r: RequestModel, at: int, **judged_on: Any) -> Decision:
+        return evaluate(
+            r, agent, specs, usage, at, config=cfg, prices=price_map, decimals=decimals, **judged_on
+        )
 
     def run(r: RequestModel, at: int = now) -> Decision:
         """``r`` as written (an amount probe) at ``at``."""
-        return evaluate(
-            r,
-            agent,
-            specs,
-            usage,
-            at,
-            config=cfg,
-            prices=price_map,
-            decimals=decimals,
-            network_fee=fee,
-        )
+        return decide(r, at, network_fee=fee)
 
     def judge(at: int) -> Decision:
         """The request itself at ``at``: judged on its effects when they are given."""
-        return evaluate(
-            req,
-            agent,
-            specs,
-            usage,
-            at,
-            config=cfg,
-            prices=price_map,
-            decimals=decimals,
-            effects=effects,
-            calldata=calldata,
-        )
+        return decide(req, at, effects=effects, calldata=calldata, network_fee=network_fee)
 
     decision = judge(now)
     fired = tuple(r for r in decision.reasons if r.effect != "info")
