@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.support.sessions import T0, FrozenClock, MemorySecretStore
 from waiaas.config import WalletConfig
 from waiaas.db import Database
-from waiaas.db.tables import AgentRow, AuditRow
+from waiaas.db.repositories import AuditRecord
+from waiaas.db.tables import AgentRow
 from waiaas.errors import (
     AgentNotActiveError,
     AuthError,
@@ -69,7 +70,7 @@ class Wallet:
             uow.commit()
         return agent_id
 
-    def auth_failures(self) -> list[AuditRow]:
+    def auth_failures(self) -> list[AuditRecord]:
         with self.db.read() as uow:
             return list(reversed(uow.audit.query(event_types=["AUTH_FAILED"], limit=1000)))
 
@@ -158,7 +159,7 @@ def refused(
     hidden += [hashlib.sha256(s.encode()).hexdigest() for s in list(hidden)]
     shown = " ".join(
         [str(exc.value), repr(exc.value), json.dumps(exc.value.to_dict()), row.details]  # type: ignore[attr-defined]
-        + [str(v) for v in vars(row).values()]
+        + [str(v) for v in row._asdict().values()]
     )
     for s in hidden:
         assert s not in shown

@@ -15,7 +15,8 @@ from tests.support import sessions as shared
 from tests.support.sessions import T0, FrozenClock, MemorySecretStore
 from waiaas.config import KdfLimits, WalletConfig
 from waiaas.db import Database
-from waiaas.db.tables import AgentRow, AuditRow, SessionRow
+from waiaas.db.repositories import AuditRecord
+from waiaas.db.tables import AgentRow, SessionRow
 from waiaas.errors import (
     AgentNotActiveError,
     AuthError,
@@ -93,7 +94,7 @@ def add_agent(
     return agent_id
 
 
-def audit_rows(db: Database, event: str) -> list[AuditRow]:
+def audit_rows(db: Database, event: str) -> list[AuditRecord]:
     with db.read() as uow:
         return list(reversed(uow.audit.query(event_types=[event], limit=10_000)))
 

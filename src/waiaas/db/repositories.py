@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, Result, and_, func, or_, update
+from sqlalchemy import CursorResult, Result, func, or_, text, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
@@ -21,6 +21,8 @@ from sqlmodel import Session, col, select
 from waiaas.db.chain import GENESIS, row_hash
 from waiaas.db.faults import stored_json
 from waiaas.db.tables import (
+    RARE_SEVERITY,
+    SEVERITIES,
     AgentRow,
     ApprovalRow,
     AuditRow,
@@ -36,12 +38,15 @@ __all__ = [
     "ACTIVE_TX_STATUSES",
     "AgentRepository",
     "ApprovalRepository",
+    "AuditRecord",
     "AuditRepository",
     "ChannelRepository",
     "PolicyRepository",
     "SessionRepository",
     "StateRepository",
     "TransactionRepository",
+    "audit_index",
+    "audit_query",
 ]
 
 ACTIVE_TX_STATUSES = ("PENDING", "QUEUED", "EXECUTING", "SUBMITTED")
@@ -313,6 +318,118 @@ class PolicyRepository(_Repository):
         return True
 
 
+class AuditRecord(NamedTuple):
+    """One ``audit_log`` row as read back (every column, in table order)."""
+
+    id: int
+    timestamp: int
+    event_type: str
+    actor: str
+    agent_id: str | None
+    session_id: str | None
+    tx_id: str | None
+    details: str
+    severity: str
+    ip_address: str | None
+    prev_hash: str | None
+    row_hash: str | None
+    mac: str | None
+
+
+_AUDIT_COLUMN_NAMES = tuple(
+    c.name
+    for c in AuditRow.__table__.columns  # type: ignore[attr-defined]
+)
+assert AuditRecord._fields == _AUDIT_COLUMN_NAMES, "AuditRecord must follow audit_log's columns"
+_AUDIT_SELECT = ", ".join(f"a.{name}" for name in _AUDIT_COLUMN_NAMES)
+_CURSOR_TS = "(SELECT c.timestamp FROM audit_log AS c WHERE c.id = :cursor)"
+
+
+def audit_index(*, agent: bool, events: bool, rare_severities: bool, tx: bool) -> str:
+    """The index an audit query with these filters reads (migration 0008).
+
+    The most selective filter leads: a transaction's rows; one agent's events; one agent's
+    warnings; one agent; events; warnings; otherwise time. Every choice ends in
+    ``timestamp`` (then the rowid), the order pages are returned in; filters the index does
+    not cover are checked on the rows it yields. ``rare_severities``: the query asks only
+    for severities other than ``info`` (the partial severity indexes hold only those).
+    """
+    if tx:
+        return "idx_audit_log_tx_id"
+    if agent and events:
+        return "idx_audit_log_agent_event_timestamp"
+    if agent and rare_severities:
+        return "idx_audit_log_agent_severity_timestamp"
+    if agent:
+        return "idx_audit_log_agent_timestamp"
+    if events:
+        return "idx_audit_log_event_timestamp"
+    if rare_severities:
+        return "idx_audit_log_severity_timestamp"
+    return "idx_audit_log_timestamp"
+
+
+def audit_query(
+    *,
+    agent_id: str | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    event_types: Sequence[str] | None = None,
+    severities: Sequence[str] | None = None,
+    tx_id: str | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of :meth:`AuditRepository.query` (for it, tests and benchmarks).
+
+    The index is named (``INDEXED BY``, from :func:`audit_index`): the plan does not depend
+    on SQLite's guesses, and a missing index is an error rather than a silent full scan.
+    Values are always bound parameters; only fixed fragments are spliced in.
+    """
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    if agent_id is not None:
+        where.append("a.agent_id = :agent")
+        params["agent"] = agent_id
+    if since is not None:
+        where.append("a.timestamp >= :since")
+        params["since"] = since
+    if until is not None:
+        where.append("a.timestamp <= :until")
+        params["until"] = until
+    events = sorted(set(event_types or ()))
+    if events:
+        names = [f"e{i}" for i in range(len(events))]
+        where.append(f"a.event_type IN ({', '.join(':' + n for n in names)})")
+        params.update(zip(names, events, strict=True))
+    levels = sorted(set(severities or ()))
+    if set(levels) >= set(SEVERITIES):
+        levels = []  # every severity: no filter (the CHECK constraint allows no other)
+    rare = bool(levels) and "info" not in levels
+    if levels:
+        names = [f"s{i}" for i in range(len(levels))]
+        where.append(f"a.severity IN ({', '.join(':' + n for n in names)})")
+        params.update(zip(names, levels, strict=True))
+        if rare:
+            where.append(f"a.{RARE_SEVERITY}")  # verbatim: lets SQLite use the partial indexes
+    if tx_id is not None:
+        where.append("a.tx_id = :tx")
+        params["tx"] = tx_id
+    if before_id is not None:
+        # Keyset on (timestamp, id), written so that the timestamp bound is an index range.
+        where.append(f"a.timestamp <= {_CURSOR_TS}")
+        where.append(f"(a.timestamp < {_CURSOR_TS} OR a.id < :cursor)")
+        params["cursor"] = before_id
+    index = audit_index(
+        agent=agent_id is not None, events=bool(events), rare_severities=rare, tx=tx_id is not None
+    )
+    sql = f"SELECT {_AUDIT_SELECT} FROM audit_log AS a INDEXED BY {index}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY a.timestamp DESC, a.id DESC LIMIT :limit"
+    return sql, params
+
+
 class AuditRepository(_Repository):
     """``audit_log``: append and query; the database refuses UPDATE and DELETE.
 
@@ -392,67 +509,37 @@ class AuditRepository(_Repository):
         tx_id: str | None = None,
         before_id: int | None = None,
         limit: int = 100,
-    ) -> list[AuditRow]:
-        """Newest first. ``before_id`` is the cursor (the last id of the previous page).
+    ) -> list[AuditRecord]:
+        """Rows matching every filter given, newest first by ``(timestamp, id)``.
 
-        "Newest" is by id (append order), except when both ``agent_id`` and a time bound are
-        given: then by timestamp, then id (the order of idx_audit_log_agent_timestamp). The
-        cursor follows the same order either way, so paging visits every row exactly once.
+        ``before_id`` is the cursor: the id of the last row of the previous page (an existing
+        row; the next page starts just after it in the same order), so paging visits every
+        row exactly once even where timestamps do not grow with ids (clocks step back,
+        callers pass ``now``).
+
+        Each filter shape reads one index whose last column is ``timestamp`` (see
+        :func:`audit_query`), so a page costs about ``limit`` index entries at any table size.
+        Rows come back as plain :class:`AuditRecord` tuples: the log is append-only, so there
+        is nothing for an ORM object to track, and mapping is most of a page's cost.
         """
-        conds: list[Any] = []
-        if agent_id is not None:
-            conds.append(AuditRow.agent_id == agent_id)
-        if since is not None:
-            conds.append(AuditRow.timestamp >= since)
-        if until is not None:
-            conds.append(AuditRow.timestamp <= until)
-        if event_types:
-            conds.append(col(AuditRow.event_type).in_(list(event_types)))
-        if severities:
-            conds.append(col(AuditRow.severity).in_(list(severities)))
-        if tx_id is not None:
-            conds.append(AuditRow.tx_id == tx_id)
-        # With an agent and a time range, rows follow (agent_id, timestamp) so SQLite walks
-        # idx_audit_log_agent_timestamp; otherwise they come in id order.
-        by_time = agent_id is not None and (since is not None or until is not None)
-        if before_id is not None:
-            if by_time:
-                # Keyset on (timestamp, id): timestamps need not grow with ids (clocks step
-                # back, callers pass ``now``), so "id < cursor" alone would skip rows.
-                cursor_ts = (
-                    sa_select(col(AuditRow.timestamp))
-                    .where(col(AuditRow.id) == before_id)
-                    .scalar_subquery()
-                )
-                conds.append(
-                    or_(
-                        col(AuditRow.timestamp) < cursor_ts,
-                        and_(col(AuditRow.timestamp) == cursor_ts, col(AuditRow.id) < before_id),
-                    )
-                )
-            else:
-                conds.append(col(AuditRow.id) < before_id)
-        stmt = select(AuditRow)
-        if conds:
-            stmt = stmt.where(and_(*conds))
-        if by_time:
-            stmt = stmt.order_by(col(AuditRow.timestamp).desc(), col(AuditRow.id).desc())
-        else:
-            stmt = stmt.order_by(col(AuditRow.id).desc())
-        return list(self.session.exec(stmt.limit(limit)))
-
-    def agent_range(self, agent_id: str, start: int, end: int, limit: int = 100) -> list[AuditRow]:
-        """CORE-02 §5.4 #3: an agent's audit rows in a time range, newest first."""
-        stmt = (
-            select(AuditRow)
-            .where(
-                AuditRow.agent_id == agent_id,
-                col(AuditRow.timestamp).between(start, end),
-            )
-            .order_by(col(AuditRow.timestamp).desc())
-            .limit(limit)
+        sql, params = audit_query(
+            agent_id=agent_id,
+            since=since,
+            until=until,
+            event_types=event_types,
+            severities=severities,
+            tx_id=tx_id,
+            before_id=before_id,
+            limit=limit,
         )
-        return list(self.session.exec(stmt))
+        rows = self.session.execute(text(sql), params).all()
+        return [AuditRecord._make(row) for row in rows]
+
+    def agent_range(
+        self, agent_id: str, start: int, end: int, limit: int = 100
+    ) -> list[AuditRecord]:
+        """CORE-02 §5.4 #3: an agent's audit rows in a time range, newest first."""
+        return self.query(agent_id=agent_id, since=start, until=end, limit=limit)
 
     def count(
         self,

@@ -19,6 +19,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "CHANNEL_TYPES",
     "POLICY_TYPES",
+    "RARE_SEVERITY",
     "AgentRow",
     "ApprovalRow",
     "AuditCheckpointRow",
@@ -65,6 +66,9 @@ POLICY_TYPES = (
     "APPROVE_AMOUNT_LIMIT",
     "ALLOWED_NETWORKS",
 )
+#: The WHERE clause of the partial severity indexes (migration 0008); a query must contain
+#: this exact term for SQLite to use them.
+RARE_SEVERITY = "severity != 'info'"
 CORE_CHANNEL_TYPES = ("TELEGRAM", "DISCORD", "NTFY")
 CHANNEL_TYPES = (*CORE_CHANNEL_TYPES, "WEBHOOK")
 
@@ -225,10 +229,25 @@ class AuditRow(_Base, table=True):
     __table_args__ = (
         CheckConstraint(in_list("severity", SEVERITIES)),
         Index("idx_audit_log_timestamp", "timestamp"),
-        Index("idx_audit_log_event_type", "event_type"),
-        Index("idx_audit_log_agent_id", "agent_id"),
-        Index("idx_audit_log_severity", "severity"),
         Index("idx_audit_log_agent_timestamp", "agent_id", "timestamp"),
+        # migration 0008: one index per filter shape, each ending in timestamp (then rowid),
+        # so every query reads its page in (timestamp, id) order; see AuditRepository.query
+        Index("idx_audit_log_event_timestamp", "event_type", "timestamp"),
+        Index("idx_audit_log_agent_event_timestamp", "agent_id", "event_type", "timestamp"),
+        Index(
+            "idx_audit_log_severity_timestamp",
+            "severity",
+            "timestamp",
+            sqlite_where=text(RARE_SEVERITY),
+        ),
+        Index(
+            "idx_audit_log_agent_severity_timestamp",
+            "agent_id",
+            "severity",
+            "timestamp",
+            sqlite_where=text(RARE_SEVERITY),
+        ),
+        Index("idx_audit_log_tx_id", "tx_id", sqlite_where=text("tx_id IS NOT NULL")),
         {"sqlite_autoincrement": True},
     )
 

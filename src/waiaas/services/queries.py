@@ -23,7 +23,8 @@ from waiaas.config import WalletConfig
 from waiaas.db import Database
 from waiaas.db.engine import check_path
 from waiaas.db.faults import stored_json
-from waiaas.db.tables import AuditRow, TransactionRow
+from waiaas.db.repositories import AuditRecord
+from waiaas.db.tables import TransactionRow
 from waiaas.errors import DatabaseOpenError, InvalidInputError, NotADatabaseError, NotFoundError
 from waiaas.keystore import Keystore
 from waiaas.pipeline.engine import Pipeline
@@ -146,7 +147,7 @@ def agent_result(row: TransactionRow) -> TransactionResult:
     return TransactionResult(**data, decision=redact_decision(full) if full else None)
 
 
-def audit_entry(row: AuditRow) -> AuditEntry:
+def audit_entry(row: AuditRecord) -> AuditEntry:
     """The public view of an audit row."""
     assert row.id is not None
     return AuditEntry(

@@ -76,7 +76,8 @@ def test_update_and_delete_fail_through_sqlalchemy(db: Database) -> None:
         with pytest.raises(StorageError, match="audit_log is append-only"), db.write() as uow:
             uow.session.execute(stmt)
     with pytest.raises(StorageError, match="append-only"), db.write() as uow:
-        row = uow.audit.query(limit=1)[0]
+        newest = uow.audit.query(limit=1)[0]
+        row = uow.session.get(AuditRow, newest.id)
         uow.session.delete(row)
         uow.session.flush()
     with db.read() as uow:
@@ -195,7 +196,8 @@ def test_invalid_severity_is_refused(db: Database) -> None:
 
 @pytest.fixture
 def history(db: Database) -> list[dict[str, Any]]:
-    """300 audit rows over 3 agents, 4 event types, 3 severities; timestamps not in id order."""
+    """300 audit rows over 3 agents, 4 event types, 3 severities, a few transactions;
+    timestamps not in id order (clock jitter) and many rows sharing a timestamp."""
     rng = random.Random(42)
     events = ["TX_REQUESTED", "TX_CONFIRMED", "AUTH_FAILED", "KILL_SWITCH_ACTIVATED"]
     written: list[dict[str, Any]] = []
@@ -206,12 +208,14 @@ def history(db: Database) -> list[dict[str, Any]]:
                 "now": NOW + rng.randrange(0, 100),  # clock jitter: not monotonic in id
                 "event": rng.choice(events),
                 "severity": rng.choice(["info", "warning", "critical"]),
+                "tx_id": rng.choice(["t1", "t2", "t3", None, None, None]),
             }
             row["id"] = uow.audit.append(
                 row["event"],
                 actor="system",
                 now=row["now"],
                 agent_id=row["agent_id"],
+                tx_id=row["tx_id"],
                 severity=row["severity"],
                 details={"i": i},
             )
@@ -220,67 +224,125 @@ def history(db: Database) -> list[dict[str, Any]]:
     return written
 
 
-def test_query_filters(db: Database, history: list[dict[str, Any]]) -> None:
-    """query() filters by agent, time range, event types, severities; newest id first."""
-    cases: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
-        ({}, lambda r: True),
-        ({"agent_id": "a1"}, lambda r: r["agent_id"] == "a1"),
-        ({"since": NOW + 20, "until": NOW + 40}, lambda r: NOW + 20 <= r["now"] <= NOW + 40),
-        ({"event_types": ["AUTH_FAILED"]}, lambda r: r["event"] == "AUTH_FAILED"),
-        (
-            {"severities": ["warning", "critical"]},
-            lambda r: r["severity"] in ("warning", "critical"),
+# Every filter shape the query supports (alone and combined), with the rows it must match.
+SHAPES: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = [
+    ({}, lambda r: True),
+    ({"agent_id": "a1"}, lambda r: r["agent_id"] == "a1"),
+    ({"since": NOW + 20, "until": NOW + 40}, lambda r: NOW + 20 <= r["now"] <= NOW + 40),
+    ({"since": NOW + 30}, lambda r: r["now"] >= NOW + 30),
+    ({"until": NOW + 50}, lambda r: r["now"] <= NOW + 50),
+    ({"event_types": ["AUTH_FAILED"]}, lambda r: r["event"] == "AUTH_FAILED"),
+    (
+        {"event_types": ["AUTH_FAILED", "KILL_SWITCH_ACTIVATED", "AUTH_FAILED"]},
+        lambda r: r["event"] in ("AUTH_FAILED", "KILL_SWITCH_ACTIVATED"),
+    ),
+    ({"severities": ["critical"]}, lambda r: r["severity"] == "critical"),
+    (
+        {"severities": ["warning", "critical"]},
+        lambda r: r["severity"] in ("warning", "critical"),
+    ),
+    ({"severities": ["info"]}, lambda r: r["severity"] == "info"),
+    ({"severities": ["info", "critical"]}, lambda r: r["severity"] in ("info", "critical")),
+    ({"severities": ["critical", "info", "warning"]}, lambda r: True),
+    ({"tx_id": "t2"}, lambda r: r["tx_id"] == "t2"),
+    (
+        {"agent_id": "a2", "event_types": ["TX_REQUESTED", "TX_CONFIRMED"]},
+        lambda r: r["agent_id"] == "a2" and r["event"].startswith("TX_"),
+    ),
+    (
+        {"agent_id": "a1", "severities": ["warning"]},
+        lambda r: r["agent_id"] == "a1" and r["severity"] == "warning",
+    ),
+    (
+        {"agent_id": "a1", "severities": ["info"]},
+        lambda r: r["agent_id"] == "a1" and r["severity"] == "info",
+    ),
+    (
+        {"agent_id": "a2", "since": NOW + 5, "until": NOW + 90},
+        lambda r: r["agent_id"] == "a2" and NOW + 5 <= r["now"] <= NOW + 90,
+    ),
+    (
+        {"agent_id": "a1", "until": NOW + 50, "event_types": ["AUTH_FAILED"]},
+        lambda r: r["agent_id"] == "a1" and r["now"] <= NOW + 50 and r["event"] == "AUTH_FAILED",
+    ),
+    (
+        {"agent_id": "a2", "since": NOW + 10, "severities": ["critical", "warning"]},
+        lambda r: r["agent_id"] == "a2" and r["now"] >= NOW + 10 and r["severity"] != "info",
+    ),
+    (
+        {"since": NOW + 10, "until": NOW + 70, "event_types": ["TX_CONFIRMED"]},
+        lambda r: NOW + 10 <= r["now"] <= NOW + 70 and r["event"] == "TX_CONFIRMED",
+    ),
+    (
+        {"until": NOW + 60, "severities": ["warning"]},
+        lambda r: r["now"] <= NOW + 60 and r["severity"] == "warning",
+    ),
+    (
+        {"event_types": ["AUTH_FAILED"], "severities": ["critical"]},
+        lambda r: r["event"] == "AUTH_FAILED" and r["severity"] == "critical",
+    ),
+    (
+        {"agent_id": "a1", "event_types": ["TX_REQUESTED"], "severities": ["warning"]},
+        lambda r: (
+            r["agent_id"] == "a1" and r["event"] == "TX_REQUESTED" and r["severity"] == "warning"
         ),
-        (
-            {"agent_id": "a2", "event_types": ["TX_REQUESTED", "TX_CONFIRMED"]},
-            lambda r: r["agent_id"] == "a2" and r["event"].startswith("TX_"),
-        ),
-    ]
+    ),
+    (
+        {"tx_id": "t1", "agent_id": "a2", "since": NOW + 20},
+        lambda r: r["tx_id"] == "t1" and r["agent_id"] == "a2" and r["now"] >= NOW + 20,
+    ),
+]
+
+
+def _newest_first(
+    history: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool]
+) -> list[int]:
+    rows = sorted((r for r in history if keep(r)), key=lambda r: (r["now"], r["id"]), reverse=True)
+    return [r["id"] for r in rows]
+
+
+@pytest.mark.parametrize(("filters", "keep"), SHAPES, ids=[repr(f) for f, _ in SHAPES])
+def test_query_filters(
+    db: Database,
+    history: list[dict[str, Any]],
+    filters: dict[str, Any],
+    keep: Callable[[dict[str, Any]], bool],
+) -> None:
+    """query() returns exactly the matching rows, newest first by (timestamp, id)."""
     with db.read() as uow:
-        for filters, keep in cases:
-            got = [r.id for r in uow.audit.query(**filters, limit=1000)]
-            expected = sorted((r["id"] for r in history if keep(r)), reverse=True)
-            assert got == expected, filters
-            assert got, filters  # every case matches something
+        got = [r.id for r in uow.audit.query(**filters, limit=1000)]
+    expected = _newest_first(history, keep)
+    assert expected  # every shape matches something here
+    assert got == expected
 
 
 def test_agent_time_range_is_newest_timestamp_first(
     db: Database, history: list[dict[str, Any]]
 ) -> None:
-    """With an agent and a time range, rows come newest timestamp first (then id)."""
+    """CORE-02 §5.4 #3 (agent_range) is the same query: newest timestamp first, then id."""
     with db.read() as uow:
         got = uow.audit.query(agent_id="a1", since=NOW + 10, until=NOW + 80, limit=1000)
         by_range = uow.audit.agent_range("a1", NOW + 10, NOW + 80, limit=1000)
-    expected = sorted(
-        (r for r in history if r["agent_id"] == "a1" and NOW + 10 <= r["now"] <= NOW + 80),
-        key=lambda r: (r["now"], r["id"]),
-        reverse=True,
+    expected = _newest_first(
+        history, lambda r: r["agent_id"] == "a1" and NOW + 10 <= r["now"] <= NOW + 80
     )
-    assert [r.id for r in got] == [r["id"] for r in expected]
-    assert [r.timestamp for r in by_range] == [r["now"] for r in expected]
-    assert {r.id for r in by_range} == {r["id"] for r in expected}
+    assert [r.id for r in got] == expected
+    assert [r.id for r in by_range] == expected
 
 
-@pytest.mark.parametrize(
-    "filters",
-    [
-        {},
-        {"agent_id": "a1"},
-        {"since": NOW + 30},
-        {"agent_id": "a2", "since": NOW + 5, "until": NOW + 90},
-        {"agent_id": "a1", "until": NOW + 50},
-        {"severities": ["critical"]},
-    ],
-    ids=repr,
-)
+@pytest.mark.parametrize(("filters", "keep"), SHAPES, ids=[repr(f) for f, _ in SHAPES])
 @pytest.mark.parametrize("page", [1, 7, 100])
 def test_cursor_pages_through_everything_exactly_once(
-    db: Database, history: list[dict[str, Any]], filters: dict[str, Any], page: int
+    db: Database,
+    history: list[dict[str, Any]],
+    filters: dict[str, Any],
+    keep: Callable[[dict[str, Any]], bool],
+    page: int,
 ) -> None:
-    """limit + before_id (last id of the previous page) visits every match exactly once."""
+    """limit + before_id (last id of the previous page) visits every match exactly once, in
+    order, although many rows share a timestamp and timestamps do not follow ids."""
+    seen: list[int] = []
     with db.read() as uow:
-        everything = [r.id for r in uow.audit.query(**filters, limit=10_000)]
-        seen: list[int] = []
         cursor: int | None = None
         while True:
             rows = uow.audit.query(**filters, limit=page, before_id=cursor)
@@ -289,9 +351,18 @@ def test_cursor_pages_through_everything_exactly_once(
                 break
             seen.extend(r.id for r in rows if r.id is not None)
             cursor = rows[-1].id
-    assert everything
-    assert seen == everything
-    assert len(set(seen)) == len(seen)
+    assert seen == _newest_first(history, keep)
+
+
+def test_a_cursor_that_names_no_row_ends_the_paging(
+    db: Database, history: list[dict[str, Any]]
+) -> None:
+    """A cursor is the id of a row of a previous page; one naming no row yields nothing
+    (rather than a page from an arbitrary place)."""
+    with db.read() as uow:
+        assert uow.audit.query(before_id=10_000) == []
+        assert uow.audit.query(agent_id="a1", before_id=0) == []
+        assert uow.audit.query(before_id=history[5]["id"])  # a real one still pages
 
 
 def test_count(db: Database, history: list[dict[str, Any]]) -> None:

@@ -1,4 +1,5 @@
-"""CORE-02 §5.4: the four hot queries, as the repositories emit them, use their indexes."""
+"""CORE-02 §5.4's four hot queries and every audit filter shape, as the repositories emit
+them, use their indexes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from waiaas.db import Database, UnitOfWork
+from waiaas.db.repositories import audit_index
 
 NOW = 1_750_000_000
 N_AGENTS = 20
@@ -63,10 +65,21 @@ def busy_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
                 for i in range(5000)
             ],
         )
+        events = ["TX_REQUESTED", "TX_SUBMITTED", "TX_CONFIRMED", "TX_FAILED", "AUTH_FAILED"]
         conn.executemany(
-            "INSERT INTO audit_log (timestamp, event_type, actor, agent_id, details, severity)"
-            " VALUES (?, 'TX_REQUESTED', 'system', ?, '{}', 'info')",
-            [(NOW - 8000 + i, rng.choice(agents)) for i in range(8000)],
+            "INSERT INTO audit_log (timestamp, event_type, actor, agent_id, tx_id, details,"
+            " severity) VALUES (?, ?, 'system', ?, ?, '{}', ?)",
+            [
+                (
+                    NOW - 8000 + i,
+                    event,
+                    agents[(i // 3) % N_AGENTS],  # a transaction's rows share its agent
+                    f"t{i // 3:06d}" if event.startswith("TX_") else None,
+                    "warning" if event in ("TX_FAILED", "AUTH_FAILED") else "info",
+                )
+                for i in range(8000)
+                for event in [rng.choices(events, weights=[30, 30, 30, 5, 5])[0]]
+            ],
         )
         conn.executemany(
             "INSERT INTO policies (id, agent_id, type, rules, priority, enabled, created_at,"
@@ -157,20 +170,129 @@ def test_agent_audit_range_uses_agent_timestamp_index(busy_db: Database) -> None
     assert [r.timestamp for r in rows] == sorted((r.timestamp for r in rows), reverse=True)
 
 
-def test_audit_query_with_cursor_uses_agent_timestamp_index(busy_db: Database) -> None:
-    """The paged audit query (agent + range + cursor) walks the same index, no scan."""
-    first = _assert_plan(
-        busy_db,
-        lambda uow: uow.audit.query(agent_id="agent-04", since=NOW - 6000, limit=50),
-        index="idx_audit_log_agent_timestamp",
+# Every filter shape of AuditRepository.query, with the index it must read.
+AUDIT_SHAPES: list[tuple[dict[str, Any], str]] = [
+    ({"agent_id": "agent-04"}, "idx_audit_log_agent_timestamp"),
+    ({"agent_id": "agent-04", "since": NOW - 6000}, "idx_audit_log_agent_timestamp"),
+    (
+        {"agent_id": "agent-04", "since": NOW - 6000, "until": NOW - 1000},
+        "idx_audit_log_agent_timestamp",
+    ),
+    ({"since": NOW - 6000, "until": NOW - 1000}, "idx_audit_log_timestamp"),
+    ({"until": NOW - 1000}, "idx_audit_log_timestamp"),
+    ({"event_types": ["TX_FAILED"]}, "idx_audit_log_event_timestamp"),
+    ({"event_types": ["TX_FAILED", "AUTH_FAILED"]}, "idx_audit_log_event_timestamp"),
+    ({"severities": ["warning"]}, "idx_audit_log_severity_timestamp"),
+    ({"severities": ["warning", "critical"]}, "idx_audit_log_severity_timestamp"),
+    ({"severities": ["info"]}, "idx_audit_log_timestamp"),
+    ({"tx_id": "TX"}, "idx_audit_log_tx_id"),
+    (
+        {"agent_id": "agent-04", "event_types": ["AUTH_FAILED"]},
+        "idx_audit_log_agent_event_timestamp",
+    ),
+    (
+        {"agent_id": "agent-04", "severities": ["warning", "critical"]},
+        "idx_audit_log_agent_severity_timestamp",
+    ),
+    ({"agent_id": "agent-04", "severities": ["info"]}, "idx_audit_log_agent_timestamp"),
+    (
+        {"agent_id": "agent-04", "since": NOW - 6000, "event_types": ["TX_FAILED"]},
+        "idx_audit_log_agent_event_timestamp",
+    ),
+    (
+        {"agent_id": "agent-04", "until": NOW - 100, "severities": ["warning"]},
+        "idx_audit_log_agent_severity_timestamp",
+    ),
+    (
+        {"since": NOW - 6000, "until": NOW - 10, "event_types": ["AUTH_FAILED"]},
+        "idx_audit_log_event_timestamp",
+    ),
+    ({"since": NOW - 6000, "severities": ["warning"]}, "idx_audit_log_severity_timestamp"),
+    (
+        {"event_types": ["TX_FAILED"], "severities": ["warning"]},
+        "idx_audit_log_event_timestamp",
+    ),
+    (
+        {"agent_id": "agent-04", "event_types": ["TX_FAILED"], "severities": ["warning"]},
+        "idx_audit_log_agent_event_timestamp",
+    ),
+    ({"tx_id": "TX", "agent_id": "agent-04"}, "idx_audit_log_tx_id"),
+]
+
+
+def _audit_steps(db: Database, filters: dict[str, Any], cursor: int | None) -> list[str]:
+    statements, _ = _emitted(
+        db, lambda uow: uow.audit.query(**filters, limit=101, before_id=cursor)
     )
-    _assert_plan(
-        busy_db,
-        lambda uow: uow.audit.query(
-            agent_id="agent-04", since=NOW - 6000, limit=50, before_id=first[-1].id
-        ),
-        index="idx_audit_log_agent_timestamp",
-    )
+    assert len(statements) == 1, statements
+    return _plan(db.path, *statements[0])
+
+
+@pytest.mark.parametrize(("filters", "index"), AUDIT_SHAPES, ids=[repr(f) for f, _ in AUDIT_SHAPES])
+@pytest.mark.parametrize("paged", [False, True], ids=["first page", "with cursor"])
+def test_every_audit_filter_shape_searches_its_index(
+    busy_db: Database, filters: dict[str, Any], index: str, paged: bool
+) -> None:
+    """Each filter shape, first page and a deep page, is one SEARCH of its own index (no
+    SCAN of anything), in (timestamp, id) order: a sort appears only to merge the streams
+    of an IN list or the handful of rows of one transaction."""
+    if filters.get("tx_id") == "TX":  # a transaction of agent-04 with three audit rows
+        with busy_db.read() as uow:
+            tx_id = uow.session.execute(
+                text(
+                    "SELECT tx_id FROM audit_log WHERE agent_id = 'agent-04' AND tx_id IS NOT NULL"
+                    " GROUP BY tx_id HAVING count(*) = 3 LIMIT 1"
+                )
+            ).scalar_one()
+        filters = {**filters, "tx_id": tx_id}
+    cursor = None
+    if paged:
+        with busy_db.read() as uow:
+            found = uow.audit.query(**filters, limit=1000)
+        assert len(found) >= 2, filters
+        cursor = found[len(found) // 2].id
+    steps = _audit_steps(busy_db, filters, cursor)
+    if filters == {"severities": ["info"]} and cursor is None:
+        # most rows are "info": the newest entries of the time index, up to the limit
+        assert steps == [f"SCAN a USING INDEX {index}"], steps
+        return
+    assert not [s for s in steps if s.startswith("SCAN ")], steps
+    outer = [s for s in steps if s.startswith("SEARCH a ")]
+    assert len(outer) == 1 and f"USING INDEX {index} (" in outer[0], steps
+    if cursor is not None and index != "idx_audit_log_tx_id":  # the cursor bounds the range
+        assert "timestamp<?" in outer[0], steps
+    sorts = [s for s in steps if "TEMP B-TREE" in s]
+    merges = any(len(v) > 1 for v in filters.values() if isinstance(v, list)) or "tx_id" in filters
+    assert bool(sorts) == merges, steps
+
+
+@pytest.mark.parametrize("paged", [False, True], ids=["first page", "with cursor"])
+def test_unfiltered_audit_page_reads_only_the_newest_index_entries(
+    busy_db: Database, paged: bool
+) -> None:
+    """No filter: the newest entries of idx_audit_log_timestamp, in order, up to the limit
+    (SQLite calls that walk a SCAN; it stops at the LIMIT); with a cursor, a SEARCH."""
+    cursor = 4000 if paged else None
+    steps = _audit_steps(busy_db, {}, cursor)
+    if paged:
+        assert steps[0].startswith("SEARCH a USING INDEX idx_audit_log_timestamp (timestamp<?)")
+    else:
+        assert steps == ["SCAN a USING INDEX idx_audit_log_timestamp"], steps
+    assert not [s for s in steps if "TEMP B-TREE" in s], steps
+
+
+def test_audit_query_plans_name_existing_indexes(busy_db: Database) -> None:
+    """Every index the query can name exists in the schema (INDEXED BY fails otherwise)."""
+    with busy_db.read() as uow:
+        raw = uow.session.connection().connection.driver_connection
+        assert raw is not None
+        names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    for agent in (False, True):
+        for events in (False, True):
+            for rare in (False, True):
+                for tx in (False, True):
+                    chosen = audit_index(agent=agent, events=events, rare_severities=rare, tx=tx)
+                    assert chosen in names
 
 
 def test_policies_for_agent_use_the_agent_id_index(busy_db: Database) -> None:

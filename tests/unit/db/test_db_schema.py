@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -105,7 +106,7 @@ def schema_facts(path: Path) -> set[Fact]:
                 (table,),
             ):
                 facts.add((table, "column", name, type_, notnull, default, pk))
-            for _seq, name, unique, _origin, _partial in conn.execute(
+            for _seq, name, unique, _origin, partial in conn.execute(
                 "SELECT * FROM pragma_index_list(?)", (table,)
             ):
                 cols = tuple(
@@ -115,6 +116,12 @@ def schema_facts(path: Path) -> set[Fact]:
                     )
                 )
                 facts.add((table, "index", name, unique, *cols))
+                if partial:
+                    (index_sql,) = conn.execute(
+                        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+                    ).fetchone()
+                    where = re.split(r"\bWHERE\b", _strip_comments(index_sql), flags=re.I)[1]
+                    facts.add((table, "index_where", name, _normalise(where)))
             for row in conn.execute(
                 'SELECT "table", "from", "to", on_update, on_delete '
                 "FROM pragma_foreign_key_list(?)",
@@ -218,6 +225,11 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
         ("policies", "column", "id", "TEXT", 0, None, 1),
         ("notification_channels", "check", "type IN ('TELEGRAM', 'DISCORD', 'NTFY')"),
         ("notification_channels", "column", "id", "TEXT", 0, None, 1),
+        # 0008: single-column audit indexes replaced by the (..., timestamp) ones below;
+        # (agent_id) is a prefix of idx_audit_log_agent_timestamp
+        ("audit_log", "index", "idx_audit_log_agent_id", 0, "agent_id"),
+        ("audit_log", "index", "idx_audit_log_event_type", 0, "event_type"),
+        ("audit_log", "index", "idx_audit_log_severity", 0, "severity"),
     }
     assert added == {
         # 0002: audit_log is append-only
@@ -286,6 +298,36 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
         ("audit_checkpoints", "column", "public_key", "TEXT", 1, None, 0),
         ("audit_checkpoints", "column", "signature", "TEXT", 1, None, 0),
         ("audit_checkpoints", "index", "idx_audit_checkpoints_seq", 0, "seq"),
+        # 0008: one index per audit filter shape, each ending in timestamp
+        ("audit_log", "index", "idx_audit_log_event_timestamp", 0, "event_type", "timestamp"),
+        (
+            "audit_log",
+            "index",
+            "idx_audit_log_agent_event_timestamp",
+            0,
+            "agent_id",
+            "event_type",
+            "timestamp",
+        ),
+        ("audit_log", "index", "idx_audit_log_severity_timestamp", 0, "severity", "timestamp"),
+        ("audit_log", "index_where", "idx_audit_log_severity_timestamp", "severity != 'info'"),
+        (
+            "audit_log",
+            "index",
+            "idx_audit_log_agent_severity_timestamp",
+            0,
+            "agent_id",
+            "severity",
+            "timestamp",
+        ),
+        (
+            "audit_log",
+            "index_where",
+            "idx_audit_log_agent_severity_timestamp",
+            "severity != 'info'",
+        ),
+        ("audit_log", "index", "idx_audit_log_tx_id", 0, "tx_id"),
+        ("audit_log", "index_where", "idx_audit_log_tx_id", "tx_id IS NOT NULL"),
         # 0009: usage buckets and the triggers that keep them
         ("usage_buckets", "table"),
         ("usage_buckets", "column", "agent_id", "TEXT", 1, None, 1),
@@ -315,6 +357,7 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
             "asset",
         ),
         ("usage_buckets", "index", "idx_usage_buckets_unsealed", 0, "agent_id", "start"),
+        ("usage_buckets", "index_where", "idx_usage_buckets_unsealed", "mac IS NULL"),
         *(
             (table, "trigger", name, sql)
             for table, name, sql in [
@@ -330,7 +373,7 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
 def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) -> None:
     """Upgrading one revision at a time ends with the same schema as a fresh head file."""
     stepwise = tmp_path / "steps.db"
-    for target in ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0009"):
+    for target in ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"
     Database.open(fresh).close()
@@ -382,3 +425,32 @@ def test_autogenerate_compare_is_not_blind(db: Database) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), other)
     kinds = sorted(d[0] for d in diff if isinstance(d, tuple))
     assert kinds == ["add_fk", "remove_fk", "remove_index", "remove_index", "remove_index"]
+
+
+def test_0008_changes_only_audit_indexes_and_downgrades_exactly(tmp_path: Path) -> None:
+    """0008 swaps audit_log indexes and nothing else; its downgrade restores 0007 exactly."""
+    at_0007 = schema_facts(_migrated_to(tmp_path / "0007.db", "0007"))
+    head = _migrated_to(tmp_path / "0008.db", "0008")
+    at_head = schema_facts(head)
+    assert {f[:2] for f in at_head ^ at_0007} == {
+        ("audit_log", "index"),
+        ("audit_log", "index_where"),
+    }
+    engine = make_engine(head)
+    try:
+        with engine.connect() as conn, conn.begin():
+            cfg = migrate.alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0007")
+    finally:
+        engine.dispose()
+    assert schema_facts(head) == at_0007
+
+
+def test_audit_records_follow_the_table() -> None:
+    """AuditRepository.query maps rows positionally: AuditRecord lists audit_log's columns."""
+    from waiaas.db.repositories import AuditRecord
+    from waiaas.db.tables import AuditRow
+
+    columns = tuple(c.name for c in AuditRow.__table__.columns)  # type: ignore[attr-defined]
+    assert AuditRecord._fields == columns

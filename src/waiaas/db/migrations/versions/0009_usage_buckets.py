@@ -7,7 +7,7 @@ the wallet seals each bucket the first time it writes it, and until then readers
 take such a bucket from its rows.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from alembic import op
 from waiaas.db.usage import DDL, TRIGGER_NAMES, fill_sql
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
