@@ -42,7 +42,7 @@ import logging
 import re
 import secrets as _secrets
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, SupportsIndex, overload, runtime_checkable
 
@@ -540,6 +540,39 @@ def _types(request: Request) -> list[TxType]:
     return [request.type]
 
 
+# --------------------------------------------------------------------------- verified-token cache
+
+#: How many verified tokens a :class:`SessionManager` remembers (oldest forgotten first).
+VERIFIED_CACHE_SIZE = 4096
+
+# One indexed read that re-checks, against the rows as they are now, everything a cached
+# verification depends on: the session is this token's (hash), live (not revoked, not
+# expired), still the agent's; the agent is ACTIVE on the same chain and network. The
+# constraints and usage come back so that the caller can tell whether they changed.
+_LIVE_SQL = (
+    "SELECT s.constraints, s.usage_stats, s.expires_at, s.created_at "
+    "FROM sessions AS s JOIN agents AS a ON a.id = s.agent_id "
+    "WHERE s.id = ? AND s.token_hash = ? AND s.agent_id = ? AND s.revoked_at IS NULL "
+    "AND s.expires_at > ? AND a.status = 'ACTIVE' AND a.chain = ? AND a.network = ?"
+)
+
+
+@dataclass(slots=True)
+class _Verified:
+    """What a full verification established about one token (never the token itself)."""
+
+    session_id: str
+    agent_id: str
+    token_hash: str  # hex, as stored in sessions.token_hash
+    claims_exp: int
+    chain: str
+    network: str
+    constraints_text: str | None
+    constraints: SessionConstraints
+    # (usage_stats text, parsed) as one tuple: replaced together, read together
+    usage: tuple[str | None, SessionUsage]
+
+
 # --------------------------------------------------------------------------- manager
 
 
@@ -582,6 +615,8 @@ class SessionManager:
         self._config = config
         self._secret: bytes | None = None
         self._lock = threading.Lock()
+        # SHA-256(token) -> what its full verification established (see _cached)
+        self._verified: dict[bytes, _Verified] = {}
 
     def __repr__(self) -> str:
         return f"SessionManager(db={self._db!r})"
@@ -589,9 +624,11 @@ class SessionManager:
     # ------------------------------------------------------------------ secret
 
     def forget_secret(self) -> None:
-        """Drop the in-memory copy of the signing secret (it is read again when needed)."""
+        """Drop the in-memory copy of the signing secret (it is read again when needed), and
+        every remembered verification with it: the next verify needs the secret again."""
         with self._lock:
             self._secret = None
+            self._verified.clear()
 
     def _load_secret(self, *, create: bool) -> bytes | None:
         with self._lock:
@@ -787,6 +824,9 @@ class SessionManager:
             verified.agent_id, verified.constraints.max_tx_count
         """
         when = self._now(now)
+        hit = self._cached(self._db.fetch_one, token, when)
+        if hit is not None:
+            return hit
         try:
             with self._db.read() as uow:
                 return self._check(uow, token, when)
@@ -817,7 +857,11 @@ class SessionManager:
                 sessions.record_failure(exc, now=now)
                 raise
         """
-        return self._check(uow, token, self._now(now))
+        when = self._now(now)
+        hit = self._cached(uow.fetch_one, token, when)
+        if hit is not None:
+            return hit
+        return self._check(uow, token, when)
 
     def record_failure(
         self, error: AuthError | AgentNotActiveError, *, now: int | None = None
@@ -874,6 +918,22 @@ class SessionManager:
             err = AgentNotActiveError(agent_id, agent.status, agent.suspension_reason)
             setattr(err, "session_id", session_id)  # noqa: B010  (not a declared field)
             raise err
+        constraints = _load_constraints(row)
+        usage = _load_usage(row)
+        self._remember(
+            token,
+            _Verified(
+                session_id=row.id,
+                agent_id=agent_id,
+                token_hash=row.token_hash,
+                claims_exp=claims["exp"],
+                chain=agent.chain,
+                network=agent.network,
+                constraints_text=row.constraints,
+                constraints=constraints,
+                usage=(row.usage_stats, usage),
+            ),
+        )
         return VerifiedSession(
             session_id=row.id,
             agent_id=agent_id,
@@ -881,9 +941,81 @@ class SessionManager:
             network=agent.network,
             issued_at=row.created_at,
             expires_at=row.expires_at,
-            constraints=_load_constraints(row),
-            usage=_load_usage(row),
+            constraints=constraints,
+            usage=usage,
         )
+
+    # ------------------------------------------------------------------ verified-token cache
+
+    def _cached(
+        self,
+        fetch_one: Callable[[str, Sequence[Any]], tuple[Any, ...] | None],
+        token: object,
+        now: int,
+    ) -> VerifiedSession | None:
+        """The session ``token`` opens, from a remembered verification, or ``None``.
+
+        A token that passed :meth:`_check` is remembered under SHA-256(token) with what the
+        check established: the JWT part (header allow-list, signature, claims) depends only
+        on the token and the signing secret, so it is not repeated. Everything that lives
+        in the database is read again, now, in one indexed statement (``_LIVE_SQL``): the
+        session row is this token's, live and still the agent's, and the agent is ACTIVE.
+        Expiry is checked against ``now``. So a revocation, renewal, suspension, kill switch
+        or expiry, made by this process or any other, is seen by the very next verify: the
+        row no longer matches and the full check runs, with its precise error and its
+        ``AUTH_FAILED`` row. Refusals are never remembered.
+
+        Only parsed JSON is reused: the constraints while their text is unchanged, the
+        usage likewise (it changes with every request, and is parsed again then).
+        """
+        if type(token) is not str or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            return None
+        key = hashlib.sha256(token.encode("ascii")).digest()
+        entry = self._verified.get(key)
+        if entry is None or entry.claims_exp <= now:
+            return None
+        row = fetch_one(
+            _LIVE_SQL,
+            (
+                entry.session_id,
+                entry.token_hash,
+                entry.agent_id,
+                now,
+                entry.chain,
+                entry.network,
+            ),
+        )
+        if row is None or row[0] != entry.constraints_text:
+            self._verified.pop(key, None)
+            return None
+        usage_text, usage = entry.usage
+        if row[1] != usage_text:
+            try:
+                usage = SessionUsage.model_validate_json(row[1] or "{}")
+            except ValidationError:
+                self._verified.pop(key, None)
+                return None  # the full check reports the unreadable row
+            entry.usage = (row[1], usage)
+        return VerifiedSession(
+            session_id=entry.session_id,
+            agent_id=entry.agent_id,
+            chain=entry.chain,
+            network=entry.network,
+            issued_at=row[3],
+            expires_at=row[2],
+            constraints=entry.constraints,
+            usage=usage,
+        )
+
+    def _remember(self, token: object, entry: _Verified) -> None:
+        assert isinstance(token, str)  # _check refused anything else
+        verified = self._verified
+        with self._lock:
+            if self._secret is None:
+                return  # forgotten meanwhile (the keystore was locked)
+            while len(verified) >= VERIFIED_CACHE_SIZE:
+                verified.pop(next(iter(verified)), None)
+            verified[hashlib.sha256(token.encode("ascii")).digest()] = entry
 
     def _verified_claims(self, token: object) -> dict[str, Any]:
         """Shape, header allow-list, signature and claim types; no database access."""

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from waiaas._validate import shown
 from waiaas.db import migrate
-from waiaas.db.engine import check_path, make_engine
+from waiaas.db.engine import check_path, connect_reader, make_engine
 from waiaas.db.faults import translate
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import (
@@ -30,6 +31,10 @@ from waiaas.errors import (
 __all__ = ["CheckpointResult", "Database"]
 
 log = logging.getLogger("waiaas.db")
+
+#: Idle plain connections kept for :meth:`Database.fetch_one` (more are opened under load and
+#: closed when returned).
+MAX_IDLE_READERS = 4
 
 #: ``wallet_state`` key of the last background checkpoint (``{"at", "busy", "log_frames"}``).
 LAST_CHECKPOINT_KEY = "last_checkpoint"
@@ -117,6 +122,7 @@ class Database:
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
+        self._readers: list[sqlite3.Connection] = []  # idle connections for fetch_one
         self.integrity: Any = None  # waiaas.integrity.Integrity, set once the keystore is open
 
     def __repr__(self) -> str:
@@ -186,6 +192,51 @@ class Database:
         """A read unit of work (``BEGIN DEFERRED``; a consistent snapshot in WAL mode)."""
         self._check_open()
         return UnitOfWork(self.engine, "read", integrity=self.integrity)
+
+    def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of one read-only statement, or ``None``; no unit of work.
+
+        Runs on a plain ``sqlite3`` connection (read-only, autocommit: the newest committed
+        state) taken from a small stack and put back, so a hot single-row read costs a few
+        microseconds instead of a pooled connection, a transaction and an ORM session.
+        Use it for a read that stands alone; reads that must agree with each other, or with
+        a write, belong in one unit of work (:meth:`UnitOfWork.fetch_one`).
+
+        Raises:
+            StorageError: the database is closed, or SQLite failed (translated as for units
+                of work; a write statement is refused by ``query_only``).
+        """
+        self._check_open()
+        try:
+            conn = self._readers.pop()
+        except IndexError:
+            try:
+                conn = connect_reader(self.path)
+            except sqlite3.Error as exc:
+                raise translate(exc, operation="read", path=str(self.path)) from exc
+        try:
+            cursor = conn.execute(sql, params)
+            row: tuple[Any, ...] | None = cursor.fetchone()
+            cursor.close()  # ends the statement: an idle reader holds no WAL snapshot
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate(exc, operation="read", path=str(self.path), statement=sql) from exc
+        if self._closed or len(self._readers) >= MAX_IDLE_READERS:
+            conn.close()
+        else:
+            self._readers.append(conn)
+        return row
+
+    def _close_readers(self) -> None:
+        while True:
+            try:
+                conn = self._readers.pop()
+            except IndexError:
+                return
+            try:
+                conn.close()
+            except sqlite3.Error as exc:  # pragma: no cover - closing a plain reader
+                log.warning("closing a reader connection failed: %s", exc)
 
     # ------------------------------------------------------------------ operations
 
@@ -320,6 +371,7 @@ class Database:
                 log.warning("final WAL checkpoint failed: %s", exc)
         finally:
             self._closed = True
+            self._close_readers()
             try:
                 self.engine.dispose()
             except (SQLAlchemyError, sqlite3.Error, StorageError) as exc:  # pragma: no cover

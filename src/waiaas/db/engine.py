@@ -29,7 +29,7 @@ from waiaas.errors import (
     NotADatabaseError,
 )
 
-__all__ = ["BEGIN_OPTION", "PRAGMAS", "check_path", "make_engine"]
+__all__ = ["BEGIN_OPTION", "PRAGMAS", "check_path", "connect_reader", "make_engine"]
 
 # CORE-02 §1.2, in this order.
 PRAGMAS: tuple[tuple[str, str], ...] = (
@@ -201,6 +201,23 @@ class _SQLiteDialect(SQLiteDialect_pysqlite):
 
 
 registry.register("sqlite.waiaas", __name__, "_SQLiteDialect")
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A plain, read-only ``sqlite3`` connection with the CORE-02 PRAGMAs (``query_only`` on).
+
+    Autocommit: each statement reads the newest committed state (a WAL snapshot of its
+    own). ``Database.fetch_one`` keeps a few for single-row reads on hot paths, where a
+    pooled SQLAlchemy connection and a unit of work would cost far more than the read.
+    """
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=5.0)
+    try:
+        _on_connect(conn, None)
+        conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def make_engine(path: Path, *, pool_size: int = 8) -> Engine:

@@ -16,7 +16,9 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -104,6 +106,7 @@ class UnitOfWork:
                 _close_quietly(conn)
                 raise translate(exc, operation="begin") from exc
         self._conn = conn
+        self._raw: Any = conn.connection.driver_connection
         self.session = Session(bind=conn, autoflush=True, expire_on_commit=False)
         s = self.session
         i = self._integrity
@@ -116,6 +119,28 @@ class UnitOfWork:
         self.channels = ChannelRepository(s, i)
         self.state = StateRepository(s, i)
         return self
+
+    def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of one read-only statement, on this unit of work's transaction.
+
+        A plain DB-API read for hot paths: it sees what the transaction sees (pending ORM
+        changes are flushed first) without building ORM objects.
+
+        Raises:
+            StorageError: SQLite failed, or the unit of work is not open.
+        """
+        if self._conn is None:
+            raise StorageError("unit of work is not open")
+        s = self.session
+        if s.new or s.dirty or s.deleted:
+            s.flush()
+        try:
+            cursor = self._raw.execute(sql, params)
+            row: tuple[Any, ...] | None = cursor.fetchone()
+            cursor.close()
+        except sqlite3.Error as exc:
+            raise translate(exc, operation="read", statement=sql) from exc
+        return row
 
     def commit(self) -> None:
         """Flush and commit. The unit of work cannot be used for writes afterwards."""
