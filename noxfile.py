@@ -1,7 +1,7 @@
 """The single entry point for tests, lint, typing, docs, benchmarks and the demo.
 
 nox -s tests        # the whole test suite (installs anvil from npm into .tools/)
-nox -s lint         # ruff check + format check
+nox -s lint         # ruff check (complexity limits too) + format check + import layering
 nox -s typing       # mypy --strict over src
 nox -s docs         # the docs site into site/ (mkdocs --strict; runs the policy-lab notebook)
 nox -s benchmarks   # every benchmarks/bench_*.py, JSON lines into benchmarks/results/
@@ -81,12 +81,17 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *args, env={"ANVIL_BIN": anvil})
 
 
+LINTED = ("src", "tests", "benchmarks", "examples", "tools", "noxfile.py")
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
+    """ruff check (with complexity limits, pyproject.toml) and ruff format --check; the
+    import layering: the pure core (waiaas.policy, waiaas.plan) imports no I/O."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
+    session.run("python", "tools/check_layers.py")
 
 
 @nox.session(python=PYTHON)

@@ -1019,19 +1019,7 @@ class SessionManager:
 
     def _verified_claims(self, token: object) -> dict[str, Any]:
         """Shape, header allow-list, signature and claim types; no database access."""
-        if not isinstance(token, str) or not token:
-            raise _refuse(AuthError, "token must be a non-empty string")
-        if len(token) > MAX_TOKEN_LENGTH:
-            raise _refuse(AuthError, "token too long")
-        if not token.isascii() or _TOKEN_SHAPE.fullmatch(token) is None:
-            raise _refuse(AuthError, "malformed token")
-        header = _parse_header(token.split(".", 1)[0])
-        if header is None:
-            raise _refuse(AuthError, "malformed token header")
-        if header.get("alg") != _ALGORITHM:
-            raise _refuse(AuthError, "token algorithm not allowed")
-        if not set(header) <= _ALLOWED_HEADER or header.get("typ", "JWT") != "JWT":
-            raise _refuse(AuthError, "unexpected token header")
+        token = _check_token_shape(token)
         key = self._load_secret(create=False)
         if key is None:  # no session was ever issued on this wallet
             raise _refuse(AuthError, "bad signature")
@@ -1053,16 +1041,7 @@ class SessionManager:
             raise _refuse(AuthError, f"missing claim {exc.claim!r}") from None
         except jwt.PyJWTError:
             raise _refuse(AuthError, "malformed token") from None
-        for name in ("sub", "sid", "jti"):
-            value = claims[name]
-            if not isinstance(value, str) or not value or len(value) > _MAX_CLAIM_TEXT:
-                raise _refuse(AuthError, f"invalid claim {name!r}")
-        for name in ("iat", "exp"):
-            value = claims[name]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise _refuse(AuthError, f"invalid claim {name!r}")
-        if claims["exp"] <= claims["iat"]:
-            raise _refuse(AuthError, "invalid claim 'exp'")
+        _check_claim_types(claims)
         return claims
 
     @staticmethod
@@ -1333,25 +1312,7 @@ class SessionManager:
         c = _load_constraints(row)
         usage = _load_usage(row)
         sid = row.id
-
-        if c.allowed_networks is not None and network not in c.allowed_networks:
-            raise _violation("allowed_networks", f"network {shown(network)} is not allowed", sid)
-        if c.allowed_tx_types is not None:
-            for kind in _types(request):
-                if kind not in c.allowed_tx_types:
-                    raise _violation(
-                        "allowed_tx_types", f"{kind.value} requests are not allowed", sid
-                    )
-        if c.allowed_addresses is not None:
-            for dest in _destinations(request):
-                try:
-                    normal = normalize_address(verified.chain, dest)
-                except InvalidAddressError:
-                    normal = None
-                if normal is None or normal not in c.allowed_addresses:
-                    raise _violation(
-                        "allowed_addresses", "the destination is not an allowed address", sid
-                    )
+        _check_destination(c, request, network, verified.chain, sid)
         if spend is not None:
             if asset is not None or amount is not None:
                 raise InvalidInputError("give spend or asset/amount, not both", field="spend")
@@ -1372,28 +1333,12 @@ class SessionManager:
                 per_request[NATIVE] = max(0, per_request[NATIVE] - fees)
             for key, value in _allowances(request, verified.chain).items():
                 per_request[key] = max(per_request.get(key, 0), value)
-            for key, value in per_request.items():
-                cap = c.max_amount_per_tx.get(key)
-                if cap is not None and value > cap:
-                    raise _violation(
-                        "max_amount_per_tx",
-                        f"{value} of {key} exceeds the per-request limit {cap}",
-                        sid,
-                    )
+            _check_per_request(c.max_amount_per_tx, per_request, sid)
         if c.max_tx_count is not None and usage.tx_count + 1 > c.max_tx_count:
             raise _violation(
                 "max_tx_count", f"the session may make at most {c.max_tx_count} requests", sid
             )
-        totals = dict(usage.totals)
-        for key, value in amounts.items():
-            totals[key] = totals.get(key, 0) + value
-            cap = None if c.max_total_amount is None else c.max_total_amount.get(key)
-            if cap is not None and totals[key] > cap:
-                raise _violation(
-                    "max_total_amount",
-                    f"{key}: {usage.total(key)} used + {value} exceeds the session total {cap}",
-                    sid,
-                )
+        totals = _charged_totals(c, usage, amounts, sid)
         new_usage = usage.model_copy(
             update={"tx_count": usage.tx_count + 1, "totals": totals, "last_used_at": now}
         )
@@ -1529,6 +1474,38 @@ def _refuse(
     return err
 
 
+def _check_token_shape(token: object) -> str:
+    """The token, if its shape and JOSE header pass (checked before any signature work)."""
+    if not isinstance(token, str) or not token:
+        raise _refuse(AuthError, "token must be a non-empty string")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise _refuse(AuthError, "token too long")
+    if not token.isascii() or _TOKEN_SHAPE.fullmatch(token) is None:
+        raise _refuse(AuthError, "malformed token")
+    header = _parse_header(token.split(".", 1)[0])
+    if header is None:
+        raise _refuse(AuthError, "malformed token header")
+    if header.get("alg") != _ALGORITHM:
+        raise _refuse(AuthError, "token algorithm not allowed")
+    if not set(header) <= _ALLOWED_HEADER or header.get("typ", "JWT") != "JWT":
+        raise _refuse(AuthError, "unexpected token header")
+    return token
+
+
+def _check_claim_types(claims: Mapping[str, Any]) -> None:
+    """Text claims are short non-empty strings, times are ints, and ``exp`` follows ``iat``."""
+    for name in ("sub", "sid", "jti"):
+        value = claims[name]
+        if not isinstance(value, str) or not value or len(value) > _MAX_CLAIM_TEXT:
+            raise _refuse(AuthError, f"invalid claim {name!r}")
+    for name in ("iat", "exp"):
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _refuse(AuthError, f"invalid claim {name!r}")
+    if claims["exp"] <= claims["iat"]:
+        raise _refuse(AuthError, "invalid claim 'exp'")
+
+
 def _parse_header(segment: str) -> dict[str, Any] | None:
     """The JOSE header as a dict, parsed here (not by the JWT library) so it is judged first."""
     try:
@@ -1537,6 +1514,54 @@ def _parse_header(segment: str) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return header if isinstance(header, dict) else None
+
+
+def _check_destination(
+    c: SessionConstraints, request: Request, network: str, chain: str, sid: str
+) -> None:
+    """``allowed_networks``, ``allowed_tx_types`` and ``allowed_addresses``."""
+    if c.allowed_networks is not None and network not in c.allowed_networks:
+        raise _violation("allowed_networks", f"network {shown(network)} is not allowed", sid)
+    if c.allowed_tx_types is not None:
+        for kind in _types(request):
+            if kind not in c.allowed_tx_types:
+                raise _violation("allowed_tx_types", f"{kind.value} requests are not allowed", sid)
+    if c.allowed_addresses is not None:
+        for dest in _destinations(request):
+            try:
+                normal = normalize_address(chain, dest)
+            except InvalidAddressError:
+                normal = None
+            if normal is None or normal not in c.allowed_addresses:
+                raise _violation(
+                    "allowed_addresses", "the destination is not an allowed address", sid
+                )
+
+
+def _check_per_request(caps: Mapping[str, int], per_request: Mapping[str, int], sid: str) -> None:
+    for key, value in per_request.items():
+        cap = caps.get(key)
+        if cap is not None and value > cap:
+            raise _violation(
+                "max_amount_per_tx", f"{value} of {key} exceeds the per-request limit {cap}", sid
+            )
+
+
+def _charged_totals(
+    c: SessionConstraints, usage: SessionUsage, amounts: Mapping[str, int], sid: str
+) -> dict[str, int]:
+    """The session's totals with ``amounts`` charged, refused over ``max_total_amount``."""
+    totals = dict(usage.totals)
+    for key, value in amounts.items():
+        totals[key] = totals.get(key, 0) + value
+        cap = None if c.max_total_amount is None else c.max_total_amount.get(key)
+        if cap is not None and totals[key] > cap:
+            raise _violation(
+                "max_total_amount",
+                f"{key}: {usage.total(key)} used + {value} exceeds the session total {cap}",
+                sid,
+            )
+    return totals
 
 
 def _violation(constraint: str, message: str, session_id: str) -> ConstraintViolationError:

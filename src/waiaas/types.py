@@ -414,8 +414,8 @@ def parse_data(value: object, *, field: str = "data") -> bytes:
     Raises:
         ValueError: anything else.
 
-    >>> parse_data("0x18160ddd")
-    b'\x18\x16\r\xdd'
+    >>> parse_data("0x18160ddd").hex()
+    '18160ddd'
     """
     if isinstance(value, bytearray | memoryview):
         value = bytes(value)

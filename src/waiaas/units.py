@@ -61,10 +61,12 @@ def parse_units(
         InvalidInputError: not a decimal string, a float, negative, another asset's symbol,
             or more fractional digits than ``decimals`` (``.field`` is ``field``).
 
-    Example::
+    Example:
 
-        parse_units("0.05 SOL", 9, symbol="SOL")   # 50_000_000
-        parse_units("1.5", 6)                      # 1_500_000
+    >>> parse_units("0.05 SOL", 9, symbol="SOL")
+    50000000
+    >>> parse_units("1.5", 6)
+    1500000
     """
     decimals = _check_decimals(decimals)
     if isinstance(value, Decimal):
@@ -118,10 +120,12 @@ def format_units(amount: int, decimals: int, *, symbol: str | None = None) -> st
     Raises:
         InvalidInputError: ``amount`` is not an int >= 0, or bad ``decimals``.
 
-    Example::
+    Example:
 
-        format_units(1_500_000, 6, symbol="USDC")   # "1.5 USDC"
-        format_units(10**18, 18)                    # "1"
+    >>> format_units(1_500_000, 6, symbol="USDC")
+    '1.5 USDC'
+    >>> format_units(10**18, 18)
+    '1'
     """
     decimals = _check_decimals(decimals)
     if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:

@@ -66,17 +66,7 @@ def check_path(path: Path) -> bool:
             cannot be written by this process.
         NotADatabaseError: the file exists, is not empty and is not an SQLite database.
     """
-    text = str(path)
-    if "\x00" in text:
-        raise InvalidInputError("path must not contain a NUL character", field="path")
-    try:
-        os.fsencode(text)
-    except UnicodeEncodeError:
-        raise InvalidInputError(
-            "path cannot be encoded for the file system (a lone surrogate?)", field="path"
-        ) from None
-    if any(len(os.fsencode(part)) > _NAME_MAX for part in path.parts):
-        raise InvalidInputError(f"path has a name longer than {_NAME_MAX} bytes", field="path")
+    text = _check_name(path)
     parent = path.parent
     try:
         st = os.stat(path)
@@ -98,6 +88,30 @@ def check_path(path: Path) -> bool:
                 path=text,
             )
         return False
+    return _check_existing(path, st)
+
+
+def _check_name(path: Path) -> str:
+    """The path as text, if the file system could ever take it (no NUL, encodable, names
+    within NAME_MAX)."""
+    text = str(path)
+    if "\x00" in text:
+        raise InvalidInputError("path must not contain a NUL character", field="path")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        raise InvalidInputError(
+            "path cannot be encoded for the file system (a lone surrogate?)", field="path"
+        ) from None
+    if any(len(os.fsencode(part)) > _NAME_MAX for part in path.parts):
+        raise InvalidInputError(f"path has a name longer than {_NAME_MAX} bytes", field="path")
+    return text
+
+
+def _check_existing(path: Path, st: os.stat_result) -> bool:
+    """An existing path: a regular, writable SQLite file (or an empty one) whose WAL files
+    can be written too. Returns whether it has content."""
+    text, parent = str(path), path.parent
     if stat.S_ISDIR(st.st_mode):
         raise DatabaseOpenError(f"{text!r} is a directory", path=text)
     if not stat.S_ISREG(st.st_mode):

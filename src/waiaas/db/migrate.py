@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from waiaas.db.engine import BEGIN_OPTION
 from waiaas.db.faults import translate
@@ -44,6 +44,26 @@ def current_revision(engine: Engine) -> str | None:
     """The revision a database is at (``None`` for an empty database)."""
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def _apply(conn: Connection, cfg: Config, target: str, wanted: str, path: str) -> None:
+    """Run the pending migrations and the foreign-key check in one ``BEGIN IMMEDIATE``
+    transaction: commit only if both succeed."""
+    trans = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"}).begin()
+    try:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, target)
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise MigrationError(
+                f"migration to {wanted} would break {len(broken)} foreign key(s)",
+                path=path,
+                revision=wanted,
+            )
+        trans.commit()
+    except BaseException:
+        trans.rollback()
+        raise
 
 
 def upgrade(
@@ -82,21 +102,7 @@ def upgrade(
         except sqlite3.Error as exc:
             raise translate(exc, operation="open", path=path) from exc
         try:
-            trans = conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"}).begin()
-            try:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, target)
-                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                if broken:
-                    raise MigrationError(
-                        f"migration to {wanted} would break {len(broken)} foreign key(s)",
-                        path=path,
-                        revision=wanted,
-                    )
-                trans.commit()
-            except BaseException:
-                trans.rollback()
-                raise
+            _apply(conn, cfg, target, wanted, path)
         except MigrationError:
             raise
         except StorageError as exc:

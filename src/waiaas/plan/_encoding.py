@@ -58,9 +58,9 @@ def _is_solana_address(text: str) -> bool:
 
 def checksum_evm(raw20: bytes) -> str:
     """EIP-55 text of a 20-byte address."""
-    from waiaas.chains.evm.addresses import to_checksum
+    from waiaas.policy.addresses import to_checksum_address  # lazy: policy imports plan
 
-    return to_checksum(raw20.hex())
+    return to_checksum_address("0x" + raw20.hex())
 
 
 def is_canonical_evm_address(text: object) -> bool:
