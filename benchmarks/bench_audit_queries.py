@@ -16,6 +16,10 @@ every filter shape is measured:
   ``AuditRow`` objects), what ``Wallet.audit`` calls.
 * ``unit_of_work``: ``with db.read() as uow: uow.audit.query(...)``, the whole read.
 
+Wall-clock p50 / p99 and, as ``cpu_p50_ms`` / ``cpu_p99_ms``, the calling thread's CPU time
+(``time.thread_time``): on a loaded machine the wall-clock tail is mostly the time the thread
+waited for a core, which the CPU figures leave out.
+
 Each shape is a page of 101 rows (``Wallet.audit``'s default ``limit`` + 1), first pages
 and deep pages (a cursor from the middle of the matches), with parameters rotated between
 calls (agents, windows, transactions, cursors) so no single cached path is measured. Each
@@ -251,6 +255,7 @@ def measure(
         return
     statements = [audit_query(**c, limit=PAGE) for c in calls]
     timings: dict[str, list[float]] = {"raw": [], "repository": [], "unit_of_work": []}
+    cpu: dict[str, list[float]] = {"raw": [], "repository": [], "unit_of_work": []}
     counts: list[int] = []
 
     def run_raw(i: int) -> None:
@@ -275,13 +280,15 @@ def measure(
                 for i in range(min(20, n)):
                     fn(i)  # warm-up
                 for i in range(n // 3):
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.thread_time()
                     fn(i)
+                    cpu[label].append((time.thread_time() - start_cpu) * 1000)
                     timings[label].append((time.perf_counter() - start) * 1000)
     index, scan = _plan(raw, *statements[0])
-    base = _quantiles(timings["raw"])
-    repo = _quantiles(timings["repository"])
-    unit = _quantiles(timings["unit_of_work"])
+    base, repo, unit = (
+        {**_quantiles(timings[k]), **{f"cpu_{q}": v for q, v in _quantiles(cpu[k]).items()}}
+        for k in ("raw", "repository", "unit_of_work")
+    )
     emit(
         bench="audit_query",
         shape=name + (" +cursor" if deep else ""),
