@@ -434,13 +434,15 @@ WORKER = textwrap.dedent(
             elif op == "kill":
                 with db.write() as uow:
                     when = Clock().now()
-                    killswitch.activate(uow, actor="other process", reason="test", now=when)
+                    killswitch.activate(uow, actor="owner", reason="test", now=when)
                     uow.commit()
             elif op == "sql":  # a writer that is not waiaas at all
                 conn = sqlite3.connect(path)
                 with conn:
                     conn.execute(cmd["sql"], cmd["params"])
                 conn.close()
+        except Exception as exc:  # reported to the test, which fails on it
+            out = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
             db.close()
         print(json.dumps(out), flush=True)
@@ -468,15 +470,20 @@ class OtherProcess:
         self.proc.stdin.write(json.dumps({"path": self.path, "secret": self.secret, **cmd}) + "\n")
         self.proc.stdin.flush()
         answer = self.proc.stdout.readline()
-        assert answer, "the other process failed"
-        return json.loads(answer)
+        assert answer, "the other process died"
+        result = json.loads(answer)
+        assert not (isinstance(result, dict) and "error" in result), result
+        return result
 
     def close(self) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
         try:
+            self.proc.stdin.close()
             assert self.proc.wait(timeout=30) == 0
         finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
             self.proc.stdout.close()
 
 
