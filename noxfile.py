@@ -81,7 +81,7 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *args, env={"ANVIL_BIN": anvil})
 
 
-LINTED = ("src", "tests", "benchmarks", "examples", "tools", "noxfile.py")
+LINTED = ("src", "tests", "benchmarks", "examples", "tools", "conftest.py", "noxfile.py")
 
 
 @nox.session(python=PYTHON)
