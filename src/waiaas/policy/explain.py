@@ -233,8 +233,8 @@ def explain(
     other amounts (no transaction is built for them).
 
     Args:
-        request, agent, policies, usage, now, config, prices, decimals, effects, calldata,
-        network_fee: as for :func:`~waiaas.policy.evaluate`.
+        request, agent, policies, usage, now: as for :func:`~waiaas.policy.evaluate`.
+        config, prices, decimals, effects, calldata, network_fee: as there too.
 
     Returns:
         An :class:`Explanation`: the decision, the reasons that fired, and verified hints
