@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Literal, SupportsIndex, overload
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, SupportsIndex, overload
 
 from pydantic import (
     BaseModel,
@@ -957,7 +957,38 @@ class KillSwitchState(_Result):
         )
 
 
-class KillSwitchSummary(_Result):
+class _KillSwitchResult(_Result):
+    """Shared by the kill-switch results: mapping-style access (earlier versions returned a
+    dict), JSON-able data, and a one-line repr / HTML view from :meth:`_rows`."""
+
+    _title: ClassVar[str] = ""
+
+    def __getitem__(self, name: str) -> object:
+        """Mapping-style access (``summary["agents_suspended"]``)."""
+        if name not in type(self).model_fields:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (ids as lists)."""
+        return self.model_dump(mode="json")
+
+    def _rows(self) -> list[tuple[str, object]]:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return repr(self)
+
+    def __repr__(self) -> str:
+        return _d.short_repr(type(self).__name__, self._rows())
+
+    def _repr_html_(self) -> str:
+        return _d.fields_html(
+            self._title, [(name.replace("_", " "), value) for name, value in self._rows()]
+        )
+
+
+class KillSwitchSummary(_KillSwitchResult):
     """What :meth:`waiaas.Wallet.kill_switch` stopped, in the one database transaction that
     turned the kill switch on.
 
@@ -975,6 +1006,8 @@ class KillSwitchSummary(_Result):
         json.dumps(summary.to_dict())
     """
 
+    _title: ClassVar[str] = "Kill switch activated"
+
     reason: str
     activated_at: int
     agents_suspended: int
@@ -984,46 +1017,17 @@ class KillSwitchSummary(_Result):
     revoked_ids: tuple[str, ...] = ()
     cancelled_ids: tuple[str, ...] = ()
 
-    def __getitem__(self, name: str) -> object:
-        """Mapping-style access (``summary["agents_suspended"]``), as earlier versions
-        returned a dict."""
-        if name not in type(self).model_fields:
-            raise KeyError(name)
-        return getattr(self, name)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (ids as lists)."""
-        return self.model_dump(mode="json")
-
-    def __str__(self) -> str:
-        return repr(self)
-
-    def __repr__(self) -> str:
-        return _d.short_repr(
-            "KillSwitchSummary",
-            [
-                ("reason", self.reason),
-                ("at", _d.fmt_time(self.activated_at)),
-                ("agents_suspended", self.agents_suspended),
-                ("sessions_revoked", self.sessions_revoked),
-                ("transactions_cancelled", self.transactions_cancelled),
-            ],
-        )
-
-    def _repr_html_(self) -> str:
-        return _d.fields_html(
-            "Kill switch activated",
-            [
-                ("reason", self.reason),
-                ("at", _d.fmt_time(self.activated_at)),
-                ("agents suspended", self.agents_suspended),
-                ("sessions revoked", self.sessions_revoked),
-                ("transactions cancelled", self.transactions_cancelled),
-            ],
-        )
+    def _rows(self) -> list[tuple[str, object]]:
+        return [
+            ("reason", self.reason),
+            ("at", _d.fmt_time(self.activated_at)),
+            ("agents_suspended", self.agents_suspended),
+            ("sessions_revoked", self.sessions_revoked),
+            ("transactions_cancelled", self.transactions_cancelled),
+        ]
 
 
-class KillSwitchRelease(_Result):
+class KillSwitchRelease(_KillSwitchResult):
     """What :meth:`waiaas.Wallet.release_kill_switch` did when it turned the kill switch off.
 
     Attributes:
@@ -1038,44 +1042,19 @@ class KillSwitchRelease(_Result):
         release.agents_resumed
     """
 
+    _title: ClassVar[str] = "Kill switch released"
+
     activated_at: int | None
     released_at: int
     agents_resumed: int
     resumed_ids: tuple[str, ...] = ()
 
-    def __getitem__(self, name: str) -> object:
-        """Mapping-style access (``release["agents_resumed"]``), as earlier versions
-        returned a dict."""
-        if name not in type(self).model_fields:
-            raise KeyError(name)
-        return getattr(self, name)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (ids as lists)."""
-        return self.model_dump(mode="json")
-
-    def __str__(self) -> str:
-        return repr(self)
-
-    def __repr__(self) -> str:
-        return _d.short_repr(
-            "KillSwitchRelease",
-            [
-                ("activated", _d.fmt_time(self.activated_at)),
-                ("released", _d.fmt_time(self.released_at)),
-                ("agents_resumed", self.agents_resumed),
-            ],
-        )
-
-    def _repr_html_(self) -> str:
-        return _d.fields_html(
-            "Kill switch released",
-            [
-                ("activated", _d.fmt_time(self.activated_at)),
-                ("released", _d.fmt_time(self.released_at)),
-                ("agents resumed", self.agents_resumed),
-            ],
-        )
+    def _rows(self) -> list[tuple[str, object]]:
+        return [
+            ("activated", _d.fmt_time(self.activated_at)),
+            ("released", _d.fmt_time(self.released_at)),
+            ("agents_resumed", self.agents_resumed),
+        ]
 
 
 # --------------------------------------------------------------------------- listings
