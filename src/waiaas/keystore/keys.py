@@ -22,6 +22,7 @@ import os
 
 from waiaas import _codec
 from waiaas._validate import shown
+from waiaas.addresses import normalize_evm_address, normalize_solana_address
 from waiaas.errors import InvalidInputError
 
 __all__ = [
@@ -88,37 +89,22 @@ def _keccak256(data: bytes) -> bytes:
 
 
 def to_checksum_address(address: str) -> str:
-    """Return ``address`` (``0x`` + 40 hex digits, any case) in EIP-55 checksummed form.
+    """Return ``address`` (``0x`` + 40 hex digits) in EIP-55 checksummed form.
 
-    A mixed-case input must already carry a valid checksum; all-lower and all-upper inputs
-    are accepted as they are unchecksummed by convention.
+    The rules are those of :mod:`waiaas.addresses`: a mixed-case input must already carry
+    a valid checksum; all-lower and all-upper inputs are accepted as they are unchecksummed
+    by convention; ``0X`` is refused.
 
     Raises:
-        InvalidInputError: not a 20-byte hex address, or a mixed-case address whose checksum
-            is wrong.
+        InvalidAddressError: (an :class:`InvalidInputError`) not ``0x`` + 40 hex digits, or
+            a mixed-case address whose checksum is wrong.
 
     Example::
 
         >>> to_checksum_address("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
         '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed'
     """
-    if not isinstance(address, str) or len(address) != 42 or address[:2] not in ("0x", "0X"):
-        raise InvalidInputError("an EVM address is 0x followed by 40 hex digits", field="address")
-    body = address[2:]
-    try:
-        bytes.fromhex(body)
-    except ValueError:
-        raise InvalidInputError(
-            "an EVM address is 0x followed by 40 hex digits", field="address"
-        ) from None
-    lower = body.lower()
-    digest = _keccak256(lower.encode("ascii")).hex()
-    checksummed = "".join(
-        ch.upper() if ch.isalpha() and int(digest[i], 16) >= 8 else ch for i, ch in enumerate(lower)
-    )
-    if body not in (lower, body.upper()) and body != checksummed:
-        raise InvalidInputError("EVM address has an invalid EIP-55 checksum", field="address")
-    return "0x" + checksummed
+    return normalize_evm_address(address)
 
 
 # --------------------------------------------------------------------------- key pairs
@@ -231,13 +217,5 @@ def normalize_public_key(chain: str, public_key: str) -> str:
     if not isinstance(public_key, str) or not public_key:
         raise InvalidInputError("the public key must be a non-empty string", field="public_key")
     if name == "evm":
-        return to_checksum_address(public_key)
-    if len(public_key) > 44:
-        raise InvalidInputError("a Solana public key is 32 bytes in base58", field="public_key")
-    try:
-        raw = b58decode(public_key)
-    except InvalidInputError:
-        raise InvalidInputError("a Solana public key is base58", field="public_key") from None
-    if len(raw) != 32 or b58encode(raw) != public_key:
-        raise InvalidInputError("a Solana public key is 32 bytes in base58", field="public_key")
-    return public_key
+        return normalize_evm_address(public_key, field="public_key")
+    return normalize_solana_address(public_key, field="public_key")

@@ -92,35 +92,13 @@ def validate_owner_address(address: object) -> str:
     Raises:
         InvalidInputError: not a valid EVM address or Solana public key.
     """
-    from waiaas.keystore.keys import b58decode, to_checksum_address
+    from waiaas.addresses import EVM, SOLANA, normalize_address
 
     if not isinstance(address, str) or not address.strip():
         raise InvalidInputError("owner address must be a non-empty string", field="owner_address")
     text = address.strip()
-    if text.startswith(("0x", "0X")):
-        body = text[2:]
-        if len(body) != 40 or any(c not in "0123456789abcdefABCDEF" for c in body):
-            raise InvalidInputError(
-                "owner address is not a 20-byte hex EVM address", field="owner_address"
-            )
-        checksummed = to_checksum_address("0x" + body.lower())
-        if body != body.lower() and body != body.upper() and "0x" + body != checksummed:
-            raise InvalidInputError(
-                "owner address has a wrong EIP-55 checksum", field="owner_address"
-            )
-        return checksummed
-    try:
-        raw = b58decode(text)
-    except (ValueError, InvalidInputError) as exc:
-        raise InvalidInputError(
-            "owner address is neither an EVM address nor a base58 Solana public key",
-            field="owner_address",
-        ) from exc
-    if len(raw) != 32:
-        raise InvalidInputError(
-            "owner address is not a 32-byte Solana public key", field="owner_address"
-        )
-    return text
+    chain = EVM if text[:2] in ("0x", "0X") else SOLANA
+    return normalize_address(chain, text, field="owner_address")
 
 
 def iso_time(ts: int) -> str:

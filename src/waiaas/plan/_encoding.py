@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
+from waiaas.addresses import SOLANA, eip55, is_valid_address
 from waiaas.errors import InvalidInputError
 
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
@@ -45,34 +45,19 @@ def pubkey_to_str(raw: bytes) -> str:
 
 def is_solana_address(text: object) -> bool:
     """True when ``text`` is the canonical base58 spelling of 32 bytes."""
-    if not isinstance(text, str) or not 32 <= len(text) <= 44:
-        return False
-    return _is_solana_address(text)
-
-
-@lru_cache(maxsize=16384)  # the same program ids and wallets recur in every plan
-def _is_solana_address(text: str) -> bool:
-    raw = b58decode(text)
-    return raw is not None and len(raw) == 32 and b58encode(raw) == text
+    return is_valid_address(SOLANA, text)
 
 
 def checksum_evm(raw20: bytes) -> str:
     """EIP-55 text of a 20-byte address."""
-    from waiaas.policy.addresses import to_checksum_address  # lazy: policy imports plan
-
-    return to_checksum_address("0x" + raw20.hex())
+    return eip55(raw20.hex())
 
 
 def is_canonical_evm_address(text: object) -> bool:
     """True when ``text`` is ``0x`` + 40 hex digits in its EIP-55 checksummed spelling."""
     if not isinstance(text, str) or _EVM_ADDRESS_RE.fullmatch(text) is None:
         return False
-    return _is_checksummed(text)
-
-
-@lru_cache(maxsize=16384)
-def _is_checksummed(text: str) -> bool:
-    return checksum_evm(bytes.fromhex(text[2:])) == text
+    return eip55(text[2:]) == text
 
 
 def hex_of(data: bytes) -> str:

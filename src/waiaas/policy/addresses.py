@@ -1,19 +1,21 @@
 """Pure, per-chain address normalisation for policy matching.
 
-Policies compare addresses after normalising both sides with the rules of the agent's chain:
+Policies compare addresses after normalising both sides with the rules of the agent's chain.
+Which addresses are valid is decided by :mod:`waiaas.addresses` (the one set of rules
+waiaas uses everywhere); this module adds only the comparison key:
 
-* **evm**: ``0x`` + 40 hex digits, compared case-insensitively (normal form: lower case).
-  An all-lower or all-upper address is accepted as is; a mixed-case address must carry a
-  correct EIP-55 checksum, because a wrong checksum means a typo or a forgery.
-* **solana**: base58 text that decodes to exactly 32 bytes, compared exactly (base58 is
-  case-sensitive: changing the case changes the key).
+* **evm**: ``0x`` + 40 hex digits (a mixed-case address must carry its exact EIP-55
+  checksum; ``0X`` is refused), compared case-insensitively (comparison key: lower case).
+* **solana**: the canonical base58 spelling of exactly 32 bytes, compared exactly (base58
+  is case-sensitive: changing the case changes the key).
 * any other chain: a non-empty run of printable ASCII without spaces, compared exactly.
+
+Surrounding whitespace is ignored.
 
 Everything outside printable ASCII (look-alike letters, full-width digits, zero-width
 characters) is refused: such an address can never match a rule by accident.
 
-This module does not import any chain library; the EIP-55 checksum uses
-:func:`waiaas._codec.keccak256`.
+This module does not import any chain library.
 
 Example::
 
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from waiaas._codec import b58decode, keccak256
+from waiaas import addresses as _shared
+from waiaas._codec import keccak256
+from waiaas.addresses import EVM, SOLANA, normalize_evm_address
 from waiaas.errors import InvalidAddressError
 
 __all__ = [
@@ -39,9 +43,6 @@ __all__ = [
     "to_checksum_address",
 ]
 
-EVM = "evm"
-SOLANA = "solana"
-
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
@@ -51,58 +52,24 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 def to_checksum_address(address: str) -> str:
     """The EIP-55 mixed-case form of a valid EVM address.
 
+    The rules are those of :mod:`waiaas.addresses`: a mixed-case address with a wrong
+    checksum is refused, never "fixed", and ``0X`` is refused.
+
     Raises:
-        InvalidAddressError: ``address`` is not ``0x`` + 40 hex digits.
+        InvalidAddressError: ``address`` is not ``0x`` + 40 hex digits, or mixed case with
+            a wrong EIP-55 checksum.
     """
-    lower = _evm_lower(address)
-    if lower is None:
-        raise InvalidAddressError(
-            "not an EVM address (0x + 40 hex digits)", chain=EVM, address=_safe(address)
-        )
-    digest = keccak256(lower[2:].encode("ascii")).hex()
-    body = "".join(
-        ch.upper() if ch.isalpha() and int(digest[i], 16) >= 8 else ch
-        for i, ch in enumerate(lower[2:])
-    )
-    return "0x" + body
+    return normalize_evm_address(address)
 
 
 def _evm_lower(address: str) -> str | None:
+    """``address`` in lower case when it is ``0x`` + 40 hex digits (checksum not checked)."""
     if len(address) != 42 or not address.startswith("0x"):
         return None
     body = address[2:]
     if not all(ch in _HEX for ch in body):
         return None
     return "0x" + body.lower()
-
-
-def _normalize_evm(address: str) -> str | None:
-    lower = _evm_lower(address)
-    if lower is None:
-        return None
-    body = address[2:]
-    if body != body.lower() and body != body.upper() and to_checksum_address(lower) != address:
-        return None  # mixed case with a wrong EIP-55 checksum
-    return lower
-
-
-# --------------------------------------------------------------------------- solana
-
-
-def _b58decode(text: str) -> bytes | None:
-    try:
-        return b58decode(text)
-    except ValueError:
-        return None
-
-
-def _normalize_solana(address: str) -> str | None:
-    if not 32 <= len(address) <= 44:
-        return None
-    raw = _b58decode(address)
-    if raw is None or len(raw) != 32:
-        return None
-    return address
 
 
 # --------------------------------------------------------------------------- generic
@@ -136,11 +103,9 @@ def _normalize_str(chain: str, address: str) -> str | None:
     text = address.strip()
     if not _printable_ascii(text):
         return None
-    if chain == EVM:
-        return _normalize_evm(text)
-    if chain == SOLANA:
-        return _normalize_solana(text)
-    return text
+    if not _shared.is_valid_address(chain, text):
+        return None
+    return text.lower() if chain == EVM else text
 
 
 def normalize_address(chain: str, address: str, *, field: str = "address") -> str:
@@ -161,8 +126,10 @@ def normalize_address(chain: str, address: str, *, field: str = "address") -> st
     """
     normal = _normalize_or_none(chain, address)
     if normal is None:
+        text = address.strip() if isinstance(address, str) else address
+        problem = _shared.address_problem(chain, text) or "expected printable ASCII"
         raise InvalidAddressError(
-            f"{_safe(address)} is not a valid {chain} address",
+            f"{_safe(address)} is not a valid {chain} address: {problem}",
             chain=chain,
             address=_safe(address),
             field=field,
