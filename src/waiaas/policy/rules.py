@@ -42,11 +42,11 @@ from pydantic import (
     model_validator,
 )
 
+from waiaas.addresses import address_problem
 from waiaas.errors import InvalidInputError
 from waiaas.policy.addresses import (
     EVM,
     SOLANA,
-    _evm_lower,
     _normalize_or_none,
     _printable_ascii,
     _safe,
@@ -226,11 +226,8 @@ def _normalize_rule_address(value: object, chain: str | None) -> str:
             raise ValueError(f"{_safe(value)} is not a valid address")
         return normal
     chains = address_chains(value)
-    if not chains and _evm_lower(value.strip()) is not None:
-        raise ValueError(
-            f"{_safe(value)} has a wrong EIP-55 checksum (write it all lower case or with "
-            "the correct checksum)"
-        )
+    if not chains and value.strip()[:2] in ("0x", "0X"):
+        raise ValueError(f"{_safe(value)}: {address_problem(EVM, value.strip())}")
     if chain is not None and chain not in chains:
         raise ValueError(f"{_safe(value)} is not a valid {chain} address")
     if not chains:
