@@ -147,3 +147,22 @@ def test_wallet_entry_points_accept(wallet: Wallet, address: str) -> None:
         call(address)  # none raises
         assert name
     assert wallet.create_agent("o2", "evm", owner_address=address).owner_address == GOOD
+
+
+def test_solana_wallet_entry_points_refuse_non_canonical(wallet: Wallet) -> None:
+    agent = new_agent(wallet, "solana", funds=10**9)
+    token = wallet.issue_session(agent.id).token
+    bad = "1" * 33  # 33 zero bytes: base58, but not 32 bytes
+    calls: dict[str, tuple[Callable[[], Any], str]] = {
+        "send": (lambda: wallet.send(token, Transfer(to=bad, amount=1)), "address"),
+        "owner": (lambda: wallet.set_owner(agent.id, bad), "owner_address"),
+        "session": (
+            lambda: wallet.issue_session(agent.id, constraints={"allowed_addresses": [bad]}),
+            "constraints.allowed_addresses",
+        ),
+    }
+    for name, (call, field) in calls.items():
+        try:
+            _refused_without_writes(wallet, call, field)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from exc

@@ -68,7 +68,6 @@ from waiaas.errors import (
     ChainError,
     ChainErrorKind,
     InsufficientFundsError,
-    InvalidAddressError,
     InvalidInputError,
     StaleTransactionError,
     TransientChainError,
@@ -334,26 +333,9 @@ class SolanaAdapter:
         return str(self._pubkey(address))
 
     def _pubkey(self, address: object, field_name: str = "address") -> Pubkey:
-        text = address if isinstance(address, str) else repr(address)
-        if not isinstance(address, str) or not 32 <= len(address) <= 44:
-            raise InvalidAddressError(
-                f"{field_name} is not a Solana address (base58, 32 bytes)",
-                chain=CHAIN,
-                address=text[:100],
-                field=field_name,
-            )
-        try:
-            key = Pubkey.from_string(address)
-        except ValueError:
-            key = None
-        if key is None or str(key) != address:
-            raise InvalidAddressError(
-                f"{field_name} is not a Solana address (base58, 32 bytes): {address!r}",
-                chain=CHAIN,
-                address=address,
-                field=field_name,
-            )
-        return key
+        from waiaas.addresses import normalize_solana_address
+
+        return Pubkey.from_string(normalize_solana_address(address, field=field_name))
 
     def generate_secret(self) -> tuple[bytes, str]:
         """Create a new ed25519 key; return ``(32-byte seed, base58 public key)``.
