@@ -16,7 +16,7 @@ from waiaas.config import WalletConfig
 from waiaas.db.tables import AgentRow, PolicyRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import WaiaasError
-from waiaas.pipeline.plans import with_network_fee
+from waiaas.pipeline.plans import unshown_fee
 from waiaas.policy import AgentContext, Decision, PolicySpec, evaluate
 from waiaas.policy.evaluate import applicable
 from waiaas.policy.explain import Explanation
@@ -279,10 +279,9 @@ class PolicyGate:
         calldata: bytes,
         fee: FeeQuote | None,
     ) -> _T:
-        """``judge`` (evaluate or explain) with what :meth:`_inputs` loads, the effects plus
-        the network fee they do not show (a request judged as written pays the whole quote)."""
-        loose_fee = fee.amount if effects is None and fee is not None else 0
-        effects = with_network_fee(effects, fee, agent.public_key)
+        """``judge`` (evaluate or explain) with what :meth:`_inputs` loads and the part of
+        the network fee the effects do not show."""
+        network_fee = unshown_fee(effects, fee)
         i = self._inputs(
             uow, agent, req, now, exclude_tx_id=exclude_tx_id, adapter=adapter, effects=effects
         )
@@ -297,7 +296,7 @@ class PolicyGate:
             decimals=i.decimals,
             effects=effects,
             calldata=calldata,
-            network_fee=loose_fee,
+            network_fee=network_fee,
         )
 
     def refusal_auto_stop_reason(self, uow: UnitOfWork, agent: AgentRow, now: int) -> str | None:

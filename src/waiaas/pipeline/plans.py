@@ -51,7 +51,7 @@ __all__ = [
     "hold_fee",
     "prepare",
     "stored_effects",
-    "with_network_fee",
+    "unshown_fee",
 ]
 
 
@@ -124,24 +124,19 @@ def fee_from_json(data: Any) -> FeeQuote | None:
         return None
 
 
-def with_network_fee(
-    effects: Sequence[Effect] | None, fee: FeeQuote | None, payer: str
-) -> tuple[Effect, ...] | None:
-    """``effects`` plus what the network fee costs beyond the fees they already show.
+def unshown_fee(effects: Sequence[Effect] | None, fee: FeeQuote | None) -> int:
+    """What the network fee ``fee`` costs beyond the fees ``effects`` already show.
 
-    Budgets and session totals count every lamport and wei that leaves the agent, network
-    fees included. The Solana priority fee is decoded from the plan (a :class:`FeeEffect`);
-    the rest of the adapter's quote (the Solana signature fee; on EVM gas limit times
-    ``maxFeePerGas``, a maximum) is added here as one more :class:`FeeEffect` of ``payer``,
-    so policies judge it like any fee. Without effects or a quote, ``effects`` unchanged.
+    Budgets and session totals count every fee the agent pays. A Solana priority fee is
+    decoded from the plan (a :class:`FeeEffect`, chosen by the request, judged like any
+    spending); the rest of the adapter's quote (the Solana signature fee; on EVM gas limit
+    times ``maxFeePerGas``, a maximum) is the chain's price, judged by the rolling windows
+    only (``evaluate(..., network_fee=)``). ``0`` without a quote.
     """
-    if effects is None or fee is None:
-        return None if effects is None else tuple(effects)
-    shown = sum(e.amount for e in effects if isinstance(e, FeeEffect))
-    rest = fee.amount - shown
-    if rest <= 0:
-        return tuple(effects)
-    return (*effects, FeeEffect(payer, rest))
+    if fee is None:
+        return 0
+    shown = sum(e.amount for e in effects or () if isinstance(e, FeeEffect))
+    return max(0, fee.amount - shown)
 
 
 def quote_fee(adapter: ChainAdapter, unsigned: UnsignedTx) -> FeeQuote | None:

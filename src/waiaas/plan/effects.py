@@ -88,13 +88,12 @@ class AccountFunding:
 
 @dataclass(frozen=True)
 class FeeEffect:
-    """A network fee ``payer`` pays, in native base units.
+    """The Solana prioritisation fee the compute-budget instructions set (lamports).
 
-    Decoded from a plan it is the Solana prioritisation fee the compute-budget instructions
-    set (the signature fee, 5,000 lamports per signature, is not in the plan). Before policies
-    judge a built transaction the pipeline adds one more ``FeeEffect`` for the rest of the
-    adapter's fee quote (the Solana signature fee; on EVM gas limit times ``maxFeePerGas``,
-    a maximum), so budgets and session totals count every fee the agent pays.
+    The request chooses it, so it is spending like any other (tiers, per-request caps and
+    budgets). The signature fee (5,000 lamports per signature) is not in the plan: the
+    pipeline passes it, and on EVM the gas limit times ``maxFeePerGas``, to the evaluator
+    as ``network_fee``, which the rolling budgets and session totals count.
     """
 
     payer: str

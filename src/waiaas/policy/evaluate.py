@@ -129,7 +129,6 @@ class _Item:
     # effect-only facts (see _items_from_effects)
     label: str | None = None  # "effects[3]" instead of "requests[3]"
     paid_to_self: bool = False  # rent / fee: value leaves the agent but pays no recipient
-    fee: bool = False  # a network fee: counted by the rolling budgets, not per request
     malformed: bool = False  # a known call encoded non-canonically: refused
     unresolved: bool = False  # a token transfer / approval whose token could not be read
     authority: str | None = None  # AuthorityChange kind
@@ -210,19 +209,11 @@ def _with_fee(spend: dict[str, int], fee: int) -> dict[str, int]:
     return spend
 
 
-def _fees(items: Sequence[_Item]) -> int:
-    """The network fees among the items (native base units)."""
-    return sum(item.amount for item in items if item.fee)
-
-
-def _spend(items: Sequence[_Item], *, fees: bool = True) -> dict[str, int]:
-    """Per asset, what the items take out of the wallet (network fees left out unless
-    ``fees``). An approval counts its full allowance against its token when it is granted
-    (the spender may take it all at once)."""
+def _spend(items: Sequence[_Item]) -> dict[str, int]:
+    """Per asset, what the items take out of the wallet. An approval counts its full
+    allowance against its token when it is granted (the spender may take it all at once)."""
     spend: dict[str, int] = {}
     for item in items:
-        if item.fee and not fees:
-            continue
         if item.kind == TxType.TRANSFER:
             spend[NATIVE] = spend.get(NATIVE, 0) + item.amount
         elif item.kind in (TxType.TOKEN_TRANSFER, TxType.APPROVE) and item.token:
@@ -292,9 +283,7 @@ def _items_from_effects(
                 )
             )
         elif isinstance(e, fx.FeeEffect):
-            items.append(
-                _Item(n, TxType.TRANSFER, amount=e.amount, label=label, paid_to_self=True, fee=True)
-            )
+            items.append(_Item(n, TxType.TRANSFER, amount=e.amount, label=label, paid_to_self=True))
         elif isinstance(e, fx.TokenTransfer):
             owner = _norm(chain, e.destination_owner)
             account = _norm(chain, e.destination_account)
@@ -1141,9 +1130,12 @@ def evaluate(
             runs without a chain).
         calldata: the EVM calldata of that plan: addresses in its ABI words are parties
             too (a forwarding contract's real recipient meets the blacklist).
-        network_fee: for a request judged as written (no ``effects``), the native network
-            fee it would pay: the rolling budgets, velocity tiers and session totals count
-            it (with ``effects`` the fees are among them, as ``FeeEffect`` items).
+        network_fee: the native network fee the chain charges beyond what the request or its
+            effects set themselves (the Solana signature fee; on EVM gas limit times
+            ``maxFeePerGas``). The agent does not choose it: the rolling budgets, velocity
+            tiers and session totals count it, one request's tier and caps do not. A fee the
+            request sets itself (a Solana priority fee, a ``FeeEffect``) is spending like any
+            other and counts everywhere.
 
     Returns:
         A :class:`~waiaas.policy.Decision`.
@@ -1192,10 +1184,10 @@ def evaluate(
         config=cfg,
         prices=price_map,
         items=tuple(items),
-        spend=_spend(items, fees=False),
+        spend=_spend(items),
         token_decimals=token_info,
         rules=tuple(rules),
-        fees=_fees(items) + (network_fee if effects is None else 0),
+        fees=network_fee,
     )
 
     covered: set[str] = set()
@@ -1261,7 +1253,7 @@ def evaluate(
         auto_stop=auto_stop,
         delay_seconds=max(delays) if delays else cfg.delay_seconds,
         approval_timeout=min(timeouts) if timeouts else cfg.approval_timeout,
-        spend=_with_fee(_spend(env.items), env.fees - _fees(env.items)),
+        spend=_with_fee(_spend(env.items), env.fees),
         fees=env.fees,
     )
 

@@ -253,9 +253,7 @@ def explain(
     price_map = _prices(prices)
 
     # An amount probe pays the same network fee as the request (budgets count it).
-    from waiaas.plan.effects import FeeEffect
-
-    fee = network_fee + sum(e.amount for e in effects or () if isinstance(e, FeeEffect))
+    fee = network_fee
 
     def decide(r: RequestModel, at: int, **judged_on: Any) -> Decision:
         return evaluate(

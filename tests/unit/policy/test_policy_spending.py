@@ -20,6 +20,7 @@ from policy_helpers import (
 )
 
 from waiaas.config import TierThresholds, WalletConfig
+from waiaas.errors import InvalidInputError
 from waiaas.policy import AgentContext, AssetPrice, Decision, UsageRow
 from waiaas.types import Batch, ContractCall, Tier, TokenTransfer, Transfer
 
@@ -439,3 +440,59 @@ def test_approval_without_owner(decide: Decide) -> None:
     )
     assert d.allowed and d.tier is Tier.DELAY
     assert decide(Transfer(to=SOL_A, amount=1), agent, [p]).allowed
+
+
+# --------------------------------------------------------------------------- fees
+
+
+def _with_fee_effects(fee: int) -> list[object]:
+    from waiaas.plan.effects import FeeEffect, NativeTransfer
+
+    return [NativeTransfer(SOL_OWNER_SENDER, SOL_B, 100), FeeEffect(SOL_OWNER_SENDER, fee)]
+
+
+SOL_OWNER_SENDER = SOL_A
+# velocity bounds far above these figures, so only the per-request tier is seen
+ROOMY_DAY = {
+    "daily_instant_max": "100000",
+    "daily_notify_max": "200000",
+    "daily_delay_max": "300000",
+}
+
+
+def test_a_fee_the_request_sets_is_spending_like_any_other(
+    decide: Decide, sol_agent: AgentContext
+) -> None:
+    """A priority fee decoded from the plan is chosen by the request: it counts against the
+    per-transaction cap and the tier, so a huge fee cannot slip past them."""
+    specs = [spec("SPENDING_LIMIT", {"per_transaction": "1000", **LIMIT, **ROOMY_DAY})]
+    request = Transfer(to=SOL_B, amount=100)
+    ok = decide(request, sol_agent, specs, effects=_with_fee_effects(0))
+    assert ok.allowed and ok.tier == Tier.INSTANT
+    burned = decide(request, sol_agent, specs, effects=_with_fee_effects(5_000))
+    assert not burned.allowed
+    assert burned.deny_reasons[0].figures["window"] == "transaction"
+    tier = decide(request, sol_agent, specs, effects=_with_fee_effects(50))
+    assert tier.tier == Tier.NOTIFY  # 100 + 50 is over instant_max
+
+
+def test_the_chains_network_fee_counts_in_the_windows_only(
+    decide: Decide, sol_agent: AgentContext
+) -> None:
+    """``network_fee`` (the chain's price, not the request's choice) leaves one request's
+    tier and per-transaction cap alone and counts in the rolling budget and the spend."""
+    specs = [
+        spec(
+            "SPENDING_LIMIT",
+            {"per_transaction": "100", "daily_total": "5099", **LIMIT, **ROOMY_DAY},
+        )
+    ]
+    request = Transfer(to=SOL_B, amount=100)
+    within = decide(request, sol_agent, specs, network_fee=4_999)
+    assert within.allowed and within.tier == Tier.INSTANT
+    assert within.spend == {"native": 5_099} and within.fees == 4_999
+    over = decide(request, sol_agent, specs, network_fee=5_000)
+    assert not over.allowed
+    assert over.deny_reasons[0].figures["window"] == "24h"
+    with pytest.raises(InvalidInputError):
+        decide(request, sol_agent, specs, network_fee=-1)
