@@ -17,7 +17,7 @@ from waiaas.background import BackgroundRunner
 from waiaas.chains.base import ChainAdapter
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
-from waiaas.db import Database
+from waiaas.db import POSTGRESQL, Database, parse_target
 from waiaas.errors import (
     InvalidInputError,
     KeystoreMismatchError,
@@ -76,7 +76,12 @@ def _new_keystore_at(path: object, keystore_dir: str | None) -> bool:
     if not isinstance(path, str | os.PathLike):
         return False
     try:
-        return not Keystore.exists(Path(keystore_dir or f"{Path(path)}.keystore"))
+        if keystore_dir is None:
+            target = parse_target(path)
+            if target.path is None:
+                return False
+            keystore_dir = f"{target.path}.keystore"
+        return not Keystore.exists(Path(keystore_dir))
     except (OSError, ValueError):
         return False
 
@@ -105,13 +110,22 @@ def build_wallet(
         price_oracle=price_oracle,
         hooks=hooks,
     )
+    target = parse_target(path)
+    if target.dialect == POSTGRESQL and config.keystore_dir is None:
+        # TODO(dbkeystore): the database keystore backend becomes the default on PostgreSQL.
+        raise InvalidInputError(
+            "a PostgreSQL wallet needs WalletConfig.keystore_dir (the directory of its key "
+            "files) until the database keystore backend is available",
+            field="keystore_dir",
+        )
     if password is not None and _new_keystore_at(path, config.keystore_dir):
         # A new wallet: refuse a weak password before any file is created.
         check_password_strength(password, config.min_password_length)
-    db = Database.open(path)
+    db = Database.open(path, pool_size=config.pool_size)
     try:
         keystore_dir = Path(config.keystore_dir or f"{db.path}.keystore")
-        secret = resolve_password(password, keyring_user=str(db.path))
+        # The keyring entry is per database: its path, or its redacted URL on PostgreSQL.
+        secret = resolve_password(password, keyring_user=db.location)
         keystore = _open_keystore(db, keystore_dir, secret, options)
         del secret
         return _compose(db, keystore, options)

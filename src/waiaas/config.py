@@ -122,6 +122,9 @@ class WalletConfig(BaseModel):
             be a run like ``abcdef...`` or ``qwerty...``. ``0`` turns the check off (tests).
         keystore_dir: where key files live (default: ``<db file>.keystore`` beside the DB).
         checkpoint_interval: seconds between background WAL checkpoints.
+        pool_size: database connections kept open per wallet (the pool may open as many
+            again under load); at least 1. On PostgreSQL every process's pool counts against
+            the server's ``max_connections``.
         max_retries: transient chain failures retried this many times (backoff 1, 2, 4 s...).
         retry_base_delay: first backoff delay, seconds.
         confirm_timeout: seconds to wait for confirmation inline before leaving it to
@@ -171,6 +174,7 @@ class WalletConfig(BaseModel):
     min_password_length: int = Field(default=12, ge=0, le=1024)
     keystore_dir: str | None = None
     checkpoint_interval: float = Field(default=300.0, gt=0)
+    pool_size: int = Field(default=8, ge=1, le=1024)
     max_retries: int = Field(default=3, ge=0, le=10)
     retry_base_delay: float = Field(default=1.0, ge=0)
     confirm_timeout: float = Field(default=30.0, ge=0)

@@ -18,6 +18,9 @@ component and chained with ``raise ... from exc``.
     │   └── KillSwitchActiveError      the kill switch is on; nothing moves
     ├── StorageError                   the database file cannot be used (.operation, .path)
     │   ├── DatabaseOpenError          missing directory, permissions, ...
+    │   │   ├── DatabaseUnreachableError   the PostgreSQL server cannot be reached
+    │   │   ├── DatabaseAuthError          the PostgreSQL server refused the credentials
+    │   │   └── DatabaseMissingError       the PostgreSQL database does not exist
     │   ├── NotADatabaseError          the file is not SQLite
     │   ├── SchemaTooNewError          written by a newer waiaas (.found, .known)
     │   ├── MigrationError             a migration failed; the file was left as it was
@@ -69,10 +72,13 @@ __all__ = [
     "ChainError",
     "ChainErrorKind",
     "ConstraintViolationError",
+    "DatabaseAuthError",
     "DatabaseCorruptError",
     "DatabaseLockedError",
+    "DatabaseMissingError",
     "DatabaseOpenError",
     "DatabaseReadOnlyError",
+    "DatabaseUnreachableError",
     "DiskFullError",
     "ExecutionRevertedError",
     "InsufficientFundsError",
@@ -279,6 +285,30 @@ class DatabaseOpenError(StorageError):
 
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message, path=path)
+
+
+class DatabaseUnreachableError(DatabaseOpenError):
+    """The PostgreSQL server cannot be reached (refused, unknown host, timed out, or the
+    connection was closed before it was established).
+
+    ``path`` is the URL with its password replaced by ``***``.
+    """
+
+    code = "DATABASE_UNREACHABLE"
+
+
+class DatabaseAuthError(DatabaseOpenError):
+    """The PostgreSQL server refused the user or password in the URL (or ``pg_hba.conf``
+    has no entry for this client). The password never appears in the message."""
+
+    code = "DATABASE_AUTH_FAILED"
+
+
+class DatabaseMissingError(DatabaseOpenError):
+    """The PostgreSQL database named in the URL does not exist (waiaas creates tables, not
+    databases: ``CREATE DATABASE`` it first)."""
+
+    code = "DATABASE_MISSING"
 
 
 class NotADatabaseError(StorageError):

@@ -243,12 +243,25 @@ class Wallet:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
+        if self._db.path is None:
+            return f"Wallet(url={self._db.location!r}, {state})"
         return f"Wallet(path={str(self._db.path)!r}, {state})"
 
     @property
-    def path(self) -> Path:
-        """The database file."""
+    def path(self) -> Path | None:
+        """The database file; ``None`` for a wallet on PostgreSQL (see :attr:`location`)."""
         return self._db.path
+
+    @property
+    def location(self) -> str:
+        """Where the database is, for display: the file path, or the PostgreSQL URL with its
+        password replaced by ``***``.
+
+        Example::
+
+            print(wallet.location)  # postgresql+psycopg://waiaas:***@db.internal/waiaas
+        """
+        return self._db.location
 
     @property
     def config(self) -> WalletConfig:
@@ -1196,6 +1209,6 @@ class Wallet:
 
             wallet.unlock(password)
         """
-        secret = resolve_password(password, keyring_user=str(self._db.path))
+        secret = resolve_password(password, keyring_user=self._db.location)
         self._keystore.unlock(secret)
         self._audit(AuditEvent.KEYSTORE_UNLOCKED, actor="owner")

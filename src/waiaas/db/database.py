@@ -1,4 +1,10 @@
-"""The database handle: open (validate, migrate), units of work, WAL checkpoints, backups."""
+"""The database handle: open (validate, migrate), units of work, WAL checkpoints, backups.
+
+One class for both dialects: an SQLite file (the default) or a PostgreSQL server
+(``postgresql+psycopg://`` URL). On PostgreSQL the SQLite-only operations degrade as the
+design says: :meth:`Database.checkpoint` is a no-op, :meth:`Database.backup` points to
+``pg_dump``, the integrity PRAGMAs are skipped and no background checkpointer runs.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from waiaas._validate import shown
 from waiaas.db import migrate
-from waiaas.db.engine import check_path, connect_reader, make_engine
+from waiaas.db.engine import (
+    POSTGRESQL,
+    Target,
+    adapt_sql,
+    check_path,
+    connect_reader,
+    make_engine,
+    make_pg_engine,
+    parse_target,
+    pg_connect_args,
+)
 from waiaas.db.faults import translate
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import (
@@ -116,17 +132,34 @@ class Database:
         db.close()
     """
 
-    def __init__(self, path: Path, engine: Engine) -> None:
-        self.path = path
+    def __init__(self, path: Path | None, engine: Engine, *, location: str | None = None) -> None:
+        self.path: Path | None = path
         self.engine = engine
+        self.dialect: str = engine.dialect.name
+        """``"sqlite"`` or ``"postgresql"``."""
+        self.location: str = location if location is not None else str(path)
+        """Where the database is, for display: the file path, or the PostgreSQL URL with its
+        password replaced by ``***`` (never the password)."""
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
-        self._readers: list[sqlite3.Connection] = []  # idle connections for fetch_one
+        self._readers: list[Any] = []  # idle plain connections for fetch_one
         self.integrity: Any = None  # waiaas.integrity.Integrity, set once the keystore is open
 
     def __repr__(self) -> str:
+        if self.path is None:
+            return f"Database(url={self.location!r})"
         return f"Database(path={str(self.path)!r})"
+
+    @property
+    def is_postgresql(self) -> bool:
+        """Whether this database lives on a PostgreSQL server."""
+        return self.dialect == POSTGRESQL
+
+    def sql(self, statement: str) -> str:
+        """``statement`` (``?`` placeholders) for this database's driver (see
+        :func:`waiaas.db.adapt_sql`)."""
+        return adapt_sql(statement, self.dialect)
 
     # ------------------------------------------------------------------ open
 
@@ -136,11 +169,32 @@ class Database:
         path: str | os.PathLike[str],
         *,
         script_location: Path | None = None,
+        pool_size: int = 8,
     ) -> Database:
-        """Open ``path``, creating the schema for a new file and upgrading an older one.
+        """Open ``path``, creating the schema for a new database and upgrading an older one.
+
+        Args:
+            path: an SQLite file path (or ``sqlite:///relative.db`` /
+                ``sqlite:////abs/path.db``), or a PostgreSQL URL
+                ``postgresql+psycopg://user:password@host:port/dbname`` (``postgresql://`` is
+                taken as psycopg 3 too). The PostgreSQL schema is the first of the
+                connection's ``search_path``: choose it with
+                ``?options=-csearch_path%3Dname``.
+            script_location: another migrations directory (tests).
+            pool_size: connections kept open in the pool.
+
+        Example::
+
+            db = Database.open("postgresql+psycopg://waiaas:secret@db.internal/waiaas")
+            db.dialect  # "postgresql"
+            db.location  # "postgresql+psycopg://waiaas:***@db.internal/waiaas"
 
         Raises:
-            InvalidInputError: ``path`` is not a path (NUL, a name too long, not text).
+            InvalidInputError: ``path`` is not a path (NUL, a name too long, not text), or a
+                malformed or unsupported URL.
+            DatabaseUnreachableError: the PostgreSQL server cannot be reached.
+            DatabaseAuthError: the PostgreSQL server refused the credentials.
+            DatabaseMissingError: the PostgreSQL database does not exist.
             DatabaseOpenError: the directory is missing, the path is a directory or not a
                 regular file (a FIFO is refused without blocking).
             DatabaseReadOnlyError: the file or its directory cannot be written.
@@ -156,14 +210,17 @@ class Database:
             or not str(path).strip()
         ):
             raise InvalidInputError("path must be a non-empty file path", field="path")
-        try:
-            p = Path(path).expanduser().absolute()
-        except (TypeError, ValueError, OSError, RuntimeError) as exc:
-            raise InvalidInputError(f"path is not usable: {exc}", field="path") from None
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise InvalidInputError("pool_size must be an integer >= 1", field="pool_size")
+        target = parse_target(path)
+        if target.dialect == POSTGRESQL:
+            return cls._open_pg(target, script_location=script_location, pool_size=pool_size)
+        assert target.path is not None
+        p = target.path
         existed = check_path(p)
         if not existed:
             _create_private(p)
-        engine = make_engine(p)
+        engine = make_engine(p, pool_size=pool_size)
         try:
             migrate.upgrade(engine, str(p), script_location=script_location)
             if existed:
@@ -181,15 +238,50 @@ class Database:
             raise translate(exc, operation="open", path=str(p)) from exc
         return cls(p, engine)
 
+    @classmethod
+    def _open_pg(cls, target: Target, *, script_location: Path | None, pool_size: int) -> Database:
+        assert target.url is not None
+        location = target.location
+        engine = make_pg_engine(target.url, pool_size=pool_size)
+        try:
+            migrate.upgrade(engine, location, script_location=script_location)
+        except StorageError:
+            engine.dispose()
+            raise
+        except Exception as exc:
+            engine.dispose()
+            raise translate(exc, operation="open", path=location) from exc
+        return cls(None, engine, location=location)
+
     # ------------------------------------------------------------------ units of work
 
-    def write(self) -> UnitOfWork:
-        """A write unit of work: ``BEGIN IMMEDIATE`` (the write lock is taken up front)."""
+    def write(self, agent_id: str | None = None) -> UnitOfWork:
+        """A write unit of work; its locks are taken up front.
+
+        SQLite: ``BEGIN IMMEDIATE`` (one writer at a time; ``agent_id`` is ignored).
+        PostgreSQL: READ COMMITTED and advisory transaction locks taken as the first
+        statements: with ``agent_id``, the global lock shared and the agent's exclusive (units
+        of work of different agents run in parallel, one agent's are serialised); without
+        it, the global lock exclusive (serialised with every other write).
+
+        Args:
+            agent_id: the one agent whose state this unit of work changes. Pass it only when
+                nothing else but that agent's rows (and audit rows, which take their own lock)
+                is read to decide and written.
+        """
         self._check_open()
-        return UnitOfWork(self.engine, "write", integrity=self.integrity)
+        if agent_id is not None and (not isinstance(agent_id, str) or not agent_id):
+            raise InvalidInputError("agent_id must be a non-empty string", field="agent_id")
+        return UnitOfWork(
+            self.engine,
+            "write",
+            integrity=self.integrity,
+            agent_id=agent_id if self.dialect == POSTGRESQL else None,
+        )
 
     def read(self) -> UnitOfWork:
-        """A read unit of work (``BEGIN DEFERRED``; a consistent snapshot in WAL mode)."""
+        """A read unit of work: one consistent snapshot (``BEGIN DEFERRED`` in WAL mode on
+        SQLite, ``REPEATABLE READ, READ ONLY`` on PostgreSQL)."""
         self._check_open()
         return UnitOfWork(self.engine, "read", integrity=self.integrity)
 
@@ -207,6 +299,9 @@ class Database:
                 of work; a write statement is refused by ``query_only``).
         """
         self._check_open()
+        if self.dialect == POSTGRESQL:
+            return self._fetch_one_pg(sql, params)
+        assert self.path is not None
         try:
             conn = self._readers.pop()
         except IndexError:
@@ -227,6 +322,49 @@ class Database:
             self._readers.append(conn)
         return row
 
+    def _fetch_one_pg(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        """:meth:`fetch_one` on PostgreSQL: a plain psycopg connection in autocommit mode
+        with ``default_transaction_read_only`` on (each statement is a read-only
+        transaction of its own: the newest committed state; writes are refused)."""
+        import psycopg
+
+        try:
+            conn = self._readers.pop()
+        except IndexError:
+            try:
+                conn = self._connect_pg_reader()
+            except (psycopg.Error, OSError) as exc:
+                raise translate(exc, operation="connect", path=self.location) from exc
+        try:
+            statement = adapt_sql(sql, POSTGRESQL)
+            row: tuple[Any, ...] | None = conn.execute(statement, params).fetchone()
+        except psycopg.Error as exc:
+            conn.close()
+            raise translate(exc, operation="read", path=self.location, statement=sql) from exc
+        if self._closed or len(self._readers) >= MAX_IDLE_READERS:
+            conn.close()
+        else:
+            self._readers.append(conn)
+        return row
+
+    def _connect_pg_reader(self) -> Any:
+        import psycopg
+
+        from waiaas.db.engine import PG_LOCK_TIMEOUT_MS
+
+        cargs, cparams = pg_connect_args(self.engine)
+        conn = psycopg.connect(*cargs, **cparams, autocommit=True)
+        try:
+            conn.execute(
+                "SELECT set_config('default_transaction_read_only', 'on', false), "
+                "set_config('lock_timeout', %s, false)",
+                (f"{PG_LOCK_TIMEOUT_MS}ms",),
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _close_readers(self) -> None:
         while True:
             try:
@@ -235,7 +373,7 @@ class Database:
                 return
             try:
                 conn.close()
-            except sqlite3.Error as exc:  # pragma: no cover - closing a plain reader
+            except Exception as exc:  # pragma: no cover - closing a plain reader
                 log.warning("closing a reader connection failed: %s", exc)
 
     # ------------------------------------------------------------------ operations
@@ -245,6 +383,8 @@ class Database:
         self._check_open()
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
             raise InvalidInputError(f"unknown checkpoint mode {shown(mode)}", field="mode")
+        if self.dialect == POSTGRESQL:
+            return CheckpointResult((0, 0, 0))  # the server manages its own WAL
         try:
             with self.engine.connect() as conn:
                 raw = conn.connection.driver_connection
@@ -263,14 +403,24 @@ class Database:
 
         Raises:
             DatabaseOpenError: the directory does not exist.
-            StorageError: the target exists or SQLite refused.
+            StorageError: the target exists or SQLite refused; always on PostgreSQL, whose
+                backups are the operator's ``pg_dump`` (see the operations guide).
         """
         self._check_open()
+        if self.dialect == POSTGRESQL:
+            raise StorageError(
+                "waiaas does not back up a PostgreSQL database itself: use pg_dump "
+                "(e.g. pg_dump --format=custom --schema=<schema> <database>) together with "
+                "a copy of the keystore; see the operations guide",
+                operation="backup",
+                path=self.location,
+            )
         if directory is not None and (
             isinstance(directory, bool) or not isinstance(directory, str | os.PathLike)
         ):
             raise InvalidInputError("directory must be a path", field="directory")
         try:
+            assert self.path is not None
             target_dir = Path(directory) if directory is not None else self.path.parent
             text = str(target_dir)
             if "\x00" in text:
@@ -288,6 +438,7 @@ class Database:
                 f"backup directory {str(target_dir)!r} does not exist", path=str(target_dir)
             )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        assert self.path is not None
         target = target_dir / f"{self.path.stem}-{stamp}.db"
         if target.exists():
             raise StorageError(f"backup target {str(target)!r} already exists")
@@ -319,8 +470,8 @@ class Database:
         self._check_open()
         if interval <= 0:
             raise InvalidInputError("interval must be positive", field="interval")
-        if self._checkpointer is not None:
-            return
+        if self._checkpointer is not None or self.dialect == POSTGRESQL:
+            return  # nothing to checkpoint on PostgreSQL
         self._stop.clear()
 
         def run() -> None:
@@ -374,7 +525,7 @@ class Database:
             self._close_readers()
             try:
                 self.engine.dispose()
-            except (SQLAlchemyError, sqlite3.Error, StorageError) as exc:  # pragma: no cover
+            except Exception as exc:  # pragma: no cover
                 log.warning("closing the database connections failed: %s", exc)
 
     @property
@@ -385,10 +536,15 @@ class Database:
     def integrity_check(self) -> list[str]:
         """Run ``PRAGMA integrity_check``; return its findings (``[]`` when the file is ok).
 
+        Always ``[]`` on PostgreSQL: the server checks its own pages (``data_checksums``,
+        ``amcheck``); waiaas has no file to inspect.
+
         Raises:
             StorageError: the check itself could not run.
         """
         self._check_open()
+        if self.dialect == POSTGRESQL:
+            return []
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql("PRAGMA integrity_check").fetchall()
         found = [str(r[0]) for r in rows]

@@ -9,13 +9,17 @@ completely) and write units of work take the lock up front with ``BEGIN IMMEDIAT
 from __future__ import annotations
 
 import errno
+import functools
+import hashlib
 import os
+import re
 import sqlite3
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine.interfaces import ReflectedForeignKeyConstraint
@@ -29,7 +33,23 @@ from waiaas.errors import (
     NotADatabaseError,
 )
 
-__all__ = ["BEGIN_OPTION", "PRAGMAS", "check_path", "connect_reader", "make_engine"]
+__all__ = [
+    "AGENT_OPTION",
+    "BEGIN_OPTION",
+    "POSTGRESQL",
+    "PRAGMAS",
+    "SQLITE",
+    "Target",
+    "adapt_sql",
+    "check_path",
+    "connect_reader",
+    "lock_key",
+    "make_engine",
+    "make_pg_engine",
+    "parse_target",
+    "pg_begin_sql",
+    "redact",
+]
 
 # CORE-02 §1.2, in this order.
 PRAGMAS: tuple[tuple[str, str], ...] = (
@@ -254,3 +274,284 @@ def make_engine(path: Path, *, pool_size: int = 8) -> Engine:
     event.listen(engine, "begin", _on_begin)
     faults.install(engine, target)
     return engine
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+#: ``BEGIN_OPTION`` values understood on PostgreSQL (besides SQLite's DEFERRED/IMMEDIATE,
+#: which mean a plain BEGIN and a global write lock there).
+PG_READ = "READ"
+PG_AGENT = "AGENT"
+PG_MIGRATE = "MIGRATE"
+AGENT_OPTION = "waiaas_agent"
+"""Connection execution option naming the agent a PostgreSQL write unit of work locks."""
+
+#: How long one PostgreSQL lock wait may last before it fails with ``55P03`` (translated to
+#: :class:`DatabaseLockedError`; units of work retry until their own deadline), like
+#: SQLite's ``busy_timeout``.
+PG_LOCK_TIMEOUT_MS = 5000
+#: The migration lock waits this long: another host may be applying a long migration.
+PG_MIGRATE_LOCK_TIMEOUT_MS = 600_000
+
+_LOCK_NAMESPACE = "waiaas/v1"
+_SCOPE = "waiaas_scope"  # connection-record info key: (current_database(), current_schema())
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a database lives: an SQLite file or a PostgreSQL URL (see :func:`parse_target`).
+
+    Attributes:
+        dialect: ``"sqlite"`` or ``"postgresql"``.
+        path: the SQLite file (absolute); ``None`` on PostgreSQL.
+        url: the PostgreSQL URL (``postgresql+psycopg``); ``None`` on SQLite.
+        location: a display string: the path, or the URL with any password as ``***``.
+    """
+
+    dialect: str
+    path: Path | None
+    url: URL | None
+    location: str
+
+
+_PG_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+_SQLITE_SCHEMES = ("sqlite:///", "sqlite+pysqlite:///")
+
+
+def is_url(target: object) -> bool:
+    """Whether ``target`` is a database URL (``postgresql://``, ``sqlite:///``...)."""
+    if not isinstance(target, str):
+        return False
+    head = target.lstrip().lower()
+    return head.startswith(_PG_SCHEMES + _SQLITE_SCHEMES) or head.startswith(
+        ("postgresql+", "sqlite:", "sqlite+")
+    )
+
+
+def redact(url: URL) -> str:
+    """``url`` as text with its password (and any ``*password*`` query parameter) as ``***``."""
+    query = {k: ("***" if "password" in k.lower() else v) for k, v in url.query.items()}
+    return url.set(query=query).render_as_string(hide_password=True)
+
+
+def parse_target(target: str | os.PathLike[str]) -> Target:
+    """Classify what ``Database.open`` was given.
+
+    * ``postgresql://…`` or ``postgresql+psycopg://…`` (also ``postgres://``): PostgreSQL
+      through psycopg 3 (the plain forms are rewritten to ``+psycopg``);
+    * ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's convention:
+      what follows ``sqlite:///`` is the path);
+    * anything else: a file path, as always.
+
+    Raises:
+        InvalidInputError: the URL is malformed, names another driver (psycopg2, asyncpg...)
+            or an in-memory SQLite database. The message never contains the URL's password.
+    """
+    if isinstance(target, bool) or not isinstance(target, str | os.PathLike):
+        raise InvalidInputError("path must be a file path or a database URL", field="path")
+    text = os.fspath(target)
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError("path must be a non-empty file path or URL", field="path")
+    if not is_url(text):
+        return Target(SQLITE, _absolute(text), None, "")
+    lowered = text.lstrip().lower()
+    if lowered.startswith(("sqlite:", "sqlite+")):
+        for scheme in _SQLITE_SCHEMES:
+            if lowered.startswith(scheme):
+                rest = text.lstrip()[len(scheme) :]
+                if not rest or rest == ":memory:":
+                    break
+                return Target(SQLITE, _absolute(rest), None, "")
+        raise InvalidInputError(
+            "an sqlite URL must name a file: sqlite:///relative.db or sqlite:////abs/path.db "
+            "(in-memory databases are not supported)",
+            field="path",
+        )
+    return _pg_target(text.strip())
+
+
+def _absolute(text: str) -> Path:
+    if "\x00" in text:
+        raise InvalidInputError("path must not contain a NUL character", field="path")
+    try:
+        return Path(text).expanduser().absolute()
+    except (TypeError, ValueError, OSError, RuntimeError) as exc:
+        raise InvalidInputError(f"path is not usable: {type(exc).__name__}", field="path") from None
+
+
+def _pg_target(text: str) -> Target:
+    try:
+        url = make_url(text)
+    except Exception:  # ArgumentError, ValueError (bad port): the text may hold a password
+        raise InvalidInputError(
+            "the PostgreSQL URL is malformed; expected "
+            "postgresql+psycopg://user:password@host:port/database",
+            field="path",
+        ) from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername != "postgresql+psycopg":
+        raise InvalidInputError(
+            f"unsupported PostgreSQL driver {url.drivername!r}: waiaas uses psycopg 3 "
+            "(postgresql+psycopg://...)",
+            field="path",
+        )
+    try:
+        _ = url.port  # parsed lazily by some SQLAlchemy versions
+        if url.port is not None and not 0 < int(url.port) < 65536:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InvalidInputError("the PostgreSQL URL has an invalid port", field="path") from None
+    return Target(POSTGRESQL, None, url, redact(url))
+
+
+def lock_key(database: str, schema: str, name: str) -> int:
+    """The 64-bit advisory-lock key of ``name`` in one database and schema.
+
+    A hash of (namespace, database, schema, name), so two wallets in two schemas (or two
+    databases of one server) never contend for a lock.
+    """
+    digest = hashlib.blake2b(
+        "\x00".join((_LOCK_NAMESPACE, database, schema, name)).encode("utf-8"), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def scope_of(conn: Any) -> tuple[str, str]:
+    """``(current_database(), current_schema())`` of a pooled PostgreSQL connection."""
+    info = conn.connection.info if hasattr(conn, "connection") else conn.info
+    scope = info.get(_SCOPE)
+    assert scope is not None, "not a waiaas PostgreSQL connection"
+    return cast(tuple[str, str], scope)
+
+
+def _pg_on_connect(dbapi_conn: Any, record: Any) -> None:
+    # waiaas emits BEGIN itself (as on SQLite): each unit of work names its isolation and
+    # takes its advisory locks as the first statements of its transaction.
+    dbapi_conn.autocommit = True
+    row = dbapi_conn.execute(
+        "SELECT current_database(), current_schema(), set_config('lock_timeout', %s, false)",
+        (f"{PG_LOCK_TIMEOUT_MS}ms",),
+    ).fetchone()
+    if row is None or row[1] is None:
+        raise DatabaseOpenError(
+            "no schema of the connection's search_path exists; create it first "
+            "(CREATE SCHEMA ...) or fix options=-csearch_path in the URL",
+            path="",
+        )
+    record.info[_SCOPE] = (str(row[0]), str(row[1]))
+
+
+def pg_begin_sql(mode: str, scope: tuple[str, str], agent_id: str | None = None) -> str:
+    """The BEGIN statement (and advisory locks) a PostgreSQL unit of work starts with.
+
+    * ``READ``: ``BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`` (one snapshot);
+    * ``IMMEDIATE`` (a global write): READ COMMITTED and the GLOBAL lock, exclusive;
+    * ``AGENT``: READ COMMITTED, GLOBAL shared, then the agent's lock, exclusive;
+    * ``MIGRATE``: the migration lock (with a long lock timeout);
+    * ``DEFERRED``: a plain ``BEGIN``.
+    """
+    db, schema = scope
+    if mode == PG_READ:
+        return "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+    if mode == "DEFERRED":
+        return "BEGIN"
+    if mode in ("IMMEDIATE", "EXCLUSIVE"):
+        return f"BEGIN; SELECT pg_advisory_xact_lock({lock_key(db, schema, 'global')})"
+    if mode == PG_AGENT:
+        if agent_id is None:
+            raise ValueError("an AGENT unit of work needs an agent id")
+        return (
+            f"BEGIN; SELECT pg_advisory_xact_lock_shared({lock_key(db, schema, 'global')}), "
+            f"pg_advisory_xact_lock({lock_key(db, schema, 'agent:' + agent_id)})"
+        )
+    if mode == PG_MIGRATE:
+        return (
+            f"BEGIN; SET LOCAL lock_timeout = '{PG_MIGRATE_LOCK_TIMEOUT_MS}ms'; "
+            f"SELECT pg_advisory_xact_lock({lock_key(db, schema, 'migrate')}); "
+            f"SET LOCAL lock_timeout = '{PG_LOCK_TIMEOUT_MS}ms'"
+        )
+    raise ValueError(f"unknown BEGIN mode {mode!r}")
+
+
+def _pg_on_begin(conn: Any) -> None:
+    options = conn.get_execution_options()
+    mode = options.get(BEGIN_OPTION, "DEFERRED")
+    sql = pg_begin_sql(mode, scope_of(conn), options.get(AGENT_OPTION))
+    raw = conn.connection.driver_connection
+    try:
+        raw.execute(sql, prepare=False)
+    except Exception as exc:
+        raise faults.translate(
+            exc, operation="begin", path=conn.engine.url.render_as_string(hide_password=True)
+        ) from exc
+
+
+def make_pg_engine(url: URL, *, pool_size: int = 8) -> Engine:
+    """Create the SQLAlchemy engine for a PostgreSQL URL (psycopg 3, QueuePool).
+
+    Every pooled connection is in autocommit mode with ``lock_timeout`` set; units of work
+    emit ``BEGIN`` themselves (see :func:`pg_begin_sql`).
+    """
+    engine = create_engine(
+        url,
+        poolclass=QueuePool,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=60,
+    )
+    event.listen(engine, "connect", _pg_on_connect)
+    event.listen(engine, "begin", _pg_on_begin)
+    faults.install(engine, redact(url))
+    return engine
+
+
+def pg_connect_args(engine: Engine) -> tuple[list[Any], dict[str, Any]]:
+    """The ``psycopg.connect`` arguments of a PostgreSQL engine (for plain readers)."""
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    return list(cargs), dict(cparams)
+
+
+_INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)
+def _qmark_to_format(sql: str) -> str:
+    sql = _INDEXED_BY.sub("", sql)  # SQLite's planner hint; PostgreSQL has none
+    out: list[str] = []
+    quote: str | None = None
+    for ch in sql:
+        if quote is not None:
+            out.append("%%" if ch == "%" else ch)
+            if ch == quote:
+                quote = None
+            continue
+        if ch in ("'", '"'):
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            out.append("%s")
+        elif ch == "%":
+            out.append("%%")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def adapt_sql(sql: str, dialect: str) -> str:
+    """A raw DB-API statement written with ``?`` placeholders, for ``dialect``.
+
+    SQLite takes it unchanged; on PostgreSQL (psycopg's ``format`` paramstyle) every ``?``
+    outside a quoted literal or identifier becomes ``%s``, a literal ``%`` is doubled and
+    SQLite's ``INDEXED BY`` planner hints are dropped.
+
+    Example::
+
+        raw.execute(adapt_sql("SELECT id FROM agents WHERE id = ?", db.dialect), (agent_id,))
+    """
+    if dialect == SQLITE:
+        return sql
+    return _qmark_to_format(sql)

@@ -27,7 +27,26 @@ SQLITE_PERM (3)
 anything else           StorageError             (constraint failures: a bug or a schema skew)
 =====================  =======================  ==============================================
 
-Messages never include the value that failed to decode (it may be anything).
+On PostgreSQL (psycopg 3) the SQLSTATE decides instead (:func:`_translate_pg`):
+
+=====================  =========================  ============================================
+SQLSTATE               waiaas error               typical cause
+=====================  =========================  ============================================
+25006                  DatabaseReadOnlyError      a read-only transaction / hot standby
+53100                  DiskFullError              the server's disk is full
+53200, 53300           StorageIOError             out of memory / too many connections
+40P01, 40001, 55P03    DatabaseLockedError        deadlock, serialization failure, lock_timeout
+XX001, XX002           DatabaseCorruptError       damaged data or index pages
+08xxx, 57P0x, no code  StorageIOError             the connection to the server was lost
+28xxx                  DatabaseAuthError          wrong user or password (at connect)
+3D000                  DatabaseMissingError       no such database (at connect)
+no code, at connect    DatabaseUnreachableError   refused, unknown host, timeout
+anything else          StorageError               constraint failures (23xxx), a trigger's
+                                                  RAISE (the append-only audit log), ...
+=====================  =========================  ============================================
+
+Messages never include the value that failed to decode (it may be anything), nor a URL's
+password (the ``path`` of a PostgreSQL database is its redacted URL).
 """
 
 from __future__ import annotations
@@ -42,10 +61,13 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from waiaas.errors import (
+    DatabaseAuthError,
     DatabaseCorruptError,
     DatabaseLockedError,
+    DatabaseMissingError,
     DatabaseOpenError,
     DatabaseReadOnlyError,
+    DatabaseUnreachableError,
     DiskFullError,
     StorageError,
     StorageIOError,
@@ -115,6 +137,8 @@ def translate(
         orig = exc.orig
         statement = statement or exc.statement
     operation = _operation_of(statement, operation)
+    if _is_psycopg(orig):
+        return _translate_pg(orig, operation=operation, path=path, statement=statement)
     table = table_of(statement)
     text = str(orig)
     code = getattr(orig, "sqlite_errorcode", None)
@@ -171,6 +195,92 @@ def translate(
     return StorageError(f"the database refused to {operation}{where}: {kind}: {text}", **fields)
 
 
+def _is_psycopg(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".", 1)[0] == "psycopg"
+
+
+_LOST_HINTS = (
+    "server closed the connection",
+    "connection already closed",
+    "the connection is closed",
+    "consuming input failed",
+    "terminating connection",
+    "SSL connection has been closed",
+)
+
+
+def _translate_pg(
+    orig: BaseException, *, operation: str, path: str | None, statement: str | None
+) -> StorageError:
+    """A psycopg error, by SQLSTATE (see the module docstring)."""
+    state = getattr(orig, "sqlstate", None) or ""
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    where = f" ({path})" if path else ""
+    fields: dict[str, Any] = {"operation": operation, "path": path}
+    table = table_of(statement)
+    connecting = operation in ("open", "connect")
+    if not state and "FATAL:" in str(orig):
+        # libpq's connection failures carry no SQLSTATE: read the server's FATAL message
+        fatal = str(orig)
+        if (
+            "password authentication failed" in fatal
+            or "no pg_hba.conf entry" in fatal
+            or ("role" in fatal and "does not exist" in fatal)
+            or "authentication failed" in fatal
+        ):
+            state = "28000"
+        elif "database" in fatal and "does not exist" in fatal:
+            state = "3D000"
+    if state.startswith("28"):
+        return DatabaseAuthError(
+            f"the PostgreSQL server refused the credentials{where}: check the user and "
+            "password in the URL (and pg_hba.conf)",
+            path=path or "",
+        )
+    if state == "3D000":
+        return DatabaseMissingError(
+            f"the PostgreSQL database does not exist{where}; create it first (CREATE DATABASE ...)",
+            path=path or "",
+        )
+    if state == "25006":
+        return DatabaseReadOnlyError(
+            f"cannot {operation}: the PostgreSQL transaction is read-only{where} ({text}); "
+            "connect to the primary, not a standby",
+            **fields,
+        )
+    if state == "53100":
+        return DiskFullError(
+            f"cannot {operation}: the database server's disk is full{where}; the change was "
+            "rolled back, free space and retry",
+            **fields,
+        )
+    if state in ("40P01", "40001", "55P03"):
+        return DatabaseLockedError(
+            f"cannot {operation}: the database is locked by another connection{where} ({text})",
+            **fields,
+        )
+    if state in ("XX001", "XX002"):
+        on = f" in table {table}" if table else ""
+        return DatabaseCorruptError(
+            f"the database is damaged{on}{where} ({text}); restore it from a backup",
+            table=table,
+            column=None,
+            **fields,
+        )
+    lost = state.startswith(("08", "57P")) or any(h in text for h in _LOST_HINTS)
+    if not state and type(orig).__name__ == "OperationalError" and connecting and not lost:
+        return DatabaseUnreachableError(
+            f"cannot reach the PostgreSQL server{where}: {text}", path=path or ""
+        )
+    if lost or state.startswith("53"):
+        return StorageIOError(
+            f"cannot {operation}: the connection to the database server failed{where} ({text})",
+            **fields,
+        )
+    kind = type(orig).__name__
+    return StorageError(f"the database refused to {operation}{where}: {kind}: {text}", **fields)
+
+
 def stored_json(text: str | bytes | None, *, table: str, column: str, default: Any = None) -> Any:
     """Decode a JSON document stored in ``table.column``.
 
@@ -198,7 +308,7 @@ def install(engine: Engine, path: str) -> None:
     @event.listens_for(engine, "handle_error")
     def _handle(context: ExceptionContext) -> BaseException | None:
         original = context.original_exception
-        if not isinstance(original, sqlite3.Error | SQLAlchemyError):
+        if not isinstance(original, sqlite3.Error | SQLAlchemyError) and not _is_psycopg(original):
             return None
         statement = context.statement
         if statement is None and context.execution_context is not None:

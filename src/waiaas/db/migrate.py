@@ -4,6 +4,12 @@
 transaction with foreign-key enforcement off (the table-rebuild pattern needs it; SQLite's
 ``PRAGMA foreign_key_check`` runs before commit instead). Either every pending migration
 applies, or none does and the file is left exactly as it was.
+
+On PostgreSQL (transactional DDL) the whole upgrade is one ``BEGIN`` too, whose first
+statement takes ``pg_advisory_xact_lock(MIGRATE)`` (keyed by database and schema): two hosts
+upgrading one server at once are serialised, and the second re-reads the revision after the
+lock, finds the schema at head and does nothing. No PRAGMA and no foreign-key check there:
+PostgreSQL enforces foreign keys in every statement.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
-from waiaas.db.engine import BEGIN_OPTION
+from waiaas.db.engine import BEGIN_OPTION, PG_MIGRATE, POSTGRESQL
 from waiaas.db.faults import translate
 from waiaas.errors import MigrationError, SchemaTooNewError, StorageError
 
@@ -66,6 +72,63 @@ def _apply(conn: Connection, cfg: Config, target: str, wanted: str, path: str) -
         raise
 
 
+def _check_known(script: ScriptDirectory, before: str | None, head: str, path: str) -> None:
+    if before is not None:
+        try:
+            script.get_revision(before)
+        except Exception as exc:
+            raise SchemaTooNewError(path, before, head) from exc
+
+
+def _upgrade_pg(
+    engine: Engine, cfg: Config, script: ScriptDirectory, head: str, path: str, target: str
+) -> str | None:
+    wanted = head if target == "head" else target
+    with engine.connect() as conn:
+        before = MigrationContext.configure(conn).get_current_revision()
+        if conn.in_transaction():
+            conn.rollback()
+        _check_known(script, before, head, path)
+        if before == wanted:
+            return before
+        trans = conn.execution_options(**{BEGIN_OPTION: PG_MIGRATE}).begin()
+        try:
+            # Under the lock: another host may have upgraded while this one waited.
+            before = MigrationContext.configure(conn).get_current_revision()
+            _check_known(script, before, head, path)
+            if before != wanted:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, target)
+            trans.commit()
+        except BaseException as exc:
+            try:
+                trans.rollback()
+            except Exception:  # the connection died: the server rolled back already
+                conn.invalidate()
+            if isinstance(exc, SchemaTooNewError | MigrationError):
+                raise
+            if isinstance(exc, StorageError):
+                if type(exc) is not StorageError:
+                    raise
+                raise MigrationError(
+                    f"migrating {path} from {before or 'empty'} to {wanted} failed: "
+                    f"{exc.message}; the database was left unchanged",
+                    path=path,
+                    revision=wanted,
+                ) from exc
+            if not isinstance(exc, Exception):
+                raise
+            raise MigrationError(
+                f"migrating {path} from {before or 'empty'} to {wanted} failed: "
+                f"{type(exc).__name__}: {exc}; the database was left unchanged",
+                path=path,
+                revision=wanted,
+            ) from exc
+        finally:
+            conn.execution_options(**{BEGIN_OPTION: "DEFERRED"})
+    return before
+
+
 def upgrade(
     engine: Engine,
     path: str,
@@ -82,6 +145,8 @@ def upgrade(
     cfg = alembic_config(script_location)
     script = ScriptDirectory.from_config(cfg)
     head = script.get_current_head() or ""
+    if engine.dialect.name == POSTGRESQL:
+        return _upgrade_pg(engine, cfg, script, head, path, target)
     with engine.connect() as conn:
         before = MigrationContext.configure(conn).get_current_revision()
         if conn.in_transaction():

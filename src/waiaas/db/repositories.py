@@ -10,7 +10,7 @@ The four CORE-02 §5.4 query patterns are methods here (``SessionRepository.by_t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import CursorResult, Result, func, or_, text, update
@@ -442,6 +442,9 @@ class AuditRepository(_Repository):
         super().__init__(session, integrity)
         self.last: tuple[int, str] | None = None
         self.appended = 0
+        # Set by the unit of work: takes the chain-head lock where per-agent units of work
+        # run in parallel (PostgreSQL); called before the head is read.
+        self.before_head: Callable[[], None] | None = None
 
     def head(self) -> tuple[int, str]:
         """``(id, row_hash)`` of the newest row (``(0, GENESIS)`` for an empty log)."""
@@ -485,6 +488,8 @@ class AuditRepository(_Repository):
             "severity": str(severity),
             "ip_address": ip_address,
         }
+        if self.before_head is not None:
+            self.before_head()
         _prev_id, prev = self.head()
         digest = row_hash(prev, tuple(values.values()))
         values["prev_hash"] = prev

@@ -1,7 +1,9 @@
-"""Unit of work: one SQLite transaction, with a repository per table.
+"""Unit of work: one database transaction, with a repository per table.
 
-``db.write()`` takes the write lock up front (``BEGIN IMMEDIATE``), so a decision read inside
-it cannot be invalidated by another thread or process before it is written. Nothing is
+``db.write()`` takes the write lock up front (``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL
+advisory transaction locks as the first statements, per agent with ``db.write(agent_id=...)``),
+so a decision read inside it cannot be invalidated by another thread or process before it is
+written. Nothing is
 committed unless ``commit()`` is called; leaving the block (normally or by an exception)
 without it rolls everything back.
 
@@ -27,7 +29,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from waiaas.db import usage
-from waiaas.db.engine import BEGIN_OPTION
+from waiaas.db.engine import (
+    AGENT_OPTION,
+    BEGIN_OPTION,
+    PG_AGENT,
+    PG_READ,
+    POSTGRESQL,
+    adapt_sql,
+    lock_key,
+    scope_of,
+)
 from waiaas.db.faults import translate
 from waiaas.db.repositories import (
     AgentRepository,
@@ -61,9 +72,13 @@ class UnitOfWork:
         *,
         lock_timeout: float = 60.0,
         integrity: Any = None,
+        agent_id: str | None = None,
     ) -> None:
         self._engine = engine
+        self._dialect = engine.dialect.name
         self._mode = mode
+        self._agent_id = agent_id
+        self._audit_locked = False
         self._lock_timeout = lock_timeout
         self._conn: Connection | None = None
         self._committed = False
@@ -77,13 +92,48 @@ class UnitOfWork:
         """The wallet's :class:`~waiaas.integrity.Integrity` keys, or None (bare database)."""
         return self._integrity
 
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect
+
+    @property
+    def agent_id(self) -> str | None:
+        """The agent this write unit of work is locked to (PostgreSQL), or ``None``."""
+        return self._agent_id
+
+    def _begin_options(self) -> dict[str, Any]:
+        if self._dialect != POSTGRESQL:
+            return {BEGIN_OPTION: "IMMEDIATE" if self._mode == "write" else "DEFERRED"}
+        if self._mode == "read":
+            return {BEGIN_OPTION: PG_READ}
+        if self._agent_id is not None:
+            return {BEGIN_OPTION: PG_AGENT, AGENT_OPTION: self._agent_id}
+        return {BEGIN_OPTION: "IMMEDIATE"}
+
+    def audit_lock(self) -> None:
+        """Serialise appends to the audit hash chain (called before reading its head).
+
+        On PostgreSQL a per-agent unit of work runs in parallel with other agents', so the
+        chain head is guarded by its own advisory lock, held to commit (lock order GLOBAL ->
+        AGENT -> AUDIT). A global write already excludes everyone; SQLite's ``BEGIN
+        IMMEDIATE`` does too: no-op there.
+        """
+        if self._audit_locked or self._dialect != POSTGRESQL or self._agent_id is None:
+            return
+        if self._conn is None:
+            raise StorageError("unit of work is not open")
+        db, schema = scope_of(self._conn)
+        self._conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({lock_key(db, schema, 'audit')})")
+        self._audit_locked = True
+
     def __enter__(self) -> UnitOfWork:
-        begin = "IMMEDIATE" if self._mode == "write" else "DEFERRED"
+        options = self._begin_options()
         deadline = time.monotonic() + self._lock_timeout
         delay = 0.005
         while True:
             try:
-                conn = self._engine.connect().execution_options(**{BEGIN_OPTION: begin})
+                conn = self._engine.connect().execution_options(**options)
             except SQLAlchemyError as exc:  # pragma: no cover - the engine translates
                 raise translate(exc, operation="connect") from exc
             try:
@@ -115,6 +165,7 @@ class UnitOfWork:
         self.transactions = TransactionRepository(s, i)
         self.policies = PolicyRepository(s, i)
         self.audit = AuditRepository(s, i)
+        self.audit.before_head = self.audit_lock
         self.approvals = ApprovalRepository(s, i)
         self.channels = ChannelRepository(s, i)
         self.state = StateRepository(s, i)
@@ -124,21 +175,35 @@ class UnitOfWork:
         """The first row of one read-only statement, on this unit of work's transaction.
 
         A plain DB-API read for hot paths: it sees what the transaction sees (pending ORM
-        changes are flushed first) without building ORM objects.
+        changes are flushed first) without building ORM objects. ``sql`` uses ``?``
+        placeholders on both dialects (rewritten for psycopg, see :func:`waiaas.db.adapt_sql`).
 
         Raises:
-            StorageError: SQLite failed, or the unit of work is not open.
+            StorageError: the database failed, or the unit of work is not open.
         """
         if self._conn is None:
             raise StorageError("unit of work is not open")
         s = self.session
         if s.new or s.dirty or s.deleted:
             s.flush()
+        if self._dialect == POSTGRESQL:
+            return self._fetch_one_pg(sql, params)
         try:
             cursor = self._raw.execute(sql, params)
             row: tuple[Any, ...] | None = cursor.fetchone()
             cursor.close()
         except sqlite3.Error as exc:
+            raise translate(exc, operation="read", statement=sql) from exc
+        return row
+
+    def _fetch_one_pg(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        try:
+            with self._raw.cursor() as cursor:
+                cursor.execute(adapt_sql(sql, POSTGRESQL), params)
+                row: tuple[Any, ...] | None = cursor.fetchone()
+        except Exception as exc:
+            if type(exc).__module__.split(".", 1)[0] != "psycopg":
+                raise
             raise translate(exc, operation="read", statement=sql) from exc
         return row
 

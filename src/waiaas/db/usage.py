@@ -233,6 +233,20 @@ def fill_sql(where_tx: str = "1", where_audit: str = "1") -> list[str]:
 
 DDL = (TABLE_DDL, INDEX_DDL, *TRIGGERS)
 
+# TODO(pgusage): PostgreSQL's usage_buckets (migration 0009): only the table and its index so
+# far; the plpgsql triggers keeping it exact belong here too.
+PG_DDL: tuple[str, ...] = (
+    "CREATE TABLE usage_buckets ("
+    "agent_id TEXT NOT NULL, start BIGINT NOT NULL, kind INTEGER NOT NULL, "
+    "asset TEXT NOT NULL, "
+    "requests BIGINT NOT NULL DEFAULT 0, denials BIGINT NOT NULL DEFAULT 0, "
+    "refused BIGINT NOT NULL DEFAULT 0, refused_denials BIGINT NOT NULL DEFAULT 0, "
+    "odd BIGINT NOT NULL DEFAULT 0, "
+    + "".join(f"{c} BIGINT NOT NULL DEFAULT 0, " for c in _LIMB_COLS)
+    + "mac TEXT, PRIMARY KEY (agent_id, start, kind, asset))",
+    INDEX_DDL,
+)
+
 
 # --------------------------------------------------------------------------- reading
 

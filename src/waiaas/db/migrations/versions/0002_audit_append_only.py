@@ -7,6 +7,11 @@ code path (nor a stray SQL client) can rewrite history.
 conflicting row without firing DELETE triggers (unless ``recursive_triggers`` is on), so
 ``audit_log_no_replace`` refuses any insert that names an id already present.
 
+On PostgreSQL one plpgsql function raises for UPDATE, DELETE and TRUNCATE (a row trigger
+each for UPDATE and DELETE, a statement trigger for TRUNCATE); ``INSERT ... ON CONFLICT DO
+UPDATE`` fires the UPDATE trigger, and a plain insert of an existing id violates the primary
+key, so no "replace" trigger is needed there.
+
 Revision ID: 0002
 Revises: 0001
 """
@@ -21,7 +26,27 @@ branch_labels = None
 depends_on = None
 
 
+PG_FUNCTION = (
+    "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'restrict_violation'; "
+    "END $$"
+)
+PG_TRIGGERS = (
+    "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
+    "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+    "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
+    "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+    "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+)
+
+
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(PG_FUNCTION)
+        for statement in PG_TRIGGERS:
+            op.execute(statement)
+        return
     op.execute(
         "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log "
         "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
@@ -38,6 +63,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for name in ("audit_log_no_truncate", "audit_log_no_delete", "audit_log_no_update"):
+            op.execute(f"DROP TRIGGER {name} ON audit_log")
+        op.execute("DROP FUNCTION audit_log_append_only()")
+        return
     op.execute("DROP TRIGGER audit_log_no_replace")
     op.execute("DROP TRIGGER audit_log_no_delete")
     op.execute("DROP TRIGGER audit_log_no_update")

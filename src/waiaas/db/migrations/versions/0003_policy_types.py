@@ -7,6 +7,9 @@ imported from ``tables.py``) so this migration keeps meaning what it meant.
 
 Also adds ``idx_transactions_agent_created`` so rolling budget windows read only the window.
 
+PostgreSQL alters CHECK constraints in place: the constraint is dropped and added again by
+name, no table is rebuilt.
+
 Revision ID: 0003
 Revises: 0002
 """
@@ -54,14 +57,29 @@ def _policies(types: tuple[str, ...]) -> sa.Table:
     )
 
 
+def _pg_check(types: tuple[str, ...]) -> None:
+    op.execute("ALTER TABLE policies DROP CONSTRAINT policies_type_check")
+    op.execute(
+        "ALTER TABLE policies ADD CONSTRAINT policies_type_check CHECK (type IN ("
+        + ", ".join(f"'{t}'" for t in types)
+        + "))"
+    )
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("policies", recreate="always", copy_from=_policies(NEW_TYPES)):
-        pass
+    if op.get_bind().dialect.name == "postgresql":
+        _pg_check(NEW_TYPES)
+    else:
+        with op.batch_alter_table("policies", recreate="always", copy_from=_policies(NEW_TYPES)):
+            pass
     op.create_index("idx_transactions_agent_created", "transactions", ["agent_id", "created_at"])
 
 
 def downgrade() -> None:
     op.drop_index("idx_transactions_agent_created", table_name="transactions")
     op.execute("DELETE FROM policies WHERE type NOT IN ('" + "', '".join(OLD_TYPES) + "')")
+    if op.get_bind().dialect.name == "postgresql":
+        _pg_check(OLD_TYPES)
+        return
     with op.batch_alter_table("policies", recreate="always", copy_from=_policies(OLD_TYPES)):
         pass

@@ -3,6 +3,8 @@
 A table rebuild through alembic batch mode, like 0003: the definition is frozen here and
 every row is copied by column name.
 
+PostgreSQL replaces the CHECK constraint by name instead.
+
 Revision ID: 0004
 Revises: 0003
 """
@@ -40,7 +42,18 @@ def _channels(types: tuple[str, ...]) -> sa.Table:
     )
 
 
+def _pg_check(types: tuple[str, ...]) -> None:
+    op.execute("ALTER TABLE notification_channels DROP CONSTRAINT notification_channels_type_check")
+    op.execute(
+        "ALTER TABLE notification_channels ADD CONSTRAINT notification_channels_type_check "
+        "CHECK (type IN (" + ", ".join(f"'{t}'" for t in types) + "))"
+    )
+
+
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        _pg_check(NEW_TYPES)
+        return
     with op.batch_alter_table(
         "notification_channels", recreate="always", copy_from=_channels(NEW_TYPES)
     ):
@@ -49,6 +62,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DELETE FROM notification_channels WHERE type = 'WEBHOOK'")
+    if op.get_bind().dialect.name == "postgresql":
+        _pg_check(OLD_TYPES)
+        return
     with op.batch_alter_table(
         "notification_channels", recreate="always", copy_from=_channels(OLD_TYPES)
     ):

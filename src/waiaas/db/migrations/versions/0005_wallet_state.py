@@ -20,7 +20,10 @@ def upgrade() -> None:
         "wallet_state",
         sa.Column("key", sa.Text, primary_key=True),
         sa.Column("value", sa.Text, nullable=False),
-        sa.Column("updated_at", sa.Integer, nullable=False),
+        # epoch seconds: BIGINT on PostgreSQL (INTEGER there is 32-bit)
+        sa.Column(
+            "updated_at", sa.Integer().with_variant(sa.BigInteger(), "postgresql"), nullable=False
+        ),
     )
 
 

@@ -11,7 +11,9 @@
   MACs over the owner binding, each policy, the stored request and its approval.
 - ``audit_checkpoints``: ed25519-signed (sequence, head hash) statements.
 
-ADD COLUMN needs no table rebuild in SQLite.
+ADD COLUMN needs no table rebuild in SQLite. On PostgreSQL the UPDATE trigger is disabled for
+the chaining statement and enabled again in the same transaction; the checkpoint table's
+integers (ids, sequence numbers, epoch seconds) are BIGINT there.
 
 Revision ID: 0007
 Revises: 0006
@@ -35,7 +37,11 @@ _NO_UPDATE = (
 )
 
 
+_BIG = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+
+
 def upgrade() -> None:
+    pg = op.get_bind().dialect.name == "postgresql"
     op.add_column("audit_log", sa.Column("prev_hash", sa.Text, nullable=True))
     op.add_column("audit_log", sa.Column("row_hash", sa.Text, nullable=True))
     op.add_column("audit_log", sa.Column("mac", sa.Text, nullable=True))
@@ -45,10 +51,10 @@ def upgrade() -> None:
     op.add_column("pending_approvals", sa.Column("mac", sa.Text, nullable=True))
     op.create_table(
         "audit_checkpoints",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("id", _BIG, primary_key=True, autoincrement=True),
+        sa.Column("seq", _BIG, nullable=False),
         sa.Column("head_hash", sa.Text, nullable=False),
-        sa.Column("created_at", sa.Integer, nullable=False),
+        sa.Column("created_at", _BIG, nullable=False),
         sa.Column("wallet_id", sa.Text, nullable=False),
         sa.Column("public_key", sa.Text, nullable=False),
         sa.Column("signature", sa.Text, nullable=False),
@@ -64,6 +70,14 @@ def upgrade() -> None:
             h = row_hash(prev, tuple(row[1:]))
             updates.append((prev, h, row[0]))
             prev = h
+        if pg:
+            op.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
+            conn.execute(
+                sa.text("UPDATE audit_log SET prev_hash = :p, row_hash = :h WHERE id = :i"),
+                [{"p": p, "h": h, "i": i} for p, h, i in updates],
+            )
+            op.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update")
+            return
         op.execute("DROP TRIGGER audit_log_no_update")
         conn.exec_driver_sql(
             "UPDATE audit_log SET prev_hash = ?, row_hash = ? WHERE id = ?", updates
@@ -82,6 +96,10 @@ def downgrade() -> None:
     ):
         with op.batch_alter_table(table) as batch:
             batch.drop_column(column)
+    if op.get_bind().dialect.name == "postgresql":
+        for column in ("mac", "row_hash", "prev_hash"):
+            op.drop_column("audit_log", column)
+        return
     op.execute("DROP TRIGGER audit_log_no_update")
     op.execute("DROP TRIGGER audit_log_no_delete")
     op.execute("DROP TRIGGER audit_log_no_replace")

@@ -16,6 +16,8 @@ which is ``id``), so a page reads about ``limit`` index entries whatever the tab
   no index: the whole log was read).
 - Dropped: ``idx_audit_log_agent_id (agent_id)``, a prefix of ``idx_audit_log_agent_timestamp``.
 
+The partial indexes are partial on PostgreSQL too (``postgresql_where``).
+
 Only indexes change: no table is rebuilt, no row is touched, the append-only triggers and the
 hash chain are unaffected.
 
@@ -34,6 +36,7 @@ branch_labels = None
 depends_on = None
 
 _RARE = sa.text("severity != 'info'")
+_HAS_TX = sa.text("tx_id IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -49,15 +52,21 @@ def upgrade() -> None:
         "audit_log",
         ["severity", "timestamp"],
         sqlite_where=_RARE,
+        postgresql_where=_RARE,
     )
     op.create_index(
         "idx_audit_log_agent_severity_timestamp",
         "audit_log",
         ["agent_id", "severity", "timestamp"],
         sqlite_where=_RARE,
+        postgresql_where=_RARE,
     )
     op.create_index(
-        "idx_audit_log_tx_id", "audit_log", ["tx_id"], sqlite_where=sa.text("tx_id IS NOT NULL")
+        "idx_audit_log_tx_id",
+        "audit_log",
+        ["tx_id"],
+        sqlite_where=_HAS_TX,
+        postgresql_where=_HAS_TX,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from alembic import op
 
+from waiaas.db import usage
 from waiaas.db.usage import DDL, TRIGGER_NAMES, fill_sql
 
 revision = "0009"
@@ -23,6 +24,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # TODO(pgusage): usage.PG_DDL creates only the table and its index so far; the
+        # plpgsql triggers and the backfill (usage.pg_fill_sql) replace this branch's body.
+        for stmt in usage.PG_DDL:
+            op.execute(stmt)
+        return
     for stmt in DDL:
         op.execute(stmt)
     for stmt in fill_sql():
@@ -30,6 +37,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # TODO(pgusage): drop the plpgsql triggers and their functions too.
+        op.drop_table("usage_buckets")
+        return
     for name in TRIGGER_NAMES:
         op.execute(f"DROP TRIGGER IF EXISTS {name}")
     op.drop_index("idx_usage_buckets_unsealed", table_name="usage_buckets")
