@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from _pytest.doctest import DoctestModule
 
+# --backend=sqlite|postgresql, the PostgreSQL server, the sqlite_only marker
+pytest_plugins = ["tests.support.backend"]
+
 LIBRARY = Path(__file__).resolve().parent / "src" / "waiaas"
 NOT_IMPORTABLE = LIBRARY / "db" / "migrations"
 

@@ -1,6 +1,7 @@
 """The single entry point for tests, lint, typing, docs, benchmarks and the demo.
 
-nox -s tests        # the whole test suite (installs anvil from npm into .tools/)
+nox -s tests        # the whole test suite on SQLite, then the PostgreSQL pass (installs anvil
+                    # from npm into .tools/, chromium and postgresql with apt when missing)
 nox -s lint         # ruff check (complexity limits too) + format check + import layering
 nox -s typing       # mypy --strict over src
 nox -s docs         # the docs site into site/ (mkdocs --strict; runs the policy-lab notebook)
@@ -10,6 +11,7 @@ nox -s demo         # python -m waiaas demo
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from pathlib import Path
@@ -65,20 +67,63 @@ def _install_chromium(session: nox.Session) -> None:
     )
 
 
+def _install_postgresql(session: nox.Session) -> None:
+    """Install Debian's ``postgresql`` (the server binaries the tests start a private server
+    from, ``/usr/lib/postgresql/*/bin``) when missing; needs root, as chromium does."""
+    if glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        return
+    if os.geteuid() != 0:
+        session.error("PostgreSQL binaries missing: apt-get install postgresql")
+    session.run("apt-get", "update", "-q", external=True)
+    session.run(
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "postgresql",
+        external=True,
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
+# The PostgreSQL pass: the end-to-end, security and integration suites (the multi-process
+# and crash tests among them) and the other tests that run several writers at once.
+POSTGRES_PASS = (
+    "tests/e2e",
+    "tests/security",
+    "tests/integration",
+)
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite against real SQLite, LiteSVM, eth-tester and anvil.
+    """Run the whole test suite against real SQLite, LiteSVM, eth-tester and anvil, then
+    the end-to-end, security, integration and concurrency suites again on a real PostgreSQL
+    server (``--backend=postgresql``: a private server the tests start from Debian's
+    binaries, every wallet in its own schema; ``WAIAAS_REQUIRE_POSTGRES=1`` so a server that
+    cannot start fails the run instead of skipping).
 
     ``.[test]`` brings the ``local`` chains and every agent framework extra (langchain-core,
-    openai-agents, pydantic-ai-slim, mcp) plus FastAPI, so the adapters are tested for real.
-    ``.[docs]`` brings what the documented examples, the notebook (nbclient, ipykernel, pandas,
-    matplotlib) and the strict site build need; mypy type-checks a user's script.
+    openai-agents, pydantic-ai-slim, mcp), FastAPI and psycopg, so the adapters and the
+    PostgreSQL backend are tested for real. ``.[docs]`` brings what the documented examples,
+    the notebook (nbclient, ipykernel, pandas, matplotlib) and the strict site build need;
+    mypy type-checks a user's script.
+
+    ``nox -s tests -- ARGS`` runs ``pytest ARGS`` once (add ``--backend=postgresql`` for the
+    PostgreSQL backend).
     """
     session.install("-e", ".[test,docs]", "mypy>=1.11")
     anvil = _install_anvil(session)
     _install_chromium(session)
-    args = session.posargs or ["-q", "-p", "no:cacheprovider"]
-    session.run("python", "-m", "pytest", *args, env={"ANVIL_BIN": anvil})
+    _install_postgresql(session)
+    env = {"ANVIL_BIN": anvil, "WAIAAS_REQUIRE_POSTGRES": "1"}
+    if session.posargs:
+        session.run("python", "-m", "pytest", *session.posargs, env=env)
+        return
+    quiet = ["-q", "-p", "no:cacheprovider"]
+    session.run("python", "-m", "pytest", *quiet, env=env)
+    session.run("python", "-m", "pytest", *quiet, "--backend=postgresql", *POSTGRES_PASS, env=env)
 
 
 LINTED = ("src", "tests", "benchmarks", "examples", "tools", "conftest.py", "noxfile.py")

@@ -4,7 +4,6 @@ wallets, a recording notifier, and a chain adapter that fails on purpose."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.rawdb import raw_connect
 from waiaas.chains.base import ChainTxStatus, SignedTx, SimulationResult, UnsignedTx
 from waiaas.errors import PolicyDeniedError, StaleTransactionError, TransientChainError
 from waiaas.notify.testing import RecordingNotifier
@@ -155,26 +155,19 @@ def all_audit(wallet: Wallet, **filters: Any) -> list[AuditEntry]:
     return list(reversed(out))
 
 
-def row_counts(path: Path) -> dict[str, int]:
-    """Row count of every CORE-02 table, read straight from the SQLite file."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
-    finally:
-        con.close()
+def row_counts(target: Wallet | Path) -> dict[str, int]:
+    """Row count of every CORE-02 table, read straight from the database (not through
+    waiaas): ``target`` is the wallet, or its path."""
+    with raw_connect(target) as con:
+        return {t: int((con.one(f"SELECT count(*) FROM {t}") or (0,))[0]) for t in TABLES}
 
 
-def snapshot(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+def snapshot(target: Wallet | Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table but the audit log (whose growth is checked separately)."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
+    with raw_connect(target) as con:
         return {
-            t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
-            for t in TABLES
-            if t != "audit_log"
+            t: sorted(con.all(f"SELECT * FROM {t}"), key=repr) for t in TABLES if t != "audit_log"
         }
-    finally:
-        con.close()
 
 
 def drive_every_path(wallet: Wallet, chain: str) -> dict[str, str]:
@@ -220,23 +213,19 @@ def drive_every_path(wallet: Wallet, chain: str) -> dict[str, str]:
 
 class ProbeNotifier(RecordingNotifier):
     """Records events and, for each event with a transaction, the row status it could read
-    from a separate connection to the database file at that moment (committed state only)."""
+    from a separate connection to the database at that moment (committed state only);
+    ``target`` is the wallet (or its path), set once it is open."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.path: Path | None = None
+        self.target: Wallet | Path | None = None
         self.seen: list[tuple[str, str | None, str | None]] = []
 
     def notify(self, event: Any) -> None:
         status = None
-        if self.path is not None and event.tx_id:
-            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            try:
-                found = con.execute(
-                    "SELECT status FROM transactions WHERE id = ?", (event.tx_id,)
-                ).fetchone()
-            finally:
-                con.close()
+        if self.target is not None and event.tx_id:
+            with raw_connect(self.target) as con:
+                found = con.one("SELECT status FROM transactions WHERE id = ?", (event.tx_id,))
             status = found[0] if found else None
         self.seen.append((str(event.event_type), event.tx_id, status))
         super().notify(event)

@@ -93,13 +93,13 @@ def test_solana_non_canonical_base58_refused() -> None:
 
 
 def _refused_without_writes(wallet: Wallet, call: Callable[[], Any], field: str) -> None:
-    before = row_counts(wallet.path)
+    before = row_counts(wallet)
     with pytest.raises(InvalidInputError) as info:
         call()
     assert info.value.field == field
     if field == "rules":  # the rule's problem names the list item
         assert "addresses.0" in str(info.value)
-    after = row_counts(wallet.path)
+    after = row_counts(wallet)
     assert {k: v for k, v in after.items() if k != "audit_log"} == {
         k: v for k, v in before.items() if k != "audit_log"
     }

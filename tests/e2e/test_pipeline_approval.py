@@ -4,8 +4,6 @@ no owner."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from tests.e2e.conftest import (
@@ -17,6 +15,7 @@ from tests.e2e.conftest import (
     new_agent,
     recipient,
 )
+from tests.support.rawdb import raw_connect
 from waiaas.errors import ApprovalError, PolicyDeniedError
 from waiaas.testing import FrozenClock, local_wallet
 from waiaas.testing import fast_config as make_config
@@ -37,15 +36,12 @@ def _queue(wallet: Wallet, chain: str, owner: Owner) -> tuple[str, str, int]:
 
 
 def _approvals(wallet: Wallet, tx_id: str) -> list[tuple[object, ...]]:
-    con = sqlite3.connect(f"file:{wallet.path}?mode=ro", uri=True)
-    try:
-        return con.execute(
+    with raw_connect(wallet) as con:
+        return con.all(
             "SELECT tx_id, expires_at, approved_at, rejected_at FROM pending_approvals "
             "WHERE tx_id = ?",
             (tx_id,),
-        ).fetchall()
-    finally:
-        con.close()
+        )
 
 
 def test_approval_row_and_message(wallet: Wallet) -> None:

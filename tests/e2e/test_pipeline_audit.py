@@ -159,13 +159,13 @@ def test_dry_run_writes_nothing_and_explains(wallet: Wallet) -> None:
     agent = new_agent(wallet, "solana")
     policy = wallet.add_policy("SPENDING_LIMIT", {"per_transaction": str(SOL)}, agent_id=agent.id)
     token = wallet.issue_session(agent.id).token
-    before_rows, before_counts = snapshot(wallet.path), row_counts(wallet.path)
+    before_rows, before_counts = snapshot(wallet), row_counts(wallet)
     request = Transfer(to=recipient("solana"), amount=2 * SOL)
     explanation = wallet.dry_run(request, agent_id=agent.id)
-    assert row_counts(wallet.path) == before_counts
+    assert row_counts(wallet) == before_counts
     by_token = wallet.dry_run(request, token=token)
-    assert snapshot(wallet.path) == before_rows
-    assert row_counts(wallet.path) == {**before_counts, "audit_log": before_counts["audit_log"] + 1}
+    assert snapshot(wallet) == before_rows
+    assert row_counts(wallet) == {**before_counts, "audit_log": before_counts["audit_log"] + 1}
     assert wallet.audit(limit=1).entries[0].event_type == "DRY_RUN"
     assert not explanation.decision.allowed
     assert [r.rule_id for r in explanation.fired if r.effect == "deny"] == [policy.id]
@@ -197,13 +197,13 @@ def test_dry_run_refuses_bad_input_without_writing(wallet: Wallet) -> None:
     refusal of the token is audited."""
     agent = new_agent(wallet, "solana")
     token = wallet.issue_session(agent.id).token
-    before = snapshot(wallet.path)
+    before = snapshot(wallet)
     with pytest.raises(InvalidAddressError):
         wallet.dry_run(Transfer(to=recipient("evm"), amount=1), agent_id=agent.id)
-    audit_before = row_counts(wallet.path)["audit_log"]
+    audit_before = row_counts(wallet)["audit_log"]
     with pytest.raises(AuthError):
         wallet.dry_run(Transfer(to=recipient("solana"), amount=1), token=token[:-4] + "AAAA")
-    assert snapshot(wallet.path) == before
+    assert snapshot(wallet) == before
     added = all_audit(wallet)[audit_before:]
     assert [e.event_type for e in added] == ["AUTH_FAILED"]
 

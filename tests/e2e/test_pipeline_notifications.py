@@ -3,7 +3,6 @@ committed, and a notifier that raises or stalls never changes what happens to a 
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.e2e.conftest import (
     new_agent,
     recipient,
 )
+from tests.support.rawdb import raw_connect
 from waiaas.errors import ConstraintViolationError
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.testing import FrozenClock, local_wallet
@@ -42,7 +42,7 @@ def probe(tmp_path: Path) -> Iterator[tuple[Wallet, ProbeNotifier]]:
     """A wallet whose notifier checks, from its own connection, what is committed."""
     notifier = ProbeNotifier()
     with local_wallet(tmp_path, clock=FrozenClock(), notifier=notifier) as wallet:
-        notifier.path = wallet.path
+        notifier.target = wallet
         yield wallet, notifier
 
 
@@ -145,14 +145,16 @@ def test_stalling_notifier_holds_no_lock_and_changes_nothing(tmp_path: Path) -> 
         worker.start()
         try:
             assert notifier.entered.wait(timeout=30)
-            con = sqlite3.connect(wallet.path, timeout=5)
-            try:
-                statuses = [r[0] for r in con.execute("SELECT status FROM transactions")]
+            with raw_connect(wallet) as con:
+                statuses = [r[0] for r in con.all("SELECT status FROM transactions")]
                 assert statuses == ["CONFIRMED"]
-                con.execute("BEGIN IMMEDIATE")  # no write lock is held by the stalled send
-                con.execute("ROLLBACK")
-            finally:
-                con.close()
+                if con.dialect == "sqlite":
+                    con.execute("BEGIN IMMEDIATE")  # no write lock is held by the stalled send
+                    con.execute("ROLLBACK")
+                else:  # no row lock either: another writer could take the row at once
+                    con.execute("BEGIN")
+                    con.execute("SELECT id FROM transactions FOR UPDATE NOWAIT")
+                    con.execute("ROLLBACK")
             assert wallet.list_agents()[0].status == "ACTIVE"
         finally:
             notifier.release.set()

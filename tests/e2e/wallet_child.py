@@ -1,12 +1,15 @@
 """A child process for crash and multi-process tests (run as ``python wallet_child.py JSON``).
 
-It opens the same wallet file as the test, on chains that live outside it (anvil, and the
-LiteSVM-backed Solana JSON-RPC test server), then either:
+It opens the same wallet file as the test (or the PostgreSQL URL ``spec["db"]`` names), on
+chains that live outside it (anvil, and the LiteSVM-backed Solana JSON-RPC test server),
+then either:
 
 * ``mode=crash``: sends one request and SIGKILLs itself at pipeline stage ``stage``;
 * ``mode=approve-crash``: the owner approves an APPROVAL-tier request, then it dies;
 * ``mode=burst``: sends ``count`` requests from ``threads`` threads and prints a JSON summary;
-* ``mode=send``: sends one request and prints its id and status.
+* ``mode=send``: sends one request and prints its id and status;
+* ``mode=recover``: runs ``process_due`` until transaction ``tx_id`` is final (or ``rounds``
+  passes) and prints its status.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.support.pg_redirect import install_from_env
 from waiaas import PolicyDeniedError, Transfer, Wallet
 from waiaas.pipeline.engine import PipelineHooks
 from waiaas.testing import TEST_PASSWORD, fast_config
+
+install_from_env()  # --backend=postgresql: this process's wallet paths go to the same schemas
 
 
 def chains(spec: dict[str, Any]) -> list[Any]:
@@ -44,8 +50,9 @@ def open_wallet(spec: dict[str, Any], hooks: PipelineHooks | None = None) -> Ite
     """The test's wallet, as this process sees it; its RPC adapters are closed afterwards."""
     adapters = chains(spec)
     try:
+        target = spec["db"]
         with Wallet.open(
-            Path(spec["db"]),
+            target if target.startswith("postgresql") else Path(target),
             password=TEST_PASSWORD,
             chains=adapters,
             config=fast_config(confirm_timeout=20.0),
@@ -124,7 +131,24 @@ def burst(spec: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps({"results": results}) + "\n")
 
 
+def recover(spec: dict[str, Any]) -> None:
+    with open_wallet(spec) as wallet:
+        status = ""
+        for _ in range(int(spec.get("rounds", 5))):
+            wallet.process_due()
+            status = str(wallet.get_transaction(spec["tx_id"]).status)
+            if status in ("CONFIRMED", "FAILED", "CANCELLED", "EXPIRED"):
+                break
+    sys.stdout.write(json.dumps({"status": status}) + "\n")
+
+
 if __name__ == "__main__":
     payload = json.loads(sys.argv[1])
-    modes = {"crash": crash, "burst": burst, "approve-crash": approve_crash, "send": send_once}
+    modes = {
+        "crash": crash,
+        "burst": burst,
+        "approve-crash": approve_crash,
+        "send": send_once,
+        "recover": recover,
+    }
     modes[payload["mode"]](payload)

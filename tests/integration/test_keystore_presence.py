@@ -4,11 +4,11 @@ refused with what to restore, never silently replaced by a new empty one."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from tests.support.rawdb import raw_connect
 from waiaas import (
     KeystoreMismatchError,
     KeystoreMissingError,
@@ -24,6 +24,7 @@ def _open(db: Path, ks: Path | None = None, password: str = TEST_PASSWORD) -> Wa
     return Wallet.open(db, password=password, chains=local_chains(), config=config)
 
 
+@pytest.mark.sqlite_only  # the file keystore beside the database
 def test_database_with_agents_and_no_keystore_is_refused(tmp_path: Path) -> None:
     """The keystore directory is gone: open refuses, names the path to restore, and does
     not create a new keystore (any password, even a wrong one, gets the same answer)."""
@@ -46,22 +47,22 @@ def test_database_with_agents_and_no_keystore_is_refused(tmp_path: Path) -> None
         assert len(wallet.list_agents()) == 1
 
 
+@pytest.mark.sqlite_only  # the file keystore beside the database
 def test_database_from_before_keystore_ids_with_agents_is_refused(tmp_path: Path) -> None:
     """A database that never recorded a keystore id but has agents is refused too."""
     db = tmp_path / "wallet.db"
     with _open(db) as wallet:
         wallet.create_agent("a", "solana")
         ks = wallet.keystore_path
-    conn = sqlite3.connect(db)
-    conn.execute("DELETE FROM wallet_state WHERE key = 'keystore'")
-    conn.commit()
-    conn.close()
+    with raw_connect(db) as conn:
+        conn.execute("DELETE FROM wallet_state WHERE key = 'keystore'")
     shutil.rmtree(ks)
     with pytest.raises(KeystoreMissingError, match="has agents") as caught:
         _open(db)
     assert caught.value.expected_id is None
 
 
+@pytest.mark.sqlite_only  # the file keystore beside the database
 def test_a_foreign_keystore_is_refused(tmp_path: Path) -> None:
     """Another wallet's keystore put in place of this one's: KeystoreMismatchError with
     both ids; nothing is written to either."""
@@ -84,12 +85,9 @@ def test_a_new_database_gets_a_new_keystore_and_records_it(tmp_path: Path) -> No
     db = tmp_path / "wallet.db"
     with _open(db) as wallet:
         created = wallet._keystore.keystore_id
-    row = (
-        sqlite3.connect(db)
-        .execute("SELECT value FROM wallet_state WHERE key = 'keystore'")
-        .fetchone()
-    )
-    assert created in row[0]
+    with raw_connect(db) as conn:
+        row = conn.one("SELECT value FROM wallet_state WHERE key = 'keystore'")
+    assert row is not None and created in row[0]
 
 
 def test_password_changed_by_another_process_names_that_cause(tmp_path: Path) -> None:

@@ -33,6 +33,9 @@ from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
 
 SOL = 10**9
 
+# faults of the SQLite file and its directory (disk full, read-only, damaged pages)
+pytestmark = pytest.mark.sqlite_only
+
 
 def _mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import waiaas
+from tests.support.rawdb import raw_connect
 from waiaas.db import Database
 from waiaas.db.tables import AgentRow
 
@@ -21,12 +21,14 @@ WORKER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
+    from tests.support.pg_redirect import install_from_env
     from waiaas.db import Database
     from waiaas.db.tables import TransactionRow
     from waiaas.ids import new_id
 
     path, go, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     amount, limit, attempts = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+    install_from_env()  # --backend=postgresql: the same schema as the test
     db = Database.open(path)
     print("ready", flush=True)
     while not go.exists():
@@ -74,7 +76,11 @@ def test_two_processes_never_overshoot_a_limit(tmp_path: Path) -> None:
     db.close()
 
     src = str(Path(waiaas.__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    root = str(Path(__file__).resolve().parents[2])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([src, root, os.environ.get("PYTHONPATH", "")]),
+    }
     workers = [
         subprocess.Popen(
             [
@@ -104,15 +110,10 @@ def test_two_processes_never_overshoot_a_limit(tmp_path: Path) -> None:
         assert w.returncode == 0, err
     inserted = [int(out.split()[-1]) for out, _ in outputs]
 
-    conn = sqlite3.connect(path)
-    try:
-        amounts = [int(a) for (a,) in conn.execute("SELECT amount FROM transactions")]
-        by_process = dict(
-            conn.execute("SELECT metadata, count(*) FROM transactions GROUP BY metadata")
-        )
-        (counter,) = conn.execute("SELECT value FROM wallet_state WHERE key = 'counter'").fetchone()
-    finally:
-        conn.close()
+    with raw_connect(path) as conn:
+        amounts = [int(a) for (a,) in conn.all("SELECT amount FROM transactions")]
+        by_process = dict(conn.all("SELECT metadata, count(*) FROM transactions GROUP BY metadata"))
+        (counter,) = conn.one("SELECT value FROM wallet_state WHERE key = 'counter'") or (None,)
     assert sum(amounts) == LIMIT  # exactly at the limit, never over
     assert len(amounts) == sum(inserted) == LIMIT // AMOUNT
     assert by_process == {"p1": inserted[0], "p2": inserted[1]}

@@ -99,6 +99,7 @@ def test_max_transactions_restarts_after_a_resumption(wallet: Wallet) -> None:
 # --------------------------------------------------------------------------- item 7
 
 
+@pytest.mark.sqlite_only  # file modes of the database, WAL, backup and keystore files
 def test_database_wal_shm_backup_and_keystore_are_private(tmp_path: Path) -> None:
     """Under a permissive umask, the database, its -wal and -shm, backups and the keystore's
     files are 0600 and the keystore directory 0700."""

@@ -99,12 +99,12 @@ def test_inexact_or_negative_amounts_are_refused(wallet: Wallet, amount: object)
     """A float, bool, negative, exponent, hex, blank or non-ASCII-digit amount never reaches
     the pipeline: InvalidInputError naming the request; nothing is recorded."""
     agent_id, token = _agent(wallet, "solana")
-    before = row_counts(wallet.path)["transactions"]
+    before = row_counts(wallet)["transactions"]
     with pytest.raises(InvalidInputError) as info:
         wallet.send(token, {"type": "TRANSFER", "to": sol_address(), "amount": amount})
     assert info.value.field == "request"
     assert any("amount" in p for p in info.value.problems)
-    assert row_counts(wallet.path)["transactions"] == before
+    assert row_counts(wallet)["transactions"] == before
     _nothing_moved(wallet, agent_id, "solana")
 
 
@@ -148,10 +148,10 @@ def test_addresses_of_another_chain_are_refused(wallet: Wallet, chain: str, make
     """An address that is not valid on the agent's chain (another chain's, a bad EIP-55
     checksum, too short, not base58) is refused before anything is recorded."""
     agent_id, token = _agent(wallet, chain)
-    before = row_counts(wallet.path)["transactions"]
+    before = row_counts(wallet)["transactions"]
     with pytest.raises(InvalidAddressError):
         wallet.send(token, make())
-    assert row_counts(wallet.path)["transactions"] == before
+    assert row_counts(wallet)["transactions"] == before
     _nothing_moved(wallet, agent_id, chain)
 
 
@@ -240,7 +240,7 @@ def test_forged_tokens_are_refused_and_audited(wallet: Wallet) -> None:
         with pytest.raises(AuthError):
             wallet.send(forged, Transfer(to=sol_address(), amount=SOL // 20))
         assert len(_auth_failures(wallet)) == before + 1, label
-    assert row_counts(wallet.path)["transactions"] == 0
+    assert row_counts(wallet)["transactions"] == 0
     dump = json.dumps([e.details for e in all_audit(wallet)])
     assert token not in dump and token.split(".")[2] not in dump
     _nothing_moved(wallet, agent_id, "solana")

@@ -1,20 +1,21 @@
 """A file-write attacker edits what the MACs of issue 10 did not cover yet: the stored plan
 (its digest, the plan document, its effects, the digest the owner approved), the owner's
-decision on an approval, and the AUTO_STOP resume mark. Each edit is made with raw sqlite3 on
-the closed database; the reopened wallet refuses before signing (or before evaluation) with
-TamperDetectedError, writes a critical TAMPER_DETECTED audit row and notifies."""
+decision on an approval, and the AUTO_STOP resume mark. Each edit is made with a raw
+connection to the closed database (sqlite3, or psycopg on PostgreSQL); the reopened wallet
+refuses before signing (or before evaluation) with TamperDetectedError, writes a critical
+TAMPER_DETECTED audit row and notifies."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import SOL, EvmOwner, new_agent, recipient
+from tests.support.rawdb import raw_connect
 from waiaas.errors import PolicyDeniedError, TamperDetectedError
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
@@ -47,21 +48,16 @@ def _forget_chains() -> Iterator[None]:
 
 
 def _sql(path: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:
-    conn = sqlite3.connect(path)
-    for sql, params in statements:
-        conn.execute(sql, params)
-    conn.commit()
-    conn.close()
+    """Edit the closed database behind waiaas's back (SQLite file or PostgreSQL schema)."""
+    with raw_connect(path, autocommit=False) as conn:
+        for sql, params in statements:
+            conn.execute(sql, params)
+        conn.commit()
 
 
 def _meta(path: Path, tx_id: str) -> dict[str, Any]:
-    conn = sqlite3.connect(path)
-    try:
-        (text,) = conn.execute(
-            "SELECT metadata FROM transactions WHERE id = ?", (tx_id,)
-        ).fetchone()
-    finally:
-        conn.close()
+    with raw_connect(path) as conn:
+        (text,) = conn.one("SELECT metadata FROM transactions WHERE id = ?", (tx_id,)) or ("",)
     data: dict[str, Any] = json.loads(text)
     return data
 
@@ -93,13 +89,36 @@ def two_delays(tmp_path: Path) -> tuple[Path, FrozenClock, str, str]:
     return path, clock, first.id, other.id
 
 
-def _swap_plan(path: Path, tx_id: str, donor: str) -> tuple[str, tuple[Any, ...]]:
-    meta = _meta(path, donor)
-    return (
-        "UPDATE transactions SET metadata = json_set(metadata, '$.plan', json(?),"
-        " '$.plan_digest', ?, '$.effects', json(?)) WHERE id = ?",
-        (json.dumps(meta["plan"]), meta["plan_digest"], json.dumps(meta["effects"]), tx_id),
-    )
+def _edit_meta(path: Path, tx_id: str, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite a transaction's metadata document as the attacker wants it (read, edit in
+    Python, write back: the same on SQLite and PostgreSQL, where the column is TEXT)."""
+    meta = _meta(path, tx_id)
+    edit(meta)
+    text = json.dumps(meta, separators=(",", ":"))
+    _sql(path, ("UPDATE transactions SET metadata = ? WHERE id = ?", (text, tx_id)))
+
+
+def _swap_plan(donor_meta: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    def swap(meta: dict[str, Any]) -> None:
+        for key in ("plan", "plan_digest", "effects"):
+            meta[key] = donor_meta[key]
+
+    return swap
+
+
+def _set(*path: str | int, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(meta: dict[str, Any]) -> None:
+        node: Any = meta
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
+def _drop_plan(meta: dict[str, Any]) -> None:
+    for key in ("plan", "plan_digest", "effects"):
+        meta.pop(key, None)
 
 
 @pytest.mark.parametrize(
@@ -113,35 +132,15 @@ def test_an_edited_stored_plan_is_refused_before_signing(
     policies judge, the whole plan swapped for another transaction's, an approved digest
     added, the plan removed so it would be rebuilt) leaves the DELAY unsigned and FAILED."""
     path, clock, tx_id, donor = two_delays
-    statements = {
-        "plan_digest": (
-            "UPDATE transactions SET metadata = json_set(metadata, '$.plan_digest', ?)"
-            " WHERE id = ?",
-            ("0x" + "ab" * 32, tx_id),
-        ),
-        "plan": (
-            "UPDATE transactions SET metadata = json_set(metadata,"
-            " '$.plan.instructions[0].data', ?) WHERE id = ?",
-            ("0x020000000000e1f50500000000", tx_id),
-        ),
-        "effects": (
-            "UPDATE transactions SET metadata = json_set(metadata, '$.effects[0].amount', ?)"
-            " WHERE id = ?",
-            ("1", tx_id),
-        ),
-        "swap": _swap_plan(path, tx_id, donor),
-        "approved_digest": (
-            "UPDATE transactions SET metadata = json_set(metadata, '$.approval', json(?))"
-            " WHERE id = ?",
-            (json.dumps({"plan_digest": "0x" + "cd" * 32}), tx_id),
-        ),
-        "drop_plan": (
-            "UPDATE transactions SET metadata = json_remove(metadata, '$.plan',"
-            " '$.plan_digest', '$.effects') WHERE id = ?",
-            (tx_id,),
-        ),
+    edits: dict[str, Callable[[dict[str, Any]], None]] = {
+        "plan_digest": _set("plan_digest", value="0x" + "ab" * 32),
+        "plan": _set("plan", "instructions", 0, "data", value="0x020000000000e1f50500000000"),
+        "effects": _set("effects", 0, "amount", value="1"),
+        "swap": _swap_plan(_meta(path, donor)),
+        "approved_digest": _set("approval", value={"plan_digest": "0x" + "cd" * 32}),
+        "drop_plan": _drop_plan,
     }
-    _sql(path, statements[edit])
+    _edit_meta(path, tx_id, edits[edit])
     clock.advance(10_000)
     with _open(path, clock) as w:
         report = w.process_due()
@@ -166,11 +165,8 @@ def test_an_untouched_plan_still_executes(two_delays: tuple[Path, FrozenClock, s
         assert w.get_transaction(tx_id).status == "CONFIRMED"
         assert w.get_transaction(donor).status == "CONFIRMED"
         assert _tamper_rows(w) == []
-    conn = sqlite3.connect(path)
-    try:
-        macs = [r[0] for r in conn.execute("SELECT integrity FROM transactions")]
-    finally:
-        conn.close()
+    with raw_connect(path) as conn:
+        macs = [r[0] for r in conn.all("SELECT integrity FROM transactions")]
     assert macs and all(m.startswith("v2:") for m in macs)
 
 
@@ -236,14 +232,9 @@ def test_an_approved_digest_edited_after_the_owner_signed_is_refused(
         assert w.get_transaction(tx_id).status == "QUEUED"
     meta = _meta(path, tx_id)
     assert meta["approval"]["plan_digest"] == meta["plan_digest"]
-    _sql(
-        path,
-        (
-            "UPDATE transactions SET metadata = json_set(metadata,"
-            " '$.approval.plan_digest', ?, '$.plan_digest', ?) WHERE id = ?",
-            ("0x" + "ee" * 32, "0x" + "ee" * 32, tx_id),
-        ),
-    )
+    forged = "0x" + "ee" * 32
+    _edit_meta(path, tx_id, _set("approval", "plan_digest", value=forged))
+    _edit_meta(path, tx_id, _set("plan_digest", value=forged))
     with _open(path, clock) as w:
         w.process_due()
         tx = w.get_transaction(tx_id)
@@ -279,13 +270,8 @@ def probing(tmp_path: Path) -> tuple[Path, FrozenClock, str, str, str]:
 
 
 def _mark(path: Path, agent_id: str) -> dict[str, Any] | None:
-    conn = sqlite3.connect(path)
-    try:
-        row = conn.execute(
-            "SELECT value FROM wallet_state WHERE key = ?", (MARK + agent_id,)
-        ).fetchone()
-    finally:
-        conn.close()
+    with raw_connect(path) as conn:
+        row = conn.one("SELECT value FROM wallet_state WHERE key = ?", (MARK + agent_id,))
     return None if row is None else dict(json.loads(row[0]))
 
 
@@ -293,7 +279,8 @@ def _forge_mark(path: Path, agent_id: str, value: dict[str, Any]) -> None:
     _sql(
         path,
         (
-            "INSERT OR REPLACE INTO wallet_state (key, value, updated_at) VALUES (?, ?, ?)",
+            "INSERT INTO wallet_state (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT"
+            " (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             (MARK + agent_id, json.dumps(value, sort_keys=True), 1),
         ),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import SOL, EvmOwner, new_agent, recipient
+from tests.support.rawdb import raw_connect
 from waiaas.db.chain import row_hash
 from waiaas.errors import TamperDetectedError
 from waiaas.notify.testing import RecordingNotifier
@@ -37,30 +38,48 @@ def _open(path: Path, **config: Any) -> Wallet:
     )
 
 
+def _pg_sql(sql: str) -> str:
+    """The attacker's statement in PostgreSQL's words: ``json_set(col, '$.a.b', ?)`` (the
+    JSON columns are TEXT on both), an untyped ``? IS NULL``, the boolean ``enabled``."""
+
+    def json_set(match: re.Match[str]) -> str:
+        col, path = match.group(1), match.group(2)
+        keys = ",".join(k for k in re.split(r"[.\[\]]+", path.removeprefix("$")) if k)
+        return f"jsonb_set({col}::jsonb, '{{{keys}}}', to_jsonb(?::text))::text"
+
+    sql = re.sub(r"json_set\((\w+), '([^']+)', \?\)", json_set, sql)
+    return sql.replace("? IS NULL", "?::text IS NULL").replace("enabled = 0", "enabled = false")
+
+
 def _attack(path: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:
-    """Run SQL on the closed file as an attacker would: lift the triggers, edit, restore."""
-    conn = sqlite3.connect(path)
-    triggers = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'"
-    ).fetchall()
-    for name, _ in triggers:
-        conn.execute(f"DROP TRIGGER {name}")
-    for sql, params in statements:
-        conn.execute(sql, params)
-    for _, sql in triggers:
-        conn.execute(sql)
-    conn.commit()
-    conn.close()
+    """Run SQL on the closed database as an attacker with write access would: lift the
+    audit log's triggers, edit, restore them (on PostgreSQL: the table owner's
+    ``DISABLE TRIGGER``; on SQLite: drop and re-create them)."""
+    with raw_connect(path, autocommit=False) as conn:
+        if conn.dialect == "postgresql":
+            conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+            for sql, params in statements:
+                conn.execute(_pg_sql(sql), params)
+            conn.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
+        else:
+            triggers = conn.all(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                "AND tbl_name = 'audit_log'"
+            )
+            for name, _ in triggers:
+                conn.execute(f"DROP TRIGGER {name}")
+            for sql, params in statements:
+                conn.execute(sql, params)
+            for _, sql in triggers:
+                conn.execute(sql)
+        conn.commit()
 
 
 def _rows(path: Path) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(
+    with raw_connect(path) as conn:
+        return conn.all(
             "SELECT id, event_type, details, prev_hash, row_hash, mac FROM audit_log ORDER BY id"
-        ).fetchall()
-    finally:
-        conn.close()
+        )
 
 
 @pytest.fixture
@@ -159,14 +178,14 @@ def test_editing_an_audit_row_is_detected_and_named(history: Path) -> None:
 
 def test_editing_an_audit_row_and_its_hash_is_a_forgery(history: Path) -> None:
     """Recomputing the row hash (SHA-256 needs no key) does not produce the MAC."""
-    conn = sqlite3.connect(history)
     cols = (
         "timestamp, event_type, actor, agent_id, session_id, tx_id, details, severity, ip_address"
     )
-    target = conn.execute(
-        f"SELECT id, prev_hash, {cols} FROM audit_log WHERE event_type = 'TX_REQUESTED'"
-    ).fetchone()
-    conn.close()
+    with raw_connect(history) as conn:
+        target = conn.one(
+            f"SELECT id, prev_hash, {cols} FROM audit_log WHERE event_type = 'TX_REQUESTED'"
+        )
+    assert target is not None
     values = list(target[2:])
     values[6] = values[6].replace('"to":"', '"to":"X')
     _attack(
@@ -218,6 +237,7 @@ os._exit(0)   # a crash: no close, no checkpoint; the last commits are only in t
 """
 
 
+@pytest.mark.sqlite_only
 def test_losing_the_wal_after_a_crash_is_detected(history: Path) -> None:
     """Commits that lived only in the -wal file vanish with it; the next open says so."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
@@ -231,6 +251,7 @@ def test_losing_the_wal_after_a_crash_is_detected(history: Path) -> None:
     assert "write-ahead log" in error.message
 
 
+@pytest.mark.sqlite_only  # a backup file (PostgreSQL: pg_dump)
 def test_a_checkpoint_kept_elsewhere_proves_old_rows(history: Path, tmp_path: Path) -> None:
     """An exported checkpoint verifies with the public key alone, and catches a rewrite of
     rows older than the last checkpoint (which open does not re-walk)."""
@@ -252,6 +273,7 @@ def test_a_checkpoint_kept_elsewhere_proves_old_rows(history: Path, tmp_path: Pa
     assert backup.read_bytes() == before  # read-only
 
 
+@pytest.mark.sqlite_only  # a backup file (PostgreSQL: pg_dump)
 def test_an_untouched_backup_verifies(history: Path, tmp_path: Path) -> None:
     """A backup verifies on its own, against the checkpoint exported when it was taken."""
     with _open(history) as w:

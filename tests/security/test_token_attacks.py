@@ -84,7 +84,8 @@ def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def new_wallet(directory: Path, migrated: Path, name: str) -> Wallet:
-    shutil.copyfile(migrated, directory / name)
+    if migrated.is_file():  # SQLite: a copy of the migrated file (on PostgreSQL: a new schema)
+        shutil.copyfile(migrated, directory / name)
     return Wallet(directory / name)
 
 
