@@ -3,8 +3,9 @@
 Tests that need PostgreSQL take the :func:`pg_url` fixture (import it into the test module or
 a conftest): it creates a schema with a unique name, yields a ``postgresql+psycopg://`` URL
 whose ``options=-csearch_path%3D<schema>`` makes that schema the wallet's, and drops the
-schema (and everything in it) afterwards. Without the variable the test is skipped.
-(``tests/support/postgres.py`` starts a private server and sets the variable.)
+schema (and everything in it) afterwards. Without the variable, ``tests/support/postgres.py``
+starts a private server (once per session) and sets it; without a server the test is skipped
+(failed under ``WAIAAS_REQUIRE_POSTGRES=1``).
 """
 
 from __future__ import annotations
@@ -59,10 +60,19 @@ def drop_schema(url: str, name: str) -> None:
 
 @pytest.fixture
 def pg_server() -> str:
-    """The test server's URL; skips the test when ``WAIAAS_TEST_POSTGRES_URL`` is unset."""
+    """The test server's URL: ``WAIAAS_TEST_POSTGRES_URL``, or the private server
+    ``tests/support/postgres.py`` starts once per session. Skips the test when no server
+    can be had, unless ``WAIAAS_REQUIRE_POSTGRES=1`` (CI), which fails it."""
+    from tests.support import postgres
+
+    try:
+        postgres.server_url()
+    except postgres.PostgresUnavailable as exc:
+        if postgres.required():
+            pytest.fail(f"{postgres.REQUIRE_ENV}=1 and no PostgreSQL server: {exc}")
+        pytest.skip(f"no PostgreSQL server: {exc}")
     url = server_url()
-    if url is None:
-        pytest.skip(f"no PostgreSQL server: set {ENV}")
+    assert url is not None
     return url
 
 
