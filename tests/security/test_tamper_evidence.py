@@ -40,7 +40,7 @@ def _open(path: Path, **config: Any) -> Wallet:
 
 def _pg_sql(sql: str) -> str:
     """The attacker's statement in PostgreSQL's words: ``json_set(col, '$.a.b', ?)`` (the
-    JSON columns are TEXT on both), an untyped ``? IS NULL``, the boolean ``enabled``."""
+    JSON columns are TEXT on both) and an untyped ``? IS NULL``."""
 
     def json_set(match: re.Match[str]) -> str:
         col, path = match.group(1), match.group(2)
@@ -48,7 +48,7 @@ def _pg_sql(sql: str) -> str:
         return f"jsonb_set({col}::jsonb, '{{{keys}}}', to_jsonb(?::text))::text"
 
     sql = re.sub(r"json_set\((\w+), '([^']+)', \?\)", json_set, sql)
-    return sql.replace("? IS NULL", "?::text IS NULL").replace("enabled = 0", "enabled = false")
+    return sql.replace("? IS NULL", "?::text IS NULL")
 
 
 def _attack(path: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:
