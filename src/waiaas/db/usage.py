@@ -35,8 +35,11 @@ test compares them with the file): changing them needs a new migration.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from waiaas.db.engine import adapt_sql, lock_key, scope_of
 
 __all__ = [
     "BUCKET",
@@ -48,6 +51,7 @@ __all__ = [
     "rebuild",
     "reseal",
 ]
+
 
 BUCKET = 3600  # seconds per bucket
 LIMB_DIGITS = 9
@@ -233,9 +237,137 @@ def fill_sql(where_tx: str = "1", where_audit: str = "1") -> list[str]:
 
 DDL = (TABLE_DDL, INDEX_DDL, *TRIGGERS)
 
-# TODO(pgusage): PostgreSQL's usage_buckets (migration 0009): only the table and its index so
-# far; the plpgsql triggers keeping it exact belong here too.
-PG_DDL: tuple[str, ...] = (
+# --------------------------------------------------------------------------- PostgreSQL
+#
+# The same table, counts and arithmetic as the SQLite statements above, written for
+# PostgreSQL: plpgsql trigger functions (one per SQLite trigger, same names for the triggers),
+# BIGINT columns (limb sums exceed 32 bits), ``mod()`` for the floor of negative times (no
+# ``%``: psycopg reads it as a placeholder), ``IS [NOT] DISTINCT FROM`` for SQLite's ``IS``,
+# and the spend column parsed as ``jsonb`` only when it is valid JSON
+# (:data:`PG_FUNCTIONS`). The one difference PostgreSQL imposes: ``jsonb`` cannot hold the
+# escape ``\u0000``, so a spend text containing it is not JSON there (nothing counts from it,
+# in the buckets and in the rows alike); the wallet never writes one.
+
+PG_TRY_JSONB = "waiaas_try_jsonb"
+PG_SPEND_ENTRIES = "waiaas_spend_entries"
+
+#: helper functions (created first): the safe ``text`` -> ``jsonb`` parse, and a spend
+#: document's entries as (key, the value's text when it is a JSON string, else NULL)
+PG_FUNCTIONS = (
+    f"CREATE FUNCTION {PG_TRY_JSONB}(doc text) RETURNS jsonb "
+    "LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$ "
+    "BEGIN RETURN doc::jsonb; "
+    "EXCEPTION WHEN data_exception OR program_limit_exceeded THEN RETURN NULL; "
+    "END $fn$",
+    f"CREATE FUNCTION {PG_SPEND_ENTRIES}(doc text) RETURNS TABLE (key text, value text) "
+    "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$ "
+    "SELECT e.key, CASE WHEN jsonb_typeof(e.value) = 'string' THEN e.value #>> '{}' END "
+    f"FROM (SELECT {PG_TRY_JSONB}(doc) AS j) AS d, "
+    "jsonb_each(CASE WHEN jsonb_typeof(d.j) = 'object' THEN d.j END) AS e "
+    "$fn$",
+)
+
+
+def _pg_start(expr: str) -> str:
+    """SQL for :func:`bucket_start` on PostgreSQL (``mod`` keeps the dividend's sign)."""
+    return f"({expr} - mod(mod({expr}, {BUCKET}) + {BUCKET}, {BUCKET}))"
+
+
+def _pg_spending(r: str) -> str:
+    return f"({r}.status IN ({_SPENDING_LIST}) AND {r}.error IS DISTINCT FROM '{DENIED}')"
+
+
+def _pg_denied(r: str) -> str:
+    return f"(CASE WHEN {r}.error IS NOT DISTINCT FROM '{DENIED}' THEN 1 ELSE 0 END)"
+
+
+# a JSON string of ASCII digits only; strings the limbs cannot hold: too long, or non-ASCII
+_PG_DIGITS = "(je.value ~ '^[0-9]+$')"
+_PG_ODD_VALUE = (
+    f"(je.value IS NOT NULL AND (octet_length(je.value) != length(je.value) "
+    f"OR ({_PG_DIGITS} AND length(je.value) > {MAX_DIGITS})))"
+)
+
+
+def _pg_entries(r: str) -> str:
+    return f"{PG_SPEND_ENTRIES}(CASE WHEN {_pg_spending(r)} THEN {r}.spend END)"
+
+
+def _pg_odd(r: str) -> str:
+    return (
+        f"(CASE WHEN NOT {_pg_spending(r)} THEN 0 WHEN {r}.spend IS NULL THEN 1 "
+        f"WHEN EXISTS (SELECT 1 FROM {_pg_entries(r)} AS je WHERE {_PG_ODD_VALUE}) THEN 1 "
+        "ELSE 0 END)"
+    )
+
+
+def _pg_limb(i: int) -> str:
+    # the value has at most MAX_DIGITS digits: left-padded, limb i is a fixed slice
+    pos = MAX_DIGITS - LIMB_DIGITS * (i + 1) + 1
+    return f"CAST(substr(lpad(je.value, {MAX_DIGITS}, '0'), {pos}, {LIMB_DIGITS}) AS BIGINT)"
+
+
+_PG_SPEND_FILTER = f"{_PG_DIGITS} AND length(je.value) <= {MAX_DIGITS}"
+
+
+def _pg_upsert(cols: Sequence[str]) -> str:
+    sets = ", ".join(f"{c} = u.{c} + excluded.{c}" for c in cols)
+    return f"ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET {sets}, mac = NULL"
+
+
+_PG_COUNT_COLS = ("requests", "denials", "odd")
+_PG_SPEND_COLS = ("requests", *_LIMB_COLS)
+_PG_INTO_SPEND = (
+    f"INSERT INTO usage_buckets AS u (agent_id, start, kind, asset, {', '.join(_PG_SPEND_COLS)}) "
+)
+_PG_REFUSAL_COLS = ("refused", "refused_denials")
+
+
+def _pg_apply(r: str, sign: str) -> list[str]:
+    """:func:`_apply` on PostgreSQL: statements of a trigger function's body."""
+    counts = (
+        "INSERT INTO usage_buckets AS u (agent_id, start, kind, asset, requests, denials, odd) "
+        f"VALUES ({r}.agent_id, {_pg_start(f'{r}.created_at')}, {COUNTS}, '', {sign}1, "
+        f"{sign}{_pg_denied(r)}, {sign}{_pg_odd(r)}) " + _pg_upsert(_PG_COUNT_COLS)
+    )
+    limbs = ", ".join(f"{sign}{_pg_limb(i)}" for i in range(LIMBS))
+    spend = (
+        _PG_INTO_SPEND
+        + f"SELECT {r}.agent_id, {_pg_start(f'{r}.created_at')}, {SPEND}, je.key, {sign}1, {limbs} "
+        f"FROM {_pg_entries(r)} AS je WHERE {_PG_SPEND_FILTER} " + _pg_upsert(_PG_SPEND_COLS)
+    )
+    return [counts, spend]
+
+
+def _pg_function(name: str, body: Iterable[str]) -> str:
+    """A plpgsql trigger function running ``body``. ``search_path`` is the one it was created
+    with (the wallet's schema), whoever fires it."""
+    stmts = "; ".join(body)
+    return (
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql "
+        f"SET search_path FROM CURRENT AS $fn$ BEGIN {stmts}; RETURN NULL; END $fn$"
+    )
+
+
+def _pg_trigger(name: str, event: str, when: str) -> str:
+    cond = f" WHEN ({when})" if when else ""
+    return f"CREATE TRIGGER {name} AFTER {event} FOR EACH ROW{cond} EXECUTE FUNCTION {name}()"
+
+
+_PG_RELEVANT = (
+    "OLD.agent_id IS DISTINCT FROM NEW.agent_id OR OLD.created_at IS DISTINCT FROM "
+    "NEW.created_at OR OLD.spend IS DISTINCT FROM NEW.spend "
+    f"OR (OLD.error IS NOT DISTINCT FROM '{DENIED}') != (NEW.error IS NOT DISTINCT FROM "
+    f"'{DENIED}') "
+    f"OR (OLD.status IN ({_SPENDING_LIST})) != (NEW.status IN ({_SPENDING_LIST}))"
+)
+_PG_AUDIT_BODY = (
+    "INSERT INTO usage_buckets AS u (agent_id, start, kind, asset, refused, refused_denials) "
+    f"VALUES (NEW.agent_id, {_pg_start('NEW.timestamp')}, {COUNTS}, '', 1, "
+    "CASE WHEN NEW.event_type != 'DRY_RUN' THEN 1 ELSE 0 END) " + _pg_upsert(_PG_REFUSAL_COLS)
+)
+
+PG_TABLE_DDL = (
     "CREATE TABLE usage_buckets ("
     "agent_id TEXT NOT NULL, start BIGINT NOT NULL, kind INTEGER NOT NULL, "
     "asset TEXT NOT NULL, "
@@ -243,9 +375,86 @@ PG_DDL: tuple[str, ...] = (
     "refused BIGINT NOT NULL DEFAULT 0, refused_denials BIGINT NOT NULL DEFAULT 0, "
     "odd BIGINT NOT NULL DEFAULT 0, "
     + "".join(f"{c} BIGINT NOT NULL DEFAULT 0, " for c in _LIMB_COLS)
-    + "mac TEXT, PRIMARY KEY (agent_id, start, kind, asset))",
-    INDEX_DDL,
+    + "mac TEXT, PRIMARY KEY (agent_id, start, kind, asset))"
 )
+PG_INDEX_DDL = INDEX_DDL
+
+PG_TRIGGER_FUNCTIONS = (
+    _pg_function("usage_tx_insert", _pg_apply("NEW", "+")),
+    _pg_function("usage_tx_delete", _pg_apply("OLD", "-")),
+    _pg_function("usage_tx_update", [*_pg_apply("OLD", "-"), *_pg_apply("NEW", "+")]),
+    _pg_function("usage_audit_insert", [_PG_AUDIT_BODY]),
+)
+PG_TRIGGERS = (
+    _pg_trigger("usage_tx_insert", "INSERT ON transactions", ""),
+    _pg_trigger("usage_tx_delete", "DELETE ON transactions", ""),
+    _pg_trigger(
+        "usage_tx_update",
+        "UPDATE OF agent_id, created_at, status, error, spend ON transactions",
+        _PG_RELEVANT,
+    ),
+    _pg_trigger(
+        "usage_audit_insert",
+        "INSERT ON audit_log",
+        "NEW.agent_id IS NOT NULL AND "
+        + REFUSAL_SQL.replace("event_type", "NEW.event_type").replace("tx_id", "NEW.tx_id"),
+    ),
+)
+#: the tables each trigger is on (PostgreSQL's DROP TRIGGER names it)
+TRIGGER_TABLES = dict(zip(TRIGGER_NAMES, ("transactions",) * 3 + ("audit_log",), strict=True))
+
+PG_DDL = (*PG_FUNCTIONS, PG_TABLE_DDL, PG_INDEX_DDL, *PG_TRIGGER_FUNCTIONS, *PG_TRIGGERS)
+
+
+def pg_fill_sql(where_tx: str = "TRUE", where_audit: str = "TRUE") -> list[str]:
+    """:func:`fill_sql` on PostgreSQL."""
+    start = _pg_start("t.created_at")
+    refusal = REFUSAL_SQL.replace("event_type", "a.event_type").replace("tx_id", "a.tx_id")
+    limbs = ", ".join(f"SUM({_pg_limb(i)})" for i in range(LIMBS))
+    return [
+        "INSERT INTO usage_buckets AS u (agent_id, start, kind, asset, requests, denials, odd) "
+        f"SELECT t.agent_id, {start}, {COUNTS}, '', COUNT(*), "
+        f"SUM({_pg_denied('t')}), SUM({_pg_odd('t')}) "
+        f"FROM transactions AS t WHERE {where_tx} GROUP BY 1, 2 " + _pg_upsert(_PG_COUNT_COLS),
+        _PG_INTO_SPEND + f"SELECT t.agent_id, {start}, {SPEND}, je.key, COUNT(*), {limbs} "
+        f"FROM transactions AS t, {_pg_entries('t')} AS je WHERE ({where_tx}) "
+        f"AND {_PG_SPEND_FILTER} GROUP BY 1, 2, 4 " + _pg_upsert(_PG_SPEND_COLS),
+        "INSERT INTO usage_buckets AS u (agent_id, start, kind, asset, refused, refused_denials) "
+        f"SELECT a.agent_id, {_pg_start('a.timestamp')}, {COUNTS}, '', COUNT(*), "
+        "SUM(CASE WHEN a.event_type != 'DRY_RUN' THEN 1 ELSE 0 END) FROM audit_log AS a "
+        f"WHERE a.agent_id IS NOT NULL AND {refusal} AND ({where_audit}) GROUP BY 1, 2 "
+        + _pg_upsert(_PG_REFUSAL_COLS),
+    ]
+
+
+def ddl(dialect: str) -> tuple[str, ...]:
+    """What migration 0009 creates on ``dialect`` (``"sqlite"`` or ``"postgresql"``)."""
+    return PG_DDL if dialect == "postgresql" else DDL
+
+
+def fill(dialect: str) -> list[str]:
+    """The backfill of every existing row on ``dialect`` (migration 0009)."""
+    return pg_fill_sql() if dialect == "postgresql" else fill_sql()
+
+
+def drop_sql(dialect: str) -> list[str]:
+    """What migration 0009's downgrade runs before dropping the index and table."""
+    if dialect != "postgresql":
+        return [f"DROP TRIGGER IF EXISTS {name}" for name in TRIGGER_NAMES]
+    return [
+        *(f"DROP TRIGGER IF EXISTS {n} ON {TRIGGER_TABLES[n]}" for n in TRIGGER_NAMES),
+        *(f"DROP FUNCTION IF EXISTS {n}()" for n in TRIGGER_NAMES),
+    ]
+
+
+def drop_functions_sql(dialect: str) -> list[str]:
+    """The helper functions migration 0009's downgrade drops after the table (PostgreSQL)."""
+    if dialect != "postgresql":
+        return []
+    return [
+        f"DROP FUNCTION IF EXISTS {PG_SPEND_ENTRIES}(text)",
+        f"DROP FUNCTION IF EXISTS {PG_TRY_JSONB}(text)",
+    ]
 
 
 # --------------------------------------------------------------------------- reading
@@ -260,10 +469,32 @@ NEEDS_ROWS = (
     + " OR ".join(f"typeof({c}) != 'integer' OR {c} < 0" for c in _COUNTERS)
     + ")"
 )
+# On PostgreSQL every counter is a BIGINT NOT NULL: only the values can be wrong.
+_PG_NEEDS_ROWS = (
+    "(odd != 0 OR kind NOT IN (0, 1) OR " + " OR ".join(f"{c} < 0" for c in _COUNTERS) + ")"
+)
 VERIFY_SQL = f"SELECT {', '.join(SEALED)}, mac FROM usage_buckets WHERE agent_id = ? AND start >= ?"
 NEEDS_ROWS_SQL = (
     f"SELECT DISTINCT start FROM usage_buckets WHERE agent_id = ? AND start >= ? AND {NEEDS_ROWS}"
 )
+_PG_NEEDS_ROWS_SQL = NEEDS_ROWS_SQL.replace(NEEDS_ROWS, _PG_NEEDS_ROWS)
+
+
+def dialect_of(conn: Any) -> str:
+    """``"sqlite"`` or ``"postgresql"``: the dialect of a DB-API connection."""
+    return "sqlite" if isinstance(conn, sqlite3.Connection) else "postgresql"
+
+
+def verify_sql(dialect: str) -> str:
+    """:data:`VERIFY_SQL` for ``dialect`` (parameters: agent id, first start)."""
+    return adapt_sql(VERIFY_SQL, dialect)
+
+
+def needs_rows_sql(dialect: str) -> str:
+    """:data:`NEEDS_ROWS_SQL` for ``dialect`` (parameters: agent id, first start)."""
+    if dialect == "postgresql":
+        return adapt_sql(_PG_NEEDS_ROWS_SQL, dialect)
+    return NEEDS_ROWS_SQL
 
 
 def sane(values: Sequence[Any]) -> bool:
@@ -278,27 +509,42 @@ def bucket_mac(integrity: Any, agent_id: str, values: Sequence[Any]) -> str:
     return str(integrity.mac(MAC_DOMAIN, agent_id, *values))
 
 
-@functools.lru_cache(maxsize=32)
-def sums_sql(windows: int) -> str:
+@functools.lru_cache(maxsize=64)
+def sums_sql(windows: int, dialect: str = "sqlite") -> str:
     """Per (kind, asset): for each window ``:s0`` … (shortest first) the requests, denials and
     transactions of the buckets starting after it; then the spend limbs of the buckets after
     ``:day`` and after ``:week``, and how many spending rows name the asset in each. Buckets
     listed in ``:skip`` (a JSON array of starts) are left out (their rows are read instead).
+    On PostgreSQL the parameters are spelled ``%(name)s`` and each sum is a BIGINT (not
+    NUMERIC), so both dialects return Python ints.
     """
+    pg = dialect == "postgresql"
+
+    def p(name: str) -> str:
+        return f"%({name})s" if pg else f":{name}"
+
+    def total(expr: str) -> str:
+        return f"CAST(SUM({expr}) AS BIGINT)" if pg else f"SUM({expr})"
+
     cols = []
     for i in range(windows):
-        cond = f"start > :s{i}"
-        cols.append(f"SUM(CASE WHEN {cond} THEN requests + refused ELSE 0 END)")
-        cols.append(f"SUM(CASE WHEN {cond} THEN denials + refused_denials ELSE 0 END)")
-        cols.append(f"SUM(CASE WHEN {cond} THEN requests - denials ELSE 0 END)")
+        cond = f"start > {p(f's{i}')}"
+        cols.append(total(f"CASE WHEN {cond} THEN requests + refused ELSE 0 END"))
+        cols.append(total(f"CASE WHEN {cond} THEN denials + refused_denials ELSE 0 END"))
+        cols.append(total(f"CASE WHEN {cond} THEN requests - denials ELSE 0 END"))
     for since in ("day", "week"):
-        cond = f"start > :{since}"
-        cols.append(f"SUM(CASE WHEN {cond} THEN requests ELSE 0 END)")
-        cols += [f"SUM(CASE WHEN {cond} THEN {c} ELSE 0 END)" for c in _LIMB_COLS]
+        cond = f"start > {p(since)}"
+        cols.append(total(f"CASE WHEN {cond} THEN requests ELSE 0 END"))
+        cols += [total(f"CASE WHEN {cond} THEN {c} ELSE 0 END") for c in _LIMB_COLS]
+    skip = (
+        f"SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST({p('skip')} AS jsonb))"
+        if pg
+        else "SELECT value FROM json_each(:skip)"
+    )
     return (
         f"SELECT kind, asset, {', '.join(cols)} FROM usage_buckets "
-        "WHERE agent_id = :agent AND start >= :first "
-        "AND start NOT IN (SELECT value FROM json_each(:skip)) GROUP BY kind, asset"
+        f"WHERE agent_id = {p('agent')} AND start >= {p('first')} "
+        f"AND start NOT IN ({skip}) GROUP BY kind, asset"
     )
 
 
@@ -322,14 +568,30 @@ def _raw(uow: Any) -> Any:
     return conn
 
 
+def _fill(dialect: str, where_tx: str = "", where_audit: str = "") -> list[str]:
+    """:func:`fill_sql` or :func:`pg_fill_sql`; conditions with ``?`` placeholders (each
+    statement uses one of them, so all take the same parameters)."""
+    if dialect == "postgresql":
+        return pg_fill_sql(
+            *(adapt_sql(w, dialect) for w in (where_tx or "TRUE", where_audit or "TRUE"))
+        )
+    return fill_sql(where_tx or "1", where_audit or "1")
+
+
+_REBUILD_TX = "t.agent_id = ? AND t.created_at >= ? AND t.created_at < ?"
+_REBUILD_AUDIT = "a.agent_id = ? AND a.timestamp >= ? AND a.timestamp < ?"
+
+
 def rebuild(uow: Any, agent_id: str, start: int) -> None:
     """Recompute one agent's bucket at ``start`` from its rows (``mac`` left NULL)."""
     conn = _raw(uow)
-    conn.execute("DELETE FROM usage_buckets WHERE agent_id = ? AND start = ?", (agent_id, start))
-    where_tx = "t.agent_id = :agent AND t.created_at >= :lo AND t.created_at < :hi"
-    where_audit = "a.agent_id = :agent AND a.timestamp >= :lo AND a.timestamp < :hi"
-    params = {"agent": agent_id, "lo": start, "hi": start + BUCKET}
-    for stmt in fill_sql(where_tx, where_audit):
+    dialect = dialect_of(conn)
+    conn.execute(
+        adapt_sql("DELETE FROM usage_buckets WHERE agent_id = ? AND start = ?", dialect),
+        (agent_id, start),
+    )
+    params = (agent_id, start, start + BUCKET)
+    for stmt in _fill(dialect, _REBUILD_TX, _REBUILD_AUDIT):
         conn.execute(stmt, params)
 
 
@@ -342,8 +604,17 @@ def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
     and every sealed row is sane. Many unsealed buckets (the first
     keyed commit after migration 0009, or after writes by a process without the key) are
     recomputed all at once, in one pass over the rows.
+
+    On PostgreSQL, writers of different agents run at once: only the buckets of agents whose
+    advisory lock this unit of work holds or can take without waiting are recomputed and
+    sealed (its own agent's, and at most :data:`RESEAL_AGENTS` others); the rest stay unsealed
+    (read from their rows) until a later writer seals them.
     """
     conn = _raw(uow)
+    dialect = dialect_of(conn)
+    if dialect == "postgresql":
+        _reseal_pg(uow, conn, integrity, verified)
+        return
     dirty = conn.execute(
         "SELECT DISTINCT agent_id, start FROM usage_buckets INDEXED BY idx_usage_buckets_unsealed "
         "WHERE mac IS NULL"
@@ -356,24 +627,89 @@ def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
             conn.execute(stmt)
         rows = conn.execute(f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets").fetchall()
     else:
-        rows = []
-        select = f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets "
-        select += "WHERE agent_id = ? AND start = ?"
-        for agent_id, start in dirty:
-            seen = verified.get(agent_id)
-            if seen is None or start < seen[0] or start in seen[1]:
-                rebuild(uow, agent_id, start)
-            found = conn.execute(select, (agent_id, start)).fetchall()
-            if not all(sane(row[1:]) for row in found):  # never seal what no row explains
-                rebuild(uow, agent_id, start)
-                found = conn.execute(select, (agent_id, start)).fetchall()
-            rows += found
-    conn.executemany(
-        "UPDATE usage_buckets SET mac = ? WHERE agent_id = ? AND start = ? AND kind = ? "
-        "AND asset = ?",
-        [(bucket_mac(integrity, row[0], row[1:]), *row[:4]) for row in rows],
+        rows = _rebuild_dirty(uow, conn, dirty, verified)
+    _seal(conn, integrity, rows)
+
+
+def _rebuild_dirty(
+    uow: Any, conn: Any, dirty: Iterable[tuple[str, int]], verified: Verified
+) -> list[Any]:
+    """Recompute the unsealed buckets ``dirty`` that need it; their rows (to seal)."""
+    rows = []
+    select = adapt_sql(
+        f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets WHERE agent_id = ? AND start = ?",
+        dialect_of(conn),
     )
+    for agent_id, start in dirty:
+        seen = verified.get(agent_id)
+        if seen is None or start < seen[0] or start in seen[1]:
+            rebuild(uow, agent_id, start)
+        found = conn.execute(select, (agent_id, start)).fetchall()
+        if not all(sane(row[1:]) for row in found):  # never seal what no row explains
+            rebuild(uow, agent_id, start)
+            found = conn.execute(select, (agent_id, start)).fetchall()
+        rows += found
+    return rows
+
+
+def _seal(conn: Any, integrity: Any, rows: Sequence[Any]) -> None:
+    if not rows:
+        return
+    cur = conn.cursor()
+    try:
+        cur.executemany(
+            adapt_sql(
+                "UPDATE usage_buckets SET mac = ? WHERE agent_id = ? AND start = ? AND kind = ? "
+                "AND asset = ?",
+                dialect_of(conn),
+            ),
+            [(bucket_mac(integrity, row[0], row[1:]), *row[:4]) for row in rows],
+        )
+    finally:
+        cur.close()
+
+
+def _reseal_pg(uow: Any, conn: Any, integrity: Any, verified: Verified) -> None:
+    dirty = conn.execute(
+        "SELECT DISTINCT agent_id, start FROM usage_buckets WHERE mac IS NULL"
+    ).fetchall()
+    if not dirty:
+        return
+    agents = sorted({a for a, _ in dirty}, key=lambda a: (a not in verified, a))
+    mine = _try_lock_agents(uow, conn, agents[: len(verified) + RESEAL_AGENTS])
+    dirty = [(a, s) for a, s in dirty if a in mine]
+    if len(dirty) > BULK_REBUILD:
+        owned = sorted(mine)
+        conn.execute("DELETE FROM usage_buckets WHERE agent_id = ANY(%s)", (owned,))
+        cond = "t.agent_id = ANY(%s)", "a.agent_id = ANY(%s)"
+        for stmt in pg_fill_sql(*cond):
+            conn.execute(stmt, (owned,))
+        rows = conn.execute(
+            f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets WHERE agent_id = ANY(%s)",
+            (owned,),
+        ).fetchall()
+    else:
+        rows = _rebuild_dirty(uow, conn, dirty, verified)
+    _seal(conn, integrity, rows)
+
+
+def _try_lock_agents(uow: Any, conn: Any, agents: Sequence[str]) -> set[str]:
+    """The agents of ``agents`` whose advisory lock this transaction holds or just took
+    (without waiting: a writer of another agent never blocks on this one)."""
+    if not agents:
+        return set()
+    db, schema = scope_of(uow.session.connection())
+    keys = [lock_key(db, schema, "agent:" + a) for a in agents]
+    got = conn.execute(
+        "SELECT pg_try_advisory_xact_lock(k) FROM unnest(CAST(%s AS BIGINT[])) "
+        "WITH ORDINALITY AS x(k, i) ORDER BY i",
+        (keys,),
+    ).fetchall()
+    return {a for a, (ok,) in zip(agents, got, strict=True) if ok}
 
 
 #: above this many unsealed buckets, :func:`reseal` rebuilds the whole table in one pass
 BULK_REBUILD = 64
+#: on PostgreSQL, how many agents besides its own a unit of work reseals at most (each one
+#: an advisory lock held to commit)
+RESEAL_AGENTS = 64

@@ -2,9 +2,10 @@
 
 Creates the table (see :mod:`waiaas.db.usage`), the triggers on ``transactions`` and
 ``audit_log`` that keep it exact in the same transaction as every row they summarise, and
-fills it from the existing rows. ``mac`` stays NULL here (a migration never sees the keystore):
-the wallet seals each bucket the first time it writes it, and until then readers with the key
-take such a bucket from its rows.
+fills it from the existing rows. On PostgreSQL the same arithmetic runs in plpgsql trigger
+functions (:data:`waiaas.db.usage.PG_DDL`). ``mac`` stays NULL here (a migration never sees
+the keystore): the wallet seals each bucket the first time it writes it, and until then
+readers with the key take such a bucket from its rows.
 
 Revision ID: 0009
 Revises: 0008
@@ -15,7 +16,6 @@ from __future__ import annotations
 from alembic import op
 
 from waiaas.db import usage
-from waiaas.db.usage import DDL, TRIGGER_NAMES, fill_sql
 
 revision = "0009"
 down_revision = "0008"
@@ -24,24 +24,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        # TODO(pgusage): usage.PG_DDL creates only the table and its index so far; the
-        # plpgsql triggers and the backfill (usage.pg_fill_sql) replace this branch's body.
-        for stmt in usage.PG_DDL:
-            op.execute(stmt)
-        return
-    for stmt in DDL:
+    dialect = op.get_bind().dialect.name
+    for stmt in usage.ddl(dialect):
         op.execute(stmt)
-    for stmt in fill_sql():
+    for stmt in usage.fill(dialect):
         op.execute(stmt)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        # TODO(pgusage): drop the plpgsql triggers and their functions too.
-        op.drop_table("usage_buckets")
-        return
-    for name in TRIGGER_NAMES:
-        op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    dialect = op.get_bind().dialect.name
+    for stmt in usage.drop_sql(dialect):
+        op.execute(stmt)
     op.drop_index("idx_usage_buckets_unsealed", table_name="usage_buckets")
     op.drop_table("usage_buckets")
+    for stmt in usage.drop_functions_sql(dialect):
+        op.execute(stmt)
