@@ -93,6 +93,10 @@ POSTGRES_PASS = (
     "tests/e2e",
     "tests/security",
     "tests/integration",
+    "tests/unit/test_sessions_cache.py",  # other processes change rows: the next verify sees it
+    "tests/unit/test_sessions_constraints.py::test_concurrent_requests_cannot_overshoot",
+    "tests/unit/db/test_db_uow.py::test_concurrent_threads_never_overshoot_a_limit",
+    "tests/unit/db/test_state_machines.py",  # compare-and-swap transitions, lost races
 )
 
 

@@ -63,6 +63,15 @@ def _engine_of(target: object) -> Any:
     return getattr(db, "engine", None)
 
 
+def target_of(db: object) -> str:
+    """What opens ``db`` (a Database or Wallet) again from another process: its SQLite path,
+    or its PostgreSQL URL (with the password: for the tests' own servers only)."""
+    engine = _engine_of(db)
+    if engine is not None and engine.dialect.name == "postgresql":
+        return str(engine.url.render_as_string(hide_password=False))
+    return str(getattr(db, "_db", db).path)
+
+
 def raw_connect(target: object, *, autocommit: bool = True) -> RawDb:
     """A raw connection to a wallet's database: ``target`` is a :class:`waiaas.Wallet`, a
     :class:`waiaas.db.Database` (their own database, on either backend) or a path (its
@@ -76,6 +85,11 @@ def raw_connect(target: object, *, autocommit: bool = True) -> RawDb:
             return RawDb(psycopg.connect(url, autocommit=autocommit), "postgresql")
         target = getattr(target, "_db", target).path  # SQLite: the file
     assert isinstance(target, str | os.PathLike), target
+    if isinstance(target, str) and target.startswith("postgresql"):
+        import psycopg
+
+        url = target.replace("postgresql+psycopg://", "postgresql://", 1)
+        return RawDb(psycopg.connect(url, autocommit=autocommit), "postgresql")
     if pg_redirect.active() and pg_redirect.redirectable(target) is not None:
         import psycopg
 

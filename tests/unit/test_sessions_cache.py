@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ import pytest
 
 import waiaas
 from tests.support import sessions as shared
+from tests.support.rawdb import raw_connect, target_of
 from tests.support.sessions import T0, FrozenClock, MemorySecretStore
 from waiaas.config import WalletConfig
 from waiaas.db import Database
@@ -402,7 +402,8 @@ def test_threads_verifying_while_another_revokes(
 
 WORKER = textwrap.dedent(
     """
-    import json, sqlite3, sys
+    import json, sys
+    from tests.support.rawdb import raw_connect
     from waiaas.config import WalletConfig
     from waiaas.db import Database
     from waiaas.pipeline import killswitch
@@ -437,10 +438,8 @@ WORKER = textwrap.dedent(
                     killswitch.activate(uow, actor="owner", reason="test", now=when)
                     uow.commit()
             elif op == "sql":  # a writer that is not waiaas at all
-                conn = sqlite3.connect(path)
-                with conn:
+                with raw_connect(path) as conn:
                     conn.execute(cmd["sql"], cmd["params"])
-                conn.close()
         except Exception as exc:  # reported to the test, which fails on it
             out = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -459,7 +458,12 @@ class OtherProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(Path(waiaas.__file__).parents[1])},
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    [str(Path(waiaas.__file__).parents[1]), str(Path(__file__).parents[2])]
+                ),
+            },
         )
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
         self.path = ""
@@ -500,22 +504,18 @@ def other(
 ) -> OtherProcess:
     """The other process, pointed at this test's wallet file and signing secret."""
     mgr.issue(add_agent(db))  # creates the signing secret (the other process renews)
-    other_process.path = str(db.path)
+    other_process.path = target_of(db)  # its file, or its PostgreSQL URL
     other_process.secret = store.data[JWT_SECRET_NAME].hex()
     return other_process
 
 
 @pytest.fixture
 def run_sql(db: Database) -> Callable[..., None]:
-    """Run one statement on a plain sqlite3 connection: another writer, not waiaas."""
+    """Run one statement on a plain connection (sqlite3 or psycopg): another writer."""
 
     def run(sql: str, *params: Any) -> None:
-        conn = sqlite3.connect(db.path)
-        try:
-            with conn:
-                conn.execute(sql, params)
-        finally:
-            conn.close()
+        with raw_connect(db) as conn:
+            conn.execute(sql, params)
 
     return run
 
