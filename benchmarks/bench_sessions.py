@@ -12,7 +12,11 @@ The baseline is ``jwt.decode`` alone with the same secret. Measured:
 * ``SessionManager.verify`` warm, and cold (each sample a token never verified before);
 * ``verify`` warm after a request was charged to the session (usage changed: parsed again);
 * ``verify_in`` inside an open unit of work (what the pipeline does), warm;
-* the refusal path (a forged token, which commits an AUTH_FAILED audit row).
+* the refusal path (a forged token, which commits an AUTH_FAILED audit row);
+* the per-call overhead of an :class:`~waiaas.agent.AgentHandle` on a real wallet (LiteSVM):
+  ``handle.get_transaction(tx)`` minus ``wallet.get_transaction(tx)`` (the same read without
+  the session check), against a warm ``verify`` of the wallet's own token measured in the
+  same run (the handle should cost one remembered verification, nothing more).
 
 Prints one JSON object per line; runs in well under 30 s.
 
@@ -212,8 +216,64 @@ def main() -> None:
             ratio_p50=round(statistics.median(refused) / base_p50, 2),
         ),
     ]
+    rows += _handle_overhead(args.n)
     for row in rows:
         print(json.dumps(row), flush=True)
+
+
+def _handle_overhead(n: int) -> list[dict[str, Any]]:
+    """AgentHandle per-call overhead vs a warm verify of the same token, same run."""
+    from waiaas.chains.solana import SolanaAdapter
+    from waiaas.testing import FrozenClock, fund, local_wallet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = FrozenClock(int(time.time()))
+        with local_wallet(tmp, chains=[SolanaAdapter.local()], clock=clock) as wallet:
+            agent = wallet.create_agent("bench", "solana")
+            fund(wallet, agent.id, 10**10)
+            token = wallet.issue_session(agent.id).token
+            sent = wallet.send(token, Transfer(to=b58encode(os.urandom(32)), amount=1000))
+            handle = wallet.agent(token)
+            # A second manager over the same file and secret store: the same verify code
+            # the wallet runs, measured on its own (the "bare verify" of this wallet's token).
+            db = Database.open(wallet.path)
+            try:
+                secrets = _WalletSecrets(wallet)
+                mgr = SessionManager(db, secrets, clock, wallet.config)
+                bare = _timed(lambda: mgr.verify(token), n)
+            finally:
+                db.close()
+            plain = _timed(lambda: wallet.get_transaction(sent.id), n)
+            through = _timed(lambda: handle.get_transaction(sent.id), n)
+    bare_p50 = statistics.median(bare)
+    overhead = statistics.median(through) - statistics.median(plain)
+    return [
+        _stats("wallet verify of the handle's token, warm (same run)", bare),
+        _stats("Wallet.get_transaction (no session check)", plain),
+        _stats(
+            "AgentHandle.get_transaction",
+            through,
+            overhead_p50_us=round(overhead, 2),
+            overhead_ratio_to_verify_p50=round(overhead / bare_p50, 2),
+        ),
+    ]
+
+
+class _WalletSecrets:
+    """The wallet's named secrets, read through a second keystore handle on its directory."""
+
+    def __init__(self, wallet: Any) -> None:
+        from waiaas.keystore import Keystore
+        from waiaas.testing import TEST_PASSWORD
+
+        self._ks = Keystore.open(wallet.keystore_path)
+        self._ks.unlock(TEST_PASSWORD)
+
+    def put_secret(self, name: str, value: bytes) -> None:
+        raise AssertionError("the benchmark never creates secrets")
+
+    def get_secret(self, name: str) -> bytes:
+        return bytes(self._ks.get_secret(name))
 
 
 if __name__ == "__main__":

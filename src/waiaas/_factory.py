@@ -29,6 +29,7 @@ from waiaas.keystore import Keystore, check_password_strength, resolve_password
 from waiaas.pipeline.engine import Pipeline, PipelineHooks
 from waiaas.pipeline.gate import PolicyGate
 from waiaas.policy.model import PriceOracle
+from waiaas.services.agent_access import AgentAccess
 from waiaas.services.agents import AgentService
 from waiaas.services.policies import PolicyService
 from waiaas.services.queries import QueryService
@@ -149,12 +150,13 @@ def _compose(db: Database, keystore: Keystore, o: _Options) -> Wallet:
     if target is None:
         target = NotificationDispatcher(channels.source(), clock=o.clock)
     late: list[QueryService] = []  # the queries need the pipeline, whose notifier needs them
+    gate = PolicyGate(o.config, o.price_oracle)
     pipeline = Pipeline(
         db=db,
         keys=keystore,
         adapters=o.adapters,
         sessions=sessions,
-        gate=PolicyGate(o.config, o.price_oracle),
+        gate=gate,
         clock=o.clock,
         config=o.config,
         notifier=PipelineNotifier(
@@ -186,6 +188,7 @@ def _compose(db: Database, keystore: Keystore, o: _Options) -> Wallet:
         agents=agents,
         policies=policies,
         queries=queries,
+        agent_access=AgentAccess(db, sessions, gate, o.clock, o.config),
         runner=BackgroundRunner(
             db, pipeline.process_due, checkpoint_interval=o.config.checkpoint_interval
         ),

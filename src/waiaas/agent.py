@@ -24,24 +24,51 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from waiaas import _display as _d
 from waiaas._validate import check_id
-from waiaas.errors import AuthError, InvalidInputError, NotFoundError, StateError
+from waiaas.errors import InvalidInputError, StateError
 from waiaas.policy.model import NATIVE, NATIVE_DECIMALS, NATIVE_SYMBOLS, normalize_asset_key
 from waiaas.types import Request, Tier, TokenTransfer, TransactionInfo, Transfer, TxStatus
 from waiaas.units import format_units, parse_units
 
 if TYPE_CHECKING:
     from waiaas.chains.base import ChainAdapter, FeeQuote
-    from waiaas.policy import Explanation
+    from waiaas.policy import Explanation, PolicySpec
+    from waiaas.services.agent_access import Judgement
     from waiaas.sessions import VerifiedSession
     from waiaas.wallet import TransactionResult, Wallet
 
 __all__ = ["AgentHandle", "AgentLimits", "AssetInfo", "Balance"]
 
 _MAX_SYMBOL = 16
+
+
+class AgentPort(Protocol):
+    """What a handle needs from the wallet besides its public methods (internal).
+
+    ``Wallet.agent`` passes the wallet's implementation
+    (:class:`waiaas.services.agent_access.AgentAccess`) to every handle it makes.
+    """
+
+    def verify(self, token: str) -> VerifiedSession:
+        """The session ``token`` opens now; a refusal is recorded (AUTH_FAILED), then raised."""
+        ...
+
+    def applicable_policies(self, agent_id: str) -> list[PolicySpec]:
+        """The enabled policies that apply to the agent."""
+        ...
+
+    def own_transaction(self, agent_id: str, tx_id: str) -> TransactionResult:
+        """One of the agent's transactions as it may see it; another agent's is not found."""
+        ...
+
+    def judge(
+        self, agent_id: str, request: Request, *, adapter: ChainAdapter, fee: FeeQuote | None
+    ) -> Judgement:
+        """``request`` judged for the agent as ``send`` would, nothing written."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,8 +257,10 @@ class AgentHandle:
         address: the agent's public address (where to send it funds).
     """
 
-    def __init__(self, wallet: Wallet, token: str) -> None:
-        """Verify ``token`` now; prefer :meth:`waiaas.Wallet.agent`.
+    def __init__(self, wallet: Wallet, token: str, port: AgentPort) -> None:
+        """Verify ``token`` now. Made by :meth:`waiaas.Wallet.agent`, which passes the
+        wallet's internal port (``port``: what a handle reads besides the wallet's public
+        methods).
 
         Raises:
             InvalidInputError: the token is not a non-empty string.
@@ -240,6 +269,7 @@ class AgentHandle:
         if not isinstance(token, str) or not token:
             raise InvalidInputError("token must be a non-empty string", field="token")
         self._wallet = wallet
+        self._port = port
         self._token = token
         verified = self._verify()
         self.agent_id: str = verified.agent_id
@@ -265,14 +295,9 @@ class AgentHandle:
         return str(self._wallet.path)
 
     def _verify(self) -> VerifiedSession:
-        wallet = self._wallet
-        now = wallet.clock.now()
-        try:
-            with wallet._db.read() as uow:
-                return wallet._sessions.verify_in(uow, self._token, now)
-        except AuthError as exc:
-            wallet._sessions.record_failure(exc, now=now)
-            raise
+        """Every call checks the token again: the session manager's remembered verification
+        (one statement re-reads the session and agent rows), no unit of work of its own."""
+        return self._port.verify(self._token)
 
     # ------------------------------------------------------------------ assets and units
 
@@ -281,20 +306,10 @@ class AgentHandle:
 
     def _listed_tokens(self) -> list[Any]:
         """The ALLOWED_TOKENS entries that apply to this agent (address, symbol, decimals)."""
-        from waiaas.pipeline.gate import agent_context
-        from waiaas.policy import applicable
         from waiaas.policy.rules import AllowedTokensRules
 
-        wallet = self._wallet
-        with wallet._db.read() as uow:
-            row = uow.agents.get(self.agent_id)
-            if row is None:  # pragma: no cover - agents are never deleted
-                raise NotFoundError("agent", self.agent_id)
-            specs = applicable(
-                wallet._pipeline.gate.policies(uow, self.agent_id), agent_context(row)
-            )
         out: dict[str, Any] = {}
-        for spec in specs:
+        for spec in self._port.applicable_policies(self.agent_id):
             if isinstance(spec.rules, AllowedTokensRules):
                 for entry in spec.rules.tokens:
                     out.setdefault(entry.address, entry)
@@ -433,13 +448,7 @@ class AgentHandle:
     def _own(self, tx_id: str) -> TransactionResult:
         """One of the agent's transactions as the agent may see it (redacted decision and
         denial text); another agent's, or none, is "not found"."""
-        from waiaas.services.queries import agent_result
-
-        with self._wallet._db.read() as uow:
-            row = uow.transactions.get(tx_id)
-        if row is None or row.agent_id != self.agent_id:
-            raise NotFoundError("transaction", tx_id)
-        return agent_result(row)
+        return self._port.own_transaction(self.agent_id, tx_id)
 
     def transactions(
         self,
@@ -491,25 +500,16 @@ class AgentHandle:
         One native transfer of one whole coin is evaluated the way ``send`` would evaluate
         it (same policies, usage windows and USD prices); only its budget figures are read.
         """
-        from waiaas.pipeline.gate import agent_context
-        from waiaas.policy import applicable
         from waiaas.policy.rules import SpendingLimitRules
 
-        wallet = self._wallet
-        gate = wallet._pipeline.gate
-        now = wallet.clock.now()
         one = 10 ** NATIVE_DECIMALS.get(self.chain, 0)
         probe = Transfer(to=self.address, amount=one)
-        with wallet._db.read() as uow:
-            row = uow.agents.get(self.agent_id)
-            if row is None:  # pragma: no cover - agents are never deleted
-                raise NotFoundError("agent", self.agent_id)
-            decision = gate.evaluate(uow, row, probe, now, adapter=self._adapter(), fee=fee)
-            specs = applicable(gate.policies(uow, self.agent_id), agent_context(row))
+        judged = self._port.judge(self.agent_id, probe, adapter=self._adapter(), fee=fee)
+        decision, specs = judged.decision, judged.policies
         rules = {s.id: s.rules for s in specs}
         # over a cap, a rule with on_exceed="approval" asks for the owner instead of refusing;
         # without an owner (and no DELAY stand-in) that is a refusal too
-        owner_less = row.owner_address is None and wallet.config.no_owner_approval != "delay"
+        owner_less = not judged.has_owner and not judged.approval_stands_in
 
         def refuses(rule_id: str) -> bool:
             r = rules.get(rule_id)

@@ -39,6 +39,7 @@ from waiaas.db import CheckpointResult
 from waiaas.errors import InvalidInputError, WaiaasError
 from waiaas.keystore import check_password_strength, resolve_password
 from waiaas.pipeline import approvals, killswitch
+from waiaas.pipeline.approvals import ApprovalRequest
 from waiaas.pipeline.engine import PipelineHooks
 from waiaas.pipeline.report import DueReport
 from waiaas.plots import BudgetUsage
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
     from waiaas.notify import ChannelService
     from waiaas.notify.base import Notifier
     from waiaas.pipeline.engine import Pipeline
+    from waiaas.services.agent_access import AgentAccess
     from waiaas.services.agents import AgentService
     from waiaas.services.queries import QueryService
     from waiaas.sessions import SessionManager
@@ -103,6 +105,7 @@ class Wallet:
         agents: AgentService,
         policies: PolicyService,
         queries: QueryService,
+        agent_access: AgentAccess,
         runner: BackgroundRunner,
         config: WalletConfig,
         clock: Clock,
@@ -122,6 +125,7 @@ class Wallet:
         self._agents = agents
         self._policies = policies
         self._queries = queries
+        self._agent_access = agent_access
         self._runner = runner
         self._config = config
         self._clock = clock
@@ -611,7 +615,7 @@ class Wallet:
         """
         from waiaas.agent import AgentHandle
 
-        return AgentHandle(self, token)
+        return AgentHandle(self, token, self._agent_access)
 
     # ================================================================== transactions
 
@@ -765,6 +769,52 @@ class Wallet:
         """
         req = self._pipeline.approval_request(check_id(tx_id, "tx_id"))
         return approvals.build_message(req, action)
+
+    def approval_request(self, tx_id: str) -> ApprovalRequest:
+        """What the owner is asked to approve: the facts the approval message names (agent,
+        chain and network, the effects as text, amount, owner address, expiry, plan digest),
+        for a transaction waiting for the owner's approval.
+
+        For hosts that present approvals themselves (a chat bot, their own page): show
+        these, then have the owner sign :meth:`approval_message` and pass the signature to
+        :meth:`approve` or :meth:`reject`.
+
+        Returns:
+            an :class:`~waiaas.pipeline.approvals.ApprovalRequest` (frozen).
+
+        Raises:
+            InvalidInputError: a malformed id.
+            NotFoundError: no such transaction.
+            ApprovalError: not waiting for an owner approval (``reason=
+                "not_awaiting_approval"``), or the agent has no owner (``"no_owner"``).
+
+        Example::
+
+            req = wallet.approval_request(tx_id)
+            print(req.agent_name, req.effects, req.owner_address, req.expires_at)
+        """
+        return self._pipeline.approval_request(check_id(tx_id, "tx_id"))
+
+    def check_approval_link(self, tx_id: str, token: str) -> ApprovalRequest | None:
+        """The approval an approval-page link (``<approvals_url>/<tx_id>/<token>``, see
+        :meth:`approval_link`) opens, or ``None`` for any link that opens nothing.
+
+        ``None`` alike for an unknown or malformed id, a transaction not waiting for
+        approval, and a wrong token, with the same keyed-hash work each time (the answer
+        does not tell whether the transaction exists). A link only shows the approval:
+        deciding it still needs the owner's signature.
+
+        Raises:
+            KeystoreLockedError: the keystore is locked (links are checked with a secret it
+                keeps).
+
+        Example::
+
+            req = wallet.check_approval_link(tx_id, token)
+            if req is None:
+                return not_found()
+        """
+        return self._queries.approval_for_link(tx_id, token)
 
     def approval_link(self, tx_id: str) -> str | None:
         """The owner's link to the approval page of an APPROVAL transaction.

@@ -190,36 +190,6 @@ def audit_filter(
     _print_entries(found, json_)
 
 
-def _count(wallet: Any, filters: dict[str, Any]) -> int:
-    from sqlalchemy import text
-
-    where, params = ["1=1"], {}
-    for column, key in (("agent_id", "agent_id"), ("tx_id", "tx_id")):
-        if filters[key] is not None:
-            where.append(f"{column} = :{key}")
-            params[key] = filters[key]
-    if filters["since"] is not None:
-        where.append("timestamp >= :since")
-        params["since"] = filters["since"]
-    if filters["until"] is not None:
-        where.append("timestamp <= :until")
-        params["until"] = filters["until"]
-    for column, key in (("event_type", "event_types"), ("severity", "severities")):
-        values = filters[key]
-        if values:
-            names = [f"{key}{i}" for i in range(len(values))]
-            where.append(f"{column} IN ({', '.join(':' + n for n in names)})")
-            params.update(
-                {
-                    n: str(v).lower() if key == "severities" else str(v)
-                    for n, v in zip(names, values, strict=True)
-                }
-            )
-    with wallet._db.read() as uow:
-        sql = "SELECT count(*) FROM audit_log WHERE " + " AND ".join(where)
-        return int(uow.session.execute(text(sql), params).scalar_one())
-
-
 @audit.command("export")
 @handle_errors
 def audit_export(
@@ -256,7 +226,6 @@ def audit_export(
     with open_wallet(ctx) as wallet:
         filters = _filters(agent, tx_id, event, severity, since, until)
         wallet.audit(limit=1, **filters)  # validates the filters before the file is created
-        total = _count(wallet, filters)
         with (
             output.open("x", encoding="utf-8", newline="") as fh,
             Progress(
@@ -268,7 +237,8 @@ def audit_export(
                 transient=True,
             ) as bar,
         ):
-            task = bar.add_task("export", total=total)
+            # no total: counting every match first would read the filtered log twice
+            task = bar.add_task("export", total=None)
             writer = csv.writer(fh) if format_ == "csv" else None
             if writer is not None:
                 writer.writerow(columns)

@@ -175,7 +175,7 @@ def approvals_message(
     action: Literal["approve", "reject"] = "reject" if reject else "approve"
     with open_wallet(ctx) as wallet:
         message = wallet.approval_message(tx_id, action)
-        req = wallet._pipeline.approval_request(tx_id)
+        req = wallet.approval_request(tx_id)
         shown = wallet.transaction_display(tx_id)
     if json_:
         emit_json(

@@ -27,6 +27,7 @@ from waiaas.db.repositories import AuditRecord
 from waiaas.db.tables import TransactionRow
 from waiaas.errors import DatabaseOpenError, InvalidInputError, NotADatabaseError, NotFoundError
 from waiaas.keystore import Keystore
+from waiaas.pipeline.approvals import ApprovalRequest
 from waiaas.pipeline.engine import Pipeline
 from waiaas.plots import BudgetUsage
 from waiaas.policy import Decision
@@ -314,6 +315,21 @@ class QueryService:
             return None
         token = link_token(self._keystore, req.tx_id, req.approval_id, req.expires_at)
         return f"{base}/{req.tx_id}/{token}"
+
+    def approval_for_link(self, tx_id: object, token: object) -> ApprovalRequest | None:
+        """The approval an approval-page link opens (see ``Wallet.check_approval_link``)."""
+        from waiaas.errors import ApprovalError
+        from waiaas.web.links import check_token
+
+        try:
+            req = self._pipeline.approval_request(check_id(tx_id, "tx_id"))
+        except (NotFoundError, ApprovalError, InvalidInputError):
+            # The same HMAC work as for a real transaction: no timing hint that it exists.
+            check_token(self._keystore, "-", "-", 0, token)
+            return None
+        if not check_token(self._keystore, req.tx_id, req.approval_id, req.expires_at, token):
+            return None
+        return req
 
     def budget_usage(self, agent_id: str, asset: str) -> BudgetUsage:
         """The agent's spend per rolling window (see ``Wallet.budget_usage``)."""

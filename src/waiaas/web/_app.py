@@ -21,7 +21,6 @@ from waiaas.errors import (
     ApprovalError,
     InvalidInputError,
     KeystoreLockedError,
-    NotFoundError,
     WaiaasError,
 )
 from waiaas.pipeline import approvals
@@ -29,7 +28,6 @@ from waiaas.pipeline.approvals import iso_time
 from waiaas.types import TxStatus
 from waiaas.wallet import Wallet
 from waiaas.web.display import TxDisplay
-from waiaas.web.links import check_token
 
 __all__ = ["CSP", "build_app"]
 
@@ -132,16 +130,7 @@ class _Approvals:
 
     def _lookup(self, tx_id: str, token: str) -> approvals.ApprovalRequest | None:
         """The approval behind a link, or ``None`` for any bad link (one answer for all)."""
-        try:
-            req = self.wallet._pipeline.approval_request(tx_id)
-        except (NotFoundError, ApprovalError, InvalidInputError):
-            # The same HMAC work as for a real transaction: no timing hint that it exists.
-            check_token(self.wallet._keystore, "-", "-", 0, token)
-            return None
-        keystore = self.wallet._keystore
-        if not check_token(keystore, req.tx_id, req.approval_id, req.expires_at, token):
-            return None
-        return req
+        return self.wallet.check_approval_link(tx_id, token)
 
     def _origins(self, request: Request) -> set[str]:
         """Origins a decision may come from: this server as the request reached it, and the
