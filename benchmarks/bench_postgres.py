@@ -52,8 +52,8 @@ from waiaas.testing import TEST_PASSWORD, fast_config, fund, local_chains  # noq
 
 SOL = 10**9
 INSTANT = SOL // 1000  # far under the INSTANT threshold
-DELAY = 2 * SOL  # DELAY tier: the send is admission only (queued)
-FUNDS = 10**6 * SOL
+DELAY = SOL // 1000  # with instant_max = notify_max = 0: DELAY tier, admission only (queued)
+FUNDS = 10**5 * SOL
 
 
 def emit(kind: str, **data: Any) -> None:
@@ -153,13 +153,20 @@ def _spawn(spec: dict[str, Any], tmp: Path) -> subprocess.Popen[str]:
     )
 
 
-def _agents(target: str, names: list[str]) -> list[tuple[str, str]]:
-    """Create one Solana agent per name; their (id, session token)."""
+def _agents(target: str, names: list[str], *, delay: bool = False) -> list[tuple[str, str]]:
+    """Create one Solana agent per name (``delay``: every send of theirs is DELAY tier);
+    their (id, session token)."""
     wallet = _open(target)
     try:
         out = []
         for name in names:
             agent = wallet.create_agent(name, "solana")
+            if delay:
+                wallet.add_policy(
+                    "SPENDING_LIMIT",
+                    {"instant_max": "0", "notify_max": "0", "delay_max": str(10**30)},
+                    agent_id=agent.id,
+                )
             out.append((agent.id, wallet.issue_session(agent.id, ttl=86_400).token))
         return out
     finally:
@@ -220,7 +227,7 @@ def throughput(backend: str, processes: int, txs: int, tmp: Path, pg: str) -> fl
 
 def admission(backend: str, hammers: int, txs: int, tmp: Path, pg: str) -> dict[str, float]:
     target = _new_target(backend, tmp, pg)
-    (a_id, a_token), (b_id, b_token) = _agents(target, ["a", "b"])
+    (a_id, a_token), (b_id, b_token) = _agents(target, ["a", "b"], delay=True)
     b_spec = {
         "target": target,
         "agent_id": b_id,
@@ -266,12 +273,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--txs", type=int, default=40, help="sends per process")
     parser.add_argument("--hammers", type=int, default=4, help="processes hammering agent A")
+    parser.add_argument(
+        "--backends", default="sqlite,postgresql", help="comma-separated (default: both)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(json.loads(args.worker))
         return
     txs = 8 if args.quick else args.txs
+    backends = [b for b in ("sqlite", "postgresql") if b in args.backends.split(",")]
     counts = [1, 4] if args.quick else [1, 4, 8]
     emit(
         "environment",
@@ -283,9 +294,9 @@ def main() -> None:
         tmp = Path(tmpdir)
         rates: dict[tuple[str, int], float] = {}
         for n in counts:
-            for backend in ("sqlite", "postgresql"):
+            for backend in backends:
                 rates[backend, n] = throughput(backend, n, txs, tmp, pg)
-        for n in counts:
+        for n in counts if len(backends) == 2 else []:
             emit(
                 "throughput_summary",
                 processes=n,
@@ -293,7 +304,7 @@ def main() -> None:
                 scaling_sqlite=round(rates["sqlite", n] / rates["sqlite", 1], 2),
                 scaling_postgresql=round(rates["postgresql", n] / rates["postgresql", 1], 2),
             )
-        for backend in ("sqlite", "postgresql"):
+        for backend in backends:
             p50 = admission(backend, args.hammers, txs * 2, tmp, pg)
             emit(
                 "admission_summary",
