@@ -391,3 +391,57 @@ def test_sqlite_only_operations(db: Database) -> None:
         db.backup()
     db.start_checkpointer(0.01)
     assert db._checkpointer is None
+
+
+# --------------------------------------------------------------------------- health
+
+
+def test_health_on_postgresql_shows_server_and_revision(pg_url: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from waiaas.cli import app
+    from waiaas.db.migrate import head_revision
+
+    url = _with_password(pg_url)
+    Database.open(url).close()
+    result = CliRunner().invoke(app, ["--db", url, "health", "--json"])
+    assert SECRET not in result.output
+    report = json.loads(result.output)
+    assert report["database"]["dialect"] == "postgresql"
+    assert report["database"]["version"].split(".")[0].isdigit()
+    assert "***" in report["database"]["location"]
+    assert report["schema"] == {
+        "revision": head_revision(),
+        "head": head_revision(),
+        "current": True,
+    }
+    assert report["checkpoint"]["wal_bytes"] == 0
+    assert result.exit_code == 1  # a warning: no notification channel
+    text = CliRunner().invoke(app, ["--db", url, "health"])
+    assert "database: postgresql" in text.output and SECRET not in text.output
+    assert f"schema: {head_revision()}" in text.output
+
+
+def test_health_on_an_empty_schema_is_critical(pg_url: str) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from waiaas.cli import app
+
+    result = CliRunner().invoke(app, ["--db", pg_url, "health", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.output)["schema"]["revision"] is None
+
+
+def test_health_on_an_unreachable_server(pg_server: str) -> None:
+    from typer.testing import CliRunner
+
+    from waiaas.cli import app
+
+    url = f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/db?connect_timeout=2"
+    result = CliRunner().invoke(app, ["--db", url, "health"])
+    assert result.exit_code == 2
+    assert SECRET not in result.output

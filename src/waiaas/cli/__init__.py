@@ -48,8 +48,12 @@ app = typer.Typer(
 def root(
     ctx: typer.Context,
     db: Annotated[
-        Path | None,
-        typer.Option("--db", envvar=DB_ENV, help="The wallet database (SQLite file)."),
+        str | None,
+        typer.Option(
+            "--db",
+            envvar=DB_ENV,
+            help="The wallet database: an SQLite file, or a postgresql+psycopg:// URL.",
+        ),
     ] = None,
     rpc: Annotated[
         list[str] | None,
@@ -70,8 +74,28 @@ def root(
 ) -> None:
     """Operate a waiaas wallet."""
     given = ctx.obj if isinstance(ctx.obj, dict) else {}
+    db_file: Path | None = None
+    db_url: str | None = None
+    if db is not None:
+        from waiaas.db.engine import POSTGRESQL, is_url, parse_target
+
+        if is_url(db):
+            from waiaas.cli._common import fail
+            from waiaas.errors import InvalidInputError
+
+            try:
+                target = parse_target(db)
+            except InvalidInputError as exc:
+                raise fail(f"--db: {exc.message}", 2) from None
+            if target.dialect == POSTGRESQL:
+                db_url = db
+            else:
+                db_file = target.path
+        else:
+            db_file = Path(db)
     ctx.obj = State(
-        db=db,
+        db=db_file,
+        db_url=db_url,
         rpc=list(rpc or []),
         approvals_url=approvals_url,
         chains=given.get("chains"),

@@ -40,6 +40,7 @@ class State:
     """
 
     db: Path | None = None
+    db_url: str | None = None  # a PostgreSQL URL given as --db (then ``db`` is None)
     rpc: list[str] = field(default_factory=list)
     approvals_url: str | None = None
     chains: list[Any] | None = None
@@ -88,6 +89,8 @@ def state(ctx: typer.Context) -> State:
 
 
 def db_path(st: State, *, must_exist: bool = True) -> Path:
+    if st.db is None and st.db_url is not None:
+        raise fail("this command needs an SQLite wallet file; --db names a PostgreSQL server", 2)
     if st.db is None:
         raise fail(f"no wallet database: pass --db PATH or set {DB_ENV}", 2)
     if must_exist and not st.db.is_file():
@@ -133,7 +136,7 @@ def open_wallet(ctx: typer.Context, *, create: bool = False, **options: Any) -> 
     from waiaas.wallet import Wallet
 
     st = state(ctx)
-    path = db_path(st, must_exist=not create)
+    path: Path | str = st.db_url if st.db_url is not None else db_path(st, must_exist=not create)
     chains = st.chains if st.chains is not None else parse_rpc(st.rpc)
     values = dict(st.config)
     if st.approvals_url is not None:

@@ -7,7 +7,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -290,7 +290,79 @@ def backup(
 _OK, _WARN, _CRIT = 0, 1, 2
 
 
-def _health(path: Path, *, stuck_after: int, now: int) -> dict[str, Any]:
+def report_location(target: Path | str) -> str:
+    """A database for display: the path, or the PostgreSQL URL without its password."""
+    if isinstance(target, Path):
+        return str(target)
+    from waiaas.db.engine import parse_target
+
+    return parse_target(target).location
+
+
+class _Reader:
+    """A read-only DB-API connection for ``health``, on either dialect (``?`` statements)."""
+
+    def __init__(self, target: Path | str) -> None:
+        self.location: str
+        self.server: dict[str, Any]
+        if isinstance(target, Path):
+            self.dialect = "sqlite"
+            self.location = str(target)
+            self._con: Any = sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=10)
+            self.server = {"dialect": "sqlite", "version": sqlite3.sqlite_version}
+        else:
+            import psycopg
+
+            from waiaas.db.engine import parse_target, pg_connect_kwargs
+
+            parsed = parse_target(target)
+            assert parsed.url is not None
+            self.dialect = "postgresql"
+            self.location = parsed.location
+            cargs, cparams = pg_connect_kwargs(parsed.url)
+            cparams.setdefault("connect_timeout", 10)
+            self._con = psycopg.connect(*cargs, **cparams, autocommit=True)
+            self._con.execute("SET default_transaction_read_only = on")
+            row = self._con.execute("SHOW server_version").fetchone()
+            self.server = {
+                "dialect": "postgresql",
+                "version": row[0] if row else None,
+                "location": self.location,
+            }
+
+    def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        from waiaas.db.engine import adapt_sql
+
+        return list(self._con.execute(adapt_sql(sql, self.dialect), args).fetchall())
+
+    def one(self, sql: str, *args: Any) -> Any:
+        found = self.rows(sql, *args)
+        return found[0][0] if found else None
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _db_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is only needed for PostgreSQL
+        return (sqlite3.DatabaseError,)
+    return (sqlite3.DatabaseError, psycopg.Error)
+
+
+def _revision(con: _Reader) -> str | None:
+    if con.dialect == "postgresql":
+        if not con.one("SELECT to_regclass('alembic_version') IS NOT NULL"):
+            return None
+        return cast(str | None, con.one("SELECT version_num FROM alembic_version"))
+    try:
+        return cast(str | None, con.one("SELECT version_num FROM alembic_version"))
+    except sqlite3.DatabaseError:
+        return None
+
+
+def _health(path: Path | str, *, stuck_after: int, now: int) -> dict[str, Any]:
     from waiaas.db.database import LAST_CHECKPOINT_KEY
     from waiaas.db.migrate import head_revision
     from waiaas.pipeline.killswitch import KEY as KILL_KEY
@@ -300,26 +372,26 @@ def _health(path: Path, *, stuck_after: int, now: int) -> dict[str, Any]:
     def problem(level: int, text: str) -> None:
         problems.append({"level": ("ok", "warning", "critical")[level], "message": text})
 
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    con = _Reader(path)
+    pg = con.dialect == "postgresql"
     try:
-
-        def one(sql: str, *args: Any) -> Any:
-            row = con.execute(sql, args).fetchone()
-            return row[0] if row else None
+        one = con.one
 
         def state_value(key: str) -> Any:
             raw = one("SELECT value FROM wallet_state WHERE key = ?", key)
             return json.loads(raw) if raw else None
 
         head = head_revision()
-        try:
-            revision = one("SELECT version_num FROM alembic_version")
-        except sqlite3.DatabaseError:
-            revision = None
+        revision = _revision(con)
         schema = {"revision": revision, "head": head, "current": revision == head}
         if revision is None:
             problem(_CRIT, "not a waiaas database (no schema revision)")
-            return {"status": "critical", "problems": problems, "schema": schema}
+            return {
+                "status": "critical",
+                "problems": problems,
+                "schema": schema,
+                "database": con.server,
+            }
         if revision != head:
             problem(_WARN, f"schema at {revision}, this waiaas expects {head}")
         kill = state_value(KILL_KEY) or {"active": False}
@@ -328,7 +400,11 @@ def _health(path: Path, *, stuck_after: int, now: int) -> dict[str, Any]:
         queued = one("SELECT count(*) FROM transactions WHERE status = 'QUEUED'")
         overdue_delays = one(
             "SELECT count(*) FROM transactions WHERE status = 'QUEUED' AND tier = 'DELAY' "
-            "AND CAST(json_extract(metadata, '$.execute_after') AS INTEGER) <= ?",
+            + (
+                "AND CAST(CAST(metadata AS json) ->> 'execute_after' AS BIGINT) <= ?"
+                if pg
+                else "AND CAST(json_extract(metadata, '$.execute_after') AS INTEGER) <= ?"
+            ),
             now - stuck_after,
         )
         pending_approvals = one(
@@ -350,7 +426,7 @@ def _health(path: Path, *, stuck_after: int, now: int) -> dict[str, Any]:
         )
         stuck = [
             {"tx_id": r[0], "status": r[1], "since": r[2]}
-            for r in con.execute(
+            for r in con.rows(
                 "SELECT t.id, t.status, (SELECT max(timestamp) FROM audit_log a "
                 "WHERE a.tx_id = t.id) AS since FROM transactions t "
                 "WHERE t.status IN ('EXECUTING', 'SUBMITTED')"
@@ -369,12 +445,12 @@ def _health(path: Path, *, stuck_after: int, now: int) -> dict[str, Any]:
                 _WARN, f"{len(stuck)} transactions executing or submitted for over {stuck_after} s"
             )
         checkpoint = state_value(LAST_CHECKPOINT_KEY)
-        wal = Path(f"{path}-wal")
-        wal_bytes = wal.stat().st_size if wal.exists() else 0
+        wal = None if pg else Path(f"{path}-wal")
+        wal_bytes = wal.stat().st_size if wal is not None and wal.exists() else 0
         if wal_bytes > 256 * 1024 * 1024:
             problem(_WARN, f"the WAL file is {wal_bytes} bytes: checkpoints are not keeping up")
         channels = []
-        for cid, ctype, enabled, ok_at, fail_at in con.execute(
+        for cid, ctype, enabled, ok_at, fail_at in con.rows(
             "SELECT id, type, enabled, last_success_at, last_failure_at "
             "FROM notification_channels ORDER BY priority DESC, id"
         ):
@@ -399,6 +475,7 @@ def _health(path: Path, *, stuck_after: int, now: int) -> dict[str, Any]:
     return {
         "status": ("ok", "warning", "critical")[level],
         "checked_at": now,
+        "database": con.server,
         "schema": schema,
         "kill_switch": kill,
         "work": {
@@ -429,19 +506,26 @@ def health(
 ) -> None:
     """Is this wallet healthy? Exit 0 ok, 1 warning, 2 critical (Nagios-style).
 
-    Reads the database only (no password needed): schema revision, kill switch, queued and
-    stuck work, the last background checkpoint, and each notification channel's last outcome.
+    Reads the database only (no password needed): the database (SQLite, or PostgreSQL and the
+    server's version), schema revision, kill switch, queued and stuck work, the last
+    background checkpoint (SQLite), and each notification channel's last outcome.
     """
-    path = db_path(state(ctx))
+    st = state(ctx)
+    path: Path | str = st.db_url if st.db_url is not None else db_path(st)
     try:
         report = _health(path, stuck_after=stuck_after, now=int(time.time()))
-    except sqlite3.DatabaseError as exc:
-        raise fail(f"cannot read {path}: {exc}", 2) from None
+    except _db_errors() as exc:
+        from waiaas.db.faults import translate
+
+        where = report_location(path)
+        raise fail(f"cannot read {where}: {translate(exc, operation='read').message}", 2) from None
     if json_:
         emit_json(report)
     else:
         console = out()
-        console.print(f"[bold]{report['status'].upper()}[/bold] {path}")
+        console.print(f"[bold]{report['status'].upper()}[/bold] {report_location(path)}")
+        database = report["database"]
+        console.print(f"database: {database['dialect']} {database['version']}", markup=False)
         schema = report["schema"]
         console.print(f"schema: {schema['revision']} (expected {schema['head']})", markup=False)
         if "work" in report:
@@ -453,10 +537,13 @@ def health(
                 f"{len(work['stuck'])} stuck"
             )
             cp = report["checkpoint"]
-            console.print(
-                f"last checkpoint: {cp['last_iso'] or 'never recorded'}; "
-                f"WAL {cp['wal_bytes']} bytes"
-            )
+            if database["dialect"] == "postgresql":
+                console.print("checkpoints: managed by the PostgreSQL server")
+            else:
+                console.print(
+                    f"last checkpoint: {cp['last_iso'] or 'never recorded'}; "
+                    f"WAL {cp['wal_bytes']} bytes"
+                )
             for ch in report["channels"]:
                 console.print(
                     f"channel {ch['id']} ({ch['type']}): "

@@ -515,6 +515,15 @@ def pg_connect_args(engine: Engine) -> tuple[list[Any], dict[str, Any]]:
     return list(cargs), dict(cparams)
 
 
+def pg_connect_kwargs(url: URL) -> tuple[list[Any], dict[str, Any]]:
+    """The ``psycopg.connect`` arguments of a PostgreSQL URL (no engine, no connection)."""
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    dialect = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+    cargs, cparams = dialect.create_connect_args(url)  # type: ignore[no-untyped-call]
+    return list(cargs), dict(cparams)
+
+
 _INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
 
 
