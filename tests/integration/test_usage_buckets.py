@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.rawdb import raw_connect
 from waiaas.db import Database, UnitOfWork
 from waiaas.db import usage as usage_db
 from waiaas.db.tables import AgentRow, TransactionRow
@@ -208,7 +209,7 @@ def run(db: Database, agents: list[str], steps: list[Any], keyed: bool) -> None:
             uow.commit()
     if keyed:
         # every bucket the wallet wrote is sealed, and verifies
-        conn = sqlite3.connect(db.path)
+        conn = raw_connect(db)
         try:
             unsealed = conn.execute("SELECT COUNT(*) FROM usage_buckets WHERE mac IS NULL")
             assert unsealed.fetchone() == (0,)
@@ -256,8 +257,9 @@ def _history(db: Database, agent: str, now: int) -> list[str]:
     return ids
 
 
-def _edit(path: Path, sql: str, *params: Any) -> int:
-    conn = sqlite3.connect(path)
+def _edit(db: Database, sql: str, *params: Any) -> int:
+    """Edit the database behind waiaas's back (a raw connection, either backend)."""
+    conn = raw_connect(db)
     try:
         changed = conn.execute(sql, params).rowcount
         conn.commit()
@@ -279,15 +281,15 @@ def test_an_edited_bucket_does_not_lower_usage_with_the_key(tmp_path: Path) -> N
         with db.read() as uow:
             before = load_usage(uow, agent, NOW, {3600})
         assert before.spent["native"].day > 10**19
-        assert _edit(db.path, "UPDATE usage_buckets SET s2 = 0, requests = 0, refused = 0") > 0
-        assert _edit(db.path, "UPDATE usage_buckets SET mac = 'ff' || substr(mac, 3)") > 0
+        assert _edit(db, "UPDATE usage_buckets SET s2 = 0, requests = 0, refused = 0") > 0
+        assert _edit(db, "UPDATE usage_buckets SET mac = 'ff' || substr(mac, 3)") > 0
         with db.read() as uow:
             assert load_usage(uow, agent, NOW, {3600}) == before
             check(uow, agent, NOW, {3600})
         with db.write() as uow:
             assert load_usage(uow, agent, NOW, {3600}) == before
             uow.commit()
-        conn = sqlite3.connect(db.path)
+        conn = raw_connect(db)
         try:
             unsealed = conn.execute("SELECT COUNT(*) FROM usage_buckets WHERE mac IS NULL")
             assert unsealed.fetchone() == (0,)
@@ -314,9 +316,7 @@ def test_a_keyed_writer_never_seals_an_edited_bucket(tmp_path: Path) -> None:
         with db.read() as uow:
             before = load_usage(uow, agent, NOW, set())
         # lower the newest bucket, and keep its (now wrong) MAC
-        _edit(
-            db.path, "UPDATE usage_buckets SET s2 = 0 WHERE start = ?", usage_db.bucket_start(NOW)
-        )
+        _edit(db, "UPDATE usage_buckets SET s2 = 0 WHERE start = ?", usage_db.bucket_start(NOW))
         with db.write() as uow:  # cancel the queued row of that bucket
             assert uow.transactions.cas_status(ids[1], "QUEUED", "CANCELLED")
             uow.commit()
@@ -324,7 +324,7 @@ def test_a_keyed_writer_never_seals_an_edited_bucket(tmp_path: Path) -> None:
             after = load_usage(uow, agent, NOW, set())
             check(uow, agent, NOW, set())
         assert after.spent["native"].day == before.spent["native"].day - (10**18 + 1)
-        conn = sqlite3.connect(db.path)
+        conn = raw_connect(db)
         try:
             assert conn.execute(
                 "SELECT COUNT(*) FROM usage_buckets WHERE mac IS NULL"
@@ -345,7 +345,7 @@ def test_without_the_key_buckets_are_trusted_as_stored(tmp_path: Path) -> None:
     try:
         agent = add_agent(db)
         _history(db, agent, NOW)
-        _edit(db.path, "UPDATE usage_buckets SET s2 = 0 WHERE kind = 1")
+        _edit(db, "UPDATE usage_buckets SET s2 = 0 WHERE kind = 1")
         with db.read() as uow:
             usage = load_usage(uow, agent, NOW - 3601, set())
         assert usage.spent["native"].week < 10**18 * 3
