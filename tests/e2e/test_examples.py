@@ -152,6 +152,7 @@ def test_every_example_is_covered() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(EXPECTED))
+@pytest.mark.sqlite_only  # each example is its own process, on its own SQLite file
 def test_example_runs(script: str) -> None:
     """The example exits 0, writes nothing to stderr, and prints its key lines in order."""
     result = _run(script)

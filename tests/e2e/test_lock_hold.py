@@ -27,6 +27,7 @@ from solders.litesvm import LiteSVM
 from tests.chains.solana_rpc_server import SolanaRpcServer
 from tests.e2e.conftest import TIER_AMOUNTS, FlakyAdapter, all_audit, events_of, new_agent
 from tests.e2e.test_crash_recovery import CHILD, child_env
+from tests.support.rawdb import raw_connect
 from waiaas import Transfer, TxStatus, Wallet
 from waiaas.chains.base import BalanceChanges, ChainTxStatus, SignedTx, UnsignedTx
 from waiaas.chains.evm import EvmAdapter
@@ -124,9 +125,21 @@ class StallingAdapter(FlakyAdapter):
             return super().wait_for_confirmation(signed, timeout=timeout)
 
 
-def write_lock_is_free(db: Path) -> bool:
-    """Whether another connection gets the write lock at once (busy timeout 0)."""
-    conn = sqlite3.connect(db, timeout=0, isolation_level=None)
+def write_lock_is_free(wallet: Wallet) -> bool:
+    """Whether another connection gets the global write lock at once (SQLite: busy timeout
+    0; PostgreSQL: the wallet's global advisory lock, tried without waiting)."""
+    with raw_connect(wallet) as raw:
+        if raw.dialect == "postgresql":
+            from waiaas.db.engine import lock_key
+
+            database, schema = raw.one("SELECT current_database(), current_schema()") or ("", "")
+            raw.execute("BEGIN")
+            try:
+                key = lock_key(database, schema, "global")
+                return bool((raw.one("SELECT pg_try_advisory_xact_lock(?)", (key,)) or (0,))[0])
+            finally:
+                raw.execute("ROLLBACK")
+    conn = sqlite3.connect(wallet.path, timeout=0, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
@@ -197,7 +210,7 @@ def test_another_agent_sends_while_one_chain_call_stalls(
         sender_a.start()
         try:
             assert slow.gate.entered.wait(60), "A never reached the stalled call"
-            assert write_lock_is_free(w.path)
+            assert write_lock_is_free(w)
             sender_b = Sender(w, token_b, Transfer(to=dest_b, amount=amount))
             sender_b.start()
             sender_b.join(60)
@@ -251,7 +264,7 @@ def test_another_process_sends_while_one_chain_call_stalls(
             sender_a.start()
             try:
                 assert slow.gate.entered.wait(60), "A never reached the stalled call"
-                assert write_lock_is_free(db)
+                assert write_lock_is_free(w)
                 spec = {
                     "db": str(db),
                     "solana_url": solana_url,

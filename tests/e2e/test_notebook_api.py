@@ -317,6 +317,7 @@ with local_wallet(sys.argv[3], clock=clock) as wallet:
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite_only  # a fresh interpreter with its own SQLite wallet: charts, not storage
 def test_charts_render_to_png(tmp_path: Path) -> None:
     """The budget chart and the replay comparison draw real PNGs (kept in tests/artifacts/).
 

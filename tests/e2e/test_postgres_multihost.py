@@ -92,7 +92,7 @@ def _prepare(
     amount = AMOUNTS[chain]
     spec: dict[str, Any] = {"db": url, **urls}
     with open_wallet(spec) as wallet:
-        assert wallet.db.dialect == "postgresql"
+        assert wallet.location.startswith("postgresql")
         agent = wallet.create_agent("shared", chain)
         adapter = wallet.network_adapter(agent.chain, agent.network)
         adapter.fund(agent.public_key, 10**19 if chain == "evm" else 10**11)  # type: ignore[attr-defined]
