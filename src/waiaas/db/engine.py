@@ -485,9 +485,9 @@ def _pg_on_begin(conn: Any) -> None:
     try:
         raw.execute(sql, prepare=False)
     except Exception as exc:
-        raise faults.translate(
-            exc, operation="begin", path=conn.engine.url.render_as_string(hide_password=True)
-        ) from exc
+        if getattr(raw, "broken", False) or getattr(raw, "closed", False):
+            conn.invalidate()  # never hand a dead connection back to the pool
+        raise faults.translate(exc, operation="begin", path=redact(conn.engine.url)) from exc
 
 
 def make_pg_engine(url: URL, *, pool_size: int = 8) -> Engine:

@@ -51,7 +51,7 @@ from waiaas.db.repositories import (
     TransactionRepository,
 )
 from waiaas.db.usage import Verified
-from waiaas.errors import DatabaseLockedError, StorageError
+from waiaas.errors import DatabaseLockedError, StorageError, StorageIOError
 
 __all__ = ["UnitOfWork"]
 
@@ -131,6 +131,7 @@ class UnitOfWork:
         options = self._begin_options()
         deadline = time.monotonic() + self._lock_timeout
         delay = 0.005
+        reconnected = False
         while True:
             try:
                 conn = self._engine.connect().execution_options(**options)
@@ -139,6 +140,13 @@ class UnitOfWork:
             try:
                 conn.begin()
                 break
+            except StorageIOError:
+                _close_quietly(conn)
+                if self._dialect != POSTGRESQL or reconnected:
+                    raise
+                # A pooled connection the server dropped (restart, idle timeout, failover):
+                # BEGIN did nothing; once more on a fresh connection.
+                reconnected = True
             except DatabaseLockedError as exc:
                 _close_quietly(conn)
                 if time.monotonic() > deadline:
