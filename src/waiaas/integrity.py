@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import json
 import os
-import sqlite3
 import struct
 import threading
 import time
@@ -41,7 +40,9 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from waiaas.db import portable
 from waiaas.db.chain import AUDIT_COLUMNS, GENESIS, audit_mac, row_hash
+from waiaas.db.portable import RawConnection
 from waiaas.db.tables import AuditCheckpointRow
 
 __all__ = [
@@ -110,7 +111,7 @@ _SELECT = (
 
 
 def walk_chain(
-    conn: sqlite3.Connection,
+    conn: RawConnection,
     mac_key: bytes | None,
     *,
     after_id: int = 0,
@@ -125,7 +126,7 @@ def walk_chain(
     """
     prev_id, prev = after_id, after_hash
     rows = 0
-    cur = conn.execute(_SELECT, (after_id,))
+    cur = portable.stream(conn, _SELECT, (after_id,))
     try:
         while True:
             batch = cur.fetchmany(4096)
@@ -181,7 +182,7 @@ def _msg_nomac(rid: int) -> str:
     return f"audit row {rid} was inserted or rewritten outside waiaas: it carries no MAC"
 
 
-def _link_break(conn: sqlite3.Connection, rid: int, prev_id: int, stored_prev: str) -> Break:
+def _link_break(conn: RawConnection, rid: int, prev_id: int, stored_prev: str) -> Break:
     """Name a broken link: the row this one follows exists elsewhere (reordered) or not."""
     found = conn.execute(
         "SELECT id FROM audit_log WHERE row_hash = ? LIMIT 1", (stored_prev,)
@@ -312,9 +313,7 @@ class Integrity:
         """MAC over the ids of the enabled policies of one scope (an agent id, or ``*``)."""
         return self.mac("policy-set", scope, sorted(r.id for r in rows if int(r.enabled)))
 
-    def walk(
-        self, conn: sqlite3.Connection, *, after_id: int = 0, after_hash: str = GENESIS
-    ) -> Walk:
+    def walk(self, conn: RawConnection, *, after_id: int = 0, after_hash: str = GENESIS) -> Walk:
         return walk_chain(
             conn,
             self._mac_key,
@@ -434,10 +433,8 @@ def request_digest(meta: Mapping[str, Any]) -> str:
 # =========================================================================== wallet level
 
 
-def _raw(uow: Any) -> sqlite3.Connection:
-    conn = uow.session.connection().connection.driver_connection
-    assert isinstance(conn, sqlite3.Connection)
-    return conn
+def _raw(uow: Any) -> RawConnection:
+    return portable.raw(uow)
 
 
 def seal(db: Any, keystore: Any, *, clock: Any, checkpoint_rows: int) -> Integrity:
@@ -618,19 +615,20 @@ def approval_ok(integ: Integrity, row: Any) -> bool:
     return undecided and hmac.compare_digest(stored, v1)
 
 
-def _checkpoints(conn: sqlite3.Connection) -> list[tuple[int, str, int, str, str, str]]:
-    return conn.execute(
+def _checkpoints(conn: RawConnection) -> list[tuple[int, str, int, str, str, str]]:
+    rows: list[tuple[int, str, int, str, str, str]] = conn.execute(
         "SELECT seq, head_hash, created_at, wallet_id, public_key, signature "
         "FROM audit_checkpoints ORDER BY seq DESC, id DESC"
     ).fetchall()
+    return rows
 
 
-def _row_hash_at(conn: sqlite3.Connection, rid: int) -> str | None:
+def _row_hash_at(conn: RawConnection, rid: int) -> str | None:
     found = conn.execute("SELECT row_hash FROM audit_log WHERE id = ?", (rid,)).fetchone()
     return None if found is None else found[0]
 
 
-def _max_id(conn: sqlite3.Connection) -> int:
+def _max_id(conn: RawConnection) -> int:
     found = conn.execute("SELECT max(id) FROM audit_log").fetchone()
     return int(found[0] or 0)
 
@@ -653,7 +651,7 @@ def _report(
 
 
 def _check_head(
-    conn: sqlite3.Connection, integ: Integrity, head: tuple[int, str] | None
+    conn: RawConnection, integ: Integrity, head: tuple[int, str] | None
 ) -> Break | None:
     """The head the keystore recorded must still be in the log, with the same hash."""
     if head is None or head[0] == 0:
@@ -678,7 +676,7 @@ def _check_head(
 
 
 def _check_checkpoint(
-    conn: sqlite3.Connection, integ: Integrity, cp: tuple[int, str, int, str, str, str]
+    conn: RawConnection, integ: Integrity, cp: tuple[int, str, int, str, str, str]
 ) -> Break | None:
     seq, digest, created_at, wallet_id, public_key, signature = cp
     if (
@@ -694,6 +692,11 @@ def _check_checkpoint(
             f"audit row {seq} does not match the signed checkpoint of {created_at}",
         )
     return None
+
+
+def _where(db: Any) -> str:
+    """The database as reports name it: its path, or a PostgreSQL URL without password."""
+    return str(getattr(db, "location", None) or db.path)
 
 
 def verify_recent(db: Any, integ: Integrity) -> dict[str, Any]:
@@ -714,15 +717,15 @@ def verify_recent(db: Any, integ: Integrity) -> dict[str, Any]:
                 start_id, "deleted", f"audit row {start_id}, anchored in the keystore, is gone"
             )
             return _report(
-                str(db.path), Walk(0, start_id, start_hash, None), checkpoints=checked, extra=gone
+                _where(db), Walk(0, start_id, start_hash, None), checkpoints=checked, extra=gone
             )
         walk = integ.walk(conn, after_id=start_id, after_hash=start_hash)
         extra = _check_head(conn, integ, head) if walk.broken is None else None
-        return _report(str(db.path), walk, checkpoints=checked, extra=extra)
+        return _report(_where(db), walk, checkpoints=checked, extra=extra)
 
 
 def verify_file(
-    conn: sqlite3.Connection,
+    conn: RawConnection,
     integ: Integrity,
     source: str,
     *,

@@ -56,7 +56,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from sqlalchemy import JSON, func, type_coerce
+from sqlalchemy import func
 from sqlmodel import col, select
 
 from waiaas import _display as _d
@@ -64,6 +64,7 @@ from waiaas._validate import shown
 from waiaas.clock import Clock
 from waiaas.config import WalletConfig
 from waiaas.db.database import Database
+from waiaas.db.portable import as_json
 from waiaas.db.tables import SessionRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import (
@@ -1587,8 +1588,8 @@ def _load_usage(row: SessionRow) -> SessionUsage:
 
 
 def _expired_unreported(uow: UnitOfWork, now: int, limit: int) -> list[SessionRow]:
-    # Dialect-neutral JSON access: JSON_EXTRACT on SQLite, ->> on PostgreSQL.
-    reported = type_coerce(col(SessionRow.usage_stats), JSON)["expired_reported"].as_boolean()
+    # JSON_EXTRACT on SQLite, CAST(... AS JSON) ->> on PostgreSQL (see waiaas.db.portable).
+    reported = as_json(col(SessionRow.usage_stats))["expired_reported"].as_boolean()
     stmt = (
         select(SessionRow)
         .where(

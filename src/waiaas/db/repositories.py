@@ -13,13 +13,14 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, Result, func, or_, text, update
+from sqlalchemy import CursorResult, Result, func, or_, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from waiaas.db.chain import GENESIS, row_hash
 from waiaas.db.faults import stored_json
+from waiaas.db.portable import dialect_of, text_for
 from waiaas.db.tables import (
     RARE_SEVERITY,
     SEVERITIES,
@@ -70,6 +71,11 @@ class _Repository:
         # waiaas.integrity.Integrity when the wallet's keys are loaded: rows that carry a MAC
         # get it here, whichever code path writes them.
         self.integrity = integrity
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``: where this repository's statements run."""
+        return dialect_of(self.session)
 
 
 class AgentRepository(_Repository):
@@ -383,8 +389,10 @@ def audit_query(
     """The SQL and parameters of :meth:`AuditRepository.query` (for it, tests and benchmarks).
 
     The index is named (``INDEXED BY``, from :func:`audit_index`): the plan does not depend
-    on SQLite's guesses, and a missing index is an error rather than a silent full scan.
-    Values are always bound parameters; only fixed fragments are spliced in.
+    on SQLite's guesses, and a missing index is an error rather than a silent full scan
+    (PostgreSQL, which has no such hint, runs the statement without it:
+    :func:`waiaas.db.portable.text_for`). Values are always bound parameters; only fixed
+    fragments are spliced in.
     """
     where: list[str] = []
     params: dict[str, Any] = {"limit": limit}
@@ -497,7 +505,9 @@ class AuditRepository(_Repository):
         values["mac"] = self.integrity.audit_mac(digest) if self.integrity is not None else None
         # A Core INSERT: the audit log is the hottest write path and never read back here.
         result = self.session.execute(_AUDIT_INSERT, values)
-        row_id = cast(CursorResult[Any], result).lastrowid
+        # the new id: SQLite's lastrowid, PostgreSQL's INSERT ... RETURNING id
+        key = cast(CursorResult[Any], result).inserted_primary_key
+        row_id = key[0] if key is not None else None
         assert isinstance(row_id, int)
         self.last = (row_id, digest)
         self.appended += 1
@@ -537,7 +547,7 @@ class AuditRepository(_Repository):
             before_id=before_id,
             limit=limit,
         )
-        rows = self.session.execute(text(sql), params).all()
+        rows = self.session.execute(text_for(sql, self.dialect), params).all()
         return [AuditRecord._make(row) for row in rows]
 
     def agent_range(

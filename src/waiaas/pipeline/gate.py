@@ -9,11 +9,12 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
+from sqlmodel import col
 
 from waiaas.chains.base import FeeQuote
 from waiaas.config import WalletConfig
-from waiaas.db.tables import AgentRow, PolicyRow
+from waiaas.db.tables import AgentRow, AuditRow, PolicyRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import WaiaasError
 from waiaas.pipeline.plans import unshown_fee
@@ -40,24 +41,32 @@ __all__ = ["PolicyGate", "agent_context", "restart_auto_stop", "spec_from_row"]
 _T = TypeVar("_T")
 
 _MARK = "auto-stop-mark:"
+# The agent's transactions requested after the mark: those whose TX_REQUESTED audit row (written
+# in the same unit of work as the row) comes after the mark's audit id. Audit ids grow in
+# commit order on both dialects (appends hold the audit chain's lock until commit).
 _SINCE_MARK_SQL = text(
     "SELECT t.created_at, t.status, t.error FROM transactions AS t "
-    "WHERE t.agent_id = :agent AND t.rowid > :mark AND t.id != :exclude"
+    "WHERE t.agent_id = :agent AND t.id != :exclude AND t.id IN ("
+    "SELECT a.tx_id FROM audit_log AS a WHERE a.agent_id = :agent "
+    "AND a.event_type = 'TX_REQUESTED' AND a.id > :mark)"
 )
+_AUDIT_HEAD = select(func.coalesce(func.max(col(AuditRow.id)), 0))
 
 
 def restart_auto_stop(uow: UnitOfWork, agent_id: str, now: int) -> None:
     """Resuming an agent restarts its AUTO_STOP counters: only requests made after this
     point count toward ``max_denials``, ``max_transactions`` and ``consecutive_failures``.
 
-    The mark is the newest ``transactions`` rowid at the time (rowids only grow), so requests
-    made in the same second as the resumption still count. It carries a MAC under the
-    wallet's key: a mark moved forward in the file is refused (TamperDetectedError) rather
-    than silently forgetting the agent's denials.
+    The mark is the newest audit row id at the time (ids only grow, in commit order): a
+    transaction counts when its ``TX_REQUESTED`` row comes after it, so requests made in the
+    same second as the resumption still count. (Older marks also hold the newest
+    ``transactions`` rowid, ``tx``, taken in the same transaction; it is kept only for their
+    MAC: new marks store 0.) It carries a MAC under the wallet's key: a mark moved
+    forward in the file is refused (TamperDetectedError) rather than silently forgetting the
+    agent's denials.
     """
-    mark = uow.session.execute(text("SELECT coalesce(max(rowid), 0) FROM transactions")).scalar()
-    audit = uow.session.execute(text("SELECT coalesce(max(id), 0) FROM audit_log")).scalar()
-    value: dict[str, Any] = {"tx": int(mark or 0), "audit": int(audit or 0)}
+    audit = uow.session.execute(_AUDIT_HEAD).scalar()
+    value: dict[str, Any] = {"tx": 0, "audit": int(audit or 0)}
     if uow.integrity is not None:  # a forged mark would reset the counters: it carries a MAC
         from waiaas.integrity import auto_stop_mark_mac
 
@@ -360,7 +369,7 @@ def _since_resumption(
 
     rows = uow.session.execute(
         _SINCE_MARK_SQL,
-        {"agent": agent_id, "mark": int(mark.get("tx", 0)), "exclude": exclude_tx_id or ""},
+        {"agent": agent_id, "mark": int(mark.get("audit", 0)), "exclude": exclude_tx_id or ""},
     ).all()
     denials = dict.fromkeys(usage.denials, 0)
     txs = dict.fromkeys(usage.transactions, 0)

@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
 from pydantic import ValidationError
-from sqlalchemy import TextClause, text
 
 from waiaas import _display as _d
 from waiaas._validate import check_actor, check_bool, check_id, check_priority
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
-from waiaas.db import Database, UnitOfWork
+from waiaas.db import Database, UnitOfWork, portable
 from waiaas.db import usage as usage_db
 from waiaas.db.faults import stored_json
+from waiaas.db.portable import dialect_of, text_for
 from waiaas.db.tables import AgentRow, PolicyRow
 from waiaas.errors import InvalidInputError, NotFoundError
 from waiaas.ids import new_id
@@ -74,6 +74,12 @@ _SPENDING = (
     TxStatus.CONFIRMED,
 )
 _MAX_REPLAY = 200_000
+_REPLAY_SQL = (
+    "SELECT id, created_at, status, metadata FROM transactions "
+    "INDEXED BY idx_transactions_agent_created "
+    "WHERE agent_id = :agent AND created_at >= :lo AND created_at <= :hi "
+    "ORDER BY created_at, id LIMIT :cap"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,45 +254,72 @@ def _spend_of_row(meta: str | None, amount: str | None, chain: str) -> list[tupl
     return []
 
 
+# Statements in the SQLite form (``INDEXED BY`` pins the plan; waiaas.db.portable drops it
+# on PostgreSQL). Both dialects: booleans are summed with CASE, NULL-safe comparisons are
+# spelled out, the ``spend`` JSON is unpacked in Python (:func:`_spend_pairs`).
 _SPENDING_SQL_LIST = ", ".join(f"'{status.value}'" for status in _SPENDING)
-_SPEND_SQL = text(
-    "SELECT je.key, je.value, t.created_at "
-    "FROM transactions AS t INDEXED BY idx_transactions_agent_created, "
-    "json_each(CASE WHEN json_valid(t.spend) THEN t.spend END) AS je "
+_NOT_DENIED = "(t.error IS NULL OR t.error != :denied)"
+_SPEND_SQL = (
+    "SELECT t.spend, t.created_at "
+    "FROM transactions AS t INDEXED BY idx_transactions_agent_created "
     "WHERE t.agent_id = :agent AND t.created_at > :since AND t.id != :exclude "
-    f"AND t.status IN ({_SPENDING_SQL_LIST}) AND t.error IS NOT :denied"
+    f"AND t.status IN ({_SPENDING_SQL_LIST}) AND {_NOT_DENIED} AND t.spend IS NOT NULL"
 )
-_LEGACY_SPEND_SQL = text(
+_LEGACY_SPEND_SQL = (
     "SELECT t.created_at, t.amount, t.chain, t.metadata "
     "FROM transactions AS t INDEXED BY idx_transactions_agent_created "
     "WHERE t.agent_id = :agent AND t.created_at > :since AND t.id != :exclude "
-    f"AND t.status IN ({_SPENDING_SQL_LIST}) AND t.error IS NOT :denied "
+    f"AND t.status IN ({_SPENDING_SQL_LIST}) AND {_NOT_DENIED} "
     "AND t.spend IS NULL"
 )
 
 
+class _Pairs(list[tuple[str, Any]]):
+    """The members of a JSON object, in order, duplicates kept (as ``json_each`` has them)."""
+
+
+def _spend_pairs(spend: object) -> list[tuple[str, str]]:
+    """The ``(asset key, amount text)`` members of a ``transactions.spend`` JSON object.
+
+    What SQLite's ``json_each`` yields for the object and the usage triggers sum: every
+    member (a key given twice counts twice) whose value is a string; an invalid document,
+    or one that is not an object, has none.
+    """
+    if not isinstance(spend, str):
+        return []
+    try:
+        found = json.loads(spend, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(found, _Pairs):
+        return []
+    return [(k, v) for k, v in found if isinstance(v, str)]
+
+
 @functools.lru_cache(maxsize=32)
-def _counts_sql(windows: int) -> TextClause:
+def _counts_sql(windows: int) -> str:
     """Requests and denials per window (``:since0`` ... shortest first) in one range read."""
     columns = []
     for i in range(windows):
-        columns.append(f"SUM(t.created_at > :since{i})")
-        columns.append(f"SUM(t.created_at > :since{i} AND t.error IS :denied)")
-    return text(
+        columns.append(f"SUM(CASE WHEN t.created_at > :since{i} THEN 1 ELSE 0 END)")
+        columns.append(
+            f"SUM(CASE WHEN t.created_at > :since{i} AND t.error = :denied THEN 1 ELSE 0 END)"
+        )
+    return (
         f"SELECT {', '.join(columns)} FROM transactions AS t "
         "INDEXED BY idx_transactions_agent_created "
         "WHERE t.agent_id = :agent AND t.created_at > :since AND t.id != :exclude"
     )
 
 
-_LAST_OK_SQL = text(
+_LAST_OK_SQL = (
     "SELECT t.created_at, t.id FROM transactions AS t "
     "INDEXED BY idx_transactions_agent_created "
     "WHERE t.agent_id = :agent AND t.status = 'CONFIRMED' AND t.id != :exclude "
     "ORDER BY t.created_at DESC, t.id DESC LIMIT 1"
 )
 
-_FAILURES_SQL = text(
+_FAILURES_SQL = (
     "SELECT t.created_at, t.id, t.status, t.error FROM transactions AS t "
     "INDEXED BY idx_transactions_agent_created "
     "WHERE t.agent_id = :agent AND t.created_at >= :since AND t.id != :exclude"
@@ -299,12 +332,16 @@ _FAILURES_SQL = text(
 REFUSAL_EVENTS = ("REQUEST_REFUSED", "DRY_RUN")
 
 
-def _audit_counts_sql(windows: int) -> TextClause:
+@functools.lru_cache(maxsize=32)
+def _audit_counts_sql(windows: int) -> str:
     columns = []
     for i in range(windows):
-        columns.append(f"SUM(a.timestamp > :since{i})")
-        columns.append(f"SUM(a.timestamp > :since{i} AND a.event_type != 'DRY_RUN')")
-    return text(
+        columns.append(f"SUM(CASE WHEN a.timestamp > :since{i} THEN 1 ELSE 0 END)")
+        columns.append(
+            f"SUM(CASE WHEN a.timestamp > :since{i} AND a.event_type != 'DRY_RUN' "
+            "THEN 1 ELSE 0 END)"
+        )
+    return (
         f"SELECT {', '.join(columns)} FROM audit_log AS a "
         "INDEXED BY idx_audit_log_agent_timestamp "
         "WHERE a.agent_id = :agent AND a.timestamp > :since AND a.id > :after "
@@ -324,7 +361,8 @@ def audit_refusals(
     for i, w in enumerate(ordered):
         params[f"since{i}"] = now - w
     params["since"] = now - ordered[-1]
-    counts = uow.session.execute(_audit_counts_sql(len(ordered)), params).one()
+    sql = text_for(_audit_counts_sql(len(ordered)), dialect_of(uow))
+    counts = uow.session.execute(sql, params).one()
     requests = {w: int(counts[2 * i] or 0) for i, w in enumerate(ordered)}
     denials = {w: int(counts[2 * i + 1] or 0) for i, w in enumerate(ordered)}
     return requests, denials
@@ -377,20 +415,21 @@ def load_usage(
 
 
 _EDGE_COUNTS_SQL = (
-    "SELECT t.created_at, t.error IS :denied FROM transactions AS t "
+    "SELECT t.created_at, CASE WHEN t.error = :denied THEN 1 ELSE 0 END FROM transactions AS t "
     "INDEXED BY idx_transactions_agent_created "
     "WHERE t.agent_id = :agent AND t.created_at > :since AND t.created_at < :until "
     "AND t.id != :exclude"
 )
 _EDGE_AUDIT_SQL = (
-    "SELECT a.timestamp, a.event_type != 'DRY_RUN' FROM audit_log AS a "
+    "SELECT a.timestamp, CASE WHEN a.event_type != 'DRY_RUN' THEN 1 ELSE 0 END "
+    "FROM audit_log AS a "
     "INDEXED BY idx_audit_log_agent_timestamp "
     "WHERE a.agent_id = :agent AND a.timestamp > :since AND a.timestamp < :until "
     "AND a.id > 0 AND "
     + usage_db.REFUSAL_SQL.replace("event_type", "a.event_type").replace("tx_id", "a.tx_id")
 )
-_EDGE_SPEND_SQL = str(_SPEND_SQL) + " AND t.created_at < :until"
-_EDGE_LEGACY_SQL = str(_LEGACY_SPEND_SQL) + " AND t.created_at < :until"
+_EDGE_SPEND_SQL = _SPEND_SQL + " AND t.created_at < :until"
+_EDGE_LEGACY_SQL = _LEGACY_SPEND_SQL + " AND t.created_at < :until"
 _EXCLUDED_SQL = "SELECT created_at FROM transactions WHERE id = ? AND agent_id = ?"
 
 
@@ -406,8 +445,7 @@ def _bucket_usage(
     rows they hold inside the window, read with the same statements as :func:`_scan_usage`.
     """
     B = usage_db.BUCKET
-    raw = uow.session.connection().connection.driver_connection
-    assert raw is not None
+    raw = portable.raw(uow)
     since = {w: now - w for w in ordered}
     first = usage_db.bucket_start(since[ordered[-1]] + 1)
     integ = uow.integrity
@@ -477,10 +515,10 @@ def _bucket_usage(
     )
     for kind, asset, *cols in raw.execute(usage_db.sums_sql(n), sums):
         if kind == usage_db.COUNTS:
-            for i, w in enumerate(ordered):
-                requests[w] += cols[3 * i]
-                denials[w] += cols[3 * i + 1]
-                txs[w] += cols[3 * i + 2]
+            for i, w in enumerate(ordered):  # int(): PostgreSQL sums BIGINTs as NUMERIC
+                requests[w] += int(cols[3 * i])
+                denials[w] += int(cols[3 * i + 1])
+                txs[w] += int(cols[3 * i + 2])
             continue
         key = normalize_asset_key(asset)
         k = 3 * n
@@ -520,10 +558,10 @@ def _bucket_usage(
                     if denial:
                         denials[w] += 1
         spent: list[tuple[int, str, int]] = []
-        for asset, value, created in raw.execute(_EDGE_SPEND_SQL, params):
-            if not isinstance(asset, str) or not isinstance(value, str) or not value.isdigit():
-                continue
-            spent.append((created, normalize_asset_key(asset), int(value)))
+        for spend, created in raw.execute(_EDGE_SPEND_SQL, params):
+            for asset, value in _spend_pairs(spend):
+                if value.isdigit():
+                    spent.append((created, normalize_asset_key(asset), int(value)))
         for created, amount_text, chain, meta in raw.execute(_EDGE_LEGACY_SQL, params):
             for key, amount in _spend_of_row(meta, amount_text, chain):
                 spent.append((created, key, amount))
@@ -552,7 +590,8 @@ def _scan_usage(
     for i, w in enumerate(ordered):
         params[f"since{i}"] = now - w
     params["since"] = now - ordered[-1]
-    counts = uow.session.execute(_counts_sql(len(ordered)), params).one()
+    dialect = dialect_of(uow)
+    counts = uow.session.execute(text_for(_counts_sql(len(ordered)), dialect), params).one()
     requests = {w: int(counts[2 * i] or 0) for i, w in enumerate(ordered)}
     denials = {w: int(counts[2 * i + 1] or 0) for i, w in enumerate(ordered)}
     txs = {w: requests[w] - denials[w] for w in ordered}
@@ -560,8 +599,8 @@ def _scan_usage(
     for w in ordered:
         requests[w] += refused_requests[w]
         denials[w] += refused[w]
-    # Spending of the last 7 days: one (asset, amount) pair per row and asset, unpacked by
-    # SQLite's json_each; only the exact sums are done in Python (wei exceeds int64).
+    # Spending of the last 7 days: the rows' spend documents, unpacked and summed exactly in
+    # Python (wei exceeds int64).
     day: dict[str, int] = {}
     week: dict[str, int] = {}
     spend_params = {
@@ -572,18 +611,19 @@ def _scan_usage(
     }
     day_start = now - DAY
     # The raw DB-API cursor (same connection and transaction): thousands of tiny rows.
-    raw = uow.session.connection().connection.driver_connection
-    assert raw is not None
-    for asset, value, created in raw.execute(str(_SPEND_SQL), spend_params):
-        if not isinstance(asset, str) or not isinstance(value, str) or not value.isdigit():
-            continue
-        key = normalize_asset_key(asset)
-        amount = int(value)
-        week[key] = week.get(key, 0) + amount
-        if created > day_start:
-            day[key] = day.get(key, 0) + amount
+    raw = portable.raw(uow)
+    for spend, created in raw.execute(_SPEND_SQL, spend_params):
+        for asset, value in _spend_pairs(spend):
+            if not value.isdigit():
+                continue
+            key = normalize_asset_key(asset)
+            amount = int(value)
+            week[key] = week.get(key, 0) + amount
+            if created > day_start:
+                day[key] = day.get(key, 0) + amount
     # Rows without a ``spend`` column (foreign rows) fall back to the stored request.
-    for created, amount_text, chain, meta in uow.session.execute(_LEGACY_SPEND_SQL, spend_params):
+    legacy = text_for(_LEGACY_SPEND_SQL, dialect)
+    for created, amount_text, chain, meta in uow.session.execute(legacy, spend_params):
         for key, amount in _spend_of_row(meta, amount_text, chain):
             week[key] = week.get(key, 0) + amount
             if created > day_start:
@@ -599,12 +639,15 @@ def _scan_usage(
 
 def _consecutive_failures(uow: UnitOfWork, agent_id: str, exclude: str) -> int:
     """FAILED rows (not policy denials) after the last CONFIRMED one, via the index."""
-    last = uow.session.execute(_LAST_OK_SQL, {"agent": agent_id, "exclude": exclude}).first()
+    dialect = dialect_of(uow)
+    last = uow.session.execute(
+        text_for(_LAST_OK_SQL, dialect), {"agent": agent_id, "exclude": exclude}
+    ).first()
     since = -1 if last is None else int(last[0])
     marker = None if last is None else (int(last[0]), str(last[1]))
     count = 0
     rows = uow.session.execute(
-        _FAILURES_SQL, {"agent": agent_id, "since": since, "exclude": exclude}
+        text_for(_FAILURES_SQL, dialect), {"agent": agent_id, "since": since, "exclude": exclude}
     )
     for created, tx_id, status, error in rows:
         if marker is not None and (created, tx_id) <= marker:
@@ -870,12 +913,7 @@ class PolicyService:
         with self._db.read() as uow:
             agent = self._agent(uow, agent_id)
             rows = uow.session.execute(
-                text(
-                    "SELECT id, created_at, status, metadata FROM transactions "
-                    "INDEXED BY idx_transactions_agent_created "
-                    "WHERE agent_id = :agent AND created_at >= :lo AND created_at <= :hi "
-                    "ORDER BY created_at, id LIMIT :cap"
-                ),
+                text_for(_REPLAY_SQL, dialect_of(uow)),
                 {"agent": agent_id, "lo": lo, "hi": hi, "cap": _MAX_REPLAY + 1},
             ).all()
         if len(rows) > _MAX_REPLAY:

@@ -411,7 +411,7 @@ class QueryService:
                 data = integrity.verify_file(
                     integrity._raw(uow),
                     seal,
-                    str(self._db.path),
+                    getattr(self._db, "location", None) or str(self._db.path),
                     head=head,
                     checkpoint=checkpoint,
                 )
