@@ -334,6 +334,7 @@ def test_consecutive_failures_from_the_database(db: Database) -> None:
         assert load_usage(uow, fresh, NOW, []).consecutive_failures == 2
 
 
+@pytest.mark.sqlite_only  # SQLite's EXPLAIN QUERY PLAN; PostgreSQL runs them unhinted
 def test_usage_queries_use_the_agent_created_index(db: Database) -> None:
     """Every usage query walks idx_transactions_agent_created (cost follows the window)."""
     params = {

@@ -32,6 +32,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from waiaas.db.engine import adapt_sql
+
 __all__ = [
     "RawConnection",
     "as_json",
@@ -44,12 +46,15 @@ __all__ = [
 ]
 
 _HINT = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
-# a quoted string or identifier (kept as is), or a placeholder / percent sign outside them
-_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|\?|:[A-Za-z_]\w*|%")
+# a quoted string or identifier (kept as is), a cast, or a named placeholder outside them
+_NAMED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|::|:[A-Za-z_]\w*")
 
 
 def dialect_of(uow: Any) -> str:
     """``"sqlite"`` or ``"postgresql"``: the dialect of a unit of work (or a session)."""
+    known = getattr(uow, "dialect", None)
+    if isinstance(known, str):
+        return known
     session = getattr(uow, "session", uow)
     bind = session.get_bind()
     return str(bind.dialect.name)
@@ -65,6 +70,9 @@ def unhinted(sql: str, dialect: str) -> str:
 def dbapi_sql(sql: str, dialect: str) -> str:
     """A DB-API statement in the SQLite form (``?`` or ``:name``) for ``dialect``.
 
+    :func:`waiaas.db.adapt_sql` (``?`` -> ``%s``, ``%`` doubled, hints dropped), then
+    ``:name`` -> ``%(name)s`` outside quotes; cached per statement.
+
     >>> dbapi_sql("SELECT a FROM t INDEXED BY i WHERE b = ? AND c = ':x' AND d % 2 = 0",
     ...           "postgresql")
     "SELECT a FROM t WHERE b = %s AND c = ':x' AND d %% 2 = 0"
@@ -76,15 +84,11 @@ def dbapi_sql(sql: str, dialect: str) -> str:
 
     def swap(m: re.Match[str]) -> str:
         tok = m.group(0)
-        if tok == "?":
-            return "%s"
-        if tok == "%":
-            return "%%"
         if tok.startswith(":") and tok != "::":
             return f"%({tok[1:]})s"
         return tok
 
-    return _TOKEN.sub(swap, unhinted(sql, dialect))
+    return _NAMED.sub(swap, adapt_sql(sql, dialect))
 
 
 @functools.lru_cache(maxsize=512)

@@ -445,7 +445,10 @@ def _bucket_usage(
     rows they hold inside the window, read with the same statements as :func:`_scan_usage`.
     """
     B = usage_db.BUCKET
-    raw = portable.raw(uow)
+    raw = portable.raw(uow)  # takes this module's statements in their SQLite form
+    # waiaas.db.usage writes its statements for each dialect itself: run them as they are
+    native: Any = uow.session.connection().connection.driver_connection
+    dialect = dialect_of(uow)
     since = {w: now - w for w in ordered}
     first = usage_db.bucket_start(since[ordered[-1]] + 1)
     integ = uow.integrity
@@ -453,10 +456,12 @@ def _bucket_usage(
     from_rows: set[int] = set()
     forged: set[int] = set()
     if integ is None:
-        from_rows.update(s for (s,) in raw.execute(usage_db.NEEDS_ROWS_SQL, (agent_id, first)))
+        from_rows.update(
+            s for (s,) in native.execute(usage_db.needs_rows_sql(dialect), (agent_id, first))
+        )
     else:
         odd = usage_db.ODD
-        for *values, mac in raw.execute(usage_db.VERIFY_SQL, (agent_id, first)):
+        for *values, mac in native.execute(usage_db.verify_sql(dialect), (agent_id, first)):
             row = tuple(values)
             if not integ.bucket_ok(mac, agent_id, row):
                 # NULL: not sealed yet (written without the key); anything else: edited
@@ -513,7 +518,7 @@ def _bucket_usage(
         week=week_since,
         skip=json.dumps(sorted(from_rows)),
     )
-    for kind, asset, *cols in raw.execute(usage_db.sums_sql(n), sums):
+    for kind, asset, *cols in native.execute(usage_db.sums_sql(n, dialect), sums):
         if kind == usage_db.COUNTS:
             for i, w in enumerate(ordered):  # int(): PostgreSQL sums BIGINTs as NUMERIC
                 requests[w] += int(cols[3 * i])
