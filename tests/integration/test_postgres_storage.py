@@ -89,15 +89,17 @@ def test_the_password_is_never_shown(pg_url: str) -> None:
     db = Database.open(url)
     try:
         assert SECRET not in db.location and "***" in db.location
-        assert SECRET not in repr(db)
+        assert SECRET not in repr(db) and SECRET not in repr(db.engine)
     finally:
         db.close()
 
 
 def test_a_password_in_the_query_is_redacted_too(pg_url: str) -> None:
-    db = Database.open(f"{pg_url}&password={SECRET}")
+    db = Database.open(f"{pg_url}&password={SECRET}&sslpassword={SECRET}")
     try:
         assert SECRET not in db.location and SECRET not in repr(db)
+        assert SECRET not in repr(db.engine) and SECRET not in str(db.engine.url)
+        assert db.fetch_one("SELECT 1") == (1,)  # the readers connect with the same secrets
     finally:
         db.close()
 

@@ -319,7 +319,7 @@ class _Reader:
             assert parsed.url is not None
             self.dialect = "postgresql"
             self.location = parsed.location
-            cargs, cparams = pg_connect_kwargs(parsed.url)
+            cargs, cparams = pg_connect_kwargs(parsed)
             cparams.setdefault("connect_timeout", 10)
             self._con = psycopg.connect(*cargs, **cparams, autocommit=True)
             self._con.execute("SET default_transaction_read_only = on")

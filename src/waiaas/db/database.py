@@ -242,7 +242,7 @@ class Database:
     def _open_pg(cls, target: Target, *, script_location: Path | None, pool_size: int) -> Database:
         assert target.url is not None
         location = target.location
-        engine = make_pg_engine(target.url, pool_size=pool_size)
+        engine = make_pg_engine(target.url, pool_size=pool_size, connect_args=target.connect_args)
         try:
             migrate.upgrade(engine, location, script_location=script_location)
         except StorageError:

@@ -15,7 +15,8 @@ import os
 import re
 import sqlite3
 import stat
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -313,8 +314,11 @@ class Target:
 
     dialect: str
     path: Path | None
-    url: URL | None
+    url: URL | None = field(repr=False)
     location: str
+    connect_args: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Secrets taken out of the URL's query (``sslpassword``...), passed to psycopg apart,
+    so the URL an engine keeps (and shows) holds none."""
 
 
 _PG_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
@@ -405,7 +409,16 @@ def _pg_target(text: str) -> Target:
             raise ValueError
     except (TypeError, ValueError):
         raise InvalidInputError("the PostgreSQL URL has an invalid port", field="path") from None
-    return Target(POSTGRESQL, None, url, redact(url))
+    # A password in the query string would be shown by SQLAlchemy's URL repr: move it to
+    # the userinfo (which SQLAlchemy hides) or, for other secrets, out of the URL entirely.
+    secrets = {k: v for k, v in url.query.items() if "password" in k.lower()}
+    if secrets:
+        url = url.difference_update_query(list(secrets))
+        given = secrets.pop("password", None)
+        if given is not None and url.password is None:
+            url = url.set(password=given if isinstance(given, str) else given[-1])
+    connect_args = {k: (v if isinstance(v, str) else v[-1]) for k, v in secrets.items()}
+    return Target(POSTGRESQL, None, url, redact(url), connect_args)
 
 
 def lock_key(database: str, schema: str, name: str) -> int:
@@ -490,19 +503,28 @@ def _pg_on_begin(conn: Any) -> None:
         raise faults.translate(exc, operation="begin", path=redact(conn.engine.url)) from exc
 
 
-def make_pg_engine(url: URL, *, pool_size: int = 8) -> Engine:
+_CONNECT_ARGS: weakref.WeakKeyDictionary[Engine, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def make_pg_engine(
+    url: URL, *, pool_size: int = 8, connect_args: dict[str, Any] | None = None
+) -> Engine:
     """Create the SQLAlchemy engine for a PostgreSQL URL (psycopg 3, QueuePool).
 
     Every pooled connection is in autocommit mode with ``lock_timeout`` set; units of work
-    emit ``BEGIN`` themselves (see :func:`pg_begin_sql`).
+    emit ``BEGIN`` themselves (see :func:`pg_begin_sql`). ``connect_args`` are extra psycopg
+    connection parameters (``Target.connect_args``).
     """
+    extra = dict(connect_args or {})
     engine = create_engine(
         url,
         poolclass=QueuePool,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=60,
+        connect_args=extra,
     )
+    _CONNECT_ARGS[engine] = extra
     event.listen(engine, "connect", _pg_on_connect)
     event.listen(engine, "begin", _pg_on_begin)
     faults.install(engine, redact(url))
@@ -512,16 +534,17 @@ def make_pg_engine(url: URL, *, pool_size: int = 8) -> Engine:
 def pg_connect_args(engine: Engine) -> tuple[list[Any], dict[str, Any]]:
     """The ``psycopg.connect`` arguments of a PostgreSQL engine (for plain readers)."""
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
-    return list(cargs), dict(cparams)
+    return list(cargs), {**cparams, **_CONNECT_ARGS.get(engine, {})}
 
 
-def pg_connect_kwargs(url: URL) -> tuple[list[Any], dict[str, Any]]:
-    """The ``psycopg.connect`` arguments of a PostgreSQL URL (no engine, no connection)."""
+def pg_connect_kwargs(target: Target) -> tuple[list[Any], dict[str, Any]]:
+    """The ``psycopg.connect`` arguments of a PostgreSQL target (no engine, no connection)."""
     from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
+    assert target.url is not None
     dialect = PGDialect_psycopg()  # type: ignore[no-untyped-call]
-    cargs, cparams = dialect.create_connect_args(url)  # type: ignore[no-untyped-call]
-    return list(cargs), dict(cparams)
+    cargs, cparams = dialect.create_connect_args(target.url)  # type: ignore[no-untyped-call]
+    return list(cargs), {**cparams, **target.connect_args}
 
 
 _INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
