@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 NATIVE = "native"
+# The pure core's defaults for the shipped families' native coins (the one copy of them
+# outside waiaas.chains.families, which the adapters declare; a test pins that they agree).
+# The pure core reads them here because it may not import the chain layer.
 NATIVE_DECIMALS = {"solana": 9, "evm": 18}
 NATIVE_SYMBOLS = {"solana": "SOL", "evm": "ETH"}
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from waiaas import integrity
 from waiaas.background import BackgroundRunner
 from waiaas.chains.base import ChainAdapter
+from waiaas.chains.families import native_asset_for
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
 from waiaas.db import POSTGRESQL, Database, parse_target
@@ -165,6 +166,7 @@ def _compose(db: Database, keystore: Keystore, o: _Options) -> Wallet:
             o.clock,
             link=_quietly(lambda tx_id: late[0].approval_link(tx_id), "no approval link"),
             display=_quietly(lambda tx_id: late[0].display(tx_id), "cannot describe"),
+            native=lambda chain: native_asset_for(chain, o.adapters.values()),
         ),
         hooks=o.hooks,
     )

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from waiaas import _display as _d
 from waiaas._validate import check_id
+from waiaas.chains.base import native_asset_of
 from waiaas.errors import InvalidInputError, StateError
-from waiaas.policy.model import NATIVE, NATIVE_DECIMALS, NATIVE_SYMBOLS, normalize_asset_key
+from waiaas.policy.model import NATIVE, normalize_asset_key
 from waiaas.types import Request, Tier, TokenTransfer, TransactionInfo, Transfer, TxStatus
 from waiaas.units import format_units, parse_units
 
@@ -92,6 +93,12 @@ class AssetInfo:
             InvalidInputError: a float, a bad decimal, too many decimals, or the decimals of
                 this asset are unknown.
         """
+        if self.decimals is None and self.asset == NATIVE:
+            raise InvalidInputError(
+                "the chain adapter does not name its native coin's decimals; give the amount "
+                "in base units (send a Transfer)",
+                field="amount",
+            )
         if self.decimals is None:
             raise InvalidInputError(
                 f"the decimals of token {self.asset} are unknown; give the amount in base "
@@ -102,6 +109,8 @@ class AssetInfo:
 
     def format(self, amount: int) -> str:
         """Base units rendered in whole units with the symbol (``"0.05 SOL"``)."""
+        if self.decimals is None and self.asset == NATIVE:
+            return f"{amount} base units of the native coin"
         if self.decimals is None:
             return f"{amount} base units of token {self.asset}"
         return format_units(amount, self.decimals, symbol=self.symbol or None)
@@ -330,9 +339,11 @@ class AgentHandle:
         if not isinstance(asset, str) or not asset.strip():
             raise InvalidInputError("asset must be 'native', a symbol or an address", field="asset")
         text = asset.strip()
-        native_symbol = NATIVE_SYMBOLS.get(self.chain)
-        if text.lower() == NATIVE or (native_symbol and text.upper() == native_symbol):
-            return AssetInfo(NATIVE, native_symbol, NATIVE_DECIMALS.get(self.chain))
+        native = native_asset_of(self._adapter())  # None: the adapter does not say
+        if text.lower() == NATIVE or (native and text.upper() == native.symbol.upper()):
+            if native is None:
+                return AssetInfo(NATIVE, None, None)
+            return AssetInfo(NATIVE, native.symbol, native.decimals)
         listed = self._listed_tokens()
         if len(text) <= _MAX_SYMBOL:
             by_symbol = [e for e in listed if e.symbol and e.symbol.upper() == text.upper()]
@@ -502,7 +513,8 @@ class AgentHandle:
         """
         from waiaas.policy.rules import SpendingLimitRules
 
-        one = 10 ** NATIVE_DECIMALS.get(self.chain, 0)
+        native = native_asset_of(self._adapter())
+        one = 10 ** (native.decimals if native is not None else 0)
         probe = Transfer(to=self.address, amount=one)
         judged = self._port.judge(self.agent_id, probe, adapter=self._adapter(), fee=fee)
         decision, specs = judged.decision, judged.policies

@@ -36,7 +36,12 @@ def _human(amount: int | None, chain: str, asset: str | None) -> str:
         return "-"
     if asset not in (None, "native"):
         return f"{amount} units"
-    unit, decimals = ("SOL", 9) if chain == "solana" else ("ETH", 18)
+    from waiaas.chains.families import native_asset_for
+
+    coin = native_asset_for(chain)
+    if coin is None:
+        return f"{amount} base units"
+    unit, decimals = coin.symbol, coin.decimals
     whole, frac = divmod(amount, 10**decimals)
     digits = f"{frac:0{decimals}d}".rstrip("0")
     return f"{whole}.{digits} {unit}" if digits else f"{whole} {unit}"

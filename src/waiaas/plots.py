@@ -215,8 +215,11 @@ def build_budget_usage(
 
 def _units(chain: str, asset: str) -> tuple[int, str]:
     """Decimals and symbol the chart's axis uses (base units for tokens)."""
-    if asset == NATIVE and chain in _d.NATIVE_DECIMALS:
-        return _d.NATIVE_DECIMALS[chain], _d.NATIVE_SYMBOLS[chain]
+    from waiaas.chains.families import native_asset_for
+
+    coin = native_asset_for(chain) if asset == NATIVE else None
+    if coin is not None:
+        return coin.decimals, coin.symbol
     return 0, "base units"
 
 

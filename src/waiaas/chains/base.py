@@ -6,6 +6,20 @@ Optional capabilities are small separate protocols (:class:`SupportsNonces`,
 :class:`SupportsTokenInfo`, :class:`SupportsBalanceSimulation`,
 :class:`SupportsFeeQuote`) checked with ``isinstance`` at run time.
 
+What the wallet knows about a chain *family* comes from the adapter too, through three more
+optional protocols, each with a documented fallback for an adapter that does not implement it
+(read them through :func:`native_asset_of`, :func:`batch_supported` and
+:func:`call_refusal`, which apply the fallbacks):
+
+* :class:`SupportsNativeAsset`: the native coin's symbol and decimals (human units on the
+  agent's handle, notifications, the approval page). Fallback: amounts of the native coin
+  are shown and taken in base units only.
+* :class:`SupportsBatch`: whether ``build`` accepts a ``Batch``. Fallback: a ``Batch`` is
+  refused before anything is built.
+* :class:`SupportsCallGuard`: which raw ``ContractCall`` requests would move assets past the typed
+  requests (a disguised transfer). Fallback: none is screened here; calls are still
+  default-denied by the policies until a CONTRACT_WHITELIST names the contract.
+
 The pipeline calls an adapter in this order::
 
     unsigned = adapter.build(request, sender, nonce=...)   # after policy passed
@@ -39,16 +53,23 @@ __all__ = [
     "ChainTxStatus",
     "FeeQuote",
     "LocalChainControl",
+    "NativeAsset",
     "SignedTx",
     "SimulationResult",
     "SupportsBalanceSimulation",
+    "SupportsBatch",
+    "SupportsCallGuard",
     "SupportsFeeCap",
     "SupportsFeeQuote",
+    "SupportsNativeAsset",
     "SupportsNonces",
     "SupportsPlanBuild",
     "SupportsPlans",
     "SupportsTokenInfo",
     "UnsignedTx",
+    "batch_supported",
+    "call_refusal",
+    "native_asset_of",
 ]
 
 
@@ -382,3 +403,116 @@ class SupportsBalanceSimulation(Protocol):
             ChainError: the node failed (transient).
         """
         ...
+
+
+# --------------------------------------------------------------------------- family facts
+
+
+@dataclass(frozen=True)
+class NativeAsset:
+    """The chain's own coin, for people: its symbol and the decimals of one whole coin.
+
+    Attributes:
+        symbol: ``"SOL"``, ``"ETH"``, ... (at most 16 characters, no spaces).
+        decimals: base units per whole coin as a power of ten (``9``: lamports).
+
+    Raises:
+        InvalidInputError: a symbol or decimals out of range.
+
+    Example::
+
+        NativeAsset("SOL", 9)
+    """
+
+    symbol: str
+    decimals: int
+
+    def __post_init__(self) -> None:
+        from waiaas.errors import InvalidInputError
+
+        if (
+            not isinstance(self.symbol, str)
+            or not 0 < len(self.symbol) <= 16
+            or not self.symbol.isprintable()
+            or " " in self.symbol
+        ):
+            raise InvalidInputError(
+                "a native symbol is 1-16 printable characters without spaces", field="symbol"
+            )
+        if isinstance(self.decimals, bool) or not isinstance(self.decimals, int):
+            raise InvalidInputError("decimals must be an int", field="decimals")
+        if not 0 <= self.decimals <= 36:
+            raise InvalidInputError("decimals must be between 0 and 36", field="decimals")
+
+
+@runtime_checkable
+class SupportsNativeAsset(Protocol):
+    """Adapters that name their native coin (both shipped ones do: SOL / 9, ETH / 18).
+
+    Without it, the native coin has no symbol and no known decimals: the agent's handle takes
+    and shows native amounts in base units only (``handle.transfer(to, "0.5")`` is refused,
+    ``handle.send(Transfer(to=..., amount=500))`` works), and notifications and the approval
+    page show ``"<n> base units"``.
+    """
+
+    native_asset: NativeAsset
+
+
+@runtime_checkable
+class SupportsBatch(Protocol):
+    """Adapters whose ``build`` accepts a ``Batch`` (several requests in one atomic
+    transaction: Solana). ``supports_batch`` must be ``True`` for the pipeline to pass one on.
+
+    Without it (or ``False``: EVM), a ``Batch`` is refused with ``InvalidInputError``
+    (``field="type"``) before anything is built or recorded.
+    """
+
+    supports_batch: bool
+
+
+@runtime_checkable
+class SupportsCallGuard(Protocol):
+    """Adapters that know which raw calls would move assets past the typed requests.
+
+    ``Transfer``, ``TokenTransfer`` and ``Approve`` carry budgets and approval limits; a
+    ``ContractCall`` that does the same thing (Solana: an instruction to the System or SPL
+    Token programs; EVM: an ERC-20 ``transfer`` / ``transferFrom`` / ``approve`` /
+    ``increaseAllowance``) would bypass them, so the pipeline refuses it.
+
+    Without it, no raw call is screened by the pipeline: contract calls are still denied by
+    the policies until a CONTRACT_WHITELIST names the contract, so do not whitelist such a
+    chain's asset programs.
+    """
+
+    def refused_call(self, to: str, data: bytes) -> tuple[str, str] | None:
+        """Why a ``ContractCall`` to ``to`` (normalised) with ``data`` is refused, as
+        ``(field, message)`` (``field``: ``"to"`` or ``"data"``), or ``None`` to let it
+        through to the policies. Pure: no I/O."""
+        ...
+
+
+def native_asset_of(adapter: object) -> NativeAsset | None:
+    """The adapter's native coin, or ``None`` when it does not say (see
+    :class:`SupportsNativeAsset`).
+
+    Example::
+
+        native_asset_of(SolanaAdapter.local())   # NativeAsset(symbol='SOL', decimals=9)
+    """
+    value = getattr(adapter, "native_asset", None)
+    return value if isinstance(value, NativeAsset) else None
+
+
+def batch_supported(adapter: object) -> bool:
+    """Whether ``adapter.build`` takes a ``Batch`` (``False`` unless it says
+    ``supports_batch = True``; see :class:`SupportsBatch`)."""
+    return getattr(adapter, "supports_batch", False) is True
+
+
+def call_refusal(adapter: object, to: str, data: bytes) -> tuple[str, str] | None:
+    """``(field, message)`` when the adapter refuses a raw call to ``to`` with ``data`` as a
+    disguised transfer, else ``None`` (also when it has no guard; see
+    :class:`SupportsCallGuard`)."""
+    if isinstance(adapter, SupportsCallGuard):
+        return adapter.refused_call(to, data)
+    return None

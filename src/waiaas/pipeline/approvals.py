@@ -147,11 +147,14 @@ def _amount(req: ApprovalRequest) -> str:
     base units of their asset (their effect lines give them in human units)."""
     if req.amount is None:
         return "none"
-    from waiaas.plan.describe import NATIVE_UNITS, format_units
+    from waiaas.chains.families import native_asset_for
+    from waiaas.plan.describe import format_units
 
-    unit = NATIVE_UNITS.get(req.chain)
+    # the shipped families' units only: the message must read the same in every process,
+    # with or without the chain's adapter
+    unit = native_asset_for(req.chain)
     if req.asset == "native" and unit is not None and req.amount.isdigit():
-        return f"{format_units(int(req.amount), unit[0])} {unit[1]}"
+        return f"{format_units(int(req.amount), unit.decimals)} {unit.symbol}"
     return f"{req.amount} base units of {req.asset}"
 
 

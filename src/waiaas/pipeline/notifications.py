@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from waiaas.chains.base import NativeAsset
+from waiaas.chains.families import native_asset_for
 from waiaas.clock import Clock
 from waiaas.db import Database
 from waiaas.db.faults import stored_json
@@ -20,8 +22,6 @@ from waiaas.types import AuditEvent, Severity
 __all__ = ["PipelineNotifier"]
 
 log = logging.getLogger("waiaas.notify")
-
-_NATIVE_UNITS = {"solana": ("SOL", 9), "evm": ("ETH", 18)}
 
 
 class PipelineNotifier:
@@ -33,6 +33,8 @@ class PipelineNotifier:
         target: the notifier to deliver to; ``None`` delivers nowhere.
         link: gives the approval page link of a transaction (``None``: no page configured).
         display: gives the :class:`~waiaas.web.display.TxDisplay` of a transaction.
+        native: gives the native coin of a chain (symbol and decimals), or ``None`` when its
+            adapter does not say; default: the shipped families' (SOL, ETH).
 
     A queued APPROVAL transaction becomes a warning that carries the summary of every
     effect, why the owner must approve, the expiry as ISO time and the link to the approval
@@ -48,12 +50,14 @@ class PipelineNotifier:
         *,
         link: Callable[[str], str | None] | None = None,
         display: Callable[[str], Any] | None = None,
+        native: Callable[[str], NativeAsset | None] | None = None,
     ) -> None:
         self.db = db
         self.target = target
         self.clock = clock
         self.link = link
         self.display = display
+        self.native = native if native is not None else native_asset_for
 
     def notify(self, raw: Mapping[str, Any]) -> None:
         """Build the notification for one committed pipeline event and deliver it."""
@@ -94,10 +98,10 @@ class PipelineNotifier:
             fields.update(tx_id=row.id, to_address=row.to_address, tier=row.tier)
             if row.amount is not None:
                 fields["amount"] = int(row.amount)
-                if asset == "native" and row.chain in _NATIVE_UNITS:
-                    symbol, decimals = _NATIVE_UNITS[row.chain]
-                    fields.update(asset_symbol=symbol, decimals=decimals)
-                else:  # token decimals are not known here: shown in base units
+                coin = self.native(row.chain) if asset == "native" else None
+                if coin is not None:
+                    fields.update(asset_symbol=coin.symbol, decimals=coin.decimals)
+                else:  # token (or unnamed native) decimals are not known here: base units
                     fields.update(asset_symbol=asset, decimals=None)
         reason = data.pop("reason", None)
         message = _message(str(event_type), reason, data)

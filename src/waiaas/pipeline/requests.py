@@ -1,6 +1,8 @@
 """Request parsing, per-chain normalisation and the amounts a request spends.
 
-Internal helpers of the pipeline; pure apart from calling ``adapter.validate_address``.
+Internal helpers of the pipeline; pure apart from calling ``adapter.validate_address``. What
+a chain family allows (a ``Batch``, which raw calls are disguised transfers) is asked of the
+adapter (:func:`waiaas.chains.base.batch_supported`, :func:`~waiaas.chains.base.call_refusal`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from waiaas.chains.base import ChainAdapter
+from waiaas.chains.base import ChainAdapter, batch_supported, call_refusal
 from waiaas.errors import InvalidInputError
 from waiaas.types import (
     AccountSpec,
@@ -74,13 +76,13 @@ def normalize_request(adapter: ChainAdapter, request: Request) -> Request:
         _check_decimals(adapter, token, request.decimals)
         return request.model_copy(update={"token": token, "spender": v(request.spender)})
     if isinstance(request, ContractCall):
-        _refuse_disguised_transfer(adapter.chain, v(request.to), request.data)
+        _refuse_disguised_transfer(adapter, v(request.to), request.data)
         accounts = tuple(
             AccountSpec(pubkey=v(a.pubkey), is_signer=a.is_signer, is_writable=a.is_writable)
             for a in request.accounts
         )
         return request.model_copy(update={"to": v(request.to), "accounts": accounts})
-    if not getattr(adapter, "supports_batch", adapter.chain == "solana"):
+    if not batch_supported(adapter):
         raise InvalidInputError(
             f"BATCH is not supported on {adapter.chain}: send the requests one by one",
             field="type",
@@ -105,38 +107,14 @@ def _check_decimals(adapter: ChainAdapter, token: str, stated: int | None) -> No
         )
 
 
-# Raw calls that would move funds past the typed requests' budgets and approval limits.
-_SOLANA_ASSET_PROGRAMS = {
-    "11111111111111111111111111111111": "the System program (use Transfer)",
-    "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA": "the SPL Token program "
-    "(use TokenTransfer or Approve)",
-    "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb": "the Token-2022 program "
-    "(use TokenTransfer or Approve)",
-}
-_ERC20_SELECTORS = {
-    "0xa9059cbb": "transfer(address,uint256) (use TokenTransfer)",
-    "0x23b872dd": "transferFrom(address,address,uint256) (use TokenTransfer)",
-    "0x095ea7b3": "approve(address,uint256) (use Approve)",
-    "0x39509351": "increaseAllowance(address,uint256) (use Approve)",
-}
-
-
-def _refuse_disguised_transfer(chain: str, to: str, data: bytes) -> None:
+def _refuse_disguised_transfer(adapter: ChainAdapter, to: str, data: bytes) -> None:
     """A CONTRACT_CALL may not do what TokenTransfer / Transfer / Approve do: those carry
-    budgets and approval limits that a raw call would bypass."""
-    if chain == "solana" and to in _SOLANA_ASSET_PROGRAMS:
-        raise InvalidInputError(
-            f"a CONTRACT_CALL to {_SOLANA_ASSET_PROGRAMS[to]} is refused: it would move funds "
-            "outside the spending limits",
-            field="to",
-        )
-    selector = "0x" + data[:4].hex() if len(data) >= 4 else None
-    if chain == "evm" and selector in _ERC20_SELECTORS:
-        raise InvalidInputError(
-            f"a CONTRACT_CALL to {_ERC20_SELECTORS[selector]} is refused: it would move "
-            "tokens outside the spending and approval limits",
-            field="data",
-        )
+    budgets and approval limits that a raw call would bypass. Which calls do is the adapter's
+    knowledge (:class:`~waiaas.chains.base.SupportsCallGuard`)."""
+    refused = call_refusal(adapter, to, data)
+    if refused is not None:
+        field, message = refused
+        raise InvalidInputError(message, field=field)
 
 
 def spend_by_asset(request: Request) -> dict[str, int]:

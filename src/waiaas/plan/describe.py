@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from waiaas import _display as _d
 from waiaas.errors import InvalidInputError
 from waiaas.plan.effects import (
     CONTRACT_CREATION,
@@ -37,8 +38,11 @@ from waiaas.plan.effects import (
 
 __all__ = ["NATIVE_UNITS", "describe_effect", "describe_effects", "format_units"]
 
-NATIVE_UNITS: Final[dict[str, tuple[int, str]]] = {"solana": (9, "SOL"), "evm": (18, "ETH")}
-"""Default ``(decimals, symbol)`` of the native coin per chain family."""
+NATIVE_UNITS: Final[dict[str, tuple[int, str]]] = {
+    chain: (places, _d.NATIVE_SYMBOLS[chain]) for chain, places in _d.NATIVE_DECIMALS.items()
+}
+"""Default ``(decimals, symbol)`` of the native coin of the shipped chain families (callers
+pass an adapter's own as ``native=``)."""
 
 TokenInfo = Callable[[str], "tuple[int, str] | None"]
 

@@ -55,10 +55,11 @@ NATIVE = "native"
 DAY = 86_400
 WEEK = 7 * DAY
 
-NATIVE_DECIMALS: Mapping[str, int] = {"solana": 9, "evm": 18}
-"""Decimals of the native coin per chain family (used for human units and USD values)."""
+NATIVE_DECIMALS: Mapping[str, int] = _d.NATIVE_DECIMALS
+"""Decimals of the native coin of the shipped chain families (used for human units and USD
+values); an adapter names its own with ``SupportsNativeAsset``."""
 
-NATIVE_SYMBOLS: Mapping[str, str] = {"solana": "SOL", "evm": "ETH"}
+NATIVE_SYMBOLS: Mapping[str, str] = _d.NATIVE_SYMBOLS
 
 POLICY_DENIED = "POLICY_DENIED"
 """The ``error`` of a transaction row recorded for a policy-denied request."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from waiaas import integrity
 from waiaas._validate import MAX_TIME, check_id, check_time, shown
+from waiaas.chains.base import native_asset_of
 from waiaas.clock import Clock
 from waiaas.config import WalletConfig
 from waiaas.db import Database
@@ -293,6 +294,7 @@ class QueryService:
         lookup = getattr(adapter, "token_decimals", None)
         meta = stored_json(row.metadata_json, table="transactions", column="metadata", default={})
         return describe_transaction(
+            native=native_asset_of(adapter),
             chain=row.chain,
             request=data["request"],
             agent_name=agent.name if agent is not None else row.agent_id,

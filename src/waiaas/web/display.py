@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from waiaas.chains.base import NativeAsset
+from waiaas.chains.families import native_asset_for
 from waiaas.errors import WaiaasError
 from waiaas.notify._format import format_amount
 from waiaas.pipeline.approvals import iso_time
@@ -34,14 +36,15 @@ __all__ = [
     "native_unit",
 ]
 
-_NATIVE = {"solana": ("SOL", 9), "evm": ("ETH", 18)}
-
 TokenDecimals = Callable[[str], int | None]
 
 
-def native_unit(chain: str) -> tuple[str, int] | None:
-    """``(symbol, decimals)`` of the chain's native asset, when waiaas knows it."""
-    return _NATIVE.get(chain)
+def native_unit(chain: str, native: NativeAsset | None = None) -> tuple[str, int] | None:
+    """``(symbol, decimals)`` of the chain's native asset: ``native`` when given (what the
+    chain's adapter names, see :class:`~waiaas.chains.base.SupportsNativeAsset`), else the
+    shipped family's (SOL, ETH), else ``None`` (amounts shown in base units)."""
+    unit = native if native is not None else native_asset_for(chain)
+    return None if unit is None else (unit.symbol, unit.decimals)
 
 
 @dataclass(frozen=True)
@@ -138,11 +141,10 @@ class TxDisplay:
         }
 
 
-def _native(chain: str, amount: int) -> str:
-    unit = _NATIVE.get(chain)
+def _native(unit: NativeAsset | None, amount: int) -> str:
     if unit is None:
         return format_amount(amount, None, "native")
-    return format_amount(amount, unit[1], unit[0])
+    return format_amount(amount, unit.decimals, unit.symbol)
 
 
 def _token(amount: int, token: str, decimals: int | None, lookup: TokenDecimals | None) -> str:
@@ -159,14 +161,16 @@ def _token(amount: int, token: str, decimals: int | None, lookup: TokenDecimals 
     return f"{format_amount(amount, decimals, None)} of token {token}"
 
 
-def _rows(chain: str, request: Any, lookup: TokenDecimals | None) -> list[EffectRow]:
+def _rows(
+    chain: str, unit: NativeAsset | None, request: Any, lookup: TokenDecimals | None
+) -> list[EffectRow]:
     if isinstance(request, Batch):
         out: list[EffectRow] = []
         for item in request.requests:
-            out.extend(_rows(chain, item, lookup))
+            out.extend(_rows(chain, unit, item, lookup))
         return out
     if isinstance(request, Transfer):
-        amount = _native(chain, request.amount)
+        amount = _native(unit, request.amount)
         rows = [
             EffectRow("send", f"send {amount} to {request.to}", amount, request.to),
         ]
@@ -194,7 +198,7 @@ def _rows(chain: str, request: Any, lookup: TokenDecimals | None) -> list[Effect
     if isinstance(request, ContractCall):
         rows = []
         if request.value:
-            amount = _native(chain, request.value)
+            amount = _native(unit, request.value)
             rows.append(
                 EffectRow("send", f"send {amount} to contract {request.to}", amount, request.to)
             )
@@ -212,7 +216,9 @@ def _rows(chain: str, request: Any, lookup: TokenDecimals | None) -> list[Effect
     return [EffectRow("unknown", f"a {type(request).__name__} request")]
 
 
-def _plan_rows(chain: str, stored: Sequence[Any], lookup: TokenDecimals | None) -> list[EffectRow]:
+def _plan_rows(
+    chain: str, unit: NativeAsset | None, stored: Sequence[Any], lookup: TokenDecimals | None
+) -> list[EffectRow]:
     """Rows from the effects decoded from the plan that will be signed (``meta["effects"]``)."""
     from waiaas import plan as p
 
@@ -227,14 +233,13 @@ def _plan_rows(chain: str, stored: Sequence[Any], lookup: TokenDecimals | None) 
             return None
         return None if places is None else (places, "tokens")
 
-    native = _NATIVE.get(chain)
-    units = (native[1], native[0]) if native is not None else (0, "base units of native")
+    units = (unit.decimals, unit.symbol) if unit is not None else (0, "base units of native")
     rows: list[EffectRow] = []
     for effect in effects:
         text = p.describe_effect(effect, chain=chain, token_info=info, native=units)
         amount: str | None = None
         if isinstance(effect, p.NativeTransfer | p.AccountFunding | p.FeeEffect):
-            amount = _native(chain, effect.amount)
+            amount = _native(unit, effect.amount)
         elif isinstance(effect, p.TokenTransfer | p.TokenApproval) and effect.token is not None:
             amount = _token(effect.amount, effect.token, None, lookup)
         if isinstance(effect, p.NativeTransfer):
@@ -274,12 +279,18 @@ def _stored_int(data: Mapping[str, Any], key: str) -> int | None:
 
 
 def describe_fee(
-    chain: str, stored: Mapping[str, Any] | None, effects: Sequence[Any] | None = None
+    chain: str,
+    stored: Mapping[str, Any] | None,
+    effects: Sequence[Any] | None = None,
+    *,
+    native: NativeAsset | None = None,
 ) -> NetworkFee | None:
     """The network fee line of a transaction from its stored quote (``meta["network_fee"]``).
 
     Args:
-        chain: ``solana`` / ``evm`` (native unit and decimals).
+        chain: ``solana`` / ``evm`` or a third party's chain (native unit and decimals).
+        native: the chain's native coin as its adapter names it (default: the shipped
+            family's; ``None`` for another chain: base units).
         stored: ``{"amount", "basis", "gas_limit"?, "max_fee_per_gas"?}`` as the pipeline
             stores it; ``None`` or a malformed value gives ``None``.
         effects: the stored effects (``effects_to_json`` form); on Solana their priority fee
@@ -297,7 +308,8 @@ def describe_fee(
     basis = stored.get("basis")
     if amount is None or basis not in ("maximum", "exact", "estimate"):
         return None
-    shown = _native(chain, amount)
+    unit = native if native is not None else native_asset_for(chain)
+    shown = _native(unit, amount)
     if basis == "maximum":
         gas = _stored_int(stored, "gas_limit")
         price = _stored_int(stored, "max_fee_per_gas")
@@ -320,8 +332,8 @@ def describe_fee(
     text = f"network fee: {shown}"
     if 0 < priority <= amount:
         text += (
-            f" (signature fee {_native(chain, amount - priority)} + priority fee "
-            f"{_native(chain, priority)})"
+            f" (signature fee {_native(unit, amount - priority)} + priority fee "
+            f"{_native(unit, priority)})"
         )
     return NetworkFee(text, shown, amount, False)
 
@@ -338,11 +350,12 @@ def describe_transaction(
     token_decimals: TokenDecimals | None = None,
     effects: Sequence[Any] | None = None,
     network_fee: Mapping[str, Any] | None = None,
+    native: NativeAsset | None = None,
 ) -> TxDisplay:
     """Display rows and a summary for a stored transaction.
 
     Args:
-        chain: ``solana`` / ``evm`` (native unit and decimals).
+        chain: ``solana`` / ``evm`` or a third party's chain (native unit and decimals).
         request: the stored request (``TransactionInfo.request``).
         agent_name / agent_id: who asked.
         decision: the stored policy decision (its tier reasons explain the tier).
@@ -353,6 +366,9 @@ def describe_transaction(
             since they are what the signature moves.
         network_fee: the stored fee quote of the transaction as built (see
             :func:`describe_fee`).
+        native: the chain's native coin as its adapter names it
+            (:func:`waiaas.chains.base.native_asset_of`); default: the shipped family's
+            (SOL, ETH), and base units for another chain.
 
     Raises:
         InvalidInputError: the stored request does not parse.
@@ -365,16 +381,17 @@ def describe_transaction(
     """
     from waiaas.pipeline.requests import parse_request
 
+    unit = native if native is not None else native_asset_for(chain)
     rows: list[EffectRow] = []
     if effects is not None:
         try:
-            rows = _plan_rows(chain, effects, token_decimals)
+            rows = _plan_rows(chain, unit, effects, token_decimals)
         except WaiaasError:
             rows = [EffectRow("warning", "the stored effects of this transaction are unreadable")]
             if request is not None:
-                rows += _rows(chain, parse_request(request), token_decimals)
+                rows += _rows(chain, unit, parse_request(request), token_decimals)
     elif request is not None:
-        rows = _rows(chain, parse_request(request), token_decimals)
+        rows = _rows(chain, unit, parse_request(request), token_decimals)
     effects_shown = tuple(rows)
     if effects_shown:
         summary = f"Agent {agent_name} ({agent_id}) asks to " + "; ".join(
@@ -397,5 +414,5 @@ def describe_transaction(
         expires_at=approval_expires_at,
         expires_iso=iso_time(approval_expires_at) if approval_expires_at is not None else None,
         execute_after_iso=iso_time(execute_after) if execute_after is not None else None,
-        network_fee=describe_fee(chain, network_fee, effects),
+        network_fee=describe_fee(chain, network_fee, effects, native=unit),
     )

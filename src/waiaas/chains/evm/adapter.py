@@ -39,11 +39,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from waiaas.chains import families
 from waiaas.chains.base import (
     BalanceChanges,
     ChainTxState,
     ChainTxStatus,
     FeeQuote,
+    NativeAsset,
     SignedTx,
     SimulationResult,
     UnsignedTx,
@@ -147,9 +149,20 @@ class EvmAdapter:
         chain_id: the EIP-155 chain id every transaction carries.
         priority_fee: a fixed priority fee (wei), or ``None`` to ask the node.
         gas_margin_percent: head room added to ``eth_estimateGas`` (default 20).
+        native_asset: ETH, 18 decimals (:class:`~waiaas.chains.base.SupportsNativeAsset`;
+            every EVM network's coin is shown as ETH).
+        supports_batch: ``False``: a ``Batch`` is refused (one transaction per request).
     """
 
     chain: str = _CHAIN
+    native_asset: NativeAsset = families.EVM_NATIVE
+    supports_batch: bool = False
+
+    def refused_call(self, to: str, data: bytes) -> tuple[str, str] | None:
+        """A raw call of an ERC-20 ``transfer``, ``transferFrom``, ``approve`` or
+        ``increaseAllowance`` is refused: it would move tokens past the budgets and approval
+        limits (:class:`~waiaas.chains.base.SupportsCallGuard`)."""
+        return families.evm_refused_call(to, data)
 
     def __init__(
         self,

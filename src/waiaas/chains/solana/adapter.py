@@ -52,11 +52,13 @@ from solders.signature import Signature
 from solders.system_program import CreateAccountParams, TransferParams, create_account, transfer
 from solders.transaction import VersionedTransaction
 
+from waiaas.chains import families
 from waiaas.chains.base import (
     BalanceChanges,
     ChainTxState,
     ChainTxStatus,
     FeeQuote,
+    NativeAsset,
     SignedTx,
     SimulationResult,
     UnsignedTx,
@@ -133,9 +135,19 @@ class SolanaAdapter:
         commitment: the commitment level at which a transaction counts as confirmed.
         preflight: whether ``submit`` asks the backend to simulate first and refuse failing
             transactions without charging a fee (the default, as wallets do).
+        native_asset: SOL, 9 decimals (:class:`~waiaas.chains.base.SupportsNativeAsset`).
+        supports_batch: ``True``: a ``Batch`` is one atomic transaction
+            (:class:`~waiaas.chains.base.SupportsBatch`).
     """
 
     chain: str = CHAIN
+    native_asset: NativeAsset = families.SOLANA_NATIVE
+    supports_batch: bool = True
+
+    def refused_call(self, to: str, data: bytes) -> tuple[str, str] | None:
+        """A raw call to the System or an SPL Token program is refused: it would move SOL or
+        tokens past the budgets (:class:`~waiaas.chains.base.SupportsCallGuard`)."""
+        return families.solana_refused_call(to, data)
 
     def __init__(
         self,
