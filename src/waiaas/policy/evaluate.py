@@ -482,7 +482,14 @@ class _Env:
 
     def show(self, asset: str, amount: int) -> str:
         decimals, symbol = self.token_decimals.get(asset, (None, None))
-        return describe_amount(self.agent.chain, asset, amount, decimals=decimals, symbol=symbol)
+        return describe_amount(
+            self.agent.chain,
+            asset,
+            amount,
+            decimals=decimals,
+            symbol=symbol,
+            native=self.agent.native_units(),
+        )
 
 
 def _tier_for(bounds: Sequence[Any], amount: Any) -> Tier:

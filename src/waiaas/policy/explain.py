@@ -355,7 +355,14 @@ def _amount_hints(
         best[alt.tier] = max(best.get(alt.tier, 0), candidate)
     others = any(r.type not in _AMOUNT_TYPES for r in decision.deny_reasons)
     for tier in sorted(best, key=lambda t: t.rank):
-        shown = describe_amount(agent.chain, asset, best[tier], decimals=decimals, symbol=symbol)
+        shown = describe_amount(
+            agent.chain,
+            asset,
+            best[tier],
+            decimals=decimals,
+            symbol=symbol,
+            native=agent.native_units(),
+        )
         what = f"allowed as {tier.value}" if amount_denied and not others else tier.value
         if others:
             what += " (other rules still deny)"

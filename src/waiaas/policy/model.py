@@ -112,6 +112,10 @@ class AgentContext:
         status: the agent's status; anything but ACTIVE is denied.
         owner_address: the owner's wallet address, or ``None`` when the agent has no owner
             (then nobody can approve, see ``WalletConfig.no_owner_approval``).
+        native_symbol, native_decimals: the chain's native coin as its adapter names it
+            (``SupportsNativeAsset``), both or neither; when neither, the shipped families'
+            (SOL / 9, ETH / 18) and, for another chain, none: amounts of its native coin
+            are shown in base units and a USD rule finds it unpriced.
 
     Raises:
         InvalidInputError: a field is missing or of the wrong type.
@@ -119,6 +123,8 @@ class AgentContext:
     Example::
 
         AgentContext(id="a1", chain="solana", network="devnet")
+        AgentContext(id="a2", chain="toy", network="local", native_symbol="TOY",
+                     native_decimals=6)
     """
 
     id: str
@@ -126,12 +132,25 @@ class AgentContext:
     network: str
     status: AgentStatus = AgentStatus.ACTIVE
     owner_address: str | None = None
+    native_symbol: str | None = None
+    native_decimals: int | None = None
 
     def __post_init__(self) -> None:
         _check_str(self.id, "id")
         _check_str(self.chain, "chain")
         _check_str(self.network, "network")
         _check_str(self.owner_address, "owner_address", optional=True)
+        _check_str(self.native_symbol, "native_symbol", optional=True)
+        if self.native_decimals is not None:
+            _check_int(self.native_decimals, "native_decimals")
+            if self.native_decimals > 36:
+                raise InvalidInputError(
+                    "native_decimals must be at most 36", field="native_decimals"
+                )
+        if (self.native_symbol is None) != (self.native_decimals is None):
+            raise InvalidInputError(
+                "native_symbol and native_decimals go together", field="native_symbol"
+            )
         try:
             object.__setattr__(self, "status", AgentStatus(self.status))
         except ValueError:
@@ -139,6 +158,21 @@ class AgentContext:
                 f"status must be one of {[s.value for s in AgentStatus]}", field="status"
             ) from None
         object.__setattr__(self, "chain", self.chain.strip().lower())
+
+    def native_units(self) -> tuple[int, str] | None:
+        """``(decimals, symbol)`` of the agent's native coin: the adapter's when given, else
+        the shipped family's, else ``None``.
+
+        >>> AgentContext(id="a1", chain="evm", network="local").native_units()
+        (18, 'ETH')
+        >>> AgentContext(id="a1", chain="toy", network="local").native_units() is None
+        True
+        """
+        if self.native_decimals is not None and self.native_symbol is not None:
+            return self.native_decimals, self.native_symbol
+        if self.chain in NATIVE_DECIMALS:
+            return NATIVE_DECIMALS[self.chain], NATIVE_SYMBOLS[self.chain]
+        return None
 
 
 @dataclass(frozen=True, slots=True, init=False)

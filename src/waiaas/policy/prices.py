@@ -78,6 +78,7 @@ def lookup_prices(
     assets: Iterable[str],
     *,
     decimals: Mapping[str, int] | None = None,
+    native_decimals: int | None = None,
 ) -> dict[str, AssetPrice]:
     """Ask ``oracle`` for each asset; unknown prices (or decimals) are simply left out.
 
@@ -91,13 +92,19 @@ def lookup_prices(
         chain: chain family of the agent.
         assets: asset keys (``"native"`` or token addresses).
         decimals: decimals per token address, from the chain or ALLOWED_TOKENS (never from
-            the request: the agent writes that). Native decimals are known per chain.
+            the request: the agent writes that).
+        native_decimals: the native coin's decimals as the agent's adapter names them
+            (``AgentContext.native_decimals``); default: the shipped families' (9, 18), and
+            none for another chain (its native coin is then unpriced).
     """
     known = {normalize_asset_key(k): v for k, v in (decimals or {}).items()}
     out: dict[str, AssetPrice] = {}
     for asset in sorted(set(assets)):
         key = normalize_asset_key(asset)
-        places = NATIVE_DECIMALS.get(chain) if key == NATIVE else known.get(key)
+        if key == NATIVE:
+            places = native_decimals if native_decimals is not None else NATIVE_DECIMALS.get(chain)
+        else:
+            places = known.get(key)
         if places is None:
             continue
         try:

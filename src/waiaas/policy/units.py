@@ -34,15 +34,19 @@ def describe_amount(
     *,
     decimals: int | None = None,
     symbol: str | None = None,
+    native: tuple[int, str] | None = None,
 ) -> str:
     """``"0.5 SOL"``, ``"1.25 USDC"`` or ``"250000 base units of token 0xab..."``.
 
-    Native coins use 9 (SOL) / 18 (ETH) decimals; a token is shown in whole units only when
-    its decimals are known.
+    The native coin uses ``native`` (``(decimals, symbol)``, as the agent's adapter names it,
+    see ``AgentContext.native_units``), else the shipped families' 9 (SOL) / 18 (ETH)
+    decimals; a token is shown in whole units only when its decimals are known.
     """
     if asset == NATIVE:
-        if chain in NATIVE_DECIMALS:
-            return f"{format_units(amount, NATIVE_DECIMALS[chain])} {NATIVE_SYMBOLS[chain]}"
+        if native is None and chain in NATIVE_DECIMALS:
+            native = NATIVE_DECIMALS[chain], NATIVE_SYMBOLS[chain]
+        if native is not None:
+            return f"{format_units(amount, native[0])} {native[1]}"
         return f"{amount} base units of the native coin"
     if decimals is not None:
         return f"{format_units(amount, decimals)} {symbol or 'of token ' + asset}"
