@@ -447,3 +447,76 @@ def test_health_on_an_unreachable_server(pg_server: str) -> None:
     result = CliRunner().invoke(app, ["--db", url, "health"])
     assert result.exit_code == 2
     assert SECRET not in result.output
+
+
+# --------------------------------------------------------------------------- the audit chain
+
+
+def test_audit_appends_of_two_agents_chain_in_commit_order(db: Database, pg_url: str) -> None:
+    """Agent B's unit of work runs beside agent A's, but its audit append waits for A's
+    chain head (the AUDIT lock, seen waiting in pg_locks) and links to A's row."""
+    a_appended, a_go = threading.Event(), threading.Event()
+    b_entered, b_done = threading.Event(), threading.Event()
+
+    def agent_a() -> None:
+        with db.write(agent_id="agent-a") as uow:
+            uow.audit.append("TEST_A", actor="system", now=1, agent_id="agent-a")
+            a_appended.set()
+            a_go.wait(30)
+            uow.commit()
+
+    def agent_b() -> None:
+        with db.write(agent_id="agent-b") as uow:
+            b_entered.set()
+            uow.audit.append("TEST_B", actor="system", now=2, agent_id="agent-b")
+            uow.commit()
+        b_done.set()
+
+    a = threading.Thread(target=agent_a)
+    a.start()
+    assert a_appended.wait(30)
+    b = threading.Thread(target=agent_b)
+    b.start()
+    assert b_entered.wait(30)  # B's unit of work began while A holds its locks
+    _wait_until(lambda: _waiting_advisory_locks(pg_url) == 1, "B's append waits for AUDIT")
+    assert not b_done.is_set()
+    a_go.set()
+    a.join(30)
+    b.join(30)
+    assert b_done.is_set()
+    with db.read() as uow:
+        rows = (
+            uow.session.connection()
+            .exec_driver_sql("SELECT event_type, prev_hash, row_hash FROM audit_log ORDER BY id")
+            .fetchall()
+        )
+    assert [r[0] for r in rows] == ["TEST_A", "TEST_B"]
+    assert rows[1][1] == rows[0][2]
+
+
+def test_many_agents_appending_keep_one_chain(db: Database) -> None:
+    from waiaas.db.chain import GENESIS
+
+    def run(agent: str) -> None:
+        for i in range(10):
+            with db.write(agent_id=agent) as uow:
+                uow.audit.append("TEST", actor="system", now=i, agent_id=agent)
+                uow.state.put(f"{agent}-{i}", {}, now=i)
+                uow.commit()
+
+    threads = [threading.Thread(target=run, args=(f"agent-{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    with db.read() as uow:
+        rows = (
+            uow.session.connection()
+            .exec_driver_sql("SELECT prev_hash, row_hash FROM audit_log ORDER BY id")
+            .fetchall()
+        )
+    assert len(rows) == 40
+    prev = GENESIS
+    for stored_prev, row_hash in rows:
+        assert stored_prev == prev
+        prev = row_hash
