@@ -8,13 +8,12 @@ the two ``usage_buckets`` tables must be identical, row for row and counter for 
 equal to what each dialect's backfill (``fill_sql`` / ``pg_fill_sql``) computes from the rows.
 
 Only the columns the triggers read are created here (the full schema on PostgreSQL is covered
-by ``test_usage_buckets.py``); needs ``$WAIAAS_TEST_POSTGRES_URL`` (skipped without it).
+by ``test_usage_buckets.py``). Runs on the tests' PostgreSQL server (``postgres_url``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -25,11 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from waiaas.db import usage
+from tests.support.pg_schema import libpq
+from waiaas.db import adapt_sql, usage
 
 psycopg = pytest.importorskip("psycopg")
 
-URL_ENV = "WAIAAS_TEST_POSTGRES_URL"
 
 TABLES = (
     "CREATE TABLE transactions (id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, "
@@ -54,18 +53,11 @@ AGENTS = ("agent-a", "agent-b")
 T0 = 1_780_000_000
 
 
-def _pg_url() -> str:
-    url = os.environ.get(URL_ENV)
-    if not url:
-        pytest.skip(f"{URL_ENV} is not set")
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 @pytest.fixture(scope="module")
-def pg() -> Iterator[Any]:
+def pg(postgres_url: str) -> Iterator[Any]:
     """A connection (autocommit) whose search_path is a fresh schema with the test tables."""
     schema = f"usage_dialects_{uuid.uuid4().hex[:12]}"
-    conn = psycopg.connect(_pg_url(), autocommit=True)
+    conn = psycopg.connect(libpq(postgres_url), autocommit=True)
     try:
         conn.execute(f"CREATE SCHEMA {schema}")
         conn.execute(f"SET search_path TO {schema}")
@@ -121,7 +113,11 @@ spends = st.one_of(
 )
 SHAPES: list[str | None] = [
     None,
-    *(json.dumps({"native": v, TOKEN: "12"}, ensure_ascii=a) for v in ODD_VALUES for a in (0, 1)),
+    *(
+        json.dumps({"native": v, TOKEN: "12"}, ensure_ascii=a)
+        for v in ODD_VALUES
+        for a in (False, True)
+    ),
     json.dumps({"native": str(2**256 - 1), TOKEN: "1" * 81, "0xA0b8": "0" * 81, "": "3"}),
     json.dumps({"ключ": "123456789123456789", "a b": "0009"}, ensure_ascii=False),
     '{"native": "\\u0661", "x": "4"}',
@@ -272,7 +268,7 @@ def _check_readers(pg: Any, lite: sqlite3.Connection, buckets: list[tuple[str, i
             for conn, d in ((pg, "postgresql"), (lite, "sqlite"))
         ]
         assert got[0] == got[1]
-        params = {f"s{i}": first + 3600 * i - 1 for i in range(3)}
+        params: dict[str, Any] = {f"s{i}": first + 3600 * i - 1 for i in range(3)}
         params.update(agent=agent, first=first, day=first + 7200, week=first - 1)
         params["skip"] = json.dumps([s for a, s in buckets if a == agent][1:2])
         sums = [
@@ -285,9 +281,7 @@ def _check_readers(pg: Any, lite: sqlite3.Connection, buckets: list[tuple[str, i
     for agent, start in buckets:  # rebuild each bucket from its rows
         for conn, dialect in ((pg, "postgresql"), (lite, "sqlite")):
             conn.execute(
-                usage.adapt_sql(
-                    "DELETE FROM usage_buckets WHERE agent_id = ? AND start = ?", dialect
-                ),
+                adapt_sql("DELETE FROM usage_buckets WHERE agent_id = ? AND start = ?", dialect),
                 (agent, start),
             )
             for stmt in usage._fill(dialect, usage._REBUILD_TX, usage._REBUILD_AUDIT):
@@ -336,4 +330,58 @@ def test_one_statement_many_rows(pg: Any, lite: sqlite3.Connection) -> None:
     for conn in (lite, pg):
         conn.execute("DELETE FROM transactions WHERE agent_id != 'agent-c'")
     assert _buckets(pg) == _buckets(lite)
+    assert _nonzero(_buckets(pg)) == _refilled(pg, "postgresql")
+
+
+# --------------------------------------------------------------------------- PostgreSQL only
+
+
+def test_a_client_with_another_search_path_updates_the_wallets_buckets(
+    pg: Any, postgres_url: str
+) -> None:
+    """The trigger functions keep the search_path they were created with: a client whose
+    search_path is another schema (or none of the wallet's) still adds to the right table."""
+    _reset(pg)
+    schema = pg.execute("SELECT current_schema()").fetchone()[0]
+    other = psycopg.connect(libpq(postgres_url), autocommit=True)
+    try:
+        other.execute("SET search_path TO pg_catalog")
+        other.execute(
+            f"INSERT INTO {schema}.transactions (id, agent_id, status, error, created_at, spend) "
+            "VALUES ('x1', 'agent-a', 'CONFIRMED', NULL, %s, %s)",
+            (T0, json.dumps({"native": "1000000000000"})),
+        )
+        other.execute(
+            f"INSERT INTO {schema}.audit_log (timestamp, event_type, agent_id) "
+            "VALUES (%s, 'DRY_RUN', 'agent-a')",
+            (T0,),
+        )
+    finally:
+        other.close()
+    got = _buckets(pg)
+    start = usage.bucket_start(T0)
+    assert got == [
+        ("agent-a", start, 0, "", 1, 0, 1, 0, 0, *[0] * 9),
+        ("agent-a", start, 1, "native", 1, 0, 0, 0, 0, 0, 1000, *[0] * 7),
+    ]
+
+
+def test_truncate_leaves_only_the_refusals(pg: Any) -> None:
+    """TRUNCATE fires no row trigger on PostgreSQL: a statement trigger recomputes the table
+    (only the audit log's refusals are left)."""
+    _reset(pg)
+    pg.execute(
+        "INSERT INTO transactions (id, agent_id, status, error, created_at, spend) "
+        "VALUES ('t1', 'agent-b', 'QUEUED', NULL, %s, '{\"native\": \"5\"}')",
+        (T0,),
+    )
+    pg.execute(
+        "INSERT INTO audit_log (timestamp, event_type, agent_id) VALUES (%s, %s, 'agent-b')",
+        (T0 - 4000, "REQUEST_REFUSED"),
+    )
+    assert len(_nonzero(_buckets(pg))) == 3
+    pg.execute("TRUNCATE transactions")
+    assert _buckets(pg) == [
+        ("agent-b", usage.bucket_start(T0 - 4000), 0, "", 0, 0, 1, 1, 0) + (0,) * 9
+    ]
     assert _nonzero(_buckets(pg)) == _refilled(pg, "postgresql")

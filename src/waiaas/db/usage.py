@@ -400,10 +400,12 @@ PG_TRIGGERS = (
         + REFUSAL_SQL.replace("event_type", "NEW.event_type").replace("tx_id", "NEW.tx_id"),
     ),
 )
+PG_TRUNCATE_NAME = "usage_tx_truncate"
+PG_TRIGGER_NAMES = (*TRIGGER_NAMES, PG_TRUNCATE_NAME)
 #: the tables each trigger is on (PostgreSQL's DROP TRIGGER names it)
-TRIGGER_TABLES = dict(zip(TRIGGER_NAMES, ("transactions",) * 3 + ("audit_log",), strict=True))
-
-PG_DDL = (*PG_FUNCTIONS, PG_TABLE_DDL, PG_INDEX_DDL, *PG_TRIGGER_FUNCTIONS, *PG_TRIGGERS)
+TRIGGER_TABLES = dict(
+    zip(PG_TRIGGER_NAMES, ("transactions",) * 3 + ("audit_log", "transactions"), strict=True)
+)
 
 
 def pg_fill_sql(where_tx: str = "TRUE", where_audit: str = "TRUE") -> list[str]:
@@ -427,6 +429,23 @@ def pg_fill_sql(where_tx: str = "TRUE", where_audit: str = "TRUE") -> list[str]:
     ]
 
 
+# PostgreSQL only: TRUNCATE fires no row trigger. After ``TRUNCATE transactions`` only the
+# audit log's refusals are left to count (the audit log itself refuses TRUNCATE).
+PG_TRUNCATE = (
+    _pg_function(PG_TRUNCATE_NAME, ["DELETE FROM usage_buckets", pg_fill_sql()[2]]),
+    f"CREATE TRIGGER {PG_TRUNCATE_NAME} AFTER TRUNCATE ON transactions "
+    f"FOR EACH STATEMENT EXECUTE FUNCTION {PG_TRUNCATE_NAME}()",
+)
+PG_DDL = (
+    *PG_FUNCTIONS,
+    PG_TABLE_DDL,
+    PG_INDEX_DDL,
+    *PG_TRIGGER_FUNCTIONS,
+    *PG_TRIGGERS,
+    *PG_TRUNCATE,
+)
+
+
 def ddl(dialect: str) -> tuple[str, ...]:
     """What migration 0009 creates on ``dialect`` (``"sqlite"`` or ``"postgresql"``)."""
     return PG_DDL if dialect == "postgresql" else DDL
@@ -442,8 +461,8 @@ def drop_sql(dialect: str) -> list[str]:
     if dialect != "postgresql":
         return [f"DROP TRIGGER IF EXISTS {name}" for name in TRIGGER_NAMES]
     return [
-        *(f"DROP TRIGGER IF EXISTS {n} ON {TRIGGER_TABLES[n]}" for n in TRIGGER_NAMES),
-        *(f"DROP FUNCTION IF EXISTS {n}()" for n in TRIGGER_NAMES),
+        *(f"DROP TRIGGER IF EXISTS {n} ON {TRIGGER_TABLES[n]}" for n in PG_TRIGGER_NAMES),
+        *(f"DROP FUNCTION IF EXISTS {n}()" for n in PG_TRIGGER_NAMES),
     ]
 
 
@@ -546,6 +565,16 @@ def sums_sql(windows: int, dialect: str = "sqlite") -> str:
         f"WHERE agent_id = {p('agent')} AND start >= {p('first')} "
         f"AND start NOT IN ({skip}) GROUP BY kind, asset"
     )
+
+
+#: On PostgreSQL, a spend document as the triggers read it (:data:`PG_FUNCTIONS`): a JSON
+#: object of its members whose values are strings (``jsonb``: a key given twice counts once,
+#: the last), or NULL when the text is not a JSON object. Readers that unpack ``spend`` in
+#: Python select this instead of the column, so they sum exactly what the buckets hold.
+PG_SPEND_STRINGS = (
+    "(SELECT CAST(jsonb_object_agg(je.key, je.value) AS TEXT) "
+    f"FROM {PG_SPEND_ENTRIES}(t.spend) AS je WHERE je.value IS NOT NULL)"
+)
 
 
 def limbs_value(limbs: Sequence[int]) -> int:
