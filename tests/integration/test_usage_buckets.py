@@ -1,4 +1,5 @@
-"""Usage buckets (migration 0009) against the row-by-row computation, on real SQLite files.
+"""Usage buckets (migration 0009) against the row-by-row computation, on real SQLite files
+and on fresh PostgreSQL schemas (the plpgsql triggers, see :data:`waiaas.db.usage.PG_DDL`).
 
 ``load_usage`` reads the hourly buckets the triggers keep plus the rows of each window's first
 hour; ``_scan_usage`` (the computation it replaced) reads every row of the windows. Random
@@ -11,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.rawdb import raw_connect
+from tests.support.pg_schema import create_schema, drop_schema, schema_url
+from tests.support.rawdb import RawDb, raw_connect
 from waiaas.db import Database, UnitOfWork
 from waiaas.db import usage as usage_db
 from waiaas.db.tables import AgentRow, TransactionRow
@@ -90,6 +90,13 @@ amounts = st.one_of(
     st.integers(0, 2**256 - 1),
     st.sampled_from([0, 1, 10**9 - 1, 10**9, 10**18, 2**64, 2**256 - 1, 10**81 - 1]),
 )
+# texts Python's json module reads but SQLite's json_valid and PostgreSQL's jsonb refuse:
+# nothing in them may count, in the buckets or in the rows
+NOT_JSON_BUT_NEARLY = [
+    '{"native": "5", "x": NaN}',
+    '{"native": "5", "x": -Infinity}',
+    '{"native": "5", "x": "\\u0000"}',
+]
 odd_values = st.sampled_from(
     ["", "12a", "-5", "٣", "1" * 82, "0" * 90 + "7", " 5", "5.0", 7, None, True, [1], {"a": "1"}]
 )
@@ -101,7 +108,7 @@ spends = st.one_of(
     ),
     st.dictionaries(st.sampled_from(["native", TOKEN]), odd_values, min_size=1, max_size=2),
     st.just(None),  # an older row without the spend column: read from its request/asset
-    st.sampled_from(["not json", "[1, 2]", '"5"', "{}"]),
+    st.sampled_from(["not json", "[1, 2]", '"5"', "{}", *NOT_JSON_BUT_NEARLY]),
 )
 ops = st.one_of(
     st.tuples(st.just("insert"), st.sampled_from(STATUSES), spends, st.integers(-5000, 5000)),
@@ -156,10 +163,44 @@ def tx_row(agent: str, created: int, status: str, spend: Any, error: str | None 
     )
 
 
+Opener = Callable[[], Database]
+
+
 @pytest.fixture(scope="module")
-def workdir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as d:
-        yield Path(d)
+def sqlite_opener(tmp_path_factory: pytest.TempPathFactory) -> Opener:
+    """Opens a new SQLite file per call."""
+    workdir = tmp_path_factory.mktemp("usage")
+    return lambda: Database.open(workdir / f"{new_id()}.db")
+
+
+@pytest.fixture(scope="module")
+def postgresql_opener(postgres_url: str) -> Iterator[Opener]:
+    """Opens a new PostgreSQL schema of its own per call (all dropped at the end)."""
+    schemas: list[str] = []
+
+    def open_pg() -> Database:
+        schemas.append(create_schema(postgres_url, prefix="usage"))
+        return Database.open(schema_url(postgres_url, schemas[-1]))
+
+    try:
+        yield open_pg
+    finally:
+        for name in schemas:
+            drop_schema(postgres_url, name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], scope="module")
+def new_db(request: pytest.FixtureRequest) -> Opener:
+    """Opens a new, empty wallet database per call, on each backend in turn."""
+    opener: Opener = request.getfixturevalue(f"{request.param}_opener")
+    return opener
+
+
+def unsealed(db: Database) -> int:
+    with raw_connect(db) as conn:
+        row = conn.one("SELECT COUNT(*) FROM usage_buckets WHERE mac IS NULL")
+    assert row is not None
+    return int(row[0])
 
 
 def run(db: Database, agents: list[str], steps: list[Any], keyed: bool) -> None:
@@ -209,29 +250,61 @@ def run(db: Database, agents: list[str], steps: list[Any], keyed: bool) -> None:
             uow.commit()
     if keyed:
         # every bucket the wallet wrote is sealed, and verifies
-        conn = raw_connect(db)
-        try:
-            unsealed = conn.execute("SELECT COUNT(*) FROM usage_buckets WHERE mac IS NULL")
-            assert unsealed.fetchone() == (0,)
-        finally:
-            conn.close()
+        assert unsealed(db) == 0
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(steps=st.lists(ops, min_size=1, max_size=40), keyed=st.booleans())
-def test_buckets_agree_with_the_rows(workdir: Path, steps: list[Any], keyed: bool) -> None:
-    """Random histories: bucket-based usage equals the row-by-row computation, always."""
-    path = workdir / f"{new_id()}.db"
-    db = Database.open(path)
+def _agree(db: Database, steps: list[Any], keyed: bool) -> None:
     try:
         if keyed:
             db.integrity = make_integrity()
         agents = [add_agent(db), add_agent(db)]
         run(db, agents, [*steps, ("check", {60})], keyed)
+    finally:
+        db.close()
+
+
+HISTORIES = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@settings(HISTORIES, max_examples=60)
+@given(steps=st.lists(ops, min_size=1, max_size=40), keyed=st.booleans())
+def test_buckets_agree_with_the_rows(sqlite_opener: Opener, steps: list[Any], keyed: bool) -> None:
+    """Random histories: bucket-based usage equals the row-by-row computation, always."""
+    _agree(sqlite_opener(), steps, keyed)
+
+
+# fewer examples: a fresh schema and its migrations per history (the trigger arithmetic
+# itself is compared with SQLite's over many more in test_usage_triggers_dialects.py)
+@settings(HISTORIES, max_examples=30)
+@given(steps=st.lists(ops, min_size=1, max_size=40), keyed=st.booleans())
+def test_buckets_agree_with_the_rows_on_postgresql(
+    postgresql_opener: Opener, steps: list[Any], keyed: bool
+) -> None:
+    """The same random histories on PostgreSQL (plpgsql triggers, READ COMMITTED writes,
+    REPEATABLE READ reads)."""
+    _agree(postgresql_opener(), steps, keyed)
+
+
+def test_nearly_json_spend_counts_nowhere(new_db: Opener) -> None:
+    """Spend texts Python's parser would take but the database's JSON refuses (NaN,
+    Infinity) count neither in the buckets nor in the rows, whole hours and edge hours."""
+    db = new_db()
+    try:
+        agent = add_agent(db)
+        with db.write() as uow:
+            for i, doc in enumerate(NOT_JSON_BUT_NEARLY * 2):
+                uow.transactions.add(tx_row(agent, NOW - 3 * 3600 * (i % 3), "CONFIRMED", doc))
+            uow.transactions.add(tx_row(agent, NOW - 7200, "CONFIRMED", {"native": "7"}))
+            uow.commit()
+        with db.read() as uow:
+            for at in (NOW, NOW + 1800, NOW + 7 * 3600):
+                check(uow, agent, at, {60, 3600})
+            # "\u0000" is JSON to SQLite (that row is odd: read from its rows), not to jsonb
+            want = 7 + (10 if db.dialect == "sqlite" else 0)
+            assert load_usage(uow, agent, NOW, set()).spent["native"].day == want
     finally:
         db.close()
 
@@ -258,20 +331,15 @@ def _history(db: Database, agent: str, now: int) -> list[str]:
 
 
 def _edit(db: Database, sql: str, *params: Any) -> int:
-    """Edit the database behind waiaas's back (a raw connection, either backend)."""
-    conn = raw_connect(db)
-    try:
-        changed = conn.execute(sql, params).rowcount
-        conn.commit()
-        return int(changed)
-    finally:
-        conn.close()
+    """A raw edit behind the wallet's back (a thief with write access to the database)."""
+    with raw_connect(db) as conn:
+        return int(conn.execute(sql, params).rowcount)
 
 
-def test_an_edited_bucket_does_not_lower_usage_with_the_key(tmp_path: Path) -> None:
-    """A file-write edit that zeroes buckets (or forges a MAC) is read from the rows instead,
+def test_an_edited_bucket_does_not_lower_usage_with_the_key(new_db: Opener) -> None:
+    """A raw edit that zeroes buckets (or forges a MAC) is read from the rows instead,
     and the next write unit of work seals the true sums again."""
-    db = Database.open(tmp_path / "w.db")
+    db = new_db()
     try:
         db.integrity = make_integrity()
         agent = add_agent(db)
@@ -289,24 +357,20 @@ def test_an_edited_bucket_does_not_lower_usage_with_the_key(tmp_path: Path) -> N
         with db.write() as uow:
             assert load_usage(uow, agent, NOW, {3600}) == before
             uow.commit()
-        conn = raw_connect(db)
-        try:
-            unsealed = conn.execute("SELECT COUNT(*) FROM usage_buckets WHERE mac IS NULL")
-            assert unsealed.fetchone() == (0,)
-            sums = conn.execute("SELECT SUM(s2) FROM usage_buckets WHERE kind = 1").fetchone()
-        finally:
-            conn.close()
-        assert sums[0] > 0  # repaired from the rows
+        assert unsealed(db) == 0
+        with raw_connect(db) as conn:
+            sums = conn.one("SELECT SUM(s2) FROM usage_buckets WHERE kind = 1")
+        assert sums is not None and sums[0] > 0  # repaired from the rows
         with db.read() as uow:
             assert load_usage(uow, agent, NOW, {3600}) == before
     finally:
         db.close()
 
 
-def test_a_keyed_writer_never_seals_an_edited_bucket(tmp_path: Path) -> None:
+def test_a_keyed_writer_never_seals_an_edited_bucket(new_db: Opener) -> None:
     """An edit followed by a wallet write to the same bucket (a cancellation that reads no
     usage first) is recomputed from the rows before it is sealed, not laundered."""
-    db = Database.open(tmp_path / "w.db")
+    db = new_db()
     try:
         db.integrity = make_integrity()
         agent = add_agent(db)
@@ -324,13 +388,7 @@ def test_a_keyed_writer_never_seals_an_edited_bucket(tmp_path: Path) -> None:
             after = load_usage(uow, agent, NOW, set())
             check(uow, agent, NOW, set())
         assert after.spent["native"].day == before.spent["native"].day - (10**18 + 1)
-        conn = raw_connect(db)
-        try:
-            assert conn.execute(
-                "SELECT COUNT(*) FROM usage_buckets WHERE mac IS NULL"
-            ).fetchone() == (0,)
-        finally:
-            conn.close()
+        assert unsealed(db) == 0
         db.integrity = None  # even a reader without the key now sees the true sums
         with db.read() as uow:
             assert load_usage(uow, agent, NOW, set()) == after
@@ -338,10 +396,10 @@ def test_a_keyed_writer_never_seals_an_edited_bucket(tmp_path: Path) -> None:
         db.close()
 
 
-def test_without_the_key_buckets_are_trusted_as_stored(tmp_path: Path) -> None:
+def test_without_the_key_buckets_are_trusted_as_stored(new_db: Opener) -> None:
     """A bare database (no keystore) has nothing to check a bucket against: it reads them as
     stored, as it reads every other row (see docs/design.md, threat model)."""
-    db = Database.open(tmp_path / "w.db")
+    db = new_db()
     try:
         agent = add_agent(db)
         _history(db, agent, NOW)
@@ -356,19 +414,47 @@ def test_without_the_key_buckets_are_trusted_as_stored(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- migration 0009
 
 
-def test_migration_fills_the_buckets_from_existing_rows(tmp_path: Path) -> None:
-    """A database at 0007 with rows of every kind (denied, legacy without spend, huge amounts,
-    refusals, dry runs) gets buckets equal to the rows when upgraded, sealed on first write."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def old_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database at revision 0007 (before the buckets): an SQLite path or a schema URL."""
     from waiaas.db import migrate
-    from waiaas.db.engine import make_engine
+    from waiaas.db.engine import make_engine, make_pg_engine, parse_target
 
-    path = tmp_path / "old.db"
-    engine = make_engine(path)
+    if request.param == "sqlite":
+        path = tmp_path / "old.db"
+        engine = make_engine(path)
+        target = str(path)
+        name = ""
+    else:
+        server = request.getfixturevalue("postgres_url")
+        name = create_schema(server, prefix="usage")
+        target = schema_url(server, name)
+        engine = make_pg_engine(parse_target(target).url)  # type: ignore[arg-type]
     try:
-        migrate.upgrade(engine, str(path), target="0007")
+        migrate.upgrade(engine, target, target="0007")
     finally:
         engine.dispose()
-    conn = sqlite3.connect(path)
+    try:
+        yield target
+    finally:
+        if name:
+            drop_schema(request.getfixturevalue("postgres_url"), name)
+
+
+def _old_raw(target: str) -> RawDb:
+    if target.startswith("postgresql"):
+        import psycopg
+
+        from tests.support.pg_schema import libpq
+
+        return RawDb(psycopg.connect(libpq(target), autocommit=True), "postgresql")
+    return raw_connect(target)
+
+
+def test_migration_fills_the_buckets_from_existing_rows(old_target: str) -> None:
+    """A database at 0007 with rows of every kind (denied, legacy without spend, huge amounts,
+    refusals, dry runs) gets buckets equal to the rows when upgraded, sealed on first write."""
+    conn = _old_raw(old_target)
     agent = "agent-1"
     conn.execute(
         "INSERT INTO agents (id, name, chain, network, public_key, status, created_at, "
@@ -399,20 +485,20 @@ def test_migration_fills_the_buckets_from_existing_rows(tmp_path: Path) -> None:
                 row.spend,
             )
         )
-    conn.executemany(
-        "INSERT INTO transactions (id, agent_id, chain, type, amount, status, created_at, "
-        "error, metadata, spend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    for values in rows:
+        conn.execute(
+            "INSERT INTO transactions (id, agent_id, chain, type, amount, status, created_at, "
+            "error, metadata, spend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
     for i, event in enumerate(["REQUEST_REFUSED", "DRY_RUN", "POLICY_VIOLATION"] * 20):
         conn.execute(
             "INSERT INTO audit_log (timestamp, event_type, actor, agent_id, details) "
             "VALUES (?, ?, 'agent', ?, '{}')",
             (NOW - i * 4000, event, agent),
         )
-    conn.commit()
     conn.close()
-    db = Database.open(path)
+    db = Database.open(old_target)
     try:
         windows = {60, 3600, 7200}
         with db.read() as uow:
@@ -429,3 +515,53 @@ def test_migration_fills_the_buckets_from_existing_rows(tmp_path: Path) -> None:
             check(uow, agent, NOW + 2 * DAY, windows)
     finally:
         db.close()
+
+
+def test_migration_0009_downgrades_and_upgrades_on_postgresql(postgres_url: str) -> None:
+    """Downgrading 0009 on PostgreSQL drops the table, triggers and functions it created;
+    upgrading again recreates them and backfills the rows written in between."""
+    from alembic import command
+
+    from waiaas.db import migrate
+    from waiaas.db.engine import make_pg_engine, parse_target
+
+    name = create_schema(postgres_url, prefix="usage")
+    target = schema_url(postgres_url, name)
+    try:
+        functions = (
+            "SELECT proname FROM pg_proc WHERE pronamespace = to_regnamespace(?)::oid "
+            "AND (proname LIKE 'usage%%' OR proname LIKE 'waiaas%%')"
+        )
+        db = Database.open(target)
+        agent = add_agent(db)
+        with raw_connect(db) as conn:
+            assert len(conn.all(functions, (name,))) == 7
+        db.close()
+        engine = make_pg_engine(parse_target(target).url)  # type: ignore[arg-type]
+        try:
+            with engine.connect() as sa_conn, sa_conn.begin():
+                cfg = migrate.alembic_config()
+                cfg.attributes["connection"] = sa_conn
+                command.downgrade(cfg, "0008")
+        finally:
+            engine.dispose()
+        with _old_raw(target) as conn:
+            assert conn.all(functions, (name,)) == []
+            assert conn.one("SELECT to_regclass('usage_buckets')") == (None,)
+            conn.execute(
+                "INSERT INTO transactions (id, agent_id, chain, type, amount, status, "
+                "created_at, spend) VALUES ('t1', ?, 'solana', 'TRANSFER', '7', 'CONFIRMED', "
+                '?, \'{"native": "5"}\')',
+                (agent, NOW),
+            )
+        db = Database.open(target)
+        try:
+            with db.read() as uow:
+                check(uow, agent, NOW, {3600})
+                assert load_usage(uow, agent, NOW, set()).spent["native"].day == 5
+            with raw_connect(db) as conn:
+                assert conn.one("SELECT s0 FROM usage_buckets WHERE kind = 1") == (5,)
+        finally:
+            db.close()
+    finally:
+        drop_schema(postgres_url, name)

@@ -278,17 +278,22 @@ class _Pairs(list[tuple[str, Any]]):
     """The members of a JSON object, in order, duplicates kept (as ``json_each`` has them)."""
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _spend_pairs(spend: object) -> list[tuple[str, str]]:
     """The ``(asset key, amount text)`` members of a ``transactions.spend`` JSON object.
 
     What SQLite's ``json_each`` yields for the object and the usage triggers sum: every
     member (a key given twice counts twice) whose value is a string; an invalid document,
-    or one that is not an object, has none.
+    or one that is not an object, has none. ``NaN`` and ``Infinity``, which Python's parser
+    takes but ``json_valid`` does not, make the document invalid.
     """
     if not isinstance(spend, str):
         return []
     try:
-        found = json.loads(spend, object_pairs_hook=_Pairs)
+        found = json.loads(spend, object_pairs_hook=_Pairs, parse_constant=_not_json)
     except (ValueError, RecursionError):
         return []
     if not isinstance(found, _Pairs):
@@ -429,6 +434,10 @@ _EDGE_AUDIT_SQL = (
     + usage_db.REFUSAL_SQL.replace("event_type", "a.event_type").replace("tx_id", "a.tx_id")
 )
 _EDGE_SPEND_SQL = _SPEND_SQL + " AND t.created_at < :until"
+# On PostgreSQL the spend documents are read as the usage triggers read them (``jsonb``, see
+# usage_db.PG_SPEND_STRINGS), so the rows and the buckets sum the same members.
+_SPEND_SQL_PG = _SPEND_SQL.replace("SELECT t.spend,", f"SELECT {usage_db.PG_SPEND_STRINGS},", 1)
+_EDGE_SPEND_SQL_PG = _SPEND_SQL_PG + " AND t.created_at < :until"
 _EDGE_LEGACY_SQL = _LEGACY_SPEND_SQL + " AND t.created_at < :until"
 _EXCLUDED_SQL = "SELECT created_at FROM transactions WHERE id = ? AND agent_id = ?"
 
@@ -563,7 +572,8 @@ def _bucket_usage(
                     if denial:
                         denials[w] += 1
         spent: list[tuple[int, str, int]] = []
-        for spend, created in raw.execute(_EDGE_SPEND_SQL, params):
+        edge_spend = _EDGE_SPEND_SQL_PG if dialect == "postgresql" else _EDGE_SPEND_SQL
+        for spend, created in raw.execute(edge_spend, params):
             for asset, value in _spend_pairs(spend):
                 if value.isdigit():
                     spent.append((created, normalize_asset_key(asset), int(value)))
@@ -617,7 +627,8 @@ def _scan_usage(
     day_start = now - DAY
     # The raw DB-API cursor (same connection and transaction): thousands of tiny rows.
     raw = portable.raw(uow)
-    for spend, created in raw.execute(_SPEND_SQL, spend_params):
+    spend_sql = _SPEND_SQL_PG if dialect == "postgresql" else _SPEND_SQL
+    for spend, created in raw.execute(spend_sql, spend_params):
         for asset, value in _spend_pairs(spend):
             if not value.isdigit():
                 continue
