@@ -117,8 +117,10 @@ def test_the_loop_never_stalls_over_20_ms_during_open_and_50_concurrent_sends(
     assert probe.worst(PHASES).own <= BOUND, _explain(probe)
     # ``own`` sees CPU, not a thread blocked in I/O: the loop never ran wallet code at all.
     assert probe.loop_calls == [], sorted(set(probe.loop_calls))
-    slow_gcs = [g for g in probe.gcs if g.duration > BOUND / 2]
-    assert slow_gcs == [], slow_gcs
+    # A full collection is what walks the heap; a young collection's wall time only says how
+    # busy the machine was (a shared box preempts it), so it is not judged.
+    full_gcs = [g for g in probe.gcs if g.generation == 2]
+    assert full_gcs == [], full_gcs
 
 
 def test_the_probe_sees_a_thread_holding_the_gil_and_a_full_collection() -> None:
