@@ -167,6 +167,8 @@ def test_pooled_connections_dropped_while_idle(tagged: tuple[Database, str], pg_
         uow.commit()
     with db.read() as uow:
         assert uow.fetch_one("SELECT count(*) FROM wallet_state") == (2,)
+    # the idle fetch_one reader was dropped too: replaced on use
+    assert db.fetch_one("SELECT count(*) FROM wallet_state") == (2,)
 
 
 def test_deadlock_inside_units_of_work_is_database_locked(pg_url: str) -> None:

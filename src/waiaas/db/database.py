@@ -119,7 +119,7 @@ def _create_private(path: Path) -> None:
 
 
 class Database:
-    """An opened, migrated waiaas SQLite database.
+    """An opened, migrated waiaas database: an SQLite file or a PostgreSQL schema.
 
     Use :meth:`open`; then :meth:`write` / :meth:`read` for units of work.
 
@@ -328,19 +328,23 @@ class Database:
         transaction of its own: the newest committed state; writes are refused)."""
         import psycopg
 
-        try:
-            conn = self._readers.pop()
-        except IndexError:
+        statement = adapt_sql(sql, POSTGRESQL)
+        for attempt in (0, 1):
             try:
-                conn = self._connect_pg_reader()
-            except (psycopg.Error, OSError) as exc:
-                raise translate(exc, operation="connect", path=self.location) from exc
-        try:
-            statement = adapt_sql(sql, POSTGRESQL)
-            row: tuple[Any, ...] | None = conn.execute(statement, params).fetchone()
-        except psycopg.Error as exc:
-            conn.close()
-            raise translate(exc, operation="read", path=self.location, statement=sql) from exc
+                conn = self._readers.pop()
+            except IndexError:
+                try:
+                    conn = self._connect_pg_reader()
+                except (psycopg.Error, OSError) as exc:
+                    raise translate(exc, operation="connect", path=self.location) from exc
+            try:
+                row: tuple[Any, ...] | None = conn.execute(statement, params).fetchone()
+                break
+            except psycopg.Error as exc:
+                conn.close()
+                if attempt == 0 and conn.broken:
+                    continue  # an idle reader the server dropped: once more, fresh
+                raise translate(exc, operation="read", path=self.location, statement=sql) from exc
         if self._closed or len(self._readers) >= MAX_IDLE_READERS:
             conn.close()
         else:

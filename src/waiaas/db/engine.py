@@ -441,21 +441,24 @@ def scope_of(conn: Any) -> tuple[str, str]:
     return cast(tuple[str, str], scope)
 
 
-def _pg_on_connect(dbapi_conn: Any, record: Any) -> None:
-    # waiaas emits BEGIN itself (as on SQLite): each unit of work names its isolation and
-    # takes its advisory locks as the first statements of its transaction.
-    dbapi_conn.autocommit = True
-    row = dbapi_conn.execute(
-        "SELECT current_database(), current_schema(), set_config('lock_timeout', %s, false)",
-        (f"{PG_LOCK_TIMEOUT_MS}ms",),
-    ).fetchone()
-    if row is None or row[1] is None:
-        raise DatabaseOpenError(
-            "no schema of the connection's search_path exists; create it first "
-            "(CREATE SCHEMA ...) or fix options=-csearch_path in the URL",
-            path="",
-        )
-    record.info[_SCOPE] = (str(row[0]), str(row[1]))
+def _pg_on_connect(location: str) -> Any:
+    def on_connect(dbapi_conn: Any, record: Any) -> None:
+        # waiaas emits BEGIN itself (as on SQLite): each unit of work names its isolation and
+        # takes its advisory locks as the first statements of its transaction.
+        dbapi_conn.autocommit = True
+        row = dbapi_conn.execute(
+            "SELECT current_database(), current_schema(), set_config('lock_timeout', %s, false)",
+            (f"{PG_LOCK_TIMEOUT_MS}ms",),
+        ).fetchone()
+        if row is None or row[1] is None:
+            raise DatabaseOpenError(
+                f"no schema of the connection's search_path exists ({location}); create it "
+                "first (CREATE SCHEMA ...) or fix options=-csearch_path in the URL",
+                path=location,
+            )
+        record.info[_SCOPE] = (str(row[0]), str(row[1]))
+
+    return on_connect
 
 
 def pg_begin_sql(mode: str, scope: tuple[str, str], agent_id: str | None = None) -> str:
@@ -525,7 +528,7 @@ def make_pg_engine(
         connect_args=extra,
     )
     _CONNECT_ARGS[engine] = extra
-    event.listen(engine, "connect", _pg_on_connect)
+    event.listen(engine, "connect", _pg_on_connect(redact(url)))
     event.listen(engine, "begin", _pg_on_begin)
     faults.install(engine, redact(url))
     return engine
