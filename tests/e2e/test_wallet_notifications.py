@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.notify_server import Fail, NotifyServer
+from tests.support.rawdb import raw_connect
 from waiaas import Tier, Transfer, TxStatus, Wallet
 from waiaas.chains.solana import SolanaAdapter
 from waiaas.keystore.keys import generate_keypair
@@ -50,7 +51,12 @@ def test_notify_tier_reaches_ntfy_with_a_human_amount(wallet: Wallet, server: No
     assert server.wait_for(1, "ntfy", timeout=10)
     bodies = [r.body.decode() for r in server.requests("ntfy")]
     assert any("0.5 SOL" in body for body in bodies), bodies
-    raw = wallet.path.read_bytes()
+    if wallet.path is not None:  # SQLite: the file's bytes
+        raw = wallet.path.read_bytes()
+    else:  # PostgreSQL: what a dump of the table holds
+        with raw_connect(wallet) as conn:
+            raw = repr(conn.all("SELECT * FROM notification_channels")).encode()
+        assert b"NTFY" in raw
     assert b"alerts" not in raw  # the topic is sealed, not stored in clear
 
 
