@@ -699,7 +699,10 @@ class SessionManager:
             )
         parsed = self._parse_constraints(constraints)
         now = self._clock.now()
-        with self._db.write() as uow:
+        # The agent's own lock, once the signing secret exists; creating it is global (two
+        # processes issuing the first tokens of two agents must not create two secrets).
+        lock = agent_id if self._load_secret(create=False) is not None else None
+        with self._db.write(agent_id=lock) as uow:
             agent = uow.agents.get(agent_id)
             if agent is None:
                 raise NotFoundError("agent", agent_id)
@@ -886,7 +889,7 @@ class SessionManager:
             reason = str(getattr(error, "reason", "refused"))
         else:
             reason = f"agent is {getattr(error, 'status', 'not active')}"
-        with self._db.write() as uow:
+        with self._db.write(agent_id=agent_id) as uow:
             uow.audit.append(
                 AuditEvent.AUTH_FAILED,
                 actor=f"agent:{agent_id}" if agent_id else _ANONYMOUS,
@@ -1081,9 +1084,10 @@ class SessionManager:
             issued = sessions.renew(old_token)   # old_token is now refused
         """
         when = self._now(now)
+        lock = _claimed_agent(token)
         try:
-            with self._db.write() as uow:
-                issued = self._renew_in(uow, token, when)
+            with self._db.write(agent_id=lock) as uow:
+                issued = self._renew_in(uow, token, when, lock)
                 uow.commit()
         except (AuthError, AgentNotActiveError) as exc:
             self.record_failure(exc, now=when)
@@ -1091,8 +1095,12 @@ class SessionManager:
         log.info("renewed session %s (expires %s)", issued.session_id, issued.expires_at)
         return issued
 
-    def _renew_in(self, uow: UnitOfWork, token: str, now: int) -> IssuedSession:
+    def _renew_in(
+        self, uow: UnitOfWork, token: str, now: int, lock: str | None = None
+    ) -> IssuedSession:
         verified = self._check(uow, token, now)
+        if lock is not None and verified.agent_id != lock:
+            raise StorageError("the session's agent changed during renewal")
         claims = jwt.decode(token, options={"verify_signature": False})
         usage = verified.usage
         session_id = verified.session_id
@@ -1160,13 +1168,24 @@ class SessionManager:
         if reason is not None:
             reason = _check_text(reason, "reason")
         now = self._clock.now()
-        with self._db.write() as uow:
+        lock = self._agent_of_session(session_id)
+        with self._db.write(agent_id=lock) as uow:
             row = uow.sessions.get(session_id)
             if row is None:
                 raise NotFoundError("session", session_id)
+            if lock is not None and row.agent_id != lock:
+                raise StorageError(f"session {session_id} changed agents")
             if self._revoke_row(uow, row, now, actor=actor, reason=reason):
                 uow.commit()
                 log.info("revoked session %s", session_id)
+
+    def _agent_of_session(self, session_id: str) -> str | None:
+        """The agent of a session, for its unit of work's lock (PostgreSQL; ``None`` on
+        SQLite, where one writer runs at a time, or when there is no such session)."""
+        if self._db.dialect == "sqlite":
+            return None
+        found = self._db.fetch_one("SELECT agent_id FROM sessions WHERE id = ?", (session_id,))
+        return None if found is None else str(found[0])
 
     def revoke_all_for_agent(
         self,
@@ -1571,6 +1590,19 @@ def _violation(constraint: str, message: str, session_id: str) -> ConstraintViol
         constraint=constraint,
         session_id=session_id,
     )
+
+
+def _claimed_agent(token: object) -> str | None:
+    """The agent a token names, unverified: only to choose a unit of work's lock (the check
+    inside verifies the token and that it is this agent's); ``None`` if it names none."""
+    if type(token) is not str or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) and 0 < len(sub) <= 128 else None
 
 
 def _load_constraints(row: SessionRow) -> SessionConstraints:

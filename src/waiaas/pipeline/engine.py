@@ -39,7 +39,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -70,6 +70,7 @@ from waiaas.errors import (
     NotFoundError,
     PolicyDeniedError,
     StateError,
+    StorageError,
     TamperDetectedError,
     TransientChainError,
     WaiaasError,
@@ -108,6 +109,7 @@ _NOT_FAILURES = frozenset(
 )
 _ENDED: Literal["ended"] = "ended"
 _SCAN_LIMIT = 1_000_000  # process_due looks at every queued row, as the kill switch does
+_AGENT_OF_TX = "SELECT agent_id FROM transactions WHERE id = ?"
 
 log = logging.getLogger("waiaas.pipeline")
 
@@ -315,6 +317,47 @@ class Pipeline:
             if agent is not None:
                 self._check_auto_stop_after_failure(uow, agent, now, outbox)
 
+    # ================================================================== units of work
+
+    def _agent_of(self, tx_id: str) -> str | None:
+        """The agent of transaction ``tx_id``, for its unit of work's lock; ``None`` on
+        SQLite (one writer at a time: no lock to choose) or when there is no such row."""
+        if self.db.dialect == "sqlite":
+            return None
+        found = self.db.fetch_one(_AGENT_OF_TX, (tx_id,))
+        return None if found is None else str(found[0])
+
+    @contextlib.contextmanager
+    def _tx_write(self, tx_id: str | None, agent_id: str | None = None) -> Iterator[UnitOfWork]:
+        """A write unit of work for one transaction, locked to its agent (PostgreSQL: other
+        agents' units run in parallel, see ``Database.write``).
+
+        ``agent_id`` is the transaction's agent when the caller knows it, else it is read
+        first (a transaction never changes agents). Without a row the unit is global. A row
+        found under another agent than the one locked is refused (StorageError): it would
+        be written without its agent's lock.
+        """
+        if agent_id is None and tx_id is not None:
+            agent_id = self._agent_of(tx_id)
+        with self.db.write(agent_id=agent_id) as uow:
+            if agent_id is not None and tx_id is not None and self.db.dialect != "sqlite":
+                row = uow.transactions.get(tx_id)
+                if row is not None and row.agent_id != agent_id:
+                    raise StorageError(
+                        f"transaction {tx_id} belongs to another agent than the one locked"
+                    )
+            yield uow
+
+    def _by_agent(self, tx_ids: Sequence[str]) -> dict[str | None, list[str]]:
+        """``tx_ids`` grouped by their agent, one write unit of work per group (PostgreSQL);
+        on SQLite one group (one ``BEGIN IMMEDIATE`` for all)."""
+        if self.db.dialect == "sqlite" or not tx_ids:
+            return {None: list(tx_ids)} if tx_ids else {}
+        groups: dict[str | None, list[str]] = {}
+        for tx_id in tx_ids:
+            groups.setdefault(self._agent_of(tx_id), []).append(tx_id)
+        return groups
+
     # ================================================================== stage 1
 
     def send(self, token: str, request: Request | Mapping[str, Any]) -> TransactionRow:
@@ -347,10 +390,13 @@ class Pipeline:
         # What needs the chain (building the plan, token reads) happens before the write lock.
         early = self._prepare_unlocked(token, req, now)
         try:
-            with self.db.write() as uow:
+            with self.db.write(agent_id=early.agent_id if early is not None else None) as uow:
                 killswitch.ensure_inactive(uow)
                 verified = self.sessions.verify_in(uow, token, now)
                 agent_id = verified.agent_id
+                if early is not None and agent_id != early.agent_id:
+                    # locked for another agent (a session row edited meanwhile): refuse
+                    raise StorageError("the session's agent changed during admission")
                 agent = uow.agents.get(verified.agent_id)
                 if agent is None:
                     raise NotFoundError("agent", verified.agent_id)
@@ -443,7 +489,7 @@ class Pipeline:
         """In a unit of work of its own (the refused one rolled back): a critical
         TAMPER_DETECTED row, the transaction (if still open) FAILED, and a notification."""
         outbox = _Outbox()
-        with self.db.write() as uow:
+        with self._tx_write(tx_id, agent_id) as uow:
             row = uow.transactions.get(tx_id) if tx_id is not None else None
             if row is not None:
                 agent_id = row.agent_id
@@ -498,7 +544,7 @@ class Pipeline:
         """A refused request that leaves no transaction row: one REQUEST_REFUSED row (which
         RATE_LIMIT and AUTO_STOP max_denials count), and the max_denials check."""
         outbox = _Outbox()
-        with self.db.write() as uow:
+        with self.db.write(agent_id=agent_id) as uow:
             uow.audit.append(
                 E.REQUEST_REFUSED,
                 actor=self._actor(agent_id),
@@ -550,7 +596,7 @@ class Pipeline:
         session_id = getattr(exc, "session_id", None)
         details = {"source": "session", "constraint": constraint, "message": exc.message}
         outbox = _Outbox()
-        with self.db.write() as uow:
+        with self.db.write(agent_id=agent_id) as uow:
             uow.audit.append(
                 E.POLICY_VIOLATION,
                 actor=self._actor(agent_id) if agent_id else "agent",
@@ -878,7 +924,7 @@ class Pipeline:
                 hint = adapter.pending_nonce(reader.public_key)
         # The claim: one short unit of work, database only.
         outbox = _Outbox()
-        with self.db.write() as uow:
+        with self._tx_write(tx_id, found.agent_id) as uow:
             row = uow.transactions.get(tx_id)
             if row is None:
                 raise NotFoundError("transaction", tx_id)
@@ -1050,7 +1096,7 @@ class Pipeline:
         """
         now = self.clock.now()
         outbox = _Outbox()
-        with self.db.write() as uow:
+        with self._tx_write(claim.tx_id, claim.agent.id) as uow:
             row = uow.transactions.get(claim.tx_id)
             if row is None or not _holds(self._meta(row), row, claim.token):
                 raise _ClaimLost(claim.tx_id)
@@ -1130,7 +1176,7 @@ class Pipeline:
             pending = claim.adapter.pending_nonce(claim.agent.public_key)
             if pending <= claim.nonce:
                 return claim.nonce
-            with self.db.write() as uow:
+            with self._tx_write(claim.tx_id, claim.agent.id) as uow:
                 row = uow.transactions.get(claim.tx_id)
                 meta = self._meta(row) if row is not None else {}
                 if row is None or not _holds(meta, row, claim.token):
@@ -1188,7 +1234,7 @@ class Pipeline:
         is gone or its lease ran out, checked again under the lock). Returns whether it was
         released. Nothing was sent for it: bytes leave only after they are recorded."""
         now = self.clock.now()
-        with self.db.write() as uow:
+        with self._tx_write(tx_id) as uow:
             row = uow.transactions.get(tx_id)
             if row is None:
                 return False
@@ -1460,7 +1506,7 @@ class Pipeline:
         """
         now = self.clock.now()
         outbox = _Outbox()
-        with self.db.write() as uow:
+        with self._tx_write(tx_id) as uow:
             row = uow.transactions.get(tx_id)
             if row is None or row.status not in (S.EXECUTING, S.SUBMITTED):
                 return False
@@ -1513,7 +1559,7 @@ class Pipeline:
         return True
 
     def _audit_retry(self, row: TransactionRow, exc: ChainError, attempt: int) -> None:
-        with self.db.write() as uow:
+        with self.db.write(agent_id=row.agent_id) as uow:
             uow.audit.append(
                 E.TX_RETRY,
                 actor="system",
@@ -1555,7 +1601,7 @@ class Pipeline:
         now = self.clock.now()
         outbox = _Outbox()
         reason = status.error.message if status.error is not None else "no proof of absence"
-        with self.db.write() as uow:
+        with self._tx_write(tx_id) as uow:
             row = uow.transactions.get(tx_id)
             if row is None or row.status not in (S.EXECUTING, S.SUBMITTED):
                 return
@@ -1630,7 +1676,7 @@ class Pipeline:
             self._fail(tx_id, build_exc, expected=(S.EXECUTING, S.SUBMITTED), tx_hash=old_hash)
             return None
         now = self.clock.now()
-        with self.db.write() as uow:
+        with self._tx_write(tx_id) as uow:
             current = uow.transactions.get(tx_id)
             if current is None or current.status not in (S.EXECUTING, S.SUBMITTED):
                 return None
@@ -1695,7 +1741,7 @@ class Pipeline:
             if signed is not None:
                 self._submit_stage(tx_id, signed, fresh=True)
             return
-        with self.db.write() as uow:
+        with self._tx_write(tx_id) as uow:
             row = uow.transactions.get(tx_id)
             if row is None or row.status not in (S.SUBMITTED, S.EXECUTING):
                 return
@@ -1751,7 +1797,7 @@ class Pipeline:
         carrying those bytes)."""
         now = self.clock.now()
         outbox = _Outbox()
-        with self.db.write() as uow:
+        with self._tx_write(tx_id) as uow:
             row = uow.transactions.get(tx_id)
             if row is None or row.status not in expected:
                 return
@@ -2022,7 +2068,7 @@ class Pipeline:
                     )
         now = self.clock.now()
         outbox = _Outbox()
-        with self.db.write() as uow:
+        with self._tx_write(tx_id, row.agent_id) as uow:
             current = uow.transactions.get(tx_id)
             if current is None or current.status != row.status:
                 raise InvalidTransitionError(
@@ -2078,7 +2124,7 @@ class Pipeline:
         now = self.clock.now()
         outbox = _Outbox()
         try:
-            with self.db.write() as uow:
+            with self._tx_write(tx_id) as uow:
                 row = uow.transactions.get(tx_id)
                 if row is None:
                     raise NotFoundError("transaction", tx_id)
@@ -2267,7 +2313,7 @@ class Pipeline:
             self._refuse_tampered(exc, agent_id=None, tx_id=tx_id, now=now)
             raise
         refusal: ApprovalError | None = None
-        with self.db.write() as uow:
+        with self._tx_write(tx_id) as uow:
             row, approval, agent = self._approval_parts(uow, tx_id)
             req = self._approval_request(row, approval, agent)
             if approval.approved_at is not None or approval.rejected_at is not None:
@@ -2519,21 +2565,23 @@ class Pipeline:
             return set()
         done: set[str] = set()
         outbox = _Outbox()
-        with self.db.write() as uow:
-            for tx_id in tx_ids:
-                row = uow.transactions.get(tx_id)
-                approval = uow.approvals.for_tx(tx_id)
-                if (
-                    row is not None
-                    and approval is not None
-                    and row.status == S.QUEUED
-                    and approval.approved_at is None
-                    and approval.rejected_at is None
-                    and approval.expires_at <= now
-                ):
-                    self._expire(uow, row, approval, now, outbox)
-                    done.add(tx_id)
-            uow.commit()
+        for agent_id, ids in self._by_agent(tx_ids).items():
+            with self.db.write(agent_id=agent_id) as uow:
+                for tx_id in ids:
+                    row = uow.transactions.get(tx_id)
+                    approval = uow.approvals.for_tx(tx_id)
+                    if (
+                        row is not None
+                        and (agent_id is None or row.agent_id == agent_id)
+                        and approval is not None
+                        and row.status == S.QUEUED
+                        and approval.approved_at is None
+                        and approval.rejected_at is None
+                        and approval.expires_at <= now
+                    ):
+                        self._expire(uow, row, approval, now, outbox)
+                        done.add(tx_id)
+                uow.commit()
         self._publish(outbox)
         return done
 
@@ -2584,7 +2632,7 @@ class Pipeline:
             return
         if row.status == S.EXECUTING and status.state == ChainTxState.PENDING:
             now = self.clock.now()
-            with self.db.write() as uow:
+            with self._tx_write(tx_id, row.agent_id) as uow:
                 self._move(
                     uow,
                     row,
@@ -2604,7 +2652,7 @@ class Pipeline:
         denial, an ended session or a stricter tier fails them (the agent sends anew)."""
         now = self.clock.now()
         outbox = _Outbox()
-        with self.db.write() as uow:
+        with self._tx_write(tx_id) as uow:
             row = uow.transactions.get(tx_id)
             if row is None or row.status not in (S.EXECUTING, S.SUBMITTED):
                 return False
@@ -2643,7 +2691,7 @@ class Pipeline:
         return False
 
     def _record_recovery(self, row: TransactionRow, what: str) -> None:
-        with self.db.write() as uow:
+        with self.db.write(agent_id=row.agent_id) as uow:
             uow.audit.append(
                 E.TX_RECOVERED,
                 actor="system",

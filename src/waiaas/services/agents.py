@@ -196,7 +196,7 @@ class AgentService:
             created_at=now,
             updated_at=now,
         )
-        with self._db.write() as uow:
+        with self._db.write(agent_id=row.id) as uow:
             uow.agents.add(row)
             uow.audit.append(
                 AuditEvent.AGENT_CREATED,
@@ -214,7 +214,7 @@ class AgentService:
             uow.commit()
         self._keystore.add_key(row.id, adapter.chain, secret, public_key)
         del secret
-        with self._db.write() as uow:
+        with self._db.write(agent_id=row.id) as uow:
             agent_states.move(uow, row.id, [A.CREATING], A.ACTIVE, actor="system", now=now)
             uow.commit()
         return self.get(row.id)
@@ -224,7 +224,7 @@ class AgentService:
         reason = _check_text(reason, "reason", 500)
         self.row(agent_id)
         now = self._clock.now()
-        with self._db.write() as uow:
+        with self._db.write(agent_id=agent_id) as uow:
             agent_states.require_move(
                 uow,
                 agent_id,
@@ -248,7 +248,7 @@ class AgentService:
         """SUSPENDED -> ACTIVE by the owner, not while the kill switch is on."""
         self.row(agent_id)
         now = self._clock.now()
-        with self._db.write() as uow:
+        with self._db.write(agent_id=agent_id) as uow:
             killswitch.ensure_inactive(uow)
             agent_states.require_move(
                 uow,
@@ -269,7 +269,7 @@ class AgentService:
         self.row(agent_id)
         now = self._clock.now()
         live = [A.CREATING, A.ACTIVE, A.SUSPENDED]
-        with self._db.write() as uow:
+        with self._db.write(agent_id=agent_id) as uow:
             if not agent_states.move(uow, agent_id, live, A.TERMINATING, actor="owner", now=now):
                 raise StateError(f"agent {agent_id} is already terminated", agent_id=agent_id)
             uow.commit()
@@ -277,7 +277,7 @@ class AgentService:
 
     def _finish_termination(self, agent_id: str, *, actor: str) -> AgentInfo:
         now = self._clock.now()
-        with self._db.write() as uow:
+        with self._db.write(agent_id=agent_id) as uow:
             revoked = self._sessions.revoke_all_for_agent(uow, agent_id, now, "agent terminated")
             cancelled = 0
             for row in uow.transactions.active_for_agent(agent_id):
@@ -306,7 +306,7 @@ class AgentService:
             approvals.validate_owner_address(owner_address) if owner_address is not None else None
         )
         now = self._clock.now()
-        with self._db.write() as uow:
+        with self._db.write(agent_id=agent_id) as uow:
             previous = uow.agents.get(agent_id)
             before = previous.owner_address if previous is not None else None
             uow.agents.update_fields(agent_id, owner_address=owner, updated_at=now)
@@ -335,7 +335,7 @@ class AgentService:
         adapter = self.adapter(agent.chain, agent.network)
         now = self._clock.now()
         try:
-            with self._db.write() as uow:
+            with self._db.write(agent_id=agent_id) as uow:
                 if uow.transactions.active_for_agent(agent_id):
                     raise StateError(
                         "the agent has transactions in flight; rotate later", agent_id=agent_id

@@ -71,7 +71,7 @@ def dry_run(
     if token is None:
         return result  # the owner or operator: the full explanation
     # The agent itself: a compact DRY_RUN row (RATE_LIMIT counts it) and a redacted view.
-    with db.write() as uow:
+    with db.write(agent_id=agent_id) as uow:
         uow.audit.append(
             AuditEvent.DRY_RUN,
             actor=f"agent:{agent_id}",

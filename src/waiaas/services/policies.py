@@ -33,7 +33,7 @@ from waiaas.db import usage as usage_db
 from waiaas.db.faults import stored_json
 from waiaas.db.portable import dialect_of, text_for
 from waiaas.db.tables import AgentRow, PolicyRow
-from waiaas.errors import InvalidInputError, NotFoundError
+from waiaas.errors import InvalidInputError, NotFoundError, StorageError
 from waiaas.ids import new_id
 from waiaas.policy import (
     AgentContext,
@@ -778,7 +778,8 @@ class PolicyService:
         if agent_id is not None:
             agent_id = check_id(agent_id, "agent_id", max_length=64)
         now = self._clock.now()
-        with self._db.write() as uow:
+        # an agent's policy: that agent's lock; a global one excludes every writer
+        with self._db.write(agent_id=agent_id) as uow:
             if agent_id is not None and uow.agents.get(agent_id) is None:
                 raise NotFoundError("agent", agent_id)
             row = PolicyRow(
@@ -821,8 +822,9 @@ class PolicyService:
         if enabled is not None:
             enabled = check_bool(enabled, "enabled")
         now = self._clock.now()
-        with self._db.write() as uow:
-            row = self._row(uow, policy_id)
+        lock = self._agent_of(policy_id)
+        with self._db.write(agent_id=lock) as uow:
+            row = self._row(uow, policy_id, lock)
             before = _info(row)
             if rules is not None:
                 row.rules = _stored_rules(row.type, rules, self._networks)[1]
@@ -861,8 +863,9 @@ class PolicyService:
         policy_id = check_id(policy_id, "policy_id", max_length=64)
         actor = check_actor(actor)
         now = self._clock.now()
-        with self._db.write() as uow:
-            before = _info(self._row(uow, policy_id))
+        lock = self._agent_of(policy_id)
+        with self._db.write(agent_id=lock) as uow:
+            before = _info(self._row(uow, policy_id, lock))
             uow.policies.delete(policy_id)
             self._audit(uow, "removed", before, None, actor, now)
             uow.commit()
@@ -942,11 +945,21 @@ class PolicyService:
 
     # ------------------------------------------------------------------ internals
 
-    def _row(self, uow: UnitOfWork, policy_id: str) -> PolicyRow:
+    def _row(self, uow: UnitOfWork, policy_id: str, lock: str | None = None) -> PolicyRow:
         row = uow.policies.get(policy_id)
         if row is None:
             raise NotFoundError(_ENTITY, policy_id)
+        if lock is not None and row.agent_id != lock:
+            raise StorageError(f"policy {policy_id} changed agents")
         return row
+
+    def _agent_of(self, policy_id: str) -> str | None:
+        """The agent a policy governs, for its unit of work's lock: ``None`` for a global
+        policy (a global unit of work), on SQLite (one writer at a time) or when missing."""
+        if self._db.dialect == "sqlite":
+            return None
+        found = self._db.fetch_one("SELECT agent_id FROM policies WHERE id = ?", (policy_id,))
+        return None if found is None or found[0] is None else str(found[0])
 
     def _agent(self, uow: UnitOfWork, agent_id: str) -> AgentContext:
         row: AgentRow | None = uow.agents.get(agent_id)
