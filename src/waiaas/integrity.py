@@ -696,7 +696,7 @@ def _check_checkpoint(
 
 def _where(db: Any) -> str:
     """The database as reports name it: its path, or a PostgreSQL URL without password."""
-    return str(getattr(db, "location", None) or db.path)
+    return str(db.location)
 
 
 def verify_recent(db: Any, integ: Integrity) -> dict[str, Any]:

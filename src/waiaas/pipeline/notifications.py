@@ -133,7 +133,7 @@ class PipelineNotifier:
         where = (
             "every one is on the approval page"
             if link
-            else f"every one: `waiaas --db {self.db.path} tx show {row.id}`"
+            else f"every one: `waiaas --db {self.db.location} tx show {row.id}`"
         )
         lines = _what(shown, who, where)
         if row.tier == "APPROVAL":
@@ -148,7 +148,7 @@ class PipelineNotifier:
                 lines.append(f"Approve or reject: {link}")
             else:
                 lines.append(
-                    f"To decide, sign the message of `waiaas --db {self.db.path} approvals "
+                    f"To decide, sign the message of `waiaas --db {self.db.location} approvals "
                     f"message {row.id}` with the owner's wallet."
                 )
             return "Owner approval needed", _bounded(lines), severity or Severity.WARNING
@@ -157,7 +157,7 @@ class PipelineNotifier:
             data["execute_after"] = iso_time(execute_after)
             lines.append(f"Executes at {iso_time(execute_after)} unless cancelled.")
         lines.append(
-            f"To cancel: `waiaas --db {self.db.path} tx cancel {row.id}` "
+            f"To cancel: `waiaas --db {self.db.location} tx cancel {row.id}` "
             f'(or wallet.cancel("{row.id}")).'
         )
         return "Transaction delayed", _bounded(lines), severity

@@ -413,7 +413,7 @@ class QueryService:
                 data = integrity.verify_file(
                     integrity._raw(uow),
                     seal,
-                    getattr(self._db, "location", None) or str(self._db.path),
+                    self._db.location,
                     head=head,
                     checkpoint=checkpoint,
                 )
