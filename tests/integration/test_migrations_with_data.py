@@ -137,7 +137,8 @@ def _contents(target: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def _open(target: str) -> None:
-    Database.open(target if target.startswith("postgresql") else Path(target)).close()
+    # an sqlite: URL, so --backend=postgresql (which moves paths to schemas) leaves it alone
+    Database.open(target if target.startswith("postgresql") else f"sqlite:///{target}").close()
 
 
 @pytest.mark.parametrize("revision", EARLIER)
