@@ -72,20 +72,50 @@ def _adapters(chains: Iterable[ChainAdapter]) -> dict[tuple[str, str], ChainAdap
     return adapters
 
 
-def _new_keystore_at(path: object, keystore_dir: str | None) -> bool:
+def _new_keystore_at(path: object, config: WalletConfig) -> bool:
     """Whether opening ``path`` would create a new keystore (False when unsure: the path is
     validated, with a proper error, by ``Database.open``)."""
     if not isinstance(path, str | os.PathLike):
         return False
     try:
-        if keystore_dir is None:
-            target = parse_target(path)
-            if target.path is None:
-                return False
-            keystore_dir = f"{target.path}.keystore"
-        return not Keystore.exists(Path(keystore_dir))
+        target = parse_target(path)
+        if target.path is None:
+            return False  # PostgreSQL: checked once the database is open
+        if target.path.exists() and config.keystore_backend != "file":
+            return False  # the keystore may be in the database: checked once it is open
+        if config.keystore_backend == "database":
+            return True
+        return not Keystore.exists(Path(config.keystore_dir or f"{target.path}.keystore"))
     except (OSError, ValueError):
         return False
+
+
+def keystore_backend(db: Database, config: WalletConfig) -> str:
+    """``"file"`` or ``"database"``: where this wallet's keystore lives (``auto`` resolved:
+    the database on PostgreSQL or when the database holds a keystore, else files).
+
+    Raises:
+        InvalidInputError: ``"file"`` on PostgreSQL without ``keystore_dir``.
+    """
+    dialect = db.dialect
+    choice = config.keystore_backend
+    if choice == "auto":
+        # SQLite: files, unless this database already holds its keystore (created with
+        # "database", or moved there by `waiaas keystore migrate-to-database`).
+        return "database" if dialect == POSTGRESQL or Keystore.exists(db) else "file"
+    if choice == "file" and dialect == POSTGRESQL and config.keystore_dir is None:
+        raise InvalidInputError(
+            "keystore_backend='file' on PostgreSQL needs WalletConfig.keystore_dir (there is "
+            "no database file to put the keystore beside); or use the database backend",
+            field="keystore_backend",
+        )
+    return choice
+
+
+def _default_keystore_dir(db: Database, config: WalletConfig) -> Path | None:
+    if config.keystore_dir is not None:
+        return Path(config.keystore_dir)
+    return Path(f"{db.path}.keystore") if db.path is not None else None
 
 
 def build_wallet(
@@ -112,23 +142,20 @@ def build_wallet(
         price_oracle=price_oracle,
         hooks=hooks,
     )
-    target = parse_target(path)
-    if target.dialect == POSTGRESQL and config.keystore_dir is None:
-        # TODO(dbkeystore): the database keystore backend becomes the default on PostgreSQL.
-        raise InvalidInputError(
-            "a PostgreSQL wallet needs WalletConfig.keystore_dir (the directory of its key "
-            "files) until the database keystore backend is available",
-            field="keystore_dir",
-        )
-    if password is not None and _new_keystore_at(path, config.keystore_dir):
+    if password is not None and _new_keystore_at(path, config):
         # A new wallet: refuse a weak password before any file is created.
         check_password_strength(password, config.min_password_length)
     db = Database.open(path, pool_size=config.pool_size)
     try:
-        keystore_dir = Path(config.keystore_dir or f"{db.path}.keystore")
+        backend = keystore_backend(db, config)
+        where: Path | Database = db
+        if backend == "file":
+            directory = _default_keystore_dir(db, config)
+            assert directory is not None  # keystore_backend() refused PostgreSQL without one
+            where = directory
         # The keyring entry is per database: its path, or its redacted URL on PostgreSQL.
         secret = resolve_password(password, keyring_user=db.location)
-        keystore = _open_keystore(db, keystore_dir, secret, options)
+        keystore = _open_keystore(db, where, secret, options)
         del secret
         return _compose(db, keystore, options)
     except BaseException:
@@ -264,9 +291,10 @@ def _report_tamper(
     )
 
 
-def _open_keystore(db: Database, keystore_dir: Path, secret: str, o: _Options) -> Keystore:
+def _open_keystore(db: Database, where: Path | Database, secret: str, o: _Options) -> Keystore:
     """Open the keystore that belongs to this database, or create one for a new database.
 
+    ``where`` is the keystore directory (file backend) or ``db`` itself (database backend).
     The database records its keystore's id (``wallet_state`` key ``keystore``). A
     database that has agents, or that recorded an id, never gets a new empty keystore:
     its keys would be lost for good, so opening is refused with what to restore.
@@ -275,36 +303,68 @@ def _open_keystore(db: Database, keystore_dir: Path, secret: str, o: _Options) -
         recorded = uow.state.get(_KEYSTORE_STATE)
         has_agents = bool(uow.agents.list())
     expected = recorded.get("id") if isinstance(recorded, dict) else None
-    if Keystore.exists(keystore_dir):
-        keystore = Keystore.open(keystore_dir, clock=o.clock)
+    in_db = isinstance(where, Database)
+    if Keystore.exists(where):
+        keystore = Keystore.open(where, clock=o.clock)
         found = keystore.keystore_id
         if expected is not None and found != expected:
             raise KeystoreMismatchError(
-                f"the keystore at {str(keystore_dir)!r} (id {found}) is not the one this "
-                f"database was created with (id {expected}); restore that keystore "
-                "directory from the backup taken with the database, or point "
-                "WalletConfig.keystore_dir at it",
-                path=str(keystore_dir),
+                f"the keystore in the {keystore.location} (id {found}) is not the one this "
+                f"database was created with (id {expected}); "
+                + (
+                    "restore the database (with its keystore_records) from one backup"
+                    if in_db
+                    else "restore that keystore directory from the backup taken with the "
+                    "database, or point WalletConfig.keystore_dir at it"
+                ),
+                path=keystore.location,
                 expected_id=str(expected),
                 found_id=found,
             )
         keystore.unlock(secret)
     elif expected is not None or has_agents:
-        raise KeystoreMissingError(
-            f"no keystore at {str(keystore_dir)!r}, but this database "
-            + (f"was created with keystore {expected}" if expected else "has agents")
-            + ": restore the keystore directory from the backup taken with the database "
-            "(or point WalletConfig.keystore_dir at it); a new keystore would lose every "
-            "agent's key",
-            path=str(keystore_dir),
-            expected_id=None if expected is None else str(expected),
-        )
+        raise _missing(db, where, expected, o.config)
     else:
         check_password_strength(secret, o.config.min_password_length)
-        keystore = Keystore.create(keystore_dir, secret, kdf=o.config.kdf, clock=o.clock)
+        keystore = Keystore.create(where, secret, kdf=o.config.kdf, clock=o.clock)
     if expected is None:
         _record_keystore(db, keystore, o.clock)
     return keystore
+
+
+def _missing(
+    db: Database, where: Path | Database, expected: object, config: WalletConfig
+) -> KeystoreMissingError:
+    """The refusal for a database whose keystore is not where this configuration looks."""
+    created = f"was created with keystore {expected}" if expected else "has agents"
+    if isinstance(where, Database):
+        directory = _default_keystore_dir(db, config)
+        hint = (
+            f" Its keystore is in files at {str(directory)!r}: open it with "
+            "WalletConfig(keystore_backend='file'), or move it into the database with "
+            "`waiaas keystore migrate-to-database`."
+            if directory is not None and Keystore.exists(directory)
+            else " Restore the database from a backup that has its keystore_records."
+        )
+        return KeystoreMissingError(
+            "this database holds no keystore (its keystore_records table has no header), "
+            f"but it {created}: a new keystore would lose every agent's key.{hint}",
+            path=db.location,
+            expected_id=None if expected is None else str(expected),
+        )
+    hint = (
+        " This database holds its keystore itself: open it with "
+        "WalletConfig(keystore_backend='database')."
+        if Keystore.exists(db)
+        else ""
+    )
+    return KeystoreMissingError(
+        f"no keystore at {str(where)!r}, but this database {created}: restore the keystore "
+        "directory from the backup taken with the database (or point "
+        "WalletConfig.keystore_dir at it); a new keystore would lose every agent's key." + hint,
+        path=str(where),
+        expected_id=None if expected is None else str(expected),
+    )
 
 
 def _record_keystore(db: Database, keystore: Keystore, clock: Clock) -> None:

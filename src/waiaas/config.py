@@ -121,6 +121,14 @@ class WalletConfig(BaseModel):
             change) accepts; such passwords also need 5 different characters and must not
             be a run like ``abcdef...`` or ``qwerty...``. ``0`` turns the check off (tests).
         keystore_dir: where key files live (default: ``<db file>.keystore`` beside the DB).
+            Only for the file backend.
+        keystore_backend: where the keystore keeps its sealed records: ``"file"`` (a
+            directory, ``keystore_dir``), ``"database"`` (the ``keystore_records`` table of the
+            wallet's own database, for wallets on several hosts) or ``"auto"`` (default:
+            files for SQLite, the database for PostgreSQL). A PostgreSQL wallet may use
+            ``"file"`` only with ``keystore_dir`` set. An existing wallet keeps the backend
+            it was created with (``waiaas keystore migrate-to-database`` moves a file
+            keystore into the database); see docs/keystore.md.
         checkpoint_interval: seconds between background WAL checkpoints.
         pool_size: database connections kept open per wallet (the pool may open as many
             again under load); at least 1. On PostgreSQL every process's pool counts against
@@ -173,6 +181,7 @@ class WalletConfig(BaseModel):
     kdf: KdfLimits = Field(default_factory=KdfLimits.moderate)
     min_password_length: int = Field(default=12, ge=0, le=1024)
     keystore_dir: str | None = None
+    keystore_backend: Literal["auto", "file", "database"] = "auto"
     checkpoint_interval: float = Field(default=300.0, gt=0)
     pool_size: int = Field(default=8, ge=1, le=1024)
     max_retries: int = Field(default=3, ge=0, le=10)
@@ -185,6 +194,15 @@ class WalletConfig(BaseModel):
     on_tamper: Literal["refuse", "report"] = "refuse"
     allow_unlisted_contracts: bool = False
     require_simulation: bool = False
+
+    @model_validator(mode="after")
+    def _keystore_location(self) -> WalletConfig:
+        if self.keystore_backend == "database" and self.keystore_dir is not None:
+            raise ValueError(
+                "keystore_dir names a directory for the file keystore; it cannot be combined "
+                "with keystore_backend='database'"
+            )
+        return self
 
     @field_validator("approvals_url")
     @classmethod

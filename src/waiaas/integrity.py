@@ -14,7 +14,13 @@ Keys live in the keystore, never in the database:
   (rows up to it were chained by migration 0007 but carry no MAC).
 - ``audit-head`` (a small file in the keystore directory, two MAC'd slots): the newest chain
   head this machine committed. A database whose WAL vanished, or whose tail was cut, no longer
-  contains that head, and the next open says so.
+  contains that head, and the next open says so. With the keystore in the database
+  (``keystore_backend="database"``) the head is a MAC'd row ``audit-head`` of
+  ``keystore_records``, written in the same transaction as the audit rows it names: it still
+  catches a cut or rewritten tail and a forged head, but not a rollback of the whole
+  database (a lost WAL, a restored backup), which takes the head back with it; exported
+  signed checkpoints (``Wallet.export_audit_checkpoint``) kept elsewhere cover that
+  (docs/design.md, threat model).
 
 A file-write attacker without the keystore can still delete the database (or any table
 that the checks below do not cover), but cannot change, add, remove or reorder audit rows,
@@ -216,6 +222,7 @@ class Integrity:
         head_path: Path | None,
         checkpoint_rows: int = 1_000,
         clock: Any = None,
+        head_db: Any = None,
     ) -> None:
         self._mac_key = mac_key
         self._signer = SigningKey(signing_seed)
@@ -223,6 +230,7 @@ class Integrity:
         self.wallet_id = wallet_id
         self.anchor = anchor
         self.head_path = head_path
+        self.head_db = head_db  # the Database whose keystore_records row holds the head
         self.checkpoint_rows = checkpoint_rows
         self._lock = threading.Lock()
         self.last_checkpoint_seq = 0
@@ -387,8 +395,43 @@ class Integrity:
                 best = (counter, rid, digest.hex())
         return best
 
+    def _db_head_mac(self, rid: int, digest_hex: str) -> str:
+        return self.mac("audit-head-row", rid, digest_hex)
+
+    def stage_head(self, uow: Any, rid: int, digest_hex: str) -> None:
+        """Database keystore: record ``(rid, digest)`` in ``uow``'s own transaction (so the
+        row never names an uncommitted audit row, and never lags one). No-op for files."""
+        if self.head_db is None:
+            return
+        _put_head_row(uow.session.connection(), rid, digest_hex, self._db_head_mac(rid, digest_hex))
+
+    def _read_head_row(self) -> tuple[int, str] | None:
+        from waiaas.keystore._dbstore import AUDIT_HEAD
+
+        db = self.head_db
+        outer = db.current_write()
+        sql = "SELECT body FROM keystore_records WHERE name = ?"
+        if outer is not None:
+            row = outer.fetch_one(sql, (AUDIT_HEAD,))
+        else:
+            row = db.fetch_one(sql, (AUDIT_HEAD,))
+        if row is None:
+            return None
+        try:
+            data = json.loads(row[0])
+            rid, digest = int(data["id"]), str(data["hash"])
+            mac = str(data["mac"])
+        except (ValueError, KeyError, TypeError):
+            return (0, "")
+        if not hmac.compare_digest(mac, self._db_head_mac(rid, digest)):
+            # A forged or edited head row: name it as a head that is not in the log.
+            return (max(rid, 1), "forged head record")
+        return rid, digest
+
     def read_head(self) -> tuple[int, str] | None:
         """The newest recorded chain head ``(row id, row hash)``, or None if none is recorded."""
+        if self.head_db is not None:
+            return self._read_head_row()
         if self.head_path is None or not self.head_path.exists():
             return None
         with self._lock, self._head_file() as fd:
@@ -412,6 +455,11 @@ class Integrity:
 
     def reset_head(self, rid: int, digest_hex: str) -> None:
         """Record ``(rid, digest)`` even if an older-looking head is newer (after a report)."""
+        if self.head_db is not None:
+            with self.head_db.write() as uow:
+                self.stage_head(uow, rid, digest_hex)
+                uow.commit()
+            return
         if self.head_path is None:
             return
         with self._lock, self._head_file() as fd:
@@ -423,6 +471,28 @@ class Integrity:
             )
             os.pwrite(fd, record.ljust(_SLOT, b"\0"), (counter % 2) * _SLOT)
             os.pwrite(fd, record.ljust(_SLOT, b"\0"), ((counter + 1) % 2) * _SLOT)
+
+
+def _put_head_row(conn: Any, rid: int, digest_hex: str, mac: str) -> None:
+    """Insert or replace the ``audit-head`` row of ``keystore_records`` on ``conn``."""
+    from sqlalchemy import insert, update
+
+    from waiaas.db.tables import KeystoreRecordRow
+    from waiaas.keystore._dbstore import AUDIT_HEAD
+
+    table = KeystoreRecordRow.__table__  # type: ignore[attr-defined]
+    body = json.dumps(
+        {"format": 1, "kind": "audit_head", "id": rid, "hash": digest_hex, "mac": mac},
+        sort_keys=True,
+    )
+    now = int(time.time())
+    done = conn.execute(
+        update(table)
+        .where(table.c.name == AUDIT_HEAD)
+        .values(generation=0, body=body, updated_at=now)
+    )
+    if done.rowcount == 0:
+        conn.execute(insert(table).values(name=AUDIT_HEAD, generation=0, body=body, updated_at=now))
 
 
 def request_digest(meta: Mapping[str, Any]) -> str:
@@ -445,7 +515,9 @@ def seal(db: Any, keystore: Any, *, clock: Any, checkpoint_rows: int) -> Integri
     audit head becomes the anchor (rows up to it carry no MAC; migration 0007 chained them).
     The anchor is stored last, so a crash in between redoes the sealing on the next open.
     """
-    head_path = Path(keystore.path) / HEAD_FILE
+    in_db = getattr(keystore, "backend", "file") == "database"
+    head_path = None if in_db else Path(keystore.path) / HEAD_FILE
+    keys_created = False
     with db.write() as uow:  # serialises first-time key creation between processes
         keys = Integrity.keys_from(keystore)
         if keys is None:
@@ -457,12 +529,13 @@ def seal(db: Any, keystore: Any, *, clock: Any, checkpoint_rows: int) -> Integri
 
                 raise TamperDetectedError(
                     "the database was sealed by a keystore holding integrity keys that this "
-                    f"keystore ({keystore.path}) does not have: it cannot be verified; use the "
+                    f"keystore ({keystore.location}) does not have: it cannot be verified; use the "
                     "keystore it was created with",
                     entity="keystore",
                     problem="missing_key",
                 )
             keys = Integrity.create_keys(keystore)
+            keys_created = True
         anchor = Integrity.anchor_from(keystore)
         integ = Integrity(
             mac_key=keys[0],
@@ -472,6 +545,7 @@ def seal(db: Any, keystore: Any, *, clock: Any, checkpoint_rows: int) -> Integri
             head_path=head_path,
             checkpoint_rows=checkpoint_rows,
             clock=clock,
+            head_db=db if in_db else None,
         )
         if anchor is None:
             head = uow.audit.head()
@@ -480,6 +554,8 @@ def seal(db: Any, keystore: Any, *, clock: Any, checkpoint_rows: int) -> Integri
             Integrity.store_anchor(keystore, head)
             integ.anchor = head
             integ.reset_head(*head)
+        elif uow.writable and keys_created:
+            uow.commit()  # keys made now (database keystore: in this transaction) must stay
     db.integrity = integ
     return integ
 

@@ -288,8 +288,9 @@ class Wallet:
         return self._clock
 
     @property
-    def keystore_path(self) -> Path:
-        """The keystore directory (back it up with the database).
+    def keystore_path(self) -> Path | None:
+        """The keystore directory (back it up with the database); ``None`` when the keystore
+        lives in the database itself (``WalletConfig.keystore_backend``, docs/keystore.md).
 
         Example::
 

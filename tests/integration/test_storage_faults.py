@@ -85,7 +85,8 @@ def _fill(directory: Path) -> Path:
     """Fill the file system holding ``directory`` until it says ENOSPC."""
     filler = directory / "filler.bin"
     chunk = b"\0" * 65536
-    with filler.open("wb") as fh:
+    # unbuffered: a buffered file would try to flush its rest again at close() and raise
+    with filler.open("wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(chunk)
@@ -93,7 +94,7 @@ def _fill(directory: Path) -> Path:
         except OSError:
             pass
     # the last partial write may have left a few bytes: take them too
-    with contextlib.suppress(OSError), filler.open("ab") as fh:
+    with contextlib.suppress(OSError), filler.open("ab", buffering=0) as fh:
         for _ in range(64):
             fh.write(b"\0" * 512)
             fh.flush()

@@ -1,8 +1,8 @@
 """The operator command line: ``waiaas --db PATH <command>`` (typer + rich).
 
 Commands: ``init``, ``agents``, ``sessions``, ``policies``, ``tx``, ``approvals``,
-``kill-switch``, ``audit``, ``backup``, ``health``, ``serve-approvals``, ``mcp``, ``demo``,
-``version``.
+``kill-switch``, ``audit``, ``keystore``, ``backup``, ``health``, ``serve-approvals``, ``mcp``,
+``demo``, ``version``.
 Every listing takes ``--json``. The master password comes from ``WAIAAS_MASTER_PASSWORD`` or
 the OS keyring, or a hidden prompt when a terminal is attached (the library never prompts).
 Errors print one line, ``error: ...``, on stderr and exit non-zero (2 for usage errors).
@@ -110,6 +110,7 @@ app.add_typer(_tx.tx, name="tx")
 app.add_typer(_tx.approvals, name="approvals")
 app.add_typer(_ops.kill_switch, name="kill-switch")
 app.add_typer(_ops.audit, name="audit")
+app.add_typer(_ops.keystore, name="keystore")
 app.command("backup")(_ops.backup)
 app.command("health")(_ops.health)
 app.command("serve-approvals")(_ops.serve_approvals)

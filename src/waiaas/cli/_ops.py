@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -29,6 +30,7 @@ from waiaas.errors import InvalidInputError
 
 kill_switch = typer.Typer(help="The kill switch: on (stop everything), off, status.")
 audit = typer.Typer(help="The audit log: tail, filter, export (JSONL or CSV).")
+keystore = typer.Typer(help="The keystore: migrate-to-database.")
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -279,10 +281,61 @@ def backup(
         path = wallet.backup(directory)
         keystore = wallet.keystore_path
     if json_:
-        emit_json({"path": str(path), "keystore": str(keystore)})
+        emit_json({"path": str(path), "keystore": None if keystore is None else str(keystore)})
     else:
         out().print(f"backup written to {path}")
-        out().print(f"also back up the keystore directory {keystore} (sealed keys)", style="dim")
+        if keystore is not None:
+            out().print(
+                f"also back up the keystore directory {keystore} (sealed keys)", style="dim"
+            )
+        else:
+            out().print("the keystore is inside the database: this copy holds it", style="dim")
+
+
+# ---------------------------------------------------------------------------- keystore
+
+
+@keystore.command("migrate-to-database")
+@handle_errors
+def keystore_migrate(
+    ctx: typer.Context,
+    keystore_dir: Annotated[
+        Path | None,
+        typer.Option("--keystore-dir", help="The keystore directory (default <db>.keystore)."),
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """Move the file keystore into the wallet database, in one transaction (stop every
+    process using the wallet first). The directory is kept, renamed *.migrated-<time>."""
+    from waiaas.cli._common import db_path, state
+    from waiaas.errors import PasswordUnavailableError
+    from waiaas.keystore import resolve_password
+    from waiaas.keystore.migrate import move_to_database
+
+    path = db_path(state(ctx))
+    try:
+        password = resolve_password(None, keyring_user=str(path))
+    except PasswordUnavailableError:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise
+        password = typer.prompt("Master password", hide_input=True, err=True)
+    moved = move_to_database(path, password, keystore_dir=keystore_dir)
+    del password
+    if json_:
+        emit_json(
+            {
+                "keystore_id": moved.keystore_id,
+                "records": moved.records,
+                "old_directory": str(moved.old_directory),
+            }
+        )
+    else:
+        out().print(f"moved {moved.records} keystore records into {path}")
+        out().print(
+            f"the old directory is kept at {moved.old_directory}: delete it once the wallet "
+            "opens and a backup of the database is taken",
+            style="dim",
+        )
 
 
 # ---------------------------------------------------------------------------- health

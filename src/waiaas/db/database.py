@@ -35,7 +35,7 @@ from waiaas.db.engine import (
     pg_connect_args,
 )
 from waiaas.db.faults import translate
-from waiaas.db.uow import UnitOfWork
+from waiaas.db.uow import UnitOfWork, current_write
 from waiaas.errors import (
     DatabaseCorruptError,
     DatabaseOpenError,
@@ -284,6 +284,11 @@ class Database:
         SQLite, ``REPEATABLE READ, READ ONLY`` on PostgreSQL)."""
         self._check_open()
         return UnitOfWork(self.engine, "read", integrity=self.integrity)
+
+    def current_write(self) -> UnitOfWork | None:
+        """The write unit of work the calling thread has open (not yet committed) on this
+        database, or ``None``: what the database keystore joins instead of opening its own."""
+        return current_write(self.engine)
 
     def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of one read-only statement, or ``None``; no unit of work.

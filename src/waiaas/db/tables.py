@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, Text, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -25,6 +35,7 @@ __all__ = [
     "AuditCheckpointRow",
     "AuditRow",
     "ChannelRow",
+    "KeystoreRecordRow",
     "PolicyRow",
     "SessionRow",
     "TransactionRow",
@@ -96,6 +107,10 @@ def _spec_pk(type_: type[Text] | type[Integer]) -> Column[Any]:
     ``notification_channels``) and new tables get ``NOT NULL`` and use a plain primary key.
     """
     return Column(type_, primary_key=True, nullable=True)
+
+
+#: Epoch seconds and counters that outgrow 32 bits: INTEGER on SQLite, BIGINT on PostgreSQL.
+_EPOCH = Integer().with_variant(BigInteger(), "postgresql")
 
 
 def _int(nullable: bool = True, *, default: int | None = None) -> Column[int]:
@@ -368,3 +383,17 @@ class UsageBucketRow(_Base, table=True):
     s7: int = Field(default=0, sa_column=_zero())
     s8: int = Field(default=0, sa_column=_zero())
     mac: str | None = Field(default=None, sa_column=_text())
+
+
+class KeystoreRecordRow(_Base, table=True):
+    """``keystore_records`` (migration 0010): the sealed records of a keystore kept in the
+    database (``WalletConfig.keystore_backend = "database"``), one row per record of the file
+    layout; see :mod:`waiaas.keystore._dbstore`."""
+
+    __tablename__ = "keystore_records"
+    __table_args__ = (CheckConstraint("generation >= 0", name="ck_keystore_records_generation"),)
+
+    name: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
+    generation: int = Field(sa_column=Column(_EPOCH, nullable=False))
+    body: str = Field(sa_column=_text(False))
+    updated_at: int = Field(sa_column=Column(_EPOCH, nullable=False))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -53,7 +54,24 @@ from waiaas.db.repositories import (
 from waiaas.db.usage import Verified
 from waiaas.errors import DatabaseLockedError, StorageError, StorageIOError
 
-__all__ = ["UnitOfWork"]
+__all__ = ["UnitOfWork", "current_write"]
+
+# The write units of work open in each thread, innermost last (see current_write).
+_open_writes = threading.local()
+
+
+def current_write(engine: Engine) -> UnitOfWork | None:
+    """The write unit of work this thread has open on ``engine`` and not yet committed.
+
+    Code that must write inside the caller's transaction when there is one (the database
+    keystore: a key rotation commits with the agent row and its audit row) joins it instead
+    of opening a second write transaction, which on SQLite would wait for the first forever.
+    """
+    stack: list[UnitOfWork] = getattr(_open_writes, "stack", [])
+    for uow in reversed(stack):
+        if uow._engine is engine and uow._conn is not None and not uow._committed:
+            return uow
+    return None
 
 
 class UnitOfWork:
@@ -177,6 +195,10 @@ class UnitOfWork:
         self.approvals = ApprovalRepository(s, i)
         self.channels = ChannelRepository(s, i)
         self.state = StateRepository(s, i)
+        if self._mode == "write":
+            if not hasattr(_open_writes, "stack"):
+                _open_writes.stack = []
+            _open_writes.stack.append(self)
         return self
 
     def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
@@ -226,6 +248,8 @@ class UnitOfWork:
             head = self.audit.last if self.audit.appended else None
             if head is not None and self._integrity is not None:
                 self._integrity.maybe_checkpoint(self, head)
+                # the database keystore's head row commits with the rows it names
+                self._integrity.stage_head(self, *head)
             trans = self._conn.get_transaction()
             if trans is not None:
                 trans.commit()
@@ -261,6 +285,9 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         failed_cleanup: BaseException | None = None
+        stack: list[UnitOfWork] = getattr(_open_writes, "stack", [])
+        if self in stack:
+            stack.remove(self)
         try:
             if not self._committed:
                 self.rollback()

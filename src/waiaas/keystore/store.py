@@ -6,7 +6,12 @@ re-running the KDF. Each key is sealed with XChaCha20-Poly1305 and bound, as ass
 to the keystore id, its key id (the agent id), its chain and its public key, so a key file
 moved onto another agent, or edited to show another address, fails to open.
 
-On disk (all directories 0700, all files 0600, every write atomic)::
+Where the records live is a backend (``waiaas.keystore._backend``): files (the default)
+or rows of a waiaas database (``Keystore.create(db, ...)`` / ``Keystore.open(db)``), for
+wallets that run on several hosts. The record documents, their sealing and binding are the
+same in both; the master key is never stored, only derived from the password.
+
+In files (all directories 0700, all files 0600, every write atomic)::
 
     <path>/
       CURRENT                   {"format": 1, "generation": N}: the one live generation
@@ -20,6 +25,10 @@ On disk (all directories 0700, all files 0600, every write atomic)::
 Changing the password writes a complete ``gen-(N+1)`` beside ``gen-N`` and then replaces
 ``CURRENT`` atomically: a crash at any point leaves either the old generation (old password)
 or the new one (new password) in force, never a mix. Leftovers are removed on the next open.
+
+In a database: one row of ``keystore_records`` per record (``header``, ``keys/<key_id>``,
+``archive/<key_id>/<archive_id>``, ``secrets/<name>``), and a password change rewrites them
+all in one transaction.
 
 Example::
 
@@ -49,7 +58,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from waiaas.clock import Clock, SystemClock
 from waiaas.config import KdfLimits
@@ -60,11 +69,15 @@ from waiaas.errors import (
     KeystoreLockedError,
     NotFoundError,
     PasswordChangedError,
-    WaiaasError,
     WrongPasswordError,
 )
 from waiaas.ids import new_id
-from waiaas.keystore import _crypto, _files
+from waiaas.keystore import _crypto
+from waiaas.keystore._backend import ARCHIVE as _ARCHIVE
+from waiaas.keystore._backend import KEYS as _KEYS
+from waiaas.keystore._backend import SECRETS as _SECRETS
+from waiaas.keystore._backend import Address, Backend, StaleRecord
+from waiaas.keystore._filestore import FileBackend
 from waiaas.keystore.keys import (
     SECRET_LENGTHS,
     check_secret,
@@ -72,23 +85,16 @@ from waiaas.keystore.keys import (
     public_key_for,
 )
 
+if TYPE_CHECKING:
+    from waiaas.db.database import Database
+
 __all__ = ["FORMAT_VERSION", "ArchivedKey", "KeyInfo", "KeyRotation", "Keystore"]
 
 #: Version of the on-disk format this code writes and the newest it reads.
 FORMAT_VERSION: Final = 1
 
-_CURRENT: Final = "CURRENT"
-_LOCK: Final = ".lock"
-_HEADER: Final = "header.json"
-_KEYS: Final = "keys"
-_ARCHIVE: Final = "archive"
-_SECRETS: Final = "secrets"
-_GEN_PREFIX: Final = "gen-"
-_SUFFIX: Final = ".json"
-
 _ID_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_-])?")
 _CHAIN_RE: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-_GEN_RE: Final = re.compile(r"gen-([1-9][0-9]{0,17})")
 _MAX_SECRET_BYTES: Final = 1 << 20
 _MAX_CONTEXT_CHARS: Final = 256
 _MAX_OTHER_CHAIN_SECRET: Final = 1024
@@ -396,15 +402,11 @@ def _load_json(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def _gen_name(generation: int) -> str:
-    return f"{_GEN_PREFIX}{generation}"
-
-
 # --------------------------------------------------------------------------- the keystore
 
 
 class Keystore:
-    """An encrypted, file-based keystore (see the module docstring for the format).
+    """An encrypted keystore, kept in files or in a waiaas database (see the module docstring).
 
     Create one with :meth:`create`, open an existing one with :meth:`open` (it starts
     locked), then :meth:`unlock` it with the master password. A locked keystore still
@@ -412,9 +414,10 @@ class Keystore:
     :meth:`archived_keys`; anything that touches key material raises
     :class:`~waiaas.errors.KeystoreLockedError`.
 
-    Thread-safe. Several processes may use one keystore: writers are serialised by a file
-    lock; if another process changes the password, this one locks itself and asks to be
-    unlocked again.
+    Thread-safe. Several processes (and, with the database backend, several hosts) may use
+    one keystore: writers are serialised (a file lock, or the database's write lock); if
+    another process changes the password, this one locks itself at its next use of key
+    material and asks to be unlocked again (:class:`~waiaas.errors.PasswordChangedError`).
 
     Used as a context manager, the keystore is locked when the block ends.
     """
@@ -423,45 +426,41 @@ class Keystore:
         "__weakref__",
         "_changed_elsewhere",
         "_clock",
-        "_current_path",
         "_current_stamp",
-        "_dirlock",
         "_generation",
         "_keystore_id",
         "_master",
-        "_root",
         "_seal_key",
         "_state",
+        "_store",
     )
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | Database, *, clock: Clock | None = None
+    ) -> None:
         """Open the existing keystore at ``path``, locked. Same as :meth:`open`."""
         self._setup(path, clock)
         self._open_existing()
 
-    def _setup(self, path: object, clock: Clock | None) -> None:
-        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
-            raise InvalidInputError("path must be a non-empty path", field="path")
+    def _setup(self, target: object, clock: Clock | None) -> None:
         if clock is not None and not isinstance(clock, Clock):
             raise InvalidInputError("clock must provide now()", field="clock")
-        self._root = Path(os.path.abspath(os.fspath(path)))
-        self._current_path = os.path.join(self._root, _CURRENT)  # a str: stat()ed per use
         self._clock: Clock = clock or SystemClock()
-        self._dirlock = _files.DirectoryLock(self._root / _LOCK)
+        self._store: Backend = _backend_for(target, self._clock)
         self._state = threading.RLock()
         self._master: bytearray | None = None
         self._seal_key: bytearray | None = None
         self._generation: int | None = None
         self._keystore_id: str | None = None
         self._changed_elsewhere = False
-        self._current_stamp: tuple[int, int, int] | None = None
+        self._current_stamp: object = None
 
     # ------------------------------------------------------------------ create / open
 
     @classmethod
     def create(
         cls,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Database,
         password: str,
         *,
         kdf: KdfLimits | None = None,
@@ -470,10 +469,12 @@ class Keystore:
         """Create a new keystore at ``path`` protected by ``password``; return it unlocked.
 
         ``path`` is a directory: it is created (mode 0700) if missing, and may exist only if
-        it is empty (or holds the leftovers of an interrupted ``create``).
+        it is empty (or holds the leftovers of an interrupted ``create``). It may also be an
+        open :class:`~waiaas.db.Database`: the keystore then lives in its
+        ``keystore_records`` table, which must hold no keystore yet.
 
         Args:
-            path: the keystore directory. Its parent must exist.
+            path: the keystore directory (its parent must exist), or a ``Database``.
             password: the master password (non-empty; NFC-normalised, UTF-8).
             kdf: Argon2id limits; default :meth:`KdfLimits.moderate` (~0.8 s, 256 MiB).
                 They are stored with the keystore and can be raised by
@@ -484,80 +485,40 @@ class Keystore:
             InvalidInputError: bad path, password or limits.
             KeystoreError: a keystore already exists there, the directory holds other
                 files, or it cannot be written.
+            StorageError: the database failed (database backend).
 
         Example::
 
             ks = Keystore.create(tmp_path / "ks", "pw", kdf=KdfLimits.minimum())
+            ks = Keystore.create(Database.open(tmp_path / "w.db"), "pw")  # in the database
         """
         self = cls.__new__(cls)
         self._setup(path, clock)
         secret = _crypto.password_bytes(password)
         limits = _check_limits(kdf if kdf is not None else KdfLimits.moderate())
-        root = self._root
-        if not root.parent.is_dir():
-            raise KeystoreError(
-                f"cannot create keystore {root}: parent directory does not exist",
-                path=str(root),
-            )
+        self._store.prepare_create()
+        salt = _crypto.new_salt()
+        master = _crypto.derive_key(secret, salt, limits.opslimit, limits.memlimit)
+        seal_key = _crypto.new_key()
+        draft = _Header(new_id(), self._clock.now(), limits.opslimit, limits.memlimit, salt, b"")
+        header = draft.with_seal_key(_crypto.seal(master, bytes(seal_key), draft.wrap_aad()))
         try:
-            self._refuse_occupied()  # before touching the directory at all
-            _files.make_private_dir(root)
-        except OSError as exc:
-            raise KeystoreError(
-                f"cannot create keystore directory {root}: {exc.strerror or exc}", path=str(root)
-            ) from None
-        with self._dirlock.hold():
-            self._refuse_occupied()  # again, now that no other writer can interfere
-            self._remove_leftovers(keep=None)
-            salt = _crypto.new_salt()
-            master = _crypto.derive_key(secret, salt, limits.opslimit, limits.memlimit)
-            seal_key = _crypto.new_key()
-            draft = _Header(
-                new_id(), self._clock.now(), limits.opslimit, limits.memlimit, salt, b""
-            )
-            header = draft.with_seal_key(_crypto.seal(master, bytes(seal_key), draft.wrap_aad()))
-            try:
-                self._write_generation_skeleton(1, header)
-                self._write_current(1)
-            except OSError as exc:
-                _crypto.wipe(master)
-                _crypto.wipe(seal_key)
-                self._remove_leftovers(keep=None)
-                raise self._io_error("create", exc) from None
-            with self._state:
-                self._install(master, seal_key, 1, header.keystore_id)
-        _log.info("keystore created at %s", root)
+            self._store.create(header.to_json())
+        except BaseException:
+            _crypto.wipe(master)
+            _crypto.wipe(seal_key)
+            raise
+        with self._state:
+            self._install(master, seal_key, 1, header.keystore_id)
+        _log.info("keystore created at %s", self._store.location)
         return self
 
-    def _refuse_occupied(self) -> None:
-        root = self._root
-        if not root.exists():
-            return
-        if not root.is_dir():
-            raise KeystoreError(
-                f"cannot create keystore at {root}: not a directory", path=str(root)
-            )
-        if (root / _CURRENT).exists():
-            raise KeystoreError(
-                f"a keystore already exists at {root}; use Keystore.open", path=str(root)
-            )
-        foreign = sorted(
-            name
-            for name in os.listdir(root)
-            if name != _LOCK
-            and not name.startswith(_files.TMP_PREFIX)
-            and not _GEN_RE.fullmatch(name)
-        )
-        if foreign:
-            raise KeystoreError(
-                f"cannot create keystore in {root}: the directory is not empty "
-                f"({', '.join(foreign[:5])})",
-                path=str(root),
-            )
-
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> Keystore:
-        """Open the existing keystore at ``path``; it starts locked.
+    def open(
+        cls, path: str | os.PathLike[str] | Database, *, clock: Clock | None = None
+    ) -> Keystore:
+        """Open the existing keystore at ``path`` (a directory or a ``Database``); it starts
+        locked.
 
         Leftovers of an interrupted write or password change are removed (unless another
         process is writing at that moment).
@@ -575,17 +536,14 @@ class Keystore:
         return cls(path, clock=clock)
 
     @staticmethod
-    def exists(path: str | os.PathLike[str]) -> bool:
-        """Whether a keystore exists at ``path`` (a directory with a ``CURRENT`` file)."""
-        return (Path(os.fspath(path)) / _CURRENT).is_file()
+    def exists(path: str | os.PathLike[str] | Database) -> bool:
+        """Whether a keystore exists at ``path``: a directory with a ``CURRENT`` file, or a
+        ``Database`` whose ``keystore_records`` table holds a keystore header."""
+        return _backend_for(path, SystemClock()).exists()
 
     def _open_existing(self) -> None:
-        if not (self._root / _CURRENT).is_file():
-            raise NotFoundError("keystore", str(self._root))
+        self._store.open_existing()
         self._current_header()
-        with self._dirlock.hold(blocking=False) as acquired:
-            if acquired:
-                self._remove_leftovers(keep=self._read_current())
 
     # ------------------------------------------------------------------ lock / unlock
 
@@ -608,11 +566,11 @@ class Keystore:
             seal_key = bytearray(_crypto.unseal(master, header.seal_key, header.wrap_aad()))
         except _crypto.AuthenticationFailed:
             _crypto.wipe(master)
-            _log.warning("keystore unlock refused at %s: wrong password", self._root)
+            _log.warning("keystore unlock refused at %s: wrong password", self._store.location)
             raise WrongPasswordError() from None
         with self._state:
             self._install(master, seal_key, generation, header.keystore_id)
-        _log.info("keystore unlocked at %s", self._root)
+        _log.info("keystore unlocked at %s", self._store.location)
 
     def lock(self) -> None:
         """Forget the master key (its buffer is overwritten with zeros). Idempotent."""
@@ -620,7 +578,7 @@ class Keystore:
             was_unlocked = self._master is not None
             self._drop_keys()
         if was_unlocked:
-            _log.info("keystore locked at %s", self._root)
+            _log.info("keystore locked at %s", self._store.location)
 
     @property
     def locked(self) -> bool:
@@ -628,9 +586,19 @@ class Keystore:
         return self._master is None
 
     @property
-    def path(self) -> Path:
-        """The keystore directory."""
-        return self._root
+    def path(self) -> Path | None:
+        """The keystore directory; ``None`` when the keystore lives in a database."""
+        return self._store.path
+
+    @property
+    def backend(self) -> Literal["file", "database"]:
+        """Where the records live: ``"file"`` (a directory) or ``"database"`` (a table)."""
+        return self._store.kind
+
+    @property
+    def location(self) -> str:
+        """Where the keystore lives, for messages: the directory, or the database."""
+        return self._store.location
 
     @property
     def kdf(self) -> KdfLimits:
@@ -653,7 +621,7 @@ class Keystore:
         self._seal_key = seal_key
         self._generation = generation
         self._keystore_id = keystore_id
-        self._current_stamp = self._stamp_current()
+        self._current_stamp = self._store.stamp()
 
     def _drop_keys(self) -> None:
         _crypto.wipe(self._master)
@@ -679,19 +647,19 @@ class Keystore:
 
     def __repr__(self) -> str:
         try:
-            count: int | str = len(
-                self._list_names(self._gen_dir(self._resolve_generation()) / _KEYS)
-            )
+            count: int | str = len(self._store.names(self._resolve_generation(), (_KEYS,)))
         except Exception:  # a repr must never raise
             count = "?"
         state = "locked" if self._master is None else "unlocked"
-        return f"Keystore(path={str(self._root)!r}, {state}, keys={count})"
+        if self._store.kind == "file":
+            return f"Keystore(path={self._store.location!r}, {state}, keys={count})"
+        return f"Keystore(backend='database', {state}, keys={count})"
 
     # ------------------------------------------------------------------ keys: metadata
 
     def key_ids(self) -> list[str]:
         """The ids of the stored (non-archived) keys, sorted. Works while locked."""
-        return self._list_names(self._gen_dir(self._resolve_generation()) / _KEYS)
+        return self._store.names(self._resolve_generation(), (_KEYS,))
 
     def has_key(self, key_id: str) -> bool:
         """Whether a key with ``key_id`` is stored. Works while locked.
@@ -700,19 +668,18 @@ class Keystore:
             InvalidInputError: ``key_id`` is not a valid id.
         """
         key_id = _check_name(key_id, "key_id")
-        path = self._gen_dir(self._resolve_generation()) / _KEYS / f"{key_id}{_SUFFIX}"
-        return path.is_file()
+        return self._store.has(self._resolve_generation(), (_KEYS, key_id))
 
     def key_info(self, key_id: str) -> KeyInfo:
         """Chain, public key and creation time of a stored key.
 
-        Works while locked. While unlocked the record is authenticated first, so a file
+        Works while locked. While unlocked the record is authenticated first, so a record
         edited to show another address raises instead of being believed.
 
         Raises:
             InvalidInputError: bad ``key_id``.
             NotFoundError: no such key (entity ``"key"``).
-            KeyIntegrityError: the key file is corrupt or fails authentication.
+            KeyIntegrityError: the key record is corrupt or fails authentication.
         """
         key_id = _check_name(key_id, "key_id")
         with self._state:
@@ -746,7 +713,7 @@ class Keystore:
             InvalidInputError: bad id, chain, secret or public key, or ``key_id`` is taken
                 (use :meth:`rotate_key` to replace a key).
             KeystoreLockedError: the keystore is locked.
-            KeystoreError: the file cannot be written.
+            KeystoreError: the record cannot be written.
 
         Example::
 
@@ -756,9 +723,8 @@ class Keystore:
         key_id = _check_name(key_id, "key_id")
         chain = _check_chain(chain)
         raw, public_key = _check_key_material(chain, secret, public_key)
-        with self._writing() as (master, gen_dir):
-            path = gen_dir / _KEYS / f"{key_id}{_SUFFIX}"
-            if path.exists():
+        with self._writing() as (master, generation):
+            if self._store.has(generation, (_KEYS, key_id)):
                 raise InvalidInputError(
                     f"a key with id {key_id} already exists; use rotate_key to replace it",
                     field="key_id",
@@ -766,7 +732,7 @@ class Keystore:
             record = self._seal_key_record(
                 master, key_id, chain, public_key, raw, self._clock.now()
             )
-            self._write(path, record.to_json(), "add_key")
+            self._store.write(generation, (_KEYS, key_id), record.to_json())
         _log.info("key %s (%s) added", key_id, chain)
         return KeyInfo(key_id, chain, public_key, record.created_at)
 
@@ -776,7 +742,7 @@ class Keystore:
 
         The secret is opened with the master key derived at :meth:`unlock` (one AEAD
         decryption, no KDF) and the keystore keeps no plaintext copy: each call reads the
-        sealed file again. Do not keep the yielded bytes beyond the block.
+        sealed record again. Do not keep the yielded bytes beyond the block.
 
         Yields:
             the raw secret (32 bytes for solana/evm).
@@ -786,7 +752,7 @@ class Keystore:
             KeystoreLockedError: the keystore is locked (or another process changed the
                 password since it was unlocked).
             NotFoundError: no such key.
-            KeyIntegrityError: the key file is corrupt, tampered or belongs to another key.
+            KeyIntegrityError: the key record is corrupt, tampered or belongs to another key.
 
         Example::
 
@@ -809,7 +775,9 @@ class Keystore:
         """Replace the key ``key_id`` with a new one; the old key is archived, still sealed.
 
         The new key must be of the same chain as the old one. Writing the KEY_ROTATED audit
-        row is the caller's job: this method does no database I/O.
+        row is the caller's job. With the database backend, called inside a write unit of
+        work of the same database, the rotation joins that transaction (and commits or rolls
+        back with it); otherwise it is one transaction of its own.
 
         Raises:
             InvalidInputError: bad id or key material, or the new public key equals the old.
@@ -825,8 +793,8 @@ class Keystore:
                         new=rotation.new_public_key)
         """
         key_id = _check_name(key_id, "key_id")
-        with self._writing() as (master, gen_dir):
-            old = self._read_key(self._generation_of(gen_dir), key_id)
+        with self._writing() as (master, generation):
+            old = self._read_key(generation, key_id)
             self._open_key(master, old)
             raw, public_key = _check_key_material(old.chain, new_secret, new_public_key)
             if public_key == old.public_key:
@@ -834,10 +802,10 @@ class Keystore:
                     "the new key is the key already in force", field="new_public_key"
                 )
             now = self._clock.now()
-            archived = self._archive(gen_dir, old, now, "rotated")
+            archived = self._archive(generation, old, now, "rotated")
             new = self._seal_key_record(master, key_id, old.chain, public_key, raw, now)
-            self._write(gen_dir / _KEYS / f"{key_id}{_SUFFIX}", new.to_json(), "rotate_key")
-            archive_path = self._archive_path(gen_dir, key_id, archived.archive_id)
+            self._store.write(generation, (_KEYS, key_id), new.to_json())
+            archive_path = self._store.label(generation, (_ARCHIVE, key_id, archived.archive_id))
         _log.info("key %s rotated; old key archived as %s", key_id, archived.archive_id)
         return KeyRotation(
             key_id=key_id,
@@ -845,7 +813,7 @@ class Keystore:
             old_public_key=old.public_key,
             new_public_key=public_key,
             archive_id=archived.archive_id,
-            archive_path=str(archive_path),
+            archive_path=archive_path,
             rotated_at=now,
         )
 
@@ -862,14 +830,11 @@ class Keystore:
             KeyIntegrityError: the key fails authentication (nothing is changed).
         """
         key_id = _check_name(key_id, "key_id")
-        with self._writing() as (master, gen_dir):
-            record = self._read_key(self._generation_of(gen_dir), key_id)
+        with self._writing() as (master, generation):
+            record = self._read_key(generation, key_id)
             self._open_key(master, record)
-            archived = self._archive(gen_dir, record, self._clock.now(), "removed")
-            try:
-                _files.remove_file(gen_dir / _KEYS / f"{key_id}{_SUFFIX}")
-            except OSError as exc:
-                raise self._io_error("remove_key", exc) from None
+            archived = self._archive(generation, record, self._clock.now(), "removed")
+            self._store.delete(generation, (_KEYS, key_id))
         _log.info("key %s removed; archived as %s", key_id, archived.archive_id)
         return archived
 
@@ -878,14 +843,13 @@ class Keystore:
 
         Raises:
             InvalidInputError: bad ``key_id``.
-            KeyIntegrityError: an archive file is corrupt.
+            KeyIntegrityError: an archive record is corrupt.
         """
         key_id = _check_name(key_id, "key_id")
-        gen_dir = self._gen_dir(self._resolve_generation())
-        folder = gen_dir / _ARCHIVE / key_id
+        generation = self._resolve_generation()
         out: list[ArchivedKey] = []
-        for archive_id in self._list_names(folder):
-            record = self._read_record_file(folder / f"{archive_id}{_SUFFIX}", key_id, archive_id)
+        for archive_id in self._store.names(generation, (_ARCHIVE, key_id)):
+            record = self._read_record(generation, key_id, archive_id)
             out.append(self._archived_view(record))
         return out
 
@@ -897,14 +861,13 @@ class Keystore:
             InvalidInputError: bad ids.
             KeystoreLockedError: the keystore is locked.
             NotFoundError: no such archived key (entity ``"archived_key"``).
-            KeyIntegrityError: the archive file is corrupt or tampered.
+            KeyIntegrityError: the archive record is corrupt or tampered.
         """
         key_id = _check_name(key_id, "key_id")
         archive_id = _check_name(archive_id, "archive_id")
         master, generation = self._unlocked()
-        path = self._archive_path(self._gen_dir(generation), key_id, archive_id)
         try:
-            record = self._read_record_file(path, key_id, archive_id)
+            record = self._read_record(generation, key_id, archive_id)
         except FileNotFoundError:
             self._check_generation()
             raise NotFoundError("archived_key", f"{key_id}/{archive_id}") from None
@@ -930,9 +893,9 @@ class Keystore:
         """
         name = _check_name(name, "name")
         raw = self._check_value(value)
-        with self._writing() as (master, gen_dir):
+        with self._writing() as (master, generation):
             record = self._seal_secret_record(master, name, raw, self._clock.now())
-            self._write(gen_dir / _SECRETS / f"{name}{_SUFFIX}", record.to_json(), "put_secret")
+            self._store.write(generation, (_SECRETS, name), record.to_json())
 
     def get_secret(self, name: str) -> bytes:
         """The named secret ``name``.
@@ -941,13 +904,13 @@ class Keystore:
             InvalidInputError: bad name.
             KeystoreLockedError: the keystore is locked.
             NotFoundError: no such secret (entity ``"secret"``).
-            KeyIntegrityError: the secret file is corrupt or tampered (key id ``secret:<name>``).
+            KeyIntegrityError: the secret record is corrupt or tampered (key id
+                ``secret:<name>``).
         """
         name = _check_name(name, "name")
         master, generation = self._unlocked()
-        path = self._gen_dir(generation) / _SECRETS / f"{name}{_SUFFIX}"
         try:
-            record = self._read_secret_file(path, name)
+            record = self._read_secret(generation, name)
         except FileNotFoundError:
             self._check_generation()
             raise NotFoundError("secret", name) from None
@@ -956,11 +919,11 @@ class Keystore:
     def has_secret(self, name: str) -> bool:
         """Whether the named secret ``name`` exists. Works while locked."""
         name = _check_name(name, "name")
-        return (self._gen_dir(self._resolve_generation()) / _SECRETS / f"{name}{_SUFFIX}").is_file()
+        return self._store.has(self._resolve_generation(), (_SECRETS, name))
 
     def secret_names(self) -> list[str]:
         """The names of the stored named secrets, sorted. Works while locked."""
-        return self._list_names(self._gen_dir(self._resolve_generation()) / _SECRETS)
+        return self._store.names(self._resolve_generation(), (_SECRETS,))
 
     def delete_secret(self, name: str) -> None:
         """Delete the named secret ``name`` for good.
@@ -971,14 +934,10 @@ class Keystore:
             NotFoundError: no such secret.
         """
         name = _check_name(name, "name")
-        with self._writing() as (_master, gen_dir):
-            path = gen_dir / _SECRETS / f"{name}{_SUFFIX}"
-            if not path.is_file():
+        with self._writing() as (_master, generation):
+            if not self._store.has(generation, (_SECRETS, name)):
                 raise NotFoundError("secret", name)
-            try:
-                _files.remove_file(path)
-            except OSError as exc:
-                raise self._io_error("delete_secret", exc) from None
+            self._store.delete(generation, (_SECRETS, name))
 
     # ------------------------------------------------------------------ generic sealing
 
@@ -1037,11 +996,14 @@ class Keystore:
         """Re-seal every key, archived key and named secret under a new master key.
 
         The new master key comes from ``new_password`` with a new salt (and ``kdf`` limits,
-        default: keep the current ones). A complete new generation is written next to the
-        old one, then ``CURRENT`` is switched atomically: a crash leaves the keystore either
-        entirely under the old password or entirely under the new one. Blobs made by
+        default: keep the current ones). All or nothing: the file backend writes a complete
+        new generation next to the old one, then switches ``CURRENT`` atomically; the
+        database backend rewrites every row in one transaction. A crash leaves the keystore
+        either entirely under the old password or entirely under the new one. Blobs made by
         :meth:`seal` stay valid. A keystore that was unlocked stays unlocked (under the new
-        key); a locked one stays locked.
+        key); a locked one stays locked. Other processes (other hosts) that had it unlocked
+        lock themselves at their next use of key material
+        (:class:`~waiaas.errors.PasswordChangedError`) and need the new password.
 
         Raises:
             InvalidInputError: bad passwords or limits.
@@ -1061,8 +1023,8 @@ class Keystore:
                                     field="new_password") from None  # fmt: skip
         if kdf is not None:
             _check_limits(kdf)
-        with self._dirlock.hold():
-            generation, header = self._current_header()
+        with self._store.writer():
+            generation, header = self._current_header(for_change=True)
             old_master = _crypto.derive_key(
                 old_secret, header.salt, header.opslimit, header.memlimit
             )
@@ -1074,7 +1036,9 @@ class Keystore:
                         _crypto.unseal(old_master, header.seal_key, header.wrap_aad())
                     )
                 except _crypto.AuthenticationFailed:
-                    _log.warning("password change refused at %s: wrong password", self._root)
+                    _log.warning(
+                        "password change refused at %s: wrong password", self._store.location
+                    )
                     raise WrongPasswordError() from None
                 limits = kdf or KdfLimits(opslimit=header.opslimit, memlimit=header.memlimit)
                 salt = _crypto.new_salt()
@@ -1085,97 +1049,64 @@ class Keystore:
                     _crypto.seal(new_master, bytes(seal_key), draft.wrap_aad())
                 )
                 new_generation = generation + 1
-                self._write_new_generation(
-                    generation, new_generation, header.keystore_id, old_master, new_master,
-                    new_header,
-                )  # fmt: skip
-                # The commit point: before this rename the old generation is in force,
-                # after it the new one.
-                try:
-                    self._write_current(new_generation)
-                except BaseException as exc:
-                    self._abandon_generation(generation, new_generation)
-                    if isinstance(exc, OSError):
-                        raise self._io_error("change_password", exc) from None
-                    raise
+                records = self._resealed(generation, header.keystore_id, old_master, new_master)
+                # The commit point: before it the old generation is in force, after it the
+                # new one.
+                self._store.replace_generation(
+                    generation, new_generation, new_header.to_json(), records
+                )
                 with self._state:
                     if self._master is not None:
                         self._install(new_master, seal_key, new_generation, header.keystore_id)
                         new_master = seal_key = None  # now owned by the keystore
-                try:
-                    _files.remove_tree(self._gen_dir(generation))
-                except OSError as exc:  # harmless: removed on the next open
-                    _log.warning("could not remove old generation: %s", exc.strerror or exc)
+                self._store.drop_generation(generation)
             finally:
                 _crypto.wipe(old_master)
                 _crypto.wipe(new_master)
                 _crypto.wipe(seal_key)
-        _log.info("keystore password changed at %s (generation %d)", self._root, new_generation)
+        _log.info(
+            "keystore password changed at %s (generation %d)",
+            self._store.location,
+            new_generation,
+        )
 
-    def _abandon_generation(self, old_generation: int, new_generation: int) -> None:
-        """After a failed switch, delete the new generation unless it did become current."""
-        try:
-            in_force = self._read_current()
-        except WaiaasError:
-            in_force = None
-        if in_force == old_generation:
-            _files.remove_tree(self._gen_dir(new_generation))
-
-    def _write_new_generation(
+    def _resealed(
         self,
-        old_generation: int,
-        new_generation: int,
+        generation: int,
         keystore_id: str,
         old_master: bytearray,
         new_master: bytearray,
-        header: _Header,
-    ) -> None:
-        old_dir = self._gen_dir(old_generation)
-        new_dir = self._gen_dir(new_generation)
-        try:
-            _files.remove_tree(new_dir)  # a leftover of an earlier interrupted change
-            self._write_generation_skeleton(new_generation, header)
-            for key_id in self._list_names(old_dir / _KEYS, strict=True):
-                record = self._read_key(old_generation, key_id)
+    ) -> list[tuple[Address, bytes]]:
+        """Every record of ``generation`` opened with the old key and sealed with the new."""
+        store = self._store
+        out: list[tuple[Address, bytes]] = []
+        for key_id in store.names(generation, (_KEYS,), strict=True):
+            record = self._read_key(generation, key_id)
+            secret = self._open_key(old_master, record, keystore_id)
+            resealed = self._seal_key_record(
+                new_master, key_id, record.chain, record.public_key, secret,
+                record.created_at, keystore_id,
+            )  # fmt: skip
+            out.append(((_KEYS, key_id), resealed.to_json()))
+        for key_id in store.names(generation, (_ARCHIVE,), strict=True, dirs=True):
+            for archive_id in store.names(generation, (_ARCHIVE, key_id), strict=True):
+                record = self._read_record(generation, key_id, archive_id)
                 secret = self._open_key(old_master, record, keystore_id)
-                resealed = self._seal_key_record(
+                fresh = self._seal_key_record(
                     new_master, key_id, record.chain, record.public_key, secret,
                     record.created_at, keystore_id,
                 )  # fmt: skip
-                _files.write_atomic(new_dir / _KEYS / f"{key_id}{_SUFFIX}", resealed.to_json())
-            for key_id in self._list_names(old_dir / _ARCHIVE, strict=True, dirs=True):
-                folder = old_dir / _ARCHIVE / key_id
-                target = new_dir / _ARCHIVE / key_id
-                _files.make_private_dir(target)
-                for archive_id in self._list_names(folder, strict=True):
-                    record = self._read_record_file(
-                        folder / f"{archive_id}{_SUFFIX}", key_id, archive_id
-                    )
-                    secret = self._open_key(old_master, record, keystore_id)
-                    fresh = self._seal_key_record(
-                        new_master, key_id, record.chain, record.public_key, secret,
-                        record.created_at, keystore_id,
-                    )  # fmt: skip
-                    assert record.archived_at is not None and record.reason is not None
-                    fresh = fresh.archived(archive_id, record.archived_at, record.reason)
-                    _files.write_atomic(target / f"{archive_id}{_SUFFIX}", fresh.to_json())
-                _files.fsync_dir(target)
-            for name in self._list_names(old_dir / _SECRETS, strict=True):
-                srec = self._read_secret_file(old_dir / _SECRETS / f"{name}{_SUFFIX}", name)
-                value = self._open_secret(old_master, srec, keystore_id)
-                fresh_secret = self._seal_secret_record(
-                    new_master, name, value, srec.updated_at, keystore_id
-                )
-                _files.write_atomic(new_dir / _SECRETS / f"{name}{_SUFFIX}", fresh_secret.to_json())
-            for sub in (_KEYS, _ARCHIVE, _SECRETS):
-                _files.fsync_dir(new_dir / sub)
-            _files.fsync_dir(new_dir)
-        except OSError as exc:
-            _files.remove_tree(new_dir)
-            raise self._io_error("change_password", exc) from None
-        except BaseException:
-            _files.remove_tree(new_dir)
-            raise
+                assert record.archived_at is not None and record.reason is not None
+                fresh = fresh.archived(archive_id, record.archived_at, record.reason)
+                out.append(((_ARCHIVE, key_id, archive_id), fresh.to_json()))
+        for name in store.names(generation, (_SECRETS,), strict=True):
+            srec = self._read_secret(generation, name)
+            value = self._open_secret(old_master, srec, keystore_id)
+            fresh_secret = self._seal_secret_record(
+                new_master, name, value, srec.updated_at, keystore_id
+            )
+            out.append(((_SECRETS, name), fresh_secret.to_json()))
+        return out
 
     # ------------------------------------------------------------------ internals: state
 
@@ -1201,31 +1132,33 @@ class Keystore:
                 raise self._locked_error()
             return bytes(self._seal_key), self._keystore_id
 
-    def _stamp_current(self) -> tuple[int, int, int] | None:
-        try:
-            info = os.stat(self._current_path)
-        except OSError:
-            return None
-        return (info.st_ino, info.st_mtime_ns, info.st_size)
-
     def _check_generation(self) -> None:
-        """Lock (and raise) if another process switched ``CURRENT`` since we unlocked."""
+        """Lock (and raise) if another process switched generations since we unlocked."""
         with self._state:
             if self._master is None:
                 return
-            stamp = self._stamp_current()
+            stamp = self._store.stamp()
             if stamp is not None and stamp == self._current_stamp:
                 return
             try:
-                current = self._read_current()
+                current: int | None = self._store.current()
             except (NotFoundError, KeystoreError):
                 current = None
             if current != self._generation:
                 self._drop_keys()
                 self._changed_elsewhere = True
-                _log.warning("keystore at %s changed by another writer; locked", self._root)
+                _log.warning(
+                    "keystore at %s changed by another writer; locked", self._store.location
+                )
                 raise PasswordChangedError()
             self._current_stamp = stamp
+
+    def _recheck_generation(self) -> None:
+        """A record was sealed under another generation: re-read the live one (raises
+        PasswordChangedError if it moved while this keystore was unlocked)."""
+        with self._state:
+            self._current_stamp = None
+            self._check_generation()
 
     def _resolve_generation(self) -> int:
         with self._state:
@@ -1233,178 +1166,39 @@ class Keystore:
                 self._check_generation()
                 if self._generation is not None:
                     return self._generation
-        return self._read_current()
+        return self._store.current()
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[tuple[bytes, Path]]:
-        """Hold the writer lock; yield the master key and the live generation directory."""
-        with self._dirlock.hold():
+    def _writing(self) -> Iterator[tuple[bytes, int]]:
+        """Hold the writer lock; yield the master key and the live generation."""
+        with self._store.writer():
             with self._state:
                 if self._master is None:
                     raise self._locked_error()
-                self._current_stamp = None  # force a fresh read of CURRENT
+                self._current_stamp = None  # force a fresh read of the live generation
                 self._check_generation()
                 if self._master is None or self._generation is None:  # pragma: no cover
                     raise KeystoreLockedError()
                 master, generation = bytes(self._master), self._generation
-            yield master, self._gen_dir(generation)
-
-    # ------------------------------------------------------------------ internals: files
-
-    def _gen_dir(self, generation: int) -> Path:
-        return self._root / _gen_name(generation)
-
-    def _generation_of(self, gen_dir: Path) -> int:
-        match = _GEN_RE.fullmatch(gen_dir.name)
-        assert match is not None
-        return int(match.group(1))
-
-    def _archive_path(self, gen_dir: Path, key_id: str, archive_id: str) -> Path:
-        return gen_dir / _ARCHIVE / key_id / f"{archive_id}{_SUFFIX}"
-
-    def _io_error(self, operation: str, exc: OSError) -> KeystoreError:
-        return KeystoreError(
-            f"keystore {operation} failed at {self._root}: {exc.strerror or exc}",
-            path=str(self._root),
-        )
-
-    def _write(self, path: Path, data: bytes, operation: str) -> None:
-        try:
-            _files.write_atomic(path, data)
-        except OSError as exc:
-            raise self._io_error(operation, exc) from None
-
-    def _read_current(self) -> int:
-        path = self._root / _CURRENT
-        try:
-            raw = _files.read_file(path, limit=4096)
-        except FileNotFoundError:
-            raise NotFoundError("keystore", str(self._root)) from None
-        except OSError as exc:
-            raise self._io_error("read", exc) from None
-        try:
-            data = _load_json(raw)
-            _check_format(data, "keystore pointer", path)
-            match = _GEN_RE.fullmatch(_gen_name(_int(data.get("generation"))))
-            if match is None:
-                raise ValueError("bad generation")
-            return int(match.group(1))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise KeystoreError(
-                f"keystore pointer {path} is corrupt: {exc}", path=str(path)
-            ) from None
-
-    def _write_current(self, generation: int) -> None:
-        _files.write_atomic(
-            self._root / _CURRENT, _dump({"format": FORMAT_VERSION, "generation": generation})
-        )
-
-    def _current_header(self) -> tuple[int, _Header]:
-        """The live generation and its header, tolerating a concurrent switch."""
-        generation = -1
-        for _ in range(3):
-            generation = self._read_current()
-            try:
-                return generation, self._read_header(generation)
-            except FileNotFoundError:
-                continue  # CURRENT moved on while we read it; try the new one
-        raise KeystoreError(
-            f"keystore at {self._root} is corrupt: CURRENT names {_gen_name(generation)}, "
-            "which does not exist",
-            path=str(self._root),
-        )
-
-    def _read_header(self, generation: int) -> _Header:
-        path = self._gen_dir(generation) / _HEADER
-        try:
-            raw = _files.read_file(path, limit=65536)
-        except FileNotFoundError:
-            if not self._gen_dir(generation).is_dir():
-                raise
-            raise KeystoreError(f"keystore header {path} is missing", path=str(path)) from None
-        except OSError as exc:
-            raise self._io_error("read", exc) from None
-        try:
-            data = _load_json(raw)
-            _check_format(data, "keystore header", path)
-            if data.get("kind") != "header" or data.get("aead") != _crypto.AEAD_ALGORITHM:
-                raise ValueError("not a keystore header")
-            kdf = data.get("kdf")
-            if not isinstance(kdf, dict) or kdf.get("algorithm") != _crypto.KDF_ALGORITHM:
-                raise ValueError("unknown key derivation")
-            opslimit, memlimit = _int(kdf.get("opslimit")), _int(kdf.get("memlimit"))
-            lo_ops, hi_ops = _crypto.OPSLIMIT_BOUNDS
-            lo_mem, hi_mem = _crypto.MEMLIMIT_BOUNDS
-            if not (lo_ops <= opslimit <= hi_ops and lo_mem <= memlimit <= hi_mem):
-                raise ValueError("key derivation limits out of bounds")
-            salt = _unb64(kdf.get("salt"))
-            if len(salt) != _crypto.SALT_BYTES:
-                raise ValueError("bad salt length")
-            keystore_id = _check_name(_str(data.get("keystore_id")), "keystore_id")
-            return _Header(
-                keystore_id, _int(data.get("created_at")), opslimit, memlimit, salt,
-                _unb64(data.get("seal_key")),
-            )  # fmt: skip
-        except (ValueError, UnicodeDecodeError, binascii.Error, InvalidInputError) as exc:
-            raise KeystoreError(
-                f"keystore header {path} is corrupt: {exc}", path=str(path)
-            ) from None
-
-    def _write_generation_skeleton(self, generation: int, header: _Header) -> Path:
-        gen_dir = self._gen_dir(generation)
-        _files.make_private_dir(gen_dir)
-        for sub in (_KEYS, _ARCHIVE, _SECRETS):
-            _files.make_private_dir(gen_dir / sub)
-        _files.write_atomic(gen_dir / _HEADER, header.to_json())
-        _files.fsync_dir(self._root)
-        return gen_dir
-
-    def _remove_leftovers(self, keep: int | None) -> None:
-        """Delete generations other than ``keep`` and temp files (caller holds the lock)."""
-        try:
-            for name in os.listdir(self._root):
-                path = self._root / name
-                if name.startswith(_files.TMP_PREFIX):
-                    _files.remove_file(path)
-                elif _GEN_RE.fullmatch(name) and name != (
-                    _gen_name(keep) if keep is not None else None
-                ):
-                    _log.info("removing leftover %s from an interrupted write", name)
-                    _files.remove_tree(path)
-            if keep is not None:
-                _files.remove_temp_files(self._gen_dir(keep))
-            _files.fsync_dir(self._root)
-        except OSError as exc:
-            _log.warning("could not clean keystore leftovers: %s", exc.strerror or exc)
-
-    def _list_names(self, folder: Path, *, strict: bool = False, dirs: bool = False) -> list[str]:
-        """Valid ids of ``<id>.json`` files (or of sub-directories) in ``folder``, sorted.
-
-        With ``strict``, an entry that is neither ours nor a dot-file raises, so a password
-        change never silently leaves something behind.
-        """
-        try:
-            entries = os.listdir(folder)
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise self._io_error("read", exc) from None
-        names: list[str] = []
-        for entry in entries:
-            if entry.startswith("."):
-                continue
-            stem = entry if dirs else entry[: -len(_SUFFIX)] if entry.endswith(_SUFFIX) else ""
-            is_dir = (folder / entry).is_dir()
-            if stem and _ID_RE.fullmatch(stem) and ".." not in stem and is_dir == dirs:
-                names.append(stem)
-            elif strict:
-                raise KeystoreError(
-                    f"unexpected entry {folder / entry} in the keystore; move it away first",
-                    path=str(folder / entry),
-                )
-        return sorted(names)
+            yield master, generation
 
     # ------------------------------------------------------------------ internals: records
+
+    def _read(self, generation: int, address: Address, limit: int) -> bytes:
+        """A record's bytes; a record of another generation means the password changed."""
+        try:
+            return self._store.read(generation, address, limit)
+        except StaleRecord:
+            self._recheck_generation()
+            with self._state:
+                unlocked = self._master is not None
+            if not unlocked:  # read while locked, racing a password change: read again
+                return self._store.read(self._store.current(), address, limit)
+            raise OSError(f"{'/'.join(address)} was sealed under another generation") from None
+
+    def _current_header(self, *, for_change: bool = False) -> tuple[int, _Header]:
+        generation, raw, label = self._store.current_header(for_change=for_change)
+        return generation, _parse_header(raw, label)
 
     def _key_aad(self, keystore_id: str, key_id: str, chain: str, public_key: str) -> bytes:
         return _crypto.aad("waiaas.keystore.key", keystore_id, key_id, chain, public_key)
@@ -1448,21 +1242,18 @@ class Keystore:
             raise KeyIntegrityError(record.key_id, f"failed authentication{where}") from None
 
     def _read_key(self, generation: int, key_id: str) -> _KeyRecord:
-        # Plain string joins: this is the hot path of every signature.
-        path = os.path.join(self._root, _gen_name(generation), _KEYS, key_id + _SUFFIX)
         try:
-            return self._read_record_file(path, key_id, None)
+            return self._read_record(generation, key_id, None)
         except FileNotFoundError:
             self._check_generation()
             raise NotFoundError("key", key_id) from None
 
-    def _read_record_file(
-        self, path: str | Path, key_id: str, archive_id: str | None
-    ) -> _KeyRecord:
-        """Parse a key or archived-key file; the ids it claims must match where it lies."""
+    def _read_record(self, generation: int, key_id: str, archive_id: str | None) -> _KeyRecord:
+        """Parse a key or archived-key record; the ids it claims must match where it lies."""
         where = f" (archive {archive_id})" if archive_id else ""
+        address = (_KEYS, key_id) if archive_id is None else (_ARCHIVE, key_id, archive_id)
         try:
-            raw = _files.read_file(path, limit=65536)
+            raw = self._read(generation, address, 65536)
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -1471,7 +1262,7 @@ class Keystore:
             ) from None
         try:
             data = _load_json(raw)
-            _check_format(data, "key file", path)
+            _check_format(data, "key file", self._store.label(generation, address))
             record = _KeyRecord(
                 key_id=_str(data.get("key_id")),
                 chain=_str(data.get("chain")),
@@ -1509,24 +1300,18 @@ class Keystore:
         )
 
     def _archive(
-        self, gen_dir: Path, record: _KeyRecord, now: int, reason: Literal["rotated", "removed"]
+        self, generation: int, record: _KeyRecord, now: int, reason: Literal["rotated", "removed"]
     ) -> ArchivedKey:
         """Copy ``record`` (still sealed) into the archive; idempotent after a crash."""
-        folder = gen_dir / _ARCHIVE / record.key_id
-        for existing in self._list_names(folder):
-            earlier = self._read_record_file(
-                folder / f"{existing}{_SUFFIX}", record.key_id, existing
-            )
+        for existing in self._store.names(generation, (_ARCHIVE, record.key_id)):
+            earlier = self._read_record(generation, record.key_id, existing)
             if earlier.public_key == record.public_key and earlier.sealed == record.sealed:
                 return self._archived_view(earlier)
         archived = record.archived(new_id(), now, reason)
         assert archived.archive_id is not None
-        try:
-            _files.make_private_dir(folder)
-            _files.fsync_dir(folder.parent)
-            _files.write_atomic(folder / f"{archived.archive_id}{_SUFFIX}", archived.to_json())
-        except OSError as exc:
-            raise self._io_error("archive", exc) from None
+        self._store.write(
+            generation, (_ARCHIVE, record.key_id, archived.archive_id), archived.to_json()
+        )
         return self._archived_view(archived)
 
     def _seal_secret_record(
@@ -1551,17 +1336,18 @@ class Keystore:
         except _crypto.AuthenticationFailed:
             raise KeyIntegrityError(f"secret:{record.name}") from None
 
-    def _read_secret_file(self, path: Path, name: str) -> _SecretRecord:
+    def _read_secret(self, generation: int, name: str) -> _SecretRecord:
         label = f"secret:{name}"
+        address = (_SECRETS, name)
         try:
-            raw = _files.read_file(path, limit=_MAX_SECRET_BYTES * 2)
+            raw = self._read(generation, address, _MAX_SECRET_BYTES * 2)
         except FileNotFoundError:
             raise
         except OSError as exc:
             raise KeyIntegrityError(label, f"cannot be read: {exc.strerror or exc}") from None
         try:
             data = _load_json(raw)
-            _check_format(data, "secret file", path)
+            _check_format(data, "secret file", self._store.label(generation, address))
             if data.get("kind") != "secret":
                 raise ValueError("not a secret record")
             record = _SecretRecord(
@@ -1583,3 +1369,42 @@ class Keystore:
                 f"{field} must be at most {_MAX_SECRET_BYTES} bytes", field=field
             )
         return raw
+
+
+def _backend_for(target: object, clock: Clock) -> Backend:
+    """The backend for a keystore at ``target``: a directory, or a waiaas ``Database``."""
+    from waiaas.db.database import Database
+
+    if isinstance(target, Database):
+        from waiaas.keystore._dbstore import DatabaseBackend
+
+        return DatabaseBackend(target, clock)
+    if not isinstance(target, str | os.PathLike) or not os.fspath(target):
+        raise InvalidInputError("path must be a non-empty path or a Database", field="path")
+    return FileBackend(Path(os.path.abspath(os.fspath(target))))
+
+
+def _parse_header(raw: bytes, label: str) -> _Header:
+    try:
+        data = _load_json(raw)
+        _check_format(data, "keystore header", label)
+        if data.get("kind") != "header" or data.get("aead") != _crypto.AEAD_ALGORITHM:
+            raise ValueError("not a keystore header")
+        kdf = data.get("kdf")
+        if not isinstance(kdf, dict) or kdf.get("algorithm") != _crypto.KDF_ALGORITHM:
+            raise ValueError("unknown key derivation")
+        opslimit, memlimit = _int(kdf.get("opslimit")), _int(kdf.get("memlimit"))
+        lo_ops, hi_ops = _crypto.OPSLIMIT_BOUNDS
+        lo_mem, hi_mem = _crypto.MEMLIMIT_BOUNDS
+        if not (lo_ops <= opslimit <= hi_ops and lo_mem <= memlimit <= hi_mem):
+            raise ValueError("key derivation limits out of bounds")
+        salt = _unb64(kdf.get("salt"))
+        if len(salt) != _crypto.SALT_BYTES:
+            raise ValueError("bad salt length")
+        keystore_id = _check_name(_str(data.get("keystore_id")), "keystore_id")
+        return _Header(
+            keystore_id, _int(data.get("created_at")), opslimit, memlimit, salt,
+            _unb64(data.get("seal_key")),
+        )  # fmt: skip
+    except (ValueError, UnicodeDecodeError, binascii.Error, InvalidInputError) as exc:
+        raise KeystoreError(f"keystore header {label} is corrupt: {exc}", path=label) from None
