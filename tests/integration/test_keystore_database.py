@@ -1,16 +1,17 @@
 """Wallets whose keystore lives in their database (``keystore_backend="database"``).
 
-Real SQLite files and the in-process chains: opening, signing, the keystore-id checks, the
-refusals when the keystore is not where the configuration looks, the move of a file keystore
-into the database (library and CLI), a rotation that commits with its audit row, a password
-change seen by another host, and the audit head recorded in a row.
+Real SQLite files (and, with ``--backend=postgresql``, a real PostgreSQL schema) and the
+in-process chains: opening, signing, the keystore-id checks, the refusals when the keystore is
+not where the configuration looks, the move of a file keystore into the database (library and
+CLI, SQLite), a rotation that commits with its audit row, a password change seen by another
+host, and the audit head recorded in a row. Rows are read and edited through a raw connection
+on either backend, as a thief with write access to the database would.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.e2e.conftest import SOL, new_agent, recipient
+from tests.security.test_tamper_evidence import _attack
+from tests.support.rawdb import raw_connect
 from waiaas import (
     KeystoreMismatchError,
     KeystoreMissingError,
@@ -49,21 +52,14 @@ def _open(path: Path, password: str = TEST_PASSWORD, **config: Any) -> Wallet:
 
 
 def _records(path: Path) -> dict[str, tuple[int, str]]:
-    conn = sqlite3.connect(path)
-    try:
-        found = conn.execute("SELECT name, generation, body FROM keystore_records").fetchall()
-    finally:
-        conn.close()
+    with raw_connect(path) as conn:
+        found = conn.all("SELECT name, generation, body FROM keystore_records")
     return {name: (generation, body) for name, generation, body in found}
 
 
 def _sql(path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
-    conn = sqlite3.connect(path)
-    try:
+    with raw_connect(path) as conn:
         conn.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 # --------------------------------------------------------------------------- opening
@@ -102,6 +98,7 @@ def test_database_with_agents_and_no_key_records_is_refused(tmp_path: Path) -> N
     assert _records(db) == {}
 
 
+@pytest.mark.sqlite_only
 def test_a_file_wallet_asked_for_its_database_keystore(tmp_path: Path) -> None:
     """An existing file-keystore wallet opened with "database": refused, naming the way to
     move it; and the other way round."""
@@ -126,11 +123,11 @@ def test_a_foreign_database_keystore_is_refused(tmp_path: Path) -> None:
     with _open(two, keystore_backend="database") as w:
         found = w._keystore.keystore_id
     _sql(one, "DELETE FROM keystore_records")
-    conn = sqlite3.connect(one)
-    conn.execute("ATTACH DATABASE ? AS other", (str(two),))
-    conn.execute("INSERT INTO keystore_records SELECT * FROM other.keystore_records")
-    conn.commit()
-    conn.close()
+    with raw_connect(two) as source:
+        foreign = source.all("SELECT name, generation, body, updated_at FROM keystore_records")
+    with raw_connect(one) as conn:
+        for row in foreign:
+            conn.execute("INSERT INTO keystore_records VALUES (?, ?, ?, ?)", row)
     with pytest.raises(KeystoreMismatchError) as caught:
         _open(one)
     assert caught.value.expected_id == expected and caught.value.found_id == found
@@ -200,6 +197,7 @@ def test_a_password_change_on_one_host_is_seen_by_another(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------- moving files in
 
 
+@pytest.mark.sqlite_only
 def test_move_a_file_keystore_into_the_database(tmp_path: Path) -> None:
     """The sealed records are copied verbatim in one transaction; the wallet then opens from
     the database (auto), everything verifies and signs; the directory is kept aside."""
@@ -224,6 +222,7 @@ def test_move_a_file_keystore_into_the_database(tmp_path: Path) -> None:
         assert sent.status == "CONFIRMED"
 
 
+@pytest.mark.sqlite_only
 def test_moving_refuses_what_would_lose_or_mix_keys(tmp_path: Path) -> None:
     """A wrong password, another wallet's keystore, or a database that already holds one:
     refused, nothing copied, the directory left where it was."""
@@ -243,6 +242,7 @@ def test_moving_refuses_what_would_lose_or_mix_keys(tmp_path: Path) -> None:
         move_to_database(db, TEST_PASSWORD)
 
 
+@pytest.mark.sqlite_only
 def test_moving_refuses_a_log_whose_tail_was_cut(tmp_path: Path) -> None:
     """The file keystore's recorded head must be in the log: a cut tail is not laundered."""
     db = tmp_path / "wallet.db"
@@ -255,6 +255,7 @@ def test_moving_refuses_a_log_whose_tail_was_cut(tmp_path: Path) -> None:
     assert _records(db) == {}
 
 
+@pytest.mark.sqlite_only
 def test_the_cli_moves_the_keystore(tmp_path: Path) -> None:
     db = tmp_path / "wallet.db"
     with _open(db) as w:
@@ -281,18 +282,10 @@ def test_the_cli_moves_the_keystore(tmp_path: Path) -> None:
 
 def _cut_tail(path: Path, rows: int) -> None:
     """Delete the newest audit rows as a database writer would (triggers lifted)."""
-    conn = sqlite3.connect(path)
-    triggers = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'"
-    ).fetchall()
-    for name, _ in triggers:
-        conn.execute(f"DROP TRIGGER {name}")
-    last = conn.execute("SELECT max(id) FROM audit_log").fetchone()[0]
-    conn.execute("DELETE FROM audit_log WHERE id > ?", (last - rows,))
-    for _, sql in triggers:
-        conn.execute(sql)
-    conn.commit()
-    conn.close()
+    with raw_connect(path) as conn:
+        row = conn.one("SELECT max(id) FROM audit_log")
+    assert row is not None
+    _attack(path, ("DELETE FROM audit_log WHERE id > ?", (int(row[0]) - rows,)))
 
 
 def test_the_head_row_catches_a_cut_tail(tmp_path: Path) -> None:
@@ -315,9 +308,10 @@ def test_a_forged_head_row_is_refused(tmp_path: Path) -> None:
         w.create_agent("a", "solana")
     head = json.loads(_records(db)["audit-head"][1])
     _cut_tail(db, 2)
-    conn = sqlite3.connect(db)
-    rid, digest = conn.execute("SELECT id, row_hash FROM audit_log ORDER BY id DESC").fetchone()
-    conn.close()
+    with raw_connect(db) as conn:
+        found = conn.one("SELECT id, row_hash FROM audit_log ORDER BY id DESC")
+    assert found is not None
+    rid, digest = found
     head.update(id=rid, hash=digest)  # names a row that is there, but the MAC is old
     _sql(db, "UPDATE keystore_records SET body = ? WHERE name = 'audit-head'", (json.dumps(head),))
     with pytest.raises(TamperDetectedError):
@@ -334,6 +328,7 @@ os._exit(0)   # a crash: the last commits are only in the -wal file
 """
 
 
+@pytest.mark.sqlite_only
 def test_a_lost_wal_takes_the_head_row_with_it(tmp_path: Path) -> None:
     """The documented limit (docs/design.md): with the keystore in the database, losing the
     WAL loses the head row with the rows it named, so the open cannot tell; and the key

@@ -1,10 +1,12 @@
 """An attacker with write access to the database edits the keystore's rows.
 
-The database backend keeps the same sealed records as the files (``keystore_records``,
-migration 0010): every key AEAD-sealed and bound to the keystore id, its key id, chain and
-public key; the header binds the KDF parameters. So a thief who can write the table still
-cannot move a key onto another agent, relabel it, downgrade the KDF or mix generations; a
-password change is one transaction, all or nothing, also when the process dies in it.
+Real SQLite files, and a real PostgreSQL schema under ``--backend=postgresql`` (the rows are
+edited through a raw connection on either). The database backend keeps the same sealed
+records as the files (``keystore_records``, migration 0010): every key AEAD-sealed and bound
+to the keystore id, its key id, chain and public key; the header binds the KDF parameters.
+So a thief who can write the table still cannot move a key onto another agent, relabel it,
+downgrade the KDF or mix generations; a password change is one transaction, all or nothing,
+also when the process dies in it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import base64
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.rawdb import raw_connect, target_of
 from waiaas.config import KdfLimits
 from waiaas.db import Database
 from waiaas.errors import (
@@ -75,22 +77,16 @@ def ks(db: Database) -> Keystore:
 
 
 def rows(db_path: Path) -> dict[str, tuple[int, str]]:
-    """``{name: (generation, body)}`` read by a plain sqlite3 connection (as an attacker)."""
-    conn = sqlite3.connect(db_path)
-    try:
-        found = conn.execute("SELECT name, generation, body FROM keystore_records").fetchall()
-    finally:
-        conn.close()
+    """``{name: (generation, body)}`` read by a raw connection (as an attacker would), on
+    SQLite or, under ``--backend=postgresql``, on the schema the path goes to."""
+    with raw_connect(db_path) as conn:
+        found = conn.all("SELECT name, generation, body FROM keystore_records")
     return {name: (generation, body) for name, generation, body in found}
 
 
 def attack(db_path: Path, sql: str, params: tuple[Any, ...]) -> None:
-    conn = sqlite3.connect(db_path)
-    try:
+    with raw_connect(db_path) as conn:
         conn.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def edit(db_path: Path, name: str, change: Any) -> None:
@@ -293,7 +289,7 @@ def test_sigkill_in_the_middle_of_a_password_change(
     before = rows(db_path)
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(db_path), PASSWORD, NEW_PASSWORD, str(point)],
+        [sys.executable, "-c", CHILD, target_of(db), PASSWORD, NEW_PASSWORD, str(point)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

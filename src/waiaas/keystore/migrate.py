@@ -58,10 +58,11 @@ def move_to_database(
     *,
     keystore_dir: str | os.PathLike[str] | None = None,
 ) -> MovedKeystore:
-    """Copy the file keystore of the SQLite wallet at ``db_path`` into its database.
+    """Copy the file keystore of the wallet at ``db_path`` into its database.
 
     Args:
-        db_path: the wallet database (an SQLite file).
+        db_path: the wallet database (an SQLite file, or a PostgreSQL URL with
+            ``keystore_dir``).
         password: the master password (every record is opened with it before the copy).
         keystore_dir: the keystore directory (default ``<db_path>.keystore``).
 
@@ -77,7 +78,13 @@ def move_to_database(
 
     if not isinstance(db_path, str | os.PathLike) or not os.fspath(db_path):
         raise InvalidInputError("db_path must be a path", field="db_path")
-    directory = Path(os.path.abspath(keystore_dir or f"{os.fspath(db_path)}.keystore"))
+    where = os.fspath(db_path)
+    if keystore_dir is None and where.startswith("postgresql"):
+        raise InvalidInputError(
+            "a PostgreSQL wallet has no default keystore directory: pass keystore_dir",
+            field="keystore_dir",
+        )
+    directory = Path(os.path.abspath(keystore_dir or f"{where}.keystore"))
     if not Keystore.exists(directory):
         raise NotFoundError("keystore", str(directory))
     db = Database.open(db_path)

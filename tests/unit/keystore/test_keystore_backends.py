@@ -1,9 +1,9 @@
 """The same keystore on both backends: files, and rows of a waiaas database.
 
 Every test here runs on the file backend (a directory) and on the database backend (the
-``keystore_records`` table of a real SQLite database; PostgreSQL when
-``WAIAAS_TEST_POSTGRES_URL`` is set and the engine supports it). A second ``Database`` handle
-on the same file stands for another host.
+``keystore_records`` table of a real SQLite database, and of a fresh schema on a real
+PostgreSQL server: ``WAIAAS_TEST_POSTGRES_URL``, or the private server the tests start). A
+second ``Database`` handle on the same database stands for another host.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.pg_schema import pg_server, pg_url  # noqa: F401 - fixtures
 from waiaas.config import KdfLimits
 from waiaas.db import Database
 from waiaas.errors import (
@@ -38,33 +39,34 @@ SRC = str(Path(__file__).resolve().parents[3] / "src")
 class Place:
     """Where a keystore lives for one test, and how to reach it again (another 'host')."""
 
-    def __init__(self, backend: str, tmp_path: Path) -> None:
-        self.backend = backend
+    def __init__(self, backend: str, tmp_path: Path, url: str | None = None) -> None:
+        self.backend = "file" if backend == "file" else "database"
         self.tmp_path = tmp_path
         self.dir = tmp_path / "wallet.keystore"
-        self.db_path = tmp_path / "wallet.db"
+        self.db_target: str = url if url is not None else str(tmp_path / "wallet.db")
         self._dbs: list[Database] = []
 
     def target(self) -> Path | Database:
-        """A fresh handle: the directory, or a new Database on the same file."""
+        """A fresh handle: the directory, or a new Database on the same database."""
         if self.backend == "file":
             return self.dir
-        db = Database.open(self.db_path)
+        db = Database.open(self.db_target)
         self._dbs.append(db)
         return db
 
     def spec(self) -> str:
-        """What a child process opens: ``file:<dir>`` or ``database:<db file>``."""
-        return f"file:{self.dir}" if self.backend == "file" else f"database:{self.db_path}"
+        """What a child process opens: ``file:<dir>`` or ``database:<path or URL>``."""
+        return f"file:{self.dir}" if self.backend == "file" else f"database:{self.db_target}"
 
     def close(self) -> None:
         for db in self._dbs:
             db.close()
 
 
-@pytest.fixture(params=["file", "database"])
+@pytest.fixture(params=["file", "sqlite", "postgresql"])
 def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
-    where = Place(request.param, tmp_path)
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    where = Place(request.param, tmp_path, url)
     try:
         yield where
     finally:
@@ -127,7 +129,7 @@ def test_backend_and_location(ks: Keystore, place: Place) -> None:
     if place.backend == "file":
         assert ks.path == place.dir and ks.location == str(place.dir)
     else:
-        assert ks.path is None and str(place.db_path) in ks.location
+        assert ks.path is None and "keystore_records" in ks.location
         assert not place.dir.exists()
     assert "unlocked" in repr(ks) and "keys=0" in repr(ks)
 
@@ -276,7 +278,11 @@ def test_two_processes_add_keys_at_once(ks: Keystore, place: Place) -> None:
     ]
     try:
         for child in children:
-            assert child.stdout is not None and child.stdout.readline().strip() == "READY"
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "READY":
+                child.kill()
+                _, err = child.communicate()
+                pytest.fail(f"a child did not start: {err}")
         for child in children:
             assert child.stdin is not None
             child.stdin.write("go\n")
