@@ -344,7 +344,10 @@ def _missing(
             "WalletConfig(keystore_backend='file'), or move it into the database with "
             "`waiaas keystore migrate-to-database`."
             if directory is not None and Keystore.exists(directory)
-            else " Restore the database from a backup that has its keystore_records."
+            else " If it keeps its keys in files, open it with "
+            "WalletConfig(keystore_backend='file', keystore_dir=...) or move them in with "
+            "`waiaas keystore migrate-to-database --keystore-dir ...`; otherwise restore the "
+            "database from a backup that has its keystore_records."
         )
         return KeystoreMissingError(
             "this database holds no keystore (its keystore_records table has no header), "

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from tests.e2e.conftest import SOL, new_agent, recipient
 from tests.security.test_tamper_evidence import _attack
+from tests.support.pg_schema import pg_server, pg_url
 from tests.support.rawdb import raw_connect
 from waiaas import (
     KeystoreMismatchError,
@@ -37,6 +38,8 @@ from waiaas.errors import KeystoreError, TamperDetectedError
 from waiaas.keystore.migrate import move_to_database
 from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, fund, local_chains
 from waiaas.types import AuditEvent, Transfer
+
+__all__ = ["pg_server", "pg_url"]  # fixtures
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -344,3 +347,55 @@ def test_a_lost_wal_takes_the_head_row_with_it(tmp_path: Path) -> None:
     with _open(db) as w:
         assert w.verify_audit().ok
         assert [a.name for a in w.list_agents()] == ["a"]
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def test_postgresql_keeps_its_keystore_in_the_database(pg_url: str, tmp_path: Path) -> None:
+    """On PostgreSQL "auto" is the database keystore; "file" needs keystore_dir."""
+    from waiaas.errors import InvalidInputError
+
+    with Wallet.open(
+        pg_url, password=TEST_PASSWORD, chains=local_chains(), config=fast_config()
+    ) as w:
+        assert w.keystore_path is None
+        agent = w.create_agent("a", "solana")
+        assert "keystore_records" in w._keystore.location
+    with raw_connect(pg_url) as conn:
+        assert conn.one("SELECT 1 FROM keystore_records WHERE name = ?", (f"keys/{agent.id}",))
+    with pytest.raises(InvalidInputError, match="keystore_dir"):
+        Wallet.open(
+            pg_url,
+            password=TEST_PASSWORD,
+            chains=local_chains(),
+            config=fast_config(keystore_backend="file"),
+        )
+
+
+def test_postgresql_with_a_file_keystore(pg_url: str, tmp_path: Path) -> None:
+    """A PostgreSQL wallet may keep its keys in files (keystore_dir); the database then has
+    no keystore rows, and opening it without the directory is refused; moving the files in
+    (with an explicit directory) makes it a database-keystore wallet."""
+    from waiaas.errors import InvalidInputError
+
+    directory = tmp_path / "wallet.keystore"
+    config = fast_config(keystore_backend="file", keystore_dir=str(directory))
+    with Wallet.open(pg_url, password=TEST_PASSWORD, chains=local_chains(), config=config) as w:
+        w.create_agent("a", "solana")
+        assert w.keystore_path == directory
+    with raw_connect(pg_url) as conn:
+        assert conn.all("SELECT name FROM keystore_records") == []
+    with pytest.raises(KeystoreMissingError, match="keystore_backend='file'"):
+        Wallet.open(pg_url, password=TEST_PASSWORD, chains=local_chains(), config=fast_config())
+    with pytest.raises(InvalidInputError, match="keystore_dir"):
+        move_to_database(pg_url, TEST_PASSWORD)
+    moved = move_to_database(pg_url, TEST_PASSWORD, keystore_dir=directory)
+    assert moved.old_directory.is_dir() and not directory.exists()
+    with Wallet.open(
+        pg_url, password=TEST_PASSWORD, chains=local_chains(), config=fast_config()
+    ) as w:
+        assert w.keystore_path is None
+        assert w.verify_audit().ok
+        agent = w.list_agents()[0]
+        assert w._keystore.public_key(agent.id) == agent.public_key

@@ -307,19 +307,22 @@ def keystore_migrate(
 ) -> None:
     """Move the file keystore into the wallet database, in one transaction (stop every
     process using the wallet first). The directory is kept, renamed *.migrated-<time>."""
-    from waiaas.cli._common import db_path, state
+    from waiaas.db import parse_target
     from waiaas.errors import PasswordUnavailableError
     from waiaas.keystore import resolve_password
     from waiaas.keystore.migrate import move_to_database
 
-    path = db_path(state(ctx))
+    st = state(ctx)
+    target: str | Path = st.db_url if st.db_url is not None else db_path(st)
+    if isinstance(target, str) and keystore_dir is None:
+        raise fail("a PostgreSQL wallet has no default keystore directory: pass --keystore-dir", 2)
     try:
-        password = resolve_password(None, keyring_user=str(path))
+        password = resolve_password(None, keyring_user=parse_target(target).location)
     except PasswordUnavailableError:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise
         password = typer.prompt("Master password", hide_input=True, err=True)
-    moved = move_to_database(path, password, keystore_dir=keystore_dir)
+    moved = move_to_database(target, password, keystore_dir=keystore_dir)
     del password
     if json_:
         emit_json(
@@ -330,7 +333,7 @@ def keystore_migrate(
             }
         )
     else:
-        out().print(f"moved {moved.records} keystore records into {path}")
+        out().print(f"moved {moved.records} keystore records into {parse_target(target).location}")
         out().print(
             f"the old directory is kept at {moved.old_directory}: delete it once the wallet "
             "opens and a backup of the database is taken",

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.pg_schema import pg_server, pg_url  # noqa: F401 - fixtures
+from tests.support.pg_schema import pg_server, pg_url
 from waiaas.config import KdfLimits
 from waiaas.db import Database
 from waiaas.errors import (
@@ -30,6 +30,8 @@ from waiaas.errors import (
     WrongPasswordError,
 )
 from waiaas.keystore import Keystore, generate_keypair
+
+__all__ = ["pg_server", "pg_url"]  # fixtures
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a brand new master password"
