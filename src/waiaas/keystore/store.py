@@ -1023,47 +1023,52 @@ class Keystore:
                                     field="new_password") from None  # fmt: skip
         if kdf is not None:
             _check_limits(kdf)
-        with self._store.writer():
-            generation, header = self._current_header(for_change=True)
-            old_master = _crypto.derive_key(
-                old_secret, header.salt, header.opslimit, header.memlimit
-            )
-            new_master: bytearray | None = None
-            seal_key: bytearray | None = None
+        # The KDF runs twice (seconds with production limits) before the writer lock is
+        # taken: the database backend holds the database's write lock while it writes.
+        generation, header = self._current_header()
+        old_master = _crypto.derive_key(old_secret, header.salt, header.opslimit, header.memlimit)
+        new_master: bytearray | None = None
+        seal_key: bytearray | None = None
+        try:
             try:
-                try:
-                    seal_key = bytearray(
-                        _crypto.unseal(old_master, header.seal_key, header.wrap_aad())
+                seal_key = bytearray(_crypto.unseal(old_master, header.seal_key, header.wrap_aad()))
+            except _crypto.AuthenticationFailed:
+                _log.warning("password change refused at %s: wrong password", self._store.location)
+                raise WrongPasswordError() from None
+            limits = kdf or KdfLimits(opslimit=header.opslimit, memlimit=header.memlimit)
+            salt = _crypto.new_salt()
+            new_master = _crypto.derive_key(new_secret, salt, limits.opslimit, limits.memlimit)
+            draft = _Header(header.keystore_id, header.created_at, limits.opslimit,
+                            limits.memlimit, salt, b"")  # fmt: skip
+            new_header = draft.with_seal_key(
+                _crypto.seal(new_master, bytes(seal_key), draft.wrap_aad())
+            )
+            new_generation = generation + 1
+            with self._store.writer():
+                live, live_header = self._current_header(for_change=True)
+                if live != generation or live_header.salt != header.salt:
+                    raise KeystoreError(
+                        f"the keystore at {self._store.location} had its password changed by "
+                        "another process meanwhile; nothing was changed (use the password "
+                        "now in force)",
+                        path=self._store.location,
                     )
-                except _crypto.AuthenticationFailed:
-                    _log.warning(
-                        "password change refused at %s: wrong password", self._store.location
-                    )
-                    raise WrongPasswordError() from None
-                limits = kdf or KdfLimits(opslimit=header.opslimit, memlimit=header.memlimit)
-                salt = _crypto.new_salt()
-                new_master = _crypto.derive_key(new_secret, salt, limits.opslimit, limits.memlimit)
-                draft = _Header(header.keystore_id, header.created_at, limits.opslimit,
-                                limits.memlimit, salt, b"")  # fmt: skip
-                new_header = draft.with_seal_key(
-                    _crypto.seal(new_master, bytes(seal_key), draft.wrap_aad())
-                )
-                new_generation = generation + 1
                 records = self._resealed(generation, header.keystore_id, old_master, new_master)
                 # The commit point: before it the old generation is in force, after it the
                 # new one.
                 self._store.replace_generation(
                     generation, new_generation, new_header.to_json(), records
                 )
-                with self._state:
-                    if self._master is not None:
-                        self._install(new_master, seal_key, new_generation, header.keystore_id)
-                        new_master = seal_key = None  # now owned by the keystore
-                self._store.drop_generation(generation)
-            finally:
-                _crypto.wipe(old_master)
-                _crypto.wipe(new_master)
-                _crypto.wipe(seal_key)
+            # Committed (the database backend commits when its writer ends).
+            with self._state:
+                if self._master is not None:
+                    self._install(new_master, seal_key, new_generation, header.keystore_id)
+                    new_master = seal_key = None  # now owned by the keystore
+            self._store.drop_generation(generation)
+        finally:
+            _crypto.wipe(old_master)
+            _crypto.wipe(new_master)
+            _crypto.wipe(seal_key)
         _log.info(
             "keystore password changed at %s (generation %d)",
             self._store.location,

@@ -241,6 +241,33 @@ def test_a_writer_under_the_old_password_is_refused(ks: Keystore, place: Place) 
     assert not ks.has_secret("late")
 
 
+def test_two_password_changes_at_once(
+    ks: Keystore, place: Place, populated: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The KDF runs before the writer lock; a change that lands meanwhile (another host)
+    wins and the slower one is refused with nothing changed."""
+    from waiaas.keystore import _crypto
+
+    other = reopen(place)
+    real = _crypto.derive_key
+    calls = 0
+
+    def derive(*args: Any) -> bytearray:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # ks has checked its current password: the other host changes it now
+            monkeypatch.setattr(_crypto, "derive_key", real)
+            other.change_password(PASSWORD, "the other host's password")
+        return real(*args)
+
+    monkeypatch.setattr(_crypto, "derive_key", derive)
+    with pytest.raises(KeystoreError, match="another process meanwhile"):
+        ks.change_password(PASSWORD, NEW_PASSWORD)
+    with pytest.raises(WrongPasswordError):
+        reopen(place, NEW_PASSWORD)
+    assert_intact(reopen(place, "the other host's password"), populated)
+
+
 # --------------------------------------------------------------------------- processes
 
 CHILD_ADD = textwrap.dedent(
