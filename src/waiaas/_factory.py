@@ -104,12 +104,16 @@ def keystore_backend(db: Database, config: WalletConfig) -> str:
         # "database", or moved there by `waiaas keystore migrate-to-database`).
         return "database" if dialect == POSTGRESQL or Keystore.exists(db) else "file"
     if choice == "file" and dialect == POSTGRESQL and config.keystore_dir is None:
-        raise InvalidInputError(
-            "keystore_backend='file' on PostgreSQL needs WalletConfig.keystore_dir (there is "
-            "no database file to put the keystore beside); or use the database backend",
-            field="keystore_backend",
-        )
+        raise _file_needs_dir()
     return choice
+
+
+def _file_needs_dir() -> InvalidInputError:
+    return InvalidInputError(
+        "keystore_backend='file' on PostgreSQL needs WalletConfig.keystore_dir (there is "
+        "no database file to put the keystore beside); or use the database backend",
+        field="keystore_backend",
+    )
 
 
 def _default_keystore_dir(db: Database, config: WalletConfig) -> Path | None:
@@ -142,6 +146,13 @@ def build_wallet(
         price_oracle=price_oracle,
         hooks=hooks,
     )
+    if (
+        config.keystore_backend == "file"
+        and config.keystore_dir is None
+        and isinstance(path, str | os.PathLike)
+        and parse_target(path).dialect == POSTGRESQL
+    ):
+        raise _file_needs_dir()  # before any connection is made
     if password is not None and _new_keystore_at(path, config):
         # A new wallet: refuse a weak password before any file is created.
         check_password_strength(password, config.min_password_length)

@@ -474,7 +474,7 @@ class Integrity:
 
 
 def _put_head_row(conn: Any, rid: int, digest_hex: str, mac: str) -> None:
-    """Insert or replace the ``audit-head`` row of ``keystore_records`` on ``conn``."""
+    """Write the ``audit-head`` row of ``keystore_records`` on ``conn`` (update, else insert)."""
     from sqlalchemy import insert, update
 
     from waiaas.db.tables import KeystoreRecordRow

@@ -91,8 +91,12 @@ def test_agents_send_in_parallel_with_one_audit_chain(pg_url: str, tmp_path: Pat
         wallet.close()
 
 
-def test_keystore_dir_is_required_on_postgresql(pg_url: str) -> None:
+def test_the_keystore_is_in_the_database_unless_a_directory_is_given(pg_url: str) -> None:
+    """PostgreSQL's default keystore is the database one; a file keystore needs its
+    directory (see tests/integration/test_keystore_database.py)."""
     from waiaas.errors import InvalidInputError
 
+    with Wallet.open(pg_url, password=TEST_PASSWORD, config=fast_config()) as wallet:
+        assert wallet.keystore_path is None
     with pytest.raises(InvalidInputError, match="keystore_dir"):
-        Wallet.open(pg_url, password=TEST_PASSWORD, config=fast_config())
+        Wallet.open(pg_url, password=TEST_PASSWORD, config=fast_config(keystore_backend="file"))

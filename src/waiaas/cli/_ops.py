@@ -316,8 +316,10 @@ def keystore_migrate(
     target: str | Path = st.db_url if st.db_url is not None else db_path(st)
     if isinstance(target, str) and keystore_dir is None:
         raise fail("a PostgreSQL wallet has no default keystore directory: pass --keystore-dir", 2)
+    parsed = parse_target(target)
+    where = str(parsed.path) if parsed.path is not None else parsed.location
     try:
-        password = resolve_password(None, keyring_user=parse_target(target).location)
+        password = resolve_password(None, keyring_user=where)
     except PasswordUnavailableError:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise
@@ -333,7 +335,7 @@ def keystore_migrate(
             }
         )
     else:
-        out().print(f"moved {moved.records} keystore records into {parse_target(target).location}")
+        out().print(f"moved {moved.records} keystore records into {where}")
         out().print(
             f"the old directory is kept at {moved.old_directory}: delete it once the wallet "
             "opens and a backup of the database is taken",

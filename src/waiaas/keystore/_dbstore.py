@@ -268,7 +268,8 @@ class DatabaseBackend:
     # ------------------------------------------------------------------ writes
 
     def _put_row(self, conn: Connection, name: str, generation: int, data: bytes) -> None:
-        """Insert or replace one row (the unit a fault-injection test interrupts)."""
+        """Write one row: update it, else insert it (the unit a fault-injection test
+        interrupts)."""
         body = data.decode("utf-8")
         now = self._clock.now()
         done = conn.execute(

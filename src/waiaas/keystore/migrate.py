@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from waiaas.clock import SystemClock
 from waiaas.errors import InvalidInputError, KeystoreError, KeystoreMismatchError, NotFoundError
 from waiaas.keystore._backend import ARCHIVE, HEADER, KEYS, SECRETS, Address
 from waiaas.keystore._dbstore import DatabaseBackend
@@ -103,9 +104,9 @@ def _move(db: object, source: Keystore, directory: Path) -> MovedKeystore:
     from waiaas.db.database import Database
 
     assert isinstance(db, Database)
-    files = source._store
-    assert isinstance(files, FileBackend)
-    target = DatabaseBackend(db, source._clock)
+    files = FileBackend(directory)
+    clock = SystemClock()
+    target = DatabaseBackend(db, clock)
     with db.read() as uow:
         _check_recorded(uow, source, directory)  # first: the right keystore at all?
     head = _verified_head(db, source, directory)
@@ -128,7 +129,7 @@ def _move(db: object, source: Keystore, directory: Path) -> MovedKeystore:
             integ.head_db = db
             integ.stage_head(uow, rid, digest)
         if expected is None:
-            uow.state.put(_KEYSTORE_STATE, {"id": keystore_id}, now=source._clock.now())
+            uow.state.put(_KEYSTORE_STATE, {"id": keystore_id}, now=clock.now())
         uow.commit()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         moved = directory.with_name(f"{directory.name}.migrated-{stamp}")

@@ -128,9 +128,15 @@ def test_pool_size(tmp_path: Path) -> None:
         db.close()
 
 
-def test_a_postgresql_wallet_needs_a_keystore_dir_for_now() -> None:
-    from waiaas import Wallet
+def test_a_postgresql_wallet_with_a_file_keystore_needs_a_keystore_dir() -> None:
+    """Refused before any connection is made (port 1 would refuse one), without the URL's
+    password in the message; the default (the database keystore) needs no directory."""
+    from waiaas import Wallet, WalletConfig
 
     with pytest.raises(InvalidInputError) as info:
-        Wallet.open(f"postgresql://u:{SECRET}@127.0.0.1:1/w", password="x" * 16)
-    assert info.value.field == "keystore_dir" and SECRET not in str(info.value)
+        Wallet.open(
+            f"postgresql://u:{SECRET}@127.0.0.1:1/w",
+            password="x" * 16,
+            config=WalletConfig(keystore_backend="file"),
+        )
+    assert info.value.field == "keystore_backend" and SECRET not in str(info.value)
