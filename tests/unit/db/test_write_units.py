@@ -153,6 +153,13 @@ UNITS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     ("_factory.py", "_report_tamper"): ((GLOBAL,), "a broken chain and a new checkpoint"),
     ("_factory.py", "_record_keystore"): ((GLOBAL,), "the keystore id in wallet_state"),
     ("integrity.py", "seal"): ((GLOBAL,), "first-time integrity keys, MACs of every row"),
+    ("keystore/_dbstore.py", "DatabaseBackend.writer"): (
+        (GLOBAL,),
+        "a keystore write with no unit of work to join (inside one it joins that unit: a "
+        "rotation in the agent's own unit touches only that agent's key rows); a password "
+        "change rewrites every row",
+    ),
+    ("keystore/migrate.py", "_move"): ((GLOBAL,), "the whole file keystore copied in"),
     ("wallet.py", "Wallet._audit"): ((GLOBAL,), "wallet-level audit rows (no agent)"),
     ("wallet.py", "Wallet.export_audit_checkpoint"): (
         (GLOBAL,),
