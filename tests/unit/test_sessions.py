@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+import sqlalchemy as sa
 
 from tests.support import sessions as shared
 from tests.support.sessions import T0, FrozenClock, MemorySecretStore
@@ -171,6 +172,7 @@ def test_secret_is_32_random_bytes_created_once_and_shared(
     assert store.puts == 1
 
 
+@pytest.mark.sqlite_only  # the database files; the rows on either backend: the test below
 def test_only_the_token_hash_is_stored(mgr: SessionManager, db: Database) -> None:
     """The row holds SHA-256(token) hex; the token's bytes are nowhere in the database files."""
     agent = add_agent(db)
@@ -183,6 +185,25 @@ def test_only_the_token_hash_is_stored(mgr: SessionManager, db: Database) -> Non
         data = path.read_bytes()
         assert issued.token.encode() not in data
         assert signature not in data
+
+
+def test_no_row_holds_the_token(mgr: SessionManager, db: Database) -> None:
+    """On either backend: no column of any row, in any table, holds the token or its
+    signature (only SHA-256(token) is stored)."""
+    agent = add_agent(db)
+    issued = mgr.issue(agent)
+    signature = issued.token.rsplit(".", 1)[1]
+    tables = sa.inspect(db.engine).get_table_names()
+    assert "sessions" in tables and "audit_log" in tables
+    seen = 0
+    with db.read() as uow:
+        for table in tables:
+            for row in uow.session.execute(sa.text(f'SELECT * FROM "{table}"')):
+                for value in row:
+                    shown = value.hex() if isinstance(value, bytes) else str(value)
+                    assert issued.token not in shown and signature not in shown, table
+                    seen += 1
+    assert seen > 0
 
 
 def test_each_token_has_a_distinct_jti(mgr: SessionManager, db: Database) -> None:
