@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import threading
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,46 @@ def test_a_refused_token_is_still_refused_on_a_third_party_chain(tmp_path: Path)
         wallet.revoke_session(wallet.list_sessions(agent_id)[0].session_id)
         with pytest.raises(AuthError):
             wallet.agent(token)
+
+
+class _ToyOracle:
+    """$2 per whole TOY; every other asset unknown."""
+
+    def price_usd(self, chain: str, asset: str) -> Decimal | None:
+        return Decimal("2") if (chain, asset) == ("toy", "native") else None
+
+
+def test_usd_rules_price_the_coin_the_adapter_declares(tmp_path: Path) -> None:
+    """The gate hands the adapter's native decimals to the evaluator: at $2 per TOY (6
+    decimals), 4 TOY ($8) is INSTANT under instant_max_usd=10 and 20 TOY ($40) is over the
+    $30 per-transaction cap. Without declared decimals the
+    coin is unpriced: the owner's approval."""
+    for adapter, declared in (
+        (ToyAdapter(ToyLedger()), True),
+        (BareToyAdapter(ToyLedger()), False),
+    ):
+        ledger = adapter.ledger
+        directory = tmp_path / ("full" if declared else "bare")
+        directory.mkdir()
+        with local_wallet(
+            directory,
+            chains=[adapter],
+            clock=FrozenClock(),
+            price_oracle=_ToyOracle(),
+        ) as wallet:
+            agent_id, token = _agent(wallet, ledger, 100_000_000)
+            wallet.add_policy(
+                "SPENDING_LIMIT",
+                {"per_transaction_usd": "30", "instant_max_usd": "10", "notify_max_usd": "20"},
+                agent_id=agent_id,
+            )
+            if declared:
+                small = wallet.send(token, Transfer(to=_dest(), amount=4_000_000))
+                assert (small.tier, small.status) == ("INSTANT", "CONFIRMED")
+                with pytest.raises(PolicyDeniedError):
+                    wallet.send(token, Transfer(to=_dest(), amount=20_000_000))
+            else:
+                # unpriced -> the owner's approval, and this agent has no owner: denied
+                with pytest.raises(PolicyDeniedError) as unpriced:
+                    wallet.send(token, Transfer(to=_dest(), amount=4_000_000))
+                assert "approval" in str(unpriced.value)

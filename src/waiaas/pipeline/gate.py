@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import func, select, text
 from sqlmodel import col
 
-from waiaas.chains.base import FeeQuote
+from waiaas.chains.base import FeeQuote, native_asset_of
 from waiaas.config import WalletConfig
 from waiaas.db.tables import AgentRow, AuditRow, PolicyRow
 from waiaas.db.uow import UnitOfWork
@@ -97,14 +97,19 @@ def spec_from_row(row: PolicyRow) -> PolicySpec:
     )
 
 
-def agent_context(agent: AgentRow) -> AgentContext:
-    """The evaluator's view of an agent."""
+def agent_context(agent: AgentRow, adapter: object = None) -> AgentContext:
+    """The evaluator's view of an agent; with its ``adapter``, the native coin as the
+    adapter names it (:class:`~waiaas.chains.base.SupportsNativeAsset`), so a third-party
+    chain's coin is priced and shown like the shipped families'."""
+    native = native_asset_of(adapter) if adapter is not None else None
     return AgentContext(
         id=agent.id,
         chain=agent.chain,
         network=agent.network,
         status=AgentStatus(agent.status),
         owner_address=agent.owner_address,
+        native_symbol=native.symbol if native is not None else None,
+        native_decimals=native.decimals if native is not None else None,
     )
 
 
@@ -197,7 +202,13 @@ class PolicyGate:
         assets = assets_to_price(req, agent, specs, usage, effects=effects)
         if not assets:
             return None
-        return lookup_prices(self.oracle, agent.chain, assets, decimals=decimals)
+        return lookup_prices(
+            self.oracle,
+            agent.chain,
+            assets,
+            decimals=decimals,
+            native_decimals=agent.native_decimals,
+        )
 
     def _inputs(
         self,
@@ -218,7 +229,7 @@ class PolicyGate:
             check_agent(uow.integrity, agent)
         specs = self.policies(uow, agent.id)
         usage = self.usage(uow, agent.id, now, specs, exclude_tx_id=exclude_tx_id)
-        context = agent_context(agent)
+        context = agent_context(agent, adapter)
         tokens = {t for item in _items(req) if (t := getattr(item, "token", None))}
         tokens |= {t for e in effects or () if isinstance(t := getattr(e, "token", None), str)}
         if self.oracle is not None:
