@@ -3,9 +3,8 @@
 ``db.write()`` takes the write lock up front (``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL
 advisory transaction locks as the first statements, per agent with ``db.write(agent_id=...)``),
 so a decision read inside it cannot be invalidated by another thread or process before it is
-written. Nothing is
-committed unless ``commit()`` is called; leaving the block (normally or by an exception)
-without it rolls everything back.
+written. Nothing is committed unless ``commit()`` is called; leaving the block (normally or by
+an exception) without it rolls everything back.
 
 Example::
 
