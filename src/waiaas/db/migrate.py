@@ -105,28 +105,32 @@ def _upgrade_pg(
                 trans.rollback()
             except Exception:  # the connection died: the server rolled back already
                 conn.invalidate()
-            if isinstance(exc, SchemaTooNewError | MigrationError):
+            if isinstance(exc, SchemaTooNewError) or not isinstance(exc, Exception):
                 raise
-            if isinstance(exc, StorageError):
-                if type(exc) is not StorageError:
-                    raise
-                raise MigrationError(
-                    f"migrating {path} from {before or 'empty'} to {wanted} failed: "
-                    f"{exc.message}; the database was left unchanged",
-                    path=path,
-                    revision=wanted,
-                ) from exc
-            if not isinstance(exc, Exception):
+            failure = _failed(exc, path, before, wanted)
+            if failure is exc:
                 raise
-            raise MigrationError(
-                f"migrating {path} from {before or 'empty'} to {wanted} failed: "
-                f"{type(exc).__name__}: {exc}; the database was left unchanged",
-                path=path,
-                revision=wanted,
-            ) from exc
+            raise failure from exc
         finally:
             conn.execution_options(**{BEGIN_OPTION: "DEFERRED"})
     return before
+
+
+def _failed(exc: Exception, path: str, before: str | None, wanted: str) -> Exception:
+    """What a failed upgrade raises: a MigrationError as it is; a specific storage error
+    (read-only, disk full, corrupt, locked, I/O) as it is, so it says what happened, not
+    "migration"; anything else as a MigrationError that says nothing was applied."""
+    if isinstance(exc, MigrationError) or (
+        isinstance(exc, StorageError) and type(exc) is not StorageError
+    ):
+        return exc
+    why = exc.message if isinstance(exc, StorageError) else f"{type(exc).__name__}: {exc}"
+    return MigrationError(
+        f"migrating {path} from {before or 'empty'} to {wanted} failed: {why}; the database "
+        "was left unchanged",
+        path=path,
+        revision=wanted,
+    )
 
 
 def upgrade(
@@ -168,24 +172,11 @@ def upgrade(
             raise translate(exc, operation="open", path=path) from exc
         try:
             _apply(conn, cfg, target, wanted, path)
-        except MigrationError:
-            raise
-        except StorageError as exc:
-            if type(exc) is not StorageError:
-                raise  # read-only, disk full, corrupt, locked, I/O: say so, not "migration"
-            raise MigrationError(
-                f"migrating {path} from {before or 'empty'} to {wanted} failed: "
-                f"{exc.message}; the database was left unchanged",
-                path=path,
-                revision=wanted,
-            ) from exc
         except Exception as exc:
-            raise MigrationError(
-                f"migrating {path} from {before or 'empty'} to {wanted} failed: "
-                f"{type(exc).__name__}: {exc}; the database was left unchanged",
-                path=path,
-                revision=wanted,
-            ) from exc
+            failure = _failed(exc, path, before, wanted)
+            if failure is exc:
+                raise
+            raise failure from exc
         finally:
             try:
                 raw.execute("PRAGMA foreign_keys = ON")
