@@ -504,11 +504,13 @@ def dialect_of(conn: Any) -> str:
     return "sqlite" if isinstance(conn, sqlite3.Connection) else "postgresql"
 
 
+@functools.lru_cache(maxsize=4)
 def verify_sql(dialect: str) -> str:
     """:data:`VERIFY_SQL` for ``dialect`` (parameters: agent id, first start)."""
     return adapt_sql(VERIFY_SQL, dialect)
 
 
+@functools.lru_cache(maxsize=4)
 def needs_rows_sql(dialect: str) -> str:
     """:data:`NEEDS_ROWS_SQL` for ``dialect`` (parameters: agent id, first start)."""
     if dialect == "postgresql":
