@@ -12,7 +12,10 @@ import pytest
 
 from tests.cli.conftest import Cli
 from tests.e2e.conftest import EvmOwner, SolanaOwner, new_agent, recipient
+from tests.support.pg_schema import pg_server, pg_url
 from waiaas import Transfer
+
+__all__ = ["pg_server", "pg_url"]  # fixtures for the PostgreSQL case
 
 SPEND = {"instant_max": "1", "notify_max": "2", "delay_max": "3"}
 
@@ -409,3 +412,28 @@ def test_error_paths_are_one_line(cli: Cli, args: list[str], fragment: str) -> N
 def test_kill_switch_status_with_a_wrong_password(cli: Cli) -> None:
     line = cli.error("kill-switch", "status", env={"WAIAAS_MASTER_PASSWORD": "wrong password 1"})
     assert "password" in line.lower() and "wrong password 1" not in line
+
+
+def test_init_creates_a_wallet_on_postgresql_once(pg_url: str) -> None:
+    """``init`` with a PostgreSQL URL as --db: the wallet and its keystore in that schema,
+    a second init refused, and the URL's password never printed."""
+    from typer.testing import CliRunner
+
+    from waiaas.cli import app
+    from waiaas.db import Database
+    from waiaas.keystore import Keystore
+
+    env = {"WAIAAS_MASTER_PASSWORD": "a new password"}
+    obj = {"config": {"kdf": {"opslimit": 1, "memlimit": 8192}}}
+    result = CliRunner().invoke(app, ["--db", pg_url, "init"], env=env, obj=obj)
+    assert result.exit_code == 0, result.output
+    assert "keystore in the database" in result.stdout
+    db = Database.open(pg_url)
+    try:
+        assert Keystore.exists(db)
+    finally:
+        db.close()
+    again = CliRunner().invoke(app, ["--db", pg_url, "init"], env=env, obj=obj)
+    assert again.exit_code == 1 and "already holds a wallet" in again.stderr
+    listed = CliRunner().invoke(app, ["--db", pg_url, "agents", "list"], env=env, obj=obj)
+    assert listed.exit_code == 0, listed.output

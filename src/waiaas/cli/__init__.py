@@ -129,11 +129,18 @@ def init(ctx: typer.Context) -> None:
     from waiaas.wallet import Wallet
 
     st = state(ctx)
-    path = db_path(st, must_exist=False)
-    if path.exists():
-        raise fail(f"{path} already exists")
+    target: Path | str
+    if st.db_url is not None:
+        target, keyring_user = st.db_url, _pg_location(st.db_url)
+        where = f"{keyring_user} (keystore in the database)"
+    else:
+        path = db_path(st, must_exist=False)
+        if path.exists():
+            raise fail(f"{path} already exists")
+        target, keyring_user = path, str(path.resolve())
+        where = f"{path} (keystore {path}.keystore)"
     try:
-        password = resolve_password(None, keyring_user=str(path.resolve()))
+        password = resolve_password(None, keyring_user=keyring_user)
     except PasswordUnavailableError:
         if not (sys.stdin.isatty() and sys.stderr.isatty()):
             raise
@@ -141,9 +148,25 @@ def init(ctx: typer.Context) -> None:
             "New master password", hide_input=True, confirmation_prompt=True, err=True
         )
     config = WalletConfig(**st.config)
-    Wallet.open(path, password=password, chains=st.chains or [], config=config).close()
+    Wallet.open(target, password=password, chains=st.chains or [], config=config).close()
     del password
-    out().print(f"created wallet {path} (keystore {path}.keystore)")
+    out().print(f"created wallet {where}")
+
+
+def _pg_location(url: str) -> str:
+    """The PostgreSQL wallet at ``url`` as the CLI names it (its password as ``***``);
+    refused when that schema already holds a wallet (``init`` never opens one twice)."""
+    from waiaas.cli._common import fail
+    from waiaas.db import Database
+    from waiaas.keystore import Keystore
+
+    db = Database.open(url)
+    try:
+        if Keystore.exists(db):
+            raise fail(f"{db.location} already holds a wallet")
+        return db.location
+    finally:
+        db.close()
 
 
 @app.command("mcp")
@@ -173,7 +196,7 @@ def mcp(
     from waiaas.integrations import mcp as _mcp
 
     st = state(ctx)
-    path = db if db is not None else st.db
+    path: Path | str | None = db if db is not None else (st.db or st.db_url)
     if path is None:
         raise fail("give --db (or WAIAAS_DB)", code=2)
     args = argparse.Namespace(
