@@ -59,19 +59,11 @@ def drop_schema(url: str, name: str) -> None:
 
 
 @pytest.fixture
-def pg_server() -> str:
+def pg_server(postgres_url: str) -> str:
     """The test server's URL: ``WAIAAS_TEST_POSTGRES_URL``, or the private server
     ``tests/support/postgres.py`` starts once per session. Skips the test when no server
     can be had, unless ``WAIAAS_REQUIRE_POSTGRES=1`` (CI), which fails it."""
-    from tests.support import postgres
-
-    try:
-        postgres.server_url()
-    except postgres.PostgresUnavailable as exc:
-        if postgres.required():
-            pytest.fail(f"{postgres.REQUIRE_ENV}=1 and no PostgreSQL server: {exc}")
-        pytest.skip(f"no PostgreSQL server: {exc}")
-    url = server_url()
+    url = server_url()  # set by the postgres_url fixture (tests/support/backend.py)
     assert url is not None
     return url
 
