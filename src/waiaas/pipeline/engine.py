@@ -78,6 +78,7 @@ from waiaas.errors import (
 from waiaas.ids import new_id
 from waiaas.pipeline import agent_states, approvals, killswitch, plans
 from waiaas.pipeline.gate import agent_context as approvals_context
+from waiaas.pipeline.ports import GatePort, SessionPort
 from waiaas.pipeline.report import DueProblem, DueReport
 from waiaas.pipeline.requests import (
     normalize_request,
@@ -185,8 +186,8 @@ class Pipeline:
         db: Database,
         keys: KeySource,
         adapters: Mapping[tuple[str, str], ChainAdapter],
-        sessions: Any,
-        gate: Any,
+        sessions: SessionPort,
+        gate: GatePort,
         clock: Clock,
         config: WalletConfig,
         notifier: EventSink | None = None,

@@ -17,6 +17,7 @@ from waiaas.chains.families import native_asset_for
 from waiaas.clock import Clock
 from waiaas.db import Database
 from waiaas.db.faults import stored_json
+from waiaas.notify.base import Notifier
 from waiaas.types import AuditEvent, Severity
 
 __all__ = ["PipelineNotifier"]
@@ -45,7 +46,7 @@ class PipelineNotifier:
     def __init__(
         self,
         db: Database,
-        target: Any,
+        target: Notifier | None,
         clock: Clock,
         *,
         link: Callable[[str], str | None] | None = None,
