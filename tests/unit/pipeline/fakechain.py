@@ -132,19 +132,17 @@ class FakeChain:
     def build(self, request: Request, sender: str, *, nonce: int | None = None) -> UnsignedTx:
         if not isinstance(request, Transfer):
             raise InvalidInputError(f"the fake chain cannot express {request.type}", field="type")
+        source = self.validate_address(sender)
+        number = self.pending_nonce(source) if nonce is None else nonce
         payload = {
-            "from": self.validate_address(sender),
+            "from": source,
             "to": self.validate_address(request.to),
             "value": request.amount,
-            "nonce": self.pending_nonce(sender) if nonce is None else nonce,
+            "nonce": number,
             "epoch": self.epoch,
         }
         return UnsignedTx(
-            chain=CHAIN,
-            sender=payload["from"],
-            payload=payload,
-            nonce=payload["nonce"],
-            fee_estimate=FEE,
+            chain=CHAIN, sender=source, payload=payload, nonce=number, fee_estimate=FEE
         )
 
     def estimate_fee(self, unsigned: UnsignedTx) -> int:
