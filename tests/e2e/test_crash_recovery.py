@@ -26,6 +26,8 @@ from waiaas import TxStatus
 from waiaas.types import AuditEvent
 
 CHILD = Path(__file__).with_name("wallet_child.py")
+# "admitted", "recorded", "submitted": the presigned path (bytes recorded and cleared in the
+# admission commit); "claimed", "signed": the claim path (the child turns presigning off).
 STAGES = ["admitted", "claimed", "signed", "submitted", "recorded"]
 AMOUNTS = {"solana": 1_234_567, "evm": 10**15 + 7}
 
@@ -117,7 +119,8 @@ def test_crash_before_signing_leaves_a_pending_row_that_executes_once(
 ) -> None:
     """A second crash while recovering (reopen, kill again) still ends in one confirmation."""
     spec, agent_id, recipient = prepare(tmp_path, chain_urls, "evm")
-    first = run_child({**spec, "mode": "crash", "stage": "admitted"})
+    # the claim path: admission leaves PENDING (presigned bytes would be SUBMITTED already)
+    first = run_child({**spec, "mode": "crash", "stage": "admitted", "presign": False})
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     tx_id = json.loads(first.stdout.splitlines()[0])["tx_id"]
     with open_wallet(spec) as wallet:

@@ -21,8 +21,9 @@ from waiaas.types import AuditEntry, Transfer, TxStatus
 from waiaas.wallet import Wallet
 
 EXPECTED_EVENTS = {
-    "instant": ["TX_REQUESTED", "TX_EXECUTING", "TX_SIGNED", "TX_SUBMITTED", "TX_CONFIRMED"],
-    "notify": ["TX_REQUESTED", "TX_EXECUTING", "TX_SIGNED", "TX_SUBMITTED", "TX_CONFIRMED"],
+    # INSTANT / NOTIFY: signed before admission's lock, recorded and cleared in its commit
+    "instant": ["TX_REQUESTED", "TX_SIGNED", "TX_SUBMITTED", "TX_CONFIRMED"],
+    "notify": ["TX_REQUESTED", "TX_SIGNED", "TX_SUBMITTED", "TX_CONFIRMED"],
     "delay": ["TX_REQUESTED", "TX_QUEUED", "TX_FAILED"],
     "cancelled": ["TX_REQUESTED", "TX_QUEUED", "TX_CANCELLED"],
     "approved": [

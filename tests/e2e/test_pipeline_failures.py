@@ -188,14 +188,16 @@ def test_stale_transaction_is_rebuilt_once(tmp_path: Path) -> None:
 
 def test_real_expired_blockhash_is_rebuilt(tmp_path: Path) -> None:
     """Without any injected error: the blockhash expires between signing and submission (a
-    stage hook drives LiteSVM), the chain refuses the bytes as stale, and the pipeline
-    rebuilds once and confirms."""
+    stage hook drives LiteSVM once the bytes are recorded), the chain refuses the bytes as
+    stale, and the pipeline rebuilds once and confirms."""
     from waiaas.pipeline.engine import PipelineHooks
 
     svm = LiteSVM()
+    expired: list[str] = []
 
     def expire(stage: str, tx_id: str) -> None:
-        if stage == "signed":
+        if stage == "recorded" and not expired:  # once: the rebuilt bytes are recorded too
+            expired.append(tx_id)
             svm.expire_blockhash()
 
     chains = [SolanaAdapter.local(svm=svm), EvmAdapter.local()]
@@ -383,7 +385,6 @@ def test_failure_on_chain_costs_only_the_fee(tmp_path: Path) -> None:
         assert result.error is not None and result.error.startswith("INSUFFICIENT_FUNDS")
         assert events_of(wallet, result.id) == [
             "TX_REQUESTED",
-            "TX_EXECUTING",
             "TX_SIGNED",
             "TX_SUBMITTED",
             "TX_FAILED",

@@ -278,6 +278,7 @@ def test_locked_between_admission_and_signing_fails_the_request(tmp_path: Path) 
     with local_wallet(
         tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=lock_after_admission)
     ) as w:
+        w._pipeline.presign = False  # the claim path: admission leaves the row PENDING
         holder.append(w)
         agent = new_agent(w, "solana")
         token = w.issue_session(agent.id).token
@@ -316,6 +317,7 @@ def test_resumed_pending_transaction_is_rechecked(tmp_path: Path) -> None:
     FAILED, instead of being sent on the strength of the old decision."""
     context, switch = _interrupted_wallet(tmp_path)
     with context as wallet:
+        wallet._pipeline.presign = False  # the claim path: admission leaves the row PENDING
         agent = new_agent(wallet, "solana")
         revoked = wallet.issue_session(agent.id)
         kept = wallet.issue_session(agent.id)
@@ -343,6 +345,7 @@ def test_resumed_pending_transaction_executes_when_still_allowed(tmp_path: Path)
     """An interrupted INSTANT request that is still allowed executes once when resumed."""
     context, switch = _interrupted_wallet(tmp_path)
     with context as wallet:
+        wallet._pipeline.presign = False  # the claim path: admission leaves the row PENDING
         agent = new_agent(wallet, "evm")
         token = wallet.issue_session(agent.id).token
         dest = recipient("evm")

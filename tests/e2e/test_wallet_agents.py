@@ -286,6 +286,7 @@ def test_terminate_cancels_a_pending_transaction(tmp_path: Path) -> None:
 
     hooks = PipelineHooks(on_stage=stop_after_admission)
     with local_wallet(tmp_path, clock=FrozenClock(), hooks=hooks) as wallet:
+        wallet._pipeline.presign = False  # the claim path: admission leaves the row PENDING
         agent = new_agent(wallet, "evm")
         token = wallet.issue_session(agent.id).token
         dest = recipient("evm")

@@ -64,6 +64,10 @@ def open_wallet(spec: dict[str, Any], hooks: PipelineHooks | None = None) -> Ite
             adapter.close()
 
 
+#: Stages an INSTANT send passes only on the claim path (admission did not presign it).
+CLAIM_STAGES = ("claimed", "signed")
+
+
 def crash(spec: dict[str, Any]) -> None:
     def on_stage(name: str, tx_id: str) -> None:
         if name == spec["stage"]:
@@ -72,6 +76,8 @@ def crash(spec: dict[str, Any]) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     with open_wallet(spec, PipelineHooks(on_stage=on_stage)) as wallet:
+        # the claim path's stages ("claimed", "signed") exist only without presigning
+        wallet._pipeline.presign = spec.get("presign", spec["stage"] not in CLAIM_STAGES)
         wallet.send(spec["token"], Transfer(to=spec["to"], amount=int(spec["amount"])))
     sys.stdout.write(json.dumps({"finished": True}) + "\n")
 

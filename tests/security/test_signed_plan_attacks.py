@@ -169,6 +169,7 @@ def test_item9_resumed_instant_that_now_needs_delay_is_queued(tmp_path: Path, ch
             raise _Crash
 
     with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=stop)) as w:
+        w._pipeline.presign = False  # the claim path: admission leaves the row PENDING
         agent = new_agent(w, chain)
         token = w.issue_session(agent.id).token
         dest = recipient(chain)
@@ -207,6 +208,7 @@ def test_item10_bytes_signed_before_the_kill_switch_are_never_sent(
             holder["w"].kill_switch("stop everything")
 
     with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=kill)) as w:
+        w._pipeline.presign = False  # the claim path: signed, recorded, then cleared
         holder["w"] = w
         agent = new_agent(w, chain)
         token = w.issue_session(agent.id).token
@@ -240,6 +242,7 @@ def test_item10_recovery_holds_unsent_bytes_while_the_switch_is_on(
             raise _Crash
 
     with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=crash)) as w:
+        w._pipeline.presign = False  # the claim path: signed, recorded, then cleared
         agent = new_agent(w, chain)
         token = w.issue_session(agent.id).token
         dest = recipient(chain)
@@ -273,6 +276,7 @@ def test_item10_held_bytes_of_a_suspended_agent_are_never_sent(tmp_path: Path, c
             raise _Crash
 
     with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=crash)) as w:
+        w._pipeline.presign = False  # the claim path: signed, recorded, then cleared
         agent = new_agent(w, chain)
         token = w.issue_session(agent.id).token
         dest = recipient(chain)

@@ -85,7 +85,7 @@ from waiaas.pipeline.requests import (
     parse_request,
     summary,
 )
-from waiaas.pipeline.states import transition
+from waiaas.pipeline.states import BORN, transition
 from waiaas.policy.evaluate import applicable
 from waiaas.policy.explain import agent_denial, deciding_reasons, next_allowed_time
 from waiaas.policy.rules import TimeRestrictionRules
@@ -204,6 +204,10 @@ class Pipeline:
         self.notifier = notifier
         self.hooks = hooks or PipelineHooks()
         self._sleep = sleep
+        #: Sign INSTANT/NOTIFY requests before admission's lock and record the bytes in the
+        #: admission commit (see :meth:`_presign`); ``False`` sends every request through
+        #: the claim path (tests of that path's crash points turn it off).
+        self.presign = True
 
     # ================================================================== helpers
 
@@ -388,6 +392,7 @@ class Pipeline:
         outbox = _Outbox()
         denied: PolicyDeniedError | None = None
         agent_id: str | None = None
+        presigned: _Presigned | None = None
         # What needs the chain (building the plan, token reads) happens before the write lock.
         early = self._prepare_unlocked(token, req, now)
         try:
@@ -406,10 +411,14 @@ class Pipeline:
                 adapter = self.adapter_for(agent.chain, agent.network)
                 req = normalize_request(adapter, req)
                 prepared = early.for_(agent, req) if early is not None else None
+                if prepared is not None and early is not None:
+                    presigned = early.presigned
                 if prepared is None:  # not prepared above (rare): build it here
                     prepared = plans.prepare_or_defer(adapter, req, agent.public_key)
-                row, denied = self._admit(uow, agent, verified, req, now, outbox, prepared)
-                if denied is None and uow.integrity is not None:
+                row, denied = self._admit(
+                    uow, agent, verified, req, now, outbox, prepared, presigned=presigned
+                )
+                if denied is None and uow.integrity is not None and row.integrity is None:
                     from waiaas.integrity import tx_mac
 
                     uow.transactions.update_fields(row.id, integrity=tx_mac(uow.integrity, row))
@@ -432,6 +441,10 @@ class Pipeline:
         if denied is not None:
             raise denied
         self.hooks.stage("admitted", row.id)
+        if row.status == S.SUBMITTED and presigned is not None:
+            # The bytes were recorded and cleared for broadcast in the admission commit.
+            self.hooks.stage("recorded", row.id)
+            return self._submit_stage(row.id, presigned.signed, row, fresh=True, cleared=True)
         if row.status == S.PENDING:
             try:
                 return self.execute(row.id)
@@ -451,17 +464,76 @@ class Pipeline:
             with self.db.read() as uow:
                 verified = self.sessions.verify_in(uow, token, now)
                 agent = uow.agents.get(verified.agent_id)
+                stopped = self.presign and killswitch.is_active(uow)
             if agent is None or agent.status != "ACTIVE":
                 return None
             adapter = self.adapters.get((agent.chain, agent.network))
             if adapter is None:
                 return None
             normalized = normalize_request(adapter, req)
-            prepared = plans.prepare_or_defer(adapter, normalized, agent.public_key)
+            # Bytes signed here carry the nonce the node expects next (the one the claim
+            # path would reserve first); admission records them only if no in-flight row
+            # holds it. Without presigning the nonce is chosen at the claim.
+            hint = None
+            if self.presign and not stopped and isinstance(adapter, SupportsNonces):
+                hint = adapter.pending_nonce(agent.public_key)
+            prepared = plans.prepare_or_defer(adapter, normalized, agent.public_key, nonce=hint)
         except WaiaasError:
             return None
         _warm_decimals(adapter, normalized, prepared.effects)
-        return _Early(agent.id, agent.public_key, normalized, prepared)
+        presigned = None
+        if self.presign and not stopped:
+            presigned = self._presign(adapter, agent, prepared)
+        return _Early(agent.id, agent.public_key, normalized, prepared, presigned)
+
+    def _presign(
+        self, adapter: ChainAdapter, agent: AgentRow, prepared: plans.Prepared
+    ) -> _Presigned | None:
+        """Sign the transaction whose plan admission is about to judge, before its lock:
+        the very transaction the plan, its digest and its effects were read from, with the
+        fee judged held (:func:`plans.hold_fee`) and its simulation checked against those
+        effects, as the claim path does before it signs.
+
+        The bytes stay in memory. Admission records them (with SUBMITTED, in its own commit)
+        only when it judged them INSTANT or NOTIFY under the lock, with the kill switch off,
+        the agent active, no other transaction of the agent being signed, the nonce still
+        free and no live twin of the bytes; otherwise they are dropped unsent and the claim
+        path builds, checks and signs after admission as before. ``None`` when they cannot
+        be signed here (no plan, a locked keystore, a refused simulation, a node error):
+        the claim path then meets the same condition and records it.
+        """
+        unsigned = prepared.unsigned
+        if unsigned is None or prepared.plan is None or self.keys.locked:
+            return None
+        judged = {"network_fee": plans.fee_to_json(prepared.fee)} if prepared.fee else {}
+        try:
+            unsigned = plans.hold_fee(adapter, unsigned, judged)
+            simulation = plans.check_simulation(
+                adapter, unsigned, prepared.effects, required=self.config.require_simulation
+            )
+            with self.keys.use_key(agent.id) as secret:
+                signed: SignedTx = adapter.sign(unsigned, secret)
+        except WaiaasError:
+            return None
+        return _Presigned(signed, simulation)
+
+    def _take_presigned(
+        self, uow: UnitOfWork, agent: AgentRow, row: TransactionRow, presigned: _Presigned
+    ) -> SignedTx | None:
+        """Inside admission's write: whether the bytes signed before the lock may be
+        recorded with the request (the conditions the claim path checks before it signs)."""
+        if self._other_claim(uow, agent.id, exclude=row.id) is not None:
+            return None  # one signing at a time per agent: the claim path waits its turn
+        signed = presigned.signed
+        if signed.nonce is not None and signed.nonce != self._reserve_nonce(
+            uow, agent, exclude=row.id, hint=signed.nonce
+        ):
+            return None  # the nonce is another in-flight transaction's
+        try:
+            self._take_hash(uow, row, signed)
+        except _DuplicateBytes:
+            return None
+        return signed
 
     def _verify_stored(
         self,
@@ -626,6 +698,8 @@ class Pipeline:
         now: int,
         outbox: _Outbox,
         prepared: plans.Prepared | None = None,
+        *,
+        presigned: _Presigned | None = None,
     ) -> tuple[TransactionRow, PolicyDeniedError | None]:
         amount, to, asset = summary(req)
         prepared = prepared or plans.Prepared(None, None, None)
@@ -719,6 +793,22 @@ class Pipeline:
             uow, verified, req, network=agent.network, now=now, spend=spent, fees=decision.fees
         )
         row.tier = tier.value
+        signed: SignedTx | None = None
+        if presigned is not None and tier in (Tier.INSTANT, Tier.NOTIFY):
+            signed = self._take_presigned(uow, agent, row, presigned)
+        if signed is not None and presigned is not None:
+            # Recorded and cleared for broadcast in this commit: PENDING -> SUBMITTED.
+            row.status = S.SUBMITTED
+            row.tx_hash = signed.tx_hash
+            meta["simulation"] = presigned.simulation
+            meta["signed"] = _signed_json(signed)
+        if tier not in (Tier.DELAY, Tier.APPROVAL):
+            row.metadata_json = json.dumps(meta, separators=(",", ":"))
+            if uow.integrity is not None:
+                from waiaas.integrity import tx_mac
+
+                row.integrity = tx_mac(uow.integrity, row)
+        assert row.status in BORN
         uow.transactions.add(row)
         uow.audit.append(
             E.TX_REQUESTED,
@@ -734,6 +824,26 @@ class Pipeline:
                 **({"plan_digest": prepared.digest} if prepared.digest else {}),
             },
         )
+        if signed is not None:
+            # The same record as the claim path's: the bytes (TX_SIGNED, with their hash),
+            # then their clearing for broadcast (TX_SUBMITTED), in one commit.
+            uow.audit.append(
+                E.TX_SIGNED,
+                actor="system",
+                now=now,
+                **common,
+                details={
+                    "tx_hash": signed.tx_hash,
+                    **({"nonce": signed.nonce} if signed.nonce is not None else {}),
+                },
+            )
+            uow.audit.append(
+                E.TX_SUBMITTED,
+                actor="system",
+                now=now,
+                **common,
+                details={"from": S.PENDING.value, "to": S.SUBMITTED.value},
+            )
         if tier in (Tier.DELAY, Tier.APPROVAL):
             extra: dict[str, Any] = {}
             if tier == Tier.DELAY:
@@ -768,9 +878,7 @@ class Pipeline:
             row.status = S.QUEUED
             row.queued_at = now
             outbox.add(E.TX_QUEUED, tx_id=tx_id, agent_id=agent.id, tier=tier.value, **extra)
-        else:
-            uow.transactions.update_fields(tx_id, metadata=meta)
-        row.metadata_json = json.dumps(meta, separators=(",", ":"))
+            row.metadata_json = json.dumps(meta, separators=(",", ":"))
         if tier == Tier.NOTIFY:
             outbox.add(E.TX_REQUESTED, tx_id=tx_id, agent_id=agent.id, tier=tier.value)
         return row, None
@@ -1429,6 +1537,7 @@ class Pipeline:
         *,
         recovering: bool = False,
         fresh: bool = False,
+        cleared: bool = False,
     ) -> TransactionRow:
         """Clear ``signed`` for broadcast, send it (retrying, rebuilding once if stale),
         confirm.
@@ -1444,7 +1553,9 @@ class Pipeline:
         ``fresh`` says these bytes were just signed and never sent: a stale refusal of their
         first sending proves they did not land. Bytes that may have been sent before (a retry
         after a timeout, a resend after a crash) are only replaced when the chain proves
-        their absence (DROPPED).
+        their absence (DROPPED). ``cleared``: the caller's commit already recorded the
+        bytes and moved the row to SUBMITTED with these checks (admission of presigned
+        bytes), so the first sending needs no clearing unit of work.
         """
         if row is None:
             row = self.get_row(tx_id)
@@ -1458,7 +1569,10 @@ class Pipeline:
         attempt = 0
         recorded = False
         while True:
-            if not self._clear_for_broadcast(tx_id, recovering=recovering or recorded):
+            if cleared:
+                cleared = False  # once: a retry is cleared again, as bytes that may be out
+                recorded = True
+            elif not self._clear_for_broadcast(tx_id, recovering=recovering or recorded):
                 return self.get_row(tx_id)
             if not recorded:
                 self.hooks.stage("recorded", tx_id)
@@ -2762,6 +2876,18 @@ class _AgentWait:
 
 
 @dataclass(frozen=True)
+class _Presigned:
+    """Bytes signed before admission's lock for the plan it judges (:meth:`Pipeline._presign`);
+    never stored or sent unless admission records them."""
+
+    signed: SignedTx
+    simulation: str
+
+    def __repr__(self) -> str:
+        return f"_Presigned({self.signed!r}, simulation={self.simulation!r})"
+
+
+@dataclass(frozen=True)
 class _Early:
     """What admission prepared before its write lock, for one agent and request."""
 
@@ -2769,6 +2895,7 @@ class _Early:
     public_key: str
     request: Request
     prepared: plans.Prepared
+    presigned: _Presigned | None = None
 
     def for_(self, agent: AgentRow, request: Request) -> plans.Prepared | None:
         """The prepared plan, if it was built for this agent, key and request."""

@@ -12,7 +12,7 @@ Internal to the pipeline.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from waiaas.chains.base import (
@@ -76,6 +76,8 @@ class Prepared:
     effects: tuple[Effect, ...] | None
     deferred: str | None = None  # why the plan could not be built at admission
     fee: FeeQuote | None = None
+    #: the transaction the plan was read from (never stored: admission may sign it as is)
+    unsigned: UnsignedTx | None = field(default=None, compare=False, repr=False)
 
     @property
     def calldata(self) -> bytes:
@@ -153,28 +155,39 @@ def quote_fee(adapter: ChainAdapter, unsigned: UnsignedTx) -> FeeQuote | None:
     return None
 
 
-def prepare(adapter: ChainAdapter, request: Any, sender: str) -> Prepared:
-    """Build ``request`` for ``sender`` and read what it will do.
+def prepare(
+    adapter: ChainAdapter, request: Any, sender: str, *, nonce: int | None = None
+) -> Prepared:
+    """Build ``request`` for ``sender`` (with ``nonce`` where the chain has nonces and the
+    caller chose one) and read what it will do.
 
     Raises:
         InvalidInputError / ChainError: the request cannot be built on this chain now.
     """
     if not isinstance(adapter, SupportsPlans):
         return Prepared(None, None, None)
-    unsigned = adapter.build(request, sender, nonce=None)
+    unsigned = adapter.build(request, sender, nonce=nonce)
     plan = adapter.plan_of(unsigned)
     effects = decode_plan(plan, lookup=adapter.account_lookup())
-    return Prepared(plan, plan_digest(plan), tuple(effects), fee=quote_fee(adapter, unsigned))
+    return Prepared(
+        plan,
+        plan_digest(plan),
+        tuple(effects),
+        fee=quote_fee(adapter, unsigned),
+        unsigned=unsigned,
+    )
 
 
-def prepare_or_defer(adapter: ChainAdapter, request: Any, sender: str) -> Prepared:
+def prepare_or_defer(
+    adapter: ChainAdapter, request: Any, sender: str, *, nonce: int | None = None
+) -> Prepared:
     """:func:`prepare`, or an empty :class:`Prepared` marked deferred when the request cannot
     be built now (insufficient funds, a node error): the request is then judged as written
     at admission, and its plan is built and judged on its effects before it is signed."""
     from waiaas.errors import ChainError, InvalidInputError
 
     try:
-        return prepare(adapter, request, sender)
+        return prepare(adapter, request, sender, nonce=nonce)
     except (ChainError, InvalidInputError) as exc:
         return Prepared(None, None, None, deferred=f"{exc.code}: {exc.message}")
 

@@ -13,6 +13,12 @@
     EXECUTING/SUBMITTED ──► EXECUTING   (stale: rebuilt once with new bytes)
     EXECUTING ──► PENDING / QUEUED  (a claim released before any bytes were recorded)
 
+A row is born (inserted by admission) in one of :data:`BORN`: PENDING (to be claimed and
+signed), FAILED (denied by policy), or SUBMITTED when admission recorded bytes signed before
+its lock for an INSTANT/NOTIFY request (audited TX_REQUESTED, TX_SIGNED, TX_SUBMITTED in
+one commit: the claim path's PENDING -> EXECUTING -> SUBMITTED in one step). QUEUED rows are
+born PENDING and moved in the same commit.
+
 Every change is ``UPDATE ... WHERE status = <expected>`` and writes its audit row in the same
 database transaction; a lost race raises :class:`InvalidTransitionError`.
 """
@@ -27,7 +33,7 @@ from waiaas.db.uow import UnitOfWork
 from waiaas.errors import InvalidTransitionError
 from waiaas.types import AuditEvent, TxStatus
 
-__all__ = ["ALLOWED", "can_transition", "cancel_found", "transition"]
+__all__ = ["ALLOWED", "BORN", "can_transition", "cancel_found", "transition"]
 
 S = TxStatus
 ALLOWED: Mapping[TxStatus, frozenset[TxStatus]] = {
@@ -46,6 +52,10 @@ ALLOWED: Mapping[TxStatus, frozenset[TxStatus]] = {
     S.CANCELLED: frozenset(),
     S.EXPIRED: frozenset(),
 }
+
+
+#: The statuses admission inserts a row in (see the module's docstring).
+BORN: frozenset[TxStatus] = frozenset({S.PENDING, S.FAILED, S.SUBMITTED})
 
 
 def can_transition(current: TxStatus, target: TxStatus) -> bool:

@@ -1,0 +1,239 @@
+"""Bytes signed before admission's lock (the INSTANT/NOTIFY fast path) are recorded and sent
+only when admission, under its lock, judged that very transaction INSTANT or NOTIFY with
+nothing standing in the way. Each test moves something between the signing and the lock
+(the adapter's ``sign`` is wrapped to do it right after it signs) and shows the bytes are
+dropped: never recorded, never on the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import TIER_AMOUNTS, events_of, new_agent, recipient
+from waiaas.chains.base import ChainTxState, SignedTx
+from waiaas.errors import (
+    AgentNotActiveError,
+    AuthError,
+    KillSwitchActiveError,
+    PolicyDeniedError,
+)
+from waiaas.pipeline.engine import PipelineHooks
+from waiaas.testing import FrozenClock, local_wallet
+from waiaas.types import Transfer
+from waiaas.wallet import Wallet
+
+NETWORK = {"solana": "localnet", "evm": "local"}
+
+
+@pytest.fixture(params=["solana", "evm"])
+def chain(request: pytest.FixtureRequest) -> str:
+    """Each chain family in turn."""
+    return str(request.param)
+
+
+@pytest.fixture
+def wallet(tmp_path: Path) -> Iterator[Wallet]:
+    with local_wallet(tmp_path, clock=FrozenClock()) as w:
+        yield w
+
+
+def _after_first_sign(
+    monkeypatch: pytest.MonkeyPatch, wallet: Wallet, chain: str, action: Callable[[], Any]
+) -> list[SignedTx]:
+    """Run ``action`` right after the adapter signs for the first time (the presigning,
+    before admission's lock); returns the bytes signed then."""
+    adapter = wallet.network_adapter(chain, NETWORK[chain])
+    original = adapter.sign
+    signed: list[SignedTx] = []
+
+    def sign(unsigned: Any, secret: Any) -> SignedTx:
+        out: SignedTx = original(unsigned, secret)
+        if not signed:
+            signed.append(out)
+            action()
+        return out
+
+    monkeypatch.setattr(adapter, "sign", sign)
+    return signed
+
+
+def _never_sent(wallet: Wallet, chain: str, signed: SignedTx) -> None:
+    status = wallet.network_adapter(chain, NETWORK[chain]).get_status(signed)
+    assert status.state in (ChainTxState.NOT_FOUND, ChainTxState.DROPPED), status
+
+
+def _no_row_holds(wallet: Wallet, agent_id: str, signed: SignedTx) -> None:
+    assert all(t.tx_hash != signed.tx_hash for t in wallet.list_transactions(agent_id=agent_id))
+
+
+def test_the_fast_path_records_the_bytes_it_signed(wallet: Wallet, chain: str) -> None:
+    """Baseline: with nothing in the way, the presigned bytes are the ones recorded and sent
+    (one signature, no claim), in the audited order of the claim path minus the claim."""
+    agent = new_agent(wallet, chain)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient(chain)
+    amount = TIER_AMOUNTS[chain]["INSTANT"]
+    result = wallet.send(token, Transfer(to=dest, amount=amount))
+    assert (result.status, result.tier) == ("CONFIRMED", "INSTANT")
+    assert events_of(wallet, result.id) == [
+        "TX_REQUESTED",
+        "TX_SIGNED",
+        "TX_SUBMITTED",
+        "TX_CONFIRMED",
+    ]
+    assert wallet.network_adapter(chain, NETWORK[chain]).get_balance(dest) == amount
+
+
+def test_kill_switch_between_signing_and_admission(
+    wallet: Wallet, chain: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = new_agent(wallet, chain)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient(chain)
+    signed = _after_first_sign(monkeypatch, wallet, chain, lambda: wallet.kill_switch("incident"))
+    with pytest.raises(KillSwitchActiveError):
+        wallet.send(token, Transfer(to=dest, amount=TIER_AMOUNTS[chain]["INSTANT"]))
+    assert signed, "the request was not presigned"
+    _never_sent(wallet, chain, signed[0])
+    _no_row_holds(wallet, agent.id, signed[0])
+    assert wallet.network_adapter(chain, NETWORK[chain]).get_balance(dest) == 0
+
+
+def test_suspension_between_signing_and_admission(
+    wallet: Wallet, chain: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = new_agent(wallet, chain)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient(chain)
+    signed = _after_first_sign(monkeypatch, wallet, chain, lambda: wallet.suspend_agent(agent.id))
+    with pytest.raises((AgentNotActiveError, AuthError)):
+        wallet.send(token, Transfer(to=dest, amount=TIER_AMOUNTS[chain]["INSTANT"]))
+    assert signed
+    _never_sent(wallet, chain, signed[0])
+    _no_row_holds(wallet, agent.id, signed[0])
+
+
+def test_session_revoked_between_signing_and_admission(
+    wallet: Wallet, chain: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = new_agent(wallet, chain)
+    issued = wallet.issue_session(agent.id)
+    dest = recipient(chain)
+    signed = _after_first_sign(
+        monkeypatch, wallet, chain, lambda: wallet.revoke_session(issued.session_id)
+    )
+    with pytest.raises(AuthError):
+        wallet.send(issued.token, Transfer(to=dest, amount=TIER_AMOUNTS[chain]["INSTANT"]))
+    assert signed
+    _never_sent(wallet, chain, signed[0])
+    assert wallet.list_transactions(agent_id=agent.id) == []
+
+
+def test_a_deny_rule_added_between_signing_and_admission(
+    wallet: Wallet, chain: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = new_agent(wallet, chain)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient(chain)
+    signed = _after_first_sign(
+        monkeypatch,
+        wallet,
+        chain,
+        lambda: wallet.add_policy(
+            "ALLOWED_ADDRESSES", {"addresses": [recipient(chain)]}, agent_id=agent.id
+        ),
+    )
+    with pytest.raises(PolicyDeniedError) as info:
+        wallet.send(token, Transfer(to=dest, amount=TIER_AMOUNTS[chain]["INSTANT"]))
+    assert signed
+    _never_sent(wallet, chain, signed[0])
+    row = wallet.get_transaction(str(info.value.tx_id))
+    assert row.status == "FAILED" and row.tx_hash is None
+    assert "TX_SIGNED" not in events_of(wallet, row.id)
+
+
+def test_a_stricter_tier_between_signing_and_admission_queues_without_the_bytes(
+    wallet: Wallet, chain: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limit drops while the request is being signed: admission judges it DELAY and
+    queues it; the presigned bytes are dropped. After the cooldown the claim path builds,
+    checks and signs it again, and the recipient is paid once."""
+    agent = new_agent(wallet, chain)
+    token = wallet.issue_session(agent.id).token
+    dest = recipient(chain)
+    amount = TIER_AMOUNTS[chain]["INSTANT"]
+    signed = _after_first_sign(
+        monkeypatch,
+        wallet,
+        chain,
+        lambda: wallet.add_policy(
+            "SPENDING_LIMIT",
+            {"instant_max": "1", "notify_max": "2", "delay_max": str(10**30)},
+            agent_id=agent.id,
+        ),
+    )
+    result = wallet.send(token, Transfer(to=dest, amount=amount))
+    assert (result.status, result.tier) == ("QUEUED", "DELAY")
+    assert result.tx_hash is None and "TX_SIGNED" not in events_of(wallet, result.id)
+    assert signed
+    adapter = wallet.network_adapter(chain, NETWORK[chain])
+    assert adapter.get_balance(dest) == 0
+    clock = wallet.clock
+    assert isinstance(clock, FrozenClock)
+    clock.advance(wallet.config.delay_seconds)
+    wallet.process_due()
+    done = wallet.get_transaction(result.id)
+    assert done.status == "CONFIRMED", done.error
+    assert adapter.get_balance(dest) == amount
+    assert events_of(wallet, result.id).count("TX_SIGNED") == 1
+
+
+def test_evm_presigned_nonce_held_by_an_unsent_row_goes_to_the_claim_path(tmp_path: Path) -> None:
+    """EVM: the first request is stopped after its admission commit (bytes with nonce n
+    recorded, never sent), so the node still expects nonce n. The second request is presigned
+    with n; admission sees n held by the first row and drops those bytes: the claim path
+    signs it with n + 1. Recovery (as on the next open) then sends the first; each recipient
+    is paid once."""
+    stop = {"on": True}
+
+    class _Stop(BaseException):
+        pass
+
+    def hook(stage: str, tx_id: str) -> None:
+        if stage == "recorded" and stop["on"]:
+            stop["on"] = False
+            raise _Stop
+
+    with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=hook)) as w:
+        agent = new_agent(w, "evm")
+        token = w.issue_session(agent.id).token
+        first_to, second_to = recipient("evm"), recipient("evm")
+        amount = TIER_AMOUNTS["evm"]["INSTANT"]
+        with pytest.raises(_Stop):
+            w.send(token, Transfer(to=first_to, amount=amount))
+        (first,) = w.list_transactions(agent_id=agent.id)
+        assert first.status == "SUBMITTED"
+        held = [e for e in events_of_entries(w, first.id) if e.event_type == "TX_SIGNED"]
+        nonce = held[0].details["nonce"]
+        second = w.send(token, Transfer(to=second_to, amount=amount))
+        events = events_of(w, second.id)
+        assert "TX_EXECUTING" in events  # the claim path, not the presigned bytes
+        signed = [e for e in events_of_entries(w, second.id) if e.event_type == "TX_SIGNED"]
+        assert [e.details["nonce"] for e in signed] == [nonce + 1]
+        w._pipeline.recover()  # what the next Wallet.open runs: the first bytes are sent
+        w.process_due()
+        adapter = w.network_adapter("evm", "local")
+        assert w.get_transaction(first.id).status == "CONFIRMED"
+        assert w.get_transaction(second.id).status == "CONFIRMED"
+        assert adapter.get_balance(first_to) == amount
+        assert adapter.get_balance(second_to) == amount
+
+
+def events_of_entries(wallet: Wallet, tx_id: str) -> list[Any]:
+    from tests.e2e.conftest import all_audit
+
+    return all_audit(wallet, tx_id=tx_id)
