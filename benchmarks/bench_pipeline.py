@@ -17,15 +17,16 @@ Run ``python benchmarks/bench_pipeline.py`` (defaults take about two minutes on 
   ``overhead_ms_per_tx`` = the wallet's extra time per transaction.
 * ``stages``: p50 / p99 milliseconds per pipeline stage of an INSTANT transfer on LiteSVM,
   stamped with ``time.perf_counter()`` from ``PipelineHooks(on_stage=...)``: admission (send
-  start -> ``admitted``: session, build + plan + decoded effects, policies, usage, row +
-  audit committed), sign (``admitted`` -> ``signed``: re-checks, build, plan check,
-  simulation, sign, EXECUTING committed), record (``signed`` -> ``recorded``: kill switch and
-  agent checked, SUBMITTED committed), submit (``recorded`` -> ``submitted``: sent) and confirm
-  (``submitted`` -> ``send`` returns: confirmation, CONFIRMED committed, result read back).
-  ``stages_growth`` compares, per stage, the p50 of the first and the last
-  ``--growth-window`` sends of that agent (``ms_per_1000_rows``: the slope per 1,000 earlier
-  transactions of the agent): the policy usage is read from the agent's rows inside the
-  policy windows (24 h and 7 d at least), so admission grows with them.
+  start -> ``admitted``: session, build + plan + decoded effects, simulation and signing
+  before the lock, then under it policies, usage, the row with its signed bytes and its
+  audit rows committed as SUBMITTED), record (``admitted`` -> ``recorded``: nothing left to
+  do on this path; the claim path claims, signs and clears here), submit (``recorded`` ->
+  ``submitted``: sent) and confirm (``submitted`` -> ``send`` returns: confirmation,
+  CONFIRMED committed). ``stages_growth`` compares, per stage, the p50 of the first and the
+  last ``--growth-window`` sends of that agent (``ms_per_1000_rows``: the slope per 1,000
+  earlier transactions of the agent).
+* ``statements``: SQL statements and commits per INSTANT send, counted by SQLite, on the
+  presigned path and on the claim path (the same-run baseline).
 * ``plan_cost`` (``chain`` = ``solana`` on LiteSVM / ``evm`` on eth-tester): what judging the
   exact transaction costs per ``wallet.send``: the same INSTANT transfers through a wallet
   whose adapter shows its plans (build at admission, ``plan_of``, ``decode_plan``, plan digest
@@ -70,6 +71,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from eth_account import Account  # noqa: E402
 from solders.keypair import Keypair  # noqa: E402
 from solders.litesvm import LiteSVM  # noqa: E402
+from sqlalchemy import event as sa_event  # noqa: E402
 from solders.message import MessageV0  # noqa: E402
 from solders.system_program import TransferParams, transfer  # noqa: E402
 from solders.transaction import VersionedTransaction  # noqa: E402
@@ -91,7 +93,7 @@ SPEC_TX_ROW = 400  # CORE-02 §5.3: bytes per transactions row
 SPEC_AUDIT_ROW = 300  # CORE-02 §5.3: bytes per audit_log row
 SPEC_AUDIT_PER_TX = 3
 SPEC_PER_TX = SPEC_TX_ROW + SPEC_AUDIT_PER_TX * SPEC_AUDIT_ROW  # 1,300 B
-STAGES = ("admission", "sign", "record", "submit", "confirm", "total")
+STAGES = ("admission", "record", "submit", "confirm", "total")
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 # Per chain: (funding of the agent, amount of the i-th transfer, SPENDING_LIMIT rules).
@@ -182,6 +184,56 @@ def wallet_loop(wallet: Wallet, adapter: ChainAdapter, n: int) -> float:
     for i in range(n):
         send_one(wallet, token, recipients, adapter.chain, i)
     return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- statements
+
+
+def statements(workdir: Path, sends: int = 20) -> None:
+    """SQL statements and commits per INSTANT ``wallet.send``, counted by SQLite itself
+    (``sqlite3`` trace callback on every connection of the wallet's pool: ORM, Core and raw
+    DB-API statements alike, BEGIN / COMMIT / ROLLBACK included; the callback repeats a
+    statement once per trigger it fires, so consecutive repeats count once), median of
+    ``sends`` warm sends on each chain, for the presigned path (the default) and, as the
+    same-run baseline, the claim path (``Pipeline.presign = False``: admission commits
+    PENDING, then claim, signed bytes, SUBMITTED and CONFIRMED each commit)."""
+    for chain, presign in itertools.product(("solana", "evm"), (True, False)):
+        adapter: Any = (
+            SolanaAdapter.local(svm=LiteSVM()) if chain == "solana" else EvmAdapter.local()
+        )
+        directory = workdir / f"statements-{chain}-{presign}"
+        directory.mkdir(parents=True, exist_ok=True)
+        with open_wallet(directory, [adapter]) as wallet:
+            wallet._pipeline.presign = presign
+            _, token, recipients = provision(wallet, adapter, "stmts")
+            for i in range(3):  # warm: caches, prepared plans, pooled connections
+                send_one(wallet, token, recipients, chain, i)
+            traced: list[str] = []
+            engine = wallet._db.engine
+            engine.dispose()  # every connection from now on is a traced one
+
+            @sa_event.listens_for(engine, "connect")
+            def _trace(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.set_trace_callback(traced.append)
+
+            per_send: list[tuple[int, int]] = []
+            for i in range(sends):
+                traced.clear()
+                send_one(wallet, token, recipients, chain, 100 + i)
+                stmts = [t for i, t in enumerate(traced) if i == 0 or traced[i - 1] != t]
+                commits = sum(1 for t in stmts if t.strip().upper().startswith("COMMIT"))
+                per_send.append((len(stmts), commits))
+            sa_event.remove(engine, "connect", _trace)
+        adapter.close()
+        emit(
+            bench="pipeline",
+            case="statements",
+            chain=chain,
+            path="presigned" if presign else "claim (baseline)",
+            sends=sends,
+            statements_per_send=statistics.median(n for n, _ in per_send),
+            commits_per_send=statistics.median(c for _, c in per_send),
+        )
 
 
 # --------------------------------------------------------------------------- bare baselines
@@ -398,7 +450,7 @@ def stages(n: int, growth_window: int, workdir: Path) -> None:
             send_one(wallet, token, recipients, "solana", i)
             end = time.perf_counter()
             m = stamps.marks
-            bounds = (start, m["admitted"], m["signed"], m["recorded"], m["submitted"], end)
+            bounds = (start, m["admitted"], m["recorded"], m["submitted"], end)
             for name, (a, b) in zip(STAGES, itertools.pairwise(bounds), strict=False):
                 samples[name].append((b - a) * 1000)
             samples["total"].append((end - start) * 1000)
@@ -755,7 +807,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window-sends", type=int, default=15, help="sends per block")
     parser.add_argument("--window-rounds", type=int, default=4, help="blocks per usage mode")
     parser.add_argument(
-        "--only", choices=["plan_cost", "window"], default=None, help="run one case"
+        "--only",
+        choices=["plan_cost", "window", "throughput", "statements"],
+        default=None,
+        help="run one case",
     )
     parser.add_argument("--dir", type=Path, default=None, help="keep the files here")
     args = parser.parse_args(argv)
@@ -779,6 +834,13 @@ def main(argv: list[str] | None = None) -> None:
             plan_cost("evm", args.evm_txs, args.runs, workdir)
             emit(bench="pipeline", case="total", seconds=round(time.perf_counter() - started, 1))
             return
+        if args.only in ("throughput", "statements"):
+            if args.only == "throughput":
+                throughput("solana", args.solana_txs, args.runs, workdir)
+                throughput("evm", args.evm_txs, args.runs, workdir)
+            statements(workdir)
+            emit(bench="pipeline", case="total", seconds=round(time.perf_counter() - started, 1))
+            return
         sizes = [int(x) for x in args.window_sizes.split(",")]
         if args.only == "window":
             window(sizes, args.window_sends, args.window_rounds, workdir)
@@ -788,6 +850,7 @@ def main(argv: list[str] | None = None) -> None:
         throughput("evm", args.evm_txs, args.runs, workdir)
         plan_cost("solana", args.solana_txs, args.runs, workdir)
         plan_cost("evm", args.evm_txs, args.runs, workdir)
+        statements(workdir)
         stages(args.stage_txs, args.growth_window, workdir)
         source = db_growth(args.db_txs, workdir)
         db_growth_bulk(source, args.bulk, workdir)

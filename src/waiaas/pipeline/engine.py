@@ -522,17 +522,19 @@ class Pipeline:
     ) -> SignedTx | None:
         """Inside admission's write: whether the bytes signed before the lock may be
         recorded with the request (the conditions the claim path checks before it signs)."""
-        if self._other_claim(uow, agent.id, exclude=row.id) is not None:
+        busy = uow.fetch_one(_EXECUTING_OF_AGENT, (agent.id, S.EXECUTING.value))
+        if busy is not None:
             return None  # one signing at a time per agent: the claim path waits its turn
         signed = presigned.signed
         if signed.nonce is not None and signed.nonce != self._reserve_nonce(
             uow, agent, exclude=row.id, hint=signed.nonce
         ):
             return None  # the nonce is another in-flight transaction's
-        try:
-            self._take_hash(uow, row, signed)
-        except _DuplicateBytes:
-            return None
+        if uow.fetch_one(_ROW_OF_HASH, (signed.tx_hash,)) is not None:
+            try:
+                self._take_hash(uow, row, signed)
+            except _DuplicateBytes:
+                return None
         return signed
 
     def _verify_stored(
@@ -1607,8 +1609,8 @@ class Pipeline:
         if self.config.confirm_timeout <= 0:
             return self.get_row(tx_id)
         status = adapter.wait_for_confirmation(signed, timeout=self.config.confirm_timeout)
-        self.apply_chain_status(tx_id, status)
-        return self.get_row(tx_id)
+        final = self.apply_chain_status(tx_id, status)
+        return final if final is not None else self.get_row(tx_id)
 
     def _clear_for_broadcast(self, tx_id: str, *, recovering: bool) -> bool:
         """The last step before bytes leave: in one write transaction, check the kill switch
@@ -1838,15 +1840,18 @@ class Pipeline:
             return None
         return signed
 
-    def apply_chain_status(self, tx_id: str, status: ChainTxStatus) -> None:
-        """Record what the chain says about a submitted transaction."""
+    def apply_chain_status(self, tx_id: str, status: ChainTxStatus) -> TransactionRow | None:
+        """Record what the chain says about a submitted transaction.
+
+        Returns the row as this call committed it (CONFIRMED / FAILED), else ``None``
+        (nothing final to record, or another writer got there first)."""
         now = self.clock.now()
         outbox = _Outbox()
         if status.state in (ChainTxState.PENDING, ChainTxState.NOT_FOUND):
-            return
+            return None
         if status.state == ChainTxState.UNKNOWN:
             self._mark_unresolved(tx_id, status)
-            return
+            return None
         if status.state == ChainTxState.DROPPED:
             from waiaas.errors import StaleTransactionError
 
@@ -1854,12 +1859,12 @@ class Pipeline:
                 tx_id, StaleTransactionError("the transaction can no longer land")
             )
             if signed is not None:
-                self._submit_stage(tx_id, signed, fresh=True)
-            return
+                return self._submit_stage(tx_id, signed, fresh=True)
+            return None
         with self._tx_write(tx_id) as uow:
             row = uow.transactions.get(tx_id)
             if row is None or row.status not in (S.SUBMITTED, S.EXECUTING):
-                return
+                return None
             meta = self._meta(row)
             if status.fee is not None:
                 meta["fee"] = str(status.fee)
@@ -1893,8 +1898,10 @@ class Pipeline:
                     executed_at=now,
                     meta_updates={"fee": meta["fee"]} if "fee" in meta else {},
                 )
+            final = uow.transactions.get(tx_id)  # the session's row, as moved above
             uow.commit()
         self._publish(outbox)
+        return final
 
     # ================================================================== failure paths
 
@@ -2346,11 +2353,15 @@ class Pipeline:
         """What an approval request fixes when it is created: owner, expiry, SIWE domain and
         URI, chain id, the human text of every effect of the plan, of the amount and of the
         network fee (so the message the owner signs reads the same in every process)."""
+        from waiaas.chains.families import native_asset_for
         from waiaas.plan import describe_effects
-        from waiaas.plan.describe import NATIVE_UNITS, _symbol, format_units
+        from waiaas.plan.describe import _symbol, format_units
         from waiaas.web.display import describe_fee
 
         adapter = self.adapter_for(agent.chain, agent.network)
+        # the native coin as the adapter names it (a third-party chain's too)
+        coin = native_asset_for(agent.chain, [adapter])
+        native = (coin.decimals, coin.symbol) if coin is not None else None
         effects = plans.stored_effects(meta)
         out: dict[str, Any] = {
             "id": approval.id,
@@ -2367,10 +2378,11 @@ class Pipeline:
             tokens.add(asset)
         info = self._token_info(uow, agent, adapter, tokens)
         if effects is not None:
-            out["effects_text"] = describe_effects(effects, chain=agent.chain, token_info=info)
+            out["effects_text"] = describe_effects(
+                effects, chain=agent.chain, token_info=info, native=native
+            )
         amount = request.get("amount") if isinstance(request, Mapping) else None
         if isinstance(amount, str) and amount.isdigit():
-            native = NATIVE_UNITS.get(agent.chain)
             token = info(asset) if asset != "native" else None
             if asset == "native" and native is not None:
                 out["amount_text"] = f"{format_units(int(amount), native[0])} {native[1]}"
@@ -2873,6 +2885,13 @@ class _AgentWait:
         time.sleep(self._delay)
         self._delay = min(self._delay * 2, 0.1)
         return True
+
+
+#: Admission's checks before it records presigned bytes: any transaction of the agent being
+#: signed (claimed, or signed and not yet cleared) sends this one to the claim path; bytes
+#: whose hash a row already holds go through :meth:`Pipeline._take_hash`.
+_EXECUTING_OF_AGENT = "SELECT 1 FROM transactions WHERE agent_id = ? AND status = ? LIMIT 1"
+_ROW_OF_HASH = "SELECT 1 FROM transactions WHERE tx_hash = ?"
 
 
 @dataclass(frozen=True)

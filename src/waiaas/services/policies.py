@@ -453,7 +453,6 @@ def _bucket_usage(
     holds the excluded transaction); the bucket the window starts in, and those, count the
     rows they hold inside the window, read with the same statements as :func:`_scan_usage`.
     """
-    B = usage_db.BUCKET
     raw = portable.raw(uow)  # takes this module's statements in their SQLite form
     # waiaas.db.usage writes its statements for each dialect itself: run them as they are
     native: Any = uow.session.connection().connection.driver_connection
@@ -499,16 +498,11 @@ def _bucket_usage(
         found = raw.execute(_EXCLUDED_SQL, (exclude, agent_id)).fetchone()
         if found is not None and isinstance(found[0], int):
             from_rows.add(usage_db.bucket_start(found[0]))
-    # The lowest time each bucket read from rows is needed from (exclusive).
-    lows: dict[int, int] = {}
-    for w in ordered:
-        edge = usage_db.bucket_start(since[w] + 1)
-        need = [s for s in from_rows if s + B - 1 > since[w]]
-        if edge <= since[w]:
-            need.append(edge)
-        for s in need:
-            low = max(since[w], s - 1)
-            lows[s] = min(lows.get(s, low), low)
+    # The lowest time each bucket read from rows is needed from (exclusive): by every
+    # window for the counts, by the day and the week for the spending (a short window's
+    # edge, a RATE_LIMIT's minute say, needs no spend documents).
+    lows = _row_lows(ordered, since, from_rows)
+    spend_lows = _row_lows([DAY, WEEK], since, from_rows)
 
     requests = dict.fromkeys(ordered, 0)
     denials = dict.fromkeys(ordered, 0)
@@ -545,14 +539,8 @@ def _bucket_usage(
         return s in from_rows or s <= since[w]
 
     # Rows of the buckets read from rows: one range read per run of adjacent buckets.
-    ranges: list[list[int]] = []
-    for s in sorted(lows):
-        if ranges and ranges[-1][1] == s and lows[s] == s - 1:
-            ranges[-1][1] = s + B
-        else:
-            ranges.append([lows[s], s + B])
     params: dict[str, Any] = {"agent": agent_id, "exclude": exclude, "denied": POLICY_DENIED}
-    for low, until in ranges:
+    for low, until in _row_ranges(lows):
         params["since"] = low
         params["until"] = until
         for created, denied in raw.execute(_EDGE_COUNTS_SQL, params):
@@ -571,6 +559,9 @@ def _bucket_usage(
                     requests[w] += 1
                     if denial:
                         denials[w] += 1
+    for low, until in _row_ranges(spend_lows):
+        params["since"] = low
+        params["until"] = until
         spent: list[tuple[int, str, int]] = []
         edge_spend = _EDGE_SPEND_SQL_PG if dialect == "postgresql" else _EDGE_SPEND_SQL
         for spend, created in raw.execute(edge_spend, params):
@@ -593,6 +584,38 @@ def _bucket_usage(
         denials=denials,
         consecutive_failures=_consecutive_failures(uow, agent_id, exclude),
     )
+
+
+def _row_lows(
+    windows: Iterable[int], since: Mapping[int, int], from_rows: set[int]
+) -> dict[int, int]:
+    """Per bucket whose rows ``windows`` must read: the time they are needed from
+    (exclusive). A window reads the bucket it starts in, and every bucket of ``from_rows``
+    that reaches inside it."""
+    B = usage_db.BUCKET
+    lows: dict[int, int] = {}
+    for w in windows:
+        edge = usage_db.bucket_start(since[w] + 1)
+        need = [s for s in from_rows if s + B - 1 > since[w]]
+        if edge <= since[w]:
+            need.append(edge)
+        for s in need:
+            low = max(since[w], s - 1)
+            lows[s] = min(lows.get(s, low), low)
+    return lows
+
+
+def _row_ranges(lows: Mapping[int, int]) -> list[tuple[int, int]]:
+    """``(since, until)`` (both exclusive) reads covering ``lows``: one per run of adjacent
+    buckets."""
+    B = usage_db.BUCKET
+    ranges: list[list[int]] = []
+    for s in sorted(lows):
+        if ranges and ranges[-1][1] == s and lows[s] == s - 1:
+            ranges[-1][1] = s + B
+        else:
+            ranges.append([lows[s], s + B])
+    return [(low, until) for low, until in ranges]
 
 
 def _scan_usage(
