@@ -71,10 +71,10 @@ sys.path.insert(0, str(ROOT / "src"))
 from eth_account import Account  # noqa: E402
 from solders.keypair import Keypair  # noqa: E402
 from solders.litesvm import LiteSVM  # noqa: E402
-from sqlalchemy import event as sa_event  # noqa: E402
 from solders.message import MessageV0  # noqa: E402
 from solders.system_program import TransferParams, transfer  # noqa: E402
 from solders.transaction import VersionedTransaction  # noqa: E402
+from sqlalchemy import event as sa_event  # noqa: E402
 
 from waiaas import Transfer, Wallet  # noqa: E402
 from waiaas.chains.base import ChainAdapter  # noqa: E402
