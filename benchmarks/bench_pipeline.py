@@ -212,9 +212,10 @@ def statements(workdir: Path, sends: int = 20) -> None:
             engine = wallet._db.engine
             engine.dispose()  # every connection from now on is a traced one
 
-            @sa_event.listens_for(engine, "connect")
-            def _trace(dbapi_conn: Any, _record: Any) -> None:
-                dbapi_conn.set_trace_callback(traced.append)
+            def _trace(dbapi_conn: Any, _record: Any, sink: list[str] = traced) -> None:
+                dbapi_conn.set_trace_callback(sink.append)
+
+            sa_event.listen(engine, "connect", _trace)
 
             per_send: list[tuple[int, int]] = []
             for i in range(sends):
