@@ -177,12 +177,12 @@ class Sender(threading.Thread):
 
 POINTS = [
     ("solana", "build", 0),  # admission: the plan is built
-    ("solana", "build", 1),  # signing: built again under the claim
+    ("solana", "build", 1),  # signing: built again under the claim (the claim path)
     ("solana", "simulate", 0),
     ("solana", "submit", 0),
     ("solana", "confirm", 0),
     ("evm", "pending_nonce", 0),  # the node's pending count, before the claim
-    ("evm", "build", 1),
+    ("evm", "build", 1),  # the claim path
     ("evm", "simulate", 0),
     ("evm", "submit", 0),
 ]
@@ -200,6 +200,7 @@ def test_another_agent_sends_while_one_chain_call_stalls(
     other = EvmAdapter.local() if chain == "solana" else SolanaAdapter.local()
     amount = TIER_AMOUNTS[chain]["INSTANT"]
     with local_wallet(tmp_path, chains=[slow, other], clock=FrozenClock()) as w:
+        w._pipeline.presign = (point, skip) != ("build", 1)  # a second build: the claim path
         a, b = new_agent(w, chain, name="a"), new_agent(w, chain, name="b")
         token_a, token_b = w.issue_session(a.id).token, w.issue_session(b.id).token
         dest_a, dest_b = dest_for(slow, chain), dest_for(slow, chain)
@@ -256,6 +257,7 @@ def test_another_process_sends_while_one_chain_call_stalls(
             config=fast_config(confirm_timeout=20.0),
             background=False,
         ) as w:
+            w._pipeline.presign = (point, skip) != ("build", 1)  # a second build: the claim path
             a, b = new_agent(w, "solana", name="a"), new_agent(w, "solana", name="b")
             token_a, token_b = w.issue_session(a.id).token, w.issue_session(b.id).token
             dest_a, dest_b = dest_for(slow, "solana"), dest_for(slow, "solana")
@@ -306,6 +308,7 @@ def test_a_claim_taken_over_never_sends_its_bytes(tmp_path: Path) -> None:
     slow = StallingAdapter(SolanaAdapter.local())
     amount = TIER_AMOUNTS["solana"]["INSTANT"]
     with local_wallet(tmp_path, chains=[slow, EvmAdapter.local()], clock=FrozenClock()) as w:
+        w._pipeline.presign = False  # the claim path: simulated under a claim
         a = new_agent(w, "solana", name="a")
         token = w.issue_session(a.id).token
         dest = dest_for(slow, "solana")
@@ -345,6 +348,7 @@ def test_kill_switch_during_signing_cancels_and_sends_nothing(tmp_path: Path) ->
     slow = StallingAdapter(SolanaAdapter.local())
     amount = TIER_AMOUNTS["solana"]["INSTANT"]
     with local_wallet(tmp_path, chains=[slow, EvmAdapter.local()], clock=FrozenClock()) as w:
+        w._pipeline.presign = False  # the claim path: built again under the claim
         a = new_agent(w, "solana", name="a")
         token = w.issue_session(a.id).token
         dest = dest_for(slow, "solana")

@@ -6,6 +6,7 @@ new transaction row are one atomic step (no two requests can both fit the last o
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -86,14 +87,25 @@ class _Inputs:
 
 
 def spec_from_row(row: PolicyRow) -> PolicySpec:
-    """The evaluator's view of a stored policy."""
+    """The evaluator's view of a stored policy.
+
+    Specs are immutable and a pure function of the row's stored values, so the validated
+    spec of each distinct row is remembered (every send reads its policies; validating them
+    again each time is most of what reading them costs). An edited row is a new key."""
+    return _spec(row.id, row.agent_id, row.type, row.rules, row.priority, bool(row.enabled))
+
+
+@functools.lru_cache(maxsize=4096)
+def _spec(
+    id: str, agent_id: str | None, type: str, rules: str, priority: int, enabled: bool
+) -> PolicySpec:
     return PolicySpec(
-        id=row.id,
-        agent_id=row.agent_id,
-        type=row.type,  # validated by PolicySpec
-        rules=row.rules,
-        priority=row.priority,
-        enabled=bool(row.enabled),
+        id=id,
+        agent_id=agent_id,
+        type=type,  # validated by PolicySpec
+        rules=rules,
+        priority=priority,
+        enabled=enabled,
     )
 
 
