@@ -608,7 +608,13 @@ def _select(table: Any) -> Any:
 # The version of a transaction's MAC is its prefix: "v2:" covers the stored plan too; a MAC
 # without a prefix (v1) was written before that, and is still accepted for such rows. Only
 # the wallet's key can write either, so a v1 MAC never exists for a row sealed as v2.
+# "vf:" seals a row that moved into a final status (CONFIRMED, FAILED, CANCELLED, EXPIRED):
+# what v2 covers plus that status, so a final row whose status is edited back (to run it
+# again) or to another final status no longer verifies. A final row keeps its plan digest and
+# effects but not the plan's instruction list (waiaas.pipeline.records.compact_final).
 TX_MAC_V2 = "v2:"
+TX_MAC_FINAL = "vf:"
+FINAL_STATUSES = frozenset({"CONFIRMED", "FAILED", "CANCELLED", "EXPIRED"})
 
 
 def _doc_digest(value: Any) -> str | None:
@@ -631,15 +637,9 @@ def _tx_fields(row: Any, meta: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def tx_mac(integ: Integrity, row: Any) -> str:
-    """MAC over what a transaction row decides: who, what, to whom, how much, which tier,
-    and the plan that will be signed (the stored plan, its digest, its effects, and the digest
-    the owner approved), so none of them can be edited in the file unseen."""
-    meta = json.loads(row.metadata_json) if row.metadata_json else {}
+def _plan_fields(meta: Mapping[str, Any]) -> tuple[Any, ...]:
     approval = meta.get("approval") or {}
-    return TX_MAC_V2 + integ.mac(
-        "tx/v2",
-        *_tx_fields(row, meta),
+    return (
         meta.get("plan_digest"),
         _doc_digest(meta.get("plan")),
         _doc_digest(meta.get("effects")),
@@ -647,19 +647,51 @@ def tx_mac(integ: Integrity, row: Any) -> str:
     )
 
 
+def _status(row: Any) -> str:
+    return str(getattr(row.status, "value", row.status))
+
+
+def _meta_of(row: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads(row.metadata_json) if row.metadata_json else {}
+    return meta
+
+
+def _tx_mac_v2(integ: Integrity, row: Any, meta: Mapping[str, Any]) -> str:
+    return TX_MAC_V2 + integ.mac("tx/v2", *_tx_fields(row, meta), *_plan_fields(meta))
+
+
+def _tx_mac_final(integ: Integrity, row: Any, meta: Mapping[str, Any]) -> str:
+    return TX_MAC_FINAL + integ.mac(
+        "tx/final", *_tx_fields(row, meta), _status(row), *_plan_fields(meta)
+    )
+
+
+def tx_mac(integ: Integrity, row: Any) -> str:
+    """MAC over what a transaction row decides: who, what, to whom, how much, which tier,
+    and the plan that will be signed (the stored plan, its digest, its effects, and the digest
+    the owner approved), so none of them can be edited in the file unseen. A row in a final
+    status is sealed with that status too (``vf:``)."""
+    meta = _meta_of(row)
+    if _status(row) in FINAL_STATUSES:
+        return _tx_mac_final(integ, row, meta)
+    return _tx_mac_v2(integ, row, meta)
+
+
 def _tx_mac_v1(integ: Integrity, row: Any) -> str:
-    meta = json.loads(row.metadata_json) if row.metadata_json else {}
+    meta = _meta_of(row)
     return integ.mac("tx", *_tx_fields(row, meta))
 
 
 def tx_ok(integ: Integrity, row: Any) -> bool:
-    """Whether the row's stored MAC verifies (v2, or a v1 MAC written before plans were
-    covered)."""
+    """Whether the row's stored MAC verifies (a final ``vf:`` MAC, v2, or a v1 MAC written
+    before plans were covered)."""
     stored = row.integrity
     if not isinstance(stored, str):
         return False
+    if stored.startswith(TX_MAC_FINAL):
+        return hmac.compare_digest(stored, _tx_mac_final(integ, row, _meta_of(row)))
     if stored.startswith(TX_MAC_V2):
-        return hmac.compare_digest(stored, tx_mac(integ, row))
+        return hmac.compare_digest(stored, _tx_mac_v2(integ, row, _meta_of(row)))
     return hmac.compare_digest(stored, _tx_mac_v1(integ, row))
 
 

@@ -708,7 +708,13 @@ class TransactionInfo(_Result):
 
 
 class AuditEntry(_Result):
-    """One audit-log row."""
+    """One audit-log row.
+
+    ``details`` holds no null values: a key with nothing to say is left out (read it with
+    ``details.get(...)``). A transaction's status change names ``from`` / ``to`` only where
+    its event type does not imply them (``TX_CONFIRMED`` moves to CONFIRMED,
+    ``TX_SUBMITTED`` from EXECUTING to SUBMITTED); its hash is in its ``TX_SIGNED`` row.
+    """
 
     id: int
     timestamp: int

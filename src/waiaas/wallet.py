@@ -656,9 +656,11 @@ class Wallet:
         return agent_result(self._pipeline.send(token, request))
 
     def get_transaction(self, tx_id: str) -> TransactionResult:
-        """A transaction by id, as the owner and operator see it: the full policy decision
-        (every reason, budget figures, policy ids) and, for a denial, every reason in
-        ``error``. An agent's handle shows it redacted.
+        """A transaction by id, as the owner and operator see it: the policy decision (every
+        reason with its policy id and figures; the budget tables checked where the request
+        was refused or queued, not for an INSTANT or NOTIFY one: ``budget_usage`` shows them
+        at any time) and, for a denial, every reason in ``error``. An agent's handle shows
+        it redacted.
 
         Raises:
             NotFoundError: no such agent, session or transaction.

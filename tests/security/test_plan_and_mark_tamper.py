@@ -167,7 +167,8 @@ def test_an_untouched_plan_still_executes(two_delays: tuple[Path, FrozenClock, s
         assert _tamper_rows(w) == []
     with raw_connect(path) as conn:
         macs = [r[0] for r in conn.all("SELECT integrity FROM transactions")]
-    assert macs and all(m.startswith("v2:") for m in macs)
+    # both ended CONFIRMED: resealed with the final MAC (it covers the plan digest too)
+    assert macs and all(m.startswith("vf:") for m in macs)
 
 
 # --------------------------------------------------------------------------- approvals

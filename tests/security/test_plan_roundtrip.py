@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.conftest import new_agent, recipient
-from waiaas.pipeline.engine import _signed_from_json
+from waiaas.pipeline.engine import PipelineHooks, _signed_from_json
 from waiaas.plan import decode_plan, effects_to_json, plan_to_json
 from waiaas.testing import FrozenClock, local_wallet
 from waiaas.types import AccountSpec, Batch, ContractCall, TokenTransfer, Transfer
@@ -34,10 +35,21 @@ SETTINGS = settings(
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """One wallet for the module: an agent per chain, a callable contract / program each."""
+    """One wallet for the module: an agent per chain, a callable contract / program each.
+
+    The row's metadata is read as the bytes are recorded (stage ``signed``): a final row
+    keeps neither the signed bytes nor the plan's instruction list."""
     path = tmp_path_factory.mktemp("roundtrip")
-    with local_wallet(path, clock=FrozenClock()) as wallet:
-        out: dict[str, Any] = {"wallet": wallet}
+    at_signing: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {"at_signing": at_signing}
+
+    def on_stage(stage: str, tx_id: str) -> None:
+        if stage == "signed":
+            pipeline = out["wallet"]._pipeline
+            at_signing[tx_id] = pipeline._meta(pipeline.get_row(tx_id))
+
+    with local_wallet(path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=on_stage)) as wallet:
+        out["wallet"] = wallet
         for chain in ("solana", "evm"):
             agent = new_agent(wallet, chain, funds=10**20 if chain == "evm" else 10**12)
             # Solana: an executable program the decoder has no model of (the call fails on
@@ -52,9 +64,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yield out
 
 
-def _signed_plan(wallet: Wallet, chain: str, tx_id: str) -> Any:
+def _signed_plan(world: dict[str, Any], chain: str, tx_id: str) -> Any:
+    wallet: Wallet = world["wallet"]
+    meta = world["at_signing"].get(tx_id) or {}
     row = wallet._pipeline.get_row(tx_id)
-    meta = wallet._pipeline._meta(row)
     assert "signed" in meta, (row.status, row.error, meta.get("error"))
     adapter = wallet.network_adapter(chain, NETWORK[chain])
     return meta, adapter, adapter.plan_of_signed(_signed_from_json(chain, meta["signed"]))
@@ -76,7 +89,7 @@ def test_evm_calldata_round_trips_byte_for_byte(world: dict[str, Any], data: byt
     w = world["evm"]
     sent = wallet.send(w["token"], ContractCall(to=w["target"], data=data))
     assert sent.request is not None and sent.request["data"] == "0x" + data.hex()
-    _meta, _adapter, plan = _signed_plan(wallet, "evm", sent.id)
+    _meta, _adapter, plan = _signed_plan(world, "evm", sent.id)
     assert plan.data == data
     assert plan.to.lower() == w["target"].lower()
 
@@ -98,7 +111,7 @@ def test_solana_instruction_data_round_trips_byte_for_byte(
         to=w["target"], data=data, accounts=(AccountSpec(pubkey=w["agent"].public_key),)
     )
     sent = wallet.send(w["token"], call)
-    _meta, _adapter, plan = _signed_plan(wallet, "solana", sent.id)
+    _meta, _adapter, plan = _signed_plan(world, "solana", sent.id)
     (ix,) = [i for i in plan.instructions if i.program_id == w["target"]]
     assert ix.data == data
 
@@ -139,10 +152,15 @@ def test_effects_of_the_signed_bytes_are_the_effects_judged(
     @given(request=requests(chain, token, dests))
     def check(request: Any) -> None:
         sent = wallet.send(w["token"], request)
-        meta, adapter_, plan = _signed_plan(wallet, chain, sent.id)
+        meta, adapter_, plan = _signed_plan(world, chain, sent.id)
         assert plan_to_json(plan) == meta["plan"]
         lookup = adapter_.account_lookup()
         assert effects_to_json(decode_plan(plan, lookup=lookup)) == meta["effects"]
         assert meta["decision"].get("allowed", True)
+        # Final: the digest and effects of that plan stay; the bytes and instructions go.
+        final = wallet._pipeline._meta(wallet._pipeline.get_row(sent.id))
+        assert sent.status in ("CONFIRMED", "FAILED"), (sent.status, sent.error)
+        assert (final["plan_digest"], final["effects"]) == (meta["plan_digest"], meta["effects"])
+        assert "plan" not in final and "raw_b64" not in json.dumps(final)
 
     check()

@@ -202,9 +202,12 @@ def test_item10_bytes_signed_before_the_kill_switch_are_never_sent(
     sent: the last check (in the transaction that would record SUBMITTED) cancels it; the
     bytes never reach the chain; TX_CANCELLED names the kill switch."""
     holder: dict[str, Wallet] = {}
+    recorded: dict[str, Any] = {}
 
     def kill(stage: str, tx_id: str) -> None:
         if stage == "signed":
+            pipeline = holder["w"]._pipeline
+            recorded.update(pipeline._meta(pipeline.get_row(tx_id))["signed"])
             holder["w"].kill_switch("stop everything")
 
     with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=kill)) as w:
@@ -220,7 +223,11 @@ def test_item10_bytes_signed_before_the_kill_switch_are_never_sent(
         assert "TX_SIGNED" in events and "TX_SUBMITTED" not in events
         assert events[-1] == "TX_CANCELLED"
         assert _balance(w, chain, dest) == 0
-        signed = w._pipeline._meta(w._pipeline.get_row(result.id))["signed"]
+        # the cancelled row no longer holds the bytes (nothing can send them now); the
+        # bytes recorded before the switch are not on the chain
+        final = w._pipeline._meta(w._pipeline.get_row(result.id))
+        assert "raw_b64" not in str(final) and "plan" not in final
+        signed = recorded
         adapter = w.network_adapter(chain, NETWORK[chain])
         from waiaas.chains.base import ChainTxState
         from waiaas.pipeline.engine import _signed_from_json

@@ -480,7 +480,10 @@ class AuditRepository(_Repository):
         severity: Severity | str | None = None,
         ip_address: str | None = None,
     ) -> int:
-        """Append one audit row in the current transaction; return its id."""
+        """Append one audit row in the current transaction; return its id.
+
+        ``details`` keys whose value is ``None`` are left out (an absent key reads as
+        nothing to say, and every row is kept for good: its bytes count)."""
         if severity is None:
             severity = event.default_severity if isinstance(event, AuditEvent) else Severity.INFO
         values: dict[str, Any] = {
@@ -491,7 +494,10 @@ class AuditRepository(_Repository):
             "session_id": session_id,
             "tx_id": tx_id,
             "details": json.dumps(
-                dict(details or {}), separators=(",", ":"), sort_keys=True, default=str
+                {k: v for k, v in (details or {}).items() if v is not None},
+                separators=(",", ":"),
+                sort_keys=True,
+                default=str,
             ),
             "severity": str(severity),
             "ip_address": ip_address,

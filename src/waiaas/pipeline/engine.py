@@ -76,7 +76,7 @@ from waiaas.errors import (
     WaiaasError,
 )
 from waiaas.ids import new_id
-from waiaas.pipeline import agent_states, approvals, killswitch, plans
+from waiaas.pipeline import agent_states, approvals, killswitch, plans, records
 from waiaas.pipeline.gate import agent_context as approvals_context
 from waiaas.pipeline.ports import GatePort, SessionPort
 from waiaas.pipeline.report import DueProblem, DueReport
@@ -728,7 +728,7 @@ class Pipeline:
             "request": req.model_dump(mode="json"),
             "asset": asset,
             **prepared.meta(),
-            "decision": decision.model_dump(mode="json", exclude_defaults=True),
+            "decision": records.stored_decision(decision),
         }
         row = TransactionRow(
             id=tx_id,
@@ -839,9 +839,12 @@ class Pipeline:
                 actor="system",
                 now=now,
                 **common,
+                # the bytes are recorded while the row is still (logically) PENDING
                 details={
                     "tx_hash": signed.tx_hash,
-                    **({"nonce": signed.nonce} if signed.nonce is not None else {}),
+                    "nonce": signed.nonce,
+                    "from": S.PENDING.value,
+                    "to": S.PENDING.value,
                 },
             )
             uow.audit.append(
@@ -849,7 +852,7 @@ class Pipeline:
                 actor="system",
                 now=now,
                 **common,
-                details={"from": S.PENDING.value, "to": S.SUBMITTED.value},
+                details={"from": S.PENDING.value},  # "to": SUBMITTED, implied
             )
         if tier in (Tier.DELAY, Tier.APPROVAL):
             extra: dict[str, Any] = {}
@@ -1675,7 +1678,6 @@ class Pipeline:
                     event=E.TX_SUBMITTED,
                     actor="system",
                     now=now,
-                    details={"tx_hash": row.tx_hash},
                 )
             uow.commit()
         return True
@@ -1741,7 +1743,7 @@ class Pipeline:
                     event=E.TX_SUBMITTED,
                     actor="system",
                     now=now,
-                    details={"tx_hash": row.tx_hash, "recovered": True},
+                    details={"recovered": True},
                     metadata=meta,
                 )
             else:
@@ -1881,7 +1883,7 @@ class Pipeline:
                     event=E.TX_CONFIRMED,
                     actor="system",
                     now=now,
-                    details={"tx_hash": row.tx_hash, "fee": meta.get("fee"), "block": status.block},
+                    details={"fee": meta.get("fee"), "block": status.block},
                     executed_at=now,
                     metadata=meta,
                 )
@@ -1899,7 +1901,7 @@ class Pipeline:
                     actor="system",
                     now=now,
                     outbox=outbox,
-                    details={"tx_hash": row.tx_hash, "error": code, "message": message},
+                    details={"error": code, "message": message},
                     executed_at=now,
                     meta_updates={"fee": meta["fee"]} if "fee" in meta else {},
                 )
@@ -2064,7 +2066,7 @@ class Pipeline:
                 actor=actor,
                 now=now,
                 outbox=outbox,
-                details={"from": "QUEUED", "to": "CANCELLED", "reason": "AGENT_SUSPENDED"},
+                details={"reason": "AGENT_SUSPENDED"},
             )
             cancelled += 1
         return {"sessions_revoked": revoked, "transactions_cancelled": cancelled}, outbox
@@ -2219,7 +2221,7 @@ class Pipeline:
                     event=E.TX_CONFIRMED,
                     actor="operator",
                     now=now,
-                    details={"tx_hash": current.tx_hash, "resolved": True},
+                    details={"resolved": True},
                     executed_at=now,
                     metadata=meta,
                 )
@@ -2772,7 +2774,7 @@ class Pipeline:
                     event=E.TX_SUBMITTED,
                     actor="system",
                     now=now,
-                    details={"tx_hash": row.tx_hash, "recovered": True},
+                    details={"recovered": True},
                 )
                 uow.commit()
             return

@@ -21,19 +21,39 @@ born PENDING and moved in the same commit.
 
 Every change is ``UPDATE ... WHERE status = <expected>`` and writes its audit row in the same
 database transaction; a lost race raises :class:`InvalidTransitionError`.
+
+A move into a final status (CONFIRMED, FAILED, CANCELLED, EXPIRED) is also where the row takes
+its final form (:func:`waiaas.pipeline.records.compact_final`: no signed bytes, no plan
+instruction list) and its final MAC (:func:`waiaas.integrity.tx_mac`), in the same UPDATE.
+
+An audit row of a move names its statuses (``from``, ``to``) only where its event type does
+not already say them (:data:`IMPLIED`): TX_CONFIRMED means ``to: CONFIRMED``, TX_SUBMITTED
+means ``EXECUTING -> SUBMITTED``. :func:`audited_move` reads them back.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from waiaas.db.tables import TransactionRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import InvalidTransitionError
+from waiaas.pipeline.records import compact_final
 from waiaas.types import AuditEvent, TxStatus
 
-__all__ = ["ALLOWED", "BORN", "can_transition", "cancel_found", "transition"]
+__all__ = [
+    "ALLOWED",
+    "BORN",
+    "FINAL",
+    "IMPLIED",
+    "audited_move",
+    "can_transition",
+    "cancel_found",
+    "transition",
+]
 
 S = TxStatus
 ALLOWED: Mapping[TxStatus, frozenset[TxStatus]] = {
@@ -57,6 +77,100 @@ ALLOWED: Mapping[TxStatus, frozenset[TxStatus]] = {
 #: The statuses admission inserts a row in (see the module's docstring).
 BORN: frozenset[TxStatus] = frozenset({S.PENDING, S.FAILED, S.SUBMITTED})
 
+FINAL = frozenset({S.CONFIRMED, S.FAILED, S.CANCELLED, S.EXPIRED})
+"""The statuses nothing leaves."""
+
+E = AuditEvent
+IMPLIED: Mapping[AuditEvent, tuple[TxStatus | None, TxStatus]] = {
+    E.TX_EXECUTING: (None, S.EXECUTING),
+    E.TX_SIGNED: (S.EXECUTING, S.EXECUTING),  # the bytes are recorded; the status stays
+    E.TX_SUBMITTED: (S.EXECUTING, S.SUBMITTED),
+    E.TX_CONFIRMED: (None, S.CONFIRMED),
+    E.TX_FAILED: (None, S.FAILED),
+    E.TX_CANCELLED: (None, S.CANCELLED),
+    E.TX_EXPIRED: (S.QUEUED, S.EXPIRED),
+    E.TX_QUEUED: (S.PENDING, S.QUEUED),
+}
+"""The ``(from, to)`` of a move that its audit event type says: an audit row leaves out a
+status its event implies (``None``: the event does not imply where the move came from)."""
+
+
+def audited_move(event_type: str, details: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The ``(from, to)`` statuses of a transaction's audit row, or ``None`` for a row that
+    records no status change (a retry, a held transaction, a request)."""
+    try:
+        implied = IMPLIED.get(AuditEvent(event_type))
+    except ValueError:
+        implied = None
+    if implied is None:
+        if "from" in details and "to" in details:
+            return str(details["from"]), str(details["to"])
+        return None
+    source = details.get("from", implied[0])
+    if source is None:
+        return None
+    return str(source), str(details.get("to", implied[1]))
+
+
+def _move_details(
+    event: AuditEvent, current: TxStatus, target: TxStatus, details: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The details of a move's audit row: ``from`` and ``to`` unless the event implies them."""
+    payload: dict[str, Any] = {"from": current.value, "to": target.value}
+    payload.update(details or {})
+    implied_from, implied_to = IMPLIED.get(event, (None, None))
+    if implied_from is not None and payload.get("from") == implied_from.value:
+        del payload["from"]
+    if implied_to is not None and payload.get("to") == implied_to.value:
+        del payload["to"]
+    return payload
+
+
+def _final_fields(
+    uow: UnitOfWork, tx_id: str, target: TxStatus, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """``fields`` of a move into ``target`` (a final status) with the row's final metadata
+    (:func:`compact_final`) and its final MAC.
+
+    The MAC the row carries is checked first: a row changed outside waiaas keeps what the
+    attacker left (the plan included) and its stale MAC, so every later check still names
+    it. A sealed row that cannot be resealed here (no keys loaded) keeps its plan, which
+    its MAC covers."""
+    from waiaas import integrity
+
+    row = uow.transactions.get(tx_id)
+    if row is None:
+        return fields  # the compare-and-swap below reports it
+    meta: Any = fields.get("metadata", fields.get("metadata_json", row.metadata_json))
+    if isinstance(meta, str | bytes):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            return fields
+    if not isinstance(meta, dict):
+        return fields
+    integ = uow.integrity
+    sealed = row.integrity is not None
+    if sealed and integ is None:
+        compacted = compact_final(meta, keep_plan=True)
+    elif sealed and not integrity.tx_ok(integ, row):
+        return fields  # tampered: left as found (its stale MAC keeps saying so)
+    else:
+        compacted = compact_final(meta)
+    out = {k: v for k, v in fields.items() if k != "metadata_json"}
+    text = json.dumps(compacted, separators=(",", ":"))
+    out["metadata"] = text
+    if sealed and integ is not None:
+        view = {
+            name: getattr(row, name)
+            for name in ("id", "agent_id", "chain", "type", "amount", "to_address", "tier")
+        }
+        view.update({k: v for k, v in fields.items() if k in view})
+        out["integrity"] = integrity.tx_mac(
+            integ, SimpleNamespace(**view, status=target.value, metadata_json=text)
+        )
+    return out
+
 
 def can_transition(current: TxStatus, target: TxStatus) -> bool:
     """Whether the state machine allows ``current -> target``."""
@@ -79,19 +193,22 @@ def transition(
 ) -> None:
     """Move ``tx_id`` from ``current`` to ``target`` (CAS) and append its audit row.
 
+    Into a final status the row also takes its final form and MAC (see the module).
+
     Raises:
         InvalidTransitionError: the move is not allowed, or the row was not in ``current``
             (another thread or process got there first).
     """
     if not can_transition(current, target):
         raise InvalidTransitionError("transaction", tx_id, current, target)
+    if target in FINAL:
+        fields = _final_fields(uow, tx_id, target, fields)
     if not uow.transactions.cas_status(tx_id, current.value, target.value, **fields):
         row = uow.transactions.get(tx_id)
         found = row.status if row is not None else "missing"
         raise InvalidTransitionError("transaction", tx_id, f"{found} (expected {current})", target)
     if event is not None:
-        payload = {"from": current.value, "to": target.value}
-        payload.update(details or {})
+        payload = _move_details(event, current, target, details)
         uow.audit.append(
             event,
             actor=actor,

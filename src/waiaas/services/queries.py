@@ -30,6 +30,7 @@ from waiaas.errors import DatabaseOpenError, InvalidInputError, NotADatabaseErro
 from waiaas.keystore import Keystore
 from waiaas.pipeline.approvals import ApprovalRequest
 from waiaas.pipeline.engine import Pipeline
+from waiaas.pipeline.records import public_decision
 from waiaas.plots import BudgetUsage
 from waiaas.policy import Decision
 from waiaas.policy.model import POLICY_DENIED
@@ -65,7 +66,8 @@ class TransactionResult(TransactionInfo):
     """What ``send`` returns: the transaction as it stands, plus the policy decision.
 
     Attributes:
-        decision: the policy decision (allowed, tier, every reason, budget figures).
+        decision: the policy decision (allowed, tier, every reason; the budget figures where
+            the request was refused or queued).
     """
 
     decision: Decision | None = None
@@ -77,6 +79,7 @@ def _fields(row: TransactionRow) -> dict[str, Any]:
         row.metadata_json, table="transactions", column="metadata", default={}
     )
     err = meta.get("error") or {}
+    spend = _spend(row.spend)
     return {
         "id": row.id,
         "agent_id": row.agent_id,
@@ -98,8 +101,8 @@ def _fields(row: TransactionRow) -> dict[str, Any]:
         "approval_expires_at": (meta.get("approval") or {}).get("expires_at"),
         "fee": int(meta["fee"]) if meta.get("fee") is not None else None,
         "error": (f"{err.get('code')}: {err.get('message')}" if err else row.error),
-        "spend": _spend(row.spend),
-        "_decision": meta.get("decision"),
+        "spend": spend,
+        "_decision": public_decision(meta.get("decision"), spend),
     }
 
 

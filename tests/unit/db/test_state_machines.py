@@ -150,8 +150,12 @@ def test_cancel_found_goes_through_the_transaction_table(db: Database, rows: Row
     }
     assert getattr(got[queued.id], "error", None) == "KILL_SWITCH"
     assert [(r.event_type, r.actor, json.loads(r.details or "{}")) for r in cancelled] == [
-        ("TX_CANCELLED", "owner", {"from": "QUEUED", "to": "CANCELLED", "reason": "r"})
+        ("TX_CANCELLED", "owner", {"from": "QUEUED", "reason": "r"})  # "to" is the event's
     ]
+    assert states.audited_move("TX_CANCELLED", json.loads(cancelled[0].details)) == (
+        "QUEUED",
+        "CANCELLED",
+    )
 
 
 def test_no_writer_goes_around_the_state_machines() -> None:
