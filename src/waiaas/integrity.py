@@ -50,6 +50,7 @@ from waiaas.db import portable
 from waiaas.db.chain import AUDIT_COLUMNS, GENESIS, audit_mac, row_hash
 from waiaas.db.portable import RawConnection
 from waiaas.db.tables import AuditCheckpointRow
+from waiaas.types import TxStatus
 
 __all__ = [
     "Integrity",
@@ -614,7 +615,7 @@ def _select(table: Any) -> Any:
 # effects but not the plan's instruction list (waiaas.pipeline.records.compact_final).
 TX_MAC_V2 = "v2:"
 TX_MAC_FINAL = "vf:"
-FINAL_STATUSES = frozenset({"CONFIRMED", "FAILED", "CANCELLED", "EXPIRED"})
+FINAL_STATUSES = frozenset(s.value for s in TxStatus if s.is_terminal)
 
 
 def _doc_digest(value: Any) -> str | None:

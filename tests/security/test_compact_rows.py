@@ -25,7 +25,7 @@ from waiaas.errors import TamperDetectedError
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.pipeline.records import compact_final, public_decision, stored_decision
 from waiaas.pipeline.states import audited_move
-from waiaas.policy import Decision
+from waiaas.policy import Decision, PolicySpec
 from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
 from waiaas.types import AuditEvent, Transfer
 from waiaas.wallet import Wallet
@@ -187,6 +187,16 @@ def test_a_final_row_keeps_no_bytes_and_no_plan_and_its_mac_verifies(
         tx = w.get_transaction(tx_id)
         assert tx.decision is not None and tx.decision.spend == tx.spend
         assert tx.decision.fees == tx.fee and tx.decision.reasons  # why INSTANT, for the owner
+        # a replay compares against the recorded decision, spend included
+        stricter = PolicySpec(
+            id="stricter",
+            agent_id=tx.agent_id,
+            type="SPENDING_LIMIT",
+            rules={"per_transaction": str(SOL), "instant_max": "0", "notify_max": str(SOL)},
+        )
+        (diff,) = w.policies.replay(tx.agent_id, [stricter])
+        assert diff.tx_id == tx_id and diff.recorded == tx.decision
+        assert diff.changes == ("tier: INSTANT -> NOTIFY",)
 
 
 def _edits(meta: dict[str, Any]) -> dict[str, tuple[str, tuple[Any, ...]]]:

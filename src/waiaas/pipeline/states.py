@@ -77,7 +77,7 @@ ALLOWED: Mapping[TxStatus, frozenset[TxStatus]] = {
 #: The statuses admission inserts a row in (see the module's docstring).
 BORN: frozenset[TxStatus] = frozenset({S.PENDING, S.FAILED, S.SUBMITTED})
 
-FINAL = frozenset({S.CONFIRMED, S.FAILED, S.CANCELLED, S.EXPIRED})
+FINAL = frozenset(s for s in TxStatus if s.is_terminal)
 """The statuses nothing leaves."""
 
 E = AuditEvent

@@ -35,6 +35,7 @@ from waiaas.db.portable import dialect_of, text_for
 from waiaas.db.tables import AgentRow, PolicyRow
 from waiaas.errors import InvalidInputError, NotFoundError, StorageError
 from waiaas.ids import new_id
+from waiaas.pipeline.records import public_decision
 from waiaas.policy import (
     AgentContext,
     AssetPrice,
@@ -75,7 +76,7 @@ _SPENDING = (
 )
 _MAX_REPLAY = 200_000
 _REPLAY_SQL = (
-    "SELECT id, created_at, status, metadata FROM transactions "
+    "SELECT id, created_at, status, metadata, spend FROM transactions "
     "INDEXED BY idx_transactions_agent_created "
     "WHERE agent_id = :agent AND created_at >= :lo AND created_at <= :hi "
     "ORDER BY created_at, id LIMIT :cap"
@@ -1026,7 +1027,9 @@ class PolicyService:
         )
 
 
-def _record(tx_id: str, created_at: int, status: str, meta: str | None) -> ReplayRecord | None:
+def _record(
+    tx_id: str, created_at: int, status: str, meta: str | None, spend: str | None = None
+) -> ReplayRecord | None:
     """A replay record from a transaction row, or ``None`` when it holds no request."""
     if not meta:
         return None
@@ -1040,7 +1043,7 @@ def _record(tx_id: str, created_at: int, status: str, meta: str | None) -> Repla
     decision: Decision | None = None
     if isinstance(data.get("decision"), dict):
         try:
-            decision = Decision.model_validate(data["decision"])
+            decision = Decision.model_validate(public_decision(data["decision"], _spend(spend)))
         except ValidationError:
             decision = None
     try:
@@ -1053,3 +1056,14 @@ def _record(tx_id: str, created_at: int, status: str, meta: str | None) -> Repla
         )
     except InvalidInputError:
         return None
+
+
+def _spend(text: str | None) -> dict[str, int] | None:
+    """The ``transactions.spend`` column as ints (``None`` when absent or unreadable)."""
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {str(k): int(v) for k, v in data.items() if isinstance(v, str) and v.isdigit()}
