@@ -513,11 +513,14 @@ class Pipeline:
             )
             with self.keys.use_key(agent.id) as secret:
                 signed: SignedTx = adapter.sign(unsigned, secret)
-            if signed.nonce is not None and isinstance(adapter, SupportsNonces):
-                # A transaction of the agent that landed meanwhile (it left the in-flight
-                # rows admission checks) may have used the nonce: the node says.
-                if adapter.pending_nonce(agent.public_key) > signed.nonce:
-                    return None
+            # A transaction of the agent that landed meanwhile (it left the in-flight rows
+            # admission checks) may have used the nonce: the node says.
+            if (
+                signed.nonce is not None
+                and isinstance(adapter, SupportsNonces)
+                and adapter.pending_nonce(agent.public_key) > signed.nonce
+            ):
+                return None
         except WaiaasError:
             return None
         return _Presigned(signed, simulation)
