@@ -330,12 +330,16 @@ def test_audit_rows_carry_no_nulls_and_name_a_hash_once(tmp_path: Path) -> None:
         assert entries and not [e for e in entries if _nulls(e.details)]
         tx = w.get_transaction(ids["instant"])
         rows = {e.event_type: e for e in all_audit(w, tx_id=tx.id)}
-        assert rows["TX_SIGNED"].details == {"tx_hash": tx.tx_hash}
-        assert rows["TX_SUBMITTED"].details == {}
+        # signed before admission's lock: recorded and cleared in the admission commit
+        assert rows["TX_SIGNED"].details == {
+            "tx_hash": tx.tx_hash,
+            "from": "PENDING",
+            "to": "PENDING",
+        }
+        assert rows["TX_SUBMITTED"].details == {"from": "PENDING"}
         assert "tx_hash" not in rows["TX_CONFIRMED"].details
-        assert [audited_move(t, rows[t].details) for t in ("TX_EXECUTING", "TX_CONFIRMED")] == [
-            ("PENDING", "EXECUTING"),
-            ("SUBMITTED", "CONFIRMED"),
-        ]
+        assert [
+            audited_move(t, rows[t].details) for t in ("TX_SIGNED", "TX_SUBMITTED", "TX_CONFIRMED")
+        ] == [("PENDING", "PENDING"), ("PENDING", "SUBMITTED"), ("SUBMITTED", "CONFIRMED")]
         text = json.dumps([e.details for e in all_audit(w, tx_id=tx.id)])
         assert text.count(str(tx.tx_hash)) == 1
