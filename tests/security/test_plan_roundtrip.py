@@ -37,14 +37,14 @@ SETTINGS = settings(
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One wallet for the module: an agent per chain, a callable contract / program each.
 
-    The row's metadata is read as the bytes are recorded (stage ``signed``): a final row
+    The row's metadata is read as the bytes are recorded (stage ``recorded``): a final row
     keeps neither the signed bytes nor the plan's instruction list."""
     path = tmp_path_factory.mktemp("roundtrip")
     at_signing: dict[str, dict[str, Any]] = {}
     out: dict[str, Any] = {"at_signing": at_signing}
 
     def on_stage(stage: str, tx_id: str) -> None:
-        if stage == "signed":
+        if stage == "recorded":  # the bytes are recorded (either path), not yet final
             pipeline = out["wallet"]._pipeline
             at_signing[tx_id] = pipeline._meta(pipeline.get_row(tx_id))
 
