@@ -10,7 +10,7 @@ wallet-wide state (kill switch, channels, global policies, the keystore record, 
 secret) must be global.
 
 This test reads the sources with ``ast`` and finds every ``db.write(...)`` /
-``_db.write(...)`` call and every ``Pipeline._tx_write(...)`` (a per-agent unit for one
+``_db.write(...)`` call and every ``_tx_write(...)`` of the pipeline (a per-agent unit for one
 transaction): a new call site fails it until it is added to :data:`UNITS` with its class and
 the reason it is safe.
 """
@@ -27,59 +27,74 @@ AGENT, GLOBAL = "agent", "global"
 #: (file, function) -> the kind of each write unit of work in it, in source order, and why.
 UNITS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     # ------------------------------------------------------------------ pipeline: one agent
-    ("pipeline/engine.py", "Pipeline._tx_write"): (
+    ("pipeline/base.py", "_PipelineBase._tx_write"): (
         (AGENT,),
         "the helper: one transaction's unit, locked to its agent (read first, checked inside)",
     ),
-    ("pipeline/engine.py", "Pipeline.send"): (
+    ("pipeline/admission.py", "AdmissionStage.send"): (
         (AGENT,),
         "admission: the token's agent (found before the lock, checked inside); its session "
         "charge, its row, its usage buckets; a token whose agent was not found runs global",
     ),
-    ("pipeline/engine.py", "Pipeline._refuse_tampered"): (
+    ("pipeline/admission.py", "AdmissionStage._refuse_tampered"): (
         (AGENT,),
         "TAMPER_DETECTED and the transaction FAILED: that transaction's agent (global if none)",
     ),
-    ("pipeline/engine.py", "Pipeline.record_refusal"): (
+    ("pipeline/admission.py", "AdmissionStage.record_refusal"): (
         (AGENT,),
         "REQUEST_REFUSED and the AUTO_STOP check suspending that agent only",
     ),
-    ("pipeline/engine.py", "Pipeline._record_constraint_violation"): (
+    ("pipeline/admission.py", "AdmissionStage._record_constraint_violation"): (
         (AGENT,),
         "POLICY_VIOLATION and that agent's AUTO_STOP check (global without an agent)",
     ),
-    ("pipeline/engine.py", "Pipeline._claim_unit"): (
+    ("pipeline/execution.py", "ExecutionStage._claim_unit"): (
         (AGENT,),
         "the claim: re-checks, the agent's nonce reserved among its own transactions",
     ),
-    ("pipeline/engine.py", "Pipeline._record_signed"): ((AGENT,), "recording the signed bytes"),
-    ("pipeline/engine.py", "Pipeline._checked_nonce"): (
+    ("pipeline/execution.py", "ExecutionStage._record_signed"): (
+        (AGENT,),
+        "recording the signed bytes",
+    ),
+    ("pipeline/execution.py", "ExecutionStage._checked_nonce"): (
         (AGENT,),
         "re-reserving the agent's nonce among its own transactions",
     ),
-    ("pipeline/engine.py", "Pipeline._release_claim"): ((AGENT,), "a stale claim released"),
-    ("pipeline/engine.py", "Pipeline._clear_for_broadcast"): (
+    ("pipeline/execution.py", "ExecutionStage._release_claim"): (
+        (AGENT,),
+        "a stale claim released",
+    ),
+    ("pipeline/execution.py", "ExecutionStage._clear_for_broadcast"): (
         (AGENT,),
         "the last check before sending (kill switch and agent read) and -> SUBMITTED",
     ),
-    ("pipeline/engine.py", "Pipeline._audit_retry"): ((AGENT,), "TX_RETRY audit row"),
-    ("pipeline/engine.py", "Pipeline._mark_unresolved"): ((AGENT,), "one transaction's flag"),
-    ("pipeline/engine.py", "Pipeline._rebuild_once"): ((AGENT,), "compare-and-swap on the hash"),
-    ("pipeline/engine.py", "Pipeline.apply_chain_status"): (
+    ("pipeline/execution.py", "ExecutionStage._audit_retry"): ((AGENT,), "TX_RETRY audit row"),
+    ("pipeline/execution.py", "ExecutionStage._mark_unresolved"): (
+        (AGENT,),
+        "one transaction's flag",
+    ),
+    ("pipeline/execution.py", "ExecutionStage._rebuild_once"): (
+        (AGENT,),
+        "compare-and-swap on the hash",
+    ),
+    ("pipeline/execution.py", "ExecutionStage.apply_chain_status"): (
         (AGENT,),
         "confirmation or failure, the session release and the agent's AUTO_STOP check",
     ),
-    ("pipeline/engine.py", "Pipeline._fail"): ((AGENT,), "one transaction FAILED"),
-    ("pipeline/engine.py", "Pipeline.resolve"): ((AGENT,), "the operator resolves one row"),
-    ("pipeline/engine.py", "Pipeline.cancel"): ((AGENT,), "one transaction cancelled"),
-    ("pipeline/engine.py", "Pipeline.decide"): ((AGENT,), "the owner's decision on one approval"),
-    ("pipeline/engine.py", "Pipeline._expire_due"): (
+    ("pipeline/base.py", "_PipelineBase._fail"): ((AGENT,), "one transaction FAILED"),
+    ("pipeline/owner.py", "OwnerStage.resolve"): ((AGENT,), "the operator resolves one row"),
+    ("pipeline/owner.py", "OwnerStage.cancel"): ((AGENT,), "one transaction cancelled"),
+    ("pipeline/owner.py", "OwnerStage.decide"): ((AGENT,), "the owner's decision on one approval"),
+    ("pipeline/due.py", "DueStage._expire_due"): (
         (AGENT,),
         "expired approvals, one unit per agent (one for all on SQLite)",
     ),
-    ("pipeline/engine.py", "Pipeline.reconcile"): ((AGENT,), "crash recovery of one row"),
-    ("pipeline/engine.py", "Pipeline._rejudge_held"): ((AGENT,), "held bytes judged again"),
-    ("pipeline/engine.py", "Pipeline._record_recovery"): ((AGENT,), "TX_RECOVERED audit row"),
+    ("pipeline/recovery.py", "RecoveryStage.reconcile"): ((AGENT,), "crash recovery of one row"),
+    ("pipeline/recovery.py", "RecoveryStage._rejudge_held"): ((AGENT,), "held bytes judged again"),
+    ("pipeline/recovery.py", "RecoveryStage._record_recovery"): (
+        (AGENT,),
+        "TX_RECOVERED audit row",
+    ),
     # ------------------------------------------------------------------ sessions
     ("sessions.py", "SessionManager.issue"): (
         (AGENT,),
@@ -228,7 +243,7 @@ def test_every_write_unit_of_work_is_classified() -> None:
 def test_the_scan_sees_both_kinds() -> None:
     """The scan is not vacuous: it finds the known units of both kinds."""
     found = _write_units()
-    assert found[("pipeline/engine.py", "Pipeline.send")] == (AGENT,)
+    assert found[("pipeline/admission.py", "AdmissionStage.send")] == (AGENT,)
     assert found[("services/agents.py", "AgentService.kill_switch")] == (GLOBAL,)
     assert sum(len(k) for k in found.values()) >= 50
     assert all(reason.strip() for _kinds, reason in UNITS.values())

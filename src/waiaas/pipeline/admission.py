@@ -1,0 +1,657 @@
+"""Stage 1, admission: session, agent and policy checks in one unit of work that records the row.
+
+INSTANT / NOTIFY requests may be signed before the write lock (:meth:`AdmissionStage._presign`)
+and their bytes recorded in the admission commit; the rest go through the claim path of
+:mod:`waiaas.pipeline.execution`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from waiaas.chains.base import (
+    ChainAdapter,
+    SignedTx,
+    SupportsNonces,
+)
+from waiaas.db import UnitOfWork
+from waiaas.db.tables import AgentRow, ApprovalRow, TransactionRow
+from waiaas.errors import (
+    AgentNotActiveError,
+    AuthError,
+    ConstraintViolationError,
+    InvalidInputError,
+    KeystoreError,
+    KeystoreLockedError,
+    NotFoundError,
+    PolicyDeniedError,
+    StorageError,
+    TamperDetectedError,
+    WaiaasError,
+)
+from waiaas.ids import new_id
+from waiaas.pipeline import killswitch, plans, records
+from waiaas.pipeline.base import E, S, _Outbox, _PipelineBase
+from waiaas.pipeline.claims import _DuplicateBytes
+from waiaas.pipeline.execution import (
+    _deny_reasons,
+    _signed_json,
+    _warm_decimals,
+)
+from waiaas.pipeline.gate import agent_context as approvals_context
+from waiaas.pipeline.requests import (
+    normalize_request,
+    parse_request,
+    summary,
+)
+from waiaas.pipeline.states import BORN
+from waiaas.policy.evaluate import applicable
+from waiaas.policy.explain import agent_denial, deciding_reasons, next_allowed_time
+from waiaas.policy.rules import TimeRestrictionRules
+from waiaas.types import Request, Tier
+
+#: Admission's checks before it records presigned bytes: any transaction of the agent being
+#: signed (claimed, or signed and not yet cleared) sends this one to the claim path; bytes
+#: whose hash a row already holds go through :meth:`Pipeline._take_hash`.
+_EXECUTING_OF_AGENT = "SELECT 1 FROM transactions WHERE agent_id = ? AND status = ? LIMIT 1"
+_ROW_OF_HASH = "SELECT 1 FROM transactions WHERE tx_hash = ?"
+
+
+@dataclass(frozen=True)
+class _Presigned:
+    """Bytes signed before admission's lock for the plan it judges (:meth:`Pipeline._presign`);
+    never stored or sent unless admission records them."""
+
+    signed: SignedTx
+    simulation: str
+
+    def __repr__(self) -> str:
+        return f"_Presigned({self.signed!r}, simulation={self.simulation!r})"
+
+
+@dataclass(frozen=True)
+class _Early:
+    """What admission prepared before its write lock, for one agent and request."""
+
+    agent_id: str
+    public_key: str
+    request: Request
+    prepared: plans.Prepared
+    presigned: _Presigned | None = None
+
+    def for_(self, agent: AgentRow, request: Request) -> plans.Prepared | None:
+        """The prepared plan, if it was built for this agent, key and request."""
+        if (agent.id, agent.public_key) != (self.agent_id, self.public_key):
+            return None
+        return self.prepared if request == self.request else None
+
+
+class AdmissionStage(_PipelineBase):
+    """Stage 1: a request judged and recorded (signed at once when it may be)."""
+
+    # ================================================================== stage 1
+
+    def send(self, token: str, request: Request | Mapping[str, Any]) -> TransactionRow:
+        """Accept a request from an agent's session token; run it as far as its tier allows.
+
+        Returns the transaction row (the facade turns it into a public result).
+
+        Raises:
+            InvalidInputError / InvalidAddressError: the request is malformed.
+            AuthError (and subclasses): the token was refused.
+            KillSwitchActiveError, AgentNotActiveError: nothing may move now.
+            ConstraintViolationError: a session constraint refused it.
+            PolicyDeniedError: a policy denied it (the denial is recorded, ``tx_id`` set).
+        """
+        if not isinstance(token, str) or not token:
+            raise InvalidInputError("token must be a non-empty string", field="token")
+        try:
+            req = parse_request(request)
+        except InvalidInputError as exc:
+            self._refuse_malformed(token, exc)
+            raise
+        if self.keys.locked:
+            # Refuse before anything is recorded: an admitted request that cannot be signed
+            # now would surprise the agent by executing later.
+            raise KeystoreLockedError("the keystore is locked; nothing can be signed now")
+        now = self.clock.now()
+        outbox = _Outbox()
+        denied: PolicyDeniedError | None = None
+        agent_id: str | None = None
+        presigned: _Presigned | None = None
+        # What needs the chain (building the plan, token reads) happens before the write lock.
+        early = self._prepare_unlocked(token, req, now)
+        try:
+            with self.db.write(agent_id=early.agent_id if early is not None else None) as uow:
+                killswitch.ensure_inactive(uow)
+                verified = self.sessions.verify_in(uow, token, now)
+                agent_id = verified.agent_id
+                if early is not None and agent_id != early.agent_id:
+                    # locked for another agent (a session row edited meanwhile): refuse
+                    raise StorageError("the session's agent changed during admission")
+                agent = uow.agents.get(verified.agent_id)
+                if agent is None:
+                    raise NotFoundError("agent", verified.agent_id)
+                if agent.status != "ACTIVE":
+                    raise AgentNotActiveError(agent.id, agent.status, agent.suspension_reason)
+                adapter = self.adapter_for(agent.chain, agent.network)
+                req = normalize_request(adapter, req)
+                prepared = early.for_(agent, req) if early is not None else None
+                if prepared is not None and early is not None:
+                    presigned = early.presigned
+                if prepared is None:  # not prepared above (rare): build it here
+                    prepared = plans.prepare_or_defer(adapter, req, agent.public_key)
+                row, denied = self._admit(
+                    uow, agent, verified, req, now, outbox, prepared, presigned=presigned
+                )
+                if denied is None and uow.integrity is not None and row.integrity is None:
+                    from waiaas.integrity import tx_mac
+
+                    uow.transactions.update_fields(row.id, integrity=tx_mac(uow.integrity, row))
+                uow.commit()
+        except TamperDetectedError as exc:
+            self._refuse_tampered(exc, agent_id=agent_id, tx_id=None, now=now)
+            raise
+        except (AuthError, AgentNotActiveError) as exc:
+            self._record_auth_failure(exc, now)
+            raise
+        except ConstraintViolationError as exc:
+            self._record_constraint_violation(exc, agent_id, now)
+            raise
+        except InvalidInputError as exc:
+            # a guard (a disguised transfer), an address or network the agent's chain refuses
+            if agent_id is not None:
+                self.record_refusal(agent_id, None, "guard", exc, now)
+            raise
+        self._publish(outbox)
+        if denied is not None:
+            raise denied
+        self.hooks.stage("admitted", row.id)
+        if row.status == S.SUBMITTED and presigned is not None:
+            # The bytes were recorded and cleared for broadcast in the admission commit.
+            self.hooks.stage("recorded", row.id)
+            return self._submit_stage(row.id, presigned.signed, row, fresh=True, cleared=True)
+        if row.status == S.PENDING:
+            try:
+                return self.execute(row.id)
+            except KeystoreError as exc:
+                # Locked between admission and signing: the agent is told it failed, so it
+                # must not execute later behind its back (a retry would pay twice).
+                self._fail(row.id, exc, expected=(S.PENDING,))
+                raise
+        return row
+
+    def _prepare_unlocked(self, token: str, req: Request, now: int) -> _Early | None:
+        """Before admission's write lock: find the token's agent (a read, nothing written),
+        normalise the request (token decimals are read from the chain and cached) and build
+        its plan. ``None`` when the token or the agent does not check out: admission then
+        refuses it under the lock with the right error and audit row."""
+        try:
+            with self.db.read() as uow:
+                verified = self.sessions.verify_in(uow, token, now)
+                agent = uow.agents.get(verified.agent_id)
+                stopped = self.presign and killswitch.is_active(uow)
+            if agent is None or agent.status != "ACTIVE":
+                return None
+            adapter = self.adapters.get((agent.chain, agent.network))
+            if adapter is None:
+                return None
+            normalized = normalize_request(adapter, req)
+            # Bytes signed here carry the nonce the node expects next (the one the claim
+            # path would reserve first); admission records them only if no in-flight row
+            # holds it. Without presigning the nonce is chosen at the claim.
+            hint = None
+            if self.presign and not stopped and isinstance(adapter, SupportsNonces):
+                hint = adapter.pending_nonce(agent.public_key)
+            prepared = plans.prepare_or_defer(adapter, normalized, agent.public_key, nonce=hint)
+        except WaiaasError:
+            return None
+        _warm_decimals(adapter, normalized, prepared.effects)
+        presigned = None
+        if self.presign and not stopped:
+            presigned = self._presign(adapter, agent, prepared)
+        return _Early(agent.id, agent.public_key, normalized, prepared, presigned)
+
+    def _presign(
+        self, adapter: ChainAdapter, agent: AgentRow, prepared: plans.Prepared
+    ) -> _Presigned | None:
+        """Sign the transaction whose plan admission is about to judge, before its lock:
+        the very transaction the plan, its digest and its effects were read from, with the
+        fee judged held (:func:`plans.hold_fee`) and its simulation checked against those
+        effects, as the claim path does before it signs.
+
+        The bytes stay in memory. Admission records them (with SUBMITTED, in its own commit)
+        only when it judged them INSTANT or NOTIFY under the lock, with the kill switch off,
+        the agent active, no other transaction of the agent being signed, the nonce still
+        free and no live twin of the bytes; otherwise they are dropped unsent and the claim
+        path builds, checks and signs after admission as before. ``None`` when they cannot
+        be signed here (no plan, a locked keystore, a refused simulation, a node error):
+        the claim path then meets the same condition and records it.
+        """
+        unsigned = prepared.unsigned
+        if unsigned is None or prepared.plan is None or self.keys.locked:
+            return None
+        judged = {"network_fee": plans.fee_to_json(prepared.fee)} if prepared.fee else {}
+        try:
+            unsigned = plans.hold_fee(adapter, unsigned, judged)
+            simulation = plans.check_simulation(
+                adapter, unsigned, prepared.effects, required=self.config.require_simulation
+            )
+            with self.keys.use_key(agent.id) as secret:
+                signed: SignedTx = adapter.sign(unsigned, secret)
+            # A transaction of the agent that landed meanwhile (it left the in-flight rows
+            # admission checks) may have used the nonce: the node says.
+            if (
+                signed.nonce is not None
+                and isinstance(adapter, SupportsNonces)
+                and adapter.pending_nonce(agent.public_key) > signed.nonce
+            ):
+                return None
+        except WaiaasError:
+            return None
+        return _Presigned(signed, simulation)
+
+    def _take_presigned(
+        self, uow: UnitOfWork, agent: AgentRow, row: TransactionRow, presigned: _Presigned
+    ) -> SignedTx | None:
+        """Inside admission's write: whether the bytes signed before the lock may be
+        recorded with the request (the conditions the claim path checks before it signs)."""
+        busy = uow.fetch_one(_EXECUTING_OF_AGENT, (agent.id, S.EXECUTING.value))
+        if busy is not None:
+            return None  # one signing at a time per agent: the claim path waits its turn
+        signed = presigned.signed
+        if signed.nonce is not None and signed.nonce != self._reserve_nonce(
+            uow, agent, exclude=row.id, hint=signed.nonce
+        ):
+            return None  # the nonce is another in-flight transaction's
+        if uow.fetch_one(_ROW_OF_HASH, (signed.tx_hash,)) is not None:
+            try:
+                self._take_hash(uow, row, signed)
+            except _DuplicateBytes:
+                return None
+        return signed
+
+    def _verify_stored(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        agent: AgentRow,
+        approval: ApprovalRow | None = None,
+    ) -> None:
+        """The stored request and plan, the owner binding and the approval (with the owner's
+        decision on it) carry their MACs. Without ``approval``, an APPROVAL transaction's
+        latest approval is checked (before signing: a forged ``approved_at`` is refused)."""
+        if uow.integrity is None:
+            return
+        from waiaas import integrity
+
+        integrity.check_tx(uow.integrity, row)
+        integrity.check_agent(uow.integrity, agent)
+        if approval is None and row.tier == Tier.APPROVAL:
+            approval = uow.approvals.for_tx(row.id)
+        if approval is not None:
+            integrity.check_approval(uow.integrity, approval)
+
+    def _refuse_tampered(
+        self, exc: TamperDetectedError, *, agent_id: str | None, tx_id: str | None, now: int
+    ) -> None:
+        """In a unit of work of its own (the refused one rolled back): a critical
+        TAMPER_DETECTED row, the transaction (if still open) FAILED, and a notification."""
+        outbox = _Outbox()
+        with self._tx_write(tx_id, agent_id) as uow:
+            row = uow.transactions.get(tx_id) if tx_id is not None else None
+            if row is not None:
+                agent_id = row.agent_id
+            uow.audit.append(
+                E.TAMPER_DETECTED,
+                actor="system",
+                now=now,
+                agent_id=agent_id,
+                tx_id=tx_id,
+                details={
+                    "entity": exc.entity,
+                    "entity_id": exc.entity_id,
+                    "problem": exc.problem,
+                    "message": exc.message,
+                },
+            )
+            if row is not None and row.status in (S.PENDING, S.QUEUED):
+                self._end(
+                    uow,
+                    row,
+                    S.FAILED,
+                    code="TAMPER_DETECTED",
+                    message=exc.message,
+                    actor="system",
+                    now=now,
+                    outbox=outbox,
+                )
+            uow.commit()
+        outbox.add(
+            E.TAMPER_DETECTED,
+            tx_id=tx_id,
+            agent_id=agent_id,
+            severity="critical",
+            reason=exc.message,
+        )
+        self._publish(outbox)
+
+    def _refuse_malformed(self, token: str, exc: InvalidInputError) -> None:
+        """A malformed request under a valid token is recorded against its agent; under an
+        invalid token nothing is (the token check records AUTH_FAILED on the real path)."""
+        now = self.clock.now()
+        try:
+            with self.db.read() as uow:
+                verified = self.sessions.verify_in(uow, token, now)
+        except (AuthError, AgentNotActiveError, WaiaasError):
+            return
+        self.record_refusal(verified.agent_id, verified.session_id, "malformed", exc, now)
+
+    def record_refusal(
+        self, agent_id: str, session_id: str | None, kind: str, exc: WaiaasError, now: int
+    ) -> None:
+        """A refused request that leaves no transaction row: one REQUEST_REFUSED row (which
+        RATE_LIMIT and AUTO_STOP max_denials count), and the max_denials check."""
+        outbox = _Outbox()
+        with self.db.write(agent_id=agent_id) as uow:
+            uow.audit.append(
+                E.REQUEST_REFUSED,
+                actor=self._actor(agent_id),
+                now=now,
+                agent_id=agent_id,
+                session_id=session_id,
+                details={
+                    "kind": kind,
+                    "code": exc.code,
+                    "field": getattr(exc, "field", None),
+                    "message": exc.message[:300],
+                },
+            )
+            tampered = self._auto_stop_after_refusal(uow, agent_id, now, outbox)
+            uow.commit()
+        self._publish(outbox)
+        if tampered is not None:
+            self._refuse_tampered(tampered, agent_id=agent_id, tx_id=None, now=now)
+            raise tampered
+
+    def _auto_stop_after_refusal(
+        self, uow: UnitOfWork, agent_id: str, now: int, outbox: _Outbox
+    ) -> TamperDetectedError | None:
+        """The max_denials check after a refusal. A policy or resume mark that fails its MAC
+        is returned (nothing was written for it): the caller commits the refusal, then
+        records the tampering and raises it."""
+        agent = uow.agents.get(agent_id)
+        if agent is None or agent.status != "ACTIVE":
+            return None
+        try:
+            reason = self.gate.refusal_auto_stop_reason(uow, agent, now)
+        except TamperDetectedError as exc:
+            return exc
+        if reason:
+            self._suspend_for_auto_stop(uow, agent, reason, now, outbox)
+        return None
+
+    def _record_auth_failure(self, exc: AuthError | AgentNotActiveError, now: int) -> None:
+        """AUTH_FAILED must be recorded even though the request's unit of work rolled back."""
+        self.sessions.record_failure(exc, now=now)
+
+    def _record_constraint_violation(
+        self, exc: ConstraintViolationError, agent_id: str | None, now: int
+    ) -> None:
+        """A request refused by its session's constraints leaves no transaction (its unit of
+        work rolled back), but the attempt is recorded: POLICY_VIOLATION naming the constraint,
+        in its own transaction, and the owner is notified."""
+        constraint = str(getattr(exc, "constraint", ""))
+        session_id = getattr(exc, "session_id", None)
+        details = {"source": "session", "constraint": constraint, "message": exc.message}
+        outbox = _Outbox()
+        with self.db.write(agent_id=agent_id) as uow:
+            uow.audit.append(
+                E.POLICY_VIOLATION,
+                actor=self._actor(agent_id) if agent_id else "agent",
+                now=now,
+                agent_id=agent_id,
+                session_id=session_id,
+                details=details,
+            )
+            tampered = None
+            if agent_id is not None:  # it counts toward RATE_LIMIT and AUTO_STOP max_denials
+                tampered = self._auto_stop_after_refusal(uow, agent_id, now, outbox)
+            uow.commit()
+        reasons = [{"type": "SESSION_CONSTRAINT", "effect": "deny", "message": exc.message}]
+        outbox.add(E.POLICY_VIOLATION, agent_id=agent_id, reasons=reasons)
+        self._publish(outbox)
+        if tampered is not None:
+            self._refuse_tampered(tampered, agent_id=agent_id, tx_id=None, now=now)
+            raise tampered
+
+    def _admit(
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        verified: Any,
+        req: Request,
+        now: int,
+        outbox: _Outbox,
+        prepared: plans.Prepared | None = None,
+        *,
+        presigned: _Presigned | None = None,
+    ) -> tuple[TransactionRow, PolicyDeniedError | None]:
+        amount, to, asset = summary(req)
+        prepared = prepared or plans.Prepared(None, None, None)
+        adapter = self.adapter_for(agent.chain, agent.network)
+        decision = self.gate.evaluate(
+            uow,
+            agent,
+            req,
+            now,
+            adapter=adapter,
+            effects=prepared.effects,
+            calldata=prepared.calldata,
+            fee=prepared.fee,
+        )
+        spent = dict(decision.spend)
+        tx_id = new_id()
+        meta: dict[str, Any] = {
+            "network": agent.network,
+            "request": req.model_dump(mode="json"),
+            "asset": asset,
+            **prepared.meta(),
+            "decision": records.stored_decision(decision),
+        }
+        row = TransactionRow(
+            id=tx_id,
+            agent_id=agent.id,
+            session_id=verified.session_id,
+            chain=agent.chain,
+            type=req.type,
+            amount=None if amount is None else str(amount),
+            to_address=to,
+            status=S.PENDING,
+            tier=None,
+            created_at=now,
+            metadata_json=json.dumps(meta, separators=(",", ":")),
+            spend=json.dumps({k: str(v) for k, v in spent.items()}, separators=(",", ":")),
+        )
+        actor = self._actor(agent.id)
+        common = {"agent_id": agent.id, "session_id": verified.session_id, "tx_id": tx_id}
+        tier = Tier(decision.tier) if decision.allowed else None
+        reasons: list[dict[str, Any]] = [] if decision.allowed else _deny_reasons(decision)
+        if tier == Tier.APPROVAL and agent.owner_address is None:
+            if self.config.no_owner_approval == "delay":
+                tier = Tier.DELAY
+                meta["approval_downgraded"] = "agent has no owner; APPROVAL became DELAY"
+            else:
+                tier = None
+                reasons = [
+                    {
+                        "type": "APPROVAL",
+                        "effect": "deny",
+                        "message": "this request needs the owner's approval, but the agent has no "
+                        "owner address (set one, or WalletConfig(no_owner_approval='delay'))",
+                    }
+                ]
+        if tier is None:
+            # Hard caps before "needs the owner", none twice: for the owner's record (the
+            # audit row, TransactionInfo.error) the full reasons; the agent gets less below.
+            reasons = [r.model_dump(mode="json") for r in deciding_reasons(reasons)]
+            message = "; ".join(str(r.get("message", "")) for r in reasons) or "denied by policy"
+            row.status = S.FAILED
+            row.error = "POLICY_DENIED"
+            meta["error"] = {"code": "POLICY_DENIED", "message": f"denied by policy: {message}"}
+            row.metadata_json = json.dumps(meta, separators=(",", ":"))
+            uow.transactions.add(row)
+            uow.audit.append(
+                E.TX_REQUESTED,
+                actor=actor,
+                now=now,
+                **common,
+                details={
+                    "type": req.type,
+                    "amount": row.amount,
+                    "asset": asset,
+                    "to": to,
+                    **({"plan_digest": prepared.digest} if prepared.digest else {}),
+                },
+            )
+            uow.audit.append(
+                E.POLICY_VIOLATION,
+                actor=actor,
+                now=now,
+                **common,
+                details={"reasons": reasons},
+            )
+            outbox.add(E.POLICY_VIOLATION, tx_id=tx_id, agent_id=agent.id, reasons=reasons)
+            self._maybe_auto_stop(uow, agent, decision, now, outbox)
+            return row, self._agent_denial(uow, agent, decision, reasons, now, tx_id)
+        # Session constraints and usage stats, in the same unit of work as the request.
+        self.sessions.enforce_and_record(
+            uow, verified, req, network=agent.network, now=now, spend=spent, fees=decision.fees
+        )
+        row.tier = tier.value
+        signed: SignedTx | None = None
+        if presigned is not None and tier in (Tier.INSTANT, Tier.NOTIFY):
+            signed = self._take_presigned(uow, agent, row, presigned)
+        if signed is not None and presigned is not None:
+            # Recorded and cleared for broadcast in this commit: PENDING -> SUBMITTED.
+            row.status = S.SUBMITTED
+            row.tx_hash = signed.tx_hash
+            meta["simulation"] = presigned.simulation
+            meta["signed"] = _signed_json(signed)
+        if tier not in (Tier.DELAY, Tier.APPROVAL):
+            row.metadata_json = json.dumps(meta, separators=(",", ":"))
+            if uow.integrity is not None:
+                from waiaas.integrity import tx_mac
+
+                row.integrity = tx_mac(uow.integrity, row)
+        assert row.status in BORN
+        uow.transactions.add(row)
+        uow.audit.append(
+            E.TX_REQUESTED,
+            actor=actor,
+            now=now,
+            **common,
+            details={
+                "type": req.type,
+                "amount": row.amount,
+                "asset": asset,
+                "to": to,
+                "tier": tier.value,
+                **({"plan_digest": prepared.digest} if prepared.digest else {}),
+            },
+        )
+        if signed is not None:
+            # The same record as the claim path's: the bytes (TX_SIGNED, with their hash),
+            # then their clearing for broadcast (TX_SUBMITTED), in one commit.
+            uow.audit.append(
+                E.TX_SIGNED,
+                actor="system",
+                now=now,
+                **common,
+                # the bytes are recorded while the row is still (logically) PENDING
+                details={
+                    "tx_hash": signed.tx_hash,
+                    "nonce": signed.nonce,
+                    "from": S.PENDING.value,
+                    "to": S.PENDING.value,
+                },
+            )
+            uow.audit.append(
+                E.TX_SUBMITTED,
+                actor="system",
+                now=now,
+                **common,
+                details={"from": S.PENDING.value},  # "to": SUBMITTED, implied
+            )
+        if tier in (Tier.DELAY, Tier.APPROVAL):
+            extra: dict[str, Any] = {}
+            if tier == Tier.DELAY:
+                delay = decision.delay_seconds
+                meta["execute_after"] = now + (
+                    delay if delay is not None else self.config.delay_seconds
+                )
+                extra["execute_after"] = meta["execute_after"]
+            else:
+                timeout = decision.approval_timeout or self.config.approval_timeout
+                approval = ApprovalRow(
+                    id=new_id(),
+                    tx_id=tx_id,
+                    required_by=now + timeout,
+                    expires_at=now + timeout,
+                    created_at=now,
+                )
+                uow.approvals.add(approval)
+                meta["approval"] = self._approval_meta(uow, agent, approval, meta)
+                extra["approval_expires_at"] = approval.expires_at
+            self._move(
+                uow,
+                row,
+                S.QUEUED,
+                event=E.TX_QUEUED,
+                actor=actor,
+                now=now,
+                details={"tier": tier.value, **extra},
+                queued_at=now,
+                metadata=meta,
+            )
+            row.status = S.QUEUED
+            row.queued_at = now
+            outbox.add(E.TX_QUEUED, tx_id=tx_id, agent_id=agent.id, tier=tier.value, **extra)
+            row.metadata_json = json.dumps(meta, separators=(",", ":"))
+        if tier == Tier.NOTIFY:
+            outbox.add(E.TX_REQUESTED, tx_id=tx_id, agent_id=agent.id, tier=tier.value)
+        return row, None
+
+    def _agent_denial(
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        decision: Any,
+        reasons: Sequence[Mapping[str, Any]],
+        now: int,
+        tx_id: str,
+    ) -> PolicyDeniedError:
+        """The denial raised to the session holder: redacted as for agents' dry runs (the
+        outcome and the one deciding figure; no list contents, other thresholds or rule ids).
+        The full decision stays in the row and the POLICY_VIOLATION audit row."""
+        next_at: int | None = None
+        ordered = deciding_reasons(reasons)
+        if ordered and ordered[0].type == "TIME_RESTRICTION":
+            rules = [
+                s.rules
+                for s in applicable(self.gate.policies(uow, agent.id), approvals_context(agent))
+                if isinstance(s.rules, TimeRestrictionRules)
+            ]
+            next_at = next_allowed_time(rules, now)
+        shown = agent_denial(decision, ordered, chain=agent.chain, next_allowed_at=next_at)
+        return PolicyDeniedError(
+            f"denied by policy: {shown.message}",
+            rule=shown.rule,
+            figure=dict(shown.figure) if shown.figure else None,
+            next=shown.next,
+            reasons=[dict(r) for r in shown.reasons],
+            tx_id=tx_id,
+        )
