@@ -4,8 +4,8 @@
 only through these ports; :class:`waiaas.sessions.SessionManager` and
 :class:`waiaas.pipeline.gate.PolicyGate` satisfy them structurally (checked by
 ``mypy --strict`` where the wallet builds its pipeline). The other two ports, the keystore
-(:class:`~waiaas.pipeline.engine.KeySource`) and the notifier
-(:class:`~waiaas.pipeline.engine.EventSink`), are declared next to the pipeline; the chain
+(:class:`~waiaas.pipeline.base.KeySource`) and the notifier
+(:class:`~waiaas.pipeline.base.EventSink`), are declared next to the pipeline; the chain
 port is :class:`waiaas.chains.base.ChainAdapter`.
 
 Every method that takes a ``uow`` runs inside the caller's unit of work and commits
