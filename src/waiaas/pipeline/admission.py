@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from waiaas.chains.base import (
@@ -17,6 +17,7 @@ from waiaas.chains.base import (
     SignedTx,
     SupportsNonces,
 )
+from waiaas.config import WalletConfig
 from waiaas.db import UnitOfWork
 from waiaas.db.tables import AgentRow, ApprovalRow, TransactionRow
 from waiaas.errors import (
@@ -50,8 +51,9 @@ from waiaas.pipeline.requests import (
 from waiaas.pipeline.states import BORN
 from waiaas.policy.evaluate import applicable
 from waiaas.policy.explain import agent_denial, deciding_reasons, next_allowed_time
+from waiaas.policy.model import Decision
 from waiaas.policy.rules import TimeRestrictionRules
-from waiaas.types import Request, Tier
+from waiaas.types import Request, Tier, TxStatus
 
 #: Admission's checks before it records presigned bytes: any transaction of the agent being
 #: signed (claimed, or signed and not yet cleared) sends this one to the claim path; bytes
@@ -87,6 +89,71 @@ class _Early:
         if (agent.id, agent.public_key) != (self.agent_id, self.public_key):
             return None
         return self.prepared if request == self.request else None
+
+
+@dataclass(frozen=True)
+class AdmissionPlan:
+    """What admission makes of a policy decision for one agent (:func:`plan_admission`).
+
+    Attributes:
+        tier: the tier the request runs under; ``None`` when it is refused.
+        status: the row's status once admission commits (before any presigned bytes):
+            ``FAILED`` (refused), ``QUEUED`` (DELAY, APPROVAL) or ``PENDING``.
+        reasons: when refused, the deny reasons as JSON dicts, deciding ones first.
+        meta: what to add to the row's metadata (the refusal, an APPROVAL downgraded).
+        execute_after: when a DELAY request may run.
+        approval_expires_at: when an APPROVAL request's wait for the owner ends.
+    """
+
+    tier: Tier | None
+    status: TxStatus
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    execute_after: int | None = None
+    approval_expires_at: int | None = None
+
+
+def plan_admission(
+    decision: Decision, *, has_owner: bool, config: WalletConfig, now: int
+) -> AdmissionPlan:
+    """The tier, status and metadata admission records for ``decision`` (no I/O).
+
+    An APPROVAL request of an agent with no owner is refused, or becomes DELAY under
+    ``WalletConfig(no_owner_approval="delay")``; a refusal keeps the deny reasons in the
+    order an agent should read them (hard caps before "needs the owner", none twice).
+    """
+    tier = Tier(decision.tier) if decision.allowed else None
+    reasons: list[dict[str, Any]] = [] if decision.allowed else _deny_reasons(decision)
+    meta: dict[str, Any] = {}
+    if tier == Tier.APPROVAL and not has_owner:
+        if config.no_owner_approval == "delay":
+            tier = Tier.DELAY
+            meta["approval_downgraded"] = "agent has no owner; APPROVAL became DELAY"
+        else:
+            tier = None
+            reasons = [
+                {
+                    "type": "APPROVAL",
+                    "effect": "deny",
+                    "message": "this request needs the owner's approval, but the agent has no "
+                    "owner address (set one, or WalletConfig(no_owner_approval='delay'))",
+                }
+            ]
+    if tier is None:
+        # Hard caps before "needs the owner", none twice: for the owner's record (the
+        # audit row, TransactionInfo.error) the full reasons; the agent gets less.
+        reasons = [r.model_dump(mode="json") for r in deciding_reasons(reasons)]
+        message = "; ".join(str(r.get("message", "")) for r in reasons) or "denied by policy"
+        meta["error"] = {"code": "POLICY_DENIED", "message": f"denied by policy: {message}"}
+        return AdmissionPlan(None, S.FAILED, reasons, meta)
+    if tier == Tier.DELAY:
+        delay = decision.delay_seconds
+        after = now + (delay if delay is not None else config.delay_seconds)
+        return AdmissionPlan(tier, S.QUEUED, meta=meta, execute_after=after)
+    if tier == Tier.APPROVAL:
+        timeout = decision.approval_timeout or config.approval_timeout
+        return AdmissionPlan(tier, S.QUEUED, meta=meta, approval_expires_at=now + timeout)
+    return AdmissionPlan(tier, S.PENDING, meta=meta)
 
 
 class AdmissionStage(_PipelineBase):
@@ -478,30 +545,14 @@ class AdmissionStage(_PipelineBase):
         )
         actor = self._actor(agent.id)
         common = {"agent_id": agent.id, "session_id": verified.session_id, "tx_id": tx_id}
-        tier = Tier(decision.tier) if decision.allowed else None
-        reasons: list[dict[str, Any]] = [] if decision.allowed else _deny_reasons(decision)
-        if tier == Tier.APPROVAL and agent.owner_address is None:
-            if self.config.no_owner_approval == "delay":
-                tier = Tier.DELAY
-                meta["approval_downgraded"] = "agent has no owner; APPROVAL became DELAY"
-            else:
-                tier = None
-                reasons = [
-                    {
-                        "type": "APPROVAL",
-                        "effect": "deny",
-                        "message": "this request needs the owner's approval, but the agent has no "
-                        "owner address (set one, or WalletConfig(no_owner_approval='delay'))",
-                    }
-                ]
+        plan = plan_admission(
+            decision, has_owner=agent.owner_address is not None, config=self.config, now=now
+        )
+        tier, reasons = plan.tier, plan.reasons
+        meta.update(plan.meta)
         if tier is None:
-            # Hard caps before "needs the owner", none twice: for the owner's record (the
-            # audit row, TransactionInfo.error) the full reasons; the agent gets less below.
-            reasons = [r.model_dump(mode="json") for r in deciding_reasons(reasons)]
-            message = "; ".join(str(r.get("message", "")) for r in reasons) or "denied by policy"
-            row.status = S.FAILED
+            row.status = plan.status
             row.error = "POLICY_DENIED"
-            meta["error"] = {"code": "POLICY_DENIED", "message": f"denied by policy: {message}"}
             row.metadata_json = json.dumps(meta, separators=(",", ":"))
             uow.transactions.add(row)
             uow.audit.append(
@@ -588,19 +639,16 @@ class AdmissionStage(_PipelineBase):
             )
         if tier in (Tier.DELAY, Tier.APPROVAL):
             extra: dict[str, Any] = {}
-            if tier == Tier.DELAY:
-                delay = decision.delay_seconds
-                meta["execute_after"] = now + (
-                    delay if delay is not None else self.config.delay_seconds
-                )
+            if plan.execute_after is not None:
+                meta["execute_after"] = plan.execute_after
                 extra["execute_after"] = meta["execute_after"]
             else:
-                timeout = decision.approval_timeout or self.config.approval_timeout
+                assert plan.approval_expires_at is not None
                 approval = ApprovalRow(
                     id=new_id(),
                     tx_id=tx_id,
-                    required_by=now + timeout,
-                    expires_at=now + timeout,
+                    required_by=plan.approval_expires_at,
+                    expires_at=plan.approval_expires_at,
                     created_at=now,
                 )
                 uow.approvals.add(approval)
@@ -609,7 +657,7 @@ class AdmissionStage(_PipelineBase):
             self._move(
                 uow,
                 row,
-                S.QUEUED,
+                plan.status,
                 event=E.TX_QUEUED,
                 actor=actor,
                 now=now,
@@ -617,7 +665,7 @@ class AdmissionStage(_PipelineBase):
                 queued_at=now,
                 metadata=meta,
             )
-            row.status = S.QUEUED
+            row.status = plan.status
             row.queued_at = now
             outbox.add(E.TX_QUEUED, tx_id=tx_id, agent_id=agent.id, tier=tier.value, **extra)
             row.metadata_json = json.dumps(meta, separators=(",", ":"))
