@@ -616,12 +616,15 @@ class AdmissionStage(_PipelineBase):
         )
         if signed is not None:
             # The same record as the claim path's: the bytes (TX_SIGNED, with their hash),
-            # then their clearing for broadcast (TX_SUBMITTED), in one commit.
+            # then their clearing for broadcast (TX_SUBMITTED), in one commit; like the claim
+            # path's rows they name the agent and the transaction (the session is on
+            # TX_REQUESTED).
+            system = {"agent_id": agent.id, "tx_id": tx_id}
             uow.audit.append(
                 E.TX_SIGNED,
                 actor="system",
                 now=now,
-                **common,
+                **system,
                 # the bytes are recorded while the row is still (logically) PENDING
                 details={
                     "tx_hash": signed.tx_hash,
@@ -634,7 +637,7 @@ class AdmissionStage(_PipelineBase):
                 E.TX_SUBMITTED,
                 actor="system",
                 now=now,
-                **common,
+                **system,
                 details={"from": S.PENDING.value},  # "to": SUBMITTED, implied
             )
         if tier in (Tier.DELAY, Tier.APPROVAL):
