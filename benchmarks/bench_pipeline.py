@@ -4,7 +4,9 @@ Run ``python benchmarks/bench_pipeline.py`` (defaults take about two minutes on 
 ``--quick`` for a smoke run). Prints one JSON object per line:
 
 * ``environment``: Python, SQLite, machine.
-* ``throughput`` (``chain`` = ``solana`` / ``evm``): sequential INSTANT transfers through
+* ``throughput`` (``chain`` = ``solana`` / ``evm``; ``claim_path_*``: the same wallet with
+  ``Pipeline.presign = False``, every INSTANT send claimed, signed and cleared in commits of
+  their own after admission, as before Engine v2): sequential INSTANT transfers through
   ``wallet.send`` for one agent under a realistic policy set (a SPENDING_LIMIT with caps and
   tier thresholds, an ALLOWED_ADDRESSES list of 50 recipients, a RATE_LIMIT), against the
   bare chain client on the **same chain in the same run**: for Solana, solders builds a
@@ -297,8 +299,9 @@ def bare_web3_loop(adapter: EvmDevAdapter, n: int) -> float:
 # --------------------------------------------------------------------------- throughput
 
 
-def throughput_run(chain: str, n: int, run: int, directory: Path) -> tuple[float, float]:
-    """One run on a fresh chain: (bare seconds, wallet seconds); the order alternates."""
+def throughput_run(chain: str, n: int, run: int, directory: Path) -> tuple[float, float, float]:
+    """One run on a fresh chain: (bare, wallet, wallet on the claim path) seconds; the order
+    rotates between runs."""
     adapter: Any
     if chain == "solana":
         svm = LiteSVM()
@@ -315,25 +318,37 @@ def throughput_run(chain: str, n: int, run: int, directory: Path) -> tuple[float
     with open_wallet(directory, [adapter]) as wallet:
 
         def through_wallet() -> float:
+            wallet._pipeline.presign = True
             return wallet_loop(wallet, adapter, n)
 
-        order = (bare, through_wallet) if run % 2 == 0 else (through_wallet, bare)
+        def claim_path() -> float:
+            wallet._pipeline.presign = False
+            try:
+                return wallet_loop(wallet, adapter, n)
+            finally:
+                wallet._pipeline.presign = True
+
+        loops = [bare, through_wallet, claim_path]
+        order = loops[run % 3 :] + loops[: run % 3]
         seconds = {fn: fn() for fn in order}
     adapter.close()
-    return seconds[bare], seconds[through_wallet]
+    return seconds[bare], seconds[through_wallet], seconds[claim_path]
 
 
 def throughput(chain: str, n: int, runs: int, workdir: Path) -> None:
     bare_rates: list[float] = []
     wallet_rates: list[float] = []
+    claim_rates: list[float] = []
     for run in range(runs):
         directory = workdir / f"{chain}-{run}"
         directory.mkdir()
-        bare_seconds, wallet_seconds = throughput_run(chain, n, run, directory)
+        bare_seconds, wallet_seconds, claim_seconds = throughput_run(chain, n, run, directory)
         bare_rates.append(n / bare_seconds)
         wallet_rates.append(n / wallet_seconds)
+        claim_rates.append(n / claim_seconds)
     bare_rate = statistics.median(bare_rates)
     wallet_rate = statistics.median(wallet_rates)
+    claim_rate = statistics.median(claim_rates)
     emit(
         bench="pipeline",
         case="throughput",
@@ -349,8 +364,12 @@ def throughput(chain: str, n: int, runs: int, workdir: Path) -> None:
         wallet_tx_per_s=round(wallet_rate, 1),
         ratio=round(wallet_rate / bare_rate, 3),
         overhead_ms_per_tx=round(1000 / wallet_rate - 1000 / bare_rate, 2),
+        claim_path_tx_per_s=round(claim_rate, 1),
+        claim_path_ratio=round(claim_rate / bare_rate, 3),
+        presigned_over_claim_path=round(wallet_rate / claim_rate, 2),
         bare_runs=[round(r, 1) for r in bare_rates],
         wallet_runs=[round(r, 1) for r in wallet_rates],
+        claim_path_runs=[round(r, 1) for r in claim_rates],
     )
 
 
