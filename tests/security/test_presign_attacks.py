@@ -22,7 +22,7 @@ from waiaas.errors import (
     PolicyDeniedError,
 )
 from waiaas.pipeline.engine import PipelineHooks
-from waiaas.testing import FrozenClock, local_wallet
+from waiaas.testing import FrozenClock, fast_config, local_wallet
 from waiaas.types import Transfer
 from waiaas.wallet import Wallet
 
@@ -208,7 +208,11 @@ def test_evm_presigned_nonce_held_by_an_unsent_row_goes_to_the_claim_path(tmp_pa
             stop["on"] = False
             raise _Stop
 
-    with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=hook)) as w:
+    # the second transaction waits behind the first's unsent nonce: do not wait long for it
+    config = fast_config(confirm_timeout=0.5)
+    with local_wallet(
+        tmp_path, clock=FrozenClock(), config=config, hooks=PipelineHooks(on_stage=hook)
+    ) as w:
         agent = new_agent(w, "evm")
         token = w.issue_session(agent.id).token
         first_to, second_to = recipient("evm"), recipient("evm")
