@@ -241,3 +241,44 @@ def events_of_entries(wallet: Wallet, tx_id: str) -> list[Any]:
     from tests.e2e.conftest import all_audit
 
     return all_audit(wallet, tx_id=tx_id)
+
+
+def test_evm_presigned_nonce_used_by_a_transaction_that_landed_after_the_last_read(
+    wallet: Wallet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EVM race: the presigned bytes carry nonce n, the node is asked after signing and
+    still expects n; then another transaction of the same agent is admitted, sent and
+    confirmed with n before this one takes admission's lock. No in-flight row holds n any
+    more, so admission records the bytes, and the node refuses them: n is used. Those bytes
+    can never land (another transaction has their nonce), so the rebuild signs the same plan
+    with the next free nonce instead of n again. Both recipients are paid once, nothing
+    FAILED, and the audit shows the rebuild with its new nonce."""
+    agent = new_agent(wallet, "evm")
+    token = wallet.issue_session(agent.id).token
+    first_to, second_to = recipient("evm"), recipient("evm")
+    amount = TIER_AMOUNTS["evm"]["INSTANT"]
+    adapter = wallet.network_adapter("evm", NETWORK["evm"])
+    original = adapter.pending_nonce
+    calls = {"n": 0}
+    others: list[Any] = []
+
+    def pending_nonce(address: str) -> int:
+        value = original(address)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the read after presigning: the other lands right after it
+            others.append(wallet.send(token, Transfer(to=second_to, amount=amount)))
+        return value
+
+    monkeypatch.setattr(adapter, "pending_nonce", pending_nonce)
+    result = wallet.send(token, Transfer(to=first_to, amount=amount))
+    assert [o.status for o in others] == ["CONFIRMED"]
+    assert result.status == "CONFIRMED", result.error
+    entries = {e.event_type: e.details for e in events_of_entries(wallet, result.id)}
+    (other_signed,) = [
+        e.details for e in events_of_entries(wallet, others[0].id) if e.event_type == "TX_SIGNED"
+    ]
+    assert entries["TX_SIGNED"]["nonce"] == other_signed["nonce"] == 0  # the race happened
+    assert entries["TX_RETRY"]["nonce"] == 1  # rebuilt with the next nonce
+    assert adapter.get_balance(first_to) == amount
+    assert adapter.get_balance(second_to) == amount
+    assert original(agent.public_key) == 2

@@ -977,12 +977,9 @@ class ExecutionStage(_PipelineBase):
         assert agent is not None
         adapter = self.adapter_for(agent.chain, agent.network)
         previous = meta.get("signed", {})
-        nonce = previous.get("nonce")
         try:
-            # EVM: the replacement reuses the nonce, so at most one of the two can land.
-            signed, simulation = self._build_sign(
-                adapter, agent, meta, nonce=None if nonce is None else int(nonce)
-            )
+            nonce = self._replacement_nonce(adapter, agent, tx_id, previous.get("nonce"))
+            signed, simulation = self._build_sign(adapter, agent, meta, nonce=nonce)
         except (ChainError, InvalidInputError, StateError) as build_exc:
             self._fail(tx_id, build_exc, expected=(S.EXECUTING, S.SUBMITTED), tx_hash=old_hash)
             return None
@@ -994,6 +991,13 @@ class ExecutionStage(_PipelineBase):
             meta = self._meta(current)
             if current.tx_hash != old_hash or meta.get("rebuilt"):
                 return None  # another worker rebuilt it first: these bytes are dropped
+            if signed.nonce is not None and signed.nonce != self._reserve_nonce(
+                uow, agent, exclude=tx_id, hint=signed.nonce
+            ):
+                # Another transaction reserved that nonce meanwhile: these bytes are dropped;
+                # the row keeps bytes that cannot land, so the next status check (DROPPED)
+                # rebuilds it again.
+                return None
             try:
                 self._take_hash(uow, current, signed)
             except _DuplicateBytes:
@@ -1016,6 +1020,7 @@ class ExecutionStage(_PipelineBase):
                         "reason": exc.code,
                         "old_hash": previous.get("hash"),
                         "tx_hash": signed.tx_hash,
+                        **({} if signed.nonce is None else {"nonce": signed.nonce}),
                     },
                     tx_hash=signed.tx_hash,
                     metadata=meta,
@@ -1033,6 +1038,26 @@ class ExecutionStage(_PipelineBase):
             )
             return None
         return signed
+
+    def _replacement_nonce(
+        self, adapter: ChainAdapter, agent: AgentRow, tx_id: str, previous: object
+    ) -> int | None:
+        """The nonce of a rebuilt transaction (``None`` on chains without nonces).
+
+        Bytes are only rebuilt when they can never land: their first sending was refused as
+        stale, or the chain proves them absent. On a nonce chain both mean another
+        transaction (of this agent, possibly from another process) used their nonce: reusing
+        it would be refused again. The replacement takes the lowest nonce from the node's
+        pending count that no in-flight row holds; the write that records it checks that
+        again under its lock.
+        """
+        if previous is None:
+            return None
+        if not isinstance(adapter, SupportsNonces):
+            return int(str(previous))
+        pending = adapter.pending_nonce(agent.public_key)
+        with self.db.read() as uow:
+            return self._reserve_nonce(uow, agent, exclude=tx_id, hint=pending)
 
     def apply_chain_status(self, tx_id: str, status: ChainTxStatus) -> TransactionRow | None:
         """Record what the chain says about a submitted transaction.

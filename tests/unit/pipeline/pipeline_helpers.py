@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fakechain import FakeChain, new_address
 
 from waiaas.notify.testing import RecordingNotifier
@@ -153,13 +152,8 @@ def setup_stage(wallet: Wallet, chain: FakeChain, clock: FrozenClock, stopper: S
 
 def presign_mode(wallet: Wallet, want: bool | None = None) -> bool:
     """Whether INSTANT requests are signed at admission (``Pipeline.presign``), after
-    setting it to ``want`` when given. A build without that path signs every request from a
-    claim: asking it for ``want=True`` skips the test."""
+    setting it to ``want`` when given."""
     pipeline = wallet._pipeline
-    if not hasattr(pipeline, "presign"):
-        if want:
-            pytest.skip("this build signs every request from a claim (no Pipeline.presign)")
-        return False
     if want is not None:
         pipeline.presign = want
     return bool(pipeline.presign)
