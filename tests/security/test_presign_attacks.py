@@ -192,12 +192,12 @@ def test_a_stricter_tier_between_signing_and_admission_queues_without_the_bytes(
     assert events_of(wallet, result.id).count("TX_SIGNED") == 1
 
 
-def test_evm_presigned_nonce_held_by_an_unsent_row_goes_to_the_claim_path(tmp_path: Path) -> None:
+def test_evm_presigned_nonce_skips_a_nonce_held_by_an_unsent_row(tmp_path: Path) -> None:
     """EVM: the first request is stopped after its admission commit (bytes with nonce n
     recorded, never sent), so the node still expects nonce n. The second request is presigned
-    with n; admission sees n held by the first row and drops those bytes: the claim path
-    signs it with n + 1. Recovery (as on the next open) then sends the first; each recipient
-    is paid once."""
+    with n + 1 (the nonce of the in-flight row is not reused), and admission takes those
+    bytes. Recovery (as on the next open) then sends the first; each recipient is paid
+    once."""
     stop = {"on": True}
 
     class _Stop(BaseException):
@@ -225,7 +225,7 @@ def test_evm_presigned_nonce_held_by_an_unsent_row_goes_to_the_claim_path(tmp_pa
         nonce = held[0].details["nonce"]
         second = w.send(token, Transfer(to=second_to, amount=amount))
         events = events_of(w, second.id)
-        assert "TX_EXECUTING" in events  # the claim path, not the presigned bytes
+        assert "TX_EXECUTING" not in events  # the presigned bytes, not the claim path
         signed = [e for e in events_of_entries(w, second.id) if e.event_type == "TX_SIGNED"]
         assert [e.details["nonce"] for e in signed] == [nonce + 1]
         w._pipeline.recover()  # what the next Wallet.open runs: the first bytes are sent
@@ -282,3 +282,39 @@ def test_evm_presigned_nonce_used_by_a_transaction_that_landed_after_the_last_re
     assert adapter.get_balance(first_to) == amount
     assert adapter.get_balance(second_to) == amount
     assert original(agent.public_key) == 2
+
+
+def test_evm_concurrent_sends_of_one_agent_presign_distinct_nonces(wallet: Wallet) -> None:
+    """Eight threads send for one EVM agent at once. Presigning takes turns per agent in a
+    process, each signing the lowest nonce no in-flight row holds: no presigned bytes are
+    dropped for a nonce another request took (none falls back to the claim path), the
+    nonces are 0..7 once each, and every recipient is paid once."""
+    import threading
+
+    agent = new_agent(wallet, "evm")
+    token = wallet.issue_session(agent.id).token
+    amount = TIER_AMOUNTS["evm"]["INSTANT"]
+    dests = [recipient("evm") for _ in range(8)]
+    results: list[Any] = []
+    barrier = threading.Barrier(len(dests))
+
+    def send(dest: str) -> None:
+        barrier.wait()
+        results.append(wallet.send(token, Transfer(to=dest, amount=amount)))
+
+    threads = [threading.Thread(target=send, args=(d,)) for d in dests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wallet.process_due()
+    assert len(results) == len(dests)
+    nonces = []
+    for result in results:
+        events = events_of_entries(wallet, result.id)
+        assert "TX_EXECUTING" not in [e.event_type for e in events]
+        nonces += [e.details["nonce"] for e in events if e.event_type == "TX_SIGNED"]
+        assert wallet.get_transaction(result.id).status == "CONFIRMED"
+    assert sorted(nonces) == list(range(len(dests)))
+    adapter = wallet.network_adapter("evm", NETWORK["evm"])
+    assert [adapter.get_balance(d) for d in dests] == [amount] * len(dests)

@@ -8,6 +8,7 @@ and their bytes recorded in the admission commit; the rest go through the claim 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,29 @@ class _Early:
         if (agent.id, agent.public_key) != (self.agent_id, self.public_key):
             return None
         return self.prepared if request == self.request else None
+
+
+class _NonceSlot:
+    """An agent's presigning slot, once taken (see ``_prepare_unlocked``): a context
+    manager that releases it on exit, whatever admission did."""
+
+    def __init__(self) -> None:
+        self._lock: threading.RLock | None = None
+
+    def take(self, lock: threading.RLock) -> None:
+        lock.acquire()
+        self._lock = lock
+
+    def __enter__(self) -> _NonceSlot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 @dataclass(frozen=True)
@@ -190,9 +214,14 @@ class AdmissionStage(_PipelineBase):
         agent_id: str | None = None
         presigned: _Presigned | None = None
         # What needs the chain (building the plan, token reads) happens before the write lock.
-        early = self._prepare_unlocked(token, req, now)
+        slot = _NonceSlot()
         try:
-            with self.db.write(agent_id=early.agent_id if early is not None else None) as uow:
+            early = self._prepare_unlocked(token, req, now, slot)
+        except BaseException:
+            slot.release()
+            raise
+        try:
+            with slot, self.db.write(agent_id=early.agent_id if early is not None else None) as uow:
                 killswitch.ensure_inactive(uow)
                 verified = self.sessions.verify_in(uow, token, now)
                 agent_id = verified.agent_id
@@ -251,11 +280,19 @@ class AdmissionStage(_PipelineBase):
                 raise
         return row
 
-    def _prepare_unlocked(self, token: str, req: Request, now: int) -> _Early | None:
+    def _prepare_unlocked(
+        self, token: str, req: Request, now: int, slot: _NonceSlot
+    ) -> _Early | None:
         """Before admission's write lock: find the token's agent (a read, nothing written),
         normalise the request (token decimals are read from the chain and cached) and build
         its plan. ``None`` when the token or the agent does not check out: admission then
-        refuses it under the lock with the right error and audit row."""
+        refuses it under the lock with the right error and audit row.
+
+        On a nonce chain the bytes presigned here take the agent's presigning slot in this
+        process (``slot``, released once admission committed or refused): two requests of
+        one agent presigned at once would sign the same nonce and admission would drop one of
+        them, so they take turns, and each signs the lowest nonce from the node's pending
+        count that no in-flight row holds (the one admission's lock then reserves)."""
         try:
             with self.db.read() as uow:
                 verified = self.sessions.verify_in(uow, token, now)
@@ -272,7 +309,10 @@ class AdmissionStage(_PipelineBase):
             # holds it. Without presigning the nonce is chosen at the claim.
             hint = None
             if self.presign and not stopped and isinstance(adapter, SupportsNonces):
-                hint = adapter.pending_nonce(agent.public_key)
+                slot.take(self._presign_slot(agent.id))
+                pending = adapter.pending_nonce(agent.public_key)
+                with self.db.read() as uow:
+                    hint = self._reserve_nonce(uow, agent, exclude="", hint=pending)
             prepared = plans.prepare_or_defer(adapter, normalized, agent.public_key, nonce=hint)
         except WaiaasError:
             return None
@@ -281,6 +321,15 @@ class AdmissionStage(_PipelineBase):
         if self.presign and not stopped:
             presigned = self._presign(adapter, agent, prepared)
         return _Early(agent.id, agent.public_key, normalized, prepared, presigned)
+
+    def _presign_slot(self, agent_id: str) -> threading.RLock:
+        """The agent's presigning slot in this process (re-entrant: a hook may send again
+        on the same thread)."""
+        with self._slots_guard:
+            slot = self._presign_slots.get(agent_id)
+            if slot is None:
+                slot = self._presign_slots[agent_id] = threading.RLock()
+            return slot
 
     def _presign(
         self, adapter: ChainAdapter, agent: AgentRow, prepared: plans.Prepared

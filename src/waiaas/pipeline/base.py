@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -148,6 +149,9 @@ class _PipelineBase:
         #: admission commit (see :meth:`_presign`); ``False`` sends every request through
         #: the claim path (tests of that path's crash points turn it off).
         self.presign = True
+        # One presigning at a time per agent on nonce chains (admission's _presign_slot).
+        self._presign_slots: dict[str, threading.RLock] = {}
+        self._slots_guard = threading.Lock()
 
     # ================================================================== helpers
 
