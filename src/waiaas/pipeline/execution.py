@@ -52,6 +52,7 @@ from waiaas.pipeline.claims import (
     _holds,
     _is_claim,
 )
+from waiaas.pipeline.notifications import ROW_KEY
 from waiaas.pipeline.requests import parse_request
 from waiaas.types import Request, Severity, Tier, TxStatus
 
@@ -1099,7 +1100,7 @@ class ExecutionStage(_PipelineBase):
                     executed_at=now,
                     metadata=meta,
                 )
-                outbox.add(E.TX_CONFIRMED, tx_id=tx_id, agent_id=row.agent_id)
+                outbox.add(E.TX_CONFIRMED, tx_id=tx_id, agent_id=row.agent_id, **{ROW_KEY: row})
             else:
                 err = status.error
                 code = err.code if err is not None else "CHAIN_FAILED"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from waiaas.chains.base import NativeAsset
 from waiaas.chains.families import native_asset_for
@@ -20,9 +21,24 @@ from waiaas.db.faults import stored_json
 from waiaas.notify.base import Notifier
 from waiaas.types import AuditEvent, Severity
 
-__all__ = ["PipelineNotifier"]
+__all__ = ["ROW_KEY", "PipelineNotifier"]
 
 log = logging.getLogger("waiaas.notify")
+
+#: The key under which a pipeline event may carry the transaction row its unit of work
+#: committed, so that building the notification reads nothing again.
+ROW_KEY: Final = "_row"
+_AGENTS_KEPT: Final = 4096
+
+
+@dataclass(frozen=True)
+class _Who:
+    """What a notification names of an agent (none of it ever changes)."""
+
+    id: str
+    name: str
+    chain: str
+    network: str
 
 
 class PipelineNotifier:
@@ -59,6 +75,7 @@ class PipelineNotifier:
         self.link = link
         self.display = display
         self.native = native if native is not None else native_asset_for
+        self._agents: dict[str, _Who] = {}
 
     def notify(self, raw: Mapping[str, Any]) -> None:
         """Build the notification for one committed pipeline event and deliver it."""
@@ -83,13 +100,24 @@ class PipelineNotifier:
         agent_id = data.pop("agent_id", None)
         tx_id = data.pop("tx_id", None)
         severity = data.pop("severity", None)
+        # The row as the committed unit of work left it, when the pipeline passed it along.
+        row = data.pop(ROW_KEY, None)
         fields: dict[str, Any] = {}
-        with self.db.read() as uow:
-            agent = uow.agents.get(agent_id) if agent_id else None
-            row = uow.transactions.get(tx_id) if tx_id else None
-        if agent is not None:
+        who = self._agents.get(agent_id) if agent_id else None
+        if (agent_id and who is None) or (tx_id and row is None):
+            with self.db.read() as uow:
+                agent = uow.agents.get(agent_id) if agent_id and who is None else None
+                row = uow.transactions.get(tx_id) if tx_id and row is None else row
+            if agent is not None:
+                # An agent's id, name, chain and network never change: kept for later events.
+                if len(self._agents) >= _AGENTS_KEPT:
+                    self._agents.clear()
+                who = self._agents[agent.id] = _Who(
+                    agent.id, agent.name, agent.chain, agent.network
+                )
+        if who is not None:
             fields.update(
-                agent_id=agent.id, agent_name=agent.name, chain=agent.chain, network=agent.network
+                agent_id=who.id, agent_name=who.name, chain=who.chain, network=who.network
             )
         if row is not None:
             meta = stored_json(
@@ -108,8 +136,8 @@ class PipelineNotifier:
         message = _message(str(event_type), reason, data)
         title = ""
         if event_type == AuditEvent.TX_QUEUED and row is not None and tx_id:
-            who = f"Agent {agent.name} ({agent.id})" if agent is not None else "The agent"
-            title, message, severity = self._queued(row, data, message, severity, who)
+            named = f"Agent {who.name} ({who.id})" if who is not None else "The agent"
+            title, message, severity = self._queued(row, data, message, severity, named)
         extra = {k: v for k, v in data.items() if isinstance(v, str | int | bool | None)}
         if tx_id and row is None:
             extra["tx_id"] = tx_id
