@@ -125,7 +125,8 @@ def tests(session: nox.Session) -> None:
     if session.posargs:
         session.run("python", "-m", "pytest", *session.posargs, env=env)
         return
-    quiet = ["-q", "-p", "no:cacheprovider"]
+    # the slowest tests of each pass are listed, to keep the suite's time in view
+    quiet = ["-q", "-p", "no:cacheprovider", "--durations=25"]
     session.run("python", "-m", "pytest", *quiet, env=env)
     session.run("python", "-m", "pytest", *quiet, "--backend=postgresql", *POSTGRES_PASS, env=env)
 
