@@ -49,7 +49,7 @@ component and chained with ``raise ... from exc``.
     │   │   ├── InsufficientFundsError
     │   │   └── ExecutionRevertedError (.reason)
     │   ├── TransientChainError
-    │   └── StaleTransactionError      blockhash expired / nonce too low: rebuild once
+    │   └── StaleTransactionError      blockhash expired / nonce too low: rebuild (up to 3 times)
     ├── NotificationError              a notification channel failed (never fails a transaction)
     └── TamperDetectedError            stored data fails its integrity check (.entity, .problem)
 
@@ -718,7 +718,7 @@ class TransientChainError(ChainError):
 
 
 class StaleTransactionError(ChainError):
-    """The built transaction went stale (expired blockhash, used nonce): rebuild once."""
+    """The built transaction went stale (expired blockhash, used nonce): rebuild (up to 3 times)."""
 
     code = "CHAIN_STALE"
     kind = ChainErrorKind.STALE

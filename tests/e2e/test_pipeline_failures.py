@@ -1,5 +1,5 @@
 """Failure paths end to end: permanent chain failures, policy denials, transient failures
-(bounded retries), stale transactions (rebuilt once) and AUTO_STOP."""
+(bounded retries), stale transactions (rebuilt, up to three times) and AUTO_STOP."""
 
 from __future__ import annotations
 
@@ -214,16 +214,30 @@ def test_real_expired_blockhash_is_rebuilt(tmp_path: Path) -> None:
         assert wallet.network_adapter("solana", "localnet").get_balance(dest) == amount
 
 
-def test_second_stale_fails(tmp_path: Path) -> None:
-    """A transaction that is stale again after its one rebuild is FAILED, nothing moved."""
-    with _flaky_wallet(tmp_path, "solana", stale=2) as (wallet, flaky):
+def test_stale_after_the_last_rebuild_fails(tmp_path: Path) -> None:
+    """A transaction that is stale again after its three rebuilds is FAILED, nothing moved;
+    stale three times, the third rebuild confirms."""
+    with _flaky_wallet(tmp_path, "solana", stale=4) as (wallet, flaky):
         token, dest, amount = _instant(wallet, "solana")
         result = wallet.send(token, Transfer(to=dest, amount=amount))
         assert result.status == "FAILED"
-        assert len(flaky.submitted) == 2
+        assert len(set(flaky.submitted)) == 4  # the original and three rebuilds, once each
         kinds = events_of(wallet, result.id)
-        assert kinds.count("TX_RETRY") == 1 and kinds[-1] == "TX_FAILED"
+        assert kinds.count("TX_RETRY") == 3 and kinds[-1] == "TX_FAILED"
         assert flaky.get_balance(dest) == 0
+    (tmp_path / "again").mkdir()
+    with _flaky_wallet(tmp_path / "again", "solana", stale=3) as (wallet, flaky):
+        token, dest, amount = _instant(wallet, "solana")
+        result = wallet.send(token, Transfer(to=dest, amount=amount))
+        assert result.status == "CONFIRMED"
+        retries = [
+            e.details["rebuilt"]
+            for e in all_audit(wallet, tx_id=result.id)
+            if e.event_type == "TX_RETRY"
+        ]
+        assert retries == [1, 2, 3]
+        assert result.tx_hash == flaky.submitted[-1]
+        assert flaky.get_balance(dest) == amount
 
 
 def test_evm_stale_is_rebuilt_once(tmp_path: Path) -> None:

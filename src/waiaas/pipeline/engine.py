@@ -16,8 +16,8 @@
                record, one short unit of work: the claim is still ours (CAS) -> signed
                bytes + hash stored (TX_SIGNED)
       stage 3  one unit of work: kill switch + agent status -> SUBMITTED (the last check)
-               -> submit (transient: retry with backoff; stale: rebuild once; permanent:
-               FAILED) -> wait for confirmation -> CONFIRMED / FAILED
+               -> submit (transient: retry with backoff; stale: rebuild, up to 3 times;
+               permanent: FAILED) -> wait for confirmation -> CONFIRMED / FAILED
     notifications go out after each commit and can never fail a transaction.
 
 No chain call, key use or sleep happens while the write lock is held: each unit of work

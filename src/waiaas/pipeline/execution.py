@@ -57,6 +57,11 @@ from waiaas.pipeline.requests import parse_request
 from waiaas.types import Request, Severity, Tier, TxStatus
 
 _DUPLICATE_ATTEMPTS = 6
+# How many times the bytes of one transaction may be rebuilt after stale refusals. Each
+# rebuild replaces bytes that can never land, so this only bounds a chain that keeps
+# refusing: under load a new blockhash (or an agent's nonce) can be overtaken again before
+# the rebuilt bytes reach the node.
+_MAX_REBUILDS = 3
 _ENDED: Literal["ended"] = "ended"
 
 
@@ -957,7 +962,8 @@ class ExecutionStage(_PipelineBase):
         self._publish(outbox)
 
     def _rebuild_once(self, tx_id: str, exc: ChainError) -> SignedTx | None:
-        """A stale transaction (blockhash expired, nonce used) is rebuilt and signed once.
+        """A stale transaction (blockhash expired, nonce used) is rebuilt and signed again,
+        at most ``_MAX_REBUILDS`` times; stale once more after that, it is FAILED.
 
         Only bytes that can no longer land are replaced, so nothing is ever sent twice. The
         new bytes are built and signed with no database transaction open, then recorded in
@@ -970,7 +976,8 @@ class ExecutionStage(_PipelineBase):
             return None
         meta = self._meta(row)
         old_hash = row.tx_hash
-        if meta.get("rebuilt"):
+        rebuilds = _rebuilds(meta)
+        if rebuilds >= _MAX_REBUILDS:
             self._fail(tx_id, exc, expected=(S.EXECUTING, S.SUBMITTED), tx_hash=old_hash)
             return None
         with self.db.read() as uow:
@@ -990,7 +997,7 @@ class ExecutionStage(_PipelineBase):
             if current is None or current.status not in (S.EXECUTING, S.SUBMITTED):
                 return None
             meta = self._meta(current)
-            if current.tx_hash != old_hash or meta.get("rebuilt"):
+            if current.tx_hash != old_hash or _rebuilds(meta) != rebuilds:
                 return None  # another worker rebuilt it first: these bytes are dropped
             if signed.nonce is not None and signed.nonce != self._reserve_nonce(
                 uow, agent, exclude=tx_id, hint=signed.nonce
@@ -1005,7 +1012,7 @@ class ExecutionStage(_PipelineBase):
                 duplicate = True
             else:
                 duplicate = False
-                meta["rebuilt"] = True
+                meta["rebuilt"] = rebuilds + 1
                 meta["replaced"] = previous
                 meta["simulation"] = simulation
                 meta["signed"] = _signed_json(signed)
@@ -1017,7 +1024,7 @@ class ExecutionStage(_PipelineBase):
                     actor="system",
                     now=now,
                     details={
-                        "rebuilt": True,
+                        "rebuilt": rebuilds + 1,
                         "reason": exc.code,
                         "old_hash": previous.get("hash"),
                         "tx_hash": signed.tx_hash,
@@ -1122,3 +1129,12 @@ class ExecutionStage(_PipelineBase):
             uow.commit()
         self._publish(outbox)
         return final
+
+
+def _rebuilds(meta: Mapping[str, Any]) -> int:
+    """How many times the row's bytes were rebuilt (``rebuilt``: a count; ``true`` in rows
+    written before it was counted, meaning once)."""
+    value = meta.get("rebuilt")
+    if value is True:
+        return 1
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -10,7 +10,7 @@
        └──► EXPIRED     (approval not given in time)
     PENDING ──► FAILED  (policy denied) ;  PENDING ──► CANCELLED (kill switch)
     EXECUTING ──► CANCELLED  (kill switch / suspension before the bytes were sent)
-    EXECUTING/SUBMITTED ──► EXECUTING   (stale: rebuilt once with new bytes)
+    EXECUTING/SUBMITTED ──► EXECUTING   (stale: rebuilt with new bytes, up to 3 times)
     EXECUTING ──► PENDING / QUEUED  (a claim released before any bytes were recorded)
 
 A row is born (inserted by admission) in one of :data:`BORN`: PENDING (to be claimed and

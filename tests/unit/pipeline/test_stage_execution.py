@@ -127,20 +127,19 @@ def test_stale_bytes_are_rebuilt_once(stage: Stage, presign: bool) -> None:
 
 
 @pytest.mark.parametrize("presign", PATHS)
-def test_stale_again_after_the_rebuild_fails_it(stage: Stage, presign: bool) -> None:
+def test_stale_again_after_the_last_rebuild_fails_it(stage: Stage, presign: bool) -> None:
     presign = presign_mode(stage.wallet, presign)
-    stage.chain.stale = 2
+    stage.chain.stale = 4
     tx_id = _send(stage)
     tx = stage.wallet.get_transaction(tx_id)
     assert tx.status == "FAILED"
     assert tx.error is not None and tx.error.startswith("CHAIN_STALE")
     assert stage.events(tx_id) == [
         *sent_events(presign),
-        "TX_RETRY",
-        "TX_SUBMITTED",
+        *["TX_RETRY", "TX_SUBMITTED"] * 3,
         "TX_FAILED",
     ]
-    assert len(stage.chain.submissions) == 2  # the original and the one rebuild, once each
+    assert len(stage.chain.submissions) == 4  # the original and three rebuilds, once each
     _nothing_moved(stage)
     assert stage.session_total() == 0
 
