@@ -227,7 +227,8 @@ def test_nothing_is_signed_after_activation_under_concurrent_sends(wallet: Walle
     assert statuses <= {"CONFIRMED", "CANCELLED", "FAILED"}
     assert "CONFIRMED" in statuses
     # FAILED only by the local chain itself: three threads landing transactions expire each
-    # other's LiteSVM blockhash, and a stale transaction is rebuilt at most three times; never by the race.
+    # other's LiteSVM blockhash, and a stale transaction is rebuilt at most three times; never
+    # by the race.
     assert all((t.error or "").startswith("CHAIN_STALE") for t in txs if t.status == "FAILED")
 
 
