@@ -97,8 +97,12 @@ NOT_JSON_BUT_NEARLY = [
     '{"native": "5", "x": -Infinity}',
     '{"native": "5", "x": "\\u0000"}',
 ]
+# "²" and "①" are digits to str.isdigit but no number to int(): they count nowhere
 odd_values = st.sampled_from(
-    ["", "12a", "-5", "٣", "1" * 82, "0" * 90 + "7", " 5", "5.0", 7, None, True, [1], {"a": "1"}]
+    [
+        *("", "12a", "-5", "٣", "²", "①", "1" * 82, "0" * 90 + "7", " 5", "5.0"),
+        *(7, None, True, [1], {"a": "1"}),
+    ]
 )
 spends = st.one_of(
     st.dictionaries(
@@ -307,6 +311,133 @@ def test_nearly_json_spend_counts_nowhere(new_db: Opener) -> None:
             assert load_usage(uow, agent, NOW, set()).spent["native"].day == want
     finally:
         db.close()
+
+
+# --------------------------------------------------------------------------- window edges
+
+HOUR = usage_db.BUCKET
+# Rows around the week's and the day's first hours and the current one: (offset from NOW,
+# status, spend, denied).
+edge_rows = st.lists(
+    st.tuples(
+        st.sampled_from([-WEEK, -DAY, 0]).flatmap(
+            lambda base: st.integers(base - HOUR - 5, base + 2 * HOUR + 5)
+        ),
+        st.sampled_from(STATUSES),
+        spends,
+        st.booleans(),
+    ),
+    max_size=60,
+)
+
+
+@settings(HISTORIES, max_examples=40)
+@given(
+    rows=edge_rows,
+    refusals=st.lists(st.integers(-WEEK - HOUR, 2 * HOUR), max_size=8),
+    nows=st.lists(st.integers(0, 2 * HOUR), min_size=1, max_size=6),
+    keyed=st.booleans(),
+)
+def test_window_edges_agree_with_the_rows(
+    sqlite_opener: Opener,
+    rows: list[Any],
+    refusals: list[int],
+    nows: list[int],
+    keyed: bool,
+) -> None:
+    """Every position of the windows' starts inside their first hour (the hour counted whole
+    less its rows before the window, or its rows inside the window, whichever side is
+    shorter), with the rows of those hours of every kind: the same Usage as the rows."""
+    _edges_agree(sqlite_opener(), rows, refusals, nows, keyed)
+
+
+@settings(HISTORIES, max_examples=15)
+@given(
+    rows=edge_rows,
+    refusals=st.lists(st.integers(-WEEK - HOUR, 2 * HOUR), max_size=8),
+    nows=st.lists(st.integers(0, 2 * HOUR), min_size=1, max_size=4),
+    keyed=st.booleans(),
+)
+def test_window_edges_agree_with_the_rows_on_postgresql(
+    postgresql_opener: Opener,
+    rows: list[Any],
+    refusals: list[int],
+    nows: list[int],
+    keyed: bool,
+) -> None:
+    """The same on PostgreSQL."""
+    _edges_agree(postgresql_opener(), rows, refusals, nows, keyed)
+
+
+def _edges_agree(
+    db: Database, rows: list[Any], refusals: list[int], nows: list[int], keyed: bool
+) -> None:
+    try:
+        if keyed:
+            db.integrity = make_integrity()
+        agent = add_agent(db)
+        ids = []
+        with db.write() as uow:
+            for offset, status, spend, denied in rows:
+                error = "POLICY_DENIED" if denied else None
+                row = tx_row(agent, NOW + offset, status, spend, error)
+                uow.transactions.add(row)
+                ids.append(row.id)
+            for offset in refusals:
+                uow.audit.append(
+                    AuditEvent.REQUEST_REFUSED, actor="agent", now=NOW + offset, agent_id=agent
+                )
+            uow.commit()
+        windows = {60, 1800, 3599, 3600, 5400}
+        for i, at in enumerate(sorted(nows)):
+            exclude = ids[i % len(ids)] if ids and i % 2 else ""
+            with db.read() as uow:
+                check(uow, agent, NOW + at, windows, exclude)
+            with db.write() as uow:
+                check(uow, agent, NOW + at, windows)
+                uow.commit()
+    finally:
+        db.close()
+
+
+def test_missing_bucket_rows_never_give_negative_usage(new_db: Opener) -> None:
+    """A window starting early in an hour counts that hour whole less its rows before the
+    window. With the hour's counts row deleted (behind the wallet's back) that would go
+    below zero: the rows inside the window are read instead, with and without the key."""
+    for keyed in (False, True):
+        db = new_db()
+        try:
+            if keyed:
+                db.integrity = make_integrity()
+            agent = add_agent(db)
+            hour = usage_db.bucket_start(NOW - DAY) + HOUR  # a whole hour inside the day
+            with db.write() as uow:
+                for i in range(30):
+                    spend = {"native": str(10**18 + i)}
+                    error = "POLICY_DENIED" if i % 4 == 0 else None
+                    uow.transactions.add(
+                        tx_row(agent, hour + 100 * i + 50, "CONFIRMED", spend, error)
+                    )
+                uow.commit()
+            with db.write() as uow:
+                uow.commit()  # sealed (keyed)
+            at = hour + 700 + DAY  # the day starts 700 s into that hour: 7 rows before it
+            _edit(db, "DELETE FROM usage_buckets WHERE start = ? AND kind = 0", hour)
+            with db.read() as uow:
+                got = load_usage(uow, agent, at, {60})
+                want = _scan_usage(uow, agent, at, [60, DAY, WEEK], "")
+            assert got.requests[DAY] == want.requests[DAY] == 23
+            assert got.denials[DAY] == want.denials[DAY] == 6
+            assert got.transactions[DAY] == 17
+            assert got.spent == want.spent
+            assert all(v >= 0 for v in got.requests.values())
+            _edit(db, "DELETE FROM usage_buckets WHERE start = ?", hour)
+            with db.read() as uow:
+                got = load_usage(uow, agent, at, {60})
+            assert got.requests[DAY] == 23  # the whole week's count is the bucket's: gone
+            assert all(u.day >= 0 and u.week >= 0 for u in got.spent.values())
+        finally:
+            db.close()
 
 
 # --------------------------------------------------------------------------- tamper evidence

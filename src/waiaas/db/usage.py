@@ -531,11 +531,12 @@ def bucket_mac(integrity: Any, agent_id: str, values: Sequence[Any]) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def sums_sql(windows: int, dialect: str = "sqlite") -> str:
+def sums_sql(windows: int, dialect: str = "sqlite", skip: bool = True) -> str:
     """Per (kind, asset): for each window ``:s0`` … (shortest first) the requests, denials and
     transactions of the buckets starting after it; then the spend limbs of the buckets after
     ``:day`` and after ``:week``, and how many spending rows name the asset in each. Buckets
-    listed in ``:skip`` (a JSON array of starts) are left out (their rows are read instead).
+    listed in ``:skip`` (a JSON array of starts) are left out (their rows are read instead);
+    with ``skip=False`` the statement has no such list (none to leave out, the usual case).
     On PostgreSQL the parameters are spelled ``%(name)s`` and each sum is a BIGINT (not
     NUMERIC), so both dialects return Python ints.
     """
@@ -557,15 +558,16 @@ def sums_sql(windows: int, dialect: str = "sqlite") -> str:
         cond = f"start > {p(since)}"
         cols.append(total(f"CASE WHEN {cond} THEN requests ELSE 0 END"))
         cols += [total(f"CASE WHEN {cond} THEN {c} ELSE 0 END") for c in _LIMB_COLS]
-    skip = (
+    skip_sql = (
         f"SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST({p('skip')} AS jsonb))"
         if pg
         else "SELECT value FROM json_each(:skip)"
     )
+    left_out = f"AND start NOT IN ({skip_sql}) " if skip else ""
     return (
         f"SELECT kind, asset, {', '.join(cols)} FROM usage_buckets "
         f"WHERE agent_id = {p('agent')} AND start >= {p('first')} "
-        f"AND start NOT IN ({skip}) GROUP BY kind, asset"
+        f"{left_out}GROUP BY kind, asset"
     )
 
 

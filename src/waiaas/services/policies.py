@@ -250,7 +250,7 @@ def _spend_of_row(meta: str | None, amount: str | None, chain: str) -> list[tupl
         except InvalidInputError:
             pass
     asset = data.get("asset")
-    if isinstance(asset, str) and amount is not None and amount.isdigit():
+    if isinstance(asset, str) and amount is not None and amount.isdecimal():
         return [(normalize_asset_key(asset), int(amount))]
     return []
 
@@ -283,6 +283,10 @@ def _not_json(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# what ``json.loads(text, object_pairs_hook=_Pairs, parse_constant=_not_json)`` runs, built once
+_SPEND_DECODER = json.JSONDecoder(object_pairs_hook=_Pairs, parse_constant=_not_json)
+
+
 def _spend_pairs(spend: object) -> list[tuple[str, str]]:
     """The ``(asset key, amount text)`` members of a ``transactions.spend`` JSON object.
 
@@ -294,12 +298,42 @@ def _spend_pairs(spend: object) -> list[tuple[str, str]]:
     if not isinstance(spend, str):
         return []
     try:
-        found = json.loads(spend, object_pairs_hook=_Pairs, parse_constant=_not_json)
+        found = _SPEND_DECODER.decode(spend)
     except (ValueError, RecursionError):
         return []
     if not isinstance(found, _Pairs):
         return []
     return [(k, v) for k, v in found if isinstance(v, str)]
+
+
+def _amount(value: str) -> int | None:
+    """The base units a spend member's text stands for: decimal digits only (any script's,
+    as ``int`` reads them), else ``None`` (counts nowhere)."""
+    return int(value) if value.isdecimal() else None
+
+
+_AMOUNTS: dict[str, tuple[tuple[str, int], ...]] = {}
+_AMOUNTS_MAX = 8192
+
+
+def _spend_amounts(spend: str) -> tuple[tuple[str, int], ...]:
+    """``(asset key, base units)`` of a ``transactions.spend`` document: the members
+    :func:`_spend_pairs` yields whose text is an amount, keys normalised.
+
+    Remembered by the document's text (a pure function of it): a window's first hour is read
+    on every admission for an hour, its documents parsed once.
+    """
+    found = _AMOUNTS.get(spend)
+    if found is None:
+        found = tuple(
+            (normalize_asset_key(asset), amount)
+            for asset, value in _spend_pairs(spend)
+            if (amount := _amount(value)) is not None
+        )
+        if len(_AMOUNTS) >= _AMOUNTS_MAX:
+            _AMOUNTS.clear()
+        _AMOUNTS[spend] = found
+    return found
 
 
 @functools.lru_cache(maxsize=32)
@@ -420,9 +454,18 @@ def load_usage(
     return _bucket_usage(uow, agent_id, now, sorted(wanted | {DAY, WEEK}), exclude_tx_id or "")
 
 
-_EDGE_COUNTS_SQL = (
-    "SELECT t.created_at, CASE WHEN t.error = :denied THEN 1 ELSE 0 END FROM transactions AS t "
-    "INDEXED BY idx_transactions_agent_created "
+# The rows of the buckets read from rows, in one range read: per row its time, whether it
+# is a policy denial, and, for a spending row, its ``spend`` document (or, for a row without
+# one, what the stored request says). Only the columns a row needs are transferred.
+_SPENDING_ROW = f"t.status IN ({_SPENDING_SQL_LIST}) AND {_NOT_DENIED}"
+_EDGE_ROWS_SQL = (
+    "SELECT t.created_at, CASE WHEN t.error = :denied THEN 1 ELSE 0 END, "
+    f"CASE WHEN {_SPENDING_ROW} THEN t.spend END, "
+    f"CASE WHEN {_SPENDING_ROW} AND t.spend IS NULL THEN 1 ELSE 0 END, "
+    f"CASE WHEN {_SPENDING_ROW} AND t.spend IS NULL THEN t.amount END, "
+    f"CASE WHEN {_SPENDING_ROW} AND t.spend IS NULL THEN t.chain END, "
+    f"CASE WHEN {_SPENDING_ROW} AND t.spend IS NULL THEN t.metadata END "
+    "FROM transactions AS t INDEXED BY idx_transactions_agent_created "
     "WHERE t.agent_id = :agent AND t.created_at > :since AND t.created_at < :until "
     "AND t.id != :exclude"
 )
@@ -434,25 +477,29 @@ _EDGE_AUDIT_SQL = (
     "AND a.id > 0 AND "
     + usage_db.REFUSAL_SQL.replace("event_type", "a.event_type").replace("tx_id", "a.tx_id")
 )
-_EDGE_SPEND_SQL = _SPEND_SQL + " AND t.created_at < :until"
 # On PostgreSQL the spend documents are read as the usage triggers read them (``jsonb``, see
 # usage_db.PG_SPEND_STRINGS), so the rows and the buckets sum the same members.
 _SPEND_SQL_PG = _SPEND_SQL.replace("SELECT t.spend,", f"SELECT {usage_db.PG_SPEND_STRINGS},", 1)
-_EDGE_SPEND_SQL_PG = _SPEND_SQL_PG + " AND t.created_at < :until"
-_EDGE_LEGACY_SQL = _LEGACY_SPEND_SQL + " AND t.created_at < :until"
+_EDGE_ROWS_SQL_PG = _EDGE_ROWS_SQL.replace(
+    "THEN t.spend END", f"THEN {usage_db.PG_SPEND_STRINGS} END", 1
+)
 _EXCLUDED_SQL = "SELECT created_at FROM transactions WHERE id = ? AND agent_id = ?"
 
 
 def _bucket_usage(
     uow: UnitOfWork, agent_id: str, now: int, ordered: list[int], exclude: str
 ) -> Usage:
-    """:func:`load_usage` from the usage buckets plus the rows of the windows' first hours.
+    """:func:`load_usage` from the usage buckets plus some rows of the windows' first hours.
 
     Per window of ``w`` seconds (rows with ``created_at > now - w``): every bucket that starts
     inside the window counts whole, from its stored sums, unless it must be read from its
     rows (it holds rows the sums cannot represent exactly, its MAC does not verify, or it
-    holds the excluded transaction); the bucket the window starts in, and those, count the
-    rows they hold inside the window, read with the same statements as :func:`_scan_usage`.
+    holds the excluded transaction): those count the rows they hold inside the window. The
+    bucket the window starts in counts either its rows inside the window or, when the part
+    of its hour before the window is the shorter one, its stored sums less its rows before
+    the window (and its rows inside the window after all if that would leave a negative
+    count or sum: bucket rows deleted behind the wallet's back). So at most half an hour of
+    rows is read per window, each row once, with every window's counts and spending at once.
     """
     raw = portable.raw(uow)  # takes this module's statements in their SQLite form
     # waiaas.db.usage writes its statements for each dialect itself: run them as they are
@@ -499,30 +546,78 @@ def _bucket_usage(
         found = raw.execute(_EXCLUDED_SQL, (exclude, agent_id)).fetchone()
         if found is not None and isinstance(found[0], int):
             from_rows.add(usage_db.bucket_start(found[0]))
-    # The lowest time each bucket read from rows is needed from (exclusive): by every
-    # window for the counts, by the day and the week for the spending (a short window's
-    # edge, a RATE_LIMIT's minute say, needs no spend documents).
-    lows = _row_lows(ordered, since, from_rows)
-    spend_lows = _row_lows([DAY, WEEK], since, from_rows)
+    # Per window, the bucket it starts in (when it starts inside one) is either read from
+    # its rows inside the window, or (when its rows before the window are fewer, going by
+    # the time they span) counted whole from its sums less its rows before the window.
+    complement = {
+        w
+        for w in ordered
+        if (edge := usage_db.bucket_start(since[w] + 1)) <= since[w]
+        and edge not in from_rows
+        and since[w] - edge + 1 < min(edge + usage_db.BUCKET, now + 1) - since[w] - 1
+    }
+    totals = _bucket_totals(
+        raw, native, dialect, agent_id, now, ordered, exclude, from_rows, complement
+    )
+    if totals is None:  # the sums do not cover the rows they stand for: read the window's side
+        totals = _bucket_totals(
+            raw, native, dialect, agent_id, now, ordered, exclude, from_rows, set()
+        )
+        assert totals is not None
+    requests, denials, txs, spent = totals
+    return Usage(
+        spent=spent,
+        requests=requests,
+        transactions=txs,
+        denials=denials,
+        consecutive_failures=_consecutive_failures(uow, agent_id, exclude),
+    )
 
+
+_Totals = tuple[dict[int, int], dict[int, int], dict[int, int], dict[str, AssetUsage]]
+
+
+def _bucket_totals(
+    raw: Any,
+    native: Any,
+    dialect: str,
+    agent_id: str,
+    now: int,
+    ordered: list[int],
+    exclude: str,
+    from_rows: set[int],
+    complement: set[int],
+) -> _Totals | None:
+    """Requests, denials, transactions per window and the spending of the day and the week:
+    whole buckets from their sums (SQL), plus or minus the rows read (see :func:`_bucket_usage`).
+
+    Windows in ``complement`` count the bucket they start in whole and subtract its rows
+    before the window; ``None`` when that leaves a negative count or sum (bucket rows
+    missing: the caller reads the window's side instead).
+    """
+    B = usage_db.BUCKET
+    since = {w: now - w for w in ordered}
+    edge = {w: usage_db.bucket_start(since[w] + 1) for w in ordered}
+    # what the whole-bucket sums start after, per window
+    cut = {w: edge[w] - 1 if w in complement else since[w] for w in ordered}
     requests = dict.fromkeys(ordered, 0)
     denials = dict.fromkeys(ordered, 0)
     txs = dict.fromkeys(ordered, 0)
     day: dict[str, int] = {}
     week: dict[str, int] = {}
-    day_since = now - DAY
-    week_since = now - WEEK
-    # The buckets that count whole, summed by SQLite (limb sums are exact integers).
+    named: dict[str, int] = {}  # spending rows naming each asset within the week
     n = len(ordered)
-    sums: dict[str, Any] = {f"s{i}": since[w] for i, w in enumerate(ordered)}
+    sums: dict[str, Any] = {f"s{i}": cut[w] for i, w in enumerate(ordered)}
     sums.update(
         agent=agent_id,
-        first=first,
-        day=day_since,
-        week=week_since,
+        first=usage_db.bucket_start(since[ordered[-1]] + 1),
+        day=cut[DAY],
+        week=cut[WEEK],
         skip=json.dumps(sorted(from_rows)),
     )
-    for kind, asset, *cols in native.execute(usage_db.sums_sql(n, dialect), sums):
+    # The buckets that count whole, summed by SQLite (limb sums are exact integers).
+    sums_sql = usage_db.sums_sql(n, dialect, bool(from_rows))
+    for kind, asset, *cols in native.execute(sums_sql, sums):
         if kind == usage_db.COUNTS:
             for i, w in enumerate(ordered):  # int(): PostgreSQL sums BIGINTs as NUMERIC
                 requests[w] += int(cols[3 * i])
@@ -532,91 +627,116 @@ def _bucket_usage(
         key = normalize_asset_key(asset)
         k = 3 * n
         if cols[k + 10]:  # spending rows name it within the week
+            named[key] = named.get(key, 0) + int(cols[k + 10])
             week[key] = week.get(key, 0) + usage_db.limbs_value(cols[k + 11 : k + 20])
         if cols[k]:
             day[key] = day.get(key, 0) + usage_db.limbs_value(cols[k + 1 : k + 10])
 
-    def by_rows(s: int, w: int) -> bool:
-        return s in from_rows or s <= since[w]
+    def signs(s: int, w: int) -> tuple[int, int]:
+        """How the rows of bucket ``s`` count in window ``w``: ``(sign of those after the
+        window's start, sign of those at or before it)``."""
+        if s in from_rows:
+            return 1, 0
+        if w in complement:
+            return (0, -1) if s == edge[w] else (0, 0)
+        return (1, 0) if s <= since[w] else (0, 0)
 
-    # Rows of the buckets read from rows: one range read per run of adjacent buckets.
+    # Rows: one range read per run of overlapping intervals, each row read once (counts, and
+    # spending for the day and the week where they need it).
     params: dict[str, Any] = {"agent": agent_id, "exclude": exclude, "denied": POLICY_DENIED}
-    for low, until in _row_ranges(lows):
+    edge_rows = _EDGE_ROWS_SQL_PG if dialect == "postgresql" else _EDGE_ROWS_SQL
+    # per bucket: (window, sign after its start, sign at or before it) that count its rows
+    plans: dict[int, list[tuple[int, int, int]]] = {}
+
+    def plan(s: int) -> list[tuple[int, int, int]]:
+        found = plans.get(s)
+        if found is None:
+            found = plans[s] = [(w, *signs(s, w)) for w in ordered if signs(s, w) != (0, 0)]
+        return found
+
+    day_since, week_since = since[DAY], since[WEEK]
+    for low, until in _row_intervals(ordered, since, edge, from_rows, complement):
         params["since"] = low
         params["until"] = until
-        for created, denied in raw.execute(_EDGE_COUNTS_SQL, params):
-            s = usage_db.bucket_start(created)
-            for w in ordered:
-                if created > since[w] and by_rows(s, w):
-                    requests[w] += 1
+        for created, denied, spend, legacy, amount_text, chain, meta in raw.execute(
+            edge_rows, params
+        ):
+            s = created - created % B
+            rules = plan(s)
+            for w, after, before in rules:
+                sign = after if created > since[w] else before
+                if sign:
+                    requests[w] += sign
                     if denied:
-                        denials[w] += 1
+                        denials[w] += sign
                     else:
-                        txs[w] += 1
+                        txs[w] += sign
+            if spend is None and not legacy:
+                continue  # not a spending row
+            in_week = _sign(rules, WEEK, created > week_since)
+            in_day = _sign(rules, DAY, created > day_since)
+            if not (in_week or in_day):
+                continue
+            pairs = _spend_of_row(meta, amount_text, chain) if legacy else _spend_amounts(spend)
+            for key, amount in pairs:
+                if in_week:
+                    week[key] = week.get(key, 0) + in_week * amount
+                    named[key] = named.get(key, 0) + in_week
+                if in_day:
+                    day[key] = day.get(key, 0) + in_day * amount
         for ts, denial in raw.execute(_EDGE_AUDIT_SQL, params):
-            s = usage_db.bucket_start(ts)
-            for w in ordered:
-                if ts > since[w] and by_rows(s, w):
-                    requests[w] += 1
+            for w, after, before in plan(ts - ts % B):
+                sign = after if ts > since[w] else before
+                if sign:
+                    requests[w] += sign
                     if denial:
-                        denials[w] += 1
-    for low, until in _row_ranges(spend_lows):
-        params["since"] = low
-        params["until"] = until
-        spent: list[tuple[int, str, int]] = []
-        edge_spend = _EDGE_SPEND_SQL_PG if dialect == "postgresql" else _EDGE_SPEND_SQL
-        for spend, created in raw.execute(edge_spend, params):
-            for asset, value in _spend_pairs(spend):
-                if value.isdigit():
-                    spent.append((created, normalize_asset_key(asset), int(value)))
-        for created, amount_text, chain, meta in raw.execute(_EDGE_LEGACY_SQL, params):
-            for key, amount in _spend_of_row(meta, amount_text, chain):
-                spent.append((created, key, amount))
-        for created, key, amount in spent:
-            s = usage_db.bucket_start(created)
-            if created > week_since and by_rows(s, WEEK):
-                week[key] = week.get(key, 0) + amount
-            if created > day_since and by_rows(s, DAY):
-                day[key] = day.get(key, 0) + amount
-    return Usage(
-        spent={k: AssetUsage(day=day.get(k, 0), week=v) for k, v in week.items()},
-        requests=requests,
-        transactions=txs,
-        denials=denials,
-        consecutive_failures=_consecutive_failures(uow, agent_id, exclude),
-    )
+                        denials[w] += sign
+    if complement:
+        if any(v < 0 for d in (requests, denials, txs, week, day, named) for v in d.values()):
+            return None
+        if any(named.get(k, 0) == 0 and (week.get(k) or day.get(k)) for k in {*week, *day}):
+            return None
+    spent = {k: AssetUsage(day=day.get(k, 0), week=week.get(k, 0)) for k, c in named.items() if c}
+    return requests, denials, txs, spent
 
 
-def _row_lows(
-    windows: Iterable[int], since: Mapping[int, int], from_rows: set[int]
-) -> dict[int, int]:
-    """Per bucket whose rows ``windows`` must read: the time they are needed from
-    (exclusive). A window reads the bucket it starts in, and every bucket of ``from_rows``
-    that reaches inside it."""
+def _sign(plan: list[tuple[int, int, int]], window: int, after: bool) -> int:
+    """The sign ``plan`` gives a row in ``window`` (``after``: the row is after its start)."""
+    for w, sign_after, sign_before in plan:
+        if w == window:
+            return sign_after if after else sign_before
+    return 0
+
+
+def _row_intervals(
+    ordered: list[int],
+    since: Mapping[int, int],
+    edge: Mapping[int, int],
+    from_rows: set[int],
+    complement: set[int],
+) -> list[tuple[int, int]]:
+    """``(low, until)`` (both exclusive) time ranges holding every row the windows read:
+    each bucket of ``from_rows`` that reaches inside a window, from the window's start; the
+    bucket a window starts in, after its start (or, in ``complement``, up to it). Overlapping
+    or touching ranges are merged."""
     B = usage_db.BUCKET
-    lows: dict[int, int] = {}
-    for w in windows:
-        edge = usage_db.bucket_start(since[w] + 1)
-        need = [s for s in from_rows if s + B - 1 > since[w]]
-        if edge <= since[w]:
-            need.append(edge)
-        for s in need:
-            low = max(since[w], s - 1)
-            lows[s] = min(lows.get(s, low), low)
-    return lows
-
-
-def _row_ranges(lows: Mapping[int, int]) -> list[tuple[int, int]]:
-    """``(since, until)`` (both exclusive) reads covering ``lows``: one per run of adjacent
-    buckets."""
-    B = usage_db.BUCKET
-    ranges: list[list[int]] = []
-    for s in sorted(lows):
-        if ranges and ranges[-1][1] == s and lows[s] == s - 1:
-            ranges[-1][1] = s + B
+    wanted: list[tuple[int, int]] = []
+    for w in ordered:
+        for s in from_rows:
+            if s + B - 1 > since[w]:
+                wanted.append((max(since[w], s - 1), s + B))
+        if edge[w] <= since[w] and edge[w] not in from_rows:
+            if w in complement:
+                wanted.append((edge[w] - 1, since[w] + 1))
+            else:
+                wanted.append((since[w], edge[w] + B))
+    merged: list[list[int]] = []
+    for low, until in sorted(wanted):
+        if merged and low < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], until)
         else:
-            ranges.append([lows[s], s + B])
-    return [(low, until) for low, until in ranges]
+            merged.append([low, until])
+    return [(low, until) for low, until in merged]
 
 
 def _scan_usage(
@@ -654,10 +774,10 @@ def _scan_usage(
     spend_sql = _SPEND_SQL_PG if dialect == "postgresql" else _SPEND_SQL
     for spend, created in raw.execute(spend_sql, spend_params):
         for asset, value in _spend_pairs(spend):
-            if not value.isdigit():
+            amount = _amount(value)
+            if amount is None:
                 continue
             key = normalize_asset_key(asset)
-            amount = int(value)
             week[key] = week.get(key, 0) + amount
             if created > day_start:
                 day[key] = day.get(key, 0) + amount
@@ -1066,4 +1186,4 @@ def _spend(text: str | None) -> dict[str, int] | None:
         return None
     if not isinstance(data, dict):
         return None
-    return {str(k): int(v) for k, v in data.items() if isinstance(v, str) and v.isdigit()}
+    return {str(k): int(v) for k, v in data.items() if isinstance(v, str) and v.isdecimal()}
