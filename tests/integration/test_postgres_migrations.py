@@ -130,6 +130,7 @@ def test_head_schema_agrees_with_sqlite(tmp_path: Path, pg_url: str) -> None:
         assert "WHERE (severity <> 'info'::text)" in where["idx_audit_log_severity_timestamp"]
         assert "WHERE (tx_id IS NOT NULL)" in where["idx_audit_log_tx_id"]
         assert "WHERE (mac IS NULL)" in where["idx_usage_buckets_unsealed"]
+        assert "POLICY_VIOLATION" in where["idx_audit_log_agent_refusals"]
     finally:
         lite.close()
         pg.close()

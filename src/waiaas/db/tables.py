@@ -80,6 +80,12 @@ POLICY_TYPES = (
 #: The WHERE clause of the partial severity indexes (migration 0008); a query must contain
 #: this exact term for SQLite to use them.
 RARE_SEVERITY = "severity != 'info'"
+# The audit rows spending windows count (waiaas.db.usage.REFUSAL_SQL): the partial index of
+# migration 0011 holds these only.
+_REFUSALS = (
+    "(event_type IN ('REQUEST_REFUSED', 'DRY_RUN') "
+    "OR (event_type = 'POLICY_VIOLATION' AND tx_id IS NULL))"
+)
 CORE_CHANNEL_TYPES = ("TELEGRAM", "DISCORD", "NTFY")
 CHANNEL_TYPES = (*CORE_CHANNEL_TYPES, "WEBHOOK")
 
@@ -263,6 +269,13 @@ class AuditRow(_Base, table=True):
             sqlite_where=text(RARE_SEVERITY),
         ),
         Index("idx_audit_log_tx_id", "tx_id", sqlite_where=text("tx_id IS NOT NULL")),
+        # migration 0011: one agent's refusals and dry runs (what spending windows count)
+        Index(
+            "idx_audit_log_agent_refusals",
+            "agent_id",
+            "timestamp",
+            sqlite_where=text(_REFUSALS),
+        ),
         {"sqlite_autoincrement": True},
     )
 

@@ -383,7 +383,7 @@ def _audit_counts_sql(windows: int) -> str:
         )
     return (
         f"SELECT {', '.join(columns)} FROM audit_log AS a "
-        "INDEXED BY idx_audit_log_agent_timestamp "
+        "INDEXED BY idx_audit_log_agent_refusals "
         "WHERE a.agent_id = :agent AND a.timestamp > :since AND a.id > :after "
         "AND (a.event_type IN ('REQUEST_REFUSED', 'DRY_RUN') "
         "OR (a.event_type = 'POLICY_VIOLATION' AND a.tx_id IS NULL))"
@@ -472,7 +472,7 @@ _EDGE_ROWS_SQL = (
 _EDGE_AUDIT_SQL = (
     "SELECT a.timestamp, CASE WHEN a.event_type != 'DRY_RUN' THEN 1 ELSE 0 END "
     "FROM audit_log AS a "
-    "INDEXED BY idx_audit_log_agent_timestamp "
+    "INDEXED BY idx_audit_log_agent_refusals "
     "WHERE a.agent_id = :agent AND a.timestamp > :since AND a.timestamp < :until "
     "AND a.id > 0 AND "
     + usage_db.REFUSAL_SQL.replace("event_type", "a.event_type").replace("tx_id", "a.tx_id")

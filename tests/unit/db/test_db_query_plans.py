@@ -308,3 +308,22 @@ def test_policies_for_agent_use_the_agent_id_index(busy_db: Database) -> None:
     with busy_db.read() as uow:
         everything = uow.policies.all(agent_id="agent-05")
     assert [p.id for p in found] == [p.id for p in everything if p.enabled == 1]
+
+
+def test_window_refusal_reads_search_the_refusals_index(busy_db: Database) -> None:
+    """What spending windows read from the audit log (refusals and dry runs of one agent in a
+    time range) searches the partial index holding only those rows (migration 0011), not
+    every audit row of the agent; the index holds exactly the rows the usage triggers count."""
+    from waiaas.db import tables, usage
+    from waiaas.services import policies
+
+    assert tables._REFUSALS == usage.REFUSAL_SQL
+    params = {"agent": "agent-04", "since": NOW - 6000, "until": NOW, "after": 0}
+    for statement in (policies._EDGE_AUDIT_SQL, policies._audit_counts_sql(3)):
+        for i in range(3):
+            params[f"since{i}"] = NOW - 60 * 10**i
+        plan = _plan(busy_db.path, statement, params)
+        assert any(
+            "INDEX idx_audit_log_agent_refusals (agent_id=? AND timestamp>?" in s for s in plan
+        )
+        assert not [step for step in plan if step.startswith("SCAN ")], plan

@@ -212,7 +212,7 @@ def test_revision_0001_is_exactly_the_spec(tmp_path: Path, spec_file: Path) -> N
 
 
 def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file: Path) -> None:
-    """At head the only differences are those of migrations 0002-0010 (documented list)."""
+    """At head the only differences are those of migrations 0002-0011 (documented list)."""
     head = tmp_path / "head.db"
     Database.open(head).close()
     spec, got = schema_facts(spec_file), schema_facts(head)
@@ -375,13 +375,25 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
         ("keystore_records", "column", "updated_at", "INTEGER", 1, None, 0),
         ("keystore_records", "index", "sqlite_autoindex_keystore_records_1", 1, "name"),
         ("keystore_records", "check", "generation >= 0"),
+        # 0011: one agent's refusals and dry runs, by time
+        ("audit_log", "index", "idx_audit_log_agent_refusals", 0, "agent_id", "timestamp"),
+        (
+            "audit_log",
+            "index_where",
+            "idx_audit_log_agent_refusals",
+            "(event_type IN ('REQUEST_REFUSED', 'DRY_RUN') "
+            "OR (event_type = 'POLICY_VIOLATION' AND tx_id IS NULL))",
+        ),
     }
 
 
 def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) -> None:
     """Upgrading one revision at a time ends with the same schema as a fresh head file."""
     stepwise = tmp_path / "steps.db"
-    for target in ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"):
+    for target in (
+        *("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"),
+        "0011",
+    ):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"
     Database.open(fresh).close()
