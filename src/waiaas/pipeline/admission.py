@@ -92,6 +92,13 @@ class _Early:
         return self.prepared if request == self.request else None
 
 
+# How long a request waits for its agent's presigning slot. Taking turns costs each request
+# the few ms of another's presigning and admission; a request that holds the slot longer
+# (a node slow to answer) does not hold up the others: after this wait they skip presigning
+# and sign from a claim instead.
+_SLOT_WAIT = 1.0
+
+
 class _NonceSlot:
     """An agent's presigning slot, once taken (see ``_prepare_unlocked``): a context
     manager that releases it on exit, whatever admission did."""
@@ -99,9 +106,12 @@ class _NonceSlot:
     def __init__(self) -> None:
         self._lock: threading.RLock | None = None
 
-    def take(self, lock: threading.RLock) -> None:
-        lock.acquire()
+    def take(self, lock: threading.RLock) -> bool:
+        """Take ``lock``, waiting at most ``_SLOT_WAIT`` seconds; whether it was taken."""
+        if not lock.acquire(timeout=_SLOT_WAIT):
+            return False
         self._lock = lock
+        return True
 
     def __enter__(self) -> _NonceSlot:
         return self
@@ -292,7 +302,8 @@ class AdmissionStage(_PipelineBase):
         process (``slot``, released once admission committed or refused): two requests of
         one agent presigned at once would sign the same nonce and admission would drop one of
         them, so they take turns, and each signs the lowest nonce from the node's pending
-        count that no in-flight row holds (the one admission's lock then reserves)."""
+        count that no in-flight row holds (the one admission's lock then reserves). A request
+        that waits more than ``_SLOT_WAIT`` for the slot is not presigned (claim path)."""
         try:
             with self.db.read() as uow:
                 verified = self.sessions.verify_in(uow, token, now)
@@ -308,17 +319,20 @@ class AdmissionStage(_PipelineBase):
             # path would reserve first); admission records them only if no in-flight row
             # holds it. Without presigning the nonce is chosen at the claim.
             hint = None
-            if self.presign and not stopped and isinstance(adapter, SupportsNonces):
-                slot.take(self._presign_slot(agent.id))
-                pending = adapter.pending_nonce(agent.public_key)
-                with self.db.read() as uow:
-                    hint = self._reserve_nonce(uow, agent, exclude="", hint=pending)
+            presign = self.presign and not stopped
+            if presign and isinstance(adapter, SupportsNonces):
+                if slot.take(self._presign_slot(agent.id)):
+                    pending = adapter.pending_nonce(agent.public_key)
+                    with self.db.read() as uow:
+                        hint = self._reserve_nonce(uow, agent, exclude="", hint=pending)
+                else:
+                    presign = False  # another request holds the slot too long: claim path
             prepared = plans.prepare_or_defer(adapter, normalized, agent.public_key, nonce=hint)
         except WaiaasError:
             return None
         _warm_decimals(adapter, normalized, prepared.effects)
         presigned = None
-        if self.presign and not stopped:
+        if presign:
             presigned = self._presign(adapter, agent, prepared)
         return _Early(agent.id, agent.public_key, normalized, prepared, presigned)
 
