@@ -7,6 +7,8 @@
   ``$WAIAAS_TEST_POSTGRES_URL`` is used) and every wallet opened by a path goes to its own
   schema there (:mod:`tests.support.pg_redirect`, which child processes install too).
   Tests marked ``sqlite_only`` are skipped; tests marked ``postgresql_only`` run only here.
+  With ``$WAIAAS_AFTER_SQLITE_PASS=1`` (nox's second pass) the tests that open the server
+  by URL themselves are deselected: they ran, identically, in the SQLite pass.
 
 When the server cannot be had, the tests that need it are skipped, unless
 ``$WAIAAS_REQUIRE_POSTGRES=1`` (CI), which fails the session instead; an explicit
@@ -22,6 +24,10 @@ import pytest
 from tests.support import pg_redirect, postgres
 
 BACKENDS = ("sqlite", "postgresql")
+#: Set by ``nox -s tests`` for its PostgreSQL pass, which follows the whole suite on SQLite:
+#: the tests that open the PostgreSQL server by URL themselves ran there, identically, and
+#: are deselected.
+AFTER_SQLITE_PASS_ENV = "WAIAAS_AFTER_SQLITE_PASS"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,15 +69,34 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     postgres.stop_server()
 
 
+# Fixtures through which a test opens the PostgreSQL server itself, whatever ``--backend``.
+_EXPLICIT_PG = frozenset({"postgres_url", "pg_server", "pg_url"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     on_pg = backend(config) == "postgresql"
     skip_sqlite = pytest.mark.skip(reason="needs the SQLite file (--backend=postgresql)")
     skip_pg = pytest.mark.skip(reason="PostgreSQL only: run with --backend=postgresql")
+    kept: list[pytest.Item] = []
+    repeated: list[pytest.Item] = []
     for item in items:
         if on_pg and item.get_closest_marker("sqlite_only"):
             item.add_marker(skip_sqlite)
         elif not on_pg and item.get_closest_marker("postgresql_only"):
             item.add_marker(skip_pg)
+        if (
+            on_pg
+            and os.environ.get(AFTER_SQLITE_PASS_ENV) == "1"
+            and not item.get_closest_marker("postgresql_only")
+            and _EXPLICIT_PG & set(getattr(item, "fixturenames", ()))
+        ):
+            # It opened PostgreSQL by URL in the SQLite pass already: the same test again.
+            repeated.append(item)
+        else:
+            kept.append(item)
+    if repeated:
+        config.hook.pytest_deselected(items=repeated)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
