@@ -190,6 +190,93 @@ def plan_admission(
     return AdmissionPlan(tier, S.PENDING, meta=meta)
 
 
+def _dumps(meta: Mapping[str, Any]) -> str:
+    return json.dumps(meta, separators=(",", ":"))
+
+
+def _new_row(
+    agent: AgentRow,
+    session_id: str | None,
+    req: Request,
+    prepared: plans.Prepared,
+    decision: Decision,
+    tx_id: str,
+    now: int,
+) -> tuple[TransactionRow, dict[str, Any]]:
+    """The row admission records for ``req`` (PENDING, no tier yet) and its metadata; the
+    metadata is the caller's to extend (no I/O)."""
+    amount, to, asset = summary(req)
+    meta: dict[str, Any] = {
+        "network": agent.network,
+        "request": req.model_dump(mode="json"),
+        "asset": asset,
+        **prepared.meta(),
+        "decision": records.stored_decision(decision),
+    }
+    row = TransactionRow(
+        id=tx_id,
+        agent_id=agent.id,
+        session_id=session_id,
+        chain=agent.chain,
+        type=req.type,
+        amount=None if amount is None else str(amount),
+        to_address=to,
+        status=S.PENDING,
+        tier=None,
+        created_at=now,
+        metadata_json=_dumps(meta),
+        spend=_dumps({k: str(v) for k, v in decision.spend.items()}),
+    )
+    return row, meta
+
+
+def _common(row: TransactionRow) -> dict[str, Any]:
+    """The agent, session and transaction admission's audit rows name."""
+    return {"agent_id": row.agent_id, "session_id": row.session_id, "tx_id": row.id}
+
+
+def _requested_details(
+    req: Request, row: TransactionRow, prepared: plans.Prepared, tier: Tier | None
+) -> dict[str, Any]:
+    """TX_REQUESTED's details: the request in short, its tier (unless refused), its plan."""
+    _, to, asset = summary(req)
+    return {
+        "type": req.type,
+        "amount": row.amount,
+        "asset": asset,
+        "to": to,
+        **({"tier": tier.value} if tier is not None else {}),
+        **({"plan_digest": prepared.digest} if prepared.digest else {}),
+    }
+
+
+def _record_presigned(uow: UnitOfWork, row: TransactionRow, signed: SignedTx, now: int) -> None:
+    """The same record as the claim path's: the bytes (TX_SIGNED, with their hash), then
+    their clearing for broadcast (TX_SUBMITTED), in admission's commit; like the claim path's
+    rows they name the agent and the transaction (the session is on TX_REQUESTED)."""
+    system = {"agent_id": row.agent_id, "tx_id": row.id}
+    uow.audit.append(
+        E.TX_SIGNED,
+        actor="system",
+        now=now,
+        **system,
+        # the bytes are recorded while the row is still (logically) PENDING
+        details={
+            "tx_hash": signed.tx_hash,
+            "nonce": signed.nonce,
+            "from": S.PENDING.value,
+            "to": S.PENDING.value,
+        },
+    )
+    uow.audit.append(
+        E.TX_SUBMITTED,
+        actor="system",
+        now=now,
+        **system,
+        details={"from": S.PENDING.value},  # "to": SUBMITTED, implied
+    )
+
+
 class AdmissionStage(_PipelineBase):
     """Stage 1: a request judged and recorded (signed at once when it may be)."""
 
@@ -207,17 +294,7 @@ class AdmissionStage(_PipelineBase):
             ConstraintViolationError: a session constraint refused it.
             PolicyDeniedError: a policy denied it (the denial is recorded, ``tx_id`` set).
         """
-        if not isinstance(token, str) or not token:
-            raise InvalidInputError("token must be a non-empty string", field="token")
-        try:
-            req = parse_request(request)
-        except InvalidInputError as exc:
-            self._refuse_malformed(token, exc)
-            raise
-        if self.keys.locked:
-            # Refuse before anything is recorded: an admitted request that cannot be signed
-            # now would surprise the agent by executing later.
-            raise KeystoreLockedError("the keystore is locked; nothing can be signed now")
+        req = self._parse_send(token, request)
         now = self.clock.now()
         outbox = _Outbox()
         denied: PolicyDeniedError | None = None
@@ -238,18 +315,7 @@ class AdmissionStage(_PipelineBase):
                 if early is not None and agent_id != early.agent_id:
                     # locked for another agent (a session row edited meanwhile): refuse
                     raise StorageError("the session's agent changed during admission")
-                agent = uow.agents.get(verified.agent_id)
-                if agent is None:
-                    raise NotFoundError("agent", verified.agent_id)
-                if agent.status != "ACTIVE":
-                    raise AgentNotActiveError(agent.id, agent.status, agent.suspension_reason)
-                adapter = self.adapter_for(agent.chain, agent.network)
-                req = normalize_request(adapter, req)
-                prepared = early.for_(agent, req) if early is not None else None
-                if prepared is not None and early is not None:
-                    presigned = early.presigned
-                if prepared is None:  # not prepared above (rare): build it here
-                    prepared = plans.prepare_or_defer(adapter, req, agent.public_key)
+                agent, req, prepared, presigned = self._plan_locked(uow, verified, req, early)
                 row, denied = self._admit(
                     uow, agent, verified, req, now, outbox, prepared, presigned=presigned
                 )
@@ -275,6 +341,48 @@ class AdmissionStage(_PipelineBase):
         self._publish(outbox)
         if denied is not None:
             raise denied
+        return self._run_admitted(row, presigned)
+
+    def _parse_send(self, token: str, request: Request | Mapping[str, Any]) -> Request:
+        """:meth:`send`'s checks before anything is read: the token's type, the request's
+        shape (a malformed one is recorded against a valid token's agent), the keystore."""
+        if not isinstance(token, str) or not token:
+            raise InvalidInputError("token must be a non-empty string", field="token")
+        try:
+            req = parse_request(request)
+        except InvalidInputError as exc:
+            self._refuse_malformed(token, exc)
+            raise
+        if self.keys.locked:
+            # Refuse before anything is recorded: an admitted request that cannot be signed
+            # now would surprise the agent by executing later.
+            raise KeystoreLockedError("the keystore is locked; nothing can be signed now")
+        return req
+
+    def _plan_locked(
+        self, uow: UnitOfWork, verified: Any, req: Request, early: _Early | None
+    ) -> tuple[AgentRow, Request, plans.Prepared, _Presigned | None]:
+        """Under admission's lock: the session's agent (still active), the request normalised
+        for its chain, its plan (the one prepared before the lock when it still fits, with
+        any bytes presigned for it)."""
+        agent = uow.agents.get(verified.agent_id)
+        if agent is None:
+            raise NotFoundError("agent", verified.agent_id)
+        if agent.status != "ACTIVE":
+            raise AgentNotActiveError(agent.id, agent.status, agent.suspension_reason)
+        adapter = self.adapter_for(agent.chain, agent.network)
+        req = normalize_request(adapter, req)
+        presigned: _Presigned | None = None
+        prepared = early.for_(agent, req) if early is not None else None
+        if prepared is not None and early is not None:
+            presigned = early.presigned
+        if prepared is None:  # not prepared above (rare): build it here
+            prepared = plans.prepare_or_defer(adapter, req, agent.public_key)
+        return agent, req, prepared, presigned
+
+    def _run_admitted(self, row: TransactionRow, presigned: _Presigned | None) -> TransactionRow:
+        """After admission's commit: broadcast the bytes it recorded, or execute a PENDING
+        request now; a queued one waits."""
         self.hooks.stage("admitted", row.id)
         if row.status == S.SUBMITTED and presigned is not None:
             # The bytes were recorded and cleared for broadcast in the admission commit.
@@ -570,7 +678,8 @@ class AdmissionStage(_PipelineBase):
         *,
         presigned: _Presigned | None = None,
     ) -> tuple[TransactionRow, PolicyDeniedError | None]:
-        amount, to, asset = summary(req)
+        """Judge ``req`` under the lock and record it: the row, TX_REQUESTED and, by the
+        plan's tier, the refusal, the presigned bytes, or the wait (DELAY, APPROVAL)."""
         prepared = prepared or plans.Prepared(None, None, None)
         adapter = self.adapter_for(agent.chain, agent.network)
         decision = self.gate.evaluate(
@@ -584,68 +693,50 @@ class AdmissionStage(_PipelineBase):
             fee=prepared.fee,
         )
         spent = dict(decision.spend)
-        tx_id = new_id()
-        meta: dict[str, Any] = {
-            "network": agent.network,
-            "request": req.model_dump(mode="json"),
-            "asset": asset,
-            **prepared.meta(),
-            "decision": records.stored_decision(decision),
-        }
-        row = TransactionRow(
-            id=tx_id,
-            agent_id=agent.id,
-            session_id=verified.session_id,
-            chain=agent.chain,
-            type=req.type,
-            amount=None if amount is None else str(amount),
-            to_address=to,
-            status=S.PENDING,
-            tier=None,
-            created_at=now,
-            metadata_json=json.dumps(meta, separators=(",", ":")),
-            spend=json.dumps({k: str(v) for k, v in spent.items()}, separators=(",", ":")),
-        )
-        actor = self._actor(agent.id)
-        common = {"agent_id": agent.id, "session_id": verified.session_id, "tx_id": tx_id}
+        row, meta = _new_row(agent, verified.session_id, req, prepared, decision, new_id(), now)
         plan = plan_admission(
             decision, has_owner=agent.owner_address is not None, config=self.config, now=now
         )
-        tier, reasons = plan.tier, plan.reasons
         meta.update(plan.meta)
-        if tier is None:
-            row.status = plan.status
-            row.error = "POLICY_DENIED"
-            row.metadata_json = json.dumps(meta, separators=(",", ":"))
-            uow.transactions.add(row)
-            uow.audit.append(
-                E.TX_REQUESTED,
-                actor=actor,
-                now=now,
-                **common,
-                details={
-                    "type": req.type,
-                    "amount": row.amount,
-                    "asset": asset,
-                    "to": to,
-                    **({"plan_digest": prepared.digest} if prepared.digest else {}),
-                },
+        if plan.tier is None:
+            return row, self._record_denied(
+                uow, agent, row, meta, req, prepared, decision, plan, now, outbox
             )
-            uow.audit.append(
-                E.POLICY_VIOLATION,
-                actor=actor,
-                now=now,
-                **common,
-                details={"reasons": reasons},
-            )
-            outbox.add(E.POLICY_VIOLATION, tx_id=tx_id, agent_id=agent.id, reasons=reasons)
-            self._maybe_auto_stop(uow, agent, decision, now, outbox)
-            return row, self._agent_denial(uow, agent, decision, reasons, now, tx_id)
+        tier = plan.tier
         # Session constraints and usage stats, in the same unit of work as the request.
         self.sessions.enforce_and_record(
             uow, verified, req, network=agent.network, now=now, spend=spent, fees=decision.fees
         )
         row.tier = tier.value
+        signed = self._settle_row(uow, agent, row, meta, tier, presigned)
+        assert row.status in BORN
+        uow.transactions.add(row)
+        uow.audit.append(
+            E.TX_REQUESTED,
+            actor=self._actor(agent.id),
+            now=now,
+            **_common(row),
+            details=_requested_details(req, row, prepared, tier),
+        )
+        if signed is not None:
+            _record_presigned(uow, row, signed, now)
+        if tier in (Tier.DELAY, Tier.APPROVAL):
+            self._queue_admitted(uow, agent, row, meta, plan, tier, now, outbox)
+        if tier == Tier.NOTIFY:
+            outbox.add(E.TX_REQUESTED, tx_id=row.id, agent_id=agent.id, tier=tier.value)
+        return row, None
+
+    def _settle_row(
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        row: TransactionRow,
+        meta: dict[str, Any],
+        tier: Tier,
+        presigned: _Presigned | None,
+    ) -> SignedTx | None:
+        """Before an admitted row is added: the presigned bytes it takes, if it may
+        (SUBMITTED, with their hash); unless it waits, its final metadata and MAC."""
         signed: SignedTx | None = None
         if presigned is not None and tier in (Tier.INSTANT, Tier.NOTIFY):
             signed = self._take_presigned(uow, agent, row, presigned)
@@ -656,88 +747,96 @@ class AdmissionStage(_PipelineBase):
             meta["simulation"] = presigned.simulation
             meta["signed"] = _signed_json(signed)
         if tier not in (Tier.DELAY, Tier.APPROVAL):
-            row.metadata_json = json.dumps(meta, separators=(",", ":"))
+            row.metadata_json = _dumps(meta)
             if uow.integrity is not None:
                 from waiaas.integrity import tx_mac
 
                 row.integrity = tx_mac(uow.integrity, row)
-        assert row.status in BORN
+        return signed
+
+    def _record_denied(
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        row: TransactionRow,
+        meta: dict[str, Any],
+        req: Request,
+        prepared: plans.Prepared,
+        decision: Decision,
+        plan: AdmissionPlan,
+        now: int,
+        outbox: _Outbox,
+    ) -> PolicyDeniedError:
+        """A refused request: its row FAILED, TX_REQUESTED and POLICY_VIOLATION, the
+        max_denials check; returns the (redacted) denial to raise once committed."""
+        actor = self._actor(agent.id)
+        reasons = plan.reasons
+        row.status = plan.status
+        row.error = "POLICY_DENIED"
+        row.metadata_json = _dumps(meta)
         uow.transactions.add(row)
         uow.audit.append(
             E.TX_REQUESTED,
             actor=actor,
             now=now,
-            **common,
-            details={
-                "type": req.type,
-                "amount": row.amount,
-                "asset": asset,
-                "to": to,
-                "tier": tier.value,
-                **({"plan_digest": prepared.digest} if prepared.digest else {}),
-            },
+            **_common(row),
+            details=_requested_details(req, row, prepared, None),
         )
-        if signed is not None:
-            # The same record as the claim path's: the bytes (TX_SIGNED, with their hash),
-            # then their clearing for broadcast (TX_SUBMITTED), in one commit; like the claim
-            # path's rows they name the agent and the transaction (the session is on
-            # TX_REQUESTED).
-            system = {"agent_id": agent.id, "tx_id": tx_id}
-            uow.audit.append(
-                E.TX_SIGNED,
-                actor="system",
-                now=now,
-                **system,
-                # the bytes are recorded while the row is still (logically) PENDING
-                details={
-                    "tx_hash": signed.tx_hash,
-                    "nonce": signed.nonce,
-                    "from": S.PENDING.value,
-                    "to": S.PENDING.value,
-                },
+        uow.audit.append(
+            E.POLICY_VIOLATION,
+            actor=actor,
+            now=now,
+            **_common(row),
+            details={"reasons": reasons},
+        )
+        outbox.add(E.POLICY_VIOLATION, tx_id=row.id, agent_id=agent.id, reasons=reasons)
+        self._maybe_auto_stop(uow, agent, decision, now, outbox)
+        return self._agent_denial(uow, agent, decision, reasons, now, row.id)
+
+    def _queue_admitted(
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        row: TransactionRow,
+        meta: dict[str, Any],
+        plan: AdmissionPlan,
+        tier: Tier,
+        now: int,
+        outbox: _Outbox,
+    ) -> None:
+        """A DELAY or APPROVAL request just recorded: its wait (``execute_after``, or the
+        approval row) and PENDING -> QUEUED with TX_QUEUED."""
+        extra: dict[str, Any] = {}
+        if plan.execute_after is not None:
+            meta["execute_after"] = plan.execute_after
+            extra["execute_after"] = meta["execute_after"]
+        else:
+            assert plan.approval_expires_at is not None
+            approval = ApprovalRow(
+                id=new_id(),
+                tx_id=row.id,
+                required_by=plan.approval_expires_at,
+                expires_at=plan.approval_expires_at,
+                created_at=now,
             )
-            uow.audit.append(
-                E.TX_SUBMITTED,
-                actor="system",
-                now=now,
-                **system,
-                details={"from": S.PENDING.value},  # "to": SUBMITTED, implied
-            )
-        if tier in (Tier.DELAY, Tier.APPROVAL):
-            extra: dict[str, Any] = {}
-            if plan.execute_after is not None:
-                meta["execute_after"] = plan.execute_after
-                extra["execute_after"] = meta["execute_after"]
-            else:
-                assert plan.approval_expires_at is not None
-                approval = ApprovalRow(
-                    id=new_id(),
-                    tx_id=tx_id,
-                    required_by=plan.approval_expires_at,
-                    expires_at=plan.approval_expires_at,
-                    created_at=now,
-                )
-                uow.approvals.add(approval)
-                meta["approval"] = self._approval_meta(uow, agent, approval, meta)
-                extra["approval_expires_at"] = approval.expires_at
-            self._move(
-                uow,
-                row,
-                plan.status,
-                event=E.TX_QUEUED,
-                actor=actor,
-                now=now,
-                details={"tier": tier.value, **extra},
-                queued_at=now,
-                metadata=meta,
-            )
-            row.status = plan.status
-            row.queued_at = now
-            outbox.add(E.TX_QUEUED, tx_id=tx_id, agent_id=agent.id, tier=tier.value, **extra)
-            row.metadata_json = json.dumps(meta, separators=(",", ":"))
-        if tier == Tier.NOTIFY:
-            outbox.add(E.TX_REQUESTED, tx_id=tx_id, agent_id=agent.id, tier=tier.value)
-        return row, None
+            uow.approvals.add(approval)
+            meta["approval"] = self._approval_meta(uow, agent, approval, meta)
+            extra["approval_expires_at"] = approval.expires_at
+        self._move(
+            uow,
+            row,
+            plan.status,
+            event=E.TX_QUEUED,
+            actor=self._actor(agent.id),
+            now=now,
+            details={"tier": tier.value, **extra},
+            queued_at=now,
+            metadata=meta,
+        )
+        row.status = plan.status
+        row.queued_at = now
+        outbox.add(E.TX_QUEUED, tx_id=row.id, agent_id=agent.id, tier=tier.value, **extra)
+        row.metadata_json = _dumps(meta)
 
     def _agent_denial(
         self,
