@@ -74,6 +74,18 @@ class _Escalation:
     decision: Any
 
 
+@dataclass(frozen=True)
+class _ClaimInputs:
+    """What the claim read and built before its write lock
+    (:meth:`ExecutionStage._claim_inputs`)."""
+
+    agent_id: str
+    public_key: str
+    adapter: ChainAdapter | None
+    prepared: plans.Prepared | None
+    hint: int | None
+
+
 def _warm_decimals(adapter: ChainAdapter, req: Request, effects: Sequence[Any] | None) -> None:
     """Read (and so cache in the adapter) the decimals of every token the request and its
     effects name, so that judging them under the write lock asks the chain nothing."""
@@ -114,6 +126,17 @@ def _signed_from_json(chain: str, data: Mapping[str, Any]) -> SignedTx:
         valid_until=None if data.get("valid_until") is None else int(data["valid_until"]),
         earliest_slot=(None if data.get("earliest_slot") is None else int(data["earliest_slot"])),
     )
+
+
+def _broadcast_stop(uow: UnitOfWork, agent: AgentRow | None) -> tuple[str, str] | None:
+    """Why bytes may not leave now (the kill switch, an agent not active): ``(code,
+    message)``, or ``None``."""
+    if killswitch.is_active(uow):
+        return ("KILL_SWITCH_ACTIVE", "the kill switch is active")
+    if agent is None or agent.status != "ACTIVE":
+        status = agent.status if agent is not None else "missing"
+        return ("AGENT_NOT_ACTIVE", f"agent is {status}")
+    return None
 
 
 def _deny_reasons(decision: Any) -> list[dict[str, Any]]:
@@ -210,7 +233,51 @@ class ExecutionStage(_PipelineBase):
     def _claim_unit(
         self, tx_id: str, now: int, *, recheck: bool
     ) -> _Claim | _Busy | Literal["ended"] | None:
-        # Outside the write lock: everything that asks the chain.
+        """:meth:`_claim_stage`'s work: what asks the chain outside the write lock
+        (:meth:`_claim_inputs`), then the claim, one short unit of work, database only."""
+        inputs = self._claim_inputs(tx_id)
+        if inputs is None:
+            return None  # another worker took it, or it is final
+        adapter, prepared = inputs.adapter, inputs.prepared
+        outbox = _Outbox()
+        with self._tx_write(tx_id, inputs.agent_id) as uow:
+            row = uow.transactions.get(tx_id)
+            if row is None:
+                raise NotFoundError("transaction", tx_id)
+            if TxStatus(row.status) not in (S.PENDING, S.QUEUED):
+                return None  # another worker took it, or it is final
+            agent = uow.agents.get(row.agent_id)
+            assert agent is not None
+            self._verify_stored(uow, row, agent)
+            meta = self._meta(row)
+            late = adapter is not None and plans.needs_plan(adapter, meta)
+            if late:
+                if prepared is None or agent.public_key != inputs.public_key:
+                    return None  # changed under us (another worker escalated it): look again
+                meta.update(prepared.meta())
+                meta.pop("plan_deferred", None)
+            stop = self._recheck_claim(uow, row, agent, meta, now, recheck or late, outbox)
+            if stop is not None:
+                return _ENDED if stop == _ENDED else None
+            if adapter is None:
+                # This process has no adapter for the agent's network (an operator's CLI,
+                # an approval page without --rpc): leave the transaction as it is for a
+                # wallet process that has one. Nothing was changed in this unit of work.
+                log.info("no adapter for %s/%s here; %s waits", agent.chain, agent.network, tx_id)
+                return None
+            busy = self._other_claim(uow, agent.id, exclude=row.id)
+            if busy is not None:
+                return busy  # nothing is written: the unit of work rolls back
+            token, nonce = self._write_claim(uow, row, agent, meta, inputs.hint, late, now)
+        self._publish(outbox)
+        return _Claim(
+            token=token, tx_id=tx_id, agent=agent, adapter=adapter, meta=meta, nonce=nonce
+        )
+
+    def _claim_inputs(self, tx_id: str) -> _ClaimInputs | None:
+        """Before the claim's write lock, everything that asks the chain: the plan of a
+        request that could not be built at admission, token decimals, the next nonce.
+        ``None`` when the transaction is no longer PENDING or QUEUED."""
         with self.db.read() as uow:
             found = uow.transactions.get(tx_id)
             if found is None:
@@ -234,83 +301,83 @@ class ExecutionStage(_PipelineBase):
             _warm_decimals(adapter, req, effects)
             if isinstance(adapter, SupportsNonces):
                 hint = adapter.pending_nonce(reader.public_key)
-        # The claim: one short unit of work, database only.
-        outbox = _Outbox()
-        with self._tx_write(tx_id, found.agent_id) as uow:
-            row = uow.transactions.get(tx_id)
-            if row is None:
-                raise NotFoundError("transaction", tx_id)
-            if TxStatus(row.status) not in (S.PENDING, S.QUEUED):
-                return None  # another worker took it, or it is final
-            agent = uow.agents.get(row.agent_id)
-            assert agent is not None
-            self._verify_stored(uow, row, agent)
-            meta = self._meta(row)
-            late = adapter is not None and plans.needs_plan(adapter, meta)
-            if late:
-                if prepared is None or agent.public_key != reader.public_key:
-                    return None  # changed under us (another worker escalated it): look again
-                meta.update(prepared.meta())
-                meta.pop("plan_deferred", None)
-            problem = self._recheck(uow, row, agent, meta, now, full=recheck or late)
-            if isinstance(problem, _Escalation):
-                self._escalate(uow, row, agent, meta, problem, now, outbox)
-                if problem.tier != Tier.NOTIFY:
-                    uow.commit()
-                    self._publish(outbox)
-                    return None
-                problem = None
-            if problem is not None:
-                target, code, message = problem
-                self._end(
-                    uow,
-                    row,
-                    target,
-                    code=code,
-                    message=message,
-                    actor="system",
-                    now=now,
-                    outbox=outbox,
-                )
+        return _ClaimInputs(found.agent_id, reader.public_key, adapter, prepared, hint)
+
+    def _recheck_claim(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        agent: AgentRow,
+        meta: dict[str, Any],
+        now: int,
+        full: bool,
+        outbox: _Outbox,
+    ) -> Literal["ended", "escalated"] | None:
+        """Inside the claim: the re-checks before signing. ``None``: the claim goes on (an
+        escalation to NOTIFY included); ``"escalated"``: it now waits (DELAY, APPROVAL);
+        ``"ended"``: a re-check refused it. Both are committed and published here."""
+        problem = self._recheck(uow, row, agent, meta, now, full=full)
+        if isinstance(problem, _Escalation):
+            self._escalate(uow, row, agent, meta, problem, now, outbox)
+            if problem.tier != Tier.NOTIFY:
                 uow.commit()
                 self._publish(outbox)
-                return _ENDED
-            if adapter is None:
-                # This process has no adapter for the agent's network (an operator's CLI,
-                # an approval page without --rpc): leave the transaction as it is for a
-                # wallet process that has one. Nothing was changed in this unit of work.
-                log.info("no adapter for %s/%s here; %s waits", agent.chain, agent.network, tx_id)
-                return None
-            busy = self._other_claim(uow, agent.id, exclude=row.id)
-            if busy is not None:
-                return busy  # nothing is written: the unit of work rolls back
-            nonce: int | None = None
-            if hint is not None:
-                nonce = self._reserve_nonce(uow, agent, exclude=row.id, hint=hint)
-            token = new_id()
-            meta["claim"] = _claim_record(token, row.status, nonce)
-            _LIVE_CLAIMS.add(token)  # before the commit: this process never finds it stale
-            try:
-                self._move(
-                    uow,
-                    row,
-                    S.EXECUTING,
-                    event=E.TX_EXECUTING,
-                    actor="system",
-                    now=now,
-                    details={"nonce": nonce} if nonce is not None else {},
-                    metadata=meta,
-                )
-                if late:
-                    self._seal_tx(uow, row.id)  # the plan built now is sealed with the row
-                uow.commit()
-            except BaseException:
-                _LIVE_CLAIMS.discard(token)
-                raise
-        self._publish(outbox)
-        return _Claim(
-            token=token, tx_id=tx_id, agent=agent, adapter=adapter, meta=meta, nonce=nonce
+                return "escalated"
+            problem = None
+        if problem is None:
+            return None
+        target, code, message = problem
+        self._end(
+            uow,
+            row,
+            target,
+            code=code,
+            message=message,
+            actor="system",
+            now=now,
+            outbox=outbox,
         )
+        uow.commit()
+        self._publish(outbox)
+        return _ENDED
+
+    def _write_claim(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        agent: AgentRow,
+        meta: dict[str, Any],
+        hint: int | None,
+        late: bool,
+        now: int,
+    ) -> tuple[str, int | None]:
+        """The claim's writes and commit: the nonce reserved, the claim record, PENDING or
+        QUEUED -> EXECUTING (a plan built late sealed with the row). Returns the claim's
+        token and nonce."""
+        nonce: int | None = None
+        if hint is not None:
+            nonce = self._reserve_nonce(uow, agent, exclude=row.id, hint=hint)
+        token = new_id()
+        meta["claim"] = _claim_record(token, row.status, nonce)
+        _LIVE_CLAIMS.add(token)  # before the commit: this process never finds it stale
+        try:
+            self._move(
+                uow,
+                row,
+                S.EXECUTING,
+                event=E.TX_EXECUTING,
+                actor="system",
+                now=now,
+                details={"nonce": nonce} if nonce is not None else {},
+                metadata=meta,
+            )
+            if late:
+                self._seal_tx(uow, row.id)  # the plan built now is sealed with the row
+            uow.commit()
+        except BaseException:
+            _LIVE_CLAIMS.discard(token)
+            raise
+        return token, nonce
 
     def _sign_claimed(
         self, claim: _Claim, *, retries_left: int
@@ -660,7 +727,7 @@ class ExecutionStage(_PipelineBase):
         if current is not None:
             uow.transactions.update_fields(tx_id, integrity=tx_mac(uow.integrity, current))
 
-    def _escalate_unit(
+    def _escalation_wait(
         self,
         uow: UnitOfWork,
         row: TransactionRow,
@@ -668,8 +735,9 @@ class ExecutionStage(_PipelineBase):
         meta: dict[str, Any],
         esc: _Escalation,
         now: int,
-        outbox: _Outbox,
-    ) -> None:
+    ) -> dict[str, Any]:
+        """An escalation's record in ``meta`` and its wait (a DELAY's release time, an
+        APPROVAL's approval row); returns the TX_QUEUED details."""
         decision = esc.decision
         meta["rejudged"] = {
             "at": now,
@@ -696,6 +764,19 @@ class ExecutionStage(_PipelineBase):
             uow.approvals.add(approval)
             meta["approval"] = self._approval_meta(uow, agent, approval, meta)
             details["approval_expires_at"] = approval.expires_at
+        return details
+
+    def _escalate_unit(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        agent: AgentRow,
+        meta: dict[str, Any],
+        esc: _Escalation,
+        now: int,
+        outbox: _Outbox,
+    ) -> None:
+        details = self._escalation_wait(uow, row, agent, meta, esc, now)
         if row.status == S.PENDING and esc.tier in (Tier.DELAY, Tier.APPROVAL):
             self._move(
                 uow,
@@ -828,38 +909,9 @@ class ExecutionStage(_PipelineBase):
             row = uow.transactions.get(tx_id)
             if row is None or row.status not in (S.EXECUTING, S.SUBMITTED):
                 return False
-            agent = uow.agents.get(row.agent_id)
-            stop: tuple[str, str] | None = None
-            if killswitch.is_active(uow):
-                stop = ("KILL_SWITCH_ACTIVE", "the kill switch is active")
-            elif agent is None or agent.status != "ACTIVE":
-                status = agent.status if agent is not None else "missing"
-                stop = ("AGENT_NOT_ACTIVE", f"agent is {status}")
+            stop = _broadcast_stop(uow, uow.agents.get(row.agent_id))
             if stop is not None:
-                code, message = stop
-                meta = self._meta(row)
-                if row.status == S.EXECUTING and not recovering:
-                    self._end(
-                        uow,
-                        row,
-                        S.CANCELLED,
-                        code=code,
-                        message=message + "; the signed bytes were never sent",
-                        actor="system",
-                        now=now,
-                        outbox=outbox,
-                    )
-                elif meta.get("held") != code:
-                    meta["held"] = code
-                    uow.transactions.update_fields(tx_id, metadata=meta)
-                    uow.audit.append(
-                        E.TX_RECOVERED,
-                        actor="system",
-                        now=now,
-                        agent_id=row.agent_id,
-                        tx_id=row.id,
-                        details={"status": row.status, "action": "held", "reason": code},
-                    )
+                self._stop_broadcast(uow, row, stop, recovering=recovering, now=now, outbox=outbox)
                 uow.commit()
                 self._publish(outbox)
                 return False
@@ -874,6 +926,43 @@ class ExecutionStage(_PipelineBase):
                 )
             uow.commit()
         return True
+
+    def _stop_broadcast(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        stop: tuple[str, str],
+        *,
+        recovering: bool,
+        now: int,
+        outbox: _Outbox,
+    ) -> None:
+        """Bytes stopped before they leave: a fresh EXECUTING row is CANCELLED; one whose
+        bytes may have been sent is held (one TX_RECOVERED row per reason)."""
+        code, message = stop
+        meta = self._meta(row)
+        if row.status == S.EXECUTING and not recovering:
+            self._end(
+                uow,
+                row,
+                S.CANCELLED,
+                code=code,
+                message=message + "; the signed bytes were never sent",
+                actor="system",
+                now=now,
+                outbox=outbox,
+            )
+        elif meta.get("held") != code:
+            meta["held"] = code
+            uow.transactions.update_fields(row.id, metadata=meta)
+            uow.audit.append(
+                E.TX_RECOVERED,
+                actor="system",
+                now=now,
+                agent_id=row.agent_id,
+                tx_id=row.id,
+                details={"status": row.status, "action": "held", "reason": code},
+            )
 
     def _audit_retry(self, row: TransactionRow, exc: ChainError, attempt: int) -> None:
         with self.db.write(agent_id=row.agent_id) as uow:
@@ -1092,43 +1181,54 @@ class ExecutionStage(_PipelineBase):
             row = uow.transactions.get(tx_id)
             if row is None or row.status not in (S.SUBMITTED, S.EXECUTING):
                 return None
-            meta = self._meta(row)
-            if status.fee is not None:
-                meta["fee"] = str(status.fee)
-            if status.state == ChainTxState.CONFIRMED:
-                self._move(
-                    uow,
-                    row,
-                    S.CONFIRMED,
-                    event=E.TX_CONFIRMED,
-                    actor="system",
-                    now=now,
-                    details={"fee": meta.get("fee"), "block": status.block},
-                    executed_at=now,
-                    metadata=meta,
-                )
-                outbox.add(E.TX_CONFIRMED, tx_id=tx_id, agent_id=row.agent_id, **{ROW_KEY: row})
-            else:
-                err = status.error
-                code = err.code if err is not None else "CHAIN_FAILED"
-                message = err.message if err is not None else "the transaction failed on chain"
-                self._end(
-                    uow,
-                    row,
-                    S.FAILED,
-                    code=code,
-                    message=message,
-                    actor="system",
-                    now=now,
-                    outbox=outbox,
-                    details={"error": code, "message": message},
-                    executed_at=now,
-                    meta_updates={"fee": meta["fee"]} if "fee" in meta else {},
-                )
+            self._record_outcome(uow, row, status, now, outbox)
             final = uow.transactions.get(tx_id)  # the session's row, as moved above
             uow.commit()
         self._publish(outbox)
         return final
+
+    def _record_outcome(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        status: ChainTxStatus,
+        now: int,
+        outbox: _Outbox,
+    ) -> None:
+        """A submitted row CONFIRMED or FAILED as the chain says, with the fee it paid."""
+        meta = self._meta(row)
+        if status.fee is not None:
+            meta["fee"] = str(status.fee)
+        if status.state == ChainTxState.CONFIRMED:
+            self._move(
+                uow,
+                row,
+                S.CONFIRMED,
+                event=E.TX_CONFIRMED,
+                actor="system",
+                now=now,
+                details={"fee": meta.get("fee"), "block": status.block},
+                executed_at=now,
+                metadata=meta,
+            )
+            outbox.add(E.TX_CONFIRMED, tx_id=row.id, agent_id=row.agent_id, **{ROW_KEY: row})
+            return
+        err = status.error
+        code = err.code if err is not None else "CHAIN_FAILED"
+        message = err.message if err is not None else "the transaction failed on chain"
+        self._end(
+            uow,
+            row,
+            S.FAILED,
+            code=code,
+            message=message,
+            actor="system",
+            now=now,
+            outbox=outbox,
+            details={"error": code, "message": message},
+            executed_at=now,
+            meta_updates={"fee": meta["fee"]} if "fee" in meta else {},
+        )
 
 
 def _rebuilds(meta: Mapping[str, Any]) -> int:
