@@ -104,54 +104,64 @@ class OwnerStage(_PipelineBase):
                     outbox=outbox,
                 )
                 continue
-            uow.session.delete(old)
-            uow.session.flush()
-            fresh = ApprovalRow(
-                id=new_id(),
-                tx_id=row.id,
-                required_by=old.required_by,
-                expires_at=old.expires_at,
-                created_at=now,
-            )
-            uow.approvals.add(fresh)
-            meta = self._meta(row)
-            previous = (meta.get("approval") or {}).get("owner")
-            # Keep what the approval request fixed (SIWE domain / URI, chain id, the text of
-            # every effect); only the request id, the owner and the expiry are new.
-            kept = {
-                k: v for k, v in (meta.get("approval") or {}).items() if k not in ("plan_digest",)
-            }
-            meta["approval"] = {
-                **kept,
-                "id": fresh.id,
-                "owner": owner,
-                "expires_at": fresh.expires_at,
-            }
-            row.metadata_json = json.dumps(meta, separators=(",", ":"))
-            fields: dict[str, Any] = {"metadata": meta}
-            if uow.integrity is not None:
-                from waiaas.integrity import tx_mac
-
-                fields["integrity"] = tx_mac(uow.integrity, row)
-            uow.transactions.update_fields(row.id, **fields)
-            uow.audit.append(
-                E.APPROVAL_INVALIDATED,
-                actor="owner",
-                now=now,
-                agent_id=agent_id,
-                session_id=row.session_id,
-                tx_id=row.id,
-                details={
-                    "old_approval_id": old.id,
-                    "old_owner": previous,
-                    "approval_id": fresh.id,
-                    "owner": owner,
-                },
-            )
-            outbox.add(
-                E.APPROVAL_INVALIDATED, tx_id=row.id, agent_id=agent_id, reason="owner changed"
-            )
+            self._renew_approval(uow, row, old, agent_id, owner, now, outbox)
         return touched, outbox
+
+    def _renew_approval(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        old: ApprovalRow,
+        agent_id: str,
+        owner: str,
+        now: int,
+        outbox: _Outbox,
+    ) -> None:
+        """A fresh approval for ``row`` addressed to the new ``owner`` (new id, same expiry),
+        in place of ``old``: its request re-sealed and APPROVAL_INVALIDATED recorded."""
+        uow.session.delete(old)
+        uow.session.flush()
+        fresh = ApprovalRow(
+            id=new_id(),
+            tx_id=row.id,
+            required_by=old.required_by,
+            expires_at=old.expires_at,
+            created_at=now,
+        )
+        uow.approvals.add(fresh)
+        meta = self._meta(row)
+        previous = (meta.get("approval") or {}).get("owner")
+        # Keep what the approval request fixed (SIWE domain / URI, chain id, the text of
+        # every effect); only the request id, the owner and the expiry are new.
+        kept = {k: v for k, v in (meta.get("approval") or {}).items() if k not in ("plan_digest",)}
+        meta["approval"] = {
+            **kept,
+            "id": fresh.id,
+            "owner": owner,
+            "expires_at": fresh.expires_at,
+        }
+        row.metadata_json = json.dumps(meta, separators=(",", ":"))
+        fields: dict[str, Any] = {"metadata": meta}
+        if uow.integrity is not None:
+            from waiaas.integrity import tx_mac
+
+            fields["integrity"] = tx_mac(uow.integrity, row)
+        uow.transactions.update_fields(row.id, **fields)
+        uow.audit.append(
+            E.APPROVAL_INVALIDATED,
+            actor="owner",
+            now=now,
+            agent_id=agent_id,
+            session_id=row.session_id,
+            tx_id=row.id,
+            details={
+                "old_approval_id": old.id,
+                "old_owner": previous,
+                "approval_id": fresh.id,
+                "owner": owner,
+            },
+        )
+        outbox.add(E.APPROVAL_INVALIDATED, tx_id=row.id, agent_id=agent_id, reason="owner changed")
 
     def publish_events(self, outbox: _Outbox) -> None:
         """Send events gathered in a committed unit of work (see :meth:`contain_suspended`)."""
@@ -178,25 +188,7 @@ class OwnerStage(_PipelineBase):
                 f"transaction {tx_id} is {row.status}, not an unresolved submitted transaction",
                 tx_id=tx_id,
             )
-        stored = meta.get("signed")
-        adapter = self.adapters.get((row.chain, str(meta.get("network") or "")))
-        if stored and adapter is not None:
-            try:
-                status = adapter.get_status(_signed_from_json(row.chain, stored))
-            except ChainError as exc:
-                log.warning("status of %s unavailable; trusting the operator: %s", tx_id, exc)
-            else:
-                if status.state in (ChainTxState.CONFIRMED, ChainTxState.FAILED):
-                    self.apply_chain_status(tx_id, status)
-                    raise StateError(
-                        f"the chain knows transaction {tx_id}: it is {status.state.value}; "
-                        "recorded as the chain says",
-                        tx_id=tx_id,
-                    )
-                if status.state == ChainTxState.PENDING:
-                    raise StateError(
-                        f"transaction {tx_id} is pending on chain; wait for it", tx_id=tx_id
-                    )
+        self._ask_chain_before_resolving(row, meta)
         now = self.clock.now()
         outbox = _Outbox()
         with self._tx_write(tx_id, row.agent_id) as uow:
@@ -213,36 +205,73 @@ class OwnerStage(_PipelineBase):
                 tx_id=tx_id,
                 details={"landed": landed, "evidence": evidence, "tx_hash": row.tx_hash},
             )
-            if landed:
-                meta = self._meta(current)
-                meta["resolved"] = {"landed": True, "evidence": evidence, "at": now}
-                self._move(
-                    uow,
-                    current,
-                    S.CONFIRMED,
-                    event=E.TX_CONFIRMED,
-                    actor="operator",
-                    now=now,
-                    details={"resolved": True},
-                    executed_at=now,
-                    metadata=meta,
-                )
-                outbox.add(E.TX_CONFIRMED, tx_id=tx_id, agent_id=row.agent_id)
-            else:
-                self._end(
-                    uow,
-                    current,
-                    S.FAILED,
-                    code="NOT_LANDED",
-                    message="the operator established that it never landed",
-                    actor="operator",
-                    now=now,
-                    outbox=outbox,
-                    meta_updates={"resolved": {"landed": False, "evidence": evidence, "at": now}},
-                )
+            self._settle_resolved(uow, current, landed, evidence, now, outbox)
             uow.commit()
         self._publish(outbox)
         return self.get_row(tx_id)
+
+    def _ask_chain_before_resolving(self, row: TransactionRow, meta: Mapping[str, Any]) -> None:
+        """The chain's word before the operator's: a final status it knows is recorded and
+        the resolution refused (StateError), as it is while the chain says pending. A chain
+        that cannot be asked (no adapter, no stored bytes, a node error) leaves it to the
+        operator."""
+        tx_id = row.id
+        stored = meta.get("signed")
+        adapter = self.adapters.get((row.chain, str(meta.get("network") or "")))
+        if not stored or adapter is None:
+            return
+        try:
+            status = adapter.get_status(_signed_from_json(row.chain, stored))
+        except ChainError as exc:
+            log.warning("status of %s unavailable; trusting the operator: %s", tx_id, exc)
+            return
+        if status.state in (ChainTxState.CONFIRMED, ChainTxState.FAILED):
+            self.apply_chain_status(tx_id, status)
+            raise StateError(
+                f"the chain knows transaction {tx_id}: it is {status.state.value}; "
+                "recorded as the chain says",
+                tx_id=tx_id,
+            )
+        if status.state == ChainTxState.PENDING:
+            raise StateError(f"transaction {tx_id} is pending on chain; wait for it", tx_id=tx_id)
+
+    def _settle_resolved(
+        self,
+        uow: UnitOfWork,
+        current: TransactionRow,
+        landed: bool,
+        evidence: str,
+        now: int,
+        outbox: _Outbox,
+    ) -> None:
+        """The operator's resolution: CONFIRMED when it landed, else FAILED (NOT_LANDED)."""
+        if landed:
+            meta = self._meta(current)
+            meta["resolved"] = {"landed": True, "evidence": evidence, "at": now}
+            self._move(
+                uow,
+                current,
+                S.CONFIRMED,
+                event=E.TX_CONFIRMED,
+                actor="operator",
+                now=now,
+                details={"resolved": True},
+                executed_at=now,
+                metadata=meta,
+            )
+            outbox.add(E.TX_CONFIRMED, tx_id=current.id, agent_id=current.agent_id)
+            return
+        self._end(
+            uow,
+            current,
+            S.FAILED,
+            code="NOT_LANDED",
+            message="the operator established that it never landed",
+            actor="operator",
+            now=now,
+            outbox=outbox,
+            meta_updates={"resolved": {"landed": False, "evidence": evidence, "at": now}},
+        )
 
     def cancel(self, tx_id: str, *, actor: str, token: str | None = None) -> TransactionRow:
         """Cancel a PENDING or QUEUED transaction (DELAY cooldown, APPROVAL wait).
@@ -452,38 +481,7 @@ class OwnerStage(_PipelineBase):
         with self._tx_write(tx_id) as uow:
             row, approval, agent = self._approval_parts(uow, tx_id)
             req = self._approval_request(row, approval, agent)
-            if approval.approved_at is not None or approval.rejected_at is not None:
-                refusal = ApprovalError(
-                    "this approval was already decided; a signature counts once",
-                    tx_id=tx_id,
-                    reason="already_decided",
-                )
-            elif row.status != S.QUEUED:
-                refusal = ApprovalError(
-                    f"transaction is {row.status}", tx_id=tx_id, reason="not_queued"
-                )
-            elif now >= approval.expires_at:  # SIWE: not valid at the expiration time
-                self._expire(uow, row, approval, now, outbox)
-                refusal = ApprovalError(
-                    "the approval window has expired", tx_id=tx_id, reason="expired"
-                )
-            else:
-                try:
-                    approvals.verify_signature(
-                        approvals.build_message(req, action),
-                        signature,
-                        req.owner_address,
-                        tx_id=tx_id,
-                    )
-                    if approve and req.plan_digest is not None:
-                        # The approval binds to the digest the owner read; execution
-                        # refuses any other plan.
-                        meta = self._meta(row)
-                        meta.setdefault("approval", {})["plan_digest"] = req.plan_digest
-                        uow.transactions.update_fields(tx_id, metadata=meta)
-                        self._seal_tx(uow, tx_id)  # the approved digest is sealed too
-                except ApprovalError as exc:
-                    refusal = exc
+            refusal = self._check_decision(uow, row, approval, req, signature, action, now, outbox)
             if refusal is not None:
                 uow.audit.append(
                     E.AUTH_FAILED,
@@ -495,33 +493,7 @@ class OwnerStage(_PipelineBase):
                 )
                 uow.commit()
             else:
-                if not uow.approvals.decide(
-                    approval.id, approved=approve, now=now, signature=signature
-                ):
-                    raise ApprovalError(
-                        "this approval was already decided", tx_id=tx_id, reason="already_decided"
-                    )
-                uow.audit.append(
-                    E.TX_APPROVED if approve else E.TX_REJECTED,
-                    actor="owner",
-                    now=now,
-                    agent_id=row.agent_id,
-                    tx_id=tx_id,
-                    details={"owner": req.owner_address, "approval_id": approval.id},
-                )
-                if not approve:
-                    self._end(
-                        uow,
-                        row,
-                        S.CANCELLED,
-                        code="REJECTED",
-                        message="rejected by the owner",
-                        actor="owner",
-                        now=now,
-                        outbox=outbox,
-                        details={"by": "owner", "reason": "REJECTED"},
-                        notify=E.TX_REJECTED,
-                    )
+                self._record_decision(uow, row, approval, req, signature, approve, now, outbox)
                 uow.commit()
         self._publish(outbox)
         if refusal is not None:
@@ -530,3 +502,88 @@ class OwnerStage(_PipelineBase):
             self.hooks.stage("approved", tx_id)
             return self.execute(tx_id)
         return self.get_row(tx_id)
+
+    def _check_decision(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        approval: ApprovalRow,
+        req: approvals.ApprovalRequest,
+        signature: str,
+        action: approvals.Action,
+        now: int,
+        outbox: _Outbox,
+    ) -> ApprovalError | None:
+        """Whether the owner's decision counts: not decided before, still QUEUED, not
+        expired (an expired one is ended here), signed by the owner over this message. An
+        approval binds the plan digest the owner read (sealed with the row). Returns the
+        refusal, or ``None``."""
+        tx_id = row.id
+        if approval.approved_at is not None or approval.rejected_at is not None:
+            return ApprovalError(
+                "this approval was already decided; a signature counts once",
+                tx_id=tx_id,
+                reason="already_decided",
+            )
+        if row.status != S.QUEUED:
+            return ApprovalError(f"transaction is {row.status}", tx_id=tx_id, reason="not_queued")
+        if now >= approval.expires_at:  # SIWE: not valid at the expiration time
+            self._expire(uow, row, approval, now, outbox)
+            return ApprovalError("the approval window has expired", tx_id=tx_id, reason="expired")
+        try:
+            approvals.verify_signature(
+                approvals.build_message(req, action),
+                signature,
+                req.owner_address,
+                tx_id=tx_id,
+            )
+            if action == "approve" and req.plan_digest is not None:
+                # The approval binds to the digest the owner read; execution
+                # refuses any other plan.
+                meta = self._meta(row)
+                meta.setdefault("approval", {})["plan_digest"] = req.plan_digest
+                uow.transactions.update_fields(tx_id, metadata=meta)
+                self._seal_tx(uow, tx_id)  # the approved digest is sealed too
+        except ApprovalError as exc:
+            return exc
+        return None
+
+    def _record_decision(
+        self,
+        uow: UnitOfWork,
+        row: TransactionRow,
+        approval: ApprovalRow,
+        req: approvals.ApprovalRequest,
+        signature: str,
+        approve: bool,
+        now: int,
+        outbox: _Outbox,
+    ) -> None:
+        """The owner's accepted decision: the approval decided (once), TX_APPROVED or
+        TX_REJECTED, and a rejected transaction CANCELLED."""
+        tx_id = row.id
+        if not uow.approvals.decide(approval.id, approved=approve, now=now, signature=signature):
+            raise ApprovalError(
+                "this approval was already decided", tx_id=tx_id, reason="already_decided"
+            )
+        uow.audit.append(
+            E.TX_APPROVED if approve else E.TX_REJECTED,
+            actor="owner",
+            now=now,
+            agent_id=row.agent_id,
+            tx_id=tx_id,
+            details={"owner": req.owner_address, "approval_id": approval.id},
+        )
+        if not approve:
+            self._end(
+                uow,
+                row,
+                S.CANCELLED,
+                code="REJECTED",
+                message="rejected by the owner",
+                actor="owner",
+                now=now,
+                outbox=outbox,
+                details={"by": "owner", "reason": "REJECTED"},
+                notify=E.TX_REJECTED,
+            )
