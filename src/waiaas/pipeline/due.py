@@ -3,7 +3,8 @@ claims and unresolved broadcasts to look at again (:meth:`DueStage.process_due`)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from waiaas.db import UnitOfWork
 from waiaas.db.tables import ApprovalRow, TransactionRow
@@ -29,6 +30,26 @@ def _problem(row: TransactionRow, exc: BaseException, *, parked: bool) -> DuePro
     return DueProblem(
         tx_id=row.id, agent_id=row.agent_id, code=code, message=message, parked=parked
     )
+
+
+@dataclass(frozen=True)
+class _DueScan:
+    """What one pass of due work reads first (:meth:`DueStage._scan_due`)."""
+
+    networks: dict[str, tuple[str, str]]
+    queued: Sequence[TransactionRow]
+    pending: Sequence[TransactionRow]
+    submitted: Sequence[TransactionRow]
+    waiting: dict[str, ApprovalRow]
+
+
+def _expiring(waiting: Mapping[str, ApprovalRow], now: int) -> list[str]:
+    """The transactions whose approval the owner never decided and that expired by ``now``."""
+    return [
+        tx_id
+        for tx_id, a in waiting.items()
+        if a.approved_at is None and a.rejected_at is None and a.expires_at <= now
+    ]
 
 
 class DueStage(_PipelineBase):
@@ -82,6 +103,25 @@ class DueStage(_PipelineBase):
             "locked": 0,
         }
         problems: list[DueProblem] = []
+        scan = self._scan_due()
+        expired = self._expire_due(_expiring(scan.waiting, now), now)
+        counts["expired"] = len(expired)
+        for row, kind in self._due_queued(scan, expired, now):
+            self._run_due(row, kind, scan.networks, counts, problems)
+        for row in scan.pending:
+            self._run_due(row, "resumed", scan.networks, counts, problems, recheck=True)
+        for row in scan.submitted:
+            self._poll_due(row, scan.networks, counts, problems)
+        if counts["no_adapter"]:
+            log.warning(
+                "%d transaction(s) wait for a chain adapter this wallet was opened without",
+                counts["no_adapter"],
+            )
+        sessions = int(self.sessions.sweep_expired(now))
+        return DueReport(sessions=sessions, problems=tuple(problems), **counts)
+
+    def _scan_due(self) -> _DueScan:
+        """One read: every agent's network and the rows due work looks at."""
         with self.db.read() as uow:
             networks = {agent.id: (agent.chain, agent.network) for agent in uow.agents.list()}
             queued = uow.transactions.with_status([S.QUEUED], limit=_SCAN_LIMIT)
@@ -93,68 +133,79 @@ class DueStage(_PipelineBase):
                 if row.tier == Tier.APPROVAL
                 and (approval := uow.approvals.for_tx(row.id)) is not None
             }
-        expired = self._expire_due(
-            [
-                tx_id
-                for tx_id, a in waiting.items()
-                if a.approved_at is None and a.rejected_at is None and a.expires_at <= now
-            ],
-            now,
-        )
-        counts["expired"] = len(expired)
+        return _DueScan(networks, queued, pending, submitted, waiting)
 
-        def runnable(row: TransactionRow) -> bool:
-            if networks.get(row.agent_id) not in self.adapters:
-                counts["no_adapter"] += 1
-                return False
-            if self.keys.locked:
-                counts["locked"] += 1  # resumed once the keystore is unlocked
-                return False
-            return True
-
-        def run(row: TransactionRow, kind: str, *, recheck: bool = False) -> None:
-            if not runnable(row):
-                return
-            won = self._execute_due(row, problems, recheck=recheck)
-            if won:
-                counts[kind] += 1
-
-        for row in queued:
+    def _due_queued(
+        self, scan: _DueScan, expired: set[str], now: int
+    ) -> Iterator[tuple[TransactionRow, str]]:
+        """The QUEUED rows to run now, one by one, with what they count as: a DELAY whose
+        time has come (``"delays"``), an APPROVAL the owner approved (``"approved"``)."""
+        for row in scan.queued:
             if row.id in expired:
                 continue
-            approval = waiting.get(row.id)
+            approval = scan.waiting.get(row.id)
             if row.tier == Tier.DELAY and int(self._meta(row).get("execute_after", 0)) <= now:
-                run(row, "delays")
+                yield row, "delays"
             elif approval is not None and approval.approved_at is not None:
-                run(row, "approved")
-        for row in pending:
-            run(row, "resumed", recheck=True)
-        for row in submitted:
-            if not runnable(row):
-                continue
-            if _is_claim(self._meta(row), row):
-                # Claimed for signing, nothing recorded: a live worker is on it, or its
-                # process died; then the claim is released and the transaction runs anew.
-                released = self._release_claim(row.id, None, reason="stale claim")
-                if released and self._execute_due(row, problems, recheck=True):
-                    counts["resumed"] += 1
-                continue
-            try:
-                self.reconcile(row.id)
-            except (WaiaasError, InvalidTransitionError) as exc:
-                log.warning("could not reconcile %s (will retry): %s", row.id, exc)
-                problems.append(_problem(row, exc, parked=True))
-            except Exception as exc:  # one adapter's bug never stops the pass for others
-                log.exception("reconciling %s failed (will retry)", row.id)
-                problems.append(_problem(row, exc, parked=True))
-            counts["polled"] += 1
-        if counts["no_adapter"]:
-            log.warning(
-                "%d transaction(s) wait for a chain adapter this wallet was opened without",
-                counts["no_adapter"],
-            )
-        sessions = int(self.sessions.sweep_expired(now))
-        return DueReport(sessions=sessions, problems=tuple(problems), **counts)
+                yield row, "approved"
+
+    def _due_runnable(
+        self, row: TransactionRow, networks: Mapping[str, tuple[str, str]], counts: dict[str, int]
+    ) -> bool:
+        """Whether this wallet can run ``row`` now (its chain's adapter, an unlocked
+        keystore); when not, why is counted."""
+        if networks.get(row.agent_id) not in self.adapters:
+            counts["no_adapter"] += 1
+            return False
+        if self.keys.locked:
+            counts["locked"] += 1  # resumed once the keystore is unlocked
+            return False
+        return True
+
+    def _run_due(
+        self,
+        row: TransactionRow,
+        kind: str,
+        networks: Mapping[str, tuple[str, str]],
+        counts: dict[str, int],
+        problems: list[DueProblem],
+        *,
+        recheck: bool = False,
+    ) -> None:
+        """Execute ``row`` if this wallet can; counted under ``kind`` when this call won it."""
+        if not self._due_runnable(row, networks, counts):
+            return
+        won = self._execute_due(row, problems, recheck=recheck)
+        if won:
+            counts[kind] += 1
+
+    def _poll_due(
+        self,
+        row: TransactionRow,
+        networks: Mapping[str, tuple[str, str]],
+        counts: dict[str, int],
+        problems: list[DueProblem],
+    ) -> None:
+        """An EXECUTING or SUBMITTED row: a stale claim released and run anew, else the
+        chain asked about its bytes (a failure parks it and is reported)."""
+        if not self._due_runnable(row, networks, counts):
+            return
+        if _is_claim(self._meta(row), row):
+            # Claimed for signing, nothing recorded: a live worker is on it, or its
+            # process died; then the claim is released and the transaction runs anew.
+            released = self._release_claim(row.id, None, reason="stale claim")
+            if released and self._execute_due(row, problems, recheck=True):
+                counts["resumed"] += 1
+            return
+        try:
+            self.reconcile(row.id)
+        except (WaiaasError, InvalidTransitionError) as exc:
+            log.warning("could not reconcile %s (will retry): %s", row.id, exc)
+            problems.append(_problem(row, exc, parked=True))
+        except Exception as exc:  # one adapter's bug never stops the pass for others
+            log.exception("reconciling %s failed (will retry)", row.id)
+            problems.append(_problem(row, exc, parked=True))
+        counts["polled"] += 1
 
     def _execute_due(
         self, row: TransactionRow, problems: list[DueProblem], *, recheck: bool = False
