@@ -23,9 +23,10 @@ def _checker() -> ModuleType:
 
 
 def _package(tmp_path: Path) -> Path:
-    """A package whose functions are 3, 62, 61 (with 2 nested) and 2 lines long."""
+    """A package whose functions are 3, 62, 61 (with 2 nested) and 2 lines long, docstrings
+    (one line each in ``short`` and ``long``) included."""
     pkg = tmp_path / "src" / "pkg"
-    (pkg / "sub").mkdir(parents=True)
+    (pkg / "sub").mkdir(parents=True, exist_ok=True)
     body = "\n".join(f"    x{i} = {i}" for i in range(60))
     (pkg / "a.py").write_text(
         textwrap.dedent(
@@ -55,10 +56,20 @@ def _package(tmp_path: Path) -> Path:
     return pkg
 
 
-def test_lengths_count_def_to_last_line_docstring_included(tmp_path: Path) -> None:
-    """The ``def`` line to the last line, docstring included, decorators not; methods and
-    nested functions by their qualified names; longest first."""
-    found = _checker().functions(_package(tmp_path))
+def test_lengths_count_def_to_last_line_less_the_docstring(tmp_path: Path) -> None:
+    """The ``def`` line to the last line, decorators and the docstring not counted (with
+    ``docstrings=True`` it is); methods and nested functions by their qualified names;
+    longest first (then by file and line)."""
+    checker = _checker()
+    found = checker.functions(_package(tmp_path))
+    assert [(f.name, f.length, f.line) for f in found] == [
+        ("long", 61, 10),
+        ("C.method", 61, 2),
+        ("short", 2, 5),
+        ("C.method.inner", 2, 3),
+        ("C.other", 2, 64),
+    ]
+    found = checker.functions(_package(tmp_path), docstrings=True)
     assert [(f.name, f.length, f.line) for f in found] == [
         ("long", 62, 10),
         ("C.method", 61, 2),
@@ -73,14 +84,19 @@ def test_the_limit_fails_only_when_exceeded(
 ) -> None:
     checker = _checker()
     pkg = _package(tmp_path)
-    assert checker.main(["--root", str(pkg), "--max", "61"]) == 1
+    assert checker.main(["--root", str(pkg), "--max", "60", "--top", "2"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "   61  src/pkg/a.py:10  long  TOO LONG",
+        "   61  src/pkg/sub/b.py:2  C.method  TOO LONG",
+        "2 function(s) longer than 60 lines (docstrings not counted)",
+    ]
+    assert checker.main(["--root", str(pkg), "--max", "61", "--top", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "   61  src/pkg/a.py:10  long",
+        "function length ok: none of 5 longer than 61 lines (docstrings not counted)",
+    ]
+    assert checker.main(["--root", str(pkg), "--max", "61", "--count-docstrings"]) == 1
     out = capsys.readouterr().out
     assert "   62  src/pkg/a.py:10  long  TOO LONG" in out
     assert "   61  src/pkg/sub/b.py:2  C.method\n" in out
-    assert "1 function(s) longer than 61 lines" in out
-    assert checker.main(["--root", str(pkg), "--max", "62", "--top", "1"]) == 0
-    out = capsys.readouterr().out
-    assert out.splitlines() == [
-        "   62  src/pkg/a.py:10  long",
-        "function length ok: none of 5 longer than 62 lines",
-    ]
+    assert out.endswith("1 function(s) longer than 61 lines (docstrings counted)\n")
