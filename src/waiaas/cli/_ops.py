@@ -8,7 +8,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TextIO, cast
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -192,6 +192,48 @@ def audit_filter(
     _print_entries(found, json_)
 
 
+_EXPORT_COLUMNS = [
+    "id",
+    "timestamp",
+    "time",
+    "severity",
+    "event_type",
+    "actor",
+    "agent_id",
+    "session_id",
+    "tx_id",
+    "ip_address",
+    "details",
+]
+
+
+def _export(wallet: Any, filters: dict[str, Any], fh: TextIO, format_: str, bar: Progress) -> int:
+    """Write every entry matching ``filters`` to ``fh``, page by page; returns how many."""
+    written = 0
+    columns = _EXPORT_COLUMNS
+    # no total: counting every match first would read the filtered log twice
+    task = bar.add_task("export", total=None)
+    writer = csv.writer(fh) if format_ == "csv" else None
+    if writer is not None:
+        writer.writerow(columns)
+    cursor: int | None = None
+    while True:
+        page = wallet.audit(limit=1000, cursor=cursor, **filters)
+        for entry in page.entries:
+            data = _entry_dict(entry)
+            if writer is not None:
+                row = dict(data, details=json.dumps(entry.details, sort_keys=True))
+                writer.writerow([row.get(c) for c in columns])
+            else:
+                fh.write(json.dumps(data, sort_keys=True, default=str) + "\n")
+            written += 1
+        bar.update(task, completed=written)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return written
+
+
 @audit.command("export")
 @handle_errors
 def audit_export(
@@ -211,20 +253,6 @@ def audit_export(
         raise InvalidInputError("--format must be jsonl or csv", field="format")
     if output.exists():
         raise fail(f"{output} already exists; choose another file")
-    written = 0
-    columns = [
-        "id",
-        "timestamp",
-        "time",
-        "severity",
-        "event_type",
-        "actor",
-        "agent_id",
-        "session_id",
-        "tx_id",
-        "ip_address",
-        "details",
-    ]
     with open_wallet(ctx) as wallet:
         filters = _filters(agent, tx_id, event, severity, since, until)
         wallet.audit(limit=1, **filters)  # validates the filters before the file is created
@@ -239,26 +267,7 @@ def audit_export(
                 transient=True,
             ) as bar,
         ):
-            # no total: counting every match first would read the filtered log twice
-            task = bar.add_task("export", total=None)
-            writer = csv.writer(fh) if format_ == "csv" else None
-            if writer is not None:
-                writer.writerow(columns)
-            cursor: int | None = None
-            while True:
-                page = wallet.audit(limit=1000, cursor=cursor, **filters)
-                for entry in page.entries:
-                    data = _entry_dict(entry)
-                    if writer is not None:
-                        row = dict(data, details=json.dumps(entry.details, sort_keys=True))
-                        writer.writerow([row.get(c) for c in columns])
-                    else:
-                        fh.write(json.dumps(data, sort_keys=True, default=str) + "\n")
-                    written += 1
-                bar.update(task, completed=written)
-                if page.next_cursor is None:
-                    break
-                cursor = page.next_cursor
+            written = _export(wallet, filters, fh, format_, bar)
     if json_:
         emit_json({"path": str(output), "entries": written, "format": format_})
     else:
@@ -420,30 +429,28 @@ def _revision(con: _Reader) -> str | None:
         return None
 
 
+def _problem(problems: list[dict[str, Any]], level: int, text: str) -> None:
+    problems.append({"level": ("ok", "warning", "critical")[level], "message": text})
+
+
+def _state_value(con: _Reader, key: str) -> Any:
+    raw = con.one("SELECT value FROM wallet_state WHERE key = ?", key)
+    return json.loads(raw) if raw else None
+
+
 def _health(path: Path | str, *, stuck_after: int, now: int) -> dict[str, Any]:
     from waiaas.db.database import LAST_CHECKPOINT_KEY
     from waiaas.db.migrate import head_revision
     from waiaas.pipeline.killswitch import KEY as KILL_KEY
 
     problems: list[dict[str, Any]] = []
-
-    def problem(level: int, text: str) -> None:
-        problems.append({"level": ("ok", "warning", "critical")[level], "message": text})
-
     con = _Reader(path)
-    pg = con.dialect == "postgresql"
     try:
-        one = con.one
-
-        def state_value(key: str) -> Any:
-            raw = one("SELECT value FROM wallet_state WHERE key = ?", key)
-            return json.loads(raw) if raw else None
-
         head = head_revision()
         revision = _revision(con)
         schema = {"revision": revision, "head": head, "current": revision == head}
         if revision is None:
-            problem(_CRIT, "not a waiaas database (no schema revision)")
+            _problem(problems, _CRIT, "not a waiaas database (no schema revision)")
             return {
                 "status": "critical",
                 "problems": problems,
@@ -451,82 +458,22 @@ def _health(path: Path | str, *, stuck_after: int, now: int) -> dict[str, Any]:
                 "database": con.server,
             }
         if revision != head:
-            problem(_WARN, f"schema at {revision}, this waiaas expects {head}")
-        kill = state_value(KILL_KEY) or {"active": False}
+            _problem(problems, _WARN, f"schema at {revision}, this waiaas expects {head}")
+        kill = _state_value(con, KILL_KEY) or {"active": False}
         if kill.get("active"):
-            problem(_CRIT, f"kill switch is ON: {kill.get('reason')}")
-        queued = one("SELECT count(*) FROM transactions WHERE status = 'QUEUED'")
-        overdue_delays = one(
-            "SELECT count(*) FROM transactions WHERE status = 'QUEUED' AND tier = 'DELAY' "
-            + (
-                "AND CAST(CAST(metadata AS json) ->> 'execute_after' AS BIGINT) <= ?"
-                if pg
-                else "AND CAST(json_extract(metadata, '$.execute_after') AS INTEGER) <= ?"
-            ),
-            now - stuck_after,
-        )
-        pending_approvals = one(
-            "SELECT count(*) FROM pending_approvals p JOIN transactions t ON t.id = p.tx_id "
-            "WHERE t.status = 'QUEUED' AND p.approved_at IS NULL AND p.rejected_at IS NULL "
-            "AND p.expires_at > ?",
-            now,
-        )
-        unexpired = one(
-            "SELECT count(*) FROM pending_approvals p JOIN transactions t ON t.id = p.tx_id "
-            "WHERE t.status = 'QUEUED' AND p.approved_at IS NULL AND p.rejected_at IS NULL "
-            "AND p.expires_at <= ?",
-            now - stuck_after,
-        )
-        approved_waiting = one(
-            "SELECT count(*) FROM pending_approvals p JOIN transactions t ON t.id = p.tx_id "
-            "WHERE t.status = 'QUEUED' AND p.approved_at IS NOT NULL AND p.approved_at <= ?",
-            now - stuck_after,
-        )
-        stuck = [
-            {"tx_id": r[0], "status": r[1], "since": r[2]}
-            for r in con.rows(
-                "SELECT t.id, t.status, (SELECT max(timestamp) FROM audit_log a "
-                "WHERE a.tx_id = t.id) AS since FROM transactions t "
-                "WHERE t.status IN ('EXECUTING', 'SUBMITTED')"
-            )
-            if r[2] is None or r[2] <= now - stuck_after
-        ]
-        if overdue_delays or unexpired or approved_waiting:
-            problem(
-                _WARN,
-                f"due work is not being processed ({overdue_delays} delays, {unexpired} "
-                f"expired approvals, {approved_waiting} approved transactions waiting): "
-                "is a wallet process running with background=True?",
-            )
-        if stuck:
-            problem(
-                _WARN, f"{len(stuck)} transactions executing or submitted for over {stuck_after} s"
-            )
-        checkpoint = state_value(LAST_CHECKPOINT_KEY)
-        wal = None if pg else Path(f"{path}-wal")
+            _problem(problems, _CRIT, f"kill switch is ON: {kill.get('reason')}")
+        work = _work(con, stuck_after=stuck_after, now=now)
+        _work_problems(work, stuck_after, problems)
+        checkpoint = _state_value(con, LAST_CHECKPOINT_KEY)
+        wal = None if con.dialect == "postgresql" else Path(f"{path}-wal")
         wal_bytes = wal.stat().st_size if wal is not None and wal.exists() else 0
         if wal_bytes > 256 * 1024 * 1024:
-            problem(_WARN, f"the WAL file is {wal_bytes} bytes: checkpoints are not keeping up")
-        channels = []
-        for cid, ctype, enabled, ok_at, fail_at in con.rows(
-            "SELECT id, type, enabled, last_success_at, last_failure_at "
-            "FROM notification_channels ORDER BY priority DESC, id"
-        ):
-            failing = bool(enabled) and fail_at is not None and (ok_at is None or fail_at > ok_at)
-            channels.append(
-                {
-                    "id": cid,
-                    "type": ctype,
-                    "enabled": bool(enabled),
-                    "last_success_at": ok_at,
-                    "last_failure_at": fail_at,
-                    "healthy": not failing,
-                }
+            _problem(
+                problems,
+                _WARN,
+                f"the WAL file is {wal_bytes} bytes: checkpoints are not keeping up",
             )
-            if failing:
-                problem(_WARN, f"channel {cid} ({ctype}) failed its last delivery")
-        if not any(c["enabled"] for c in channels):
-            problem(_WARN, "no enabled notification channel: nobody hears about APPROVAL work")
+        channels = _channels(con, problems)
     finally:
         con.close()
     level = max((("ok", "warning", "critical").index(p["level"]) for p in problems), default=0)
@@ -536,14 +483,7 @@ def _health(path: Path | str, *, stuck_after: int, now: int) -> dict[str, Any]:
         "database": con.server,
         "schema": schema,
         "kill_switch": kill,
-        "work": {
-            "queued": queued,
-            "pending_approvals": pending_approvals,
-            "overdue_delays": overdue_delays,
-            "unprocessed_expired_approvals": unexpired,
-            "approved_not_executed": approved_waiting,
-            "stuck": stuck,
-        },
+        "work": work,
         "checkpoint": {
             "last": checkpoint,
             "last_iso": when(checkpoint["at"]) if checkpoint else None,
@@ -552,6 +492,104 @@ def _health(path: Path | str, *, stuck_after: int, now: int) -> dict[str, Any]:
         "channels": channels,
         "problems": problems,
     }
+
+
+def _work(con: _Reader, *, stuck_after: int, now: int) -> dict[str, Any]:
+    """``health``'s "work": what waits, and what waits too long."""
+    one = con.one
+    queued = one("SELECT count(*) FROM transactions WHERE status = 'QUEUED'")
+    overdue_delays = one(
+        "SELECT count(*) FROM transactions WHERE status = 'QUEUED' AND tier = 'DELAY' "
+        + (
+            "AND CAST(CAST(metadata AS json) ->> 'execute_after' AS BIGINT) <= ?"
+            if con.dialect == "postgresql"
+            else "AND CAST(json_extract(metadata, '$.execute_after') AS INTEGER) <= ?"
+        ),
+        now - stuck_after,
+    )
+    pending_approvals = one(
+        "SELECT count(*) FROM pending_approvals p JOIN transactions t ON t.id = p.tx_id "
+        "WHERE t.status = 'QUEUED' AND p.approved_at IS NULL AND p.rejected_at IS NULL "
+        "AND p.expires_at > ?",
+        now,
+    )
+    unexpired = one(
+        "SELECT count(*) FROM pending_approvals p JOIN transactions t ON t.id = p.tx_id "
+        "WHERE t.status = 'QUEUED' AND p.approved_at IS NULL AND p.rejected_at IS NULL "
+        "AND p.expires_at <= ?",
+        now - stuck_after,
+    )
+    approved_waiting = one(
+        "SELECT count(*) FROM pending_approvals p JOIN transactions t ON t.id = p.tx_id "
+        "WHERE t.status = 'QUEUED' AND p.approved_at IS NOT NULL AND p.approved_at <= ?",
+        now - stuck_after,
+    )
+    stuck = [
+        {"tx_id": r[0], "status": r[1], "since": r[2]}
+        for r in con.rows(
+            "SELECT t.id, t.status, (SELECT max(timestamp) FROM audit_log a "
+            "WHERE a.tx_id = t.id) AS since FROM transactions t "
+            "WHERE t.status IN ('EXECUTING', 'SUBMITTED')"
+        )
+        if r[2] is None or r[2] <= now - stuck_after
+    ]
+    return {
+        "queued": queued,
+        "pending_approvals": pending_approvals,
+        "overdue_delays": overdue_delays,
+        "unprocessed_expired_approvals": unexpired,
+        "approved_not_executed": approved_waiting,
+        "stuck": stuck,
+    }
+
+
+def _work_problems(work: dict[str, Any], stuck_after: int, problems: list[dict[str, Any]]) -> None:
+    """Due work that is not being processed, transactions stuck executing or submitted."""
+    overdue_delays = work["overdue_delays"]
+    unexpired = work["unprocessed_expired_approvals"]
+    approved_waiting = work["approved_not_executed"]
+    if overdue_delays or unexpired or approved_waiting:
+        _problem(
+            problems,
+            _WARN,
+            f"due work is not being processed ({overdue_delays} delays, {unexpired} "
+            f"expired approvals, {approved_waiting} approved transactions waiting): "
+            "is a wallet process running with background=True?",
+        )
+    if work["stuck"]:
+        _problem(
+            problems,
+            _WARN,
+            f"{len(work['stuck'])} transactions executing or submitted for over {stuck_after} s",
+        )
+
+
+def _channels(con: _Reader, problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``health``'s notification channels; a channel whose last delivery failed, or none
+    enabled, is a problem."""
+    channels = []
+    for cid, ctype, enabled, ok_at, fail_at in con.rows(
+        "SELECT id, type, enabled, last_success_at, last_failure_at "
+        "FROM notification_channels ORDER BY priority DESC, id"
+    ):
+        failing = bool(enabled) and fail_at is not None and (ok_at is None or fail_at > ok_at)
+        channels.append(
+            {
+                "id": cid,
+                "type": ctype,
+                "enabled": bool(enabled),
+                "last_success_at": ok_at,
+                "last_failure_at": fail_at,
+                "healthy": not failing,
+            }
+        )
+        if failing:
+            _problem(problems, _WARN, f"channel {cid} ({ctype}) failed its last delivery")
+    if not any(c["enabled"] for c in channels):
+        _problem(
+            problems, _WARN, "no enabled notification channel: nobody hears about APPROVAL work"
+        )
+    return channels
 
 
 @handle_errors
