@@ -254,116 +254,116 @@ def _items_from_effects(
     approvals spend their token; authority changes, closes and unknown code name their
     parties. Every address of every effect is a counterparty (blacklists).
     """
-    from waiaas.plan import effects as fx
-
     items: list[_Item] = []
     for n, e in enumerate(effects):
         label = f"effects[{n}]"
-        if isinstance(e, fx.NativeTransfer):
-            to = _norm(chain, e.destination)
-            items.append(
-                _Item(
-                    n,
-                    TxType.TRANSFER,
-                    to=to,
-                    amount=e.amount,
-                    label=label,
-                    accounts=tuple(a for a in (_norm(chain, e.source),) if a),
-                )
-            )
-        elif isinstance(e, fx.AccountFunding):
-            items.append(
-                _Item(
-                    n,
-                    TxType.TRANSFER,
-                    to=_norm(chain, e.account),
-                    amount=e.amount,
-                    label=label,
-                    paid_to_self=e.purpose == "token_account_rent",
-                )
-            )
-        elif isinstance(e, fx.FeeEffect):
-            items.append(_Item(n, TxType.TRANSFER, amount=e.amount, label=label, paid_to_self=True))
-        elif isinstance(e, fx.TokenTransfer):
-            owner = _norm(chain, e.destination_owner)
-            account = _norm(chain, e.destination_account)
-            parties = tuple(a for a in (account, owner, _norm(chain, e.source_account)) if a)
-            items.append(
-                _Item(
-                    n,
-                    TxType.TOKEN_TRANSFER,
-                    to=owner or account,
-                    token=_norm(chain, e.token),
-                    amount=e.amount,
-                    label=label,
-                    accounts=parties,
-                    unresolved=e.token is None,
-                )
-            )
-        elif isinstance(e, fx.TokenApproval):
-            items.append(
-                _Item(
-                    n,
-                    TxType.APPROVE,
-                    token=_norm(chain, e.token),
-                    spender=_norm(chain, e.spender),
-                    amount=e.amount,
-                    label=label,
-                    accounts=tuple(a for a in (_norm(chain, e.owner_account),) if a),
-                    unresolved=e.token is None,
-                    method=e.kind,
-                )
-            )
-        elif isinstance(e, fx.AuthorityChange):
-            items.append(
-                _Item(
-                    n,
-                    TxType.TRANSFER,
-                    to=_norm(chain, e.new_authority),
-                    label=label,
-                    accounts=tuple(a for a in (_norm(chain, e.account),) if a),
-                    authority=e.kind,
-                )
-            )
-        elif isinstance(e, fx.AccountClose):
-            items.append(
-                _Item(
-                    n,
-                    TxType.TRANSFER,
-                    to=_norm(chain, e.destination),
-                    amount=0,
-                    label=label,
-                    accounts=tuple(a for a in (_norm(chain, e.account),) if a),
-                )
-            )
-        elif isinstance(e, fx.ContractCall):
-            contract = _norm(chain, e.contract)
-            items.append(
-                _Item(
-                    n,
-                    TxType.CONTRACT_CALL,
-                    to=contract,
-                    selector=e.selector,
-                    label=label,
-                    accounts=_abi_addresses(chain, calldata),
-                    malformed=e.malformed,
-                    method=e.method,
-                )
-            )
-        elif isinstance(e, fx.ProgramCall):
-            items.append(
-                _Item(
-                    n,
-                    TxType.CONTRACT_CALL,
-                    to=_norm(chain, e.program),
-                    label=label,
-                    accounts=tuple(a for a in (_norm(chain, x) for x in e.accounts) if a),
-                    malformed=e.malformed,
-                    method=e.method,
-                )
-            )
-        # Memo: moves nothing, names nobody
+        item = _spending_item(n, e, chain, label)
+        if item is None:
+            item = _party_item(n, e, chain, label, calldata)
+        if item is not None:  # a memo moves nothing, names nobody
+            items.append(item)
     return items
+
+
+def _spending_item(n: int, e: Effect, chain: str, label: str) -> _Item | None:
+    """The item of an effect that spends: native, rent, a fee, a token, an allowance."""
+    from waiaas.plan import effects as fx
+
+    if isinstance(e, fx.NativeTransfer):
+        to = _norm(chain, e.destination)
+        return _Item(
+            n,
+            TxType.TRANSFER,
+            to=to,
+            amount=e.amount,
+            label=label,
+            accounts=tuple(a for a in (_norm(chain, e.source),) if a),
+        )
+    if isinstance(e, fx.AccountFunding):
+        return _Item(
+            n,
+            TxType.TRANSFER,
+            to=_norm(chain, e.account),
+            amount=e.amount,
+            label=label,
+            paid_to_self=e.purpose == "token_account_rent",
+        )
+    if isinstance(e, fx.FeeEffect):
+        return _Item(n, TxType.TRANSFER, amount=e.amount, label=label, paid_to_self=True)
+    if isinstance(e, fx.TokenTransfer):
+        owner = _norm(chain, e.destination_owner)
+        account = _norm(chain, e.destination_account)
+        parties = tuple(a for a in (account, owner, _norm(chain, e.source_account)) if a)
+        return _Item(
+            n,
+            TxType.TOKEN_TRANSFER,
+            to=owner or account,
+            token=_norm(chain, e.token),
+            amount=e.amount,
+            label=label,
+            accounts=parties,
+            unresolved=e.token is None,
+        )
+    if isinstance(e, fx.TokenApproval):
+        return _Item(
+            n,
+            TxType.APPROVE,
+            token=_norm(chain, e.token),
+            spender=_norm(chain, e.spender),
+            amount=e.amount,
+            label=label,
+            accounts=tuple(a for a in (_norm(chain, e.owner_account),) if a),
+            unresolved=e.token is None,
+            method=e.kind,
+        )
+    return None
+
+
+def _party_item(n: int, e: Effect, chain: str, label: str, calldata: bytes) -> _Item | None:
+    """The item of an effect that names parties: an authority change, a close, a call."""
+    from waiaas.plan import effects as fx
+
+    if isinstance(e, fx.AuthorityChange):
+        return _Item(
+            n,
+            TxType.TRANSFER,
+            to=_norm(chain, e.new_authority),
+            label=label,
+            accounts=tuple(a for a in (_norm(chain, e.account),) if a),
+            authority=e.kind,
+        )
+    if isinstance(e, fx.AccountClose):
+        return _Item(
+            n,
+            TxType.TRANSFER,
+            to=_norm(chain, e.destination),
+            amount=0,
+            label=label,
+            accounts=tuple(a for a in (_norm(chain, e.account),) if a),
+        )
+    if isinstance(e, fx.ContractCall):
+        contract = _norm(chain, e.contract)
+        return _Item(
+            n,
+            TxType.CONTRACT_CALL,
+            to=contract,
+            selector=e.selector,
+            label=label,
+            accounts=_abi_addresses(chain, calldata),
+            malformed=e.malformed,
+            method=e.method,
+        )
+    if isinstance(e, fx.ProgramCall):
+        return _Item(
+            n,
+            TxType.CONTRACT_CALL,
+            to=_norm(chain, e.program),
+            label=label,
+            accounts=tuple(a for a in (_norm(chain, x) for x in e.accounts) if a),
+            malformed=e.malformed,
+            method=e.method,
+        )
+    return None
 
 
 def spend_of(request: object, chain: str) -> dict[str, int]:
@@ -506,7 +506,6 @@ def _tier_for(bounds: Sequence[Any], amount: Any) -> Tier:
 def _spending_limit(env: _Env, out: _Verdict, spec: PolicySpec, r: SpendingLimitRules) -> set[str]:
     """Apply one SPENDING_LIMIT; return the assets whose tier it decided."""
     covered: set[str] = set()
-    kind = PolicyType.SPENDING_LIMIT.value
     if r.asset == "*":
         assets = sorted(env.spend)
         if not assets:
@@ -520,66 +519,90 @@ def _spending_limit(env: _Env, out: _Verdict, spec: PolicySpec, r: SpendingLimit
             return covered
         assets = [key]
         amount = env.spend.get(key, 0)
-        used = env.usage.spent_of(key)
-        for window, cap, spent in (
-            ("transaction", r.per_transaction, 0),
-            ("24h", r.daily_total, used.day),
-            ("7d", r.weekly_total, used.week),
-        ):
-            if cap is None or (fee_only and window == "transaction"):
-                continue
-            # The rolling budgets count every fee the agent pays; one request is judged on
-            # what it sends.
-            counted = amount if window == "transaction" else amount + env.fee_of(key)
-            out.budget.append(
-                BudgetFigure(
-                    rule_id=spec.id,
-                    asset=key,
-                    window=window,
-                    spent=spent,
-                    requested=counted,
-                    limit=cap,
-                    remaining=max(cap - spent, 0),
-                )
-            )
-            if spent + counted > cap:
-                what = "per-transaction limit" if window == "transaction" else f"{window} budget"
-                left = f" ({env.show(key, max(cap - spent, 0))} left)" if spent else ""
-                shown = (
-                    env.show(key, amount) if window == "transaction" else env.with_fees(key, amount)
-                )
-                _exceed(
-                    out,
-                    spec,
-                    r,
-                    f"{shown} exceeds the {what} of {env.show(key, cap)}{left}",
-                    asset=key,
-                    window=window,
-                    amount=counted,
-                    spent=spent,
-                    limit=cap,
-                )
+        _asset_caps(env, out, spec, r, key, amount, fee_only=fee_only)
         if fee_only:
             return covered
-        if any(b is not None for b in r.thresholds):
-            tier = _tier_for(r.thresholds, amount)
-            out.tier(
-                spec,
-                kind,
-                tier,
-                f"{env.show(key, amount)} is {tier.value} under this limit",
-                delay=r.delay_seconds,
-                timeout=r.approval_timeout,
-                asset=key,
-                amount=amount,
-                **_bounds_figures(r.thresholds),
-            )
-            _velocity(env, out, spec, kind, key, amount, r.daily_thresholds, tier, r=r)
+        if _asset_tier(env, out, spec, r, key, amount):
             covered.add(key)
     if _has_usd(r):
         with localcontext(EXACT):
             covered |= _spending_usd(env, out, spec, r, assets)
     return covered
+
+
+def _asset_caps(
+    env: _Env,
+    out: _Verdict,
+    spec: PolicySpec,
+    r: SpendingLimitRules,
+    key: str,
+    amount: int,
+    *,
+    fee_only: bool,
+) -> None:
+    """One asset's per-transaction cap and rolling budgets: each a budget figure, and
+    exceeded, a denial (or the owner's approval, per ``on_exceed``)."""
+    used = env.usage.spent_of(key)
+    for window, cap, spent in (
+        ("transaction", r.per_transaction, 0),
+        ("24h", r.daily_total, used.day),
+        ("7d", r.weekly_total, used.week),
+    ):
+        if cap is None or (fee_only and window == "transaction"):
+            continue
+        # The rolling budgets count every fee the agent pays; one request is judged on
+        # what it sends.
+        counted = amount if window == "transaction" else amount + env.fee_of(key)
+        out.budget.append(
+            BudgetFigure(
+                rule_id=spec.id,
+                asset=key,
+                window=window,
+                spent=spent,
+                requested=counted,
+                limit=cap,
+                remaining=max(cap - spent, 0),
+            )
+        )
+        if spent + counted > cap:
+            what = "per-transaction limit" if window == "transaction" else f"{window} budget"
+            left = f" ({env.show(key, max(cap - spent, 0))} left)" if spent else ""
+            shown = env.show(key, amount) if window == "transaction" else env.with_fees(key, amount)
+            _exceed(
+                out,
+                spec,
+                r,
+                f"{shown} exceeds the {what} of {env.show(key, cap)}{left}",
+                asset=key,
+                window=window,
+                amount=counted,
+                spent=spent,
+                limit=cap,
+            )
+
+
+def _asset_tier(
+    env: _Env, out: _Verdict, spec: PolicySpec, r: SpendingLimitRules, key: str, amount: int
+) -> bool:
+    """One asset's tier under the limit's thresholds, and its velocity tier; whether the
+    limit has thresholds (so decided the asset's tier)."""
+    if all(b is None for b in r.thresholds):
+        return False
+    kind = PolicyType.SPENDING_LIMIT.value
+    tier = _tier_for(r.thresholds, amount)
+    out.tier(
+        spec,
+        kind,
+        tier,
+        f"{env.show(key, amount)} is {tier.value} under this limit",
+        delay=r.delay_seconds,
+        timeout=r.approval_timeout,
+        asset=key,
+        amount=amount,
+        **_bounds_figures(r.thresholds),
+    )
+    _velocity(env, out, spec, kind, key, amount, r.daily_thresholds, tier, r=r)
+    return True
 
 
 def _velocity(
@@ -695,7 +718,6 @@ def _usd_value(env: _Env, amounts: Mapping[str, int]) -> tuple[Decimal | None, l
 def _spending_usd(
     env: _Env, out: _Verdict, spec: PolicySpec, r: SpendingLimitRules, assets: list[str]
 ) -> set[str]:
-    kind = PolicyType.SPENDING_LIMIT.value
     request = {a: env.spend[a] for a in assets}
     history = assets if r.asset != "*" else sorted(set(env.usage.spent) | set(assets))
     value, missing = _usd_value(env, request)
@@ -709,6 +731,26 @@ def _spending_usd(
         ("24h", r.daily_total_usd, day, miss_day),
         ("7d", r.weekly_total_usd, week, miss_week),
     )
+    _usd_caps(out, spec, r, caps, label, value, with_fees, missing)
+    if all(b is None for b in r.thresholds_usd):
+        return set()
+    _usd_tier(out, spec, r, value, day, missing)
+    return set(assets)
+
+
+def _usd_caps(
+    out: _Verdict,
+    spec: PolicySpec,
+    r: SpendingLimitRules,
+    caps: tuple[tuple[str, Decimal | None, Decimal | None, list[str]], ...],
+    label: str,
+    value: Decimal | None,
+    with_fees: Decimal | None,
+    missing: list[str],
+) -> None:
+    """The USD cap and budgets: each a budget figure, and exceeded, a denial (or the
+    owner's approval); one that cannot be priced, the rule's ``unpriced_tier``."""
+    kind = PolicyType.SPENDING_LIMIT.value
     for window, cap, spent, miss in caps:
         if cap is None:
             continue
@@ -755,8 +797,19 @@ def _spending_usd(
                 spent_usd=spent,
                 limit_usd=cap,
             )
-    if all(b is None for b in r.thresholds_usd):
-        return set()
+
+
+def _usd_tier(
+    out: _Verdict,
+    spec: PolicySpec,
+    r: SpendingLimitRules,
+    value: Decimal | None,
+    day: Decimal | None,
+    missing: list[str],
+) -> None:
+    """The request's tier under the USD thresholds, and its USD velocity tier (an unpriced
+    request: the rule's ``unpriced_tier``)."""
+    kind = PolicyType.SPENDING_LIMIT.value
     if value is None:
         out.tier(
             spec,
@@ -782,7 +835,6 @@ def _spending_usd(
         )
         if day is not None:
             _velocity_usd(out, spec, kind, value, day, r.daily_thresholds_usd, tier, r)
-    return set(assets)
 
 
 # --------------------------------------------------------------------------- other rule types
@@ -1174,6 +1226,30 @@ def evaluate(
         out.deny(None, "REQUEST", f"{where}: {message}", field=where)
 
     rules = applicable(specs, agent)
+    env = _Env(
+        agent=agent,
+        usage=usage,
+        now=now,
+        config=cfg,
+        prices=price_map,
+        items=tuple(items),
+        spend=_spend(items),
+        token_decimals=_token_info(rules, decimals),
+        rules=tuple(rules),
+        fees=network_fee,
+    )
+
+    auto_stop_rules = _apply_rules(env, out, rules)
+    auto_stop = _auto_stops(env, out, auto_stop_rules)
+    tier, asked = _final_tier(out, agent, cfg)
+    return _decision(env, out, cfg, tier, asked, auto_stop)
+
+
+def _token_info(
+    rules: Sequence[PolicySpec], decimals: Mapping[str, int] | None
+) -> dict[str, tuple[int, str | None]]:
+    """Decimals and symbols of tokens for the reasons: ALLOWED_TOKENS entries, then the
+    decimals the shell read from the chain (which win)."""
     token_info: dict[str, tuple[int, str | None]] = {}
     for spec in rules:
         if isinstance(spec.rules, AllowedTokensRules):
@@ -1183,20 +1259,15 @@ def evaluate(
     for token, places in (decimals or {}).items():
         key = normalize_asset_key(token)
         token_info[key] = (places, token_info.get(key, (0, None))[1])
+    return token_info
 
-    env = _Env(
-        agent=agent,
-        usage=usage,
-        now=now,
-        config=cfg,
-        prices=price_map,
-        items=tuple(items),
-        spend=_spend(items),
-        token_decimals=token_info,
-        rules=tuple(rules),
-        fees=network_fee,
-    )
 
+def _apply_rules(
+    env: _Env, out: _Verdict, rules: Sequence[PolicySpec]
+) -> list[tuple[PolicySpec, AutoStopRules]]:
+    """Every rule but AUTO_STOP, the default tiers of the assets no SPENDING_LIMIT
+    covered, and the checks that hold whatever the policies say; returns the AUTO_STOP
+    rules (they run last, on the verdict so far)."""
     covered: set[str] = set()
     auto_stop_rules: list[tuple[PolicySpec, AutoStopRules]] = []
     for spec in rules:
@@ -1210,8 +1281,13 @@ def evaluate(
 
     _defaults(env, out, covered)
     _effect_checks(env, out, rules)
+    return auto_stop_rules
 
-    auto_stop: Reason | None = None
+
+def _auto_stops(
+    env: _Env, out: _Verdict, auto_stop_rules: Sequence[tuple[PolicySpec, AutoStopRules]]
+) -> Reason | None:
+    """The AUTO_STOP triggers that fire; the first of them (by reason order), or ``None``."""
     # Triggers that do not depend on this decision run first; max_denials counts this
     # request as a denial when any other rule (or another trigger) denied it.
     ordered = sorted(auto_stop_rules, key=lambda sr: sr[1].trigger == "max_denials")
@@ -1221,8 +1297,14 @@ def evaluate(
         if reason is not None:
             fired.append(reason)
     if fired:
-        auto_stop = min(fired, key=_reason_key)
+        return min(fired, key=_reason_key)
+    return None
 
+
+def _final_tier(out: _Verdict, agent: AgentContext, cfg: WalletConfig) -> tuple[Tier, Tier]:
+    """The tier the rules asked for (the highest; the default when none asked) and the
+    tier the request gets: an APPROVAL of an agent with no owner is denied, or becomes
+    DELAY under ``no_owner_approval="delay"``. Returns ``(tier, asked)``."""
     tier = Tier.highest(*(a.tier for a in out.asks)) if out.asks else cfg.default_tier
     asked = tier
     if tier == Tier.APPROVAL and agent.owner_address is None:
@@ -1242,7 +1324,18 @@ def evaluate(
                 "needs owner approval but the agent has no owner address "
                 "(set an owner, or WalletConfig.no_owner_approval='delay')",
             )
+    return tier, asked
 
+
+def _decision(
+    env: _Env,
+    out: _Verdict,
+    cfg: WalletConfig,
+    tier: Tier,
+    asked: Tier,
+    auto_stop: Reason | None,
+) -> Decision:
+    """The :class:`~waiaas.policy.Decision` of a verdict."""
     # Only the rules that asked for the final tier set its parameters (a DELAY that was an
     # owner-less APPROVAL keeps the delay those APPROVAL rules gave).
     delays = [
