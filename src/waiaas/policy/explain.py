@@ -275,30 +275,7 @@ def explain(
 
     amounts = _amount_hints(req, decision, rules, agent, usage, cfg, price_map, run, hints, fee)
 
-    next_at: int | None = None
-    time_rules = [p.rules for p in rules if isinstance(p.rules, TimeRestrictionRules)]
-    denied_by_time = [r for r in decision.deny_reasons if r.type == "TIME_RESTRICTION"]
-    if denied_by_time:
-        next_at = next_allowed_time(time_rules, now)
-        if next_at is None:
-            hints.append("no time in the next 8 days satisfies every TIME_RESTRICTION")
-        else:
-            zone_rule = next(
-                p.rules
-                for p in rules
-                if isinstance(p.rules, TimeRestrictionRules) and p.id == denied_by_time[0].rule_id
-            )
-            local = datetime.fromtimestamp(next_at, tz=zone_rule.zone)
-            later = judge(next_at)
-            verdict = (
-                f"the request would then be allowed as {later.tier.value}"
-                if later.allowed
-                else "other rules would still deny it"
-            )
-            hints.append(
-                f"allowed after {local:%H:%M} {zone_rule.timezone} ({local.isoformat()}) by "
-                f"the time restriction ({describe_window(zone_rule)}); {verdict}"
-            )
+    next_at = _time_hint(decision, rules, now, judge, hints)
 
     for reason in decision.deny_reasons:
         hints.extend(_list_hint(reason))
@@ -311,6 +288,42 @@ def explain(
         amount_for_tier=amounts,
         next_allowed_at=next_at,
     )
+
+
+def _time_hint(
+    decision: Decision,
+    rules: Sequence[PolicySpec],
+    now: int,
+    judge: Callable[[int], Decision],
+    hints: list[str],
+) -> int | None:
+    """When a TIME_RESTRICTION denied the request: the next time every one allows it (with a
+    hint saying when, in the denying rule's zone, and what the request would then get)."""
+    time_rules = [p.rules for p in rules if isinstance(p.rules, TimeRestrictionRules)]
+    denied_by_time = [r for r in decision.deny_reasons if r.type == "TIME_RESTRICTION"]
+    if not denied_by_time:
+        return None
+    next_at = next_allowed_time(time_rules, now)
+    if next_at is None:
+        hints.append("no time in the next 8 days satisfies every TIME_RESTRICTION")
+        return None
+    zone_rule = next(
+        p.rules
+        for p in rules
+        if isinstance(p.rules, TimeRestrictionRules) and p.id == denied_by_time[0].rule_id
+    )
+    local = datetime.fromtimestamp(next_at, tz=zone_rule.zone)
+    later = judge(next_at)
+    verdict = (
+        f"the request would then be allowed as {later.tier.value}"
+        if later.allowed
+        else "other rules would still deny it"
+    )
+    hints.append(
+        f"allowed after {local:%H:%M} {zone_rule.timezone} ({local.isoformat()}) by "
+        f"the time restriction ({describe_window(zone_rule)}); {verdict}"
+    )
+    return next_at
 
 
 def _amount_hints(
