@@ -207,6 +207,80 @@ def _name(names: tuple[str, ...], index: int | None, prefix: str) -> str | None:
     return f"{prefix}{names[index]}"
 
 
+def _system_decoded(
+    tag: int | None, r: _Reader, keys: list[str]
+) -> tuple[int, Callable[[], Effect]] | None:
+    """A System instruction that moves lamports or hands an account over (but
+    CreateAccountAllowPrefund): how many accounts it needs and its effect, once they are
+    there. ``None``: it does neither, or is unknown."""
+    needed: int
+    make: Callable[[], Effect]
+    if tag == 0:  # CreateAccount { lamports, space, owner }: from, new
+        lamports, _space, _owner = r.u64(), r.u64(), r.pubkey()
+        needed = 2
+        make = lambda: AccountFunding(keys[0], keys[1], lamports, "create_account")  # noqa: E731
+    elif tag == 1:  # Assign { owner }: account
+        owner = r.pubkey()
+        needed = 1
+        make = lambda: AuthorityChange(keys[0], owner, "system_assign")  # noqa: E731
+    elif tag == 2:  # Transfer { lamports }: from, to
+        lamports = r.u64()
+        needed = 2
+        make = lambda: NativeTransfer(keys[0], keys[1], lamports)  # noqa: E731
+    elif tag == 3:  # CreateAccountWithSeed { base, seed, lamports, space, owner }
+        _base, _seed, lamports = r.pubkey(), r.bincode_str(), r.u64()
+        _space, _owner = r.u64(), r.pubkey()
+        needed = 2
+        make = lambda: AccountFunding(  # noqa: E731
+            keys[0], keys[1], lamports, "create_account_with_seed"
+        )
+    elif tag == 5:  # WithdrawNonceAccount(lamports): nonce, to, blockhashes, rent, auth
+        lamports = r.u64()
+        needed = 5
+        make = lambda: NativeTransfer(keys[0], keys[1], lamports)  # noqa: E731
+    elif tag == 7:  # AuthorizeNonceAccount(new authority): nonce, authority
+        new = r.pubkey()
+        needed = 2
+        make = lambda: AuthorityChange(keys[0], new, "nonce_authority")  # noqa: E731
+    elif tag == 9:  # AllocateWithSeed { base, seed, space, owner }: account, base
+        _base, _seed, _space, owner = r.pubkey(), r.bincode_str(), r.u64(), r.pubkey()
+        needed = 2
+        make = lambda: AuthorityChange(keys[0], owner, "system_assign")  # noqa: E731
+    elif tag == 10:  # AssignWithSeed { base, seed, owner }: account, base
+        _base, _seed, owner = r.pubkey(), r.bincode_str(), r.pubkey()
+        needed = 2
+        make = lambda: AuthorityChange(keys[0], owner, "system_assign")  # noqa: E731
+    elif tag == 11:  # TransferWithSeed { lamports, from_seed, from_owner }: from, base, to
+        lamports, _seed, _owner = r.u64(), r.bincode_str(), r.pubkey()
+        needed = 3
+        make = lambda: NativeTransfer(keys[0], keys[2], lamports)  # noqa: E731
+    else:
+        return None
+    return needed, make
+
+
+#: The SPL Token instructions decoded into effects (the rest are program calls).
+_TOKEN_DECODED: Final = frozenset({3, 12, 4, 13, 5, 6, 9})
+
+
+def _set_authority(reader: _Reader, keys: list[str]) -> Effect | None:
+    """SPL Token SetAuthority(type, COption<Pubkey>): account, current authority."""
+    kind_index = reader.u8()
+    option = reader.u8()
+    if option == 1:
+        new: str | None = reader.pubkey()
+    elif option == 0:
+        new = None
+    else:
+        raise _Short
+    kind = (
+        _AUTHORITY_TYPES[kind_index]
+        if kind_index < len(_AUTHORITY_TYPES)
+        else f"authority_type_{kind_index}"
+    )
+    return AuthorityChange(keys[0], new, kind) if len(keys) >= 2 else None
+
+
 class _Decoder:
     """Decodes one plan; remembers token accounts created earlier in the same plan."""
 
@@ -272,71 +346,41 @@ class _Decoder:
         tag = struct.unpack("<I", data[:4])[0] if len(data) >= 4 else None
         method = _name(_SYSTEM_NAMES, tag, "system.")
         r = _Reader(data, 4)
-        needed: int
-        make: Callable[[], Effect]
+        decoded: tuple[int, Callable[[], Effect]] | None
         try:
-            if tag == 0:  # CreateAccount { lamports, space, owner }: from, new
-                lamports, _space, _owner = r.u64(), r.u64(), r.pubkey()
-                needed = 2
-                make = lambda: AccountFunding(keys[0], keys[1], lamports, "create_account")  # noqa: E731
-            elif tag == 1:  # Assign { owner }: account
-                owner = r.pubkey()
-                needed = 1
-                make = lambda: AuthorityChange(keys[0], owner, "system_assign")  # noqa: E731
-            elif tag == 2:  # Transfer { lamports }: from, to
-                lamports = r.u64()
-                needed = 2
-                make = lambda: NativeTransfer(keys[0], keys[1], lamports)  # noqa: E731
-            elif tag == 3:  # CreateAccountWithSeed { base, seed, lamports, space, owner }
-                _base, _seed, lamports = r.pubkey(), r.bincode_str(), r.u64()
-                _space, _owner = r.u64(), r.pubkey()
-                needed = 2
-                make = lambda: AccountFunding(  # noqa: E731
-                    keys[0], keys[1], lamports, "create_account_with_seed"
-                )
-            elif tag == 5:  # WithdrawNonceAccount(lamports): nonce, to, blockhashes, rent, auth
-                lamports = r.u64()
-                needed = 5
-                make = lambda: NativeTransfer(keys[0], keys[1], lamports)  # noqa: E731
-            elif tag == 7:  # AuthorizeNonceAccount(new authority): nonce, authority
-                new = r.pubkey()
-                needed = 2
-                make = lambda: AuthorityChange(keys[0], new, "nonce_authority")  # noqa: E731
-            elif tag == 9:  # AllocateWithSeed { base, seed, space, owner }: account, base
-                _base, _seed, _space, owner = r.pubkey(), r.bincode_str(), r.u64(), r.pubkey()
-                needed = 2
-                make = lambda: AuthorityChange(keys[0], owner, "system_assign")  # noqa: E731
-            elif tag == 10:  # AssignWithSeed { base, seed, owner }: account, base
-                _base, _seed, owner = r.pubkey(), r.bincode_str(), r.pubkey()
-                needed = 2
-                make = lambda: AuthorityChange(keys[0], owner, "system_assign")  # noqa: E731
-            elif tag == 11:  # TransferWithSeed { lamports, from_seed, from_owner }: from, base, to
-                lamports, _seed, _owner = r.u64(), r.bincode_str(), r.pubkey()
-                needed = 3
-                make = lambda: NativeTransfer(keys[0], keys[2], lamports)  # noqa: E731
-            elif tag == 13:  # CreateAccountAllowPrefund { lamports, space, owner }: new, [payer]
-                lamports, _space, owner = r.u64(), r.u64(), r.pubkey()
-                if not keys:
-                    raise _Short
-                # The new account may already hold lamports (even be the agent's wallet): it
-                # is handed to ``owner`` like an Assign.
-                self.effects.append(AuthorityChange(keys[0], owner, "system_assign"))
-                if len(keys) < 2:
-                    if r.trailing:
-                        self.call(ix, method, malformed=True)
+            if tag == 13:
+                decoded = self.system_prefund(ix, method, r, keys)
+                if decoded is None:
                     return
-                needed = 2
-                make = lambda: AccountFunding(  # noqa: E731
-                    keys[1], keys[0], lamports, "create_account"
-                )
             else:
-                # Moves no lamports (nonce upkeep, allocate) or unknown: a program call.
-                self.call(ix, method, malformed=tag is None)
-                return
+                decoded = _system_decoded(tag, r, keys)
+                if decoded is None:
+                    # Moves no lamports (nonce upkeep, allocate) or unknown: a program call.
+                    self.call(ix, method, malformed=tag is None)
+                    return
         except _Short:
             self.call(ix, method, malformed=True)
             return
+        needed, make = decoded
         self.finish(ix, method, make() if len(keys) >= needed else None, r.trailing)
+
+    def system_prefund(
+        self, ix: SolanaInstruction, method: str | None, r: _Reader, keys: list[str]
+    ) -> tuple[int, Callable[[], Effect]] | None:
+        """CreateAccountAllowPrefund { lamports, space, owner }: new, [payer]. The new
+        account is handed over at once; its funding needs the payer (``None``: no payer,
+        nothing more to record)."""
+        lamports, _space, owner = r.u64(), r.u64(), r.pubkey()
+        if not keys:
+            raise _Short
+        # The new account may already hold lamports (even be the agent's wallet): it
+        # is handed to ``owner`` like an Assign.
+        self.effects.append(AuthorityChange(keys[0], owner, "system_assign"))
+        if len(keys) < 2:
+            if r.trailing:
+                self.call(ix, method, malformed=True)
+            return None
+        return 2, lambda: AccountFunding(keys[1], keys[0], lamports, "create_account")
 
     def finish(
         self,
@@ -362,66 +406,60 @@ class _Decoder:
         tag = data[0] if data else None
         method = _name(_TOKEN_NAMES, tag, "token.")
         reader = _Reader(data, 1)
+        if tag not in _TOKEN_DECODED:
+            # mintTo, burn, freeze, initialise, extensions...: no modelled money effect.
+            self.call(ix, method, malformed=tag is None)
+            return
         try:
-            effect: Effect | None
-            if tag == 3:  # Transfer(amount): source, destination, authority
-                amount = reader.u64()
-                effect = None
-                if len(keys) >= 3:
-                    source_info = self.token_account(keys[0])
-                    dest_info = self.token_account(keys[1])
-                    mint = (source_info or dest_info or (None, None))[0]
-                    owner = dest_info[1] if dest_info else None
-                    effect = TokenTransfer(mint, keys[0], keys[1], owner, amount, keys[2])
-            elif tag == 12:  # TransferChecked(amount, decimals): source, mint, dest, authority
-                amount = reader.u64()
-                reader.u8()
-                effect = None
-                if len(keys) >= 4:
-                    dest_info = self.token_account(keys[2])
-                    owner = dest_info[1] if dest_info else None
-                    effect = TokenTransfer(keys[1], keys[0], keys[2], owner, amount, keys[3])
-            elif tag == 4:  # Approve(amount): source, delegate, owner
-                amount = reader.u64()
-                effect = None
-                if len(keys) >= 3:
-                    info = self.token_account(keys[0])
-                    effect = TokenApproval(info[0] if info else None, keys[0], keys[1], amount)
-            elif tag == 13:  # ApproveChecked(amount, decimals): source, mint, delegate, owner
-                amount = reader.u64()
-                reader.u8()
-                effect = (
-                    TokenApproval(keys[1], keys[0], keys[2], amount) if len(keys) >= 4 else None
-                )
-            elif tag == 5:  # Revoke: source, owner
-                effect = (
-                    AuthorityChange(keys[0], None, "revoke_delegate") if len(keys) >= 2 else None
-                )
-            elif tag == 6:  # SetAuthority(type, COption<Pubkey>): account, current authority
-                kind_index = reader.u8()
-                option = reader.u8()
-                if option == 1:
-                    new: str | None = reader.pubkey()
-                elif option == 0:
-                    new = None
-                else:
-                    raise _Short
-                kind = (
-                    _AUTHORITY_TYPES[kind_index]
-                    if kind_index < len(_AUTHORITY_TYPES)
-                    else f"authority_type_{kind_index}"
-                )
-                effect = AuthorityChange(keys[0], new, kind) if len(keys) >= 2 else None
-            elif tag == 9:  # CloseAccount: account, destination, owner
-                effect = AccountClose(keys[0], keys[1], keys[2]) if len(keys) >= 3 else None
-            else:
-                # mintTo, burn, freeze, initialise, extensions...: no modelled money effect.
-                self.call(ix, method, malformed=tag is None)
-                return
+            effect = self.token_effect(tag, reader, keys)
         except _Short:
             self.call(ix, method, malformed=True)
             return
         self.finish(ix, method, effect, reader.trailing)
+
+    def token_effect(self, tag: int, reader: _Reader, keys: list[str]) -> Effect | None:
+        """The effect of an SPL Token instruction of :data:`_TOKEN_DECODED`; ``None`` when
+        its accounts are missing."""
+        if tag in (3, 12):
+            return self.token_transfer(tag, reader, keys)
+        if tag == 4:  # Approve(amount): source, delegate, owner
+            amount = reader.u64()
+            if len(keys) < 3:
+                return None
+            info = self.token_account(keys[0])
+            return TokenApproval(info[0] if info else None, keys[0], keys[1], amount)
+        if tag == 13:  # ApproveChecked(amount, decimals): source, mint, delegate, owner
+            amount = reader.u64()
+            reader.u8()
+            return TokenApproval(keys[1], keys[0], keys[2], amount) if len(keys) >= 4 else None
+        if tag == 5:  # Revoke: source, owner
+            return AuthorityChange(keys[0], None, "revoke_delegate") if len(keys) >= 2 else None
+        if tag == 6:  # SetAuthority(type, COption<Pubkey>): account, current authority
+            return _set_authority(reader, keys)
+        if tag == 9:  # CloseAccount: account, destination, owner
+            return AccountClose(keys[0], keys[1], keys[2]) if len(keys) >= 3 else None
+        raise AssertionError(f"token instruction {tag} is not decoded")
+
+    def token_transfer(self, tag: int, reader: _Reader, keys: list[str]) -> Effect | None:
+        """Transfer (3) or TransferChecked (12): the mint and the destination's owner as
+        this plan or the chain knows them."""
+        if tag == 3:  # Transfer(amount): source, destination, authority
+            amount = reader.u64()
+            if len(keys) < 3:
+                return None
+            source_info = self.token_account(keys[0])
+            dest_info = self.token_account(keys[1])
+            mint = (source_info or dest_info or (None, None))[0]
+            owner = dest_info[1] if dest_info else None
+            return TokenTransfer(mint, keys[0], keys[1], owner, amount, keys[2])
+        # TransferChecked(amount, decimals): source, mint, destination, authority
+        amount = reader.u64()
+        reader.u8()
+        if len(keys) < 4:
+            return None
+        dest_info = self.token_account(keys[2])
+        owner = dest_info[1] if dest_info else None
+        return TokenTransfer(keys[1], keys[0], keys[2], owner, amount, keys[3])
 
     # ---------------------------------------------------------------- ATA
 

@@ -93,6 +93,64 @@ class _Describer:
         decimals, symbol = info
         return f"{format_units(amount, decimals)} {_symbol(symbol)} (token {token})"
 
+    def token_transfer(self, effect: TokenTransfer) -> str:
+        owner = (
+            f" (owner {effect.destination_owner})"
+            if effect.destination_owner and effect.destination_owner != effect.destination_account
+            else ""
+        )
+        via = (
+            ""
+            if effect.authority == effect.source_account
+            else f", authorised by {effect.authority}"
+        )
+        return (
+            f"transfer {self.token_amount(effect.token, effect.amount)} from "
+            f"{effect.source_account} to {effect.destination_account}{owner}{via}"
+        )
+
+    def approval(self, effect: TokenApproval) -> str:
+        amount = self.token_amount(effect.token, effect.amount)
+        if effect.kind == "increase":
+            return (
+                f"increase the allowance of spender {effect.spender} by {amount} "
+                f"on {effect.owner_account}"
+            )
+        if effect.kind == "permit":
+            return (
+                f"submit a permit letting spender {effect.spender} spend {amount} "
+                f"of holder {effect.owner_account}"
+            )
+        return f"approve spender {effect.spender} to spend {amount} from {effect.owner_account}"
+
+    @staticmethod
+    def authority(effect: AuthorityChange) -> str:
+        if effect.kind == "revoke_delegate":
+            return f"revoke the delegate of token account {effect.account}"
+        if effect.kind == "system_assign":
+            return f"hand account {effect.account} over to program {effect.new_authority}"
+        target = effect.new_authority if effect.new_authority else "nobody (removed)"
+        return f"set the {effect.kind} authority of {effect.account} to {target}"
+
+    def contract_call(self, effect: ContractCall) -> str:
+        if effect.contract == CONTRACT_CREATION:
+            head = "deploy a new contract"
+        else:
+            head = f"call contract {effect.contract}"
+        if effect.contract == CONTRACT_CREATION:
+            what = ""
+        elif effect.method and effect.selector:
+            what = f" method {effect.method} (selector {effect.selector})"
+        elif effect.method:
+            what = f" {effect.method}"
+        elif effect.selector:
+            what = f" unknown method, selector {effect.selector}"
+        else:
+            what = ""
+        value = f" sending {self.native_amount(effect.value)}" if effect.value else ""
+        bad = " with MALFORMED arguments" if effect.malformed else ""
+        return f"{head}{what}{value}{bad}"
+
     def line(self, effect: Effect) -> str:
         if isinstance(effect, NativeTransfer):
             to = "a new contract" if effect.destination == CONTRACT_CREATION else effect.destination
@@ -110,64 +168,18 @@ class _Describer:
         if isinstance(effect, FeeEffect):
             return f"pay a priority fee of {self.native_amount(effect.amount)} from {effect.payer}"
         if isinstance(effect, TokenTransfer):
-            owner = (
-                f" (owner {effect.destination_owner})"
-                if effect.destination_owner
-                and effect.destination_owner != effect.destination_account
-                else ""
-            )
-            via = (
-                ""
-                if effect.authority == effect.source_account
-                else f", authorised by {effect.authority}"
-            )
-            return (
-                f"transfer {self.token_amount(effect.token, effect.amount)} from "
-                f"{effect.source_account} to {effect.destination_account}{owner}{via}"
-            )
+            return self.token_transfer(effect)
         if isinstance(effect, TokenApproval):
-            amount = self.token_amount(effect.token, effect.amount)
-            if effect.kind == "increase":
-                return (
-                    f"increase the allowance of spender {effect.spender} by {amount} "
-                    f"on {effect.owner_account}"
-                )
-            if effect.kind == "permit":
-                return (
-                    f"submit a permit letting spender {effect.spender} spend {amount} "
-                    f"of holder {effect.owner_account}"
-                )
-            return f"approve spender {effect.spender} to spend {amount} from {effect.owner_account}"
+            return self.approval(effect)
         if isinstance(effect, AuthorityChange):
-            if effect.kind == "revoke_delegate":
-                return f"revoke the delegate of token account {effect.account}"
-            if effect.kind == "system_assign":
-                return f"hand account {effect.account} over to program {effect.new_authority}"
-            target = effect.new_authority if effect.new_authority else "nobody (removed)"
-            return f"set the {effect.kind} authority of {effect.account} to {target}"
+            return self.authority(effect)
         if isinstance(effect, AccountClose):
             return (
                 f"close account {effect.account}, sending its lamports to "
                 f"{effect.destination} (authority {effect.authority})"
             )
         if isinstance(effect, ContractCall):
-            if effect.contract == CONTRACT_CREATION:
-                head = "deploy a new contract"
-            else:
-                head = f"call contract {effect.contract}"
-            if effect.contract == CONTRACT_CREATION:
-                what = ""
-            elif effect.method and effect.selector:
-                what = f" method {effect.method} (selector {effect.selector})"
-            elif effect.method:
-                what = f" {effect.method}"
-            elif effect.selector:
-                what = f" unknown method, selector {effect.selector}"
-            else:
-                what = ""
-            value = f" sending {self.native_amount(effect.value)}" if effect.value else ""
-            bad = " with MALFORMED arguments" if effect.malformed else ""
-            return f"{head}{what}{value}{bad}"
+            return self.contract_call(effect)
         if isinstance(effect, ProgramCall):
             what = f" {effect.method}" if effect.method else ""
             bad = " (MALFORMED instruction)" if effect.malformed else ""
