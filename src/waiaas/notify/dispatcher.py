@@ -306,6 +306,61 @@ def _scrub(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+def _secrets(channel: Channel) -> tuple[str, ...]:
+    """The channel's secrets, to scrub from errors (none when they cannot be read)."""
+    try:
+        return tuple(channel.secret_values())
+    except Exception:
+        return ()
+
+
+def _result(
+    channel: Channel, status: ResultStatus, attempts: int, error: str, clock: Clock
+) -> ChannelResult:
+    return ChannelResult(
+        channel_id=channel.id,
+        channel_type=str(channel.type),
+        status=status,
+        attempts=attempts,
+        error="" if status == "delivered" else error,
+        at=clock.now(),
+    )
+
+
+def _build_request(
+    channel: Channel,
+    event: NotificationEvent,
+    clock: Clock,
+    delivery_id: str,
+    secrets: Sequence[str],
+) -> OutboundRequest | str:
+    """The request for one attempt, or why it could not be built (secrets scrubbed)."""
+    try:
+        return channel.build_request(event, now=clock.now(), delivery_id=delivery_id)
+    except WaiaasError as exc:  # our errors carry no secrets by design
+        return _scrub(f"could not build the request: {exc.message}", secrets)
+    except Exception as exc:
+        return f"could not build the request ({type(exc).__name__})"
+
+
+def _attempt(
+    channel: Channel, transport: httpx.BaseTransport, request: OutboundRequest, timeout: float
+) -> ResponseVerdict:
+    """Send ``request`` once; the channel's verdict on the response (a timeout or a
+    connection failure: retryable; any other error: not)."""
+    try:
+        status, headers, body = _send(transport, request, timeout)
+        return channel.check_response(status, headers, body)
+    except httpx.TimeoutException as exc:
+        return ResponseVerdict(ok=False, retryable=True, error=f"timeout ({type(exc).__name__})")
+    except httpx.TransportError as exc:
+        return ResponseVerdict(
+            ok=False, retryable=True, error=f"connection failed ({type(exc).__name__})"
+        )
+    except Exception as exc:
+        return ResponseVerdict(ok=False, error=f"request failed ({type(exc).__name__})")
+
+
 def deliver(
     channel: Channel,
     event: NotificationEvent,
@@ -346,42 +401,16 @@ def deliver(
     error = ""
 
     def result(status: ResultStatus) -> ChannelResult:
-        return ChannelResult(
-            channel_id=channel.id,
-            channel_type=str(channel.type),
-            status=status,
-            attempts=attempts,
-            error="" if status == "delivered" else error,
-            at=clock.now(),
-        )
+        return _result(channel, status, attempts, error, clock)
 
-    try:
-        secrets = tuple(channel.secret_values())
-    except Exception:
-        secrets = ()
+    secrets = _secrets(channel)
     while True:
-        try:
-            request = channel.build_request(event, now=clock.now(), delivery_id=delivery_id)
-        except WaiaasError as exc:  # our errors carry no secrets by design
-            error = _scrub(f"could not build the request: {exc.message}", secrets)
-            return result("failed")
-        except Exception as exc:
-            error = f"could not build the request ({type(exc).__name__})"
+        request = _build_request(channel, event, clock, delivery_id, secrets)
+        if isinstance(request, str):
+            error = request
             return result("failed")
         attempts += 1
-        try:
-            status, headers, body = _send(transport, request, policy.timeout)
-            verdict = channel.check_response(status, headers, body)
-        except httpx.TimeoutException as exc:
-            verdict = ResponseVerdict(
-                ok=False, retryable=True, error=f"timeout ({type(exc).__name__})"
-            )
-        except httpx.TransportError as exc:
-            verdict = ResponseVerdict(
-                ok=False, retryable=True, error=f"connection failed ({type(exc).__name__})"
-            )
-        except Exception as exc:
-            verdict = ResponseVerdict(ok=False, error=f"request failed ({type(exc).__name__})")
+        verdict = _attempt(channel, transport, request, policy.timeout)
         if verdict.ok:
             return result("delivered")
         error = _scrub(verdict.error, secrets)
