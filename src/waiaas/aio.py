@@ -162,6 +162,52 @@ def _check_workers(value: object) -> int:
     return value
 
 
+class _Opening:
+    """One :meth:`AsyncWallet.open` running in the pool: the adapters it built (when
+    ``chains`` is a function) and the wallet it opened, to close if the open is abandoned."""
+
+    def __init__(
+        self,
+        runner: _Runner,
+        path: str | os.PathLike[str],
+        chains: Iterable[ChainAdapter] | Callable[[], Iterable[ChainAdapter]],
+        options: dict[str, Any],
+    ) -> None:
+        self.runner = runner
+        self.path = path
+        self.chains = chains
+        self.options = options  # Wallet.open's other keyword arguments
+        self.opened: list[Wallet] = []
+        self.built: list[ChainAdapter] = []
+
+    def open(self) -> Wallet:
+        """In the pool: build the adapters if asked, open the wallet (the adapters built
+        are closed if it fails)."""
+        from waiaas.wallet import Wallet
+
+        chains = self.chains
+        if callable(chains):
+            self.built.extend(chains())
+        try:
+            wallet = Wallet.open(
+                self.path,
+                chains=list(self.built) if callable(chains) else list(chains),
+                **self.options,
+            )
+        except BaseException:
+            _close_adapters(self.built)
+            raise
+        self.opened.append(wallet)
+        return wallet
+
+    def abandon(self) -> None:
+        """The pool waits for an open still running, then it is closed (with what it
+        opened)."""
+        self.runner.shutdown()
+        for wallet in self.opened:
+            _close_wallet(wallet, self.built)
+
+
 class AsyncWallet:
     """A :class:`~waiaas.Wallet` for asyncio: every method is a coroutine that never blocks
     the event loop. Open it with ``await AsyncWallet.open(...)``.
@@ -215,51 +261,33 @@ class AsyncWallet:
 
             wallet = await AsyncWallet.open("agents.db", password=pw, chains=local_chains)
         """
-        from waiaas.wallet import Wallet
-
         if not isinstance(freeze_gc, bool):
             raise InvalidInputError("freeze_gc must be True or False", field="freeze_gc")
         runner = _Runner(_check_workers(max_workers))
-
-        opened: list[Wallet] = []
-        built: list[ChainAdapter] = []
-
-        def opener() -> Wallet:
-            if callable(chains):
-                built.extend(chains())
-            try:
-                wallet = Wallet.open(
-                    path,
-                    password=password,
-                    chains=list(built) if callable(chains) else list(chains),
-                    config=config,
-                    clock=clock,
-                    notifier=notifier,
-                    price_oracle=price_oracle,
-                    background=background,
-                    hooks=hooks,
-                )
-            except BaseException:
-                _close_adapters(built)
-                raise
-            opened.append(wallet)
-            return wallet
-
-        def abandon() -> None:  # the pool waits for an open still running, then it is closed
-            runner.shutdown()
-            for wallet in opened:
-                _close_wallet(wallet, built)
-
+        opening = _Opening(
+            runner,
+            path,
+            chains,
+            dict(
+                password=password,
+                config=config,
+                clock=clock,
+                notifier=notifier,
+                price_oracle=price_oracle,
+                background=background,
+                hooks=hooks,
+            ),
+        )
         if freeze_gc:
             _GcPause.begin()
         try:
-            wallet = await runner.run(opener)
+            wallet = await runner.run(opening.open)
         except asyncio.CancelledError:
             # The open goes on in the pool: close what it opens there, never on the loop.
-            asyncio.get_running_loop().run_in_executor(None, abandon)
+            asyncio.get_running_loop().run_in_executor(None, opening.abandon)
             raise
         except BaseException:
-            await asyncio.get_running_loop().run_in_executor(None, abandon)
+            await asyncio.get_running_loop().run_in_executor(None, opening.abandon)
             raise
         finally:
             if freeze_gc:
@@ -267,7 +295,7 @@ class AsyncWallet:
         self = object.__new__(cls)
         self.sync = wallet
         self._runner = runner
-        self._owned = built
+        self._owned = opening.built
         self._closed = False
         return self
 
