@@ -139,12 +139,46 @@ def translate(
     operation = _operation_of(statement, operation)
     if _is_psycopg(orig):
         return _translate_pg(orig, operation=operation, path=path, statement=statement)
-    table = table_of(statement)
+    return _translate_sqlite(orig, operation=operation, path=path, statement=statement)
+
+
+def _translate_sqlite(
+    orig: BaseException, *, operation: str, path: str | None, statement: str | None
+) -> StorageError:
+    """A sqlite3 error, by its primary result code (else its message)."""
     text = str(orig)
     code = getattr(orig, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     where = f" ({path})" if path else ""
     fields: dict[str, Any] = {"operation": operation, "path": path}
+    found = _sqlite_storage(text, primary, table_of(statement), where, fields)
+    if found is not None:
+        return found
+    if primary in (_BUSY, _LOCKED) or "database is locked" in text:
+        return DatabaseLockedError(
+            f"cannot {operation}: the database is locked by another connection{where}",
+            **fields,
+        )
+    if primary in (_IOERR, _PROTOCOL) or "disk I/O error" in text:
+        name = getattr(orig, "sqlite_errorname", None) or "SQLITE_IOERR"
+        return StorageIOError(
+            f"cannot {operation}: the operating system reported an I/O error ({name}){where}",
+            **fields,
+        )
+    if primary in (_CANTOPEN, _PERM) or "unable to open database file" in text:
+        err = DatabaseOpenError(f"cannot open the database{where}: {text}", path=path or "")
+        err.operation = operation
+        return err
+    kind = type(orig).__name__
+    return StorageError(f"the database refused to {operation}{where}: {kind}: {text}", **fields)
+
+
+def _sqlite_storage(
+    text: str, primary: int | None, table: str | None, where: str, fields: dict[str, Any]
+) -> StorageError | None:
+    """The sqlite3 errors about the stored data or the disk: text that is not UTF-8, a
+    read-only database, a full disk, a damaged file; ``None`` for the others."""
+    operation = fields["operation"]
     if "Could not decode to UTF-8" in text:
         column = _COLUMN_RE.search(text)
         col = column.group(1) if column else None
@@ -176,23 +210,7 @@ def translate(
             column=None,
             **fields,
         )
-    if primary in (_BUSY, _LOCKED) or "database is locked" in text:
-        return DatabaseLockedError(
-            f"cannot {operation}: the database is locked by another connection{where}",
-            **fields,
-        )
-    if primary in (_IOERR, _PROTOCOL) or "disk I/O error" in text:
-        name = getattr(orig, "sqlite_errorname", None) or "SQLITE_IOERR"
-        return StorageIOError(
-            f"cannot {operation}: the operating system reported an I/O error ({name}){where}",
-            **fields,
-        )
-    if primary in (_CANTOPEN, _PERM) or "unable to open database file" in text:
-        err = DatabaseOpenError(f"cannot open the database{where}: {text}", path=path or "")
-        err.operation = operation
-        return err
-    kind = type(orig).__name__
-    return StorageError(f"the database refused to {operation}{where}: {kind}: {text}", **fields)
+    return None
 
 
 def _is_psycopg(exc: BaseException) -> bool:
@@ -209,16 +227,10 @@ _LOST_HINTS = (
 )
 
 
-def _translate_pg(
-    orig: BaseException, *, operation: str, path: str | None, statement: str | None
-) -> StorageError:
-    """A psycopg error, by SQLSTATE (see the module docstring)."""
-    state = getattr(orig, "sqlstate", None) or ""
-    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    where = f" ({path})" if path else ""
-    fields: dict[str, Any] = {"operation": operation, "path": path}
-    table = table_of(statement)
-    connecting = operation in ("open", "connect")
+def _pg_state(orig: BaseException) -> str:
+    """The error's SQLSTATE; for libpq's connection failures, which carry none, the one
+    the server's FATAL message means (bad credentials, a missing database)."""
+    state: str = getattr(orig, "sqlstate", None) or ""
     if not state and "FATAL:" in str(orig):
         # libpq's connection failures carry no SQLSTATE: read the server's FATAL message
         fatal = str(orig)
@@ -231,6 +243,19 @@ def _translate_pg(
             state = "28000"
         elif "database" in fatal and "does not exist" in fatal:
             state = "3D000"
+    return state
+
+
+def _translate_pg(
+    orig: BaseException, *, operation: str, path: str | None, statement: str | None
+) -> StorageError:
+    """A psycopg error, by SQLSTATE (see the module docstring)."""
+    state = _pg_state(orig)
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    where = f" ({path})" if path else ""
+    fields: dict[str, Any] = {"operation": operation, "path": path}
+    table = table_of(statement)
+    connecting = operation in ("open", "connect")
     if state.startswith("28"):
         return DatabaseAuthError(
             f"the PostgreSQL server refused the credentials{where}: check the user and "
