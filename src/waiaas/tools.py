@@ -224,55 +224,36 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def error_payload(exc: BaseException) -> dict[str, Any]:
-    """A compact JSON-able error for a model: ``code``, one ``message``, the deciding
-    ``figure`` (when there is one) and ``next`` (what to do now).
-
-    Built only from the error's public attributes, so it follows new attributes of the
-    errors without changes here. Never contains a token, key or password.
-
-    Example::
-
-        try:
-            handle.transfer(dest, "5")
-        except WaiaasError as exc:
-            error_payload(exc)["error"]["message"]
-    """
-    if not isinstance(exc, WaiaasError):
-        log.error("tool call failed unexpectedly", exc_info=exc)
-        return {
-            "ok": False,
-            "error": {
-                "code": "INTERNAL_ERROR",
-                "message": "the wallet failed unexpectedly",
-                "next": "stop and report to the operator; do not retry",
-            },
+def _denial_advice(exc: PolicyDeniedError, body: dict[str, Any]) -> tuple[Any, str]:
+    """A policy denial for the model: the redacted message, the rule (and the others that
+    also denied it), the transaction; returns the deciding figure and what to do next."""
+    # A pipeline denial is redacted for the agent already; any other one (built from a
+    # full decision or full reasons) is redacted here by the same rules.
+    compact = exc.to_dict()
+    if not compact.get("rule"):
+        shown = agent_denial(getattr(exc, "decision", None), getattr(exc, "reasons", ()))
+        compact = {
+            "message": f"denied by policy: {shown.message}",
+            "rule": shown.rule,
+            "figure": dict(shown.figure) if shown.figure else None,
+            "next": shown.next,
+            "also": [r["type"] for r in shown.reasons[1:]],
         }
-    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    body["message"] = str(compact["message"])
+    body["rule"] = compact["rule"]
+    if compact.get("also"):
+        body["also"] = list(compact["also"])
+    if getattr(exc, "tx_id", None):
+        body["tx_id"] = exc.tx_id
+    figure = compact.get("figure")
+    return figure, str(compact.get("next") or "ask the owner why it was denied")
+
+
+def _advice(exc: WaiaasError, body: dict[str, Any]) -> tuple[Any, str]:
+    """Any other error for the model: the figure that matters, and what to do next."""
     figure: Any = None
     nxt = "fix the request and try again"
-    if isinstance(exc, PolicyDeniedError):
-        # A pipeline denial is redacted for the agent already; any other one (built from a
-        # full decision or full reasons) is redacted here by the same rules.
-        compact = exc.to_dict()
-        if not compact.get("rule"):
-            shown = agent_denial(getattr(exc, "decision", None), getattr(exc, "reasons", ()))
-            compact = {
-                "message": f"denied by policy: {shown.message}",
-                "rule": shown.rule,
-                "figure": dict(shown.figure) if shown.figure else None,
-                "next": shown.next,
-                "also": [r["type"] for r in shown.reasons[1:]],
-            }
-        body["message"] = str(compact["message"])
-        body["rule"] = compact["rule"]
-        if compact.get("also"):
-            body["also"] = list(compact["also"])
-        if getattr(exc, "tx_id", None):
-            body["tx_id"] = exc.tx_id
-        figure = compact.get("figure")
-        nxt = str(compact.get("next") or "ask the owner why it was denied")
-    elif isinstance(exc, ConstraintViolationError):
+    if isinstance(exc, ConstraintViolationError):
         figure = {"constraint": exc.constraint}
         nxt = "stay within the session's limits (get_limits shows them)"
     elif isinstance(exc, InvalidInputError):
@@ -302,6 +283,38 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
             if exc.kind.value == "transient"
             else "the chain refused it; check the balance and the request"
         )
+    return figure, nxt
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    """A compact JSON-able error for a model: ``code``, one ``message``, the deciding
+    ``figure`` (when there is one) and ``next`` (what to do now).
+
+    Built only from the error's public attributes, so it follows new attributes of the
+    errors without changes here. Never contains a token, key or password.
+
+    Example::
+
+        try:
+            handle.transfer(dest, "5")
+        except WaiaasError as exc:
+            error_payload(exc)["error"]["message"]
+    """
+    if not isinstance(exc, WaiaasError):
+        log.error("tool call failed unexpectedly", exc_info=exc)
+        return {
+            "ok": False,
+            "error": {
+                "code": "INTERNAL_ERROR",
+                "message": "the wallet failed unexpectedly",
+                "next": "stop and report to the operator; do not retry",
+            },
+        }
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, PolicyDeniedError):
+        figure, nxt = _denial_advice(exc, body)
+    else:
+        figure, nxt = _advice(exc, body)
     if figure:
         body["figure"] = _jsonable(figure)
     body["next"] = nxt
