@@ -1044,21 +1044,7 @@ class Keystore:
                 _crypto.seal(new_master, bytes(seal_key), draft.wrap_aad())
             )
             new_generation = generation + 1
-            with self._store.writer():
-                live, live_header = self._current_header(for_change=True)
-                if live != generation or live_header.salt != header.salt:
-                    raise KeystoreError(
-                        f"the keystore at {self._store.location} had its password changed by "
-                        "another process meanwhile; nothing was changed (use the password "
-                        "now in force)",
-                        path=self._store.location,
-                    )
-                records = self._resealed(generation, header.keystore_id, old_master, new_master)
-                # The commit point: before it the old generation is in force, after it the
-                # new one.
-                self._store.replace_generation(
-                    generation, new_generation, new_header.to_json(), records
-                )
+            self._switch_generation(generation, header, new_header, old_master, new_master)
             # Committed (the database backend commits when its writer ends).
             with self._state:
                 if self._master is not None:
@@ -1074,6 +1060,33 @@ class Keystore:
             self._store.location,
             new_generation,
         )
+
+    def _switch_generation(
+        self,
+        generation: int,
+        header: _Header,
+        new_header: _Header,
+        old_master: bytearray,
+        new_master: bytearray,
+    ) -> None:
+        """Under the store's writer lock: every record re-sealed under ``new_master`` and the
+        next generation put in force, unless another process changed the password since
+        ``header`` was read (then nothing is written)."""
+        with self._store.writer():
+            live, live_header = self._current_header(for_change=True)
+            if live != generation or live_header.salt != header.salt:
+                raise KeystoreError(
+                    f"the keystore at {self._store.location} had its password changed by "
+                    "another process meanwhile; nothing was changed (use the password "
+                    "now in force)",
+                    path=self._store.location,
+                )
+            records = self._resealed(generation, header.keystore_id, old_master, new_master)
+            # The commit point: before it the old generation is in force, after it the
+            # new one.
+            self._store.replace_generation(
+                generation, generation + 1, new_header.to_json(), records
+            )
 
     def _resealed(
         self,
