@@ -689,14 +689,7 @@ class SessionManager:
         """
         agent_id = _check_text(agent_id, "agent_id")
         actor = _check_text(actor, "actor")
-        lifetime = self._config.session_absolute_lifetime
-        if ttl is None:
-            ttl = min(self._config.session_ttl, lifetime)
-        ttl = _check_int(ttl, "ttl", minimum=1)
-        if ttl > lifetime:
-            raise InvalidInputError(
-                f"ttl must not exceed the absolute session lifetime ({lifetime} s)", field="ttl"
-            )
+        ttl = self._check_ttl(ttl)
         parsed = self._parse_constraints(constraints)
         now = self._clock.now()
         # The agent's own lock, once the signing secret exists; creating it is global (two
@@ -741,6 +734,19 @@ class SessionManager:
             uow.commit()
         log.info("issued session %s for agent %s (expires %s)", session_id, agent_id, expires_at)
         return IssuedSession(token, session_id, agent_id, expires_at, parsed)
+
+    def _check_ttl(self, ttl: int | None) -> int:
+        """A session's lifetime: ``config.session_ttl`` by default, never longer than
+        ``config.session_absolute_lifetime``."""
+        lifetime = self._config.session_absolute_lifetime
+        if ttl is None:
+            ttl = min(self._config.session_ttl, lifetime)
+        ttl = _check_int(ttl, "ttl", minimum=1)
+        if ttl > lifetime:
+            raise InvalidInputError(
+                f"ttl must not exceed the absolute session lifetime ({lifetime} s)", field="ttl"
+            )
+        return ttl
 
     def _parse_constraints(
         self, constraints: SessionConstraints | Mapping[str, Any] | None
@@ -1333,17 +1339,7 @@ class SessionManager:
         usage = _load_usage(row)
         sid = row.id
         _check_destination(c, request, network, verified.chain, sid)
-        if spend is not None:
-            if asset is not None or amount is not None:
-                raise InvalidInputError("give spend or asset/amount, not both", field="spend")
-            amounts = {
-                _normalize_asset(verified.chain, _check_text(k, "spend"), "spend"): _check_int(
-                    v, "spend", minimum=0
-                )
-                for k, v in spend.items()
-            }
-        else:
-            amounts = self._amounts(verified.chain, request, asset, amount)
+        amounts = self._charged(verified.chain, request, asset, amount, spend)
         fees = _check_int(fees, "fees", minimum=0)
         if c.max_amount_per_tx is not None:
             # An approval moves nothing now, but its allowance may not exceed the cap either.
@@ -1366,6 +1362,27 @@ class SessionManager:
         uow.session.add(row)
         uow.session.flush()
         return new_usage
+
+    def _charged(
+        self,
+        chain: str,
+        request: Request,
+        asset: str | None,
+        amount: int | None,
+        spend: Mapping[str, int] | None,
+    ) -> dict[str, int]:
+        """What :meth:`enforce_and_record` charges, per asset key: ``spend`` (checked and
+        normalised), else ``asset``/``amount`` or the request's own figures."""
+        if spend is None:
+            return self._amounts(chain, request, asset, amount)
+        if asset is not None or amount is not None:
+            raise InvalidInputError("give spend or asset/amount, not both", field="spend")
+        return {
+            _normalize_asset(chain, _check_text(k, "spend"), "spend"): _check_int(
+                v, "spend", minimum=0
+            )
+            for k, v in spend.items()
+        }
 
     def release(
         self, uow: UnitOfWork, session_id: str, asset: str, amount: int
