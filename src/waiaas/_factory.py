@@ -39,6 +39,7 @@ from waiaas.types import AuditEvent, AuditReport
 
 if TYPE_CHECKING:
     from waiaas.notify.base import Notifier
+    from waiaas.pipeline.notifications import PipelineNotifier
     from waiaas.wallet import Wallet
 
 __all__ = ["build_wallet"]
@@ -176,7 +177,6 @@ def build_wallet(
 
 def _compose(db: Database, keystore: Keystore, o: _Options) -> Wallet:
     from waiaas.notify import ChannelService, NotificationDispatcher
-    from waiaas.pipeline.notifications import PipelineNotifier
     from waiaas.wallet import Wallet
 
     seal = integrity.seal(
@@ -198,14 +198,7 @@ def _compose(db: Database, keystore: Keystore, o: _Options) -> Wallet:
         gate=gate,
         clock=o.clock,
         config=o.config,
-        notifier=PipelineNotifier(
-            db,
-            target,
-            o.clock,
-            link=_quietly(lambda tx_id: late[0].approval_link(tx_id), "no approval link"),
-            display=_quietly(lambda tx_id: late[0].display(tx_id), "cannot describe"),
-            native=lambda chain: native_asset_for(chain, o.adapters.values()),
-        ),
+        notifier=_pipeline_notifier(db, target, o, late),
         hooks=o.hooks,
     )
     agents = AgentService(db, keystore, o.clock, sessions, pipeline)
@@ -234,6 +227,23 @@ def _compose(db: Database, keystore: Keystore, o: _Options) -> Wallet:
         ),
         config=o.config,
         clock=o.clock,
+    )
+
+
+def _pipeline_notifier(
+    db: Database, target: Notifier, o: _Options, late: list[QueryService]
+) -> PipelineNotifier:
+    """The pipeline's notifier: events to ``target``, with the approval link and the
+    transaction's description read from the queries (``late``: built after the pipeline)."""
+    from waiaas.pipeline.notifications import PipelineNotifier
+
+    return PipelineNotifier(
+        db,
+        target,
+        o.clock,
+        link=_quietly(lambda tx_id: late[0].approval_link(tx_id), "no approval link"),
+        display=_quietly(lambda tx_id: late[0].display(tx_id), "cannot describe"),
+        native=lambda chain: native_asset_for(chain, o.adapters.values()),
     )
 
 
