@@ -139,11 +139,13 @@ LINTED = ("src", "tests", "benchmarks", "examples", "tools", "conftest.py", "nox
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check (with complexity limits, pyproject.toml) and ruff format --check; the
-    import layering: the pure core (waiaas.policy, waiaas.plan) imports no I/O."""
+    import layering: the pure core (waiaas.policy, waiaas.plan) imports no I/O; no function
+    of src/waiaas longer than 60 lines (docstrings not counted)."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", *LINTED)
     session.run("ruff", "format", "--check", *LINTED)
     session.run("python", "tools/check_layers.py")
+    session.run("python", "tools/check_function_length.py", "--max", "60")
 
 
 @nox.session(python=PYTHON)

@@ -100,3 +100,9 @@ def test_the_limit_fails_only_when_exceeded(
     assert "   62  src/pkg/a.py:10  long  TOO LONG" in out
     assert "   61  src/pkg/sub/b.py:2  C.method\n" in out
     assert out.endswith("1 function(s) longer than 61 lines (docstrings counted)\n")
+
+
+def test_the_shipped_tree_has_no_function_over_60_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """The same check ``nox -s lint`` runs: no function of src/waiaas is longer than 60
+    lines (docstrings not counted)."""
+    assert _checker().main(["--max", "60", "--top", "3"]) == 0, capsys.readouterr().out

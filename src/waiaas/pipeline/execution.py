@@ -823,8 +823,7 @@ class ExecutionStage(_PipelineBase):
         fresh: bool = False,
         cleared: bool = False,
     ) -> TransactionRow:
-        """Clear ``signed`` for broadcast, send it (retrying, rebuilding once if stale),
-        confirm.
+        """Clear ``signed`` for broadcast, send it (retrying, rebuilding if stale), confirm.
 
         Before every broadcast one write transaction checks the kill switch and the agent's
         status and moves the row EXECUTING -> SUBMITTED (:meth:`_clear_for_broadcast`):
@@ -843,13 +842,7 @@ class ExecutionStage(_PipelineBase):
         """
         if row is None:
             row = self.get_row(tx_id)
-        network = str(self._meta(row).get("network") or "")
-        adapter = self.adapters.get((row.chain, network))
-        if adapter is None:
-            with self.db.read() as uow:
-                agent = uow.agents.get(row.agent_id)
-            assert agent is not None
-            adapter = self.adapter_for(agent.chain, agent.network)
+        adapter = self._adapter_of(row)
         attempt = 0
         recorded = False
         while True:
@@ -893,6 +886,17 @@ class ExecutionStage(_PipelineBase):
         status = adapter.wait_for_confirmation(signed, timeout=self.config.confirm_timeout)
         final = self.apply_chain_status(tx_id, status)
         return final if final is not None else self.get_row(tx_id)
+
+    def _adapter_of(self, row: TransactionRow) -> ChainAdapter:
+        """The adapter of the network ``row`` runs on (its agent's, when not recorded)."""
+        network = str(self._meta(row).get("network") or "")
+        adapter = self.adapters.get((row.chain, network))
+        if adapter is None:
+            with self.db.read() as uow:
+                agent = uow.agents.get(row.agent_id)
+            assert agent is not None
+            adapter = self.adapter_for(agent.chain, agent.network)
+        return adapter
 
     def _clear_for_broadcast(self, tx_id: str, *, recovering: bool) -> bool:
         """The last step before bytes leave: in one write transaction, check the kill switch
@@ -1080,6 +1084,39 @@ class ExecutionStage(_PipelineBase):
         except (ChainError, InvalidInputError, StateError) as build_exc:
             self._fail(tx_id, build_exc, expected=(S.EXECUTING, S.SUBMITTED), tx_hash=old_hash)
             return None
+        outcome = self._record_rebuilt(
+            tx_id, agent, old_hash, rebuilds, previous, signed, simulation, exc
+        )
+        if outcome is None:
+            return None
+        if outcome == "duplicate":
+            self._fail(
+                tx_id,
+                TransientChainError(
+                    "the rebuilt transaction is byte-identical to another one in flight",
+                    chain=agent.chain,
+                ),
+                expected=(S.EXECUTING, S.SUBMITTED),
+                tx_hash=old_hash,
+            )
+            return None
+        return signed
+
+    def _record_rebuilt(
+        self,
+        tx_id: str,
+        agent: AgentRow,
+        old_hash: str | None,
+        rebuilds: int,
+        previous: Mapping[str, Any],
+        signed: SignedTx,
+        simulation: str,
+        exc: ChainError,
+    ) -> Literal["recorded", "duplicate"] | None:
+        """The rebuild's short write: the new bytes replace ``old_hash`` (TX_RETRY) if the row
+        still carries them and their nonce is still free; ``"duplicate"`` when the bytes are
+        another live transaction's; ``None`` when they are dropped (another worker rebuilt
+        first, the row moved on, or the nonce was taken meanwhile)."""
         now = self.clock.now()
         with self._tx_write(tx_id) as uow:
             current = uow.transactions.get(tx_id)
@@ -1098,43 +1135,30 @@ class ExecutionStage(_PipelineBase):
             try:
                 self._take_hash(uow, current, signed)
             except _DuplicateBytes:
-                duplicate = True
-            else:
-                duplicate = False
-                meta["rebuilt"] = rebuilds + 1
-                meta["replaced"] = previous
-                meta["simulation"] = simulation
-                meta["signed"] = _signed_json(signed)
-                self._move(
-                    uow,
-                    current,
-                    S.EXECUTING,
-                    event=E.TX_RETRY,
-                    actor="system",
-                    now=now,
-                    details={
-                        "rebuilt": rebuilds + 1,
-                        "reason": exc.code,
-                        "old_hash": previous.get("hash"),
-                        "tx_hash": signed.tx_hash,
-                        **({} if signed.nonce is None else {"nonce": signed.nonce}),
-                    },
-                    tx_hash=signed.tx_hash,
-                    metadata=meta,
-                )
-                uow.commit()
-        if duplicate:
-            self._fail(
-                tx_id,
-                TransientChainError(
-                    "the rebuilt transaction is byte-identical to another one in flight",
-                    chain=agent.chain,
-                ),
-                expected=(S.EXECUTING, S.SUBMITTED),
-                tx_hash=old_hash,
+                return "duplicate"
+            meta["rebuilt"] = rebuilds + 1
+            meta["replaced"] = previous
+            meta["simulation"] = simulation
+            meta["signed"] = _signed_json(signed)
+            self._move(
+                uow,
+                current,
+                S.EXECUTING,
+                event=E.TX_RETRY,
+                actor="system",
+                now=now,
+                details={
+                    "rebuilt": rebuilds + 1,
+                    "reason": exc.code,
+                    "old_hash": previous.get("hash"),
+                    "tx_hash": signed.tx_hash,
+                    **({} if signed.nonce is None else {"nonce": signed.nonce}),
+                },
+                tx_hash=signed.tx_hash,
+                metadata=meta,
             )
-            return None
-        return signed
+            uow.commit()
+        return "recorded"
 
     def _replacement_nonce(
         self, adapter: ChainAdapter, agent: AgentRow, tx_id: str, previous: object

@@ -507,6 +507,47 @@ def _bucket_usage(
     dialect = dialect_of(uow)
     since = {w: now - w for w in ordered}
     first = usage_db.bucket_start(since[ordered[-1]] + 1)
+    from_rows = _buckets_read_from_rows(uow, raw, native, dialect, agent_id, first)
+    if exclude:
+        found = raw.execute(_EXCLUDED_SQL, (exclude, agent_id)).fetchone()
+        if found is not None and isinstance(found[0], int):
+            from_rows.add(usage_db.bucket_start(found[0]))
+    # Per window, the bucket it starts in (when it starts inside one) is either read from
+    # its rows inside the window, or (when its rows before the window are fewer, going by
+    # the time they span) counted whole from its sums less its rows before the window.
+    complement = {
+        w
+        for w in ordered
+        if (edge := usage_db.bucket_start(since[w] + 1)) <= since[w]
+        and edge not in from_rows
+        and since[w] - edge + 1 < min(edge + usage_db.BUCKET, now + 1) - since[w] - 1
+    }
+    totals = _bucket_totals(
+        raw, native, dialect, agent_id, now, ordered, exclude, from_rows, complement
+    )
+    if totals is None:  # the sums do not cover the rows they stand for: read the window's side
+        totals = _bucket_totals(
+            raw, native, dialect, agent_id, now, ordered, exclude, from_rows, set()
+        )
+        assert totals is not None
+    requests, denials, txs, spent = totals
+    return Usage(
+        spent=spent,
+        requests=requests,
+        transactions=txs,
+        denials=denials,
+        consecutive_failures=_consecutive_failures(uow, agent_id, exclude),
+    )
+
+
+def _buckets_read_from_rows(
+    uow: UnitOfWork, raw: Any, native: Any, dialect: str, agent_id: str, first: int
+) -> set[int]:
+    """The starts of the agent's buckets from ``first`` on that must be counted from their
+    rows: those holding rows the sums cannot represent exactly, and (with the integrity key)
+    those whose MAC does not verify (not sealed yet, or edited: those are unsealed again to
+    be recomputed when this unit of work commits). Records what was verified in
+    ``uow.usage_verified``."""
     integ = uow.integrity
     untrusted: set[int] = set()
     from_rows: set[int] = set()
@@ -542,39 +583,113 @@ def _bucket_usage(
         frozenset(untrusted) | (frozenset() if seen is None else seen[1]),
     )
     from_rows |= untrusted
-    if exclude:
-        found = raw.execute(_EXCLUDED_SQL, (exclude, agent_id)).fetchone()
-        if found is not None and isinstance(found[0], int):
-            from_rows.add(usage_db.bucket_start(found[0]))
-    # Per window, the bucket it starts in (when it starts inside one) is either read from
-    # its rows inside the window, or (when its rows before the window are fewer, going by
-    # the time they span) counted whole from its sums less its rows before the window.
-    complement = {
-        w
-        for w in ordered
-        if (edge := usage_db.bucket_start(since[w] + 1)) <= since[w]
-        and edge not in from_rows
-        and since[w] - edge + 1 < min(edge + usage_db.BUCKET, now + 1) - since[w] - 1
-    }
-    totals = _bucket_totals(
-        raw, native, dialect, agent_id, now, ordered, exclude, from_rows, complement
-    )
-    if totals is None:  # the sums do not cover the rows they stand for: read the window's side
-        totals = _bucket_totals(
-            raw, native, dialect, agent_id, now, ordered, exclude, from_rows, set()
-        )
-        assert totals is not None
-    requests, denials, txs, spent = totals
-    return Usage(
-        spent=spent,
-        requests=requests,
-        transactions=txs,
-        denials=denials,
-        consecutive_failures=_consecutive_failures(uow, agent_id, exclude),
-    )
+    return from_rows
 
 
 _Totals = tuple[dict[int, int], dict[int, int], dict[int, int], dict[str, AssetUsage]]
+
+
+@dataclass
+class _Tally:
+    """The sums :func:`_bucket_totals` gathers: per window, requests, denials and
+    transactions; per asset, the day's and the week's spending and how many spending rows
+    name it within the week."""
+
+    requests: dict[int, int]
+    denials: dict[int, int]
+    txs: dict[int, int]
+    day: dict[str, int]
+    week: dict[str, int]
+    named: dict[str, int]
+
+    @classmethod
+    def empty(cls, ordered: list[int]) -> _Tally:
+        return cls(
+            dict.fromkeys(ordered, 0),
+            dict.fromkeys(ordered, 0),
+            dict.fromkeys(ordered, 0),
+            {},
+            {},
+            {},
+        )
+
+    def add_whole_buckets(self, rows: Any, ordered: list[int]) -> None:
+        """The buckets that count whole (``usage_db.sums_sql``'s rows)."""
+        k = 3 * len(ordered)
+        for kind, asset, *cols in rows:
+            if kind == usage_db.COUNTS:
+                for i, w in enumerate(ordered):  # int(): PostgreSQL sums BIGINTs as NUMERIC
+                    self.requests[w] += int(cols[3 * i])
+                    self.denials[w] += int(cols[3 * i + 1])
+                    self.txs[w] += int(cols[3 * i + 2])
+                continue
+            key = normalize_asset_key(asset)
+            if cols[k + 10]:  # spending rows name it within the week
+                self.named[key] = self.named.get(key, 0) + int(cols[k + 10])
+                self.week[key] = self.week.get(key, 0) + usage_db.limbs_value(cols[k + 11 : k + 20])
+            if cols[k]:
+                self.day[key] = self.day.get(key, 0) + usage_db.limbs_value(cols[k + 1 : k + 10])
+
+    def add_rows(
+        self, rows: Any, plan: Callable[[int], list[tuple[int, int, int]]], since: dict[int, int]
+    ) -> None:
+        """Transaction rows read (``_EDGE_ROWS_SQL``), each counted with the signs ``plan``
+        gives its bucket: counts per window, spending for the day and the week."""
+        day_since, week_since = since[DAY], since[WEEK]
+        for created, denied, spend, legacy, amount_text, chain, meta in rows:
+            rules = plan(created - created % usage_db.BUCKET)
+            for w, after, before in rules:
+                sign = after if created > since[w] else before
+                if sign:
+                    self.requests[w] += sign
+                    if denied:
+                        self.denials[w] += sign
+                    else:
+                        self.txs[w] += sign
+            if spend is None and not legacy:
+                continue  # not a spending row
+            in_week = _sign(rules, WEEK, created > week_since)
+            in_day = _sign(rules, DAY, created > day_since)
+            if not (in_week or in_day):
+                continue
+            pairs = _spend_of_row(meta, amount_text, chain) if legacy else _spend_amounts(spend)
+            for key, amount in pairs:
+                if in_week:
+                    self.week[key] = self.week.get(key, 0) + in_week * amount
+                    self.named[key] = self.named.get(key, 0) + in_week
+                if in_day:
+                    self.day[key] = self.day.get(key, 0) + in_day * amount
+
+    def add_refusals(
+        self, rows: Any, plan: Callable[[int], list[tuple[int, int, int]]], since: dict[int, int]
+    ) -> None:
+        """Refusal and dry-run audit rows read (``_EDGE_AUDIT_SQL``): requests and denials."""
+        for ts, denial in rows:
+            for w, after, before in plan(ts - ts % usage_db.BUCKET):
+                sign = after if ts > since[w] else before
+                if sign:
+                    self.requests[w] += sign
+                    if denial:
+                        self.denials[w] += sign
+
+    def sane(self) -> bool:
+        """No negative count or sum, and no spending of an asset no row names (what the
+        sums less the rows before a window give when bucket rows are missing)."""
+        sums = (self.requests, self.denials, self.txs, self.week, self.day, self.named)
+        if any(v < 0 for d in sums for v in d.values()):
+            return False
+        return not any(
+            self.named.get(k, 0) == 0 and (self.week.get(k) or self.day.get(k))
+            for k in {*self.week, *self.day}
+        )
+
+    def totals(self) -> _Totals:
+        spent = {
+            k: AssetUsage(day=self.day.get(k, 0), week=self.week.get(k, 0))
+            for k, c in self.named.items()
+            if c
+        }
+        return self.requests, self.denials, self.txs, spent
 
 
 def _bucket_totals(
@@ -595,18 +710,11 @@ def _bucket_totals(
     before the window; ``None`` when that leaves a negative count or sum (bucket rows
     missing: the caller reads the window's side instead).
     """
-    B = usage_db.BUCKET
     since = {w: now - w for w in ordered}
     edge = {w: usage_db.bucket_start(since[w] + 1) for w in ordered}
     # what the whole-bucket sums start after, per window
     cut = {w: edge[w] - 1 if w in complement else since[w] for w in ordered}
-    requests = dict.fromkeys(ordered, 0)
-    denials = dict.fromkeys(ordered, 0)
-    txs = dict.fromkeys(ordered, 0)
-    day: dict[str, int] = {}
-    week: dict[str, int] = {}
-    named: dict[str, int] = {}  # spending rows naming each asset within the week
-    n = len(ordered)
+    tally = _Tally.empty(ordered)
     sums: dict[str, Any] = {f"s{i}": cut[w] for i, w in enumerate(ordered)}
     sums.update(
         agent=agent_id,
@@ -616,21 +724,8 @@ def _bucket_totals(
         skip=json.dumps(sorted(from_rows)),
     )
     # The buckets that count whole, summed by SQLite (limb sums are exact integers).
-    sums_sql = usage_db.sums_sql(n, dialect, bool(from_rows))
-    for kind, asset, *cols in native.execute(sums_sql, sums):
-        if kind == usage_db.COUNTS:
-            for i, w in enumerate(ordered):  # int(): PostgreSQL sums BIGINTs as NUMERIC
-                requests[w] += int(cols[3 * i])
-                denials[w] += int(cols[3 * i + 1])
-                txs[w] += int(cols[3 * i + 2])
-            continue
-        key = normalize_asset_key(asset)
-        k = 3 * n
-        if cols[k + 10]:  # spending rows name it within the week
-            named[key] = named.get(key, 0) + int(cols[k + 10])
-            week[key] = week.get(key, 0) + usage_db.limbs_value(cols[k + 11 : k + 20])
-        if cols[k]:
-            day[key] = day.get(key, 0) + usage_db.limbs_value(cols[k + 1 : k + 10])
+    sums_sql = usage_db.sums_sql(len(ordered), dialect, bool(from_rows))
+    tally.add_whole_buckets(native.execute(sums_sql, sums), ordered)
 
     def signs(s: int, w: int) -> tuple[int, int]:
         """How the rows of bucket ``s`` count in window ``w``: ``(sign of those after the
@@ -641,10 +736,6 @@ def _bucket_totals(
             return (0, -1) if s == edge[w] else (0, 0)
         return (1, 0) if s <= since[w] else (0, 0)
 
-    # Rows: one range read per run of overlapping intervals, each row read once (counts, and
-    # spending for the day and the week where they need it).
-    params: dict[str, Any] = {"agent": agent_id, "exclude": exclude, "denied": POLICY_DENIED}
-    edge_rows = _EDGE_ROWS_SQL_PG if dialect == "postgresql" else _EDGE_ROWS_SQL
     # per bucket: (window, sign after its start, sign at or before it) that count its rows
     plans: dict[int, list[tuple[int, int, int]]] = {}
 
@@ -654,50 +745,18 @@ def _bucket_totals(
             found = plans[s] = [(w, *signs(s, w)) for w in ordered if signs(s, w) != (0, 0)]
         return found
 
-    day_since, week_since = since[DAY], since[WEEK]
+    # Rows: one range read per run of overlapping intervals, each row read once (counts, and
+    # spending for the day and the week where they need it).
+    params: dict[str, Any] = {"agent": agent_id, "exclude": exclude, "denied": POLICY_DENIED}
+    edge_rows = _EDGE_ROWS_SQL_PG if dialect == "postgresql" else _EDGE_ROWS_SQL
     for low, until in _row_intervals(ordered, since, edge, from_rows, complement):
         params["since"] = low
         params["until"] = until
-        for created, denied, spend, legacy, amount_text, chain, meta in raw.execute(
-            edge_rows, params
-        ):
-            s = created - created % B
-            rules = plan(s)
-            for w, after, before in rules:
-                sign = after if created > since[w] else before
-                if sign:
-                    requests[w] += sign
-                    if denied:
-                        denials[w] += sign
-                    else:
-                        txs[w] += sign
-            if spend is None and not legacy:
-                continue  # not a spending row
-            in_week = _sign(rules, WEEK, created > week_since)
-            in_day = _sign(rules, DAY, created > day_since)
-            if not (in_week or in_day):
-                continue
-            pairs = _spend_of_row(meta, amount_text, chain) if legacy else _spend_amounts(spend)
-            for key, amount in pairs:
-                if in_week:
-                    week[key] = week.get(key, 0) + in_week * amount
-                    named[key] = named.get(key, 0) + in_week
-                if in_day:
-                    day[key] = day.get(key, 0) + in_day * amount
-        for ts, denial in raw.execute(_EDGE_AUDIT_SQL, params):
-            for w, after, before in plan(ts - ts % B):
-                sign = after if ts > since[w] else before
-                if sign:
-                    requests[w] += sign
-                    if denial:
-                        denials[w] += sign
-    if complement:
-        if any(v < 0 for d in (requests, denials, txs, week, day, named) for v in d.values()):
-            return None
-        if any(named.get(k, 0) == 0 and (week.get(k) or day.get(k)) for k in {*week, *day}):
-            return None
-    spent = {k: AssetUsage(day=day.get(k, 0), week=week.get(k, 0)) for k, c in named.items() if c}
-    return requests, denials, txs, spent
+        tally.add_rows(raw.execute(edge_rows, params), plan, since)
+        tally.add_refusals(raw.execute(_EDGE_AUDIT_SQL, params), plan, since)
+    if complement and not tally.sane():
+        return None
+    return tally.totals()
 
 
 def _sign(plan: list[tuple[int, int, int]], window: int, after: bool) -> int:
