@@ -73,7 +73,7 @@ UNITS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
         (AGENT,),
         "one transaction's flag",
     ),
-    ("pipeline/execution.py", "ExecutionStage._rebuild_once"): (
+    ("pipeline/execution.py", "ExecutionStage._record_rebuilt"): (
         (AGENT,),
         "compare-and-swap on the hash",
     ),
