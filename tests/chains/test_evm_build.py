@@ -351,3 +351,70 @@ def test_import_waiaas_does_not_import_chain_libraries() -> None:
         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
         timeout=60,
     )
+
+
+def _next_contract_address(deployer: str, nonce: int) -> str:
+    """The address a CREATE by ``deployer`` at ``nonce`` deploys to."""
+    import rlp
+    from eth_utils import keccak, to_checksum_address
+
+    return to_checksum_address(keccak(rlp.encode([bytes.fromhex(deployer[2:]), nonce]))[12:])
+
+
+def test_a_build_with_its_nonce_does_not_ask_the_node_for_one(tester_env: EvmEnv) -> None:
+    """The pending nonce is read only when the build allocates one."""
+    adapter = tester_env.adapter
+    _, sender = _funded(adapter)
+    backend: Any = adapter._backend
+    asked: list[str] = []
+    original = backend.nonce
+    backend.nonce = lambda address, block: asked.append(block) or original(address, block)
+    reads = backend.build_reads
+    seen: list[Any] = []
+    backend.build_reads = lambda *a, **k: seen.append(reads(*a, **k)) or seen[-1]
+    to = "0x" + "44" * 20
+    assert adapter.build(Transfer(to=to, amount=1), sender, nonce=3).nonce == 3
+    assert seen[-1].pending_nonce is None
+    assert adapter.build(Transfer(to=to, amount=1), sender).nonce == 4  # after the reserved 3
+    assert seen[-1].pending_nonce == 0
+    assert asked == []  # both answers came with the build's own reads
+
+
+def test_no_code_seen_by_a_build_answers_for_two_seconds_only(
+    tester_env: EvmEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disguised-transfer check of a plain transfer reuses the build's code read, but a
+    contract deployed at the recipient afterwards is seen once the answer is 2 s old."""
+    import waiaas.chains.evm.adapter as module
+
+    adapter = tester_env.adapter
+    _, sender = _funded(adapter)
+    w3 = web3_for(adapter)
+    deployer = w3.eth.accounts[0]  # a prefunded account outside the adapter
+    target = _next_contract_address(deployer, w3.eth.get_transaction_count(deployer))
+    backend: Any = adapter._backend
+    reads: list[str] = []
+    original = backend.code
+    backend.code = lambda address: reads.append(address) or original(address)
+    lookup = adapter.account_lookup()
+
+    adapter.build(Transfer(to=target, amount=1), sender)  # reads "no code" itself
+    assert lookup.is_contract(target) is False
+    assert reads == []
+    base, _ = _node_fees(adapter)
+    w3.eth.send_transaction(  # a one-byte contract (STOP) lands at ``target``
+        {
+            "from": deployer,
+            "data": "0x6001600c60003960016000f300",
+            "gas": 100_000,
+            "maxFeePerGas": 2 * base + 10**9,
+            "maxPriorityFeePerGas": 10**9,
+        }
+    )
+    assert bytes(w3.eth.get_code(target)) == b"\x00"
+    assert lookup.is_contract(target) is False  # the build's answer, less than 2 s old
+    now = module.time.monotonic()
+    monkeypatch.setattr(module.time, "monotonic", lambda: now + 2.5)
+    assert lookup.is_contract(target) is True
+    assert reads == [target]
+    assert lookup.is_contract(target) is True and reads == [target]  # code is kept for good

@@ -96,6 +96,9 @@ _PAYLOAD_KEYS: Final = frozenset(
     {"type", "chainId", "nonce", "value", "data", "gas", "maxFeePerGas", "maxPriorityFeePerGas"}
 )
 _SENDER_CACHE_SIZE: Final = 4096
+_NO_CODE_SECONDS: Final = 2.0
+"""How long a build's "no code at this recipient" answers the disguised-transfer check."""
+_NO_CODE_KEPT: Final = 4096
 _TOKEN_RETURNS_BOOL: Final = (SELECTOR_TRANSFER, SELECTOR_APPROVE, SELECTOR_TRANSFER_FROM)
 _FINAL_STATES: Final = frozenset(
     {ChainTxState.CONFIRMED, ChainTxState.FAILED, ChainTxState.DROPPED}
@@ -199,6 +202,8 @@ class EvmAdapter:
         self._senders: OrderedDict[str, str] = OrderedDict()
         self._senders_lock = threading.Lock()
         self._contracts: set[str] = set()
+        # addresses a build just found without code -> when (monotonic seconds)
+        self._no_code: OrderedDict[str, float] = OrderedDict()
         self._decimals: dict[str, int] = {}
         self._closed = False
         self._unverified = False
@@ -633,7 +638,12 @@ class EvmAdapter:
         if to is not None:
             call["to"] = to
         plain = to is not None and not data
-        reads = self._call("build", lambda: self._backend.build_reads(sender, call, plain=plain))
+        reads = self._call(
+            "build",
+            lambda: self._backend.build_reads(sender, call, plain=plain, nonce=nonce is None),
+        )
+        if to is not None and reads.to_has_code is not None:
+            self._saw_code(to, reads.to_has_code)
         estimated = reads.gas_estimate
         exact = plain and estimated == _PLAIN_TRANSFER_GAS
         gas = estimated if exact else estimated + estimated * self.gas_margin_percent // 100
@@ -652,7 +662,12 @@ class EvmAdapter:
                 chain=_CHAIN,
             )
         if nonce is None:
-            nonce = self._nonces.allocate(sender, lambda: reads.pending_nonce)
+            pending = reads.pending_nonce
+            if pending is None:  # a backend that ignored ``nonce=True``
+                pending = self._call(
+                    "eth_getTransactionCount", lambda: self._backend.nonce(sender, "pending")
+                )
+            nonce = self._nonces.allocate(sender, lambda: pending)
         else:
             self._nonces.reserve(sender, nonce)
         payload: dict[str, Any] = {
@@ -674,6 +689,25 @@ class EvmAdapter:
             nonce=nonce,
             fee_estimate=estimated * min(max_fee, base_fee + priority),
         )
+
+    def _saw_code(self, address: str, has_code: bool) -> None:
+        """Keep what a build read about ``address``'s code: holding code is kept for good
+        (code stays), holding none for :data:`_NO_CODE_SECONDS` (a contract may be deployed
+        there later), so the disguised-transfer check of the same request asks no again."""
+        if has_code:
+            self._contracts.add(address)
+            return
+        with self._senders_lock:
+            self._no_code[address] = time.monotonic()
+            self._no_code.move_to_end(address)
+            while len(self._no_code) > _NO_CODE_KEPT:
+                self._no_code.popitem(last=False)
+
+    def _known_without_code(self, address: str) -> bool:
+        """Whether a build found no code at ``address`` less than :data:`_NO_CODE_SECONDS` ago."""
+        with self._senders_lock:
+            seen = self._no_code.get(address)
+        return seen is not None and time.monotonic() - seen < _NO_CODE_SECONDS
 
     def pending_nonce(self, address: str) -> int:
         """The next nonce the node expects from ``address``, its pending pool included.
@@ -1357,6 +1391,8 @@ class _EvmLookup:
             return None
         if normalized in adapter._contracts:
             return True
+        if adapter._known_without_code(normalized):
+            return False
         code = adapter._call("eth_getCode", lambda: adapter._backend.code(normalized))
         if code:
             adapter._contracts.add(normalized)

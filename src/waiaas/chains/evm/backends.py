@@ -82,7 +82,8 @@ class BuildReads:
     base_fee: int
     priority_fee: int | None  # None: the node cannot suggest one
     balance: int
-    pending_nonce: int
+    pending_nonce: int | None  # None: not asked for (the build's nonce was given)
+    to_has_code: bool | None = None  # a plain transfer's recipient holds code; None: not read
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,9 @@ def _base_fee(history: Mapping[str, Any], latest_block: Callable[[], Mapping[str
     return _quantity(base_fee)
 
 
+_PLAIN_GAS = 21_000
+
+
 class Backend:
     """The questions the adapter asks a chain. Every method raises upstream errors as is."""
 
@@ -207,11 +211,15 @@ class Backend:
         """The chain id the node reports."""
         raise NotImplementedError
 
-    def build_reads(self, sender: str, call: dict[str, Any], *, plain: bool) -> BuildReads:
+    def build_reads(
+        self, sender: str, call: dict[str, Any], *, plain: bool, nonce: bool = True
+    ) -> BuildReads:
         """Gas estimate, next base fee, suggested priority fee, balance, pending nonce.
 
         ``plain``: a value transfer without calldata; when the recipient has no code its gas
-        is exactly 21,000, and a backend may skip the estimate.
+        is exactly 21,000, and a backend may skip the estimate (it then says whether the
+        recipient holds code). ``nonce``: read the pending nonce (``False`` when the build
+        already has its nonce: ``pending_nonce`` is then ``None``).
         """
         raise NotImplementedError
 
@@ -295,12 +303,13 @@ class TesterBackend(Backend):
     def chain_id(self) -> int:
         return int(self.w3.eth.chain_id)
 
-    def build_reads(self, sender: str, call: dict[str, Any], *, plain: bool) -> BuildReads:
+    def build_reads(
+        self, sender: str, call: dict[str, Any], *, plain: bool, nonce: bool = True
+    ) -> BuildReads:
         eth = self.w3.eth
-        if plain and not bytes(eth.get_code(call["to"])):
-            gas = 21_000  # a value transfer to an account without code: no execution to estimate
-        else:
-            gas = int(eth.estimate_gas(call))
+        has_code = bool(eth.get_code(call["to"])) if plain else None
+        # a value transfer to an account without code: no execution to estimate
+        gas = _PLAIN_GAS if has_code is False else int(eth.estimate_gas(call))
         return BuildReads(
             gas_estimate=gas,
             base_fee=self.base_fee(),
@@ -308,7 +317,8 @@ class TesterBackend(Backend):
                 self.w3.provider.make_request("eth_maxPriorityFeePerGas", [])["result"]
             ),
             balance=int(eth.get_balance(sender)),
-            pending_nonce=int(eth.get_transaction_count(sender, "pending")),
+            pending_nonce=int(eth.get_transaction_count(sender, "pending")) if nonce else None,
+            to_has_code=has_code,
         )
 
     def base_fee(self) -> int:
@@ -582,14 +592,17 @@ class HttpBackend(Backend):
     def chain_id(self) -> int:
         return _quantity(self.request("eth_chainId", []))
 
-    def build_reads(self, sender: str, call: dict[str, Any], *, plain: bool) -> BuildReads:
+    def build_reads(
+        self, sender: str, call: dict[str, Any], *, plain: bool, nonce: bool = True
+    ) -> BuildReads:
         calls: list[tuple[str, Sequence[Any]]] = [
             ("eth_estimateGas", [_json_call(call)]),
             ("eth_feeHistory", ["0x1", "latest", []]),
             ("eth_maxPriorityFeePerGas", []),
             ("eth_getBalance", [sender, "latest"]),
-            ("eth_getTransactionCount", [sender, "pending"]),
         ]
+        if nonce:
+            calls.append(("eth_getTransactionCount", [sender, "pending"]))
         results: list[Any] | None = None
         if self._batching:
             try:
@@ -605,7 +618,8 @@ class HttpBackend(Backend):
                     if method != "eth_maxPriorityFeePerGas":
                         raise
                     results.append(exc)
-        estimate, history, priority, balance, pending = results
+        estimate, history, priority, balance = results[:4]
+        pending = results[4] if nonce else None
         for item in (estimate, history, balance, pending):
             if isinstance(item, Exception):
                 raise item
@@ -618,7 +632,7 @@ class HttpBackend(Backend):
             base_fee=base_fee,
             priority_fee=None if isinstance(priority, Exception) else _quantity(priority),
             balance=_quantity(balance),
-            pending_nonce=_quantity(pending),
+            pending_nonce=None if pending is None else _quantity(pending),
         )
 
     def base_fee(self) -> int:
