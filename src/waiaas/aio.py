@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypedDict, TypeVar
 
 from waiaas.errors import InvalidInputError
 from waiaas.policy.model import NATIVE
@@ -162,6 +162,20 @@ def _check_workers(value: object) -> int:
     return value
 
 
+class _OpenOptions(TypedDict):
+    """:meth:`waiaas.Wallet.open`'s keyword arguments that :meth:`AsyncWallet.open` passes
+    on as they are (a TypedDict, so the type checker checks each name and type against
+    ``Wallet.open`` where they are unpacked)."""
+
+    password: str | None
+    config: WalletConfig | None
+    clock: Clock | None
+    notifier: Notifier | None
+    price_oracle: PriceOracle | None
+    background: bool | None
+    hooks: PipelineHooks | None
+
+
 class _Opening:
     """One :meth:`AsyncWallet.open` running in the pool: the adapters it built (when
     ``chains`` is a function) and the wallet it opened, to close if the open is abandoned."""
@@ -171,7 +185,7 @@ class _Opening:
         runner: _Runner,
         path: str | os.PathLike[str],
         chains: Iterable[ChainAdapter] | Callable[[], Iterable[ChainAdapter]],
-        options: dict[str, Any],
+        options: _OpenOptions,
     ) -> None:
         self.runner = runner
         self.path = path
@@ -268,7 +282,7 @@ class AsyncWallet:
             runner,
             path,
             chains,
-            dict(
+            _OpenOptions(
                 password=password,
                 config=config,
                 clock=clock,
