@@ -480,15 +480,7 @@ class Toolkit:
 
 def _check_arguments(name: str, arguments: Mapping[str, Any] | str | None) -> dict[str, Any]:
     """Validate ``arguments`` against the tool's schema (types, required, no extras)."""
-    if arguments is None:
-        arguments = {}
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except ValueError:
-            raise InvalidInputError("arguments must be a JSON object", field="arguments") from None
-    if not isinstance(arguments, Mapping):
-        raise InvalidInputError("arguments must be a JSON object", field="arguments")
+    arguments = _as_object(arguments)
     schema = _SPECS[name]["parameters"]
     props: dict[str, Any] = schema["properties"]
     args = {k: v for k, v in arguments.items() if v is not None}
@@ -501,21 +493,42 @@ def _check_arguments(name: str, arguments: Mapping[str, Any] | str | None) -> di
             problems.append(f"{key}: required")
     for key, value in args.items():
         prop = props.get(key)
-        if prop is None:
-            continue
-        kind = prop["type"]
-        if kind == "string" and not isinstance(value, str):
-            hint = ' (send amounts as a decimal string such as "0.05")' if key == "amount" else ""
-            problems.append(f"{key}: must be a string, not {type(value).__name__}{hint}")
-        elif kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
-            problems.append(f"{key}: must be an integer")
-        elif kind == "integer" and not prop["minimum"] <= value <= prop["maximum"]:
-            problems.append(f"{key}: must be from {prop['minimum']} to {prop['maximum']}")
-        elif "enum" in prop and value not in prop["enum"]:
-            problems.append(f"{key}: must be one of {', '.join(prop['enum'])}")
-        elif kind == "string" and len(value) > prop.get("maxLength", 400):
-            problems.append(f"{key}: too long")
+        problem = None if prop is None else _value_problem(key, value, prop)
+        if problem is not None:
+            problems.append(problem)
     if problems:
         field = problems[0].split(":", 1)[0] if len(problems) == 1 else None
         raise InvalidInputError("; ".join(problems), field=field, problems=problems)
     return dict(args)
+
+
+def _as_object(arguments: Mapping[str, Any] | str | None) -> Mapping[str, Any]:
+    """The arguments as a mapping (``None`` and a blank string are no arguments; a string is
+    parsed as JSON)."""
+    if arguments is None:
+        return {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            raise InvalidInputError("arguments must be a JSON object", field="arguments") from None
+    if not isinstance(arguments, Mapping):
+        raise InvalidInputError("arguments must be a JSON object", field="arguments")
+    return arguments
+
+
+def _value_problem(key: str, value: Any, prop: Mapping[str, Any]) -> str | None:
+    """What is wrong with one argument's value under its schema property, or ``None``."""
+    kind = prop["type"]
+    if kind == "string" and not isinstance(value, str):
+        hint = ' (send amounts as a decimal string such as "0.05")' if key == "amount" else ""
+        return f"{key}: must be a string, not {type(value).__name__}{hint}"
+    if kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{key}: must be an integer"
+    if kind == "integer" and not prop["minimum"] <= value <= prop["maximum"]:
+        return f"{key}: must be from {prop['minimum']} to {prop['maximum']}"
+    if "enum" in prop and value not in prop["enum"]:
+        return f"{key}: must be one of {', '.join(prop['enum'])}"
+    if kind == "string" and len(value) > prop.get("maxLength", 400):
+        return f"{key}: too long"
+    return None

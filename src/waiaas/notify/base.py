@@ -117,6 +117,35 @@ def _check_optional_str(name: str, value: object, limit: int = 1024) -> None:
         raise InvalidInputError(f"{name} is longer than {limit} characters", field=name)
 
 
+def _severity_of(event_type: str, severity: Severity | str | None) -> Severity:
+    """The severity given, checked, or the event's default (INFO for an unknown event)."""
+    if severity is None:
+        try:
+            return AuditEvent(event_type).default_severity
+        except ValueError:
+            return Severity.INFO
+    try:
+        return Severity(severity)
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"severity must be one of {[s.value for s in Severity]}", field="severity"
+        ) from exc
+
+
+def _checked_extra(value: object) -> dict[str, Any]:
+    """A copy of ``extra``, refused unless it is a JSON-serialisable mapping with str keys."""
+    if not isinstance(value, Mapping):
+        raise InvalidInputError("extra must be a mapping", field="extra")
+    extra = dict(value)
+    if any(not isinstance(key, str) for key in extra):
+        raise InvalidInputError("extra keys must be strings", field="extra")
+    try:
+        json.dumps(extra, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError("extra must be JSON-serialisable", field="extra") from exc
+    return extra
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NotificationEvent:
     """One thing worth telling the owner about, rendered by each channel in its own format.
@@ -177,33 +206,10 @@ class NotificationEvent:
         if self.tier is not None and not isinstance(self.tier, str):
             raise InvalidInputError("tier must be a Tier or str", field="tier")
 
-        severity = self.severity
-        if severity is None:
-            try:
-                severity = AuditEvent(self.event_type).default_severity
-            except ValueError:
-                severity = Severity.INFO
-        else:
-            try:
-                severity = Severity(severity)
-            except ValueError as exc:
-                raise InvalidInputError(
-                    f"severity must be one of {[s.value for s in Severity]}", field="severity"
-                ) from exc
-        object.__setattr__(self, "severity", severity)
+        object.__setattr__(self, "severity", _severity_of(self.event_type, self.severity))
         if not self.title:
             object.__setattr__(self, "title", _default_title(str(self.event_type)))
-
-        if not isinstance(self.extra, Mapping):
-            raise InvalidInputError("extra must be a mapping", field="extra")
-        extra = dict(self.extra)
-        if any(not isinstance(key, str) for key in extra):
-            raise InvalidInputError("extra keys must be strings", field="extra")
-        try:
-            json.dumps(extra, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError("extra must be JSON-serialisable", field="extra") from exc
-        object.__setattr__(self, "extra", MappingProxyType(extra))
+        object.__setattr__(self, "extra", MappingProxyType(_checked_extra(self.extra)))
 
     @property
     def resolved_severity(self) -> Severity:

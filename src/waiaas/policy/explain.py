@@ -161,6 +161,34 @@ def _with_amount(request: RequestModel, amount: int) -> RequestModel:
     return request.model_copy(update={"amount": amount})
 
 
+def _unit_bounds(r: SpendingLimitRules, day: int, week: int, fee: int) -> set[int]:
+    """A one-asset spending limit's bounds in base units: its tier thresholds, the daily
+    bounds less the day's total (velocity tiers switch there), per-transaction, daily and
+    weekly totals less what the windows already hold."""
+    found = {b for b in r.thresholds if b is not None}
+    found.update(b - day - fee for b in r.daily_thresholds if b is not None)
+    if r.per_transaction is not None:
+        found.add(r.per_transaction)
+    if r.daily_total is not None:
+        found.add(r.daily_total - day - fee)
+    if r.weekly_total is not None:
+        found.add(r.weekly_total - week - fee)
+    return found
+
+
+def _usd_bounds(r: SpendingLimitRules, price: AssetPrice) -> set[int]:
+    """A spending limit's USD bounds in base units of the priced asset (rounded down)."""
+    found: set[int] = set()
+    for usd in (*r.thresholds_usd, r.per_transaction_usd):
+        if usd is not None:
+            with localcontext(EXACT):
+                units = (usd * Decimal(10) ** price.decimals / price.usd).to_integral_value(
+                    rounding=ROUND_FLOOR
+                )
+            found.add(int(units))
+    return found
+
+
 def _amount_candidates(
     specs: Sequence[PolicySpec],
     asset: str,
@@ -184,23 +212,9 @@ def _amount_candidates(
         if r.asset != "*" and normalize_asset_key(r.asset) != asset:
             continue
         if r.asset != "*":
-            found.update(b for b in r.thresholds if b is not None)
-            # velocity tiers switch where the day's total crosses a daily bound
-            found.update(b - used.day - fee for b in r.daily_thresholds if b is not None)
-            if r.per_transaction is not None:
-                found.add(r.per_transaction)
-            if r.daily_total is not None:
-                found.add(r.daily_total - used.day - fee)
-            if r.weekly_total is not None:
-                found.add(r.weekly_total - used.week - fee)
+            found.update(_unit_bounds(r, used.day, used.week, fee))
         if price is not None and price.usd > 0:
-            for usd in (*r.thresholds_usd, r.per_transaction_usd):
-                if usd is not None:
-                    with localcontext(EXACT):
-                        units = (usd * Decimal(10) ** price.decimals / price.usd).to_integral_value(
-                            rounding=ROUND_FLOOR
-                        )
-                    found.add(int(units))
+            found.update(_usd_bounds(r, price))
     thresholds = config.tier_thresholds(agent.chain) if asset == NATIVE else None
     if thresholds is not None:
         bounds = (thresholds.instant_max, thresholds.notify_max, thresholds.delay_max)

@@ -25,7 +25,7 @@ from waiaas.errors import (
 )
 from waiaas.pipeline import approvals
 from waiaas.pipeline.approvals import iso_time
-from waiaas.types import TxStatus
+from waiaas.types import TransactionInfo, TxStatus
 from waiaas.wallet import Wallet
 from waiaas.web.display import TxDisplay
 
@@ -265,16 +265,7 @@ class _Approvals:
             else:
                 tx = self.wallet.reject(req.tx_id, signature)
         except ApprovalError as exc:
-            template = _REFUSALS.get(exc.reason or "", "The signature was refused: {detail}.")
-            text = template.format(owner=req.owner_address, detail=_detail(exc))
-            now_closed = self._closed(req)
-            if now_closed is not None and exc.reason in (
-                "already_decided",
-                "not_queued",
-                "expired",
-            ):
-                text = now_closed
-            return _json({"error": text, "reason": exc.reason}, 409 if now_closed else 400)
+            return self._refused(req, exc)
         except WaiaasError as exc:  # the decision is committed; executing it failed here
             tx = self.wallet.get_transaction(req.tx_id)
             if action == "reject" or tx.status not in (TxStatus.QUEUED, TxStatus.FAILED):
@@ -284,17 +275,24 @@ class _Approvals:
             if tx.status == TxStatus.QUEUED:
                 text = "Approved. The wallet executes the transaction on its next pass."
             return _json({"ok": True, "status": tx.status.value, "message": text})
-        if action == "reject":
-            text = "Rejected. The transaction will not execute."
-        elif tx.status == TxStatus.QUEUED:  # no chain adapter in this process
-            text = "Approved. The wallet executes the transaction on its next pass."
-        else:
-            text = f"Approved. The transaction is {tx.status.value}" + (
-                f" (hash {tx.tx_hash})." if tx.tx_hash else "."
-            )
         return _json(
-            {"ok": True, "status": tx.status.value, "tx_hash": tx.tx_hash, "message": text}
+            {
+                "ok": True,
+                "status": tx.status.value,
+                "tx_hash": tx.tx_hash,
+                "message": _decided_text(action, tx),
+            }
         )
+
+    def _refused(self, req: approvals.ApprovalRequest, exc: ApprovalError) -> Response:
+        """The answer to a decision the wallet refused: why, in the owner's words; 409 when
+        the request is closed now (decided, no longer queued, expired)."""
+        template = _REFUSALS.get(exc.reason or "", "The signature was refused: {detail}.")
+        text = template.format(owner=req.owner_address, detail=_detail(exc))
+        now_closed = self._closed(req)
+        if now_closed is not None and exc.reason in ("already_decided", "not_queued", "expired"):
+            text = now_closed
+        return _json({"error": text, "reason": exc.reason}, 409 if now_closed else 400)
 
     async def static(self, request: Request) -> Response:
         name = str(request.path_params["name"])
@@ -342,3 +340,14 @@ def build_app(wallet: Wallet, *, debug: bool = False) -> Starlette:
         Route("/{path:path}", handlers.not_found, methods=["GET"]),
     ]
     return Starlette(debug=debug, routes=routes, middleware=[Middleware(_SecurityHeaders)])
+
+
+def _decided_text(action: str, tx: TransactionInfo) -> str:
+    """What the page tells the owner once their decision is committed."""
+    if action == "reject":
+        return "Rejected. The transaction will not execute."
+    if tx.status == TxStatus.QUEUED:  # no chain adapter in this process
+        return "Approved. The wallet executes the transaction on its next pass."
+    return f"Approved. The transaction is {tx.status.value}" + (
+        f" (hash {tx.tx_hash})." if tx.tx_hash else "."
+    )

@@ -350,8 +350,23 @@ def _map(exc: BaseException, op: str, secrets: tuple[str, ...]) -> ChainError:
     module = type(exc).__module__
     prefix = f"{op}: " if op else ""
     detail = _redact(f"{prefix}{name}: {exc}", secrets)
+    mapped = _from_web3(exc, secrets, prefix, detail)
+    if mapped is not None:
+        return mapped
 
-    # web3's revert exceptions first: they carry the revert data.
+    # eth-tester / py-evm (the in-process chain).
+    if name == "TransactionFailed" and module.startswith("eth_tester"):
+        return _reverted("execution reverted", detail, _reason_from_text(str(exc)))
+    if name == "ValidationError" and module.startswith(("eth_utils", "eth_tester", "eth")):
+        return _from_validation_error(str(exc), detail)
+    return _from_transport(exc, detail)
+
+
+def _from_web3(
+    exc: BaseException, secrets: tuple[str, ...], prefix: str, detail: str
+) -> ChainError | None:
+    """web3's exceptions (revert exceptions first: they carry the revert data); ``None`` for
+    any other exception."""
     from web3 import exceptions as w3x
 
     if isinstance(exc, w3x.ContractPanicError | w3x.ContractCustomError):
@@ -368,14 +383,12 @@ def _map(exc: BaseException, op: str, secrets: tuple[str, ...]) -> ChainError:
         return _from_rpc_error(exc, secrets, prefix)
     if isinstance(exc, w3x.ProviderConnectionError | w3x.BadResponseFormat):
         return TransientChainError("the node could not be reached", chain=_CHAIN, detail=detail)
+    return None
 
-    # eth-tester / py-evm (the in-process chain).
-    if name == "TransactionFailed" and module.startswith("eth_tester"):
-        return _reverted("execution reverted", detail, _reason_from_text(str(exc)))
-    if name == "ValidationError" and module.startswith(("eth_utils", "eth_tester", "eth")):
-        return _from_validation_error(str(exc), detail)
 
-    # The HTTP transport (requests, used by web3's HTTPProvider).
+def _from_transport(exc: BaseException, detail: str) -> ChainError:
+    """The HTTP transport's errors (requests, used by web3's HTTPProvider); anything else is
+    a permanent failure of the backend."""
     if isinstance(exc, json.JSONDecodeError):
         return TransientChainError(
             "the node answered something that is not JSON-RPC", chain=_CHAIN, detail=detail
