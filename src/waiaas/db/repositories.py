@@ -16,6 +16,8 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import CursorResult, Result, func, or_, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
+from sqlalchemy.orm.util import identity_key
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from waiaas.db.chain import GENESIS, row_hash
@@ -63,6 +65,18 @@ _TX_INSERT = TransactionRow.__table__.insert()  # type: ignore[attr-defined]
 _TX_COLUMNS = [
     (attr.key, attr.columns[0]) for attr in sa_inspect(TransactionRow).mapper.column_attrs
 ]
+_TX_TABLE = TransactionRow.__table__  # type: ignore[attr-defined]
+_TX_COLUMN_OF = {attr: column.name for attr, column in _TX_COLUMNS}
+
+
+def _sync_loaded(session: Session, cls: type[Any], key: Any, values: Mapping[str, Any]) -> None:
+    """After a Core UPDATE of one row: the row's object, if this session has it loaded,
+    takes the new values as committed ones (what ``synchronize_session`` would do, without
+    the ORM's bulk-update machinery on the hot path; nothing is marked dirty)."""
+    loaded = session.identity_map.get(identity_key(cls, key))
+    if loaded is not None:
+        for attr, value in values.items():
+            set_committed_value(loaded, attr, value)
 
 
 class _Repository:
@@ -194,13 +208,20 @@ class TransactionRepository(_Repository):
     ) -> bool:
         """Compare-and-swap the status; return whether this call changed it."""
         allowed = [expected] if isinstance(expected, str) else list(expected)
+        values = {"status": new, **_tx_fields(fields)}
+        table = _TX_TABLE
         stmt = (
-            update(TransactionRow)
-            .where(col(TransactionRow.id) == tx_id, col(TransactionRow.status).in_(allowed))
-            .values(status=new, **_tx_fields(fields))
-            .execution_options(synchronize_session="fetch")
+            table.update()
+            .where(table.c.id == tx_id, table.c.status.in_(allowed))
+            .values({_TX_COLUMN_OF[attr]: value for attr, value in values.items()})
         )
-        return _rowcount(self.session.execute(stmt)) == 1
+        session = self.session
+        if session.new or session.dirty or session.deleted:
+            session.flush()  # a Core statement does not autoflush
+        if _rowcount(session.execute(stmt)) != 1:
+            return False
+        _sync_loaded(session, TransactionRow, tx_id, values)
+        return True
 
     def update_fields(self, tx_id: str, **fields: Any) -> None:
         self.session.execute(

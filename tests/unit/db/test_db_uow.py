@@ -215,3 +215,34 @@ def test_compare_and_swap_status(db: Database, rows: Any) -> None:
     with db.read() as uow:
         got = uow.transactions.get(tx.id)
         assert got is not None and (got.status, got.queued_at) == ("CANCELLED", NOW)
+
+
+def test_compare_and_swap_updates_a_loaded_row_without_writing_it_again(
+    db: Database, rows: Any
+) -> None:
+    """A row loaded in the unit of work shows what cas_status wrote (status, fields, the
+    metadata document), is not left dirty (no second UPDATE at flush), and a pending change
+    to it made before the swap is written first, then the swap's values win."""
+    agent = rows.agent()
+    with db.write() as uow:
+        uow.agents.add(agent)
+        tx = uow.transactions.add(rows.transaction(agent.id))
+        uow.commit()
+    with db.write() as uow:
+        loaded = uow.transactions.get(tx.id)
+        assert loaded is not None
+        loaded.error = "PENDING_CHANGE"  # dirty: flushed before the swap
+        assert uow.transactions.cas_status(
+            tx.id, "PENDING", "QUEUED", queued_at=NOW, metadata={"note": "swapped"}
+        )
+        assert (loaded.status, loaded.queued_at) == ("QUEUED", NOW)
+        assert loaded.metadata_json == '{"note":"swapped"}'
+        assert not uow.session.dirty
+        assert not uow.transactions.cas_status(tx.id, "PENDING", "EXECUTING")
+        assert loaded.status == "QUEUED"  # a lost swap changes nothing
+        uow.commit()
+    with db.read() as uow:
+        got = uow.transactions.get(tx.id)
+        assert got is not None
+        assert (got.status, got.queued_at, got.error) == ("QUEUED", NOW, "PENDING_CHANGE")
+        assert got.metadata_json == '{"note":"swapped"}'
