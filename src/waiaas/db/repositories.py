@@ -16,8 +16,8 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import CursorResult, Result, func, or_, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
-from sqlalchemy.orm.util import identity_key
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
 
 from waiaas.db.chain import GENESIS, row_hash
