@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -51,6 +51,9 @@ from waiaas.db.chain import AUDIT_COLUMNS, GENESIS, audit_mac, row_hash
 from waiaas.db.portable import RawConnection
 from waiaas.db.tables import AuditCheckpointRow
 from waiaas.types import TxStatus
+
+if TYPE_CHECKING:
+    from waiaas.pipeline.txmeta import TxMeta
 
 __all__ = [
     "Integrity",
@@ -496,7 +499,7 @@ def _put_head_row(conn: Any, rid: int, digest_hex: str, mac: str) -> None:
         conn.execute(insert(table).values(name=AUDIT_HEAD, generation=0, body=body, updated_at=now))
 
 
-def request_digest(meta: Mapping[str, Any]) -> str:
+def request_digest(meta: TxMeta) -> str:
     """SHA-256 of a stored request document (canonical JSON)."""
     return hashlib.sha256(_canon(meta.get("request"))).hexdigest()
 
@@ -622,7 +625,7 @@ def _doc_digest(value: Any) -> str | None:
     return None if value is None else hashlib.sha256(_canon(value)).hexdigest()
 
 
-def _tx_fields(row: Any, meta: Mapping[str, Any]) -> tuple[Any, ...]:
+def _tx_fields(row: Any, meta: TxMeta) -> tuple[Any, ...]:
     return (
         row.id,
         row.agent_id,
@@ -638,7 +641,7 @@ def _tx_fields(row: Any, meta: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _plan_fields(meta: Mapping[str, Any]) -> tuple[Any, ...]:
+def _plan_fields(meta: TxMeta) -> tuple[Any, ...]:
     approval = meta.get("approval") or {}
     return (
         meta.get("plan_digest"),
@@ -652,16 +655,16 @@ def _status(row: Any) -> str:
     return str(getattr(row.status, "value", row.status))
 
 
-def _meta_of(row: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = json.loads(row.metadata_json) if row.metadata_json else {}
+def _meta_of(row: Any) -> TxMeta:
+    meta: TxMeta = json.loads(row.metadata_json) if row.metadata_json else {}
     return meta
 
 
-def _tx_mac_v2(integ: Integrity, row: Any, meta: Mapping[str, Any]) -> str:
+def _tx_mac_v2(integ: Integrity, row: Any, meta: TxMeta) -> str:
     return TX_MAC_V2 + integ.mac("tx/v2", *_tx_fields(row, meta), *_plan_fields(meta))
 
 
-def _tx_mac_final(integ: Integrity, row: Any, meta: Mapping[str, Any]) -> str:
+def _tx_mac_final(integ: Integrity, row: Any, meta: TxMeta) -> str:
     return TX_MAC_FINAL + integ.mac(
         "tx/final", *_tx_fields(row, meta), _status(row), *_plan_fields(meta)
     )

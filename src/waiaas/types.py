@@ -611,6 +611,15 @@ class TransactionInfo(_Result):
         spend: what the transaction counts against budgets, per asset key (``"native"`` or
             a token address), in base units: amounts, token allowances, rent and network
             fees (on EVM the maximum fee). ``None`` for rows recorded without it.
+
+    The policy decision (``Wallet.get_transaction(...).decision``) is kept whole, every
+    reason with its sentence and figures and the budgets checked, for a request that was
+    refused, queued (DELAY, APPROVAL) or fired AUTO_STOP: what the owner reads to decide
+    and to understand. For an allowed INSTANT or NOTIFY request only its outcome, tier,
+    fees and what identifies each reason (rule id, policy type, effect, tier) are kept; each
+    such reason reads back with a short sentence naming its policy type and tier and no
+    ``figures``, and ``spend`` is this row's. ``Wallet.dry_run`` or a policy replay shows
+    the figures again.
     """
 
     id: str

@@ -134,14 +134,21 @@ def _decision(tier: str, *, allowed: bool = True) -> Decision:
 
 
 @pytest.mark.parametrize("tier", ["INSTANT", "NOTIFY"])
-def test_an_allowed_instant_decision_is_stored_without_its_budget_tables(tier: str) -> None:
+def test_an_allowed_instant_decision_is_stored_compact(tier: str) -> None:
     decision = _decision(tier)
     stored = stored_decision(decision)
-    assert "budget" not in stored and "spend" not in stored
-    assert stored["reasons"][0]["figures"] == {"instant_max": "10"}  # why this tier
-    # read back with the row's spend column: everything but the budget tables
+    # the outcome, the tier, what identifies each reason, the fees; no sentence, figures,
+    # budget tables, spend (the row's spend column) or default waits
+    reason = {"rule_id": "p1", "type": "SPENDING_LIMIT", "effect": "tier", "tier": tier}
+    assert stored == {"allowed": True, "tier": tier, "reasons": [reason], "fees": "1"}
+    # read back with the row's spend column: the same decision but for the budget tables
+    # and the reason's figures; its sentence is worded from what identifies it
     back = Decision.model_validate(public_decision(stored, {"native": 2}))
-    assert back == decision.model_copy(update={"budget": ()})
+    (said,) = back.reasons
+    assert said.figures == {} and "SPENDING_LIMIT" in said.message and tier in said.message
+    assert back.model_copy(update={"reasons": decision.reasons}) == decision.model_copy(
+        update={"budget": ()}
+    )
 
 
 @pytest.mark.parametrize(("tier", "allowed"), [("DELAY", True), ("APPROVAL", True), ("X", False)])

@@ -50,6 +50,7 @@ from waiaas.pipeline.requests import (
     summary,
 )
 from waiaas.pipeline.states import BORN
+from waiaas.pipeline.txmeta import TxMeta
 from waiaas.policy.evaluate import applicable
 from waiaas.policy.explain import agent_denial, deciding_reasons, next_allowed_time
 from waiaas.policy.model import Decision
@@ -142,7 +143,7 @@ class AdmissionPlan:
     tier: Tier | None
     status: TxStatus
     reasons: list[dict[str, Any]] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: TxMeta = field(default_factory=TxMeta)
     execute_after: int | None = None
     approval_expires_at: int | None = None
 
@@ -158,7 +159,7 @@ def plan_admission(
     """
     tier = Tier(decision.tier) if decision.allowed else None
     reasons: list[dict[str, Any]] = [] if decision.allowed else _deny_reasons(decision)
-    meta: dict[str, Any] = {}
+    meta: TxMeta = {}
     if tier == Tier.APPROVAL and not has_owner:
         if config.no_owner_approval == "delay":
             tier = Tier.DELAY
@@ -202,13 +203,13 @@ def _new_row(
     decision: Decision,
     tx_id: str,
     now: int,
-) -> tuple[TransactionRow, dict[str, Any]]:
+) -> tuple[TransactionRow, TxMeta]:
     """The row admission records for ``req`` (PENDING, no tier yet) and its metadata; the
     metadata is the caller's to extend (no I/O)."""
     amount, to, asset = summary(req)
-    meta: dict[str, Any] = {
+    meta: TxMeta = {
         "network": agent.network,
-        "request": req.model_dump(mode="json"),
+        "request": records.stored_request(req),
         "asset": asset,
         **prepared.meta(),
         "decision": records.stored_decision(decision),
@@ -472,7 +473,7 @@ class AdmissionStage(_PipelineBase):
         unsigned = prepared.unsigned
         if unsigned is None or prepared.plan is None or self.keys.locked:
             return None
-        judged = {"network_fee": plans.fee_to_json(prepared.fee)} if prepared.fee else {}
+        judged = TxMeta(network_fee=plans.fee_to_json(prepared.fee)) if prepared.fee else TxMeta()
         try:
             unsigned = plans.hold_fee(adapter, unsigned, judged)
             simulation = plans.check_simulation(
@@ -731,7 +732,7 @@ class AdmissionStage(_PipelineBase):
         uow: UnitOfWork,
         agent: AgentRow,
         row: TransactionRow,
-        meta: dict[str, Any],
+        meta: TxMeta,
         tier: Tier,
         presigned: _Presigned | None,
     ) -> SignedTx | None:
@@ -759,7 +760,7 @@ class AdmissionStage(_PipelineBase):
         uow: UnitOfWork,
         agent: AgentRow,
         row: TransactionRow,
-        meta: dict[str, Any],
+        meta: TxMeta,
         req: Request,
         prepared: plans.Prepared,
         decision: Decision,
@@ -798,7 +799,7 @@ class AdmissionStage(_PipelineBase):
         uow: UnitOfWork,
         agent: AgentRow,
         row: TransactionRow,
-        meta: dict[str, Any],
+        meta: TxMeta,
         plan: AdmissionPlan,
         tier: Tier,
         now: int,

@@ -41,6 +41,7 @@ from waiaas.pipeline import agent_states
 from waiaas.pipeline.claims import _holds
 from waiaas.pipeline.ports import GatePort, SessionPort
 from waiaas.pipeline.states import transition
+from waiaas.pipeline.txmeta import ApprovalMeta, TxMeta, as_meta
 from waiaas.types import AuditEvent, Severity, TxStatus
 
 if TYPE_CHECKING:
@@ -185,8 +186,8 @@ class _PipelineBase:
         self._publish(outbox)
 
     @staticmethod
-    def _meta(row: TransactionRow) -> dict[str, Any]:
-        return dict(
+    def _meta(row: TransactionRow) -> TxMeta:
+        return as_meta(
             stored_json(row.metadata_json, table="transactions", column="metadata", default={})
         )
 
@@ -235,7 +236,7 @@ class _PipelineBase:
         outbox: _Outbox,
         details: Mapping[str, Any] | None = None,
         notify: AuditEvent | None = None,
-        meta_updates: Mapping[str, Any] | None = None,
+        meta_updates: TxMeta | None = None,
         **fields: Any,
     ) -> None:
         """End ``row`` as FAILED, CANCELLED or EXPIRED: record why, give back the session's
@@ -356,7 +357,7 @@ class _PipelineBase:
             uow.commit()
         self._publish(outbox)
 
-    def _release(self, uow: UnitOfWork, row: TransactionRow, meta: Mapping[str, Any]) -> None:
+    def _release(self, uow: UnitOfWork, row: TransactionRow, meta: TxMeta) -> None:
         """FAILED / CANCELLED / EXPIRED give back the session's reserved totals.
 
         Policy budgets need nothing: they only count in-flight and confirmed rows.
@@ -474,7 +475,7 @@ class _PipelineBase:
             uow: UnitOfWork,
             row: TransactionRow,
             agent: AgentRow,
-            meta: Mapping[str, Any],
+            meta: TxMeta,
             now: int,
             *,
             full: bool = False,
@@ -511,8 +512,8 @@ class _PipelineBase:
         ) -> tuple[dict[str, int], _Outbox]: ...
 
         def _approval_meta(
-            self, uow: UnitOfWork, agent: AgentRow, approval: ApprovalRow, meta: Mapping[str, Any]
-        ) -> dict[str, Any]: ...
+            self, uow: UnitOfWork, agent: AgentRow, approval: ApprovalRow, meta: TxMeta
+        ) -> ApprovalMeta: ...
 
         def _expire(
             self,

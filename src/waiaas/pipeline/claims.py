@@ -17,6 +17,7 @@ from typing import Any
 
 from waiaas.chains.base import ChainAdapter
 from waiaas.db.tables import AgentRow, TransactionRow
+from waiaas.pipeline.txmeta import ClaimMeta, TxMeta
 from waiaas.types import TxStatus
 
 S = TxStatus
@@ -40,7 +41,7 @@ class _Claim:
     tx_id: str
     agent: AgentRow
     adapter: ChainAdapter
-    meta: dict[str, Any]
+    meta: TxMeta
     nonce: int | None
 
 
@@ -84,7 +85,7 @@ def _host() -> str:
     return socket.gethostname()
 
 
-def _claim_record(token: str, status: str, nonce: int | None) -> dict[str, Any]:
+def _claim_record(token: str, status: str, nonce: int | None) -> ClaimMeta:
     """The ``claim`` entry of a row's metadata: who holds it, since when, what it reserved."""
     return {
         "token": token,
@@ -96,12 +97,12 @@ def _claim_record(token: str, status: str, nonce: int | None) -> dict[str, Any]:
     }
 
 
-def _is_claim(meta: Mapping[str, Any], row: TransactionRow) -> bool:
+def _is_claim(meta: TxMeta, row: TransactionRow) -> bool:
     """Whether ``row`` is EXECUTING under a claim with no recorded bytes."""
     return row.status == S.EXECUTING and not meta.get("signed") and bool(meta.get("claim"))
 
 
-def _holds(meta: Mapping[str, Any], row: TransactionRow, token: str) -> bool:
+def _holds(meta: TxMeta, row: TransactionRow, token: str) -> bool:
     """Whether ``row`` is EXECUTING under the claim ``token`` with no recorded bytes."""
     claim = meta.get("claim")
     return (

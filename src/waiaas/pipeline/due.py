@@ -235,8 +235,8 @@ class DueStage(_PipelineBase):
             problems.append(_problem(row, exc, parked=True))
             return False
         if after.status == S.FAILED:
-            err = self._meta(after).get("error") or {}
-            if isinstance(err, dict) and err.get("code"):
+            err = self._meta(after).get("error")
+            if err is not None and err.get("code"):
                 problems.append(
                     DueProblem(
                         tx_id=tx_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +54,7 @@ from waiaas.pipeline.claims import (
 )
 from waiaas.pipeline.notifications import ROW_KEY
 from waiaas.pipeline.requests import parse_request
+from waiaas.pipeline.txmeta import SignedMeta, TxMeta
 from waiaas.types import Request, Severity, Tier, TxStatus
 
 _DUPLICATE_ATTEMPTS = 6
@@ -103,28 +104,42 @@ def _warm_decimals(adapter: ChainAdapter, req: Request, effects: Sequence[Any] |
 # ---------------------------------------------------------------------- signed bytes
 
 
-def _signed_json(signed: SignedTx) -> dict[str, Any]:
-    return {
-        "raw_b64": base64.b64encode(signed.raw).decode("ascii"),
-        "hash": signed.tx_hash,
-        "nonce": signed.nonce,
-        "valid_until": signed.valid_until,
-        "earliest_slot": signed.earliest_slot,
-    }
+def _signed_json(signed: SignedTx) -> SignedMeta:
+    """The stored form of signed bytes: base64, and the fields that are set. The hash is
+    left out: it is the row's ``tx_hash``, written in the same update (pass it back to
+    :func:`_signed_from_json`)."""
+    out = SignedMeta(raw_b64=base64.b64encode(signed.raw).decode("ascii"))
+    if signed.nonce is not None:
+        out["nonce"] = signed.nonce
+    if signed.valid_until is not None:
+        out["valid_until"] = signed.valid_until
+    if signed.earliest_slot is not None:
+        out["earliest_slot"] = signed.earliest_slot
+    return out
 
 
-def _signed_from_json(chain: str, data: Mapping[str, Any]) -> SignedTx:
+def _signed_from_json(chain: str, data: SignedMeta, tx_hash: str | None = None) -> SignedTx:
+    """The :class:`SignedTx` stored by :func:`_signed_json`: its hash is the stored one (rows
+    written before it was left out) or ``tx_hash``, the row's.
+
+    Raises:
+        StateError: neither holds the hash.
+    """
+    digest = data.get("hash", tx_hash)
+    if digest is None:
+        raise StateError("the stored signed bytes have no hash (the row's tx_hash is empty)")
+    nonce, valid_until, slot = data.get("nonce"), data.get("valid_until"), data.get("earliest_slot")
     return SignedTx(
         chain=chain,
         raw=(
-            base64.b64decode(str(data["raw_b64"]))
+            base64.b64decode(data["raw_b64"])
             if "raw_b64" in data
-            else bytes.fromhex(str(data["raw"]))
+            else bytes.fromhex(str(data.get("raw")))
         ),
-        tx_hash=str(data["hash"]),
-        nonce=None if data.get("nonce") is None else int(data["nonce"]),
-        valid_until=None if data.get("valid_until") is None else int(data["valid_until"]),
-        earliest_slot=(None if data.get("earliest_slot") is None else int(data["earliest_slot"])),
+        tx_hash=str(digest),
+        nonce=None if nonce is None else int(nonce),
+        valid_until=None if valid_until is None else int(valid_until),
+        earliest_slot=None if slot is None else int(slot),
     )
 
 
@@ -308,7 +323,7 @@ class ExecutionStage(_PipelineBase):
         uow: UnitOfWork,
         row: TransactionRow,
         agent: AgentRow,
-        meta: dict[str, Any],
+        meta: TxMeta,
         now: int,
         full: bool,
         outbox: _Outbox,
@@ -346,7 +361,7 @@ class ExecutionStage(_PipelineBase):
         uow: UnitOfWork,
         row: TransactionRow,
         agent: AgentRow,
-        meta: dict[str, Any],
+        meta: TxMeta,
         hint: int | None,
         late: bool,
         now: int,
@@ -437,7 +452,7 @@ class ExecutionStage(_PipelineBase):
         self,
         adapter: ChainAdapter,
         agent: AgentRow,
-        meta: Mapping[str, Any],
+        meta: TxMeta,
         *,
         nonce: int | None,
     ) -> tuple[SignedTx, str]:
@@ -534,7 +549,8 @@ class ExecutionStage(_PipelineBase):
             return
         if other.status in (S.FAILED, S.CANCELLED, S.EXPIRED) and other.executed_at is None:
             released = self._meta(other)
-            released["released_hash"] = other.tx_hash
+            if other.tx_hash is not None:
+                released["released_hash"] = other.tx_hash
             uow.transactions.update_fields(other.id, tx_hash=None, metadata=released)
             return
         # Byte-identical to another live request's transaction (same content, same recent
@@ -645,7 +661,7 @@ class ExecutionStage(_PipelineBase):
         uow: UnitOfWork,
         row: TransactionRow,
         agent: AgentRow,
-        meta: Mapping[str, Any],
+        meta: TxMeta,
         now: int,
         *,
         full: bool = False,
@@ -702,7 +718,7 @@ class ExecutionStage(_PipelineBase):
         uow: UnitOfWork,
         row: TransactionRow,
         agent: AgentRow,
-        meta: dict[str, Any],
+        meta: TxMeta,
         esc: _Escalation,
         now: int,
         outbox: _Outbox,
@@ -732,7 +748,7 @@ class ExecutionStage(_PipelineBase):
         uow: UnitOfWork,
         row: TransactionRow,
         agent: AgentRow,
-        meta: dict[str, Any],
+        meta: TxMeta,
         esc: _Escalation,
         now: int,
     ) -> dict[str, Any]:
@@ -771,7 +787,7 @@ class ExecutionStage(_PipelineBase):
         uow: UnitOfWork,
         row: TransactionRow,
         agent: AgentRow,
-        meta: dict[str, Any],
+        meta: TxMeta,
         esc: _Escalation,
         now: int,
         outbox: _Outbox,
@@ -1108,7 +1124,7 @@ class ExecutionStage(_PipelineBase):
         agent: AgentRow,
         old_hash: str | None,
         rebuilds: int,
-        previous: Mapping[str, Any],
+        previous: SignedMeta,
         signed: SignedTx,
         simulation: str,
         exc: ChainError,
@@ -1137,7 +1153,8 @@ class ExecutionStage(_PipelineBase):
             except _DuplicateBytes:
                 return "duplicate"
             meta["rebuilt"] = rebuilds + 1
-            meta["replaced"] = previous
+            # the replaced bytes keep their hash (the row's tx_hash moves to the new bytes)
+            meta["replaced"] = {**previous, "hash": previous.get("hash", old_hash or "")}
             meta["simulation"] = simulation
             meta["signed"] = _signed_json(signed)
             self._move(
@@ -1150,7 +1167,7 @@ class ExecutionStage(_PipelineBase):
                 details={
                     "rebuilt": rebuilds + 1,
                     "reason": exc.code,
-                    "old_hash": previous.get("hash"),
+                    "old_hash": previous.get("hash", old_hash),
                     "tx_hash": signed.tx_hash,
                     **({} if signed.nonce is None else {"nonce": signed.nonce}),
                 },
@@ -1255,7 +1272,7 @@ class ExecutionStage(_PipelineBase):
         )
 
 
-def _rebuilds(meta: Mapping[str, Any]) -> int:
+def _rebuilds(meta: TxMeta) -> int:
     """How many times the row's bytes were rebuilt (``rebuilt``: a count; ``true`` in rows
     written before it was counted, meaning once)."""
     value = meta.get("rebuilt")

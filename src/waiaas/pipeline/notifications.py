@@ -19,6 +19,7 @@ from waiaas.clock import Clock
 from waiaas.db import Database
 from waiaas.db.faults import stored_json
 from waiaas.notify.base import Notifier
+from waiaas.pipeline.txmeta import as_meta
 from waiaas.types import AuditEvent, Severity
 
 __all__ = ["ROW_KEY", "PipelineNotifier"]
@@ -120,8 +121,8 @@ class PipelineNotifier:
                 agent_id=who.id, agent_name=who.name, chain=who.chain, network=who.network
             )
         if row is not None:
-            meta = stored_json(
-                row.metadata_json, table="transactions", column="metadata", default={}
+            meta = as_meta(
+                stored_json(row.metadata_json, table="transactions", column="metadata", default={})
             )
             asset = meta.get("asset", "native")
             fields.update(tx_id=row.id, to_address=row.to_address, tier=row.tier)

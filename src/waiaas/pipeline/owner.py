@@ -27,6 +27,7 @@ from waiaas.pipeline import approvals, plans
 from waiaas.pipeline.base import E, S, _Outbox, _PipelineBase, log
 from waiaas.pipeline.execution import _signed_from_json
 from waiaas.pipeline.gate import agent_context as approvals_context
+from waiaas.pipeline.txmeta import ApprovalMeta, TxMeta
 from waiaas.types import Tier
 
 
@@ -133,13 +134,9 @@ class OwnerStage(_PipelineBase):
         previous = (meta.get("approval") or {}).get("owner")
         # Keep what the approval request fixed (SIWE domain / URI, chain id, the text of
         # every effect); only the request id, the owner and the expiry are new.
-        kept = {k: v for k, v in (meta.get("approval") or {}).items() if k not in ("plan_digest",)}
-        meta["approval"] = {
-            **kept,
-            "id": fresh.id,
-            "owner": owner,
-            "expires_at": fresh.expires_at,
-        }
+        kept = (meta.get("approval") or ApprovalMeta()).copy()
+        kept.pop("plan_digest", None)
+        meta["approval"] = {**kept, "id": fresh.id, "owner": owner, "expires_at": fresh.expires_at}
         row.metadata_json = json.dumps(meta, separators=(",", ":"))
         fields: dict[str, Any] = {"metadata": meta}
         if uow.integrity is not None:
@@ -210,7 +207,7 @@ class OwnerStage(_PipelineBase):
         self._publish(outbox)
         return self.get_row(tx_id)
 
-    def _ask_chain_before_resolving(self, row: TransactionRow, meta: Mapping[str, Any]) -> None:
+    def _ask_chain_before_resolving(self, row: TransactionRow, meta: TxMeta) -> None:
         """The chain's word before the operator's: a final status it knows is recorded and
         the resolution refused (StateError), as it is while the chain says pending. A chain
         that cannot be asked (no adapter, no stored bytes, a node error) leaves it to the
@@ -221,7 +218,7 @@ class OwnerStage(_PipelineBase):
         if not stored or adapter is None:
             return
         try:
-            status = adapter.get_status(_signed_from_json(row.chain, stored))
+            status = adapter.get_status(_signed_from_json(row.chain, stored, row.tx_hash))
         except ChainError as exc:
             log.warning("status of %s unavailable; trusting the operator: %s", tx_id, exc)
             return
@@ -386,8 +383,8 @@ class OwnerStage(_PipelineBase):
         )
 
     def _approval_meta(
-        self, uow: UnitOfWork, agent: AgentRow, approval: ApprovalRow, meta: Mapping[str, Any]
-    ) -> dict[str, Any]:
+        self, uow: UnitOfWork, agent: AgentRow, approval: ApprovalRow, meta: TxMeta
+    ) -> ApprovalMeta:
         """What an approval request fixes when it is created: owner, expiry, SIWE domain and
         URI, chain id, the human text of every effect of the plan, of the amount and of the
         network fee (so the message the owner signs reads the same in every process)."""
@@ -401,7 +398,7 @@ class OwnerStage(_PipelineBase):
         coin = native_asset_for(agent.chain, [adapter])
         native = (coin.decimals, coin.symbol) if coin is not None else None
         effects = plans.stored_effects(meta)
-        out: dict[str, Any] = {
+        out: ApprovalMeta = {
             "id": approval.id,
             "owner": agent.owner_address,
             "expires_at": approval.expires_at,

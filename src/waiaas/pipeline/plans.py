@@ -25,6 +25,7 @@ from waiaas.chains.base import (
     UnsignedTx,
 )
 from waiaas.errors import StateError, WaiaasError
+from waiaas.pipeline.txmeta import FeeMeta, TxMeta
 from waiaas.plan import (
     AccountFunding,
     Effect,
@@ -84,11 +85,11 @@ class Prepared:
         """The EVM calldata of the plan (addresses in it are parties too)."""
         return self.plan.data if isinstance(self.plan, EvmPlan) else b""
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> TxMeta:
         """The row metadata that stores it (lossless: bytes as 0x-hex, ints as strings)."""
         if self.plan is None or self.effects is None:
             return {"plan_deferred": self.deferred} if self.deferred else {}
-        out: dict[str, Any] = {
+        out: TxMeta = {
             "plan": plan_to_json(self.plan),
             "plan_digest": self.digest,
             "effects": effects_to_json(self.effects),
@@ -98,9 +99,9 @@ class Prepared:
         return out
 
 
-def fee_to_json(fee: FeeQuote) -> dict[str, str]:
+def fee_to_json(fee: FeeQuote) -> FeeMeta:
     """The stored form of a fee quote (``meta["network_fee"]``): integers as strings."""
-    out = {"amount": str(fee.amount), "basis": fee.basis}
+    out = FeeMeta(amount=str(fee.amount), basis=fee.basis)
     if fee.gas_limit is not None:
         out["gas_limit"] = str(fee.gas_limit)
     if fee.max_fee_per_gas is not None:
@@ -192,12 +193,12 @@ def prepare_or_defer(
         return Prepared(None, None, None, deferred=f"{exc.code}: {exc.message}")
 
 
-def needs_plan(adapter: ChainAdapter, meta: Mapping[str, Any]) -> bool:
+def needs_plan(adapter: ChainAdapter, meta: TxMeta) -> bool:
     """Whether a row must still get its plan before signing (its adapter shows plans)."""
     return isinstance(adapter, SupportsPlans) and not meta.get("plan")
 
 
-def stored_plan(meta: Mapping[str, Any]) -> Prepared:
+def stored_plan(meta: TxMeta) -> Prepared:
     """The plan stored on a row (``Prepared(None, ...)`` for rows written without one)."""
     data = meta.get("plan")
     if not data:
@@ -208,13 +209,13 @@ def stored_plan(meta: Mapping[str, Any]) -> Prepared:
     )
 
 
-def stored_effects(meta: Mapping[str, Any]) -> tuple[Effect, ...] | None:
+def stored_effects(meta: TxMeta) -> tuple[Effect, ...] | None:
     """The effects stored on a row, if any."""
     data = meta.get("effects")
     return None if data is None else tuple(effects_from_json(data))
 
 
-def hold_fee(adapter: ChainAdapter, unsigned: UnsignedTx, meta: Mapping[str, Any]) -> UnsignedTx:
+def hold_fee(adapter: ChainAdapter, unsigned: UnsignedTx, meta: TxMeta) -> UnsignedTx:
     """``unsigned`` with a network fee no higher than the one judged at admission (which
     the budgets counted and the owner saw): an adapter that prices fees at build lowers its
     price to that maximum (:class:`~waiaas.chains.base.SupportsFeeCap`).
@@ -239,7 +240,7 @@ def hold_fee(adapter: ChainAdapter, unsigned: UnsignedTx, meta: Mapping[str, Any
     return held
 
 
-def check_built(adapter: ChainAdapter, unsigned: UnsignedTx, meta: Mapping[str, Any]) -> None:
+def check_built(adapter: ChainAdapter, unsigned: UnsignedTx, meta: TxMeta) -> None:
     """Refuse ``unsigned`` unless its plan is exactly the stored one (and the approved one).
 
     Raises:

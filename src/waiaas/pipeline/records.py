@@ -21,12 +21,15 @@ Internal to the pipeline. Pure functions of JSON documents.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
+from pydantic import BaseModel
+
+from waiaas.pipeline.txmeta import SignedMeta, StoredDecision, TxMeta
 from waiaas.policy import Decision
 from waiaas.types import Tier
 
-__all__ = ["compact_final", "public_decision", "stored_decision"]
+__all__ = ["compact_final", "public_decision", "stored_decision", "stored_request"]
 
 # The tiers whose transaction waits (for a cooldown, for the owner): the owner reads the
 # whole decision while it waits, and afterwards to know why it waited.
@@ -34,33 +37,101 @@ _QUEUED_TIERS = frozenset({Tier.DELAY, Tier.APPROVAL})
 # Figures that only a waiting or refused request needs (the budgets checked, the request's
 # spend, which the ``spend`` column records exactly).
 _DROPPED_WHEN_ALLOWED = ("budget", "budget_usd", "spend")
+# What identifies a reason of an allowed INSTANT or NOTIFY request: the rule, its kind, what
+# it did. Its sentence and figures go (public_decision words one from these).
+_REASON_KEYS = ("rule_id", "type", "effect", "tier")
+# The waits of a decision that does not wait, left out of an allowed INSTANT or NOTIFY row
+# when they are these values and put back by public_decision. A stored format: these stay
+# as they are whatever WalletConfig's defaults become.
+_OMITTED_WAITS: dict[str, int] = {"delay_seconds": 900, "approval_timeout": 3600}
 
 
-def stored_decision(decision: Decision) -> dict[str, Any]:
+def _in_full(decision: Decision) -> bool:
+    """Whether a row keeps ``decision`` whole: refused, queued, or AUTO_STOP fired."""
+    return not decision.allowed or decision.tier in _QUEUED_TIERS or decision.auto_stop is not None
+
+
+def stored_decision(decision: Decision) -> StoredDecision:
     """The decision as a transaction row stores it.
 
-    In full (every reason, the budget tables) for a refused or queued request or one that
-    fired AUTO_STOP; for an allowed INSTANT or NOTIFY request without the budget tables and
-    without ``spend`` (the row's ``spend`` column holds it: :func:`public_decision`).
+    In full (every reason with its sentence and figures, the budget tables) for a refused or
+    queued request or one that fired AUTO_STOP. For an allowed INSTANT or NOTIFY request,
+    compact: the outcome, the tier, and per reason what identifies it (``rule_id``,
+    ``type``, ``effect``, ``tier``); no budget tables, no ``spend`` (the row's ``spend``
+    column holds it), and ``delay_seconds`` / ``approval_timeout`` only when they differ
+    from the stored defaults (900 and 3600). :func:`public_decision` reads both forms.
     """
-    data = decision.model_dump(mode="json", exclude_defaults=True)
-    if not decision.allowed or decision.tier in _QUEUED_TIERS or decision.auto_stop is not None:
+    data = cast("StoredDecision", decision.model_dump(mode="json", exclude_defaults=True))
+    if _in_full(decision):
         return data
+    out = cast("dict[str, Any]", data)
     for key in _DROPPED_WHEN_ALLOWED:
-        data.pop(key, None)
+        out.pop(key, None)
+    out["reasons"] = [
+        {k: r[k] for k in _REASON_KEYS if r.get(k) is not None} for r in out.get("reasons", ())
+    ]
+    if not out["reasons"]:
+        del out["reasons"]
+    for key, value in _OMITTED_WAITS.items():
+        if out.get(key) == value:
+            del out[key]
     return data
 
 
+def _worded(reason: Any) -> Any:
+    """A compact reason with a sentence again (its own is not stored)."""
+    if not isinstance(reason, dict) or "message" in reason:
+        return reason
+    kind = reason.get("type", "policy")
+    tier = reason.get("tier")
+    said = f"{kind} rule: tier {tier}" if tier is not None else f"{kind} rule"
+    return {**reason, "message": f"{said} (details are kept for refused or queued requests)"}
+
+
 def public_decision(stored: Any, spend: Mapping[str, int] | None) -> Any:
-    """The stored decision document with ``spend`` restored from the row's ``spend``
-    column (the mapping ``TransactionInfo.spend`` shows) where :func:`stored_decision` left
-    it out. Anything that is not a decision document is returned as it is."""
-    if not isinstance(stored, dict) or "spend" in stored or not spend:
+    """The stored decision document as :class:`~waiaas.policy.Decision` reads it: ``spend``
+    restored from the row's ``spend`` column (the mapping ``TransactionInfo.spend`` shows)
+    where :func:`stored_decision` left it out, and a compact decision's omitted waits and
+    reason sentences put back. Anything that is not a decision document is returned as it
+    is."""
+    if not isinstance(stored, dict):
         return stored
-    return {**stored, "spend": {asset: str(amount) for asset, amount in spend.items()}}
+    out = dict(stored)
+    if "spend" not in out and spend:
+        out["spend"] = {asset: str(amount) for asset, amount in spend.items()}
+    for key, value in _OMITTED_WAITS.items():
+        out.setdefault(key, value)
+    reasons = out.get("reasons")
+    if isinstance(reasons, list):
+        out["reasons"] = [_worded(r) for r in reasons]
+    return out
 
 
-def _slim_signed(data: Any) -> dict[str, Any] | None:
+def stored_request(req: BaseModel) -> dict[str, Any]:
+    """The request document a row stores: ``req.model_dump(mode="json")`` without the
+    fields that are ``None`` and whose default is ``None`` (a memo or token decimals not
+    given), in a batch's items too. Parsing it again gives ``req`` back."""
+    data: dict[str, Any] = req.model_dump(mode="json")
+    return _without_unset(req, data)
+
+
+def _without_unset(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        field = type(model).model_fields.get(name)
+        attr = getattr(model, name, None)
+        if value is None and field is not None and field.default is None:
+            continue
+        if isinstance(value, list) and isinstance(attr, tuple | list):
+            value = [
+                _without_unset(m, v) if isinstance(m, BaseModel) and isinstance(v, dict) else v
+                for m, v in zip(attr, value, strict=False)
+            ]
+        out[name] = value
+    return out
+
+
+def _slim_signed(data: Any) -> SignedMeta | None:
     """What a final row keeps of a signed transaction: its nonce (the EVM account nonce it
     used). Its hash is the row's ``tx_hash`` and the TX_SIGNED audit row's."""
     if not isinstance(data, Mapping) or data.get("nonce") is None:
@@ -68,7 +139,7 @@ def _slim_signed(data: Any) -> dict[str, Any] | None:
     return {"nonce": data["nonce"]}
 
 
-def compact_final(meta: Mapping[str, Any], *, keep_plan: bool = False) -> dict[str, Any]:
+def compact_final(meta: TxMeta, *, keep_plan: bool = False) -> TxMeta:
     """The metadata of a transaction moving into a final status, for good.
 
     Dropped: the signed bytes (``signed`` and, after a rebuild, ``replaced`` keep only the
@@ -76,13 +147,13 @@ def compact_final(meta: Mapping[str, Any], *, keep_plan: bool = False) -> dict[s
     a leftover signing claim. ``keep_plan``: keep the plan too (the row's MAC covers it and
     cannot be resealed here). Returns a new dict; ``meta`` is not changed.
     """
-    out = dict(meta)
+    out = TxMeta(**meta)
     if not keep_plan:
         out.pop("plan", None)
     out.pop("claim", None)
     for key in ("signed", "replaced"):
         if key in out:
-            slim = _slim_signed(out[key])
+            slim = _slim_signed(out.get(key))
             if slim is None:
                 del out[key]
             else:

@@ -42,7 +42,7 @@ class RecoveryStage(_PipelineBase):
             if _is_claim(meta, row):  # claimed, nothing signed or sent: released if stale
                 self._release_claim(tx_id, None, reason="stale claim")
             return
-        signed = _signed_from_json(row.chain, stored)
+        signed = _signed_from_json(row.chain, stored, row.tx_hash)
         with self.db.read() as uow:
             agent = uow.agents.get(row.agent_id)
         assert agent is not None

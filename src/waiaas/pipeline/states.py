@@ -42,6 +42,7 @@ from waiaas.db.tables import TransactionRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import InvalidTransitionError
 from waiaas.pipeline.records import compact_final
+from waiaas.pipeline.txmeta import as_meta
 from waiaas.types import AuditEvent, TxStatus
 
 __all__ = [
@@ -152,11 +153,11 @@ def _final_fields(
     integ = uow.integrity
     sealed = row.integrity is not None
     if sealed and integ is None:
-        compacted = compact_final(meta, keep_plan=True)
+        compacted = compact_final(as_meta(meta), keep_plan=True)
     elif sealed and not integrity.tx_ok(integ, row):
         return fields  # tampered: left as found (its stale MAC keeps saying so)
     else:
-        compacted = compact_final(meta)
+        compacted = compact_final(as_meta(meta))
     out = {k: v for k, v in fields.items() if k != "metadata_json"}
     text = json.dumps(compacted, separators=(",", ":"))
     out["metadata"] = text

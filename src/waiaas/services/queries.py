@@ -31,6 +31,7 @@ from waiaas.keystore import Keystore
 from waiaas.pipeline.approvals import ApprovalRequest
 from waiaas.pipeline.engine import Pipeline
 from waiaas.pipeline.records import public_decision
+from waiaas.pipeline.txmeta import as_meta
 from waiaas.plots import BudgetUsage
 from waiaas.policy import Decision
 from waiaas.policy.model import POLICY_DENIED
@@ -66,8 +67,10 @@ class TransactionResult(TransactionInfo):
     """What ``send`` returns: the transaction as it stands, plus the policy decision.
 
     Attributes:
-        decision: the policy decision (allowed, tier, every reason; the budget figures where
-            the request was refused or queued).
+        decision: the policy decision: whole (every reason with its sentence and figures,
+            the budgets checked) where the request was refused, queued or fired
+            AUTO_STOP; for an allowed INSTANT or NOTIFY request its outcome, tier, fees and
+            the rule, type and tier of each reason (see :class:`TransactionInfo`).
     """
 
     decision: Decision | None = None
@@ -75,10 +78,10 @@ class TransactionResult(TransactionInfo):
 
 def _fields(row: TransactionRow) -> dict[str, Any]:
     """The public fields of a transaction row (its stored decision under ``_decision``)."""
-    meta: dict[str, Any] = stored_json(
-        row.metadata_json, table="transactions", column="metadata", default={}
+    meta = as_meta(
+        stored_json(row.metadata_json, table="transactions", column="metadata", default={})
     )
-    err = meta.get("error") or {}
+    err = meta.get("error")
     spend = _spend(row.spend)
     return {
         "id": row.id,
@@ -295,7 +298,9 @@ class QueryService:
         data = _fields(row)
         adapter = self._pipeline.adapters.get((row.chain, agent.network if agent else ""))
         lookup = getattr(adapter, "token_decimals", None)
-        meta = stored_json(row.metadata_json, table="transactions", column="metadata", default={})
+        meta = as_meta(
+            stored_json(row.metadata_json, table="transactions", column="metadata", default={})
+        )
         return describe_transaction(
             native=native_asset_of(adapter),
             chain=row.chain,

@@ -1,0 +1,224 @@
+"""What a transaction row stores at insert, smaller, and what still holds.
+
+A request is stored without the fields it left unset (``memo: null``), signed bytes without
+their hash (the row's ``tx_hash``) or unset fields, an allowed INSTANT decision compact. The
+row's MAC covers the request as stored, so a request edited in the file (a memo added, an
+amount changed) is named by the check; rows written by the previous version (``memo: null``,
+the full decision, the hash in ``signed``) still verify, read and run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import SOL, new_agent, recipient
+from tests.support.rawdb import raw_connect
+from waiaas import integrity
+from waiaas.chains.base import SignedTx
+from waiaas.errors import StateError, TamperDetectedError
+from waiaas.notify.testing import RecordingNotifier
+from waiaas.pipeline.execution import _signed_from_json, _signed_json
+from waiaas.pipeline.records import public_decision, stored_request
+from waiaas.pipeline.requests import parse_request
+from waiaas.policy import Decision
+from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
+from waiaas.types import Batch, TokenTransfer, Transfer
+from waiaas.wallet import Wallet
+
+_CHAINS: dict[Path, list[Any]] = {}
+
+
+def _open(path: Path, clock: FrozenClock) -> Wallet:
+    return Wallet.open(
+        path,
+        password=TEST_PASSWORD,
+        chains=_CHAINS.setdefault(path, local_chains()),
+        config=fast_config(),
+        clock=clock,
+        notifier=RecordingNotifier(),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _forget_chains() -> Iterator[None]:
+    yield
+    _CHAINS.clear()
+
+
+def _row(path: Path, tx_id: str) -> dict[str, Any]:
+    with raw_connect(path) as conn:
+        found = conn.one(
+            "SELECT id, agent_id, chain, type, amount, to_address, tier, status, metadata, "
+            "integrity FROM transactions WHERE id = ?",
+            (tx_id,),
+        )
+    assert found is not None
+    keys = ("id", "agent_id", "chain", "type", "amount", "to_address", "tier", "status")
+    out = dict(zip(keys, found[:8], strict=True))
+    out["metadata_json"], out["integrity"] = found[8], found[9]
+    return out
+
+
+def _write(path: Path, tx_id: str, meta: dict[str, Any], mac: str | None = None) -> None:
+    text = json.dumps(meta, separators=(",", ":"))
+    with raw_connect(path, autocommit=False) as conn:
+        if mac is None:
+            conn.execute("UPDATE transactions SET metadata = ? WHERE id = ?", (text, tx_id))
+        else:
+            conn.execute(
+                "UPDATE transactions SET metadata = ?, integrity = ? WHERE id = ?",
+                (text, mac, tx_id),
+            )
+        conn.commit()
+
+
+def _sealed_as(w: Wallet, row: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The MAC the wallet's key gives ``row`` holding ``meta`` (what the previous version
+    wrote with the same key and the same MAC function)."""
+    view = SimpleNamespace(**{**row, "metadata_json": json.dumps(meta, separators=(",", ":"))})
+    return integrity.tx_mac(w._integrity, view)
+
+
+def _check(w: Wallet, tx_id: str) -> None:
+    integrity.check_tx(w._integrity, w._pipeline.get_row(tx_id))
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_a_request_is_stored_without_the_fields_it_left_unset() -> None:
+    to = recipient("solana")
+    plain = Transfer(to=to, amount=5)
+    assert stored_request(plain) == {"type": "TRANSFER", "to": to, "amount": "5"}
+    assert stored_request(Transfer(to=to, amount=5, memo="hi"))["memo"] == "hi"
+    token = TokenTransfer(token=recipient("solana"), to=to, amount=7)
+    assert "decimals" not in stored_request(token)
+    batch = Batch(requests=[plain, TokenTransfer(token=token.token, to=to, amount=7, decimals=6)])
+    items = stored_request(batch)["requests"]
+    assert "memo" not in items[0] and items[1]["decimals"] == 6
+    for req in (plain, token, batch):
+        assert parse_request(stored_request(req)) == req  # the same request back
+
+
+def test_signed_bytes_are_stored_without_their_hash_and_read_back_whole() -> None:
+    signed = SignedTx(chain="evm", raw=b"\x02\xf8", tx_hash="0xab", nonce=0, valid_until=None)
+    doc = _signed_json(signed)
+    assert doc == {"raw_b64": "Avg=", "nonce": 0}  # nonce 0 kept: it is set
+    assert _signed_from_json("evm", doc, "0xab") == signed
+    # the previous version's form: the hash and every field, set or not
+    old = {"raw_b64": "Avg=", "hash": "0xab", "nonce": 0, "valid_until": None}
+    assert _signed_from_json("evm", {**old, "earliest_slot": None}) == signed
+    with pytest.raises(StateError):
+        _signed_from_json("evm", doc)  # no hash anywhere: refused, not guessed
+
+
+def test_a_compact_decision_of_a_non_default_wait_keeps_it() -> None:
+    stored = {"allowed": True, "tier": "INSTANT", "delay_seconds": 60, "approval_timeout": 3600}
+    back = Decision.model_validate(public_decision(stored, None))
+    assert (back.delay_seconds, back.approval_timeout) == (60, 3600)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@pytest.fixture
+def confirmed(tmp_path: Path) -> tuple[Path, FrozenClock, str]:
+    path = tmp_path / "wallet.db"
+    clock = FrozenClock()
+    with _open(path, clock) as w:
+        agent = new_agent(w, "solana", funds=50 * SOL)
+        token = w.issue_session(agent.id, ttl=86_400).token
+        sent = w.send(token, Transfer(to=recipient("solana"), amount=SOL // 100))
+        assert (sent.status, sent.tier) == ("CONFIRMED", "INSTANT")
+    return path, clock, sent.id
+
+
+def test_a_confirmed_instant_row_stores_the_compact_forms(
+    confirmed: tuple[Path, FrozenClock, str],
+) -> None:
+    path, clock, tx_id = confirmed
+    meta = json.loads(_row(path, tx_id)["metadata_json"])
+    assert "memo" not in meta["request"]
+    (reason,) = meta["decision"]["reasons"]
+    assert set(reason) <= {"rule_id", "type", "effect", "tier"} and reason["tier"] == "INSTANT"
+    with _open(path, clock) as w:
+        _check(w, tx_id)
+        decision = w.get_transaction(tx_id).decision
+        assert decision is not None and decision.tier == "INSTANT" and decision.reasons
+        assert w.transaction_display(tx_id).reasons  # the page still says why INSTANT
+
+
+@pytest.mark.parametrize(
+    "edit", [{"memo": "x"}, {"memo": None}, {"amount": str(SOL)}, {"to": recipient("solana")}]
+)
+def test_a_stored_request_edited_in_the_file_is_named_by_the_check(
+    confirmed: tuple[Path, FrozenClock, str], edit: dict[str, Any]
+) -> None:
+    """A key added to the stored request (even the ``memo: null`` that is left out) or a
+    value changed no longer verifies."""
+    path, clock, tx_id = confirmed
+    meta = json.loads(_row(path, tx_id)["metadata_json"])
+    _write(path, tx_id, {**meta, "request": {**meta["request"], **edit}})
+    with _open(path, clock) as w, pytest.raises(TamperDetectedError):
+        _check(w, tx_id)
+
+
+def _previous_form(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` as the previous version stored it: ``memo: null`` in the request, every
+    reason with its sentence and figures, the waits written out."""
+    old = json.loads(json.dumps(meta))
+    old["request"]["memo"] = None
+    decision = public_decision(old["decision"], None)
+    for reason in decision["reasons"]:
+        reason["message"] = "0.01 SOL is INSTANT under this limit"
+        reason["figures"] = {"asset": "native", "amount": str(SOL // 100)}
+    old["decision"] = decision
+    return old
+
+
+def test_a_final_row_written_by_the_previous_version_verifies_and_reads(
+    confirmed: tuple[Path, FrozenClock, str],
+) -> None:
+    path, clock, tx_id = confirmed
+    row = _row(path, tx_id)
+    old = _previous_form(json.loads(row["metadata_json"]))
+    with _open(path, clock) as w:
+        mac = _sealed_as(w, row, old)
+    _write(path, tx_id, old, mac)
+    with _open(path, clock) as w:
+        _check(w, tx_id)
+        decision = w.get_transaction(tx_id).decision
+        assert decision is not None
+        (reason,) = decision.reasons
+        assert reason.message.startswith("0.01 SOL") and reason.figures  # as stored
+        assert w.transaction_display(tx_id).reasons == (reason.message,)
+
+
+def test_a_queued_row_written_by_the_previous_version_runs_once(tmp_path: Path) -> None:
+    """A DELAY request stored by the previous version (``memo: null``, its v2 MAC) verifies
+    when it is due, executes, and pays once."""
+    path = tmp_path / "wallet.db"
+    clock = FrozenClock()
+    dest = recipient("solana")
+    with _open(path, clock) as w:
+        agent = new_agent(w, "solana", funds=50 * SOL)
+        token = w.issue_session(agent.id, ttl=86_400).token
+        queued = w.send(token, Transfer(to=dest, amount=2 * SOL))
+        assert (queued.status, queued.tier) == ("QUEUED", "DELAY")
+        row = _row(path, queued.id)
+        old = json.loads(row["metadata_json"])
+        old["request"]["memo"] = None
+        mac = _sealed_as(w, row, old)
+    _write(path, queued.id, old, mac)
+    clock.advance(10_000)
+    with _open(path, clock) as w:
+        w.process_due()
+        assert w.get_transaction(queued.id).status == "CONFIRMED"
+        assert w.network_adapter("solana", "localnet").get_balance(dest) == 2 * SOL
+        _check(w, queued.id)

@@ -1,0 +1,118 @@
+"""Every key the pipeline writes into a transaction row's metadata is declared in TxMeta.
+
+Real sends on LiteSVM and eth-tester down every path of the pipeline (INSTANT, NOTIFY, DELAY
+failed on re-check, cancelled, approved, rejected, expired, denied); every metadata document
+written to the ``transactions`` table on the way (inserts and updates) is checked key by key,
+nested documents too, against the TypedDicts of :mod:`waiaas.pipeline.txmeta`, and each
+value against its declared type.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import drive_every_path
+from waiaas.db import repositories
+from waiaas.notify.testing import RecordingNotifier
+from waiaas.pipeline.txmeta import TxMeta
+from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
+from waiaas.wallet import Wallet
+
+
+def _problems(value: Any, hint: Any, where: str) -> Iterator[str]:
+    """What in ``value`` does not match the type ``hint`` (a TypedDict is checked key by
+    key: an undeclared key is a problem)."""
+    if typing.is_typeddict(hint):
+        if not isinstance(value, dict):
+            yield f"{where}: {type(value).__name__}, expected an object"
+            return
+        declared = typing.get_type_hints(hint)
+        for key, item in value.items():
+            if key not in declared:
+                yield f"{where}.{key}: not declared in {hint.__name__}"
+            else:
+                yield from _problems(item, declared[key], f"{where}.{key}")
+        return
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(hint)
+        if not any(not list(_problems(value, option, where)) for option in options):
+            yield f"{where}: {value!r} matches none of {hint}"
+        return
+    if hint is Any:
+        return
+    if hint is type(None):
+        if value is not None:
+            yield f"{where}: {value!r}, expected null"
+        return
+    expected = origin or hint
+    if expected is int and isinstance(value, bool):
+        yield f"{where}: {value!r}, expected an int"
+    elif not isinstance(value, expected):
+        yield f"{where}: {type(value).__name__}, expected {expected.__name__}"
+    elif origin is list:
+        (item,) = typing.get_args(hint)
+        for i, element in enumerate(value):
+            yield from _problems(element, item, f"{where}[{i}]")
+    elif origin is dict:
+        _, item = typing.get_args(hint)
+        for key, element in value.items():
+            yield from _problems(element, item, f"{where}.{key}")
+
+
+@pytest.fixture
+def written(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every metadata document the transactions repository writes (the writes still run)."""
+    docs: list[dict[str, Any]] = []
+    real_fields = repositories._tx_fields
+    real_add = repositories.TransactionRepository.add
+
+    def fields(values: Any) -> dict[str, Any]:
+        out = real_fields(values)
+        if out.get("metadata_json"):
+            docs.append(json.loads(out["metadata_json"]))
+        return out
+
+    def add(self: Any, row: Any) -> Any:
+        docs.append(json.loads(row.metadata_json))
+        return real_add(self, row)
+
+    monkeypatch.setattr(repositories, "_tx_fields", fields)
+    monkeypatch.setattr(repositories.TransactionRepository, "add", add)
+    return docs
+
+
+@pytest.mark.parametrize("chain", ["solana", "evm"])
+def test_every_key_written_on_every_path_is_declared(
+    tmp_path: Path, chain: str, written: list[dict[str, Any]]
+) -> None:
+    with Wallet.open(
+        tmp_path / "wallet.db",
+        password=TEST_PASSWORD,
+        chains=local_chains(),
+        config=fast_config(),
+        clock=FrozenClock(),
+        notifier=RecordingNotifier(),
+    ) as wallet:
+        ids = drive_every_path(wallet, chain)
+    assert len(ids) == 8
+    keys = {key for doc in written for key in doc}
+    # the paths were really driven: requests, plans, signatures, claims, owners, failures
+    assert {"request", "plan", "signed", "claim", "approval", "execute_after", "error"} <= keys
+    problems = [p for doc in written for p in _problems(doc, TxMeta, "metadata")]
+    assert problems == []
+
+
+def test_the_checker_names_an_undeclared_key_and_a_wrong_type() -> None:
+    doc = {"network": "x", "signed": {"raw_b64": "AA==", "nonse": 1}, "rebuilt": "1"}
+    assert list(_problems(doc, TxMeta, "metadata")) == [
+        "metadata.signed.nonse: not declared in SignedMeta",
+        "metadata.rebuilt: str, expected int",
+    ]
