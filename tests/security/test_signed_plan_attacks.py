@@ -207,7 +207,8 @@ def test_item10_bytes_signed_before_the_kill_switch_are_never_sent(
     def kill(stage: str, tx_id: str) -> None:
         if stage == "signed":
             pipeline = holder["w"]._pipeline
-            recorded.update(pipeline._meta(pipeline.get_row(tx_id))["signed"])
+            row = pipeline.get_row(tx_id)
+            recorded.update(pipeline._meta(row)["signed"], hash=row.tx_hash)
             holder["w"].kill_switch("stop everything")
 
     with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=kill)) as w:
@@ -230,9 +231,9 @@ def test_item10_bytes_signed_before_the_kill_switch_are_never_sent(
         signed = recorded
         adapter = w.network_adapter(chain, NETWORK[chain])
         from waiaas.chains.base import ChainTxState
-        from waiaas.pipeline.engine import _signed_from_json
+        from waiaas.pipeline.records import signed_from_json
 
-        status = adapter.get_status(_signed_from_json(chain, signed))
+        status = adapter.get_status(signed_from_json(chain, signed))
         assert status.state in (ChainTxState.NOT_FOUND, ChainTxState.DROPPED)
 
 

@@ -17,21 +17,25 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SOL, new_agent, recipient
+from tests.e2e.conftest import SOL, TIER_AMOUNTS, new_agent, recipient
 from tests.support.rawdb import raw_connect
 from waiaas import integrity
 from waiaas.chains.base import SignedTx
 from waiaas.errors import StateError, TamperDetectedError
 from waiaas.notify.testing import RecordingNotifier
-from waiaas.pipeline.execution import _signed_from_json, _signed_json
-from waiaas.pipeline.records import public_decision, stored_request
+from waiaas.pipeline import plans
+from waiaas.pipeline.engine import PipelineHooks
+from waiaas.pipeline.records import public_decision, signed_from_json, signed_json, stored_request
 from waiaas.pipeline.requests import parse_request
+from waiaas.pipeline.txmeta import TxMeta
+from waiaas.plan import plan_digest
 from waiaas.policy import Decision
-from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
+from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains, local_wallet
 from waiaas.types import Batch, TokenTransfer, Transfer
 from waiaas.wallet import Wallet
 
 _CHAINS: dict[Path, list[Any]] = {}
+NETWORK = {"solana": "localnet", "evm": "local"}
 
 
 def _open(path: Path, clock: FrozenClock) -> Wallet:
@@ -108,14 +112,14 @@ def test_a_request_is_stored_without_the_fields_it_left_unset() -> None:
 
 def test_signed_bytes_are_stored_without_their_hash_and_read_back_whole() -> None:
     signed = SignedTx(chain="evm", raw=b"\x02\xf8", tx_hash="0xab", nonce=0, valid_until=None)
-    doc = _signed_json(signed)
+    doc = signed_json(signed)
     assert doc == {"raw_b64": "Avg=", "nonce": 0}  # nonce 0 kept: it is set
-    assert _signed_from_json("evm", doc, "0xab") == signed
+    assert signed_from_json("evm", doc, "0xab") == signed
     # the previous version's form: the hash and every field, set or not
     old = {"raw_b64": "Avg=", "hash": "0xab", "nonce": 0, "valid_until": None}
-    assert _signed_from_json("evm", {**old, "earliest_slot": None}) == signed
+    assert signed_from_json("evm", {**old, "earliest_slot": None}) == signed
     with pytest.raises(StateError):
-        _signed_from_json("evm", doc)  # no hash anywhere: refused, not guessed
+        signed_from_json("evm", doc)  # no hash anywhere: refused, not guessed
 
 
 def test_a_compact_decision_of_a_non_default_wait_keeps_it() -> None:
@@ -222,3 +226,80 @@ def test_a_queued_row_written_by_the_previous_version_runs_once(tmp_path: Path) 
         assert w.get_transaction(queued.id).status == "CONFIRMED"
         assert w.network_adapter("solana", "localnet").get_balance(dest) == 2 * SOL
         _check(w, queued.id)
+
+
+# --------------------------------------------------------------------------- plan in the bytes
+
+
+@pytest.mark.parametrize("chain", ["solana", "evm"])
+def test_presigned_bytes_carry_the_plan_and_another_plan_in_them_is_refused(
+    tmp_path: Path, chain: str
+) -> None:
+    """A presigned row stores the plan's digest and effects but not the plan: its adapter
+    reads the plan from the bytes, with that digest. Bytes of another transaction put in
+    its place hold another plan: refused (PLAN_MISMATCH), never read as the judged one."""
+    seen: dict[str, tuple[TxMeta, str | None]] = {}
+
+    def on_stage(stage: str, tx_id: str) -> None:
+        if stage == "recorded":
+            row = w._pipeline.get_row(tx_id)
+            seen[tx_id] = (w._pipeline._meta(row), row.tx_hash)
+
+    with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=on_stage)) as w:
+        agent = new_agent(w, chain)
+        token = w.issue_session(agent.id).token
+        amount = TIER_AMOUNTS[chain]["INSTANT"]
+        first, second = (w.send(token, Transfer(to=recipient(chain), amount=amount)) for _ in "ab")
+        adapter = w.network_adapter(chain, NETWORK[chain])
+    meta, tx_hash = seen[first.id]
+    other, other_hash = seen[second.id]
+    assert "plan" not in meta and meta["plan_digest"] and meta["effects"] and meta["signed"]
+    assert not plans.needs_plan(adapter, meta)  # the digest says a plan was judged
+    read = plans.stored_plan(meta, adapter, tx_hash)
+    assert read.plan is not None and plan_digest(read.plan) == meta["plan_digest"]
+    assert read.effects == plans.stored_effects(meta) and read.fee is not None
+    swapped = meta.copy()
+    swapped["signed"] = other["signed"]
+    with pytest.raises(plans.PlanRefusedError) as refused:
+        plans.stored_plan(swapped, adapter, other_hash)
+    assert refused.value.code == "PLAN_MISMATCH"
+
+
+def test_unsent_presigned_bytes_are_judged_again_on_the_plan_in_them(tmp_path: Path) -> None:
+    """Presigned bytes left unsent by a crash after admission's commit: judged again in full
+    (the effects and fee stored, the plan read from the bytes), the decision is the same,
+    and recovery sends them; the recipient is paid once."""
+    crash = {"on": True}
+
+    def on_stage(stage: str, tx_id: str) -> None:
+        if stage == "admitted" and crash["on"]:
+            raise RuntimeError("crash after admission's commit")
+
+    dest = recipient("solana")
+    with local_wallet(tmp_path, clock=FrozenClock(), hooks=PipelineHooks(on_stage=on_stage)) as w:
+        agent = new_agent(w, "solana")
+        token = w.issue_session(agent.id).token
+        amount = TIER_AMOUNTS["solana"]["INSTANT"]
+        with pytest.raises(RuntimeError):
+            w.send(token, Transfer(to=dest, amount=amount))
+        crash["on"] = False
+        tx_id = _only_submitted(w)
+        pipeline = w._pipeline
+        with pipeline.db.read() as uow:
+            row = uow.transactions.get(tx_id)
+            held_by = uow.agents.get(agent.id)
+            assert row is not None and held_by is not None
+            meta = pipeline._meta(row)
+            assert "plan" not in meta
+            assert pipeline._recheck(uow, row, held_by, meta, w.clock.now(), full=True) is None
+        pipeline.reconcile(tx_id, resend=True)
+        done = w.get_transaction(tx_id)
+        assert done.status == "CONFIRMED", (done.status, done.error)
+        assert w.network_adapter("solana", NETWORK["solana"]).get_balance(dest) == amount
+        _check(w, tx_id)
+
+
+def _only_submitted(w: Wallet) -> str:
+    with w._pipeline.db.read() as uow:
+        (row,) = uow.transactions.with_status(["SUBMITTED"])
+    return row.id

@@ -40,7 +40,6 @@ from waiaas.pipeline.base import E, S, _Outbox, _PipelineBase
 from waiaas.pipeline.claims import _DuplicateBytes
 from waiaas.pipeline.execution import (
     _deny_reasons,
-    _signed_json,
     _warm_decimals,
 )
 from waiaas.pipeline.gate import agent_context as approvals_context
@@ -71,6 +70,8 @@ class _Presigned:
 
     signed: SignedTx
     simulation: str
+    #: the adapter reads the judged plan back from the bytes: the row need not store it
+    plan_in_bytes: bool = False
 
     def __repr__(self) -> str:
         return f"_Presigned({self.signed!r}, simulation={self.simulation!r})"
@@ -491,7 +492,7 @@ class AdmissionStage(_PipelineBase):
                 return None
         except WaiaasError:
             return None
-        return _Presigned(signed, simulation)
+        return _Presigned(signed, simulation, plans.plan_in_bytes(adapter, signed, prepared.digest))
 
     def _take_presigned(
         self, uow: UnitOfWork, agent: AgentRow, row: TransactionRow, presigned: _Presigned
@@ -746,7 +747,9 @@ class AdmissionStage(_PipelineBase):
             row.status = S.SUBMITTED
             row.tx_hash = signed.tx_hash
             meta["simulation"] = presigned.simulation
-            meta["signed"] = _signed_json(signed)
+            meta["signed"] = records.signed_json(signed)
+            if presigned.plan_in_bytes:
+                meta.pop("plan", None)  # in the bytes (plans.stored_plan reads it there)
         if tier not in (Tier.DELAY, Tier.APPROVAL):
             row.metadata_json = _dumps(meta)
             if uow.integrity is not None:

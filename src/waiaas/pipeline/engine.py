@@ -41,8 +41,6 @@ from waiaas.pipeline.claims import _LIVE_CLAIMS as _LIVE_CLAIMS
 from waiaas.pipeline.claims import CLAIM_LEASE_SECONDS as CLAIM_LEASE_SECONDS
 from waiaas.pipeline.due import DueStage
 from waiaas.pipeline.execution import ExecutionStage
-from waiaas.pipeline.execution import _signed_from_json as _signed_from_json
-from waiaas.pipeline.execution import _signed_json as _signed_json
 from waiaas.pipeline.owner import OwnerStage
 from waiaas.pipeline.recovery import RecoveryStage
 

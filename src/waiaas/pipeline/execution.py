@@ -7,7 +7,6 @@ record are short units of work around the unlocked build and sign; the broadcast
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 from collections.abc import Sequence
@@ -53,6 +52,7 @@ from waiaas.pipeline.claims import (
     _is_claim,
 )
 from waiaas.pipeline.notifications import ROW_KEY
+from waiaas.pipeline.records import signed_json as _signed_json
 from waiaas.pipeline.requests import parse_request
 from waiaas.pipeline.txmeta import SignedMeta, TxMeta
 from waiaas.types import Request, Severity, Tier, TxStatus
@@ -102,45 +102,6 @@ def _warm_decimals(adapter: ChainAdapter, req: Request, effects: Sequence[Any] |
 
 
 # ---------------------------------------------------------------------- signed bytes
-
-
-def _signed_json(signed: SignedTx) -> SignedMeta:
-    """The stored form of signed bytes: base64, and the fields that are set. The hash is
-    left out: it is the row's ``tx_hash``, written in the same update (pass it back to
-    :func:`_signed_from_json`)."""
-    out = SignedMeta(raw_b64=base64.b64encode(signed.raw).decode("ascii"))
-    if signed.nonce is not None:
-        out["nonce"] = signed.nonce
-    if signed.valid_until is not None:
-        out["valid_until"] = signed.valid_until
-    if signed.earliest_slot is not None:
-        out["earliest_slot"] = signed.earliest_slot
-    return out
-
-
-def _signed_from_json(chain: str, data: SignedMeta, tx_hash: str | None = None) -> SignedTx:
-    """The :class:`SignedTx` stored by :func:`_signed_json`: its hash is the stored one (rows
-    written before it was left out) or ``tx_hash``, the row's.
-
-    Raises:
-        StateError: neither holds the hash.
-    """
-    digest = data.get("hash", tx_hash)
-    if digest is None:
-        raise StateError("the stored signed bytes have no hash (the row's tx_hash is empty)")
-    nonce, valid_until, slot = data.get("nonce"), data.get("valid_until"), data.get("earliest_slot")
-    return SignedTx(
-        chain=chain,
-        raw=(
-            base64.b64decode(data["raw_b64"])
-            if "raw_b64" in data
-            else bytes.fromhex(str(data.get("raw")))
-        ),
-        tx_hash=str(digest),
-        nonce=None if nonce is None else int(nonce),
-        valid_until=None if valid_until is None else int(valid_until),
-        earliest_slot=None if slot is None else int(slot),
-    )
 
 
 def _broadcast_stop(uow: UnitOfWork, agent: AgentRow | None) -> tuple[str, str] | None:
@@ -684,14 +645,15 @@ class ExecutionStage(_PipelineBase):
             ):
                 return S.CANCELLED, "SESSION_ENDED", "the session was revoked or expired"
             req = parse_request(meta["request"])
-            stored = plans.stored_plan(meta)
+            adapter = self.adapters.get((agent.chain, agent.network))
+            stored = plans.stored_plan(meta, adapter, row.tx_hash)
             decision = self.gate.evaluate(
                 uow,
                 agent,
                 req,
                 now,
                 exclude_tx_id=row.id,
-                adapter=self.adapters.get((agent.chain, agent.network)),
+                adapter=adapter,
                 effects=stored.effects,
                 calldata=stored.calldata,
                 fee=stored.fee,

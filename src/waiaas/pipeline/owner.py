@@ -25,8 +25,8 @@ from waiaas.errors import (
 from waiaas.ids import new_id
 from waiaas.pipeline import approvals, plans
 from waiaas.pipeline.base import E, S, _Outbox, _PipelineBase, log
-from waiaas.pipeline.execution import _signed_from_json
 from waiaas.pipeline.gate import agent_context as approvals_context
+from waiaas.pipeline.records import signed_from_json as _signed_from_json
 from waiaas.pipeline.txmeta import ApprovalMeta, TxMeta
 from waiaas.types import Tier
 

@@ -18,6 +18,7 @@ from typing import Any
 from waiaas.chains.base import (
     ChainAdapter,
     FeeQuote,
+    SignedTx,
     SupportsBalanceSimulation,
     SupportsFeeCap,
     SupportsFeeQuote,
@@ -25,6 +26,7 @@ from waiaas.chains.base import (
     UnsignedTx,
 )
 from waiaas.errors import StateError, WaiaasError
+from waiaas.pipeline.records import signed_from_json
 from waiaas.pipeline.txmeta import FeeMeta, TxMeta
 from waiaas.plan import (
     AccountFunding,
@@ -194,19 +196,53 @@ def prepare_or_defer(
 
 
 def needs_plan(adapter: ChainAdapter, meta: TxMeta) -> bool:
-    """Whether a row must still get its plan before signing (its adapter shows plans)."""
-    return isinstance(adapter, SupportsPlans) and not meta.get("plan")
-
-
-def stored_plan(meta: TxMeta) -> Prepared:
-    """The plan stored on a row (``Prepared(None, ...)`` for rows written without one)."""
-    data = meta.get("plan")
-    if not data:
-        return Prepared(None, None, None)
-    plan = plan_from_json(data)
-    return Prepared(
-        plan, plan_digest(plan), stored_effects(meta), fee=fee_from_json(meta.get("network_fee"))
+    """Whether a row must still get its plan before signing (its adapter shows plans): it
+    has none, nor the digest of one (a row whose plan is in its signed bytes has the
+    digest: :func:`plan_in_bytes`)."""
+    return (
+        isinstance(adapter, SupportsPlans) and not meta.get("plan") and not meta.get("plan_digest")
     )
+
+
+def plan_in_bytes(adapter: ChainAdapter, signed: SignedTx, digest: str | None) -> bool:
+    """Whether ``adapter`` reads back from ``signed`` exactly the plan of digest ``digest``:
+    then a row that stores these bytes need not store the plan too (:func:`stored_plan`
+    reads it from them)."""
+    if digest is None or not isinstance(adapter, SupportsPlans):
+        return False
+    try:
+        return plan_digest(adapter.plan_of_signed(signed)) == digest
+    except WaiaasError:
+        return False
+
+
+def stored_plan(
+    meta: TxMeta, adapter: ChainAdapter | None = None, tx_hash: str | None = None
+) -> Prepared:
+    """The plan stored on a row with its effects and judged fee (``Prepared(None, ...)``
+    for rows written without one). A row admitted with signed bytes that hold its plan
+    stores the plan's digest but not the plan (:func:`plan_in_bytes`): ``adapter`` reads it
+    from the bytes (``tx_hash``: the row's) and it must have that digest.
+
+    Raises:
+        PlanRefusedError: ``PLAN_MISMATCH``: the stored bytes hold another plan.
+    """
+    effects, fee = stored_effects(meta), fee_from_json(meta.get("network_fee"))
+    data = meta.get("plan")
+    if data:
+        plan = plan_from_json(data)
+        return Prepared(plan, plan_digest(plan), effects, fee=fee)
+    expected, stored = meta.get("plan_digest"), meta.get("signed")
+    if expected is None or stored is None or not isinstance(adapter, SupportsPlans):
+        return Prepared(None, expected, effects, fee=fee)
+    plan = adapter.plan_of_signed(signed_from_json(adapter.chain, stored, tx_hash))
+    if plan_digest(plan) != expected:
+        raise PlanRefusedError(
+            f"the stored signed bytes hold plan {plan_digest(plan)}, not the one judged "
+            f"(plan {expected}); they are not sent",
+            code="PLAN_MISMATCH",
+        )
+    return Prepared(plan, expected, effects, fee=fee)
 
 
 def stored_effects(meta: TxMeta) -> tuple[Effect, ...] | None:

@@ -15,21 +15,37 @@ A row carries what the pipeline still needs and what people read later, no more:
   writes a move into a final status, applies it and reseals the row's MAC (see
   :func:`waiaas.integrity.tx_mac`).
 
+* **At insert** a request is stored without the fields it left unset (:func:`stored_request`),
+  signed bytes without their hash, which is the row's ``tx_hash`` (:func:`signed_json`), and
+  presigned bytes without the plan when their adapter reads it back from them
+  (:func:`waiaas.pipeline.plans.plan_in_bytes`): the row's MAC covers the plan digest, which
+  the plan read back must match. Rows in the earlier, fuller forms read the same.
+
 Internal to the pipeline. Pure functions of JSON documents.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any, cast
 
 from pydantic import BaseModel
 
+from waiaas.chains.base import SignedTx
+from waiaas.errors import StateError
 from waiaas.pipeline.txmeta import SignedMeta, StoredDecision, TxMeta
 from waiaas.policy import Decision
 from waiaas.types import Tier
 
-__all__ = ["compact_final", "public_decision", "stored_decision", "stored_request"]
+__all__ = [
+    "compact_final",
+    "public_decision",
+    "signed_from_json",
+    "signed_json",
+    "stored_decision",
+    "stored_request",
+]
 
 # The tiers whose transaction waits (for a cooldown, for the owner): the owner reads the
 # whole decision while it waits, and afterwards to know why it waited.
@@ -129,6 +145,45 @@ def _without_unset(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
             ]
         out[name] = value
     return out
+
+
+def signed_json(signed: SignedTx) -> SignedMeta:
+    """The stored form of signed bytes: base64, and the fields that are set. The hash is
+    left out: it is the row's ``tx_hash``, written in the same update (pass it back to
+    :func:`signed_from_json`)."""
+    out = SignedMeta(raw_b64=base64.b64encode(signed.raw).decode("ascii"))
+    if signed.nonce is not None:
+        out["nonce"] = signed.nonce
+    if signed.valid_until is not None:
+        out["valid_until"] = signed.valid_until
+    if signed.earliest_slot is not None:
+        out["earliest_slot"] = signed.earliest_slot
+    return out
+
+
+def signed_from_json(chain: str, data: SignedMeta, tx_hash: str | None = None) -> SignedTx:
+    """The :class:`SignedTx` stored by :func:`_signed_json`: its hash is the stored one (rows
+    written before it was left out) or ``tx_hash``, the row's.
+
+    Raises:
+        StateError: neither holds the hash.
+    """
+    digest = data.get("hash", tx_hash)
+    if digest is None:
+        raise StateError("the stored signed bytes have no hash (the row's tx_hash is empty)")
+    nonce, valid_until, slot = data.get("nonce"), data.get("valid_until"), data.get("earliest_slot")
+    return SignedTx(
+        chain=chain,
+        raw=(
+            base64.b64decode(data["raw_b64"])
+            if "raw_b64" in data
+            else bytes.fromhex(str(data.get("raw")))
+        ),
+        tx_hash=str(digest),
+        nonce=None if nonce is None else int(nonce),
+        valid_until=None if valid_until is None else int(valid_until),
+        earliest_slot=None if slot is None else int(slot),
+    )
 
 
 def _slim_signed(data: Any) -> SignedMeta | None:

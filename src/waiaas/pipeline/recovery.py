@@ -13,10 +13,8 @@ from waiaas.errors import (
 from waiaas.pipeline import killswitch
 from waiaas.pipeline.base import E, S, _Outbox, _PipelineBase, log
 from waiaas.pipeline.claims import _is_claim
-from waiaas.pipeline.execution import (
-    _Escalation,
-    _signed_from_json,
-)
+from waiaas.pipeline.execution import _Escalation
+from waiaas.pipeline.records import signed_from_json as _signed_from_json
 
 
 class RecoveryStage(_PipelineBase):

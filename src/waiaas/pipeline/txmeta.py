@@ -136,7 +136,9 @@ class TxMeta(TypedDict, total=False):
             that are ``None`` by default on rows written since they are left out).
         asset: the asset key the request moves (``native`` or a token).
         plan / plan_digest / effects: the plan that will be signed (``plan_to_json``), its
-            digest, its decoded effects (``effects_to_json``).
+            digest, its decoded effects (``effects_to_json``). A row admitted with signed
+            bytes its adapter reads the plan back from stores no ``plan``
+            (:func:`waiaas.pipeline.plans.stored_plan` reads it from the bytes).
         plan_deferred: why the plan could not be built at admission.
         network_fee: the fee quote of the transaction as built.
         decision: the policy decision (:class:`StoredDecision`).
