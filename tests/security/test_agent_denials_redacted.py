@@ -218,7 +218,13 @@ def test_reading_the_denial_back_with_the_token_is_redacted_too(
 
     owner = wallet.get_transaction(small.id)
     assert owner.decision is not None
-    assert INSTANT_MAX in json.dumps(owner.decision.to_dict())
+    # the owner reads which rule set the tier (an allowed INSTANT row keeps the rule, not
+    # its figures: a dry run explains them in full)
+    assert any(r.rule_id and r.type == "SPENDING_LIMIT" for r in owner.decision.reasons)
+    dry = wallet.dry_run(
+        Transfer(to=recipient("solana"), amount=SOL // 100), agent_id=small.agent_id
+    )
+    assert INSTANT_MAX in json.dumps(dry.decision.to_dict())
     assert "24h budget of 2 SOL" in (wallet.get_transaction(tx_id).error or "")
 
 
