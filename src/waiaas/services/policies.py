@@ -486,6 +486,27 @@ _EDGE_ROWS_SQL_PG = _EDGE_ROWS_SQL.replace(
 _EXCLUDED_SQL = "SELECT created_at FROM transactions WHERE id = ? AND agent_id = ?"
 
 
+@functools.lru_cache(maxsize=32)
+def _edges_sql(intervals: int, dialect: str) -> str:
+    """Every interval's transaction rows (``_EDGE_ROWS_SQL``) and refusal rows
+    (``_EDGE_AUDIT_SQL``) in one statement: ``UNION ALL`` of both per interval (``:since{i}``
+    / ``:until{i}``), each row tagged with its kind (0: a transaction, 1: a refusal) and its
+    interval; the refusal rows padded to the transaction rows' columns."""
+    rows_sql = _EDGE_ROWS_SQL_PG if dialect == "postgresql" else _EDGE_ROWS_SQL
+    parts = []
+    for i in range(intervals):
+        bounds = {":since": f":since{i}", ":until": f":until{i}"}
+        rows = rows_sql.replace("SELECT ", f"SELECT 0, {i}, ", 1)
+        audit = _EDGE_AUDIT_SQL.replace(
+            "ELSE 0 END ", "ELSE 0 END, NULL, 0, NULL, NULL, NULL ", 1
+        ).replace("SELECT ", f"SELECT 1, {i}, ", 1)
+        for old, new in bounds.items():
+            rows = rows.replace(old, new)
+            audit = audit.replace(old, new)
+        parts += [rows, audit]
+    return " UNION ALL ".join(parts)
+
+
 def _bucket_usage(
     uow: UnitOfWork, agent_id: str, now: int, ordered: list[int], exclude: str
 ) -> Usage:
@@ -747,13 +768,16 @@ def _bucket_totals(
 
     # Rows: one range read per run of overlapping intervals, each row read once (counts, and
     # spending for the day and the week where they need it).
+    # Rows of every interval in one statement (see :func:`_edges_sql`).
     params: dict[str, Any] = {"agent": agent_id, "exclude": exclude, "denied": POLICY_DENIED}
-    edge_rows = _EDGE_ROWS_SQL_PG if dialect == "postgresql" else _EDGE_ROWS_SQL
-    for low, until in _row_intervals(ordered, since, edge, from_rows, complement):
-        params["since"] = low
-        params["until"] = until
-        tally.add_rows(raw.execute(edge_rows, params), plan, since)
-        tally.add_refusals(raw.execute(_EDGE_AUDIT_SQL, params), plan, since)
+    intervals = _row_intervals(ordered, since, edge, from_rows, complement)
+    for i, (low, until) in enumerate(intervals):
+        params[f"since{i}"] = low
+        params[f"until{i}"] = until
+    if intervals:
+        found = raw.execute(_edges_sql(len(intervals), dialect), params).fetchall()
+        tally.add_rows((r[2:] for r in found if r[0] == 0), plan, since)
+        tally.add_refusals((r[2:4] for r in found if r[0] == 1), plan, since)
     if complement and not tally.sane():
         return None
     return tally.totals()

@@ -327,3 +327,18 @@ def test_window_refusal_reads_search_the_refusals_index(busy_db: Database) -> No
             "INDEX idx_audit_log_agent_refusals (agent_id=? AND timestamp>?" in s for s in plan
         )
         assert not [step for step in plan if step.startswith("SCAN ")], plan
+
+
+def test_window_edge_reads_in_one_statement_search_the_indexes(busy_db: Database) -> None:
+    """The rows of every window's first hour, transactions and refusals alike, are read in one
+    statement; each part of it searches its index (no table is scanned)."""
+    from waiaas.services import policies
+
+    params: dict[str, object] = {"agent": "agent-04", "exclude": "", "denied": "POLICY_DENIED"}
+    for i in range(3):
+        params[f"since{i}"] = NOW - 3600 * 24 * 10**i
+        params[f"until{i}"] = NOW - 3600 * 24 * 10**i + 1800
+    plan = _plan(busy_db.path, policies._edges_sql(3, "sqlite"), params)
+    assert sum("INDEX idx_transactions_agent_created (agent_id=?" in s for s in plan) == 3
+    assert sum("INDEX idx_audit_log_agent_refusals (agent_id=?" in s for s in plan) == 3
+    assert not [step for step in plan if step.startswith("SCAN ")], plan
