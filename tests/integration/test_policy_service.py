@@ -27,7 +27,6 @@ from waiaas.policy import (
 )
 from waiaas.services.policies import (
     _FAILURES_SQL,
-    _LAST_OK_SQL,
     _LEGACY_SPEND_SQL,
     _SPEND_SQL,
     PolicyService,
@@ -333,6 +332,13 @@ def test_consecutive_failures_from_the_database(db: Database) -> None:
     )
     with db.read() as uow:
         assert load_usage(uow, fresh, NOW, []).consecutive_failures == 2
+    # two confirmed rows in one second: the failure between them (by id) does not count
+    tied = add_agent(db)
+    for status in ("CONFIRMED", "FAILED", "CONFIRMED"):
+        insert(db, [tx_row(tied, NOW - 50, status, error="x" if status == "FAILED" else None)])
+    insert(db, [tx_row(tied, NOW - 10, "FAILED", error="z")])
+    with db.read() as uow:
+        assert load_usage(uow, tied, NOW, []).consecutive_failures == 1
 
 
 @pytest.mark.sqlite_only  # SQLite's EXPLAIN QUERY PLAN; PostgreSQL runs them unhinted
@@ -347,11 +353,12 @@ def test_usage_queries_use_the_agent_created_index(db: Database) -> None:
         "since1": 0,
     }
     with db.read() as uow:
-        for sql in (_counts_sql(2), _SPEND_SQL, _LEGACY_SPEND_SQL, _LAST_OK_SQL, _FAILURES_SQL):
+        for sql in (_counts_sql(2), _SPEND_SQL, _LEGACY_SPEND_SQL, _FAILURES_SQL):
             plan = uow.session.execute(text("EXPLAIN QUERY PLAN " + str(sql)), params).all()
             details = " ".join(str(row[-1]) for row in plan)
             assert "idx_transactions_agent_created" in details, details
             assert "SCAN t" not in details.replace("SCAN t USING", "")
+            assert "SCAN c" not in details.replace("SCAN c USING", "")
 
 
 def test_budget_holds_against_history_in_the_database(db: Database) -> None:

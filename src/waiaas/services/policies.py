@@ -352,17 +352,17 @@ def _counts_sql(windows: int) -> str:
     )
 
 
-_LAST_OK_SQL = (
-    "SELECT t.created_at, t.id FROM transactions AS t "
-    "INDEXED BY idx_transactions_agent_created "
-    "WHERE t.agent_id = :agent AND t.status = 'CONFIRMED' AND t.id != :exclude "
-    "ORDER BY t.created_at DESC, t.id DESC LIMIT 1"
-)
-
+# The agent's rows from the second of its last CONFIRMED one on (all of them when none is),
+# in one statement: the confirmed rows of that second are among them, so the last one is
+# found in them (the newest by ``(created_at, id)``).
 _FAILURES_SQL = (
     "SELECT t.created_at, t.id, t.status, t.error FROM transactions AS t "
     "INDEXED BY idx_transactions_agent_created "
-    "WHERE t.agent_id = :agent AND t.created_at >= :since AND t.id != :exclude"
+    "WHERE t.agent_id = :agent AND t.id != :exclude AND t.created_at >= COALESCE(("
+    "SELECT c.created_at FROM transactions AS c "
+    "INDEXED BY idx_transactions_agent_created "
+    "WHERE c.agent_id = :agent AND c.status = 'CONFIRMED' AND c.id != :exclude "
+    "ORDER BY c.created_at DESC, c.id DESC LIMIT 1), -1)"
 )
 
 
@@ -882,16 +882,12 @@ def _scan_usage(
 
 def _consecutive_failures(uow: UnitOfWork, agent_id: str, exclude: str) -> int:
     """FAILED rows (not policy denials) after the last CONFIRMED one, via the index."""
-    dialect = dialect_of(uow)
-    last = uow.session.execute(
-        text_for(_LAST_OK_SQL, dialect), {"agent": agent_id, "exclude": exclude}
-    ).first()
-    since = -1 if last is None else int(last[0])
-    marker = None if last is None else (int(last[0]), str(last[1]))
-    count = 0
     rows = uow.session.execute(
-        text_for(_FAILURES_SQL, dialect), {"agent": agent_id, "since": since, "exclude": exclude}
-    )
+        text_for(_FAILURES_SQL, dialect_of(uow)), {"agent": agent_id, "exclude": exclude}
+    ).all()
+    confirmed = [(int(c), str(i)) for c, i, status, _ in rows if status == TxStatus.CONFIRMED]
+    marker = max(confirmed) if confirmed else None
+    count = 0
     for created, tx_id, status, error in rows:
         if marker is not None and (created, tx_id) <= marker:
             continue  # the confirmed row itself, or rows before it in the same second
