@@ -695,15 +695,40 @@ class ChannelRepository(_Repository):
 class StateRepository(_Repository):
     """``wallet_state``: small JSON values by key (kill switch, ...)."""
 
+    def __init__(self, session: Session, integrity: Any = None) -> None:
+        super().__init__(session, integrity)
+        # keys read by :meth:`prefetch` in this unit of work: their row, or None (no row)
+        self._held: dict[str, WalletStateRow | None] = {}
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Read the rows of ``keys`` in one statement: :meth:`get` of them reads no more in
+        this unit of work (what :meth:`put` writes is kept). Callers prefetch what they read
+        under their write lock, where no other writer can change it."""
+        wanted = [k for k in dict.fromkeys(keys) if k not in self._held]
+        if not wanted:
+            return
+        stmt = select(WalletStateRow).where(col(WalletStateRow.key).in_(wanted))
+        found = {row.key: row for row in self.session.exec(stmt)}
+        for key in wanted:
+            self._held[key] = found.get(key)
+
+    def _row(self, key: str) -> WalletStateRow | None:
+        if key in self._held:
+            return self._held[key]
+        return self.session.get(WalletStateRow, key)
+
     def get(self, key: str) -> Any:
-        row = self.session.get(WalletStateRow, key)
+        row = self._row(key)
         return None if row is None else stored_json(row.value, table="wallet_state", column="value")
 
     def put(self, key: str, value: Any, *, now: int) -> None:
-        row = self.session.get(WalletStateRow, key)
+        row = self._row(key)
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
         if row is None:
-            self.session.add(WalletStateRow(key=key, value=text, updated_at=now))
+            row = WalletStateRow(key=key, value=text, updated_at=now)
+            self.session.add(row)
+            if key in self._held:
+                self._held[key] = row
         else:
             row.value = text
             row.updated_at = now

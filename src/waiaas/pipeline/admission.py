@@ -43,6 +43,7 @@ from waiaas.pipeline.execution import (
     _warm_decimals,
 )
 from waiaas.pipeline.gate import agent_context as approvals_context
+from waiaas.pipeline.gate import state_keys
 from waiaas.pipeline.requests import (
     normalize_request,
     parse_request,
@@ -311,6 +312,9 @@ class AdmissionStage(_PipelineBase):
             raise
         try:
             with slot, self.db.write(agent_id=early.agent_id if early is not None else None) as uow:
+                # what the checks below read of wallet_state, in one statement (under the lock)
+                keys = state_keys(early.agent_id) if early is not None else ()
+                uow.state.prefetch((killswitch.KEY, *keys))
                 killswitch.ensure_inactive(uow)
                 verified = self.sessions.verify_in(uow, token, now)
                 agent_id = verified.agent_id

@@ -37,7 +37,7 @@ from waiaas.types import AgentStatus, Batch, Request
 if TYPE_CHECKING:
     from waiaas.plan import Effect
 
-__all__ = ["PolicyGate", "agent_context", "restart_auto_stop", "spec_from_row"]
+__all__ = ["PolicyGate", "agent_context", "restart_auto_stop", "spec_from_row", "state_keys"]
 
 _T = TypeVar("_T")
 
@@ -73,6 +73,14 @@ def restart_auto_stop(uow: UnitOfWork, agent_id: str, now: int) -> None:
 
         value["mac"] = auto_stop_mark_mac(uow.integrity, agent_id, value["tx"], value["audit"])
     uow.state.put(f"{_MARK}{agent_id}", value, now=now)
+
+
+def state_keys(agent_id: str) -> tuple[str, ...]:
+    """The ``wallet_state`` keys a judgement of ``agent_id``'s request reads: the MACs of its
+    and the global policy sets, and its AUTO_STOP mark (for ``uow.state.prefetch``)."""
+    from waiaas.integrity import policy_scope
+
+    return (policy_scope(agent_id), policy_scope(None), f"{_MARK}{agent_id}")
 
 
 @dataclasses.dataclass(frozen=True)
