@@ -60,8 +60,11 @@ from waiaas.types import Request, Tier, TxStatus
 #: Admission's checks before it records presigned bytes: any transaction of the agent being
 #: signed (claimed, or signed and not yet cleared) sends this one to the claim path; bytes
 #: whose hash a row already holds go through :meth:`Pipeline._take_hash`.
-_EXECUTING_OF_AGENT = "SELECT 1 FROM transactions WHERE agent_id = ? AND status = ? LIMIT 1"
-_ROW_OF_HASH = "SELECT 1 FROM transactions WHERE tx_hash = ?"
+#: Both in one statement: (an EXECUTING row of the agent, a row holding the hash), each 1 or NULL.
+_BUSY_OR_TWIN = (
+    "SELECT (SELECT 1 FROM transactions WHERE agent_id = ? AND status = ? LIMIT 1), "
+    "(SELECT 1 FROM transactions WHERE tx_hash = ? LIMIT 1)"
+)
 
 
 @dataclass(frozen=True)
@@ -503,15 +506,16 @@ class AdmissionStage(_PipelineBase):
     ) -> SignedTx | None:
         """Inside admission's write: whether the bytes signed before the lock may be
         recorded with the request (the conditions the claim path checks before it signs)."""
-        busy = uow.fetch_one(_EXECUTING_OF_AGENT, (agent.id, S.EXECUTING.value))
+        signed = presigned.signed
+        found = uow.fetch_one(_BUSY_OR_TWIN, (agent.id, S.EXECUTING.value, signed.tx_hash))
+        busy, twin = found if found is not None else (None, None)
         if busy is not None:
             return None  # one signing at a time per agent: the claim path waits its turn
-        signed = presigned.signed
         if signed.nonce is not None and signed.nonce != self._reserve_nonce(
             uow, agent, exclude=row.id, hint=signed.nonce
         ):
             return None  # the nonce is another in-flight transaction's
-        if uow.fetch_one(_ROW_OF_HASH, (signed.tx_hash,)) is not None:
+        if twin is not None:
             try:
                 self._take_hash(uow, row, signed)
             except _DuplicateBytes:
