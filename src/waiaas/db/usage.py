@@ -648,26 +648,39 @@ def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
     if dialect == "postgresql":
         _reseal_pg(uow, conn, integrity, verified)
         return
-    dirty = conn.execute(
-        "SELECT DISTINCT agent_id, start FROM usage_buckets INDEXED BY idx_usage_buckets_unsealed "
-        "WHERE mac IS NULL"
-    ).fetchall()
-    if not dirty:
+    # the rows of every unsealed bucket (those with a row whose mac is NULL), in one read
+    read = conn.execute(_UNSEALED_ROWS_SQL).fetchall()
+    if not read:
         return
-    if len(dirty) > BULK_REBUILD:
+    held: dict[tuple[str, int], list[Any]] = {}
+    for row in read:
+        held.setdefault((row[0], row[1]), []).append(row)
+    if len(held) > BULK_REBUILD:
         conn.execute("DELETE FROM usage_buckets")
         for stmt in fill_sql():
             conn.execute(stmt)
         rows = conn.execute(f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets").fetchall()
     else:
-        rows = _rebuild_dirty(uow, conn, dirty, verified)
+        rows = _rebuild_dirty(uow, conn, list(held), verified, held)
     _seal(conn, integrity, rows)
 
 
+_UNSEALED_ROWS_SQL = (
+    f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets "
+    "WHERE (agent_id, start) IN (SELECT agent_id, start FROM usage_buckets "
+    "INDEXED BY idx_usage_buckets_unsealed WHERE mac IS NULL)"
+)
+
+
 def _rebuild_dirty(
-    uow: Any, conn: Any, dirty: Iterable[tuple[str, int]], verified: Verified
+    uow: Any,
+    conn: Any,
+    dirty: Iterable[tuple[str, int]],
+    verified: Verified,
+    held: dict[tuple[str, int], list[Any]] | None = None,
 ) -> list[Any]:
-    """Recompute the unsealed buckets ``dirty`` that need it; their rows (to seal)."""
+    """Recompute the unsealed buckets ``dirty`` that need it; their rows (to seal).
+    ``held``: the buckets' rows as read in this unit of work, for those kept as they are."""
     rows = []
     select = adapt_sql(
         f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets WHERE agent_id = ? AND start = ?",
@@ -677,7 +690,11 @@ def _rebuild_dirty(
         seen = verified.get(agent_id)
         if seen is None or start < seen[0] or start in seen[1]:
             rebuild(uow, agent_id, start)
-        found = conn.execute(select, (agent_id, start)).fetchall()
+            found = conn.execute(select, (agent_id, start)).fetchall()
+        elif held is not None:
+            found = held[(agent_id, start)]
+        else:
+            found = conn.execute(select, (agent_id, start)).fetchall()
         if not all(sane(row[1:]) for row in found):  # never seal what no row explains
             rebuild(uow, agent_id, start)
             found = conn.execute(select, (agent_id, start)).fetchall()
@@ -685,21 +702,37 @@ def _rebuild_dirty(
     return rows
 
 
+#: how many rows one sealing statement updates at most (5 parameters each)
+_SEAL_CHUNK = 200
+
+
 def _seal(conn: Any, integrity: Any, rows: Sequence[Any]) -> None:
-    if not rows:
-        return
-    cur = conn.cursor()
-    try:
-        cur.executemany(
-            adapt_sql(
-                "UPDATE usage_buckets SET mac = ? WHERE agent_id = ? AND start = ? AND kind = ? "
-                "AND asset = ?",
-                dialect_of(conn),
-            ),
-            [(bucket_mac(integrity, row[0], row[1:]), *row[:4]) for row in rows],
-        )
-    finally:
-        cur.close()
+    """Set the MAC of each of ``rows`` (``agent_id`` then :data:`SEALED` values), in one
+    statement per :data:`_SEAL_CHUNK` rows."""
+    dialect = dialect_of(conn)
+    for at in range(0, len(rows), _SEAL_CHUNK):
+        chunk = rows[at : at + _SEAL_CHUNK]
+        params: list[Any] = []
+        for row in chunk:
+            params += [bucket_mac(integrity, row[0], row[1:]), *row[:4]]
+        conn.execute(adapt_sql(_seal_sql(len(chunk)), dialect), params)
+
+
+@functools.lru_cache(maxsize=8)
+def _seal_sql(count: int) -> str:
+    values = ", ".join(
+        [
+            "(CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS INTEGER), "
+            "CAST(? AS TEXT))"
+        ]
+        * count
+    )
+    return (
+        f"WITH v (mac, agent_id, start, kind, asset) AS (VALUES {values}) "
+        "UPDATE usage_buckets SET mac = v.mac FROM v WHERE usage_buckets.agent_id = v.agent_id "
+        "AND usage_buckets.start = v.start AND usage_buckets.kind = v.kind "
+        "AND usage_buckets.asset = v.asset"
+    )
 
 
 def _reseal_pg(uow: Any, conn: Any, integrity: Any, verified: Verified) -> None:

@@ -342,3 +342,14 @@ def test_window_edge_reads_in_one_statement_search_the_indexes(busy_db: Database
     assert sum("INDEX idx_transactions_agent_created (agent_id=?" in s for s in plan) == 3
     assert sum("INDEX idx_audit_log_agent_refusals (agent_id=?" in s for s in plan) == 3
     assert not [step for step in plan if step.startswith("SCAN ")], plan
+
+
+def test_sealing_reads_the_unsealed_buckets_rows_through_the_indexes(busy_db: Database) -> None:
+    """At commit, the rows of the unsealed buckets are read in one statement: the partial
+    index of unsealed rows, then each bucket's rows by its key (never the whole table)."""
+    from waiaas.db import usage
+
+    plan = _plan(busy_db.path, usage._UNSEALED_ROWS_SQL, {})
+    assert any("USING INDEX idx_usage_buckets_unsealed" in s for s in plan), plan
+    assert any("SEARCH usage_buckets USING PRIMARY KEY (agent_id=? AND start=?)" in s for s in plan)
+    assert not [s for s in plan if s.startswith("SCAN ") and "idx_usage_buckets_unsealed" not in s]
