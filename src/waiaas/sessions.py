@@ -43,7 +43,7 @@ import re
 import secrets as _secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, SupportsIndex, overload, runtime_checkable
 
 import jwt
@@ -56,7 +56,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import col, select
 
 from waiaas import _display as _d
@@ -79,6 +79,7 @@ from waiaas.errors import (
     StorageError,
     TokenExpiredError,
     TokenRevokedError,
+    WaiaasError,
 )
 from waiaas.ids import new_id
 from waiaas.policy import NATIVE, normalize_address, spend_of
@@ -325,6 +326,9 @@ class VerifiedSession:
     expires_at: int
     constraints: SessionConstraints
     usage: SessionUsage
+    # the session row's (constraints, usage_stats) texts these were read from, when known:
+    # enforce_and_record charges the request on them with a compare-and-set
+    _read: tuple[str | None, str | None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,10 +550,39 @@ def _types(request: Request) -> list[TxType]:
 #: How many verified tokens a :class:`SessionManager` remembers (oldest forgotten first).
 VERIFIED_CACHE_SIZE = 4096
 
+
 # One indexed read that re-checks, against the rows as they are now, everything a cached
 # verification depends on: the session is this token's (hash), live (not revoked, not
 # expired), still the agent's; the agent is ACTIVE on the same chain and network. The
 # constraints and usage come back so that the caller can tell whether they changed.
+def _store_usage(
+    uow: UnitOfWork, session_id: str, read: tuple[str | None, str | None], usage: SessionUsage
+) -> bool:
+    """Write ``usage`` to the session if its row is still live and holds the ``read``
+    (constraints, usage) texts; whether it did. Two writers that read the same usage can
+    never both write theirs: the second finds the row changed."""
+    constraints, before = read
+    stmt = (
+        update(SessionRow)
+        .where(col(SessionRow.id) == session_id, col(SessionRow.revoked_at).is_(None))
+        .where(
+            col(SessionRow.constraints).is_(None)
+            if constraints is None
+            else col(SessionRow.constraints) == constraints,
+            col(SessionRow.usage_stats).is_(None)
+            if before is None
+            else col(SessionRow.usage_stats) == before,
+        )
+        .values(usage_stats=usage.model_dump_json())
+        .execution_options(synchronize_session=False)
+    )
+    done: bool = uow.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    held = uow.session.identity_map.get(uow.session.identity_key(SessionRow, session_id))
+    if done and held is not None:
+        uow.session.expire(held)  # read again if used later in this unit of work
+    return done
+
+
 _LIVE_SQL = (
     "SELECT s.constraints, s.usage_stats, s.expires_at, s.created_at "
     "FROM sessions AS s JOIN agents AS a ON a.id = s.agent_id "
@@ -953,6 +986,7 @@ class SessionManager:
             expires_at=row.expires_at,
             constraints=constraints,
             usage=usage,
+            _read=(row.constraints, row.usage_stats),
         )
 
     # ------------------------------------------------------------------ verified-token cache
@@ -1015,6 +1049,7 @@ class SessionManager:
             expires_at=row[2],
             constraints=entry.constraints,
             usage=usage,
+            _read=(row[0], row[1]),
         )
 
     def _remember(self, token: object, entry: _Verified) -> None:
@@ -1330,14 +1365,66 @@ class SessionManager:
             raise InvalidInputError("request must be a waiaas request", field="request")
         network = _check_text(network, "network")
         now = _check_int(now, "now", minimum=0)
+        if verified._read is not None:
+            # Charged on the values verify_in read (under the caller's lock), written only if
+            # the row still holds them: no second read, and no concurrent writer overwritten.
+            try:
+                charged = self._charge(
+                    verified,
+                    verified.constraints,
+                    verified.usage,
+                    request,
+                    network,
+                    now,
+                    asset,
+                    amount,
+                    spend,
+                    fees,
+                )
+            except WaiaasError:
+                charged = None  # the path below reads the row and raises the precise error
+            if charged is not None and _store_usage(
+                uow, verified.session_id, verified._read, charged
+            ):
+                return charged
         row = uow.sessions.get(verified.session_id)
         if row is None:
             raise _refuse(AuthError, "unknown session", verified.session_id)
         if row.revoked_at is not None:
             raise _refuse(TokenRevokedError, "session revoked", verified.session_id)
-        c = _load_constraints(row)
-        usage = _load_usage(row)
-        sid = row.id
+        new_usage = self._charge(
+            verified,
+            _load_constraints(row),
+            _load_usage(row),
+            request,
+            network,
+            now,
+            asset,
+            amount,
+            spend,
+            fees,
+        )
+        row.usage_stats = new_usage.model_dump_json()
+        uow.session.add(row)
+        uow.session.flush()
+        return new_usage
+
+    def _charge(
+        self,
+        verified: VerifiedSession,
+        c: SessionConstraints,
+        usage: SessionUsage,
+        request: Request,
+        network: str,
+        now: int,
+        asset: str | None,
+        amount: int | None,
+        spend: Mapping[str, int] | None,
+        fees: int,
+    ) -> SessionUsage:
+        """The session's usage after ``request`` given its constraints ``c`` and ``usage``
+        (:meth:`enforce_and_record`'s checks; nothing read or written)."""
+        sid = verified.session_id
         _check_destination(c, request, network, verified.chain, sid)
         amounts = self._charged(verified.chain, request, asset, amount, spend)
         fees = _check_int(fees, "fees", minimum=0)
@@ -1355,13 +1442,9 @@ class SessionManager:
                 "max_tx_count", f"the session may make at most {c.max_tx_count} requests", sid
             )
         totals = _charged_totals(c, usage, amounts, sid)
-        new_usage = usage.model_copy(
+        return usage.model_copy(
             update={"tx_count": usage.tx_count + 1, "totals": totals, "last_used_at": now}
         )
-        row.usage_stats = new_usage.model_dump_json()
-        uow.session.add(row)
-        uow.session.flush()
-        return new_usage
 
     def _charged(
         self,

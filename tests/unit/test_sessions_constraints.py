@@ -398,6 +398,69 @@ def test_concurrent_requests_cannot_overshoot(mgr: SessionManager, db: Database)
     assert stored_usage(db, sid)["totals"] == {NATIVE: "30"}
 
 
+def test_usage_read_before_the_lock_cannot_overshoot(mgr: SessionManager, db: Database) -> None:
+    """The usage is charged on the values verification read, written only if the row still
+    holds them: sessions verified before another request was charged (stale usage) never
+    let more than ``max_tx_count`` requests through."""
+    token, sid = session(mgr, db, {"max_tx_count": 2})
+    stale = []
+    for _ in range(4):
+        with db.read() as uow:
+            stale.append(mgr.verify_in(uow, token, T0 + 1))
+    assert {v.usage.tx_count for v in stale} == {0}
+    refused = []
+    for v in stale:
+        try:
+            with db.write() as uow:
+                mgr.enforce_and_record(
+                    uow, v, Transfer(to=SOL_TO, amount=1), network="devnet", now=T0 + 1
+                )
+                uow.commit()
+        except ConstraintViolationError as exc:
+            refused.append(exc.constraint)
+    assert refused == ["max_tx_count"] * 2
+    assert stored_usage(db, sid)["tx_count"] == 2
+
+
+def test_two_processes_racing_cannot_overshoot(db: Database) -> None:
+    """Two wallets on one file (two processes), each with its own verified-token cache,
+    race eight requests for a session allowed three: exactly three are charged."""
+    secrets = MemorySecretStore()
+    mine = SessionManager(db, secrets, FrozenClock(), WalletConfig())
+    other_db = Database.open(db.path)
+    try:
+        other = SessionManager(other_db, secrets, FrozenClock(), WalletConfig())
+        token, sid = session(mine, db, {"max_tx_count": 3})
+        for m, d in ((mine, db), (other, other_db)):  # both remember the token
+            with d.read() as uow:
+                m.verify_in(uow, token, T0 + 1)
+        wins: list[int] = []
+        losses: list[str] = []
+        barrier = threading.Barrier(8)
+
+        def worker(m: SessionManager, d: Database) -> None:
+            barrier.wait()
+            try:
+                charge(m, d, token, Transfer(to=SOL_TO, amount=1))
+                wins.append(1)
+            except ConstraintViolationError as exc:
+                losses.append(exc.constraint)
+
+        threads = [
+            threading.Thread(target=worker, args=(mine, db) if i % 2 else (other, other_db))
+            for i in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wins) == 3
+        assert losses == ["max_tx_count"] * 5
+        assert stored_usage(db, sid)["tx_count"] == 3
+    finally:
+        other_db.close()
+
+
 def test_revoked_or_deleted_session_cannot_be_charged(mgr: SessionManager, db: Database) -> None:
     """A VerifiedSession kept past a revocation or deletion is refused at enforcement."""
     token, sid = session(mgr, db, {})
