@@ -1052,6 +1052,18 @@ class SessionManager:
             _read=(row[0], row[1]),
         )
 
+    def remembered_agent(self, token: object, now: int) -> tuple[str, str, str] | None:
+        """``(agent id, chain, network)`` of ``token`` when this manager verified it before
+        and its claims have not expired at ``now``; ``None`` otherwise. Nothing is read and
+        nothing is established: the session may have been revoked, the agent suspended
+        meanwhile. Callers verify the token again (:meth:`verify_in`) before acting on it."""
+        if type(token) is not str or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            return None
+        entry = self._verified.get(hashlib.sha256(token.encode("ascii")).digest())
+        if entry is None or entry.claims_exp <= now:
+            return None
+        return entry.agent_id, entry.chain, entry.network
+
     def _remember(self, token: object, entry: _Verified) -> None:
         assert isinstance(token, str)  # _check refused anything else
         verified = self._verified

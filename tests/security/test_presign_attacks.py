@@ -318,3 +318,41 @@ def test_evm_concurrent_sends_of_one_agent_presign_distinct_nonces(wallet: Walle
     assert sorted(nonces) == list(range(len(dests)))
     adapter = wallet.network_adapter("evm", NETWORK["evm"])
     assert [adapter.get_balance(d) for d in dests] == [amount] * len(dests)
+
+
+_FROM_ANOTHER_PROCESS: dict[str, Callable[[Wallet, str, str], Any]] = {
+    "kill switch": lambda other, agent_id, session_id: other.kill_switch("incident"),
+    "suspension": lambda other, agent_id, session_id: other.suspend_agent(agent_id),
+    "revocation": lambda other, agent_id, session_id: other.revoke_session(session_id),
+    "deny rule": lambda other, agent_id, session_id: other.add_policy(
+        "ALLOWED_ADDRESSES", {"addresses": [recipient("solana")]}, agent_id=agent_id
+    ),
+}
+
+
+@pytest.mark.parametrize("change", sorted(_FROM_ANOTHER_PROCESS))
+def test_a_change_by_another_process_stops_the_next_send_without_a_read_before_the_lock(
+    tmp_path: Path, change: str
+) -> None:
+    """After a first send, admission's step before the lock reads nothing for the token (its
+    agent is remembered): a kill switch, suspension, revocation or deny rule written by
+    another process (another wallet on the file) in between is still what the very next
+    send meets under the lock. Nothing is recorded for it and nothing reaches the chain."""
+    with local_wallet(tmp_path, clock=FrozenClock()) as wallet:
+        chain = "solana"
+        agent = new_agent(wallet, chain)
+        issued = wallet.issue_session(agent.id)
+        dest = recipient(chain)
+        amount = TIER_AMOUNTS[chain]["INSTANT"]
+        wallet.send(issued.token, Transfer(to=dest, amount=amount))  # remembers the agent
+        adapter = wallet.network_adapter(chain, NETWORK[chain])
+        with local_wallet(tmp_path, chains=[adapter], clock=FrozenClock()) as other:
+            _FROM_ANOTHER_PROCESS[change](other, agent.id, issued.session_id)
+        before = wallet.list_transactions(agent_id=agent.id)
+        with pytest.raises(
+            (KillSwitchActiveError, AgentNotActiveError, AuthError, PolicyDeniedError)
+        ):
+            wallet.send(issued.token, Transfer(to=dest, amount=amount))
+        after = wallet.list_transactions(agent_id=agent.id)
+        assert [t.status for t in after if t not in before] in ([], ["FAILED"])
+        assert adapter.get_balance(dest) == amount  # the first send only

@@ -103,6 +103,8 @@ class _Early:
 # (a node slow to answer) does not hold up the others: after this wait they skip presigning
 # and sign from a claim instead.
 _SLOT_WAIT = 1.0
+# How many agents' rows admission keeps for the step before its lock (``_early_agent``).
+_AGENT_KEYS = 4096
 
 
 class _NonceSlot:
@@ -422,11 +424,8 @@ class AdmissionStage(_PipelineBase):
         count that no in-flight row holds (the one admission's lock then reserves). A request
         that waits more than ``_SLOT_WAIT`` for the slot is not presigned (claim path)."""
         try:
-            with self.db.read() as uow:
-                verified = self.sessions.verify_in(uow, token, now)
-                agent = uow.agents.get(verified.agent_id)
-                stopped = self.presign and killswitch.is_active(uow)
-            if agent is None or agent.status != "ACTIVE":
+            agent, stopped = self._early_agent(token, now)
+            if agent is None:
                 return None
             adapter = self.adapters.get((agent.chain, agent.network))
             if adapter is None:
@@ -452,6 +451,33 @@ class AdmissionStage(_PipelineBase):
         if presign:
             presigned = self._presign(adapter, agent, prepared)
         return _Early(agent.id, agent.public_key, normalized, prepared, presigned)
+
+    def _early_agent(self, token: str, now: int) -> tuple[AgentRow | None, bool]:
+        """Before the lock: the token's agent (only its id, chain, network and public key
+        are used: they never change) and whether the kill switch is on; ``(None, _)`` when
+        the token or the agent does not check out.
+
+        A token this process verified before names its agent without a read (its session's
+        agent never changes), and the agent's row comes from the first read of it: nothing
+        is read here then. Whether the session is still live, the agent still active and
+        the kill switch still off is what admission checks under its lock, whatever was
+        found here; bytes presigned for a request it refuses are dropped unsent."""
+        known = self.sessions.remembered_agent(token, now)
+        if known is not None:
+            agent = self._agent_keys.get(known[0])
+            if agent is not None and (agent.chain, agent.network) == known[1:]:
+                return agent, False
+        with self.db.read() as uow:
+            verified = self.sessions.verify_in(uow, token, now)
+            agent = uow.agents.get(verified.agent_id)
+            stopped = self.presign and killswitch.is_active(uow)
+        if agent is None or agent.status != "ACTIVE":
+            return None, stopped
+        with self._slots_guard:
+            while len(self._agent_keys) >= _AGENT_KEYS:
+                self._agent_keys.pop(next(iter(self._agent_keys)), None)
+            self._agent_keys[agent.id] = agent
+        return agent, stopped
 
     def _presign_slot(self, agent_id: str) -> threading.RLock:
         """The agent's presigning slot in this process (re-entrant: a hook may send again

@@ -153,6 +153,9 @@ class _PipelineBase:
         # One presigning at a time per agent on nonce chains (admission's _presign_slot).
         self._presign_slots: dict[str, threading.RLock] = {}
         self._slots_guard = threading.Lock()
+        # Agents' rows as admission's first read before the lock found them, by id; only
+        # what never changes (id, chain, network, public key) is used (admission's _early_agent).
+        self._agent_keys: dict[str, AgentRow] = {}
 
     # ================================================================== helpers
 

@@ -45,6 +45,11 @@ class SessionPort(Protocol):
         """
         ...
 
+    def remembered_agent(self, token: object, now: int) -> tuple[str, str, str] | None:
+        """``(agent id, chain, network)`` of a token verified before (no read, nothing
+        established: admission verifies it again under its lock)."""
+        ...
+
     def record_failure(
         self, error: AuthError | AgentNotActiveError, *, now: int | None = None
     ) -> None:
