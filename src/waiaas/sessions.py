@@ -1377,22 +1377,12 @@ class SessionManager:
             raise InvalidInputError("request must be a waiaas request", field="request")
         network = _check_text(network, "network")
         now = _check_int(now, "now", minimum=0)
+        args = (request, network, now, asset, amount, spend, fees)
         if verified._read is not None:
             # Charged on the values verify_in read (under the caller's lock), written only if
             # the row still holds them: no second read, and no concurrent writer overwritten.
             try:
-                charged = self._charge(
-                    verified,
-                    verified.constraints,
-                    verified.usage,
-                    request,
-                    network,
-                    now,
-                    asset,
-                    amount,
-                    spend,
-                    fees,
-                )
+                charged = self._charge(verified, verified.constraints, verified.usage, *args)
             except WaiaasError:
                 charged = None  # the path below reads the row and raises the precise error
             if charged is not None and _store_usage(
@@ -1404,18 +1394,7 @@ class SessionManager:
             raise _refuse(AuthError, "unknown session", verified.session_id)
         if row.revoked_at is not None:
             raise _refuse(TokenRevokedError, "session revoked", verified.session_id)
-        new_usage = self._charge(
-            verified,
-            _load_constraints(row),
-            _load_usage(row),
-            request,
-            network,
-            now,
-            asset,
-            amount,
-            spend,
-            fees,
-        )
+        new_usage = self._charge(verified, _load_constraints(row), _load_usage(row), *args)
         row.usage_stats = new_usage.model_dump_json()
         uow.session.add(row)
         uow.session.flush()

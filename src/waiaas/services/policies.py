@@ -768,19 +768,34 @@ def _bucket_totals(
 
     # Rows: one range read per run of overlapping intervals, each row read once (counts, and
     # spending for the day and the week where they need it).
-    # Rows of every interval in one statement (see :func:`_edges_sql`).
-    params: dict[str, Any] = {"agent": agent_id, "exclude": exclude, "denied": POLICY_DENIED}
     intervals = _row_intervals(ordered, since, edge, from_rows, complement)
-    for i, (low, until) in enumerate(intervals):
-        params[f"since{i}"] = low
-        params[f"until{i}"] = until
-    if intervals:
-        found = raw.execute(_edges_sql(len(intervals), dialect), params).fetchall()
-        tally.add_rows((r[2:] for r in found if r[0] == 0), plan, since)
-        tally.add_refusals((r[2:4] for r in found if r[0] == 1), plan, since)
+    _add_edges(raw, dialect, agent_id, exclude, intervals, tally, plan, since)
     if complement and not tally.sane():
         return None
     return tally.totals()
+
+
+def _add_edges(
+    raw: Any,
+    dialect: str,
+    agent_id: str,
+    exclude: str,
+    intervals: list[tuple[int, int]],
+    tally: _Tally,
+    plan: Callable[[int], list[tuple[int, int, int]]],
+    since: dict[int, int],
+) -> None:
+    """Count the rows of every interval in ``tally``, read in one statement
+    (:func:`_edges_sql`)."""
+    if not intervals:
+        return
+    params: dict[str, Any] = {"agent": agent_id, "exclude": exclude, "denied": POLICY_DENIED}
+    for i, (low, until) in enumerate(intervals):
+        params[f"since{i}"] = low
+        params[f"until{i}"] = until
+    found = raw.execute(_edges_sql(len(intervals), dialect), params).fetchall()
+    tally.add_rows((r[2:] for r in found if r[0] == 0), plan, since)
+    tally.add_refusals((r[2:4] for r in found if r[0] == 1), plan, since)
 
 
 def _sign(plan: list[tuple[int, int, int]], window: int, after: bool) -> int:
