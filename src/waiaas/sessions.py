@@ -57,6 +57,7 @@ from pydantic import (
     field_validator,
 )
 from sqlalchemy import func, update
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select
 
 from waiaas import _display as _d
@@ -65,7 +66,7 @@ from waiaas.clock import Clock
 from waiaas.config import WalletConfig
 from waiaas.db.database import Database
 from waiaas.db.portable import as_json
-from waiaas.db.tables import SessionRow
+from waiaas.db.tables import AgentRow, SessionRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import (
     AgentNotActiveError,
@@ -583,9 +584,24 @@ def _store_usage(
     return done
 
 
+#: the agent's columns the live read also returns (after the session's four)
+_AGENT_COLUMNS = tuple(AgentRow.__table__.columns.keys())  # type: ignore[attr-defined]
+
+
+def _hold_agent(uow: UnitOfWork, values: Sequence[Any]) -> None:
+    """Keep the agent's row read by the live statement (``values`` in
+    :data:`_AGENT_COLUMNS` order) in ``uow``'s session, as if loaded there: clean, and held
+    until the unit of work ends."""
+    agent = AgentRow(**dict(zip(_AGENT_COLUMNS, values, strict=True)))
+    make_transient_to_detached(agent)
+    held = uow.session.merge(agent, load=False)
+    uow.session.info.setdefault("waiaas_held", []).append(held)
+
+
 _LIVE_SQL = (
-    "SELECT s.constraints, s.usage_stats, s.expires_at, s.created_at "
-    "FROM sessions AS s JOIN agents AS a ON a.id = s.agent_id "
+    "SELECT s.constraints, s.usage_stats, s.expires_at, s.created_at, "
+    + ", ".join(f"a.{c}" for c in _AGENT_COLUMNS)
+    + " FROM sessions AS s JOIN agents AS a ON a.id = s.agent_id "
     "WHERE s.id = ? AND s.token_hash = ? AND s.agent_id = ? AND s.revoked_at IS NULL "
     "AND s.expires_at > ? AND a.status = 'ACTIVE' AND a.chain = ? AND a.network = ?"
 )
@@ -901,7 +917,7 @@ class SessionManager:
                 raise
         """
         when = self._now(now)
-        hit = self._cached(uow.fetch_one, token, when)
+        hit = self._cached(uow.fetch_one, token, when, uow)
         if hit is not None:
             return hit
         return self._check(uow, token, when)
@@ -996,6 +1012,7 @@ class SessionManager:
         fetch_one: Callable[[str, Sequence[Any]], tuple[Any, ...] | None],
         token: object,
         now: int,
+        uow: UnitOfWork | None = None,
     ) -> VerifiedSession | None:
         """The session ``token`` opens, from a remembered verification, or ``None``.
 
@@ -1011,6 +1028,9 @@ class SessionManager:
 
         Only parsed JSON is reused: the constraints while their text is unchanged, the
         usage likewise (it changes with every request, and is parsed again then).
+
+        In ``uow``, the agent's row read by the same statement is kept in the unit of work
+        (``uow.agents.get`` of it reads no more there).
         """
         if type(token) is not str or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             return None
@@ -1040,6 +1060,8 @@ class SessionManager:
                 self._verified.pop(key, None)
                 return None  # the full check reports the unreadable row
             entry.usage = (row[1], usage)
+        if uow is not None:
+            _hold_agent(uow, row[4:])
         return VerifiedSession(
             session_id=entry.session_id,
             agent_id=entry.agent_id,

@@ -577,3 +577,36 @@ def test_another_process_changes_constraints_and_usage(
     verified = mgr.verify(issued.token)
     assert verified.constraints.max_tx_count == 2
     assert verified.usage.tx_count == 1
+
+
+def test_the_live_read_keeps_the_agent_row_in_the_unit_of_work(
+    db: Database, mgr: SessionManager, warm: tuple[str, str, str, Reads]
+) -> None:
+    """A remembered token's live read returns the agent's row too: in the caller's unit of
+    work ``uow.agents.get`` of it reads no more, and gives the row as stored, every column."""
+    from sqlalchemy import event
+
+    agent_id, _sid, token, _reads = warm
+    with db.read() as uow:
+        stored = uow.agents.get(agent_id)
+        assert stored is not None
+        expected = stored.model_dump()
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    with db.write() as uow:
+        mgr.verify_in(uow, token, T0 + 1)
+        event.listen(db.engine, "before_cursor_execute", before)
+        try:
+            agent = uow.agents.get(agent_id)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", before)
+        assert agent is not None and agent.model_dump() == expected
+        assert seen == []
+        uow.agents.update_fields(agent_id, status="SUSPENDED")  # still an ordinary row
+        uow.commit()
+    with db.read() as uow:
+        again = uow.agents.get(agent_id)
+        assert again is not None and again.status == "SUSPENDED"
