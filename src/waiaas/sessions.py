@@ -593,6 +593,8 @@ def _hold_agent(uow: UnitOfWork, values: Sequence[Any]) -> None:
     :data:`_AGENT_COLUMNS` order) in ``uow``'s session, as if loaded there: clean, and held
     until the unit of work ends."""
     agent = AgentRow(**dict(zip(_AGENT_COLUMNS, values, strict=True)))
+    if uow.session.identity_key(AgentRow, agent.id) in uow.session.identity_map:
+        return  # already loaded in this unit of work (maybe changed there): that one stands
     make_transient_to_detached(agent)
     held = uow.session.merge(agent, load=False)
     uow.session.info.setdefault("waiaas_held", []).append(held)
