@@ -528,7 +528,7 @@ def _bucket_usage(
     dialect = dialect_of(uow)
     since = {w: now - w for w in ordered}
     first = usage_db.bucket_start(since[ordered[-1]] + 1)
-    from_rows = _buckets_read_from_rows(uow, raw, native, dialect, agent_id, first)
+    from_rows, held = _buckets_read_from_rows(uow, raw, native, dialect, agent_id, first)
     if exclude:
         found = raw.execute(_EXCLUDED_SQL, (exclude, agent_id)).fetchone()
         if found is not None and isinstance(found[0], int):
@@ -544,11 +544,11 @@ def _bucket_usage(
         and since[w] - edge + 1 < min(edge + usage_db.BUCKET, now + 1) - since[w] - 1
     }
     totals = _bucket_totals(
-        raw, native, dialect, agent_id, now, ordered, exclude, from_rows, complement
+        raw, native, dialect, agent_id, now, ordered, exclude, from_rows, complement, held
     )
     if totals is None:  # the sums do not cover the rows they stand for: read the window's side
         totals = _bucket_totals(
-            raw, native, dialect, agent_id, now, ordered, exclude, from_rows, set()
+            raw, native, dialect, agent_id, now, ordered, exclude, from_rows, set(), held
         )
         assert totals is not None
     requests, denials, txs, spent = totals
@@ -563,24 +563,28 @@ def _bucket_usage(
 
 def _buckets_read_from_rows(
     uow: UnitOfWork, raw: Any, native: Any, dialect: str, agent_id: str, first: int
-) -> set[int]:
+) -> tuple[set[int], list[tuple[Any, ...]] | None]:
     """The starts of the agent's buckets from ``first`` on that must be counted from their
     rows: those holding rows the sums cannot represent exactly, and (with the integrity key)
     those whose MAC does not verify (not sealed yet, or edited: those are unsealed again to
     be recomputed when this unit of work commits). Records what was verified in
-    ``uow.usage_verified``."""
+    ``uow.usage_verified``. With the key, also the rows read (:data:`usage_db.SEALED`
+    order): the whole buckets are summed from them (no second read)."""
     integ = uow.integrity
     untrusted: set[int] = set()
     from_rows: set[int] = set()
     forged: set[int] = set()
+    held: list[tuple[Any, ...]] | None = None
     if integ is None:
         from_rows.update(
             s for (s,) in native.execute(usage_db.needs_rows_sql(dialect), (agent_id, first))
         )
     else:
         odd = usage_db.ODD
+        held = []
         for *values, mac in native.execute(usage_db.verify_sql(dialect), (agent_id, first)):
             row = tuple(values)
+            held.append(row)
             if not integ.bucket_ok(mac, agent_id, row):
                 # NULL: not sealed yet (written without the key); anything else: edited
                 (untrusted if mac is None else forged).add(row[0])
@@ -604,7 +608,7 @@ def _buckets_read_from_rows(
         frozenset(untrusted) | (frozenset() if seen is None else seen[1]),
     )
     from_rows |= untrusted
-    return from_rows
+    return from_rows, held
 
 
 _Totals = tuple[dict[int, int], dict[int, int], dict[int, int], dict[str, AssetUsage]]
@@ -723,13 +727,15 @@ def _bucket_totals(
     exclude: str,
     from_rows: set[int],
     complement: set[int],
+    held: list[tuple[Any, ...]] | None = None,
 ) -> _Totals | None:
     """Requests, denials, transactions per window and the spending of the day and the week:
     whole buckets from their sums (SQL), plus or minus the rows read (see :func:`_bucket_usage`).
 
     Windows in ``complement`` count the bucket they start in whole and subtract its rows
     before the window; ``None`` when that leaves a negative count or sum (bucket rows
-    missing: the caller reads the window's side instead).
+    missing: the caller reads the window's side instead). ``held``: the agent's bucket rows
+    already read in this unit of work, summed here instead of by SQL.
     """
     since = {w: now - w for w in ordered}
     edge = {w: usage_db.bucket_start(since[w] + 1) for w in ordered}
@@ -744,9 +750,15 @@ def _bucket_totals(
         week=cut[WEEK],
         skip=json.dumps(sorted(from_rows)),
     )
-    # The buckets that count whole, summed by SQLite (limb sums are exact integers).
-    sums_sql = usage_db.sums_sql(len(ordered), dialect, bool(from_rows))
-    tally.add_whole_buckets(native.execute(sums_sql, sums), ordered)
+    # The buckets that count whole, summed by SQLite (limb sums are exact integers), or
+    # here from the rows already read.
+    if held is not None:
+        cuts = [cut[w] for w in ordered]
+        whole = _sum_buckets(held, cuts, cut[DAY], cut[WEEK], from_rows)
+        tally.add_whole_buckets(whole, ordered)
+    else:
+        sums_sql = usage_db.sums_sql(len(ordered), dialect, bool(from_rows))
+        tally.add_whole_buckets(native.execute(sums_sql, sums), ordered)
 
     def signs(s: int, w: int) -> tuple[int, int]:
         """How the rows of bucket ``s`` count in window ``w``: ``(sign of those after the
@@ -773,6 +785,35 @@ def _bucket_totals(
     if complement and not tally.sane():
         return None
     return tally.totals()
+
+
+def _sum_buckets(
+    rows: list[tuple[Any, ...]], cuts: list[int], day: int, week: int, skip: set[int]
+) -> list[tuple[Any, ...]]:
+    """:func:`usage_db.sums_sql`'s result computed from bucket ``rows`` (each in
+    :data:`usage_db.SEALED` order, all of the agent from the first start on): per (kind,
+    asset), per cut the requests, denials and transactions of the buckets after it, then the
+    spending rows and limb sums after ``day`` and after ``week``; buckets in ``skip`` left
+    out. Python ints: exact, as SQLite's."""
+    n = len(cuts)
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for row in rows:
+        start, kind, asset, requests, denials, refused, refused_denials = row[:7]
+        if start in skip:
+            continue
+        acc = groups.setdefault((kind, asset), [0] * (3 * n + 20))
+        for i, c in enumerate(cuts):
+            if start > c:
+                acc[3 * i] += requests + refused
+                acc[3 * i + 1] += denials + refused_denials
+                acc[3 * i + 2] += requests - denials
+        for j, c in enumerate((day, week)):
+            if start > c:
+                base = 3 * n + 10 * j
+                acc[base] += requests
+                for k, limb in enumerate(row[8:17]):
+                    acc[base + 1 + k] += limb
+    return [(kind, asset, *acc) for (kind, asset), acc in groups.items()]
 
 
 def _add_edges(
