@@ -716,3 +716,81 @@ def test_constructors_validate_their_arguments() -> None:
     with plain:
         assert not isinstance(plain, LocalChainControl)
         assert isinstance(plain, ChainAdapter)
+
+
+# --------------------------------------------------------------------------- blockhash window
+
+
+def test_local_blockhash_stays_valid_for_150_blocks_as_on_a_cluster() -> None:
+    """In-process: a transaction built before others landed still lands (the blockhash it
+    carries stays valid for VALID_BLOCKS blocks); after that many new blocks it is stale."""
+    from waiaas.chains.solana._litesvm import VALID_BLOCKS
+
+    with litesvm_env() as env:
+        secret, me = wallet(env)
+        early = env.adapter.sign(
+            env.adapter.build(Transfer(to=stranger(), amount=SOL // 100), me), secret
+        )
+        for i in range(3):  # others land meanwhile, each on a new block
+            other = env.adapter.build(Transfer(to=stranger(), amount=SOL // 100 + 2 + i), me)
+            env.adapter.submit(env.adapter.sign(other, secret))
+        env.adapter.submit(early)
+        assert env.adapter.wait_for_confirmation(early).state == ChainTxState.CONFIRMED
+
+        late = env.adapter.sign(
+            env.adapter.build(Transfer(to=stranger(), amount=SOL // 100 + 9), me), secret
+        )
+        for i in range(VALID_BLOCKS + 1):  # the first lands on late's own block
+            other = env.adapter.build(Transfer(to=stranger(), amount=SOL // 100 + 100 + i), me)
+            env.adapter.submit(env.adapter.sign(other, secret))
+        with pytest.raises(StaleTransactionError):
+            env.adapter.submit(late)
+        assert env.adapter.get_status(late).state == ChainTxState.DROPPED
+
+
+def test_local_blockhash_expired_on_the_runtime_expires_every_earlier_one() -> None:
+    """``svm.expire_blockhash()`` (a test making a transaction stale) expires every earlier
+    blockhash, not only the latest."""
+    with litesvm_env() as env:
+        secret, me = wallet(env)
+        first = env.adapter.sign(
+            env.adapter.build(Transfer(to=stranger(), amount=SOL // 100), me), secret
+        )
+        landed = env.adapter.build(Transfer(to=stranger(), amount=SOL // 100 + 2), me)
+        env.adapter.submit(env.adapter.sign(landed, secret))
+        second = env.adapter.sign(
+            env.adapter.build(Transfer(to=stranger(), amount=SOL // 100 + 3), me), secret
+        )
+        env.svm.expire_blockhash()
+        for stale in (first, second):
+            with pytest.raises(StaleTransactionError):
+                env.adapter.submit(stale)
+
+
+@pytest.mark.parametrize("preflight", [True, False])
+def test_local_chain_refuses_a_blockhash_it_never_issued(preflight: bool) -> None:
+    """LiteSVM's own check is off (the backend checks a cluster's window itself): a
+    transaction carrying a made-up blockhash is still refused, charges nothing and moves
+    nothing, with or without preflight; its simulation reports BlockhashNotFound."""
+    from solders.hash import Hash
+    from solders.message import MessageV0
+    from solders.system_program import TransferParams, transfer
+    from solders.transaction import VersionedTransaction
+
+    from waiaas.chains.solana.errors import TxContext
+
+    with litesvm_env() as env:
+        payer, bob = Keypair(), Keypair()
+        env.svm.airdrop(payer.pubkey(), SOL)
+        ix = transfer(
+            TransferParams(from_pubkey=payer.pubkey(), to_pubkey=bob.pubkey(), lamports=5)
+        )
+        message = MessageV0.try_compile(payer.pubkey(), [ix], [], Hash.new_unique())
+        tx = VersionedTransaction(message, [payer])
+        backend = env.adapter._backend
+        context = TxContext.from_message(tx.message)
+        assert backend.simulate(tx, sig_verify=True, context=context).err == "BlockhashNotFound"
+        with pytest.raises(StaleTransactionError):
+            backend.send(tx, preflight=preflight, context=context)
+        assert env.svm.get_balance(payer.pubkey()) == SOL
+        assert not env.svm.get_balance(bob.pubkey())

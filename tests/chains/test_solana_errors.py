@@ -290,6 +290,7 @@ def test_litesvm_errors_render_like_a_node() -> None:
     """transaction_error_to_json agrees with solders' serde for real LiteSVM failures."""
     with litesvm_env() as env:
         svm = env.svm
+        svm.with_blockhash_check(True)  # LiteSVM's own errors (the backend checks itself)
         payer = Keypair()
         svm.airdrop(payer.pubkey(), SOL)
         seen = []

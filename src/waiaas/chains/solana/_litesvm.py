@@ -5,10 +5,16 @@ Two things differ from a cluster and are handled here:
 
 * LiteSVM's blockhash never advances by itself, so two identical transfers would produce the
   same signature and the second would be refused as ``AlreadyProcessed``. This backend
-  advances the blockhash lazily: the first time a blockhash is asked for after a transaction
-  landed on the current one. Sequential build/sign/submit never goes stale; a transaction
-  built before another one landed and submitted after a third was built is stale, as on a
-  cluster whose blockhash moved on.
+  starts a new block lazily: the first time a blockhash is asked for after a transaction
+  landed on the current one.
+* LiteSVM knows only its latest blockhash: after one ``expire_blockhash()`` every earlier one
+  is refused, where a cluster accepts a blockhash for about 150 blocks. This backend turns
+  LiteSVM's own check off (``with_blockhash_check(False)``, on the ``svm`` it is given too)
+  and checks itself, as a cluster does: a blockhash stays valid for :data:`VALID_BLOCKS`
+  blocks, so transactions built concurrently (parallel agents, a presigned request and a
+  claim) do not expire each other. A caller that expires the runtime's blockhash directly
+  (``svm.expire_blockhash()``, as tests do to make a transaction stale) expires every
+  earlier blockhash at once, as before.
 * A node simulates before accepting a transaction ("preflight") and refuses failing ones
   without charging a fee. With ``preflight=True`` (the default) this backend does the same.
 """
@@ -42,6 +48,12 @@ from waiaas.chains.solana.errors import (
     transaction_error_to_json,
 )
 
+VALID_BLOCKS = 150
+"""Blocks a blockhash stays valid for (a cluster's ``MAX_PROCESSING_AGE``)."""
+
+# What a cluster's simulation answers for a transaction whose blockhash expired.
+_STALE = SimOutcome(err="BlockhashNotFound", logs=(), units_consumed=0)
+
 
 class LiteSVMBackend:
     """A backend over one LiteSVM instance; every call holds one lock (LiteSVM is not shared-safe).
@@ -52,8 +64,14 @@ class LiteSVMBackend:
 
     def __init__(self, svm: LiteSVM | None = None) -> None:
         self._svm = svm if svm is not None else LiteSVM()
+        self._svm.with_blockhash_check(False)  # checked here, with a cluster's window
         self._lock = threading.RLock()
         self._blockhash_used = False
+        self._height = 0
+        # valid blockhashes -> the block (counted here) that started with each
+        self._recent: dict[Hash, int] = {}
+        self._latest = self._svm.latest_blockhash()
+        self._recent[self._latest] = self._height
 
     @property
     def svm(self) -> LiteSVM:
@@ -68,12 +86,35 @@ class LiteSVMBackend:
         if blockhash == self._svm.latest_blockhash():
             self._blockhash_used = True
 
+    def _synced(self) -> Hash:
+        """The runtime's latest blockhash; if it was expired behind this backend's back
+        (``svm.expire_blockhash()``), every earlier blockhash expires with it."""
+        latest = self._svm.latest_blockhash()
+        if latest != self._latest:
+            self._height += 1
+            self._recent = {latest: self._height}
+            self._latest = latest
+            self._blockhash_used = False
+        return latest
+
+    def _new_block(self) -> None:
+        """A new block: a new latest blockhash; those older than VALID_BLOCKS expire."""
+        self._svm.expire_blockhash()
+        self._height += 1
+        self._latest = self._svm.latest_blockhash()
+        self._recent[self._latest] = self._height
+        floor = self._height - VALID_BLOCKS
+        for blockhash, height in list(self._recent.items()):
+            if height <= floor:
+                del self._recent[blockhash]
+        self._blockhash_used = False
+
     def latest_blockhash(self) -> LatestBlockhash:
         with self._lock:
+            self._synced()
             if self._blockhash_used:
-                self._svm.expire_blockhash()
-                self._blockhash_used = False
-            return LatestBlockhash(self._svm.latest_blockhash(), None, self._svm.get_clock().slot)
+                self._new_block()
+            return LatestBlockhash(self._latest, None, self._svm.get_clock().slot)
 
     def history_floor(self) -> int | None:
         # The runtime lives in this process and keeps the statuses of what it ran (up to
@@ -82,8 +123,8 @@ class LiteSVMBackend:
 
     def is_blockhash_valid(self, blockhash: Hash) -> bool:
         with self._lock:
-            # After one expire_blockhash() LiteSVM refuses every earlier blockhash.
-            return blockhash == self._svm.latest_blockhash()
+            self._synced()
+            return blockhash in self._recent
 
     def get_account(self, pubkey: Pubkey) -> AccountData | None:
         with self._lock:
@@ -109,6 +150,8 @@ class LiteSVMBackend:
         self, tx: VersionedTransaction, pubkeys: Sequence[Pubkey], *, context: TxContext
     ) -> tuple[SimOutcome, list[AccountData | None] | None]:
         with self._lock:
+            if not self.is_blockhash_valid(tx.message.recent_blockhash):
+                return _STALE, None
             before = self._svm.get_sigverify()
             self._svm.with_sigverify(False)
             try:
@@ -165,6 +208,8 @@ class LiteSVMBackend:
         self, tx: VersionedTransaction, *, sig_verify: bool, context: TxContext
     ) -> SimOutcome:
         with self._lock:
+            if not self.is_blockhash_valid(tx.message.recent_blockhash):
+                return _STALE
             before = self._svm.get_sigverify()
             self._svm.with_sigverify(sig_verify)
             try:
@@ -186,6 +231,8 @@ class LiteSVMBackend:
     def send(self, tx: VersionedTransaction, *, preflight: bool, context: TxContext) -> SendResult:
         signature = tx.signatures[0]
         with self._lock:
+            if not self.is_blockhash_valid(tx.message.recent_blockhash):
+                raise map_transaction_error("BlockhashNotFound", context=context)
             if preflight:
                 sim = self._svm.simulate_transaction(tx)
                 if isinstance(sim, FailedTransactionMetadata):
@@ -222,8 +269,9 @@ class LiteSVMBackend:
 
     def airdrop(self, pubkey: Pubkey, lamports: int) -> None:
         with self._lock:
+            self._synced()
             if self._blockhash_used:
-                self._svm.expire_blockhash()
+                self._new_block()
             result = self._svm.airdrop(pubkey, lamports)
             self._blockhash_used = True
         if isinstance(result, FailedTransactionMetadata):

@@ -208,7 +208,9 @@ class SolanaAdapter:
         Args:
             network: the network name to report (default ``"localnet"``).
             svm: an existing ``solders.litesvm.LiteSVM`` to run on (the caller may keep it to
-                drive the runtime directly, e.g. ``svm.expire_blockhash()``).
+                drive the runtime directly, e.g. ``svm.expire_blockhash()``, which expires
+                every earlier blockhash). Its own blockhash check is turned off: the
+                backend checks a cluster's window of 150 blocks itself.
             preflight: simulate before sending and refuse failing transactions, fee-free.
             compute_unit_price: priority fee in micro-lamports per compute unit (optional).
             compute_unit_limit: compute units requested per transaction (optional).
