@@ -601,7 +601,9 @@ class TransactionInfo(_Result):
         id: the waiaas transaction id (UUIDv7).
         status: the pipeline status.
         tier: the tier the policy decision assigned (``None`` when denied).
-        tx_hash: the chain's transaction id once signed.
+        tx_hash: the chain's transaction id once signed (the audit names it in the row
+            recording the signing: ``TX_SIGNED``, or ``TX_SUBMITTED`` for bytes presigned
+            at admission; see :class:`AuditEntry`).
         request: the full request, exactly as it will be (or was) executed.
         asset: ``"native"`` or the token address the amount is in.
         error: the error code and message when FAILED / CANCELLED / EXPIRED.
@@ -722,7 +724,10 @@ class AuditEntry(_Result):
     ``details`` holds no null values: a key with nothing to say is left out (read it with
     ``details.get(...)``). A transaction's status change names ``from`` / ``to`` only where
     its event type does not imply them (``TX_CONFIRMED`` moves to CONFIRMED,
-    ``TX_SUBMITTED`` from EXECUTING to SUBMITTED); its hash is in its ``TX_SIGNED`` row.
+    ``TX_SUBMITTED`` from EXECUTING to SUBMITTED). Its hash (and nonce) is in the row that
+    records its signing: ``TX_SIGNED`` when it was signed from a claim, or, for bytes
+    presigned at admission (no ``TX_SIGNED`` row), its ``TX_SUBMITTED`` row, whose ``from``
+    is ``PENDING`` (:func:`waiaas.pipeline.states.signing_record` reads either).
     """
 
     id: int

@@ -15,6 +15,7 @@ from tests.support.rawdb import raw_connect
 from waiaas.chains.base import ChainTxStatus, SignedTx, SimulationResult, UnsignedTx
 from waiaas.errors import PolicyDeniedError, StaleTransactionError, TransientChainError
 from waiaas.notify.testing import RecordingNotifier
+from waiaas.pipeline.states import signing_record
 from waiaas.testing import FrozenClock, fund, local_chains, local_wallet
 from waiaas.types import AgentInfo, AuditEntry, Request, Transfer
 from waiaas.wallet import Wallet
@@ -153,6 +154,14 @@ def all_audit(wallet: Wallet, **filters: Any) -> list[AuditEntry]:
             break
         cursor = page.next_cursor
     return list(reversed(out))
+
+
+def signings(wallet: Wallet, tx_id: str) -> list[dict[str, Any]]:
+    """The signings the audit records for one transaction, oldest first: the details
+    (``tx_hash``, ``nonce``) of its TX_SIGNED rows, or of its presigned TX_SUBMITTED row
+    (``states.signing_record``)."""
+    entries = all_audit(wallet, tx_id=tx_id)
+    return [dict(d) for e in entries if (d := signing_record(e.event_type, e.details))]
 
 
 def row_counts(target: Wallet | Path) -> dict[str, int]:

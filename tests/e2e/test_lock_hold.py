@@ -25,7 +25,14 @@ import pytest
 from solders.litesvm import LiteSVM
 
 from tests.chains.solana_rpc_server import SolanaRpcServer
-from tests.e2e.conftest import TIER_AMOUNTS, FlakyAdapter, all_audit, events_of, new_agent
+from tests.e2e.conftest import (
+    TIER_AMOUNTS,
+    FlakyAdapter,
+    all_audit,
+    events_of,
+    new_agent,
+    signings,
+)
 from tests.e2e.test_crash_recovery import CHILD, child_env
 from tests.support.rawdb import raw_connect
 from waiaas import Transfer, TxStatus, Wallet
@@ -227,7 +234,7 @@ def test_another_agent_sends_while_one_chain_call_stalls(
         assert slow.get_balance(dest_a) - before[0] == amount
         assert slow.get_balance(dest_b) - before[1] == amount
         for tx in (sender_a.result, sender_b.result):
-            assert events_of(w, tx.id).count("TX_SIGNED") == 1
+            assert len(signings(w, tx.id)) == 1
 
 
 @pytest.fixture(scope="module")
@@ -294,8 +301,8 @@ def test_another_process_sends_while_one_chain_call_stalls(
             assert sender_a.result.status == TxStatus.CONFIRMED, sender_a.result.error
             assert slow.get_balance(dest_a) == 1_000_000_000 + amount
             assert slow.get_balance(dest_b) == 1_000_000_000 + amount
-            assert events_of(w, result["id"]).count("TX_SIGNED") == 1
-            assert events_of(w, sender_a.result.id).count("TX_SIGNED") == 1
+            assert len(signings(w, result["id"])) == 1
+            assert len(signings(w, sender_a.result.id)) == 1
     finally:
         rpc.close()
 
@@ -394,8 +401,8 @@ def test_a_nonce_used_while_it_was_read_is_replaced(tmp_path: Path) -> None:
         assert first.result.status == TxStatus.CONFIRMED, first.result.error
 
         def nonce(tx_id: str) -> int:
-            (signed,) = [e for e in all_audit(w, tx_id=tx_id) if e.event_type == "TX_SIGNED"]
-            return int(signed.details["nonce"])
+            (signed,) = signings(w, tx_id)
+            return int(signed["nonce"])
 
         assert (nonce(second.id), nonce(first.result.id)) == (0, 1)
         assert "TX_RETRY" not in events_of(w, first.result.id)  # never stale

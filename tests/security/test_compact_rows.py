@@ -6,7 +6,7 @@ verifies, and a file-write attacker who edits what it decided (amount, recipient
 digest, effects) or moves its status back (to run it again) is named by the wallet's check.
 An allowed INSTANT request stores its decision without the budget tables; a queued one keeps
 it whole, and the owner's approval still binds the exact plan. Audit rows carry no nulls and
-name a transaction's hash once (TX_SIGNED).
+name a transaction's hash once (TX_SIGNED, or the presigned path's TX_SUBMITTED).
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SOL, EvmOwner, all_audit, drive_every_path, new_agent, recipient
+from tests.e2e.conftest import (
+    SOL,
+    EvmOwner,
+    all_audit,
+    drive_every_path,
+    new_agent,
+    recipient,
+    signings,
+)
 from tests.support.rawdb import raw_connect
 from waiaas import integrity
 from waiaas.errors import TamperDetectedError
@@ -255,8 +263,7 @@ def test_a_confirmed_row_moved_back_to_pending_is_not_paid_again(
         assert adapter.get_balance(dest) == amount
         rows = list(w.audit(event_types=[AuditEvent.TAMPER_DETECTED]).entries)
         assert rows and rows[0].tx_id == tx_id and rows[0].details["entity"] == "transaction"
-        events = [e.event_type for e in all_audit(w, tx_id=tx_id)]
-        assert events.count("TX_SIGNED") == 1  # nothing was signed again
+        assert len(signings(w, tx_id)) == 1  # nothing was signed again
 
 
 def test_a_row_edited_before_it_ended_keeps_the_evidence(tmp_path: Path) -> None:
@@ -327,9 +334,9 @@ def _nulls(value: Any) -> bool:
 
 
 def test_audit_rows_carry_no_nulls_and_name_a_hash_once(tmp_path: Path) -> None:
-    """Every path of the pipeline: no detail is null; the transaction's hash is in its
-    TX_SIGNED row, not again in TX_SUBMITTED / TX_CONFIRMED; every move still reads back as
-    (from, to)."""
+    """Every path of the pipeline: no detail is null; the transaction's hash is in the row
+    recording its signing (presigned: TX_SUBMITTED, no TX_SIGNED row; from a claim:
+    TX_SIGNED), not again in another row; every move still reads back as (from, to)."""
     clock = FrozenClock()
     with _open(tmp_path / "wallet.db", clock) as w:
         ids = drive_every_path(w, "solana")
@@ -337,16 +344,22 @@ def test_audit_rows_carry_no_nulls_and_name_a_hash_once(tmp_path: Path) -> None:
         assert entries and not [e for e in entries if _nulls(e.details)]
         tx = w.get_transaction(ids["instant"])
         rows = {e.event_type: e for e in all_audit(w, tx_id=tx.id)}
-        # signed before admission's lock: recorded and cleared in the admission commit
-        assert rows["TX_SIGNED"].details == {
-            "tx_hash": tx.tx_hash,
-            "from": "PENDING",
-            "to": "PENDING",
-        }
-        assert rows["TX_SUBMITTED"].details == {"from": "PENDING"}
+        # signed before admission's lock: recorded and cleared in the admission commit, in
+        # one row (Solana has no nonce)
+        assert "TX_SIGNED" not in rows
+        assert rows["TX_SUBMITTED"].details == {"tx_hash": tx.tx_hash, "from": "PENDING"}
         assert "tx_hash" not in rows["TX_CONFIRMED"].details
-        assert [
-            audited_move(t, rows[t].details) for t in ("TX_SIGNED", "TX_SUBMITTED", "TX_CONFIRMED")
-        ] == [("PENDING", "PENDING"), ("PENDING", "SUBMITTED"), ("SUBMITTED", "CONFIRMED")]
+        assert [audited_move(t, rows[t].details) for t in ("TX_SUBMITTED", "TX_CONFIRMED")] == [
+            ("PENDING", "SUBMITTED"),
+            ("SUBMITTED", "CONFIRMED"),
+        ]
         text = json.dumps([e.details for e in all_audit(w, tx_id=tx.id)])
         assert text.count(str(tx.tx_hash)) == 1
+        # from a claim (the owner approved it): TX_SIGNED names it, TX_SUBMITTED does not
+        approved = w.get_transaction(ids["approved"])
+        rows = {e.event_type: e for e in all_audit(w, tx_id=approved.id)}
+        assert rows["TX_SIGNED"].details == {"tx_hash": approved.tx_hash}
+        assert rows["TX_SUBMITTED"].details == {}
+        assert signings(w, approved.id) == [rows["TX_SIGNED"].details]
+        text = json.dumps([e.details for e in all_audit(w, tx_id=approved.id)])
+        assert text.count(str(approved.tx_hash)) == 1

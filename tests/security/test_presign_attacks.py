@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import TIER_AMOUNTS, events_of, new_agent, recipient
+from tests.e2e.conftest import TIER_AMOUNTS, events_of, new_agent, recipient, signings
 from waiaas.chains.base import ChainTxState, SignedTx
 from waiaas.errors import (
     AgentNotActiveError,
@@ -79,12 +79,12 @@ def test_the_fast_path_records_the_bytes_it_signed(wallet: Wallet, chain: str) -
     amount = TIER_AMOUNTS[chain]["INSTANT"]
     result = wallet.send(token, Transfer(to=dest, amount=amount))
     assert (result.status, result.tier) == ("CONFIRMED", "INSTANT")
-    assert events_of(wallet, result.id) == [
-        "TX_REQUESTED",
-        "TX_SIGNED",
-        "TX_SUBMITTED",
-        "TX_CONFIRMED",
-    ]
+    assert events_of(wallet, result.id) == ["TX_REQUESTED", "TX_SUBMITTED", "TX_CONFIRMED"]
+    # the signing is recorded once, in the TX_SUBMITTED row (from PENDING): no TX_SIGNED row
+    (submitted,) = events_of_entries(wallet, result.id, ["TX_SUBMITTED"])
+    assert submitted.details["tx_hash"] == result.tx_hash and submitted.details["from"] == "PENDING"
+    assert signings(wallet, result.id) == [submitted.details]
+    assert submitted.agent_id == agent.id and submitted.session_id is None
     assert wallet.network_adapter(chain, NETWORK[chain]).get_balance(dest) == amount
 
 
@@ -153,7 +153,7 @@ def test_a_deny_rule_added_between_signing_and_admission(
     _never_sent(wallet, chain, signed[0])
     row = wallet.get_transaction(str(info.value.tx_id))
     assert row.status == "FAILED" and row.tx_hash is None
-    assert "TX_SIGNED" not in events_of(wallet, row.id)
+    assert signings(wallet, row.id) == [] and "TX_SUBMITTED" not in events_of(wallet, row.id)
 
 
 def test_a_stricter_tier_between_signing_and_admission_queues_without_the_bytes(
@@ -178,7 +178,7 @@ def test_a_stricter_tier_between_signing_and_admission_queues_without_the_bytes(
     )
     result = wallet.send(token, Transfer(to=dest, amount=amount))
     assert (result.status, result.tier) == ("QUEUED", "DELAY")
-    assert result.tx_hash is None and "TX_SIGNED" not in events_of(wallet, result.id)
+    assert result.tx_hash is None and signings(wallet, result.id) == []
     assert signed
     adapter = wallet.network_adapter(chain, NETWORK[chain])
     assert adapter.get_balance(dest) == 0
@@ -189,6 +189,8 @@ def test_a_stricter_tier_between_signing_and_admission_queues_without_the_bytes(
     done = wallet.get_transaction(result.id)
     assert done.status == "CONFIRMED", done.error
     assert adapter.get_balance(dest) == amount
+    # signed once, from the claim (the dropped presigned bytes were never recorded)
+    assert [e["tx_hash"] for e in signings(wallet, result.id)] == [done.tx_hash]
     assert events_of(wallet, result.id).count("TX_SIGNED") == 1
 
 
@@ -221,13 +223,12 @@ def test_evm_presigned_nonce_skips_a_nonce_held_by_an_unsent_row(tmp_path: Path)
             w.send(token, Transfer(to=first_to, amount=amount))
         (first,) = w.list_transactions(agent_id=agent.id)
         assert first.status == "SUBMITTED"
-        held = [e for e in events_of_entries(w, first.id) if e.event_type == "TX_SIGNED"]
-        nonce = held[0].details["nonce"]
+        (held,) = signings(w, first.id)
+        nonce = held["nonce"]
         second = w.send(token, Transfer(to=second_to, amount=amount))
         events = events_of(w, second.id)
         assert "TX_EXECUTING" not in events  # the presigned bytes, not the claim path
-        signed = [e for e in events_of_entries(w, second.id) if e.event_type == "TX_SIGNED"]
-        assert [e.details["nonce"] for e in signed] == [nonce + 1]
+        assert [e["nonce"] for e in signings(w, second.id)] == [nonce + 1]
         w._pipeline.recover()  # what the next Wallet.open runs: the first bytes are sent
         w.process_due()
         adapter = w.network_adapter("evm", "local")
@@ -237,10 +238,14 @@ def test_evm_presigned_nonce_skips_a_nonce_held_by_an_unsent_row(tmp_path: Path)
         assert adapter.get_balance(second_to) == amount
 
 
-def events_of_entries(wallet: Wallet, tx_id: str) -> list[Any]:
+def events_of_entries(
+    wallet: Wallet, tx_id: str, event_types: list[str] | None = None
+) -> list[Any]:
     from tests.e2e.conftest import all_audit
 
-    return all_audit(wallet, tx_id=tx_id)
+    if event_types is None:
+        return all_audit(wallet, tx_id=tx_id)
+    return all_audit(wallet, tx_id=tx_id, event_types=event_types)
 
 
 def test_evm_presigned_nonce_used_by_a_transaction_that_landed_after_the_last_read(
@@ -274,10 +279,9 @@ def test_evm_presigned_nonce_used_by_a_transaction_that_landed_after_the_last_re
     assert [o.status for o in others] == ["CONFIRMED"]
     assert result.status == "CONFIRMED", result.error
     entries = {e.event_type: e.details for e in events_of_entries(wallet, result.id)}
-    (other_signed,) = [
-        e.details for e in events_of_entries(wallet, others[0].id) if e.event_type == "TX_SIGNED"
-    ]
-    assert entries["TX_SIGNED"]["nonce"] == other_signed["nonce"] == 0  # the race happened
+    (other_signed,) = signings(wallet, others[0].id)
+    first_signed = signings(wallet, result.id)[0]  # the presigned bytes (then the rebuild's)
+    assert first_signed["nonce"] == other_signed["nonce"] == 0  # the race happened
     assert entries["TX_RETRY"]["nonce"] == 1  # rebuilt with the next nonce
     assert adapter.get_balance(first_to) == amount
     assert adapter.get_balance(second_to) == amount
@@ -313,7 +317,7 @@ def test_evm_concurrent_sends_of_one_agent_presign_distinct_nonces(wallet: Walle
     for result in results:
         events = events_of_entries(wallet, result.id)
         assert "TX_EXECUTING" not in [e.event_type for e in events]
-        nonces += [e.details["nonce"] for e in events if e.event_type == "TX_SIGNED"]
+        nonces += [e["nonce"] for e in signings(wallet, result.id)]
         assert wallet.get_transaction(result.id).status == "CONFIRMED"
     assert sorted(nonces) == list(range(len(dests)))
     adapter = wallet.network_adapter("evm", NETWORK["evm"])

@@ -259,29 +259,19 @@ def _requested_details(
 
 
 def _record_presigned(uow: UnitOfWork, row: TransactionRow, signed: SignedTx, now: int) -> None:
-    """The same record as the claim path's: the bytes (TX_SIGNED, with their hash), then
-    their clearing for broadcast (TX_SUBMITTED), in admission's commit; like the claim path's
-    rows they name the agent and the transaction (the session is on TX_REQUESTED)."""
-    system = {"agent_id": row.agent_id, "tx_id": row.id}
-    uow.audit.append(
-        E.TX_SIGNED,
-        actor="system",
-        now=now,
-        **system,
-        # the bytes are recorded while the row is still (logically) PENDING
-        details={
-            "tx_hash": signed.tx_hash,
-            "nonce": signed.nonce,
-            "from": S.PENDING.value,
-            "to": S.PENDING.value,
-        },
-    )
+    """The claim path's record in one row: the bytes' clearing for broadcast (TX_SUBMITTED,
+    PENDING -> SUBMITTED) carries their hash and nonce, which the claim path records in its
+    own TX_SIGNED row; in admission's commit, so there is no TX_SIGNED row on this path. Like
+    the claim path's rows it names the agent and the transaction (the session is on
+    TX_REQUESTED)."""
     uow.audit.append(
         E.TX_SUBMITTED,
         actor="system",
         now=now,
-        **system,
-        details={"from": S.PENDING.value},  # "to": SUBMITTED, implied
+        agent_id=row.agent_id,
+        tx_id=row.id,
+        # "to": SUBMITTED, implied; "from" says the bytes were signed before any claim
+        details={"from": S.PENDING.value, "tx_hash": signed.tx_hash, "nonce": signed.nonce},
     )
 
 

@@ -188,7 +188,7 @@ def signed_from_json(chain: str, data: SignedMeta, tx_hash: str | None = None) -
 
 def _slim_signed(data: Any) -> SignedMeta | None:
     """What a final row keeps of a signed transaction: its nonce (the EVM account nonce it
-    used). Its hash is the row's ``tx_hash`` and the TX_SIGNED audit row's."""
+    used). Its hash is the row's ``tx_hash`` and its signing audit row's."""
     if not isinstance(data, Mapping) or data.get("nonce") is None:
         return None
     return {"nonce": data["nonce"]}

@@ -15,9 +15,15 @@
 
 A row is born (inserted by admission) in one of :data:`BORN`: PENDING (to be claimed and
 signed), FAILED (denied by policy), or SUBMITTED when admission recorded bytes signed before
-its lock for an INSTANT/NOTIFY request (audited TX_REQUESTED, TX_SIGNED, TX_SUBMITTED in
-one commit: the claim path's PENDING -> EXECUTING -> SUBMITTED in one step). QUEUED rows are
-born PENDING and moved in the same commit.
+its lock for an INSTANT/NOTIFY request (audited TX_REQUESTED and TX_SUBMITTED in one commit:
+the claim path's PENDING -> EXECUTING -> SUBMITTED in one step; TX_SUBMITTED, ``from``
+PENDING, carries the ``tx_hash`` and ``nonce`` the claim path records in its TX_SIGNED row).
+QUEUED rows are born PENDING and moved in the same commit.
+
+Where a transaction's hash is audited: on the claim path (EXECUTING, its own commit) in the
+TX_SIGNED row; on the presigned path in TX_SUBMITTED (whose ``from`` is PENDING), which has
+no TX_SIGNED row. :func:`signing_record` reads either. Bytes rebuilt after a stale refusal
+are named by their TX_RETRY row (``rebuilt``, ``old_hash``, ``tx_hash``).
 
 Every change is ``UPDATE ... WHERE status = <expected>`` and writes its audit row in the same
 database transaction; a lost race raises :class:`InvalidTransitionError`.
@@ -53,6 +59,7 @@ __all__ = [
     "audited_move",
     "can_transition",
     "cancel_found",
+    "signing_record",
     "transition",
 ]
 
@@ -111,6 +118,21 @@ def audited_move(event_type: str, details: Mapping[str, Any]) -> tuple[str, str]
     if source is None:
         return None
     return str(source), str(details.get("to", implied[1]))
+
+
+def signing_record(event_type: str, details: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The signing a transaction's audit row records, or ``None``: the row's details, which
+    name the bytes' ``tx_hash`` (and ``nonce`` where the chain has one).
+
+    The claim path records it in a TX_SIGNED row; the presigned path in its TX_SUBMITTED
+    row (``from`` PENDING, see the module), the only TX_SUBMITTED row that names a hash. A
+    transaction has one such row: bytes rebuilt after a stale refusal are recorded by a
+    TX_RETRY row (``rebuilt``) instead."""
+    if event_type == AuditEvent.TX_SIGNED.value:
+        return details
+    if event_type == AuditEvent.TX_SUBMITTED.value and "tx_hash" in details:
+        return details
+    return None
 
 
 def _move_details(

@@ -23,6 +23,7 @@ from pipeline_helpers import (
     setup_stage,
 )
 
+from waiaas.pipeline.states import signing_record
 from waiaas.testing import FrozenClock
 from waiaas.types import Transfer
 
@@ -68,8 +69,9 @@ def test_signed_submitted_confirmed(stage: Stage, presign: bool) -> None:
     assert tx.status == "CONFIRMED" and tx.fee == FEE and tx.executed_at == START
     assert stage.events(tx_id) == [*sent_events(presign), "TX_CONFIRMED"]
     _landed_once(stage, tx.tx_hash, AMOUNT["INSTANT"])
-    signed = next(e for e in audit(stage.wallet, tx_id=tx_id) if e.event_type == "TX_SIGNED")
-    assert signed.details["tx_hash"] == tx.tx_hash and signed.details["nonce"] == 0
+    entries = audit(stage.wallet, tx_id=tx_id)
+    (signed,) = [d for e in entries if (d := signing_record(e.event_type, e.details))]
+    assert signed["tx_hash"] == tx.tx_hash and signed["nonce"] == 0
     # a chain that shows its plans shows the fee too: the session counts it
     fee = FEE if isinstance(stage.chain, PlannedFakeChain) else 0
     assert stage.session_total() == AMOUNT["INSTANT"] + fee
@@ -192,9 +194,9 @@ def test_each_agent_nonce_is_used_once_in_order(stage: Stage) -> None:
         stage.wallet.get_transaction(_send(stage, AMOUNT["INSTANT"] + i)).tx_hash for i in range(3)
     ]
     nonces = [
-        e.details["nonce"]
+        d["nonce"]
         for e in audit(stage.wallet, agent_id=stage.agent_id)
-        if e.event_type == "TX_SIGNED"
+        if (d := signing_record(e.event_type, e.details))
     ]
     assert nonces == [0, 1, 2]
     assert stage.chain.landed() == hashes
