@@ -133,6 +133,11 @@ def walk_chain(
     ``after_hash`` is the row hash the first walked row must link to. Rows with an id up to
     ``unkeyed_upto`` may lack a MAC (chained by the migration before the wallet was sealed).
     With ``mac_key`` None, MACs are not checked (the hash chain still is).
+
+    Each row's hash is recomputed from the previous walked row's stored ``row_hash``. A row
+    that stores ``prev_hash`` (written before it was left NULL) must also name exactly that
+    hash; one that stores NULL is linked by the recomputation alone, so a deleted, inserted,
+    edited or moved row still breaks the hash of the row where it happened.
     """
     prev_id, prev = after_id, after_hash
     rows = 0
@@ -143,45 +148,93 @@ def walk_chain(
             if not batch:
                 break
             for r in batch:
-                rid = r[0]
-                stored_prev, stored_hash, mac = r[10], r[11], r[12]
-                if stored_hash is None or stored_prev is None:
-                    return Walk(rows, prev_id, prev, Break(rid, "forged", _msg_unchained(rid)))
-                computed = row_hash(stored_prev, r[1:10])
-                if computed != stored_hash:
-                    return Walk(
-                        rows,
-                        prev_id,
-                        prev,
-                        Break(
-                            rid,
-                            "altered",
-                            f"audit row {rid} was altered: its content does not match its hash",
-                        ),
-                    )
-                if mac_key is not None:
-                    if mac is None:
-                        if rid > unkeyed_upto:
-                            return Walk(rows, prev_id, prev, Break(rid, "forged", _msg_nomac(rid)))
-                    elif not hmac.compare_digest(mac, audit_mac(mac_key, stored_hash)):
-                        return Walk(
-                            rows,
-                            prev_id,
-                            prev,
-                            Break(
-                                rid,
-                                "forged",
-                                f"audit row {rid} was inserted or rewritten without the wallet's "
-                                "key: its MAC does not verify",
-                            ),
-                        )
-                if stored_prev != prev:
-                    return Walk(rows, prev_id, prev, _link_break(conn, rid, prev_id, stored_prev))
-                prev_id, prev = rid, stored_hash
+                broken = _check_row(conn, r, mac_key, prev_id, prev, unkeyed_upto)
+                if broken is not None:
+                    return Walk(rows, prev_id, prev, broken)
+                prev_id, prev = r[0], r[11]
                 rows += 1
     finally:
         cur.close()
     return Walk(rows, prev_id, prev, None)
+
+
+def _check_row(
+    conn: RawConnection,
+    r: Any,
+    mac_key: bytes | None,
+    prev_id: int,
+    prev: str,
+    unkeyed_upto: int,
+) -> Break | None:
+    """The break at walked row ``r`` (``_SELECT``'s columns), which must follow ``prev_id``
+    (whose row hash is ``prev``), or ``None``."""
+    rid = r[0]
+    stored_prev, stored_hash, mac = r[10], r[11], r[12]
+    if stored_hash is None:
+        return Break(rid, "forged", _msg_unchained(rid))
+    values = r[1:10]
+    if row_hash(stored_prev if stored_prev is not None else prev, values) != stored_hash:
+        if stored_prev is None:
+            return _unlinked_break(conn, rid, prev_id, values, stored_hash)
+        return Break(rid, "altered", _msg_altered(rid))
+    if mac_key is not None:
+        if mac is None:
+            if rid > unkeyed_upto:
+                return Break(rid, "forged", _msg_nomac(rid))
+        elif not hmac.compare_digest(mac, audit_mac(mac_key, stored_hash)):
+            return Break(
+                rid,
+                "forged",
+                f"audit row {rid} was inserted or rewritten without the wallet's key: its MAC "
+                "does not verify",
+            )
+    if stored_prev is not None and stored_prev != prev:
+        return _link_break(conn, rid, prev_id, stored_prev)
+    return None
+
+
+def _msg_altered(rid: int) -> str:
+    return f"audit row {rid} was altered: its content does not match its hash"
+
+
+# How far (in ids, each side) a row that does not chain to the row before it is looked for a
+# predecessor among the rows it may have been moved away from.
+_REORDER_WINDOW = 4096
+
+
+def _unlinked_break(
+    conn: RawConnection, rid: int, prev_id: int, values: Any, stored_hash: str
+) -> Break:
+    """Name the break of a row storing no ``prev_hash`` whose hash does not follow row
+    ``prev_id``: it follows another row nearby (reordered); otherwise rows before it are
+    gone (an id gap: deleted), or its content changed (altered). Without the stored link
+    the last two look alike; the id gap tells them apart where ids have none otherwise
+    (SQLite), and the message names both."""
+    near = conn.execute(
+        "SELECT id, row_hash FROM audit_log WHERE id BETWEEN ? AND ? AND id <> ? ORDER BY id",
+        (rid - _REORDER_WINDOW, rid + _REORDER_WINDOW, rid),
+    ).fetchall()
+    for other_id, other_hash in [(0, GENESIS), *near]:
+        if other_hash and other_id != prev_id and row_hash(other_hash, values) == stored_hash:
+            after = f"row {other_id}" if other_id else "the start of the log"
+            return Break(
+                rid,
+                "reordered",
+                f"audit row {rid} is out of order: it follows {after}, not row {prev_id}",
+            )
+    if rid > prev_id + 1:
+        return Break(
+            rid,
+            "deleted",
+            f"audit rows were deleted before row {rid} (after row {prev_id}), or row {rid} was "
+            "altered: the chain link is broken",
+        )
+    return Break(
+        rid,
+        "altered",
+        f"audit row {rid} was altered (or rows before it were deleted): its content does not "
+        "match its hash",
+    )
 
 
 def _msg_unchained(rid: int) -> str:

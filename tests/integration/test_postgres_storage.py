@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -484,19 +485,38 @@ def test_audit_appends_of_two_agents_chain_in_commit_order(db: Database, pg_url:
     a.join(30)
     b.join(30)
     assert b_done.is_set()
+    rows = _chain_rows(db)
+    assert [r[0][1] for r in rows] == ["TEST_A", "TEST_B"]
+    _assert_one_chain(rows)  # B's row follows A's
+
+
+def _chain_rows(db: Database) -> list[tuple[tuple[Any, ...], str | None, str]]:
+    """``(AUDIT_COLUMNS values, prev_hash, row_hash)`` of every audit row, in id order."""
+    from waiaas.db.chain import AUDIT_COLUMNS
+
     with db.read() as uow:
-        rows = (
+        found = (
             uow.session.connection()
-            .exec_driver_sql("SELECT event_type, prev_hash, row_hash FROM audit_log ORDER BY id")
+            .exec_driver_sql(
+                f"SELECT {', '.join(AUDIT_COLUMNS)}, prev_hash, row_hash FROM audit_log ORDER BY id"
+            )
             .fetchall()
         )
-    assert [r[0] for r in rows] == ["TEST_A", "TEST_B"]
-    assert rows[1][1] == rows[0][2]
+    return [(tuple(r[:-2]), r[-2], r[-1]) for r in found]
+
+
+def _assert_one_chain(rows: list[tuple[tuple[Any, ...], str | None, str]]) -> None:
+    """Each row's hash covers the previous row's (new rows store no prev_hash)."""
+    from waiaas.db.chain import GENESIS, row_hash
+
+    prev = GENESIS
+    for values, stored_prev, digest in rows:
+        assert stored_prev is None
+        assert digest == row_hash(prev, values)
+        prev = digest
 
 
 def test_many_agents_appending_keep_one_chain(db: Database) -> None:
-    from waiaas.db.chain import GENESIS
-
     def run(agent: str) -> None:
         for i in range(10):
             with db.write(agent_id=agent) as uow:
@@ -509,14 +529,6 @@ def test_many_agents_appending_keep_one_chain(db: Database) -> None:
         t.start()
     for t in threads:
         t.join(120)
-    with db.read() as uow:
-        rows = (
-            uow.session.connection()
-            .exec_driver_sql("SELECT prev_hash, row_hash FROM audit_log ORDER BY id")
-            .fetchall()
-        )
+    rows = _chain_rows(db)
     assert len(rows) == 40
-    prev = GENESIS
-    for stored_prev, row_hash in rows:
-        assert stored_prev == prev
-        prev = row_hash
+    _assert_one_chain(rows)

@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.conftest import SOL, EvmOwner, new_agent, recipient
 from tests.support.rawdb import raw_connect
-from waiaas.db.chain import row_hash
+from waiaas.db.chain import GENESIS, row_hash
 from waiaas.errors import TamperDetectedError
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
@@ -183,16 +183,18 @@ def test_editing_an_audit_row_and_its_hash_is_a_forgery(history: Path) -> None:
     )
     with raw_connect(history) as conn:
         target = conn.one(
-            f"SELECT id, prev_hash, {cols} FROM audit_log WHERE event_type = 'TX_REQUESTED'"
+            f"SELECT id, {cols} FROM audit_log WHERE event_type = 'TX_REQUESTED' ORDER BY id"
         )
-    assert target is not None
-    values = list(target[2:])
+        assert target is not None
+        before = conn.one("SELECT row_hash FROM audit_log WHERE id = ?", (target[0] - 1,))
+    assert before is not None
+    values = list(target[1:])
     values[6] = values[6].replace('"to":"', '"to":"X')
     _attack(
         history,
         (
             "UPDATE audit_log SET details = ?, row_hash = ? WHERE id = ?",
-            (values[6], row_hash(target[1], values), target[0]),
+            (values[6], row_hash(before[0], values), target[0]),
         ),
     )
     assert _refused(history).problem == "forged"
@@ -442,3 +444,223 @@ def test_a_queued_delay_edited_in_the_file_is_refused_by_process_due(tmp_path: P
         tx = w.get_transaction(queued.id)
         assert tx.status == "FAILED" and tx.tx_hash is None
         assert _tamper_rows(w)[0].tx_id == queued.id
+
+
+# ------------------------------------------------------------- rows that store no prev_hash
+#
+# New rows leave ``prev_hash`` NULL (it would repeat the previous row's ``row_hash``); rows
+# written before store it. ``fmt`` gives the log in both forms, and mixed: "new" (as written
+# now), "old" (every row stores its link, as the previous code wrote them) and "mixed" (the
+# older half stores it). Each attack is named the same way in every form.
+
+_COLS = "timestamp, event_type, actor, agent_id, session_id, tx_id, details, severity, ip_address"
+
+
+def _links(path: Path) -> list[tuple[int, str | None, str]]:
+    """``(id, prev_hash, row_hash)`` of every row, in order."""
+    with raw_connect(path) as conn:
+        return conn.all("SELECT id, prev_hash, row_hash FROM audit_log ORDER BY id")
+
+
+def _store_links(path: Path, upto: int | None = None) -> None:
+    """Write each row's link into ``prev_hash`` (rows up to ``upto``): the old form."""
+    links = _links(path)
+    before = [GENESIS, *(h for _, _, h in links)]
+    _attack(
+        path,
+        *(
+            ("UPDATE audit_log SET prev_hash = ? WHERE id = ?", (before[i], rid))
+            for i, (rid, _, _) in enumerate(links)
+            if upto is None or rid <= upto
+        ),
+    )
+
+
+@pytest.fixture(params=["new", "old", "mixed"])
+def chained(history: Path, request: pytest.FixtureRequest) -> Path:
+    """``history`` with its rows in the form ``request.param`` names."""
+    links = _links(history)
+    assert links and all(prev is None for _, prev, _ in links)  # as written now
+    if request.param == "old":
+        _store_links(history)
+    elif request.param == "mixed":
+        _store_links(history, upto=links[len(links) // 2][0])
+    with _open(history) as w:
+        assert w.verify_audit().ok
+    return history
+
+
+def test_new_rows_store_no_prev_hash_and_still_chain(history: Path) -> None:
+    """Every row the wallet writes leaves prev_hash NULL; its hash covers the previous row's
+    row_hash (the first row's: the genesis hash) and the log verifies."""
+    with raw_connect(history) as conn:
+        rows = conn.all(f"SELECT {_COLS}, prev_hash, row_hash FROM audit_log ORDER BY id")
+    prev = GENESIS
+    for row in rows:
+        assert row[9] is None
+        assert row[10] == row_hash(prev, list(row[:9]))
+        prev = row[10]
+    with _open(history) as w:
+        report = w.verify_audit()
+    assert report.ok and report.rows_checked >= len(rows)  # opening adds its own rows
+
+
+def test_deleting_a_middle_row_is_named_in_every_form(chained: Path) -> None:
+    victim = _violation_id(chained)
+    _attack(chained, ("DELETE FROM audit_log WHERE id = ?", (victim,)))
+    assert _refused(chained).problem == "deleted"
+    report, _ = _reported(chained)
+    assert report.problem == "deleted" and report.first_broken_id == victim + 1
+
+
+def test_editing_details_is_named_in_every_form(chained: Path) -> None:
+    target = next(r for r in _rows(chained) if r[1] == AuditEvent.TX_REQUESTED)
+    edited = target[2].replace('"to":"', '"to":"X')
+    _attack(chained, ("UPDATE audit_log SET details = ? WHERE id = ?", (edited, target[0])))
+    assert _refused(chained).problem == "altered"
+    report, _ = _reported(chained)
+    assert report.problem == "altered" and report.first_broken_id == target[0]
+
+
+def _resync_ids(path: Path) -> None:
+    """After rows were given ids by hand: PostgreSQL's identity sequence continues after the
+    largest (as an attacker leaves it so that the wallet's next rows can be written)."""
+    with raw_connect(path, autocommit=False) as conn:
+        if conn.dialect == "postgresql":
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence('audit_log', 'id'), max(id)) FROM audit_log"
+            )
+            conn.commit()
+
+
+def _make_room(path: Path, at: int) -> None:
+    """Move every row from id ``at`` on one id up (the attacker's room for a new row)."""
+    _attack(
+        path,
+        ("UPDATE audit_log SET id = -id WHERE id >= ?", (at,)),
+        ("UPDATE audit_log SET id = 1 - id WHERE id < 0", ()),
+    )
+
+
+@pytest.mark.parametrize("mac", ["guessed", "none", "copied"])
+def test_a_row_forged_into_the_middle_is_named_in_every_form(chained: Path, mac: str) -> None:
+    """A row inserted between two others, hash-chained correctly after the row before it
+    (prev_hash NULL, as the wallet writes now), with a guessed MAC, none, or another row's:
+    'forged' at that row."""
+    links = _links(chained)
+    k, _, k_hash = links[len(links) // 2]
+    values = (1, "TX_CONFIRMED", "system", None, None, None, "{}", "info", None)
+    forged = row_hash(k_hash, values)
+    mac_value = {
+        "guessed": hashlib.sha256(b"guess").hexdigest(),
+        "none": None,
+        "copied": _rows(chained)[-1][5],
+    }[mac]
+    _make_room(chained, k + 1)
+    _attack(
+        chained,
+        (
+            f"INSERT INTO audit_log (id, {_COLS}, prev_hash, row_hash, mac)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (k + 1, *values, None, forged, mac_value),
+        ),
+    )
+    _resync_ids(chained)
+    assert _refused(chained).problem == "forged"
+    report, _ = _reported(chained)
+    assert report.problem == "forged" and report.first_broken_id == k + 1
+
+
+def test_a_copy_of_a_real_row_replayed_into_the_middle_is_named(chained: Path) -> None:
+    """A genuine row (its content, hash and MAC) copied into another place: it does not
+    chain after the row before it, and follows the row it was copied after: 'reordered'."""
+    links = _links(chained)
+    k = links[len(links) // 2][0]
+    source = links[2][0]
+    with raw_connect(chained) as conn:
+        copy = conn.one(
+            f"SELECT {_COLS}, prev_hash, row_hash, mac FROM audit_log WHERE id = ?", (source,)
+        )
+    assert copy is not None
+    _make_room(chained, k + 1)
+    _attack(
+        chained,
+        (
+            f"INSERT INTO audit_log (id, {_COLS}, prev_hash, row_hash, mac)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (k + 1, *copy),
+        ),
+    )
+    _resync_ids(chained)
+    assert _refused(chained).problem == "reordered"
+    report, _ = _reported(chained)
+    assert report.problem == "reordered" and report.first_broken_id == k + 1
+    assert f"follows row {source - 1}" in str(report.message)
+
+
+def test_swapping_two_rows_is_named_in_every_form(chained: Path) -> None:
+    rows = _rows(chained)
+    a, b = rows[-3][0], rows[-2][0]
+    _attack(
+        chained,
+        ("UPDATE audit_log SET id = -1 WHERE id = ?", (a,)),
+        ("UPDATE audit_log SET id = ? WHERE id = ?", (a, b)),
+        ("UPDATE audit_log SET id = ? WHERE id = -1", (b,)),
+    )
+    assert _refused(chained).problem == "reordered"
+    report, _ = _reported(chained)
+    assert report.problem == "reordered" and report.first_broken_id == a
+
+
+def test_nulling_stored_links_changes_nothing_the_chain_proves(history: Path) -> None:
+    """Old rows whose prev_hash the attacker sets NULL still verify (the link was redundant:
+    the chain reads the previous row's hash), and hide nothing: a row deleted, edited or
+    swapped among them is still named."""
+    _store_links(history)
+    _attack(history, ("UPDATE audit_log SET prev_hash = NULL", ()))
+    with _open(history) as w:
+        assert w.verify_audit().ok
+    victim = _violation_id(history)
+    target = next(r for r in _rows(history) if r[1] == AuditEvent.TX_REQUESTED)
+    edited = target[2].replace('"to":"', '"to":"X')
+    _attack(
+        history,
+        ("DELETE FROM audit_log WHERE id = ?", (victim,)),
+        ("UPDATE audit_log SET details = ? WHERE id = ?", (edited, target[0])),
+    )
+    report, _ = _reported(history)
+    first = min(victim + 1, target[0])
+    assert not report.ok and report.first_broken_id == first
+    assert report.problem == ("deleted" if first == victim + 1 else "altered")
+
+
+@pytest.mark.parametrize("link", ["random", "another row's", "genesis"])
+def test_a_stored_link_that_disagrees_is_named(history: Path, link: str) -> None:
+    """An old row whose stored prev_hash is not the previous row's row_hash breaks the chain
+    at that row, whatever the stored value."""
+    _store_links(history)
+    links = _links(history)
+    rid = links[len(links) // 2][0]
+    value = {
+        "random": hashlib.sha256(b"x").hexdigest(),
+        "another row's": links[1][2],
+        "genesis": GENESIS,
+    }[link]
+    _attack(history, ("UPDATE audit_log SET prev_hash = ? WHERE id = ?", (value, rid)))
+    assert _refused(history).problem in {"altered", "reordered", "deleted"}
+    report, _ = _reported(history)
+    assert not report.ok and report.first_broken_id == rid
+
+
+def test_a_link_written_into_a_new_row_must_be_the_right_one(history: Path) -> None:
+    """A new row (prev_hash NULL) given a stored link by the attacker: the right one changes
+    nothing; any other is named at that row."""
+    links = _links(history)
+    rid, _, _ = links[len(links) // 2]
+    right = next(h for i, _, h in links if i == rid - 1)
+    _attack(history, ("UPDATE audit_log SET prev_hash = ? WHERE id = ?", (right, rid)))
+    with _open(history) as w:
+        assert w.verify_audit().ok
+    _attack(history, ("UPDATE audit_log SET prev_hash = ? WHERE id = ?", (links[0][2], rid)))
+    report, _ = _reported(history)
+    assert not report.ok and report.first_broken_id == rid

@@ -1,9 +1,12 @@
 """The audit chain's row hash: the one encoding migration 0007 and the live code share.
 
-Each ``audit_log`` row stores ``prev_hash`` (the previous row's ``row_hash``; the first row
-links to :data:`GENESIS`), ``row_hash`` = SHA-256(prev_hash bytes || canonical row) and ``mac``
-= HMAC-SHA256 under the wallet's audit key (see :mod:`waiaas.integrity`). The encoding is
-frozen: changing it would break every stored chain, so a new one needs a new version tag.
+Each ``audit_log`` row stores ``row_hash`` = SHA-256(prev_hash bytes || canonical row), where
+``prev_hash`` is the previous row's ``row_hash`` (the first row links to :data:`GENESIS`),
+and ``mac`` = HMAC-SHA256 of it under the wallet's audit key (see :mod:`waiaas.integrity`).
+The ``prev_hash`` column holds that link on rows written by migration 0007 and before it was
+left NULL; new rows store NULL (the link is the previous row's ``row_hash``, which the chain
+check reads). The encoding is frozen: changing it would break every stored chain, so a new
+one needs a new version tag.
 """
 
 from __future__ import annotations

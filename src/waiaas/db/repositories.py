@@ -462,9 +462,12 @@ def audit_query(
 class AuditRepository(_Repository):
     """``audit_log``: append and query; the database refuses UPDATE and DELETE.
 
-    Every appended row is chained to the one before it (``prev_hash``, ``row_hash``, see
-    :mod:`waiaas.db.chain`) and, when the unit of work carries the wallet's integrity keys,
-    MAC'd. Appends run inside ``BEGIN IMMEDIATE``, so "the row before" is well defined.
+    Every appended row is chained to the one before it (``row_hash`` covers the previous
+    row's ``row_hash``, see :mod:`waiaas.db.chain`) and, when the unit of work carries the
+    wallet's integrity keys, MAC'd. ``prev_hash`` is stored NULL: it would repeat the
+    previous row's ``row_hash``, which the chain check reads instead (older rows store it,
+    and it is still checked where stored). Appends run inside ``BEGIN IMMEDIATE`` (on
+    PostgreSQL under the chain-head lock), so "the row before" is well defined.
     """
 
     def __init__(self, session: Session, integrity: Any = None) -> None:
@@ -527,7 +530,7 @@ class AuditRepository(_Repository):
             self.before_head()
         _prev_id, prev = self.head()
         digest = row_hash(prev, tuple(values.values()))
-        values["prev_hash"] = prev
+        values["prev_hash"] = None  # the previous row's row_hash: not stored twice
         values["row_hash"] = digest
         values["mac"] = self.integrity.audit_mac(digest) if self.integrity is not None else None
         # A Core INSERT: the audit log is the hottest write path and never read back here.
