@@ -723,11 +723,13 @@ class AuditEntry(_Result):
 
     ``details`` holds no null values: a key with nothing to say is left out (read it with
     ``details.get(...)``). A transaction's status change names ``from`` / ``to`` only where
-    its event type does not imply them (``TX_CONFIRMED`` moves to CONFIRMED,
-    ``TX_SUBMITTED`` from EXECUTING to SUBMITTED). Its hash (and nonce) is in the row that
-    records its signing: ``TX_SIGNED`` when it was signed from a claim, or, for bytes
-    presigned at admission (no ``TX_SIGNED`` row), its ``TX_SUBMITTED`` row, whose ``from``
-    is ``PENDING`` (:func:`waiaas.pipeline.states.signing_record` reads either).
+    its event type does not imply them (``TX_CONFIRMED`` from SUBMITTED to CONFIRMED,
+    ``TX_SUBMITTED`` from EXECUTING to SUBMITTED), and ``session_id`` only where the agent
+    moved it (the transaction's session is on its ``TX_REQUESTED`` row). Its hash (and
+    nonce) is in the row that records its signing: ``TX_SIGNED`` when it was signed from a
+    claim, or, for bytes presigned at admission (no ``TX_SIGNED`` row), its ``TX_SUBMITTED``
+    row, whose ``from`` is ``PENDING`` (:func:`waiaas.pipeline.states.signing_record` reads
+    either).
     """
 
     id: int

@@ -227,7 +227,26 @@ def test_termination_cancellation_is_in_the_trail(wallet: Wallet) -> None:
     last = all_audit(wallet, tx_id=queued.id)[-1]
     assert last.event_type == "TX_CANCELLED"
     assert audited_move(last.event_type, last.details) == ("QUEUED", "CANCELLED")
-    assert last.session_id == issued.session_id
+    # the owner's move names no session; the transaction's is on its request
+    requested = all_audit(wallet, tx_id=queued.id)[0]
+    assert last.session_id is None and last.actor == "owner"
+    assert requested.event_type == "TX_REQUESTED" and requested.session_id == issued.session_id
+
+
+def test_a_move_names_the_session_only_where_the_agent_made_it(wallet: Wallet) -> None:
+    """Every transaction's request names its session; a later move names it only when the
+    agent itself moved the transaction (through that session), never a system move."""
+    ids = drive_every_path(wallet, "solana")
+    for label, tx_id in ids.items():
+        tx = wallet.get_transaction(tx_id)
+        entries = all_audit(wallet, tx_id=tx_id)
+        assert entries[0].event_type == "TX_REQUESTED"
+        assert entries[0].session_id == tx.session_id is not None, label
+        for e in entries[1:]:
+            if e.actor.startswith("agent:"):
+                assert e.session_id == tx.session_id, (label, e)
+            else:
+                assert e.session_id is None, (label, e)
 
 
 def test_list_transactions_pages_and_filters(wallet: Wallet) -> None:

@@ -349,6 +349,10 @@ def test_audit_rows_carry_no_nulls_and_name_a_hash_once(tmp_path: Path) -> None:
         assert "TX_SIGNED" not in rows
         assert rows["TX_SUBMITTED"].details == {"tx_hash": tx.tx_hash, "from": "PENDING"}
         assert "tx_hash" not in rows["TX_CONFIRMED"].details
+        # SUBMITTED -> CONFIRMED is what TX_CONFIRMED says; a system move names no session
+        assert "from" not in rows["TX_CONFIRMED"].details
+        assert rows["TX_CONFIRMED"].session_id is None
+        assert rows["TX_REQUESTED"].session_id == tx.session_id is not None
         assert [audited_move(t, rows[t].details) for t in ("TX_SUBMITTED", "TX_CONFIRMED")] == [
             ("PENDING", "SUBMITTED"),
             ("SUBMITTED", "CONFIRMED"),

@@ -33,8 +33,11 @@ its final form (:func:`waiaas.pipeline.records.compact_final`: no signed bytes, 
 instruction list) and its final MAC (:func:`waiaas.integrity.tx_mac`), in the same UPDATE.
 
 An audit row of a move names its statuses (``from``, ``to``) only where its event type does
-not already say them (:data:`IMPLIED`): TX_CONFIRMED means ``to: CONFIRMED``, TX_SUBMITTED
-means ``EXECUTING -> SUBMITTED``. :func:`audited_move` reads them back.
+not already say them (:data:`IMPLIED`): TX_CONFIRMED means ``SUBMITTED -> CONFIRMED``,
+TX_SUBMITTED means ``EXECUTING -> SUBMITTED``. :func:`audited_move` reads them back. It names
+the session (``session_id``) only where the agent moved it (the actor ``agent:<id>``): the
+transaction's session is on its TX_REQUESTED row, and a move by the system, the owner or the
+operator was not made through it.
 """
 
 from __future__ import annotations
@@ -93,7 +96,9 @@ IMPLIED: Mapping[AuditEvent, tuple[TxStatus | None, TxStatus]] = {
     E.TX_EXECUTING: (None, S.EXECUTING),
     E.TX_SIGNED: (S.EXECUTING, S.EXECUTING),  # the bytes are recorded; the status stays
     E.TX_SUBMITTED: (S.EXECUTING, S.SUBMITTED),
-    E.TX_CONFIRMED: (None, S.CONFIRMED),
+    # the usual CONFIRMED comes from SUBMITTED; one from EXECUTING (the chain knew the bytes
+    # before they were cleared for sending) names it. Rows written before say "from" always.
+    E.TX_CONFIRMED: (S.SUBMITTED, S.CONFIRMED),
     E.TX_FAILED: (None, S.FAILED),
     E.TX_CANCELLED: (None, S.CANCELLED),
     E.TX_EXPIRED: (S.QUEUED, S.EXPIRED),
@@ -216,7 +221,8 @@ def transition(
 ) -> None:
     """Move ``tx_id`` from ``current`` to ``target`` (CAS) and append its audit row.
 
-    Into a final status the row also takes its final form and MAC (see the module).
+    Into a final status the row also takes its final form and MAC (see the module). The
+    audit row names ``session_id`` only when ``actor`` is the agent (see the module).
 
     Raises:
         InvalidTransitionError: the move is not allowed, or the row was not in ``current``
@@ -237,7 +243,8 @@ def transition(
             actor=actor,
             now=now,
             agent_id=agent_id,
-            session_id=session_id,
+            # the transaction's session is on its TX_REQUESTED row (see the module)
+            session_id=session_id if actor.startswith("agent:") else None,
             tx_id=tx_id,
             details=payload,
         )

@@ -171,3 +171,40 @@ def test_no_writer_goes_around_the_state_machines() -> None:
             cancel_writers.append(rel)
     assert agent_writers == []
     assert cancel_writers == []
+
+
+def test_rows_written_before_still_read_back_as_moves() -> None:
+    """Older rows said every ``from`` (and a presigned TX_SIGNED said PENDING -> PENDING);
+    they read back as the same moves as the shorter rows written now."""
+    assert states.audited_move("TX_CONFIRMED", {"from": "SUBMITTED", "fee": "5"}) == (
+        "SUBMITTED",
+        "CONFIRMED",
+    )
+    assert states.audited_move("TX_CONFIRMED", {"fee": "5"}) == ("SUBMITTED", "CONFIRMED")
+    assert states.audited_move("TX_CONFIRMED", {"from": "EXECUTING"}) == (
+        "EXECUTING",
+        "CONFIRMED",
+    )
+    assert states.audited_move("TX_SIGNED", {"from": "PENDING", "to": "PENDING"}) == (
+        "PENDING",
+        "PENDING",
+    )
+    assert states.audited_move("TX_SUBMITTED", {"from": "PENDING", "tx_hash": "h"}) == (
+        "PENDING",
+        "SUBMITTED",
+    )
+
+
+def test_the_signing_is_read_from_either_row() -> None:
+    """TX_SIGNED (the claim path) and the presigned TX_SUBMITTED (it names a hash) record a
+    signing; a TX_SUBMITTED of the claim path or of recovery does not."""
+    assert states.signing_record("TX_SIGNED", {"tx_hash": "h", "nonce": 3}) == {
+        "tx_hash": "h",
+        "nonce": 3,
+    }
+    presigned = {"from": "PENDING", "tx_hash": "h"}
+    assert states.signing_record("TX_SUBMITTED", presigned) == presigned
+    assert states.signing_record("TX_SUBMITTED", {}) is None
+    assert states.signing_record("TX_SUBMITTED", {"recovered": True}) is None
+    assert states.signing_record("TX_RETRY", {"rebuilt": 1, "tx_hash": "h"}) is None
+    assert states.signing_record("TX_CONFIRMED", {"fee": "1"}) is None
