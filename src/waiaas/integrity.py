@@ -120,6 +120,9 @@ _SELECT = (
 )
 
 
+_BEFORE_ALL = -(2**63)  # below every id SQLite and PostgreSQL's BIGINT can hold
+
+
 def walk_chain(
     conn: RawConnection,
     mac_key: bytes | None,
@@ -141,7 +144,8 @@ def walk_chain(
     """
     prev_id, prev = after_id, after_hash
     rows = 0
-    cur = portable.stream(conn, _SELECT, (after_id,))
+    # From the start, every row is walked: also one given an id of 0 or below by hand.
+    cur = portable.stream(conn, _SELECT, (after_id if after_id > 0 else _BEFORE_ALL,))
     try:
         while True:
             batch = cur.fetchmany(4096)

@@ -664,3 +664,20 @@ def test_a_link_written_into_a_new_row_must_be_the_right_one(history: Path) -> N
     _attack(history, ("UPDATE audit_log SET prev_hash = ? WHERE id = ?", (links[0][2], rid)))
     report, _ = _reported(history)
     assert not report.ok and report.first_broken_id == rid
+
+
+@pytest.mark.parametrize("rid", [-5, -1000])
+def test_a_row_forged_below_the_first_id_is_walked_and_named(history: Path, rid: int) -> None:
+    """Ids start at 1; a row inserted by hand with a negative id is still walked (first) and
+    carries no MAC of the wallet's key: 'forged' at that row."""
+    values = (1, "TX_CONFIRMED", "system", None, None, None, "{}", "info", None)
+    _attack(
+        history,
+        (
+            f"INSERT INTO audit_log (id, {_COLS}, prev_hash, row_hash, mac)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rid, *values, None, row_hash(GENESIS, values), hashlib.sha256(b"g").hexdigest()),
+        ),
+    )
+    report, _ = _reported(history)
+    assert report.problem == "forged" and report.first_broken_id == rid
