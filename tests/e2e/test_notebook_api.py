@@ -79,7 +79,7 @@ def test_short_reprs_are_one_line_with_plain_enums(
     """Reprs fit on a line, show enums as plain values and never dump whole pages."""
     wallet, agent_id, _, _ = lab
     txs = wallet.list_transactions(agent_id=agent_id)
-    page = wallet.audit(limit=20)
+    page = wallet.audit(limit=15)
     explanation = wallet.dry_run(Transfer(to=DEST, amount=SOL), agent_id=agent_id)
     things = [
         txs,
@@ -100,7 +100,7 @@ def test_short_reprs_are_one_line_with_plain_enums(
         assert "\n" not in text
         assert len(text) < 400, text
         assert "<TxStatus" not in text and "<Tier" not in text and "<AgentStatus" not in text
-    assert len(page.entries) == 20 and len(repr(page)) < 200
+    assert len(page.entries) == 15 and len(repr(page)) < 200
     assert "status=CONFIRMED" in repr(txs[0])
     assert repr(TxStatus.CONFIRMED) == "TxStatus.CONFIRMED"
 

@@ -33,6 +33,7 @@ from tests.e2e.test_crash_recovery import CHILD
 from tests.e2e.wallet_child import open_wallet
 from tests.support.pg_redirect import ensure_schema, url_with_schema
 from waiaas import Transfer, TxStatus
+from waiaas.pipeline.states import signing_record
 from waiaas.types import AuditEvent
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.anvil]
@@ -177,8 +178,9 @@ def test_four_hosts_spend_exactly_one_daily_limit(
         if chain == "evm":
             nonces = []
             for r in confirmed:
-                signed = wallet.audit(tx_id=r.id, event_types=["TX_SIGNED"]).entries
-                nonces.append(signed[-1].details["nonce"])
+                entries = wallet.audit(tx_id=r.id, limit=100).entries  # newest first
+                signed = [d for e in entries if (d := signing_record(e.event_type, e.details))]
+                nonces.append(signed[0]["nonce"])
             assert sorted(nonces) == list(range(ran))  # distinct, no gaps
 
 
@@ -212,7 +214,10 @@ def test_a_host_killed_mid_send_is_recovered_by_another(
         assert tx.status == TxStatus.CONFIRMED, tx.error
         adapter = wallet.network_adapter(chain, wallet.get_agent(agent_id).network)
         assert adapter.get_balance(to) - before == amount  # paid once
-        events = [e.event_type for e in reversed(wallet.audit(tx_id=tx_id, limit=100).entries)]
-        assert events.count(AuditEvent.TX_SIGNED) == 1  # never signed twice
+        entries = list(reversed(wallet.audit(tx_id=tx_id, limit=100).entries))
+        events = [e.event_type for e in entries]
+        # never signed twice (TX_SIGNED from a claim, or the presigned TX_SUBMITTED)
+        signed = [d for e in entries if (d := signing_record(e.event_type, e.details))]
+        assert len(signed) == 1 and signed[0]["tx_hash"] == tx.tx_hash
         assert events.count(AuditEvent.TX_SUBMITTED) == 1  # never submitted twice
         assert events.count(AuditEvent.TX_CONFIRMED) == 1
