@@ -770,7 +770,7 @@ class AdmissionStage(_PipelineBase):
             # Recorded and cleared for broadcast in this commit: PENDING -> SUBMITTED.
             row.status = S.SUBMITTED
             row.tx_hash = signed.tx_hash
-            meta["simulation"] = presigned.simulation
+            records.note_simulation(meta, presigned.simulation)
             meta["signed"] = records.signed_json(signed)
             if presigned.plan_in_bytes:
                 meta.pop("plan", None)  # in the bytes (plans.stored_plan reads it there)

@@ -52,6 +52,7 @@ from waiaas.pipeline.claims import (
     _is_claim,
 )
 from waiaas.pipeline.notifications import ROW_KEY
+from waiaas.pipeline.records import note_simulation
 from waiaas.pipeline.records import signed_json as _signed_json
 from waiaas.pipeline.requests import parse_request
 from waiaas.pipeline.txmeta import SignedMeta, TxMeta
@@ -480,7 +481,7 @@ class ExecutionStage(_PipelineBase):
             self._take_hash(uow, row, signed)
             meta = self._meta(row)
             meta.pop("claim", None)
-            meta["simulation"] = simulation
+            note_simulation(meta, simulation)
             meta["signed"] = _signed_json(signed)
             self._move(
                 uow,
@@ -1117,7 +1118,7 @@ class ExecutionStage(_PipelineBase):
             meta["rebuilt"] = rebuilds + 1
             # the replaced bytes keep their hash (the row's tx_hash moves to the new bytes)
             meta["replaced"] = {**previous, "hash": previous.get("hash", old_hash or "")}
-            meta["simulation"] = simulation
+            note_simulation(meta, simulation)
             meta["signed"] = _signed_json(signed)
             self._move(
                 uow,

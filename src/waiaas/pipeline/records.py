@@ -40,6 +40,7 @@ from waiaas.types import Tier
 
 __all__ = [
     "compact_final",
+    "note_simulation",
     "public_decision",
     "signed_from_json",
     "signed_json",
@@ -214,3 +215,13 @@ def compact_final(meta: TxMeta, *, keep_plan: bool = False) -> TxMeta:
             else:
                 out[key] = slim
     return out
+
+
+def note_simulation(meta: TxMeta, outcome: str) -> None:
+    """Record the simulation's outcome before signing: only ``"unavailable"`` is written (a
+    simulation that disagreed refused the signing, so one that ran agreed); a rebuild that
+    simulated removes an earlier ``"unavailable"``."""
+    if outcome == "ok":
+        meta.pop("simulation", None)
+    else:
+        meta["simulation"] = outcome

@@ -146,7 +146,9 @@ class TxMeta(TypedDict, total=False):
         execute_after: when a DELAY transaction may run.
         approval: the owner's approval request.
         claim: the signing claim while one is held.
-        simulation: the simulation's outcome before signing.
+        simulation: ``"unavailable"`` when the bytes signed were not simulated (the
+            backend cannot); absent when the simulation agreed with the effects (rows
+            written before this rule store ``"ok"``).
         signed / replaced: the signed bytes, and those a rebuild replaced.
         rebuilt: how many times the bytes were rebuilt.
         held: why signed bytes were held back (kill switch, suspension).

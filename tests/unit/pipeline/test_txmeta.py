@@ -116,3 +116,48 @@ def test_the_checker_names_an_undeclared_key_and_a_wrong_type() -> None:
         "metadata.signed.nonse: not declared in SignedMeta",
         "metadata.rebuilt: str, expected int",
     ]
+
+
+class _NoSimulation:
+    """An adapter without balance simulation (a backend that cannot simulate)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "simulate_balance_changes":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize("simulates", [True, False])
+def test_only_an_unavailable_simulation_is_written(
+    tmp_path: Path, simulates: bool, written: list[dict[str, Any]]
+) -> None:
+    """A simulation that ran agreed (one that disagreed refuses the signing), so only
+    ``"unavailable"`` is stored: a presigned INSTANT send on LiteSVM writes no
+    ``simulation`` key; the same send through an adapter that cannot simulate says so."""
+    from waiaas import Transfer
+    from waiaas.chains.solana import SolanaAdapter
+
+    adapter: Any = SolanaAdapter.local()
+    if not simulates:
+        adapter = _NoSimulation(adapter)
+    with Wallet.open(
+        tmp_path / "wallet.db",
+        password=TEST_PASSWORD,
+        chains=[adapter],
+        config=fast_config(),
+        clock=FrozenClock(),
+    ) as wallet:
+        agent = wallet.create_agent("sim", chain="solana", network=adapter.network)
+        adapter.fund(agent.public_key, 10**9)
+        token = wallet.issue_session(agent.id).token
+        to = SolanaAdapter.local().generate_secret()[1]
+        result = wallet.send(token, Transfer(to=to, amount=1_000_000))
+        assert wallet.get_transaction(result.id).status == "CONFIRMED"
+    signed = [doc for doc in written if "signed" in doc]
+    assert signed
+    assert [doc.get("simulation") for doc in signed] == [
+        None if simulates else "unavailable"
+    ] * len(signed)
