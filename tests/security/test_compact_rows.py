@@ -12,7 +12,6 @@ name a transaction's hash once (TX_SIGNED, or the presigned path's TX_SUBMITTED)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,35 +27,16 @@ from tests.e2e.conftest import (
     signings,
 )
 from tests.support.rawdb import raw_connect
+from tests.support.reopen import forget_reopened_chains  # noqa: F401 (autouse)
+from tests.support.reopen import open_on_same_chains as _open
 from waiaas import integrity
 from waiaas.errors import TamperDetectedError
-from waiaas.notify.testing import RecordingNotifier
 from waiaas.pipeline.records import compact_final, public_decision, stored_decision
 from waiaas.pipeline.states import audited_move
 from waiaas.policy import Decision, PolicySpec
-from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
+from waiaas.testing import FrozenClock
 from waiaas.types import AuditEvent, Transfer
 from waiaas.wallet import Wallet
-
-_CHAINS: dict[Path, list[Any]] = {}
-
-
-def _open(path: Path, clock: FrozenClock) -> Wallet:
-    """Open ``path`` on the in-process chains it was first opened with."""
-    return Wallet.open(
-        path,
-        password=TEST_PASSWORD,
-        chains=_CHAINS.setdefault(path, local_chains()),
-        config=fast_config(),
-        clock=clock,
-        notifier=RecordingNotifier(),
-    )
-
-
-@pytest.fixture(autouse=True)
-def _forget_chains() -> Iterator[None]:
-    yield
-    _CHAINS.clear()
 
 
 def _meta(path: Path, tx_id: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ TAMPER_DETECTED audit row and notifies."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +16,14 @@ import pytest
 
 from tests.e2e.conftest import SOL, EvmOwner, new_agent, recipient
 from tests.support.rawdb import raw_connect
+from tests.support.reopen import forget_reopened_chains  # noqa: F401 (autouse)
+from tests.support.reopen import open_on_same_chains as _open
 from waiaas.errors import PolicyDeniedError, TamperDetectedError
-from waiaas.notify.testing import RecordingNotifier
-from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
+from waiaas.testing import FrozenClock
 from waiaas.types import AuditEvent, Transfer
 from waiaas.wallet import Wallet
 
 MARK = "auto-stop-mark:"
-
-
-_CHAINS: dict[Path, list[Any]] = {}
-
-
-def _open(path: Path, clock: FrozenClock) -> Wallet:
-    """Open ``path`` on the in-process chains it was first opened with (their state lives in
-    this process, so a transfer admitted before the reopen can still land)."""
-    return Wallet.open(
-        path,
-        password=TEST_PASSWORD,
-        chains=_CHAINS.setdefault(path, local_chains()),
-        config=fast_config(),
-        clock=clock,
-        notifier=RecordingNotifier(),
-    )
-
-
-@pytest.fixture(autouse=True)
-def _forget_chains() -> Iterator[None]:
-    yield
-    _CHAINS.clear()
 
 
 def _sql(path: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:

@@ -10,7 +10,6 @@ the full decision, the hash in ``signed``) still verify, read and run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,10 +18,11 @@ import pytest
 
 from tests.e2e.conftest import SOL, TIER_AMOUNTS, new_agent, recipient
 from tests.support.rawdb import raw_connect
+from tests.support.reopen import forget_reopened_chains  # noqa: F401 (autouse)
+from tests.support.reopen import open_on_same_chains as _open
 from waiaas import integrity
 from waiaas.chains.base import SignedTx
 from waiaas.errors import StateError, TamperDetectedError
-from waiaas.notify.testing import RecordingNotifier
 from waiaas.pipeline import plans
 from waiaas.pipeline.engine import PipelineHooks
 from waiaas.pipeline.records import public_decision, signed_from_json, signed_json, stored_request
@@ -30,29 +30,11 @@ from waiaas.pipeline.requests import parse_request
 from waiaas.pipeline.txmeta import TxMeta
 from waiaas.plan import plan_digest
 from waiaas.policy import Decision
-from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains, local_wallet
+from waiaas.testing import FrozenClock, local_wallet
 from waiaas.types import Batch, TokenTransfer, Transfer
 from waiaas.wallet import Wallet
 
-_CHAINS: dict[Path, list[Any]] = {}
 NETWORK = {"solana": "localnet", "evm": "local"}
-
-
-def _open(path: Path, clock: FrozenClock) -> Wallet:
-    return Wallet.open(
-        path,
-        password=TEST_PASSWORD,
-        chains=_CHAINS.setdefault(path, local_chains()),
-        config=fast_config(),
-        clock=clock,
-        notifier=RecordingNotifier(),
-    )
-
-
-@pytest.fixture(autouse=True)
-def _forget_chains() -> Iterator[None]:
-    yield
-    _CHAINS.clear()
 
 
 def _row(path: Path, tx_id: str) -> dict[str, Any]:
