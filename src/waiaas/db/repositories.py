@@ -61,6 +61,7 @@ def _rowcount(result: Result[Any]) -> int:
 
 
 _AUDIT_INSERT = AuditRow.__table__.insert()  # type: ignore[attr-defined]
+_AUDIT_HEAD = "SELECT id, row_hash FROM audit_log ORDER BY id DESC LIMIT 1"
 _TX_INSERT = TransactionRow.__table__.insert()  # type: ignore[attr-defined]
 _TX_COLUMNS = [
     (attr.key, attr.columns[0]) for attr in sa_inspect(TransactionRow).mapper.column_attrs
@@ -477,16 +478,23 @@ class AuditRepository(_Repository):
         # Set by the unit of work: takes the chain-head lock where per-agent units of work
         # run in parallel (PostgreSQL); called before the head is read.
         self.before_head: Callable[[], None] | None = None
+        # Set by the unit of work: its plain DB-API read (UnitOfWork.fetch_one), for the
+        # head read every appending unit of work makes.
+        self.fetch_one: Callable[[str], tuple[Any, ...] | None] | None = None
 
     def head(self) -> tuple[int, str]:
         """``(id, row_hash)`` of the newest row (``(0, GENESIS)`` for an empty log)."""
         if self.last is not None:
             return self.last
-        found = self.session.execute(
-            sa_select(col(AuditRow.id), col(AuditRow.row_hash))
-            .order_by(col(AuditRow.id).desc())
-            .limit(1)
-        ).first()
+        found: Any
+        if self.fetch_one is not None:
+            found = self.fetch_one(_AUDIT_HEAD)
+        else:
+            found = self.session.execute(
+                sa_select(col(AuditRow.id), col(AuditRow.row_hash))
+                .order_by(col(AuditRow.id).desc())
+                .limit(1)
+            ).first()
         if found is None:
             return (0, GENESIS)
         return (int(found[0]), found[1] or GENESIS)

@@ -191,6 +191,7 @@ class UnitOfWork:
         self.policies = PolicyRepository(s, i)
         self.audit = AuditRepository(s, i)
         self.audit.before_head = self.audit_lock
+        self.audit.fetch_one = self.fetch_one
         self.approvals = ApprovalRepository(s, i)
         self.channels = ChannelRepository(s, i)
         self.state = StateRepository(s, i)
