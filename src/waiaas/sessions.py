@@ -596,16 +596,21 @@ def _hold_agent(uow: UnitOfWork, values: Sequence[Any]) -> None:
     if uow.session.identity_key(AgentRow, agent.id) in uow.session.identity_map:
         return  # already loaded in this unit of work (maybe changed there): that one stands
     make_transient_to_detached(agent)
-    held = uow.session.merge(agent, load=False)
-    uow.session.info.setdefault("waiaas_held", []).append(held)
+    uow.session.add(agent)  # persistent and clean: nothing is written at flush
+    uow.session.info.setdefault("waiaas_held", []).append(agent)
 
 
-_LIVE_SQL = (
-    "SELECT s.constraints, s.usage_stats, s.expires_at, s.created_at, "
-    + ", ".join(f"a.{c}" for c in _AGENT_COLUMNS)
-    + " FROM sessions AS s JOIN agents AS a ON a.id = s.agent_id "
+_LIVE_FROM = (
+    " FROM sessions AS s JOIN agents AS a ON a.id = s.agent_id "
     "WHERE s.id = ? AND s.token_hash = ? AND s.agent_id = ? AND s.revoked_at IS NULL "
     "AND s.expires_at > ? AND a.status = 'ACTIVE' AND a.chain = ? AND a.network = ?"
+)
+_LIVE_SQL = "SELECT s.constraints, s.usage_stats, s.expires_at, s.created_at" + _LIVE_FROM
+# In a unit of work the same read also returns the agent's row, which it then keeps.
+_LIVE_SQL_WITH_AGENT = (
+    "SELECT s.constraints, s.usage_stats, s.expires_at, s.created_at, "
+    + ", ".join(f"a.{c}" for c in _AGENT_COLUMNS)
+    + _LIVE_FROM
 )
 
 
@@ -1041,7 +1046,7 @@ class SessionManager:
         if entry is None or entry.claims_exp <= now:
             return None
         row = fetch_one(
-            _LIVE_SQL,
+            _LIVE_SQL if uow is None else _LIVE_SQL_WITH_AGENT,
             (
                 entry.session_id,
                 entry.token_hash,
