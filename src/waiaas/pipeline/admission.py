@@ -840,14 +840,7 @@ class AdmissionStage(_PipelineBase):
             extra["execute_after"] = meta["execute_after"]
         else:
             assert plan.approval_expires_at is not None
-            approval = ApprovalRow(
-                id=new_id(),
-                tx_id=row.id,
-                required_by=plan.approval_expires_at,
-                expires_at=plan.approval_expires_at,
-                created_at=now,
-            )
-            uow.approvals.add(approval)
+            approval = self._new_approval(uow, row.id, plan.approval_expires_at, now)
             meta["approval"] = self._approval_meta(uow, agent, approval, meta)
             extra["approval_expires_at"] = approval.expires_at
         self._move(

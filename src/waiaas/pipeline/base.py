@@ -37,6 +37,7 @@ from waiaas.errors import (
     TamperDetectedError,
     WaiaasError,
 )
+from waiaas.ids import new_id
 from waiaas.pipeline import agent_states
 from waiaas.pipeline.claims import _holds
 from waiaas.pipeline.ports import GatePort, SessionPort
@@ -443,6 +444,23 @@ class _PipelineBase:
             E.AUTO_STOP_TRIGGERED, agent_id=agent.id, reason=reason, severity=Severity.CRITICAL
         )
         outbox.add(E.AGENT_SUSPENDED, agent_id=agent.id, reason=f"auto-stop: {reason}")
+
+    @staticmethod
+    def _new_approval(
+        uow: UnitOfWork, tx_id: str, expires_at: int, now: int, *, required_by: int | None = None
+    ) -> ApprovalRow:
+        """Open an approval request for ``tx_id`` in ``uow``: a new id, expiring at
+        ``expires_at`` (the owner's signature is required by then unless ``required_by``
+        says otherwise)."""
+        approval = ApprovalRow(
+            id=new_id(),
+            tx_id=tx_id,
+            required_by=expires_at if required_by is None else required_by,
+            expires_at=expires_at,
+            created_at=now,
+        )
+        uow.approvals.add(approval)
+        return approval
 
     if TYPE_CHECKING:
         # One stage calls into another: each method is defined once, in its stage.

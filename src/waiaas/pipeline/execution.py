@@ -21,7 +21,7 @@ from waiaas.chains.base import (
     SupportsNonces,
 )
 from waiaas.db import UnitOfWork
-from waiaas.db.tables import AgentRow, ApprovalRow, TransactionRow
+from waiaas.db.tables import AgentRow, TransactionRow
 from waiaas.errors import (
     ChainError,
     ChainErrorKind,
@@ -733,14 +733,7 @@ class ExecutionStage(_PipelineBase):
             details["execute_after"] = meta["execute_after"]
         elif esc.tier == Tier.APPROVAL:
             timeout = decision.approval_timeout or self.config.approval_timeout
-            approval = ApprovalRow(
-                id=new_id(),
-                tx_id=row.id,
-                required_by=now + timeout,
-                expires_at=now + timeout,
-                created_at=now,
-            )
-            uow.approvals.add(approval)
+            approval = self._new_approval(uow, row.id, now + timeout, now)
             meta["approval"] = self._approval_meta(uow, agent, approval, meta)
             details["approval_expires_at"] = approval.expires_at
         return details

@@ -22,7 +22,6 @@ from waiaas.errors import (
     StateError,
     TamperDetectedError,
 )
-from waiaas.ids import new_id
 from waiaas.pipeline import approvals, plans
 from waiaas.pipeline.base import E, S, _Outbox, _PipelineBase, log
 from waiaas.pipeline.gate import agent_context as approvals_context
@@ -122,14 +121,7 @@ class OwnerStage(_PipelineBase):
         in place of ``old``: its request re-sealed and APPROVAL_INVALIDATED recorded."""
         uow.session.delete(old)
         uow.session.flush()
-        fresh = ApprovalRow(
-            id=new_id(),
-            tx_id=row.id,
-            required_by=old.required_by,
-            expires_at=old.expires_at,
-            created_at=now,
-        )
-        uow.approvals.add(fresh)
+        fresh = self._new_approval(uow, row.id, old.expires_at, now, required_by=old.required_by)
         meta = self._meta(row)
         previous = (meta.get("approval") or {}).get("owner")
         # Keep what the approval request fixed (SIWE domain / URI, chain id, the text of
