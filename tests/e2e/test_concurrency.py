@@ -1,5 +1,6 @@
 """Many threads plus two processes send against one daily limit on one database file:
-exactly the limit is accepted, and on EVM no nonce is used twice."""
+exactly the limit is accepted, on EVM no nonce is used twice, and the audit chain they all
+appended to links from end to end."""
 
 from __future__ import annotations
 
@@ -140,6 +141,10 @@ def test_threads_and_processes_never_overshoot_a_daily_limit(
         assert moved - base == amount * ran
         hashes = {r.tx_hash for r in confirmed}
         assert len(hashes) == ran
+        # three processes appended to one audit chain (admission's two rows in one
+        # statement, the confirmations reading the head in their compare-and-swap)
+        report = wallet.verify_audit()
+        assert report.ok, report
         if chain == "evm":
             nonces = []
             for r in confirmed:

@@ -35,10 +35,12 @@ from waiaas.db.tables import (
     TransactionRow,
     WalletStateRow,
 )
+from waiaas.errors import StorageError
 from waiaas.types import AuditEvent, Severity
 
 __all__ = [
     "ACTIVE_TX_STATUSES",
+    "AUDIT_HEAD_COLUMNS",
     "AgentRepository",
     "ApprovalRepository",
     "AuditRecord",
@@ -62,6 +64,12 @@ def _rowcount(result: Result[Any]) -> int:
 
 _AUDIT_INSERT = AuditRow.__table__.insert()  # type: ignore[attr-defined]
 _AUDIT_HEAD = "SELECT id, row_hash FROM audit_log ORDER BY id DESC LIMIT 1"
+#: The audit chain head's ``id`` and ``row_hash`` as two columns of a statement that reads
+#: more (for :meth:`AuditRepository.known_head`; run it under the chain's lock).
+AUDIT_HEAD_COLUMNS = (
+    "(SELECT id FROM audit_log ORDER BY id DESC LIMIT 1), "
+    "(SELECT row_hash FROM audit_log ORDER BY id DESC LIMIT 1)"
+)
 _TX_INSERT = TransactionRow.__table__.insert()  # type: ignore[attr-defined]
 _TX_COLUMNS = [
     (attr.key, attr.columns[0]) for attr in sa_inspect(TransactionRow).mapper.column_attrs
@@ -223,6 +231,49 @@ class TransactionRepository(_Repository):
             return False
         _sync_loaded(session, TransactionRow, tx_id, values)
         return True
+
+    def cas_held(
+        self, held: TransactionRow, new: str, *, returning: Sequence[Any] = (), **fields: Any
+    ) -> tuple[TransactionRow, tuple[Any, ...]] | None:
+        """Compare-and-swap a row the caller holds whole: ``status = new`` (and ``fields``)
+        only if every column still has ``held``'s value, in one statement (no read first).
+
+        ``returning``: expressions the same statement reads (``UPDATE ... RETURNING``) where
+        the dialect can return from an UPDATE (SQLite 3.35 and later, PostgreSQL); elsewhere
+        they are not read (``()``).
+
+        Returns:
+            The row as moved (a new object) and what ``returning`` read, or ``None`` when the
+            row is not as held (nothing was written).
+        """
+        table = _TX_TABLE
+        held_values = {attr: getattr(held, attr) for attr in _TX_COLUMN_OF}
+        values = {"status": new, **_tx_fields(fields)}
+        stmt = (
+            table.update()
+            .where(
+                *(
+                    table.c[name].is_(None)
+                    if held_values[attr] is None
+                    else table.c[name] == held_values[attr]
+                    for attr, name in _TX_COLUMN_OF.items()
+                )
+            )
+            .values({_TX_COLUMN_OF[attr]: value for attr, value in values.items()})
+        )
+        session = self.session
+        if session.new or session.dirty or session.deleted:
+            session.flush()  # a Core statement does not autoflush
+        read: tuple[Any, ...] = ()
+        if returning and session.get_bind().dialect.update_returning:
+            found = session.execute(stmt.returning(*returning)).first()
+            if found is None:
+                return None
+            read = tuple(found)
+        elif _rowcount(session.execute(stmt)) != 1:
+            return None
+        _sync_loaded(session, TransactionRow, held.id, values)
+        return TransactionRow(**{**held_values, **values}), read
 
     def update_fields(self, tx_id: str, **fields: Any) -> None:
         self.session.execute(
@@ -460,6 +511,42 @@ def audit_query(
     return sql, params
 
 
+_AUDIT_ID = AuditRow.__table__.c.id  # type: ignore[attr-defined]
+_AUDIT_ROW_HASH = AuditRow.__table__.c.row_hash  # type: ignore[attr-defined]
+
+
+def _audit_values(
+    event: AuditEvent | str,
+    actor: str,
+    now: int,
+    agent_id: str | None = None,
+    session_id: str | None = None,
+    tx_id: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    severity: Severity | str | None = None,
+    ip_address: str | None = None,
+) -> dict[str, Any]:
+    """An audit row's :data:`~waiaas.db.chain.AUDIT_COLUMNS` values, in that order."""
+    if severity is None:
+        severity = event.default_severity if isinstance(event, AuditEvent) else Severity.INFO
+    return {
+        "timestamp": now,
+        "event_type": str(event),
+        "actor": actor,
+        "agent_id": agent_id,
+        "session_id": session_id,
+        "tx_id": tx_id,
+        "details": json.dumps(
+            {k: v for k, v in (details or {}).items() if v is not None},
+            separators=(",", ":"),
+            sort_keys=True,
+            default=str,
+        ),
+        "severity": str(severity),
+        "ip_address": ip_address,
+    }
+
+
 class AuditRepository(_Repository):
     """``audit_log``: append and query; the database refuses UPDATE and DELETE.
 
@@ -481,6 +568,26 @@ class AuditRepository(_Repository):
         # Set by the unit of work: its plain DB-API read (UnitOfWork.fetch_one), for the
         # head read every appending unit of work makes.
         self.fetch_one: Callable[[str], tuple[Any, ...] | None] | None = None
+
+    @staticmethod
+    def head_columns() -> tuple[Any, Any]:
+        """The chain head's ``id`` and ``row_hash`` as two scalar subqueries, for a statement
+        that reads the head along with what it does (:meth:`known_head` takes the result)."""
+        newest = sa_select(col(AuditRow.id)).order_by(col(AuditRow.id).desc()).limit(1)
+        return (
+            newest.scalar_subquery(),
+            sa_select(col(AuditRow.row_hash))
+            .order_by(col(AuditRow.id).desc())
+            .limit(1)
+            .scalar_subquery(),
+        )
+
+    def known_head(self, row_id: int | None, digest: str | None) -> None:
+        """The chain head as the caller read it in this unit of work, under the chain's lock
+        (:data:`AUDIT_HEAD_COLUMNS`, :meth:`head_columns`; ``None``: an empty log): the next
+        :meth:`append` links to it without reading it again."""
+        if self.last is None:
+            self.last = (0, GENESIS) if row_id is None else (int(row_id), digest or GENESIS)
 
     def head(self) -> tuple[int, str]:
         """``(id, row_hash)`` of the newest row (``(0, GENESIS)`` for an empty log)."""
@@ -516,40 +623,61 @@ class AuditRepository(_Repository):
 
         ``details`` keys whose value is ``None`` are left out (an absent key reads as
         nothing to say, and every row is kept for good: its bytes count)."""
-        if severity is None:
-            severity = event.default_severity if isinstance(event, AuditEvent) else Severity.INFO
-        values: dict[str, Any] = {
-            "timestamp": now,
-            "event_type": str(event),
-            "actor": actor,
-            "agent_id": agent_id,
-            "session_id": session_id,
-            "tx_id": tx_id,
-            "details": json.dumps(
-                {k: v for k, v in (details or {}).items() if v is not None},
-                separators=(",", ":"),
-                sort_keys=True,
-                default=str,
-            ),
-            "severity": str(severity),
-            "ip_address": ip_address,
-        }
+        values = _audit_values(
+            event, actor, now, agent_id, session_id, tx_id, details, severity, ip_address
+        )
         if self.before_head is not None:
             self.before_head()
         _prev_id, prev = self.head()
-        digest = row_hash(prev, tuple(values.values()))
-        values["prev_hash"] = None  # the previous row's row_hash: not stored twice
-        values["row_hash"] = digest
-        values["mac"] = self.integrity.audit_mac(digest) if self.integrity is not None else None
+        self._chain(prev, values)
         # A Core INSERT: the audit log is the hottest write path and never read back here.
         result = self.session.execute(_AUDIT_INSERT, values)
         # the new id: SQLite's lastrowid, PostgreSQL's INSERT ... RETURNING id
         key = cast(CursorResult[Any], result).inserted_primary_key
         row_id = key[0] if key is not None else None
         assert isinstance(row_id, int)
-        self.last = (row_id, digest)
+        self.last = (row_id, values["row_hash"])
         self.appended += 1
         return row_id
+
+    def append_all(self, entries: Sequence[Mapping[str, Any]]) -> list[int]:
+        """:meth:`append` of several rows, chained in the order given, in one INSERT; each
+        entry holds :meth:`append`'s arguments, the event as ``event``. Returns their ids.
+
+        The rows take ascending ids in that order (one multi-row ``INSERT``, under the
+        chain's lock); where the dialect returns from an INSERT this is checked, and rows
+        that took their ids in another order fail the unit of work (StorageError) rather
+        than commit a chain that does not link."""
+        if len(entries) < 2:
+            return [self.append(**entry) for entry in entries]
+        rows = [_audit_values(**entry) for entry in entries]
+        if self.before_head is not None:
+            self.before_head()
+        _prev_id, prev = self.head()
+        for values in rows:
+            prev = self._chain(prev, values)
+        stmt = _AUDIT_INSERT.values(rows)
+        if self.session.get_bind().dialect.insert_returning:
+            result = self.session.execute(stmt.returning(_AUDIT_ID, _AUDIT_ROW_HASH)).all()
+            found = sorted((int(i), h) for i, h in result)
+            if [h for _i, h in found] != [values["row_hash"] for values in rows]:
+                raise StorageError("audit rows written together took their ids out of order")
+            ids = [i for i, _h in found]
+        else:  # one writer under SQLite's lock: the rows took the ids after the last one
+            last = cast(CursorResult[Any], self.session.execute(stmt)).lastrowid
+            ids = list(range(last - len(rows) + 1, last + 1))
+        self.last = (ids[-1], prev)
+        self.appended += len(rows)
+        return ids
+
+    def _chain(self, prev: str, values: dict[str, Any]) -> str:
+        """Link ``values`` (an audit row's :data:`~waiaas.db.chain.AUDIT_COLUMNS`) to the
+        row hash ``prev``: its row hash and MAC set; returns its row hash."""
+        digest = row_hash(prev, tuple(values.values()))
+        values["prev_hash"] = None  # the previous row's row_hash: not stored twice
+        values["row_hash"] = digest
+        values["mac"] = self.integrity.audit_mac(digest) if self.integrity is not None else None
+        return digest
 
     def query(
         self,

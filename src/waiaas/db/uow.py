@@ -103,6 +103,7 @@ class UnitOfWork:
         self.session: Session
         # usage buckets this unit of work verified before changing them (waiaas.db.usage)
         self.usage_verified: Verified = {}
+        self._reseal = True
 
     @property
     def integrity(self) -> Any:
@@ -127,6 +128,17 @@ class UnitOfWork:
         if self._agent_id is not None:
             return {BEGIN_OPTION: PG_AGENT, AGENT_OPTION: self._agent_id}
         return {BEGIN_OPTION: "IMMEDIATE"}
+
+    def buckets_untouched(self) -> None:
+        """Say that this unit of work's writes change no usage bucket (a move between two
+        spending statuses, an audit row that is no refusal: see the triggers in
+        :mod:`waiaas.db.usage`), so its commit looks for no bucket to seal.
+
+        A bucket another writer left unsealed stays so until the next keyed write unit of
+        work seals it; until then readers count its hour from its rows. Said wrongly, it
+        costs the same: an unsealed bucket is never trusted.
+        """
+        self._reseal = False
 
     def audit_lock(self) -> None:
         """Serialise appends to the audit hash chain (called before reading its head).
@@ -243,7 +255,7 @@ class UnitOfWork:
             raise StorageError("unit of work is not open")
         try:
             self.session.flush()
-            if self._integrity is not None and self._mode == "write":
+            if self._integrity is not None and self._mode == "write" and self._reseal:
                 usage.reseal(self, self._integrity, self.usage_verified)
             head = self.audit.last if self.audit.appended else None
             if head is not None and self._integrity is not None:

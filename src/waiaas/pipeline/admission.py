@@ -20,6 +20,7 @@ from waiaas.chains.base import (
 )
 from waiaas.config import WalletConfig
 from waiaas.db import UnitOfWork
+from waiaas.db.repositories import AUDIT_HEAD_COLUMNS
 from waiaas.db.tables import AgentRow, ApprovalRow, TransactionRow
 from waiaas.errors import (
     AgentNotActiveError,
@@ -60,10 +61,11 @@ from waiaas.types import Request, Tier, TxStatus
 #: Admission's checks before it records presigned bytes: any transaction of the agent being
 #: signed (claimed, or signed and not yet cleared) sends this one to the claim path; bytes
 #: whose hash a row already holds go through :meth:`Pipeline._take_hash`.
-#: Both in one statement: (an EXECUTING row of the agent, a row holding the hash), each 1 or NULL.
+#: Both in one statement: (an EXECUTING row of the agent, a row holding the hash), each 1 or NULL,
+#: with the audit chain's head, which admission's audit rows link to (read under its lock).
 _BUSY_OR_TWIN = (
     "SELECT (SELECT 1 FROM transactions WHERE agent_id = ? AND status = ? LIMIT 1), "
-    "(SELECT 1 FROM transactions WHERE tx_hash = ? LIMIT 1)"
+    f"(SELECT 1 FROM transactions WHERE tx_hash = ? LIMIT 1), {AUDIT_HEAD_COLUMNS}"
 )
 
 
@@ -258,14 +260,14 @@ def _requested_details(
     }
 
 
-def _record_presigned(uow: UnitOfWork, row: TransactionRow, signed: SignedTx, now: int) -> None:
-    """The claim path's record in one row: the bytes' clearing for broadcast (TX_SUBMITTED,
-    PENDING -> SUBMITTED) carries their hash and nonce, which the claim path records in its
-    own TX_SIGNED row; in admission's commit, so there is no TX_SIGNED row on this path. Like
-    the claim path's rows it names the agent and the transaction (the session is on
-    TX_REQUESTED)."""
-    uow.audit.append(
-        E.TX_SUBMITTED,
+def _presigned_entry(row: TransactionRow, signed: SignedTx, now: int) -> dict[str, Any]:
+    """The claim path's record in one audit row (written with TX_REQUESTED): the bytes'
+    clearing for broadcast (TX_SUBMITTED, PENDING -> SUBMITTED) carries their hash and nonce,
+    which the claim path records in its own TX_SIGNED row; in admission's commit, so there
+    is no TX_SIGNED row on this path. Like the claim path's rows it names the agent and the
+    transaction (the session is on TX_REQUESTED)."""
+    return dict(
+        event=E.TX_SUBMITTED,
         actor="system",
         now=now,
         agent_id=row.agent_id,
@@ -523,8 +525,11 @@ class AdmissionStage(_PipelineBase):
         """Inside admission's write: whether the bytes signed before the lock may be
         recorded with the request (the conditions the claim path checks before it signs)."""
         signed = presigned.signed
+        uow.audit_lock()  # the head is read below (admission appends in any case)
         found = uow.fetch_one(_BUSY_OR_TWIN, (agent.id, S.EXECUTING.value, signed.tx_hash))
-        busy, twin = found if found is not None else (None, None)
+        assert found is not None  # one row: scalar subqueries only
+        busy, twin, head_id, head_hash = found
+        uow.audit.known_head(head_id, head_hash)
         if busy is not None:
             return None  # one signing at a time per agent: the claim path waits its turn
         if signed.nonce is not None and signed.nonce != self._reserve_nonce(
@@ -737,15 +742,17 @@ class AdmissionStage(_PipelineBase):
         signed = self._settle_row(uow, agent, row, meta, tier, presigned)
         assert row.status in BORN
         uow.transactions.add(row)
-        uow.audit.append(
-            E.TX_REQUESTED,
+        requested = dict(
+            event=E.TX_REQUESTED,
             actor=self._actor(agent.id),
             now=now,
             **_common(row),
             details=_requested_details(req, row, prepared, tier),
         )
-        if signed is not None:
-            _record_presigned(uow, row, signed, now)
+        # with the bytes' TX_SUBMITTED, in one statement
+        uow.audit.append_all(
+            [requested, *([] if signed is None else [_presigned_entry(row, signed, now)])]
+        )
         if tier in (Tier.DELAY, Tier.APPROVAL):
             self._queue_admitted(uow, agent, row, meta, plan, tier, now, outbox)
         if tier == Tier.NOTIFY:

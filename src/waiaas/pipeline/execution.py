@@ -55,6 +55,7 @@ from waiaas.pipeline.notifications import ROW_KEY
 from waiaas.pipeline.records import note_simulation
 from waiaas.pipeline.records import signed_json as _signed_json
 from waiaas.pipeline.requests import parse_request
+from waiaas.pipeline.states import transition_held
 from waiaas.pipeline.txmeta import SignedMeta, TxMeta
 from waiaas.types import Request, Severity, Tier, TxStatus
 
@@ -817,7 +818,11 @@ class ExecutionStage(_PipelineBase):
         adapter = self._adapter_of(row)
         attempt = 0
         recorded = False
+        # the row as its admission wrote it, while no other write of this call followed
+        held = row if cleared else None
         while True:
+            if held is not None and not cleared:
+                held = None  # sent again: cleared or rebuilt by another write since
             if cleared:
                 cleared = False  # once: a retry is cleared again, as bytes that may be out
                 recorded = True
@@ -856,7 +861,7 @@ class ExecutionStage(_PipelineBase):
         if self.config.confirm_timeout <= 0:
             return self.get_row(tx_id)
         status = adapter.wait_for_confirmation(signed, timeout=self.config.confirm_timeout)
-        final = self.apply_chain_status(tx_id, status)
+        final = self.apply_chain_status(tx_id, status, held=held)
         return final if final is not None else self.get_row(tx_id)
 
     def _adapter_of(self, row: TransactionRow) -> ChainAdapter:
@@ -1153,13 +1158,24 @@ class ExecutionStage(_PipelineBase):
         with self.db.read() as uow:
             return self._reserve_nonce(uow, agent, exclude=tx_id, hint=pending)
 
-    def apply_chain_status(self, tx_id: str, status: ChainTxStatus) -> TransactionRow | None:
+    def apply_chain_status(
+        self, tx_id: str, status: ChainTxStatus, *, held: TransactionRow | None = None
+    ) -> TransactionRow | None:
         """Record what the chain says about a submitted transaction.
+
+        ``held``: the row as this process last wrote it, when it knows no write followed
+        (admission's presigned row): a confirmation then moves it without reading it first
+        (:meth:`_confirm_held`); a row no longer as held is read and moved as usual.
 
         Returns the row as this call committed it (CONFIRMED / FAILED), else ``None``
         (nothing final to record, or another writer got there first)."""
         now = self.clock.now()
         outbox = _Outbox()
+        if held is not None and held.id == tx_id and status.state == ChainTxState.CONFIRMED:
+            moved = self._confirm_held(held, status, now, outbox)
+            if moved is not None:
+                self._publish(outbox)
+                return moved
         if status.state in (ChainTxState.PENDING, ChainTxState.NOT_FOUND):
             return None
         if status.state == ChainTxState.UNKNOWN:
@@ -1183,6 +1199,36 @@ class ExecutionStage(_PipelineBase):
             uow.commit()
         self._publish(outbox)
         return final
+
+    def _confirm_held(
+        self, held: TransactionRow, status: ChainTxStatus, now: int, outbox: _Outbox
+    ) -> TransactionRow | None:
+        """CONFIRMED, as :meth:`_record_outcome` records it, for a row held as last written:
+        one compare-and-swap on every column of ``held`` (:func:`transition_held`, which
+        also reads the audit chain's head), then TX_CONFIRMED. The move changes no usage
+        bucket (SUBMITTED and CONFIRMED both spend; the audit row is no refusal), so the
+        commit seals none. ``None``: the row is not as held, nothing was written."""
+        meta = self._meta(held)
+        if status.fee is not None:
+            meta["fee"] = str(status.fee)
+        with self.db.write(agent_id=held.agent_id) as uow:
+            row = transition_held(
+                uow,
+                held,
+                S.CONFIRMED,
+                event=E.TX_CONFIRMED,
+                actor="system",
+                now=now,
+                details={"fee": meta.get("fee"), "block": status.block},
+                executed_at=now,
+                metadata=meta,
+            )
+            if row is None:
+                return None
+            uow.buckets_untouched()
+            uow.commit()
+        outbox.add(E.TX_CONFIRMED, tx_id=row.id, agent_id=row.agent_id, **{ROW_KEY: row})
+        return row
 
     def _record_outcome(
         self,

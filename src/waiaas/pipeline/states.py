@@ -64,6 +64,7 @@ __all__ = [
     "cancel_found",
     "signing_record",
     "transition",
+    "transition_held",
 ]
 
 S = TxStatus
@@ -164,11 +165,18 @@ def _final_fields(
     attacker left (the plan included) and its stale MAC, so every later check still names
     it. A sealed row that cannot be resealed here (no keys loaded) keeps its plan, which
     its MAC covers."""
-    from waiaas import integrity
-
     row = uow.transactions.get(tx_id)
     if row is None:
         return fields  # the compare-and-swap below reports it
+    return _finalized(uow.integrity, row, target, fields)
+
+
+def _finalized(
+    integ: Any, row: TransactionRow, target: TxStatus, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`_final_fields` of ``row`` as read (or held: :func:`transition_held`)."""
+    from waiaas import integrity
+
     meta: Any = fields.get("metadata", fields.get("metadata_json", row.metadata_json))
     if isinstance(meta, str | bytes):
         try:
@@ -177,7 +185,6 @@ def _final_fields(
             return fields
     if not isinstance(meta, dict):
         return fields
-    integ = uow.integrity
     sealed = row.integrity is not None
     if sealed and integ is None:
         compacted = compact_final(as_meta(meta), keep_plan=True)
@@ -237,17 +244,92 @@ def transition(
         found = row.status if row is not None else "missing"
         raise InvalidTransitionError("transaction", tx_id, f"{found} (expected {current})", target)
     if event is not None:
-        payload = _move_details(event, current, target, details)
-        uow.audit.append(
+        _audit_move(uow, tx_id, current, target, event, actor, now, agent_id, session_id, details)
+
+
+def _audit_move(
+    uow: UnitOfWork,
+    tx_id: str,
+    current: TxStatus,
+    target: TxStatus,
+    event: AuditEvent,
+    actor: str,
+    now: int,
+    agent_id: str | None,
+    session_id: str | None,
+    details: Mapping[str, Any] | None,
+) -> None:
+    """The audit row of a move (see the module for what it names)."""
+    uow.audit.append(
+        event,
+        actor=actor,
+        now=now,
+        agent_id=agent_id,
+        # the transaction's session is on its TX_REQUESTED row (see the module)
+        session_id=session_id if actor.startswith("agent:") else None,
+        tx_id=tx_id,
+        details=_move_details(event, current, target, details),
+    )
+
+
+def transition_held(
+    uow: UnitOfWork,
+    held: TransactionRow,
+    target: TxStatus,
+    *,
+    event: AuditEvent | None,
+    actor: str,
+    now: int,
+    details: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> TransactionRow | None:
+    """:func:`transition` of a row the caller holds whole, as it last wrote it, without
+    reading it: the compare-and-swap names every column of ``held`` (``UPDATE ... WHERE
+    id = ? AND status = ? AND tx_hash = ? AND metadata = ? AND integrity = ? AND ...``), so
+    it moves the row only if nothing about it changed since, which is what :func:`transition`
+    would read and check (its MAC, its status, its agent). Where the dialect returns from an
+    UPDATE, the same statement reads the audit chain's head for the move's audit row, under
+    the chain's lock (:meth:`UnitOfWork.audit_lock`, taken first).
+
+    Returns:
+        The row as moved, or ``None`` when it is not as held (nothing was written: the
+        caller reads it and uses :func:`transition`).
+
+    Raises:
+        InvalidTransitionError: the state machine does not allow the move.
+    """
+    current = TxStatus(held.status)
+    if not can_transition(current, target):
+        raise InvalidTransitionError("transaction", held.id, current, target)
+    if target in FINAL:
+        fields = _finalized(uow.integrity, held, target, fields)
+    if event is not None:
+        uow.audit_lock()
+    moved = uow.transactions.cas_held(
+        held,
+        target.value,
+        returning=uow.audit.head_columns() if event is not None else (),
+        **fields,
+    )
+    if moved is None:
+        return None
+    row, head = moved
+    if head:
+        uow.audit.known_head(*head)
+    if event is not None:
+        _audit_move(
+            uow,
+            held.id,
+            current,
+            target,
             event,
-            actor=actor,
-            now=now,
-            agent_id=agent_id,
-            # the transaction's session is on its TX_REQUESTED row (see the module)
-            session_id=session_id if actor.startswith("agent:") else None,
-            tx_id=tx_id,
-            details=payload,
+            actor,
+            now,
+            held.agent_id,
+            held.session_id,
+            details,
         )
+    return row
 
 
 def cancel_found(

@@ -81,6 +81,11 @@ UNITS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
         (AGENT,),
         "confirmation or failure, the session release and the agent's AUTO_STOP check",
     ),
+    ("pipeline/execution.py", "ExecutionStage._confirm_held"): (
+        (AGENT,),
+        "a confirmation of a row held as written: its agent's lock; a row under another "
+        "agent is not as held (the compare-and-swap names agent_id) and is left alone",
+    ),
     ("pipeline/base.py", "_PipelineBase._fail"): ((AGENT,), "one transaction FAILED"),
     ("pipeline/owner.py", "OwnerStage.resolve"): ((AGENT,), "the operator resolves one row"),
     ("pipeline/owner.py", "OwnerStage.cancel"): ((AGENT,), "one transaction cancelled"),
