@@ -851,6 +851,28 @@ class StateRepository(_Repository):
         for key in wanted:
             self._held[key] = found.get(key)
 
+    def held(self, key: str) -> tuple[bool, str | None]:
+        """Whether :meth:`prefetch` read ``key`` in this unit of work, and the stored value
+        text it found (``None``: no row), as this unit of work last wrote it."""
+        if key not in self._held:
+            return False, None
+        row = self._held[key]
+        return True, None if row is None else row.value
+
+    def bump(self, key: str) -> None:
+        """Add one to the generation counter ``key`` (:mod:`waiaas.db.generations`), in this
+        unit of work; it is no longer :meth:`held` (what was read of it is stale)."""
+        from sqlalchemy import text
+
+        from waiaas.db.generations import bump_sql
+
+        self.session.flush()
+        self.session.execute(text(bump_sql(key, self.dialect)))
+        self._held.pop(key, None)
+        loaded = self.session.identity_map.get(identity_key(WalletStateRow, key))
+        if loaded is not None:
+            self.session.expire(loaded)
+
     def _row(self, key: str) -> WalletStateRow | None:
         if key in self._held:
             return self._held[key]

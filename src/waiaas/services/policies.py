@@ -31,6 +31,7 @@ from waiaas.config import WalletConfig
 from waiaas.db import Database, UnitOfWork, portable
 from waiaas.db import usage as usage_db
 from waiaas.db.faults import stored_json
+from waiaas.db.generations import POLICIES
 from waiaas.db.portable import dialect_of, text_for
 from waiaas.db.tables import AgentRow, PolicyRow
 from waiaas.errors import InvalidInputError, NotFoundError, StorageError
@@ -1267,6 +1268,7 @@ class PolicyService:
             from waiaas.integrity import seal_policy_scope
 
             seal_policy_scope(uow.integrity, uow, subject.agent_id, now)
+        uow.state.bump(POLICIES)  # as the triggers do: a change seen without them
         uow.audit.append(
             AuditEvent.POLICY_UPDATED,
             actor=actor,

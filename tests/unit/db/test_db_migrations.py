@@ -492,3 +492,67 @@ def test_existing_audit_rows_are_chained_by_the_upgrade(old_file: Path) -> None:
             conn.execute("UPDATE audit_log SET row_hash = 'x'")
     finally:
         conn.close()
+
+
+def test_generation_counters_and_their_triggers_on_upgrade(tmp_path: Path) -> None:
+    """0012 adds the counters at 1 and the triggers that move them; rows already there
+    are untouched, and downgrading removes both."""
+    from waiaas.db import generations
+
+    path = tmp_path / "w.db"
+    _at_revision(path, "0011")
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(
+            "INSERT INTO policies (id, agent_id, type, rules, priority, enabled, created_at, "
+            "updated_at) VALUES ('p', NULL, 'RATE_LIMIT', '{}', 0, 1, 1, 1)"
+        )
+        conn.execute(
+            "INSERT INTO notification_channels (id, type, config, priority, enabled, "
+            "created_at) VALUES ('c', 'NTFY', '{}', 0, 1, 1)"
+        )
+        conn.commit()
+        before = conn.execute("SELECT * FROM policies").fetchall()
+    finally:
+        conn.close()
+    Database.open(path).close()
+    assert _revision(path) == "0012"
+
+    def counters() -> dict[str, str]:
+        c = sqlite3.connect(path)
+        try:
+            return dict(
+                c.execute("SELECT key, value FROM wallet_state WHERE key LIKE 'generation:%'")
+            )
+        finally:
+            c.close()
+
+    assert counters() == {generations.POLICIES: "1", generations.CHANNELS: "1"}
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT * FROM policies").fetchall() == before
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+        assert set(generations.TRIGGER_NAMES) <= names
+        with conn:
+            conn.execute("UPDATE policies SET priority = 2")
+            conn.execute("UPDATE notification_channels SET last_success_at = 9")
+    finally:
+        conn.close()
+    assert counters() == {generations.POLICIES: "2", generations.CHANNELS: "1"}
+    from alembic import command
+
+    engine = make_engine(path)
+    try:
+        with engine.connect() as c, c.begin():
+            cfg = migrate.alembic_config()
+            cfg.attributes["connection"] = c
+            command.downgrade(cfg, "0011")
+    finally:
+        engine.dispose()
+    assert counters() == {}
+    conn = sqlite3.connect(path)
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    finally:
+        conn.close()
+    assert not set(generations.TRIGGER_NAMES) & names

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from waiaas.db import Database, migrate, usage
+from waiaas.db import Database, generations, migrate, usage
 from waiaas.db.engine import make_engine
 from waiaas.db.tables import metadata
 
@@ -212,7 +212,7 @@ def test_revision_0001_is_exactly_the_spec(tmp_path: Path, spec_file: Path) -> N
 
 
 def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file: Path) -> None:
-    """At head the only differences are those of migrations 0002-0011 (documented list)."""
+    """At head the only differences are those of migrations 0002-0012 (documented list)."""
     head = tmp_path / "head.db"
     Database.open(head).close()
     spec, got = schema_facts(spec_file), schema_facts(head)
@@ -384,6 +384,16 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
             "(event_type IN ('REQUEST_REFUSED', 'DRY_RUN') "
             "OR (event_type = 'POLICY_VIOLATION' AND tx_id IS NULL))",
         ),
+        # 0012: the generation counters of policies and channels
+        *(
+            (table, "trigger", name, sql)
+            for table, name, sql in zip(
+                ("policies",) * 3 + ("notification_channels",) * 3,
+                generations.TRIGGER_NAMES,
+                generations.DDL,
+                strict=True,
+            )
+        ),
     }
 
 
@@ -392,7 +402,7 @@ def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) ->
     stepwise = tmp_path / "steps.db"
     for target in (
         *("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"),
-        "0011",
+        *("0011", "0012"),
     ):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"

@@ -176,9 +176,9 @@ def test_timestamps_are_stored_as_integers(
         types = raw.execute(
             f"SELECT {', '.join(f'typeof({c})' for c in cols)} FROM {table}"
         ).fetchall()
-        assert types == [("integer",) * len(cols)], table
-        values = raw.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchone()
-        assert all(type(v) is int for v in values)
+        assert types and set(types) == {("integer",) * len(cols)}, table  # 0012's counters too
+        for values in raw.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall():
+            assert all(type(v) is int for v in values)
 
 
 def test_amounts_are_exact_decimal_text(

@@ -105,6 +105,7 @@ _DIALECT_FILES = {
     "db/migrate.py",
     "db/faults.py",
     "db/usage.py",
+    "db/generations.py",
     "db/tables.py",
     "db/portable.py",
 }
