@@ -45,6 +45,7 @@ import httpx
 from waiaas._validate import check_actor, check_id, check_priority
 from waiaas.clock import Clock, SystemClock
 from waiaas.db import Database
+from waiaas.db.generations import CHANNELS
 from waiaas.db.tables import ChannelRow
 from waiaas.errors import (
     InvalidInputError,
@@ -72,6 +73,7 @@ _log = logging.getLogger("waiaas.notify")
 
 _FORMAT = 1
 _ENTITY = "notification_channel"
+_GENERATION_SQL = "SELECT value FROM wallet_state WHERE key = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,15 +269,37 @@ class DatabaseChannelSource:
         # (channel id, success?) -> the timestamp this source last wrote: a burst of events
         # within one second then costs one write, not one per event
         self._marked: dict[tuple[str, bool], int] = {}
+        # (the channels' generation, the channels loaded in the transaction that read it)
+        self._kept: tuple[str, tuple[Channel, ...]] | None = None
 
     def __repr__(self) -> str:
         return f"DatabaseChannelSource({self._db!r})"
 
     def enabled_channels(self) -> list[Channel]:
-        """The enabled channels, highest priority first (then oldest first)."""
+        """The enabled channels, highest priority first (then oldest first), as committed now.
+
+        The channels are kept with the channels' generation read in the same transaction
+        (:mod:`waiaas.db.generations`; it grows on every change of a channel, by trigger and
+        by :class:`ChannelService`, but not on delivery outcomes). Each call reads the
+        generation alone (one single-row read of the newest committed state) and reads the
+        channels again only when it moved. A list holding a channel that could not be
+        loaded (keystore locked, ...) is not kept: the next event tries again.
+        """
+        found = self._db.fetch_one(_GENERATION_SQL, (CHANNELS,))
+        now = None if found is None else found[0]
+        with self._lock:
+            kept = self._kept
+        if now is not None and kept is not None and kept[0] == now:
+            return list(kept[1])
         with self._db.read() as uow:
+            uow.state.prefetch((CHANNELS,))
+            _read, generation = uow.state.held(CHANNELS)
             rows = uow.channels.all(enabled_only=True)
-        return [self._loader.load(row) for row in rows]
+        channels = [self._loader.load(row) for row in rows]
+        if generation is not None and not any(isinstance(c, _UnusableChannel) for c in channels):
+            with self._lock:
+                self._kept = (generation, tuple(channels))
+        return channels
 
     def record(self, report: DeliveryReport) -> None:
         """Update last_success_at/last_failure_at; audit NOTIFICATION_FAILED if undelivered."""
@@ -633,6 +657,7 @@ class ChannelService:
         }
         if fields is not None:
             details["fields"] = fields
+        uow.state.bump(CHANNELS)  # as the triggers do: a change seen without them
         uow.audit.append(
             AuditEvent.NOTIFICATION_CHANNEL_UPDATED, actor=actor, now=now, details=details
         )

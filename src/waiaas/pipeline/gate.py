@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,6 +16,7 @@ from sqlmodel import col
 
 from waiaas.chains.base import FeeQuote, native_asset_of
 from waiaas.config import WalletConfig
+from waiaas.db.generations import POLICIES
 from waiaas.db.tables import AgentRow, AuditRow, PolicyRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import WaiaasError
@@ -37,7 +39,14 @@ from waiaas.types import AgentStatus, Batch, Request
 if TYPE_CHECKING:
     from waiaas.plan import Effect
 
-__all__ = ["PolicyGate", "agent_context", "restart_auto_stop", "spec_from_row", "state_keys"]
+__all__ = [
+    "PolicyCache",
+    "PolicyGate",
+    "agent_context",
+    "restart_auto_stop",
+    "spec_from_row",
+    "state_keys",
+]
 
 _T = TypeVar("_T")
 
@@ -77,10 +86,70 @@ def restart_auto_stop(uow: UnitOfWork, agent_id: str, now: int) -> None:
 
 def state_keys(agent_id: str) -> tuple[str, ...]:
     """The ``wallet_state`` keys a judgement of ``agent_id``'s request reads: the MACs of its
-    and the global policy sets, and its AUTO_STOP mark (for ``uow.state.prefetch``)."""
+    and the global policy sets, the policies' generation (:class:`PolicyCache`) and its
+    AUTO_STOP mark (for ``uow.state.prefetch``)."""
     from waiaas.integrity import policy_scope
 
-    return (policy_scope(agent_id), policy_scope(None), f"{_MARK}{agent_id}")
+    return (policy_scope(agent_id), policy_scope(None), POLICIES, f"{_MARK}{agent_id}")
+
+
+class PolicyCache:
+    """The verified policies of recently judged agents, one entry per agent, kept while
+    nothing they depend on has changed.
+
+    An entry is keyed by what the unit of work that read the rows also read of
+    ``wallet_state`` in the same transaction, under its write lock: the policies'
+    generation (:mod:`waiaas.db.generations`; grows on every change of ``policies``, by
+    trigger and by the policy service), the stored MACs of the agent's and the global
+    policy sets (or their absence), and whether the rows were MAC-checked. A later unit of
+    work that read the same values gets the same specs without reading a row; any other
+    value is a miss: the rows are read and checked again and replace the entry. Only the
+    newest entry of an agent is kept, so values copied back from an older state of the
+    file never match a kept entry.
+
+    What is kept was checked when read (row MACs and set MACs, as without the cache), so
+    rows edited in the file, with or without the triggers, are never used: the triggers
+    make the next read see them (and refuse them); without triggers the edit is ignored
+    until a change through waiaas moves the generation. Thread-safe.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[tuple[object, ...], tuple[PolicySpec, ...]]] = {}
+
+    @staticmethod
+    def key(uow: UnitOfWork, agent_id: str) -> tuple[object, ...] | None:
+        """The entry key for ``agent_id`` in ``uow``, or ``None`` when ``uow`` did not read
+        every value it needs (no prefetch: the cache is not used)."""
+        from waiaas.integrity import policy_scope
+
+        key: list[object] = [uow.integrity is not None]
+        for name in (POLICIES, policy_scope(agent_id), policy_scope(None)):
+            read, value = uow.state.held(name)
+            if not read or (name == POLICIES and value is None):
+                return None
+            key.append(value)
+        return tuple(key)
+
+    def get(self, agent_id: str, key: tuple[object, ...]) -> list[PolicySpec] | None:
+        with self._lock:
+            entry = self._entries.get(agent_id)
+        return list(entry[1]) if entry is not None and entry[0] == key else None
+
+    def put(self, agent_id: str, key: tuple[object, ...], specs: Sequence[PolicySpec]) -> None:
+        with self._lock:
+            if agent_id not in self._entries and len(self._entries) >= self._size:
+                self._entries.clear()
+            self._entries[agent_id] = (key, tuple(specs))
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
+
+    def __repr__(self) -> str:
+        return f"PolicyCache({len(self._entries)} agents)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,19 +213,32 @@ class PolicyGate:
     def __init__(self, config: WalletConfig, oracle: PriceOracle | None = None) -> None:
         self.config = config
         self.oracle = oracle
+        #: verified policies per agent, reused while nothing they depend on changed
+        self.cache = PolicyCache()
 
     def policies(self, uow: UnitOfWork, agent_id: str) -> list[PolicySpec]:
         """The enabled policies that apply to ``agent_id`` (its own and global ones).
 
+        When ``uow`` prefetched :func:`state_keys`, the verified policies kept by
+        :attr:`cache` for the values it read are returned without a read.
+
         Raises:
             TamperDetectedError: a policy, or the set of them, fails its MAC.
         """
+        key = PolicyCache.key(uow, agent_id)
+        if key is not None:
+            cached = self.cache.get(agent_id, key)
+            if cached is not None:
+                return cached
         rows = uow.policies.for_agent(agent_id)
         if uow.integrity is not None:
             from waiaas.integrity import check_policies
 
             check_policies(uow.integrity, uow, agent_id, rows)
-        return [spec_from_row(row) for row in rows]
+        specs = [spec_from_row(row) for row in rows]
+        if key is not None:  # rows read in the transaction that read the key's values
+            self.cache.put(agent_id, key, specs)
+        return specs
 
     def usage(
         self,
