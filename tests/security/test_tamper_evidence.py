@@ -20,7 +20,7 @@ import pytest
 from tests.e2e.conftest import SOL, EvmOwner, new_agent, recipient
 from tests.support.rawdb import raw_connect
 from waiaas.db.chain import GENESIS, row_hash
-from waiaas.errors import TamperDetectedError
+from waiaas.errors import DatabaseOpenError, InvalidInputError, TamperDetectedError, WaiaasError
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
 from waiaas.types import AuditCheckpoint, AuditEvent, Transfer
@@ -681,3 +681,25 @@ def test_a_row_forged_below_the_first_id_is_walked_and_named(history: Path, rid:
     )
     report, _ = _reported(history)
     assert report.problem == "forged" and report.first_broken_id == rid
+
+
+@pytest.mark.sqlite_only  # a backup file (PostgreSQL: pg_dump)
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("x" * 300, InvalidInputError),  # longer than NAME_MAX: stat raises ENAMETOOLONG
+        ("a\x00b", DatabaseOpenError),
+        ("missing.db", DatabaseOpenError),
+        ("~no-such-user-waiaas/backup.db", InvalidInputError),
+    ],
+)
+def test_a_bad_backup_path_is_a_clear_error(
+    history: Path, tmp_path: Path, name: str, error: type[Exception]
+) -> None:
+    """verify_audit(path) names a path it cannot read with a waiaas error, never an OSError."""
+    path = name if name.startswith("~") else str(tmp_path / name)
+    with _open(history) as w:
+        with pytest.raises(error) as caught:
+            w.verify_audit(path)
+        assert isinstance(caught.value, WaiaasError)
+        assert w.verify_audit().ok  # nothing else was touched

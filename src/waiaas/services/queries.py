@@ -428,10 +428,7 @@ class QueryService:
             return AuditReport(**data)
         if not isinstance(path, str | os.PathLike) or not str(path).strip():
             raise InvalidInputError("path must be a file path", field="path")
-        target = Path(path).expanduser().absolute()
-        if not target.is_file():
-            raise DatabaseOpenError(f"{str(target)!r} is not a file", path=str(target))
-        check_path(target)
+        target = _backup_file(path)
         uri = f"file:{urllib.parse.quote(str(target))}?mode=ro"
         try:
             conn = sqlite3.connect(uri, uri=True)
@@ -446,3 +443,26 @@ class QueryService:
         finally:
             conn.close()
         return AuditReport(**data)
+
+
+def _backup_file(path: str | os.PathLike[str]) -> Path:
+    """The regular file ``path`` names, checked as :func:`check_path` checks a wallet's.
+
+    Raises:
+        InvalidInputError: the path holds a NUL character or a name longer than the file
+            system allows, or names an unknown user's home (``~nobody``).
+        DatabaseOpenError: nothing, or not a regular file, is at the path.
+    """
+    try:
+        target = Path(path).expanduser().absolute()
+    except RuntimeError:  # ~user of an unknown user
+        raise InvalidInputError("path names an unknown home directory", field="path") from None
+    try:
+        is_file = target.is_file()
+    except OSError:  # a name too long for the file system, a loop of links ...
+        check_path(target)  # raises the error that names it
+        raise DatabaseOpenError(f"cannot read {str(target)!r}", path=str(target)) from None
+    if not is_file:
+        raise DatabaseOpenError(f"{str(target)!r} is not a file", path=str(target))
+    check_path(target)
+    return target
