@@ -82,6 +82,7 @@ from waiaas import Transfer, Wallet  # noqa: E402
 from waiaas.chains.base import ChainAdapter  # noqa: E402
 from waiaas.chains.evm import EvmAdapter, EvmDevAdapter  # noqa: E402
 from waiaas.chains.solana import SolanaAdapter  # noqa: E402
+from waiaas.db import database as db_database  # noqa: E402
 from waiaas.db.engine import PRAGMAS  # noqa: E402
 from waiaas.ids import new_id  # noqa: E402
 from waiaas.pipeline.engine import PipelineHooks  # noqa: E402
@@ -193,12 +194,14 @@ def wallet_loop(wallet: Wallet, adapter: ChainAdapter, n: int) -> float:
 
 def statements(workdir: Path, sends: int = 20) -> None:
     """SQL statements and commits per INSTANT ``wallet.send``, counted by SQLite itself
-    (``sqlite3`` trace callback on every connection of the wallet's pool: ORM, Core and raw
+    (``sqlite3`` trace callback on every connection of the wallet's pool and on the plain
+    reader connections of ``Database.fetch_one``: ORM, Core and raw
     DB-API statements alike, BEGIN / COMMIT / ROLLBACK included; the callback repeats a
     statement once per trigger it fires, so consecutive repeats count once), median of
     ``sends`` warm sends on each chain, for the presigned path (the default) and, as the
     same-run baseline, the claim path (``Pipeline.presign = False``: admission commits
     PENDING, then claim, signed bytes, SUBMITTED and CONFIRMED each commit)."""
+    plain_connect = db_database.connect_reader
     for chain, presign in itertools.product(("solana", "evm"), (True, False)):
         adapter: Any = (
             SolanaAdapter.local(svm=LiteSVM()) if chain == "solana" else EvmAdapter.local()
@@ -218,6 +221,17 @@ def statements(workdir: Path, sends: int = 20) -> None:
                 dbapi_conn.set_trace_callback(sink.append)
 
             sa_event.listen(engine, "connect", _trace)
+            # Database.fetch_one's plain reader connections are traced too: the idle ones
+            # now, any opened while tracing by the module's connect_reader
+            for reader in wallet._db._readers:
+                reader.set_trace_callback(traced.append)
+
+            def _traced_reader(path: Any, sink: list[str] = traced) -> Any:
+                conn = plain_connect(path)
+                conn.set_trace_callback(sink.append)
+                return conn
+
+            db_database.connect_reader = _traced_reader  # type: ignore[assignment]
 
             per_send: list[tuple[int, int]] = []
             for i in range(sends):
@@ -227,6 +241,7 @@ def statements(workdir: Path, sends: int = 20) -> None:
                 commits = sum(1 for t in stmts if t.strip().upper().startswith("COMMIT"))
                 per_send.append((len(stmts), commits))
             sa_event.remove(engine, "connect", _trace)
+            db_database.connect_reader = plain_connect  # type: ignore[assignment]
         adapter.close()
         emit(
             bench="pipeline",
