@@ -18,7 +18,7 @@ import builtins
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
@@ -487,12 +487,22 @@ _EDGE_ROWS_SQL_PG = _EDGE_ROWS_SQL.replace(
 _EXCLUDED_SQL = "SELECT created_at FROM transactions WHERE id = ? AND agent_id = ?"
 
 
+# The rows :func:`_consecutive_failures` counts, as a part of :func:`_edges_sql` (kind 2):
+# ``(created_at, id, status, error)`` in the columns of the same types (times, text).
+_EDGE_FAILURES_SQL = _FAILURES_SQL.replace(
+    "SELECT t.created_at, t.id, t.status, t.error ",
+    "SELECT 2, 0, t.created_at, 0, NULL, 0, t.id, t.status, t.error ",
+    1,
+)
+
+
 @functools.lru_cache(maxsize=32)
-def _edges_sql(intervals: int, dialect: str) -> str:
+def _edges_sql(intervals: int, dialect: str, failures: bool = False) -> str:
     """Every interval's transaction rows (``_EDGE_ROWS_SQL``) and refusal rows
     (``_EDGE_AUDIT_SQL``) in one statement: ``UNION ALL`` of both per interval (``:since{i}``
     / ``:until{i}``), each row tagged with its kind (0: a transaction, 1: a refusal) and its
-    interval; the refusal rows padded to the transaction rows' columns."""
+    interval; the refusal rows padded to the transaction rows' columns. With ``failures``,
+    also the rows :func:`_consecutive_failures` counts (kind 2, ``_EDGE_FAILURES_SQL``)."""
     rows_sql = _EDGE_ROWS_SQL_PG if dialect == "postgresql" else _EDGE_ROWS_SQL
     parts = []
     for i in range(intervals):
@@ -505,6 +515,8 @@ def _edges_sql(intervals: int, dialect: str) -> str:
             rows = rows.replace(old, new)
             audit = audit.replace(old, new)
         parts += [rows, audit]
+    if failures:
+        parts.append(_EDGE_FAILURES_SQL)
     return " UNION ALL ".join(parts)
 
 
@@ -544,8 +556,19 @@ def _bucket_usage(
         and edge not in from_rows
         and since[w] - edge + 1 < min(edge + usage_db.BUCKET, now + 1) - since[w] - 1
     }
+    failures: list[tuple[Any, ...]] = []  # read with the first hours' rows
     totals = _bucket_totals(
-        raw, native, dialect, agent_id, now, ordered, exclude, from_rows, complement, held
+        raw,
+        native,
+        dialect,
+        agent_id,
+        now,
+        ordered,
+        exclude,
+        from_rows,
+        complement,
+        held,
+        failures=failures,
     )
     if totals is None:  # the sums do not cover the rows they stand for: read the window's side
         totals = _bucket_totals(
@@ -558,7 +581,7 @@ def _bucket_usage(
         requests=requests,
         transactions=txs,
         denials=denials,
-        consecutive_failures=_consecutive_failures(uow, agent_id, exclude),
+        consecutive_failures=_count_failures(failures),
     )
 
 
@@ -729,6 +752,8 @@ def _bucket_totals(
     from_rows: set[int],
     complement: set[int],
     held: list[tuple[Any, ...]] | None = None,
+    *,
+    failures: list[tuple[Any, ...]] | None = None,
 ) -> _Totals | None:
     """Requests, denials, transactions per window and the spending of the day and the week:
     whole buckets from their sums (SQL), plus or minus the rows read (see :func:`_bucket_usage`).
@@ -736,7 +761,8 @@ def _bucket_totals(
     Windows in ``complement`` count the bucket they start in whole and subtract its rows
     before the window; ``None`` when that leaves a negative count or sum (bucket rows
     missing: the caller reads the window's side instead). ``held``: the agent's bucket rows
-    already read in this unit of work, summed here instead of by SQL.
+    already read in this unit of work, summed here instead of by SQL. ``failures``: where
+    to put the rows :func:`_consecutive_failures` counts, read in the same statement.
     """
     since = {w: now - w for w in ordered}
     edge = {w: usage_db.bucket_start(since[w] + 1) for w in ordered}
@@ -782,7 +808,7 @@ def _bucket_totals(
     # Rows: one range read per run of overlapping intervals, each row read once (counts, and
     # spending for the day and the week where they need it).
     intervals = _row_intervals(ordered, since, edge, from_rows, complement)
-    _add_edges(raw, dialect, agent_id, exclude, intervals, tally, plan, since)
+    _add_edges(raw, dialect, agent_id, exclude, intervals, tally, plan, since, failures)
     if complement and not tally.sane():
         return None
     return tally.totals()
@@ -826,18 +852,23 @@ def _add_edges(
     tally: _Tally,
     plan: Callable[[int], list[tuple[int, int, int]]],
     since: dict[int, int],
+    failures: list[tuple[Any, ...]] | None = None,
 ) -> None:
     """Count the rows of every interval in ``tally``, read in one statement
-    (:func:`_edges_sql`)."""
-    if not intervals:
+    (:func:`_edges_sql`); with ``failures``, put there the ``(created_at, id, status,
+    error)`` rows :func:`_consecutive_failures` reads, from the same statement."""
+    if not intervals and failures is None:
         return
     params: dict[str, Any] = {"agent": agent_id, "exclude": exclude, "denied": POLICY_DENIED}
     for i, (low, until) in enumerate(intervals):
         params[f"since{i}"] = low
         params[f"until{i}"] = until
-    found = raw.execute(_edges_sql(len(intervals), dialect), params).fetchall()
+    sql = _edges_sql(len(intervals), dialect, failures is not None)
+    found = raw.execute(sql, params).fetchall()
     tally.add_rows((r[2:] for r in found if r[0] == 0), plan, since)
     tally.add_refusals((r[2:4] for r in found if r[0] == 1), plan, since)
+    if failures is not None:
+        failures.extend((r[2], *r[6:9]) for r in found if r[0] == 2)
 
 
 def _sign(plan: list[tuple[int, int, int]], window: int, after: bool) -> int:
@@ -942,6 +973,12 @@ def _consecutive_failures(uow: UnitOfWork, agent_id: str, exclude: str) -> int:
     rows = uow.session.execute(
         text_for(_FAILURES_SQL, dialect_of(uow)), {"agent": agent_id, "exclude": exclude}
     ).all()
+    return _count_failures(rows)
+
+
+def _count_failures(rows: Sequence[Sequence[Any]]) -> int:
+    """FAILED rows (not policy denials) after the last CONFIRMED one among ``rows``
+    (``_FAILURES_SQL``'s: ``(created_at, id, status, error)``)."""
     confirmed = [(int(c), str(i)) for c, i, status, _ in rows if status == TxStatus.CONFIRMED]
     marker = max(confirmed) if confirmed else None
     count = 0

@@ -344,6 +344,27 @@ def test_window_edge_reads_in_one_statement_search_the_indexes(busy_db: Database
     assert not [step for step in plan if step.startswith("SCAN ")], plan
 
 
+def test_window_edge_read_with_the_failures_rows_searches_the_indexes(busy_db: Database) -> None:
+    """The rows counted for consecutive failures (from the agent's last CONFIRMED one on) are
+    read by the same statement as the windows' first hours: its added part and the
+    subquery finding that CONFIRMED row each search the agent's index too; no table is
+    scanned, and without any first-hour interval the statement is that part alone."""
+    from waiaas.services import policies
+
+    params: dict[str, object] = {"agent": "agent-04", "exclude": "", "denied": "POLICY_DENIED"}
+    for i in range(3):
+        params[f"since{i}"] = NOW - 3600 * 24 * 10**i
+        params[f"until{i}"] = NOW - 3600 * 24 * 10**i + 1800
+    for intervals, parts in ((3, 3), (0, 0)):
+        plan = _plan(busy_db.path, policies._edges_sql(intervals, "sqlite", True), params)
+        indexed = [s for s in plan if "INDEX idx_transactions_agent_created (agent_id=?" in s]
+        # each interval's part, the failures' part and its subquery for the CONFIRMED row
+        assert len(indexed) == parts + 2, plan
+        assert sum("INDEX idx_audit_log_agent_refusals (agent_id=?" in s for s in plan) == parts
+        assert any("(agent_id=? AND created_at>?)" in s for s in indexed), plan
+        assert not [step for step in plan if step.startswith("SCAN ")], plan
+
+
 def test_sealing_reads_the_unsealed_buckets_rows_through_the_indexes(busy_db: Database) -> None:
     """At commit, the rows of the unsealed buckets are read in one statement: the partial
     index of unsealed rows, then each bucket's rows by its key (never the whole table)."""
