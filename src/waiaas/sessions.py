@@ -42,7 +42,7 @@ import logging
 import re
 import secrets as _secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, SupportsIndex, overload, runtime_checkable
 
@@ -928,6 +928,29 @@ class SessionManager:
         if hit is not None:
             return hit
         return self._check(uow, token, when)
+
+    def recall_in(
+        self, uow: UnitOfWork, token: str, now: int, *, state: Iterable[str] = ()
+    ) -> VerifiedSession | None:
+        """What :meth:`verify_in` finds for a token this manager verified before, when its
+        session is still live (the one statement of :meth:`_cached`), with
+        ``uow.state.prefetch(state)`` in that same statement; ``None`` otherwise
+        (:meth:`verify_in` then reads nothing more of the remembered token: it runs the
+        full check, which raises its precise error). Never raises a refusal: a caller checks what it
+        prefetched (the kill switch) before it verifies the token.
+
+        Raises:
+            StorageError: the database failed.
+        """
+        when = self._now(now)
+        keys = tuple(state)
+
+        def fetch(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+            return uow.state.prefetch_along(uow.fetch_one, keys, sql, params)
+
+        hit = self._cached(fetch, token, when, uow)
+        uow.state.prefetch(keys)  # on its own when nothing was read above
+        return hit
 
     def record_failure(
         self, error: AuthError | AgentNotActiveError, *, now: int | None = None

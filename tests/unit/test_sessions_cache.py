@@ -610,3 +610,40 @@ def test_the_live_read_keeps_the_agent_row_in_the_unit_of_work(
     with db.read() as uow:
         again = uow.agents.get(agent_id)
         assert again is not None and again.status == "SUSPENDED"
+
+
+def test_recall_in_reads_the_state_keys_with_the_live_row_and_never_refuses(
+    db: Database, mgr: SessionManager, warm: tuple[str, str, str, Reads]
+) -> None:
+    """``recall_in`` of a remembered token: the session (as ``verify_in`` returns it) and
+    the wallet_state keys in one statement of the unit of work. A revoked session, with the
+    kill switch on, gives ``None`` and the keys still held (the caller refuses with the
+    kill switch first); ``verify_in`` then raises the precise error. An unknown token only
+    prefetches the keys."""
+    _agent_id, session_id, token, _reads = warm
+    with db.write() as uow:
+        ran: list[str] = []
+        fetch = uow.fetch_one
+
+        def fetch_one(sql: str, params: Any = ()) -> Any:
+            ran.append(sql)
+            return fetch(sql, params)
+
+        uow.fetch_one = fetch_one  # type: ignore[method-assign]
+        live = mgr.recall_in(uow, token, T0, state=[killswitch.KEY, "other"])
+        assert live == mgr.verify_in(uow, token, T0)
+        assert live is not None and live.session_id == session_id
+        assert len(ran) == 2 and "wallet_state" in ran[0] and "wallet_state" not in ran[1]
+        assert uow.state.held(killswitch.KEY) == (True, None)
+        assert uow.state.held("other") == (True, None)
+    with db.write() as uow:
+        killswitch.activate(uow, actor="owner", reason="test", now=T0)
+        uow.commit()
+    with db.write() as uow:
+        assert mgr.recall_in(uow, token, T0, state=[killswitch.KEY]) is None
+        assert uow.state.held(killswitch.KEY)[0] and killswitch.is_active(uow)
+        with pytest.raises(TokenRevokedError):
+            mgr.verify_in(uow, token, T0)
+    with db.write() as uow:
+        assert mgr.recall_in(uow, "not-a-token", T0, state=[killswitch.KEY]) is None
+        assert killswitch.is_active(uow)

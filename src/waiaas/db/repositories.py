@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import CursorResult, Result, func, or_, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
@@ -831,6 +832,24 @@ class ChannelRepository(_Repository):
         )
 
 
+# The ``wallet_state`` rows of some keys (``{keys}``: placeholders) as one JSON object
+# ``{key: [value, updated_at]}``, beside the row of another read (``{sql}``, its first
+# column a constant 1: NULL when it finds no row). The aggregate always has a row, the
+# other read is joined to it; both search by their keys.
+_ALONG_SQL = {
+    "sqlite": (
+        'SELECT st.kv, l.* FROM (SELECT json_group_object("key", '
+        "json_array(CAST(value AS TEXT), updated_at)) AS kv "
+        'FROM wallet_state WHERE "key" IN ({keys})) AS st LEFT JOIN ({sql}) AS l ON 1 = 1'
+    ),
+    "postgresql": (
+        'SELECT st.kv, l.* FROM (SELECT json_object_agg("key", '
+        "json_build_array(value, updated_at)) AS kv "
+        'FROM wallet_state WHERE "key" IN ({keys})) AS st LEFT JOIN ({sql}) AS l ON 1 = 1'
+    ),
+}
+
+
 class StateRepository(_Repository):
     """``wallet_state``: small JSON values by key (kill switch, ...)."""
 
@@ -850,6 +869,46 @@ class StateRepository(_Repository):
         found = {row.key: row for row in self.session.exec(stmt)}
         for key in wanted:
             self._held[key] = found.get(key)
+
+    def prefetch_along(
+        self,
+        fetch_one: Callable[[str, Sequence[Any]], tuple[Any, ...] | None],
+        keys: Iterable[str],
+        sql: str,
+        params: Sequence[Any],
+    ) -> tuple[Any, ...] | None:
+        """:meth:`prefetch` of ``keys`` and the row of another read, in one statement.
+
+        ``sql`` (``?`` placeholders, a ``SELECT`` of at most one row) runs with ``params``
+        through ``fetch_one`` (:meth:`UnitOfWork.fetch_one`); its row, or ``None``, is
+        returned, and the rows of ``keys`` are held as :meth:`prefetch` holds them. The
+        ``wallet_state`` values ride along as one aggregate (``_ALONG_SQL``): a row for
+        every key found, whether or not ``sql`` finds its row.
+        """
+        wanted = [k for k in dict.fromkeys(keys) if k not in self._held]
+        if not wanted:
+            return fetch_one(sql, params)
+        along = _ALONG_SQL[self.dialect].format(
+            keys=", ".join("?" * len(wanted)), sql=sql.replace("SELECT ", "SELECT 1, ", 1)
+        )
+        row = fetch_one(along, (*wanted, *params))
+        assert row is not None  # an aggregate without GROUP BY: always one row
+        # ``{key: [value, updated_at]}``: text on SQLite, decoded by psycopg, NULL for none
+        found: dict[str, Any] = row[0] if isinstance(row[0], dict) else json.loads(row[0] or "{}")
+        for key in wanted:
+            self._held[key] = self._attach(key, found[key]) if key in found else None
+        return None if row[1] is None else tuple(row[2:])
+
+    def _attach(self, key: str, stored: Sequence[Any]) -> WalletStateRow:
+        """The row of ``key`` read as ``[value, updated_at]`` by :meth:`prefetch_along`, in
+        this unit of work's session as if loaded there (the one loaded already stands)."""
+        loaded = self.session.identity_map.get(identity_key(WalletStateRow, key))
+        if isinstance(loaded, WalletStateRow):
+            return loaded
+        row = WalletStateRow(key=key, value=stored[0], updated_at=stored[1])
+        make_transient_to_detached(row)
+        self.session.add(row)  # persistent and clean: nothing is written at flush
+        return row
 
     def held(self, key: str) -> tuple[bool, str | None]:
         """Whether :meth:`prefetch` read ``key`` in this unit of work, and the stored value

@@ -309,11 +309,12 @@ class AdmissionStage(_PipelineBase):
             raise
         try:
             with slot, self.db.write(agent_id=early.agent_id if early is not None else None) as uow:
-                # what the checks below read of wallet_state, in one statement (under the lock)
+                # what the checks below read of wallet_state and the session's live row,
+                # in one statement (under the lock); the kill switch refuses first
                 keys = state_keys(early.agent_id) if early is not None else ()
-                uow.state.prefetch((killswitch.KEY, *keys))
+                live = self.sessions.recall_in(uow, token, now, state=(killswitch.KEY, *keys))
                 killswitch.ensure_inactive(uow)
-                verified = self.sessions.verify_in(uow, token, now)
+                verified = live or self.sessions.verify_in(uow, token, now)
                 agent_id = verified.agent_id
                 if early is not None and agent_id != early.agent_id:
                     # locked for another agent (a session row edited meanwhile): refuse

@@ -45,6 +45,14 @@ class SessionPort(Protocol):
         """
         ...
 
+    def recall_in(
+        self, uow: UnitOfWork, token: str, now: int, *, state: Iterable[str] = ()
+    ) -> VerifiedSession | None:
+        """The session of a token verified before while it is still live, with the
+        ``wallet_state`` keys ``state`` prefetched in the same read; ``None`` otherwise
+        (:meth:`verify_in` then checks the token in full). Never refuses."""
+        ...
+
     def remembered_agent(self, token: object, now: int) -> tuple[str, str, str] | None:
         """``(agent id, chain, network)`` of a token verified before (no read, nothing
         established: admission verifies it again under its lock)."""

@@ -770,13 +770,8 @@ def _bucket_totals(
     cut = {w: edge[w] - 1 if w in complement else since[w] for w in ordered}
     tally = _Tally.empty(ordered)
     sums: dict[str, Any] = {f"s{i}": cut[w] for i, w in enumerate(ordered)}
-    sums.update(
-        agent=agent_id,
-        first=usage_db.bucket_start(since[ordered[-1]] + 1),
-        day=cut[DAY],
-        week=cut[WEEK],
-        skip=json.dumps(sorted(from_rows)),
-    )
+    sums.update(agent=agent_id, day=cut[DAY], week=cut[WEEK], skip=json.dumps(sorted(from_rows)))
+    sums["first"] = usage_db.bucket_start(since[ordered[-1]] + 1)
     # The buckets that count whole, summed by SQLite (limb sums are exact integers), or
     # here from the rows already read.
     if held is not None:

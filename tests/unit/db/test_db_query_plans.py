@@ -374,3 +374,24 @@ def test_sealing_reads_the_unsealed_buckets_rows_through_the_indexes(busy_db: Da
     assert any("USING INDEX idx_usage_buckets_unsealed" in s for s in plan), plan
     assert any("SEARCH usage_buckets USING PRIMARY KEY (agent_id=? AND start=?)" in s for s in plan)
     assert not [s for s in plan if s.startswith("SCAN ") and "idx_usage_buckets_unsealed" not in s]
+
+
+def test_state_keys_with_the_live_session_read_search_the_keys(busy_db: Database) -> None:
+    """Admission's first read (the wallet_state keys its checks read, with a remembered
+    token's live session and agent row) is one statement: wallet_state by its key, the
+    session and the agent by theirs; only the one-row parts it joins are scanned."""
+    from waiaas import sessions
+    from waiaas.db.repositories import _ALONG_SQL
+
+    live = sessions._LIVE_SQL_WITH_AGENT.replace("SELECT ", "SELECT 1, ", 1)
+    statement = _ALONG_SQL["sqlite"].format(keys="?, ?, ?", sql=live)
+    params = ("kill_switch", "policy-set:*", "generation:policies")
+    params += ("sid", "hash", "agent-04", NOW, "solana", "devnet")
+    plan = _plan(busy_db.path, statement, params)
+    assert any(
+        "SEARCH wallet_state USING INDEX sqlite_autoindex_wallet_state_1 (key=?)" in s for s in plan
+    ), plan
+    assert any("SEARCH s USING INDEX sqlite_autoindex_sessions_1 (id=?)" in s for s in plan)
+    assert any("SEARCH a USING INDEX sqlite_autoindex_agents_1 (id=?)" in s for s in plan)
+    scans = [s for s in plan if s.startswith("SCAN ")]
+    assert sorted(scans) == ["SCAN l LEFT-JOIN", "SCAN st"], plan
