@@ -843,7 +843,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window-rounds", type=int, default=4, help="blocks per usage mode")
     parser.add_argument(
         "--only",
-        choices=["plan_cost", "window", "throughput", "statements"],
+        choices=["plan_cost", "window", "throughput", "statements", "db_growth"],
         default=None,
         help="run one case",
     )
@@ -874,6 +874,10 @@ def main(argv: list[str] | None = None) -> None:
                 throughput("solana", args.solana_txs, args.runs, workdir)
                 throughput("evm", args.evm_txs, args.runs, workdir)
             statements(workdir)
+            emit(bench="pipeline", case="total", seconds=round(time.perf_counter() - started, 1))
+            return
+        if args.only == "db_growth":
+            db_growth(args.db_txs, workdir)
             emit(bench="pipeline", case="total", seconds=round(time.perf_counter() - started, 1))
             return
         sizes = [int(x) for x in args.window_sizes.split(",")]
