@@ -53,6 +53,8 @@ __all__ = [
     "TransactionRepository",
     "audit_index",
     "audit_query",
+    "read_actor",
+    "stored_actor",
 ]
 
 ACTIVE_TX_STATUSES = ("PENDING", "QUEUED", "EXECUTING", "SUBMITTED")
@@ -424,6 +426,34 @@ assert AuditRecord._fields == _AUDIT_COLUMN_NAMES, "AuditRecord must follow audi
 _AUDIT_SELECT = ", ".join(f"a.{name}" for name in _AUDIT_COLUMN_NAMES)
 _CURSOR_TS = "(SELECT c.timestamp FROM audit_log AS c WHERE c.id = :cursor)"
 
+# The ``actor`` of a row whose actor is its own agent (``agent:<agent_id>``, the agent in
+# the row's ``agent_id``) is stored as this: the id is not written twice. No other actor is
+# ever empty (``append`` refuses one), so the stored form reads back unambiguously
+# (:func:`stored_actor`, :func:`read_actor`); rows written before keep the long form.
+OWN_AGENT = ""
+
+
+def stored_actor(actor: str, agent_id: str | None) -> str:
+    """What an audit row stores as ``actor``: :data:`OWN_AGENT` for ``agent:<agent_id>``."""
+    if agent_id is not None and actor == f"agent:{agent_id}":
+        return OWN_AGENT
+    return actor
+
+
+def read_actor(stored: str, agent_id: str | None) -> str:
+    """The actor of an audit row as stored by :func:`stored_actor` (or before it), whole."""
+    if stored == OWN_AGENT and agent_id is not None:
+        return f"agent:{agent_id}"
+    return stored
+
+
+def _record(row: Any) -> AuditRecord:
+    """An :class:`AuditRecord` of a selected row, its actor read back whole."""
+    record = AuditRecord._make(row)
+    if record.actor == OWN_AGENT:
+        return record._replace(actor=read_actor(record.actor, record.agent_id))
+    return record
+
 
 def audit_index(*, agent: bool, events: bool, rare_severities: bool, tx: bool) -> str:
     """The index an audit query with these filters reads (migration 0008).
@@ -527,13 +557,20 @@ def _audit_values(
     severity: Severity | str | None = None,
     ip_address: str | None = None,
 ) -> dict[str, Any]:
-    """An audit row's :data:`~waiaas.db.chain.AUDIT_COLUMNS` values, in that order."""
+    """An audit row's :data:`~waiaas.db.chain.AUDIT_COLUMNS` values, in that order (the
+    actor as :func:`stored_actor` stores it).
+
+    Raises:
+        ValueError: ``actor`` is empty.
+    """
+    if not actor:
+        raise ValueError("an audit row's actor must not be empty")
     if severity is None:
         severity = event.default_severity if isinstance(event, AuditEvent) else Severity.INFO
     return {
         "timestamp": now,
         "event_type": str(event),
-        "actor": actor,
+        "actor": stored_actor(actor, agent_id),
         "agent_id": agent_id,
         "session_id": session_id,
         "tx_id": tx_id,
@@ -623,7 +660,13 @@ class AuditRepository(_Repository):
         """Append one audit row in the current transaction; return its id.
 
         ``details`` keys whose value is ``None`` are left out (an absent key reads as
-        nothing to say, and every row is kept for good: its bytes count)."""
+        nothing to say, and every row is kept for good: its bytes count); an ``actor``
+        that is the row's own agent is stored short (:func:`stored_actor`; the row hash and
+        MAC cover what is stored, :meth:`query` reads it back whole).
+
+        Raises:
+            ValueError: ``actor`` is empty.
+        """
         values = _audit_values(
             event, actor, now, agent_id, session_id, tx_id, details, severity, ip_address
         )
@@ -702,7 +745,8 @@ class AuditRepository(_Repository):
         Each filter shape reads one index whose last column is ``timestamp`` (see
         :func:`audit_query`), so a page costs about ``limit`` index entries at any table size.
         Rows come back as plain :class:`AuditRecord` tuples: the log is append-only, so there
-        is nothing for an ORM object to track, and mapping is most of a page's cost.
+        is nothing for an ORM object to track, and mapping is most of a page's cost. Their
+        ``actor`` is read back whole (:func:`read_actor`).
         """
         sql, params = audit_query(
             agent_id=agent_id,
@@ -715,7 +759,7 @@ class AuditRepository(_Repository):
             limit=limit,
         )
         rows = self.session.execute(text_for(sql, self.dialect), params).all()
-        return [AuditRecord._make(row) for row in rows]
+        return [_record(row) for row in rows]
 
     def agent_range(
         self, agent_id: str, start: int, end: int, limit: int = 100

@@ -374,3 +374,41 @@ def test_count(db: Database, history: list[dict[str, Any]]) -> None:
             r["event"] == "AUTH_FAILED" for r in history
         )
         assert uow.audit.count(since=NOW + 50) == sum(r["now"] >= NOW + 50 for r in history)
+
+
+def test_an_agents_own_actor_is_stored_short_and_read_back_whole(
+    db: Database, db_path: Path, raw_connect: Callable[..., sqlite3.Connection]
+) -> None:
+    """``agent:<id>`` on a row of that agent is stored as ``""`` (the id is the row's
+    ``agent_id``) and every query reads it back whole; any other actor (another agent's,
+    a bare ``agent``, one given by a caller) is stored as given; a row of the long form
+    (written before) reads the same; the chain covers what is stored."""
+    from waiaas.db.chain import row_hash
+    from waiaas.integrity import walk_chain
+
+    with db.write() as uow:
+        uow.audit.append(AuditEvent.TX_REQUESTED, actor="agent:a1", now=NOW, agent_id="a1")
+        uow.audit.append(AuditEvent.TX_CANCELLED, actor="agent:a2", now=NOW + 1, agent_id="a1")
+        uow.audit.append(AuditEvent.POLICY_VIOLATION, actor="agent", now=NOW + 2)
+        uow.audit.append(AuditEvent.POLICY_UPDATED, actor="agent", now=NOW + 3, agent_id="a1")
+        with pytest.raises(ValueError, match="actor"):
+            uow.audit.append(AuditEvent.POLICY_UPDATED, actor="", now=NOW, agent_id="a1")
+        uow.commit()
+    raw = raw_connect(db_path)
+    stored = [r[0] for r in raw.execute("SELECT actor FROM audit_log ORDER BY id")]
+    assert stored == ["", "agent:a2", "agent", "agent"]
+    # a row as the previous version wrote it: the long form, chained to the last row
+    (prev,) = raw.execute("SELECT row_hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+    values = (NOW + 4, "TX_REQUESTED", "agent:a1", "a1", None, None, "{}", "info", None)
+    with raw:
+        raw.execute(
+            "INSERT INTO audit_log (timestamp, event_type, actor, agent_id, session_id, tx_id, "
+            "details, severity, ip_address, row_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, row_hash(prev, values)),
+        )
+    assert walk_chain(raw, None).broken is None
+    expected = ["agent:a1", "agent:a2", "agent", "agent", "agent:a1"]
+    with db.read() as uow:
+        assert [r.actor for r in sorted(uow.audit.query(), key=lambda r: r.id)] == expected
+        mine = uow.audit.query(agent_id="a1", event_types=["TX_REQUESTED"])
+        assert [r.actor for r in mine] == ["agent:a1", "agent:a1"]
