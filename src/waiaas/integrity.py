@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -50,10 +50,8 @@ from waiaas.db import portable
 from waiaas.db.chain import AUDIT_COLUMNS, GENESIS, audit_mac, row_hash
 from waiaas.db.portable import RawConnection
 from waiaas.db.tables import AuditCheckpointRow
+from waiaas.pipeline.txmeta import TxMeta, effects_of, request_of
 from waiaas.types import TxStatus
-
-if TYPE_CHECKING:
-    from waiaas.pipeline.txmeta import TxMeta
 
 __all__ = [
     "Integrity",
@@ -556,9 +554,12 @@ def _put_head_row(conn: Any, rid: int, digest_hex: str, mac: str) -> None:
         conn.execute(insert(table).values(name=AUDIT_HEAD, generation=0, body=body, updated_at=now))
 
 
-def request_digest(meta: TxMeta) -> str:
-    """SHA-256 of a stored request document (canonical JSON)."""
-    return hashlib.sha256(_canon(meta.get("request"))).hexdigest()
+def request_digest(meta: TxMeta, row: Any) -> str:
+    """SHA-256 of the request of transaction ``row`` whose metadata is ``meta`` (canonical
+    JSON): the request whole, as the pipeline reads, judges and signs it, also where the
+    row stores only what its columns do not hold (:func:`waiaas.pipeline.txmeta.request_of`).
+    """
+    return hashlib.sha256(_canon(request_of(meta, row))).hexdigest()
 
 
 # =========================================================================== wallet level
@@ -692,18 +693,18 @@ def _tx_fields(row: Any, meta: TxMeta) -> tuple[Any, ...]:
         row.to_address,
         row.tier,
         meta.get("network"),
-        request_digest(meta),
+        request_digest(meta, row),
         meta.get("execute_after"),
         (meta.get("approval") or {}).get("owner"),
     )
 
 
-def _plan_fields(meta: TxMeta) -> tuple[Any, ...]:
+def _plan_fields(row: Any, meta: TxMeta) -> tuple[Any, ...]:
     approval = meta.get("approval") or {}
     return (
         meta.get("plan_digest"),
         _doc_digest(meta.get("plan")),
-        _doc_digest(meta.get("effects")),
+        _doc_digest(effects_of(meta, row)),  # whole, as judged and shown
         approval.get("plan_digest"),
     )
 
@@ -718,12 +719,12 @@ def _meta_of(row: Any) -> TxMeta:
 
 
 def _tx_mac_v2(integ: Integrity, row: Any, meta: TxMeta) -> str:
-    return TX_MAC_V2 + integ.mac("tx/v2", *_tx_fields(row, meta), *_plan_fields(meta))
+    return TX_MAC_V2 + integ.mac("tx/v2", *_tx_fields(row, meta), *_plan_fields(row, meta))
 
 
 def _tx_mac_final(integ: Integrity, row: Any, meta: TxMeta) -> str:
     return TX_MAC_FINAL + integ.mac(
-        "tx/final", *_tx_fields(row, meta), _status(row), *_plan_fields(meta)
+        "tx/final", *_tx_fields(row, meta), _status(row), *_plan_fields(row, meta)
     )
 
 

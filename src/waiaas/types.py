@@ -617,11 +617,11 @@ class TransactionInfo(_Result):
     The policy decision (``Wallet.get_transaction(...).decision``) is kept whole, every
     reason with its sentence and figures and the budgets checked, for a request that was
     refused, queued (DELAY, APPROVAL) or fired AUTO_STOP: what the owner reads to decide
-    and to understand. For an allowed INSTANT or NOTIFY request only its outcome, tier,
-    fees and what identifies each reason (rule id, policy type, effect, tier) are kept; each
-    such reason reads back with a short sentence naming its policy type and tier and no
-    ``figures``, and ``spend`` is this row's. ``Wallet.dry_run`` or a policy replay shows
-    the figures again.
+    and to understand. For an allowed INSTANT or NOTIFY request only its outcome, tier and
+    fees are kept: it reads back with no reasons (rows written before this form keep what
+    identified each reason: rule id, policy type, effect, tier, with a short sentence and no
+    ``figures``), and ``spend`` is this row's. ``Wallet.dry_run`` or a policy replay shows
+    the reasons and figures again.
     """
 
     id: str

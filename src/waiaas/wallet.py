@@ -657,9 +657,10 @@ class Wallet:
 
     def get_transaction(self, tx_id: str) -> TransactionResult:
         """A transaction by id, as the owner and operator see it: the policy decision (every
-        reason with its policy id and figures; the budget tables checked where the request
-        was refused or queued, not for an INSTANT or NOTIFY one: ``budget_usage`` shows them
-        at any time) and, for a denial, every reason in ``error``. An agent's handle shows
+        reason with its policy id and figures and the budget tables checked where the
+        request was refused or queued; for an INSTANT or NOTIFY one its outcome, tier and
+        fees: ``budget_usage`` shows the budgets at any time, ``dry_run`` the reasons) and,
+        for a denial, every reason in ``error``. An agent's handle shows
         it redacted.
 
         Raises:

@@ -4,8 +4,9 @@ A transaction that ends (CONFIRMED, FAILED, CANCELLED, EXPIRED) loses its signed
 its plan's instruction list, and is resealed with a MAC over its final status: its MAC
 verifies, and a file-write attacker who edits what it decided (amount, recipient, tier, plan
 digest, effects) or moves its status back (to run it again) is named by the wallet's check.
-An allowed INSTANT request stores its decision without the budget tables; a queued one keeps
-it whole, and the owner's approval still binds the exact plan. Audit rows carry no nulls and
+An allowed INSTANT request stores its decision compact (its tier; no reasons, budget tables
+or fees the quote already says); a queued one keeps it whole, and the owner's approval still
+binds the exact plan. Audit rows carry no nulls and
 name a transaction's hash once (TX_SIGNED, or the presigned path's TX_SUBMITTED).
 """
 
@@ -33,6 +34,7 @@ from waiaas import integrity
 from waiaas.errors import TamperDetectedError
 from waiaas.pipeline.records import compact_final, public_decision, stored_decision
 from waiaas.pipeline.states import audited_move
+from waiaas.pipeline.txmeta import network_fee_of
 from waiaas.policy import Decision, PolicySpec
 from waiaas.testing import FrozenClock
 from waiaas.types import AuditEvent, Transfer
@@ -83,6 +85,14 @@ def test_compact_final_keeps_what_people_and_checks_read() -> None:
     for kept in ("network", "request", "plan_digest", "effects", "decision", "fee", "error"):
         assert out[kept] == meta[kept], kept
     assert compact_final(meta, keep_plan=True)["plan"] == meta["plan"]
+    # a fee paid that is the amount quoted is kept once, as ``fee``; the quote reads whole
+    quoted = {**meta, "network_fee": {"amount": "5000", "basis": "exact"}}
+    folded = compact_final(quoted)
+    assert folded["network_fee"] == {"basis": "exact"} and folded["fee"] == "5000"
+    assert network_fee_of(folded) == {"amount": "5000", "basis": "exact"}
+    assert network_fee_of(quoted) == quoted["network_fee"]
+    paid_less = {**meta, "network_fee": {"amount": "9000", "basis": "maximum"}}
+    assert compact_final(paid_less)["network_fee"] == paid_less["network_fee"]
     solana = compact_final({"signed": {"raw_b64": "AAAA", "hash": "h", "nonce": None}})
     assert solana == {}  # nothing left of the bytes: no key at all
 
@@ -124,19 +134,37 @@ def _decision(tier: str, *, allowed: bool = True) -> Decision:
 @pytest.mark.parametrize("tier", ["INSTANT", "NOTIFY"])
 def test_an_allowed_instant_decision_is_stored_compact(tier: str) -> None:
     decision = _decision(tier)
-    stored = stored_decision(decision)
-    # the outcome, the tier, what identifies each reason, the fees; no sentence, figures,
-    # budget tables, spend (the row's spend column) or default waits
-    reason = {"rule_id": "p1", "type": "SPENDING_LIMIT", "effect": "tier", "tier": tier}
-    assert stored == {"allowed": True, "tier": tier, "reasons": [reason], "fees": "1"}
-    # read back with the row's spend column: the same decision but for the budget tables
-    # and the reason's figures; its sentence is worded from what identifies it
-    back = Decision.model_validate(public_decision(stored, {"native": 2}))
+    # the tier, and the fees only where the row's network fee quote does not say them; no
+    # ``allowed`` (true), reasons, budget tables, spend (the spend column) or default waits
+    assert stored_decision(decision, 1) == {"tier": tier}
+    assert stored_decision(decision, 5000) == {"tier": tier, "fees": "1"}
+    assert stored_decision(decision) == {"tier": tier, "fees": "1"}  # no quote: said
+    free = decision.model_copy(update={"fees": 0})
+    assert stored_decision(free) == {"tier": tier, "fees": "0"}  # a later quote cannot change it
+    # read back with the row's spend column and quote: the same decision but for the
+    # reasons and the budget tables
+    expected = decision.model_copy(update={"reasons": (), "budget": ()})
+    for stored, quote in ((stored_decision(decision, 1), "1"), (stored_decision(decision), None)):
+        back = Decision.model_validate(public_decision(stored, {"native": 2}, quote))
+        assert back == expected
+    assert Decision.model_validate(public_decision(stored_decision(free), None, "7")).fees == 0
+
+
+def test_a_decision_stored_by_the_previous_version_reads_as_before() -> None:
+    """The previous compact form (``allowed``, a reason's rule id, type, effect and tier,
+    the fees) reads as it did: the reason worded again, the fees as stored."""
+    stored = {
+        "allowed": True,
+        "tier": "INSTANT",
+        "reasons": [
+            {"rule_id": "p1", "type": "SPENDING_LIMIT", "effect": "tier", "tier": "INSTANT"}
+        ],
+        "fees": "5000",
+    }
+    back = Decision.model_validate(public_decision(stored, {"native": 9}, "7"))
     (said,) = back.reasons
-    assert said.figures == {} and "SPENDING_LIMIT" in said.message and tier in said.message
-    assert back.model_copy(update={"reasons": decision.reasons}) == decision.model_copy(
-        update={"budget": ()}
-    )
+    assert said.rule_id == "p1" and "SPENDING_LIMIT" in said.message
+    assert back.fees == 5000 and back.spend == {"native": 9} and back.allowed
 
 
 @pytest.mark.parametrize(("tier", "allowed"), [("DELAY", True), ("APPROVAL", True), ("X", False)])
@@ -181,7 +209,7 @@ def test_a_final_row_keeps_no_bytes_and_no_plan_and_its_mac_verifies(
         _check(w, tx_id)  # no TamperDetectedError
         tx = w.get_transaction(tx_id)
         assert tx.decision is not None and tx.decision.spend == tx.spend
-        assert tx.decision.fees == tx.fee and tx.decision.reasons  # why INSTANT, for the owner
+        assert tx.decision.fees == tx.fee and tx.decision.allowed and not tx.decision.reasons
         # a replay compares against the recorded decision, spend included
         stricter = PolicySpec(
             id="stricter",

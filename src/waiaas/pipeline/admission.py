@@ -46,6 +46,7 @@ from waiaas.pipeline.execution import (
 from waiaas.pipeline.gate import agent_context as approvals_context
 from waiaas.pipeline.gate import state_keys
 from waiaas.pipeline.requests import (
+    NATIVE,
     normalize_request,
     parse_request,
     summary,
@@ -216,13 +217,9 @@ def _new_row(
     """The row admission records for ``req`` (PENDING, no tier yet) and its metadata; the
     metadata is the caller's to extend (no I/O)."""
     amount, to, asset = summary(req)
-    meta: TxMeta = {
-        "network": agent.network,
-        "request": records.stored_request(req),
-        "asset": asset,
-        **prepared.meta(),
-        "decision": records.stored_decision(decision),
-    }
+    meta: TxMeta = {"network": agent.network, **prepared.meta()}
+    quote = meta.get("network_fee")
+    meta["decision"] = records.stored_decision(decision, int(quote["amount"]) if quote else None)
     row = TransactionRow(
         id=tx_id,
         agent_id=agent.id,
@@ -234,9 +231,18 @@ def _new_row(
         status=S.PENDING,
         tier=None,
         created_at=now,
-        metadata_json=_dumps(meta),
         spend=_dumps({k: str(v) for k, v in decision.spend.items()}),
     )
+    # what the columns hold is not stored again (txmeta.request_of, effects_of and asset_of
+    # read it back)
+    request = records.compact_request(records.stored_request(req), row, asset)
+    if request:
+        meta["request"] = request
+    if "effects" in meta:
+        meta["effects"] = records.compact_effects(meta["effects"], row)
+    if asset != NATIVE:
+        meta["asset"] = asset
+    row.metadata_json = _dumps(meta)
     return row, meta
 
 
@@ -849,7 +855,7 @@ class AdmissionStage(_PipelineBase):
         else:
             assert plan.approval_expires_at is not None
             approval = self._new_approval(uow, row.id, plan.approval_expires_at, now)
-            meta["approval"] = self._approval_meta(uow, agent, approval, meta)
+            meta["approval"] = self._approval_meta(uow, agent, approval, meta, row)
             extra["approval_expires_at"] = approval.expires_at
         self._move(
             uow,

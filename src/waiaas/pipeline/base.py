@@ -533,7 +533,12 @@ class _PipelineBase:
         ) -> tuple[dict[str, int], _Outbox]: ...
 
         def _approval_meta(
-            self, uow: UnitOfWork, agent: AgentRow, approval: ApprovalRow, meta: TxMeta
+            self,
+            uow: UnitOfWork,
+            agent: AgentRow,
+            approval: ApprovalRow,
+            meta: TxMeta,
+            row: TransactionRow,
         ) -> ApprovalMeta: ...
 
         def _expire(

@@ -43,6 +43,7 @@ class _Claim:
     adapter: ChainAdapter
     meta: TxMeta
     nonce: int | None
+    columns: Any  # the row's type, to_address and amount (execution._columns)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from waiaas.chains.base import (
@@ -56,7 +57,7 @@ from waiaas.pipeline.records import note_simulation
 from waiaas.pipeline.records import signed_json as _signed_json
 from waiaas.pipeline.requests import parse_request
 from waiaas.pipeline.states import transition_held
-from waiaas.pipeline.txmeta import SignedMeta, TxMeta
+from waiaas.pipeline.txmeta import SignedMeta, TxMeta, request_of
 from waiaas.types import Request, Severity, Tier, TxStatus
 
 _DUPLICATE_ATTEMPTS = 6
@@ -249,7 +250,13 @@ class ExecutionStage(_PipelineBase):
             token, nonce = self._write_claim(uow, row, agent, meta, inputs.hint, late, now)
         self._publish(outbox)
         return _Claim(
-            token=token, tx_id=tx_id, agent=agent, adapter=adapter, meta=meta, nonce=nonce
+            token=token,
+            tx_id=tx_id,
+            agent=agent,
+            adapter=adapter,
+            meta=meta,
+            nonce=nonce,
+            columns=_columns(row),
         )
 
     def _claim_inputs(self, tx_id: str) -> _ClaimInputs | None:
@@ -269,8 +276,8 @@ class ExecutionStage(_PipelineBase):
         hint: int | None = None
         if adapter is not None:
             found_meta = self._meta(found)
-            req = parse_request(found_meta["request"])
-            effects = plans.stored_effects(found_meta)
+            req = parse_request(request_of(found_meta, found))
+            effects = plans.stored_effects(found_meta, found)
             if plans.needs_plan(adapter, found_meta):
                 # A request that could not be built at admission (funds, a node hiccup) is
                 # built now and judged on its effects (in the claim) before anything is signed.
@@ -371,7 +378,11 @@ class ExecutionStage(_PipelineBase):
             while True:
                 try:
                     signed, simulation = self._build_sign(
-                        claim.adapter, claim.agent, claim.meta, nonce=self._checked_nonce(claim)
+                        claim.adapter,
+                        claim.agent,
+                        claim.meta,
+                        claim.columns,
+                        nonce=self._checked_nonce(claim),
                     )
                     return self._record_signed(claim, signed, simulation)
                 except _DuplicateBytes:
@@ -416,12 +427,15 @@ class ExecutionStage(_PipelineBase):
         adapter: ChainAdapter,
         agent: AgentRow,
         meta: TxMeta,
+        columns: Any,
         *,
         nonce: int | None,
     ) -> tuple[SignedTx, str]:
-        """Build, check against the judged plan, simulate and sign (no database access).
-        Returns the signed transaction and the simulation verdict."""
-        req = parse_request(meta["request"])
+        """Build the request of the row (``columns``: its ``type``, ``to_address`` and
+        ``amount``, which with ``meta`` give its request and effects whole), check it
+        against the judged plan, simulate and sign (no database access). Returns the signed
+        transaction and the simulation verdict."""
+        req = parse_request(request_of(meta, columns))
         unsigned = adapter.build(req, agent.public_key, nonce=nonce)
         # The built transaction must be the judged (and approved) plan, at no higher a fee
         # than the one judged, and simulating it may show no outflow its effects do not
@@ -429,7 +443,10 @@ class ExecutionStage(_PipelineBase):
         plans.check_built(adapter, unsigned, meta)
         unsigned = plans.hold_fee(adapter, unsigned, meta)
         simulation = plans.check_simulation(
-            adapter, unsigned, plans.stored_effects(meta), required=self.config.require_simulation
+            adapter,
+            unsigned,
+            plans.stored_effects(meta, columns),
+            required=self.config.require_simulation,
         )
         try:
             with self.keys.use_key(agent.id) as secret:
@@ -646,9 +663,9 @@ class ExecutionStage(_PipelineBase):
                 session is None or session.revoked_at is not None or session.expires_at <= now
             ):
                 return S.CANCELLED, "SESSION_ENDED", "the session was revoked or expired"
-            req = parse_request(meta["request"])
+            req = parse_request(request_of(meta, row))
             adapter = self.adapters.get((agent.chain, agent.network))
-            stored = plans.stored_plan(meta, adapter, row.tx_hash)
+            stored = plans.stored_plan(meta, adapter, row.tx_hash, row=row)
             decision = self.gate.evaluate(
                 uow,
                 agent,
@@ -735,7 +752,7 @@ class ExecutionStage(_PipelineBase):
         elif esc.tier == Tier.APPROVAL:
             timeout = decision.approval_timeout or self.config.approval_timeout
             approval = self._new_approval(uow, row.id, now + timeout, now)
-            meta["approval"] = self._approval_meta(uow, agent, approval, meta)
+            meta["approval"] = self._approval_meta(uow, agent, approval, meta, row)
             details["approval_expires_at"] = approval.expires_at
         return details
 
@@ -1057,7 +1074,8 @@ class ExecutionStage(_PipelineBase):
         previous = meta.get("signed", {})
         try:
             nonce = self._replacement_nonce(adapter, agent, tx_id, previous.get("nonce"))
-            signed, simulation = self._build_sign(adapter, agent, meta, nonce=nonce)
+            columns = _columns(row)
+            signed, simulation = self._build_sign(adapter, agent, meta, columns, nonce=nonce)
         except (ChainError, InvalidInputError, StateError) as build_exc:
             self._fail(tx_id, build_exc, expected=(S.EXECUTING, S.SUBMITTED), tx_hash=old_hash)
             return None
@@ -1272,6 +1290,13 @@ class ExecutionStage(_PipelineBase):
             executed_at=now,
             meta_updates={"fee": meta["fee"]} if "fee" in meta else {},
         )
+
+
+def _columns(row: TransactionRow) -> SimpleNamespace:
+    """The columns of ``row`` that give its request and effects whole with its metadata
+    (:func:`~waiaas.pipeline.txmeta.request_of`, :func:`~waiaas.pipeline.txmeta.effects_of`),
+    kept apart from the row, which its unit of work may expire."""
+    return SimpleNamespace(type=row.type, to_address=row.to_address, amount=row.amount)
 
 
 def _rebuilds(meta: TxMeta) -> int:

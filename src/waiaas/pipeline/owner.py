@@ -26,7 +26,14 @@ from waiaas.pipeline import approvals, plans
 from waiaas.pipeline.base import E, S, _Outbox, _PipelineBase, log
 from waiaas.pipeline.gate import agent_context as approvals_context
 from waiaas.pipeline.records import signed_from_json as _signed_from_json
-from waiaas.pipeline.txmeta import ApprovalMeta, TxMeta
+from waiaas.pipeline.txmeta import (
+    ApprovalMeta,
+    TxMeta,
+    asset_of,
+    effects_of,
+    network_fee_of,
+    request_of,
+)
 from waiaas.types import Tier
 
 
@@ -360,7 +367,7 @@ class OwnerStage(_PipelineBase):
             tx_type=row.type,
             to=row.to_address,
             amount=row.amount,
-            asset=str(meta.get("asset", "native")),
+            asset=asset_of(meta),
             tier=str(row.tier),
             owner_address=owner,
             issued_at=approval.created_at,
@@ -375,7 +382,12 @@ class OwnerStage(_PipelineBase):
         )
 
     def _approval_meta(
-        self, uow: UnitOfWork, agent: AgentRow, approval: ApprovalRow, meta: TxMeta
+        self,
+        uow: UnitOfWork,
+        agent: AgentRow,
+        approval: ApprovalRow,
+        meta: TxMeta,
+        row: TransactionRow,
     ) -> ApprovalMeta:
         """What an approval request fixes when it is created: owner, expiry, SIWE domain and
         URI, chain id, the human text of every effect of the plan, of the amount and of the
@@ -389,7 +401,7 @@ class OwnerStage(_PipelineBase):
         # the native coin as the adapter names it (a third-party chain's too)
         coin = native_asset_for(agent.chain, [adapter])
         native = (coin.decimals, coin.symbol) if coin is not None else None
-        effects = plans.stored_effects(meta)
+        effects = plans.stored_effects(meta, row)
         out: ApprovalMeta = {
             "id": approval.id,
             "owner": agent.owner_address,
@@ -398,8 +410,8 @@ class OwnerStage(_PipelineBase):
             "uri": self.config.siwe_uri(),
             "chain_id": _chain_id(adapter),
         }
-        request = meta.get("request") or {}
-        asset = str(meta.get("asset", "native"))
+        request = request_of(meta, row) or {}
+        asset = asset_of(meta)
         tokens = {t for e in effects or () if isinstance(t := getattr(e, "token", None), str)}
         if asset != "native":
             tokens.add(asset)
@@ -417,7 +429,7 @@ class OwnerStage(_PipelineBase):
                 out["amount_text"] = (
                     f"{format_units(int(amount), token[0])} {_symbol(token[1])} (token {asset})"
                 )
-        fee = describe_fee(agent.chain, meta.get("network_fee"), meta.get("effects"))
+        fee = describe_fee(agent.chain, network_fee_of(meta), effects_of(meta, row))
         if fee is not None:
             out["fee_text"] = fee.text.removeprefix("network fee: ")
         return out

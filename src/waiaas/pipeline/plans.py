@@ -27,7 +27,7 @@ from waiaas.chains.base import (
 )
 from waiaas.errors import StateError, WaiaasError
 from waiaas.pipeline.records import signed_from_json
-from waiaas.pipeline.txmeta import FeeMeta, TxMeta
+from waiaas.pipeline.txmeta import FeeMeta, TxMeta, effects_of, network_fee_of
 from waiaas.plan import (
     AccountFunding,
     Effect,
@@ -217,17 +217,22 @@ def plan_in_bytes(adapter: ChainAdapter, signed: SignedTx, digest: str | None) -
 
 
 def stored_plan(
-    meta: TxMeta, adapter: ChainAdapter | None = None, tx_hash: str | None = None
+    meta: TxMeta,
+    adapter: ChainAdapter | None = None,
+    tx_hash: str | None = None,
+    *,
+    row: Any = None,
 ) -> Prepared:
-    """The plan stored on a row with its effects and judged fee (``Prepared(None, ...)``
-    for rows written without one). A row admitted with signed bytes that hold its plan
-    stores the plan's digest but not the plan (:func:`plan_in_bytes`): ``adapter`` reads it
-    from the bytes (``tx_hash``: the row's) and it must have that digest.
+    """The plan stored on a row with its effects (read with ``row``'s columns, see
+    :func:`stored_effects`) and judged fee (``Prepared(None, ...)`` for rows written without
+    one). A row admitted with signed bytes that hold its plan stores the plan's digest but
+    not the plan (:func:`plan_in_bytes`): ``adapter`` reads it from the bytes (``tx_hash``:
+    the row's) and it must have that digest.
 
     Raises:
         PlanRefusedError: ``PLAN_MISMATCH``: the stored bytes hold another plan.
     """
-    effects, fee = stored_effects(meta), fee_from_json(meta.get("network_fee"))
+    effects, fee = stored_effects(meta, row), fee_from_json(network_fee_of(meta))
     data = meta.get("plan")
     if data:
         plan = plan_from_json(data)
@@ -245,9 +250,16 @@ def stored_plan(
     return Prepared(plan, expected, effects, fee=fee)
 
 
-def stored_effects(meta: TxMeta) -> tuple[Effect, ...] | None:
-    """The effects stored on a row, if any."""
-    data = meta.get("effects")
+def stored_effects(meta: TxMeta, row: Any = None) -> tuple[Effect, ...] | None:
+    """The effects stored on ``row`` (whose metadata is ``meta``), if any, whole
+    (:func:`waiaas.pipeline.txmeta.effects_of`: an effect may leave out what the row's
+    columns hold). Without ``row`` they are read as stored, and an effect stored without
+    such a field is refused.
+
+    Raises:
+        InvalidInputError: the stored effects do not read as effects.
+    """
+    data = meta.get("effects") if row is None else effects_of(meta, row)
     return None if data is None else tuple(effects_from_json(data))
 
 
@@ -260,7 +272,7 @@ def hold_fee(adapter: ChainAdapter, unsigned: UnsignedTx, meta: TxMeta) -> Unsig
         PlanRefusedError: ``FEE_ABOVE_JUDGED``: the network now asks for more than was
             judged; nothing is signed.
     """
-    judged = fee_from_json(meta.get("network_fee"))
+    judged = fee_from_json(network_fee_of(meta))
     if judged is None:
         return unsigned
     held: UnsignedTx | None = unsigned

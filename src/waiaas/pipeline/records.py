@@ -3,23 +3,30 @@
 A row carries what the pipeline still needs and what people read later, no more:
 
 * **The decision** (:func:`stored_decision`): an allowed INSTANT or NOTIFY request keeps its
-  outcome and the reasons that set its tier (rule ids, figures); the budget tables are kept
-  only where the request was refused, queued (DELAY, APPROVAL) or fired AUTO_STOP, where the
-  owner reads them to decide or to understand. ``Decision.spend`` is not repeated in the
-  document: it is the row's ``spend`` column (:func:`public_decision` puts it back).
+  tier, and its fees only where they differ from the network fee quoted; no reasons (their
+  sentences and figures are for requests that wait or are refused), no budget tables, no
+  ``spend`` (the row's ``spend`` column). A request that was refused, queued (DELAY,
+  APPROVAL) or fired AUTO_STOP keeps the whole decision, where the owner reads it to decide
+  or to understand. :func:`public_decision` reads every form (:func:`decision_of` from a
+  row's document).
+* **The request** (:func:`stored_request`, :func:`compact_request`): without the fields it
+  left unset, and without what the row's ``type``, ``to_address`` and ``amount`` columns and
+  its ``asset`` hold (:func:`waiaas.pipeline.txmeta.request_of` puts them back); ``asset``
+  itself is left out when it is ``native``.
 * **The final form** (:func:`compact_final`): once a transaction is CONFIRMED, FAILED,
   CANCELLED or EXPIRED nothing signs, sends or re-checks it again, so the signed bytes and the
   plan's instruction list go; the plan digest and the decoded effects (what the owner reads
   and what the policies judged) stay, and so do the request, the decision, the fee and every
-  note of what happened. :func:`waiaas.pipeline.states.transition`, the one place that
-  writes a move into a final status, applies it and reseals the row's MAC (see
-  :func:`waiaas.integrity.tx_mac`).
+  note of what happened. A fee paid that is the amount quoted is kept once, as ``fee``
+  (:func:`waiaas.pipeline.txmeta.network_fee_of` reads the quote whole).
+  :func:`waiaas.pipeline.states.transition`, the one place that writes a move into a final
+  status, applies it and reseals the row's MAC (see :func:`waiaas.integrity.tx_mac`).
 
-* **At insert** a request is stored without the fields it left unset (:func:`stored_request`),
-  signed bytes without their hash, which is the row's ``tx_hash`` (:func:`signed_json`), and
-  presigned bytes without the plan when their adapter reads it back from them
-  (:func:`waiaas.pipeline.plans.plan_in_bytes`): the row's MAC covers the plan digest, which
-  the plan read back must match. Rows in the earlier, fuller forms read the same.
+* **At insert** signed bytes are stored without their hash, which is the row's ``tx_hash``
+  (:func:`signed_json`), and presigned bytes without the plan when their adapter reads it
+  back from them (:func:`waiaas.pipeline.plans.plan_in_bytes`): the row's MAC covers the
+  plan digest, which the plan read back must match. Rows in the earlier, fuller forms read
+  the same.
 
 Internal to the pipeline. Pure functions of JSON documents.
 """
@@ -34,12 +41,23 @@ from pydantic import BaseModel
 
 from waiaas.chains.base import SignedTx
 from waiaas.errors import StateError
-from waiaas.pipeline.txmeta import SignedMeta, StoredDecision, TxMeta
+from waiaas.pipeline.txmeta import (
+    NATIVE,
+    SignedMeta,
+    StoredDecision,
+    TxMeta,
+    effects_of,
+    network_fee_of,
+    request_of,
+)
 from waiaas.policy import Decision
 from waiaas.types import Tier
 
 __all__ = [
+    "compact_effects",
     "compact_final",
+    "compact_request",
+    "decision_of",
     "note_simulation",
     "public_decision",
     "signed_from_json",
@@ -51,12 +69,12 @@ __all__ = [
 # The tiers whose transaction waits (for a cooldown, for the owner): the owner reads the
 # whole decision while it waits, and afterwards to know why it waited.
 _QUEUED_TIERS = frozenset({Tier.DELAY, Tier.APPROVAL})
-# Figures that only a waiting or refused request needs (the budgets checked, the request's
-# spend, which the ``spend`` column records exactly).
-_DROPPED_WHEN_ALLOWED = ("budget", "budget_usd", "spend")
-# What identifies a reason of an allowed INSTANT or NOTIFY request: the rule, its kind, what
-# it did. Its sentence and figures go (public_decision words one from these).
-_REASON_KEYS = ("rule_id", "type", "effect", "tier")
+# The request fields some column gives (txmeta.request_of), and the request's type.
+_COLUMN_FIELDS = frozenset({"type", "to", "amount", "token", "spender", "value"})
+# What an allowed INSTANT or NOTIFY request's decision does not store: the reasons (rule
+# ids, sentences, figures: kept for requests that wait or are refused), the budget tables,
+# the request's spend (the ``spend`` column records it exactly), and ``allowed`` (true).
+_DROPPED_WHEN_ALLOWED = ("allowed", "reasons", "budget", "budget_usd", "spend")
 # The waits of a decision that does not wait, left out of an allowed INSTANT or NOTIFY row
 # when they are these values and put back by public_decision. A stored format: these stay
 # as they are whatever WalletConfig's defaults become.
@@ -68,15 +86,17 @@ def _in_full(decision: Decision) -> bool:
     return not decision.allowed or decision.tier in _QUEUED_TIERS or decision.auto_stop is not None
 
 
-def stored_decision(decision: Decision) -> StoredDecision:
+def stored_decision(decision: Decision, quoted_fee: int | None = None) -> StoredDecision:
     """The decision as a transaction row stores it.
 
     In full (every reason with its sentence and figures, the budget tables) for a refused or
     queued request or one that fired AUTO_STOP. For an allowed INSTANT or NOTIFY request,
-    compact: the outcome, the tier, and per reason what identifies it (``rule_id``,
-    ``type``, ``effect``, ``tier``); no budget tables, no ``spend`` (the row's ``spend``
-    column holds it), and ``delay_seconds`` / ``approval_timeout`` only when they differ
-    from the stored defaults (900 and 3600). :func:`public_decision` reads both forms.
+    compact: the tier; ``fees`` unless they are ``quoted_fee``, the network fee the row
+    stores (``network_fee.amount``; ``None``: the row stores no quote, and the fees are
+    written even when 0); ``delay_seconds`` / ``approval_timeout`` only when they differ
+    from the stored defaults (900 and 3600). No ``allowed`` (true: it is what marks this
+    form), reasons, budget tables or ``spend`` (the row's ``spend`` column holds it).
+    :func:`public_decision` reads every form.
     """
     data = cast("StoredDecision", decision.model_dump(mode="json", exclude_defaults=True))
     if _in_full(decision):
@@ -84,11 +104,10 @@ def stored_decision(decision: Decision) -> StoredDecision:
     out = cast("dict[str, Any]", data)
     for key in _DROPPED_WHEN_ALLOWED:
         out.pop(key, None)
-    out["reasons"] = [
-        {k: r[k] for k in _REASON_KEYS if r.get(k) is not None} for r in out.get("reasons", ())
-    ]
-    if not out["reasons"]:
-        del out["reasons"]
+    if quoted_fee is not None and decision.fees == quoted_fee:
+        out.pop("fees", None)
+    else:
+        out["fees"] = str(decision.fees)
     for key, value in _OMITTED_WAITS.items():
         if out.get(key) == value:
             del out[key]
@@ -105,15 +124,22 @@ def _worded(reason: Any) -> Any:
     return {**reason, "message": f"{said} (details are kept for refused or queued requests)"}
 
 
-def public_decision(stored: Any, spend: Mapping[str, int] | None) -> Any:
+def public_decision(
+    stored: Any, spend: Mapping[str, int] | None, quoted_fee: str | int | None = None
+) -> Any:
     """The stored decision document as :class:`~waiaas.policy.Decision` reads it: ``spend``
     restored from the row's ``spend`` column (the mapping ``TransactionInfo.spend`` shows)
-    where :func:`stored_decision` left it out, and a compact decision's omitted waits and
-    reason sentences put back. Anything that is not a decision document is returned as it
-    is."""
+    where :func:`stored_decision` left it out, and a compact decision's omitted waits, reason
+    sentences (rows written with reasons), ``allowed`` and ``fees`` (``quoted_fee``: the
+    row's network fee amount, :func:`waiaas.pipeline.txmeta.network_fee_of`) put back.
+    Anything that is not a decision document is returned as it is."""
     if not isinstance(stored, dict):
         return stored
     out = dict(stored)
+    if "allowed" not in out:  # the compact form of an allowed INSTANT or NOTIFY request
+        out = {"allowed": True, **out}
+        if "fees" not in out and quoted_fee is not None:
+            out["fees"] = str(quoted_fee)
     if "spend" not in out and spend:
         out["spend"] = {asset: str(amount) for asset, amount in spend.items()}
     for key, value in _OMITTED_WAITS.items():
@@ -122,6 +148,12 @@ def public_decision(stored: Any, spend: Mapping[str, int] | None) -> Any:
     if isinstance(reasons, list):
         out["reasons"] = [_worded(r) for r in reasons]
     return out
+
+
+def decision_of(meta: TxMeta, spend: Mapping[str, int] | None) -> Any:
+    """:func:`public_decision` of a row's document (``spend``: its ``spend`` column)."""
+    quote = network_fee_of(meta) or {}
+    return public_decision(meta.get("decision"), spend, quote.get("amount"))
 
 
 def stored_request(req: BaseModel) -> dict[str, Any]:
@@ -145,6 +177,48 @@ def _without_unset(model: BaseModel, data: dict[str, Any]) -> dict[str, Any]:
                 for m, v in zip(attr, value, strict=False)
             ]
         out[name] = value
+    return out
+
+
+def compact_request(request: dict[str, Any], row: Any, asset: str) -> dict[str, Any]:
+    """What a row stores of ``request`` (:func:`stored_request`'s document), given the row's
+    columns (``type``, ``to_address``, ``amount``) and its ``asset``: the fields they do not
+    give, without ``type`` (``{}``: store no ``request``), or ``request`` whole when the
+    columns do not give it back exactly (a ``BATCH``). Checked by reading it back with
+    :func:`waiaas.pipeline.txmeta.request_of`, key order included."""
+    kind = str(getattr(row.type, "value", row.type))
+    # the fields a column can give (which ones a type has: txmeta's table); the read back
+    # below is what decides
+    rest = {k: v for k, v in request.items() if k not in _COLUMN_FIELDS}
+    meta = TxMeta(request=rest) if rest else TxMeta()
+    if asset != NATIVE:
+        meta["asset"] = asset
+    back = request_of(meta, row)
+    if kind != request.get("type") or back is None or list(back.items()) != list(request.items()):
+        return request
+    return rest
+
+
+def compact_effects(effects: list[dict[str, Any]], row: Any) -> list[dict[str, Any]]:
+    """What a row stores of its decoded effects (``effects_to_json``), given its columns
+    (``to_address``, ``amount``): a ``native_transfer`` without a ``destination`` or an
+    ``amount`` that is the column's value. Checked by reading it back with
+    :func:`waiaas.pipeline.txmeta.effects_of` (key order included); ``effects`` as they are
+    where that does not give them back exactly."""
+    to = None if row.to_address is None else str(row.to_address)
+    amount = None if row.amount is None else str(row.amount)
+    out: list[dict[str, Any]] = []
+    for item in effects:
+        if item.get("effect") == "native_transfer":
+            item = {
+                k: v
+                for k, v in item.items()
+                if not ((k == "destination" and v == to) or (k == "amount" and v == amount))
+            }
+        out.append(item)
+    back = effects_of(TxMeta(effects=out), row)
+    if back is None or [list(e.items()) for e in back] != [list(e.items()) for e in effects]:
+        return effects
     return out
 
 
@@ -199,14 +273,21 @@ def compact_final(meta: TxMeta, *, keep_plan: bool = False) -> TxMeta:
     """The metadata of a transaction moving into a final status, for good.
 
     Dropped: the signed bytes (``signed`` and, after a rebuild, ``replaced`` keep only the
-    nonce), the plan's instruction list (``plan``; ``plan_digest`` and ``effects`` stay) and
-    a leftover signing claim. ``keep_plan``: keep the plan too (the row's MAC covers it and
-    cannot be resealed here). Returns a new dict; ``meta`` is not changed.
+    nonce), the plan's instruction list (``plan``; ``plan_digest`` and ``effects`` stay), a
+    leftover signing claim, and the quote's ``amount`` when it is the ``fee`` paid
+    (:func:`waiaas.pipeline.txmeta.network_fee_of` puts it back). ``keep_plan``: keep the
+    plan too (the row's MAC covers it and cannot be resealed here). Returns a new dict;
+    ``meta`` is not changed.
     """
     out = TxMeta(**meta)
     if not keep_plan:
         out.pop("plan", None)
     out.pop("claim", None)
+    quote, fee = out.get("network_fee"), out.get("fee")
+    if isinstance(quote, dict) and fee is not None and quote.get("amount") == fee:
+        quote = quote.copy()
+        del quote["amount"]
+        out["network_fee"] = quote
     for key in ("signed", "replaced"):
         if key in out:
             slim = _slim_signed(out.get(key))

@@ -2,12 +2,14 @@
 
 The pipeline writes one JSON object per transaction row (the ``metadata`` column). Its keys
 and their value types are declared here, so the type checker sees a misspelt key or a value
-of the wrong type wherever the pipeline reads or writes the document. The JSON on disk is the
-same as before these types existed: nothing is migrated.
+of the wrong type wherever the pipeline reads or writes the document. Rows of every earlier
+form read the same: nothing is migrated.
 
 Every entry is optional (``total=False``): which keys a row has depends on how far it went
 (a refused request has ``error`` and no ``signed``; a final row has lost ``plan`` and most of
-``signed``: :func:`waiaas.pipeline.records.compact_final`).
+``signed``: :func:`waiaas.pipeline.records.compact_final`). What the row's columns already
+hold is not stored twice: :func:`request_of`, :func:`effects_of`, :func:`asset_of` and
+:func:`network_fee_of` read a document of any form whole.
 
 Internal to the pipeline.
 """
@@ -28,6 +30,10 @@ __all__ = [
     "TxMeta",
     "UnresolvedMeta",
     "as_meta",
+    "asset_of",
+    "effects_of",
+    "network_fee_of",
+    "request_of",
 ]
 
 
@@ -43,7 +49,9 @@ class FeeMeta(TypedDict, total=False):
 
 class StoredDecision(TypedDict, total=False):
     """A policy decision as a row keeps it (:func:`waiaas.pipeline.records.stored_decision`):
-    in full, or compact for an allowed INSTANT or NOTIFY request."""
+    in full, or compact for an allowed INSTANT or NOTIFY request. The compact form of rows
+    written since has no ``allowed`` (it is ``true``), no ``reasons``, and ``fees`` only
+    where they differ from the network fee quoted (``network_fee``)."""
 
     allowed: bool
     tier: str
@@ -133,15 +141,25 @@ class TxMeta(TypedDict, total=False):
     Attributes:
         network: the agent's network.
         request: the request as sent (``Request.model_dump(mode="json")``, without keys
-            that are ``None`` by default on rows written since they are left out).
-        asset: the asset key the request moves (``native`` or a token).
+            that are ``None`` by default on rows written since they are left out). Rows
+            written since the columns give them keep only what the row's ``type``,
+            ``to_address`` and ``amount`` columns and ``asset`` do not: the request's other
+            fields (a memo, token decimals, call data), without its ``type``, or no
+            ``request`` at all. Read it with :func:`request_of`, which puts it back whole.
+        asset: the asset key the request moves (a token); absent for ``native`` on rows
+            written since (:func:`asset_of`).
         plan / plan_digest / effects: the plan that will be signed (``plan_to_json``), its
-            digest, its decoded effects (``effects_to_json``). A row admitted with signed
-            bytes its adapter reads the plan back from stores no ``plan``
-            (:func:`waiaas.pipeline.plans.stored_plan` reads it from the bytes).
+            digest, its decoded effects (``effects_to_json``; on rows written since, a
+            ``native_transfer`` leaves out a ``destination`` or ``amount`` that is the row's
+            ``to_address`` or ``amount``: read them with :func:`effects_of`). A row
+            admitted with signed bytes its adapter reads the plan back from stores no
+            ``plan`` (:func:`waiaas.pipeline.plans.stored_plan` reads it from the bytes).
         plan_deferred: why the plan could not be built at admission.
-        network_fee: the fee quote of the transaction as built.
-        decision: the policy decision (:class:`StoredDecision`).
+        network_fee: the fee quote of the transaction as built. A final row whose ``fee``
+            paid is the quoted amount keeps the amount once, as ``fee`` (its ``network_fee``
+            has no ``amount``): read it with :func:`network_fee_of`.
+        decision: the policy decision (:class:`StoredDecision`;
+            :func:`waiaas.pipeline.records.public_decision` reads every form).
         approval_downgraded: an APPROVAL request of an agent without owner became DELAY.
         execute_after: when a DELAY transaction may run.
         approval: the owner's approval request.
@@ -195,3 +213,119 @@ def as_meta(data: Any) -> TxMeta:
     object reads as an empty document). Its content is the pipeline's own writing and is
     not checked again here: the row's MAC covers what decides."""
     return cast("TxMeta", dict(data)) if isinstance(data, dict) else TxMeta()
+
+
+# The request fields a transaction row's columns give, per request type: the field and the
+# column it is read from ("to": ``to_address``, "amount": ``amount``, "asset": the
+# document's asset), in the order ``Request.model_dump`` writes the request's fields. A
+# stored format: rows keep only the other fields (:func:`request_of` merges them back).
+_FROM_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "TRANSFER": (("to", "to"), ("amount", "amount")),
+    "TOKEN_TRANSFER": (("token", "asset"), ("to", "to"), ("amount", "amount")),
+    "CONTRACT_CALL": (("to", "to"), ("value", "amount")),
+    "APPROVE": (("token", "asset"), ("spender", "to"), ("amount", "amount")),
+}
+_FIELD_ORDER: dict[str, tuple[str, ...]] = {
+    "TRANSFER": ("type", "to", "amount", "memo"),
+    "TOKEN_TRANSFER": ("type", "token", "to", "amount", "decimals"),
+    "CONTRACT_CALL": ("type", "to", "data", "value", "accounts"),
+    "APPROVE": ("type", "token", "spender", "amount", "decimals"),
+}
+NATIVE = "native"
+
+
+def _text(value: Any) -> str | None:
+    """A column's value as text (an enum's value), ``None`` kept."""
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def asset_of(meta: TxMeta) -> str:
+    """The asset key the transaction moves: the stored ``asset``, else ``native`` (rows
+    written since leave ``native`` out)."""
+    asset = meta.get("asset")
+    return asset if isinstance(asset, str) else NATIVE
+
+
+def request_of(meta: TxMeta, row: Any) -> dict[str, Any] | None:
+    """The request of the transaction ``row`` (its ``type``, ``to_address`` and ``amount``
+    columns) whose metadata is ``meta``, whole.
+
+    A stored request with a ``type`` is returned as stored (every row written before the
+    columns gave it, a ``BATCH``, a request the columns do not give back exactly). Otherwise
+    the columns (and :func:`asset_of`) give the fields they hold and the stored document,
+    if any, the others; a stored field wins over a column's, so what is read is what the
+    row's MAC covers (:func:`waiaas.integrity.tx_mac`). ``None`` when there is no request
+    to read. Pure: ``meta`` is not changed.
+    """
+    stored = meta.get("request")
+    if isinstance(stored, dict) and "type" in stored:
+        return stored
+    kind = _text(getattr(row, "type", None))
+    fields = _FROM_COLUMNS.get(kind or "")
+    if kind is None or fields is None:
+        return stored if isinstance(stored, dict) else None
+    source = {
+        "to": _text(getattr(row, "to_address", None)),
+        "amount": _text(getattr(row, "amount", None)),
+        "asset": asset_of(meta),
+    }
+    merged: dict[str, Any] = {"type": kind}
+    merged.update((name, source[column]) for name, column in fields if source[column] is not None)
+    if isinstance(stored, dict):
+        merged.update(stored)
+    order = _FIELD_ORDER[kind]
+    out = {k: merged[k] for k in order if k in merged}
+    out.update((k, v) for k, v in merged.items() if k not in out)
+    return out
+
+
+# The effect fields a transaction row's columns give, per effect kind, like _FROM_COLUMNS,
+# and the order ``effects_to_json`` writes that kind's fields in. A stored format.
+_EFFECT_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "native_transfer": (("destination", "to"), ("amount", "amount")),
+}
+_EFFECT_ORDER: dict[str, tuple[str, ...]] = {
+    "native_transfer": ("effect", "source", "destination", "amount"),
+}
+
+
+def effects_of(meta: TxMeta, row: Any) -> list[dict[str, Any]] | None:
+    """The decoded effects stored on the transaction ``row`` (its ``to_address`` and
+    ``amount`` columns) whose metadata is ``meta``, whole: an effect stored without a field
+    the columns give (a ``native_transfer`` to the row's recipient, of its amount) has it
+    put back; every other effect, and every effect of a row written before, is returned as
+    stored. ``None`` when the row stores no effects. Pure."""
+    stored = meta.get("effects")
+    if not isinstance(stored, list):
+        return None
+    source = {
+        "to": _text(getattr(row, "to_address", None)),
+        "amount": _text(getattr(row, "amount", None)),
+    }
+    out: list[dict[str, Any]] = []
+    for item in stored:
+        kind = item.get("effect") if isinstance(item, dict) else None
+        fields = _EFFECT_COLUMNS.get(kind) if isinstance(kind, str) else None
+        if fields is None or all(name in item for name, _ in fields):
+            out.append(item)
+            continue
+        merged = {n: source[c] for n, c in fields if n not in item and source[c] is not None}
+        merged.update(item)
+        order = _EFFECT_ORDER[str(kind)]
+        whole = {k: merged[k] for k in order if k in merged}
+        whole.update((k, v) for k, v in merged.items() if k not in whole)
+        out.append(whole)
+    return out
+
+
+def network_fee_of(meta: TxMeta) -> FeeMeta | None:
+    """The network fee quote of the transaction as built (``network_fee``), whole: a final
+    row that stores its amount once, as the ``fee`` paid, has it put back."""
+    quote = meta.get("network_fee")
+    if not isinstance(quote, dict):
+        return None
+    if "amount" not in quote and isinstance(meta.get("fee"), str):
+        out = FeeMeta(amount=meta["fee"])
+        out.update(quote)
+        return out
+    return quote

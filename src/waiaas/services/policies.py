@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
 from pydantic import ValidationError
@@ -36,7 +37,8 @@ from waiaas.db.portable import dialect_of, text_for
 from waiaas.db.tables import AgentRow, PolicyRow
 from waiaas.errors import InvalidInputError, NotFoundError, StorageError
 from waiaas.ids import new_id
-from waiaas.pipeline.records import public_decision
+from waiaas.pipeline.records import decision_of
+from waiaas.pipeline.txmeta import as_meta, request_of
 from waiaas.policy import (
     AgentContext,
     AssetPrice,
@@ -77,7 +79,8 @@ _SPENDING = (
 )
 _MAX_REPLAY = 200_000
 _REPLAY_SQL = (
-    "SELECT id, created_at, status, metadata, spend FROM transactions "
+    "SELECT id, created_at, status, metadata, spend, type, to_address, amount "
+    "FROM transactions "
     "INDEXED BY idx_transactions_agent_created "
     "WHERE agent_id = :agent AND created_at >= :lo AND created_at <= :hi "
     "ORDER BY created_at, id LIMIT :cap"
@@ -1317,22 +1320,29 @@ class PolicyService:
 
 
 def _record(
-    tx_id: str, created_at: int, status: str, meta: str | None, spend: str | None = None
+    tx_id: str,
+    created_at: int,
+    status: str,
+    meta: str | None,
+    spend: str | None = None,
+    *columns: str | None,
 ) -> ReplayRecord | None:
-    """A replay record from a transaction row, or ``None`` when it holds no request."""
+    """A replay record from a transaction row (``columns``: its ``type``, ``to_address``
+    and ``amount``), or ``None`` when it holds no request."""
     if not meta:
         return None
     try:
-        data = json.loads(meta)
+        data = as_meta(json.loads(meta))
     except ValueError:
         return None
-    request = data.get("request") if isinstance(data, dict) else None
+    row = SimpleNamespace(**dict(zip(("type", "to_address", "amount"), columns, strict=False)))
+    request = request_of(data, row)
     if not isinstance(request, dict):
         return None
     decision: Decision | None = None
     if isinstance(data.get("decision"), dict):
         try:
-            decision = Decision.model_validate(public_decision(data["decision"], _spend(spend)))
+            decision = Decision.model_validate(decision_of(data, _spend(spend)))
         except ValidationError:
             decision = None
     try:

@@ -30,8 +30,8 @@ from waiaas.errors import DatabaseOpenError, InvalidInputError, NotADatabaseErro
 from waiaas.keystore import Keystore
 from waiaas.pipeline.approvals import ApprovalRequest
 from waiaas.pipeline.engine import Pipeline
-from waiaas.pipeline.records import public_decision
-from waiaas.pipeline.txmeta import as_meta
+from waiaas.pipeline.records import decision_of
+from waiaas.pipeline.txmeta import as_meta, asset_of, effects_of, network_fee_of, request_of
 from waiaas.plots import BudgetUsage
 from waiaas.policy import Decision
 from waiaas.policy.model import POLICY_DENIED
@@ -69,8 +69,8 @@ class TransactionResult(TransactionInfo):
     Attributes:
         decision: the policy decision: whole (every reason with its sentence and figures,
             the budgets checked) where the request was refused, queued or fired
-            AUTO_STOP; for an allowed INSTANT or NOTIFY request its outcome, tier, fees and
-            the rule, type and tier of each reason (see :class:`TransactionInfo`).
+            AUTO_STOP; for an allowed INSTANT or NOTIFY request its outcome, tier and fees
+            (see :class:`TransactionInfo`).
     """
 
     decision: Decision | None = None
@@ -95,8 +95,8 @@ def _fields(row: TransactionRow) -> dict[str, Any]:
         "tx_hash": row.tx_hash,
         "amount": int(row.amount) if row.amount is not None else None,
         "to_address": row.to_address,
-        "asset": meta.get("asset"),
-        "request": meta.get("request"),
+        "asset": asset_of(meta),
+        "request": request_of(meta, row),
         "created_at": row.created_at,
         "queued_at": row.queued_at,
         "executed_at": row.executed_at,
@@ -105,7 +105,7 @@ def _fields(row: TransactionRow) -> dict[str, Any]:
         "fee": int(meta["fee"]) if meta.get("fee") is not None else None,
         "error": (f"{err.get('code')}: {err.get('message')}" if err else row.error),
         "spend": spend,
-        "_decision": public_decision(meta.get("decision"), spend),
+        "_decision": decision_of(meta, spend),
     }
 
 
@@ -311,8 +311,8 @@ class QueryService:
             approval_expires_at=data["approval_expires_at"],
             execute_after=data["execute_after"],
             token_decimals=lookup if callable(lookup) else None,
-            effects=meta.get("effects"),
-            network_fee=meta.get("network_fee"),
+            effects=effects_of(meta, row),
+            network_fee=network_fee_of(meta),
         )
 
     def approval_link(self, tx_id: str) -> str | None:

@@ -21,8 +21,11 @@ import pytest
 from tests.e2e.conftest import drive_every_path
 from waiaas.db import repositories
 from waiaas.notify.testing import RecordingNotifier
-from waiaas.pipeline.txmeta import TxMeta
+from waiaas.pipeline.records import compact_effects, compact_request, stored_request
+from waiaas.pipeline.requests import parse_request
+from waiaas.pipeline.txmeta import TxMeta, asset_of, effects_of, request_of
 from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
+from waiaas.types import Approve, Batch, ContractCall, TokenTransfer, Transfer
 from waiaas.wallet import Wallet
 
 
@@ -104,8 +107,9 @@ def test_every_key_written_on_every_path_is_declared(
         ids = drive_every_path(wallet, chain)
     assert len(ids) == 8
     keys = {key for doc in written for key in doc}
-    # the paths were really driven: requests, plans, signatures, claims, owners, failures
-    assert {"request", "plan", "signed", "claim", "approval", "execute_after", "error"} <= keys
+    # the paths were really driven: decisions, plans, signatures, claims, owners, failures
+    # (their plain transfers store no ``request``: the row's columns hold it)
+    assert {"decision", "plan", "signed", "claim", "approval", "execute_after", "error"} <= keys
     problems = [p for doc in written for p in _problems(doc, TxMeta, "metadata")]
     assert problems == []
 
@@ -161,3 +165,100 @@ def test_only_an_unavailable_simulation_is_written(
     assert [doc.get("simulation") for doc in signed] == [
         None if simulates else "unavailable"
     ] * len(signed)
+
+
+# --------------------------------------------------------------------------- the columns' part
+
+
+_TO = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
+_TOKEN = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+
+
+def _row(kind: str, to: str | None, amount: str | None) -> Any:
+    return types.SimpleNamespace(type=kind, to_address=to, amount=amount)
+
+
+@pytest.mark.parametrize(
+    ("request_", "row", "asset", "kept"),
+    [
+        (Transfer(to=_TO, amount=5), _row("TRANSFER", _TO, "5"), "native", {}),
+        (
+            Transfer(to=_TO, amount=5, memo="hi"),
+            _row("TRANSFER", _TO, "5"),
+            "native",
+            {"memo": "hi"},
+        ),
+        (
+            TokenTransfer(token=_TOKEN, to=_TO, amount=7, decimals=6),
+            _row("TOKEN_TRANSFER", _TO, "7"),
+            _TOKEN,
+            {"decimals": 6},
+        ),
+        (
+            ContractCall(to=_TO, data=b"\x01\x02", value=3),
+            _row("CONTRACT_CALL", _TO, "3"),
+            "native",
+            {"data": "0x0102", "accounts": []},
+        ),
+        (Approve(token=_TOKEN, spender=_TO, amount=9), _row("APPROVE", _TO, "9"), _TOKEN, {}),
+    ],
+)
+def test_a_request_keeps_what_the_columns_do_not_hold(
+    request_: Any, row: Any, asset: str, kept: dict[str, Any]
+) -> None:
+    """The row stores the request's fields no column holds, without its type; read back
+    with the columns it is the request whole, in the order it was written in."""
+    full = stored_request(request_)
+    assert compact_request(full, row, asset) == kept
+    meta = TxMeta(request=kept) if kept else TxMeta()
+    if asset != "native":
+        meta["asset"] = asset
+    back = request_of(meta, row)
+    assert back is not None and list(back.items()) == list(full.items())
+    assert parse_request(back) == request_
+    assert asset_of(meta) == asset
+
+
+def test_a_request_the_columns_cannot_give_back_is_stored_whole() -> None:
+    """A batch, or a row whose columns say something else than the request (never written
+    by the pipeline; the check is what decides), keeps the request whole, which reads as
+    stored."""
+    batch = stored_request(Batch(requests=[Transfer(to=_TO, amount=1), Transfer(to=_TO, amount=2)]))
+    row = _row("BATCH", None, "3")
+    assert compact_request(batch, row, "native") == batch
+    assert request_of(TxMeta(request=batch), row) == batch
+    plain = stored_request(Transfer(to=_TO, amount=5))
+    assert compact_request(plain, _row("TRANSFER", _TO, "6"), "native") == plain
+    assert request_of(TxMeta(request=plain), _row("TRANSFER", _TO, "6")) == plain
+    # a stored field wins over a column: what is read is what the MAC covers
+    assert request_of(TxMeta(request={"amount": "9"}), _row("TRANSFER", _TO, "5")) == {
+        "type": "TRANSFER",
+        "to": _TO,
+        "amount": "9",
+    }
+    assert request_of(TxMeta(), _row("BATCH", None, None)) is None
+
+
+def test_a_native_transfer_effect_keeps_what_the_columns_do_not_hold() -> None:
+    """A ``native_transfer`` to the row's recipient, of its amount, is stored without its
+    destination and amount; any other effect (a fee, a transfer elsewhere) whole; read back
+    with the columns the effects are those decoded, in the order they were written in."""
+    source = "4Nd1mBQtrMJVYVfKf2PJy9NZUZdTAsp7D4xWLs4gDB4T"
+    effects = [
+        {"effect": "native_transfer", "source": source, "destination": _TO, "amount": "5"},
+        {"effect": "native_transfer", "source": source, "destination": _TOKEN, "amount": "5"},
+        {"effect": "fee", "payer": source, "amount": "5"},
+    ]
+    row = _row("TRANSFER", _TO, "5")
+    stored = compact_effects(effects, row)
+    assert stored[0] == {"effect": "native_transfer", "source": source}
+    assert stored[1] == {"effect": "native_transfer", "source": source, "destination": _TOKEN}
+    assert stored[2] == effects[2]
+    back = effects_of(TxMeta(effects=stored), row)
+    assert back is not None and [list(e.items()) for e in back] == [
+        list(e.items()) for e in effects
+    ]
+    assert effects_of(TxMeta(effects=effects), row) == effects  # the earlier form: as stored
+    assert effects_of(TxMeta(), row) is None
+    # a row with no such columns (a batch) keeps them all
+    assert compact_effects(effects, _row("BATCH", None, None)) == effects
