@@ -384,3 +384,181 @@ def test_migration_0012_on_postgresql(postgres_url: str) -> None:
             ]
     finally:
         drop_schema(postgres_url, name)
+
+
+# --------------------------------------------------------------------------- carried generation
+
+
+class _GenerationReads:
+    """The channels' generation reads of a wallet's ``Database.fetch_one`` (the reader
+    connections the channel source reads it on, outside the pool)."""
+
+    def __init__(self, wallet: Wallet) -> None:
+        self.db = wallet._db
+        self.seen = 0
+        plain = self.db.fetch_one
+
+        def traced(sql: str, params: Any = ()) -> Any:
+            if generations.CHANNELS in tuple(params):
+                self.seen += 1
+            return plain(sql, params)
+
+        self.db.fetch_one = traced  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        del self.db.fetch_one  # the class's method again
+
+
+def test_a_confirmation_carries_the_channels_generation(
+    pair: tuple[Wallet, Wallet], server: NotifyServer
+) -> None:
+    """The confirmation reads the channels' generation in its compare-and-set, under the
+    write lock: its TX_CONFIRMED goes to the channels as committed then, with no
+    generation read. A channel added, disabled or removed by another process before a send
+    is honoured by that send's notification."""
+    first, second = pair
+    _agent_id, token = _agent(first)
+    to = recipient("solana")
+    first.channels.add("NTFY", {"server_url": server.ntfy_base, "topic": "one"}, priority=5)
+    _send(first, token, to)
+    _flush(first)
+    gens, reads = _GenerationReads(first), _Reads(first, "notification_channels")
+    try:
+        assert _send(first, token, to).status == TxStatus.CONFIRMED
+        _flush(first)
+        assert (gens.seen, reads.seen) == (0, [])  # kept channels, nothing read
+        assert _topics(server) == ["one", "one"]
+        added = second.channels.add(
+            "NTFY", {"server_url": server.ntfy_base, "topic": "two"}, priority=9
+        )
+        _send(first, token, to)
+        _flush(first)
+        assert _topics(server)[-1] == "two"
+        assert (gens.seen, len(reads.seen)) == (0, 1)  # another generation: loaded again
+        second.channels.disable(added.id)
+        _send(first, token, to)
+        _flush(first)
+        assert _topics(server)[-1] == "one" and _topics(server).count("two") == 1
+        second.channels.enable(added.id)
+        second.channels.remove(added.id)
+        _send(first, token, to)
+        _flush(first)
+        assert _topics(server)[-1] == "one" and _topics(server).count("two") == 1
+        assert (gens.seen, len(reads.seen)) == (0, 3)
+    finally:
+        reads.close()
+        gens.close()
+
+
+def test_a_channel_edited_in_the_file_is_honoured(
+    pair: tuple[Wallet, Wallet], server: NotifyServer
+) -> None:
+    """An edit behind waiaas's back moves the generation by trigger: the next confirmation
+    reads the new value under its lock and its notification loads the channels again."""
+    first, _second = pair
+    _agent_id, token = _agent(first)
+    info = first.channels.add("NTFY", {"server_url": server.ntfy_base, "topic": "edited"})
+    _send(first, token, recipient("solana"))
+    _flush(first)
+    with raw_connect(first) as conn:
+        conn.execute("UPDATE notification_channels SET enabled = 0 WHERE id = ?", (info.id,))
+    gens = _GenerationReads(first)
+    try:
+        _send(first, token, recipient("solana"))
+        _flush(first)
+        assert gens.seen == 0
+    finally:
+        gens.close()
+    assert _topics(server) == ["edited"]
+
+
+def test_events_of_other_units_of_work_still_read_the_generation(
+    pair: tuple[Wallet, Wallet], server: NotifyServer
+) -> None:
+    """A refusal's POLICY_VIOLATION carries no generation: the source reads it, and a
+    channel disabled in another process just before gets nothing."""
+    first, second = pair
+    agent_id, token = _agent(first)
+    friend = recipient("solana")
+    info = first.channels.add("NTFY", {"server_url": server.ntfy_base, "topic": "deny"})
+    first.add_policy("ALLOWED_ADDRESSES", {"addresses": [friend]}, agent_id=agent_id)
+    _send(first, token, friend)
+    _flush(first)
+    assert _topics(server) == ["deny"]
+    gens = _GenerationReads(first)
+    try:
+        with pytest.raises(PolicyDeniedError):
+            _send(first, token, recipient("solana"))
+        _flush(first)
+        assert gens.seen == 1
+        assert _topics(server) == ["deny", "deny"]
+        second.channels.disable(info.id)
+        with pytest.raises(PolicyDeniedError):
+            _send(first, token, recipient("solana"))
+        _flush(first)
+        assert gens.seen == 2
+        assert _topics(server) == ["deny", "deny"]
+    finally:
+        gens.close()
+
+
+@pytest.mark.sqlite_only  # PostgreSQL always returns from an UPDATE
+def test_without_returning_the_notification_reads_the_generation(
+    pair: tuple[Wallet, Wallet], server: NotifyServer
+) -> None:
+    """Where the database cannot return from an UPDATE (SQLite before 3.35) the
+    confirmation reads no generation: its notification reads it, as any event's does."""
+    first, second = pair
+    _agent_id, token = _agent(first)
+    first.channels.add("NTFY", {"server_url": server.ntfy_base, "topic": "old"}, priority=1)
+    dialect = first._db.engine.dialect
+    saved = dialect.update_returning, dialect.insert_returning
+    dialect.update_returning = dialect.insert_returning = False
+    gens = _GenerationReads(first)
+    try:
+        assert _send(first, token, recipient("solana")).status == TxStatus.CONFIRMED
+        _flush(first)
+        second.channels.add("NTFY", {"server_url": server.ntfy_base, "topic": "new"}, priority=9)
+        assert _send(first, token, recipient("solana")).status == TxStatus.CONFIRMED
+        _flush(first)
+        assert gens.seen == 2
+    finally:
+        gens.close()
+        dialect.update_returning, dialect.insert_returning = saved
+    assert _topics(server) == ["old", "new"]
+
+
+def test_a_generation_of_another_database_is_not_taken(
+    tmp_path: Path, adapter: SolanaAdapter, server: NotifyServer
+) -> None:
+    """A wallet whose notifier delivers to another wallet's channels: its confirmations'
+    generation counts another database's changes, so the source never takes it for its
+    own (the same number there says nothing)."""
+    from waiaas.notify import NotificationDispatcher
+
+    with _open(tmp_path / "channels.db", adapter) as owner:
+        first_channel = owner.channels.add(
+            "NTFY", {"server_url": server.ntfy_base, "topic": "c1"}
+        )
+        dispatcher = NotificationDispatcher(owner.channels.source())
+        with Wallet.open(
+            tmp_path / "sends.db",
+            password=TEST_PASSWORD,
+            chains=[adapter],
+            config=fast_config(),
+            background=False,
+            notifier=dispatcher,
+        ) as sender:
+            _agent_id, token = _agent(sender)
+            _send(sender, token, recipient("solana"))
+            assert dispatcher.flush(timeout=30)
+            assert _topics(server) == ["c1"]  # the source keeps [c1] at the owner's 2
+            sender.channels.add("NTFY", {"server_url": server.ntfy_base, "topic": "unused"})
+            assert _generation(sender, generations.CHANNELS) == _generation(
+                owner, generations.CHANNELS
+            )
+            owner.channels.disable(first_channel.id)
+            owner.channels.add("NTFY", {"server_url": server.ntfy_base, "topic": "c2"})
+            _send(sender, token, recipient("solana"))
+            assert dispatcher.flush(timeout=30)
+    assert _topics(server) == ["c1", "c2"]

@@ -16,10 +16,15 @@ starts at 1; a value that is not a number is replaced by 1. The value is a JSON 
 
 A counter only tells that something changed; what was read under it must still be checked
 as any read is (policies: their MACs, :func:`waiaas.integrity.check_policies`).
+
+:class:`Observed` is a counter's value as a unit of work read it under its write lock: the
+pipeline hands the channels' one, read by the statement that moves a transaction, to that
+move's notification (the channel source then reads nothing to know its channels current).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
     "PG_DROP_SQL",
     "POLICIES",
     "TRIGGER_NAMES",
+    "Observed",
     "bump_sql",
     "ddl",
     "drop_sql",
@@ -39,6 +45,24 @@ __all__ = [
 POLICIES: Final = "generation:policies"
 #: ``wallet_state`` key of the notification channels' generation.
 CHANNELS: Final = "generation:channels"
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A generation counter's value as a unit of work read it under its write lock, in
+    the transaction that committed what an event reports.
+
+    Attributes:
+        database: the :class:`~waiaas.db.Database` it was read from (compared by identity:
+            a value means nothing for another database).
+        key: the counter (:data:`POLICIES` or :data:`CHANNELS`).
+        value: the stored value text.
+    """
+
+    database: object
+    key: str
+    value: str
+
 
 #: the columns of ``notification_channels`` whose change is a change of the channel (all but
 #: ``last_success_at`` and ``last_failure_at``)

@@ -901,6 +901,9 @@ class StateRepository(_Repository):
         super().__init__(session, integrity)
         # keys read by :meth:`prefetch` in this unit of work: their row, or None (no row)
         self._held: dict[str, WalletStateRow | None] = {}
+        # keys another statement of this unit of work read under its write lock
+        # (:meth:`value_columns`, :meth:`known`): their value text, or None (no row)
+        self._known: dict[str, str | None] = {}
 
     def prefetch(self, keys: Iterable[str]) -> None:
         """Read the rows of ``keys`` in one statement: :meth:`get` of them reads no more in
@@ -954,10 +957,30 @@ class StateRepository(_Repository):
         self.session.add(row)  # persistent and clean: nothing is written at flush
         return row
 
+    @staticmethod
+    def value_columns(keys: Sequence[str]) -> tuple[Any, ...]:
+        """The stored value text of each of ``keys`` (``NULL``: no row) as a scalar subquery,
+        for a statement that reads them along with what it does, under the unit of work's
+        write lock (:meth:`known` takes the result)."""
+        return tuple(
+            sa_select(col(WalletStateRow.value))
+            .where(col(WalletStateRow.key) == key)
+            .scalar_subquery()
+            for key in keys
+        )
+
+    def known(self, key: str, value: str | None) -> None:
+        """``key``'s value text (``None``: no row) as another statement of this unit of work
+        read it under the write lock (:meth:`value_columns`): :meth:`held` answers it."""
+        self._known[key] = value
+
     def held(self, key: str) -> tuple[bool, str | None]:
-        """Whether :meth:`prefetch` read ``key`` in this unit of work, and the stored value
-        text it found (``None``: no row), as this unit of work last wrote it."""
+        """Whether :meth:`prefetch` (or a statement given to :meth:`known`) read ``key`` in
+        this unit of work, and the stored value text it found (``None``: no row), as this
+        unit of work last wrote it."""
         if key not in self._held:
+            if key in self._known:
+                return True, self._known[key]
             return False, None
         row = self._held[key]
         return True, None if row is None else row.value
@@ -972,6 +995,7 @@ class StateRepository(_Repository):
         self.session.flush()
         self.session.execute(text(bump_sql(key, self.dialect)))
         self._held.pop(key, None)
+        self._known.pop(key, None)
         loaded = self.session.identity_map.get(identity_key(WalletStateRow, key))
         if loaded is not None:
             self.session.expire(loaded)
@@ -987,6 +1011,7 @@ class StateRepository(_Repository):
 
     def put(self, key: str, value: Any, *, now: int) -> None:
         row = self._row(key)
+        self._known.pop(key, None)
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
         if row is None:
             row = WalletStateRow(key=key, value=text, updated_at=now)

@@ -7,7 +7,10 @@
   counted (``stats.dropped_queue_full``), and a warning is logged (without secrets).
 * One daemon worker thread delivers events in order. Channels come fresh from a
   :class:`ChannelSource` for every event, so enabling, disabling or editing a channel takes
-  effect on the next event.
+  effect on the next event. An event queued with ``channels_at`` (the channels' generation
+  the unit of work that committed it read under its write lock) asks a source that knows
+  generations (the database source's ``enabled_channels_at``) for the channels as committed
+  then: its kept ones when it loaded them at that generation, with nothing read.
 * Routing: a critical event (:func:`~waiaas.notify.base.is_critical`) goes to every enabled
   channel; any other event walks the channels by priority (highest first) until one delivers.
 * Each channel has a token bucket (default 20 messages a minute). A non-critical event skips a
@@ -51,6 +54,7 @@ from typing import Literal, Protocol, runtime_checkable
 import httpx
 
 from waiaas.clock import Clock, SystemClock
+from waiaas.db.generations import Observed
 from waiaas.errors import InvalidInputError, StateError, WaiaasError
 from waiaas.ids import new_id
 from waiaas.notify.base import NotificationEvent, is_critical
@@ -194,6 +198,22 @@ class ChannelSource(Protocol):
     def record(self, report: DeliveryReport) -> None:
         """Persist the outcome of one event (timestamps, an audit row when all failed)."""
         ...
+
+
+@runtime_checkable
+class _GenerationSource(Protocol):
+    """A :class:`ChannelSource` that can answer for a generation of the channels read by the
+    unit of work that committed an event (the database source)."""
+
+    def enabled_channels_at(self, at: Observed) -> Sequence[Channel]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """An event waiting in the queue, with the channels' generation it was committed at."""
+
+    event: NotificationEvent
+    channels_at: Observed | None = None
 
 
 class StaticChannelSource:
@@ -496,13 +516,14 @@ class NotificationDispatcher:
             self._source: ChannelSource = channels
         else:
             self._source = StaticChannelSource(channels)
+        self._at_source = self._source if isinstance(self._source, _GenerationSource) else None
         self._owns_transport = transport is None
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         self._clock = clock or SystemClock()
         self._policy = retry or RetryPolicy()
         self._limiter = _RateLimiter(rate_limit_per_minute, monotonic)
         self._queue_size = queue_size
-        self._queue: deque[NotificationEvent] = deque()
+        self._queue: deque[_Queued] = deque()
         self._cond = threading.Condition()
         self._busy = False
         self._closing = False
@@ -519,8 +540,14 @@ class NotificationDispatcher:
 
     # ------------------------------------------------------------------ Notifier
 
-    def notify(self, event: NotificationEvent) -> None:
+    def notify(self, event: NotificationEvent, *, channels_at: Observed | None = None) -> None:
         """Queue ``event`` for delivery and return at once. Never raises, never blocks on I/O.
+
+        ``channels_at``: the channels' generation (:data:`waiaas.db.generations.CHANNELS`)
+        as the unit of work that committed the event read it under its write lock. A source
+        with ``enabled_channels_at`` then gives the channels as committed with that unit of
+        work (a channel disabled after that commit may still get the event); without it, or
+        with another source, the channels as committed when the event is delivered.
 
         The event is dropped (and counted) when it is not a :class:`NotificationEvent`, when
         the queue is full, or after :meth:`close`.
@@ -541,7 +568,8 @@ class NotificationDispatcher:
                     dropped = self._stats.dropped_queue_full
                     reason = "full"
                 else:
-                    self._queue.append(event)
+                    at = channels_at if isinstance(channels_at, Observed) else None
+                    self._queue.append(_Queued(event, at))
                     self._stats.enqueued += 1
                     self._cond.notify_all()  # wakes the worker (flush() may wait here too)
                     return
@@ -673,10 +701,10 @@ class NotificationDispatcher:
                         self._stats.dropped_on_close += len(self._queue)
                         self._queue.clear()
                         break
-                    event = self._queue.popleft()
+                    queued = self._queue.popleft()
                     self._busy = True
                 try:
-                    self._dispatch(event, new_id())
+                    self._dispatch(queued.event, new_id(), queued.channels_at)
                 except Exception as exc:  # keep the worker alive whatever happens
                     with self._cond:
                         self._stats.internal_errors += 1
@@ -692,8 +720,16 @@ class NotificationDispatcher:
             if self._owns_transport:
                 self._transport.close()
 
-    def _dispatch(self, event: NotificationEvent, delivery_id: str) -> DeliveryReport:
-        channels = list(self._source.enabled_channels())
+    def _channels(self, at: Observed | None) -> list[Channel]:
+        """The channels for an event (as committed at ``at``, when the source can tell)."""
+        if at is not None and self._at_source is not None:
+            return list(self._at_source.enabled_channels_at(at))
+        return list(self._source.enabled_channels())
+
+    def _dispatch(
+        self, event: NotificationEvent, delivery_id: str, channels_at: Observed | None = None
+    ) -> DeliveryReport:
+        channels = self._channels(channels_at)
         broadcast = is_critical(event)
         results: list[ChannelResult] = []
         for channel in channels:
@@ -702,14 +738,7 @@ class NotificationDispatcher:
             allowed = self._limiter.try_acquire(channel.id, force=broadcast)
             if not allowed:
                 results.append(
-                    ChannelResult(
-                        channel_id=channel.id,
-                        channel_type=str(channel.type),
-                        status="rate_limited",
-                        attempts=0,
-                        error="rate limit reached",
-                        at=self._clock.now(),
-                    )
+                    _result(channel, "rate_limited", 0, "rate limit reached", self._clock)
                 )
                 continue
             result = deliver(

@@ -45,7 +45,7 @@ import httpx
 from waiaas._validate import check_actor, check_id, check_priority
 from waiaas.clock import Clock, SystemClock
 from waiaas.db import Database
-from waiaas.db.generations import CHANNELS
+from waiaas.db.generations import CHANNELS, Observed
 from waiaas.db.tables import ChannelRow
 from waiaas.errors import (
     InvalidInputError,
@@ -286,19 +286,37 @@ class DatabaseChannelSource:
         loaded (keystore locked, ...) is not kept: the next event tries again.
         """
         found = self._db.fetch_one(_GENERATION_SQL, (CHANNELS,))
-        now = None if found is None else found[0]
+        return self._channels(None if found is None else found[0])
+
+    def enabled_channels_at(self, at: Observed) -> list[Channel]:
+        """The enabled channels for an event whose unit of work read the channels'
+        generation ``at`` under its write lock, in the transaction that committed it.
+
+        The kept channels when they were loaded at that generation of this database (no
+        read: they are the channels as committed with the event, though a channel changed
+        since may still be among them); otherwise (another generation, another database,
+        another counter) what :meth:`enabled_channels` gives, read in one transaction with
+        the generation now.
+        """
+        if at.database is not self._db or at.key != CHANNELS:
+            return self.enabled_channels()
+        return self._channels(at.value)
+
+    def _channels(self, generation: str | None) -> list[Channel]:
+        """The kept channels when kept at ``generation`` (``None``: unknown), else the
+        channels and their generation read in one read transaction (kept when loadable)."""
         with self._lock:
             kept = self._kept
-        if now is not None and kept is not None and kept[0] == now:
+        if generation is not None and kept is not None and kept[0] == generation:
             return list(kept[1])
         with self._db.read() as uow:
             uow.state.prefetch((CHANNELS,))
-            _read, generation = uow.state.held(CHANNELS)
+            _read, loaded = uow.state.held(CHANNELS)
             rows = uow.channels.all(enabled_only=True)
         channels = [self._loader.load(row) for row in rows]
-        if generation is not None and not any(isinstance(c, _UnusableChannel) for c in channels):
+        if loaded is not None and not any(isinstance(c, _UnusableChannel) for c in channels):
             with self._lock:
-                self._kept = (generation, tuple(channels))
+                self._kept = (loaded, tuple(channels))
         return channels
 
     def record(self, report: DeliveryReport) -> None:

@@ -22,6 +22,7 @@ from waiaas.chains.base import (
     SupportsNonces,
 )
 from waiaas.db import UnitOfWork
+from waiaas.db.generations import CHANNELS, Observed
 from waiaas.db.tables import AgentRow, TransactionRow
 from waiaas.errors import (
     ChainError,
@@ -52,7 +53,7 @@ from waiaas.pipeline.claims import (
     _holds,
     _is_claim,
 )
-from waiaas.pipeline.notifications import ROW_KEY
+from waiaas.pipeline.notifications import CHANNELS_KEY, ROW_KEY
 from waiaas.pipeline.records import note_simulation
 from waiaas.pipeline.records import signed_json as _signed_json
 from waiaas.pipeline.requests import parse_request
@@ -1223,9 +1224,11 @@ class ExecutionStage(_PipelineBase):
     ) -> TransactionRow | None:
         """CONFIRMED, as :meth:`_record_outcome` records it, for a row held as last written:
         one compare-and-swap on every column of ``held`` (:func:`transition_held`, which
-        also reads the audit chain's head), then TX_CONFIRMED. The move changes no usage
-        bucket (SUBMITTED and CONFIRMED both spend; the audit row is no refusal), so the
-        commit seals none. ``None``: the row is not as held, nothing was written."""
+        also reads the audit chain's head and the channels' generation), then TX_CONFIRMED.
+        The move changes no usage bucket (SUBMITTED and CONFIRMED both spend; the audit row
+        is no refusal), so the commit seals none. The notification carries the channels'
+        generation read under the lock (:data:`CHANNELS_KEY`): it goes to the channels as
+        committed with the move. ``None``: the row is not as held, nothing was written."""
         meta = self._meta(held)
         if status.fee is not None:
             meta["fee"] = str(status.fee)
@@ -1240,12 +1243,17 @@ class ExecutionStage(_PipelineBase):
                 details={"fee": meta.get("fee"), "block": status.block},
                 executed_at=now,
                 metadata=meta,
+                state_keys=(CHANNELS,),
             )
             if row is None:
                 return None
+            read, generation = uow.state.held(CHANNELS)
             uow.buckets_untouched()
             uow.commit()
-        outbox.add(E.TX_CONFIRMED, tx_id=row.id, agent_id=row.agent_id, **{ROW_KEY: row})
+        extra: dict[str, Any] = {ROW_KEY: row}
+        if read and generation is not None:
+            extra[CHANNELS_KEY] = Observed(self.db, CHANNELS, generation)
+        outbox.add(E.TX_CONFIRMED, tx_id=row.id, agent_id=row.agent_id, **extra)
         return row
 
     def _record_outcome(

@@ -18,17 +18,23 @@ from waiaas.chains.families import native_asset_for
 from waiaas.clock import Clock
 from waiaas.db import Database
 from waiaas.db.faults import stored_json
+from waiaas.db.generations import Observed
 from waiaas.notify.base import Notifier
+from waiaas.notify.dispatcher import NotificationDispatcher
 from waiaas.pipeline.txmeta import as_meta
 from waiaas.types import AuditEvent, Severity
 
-__all__ = ["ROW_KEY", "PipelineNotifier"]
+__all__ = ["CHANNELS_KEY", "ROW_KEY", "PipelineNotifier"]
 
 log = logging.getLogger("waiaas.notify")
 
 #: The key under which a pipeline event may carry the transaction row its unit of work
 #: committed, so that building the notification reads nothing again.
 ROW_KEY: Final = "_row"
+#: The key under which a pipeline event may carry the channels' generation its unit of work
+#: read under its write lock (a :class:`~waiaas.db.generations.Observed`): the dispatcher's
+#: database channel source then reuses the channels it keeps at that generation unread.
+CHANNELS_KEY: Final = "_channels"
 _AGENTS_KEPT: Final = 4096
 
 
@@ -53,6 +59,12 @@ class PipelineNotifier:
         display: gives the :class:`~waiaas.web.display.TxDisplay` of a transaction.
         native: gives the native coin of a chain (symbol and decimals), or ``None`` when its
             adapter does not say; default: the shipped families' (SOL, ETH).
+
+    An event that carries the channels' generation its unit of work read (``CHANNELS_KEY``)
+    goes to a :class:`~waiaas.notify.NotificationDispatcher` target with it
+    (``notify(event, channels_at=...)``): it is delivered to the channels as committed with
+    that unit of work (the channel source reads nothing when it keeps them at that
+    generation); any other target gets ``notify(event)``.
 
     A queued APPROVAL transaction becomes a warning that carries the summary of every
     effect, why the owner must approve, the expiry as ISO time and the link to the approval
@@ -87,8 +99,12 @@ class PipelineNotifier:
         except Exception:  # building must never break the pipeline
             log.exception("could not build a notification for %s", raw.get("event"))
             return
+        at = raw.get(CHANNELS_KEY)
         try:
-            self.target.notify(event)
+            if isinstance(at, Observed) and isinstance(self.target, NotificationDispatcher):
+                self.target.notify(event, channels_at=at)
+            else:
+                self.target.notify(event)
         except Exception:
             log.exception("notifier failed for %s", raw.get("event"))
 
@@ -103,6 +119,7 @@ class PipelineNotifier:
         severity = data.pop("severity", None)
         # The row as the committed unit of work left it, when the pipeline passed it along.
         row = data.pop(ROW_KEY, None)
+        data.pop(CHANNELS_KEY, None)  # for the dispatcher (notify), not the message
         fields: dict[str, Any] = {}
         who = self._agents.get(agent_id) if agent_id else None
         if (agent_id and who is None) or (tx_id and row is None):

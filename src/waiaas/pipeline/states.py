@@ -43,7 +43,7 @@ operator was not made through it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -281,6 +281,7 @@ def transition_held(
     actor: str,
     now: int,
     details: Mapping[str, Any] | None = None,
+    state_keys: Sequence[str] = (),
     **fields: Any,
 ) -> TransactionRow | None:
     """:func:`transition` of a row the caller holds whole, as it last wrote it, without
@@ -289,7 +290,9 @@ def transition_held(
     it moves the row only if nothing about it changed since, which is what :func:`transition`
     would read and check (its MAC, its status, its agent). Where the dialect returns from an
     UPDATE, the same statement reads the audit chain's head for the move's audit row, under
-    the chain's lock (:meth:`UnitOfWork.audit_lock`, taken first).
+    the chain's lock (:meth:`UnitOfWork.audit_lock`, taken first), and the values of
+    ``state_keys`` (``wallet_state``; ``uow.state.held(key)`` then answers them; elsewhere
+    they are not read).
 
     Returns:
         The row as moved, or ``None`` when it is not as held (nothing was written: the
@@ -303,19 +306,9 @@ def transition_held(
         raise InvalidTransitionError("transaction", held.id, current, target)
     if target in FINAL:
         fields = _finalized(uow.integrity, held, target, fields)
-    if event is not None:
-        uow.audit_lock()
-    moved = uow.transactions.cas_held(
-        held,
-        target.value,
-        returning=uow.audit.head_columns() if event is not None else (),
-        **fields,
-    )
-    if moved is None:
+    row = _cas_held(uow, held, target, event is not None, state_keys, fields)
+    if row is None:
         return None
-    row, head = moved
-    if head:
-        uow.audit.known_head(*head)
     if event is not None:
         _audit_move(
             uow,
@@ -329,6 +322,36 @@ def transition_held(
             held.session_id,
             details,
         )
+    return row
+
+
+def _cas_held(
+    uow: UnitOfWork,
+    held: TransactionRow,
+    target: TxStatus,
+    audited: bool,
+    state_keys: Sequence[str],
+    fields: dict[str, Any],
+) -> TransactionRow | None:
+    """The compare-and-swap of :func:`transition_held`, reading the chain head (``audited``,
+    under the chain's lock) and ``state_keys`` in the same statement where it can."""
+    if audited:
+        uow.audit_lock()
+    heads = uow.audit.head_columns() if audited else ()
+    moved = uow.transactions.cas_held(
+        held,
+        target.value,
+        returning=(*heads, *uow.state.value_columns(state_keys)),
+        **fields,
+    )
+    if moved is None:
+        return None
+    row, read = moved
+    if read:
+        if heads:
+            uow.audit.known_head(*read[: len(heads)])
+        for key, value in zip(state_keys, read[len(heads) :], strict=True):
+            uow.state.known(key, value)
     return row
 
 
