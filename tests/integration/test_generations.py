@@ -537,9 +537,7 @@ def test_a_generation_of_another_database_is_not_taken(
     from waiaas.notify import NotificationDispatcher
 
     with _open(tmp_path / "channels.db", adapter) as owner:
-        first_channel = owner.channels.add(
-            "NTFY", {"server_url": server.ntfy_base, "topic": "c1"}
-        )
+        first_channel = owner.channels.add("NTFY", {"server_url": server.ntfy_base, "topic": "c1"})
         dispatcher = NotificationDispatcher(owner.channels.source())
         with Wallet.open(
             tmp_path / "sends.db",

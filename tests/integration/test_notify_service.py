@@ -375,3 +375,50 @@ def test_channel_changes_apply_to_the_next_event(
         d.notify(ev())
         assert d.flush(10)
     assert [r.target for r in server.requests()] == ["ntfy:late"]
+
+
+def test_an_event_with_its_channels_generation_goes_to_the_channels_as_committed_then(
+    service: ChannelService, server: NotifyServer, clock: Clock, db: Database, tmp_path: Path
+) -> None:
+    """``notify(event, channels_at=...)``: the channels as committed with the event's unit of
+    work, from what the source keeps at that generation (a channel disabled after that
+    commit still gets it); the generation of another counter or another database is not
+    taken for it (the channels as committed now)."""
+    from waiaas.db.generations import CHANNELS, POLICIES, Observed
+    from waiaas.notify import StaticChannelSource, build_channel
+
+    def generation() -> str:
+        found = db.fetch_one("SELECT value FROM wallet_state WHERE key = ?", (CHANNELS,))
+        assert found is not None
+        return str(found[0])
+
+    info = service.add("NTFY", {"server_url": server.ntfy_base, "topic": "then"})
+    other = Database.open(tmp_path / "other.db")
+    try:
+        with NotificationDispatcher(service.source(), retry=FAST, clock=clock) as d:
+            d.notify(ev())
+            assert d.flush(10)  # kept: [then] at this generation
+            committed = generation()
+            service.disable(info.id)
+            d.notify(ev(), channels_at=Observed(db, CHANNELS, committed))
+            assert d.flush(10)
+            assert d.stats.delivered == 2 and d.stats.no_channels == 0
+            d.notify(ev(), channels_at=Observed(db, POLICIES, committed))
+            assert d.flush(10)
+            assert d.stats.no_channels == 1
+            service.enable(info.id)
+            d.notify(ev())
+            assert d.flush(10)
+            kept = generation()
+            service.disable(info.id)
+            d.notify(ev(), channels_at=Observed(other, CHANNELS, kept))
+            assert d.flush(10)
+            assert (d.stats.delivered, d.stats.no_channels) == (3, 2)
+    finally:
+        other.close()
+    assert [r.target for r in server.requests()] == ["ntfy:then"] * 3
+    channel = build_channel("NTFY", {"server_url": server.ntfy_base, "topic": "static"})
+    with NotificationDispatcher(StaticChannelSource([channel]), retry=FAST, clock=clock) as d:
+        d.notify(ev(), channels_at=Observed(db, CHANNELS, "1"))  # no generations there
+        assert d.flush(10)
+        assert d.stats.delivered == 1
