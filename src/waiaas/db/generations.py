@@ -11,8 +11,11 @@ read, whether it is still current (migration 0012).
 Triggers keep them (one per statement kind and table, on SQLite and PostgreSQL alike), and
 the services that change policies and channels bump them too, in the same transaction
 (:meth:`waiaas.db.repositories.StateRepository.bump`): a database whose triggers were
-dropped still sees every change made through waiaas. Each bump is an upsert: a missing row
-starts at 1; a value that is not a number is replaced by 1. The value is a JSON integer.
+dropped still sees every change made through waiaas. Each bump is an upsert: a missing row,
+or one whose value is not a number, starts at a random value in [1, 2**52] (a counter that
+starts again never meets a value a process kept before but by chance; starting at 1 would
+let a deleted row's restart reach a kept value in a few changes). The value is a JSON
+integer.
 
 A counter only tells that something changed; what was read under it must still be checked
 as any read is (policies: their MACs, :func:`waiaas.integrity.check_policies`).
@@ -71,16 +74,19 @@ _CHANNEL_COLUMNS = ("id", "type", "config", "priority", "enabled", "created_at")
 # --------------------------------------------------------------------------- SQLite
 
 _SQLITE_NOW = "CAST(strftime('%s', 'now') AS INTEGER)"
+_SQLITE_START = "CAST(abs(random() % 4503599627370496) + 1 AS TEXT)"
 
 
 def _sqlite_bump(key: str) -> str:
-    """An upsert that adds one to ``key``'s counter (1 when missing or not a number)."""
+    """An upsert that adds one to ``key``'s counter (a random start when missing or not a
+    number)."""
     return (
-        f"INSERT INTO wallet_state (key, value, updated_at) VALUES ('{key}', '1', {_SQLITE_NOW}) "
+        f"INSERT INTO wallet_state (key, value, updated_at) "
+        f"VALUES ('{key}', {_SQLITE_START}, {_SQLITE_NOW}) "
         "ON CONFLICT (key) DO UPDATE SET value = CAST(CASE WHEN wallet_state.value "
         "GLOB '[0-9]*' AND wallet_state.value NOT GLOB '*[^0-9]*' "
         "AND length(wallet_state.value) <= 18 "
-        "THEN CAST(wallet_state.value AS INTEGER) + 1 ELSE 1 END AS TEXT), "
+        f"THEN CAST(wallet_state.value AS INTEGER) + 1 ELSE {_SQLITE_START} END AS TEXT), "
         "updated_at = excluded.updated_at"
     )
 
@@ -118,13 +124,16 @@ DROP_SQL: Final = tuple(f"DROP TRIGGER IF EXISTS {name}" for name in TRIGGER_NAM
 # --------------------------------------------------------------------------- PostgreSQL
 
 _PG_NOW = "CAST(extract(epoch FROM now()) AS BIGINT)"
+_PG_START = "CAST(CAST(floor(random() * 4503599627370496) AS BIGINT) + 1 AS TEXT)"
 
 
 def _pg_bump(key: str) -> str:
     return (
-        f"INSERT INTO wallet_state AS w (key, value, updated_at) VALUES ('{key}', '1', {_PG_NOW}) "
-        "ON CONFLICT (key) DO UPDATE SET value = CAST(CASE WHEN w.value ~ '^[0-9]{1,18}$' "
-        "THEN CAST(w.value AS BIGINT) + 1 ELSE 1 END AS TEXT), updated_at = EXCLUDED.updated_at"
+        f"INSERT INTO wallet_state AS w (key, value, updated_at) "
+        f"VALUES ('{key}', {_PG_START}, {_PG_NOW}) "
+        "ON CONFLICT (key) DO UPDATE SET value = CASE WHEN w.value ~ '^[0-9]{1,18}$' "
+        f"THEN CAST(CAST(w.value AS BIGINT) + 1 AS TEXT) ELSE {_PG_START} END, "
+        "updated_at = EXCLUDED.updated_at"
     )
 
 

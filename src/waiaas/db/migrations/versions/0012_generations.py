@@ -7,8 +7,8 @@ one that changes more than ``last_success_at`` / ``last_failure_at``. A process 
 policies and channels it read together with the counter and reads them again only when the
 counter moved.
 
-The rows are created at 1 here (and by the first bump where missing). No table is rebuilt
-and no other row is touched.
+The rows are created here at a random value (and by the first bump where missing). No
+table is rebuilt and no other row is touched.
 
 Revision ID: 0012
 Revises: 0011
