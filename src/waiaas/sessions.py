@@ -56,7 +56,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from sqlalchemy import func, update
+from sqlalchemy import func
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select
 
@@ -66,6 +66,7 @@ from waiaas.clock import Clock
 from waiaas.config import WalletConfig
 from waiaas.db.database import Database
 from waiaas.db.portable import as_json
+from waiaas.db.statements import cas_params, compare_and_set
 from waiaas.db.tables import AgentRow, SessionRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import (
@@ -563,21 +564,18 @@ def _store_usage(
     (constraints, usage) texts; whether it did. Two writers that read the same usage can
     never both write theirs: the second finds the row changed."""
     constraints, before = read
-    stmt = (
-        update(SessionRow)
-        .where(col(SessionRow.id) == session_id, col(SessionRow.revoked_at).is_(None))
-        .where(
-            col(SessionRow.constraints).is_(None)
-            if constraints is None
-            else col(SessionRow.constraints) == constraints,
-            col(SessionRow.usage_stats).is_(None)
-            if before is None
-            else col(SessionRow.usage_stats) == before,
-        )
-        .values(usage_stats=usage.model_dump_json())
-        .execution_options(synchronize_session=False)
+    sql = compare_and_set(
+        "sessions",
+        ("usage_stats",),
+        (
+            ("id", False),
+            ("revoked_at", True),
+            ("constraints", constraints is None),
+            ("usage_stats", before is None),
+        ),
     )
-    done: bool = uow.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+    params = cas_params((usage.model_dump_json(),), (session_id, None, constraints, before))
+    done = uow.execute(sql, params)[0] == 1
     held = uow.session.identity_map.get(uow.session.identity_key(SessionRow, session_id))
     if done and held is not None:
         uow.session.expire(held)  # read again if used later in this unit of work

@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 from waiaas.db.chain import GENESIS, row_hash
 from waiaas.db.faults import stored_json
 from waiaas.db.portable import dialect_of, text_for
+from waiaas.db.statements import built, cas_params, compare_and_set, quoted, state_value_sql
 from waiaas.db.tables import (
     RARE_SEVERITY,
     SEVERITIES,
@@ -69,16 +70,25 @@ _AUDIT_INSERT = AuditRow.__table__.insert()  # type: ignore[attr-defined]
 _AUDIT_HEAD = "SELECT id, row_hash FROM audit_log ORDER BY id DESC LIMIT 1"
 #: The audit chain head's ``id`` and ``row_hash`` as two columns of a statement that reads
 #: more (for :meth:`AuditRepository.known_head`; run it under the chain's lock).
-AUDIT_HEAD_COLUMNS = (
-    "(SELECT id FROM audit_log ORDER BY id DESC LIMIT 1), "
-    "(SELECT row_hash FROM audit_log ORDER BY id DESC LIMIT 1)"
+_AUDIT_HEAD_PAIR = (
+    "(SELECT id FROM audit_log ORDER BY id DESC LIMIT 1)",
+    "(SELECT row_hash FROM audit_log ORDER BY id DESC LIMIT 1)",
 )
-_TX_INSERT = TransactionRow.__table__.insert()  # type: ignore[attr-defined]
+AUDIT_HEAD_COLUMNS = ", ".join(_AUDIT_HEAD_PAIR)
 _TX_COLUMNS = [
     (attr.key, attr.columns[0]) for attr in sa_inspect(TransactionRow).mapper.column_attrs
 ]
 _TX_TABLE = TransactionRow.__table__  # type: ignore[attr-defined]
 _TX_COLUMN_OF = {attr: column.name for attr, column in _TX_COLUMNS}
+_TX_COLUMNS_BY = tuple(_TX_COLUMN_OF.items())  # (attribute, column name), in table order
+_TX_ATTRS = tuple(_TX_COLUMN_OF)
+_TX_INSERT_SQL = (
+    "INSERT INTO transactions ("
+    + ", ".join(quoted(name) for name in _TX_COLUMN_OF.values())
+    + ") VALUES ("
+    + ", ".join("?" * len(_TX_COLUMN_OF))
+    + ")"
+)
 
 
 def _sync_loaded(session: Session, cls: type[Any], key: Any, values: Mapping[str, Any]) -> None:
@@ -91,12 +101,25 @@ def _sync_loaded(session: Session, cls: type[Any], key: Any, values: Mapping[str
             set_committed_value(loaded, attr, value)
 
 
+#: Runs one statement on a unit of work's connection: ``(rowcount, returned rows)``
+#: (:meth:`waiaas.db.uow.UnitOfWork.execute`).
+Execute = Callable[[str, Sequence[Any]], tuple[int, list[tuple[Any, ...]]]]
+
+
 class _Repository:
     def __init__(self, session: Session, integrity: Any = None) -> None:
         self.session = session
         # waiaas.integrity.Integrity when the wallet's keys are loaded: rows that carry a MAC
         # get it here, whichever code path writes them.
         self.integrity = integrity
+        # Set by the unit of work: its plain DB-API statement (UnitOfWork.execute), for the
+        # hot paths' writes built as text (waiaas.db.statements).
+        self.execute: Execute | None = None
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> tuple[int, list[tuple[Any, ...]]]:
+        if self.execute is None:
+            raise StorageError("this repository is not bound to an open unit of work")
+        return self.execute(sql, params)
 
     @property
     def dialect(self) -> str:
@@ -202,9 +225,9 @@ class TransactionRepository(_Repository):
     """``transactions``."""
 
     def add(self, row: TransactionRow) -> TransactionRow:
-        """Insert ``row`` (a Core INSERT: rows are written far more often than re-read)."""
-        values = {col_.name: getattr(row, attr) for attr, col_ in _TX_COLUMNS}
-        self.session.execute(_TX_INSERT, values)
+        """Insert ``row`` (one plain INSERT on the unit of work's connection: rows are
+        written far more often than re-read, and ``row`` stays out of the session)."""
+        self._execute(_TX_INSERT_SQL, [getattr(row, attr) for attr in _TX_ATTRS])
         return row
 
     def get(self, tx_id: str) -> TransactionRow | None:
@@ -236,47 +259,47 @@ class TransactionRepository(_Repository):
         return True
 
     def cas_held(
-        self, held: TransactionRow, new: str, *, returning: Sequence[Any] = (), **fields: Any
+        self,
+        held: TransactionRow,
+        new: str,
+        *,
+        returning: Sequence[str] = (),
+        returning_params: Sequence[Any] = (),
+        **fields: Any,
     ) -> tuple[TransactionRow, tuple[Any, ...]] | None:
         """Compare-and-swap a row the caller holds whole: ``status = new`` (and ``fields``)
-        only if every column still has ``held``'s value, in one statement (no read first).
+        only if every column still has ``held``'s value (``IS NULL`` where it held none), in
+        one statement (no read first).
 
-        ``returning``: expressions the same statement reads (``UPDATE ... RETURNING``) where
-        the dialect can return from an UPDATE (SQLite 3.35 and later, PostgreSQL); elsewhere
-        they are not read (``()``).
+        ``returning``: SQL expressions the same statement reads (``UPDATE ... RETURNING``;
+        their ``?`` parameters are ``returning_params``) where the dialect can return from
+        an UPDATE (SQLite 3.35 and later, PostgreSQL); elsewhere they are not read (``()``).
+        The statement's text is built once per shape (:func:`waiaas.db.statements.
+        compare_and_set`) and runs on the unit of work's connection.
 
         Returns:
             The row as moved (a new object) and what ``returning`` read, or ``None`` when the
             row is not as held (nothing was written).
         """
-        table = _TX_TABLE
-        held_values = {attr: getattr(held, attr) for attr in _TX_COLUMN_OF}
+        held_values = {attr: getattr(held, attr) for attr in _TX_ATTRS}
         values = {"status": new, **_tx_fields(fields)}
-        stmt = (
-            table.update()
-            .where(
-                *(
-                    table.c[name].is_(None)
-                    if held_values[attr] is None
-                    else table.c[name] == held_values[attr]
-                    for attr, name in _TX_COLUMN_OF.items()
-                )
-            )
-            .values({_TX_COLUMN_OF[attr]: value for attr, value in values.items()})
-        )
-        session = self.session
-        if session.new or session.dirty or session.deleted:
-            session.flush()  # a Core statement does not autoflush
+        sets = tuple(_TX_COLUMN_OF[attr] for attr in values)
+        compared = tuple((name, held_values[attr] is None) for attr, name in _TX_COLUMNS_BY)
         read: tuple[Any, ...] = ()
-        if returning and session.get_bind().dialect.update_returning:
-            found = session.execute(stmt.returning(*returning)).first()
-            if found is None:
+        if returning and self.session.get_bind().dialect.update_returning:
+            sql = compare_and_set("transactions", sets, compared, tuple(returning))
+            params = cas_params(values.values(), held_values.values(), returning_params)
+            _count, rows = self._execute(sql, params)
+            if not rows:
                 return None
-            read = tuple(found)
-        elif _rowcount(session.execute(stmt)) != 1:
-            return None
-        _sync_loaded(session, TransactionRow, held.id, values)
-        return TransactionRow(**{**held_values, **values}), read
+            read = tuple(rows[0])
+        else:
+            sql = compare_and_set("transactions", sets, compared)
+            count, _rows = self._execute(sql, cas_params(values.values(), held_values.values()))
+            if count != 1:
+                return None
+        _sync_loaded(self.session, TransactionRow, held.id, values)
+        return built(TransactionRow, {**held_values, **values}), read
 
     def update_fields(self, tx_id: str, **fields: Any) -> None:
         self.session.execute(
@@ -608,17 +631,11 @@ class AuditRepository(_Repository):
         self.fetch_one: Callable[[str], tuple[Any, ...] | None] | None = None
 
     @staticmethod
-    def head_columns() -> tuple[Any, Any]:
-        """The chain head's ``id`` and ``row_hash`` as two scalar subqueries, for a statement
-        that reads the head along with what it does (:meth:`known_head` takes the result)."""
-        newest = sa_select(col(AuditRow.id)).order_by(col(AuditRow.id).desc()).limit(1)
-        return (
-            newest.scalar_subquery(),
-            sa_select(col(AuditRow.row_hash))
-            .order_by(col(AuditRow.id).desc())
-            .limit(1)
-            .scalar_subquery(),
-        )
+    def head_columns() -> tuple[str, str]:
+        """The chain head's ``id`` and ``row_hash`` as two scalar subqueries (SQL text, no
+        parameters), for a statement that reads the head along with what it does
+        (:meth:`known_head` takes the result)."""
+        return _AUDIT_HEAD_PAIR
 
     def known_head(self, row_id: int | None, digest: str | None) -> None:
         """The chain head as the caller read it in this unit of work, under the chain's lock
@@ -958,16 +975,12 @@ class StateRepository(_Repository):
         return row
 
     @staticmethod
-    def value_columns(keys: Sequence[str]) -> tuple[Any, ...]:
-        """The stored value text of each of ``keys`` (``NULL``: no row) as a scalar subquery,
-        for a statement that reads them along with what it does, under the unit of work's
-        write lock (:meth:`known` takes the result)."""
-        return tuple(
-            sa_select(col(WalletStateRow.value))
-            .where(col(WalletStateRow.key) == key)
-            .scalar_subquery()
-            for key in keys
-        )
+    def value_columns(keys: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The stored value text of each of ``keys`` (``NULL``: no row) as a scalar subquery
+        (SQL text) and the subqueries' parameters (the keys), for a statement that reads
+        them along with what it does, under the unit of work's write lock (:meth:`known`
+        takes the result)."""
+        return tuple(state_value_sql() for _key in keys), tuple(keys)
 
     def known(self, key: str, value: str | None) -> None:
         """``key``'s value text (``None``: no row) as another statement of this unit of work

@@ -40,6 +40,7 @@ from waiaas.db.engine import (
     scope_of,
 )
 from waiaas.db.faults import translate
+from waiaas.db.portable import dbapi_sql
 from waiaas.db.repositories import (
     AgentRepository,
     ApprovalRepository,
@@ -207,6 +208,7 @@ class UnitOfWork:
         self.approvals = ApprovalRepository(s, i)
         self.channels = ChannelRepository(s, i)
         self.state = StateRepository(s, i)
+        self.transactions.execute = self.execute
         if self._mode == "write":
             if not hasattr(_open_writes, "stack"):
                 _open_writes.stack = []
@@ -248,6 +250,49 @@ class UnitOfWork:
                 raise
             raise translate(exc, operation="read", statement=sql) from exc
         return row
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, list[tuple[Any, ...]]]:
+        """One statement on this unit of work's transaction, through its DB-API connection:
+        the rows it matched (``rowcount``) and the rows it returned (a ``RETURNING``
+        clause; ``[]`` without one).
+
+        For the hot paths' writes (:mod:`waiaas.db.statements`): no SQLAlchemy statement is
+        built or compiled. Pending ORM changes are flushed first; objects of this unit of
+        work's session that the statement changes are the caller's to update. ``sql`` uses
+        ``?`` placeholders on both dialects (rewritten once per statement for psycopg).
+
+        Raises:
+            StorageError: the database failed, or the unit of work is not open.
+        """
+        if self._conn is None:
+            raise StorageError("unit of work is not open")
+        s = self.session
+        if s.new or s.dirty or s.deleted:
+            s.flush()
+        if self._dialect == POSTGRESQL:
+            return self._execute_pg(sql, params)
+        try:
+            cursor = self._raw.execute(sql, params)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            count: int = cursor.rowcount
+            cursor.close()
+        except sqlite3.Error as exc:
+            raise translate(exc, operation="write", statement=sql) from exc
+        return count, rows
+
+    def _execute_pg(self, sql: str, params: Sequence[Any]) -> tuple[int, list[tuple[Any, ...]]]:
+        try:
+            with self._raw.cursor() as cursor:
+                cursor.execute(dbapi_sql(sql, POSTGRESQL), params)
+                rows: list[tuple[Any, ...]] = (
+                    cursor.fetchall() if cursor.description is not None else []
+                )
+                count: int = cursor.rowcount
+        except Exception as exc:
+            if type(exc).__module__.split(".", 1)[0] != "psycopg":
+                raise
+            raise translate(exc, operation="write", statement=sql) from exc
+        return count, rows
 
     def commit(self) -> None:
         """Flush and commit. The unit of work cannot be used for writes afterwards."""

@@ -21,6 +21,7 @@ from waiaas.chains.base import (
 from waiaas.config import WalletConfig
 from waiaas.db import UnitOfWork
 from waiaas.db.repositories import AUDIT_HEAD_COLUMNS
+from waiaas.db.statements import built
 from waiaas.db.tables import AgentRow, ApprovalRow, TransactionRow
 from waiaas.errors import (
     AgentNotActiveError,
@@ -220,18 +221,21 @@ def _new_row(
     meta: TxMeta = {"network": agent.network, **prepared.meta()}
     quote = meta.get("network_fee")
     meta["decision"] = records.stored_decision(decision, int(quote["amount"]) if quote else None)
-    row = TransactionRow(
-        id=tx_id,
-        agent_id=agent.id,
-        session_id=session_id,
-        chain=agent.chain,
-        type=req.type,
-        amount=None if amount is None else str(amount),
-        to_address=to,
-        status=S.PENDING,
-        tier=None,
-        created_at=now,
-        spend=_dumps({k: str(v) for k, v in decision.spend.items()}),
+    row = built(
+        TransactionRow,
+        {
+            "id": tx_id,
+            "agent_id": agent.id,
+            "session_id": session_id,
+            "chain": agent.chain,
+            "type": req.type,
+            "amount": None if amount is None else str(amount),
+            "to_address": to,
+            "status": S.PENDING,
+            "tier": None,
+            "created_at": now,
+            "spend": _dumps({k: str(v) for k, v in decision.spend.items()}),
+        },
     )
     # what the columns hold is not stored again (txmeta.request_of, effects_of and asset_of
     # read it back)

@@ -338,11 +338,9 @@ def _cas_held(
     if audited:
         uow.audit_lock()
     heads = uow.audit.head_columns() if audited else ()
+    values, keys = uow.state.value_columns(state_keys)
     moved = uow.transactions.cas_held(
-        held,
-        target.value,
-        returning=(*heads, *uow.state.value_columns(state_keys)),
-        **fields,
+        held, target.value, returning=(*heads, *values), returning_params=keys, **fields
     )
     if moved is None:
         return None
