@@ -66,7 +66,7 @@ from waiaas.clock import Clock
 from waiaas.config import WalletConfig
 from waiaas.db.database import Database
 from waiaas.db.portable import as_json
-from waiaas.db.statements import cas_params, compare_and_set
+from waiaas.db.statements import built, cas_params, compare_and_set
 from waiaas.db.tables import AgentRow, SessionRow
 from waiaas.db.uow import UnitOfWork
 from waiaas.errors import (
@@ -590,7 +590,7 @@ def _hold_agent(uow: UnitOfWork, values: Sequence[Any]) -> None:
     """Keep the agent's row read by the live statement (``values`` in
     :data:`_AGENT_COLUMNS` order) in ``uow``'s session, as if loaded there: clean, and held
     until the unit of work ends."""
-    agent = AgentRow(**dict(zip(_AGENT_COLUMNS, values, strict=True)))
+    agent = built(AgentRow, dict(zip(_AGENT_COLUMNS, values, strict=True)))
     if uow.session.identity_key(AgentRow, agent.id) in uow.session.identity_map:
         return  # already loaded in this unit of work (maybe changed there): that one stands
     make_transient_to_detached(agent)

@@ -181,11 +181,22 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
         cur.close()
 
 
-def _on_begin(conn: Any) -> None:
-    mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
-    if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
-        raise ValueError(f"unknown BEGIN mode {mode!r}")
-    conn.exec_driver_sql(f"BEGIN {mode}")
+def _on_begin(path: str) -> Any:
+    """The ``begin`` listener of the engine of ``path``: ``BEGIN <mode>`` on the DB-API
+    connection itself (one statement per unit of work: not worth SQLAlchemy's execution
+    path), its failure translated as the engine's own are (:func:`faults.install`)."""
+
+    def on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
+        if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
+            raise ValueError(f"unknown BEGIN mode {mode!r}")
+        sql = f"BEGIN {mode}"
+        try:
+            conn.connection.driver_connection.execute(sql).close()
+        except sqlite3.Error as exc:
+            raise faults.translate(exc, operation="begin", path=path, statement=sql) from exc
+
+    return on_begin
 
 
 class _SQLiteDialect(SQLiteDialect_pysqlite):
@@ -272,7 +283,7 @@ def make_engine(path: Path, *, pool_size: int = 8) -> Engine:
         pool_timeout=60,
     )
     event.listen(engine, "connect", _on_connect)
-    event.listen(engine, "begin", _on_begin)
+    event.listen(engine, "begin", _on_begin(target))
     faults.install(engine, target)
     return engine
 

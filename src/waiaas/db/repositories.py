@@ -911,13 +911,23 @@ _ALONG_SQL = {
 }
 
 
+class _Stored(NamedTuple):
+    """A ``wallet_state`` row as :meth:`StateRepository.prefetch_along` read it (no ORM
+    object until :meth:`StateRepository.put` writes it)."""
+
+    value: str
+    updated_at: int
+
+
 class StateRepository(_Repository):
     """``wallet_state``: small JSON values by key (kill switch, ...)."""
 
     def __init__(self, session: Session, integrity: Any = None) -> None:
         super().__init__(session, integrity)
-        # keys read by :meth:`prefetch` in this unit of work: their row, or None (no row)
-        self._held: dict[str, WalletStateRow | None] = {}
+        # keys read by :meth:`prefetch` in this unit of work: their row (a session's object,
+        # or as :meth:`prefetch_along` read it: put in the session when :meth:`put` writes
+        # it), or None (no row)
+        self._held: dict[str, WalletStateRow | _Stored | None] = {}
         # keys another statement of this unit of work read under its write lock
         # (:meth:`value_columns`, :meth:`known`): their value text, or None (no row)
         self._known: dict[str, str | None] = {}
@@ -959,17 +969,24 @@ class StateRepository(_Repository):
         assert row is not None  # an aggregate without GROUP BY: always one row
         # ``{key: [value, updated_at]}``: text on SQLite, decoded by psycopg, NULL for none
         found: dict[str, Any] = row[0] if isinstance(row[0], dict) else json.loads(row[0] or "{}")
+        identity_map = self.session.identity_map
         for key in wanted:
-            self._held[key] = self._attach(key, found[key]) if key in found else None
+            if key not in found:
+                self._held[key] = None
+                continue
+            # a row this unit of work already loaded (maybe changed) stands
+            loaded = identity_map.get(identity_key(WalletStateRow, key)) if identity_map else None
+            value, updated_at = found[key]
+            self._held[key] = loaded if loaded is not None else _Stored(value, updated_at)
         return None if row[1] is None else tuple(row[2:])
 
-    def _attach(self, key: str, stored: Sequence[Any]) -> WalletStateRow:
-        """The row of ``key`` read as ``[value, updated_at]`` by :meth:`prefetch_along`, in
-        this unit of work's session as if loaded there (the one loaded already stands)."""
+    def _attach(self, key: str, stored: _Stored) -> WalletStateRow:
+        """The row of ``key`` as :meth:`prefetch_along` read it, in this unit of work's
+        session as if loaded there (the one loaded already stands), for :meth:`put`."""
         loaded = self.session.identity_map.get(identity_key(WalletStateRow, key))
         if isinstance(loaded, WalletStateRow):
             return loaded
-        row = WalletStateRow(key=key, value=stored[0], updated_at=stored[1])
+        row = built(WalletStateRow, {"key": key, **stored._asdict()})
         make_transient_to_detached(row)
         self.session.add(row)  # persistent and clean: nothing is written at flush
         return row
@@ -1013,7 +1030,7 @@ class StateRepository(_Repository):
         if loaded is not None:
             self.session.expire(loaded)
 
-    def _row(self, key: str) -> WalletStateRow | None:
+    def _row(self, key: str) -> WalletStateRow | _Stored | None:
         if key in self._held:
             return self._held[key]
         return self.session.get(WalletStateRow, key)
@@ -1024,6 +1041,8 @@ class StateRepository(_Repository):
 
     def put(self, key: str, value: Any, *, now: int) -> None:
         row = self._row(key)
+        if isinstance(row, _Stored):
+            row = self._held[key] = self._attach(key, row)
         self._known.pop(key, None)
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
         if row is None:
