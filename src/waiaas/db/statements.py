@@ -98,7 +98,8 @@ def built(cls: type[_T], values: Mapping[str, Any]) -> _T:
     Raises:
         ValueError: a required field of ``cls`` has no value, or a name is not a field.
     """
-    names, defaults = _defaults(cls)
+    model: Any = cls
+    names, defaults = _defaults(model)
     unknown = values.keys() - names
     if unknown:
         raise ValueError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
@@ -106,7 +107,7 @@ def built(cls: type[_T], values: Mapping[str, Any]) -> _T:
     if len(state) != len(names):
         missing = sorted(set(names) - state.keys())
         raise ValueError(f"{cls.__name__} needs {missing[0]!r}")
-    manager: Any = cls._sa_class_manager  # type: ignore[attr-defined]
+    manager: Any = model._sa_class_manager
     obj: Any = manager.new_instance()  # the model's __new__ and the instance state
     obj.__dict__.update(state)
     object.__setattr__(obj, "__pydantic_fields_set__", set(values))

@@ -140,9 +140,7 @@ def test_the_same_hold_moves_once(stored: tuple[Database, TransactionRow]) -> No
     db, row = stored
     with db.write(agent_id=row.agent_id) as uow:
         values, keys = uow.state.value_columns(["missing-key"])
-        moved = uow.transactions.cas_held(
-            row, "CONFIRMED", returning=values, returning_params=keys
-        )
+        moved = uow.transactions.cas_held(row, "CONFIRMED", returning=values, returning_params=keys)
         assert moved is not None
         if db.engine.dialect.update_returning:
             assert moved[1] == (None,)  # the key has no row
