@@ -47,7 +47,14 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from waiaas.db import portable
-from waiaas.db.chain import AUDIT_COLUMNS, GENESIS, audit_mac, row_hash
+from waiaas.db.chain import (
+    AUDIT_COLUMNS,
+    GENESIS,
+    GENESIS_BYTES,
+    audit_mac,
+    audit_mac_bytes,
+    row_digest,
+)
 from waiaas.db.portable import RawConnection
 from waiaas.db.tables import AuditCheckpointRow
 from waiaas.pipeline.txmeta import TxMeta, effects_of, request_of
@@ -140,7 +147,7 @@ def walk_chain(
     hash; one that stores NULL is linked by the recomputation alone, so a deleted, inserted,
     edited or moved row still breaks the hash of the row where it happened.
     """
-    prev_id, prev = after_id, after_hash
+    prev_id, prev = after_id, bytes.fromhex(after_hash)
     rows = 0
     # From the start, every row is walked: also one given an id of 0 or below by hand.
     cur = portable.stream(conn, _SELECT, (after_id if after_id > 0 else _BEFORE_ALL,))
@@ -152,12 +159,22 @@ def walk_chain(
             for r in batch:
                 broken = _check_row(conn, r, mac_key, prev_id, prev, unkeyed_upto)
                 if broken is not None:
-                    return Walk(rows, prev_id, prev, broken)
-                prev_id, prev = r[0], r[11]
+                    return Walk(rows, prev_id, prev.hex(), broken)
+                prev_id, prev = r[0], _stored(r[11])
                 rows += 1
     finally:
         cur.close()
-    return Walk(rows, prev_id, prev, None)
+    return Walk(rows, prev_id, prev.hex(), None)
+
+
+def _stored(value: Any) -> bytes:
+    """A stored digest column as bytes: what waiaas writes is 32 bytes; anything else a
+    thief put there (text, a number) as the bytes of its text, which match no digest."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    return str(value).encode("utf-8")
 
 
 def _check_row(
@@ -165,17 +182,19 @@ def _check_row(
     r: Any,
     mac_key: bytes | None,
     prev_id: int,
-    prev: str,
+    prev: bytes,
     unkeyed_upto: int,
 ) -> Break | None:
     """The break at walked row ``r`` (``_SELECT``'s columns), which must follow ``prev_id``
     (whose row hash is ``prev``), or ``None``."""
     rid = r[0]
-    stored_prev, stored_hash, mac = r[10], r[11], r[12]
-    if stored_hash is None:
+    if r[11] is None:
         return Break(rid, "forged", _msg_unchained(rid))
+    stored_hash = _stored(r[11])
+    stored_prev = None if r[10] is None else _stored(r[10])
+    mac = None if r[12] is None else _stored(r[12])
     values = r[1:10]
-    if row_hash(stored_prev if stored_prev is not None else prev, values) != stored_hash:
+    if row_digest(stored_prev if stored_prev is not None else prev, values) != stored_hash:
         if stored_prev is None:
             return _unlinked_break(conn, rid, prev_id, values, stored_hash)
         return Break(rid, "altered", _msg_altered(rid))
@@ -183,7 +202,7 @@ def _check_row(
         if mac is None:
             if rid > unkeyed_upto:
                 return Break(rid, "forged", _msg_nomac(rid))
-        elif not hmac.compare_digest(mac, audit_mac(mac_key, stored_hash)):
+        elif not hmac.compare_digest(mac, audit_mac_bytes(mac_key, stored_hash)):
             return Break(
                 rid,
                 "forged",
@@ -205,7 +224,7 @@ _REORDER_WINDOW = 4096
 
 
 def _unlinked_break(
-    conn: RawConnection, rid: int, prev_id: int, values: Any, stored_hash: str
+    conn: RawConnection, rid: int, prev_id: int, values: Any, stored_hash: bytes
 ) -> Break:
     """Name the break of a row storing no ``prev_hash`` whose hash does not follow row
     ``prev_id``: it follows another row nearby (reordered); otherwise rows before it are
@@ -216,8 +235,12 @@ def _unlinked_break(
         "SELECT id, row_hash FROM audit_log WHERE id BETWEEN ? AND ? AND id <> ? ORDER BY id",
         (rid - _REORDER_WINDOW, rid + _REORDER_WINDOW, rid),
     ).fetchall()
-    for other_id, other_hash in [(0, GENESIS), *near]:
-        if other_hash and other_id != prev_id and row_hash(other_hash, values) == stored_hash:
+    for other_id, other_hash in [(0, GENESIS_BYTES), *near]:
+        if (
+            other_hash
+            and other_id != prev_id
+            and row_digest(_stored(other_hash), values) == stored_hash
+        ):
             after = f"row {other_id}" if other_id else "the start of the log"
             return Break(
                 rid,
@@ -247,7 +270,7 @@ def _msg_nomac(rid: int) -> str:
     return f"audit row {rid} was inserted or rewritten outside waiaas: it carries no MAC"
 
 
-def _link_break(conn: RawConnection, rid: int, prev_id: int, stored_prev: str) -> Break:
+def _link_break(conn: RawConnection, rid: int, prev_id: int, stored_prev: bytes) -> Break:
     """Name a broken link: the row this one follows exists elsewhere (reordered) or not."""
     found = conn.execute(
         "SELECT id FROM audit_log WHERE row_hash = ? LIMIT 1", (stored_prev,)
@@ -340,6 +363,10 @@ class Integrity:
 
     def audit_mac(self, row_hash_hex: str) -> str:
         return audit_mac(self._mac_key, row_hash_hex)
+
+    def audit_mac_bytes(self, digest: bytes) -> bytes:
+        """The MAC an audit row stores (32 bytes) for its row digest."""
+        return audit_mac_bytes(self._mac_key, digest)
 
     def mac(self, domain: str, *parts: object) -> str:
         """HMAC-SHA256 (hex) of ``parts`` in ``domain`` (``owner``, ``policy``, ``tx``...)."""
@@ -794,8 +821,17 @@ def _checkpoints(conn: RawConnection) -> list[tuple[int, str, int, str, str, str
 
 
 def _row_hash_at(conn: RawConnection, rid: int) -> str | None:
+    """Row ``rid``'s hash as hex (``None``: no such row); a stored value that is not a
+    digest's bytes as a string no hex digest equals."""
     found = conn.execute("SELECT row_hash FROM audit_log WHERE id = ?", (rid,)).fetchone()
-    return None if found is None else found[0]
+    if found is None:
+        return None
+    value = found[0]
+    if value is None:
+        return None
+    if isinstance(value, bytes | memoryview | bytearray):
+        return bytes(value).hex()
+    return f"not a digest: {value!r}"
 
 
 def _max_id(conn: RawConnection) -> int:

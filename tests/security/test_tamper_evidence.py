@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.conftest import SOL, EvmOwner, new_agent, recipient
 from tests.support.rawdb import raw_connect
-from waiaas.db.chain import GENESIS, row_hash
+from waiaas.db.chain import GENESIS_BYTES, row_digest
 from waiaas.errors import DatabaseOpenError, InvalidInputError, TamperDetectedError, WaiaasError
 from waiaas.notify.testing import RecordingNotifier
 from waiaas.testing import TEST_PASSWORD, FrozenClock, fast_config, local_chains
@@ -150,14 +150,14 @@ def test_inserting_an_audit_row_is_detected_and_named(history: Path) -> None:
     rows = _rows(history)
     last = rows[-1]
     values = (1, "TX_CONFIRMED", "system", None, None, None, "{}", "info", None)
-    forged_hash = row_hash(last[4], values)
+    forged_hash = row_digest(last[4], values)
     _attack(
         history,
         (
             "INSERT INTO audit_log (timestamp, event_type, actor, agent_id, session_id, tx_id,"
             " details, severity, ip_address, prev_hash, row_hash, mac)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*values, last[4], forged_hash, hashlib.sha256(b"guess").hexdigest()),
+            (*values, last[4], forged_hash, hashlib.sha256(b"guess").digest()),
         ),
     )
     assert _refused(history).problem == "forged"
@@ -194,10 +194,39 @@ def test_editing_an_audit_row_and_its_hash_is_a_forgery(history: Path) -> None:
         history,
         (
             "UPDATE audit_log SET details = ?, row_hash = ? WHERE id = ?",
-            (values[6], row_hash(before[0], values), target[0]),
+            (values[6], row_digest(before[0], values), target[0]),
         ),
     )
     assert _refused(history).problem == "forged"
+
+
+def _edited(value: bytes, edit: str) -> Any:
+    return {
+        "flipped": bytes([value[0] ^ 1]) + value[1:],
+        "truncated": value[:31],
+        "extended": value + b"\0",
+        "as hex text": value.hex(),  # the form before 0013, written by a thief
+    }[edit]
+
+
+@pytest.mark.parametrize("edit", ["flipped", "truncated", "extended", "as hex text"])
+@pytest.mark.parametrize(("column", "problem"), [("row_hash", "altered"), ("mac", "forged")])
+def test_editing_a_stored_digest_is_detected(
+    history: Path, column: str, problem: str, edit: str
+) -> None:
+    """The 32 bytes of a row's hash or MAC changed in place (a bit flipped, cut, extended,
+    or the same digest written back as hex text): named at that row."""
+    rows = _rows(history)
+    target = rows[len(rows) // 2]
+    value = target[4] if column == "row_hash" else target[5]
+    assert isinstance(value, bytes) and len(value) == 32
+    _attack(
+        history,
+        (f"UPDATE audit_log SET {column} = ? WHERE id = ?", (_edited(value, edit), target[0])),
+    )
+    assert _refused(history).problem == problem
+    report, _ = _reported(history)
+    assert report.problem == problem and report.first_broken_id == target[0]
 
 
 def test_reordering_audit_rows_is_detected_and_named(history: Path) -> None:
@@ -456,7 +485,7 @@ def test_a_queued_delay_edited_in_the_file_is_refused_by_process_due(tmp_path: P
 _COLS = "timestamp, event_type, actor, agent_id, session_id, tx_id, details, severity, ip_address"
 
 
-def _links(path: Path) -> list[tuple[int, str | None, str]]:
+def _links(path: Path) -> list[tuple[int, bytes | None, bytes]]:
     """``(id, prev_hash, row_hash)`` of every row, in order."""
     with raw_connect(path) as conn:
         return conn.all("SELECT id, prev_hash, row_hash FROM audit_log ORDER BY id")
@@ -465,7 +494,7 @@ def _links(path: Path) -> list[tuple[int, str | None, str]]:
 def _store_links(path: Path, upto: int | None = None) -> None:
     """Write each row's link into ``prev_hash`` (rows up to ``upto``): the old form."""
     links = _links(path)
-    before = [GENESIS, *(h for _, _, h in links)]
+    before = [GENESIS_BYTES, *(h for _, _, h in links)]
     _attack(
         path,
         *(
@@ -495,10 +524,10 @@ def test_new_rows_store_no_prev_hash_and_still_chain(history: Path) -> None:
     row_hash (the first row's: the genesis hash) and the log verifies."""
     with raw_connect(history) as conn:
         rows = conn.all(f"SELECT {_COLS}, prev_hash, row_hash FROM audit_log ORDER BY id")
-    prev = GENESIS
+    prev = GENESIS_BYTES
     for row in rows:
         assert row[9] is None
-        assert row[10] == row_hash(prev, list(row[:9]))
+        assert row[10] == row_digest(prev, list(row[:9]))
         prev = row[10]
     with _open(history) as w:
         report = w.verify_audit()
@@ -550,9 +579,9 @@ def test_a_row_forged_into_the_middle_is_named_in_every_form(chained: Path, mac:
     links = _links(chained)
     k, _, k_hash = links[len(links) // 2]
     values = (1, "TX_CONFIRMED", "system", None, None, None, "{}", "info", None)
-    forged = row_hash(k_hash, values)
+    forged = row_digest(k_hash, values)
     mac_value = {
-        "guessed": hashlib.sha256(b"guess").hexdigest(),
+        "guessed": hashlib.sha256(b"guess").digest(),
         "none": None,
         "copied": _rows(chained)[-1][5],
     }[mac]
@@ -642,9 +671,9 @@ def test_a_stored_link_that_disagrees_is_named(history: Path, link: str) -> None
     links = _links(history)
     rid = links[len(links) // 2][0]
     value = {
-        "random": hashlib.sha256(b"x").hexdigest(),
+        "random": hashlib.sha256(b"x").digest(),
         "another row's": links[1][2],
-        "genesis": GENESIS,
+        "genesis": GENESIS_BYTES,
     }[link]
     _attack(history, ("UPDATE audit_log SET prev_hash = ? WHERE id = ?", (value, rid)))
     assert _refused(history).problem in {"altered", "reordered", "deleted"}
@@ -676,7 +705,7 @@ def test_a_row_forged_below_the_first_id_is_walked_and_named(history: Path, rid:
         (
             f"INSERT INTO audit_log (id, {_COLS}, prev_hash, row_hash, mac)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rid, *values, None, row_hash(GENESIS, values), hashlib.sha256(b"g").hexdigest()),
+            (rid, *values, None, row_digest(GENESIS_BYTES, values), hashlib.sha256(b"g").digest()),
         ),
     )
     report, _ = _reported(history)

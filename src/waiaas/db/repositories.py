@@ -9,7 +9,9 @@ The four CORE-02 §5.4 query patterns are methods here (``SessionRepository.by_t
 
 from __future__ import annotations
 
+import functools
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
@@ -21,7 +23,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
 
-from waiaas.db.chain import GENESIS, row_hash
+from waiaas.db.chain import AUDIT_COLUMNS, GENESIS_BYTES, row_digest
+from waiaas.db.engine import adapt_sql
 from waiaas.db.faults import stored_json
 from waiaas.db.portable import dialect_of, text_for
 from waiaas.db.statements import built, cas_params, compare_and_set, quoted, state_value_sql
@@ -437,8 +440,11 @@ class AuditRecord(NamedTuple):
     severity: str
     ip_address: str | None
     prev_hash: str | None
+    """The stored link of a row written before it was left NULL, as hex."""
     row_hash: str | None
+    """The row's chain hash, as hex (stored as its 32 bytes)."""
     mac: str | None
+    """The row's MAC, as hex (stored as its 32 bytes)."""
 
 
 _AUDIT_COLUMN_NAMES = tuple(
@@ -471,11 +477,14 @@ def read_actor(stored: str, agent_id: str | None) -> str:
 
 
 def _record(row: Any) -> AuditRecord:
-    """An :class:`AuditRecord` of a selected row, its actor read back whole."""
-    record = AuditRecord._make(row)
-    if record.actor == OWN_AGENT:
-        return record._replace(actor=read_actor(record.actor, record.agent_id))
-    return record
+    """An :class:`AuditRecord` of a selected row, its actor read back whole and its digests
+    as hex."""
+    actor = row[3]
+    if actor == OWN_AGENT:
+        actor = read_actor(actor, row[4])
+    return AuditRecord._make(
+        (row[0], row[1], row[2], actor, *row[4:10], _hex(row[10]), _hex(row[11]), _hex(row[12]))
+    )
 
 
 def audit_index(*, agent: bool, events: bool, rare_severities: bool, tx: bool) -> str:
@@ -565,8 +574,24 @@ def audit_query(
     return sql, params
 
 
-_AUDIT_ID = AuditRow.__table__.c.id  # type: ignore[attr-defined]
-_AUDIT_ROW_HASH = AuditRow.__table__.c.row_hash  # type: ignore[attr-defined]
+# What an append writes: the chained columns, then the row's digest and MAC (``prev_hash``
+# is left NULL). The statements are plain DB-API text, built once per dialect and row count.
+_AUDIT_WRITE = (*AUDIT_COLUMNS, "row_hash", "mac")
+_AUDIT_BATCH = 256  # rows per multi-row INSERT (11 parameters each: far below SQLite's limit)
+_RETURNS_IDS = sqlite3.sqlite_version_info >= (3, 35)  # SQLite's INSERT ... RETURNING
+
+
+@functools.lru_cache(maxsize=64)
+def _audit_insert_sql(rows: int, dialect: str, returning: str) -> str:
+    """``INSERT INTO audit_log`` of ``rows`` rows of :data:`_AUDIT_WRITE`, ``RETURNING``
+    ``returning`` (if any), in ``dialect``'s DB-API form."""
+    marks = "(" + ", ".join("?" * len(_AUDIT_WRITE)) + ")"
+    sql = f"INSERT INTO audit_log ({', '.join(_AUDIT_WRITE)}) VALUES " + ", ".join(
+        [marks] * rows
+    )
+    if returning:
+        sql += f" RETURNING {returning}"
+    return adapt_sql(sql, dialect)
 
 
 def _audit_values(
@@ -579,7 +604,7 @@ def _audit_values(
     details: Mapping[str, Any] | None = None,
     severity: Severity | str | None = None,
     ip_address: str | None = None,
-) -> dict[str, Any]:
+) -> list[Any]:
     """An audit row's :data:`~waiaas.db.chain.AUDIT_COLUMNS` values, in that order (the
     actor as :func:`stored_actor` stores it).
 
@@ -590,22 +615,38 @@ def _audit_values(
         raise ValueError("an audit row's actor must not be empty")
     if severity is None:
         severity = event.default_severity if isinstance(event, AuditEvent) else Severity.INFO
-    return {
-        "timestamp": now,
-        "event_type": str(event),
-        "actor": stored_actor(actor, agent_id),
-        "agent_id": agent_id,
-        "session_id": session_id,
-        "tx_id": tx_id,
-        "details": json.dumps(
-            {k: v for k, v in (details or {}).items() if v is not None},
-            separators=(",", ":"),
-            sort_keys=True,
-            default=str,
-        ),
-        "severity": str(severity),
-        "ip_address": ip_address,
-    }
+    return [
+        now,
+        str(event),
+        stored_actor(actor, agent_id),
+        agent_id,
+        session_id,
+        tx_id,
+        _details_json({k: v for k, v in (details or {}).items() if v is not None}),
+        str(severity),
+        ip_address,
+    ]
+
+
+_details_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode
+
+
+#: What a prepared write returns: its rows (when fetched) and SQLite's last row id.
+_RawResult = tuple[list[tuple[Any, ...]], int | None]
+
+
+def _head_of(row_id: int | None, digest: Any) -> tuple[int, bytes]:
+    """The chain head ``(id, 32-byte digest)`` of a head read (``None``: an empty log)."""
+    if row_id is None:
+        return (0, GENESIS_BYTES)
+    if isinstance(digest, str):  # not written by waiaas: the chain check names that row
+        return (int(row_id), digest.encode("utf-8"))
+    return (int(row_id), bytes(digest) if digest else GENESIS_BYTES)
+
+
+def _hex(value: Any) -> Any:
+    """A stored digest as the API shows it: hex (``None`` and anything else as read)."""
+    return value.hex() if isinstance(value, bytes | memoryview) else value
 
 
 class AuditRepository(_Repository):
@@ -621,7 +662,8 @@ class AuditRepository(_Repository):
 
     def __init__(self, session: Session, integrity: Any = None) -> None:
         super().__init__(session, integrity)
-        self.last: tuple[int, str] | None = None
+        # the newest row as this unit of work knows it: (id, its 32-byte row hash)
+        self._head: tuple[int, bytes] | None = None
         self.appended = 0
         # Set by the unit of work: takes the chain-head lock where per-agent units of work
         # run in parallel (PostgreSQL); called before the head is read.
@@ -629,6 +671,15 @@ class AuditRepository(_Repository):
         # Set by the unit of work: its plain DB-API read (UnitOfWork.fetch_one), for the
         # head read every appending unit of work makes.
         self.fetch_one: Callable[[str], tuple[Any, ...] | None] | None = None
+        # Set by the unit of work: its plain DB-API write (UnitOfWork.execute_raw), which
+        # runs the appends' prepared statements; without it they run through the session.
+        self.execute_raw: Callable[[str, Sequence[Any], bool], _RawResult] | None = None
+        self._dialect_name: str | None = None
+
+    @property
+    def last(self) -> tuple[int, str] | None:
+        """``(id, row_hash hex)`` of the newest row this unit of work read or appended."""
+        return None if self._head is None else (self._head[0], self._head[1].hex())
 
     @staticmethod
     def head_columns() -> tuple[str, str]:
@@ -637,17 +688,21 @@ class AuditRepository(_Repository):
         (:meth:`known_head` takes the result)."""
         return _AUDIT_HEAD_PAIR
 
-    def known_head(self, row_id: int | None, digest: str | None) -> None:
+    def known_head(self, row_id: int | None, digest: bytes | None) -> None:
         """The chain head as the caller read it in this unit of work, under the chain's lock
         (:data:`AUDIT_HEAD_COLUMNS`, :meth:`head_columns`; ``None``: an empty log): the next
         :meth:`append` links to it without reading it again."""
-        if self.last is None:
-            self.last = (0, GENESIS) if row_id is None else (int(row_id), digest or GENESIS)
+        if self._head is None:
+            self._head = _head_of(row_id, digest)
 
     def head(self) -> tuple[int, str]:
-        """``(id, row_hash)`` of the newest row (``(0, GENESIS)`` for an empty log)."""
-        if self.last is not None:
-            return self.last
+        """``(id, row_hash hex)`` of the newest row (``(0, GENESIS)`` for an empty log)."""
+        row_id, digest = self._head_bytes()
+        return (row_id, digest.hex())
+
+    def _head_bytes(self) -> tuple[int, bytes]:
+        if self._head is not None:
+            return self._head
         found: Any
         if self.fetch_one is not None:
             found = self.fetch_one(_AUDIT_HEAD)
@@ -657,9 +712,7 @@ class AuditRepository(_Repository):
                 .order_by(col(AuditRow.id).desc())
                 .limit(1)
             ).first()
-        if found is None:
-            return (0, GENESIS)
-        return (int(found[0]), found[1] or GENESIS)
+        return _head_of(*found) if found is not None else (0, GENESIS_BYTES)
 
     def append(
         self,
@@ -689,21 +742,25 @@ class AuditRepository(_Repository):
         )
         if self.before_head is not None:
             self.before_head()
-        _prev_id, prev = self.head()
-        self._chain(prev, values)
-        # A Core INSERT: the audit log is the hottest write path and never read back here.
-        result = self.session.execute(_AUDIT_INSERT, values)
-        # the new id: SQLite's lastrowid, PostgreSQL's INSERT ... RETURNING id
-        key = cast(CursorResult[Any], result).inserted_primary_key
-        row_id = key[0] if key is not None else None
+        _prev_id, prev = self._head_bytes()
+        digest = self._chain(prev, values)
+        dialect = self._dialect()
+        # SQLite's last row id; PostgreSQL's INSERT ... RETURNING id
+        rows, last = self._run(
+            _audit_insert_sql(1, dialect, "" if dialect == "sqlite" else "id"),
+            values,
+            dialect != "sqlite",
+        )
+        row_id = int(rows[0][0]) if rows else last
         assert isinstance(row_id, int)
-        self.last = (row_id, values["row_hash"])
+        self._head = (row_id, digest)
         self.appended += 1
         return row_id
 
     def append_all(self, entries: Sequence[Mapping[str, Any]]) -> list[int]:
-        """:meth:`append` of several rows, chained in the order given, in one INSERT; each
-        entry holds :meth:`append`'s arguments, the event as ``event``. Returns their ids.
+        """:meth:`append` of several rows, chained in the order given, in one INSERT (per
+        256 rows); each entry holds :meth:`append`'s arguments, the event as ``event``.
+        Returns their ids.
 
         The rows take ascending ids in that order (one multi-row ``INSERT``, under the
         chain's lock); where the dialect returns from an INSERT this is checked, and rows
@@ -714,31 +771,58 @@ class AuditRepository(_Repository):
         rows = [_audit_values(**entry) for entry in entries]
         if self.before_head is not None:
             self.before_head()
-        _prev_id, prev = self.head()
-        for values in rows:
-            prev = self._chain(prev, values)
-        stmt = _AUDIT_INSERT.values(rows)
-        if self.session.get_bind().dialect.insert_returning:
-            result = self.session.execute(stmt.returning(_AUDIT_ID, _AUDIT_ROW_HASH)).all()
-            found = sorted((int(i), h) for i, h in result)
-            if [h for _i, h in found] != [values["row_hash"] for values in rows]:
-                raise StorageError("audit rows written together took their ids out of order")
-            ids = [i for i, _h in found]
-        else:  # one writer under SQLite's lock: the rows took the ids after the last one
-            last = cast(CursorResult[Any], self.session.execute(stmt)).lastrowid
-            ids = list(range(last - len(rows) + 1, last + 1))
-        self.last = (ids[-1], prev)
+        _prev_id, prev = self._head_bytes()
+        ids: list[int] = []
+        for start in range(0, len(rows), _AUDIT_BATCH):
+            chunk = rows[start : start + _AUDIT_BATCH]
+            digests = []
+            for values in chunk:
+                prev = self._chain(prev, values)
+                digests.append(prev)
+            ids += self._insert_chained(chunk, digests)
+        self._head = (ids[-1], prev)
         self.appended += len(rows)
         return ids
 
-    def _chain(self, prev: str, values: dict[str, Any]) -> str:
+    def _insert_chained(self, rows: list[list[Any]], digests: list[bytes]) -> list[int]:
+        """INSERT ``rows`` (chained, their digests ``digests``) in one statement; their ids."""
+        dialect = self._dialect()
+        returning = dialect != "sqlite" or _RETURNS_IDS
+        params = [v for values in rows for v in values]
+        found, last = self._run(
+            _audit_insert_sql(len(rows), dialect, "id, row_hash" if returning else ""),
+            params,
+            returning,
+        )
+        if not returning:  # one writer under SQLite's lock: the ids after the last one
+            assert last is not None
+            return list(range(last - len(rows) + 1, last + 1))
+        ordered = sorted((int(i), bytes(h)) for i, h in found)
+        if [h for _i, h in ordered] != digests:
+            raise StorageError("audit rows written together took their ids out of order")
+        return [i for i, _h in ordered]
+
+    def _chain(self, prev: bytes, values: list[Any]) -> bytes:
         """Link ``values`` (an audit row's :data:`~waiaas.db.chain.AUDIT_COLUMNS`) to the
-        row hash ``prev``: its row hash and MAC set; returns its row hash."""
-        digest = row_hash(prev, tuple(values.values()))
-        values["prev_hash"] = None  # the previous row's row_hash: not stored twice
-        values["row_hash"] = digest
-        values["mac"] = self.integrity.audit_mac(digest) if self.integrity is not None else None
+        row digest ``prev``: appends its row hash and MAC to ``values``; returns its digest."""
+        digest = row_digest(prev, values)
+        integrity = self.integrity
+        values.append(digest)
+        values.append(integrity.audit_mac_bytes(digest) if integrity is not None else None)
         return digest
+
+    def _dialect(self) -> str:
+        if self._dialect_name is None:
+            self._dialect_name = dialect_of(self.session)
+        return self._dialect_name
+
+    def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> _RawResult:
+        """One prepared append statement: its rows (``fetch``) and SQLite's last row id."""
+        if self.execute_raw is not None:
+            return self.execute_raw(sql, params, fetch)
+        result = self.session.connection().exec_driver_sql(sql, tuple(params))
+        rows = [tuple(r) for r in result.all()] if fetch else []
+        return rows, result.lastrowid
 
     def query(
         self,

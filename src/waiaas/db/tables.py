@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Text,
     text,
@@ -93,6 +94,10 @@ CHANNEL_TYPES = (*CORE_CHANNEL_TYPES, "WEBHOOK")
 def in_list(column: str, values: tuple[str, ...]) -> str:
     """SQL text ``column IN ('A', 'B')`` for a CHECK constraint."""
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _blob() -> Column[bytes]:
+    return Column(LargeBinary, nullable=True)
 
 
 def _text(nullable: bool = True, *, default: str | None = None, **kw: object) -> Column[str]:
@@ -289,10 +294,11 @@ class AuditRow(_Base, table=True):
     details: str = Field(sa_column=_text(False))
     severity: str = Field(default="info", sa_column=_text(False, default="info"))
     ip_address: str | None = Field(default=None, sa_column=_text())
-    # migration 0007: the hash chain (see waiaas.db.chain) and the row's MAC
-    prev_hash: str | None = Field(default=None, sa_column=_text())
-    row_hash: str | None = Field(default=None, sa_column=_text())
-    mac: str | None = Field(default=None, sa_column=_text())
+    # migration 0007: the hash chain (see waiaas.db.chain) and the row's MAC; migration
+    # 0013: their 32 bytes (BLOB, bytea), not 64 hex characters
+    prev_hash: bytes | None = Field(default=None, sa_column=_blob())
+    row_hash: bytes | None = Field(default=None, sa_column=_blob())
+    mac: bytes | None = Field(default=None, sa_column=_blob())
 
 
 class AuditCheckpointRow(_Base, table=True):

@@ -205,6 +205,7 @@ class UnitOfWork:
         self.audit = AuditRepository(s, i)
         self.audit.before_head = self.audit_lock
         self.audit.fetch_one = self.fetch_one
+        self.audit.execute_raw = self.execute_raw
         self.approvals = ApprovalRepository(s, i)
         self.channels = ChannelRepository(s, i)
         self.state = StateRepository(s, i)
@@ -239,6 +240,41 @@ class UnitOfWork:
         except sqlite3.Error as exc:
             raise translate(exc, operation="read", statement=sql) from exc
         return row
+
+    def execute_raw(
+        self, sql: str, params: Sequence[Any], fetch: bool
+    ) -> tuple[list[tuple[Any, ...]], int | None]:
+        """One write statement already in this dialect's DB-API form (``?`` on SQLite,
+        ``%s`` on PostgreSQL), on this unit of work's transaction (pending ORM changes are
+        flushed first): its rows when ``fetch``, and SQLite's last inserted row id.
+
+        For statements prepared once and run on a hot path (the audit appends).
+
+        Raises:
+            StorageError: the database failed, or the unit of work is not open.
+        """
+        if self._conn is None:
+            raise StorageError("unit of work is not open")
+        s = self.session
+        if s.new or s.dirty or s.deleted:
+            s.flush()
+        if self._dialect == POSTGRESQL:
+            try:
+                with self._raw.cursor() as cursor:
+                    cursor.execute(sql, params)
+                    return (cursor.fetchall() if fetch else []), None
+            except Exception as exc:
+                if type(exc).__module__.split(".", 1)[0] != "psycopg":
+                    raise
+                raise translate(exc, operation="write", statement=sql) from exc
+        try:
+            cursor = self._raw.execute(sql, params)
+            rows = cursor.fetchall() if fetch else []
+            last = cursor.lastrowid
+            cursor.close()
+        except sqlite3.Error as exc:
+            raise translate(exc, operation="write", statement=sql) from exc
+        return rows, last
 
     def _fetch_one_pg(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         try:

@@ -383,7 +383,7 @@ def test_an_agents_own_actor_is_stored_short_and_read_back_whole(
     ``agent_id``) and every query reads it back whole; any other actor (another agent's,
     a bare ``agent``, one given by a caller) is stored as given; a row of the long form
     (written before) reads the same; the chain covers what is stored."""
-    from waiaas.db.chain import row_hash
+    from waiaas.db.chain import row_digest
     from waiaas.integrity import walk_chain
 
     with db.write() as uow:
@@ -404,7 +404,7 @@ def test_an_agents_own_actor_is_stored_short_and_read_back_whole(
         raw.execute(
             "INSERT INTO audit_log (timestamp, event_type, actor, agent_id, session_id, tx_id, "
             "details, severity, ip_address, row_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*values, row_hash(prev, values)),
+            (*values, row_digest(prev, values)),
         )
     assert walk_chain(raw, None).broken is None
     expected = ["agent:a1", "agent:a2", "agent", "agent", "agent:a1"]

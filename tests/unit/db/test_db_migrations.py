@@ -475,8 +475,9 @@ def test_spend_column_is_filled_from_metadata_on_upgrade(tmp_path: Path) -> None
 
 
 def test_existing_audit_rows_are_chained_by_the_upgrade(old_file: Path) -> None:
-    """0007 chains the audit rows already there, in id order; none lost; still append-only."""
-    from waiaas.db.chain import GENESIS
+    """0007 chains the audit rows already there, in id order; none lost; still append-only
+    (the links stored as bytes since 0013)."""
+    from waiaas.db.chain import GENESIS_BYTES
     from waiaas.integrity import walk_chain
 
     before = _contents(old_file, ("audit_log",))
@@ -487,7 +488,7 @@ def test_existing_audit_rows_are_chained_by_the_upgrade(old_file: Path) -> None:
         walk = walk_chain(conn, None)
         assert walk.broken is None and walk.rows == len(before["audit_log"])
         first = conn.execute("SELECT prev_hash FROM audit_log ORDER BY id LIMIT 1").fetchone()
-        assert first == (GENESIS,)
+        assert first == (GENESIS_BYTES,)
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             conn.execute("UPDATE audit_log SET row_hash = 'x'")
     finally:
@@ -516,7 +517,7 @@ def test_generation_counters_and_their_triggers_on_upgrade(tmp_path: Path) -> No
     finally:
         conn.close()
     Database.open(path).close()
-    assert _revision(path) == "0012"
+    assert _revision(path) == migrate.head_revision()
 
     def counters() -> dict[str, str]:
         c = sqlite3.connect(path)

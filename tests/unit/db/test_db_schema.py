@@ -282,9 +282,9 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
         # 0006: per-asset spend next to the row
         ("transactions", "column", "spend", "TEXT", 0, None, 0),
         # 0007: tamper evidence (audit chain, MACs, signed checkpoints)
-        ("audit_log", "column", "prev_hash", "TEXT", 0, None, 0),
-        ("audit_log", "column", "row_hash", "TEXT", 0, None, 0),
-        ("audit_log", "column", "mac", "TEXT", 0, None, 0),
+        ("audit_log", "column", "prev_hash", "BLOB", 0, None, 0),
+        ("audit_log", "column", "row_hash", "BLOB", 0, None, 0),
+        ("audit_log", "column", "mac", "BLOB", 0, None, 0),
         ("agents", "column", "owner_mac", "TEXT", 0, None, 0),
         ("policies", "column", "mac", "TEXT", 0, None, 0),
         ("transactions", "column", "integrity", "TEXT", 0, None, 0),
@@ -402,7 +402,7 @@ def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) ->
     stepwise = tmp_path / "steps.db"
     for target in (
         *("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"),
-        *("0011", "0012"),
+        *("0011", "0012", "0013"),
     ):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"
