@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from waiaas.config import WalletConfig
 from waiaas.db import Database
-from waiaas.db.chain import AUDIT_COLUMNS, GENESIS, row_hash
+from waiaas.db.chain import AUDIT_COLUMNS, GENESIS_BYTES, row_digest
 from waiaas.integrity import Integrity, verify_recent, walk_chain
 from waiaas.types import AuditEvent
 
@@ -109,12 +109,12 @@ def bench_append(workdir: Path, n: int) -> None:
 
     import waiaas.db.repositories as repositories
 
-    real_hash = repositories.row_hash
-    repositories.row_hash = lambda prev, values: prev  # the same path without the chain
+    real_hash = repositories.row_digest
+    repositories.row_digest = lambda prev, values: prev  # the same path without the chain
     try:
         unchained = through_repository(workdir / "append-plain.db", None)
     finally:
-        repositories.row_hash = real_hash
+        repositories.row_digest = real_hash
     chained = through_repository(workdir / "append-chain.db", None)
     keyed = through_repository(workdir / "append-keyed.db", integrity(workdir / "audit-head"))
     emit(
@@ -164,7 +164,7 @@ def build_log(path: Path, rows: int, integ: Integrity) -> tuple[int, str]:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
     details = json.dumps(DETAILS, separators=(",", ":"), sort_keys=True)
-    prev = GENESIS
+    prev = GENESIS_BYTES
     batch: list[tuple[object, ...]] = []
     conn.execute("BEGIN")
     for i in range(rows):
@@ -179,8 +179,8 @@ def build_log(path: Path, rows: int, integ: Integrity) -> tuple[int, str]:
             "info",
             None,
         )
-        h = row_hash(prev, values)
-        batch.append((*values, prev, h, integ.audit_mac(h)))
+        h = row_digest(prev, values)
+        batch.append((*values, prev, h, integ.audit_mac_bytes(h)))
         prev = h
         if len(batch) == 10_000:
             conn.executemany(_INSERT, batch)
@@ -190,7 +190,7 @@ def build_log(path: Path, rows: int, integ: Integrity) -> tuple[int, str]:
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    return rows, prev
+    return rows, prev.hex()
 
 
 _INSERT = (
@@ -234,7 +234,7 @@ def bench_verify_and_open(workdir: Path, rows: int) -> None:
     behind = integ.checkpoint_rows
     conn = sqlite3.connect(path)
     seq = rows - behind
-    digest = conn.execute("SELECT row_hash FROM audit_log WHERE id = ?", (seq,)).fetchone()[0]
+    digest = conn.execute("SELECT row_hash FROM audit_log WHERE id = ?", (seq,)).fetchone()[0].hex()
     conn.execute(
         "INSERT INTO audit_checkpoints (seq, head_hash, created_at, wallet_id, public_key,"
         " signature) VALUES (?, ?, ?, ?, ?, ?)",

@@ -315,7 +315,7 @@ def test_a_forged_head_row_is_refused(tmp_path: Path) -> None:
         found = conn.one("SELECT id, row_hash FROM audit_log ORDER BY id DESC")
     assert found is not None
     rid, digest = found
-    head.update(id=rid, hash=digest)  # names a row that is there, but the MAC is old
+    head.update(id=rid, hash=digest.hex())  # names a row that is there, but the MAC is old
     _sql(db, "UPDATE keystore_records SET body = ? WHERE name = 'audit-head'", (json.dumps(head),))
     with pytest.raises(TamperDetectedError):
         _open(db)

@@ -495,7 +495,7 @@ def test_audit_appends_of_two_agents_chain_in_commit_order(db: Database, pg_url:
     _assert_one_chain(rows)  # B's row follows A's
 
 
-def _chain_rows(db: Database) -> list[tuple[tuple[Any, ...], str | None, str]]:
+def _chain_rows(db: Database) -> list[tuple[tuple[Any, ...], bytes | None, bytes]]:
     """``(AUDIT_COLUMNS values, prev_hash, row_hash)`` of every audit row, in id order."""
     from waiaas.db.chain import AUDIT_COLUMNS
 
@@ -510,14 +510,14 @@ def _chain_rows(db: Database) -> list[tuple[tuple[Any, ...], str | None, str]]:
     return [(tuple(r[:-2]), r[-2], r[-1]) for r in found]
 
 
-def _assert_one_chain(rows: list[tuple[tuple[Any, ...], str | None, str]]) -> None:
+def _assert_one_chain(rows: list[tuple[tuple[Any, ...], bytes | None, bytes]]) -> None:
     """Each row's hash covers the previous row's (new rows store no prev_hash)."""
-    from waiaas.db.chain import GENESIS, row_hash
+    from waiaas.db.chain import GENESIS_BYTES, row_digest
 
-    prev = GENESIS
+    prev = GENESIS_BYTES
     for values, stored_prev, digest in rows:
         assert stored_prev is None
-        assert digest == row_hash(prev, values)
+        assert digest == row_digest(prev, values)
         prev = digest
 
 
