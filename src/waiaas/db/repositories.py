@@ -586,9 +586,7 @@ def _audit_insert_sql(rows: int, dialect: str, returning: str) -> str:
     """``INSERT INTO audit_log`` of ``rows`` rows of :data:`_AUDIT_WRITE`, ``RETURNING``
     ``returning`` (if any), in ``dialect``'s DB-API form."""
     marks = "(" + ", ".join("?" * len(_AUDIT_WRITE)) + ")"
-    sql = f"INSERT INTO audit_log ({', '.join(_AUDIT_WRITE)}) VALUES " + ", ".join(
-        [marks] * rows
-    )
+    sql = f"INSERT INTO audit_log ({', '.join(_AUDIT_WRITE)}) VALUES " + ", ".join([marks] * rows)
     if returning:
         sql += f" RETURNING {returning}"
     return adapt_sql(sql, dialect)
