@@ -412,3 +412,95 @@ def test_an_agents_own_actor_is_stored_short_and_read_back_whole(
         assert [r.actor for r in sorted(uow.audit.query(), key=lambda r: r.id)] == expected
         mine = uow.audit.query(agent_id="a1", event_types=["TX_REQUESTED"])
         assert [r.actor for r in mine] == ["agent:a1", "agent:a1"]
+
+
+# ------------------------------------------------------------ appends: prepared statements
+
+
+def _entries(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {
+            "event": AuditEvent.TX_REQUESTED,
+            "actor": "agent:a1" if i % 2 else "system",
+            "now": NOW + i,
+            "agent_id": "a1",
+            "tx_id": f"t{i}",
+            "details": {"n": i, "skip": None},
+        }
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.mark.parametrize("count", [2, 3, 600])
+def test_append_all_chains_rows_in_order_in_batches(
+    db: Database, db_path: Path, raw_connect: Callable[..., sqlite3.Connection], count: int
+) -> None:
+    """Rows appended together (more than one INSERT's worth too) take ascending ids in the
+    order given, chain after the rows before them, and store 32-byte digests that read back
+    as hex."""
+    from waiaas.db.chain import GENESIS_BYTES, row_digest
+    from waiaas.integrity import walk_chain
+
+    with db.write() as uow:
+        first = uow.audit.append(AuditEvent.AGENT_CREATED, actor="owner", now=NOW)
+        ids = uow.audit.append_all(_entries(count))
+        last = uow.audit.append(AuditEvent.AGENT_CREATED, actor="owner", now=NOW)
+        uow.commit()
+    assert ids == list(range(first + 1, first + 1 + count)) and last == ids[-1] + 1
+    raw = raw_connect(db_path)
+    walk = walk_chain(raw, None)
+    assert walk.broken is None and walk.rows == count + 2
+    stored = raw.execute(
+        "SELECT timestamp, event_type, actor, agent_id, session_id, tx_id, details, severity, "
+        "ip_address, prev_hash, row_hash, mac FROM audit_log ORDER BY id"
+    ).fetchall()
+    prev = GENESIS_BYTES
+    for row in stored:
+        assert row[9] is None and row[11] is None  # no link stored; no key: no MAC
+        assert isinstance(row[10], bytes) and row[10] == row_digest(prev, list(row[:9]))
+        prev = row[10]
+    assert stored[1][6] == '{"n":0}'  # None values left out, compact, sorted keys
+    with db.read() as uow:
+        records = {r.id: r for r in uow.audit.query(limit=1000)}
+    assert records[ids[-1]].row_hash == stored[-2][10].hex()
+    assert records[ids[0]].actor == "system" and records[ids[1]].actor == "agent:a1"
+
+
+def test_rows_that_took_their_ids_out_of_order_fail_the_unit_of_work(db: Database) -> None:
+    """Where the INSERT returns ids, rows whose ids do not follow the order they were
+    chained in (as a database assigning ids out of order would give) are refused: the unit
+    of work fails and nothing is kept."""
+    with db.write() as uow:
+        uow.audit.append(AuditEvent.AGENT_CREATED, actor="owner", now=NOW)
+        uow.commit()
+    with db.write() as uow:
+        real = uow.audit.execute_raw
+        assert real is not None
+
+        def swapped(sql: str, params: Any, fetch: bool) -> Any:
+            rows, last = real(sql, params, fetch)
+            if "RETURNING id, row_hash" not in sql:
+                pytest.skip("this SQLite returns no ids from an INSERT")
+            (a, ha), (b, hb) = sorted(rows)
+            return [(a, hb), (b, ha)], last
+
+        uow.audit.execute_raw = swapped
+        with pytest.raises(StorageError, match="out of order"):
+            uow.audit.append_all(_entries(2))
+    with db.read() as uow:
+        assert uow.audit.count() == 1
+
+
+def test_append_errors_are_storage_errors(db: Database, db_path: Path) -> None:
+    """A prepared append that the database refuses leaves as a StorageError (here: an
+    INSERT naming an id that exists, which the append-only trigger aborts)."""
+    with db.write() as uow:
+        uow.audit.append(AuditEvent.AGENT_CREATED, actor="owner", now=NOW)
+        uow.commit()
+    with db.write() as uow, pytest.raises(StorageError):
+        uow.execute_raw(
+            "INSERT INTO audit_log (id, timestamp, event_type, actor, details) "
+            "VALUES (1, 0, 'X', 'a', '{}')",
+            (),
+            False,
+        )
