@@ -478,13 +478,31 @@ def read_actor(stored: str, agent_id: str | None) -> str:
 
 def _record(row: Any) -> AuditRecord:
     """An :class:`AuditRecord` of a selected row, its actor read back whole and its digests
-    as hex."""
-    actor = row[3]
+    as hex (one call per row of every page: kept to plain operations)."""
+    rid, ts, event, actor, agent, session, tx, details, severity, ip, prev, digest, mac = row
     if actor == OWN_AGENT:
-        actor = read_actor(actor, row[4])
-    return AuditRecord._make(
-        (row[0], row[1], row[2], actor, *row[4:10], _hex(row[10]), _hex(row[11]), _hex(row[12]))
+        actor = read_actor(actor, agent)
+    return _new_tuple(
+        AuditRecord,
+        (
+            rid,
+            ts,
+            event,
+            actor,
+            agent,
+            session,
+            tx,
+            details,
+            severity,
+            ip,
+            None if prev is None else _hex(prev),
+            digest.hex() if type(digest) is bytes else _hex(digest),
+            mac.hex() if type(mac) is bytes else _hex(mac),
+        ),
     )
+
+
+_new_tuple = tuple.__new__
 
 
 def audit_index(*, agent: bool, events: bool, rare_severities: bool, tx: bool) -> str:
