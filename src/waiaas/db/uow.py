@@ -202,10 +202,7 @@ class UnitOfWork:
         self.sessions = SessionRepository(s, i)
         self.transactions = TransactionRepository(s, i)
         self.policies = PolicyRepository(s, i)
-        self.audit = AuditRepository(s, i)
-        self.audit.before_head = self.audit_lock
-        self.audit.fetch_one = self.fetch_one
-        self.audit.execute_raw = self.execute_raw
+        self.audit = self._audit_repository()
         self.approvals = ApprovalRepository(s, i)
         self.channels = ChannelRepository(s, i)
         self.state = StateRepository(s, i)
@@ -215,6 +212,15 @@ class UnitOfWork:
                 _open_writes.stack = []
             _open_writes.stack.append(self)
         return self
+
+    def _audit_repository(self) -> AuditRepository:
+        """The audit repository, its head lock, head read and appends bound to this unit
+        of work."""
+        audit = AuditRepository(self.session, self._integrity)
+        audit.before_head = self.audit_lock
+        audit.fetch_one = self.fetch_one
+        audit.execute_raw = self.execute_raw
+        return audit
 
     def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of one read-only statement, on this unit of work's transaction.

@@ -85,6 +85,7 @@ def _sqlite_rebuild(kind: str, convert: Any) -> None:
     through ``convert``; everything else as it was."""
     conn = op.get_bind()
     driver = conn.connection.driver_connection
+    assert driver is not None
     driver.create_function("waiaas_digest_0013", 1, convert, deterministic=True)
     table_sql = conn.exec_driver_sql(
         "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'"
