@@ -46,6 +46,7 @@ from waiaas.pipeline.execution import (
 )
 from waiaas.pipeline.gate import agent_context as approvals_context
 from waiaas.pipeline.gate import state_keys
+from waiaas.pipeline.inflight import held_nonces, stored_metas
 from waiaas.pipeline.requests import (
     NATIVE,
     normalize_request,
@@ -62,13 +63,21 @@ from waiaas.types import Request, Tier, TxStatus
 
 #: Admission's checks before it records presigned bytes: any transaction of the agent being
 #: signed (claimed, or signed and not yet cleared) sends this one to the claim path; bytes
+#: whose nonce an in-flight row (EXECUTING, SUBMITTED) of the agent holds are dropped; bytes
 #: whose hash a row already holds go through :meth:`Pipeline._take_hash`.
-#: Both in one statement: (an EXECUTING row of the agent, a row holding the hash), each 1 or NULL,
-#: with the audit chain's head, which admission's audit rows link to (read under its lock).
-_BUSY_OR_TWIN = (
-    "SELECT (SELECT 1 FROM transactions WHERE agent_id = ? AND status = ? LIMIT 1), "
-    f"(SELECT 1 FROM transactions WHERE tx_hash = ? LIMIT 1), {AUDIT_HEAD_COLUMNS}"
-)
+#: All in one statement: (an EXECUTING row of the agent, a row holding the hash), each 1 or
+#: NULL, the in-flight rows' metadata documents as one JSON array of their texts (their
+#: nonces are read from them as :meth:`Pipeline._reserve_nonce` does), and the audit chain's
+#: head, which admission's audit rows link to (read under its lock).
+_BUSY_OR_TWIN = {
+    dialect: (
+        "SELECT (SELECT 1 FROM transactions WHERE agent_id = ? AND status = ? LIMIT 1), "
+        "(SELECT 1 FROM transactions WHERE tx_hash = ? LIMIT 1), "
+        f"(SELECT {aggregate}(metadata) FROM transactions "
+        f"WHERE agent_id = ? AND status IN (?, ?)), {AUDIT_HEAD_COLUMNS}"
+    )
+    for dialect, aggregate in (("sqlite", "json_group_array"), ("postgresql", "json_agg"))
+}
 
 
 @dataclass(frozen=True)
@@ -401,7 +410,10 @@ class AdmissionStage(_PipelineBase):
         if row.status == S.SUBMITTED and presigned is not None:
             # The bytes were recorded and cleared for broadcast in the admission commit.
             self.hooks.stage("recorded", row.id)
-            return self._submit_stage(row.id, presigned.signed, row, fresh=True, cleared=True)
+            done = self._submit_stage(row.id, presigned.signed, row, fresh=True, cleared=True)
+            if done.status not in (S.EXECUTING, S.SUBMITTED):
+                self._in_flight.left(done.agent_id, done.id)
+            return done
         if row.status == S.PENDING:
             try:
                 return self.execute(row.id)
@@ -441,9 +453,7 @@ class AdmissionStage(_PipelineBase):
             presign = self.presign and not stopped
             if presign and isinstance(adapter, SupportsNonces):
                 if slot.take(self._presign_slot(agent.id)):
-                    pending = adapter.pending_nonce(agent.public_key)
-                    with self.db.read() as uow:
-                        hint = self._reserve_nonce(uow, agent, exclude="", hint=pending)
+                    hint = self._presign_nonce(adapter, agent)
                 else:
                     presign = False  # another request holds the slot too long: claim path
             prepared = plans.prepare_or_defer(adapter, normalized, agent.public_key, nonce=hint)
@@ -454,6 +464,22 @@ class AdmissionStage(_PipelineBase):
         if presign:
             presigned = self._presign(adapter, agent, prepared)
         return _Early(agent.id, agent.public_key, normalized, prepared, presigned)
+
+    def _presign_nonce(self, adapter: SupportsNonces, agent: AgentRow) -> int:
+        """The nonce bytes presigned before the lock carry: the node's pending count, past
+        the nonces the agent's in-flight rows hold.
+
+        Those rows are read unless this pipeline knows the agent has none
+        (:class:`~waiaas.pipeline.inflight.InFlightView`: admission's check under the lock
+        last found none and each row this pipeline put in flight since has left it). A row
+        another writer put in flight meanwhile is found by that check under the lock, which
+        then drops the bytes (the claim path takes over): never two in-flight rows with one
+        nonce."""
+        pending = adapter.pending_nonce(agent.public_key)
+        if self._in_flight.clear(agent.id):
+            return pending
+        with self.db.read() as uow:
+            return self._reserve_nonce(uow, agent, exclude="", hint=pending)
 
     def _early_agent(self, token: str, now: int) -> tuple[AgentRow | None, bool]:
         """Before the lock: the token's agent (only its id, chain, network and public key
@@ -537,21 +563,34 @@ class AdmissionStage(_PipelineBase):
         recorded with the request (the conditions the claim path checks before it signs)."""
         signed = presigned.signed
         uow.audit_lock()  # the head is read below (admission appends in any case)
-        found = uow.fetch_one(_BUSY_OR_TWIN, (agent.id, S.EXECUTING.value, signed.tx_hash))
+        found = uow.fetch_one(
+            _BUSY_OR_TWIN[uow.dialect],
+            (
+                agent.id,
+                S.EXECUTING.value,
+                signed.tx_hash,
+                agent.id,
+                S.EXECUTING.value,
+                S.SUBMITTED.value,
+            ),
+        )
         assert found is not None  # one row: scalar subqueries only
-        busy, twin, head_id, head_hash = found
+        busy, twin, in_flight, head_id, head_hash = found
         uow.audit.known_head(head_id, head_hash)
-        if busy is not None:
-            return None  # one signing at a time per agent: the claim path waits its turn
-        if signed.nonce is not None and signed.nonce != self._reserve_nonce(
-            uow, agent, exclude=row.id, hint=signed.nonce
-        ):
-            return None  # the nonce is another in-flight transaction's
+        metas = stored_metas(in_flight)
+        taken = held_nonces(metas)
+        if busy is not None or (signed.nonce is not None and signed.nonce in taken):
+            # one signing at a time per agent (the claim path waits its turn), or the nonce
+            # is another in-flight transaction's
+            self._in_flight.checked(agent.id, clear=not metas, added=None)
+            return None
         if twin is not None:
             try:
                 self._take_hash(uow, row, signed)
             except _DuplicateBytes:
+                self._in_flight.checked(agent.id, clear=not metas, added=None)
                 return None
+        self._in_flight.checked(agent.id, clear=not metas, added=row.id)
         return signed
 
     def _verify_stored(

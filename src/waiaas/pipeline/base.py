@@ -40,6 +40,7 @@ from waiaas.errors import (
 from waiaas.ids import new_id
 from waiaas.pipeline import agent_states
 from waiaas.pipeline.claims import _holds
+from waiaas.pipeline.inflight import InFlightView
 from waiaas.pipeline.ports import GatePort, SessionPort
 from waiaas.pipeline.states import transition
 from waiaas.pipeline.txmeta import ApprovalMeta, TxMeta, as_meta
@@ -157,6 +158,8 @@ class _PipelineBase:
         # Agents' rows as admission's first read before the lock found them, by id; only
         # what never changes (id, chain, network, public key) is used (admission's _early_agent).
         self._agent_keys: dict[str, AgentRow] = {}
+        # Agents this pipeline knows have no in-flight row (admission's _presign_nonce).
+        self._in_flight = InFlightView()
 
     # ================================================================== helpers
 

@@ -53,6 +53,7 @@ from waiaas.pipeline.claims import (
     _holds,
     _is_claim,
 )
+from waiaas.pipeline.inflight import held_nonces, lowest_free
 from waiaas.pipeline.notifications import CHANNELS_KEY, ROW_KEY
 from waiaas.pipeline.records import note_simulation
 from waiaas.pipeline.records import signed_json as _signed_json
@@ -343,6 +344,7 @@ class ExecutionStage(_PipelineBase):
         nonce: int | None = None
         if hint is not None:
             nonce = self._reserve_nonce(uow, agent, exclude=row.id, hint=hint)
+        self._in_flight.unknown(agent.id)  # under the agent's lock, before the row's move
         token = new_id()
         meta["claim"] = _claim_record(token, row.status, nonce)
         _LIVE_CLAIMS.add(token)  # before the commit: this process never finds it stale
@@ -589,20 +591,12 @@ class ExecutionStage(_PipelineBase):
         Runs inside BEGIN IMMEDIATE, so two processes never pick the same nonce; filling gaps
         left by failed submissions keeps later transactions from waiting forever.
         """
-        taken: set[int] = set()
-        for other in uow.transactions.active_for_agent(agent.id):
-            if other.id == exclude or other.status not in (S.EXECUTING, S.SUBMITTED):
-                continue
-            meta = self._meta(other)
-            held = (meta.get("signed") or {}).get("nonce")
-            if held is None:
-                held = (meta.get("claim") or {}).get("nonce")
-            if held is not None:
-                taken.add(int(held))
-        nonce = hint
-        while nonce in taken:
-            nonce += 1
-        return nonce
+        taken = held_nonces(
+            self._meta(other)
+            for other in uow.transactions.active_for_agent(agent.id)
+            if other.id != exclude and other.status in (S.EXECUTING, S.SUBMITTED)
+        )
+        return lowest_free(hint, taken)
 
     def _release_claim(self, tx_id: str, token: str | None, *, reason: str) -> bool:
         """Give a claim back: EXECUTING with no recorded bytes returns to PENDING / QUEUED
