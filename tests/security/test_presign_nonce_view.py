@@ -203,3 +203,55 @@ def test_two_wallets_sending_for_one_agent_at_once_never_share_a_nonce(
     landed = [_nonce_spans(first, t.id)[-1][0] for t in rows]  # the bytes that landed
     assert sorted(landed) == list(range(len(dests) + 2))
     assert [adapter.get_balance(d) for d in dests] == [AMOUNT] * len(dests)
+
+
+def test_a_nonce_another_wallet_used_meanwhile_drops_the_bytes_taken_without_asking(
+    first: Wallet, tmp_path: Path
+) -> None:
+    """After its transaction landed with nonce n, the first wallet takes n + 1 for its next
+    presigned bytes without asking the node. A second wallet on the file sent one for the
+    agent in between (it landed with n + 1): the node's count after signing is past the
+    bytes' nonce, so they are dropped unsent and the claim path signs n + 2."""
+    agent = new_agent(first, "evm")
+    token = first.issue_session(agent.id).token
+    adapter = first.network_adapter("evm", "local")
+    first.send(token, Transfer(to=recipient("evm"), amount=AMOUNT))
+    assert first._pipeline._in_flight.next_nonce(agent.id) == 1
+    with local_wallet(tmp_path, chains=[adapter], clock=FrozenClock()) as second:
+        other = second.send(token, Transfer(to=recipient("evm"), amount=AMOUNT))
+    assert [s["nonce"] for s in signings(first, other.id)] == [1]
+    signed = _signed_by(first)
+    dest = recipient("evm")
+    result = first.send(token, Transfer(to=dest, amount=AMOUNT))
+    assert result.status == "CONFIRMED", result.error
+    assert [s.nonce for s in signed] == [1, 2]  # taken without asking, then the claim's
+    assert "TX_EXECUTING" in events_of(first, result.id)
+    assert [s["nonce"] for s in signings(first, result.id)] == [2]
+    assert all(t.tx_hash != signed[0].tx_hash for t in first.list_transactions(agent_id=agent.id))
+    assert adapter.get_balance(dest) == AMOUNT
+    assert adapter.pending_nonce(agent.public_key) == 3
+
+
+def test_a_warm_send_asks_the_node_for_the_nonce_once(
+    first: Wallet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the agent's last transaction landed from this wallet, the next presigned send
+    takes the nonce after it and asks the node only after signing (that the nonce is the
+    one it expects next); each lands with its own nonce."""
+    agent = new_agent(first, "evm")
+    token = first.issue_session(agent.id).token
+    adapter = first.network_adapter("evm", "local")
+    first.send(token, Transfer(to=recipient("evm"), amount=AMOUNT))
+    original = adapter.pending_nonce
+    asked: list[int] = []
+
+    def pending_nonce(address: str) -> int:
+        value = original(address)
+        asked.append(value)
+        return value
+
+    monkeypatch.setattr(adapter, "pending_nonce", pending_nonce)
+    results = [first.send(token, Transfer(to=recipient("evm"), amount=AMOUNT)) for _ in range(3)]
+    assert asked == [1, 2, 3]
+    assert [signings(first, r.id)[0]["nonce"] for r in results] == [1, 2, 3]
+    assert all("TX_EXECUTING" not in events_of(first, r.id) for r in results)

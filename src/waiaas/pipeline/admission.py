@@ -410,9 +410,14 @@ class AdmissionStage(_PipelineBase):
         if row.status == S.SUBMITTED and presigned is not None:
             # The bytes were recorded and cleared for broadcast in the admission commit.
             self.hooks.stage("recorded", row.id)
-            done = self._submit_stage(row.id, presigned.signed, row, fresh=True, cleared=True)
+            signed = presigned.signed
+            done = self._submit_stage(row.id, signed, row, fresh=True, cleared=True)
             if done.status not in (S.EXECUTING, S.SUBMITTED):
-                self._in_flight.left(done.agent_id, done.id)
+                # confirmed with these very bytes (not rebuilt): their nonce is used
+                landed = done.status == S.CONFIRMED and done.tx_hash == signed.tx_hash
+                self._in_flight.left(
+                    done.agent_id, done.id, landed_nonce=signed.nonce if landed else None
+                )
             return done
         if row.status == S.PENDING:
             try:
@@ -450,10 +455,11 @@ class AdmissionStage(_PipelineBase):
             # path would reserve first); admission records them only if no in-flight row
             # holds it. Without presigning the nonce is chosen at the claim.
             hint = None
+            guessed = False
             presign = self.presign and not stopped
             if presign and isinstance(adapter, SupportsNonces):
                 if slot.take(self._presign_slot(agent.id)):
-                    hint = self._presign_nonce(adapter, agent)
+                    hint, guessed = self._presign_nonce(adapter, agent)
                 else:
                     presign = False  # another request holds the slot too long: claim path
             prepared = plans.prepare_or_defer(adapter, normalized, agent.public_key, nonce=hint)
@@ -462,24 +468,29 @@ class AdmissionStage(_PipelineBase):
         _warm_decimals(adapter, normalized, prepared.effects)
         presigned = None
         if presign:
-            presigned = self._presign(adapter, agent, prepared)
+            presigned = self._presign(adapter, agent, prepared, guessed=guessed)
         return _Early(agent.id, agent.public_key, normalized, prepared, presigned)
 
-    def _presign_nonce(self, adapter: SupportsNonces, agent: AgentRow) -> int:
+    def _presign_nonce(self, adapter: SupportsNonces, agent: AgentRow) -> tuple[int, bool]:
         """The nonce bytes presigned before the lock carry: the node's pending count, past
-        the nonces the agent's in-flight rows hold.
+        the nonces the agent's in-flight rows hold; and whether it was taken without asking
+        the node (the node must then expect exactly it after signing, see :meth:`_presign`).
 
         Those rows are read unless this pipeline knows the agent has none
         (:class:`~waiaas.pipeline.inflight.InFlightView`: admission's check under the lock
         last found none and each row this pipeline put in flight since has left it). A row
         another writer put in flight meanwhile is found by that check under the lock, which
         then drops the bytes (the claim path takes over): never two in-flight rows with one
-        nonce."""
+        nonce. The node is not asked either when the agent is known clear and this
+        pipeline's last row of it landed with nonce ``n``: ``n + 1`` is taken."""
+        known = self._in_flight.next_nonce(agent.id)
+        if known is not None:
+            return known, True
         pending = adapter.pending_nonce(agent.public_key)
         if self._in_flight.clear(agent.id):
-            return pending
+            return pending, False
         with self.db.read() as uow:
-            return self._reserve_nonce(uow, agent, exclude="", hint=pending)
+            return self._reserve_nonce(uow, agent, exclude="", hint=pending), False
 
     def _early_agent(self, token: str, now: int) -> tuple[AgentRow | None, bool]:
         """Before the lock: the token's agent (only its id, chain, network and public key
@@ -518,7 +529,7 @@ class AdmissionStage(_PipelineBase):
             return slot
 
     def _presign(
-        self, adapter: ChainAdapter, agent: AgentRow, prepared: plans.Prepared
+        self, adapter: ChainAdapter, agent: AgentRow, prepared: plans.Prepared, *, guessed: bool
     ) -> _Presigned | None:
         """Sign the transaction whose plan admission is about to judge, before its lock:
         the very transaction the plan, its digest and its effects were read from, with the
@@ -545,13 +556,12 @@ class AdmissionStage(_PipelineBase):
             with self.keys.use_key(agent.id) as secret:
                 signed: SignedTx = adapter.sign(unsigned, secret)
             # A transaction of the agent that landed meanwhile (it left the in-flight rows
-            # admission checks) may have used the nonce: the node says.
-            if (
-                signed.nonce is not None
-                and isinstance(adapter, SupportsNonces)
-                and adapter.pending_nonce(agent.public_key) > signed.nonce
-            ):
-                return None
+            # admission checks) may have used the nonce: the node says. A nonce taken
+            # without asking the node (``guessed``) must be the one it expects next.
+            if signed.nonce is not None and isinstance(adapter, SupportsNonces):
+                pending = adapter.pending_nonce(agent.public_key)
+                if pending > signed.nonce or (guessed and pending != signed.nonce):
+                    return None
         except WaiaasError:
             return None
         return _Presigned(signed, simulation, plans.plan_in_bytes(adapter, signed, prepared.digest))

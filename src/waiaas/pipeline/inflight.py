@@ -89,12 +89,23 @@ class InFlightView:
         # agent id -> ids of this pipeline's rows in flight since the clear check; absent:
         # not known
         self._own: dict[str, set[str]] = {}
+        # agent id -> the nonce after the one this pipeline's last row of the agent landed
+        # with (confirmed), while nothing else is known to have moved the agent's nonce
+        self._next: dict[str, int] = {}
 
     def clear(self, agent_id: str) -> bool:
         """Whether the agent is known clear: no in-flight row this pipeline knows of."""
         with self._guard:
             own = self._own.get(agent_id)
             return own is not None and not own
+
+    def next_nonce(self, agent_id: str) -> int | None:
+        """When the agent is known clear and this pipeline's row that left flight last
+        landed with nonce ``n``: ``n + 1``, the node's pending count unless another writer
+        moved it (the caller asks the node after signing); else ``None``."""
+        with self._guard:
+            own = self._own.get(agent_id)
+            return self._next.get(agent_id) if own is not None and not own else None
 
     def checked(self, agent_id: str, *, clear: bool, added: str | None) -> None:
         """Under the agent's write lock: a check found its in-flight rows (``clear``: none),
@@ -104,16 +115,24 @@ class InFlightView:
                 self._own[agent_id] = set() if added is None else {added}
             else:
                 self._own.pop(agent_id, None)
+                self._next.pop(agent_id, None)
 
     def unknown(self, agent_id: str) -> None:
         """Under the agent's write lock: a row of the agent goes in flight another way (a
         claim): not known clear until the next check."""
         with self._guard:
             self._own.pop(agent_id, None)
+            self._next.pop(agent_id, None)
 
-    def left(self, agent_id: str, tx_id: str) -> None:
-        """This pipeline committed a final status of its row ``tx_id``."""
+    def left(self, agent_id: str, tx_id: str, *, landed_nonce: int | None = None) -> None:
+        """This pipeline committed a final status of its row ``tx_id``; ``landed_nonce``:
+        it was confirmed with the bytes this pipeline signed with that nonce (``None``:
+        anything else, the next nonce is then not known)."""
         with self._guard:
+            if landed_nonce is None:
+                self._next.pop(agent_id, None)
+            else:
+                self._next[agent_id] = landed_nonce + 1
             own = self._own.get(agent_id)
             if own is not None:
                 own.discard(tx_id)
