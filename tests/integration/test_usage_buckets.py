@@ -400,6 +400,149 @@ def _edges_agree(
         db.close()
 
 
+# Several adjacent hours read from their rows (each holds a row the sums cannot stand for),
+# next to the windows' starts: ranges of rows spanning hours, with several windows starting
+# inside them, counted by the database per hour and position, many rows a second. Rows are
+# placed around a window's start at one of the times checked (``anchor``: which time,
+# ``start``: which window: the current hour, the day, the week or a policy window), and the
+# times include the second before, at and after an hour's start (NOW is 1600 s into one).
+amount_spends = st.dictionaries(
+    st.sampled_from(["native", TOKEN, EVM_TOKEN, EVM_TOKEN.lower()]),
+    amounts.map(str),
+    min_size=1,
+    max_size=3,
+)
+dense_rows = st.lists(
+    st.tuples(
+        st.integers(0, 3),  # anchor
+        st.integers(0, 7),  # start
+        st.one_of(st.integers(-2 * HOUR, 2 * HOUR), st.integers(-2, 2)),  # from that start
+        st.sampled_from(STATUSES),
+        st.one_of(amount_spends, spends),
+        st.booleans(),  # denied
+        st.integers(1, 4),  # rows in that second
+    ),
+    max_size=40,
+)
+dense_nows = st.lists(
+    st.one_of(st.integers(0, 2 * HOUR), st.sampled_from([1999, 2000, 2001, 5599, 5600, 5601])),
+    min_size=1,
+    max_size=4,
+)
+dense_windows = st.sets(
+    st.one_of(st.integers(1, 5 * HOUR), st.sampled_from([HOUR - 1, HOUR, HOUR + 1, DAY - 1])),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(HISTORIES, max_examples=60)
+@given(
+    rows=dense_rows,
+    odd_hours=st.sets(st.integers(-4, 1), max_size=4),
+    refusals=st.lists(st.tuples(st.integers(-4 * HOUR, HOUR), st.booleans()), max_size=10),
+    nows=dense_nows,
+    windows=dense_windows,
+    keyed=st.booleans(),
+)
+def test_hours_read_from_rows_agree_with_the_rows(
+    sqlite_opener: Opener,
+    rows: list[Any],
+    odd_hours: set[int],
+    refusals: list[tuple[int, bool]],
+    nows: list[int],
+    windows: set[int],
+    keyed: bool,
+) -> None:
+    """Hours read from their rows next to each other and to windows of any length starting
+    inside them, with many rows a second of every kind (denied, failed, cancelled, several
+    assets, amounts beyond 2**64) around the windows' starts, refusals and dry runs: the
+    same Usage as the rows."""
+    _dense_agree(sqlite_opener(), rows, odd_hours, refusals, nows, windows, keyed)
+
+
+@settings(HISTORIES, max_examples=12)
+@given(
+    rows=dense_rows,
+    odd_hours=st.sets(st.integers(-4, 1), max_size=4),
+    refusals=st.lists(st.tuples(st.integers(-4 * HOUR, HOUR), st.booleans()), max_size=10),
+    nows=dense_nows,
+    windows=dense_windows,
+    keyed=st.booleans(),
+)
+def test_hours_read_from_rows_agree_with_the_rows_on_postgresql(
+    postgresql_opener: Opener,
+    rows: list[Any],
+    odd_hours: set[int],
+    refusals: list[tuple[int, bool]],
+    nows: list[int],
+    windows: set[int],
+    keyed: bool,
+) -> None:
+    """The same on PostgreSQL."""
+    _dense_agree(postgresql_opener(), rows, odd_hours, refusals, nows, windows, keyed)
+
+
+def test_rows_next_to_windows_starting_on_the_hour_agree_with_the_rows(new_db: Opener) -> None:
+    """Windows starting the second before, at and after an hour's first second (the hour
+    counted whole less its rows before the window, or its rows inside it), with spending,
+    denied and refused rows the second before, at and after each start: the same Usage."""
+    rows = [
+        (anchor, start, delta, status, {"native": str(2**70 + delta), TOKEN: "3"}, denied, 1)
+        for anchor in range(3)
+        for start in range(8)
+        for delta in (-1, 0, 1)
+        for status, denied in (("CONFIRMED", False), ("FAILED", True))
+    ]
+    refusals = [
+        (at - back + d, d > 0) for at in (2000, 5600) for back in (HOUR, DAY) for d in (-1, 0, 1)
+    ]
+    for keyed, odd_hours in ((False, set()), (True, {-1, 0})):
+        windows = {60, HOUR, HOUR + 1}
+        _dense_agree(new_db(), rows, odd_hours, refusals, [1999, 2000, 2001], windows, keyed)
+
+
+def _dense_agree(
+    db: Database,
+    rows: list[Any],
+    odd_hours: set[int],
+    refusals: list[tuple[int, bool]],
+    nows: list[int],
+    windows: set[int],
+    keyed: bool,
+) -> None:
+    starts = [0, 0, DAY, DAY, WEEK, *sorted(windows)]
+    try:
+        if keyed:
+            db.integrity = make_integrity()
+        agent = add_agent(db)
+        ids = []
+        with db.write() as uow:
+            for anchor, start, delta, status, spend, denied, copies in rows:
+                at = NOW + nows[anchor % len(nows)] - starts[start % len(starts)] + delta
+                for _ in range(copies):
+                    error = "POLICY_DENIED" if denied else None
+                    row = tx_row(agent, at, status, spend, error)
+                    uow.transactions.add(row)
+                    ids.append(row.id)
+            for hour in odd_hours:  # no spend column: the hour is read from its rows
+                at = usage_db.bucket_start(NOW) + hour * HOUR + 7
+                uow.transactions.add(tx_row(agent, at, "CONFIRMED", None))
+            for offset, dry_run in refusals:
+                event = AuditEvent.DRY_RUN if dry_run else AuditEvent.REQUEST_REFUSED
+                uow.audit.append(event, actor="agent", now=NOW + offset, agent_id=agent)
+            uow.commit()
+        for i, at in enumerate(sorted(nows)):
+            exclude = ids[i % len(ids)] if ids and i % 2 else ""
+            with db.read() as uow:
+                check(uow, agent, NOW + at, windows, exclude)
+            with db.write() as uow:
+                check(uow, agent, NOW + at, windows)
+                uow.commit()
+    finally:
+        db.close()
+
+
 def test_missing_bucket_rows_never_give_negative_usage(new_db: Opener) -> None:
     """A window starting early in an hour counts that hour whole less its rows before the
     window. With the hour's counts row deleted (behind the wallet's back) that would go

@@ -458,20 +458,29 @@ def load_usage(
     return _bucket_usage(uow, agent_id, now, sorted(wanted | {DAY, WEEK}), exclude_tx_id or "")
 
 
-# The rows of the buckets read from rows, in one range read: per row its time, whether it
-# is a policy denial, and, for a spending row, its ``spend`` document (or, for a row without
-# one, what the stored request says). Only the columns a row needs are transferred.
+# The rows of the hours read from rows (:func:`_edges_sql`), per interval of time: its
+# transaction rows and its refusal rows counted by the database, grouped by hour (``:base``
+# plus a number of hours: ``created_at`` is past ``:base``, so the division is the floor on
+# both dialects) and by how many of the windows start before them (``:cut0`` ...): rows of
+# one group count alike in every window. Where the day's or the week's spending needs them,
+# the interval's spending rows come one by one: the ``spend`` document, or for a row without
+# one what the stored request says (only the columns a row needs are transferred).
 _SPENDING_ROW = f"t.status IN ({_SPENDING_SQL_LIST}) AND {_NOT_DENIED}"
-_EDGE_ROWS_SQL = (
-    "SELECT t.created_at, CASE WHEN t.error = :denied THEN 1 ELSE 0 END, "
-    f"CASE WHEN {_SPENDING_ROW} THEN t.spend END, "
-    f"CASE WHEN {_SPENDING_ROW} AND t.spend IS NULL THEN 1 ELSE 0 END, "
-    f"CASE WHEN {_SPENDING_ROW} AND t.spend IS NULL THEN t.amount END, "
-    f"CASE WHEN {_SPENDING_ROW} AND t.spend IS NULL THEN t.chain END, "
-    f"CASE WHEN {_SPENDING_ROW} AND t.spend IS NULL THEN t.metadata END "
+_EDGE_HOUR = f"(t.created_at - :base) / {usage_db.BUCKET}"
+_EDGE_TX_RANGE = (
     "FROM transactions AS t INDEXED BY idx_transactions_agent_created "
     "WHERE t.agent_id = :agent AND t.created_at > :since AND t.created_at < :until "
     "AND t.id != :exclude"
+)
+_EDGE_COUNTS_SQL = (
+    f"SELECT 0, {_EDGE_HOUR}, :position, COUNT(*), "
+    "SUM(CASE WHEN t.error = :denied THEN 1 ELSE 0 END), NULL, NULL, NULL, NULL "
+    f"{_EDGE_TX_RANGE} GROUP BY 2, 3"
+)
+_EDGE_SPEND_SQL = (
+    "SELECT 2, t.created_at, CASE WHEN t.spend IS NULL THEN 1 ELSE 0 END, 0, 0, t.spend, "
+    "CASE WHEN t.spend IS NULL THEN t.amount END, CASE WHEN t.spend IS NULL THEN t.chain END, "
+    f"CASE WHEN t.spend IS NULL THEN t.metadata END {_EDGE_TX_RANGE} AND {_SPENDING_ROW}"
 )
 _EDGE_AUDIT_SQL = (
     "SELECT a.timestamp, CASE WHEN a.event_type != 'DRY_RUN' THEN 1 ELSE 0 END "
@@ -481,43 +490,58 @@ _EDGE_AUDIT_SQL = (
     "AND a.id > 0 AND "
     + usage_db.REFUSAL_SQL.replace("event_type", "a.event_type").replace("tx_id", "a.tx_id")
 )
+_EDGE_REFUSALS_SQL = (
+    _EDGE_AUDIT_SQL.replace(
+        "SELECT a.timestamp, CASE WHEN a.event_type != 'DRY_RUN' THEN 1 ELSE 0 END ",
+        f"SELECT 1, {_EDGE_HOUR.replace('t.created_at', 'a.timestamp')}, :position, COUNT(*), "
+        "SUM(CASE WHEN a.event_type != 'DRY_RUN' THEN 1 ELSE 0 END), NULL, NULL, NULL, NULL ",
+        1,
+    )
+    + " GROUP BY 2, 3"
+)
 # On PostgreSQL the spend documents are read as the usage triggers read them (``jsonb``, see
 # usage_db.PG_SPEND_STRINGS), so the rows and the buckets sum the same members.
 _SPEND_SQL_PG = _SPEND_SQL.replace("SELECT t.spend,", f"SELECT {usage_db.PG_SPEND_STRINGS},", 1)
-_EDGE_ROWS_SQL_PG = _EDGE_ROWS_SQL.replace(
-    "THEN t.spend END", f"THEN {usage_db.PG_SPEND_STRINGS} END", 1
+_EDGE_SPEND_SQL_PG = _EDGE_SPEND_SQL.replace(
+    "0, 0, t.spend, ", f"0, 0, {usage_db.PG_SPEND_STRINGS}, ", 1
 )
 _EXCLUDED_SQL = "SELECT created_at FROM transactions WHERE id = ? AND agent_id = ?"
 
 
-# The rows :func:`_consecutive_failures` counts, as a part of :func:`_edges_sql` (kind 2):
+# The rows :func:`_consecutive_failures` counts, as a part of :func:`_edges_sql` (kind 3):
 # ``(created_at, id, status, error)`` in the columns of the same types (times, text).
 _EDGE_FAILURES_SQL = _FAILURES_SQL.replace(
     "SELECT t.created_at, t.id, t.status, t.error ",
-    "SELECT 2, 0, t.created_at, 0, NULL, 0, t.id, t.status, t.error ",
+    "SELECT 3, t.created_at, 0, 0, 0, t.id, t.status, t.error, NULL ",
     1,
 )
 
 
-@functools.lru_cache(maxsize=32)
-def _edges_sql(intervals: int, dialect: str, failures: bool = False) -> str:
-    """Every interval's transaction rows (``_EDGE_ROWS_SQL``) and refusal rows
-    (``_EDGE_AUDIT_SQL``) in one statement: ``UNION ALL`` of both per interval (``:since{i}``
-    / ``:until{i}``), each row tagged with its kind (0: a transaction, 1: a refusal) and its
-    interval; the refusal rows padded to the transaction rows' columns. With ``failures``,
-    also the rows :func:`_consecutive_failures` counts (kind 2, ``_EDGE_FAILURES_SQL``)."""
-    rows_sql = _EDGE_ROWS_SQL_PG if dialect == "postgresql" else _EDGE_ROWS_SQL
+def _position(column: str, windows: int) -> str:
+    """SQL: how many of the windows' starts (``:cut0`` ...) ``column`` is after."""
+    cases = (f"CASE WHEN {column} > :cut{k} THEN 1 ELSE 0 END" for k in range(windows))
+    return f"({' + '.join(cases)})"
+
+
+@functools.lru_cache(maxsize=64)
+def _edges_sql(
+    spending: tuple[bool, ...], windows: int, dialect: str, failures: bool = False
+) -> str:
+    """The rows of every interval (``:since{i}`` / ``:until{i}``, both exclusive) in one
+    statement, each part tagged with its kind: 0, the transaction rows' counts per group
+    (``_EDGE_COUNTS_SQL``: kind, hour, position, rows, denials); 1, the refusal rows' counts
+    (``_EDGE_REFUSALS_SQL``: kind, hour, position, rows, denials); 2, where ``spending[i]``,
+    the interval's spending rows (``_EDGE_SPEND_SQL``: kind, time, no spend column, 0, 0,
+    spend, amount, chain, metadata); with ``failures``, 3, the rows
+    :func:`_consecutive_failures` counts (``_EDGE_FAILURES_SQL``). ``windows``: how many
+    ``:cut{k}`` the positions compare with."""
+    spend_sql = _EDGE_SPEND_SQL_PG if dialect == "postgresql" else _EDGE_SPEND_SQL
     parts = []
-    for i in range(intervals):
-        bounds = {":since": f":since{i}", ":until": f":until{i}"}
-        rows = rows_sql.replace("SELECT ", f"SELECT 0, {i}, ", 1)
-        audit = _EDGE_AUDIT_SQL.replace(
-            "ELSE 0 END ", "ELSE 0 END, NULL, 0, NULL, NULL, NULL ", 1
-        ).replace("SELECT ", f"SELECT 1, {i}, ", 1)
-        for old, new in bounds.items():
-            rows = rows.replace(old, new)
-            audit = audit.replace(old, new)
-        parts += [rows, audit]
+    for i, spends in enumerate(spending):
+        for template in (_EDGE_COUNTS_SQL, _EDGE_REFUSALS_SQL, spend_sql)[: 3 if spends else 2]:
+            column = "a.timestamp" if template is _EDGE_REFUSALS_SQL else "t.created_at"
+            sql = template.replace(":position", _position(column, windows), 1)
+            parts.append(sql.replace(":since", f":since{i}").replace(":until", f":until{i}"))
     if failures:
         parts.append(_EDGE_FAILURES_SQL)
     return " UNION ALL ".join(parts)
@@ -638,6 +662,75 @@ def _buckets_read_from_rows(
     return from_rows, held
 
 
+class _Signs:
+    """How the rows read count, per bucket (see :func:`_bucket_usage`): in window ``w``, the
+    rows of bucket ``s`` after the window's start count with one sign and those at or before
+    it with another (``+1``, ``-1`` or ``0``). Worked out once per bucket, not per row."""
+
+    def __init__(
+        self,
+        ordered: list[int],
+        since: dict[int, int],
+        edge: dict[int, int],
+        from_rows: set[int],
+        complement: set[int],
+    ) -> None:
+        self.ordered = ordered
+        self.since = since
+        self._edge = edge
+        self._from_rows = from_rows
+        self._complement = complement
+        self._at: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self._spending: dict[int, tuple[int, int, int, int]] = {}
+
+    def of(self, s: int, w: int) -> tuple[int, int]:
+        """``(sign of the rows after window w's start, sign of those at or before it)``."""
+        if s in self._from_rows:
+            return 1, 0
+        if w in self._complement:
+            return (0, -1) if s == self._edge[w] else (0, 0)
+        return (1, 0) if s <= self.since[w] else (0, 0)
+
+    def at(self, s: int, position: int) -> list[tuple[int, int]]:
+        """``(window, sign)`` for each window counting the rows of bucket ``s`` that are
+        after ``position`` of the windows' starts (:func:`_position`). The longer a window,
+        the earlier its start: such rows are after the start of ``ordered[k]`` iff
+        ``k >= len(ordered) - position``."""
+        found = self._at.get((s, position))
+        if found is None:
+            first = len(self.ordered) - position
+            found = []
+            for k, w in enumerate(self.ordered):
+                after, before = self.of(s, w)
+                sign = after if k >= first else before
+                if sign:
+                    found.append((w, sign))
+            self._at[(s, position)] = found
+        return found
+
+    def spending(self, s: int) -> tuple[int, int, int, int]:
+        """The signs of bucket ``s``'s rows in the day's and the week's spending: ``(day
+        after, day before, week after, week before)``; a side no row of the bucket can be
+        on (after the window's start when the whole hour is before it, or the reverse) is 0."""
+        found = self._spending.get(s)
+        if found is None:
+            day, week = self.of(s, DAY), self.of(s, WEEK)
+            end = s + usage_db.BUCKET  # the bucket's rows are before it
+            found = self._spending[s] = (
+                day[0] if end > self.since[DAY] else 0,
+                day[1] if s <= self.since[DAY] else 0,
+                week[0] if end > self.since[WEEK] else 0,
+                week[1] if s <= self.since[WEEK] else 0,
+            )
+        return found
+
+    def needs_spending(self, low: int, until: int) -> bool:
+        """Whether rows between ``low`` and ``until`` (exclusive) can count in the day's or
+        the week's spending."""
+        first, last = usage_db.bucket_start(low), usage_db.bucket_start(until - 1)
+        return any(any(self.spending(s)) for s in range(first, last + 1, usage_db.BUCKET))
+
+
 _Totals = tuple[dict[int, int], dict[int, int], dict[int, int], dict[str, AssetUsage]]
 
 
@@ -682,28 +775,30 @@ class _Tally:
             if cols[k]:
                 self.day[key] = self.day.get(key, 0) + usage_db.limbs_value(cols[k + 1 : k + 10])
 
-    def add_rows(
-        self, rows: Any, plan: Callable[[int], list[tuple[int, int, int]]], since: dict[int, int]
-    ) -> None:
-        """Transaction rows read (``_EDGE_ROWS_SQL``), each counted with the signs ``plan``
-        gives its bucket: counts per window, spending for the day and the week."""
-        day_since, week_since = since[DAY], since[WEEK]
-        for created, denied, spend, legacy, amount_text, chain, meta in rows:
-            rules = plan(created - created % usage_db.BUCKET)
-            for w, after, before in rules:
-                sign = after if created > since[w] else before
-                if sign:
-                    self.requests[w] += sign
-                    if denied:
-                        self.denials[w] += sign
-                    else:
-                        self.txs[w] += sign
-            if spend is None and not legacy:
-                continue  # not a spending row
-            in_week = _sign(rules, WEEK, created > week_since)
-            in_day = _sign(rules, DAY, created > day_since)
-            if not (in_week or in_day):
-                continue
+    def add_counts(self, groups: Iterable[Sequence[Any]], signs: _Signs) -> None:
+        """Rows read, counted by the database per group (``_EDGE_COUNTS_SQL``,
+        ``_EDGE_REFUSALS_SQL``: kind, bucket, position, rows, denials), each group with the
+        signs its bucket and position give it: requests and denials per window, and
+        transactions for transaction rows (kind 0)."""
+        for kind, s, position, count, denied in groups:
+            for w, sign in signs.at(s, position):
+                self.requests[w] += sign * count
+                self.denials[w] += sign * denied
+                if kind == 0:
+                    self.txs[w] += sign * (count - denied)
+
+    def add_spending(self, rows: Iterable[Sequence[Any]], signs: _Signs) -> None:
+        """Spending rows read (``_EDGE_SPEND_SQL``), each one's amounts added to the day's
+        and the week's spending with the signs its bucket gives it there."""
+        day_since, week_since = signs.since[DAY], signs.since[WEEK]
+        for created, legacy, spend, amount_text, chain, meta in rows:
+            day_after, day_before, week_after, week_before = signs.spending(
+                created - created % usage_db.BUCKET
+            )
+            in_week = week_after if created > week_since else week_before
+            in_day = day_after if created > day_since else day_before
+            if not (in_week or in_day) or (spend is None and not legacy):
+                continue  # counts nowhere, or (PostgreSQL) no JSON object of strings
             pairs = _spend_of_row(meta, amount_text, chain) if legacy else _spend_amounts(spend)
             for key, amount in pairs:
                 if in_week:
@@ -711,18 +806,6 @@ class _Tally:
                     self.named[key] = self.named.get(key, 0) + in_week
                 if in_day:
                     self.day[key] = self.day.get(key, 0) + in_day * amount
-
-    def add_refusals(
-        self, rows: Any, plan: Callable[[int], list[tuple[int, int, int]]], since: dict[int, int]
-    ) -> None:
-        """Refusal and dry-run audit rows read (``_EDGE_AUDIT_SQL``): requests and denials."""
-        for ts, denial in rows:
-            for w, after, before in plan(ts - ts % usage_db.BUCKET):
-                sign = after if ts > since[w] else before
-                if sign:
-                    self.requests[w] += sign
-                    if denial:
-                        self.denials[w] += sign
 
     def sane(self) -> bool:
         """No negative count or sum, and no spending of an asset no row names (what the
@@ -772,9 +855,6 @@ def _bucket_totals(
     # what the whole-bucket sums start after, per window
     cut = {w: edge[w] - 1 if w in complement else since[w] for w in ordered}
     tally = _Tally.empty(ordered)
-    sums: dict[str, Any] = {f"s{i}": cut[w] for i, w in enumerate(ordered)}
-    sums.update(agent=agent_id, day=cut[DAY], week=cut[WEEK], skip=json.dumps(sorted(from_rows)))
-    sums["first"] = usage_db.bucket_start(since[ordered[-1]] + 1)
     # The buckets that count whole, summed by SQLite (limb sums are exact integers), or
     # here from the rows already read.
     if held is not None:
@@ -782,31 +862,18 @@ def _bucket_totals(
         whole = _sum_buckets(held, cuts, cut[DAY], cut[WEEK], from_rows)
         tally.add_whole_buckets(whole, ordered)
     else:
+        sums: dict[str, Any] = {f"s{i}": cut[w] for i, w in enumerate(ordered)}
+        sums.update(agent=agent_id, day=cut[DAY], week=cut[WEEK])
+        sums["first"] = usage_db.bucket_start(since[ordered[-1]] + 1)
+        if from_rows:
+            sums["skip"] = json.dumps(sorted(from_rows))
         sums_sql = usage_db.sums_sql(len(ordered), dialect, bool(from_rows))
         tally.add_whole_buckets(native.execute(sums_sql, sums), ordered)
-
-    def signs(s: int, w: int) -> tuple[int, int]:
-        """How the rows of bucket ``s`` count in window ``w``: ``(sign of those after the
-        window's start, sign of those at or before it)``."""
-        if s in from_rows:
-            return 1, 0
-        if w in complement:
-            return (0, -1) if s == edge[w] else (0, 0)
-        return (1, 0) if s <= since[w] else (0, 0)
-
-    # per bucket: (window, sign after its start, sign at or before it) that count its rows
-    plans: dict[int, list[tuple[int, int, int]]] = {}
-
-    def plan(s: int) -> list[tuple[int, int, int]]:
-        found = plans.get(s)
-        if found is None:
-            found = plans[s] = [(w, *signs(s, w)) for w in ordered if signs(s, w) != (0, 0)]
-        return found
-
-    # Rows: one range read per run of overlapping intervals, each row read once (counts, and
-    # spending for the day and the week where they need it).
+    # Rows: one range read per run of overlapping intervals, counted per bucket and position
+    # by the database, the spending rows read one by one where the day or the week needs them.
     intervals = _row_intervals(ordered, since, edge, from_rows, complement)
-    _add_edges(raw, dialect, agent_id, exclude, intervals, tally, plan, since, failures)
+    signs = _Signs(ordered, since, edge, from_rows, complement)
+    _add_edges(raw, dialect, agent_id, exclude, intervals, tally, signs, failures)
     if complement and not tally.sane():
         return None
     return tally.totals()
@@ -848,8 +915,7 @@ def _add_edges(
     exclude: str,
     intervals: list[tuple[int, int]],
     tally: _Tally,
-    plan: Callable[[int], list[tuple[int, int, int]]],
-    since: dict[int, int],
+    signs: _Signs,
     failures: list[tuple[Any, ...]] | None = None,
 ) -> None:
     """Count the rows of every interval in ``tally``, read in one statement
@@ -857,24 +923,29 @@ def _add_edges(
     error)`` rows :func:`_consecutive_failures` reads, from the same statement."""
     if not intervals and failures is None:
         return
-    params: dict[str, Any] = {"agent": agent_id, "exclude": exclude, "denied": POLICY_DENIED}
+    B = usage_db.BUCKET
+    # every row read is after ``base`` (a bucket's start): the hours past it are the floor
+    base = usage_db.bucket_start(intervals[0][0]) if intervals else 0
+    params: dict[str, Any] = {
+        "agent": agent_id,
+        "exclude": exclude,
+        "denied": POLICY_DENIED,
+        "base": base,
+    }
+    for k, w in enumerate(signs.ordered):
+        params[f"cut{k}"] = signs.since[w]
     for i, (low, until) in enumerate(intervals):
         params[f"since{i}"] = low
         params[f"until{i}"] = until
-    sql = _edges_sql(len(intervals), dialect, failures is not None)
+    spending = tuple(signs.needs_spending(low, until) for low, until in intervals)
+    sql = _edges_sql(spending, len(signs.ordered), dialect, failures is not None)
     found = raw.execute(sql, params).fetchall()
-    tally.add_rows((r[2:] for r in found if r[0] == 0), plan, since)
-    tally.add_refusals((r[2:4] for r in found if r[0] == 1), plan, since)
+    # a REAL created_at (a raw edit) divides to a fraction: its floor is still its hour
+    groups = [(r[0], base + B * (r[1] // 1), *r[2:5]) for r in found if r[0] < 2]
+    tally.add_counts(groups, signs)
+    tally.add_spending((r[1:3] + r[5:9] for r in found if r[0] == 2), signs)
     if failures is not None:
-        failures.extend((r[2], *r[6:9]) for r in found if r[0] == 2)
-
-
-def _sign(plan: list[tuple[int, int, int]], window: int, after: bool) -> int:
-    """The sign ``plan`` gives a row in ``window`` (``after``: the row is after its start)."""
-    for w, sign_after, sign_before in plan:
-        if w == window:
-            return sign_after if after else sign_before
-    return 0
+        failures.extend((r[1], *r[5:8]) for r in found if r[0] == 3)
 
 
 def _row_intervals(

@@ -329,19 +329,27 @@ def test_window_refusal_reads_search_the_refusals_index(busy_db: Database) -> No
         assert not [step for step in plan if step.startswith("SCAN ")], plan
 
 
+def _edge_params() -> dict[str, object]:
+    params: dict[str, object] = {"agent": "agent-04", "exclude": "", "denied": "POLICY_DENIED"}
+    params["base"] = NOW - 3600 * 24 * 100
+    for i in range(3):
+        params[f"since{i}"] = params[f"cut{i}"] = NOW - 3600 * 24 * 10**i
+        params[f"until{i}"] = NOW - 3600 * 24 * 10**i + 1800
+    return params
+
+
 def test_window_edge_reads_in_one_statement_search_the_indexes(busy_db: Database) -> None:
-    """The rows of every window's first hour, transactions and refusals alike, are read in one
-    statement; each part of it searches its index (no table is scanned)."""
+    """The rows of every window's first hour, transactions and refusals alike (counted per
+    hour and position, plus the spending rows where the day or the week needs them), are read
+    in one statement; each part of it searches its index (no table is scanned)."""
     from waiaas.services import policies
 
-    params: dict[str, object] = {"agent": "agent-04", "exclude": "", "denied": "POLICY_DENIED"}
-    for i in range(3):
-        params[f"since{i}"] = NOW - 3600 * 24 * 10**i
-        params[f"until{i}"] = NOW - 3600 * 24 * 10**i + 1800
-    plan = _plan(busy_db.path, policies._edges_sql(3, "sqlite"), params)
-    assert sum("INDEX idx_transactions_agent_created (agent_id=?" in s for s in plan) == 3
-    assert sum("INDEX idx_audit_log_agent_refusals (agent_id=?" in s for s in plan) == 3
-    assert not [step for step in plan if step.startswith("SCAN ")], plan
+    params = _edge_params()
+    for spending, parts in (((False, False, False), 3), ((True, False, True), 5)):
+        plan = _plan(busy_db.path, policies._edges_sql(spending, 3, "sqlite"), params)
+        assert sum("INDEX idx_transactions_agent_created (agent_id=?" in s for s in plan) == parts
+        assert sum("INDEX idx_audit_log_agent_refusals (agent_id=?" in s for s in plan) == 3
+        assert not [step for step in plan if step.startswith("SCAN ")], plan
 
 
 def test_window_edge_read_with_the_failures_rows_searches_the_indexes(busy_db: Database) -> None:
@@ -351,12 +359,10 @@ def test_window_edge_read_with_the_failures_rows_searches_the_indexes(busy_db: D
     scanned, and without any first-hour interval the statement is that part alone."""
     from waiaas.services import policies
 
-    params: dict[str, object] = {"agent": "agent-04", "exclude": "", "denied": "POLICY_DENIED"}
-    for i in range(3):
-        params[f"since{i}"] = NOW - 3600 * 24 * 10**i
-        params[f"until{i}"] = NOW - 3600 * 24 * 10**i + 1800
+    params = _edge_params()
     for intervals, parts in ((3, 3), (0, 0)):
-        plan = _plan(busy_db.path, policies._edges_sql(intervals, "sqlite", True), params)
+        spending = (False,) * intervals
+        plan = _plan(busy_db.path, policies._edges_sql(spending, 3, "sqlite", True), params)
         indexed = [s for s in plan if "INDEX idx_transactions_agent_created (agent_id=?" in s]
         # each interval's part, the failures' part and its subquery for the CONFIRMED row
         assert len(indexed) == parts + 2, plan
