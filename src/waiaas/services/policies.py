@@ -18,6 +18,7 @@ import builtins
 import functools
 import json
 import logging
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -633,8 +634,8 @@ def _buckets_read_from_rows(
     else:
         odd = usage_db.ODD
         held = []
-        for *values, mac in native.execute(usage_db.verify_sql(dialect), (agent_id, first)):
-            row = tuple(values)
+        for found in native.execute(usage_db.verify_sql(dialect), (agent_id, first)):
+            row, mac = found[:-1], found[-1]
             held.append(row)
             if not integ.bucket_ok(mac, agent_id, row):
                 # NULL: not sealed yet (written without the key); anything else: edited
@@ -730,6 +731,9 @@ class _Signs:
         first, last = usage_db.bucket_start(low), usage_db.bucket_start(until - 1)
         return any(any(self.spending(s)) for s in range(first, last + 1, usage_db.BUCKET))
 
+
+#: what each limb of a limb sum is worth (:func:`usage_db.limbs_value`)
+_LIMB_POWERS = tuple(10 ** (usage_db.LIMB_DIGITS * i) for i in range(usage_db.LIMBS))
 
 _Totals = tuple[dict[int, int], dict[int, int], dict[int, int], dict[str, AssetUsage]]
 
@@ -882,30 +886,52 @@ def _bucket_totals(
 def _sum_buckets(
     rows: list[tuple[Any, ...]], cuts: list[int], day: int, week: int, skip: set[int]
 ) -> list[tuple[Any, ...]]:
-    """:func:`usage_db.sums_sql`'s result computed from bucket ``rows`` (each in
-    :data:`usage_db.SEALED` order, all of the agent from the first start on): per (kind,
-    asset), per cut the requests, denials and transactions of the buckets after it, then the
-    spending rows and limb sums after ``day`` and after ``week``; buckets in ``skip`` left
-    out. Python ints: exact, as SQLite's."""
+    """What :meth:`_Tally.add_whole_buckets` reads of :func:`usage_db.sums_sql`'s result,
+    computed from bucket ``rows`` (each in :data:`usage_db.SEALED` order, all of the agent
+    from the first start on), buckets in ``skip`` left out: per (kind, asset), for a counts
+    row the requests, denials and transactions of the buckets after each cut; for a spend
+    row the spending rows after ``day`` and their amount, then the same after ``week``, each
+    amount as the first of its nine limbs (the others 0: it stands for the same value).
+    The columns the reader does not read are 0. Python ints: exact, as SQLite's."""
     n = len(cuts)
-    groups: dict[tuple[Any, Any], list[int]] = {}
+    counts: dict[Any, list[int]] = {}
+    spent: dict[tuple[Any, Any], list[int]] = {}
+    powers = _LIMB_POWERS
     for row in rows:
-        start, kind, asset, requests, denials, refused, refused_denials = row[:7]
+        start, kind, asset = row[0], row[1], row[2]
         if start in skip:
             continue
-        acc = groups.setdefault((kind, asset), [0] * (3 * n + 20))
-        for i, c in enumerate(cuts):
-            if start > c:
-                acc[3 * i] += requests + refused
-                acc[3 * i + 1] += denials + refused_denials
-                acc[3 * i + 2] += requests - denials
-        for j, c in enumerate((day, week)):
-            if start > c:
-                base = 3 * n + 10 * j
-                acc[base] += requests
-                for k, limb in enumerate(row[8:17]):
-                    acc[base + 1 + k] += limb
-    return [(kind, asset, *acc) for (kind, asset), acc in groups.items()]
+        if kind == usage_db.COUNTS:
+            acc = counts.get(asset)
+            if acc is None:
+                acc = counts[asset] = [0] * (3 * n)
+            requests, denials, refused, refused_denials = row[3:7]
+            for i, c in enumerate(cuts):
+                if start > c:
+                    acc[3 * i] += requests + refused
+                    acc[3 * i + 1] += denials + refused_denials
+                    acc[3 * i + 2] += requests - denials
+            continue
+        in_day, in_week = start > day, start > week
+        if not (in_day or in_week):
+            continue
+        sums = spent.get((kind, asset))
+        if sums is None:
+            sums = spent[(kind, asset)] = [0, 0, 0, 0]
+        amount = sum(map(operator.mul, row[8:17], powers))
+        if in_day:
+            sums[0] += row[3]
+            sums[1] += amount
+        if in_week:
+            sums[2] += row[3]
+            sums[3] += amount
+    limbs = [0] * (usage_db.LIMBS - 1)
+    found: list[tuple[Any, ...]] = [
+        (usage_db.COUNTS, asset, *acc, *[0] * 20) for asset, acc in counts.items()
+    ]
+    for (kind, asset), (day_n, day_v, week_n, week_v) in spent.items():
+        found.append((kind, asset, *[0] * (3 * n), day_n, day_v, *limbs, week_n, week_v, *limbs))
+    return found
 
 
 def _add_edges(
