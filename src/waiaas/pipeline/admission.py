@@ -39,7 +39,7 @@ from waiaas.errors import (
 from waiaas.ids import new_id
 from waiaas.pipeline import killswitch, plans, records
 from waiaas.pipeline.base import E, S, _Outbox, _PipelineBase
-from waiaas.pipeline.claims import _DuplicateBytes
+from waiaas.pipeline.claims import _AgentWait, _DuplicateBytes
 from waiaas.pipeline.execution import (
     _deny_reasons,
     _warm_decimals,
@@ -144,6 +144,27 @@ class _NonceSlot:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+class _LiveSend:
+    """A PENDING row a send admitted and runs itself (see ``_run_admitted``): marked in
+    the pipeline's live sends before the admission's commit, so due work in this process
+    never resumes it under the send; unmarked here only if the admission fails."""
+
+    def __init__(self, live: set[str]) -> None:
+        self._live = live
+        self._tx_id: str | None = None
+
+    def mark(self, tx_id: str) -> None:
+        self._tx_id = tx_id
+        self._live.add(tx_id)
+
+    def __enter__(self) -> _LiveSend:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None and self._tx_id is not None:
+            self._live.discard(self._tx_id)  # nothing admitted (or unknown): due work decides
 
 
 @dataclass(frozen=True)
@@ -326,8 +347,13 @@ class AdmissionStage(_PipelineBase):
         except BaseException:
             slot.release()
             raise
+        marked = _LiveSend(self._live_sends)
         try:
-            with slot, self.db.write(agent_id=early.agent_id if early is not None else None) as uow:
+            with (
+                slot,
+                marked,
+                self.db.write(agent_id=early.agent_id if early is not None else None) as uow,
+            ):
                 # what the checks below read of wallet_state and the session's live row,
                 # in one statement (under the lock); the kill switch refuses first
                 keys = state_keys(early.agent_id) if early is not None else ()
@@ -346,6 +372,8 @@ class AdmissionStage(_PipelineBase):
                     from waiaas.integrity import tx_mac
 
                     uow.transactions.update_fields(row.id, integrity=tx_mac(uow.integrity, row))
+                if denied is None and row.status == S.PENDING:
+                    marked.mark(row.id)  # before the commit: due work here leaves it to us
                 uow.commit()
         except TamperDetectedError as exc:
             self._refuse_tampered(exc, agent_id=agent_id, tx_id=None, now=now)
@@ -405,28 +433,56 @@ class AdmissionStage(_PipelineBase):
 
     def _run_admitted(self, row: TransactionRow, presigned: _Presigned | None) -> TransactionRow:
         """After admission's commit: broadcast the bytes it recorded, or execute a PENDING
-        request now; a queued one waits."""
-        self.hooks.stage("admitted", row.id)
-        if row.status == S.SUBMITTED and presigned is not None:
-            # The bytes were recorded and cleared for broadcast in the admission commit.
-            self.hooks.stage("recorded", row.id)
-            signed = presigned.signed
-            done = self._submit_stage(row.id, signed, row, fresh=True, cleared=True)
-            if done.status not in (S.EXECUTING, S.SUBMITTED):
-                # confirmed with these very bytes (not rebuilt): their nonce is used
-                landed = done.status == S.CONFIRMED and done.tx_hash == signed.tx_hash
-                self._in_flight.left(
-                    done.agent_id, done.id, landed_nonce=signed.nonce if landed else None
-                )
-            return done
-        if row.status == S.PENDING:
-            try:
-                return self.execute(row.id)
-            except KeystoreError as exc:
-                # Locked between admission and signing: the agent is told it failed, so it
-                # must not execute later behind its back (a retry would pay twice).
-                self._fail(row.id, exc, expected=(S.PENDING,))
-                raise
+        request now; a queued one waits. A PENDING row stays in the live sends (due work
+        here does not resume it) until this call's run of it ended."""
+        try:
+            self.hooks.stage("admitted", row.id)
+            if row.status == S.SUBMITTED and presigned is not None:
+                return self._broadcast_admitted(row, presigned)
+            if row.status == S.PENDING:
+                return self._execute_admitted(row.id)
+            return row
+        finally:
+            self._live_sends.discard(row.id)
+
+    def _broadcast_admitted(self, row: TransactionRow, presigned: _Presigned) -> TransactionRow:
+        """Broadcast the bytes the admission commit recorded and cleared (SUBMITTED)."""
+        self.hooks.stage("recorded", row.id)
+        signed = presigned.signed
+        done = self._submit_stage(row.id, signed, row, fresh=True, cleared=True)
+        if done.status not in (S.EXECUTING, S.SUBMITTED):
+            # confirmed with these very bytes (not rebuilt): their nonce is used
+            landed = done.status == S.CONFIRMED and done.tx_hash == signed.tx_hash
+            self._in_flight.left(
+                done.agent_id, done.id, landed_nonce=signed.nonce if landed else None
+            )
+        return done
+
+    def _execute_admitted(self, tx_id: str) -> TransactionRow:
+        """Claim, sign, submit and confirm the PENDING row just admitted; when another
+        executor (another process's due work, another wallet on the file) took it first,
+        its outcome (:meth:`_await_outcome`)."""
+        try:
+            done, won = self._run(tx_id)
+        except KeystoreError as exc:
+            # Locked between admission and signing: the agent is told it failed, so it
+            # must not execute later behind its back (a retry would pay twice).
+            self._fail(tx_id, exc, expected=(S.PENDING,))
+            raise
+        return done if won else self._await_outcome(done)
+
+    def _await_outcome(self, row: TransactionRow) -> TransactionRow:
+        """``row`` as another executor leaves it: while it runs there (EXECUTING,
+        SUBMITTED), the row is read again after short sleeps until it is final, at most
+        ``config.confirm_timeout`` seconds (as long as a send waits for its own
+        confirmation); then it is returned as it is. A row given back (PENDING again: that
+        executor's claim was released) is returned too, for due work to resume."""
+        if row.status not in (S.EXECUTING, S.SUBMITTED):
+            return row
+        self.hooks.stage("waiting", row.id)
+        wait = _AgentWait(self.config.confirm_timeout)
+        while row.status in (S.EXECUTING, S.SUBMITTED) and wait.wait():
+            row = self.get_row(row.id)
         return row
 
     def _prepare_unlocked(

@@ -100,7 +100,9 @@ class PipelineHooks:
     claim committed, nothing signed yet), ``signed`` (EXECUTING with the
     signed bytes committed, nothing sent yet), ``recorded`` (cleared for broadcast:
     SUBMITTED committed, nothing sent yet), ``submitted`` (sent, before waiting for
-    confirmation) and ``approved`` (the owner's approval committed, before execution).
+    confirmation), ``approved`` (the owner's approval committed, before execution) and
+    ``waiting`` (another executor took the row a send admitted; the send waits for its
+    outcome).
     Crash tests kill the process at each of them; production code leaves the hook empty.
     """
 
@@ -160,6 +162,9 @@ class _PipelineBase:
         self._agent_keys: dict[str, AgentRow] = {}
         # Agents this pipeline knows have no in-flight row (admission's _presign_nonce).
         self._in_flight = InFlightView()
+        # PENDING rows a send of this pipeline admitted and runs itself, from before the
+        # admission's commit until that send's run ended: due work leaves them to it.
+        self._live_sends: set[str] = set()
 
     # ================================================================== helpers
 

@@ -55,10 +55,12 @@ class _Busy:
 
 
 class _AgentWait:
-    """Backoff while another transaction of the agent is being signed (no lock is held)."""
+    """Backoff while another transaction of the agent is being signed, or while another
+    executor runs a send's transaction (no lock is held); ``seconds`` bounds the wait."""
 
-    def __init__(self) -> None:
-        self._deadline = time.monotonic() + _AGENT_WAIT_SECONDS
+    def __init__(self, seconds: float | None = None) -> None:
+        bound = _AGENT_WAIT_SECONDS if seconds is None else seconds
+        self._deadline = time.monotonic() + bound
         self._delay = 0.005
 
     def wait(self) -> bool:

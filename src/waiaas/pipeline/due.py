@@ -83,7 +83,8 @@ class DueStage(_PipelineBase):
         Unapproved APPROVALs past expiry become EXPIRED; due DELAYs execute; approved ones
         whose execution was interrupted resume; SUBMITTED transactions are polled; orphaned
         PENDING INSTANT/NOTIFY rows (a crash between admission and signing) execute; expired
-        sessions are swept. Every queued row is looked at, so work that is due is never
+        sessions are swept (a PENDING row whose send still runs in this pipeline is not
+        orphaned and is left to it). Every queued row is looked at, so work that is due is never
         starved by work that is not. Transactions of a chain whose adapter this wallet was
         opened without are left as they are (counted in ``no_adapter``), never failed.
 
@@ -109,6 +110,8 @@ class DueStage(_PipelineBase):
         for row, kind in self._due_queued(scan, expired, now):
             self._run_due(row, kind, scan.networks, counts, problems)
         for row in scan.pending:
+            if row.id in self._live_sends:
+                continue  # a send of this pipeline admitted it and runs it now: not orphaned
             self._run_due(row, "resumed", scan.networks, counts, problems, recheck=True)
         for row in scan.submitted:
             self._poll_due(row, scan.networks, counts, problems)
