@@ -647,8 +647,11 @@ def _audit_values(
 _details_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=str).encode
 
 
-#: What a prepared write returns: its rows (when fetched) and SQLite's last row id.
+#: What a prepared write returns: its rows and SQLite's last row id.
 _RawResult = tuple[list[tuple[Any, ...]], int | None]
+#: What the unit of work's DB-API statement returns (waiaas.db.uow.Ran): rowcount, rows,
+#: SQLite's last row id.
+_RawRun = tuple[int, list[tuple[Any, ...]], int | None]
 
 
 def _head_of(row_id: int | None, digest: Any) -> tuple[int, bytes]:
@@ -687,9 +690,9 @@ class AuditRepository(_Repository):
         # Set by the unit of work: its plain DB-API read (UnitOfWork.fetch_one), for the
         # head read every appending unit of work makes.
         self.fetch_one: Callable[[str], tuple[Any, ...] | None] | None = None
-        # Set by the unit of work: its plain DB-API write (UnitOfWork.execute_raw), which
+        # Set by the unit of work: its plain DB-API statement (UnitOfWork.run_dbapi), which
         # runs the appends' prepared statements; without it they run through the session.
-        self.execute_raw: Callable[[str, Sequence[Any], bool], _RawResult] | None = None
+        self.run_dbapi: Callable[[str, Sequence[Any]], _RawRun] | None = None
         self._dialect_name: str | None = None
 
     @property
@@ -763,9 +766,7 @@ class AuditRepository(_Repository):
         dialect = self._dialect()
         # SQLite's last row id; PostgreSQL's INSERT ... RETURNING id
         rows, last = self._run(
-            _audit_insert_sql(1, dialect, "" if dialect == "sqlite" else "id"),
-            values,
-            dialect != "sqlite",
+            _audit_insert_sql(1, dialect, "" if dialect == "sqlite" else "id"), values
         )
         row_id = int(rows[0][0]) if rows else last
         assert isinstance(row_id, int)
@@ -806,9 +807,7 @@ class AuditRepository(_Repository):
         returning = dialect != "sqlite" or _RETURNS_IDS
         params = [v for values in rows for v in values]
         found, last = self._run(
-            _audit_insert_sql(len(rows), dialect, "id, row_hash" if returning else ""),
-            params,
-            returning,
+            _audit_insert_sql(len(rows), dialect, "id, row_hash" if returning else ""), params
         )
         if not returning:  # one writer under SQLite's lock: the ids after the last one
             assert last is not None
@@ -832,12 +831,13 @@ class AuditRepository(_Repository):
             self._dialect_name = dialect_of(self.session)
         return self._dialect_name
 
-    def _run(self, sql: str, params: Sequence[Any], fetch: bool) -> _RawResult:
-        """One prepared append statement: its rows (``fetch``) and SQLite's last row id."""
-        if self.execute_raw is not None:
-            return self.execute_raw(sql, params, fetch)
+    def _run(self, sql: str, params: Sequence[Any]) -> _RawResult:
+        """One prepared append statement: the rows it returned and SQLite's last row id."""
+        if self.run_dbapi is not None:
+            _count, rows, last = self.run_dbapi(sql, params)
+            return rows, last
         result = self.session.connection().exec_driver_sql(sql, tuple(params))
-        rows = [tuple(r) for r in result.all()] if fetch else []
+        rows = [tuple(r) for r in result.all()] if result.returns_rows else []
         return rows, result.lastrowid
 
     def query(

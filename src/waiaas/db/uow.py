@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -58,6 +58,16 @@ __all__ = ["UnitOfWork", "current_write"]
 
 # The write units of work open in each thread, innermost last (see current_write).
 _open_writes = threading.local()
+
+
+class Ran(NamedTuple):
+    """What :meth:`UnitOfWork.run_dbapi` ran: the rows the statement matched, the rows it
+    returned (``[]`` without ``RETURNING``) and SQLite's last inserted row id (``None`` on
+    PostgreSQL)."""
+
+    rowcount: int
+    rows: list[tuple[Any, ...]]
+    lastrowid: int | None
 
 
 def current_write(engine: Engine) -> UnitOfWork | None:
@@ -219,7 +229,7 @@ class UnitOfWork:
         audit = AuditRepository(self.session, self._integrity)
         audit.before_head = self.audit_lock
         audit.fetch_one = self.fetch_one
-        audit.execute_raw = self.execute_raw
+        audit.run_dbapi = self.run_dbapi
         return audit
 
     def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
@@ -247,41 +257,6 @@ class UnitOfWork:
             raise translate(exc, operation="read", statement=sql) from exc
         return row
 
-    def execute_raw(
-        self, sql: str, params: Sequence[Any], fetch: bool
-    ) -> tuple[list[tuple[Any, ...]], int | None]:
-        """One write statement already in this dialect's DB-API form (``?`` on SQLite,
-        ``%s`` on PostgreSQL), on this unit of work's transaction (pending ORM changes are
-        flushed first): its rows when ``fetch``, and SQLite's last inserted row id.
-
-        For statements prepared once and run on a hot path (the audit appends).
-
-        Raises:
-            StorageError: the database failed, or the unit of work is not open.
-        """
-        if self._conn is None:
-            raise StorageError("unit of work is not open")
-        s = self.session
-        if s.new or s.dirty or s.deleted:
-            s.flush()
-        if self._dialect == POSTGRESQL:
-            try:
-                with self._raw.cursor() as cursor:
-                    cursor.execute(sql, params)
-                    return (cursor.fetchall() if fetch else []), None
-            except Exception as exc:
-                if type(exc).__module__.split(".", 1)[0] != "psycopg":
-                    raise
-                raise translate(exc, operation="write", statement=sql) from exc
-        try:
-            cursor = self._raw.execute(sql, params)
-            rows = cursor.fetchall() if fetch else []
-            last = cursor.lastrowid
-            cursor.close()
-        except sqlite3.Error as exc:
-            raise translate(exc, operation="write", statement=sql) from exc
-        return rows, last
-
     def _fetch_one_pg(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         try:
             with self._raw.cursor() as cursor:
@@ -306,35 +281,48 @@ class UnitOfWork:
         Raises:
             StorageError: the database failed, or the unit of work is not open.
         """
+        ran = self.run_dbapi(dbapi_sql(sql, self._dialect), params)
+        return ran.rowcount, ran.rows
+
+    def run_dbapi(self, sql: str, params: Sequence[Any]) -> Ran:
+        """One statement already in this dialect's DB-API form (``?`` on SQLite, ``%s`` on
+        PostgreSQL), on this unit of work's transaction (pending ORM changes are flushed
+        first): :class:`Ran` (its rowcount, the rows it returned, SQLite's last row id).
+
+        For statements prepared once per dialect and run on a hot path (the audit appends);
+        :meth:`execute` takes the portable ``?`` form and comes here.
+
+        Raises:
+            StorageError: the database failed, or the unit of work is not open.
+        """
         if self._conn is None:
             raise StorageError("unit of work is not open")
         s = self.session
         if s.new or s.dirty or s.deleted:
             s.flush()
         if self._dialect == POSTGRESQL:
-            return self._execute_pg(sql, params)
+            return self._run_pg(sql, params)
         try:
             cursor = self._raw.execute(sql, params)
             rows: list[tuple[Any, ...]] = cursor.fetchall()
-            count: int = cursor.rowcount
+            ran = Ran(cursor.rowcount, rows, cursor.lastrowid)
             cursor.close()
         except sqlite3.Error as exc:
             raise translate(exc, operation="write", statement=sql) from exc
-        return count, rows
+        return ran
 
-    def _execute_pg(self, sql: str, params: Sequence[Any]) -> tuple[int, list[tuple[Any, ...]]]:
+    def _run_pg(self, sql: str, params: Sequence[Any]) -> Ran:
         try:
             with self._raw.cursor() as cursor:
-                cursor.execute(dbapi_sql(sql, POSTGRESQL), params)
+                cursor.execute(sql, params)
                 rows: list[tuple[Any, ...]] = (
                     cursor.fetchall() if cursor.description is not None else []
                 )
-                count: int = cursor.rowcount
+                return Ran(cursor.rowcount, rows, None)
         except Exception as exc:
             if type(exc).__module__.split(".", 1)[0] != "psycopg":
                 raise
             raise translate(exc, operation="write", statement=sql) from exc
-        return count, rows
 
     def commit(self) -> None:
         """Flush and commit. The unit of work cannot be used for writes afterwards."""

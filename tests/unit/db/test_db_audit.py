@@ -474,17 +474,17 @@ def test_rows_that_took_their_ids_out_of_order_fail_the_unit_of_work(db: Databas
         uow.audit.append(AuditEvent.AGENT_CREATED, actor="owner", now=NOW)
         uow.commit()
     with db.write() as uow:
-        real = uow.audit.execute_raw
+        real = uow.audit.run_dbapi
         assert real is not None
 
-        def swapped(sql: str, params: Any, fetch: bool) -> Any:
-            rows, last = real(sql, params, fetch)
+        def swapped(sql: str, params: Any) -> Any:
+            count, rows, last = real(sql, params)
             if "RETURNING id, row_hash" not in sql:
                 pytest.skip("this SQLite returns no ids from an INSERT")
             (a, ha), (b, hb) = sorted(rows)
-            return [(a, hb), (b, ha)], last
+            return count, [(a, hb), (b, ha)], last
 
-        uow.audit.execute_raw = swapped
+        uow.audit.run_dbapi = swapped
         with pytest.raises(StorageError, match="out of order"):
             uow.audit.append_all(_entries(2))
     with db.read() as uow:
@@ -498,9 +498,8 @@ def test_append_errors_are_storage_errors(db: Database, db_path: Path) -> None:
         uow.audit.append(AuditEvent.AGENT_CREATED, actor="owner", now=NOW)
         uow.commit()
     with db.write() as uow, pytest.raises(StorageError):
-        uow.execute_raw(
+        uow.run_dbapi(
             "INSERT INTO audit_log (id, timestamp, event_type, actor, details) "
             "VALUES (1, 0, 'X', 'a', '{}')",
             (),
-            False,
         )
