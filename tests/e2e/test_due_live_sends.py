@@ -177,3 +177,45 @@ def test_an_interrupted_send_is_still_resumed_by_due_work(tmp_path: Path) -> Non
         assert report.resumed == 1
         assert w.get_transaction(tx_id).status == "CONFIRMED"
         assert w.network_adapter("solana").get_balance(dest) == amount
+
+
+class _NotifierDown(BaseException):
+    """Raised by a notifier past ``except Exception`` (an interrupt while publishing)."""
+
+
+class _FailingOnce:
+    """A notifier whose first call raises :class:`_NotifierDown`; records the rest."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def notify(self, event: object) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise _NotifierDown(str(event))
+
+
+def test_a_send_stopped_while_publishing_its_admission_is_resumed_by_due_work(
+    tmp_path: Path,
+) -> None:
+    """The admission committed and its events' publication raised before the send ran
+    its row: the row is not left marked live (which would keep this wallet's due work off
+    it for the process's life): the next process_due() resumes it, paid once."""
+    notifier = _FailingOnce()
+    with local_wallet(tmp_path, clock=FrozenClock(), notifier=notifier) as w:
+        token, dest = _claim_path_send(w)
+        amount = TIER_AMOUNTS["solana"]["NOTIFY"]  # a NOTIFY request publishes at admission
+        try:
+            w.send(token, Transfer(to=dest, amount=amount))
+        except _NotifierDown:
+            pass
+        else:  # pragma: no cover - the notifier always raises first
+            raise AssertionError("publishing did not raise")
+        assert notifier.calls == 1
+        (row,) = [t for t in w.list_transactions() if t.to_address == dest]
+        assert row.status == "PENDING"
+        assert not w._pipeline._live_sends
+        report = w.process_due()
+        assert report.resumed == 1
+        assert w.get_transaction(row.id).status == "CONFIRMED"
+        assert w.network_adapter("solana").get_balance(dest) == amount

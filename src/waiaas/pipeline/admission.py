@@ -389,10 +389,10 @@ class AdmissionStage(_PipelineBase):
             if agent_id is not None:
                 self.record_refusal(agent_id, None, "guard", exc, now)
             raise
-        self._publish(outbox)
         if denied is not None:
+            self._publish(outbox)
             raise denied
-        return self._run_admitted(row, presigned)
+        return self._run_admitted(row, presigned, outbox)
 
     def _parse_send(self, token: str, request: Request | Mapping[str, Any]) -> Request:
         """:meth:`send`'s checks before anything is read: the token's type, the request's
@@ -431,11 +431,15 @@ class AdmissionStage(_PipelineBase):
             prepared = plans.prepare_or_defer(adapter, req, agent.public_key)
         return agent, req, prepared, presigned
 
-    def _run_admitted(self, row: TransactionRow, presigned: _Presigned | None) -> TransactionRow:
-        """After admission's commit: broadcast the bytes it recorded, or execute a PENDING
-        request now; a queued one waits. A PENDING row stays in the live sends (due work
-        here does not resume it) until this call's run of it ended."""
+    def _run_admitted(
+        self, row: TransactionRow, presigned: _Presigned | None, outbox: _Outbox
+    ) -> TransactionRow:
+        """After admission's commit: publish its events, then broadcast the bytes it
+        recorded, or execute a PENDING request now; a queued one waits. A PENDING row stays
+        in the live sends (due work here does not resume it) until this call's run of it
+        ended, however it ended."""
         try:
+            self._publish(outbox)
             self.hooks.stage("admitted", row.id)
             if row.status == S.SUBMITTED and presigned is not None:
                 return self._broadcast_admitted(row, presigned)
