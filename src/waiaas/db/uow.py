@@ -242,11 +242,7 @@ class UnitOfWork:
         Raises:
             StorageError: the database failed, or the unit of work is not open.
         """
-        if self._conn is None:
-            raise StorageError("unit of work is not open")
-        s = self.session
-        if s.new or s.dirty or s.deleted:
-            s.flush()
+        self._ready()
         if self._dialect == POSTGRESQL:
             return self._fetch_one_pg(sql, params)
         try:
@@ -256,6 +252,15 @@ class UnitOfWork:
         except sqlite3.Error as exc:
             raise translate(exc, operation="read", statement=sql) from exc
         return row
+
+    def _ready(self) -> None:
+        """Before a DB-API statement: the unit of work is open, and pending ORM changes are
+        flushed (the statement sees what the session wrote)."""
+        if self._conn is None:
+            raise StorageError("unit of work is not open")
+        s = self.session
+        if s.new or s.dirty or s.deleted:
+            s.flush()
 
     def _fetch_one_pg(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         try:
@@ -295,11 +300,7 @@ class UnitOfWork:
         Raises:
             StorageError: the database failed, or the unit of work is not open.
         """
-        if self._conn is None:
-            raise StorageError("unit of work is not open")
-        s = self.session
-        if s.new or s.dirty or s.deleted:
-            s.flush()
+        self._ready()
         if self._dialect == POSTGRESQL:
             return self._run_pg(sql, params)
         try:
