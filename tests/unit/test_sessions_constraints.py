@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import sessions as shared
+from tests.support.rawdb import target_of
 from tests.support.sessions import T0, FrozenClock, MemorySecretStore
 from waiaas.config import WalletConfig
 from waiaas.db import Database
@@ -427,7 +428,7 @@ def test_two_processes_racing_cannot_overshoot(db: Database) -> None:
     race eight requests for a session allowed three: exactly three are charged."""
     secrets = MemorySecretStore()
     mine = SessionManager(db, secrets, FrozenClock(), WalletConfig())
-    other_db = Database.open(db.path)
+    other_db = Database.open(target_of(db))  # the same database, on either backend
     try:
         other = SessionManager(other_db, secrets, FrozenClock(), WalletConfig())
         token, sid = session(mine, db, {"max_tx_count": 3})

@@ -54,6 +54,7 @@ def test_pragmas_are_the_spec_s_in_the_spec_s_order() -> None:
     assert PRAGMAS == SPEC_PRAGMAS
 
 
+@pytest.mark.sqlite_only  # SQLite's PRAGMAs and WAL file
 def test_every_new_pooled_connection_runs_the_pragmas_in_order(db: Database) -> None:
     """Connections made after open execute exactly the seven PRAGMAs first, in order."""
     executed: dict[int, list[str]] = defaultdict(list)
@@ -78,6 +79,7 @@ def test_every_new_pooled_connection_runs_the_pragmas_in_order(db: Database) -> 
         event.remove(db.engine, "connect", trace)
 
 
+@pytest.mark.sqlite_only  # SQLite's PRAGMAs and WAL file
 def test_pragmas_hold_inside_units_of_work_and_after_migration(db: Database) -> None:
     """A write and a read unit of work see all seven values (foreign keys back ON)."""
     for factory in (db.write, db.read):
@@ -87,6 +89,7 @@ def test_pragmas_hold_inside_units_of_work_and_after_migration(db: Database) -> 
             assert _read_pragmas(raw) == EXPECTED_VALUES
 
 
+@pytest.mark.sqlite_only  # SQLite's PRAGMAs and WAL file
 def test_wal_mode_is_persistent_in_the_file(db: Database, db_path: Path) -> None:
     """The file itself is in WAL mode (a plain sqlite3 connection sees it too)."""
     raw = sqlite3.connect(db_path)
@@ -96,6 +99,7 @@ def test_wal_mode_is_persistent_in_the_file(db: Database, db_path: Path) -> None
         raw.close()
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself
 def test_new_file_is_created_at_head(db_path: Path) -> None:
     """Opening a path that does not exist creates the file at the newest revision."""
     assert not db_path.exists()
@@ -108,6 +112,7 @@ def test_new_file_is_created_at_head(db_path: Path) -> None:
     assert db.closed
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself
 def test_reopening_is_a_no_op(db_path: Path, file_digest: Callable[[Path], str]) -> None:
     """Opening a head database again changes nothing in the file."""
     Database.open(db_path).close()
@@ -156,6 +161,7 @@ def test_not_a_database_is_refused_and_left_untouched(tmp_path: Path, content: b
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wallet.db"]
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself
 def test_schema_too_new_is_refused_and_left_untouched(
     db_path: Path, file_digest: Callable[[Path], str]
 ) -> None:
@@ -199,11 +205,13 @@ def test_closed_database_refuses_work(db_path: Path) -> None:
             call()
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself
 def test_repr_names_only_the_path(db: Database, db_path: Path) -> None:
     """The repr shows the path and nothing else."""
     assert repr(db) == f"Database(path={str(db_path)!r})"
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself
 def test_path_with_quotes_and_question_mark_works(tmp_path: Path) -> None:
     """A file name with quotes, '?', '#' and spaces is used literally (no URI parsing)."""
     path = tmp_path / 'we\'ird "name"?mode=ro#x.db'

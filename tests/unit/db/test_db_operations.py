@@ -61,6 +61,7 @@ def _counts(path: Path) -> dict[str, int]:
         conn.close()
 
 
+@pytest.mark.sqlite_only  # SQLite's WAL checkpoints
 def test_checkpoint_truncate_empties_the_wal(db: Database, db_path: Path, rows: Any) -> None:
     """After writes the -wal file has frames; checkpoint TRUNCATE leaves it 0 bytes."""
     _write_some(db, rows)
@@ -72,6 +73,7 @@ def test_checkpoint_truncate_empties_the_wal(db: Database, db_path: Path, rows: 
     assert _wal(db_path).stat().st_size == 0
 
 
+@pytest.mark.sqlite_only  # SQLite's WAL checkpoints
 def test_checkpoint_passive_reports_frames(db: Database, rows: Any) -> None:
     """A PASSIVE checkpoint copies every frame when nobody reads; counts are reported."""
     _write_some(db, rows)
@@ -89,6 +91,7 @@ def test_checkpoint_refuses_unknown_modes(db: Database, mode: str) -> None:
     assert err.value.field == "mode"
 
 
+@pytest.mark.sqlite_only  # SQLite's WAL checkpoints
 def test_background_checkpointer_shrinks_the_wal(db: Database, db_path: Path, rows: Any) -> None:
     """start_checkpointer(0.05) truncates the WAL after writes, again and again."""
     db.start_checkpointer(interval=0.05)
@@ -99,6 +102,7 @@ def test_background_checkpointer_shrinks_the_wal(db: Database, db_path: Path, ro
     assert [t.name for t in threading.enumerate()].count("waiaas-checkpoint") == 1
 
 
+@pytest.mark.sqlite_only  # SQLite's WAL checkpoints
 def test_failed_checkpoint_is_logged_and_retried(
     db: Database,
     db_path: Path,
@@ -130,6 +134,7 @@ def test_failed_checkpoint_is_logged_and_retried(
     assert len(warnings) == 1
 
 
+@pytest.mark.sqlite_only  # SQLite's WAL checkpoints
 def test_close_stops_the_checkpointer(db_path: Path) -> None:
     """close() stops the background thread; stop_checkpointer() alone does too."""
     db = Database.open(db_path)
@@ -150,6 +155,7 @@ def test_checkpointer_interval_must_be_positive(db: Database, interval: float) -
         db.start_checkpointer(interval=interval)
 
 
+@pytest.mark.sqlite_only  # backups of the SQLite file
 def test_backup_is_a_timestamped_copy_that_opens(db: Database, db_path: Path, rows: Any) -> None:
     """backup() writes <stem>-<UTC stamp>.db next to the db; it opens with the same rows."""
     _write_some(db, rows)
@@ -173,6 +179,7 @@ def test_backup_is_a_timestamped_copy_that_opens(db: Database, db_path: Path, ro
     assert second != target and second.is_file()
 
 
+@pytest.mark.sqlite_only  # backups of the SQLite file
 def test_backup_into_another_directory(db: Database, tmp_path: Path, rows: Any) -> None:
     """backup(directory) writes there; a missing directory raises DatabaseOpenError."""
     _write_some(db, rows)
@@ -185,6 +192,7 @@ def test_backup_into_another_directory(db: Database, tmp_path: Path, rows: Any) 
         db.backup(tmp_path / "missing")
 
 
+@pytest.mark.sqlite_only  # backups of the SQLite file
 def test_hostile_paths_are_used_literally(tmp_path: Path, rows: Any) -> None:
     """Quotes, semicolons and spaces in the db path and backup dir inject nothing."""
     home = tmp_path / "x'); DROP TABLE agents; --"

@@ -16,6 +16,8 @@ from sqlalchemy import event, text
 from waiaas.db import Database, UnitOfWork
 from waiaas.db.repositories import audit_index
 
+pytestmark = pytest.mark.sqlite_only  # SQLite's EXPLAIN QUERY PLAN on the file
+
 NOW = 1_750_000_000
 N_AGENTS = 20
 

@@ -211,6 +211,7 @@ def test_revision_0001_is_exactly_the_spec(tmp_path: Path, spec_file: Path) -> N
     assert spec - got == set()
 
 
+@pytest.mark.sqlite_only  # the SQLite file's schema
 def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file: Path) -> None:
     """At head the only differences are those of migrations 0002-0012 (documented list)."""
     head = tmp_path / "head.db"
@@ -397,6 +398,7 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
     }
 
 
+@pytest.mark.sqlite_only  # the SQLite file's schema
 def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) -> None:
     """Upgrading one revision at a time ends with the same schema as a fresh head file."""
     stepwise = tmp_path / "steps.db"
@@ -410,6 +412,7 @@ def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) ->
     assert schema_facts(stepwise) == schema_facts(fresh)
 
 
+@pytest.mark.sqlite_only  # the SQLite file's schema
 def test_models_and_migrations_agree(db: Database) -> None:
     """alembic's autogenerate compare finds no difference between tables.py and head."""
     with db.engine.connect() as conn:

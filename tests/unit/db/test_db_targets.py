@@ -113,6 +113,7 @@ def test_adapt_sql() -> None:
     )
 
 
+@pytest.mark.sqlite_only  # a path opens an SQLite file
 def test_pool_size(tmp_path: Path) -> None:
     assert WalletConfig().pool_size == 8
     with pytest.raises(ValueError, match="pool_size"):

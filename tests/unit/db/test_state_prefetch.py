@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from waiaas.db import Database
@@ -43,6 +44,7 @@ def test_prefetched_keys_are_read_once_and_writes_are_kept(db: Database) -> None
         assert (uow.state.get("a"), uow.state.get("b")) == ({"v": 3}, {"v": 2})
 
 
+@pytest.mark.sqlite_only  # a plain sqlite3 client on the file
 def test_a_change_made_elsewhere_is_seen_by_the_next_unit_of_work(
     db: Database, tmp_path: Any
 ) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import pg_redirect
 from tests.support.pg_schema import pg_server, pg_url
 from waiaas.config import KdfLimits
 from waiaas.db import Database
@@ -58,7 +59,11 @@ class Place:
 
     def spec(self) -> str:
         """What a child process opens: ``file:<dir>`` or ``database:<path or URL>``."""
-        return f"file:{self.dir}" if self.backend == "file" else f"database:{self.db_target}"
+        if self.backend == "file":
+            return f"file:{self.dir}"
+        # under --backend=postgresql, the schema the parent's path was redirected to
+        redirected = pg_redirect.target(self.db_target) if pg_redirect.active() else None
+        return f"database:{redirected or self.db_target}"
 
     def close(self) -> None:
         for db in self._dbs:
