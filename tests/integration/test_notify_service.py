@@ -110,7 +110,12 @@ def add_all(service: ChannelService, server: NotifyServer) -> dict[str, str]:
 def audit_rows(db: Database, event: AuditEvent) -> list[dict[str, Any]]:
     with raw_connect(db) as conn:
         rows = conn.dicts("SELECT * FROM audit_log WHERE event_type = ? ORDER BY id", (str(event),))
-    return [r | {"details": json.loads(r["details"])} for r in rows]
+    # the digests (row_hash, mac: 32 bytes each) as hex, so a row dumps as JSON
+    return [
+        {k: bytes(v).hex() if isinstance(v, (bytes, memoryview)) else v for k, v in r.items()}
+        | {"details": json.loads(r["details"])}
+        for r in rows
+    ]
 
 
 def channel_row(db: Database, channel_id: str) -> dict[str, Any]:

@@ -45,6 +45,8 @@ def _kind(type_: Any) -> str:
         return "integer"
     if "TEXT" in name or "CHAR" in name or "STRING" in name:
         return "text"
+    if name in ("BLOB", "BYTEA", "LARGEBINARY"):
+        return "bytes"  # the audit digests (migration 0013): BLOB on SQLite, bytea here
     return name
 
 
