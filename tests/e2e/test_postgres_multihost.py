@@ -179,8 +179,16 @@ def test_four_hosts_spend_exactly_one_daily_limit(
             nonces = []
             for r in confirmed:
                 entries = wallet.audit(tx_id=r.id, limit=100).entries  # newest first
-                signed = [d for e in entries if (d := signing_record(e.event_type, e.details))]
-                nonces.append(signed[0]["nonce"])
+                # the bytes that landed: their signing, or the TX_RETRY that rebuilt them
+                # after the node refused a nonce another host's transaction had just used
+                landed = [
+                    e.details
+                    for e in entries
+                    if (signing_record(e.event_type, e.details) or e.event_type == "TX_RETRY")
+                    and e.details.get("tx_hash") == r.tx_hash
+                ]
+                assert len(landed) == 1, landed
+                nonces.append(landed[0]["nonce"])
             assert sorted(nonces) == list(range(ran))  # distinct, no gaps
 
 
