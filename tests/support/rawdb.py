@@ -69,7 +69,8 @@ def target_of(db: object) -> str:
     engine = _engine_of(db)
     if engine is not None and engine.dialect.name == "postgresql":
         return str(engine.url.render_as_string(hide_password=False))
-    return str(getattr(db, "_db", db).path)
+    database: Any = getattr(db, "_db", db)
+    return str(database.path)
 
 
 def raw_connect(target: object, *, autocommit: bool = True) -> RawDb:
@@ -83,7 +84,8 @@ def raw_connect(target: object, *, autocommit: bool = True) -> RawDb:
 
             url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             return RawDb(psycopg.connect(url, autocommit=autocommit), "postgresql")
-        target = getattr(target, "_db", target).path  # SQLite: the file
+        database: Any = getattr(target, "_db", target)
+        target = database.path  # SQLite: the file
     assert isinstance(target, str | os.PathLike), target
     if isinstance(target, str) and target.startswith("postgresql"):
         import psycopg
