@@ -29,6 +29,7 @@ owner bindings, policies or stored requests without the next check naming it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -57,7 +58,14 @@ from waiaas.db.chain import (
 )
 from waiaas.db.portable import RawConnection
 from waiaas.db.tables import AuditCheckpointRow
-from waiaas.pipeline.txmeta import TxMeta, effects_of, request_of
+from waiaas.pipeline.txmeta import (
+    FINAL_SEAL,
+    TxMeta,
+    effects_of,
+    final_decision,
+    network_fee_of,
+    request_of,
+)
 from waiaas.types import TxStatus
 
 __all__ = [
@@ -701,8 +709,15 @@ def _select(table: Any) -> Any:
 # what v2 covers plus that status, so a final row whose status is edited back (to run it
 # again) or to another final status no longer verifies. A final row keeps its plan digest and
 # effects but not the plan's instruction list (waiaas.pipeline.records.compact_final).
+# "vc:" (rows that moved into a final status since) is "vf:" plus what a final row settles:
+# its decision, its network fee quote and the fee paid, each read whole (such a row leaves
+# out a compact decision that is only its tier, and stores an exact quote that is the fee
+# paid as ``{}``: waiaas.pipeline.txmeta.final_decision, network_fee_of), so neither an edited value
+# nor a different one put back where the row left a default out verifies. Its MAC is
+# written in unpadded base64url. Rows sealed "vf:" before still verify as they were sealed.
 TX_MAC_V2 = "v2:"
-TX_MAC_FINAL = "vf:"
+TX_MAC_FINAL = FINAL_SEAL
+TX_MAC_FINAL_V1 = "vf:"
 FINAL_STATUSES = frozenset(s.value for s in TxStatus if s.is_terminal)
 
 
@@ -749,17 +764,37 @@ def _tx_mac_v2(integ: Integrity, row: Any, meta: TxMeta) -> str:
     return TX_MAC_V2 + integ.mac("tx/v2", *_tx_fields(row, meta), *_plan_fields(row, meta))
 
 
-def _tx_mac_final(integ: Integrity, row: Any, meta: TxMeta) -> str:
-    return TX_MAC_FINAL + integ.mac(
+def _tx_mac_final_v1(integ: Integrity, row: Any, meta: TxMeta) -> str:
+    return TX_MAC_FINAL_V1 + integ.mac(
         "tx/final", *_tx_fields(row, meta), _status(row), *_plan_fields(row, meta)
     )
+
+
+def _settled_fields(row: Any, meta: TxMeta) -> tuple[Any, ...]:
+    return (
+        _doc_digest(final_decision(meta, row.tier)),
+        _doc_digest(network_fee_of(meta)),
+        meta.get("fee"),
+    )
+
+
+def _tx_mac_final(integ: Integrity, row: Any, meta: TxMeta) -> str:
+    digest = integ.mac(
+        "tx/final/v2",
+        *_tx_fields(row, meta),
+        _status(row),
+        *_plan_fields(row, meta),
+        *_settled_fields(row, meta),
+    )
+    # the 32 bytes in unpadded base64url (43 characters, not 64)
+    return TX_MAC_FINAL + base64.urlsafe_b64encode(bytes.fromhex(digest)).decode()[:-1]
 
 
 def tx_mac(integ: Integrity, row: Any) -> str:
     """MAC over what a transaction row decides: who, what, to whom, how much, which tier,
     and the plan that will be signed (the stored plan, its digest, its effects, and the digest
     the owner approved), so none of them can be edited in the file unseen. A row in a final
-    status is sealed with that status too (``vf:``)."""
+    status is sealed with that status, its decision and its fees too (``vc:``)."""
     meta = _meta_of(row)
     if _status(row) in FINAL_STATUSES:
         return _tx_mac_final(integ, row, meta)
@@ -772,13 +807,15 @@ def _tx_mac_v1(integ: Integrity, row: Any) -> str:
 
 
 def tx_ok(integ: Integrity, row: Any) -> bool:
-    """Whether the row's stored MAC verifies (a final ``vf:`` MAC, v2, or a v1 MAC written
-    before plans were covered)."""
+    """Whether the row's stored MAC verifies (a final ``vc:`` MAC, a final ``vf:`` one
+    written before, v2, or a v1 MAC written before plans were covered)."""
     stored = row.integrity
     if not isinstance(stored, str):
         return False
     if stored.startswith(TX_MAC_FINAL):
         return hmac.compare_digest(stored, _tx_mac_final(integ, row, _meta_of(row)))
+    if stored.startswith(TX_MAC_FINAL_V1):
+        return hmac.compare_digest(stored, _tx_mac_final_v1(integ, row, _meta_of(row)))
     if stored.startswith(TX_MAC_V2):
         return hmac.compare_digest(stored, _tx_mac_v2(integ, row, _meta_of(row)))
     return hmac.compare_digest(stored, _tx_mac_v1(integ, row))

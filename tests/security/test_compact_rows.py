@@ -88,7 +88,7 @@ def test_compact_final_keeps_what_people_and_checks_read() -> None:
     # a fee paid that is the amount quoted is kept once, as ``fee``; the quote reads whole
     quoted = {**meta, "network_fee": {"amount": "5000", "basis": "exact"}}
     folded = compact_final(quoted)
-    assert folded["network_fee"] == {"basis": "exact"} and folded["fee"] == "5000"
+    assert folded["network_fee"] == {} and folded["fee"] == "5000"  # "exact": the default
     assert network_fee_of(folded) == {"amount": "5000", "basis": "exact"}
     assert network_fee_of(quoted) == quoted["network_fee"]
     paid_less = {**meta, "network_fee": {"amount": "9000", "basis": "maximum"}}
@@ -201,7 +201,7 @@ def test_a_final_row_keeps_no_bytes_and_no_plan_and_its_mac_verifies(
     meta = _meta(path, tx_id)
     assert "plan" not in meta and "raw_b64" not in json.dumps(meta)
     assert meta["plan_digest"].startswith("0x") and meta["effects"]
-    assert "budget" not in meta["decision"]
+    assert "decision" not in meta  # only its tier: left out, read back from the tier column
     with raw_connect(path) as conn:
         (mac,) = conn.one("SELECT integrity FROM transactions WHERE id = ?", (tx_id,)) or ("",)
     assert mac.startswith(integrity.TX_MAC_FINAL)

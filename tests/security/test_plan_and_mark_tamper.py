@@ -18,6 +18,7 @@ from tests.e2e.conftest import SOL, EvmOwner, new_agent, recipient
 from tests.support.rawdb import raw_connect
 from tests.support.reopen import forget_reopened_chains  # noqa: F401 (autouse)
 from tests.support.reopen import open_on_same_chains as _open
+from waiaas import integrity
 from waiaas.errors import PolicyDeniedError, TamperDetectedError
 from waiaas.testing import FrozenClock
 from waiaas.types import AuditEvent, Transfer
@@ -147,7 +148,7 @@ def test_an_untouched_plan_still_executes(two_delays: tuple[Path, FrozenClock, s
     with raw_connect(path) as conn:
         macs = [r[0] for r in conn.all("SELECT integrity FROM transactions")]
     # both ended CONFIRMED: resealed with the final MAC (it covers the plan digest too)
-    assert macs and all(m.startswith("vf:") for m in macs)
+    assert macs and all(m.startswith(integrity.TX_MAC_FINAL) for m in macs)
 
 
 # --------------------------------------------------------------------------- approvals

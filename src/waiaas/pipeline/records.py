@@ -42,10 +42,12 @@ from pydantic import BaseModel
 from waiaas.chains.base import SignedTx
 from waiaas.errors import StateError
 from waiaas.pipeline.txmeta import (
+    EXACT,
     NATIVE,
     SignedMeta,
     StoredDecision,
     TxMeta,
+    decision_in,
     effects_of,
     network_fee_of,
     request_of,
@@ -150,10 +152,12 @@ def public_decision(
     return out
 
 
-def decision_of(meta: TxMeta, spend: Mapping[str, int] | None) -> Any:
-    """:func:`public_decision` of a row's document (``spend``: its ``spend`` column)."""
+def decision_of(meta: TxMeta, spend: Mapping[str, int] | None, row: Any) -> Any:
+    """:func:`public_decision` of the document ``meta`` of transaction ``row`` (``spend``:
+    its ``spend`` column; a final row's decision left out is read back from its ``tier``:
+    :func:`waiaas.pipeline.txmeta.decision_in`)."""
     quote = network_fee_of(meta) or {}
-    return public_decision(meta.get("decision"), spend, quote.get("amount"))
+    return public_decision(decision_in(meta, row), spend, quote.get("amount"))
 
 
 def stored_request(req: BaseModel) -> dict[str, Any]:
@@ -269,14 +273,17 @@ def _slim_signed(data: Any) -> SignedMeta | None:
     return {"nonce": data["nonce"]}
 
 
-def compact_final(meta: TxMeta, *, keep_plan: bool = False) -> TxMeta:
+def compact_final(meta: TxMeta, *, keep_plan: bool = False, tier: str | None = None) -> TxMeta:
     """The metadata of a transaction moving into a final status, for good.
 
     Dropped: the signed bytes (``signed`` and, after a rebuild, ``replaced`` keep only the
     nonce), the plan's instruction list (``plan``; ``plan_digest`` and ``effects`` stay), a
-    leftover signing claim, and the quote's ``amount`` when it is the ``fee`` paid
-    (:func:`waiaas.pipeline.txmeta.network_fee_of` puts it back). ``keep_plan``: keep the
-    plan too (the row's MAC covers it and cannot be resealed here). Returns a new dict;
+    leftover signing claim, and the quote's ``amount`` when it is the ``fee`` paid, with its
+    ``basis`` when that is ``exact`` (:func:`waiaas.pipeline.txmeta.network_fee_of` puts
+    them back). ``tier``: the row's final ``tier`` when the row is resealed in its final
+    form (:data:`waiaas.pipeline.txmeta.FINAL_SEAL`): a decision that is only that tier is
+    left out (:func:`waiaas.pipeline.txmeta.decision_in` puts it back). ``keep_plan``: keep
+    the plan too (the row's MAC covers it and cannot be resealed here). Returns a new dict;
     ``meta`` is not changed.
     """
     out = TxMeta(**meta)
@@ -287,7 +294,11 @@ def compact_final(meta: TxMeta, *, keep_plan: bool = False) -> TxMeta:
     if isinstance(quote, dict) and fee is not None and quote.get("amount") == fee:
         quote = quote.copy()
         del quote["amount"]
+        if quote == {"basis": EXACT}:
+            del quote["basis"]
         out["network_fee"] = quote
+    if tier is not None and out.get("decision") == {"tier": tier}:
+        del out["decision"]
     for key in ("signed", "replaced"):
         if key in out:
             slim = _slim_signed(out.get(key))

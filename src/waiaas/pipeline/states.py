@@ -190,8 +190,10 @@ def _finalized(
         compacted = compact_final(as_meta(meta), keep_plan=True)
     elif sealed and not integrity.tx_ok(integ, row):
         return fields  # tampered: left as found (its stale MAC keeps saying so)
-    else:
-        compacted = compact_final(as_meta(meta))
+    else:  # resealed below (when sealed): its compact decision is left out
+        tier = fields.get("tier", row.tier) if sealed else None
+        tier = None if tier is None else str(getattr(tier, "value", tier))
+        compacted = compact_final(as_meta(meta), tier=tier)
     out = {k: v for k, v in fields.items() if k != "metadata_json"}
     text = json.dumps(compacted, separators=(",", ":"))
     out["metadata"] = text

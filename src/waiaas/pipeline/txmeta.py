@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any, TypedDict, cast
 
 __all__ = [
+    "EXACT",
+    "FINAL_SEAL",
     "ApprovalMeta",
     "ClaimMeta",
     "ErrorMeta",
@@ -31,7 +33,9 @@ __all__ = [
     "UnresolvedMeta",
     "as_meta",
     "asset_of",
+    "decision_in",
     "effects_of",
+    "final_decision",
     "network_fee_of",
     "request_of",
 ]
@@ -157,9 +161,12 @@ class TxMeta(TypedDict, total=False):
         plan_deferred: why the plan could not be built at admission.
         network_fee: the fee quote of the transaction as built. A final row whose ``fee``
             paid is the quoted amount keeps the amount once, as ``fee`` (its ``network_fee``
-            has no ``amount``): read it with :func:`network_fee_of`.
+            has no ``amount``; on rows written since, an ``exact`` quote so kept is ``{}``):
+            read it with :func:`network_fee_of`.
         decision: the policy decision (:class:`StoredDecision`;
-            :func:`waiaas.pipeline.records.public_decision` reads every form).
+            :func:`waiaas.pipeline.records.public_decision` reads every form). A row sealed
+            in its final form since leaves out a compact decision that is only its ``tier``:
+            read it with :func:`decision_in`.
         approval_downgraded: an APPROVAL request of an agent without owner became DELAY.
         execute_after: when a DELAY transaction may run.
         approval: the owner's approval request.
@@ -232,6 +239,11 @@ _FIELD_ORDER: dict[str, tuple[str, ...]] = {
     "APPROVE": ("type", "token", "spender", "amount", "decimals"),
 }
 NATIVE = "native"
+#: The prefix of the MAC of a row sealed in its final form (:func:`waiaas.integrity.tx_mac`)
+#: by a wallet that leaves its compact decision out (:func:`decision_in`).
+FINAL_SEAL = "vc:"
+#: The basis of a fee quote that is the fee paid (left out of a final row's empty quote).
+EXACT = "exact"
 
 
 def _text(value: Any) -> str | None:
@@ -320,12 +332,39 @@ def effects_of(meta: TxMeta, row: Any) -> list[dict[str, Any]] | None:
 
 def network_fee_of(meta: TxMeta) -> FeeMeta | None:
     """The network fee quote of the transaction as built (``network_fee``), whole: a final
-    row that stores its amount once, as the ``fee`` paid, has it put back."""
+    row that stores its amount once, as the ``fee`` paid, has it put back, and an empty
+    quote (an ``exact`` one so kept: every quote written stores its ``basis``) its basis."""
     quote = meta.get("network_fee")
     if not isinstance(quote, dict):
         return None
     if "amount" not in quote and isinstance(meta.get("fee"), str):
         out = FeeMeta(amount=meta["fee"])
+        if not quote:
+            out["basis"] = EXACT
         out.update(quote)
         return out
     return quote
+
+
+def decision_in(meta: TxMeta, row: Any) -> Any:
+    """The decision document of the transaction ``row`` (its ``tier`` and ``integrity``
+    columns) whose metadata is ``meta``, whole: :func:`final_decision` for a row sealed in
+    its final form since (its MAC starts with :data:`FINAL_SEAL`); every other row is read
+    as stored (``None`` when it has no decision). Pure."""
+    sealed = getattr(row, "integrity", None)
+    if isinstance(sealed, str) and sealed.startswith(FINAL_SEAL):
+        return final_decision(meta, getattr(row, "tier", None))
+    return meta.get("decision")
+
+
+def final_decision(meta: TxMeta, tier: Any) -> Any:
+    """The decision document of a row sealed in its final form since (:data:`FINAL_SEAL`)
+    whose ``tier`` column is ``tier``: as stored, or, where the row stores none, the compact
+    decision that is only its tier, ``{"tier": <tier>}`` (left out by
+    :func:`waiaas.pipeline.records.compact_final`). Only the wallet's key writes that seal,
+    and its MAC covers the decision this returns (:func:`waiaas.integrity.tx_mac`): a
+    decision left out or put back differently does not verify. Pure."""
+    if "decision" in meta:
+        return meta["decision"]
+    text = _text(tier)
+    return StoredDecision(tier=text) if text else None

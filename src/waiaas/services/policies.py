@@ -39,7 +39,7 @@ from waiaas.db.tables import AgentRow, PolicyRow
 from waiaas.errors import InvalidInputError, NotFoundError, StorageError
 from waiaas.ids import new_id
 from waiaas.pipeline.records import decision_of
-from waiaas.pipeline.txmeta import as_meta, request_of
+from waiaas.pipeline.txmeta import as_meta, decision_in, request_of
 from waiaas.policy import (
     AgentContext,
     AssetPrice,
@@ -80,7 +80,7 @@ _SPENDING = (
 )
 _MAX_REPLAY = 200_000
 _REPLAY_SQL = (
-    "SELECT id, created_at, status, metadata, spend, type, to_address, amount "
+    "SELECT id, created_at, status, metadata, spend, type, to_address, amount, tier, integrity "
     "FROM transactions "
     "INDEXED BY idx_transactions_agent_created "
     "WHERE agent_id = :agent AND created_at >= :lo AND created_at <= :hi "
@@ -1424,22 +1424,23 @@ def _record(
     spend: str | None = None,
     *columns: str | None,
 ) -> ReplayRecord | None:
-    """A replay record from a transaction row (``columns``: its ``type``, ``to_address``
-    and ``amount``), or ``None`` when it holds no request."""
+    """A replay record from a transaction row (``columns``: its ``type``, ``to_address``,
+    ``amount``, ``tier`` and ``integrity``), or ``None`` when it holds no request."""
     if not meta:
         return None
     try:
         data = as_meta(json.loads(meta))
     except ValueError:
         return None
-    row = SimpleNamespace(**dict(zip(("type", "to_address", "amount"), columns, strict=False)))
+    names = ("type", "to_address", "amount", "tier", "integrity")
+    row = SimpleNamespace(**{**dict.fromkeys(names), **dict(zip(names, columns, strict=False))})
     request = request_of(data, row)
     if not isinstance(request, dict):
         return None
     decision: Decision | None = None
-    if isinstance(data.get("decision"), dict):
+    if isinstance(decision_in(data, row), dict):
         try:
-            decision = Decision.model_validate(decision_of(data, _spend(spend)))
+            decision = Decision.model_validate(decision_of(data, _spend(spend), row))
         except ValidationError:
             decision = None
     try:

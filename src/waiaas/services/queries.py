@@ -105,7 +105,7 @@ def _fields(row: TransactionRow) -> dict[str, Any]:
         "fee": int(meta["fee"]) if meta.get("fee") is not None else None,
         "error": (f"{err.get('code')}: {err.get('message')}" if err else row.error),
         "spend": spend,
-        "_decision": decision_of(meta, spend),
+        "_decision": decision_of(meta, spend, row),
     }
 
 

@@ -71,7 +71,7 @@ def test_the_held_row_is_confirmed_in_its_final_form(held: tuple[Stage, _OnSubmi
     stored = _stored(stage, tx_id)
     assert stored["metadata"]["signed"] == {"nonce": 0}  # the bytes went; the nonce stays
     assert stored["metadata"]["fee"] == str(FEE)
-    assert stored["integrity"].startswith("vf:")
+    assert stored["integrity"].startswith(integrity.TX_MAC_FINAL)
     with stage.wallet._db.read() as uow:
         row = uow.transactions.get(tx_id)
         assert row is not None and integrity.tx_ok(uow.integrity, row)
