@@ -133,6 +133,8 @@ def test_head_schema_agrees_with_sqlite(tmp_path: Path, pg_url: str) -> None:
         assert "WHERE (tx_id IS NOT NULL)" in where["idx_audit_log_tx_id"]
         assert "WHERE (mac IS NULL)" in where["idx_usage_buckets_unsealed"]
         assert "POLICY_VIOLATION" in where["idx_audit_log_agent_refusals"]
+        assert "WHERE (queued_at IS NOT NULL)" in where["idx_transactions_queued_at"]
+        assert "'SUBMITTED'::text" in where["idx_transactions_agent_status"]
     finally:
         lite.close()
         pg.close()

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, Result, func, or_, update
+from sqlalchemy import CursorResult, Result, func, or_, text, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
 from sqlalchemy.orm import make_transient_to_detached
@@ -29,6 +29,7 @@ from waiaas.db.faults import stored_json
 from waiaas.db.portable import dialect_of, text_for
 from waiaas.db.statements import built, cas_params, compare_and_set, quoted, state_value_sql
 from waiaas.db.tables import (
+    IN_FLIGHT,
     RARE_SEVERITY,
     SEVERITIES,
     AgentRow,
@@ -313,11 +314,9 @@ class TransactionRepository(_Repository):
         )
 
     def active_for_agent(self, agent_id: str) -> list[TransactionRow]:
-        """CORE-02 §5.4 #2: an agent's in-flight transactions (index agent_id, status)."""
-        stmt = select(TransactionRow).where(
-            TransactionRow.agent_id == agent_id,
-            col(TransactionRow.status).in_(ACTIVE_TX_STATUSES),
-        )
+        """CORE-02 §5.4 #2: an agent's in-flight transactions (the partial index agent_id,
+        status: its condition, :data:`~waiaas.db.tables.IN_FLIGHT`, is the query's)."""
+        stmt = select(TransactionRow).where(TransactionRow.agent_id == agent_id, text(IN_FLIGHT))
         return list(self.session.exec(stmt))
 
     def since(self, agent_id: str, since_ts: int) -> list[TransactionRow]:
@@ -352,6 +351,8 @@ class TransactionRepository(_Repository):
             stmt = stmt.where(TransactionRow.agent_id == agent_id)
         if status is not None:
             stmt = stmt.where(TransactionRow.status == status)
+            if status in ACTIVE_TX_STATUSES:  # the partial index (agent_id, status) serves it
+                stmt = stmt.where(text(IN_FLIGHT))
         if before_id is not None:
             stmt = stmt.where(col(TransactionRow.id) < before_id)
         return list(self.session.exec(stmt.order_by(col(TransactionRow.id).desc()).limit(limit)))

@@ -29,6 +29,7 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "CHANNEL_TYPES",
+    "IN_FLIGHT",
     "POLICY_TYPES",
     "RARE_SEVERITY",
     "AgentRow",
@@ -87,6 +88,10 @@ _REFUSALS = (
     "(event_type IN ('REQUEST_REFUSED', 'DRY_RUN') "
     "OR (event_type = 'POLICY_VIOLATION' AND tx_id IS NULL))"
 )
+#: The WHERE clause of the partial ``idx_transactions_agent_status`` (migration 0014): the
+#: in-flight statuses. A query must contain this exact term for SQLite (and PostgreSQL's
+#: generic plans) to use the index.
+IN_FLIGHT = "status IN ('PENDING', 'QUEUED', 'EXECUTING', 'SUBMITTED')"
 CORE_CHANNEL_TYPES = ("TELEGRAM", "DISCORD", "NTFY")
 CHANNEL_TYPES = (*CORE_CHANNEL_TYPES, "WEBHOOK")
 
@@ -187,10 +192,20 @@ class TransactionRow(_Base, table=True):
     __table_args__ = (
         CheckConstraint(in_list("status", TX_STATUSES)),
         CheckConstraint(f"{in_list('tier', TIERS)} OR tier IS NULL"),
-        Index("idx_transactions_agent_status", "agent_id", "status"),
+        # migration 0014: the in-flight rows only, and the queued rows only
+        Index(
+            "idx_transactions_agent_status",
+            "agent_id",
+            "status",
+            sqlite_where=text(IN_FLIGHT),
+        ),
         Index("idx_transactions_session_id", "session_id"),
         Index("idx_transactions_tx_hash", "tx_hash", unique=True),
-        Index("idx_transactions_queued_at", "queued_at"),
+        Index(
+            "idx_transactions_queued_at",
+            "queued_at",
+            sqlite_where=text("queued_at IS NOT NULL"),
+        ),
         Index("idx_transactions_created_at", "created_at"),
         # migration 0003: budgets read an agent's window without scanning its history
         Index("idx_transactions_agent_created", "agent_id", "created_at"),

@@ -22,7 +22,7 @@ from waiaas.config import WalletConfig
 from waiaas.db import UnitOfWork
 from waiaas.db.repositories import AUDIT_HEAD_COLUMNS
 from waiaas.db.statements import built
-from waiaas.db.tables import AgentRow, ApprovalRow, TransactionRow
+from waiaas.db.tables import IN_FLIGHT, AgentRow, ApprovalRow, TransactionRow
 from waiaas.errors import (
     AgentNotActiveError,
     AuthError,
@@ -71,10 +71,10 @@ from waiaas.types import Request, Tier, TxStatus
 #: head, which admission's audit rows link to (read under its lock).
 _BUSY_OR_TWIN = {
     dialect: (
-        "SELECT (SELECT 1 FROM transactions WHERE agent_id = ? AND status = ? LIMIT 1), "
-        "(SELECT 1 FROM transactions WHERE tx_hash = ? LIMIT 1), "
+        f"SELECT (SELECT 1 FROM transactions WHERE agent_id = ? AND status = ? AND {IN_FLIGHT} "
+        "LIMIT 1), (SELECT 1 FROM transactions WHERE tx_hash = ? LIMIT 1), "
         f"(SELECT {aggregate}(metadata) FROM transactions "
-        f"WHERE agent_id = ? AND status IN (?, ?)), {AUDIT_HEAD_COLUMNS}"
+        f"WHERE agent_id = ? AND status IN (?, ?) AND {IN_FLIGHT}), {AUDIT_HEAD_COLUMNS}"
     )
     for dialect, aggregate in (("sqlite", "json_group_array"), ("postgresql", "json_agg"))
 }

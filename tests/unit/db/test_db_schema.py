@@ -385,6 +385,14 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
             "(event_type IN ('REQUEST_REFUSED', 'DRY_RUN') "
             "OR (event_type = 'POLICY_VIOLATION' AND tx_id IS NULL))",
         ),
+        # 0014: the agent/status index holds in-flight rows only, the queued_at one queued rows
+        (
+            "transactions",
+            "index_where",
+            "idx_transactions_agent_status",
+            "status IN ('PENDING', 'QUEUED', 'EXECUTING', 'SUBMITTED')",
+        ),
+        ("transactions", "index_where", "idx_transactions_queued_at", "queued_at IS NOT NULL"),
         # 0012: the generation counters of policies and channels
         *(
             (table, "trigger", name, sql)
@@ -404,7 +412,7 @@ def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) ->
     stepwise = tmp_path / "steps.db"
     for target in (
         *("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"),
-        *("0011", "0012", "0013"),
+        *("0011", "0012", "0013", "0014"),
     ):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"
@@ -478,6 +486,34 @@ def test_0008_changes_only_audit_indexes_and_downgrades_exactly(tmp_path: Path) 
     finally:
         engine.dispose()
     assert schema_facts(head) == at_0007
+
+
+def test_0014_makes_two_transaction_indexes_partial_and_downgrades_exactly(
+    tmp_path: Path,
+) -> None:
+    """0014 adds a WHERE to idx_transactions_agent_status and idx_transactions_queued_at
+    (same columns) and changes nothing else; its downgrade restores 0013 exactly."""
+    at_0013 = schema_facts(_migrated_to(tmp_path / "0013.db", "0013"))
+    head = _migrated_to(tmp_path / "0014.db", "0014")
+    assert schema_facts(head) - at_0013 == {
+        (
+            "transactions",
+            "index_where",
+            "idx_transactions_agent_status",
+            "status IN ('PENDING', 'QUEUED', 'EXECUTING', 'SUBMITTED')",
+        ),
+        ("transactions", "index_where", "idx_transactions_queued_at", "queued_at IS NOT NULL"),
+    }
+    assert at_0013 - schema_facts(head) == set()
+    engine = make_engine(head)
+    try:
+        with engine.connect() as conn, conn.begin():
+            cfg = migrate.alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0013")
+    finally:
+        engine.dispose()
+    assert schema_facts(head) == at_0013
 
 
 def test_audit_records_follow_the_table() -> None:
