@@ -69,8 +69,10 @@ def _write(path: Path, tx_id: str, meta: dict[str, Any], mac: str | None = None)
 
 def _sealed_as(w: Wallet, row: dict[str, Any], meta: dict[str, Any]) -> str:
     """The MAC the wallet's key gives ``row`` holding ``meta`` (what the previous version
-    wrote with the same key and the same MAC function)."""
+    wrote with the same key and the same MAC function: ``vf:`` for a final row)."""
     view = SimpleNamespace(**{**row, "metadata_json": json.dumps(meta, separators=(",", ":"))})
+    if view.status in integrity.FINAL_STATUSES:
+        return integrity._tx_mac_final_v1(w._integrity, view, meta)  # type: ignore[arg-type]
     return integrity.tx_mac(w._integrity, view)
 
 
@@ -134,10 +136,9 @@ def test_a_confirmed_instant_row_stores_the_compact_forms(
     path, clock, tx_id = confirmed
     row = _row(path, tx_id)
     meta = json.loads(row["metadata_json"])
-    # the columns say the request and the asset; the decision is its tier; the fee is once
-    assert "request" not in meta and "asset" not in meta
-    assert meta["decision"] == {"tier": "INSTANT"}
-    assert meta["network_fee"] == {"basis": "exact"} and meta["fee"] == "5000"
+    # the columns say the request, the asset and the decision (its tier); the fee is once
+    assert "request" not in meta and "asset" not in meta and "decision" not in meta
+    assert meta["network_fee"] == {} and meta["fee"] == "5000"
     with _open(path, clock) as w:
         _check(w, tx_id)
         tx = w.get_transaction(tx_id)
@@ -178,7 +179,7 @@ def _previous_form(meta: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     old = json.loads(json.dumps(meta))
     request = request_of(old, SimpleNamespace(**row))
     assert request is not None
-    quote = {"amount": old["fee"], **old["network_fee"]}
+    quote = {"amount": old["fee"], "basis": "exact", **old["network_fee"]}
     old.update(request=request, asset="native", network_fee=quote)
     old["decision"] = {"allowed": True, "tier": "INSTANT", "reasons": [_RULE], "fees": old["fee"]}
     return old
@@ -209,7 +210,8 @@ def test_a_final_row_written_by_the_previous_version_verifies_and_reads(
         new_display = w.transaction_display(tx_id)
         old = _previous_form(json.loads(row["metadata_json"]), row)
         mac = _sealed_as(w, row, old)
-    assert mac == row["integrity"]  # the same request, fee and decision: the same MAC
+        # the same request, effects and fee: the same MAC as that version gave the new form
+        assert mac == _sealed_as(w, row, json.loads(row["metadata_json"]))
     _write(path, tx_id, old, mac)
     with _open(path, clock) as w:
         _check(w, tx_id)
