@@ -17,12 +17,13 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Literal, NamedTuple
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -84,13 +85,70 @@ def current_write(engine: Engine) -> UnitOfWork | None:
     return None
 
 
+#: What a session that was never built holds: nothing loaded.
+_NOTHING_LOADED: Mapping[Any, Any] = MappingProxyType({})
+
+
+class _LazySession:
+    """The unit of work's ORM session as its repositories hold it, built on first real use.
+
+    The hot paths run plain DB-API statements and only ask a session whether it has
+    changes to flush, whether it has a row loaded, and what it is bound to: a session that
+    was never built answers those itself (nothing pending, nothing loaded, the unit of
+    work's connection), so a unit of work that needs no ORM never builds one. Anything
+    else builds the session (:attr:`UnitOfWork.session`) and is asked of it.
+    """
+
+    __slots__ = ("_uow",)
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def new(self) -> Any:
+        built = self._uow._session
+        return built.new if built is not None else ()
+
+    @property
+    def dirty(self) -> Any:
+        built = self._uow._session
+        return built.dirty if built is not None else ()
+
+    @property
+    def deleted(self) -> Any:
+        built = self._uow._session
+        return built.deleted if built is not None else ()
+
+    @property
+    def identity_map(self) -> Any:
+        built = self._uow._session
+        return built.identity_map if built is not None else _NOTHING_LOADED
+
+    @property
+    def dialect(self) -> str:
+        """The unit of work's dialect name (:func:`waiaas.db.portable.dialect_of`)."""
+        return self._uow.dialect
+
+    def get_bind(self, *args: Any, **kwargs: Any) -> Any:
+        built = self._uow._session
+        if built is not None:
+            return built.get_bind(*args, **kwargs)
+        if self._uow._conn is None:
+            raise StorageError("unit of work is not open")
+        return self._uow._conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._uow.session, name)
+
+
 class UnitOfWork:
     """One database transaction and the repositories bound to it.
 
     Attributes:
-        session: the SQLModel session (for queries the repositories do not cover).
+        session: the SQLModel session (for queries the repositories do not cover; built
+            on first use).
         agents, sessions, transactions, policies, audit, approvals, channels, state:
-            the repositories.
+            the repositories (each built on first use).
     """
 
     def __init__(
@@ -111,7 +169,9 @@ class UnitOfWork:
         self._conn: Connection | None = None
         self._committed = False
         self._integrity = integrity
-        self.session: Session
+        self._session: Session | None = None
+        # what the repositories hold as their session (see _LazySession)
+        self._orm = cast(Session, _LazySession(self))
         # usage buckets this unit of work verified before changing them (waiaas.db.usage)
         self.usage_verified: Verified = {}
         self._reseal = True
@@ -205,32 +265,71 @@ class UnitOfWork:
                 raise translate(exc, operation="begin") from exc
         self._conn = conn
         self._raw: Any = conn.connection.driver_connection
-        self.session = Session(bind=conn, autoflush=True, expire_on_commit=False)
-        s = self.session
-        i = self._integrity
-        self.agents = AgentRepository(s, i)
-        self.sessions = SessionRepository(s, i)
-        self.transactions = TransactionRepository(s, i)
-        self.policies = PolicyRepository(s, i)
-        self.audit = self._audit_repository()
-        self.approvals = ApprovalRepository(s, i)
-        self.channels = ChannelRepository(s, i)
-        self.state = StateRepository(s, i)
-        self.transactions.execute = self.execute
         if self._mode == "write":
             if not hasattr(_open_writes, "stack"):
                 _open_writes.stack = []
             _open_writes.stack.append(self)
         return self
 
-    def _audit_repository(self) -> AuditRepository:
-        """The audit repository, its head lock, head read and appends bound to this unit
-        of work."""
-        audit = AuditRepository(self.session, self._integrity)
+    @property
+    def session(self) -> Session:
+        """The SQLModel session on this unit of work's connection, built on first use.
+
+        Raises:
+            StorageError: the unit of work is not open.
+        """
+        built = self._session
+        if built is None:
+            if self._conn is None:
+                raise StorageError("unit of work is not open")
+            built = self._session = Session(bind=self._conn, autoflush=True, expire_on_commit=False)
+        return built
+
+    @functools.cached_property
+    def agents(self) -> AgentRepository:
+        """``agents``."""
+        return AgentRepository(self._orm, self._integrity)
+
+    @functools.cached_property
+    def sessions(self) -> SessionRepository:
+        """``sessions``."""
+        return SessionRepository(self._orm, self._integrity)
+
+    @functools.cached_property
+    def transactions(self) -> TransactionRepository:
+        """``transactions``, its hot-path writes on this unit of work's connection."""
+        repository = TransactionRepository(self._orm, self._integrity)
+        repository.execute = self.execute
+        return repository
+
+    @functools.cached_property
+    def policies(self) -> PolicyRepository:
+        """``policies``."""
+        return PolicyRepository(self._orm, self._integrity)
+
+    @functools.cached_property
+    def audit(self) -> AuditRepository:
+        """``audit_log``: its head lock, head read and appends bound to this unit of work."""
+        audit = AuditRepository(self._orm, self._integrity)
         audit.before_head = self.audit_lock
         audit.fetch_one = self.fetch_one
         audit.run_dbapi = self.run_dbapi
         return audit
+
+    @functools.cached_property
+    def approvals(self) -> ApprovalRepository:
+        """``pending_approvals``."""
+        return ApprovalRepository(self._orm, self._integrity)
+
+    @functools.cached_property
+    def channels(self) -> ChannelRepository:
+        """``notification_channels``."""
+        return ChannelRepository(self._orm, self._integrity)
+
+    @functools.cached_property
+    def state(self) -> StateRepository:
+        """``wallet_state``."""
+        return StateRepository(self._orm, self._integrity)
 
     def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of one read-only statement, on this unit of work's transaction.
@@ -258,8 +357,8 @@ class UnitOfWork:
         flushed (the statement sees what the session wrote)."""
         if self._conn is None:
             raise StorageError("unit of work is not open")
-        s = self.session
-        if s.new or s.dirty or s.deleted:
+        s = self._session
+        if s is not None and (s.new or s.dirty or s.deleted):
             s.flush()
 
     def _fetch_one_pg(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
@@ -330,10 +429,12 @@ class UnitOfWork:
         if self._conn is None:
             raise StorageError("unit of work is not open")
         try:
-            self.session.flush()
+            if self._session is not None:
+                self._session.flush()
             if self._integrity is not None and self._mode == "write" and self._reseal:
                 usage.reseal(self, self._integrity, self.usage_verified)
-            head = self.audit.last if self.audit.appended else None
+            audit = self.__dict__.get("audit")  # built only if this unit of work used it
+            head = audit.last if audit is not None and audit.appended else None
             if head is not None and self._integrity is not None:
                 self._integrity.maybe_checkpoint(self, head)
                 # the database keystore's head row commits with the rows it names
@@ -384,8 +485,9 @@ class UnitOfWork:
             # the error that brought us here; SQLite rolls back on close anyway.
             failed_cleanup = cleanup
         finally:
-            with contextlib.suppress(SQLAlchemyError, StorageError):
-                self.session.close()
+            if self._session is not None:
+                with contextlib.suppress(SQLAlchemyError, StorageError):
+                    self._session.close()
             if self._conn is not None:
                 _close_quietly(self._conn)
                 self._conn = None
