@@ -11,7 +11,7 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from waiaas.chains.base import (
     ChainAdapter,
@@ -246,7 +246,8 @@ def _new_row(
     now: int,
 ) -> tuple[TransactionRow, TxMeta]:
     """The row admission records for ``req`` (PENDING, no tier yet) and its metadata; the
-    metadata is the caller's to extend (no I/O)."""
+    metadata is the caller's to extend and store (``row.metadata_json``, once final; no
+    I/O)."""
     amount, to, asset = summary(req)
     meta: TxMeta = {"network": agent.network, **prepared.meta()}
     quote = meta.get("network_fee")
@@ -276,7 +277,6 @@ def _new_row(
         meta["effects"] = records.compact_effects(meta["effects"], row)
     if asset != NATIVE:
         meta["asset"] = asset
-    row.metadata_json = _dumps(meta)
     return row, meta
 
 
@@ -517,9 +517,9 @@ class AdmissionStage(_PipelineBase):
             hint = None
             guessed = False
             presign = self.presign and not stopped
-            if presign and isinstance(adapter, SupportsNonces):
+            if presign and self._has_nonces(adapter):
                 if slot.take(self._presign_slot(agent.id)):
-                    hint, guessed = self._presign_nonce(adapter, agent)
+                    hint, guessed = self._presign_nonce(cast(SupportsNonces, adapter), agent)
                 else:
                     presign = False  # another request holds the slot too long: claim path
             prepared = plans.prepare_or_defer(adapter, normalized, agent.public_key, nonce=hint)
@@ -530,6 +530,20 @@ class AdmissionStage(_PipelineBase):
         if presign:
             presigned = self._presign(adapter, agent, prepared, guessed=guessed)
         return _Early(agent.id, agent.public_key, normalized, prepared, presigned)
+
+    def _has_nonces(self, adapter: object) -> bool:
+        """Whether ``adapter`` has account nonces (:class:`SupportsNonces`), remembered per
+        adapter object: a runtime protocol check walks the protocol's members each time."""
+        known = self._nonce_chains.get(id(adapter))
+        if known is not None and known[0] is adapter:
+            return known[1]
+        has = isinstance(adapter, SupportsNonces)
+        with self._slots_guard:
+            if len(self._nonce_chains) >= _AGENT_KEYS:
+                self._nonce_chains.clear()
+            # the adapter is held with its answer: its id names no other object meanwhile
+            self._nonce_chains[id(adapter)] = (adapter, has)
+        return has
 
     def _presign_nonce(self, adapter: SupportsNonces, agent: AgentRow) -> tuple[int, bool]:
         """The nonce bytes presigned before the lock carry: the node's pending count, past
@@ -618,8 +632,8 @@ class AdmissionStage(_PipelineBase):
             # A transaction of the agent that landed meanwhile (it left the in-flight rows
             # admission checks) may have used the nonce: the node says. A nonce taken
             # without asking the node (``guessed``) must be the one it expects next.
-            if signed.nonce is not None and isinstance(adapter, SupportsNonces):
-                pending = adapter.pending_nonce(agent.public_key)
+            if signed.nonce is not None and self._has_nonces(adapter):
+                pending = cast(SupportsNonces, adapter).pending_nonce(agent.public_key)
                 if pending > signed.nonce or (guessed and pending != signed.nonce):
                     return None
         except WaiaasError:
@@ -901,12 +915,12 @@ class AdmissionStage(_PipelineBase):
             meta["signed"] = records.signed_json(signed)
             if presigned.plan_in_bytes:
                 meta.pop("plan", None)  # in the bytes (plans.stored_plan reads it there)
-        if tier not in (Tier.DELAY, Tier.APPROVAL):
-            row.metadata_json = _dumps(meta)
-            if uow.integrity is not None:
-                from waiaas.integrity import tx_mac
+        # a waiting row's is written again with its wait (_queue_admitted), then its MAC
+        row.metadata_json = _dumps(meta)
+        if tier not in (Tier.DELAY, Tier.APPROVAL) and uow.integrity is not None:
+            from waiaas.integrity import tx_mac
 
-                row.integrity = tx_mac(uow.integrity, row)
+            row.integrity = tx_mac(uow.integrity, row)
         return signed
 
     def _record_denied(

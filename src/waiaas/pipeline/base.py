@@ -160,6 +160,8 @@ class _PipelineBase:
         # Agents' rows as admission's first read before the lock found them, by id; only
         # what never changes (id, chain, network, public key) is used (admission's _early_agent).
         self._agent_keys: dict[str, AgentRow] = {}
+        # Whether each adapter has account nonces, by id (admission's _has_nonces).
+        self._nonce_chains: dict[int, tuple[object, bool]] = {}
         # Agents this pipeline knows have no in-flight row (admission's _presign_nonce).
         self._in_flight = InFlightView()
         # PENDING rows a send of this pipeline admitted and runs itself, from before the
