@@ -86,6 +86,7 @@ from waiaas.errors import (
 from waiaas.ids import new_id
 from waiaas.policy import NATIVE, normalize_address, spend_of
 from waiaas.types import (
+    MAX_AMOUNT,
     AgentStatus,
     Amount,
     Approve,
@@ -331,6 +332,9 @@ class VerifiedSession:
     # the session row's (constraints, usage_stats) texts these were read from, when known:
     # enforce_and_record charges the request on them with a compare-and-set
     _read: tuple[str | None, str | None] | None = field(default=None, repr=False, compare=False)
+    # the remembered verification these came from (SessionManager._cached), which learns
+    # the usage enforce_and_record writes: the next verify then finds that text parsed
+    _entry: _Verified | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,10 +563,12 @@ VERIFIED_CACHE_SIZE = 4096
 # constraints and usage come back so that the caller can tell whether they changed.
 def _store_usage(
     uow: UnitOfWork, session_id: str, read: tuple[str | None, str | None], usage: SessionUsage
-) -> bool:
+) -> str | None:
     """Write ``usage`` to the session if its row is still live and holds the ``read``
-    (constraints, usage) texts; whether it did. Two writers that read the same usage can
-    never both write theirs: the second finds the row changed."""
+    (constraints, usage) texts: the JSON text written, or ``None`` when it did not. Two
+    writers that read the same usage can never both write theirs: the second finds the row
+    changed."""
+    text = usage.model_dump_json()
     constraints, before = read
     sql = compare_and_set(
         "sessions",
@@ -574,12 +580,12 @@ def _store_usage(
             ("usage_stats", before is None),
         ),
     )
-    params = cas_params((usage.model_dump_json(),), (session_id, None, constraints, before))
+    params = cas_params((text,), (session_id, None, constraints, before))
     done = uow.execute(sql, params)[0] == 1
     held = uow.session.identity_map.get(uow.session.identity_key(SessionRow, session_id))
     if done and held is not None:
         uow.session.expire(held)  # read again if used later in this unit of work
-    return done
+    return text if done else None
 
 
 #: the agent's columns the live read also returns (after the session's four)
@@ -1100,6 +1106,7 @@ class SessionManager:
             constraints=entry.constraints,
             usage=usage,
             _read=(row[0], row[1]),
+            _entry=entry,
         )
 
     def remembered_agent(self, token: object, now: int) -> tuple[str, str, str] | None:
@@ -1435,9 +1442,15 @@ class SessionManager:
                 charged = self._charge(verified, verified.constraints, verified.usage, *args)
             except WaiaasError:
                 charged = None  # the path below reads the row and raises the precise error
-            if charged is not None and _store_usage(
-                uow, verified.session_id, verified._read, charged
-            ):
+            text = None
+            if charged is not None:
+                text = _store_usage(uow, verified.session_id, verified._read, charged)
+            if charged is not None and text is not None:
+                entry = verified._entry
+                if entry is not None and _reads_back(charged):
+                    # The text is exactly what this usage parses from; a write that does not
+                    # commit leaves another text in the row, which is then parsed again.
+                    entry.usage = (text, charged)
                 return charged
         row = uow.sessions.get(verified.session_id)
         if row is None:
@@ -1723,6 +1736,12 @@ def _charged_totals(
                 sid,
             )
     return totals
+
+
+def _reads_back(usage: SessionUsage) -> bool:
+    """Whether ``usage``'s JSON parses back to it: its totals are amounts (a sum past
+    ``MAX_AMOUNT`` is refused when read, so the row's text must be parsed to refuse it)."""
+    return all(0 <= value <= MAX_AMOUNT for value in usage.totals.values())
 
 
 def _violation(constraint: str, message: str, session_id: str) -> ConstraintViolationError:

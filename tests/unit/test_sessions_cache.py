@@ -33,16 +33,18 @@ from waiaas.db.tables import AgentRow, SessionRow
 from waiaas.errors import (
     AgentNotActiveError,
     AuthError,
+    ConstraintViolationError,
     KeystoreLockedError,
     StorageError,
     TokenExpiredError,
     TokenRevokedError,
+    WaiaasError,
 )
 from waiaas.ids import new_id
 from waiaas.keystore.keys import b58encode
 from waiaas.pipeline import killswitch
 from waiaas.sessions import JWT_SECRET_NAME, SessionConstraints, SessionManager
-from waiaas.types import Transfer
+from waiaas.types import MAX_AMOUNT, Transfer
 
 migrated = shared.migrated
 db = shared.db
@@ -647,3 +649,69 @@ def test_recall_in_reads_the_state_keys_with_the_live_row_and_never_refuses(
     with db.write() as uow:
         assert mgr.recall_in(uow, "not-a-token", T0, state=[killswitch.KEY]) is None
         assert killswitch.is_active(uow)
+
+
+# --------------------------------------------------------------------------- usage written here
+
+
+def _charge(db: Database, mgr: SessionManager, token: str, amount: int, *, commit: bool) -> Any:
+    with db.write() as uow:
+        verified = mgr.verify_in(uow, token, T0)
+        usage = mgr.enforce_and_record(
+            uow, verified, Transfer(to=DEST, amount=amount), network="devnet", now=T0
+        )
+        if commit:
+            uow.commit()
+    return usage
+
+
+def test_usage_written_but_rolled_back_is_not_seen(
+    db: Database, mgr: SessionManager, warm: tuple[str, str, str, Reads]
+) -> None:
+    """The usage a charge wrote is remembered with its text; a charge that rolled back left
+    the row's old text, so the next verify sees the row's usage, and the session's
+    max_tx_count (5) still counts only what committed."""
+    _agent_id, _session_id, token, _reads = warm
+    assert _charge(db, mgr, token, 10, commit=False).tx_count == 1
+    assert mgr.verify(token).usage.tx_count == 0
+    for n in range(1, 6):
+        assert _charge(db, mgr, token, 10, commit=True).tx_count == n
+        assert (mgr.verify(token).usage.tx_count, mgr.verify(token).usage.total()) == (n, 10 * n)
+    with pytest.raises(ConstraintViolationError, match="max_tx_count"):
+        _charge(db, mgr, token, 10, commit=True)
+
+
+def test_usage_written_here_then_changed_elsewhere_is_read_again(
+    db: Database,
+    mgr: SessionManager,
+    warm: tuple[str, str, str, Reads],
+    run_sql: Callable[..., None],
+) -> None:
+    """After this manager's own charge, a usage another connection wrote is what the next
+    verify returns (and charges on)."""
+    _agent_id, session_id, token, _reads = warm
+    _charge(db, mgr, token, 10, commit=True)
+    other = '{"tx_count":4,"totals":{"native":"1000"}}'
+    run_sql(f"UPDATE sessions SET usage_stats = '{other}' WHERE id = ?", session_id)
+    usage = mgr.verify(token).usage
+    assert (usage.tx_count, usage.total()) == (4, 1000)
+    assert _charge(db, mgr, token, 10, commit=True).tx_count == 5
+
+
+def test_a_usage_total_past_the_amount_range_is_not_remembered(
+    db: Database,
+    store: MemorySecretStore,
+    clock: FrozenClock,
+    mgr: SessionManager,
+    warm: tuple[str, str, str, Reads],
+) -> None:
+    """A total charged past 2**256 - 1 is stored, and refused when read: this manager's next
+    verify refuses it as a fresh manager's does, not with the total it wrote."""
+    _agent_id, _session_id, token, _reads = warm
+    _charge(db, mgr, token, MAX_AMOUNT, commit=True)
+    _charge(db, mgr, token, MAX_AMOUNT, commit=True)
+    fresh = SessionManager(db, store, clock, WalletConfig(session_ttl=3600))
+    with pytest.raises(WaiaasError) as cold:
+        fresh.verify(token)
+    with pytest.raises(type(cold.value)):
+        mgr.verify(token)
