@@ -323,6 +323,8 @@ class Integrity:
         self.head_db = head_db  # the Database whose keystore_records row holds the head
         self.checkpoint_rows = checkpoint_rows
         self._lock = threading.Lock()
+        # head-file slots record_head found good or wrote, by their bytes (_read_slots)
+        self._head_seen: dict[bytes, tuple[int, int, str]] = {}
         self.last_checkpoint_seq = 0
         self.clock = clock
         # usage bucket MACs already verified in this process -> the values they cover
@@ -476,17 +478,30 @@ class Integrity:
         finally:
             os.close(fd)
 
-    def _read_slots(self, fd: int) -> tuple[int, int, str] | None:
+    def _read_slots(
+        self, fd: int, seen: dict[bytes, tuple[int, int, str]] | None = None
+    ) -> tuple[int, int, str] | None:
+        """The newest slot of the head file whose MAC is good: (counter, row id, digest hex).
+
+        ``seen``: slots' bytes already found good (or written) with this key, and what they
+        hold; a slot holding exactly those bytes needs no MAC computed again. Bytes found
+        good here are added to it.
+        """
         best: tuple[int, int, str] | None = None
         for slot in (0, 1):
             raw = os.pread(fd, _HEAD_LEN, slot * _SLOT)
             if len(raw) != _HEAD_LEN:
                 continue
-            counter, rid, digest, mac = struct.unpack(_HEAD_FMT, raw)
-            if not hmac.compare_digest(mac, self._head_mac(counter, rid, digest)):
-                continue
-            if best is None or counter > best[0]:
-                best = (counter, rid, digest.hex())
+            found = seen.get(raw) if seen is not None else None
+            if found is None:
+                counter, rid, digest, mac = struct.unpack(_HEAD_FMT, raw)
+                if not hmac.compare_digest(mac, self._head_mac(counter, rid, digest)):
+                    continue
+                found = (counter, rid, digest.hex())
+                if seen is not None:
+                    _remember_slot(seen, raw, found)
+            if best is None or found[0] > best[0]:
+                best = found
         return best
 
     def _db_head_mac(self, rid: int, digest_hex: str) -> str:
@@ -537,7 +552,7 @@ class Integrity:
         if self.head_path is None:
             return
         with self._lock, self._head_file() as fd:
-            best = self._read_slots(fd)
+            best = self._read_slots(fd, self._head_seen)
             if best is not None and best[1] > rid:
                 return  # another writer recorded a newer head after this commit
             counter = (best[0] + 1) if best is not None else 1
@@ -546,6 +561,7 @@ class Integrity:
                 _HEAD_FMT, counter, rid, digest, self._head_mac(counter, rid, digest)
             )
             os.pwrite(fd, record.ljust(_SLOT, b"\0"), (counter % 2) * _SLOT)
+            _remember_slot(self._head_seen, record, (counter, rid, digest.hex()))
 
     def reset_head(self, rid: int, digest_hex: str) -> None:
         """Record ``(rid, digest)`` even if an older-looking head is newer (after a report)."""
@@ -565,6 +581,15 @@ class Integrity:
             )
             os.pwrite(fd, record.ljust(_SLOT, b"\0"), (counter % 2) * _SLOT)
             os.pwrite(fd, record.ljust(_SLOT, b"\0"), ((counter + 1) % 2) * _SLOT)
+
+
+def _remember_slot(
+    seen: dict[bytes, tuple[int, int, str]], raw: bytes, found: tuple[int, int, str]
+) -> None:
+    """Keep ``raw`` (a head-file slot's bytes, MAC good) and what it holds; the newest few."""
+    if len(seen) >= 4:
+        seen.clear()
+    seen[raw] = found
 
 
 def _put_head_row(conn: Any, rid: int, digest_hex: str, mac: str) -> None:
