@@ -661,11 +661,13 @@ BUILD_ANSWERS = {
     "eth_maxPriorityFeePerGas": "0x77359400",
     "eth_getBalance": hex(10**18),
     "eth_getTransactionCount": "0x3",
+    "eth_getCode": "0x",
 }
 
 
 def test_build_reads_come_in_one_batch(fake_node: tuple[FakeNode, EvmAdapter]) -> None:
-    """A build asks estimate, fees, balance and nonce in one batched request."""
+    """A build asks estimate, fees, balance, nonce and (a value transfer) the recipient's
+    code in one batched request."""
     node, adapter = fake_node
     node.answers.update(BUILD_ANSWERS)
     unsigned = adapter.build(Transfer(to=BOB, amount=5), "0x" + "ab" * 20)

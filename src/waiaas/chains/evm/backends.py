@@ -194,6 +194,8 @@ def _base_fee(history: Mapping[str, Any], latest_block: Callable[[], Mapping[str
 
 
 _PLAIN_GAS = 21_000
+#: build reads a node may fail without failing the build (a default / "unknown" is used)
+_OPTIONAL_READS = frozenset({"eth_maxPriorityFeePerGas", "eth_getCode"})
 
 
 class Backend:
@@ -216,10 +218,10 @@ class Backend:
     ) -> BuildReads:
         """Gas estimate, next base fee, suggested priority fee, balance, pending nonce.
 
-        ``plain``: a value transfer without calldata; when the recipient has no code its gas
-        is exactly 21,000, and a backend may skip the estimate (it then says whether the
-        recipient holds code). ``nonce``: read the pending nonce (``False`` when the build
-        already has its nonce: ``pending_nonce`` is then ``None``).
+        ``plain``: a value transfer without calldata; the backend then says whether the
+        recipient holds code (``to_has_code``), and when it holds none its gas is exactly
+        21,000 (a backend may skip the estimate). ``nonce``: read the pending nonce
+        (``False`` when the build already has its nonce: ``pending_nonce`` is then ``None``).
         """
         raise NotImplementedError
 
@@ -296,6 +298,7 @@ class TesterBackend(Backend):
         # sender -> nonce -> (tx_hash, raw): transactions waiting for a lower nonce
         self._queued: dict[str, dict[int, tuple[str, bytes]]] = {}
         self._queued_hashes: set[str] = set()
+        self._head: tuple[bytes, Any] | None = None  # (head block hash, its VM)
 
     def guard(self) -> AbstractContextManager[Any]:
         return self._lock
@@ -303,27 +306,53 @@ class TesterBackend(Backend):
     def chain_id(self) -> int:
         return int(self.w3.eth.chain_id)
 
+    def _head_vm(self) -> Any:
+        """The VM of the latest mined block, kept while that block stays the head (its state
+        is the latest state; reads through it share one account cache). Callers hold the
+        lock; whoever changes the state (a simulation, a balance read) reverts it."""
+        chain = self.tester.backend.chain
+        head = chain.get_canonical_head()
+        kept = self._head
+        if kept is not None and kept[0] == head.hash:
+            return kept[1]
+        vm = chain.get_vm(at_header=head)
+        self._head = (head.hash, vm)
+        return vm
+
     def build_reads(
         self, sender: str, call: dict[str, Any], *, plain: bool, nonce: bool = True
     ) -> BuildReads:
-        eth = self.w3.eth
-        has_code = bool(eth.get_code(call["to"])) if plain else None
-        # a value transfer to an account without code: no execution to estimate
-        gas = _PLAIN_GAS if has_code is False else int(eth.estimate_gas(call))
-        return BuildReads(
-            gas_estimate=gas,
-            base_fee=self.base_fee(),
-            priority_fee=_quantity(
-                self.w3.provider.make_request("eth_maxPriorityFeePerGas", [])["result"]
-            ),
-            balance=int(eth.get_balance(sender)),
-            pending_nonce=int(eth.get_transaction_count(sender, "pending")) if nonce else None,
-            to_has_code=has_code,
-        )
+        """The reads of a build on one state of the latest block (the chain mines every
+        transaction at once, so its pending state is the latest one)."""
+        with self._lock:
+            state = self._head_vm().state
+            me = bytes.fromhex(sender[2:])
+            has_code = bool(state.get_code(bytes.fromhex(call["to"][2:]))) if plain else None
+            # a value transfer to an account without code: no execution to estimate
+            gas = _PLAIN_GAS if has_code is False else int(self.w3.eth.estimate_gas(call))
+            return BuildReads(
+                gas_estimate=gas,
+                base_fee=self.base_fee(),
+                priority_fee=_quantity(
+                    self.w3.provider.make_request("eth_maxPriorityFeePerGas", [])["result"]
+                ),
+                balance=int(state.get_balance(me)),
+                pending_nonce=int(state.get_nonce(me)) if nonce else None,
+                to_has_code=has_code,
+            )
 
     def base_fee(self) -> int:
-        eth = self.w3.eth
-        return _base_fee(eth.fee_history(1, "latest", []), lambda: eth.get_block("latest"))
+        """What ``eth_feeHistory(1, "latest")`` reports on this chain (the base fee of the
+        latest block's parent; the latest block's own for the genesis), read from the
+        headers."""
+        with self._lock:
+            chain = self.tester.backend.chain
+            head = chain.get_canonical_head()
+            parent = chain.get_block_header_by_hash(head.parent_hash) if head.block_number else head
+            base_fee = parent.base_fee_per_gas
+        if base_fee is None:
+            raise LookupError("the node reports no base fee; only EIP-1559 chains are supported")
+        return int(base_fee)
 
     def estimate_gas(self, call: dict[str, Any]) -> int:
         return int(self.w3.eth.estimate_gas(call))
@@ -332,13 +361,18 @@ class TesterBackend(Backend):
         return bytes(self.w3.eth.call(params, block))
 
     def balance(self, address: str) -> int:
-        return int(self.w3.eth.get_balance(address))
+        with self._lock:
+            return int(self._head_vm().state.get_balance(bytes.fromhex(address[2:])))
 
     def nonce(self, address: str, block: str) -> int:
-        return int(self.w3.eth.get_transaction_count(address, block))
+        if block not in ("latest", "pending"):
+            return int(self.w3.eth.get_transaction_count(address, block))
+        with self._lock:  # every transaction is mined at once: pending is latest
+            return int(self._head_vm().state.get_nonce(bytes.fromhex(address[2:])))
 
     def code(self, address: str) -> bytes:
-        return bytes(self.w3.eth.get_code(address))
+        with self._lock:
+            return bytes(self._head_vm().state.get_code(bytes.fromhex(address[2:])))
 
     def receipt(self, tx_hash: str) -> Receipt | None:
         from web3.exceptions import TransactionNotFound
@@ -420,8 +454,7 @@ class TesterBackend(Backend):
 
         me = bytes.fromhex(sender[2:])
         with self._lock:
-            chain = self.tester.backend.chain
-            vm = chain.get_vm(at_header=chain.get_canonical_head())
+            vm = self._head_vm()
             state = vm.state
             snapshot = state.snapshot()
             try:
@@ -603,6 +636,8 @@ class HttpBackend(Backend):
         ]
         if nonce:
             calls.append(("eth_getTransactionCount", [sender, "pending"]))
+        if plain:  # in the same request: whether the recipient of a value transfer holds code
+            calls.append(("eth_getCode", [call["to"], "latest"]))
         results: list[Any] | None = None
         if self._batching:
             try:
@@ -615,11 +650,12 @@ class HttpBackend(Backend):
                 try:
                     results.append(self.request(method, params))
                 except Exception as exc:
-                    if method != "eth_maxPriorityFeePerGas":
+                    if method not in _OPTIONAL_READS:
                         raise
                     results.append(exc)
         estimate, history, priority, balance = results[:4]
         pending = results[4] if nonce else None
+        code = results[-1] if plain and not isinstance(results[-1], Exception) else None
         for item in (estimate, history, balance, pending):
             if isinstance(item, Exception):
                 raise item
@@ -633,6 +669,7 @@ class HttpBackend(Backend):
             priority_fee=None if isinstance(priority, Exception) else _quantity(priority),
             balance=_quantity(balance),
             pending_nonce=None if pending is None else _quantity(pending),
+            to_has_code=None if code is None else bool(_data(code)),
         )
 
     def base_fee(self) -> int:
