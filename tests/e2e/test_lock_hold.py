@@ -108,6 +108,14 @@ class StallingAdapter(FlakyAdapter):
 
     def __getattr__(self, name: str) -> Any:
         value = super().__getattr__(name)  # only what the real adapter has (no Solana nonces)
+        if name == "exact_balance_changes":  # EVM: the check before signing of a plain transfer
+
+            def exact_balance_changes(unsigned: UnsignedTx) -> BalanceChanges | None:
+                with self.gate.at("simulate", unsigned.sender):
+                    changes: BalanceChanges | None = value(unsigned)
+                return changes
+
+            return exact_balance_changes
         if name != "pending_nonce":
             return value
 

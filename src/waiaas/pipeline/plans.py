@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from waiaas.chains.base import (
+    BalanceChanges,
     ChainAdapter,
     FeeQuote,
     SignedTx,
@@ -312,6 +313,16 @@ def check_built(adapter: ChainAdapter, unsigned: UnsignedTx, meta: TxMeta) -> No
         )
 
 
+@runtime_checkable
+class _KnowsBalanceChanges(Protocol):
+    """An adapter that knows some transactions' balance changes exactly, without a
+    simulation (:meth:`waiaas.chains.evm.EvmAdapter.exact_balance_changes`)."""
+
+    def exact_balance_changes(self, unsigned: UnsignedTx) -> BalanceChanges | None:
+        """The sender's balance changes of ``unsigned`` when known exactly, else ``None``."""
+        ...
+
+
 def check_simulation(
     adapter: ChainAdapter,
     unsigned: UnsignedTx,
@@ -321,6 +332,11 @@ def check_simulation(
 ) -> str:
     """The second lock: simulate ``unsigned`` and compare the sender's balance changes with
     the effects that were judged. Returns ``"ok"`` or ``"unavailable"``.
+
+    Where the adapter knows the changes exactly without a simulation (an EVM plain value
+    transfer with exactly 21,000 gas to an account without code: no code can run), those
+    changes are compared instead, and the check is ``"ok"`` even when ``required`` and the
+    backend cannot simulate. Everything else is simulated.
 
     Native: the sender's outflow (fees excluded) may not exceed its native transfers plus
     the account funding (rent) it pays. Tokens: per token, the outflow may not exceed its
@@ -332,9 +348,7 @@ def check_simulation(
     """
     if effects is None:
         return "unavailable"
-    changes = None
-    if isinstance(adapter, SupportsBalanceSimulation):
-        changes = adapter.simulate_balance_changes(unsigned)
+    changes = _balance_changes(adapter, unsigned)
     if changes is None:
         if required:
             raise PlanRefusedError(
@@ -366,6 +380,19 @@ def check_simulation(
             code="SIMULATION_MISMATCH",
         )
     return "ok"
+
+
+def _balance_changes(adapter: ChainAdapter, unsigned: UnsignedTx) -> BalanceChanges | None:
+    """The sender's balance changes of ``unsigned``: known exactly where the adapter knows
+    them without running anything (an EVM plain transfer with 21,000 gas; they count as a
+    simulation for ``required``), else simulated, else ``None``."""
+    if isinstance(adapter, _KnowsBalanceChanges):
+        changes = adapter.exact_balance_changes(unsigned)
+        if changes is not None:
+            return changes
+    if isinstance(adapter, SupportsBalanceSimulation):
+        return adapter.simulate_balance_changes(unsigned)
+    return None
 
 
 def _key(token: str) -> str:

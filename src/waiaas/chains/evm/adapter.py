@@ -808,7 +808,7 @@ class EvmAdapter:
 
     def plan_of_signed(self, signed: SignedTx) -> EvmPlan:
         """The canonical plan of signed EIP-1559 bytes; the sender is recovered from the
-        signature.
+        signature (or known: this adapter signed the bytes of that hash for it).
 
         Raises:
             InvalidInputError: not a type-2 transaction, an access list (never signed by
@@ -825,15 +825,15 @@ class EvmAdapter:
             items = _rlp().decode(raw[1:])
             chain_id = int.from_bytes(items[0], "big")
             to_raw, value_raw, data, access_list = items[5], items[6], items[7], items[8]
-            from eth_account import Account
-
-            sender = normalize_address(Account.recover_transaction(raw), field="sender")
         except Exception as exc:
             raise InvalidInputError(
                 f"signed transaction bytes do not decode: {type(exc).__name__}", field="raw"
             ) from None
         if access_list:
             raise InvalidInputError("transactions with an access list have no plan", field="raw")
+        # the hash was checked against the bytes: the sender this adapter signed them for, or
+        # the one recovered from the signature
+        sender = self._sender_of(signed)
         return EvmPlan(
             network=self.network,
             chain_id=chain_id,
@@ -907,6 +907,41 @@ class EvmAdapter:
         changes = {normalize_address(k): v for k, v in result.tokens.items() if v}
         fee = result.fee if result.fee is not None else unsigned.fee_estimate
         return BalanceChanges(native=result.native, tokens=changes, fee=fee)
+
+    def exact_balance_changes(self, unsigned: UnsignedTx) -> BalanceChanges | None:
+        """The sender's balance changes of ``unsigned`` where they are known without a
+        simulation, else ``None`` (then :meth:`simulate_balance_changes` is what tells).
+
+        Known: a plain value transfer (no calldata) with a gas limit of exactly 21,000 (the
+        intrinsic gas of such a transaction) to another account that held no code when this
+        adapter last built a transaction to it (moments ago). With 21,000 gas no code can run
+        at the recipient even if it gains some before the transaction is included (a
+        ``CREATE2`` deployment, an EIP-7702 delegation): the call would run out of gas and
+        revert. So the sender loses at most ``value`` (fees excluded) and no token: the
+        result is ``native=-value``, no tokens, ``fee`` the build's estimate (at most gas
+        limit times ``maxFeePerGas``). Anything else (calldata, another gas limit, a
+        recipient with code or not read recently, a contract creation) is ``None``.
+
+        Raises:
+            InvalidInputError: not an EVM transaction of this adapter.
+            ChainIdMismatchError: built for another chain.
+
+        Example::
+
+            evm.exact_balance_changes(evm.build(Transfer(to=bob, amount=10**15), me))
+            # BalanceChanges(native=-10**15, tokens={}, fee=...)
+        """
+        payload = self._payload(unsigned)
+        to = payload.get("to")
+        if to is None or payload["data"] != "0x" or payload["gas"] != _PLAIN_TRANSFER_GAS:
+            return None
+        recipient = normalize_address(to, field="to")
+        sender = normalize_address(unsigned.sender, field="sender")
+        if recipient == sender or not self._known_without_code(recipient):
+            return None
+        gas, max_fee = int(payload["gas"]), int(payload["maxFeePerGas"])
+        fee = unsigned.fee_estimate if unsigned.fee_estimate is not None else gas * max_fee
+        return BalanceChanges(native=-int(payload["value"]), tokens={}, fee=fee)
 
     # ------------------------------------------------------------------ fees & simulation
 
