@@ -162,7 +162,9 @@ class WalletConfig(BaseModel):
             code can move funds in ways no budget sees; only the simulation check remains.
         require_simulation: when ``True`` a transaction whose chain backend cannot simulate
             it (see docs/pipeline.md) is refused before signing; by default it proceeds on
-            the decoded effects alone (the refusal of unknown code still applies).
+            the decoded effects alone (the refusal of unknown code still applies). An EVM
+            plain transfer whose balance changes are known exactly without a simulation
+            (21,000 gas, no calldata, a recipient without code) counts as simulated.
 
     The domain and URI are fixed into each approval when it is created, so a signature
     stays valid whatever configuration the process that checks it runs with.
