@@ -120,6 +120,47 @@ def _rlp() -> Any:
     return importlib.import_module("rlp")
 
 
+def _sign_dynamic_fee(payload: Mapping[str, Any], secret: bytes) -> tuple[bytes, bytes]:
+    """``(raw, hash)`` of the EIP-1559 transaction ``payload`` (validated by
+    ``EvmAdapter._payload``) signed with ``secret``: the bytes ``eth_account`` produces (RFC
+    6979 nonce, low ``s``), without its per-call field formatting.
+
+    Raises:
+        ValueError / TypeError: a field out of range, calldata or ``to`` not hex.
+    """
+    from coincurve import PrivateKey
+    from eth_hash.auto import keccak
+
+    for key in _PAYLOAD_KEYS - {"data", "type"}:
+        if payload[key] > (_MAX_NONCE if key == "nonce" else UINT256_MAX):
+            raise ValueError(f"{key} out of range")
+    to = payload.get("to")
+    recipient = b"" if to is None else bytes.fromhex(normalize_address(to)[2:])
+    data = payload["data"]
+    if not isinstance(data, str) or not data.startswith("0x"):
+        raise ValueError("data must be 0x-hex")
+    fields: list[Any] = [
+        payload["chainId"],
+        payload["nonce"],
+        payload["maxPriorityFeePerGas"],
+        payload["maxFeePerGas"],
+        payload["gas"],
+        recipient,
+        payload["value"],
+        bytes.fromhex(data[2:]),
+        [],  # access list
+    ]
+    rlp = _rlp()
+    signature = PrivateKey(secret).sign_recoverable(
+        keccak(bytes([_TX_TYPE]) + rlp.encode(fields)), hasher=None
+    )
+    r, s, y_parity = signature[:32], signature[32:64], signature[64]
+    raw = bytes([_TX_TYPE]) + rlp.encode(
+        [*fields, y_parity, int.from_bytes(r, "big"), int.from_bytes(s, "big")]
+    )
+    return raw, keccak(raw)
+
+
 def _decode_raw(raw: bytes) -> tuple[int | None, int]:
     """``(chain id, nonce)`` of signed transaction bytes (chain id ``None`` if pre-EIP-155)."""
     if not raw:
@@ -1066,16 +1107,13 @@ class EvmAdapter:
         payload = self._payload(unsigned)
         if self.address_of(secret) != unsigned.sender:
             raise InvalidInputError("the key does not belong to the sender", field="secret")
-        from eth_account import Account
-
         try:
-            signed = Account.sign_transaction(payload, bytes(secret))
+            raw, digest = _sign_dynamic_fee(payload, bytes(secret))
         except Exception as exc:
             raise InvalidInputError(
                 f"the transaction cannot be signed: {type(exc).__name__}", field="payload"
             ) from None
-        raw = bytes(signed.raw_transaction)
-        tx_hash = "0x" + bytes(signed.hash).hex()
+        tx_hash = "0x" + digest.hex()
         self._remember_sender(tx_hash, unsigned.sender)
         return SignedTx(chain=_CHAIN, raw=raw, tx_hash=tx_hash, nonce=int(payload["nonce"]))
 
