@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from test_evm_errors import BUILD_ANSWERS, FakeNode
 
-from waiaas.chains.base import BalanceChanges, UnsignedTx
+from waiaas.chains.base import BalanceChanges, SupportsExactBalanceChanges, UnsignedTx
 from waiaas.chains.evm import EvmAdapter, EvmDevAdapter
 from waiaas.chains.evm import adapter as adapter_module
 from waiaas.chains.evm.backends import SimBalances
@@ -105,6 +105,40 @@ def test_known_changes_the_effects_do_not_explain_are_refused(
         plans.check_simulation(evm, unsigned, effects, required=False)
     assert info.value.code == "SIMULATION_MISMATCH"
     assert spy.calls == 0
+
+
+class _ThirdParty:
+    """A third-party adapter's capability: only the public protocol, answering ``changes``."""
+
+    def __init__(self, changes: BalanceChanges | None) -> None:
+        self.changes = changes
+
+    def exact_balance_changes(self, unsigned: UnsignedTx) -> BalanceChanges | None:
+        return self.changes
+
+
+def test_the_capability_is_a_public_protocol_any_adapter_can_offer(
+    chain: tuple[EvmDevAdapter, str, _Spy],
+) -> None:
+    """The EVM adapter offers ``SupportsExactBalanceChanges``; another adapter offering it
+    gets the same comparison: an outflow its answer shows and the effects do not explain is
+    refused, and no answer without a simulation is unavailable (refused when required)."""
+    evm, sender, _ = chain
+    assert isinstance(evm, SupportsExactBalanceChanges)
+    unsigned = evm.build(Transfer(to=evm.generate_secret()[1], amount=AMOUNT), sender)
+    effects = (NativeTransfer("S", "R", AMOUNT),)
+    honest: Any = _ThirdParty(BalanceChanges(native=-AMOUNT, tokens={}))
+    assert isinstance(honest, SupportsExactBalanceChanges)
+    assert plans.check_simulation(honest, unsigned, effects, required=True) == "ok"
+    more: Any = _ThirdParty(BalanceChanges(native=-AMOUNT - 1, tokens={}))
+    with pytest.raises(plans.PlanRefusedError) as info:
+        plans.check_simulation(more, unsigned, effects, required=False)
+    assert info.value.code == "SIMULATION_MISMATCH"
+    silent: Any = _ThirdParty(None)
+    assert plans.check_simulation(silent, unsigned, effects, required=False) == "unavailable"
+    with pytest.raises(plans.PlanRefusedError) as info:
+        plans.check_simulation(silent, unsigned, effects, required=True)
+    assert info.value.code == "SIMULATION_UNAVAILABLE"
 
 
 def test_calldata_with_21000_gas_is_simulated(chain: tuple[EvmDevAdapter, str, _Spy]) -> None:

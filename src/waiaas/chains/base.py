@@ -4,7 +4,8 @@ A third party adds a chain by writing a class with these methods; nothing to inh
 Optional capabilities are small separate protocols (:class:`SupportsNonces`,
 :class:`LocalChainControl`, :class:`SupportsPlans`, :class:`SupportsPlanBuild`,
 :class:`SupportsTokenInfo`, :class:`SupportsBalanceSimulation`,
-:class:`SupportsFeeQuote`) checked with ``isinstance`` at run time.
+:class:`SupportsExactBalanceChanges`, :class:`SupportsFeeQuote`) checked with ``isinstance``
+at run time.
 
 What the wallet knows about a chain *family* comes from the adapter too, through three more
 optional protocols, each with a documented fallback for an adapter that does not implement it
@@ -59,6 +60,7 @@ __all__ = [
     "SupportsBalanceSimulation",
     "SupportsBatch",
     "SupportsCallGuard",
+    "SupportsExactBalanceChanges",
     "SupportsFeeCap",
     "SupportsFeeQuote",
     "SupportsNativeAsset",
@@ -401,6 +403,27 @@ class SupportsBalanceSimulation(Protocol):
         Raises:
             InvalidInputError: ``unsigned`` was not built by this adapter.
             ChainError: the node failed (transient).
+        """
+        ...
+
+
+@runtime_checkable
+class SupportsExactBalanceChanges(Protocol):
+    """Adapters that know some transactions' balance changes exactly, without a simulation.
+
+    The pipeline asks this before simulating; the answer goes through the same comparison
+    with the judged effects as a simulation's, and counts as one for
+    ``WalletConfig.require_simulation``. Answer only where nothing the chain does at
+    inclusion can change the result (e.g. an EVM value transfer with exactly 21,000 gas:
+    no code can run at the recipient).
+    """
+
+    def exact_balance_changes(self, unsigned: UnsignedTx) -> BalanceChanges | None:
+        """The sender's balance changes of ``unsigned`` when known exactly, else ``None``
+        (then the transaction is simulated).
+
+        Raises:
+            InvalidInputError: ``unsigned`` was not built by this adapter.
         """
         ...
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from waiaas.chains.base import (
     BalanceChanges,
@@ -21,6 +21,7 @@ from waiaas.chains.base import (
     FeeQuote,
     SignedTx,
     SupportsBalanceSimulation,
+    SupportsExactBalanceChanges,
     SupportsFeeCap,
     SupportsFeeQuote,
     SupportsPlans,
@@ -313,16 +314,6 @@ def check_built(adapter: ChainAdapter, unsigned: UnsignedTx, meta: TxMeta) -> No
         )
 
 
-@runtime_checkable
-class _KnowsBalanceChanges(Protocol):
-    """An adapter that knows some transactions' balance changes exactly, without a
-    simulation (:meth:`waiaas.chains.evm.EvmAdapter.exact_balance_changes`)."""
-
-    def exact_balance_changes(self, unsigned: UnsignedTx) -> BalanceChanges | None:
-        """The sender's balance changes of ``unsigned`` when known exactly, else ``None``."""
-        ...
-
-
 def check_simulation(
     adapter: ChainAdapter,
     unsigned: UnsignedTx,
@@ -386,7 +377,7 @@ def _balance_changes(adapter: ChainAdapter, unsigned: UnsignedTx) -> BalanceChan
     """The sender's balance changes of ``unsigned``: known exactly where the adapter knows
     them without running anything (an EVM plain transfer with 21,000 gas; they count as a
     simulation for ``required``), else simulated, else ``None``."""
-    if isinstance(adapter, _KnowsBalanceChanges):
+    if isinstance(adapter, SupportsExactBalanceChanges):
         changes = adapter.exact_balance_changes(unsigned)
         if changes is not None:
             return changes
