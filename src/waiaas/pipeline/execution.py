@@ -19,7 +19,6 @@ from waiaas.chains.base import (
     ChainTxState,
     ChainTxStatus,
     SignedTx,
-    SupportsNonces,
 )
 from waiaas.db import UnitOfWork
 from waiaas.db.generations import CHANNELS, Observed
@@ -286,7 +285,7 @@ class ExecutionStage(_PipelineBase):
                 prepared = plans.prepare(adapter, req, reader.public_key)
                 effects = prepared.effects
             _warm_decimals(adapter, req, effects)
-            if isinstance(adapter, SupportsNonces):
+            if plans.has_nonces(adapter):
                 hint = adapter.pending_nonce(reader.public_key)
         return _ClaimInputs(found.agent_id, reader.public_key, adapter, prepared, hint)
 
@@ -548,7 +547,7 @@ class ExecutionStage(_PipelineBase):
         asked again now that no other wallet process can take the reserved nonce: when its
         pending count has passed it, a new nonce is reserved (a short write) and checked.
         """
-        if claim.nonce is None or not isinstance(claim.adapter, SupportsNonces):
+        if claim.nonce is None or not plans.has_nonces(claim.adapter):
             return claim.nonce
         for _ in range(_NONCE_ATTEMPTS):
             pending = claim.adapter.pending_nonce(claim.agent.public_key)
@@ -1165,7 +1164,7 @@ class ExecutionStage(_PipelineBase):
         """
         if previous is None:
             return None
-        if not isinstance(adapter, SupportsNonces):
+        if not plans.has_nonces(adapter):
             return int(str(previous))
         pending = adapter.pending_nonce(agent.public_key)
         with self.db.read() as uow:

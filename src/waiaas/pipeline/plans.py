@@ -11,9 +11,10 @@ Internal to the pipeline.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from waiaas.chains.base import (
     BalanceChanges,
@@ -24,12 +25,17 @@ from waiaas.chains.base import (
     SupportsExactBalanceChanges,
     SupportsFeeCap,
     SupportsFeeQuote,
+    SupportsNonces,
     SupportsPlans,
     UnsignedTx,
 )
 from waiaas.errors import StateError, WaiaasError
 from waiaas.pipeline.records import signed_from_json
 from waiaas.pipeline.txmeta import FeeMeta, TxMeta, effects_of, network_fee_of
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
 from waiaas.plan import (
     AccountFunding,
     Effect,
@@ -49,15 +55,78 @@ from waiaas.plan import (
 __all__ = [
     "PlanRefusedError",
     "Prepared",
+    "capable",
     "check_built",
     "check_simulation",
     "fee_from_json",
     "fee_to_json",
+    "has_exact_changes",
+    "has_fee_cap",
+    "has_fee_quote",
+    "has_nonces",
+    "has_plans",
+    "has_simulation",
     "hold_fee",
     "prepare",
     "stored_effects",
     "unshown_fee",
 ]
+
+
+# id(adapter) -> (weak reference to it, {capability: answer}); an entry leaves with its adapter
+_capabilities: dict[int, tuple[weakref.ReferenceType[Any], dict[type, bool]]] = {}
+
+
+def capable(adapter: object, capability: type) -> bool:
+    """``isinstance(adapter, capability)`` for a runtime-checkable capability protocol of
+    :mod:`waiaas.chains.base`, decided once per adapter object and remembered while it lives
+    (a protocol check walks the protocol's members on every call). An adapter that cannot be
+    weakly referenced is checked every time. The typed guards below narrow with it."""
+    key = id(adapter)
+    entry = _capabilities.get(key)
+    if entry is None or entry[0]() is not adapter:
+        try:
+            ref = weakref.ref(adapter, _forget)
+        except TypeError:
+            return isinstance(adapter, capability)
+        entry = (ref, {})
+        _capabilities[key] = entry
+    known = entry[1].get(capability)
+    if known is None:
+        known = entry[1][capability] = isinstance(adapter, capability)
+    return known
+
+
+def _forget(ref: weakref.ReferenceType[Any]) -> None:
+    """An adapter died: drop what was remembered of it (by its reference, so an entry made
+    for a newer object at the same id stays)."""
+    for key, (held, _) in list(_capabilities.items()):
+        if held is ref:
+            _capabilities.pop(key, None)
+
+
+def has_plans(adapter: object) -> TypeIs[SupportsPlans]:
+    return capable(adapter, SupportsPlans)
+
+
+def has_nonces(adapter: object) -> TypeIs[SupportsNonces]:
+    return capable(adapter, SupportsNonces)
+
+
+def has_fee_quote(adapter: object) -> TypeIs[SupportsFeeQuote]:
+    return capable(adapter, SupportsFeeQuote)
+
+
+def has_fee_cap(adapter: object) -> TypeIs[SupportsFeeCap]:
+    return capable(adapter, SupportsFeeCap)
+
+
+def has_exact_changes(adapter: object) -> TypeIs[SupportsExactBalanceChanges]:
+    return capable(adapter, SupportsExactBalanceChanges)
+
+
+def has_simulation(adapter: object) -> TypeIs[SupportsBalanceSimulation]:
+    return capable(adapter, SupportsBalanceSimulation)
 
 
 class PlanRefusedError(StateError):
@@ -150,7 +219,7 @@ def quote_fee(adapter: ChainAdapter, unsigned: UnsignedTx) -> FeeQuote | None:
     """The network fee of ``unsigned`` as its adapter states it, else the adapter's own
     estimate recorded at build (basis ``"estimate"``), else ``None``. Never raises: the fee
     is shown to people, it decides nothing."""
-    if isinstance(adapter, SupportsFeeQuote):
+    if has_fee_quote(adapter):
         try:
             return adapter.fee_quote(unsigned)
         except WaiaasError:
@@ -169,7 +238,7 @@ def prepare(
     Raises:
         InvalidInputError / ChainError: the request cannot be built on this chain now.
     """
-    if not isinstance(adapter, SupportsPlans):
+    if not has_plans(adapter):
         return Prepared(None, None, None)
     unsigned = adapter.build(request, sender, nonce=nonce)
     plan = adapter.plan_of(unsigned)
@@ -201,16 +270,14 @@ def needs_plan(adapter: ChainAdapter, meta: TxMeta) -> bool:
     """Whether a row must still get its plan before signing (its adapter shows plans): it
     has none, nor the digest of one (a row whose plan is in its signed bytes has the
     digest: :func:`plan_in_bytes`)."""
-    return (
-        isinstance(adapter, SupportsPlans) and not meta.get("plan") and not meta.get("plan_digest")
-    )
+    return has_plans(adapter) and not meta.get("plan") and not meta.get("plan_digest")
 
 
 def plan_in_bytes(adapter: ChainAdapter, signed: SignedTx, digest: str | None) -> bool:
     """Whether ``adapter`` reads back from ``signed`` exactly the plan of digest ``digest``:
     then a row that stores these bytes need not store the plan too (:func:`stored_plan`
     reads it from them)."""
-    if digest is None or not isinstance(adapter, SupportsPlans):
+    if digest is None or not has_plans(adapter):
         return False
     try:
         return plan_digest(adapter.plan_of_signed(signed)) == digest
@@ -240,7 +307,7 @@ def stored_plan(
         plan = plan_from_json(data)
         return Prepared(plan, plan_digest(plan), effects, fee=fee)
     expected, stored = meta.get("plan_digest"), meta.get("signed")
-    if expected is None or stored is None or not isinstance(adapter, SupportsPlans):
+    if expected is None or stored is None or not has_plans(adapter):
         return Prepared(None, expected, effects, fee=fee)
     plan = adapter.plan_of_signed(signed_from_json(adapter.chain, stored, tx_hash))
     if plan_digest(plan) != expected:
@@ -278,7 +345,7 @@ def hold_fee(adapter: ChainAdapter, unsigned: UnsignedTx, meta: TxMeta) -> Unsig
     if judged is None:
         return unsigned
     held: UnsignedTx | None = unsigned
-    if isinstance(adapter, SupportsFeeCap):
+    if has_fee_cap(adapter):
         held = adapter.cap_fee(unsigned, judged)
     quote = quote_fee(adapter, held) if held is not None else None
     if held is None or (quote is not None and quote.amount > judged.amount):
@@ -297,7 +364,7 @@ def check_built(adapter: ChainAdapter, unsigned: UnsignedTx, meta: TxMeta) -> No
         PlanRefusedError: ``PLAN_MISMATCH``.
     """
     expected = meta.get("plan_digest")
-    if expected is None or not isinstance(adapter, SupportsPlans):
+    if expected is None or not has_plans(adapter):
         return
     built = plan_digest(adapter.plan_of(unsigned))
     if built != expected:
@@ -377,11 +444,11 @@ def _balance_changes(adapter: ChainAdapter, unsigned: UnsignedTx) -> BalanceChan
     """The sender's balance changes of ``unsigned``: known exactly where the adapter knows
     them without running anything (an EVM plain transfer with 21,000 gas; they count as a
     simulation for ``required``), else simulated, else ``None``."""
-    if isinstance(adapter, SupportsExactBalanceChanges):
+    if has_exact_changes(adapter):
         changes = adapter.exact_balance_changes(unsigned)
         if changes is not None:
             return changes
-    if isinstance(adapter, SupportsBalanceSimulation):
+    if has_simulation(adapter):
         return adapter.simulate_balance_changes(unsigned)
     return None
 
