@@ -680,7 +680,8 @@ class Wallet:
         limit: int = 100,
         before: str | None = None,
     ) -> TransactionList:
-        """Transactions, newest first; page with ``before`` = the last id of a page.
+        """Transactions, newest first (by creation time, then id); page with ``before`` =
+        the last id of a page (an id no transaction has gives an empty page).
 
         The result is a list that also renders as a table in a notebook and has
         ``to_dataframe()`` (with the ``pandas`` extra).

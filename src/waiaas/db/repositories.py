@@ -30,6 +30,7 @@ from waiaas.db.portable import dialect_of, text_for
 from waiaas.db.statements import built, cas_params, compare_and_set, quoted, state_value_sql
 from waiaas.db.tables import (
     IN_FLIGHT,
+    NOT_CONFIRMED,
     RARE_SEVERITY,
     SEVERITIES,
     AgentRow,
@@ -329,13 +330,13 @@ class TransactionRepository(_Repository):
         return list(self.session.exec(stmt))
 
     def with_status(self, statuses: Sequence[str], *, limit: int = 1000) -> list[TransactionRow]:
-        stmt = (
-            select(TransactionRow)
-            .where(col(TransactionRow.status).in_(list(statuses)))
-            .order_by(col(TransactionRow.id))
-            .limit(limit)
-        )
-        return list(self.session.exec(stmt))
+        """Up to ``limit`` transactions in ``statuses``, oldest id first. Statuses other than
+        CONFIRMED are read from the partial index (status, created_at) of migration 0015,
+        whose condition the query names: the other rows are not read."""
+        stmt = select(TransactionRow).where(col(TransactionRow.status).in_(list(statuses)))
+        if "CONFIRMED" not in statuses:
+            stmt = stmt.where(text(NOT_CONFIRMED))
+        return list(self.session.exec(stmt.order_by(col(TransactionRow.id)).limit(limit)))
 
     def list(
         self,
@@ -345,17 +346,28 @@ class TransactionRepository(_Repository):
         limit: int = 100,
         before_id: str | None = None,
     ) -> list[TransactionRow]:
-        """Newest first; page with ``before_id`` (ids are time-ordered UUIDv7)."""
+        """Newest first: by ``created_at``, then by id (time-ordered UUIDv7), both
+        descending; page with ``before_id``, the last id of the previous page (an id no row
+        has gives an empty page).
+
+        Every shape reads an index in that order and stops after ``limit`` rows, whatever
+        the number of rows before it: ``(agent_id, created_at)`` or ``(created_at)``, and for
+        a status other than CONFIRMED the partial indexes of migration 0015 (their condition,
+        :data:`~waiaas.db.tables.NOT_CONFIRMED`, is named here). Ordering by id alone made
+        SQLite read and sort every row of the agent (or scan the table) for one page.
+        """
+        created, tx_id = col(TransactionRow.created_at), col(TransactionRow.id)
         stmt = select(TransactionRow)
         if agent_id is not None:
             stmt = stmt.where(TransactionRow.agent_id == agent_id)
         if status is not None:
             stmt = stmt.where(TransactionRow.status == status)
-            if status in ACTIVE_TX_STATUSES:  # the partial index (agent_id, status) serves it
-                stmt = stmt.where(text(IN_FLIGHT))
+            if status != "CONFIRMED":
+                stmt = stmt.where(text(NOT_CONFIRMED))
         if before_id is not None:
-            stmt = stmt.where(col(TransactionRow.id) < before_id)
-        return list(self.session.exec(stmt.order_by(col(TransactionRow.id).desc()).limit(limit)))
+            cursor = sa_select(created).where(tx_id == before_id).scalar_subquery()
+            stmt = stmt.where(created <= cursor, or_(created < cursor, tx_id < before_id))
+        return list(self.session.exec(stmt.order_by(created.desc(), tx_id.desc()).limit(limit)))
 
     def count(self) -> int:
         stmt = sa_select(func.count()).select_from(TransactionRow)

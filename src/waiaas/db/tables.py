@@ -30,6 +30,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "CHANNEL_TYPES",
     "IN_FLIGHT",
+    "NOT_CONFIRMED",
     "POLICY_TYPES",
     "RARE_SEVERITY",
     "AgentRow",
@@ -92,6 +93,11 @@ _REFUSALS = (
 #: in-flight statuses. A query must contain this exact term for SQLite (and PostgreSQL's
 #: generic plans) to use the index.
 IN_FLIGHT = "status IN ('PENDING', 'QUEUED', 'EXECUTING', 'SUBMITTED')"
+#: The WHERE clause of the partial ``idx_transactions_agent_unconfirmed`` and
+#: ``idx_transactions_status_unconfirmed`` (migration 0015): every row not CONFIRMED (in
+#: flight, failed, cancelled, expired), a small share of a wallet's rows. A query by a status
+#: other than CONFIRMED names this term so SQLite and PostgreSQL read them.
+NOT_CONFIRMED = "status <> 'CONFIRMED'"
 CORE_CHANNEL_TYPES = ("TELEGRAM", "DISCORD", "NTFY")
 CHANNEL_TYPES = (*CORE_CHANNEL_TYPES, "WEBHOOK")
 
@@ -207,6 +213,20 @@ class TransactionRow(_Base, table=True):
             sqlite_where=text("queued_at IS NOT NULL"),
         ),
         Index("idx_transactions_created_at", "created_at"),
+        # migration 0015: listings and scans by a status other than CONFIRMED, newest first
+        Index(
+            "idx_transactions_agent_unconfirmed",
+            "agent_id",
+            "status",
+            "created_at",
+            sqlite_where=text(NOT_CONFIRMED),
+        ),
+        Index(
+            "idx_transactions_status_unconfirmed",
+            "status",
+            "created_at",
+            sqlite_where=text(NOT_CONFIRMED),
+        ),
         # migration 0003: budgets read an agent's window without scanning its history
         Index("idx_transactions_agent_created", "agent_id", "created_at"),
     )

@@ -393,6 +393,8 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
             "status IN ('PENDING', 'QUEUED', 'EXECUTING', 'SUBMITTED')",
         ),
         ("transactions", "index_where", "idx_transactions_queued_at", "queued_at IS NOT NULL"),
+        # 0015: the rows not CONFIRMED, by status and by agent and status, newest first
+        *_UNCONFIRMED_FACTS,
         # 0012: the generation counters of policies and channels
         *(
             (table, "trigger", name, sql)
@@ -412,7 +414,7 @@ def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) ->
     stepwise = tmp_path / "steps.db"
     for target in (
         *("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"),
-        *("0011", "0012", "0013", "0014"),
+        *("0011", "0012", "0013", "0014", "0015"),
     ):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"
@@ -514,6 +516,42 @@ def test_0014_makes_two_transaction_indexes_partial_and_downgrades_exactly(
     finally:
         engine.dispose()
     assert schema_facts(head) == at_0013
+
+
+_UNCONFIRMED_FACTS = (
+    ("transactions", "index", "idx_transactions_status_unconfirmed", 0, "status", "created_at"),
+    ("transactions", "index_where", "idx_transactions_status_unconfirmed", "status <> 'CONFIRMED'"),
+    (
+        "transactions",
+        "index",
+        "idx_transactions_agent_unconfirmed",
+        0,
+        "agent_id",
+        "status",
+        "created_at",
+    ),
+    ("transactions", "index_where", "idx_transactions_agent_unconfirmed", "status <> 'CONFIRMED'"),
+)
+
+
+def test_0015_adds_two_partial_transaction_indexes_and_downgrades_exactly(
+    tmp_path: Path,
+) -> None:
+    """0015 adds the two indexes of the rows not CONFIRMED and changes nothing else; its
+    downgrade restores 0014 exactly."""
+    at_0014 = schema_facts(_migrated_to(tmp_path / "0014.db", "0014"))
+    head = _migrated_to(tmp_path / "0015.db", "0015")
+    assert schema_facts(head) - at_0014 == set(_UNCONFIRMED_FACTS)
+    assert at_0014 - schema_facts(head) == set()
+    engine = make_engine(head)
+    try:
+        with engine.connect() as conn, conn.begin():
+            cfg = migrate.alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0014")
+    finally:
+        engine.dispose()
+    assert schema_facts(head) == at_0014
 
 
 def test_audit_records_follow_the_table() -> None:
