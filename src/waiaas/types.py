@@ -602,7 +602,7 @@ class TransactionInfo(_Result):
         status: the pipeline status.
         tier: the tier the policy decision assigned (``None`` when denied).
         tx_hash: the chain's transaction id once signed (the audit names it in the row
-            recording the signing: ``TX_SIGNED``, or ``TX_SUBMITTED`` for bytes presigned
+            recording the signing: ``TX_SIGNED``, or ``TX_REQUESTED`` for bytes presigned
             at admission; see :class:`AuditEntry`).
         request: the full request, exactly as it will be (or was) executed.
         asset: ``"native"`` or the token address the amount is in.
@@ -727,9 +727,17 @@ class AuditEntry(_Result):
     ``TX_SUBMITTED`` from EXECUTING to SUBMITTED), and ``session_id`` only where the agent
     moved it (the transaction's session is on its ``TX_REQUESTED`` row). Its hash (and
     nonce) is in the row that records its signing: ``TX_SIGNED`` when it was signed from a
-    claim, or, for bytes presigned at admission (no ``TX_SIGNED`` row), its ``TX_SUBMITTED``
-    row, whose ``from`` is ``PENDING`` (:func:`waiaas.pipeline.states.signing_record` reads
-    either).
+    claim, or, for bytes presigned at admission (no ``TX_SIGNED`` or ``TX_SUBMITTED`` row),
+    its ``TX_REQUESTED`` row, which then also records the move from PENDING to SUBMITTED
+    (in a database written before: a ``TX_SUBMITTED`` row whose ``from`` is ``PENDING``;
+    :func:`waiaas.pipeline.states.signing_record` and ``audited_move`` read each form).
+
+    A ``TX_REQUESTED`` row of an admitted request stores only its tier (none for INSTANT)
+    and that hash: the request's ``type``, ``amount``, ``asset``, ``to`` and its
+    ``plan_digest`` are its transaction's, covered by that row's MAC, and ``Wallet.audit``
+    puts them back (and the
+    ``fee`` of a final move) from a row whose MAC verifies; ``details`` read as stored
+    otherwise.
     """
 
     id: int

@@ -158,7 +158,8 @@ def all_audit(wallet: Wallet, **filters: Any) -> list[AuditEntry]:
 
 def signings(wallet: Wallet, tx_id: str) -> list[dict[str, Any]]:
     """The signings the audit records for one transaction, oldest first: the details
-    (``tx_hash``, ``nonce``) of its TX_SIGNED rows, or of its presigned TX_SUBMITTED row
+    (``tx_hash``, ``nonce``) of its TX_SIGNED rows, or of its presigned TX_REQUESTED row
+    (a TX_SUBMITTED row in a database written before)
     (``states.signing_record``)."""
     entries = all_audit(wallet, tx_id=tx_id)
     return [dict(d) for e in entries if (d := signing_record(e.event_type, e.details))]

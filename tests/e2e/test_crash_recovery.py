@@ -101,7 +101,7 @@ def test_sigkill_at_stage_boundary_is_recovered(
         assert adapter_balance(wallet, agent_id, recipient) - before == AMOUNTS[chain]
         entries = list(reversed(wallet.audit(tx_id=tx_id, limit=100).entries))
         events = [e.event_type for e in entries]
-        # never signed twice (TX_SIGNED from a claim, or the presigned TX_SUBMITTED)
+        # never signed twice (TX_SIGNED from a claim, or the presigned TX_REQUESTED)
         signed = [d for e in entries if (d := signing_record(e.event_type, e.details))]
         assert len(signed) == 1 and signed[0]["tx_hash"] == tx.tx_hash
         assert events.count(AuditEvent.TX_REQUESTED) == 1

@@ -27,7 +27,6 @@ EXPECTED: dict[str, list[str]] = {
         "1 SOL transfer denied",
         "[SPENDING_LIMIT] 1 SOL exceeds the per-transaction limit of 0.5 SOL",
         "TX_REQUESTED",
-        "TX_SUBMITTED",
         "TX_CONFIRMED",
         "POLICY_VIOLATION",
         "quickstart finished",

@@ -7,7 +7,7 @@ digest, effects) or moves its status back (to run it again) is named by the wall
 An allowed INSTANT request stores its decision compact (its tier; no reasons, budget tables
 or fees the quote already says); a queued one keeps it whole, and the owner's approval still
 binds the exact plan. Audit rows carry no nulls and
-name a transaction's hash once (TX_SIGNED, or the presigned path's TX_SUBMITTED).
+name a transaction's hash once (TX_SIGNED, or the presigned path's TX_REQUESTED).
 """
 
 from __future__ import annotations
@@ -328,6 +328,7 @@ def test_an_approval_keeps_its_full_decision_and_executes_the_plan_approved(
         assert final["plan_digest"] == final["approval"]["plan_digest"] == digest
         assert "plan" not in final and "raw_b64" not in json.dumps(final)
         requested = [e for e in all_audit(w, tx_id=queued.id) if e.event_type == "TX_REQUESTED"]
+        # stored once, on the row under its MAC; the audit page reads it back from there
         assert requested[0].details["plan_digest"] == digest
         after = w.get_transaction(queued.id).decision
         assert after == waiting  # the whole decision, still
@@ -343,8 +344,8 @@ def _nulls(value: Any) -> bool:
 
 def test_audit_rows_carry_no_nulls_and_name_a_hash_once(tmp_path: Path) -> None:
     """Every path of the pipeline: no detail is null; the transaction's hash is in the row
-    recording its signing (presigned: TX_SUBMITTED, no TX_SIGNED row; from a claim:
-    TX_SIGNED), not again in another row; every move still reads back as (from, to)."""
+    recording its signing (presigned: TX_REQUESTED, no TX_SIGNED or TX_SUBMITTED row; from a
+    claim: TX_SIGNED), not again in another row; every move still reads back as (from, to)."""
     clock = FrozenClock()
     with _open(tmp_path / "wallet.db", clock) as w:
         ids = drive_every_path(w, "solana")
@@ -352,16 +353,16 @@ def test_audit_rows_carry_no_nulls_and_name_a_hash_once(tmp_path: Path) -> None:
         assert entries and not [e for e in entries if _nulls(e.details)]
         tx = w.get_transaction(ids["instant"])
         rows = {e.event_type: e for e in all_audit(w, tx_id=tx.id)}
-        # signed before admission's lock: recorded and cleared in the admission commit, in
-        # one row (Solana has no nonce)
-        assert "TX_SIGNED" not in rows
-        assert rows["TX_SUBMITTED"].details == {"tx_hash": tx.tx_hash, "from": "PENDING"}
+        # signed before admission's lock: requested, recorded and cleared in the admission
+        # commit, in one row (Solana has no nonce)
+        assert "TX_SIGNED" not in rows and "TX_SUBMITTED" not in rows
+        assert rows["TX_REQUESTED"].details["tx_hash"] == tx.tx_hash
         assert "tx_hash" not in rows["TX_CONFIRMED"].details
         # SUBMITTED -> CONFIRMED is what TX_CONFIRMED says; a system move names no session
         assert "from" not in rows["TX_CONFIRMED"].details
         assert rows["TX_CONFIRMED"].session_id is None
         assert rows["TX_REQUESTED"].session_id == tx.session_id is not None
-        assert [audited_move(t, rows[t].details) for t in ("TX_SUBMITTED", "TX_CONFIRMED")] == [
+        assert [audited_move(t, rows[t].details) for t in ("TX_REQUESTED", "TX_CONFIRMED")] == [
             ("PENDING", "SUBMITTED"),
             ("SUBMITTED", "CONFIRMED"),
         ]

@@ -22,6 +22,7 @@ from waiaas.errors import (
     PolicyDeniedError,
 )
 from waiaas.pipeline.engine import PipelineHooks
+from waiaas.pipeline.states import audited_move
 from waiaas.testing import FrozenClock, fast_config, local_wallet
 from waiaas.types import Transfer
 from waiaas.wallet import Wallet
@@ -79,12 +80,15 @@ def test_the_fast_path_records_the_bytes_it_signed(wallet: Wallet, chain: str) -
     amount = TIER_AMOUNTS[chain]["INSTANT"]
     result = wallet.send(token, Transfer(to=dest, amount=amount))
     assert (result.status, result.tier) == ("CONFIRMED", "INSTANT")
-    assert events_of(wallet, result.id) == ["TX_REQUESTED", "TX_SUBMITTED", "TX_CONFIRMED"]
-    # the signing is recorded once, in the TX_SUBMITTED row (from PENDING): no TX_SIGNED row
-    (submitted,) = events_of_entries(wallet, result.id, ["TX_SUBMITTED"])
-    assert submitted.details["tx_hash"] == result.tx_hash and submitted.details["from"] == "PENDING"
-    assert signings(wallet, result.id) == [submitted.details]
-    assert submitted.agent_id == agent.id and submitted.session_id is None
+    assert events_of(wallet, result.id) == ["TX_REQUESTED", "TX_CONFIRMED"]
+    # the signing is recorded once, in the TX_REQUESTED row (its move PENDING -> SUBMITTED
+    # too): no TX_SIGNED or TX_SUBMITTED row
+    (requested,) = events_of_entries(wallet, result.id, ["TX_REQUESTED"])
+    assert requested.details["tx_hash"] == result.tx_hash
+    assert audited_move(requested.event_type, requested.details) == ("PENDING", "SUBMITTED")
+    signed = {k: requested.details[k] for k in ("tx_hash", "nonce") if k in requested.details}
+    assert signings(wallet, result.id) == [signed]
+    assert requested.agent_id == agent.id and requested.session_id is not None
     assert wallet.network_adapter(chain, NETWORK[chain]).get_balance(dest) == amount
 
 

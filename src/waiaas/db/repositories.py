@@ -238,6 +238,19 @@ class TransactionRepository(_Repository):
     def get(self, tx_id: str) -> TransactionRow | None:
         return self.session.get(TransactionRow, tx_id)
 
+    def get_many(self, tx_ids: Sequence[str]) -> list[TransactionRow]:
+        """The rows of ``tx_ids`` that exist, in one ``SELECT ... WHERE id IN (...)`` per 500
+        ids (in no particular order)."""
+        out: list[TransactionRow] = []
+        for start in range(0, len(tx_ids), 500):
+            chunk = list(tx_ids[start : start + 500])
+            out.extend(
+                self.session.exec(
+                    select(TransactionRow).where(TransactionRow.id.in_(chunk))  # type: ignore[attr-defined]
+                ).all()
+            )
+        return out
+
     def by_hash(self, tx_hash: str) -> TransactionRow | None:
         return self.session.exec(
             select(TransactionRow).where(TransactionRow.tx_hash == tx_hash)

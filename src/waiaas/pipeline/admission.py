@@ -285,36 +285,42 @@ def _common(row: TransactionRow) -> dict[str, Any]:
     return {"agent_id": row.agent_id, "session_id": row.session_id, "tx_id": row.id}
 
 
+#: What TX_REQUESTED's details say of the request where the row is not sealed (a refusal,
+#: a wallet without keys); a sealed row's columns and MAC keep them (:func:`_requested_details`).
+REQUEST_SUMMARY = ("type", "amount", "asset", "to")
+
+
 def _requested_details(
-    req: Request, row: TransactionRow, prepared: plans.Prepared, tier: Tier | None
+    req: Request,
+    row: TransactionRow,
+    prepared: plans.Prepared,
+    tier: Tier | None,
+    *,
+    sealed: bool = False,
+    signed: SignedTx | None = None,
 ) -> dict[str, Any]:
-    """TX_REQUESTED's details: the request in short, its tier (unless refused), its plan."""
-    _, to, asset = summary(req)
-    return {
-        "type": req.type,
-        "amount": row.amount,
-        "asset": asset,
-        "to": to,
-        **({"tier": tier.value} if tier is not None else {}),
-        **({"plan_digest": prepared.digest} if prepared.digest else {}),
-    }
-
-
-def _presigned_entry(row: TransactionRow, signed: SignedTx, now: int) -> dict[str, Any]:
-    """The claim path's record in one audit row (written with TX_REQUESTED): the bytes'
-    clearing for broadcast (TX_SUBMITTED, PENDING -> SUBMITTED) carries their hash and nonce,
-    which the claim path records in its own TX_SIGNED row; in admission's commit, so there
-    is no TX_SIGNED row on this path. Like the claim path's rows it names the agent and the
-    transaction (the session is on TX_REQUESTED)."""
-    return dict(
-        event=E.TX_SUBMITTED,
-        actor="system",
-        now=now,
-        agent_id=row.agent_id,
-        tx_id=row.id,
-        # "to": SUBMITTED, implied; "from" says the bytes were signed before any claim
-        details={"from": S.PENDING.value, "tx_hash": signed.tx_hash, "nonce": signed.nonce},
-    )
+    """TX_REQUESTED's details: its tier (unless refused; a sealed row's INSTANT, the default,
+    is left out); the request in short (:data:`REQUEST_SUMMARY`) and its plan's digest unless
+    the row is ``sealed`` (its columns ``type``, ``amount``, ``to_address``, its metadata's
+    ``asset`` and ``plan_digest`` never change once admitted and its MAC covers them: they
+    are stored once, there, and the audit page puts them back,
+    :func:`waiaas.services.queries.requested_details`); and, for
+    bytes presigned at admission (``signed``: the row is born SUBMITTED in this commit),
+    their ``tx_hash`` and ``nonce``: one audit row for the request, its move PENDING ->
+    SUBMITTED and its signing (:func:`waiaas.pipeline.states.signing_record`)."""
+    details: dict[str, Any] = {}
+    if not sealed:
+        _, to, asset = summary(req)
+        details.update(type=req.type, amount=row.amount, asset=asset, to=to)
+    if tier is not None and not (sealed and tier == Tier.INSTANT):
+        details["tier"] = tier.value
+    if prepared.digest and not sealed:
+        details["plan_digest"] = prepared.digest
+    if signed is not None:
+        details["tx_hash"] = signed.tx_hash
+        if signed.nonce is not None:
+            details["nonce"] = signed.nonce
+    return details
 
 
 class AdmissionStage(_PipelineBase):
@@ -876,16 +882,15 @@ class AdmissionStage(_PipelineBase):
         signed = self._settle_row(uow, agent, row, meta, tier, presigned)
         assert row.status in BORN
         uow.transactions.add(row)
-        requested = dict(
-            event=E.TX_REQUESTED,
+        # one row: the request and, for presigned bytes, their move to SUBMITTED
+        uow.audit.append(
+            E.TX_REQUESTED,
             actor=self._actor(agent.id),
             now=now,
             **_common(row),
-            details=_requested_details(req, row, prepared, tier),
-        )
-        # with the bytes' TX_SUBMITTED, in one statement
-        uow.audit.append_all(
-            [requested, *([] if signed is None else [_presigned_entry(row, signed, now)])]
+            details=_requested_details(
+                req, row, prepared, tier, sealed=uow.integrity is not None, signed=signed
+            ),
         )
         if tier in (Tier.DELAY, Tier.APPROVAL):
             self._queue_admitted(uow, agent, row, meta, plan, tier, now, outbox)

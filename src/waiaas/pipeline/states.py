@@ -15,15 +15,20 @@
 
 A row is born (inserted by admission) in one of :data:`BORN`: PENDING (to be claimed and
 signed), FAILED (denied by policy), or SUBMITTED when admission recorded bytes signed before
-its lock for an INSTANT/NOTIFY request (audited TX_REQUESTED and TX_SUBMITTED in one commit:
-the claim path's PENDING -> EXECUTING -> SUBMITTED in one step; TX_SUBMITTED, ``from``
-PENDING, carries the ``tx_hash`` and ``nonce`` the claim path records in its TX_SIGNED row).
-QUEUED rows are born PENDING and moved in the same commit.
+its lock for an INSTANT/NOTIFY request: the claim path's PENDING -> EXECUTING -> SUBMITTED in
+one step, audited by ONE row, its TX_REQUESTED, whose details also carry the bytes'
+``tx_hash`` (and ``nonce``), which the claim path records in its TX_SIGNED row. Databases
+written before hold two rows there instead: TX_REQUESTED and TX_SUBMITTED (``from``
+PENDING, with ``tx_hash`` and ``nonce``); both forms are read (:func:`audited_move`,
+:func:`signing_record`). QUEUED rows are born PENDING and moved in the same commit.
 
 Where a transaction's hash is audited: on the claim path (EXECUTING, its own commit) in the
-TX_SIGNED row; on the presigned path in TX_SUBMITTED (whose ``from`` is PENDING), which has
-no TX_SIGNED row. :func:`signing_record` reads either. Bytes rebuilt after a stale refusal
-are named by their TX_RETRY row (``rebuilt``, ``old_hash``, ``tx_hash``).
+TX_SIGNED row; on the presigned path in its TX_REQUESTED row (before, its TX_SUBMITTED row
+``from`` PENDING), which has no TX_SIGNED row. :func:`signing_record` reads any of them.
+Bytes rebuilt after a stale refusal are named by their TX_RETRY row (``rebuilt``,
+``old_hash``, ``tx_hash``). The audit row is the hash's tamper-evident copy: the row's
+``tx_hash`` column (its lookup) is not covered by the row's MAC, so the audit chain is
+what an edited column is checked against.
 
 Every change is ``UPDATE ... WHERE status = <expected>`` and writes its audit row in the same
 database transaction; a lost race raises :class:`InvalidTransitionError`.
@@ -59,6 +64,7 @@ __all__ = [
     "BORN",
     "FINAL",
     "IMPLIED",
+    "SIGNING_KEYS",
     "audited_move",
     "can_transition",
     "cancel_found",
@@ -111,7 +117,12 @@ status its event implies (``None``: the event does not imply where the move came
 
 def audited_move(event_type: str, details: Mapping[str, Any]) -> tuple[str, str] | None:
     """The ``(from, to)`` statuses of a transaction's audit row, or ``None`` for a row that
-    records no status change (a retry, a held transaction, a request)."""
+    records no status change (a retry, a held transaction, a request).
+
+    A TX_REQUESTED row that names a ``tx_hash`` records a row born SUBMITTED (bytes
+    presigned at admission, see the module): ``("PENDING", "SUBMITTED")``."""
+    if event_type == AuditEvent.TX_REQUESTED.value and "tx_hash" in details:
+        return S.PENDING.value, S.SUBMITTED.value
     try:
         implied = IMPLIED.get(AuditEvent(event_type))
     except ValueError:
@@ -126,18 +137,27 @@ def audited_move(event_type: str, details: Mapping[str, Any]) -> tuple[str, str]
     return str(source), str(details.get("to", implied[1]))
 
 
+#: What a presigned request's TX_REQUESTED row records of the signing (the rest of its
+#: details are the request's): :func:`signing_record` returns these.
+SIGNING_KEYS = ("tx_hash", "nonce")
+
+
 def signing_record(event_type: str, details: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The signing a transaction's audit row records, or ``None``: the row's details, which
     name the bytes' ``tx_hash`` (and ``nonce`` where the chain has one).
 
-    The claim path records it in a TX_SIGNED row; the presigned path in its TX_SUBMITTED
-    row (``from`` PENDING, see the module), the only TX_SUBMITTED row that names a hash. A
-    transaction has one such row: bytes rebuilt after a stale refusal are recorded by a
-    TX_RETRY row (``rebuilt``) instead."""
+    The claim path records it in a TX_SIGNED row; the presigned path in its TX_REQUESTED
+    row (see the module), or, in a database written before, its TX_SUBMITTED row (``from``
+    PENDING), the only TX_SUBMITTED row that names a hash (of a TX_REQUESTED row, only its
+    :data:`SIGNING_KEYS` are returned). A transaction has one such row:
+    bytes rebuilt after a stale refusal are recorded by a TX_RETRY row (``rebuilt``)
+    instead."""
     if event_type == AuditEvent.TX_SIGNED.value:
         return details
     if event_type == AuditEvent.TX_SUBMITTED.value and "tx_hash" in details:
         return details
+    if event_type == AuditEvent.TX_REQUESTED.value and "tx_hash" in details:
+        return {k: details[k] for k in SIGNING_KEYS if k in details}
     return None
 
 
@@ -153,6 +173,24 @@ def _move_details(
     if implied_to is not None and payload.get("to") == implied_to.value:
         del payload["to"]
     return payload
+
+
+def _unsealed(
+    details: Mapping[str, Any] | None, fields: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """``details`` of a move's audit row without the ``fee`` its row now keeps under its
+    final MAC (``fields`` resealed in the final form, :func:`_finalized`): the fee paid is
+    stored once, in the row (:func:`waiaas.services.queries.audit_entry` reads it back)."""
+    if not details or "fee" not in details or "integrity" not in fields:
+        return details
+    meta = fields.get("metadata")
+    try:
+        fee = json.loads(meta).get("fee") if isinstance(meta, str) else None
+    except ValueError:
+        return details
+    if fee is None or details["fee"] != fee:
+        return details
+    return {k: v for k, v in details.items() if k != "fee"}
 
 
 def _final_fields(
@@ -246,6 +284,7 @@ def transition(
         found = row.status if row is not None else "missing"
         raise InvalidTransitionError("transaction", tx_id, f"{found} (expected {current})", target)
     if event is not None:
+        details = _unsealed(details, fields)
         _audit_move(uow, tx_id, current, target, event, actor, now, agent_id, session_id, details)
 
 
@@ -312,6 +351,7 @@ def transition_held(
     if row is None:
         return None
     if event is not None:
+        details = _unsealed(details, fields)
         _audit_move(
             uow,
             held.id,

@@ -155,9 +155,63 @@ def agent_result(row: TransactionRow) -> TransactionResult:
     return TransactionResult(**data, decision=redact_decision(full) if full else None)
 
 
-def audit_entry(row: AuditRecord) -> AuditEntry:
-    """The public view of an audit row."""
+#: The audit rows that may leave values to their transaction's row (:func:`_slim`).
+_SLIM_EVENTS = frozenset({"TX_REQUESTED", "TX_CONFIRMED", "TX_FAILED"})
+
+#: The moves into a final status whose audit row may leave its ``fee`` to the row.
+_FINAL_MOVES = frozenset({AuditEvent.TX_CONFIRMED.value, AuditEvent.TX_FAILED.value})
+
+
+def requested_details(
+    event_type: str, details: dict[str, Any], tx: TransactionRow | None
+) -> dict[str, Any]:
+    """The details of a transaction's audit row as written before they were slimmed: a
+    TX_REQUESTED row without the request's ``type`` (written for a sealed row) has the
+    request in short put back from the transaction's row (``type``, ``amount``,
+    ``to_address``, its ``asset`` and ``plan_digest``) and, when it names none, its tier
+    ``INSTANT``; a move into a final status without its ``fee`` the fee its row keeps (both
+    stored once, in the row, under its MAC). ``tx``: the row, checked (``None``: missing or
+    not verified; the details are returned as stored)."""
+    if tx is None:
+        return details
+    meta = as_meta(
+        stored_json(tx.metadata_json, table="transactions", column="metadata", default={})
+    )
+    requested = event_type == AuditEvent.TX_REQUESTED.value
+    if requested and "type" not in details:  # an admitted request, its row sealed
+        summary = {
+            "type": _text(tx.type),
+            "amount": _text(tx.amount),
+            "asset": asset_of(meta),
+            "to": _text(tx.to_address),
+            "tier": Tier.INSTANT.value,  # the default, left out
+            "plan_digest": meta.get("plan_digest"),
+        }
+        return {**{k: v for k, v in summary.items() if v is not None}, **details}
+    if not requested and "fee" not in details and isinstance(meta.get("fee"), str):
+        return {"fee": meta["fee"], **details}
+    return details
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def _slim(event_type: str, details: dict[str, Any]) -> bool:
+    """Whether an audit row's details leave values to its transaction's row
+    (:func:`requested_details`)."""
+    if event_type == AuditEvent.TX_REQUESTED.value:
+        return "type" not in details
+    return event_type in _FINAL_MOVES and "fee" not in details
+
+
+def audit_entry(row: AuditRecord, tx: TransactionRow | None = None) -> AuditEntry:
+    """The public view of an audit row (``tx``: its transaction's row, checked, whose
+    columns give back what the audit row leaves to them: :func:`requested_details`)."""
     assert row.id is not None
+    details = stored_json(row.details, table="audit_log", column="details", default={})
+    if tx is not None and _slim(row.event_type, details):
+        details = requested_details(row.event_type, details, tx)
     return AuditEntry(
         id=row.id,
         timestamp=row.timestamp,
@@ -166,7 +220,7 @@ def audit_entry(row: AuditRecord) -> AuditEntry:
         agent_id=row.agent_id,
         session_id=row.session_id,
         tx_id=row.tx_id,
-        details=stored_json(row.details, table="audit_log", column="details", default={}),
+        details=details,
         severity=Severity(row.severity),
         ip_address=row.ip_address,
     )
@@ -402,9 +456,30 @@ class QueryService:
                 before_id=cursor,
                 limit=limit + 1,
             )
-        entries = tuple(audit_entry(r) for r in rows[:limit])
+            txs = self._slimmed_rows(uow, rows[:limit])
+        entries = tuple(audit_entry(r, txs.get(r.tx_id or "")) for r in rows[:limit])
         next_cursor = entries[-1].id if len(rows) > limit and entries else None
         return AuditPage(entries=entries, next_cursor=next_cursor)
+
+    @staticmethod
+    def _slimmed_rows(uow: Any, rows: Sequence[AuditRecord]) -> dict[str, TransactionRow]:
+        """The transaction rows of the page's slim audit rows (:func:`requested_details`)
+        whose MAC verifies: a row edited outside waiaas gives nothing back (its audit rows
+        read as stored). Rows written before (full details) read none."""
+        wanted: set[str] = set()
+        for r in rows:
+            if r.tx_id and r.event_type in _SLIM_EVENTS:
+                details = stored_json(r.details, table="audit_log", column="details", default={})
+                if isinstance(details, dict) and _slim(r.event_type, details):
+                    wanted.add(r.tx_id)
+        out: dict[str, TransactionRow] = {}
+        for tx in uow.transactions.get_many(sorted(wanted)) if wanted else ():
+            if tx.integrity is None:
+                continue
+            if uow.integrity is not None and not integrity.tx_ok(uow.integrity, tx):
+                continue
+            out[tx.id] = tx
+        return out
 
     def verify_audit(
         self,

@@ -193,11 +193,20 @@ def test_rows_written_before_still_read_back_as_moves() -> None:
         "PENDING",
         "SUBMITTED",
     )
+    # one row for presigned bytes: the request that names a hash was born SUBMITTED
+    assert states.audited_move("TX_REQUESTED", {"tx_hash": "h"}) == ("PENDING", "SUBMITTED")
+    assert states.audited_move("TX_REQUESTED", {"tier": "NOTIFY", "tx_hash": "h", "nonce": 0}) == (
+        "PENDING",
+        "SUBMITTED",
+    )
+    assert states.audited_move("TX_REQUESTED", {"tier": "DELAY"}) is None
+    assert states.audited_move("TX_REQUESTED", {"type": "TRANSFER", "amount": "1"}) is None
 
 
 def test_the_signing_is_read_from_either_row() -> None:
-    """TX_SIGNED (the claim path) and the presigned TX_SUBMITTED (it names a hash) record a
-    signing; a TX_SUBMITTED of the claim path or of recovery does not."""
+    """TX_SIGNED (the claim path), the presigned TX_REQUESTED and, in a database written
+    before, the presigned TX_SUBMITTED (each names a hash) record a signing; a TX_SUBMITTED
+    of the claim path or of recovery, or a request without bytes, does not."""
     assert states.signing_record("TX_SIGNED", {"tx_hash": "h", "nonce": 3}) == {
         "tx_hash": "h",
         "nonce": 3,
@@ -208,3 +217,7 @@ def test_the_signing_is_read_from_either_row() -> None:
     assert states.signing_record("TX_SUBMITTED", {"recovered": True}) is None
     assert states.signing_record("TX_RETRY", {"rebuilt": 1, "tx_hash": "h"}) is None
     assert states.signing_record("TX_CONFIRMED", {"fee": "1"}) is None
+    merged = {"type": "TRANSFER", "tier": "NOTIFY", "tx_hash": "h", "nonce": 7}
+    assert states.signing_record("TX_REQUESTED", merged) == {"tx_hash": "h", "nonce": 7}
+    assert states.signing_record("TX_REQUESTED", {"tx_hash": "h"}) == {"tx_hash": "h"}
+    assert states.signing_record("TX_REQUESTED", {"type": "TRANSFER", "tier": "DELAY"}) is None

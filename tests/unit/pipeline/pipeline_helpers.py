@@ -161,8 +161,8 @@ def presign_mode(wallet: Wallet, want: bool | None = None) -> bool:
 
 def sent_events(presign: bool) -> list[str]:
     """The audit events of an INSTANT request up to its first broadcast: from a claim
-    (``TX_EXECUTING``, ``TX_SIGNED``) or signed at admission (its ``TX_SUBMITTED`` names
-    the hash: no ``TX_SIGNED`` row)."""
+    (``TX_EXECUTING``, ``TX_SIGNED``) or signed at admission (its one ``TX_REQUESTED`` row
+    names the hash: no ``TX_SIGNED`` or ``TX_SUBMITTED`` row)."""
     if presign:
-        return ["TX_REQUESTED", "TX_SUBMITTED"]
+        return ["TX_REQUESTED"]
     return ["TX_REQUESTED", "TX_EXECUTING", "TX_SIGNED", "TX_SUBMITTED"]

@@ -67,7 +67,7 @@ def test_the_held_row_is_confirmed_in_its_final_form(held: tuple[Stage, _OnSubmi
     tx_id = _send(stage)
     tx = stage.wallet.get_transaction(tx_id)
     assert tx.status == "CONFIRMED" and tx.fee == FEE and tx.executed_at == START
-    assert stage.events(tx_id) == ["TX_REQUESTED", "TX_SUBMITTED", "TX_CONFIRMED"]
+    assert stage.events(tx_id) == ["TX_REQUESTED", "TX_CONFIRMED"]
     stored = _stored(stage, tx_id)
     assert stored["metadata"]["signed"] == {"nonce": 0}  # the bytes went; the nonce stays
     assert stored["metadata"]["fee"] == str(FEE)
@@ -190,7 +190,7 @@ def test_without_returning_the_head_is_read_apart(held: tuple[Stage, _OnSubmitte
     finally:
         dialect.update_returning, dialect.insert_returning = saved
     for tx_id in ids:
-        assert stage.events(tx_id) == ["TX_REQUESTED", "TX_SUBMITTED", "TX_CONFIRMED"]
+        assert stage.events(tx_id) == ["TX_REQUESTED", "TX_CONFIRMED"]
         assert stage.wallet.get_transaction(tx_id).status == "CONFIRMED"
     entries = audit(stage.wallet)
     assert [e.id for e in entries] == sorted(e.id for e in entries)
