@@ -261,7 +261,7 @@ def old_writer(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(admission, "_requested_details", details)
     monkeypatch.setattr(AuditRepository, "append", append)
-    monkeypatch.setattr(states, "_unsealed", lambda details, fields: details)
+    monkeypatch.setattr(states, "_unsealed", lambda event, details, fields: details)
     yield
 
 

@@ -175,13 +175,20 @@ def _move_details(
     return payload
 
 
+#: The audit events of a final move that may leave their ``fee`` to the row (:func:`_unsealed`).
+FEE_MOVES = frozenset({AuditEvent.TX_CONFIRMED, AuditEvent.TX_FAILED})
+
+
 def _unsealed(
-    details: Mapping[str, Any] | None, fields: Mapping[str, Any]
+    event: AuditEvent, details: Mapping[str, Any] | None, fields: Mapping[str, Any]
 ) -> Mapping[str, Any] | None:
-    """``details`` of a move's audit row without the ``fee`` its row now keeps under its
-    final MAC (``fields`` resealed in the final form, :func:`_finalized`): the fee paid is
-    stored once, in the row (:func:`waiaas.services.queries.audit_entry` reads it back)."""
-    if not details or "fee" not in details or "integrity" not in fields:
+    """``details`` of a move's audit row (a :data:`FEE_MOVES` event) without the ``fee`` its
+    row now keeps under its final MAC (``fields`` resealed in the final form,
+    :func:`_finalized`): the fee paid is stored once, in the row
+    (:func:`waiaas.services.queries.audit_entry` reads it back)."""
+    if event not in FEE_MOVES or not details or "fee" not in details:
+        return details
+    if "integrity" not in fields:
         return details
     meta = fields.get("metadata")
     try:
@@ -284,7 +291,7 @@ def transition(
         found = row.status if row is not None else "missing"
         raise InvalidTransitionError("transaction", tx_id, f"{found} (expected {current})", target)
     if event is not None:
-        details = _unsealed(details, fields)
+        details = _unsealed(event, details, fields)
         _audit_move(uow, tx_id, current, target, event, actor, now, agent_id, session_id, details)
 
 
@@ -351,7 +358,7 @@ def transition_held(
     if row is None:
         return None
     if event is not None:
-        details = _unsealed(details, fields)
+        details = _unsealed(event, details, fields)
         _audit_move(
             uow,
             held.id,

@@ -31,6 +31,7 @@ from waiaas.keystore import Keystore
 from waiaas.pipeline.approvals import ApprovalRequest
 from waiaas.pipeline.engine import Pipeline
 from waiaas.pipeline.records import decision_of
+from waiaas.pipeline.states import FEE_MOVES
 from waiaas.pipeline.txmeta import as_meta, asset_of, effects_of, network_fee_of, request_of
 from waiaas.plots import BudgetUsage
 from waiaas.policy import Decision
@@ -156,10 +157,10 @@ def agent_result(row: TransactionRow) -> TransactionResult:
 
 
 #: The audit rows that may leave values to their transaction's row (:func:`_slim`).
-_SLIM_EVENTS = frozenset({"TX_REQUESTED", "TX_CONFIRMED", "TX_FAILED"})
+_SLIM_EVENTS = frozenset({AuditEvent.TX_REQUESTED.value, *(e.value for e in FEE_MOVES)})
 
 #: The moves into a final status whose audit row may leave its ``fee`` to the row.
-_FINAL_MOVES = frozenset({AuditEvent.TX_CONFIRMED.value, AuditEvent.TX_FAILED.value})
+_FINAL_MOVES = frozenset(e.value for e in FEE_MOVES)
 
 
 def requested_details(
