@@ -828,9 +828,7 @@ def tx_mac(integ: Integrity, row: Any) -> str:
         mac = _tx_mac_final(integ, row, meta)
     else:
         mac = _tx_mac_v2(integ, row, meta)
-    if len(integ._tx_sealed) >= 1024:
-        integ._tx_sealed.clear()
-    integ._tx_sealed[mac] = view
+    _remember(integ, mac, view)
     return mac
 
 
@@ -862,15 +860,27 @@ def tx_ok(integ: Integrity, row: Any) -> bool:
     stored = row.integrity
     if not isinstance(stored, str):
         return False
-    if integ._tx_sealed.get(stored) == _tx_view(row):
-        return True  # tx_mac made this very MAC of these very values in this process
+    view = _tx_view(row)
+    if integ._tx_sealed.get(stored) == view:
+        return True  # this very MAC was made or verified for these very values in this process
     if stored.startswith(TX_MAC_FINAL):
-        return hmac.compare_digest(stored, _tx_mac_final(integ, row, _meta_of(row)))
-    if stored.startswith(TX_MAC_FINAL_V1):
-        return hmac.compare_digest(stored, _tx_mac_final_v1(integ, row, _meta_of(row)))
-    if stored.startswith(TX_MAC_V2):
-        return hmac.compare_digest(stored, _tx_mac_v2(integ, row, _meta_of(row)))
-    return hmac.compare_digest(stored, _tx_mac_v1(integ, row))
+        ok = hmac.compare_digest(stored, _tx_mac_final(integ, row, _meta_of(row)))
+    elif stored.startswith(TX_MAC_FINAL_V1):
+        ok = hmac.compare_digest(stored, _tx_mac_final_v1(integ, row, _meta_of(row)))
+    elif stored.startswith(TX_MAC_V2):
+        ok = hmac.compare_digest(stored, _tx_mac_v2(integ, row, _meta_of(row)))
+    else:
+        return hmac.compare_digest(stored, _tx_mac_v1(integ, row))
+    if ok:  # the next check of the same values (an audit page read again) is a look-up
+        _remember(integ, stored, view)
+    return ok
+
+
+def _remember(integ: Integrity, mac: str, view: tuple[Any, ...]) -> None:
+    """Keep ``mac`` as made or verified for exactly ``view`` (at most 1,024 at once)."""
+    if len(integ._tx_sealed) >= 1024:
+        integ._tx_sealed.clear()
+    integ._tx_sealed[mac] = view
 
 
 def approval_mac(integ: Integrity, row: Any) -> str:

@@ -118,3 +118,37 @@ def test_remembered_macs_are_bounded() -> None:
         _sealed(integ, id=f"tx-{i}")
     assert len(integ._tx_sealed) <= 1024
     assert integrity.tx_ok(integ, _sealed(integ, id="tx-0"))
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("amount", "1001"),
+        ("amount", 1000),
+        ("to_address", "Attacker111111111111111111111111111111111111"),
+        ("status", "FAILED"),
+        ("metadata_json", '{"network":"mainnet"}'),
+    ],
+)
+def test_a_row_verified_afresh_is_remembered_for_its_values_only(column: str, value: Any) -> None:
+    """A MAC verified in full (another process made it) is remembered like one made here:
+    reading the same audit page again is a look-up, an edit after that is computed and refused."""
+    integ = _integrity()
+    row = _sealed(integ, status="CONFIRMED")
+    integ._tx_sealed.clear()
+    assert integrity.tx_ok(integ, row)  # in full
+    assert row.integrity in integ._tx_sealed
+    assert integrity.tx_ok(integ, row)  # remembered
+    setattr(row, column, value)
+    assert not integrity.tx_ok(integ, row)
+
+
+def test_a_mac_that_does_not_verify_is_never_remembered() -> None:
+    integ = _integrity()
+    row = _sealed(integ, status="CONFIRMED")
+    integ._tx_sealed.clear()
+    row.amount = "999999"
+    assert not integrity.tx_ok(integ, row)
+    assert integ._tx_sealed == {}
+    row.amount = "1000"  # put back: verifies in full again
+    assert integrity.tx_ok(integ, row)
