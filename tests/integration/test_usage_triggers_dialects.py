@@ -64,7 +64,7 @@ def pg(postgres_url: str) -> Iterator[Any]:
         conn.execute("SET synchronous_commit TO off")  # test data: no fsync per statement
         for stmt in TABLES:
             conn.execute(stmt.format(**PG_TYPES))
-        for stmt in usage.ddl("postgresql"):
+        for stmt in (*usage.ddl("postgresql"), *usage.fine_ddl("postgresql")):
             conn.execute(stmt)
         yield conn
     finally:
@@ -80,7 +80,7 @@ def lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connectio
         conn.execute("PRAGMA synchronous = OFF")
         for stmt in TABLES:
             conn.execute(stmt.format(**SQLITE_TYPES))
-        for stmt in usage.ddl("sqlite"):
+        for stmt in (*usage.ddl("sqlite"), *usage.fine_ddl("sqlite")):
             conn.execute(stmt)
         yield conn
     finally:
