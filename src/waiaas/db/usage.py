@@ -829,22 +829,30 @@ def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
     (read from their rows) until a later writer seals them.
     """
     conn = _raw(uow)
-    dialect = dialect_of(conn)
-    for table, span in LEVELS:
-        if dialect == "postgresql":
+    if dialect_of(conn) == "postgresql":
+        for table, span in LEVELS:
             _reseal_pg(uow, conn, integrity, verified, table, span)
-        else:
-            _reseal_level(uow, conn, integrity, verified, table, span)
+        return
+    # the rows of every unsealed bucket (those with a row whose mac is NULL) of every level,
+    # in one read
+    read: dict[int, list[Any]] = {}
+    for row in conn.execute(_UNSEALED_ALL_SQL):
+        read.setdefault(row[0], []).append(row[1:])
+    for level, rows in sorted(read.items()):
+        table, span = LEVELS[level]
+        _reseal_level(uow, conn, integrity, verified, table, span, rows)
 
 
 def _reseal_level(
-    uow: Any, conn: Any, integrity: Any, verified: Verified, table: str, span: int
+    uow: Any,
+    conn: Any,
+    integrity: Any,
+    verified: Verified,
+    table: str,
+    span: int,
+    read: list[Any],
 ) -> None:
-    """:func:`reseal` of one level on SQLite."""
-    # the rows of every unsealed bucket (those with a row whose mac is NULL), in one read
-    read = conn.execute(_unsealed_rows_sql(table)).fetchall()
-    if not read:
-        return
+    """:func:`reseal` of one level on SQLite, given the rows of its unsealed buckets."""
     held: dict[tuple[str, Any], list[Any]] = {}
     for row in read:
         held.setdefault((row[0], row[1]), []).append(row)
@@ -881,6 +889,11 @@ def _unsealed_rows_sql(table: str) -> str:
 
 
 _UNSEALED_ROWS_SQL = _unsealed_rows_sql("usage_buckets")
+#: :func:`_unsealed_rows_sql` of every level, each row led by the level's index in LEVELS
+_UNSEALED_ALL_SQL = " UNION ALL ".join(
+    _unsealed_rows_sql(table).replace("SELECT agent_id,", f"SELECT {i}, agent_id,", 1)
+    for i, (table, _) in enumerate(LEVELS)
+)
 
 
 def _fill(
