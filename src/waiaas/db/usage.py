@@ -28,8 +28,13 @@ recomputed from its rows first. Readers with the key use a bucket only when its 
 otherwise they read that hour from its rows (:func:`rebuild`), so an edited bucket never
 lowers what a budget counts below what the rows say.
 
-The table, index and trigger statements below are what migration 0009 creates (the schema
-test compares them with the file): changing them needs a new migration.
+Finer levels (migration 0016): ``usage_minutes`` and ``usage_seconds`` hold the same rows per
+minute and per second (:data:`FINE`), kept by four more triggers in the same statements and
+sealed the same way (their MACs also cover the span). Readers take the part of the hour a
+window starts in from them (at most 59 minutes and 59 seconds) instead of its rows.
+
+The table, index and trigger statements below are what migrations 0009 and 0016 create (the
+schema test compares them with the file): changing them needs a new migration.
 """
 
 from __future__ import annotations

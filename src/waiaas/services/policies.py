@@ -512,12 +512,22 @@ _EDGE_SPEND_SQL_PG = _EDGE_SPEND_SQL.replace(
 _EXCLUDED_SQL = "SELECT created_at FROM transactions WHERE id = ? AND agent_id = ?"
 
 
-# The rows :func:`_consecutive_failures` counts, as a part of :func:`_edges_sql` (kind 3):
-# ``(created_at, id, status, error)`` in the columns of the same types (times, text).
-_EDGE_FAILURES_SQL = _FAILURES_SQL.replace(
-    "SELECT t.created_at, t.id, t.status, t.error ",
-    "SELECT 3, t.created_at, 0, 0, 0, t.id, t.status, t.error, NULL ",
-    1,
+# The rows :func:`_count_failures` needs of ``_FAILURES_SQL``'s, as a part of
+# :func:`_edges_sql` (kind 3): the FAILED ones and the last CONFIRMED one itself (the others
+# of its second count for nothing: an agent sending fast has many there), ``(created_at, id,
+# status, error)`` in the columns of the same types (times, text).
+_LAST_CONFIRMED_ID = (
+    "(SELECT c.id FROM transactions AS c INDEXED BY idx_transactions_agent_created "
+    "WHERE c.agent_id = :agent AND c.status = 'CONFIRMED' AND c.id != :exclude "
+    "ORDER BY c.created_at DESC, c.id DESC LIMIT 1)"
+)
+_EDGE_FAILURES_SQL = (
+    _FAILURES_SQL.replace(
+        "SELECT t.created_at, t.id, t.status, t.error ",
+        "SELECT 3, t.created_at, 0, 0, 0, t.id, t.status, t.error, NULL ",
+        1,
+    )
+    + f" AND (t.status = 'FAILED' OR t.id = {_LAST_CONFIRMED_ID})"
 )
 
 

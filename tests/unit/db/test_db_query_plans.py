@@ -366,8 +366,9 @@ def test_window_edge_read_with_the_failures_rows_searches_the_indexes(busy_db: D
         spending = (False,) * intervals
         plan = _plan(busy_db.path, policies._edges_sql(spending, 3, "sqlite", True), params)
         indexed = [s for s in plan if "INDEX idx_transactions_agent_created (agent_id=?" in s]
-        # each interval's part, the failures' part and its subquery for the CONFIRMED row
-        assert len(indexed) == parts + 2, plan
+        # each interval's part, the failures' part and its two subqueries for the CONFIRMED
+        # row (its second, and its id)
+        assert len(indexed) == parts + 3, plan
         assert sum("INDEX idx_audit_log_agent_refusals (agent_id=?" in s for s in plan) == parts
         assert any("(agent_id=? AND created_at>?)" in s for s in indexed), plan
         assert not [step for step in plan if step.startswith("SCAN ")], plan
