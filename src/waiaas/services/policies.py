@@ -427,10 +427,12 @@ def load_usage(
     """The agent's :class:`~waiaas.policy.Usage` at ``now``, read in ``uow``.
 
     Reads the agent's hourly usage buckets (``usage_buckets``, kept exact by triggers, see
-    :mod:`waiaas.db.usage`) for the whole hours inside each window and the rows of the hour
-    each window starts in, so its cost does not grow with the rows in the windows (plus the
-    rows since the last confirmed transaction, for ``consecutive_failures``). With the
-    wallet's integrity key, a bucket whose MAC does not verify is read from its rows.
+    :mod:`waiaas.db.usage`) for the whole hours inside each window and the per-minute and
+    per-second ones (``usage_minutes``, ``usage_seconds``) for the hour each window starts
+    in (its rows when it holds few), so its cost grows neither with the rows in the windows
+    nor with the agent's send rate (plus the failed rows since the last confirmed
+    transaction, for ``consecutive_failures``). With the wallet's integrity key, a bucket
+    whose MAC does not verify is read from its rows.
     Counting rules are those of :func:`waiaas.policy.compute_usage`: a row counts in a
     window of ``w`` seconds when ``created_at > now - w``; spending counts in-flight and
     confirmed rows; a row whose ``error`` is ``POLICY_DENIED`` is a denial.
@@ -573,8 +575,10 @@ def _bucket_usage(
     bucket the window starts in counts either its rows inside the window or, when the part
     of its hour before the window is the shorter one, its stored sums less its rows before
     the window (and its rows inside the window after all if that would leave a negative
-    count or sum: bucket rows deleted behind the wallet's back). So at most half an hour of
-    rows is read per window, each row once, with every window's counts and spending at once.
+    count or sum: bucket rows deleted behind the wallet's back). That hour's part is counted
+    from the finer buckets (:class:`_Fine`: at most 59 minutes and 59 seconds), or from its
+    rows when the hour holds few; rows are read in one statement, each once, with every
+    window's counts and spending at once.
     """
     raw = portable.raw(uow)  # takes this module's statements in their SQLite form
     # waiaas.db.usage writes its statements for each dialect itself: run them as they are
