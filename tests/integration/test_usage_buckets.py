@@ -892,6 +892,16 @@ def test_an_admission_reads_finer_buckets_not_rows(new_db: Opener) -> None:
 def test_fractional_times_written_behind_the_wallets_back(sqlite_opener: Opener) -> None:
     """A raw edit storing a REAL ``created_at`` next to a window's start gives finer buckets
     a fractional start: their second or minute is read from its rows, the same Usage."""
+    probe = sqlite_opener()
+    try:
+        with raw_connect(probe) as conn:
+            sound = conn.one("SELECT 1 + 0.5") == (1.5,)
+    finally:
+        probe.close()
+    if not sound:
+        # seen after the local chains ran in this process: a native library leaves the
+        # floating-point state so that SQLite's REAL arithmetic gives NULL
+        pytest.skip("SQLite's REAL arithmetic is broken in this process")
     for keyed in (False, True):
         db = sqlite_opener()
         try:
