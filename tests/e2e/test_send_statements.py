@@ -1,6 +1,6 @@
 """How many SQL statements a warm presigned INSTANT ``wallet.send`` runs, counted by SQLite
 (a trace callback on every connection of the pool and on ``Database.fetch_one``'s reader
-connections, BEGIN / COMMIT included), as docs/pipeline.md lists them: 18 statements and 2
+connections, BEGIN / COMMIT included), as docs/pipeline.md lists them: 15 statements and 2
 commits on both chain families (EVM's nonce check rides on admission's existing statement,
 and a pipeline that knows the agent has no in-flight row reads nothing for it before the
 lock)."""
@@ -22,7 +22,7 @@ from waiaas.wallet import Wallet
 
 pytestmark = pytest.mark.sqlite_only  # SQLite's trace callback counts the statements
 
-STATEMENTS = 18
+STATEMENTS = 15
 COMMITS = 2
 
 

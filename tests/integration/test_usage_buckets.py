@@ -28,12 +28,10 @@ from waiaas.db.tables import AgentRow, TransactionRow
 from waiaas.ids import new_id
 from waiaas.integrity import Integrity
 from waiaas.policy.model import DAY, WEEK
-from waiaas.services import policies
 from waiaas.services.policies import _scan_usage, load_usage
 from waiaas.types import AuditEvent
 
 NOW = 1_780_000_000
-FEW_ROWS = policies._FEW_ROWS
 TOKEN = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 EVM_TOKEN = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 STATUSES = (
@@ -79,17 +77,10 @@ def add_agent(db: Database) -> str:
 
 
 def check(uow: UnitOfWork, agent: str, now: int, windows: set[int], exclude: str = "") -> None:
-    """``load_usage`` equals the row-by-row computation, as it reads (an hour of few rows from
-    its rows) and with every window's first hour read from the finer buckets."""
     ordered = sorted(windows | {DAY, WEEK})
+    got = load_usage(uow, agent, now, windows, exclude_tx_id=exclude or None)
     want = _scan_usage(uow, agent, now, ordered, exclude)
-    for few in (policies._FEW_ROWS, -1):
-        policies._FEW_ROWS = few
-        try:
-            got = load_usage(uow, agent, now, windows, exclude_tx_id=exclude or None)
-        finally:
-            policies._FEW_ROWS = FEW_ROWS
-        assert got == want
+    assert got == want
 
 
 # --------------------------------------------------------------------------- strategies
@@ -210,14 +201,10 @@ def new_db(request: pytest.FixtureRequest) -> Opener:
 
 
 def unsealed(db: Database) -> int:
-    """Bucket rows without a MAC, at every level (hours, minutes, seconds)."""
-    found = 0
     with raw_connect(db) as conn:
-        for table, _ in usage_db.LEVELS:
-            row = conn.one(f"SELECT COUNT(*) FROM {table} WHERE mac IS NULL")
-            assert row is not None
-            found += int(row[0])
-    return found
+        row = conn.one("SELECT COUNT(*) FROM usage_buckets WHERE mac IS NULL")
+    assert row is not None
+    return int(row[0])
 
 
 def run(db: Database, agents: list[str], steps: list[Any], keyed: bool) -> None:
@@ -698,242 +685,6 @@ def test_without_the_key_buckets_are_trusted_as_stored(new_db: Opener) -> None:
         db.close()
 
 
-# --------------------------------------------------------------------------- finer levels
-
-# Many rows a second around the windows' starts (an agent sending fast): the part of each
-# window's first hour is counted from the per-minute and per-second buckets (migration
-# 0016). Rows sit within ``spread`` seconds before one of the times checked, up to 30 in
-# the same second; the windows include the RATE_LIMIT 60 s, an hour, a day and a week.
-rate_rows = st.lists(
-    st.tuples(
-        st.integers(0, 3),  # anchor: which time checked
-        st.integers(0, 5),  # start: which window's start (0: the time itself)
-        st.integers(-130, 70),  # seconds from there
-        st.sampled_from(STATUSES),
-        st.one_of(amount_spends, spends),
-        st.booleans(),  # denied
-        st.integers(1, 30),  # rows in that second
-    ),
-    max_size=30,
-)
-rate_nows = st.lists(st.integers(0, 200), min_size=1, max_size=4)
-# behind the wallet's back: which finer bucket row (by position), and how it is changed
-fine_edits = st.lists(
-    st.tuples(
-        st.sampled_from([t for t, _ in usage_db.FINE]),
-        st.integers(0, 10**6),
-        st.sampled_from(["zero", "forge", "negative", "grow"]),
-    ),
-    max_size=4,
-)
-_EDITS = {
-    "zero": "requests = 0, denials = 0, refused = 0, s0 = 0, s2 = 0",
-    "forge": "mac = 'ff' || substr(mac, 3)",
-    "negative": "requests = requests - 1000, s1 = -1",
-    "grow": "denials = denials + 7, s3 = s3 + 1",
-}
-
-
-def _rate_agree(
-    db: Database,
-    rows: list[Any],
-    refusals: list[int],
-    nows: list[int],
-    windows: set[int],
-    keyed: bool,
-    edits: list[Any],
-) -> None:
-    starts = [0, 60, HOUR, DAY, WEEK, *sorted(windows)]
-    try:
-        if keyed:
-            db.integrity = make_integrity()
-        agent = add_agent(db)
-        ids = []
-        with db.write() as uow:
-            for anchor, start, delta, status, spend, denied, copies in rows:
-                at = NOW + nows[anchor % len(nows)] - starts[start % len(starts)] + delta
-                for _ in range(copies):
-                    error = "POLICY_DENIED" if denied else None
-                    row = tx_row(agent, at, status, spend, error)
-                    uow.transactions.add(row)
-                    ids.append(row.id)
-            for offset in refusals:
-                uow.audit.append(
-                    AuditEvent.REQUEST_REFUSED, actor="agent", now=NOW + offset, agent_id=agent
-                )
-            uow.commit()
-        times = sorted(nows)
-        for i, at in enumerate(times):
-            exclude = ids[i % len(ids)] if ids and i % 2 else ""
-            with db.read() as uow:
-                check(uow, agent, NOW + at, windows, exclude)
-            with db.write() as uow:  # admission: read, then a new row in the same unit
-                check(uow, agent, NOW + at, windows)
-                uow.transactions.add(tx_row(agent, NOW + at, "PENDING", {"native": "3"}))
-                uow.commit()
-        if keyed:
-            assert unsealed(db) == 0
-        for table, k, how in edits:
-            with raw_connect(db) as conn:
-                found = conn.all(f"SELECT start, kind, asset FROM {table} ORDER BY 1, 2, 3")
-                if not found:
-                    continue
-                start, kind, asset = found[k % len(found)]
-                conn.execute(
-                    f"UPDATE {table} SET {_EDITS[how]} WHERE start = ? AND kind = ? AND asset = ?",
-                    (start, kind, asset),
-                )
-        if not keyed:
-            return  # without the key, buckets are read as stored (as every other row)
-        for at in times:  # with the key, no edit changes what a window counts
-            with db.read() as uow:
-                check(uow, agent, NOW + at, windows)
-        for at in times:  # a keyed write recomputes what it found edited, and seals it
-            with db.write() as uow:
-                check(uow, agent, NOW + at, windows)
-                uow.commit()
-            with db.read() as uow:
-                check(uow, agent, NOW + at, windows)
-        assert unsealed(db) == 0
-    finally:
-        db.close()
-
-
-@settings(HISTORIES, max_examples=50)
-@given(
-    rows=rate_rows,
-    refusals=st.lists(st.integers(-WEEK - 200, 200), max_size=12),
-    nows=rate_nows,
-    windows=st.sets(st.sampled_from([1, 59, 60, 61, 3599, 3600, 7200]), max_size=3),
-    keyed=st.booleans(),
-    edits=fine_edits,
-)
-def test_many_rows_a_second_agree_with_the_rows(
-    sqlite_opener: Opener,
-    rows: list[Any],
-    refusals: list[int],
-    nows: list[int],
-    windows: set[int],
-    keyed: bool,
-    edits: list[Any],
-) -> None:
-    """Up to 30 rows a second of every kind (denied, failed, cancelled, pending, several
-    assets, amounts beyond 2**64) next to the starts of windows of 60 s, an hour, a day and
-    a week, read through the per-minute and per-second buckets, with admissions writing in
-    between and, with the key, finer buckets edited behind the wallet's back: the same Usage
-    as the rows."""
-    _rate_agree(sqlite_opener(), rows, refusals, nows, windows, keyed, edits)
-
-
-@settings(HISTORIES, max_examples=12)
-@given(
-    rows=rate_rows,
-    refusals=st.lists(st.integers(-WEEK - 200, 200), max_size=12),
-    nows=rate_nows,
-    windows=st.sets(st.sampled_from([1, 59, 60, 61, 3599, 3600, 7200]), max_size=3),
-    keyed=st.booleans(),
-    edits=fine_edits,
-)
-def test_many_rows_a_second_agree_with_the_rows_on_postgresql(
-    postgresql_opener: Opener,
-    rows: list[Any],
-    refusals: list[int],
-    nows: list[int],
-    windows: set[int],
-    keyed: bool,
-    edits: list[Any],
-) -> None:
-    """The same on PostgreSQL."""
-    _rate_agree(postgresql_opener(), rows, refusals, nows, windows, keyed, edits)
-
-
-def test_an_admission_reads_finer_buckets_not_rows(new_db: Opener) -> None:
-    """With 3,000 rows in the last minute, a keyed admission (read, new row, commit) reads
-    no transaction row for the 60 s window, and its commit seals the buckets it changed as
-    they stand: no bucket is recomputed from its rows."""
-    db = new_db()
-    try:
-        db.integrity = make_integrity()
-        agent = add_agent(db)
-        at = usage_db.bucket_start(NOW) + 1234
-        with db.write() as uow:
-            for i in range(3000):
-                spend = {"native": str(10**18 + i)}
-                uow.transactions.add(tx_row(agent, at - 59 + i % 60, "CONFIRMED", spend))
-            uow.commit()
-        with db.write() as uow:
-            uow.commit()
-        rebuilt: list[Any] = []
-        real_rebuild = usage_db.rebuild
-        usage_db.rebuild = lambda *a, **k: rebuilt.append(a[1:]) or real_rebuild(*a, **k)  # type: ignore[assignment,func-returns-value]
-        read: list[int] = []
-        real_add = policies._add_edges
-        policies._add_edges = lambda *a, **k: read.append(len(a[4])) or real_add(*a, **k)  # type: ignore[assignment,func-returns-value]
-        try:
-            for step in range(5):
-                with db.write() as uow:
-                    usage = load_usage(uow, agent, at + step, {60})
-                    uow.transactions.add(tx_row(agent, at + step, "PENDING", {"native": "1"}))
-                    uow.commit()
-                assert usage.requests[60] == 3000 - 50 * step + step
-        finally:
-            usage_db.rebuild = real_rebuild  # type: ignore[assignment]
-            policies._add_edges = real_add  # type: ignore[assignment]
-        assert rebuilt == []
-        assert read == [0] * 5  # no range of rows left to read
-        assert unsealed(db) == 0
-        with db.read() as uow:
-            check(uow, agent, at + 4, {60, HOUR})
-    finally:
-        db.close()
-
-
-@pytest.mark.sqlite_only  # PostgreSQL's created_at is a BIGINT
-def test_fractional_times_written_behind_the_wallets_back(sqlite_opener: Opener) -> None:
-    """A raw edit storing a REAL ``created_at`` next to a window's start gives finer buckets
-    a fractional start: their second or minute is read from its rows, the same Usage."""
-    probe = sqlite_opener()
-    try:
-        with raw_connect(probe) as conn:
-            sound = conn.one("SELECT 1 + 0.5") == (1.5,)
-    finally:
-        probe.close()
-    if not sound:
-        # seen after the local chains ran in this process: a native library leaves the
-        # floating-point state so that SQLite's REAL arithmetic gives NULL
-        pytest.skip("SQLite's REAL arithmetic is broken in this process")
-    for keyed in (False, True):
-        db = sqlite_opener()
-        try:
-            if keyed:
-                db.integrity = make_integrity()
-            agent = add_agent(db)
-            at = usage_db.bucket_start(NOW) + 1234
-            with db.write() as uow:
-                for i in range(600):
-                    error = "POLICY_DENIED" if i % 9 == 0 else None
-                    spend = {"native": str(2**70 + i)}
-                    uow.transactions.add(tx_row(agent, at - 61 + i % 63, "CONFIRMED", spend, error))
-                uow.commit()
-            _edit(
-                db,
-                "UPDATE transactions SET created_at = created_at + 0.5 "
-                "WHERE created_at IN (?, ?, ?, ?)",
-                at - 61,
-                at - 60,
-                at - 59,
-                at,
-            )
-            for step in range(-2, 3):
-                with db.read() as uow:
-                    check(uow, agent, at + step, {1, 60, 61})
-                with db.write() as uow:
-                    check(uow, agent, at + step, {60})
-                    uow.commit()
-        finally:
-            db.close()
-
-
 # --------------------------------------------------------------------------- migration 0009
 
 
@@ -1027,33 +778,17 @@ def test_migration_fills_the_buckets_from_existing_rows(old_target: str) -> None
         with db.read() as uow:
             check(uow, agent, NOW, windows)
             check(uow, agent, NOW - 5 * 3600 - 17, windows, rows[3][0])
-        _fine_levels_are_their_backfill(db)
         db.integrity = make_integrity()
         with db.read() as uow:  # not sealed yet: read from the rows
             check(uow, agent, NOW, windows)
         with db.write() as uow:
             check(uow, agent, NOW, windows)
             uow.commit()
-        assert unsealed(db) == 0
         with db.read() as uow:
             check(uow, agent, NOW, windows)
             check(uow, agent, NOW + 2 * DAY, windows)
     finally:
         db.close()
-
-
-def _fine_levels_are_their_backfill(db: Database) -> None:
-    """Each finer level (migration 0016) holds what its backfill computes from the rows."""
-    cols = ", ".join(usage_db.COLUMNS[:-1])
-    with raw_connect(db) as conn:
-        for table, _ in usage_db.FINE:
-            kept = sorted(map(tuple, conn.all(f"SELECT {cols} FROM {table}")))
-            assert kept
-            conn.execute(f"DELETE FROM {table}")
-            for stmt in usage_db.fine_fill(conn.dialect):
-                if f"INTO {table} " in stmt:
-                    conn.execute(stmt)
-            assert sorted(map(tuple, conn.all(f"SELECT {cols} FROM {table}"))) == kept
 
 
 def test_migration_0009_downgrades_and_upgrades_on_postgresql(postgres_url: str) -> None:
@@ -1074,8 +809,7 @@ def test_migration_0009_downgrades_and_upgrades_on_postgresql(postgres_url: str)
         db = Database.open(target)
         agent = add_agent(db)
         with raw_connect(db) as conn:
-            # 0009's two helpers and five trigger functions, 0016's five
-            assert len(conn.all(functions, (name,))) == 12
+            assert len(conn.all(functions, (name,))) == 7
         db.close()
         engine = make_pg_engine(parse_target(target).url)  # type: ignore[arg-type]
         try:
@@ -1101,8 +835,6 @@ def test_migration_0009_downgrades_and_upgrades_on_postgresql(postgres_url: str)
                 assert load_usage(uow, agent, NOW, set()).spent["native"].day == 5
             with raw_connect(db) as conn:
                 assert conn.one("SELECT s0 FROM usage_buckets WHERE kind = 1") == (5,)
-                for table in ("usage_minutes", "usage_seconds"):  # 0016 again, filled
-                    assert conn.one(f"SELECT s0 FROM {table} WHERE kind = 1") == (5,)
         finally:
             db.close()
     finally:

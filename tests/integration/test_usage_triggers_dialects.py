@@ -64,7 +64,7 @@ def pg(postgres_url: str) -> Iterator[Any]:
         conn.execute("SET synchronous_commit TO off")  # test data: no fsync per statement
         for stmt in TABLES:
             conn.execute(stmt.format(**PG_TYPES))
-        for stmt in (*usage.ddl("postgresql"), *usage.fine_ddl("postgresql")):
+        for stmt in usage.ddl("postgresql"):
             conn.execute(stmt)
         yield conn
     finally:
@@ -80,7 +80,7 @@ def lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connectio
         conn.execute("PRAGMA synchronous = OFF")
         for stmt in TABLES:
             conn.execute(stmt.format(**SQLITE_TYPES))
-        for stmt in (*usage.ddl("sqlite"), *usage.fine_ddl("sqlite")):
+        for stmt in usage.ddl("sqlite"):
             conn.execute(stmt)
         yield conn
     finally:
@@ -205,8 +205,8 @@ def _apply(conn: Any, ph: str, step: tuple[Any, ...], ids: list[str], n: int) ->
         run("DELETE FROM transactions WHERE id = ?", tx_id)
 
 
-def _buckets(conn: Any, table: str = "usage_buckets") -> list[tuple[Any, ...]]:
-    rows = conn.execute(f"SELECT {BUCKET_COLUMNS} FROM {table}").fetchall()
+def _buckets(conn: Any) -> list[tuple[Any, ...]]:
+    rows = conn.execute(f"SELECT {BUCKET_COLUMNS} FROM usage_buckets").fetchall()
     return sorted(tuple(row) for row in rows)  # in Python: collations differ
 
 
@@ -214,37 +214,22 @@ def _nonzero(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [row for row in rows if any(row[4:])]
 
 
-def _refilled(
-    conn: Any, dialect: str, table: str = "usage_buckets", span: int = usage.BUCKET
-) -> list[tuple[Any, ...]]:
+def _refilled(conn: Any, dialect: str) -> list[tuple[Any, ...]]:
     """The buckets recomputed from the rows by the dialect's backfill (then put back)."""
-    conn.execute(f"CREATE TEMPORARY TABLE kept AS SELECT * FROM {table}")
+    conn.execute("CREATE TEMPORARY TABLE kept AS SELECT * FROM usage_buckets")
     try:
-        conn.execute(f"DELETE FROM {table}")
-        fill = usage.pg_fill_sql if dialect == "postgresql" else usage.fill_sql
-        for stmt in fill(table=table, span=span):
+        conn.execute("DELETE FROM usage_buckets")
+        for stmt in usage.pg_fill_sql() if dialect == "postgresql" else usage.fill_sql():
             conn.execute(stmt)
-        return _nonzero(_buckets(conn, table))
+        return _nonzero(_buckets(conn))
     finally:
-        conn.execute(f"DELETE FROM {table}")
-        conn.execute(f"INSERT INTO {table} SELECT * FROM kept")
+        conn.execute("DELETE FROM usage_buckets")
+        conn.execute("INSERT INTO usage_buckets SELECT * FROM kept")
         conn.execute("DROP TABLE kept")
 
 
-def _fine_agree(pg: Any, lite: sqlite3.Connection) -> None:
-    """The finer levels (migration 0016): the same on both, and equal to their backfill."""
-    for table, span in usage.FINE:
-        got = _buckets(pg, table)
-        assert got == _buckets(lite, table)
-        assert (
-            _nonzero(got)
-            == _refilled(pg, "postgresql", table, span)
-            == _refilled(lite, "sqlite", table, span)
-        )
-
-
 def _reset(conn: Any) -> None:
-    for table in ("transactions", "audit_log", "usage_buckets", "usage_minutes", "usage_seconds"):
+    for table in ("transactions", "audit_log", "usage_buckets"):
         conn.execute(f"DELETE FROM {table}")
 
 
@@ -268,7 +253,6 @@ def test_postgresql_triggers_equal_sqlite_triggers(
     got = _buckets(pg)
     assert got == _buckets(lite)
     assert _nonzero(got) == _refilled(pg, "postgresql") == _refilled(lite, "sqlite")
-    _fine_agree(pg, lite)
     _check_readers(pg, lite, sorted({(row[0], row[1]) for row in got}))
 
 
@@ -324,7 +308,6 @@ def test_every_spend_shape(pg: Any, lite: sqlite3.Connection) -> None:
     assert got == _buckets(lite)
     assert sum(row[8] for row in got) > 0 and sum(row[9] for row in got) > 0  # odd, s0
     assert _nonzero(got) == _refilled(pg, "postgresql") == _refilled(lite, "sqlite")
-    _fine_agree(pg, lite)
     _check_readers(pg, lite, sorted({(row[0], row[1]) for row in got}))
 
 
@@ -402,8 +385,3 @@ def test_truncate_leaves_only_the_refusals(pg: Any) -> None:
         ("agent-b", usage.bucket_start(T0 - 4000), 0, "", 0, 0, 1, 1, 0) + (0,) * 9
     ]
     assert _nonzero(_buckets(pg)) == _refilled(pg, "postgresql")
-    for table, span in usage.FINE:  # the finer levels alike
-        assert _buckets(pg, table) == [
-            ("agent-b", T0 - 4000 - (T0 - 4000) % span, 0, "", 0, 0, 1, 1, 0) + (0,) * 9
-        ]
-        assert _nonzero(_buckets(pg, table)) == _refilled(pg, "postgresql", table, span)

@@ -43,8 +43,6 @@ __all__ = [
     "SessionRow",
     "TransactionRow",
     "UsageBucketRow",
-    "UsageMinuteRow",
-    "UsageSecondRow",
     "WalletStateRow",
     "metadata",
 ]
@@ -417,68 +415,6 @@ class UsageBucketRow(_Base, table=True):
     __tablename__ = "usage_buckets"
     __table_args__ = (
         Index("idx_usage_buckets_unsealed", "agent_id", "start", sqlite_where=text("mac IS NULL")),
-        {"sqlite_with_rowid": False},
-    )
-
-    agent_id: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
-    start: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False))
-    kind: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False))
-    asset: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
-    requests: int = Field(default=0, sa_column=_zero())
-    denials: int = Field(default=0, sa_column=_zero())
-    refused: int = Field(default=0, sa_column=_zero())
-    refused_denials: int = Field(default=0, sa_column=_zero())
-    odd: int = Field(default=0, sa_column=_zero())
-    s0: int = Field(default=0, sa_column=_zero())
-    s1: int = Field(default=0, sa_column=_zero())
-    s2: int = Field(default=0, sa_column=_zero())
-    s3: int = Field(default=0, sa_column=_zero())
-    s4: int = Field(default=0, sa_column=_zero())
-    s5: int = Field(default=0, sa_column=_zero())
-    s6: int = Field(default=0, sa_column=_zero())
-    s7: int = Field(default=0, sa_column=_zero())
-    s8: int = Field(default=0, sa_column=_zero())
-    mac: str | None = Field(default=None, sa_column=_text())
-
-
-class UsageMinuteRow(_Base, table=True):
-    """``usage_minutes`` (migration 0016): ``usage_buckets``' sums per minute, kept by the same
-    triggers' twins (see :mod:`waiaas.db.usage`)."""
-
-    __tablename__ = "usage_minutes"
-    __table_args__ = (
-        Index("idx_usage_minutes_unsealed", "agent_id", "start", sqlite_where=text("mac IS NULL")),
-        {"sqlite_with_rowid": False},
-    )
-
-    agent_id: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
-    start: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False))
-    kind: int = Field(sa_column=Column(Integer, primary_key=True, nullable=False))
-    asset: str = Field(sa_column=Column(Text, primary_key=True, nullable=False))
-    requests: int = Field(default=0, sa_column=_zero())
-    denials: int = Field(default=0, sa_column=_zero())
-    refused: int = Field(default=0, sa_column=_zero())
-    refused_denials: int = Field(default=0, sa_column=_zero())
-    odd: int = Field(default=0, sa_column=_zero())
-    s0: int = Field(default=0, sa_column=_zero())
-    s1: int = Field(default=0, sa_column=_zero())
-    s2: int = Field(default=0, sa_column=_zero())
-    s3: int = Field(default=0, sa_column=_zero())
-    s4: int = Field(default=0, sa_column=_zero())
-    s5: int = Field(default=0, sa_column=_zero())
-    s6: int = Field(default=0, sa_column=_zero())
-    s7: int = Field(default=0, sa_column=_zero())
-    s8: int = Field(default=0, sa_column=_zero())
-    mac: str | None = Field(default=None, sa_column=_text())
-
-
-class UsageSecondRow(_Base, table=True):
-    """``usage_seconds`` (migration 0016): ``usage_buckets``' sums per second, kept by the same
-    triggers' twins (see :mod:`waiaas.db.usage`)."""
-
-    __tablename__ = "usage_seconds"
-    __table_args__ = (
-        Index("idx_usage_seconds_unsealed", "agent_id", "start", sqlite_where=text("mac IS NULL")),
         {"sqlite_with_rowid": False},
     )
 

@@ -28,19 +28,13 @@ recomputed from its rows first. Readers with the key use a bucket only when its 
 otherwise they read that hour from its rows (:func:`rebuild`), so an edited bucket never
 lowers what a budget counts below what the rows say.
 
-Finer levels (migration 0016): ``usage_minutes`` and ``usage_seconds`` hold the same rows per
-minute and per second (:data:`FINE`), kept by four more triggers in the same statements and
-sealed the same way (their MACs also cover the span). Readers take the part of the hour a
-window starts in from them (at most 59 minutes and 59 seconds) instead of its rows.
-
-The table, index and trigger statements below are what migrations 0009 and 0016 create (the
-schema test compares them with the file): changing them needs a new migration.
+The table, index and trigger statements below are what migration 0009 creates (the schema
+test compares them with the file): changing them needs a new migration.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -97,10 +91,9 @@ def bucket_start(ts: int) -> int:
     return ts - ts % BUCKET
 
 
-def _start(expr: str, span: int = BUCKET) -> str:
-    """SQL for :func:`bucket_start` (SQLite's ``%`` keeps the dividend's sign); ``span``: the
-    bucket's length (an hour, or a finer level's)."""
-    return f"({expr} - ((({expr}) % {span}) + {span}) % {span})"
+def _start(expr: str) -> str:
+    """SQL for :func:`bucket_start` (SQLite's ``%`` keeps the dividend's sign)."""
+    return f"({expr} - ((({expr}) % {BUCKET}) + {BUCKET}) % {BUCKET})"
 
 
 def _spending(r: str) -> str:
@@ -132,12 +125,11 @@ def _limb(i: int) -> str:
     return f"CAST(substr(je.value, {-LIMB_DIGITS * (i + 1)}, {LIMB_DIGITS}) AS INTEGER)"
 
 
-def _apply(r: str, sign: str, table: str = "usage_buckets", span: int = BUCKET) -> list[str]:
-    """Statements adding (``sign`` ``+``) or removing (``-``) row ``r``'s contribution to the
-    buckets of ``table`` (``span`` seconds each)."""
+def _apply(r: str, sign: str) -> list[str]:
+    """Statements adding (``sign`` ``+``) or removing (``-``) row ``r``'s contribution."""
     counts = (
-        f"INSERT INTO {table} (agent_id, start, kind, asset, requests, denials, odd) "
-        f"VALUES ({r}.agent_id, {_start(f'{r}.created_at', span)}, {COUNTS}, '', {sign}1, "
+        "INSERT INTO usage_buckets (agent_id, start, kind, asset, requests, denials, odd) "
+        f"VALUES ({r}.agent_id, {_start(f'{r}.created_at')}, {COUNTS}, '', {sign}1, "
         f"{sign}({r}.error IS '{DENIED}'), {sign}{_odd(r)}) "
         "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
         "requests = requests + excluded.requests, denials = denials + excluded.denials, "
@@ -146,10 +138,9 @@ def _apply(r: str, sign: str, table: str = "usage_buckets", span: int = BUCKET) 
     limbs = ", ".join(f"{sign}{_limb(i)}" for i in range(LIMBS))
     sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in _LIMB_COLS)
     spend = (
-        f"INSERT INTO {table} "
+        "INSERT INTO usage_buckets "
         f"(agent_id, start, kind, asset, requests, {', '.join(_LIMB_COLS)}) "
-        f"SELECT {r}.agent_id, {_start(f'{r}.created_at', span)}, {SPEND}, je.key, {sign}1, "
-        f"{limbs} "
+        f"SELECT {r}.agent_id, {_start(f'{r}.created_at')}, {SPEND}, je.key, {sign}1, {limbs} "
         f"FROM {_json(r)} AS je WHERE typeof(je.key) = 'text' AND {_DIGITS} "
         f"AND length(je.value) <= {MAX_DIGITS} "
         "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
@@ -162,18 +153,6 @@ def _trigger(name: str, event: str, when: str, body: Iterable[str]) -> str:
     cond = f" WHEN {when}" if when else ""
     stmts = "; ".join(body)
     return f"CREATE TRIGGER {name} AFTER {event}{cond} BEGIN {stmts}; END"
-
-
-def _audit_apply(table: str = "usage_buckets", span: int = BUCKET) -> str:
-    """The statement counting a refusal audit row ``NEW`` in the buckets of ``table``."""
-    return (
-        f"INSERT INTO {table} (agent_id, start, kind, asset, refused, "
-        f"refused_denials) VALUES (NEW.agent_id, {_start('NEW.timestamp', span)}, {COUNTS}, "
-        "'', 1, NEW.event_type != 'DRY_RUN') "
-        "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
-        "refused = refused + excluded.refused, "
-        "refused_denials = refused_denials + excluded.refused_denials, mac = NULL"
-    )
 
 
 _RELEVANT = (
@@ -211,30 +190,34 @@ TRIGGERS = (
         "INSERT ON audit_log",
         "NEW.agent_id IS NOT NULL AND "
         + REFUSAL_SQL.replace("event_type", "NEW.event_type").replace("tx_id", "NEW.tx_id"),
-        [_audit_apply()],
+        [
+            "INSERT INTO usage_buckets (agent_id, start, kind, asset, refused, "
+            f"refused_denials) VALUES (NEW.agent_id, {_start('NEW.timestamp')}, {COUNTS}, '', "
+            "1, NEW.event_type != 'DRY_RUN') "
+            "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
+            "refused = refused + excluded.refused, "
+            "refused_denials = refused_denials + excluded.refused_denials, mac = NULL"
+        ],
     ),
 )
 TRIGGER_NAMES = ("usage_tx_insert", "usage_tx_delete", "usage_tx_update", "usage_audit_insert")
 
 
-def fill_sql(
-    where_tx: str = "1", where_audit: str = "1", table: str = "usage_buckets", span: int = BUCKET
-) -> list[str]:
-    """Statements that add the rows matching the conditions to the buckets of ``table``
-    (``span`` seconds each; backfill)."""
-    start = _start("t.created_at", span)
+def fill_sql(where_tx: str = "1", where_audit: str = "1") -> list[str]:
+    """Statements that add the rows matching the conditions to the buckets (backfill)."""
+    start = _start("t.created_at")
     refusal = REFUSAL_SQL.replace("event_type", "a.event_type").replace("tx_id", "a.tx_id")
     limbs = ", ".join(f"SUM({_limb(i)})" for i in range(LIMBS))
     sets = ", ".join(f"{c} = {c} + excluded.{c}" for c in _LIMB_COLS)
     return [
-        f"INSERT INTO {table} (agent_id, start, kind, asset, requests, denials, odd) "
+        "INSERT INTO usage_buckets (agent_id, start, kind, asset, requests, denials, odd) "
         f"SELECT t.agent_id, {start}, {COUNTS}, '', COUNT(*), "
         f"SUM(t.error IS '{DENIED}'), SUM({_odd('t')}) "
         f"FROM transactions AS t WHERE {where_tx} GROUP BY 1, 2 "
         "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
         "requests = requests + excluded.requests, denials = denials + excluded.denials, "
         "odd = odd + excluded.odd, mac = NULL",
-        f"INSERT INTO {table} "
+        "INSERT INTO usage_buckets "
         f"(agent_id, start, kind, asset, requests, {', '.join(_LIMB_COLS)}) "
         f"SELECT t.agent_id, {start}, {SPEND}, je.key, COUNT(*), {limbs} "
         f"FROM transactions AS t, {_json('t')} AS je WHERE ({where_tx}) "
@@ -242,8 +225,8 @@ def fill_sql(
         f"GROUP BY 1, 2, 4 "
         "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
         f"requests = requests + excluded.requests, {sets}, mac = NULL",
-        f"INSERT INTO {table} (agent_id, start, kind, asset, refused, refused_denials) "
-        f"SELECT a.agent_id, {_start('a.timestamp', span)}, {COUNTS}, '', COUNT(*), "
+        "INSERT INTO usage_buckets (agent_id, start, kind, asset, refused, refused_denials) "
+        f"SELECT a.agent_id, {_start('a.timestamp')}, {COUNTS}, '', COUNT(*), "
         "SUM(a.event_type != 'DRY_RUN') FROM audit_log AS a "
         f"WHERE a.agent_id IS NOT NULL AND {refusal} AND ({where_audit}) GROUP BY 1, 2 "
         "ON CONFLICT (agent_id, start, kind, asset) DO UPDATE SET "
@@ -285,9 +268,9 @@ PG_FUNCTIONS = (
 )
 
 
-def _pg_start(expr: str, span: int = BUCKET) -> str:
+def _pg_start(expr: str) -> str:
     """SQL for :func:`bucket_start` on PostgreSQL (``mod`` keeps the dividend's sign)."""
-    return f"({expr} - mod(mod({expr}, {span}) + {span}, {span}))"
+    return f"({expr} - mod(mod({expr}, {BUCKET}) + {BUCKET}, {BUCKET}))"
 
 
 def _pg_spending(r: str) -> str:
@@ -337,26 +320,20 @@ _PG_SPEND_COLS = ("requests", *_LIMB_COLS)
 _PG_INTO_SPEND = (
     f"INSERT INTO usage_buckets AS u (agent_id, start, kind, asset, {', '.join(_PG_SPEND_COLS)}) "
 )
-
-
-def _pg_into_spend(table: str) -> str:
-    return _PG_INTO_SPEND.replace("usage_buckets", table, 1)
-
-
 _PG_REFUSAL_COLS = ("refused", "refused_denials")
 
 
-def _pg_apply(r: str, sign: str, table: str = "usage_buckets", span: int = BUCKET) -> list[str]:
+def _pg_apply(r: str, sign: str) -> list[str]:
     """:func:`_apply` on PostgreSQL: statements of a trigger function's body."""
-    start = _pg_start(f"{r}.created_at", span)
     counts = (
-        f"INSERT INTO {table} AS u (agent_id, start, kind, asset, requests, denials, odd) "
-        f"VALUES ({r}.agent_id, {start}, {COUNTS}, '', {sign}1, "
+        "INSERT INTO usage_buckets AS u (agent_id, start, kind, asset, requests, denials, odd) "
+        f"VALUES ({r}.agent_id, {_pg_start(f'{r}.created_at')}, {COUNTS}, '', {sign}1, "
         f"{sign}{_pg_denied(r)}, {sign}{_pg_odd(r)}) " + _pg_upsert(_PG_COUNT_COLS)
     )
     limbs = ", ".join(f"{sign}{_pg_limb(i)}" for i in range(LIMBS))
     spend = (
-        _pg_into_spend(table) + f"SELECT {r}.agent_id, {start}, {SPEND}, je.key, {sign}1, {limbs} "
+        _PG_INTO_SPEND
+        + f"SELECT {r}.agent_id, {_pg_start(f'{r}.created_at')}, {SPEND}, je.key, {sign}1, {limbs} "
         f"FROM {_pg_entries(r)} AS je WHERE {_PG_SPEND_FILTER} " + _pg_upsert(_PG_SPEND_COLS)
     )
     return [counts, spend]
@@ -384,17 +361,11 @@ _PG_RELEVANT = (
     f"'{DENIED}') "
     f"OR (OLD.status IN ({_SPENDING_LIST})) != (NEW.status IN ({_SPENDING_LIST}))"
 )
-
-
-def _pg_audit_apply(table: str = "usage_buckets", span: int = BUCKET) -> str:
-    return (
-        f"INSERT INTO {table} AS u (agent_id, start, kind, asset, refused, refused_denials) "
-        f"VALUES (NEW.agent_id, {_pg_start('NEW.timestamp', span)}, {COUNTS}, '', 1, "
-        "CASE WHEN NEW.event_type != 'DRY_RUN' THEN 1 ELSE 0 END) " + _pg_upsert(_PG_REFUSAL_COLS)
-    )
-
-
-_PG_AUDIT_BODY = _pg_audit_apply()
+_PG_AUDIT_BODY = (
+    "INSERT INTO usage_buckets AS u (agent_id, start, kind, asset, refused, refused_denials) "
+    f"VALUES (NEW.agent_id, {_pg_start('NEW.timestamp')}, {COUNTS}, '', 1, "
+    "CASE WHEN NEW.event_type != 'DRY_RUN' THEN 1 ELSE 0 END) " + _pg_upsert(_PG_REFUSAL_COLS)
+)
 
 PG_TABLE_DDL = (
     "CREATE TABLE usage_buckets ("
@@ -437,26 +408,21 @@ TRIGGER_TABLES = dict(
 )
 
 
-def pg_fill_sql(
-    where_tx: str = "TRUE",
-    where_audit: str = "TRUE",
-    table: str = "usage_buckets",
-    span: int = BUCKET,
-) -> list[str]:
+def pg_fill_sql(where_tx: str = "TRUE", where_audit: str = "TRUE") -> list[str]:
     """:func:`fill_sql` on PostgreSQL."""
-    start = _pg_start("t.created_at", span)
+    start = _pg_start("t.created_at")
     refusal = REFUSAL_SQL.replace("event_type", "a.event_type").replace("tx_id", "a.tx_id")
     limbs = ", ".join(f"SUM({_pg_limb(i)})" for i in range(LIMBS))
     return [
-        f"INSERT INTO {table} AS u (agent_id, start, kind, asset, requests, denials, odd) "
+        "INSERT INTO usage_buckets AS u (agent_id, start, kind, asset, requests, denials, odd) "
         f"SELECT t.agent_id, {start}, {COUNTS}, '', COUNT(*), "
         f"SUM({_pg_denied('t')}), SUM({_pg_odd('t')}) "
         f"FROM transactions AS t WHERE {where_tx} GROUP BY 1, 2 " + _pg_upsert(_PG_COUNT_COLS),
-        _pg_into_spend(table) + f"SELECT t.agent_id, {start}, {SPEND}, je.key, COUNT(*), {limbs} "
+        _PG_INTO_SPEND + f"SELECT t.agent_id, {start}, {SPEND}, je.key, COUNT(*), {limbs} "
         f"FROM transactions AS t, {_pg_entries('t')} AS je WHERE ({where_tx}) "
         f"AND {_PG_SPEND_FILTER} GROUP BY 1, 2, 4 " + _pg_upsert(_PG_SPEND_COLS),
-        f"INSERT INTO {table} AS u (agent_id, start, kind, asset, refused, refused_denials) "
-        f"SELECT a.agent_id, {_pg_start('a.timestamp', span)}, {COUNTS}, '', COUNT(*), "
+        "INSERT INTO usage_buckets AS u (agent_id, start, kind, asset, refused, refused_denials) "
+        f"SELECT a.agent_id, {_pg_start('a.timestamp')}, {COUNTS}, '', COUNT(*), "
         "SUM(CASE WHEN a.event_type != 'DRY_RUN' THEN 1 ELSE 0 END) FROM audit_log AS a "
         f"WHERE a.agent_id IS NOT NULL AND {refusal} AND ({where_audit}) GROUP BY 1, 2 "
         + _pg_upsert(_PG_REFUSAL_COLS),
@@ -510,120 +476,6 @@ def drop_functions_sql(dialect: str) -> list[str]:
     ]
 
 
-# --------------------------------------------------------------------------- finer levels
-#
-# Migration 0016: the same sums per minute (``usage_minutes``) and per second
-# (``usage_seconds``), same columns, kept by the triggers below in the same statements as the
-# hourly ones. A window's start falls inside an hour: that hour's part inside (or outside) the
-# window is whole minutes plus whole seconds, so readers take it from at most 59 minute and
-# 59 second buckets instead of the rows (``created_at`` is in whole seconds: no window's
-# start falls inside a second). The MAC of a finer bucket also covers its span
-# (:func:`bucket_mac`), so no bucket stands for one of another level.
-
-MINUTE = 60
-SECOND = 1
-#: the finer levels, coarsest first: (table, seconds per bucket)
-FINE = (("usage_minutes", MINUTE), ("usage_seconds", SECOND))
-#: every level, the hourly buckets first
-LEVELS = (("usage_buckets", BUCKET), *FINE)
-FINE_TRIGGER_NAMES = (
-    "usage_fine_tx_insert",
-    "usage_fine_tx_delete",
-    "usage_fine_tx_update",
-    "usage_fine_audit_insert",
-)
-
-
-def _each_fine(make: Any) -> list[str]:
-    return [stmt for table, span in FINE for stmt in make(table, span)]
-
-
-FINE_TABLE_DDL = tuple(TABLE_DDL.replace("usage_buckets", t, 1) for t, _ in FINE)
-FINE_INDEX_DDL = tuple(INDEX_DDL.replace("usage_buckets", t) for t, _ in FINE)
-FINE_TRIGGERS = (
-    _trigger(
-        FINE_TRIGGER_NAMES[0],
-        "INSERT ON transactions",
-        "",
-        _each_fine(lambda t, s: _apply("NEW", "+", t, s)),
-    ),
-    _trigger(
-        FINE_TRIGGER_NAMES[1],
-        "DELETE ON transactions",
-        "",
-        _each_fine(lambda t, s: _apply("OLD", "-", t, s)),
-    ),
-    _trigger(
-        FINE_TRIGGER_NAMES[2],
-        "UPDATE OF agent_id, created_at, status, error, spend ON transactions",
-        _RELEVANT,
-        _each_fine(lambda t, s: [*_apply("OLD", "-", t, s), *_apply("NEW", "+", t, s)]),
-    ),
-    _trigger(
-        FINE_TRIGGER_NAMES[3],
-        "INSERT ON audit_log",
-        TRIGGERS[3].split(" WHEN ", 1)[1].split(" BEGIN ", 1)[0],
-        _each_fine(lambda t, s: [_audit_apply(t, s)]),
-    ),
-)
-FINE_DDL = (*FINE_TABLE_DDL, *FINE_INDEX_DDL, *FINE_TRIGGERS)
-
-PG_FINE_TRUNCATE_NAME = "usage_fine_tx_truncate"
-PG_FINE_TRIGGER_NAMES = (*FINE_TRIGGER_NAMES, PG_FINE_TRUNCATE_NAME)
-PG_FINE_DDL = (
-    *(PG_TABLE_DDL.replace("usage_buckets", t, 1) for t, _ in FINE),
-    *FINE_INDEX_DDL,
-    _pg_function(FINE_TRIGGER_NAMES[0], _each_fine(lambda t, s: _pg_apply("NEW", "+", t, s))),
-    _pg_function(FINE_TRIGGER_NAMES[1], _each_fine(lambda t, s: _pg_apply("OLD", "-", t, s))),
-    _pg_function(
-        FINE_TRIGGER_NAMES[2],
-        _each_fine(lambda t, s: [*_pg_apply("OLD", "-", t, s), *_pg_apply("NEW", "+", t, s)]),
-    ),
-    _pg_function(FINE_TRIGGER_NAMES[3], _each_fine(lambda t, s: [_pg_audit_apply(t, s)])),
-    *(
-        trigger.replace(old, new)
-        for trigger, old, new in zip(PG_TRIGGERS, TRIGGER_NAMES, FINE_TRIGGER_NAMES, strict=True)
-    ),
-    # TRUNCATE transactions: only the audit log's refusals are left to count
-    _pg_function(
-        PG_FINE_TRUNCATE_NAME,
-        _each_fine(lambda t, s: [f"DELETE FROM {t}", pg_fill_sql(table=t, span=s)[2]]),
-    ),
-    f"CREATE TRIGGER {PG_FINE_TRUNCATE_NAME} AFTER TRUNCATE ON transactions "
-    f"FOR EACH STATEMENT EXECUTE FUNCTION {PG_FINE_TRUNCATE_NAME}()",
-)
-
-
-def fine_ddl(dialect: str) -> tuple[str, ...]:
-    """What migration 0016 creates on ``dialect``."""
-    return PG_FINE_DDL if dialect == "postgresql" else FINE_DDL
-
-
-def fine_fill(dialect: str) -> list[str]:
-    """The backfill of the finer levels from every existing row (migration 0016)."""
-    if dialect == "postgresql":
-        return _each_fine(lambda t, s: pg_fill_sql(table=t, span=s))
-    return _each_fine(lambda t, s: fill_sql(table=t, span=s))
-
-
-def fine_drop_sql(dialect: str) -> list[str]:
-    """What migration 0016's downgrade runs: the triggers (and functions), indexes, tables."""
-    if dialect == "postgresql":
-        first = [
-            *(f"DROP TRIGGER IF EXISTS {n} ON transactions" for n in PG_FINE_TRIGGER_NAMES[:3]),
-            f"DROP TRIGGER IF EXISTS {FINE_TRIGGER_NAMES[3]} ON audit_log",
-            f"DROP TRIGGER IF EXISTS {PG_FINE_TRUNCATE_NAME} ON transactions",
-            *(f"DROP FUNCTION IF EXISTS {n}()" for n in PG_FINE_TRIGGER_NAMES),
-        ]
-    else:
-        first = [f"DROP TRIGGER IF EXISTS {n}" for n in FINE_TRIGGER_NAMES]
-    return [
-        *first,
-        *(f"DROP INDEX IF EXISTS idx_{t}_unsealed" for t, _ in FINE),
-        *(f"DROP TABLE IF EXISTS {t}" for t, _ in FINE),
-    ]
-
-
 # --------------------------------------------------------------------------- reading
 
 # What a row's MAC covers after the agent id: the key and every counter.
@@ -673,23 +525,9 @@ def sane(values: Sequence[Any]) -> bool:
     return all(type(v) is int and v >= 0 for v in values[3:]) and isinstance(values[2], str)
 
 
-def bucket_mac(integrity: Any, agent_id: str, values: Sequence[Any], span: int = BUCKET) -> str:
-    """The MAC of one bucket row (``values`` in :data:`SEALED` order) of the level whose
-    buckets are ``span`` seconds long (a finer level's MAC also covers its span)."""
-    return str(integrity.mac(MAC_DOMAIN, agent_id, *mac_values(values, span)))
-
-
-def mac_values(values: Sequence[Any], span: int = BUCKET) -> tuple[Any, ...]:
-    """What a bucket's MAC covers after the agent id: the hourly buckets' values as they
-    are (the MACs of migration 0009), a finer level's followed by its span."""
-    return tuple(values) if span == BUCKET else (*values, span)
-
-
-def aligned(start: Any, span: int) -> int:
-    """The first second of the ``span``-second bucket holding time ``start`` (a REAL
-    ``created_at`` written behind the wallet's back gives a bucket a fractional start)."""
-    floor: int = math.floor(start)
-    return floor - floor % span
+def bucket_mac(integrity: Any, agent_id: str, values: Sequence[Any]) -> str:
+    """The MAC of one bucket row (``values`` in :data:`SEALED` order)."""
+    return str(integrity.mac(MAC_DOMAIN, agent_id, *values))
 
 
 @functools.lru_cache(maxsize=64)
@@ -733,27 +571,6 @@ def sums_sql(windows: int, dialect: str = "sqlite", skip: bool = True) -> str:
     )
 
 
-_FINE_TABLES = dict((span, table) for table, span in FINE)
-
-
-@functools.lru_cache(maxsize=64)
-def fine_sql(parts: tuple[tuple[int, int], ...], dialect: str = "sqlite") -> str:
-    """One agent's finer buckets in ranges, one range per ``(span, tag)`` of ``parts``
-    (``span``: the level's bucket length): rows of ``span``, ``tag``, :data:`SEALED`, ``mac``.
-    Parameters: per range, the agent id, the first start and the start it ends before."""
-    parts_sql = [
-        f"SELECT {span}, {tag}, {', '.join(SEALED)}, mac FROM {_FINE_TABLES[span]} "
-        "WHERE agent_id = ? AND start >= ? AND start < ?"
-        for span, tag in parts
-    ]
-    return adapt_sql(" UNION ALL ".join(parts_sql), dialect)
-
-
-def fine_table(span: int) -> str:
-    """The table of the finer level whose buckets are ``span`` seconds long."""
-    return _FINE_TABLES[span]
-
-
 #: On PostgreSQL, a spend document as the triggers read it (:data:`PG_FUNCTIONS`): a JSON
 #: object of its members whose values are strings (``jsonb``: a key given twice counts once,
 #: the last), or NULL when the text is not a JSON object. Readers that unpack ``spend`` in
@@ -774,10 +591,8 @@ def limbs_value(limbs: Sequence[int]) -> int:
 
 MAC_DOMAIN = "usage-bucket"
 
-#: per unit of work: agent id (the hourly buckets) or ``(agent id, span)`` (a finer level)
-#: -> (first bucket start read, starts found not trustworthy); every bucket of that level
-#: from that start on was read
-Verified = dict[Any, tuple[int, frozenset[Any]]]
+#: per unit of work: agent id -> (first bucket start read, starts found not trustworthy)
+Verified = dict[str, tuple[int, frozenset[int]]]
 
 
 def _raw(uow: Any) -> Any:
@@ -786,34 +601,30 @@ def _raw(uow: Any) -> Any:
     return conn
 
 
+def _fill(dialect: str, where_tx: str = "", where_audit: str = "") -> list[str]:
+    """:func:`fill_sql` or :func:`pg_fill_sql`; conditions with ``?`` placeholders (each
+    statement uses one of them, so all take the same parameters)."""
+    if dialect == "postgresql":
+        return pg_fill_sql(
+            *(adapt_sql(w, dialect) for w in (where_tx or "TRUE", where_audit or "TRUE"))
+        )
+    return fill_sql(where_tx or "1", where_audit or "1")
+
+
 _REBUILD_TX = "t.agent_id = ? AND t.created_at >= ? AND t.created_at < ?"
 _REBUILD_AUDIT = "a.agent_id = ? AND a.timestamp >= ? AND a.timestamp < ?"
 
 
-def rebuild(
-    uow: Any, agent_id: str, start: Any, table: str = "usage_buckets", span: int = BUCKET
-) -> None:
-    """Recompute one agent's bucket at ``start`` from its rows (``mac`` left NULL). A finer
-    level's bucket is recomputed with every bucket of its aligned span (a fractional start
-    shares it with the whole one)."""
+def rebuild(uow: Any, agent_id: str, start: int) -> None:
+    """Recompute one agent's bucket at ``start`` from its rows (``mac`` left NULL)."""
     conn = _raw(uow)
     dialect = dialect_of(conn)
-    if span != BUCKET:
-        low = aligned(start, span)
-        conn.execute(
-            adapt_sql(
-                f"DELETE FROM {table} WHERE agent_id = ? AND start >= ? AND start < ?", dialect
-            ),
-            (agent_id, low, low + span),
-        )
-        params = (agent_id, low, low + span)
-    else:
-        conn.execute(
-            adapt_sql("DELETE FROM usage_buckets WHERE agent_id = ? AND start = ?", dialect),
-            (agent_id, start),
-        )
-        params = (agent_id, start, start + BUCKET)
-    for stmt in _fill(dialect, _REBUILD_TX, _REBUILD_AUDIT, table, span):
+    conn.execute(
+        adapt_sql("DELETE FROM usage_buckets WHERE agent_id = ? AND start = ?", dialect),
+        (agent_id, start),
+    )
+    params = (agent_id, start, start + BUCKET)
+    for stmt in _fill(dialect, _REBUILD_TX, _REBUILD_AUDIT):
         conn.execute(stmt, params)
 
 
@@ -824,9 +635,8 @@ def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
     MAC'd as it stands (unless a counter went negative); any other is first recomputed from
     its rows, so a keyed writer never seals values it did not see grow from verified ones,
     and every sealed row is sane. Many unsealed buckets (the first
-    keyed commit after migration 0009 or 0016, or after writes by a process without the key)
-    are recomputed all at once, in one pass over the rows. Each level (hours, minutes,
-    seconds: :data:`LEVELS`) in turn.
+    keyed commit after migration 0009, or after writes by a process without the key) are
+    recomputed all at once, in one pass over the rows.
 
     On PostgreSQL, writers of different agents run at once: only the buckets of agents whose
     advisory lock this unit of work holds or can take without waiting are recomputed and
@@ -834,122 +644,60 @@ def reseal(uow: Any, integrity: Any, verified: Verified) -> None:
     (read from their rows) until a later writer seals them.
     """
     conn = _raw(uow)
-    if dialect_of(conn) == "postgresql":
-        for table, span in LEVELS:
-            _reseal_pg(uow, conn, integrity, verified, table, span)
+    dialect = dialect_of(conn)
+    if dialect == "postgresql":
+        _reseal_pg(uow, conn, integrity, verified)
         return
-    # the rows of every unsealed bucket (those with a row whose mac is NULL) of every level,
-    # in one read
-    read: dict[int, list[Any]] = {}
-    for row in conn.execute(_UNSEALED_ALL_SQL):
-        read.setdefault(row[0], []).append(row[1:])
-    for level, rows in sorted(read.items()):
-        table, span = LEVELS[level]
-        _reseal_level(uow, conn, integrity, verified, table, span, rows)
-
-
-def _reseal_level(
-    uow: Any,
-    conn: Any,
-    integrity: Any,
-    verified: Verified,
-    table: str,
-    span: int,
-    read: list[Any],
-) -> None:
-    """:func:`reseal` of one level on SQLite, given the rows of its unsealed buckets."""
-    held: dict[tuple[str, Any], list[Any]] = {}
+    # the rows of every unsealed bucket (those with a row whose mac is NULL), in one read
+    read = conn.execute(_UNSEALED_ROWS_SQL).fetchall()
+    if not read:
+        return
+    held: dict[tuple[str, int], list[Any]] = {}
     for row in read:
         held.setdefault((row[0], row[1]), []).append(row)
-    if _bulk(conn, table, span, len(held), len(read)):
-        conn.execute(f"DELETE FROM {table}")
-        for stmt in fill_sql(table=table, span=span):
+    if len(held) > BULK_REBUILD:
+        conn.execute("DELETE FROM usage_buckets")
+        for stmt in fill_sql():
             conn.execute(stmt)
-        rows = conn.execute(f"SELECT agent_id, {', '.join(SEALED)} FROM {table}").fetchall()
+        rows = conn.execute(f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets").fetchall()
     else:
-        rows = _rebuild_dirty(uow, conn, list(held), verified, held, table, span)
-    _seal(conn, integrity, rows, table, span)
+        rows = _rebuild_dirty(uow, conn, list(held), verified, held)
+    _seal(conn, integrity, rows)
 
 
-def _bulk(conn: Any, table: str, span: int, buckets: int, rows: int, where: str = "") -> bool:
-    """Whether to rebuild a whole level (or, on PostgreSQL, the agents of ``where``) in one
-    pass rather than ``buckets`` unsealed buckets one by one: above :data:`BULK_REBUILD`
-    buckets, and for a finer level (one bucket per active second) only when the unsealed
-    ``rows`` are most of the level's."""
-    if buckets <= BULK_REBUILD:
-        return False
-    if span == BUCKET:
-        return True
-    (total,) = conn.execute(f"SELECT COUNT(*) FROM {table}{where}").fetchone()
-    return 2 * rows >= int(total)
-
-
-@functools.lru_cache(maxsize=8)
-def _unsealed_rows_sql(table: str) -> str:
-    return (
-        f"SELECT agent_id, {', '.join(SEALED)} FROM {table} "
-        f"WHERE (agent_id, start) IN (SELECT agent_id, start FROM {table} "
-        f"INDEXED BY idx_{table}_unsealed WHERE mac IS NULL)"
-    )
-
-
-_UNSEALED_ROWS_SQL = _unsealed_rows_sql("usage_buckets")
-#: :func:`_unsealed_rows_sql` of every level, each row led by the level's index in LEVELS
-_UNSEALED_ALL_SQL = " UNION ALL ".join(
-    _unsealed_rows_sql(table).replace("SELECT agent_id,", f"SELECT {i}, agent_id,", 1)
-    for i, (table, _) in enumerate(LEVELS)
+_UNSEALED_ROWS_SQL = (
+    f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets "
+    "WHERE (agent_id, start) IN (SELECT agent_id, start FROM usage_buckets "
+    "INDEXED BY idx_usage_buckets_unsealed WHERE mac IS NULL)"
 )
-
-
-def _fill(
-    dialect: str,
-    where_tx: str = "",
-    where_audit: str = "",
-    table: str = "usage_buckets",
-    span: int = BUCKET,
-) -> list[str]:
-    """:func:`fill_sql` or :func:`pg_fill_sql`; conditions with ``?`` placeholders (each
-    statement uses one of them, so all take the same parameters)."""
-    if dialect == "postgresql":
-        tx, audit = (adapt_sql(w, dialect) for w in (where_tx or "TRUE", where_audit or "TRUE"))
-        return pg_fill_sql(tx, audit, table, span)
-    return fill_sql(where_tx or "1", where_audit or "1", table, span)
 
 
 def _rebuild_dirty(
     uow: Any,
     conn: Any,
-    dirty: Iterable[tuple[str, Any]],
+    dirty: Iterable[tuple[str, int]],
     verified: Verified,
-    held: dict[tuple[str, Any], list[Any]] | None = None,
-    table: str = "usage_buckets",
-    span: int = BUCKET,
+    held: dict[tuple[str, int], list[Any]] | None = None,
 ) -> list[Any]:
     """Recompute the unsealed buckets ``dirty`` that need it; their rows (to seal).
     ``held``: the buckets' rows as read in this unit of work, for those kept as they are."""
     rows = []
-    dialect = dialect_of(conn)
-    cols = f"SELECT agent_id, {', '.join(SEALED)} FROM {table} WHERE agent_id = ? AND "
-    select = adapt_sql(cols + "start = ?", dialect)
-    select_span = adapt_sql(cols + "start >= ? AND start < ?", dialect)
-
-    def rebuilt(agent_id: str, start: Any) -> list[Any]:
-        rebuild(uow, agent_id, start, table, span)
-        if span == BUCKET:
-            return list(conn.execute(select, (agent_id, start)).fetchall())
-        low = aligned(start, span)
-        return list(conn.execute(select_span, (agent_id, low, low + span)).fetchall())
-
+    select = adapt_sql(
+        f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets WHERE agent_id = ? AND start = ?",
+        dialect_of(conn),
+    )
     for agent_id, start in dirty:
-        seen = verified.get(agent_id if span == BUCKET else (agent_id, span))
+        seen = verified.get(agent_id)
         if seen is None or start < seen[0] or start in seen[1]:
-            found = rebuilt(agent_id, start)
+            rebuild(uow, agent_id, start)
+            found = conn.execute(select, (agent_id, start)).fetchall()
         elif held is not None:
             found = held[(agent_id, start)]
         else:
             found = conn.execute(select, (agent_id, start)).fetchall()
         if not all(sane(row[1:]) for row in found):  # never seal what no row explains
-            found = rebuilt(agent_id, start)
+            rebuild(uow, agent_id, start)
+            found = conn.execute(select, (agent_id, start)).fetchall()
         rows += found
     return rows
 
@@ -958,13 +706,7 @@ def _rebuild_dirty(
 _SEAL_CHUNK = 200
 
 
-def _seal(
-    conn: Any,
-    integrity: Any,
-    rows: Sequence[Any],
-    table: str = "usage_buckets",
-    span: int = BUCKET,
-) -> None:
+def _seal(conn: Any, integrity: Any, rows: Sequence[Any]) -> None:
     """Set the MAC of each of ``rows`` (``agent_id`` then :data:`SEALED` values), in one
     statement per :data:`_SEAL_CHUNK` rows."""
     dialect = dialect_of(conn)
@@ -972,12 +714,12 @@ def _seal(
         chunk = rows[at : at + _SEAL_CHUNK]
         params: list[Any] = []
         for row in chunk:
-            params += [bucket_mac(integrity, row[0], row[1:], span), *row[:4]]
-        conn.execute(adapt_sql(_seal_sql(len(chunk), table), dialect), params)
+            params += [bucket_mac(integrity, row[0], row[1:]), *row[:4]]
+        conn.execute(adapt_sql(_seal_sql(len(chunk)), dialect), params)
 
 
-@functools.lru_cache(maxsize=16)
-def _seal_sql(count: int, table: str = "usage_buckets") -> str:
+@functools.lru_cache(maxsize=8)
+def _seal_sql(count: int) -> str:
     values = ", ".join(
         [
             "(CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS INTEGER), "
@@ -987,55 +729,34 @@ def _seal_sql(count: int, table: str = "usage_buckets") -> str:
     )
     return (
         f"WITH v (mac, agent_id, start, kind, asset) AS (VALUES {values}) "
-        f"UPDATE {table} SET mac = v.mac FROM v WHERE {table}.agent_id = v.agent_id "
-        f"AND {table}.start = v.start AND {table}.kind = v.kind "
-        f"AND {table}.asset = v.asset"
+        "UPDATE usage_buckets SET mac = v.mac FROM v WHERE usage_buckets.agent_id = v.agent_id "
+        "AND usage_buckets.start = v.start AND usage_buckets.kind = v.kind "
+        "AND usage_buckets.asset = v.asset"
     )
 
 
-def _reseal_pg(
-    uow: Any,
-    conn: Any,
-    integrity: Any,
-    verified: Verified,
-    table: str = "usage_buckets",
-    span: int = BUCKET,
-) -> None:
+def _reseal_pg(uow: Any, conn: Any, integrity: Any, verified: Verified) -> None:
     dirty = conn.execute(
-        f"SELECT DISTINCT agent_id, start FROM {table} WHERE mac IS NULL"
+        "SELECT DISTINCT agent_id, start FROM usage_buckets WHERE mac IS NULL"
     ).fetchall()
     if not dirty:
         return
-    agents_verified = {k for k in verified if isinstance(k, str)}
-    agents = sorted({a for a, _ in dirty}, key=lambda a: (a not in agents_verified, a))
-    mine = _try_lock_agents(uow, conn, agents[: len(agents_verified) + RESEAL_AGENTS])
+    agents = sorted({a for a, _ in dirty}, key=lambda a: (a not in verified, a))
+    mine = _try_lock_agents(uow, conn, agents[: len(verified) + RESEAL_AGENTS])
     dirty = [(a, s) for a, s in dirty if a in mine]
-    owned = sorted(mine)
-    if _bulk_pg(conn, table, span, dirty, owned):
-        conn.execute(f"DELETE FROM {table} WHERE agent_id = ANY(%s)", (owned,))
+    if len(dirty) > BULK_REBUILD:
+        owned = sorted(mine)
+        conn.execute("DELETE FROM usage_buckets WHERE agent_id = ANY(%s)", (owned,))
         cond = "t.agent_id = ANY(%s)", "a.agent_id = ANY(%s)"
-        for stmt in pg_fill_sql(*cond, table=table, span=span):
+        for stmt in pg_fill_sql(*cond):
             conn.execute(stmt, (owned,))
         rows = conn.execute(
-            f"SELECT agent_id, {', '.join(SEALED)} FROM {table} WHERE agent_id = ANY(%s)",
+            f"SELECT agent_id, {', '.join(SEALED)} FROM usage_buckets WHERE agent_id = ANY(%s)",
             (owned,),
         ).fetchall()
     else:
-        rows = _rebuild_dirty(uow, conn, dirty, verified, None, table, span)
-    _seal(conn, integrity, rows, table, span)
-
-
-def _bulk_pg(conn: Any, table: str, span: int, dirty: Sequence[Any], owned: list[str]) -> bool:
-    """:func:`_bulk` on PostgreSQL, over the agents ``owned``."""
-    if len(dirty) <= BULK_REBUILD:
-        return False
-    if span == BUCKET:
-        return True
-    (total,) = conn.execute(
-        f"SELECT COUNT(DISTINCT (agent_id, start)) FROM {table} WHERE agent_id = ANY(%s)",
-        (owned,),
-    ).fetchone()
-    return 2 * len(dirty) >= int(total)
+        rows = _rebuild_dirty(uow, conn, dirty, verified)
+    _seal(conn, integrity, rows)
 
 
 def _try_lock_agents(uow: Any, conn: Any, agents: Sequence[str]) -> set[str]:

@@ -14,14 +14,12 @@ strings in the database and are summed as Python ints (wei exceeds SQLite's inte
 
 from __future__ import annotations
 
-import bisect
 import builtins
 import functools
-import itertools
 import json
 import logging
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, SupportsIndex, overload
@@ -34,7 +32,6 @@ from waiaas.clock import Clock, SystemClock
 from waiaas.config import WalletConfig
 from waiaas.db import Database, UnitOfWork, portable
 from waiaas.db import usage as usage_db
-from waiaas.db.engine import adapt_sql
 from waiaas.db.faults import stored_json
 from waiaas.db.generations import POLICIES
 from waiaas.db.portable import dialect_of, text_for
@@ -427,12 +424,10 @@ def load_usage(
     """The agent's :class:`~waiaas.policy.Usage` at ``now``, read in ``uow``.
 
     Reads the agent's hourly usage buckets (``usage_buckets``, kept exact by triggers, see
-    :mod:`waiaas.db.usage`) for the whole hours inside each window and the per-minute and
-    per-second ones (``usage_minutes``, ``usage_seconds``) for the hour each window starts
-    in (its rows when it holds few), so its cost grows neither with the rows in the windows
-    nor with the agent's send rate (plus the failed rows since the last confirmed
-    transaction, for ``consecutive_failures``). With the wallet's integrity key, a bucket
-    whose MAC does not verify is read from its rows.
+    :mod:`waiaas.db.usage`) for the whole hours inside each window and the rows of the hour
+    each window starts in, so its cost does not grow with the rows in the windows (plus the
+    rows since the last confirmed transaction, for ``consecutive_failures``). With the
+    wallet's integrity key, a bucket whose MAC does not verify is read from its rows.
     Counting rules are those of :func:`waiaas.policy.compute_usage`: a row counts in a
     window of ``w`` seconds when ``created_at > now - w``; spending counts in-flight and
     confirmed rows; a row whose ``error`` is ``POLICY_DENIED`` is a denial.
@@ -514,22 +509,12 @@ _EDGE_SPEND_SQL_PG = _EDGE_SPEND_SQL.replace(
 _EXCLUDED_SQL = "SELECT created_at FROM transactions WHERE id = ? AND agent_id = ?"
 
 
-# The rows :func:`_count_failures` needs of ``_FAILURES_SQL``'s, as a part of
-# :func:`_edges_sql` (kind 3): the FAILED ones and the last CONFIRMED one itself (the others
-# of its second count for nothing: an agent sending fast has many there), ``(created_at, id,
-# status, error)`` in the columns of the same types (times, text).
-_LAST_CONFIRMED_ID = (
-    "(SELECT c.id FROM transactions AS c INDEXED BY idx_transactions_agent_created "
-    "WHERE c.agent_id = :agent AND c.status = 'CONFIRMED' AND c.id != :exclude "
-    "ORDER BY c.created_at DESC, c.id DESC LIMIT 1)"
-)
-_EDGE_FAILURES_SQL = (
-    _FAILURES_SQL.replace(
-        "SELECT t.created_at, t.id, t.status, t.error ",
-        "SELECT 3, t.created_at, 0, 0, 0, t.id, t.status, t.error, NULL ",
-        1,
-    )
-    + f" AND (t.status = 'FAILED' OR t.id = {_LAST_CONFIRMED_ID})"
+# The rows :func:`_consecutive_failures` counts, as a part of :func:`_edges_sql` (kind 3):
+# ``(created_at, id, status, error)`` in the columns of the same types (times, text).
+_EDGE_FAILURES_SQL = _FAILURES_SQL.replace(
+    "SELECT t.created_at, t.id, t.status, t.error ",
+    "SELECT 3, t.created_at, 0, 0, 0, t.id, t.status, t.error, NULL ",
+    1,
 )
 
 
@@ -575,10 +560,8 @@ def _bucket_usage(
     bucket the window starts in counts either its rows inside the window or, when the part
     of its hour before the window is the shorter one, its stored sums less its rows before
     the window (and its rows inside the window after all if that would leave a negative
-    count or sum: bucket rows deleted behind the wallet's back). That hour's part is counted
-    from the finer buckets (:class:`_Fine`: at most 59 minutes and 59 seconds), or from its
-    rows when the hour holds few; rows are read in one statement, each once, with every
-    window's counts and spending at once.
+    count or sum: bucket rows deleted behind the wallet's back). So at most half an hour of
+    rows is read per window, each row once, with every window's counts and spending at once.
     """
     raw = portable.raw(uow)  # takes this module's statements in their SQLite form
     # waiaas.db.usage writes its statements for each dialect itself: run them as they are
@@ -602,7 +585,6 @@ def _bucket_usage(
         and since[w] - edge + 1 < min(edge + usage_db.BUCKET, now + 1) - since[w] - 1
     }
     failures: list[tuple[Any, ...]] = []  # read with the first hours' rows
-    fine = _Fine(uow, native, dialect, agent_id, now, held)
     totals = _bucket_totals(
         raw,
         native,
@@ -615,11 +597,10 @@ def _bucket_usage(
         complement,
         held,
         failures=failures,
-        fine=fine,
     )
     if totals is None:  # the sums do not cover the rows they stand for: read the window's side
         totals = _bucket_totals(
-            raw, native, dialect, agent_id, now, ordered, exclude, from_rows, set(), held, fine=fine
+            raw, native, dialect, agent_id, now, ordered, exclude, from_rows, set(), held
         )
         assert totals is not None
     requests, denials, txs, spent = totals
@@ -747,9 +728,8 @@ class _Signs:
     def needs_spending(self, low: int, until: int) -> bool:
         """Whether rows between ``low`` and ``until`` (exclusive) can count in the day's or
         the week's spending."""
-        B = usage_db.BUCKET  # (a fractional bound: next to an hour of a fractional start)
-        first, last = usage_db.aligned(low, B), usage_db.aligned(until - 1, B)
-        return any(any(self.spending(s)) for s in range(first, last + 1, B))
+        first, last = usage_db.bucket_start(low), usage_db.bucket_start(until - 1)
+        return any(any(self.spending(s)) for s in range(first, last + 1, usage_db.BUCKET))
 
 
 #: what each limb of a limb sum is worth (:func:`usage_db.limbs_value`)
@@ -831,22 +811,6 @@ class _Tally:
                 if in_day:
                     self.day[key] = self.day.get(key, 0) + in_day * amount
 
-    def add_bucket_spending(
-        self, hour: int, at: int, asset: str, named: int, amount: int, signs: _Signs
-    ) -> None:
-        """A finer spend bucket (``named`` spending rows of ``asset``, ``amount`` in all):
-        its rows, of hour ``hour`` at time ``at`` as far as the windows go, with the signs
-        such rows have in the day's and the week's spending."""
-        day_after, day_before, week_after, week_before = signs.spending(hour)
-        in_week = week_after if at > signs.since[WEEK] else week_before
-        in_day = day_after if at > signs.since[DAY] else day_before
-        key = normalize_asset_key(asset)
-        if in_week:
-            self.week[key] = self.week.get(key, 0) + in_week * amount
-            self.named[key] = self.named.get(key, 0) + in_week * named
-        if in_day:
-            self.day[key] = self.day.get(key, 0) + in_day * amount
-
     def sane(self) -> bool:
         """No negative count or sum, and no spending of an asset no row names (what the
         sums less the rows before a window give when bucket rows are missing)."""
@@ -880,7 +844,6 @@ def _bucket_totals(
     held: list[tuple[Any, ...]] | None = None,
     *,
     failures: list[tuple[Any, ...]] | None = None,
-    fine: _Fine | None = None,
 ) -> _Totals | None:
     """Requests, denials, transactions per window and the spending of the day and the week:
     whole buckets from their sums (SQL), plus or minus the rows read (see :func:`_bucket_usage`).
@@ -914,8 +877,6 @@ def _bucket_totals(
     # by the database, the spending rows read one by one where the day or the week needs them.
     intervals = _row_intervals(ordered, since, edge, from_rows, complement)
     signs = _Signs(ordered, since, edge, from_rows, complement)
-    if fine is not None:  # the hours' parts the windows read, from the finer levels
-        intervals = fine.count(intervals, signs, from_rows, tally)
     _add_edges(raw, dialect, agent_id, exclude, intervals, tally, signs, failures)
     if complement and not tally.sane():
         return None
@@ -1011,241 +972,6 @@ def _add_edges(
     tally.add_spending((r[1:3] + r[5:9] for r in found if r[0] == 2), signs)
     if failures is not None:
         failures.extend((r[1], *r[5:8]) for r in found if r[0] == 3)
-
-
-#: an hour holding at most this many rows (transactions and refusals) is read from its rows
-_FEW_ROWS = 256
-#: far enough in the future for any bucket start (the open end of a range read)
-_NO_END = 2**62
-_MINUTE = usage_db.MINUTE
-
-
-def _merged(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``(low, until)`` ranges (both exclusive), overlapping ones merged."""
-    merged: list[list[int]] = []
-    for low, until in sorted(intervals):
-        if merged and low < merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], until)
-        else:
-            merged.append([low, until])
-    return [(low, until) for low, until in merged]
-
-
-@dataclass(frozen=True)
-class _Piece:
-    """Part of a time range the windows read: the rows whose whole second is in ``[x, y)``,
-    all in one hour and on the same side of every window's start (``position``: how many of
-    the windows' starts they are after), inside the range ``(low, until)``. ``partial``:
-    ``x`` is the range's own ``low`` (only rows after it, a fraction of a second, count)."""
-
-    x: int
-    y: int
-    hour: int
-    position: int
-    low: int
-    until: int
-    partial: bool
-
-
-class _Fine:
-    """The finer buckets (per minute and per second, :data:`usage_db.FINE`) a window's first
-    hour is counted from instead of its rows: the part of that hour inside (or, see
-    :func:`_bucket_usage`, before) the window is whole minutes plus whole seconds, at most 59
-    of each. A finer bucket counts only when it can stand for its rows exactly: sane, no rows
-    the sums cannot hold, a whole start and, with the integrity key, a MAC that verifies
-    (else its second or minute of rows is read, and an edited one is unsealed to be
-    recomputed at commit). A keyed write unit of work also verifies the current minute's and
-    second's buckets (those the transaction it may insert changes), so that they are sealed
-    at commit as they stand rather than recomputed from their rows."""
-
-    def __init__(
-        self,
-        uow: UnitOfWork,
-        native: Any,
-        dialect: str,
-        agent_id: str,
-        now: int,
-        held: list[tuple[Any, ...]] | None = None,
-    ) -> None:
-        self._uow = uow
-        self._native = native
-        self._dialect = dialect
-        self._agent = agent_id
-        # the rows each hour holds, from its (verified) bucket: an hour of few rows is read
-        # from them, as cheap as its finer buckets and without their reads
-        self._few: set[int] = set()
-        for row in held or ():
-            if row[1] == usage_db.COUNTS and row[3] + row[5] <= _FEW_ROWS:
-                self._few.add(row[0])
-        keyed_write = uow.integrity is not None and uow.writable
-        self._tail: tuple[tuple[int, int], ...] = (
-            ((_MINUTE, now - now % _MINUTE), (usage_db.SECOND, now - 1)) if keyed_write else ()
-        )
-
-    def count(
-        self,
-        intervals: list[tuple[int, int]],
-        signs: _Signs,
-        from_rows: set[int],
-        tally: _Tally,
-    ) -> list[tuple[int, int]]:
-        """Count in ``tally`` the rows of ``intervals`` (as :func:`_row_intervals`) held by
-        hours not in ``from_rows``, from the finer buckets; the ranges whose rows must still
-        be read (hours in ``from_rows``, finer buckets that cannot stand for their rows)."""
-        rows: list[tuple[int, int]] = []
-        pieces: list[_Piece] = []
-        for low, until in intervals:
-            if type(low) is not int or type(until) is not int:
-                rows.append((low, until))  # next to an hour of a fractional start: its rows
-                continue
-            for piece in _pieces(low, until, signs):
-                if piece.hour in from_rows or piece.hour in self._few:
-                    rows.append((max(low, piece.x - 1), piece.y))
-                else:
-                    pieces.append(piece)
-        if not pieces and not self._tail:
-            return _merged(rows)
-        units, bad = self._read(pieces)
-        starts = [p.x for p in pieces]
-        summed: dict[tuple[int, int], list[int]] = {}
-        for (span, u), found in units.items():
-            piece = pieces[bisect.bisect_right(starts, u) - 1]
-            if (span, u) in bad:
-                rows.append((max(u - 1, piece.low), min(u + span, piece.until)))
-                continue
-            if piece.partial:
-                continue  # the second the range starts after: none of its whole rows count
-            for row in found:
-                if row[1] == usage_db.COUNTS:
-                    acc = summed.setdefault((piece.hour, piece.position), [0, 0, 0, 0])
-                    acc[0] += row[3]
-                    acc[1] += row[4]
-                    acc[2] += row[5]
-                    acc[3] += row[6]
-                else:
-                    amount = sum(map(operator.mul, row[8:17], _LIMB_POWERS))
-                    tally.add_bucket_spending(piece.hour, u, row[2], row[3], amount, signs)
-        groups = [
-            part
-            for (hour, position), (requests, denials, refused, refused_denials) in summed.items()
-            for part in (
-                (0, hour, position, requests, denials),
-                (1, hour, position, refused, refused_denials),
-            )
-        ]
-        tally.add_counts(groups, signs)
-        return _merged(rows)
-
-    def _read(
-        self, pieces: list[_Piece]
-    ) -> tuple[dict[tuple[int, int], list[tuple[Any, ...]]], set[tuple[int, int]]]:
-        """The pieces' finer buckets, per (span, aligned start), and the units among them
-        that must be read from their rows; with the tail (see the class), in one statement."""
-        parts = _fine_ranges(pieces)
-        parts += [(span, 1, first, _NO_END) for span, first in self._tail]
-        params: list[Any] = []
-        for _, _, lo, hi in parts:
-            params += [self._agent, lo, hi]
-        sql = usage_db.fine_sql(tuple((span, tag) for span, tag, _, _ in parts), self._dialect)
-        units: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
-        bad: set[tuple[int, int]] = set()
-        tail: dict[int, set[Any]] = {span: set() for span, _ in self._tail}
-        forged: set[tuple[int, Any]] = set()
-        integ = self._uow.integrity
-        for found in self._native.execute(sql, params):
-            span, tag, row, mac = found[0], found[1], tuple(found[2:-1]), found[-1]
-            if integ is None:
-                ok = usage_db.sane(row)
-            elif integ.bucket_ok(mac, self._agent, (*row, span)):
-                ok = True  # a sealed row is sane (see usage_db.reseal)
-            else:
-                ok = False
-                if mac is not None:
-                    forged.add((span, row[0]))
-                if tag:
-                    tail[span].add(row[0])
-            if tag:
-                continue
-            u = usage_db.aligned(row[0], span)
-            units.setdefault((span, u), []).append(row)
-            if not ok or row[0] != u or row[usage_db.ODD]:
-                bad.add((span, u))
-        self._record(tail, forged)
-        return units, bad
-
-    def _record(self, tail: dict[int, set[Any]], forged: set[tuple[int, Any]]) -> None:
-        """Note the tail as verified (for sealing at commit) and unseal edited buckets (so
-        that the commit recomputes them from their rows)."""
-        uow = self._uow
-        for span, first in self._tail:
-            key = (self._agent, span)
-            seen = uow.usage_verified.get(key)
-            uow.usage_verified[key] = (
-                first if seen is None else min(first, seen[0]),
-                frozenset(tail[span]) | (frozenset() if seen is None else seen[1]),
-            )
-        if not forged:
-            return
-        log.warning(
-            "finer usage buckets of agent %s at %s do not verify; counted from their rows",
-            self._agent,
-            sorted(forged),
-        )
-        if uow.writable:
-            for span, start in sorted(forged):
-                self._native.execute(
-                    adapt_sql(
-                        f"UPDATE {usage_db.fine_table(span)} SET mac = NULL "
-                        "WHERE agent_id = ? AND start = ?",
-                        self._dialect,
-                    ),
-                    (self._agent, start),
-                )
-
-
-def _pieces(low: int, until: int, signs: _Signs) -> Iterator[_Piece]:
-    """The range ``(low, until)`` (both exclusive) cut into :class:`_Piece`: at each hour's
-    start, and around each window's start ``c`` (the rows of second ``c`` are before it,
-    those of ``c + 1`` after it)."""
-    B = usage_db.BUCKET
-    cuts = sorted(set(signs.since.values()))
-    points = {low, low + 1, until}
-    points.update(range(low - low % B + B, until, B))
-    for c in cuts:
-        points.update(p for p in (c, c + 1) if low < p < until)
-    for x, y in itertools.pairwise(sorted(points)):
-        position = sum(1 for c in cuts if x > c)
-        yield _Piece(x, y, usage_db.bucket_start(x), position, low, until, x == low)
-
-
-def _fine_ranges(pieces: list[_Piece]) -> list[tuple[int, int, int, int]]:
-    """``(span, 0, first start, end)``: the ranges of finer buckets covering ``pieces``,
-    touching ones of a level merged."""
-    ranges: dict[int, list[tuple[int, int]]] = {usage_db.SECOND: [], _MINUTE: []}
-    for piece in pieces:
-        for span, lo, hi in _units(piece):
-            ranges[span].append((lo, hi))
-    parts = []
-    for span, found in ranges.items():
-        for lo, hi in _merged((lo - 1, hi) for lo, hi in found):
-            parts.append((span, 0, lo + 1, hi))
-    return parts
-
-
-def _units(piece: _Piece) -> list[tuple[int, int, int]]:
-    """``(span, first start, end)`` ranges of finer buckets covering the piece's seconds:
-    seconds up to the first whole minute, whole minutes, then seconds."""
-    x, y = piece.x, piece.y
-    first = -(-x // _MINUTE) * _MINUTE
-    last = y - y % _MINUTE
-    if first >= last:
-        return [(usage_db.SECOND, x, y)]
-    found = [(_MINUTE, first, last)]
-    if x < first:
-        found.append((usage_db.SECOND, x, first))
-    if last < y:
-        found.append((usage_db.SECOND, last, y))
-    return found
 
 
 def _row_intervals(

@@ -366,9 +366,8 @@ def test_window_edge_read_with_the_failures_rows_searches_the_indexes(busy_db: D
         spending = (False,) * intervals
         plan = _plan(busy_db.path, policies._edges_sql(spending, 3, "sqlite", True), params)
         indexed = [s for s in plan if "INDEX idx_transactions_agent_created (agent_id=?" in s]
-        # each interval's part, the failures' part and its two subqueries for the CONFIRMED
-        # row (its second, and its id)
-        assert len(indexed) == parts + 3, plan
+        # each interval's part, the failures' part and its subquery for the CONFIRMED row
+        assert len(indexed) == parts + 2, plan
         assert sum("INDEX idx_audit_log_agent_refusals (agent_id=?" in s for s in plan) == parts
         assert any("(agent_id=? AND created_at>?)" in s for s in indexed), plan
         assert not [step for step in plan if step.startswith("SCAN ")], plan
@@ -383,26 +382,6 @@ def test_sealing_reads_the_unsealed_buckets_rows_through_the_indexes(busy_db: Da
     assert any("USING INDEX idx_usage_buckets_unsealed" in s for s in plan), plan
     assert any("SEARCH usage_buckets USING PRIMARY KEY (agent_id=? AND start=?)" in s for s in plan)
     assert not [s for s in plan if s.startswith("SCAN ") and "idx_usage_buckets_unsealed" not in s]
-    plan = _plan(busy_db.path, usage._UNSEALED_ALL_SQL, {})  # every level, one statement
-    for table, _ in usage.LEVELS:
-        assert any(f"USING INDEX idx_{table}_unsealed" in s for s in plan), plan
-        assert any(f"SEARCH {table} USING PRIMARY KEY (agent_id=? AND start=?)" in s for s in plan)
-    assert not [s for s in plan if s.startswith("SCAN ") and "_unsealed" not in s], plan
-
-
-def test_finer_buckets_are_read_by_their_keys(busy_db: Database) -> None:
-    """A window's first hour is read from the finer buckets by key ranges of the agent's."""
-    from waiaas.db import usage
-
-    parts = ((60, 0), (1, 0), (60, 1), (1, 1))
-    params = ["agent-04", NOW - 3600, NOW - 60] * 2 + ["agent-04", NOW, 2**62] * 2
-    plan = _plan(busy_db.path, usage.fine_sql(parts), params)
-    for table in ("usage_minutes", "usage_seconds"):
-        assert any(
-            f"SEARCH {table} USING PRIMARY KEY (agent_id=? AND start>? AND start<?)" in s
-            for s in plan
-        ), plan
-    assert not [s for s in plan if s.startswith("SCAN ")], plan
 
 
 def test_state_keys_with_the_live_session_read_search_the_keys(busy_db: Database) -> None:

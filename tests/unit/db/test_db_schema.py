@@ -395,51 +395,6 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
         ("transactions", "index_where", "idx_transactions_queued_at", "queued_at IS NOT NULL"),
         # 0015: the rows not CONFIRMED, by status and by agent and status, newest first
         *_UNCONFIRMED_FACTS,
-        # 0016: the usage buckets' sums per minute and per second, and their triggers
-        *(
-            fact
-            for table in ("usage_minutes", "usage_seconds")
-            for fact in (
-                (table, "table"),
-                (table, "column", "agent_id", "TEXT", 1, None, 1),
-                (table, "column", "start", "INTEGER", 1, None, 2),
-                (table, "column", "kind", "INTEGER", 1, None, 3),
-                (table, "column", "asset", "TEXT", 1, None, 4),
-                *(
-                    (table, "column", name, "INTEGER", 1, "0", 0)
-                    for name in (
-                        "requests",
-                        "denials",
-                        "refused",
-                        "refused_denials",
-                        "odd",
-                        *(f"s{i}" for i in range(9)),
-                    )
-                ),
-                (table, "column", "mac", "TEXT", 0, None, 0),
-                (
-                    table,
-                    "index",
-                    f"sqlite_autoindex_{table}_1",
-                    1,
-                    "agent_id",
-                    "start",
-                    "kind",
-                    "asset",
-                ),
-                (table, "index", f"idx_{table}_unsealed", 0, "agent_id", "start"),
-                (table, "index_where", f"idx_{table}_unsealed", "mac IS NULL"),
-            )
-        ),
-        *(
-            (table, "trigger", name, sql)
-            for table, name, sql in zip(
-                ("transactions",) * 3 + ("audit_log",),
-                usage.FINE_TRIGGER_NAMES,
-                usage.FINE_TRIGGERS,
-                strict=True,
-            )
-        ),
         # 0012: the generation counters of policies and channels
         *(
             (table, "trigger", name, sql)
@@ -459,7 +414,7 @@ def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) ->
     stepwise = tmp_path / "steps.db"
     for target in (
         *("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"),
-        *("0011", "0012", "0013", "0014", "0015", "0016"),
+        *("0011", "0012", "0013", "0014", "0015"),
     ):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"
@@ -597,26 +552,6 @@ def test_0015_adds_two_partial_transaction_indexes_and_downgrades_exactly(
     finally:
         engine.dispose()
     assert schema_facts(head) == at_0014
-
-
-def test_0016_adds_only_the_finer_usage_levels_and_downgrades_exactly(tmp_path: Path) -> None:
-    """0016 adds usage_minutes and usage_seconds (tables, indexes, triggers) and changes
-    nothing else; its downgrade restores 0015 exactly."""
-    before = schema_facts(_migrated_to(tmp_path / "0015.db", "0015"))
-    head = _migrated_to(tmp_path / "0016.db", "0016")
-    added = schema_facts(head) - before
-    assert before - schema_facts(head) == set()
-    assert {f[0] for f in added if f[1] != "trigger"} == {"usage_minutes", "usage_seconds"}
-    assert {f[2] for f in added if f[1] == "trigger"} == set(usage.FINE_TRIGGER_NAMES)
-    engine = make_engine(head)
-    try:
-        with engine.connect() as conn, conn.begin():
-            cfg = migrate.alembic_config()
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0015")
-    finally:
-        engine.dispose()
-    assert schema_facts(head) == before
 
 
 def test_audit_records_follow_the_table() -> None:
