@@ -18,22 +18,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import event
 
+from tests.integration.test_partial_tx_indexes import _captured
 from tests.support.pg_schema import libpq
 from waiaas.db import Database
-from waiaas.db.tables import NOT_CONFIRMED
+from waiaas.db.tables import NOT_CONFIRMED, TX_STATUSES
 
-STATUSES = (
-    "PENDING",
-    "QUEUED",
-    "EXECUTING",
-    "SUBMITTED",
-    "CONFIRMED",
-    "FAILED",
-    "CANCELLED",
-    "EXPIRED",
-)
+STATUSES = TX_STATUSES
 AGENTS = ("agent-a", "agent-b", "agent-c")
 
 
@@ -138,23 +129,6 @@ def test_with_status_returns_every_row_of_those_statuses(
     assert len(confirmed) == sum(r["status"] in ("CONFIRMED", "FAILED") for r in rows)
 
 
-def _selects(db: Database, call: Any) -> list[tuple[str, Any]]:
-    seen: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            seen.append((statement, params))
-
-    event.listen(db.engine, "before_cursor_execute", capture)
-    try:
-        with db.read() as uow:
-            call(uow)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", capture)
-    assert len(seen) == 1, seen
-    return seen
-
-
 SHAPES = {
     "agent": lambda u: u.transactions.list(agent_id="agent-a"),
     "agent_page": lambda u: u.transactions.list(agent_id="agent-a", before_id="x"),
@@ -185,7 +159,7 @@ def test_sqlite_reads_an_index_in_page_order(
     filled: tuple[Database, list[dict[str, Any]]], shape: str
 ) -> None:
     db, _ = filled
-    [(sql, params)] = _selects(db, SHAPES[shape])
+    sql, params = _captured(db, SHAPES[shape])
     conn = sqlite3.connect(db.path)
     try:
         plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
