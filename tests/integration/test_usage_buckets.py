@@ -839,3 +839,43 @@ def test_migration_0009_downgrades_and_upgrades_on_postgresql(postgres_url: str)
             db.close()
     finally:
         drop_schema(postgres_url, name)
+
+
+@pytest.mark.sqlite_only  # PostgreSQL's created_at is a BIGINT
+def test_fractional_times_written_behind_the_wallets_back(sqlite_opener: Opener) -> None:
+    """A raw edit storing a REAL ``created_at`` inside a window's first hour: ``load_usage``
+    (with the integrity key too) counts what the rows say, it does not fail."""
+    probe = sqlite_opener()
+    try:
+        with raw_connect(probe) as conn:
+            sound = conn.one("SELECT 1 + 0.5") == (1.5,)
+    finally:
+        probe.close()
+    if not sound:  # a native library left the process's floating-point state unusual
+        pytest.skip("SQLite's REAL arithmetic is broken in this process")
+    for keyed in (False, True):
+        db = sqlite_opener()
+        try:
+            if keyed:
+                db.integrity = make_integrity()
+            agent = add_agent(db)
+            at = usage_db.bucket_start(NOW) + 1234
+            with db.write() as uow:
+                for i in range(40):
+                    spend = {"native": str(2**70 + i)}
+                    uow.transactions.add(tx_row(agent, at - 61 + i, "CONFIRMED", spend))
+                uow.commit()
+            _edit(
+                db,
+                "UPDATE transactions SET created_at = created_at + 0.5 WHERE created_at IN (?, ?)",
+                at - 61,
+                at - 40,
+            )
+            for step in (-1, 0, 1):
+                with db.read() as uow:
+                    check(uow, agent, at + step, {60, 61, DAY, WEEK})
+                with db.write() as uow:
+                    check(uow, agent, at + step, {60, DAY})
+                    uow.commit()
+        finally:
+            db.close()

@@ -18,6 +18,7 @@ import builtins
 import functools
 import json
 import logging
+import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -728,7 +729,9 @@ class _Signs:
     def needs_spending(self, low: int, until: int) -> bool:
         """Whether rows between ``low`` and ``until`` (exclusive) can count in the day's or
         the week's spending."""
-        first, last = usage_db.bucket_start(low), usage_db.bucket_start(until - 1)
+        # whole seconds: a bound next to a fractional created_at (a raw edit) is fractional
+        first = usage_db.bucket_start(math.floor(low))
+        last = usage_db.bucket_start(math.ceil(until) - 1)
         return any(any(self.spending(s)) for s in range(first, last + 1, usage_db.BUCKET))
 
 
