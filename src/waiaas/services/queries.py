@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from waiaas.config import WalletConfig
 from waiaas.db import Database
 from waiaas.db.engine import check_path
 from waiaas.db.faults import stored_json
-from waiaas.db.repositories import AuditRecord
+from waiaas.db.repositories import AuditRecord, SealedTx
 from waiaas.db.tables import TransactionRow
 from waiaas.errors import DatabaseOpenError, InvalidInputError, NotADatabaseError, NotFoundError
 from waiaas.keystore import Keystore
@@ -32,7 +32,7 @@ from waiaas.pipeline.approvals import ApprovalRequest
 from waiaas.pipeline.engine import Pipeline
 from waiaas.pipeline.records import decision_of
 from waiaas.pipeline.states import FEE_MOVES
-from waiaas.pipeline.txmeta import as_meta, asset_of, effects_of, network_fee_of, request_of
+from waiaas.pipeline.txmeta import TxMeta, as_meta, asset_of, effects_of, network_fee_of, request_of
 from waiaas.plots import BudgetUsage
 from waiaas.policy import Decision
 from waiaas.policy.model import POLICY_DENIED
@@ -164,7 +164,7 @@ _FINAL_MOVES = frozenset(e.value for e in FEE_MOVES)
 
 
 def requested_details(
-    event_type: str, details: dict[str, Any], tx: TransactionRow | None
+    event_type: str, details: dict[str, Any], tx: SealedTx | TransactionRow | None
 ) -> dict[str, Any]:
     """The details of a transaction's audit row as written before they were slimmed: a
     TX_REQUESTED row without the request's ``type`` (written for a sealed row) has the
@@ -175,9 +175,19 @@ def requested_details(
     not verified; the details are returned as stored)."""
     if tx is None:
         return details
-    meta = as_meta(
+    return _filled(event_type, details, tx, _row_meta(tx))
+
+
+def _row_meta(tx: SealedTx | TransactionRow) -> TxMeta:
+    return as_meta(
         stored_json(tx.metadata_json, table="transactions", column="metadata", default={})
     )
+
+
+def _filled(
+    event_type: str, details: dict[str, Any], tx: SealedTx | TransactionRow, meta: TxMeta
+) -> dict[str, Any]:
+    """:func:`requested_details` with the row's metadata already decoded (``meta``)."""
     requested = event_type == AuditEvent.TX_REQUESTED.value
     if requested and "type" not in details:  # an admitted request, its row sealed
         summary = {
@@ -206,13 +216,17 @@ def _slim(event_type: str, details: dict[str, Any]) -> bool:
     return event_type in _FINAL_MOVES and "fee" not in details
 
 
-def audit_entry(row: AuditRecord, tx: TransactionRow | None = None) -> AuditEntry:
+def audit_entry(row: AuditRecord, tx: SealedTx | TransactionRow | None = None) -> AuditEntry:
     """The public view of an audit row (``tx``: its transaction's row, checked, whose
     columns give back what the audit row leaves to them: :func:`requested_details`)."""
-    assert row.id is not None
     details = stored_json(row.details, table="audit_log", column="details", default={})
     if tx is not None and _slim(row.event_type, details):
         details = requested_details(row.event_type, details, tx)
+    return _entry(row, details)
+
+
+def _entry(row: AuditRecord, details: Any) -> AuditEntry:
+    assert row.id is not None
     return AuditEntry(
         id=row.id,
         timestamp=row.timestamp,
@@ -225,6 +239,25 @@ def audit_entry(row: AuditRecord, tx: TransactionRow | None = None) -> AuditEntr
         severity=Severity(row.severity),
         ip_address=row.ip_address,
     )
+
+
+def _page_entries(
+    rows: Sequence[AuditRecord], details: Sequence[Any], txs: Mapping[str, SealedTx]
+) -> tuple[AuditEntry, ...]:
+    """The public views of a page's audit ``rows`` (their ``details`` decoded once), slim
+    rows filled back from their checked transaction rows ``txs``, each row's metadata
+    decoded once however many of its audit rows the page holds."""
+    metas: dict[str, TxMeta] = {}
+    out = []
+    for row, found in zip(rows, details, strict=True):
+        tx = txs.get(row.tx_id or "")
+        if tx is not None and _slim(row.event_type, found):
+            meta = metas.get(tx.id)
+            if meta is None:
+                meta = metas[tx.id] = _row_meta(tx)
+            found = _filled(row.event_type, found, tx, meta)
+        out.append(_entry(row, found))
+    return tuple(out)
 
 
 def _check_limit(limit: object) -> int:
@@ -457,24 +490,34 @@ class QueryService:
                 before_id=cursor,
                 limit=limit + 1,
             )
-            txs = self._slimmed_rows(uow, rows[:limit])
-        entries = tuple(audit_entry(r, txs.get(r.tx_id or "")) for r in rows[:limit])
+            page = rows[:limit]
+            details = [
+                stored_json(r.details, table="audit_log", column="details", default={})
+                for r in page
+            ]
+            txs = self._slimmed_rows(uow, page, details)
+        entries = _page_entries(page, details, txs)
         next_cursor = entries[-1].id if len(rows) > limit and entries else None
         return AuditPage(entries=entries, next_cursor=next_cursor)
 
     @staticmethod
-    def _slimmed_rows(uow: Any, rows: Sequence[AuditRecord]) -> dict[str, TransactionRow]:
-        """The transaction rows of the page's slim audit rows (:func:`requested_details`)
-        whose MAC verifies: a row edited outside waiaas gives nothing back (its audit rows
-        read as stored). Rows written before (full details) read none."""
-        wanted: set[str] = set()
-        for r in rows:
-            if r.tx_id and r.event_type in _SLIM_EVENTS:
-                details = stored_json(r.details, table="audit_log", column="details", default={})
-                if isinstance(details, dict) and _slim(r.event_type, details):
-                    wanted.add(r.tx_id)
-        out: dict[str, TransactionRow] = {}
-        for tx in uow.transactions.get_many(sorted(wanted)) if wanted else ():
+    def _slimmed_rows(
+        uow: Any, rows: Sequence[AuditRecord], details: Sequence[Any]
+    ) -> dict[str, SealedTx]:
+        """The transaction rows of the page's slim audit rows (:func:`requested_details`;
+        ``details``: the rows' decoded details) whose MAC verifies: a row edited outside
+        waiaas gives nothing back (its audit rows read as stored). Rows written before
+        (full details) read none."""
+        wanted = {
+            r.tx_id
+            for r, found in zip(rows, details, strict=True)
+            if r.tx_id
+            and r.event_type in _SLIM_EVENTS
+            and isinstance(found, dict)
+            and _slim(r.event_type, found)
+        }
+        out: dict[str, SealedTx] = {}
+        for tx in uow.transactions.sealed(sorted(wanted)) if wanted else ():
             if tx.integrity is None:
                 continue
             if uow.integrity is not None and not integrity.tx_ok(uow.integrity, tx):
