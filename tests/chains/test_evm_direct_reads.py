@@ -129,3 +129,41 @@ def test_build_reads_equal_web3s_answers() -> None:
             assert backend.code(to) == bytes(eth.get_code(to))
             signed = evm.sign(evm.build(Transfer(to=to, amount=10**15), sender), secret)
             evm.submit(signed)
+
+
+def test_account_reads_follow_the_head_and_see_code() -> None:
+    """The head's account view is read again when the head moves (a funding, a deployment,
+    a transfer mined since) and gives web3's balance, nonce and code for an account without
+    code, a deployed contract and an account never seen; a simulation on the head's VM
+    (reverted) changes none of them."""
+    with EvmAdapter.local() as evm:
+        backend = evm._backend
+        assert isinstance(backend, backends.TesterBackend)
+        eth = backend.w3.eth
+        secret, sender = evm.generate_secret()
+        stranger = evm.generate_secret()[1]
+
+        def agree(*addresses: str) -> None:
+            for address in addresses:
+                assert backend.balance(address) == eth.get_balance(address)
+                assert backend.nonce(address, "pending") == eth.get_transaction_count(address)
+                assert backend.code(address) == bytes(eth.get_code(address))
+
+        agree(sender, stranger)
+        evm.fund(sender, 10**20)  # a new head: the view kept before is stale
+        agree(sender, stranger)
+        assert backend.balance(sender) == 10**20
+        token = evm.create_test_token(6)
+        agree(sender, stranger, token)
+        assert backend.code(token)
+        call = {"from": sender, "to": stranger, "value": 1, "data": "0x"}
+        reads = backend.build_reads(sender, call, plain=True)
+        assert (reads.to_has_code, reads.balance) == (False, eth.get_balance(sender))
+        unsigned = evm.build(Transfer(to=stranger, amount=10**15), sender)
+        before = backend.balance(sender)
+        assert evm.simulate_balance_changes(unsigned).native == -(10**15)
+        assert backend.balance(sender) == before
+        evm.submit(evm.sign(unsigned, secret))
+        agree(sender, stranger, token)
+        assert backend.balance(stranger) == 10**15
+        assert backend.nonce(sender, "pending") == 1

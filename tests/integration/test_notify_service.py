@@ -382,6 +382,55 @@ def test_channel_changes_apply_to_the_next_event(
     assert [r.target for r in server.requests()] == ["ntfy:late"]
 
 
+def test_an_event_at_a_generation_kept_without_channels_does_not_wake_the_worker(
+    service: ChannelService, server: NotifyServer, clock: Clock, db: Database, tmp_path: Path
+) -> None:
+    """An event whose channels' generation the source keeps with no channel is counted
+    (``enqueued``, ``no_channels``) without reaching the worker; one at another generation
+    (a channel added since), of another counter or another database, or at a generation not
+    kept yet, goes to the worker and is delivered where there is a channel."""
+    from waiaas.db.generations import CHANNELS, POLICIES, Observed
+
+    def generation() -> str:
+        found = db.fetch_one("SELECT value FROM wallet_state WHERE key = ?", (CHANNELS,))
+        assert found is not None
+        return str(found[0])
+
+    service.add("NTFY", {"server_url": server.ntfy_base, "topic": "gone"})
+    service.remove(service.list()[0].id)
+    empty = generation()
+    other = Database.open(tmp_path / "other.db")
+    try:
+        with NotificationDispatcher(service.source(), retry=FAST, clock=clock) as d:
+            dispatched: list[object] = []
+            real = d._dispatch
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                dispatched.append(args[0])
+                return real(*args, **kwargs)
+
+            d._dispatch = counted  # type: ignore[method-assign]
+            d.notify(ev(), channels_at=Observed(db, CHANNELS, empty))  # not kept yet
+            assert d.flush(10) and len(dispatched) == 1
+            for _ in range(3):  # kept empty at this generation
+                d.notify(ev(), channels_at=Observed(db, CHANNELS, empty))
+            assert d.flush(10) and len(dispatched) == 1
+            assert (d.stats.enqueued, d.stats.no_channels) == (4, 4)
+            d.notify(ev(), channels_at=Observed(db, POLICIES, empty))
+            d.notify(ev(), channels_at=Observed(other, CHANNELS, empty))
+            assert d.flush(10) and len(dispatched) == 3
+            service.add("NTFY", {"server_url": server.ntfy_base, "topic": "late"})
+            d.notify(ev(), channels_at=Observed(db, CHANNELS, generation()))
+            assert d.flush(10) and len(dispatched) == 4
+            assert d.stats.delivered == 1 and d.stats.no_channels == 6
+            # no longer kept: the worker reads the channels as committed now
+            d.notify(ev(), channels_at=Observed(db, CHANNELS, empty))
+            assert d.flush(10) and len(dispatched) == 5
+    finally:
+        other.close()
+    assert [r.target for r in server.requests()] == ["ntfy:late"] * 2
+
+
 def test_an_event_with_its_channels_generation_goes_to_the_channels_as_committed_then(
     service: ChannelService, server: NotifyServer, clock: Clock, db: Database, tmp_path: Path
 ) -> None:

@@ -517,6 +517,10 @@ class NotificationDispatcher:
         else:
             self._source = StaticChannelSource(channels)
         self._at_source = self._source if isinstance(self._source, _GenerationSource) else None
+        # the channels the source keeps for a generation, answered without a read (or None)
+        self._kept_at: Callable[[Observed], Sequence[Channel] | None] | None = (
+            getattr(self._source, "kept_channels_at", None) if self._at_source else None
+        )
         self._owns_transport = transport is None
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         self._clock = clock or SystemClock()
@@ -547,7 +551,10 @@ class NotificationDispatcher:
         as the unit of work that committed the event read it under its write lock. A source
         with ``enabled_channels_at`` then gives the channels as committed with that unit of
         work (a channel disabled after that commit may still get the event); without it, or
-        with another source, the channels as committed when the event is delivered.
+        with another source, the channels as committed when the event is delivered. When
+        the source keeps the channels of that generation and they are none
+        (``kept_channels_at``), the event is counted (``enqueued``, ``no_channels``) at once,
+        without waking the worker: there is nothing to deliver.
 
         The event is dropped (and counted) when it is not a :class:`NotificationEvent`, when
         the queue is full, or after :meth:`close`.
@@ -558,11 +565,18 @@ class NotificationDispatcher:
                     self._stats.internal_errors += 1
                 _log.warning("notify() got a %s, not a NotificationEvent", type(event).__name__)
                 return
+            nothing_to_deliver = self._no_channels_at(channels_at)
             with self._cond:
                 if self._closing:
                     self._stats.dropped_closed += 1
                     dropped = self._stats.dropped_closed
                     reason = "closed"
+                elif nothing_to_deliver:
+                    # nothing to deliver (the channels as committed with the event are none,
+                    # known without a read): counted here, the worker is not woken
+                    self._stats.enqueued += 1
+                    self._stats.no_channels += 1
+                    return
                 elif len(self._queue) >= self._queue_size:
                     self._stats.dropped_queue_full += 1
                     dropped = self._stats.dropped_queue_full
@@ -582,6 +596,16 @@ class NotificationDispatcher:
                 )
         except Exception:  # a notifier must never raise into the pipeline
             return
+
+    def _no_channels_at(self, at: Observed | None) -> bool:
+        """Whether the source knows, without a read, that no channel was enabled at ``at``."""
+        if self._kept_at is None or not isinstance(at, Observed):
+            return False
+        try:
+            kept = self._kept_at(at)
+        except Exception:  # the worker asks the source again (and handles its failure)
+            return False
+        return kept is not None and len(kept) == 0
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting events, deliver what is queued, then stop the worker.

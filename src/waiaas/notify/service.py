@@ -302,6 +302,17 @@ class DatabaseChannelSource:
             return self.enabled_channels()
         return self._channels(at.value)
 
+    def kept_channels_at(self, at: Observed) -> tuple[Channel, ...] | None:
+        """The channels :meth:`enabled_channels_at` gives for ``at`` when it gives them
+        without a read (kept at that very generation of this database), else ``None``."""
+        if at.database is not self._db or at.key != CHANNELS:
+            return None
+        with self._lock:
+            kept = self._kept
+        if kept is None or at.value is None or kept[0] != at.value:
+            return None
+        return kept[1]
+
     def _channels(self, generation: str | None) -> list[Channel]:
         """The kept channels when kept at ``generation`` (``None``: unknown), else the
         channels and their generation read in one read transaction (kept when loadable)."""

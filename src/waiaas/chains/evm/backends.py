@@ -308,6 +308,8 @@ class TesterBackend(Backend):
         self._queued: dict[str, dict[int, tuple[str, bytes]]] = {}
         self._queued_hashes: set[str] = set()
         self._head: tuple[bytes, Any] | None = None  # (head block hash, its VM)
+        # (head block hash, its accounts): the reads of builds and balances
+        self._accounts: tuple[bytes, Any] | None = None
 
     def guard(self) -> AbstractContextManager[Any]:
         return self._lock
@@ -328,13 +330,31 @@ class TesterBackend(Backend):
         self._head = (head.hash, vm)
         return vm
 
+    def _head_accounts(self) -> Any:
+        """The accounts (balance, nonce, code) of the latest mined block's state, read from
+        its state root and kept while that block stays the head; callers hold the lock.
+
+        What :meth:`_head_vm`'s state reads for them, without building a VM state (which
+        prepares the next block: execution context, system contracts) for reads alone. The
+        view only reads: nothing writes through it, so it never drifts from the root.
+        """
+        chain = self.tester.backend.chain
+        head = chain.get_canonical_head()
+        kept = self._accounts
+        if kept is not None and kept[0] == head.hash:
+            return kept[1]
+        state_class = chain.get_vm_class(head).get_state_class()
+        accounts = state_class.account_db_class(chain.chaindb.db, head.state_root)
+        self._accounts = (head.hash, accounts)
+        return accounts
+
     def build_reads(
         self, sender: str, call: dict[str, Any], *, plain: bool, nonce: bool = True
     ) -> BuildReads:
         """The reads of a build on one state of the latest block (the chain mines every
         transaction at once, so its pending state is the latest one)."""
         with self._lock:
-            state = self._head_vm().state
+            state = self._head_accounts()
             me = bytes.fromhex(sender[2:])
             has_code = bool(state.get_code(bytes.fromhex(call["to"][2:]))) if plain else None
             # a value transfer to an account without code: no execution to estimate
@@ -371,17 +391,17 @@ class TesterBackend(Backend):
 
     def balance(self, address: str) -> int:
         with self._lock:
-            return int(self._head_vm().state.get_balance(bytes.fromhex(address[2:])))
+            return int(self._head_accounts().get_balance(bytes.fromhex(address[2:])))
 
     def nonce(self, address: str, block: str) -> int:
         if block not in ("latest", "pending"):
             return int(self.w3.eth.get_transaction_count(address, block))
         with self._lock:  # every transaction is mined at once: pending is latest
-            return int(self._head_vm().state.get_nonce(bytes.fromhex(address[2:])))
+            return int(self._head_accounts().get_nonce(bytes.fromhex(address[2:])))
 
     def code(self, address: str) -> bytes:
         with self._lock:
-            return bytes(self._head_vm().state.get_code(bytes.fromhex(address[2:])))
+            return bytes(self._head_accounts().get_code(bytes.fromhex(address[2:])))
 
     def receipt(self, tx_hash: str) -> Receipt | None:
         with self._lock:
