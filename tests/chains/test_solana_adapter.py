@@ -794,3 +794,46 @@ def test_local_chain_refuses_a_blockhash_it_never_issued(preflight: bool) -> Non
             backend.send(tx, preflight=preflight, context=context)
         assert env.svm.get_balance(payer.pubkey()) == SOL
         assert not env.svm.get_balance(bob.pubkey())
+
+
+def test_plans_kept_by_message_bytes_follow_the_message_and_the_network() -> None:
+    """The plans read from messages are kept by the message's exact bytes and the network:
+    transfers of the same shape (another amount, another recipient) get their own plans; the
+    same message read by an adapter of another network gets that network; bytes signed from
+    another message give that message's plan; past the bound, plans are read again."""
+    import dataclasses
+
+    from waiaas.chains.solana import adapter as solana_adapter
+    from waiaas.plan import decode_plan, plan_digest
+
+    chain = SolanaAdapter.local()
+    other = SolanaAdapter.local(network="othernet")
+    try:
+        secret, sender = chain.generate_secret()
+        chain.fund(sender, 10**10)
+        bob, carol = chain.generate_secret()[1], chain.generate_secret()[1]
+        first = chain.build(Transfer(to=bob, amount=1_000_000), sender)
+        plans = {
+            "first": chain.plan_of(first),
+            "amount": chain.plan_of(chain.build(Transfer(to=bob, amount=1_000_001), sender)),
+            "recipient": chain.plan_of(chain.build(Transfer(to=carol, amount=1_000_000), sender)),
+        }
+        assert len({plan_digest(p) for p in plans.values()}) == 3
+        amounts = [decode_plan(p)[0].amount for p in plans.values()]  # type: ignore[attr-defined]
+        assert amounts == [1_000_000, 1_000_001, 1_000_000]
+        assert chain.plan_of(first) == plans["first"]
+        elsewhere = other.plan_of(dataclasses.replace(first, payload=first.payload))
+        assert elsewhere.network == "othernet" and plans["first"].network == chain.network
+        assert plan_digest(elsewhere) != plan_digest(plans["first"])
+        signed = chain.sign(first, secret)
+        assert chain.plan_of_signed(signed) == plans["first"]
+        swapped = chain.sign(chain.build(Transfer(to=carol, amount=7_000_000), sender), secret)
+        assert decode_plan(chain.plan_of_signed(swapped))[0].amount == 7_000_000  # type: ignore[attr-defined]
+        for amount in range(2_000_000, 2_000_000 + solana_adapter._PLANS_KEPT + 5):
+            unsigned = chain.build(Transfer(to=bob, amount=amount), sender)
+            assert decode_plan(chain.plan_of(unsigned))[0].amount == amount  # type: ignore[attr-defined]
+        assert len(solana_adapter._plans) <= solana_adapter._PLANS_KEPT
+        assert chain.plan_of_signed(signed) == plans["first"]
+    finally:
+        chain.close()
+        other.close()

@@ -1245,8 +1245,29 @@ def _token_amount(state: AccountData | None) -> int:
         return 0
 
 
+_PLANS_KEPT = 256
+"""How many plans :func:`_plan_of_message` keeps by their message's exact bytes."""
+_plans: dict[tuple[str, bytes], SolanaPlan] = {}
+
+
 def _plan_of_message(message: MessageV0, network: str) -> SolanaPlan:
-    """The plan of a compiled v0 message (flags from its header, as the runtime reads them)."""
+    """The plan of a compiled v0 message (flags from its header, as the runtime reads them).
+
+    Kept by the message's exact serialised bytes and the network (a plan is immutable and a
+    function of both): the plan of a built transaction and that of the bytes signed from it
+    are read once."""
+    key = (network, to_bytes_versioned(message))
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _read_plan(message, network)
+        if len(_plans) >= _PLANS_KEPT:
+            _plans.clear()
+        _plans[key] = plan
+    return plan
+
+
+def _read_plan(message: MessageV0, network: str) -> SolanaPlan:
+    """:func:`_plan_of_message`, read from the message."""
     from waiaas.plan import SolanaAccountMeta, SolanaInstruction, SolanaPlan
 
     if list(message.address_table_lookups):
