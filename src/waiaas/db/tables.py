@@ -227,8 +227,9 @@ class TransactionRow(_Base, table=True):
             "created_at",
             sqlite_where=text(NOT_CONFIRMED),
         ),
-        # migration 0003: budgets read an agent's window without scanning its history
-        Index("idx_transactions_agent_created", "agent_id", "created_at"),
+        # migration 0003: budgets read an agent's window without scanning its history;
+        # migration 0016: with ``error``, a window's requests and denials from the index alone
+        Index("idx_transactions_agent_created", "agent_id", "created_at", "error"),
     )
 
     id: str = Field(sa_column=_spec_pk(Text))

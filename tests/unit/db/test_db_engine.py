@@ -106,7 +106,7 @@ def test_new_file_is_created_at_head(db_path: Path) -> None:
     db = Database.open(db_path)
     try:
         assert db_path.is_file()
-        assert migrate.current_revision(db.engine) == migrate.head_revision() == "0015"
+        assert migrate.current_revision(db.engine) == migrate.head_revision() == "0016"
     finally:
         db.close()
     assert db.closed

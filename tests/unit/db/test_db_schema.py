@@ -256,17 +256,10 @@ def test_head_differs_from_the_spec_only_as_documented(tmp_path: Path, spec_file
             "WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM audit_log WHERE id = NEW.id) "
             "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
         ),
-        # 0003: more policy types; budget windows index
+        # 0003: more policy types; budget windows index (0016: with error, see below)
         ("policies", "check", HEAD_POLICY_CHECK),
         ("policies", "column", "id", "TEXT", 1, None, 1),
-        (
-            "transactions",
-            "index",
-            "idx_transactions_agent_created",
-            0,
-            "agent_id",
-            "created_at",
-        ),
+        _AGENT_CREATED_0016,
         # 0004: WEBHOOK channels
         (
             "notification_channels",
@@ -414,7 +407,7 @@ def test_upgrading_one_step_at_a_time_ends_at_the_same_schema(tmp_path: Path) ->
     stepwise = tmp_path / "steps.db"
     for target in (
         *("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"),
-        *("0011", "0012", "0013", "0014", "0015"),
+        *("0011", "0012", "0013", "0014", "0015", "0016"),
     ):
         _migrated_to(stepwise, target)
     fresh = tmp_path / "fresh.db"
@@ -552,6 +545,43 @@ def test_0015_adds_two_partial_transaction_indexes_and_downgrades_exactly(
     finally:
         engine.dispose()
     assert schema_facts(head) == at_0014
+
+
+_AGENT_CREATED_0003 = (
+    "transactions",
+    "index",
+    "idx_transactions_agent_created",
+    0,
+    "agent_id",
+    "created_at",
+)
+_AGENT_CREATED_0016 = (*_AGENT_CREATED_0003, "error")
+
+
+def test_0016_adds_error_to_the_agent_created_index_and_downgrades_exactly(
+    tmp_path: Path,
+) -> None:
+    """0016 replaces idx_transactions_agent_created (agent_id, created_at) by the same index
+    with ``error`` last (same name, same leading columns) and changes nothing else; its
+    downgrade restores 0015 exactly, and upgrading again gives the same index."""
+    at_0015 = schema_facts(_migrated_to(tmp_path / "0015.db", "0015"))
+    head = _migrated_to(tmp_path / "0016.db", "0016")
+    assert schema_facts(head) - at_0015 == {_AGENT_CREATED_0016}
+    assert at_0015 - schema_facts(head) == {_AGENT_CREATED_0003}
+    engine = make_engine(head)
+    try:
+        with engine.connect() as conn, conn.begin():
+            cfg = migrate.alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0015")
+        assert schema_facts(head) == at_0015
+        with engine.connect() as conn, conn.begin():
+            cfg = migrate.alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0016")
+    finally:
+        engine.dispose()
+    assert schema_facts(head) - at_0015 == {_AGENT_CREATED_0016}
 
 
 def test_audit_records_follow_the_table() -> None:
