@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from waiaas.db.tables import AgentRow, TransactionRow
 from waiaas.ids import new_id
 from waiaas.integrity import Integrity
 from waiaas.policy.model import DAY, WEEK
+from waiaas.services import policies
 from waiaas.services.policies import _scan_usage, load_usage
 from waiaas.types import AuditEvent
 
@@ -879,3 +881,241 @@ def test_fractional_times_written_behind_the_wallets_back(sqlite_opener: Opener)
                     uow.commit()
         finally:
             db.close()
+
+
+# --------------------------------------------------------------------------- segments
+# A window's first hour is counted by segments (each a range of one hour and one position,
+# read from idx_transactions_agent_created alone) or, for an interval with many of them, per
+# group by the database: both must give the rows' answer, with and without an excluded
+# transaction, at every edge.
+
+LAYOUTS = {
+    "grouped": (0, 0),  # every interval counted per group
+    "default": (policies._SEGMENTS_PER_INTERVAL, policies._SEGMENTS_MAX),
+    "segments": (10**6, 10**6),  # every interval by segments, however many
+}
+
+
+def _layout(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    per_interval, most = LAYOUTS[name]
+    monkeypatch.setattr(policies, "_SEGMENTS_PER_INTERVAL", per_interval)
+    monkeypatch.setattr(policies, "_SEGMENTS_MAX", most)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_segments_and_groups_agree_with_the_rows_at_every_edge(
+    new_db: Opener, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    """Rows the second before, at and after every window's start and every hour's first
+    second (the times put windows' starts on an hour's first second too), denied and
+    refused rows among them, hours read from their rows next to them, an excluded
+    transaction every other time: each way of counting the edges gives the rows' Usage."""
+    _layout(monkeypatch, layout)
+    rows = [
+        (anchor, start, delta, status, {"native": str(2**70 + delta)}, denied, 2)
+        for anchor in range(3)
+        for start in range(8)
+        for delta in (-1, 0, 1)
+        for status, denied in (("CONFIRMED", False), ("FAILED", True), ("QUEUED", False))
+    ]
+    refusals = [
+        (at - back + d, d > 0) for at in (2000, 5600) for back in (HOUR, DAY) for d in (-1, 0, 1)
+    ]
+    for keyed, odd_hours in ((False, set()), (True, {-1, 0}), (False, {-2})):
+        windows = {60, HOUR, HOUR + 1, 2 * HOUR + 1, DAY - 1}
+        nows = [1999, 2000, 2001, 5600]
+        _dense_agree(new_db(), rows, odd_hours, refusals, nows, windows, keyed)
+
+
+@settings(HISTORIES, max_examples=20)
+@given(
+    rows=dense_rows,
+    odd_hours=st.sets(st.integers(-4, 1), max_size=4),
+    refusals=st.lists(st.tuples(st.integers(-4 * HOUR, HOUR), st.booleans()), max_size=10),
+    nows=dense_nows,
+    windows=dense_windows,
+    layout=st.sampled_from(sorted(LAYOUTS)),
+)
+def test_random_edges_agree_with_the_rows_in_every_layout(
+    sqlite_opener: Opener,
+    rows: list[Any],
+    odd_hours: set[int],
+    refusals: list[tuple[int, bool]],
+    nows: list[int],
+    windows: set[int],
+    layout: str,
+) -> None:
+    """The random dense histories above, counted by segments only, per group only, or both."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _layout(monkeypatch, layout)
+        _dense_agree(sqlite_opener(), rows, odd_hours, refusals, nows, windows, False)
+
+
+@pytest.mark.sqlite_only  # PostgreSQL's created_at is a BIGINT
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_fractional_times_next_to_every_edge(
+    sqlite_opener: Opener, monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    """REAL ``created_at`` values half a second before and after a window's start and an
+    hour's first second (raw edits): each is counted in the hour and on the side of each
+    window its value is in, as the rows say, by segments and per group alike."""
+    _layout(monkeypatch, layout)
+    probe = sqlite_opener()
+    try:
+        with raw_connect(probe) as conn:
+            sound = conn.one("SELECT 1 + 0.5") == (1.5,)
+    finally:
+        probe.close()
+    if not sound:  # a native library left the process's floating-point state unusual
+        pytest.skip("SQLite's REAL arithmetic is broken in this process")
+    hour = usage_db.bucket_start(NOW)
+    at = hour + 1234
+    for keyed in (False, True):
+        db = sqlite_opener()
+        try:
+            if keyed:
+                db.integrity = make_integrity()
+            agent = add_agent(db)
+            ids = []
+            with db.write() as uow:
+                for base in (at - 60, at - DAY, hour, hour + HOUR - DAY):
+                    for d in (-2, -1, 0, 1):
+                        denied = d == 0
+                        error = "POLICY_DENIED" if denied else None
+                        status = "FAILED" if denied else "CONFIRMED"
+                        spend = {"native": str(2**65 + d)}
+                        row = tx_row(agent, base + d, status, spend, error)
+                        uow.transactions.add(row)
+                        ids.append(row.id)
+                uow.commit()
+            # -1 -> -0.5 and 0 -> +0.5 around each point: either side of it
+            _edit(
+                db,
+                "UPDATE transactions SET created_at = created_at + 0.5 WHERE created_at IN "
+                "(?, ?, ?, ?, ?, ?, ?, ?)",
+                *(b + d for b in (at - 60, at - DAY, hour, hour + HOUR - DAY) for d in (-1, 0)),
+            )
+            for step, exclude in ((0, ""), (0, ids[5]), (-1, ""), (1, ids[9])):
+                with db.read() as uow:
+                    check(uow, agent, at + step, {60, 61, HOUR, DAY, WEEK}, exclude)
+                with db.write() as uow:
+                    check(uow, agent, at + step, {60, DAY}, exclude)
+                    uow.commit()
+        finally:
+            db.close()
+
+
+def _denials_edit(db: Database, agent: str, since: int) -> int:
+    return _edit(
+        db,
+        "UPDATE transactions SET error = NULL WHERE agent_id = ? AND created_at > ? "
+        "AND error = 'POLICY_DENIED'",
+        agent,
+        since,
+    )
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_a_denial_edited_into_a_success_counts_as_the_rows_say(
+    new_db: Opener, keyed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A thief with write access clears ``error`` on denied rows (a denial turned into a
+    success), in the minute a RATE_LIMIT reads from the index and in whole hours read from
+    the buckets. Every request still counts (requests never drop); denials drop by exactly
+    the rows edited and no more, as the rows themselves say (the index holds what the table
+    holds): the reads agree with the row-by-row computation. With the key, a bucket whose
+    MAC was put back over the edited sums is noticed (warning) and counted from its rows."""
+    db = new_db()
+    try:
+        if keyed:
+            db.integrity = make_integrity()
+        agent = add_agent(db)
+        at = usage_db.bucket_start(NOW) + 1800
+        with db.write() as uow:
+            for i in range(120):  # the last minute, every third a denial
+                error = "POLICY_DENIED" if i % 3 == 0 else None
+                status = "FAILED" if error else "CONFIRMED"
+                row = tx_row(agent, at - 59 + i // 2, status, {"native": "5"}, error)
+                uow.transactions.add(row)
+            for i in range(40):  # whole hours of the day
+                error = "POLICY_DENIED" if i % 2 == 0 else None
+                uow.transactions.add(tx_row(agent, at - 3 * HOUR - i * 60, "FAILED", None, error))
+            uow.commit()
+        with db.write() as uow:
+            uow.commit()  # sealed (keyed)
+        windows = {60, DAY}
+        with db.read() as uow:
+            before = load_usage(uow, agent, at, windows)
+        assert (before.requests[60], before.denials[60]) == (120, 40)
+        assert (before.requests[DAY], before.denials[DAY]) == (160, 60)
+        with raw_connect(db) as conn:
+            macs = conn.all("SELECT start, kind, asset, mac FROM usage_buckets")
+        assert _denials_edit(db, agent, at - 60) == 40
+        assert _denials_edit(db, agent, at - DAY) == 20
+        if keyed:  # the bucket rows' MACs put back over the sums the edit changed
+            for start, kind, asset, mac in macs:
+                _edit(
+                    db,
+                    "UPDATE usage_buckets SET mac = ? WHERE start = ? AND kind = ? AND asset = ?",
+                    mac,
+                    start,
+                    kind,
+                    asset,
+                )
+        caplog.clear()
+        with db.read() as uow:
+            after = load_usage(uow, agent, at, windows)
+            check(uow, agent, at, windows)
+            check(uow, agent, at, windows, exclude="")
+        assert after.requests == before.requests
+        assert after.denials[60] == before.denials[60] - 40
+        assert after.denials[DAY] == before.denials[DAY] - 60
+        assert after.transactions[DAY] == before.transactions[DAY] + 60
+        assert after.spent == before.spent  # FAILED rows spend nothing, edited or not
+        if keyed:
+            assert "do not verify" in caplog.text
+            with db.write() as uow:
+                check(uow, agent, at, windows)
+                uow.commit()
+            assert unsealed(db) == 0
+    finally:
+        db.close()
+
+
+@pytest.mark.postgresql_only
+def test_postgresql_counts_the_edges_through_the_agent_index(
+    postgresql_opener: Opener,
+) -> None:
+    """PostgreSQL (no ``INDEXED BY``) reads each segment's transaction counts by an index
+    range, never the whole table, with several agents' rows."""
+    from waiaas.db import portable
+
+    db = postgresql_opener()
+    try:
+        agents = [add_agent(db) for _ in range(4)]
+        with db.write() as uow:
+            for i in range(2000):
+                error = "POLICY_DENIED" if i % 5 == 0 else None
+                row = tx_row(agents[i % 4], NOW - 3000 + i, "CONFIRMED", {"native": "1"}, error)
+                uow.transactions.add(row)
+            uow.commit()
+        with raw_connect(db) as conn:
+            conn.execute("ANALYZE transactions")
+        cuts = [NOW - 60, NOW - DAY, NOW - WEEK]
+        params: dict[str, Any] = {"agent": agents[1], "denied": "POLICY_DENIED", "base": 0}
+        params.update({f"cut{k}": c for k, c in enumerate(cuts)})
+        layout, _ = policies._layout([(NOW - 60, NOW + 1), (NOW - 1900, NOW - 1200)], cuts, params)
+        assert None not in layout
+        sql = policies._edges_sql(layout, (False, False), 3, "postgresql")
+        with db.read() as uow:
+            plan = " | ".join(
+                str(r[0]) for r in portable.raw(uow).execute("EXPLAIN " + sql, params)
+            )
+        # each segment (the minute; two of the earlier interval, split at an hour's start)
+        # is a range read of an index: the agent's (the minute, index-only: error is in it)
+        # or, where the planner deems the time range narrower, idx_transactions_created_at
+        assert plan.count("Index Only Scan using idx_transactions_agent_created") >= 1, plan
+        assert len(re.findall(r"Index (Only )?Scan using \w+ on transactions", plan)) == 3, plan
+        assert "Seq Scan" not in plan, plan
+    finally:
+        db.close()

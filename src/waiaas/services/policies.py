@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import itertools
 import json
 import logging
 import math
@@ -471,18 +472,21 @@ _SPENDING_ROW = f"t.status IN ({_SPENDING_SQL_LIST}) AND {_NOT_DENIED}"
 _EDGE_HOUR = f"(t.created_at - :base) / {usage_db.BUCKET}"
 _EDGE_TX_RANGE = (
     "FROM transactions AS t INDEXED BY idx_transactions_agent_created "
-    "WHERE t.agent_id = :agent AND t.created_at > :since AND t.created_at < :until "
-    "AND t.id != :exclude"
+    "WHERE t.agent_id = :agent AND t.created_at > :since AND t.created_at < :until"
 )
+# Only with a transaction to leave out (:func:`_edges_sql` drops it otherwise): ``id`` is not
+# in the index, the term reads the table row of every row counted.
+_EXCLUDE_TERM = " AND t.id != :exclude"
 _EDGE_COUNTS_SQL = (
     f"SELECT 0, {_EDGE_HOUR}, :position, COUNT(*), "
     "SUM(CASE WHEN t.error = :denied THEN 1 ELSE 0 END), NULL, NULL, NULL, NULL "
-    f"{_EDGE_TX_RANGE} GROUP BY 2, 3"
+    f"{_EDGE_TX_RANGE}{_EXCLUDE_TERM} GROUP BY 2, 3"
 )
 _EDGE_SPEND_SQL = (
     "SELECT 2, t.created_at, CASE WHEN t.spend IS NULL THEN 1 ELSE 0 END, 0, 0, t.spend, "
     "CASE WHEN t.spend IS NULL THEN t.amount END, CASE WHEN t.spend IS NULL THEN t.chain END, "
-    f"CASE WHEN t.spend IS NULL THEN t.metadata END {_EDGE_TX_RANGE} AND {_SPENDING_ROW}"
+    f"CASE WHEN t.spend IS NULL THEN t.metadata END {_EDGE_TX_RANGE}{_EXCLUDE_TERM} "
+    f"AND {_SPENDING_ROW}"
 )
 _EDGE_AUDIT_SQL = (
     "SELECT a.timestamp, CASE WHEN a.event_type != 'DRY_RUN' THEN 1 ELSE 0 END "
@@ -500,6 +504,23 @@ _EDGE_REFUSALS_SQL = (
         1,
     )
     + " GROUP BY 2, 3"
+)
+# The same counts for one segment of an interval (kinds 4 and 5: ``:segment`` numbers it):
+# rows of one hour and one position, bounded by ``:lo`` and ``:hi`` with the comparisons
+# :func:`_segments` gives. No GROUP BY (no sort of the rows), and the transaction part reads
+# only ``idx_transactions_agent_created (agent_id, created_at, error)`` (migration 0016).
+_EDGE_SEGMENT_SQL = (
+    "SELECT 4, :segment, 0, COUNT(*), COUNT(CASE WHEN t.error = :denied THEN 1 END), "
+    "NULL, NULL, NULL, NULL FROM transactions AS t INDEXED BY idx_transactions_agent_created "
+    "WHERE t.agent_id = :agent AND t.created_at :lo_op :lo AND t.created_at :hi_op :hi"
+    + _EXCLUDE_TERM
+)
+_EDGE_SEGMENT_REFUSALS_SQL = (
+    "SELECT 5, :segment, 0, COUNT(*), COUNT(CASE WHEN a.event_type != 'DRY_RUN' THEN 1 END), "
+    "NULL, NULL, NULL, NULL FROM audit_log AS a INDEXED BY idx_audit_log_agent_refusals "
+    "WHERE a.agent_id = :agent AND a.timestamp :lo_op :lo AND a.timestamp :hi_op :hi "
+    "AND a.id > 0 AND "
+    + usage_db.REFUSAL_SQL.replace("event_type", "a.event_type").replace("tx_id", "a.tx_id")
 )
 # On PostgreSQL the spend documents are read as the usage triggers read them (``jsonb``, see
 # usage_db.PG_SPEND_STRINGS), so the rows and the buckets sum the same members.
@@ -525,28 +546,96 @@ def _position(column: str, windows: int) -> str:
     return f"({' + '.join(cases)})"
 
 
+#: At most this many segments (:func:`_segments`) per interval and in all, each read by its
+#: own parts; an interval with more (hours read from their rows, many windows) is counted
+#: per group by the database (``_EDGE_COUNTS_SQL``), which is correct for any interval.
+_SEGMENTS_PER_INTERVAL = 4
+_SEGMENTS_MAX = 24
+
+#: ``(lower comparison, upper comparison)`` of each segment of an interval, or ``None``: the
+#: interval is counted per group (see :func:`_layout`).
+_Layout = tuple[tuple[tuple[str, str], ...] | None, ...]
+
+
+def _segments(
+    low: int, until: int, cuts: Sequence[int]
+) -> list[tuple[str, int, str, int, int, int]]:
+    """The pieces of the interval ``(low, until)`` (both exclusive) whose rows all lie in
+    one hour and after the same windows' starts: ``(lower comparison, lower bound, upper
+    comparison, upper bound, bucket start, position)``, a row being in the piece when
+    ``created_at <lower comparison> <lower bound> AND created_at <upper comparison> <upper
+    bound>``. A row counts after a start ``c`` when ``created_at > c``, and in the hour
+    starting at ``h`` when ``created_at >= h``: the pieces split the interval at those
+    points, with the same comparisons, so a row of any value (a REAL ``created_at`` too)
+    is in exactly the piece whose hour and position it has."""
+    B = usage_db.BUCKET
+    # a point (v, 1) splits after v (a window's start), (v, 0) before v (an hour's start)
+    points = {(c, 1) for c in cuts if low < c < until}
+    first = usage_db.bucket_start(math.floor(low)) + B
+    points.update((h, 0) for h in range(first, math.ceil(until), B) if low < h < until)
+    ordered = [(low, 1), *sorted(points), (until, 0)]
+    found = []
+    for (lo, lo_side), (hi, hi_side) in itertools.pairwise(ordered):
+        position = sum(1 for c in cuts if c < lo or (c == lo and lo_side))
+        found.append(
+            (
+                ">" if lo_side else ">=",
+                lo,
+                "<=" if hi_side else "<",
+                hi,
+                usage_db.bucket_start(math.floor(lo)),
+                position,
+            )
+        )
+    return found
+
+
 @functools.lru_cache(maxsize=64)
 def _edges_sql(
-    spending: tuple[bool, ...], windows: int, dialect: str, failures: bool = False
+    layout: _Layout,
+    spending: tuple[bool, ...],
+    windows: int,
+    dialect: str,
+    failures: bool = False,
+    exclude: bool = False,
 ) -> str:
     """The rows of every interval (``:since{i}`` / ``:until{i}``, both exclusive) in one
-    statement, each part tagged with its kind: 0, the transaction rows' counts per group
-    (``_EDGE_COUNTS_SQL``: kind, hour, position, rows, denials); 1, the refusal rows' counts
-    (``_EDGE_REFUSALS_SQL``: kind, hour, position, rows, denials); 2, where ``spending[i]``,
-    the interval's spending rows (``_EDGE_SPEND_SQL``: kind, time, no spend column, 0, 0,
-    spend, amount, chain, metadata); with ``failures``, 3, the rows
-    :func:`_consecutive_failures` counts (``_EDGE_FAILURES_SQL``). ``windows``: how many
-    ``:cut{k}`` the positions compare with."""
+    statement, each part tagged with its kind. Per interval, where ``layout[i]`` lists its
+    segments (:func:`_segments`, numbered on from the previous intervals' ones: ``:lo{k}``,
+    ``:hi{k}``), 4 and 5, each segment's transaction rows and refusal rows counted
+    (``_EDGE_SEGMENT_SQL``, ``_EDGE_SEGMENT_REFUSALS_SQL``: kind, segment, 0, rows,
+    denials); where it is ``None``, 0, the transaction rows' counts per group
+    (``_EDGE_COUNTS_SQL``: kind, hour, position, rows, denials) and 1, the refusal rows'
+    (``_EDGE_REFUSALS_SQL``); 2, where ``spending[i]``, the interval's spending rows
+    (``_EDGE_SPEND_SQL``: kind, time, no spend column, 0, 0, spend, amount, chain,
+    metadata). With ``failures``, 3, the rows :func:`_consecutive_failures` counts
+    (``_EDGE_FAILURES_SQL``). ``windows``: how many ``:cut{k}`` the positions compare with.
+    Without ``exclude`` (no transaction to leave out) the ``id`` terms are left out: the
+    counts then read the index alone."""
     spend_sql = _EDGE_SPEND_SQL_PG if dialect == "postgresql" else _EDGE_SPEND_SQL
-    parts = []
-    for i, spends in enumerate(spending):
-        for template in (_EDGE_COUNTS_SQL, _EDGE_REFUSALS_SQL, spend_sql)[: 3 if spends else 2]:
-            column = "a.timestamp" if template is _EDGE_REFUSALS_SQL else "t.created_at"
-            sql = template.replace(":position", _position(column, windows), 1)
-            parts.append(sql.replace(":since", f":since{i}").replace(":until", f":until{i}"))
+    parts: list[str] = []
+    k = 0
+    for i, (pieces, spends) in enumerate(zip(layout, spending, strict=True)):
+        mine: list[str] = []
+        if pieces is None:
+            for template in (_EDGE_COUNTS_SQL, _EDGE_REFUSALS_SQL):
+                column = "a.timestamp" if template is _EDGE_REFUSALS_SQL else "t.created_at"
+                mine.append(template.replace(":position", _position(column, windows), 1))
+        for lo_op, hi_op in pieces or ():
+            for template in (_EDGE_SEGMENT_SQL, _EDGE_SEGMENT_REFUSALS_SQL):
+                sql = template.replace(":segment", str(k), 1)
+                sql = sql.replace(":lo_op :lo", f"{lo_op} :lo{k}", 1)
+                mine.append(sql.replace(":hi_op :hi", f"{hi_op} :hi{k}", 1))
+            k += 1
+        if spends:
+            mine.append(spend_sql)
+        parts += (p.replace(":since", f":since{i}").replace(":until", f":until{i}") for p in mine)
     if failures:
         parts.append(_EDGE_FAILURES_SQL)
-    return " UNION ALL ".join(parts)
+    sql = " UNION ALL ".join(parts)
+    if not exclude:
+        sql = sql.replace(_EXCLUDE_TERM, "").replace(" AND c.id != :exclude", "")
+    return sql
 
 
 def _bucket_usage(
@@ -573,7 +662,13 @@ def _bucket_usage(
     from_rows, held = _buckets_read_from_rows(uow, raw, native, dialect, agent_id, first)
     if exclude:
         found = raw.execute(_EXCLUDED_SQL, (exclude, agent_id)).fetchone()
-        if found is not None and isinstance(found[0], int):
+        if found is None:
+            exclude = ""  # no row of the agent has that id: nothing to leave out
+        elif not isinstance(found[0], int):
+            # no whole second (a raw edit): the triggers put it in a bucket of its own
+            # that no hour's read can leave it out of; count every row of the windows
+            return _scan_usage(uow, agent_id, now, ordered, exclude)
+        else:
             from_rows.add(usage_db.bucket_start(found[0]))
     # Per window, the bucket it starts in (when it starts inside one) is either read from
     # its rows inside the window, or (when its rows before the window are fewer, going by
@@ -955,26 +1050,47 @@ def _add_edges(
     B = usage_db.BUCKET
     # every row read is after ``base`` (a bucket's start): the hours past it are the floor
     base = usage_db.bucket_start(intervals[0][0]) if intervals else 0
-    params: dict[str, Any] = {
-        "agent": agent_id,
-        "exclude": exclude,
-        "denied": POLICY_DENIED,
-        "base": base,
-    }
-    for k, w in enumerate(signs.ordered):
-        params[f"cut{k}"] = signs.since[w]
-    for i, (low, until) in enumerate(intervals):
-        params[f"since{i}"] = low
-        params[f"until{i}"] = until
+    params: dict[str, Any] = {"agent": agent_id, "denied": POLICY_DENIED, "base": base}
+    if exclude:
+        params["exclude"] = exclude
+    cuts = [signs.since[w] for w in signs.ordered]
+    for k, cut in enumerate(cuts):
+        params[f"cut{k}"] = cut
+    layout, pieces = _layout(intervals, cuts, params)
     spending = tuple(signs.needs_spending(low, until) for low, until in intervals)
-    sql = _edges_sql(spending, len(signs.ordered), dialect, failures is not None)
+    sql = _edges_sql(layout, spending, len(cuts), dialect, failures is not None, bool(exclude))
     found = raw.execute(sql, params).fetchall()
     # a REAL created_at (a raw edit) divides to a fraction: its floor is still its hour
     groups = [(r[0], base + B * (r[1] // 1), *r[2:5]) for r in found if r[0] < 2]
+    groups += [(r[0] - 4, *pieces[r[1]], r[3], r[4]) for r in found if r[0] >= 4]
     tally.add_counts(groups, signs)
     tally.add_spending((r[1:3] + r[5:9] for r in found if r[0] == 2), signs)
     if failures is not None:
         failures.extend((r[1], *r[5:8]) for r in found if r[0] == 3)
+
+
+def _layout(
+    intervals: list[tuple[int, int]], cuts: list[int], params: dict[str, Any]
+) -> tuple[_Layout, list[tuple[int, int]]]:
+    """How :func:`_edges_sql` counts each interval: its segments' comparisons (their bounds
+    put in ``params``: ``since{i}`` / ``until{i}`` per interval, ``lo{k}`` / ``hi{k}`` per
+    segment), or ``None`` for an interval with too many (counted per group). Also each
+    segment's ``(bucket start, position)``, by number."""
+    layout: list[tuple[tuple[str, str], ...] | None] = []
+    pieces: list[tuple[int, int]] = []
+    for i, (low, until) in enumerate(intervals):
+        params[f"since{i}"] = low
+        params[f"until{i}"] = until
+        found = _segments(low, until, cuts)
+        if len(found) > _SEGMENTS_PER_INTERVAL or len(pieces) + len(found) > _SEGMENTS_MAX:
+            layout.append(None)
+            continue
+        for _, lo, _, hi, start, position in found:
+            params[f"lo{len(pieces)}"] = lo
+            params[f"hi{len(pieces)}"] = hi
+            pieces.append((start, position))
+        layout.append(tuple((lo_op, hi_op) for lo_op, _, hi_op, *_ in found))
+    return tuple(layout), pieces
 
 
 def _row_intervals(

@@ -332,29 +332,51 @@ def test_window_refusal_reads_search_the_refusals_index(busy_db: Database) -> No
 
 
 def _edge_params() -> dict[str, object]:
-    params: dict[str, object] = {"agent": "agent-04", "exclude": "", "denied": "POLICY_DENIED"}
-    params["base"] = NOW - 3600 * 24 * 100
+    params: dict[str, object] = {"agent": "agent-04", "exclude": "t000004"}
+    params.update(denied="POLICY_DENIED", base=NOW - 3600 * 24 * 100)
     for i in range(3):
         params[f"since{i}"] = params[f"cut{i}"] = NOW - 3600 * 24 * 10**i
         params[f"until{i}"] = NOW - 3600 * 24 * 10**i + 1800
+        params[f"lo{i}"], params[f"hi{i}"] = params[f"since{i}"], params[f"until{i}"]
     return params
 
 
-def test_window_edge_reads_in_one_statement_search_the_indexes(busy_db: Database) -> None:
+# each interval counted per group (None) or by one segment of its own
+GROUPED = (None, None, None)
+SEGMENTS = (((">", "<"),),) * 3
+AGENT_INDEX = "INDEX idx_transactions_agent_created (agent_id=?"
+
+
+@pytest.mark.parametrize("layout", [GROUPED, SEGMENTS])
+@pytest.mark.parametrize("exclude", [False, True])
+def test_window_edge_reads_in_one_statement_search_the_indexes(
+    busy_db: Database, layout: Any, exclude: bool
+) -> None:
     """The rows of every window's first hour, transactions and refusals alike (counted per
     hour and position, plus the spending rows where the day or the week needs them), are read
-    in one statement; each part of it searches its index (no table is scanned)."""
+    in one statement; each part of it searches its index (no table is scanned). Without a
+    transaction to leave out, the transaction counts read the index alone (migration 0016:
+    ``error`` is in it), and the segments' counts sort nothing."""
     from waiaas.services import policies
 
     params = _edge_params()
     for spending, parts in (((False, False, False), 3), ((True, False, True), 5)):
-        plan = _plan(busy_db.path, policies._edges_sql(spending, 3, "sqlite"), params)
-        assert sum("INDEX idx_transactions_agent_created (agent_id=?" in s for s in plan) == parts
+        sql = policies._edges_sql(layout, spending, 3, "sqlite", False, exclude)
+        assert ("t.id != :exclude" in sql) is exclude
+        plan = _plan(busy_db.path, sql, params)
+        assert sum(AGENT_INDEX in s for s in plan) == parts
         assert sum("INDEX idx_audit_log_agent_refusals (agent_id=?" in s for s in plan) == 3
         assert not [step for step in plan if step.startswith("SCAN ")], plan
+        covering = sum(f"COVERING {AGENT_INDEX}" in s for s in plan)
+        assert covering == (0 if exclude else 3), plan
+        if layout is SEGMENTS:
+            assert not [s for s in plan if "TEMP B-TREE" in s], plan
 
 
-def test_window_edge_read_with_the_failures_rows_searches_the_indexes(busy_db: Database) -> None:
+@pytest.mark.parametrize("exclude", [False, True])
+def test_window_edge_read_with_the_failures_rows_searches_the_indexes(
+    busy_db: Database, exclude: bool
+) -> None:
     """The rows counted for consecutive failures (from the agent's last CONFIRMED one on) are
     read by the same statement as the windows' first hours: its added part and the
     subquery finding that CONFIRMED row each search the agent's index too; no table is
@@ -362,10 +384,11 @@ def test_window_edge_read_with_the_failures_rows_searches_the_indexes(busy_db: D
     from waiaas.services import policies
 
     params = _edge_params()
-    for intervals, parts in ((3, 3), (0, 0)):
-        spending = (False,) * intervals
-        plan = _plan(busy_db.path, policies._edges_sql(spending, 3, "sqlite", True), params)
-        indexed = [s for s in plan if "INDEX idx_transactions_agent_created (agent_id=?" in s]
+    for layout, parts in ((SEGMENTS, 3), (GROUPED, 3), ((), 0)):
+        spending = (False,) * len(layout)
+        sql = policies._edges_sql(layout, spending, 3, "sqlite", True, exclude)
+        plan = _plan(busy_db.path, sql, params)
+        indexed = [s for s in plan if AGENT_INDEX in s]
         # each interval's part, the failures' part and its subquery for the CONFIRMED row
         assert len(indexed) == parts + 2, plan
         assert sum("INDEX idx_audit_log_agent_refusals (agent_id=?" in s for s in plan) == parts
