@@ -41,6 +41,7 @@ from waiaas.chains.solana._backend import (
     TxRecord,
     message_fee,
 )
+from waiaas.chains.solana._fpu import leave_mmx_state
 from waiaas.chains.solana.errors import (
     TxContext,
     is_already_processed,
@@ -157,6 +158,7 @@ class LiteSVMBackend:
             try:
                 result = self._svm.simulate_transaction(tx)
             finally:
+                leave_mmx_state()  # the JIT leaves MMX on (see _fpu)
                 self._svm.with_sigverify(before)
             if isinstance(result, FailedTransactionMetadata):
                 meta = result.meta()
@@ -215,6 +217,7 @@ class LiteSVMBackend:
             try:
                 result = self._svm.simulate_transaction(tx)
             finally:
+                leave_mmx_state()  # the JIT leaves MMX on (see _fpu)
                 self._svm.with_sigverify(before)
         if isinstance(result, FailedTransactionMetadata):
             meta = result.meta()
@@ -234,13 +237,19 @@ class LiteSVMBackend:
             if not self.is_blockhash_valid(tx.message.recent_blockhash):
                 raise map_transaction_error("BlockhashNotFound", context=context)
             if preflight:
-                sim = self._svm.simulate_transaction(tx)
+                try:
+                    sim = self._svm.simulate_transaction(tx)
+                finally:
+                    leave_mmx_state()
                 if isinstance(sim, FailedTransactionMetadata):
                     err = transaction_error_to_json(sim.err())
                     if is_already_processed(err):
                         return SendResult.ALREADY_PROCESSED
                     raise map_transaction_error(err, logs=sim.meta().logs(), context=context)
-            result = self._svm.send_transaction(tx)
+            try:
+                result = self._svm.send_transaction(tx)
+            finally:
+                leave_mmx_state()
             if isinstance(result, FailedTransactionMetadata):
                 err = transaction_error_to_json(result.err())
                 if is_already_processed(err):
@@ -272,7 +281,10 @@ class LiteSVMBackend:
             self._synced()
             if self._blockhash_used:
                 self._new_block()
-            result = self._svm.airdrop(pubkey, lamports)
+            try:
+                result = self._svm.airdrop(pubkey, lamports)
+            finally:
+                leave_mmx_state()
             self._blockhash_used = True
         if isinstance(result, FailedTransactionMetadata):
             raise map_transaction_error(result.err(), logs=result.meta().logs())
