@@ -57,7 +57,6 @@ from pydantic import (
     field_validator,
 )
 from sqlalchemy import func
-from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import col, select
 
 from waiaas import _display as _d
@@ -594,14 +593,9 @@ _AGENT_COLUMNS = tuple(AgentRow.__table__.columns.keys())  # type: ignore[attr-d
 
 def _hold_agent(uow: UnitOfWork, values: Sequence[Any]) -> None:
     """Keep the agent's row read by the live statement (``values`` in
-    :data:`_AGENT_COLUMNS` order) in ``uow``'s session, as if loaded there: clean, and held
-    until the unit of work ends."""
-    agent = built(AgentRow, dict(zip(_AGENT_COLUMNS, values, strict=True)))
-    if uow.session.identity_key(AgentRow, agent.id) in uow.session.identity_map:
-        return  # already loaded in this unit of work (maybe changed there): that one stands
-    make_transient_to_detached(agent)
-    uow.session.add(agent)  # persistent and clean: nothing is written at flush
-    uow.session.info.setdefault("waiaas_held", []).append(agent)
+    :data:`_AGENT_COLUMNS` order) in ``uow`` (:meth:`AgentRepository.hold`): what
+    ``uow.agents.get`` returns for it there, with no ORM session built."""
+    uow.agents.hold(built(AgentRow, dict(zip(_AGENT_COLUMNS, values, strict=True))))
 
 
 _LIVE_FROM = (

@@ -24,7 +24,7 @@ from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine.interfaces import ReflectedForeignKeyConstraint
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from waiaas.db import faults
 from waiaas.errors import (
@@ -37,13 +37,16 @@ from waiaas.errors import (
 __all__ = [
     "AGENT_OPTION",
     "BEGIN_OPTION",
+    "JOINED",
     "POSTGRESQL",
     "PRAGMAS",
     "SQLITE",
     "Target",
     "adapt_sql",
+    "begin_dbapi",
     "check_path",
     "connect_reader",
+    "location_of",
     "lock_key",
     "make_engine",
     "make_pg_engine",
@@ -65,6 +68,13 @@ PRAGMAS: tuple[tuple[str, str], ...] = (
 
 BEGIN_OPTION = "waiaas_begin"
 """Connection execution option naming the BEGIN flavour: DEFERRED (default) or IMMEDIATE."""
+
+JOINED = "JOINED"
+"""``BEGIN_OPTION`` of a connection whose transaction was begun on its DB-API connection
+already (:func:`begin_dbapi`): its ``begin`` emits nothing."""
+
+#: each engine's display location: the SQLite file, or the redacted PostgreSQL URL
+_LOCATIONS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -188,6 +198,8 @@ def _on_begin(path: str) -> Any:
 
     def on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
+        if mode == JOINED:
+            return
         if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
             raise ValueError(f"unknown BEGIN mode {mode!r}")
         sql = f"BEGIN {mode}"
@@ -285,6 +297,7 @@ def make_engine(path: Path, *, pool_size: int = 8) -> Engine:
     event.listen(engine, "connect", _on_connect)
     event.listen(engine, "begin", _on_begin(target))
     faults.install(engine, target)
+    _LOCATIONS[engine] = target
     return engine
 
 
@@ -445,8 +458,12 @@ def lock_key(database: str, schema: str, name: str) -> int:
 
 
 def scope_of(conn: Any) -> tuple[str, str]:
-    """``(current_database(), current_schema())`` of a pooled PostgreSQL connection."""
-    info = conn.connection.info if hasattr(conn, "connection") else conn.info
+    """``(current_database(), current_schema())`` of a pooled PostgreSQL connection (a
+    SQLAlchemy connection, or the pool's own proxy of the DB-API connection)."""
+    if isinstance(conn, PoolProxiedConnection):
+        info = conn.info
+    else:
+        info = conn.connection.info if hasattr(conn, "connection") else conn.info
     scope = info.get(_SCOPE)
     assert scope is not None, "not a waiaas PostgreSQL connection"
     return cast(tuple[str, str], scope)
@@ -507,6 +524,8 @@ def pg_begin_sql(mode: str, scope: tuple[str, str], agent_id: str | None = None)
 def _pg_on_begin(conn: Any) -> None:
     options = conn.get_execution_options()
     mode = options.get(BEGIN_OPTION, "DEFERRED")
+    if mode == JOINED:
+        return
     sql = pg_begin_sql(mode, scope_of(conn), options.get(AGENT_OPTION))
     raw = conn.connection.driver_connection
     try:
@@ -542,7 +561,48 @@ def make_pg_engine(
     event.listen(engine, "connect", _pg_on_connect(redact(url)))
     event.listen(engine, "begin", _pg_on_begin)
     faults.install(engine, redact(url))
+    _LOCATIONS[engine] = redact(url)
     return engine
+
+
+def location_of(engine: Engine) -> str | None:
+    """Where ``engine`` stores its data, for error messages: the SQLite file or the
+    PostgreSQL URL without its password (``None`` for an engine not made here)."""
+    return _LOCATIONS.get(engine)
+
+
+def begin_dbapi(
+    engine: Engine, pooled: PoolProxiedConnection, mode: str, agent_id: str | None = None
+) -> None:
+    """Begin a transaction on a pooled DB-API connection of ``engine`` (no SQLAlchemy
+    ``Connection``): ``BEGIN <mode>`` on SQLite, :func:`pg_begin_sql` (its advisory locks
+    included) on PostgreSQL. A PostgreSQL connection found dead is invalidated (never handed
+    back to the pool).
+
+    Raises:
+        StorageError: the BEGIN failed (translated: :class:`DatabaseLockedError` when the
+            lock stayed taken, :class:`StorageIOError` when the server connection died...).
+        ValueError: an unknown ``mode``.
+    """
+    raw: Any = pooled.driver_connection
+    if engine.dialect.name == POSTGRESQL:
+        sql = pg_begin_sql(mode, scope_of(pooled), agent_id)
+        try:
+            raw.execute(sql, prepare=False)
+        except Exception as exc:
+            if getattr(raw, "broken", False) or getattr(raw, "closed", False):
+                pooled.invalidate()
+            raise faults.translate(exc, operation="begin", path=location_of(engine)) from exc
+        return
+    if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
+        raise ValueError(f"unknown BEGIN mode {mode!r}")
+    sql = f"BEGIN {mode}"
+    try:
+        raw.execute(sql).close()
+    except sqlite3.Error as exc:
+        raise faults.translate(
+            exc, operation="begin", path=location_of(engine), statement=sql
+        ) from exc
 
 
 def pg_connect_args(engine: Engine) -> tuple[list[Any], dict[str, Any]]:

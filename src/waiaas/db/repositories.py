@@ -107,6 +107,15 @@ def _sync_loaded(session: Session, cls: type[Any], key: Any, values: Mapping[str
             set_committed_value(loaded, attr, value)
 
 
+def _update_returning(session: Session) -> bool:
+    """Whether ``session``'s dialect returns rows from an UPDATE (a unit of work's session
+    knows without building its connection)."""
+    known = getattr(session, "update_returning", None)
+    if isinstance(known, bool):
+        return known
+    return bool(session.get_bind().dialect.update_returning)
+
+
 #: Runs one statement on a unit of work's connection: ``(rowcount, returned rows)``
 #: (:meth:`waiaas.db.uow.UnitOfWork.execute`).
 Execute = Callable[[str, Sequence[Any]], tuple[int, list[tuple[Any, ...]]]]
@@ -156,8 +165,40 @@ class _Repository:
         return dialect_of(self.session)
 
 
+_AGENT_ATTRS = tuple(attr.key for attr in sa_inspect(AgentRow).mapper.column_attrs)
+
+
 class AgentRepository(_Repository):
-    """``agents``."""
+    """``agents``.
+
+    A row read whole by a plain statement of the unit of work (the session check's live
+    read, :meth:`hold`) is what :meth:`get` returns for its id from then on, without the
+    ORM: a transient copy, never flushed, which this repository's own updates keep current.
+    """
+
+    def __init__(self, session: Session, integrity: Any = None) -> None:
+        super().__init__(session, integrity)
+        self._held: dict[str, AgentRow] = {}
+
+    def hold(self, row: AgentRow) -> None:
+        """Keep ``row``, read as it stands in this unit of work's transaction, as the
+        agent's row here; one the session has loaded already (and may have changed) stands
+        instead."""
+        if row.id in self._held or identity_key(AgentRow, row.id) in self.session.identity_map:
+            return
+        self._held[row.id] = row
+
+    def _refresh_held(self, agent_id: str) -> None:
+        """After an UPDATE of the agent: a held row takes the values now stored."""
+        held = self._held.get(agent_id)
+        if held is None:
+            return
+        fresh = self.session.get(AgentRow, agent_id)
+        if fresh is None:
+            del self._held[agent_id]
+            return
+        for attr in _AGENT_ATTRS:
+            set_committed_value(held, attr, getattr(fresh, attr))
 
     def add(self, row: AgentRow) -> AgentRow:
         if self.integrity is not None:
@@ -178,6 +219,9 @@ class AgentRepository(_Repository):
         return row
 
     def get(self, agent_id: str) -> AgentRow | None:
+        held = self._held.get(agent_id)
+        if held is not None:
+            return held
         return self.session.get(AgentRow, agent_id)
 
     def list(self, *, status: str | None = None) -> list[AgentRow]:
@@ -194,7 +238,10 @@ class AgentRepository(_Repository):
             .values(status=new, **fields)
             .execution_options(synchronize_session="fetch")
         )
-        return _rowcount(self.session.execute(stmt)) == 1
+        moved = _rowcount(self.session.execute(stmt)) == 1
+        if moved:
+            self._refresh_held(agent_id)
+        return moved
 
     def update_fields(self, agent_id: str, **fields: Any) -> None:
         if self.integrity is not None and "owner_address" in fields:
@@ -205,6 +252,7 @@ class AgentRepository(_Repository):
             .values(**fields)
             .execution_options(synchronize_session="fetch")
         )
+        self._refresh_held(agent_id)
 
 
 class SessionRepository(_Repository):
@@ -326,7 +374,7 @@ class TransactionRepository(_Repository):
         sets = tuple(_TX_COLUMN_OF[attr] for attr in values)
         compared = tuple((name, held_values[attr] is None) for attr, name in _TX_COLUMNS_BY)
         read: tuple[Any, ...] = ()
-        if returning and self.session.get_bind().dialect.update_returning:
+        if returning and _update_returning(self.session):
             sql = compare_and_set("transactions", sets, compared, tuple(returning))
             params = cas_params(values.values(), held_values.values(), returning_params)
             _count, rows = self._execute(sql, params)

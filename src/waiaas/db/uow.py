@@ -27,16 +27,20 @@ from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm.util import identity_key
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlmodel import Session
 
 from waiaas.db import usage
 from waiaas.db.engine import (
-    AGENT_OPTION,
     BEGIN_OPTION,
+    JOINED,
     PG_AGENT,
     PG_READ,
     POSTGRESQL,
     adapt_sql,
+    begin_dbapi,
+    location_of,
     lock_key,
     scope_of,
 )
@@ -80,7 +84,7 @@ def current_write(engine: Engine) -> UnitOfWork | None:
     """
     stack: list[UnitOfWork] = getattr(_open_writes, "stack", [])
     for uow in reversed(stack):
-        if uow._engine is engine and uow._conn is not None and not uow._committed:
+        if uow._engine is engine and uow._pooled is not None and not uow._committed:
             return uow
     return None
 
@@ -90,13 +94,14 @@ _NOTHING_LOADED: Mapping[Any, Any] = MappingProxyType({})
 
 
 class _LazySession:
-    """The unit of work's ORM session as its repositories hold it, built on first real use.
+    """The unit of work's ORM session (:attr:`UnitOfWork.session`), built on first real use.
 
     The hot paths run plain DB-API statements and only ask a session whether it has
-    changes to flush, whether it has a row loaded, and what it is bound to: a session that
-    was never built answers those itself (nothing pending, nothing loaded, the unit of
-    work's connection), so a unit of work that needs no ORM never builds one. Anything
-    else builds the session (:attr:`UnitOfWork.session`) and is asked of it.
+    changes to flush, whether it has a row loaded, for its connection's DB-API connection
+    and what it is bound to: a session that was never built answers those itself (nothing
+    pending, nothing loaded, a flush that has nothing to do, the unit of work's pooled
+    connection), so a unit of work that needs no ORM never builds one, nor a SQLAlchemy
+    ``Connection``. Anything else builds the session and is asked of it.
     """
 
     __slots__ = ("_uow",)
@@ -129,16 +134,61 @@ class _LazySession:
         """The unit of work's dialect name (:func:`waiaas.db.portable.dialect_of`)."""
         return self._uow.dialect
 
+    @property
+    def update_returning(self) -> bool:
+        """Whether the dialect can return rows from an UPDATE (SQLite 3.35+, PostgreSQL)."""
+        return bool(self._uow._engine.dialect.update_returning)
+
+    @staticmethod
+    def identity_key(*args: Any, **kwargs: Any) -> Any:
+        """:meth:`Session.identity_key` (needs no session)."""
+        return identity_key(*args, **kwargs)
+
+    def flush(self, objects: Any = None) -> None:
+        """Flush the built session; one never built has nothing to flush."""
+        built = self._uow._session
+        if built is not None:
+            built.flush(objects)
+
+    def connection(self, *args: Any, **kwargs: Any) -> Any:
+        """The session's connection: the built session's, else a stand-in whose
+        ``connection`` is the unit of work's pooled DB-API connection (what the hot paths
+        take from it) and which builds the SQLAlchemy ``Connection`` for anything else."""
+        built = self._uow._session
+        if built is not None:
+            return built.connection(*args, **kwargs)
+        self._uow._check_open()
+        return _Bound(self._uow)
+
     def get_bind(self, *args: Any, **kwargs: Any) -> Any:
         built = self._uow._session
         if built is not None:
             return built.get_bind(*args, **kwargs)
-        if self._uow._conn is None:
-            raise StorageError("unit of work is not open")
-        return self._uow._conn
+        return self._uow._connection()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._uow.session, name)
+        return getattr(self._uow._orm_session(), name)
+
+
+class _Bound:
+    """What :meth:`_LazySession.connection` gives before any ORM use: the unit of work's
+    pooled DB-API connection as ``connection`` (``.driver_connection``, ``.info``), and the
+    SQLAlchemy ``Connection`` (built on first use, in the same transaction) for the rest."""
+
+    __slots__ = ("_uow",)
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def connection(self) -> PoolProxiedConnection:
+        self._uow._check_open()
+        pooled = self._uow._pooled
+        assert pooled is not None
+        return pooled
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._uow._connection(), name)
 
 
 class UnitOfWork:
@@ -166,6 +216,11 @@ class UnitOfWork:
         self._agent_id = agent_id
         self._audit_locked = False
         self._lock_timeout = lock_timeout
+        # the pooled DB-API connection the transaction runs on (BEGIN / COMMIT / ROLLBACK
+        # are issued on it directly), and a SQLAlchemy Connection over it built only when
+        # the ORM or Core is used (_connection)
+        self._pooled: PoolProxiedConnection | None = None
+        self._raw: Any = None
         self._conn: Connection | None = None
         self._committed = False
         self._integrity = integrity
@@ -191,14 +246,14 @@ class UnitOfWork:
         """The agent this write unit of work is locked to (PostgreSQL), or ``None``."""
         return self._agent_id
 
-    def _begin_options(self) -> dict[str, Any]:
+    def _begin_mode(self) -> str:
         if self._dialect != POSTGRESQL:
-            return {BEGIN_OPTION: "IMMEDIATE" if self._mode == "write" else "DEFERRED"}
+            return "IMMEDIATE" if self._mode == "write" else "DEFERRED"
         if self._mode == "read":
-            return {BEGIN_OPTION: PG_READ}
+            return PG_READ
         if self._agent_id is not None:
-            return {BEGIN_OPTION: PG_AGENT, AGENT_OPTION: self._agent_id}
-        return {BEGIN_OPTION: "IMMEDIATE"}
+            return PG_AGENT
+        return "IMMEDIATE"
 
     def buckets_untouched(self) -> None:
         """Say that this unit of work's writes change no usage bucket (a move between two
@@ -221,34 +276,31 @@ class UnitOfWork:
         """
         if self._audit_locked or self._dialect != POSTGRESQL or self._agent_id is None:
             return
-        if self._conn is None:
-            raise StorageError("unit of work is not open")
-        db, schema = scope_of(self._conn)
-        self._conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({lock_key(db, schema, 'audit')})")
+        self._check_open()
+        db, schema = scope_of(self._pooled)
+        self.run_dbapi(f"SELECT pg_advisory_xact_lock({lock_key(db, schema, 'audit')})", ())
         self._audit_locked = True
 
     def __enter__(self) -> UnitOfWork:
-        options = self._begin_options()
+        mode = self._begin_mode()
+        agent_id = self._agent_id if mode == PG_AGENT else None
         deadline = time.monotonic() + self._lock_timeout
         delay = 0.005
         reconnected = False
         while True:
+            pooled = self._checkout()
             try:
-                conn = self._engine.connect().execution_options(**options)
-            except SQLAlchemyError as exc:  # pragma: no cover - the engine translates
-                raise translate(exc, operation="connect") from exc
-            try:
-                conn.begin()
+                begin_dbapi(self._engine, pooled, mode, agent_id)
                 break
             except StorageIOError:
-                _close_quietly(conn)
+                _close_quietly(pooled)
                 if self._dialect != POSTGRESQL or reconnected:
                     raise
                 # A pooled connection the server dropped (restart, idle timeout, failover):
                 # BEGIN did nothing; once more on a fresh connection.
                 reconnected = True
             except DatabaseLockedError as exc:
-                _close_quietly(conn)
+                _close_quietly(pooled)
                 if time.monotonic() > deadline:
                     raise DatabaseLockedError(
                         f"the database stayed locked for {self._lock_timeout:.0f} s",
@@ -257,32 +309,59 @@ class UnitOfWork:
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
-            except StorageError:
-                _close_quietly(conn)
+            except BaseException:
+                _close_quietly(pooled)
                 raise
-            except SQLAlchemyError as exc:  # pragma: no cover - the engine translates
-                _close_quietly(conn)
-                raise translate(exc, operation="begin") from exc
-        self._conn = conn
-        self._raw: Any = conn.connection.driver_connection
+        self._pooled = pooled
+        self._raw = pooled.driver_connection
         if self._mode == "write":
             if not hasattr(_open_writes, "stack"):
                 _open_writes.stack = []
             _open_writes.stack.append(self)
         return self
 
+    def _checkout(self) -> PoolProxiedConnection:
+        """A connection from the engine's pool (its failures translated as the engine's)."""
+        try:
+            return self._engine.raw_connection()
+        except Exception as exc:
+            if not _is_db_error(exc):
+                raise
+            raise translate(exc, operation="connect", path=location_of(self._engine)) from exc
+
+    def _check_open(self) -> None:
+        if self._pooled is None:
+            raise StorageError("unit of work is not open")
+
+    def _connection(self) -> Connection:
+        """The SQLAlchemy ``Connection`` over this unit of work's pooled connection, in its
+        transaction (built on first use: the ORM session, Core statements)."""
+        conn = self._conn
+        if conn is None:
+            self._check_open()
+            conn = Connection(self._engine, connection=self._pooled)
+            conn.execution_options(**{BEGIN_OPTION: JOINED})
+            conn.begin()  # the transaction begun on the DB-API connection: nothing is emitted
+            self._conn = conn
+        return conn
+
     @property
     def session(self) -> Session:
-        """The SQLModel session on this unit of work's connection, built on first use.
+        """The SQLModel session on this unit of work's connection (built on first real use;
+        see :class:`_LazySession`).
 
         Raises:
             StorageError: the unit of work is not open.
         """
+        self._check_open()
+        return self._orm
+
+    def _orm_session(self) -> Session:
+        """The real SQLModel session, built now if it was not."""
         built = self._session
         if built is None:
-            if self._conn is None:
-                raise StorageError("unit of work is not open")
-            built = self._session = Session(bind=self._conn, autoflush=True, expire_on_commit=False)
+            conn = self._connection()
+            built = self._session = Session(bind=conn, autoflush=True, expire_on_commit=False)
         return built
 
     @functools.cached_property
@@ -355,7 +434,7 @@ class UnitOfWork:
     def _ready(self) -> None:
         """Before a DB-API statement: the unit of work is open, and pending ORM changes are
         flushed (the statement sees what the session wrote)."""
-        if self._conn is None:
+        if self._pooled is None:
             raise StorageError("unit of work is not open")
         s = self._session
         if s is not None and (s.new or s.dirty or s.deleted):
@@ -426,8 +505,7 @@ class UnitOfWork:
 
     def commit(self) -> None:
         """Flush and commit. The unit of work cannot be used for writes afterwards."""
-        if self._conn is None:
-            raise StorageError("unit of work is not open")
+        self._check_open()
         try:
             if self._session is not None:
                 self._session.flush()
@@ -439,9 +517,7 @@ class UnitOfWork:
                 self._integrity.maybe_checkpoint(self, head)
                 # the database keystore's head row commits with the rows it names
                 self._integrity.stage_head(self, *head)
-            trans = self._conn.get_transaction()
-            if trans is not None:
-                trans.commit()
+            self._end("commit")
         except SQLAlchemyError as exc:
             raise translate(exc, operation="commit") from exc
         self._committed = True
@@ -449,13 +525,36 @@ class UnitOfWork:
             # After the commit: the keystore's record must never name a row that is not there.
             self._integrity.record_head(*head)
 
+    def _end(self, how: Literal["commit", "rollback"]) -> None:
+        """COMMIT or ROLLBACK: through the SQLAlchemy ``Connection`` when one was built (it
+        owns the transaction's state then), else on the DB-API connection itself."""
+        conn = self._conn
+        if conn is not None:
+            trans = conn.get_transaction()
+            if trans is not None and how == "commit":
+                trans.commit()
+            elif trans is not None:
+                trans.rollback()
+            return
+        raw = self._raw
+        try:
+            if how == "commit":
+                raw.commit()
+            else:
+                raw.rollback()
+        except Exception as exc:
+            if not _is_db_error(exc):
+                raise
+            if getattr(raw, "broken", False) or getattr(raw, "closed", False):
+                assert self._pooled is not None
+                self._pooled.invalidate()  # never hand a dead connection back to the pool
+            raise translate(exc, operation=how, path=location_of(self._engine)) from exc
+
     def rollback(self) -> None:
         """Discard everything done in this unit of work."""
-        if self._conn is None:
+        if self._pooled is None:
             return
-        trans = self._conn.get_transaction()
-        if trans is not None:
-            trans.rollback()
+        self._end("rollback")
 
     @property
     def writable(self) -> bool:
@@ -489,8 +588,11 @@ class UnitOfWork:
                 with contextlib.suppress(SQLAlchemyError, StorageError):
                     self._session.close()
             if self._conn is not None:
-                _close_quietly(self._conn)
-                self._conn = None
+                _close_quietly(self._conn)  # hands the pooled connection back too
+            elif self._pooled is not None:
+                _close_quietly(self._pooled)
+            self._conn = None
+            self._pooled = None
         if isinstance(exc, SQLAlchemyError) and not isinstance(exc, StorageError):
             # Anything SQLAlchemy raised that the engine did not translate (ORM state
             # errors after a failed flush, ...) leaves as a StorageError too.
@@ -499,6 +601,13 @@ class UnitOfWork:
             raise translate(failed_cleanup, operation="rollback") from failed_cleanup
 
 
-def _close_quietly(conn: Connection) -> None:
+def _close_quietly(conn: Connection | PoolProxiedConnection) -> None:
     with contextlib.suppress(SQLAlchemyError, StorageError):
         conn.close()
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    """A failure of either driver or of SQLAlchemy (what :func:`translate` maps)."""
+    return isinstance(exc, sqlite3.Error | SQLAlchemyError | StorageError) or (
+        type(exc).__module__.split(".", 1)[0] == "psycopg"
+    )
