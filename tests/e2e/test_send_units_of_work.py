@@ -43,6 +43,8 @@ def _warm(wallet: Wallet, chain: str) -> tuple[str, str, int]:
 def test_a_warm_send_builds_no_orm_session_nor_connection(
     wallet: Wallet, monkeypatch: pytest.MonkeyPatch, chain: str
 ) -> None:
+    """Neither unit of work of a warm send builds an ORM session; with the keystore on
+    files (SQLite's default) neither builds a SQLAlchemy ``Connection`` either."""
     _agent_id, token, amount = _warm(wallet, chain)
     built: list[str] = []
     for name in ("Connection", "Session"):
@@ -56,7 +58,11 @@ def test_a_warm_send_builds_no_orm_session_nor_connection(
     for _ in range(2):
         result = wallet.send(token, Transfer(to=recipient(chain), amount=amount))
         assert result.status == "CONFIRMED", result.error
-    assert built == []
+    if wallet._db.is_postgresql:
+        # the database keystore's head row is written by a Core statement at each commit
+        assert "Session" not in built
+    else:
+        assert built == []
 
 
 def test_a_failure_before_the_admission_commit_writes_nothing(
