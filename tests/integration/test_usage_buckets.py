@@ -1103,3 +1103,38 @@ def test_postgresql_counts_the_edges_through_the_agent_index(
         assert "Seq Scan" not in plan, plan
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("failed_last", [False, True])
+def test_consecutive_failures_in_the_second_of_a_busy_confirmation(
+    new_db: Opener, failed_last: bool
+) -> None:
+    """An agent confirming many transactions in one second with FAILED ones among them (by
+    id, before and after the last CONFIRMED one), and FAILED ones later: the count equals
+    the row-by-row reference's, with and without an excluded transaction, though only the
+    FAILED rows and that second's CONFIRMED ones are read."""
+    db = new_db()
+    try:
+        agent = add_agent(db)
+        ids: list[str] = []
+        with db.write() as uow:
+            for i in range(60):  # ids are time-ordered: later rows sort after earlier ones
+                status = "FAILED" if i % 7 == 3 else "CONFIRMED"
+                if i == 59:
+                    status = "FAILED" if failed_last else "CONFIRMED"
+                error = "POLICY_DENIED" if i == 10 else ("reverted" if status == "FAILED" else None)
+                row = tx_row(agent, NOW, "FAILED" if error else status, {"native": "1"}, error)
+                uow.transactions.add(row)
+                ids.append(row.id)
+            for offset in (1, 2):
+                later = tx_row(agent, NOW + offset, "FAILED", {"native": "1"}, "reverted")
+                uow.transactions.add(later)
+                ids.append(later.id)
+            uow.commit()
+        with db.read() as uow:
+            got = load_usage(uow, agent, NOW + 5, {60}).consecutive_failures
+            assert got == (3 if failed_last else 2)
+            for exclude in ("", ids[58], ids[59], ids[-1]):
+                check(uow, agent, NOW + 5, {60}, exclude)
+    finally:
+        db.close()

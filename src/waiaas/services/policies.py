@@ -37,7 +37,7 @@ from waiaas.db import usage as usage_db
 from waiaas.db.faults import stored_json
 from waiaas.db.generations import POLICIES
 from waiaas.db.portable import dialect_of, text_for
-from waiaas.db.tables import AgentRow, PolicyRow
+from waiaas.db.tables import NOT_CONFIRMED, AgentRow, PolicyRow
 from waiaas.errors import InvalidInputError, NotFoundError, StorageError
 from waiaas.ids import new_id
 from waiaas.pipeline.records import decision_of
@@ -531,12 +531,35 @@ _EDGE_SPEND_SQL_PG = _EDGE_SPEND_SQL.replace(
 _EXCLUDED_SQL = "SELECT created_at FROM transactions WHERE id = ? AND agent_id = ?"
 
 
-# The rows :func:`_consecutive_failures` counts, as a part of :func:`_edges_sql` (kind 3):
-# ``(created_at, id, status, error)`` in the columns of the same types (times, text).
-_EDGE_FAILURES_SQL = _FAILURES_SQL.replace(
-    "SELECT t.created_at, t.id, t.status, t.error ",
-    "SELECT 3, t.created_at, 0, 0, 0, t.id, t.status, t.error, NULL ",
-    1,
+# The rows :func:`_count_failures` needs, as a part of :func:`_edges_sql` (kind 3), in the
+# columns of the same types (times, text) as ``(created_at, id, status, error)``: the agent's
+# FAILED rows from the second of its last CONFIRMED row on, read from the partial index of
+# rows not CONFIRMED (its literal ``status <> 'CONFIRMED'`` term lets both dialects use it);
+# that second as a CONFIRMED row with the empty id; and, only when a FAILED row shares that
+# second, the CONFIRMED rows of it (which of the rows of one second came last goes by id, in
+# Python: :func:`_count_failures`). So the many rows an agent sending fast confirms in one
+# second are neither read nor returned; the count is that of ``_FAILURES_SQL`` (the
+# reference), which returns every row from that second on.
+_LAST_CONFIRMED_AT = (
+    "(SELECT c.created_at FROM transactions AS c INDEXED BY idx_transactions_agent_created "
+    "WHERE c.agent_id = :agent AND c.status = 'CONFIRMED' AND c.id != :exclude "
+    "ORDER BY c.created_at DESC LIMIT 1)"
+)
+_FAILED_ROWS = (
+    "FROM transactions AS f INDEXED BY idx_transactions_agent_unconfirmed "
+    f"WHERE f.agent_id = :agent AND f.status = 'FAILED' AND f.{NOT_CONFIRMED} "
+    "AND f.id != :exclude"
+)
+_EDGE_FAILURES_SQL = (
+    f"SELECT 3, f.created_at, 0, 0, 0, f.id, f.status, f.error, NULL {_FAILED_ROWS} "
+    f"AND f.created_at >= COALESCE({_LAST_CONFIRMED_AT}, -1) "
+    "UNION ALL SELECT 3, l.at, 0, 0, 0, '', 'CONFIRMED', NULL, NULL "
+    f"FROM (SELECT {_LAST_CONFIRMED_AT} AS at) AS l WHERE l.at IS NOT NULL "
+    "UNION ALL SELECT 3, c.created_at, 0, 0, 0, c.id, c.status, NULL, NULL "
+    "FROM transactions AS c INDEXED BY idx_transactions_agent_created "
+    f"WHERE c.agent_id = :agent AND c.created_at = {_LAST_CONFIRMED_AT} "
+    "AND c.status = 'CONFIRMED' AND c.id != :exclude "
+    f"AND EXISTS (SELECT 1 {_FAILED_ROWS} AND f.created_at = {_LAST_CONFIRMED_AT})"
 )
 
 
@@ -634,7 +657,8 @@ def _edges_sql(
         parts.append(_EDGE_FAILURES_SQL)
     sql = " UNION ALL ".join(parts)
     if not exclude:
-        sql = sql.replace(_EXCLUDE_TERM, "").replace(" AND c.id != :exclude", "")
+        for term in (_EXCLUDE_TERM, " AND c.id != :exclude", " AND f.id != :exclude"):
+            sql = sql.replace(term, "")
     return sql
 
 

@@ -377,10 +377,12 @@ def test_window_edge_reads_in_one_statement_search_the_indexes(
 def test_window_edge_read_with_the_failures_rows_searches_the_indexes(
     busy_db: Database, exclude: bool
 ) -> None:
-    """The rows counted for consecutive failures (from the agent's last CONFIRMED one on) are
-    read by the same statement as the windows' first hours: its added part and the
-    subquery finding that CONFIRMED row each search the agent's index too; no table is
-    scanned, and without any first-hour interval the statement is that part alone."""
+    """The rows counted for consecutive failures are read by the same statement as the
+    windows' first hours, each part through an index: the FAILED rows through the partial
+    index of rows not CONFIRMED, the last CONFIRMED row's second and that second's CONFIRMED
+    rows through the agent's index (its subqueries too); no table is scanned (``l``, a
+    constant row, is the one-row subquery of that second), and without any first-hour
+    interval the statement is that part alone."""
     from waiaas.services import policies
 
     params = _edge_params()
@@ -389,11 +391,16 @@ def test_window_edge_read_with_the_failures_rows_searches_the_indexes(
         sql = policies._edges_sql(layout, spending, 3, "sqlite", True, exclude)
         plan = _plan(busy_db.path, sql, params)
         indexed = [s for s in plan if AGENT_INDEX in s]
-        # each interval's part, the failures' part and its subquery for the CONFIRMED row
-        assert len(indexed) == parts + 2, plan
+        # each interval's part; the failures' parts: the last CONFIRMED second's subquery
+        # five times, and that second's CONFIRMED rows by (agent_id, created_at)
+        assert len(indexed) == parts + 6, plan
+        assert sum("(agent_id=? AND created_at=?)" in s for s in indexed) == 1, plan
+        unconfirmed = [s for s in plan if "INDEX idx_transactions_agent_unconfirmed" in s]
+        assert len(unconfirmed) == 2, plan  # the FAILED rows, and those of that second
+        assert all("(agent_id=? AND status=? AND created_at" in s for s in unconfirmed), plan
         assert sum("INDEX idx_audit_log_agent_refusals (agent_id=?" in s for s in plan) == parts
-        assert any("(agent_id=? AND created_at>?)" in s for s in indexed), plan
-        assert not [step for step in plan if step.startswith("SCAN ")], plan
+        one_row = ("SCAN l", "SCAN CONSTANT ROW")
+        assert not [s for s in plan if s.startswith("SCAN ") and s not in one_row], plan
 
 
 def test_sealing_reads_the_unsealed_buckets_rows_through_the_indexes(busy_db: Database) -> None:
