@@ -437,14 +437,19 @@ dense_windows = st.sets(
     max_size=5,
 )
 
+#: A dense history's parts, as the tests below draw them.
+DENSE_HISTORY: dict[str, Any] = {
+    "rows": dense_rows,
+    "odd_hours": st.sets(st.integers(-4, 1), max_size=4),
+    "refusals": st.lists(st.tuples(st.integers(-4 * HOUR, HOUR), st.booleans()), max_size=10),
+    "nows": dense_nows,
+    "windows": dense_windows,
+}
+
 
 @settings(HISTORIES, max_examples=60)
 @given(
-    rows=dense_rows,
-    odd_hours=st.sets(st.integers(-4, 1), max_size=4),
-    refusals=st.lists(st.tuples(st.integers(-4 * HOUR, HOUR), st.booleans()), max_size=10),
-    nows=dense_nows,
-    windows=dense_windows,
+    **DENSE_HISTORY,
     keyed=st.booleans(),
 )
 def test_hours_read_from_rows_agree_with_the_rows(
@@ -465,11 +470,7 @@ def test_hours_read_from_rows_agree_with_the_rows(
 
 @settings(HISTORIES, max_examples=12)
 @given(
-    rows=dense_rows,
-    odd_hours=st.sets(st.integers(-4, 1), max_size=4),
-    refusals=st.lists(st.tuples(st.integers(-4 * HOUR, HOUR), st.booleans()), max_size=10),
-    nows=dense_nows,
-    windows=dense_windows,
+    **DENSE_HISTORY,
     keyed=st.booleans(),
 )
 def test_hours_read_from_rows_agree_with_the_rows_on_postgresql(
@@ -921,11 +922,7 @@ def test_segments_and_groups_agree_with_the_rows_at_every_edge(
 
 @settings(HISTORIES, max_examples=20)
 @given(
-    rows=dense_rows,
-    odd_hours=st.sets(st.integers(-4, 1), max_size=4),
-    refusals=st.lists(st.tuples(st.integers(-4 * HOUR, HOUR), st.booleans()), max_size=10),
-    nows=dense_nows,
-    windows=dense_windows,
+    **DENSE_HISTORY,
     layout=st.sampled_from(sorted(LAYOUTS)),
 )
 def test_random_edges_agree_with_the_rows_in_every_layout(
