@@ -21,9 +21,9 @@ from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from waiaas.chains.solana import SolanaAdapter
+from waiaas.chains.solana import SolanaAdapter, leave_mmx_state
 from waiaas.chains.solana._backend import SendResult, SimOutcome
-from waiaas.chains.solana._fpu import AVAILABLE, leave_mmx_state
+from waiaas.chains.solana._fpu import AVAILABLE
 from waiaas.chains.solana._litesvm import LiteSVMBackend
 from waiaas.chains.solana.errors import TxContext
 from waiaas.errors import ChainError

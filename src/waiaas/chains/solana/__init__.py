@@ -10,6 +10,7 @@ Example::
     devnet = SolanaAdapter.rpc("https://api.devnet.solana.com", network="devnet")
 """
 
+from waiaas.chains.solana._fpu import leave_mmx_state
 from waiaas.chains.solana.adapter import Commitment, LocalSolanaAdapter, SolanaAdapter
 
-__all__ = ["Commitment", "LocalSolanaAdapter", "SolanaAdapter"]
+__all__ = ["Commitment", "LocalSolanaAdapter", "SolanaAdapter", "leave_mmx_state"]

@@ -66,6 +66,18 @@ AVAILABLE: bool = _ROUTINE is not None
 
 def leave_mmx_state() -> None:
     """Mark the calling thread's x87 registers empty again (``EMMS``); a no-op where
-    unavailable. Call it on the thread that called into LiteSVM, right after the call."""
+    unavailable (:data:`AVAILABLE` is false). Call it on the thread that called into
+    LiteSVM, right after the call: ``SolanaAdapter.local()`` does so itself; code driving a
+    ``LiteSVM`` directly must. Raises nothing.
+
+    Example::
+
+        from waiaas.chains.solana import leave_mmx_state
+
+        try:
+            svm.send_transaction(tx)
+        finally:
+            leave_mmx_state()
+    """
     if _ROUTINE is not None:
         _ROUTINE()
